@@ -1,0 +1,74 @@
+# slammesh: one entry point for running, testing and generating.
+#   make run    the whole mesh in one process, plus one demo mission
+#   make test   everything CI runs (installs redis-server when missing)
+
+SHELL := /bin/bash
+GO    ?= go
+TOOL  := $(GO) tool -modfile=tools/go.mod
+BIN   := bin
+FUZZTIME ?= 10s
+
+.PHONY: run test unit check lint generate gen-check e2e fuzz bench demo-map build up down deps clean
+
+## run: start all four services in one process (Redis: REDIS_URL, else redis-server on PATH, else embedded) and run a demo mission
+run:
+	$(GO) run ./cmd/slammesh dev --demo
+
+## build: the two binaries into bin/
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/slammesh ./cmd/slammesh
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/slamctl ./cmd/slamctl
+
+## deps: make sure redis-server is installed (tests start their own on free ports)
+deps:
+	@./scripts/ensure-redis.sh
+
+## test: what CI runs: static checks, race tests, fuzz smoke, end to end
+test: deps check unit fuzz e2e
+
+## unit: all Go tests with the race detector (component tests included)
+unit:
+	$(GO) test -race -count=1 ./...
+
+## check: gofmt, go vet, buf lint, generated code up to date
+check: lint gen-check
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(TOOL) buf lint
+
+## generate: regenerate gen/ from proto/ with the pinned plugins
+generate:
+	rm -rf gen
+	$(TOOL) buf generate
+
+gen-check: generate
+	@git diff --exit-code --stat -- gen || { echo "gen/ is stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen)" || { git status --porcelain -- gen; echo "gen/ has untracked files: run make generate and commit"; exit 1; }
+
+## fuzz: each fuzz target for FUZZTIME
+fuzz:
+	@./scripts/fuzz.sh $(FUZZTIME)
+
+## e2e: the built binaries as separate processes, driven by grpcurl and redis-cli
+e2e: build
+	./scripts/e2e.sh
+
+## bench: domain and saga benchmarks
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+
+## demo-map: write a merged map beside its ground truth as PNGs into out/
+demo-map:
+	$(GO) run ./cmd/slamdemo -seed 7 -agents 3 -out out/demo-map
+
+## up: the mesh with Redis and Jaeger in containers
+up:
+	docker compose up --build
+
+down:
+	docker compose down
+
+clean:
+	rm -rf $(BIN) out

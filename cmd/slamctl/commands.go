@@ -1,0 +1,358 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
+	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+)
+
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: slamctl %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	return nil
+}
+
+// oneMissionID takes the single positional mission id of get, cancel, watch and map.
+func oneMissionID(fs *flag.FlagSet) (string, error) {
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return "", fmt.Errorf("%w: want exactly one mission id, got %d arguments", errUsage, fs.NArg())
+	}
+	return fs.Arg(0), nil
+}
+
+var kinds = map[string]typesv1.ScenarioKind{
+	"office":             typesv1.ScenarioKind_SCENARIO_KIND_OFFICE,
+	"sealed-agent":       typesv1.ScenarioKind_SCENARIO_KIND_SEALED_AGENT,
+	"symmetric-corridor": typesv1.ScenarioKind_SCENARIO_KIND_SYMMETRIC_CORRIDOR,
+	"changed-world":      typesv1.ScenarioKind_SCENARIO_KIND_CHANGED_WORLD,
+}
+
+var faultKinds = map[string]typesv1.FaultKind{
+	"business":   typesv1.FaultKind_FAULT_KIND_BUSINESS_ERROR,
+	"transient":  typesv1.FaultKind_FAULT_KIND_TRANSIENT,
+	"stall":      typesv1.FaultKind_FAULT_KIND_STALL,
+	"drop-reply": typesv1.FaultKind_FAULT_KIND_DROP_REPLY,
+}
+
+// faultFlags collects repeated --fault step:kind[:times][:compensation] values.
+type faultFlags []*typesv1.Fault
+
+func (f *faultFlags) String() string { return fmt.Sprint(len(*f), " faults") }
+
+func (f *faultFlags) Set(v string) error {
+	parts := strings.Split(v, ":")
+	if len(parts) < 2 || len(parts) > 4 {
+		return fmt.Errorf("want step:kind[:times][:compensation], got %q", v)
+	}
+	kind, ok := faultKinds[parts[1]]
+	if !ok {
+		return fmt.Errorf("unknown fault kind %q (business, transient, stall, drop-reply)", parts[1])
+	}
+	fault := &typesv1.Fault{Step: parts[0], Kind: kind}
+	if len(parts) >= 3 {
+		n, err := strconv.ParseUint(parts[2], 10, 32)
+		if err != nil {
+			return fmt.Errorf("fault times %q: %w", parts[2], err)
+		}
+		fault.Times = uint32(n)
+	}
+	if len(parts) == 4 {
+		if parts[3] != "compensation" {
+			return fmt.Errorf("fault's fourth part must be 'compensation', got %q", parts[3])
+		}
+		fault.Compensation = true
+	}
+	*f = append(*f, fault)
+	return nil
+}
+
+func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("start", "start [flags]", stderr)
+	id := fs.String("id", "", "mission id (idempotency key); generated when empty")
+	seed := fs.Uint64("seed", 1, "scenario seed")
+	agents := fs.Uint("agents", 3, "number of agents")
+	kind := fs.String("kind", "office", "scenario: office, sealed-agent, symmetric-corridor, changed-world")
+	width := fs.Float64("width", 0, "world width in metres (0: 20)")
+	height := fs.Float64("height", 0, "world height in metres (0: 15)")
+	wait := fs.Bool("wait", false, "block until the mission ends")
+	watch := fs.Bool("watch", false, "follow the mission's progress until it ends")
+	var faults faultFlags
+	fs.Var(&faults, "fault", "inject a fault step:kind[:times][:compensation] (repeatable; needs --allow-fault-injection on the services)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	k, ok := kinds[*kind]
+	if !ok {
+		return fmt.Errorf("%w: unknown --kind %q", errUsage, *kind)
+	}
+	req := &orchestratorv1.StartMissionRequest{
+		MissionId: *id,
+		Scenario: &typesv1.Scenario{
+			Seed: *seed, Agents: uint32(*agents), WidthM: *width, HeightM: *height, Kind: k,
+		},
+		Wait: *wait && !*watch,
+	}
+	if len(faults) > 0 {
+		req.Faults = &typesv1.FaultPlan{Faults: faults}
+	}
+	resp, err := c.orchestrator.StartMission(ctx, req)
+	if err != nil {
+		return rpcError("start mission", err)
+	}
+	if *watch {
+		fmt.Fprintf(stdout, "mission %s  trace %s\n", resp.GetMission().GetMissionId(), resp.GetMission().GetTraceId())
+		return watchMission(ctx, c, g, resp.GetMission().GetMissionId(), "", stdout)
+	}
+	if g.json {
+		return printJSON(stdout, resp)
+	}
+	if !resp.GetCreated() {
+		fmt.Fprintln(stdout, "(mission already existed; showing it)")
+	}
+	printMission(stdout, resp.GetMission())
+	return nil
+}
+
+func cmdGet(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("get", "get MISSION_ID", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	id, err := oneMissionID(fs)
+	if err != nil {
+		return err
+	}
+	resp, err := c.orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
+	if err != nil {
+		return rpcError("get mission", err)
+	}
+	if g.json {
+		return printJSON(stdout, resp)
+	}
+	printMission(stdout, resp.GetMission())
+	return nil
+}
+
+func cmdList(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("list", "list [flags]", stderr)
+	limit := fs.Uint("limit", 20, "at most this many missions")
+	state := fs.String("state", "", "only missions in this state (pending, running, compensating, completed, compensated, failed)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	req := &orchestratorv1.ListMissionsRequest{PageSize: uint32(*limit)}
+	if *state != "" {
+		v, ok := orchestratorv1.MissionState_value["MISSION_STATE_"+strings.ToUpper(*state)]
+		if !ok {
+			return fmt.Errorf("%w: unknown --state %q", errUsage, *state)
+		}
+		req.State = orchestratorv1.MissionState(v)
+	}
+	resp, err := c.orchestrator.ListMissions(ctx, req)
+	if err != nil {
+		return rpcError("list missions", err)
+	}
+	if g.json {
+		return printJSON(stdout, resp)
+	}
+	fmt.Fprintf(stdout, "%-28s %-13s %-7s %-20s %s\n", "MISSION", "STATE", "AGENTS", "CREATED", "ERROR")
+	for _, m := range resp.GetMissions() {
+		fmt.Fprintf(stdout, "%-28s %-13s %-7d %-20s %s\n", m.GetMissionId(),
+			shortEnum(m.GetState().String(), "MISSION_STATE_"), m.GetAgents(),
+			stamp(m.GetCreatedAt()), m.GetError().GetReason())
+	}
+	return nil
+}
+
+func cmdCancel(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("cancel", "cancel [flags] MISSION_ID", stderr)
+	reason := fs.String("reason", "cancelled with slamctl", "why; recorded on the mission's events")
+	wait := fs.Bool("wait", false, "block until the compensation ends")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	id, err := oneMissionID(fs)
+	if err != nil {
+		return err
+	}
+	resp, err := c.orchestrator.CancelMission(ctx, &orchestratorv1.CancelMissionRequest{MissionId: id, Reason: *reason, Wait: *wait})
+	if err != nil {
+		return rpcError("cancel mission", err)
+	}
+	if g.json {
+		return printJSON(stdout, resp)
+	}
+	printMission(stdout, resp.GetMission())
+	return nil
+}
+
+func cmdWatch(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("watch", "watch [flags] MISSION_ID", stderr)
+	from := fs.String("from", "", "resume after this stream entry id")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	id, err := oneMissionID(fs)
+	if err != nil {
+		return err
+	}
+	return watchMission(ctx, c, g, id, *from, stdout)
+}
+
+// watchMission prints one line per event, with a bar for progress, until the
+// mission ends; it fails when the mission did not complete.
+func watchMission(ctx context.Context, c *clients, g global, id, from string, stdout io.Writer) error {
+	stream, err := c.orchestrator.WatchMission(ctx, &orchestratorv1.WatchMissionRequest{MissionId: id, FromStreamId: from})
+	if err != nil {
+		return rpcError("watch mission", err)
+	}
+	var last eventsv1.EventType
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return rpcError("watch mission", err)
+		}
+		ev := resp.GetEvent()
+		last = ev.GetType()
+		if g.json {
+			if err := printJSON(stdout, ev); err != nil {
+				return err
+			}
+			continue
+		}
+		printEvent(stdout, ev)
+	}
+	switch last {
+	case eventsv1.EventType_EVENT_TYPE_MISSION_COMPLETED:
+		return nil
+	case eventsv1.EventType_EVENT_TYPE_MISSION_COMPENSATED:
+		return fmt.Errorf("mission %s was compensated", id)
+	case eventsv1.EventType_EVENT_TYPE_MISSION_FAILED:
+		return fmt.Errorf("mission %s failed: compensation incomplete, operator action needed", id)
+	default:
+		return fmt.Errorf("watch of mission %s ended before the mission did", id)
+	}
+}
+
+func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("map", "map [flags] MISSION_ID", stderr)
+	out := fs.String("o", "", "PNG file to write (default <mission>.png)")
+	version := fs.Uint("version", 0, "map version (0: current)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	id, err := oneMissionID(fs)
+	if err != nil {
+		return err
+	}
+	mc, closer, err := c.mapping()
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	resp, err := mc.GetMap(ctx, &mappingv1.GetMapRequest{MissionId: id, Version: uint32(*version), IncludePng: true})
+	if err != nil {
+		return rpcError("get map", err)
+	}
+	path := *out
+	if path == "" {
+		path = id + ".png"
+	}
+	if err := os.WriteFile(path, resp.GetPng(), 0o644); err != nil {
+		return err
+	}
+	meta := resp.GetGrid().GetMeta()
+	fmt.Fprintf(stdout, "wrote %s: map %s version %d of %d, %dx%d cells at %.3f m\n", path,
+		resp.GetMapId(), resp.GetVersion(), resp.GetCurrentVersion(), meta.GetWidth(), meta.GetHeight(), meta.GetResolution())
+	return nil
+}
+
+func printMission(w io.Writer, m *orchestratorv1.Mission) {
+	fmt.Fprintf(w, "mission   %s (saga %s)\n", m.GetMissionId(), m.GetSagaId())
+	fmt.Fprintf(w, "state     %s\n", shortEnum(m.GetState().String(), "MISSION_STATE_"))
+	fmt.Fprintf(w, "agents    %d\n", m.GetAgents())
+	fmt.Fprintf(w, "trace     %s\n", m.GetTraceId())
+	fmt.Fprintf(w, "stream    %s\n", m.GetProgressStream())
+	if m.GetMapId() != "" {
+		fmt.Fprintf(w, "map       %s version %d, consistency %.3f\n", m.GetMapId(), m.GetMapVersion(), m.GetConsistency())
+	}
+	for i, s := range m.GetSteps() {
+		label := "steps"
+		if i > 0 {
+			label = ""
+		}
+		fmt.Fprintf(w, "%-9s %-16s %-20s attempts %d", label, s.GetName(), shortEnum(s.GetState().String(), "STEP_STATE_"), s.GetAttempts())
+		if s.GetCompensationAttempts() > 0 {
+			fmt.Fprintf(w, ", compensations %d", s.GetCompensationAttempts())
+		}
+		fmt.Fprintln(w)
+	}
+	if e := m.GetError(); e != nil {
+		fmt.Fprintf(w, "error     %s %s: %s\n", e.GetCode(), e.GetReason(), e.GetMessage())
+	}
+	fmt.Fprintf(w, "created   %s\n", stamp(m.GetCreatedAt()))
+	if m.GetEndedAt() != nil {
+		fmt.Fprintf(w, "ended     %s (%s)\n", stamp(m.GetEndedAt()),
+			m.GetEndedAt().AsTime().Sub(m.GetCreatedAt().AsTime()).Round(time.Millisecond))
+	}
+}
+
+func printEvent(w io.Writer, ev *eventsv1.MissionEvent) {
+	typ := strings.ToLower(shortEnum(ev.GetType().String(), "EVENT_TYPE_"))
+	typ = strings.Replace(typ, "_", ".", 1)
+	line := fmt.Sprintf("%s %-23s %-16s", ev.GetTs().AsTime().Local().Format("15:04:05.000"), typ, ev.GetStep())
+	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_STEP_PROGRESS {
+		line += " " + bar(ev.GetProgress())
+	}
+	if ev.GetAttempt() > 1 {
+		line += fmt.Sprintf(" attempt %d", ev.GetAttempt())
+	}
+	if ev.GetMessage() != "" {
+		line += " " + ev.GetMessage()
+	}
+	if ev.GetErrorCode() != "" {
+		line += fmt.Sprintf(" [%s %s]", ev.GetErrorCode(), ev.GetErrorReason())
+	}
+	fmt.Fprintln(w, strings.TrimRight(line, " "))
+}
+
+func bar(p float64) string {
+	const width = 20
+	p = min(max(p, 0), 1)
+	n := int(p*width + 0.5)
+	return fmt.Sprintf("[%s%s] %3.0f%%", strings.Repeat("#", n), strings.Repeat(".", width-n), p*100)
+}
+
+func stamp(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().Local().Format("2006-01-02 15:04:05")
+}

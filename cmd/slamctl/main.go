@@ -1,0 +1,86 @@
+// Command slamctl is the slammesh client: start, follow, cancel and inspect
+// missions, fetch merged maps as PNG, and benchmark the mesh.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "slamctl:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+const usage = `slamctl talks to a slammesh orchestrator.
+
+Usage:
+  slamctl [global flags] <command> [flags]
+
+Commands:
+  start    start a mission from a scenario (or return the existing one)
+  get      show a mission
+  list     list missions, newest first
+  cancel   cancel a mission (compensates it, or tears a completed one down)
+  watch    follow a mission's progress events until it ends
+  map      write a mission's map as PNG
+  bench    run many small missions and report missions/s and latency
+
+Global flags:
+  --addr ADDR   orchestrator address (env SLAMCTL_ADDR, default localhost:50051)
+  --json        print protobuf JSON instead of text
+
+Run 'slamctl <command> -h' for a command's flags.
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	g, rest, err := parseGlobal(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if len(rest) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	cmd, cmdArgs := rest[0], rest[1:]
+	c, err := dial(g)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := c.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	switch cmd {
+	case "start":
+		return cmdStart(ctx, c, g, cmdArgs, stdout, stderr)
+	case "get":
+		return cmdGet(ctx, c, g, cmdArgs, stdout, stderr)
+	case "list":
+		return cmdList(ctx, c, g, cmdArgs, stdout, stderr)
+	case "cancel":
+		return cmdCancel(ctx, c, g, cmdArgs, stdout, stderr)
+	case "watch":
+		return cmdWatch(ctx, c, g, cmdArgs, stdout, stderr)
+	case "map":
+		return cmdMap(ctx, c, g, cmdArgs, stdout, stderr)
+	case "bench":
+		return cmdBench(ctx, c, g, cmdArgs, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q: %w", cmd, errUsage)
+	}
+}
