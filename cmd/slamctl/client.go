@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -102,6 +101,3 @@ func printJSON(w io.Writer, m proto.Message) error {
 	_, err = fmt.Fprintln(w, string(b))
 	return err
 }
-
-// shortEnum strips an enum value's type prefix: MISSION_STATE_RUNNING -> RUNNING.
-func shortEnum(s, prefix string) string { return strings.TrimPrefix(s, prefix) }

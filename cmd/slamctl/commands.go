@@ -8,14 +8,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
-
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/missionfmt"
 )
 
 func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
@@ -133,7 +131,7 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 	if !resp.GetCreated() {
 		fmt.Fprintln(stdout, "(mission already existed; showing it)")
 	}
-	printMission(stdout, resp.GetMission())
+	missionfmt.Mission(stdout, resp.GetMission())
 	return nil
 }
 
@@ -153,7 +151,7 @@ func cmdGet(ctx context.Context, c *clients, g global, args []string, stdout, st
 	if g.json {
 		return printJSON(stdout, resp)
 	}
-	printMission(stdout, resp.GetMission())
+	missionfmt.Mission(stdout, resp.GetMission())
 	return nil
 }
 
@@ -182,8 +180,8 @@ func cmdList(ctx context.Context, c *clients, g global, args []string, stdout, s
 	fmt.Fprintf(stdout, "%-28s %-13s %-7s %-20s %s\n", "MISSION", "STATE", "AGENTS", "CREATED", "ERROR")
 	for _, m := range resp.GetMissions() {
 		fmt.Fprintf(stdout, "%-28s %-13s %-7d %-20s %s\n", m.GetMissionId(),
-			shortEnum(m.GetState().String(), "MISSION_STATE_"), m.GetAgents(),
-			stamp(m.GetCreatedAt()), m.GetError().GetReason())
+			missionfmt.State(m.GetState()), m.GetAgents(),
+			missionfmt.Stamp(m.GetCreatedAt()), m.GetError().GetReason())
 	}
 	return nil
 }
@@ -206,7 +204,7 @@ func cmdCancel(ctx context.Context, c *clients, g global, args []string, stdout,
 	if g.json {
 		return printJSON(stdout, resp)
 	}
-	printMission(stdout, resp.GetMission())
+	missionfmt.Mission(stdout, resp.GetMission())
 	return nil
 }
 
@@ -247,7 +245,7 @@ func watchMission(ctx context.Context, c *clients, g global, id, from string, st
 			}
 			continue
 		}
-		printEvent(stdout, ev)
+		missionfmt.Event(stdout, ev)
 	}
 	switch last {
 	case eventsv1.EventType_EVENT_TYPE_MISSION_COMPLETED:
@@ -292,67 +290,4 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 	fmt.Fprintf(stdout, "wrote %s: map %s version %d of %d, %dx%d cells at %.3f m\n", path,
 		resp.GetMapId(), resp.GetVersion(), resp.GetCurrentVersion(), meta.GetWidth(), meta.GetHeight(), meta.GetResolution())
 	return nil
-}
-
-func printMission(w io.Writer, m *orchestratorv1.Mission) {
-	fmt.Fprintf(w, "mission   %s (saga %s)\n", m.GetMissionId(), m.GetSagaId())
-	fmt.Fprintf(w, "state     %s\n", shortEnum(m.GetState().String(), "MISSION_STATE_"))
-	fmt.Fprintf(w, "agents    %d\n", m.GetAgents())
-	fmt.Fprintf(w, "trace     %s\n", m.GetTraceId())
-	fmt.Fprintf(w, "stream    %s\n", m.GetProgressStream())
-	if m.GetMapId() != "" {
-		fmt.Fprintf(w, "map       %s version %d, consistency %.3f\n", m.GetMapId(), m.GetMapVersion(), m.GetConsistency())
-	}
-	for i, s := range m.GetSteps() {
-		label := "steps"
-		if i > 0 {
-			label = ""
-		}
-		fmt.Fprintf(w, "%-9s %-16s %-20s attempts %d", label, s.GetName(), shortEnum(s.GetState().String(), "STEP_STATE_"), s.GetAttempts())
-		if s.GetCompensationAttempts() > 0 {
-			fmt.Fprintf(w, ", compensations %d", s.GetCompensationAttempts())
-		}
-		fmt.Fprintln(w)
-	}
-	if e := m.GetError(); e != nil {
-		fmt.Fprintf(w, "error     %s %s: %s\n", e.GetCode(), e.GetReason(), e.GetMessage())
-	}
-	fmt.Fprintf(w, "created   %s\n", stamp(m.GetCreatedAt()))
-	if m.GetEndedAt() != nil {
-		fmt.Fprintf(w, "ended     %s (%s)\n", stamp(m.GetEndedAt()),
-			m.GetEndedAt().AsTime().Sub(m.GetCreatedAt().AsTime()).Round(time.Millisecond))
-	}
-}
-
-func printEvent(w io.Writer, ev *eventsv1.MissionEvent) {
-	typ := strings.ToLower(shortEnum(ev.GetType().String(), "EVENT_TYPE_"))
-	typ = strings.Replace(typ, "_", ".", 1)
-	line := fmt.Sprintf("%s %-23s %-16s", ev.GetTs().AsTime().Local().Format("15:04:05.000"), typ, ev.GetStep())
-	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_STEP_PROGRESS {
-		line += " " + bar(ev.GetProgress())
-	}
-	if ev.GetAttempt() > 1 {
-		line += fmt.Sprintf(" attempt %d", ev.GetAttempt())
-	}
-	if ev.GetMessage() != "" {
-		line += " " + ev.GetMessage()
-	}
-	if ev.GetErrorCode() != "" {
-		line += fmt.Sprintf(" [%s %s]", ev.GetErrorCode(), ev.GetErrorReason())
-	}
-	fmt.Fprintln(w, strings.TrimRight(line, " "))
-}
-
-func bar(p float64) string {
-	const width = 20
-	p = min(max(p, 0), 1)
-	n := int(p*width + 0.5)
-	return fmt.Sprintf("[%s%s] %3.0f%%", strings.Repeat("#", n), strings.Repeat(".", width-n), p*100)
-}
-
-func stamp(ts *timestamppb.Timestamp) string {
-	if ts == nil {
-		return "-"
-	}
-	return ts.AsTime().Local().Format("2006-01-02 15:04:05")
 }

@@ -33,6 +33,7 @@ func (p *Process) URL() string { return "redis://" + p.Addr + "/0" }
 
 // Start launches redis-server with its data and log in dir (which must exist)
 // and waits until it answers PING. Persistence is off: the data is scratch.
+// The port is a free one; StartOn takes a fixed port.
 func Start(dir string) (*Process, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -53,6 +54,15 @@ func Start(dir string) (*Process, error) {
 		lastErr = err
 	}
 	return nil, lastErr
+}
+
+// StartOn is Start on a given loopback port, for a address people can type.
+func StartOn(dir string, port int) (*Process, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, ErrNotInstalled
+	}
+	return launch(bin, dir, port)
 }
 
 // Stop kills the server and waits for it to exit.

@@ -1,0 +1,72 @@
+package grpcserver
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/slammesh/slammesh/internal/telemetry"
+)
+
+// defaultServiceConfig spreads calls over every address the resolver returns,
+// so a headless Kubernetes service (one DNS record per pod) is load-balanced
+// by the client. It deliberately has no retryPolicy: the saga classifies
+// errors and retries with its own backoff and attempt budget, and a second,
+// hidden retry layer would multiply attempts and hide them from its records.
+const defaultServiceConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+
+// Client keepalive: ping an idle connection every clientKeepaliveTime so a
+// vanished peer is noticed; it must stay above the servers'
+// Config.KeepaliveMinTime or they disconnect the client for pinging too much.
+const (
+	clientKeepaliveTime    = 30 * time.Second
+	clientKeepaliveTimeout = 10 * time.Second
+)
+
+// Dial returns a client connection to target (a gRPC target such as
+// "localhost:50052" or "dns:///mapping.slammesh.svc:50052") instrumented with
+// tel's tracer and meter providers and the W3C propagator, so the server's
+// spans join the caller's trace. Create one connection per target and share
+// it: grpc.NewClient connects lazily and multiplexes calls.
+//
+// The connection is plaintext: slammesh services talk over loopback or inside
+// a mesh that provides mTLS; pass grpc.WithTransportCredentials in opts to
+// override. The service config is fixed to round_robin without retries (any
+// config published by the resolver, such as a DNS TXT record, is ignored);
+// only gRPC's transparent retry of calls that never reached the server
+// remains. Messages up to DefaultMaxMessageBytes are accepted. opts are
+// applied after these defaults.
+func Dial(target string, tel *telemetry.Telemetry, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	if tel == nil {
+		return nil, errors.New("grpcserver: Dial needs a Telemetry")
+	}
+	base := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+			otelgrpc.WithTracerProvider(tel.TracerProvider()),
+			otelgrpc.WithMeterProvider(tel.MeterProvider()),
+			otelgrpc.WithPropagators(tel.Propagator()),
+		)),
+		grpc.WithDisableServiceConfig(),
+		grpc.WithDefaultServiceConfig(defaultServiceConfig),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                clientKeepaliveTime,
+			Timeout:             clientKeepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(DefaultMaxMessageBytes),
+			grpc.MaxCallSendMsgSize(DefaultMaxMessageBytes),
+		),
+	}
+	conn, err := grpc.NewClient(target, append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("grpcserver: dial %s: %w", target, err)
+	}
+	return conn, nil
+}

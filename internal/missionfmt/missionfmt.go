@@ -1,0 +1,88 @@
+// Package missionfmt renders missions and their progress events as text for
+// people: slamctl and `slammesh dev --demo` print through it.
+package missionfmt
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+)
+
+// State is a mission state without its enum prefix: COMPLETED.
+func State(s orchestratorv1.MissionState) string {
+	return strings.TrimPrefix(s.String(), "MISSION_STATE_")
+}
+
+// Mission writes a mission as an aligned block of lines.
+func Mission(w io.Writer, m *orchestratorv1.Mission) {
+	fmt.Fprintf(w, "mission   %s (saga %s)\n", m.GetMissionId(), m.GetSagaId())
+	fmt.Fprintf(w, "state     %s\n", State(m.GetState()))
+	fmt.Fprintf(w, "agents    %d\n", m.GetAgents())
+	fmt.Fprintf(w, "trace     %s\n", m.GetTraceId())
+	fmt.Fprintf(w, "stream    %s\n", m.GetProgressStream())
+	if m.GetMapId() != "" {
+		fmt.Fprintf(w, "map       %s version %d, consistency %.3f\n", m.GetMapId(), m.GetMapVersion(), m.GetConsistency())
+	}
+	for i, s := range m.GetSteps() {
+		label := "steps"
+		if i > 0 {
+			label = ""
+		}
+		fmt.Fprintf(w, "%-9s %-16s %-20s attempts %d", label, s.GetName(),
+			strings.TrimPrefix(s.GetState().String(), "STEP_STATE_"), s.GetAttempts())
+		if s.GetCompensationAttempts() > 0 {
+			fmt.Fprintf(w, ", compensations %d", s.GetCompensationAttempts())
+		}
+		fmt.Fprintln(w)
+	}
+	if e := m.GetError(); e != nil {
+		fmt.Fprintf(w, "error     %s %s: %s\n", e.GetCode(), e.GetReason(), e.GetMessage())
+	}
+	fmt.Fprintf(w, "created   %s\n", Stamp(m.GetCreatedAt()))
+	if m.GetEndedAt() != nil {
+		fmt.Fprintf(w, "ended     %s (%s)\n", Stamp(m.GetEndedAt()),
+			m.GetEndedAt().AsTime().Sub(m.GetCreatedAt().AsTime()).Round(time.Millisecond))
+	}
+}
+
+// Event writes one event as a line, with a bar for step progress.
+func Event(w io.Writer, ev *eventsv1.MissionEvent) {
+	typ := strings.ToLower(strings.TrimPrefix(ev.GetType().String(), "EVENT_TYPE_"))
+	typ = strings.Replace(typ, "_", ".", 1)
+	line := fmt.Sprintf("%s %-23s %-16s", ev.GetTs().AsTime().Local().Format("15:04:05.000"), typ, ev.GetStep())
+	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_STEP_PROGRESS {
+		line += " " + Bar(ev.GetProgress())
+	}
+	if ev.GetAttempt() > 1 {
+		line += fmt.Sprintf(" attempt %d", ev.GetAttempt())
+	}
+	if ev.GetMessage() != "" {
+		line += " " + ev.GetMessage()
+	}
+	if ev.GetErrorCode() != "" {
+		line += fmt.Sprintf(" [%s %s]", ev.GetErrorCode(), ev.GetErrorReason())
+	}
+	fmt.Fprintln(w, strings.TrimRight(line, " "))
+}
+
+// Bar draws a fraction in [0, 1] as a 20-character bar with a percentage.
+func Bar(p float64) string {
+	const width = 20
+	p = min(max(p, 0), 1)
+	n := int(p*width + 0.5)
+	return fmt.Sprintf("[%s%s] %3.0f%%", strings.Repeat("#", n), strings.Repeat(".", width-n), p*100)
+}
+
+// Stamp formats a timestamp in local time, "-" when unset.
+func Stamp(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().Local().Format("2006-01-02 15:04:05")
+}

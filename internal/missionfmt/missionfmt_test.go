@@ -1,0 +1,62 @@
+package missionfmt
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+)
+
+func TestBar(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		p    float64
+		want string
+	}{
+		{0, "[....................]   0%"},
+		{0.5, "[##########..........]  50%"},
+		{1, "[####################] 100%"},
+		{2, "[####################] 100%"},
+		{-1, "[....................]   0%"},
+	} {
+		if got := Bar(tc.p); got != tc.want {
+			t.Errorf("Bar(%v) = %q, want %q", tc.p, got, tc.want)
+		}
+	}
+}
+
+func TestEventLine(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	Event(&b, &eventsv1.MissionEvent{
+		Type: eventsv1.EventType_EVENT_TYPE_STEP_FAILED, Step: "localize_agents", Attempt: 2,
+		Message: "agent a2", ErrorCode: "FAILED_PRECONDITION", ErrorReason: "INSUFFICIENT_OVERLAP",
+		Ts: timestamppb.Now(),
+	})
+	line := b.String()
+	for _, want := range []string{"step.failed", "localize_agents", "attempt 2", "agent a2", "[FAILED_PRECONDITION INSUFFICIENT_OVERLAP]"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("line %q lacks %q", line, want)
+		}
+	}
+}
+
+func TestMissionBlock(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	Mission(&b, &orchestratorv1.Mission{
+		MissionId: "m1", State: orchestratorv1.MissionState_MISSION_STATE_COMPENSATED,
+		Steps: []*orchestratorv1.Step{{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_COMPENSATED, Attempts: 1, CompensationAttempts: 1}},
+		Error: &orchestratorv1.MissionError{Code: "FAILED_PRECONDITION", Reason: "AMBIGUOUS_MATCH", Message: "corridor"},
+	})
+	out := b.String()
+	for _, want := range []string{"state     COMPENSATED", "allocate_map", "compensations 1", "FAILED_PRECONDITION AMBIGUOUS_MATCH: corridor"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
