@@ -1,0 +1,217 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+)
+
+// serviceConfig configures one service process; fields a service does not
+// use keep their defaults.
+type serviceConfig struct {
+	service  string
+	grpcAddr string
+	httpAddr string
+	redisURL string
+	logLevel slog.Level
+	// allowFaults honours FaultPlans carried in requests (tests and demos).
+	allowFaults bool
+	grace       time.Duration
+
+	// orchestrator
+	mappingAddr      string
+	localizationAddr string
+	mergeAddr        string
+
+	// mapping
+	capacityCells uint64
+
+	// localization
+	parallelism int
+}
+
+// defaultPorts are the gRPC and HTTP ports of DESIGN.md §3.
+var defaultPorts = map[string][2]int{
+	"orchestrator": {50051, 9091},
+	"mapping":      {50052, 9092},
+	"localization": {50053, 9093},
+	"merge":        {50054, 9094},
+}
+
+// envFlags registers flags whose defaults come from environment variables,
+// so compose and Kubernetes can configure by env and people by flag.
+type envFlags struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	errs   []error
+}
+
+func (e *envFlags) env(key string) (string, bool) {
+	v := e.getenv(key)
+	return v, v != ""
+}
+
+func (e *envFlags) string(p *string, name, key, def, usage string) {
+	if v, ok := e.env(key); ok {
+		def = v
+	}
+	e.fs.StringVar(p, name, def, fmt.Sprintf("%s (env %s)", usage, key))
+}
+
+func (e *envFlags) bool(p *bool, name, key string, usage string) {
+	def := false
+	if v, ok := e.env(key); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: want true or false", key, v))
+		}
+		def = b
+	}
+	e.fs.BoolVar(p, name, def, fmt.Sprintf("%s (env %s)", usage, key))
+}
+
+func (e *envFlags) uint64(p *uint64, name, key string, def uint64, usage string) {
+	if v, ok := e.env(key); ok {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: want a non-negative integer", key, v))
+		}
+		def = n
+	}
+	e.fs.Uint64Var(p, name, def, fmt.Sprintf("%s (env %s)", usage, key))
+}
+
+func (e *envFlags) int(p *int, name, key string, def int, usage string) {
+	if v, ok := e.env(key); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: want an integer", key, v))
+		}
+		def = n
+	}
+	e.fs.IntVar(p, name, def, fmt.Sprintf("%s (env %s)", usage, key))
+}
+
+func (e *envFlags) duration(p *time.Duration, name, key string, def time.Duration, usage string) {
+	if v, ok := e.env(key); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: want a duration such as 10s", key, v))
+		}
+		def = d
+	}
+	e.fs.DurationVar(p, name, def, fmt.Sprintf("%s (env %s)", usage, key))
+}
+
+func (e *envFlags) level(p *slog.Level, name, key string) {
+	def := "info"
+	if v, ok := e.env(key); ok {
+		def = v
+	}
+	*p = slog.LevelInfo
+	e.fs.Func(name, fmt.Sprintf("log level: debug, info, warn, error (env %s, default %s)", key, def), func(s string) error { return p.UnmarshalText([]byte(s)) })
+	if err := p.UnmarshalText([]byte(def)); err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s=%q: %w", key, def, err))
+	}
+}
+
+// parse parses args and reports bad environment values and stray arguments.
+func (e *envFlags) parse(args []string) error {
+	if err := e.fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if len(e.errs) > 0 {
+		return fmt.Errorf("%w: %v", errUsage, e.errs[0])
+	}
+	if e.fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, e.fs.Args())
+	}
+	return nil
+}
+
+// addCommon registers the flags every service shares.
+func addCommon(e *envFlags, c *serviceConfig, grpcDef, httpDef string) {
+	e.string(&c.grpcAddr, "grpc-addr", "SLAMMESH_GRPC_ADDR", grpcDef, "gRPC listen address")
+	e.string(&c.httpAddr, "http-addr", "SLAMMESH_HTTP_ADDR", httpDef, "HTTP listen address of /metrics, /healthz, /debug/pprof")
+	e.string(&c.redisURL, "redis-url", "REDIS_URL", "redis://localhost:6379/0", "Redis URL")
+	e.level(&c.logLevel, "log-level", "SLAMMESH_LOG_LEVEL")
+	e.bool(&c.allowFaults, "allow-fault-injection", "SLAMMESH_ALLOW_FAULT_INJECTION", "honour fault plans in requests (tests and demos only)")
+	e.duration(&c.grace, "grace", "SLAMMESH_GRACE", 10*time.Second, "shutdown grace period for in-flight calls and running sagas")
+}
+
+func addSpecific(e *envFlags, c *serviceConfig, service string) {
+	switch service {
+	case "orchestrator":
+		e.string(&c.mappingAddr, "mapping-addr", "SLAMMESH_MAPPING_ADDR", "localhost:50052", "mapping service gRPC target")
+		e.string(&c.localizationAddr, "localization-addr", "SLAMMESH_LOCALIZATION_ADDR", "localhost:50053", "localization service gRPC target")
+		e.string(&c.mergeAddr, "merge-addr", "SLAMMESH_MERGE_ADDR", "localhost:50054", "merge service gRPC target")
+	case "mapping":
+		e.uint64(&c.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
+	case "localization":
+		e.int(&c.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")
+	}
+}
+
+func parseServiceConfig(service string, args []string, getenv func(string) string, stderr io.Writer) (serviceConfig, error) {
+	c := serviceConfig{service: service}
+	fs := flag.NewFlagSet("slammesh "+service, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	e := &envFlags{fs: fs, getenv: getenv}
+	ports := defaultPorts[service]
+	addCommon(e, &c, fmt.Sprintf(":%d", ports[0]), fmt.Sprintf(":%d", ports[1]))
+	addSpecific(e, &c, service)
+	if err := e.parse(args); err != nil {
+		return c, err
+	}
+	return c, c.validate()
+}
+
+func (c serviceConfig) validate() error {
+	switch {
+	case c.grace < 0:
+		return fmt.Errorf("%w: --grace must not be negative", errUsage)
+	case c.parallelism < 0:
+		return fmt.Errorf("%w: --parallelism must not be negative", errUsage)
+	case c.service == "mapping" && c.capacityCells == 0:
+		return fmt.Errorf("%w: --capacity-cells must be positive", errUsage)
+	}
+	return nil
+}
+
+// devConfig configures `slammesh dev`: the four services in one process.
+type devConfig struct {
+	base serviceConfig
+	// host the four services bind to; loopback by default, as dev is for one machine.
+	host string
+	// redisURL empty means: a private redis-server, else an embedded Redis.
+	redisURL  string
+	redisPort int
+	demo      bool
+}
+
+func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer) (devConfig, error) {
+	var c devConfig
+	fs := flag.NewFlagSet("slammesh dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	e := &envFlags{fs: fs, getenv: getenv}
+	e.string(&c.host, "host", "SLAMMESH_HOST", "127.0.0.1", "address the four services bind to (ports as in production: 50051-50054, 9091-9094)")
+	e.string(&c.redisURL, "redis-url", "REDIS_URL", "", "Redis URL; empty starts a private redis-server (or an embedded Redis)")
+	e.int(&c.redisPort, "redis-port", "SLAMMESH_DEV_REDIS_PORT", 6380, "port of the private redis-server")
+	e.level(&c.base.logLevel, "log-level", "SLAMMESH_LOG_LEVEL")
+	e.bool(&c.base.allowFaults, "allow-fault-injection", "SLAMMESH_ALLOW_FAULT_INJECTION", "honour fault plans in requests")
+	e.duration(&c.base.grace, "grace", "SLAMMESH_GRACE", 10*time.Second, "shutdown grace period")
+	e.uint64(&c.base.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
+	e.int(&c.base.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")
+	fs.BoolVar(&c.demo, "demo", false, "once up, run one demo mission and print its progress")
+	if err := e.parse(args); err != nil {
+		return c, err
+	}
+	if c.redisPort <= 0 || c.redisPort > 65535 {
+		return c, fmt.Errorf("%w: --redis-port %d out of range", errUsage, c.redisPort)
+	}
+	c.base.service = "dev"
+	return c, c.base.validate()
+}

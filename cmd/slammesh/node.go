@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/extra/redisotel/v9"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+
+	"github.com/slammesh/slammesh/internal/grpcserver"
+	"github.com/slammesh/slammesh/internal/telemetry"
+)
+
+// node is one running service: its own telemetry (so Jaeger shows it as its
+// own service even when four share a process), logger, Redis client and
+// gRPC server. Its parts are released in reverse order of creation.
+type node struct {
+	name string
+	tel  *telemetry.Telemetry
+	log  *slog.Logger
+	rdb  *redis.Client
+	srv  *grpcserver.Server
+	// drain runs after the gRPC server stopped accepting calls and before
+	// Redis closes: the orchestrator finishes or hands off running sagas.
+	drain   func(ctx context.Context) error
+	closers []func() error
+}
+
+// nodeSpec says how to build one node.
+type nodeSpec struct {
+	name     string
+	grpcAddr string
+	httpAddr string
+	redis    *redis.Options
+	logLevel slog.Level
+	grace    time.Duration
+	telOpts  telemetry.Options
+	// interceptors are built once telemetry and Redis exist (the step services
+	// publish progress through Redis).
+	interceptors func(n *node) []grpc.UnaryServerInterceptor
+	// register adds the service to the gRPC server.
+	register func(ctx context.Context, n *node) error
+}
+
+func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err error) {
+	n = &node{name: spec.name}
+	defer func() {
+		if err != nil {
+			if n.srv != nil {
+				err = errors.Join(err, n.srv.Close())
+			}
+			err = errors.Join(err, n.close(context.WithoutCancel(ctx)))
+		}
+	}()
+	n.tel, err = telemetry.Setup(ctx, spec.name, spec.telOpts)
+	if err != nil {
+		return n, fmt.Errorf("%s telemetry: %w", spec.name, err)
+	}
+	n.log = telemetry.NewLogger(logw, spec.name, spec.logLevel)
+
+	n.rdb = redis.NewClient(spec.redis)
+	n.closers = append(n.closers, n.rdb.Close)
+	if err := redisotel.InstrumentTracing(n.rdb, redisotel.WithTracerProvider(n.tel.TracerProvider()), redisotel.WithDBStatement(false)); err != nil {
+		return n, fmt.Errorf("%s redis tracing: %w", spec.name, err)
+	}
+	if err := redisotel.InstrumentMetrics(n.rdb, redisotel.WithMeterProvider(n.tel.MeterProvider())); err != nil {
+		return n, fmt.Errorf("%s redis metrics: %w", spec.name, err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := n.rdb.Ping(pingCtx).Err(); err != nil {
+		return n, fmt.Errorf("%s: redis at %s: %w", spec.name, spec.redis.Addr, err)
+	}
+
+	var interceptors []grpc.UnaryServerInterceptor
+	if spec.interceptors != nil {
+		interceptors = spec.interceptors(n)
+	}
+	n.srv, err = grpcserver.New(grpcserver.Config{
+		Service:     spec.name,
+		GRPCAddr:    spec.grpcAddr,
+		HTTPAddr:    spec.httpAddr,
+		GracePeriod: spec.grace,
+	}, grpcserver.Deps{Telemetry: n.tel, Logger: n.log, UnaryInterceptors: interceptors})
+	if err != nil {
+		return n, err
+	}
+	if err := spec.register(ctx, n); err != nil {
+		return n, fmt.Errorf("%s: %w", spec.name, err)
+	}
+	return n, nil
+}
+
+// serve runs the node until ctx ends, then drains and releases it in the
+// order STYLE.md gives: health NOT_SERVING and GracefulStop (in Serve), the
+// saga drain, Redis, and last the telemetry flush on a fresh context.
+func (n *node) serve(ctx context.Context) (err error) {
+	err = n.srv.Serve(ctx)
+	return errors.Join(err, n.close(context.WithoutCancel(ctx)))
+}
+
+func (n *node) close(ctx context.Context) error {
+	var errs []error
+	if n.drain != nil {
+		errs = append(errs, n.drain(ctx))
+		n.drain = nil
+	}
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		if err := n.closers[i](); err != nil && !errors.Is(err, redis.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	n.closers = nil
+	if n.tel != nil {
+		flushCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		errs = append(errs, n.tel.Shutdown(flushCtx))
+		n.tel = nil
+	}
+	return errors.Join(errs...)
+}

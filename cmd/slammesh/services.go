@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+
+	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
+	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
+	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/faults"
+	"github.com/slammesh/slammesh/internal/grpcserver"
+	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
+	"github.com/slammesh/slammesh/services/localization"
+	"github.com/slammesh/slammesh/services/mapping"
+	"github.com/slammesh/slammesh/services/merge"
+	"github.com/slammesh/slammesh/services/orchestrator"
+)
+
+// runService runs one service in this process until ctx ends.
+func runService(ctx context.Context, cfg serviceConfig, logw io.Writer) error {
+	opts, err := redis.ParseURL(cfg.redisURL)
+	if err != nil {
+		return fmt.Errorf("%w: --redis-url %q: %w", errUsage, cfg.redisURL, err)
+	}
+	n, err := newNode(ctx, specFor(cfg, opts), logw)
+	if err != nil {
+		return err
+	}
+	return n.serve(ctx)
+}
+
+// specFor says how to build the node of cfg.service.
+func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
+	spec := nodeSpec{
+		name:     cfg.service,
+		grpcAddr: cfg.grpcAddr,
+		httpAddr: cfg.httpAddr,
+		redis:    opts,
+		logLevel: cfg.logLevel,
+		grace:    cfg.grace,
+	}
+	// stepInterceptors publish step events, and inject faults inside them so
+	// that injected failures are reported like real ones.
+	stepInterceptors := func(service string, actions, compensations []string) func(n *node) []grpc.UnaryServerInterceptor {
+		return func(n *node) []grpc.UnaryServerInterceptor {
+			pub := progress.NewPublisher(n.rdb, progress.Options{Logger: n.log})
+			ics := []grpc.UnaryServerInterceptor{progressgrpc.UnaryServerInterceptor(pub, service, actions...)}
+			if cfg.allowFaults {
+				ics = append(ics, faults.UnaryServerInterceptor(compensations...))
+			}
+			return ics
+		}
+	}
+	switch cfg.service {
+	case mapping.ServiceName:
+		spec.interceptors = stepInterceptors(mapping.ServiceName, mapping.ActionMethods, mapping.CompensationMethods)
+		spec.register = func(_ context.Context, n *node) error {
+			mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells}, n.rdb, barrier.New(n.rdb), n.log).Register(n.srv)
+			return nil
+		}
+	case localization.ServiceName:
+		spec.interceptors = stepInterceptors(localization.ServiceName, localization.ActionMethods, localization.CompensationMethods)
+		spec.register = func(_ context.Context, n *node) error {
+			s, err := localization.NewServer(localization.Config{Parallelism: cfg.parallelism}, n.rdb, barrier.New(n.rdb), n.log)
+			if err != nil {
+				return err
+			}
+			s.Register(n.srv)
+			return nil
+		}
+	case merge.ServiceName:
+		spec.interceptors = stepInterceptors(merge.ServiceName, merge.ActionMethods, merge.CompensationMethods)
+		spec.register = func(_ context.Context, n *node) error {
+			s, err := merge.NewServer(merge.Config{}, n.rdb, barrier.New(n.rdb), n.log)
+			if err != nil {
+				return err
+			}
+			s.Register(n.srv)
+			return nil
+		}
+	case "orchestrator":
+		spec.register = func(_ context.Context, n *node) error { return registerOrchestrator(cfg, n) }
+	}
+	return spec
+}
+
+// registerOrchestrator dials the step services with the orchestrator's
+// telemetry, so step calls are client spans of the mission's trace, and
+// drains running sagas on shutdown before the connections close.
+func registerOrchestrator(cfg serviceConfig, n *node) error {
+	dial := func(target string) (*grpc.ClientConn, error) {
+		c, err := grpcserver.Dial(target, n.tel)
+		if err == nil {
+			n.closers = append(n.closers, c.Close)
+		}
+		return c, err
+	}
+	mc, err := dial(cfg.mappingAddr)
+	if err != nil {
+		return fmt.Errorf("mapping at %s: %w", cfg.mappingAddr, err)
+	}
+	lc, err := dial(cfg.localizationAddr)
+	if err != nil {
+		return fmt.Errorf("localization at %s: %w", cfg.localizationAddr, err)
+	}
+	gc, err := dial(cfg.mergeAddr)
+	if err != nil {
+		return fmt.Errorf("merge at %s: %w", cfg.mergeAddr, err)
+	}
+	s, err := orchestrator.NewServer(orchestrator.Config{AllowFaultInjection: cfg.allowFaults}, orchestrator.Deps{
+		Redis:        n.rdb,
+		Mapping:      mappingv1.NewMappingServiceClient(mc),
+		Localization: localizationv1.NewLocalizationServiceClient(lc),
+		Merge:        mergev1.NewMergeServiceClient(gc),
+		Logger:       n.log,
+		Tracer:       n.tel.Tracer(),
+		Meter:        n.tel.Meter(),
+	})
+	if err != nil {
+		return err
+	}
+	orchestratorv1.RegisterOrchestratorServiceServer(n.srv, s)
+	n.drain = func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, cfg.grace)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return nil
+	}
+	return nil
+}

@@ -1,0 +1,379 @@
+package barrier
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/slammesh/slammesh/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// business is a fake service effect: a counter per mission that the action
+// increments and the compensation decrements, so "effect left behind" and
+// "effect twice" are both visible in its value.
+type business struct {
+	rdb   *redis.Client
+	b     *Barrier
+	calls atomic.Int32 // callback invocations
+}
+
+func newBusiness(t *testing.T) *business {
+	t.Helper()
+	rdb := redistest.Start(t).Client(t)
+	return &business{rdb: rdb, b: New(rdb)}
+}
+
+func counterKey(key string) string { return "slammesh:{" + key + "}:counter" }
+
+func (s *business) action(ctx context.Context, id ID, result string) ([]byte, Outcome, error) {
+	return s.b.Action(ctx, id, func(ctx context.Context, tx *Tx) ([]byte, error) {
+		s.calls.Add(1)
+		tx.Write(func(p redis.Pipeliner) { p.Incr(ctx, counterKey(id.Key)) })
+		return []byte(result), nil
+	})
+}
+
+// compensate undoes the action and records the result it was handed.
+func (s *business) compensate(ctx context.Context, id ID, got *[]byte) (Outcome, error) {
+	return s.b.Compensate(ctx, id, func(ctx context.Context, tx *Tx, res []byte) error {
+		s.calls.Add(1)
+		*got = res
+		tx.Write(func(p redis.Pipeliner) { p.Decr(ctx, counterKey(id.Key)) })
+		return nil
+	})
+}
+
+func (s *business) counter(t *testing.T, key string) int64 {
+	t.Helper()
+	n, err := s.rdb.Get(t.Context(), counterKey(key)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (s *business) effects(t *testing.T, key string) map[string]int64 {
+	t.Helper()
+	e, err := s.b.Effects(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestFaults(t *testing.T) {
+	t.Parallel()
+	type call struct {
+		op      string // "action" or "compensate"
+		outcome Outcome
+		err     error
+	}
+	tests := []struct {
+		name    string
+		calls   []call
+		counter int64
+		effects map[string]int64
+		ran     int32
+	}{
+		{
+			name:    "duplicate action returns the first result, no second effect",
+			calls:   []call{{"action", Applied, nil}, {"action", Duplicate, nil}, {"action", Duplicate, nil}},
+			counter: 1,
+			effects: map[string]int64{"step:action": 1},
+			ran:     1,
+		},
+		{
+			name:    "null compensation does nothing and forbids the action",
+			calls:   []call{{"compensate", Null, nil}, {"action", 0, ErrActionForbidden}, {"compensate", Duplicate, nil}},
+			counter: 0,
+			effects: map[string]int64{},
+			ran:     0,
+		},
+		{
+			name:    "hanging action after a compensation is rejected",
+			calls:   []call{{"action", Applied, nil}, {"compensate", Applied, nil}, {"action", 0, ErrActionForbidden}},
+			counter: 0,
+			effects: map[string]int64{"step:action": 1, "step:compensation": 1},
+			ran:     2,
+		},
+		{
+			name:    "compensation twice undoes once",
+			calls:   []call{{"action", Applied, nil}, {"compensate", Applied, nil}, {"compensate", Duplicate, nil}},
+			counter: 0,
+			effects: map[string]int64{"step:action": 1, "step:compensation": 1},
+			ran:     2,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newBusiness(t)
+			id := ID{Key: "m", SagaID: "s", Step: "step"}
+			for i, c := range tt.calls {
+				var outcome Outcome
+				var err error
+				switch c.op {
+				case "action":
+					var res []byte
+					// Each attempt offers a different result: a duplicate must
+					// get the first one back.
+					res, outcome, err = s.action(t.Context(), id, "result-"+strconv.Itoa(i))
+					if err == nil && string(res) != "result-0" {
+						t.Errorf("call %d: action result %q, want the first one, result-0", i, res)
+					}
+				case "compensate":
+					var got []byte
+					outcome, err = s.compensate(t.Context(), id, &got)
+					if outcome == Applied && string(got) != "result-0" {
+						t.Errorf("call %d: compensation was handed %q, want the action's result-0", i, got)
+					}
+				}
+				if !errors.Is(err, c.err) || outcome != c.outcome {
+					t.Errorf("call %d %s = %v, %v; want %v, %v", i, c.op, outcome, err, c.outcome, c.err)
+				}
+			}
+			if n := s.counter(t, "m"); n != tt.counter {
+				t.Errorf("business counter = %d, want %d", n, tt.counter)
+			}
+			if e := s.effects(t, "m"); !maps.Equal(e, tt.effects) {
+				t.Errorf("effects = %v, want %v", e, tt.effects)
+			}
+			if n := s.calls.Load(); n != tt.ran {
+				t.Errorf("business callbacks ran %d times, want %d", n, tt.ran)
+			}
+		})
+	}
+}
+
+func TestFailedCallbackWritesNothing(t *testing.T) {
+	t.Parallel()
+	s := newBusiness(t)
+	id := ID{Key: "m", SagaID: "s", Step: "step"}
+	errBusiness := errors.New("insufficient overlap")
+	_, _, err := s.b.Action(t.Context(), id, func(ctx context.Context, tx *Tx) ([]byte, error) {
+		tx.Write(func(p redis.Pipeliner) { p.Incr(ctx, counterKey("m")) })
+		return nil, errBusiness
+	})
+	if !errors.Is(err, errBusiness) {
+		t.Fatalf("Action = %v, want the callback's error", err)
+	}
+	if n := s.rdb.Exists(t.Context(), Key("m", "step"), counterKey("m"), EffectsKey("m")).Val(); n != 0 {
+		t.Fatalf("a failed action wrote %d keys", n)
+	}
+	// Not marked: a retry may still act.
+	if _, outcome, err := s.action(t.Context(), id, "ok"); err != nil || outcome != Applied {
+		t.Fatalf("retry = %v, %v; want applied", outcome, err)
+	}
+	_, err = s.b.Compensate(t.Context(), id, func(context.Context, *Tx, []byte) error { return errBusiness })
+	if !errors.Is(err, errBusiness) {
+		t.Fatalf("Compensate = %v, want the callback's error", err)
+	}
+	var got []byte
+	if outcome, err := s.compensate(t.Context(), id, &got); err != nil || outcome != Applied {
+		t.Fatalf("compensation retry = %v, %v; want applied", outcome, err)
+	}
+	if n := s.counter(t, "m"); n != 0 {
+		t.Errorf("business counter = %d, want 0", n)
+	}
+}
+
+func TestConcurrentDuplicateActionsHaveOneEffect(t *testing.T) {
+	t.Parallel()
+	s := newBusiness(t)
+	id := ID{Key: "m", SagaID: "s", Step: "step"}
+	const n = 50
+	results := make([]string, n)
+	outcomes := make([]Outcome, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			res, outcome, err := s.action(t.Context(), id, "result-"+strconv.Itoa(i))
+			if err != nil {
+				t.Errorf("action %d: %v", i, err)
+			}
+			results[i], outcomes[i] = string(res), outcome
+		})
+	}
+	wg.Wait()
+	applied := 0
+	for i := range n {
+		if outcomes[i] == Applied {
+			applied++
+		}
+		if results[i] != results[0] {
+			t.Errorf("action %d got %q, action 0 got %q: want one result for all", i, results[i], results[0])
+		}
+	}
+	if applied != 1 {
+		t.Errorf("%d actions applied, want 1", applied)
+	}
+	if e := s.effects(t, "m"); e["step:action"] != 1 {
+		t.Errorf("effects = %v, want one action", e)
+	}
+	if c := s.counter(t, "m"); c != 1 {
+		t.Errorf("business counter = %d, want 1", c)
+	}
+}
+
+func TestCompensationRacingItsAction(t *testing.T) {
+	t.Parallel()
+	s := newBusiness(t)
+	const rounds = 200
+	var histories [2]int // [0]: action then undo, [1]: null compensation then forbidden
+	for r := range rounds {
+		key := "m" + strconv.Itoa(r)
+		id := ID{Key: key, SagaID: "s", Step: "step"}
+		var (
+			wg                sync.WaitGroup
+			actOut, compOut   Outcome
+			actErr, compErr   error
+			compensatedResult []byte
+		)
+		start := make(chan struct{})
+		wg.Go(func() {
+			<-start
+			_, actOut, actErr = s.action(t.Context(), id, "r")
+		})
+		wg.Go(func() {
+			<-start
+			compOut, compErr = s.compensate(t.Context(), id, &compensatedResult)
+		})
+		close(start)
+		wg.Wait()
+		if compErr != nil {
+			t.Fatalf("round %d: compensation: %v", r, compErr)
+		}
+		effects := s.effects(t, key)
+		switch {
+		case actErr == nil && actOut == Applied && compOut == Applied:
+			histories[0]++
+			if !maps.Equal(effects, map[string]int64{"step:action": 1, "step:compensation": 1}) {
+				t.Errorf("round %d: action then compensation, effects %v", r, effects)
+			}
+		case errors.Is(actErr, ErrActionForbidden) && compOut == Null:
+			histories[1]++
+			if len(effects) != 0 {
+				t.Errorf("round %d: null compensation then forbidden action, effects %v", r, effects)
+			}
+		default:
+			t.Errorf("round %d: impossible history: action %v %v, compensation %v", r, actOut, actErr, compOut)
+		}
+		if c := s.counter(t, key); c != 0 {
+			t.Errorf("round %d: effect left behind: counter %d (action %v %v, compensation %v)", r, c, actOut, actErr, compOut)
+		}
+	}
+	t.Logf("histories over %d rounds: action-then-undo %d, null-then-forbidden %d", rounds, histories[0], histories[1])
+}
+
+// TestWatchedBusinessKeyKeepsABudget is the mapping service's pattern: many
+// missions allocate from one capacity counter; the check and the increment
+// must not interleave.
+func TestWatchedBusinessKeyKeepsABudget(t *testing.T) {
+	t.Parallel()
+	s := newBusiness(t)
+	const (
+		capacityKey = "slammesh:test:capacity"
+		budget      = 100
+		cells       = 10
+		missions    = 25
+	)
+	errFull := errors.New("capacity exhausted")
+	var wg sync.WaitGroup
+	var granted, refused atomic.Int32
+	for i := range missions {
+		wg.Go(func() {
+			id := ID{Key: "m" + strconv.Itoa(i), SagaID: "s", Step: "allocate_map"}
+			_, _, err := s.b.Action(t.Context(), id, func(ctx context.Context, tx *Tx) ([]byte, error) {
+				if err := tx.Watch(ctx, capacityKey); err != nil {
+					return nil, err
+				}
+				used, err := tx.Reader().Get(ctx, capacityKey).Int64()
+				if err != nil && !errors.Is(err, redis.Nil) {
+					return nil, err
+				}
+				if used+cells > budget {
+					return nil, errFull
+				}
+				tx.Write(func(p redis.Pipeliner) { p.IncrBy(ctx, capacityKey, cells) })
+				return nil, nil
+			})
+			switch {
+			case err == nil:
+				granted.Add(1)
+			case errors.Is(err, errFull):
+				refused.Add(1)
+			default:
+				t.Errorf("mission %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	used, err := s.rdb.Get(t.Context(), capacityKey).Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used != budget || granted.Load() != budget/cells || refused.Load() != missions-budget/cells {
+		t.Errorf("capacity used %d, granted %d, refused %d; want %d, %d, %d",
+			used, granted.Load(), refused.Load(), budget, budget/cells, missions-budget/cells)
+	}
+}
+
+func TestIDChecks(t *testing.T) {
+	t.Parallel()
+	s := newBusiness(t)
+	if _, _, err := s.action(t.Context(), ID{Key: "m", SagaID: "s1", Step: "step"}, "r"); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	if _, err := s.compensate(t.Context(), ID{Key: "m", SagaID: "s2", Step: "step"}, &got); !errors.Is(err, ErrSagaMismatch) {
+		t.Errorf("compensation by another saga: %v, want ErrSagaMismatch", err)
+	}
+	for _, id := range []ID{{SagaID: "s", Step: "x"}, {Key: "m", Step: "x"}, {Key: "m", SagaID: "s"}, {Key: "a{b}", SagaID: "s", Step: "x"}} {
+		if _, _, err := s.action(t.Context(), id, "r"); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("Action(%+v) = %v, want ErrInvalidID", id, err)
+		}
+	}
+	if n := s.counter(t, "m"); n != 1 {
+		t.Errorf("business counter = %d, want 1", n)
+	}
+}
+
+func TestExpire(t *testing.T) {
+	t.Parallel()
+	s := newBusiness(t)
+	for _, step := range []string{"a", "b"} {
+		if _, _, err := s.action(t.Context(), ID{Key: "m", SagaID: "s", Step: step}, "r"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{Key("m", "a"), Key("m", "b"), EffectsKey("m")} {
+		if ttl := s.rdb.TTL(t.Context(), k).Val(); ttl != -1 {
+			t.Errorf("%s has TTL %v before Expire, want none", k, ttl)
+		}
+	}
+	pipe := s.rdb.Pipeline()
+	Expire(t.Context(), pipe, "m", []string{"a", "b"}, time.Hour)
+	if _, err := pipe.Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{Key("m", "a"), Key("m", "b"), EffectsKey("m")} {
+		if ttl := s.rdb.TTL(t.Context(), k).Val(); ttl <= 0 || ttl > time.Hour {
+			t.Errorf("%s TTL = %v, want up to an hour", k, ttl)
+		}
+	}
+}

@@ -1,0 +1,154 @@
+package progress
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of Options.
+const (
+	// DefaultMissionMaxLen keeps far more than a mission writes (a few dozen
+	// events, a few hundred with per-agent progress), so trimming only bounds
+	// a runaway writer.
+	DefaultMissionMaxLen = 10000
+	// DefaultGlobalMaxLen keeps roughly the last few thousand missions for
+	// consumers that fall behind.
+	DefaultGlobalMaxLen = 100000
+	// DefaultEndTTL lets a finished mission be replayed for a day.
+	DefaultEndTTL = 24 * time.Hour
+)
+
+// Options tunes a Publisher. Zero values take the defaults.
+type Options struct {
+	// MissionMaxLen caps each mission stream (XADD MAXLEN ~); default 10000.
+	MissionMaxLen int64
+	// GlobalMaxLen caps the global stream (XADD MAXLEN ~); default 100000.
+	GlobalMaxLen int64
+	// EndTTL is how long a mission stream lives after its terminal event, so
+	// late watchers can still replay the mission; default 24h.
+	EndTTL time.Duration
+	// Logger receives the failures of advisory publishing that callers drop
+	// rather than return (see progressgrpc); default slog.Default().
+	Logger *slog.Logger
+}
+
+// Publisher appends events to the mission and global streams. It is safe for
+// concurrent use; it holds no state besides its client and options.
+type Publisher struct {
+	rdb           redis.UniversalClient
+	missionMaxLen int64
+	globalMaxLen  int64
+	endTTL        time.Duration
+	logger        *slog.Logger
+}
+
+// NewPublisher returns a Publisher writing through rdb.
+func NewPublisher(rdb redis.UniversalClient, opts Options) *Publisher {
+	p := &Publisher{
+		rdb:           rdb,
+		missionMaxLen: opts.MissionMaxLen,
+		globalMaxLen:  opts.GlobalMaxLen,
+		endTTL:        opts.EndTTL,
+		logger:        opts.Logger,
+	}
+	if p.missionMaxLen <= 0 {
+		p.missionMaxLen = DefaultMissionMaxLen
+	}
+	if p.globalMaxLen <= 0 {
+		p.globalMaxLen = DefaultGlobalMaxLen
+	}
+	if p.endTTL <= 0 {
+		p.endTTL = DefaultEndTTL
+	}
+	if p.logger == nil {
+		p.logger = slog.Default()
+	}
+	return p
+}
+
+// Logger returns the logger of the publisher's options, for callers that log
+// and drop a publishing failure instead of returning it.
+func (p *Publisher) Logger() *slog.Logger { return p.logger }
+
+// Publish appends events, each to its mission stream and to the global
+// stream, in one pipelined round trip. Events without a trace id get the one
+// of the span in ctx (FillTrace).
+func (p *Publisher) Publish(ctx context.Context, events ...Event) error {
+	return p.publish(ctx, "", events)
+}
+
+// PublishTo is Publish with stream in place of each event's mission stream.
+// A step service uses it with the stream its SagaContext names, which the
+// orchestrator sets to MissionStream(mission_id).
+func (p *Publisher) PublishTo(ctx context.Context, stream string, events ...Event) error {
+	if stream == "" {
+		return fmt.Errorf("progress: publish %d events: empty stream name", len(events))
+	}
+	return p.publish(ctx, stream, events)
+}
+
+// publish sends events in one pipeline; stream "" means each event's mission
+// stream.
+func (p *Publisher) publish(ctx context.Context, stream string, events []Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	pipe := p.rdb.Pipeline()
+	for i := range events {
+		e := events[i]
+		FillTrace(ctx, &e)
+		s := stream
+		if s == "" {
+			s = MissionStream(e.MissionID)
+		}
+		p.AppendTo(pipe, s, e)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("progress: publish %d events (first %s of mission %s): %w",
+			len(events), events[0].Type, events[0].MissionID, err)
+	}
+	return nil
+}
+
+// Append queues e's XADDs (mission stream and global stream) into a caller's
+// pipeline, so that the saga store writes its record and the events that
+// describe the change in one round trip. A terminal event also queues the
+// mission stream's EXPIRE (ExpireMission). Append does not set trace ids (it
+// has no context): call FillTrace first.
+//
+// Use a plain pipeline, not MULTI/EXEC, on Redis Cluster: the global stream
+// lives in another slot than the mission's keys.
+func (p *Publisher) Append(pipe redis.Pipeliner, e Event) {
+	p.AppendTo(pipe, MissionStream(e.MissionID), e)
+}
+
+// AppendTo is Append with stream in place of e's mission stream.
+func (p *Publisher) AppendTo(pipe redis.Pipeliner, stream string, e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	values := e.values()
+	// The commands' own context is unused by a pipeline; the caller's Exec
+	// context is the one that carries deadlines and the trace.
+	ctx := context.Background()
+	pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: p.missionMaxLen, Approx: true, Values: values})
+	pipe.XAdd(ctx, &redis.XAddArgs{Stream: GlobalStream, MaxLen: p.globalMaxLen, Approx: true, Values: values})
+	if e.Type.Terminal() {
+		p.expire(pipe, stream)
+	}
+}
+
+// ExpireMission queues the EXPIRE that lets an ended mission's stream go
+// after Options.EndTTL. Append already queues it with a terminal event; call
+// it directly for a mission that ends without one.
+func (p *Publisher) ExpireMission(pipe redis.Pipeliner, missionID string) {
+	p.expire(pipe, MissionStream(missionID))
+}
+
+func (p *Publisher) expire(pipe redis.Pipeliner, stream string) {
+	pipe.Expire(context.Background(), stream, p.endTTL)
+}

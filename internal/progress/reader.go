@@ -1,0 +1,108 @@
+package progress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// followBlock bounds each blocking read of Follow: go-redis does not abort a
+// blocked XREAD when its context ends, so this is how long Follow may take to
+// notice cancellation.
+const followBlock = time.Second
+
+// followCount is how many entries Follow asks for per read; a mission writes
+// a few dozen events, so one read usually catches a late watcher up.
+const followCount = 256
+
+// Read returns up to count events (count <= 0: all there are) of stream
+// after entry id after ("0" or "" means from the start), waiting up to block
+// for one to arrive. block <= 0 does not wait; there is no way to block forever, so callers keep noticing
+// cancellation. It returns nil, nil when nothing arrived in time.
+func Read(ctx context.Context, rdb redis.UniversalClient, stream, after string, count int64, block time.Duration) ([]Event, error) {
+	if after == "" {
+		after = "0"
+	}
+	if block <= 0 {
+		// go-redis sends BLOCK for any Block >= 0, and BLOCK 0 waits forever;
+		// a negative Block omits it.
+		block = -1
+	}
+	res, err := rdb.XRead(ctx, &redis.XReadArgs{
+		Streams: []string{stream, after},
+		Count:   count,
+		Block:   block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("progress: read %s after %s: %w", stream, after, err)
+	}
+	if len(res) == 0 {
+		return nil, nil
+	}
+	return parseAll(res[0].Messages)
+}
+
+// Range returns every event of stream, oldest first. It reads the whole
+// stream in one reply, which suits tests and tools, not the global stream of
+// a busy deployment.
+func Range(ctx context.Context, rdb redis.UniversalClient, stream string) ([]Event, error) {
+	msgs, err := rdb.XRange(ctx, stream, "-", "+").Result()
+	if err != nil {
+		return nil, fmt.Errorf("progress: range %s: %w", stream, err)
+	}
+	return parseAll(msgs)
+}
+
+func parseAll(msgs []redis.XMessage) ([]Event, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	events := make([]Event, 0, len(msgs))
+	for _, m := range msgs {
+		e, err := Parse(m)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, e)
+	}
+	return events, nil
+}
+
+// Follow calls fn with each event of the mission's stream after entry id
+// after ("" or "0": from the start), in order, until it has delivered an
+// event of a terminal type (then it returns nil), fn returns an error (Follow
+// returns it), or ctx ends (Follow returns ctx.Err() within about a second).
+// A watcher resumes by passing the ID of the last event it saw.
+//
+// Follow waits for a mission that has not written anything yet (or whose
+// stream has expired), so callers check that the mission exists first.
+func Follow(ctx context.Context, rdb redis.UniversalClient, missionID, after string, fn func(Event) error) error {
+	stream := MissionStream(missionID)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		events, err := Read(ctx, rdb, stream, after, followCount, followBlock)
+		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return ctxErr
+			}
+			return err
+		}
+		for _, e := range events {
+			if err := fn(e); err != nil {
+				return err
+			}
+			if e.Type.Terminal() {
+				return nil
+			}
+			after = e.ID
+		}
+	}
+}

@@ -1,0 +1,146 @@
+// Package rpcerr is the one place where slammesh turns a failure into a gRPC
+// status. Every status it builds carries a google.rpc.ErrorInfo in the
+// slammesh.dev domain, so callers (the saga's classifier, the event writer,
+// an operator reading grpcurl output) branch on a stable machine-readable
+// reason instead of parsing messages.
+package rpcerr
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Domain is the ErrorInfo domain of every slammesh error.
+const Domain = "slammesh.dev"
+
+// The ErrorInfo reasons of docs/architecture.md. They are API: the saga
+// classifier, events and clients match on them.
+const (
+	ReasonInvalidField        = "INVALID_FIELD"
+	ReasonCapacityExhausted   = "CAPACITY_EXHAUSTED"
+	ReasonMapNotFound         = "MAP_NOT_FOUND"
+	ReasonMissionNotFound     = "MISSION_NOT_FOUND"
+	ReasonInsufficientOverlap = "INSUFFICIENT_OVERLAP"
+	ReasonAmbiguousMatch      = "AMBIGUOUS_MATCH"
+	ReasonInsufficientData    = "INSUFFICIENT_DATA"
+	ReasonInconsistentMaps    = "INCONSISTENT_MAPS"
+	ReasonActionForbidden     = "ACTION_FORBIDDEN"
+	ReasonInjectedFault       = "INJECTED_FAULT"
+	// ReasonSagaMismatch: the step of this mission was already run by
+	// another saga (FAILED_PRECONDITION); one mission has one saga.
+	ReasonSagaMismatch = "SAGA_MISMATCH"
+	// ReasonConflict: an optimistic transaction kept losing to concurrent
+	// writers, or the map changed under a merge (ABORTED: retry).
+	ReasonConflict = "CONFLICT"
+	// ReasonStoreUnavailable: Redis could not be reached (UNAVAILABLE: retry).
+	ReasonStoreUnavailable = "STORE_UNAVAILABLE"
+	// ReasonInternal: a bug or corrupt data; details are in the server log.
+	ReasonInternal = "INTERNAL"
+)
+
+// MetadataField is the ErrorInfo metadata key naming the offending request
+// field of an INVALID_FIELD error.
+const MetadataField = "field"
+
+// New returns a status error with code, message msg and an ErrorInfo carrying
+// reason and the metadata given as alternating key, value pairs (a trailing
+// key without a value is dropped rather than invented).
+func New(code codes.Code, reason, msg string, md ...string) error {
+	info := &errdetails.ErrorInfo{Reason: reason, Domain: Domain}
+	if len(md) >= 2 {
+		info.Metadata = make(map[string]string, len(md)/2)
+		for i := 0; i+1 < len(md); i += 2 {
+			info.Metadata[md[i]] = md[i+1]
+		}
+	}
+	st, err := status.New(code, msg).WithDetails(info)
+	if err != nil {
+		// WithDetails fails only for code OK or an unmarshalable detail; neither
+		// can be fixed by the caller, so keep the code and message at least.
+		return status.Error(code, msg)
+	}
+	return st.Err()
+}
+
+// InvalidArgument reports a bad request field: INVALID_ARGUMENT with reason
+// INVALID_FIELD, metadata field=<field> and a message that names the field so
+// a human reading only the message still knows what to fix.
+func InvalidArgument(field, msg string) error {
+	return New(codes.InvalidArgument, ReasonInvalidField, field+": "+msg, MetadataField, field)
+}
+
+// Info returns the slammesh ErrorInfo of a status error (also when wrapped
+// with %w), or nil when err carries none.
+func Info(err error) *errdetails.ErrorInfo {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return nil
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == Domain {
+			return info
+		}
+	}
+	return nil
+}
+
+// Reason returns the ErrorInfo reason of a status error, or "" when err
+// carries no slammesh ErrorInfo.
+func Reason(err error) string {
+	return Info(err).GetReason()
+}
+
+// Field returns the field metadata of an INVALID_FIELD error, or "".
+func Field(err error) string {
+	return Info(err).GetMetadata()[MetadataField]
+}
+
+// Code returns the gRPC code of err, seeing through %w wrapping; it is
+// codes.OK for nil and codes.Unknown for errors that carry no status.
+func Code(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Code()
+	}
+	return codes.Unknown
+}
+
+// IsStatus reports whether err already is (or wraps) a gRPC status, so a
+// handler can pass it through instead of hiding it behind INTERNAL.
+func IsStatus(err error) bool {
+	var se interface{ GRPCStatus() *status.Status }
+	return errors.As(err, &se)
+}
+
+// Unexpected turns an error that no handler mapped to a domain status into
+// one that leaks nothing of the server's internals: a status passes through,
+// a context error keeps its code (CANCELED, DEADLINE_EXCEEDED), a network
+// failure on the way to Redis becomes UNAVAILABLE (STORE_UNAVAILABLE) so the
+// saga retries, and anything else INTERNAL with a generic message. The
+// caller logs err itself when the result is INTERNAL: the client sees none
+// of its detail.
+func Unexpected(err error) error {
+	var netErr net.Error
+	switch {
+	case err == nil:
+		return nil
+	case IsStatus(err):
+		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	case errors.As(err, &netErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return New(codes.Unavailable, ReasonStoreUnavailable, "the service's store is unavailable; retry")
+	}
+	return New(codes.Internal, ReasonInternal, "internal error; see the server log")
+}

@@ -1,0 +1,63 @@
+// Package saga is a generic, durable saga engine on Redis: it runs a sequence
+// of steps and, when one fails for good or the saga is cancelled, runs the
+// compensations of every attempted step in reverse order. It knows nothing of
+// gRPC or protobuf; the orchestrator supplies the step functions, the error
+// classifier and the error describer.
+//
+// # Reading the engine
+//
+// The engine is the saga loop of the Temporal sample read once more, with two
+// differences that matter for a distributed system:
+//
+//   - the step that failed (or timed out, or was interrupted) is compensated
+//     too, not only the steps that succeeded: its outcome is unknown — the
+//     reply may have been lost after the effect committed — and the services'
+//     barrier (internal/barrier) makes a compensation of an action that never
+//     ran a harmless no-op;
+//   - the loop's state lives in Redis (Record), written before and after every
+//     step attempt, so a saga survives its process.
+//
+// The forward path (execution.forward) runs each step with a per-attempt
+// deadline; a failed attempt is classified (Definition.Classify): Retry is
+// retried up to Policy.MaxAttempts, RetryFew up to Policy.FewAttempts more
+// times, Fail not at all; back-off is exponential with full jitter. Then the
+// backward path (execution.compensate) runs on context.WithoutCancel, each
+// compensation retried up to Policy.CompensationMaxAttempts; past that bound
+// the saga is Failed — an operator's problem, never silently dropped.
+//
+// # Durability and fencing
+//
+// Engine.Start creates the record (idempotent on the mission key) and
+// Engine.Run drives it. Run first claims the saga — increments its epoch and
+// names itself owner — unless it continues a Start of the same engine, which
+// created the record already owned at epoch 1. Every later write is one
+// EVALSHA (Store.Save) that compares the stored epoch with the record's and
+// writes nothing on a mismatch, so an engine that lost the saga to another
+// (a replica resuming it after a lease expired, say) learns it at its next
+// write (ErrFenced) and stops, having written no event either: the events of
+// a transition are written by the same script as the record change.
+//
+// A resumed saga (Run on a Running or Compensating record) re-attempts its
+// current step — safe because step services are idempotent through the
+// barrier — or carries on compensating. It emits mission.started with
+// message "resumed" and opens its mission span as a child of the stored
+// traceparent, so the trace id stays the mission's.
+//
+// # Cancellation
+//
+// Engine.Cancel records the request in the record (not fenced: any replica may
+// ask) and, if this process runs the saga, cancels its current step's context.
+// A running saga compensates; a completed saga is torn down by Cancel itself;
+// other states are left alone. A cancellation requested on another replica is
+// seen by the owner in the reply of its next write.
+//
+// # Round trips
+//
+// A saga of n steps that succeeds costs n+2 round trips: Create, one write
+// before the first step, and one write per step that both records its outcome
+// and starts the next one (the last one completes the saga) — no claim when
+// Run follows Start on the same engine. A resumed run adds one claim. Each retry
+// and each compensation attempt adds one write (a failed compensation attempt
+// two: its failure is written before the back-off). No write is ever split
+// into several round trips, and no JSON is involved: records are flat hashes.
+package saga

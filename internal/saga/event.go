@@ -1,0 +1,66 @@
+package saga
+
+import (
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// EventType names a saga-level progress event. The values are the `type`
+// strings of the progress stream schema, so an adapter to the progress
+// publisher copies them unchanged.
+type EventType string
+
+// The events the engine emits. Step services emit step.started, step.progress,
+// step.completed and step.failed themselves.
+const (
+	EventMissionStarted        EventType = "mission.started"
+	EventStepRetrying          EventType = "step.retrying"
+	EventCompensationStarted   EventType = "compensation.started"
+	EventCompensationCompleted EventType = "compensation.completed"
+	EventCompensationFailed    EventType = "compensation.failed"
+	EventMissionCompleted      EventType = "mission.completed"
+	EventMissionCompensated    EventType = "mission.compensated"
+	EventMissionFailed         EventType = "mission.failed"
+)
+
+// Messages of EventMissionStarted: how the engine came to drive the saga.
+const (
+	messageStarted  = "started"
+	messageResumed  = "resumed"
+	messageTeardown = "teardown"
+)
+
+// Event describes one saga transition for the progress streams. It carries
+// exactly what the engine knows; the sink adds the service name and schema
+// version.
+type Event struct {
+	Type      EventType
+	MissionID string
+	SagaID    string
+	Step      string // empty for mission-level events
+	Attempt   int    // the attempt the event is about; 0 for mission-level events
+	// Progress is the fraction of steps that have succeeded (and not been
+	// compensated) when the event is written.
+	Progress    float64
+	Message     string
+	ErrorCode   string
+	ErrorReason string
+	TraceID     string
+	SpanID      string
+	Time        time.Time
+}
+
+// EventSink turns events into Redis commands. The Store hands it a pipeline
+// that is never executed as such: the Store takes the queued commands and runs
+// them inside the Lua script that checks the fencing epoch and writes the
+// record, so events and record change commit together, and a fenced-out owner
+// writes neither. Implementations must therefore only queue plain write
+// commands (XADD, EXPIRE, …) and never call Exec.
+type EventSink interface {
+	// Append queues the commands that publish e.
+	Append(pipe redis.Pipeliner, e Event)
+	// ExpireMission queues the commands that give the mission's events their
+	// retention once the saga reached a terminal state.
+	ExpireMission(pipe redis.Pipeliner, missionID string)
+}

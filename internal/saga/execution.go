@@ -1,0 +1,352 @@
+package saga
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// execution is one Run of one saga: the record being driven and the events
+// waiting for the next write.
+//
+// Every transition is one Save — one round trip — carrying the record change
+// and its events. Where two transitions follow each other with nothing in
+// between (step i succeeded, step i+1 starts; a step failed, compensation
+// starts), they share one Save, so a saga of n steps that succeeds costs n+1
+// writes after Start.
+type execution struct {
+	e    *Engine
+	rec  *Record
+	span trace.Span
+	// ctx carries the mission span; it is cancelled by Cancel, by the caller
+	// of Run and by the mission deadline, and bounds only the forward path.
+	ctx    context.Context
+	how    string
+	events []Event
+}
+
+func (x *execution) drive() error {
+	x.emit(EventMissionStarted, "", 0, x.how, Failure{})
+	x.logf(slog.LevelInfo, "saga "+x.how, slog.String("state", string(x.rec.State)))
+	if x.rec.State == Pending || x.rec.State == Running {
+		x.rec.State = Running
+		if err := x.forward(); err != nil {
+			return err
+		}
+		if x.rec.State == Completed {
+			if !x.rec.Cancelled {
+				return nil
+			}
+			// A Cancel landed while the last step ran and was seen only in the
+			// reply of the write that completed the saga: tear it down.
+			x.rec.State = Compensating
+			x.rec.EndedAt = time.Time{}
+			x.logf(slog.LevelWarn, "saga tearing down after a late cancel")
+		}
+	}
+	if x.rec.Error.IsZero() && x.rec.Cancelled {
+		// A teardown (reopened by Cancel, or just above): the cancellation is
+		// why it compensates.
+		x.rec.Error = cancelFailure(x.rec.CancelReason)
+	}
+	return x.compensate()
+}
+
+// forward runs the steps from the current one. It returns nil with the record
+// Completed, or with the record Compensating when a step failed for good or
+// the run was stopped.
+func (x *execution) forward() error {
+	rec, p := x.rec, x.e.policy
+	for i := rec.Current; i < len(rec.Steps); i++ {
+		rec.Current = i
+		sr := &rec.Steps[i]
+		if sr.State == StepSucceeded {
+			continue
+		}
+		if f, stop := x.stopped(); stop {
+			x.abort(f)
+			return nil
+		}
+		if sr.Attempts >= p.MaxAttempts {
+			// Only a resume gets here: earlier runs used every attempt and died
+			// before recording the outcome.
+			f := sr.Error
+			if f.IsZero() {
+				f = Failure{Code: "ABORTED", Message: "attempts exhausted by earlier runs"}
+			}
+			x.abort(f)
+			return nil
+		}
+		sr.Attempts++
+		sr.State = StepRunning
+		if err := x.save(); err != nil {
+			return err
+		}
+		for {
+			if f, stop := x.stopped(); stop {
+				x.abort(f)
+				return nil
+			}
+			out, err := x.attempt(i)
+			if err == nil {
+				sr.State = StepSucceeded
+				if len(out) > 0 {
+					rec.Outputs[sr.Name] = out
+				}
+				break
+			}
+			f := x.e.def.Describe(err)
+			sr.Error = f
+			if cause := context.Cause(x.ctx); cause != nil {
+				x.abort(failureFromCause(cause))
+				return nil
+			}
+			if sr.Attempts >= p.attemptLimit(x.e.def.Classify(err)) {
+				x.abort(f)
+				return nil
+			}
+			delay := p.backoff(sr.Attempts)
+			sr.Attempts++
+			msg := fmt.Sprintf("attempt %d in %s after: %s", sr.Attempts, delay.Round(time.Microsecond), f.Message)
+			x.emit(EventStepRetrying, sr.Name, sr.Attempts, msg, f)
+			x.logf(slog.LevelWarn, "saga step retrying", slog.String("step", sr.Name),
+				slog.Int("attempt", sr.Attempts), slog.String("error", f.Message))
+			if err := x.save(); err != nil {
+				return err
+			}
+			sleep(x.ctx, delay) // a stop during the wait is seen at the top of the loop
+		}
+	}
+	rec.State = Completed
+	rec.EndedAt = x.e.now()
+	x.emit(EventMissionCompleted, "", 0, "", Failure{})
+	if err := x.save(); err != nil {
+		return err
+	}
+	x.e.metrics.completed.Add(x.ctx, 1, x.e.metrics.defAttr)
+	x.logf(slog.LevelInfo, "saga completed")
+	return nil
+}
+
+// stopped reports whether the forward path must stop, and why.
+func (x *execution) stopped() (Failure, bool) {
+	if x.rec.Cancelled {
+		return cancelFailure(x.rec.CancelReason), true
+	}
+	if cause := context.Cause(x.ctx); cause != nil {
+		return failureFromCause(cause), true
+	}
+	return Failure{}, false
+}
+
+// abort turns the saga to compensation. The transition is written with the
+// first compensation's start.
+func (x *execution) abort(f Failure) {
+	sr := &x.rec.Steps[x.rec.Current]
+	if sr.State == StepRunning {
+		sr.State = StepFailed
+		if sr.Error.IsZero() {
+			sr.Error = f
+		}
+	}
+	x.rec.State = Compensating
+	x.rec.Error = f
+	x.logf(slog.LevelWarn, "saga compensating", slog.String("step", sr.Name),
+		slog.String("code", f.Code), slog.String("reason", f.Reason), slog.String("error", f.Message))
+}
+
+// compensate undoes, in reverse order, every step that was attempted —
+// including one whose last attempt failed or was interrupted, since its effect
+// is unknown — on a context the caller cannot cancel. It stops at the first
+// compensation that exhausts its attempts and declares the saga Failed: the
+// earlier steps are left for an operator, because undoing them before a later
+// step is undone is what the reverse order exists to prevent.
+func (x *execution) compensate() error {
+	rec, p := x.rec, x.e.policy
+	ctx := context.WithoutCancel(x.ctx)
+	for i := len(rec.Steps) - 1; i >= 0; i-- {
+		sr := &rec.Steps[i]
+		if sr.State == StepPending || sr.State == StepCompensated {
+			continue
+		}
+		rec.Current = i
+		if x.e.def.Steps[i].Compensate == nil {
+			sr.State = StepCompensated
+			continue
+		}
+		for {
+			sr.CompAttempts++
+			sr.State = StepCompensating
+			x.emit(EventCompensationStarted, sr.Name, sr.CompAttempts, "", Failure{})
+			if err := x.save(); err != nil {
+				return err
+			}
+			err := x.compensateAttempt(ctx, i)
+			if err == nil {
+				sr.State = StepCompensated
+				x.emit(EventCompensationCompleted, sr.Name, sr.CompAttempts, "", Failure{})
+				break
+			}
+			f := x.e.def.Describe(err)
+			sr.Error = f
+			if sr.CompAttempts >= p.CompensationMaxAttempts {
+				return x.fail(sr, f)
+			}
+			delay := p.backoff(sr.CompAttempts)
+			msg := fmt.Sprintf("retrying in %s: %s", delay.Round(time.Microsecond), f.Message)
+			x.emit(EventCompensationFailed, sr.Name, sr.CompAttempts, msg, f)
+			x.logf(slog.LevelWarn, "saga compensation retrying", slog.String("step", sr.Name),
+				slog.Int("attempt", sr.CompAttempts), slog.String("error", f.Message))
+			if err := x.save(); err != nil {
+				return err
+			}
+			sleep(ctx, delay)
+		}
+	}
+	rec.State = Compensated
+	rec.EndedAt = x.e.now()
+	x.emit(EventMissionCompensated, "", 0, rec.Error.Message, rec.Error)
+	if err := x.save(); err != nil {
+		return err
+	}
+	x.e.metrics.compensated.Add(ctx, 1, x.e.metrics.defAttr)
+	x.logf(slog.LevelInfo, "saga compensated", slog.String("code", rec.Error.Code), slog.String("reason", rec.Error.Reason))
+	return nil
+}
+
+// fail ends the saga Failed because the compensation of sr gave up.
+func (x *execution) fail(sr *StepRecord, f Failure) error {
+	rec := x.rec
+	sr.State = StepCompensationFailed
+	rec.State = Failed
+	rec.EndedAt = x.e.now()
+	rec.Error = Failure{
+		Code:    f.Code,
+		Reason:  f.Reason,
+		Message: fmt.Sprintf("compensation of %s failed after %d attempts: %s", sr.Name, sr.CompAttempts, f.Message),
+	}
+	x.emit(EventCompensationFailed, sr.Name, sr.CompAttempts, "giving up: "+f.Message, f)
+	x.emit(EventMissionFailed, "", 0, rec.Error.Message, rec.Error)
+	if err := x.save(); err != nil {
+		return err
+	}
+	x.e.metrics.failed.Add(context.WithoutCancel(x.ctx), 1, x.e.metrics.defAttr)
+	x.logf(slog.LevelError, "saga failed: operator action needed", slog.String("step", sr.Name),
+		slog.String("code", f.Code), slog.String("reason", f.Reason), slog.String("error", rec.Error.Message))
+	return nil
+}
+
+// attempt runs one attempt of step i's action under its own span and deadline.
+func (x *execution) attempt(i int) ([]byte, error) {
+	step, sr := x.e.def.Steps[i], &x.rec.Steps[i]
+	ex := &Exec{rec: x.rec, step: i, attempt: sr.Attempts}
+	err := x.call(x.ctx, "step ", step.Name, sr.Attempts, x.e.metrics.stepDuration, func(ctx context.Context) error {
+		return step.Action(ctx, ex)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ex.output, nil
+}
+
+// compensateAttempt runs one attempt of step i's compensation.
+func (x *execution) compensateAttempt(ctx context.Context, i int) error {
+	step, sr := x.e.def.Steps[i], &x.rec.Steps[i]
+	ex := &Exec{rec: x.rec, step: i, attempt: sr.CompAttempts}
+	return x.call(ctx, "compensate ", step.Name, sr.CompAttempts, x.e.metrics.compDuration, func(ctx context.Context) error {
+		return step.Compensate(ctx, ex)
+	})
+}
+
+func (x *execution) call(ctx context.Context, kind, step string, attempt int, h metric.Float64Histogram, fn func(context.Context) error) error {
+	ctx, span := x.e.tracer.Start(ctx, kind+step+" attempt "+strconv.Itoa(attempt), trace.WithAttributes(
+		attribute.String("mission.id", x.rec.Key),
+		attribute.String("saga.id", x.rec.SagaID),
+		attribute.String("step", step),
+		attribute.Int("attempt", attempt),
+	))
+	defer span.End()
+	ctx, cancel := context.WithTimeout(ctx, x.e.policy.AttemptTimeout)
+	defer cancel()
+	start := time.Now()
+	err := fn(ctx)
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	h.Record(context.WithoutCancel(ctx), time.Since(start).Seconds(), metric.WithAttributes(
+		attribute.String("saga.definition", x.e.def.Name),
+		attribute.String("step", step),
+		attribute.String("outcome", outcome),
+	))
+	return err
+}
+
+// emit queues an event for the next save.
+func (x *execution) emit(t EventType, step string, attempt int, msg string, f Failure) {
+	sc := x.span.SpanContext()
+	x.events = append(x.events, Event{
+		Type:        t,
+		MissionID:   x.rec.Key,
+		SagaID:      x.rec.SagaID,
+		Step:        step,
+		Attempt:     attempt,
+		Progress:    x.progress(),
+		Message:     msg,
+		ErrorCode:   f.Code,
+		ErrorReason: f.Reason,
+		TraceID:     traceID(sc),
+		SpanID:      spanID(sc),
+		Time:        x.e.now(),
+	})
+}
+
+func (x *execution) progress() float64 {
+	done := 0
+	for _, s := range x.rec.Steps {
+		if s.State == StepSucceeded {
+			done++
+		}
+	}
+	return float64(done) / float64(len(x.rec.Steps))
+}
+
+// save writes the record and the queued events. A Redis error is retried with
+// back-off (the write is idempotent apart from events, which are delivered at
+// least once); ErrFenced is not. Writes use a context the caller cannot
+// cancel: the transition that records a cancellation must still be written.
+func (x *execution) save() error {
+	p := x.e.policy
+	x.rec.UpdatedAt = x.e.now()
+	events := x.events
+	x.events = nil
+	base := context.WithoutCancel(x.ctx)
+	for n := 1; ; n++ {
+		ctx, cancel := context.WithTimeout(base, p.AttemptTimeout)
+		err := x.e.store.Save(ctx, x.rec, events...)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrFenced) || n >= p.MaxAttempts:
+			return err
+		}
+		x.logf(slog.LevelWarn, "saga write retrying", slog.Int("attempt", n), slog.String("error", err.Error()))
+		sleep(base, p.backoff(n))
+	}
+}
+
+func (x *execution) logf(level slog.Level, msg string, attrs ...slog.Attr) {
+	attrs = append(attrs, slog.String("mission_id", x.rec.Key), slog.String("saga_id", x.rec.SagaID))
+	x.e.log.LogAttrs(x.ctx, level, msg, attrs...)
+}

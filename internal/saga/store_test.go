@@ -1,0 +1,258 @@
+package saga
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func fullRecord(key string) *Record {
+	t0 := time.UnixMilli(1_760_000_000_123)
+	return &Record{
+		SagaID:     "saga-" + key,
+		Key:        key,
+		Definition: "mission",
+		State:      Failed,
+		Current:    1,
+		Steps: []StepRecord{
+			{Name: "a", State: StepSucceeded, Attempts: 1},
+			{Name: "b", State: StepCompensationFailed, Attempts: 4, CompAttempts: 10,
+				Error: Failure{Code: "INTERNAL", Reason: "BUG", Message: "boom"}},
+			{Name: "c", State: StepPending},
+		},
+		Outputs:      map[string][]byte{"a": {0, 1, 2, 255}, "b": []byte("poses")},
+		Input:        []byte{9, 8, 7, 0},
+		TraceParent:  "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		Owner:        "replica-1",
+		Epoch:        7,
+		Cancelled:    true,
+		CancelReason: "operator",
+		CreatedAt:    t0,
+		UpdatedAt:    t0.Add(time.Second),
+		EndedAt:      t0.Add(2 * time.Second),
+		Error:        Failure{Code: "INTERNAL", Reason: "BUG", Message: "compensation of b failed"},
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	want := fullRecord("m")
+	created, _, err := f.store.Create(t.Context(), want)
+	if err != nil || !created {
+		t.Fatalf("Create = %v, %v", created, err)
+	}
+	got, err := f.store.Load(t.Context(), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.saved, want.saved = nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+	}
+	// The hash is flat: no JSON, one field per value.
+	if v := f.rdb.HGet(t.Context(), RecordKey("m"), "s1.cattempts").Val(); v != "10" {
+		t.Errorf("s1.cattempts = %q, want 10", v)
+	}
+	if _, err := f.store.Load(t.Context(), "missing"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Load(missing) = %v, want ErrNotFound", err)
+	}
+}
+
+func TestSaveWritesOnlyChangedFields(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	rec := fullRecord("m")
+	rec.State, rec.Cancelled, rec.CancelReason, rec.EndedAt = Running, false, "", time.Time{}
+	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	if kv := rec.changes(); len(kv) != 0 {
+		t.Fatalf("changes after Create = %v, want none", kv)
+	}
+	rec.Steps[2].State = StepRunning
+	rec.Outputs["a"] = nil
+	if got, want := rec.changes(), []string{"s2.state", "running", "out.a", ""}; !slices.Equal(got, want) {
+		t.Errorf("changes = %v, want %v", got, want)
+	}
+
+	// A cancellation written by another replica survives the owner's save
+	// (the owner does not write fields it did not change) and is reported back.
+	if _, _, err := f.store.cancel(t.Context(), "m", "from elsewhere", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Save(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Cancelled || rec.CancelReason != "from elsewhere" {
+		t.Errorf("after Save the record does not know of the cancellation: %v %q", rec.Cancelled, rec.CancelReason)
+	}
+	stored, err := f.store.Load(t.Context(), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stored.Cancelled || stored.Steps[2].State != StepRunning || stored.Outputs["a"] != nil {
+		t.Errorf("stored = cancelled %v, c %s, out.a %q", stored.Cancelled, stored.Steps[2].State, stored.Outputs["a"])
+	}
+}
+
+func TestSaveWithStaleEpochWritesNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	rec := fullRecord("m")
+	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
+	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.claim(t.Context(), "m", "usurper", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	before := f.rdb.HGetAll(t.Context(), RecordKey("m")).Val()
+
+	// The stale owner tries to finish the saga, with events.
+	rec.State = Compensated
+	rec.EndedAt = time.Now()
+	err := f.store.Save(t.Context(), rec,
+		Event{Type: EventCompensationCompleted, MissionID: "m", Step: "a", Attempt: 1},
+		Event{Type: EventMissionCompensated, MissionID: "m"})
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("Save = %v, want ErrFenced", err)
+	}
+	if after := f.rdb.HGetAll(t.Context(), RecordKey("m")).Val(); !reflect.DeepEqual(after, before) {
+		t.Errorf("fenced Save changed the record:\n got %v\nwant %v", after, before)
+	}
+	if n := f.rdb.Exists(t.Context(), eventsKey("m")).Val(); n != 0 {
+		t.Errorf("fenced Save wrote events: %v", events(t, f.rdb, "m"))
+	}
+	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m").Result(); err != nil {
+		t.Errorf("fenced Save removed the saga from %s: %v", ActiveKey, err)
+	}
+}
+
+func TestList(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	t0 := time.UnixMilli(1_760_000_000_000)
+	// m2a and m2b share a millisecond, to exercise the cursor's tie-break.
+	specs := []struct {
+		key   string
+		at    time.Duration
+		state State
+	}{
+		{"m0", 0, Completed}, {"m1", time.Millisecond, Compensated}, {"m2a", 2 * time.Millisecond, Running},
+		{"m2b", 2 * time.Millisecond, Completed}, {"m3", 3 * time.Millisecond, Failed}, {"m4", 4 * time.Millisecond, Completed},
+	}
+	for _, s := range specs {
+		rec := fullRecord(s.key)
+		rec.State, rec.CreatedAt = s.state, t0.Add(s.at)
+		if _, _, err := f.store.Create(t.Context(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name   string
+		limit  int
+		states []State
+		want   []string
+	}{
+		{"all, pages of two", 2, nil, []string{"m4", "m3", "m2b", "m2a", "m1", "m0"}},
+		{"all, one page", 0, nil, []string{"m4", "m3", "m2b", "m2a", "m1", "m0"}},
+		{"completed only, pages of one", 1, []State{Completed}, []string{"m4", "m2b", "m0"}},
+		{"two states", 10, []State{Running, Failed}, []string{"m3", "m2a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			cursor := ""
+			for page := 0; ; page++ {
+				if page > len(specs) {
+					t.Fatalf("more pages than records: %v", got)
+				}
+				recs, next, err := f.store.List(t.Context(), cursor, tt.limit, tt.states...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tt.limit > 0 && len(recs) > tt.limit {
+					t.Fatalf("page of %d records, limit %d", len(recs), tt.limit)
+				}
+				for _, r := range recs {
+					got = append(got, r.Key)
+				}
+				if next == "" {
+					break
+				}
+				cursor = next
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("listed %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if _, _, err := f.store.List(t.Context(), "garbage", 1); err == nil {
+		t.Error("List accepted a malformed cursor")
+	}
+}
+
+// failEvalSha fails the next n EVALSHA commands before they reach Redis, the
+// way a dropped connection would.
+type failEvalSha struct{ n atomic.Int32 }
+
+func (h *failEvalSha) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *failEvalSha) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "evalsha" && h.n.Add(-1) >= 0 {
+			err := fmt.Errorf("injected: %w", net.ErrClosed)
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *failEvalSha) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func TestTransientWriteErrorsAreRetried(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	e := f.engine(t, Options{})
+	if _, _, err := e.Start(t.Context(), "m", "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	hook := &failEvalSha{}
+	hook.n.Store(2) // the write before step a fails twice
+	f.rdb.AddHook(hook)
+	rec, err := e.Run(t.Context(), "m")
+	if err != nil || rec.State != Completed {
+		t.Fatalf("Run = %v, %v; want completed despite two failed writes", rec, err)
+	}
+	if got, want := events(t, f.rdb, "m"), []string{"mission.started", "mission.completed"}; !slices.Equal(got, want) {
+		t.Errorf("events = %v, want %v", got, want)
+	}
+
+	// Past MaxAttempts the run gives up and leaves the saga to recovery.
+	if _, _, err := e.Start(t.Context(), "m2", "s2", nil); err != nil {
+		t.Fatal(err)
+	}
+	hook.n.Store(int32(testPolicy.MaxAttempts))
+	if _, err := e.Run(t.Context(), "m2"); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Run with Redis gone = %v, want the write error", err)
+	}
+	stored, err := f.store.Load(t.Context(), "m2")
+	if err != nil || stored.State != Pending {
+		t.Fatalf("stored = %v, %v; want still pending for recovery", stored, err)
+	}
+	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m2").Result(); err != nil {
+		t.Errorf("abandoned saga not in %s: %v", ActiveKey, err)
+	}
+}

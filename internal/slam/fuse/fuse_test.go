@@ -1,0 +1,146 @@
+package fuse_test
+
+import (
+	"errors"
+	"math"
+	"slices"
+	"testing"
+
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/fuse"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+	"github.com/slammesh/slammesh/internal/slam/world"
+)
+
+func TestWarpIdentityCopies(t *testing.T) {
+	t.Parallel()
+	w, _ := world.Generate(world.Config{Seed: 1, Agents: 1})
+	src := w.Agents[0].Submap
+	dst, _ := grid.New(src.Meta())
+	if err := fuse.Warp(dst, src, slam.Pose2D{}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(dst.ToInt8(), src.ToInt8()) {
+		t.Fatal("warping by the identity into the same metadata changed the grid")
+	}
+	// Warping twice adds the evidence: log-odds double (up to the clamp).
+	fuse.Warp(dst, src, slam.Pose2D{})
+	for i, l := range src.LogOdds() {
+		if want := grid.ClampLogOdds(2 * l); dst.LogOdds()[i] != want {
+			t.Fatalf("cell %d: %g after two warps, want %g", i, dst.LogOdds()[i], want)
+		}
+	}
+}
+
+func TestWarpPlacesSubmapAtItsPose(t *testing.T) {
+	t.Parallel()
+	w, _ := world.Generate(world.Config{Seed: 6, Agents: 3, RangeNoise: world.Off, OdomNoise: world.Off, OdomRotNoise: world.Off})
+	for _, a := range w.Agents {
+		g, _ := grid.New(w.Truth.Meta())
+		if err := fuse.Warp(g, a.Submap, a.Truth); err != nil {
+			t.Fatal(err)
+		}
+		// At the true pose, what the submap calls occupied is a wall of the
+		// truth (within a cell) and what it calls free is free.
+		e, tr := g.LogOdds(), w.Truth.LogOdds()
+		m := g.Meta()
+		bad, occ := 0, 0
+		for y := 1; y < m.Height-1; y++ {
+			for x := 1; x < m.Width-1; x++ {
+				if e[y*m.Width+x] <= 0 {
+					continue
+				}
+				occ++
+				found := false
+				for dy := -1; dy <= 1 && !found; dy++ {
+					for dx := -1; dx <= 1; dx++ {
+						if tr[(y+dy)*m.Width+x+dx] > 0 {
+							found = true
+						}
+					}
+				}
+				if !found {
+					bad++
+				}
+			}
+		}
+		if occ == 0 || float64(bad) > 0.02*float64(occ) {
+			t.Errorf("agent %d: %d of %d occupied cells are not on a truth wall", a.Index, bad, occ)
+		}
+	}
+}
+
+func TestMergeGate(t *testing.T) {
+	t.Parallel()
+	w, _ := world.Generate(world.Config{Seed: 3, Agents: 2})
+	base, _ := grid.New(w.Truth.Meta())
+	in := []fuse.Input{
+		{Agent: 0, Submap: w.Agents[0].Submap, Pose: w.Agents[0].Truth},
+		{Agent: 1, Submap: w.Agents[1].Submap, Pose: w.Agents[1].Truth},
+	}
+	merged, rep, err := fuse.Merge(base, in, fuse.Options{})
+	if err != nil {
+		t.Fatalf("merge at true poses: %v (report %+v)", err, rep)
+	}
+	if !rep.Agents[1].Judged || rep.Agents[1].Consistency < fuse.DefaultMinConsistency {
+		t.Fatalf("true poses judged inconsistent: %+v", rep.Agents[1])
+	}
+	if occ, _, _ := base.Counts(); occ != 0 {
+		t.Fatal("Merge modified its base")
+	}
+	if occ, _, _ := merged.Counts(); occ == 0 {
+		t.Fatal("merged map is empty")
+	}
+	// The same submap 0.6 m and 15° off contradicts the first.
+	off := in[1]
+	off.Pose = slam.Pose2D{X: off.Pose.X + 0.6, Y: off.Pose.Y - 0.3, Theta: off.Pose.Theta + 0.26}
+	_, rep, err = fuse.Merge(base, []fuse.Input{in[0], off}, fuse.Options{})
+	var ie *fuse.InconsistencyError
+	if !errors.Is(err, slam.ErrInconsistent) || !errors.As(err, &ie) || ie.Agent != 1 {
+		t.Fatalf("misplaced submap: %v (report %+v), want InconsistencyError for agent 1", err, rep)
+	}
+	t.Logf("consistency at the true pose %.4f, misplaced %.4f", 0.0+rep.Agents[1].Consistency, ie.Consistency)
+}
+
+func TestMergeRejectsBadInput(t *testing.T) {
+	t.Parallel()
+	w, _ := world.Generate(world.Config{Seed: 3, Agents: 1})
+	base, _ := grid.New(w.Truth.Meta())
+	for name, in := range map[string]fuse.Input{
+		"nil submap": {Agent: 0},
+		"nan pose":   {Submap: w.Agents[0].Submap, Pose: slam.Pose2D{X: math.NaN()}},
+		"inf pose":   {Submap: w.Agents[0].Submap, Pose: slam.Pose2D{Theta: math.Inf(1)}},
+	} {
+		if _, _, err := fuse.Merge(base, []fuse.Input{in}, fuse.Options{}); !errors.Is(err, slam.ErrInvalidArgument) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if err := fuse.Warp(base, w.Agents[0].Submap, slam.Pose2D{Y: math.Inf(-1)}); !errors.Is(err, slam.ErrInvalidArgument) {
+		t.Errorf("Warp with an infinite pose: %v", err)
+	}
+	// A pose that puts the submap far outside the map is not an error: there
+	// is simply nothing to add.
+	if err := fuse.Warp(base, w.Agents[0].Submap, slam.Pose2D{X: 1e5}); err != nil {
+		t.Errorf("Warp far outside: %v", err)
+	}
+}
+
+// BenchmarkFuse4 merges four agents' submaps into an empty 20×15 m map at
+// 5 cm, with the consistency measure. Target: ≤ 10 ms.
+func BenchmarkFuse4(b *testing.B) {
+	w, err := world.Generate(world.Config{Seed: 1, Agents: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	base, _ := grid.New(w.Truth.Meta())
+	in := make([]fuse.Input, len(w.Agents))
+	for i, a := range w.Agents {
+		in[i] = fuse.Input{Agent: i, Submap: a.Submap, Pose: a.Truth}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := fuse.Merge(base, in, fuse.Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

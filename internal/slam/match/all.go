@@ -1,0 +1,324 @@
+package match
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/fuse"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+)
+
+// Agent is one input of LocalizeAll.
+type Agent struct {
+	Submap *grid.Grid  // in the agent's own (start) frame
+	Guess  slam.Pose2D // initial guess of map_from_agent; the truth for an anchor
+	Anchor bool        // the pose is known (surveyed dock) and defines the map frame
+}
+
+// Event reports progress on one agent. LocalizeAll emits one per anchor, one
+// per success as it happens, and one per failure at the end of each round;
+// Final is false for a failure that will be retried in the next round.
+type Event struct {
+	Agent     int
+	Round     int
+	Result    Result
+	Err       error // nil on success; a *LocalizationError otherwise
+	Final     bool
+	Localized int // agents localized so far, anchors included
+	Total     int
+}
+
+// UnlocalizedError is LocalizeAll's failure: some agents could not be
+// localized in any round. It wraps the one sentinel the mission reports,
+// chosen as: slam.ErrAmbiguousMatch if any agent was ambiguous, else
+// slam.ErrInsufficientOverlap if any lacked overlap, else
+// slam.ErrInsufficientData. An ambiguous agent is the more actionable
+// diagnosis: the data is there but the world repeats itself.
+type UnlocalizedError struct {
+	Reason   error
+	Failures []*LocalizationError // one per unlocalized agent, by index
+}
+
+// Error lists every agent that could not be localized and why.
+func (e *UnlocalizedError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v: %d agent(s) not localized:", e.Reason, len(e.Failures))
+	for _, f := range e.Failures {
+		b.WriteString(" [")
+		b.WriteString(f.Error())
+		b.WriteString("]")
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.Is match the chosen sentinel.
+func (e *UnlocalizedError) Unwrap() error { return e.Reason }
+
+// LocalizeAll estimates map_from_agent for every agent, in a map of metadata
+// meta, as described in the package doc, and returns one Result per agent
+// (in input order). Agents are matched Parallelism at a time; the result does
+// not depend on Parallelism, because each round's reference is fixed before
+// the round starts and successes are fused in index order.
+//
+// onEvent, if not nil, is called from the calling goroutine only (never
+// concurrently). On failure the results still hold every localized agent and
+// the error is an *UnlocalizedError; a cancelled ctx returns ctx.Err().
+func LocalizeAll(ctx context.Context, meta grid.Meta, agents []Agent, opts Options, onEvent func(Event)) ([]Result, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := meta.Validate(); err != nil {
+		return nil, err
+	}
+	if len(agents) == 0 {
+		return nil, fmt.Errorf("%w: no agents", slam.ErrInvalidArgument)
+	}
+	emit := func(ev Event) {
+		if onEvent != nil {
+			onEvent(ev)
+		}
+	}
+	ref, err := grid.New(meta)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]Result, len(agents))
+	localized := 0
+	var pending []int
+	for i, a := range agents {
+		results[i] = Result{Agent: i, Pose: a.Guess}
+		if a.Submap == nil {
+			return nil, fmt.Errorf("%w: agent %d has no submap", slam.ErrInvalidArgument, i)
+		}
+		if err := a.Guess.Validate(); err != nil {
+			return nil, fmt.Errorf("agent %d guess: %w", i, err)
+		}
+		if !a.Anchor {
+			pending = append(pending, i)
+		}
+	}
+	if len(pending) == len(agents) {
+		return nil, fmt.Errorf("%w: no anchor agent to define the map frame", slam.ErrInvalidArgument)
+	}
+	for i, a := range agents {
+		if !a.Anchor {
+			continue
+		}
+		if err := fuse.Warp(ref, a.Submap, a.Guess); err != nil {
+			return nil, fmt.Errorf("agent %d: %w", i, err)
+		}
+		localized++
+		results[i] = Result{Agent: i, Pose: a.Guess, Localized: true, Anchor: true, Score: 1, InlierRatio: 1}
+		emit(Event{Agent: i, Result: results[i], Final: true, Localized: localized, Total: len(agents)})
+	}
+
+	par := opts.Parallelism
+	if par <= 0 {
+		par = runtime.GOMAXPROCS(0)
+	}
+	lastErr := make(map[int]*LocalizationError)
+	for round := 1; len(pending) > 0; round++ {
+		reference, err := NewReference(ref)
+		if err != nil {
+			return results, err
+		}
+		outcomes := matchRound(ctx, reference, agents, pending, opts, par, func(i int, res Result) {
+			if res.Score < opts.ConfidentScore {
+				return // tentative: reported at the end of the round if accepted
+			}
+			res.Round = round
+			emit(Event{Agent: i, Round: round, Result: res, Final: true, Localized: localized + 1, Total: len(agents)})
+			localized++
+		})
+		if err := ctx.Err(); err != nil {
+			return results, err
+		}
+		// Confident matches go first: if any agent matched confidently this
+		// round, tentative matches (accepted score, but below ConfidentScore)
+		// wait for a richer reference next round instead of fusing their
+		// larger error into it.
+		confident := false
+		for _, i := range pending {
+			if o := outcomes[i]; o.err == nil && o.res.Score >= opts.ConfidentScore {
+				confident = true
+			}
+		}
+		var still []int
+		progressed := false
+		for _, i := range pending { // index order: deterministic fusion
+			o := outcomes[i]
+			o.res.Agent = i
+			o.res.Round = round
+			if o.err == nil && confident && o.res.Score < opts.ConfidentScore {
+				still = append(still, i) // deferred, not failed
+				continue
+			}
+			results[i] = o.res
+			if o.err == nil {
+				progressed = true
+				if err := fuse.Warp(ref, agents[i].Submap, o.res.Pose); err != nil {
+					return results, fmt.Errorf("agent %d: %w", i, err)
+				}
+				if o.res.Score < opts.ConfidentScore {
+					localized++
+					emit(Event{Agent: i, Round: round, Result: o.res, Final: true, Localized: localized, Total: len(agents)})
+				}
+				continue
+			}
+			var le *LocalizationError
+			if !errors.As(o.err, &le) {
+				return results, fmt.Errorf("agent %d: %w", i, o.err)
+			}
+			le.Result.Agent = i
+			lastErr[i] = le
+			if !errors.Is(le, slam.ErrInsufficientData) { // more teammates will not create data
+				still = append(still, i)
+			}
+		}
+		for _, i := range pending {
+			if outcomes[i].err != nil && lastErr[i] != nil {
+				final := !progressed || errors.Is(lastErr[i], slam.ErrInsufficientData)
+				emit(Event{Agent: i, Round: round, Result: results[i], Err: lastErr[i], Final: final, Localized: localized, Total: len(agents)})
+			}
+		}
+		pending = still
+		if !progressed {
+			break
+		}
+	}
+	if !opts.SkipRefinement {
+		if err := refineAll(ctx, meta, agents, results); err != nil {
+			return results, err
+		}
+	}
+	var failures []*LocalizationError
+	for i := range agents {
+		if !results[i].Localized {
+			failures = append(failures, lastErr[i])
+		}
+	}
+	if len(failures) == 0 {
+		return results, nil
+	}
+	reason := slam.ErrInsufficientData
+	for _, f := range failures {
+		switch {
+		case errors.Is(f, slam.ErrAmbiguousMatch):
+			reason = slam.ErrAmbiguousMatch
+		case errors.Is(f, slam.ErrInsufficientOverlap) && reason != slam.ErrAmbiguousMatch:
+			reason = slam.ErrInsufficientOverlap
+		}
+	}
+	return results, &UnlocalizedError{Reason: reason, Failures: failures}
+}
+
+type outcome struct {
+	res Result
+	err error
+}
+
+// matchRound localizes the pending agents against one reference with at most
+// par goroutines, calling onSuccess from this goroutine as successes arrive.
+// It always waits for every goroutine it started.
+func matchRound(ctx context.Context, ref *Reference, agents []Agent, pending []int, opts Options, par int, onSuccess func(int, Result)) map[int]outcome {
+	type done struct {
+		i int
+		outcome
+	}
+	jobs := make(chan int)
+	results := make(chan done)
+	var wg sync.WaitGroup
+	for range min(par, len(pending)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				res, err := ref.Localize(ctx, agents[i].Submap, agents[i].Guess, opts)
+				results <- done{i, outcome{res, err}}
+			}
+		}()
+	}
+	go func() {
+		defer close(jobs)
+		for _, i := range pending {
+			select {
+			case jobs <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() {
+		wg.Wait()
+		close(results)
+	}()
+	out := make(map[int]outcome, len(pending))
+	for d := range results {
+		out[d.i] = d.outcome
+		if d.err == nil {
+			d.res.Agent = d.i
+			onSuccess(d.i, d.res)
+		}
+	}
+	for _, i := range pending {
+		if _, ok := out[i]; !ok {
+			out[i] = outcome{err: ctx.Err()}
+		}
+	}
+	return out
+}
+
+// refineAll polishes every localized non-anchor pose once, in index order,
+// against the fusion of all the other localized agents at their current
+// poses. An agent localized in round 1 was matched against the anchor alone,
+// often through a small overlap; by now the team map around it is much
+// richer, and re-matching locally against it removes most of the error the
+// rounds accumulate. The anchors stay fixed, so the map frame does not move.
+func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, results []Result) error {
+	for i := range agents {
+		if !results[i].Localized || results[i].Anchor {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		others, err := grid.New(meta)
+		if err != nil {
+			return err
+		}
+		for j := range agents {
+			if j != i && results[j].Localized {
+				if err := fuse.Warp(others, agents[j].Submap, results[j].Pose); err != nil {
+					return err
+				}
+			}
+		}
+		ref, err := NewReference(others)
+		if err != nil {
+			continue // nothing else to refine against
+		}
+		ps := extractPoints(agents[i].Submap)
+		old := results[i].Pose
+		oldScore, _ := ref.evaluate(ps.all, old)
+		start := ref.fineSearch(ps.fine, old, ref.coarseRes/math.Max(ps.maxRadius, 1))
+		pose, iters := ref.icp(ps.fine, start.pose, DefaultICPIters)
+		score, inliers := ref.evaluate(ps.all, pose)
+		// Refinement may only polish: it must not move far or lose score.
+		if score < oldScore || math.Hypot(pose.X-old.X, pose.Y-old.Y) > refineMaxShift ||
+			math.Abs(slam.AngleDiff(pose.Theta, old.Theta)) > refineMaxTurn {
+			continue
+		}
+		results[i].Pose = pose
+		results[i].Score = score
+		results[i].InlierRatio = inliers
+		results[i].Iterations += iters
+	}
+	return nil
+}

@@ -1,0 +1,576 @@
+// Package match localizes an agent's submap in a reference map: it estimates
+// map_from_agent by correlative scan matching around an initial guess,
+// coarse to fine, on likelihood fields of the reference, and refines the best
+// peak with ICP against the nearest occupied reference cells. It reports a
+// score, an inlier ratio and an ambiguity (second-best distinct peak / best
+// peak), and refuses to answer, with a typed error, when the data is too thin,
+// the overlap too small or the answer ambiguous.
+//
+// LocalizeAll localizes a whole team. The anchor agents (poses given: a
+// surveyed dock) define the map frame; every other agent is matched against
+// the fusion of the agents localized so far, in rounds: within a round the
+// remaining agents are matched in parallel (at most Options.Parallelism at a
+// time) against the same reference, the successes are fused into the
+// reference in agent-index order, and the failures are retried next round,
+// until a round localizes nobody. Matching against the fused team map rather
+// than the anchor alone is what lets an agent that never saw the anchor's
+// area be localized through a teammate. Two refinements, both measured to
+// matter (docs/slam.md):
+//
+//   - confident first: in a round where some agent scored at least
+//     ConfidentScore, agents that merely passed MinScore are not fused yet
+//     but retried next round against the richer reference, so a thin
+//     overlap does not bake its larger error into everybody's reference;
+//   - a final pass re-matches each agent locally (fine search and ICP)
+//     against the fusion of all the others, anchors fixed, which removes
+//     most of the error an early, thin match carried.
+//
+// Failures are typed: if some agents remain unlocalized, the error wraps
+// slam.ErrAmbiguousMatch when any of them was ambiguous, else
+// slam.ErrInsufficientOverlap, else slam.ErrInsufficientData.
+package match
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+)
+
+// Default thresholds, calibrated on 100 seeded worlds of each kind with 2–4
+// agents (docs/slam.md has the distributions):
+//   - MinScore 0.30: a sealed agent scores at most 0.08, office agents at
+//     least 0.49 once localized; matches between 0.30 and ConfidentScore are
+//     accepted only when nothing better is possible (see LocalizeAll).
+//   - MaxAmbiguity 0.90: office agents stay below 0.67, the changed agent
+//     of a ChangedWorld below 0.85, a symmetric corridor is above 0.95.
+//   - distinctXY 0.4 m: competing peaks closer than that are the same basin
+//     sliding along a wall; the corridor's repetition (0.6 m) is farther.
+const (
+	DefaultWindowXY       = 1.0                // metres, ± around the guess
+	DefaultWindowTheta    = 20 * math.Pi / 180 // radians, ± around the guess
+	DefaultMinPoints      = 100
+	DefaultMinScore       = 0.30
+	DefaultMaxAmbiguity   = 0.90
+	DefaultConfidentScore = 0.55
+	DefaultICPIters       = 30
+	candidates            = 8
+	refineMaxShift        = 0.2               // metres the refinement pass may move a pose
+	refineMaxTurn         = 2 * math.Pi / 180 // radians, likewise
+	distinctXY            = 0.4               // metres between two peaks that count as distinct
+	distinctTheta         = 3 * math.Pi / 180 // radians, likewise
+)
+
+// Options tune Localize and LocalizeAll; zero fields select the defaults.
+type Options struct {
+	WindowXY    float64 // search half-width in x and y, metres
+	WindowTheta float64 // search half-width in heading, radians
+	MinPoints   int     // fewer occupied submap cells: slam.ErrInsufficientData
+	MinScore    float64 // lower final score: slam.ErrInsufficientOverlap
+	// ConfidentScore is the score LocalizeAll fuses a match at without
+	// waiting: in a round where some agent reached it, agents between
+	// MinScore and ConfidentScore are retried next round against the richer
+	// reference instead (see LocalizeAll).
+	ConfidentScore float64
+	MaxAmbiguity   float64 // higher ambiguity: slam.ErrAmbiguousMatch
+	ICPIters       int     // ICP iteration cap
+	Parallelism    int     // LocalizeAll: agents matched at once (0: GOMAXPROCS)
+	// SkipRefinement turns off LocalizeAll's final pass that re-matches
+	// each agent against the rest of the team (see refineAll).
+	SkipRefinement bool
+}
+
+func (o Options) withDefaults() (Options, error) {
+	def := func(v *float64, d float64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&o.WindowXY, DefaultWindowXY)
+	def(&o.WindowTheta, DefaultWindowTheta)
+	def(&o.MinScore, DefaultMinScore)
+	def(&o.MaxAmbiguity, DefaultMaxAmbiguity)
+	def(&o.ConfidentScore, DefaultConfidentScore)
+	if o.MinPoints == 0 {
+		o.MinPoints = DefaultMinPoints
+	}
+	if o.ICPIters == 0 {
+		o.ICPIters = DefaultICPIters
+	}
+	for _, v := range []float64{o.WindowXY, o.WindowTheta, o.MinScore, o.MaxAmbiguity, o.ConfidentScore} {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return o, fmt.Errorf("%w: match options must be finite and not negative", slam.ErrInvalidArgument)
+		}
+	}
+	if o.WindowXY > 10 || o.WindowTheta > math.Pi || o.MinPoints < 0 || o.ICPIters < 0 || o.Parallelism < 0 {
+		return o, fmt.Errorf("%w: match options out of range (window ≤ 10 m, ≤ π rad)", slam.ErrInvalidArgument)
+	}
+	return o, nil
+}
+
+// Result is the outcome of localizing one agent. On failure it still holds
+// the best attempt, which is what an operator wants to see.
+type Result struct {
+	Agent       int         // index in LocalizeAll's input; -1 from Localize
+	Pose        slam.Pose2D // estimated map_from_agent
+	Localized   bool
+	Anchor      bool    // the pose was given, not estimated
+	Round       int     // LocalizeAll round that localized it (0 for anchors)
+	Score       float64 // mean fine likelihood of all submap points at Pose, 0..1
+	InlierRatio float64 // fraction of submap points within 2 cells of an occupied reference cell
+	Ambiguity   float64 // best distinct competing peak / best peak, 0..1
+	Iterations  int     // ICP iterations used
+	Points      int     // occupied submap cells matched
+}
+
+// LocalizationError explains why an agent could not be localized; it wraps
+// one of slam.ErrInsufficientData, slam.ErrInsufficientOverlap or
+// slam.ErrAmbiguousMatch.
+type LocalizationError struct {
+	Reason    error
+	Result    Result  // the best attempt
+	Threshold float64 // the threshold that was missed
+}
+
+// Error states the reason with the measured value and the threshold it missed.
+func (e *LocalizationError) Error() string {
+	who := "submap"
+	if e.Result.Agent >= 0 {
+		who = fmt.Sprintf("agent %d", e.Result.Agent)
+	}
+	switch e.Reason {
+	case slam.ErrInsufficientData:
+		return fmt.Sprintf("%v: %s has %d occupied cells, need %d", e.Reason, who, e.Result.Points, int(e.Threshold))
+	case slam.ErrAmbiguousMatch:
+		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (score %.3f)", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.Score)
+	default:
+		return fmt.Sprintf("%v: %s score %.3f < %.3f", e.Reason, who, e.Result.Score, e.Threshold)
+	}
+}
+
+// Unwrap lets errors.Is match the sentinel.
+func (e *LocalizationError) Unwrap() error { return e.Reason }
+
+// Localize estimates map_from_agent for submap (in the agent's frame) against
+// the reference grid ref, searching opts' window around guess. It prepares
+// the reference on every call; use NewReference and Reference.Localize to
+// match several submaps against one reference.
+func Localize(ctx context.Context, ref, submap *grid.Grid, guess slam.Pose2D, opts Options) (Result, error) {
+	r, err := NewReference(ref)
+	if err != nil {
+		return Result{Agent: -1}, err
+	}
+	return r.Localize(ctx, submap, guess, opts)
+}
+
+type point struct{ x, y float64 }
+
+// pointSets are the submap's occupied cells at three densities: all of
+// them (final score), one centroid per 2×2 cells (fine search, ICP) and per
+// 4×4 cells (coarse search).
+type pointSets struct {
+	all, fine, coarse []point
+	maxRadius         float64
+}
+
+func extractPoints(submap *grid.Grid) pointSets {
+	m := submap.Meta()
+	var ps pointSets
+	fw, cwid := (m.Width+1)/2, (m.Width+coarseFactor-1)/coarseFactor
+	fineAcc := make([]point, fw*((m.Height+1)/2))
+	fineN := make([]int32, len(fineAcc))
+	coarseAcc := make([]point, cwid*((m.Height+coarseFactor-1)/coarseFactor))
+	coarseN := make([]int32, len(coarseAcc))
+	cells := submap.LogOdds()
+	for y := range m.Height {
+		for x := range m.Width {
+			if cells[y*m.Width+x] <= occupiedLogOdds {
+				continue
+			}
+			px, py := m.Center(x, y)
+			ps.all = append(ps.all, point{px, py})
+			fi := (y/2)*fw + x/2
+			fineAcc[fi].x += px
+			fineAcc[fi].y += py
+			fineN[fi]++
+			ci := (y/coarseFactor)*cwid + x/coarseFactor
+			coarseAcc[ci].x += px
+			coarseAcc[ci].y += py
+			coarseN[ci]++
+		}
+	}
+	gather := func(acc []point, n []int32) []point {
+		var out []point
+		for i, c := range n {
+			if c > 0 {
+				out = append(out, point{acc[i].x / float64(c), acc[i].y / float64(c)})
+			}
+		}
+		return out
+	}
+	ps.fine = gather(fineAcc, fineN)
+	ps.coarse = gather(coarseAcc, coarseN)
+	for _, p := range ps.coarse {
+		ps.maxRadius = math.Max(ps.maxRadius, math.Hypot(p.x, p.y))
+	}
+	return ps
+}
+
+// peak is a pose and its score at some level of the search.
+type peak struct {
+	pose  slam.Pose2D
+	score float64
+}
+
+// Localize matches submap against the prepared reference; see the package
+// doc. It is safe to call concurrently on one Reference.
+func (r *Reference) Localize(ctx context.Context, submap *grid.Grid, guess slam.Pose2D, opts Options) (Result, error) {
+	res := Result{Agent: -1, Pose: guess}
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return res, err
+	}
+	if submap == nil {
+		return res, fmt.Errorf("%w: no submap", slam.ErrInvalidArgument)
+	}
+	if err := guess.Validate(); err != nil {
+		return res, fmt.Errorf("initial guess: %w", err)
+	}
+	if err := submap.Meta().Validate(); err != nil {
+		return res, fmt.Errorf("submap: %w", err)
+	}
+	ps := extractPoints(submap)
+	res.Points = len(ps.all)
+	if len(ps.all) < max(opts.MinPoints, 3) {
+		return res, &LocalizationError{Reason: slam.ErrInsufficientData, Result: res, Threshold: float64(opts.MinPoints)}
+	}
+
+	cands, err := r.coarseSearch(ctx, ps, guess, opts)
+	if err != nil {
+		return res, err
+	}
+	// Refine every coarse candidate; the best refined peak is the answer and
+	// the best refined peak far enough from it measures the ambiguity.
+	refined := make([]peak, 0, len(cands))
+	for _, c := range cands {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		refined = append(refined, r.fineSearch(ps.fine, c.pose, r.coarseRes/math.Max(ps.maxRadius, 1)))
+	}
+	slices.SortStableFunc(refined, func(a, b peak) int { return cmp.Compare(b.score, a.score) })
+	best := refined[0]
+	res.Ambiguity = 0
+	for _, p := range refined[1:] {
+		if distinct(p.pose, best.pose) && best.score > 0 {
+			res.Ambiguity = p.score / best.score
+			break
+		}
+	}
+
+	pose, iters := r.icp(ps.fine, best.pose, opts.ICPIters)
+	// Guard against ICP sliding off into a wrong basin: it may polish the
+	// search result, not replace it.
+	if math.Hypot(pose.X-best.pose.X, pose.Y-best.pose.Y) > 2*r.coarseRes ||
+		math.Abs(slam.AngleDiff(pose.Theta, best.pose.Theta)) > 2*math.Pi/180 {
+		pose = best.pose
+	}
+	res.Pose = pose
+	res.Iterations = iters
+	res.Score, res.InlierRatio = r.evaluate(ps.all, pose)
+
+	switch {
+	case res.Score < opts.MinScore:
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore}
+	case res.Ambiguity > opts.MaxAmbiguity:
+		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity}
+	}
+	res.Localized = true
+	return res, nil
+}
+
+func distinct(a, b slam.Pose2D) bool {
+	return math.Hypot(a.X-b.X, a.Y-b.Y) > distinctXY || math.Abs(slam.AngleDiff(a.Theta, b.Theta)) > distinctTheta
+}
+
+// coarseSearch scores every pose of the window on the coarse field, with
+// translation steps of one coarse cell and rotation steps that move the
+// farthest point by about one coarse cell, and returns the best local maxima.
+func (r *Reference) coarseSearch(ctx context.Context, ps pointSets, guess slam.Pose2D, opts Options) ([]peak, error) {
+	res := r.coarseRes
+	nT := int(math.Ceil(opts.WindowXY / res))
+	side := 2*nT + 1
+	dTheta := math.Min(res/math.Max(ps.maxRadius, 1), 2*math.Pi/180)
+	nR := int(math.Ceil(opts.WindowTheta / dTheta))
+	nRot := 2*nR + 1
+	scores := make([]float32, nRot*side*side)
+	pts := ps.coarse
+	for k := range nRot {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		th := guess.Theta + float64(k-nR)*dTheta
+		accumulate(r.coarse, r.cw, r.ch, res, r.coarseOrigin, pts, slam.Pose2D{X: guess.X, Y: guess.Y, Theta: th}, nT, scores[k*side*side:(k+1)*side*side])
+	}
+	inv := 1 / float32(len(pts))
+	for i := range scores {
+		scores[i] *= inv
+	}
+	// Local maxima in (rotation, y, x); ties are broken by index so a
+	// plateau yields one peak per flat region, not one per cell.
+	var peaks []peak
+	at := func(k, j, i int) float32 { return scores[(k*side+j)*side+i] }
+	for k := range nRot {
+		for j := range side {
+			for i := range side {
+				s := at(k, j, i)
+				if s <= 0 {
+					continue
+				}
+				isMax := true
+			neighbours:
+				for dk := -1; dk <= 1; dk++ {
+					for dj := -1; dj <= 1; dj++ {
+						for di := -1; di <= 1; di++ {
+							kk, jj, ii := k+dk, j+dj, i+di
+							if (dk == 0 && dj == 0 && di == 0) || kk < 0 || jj < 0 || ii < 0 || kk >= nRot || jj >= side || ii >= side {
+								continue
+							}
+							o := at(kk, jj, ii)
+							later := (kk*side+jj)*side+ii > (k*side+j)*side+i
+							if o > s || (o == s && !later) {
+								isMax = false
+								break neighbours
+							}
+						}
+					}
+				}
+				if isMax {
+					peaks = append(peaks, peak{
+						pose: slam.Pose2D{
+							X:     guess.X + float64(i-nT)*res,
+							Y:     guess.Y + float64(j-nT)*res,
+							Theta: slam.NormalizeAngle(guess.Theta + float64(k-nR)*dTheta),
+						},
+						score: float64(s),
+					})
+				}
+			}
+		}
+	}
+	slices.SortStableFunc(peaks, func(a, b peak) int { return cmp.Compare(b.score, a.score) })
+	if len(peaks) == 0 {
+		return []peak{{pose: guess}}, nil
+	}
+	return peaks[:min(len(peaks), candidates)], nil
+}
+
+// accumulate adds, for every translation offset (i, j) in [-n, n]² cells of
+// the field, the field values under the points transformed by pose shifted by
+// (i, j) cells. Because a shift by whole cells shifts every point's cell by
+// the same amount, each point costs one transform and a (2n+1)² block read.
+func accumulate(field []float32, w, h int, res float64, origin [2]float64, pts []point, pose slam.Pose2D, n int, out []float32) {
+	side := 2*n + 1
+	s, c := math.Sincos(pose.Theta)
+	inv := 1 / res
+	for _, p := range pts {
+		x := pose.X + c*p.x - s*p.y
+		y := pose.Y + s*p.x + c*p.y
+		fx := (x - origin[0]) * inv
+		fy := (y - origin[1]) * inv
+		if fx < -float64(n+1) || fy < -float64(n+1) || fx > float64(w+n+1) || fy > float64(h+n+1) {
+			continue
+		}
+		bx, by := int(math.Floor(fx)), int(math.Floor(fy))
+		i0, i1 := max(-n, -bx), min(n, w-1-bx)
+		j0, j1 := max(-n, -by), min(n, h-1-by)
+		if i0 > i1 || j0 > j1 {
+			continue
+		}
+		for j := j0; j <= j1; j++ {
+			row := field[(by+j)*w+bx+i0 : (by+j)*w+bx+i1+1]
+			acc := out[(j+n)*side+n+i0 : (j+n)*side+n+i1+1]
+			for t, v := range row {
+				acc[t] += v
+			}
+		}
+	}
+}
+
+// fineSearch refines a coarse peak on the fine field: ±3 cells in x and y
+// and ±3 fine rotation steps (a quarter of the coarse step), re-centred when
+// the maximum sits on the border of that box.
+func (r *Reference) fineSearch(pts []point, start slam.Pose2D, coarseStep float64) peak {
+	const n, nRot = 3, 3
+	side := 2*n + 1
+	dTheta := coarseStep / 4
+	origin := [2]float64{r.meta.Origin.X, r.meta.Origin.Y}
+	scores := make([]float32, side*side)
+	best := peak{pose: start, score: -1}
+	center := start
+	for range 4 {
+		moved := false
+		for k := -nRot; k <= nRot; k++ {
+			clear(scores)
+			th := center.Theta + float64(k)*dTheta
+			accumulate(r.fine, r.meta.Width, r.meta.Height, r.meta.Resolution, origin, pts, slam.Pose2D{X: center.X, Y: center.Y, Theta: th}, n, scores)
+			for j := range side {
+				for i := range side {
+					if s := float64(scores[j*side+i]); s > best.score {
+						best = peak{pose: slam.Pose2D{
+							X:     center.X + float64(i-n)*r.meta.Resolution,
+							Y:     center.Y + float64(j-n)*r.meta.Resolution,
+							Theta: slam.NormalizeAngle(th),
+						}, score: s}
+						moved = i == 0 || j == 0 || i == side-1 || j == side-1 || k == -nRot || k == nRot
+					}
+				}
+			}
+		}
+		if !moved {
+			break
+		}
+		center = best.pose
+	}
+	best.score /= float64(max(len(pts), 1))
+	return best
+}
+
+// evaluate returns the mean fine likelihood of pts at pose and the fraction
+// of them within two cells of an occupied reference cell.
+func (r *Reference) evaluate(pts []point, pose slam.Pose2D) (score, inliers float64) {
+	m := r.meta
+	s, c := math.Sincos(pose.Theta)
+	var sum float64
+	in := 0
+	for _, p := range pts {
+		x := pose.X + c*p.x - s*p.y
+		y := pose.Y + s*p.x + c*p.y
+		cx, cy, ok := m.CellOf(x, y)
+		if !ok {
+			continue
+		}
+		i := cy*m.Width + cx
+		sum += float64(r.fine[i])
+		if r.dist2[i] <= 4 {
+			in++
+		}
+	}
+	n := float64(max(len(pts), 1))
+	return sum / n, float64(in) / n
+}
+
+// icp refines pose with point-to-line ICP: each submap point is paired with
+// the nearest occupied reference cell (a table lookup, thanks to the distance
+// transform), pairs farther than a shrinking gate are dropped, and the pose
+// increment minimising the squared distances to the walls through the paired
+// cells (point-to-point where the cell is a corner) is solved from the 3×3
+// normal equations of the linearised problem. Point-to-line lets a scan
+// slide along a wall, which is what converges in a few iterations to
+// sub-cell accuracy on grids quantised to whole cells.
+func (r *Reference) icp(pts []point, pose slam.Pose2D, maxIter int) (slam.Pose2D, int) {
+	m := r.meta
+	res := m.Resolution
+	iters := 0
+	for it := range maxIter {
+		iters = it + 1
+		gate := math.Max(2*res, 0.3*math.Pow(0.7, float64(it)))
+		gate2 := float32(gate * gate / (res * res))
+		s, c := math.Sincos(pose.Theta)
+		// Centroid of the transformed points keeps the rotation column of
+		// the Jacobian well conditioned.
+		var cx0, cy0 float64
+		for _, p := range pts {
+			cx0 += pose.X + c*p.x - s*p.y
+			cy0 += pose.Y + s*p.x + c*p.y
+		}
+		cx0 /= float64(len(pts))
+		cy0 /= float64(len(pts))
+		var a [3][3]float64
+		var b [3]float64
+		pairs := 0
+		// Cauchy weights (scale: one cell) make the solution robust to the
+		// pairs that are wrong, such as a wall seen from its far side.
+		k2 := res * res
+		add := func(nx, ny, px, py, e float64) {
+			wt := 1 / (1 + e*e/k2)
+			j := [3]float64{nx, ny, nx*(-py) + ny*px}
+			for u := range 3 {
+				for v := range 3 {
+					a[u][v] += wt * j[u] * j[v]
+				}
+				b[u] -= wt * j[u] * e
+			}
+		}
+		for _, p := range pts {
+			x := pose.X + c*p.x - s*p.y
+			y := pose.Y + s*p.x + c*p.y
+			cx, cy, ok := m.CellOf(x, y)
+			if !ok {
+				continue
+			}
+			i := cy*m.Width + cx
+			if r.dist2[i] > gate2 {
+				continue
+			}
+			q := int(r.nearest[i])
+			qx, qy := m.Center(q%m.Width, q/m.Width)
+			dx, dy := x-qx, y-qy
+			px, py := x-cx0, y-cy0
+			pairs++
+			if nx, ny := float64(r.normals[2*q]), float64(r.normals[2*q+1]); nx != 0 || ny != 0 {
+				add(nx, ny, px, py, nx*dx+ny*dy)
+			} else {
+				add(1, 0, px, py, dx)
+				add(0, 1, px, py, dy)
+			}
+		}
+		if pairs < 10 {
+			break
+		}
+		// A little damping keeps directions no wall constrains (along a
+		// corridor) where they are instead of letting noise move them.
+		damp := 1e-6 * (a[0][0] + a[1][1] + a[2][2])
+		for u := range 3 {
+			a[u][u] += damp
+		}
+		d, ok := solve3(a, b)
+		if !ok {
+			break
+		}
+		ds, dc := math.Sincos(d[2])
+		// x' = R(dθ)(x - c0) + c0 + dt
+		inc := slam.Pose2D{X: cx0 - (dc*cx0 - ds*cy0) + d[0], Y: cy0 - (ds*cx0 + dc*cy0) + d[1], Theta: d[2]}
+		pose = inc.Compose(pose)
+		if math.Hypot(d[0], d[1]) < 1e-4 && math.Abs(d[2]) < 1e-5 && gate <= 2*res {
+			break
+		}
+	}
+	return pose, iters
+}
+
+// solve3 solves a 3×3 linear system by Cramer's rule.
+func solve3(a [3][3]float64, b [3]float64) ([3]float64, bool) {
+	det := func(m [3][3]float64) float64 {
+		return m[0][0]*(m[1][1]*m[2][2]-m[1][2]*m[2][1]) -
+			m[0][1]*(m[1][0]*m[2][2]-m[1][2]*m[2][0]) +
+			m[0][2]*(m[1][0]*m[2][1]-m[1][1]*m[2][0])
+	}
+	d := det(a)
+	if d == 0 || math.IsNaN(d) {
+		return [3]float64{}, false
+	}
+	var x [3]float64
+	for k := range 3 {
+		mk := a
+		for r := range 3 {
+			mk[r][k] = b[r]
+		}
+		x[k] = det(mk) / d
+	}
+	return x, true
+}

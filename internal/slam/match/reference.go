@@ -1,0 +1,174 @@
+package match
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+)
+
+// Field parameters. The fine field is a likelihood exp(-d²/2σ²) of the
+// distance d to the nearest occupied cell with σ of 1.5 cells: sharp enough to
+// resolve a cell, wide enough that sensor noise does not fall off it. The
+// coarse field is the same at 4× the cell size, which is what lets the coarse
+// search take 20 cm steps without stepping over the true pose.
+const (
+	coarseFactor = 4
+	fineSigma    = 1.5 // cells
+	coarseSigma  = 1.0 // coarse cells
+)
+
+// occupiedLogOdds is the log-odds above which a cell counts as occupied for
+// matching: one clean hit (0.85) qualifies, a hit cancelled by two misses
+// does not.
+const occupiedLogOdds = 0.5
+
+// Reference is a grid prepared for matching: a fine and a coarse likelihood
+// field, and for every cell the nearest occupied cell (for ICP). Building it
+// costs a few milliseconds; LocalizeAll builds one per round and matches all
+// of that round's agents against it concurrently (it is read-only).
+type Reference struct {
+	meta     grid.Meta
+	occupied int
+
+	fine    []float32 // likelihood, fine cells
+	nearest []int32   // index of the nearest occupied fine cell, -1 if none
+	dist2   []float32 // squared distance to it, in cells²
+	normals []float32 // per fine cell: unit normal (x, y) of the wall through it, or (0, 0) at corners
+
+	coarse       []float32 // likelihood, coarse cells
+	cw, ch       int
+	coarseRes    float64
+	coarseOrigin [2]float64
+}
+
+// NewReference prepares g for matching. It fails with
+// slam.ErrInsufficientData when g has no occupied cell at all.
+func NewReference(g *grid.Grid) (*Reference, error) {
+	m := g.Meta()
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	cells := g.LogOdds()
+	mask := make([]bool, len(cells))
+	occ := 0
+	for i, l := range cells {
+		if l > occupiedLogOdds {
+			mask[i] = true
+			occ++
+		}
+	}
+	if occ == 0 {
+		return nil, fmt.Errorf("%w: reference map has no occupied cells", slam.ErrInsufficientData)
+	}
+	r := &Reference{meta: m, occupied: occ}
+	r.dist2, r.nearest = grid.DistanceTransform(m.Width, m.Height, mask, nil, nil)
+	r.fine = likelihood(r.dist2, fineSigma)
+	r.normals = wallNormals(m.Width, m.Height, mask)
+
+	// Coarse level: a cell is occupied when any fine cell in its block is.
+	r.cw = (m.Width + coarseFactor - 1) / coarseFactor
+	r.ch = (m.Height + coarseFactor - 1) / coarseFactor
+	r.coarseRes = m.Resolution * coarseFactor
+	r.coarseOrigin = [2]float64{m.Origin.X, m.Origin.Y}
+	cmask := make([]bool, r.cw*r.ch)
+	for y := range m.Height {
+		for x := range m.Width {
+			if mask[y*m.Width+x] {
+				cmask[(y/coarseFactor)*r.cw+x/coarseFactor] = true
+			}
+		}
+	}
+	cd2, _ := grid.DistanceTransform(r.cw, r.ch, cmask, nil, nil)
+	r.coarse = likelihood(cd2, coarseSigma)
+	return r, nil
+}
+
+// Meta returns the metadata of the reference grid.
+func (r *Reference) Meta() grid.Meta { return r.meta }
+
+// OccupiedCells returns how many cells of the reference are occupied.
+func (r *Reference) OccupiedCells() int { return r.occupied }
+
+// likelihood turns squared distances (in cells², integers from the exact
+// distance transform) into exp(-d²/2σ²) through a lookup table; beyond 3σ the
+// value is zero so far-away points add nothing.
+func likelihood(dist2 []float32, sigma float64) []float32 {
+	limit := int(math.Ceil(9 * sigma * sigma))
+	lut := make([]float32, limit+1)
+	for i := range lut {
+		lut[i] = float32(math.Exp(-float64(i) / (2 * sigma * sigma)))
+	}
+	out := make([]float32, len(dist2))
+	for i, d := range dist2 {
+		if d <= float32(limit) {
+			out[i] = lut[int(d)]
+		}
+	}
+	return out
+}
+
+// normalRadius is the half-size in cells of the window whose occupied cells
+// define a wall's direction: 3 cells (15 cm at 5 cm) see a straight stretch
+// of wall without rounding corners away.
+const normalRadius = 3
+
+// wallNormals estimates, for every occupied cell, the normal of the wall it
+// belongs to from the principal axes of the occupied cells around it. Cells
+// whose neighbourhood is not line-like (corners, clutter) get no normal, and
+// ICP pairs them point-to-point instead.
+func wallNormals(w, h int, mask []bool) []float32 {
+	out := make([]float32, 2*w*h)
+	for y := range h {
+		for x := range w {
+			if !mask[y*w+x] {
+				continue
+			}
+			var n, sx, sy, sxx, sxy, syy float64
+			for dy := -normalRadius; dy <= normalRadius; dy++ {
+				yy := y + dy
+				if yy < 0 || yy >= h {
+					continue
+				}
+				for dx := -normalRadius; dx <= normalRadius; dx++ {
+					xx := x + dx
+					if xx < 0 || xx >= w || !mask[yy*w+xx] {
+						continue
+					}
+					fx, fy := float64(dx), float64(dy)
+					n++
+					sx += fx
+					sy += fy
+					sxx += fx * fx
+					sxy += fx * fy
+					syy += fy * fy
+				}
+			}
+			if n < 4 {
+				continue
+			}
+			mx, my := sx/n, sy/n
+			cxx, cxy, cyy := sxx/n-mx*mx, sxy/n-mx*my, syy/n-my*my
+			// Eigen-decomposition of the 2×2 covariance.
+			tr, det := cxx+cyy, cxx*cyy-cxy*cxy
+			disc := math.Sqrt(math.Max(tr*tr/4-det, 0))
+			l1, l2 := tr/2+disc, tr/2-disc // l1 >= l2
+			if l1 <= 0 || l2 > 0.1*l1 {
+				continue // not a line
+			}
+			// The normal is the eigenvector of the smaller eigenvalue.
+			nx, ny := cxy, l2-cxx
+			if math.Abs(nx)+math.Abs(ny) < 1e-12 {
+				nx, ny = l2-cyy, cxy
+			}
+			norm := math.Hypot(nx, ny)
+			if norm == 0 {
+				continue
+			}
+			i := 2 * (y*w + x)
+			out[i], out[i+1] = float32(nx/norm), float32(ny/norm)
+		}
+	}
+	return out
+}

@@ -1,0 +1,386 @@
+// Package localization is the agent localization service, step 2 of the
+// mission saga (localize_agents): it estimates each agent's map_from_agent
+// pose by scan matching its submap (given, or integrated from its scans)
+// against the team map grown from the anchor, reports progress per agent, and
+// records the poses for the mission. ReleaseAgents, the step's compensation,
+// forgets them.
+//
+// Matching is pure CPU work and runs outside any Redis transaction; the
+// barrier is consulted before it, so that a retried call whose first attempt
+// committed answers from the stored result without matching again, and the
+// poses are written together with the barrier mark afterwards.
+package localization
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+	"github.com/slammesh/slammesh/internal/slam/match"
+	"github.com/slammesh/slammesh/internal/slamproto"
+)
+
+// ServiceName is the service's name in events, logs and traces.
+const ServiceName = "localization"
+
+// Step is the saga step this service performs.
+const Step = "localize_agents"
+
+// ActionMethods are the full method names of the step's action RPCs, for
+// progressgrpc.UnaryServerInterceptor.
+var ActionMethods = []string{localizationv1.LocalizationService_LocalizeAgents_FullMethodName}
+
+// CompensationMethods are the full method names of the step's compensation
+// RPCs, for faults.UnaryServerInterceptor.
+var CompensationMethods = []string{localizationv1.LocalizationService_ReleaseAgents_FullMethodName}
+
+// Search window limits of a request, those of match.Options.
+const (
+	maxWindowM   = 10
+	maxWindowRad = math.Pi
+)
+
+// Config tunes the service; zero fields take the defaults.
+type Config struct {
+	// Parallelism bounds how many agents of one request are matched at once;
+	// 0 means GOMAXPROCS.
+	Parallelism int
+}
+
+// Server implements localizationv1.LocalizationServiceServer.
+type Server struct {
+	localizationv1.UnimplementedLocalizationServiceServer
+	cfg     Config
+	rdb     redis.UniversalClient
+	barrier *barrier.Barrier
+	log     *slog.Logger
+}
+
+// NewServer returns the service on rdb, guarded by b. It fails only for a
+// negative Parallelism.
+func NewServer(cfg Config, rdb redis.UniversalClient, b *barrier.Barrier, log *slog.Logger) (*Server, error) {
+	if cfg.Parallelism < 0 {
+		return nil, fmt.Errorf("localization: negative parallelism %d", cfg.Parallelism)
+	}
+	return &Server{cfg: cfg, rdb: rdb, barrier: b, log: log}, nil
+}
+
+// Register registers s on r (a grpc.Server or grpcserver.Server).
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	localizationv1.RegisterLocalizationServiceServer(r, s)
+}
+
+// localizationKey names the hash of the mission's poses, agent_id -> AgentPose.
+func localizationKey(missionID string) string { return "slammesh:{" + missionID + "}:localization" }
+
+// mapKey names the mission map hash (docs/architecture.md); this service
+// reads its map_id and meta only.
+func mapKey(missionID string) string { return "slammesh:{" + missionID + "}:map" }
+
+// errNotApplied is how LocalizeAgents peeks at the barrier: a callback that
+// refuses to act tells it that nothing is stored yet, while a duplicate or a
+// forbidden action is answered without calling it.
+var errNotApplied = errors.New("localization: not applied yet")
+
+// LocalizeAgents localizes every agent of the request and records the poses.
+func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.LocalizeAgentsRequest) (*localizationv1.LocalizeAgentsResponse, error) {
+	sc := req.GetSaga()
+	if err := rpcerr.CheckSaga(sc, Step); err != nil {
+		return nil, err
+	}
+	if err := rpcerr.CheckID("map_id", req.GetMapId()); err != nil {
+		return nil, err
+	}
+	opts, err := s.options(req)
+	if err != nil {
+		return nil, err
+	}
+	id := barrierID(sc)
+	stored, _, err := s.barrier.Action(ctx, id, func(context.Context, *barrier.Tx) ([]byte, error) {
+		return nil, errNotApplied
+	})
+	switch {
+	case err == nil:
+		return s.decode(ctx, stored)
+	case !errors.Is(err, errNotApplied):
+		return nil, s.toStatus(ctx, err)
+	}
+
+	meta, err := s.mapMeta(ctx, sc.GetMissionId(), req.GetMapId())
+	if err != nil {
+		return nil, err
+	}
+	agents, err := slamproto.AgentsFromProto(req.GetAgents(), meta.Resolution)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if err := checkAnchor(agents); err != nil {
+		return nil, err
+	}
+	resp, err := s.localize(ctx, meta, agents, opts)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+
+	out, err := proto.Marshal(resp)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	fields := make([]any, 0, 2*len(resp.GetPoses()))
+	for _, p := range resp.GetPoses() {
+		b, err := proto.Marshal(p)
+		if err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
+		fields = append(fields, p.GetAgentId(), b)
+	}
+	key := localizationKey(sc.GetMissionId())
+	stored, outcome, err := s.barrier.Action(ctx, id, func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
+		tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, key, fields...) })
+		return out, nil
+	})
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if outcome == barrier.Duplicate {
+		// A concurrent attempt committed first: its result is the step's.
+		return s.decode(ctx, stored)
+	}
+	return resp, nil
+}
+
+// options validates the search window of a request.
+func (s *Server) options(req *localizationv1.LocalizeAgentsRequest) (match.Options, error) {
+	wm, wr := req.GetSearchWindowM(), req.GetSearchWindowRad()
+	if math.IsNaN(wm) || wm < 0 || wm > maxWindowM {
+		return match.Options{}, rpcerr.InvalidArgument("search_window_m", fmt.Sprintf("%g m must be in [0, %d] (0 means %g)", wm, maxWindowM, match.DefaultWindowXY))
+	}
+	if math.IsNaN(wr) || wr < 0 || wr > maxWindowRad {
+		return match.Options{}, rpcerr.InvalidArgument("search_window_rad", fmt.Sprintf("%g rad must be in [0, π] (0 means %.3f)", wr, match.DefaultWindowTheta))
+	}
+	return match.Options{WindowXY: wm, WindowTheta: wr, Parallelism: s.cfg.Parallelism}, nil
+}
+
+// checkAnchor enforces exactly one anchor: it defines the map frame, and two
+// given poses could contradict each other.
+func checkAnchor(agents []slamproto.Agent) error {
+	anchor := -1
+	for i, a := range agents {
+		if !a.Anchor {
+			continue
+		}
+		if anchor >= 0 {
+			return rpcerr.InvalidArgument("agents["+strconv.Itoa(i)+"].anchor",
+				fmt.Sprintf("agents[%d] is already the anchor; exactly one agent is", anchor))
+		}
+		anchor = i
+	}
+	if anchor < 0 {
+		return rpcerr.InvalidArgument("agents", "exactly one agent must be the anchor; none is")
+	}
+	return nil
+}
+
+// mapMeta reads the geometry of the mission map, which is the frame the
+// poses are estimated in; the request's map_id must be the mission's.
+func (s *Server) mapMeta(ctx context.Context, missionID, mapID string) (grid.Meta, error) {
+	vals, err := s.rdb.HMGet(ctx, mapKey(missionID), "map_id", "meta").Result()
+	if err != nil {
+		return grid.Meta{}, s.toStatus(ctx, fmt.Errorf("read map of mission %s: %w", missionID, err))
+	}
+	stored, _ := vals[0].(string)
+	if stored == "" || stored != mapID {
+		return grid.Meta{}, rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound,
+			fmt.Sprintf("mission %s has no map %s", missionID, mapID), "mission_id", missionID, "map_id", mapID)
+	}
+	raw, _ := vals[1].(string)
+	pm := &typesv1.GridMeta{}
+	if err := proto.Unmarshal([]byte(raw), pm); err != nil {
+		return grid.Meta{}, s.toStatus(ctx, fmt.Errorf("map %s meta: %w", mapID, err))
+	}
+	meta, err := slamproto.MetaFromProto(pm)
+	if err != nil {
+		return grid.Meta{}, s.toStatus(ctx, fmt.Errorf("map %s meta: %w", mapID, err))
+	}
+	return meta, nil
+}
+
+// localize runs the matching and reports each agent's outcome as progress.
+func (s *Server) localize(ctx context.Context, meta grid.Meta, agents []slamproto.Agent, opts match.Options) (*localizationv1.LocalizeAgentsResponse, error) {
+	in := make([]match.Agent, len(agents))
+	for i, a := range agents {
+		in[i] = match.Agent{Submap: a.Submap, Guess: a.Guess, Anchor: a.Anchor}
+	}
+	rep := progress.ReporterFrom(ctx)
+	results, err := match.LocalizeAll(ctx, meta, in, opts, func(ev match.Event) {
+		rep.Progress(ctx, float64(ev.Localized)/float64(ev.Total), eventMessage(agents[ev.Agent].ID, ev))
+	})
+	if err != nil {
+		return nil, &localizeError{err: err, agents: agents}
+	}
+	resp := &localizationv1.LocalizeAgentsResponse{Poses: make([]*typesv1.AgentPose, len(results))}
+	for i, r := range results {
+		resp.Poses[i] = &typesv1.AgentPose{
+			AgentId:      agents[i].ID,
+			MapFromAgent: slamproto.PoseToProto(r.Pose),
+			Score:        r.Score,
+			InlierRatio:  r.InlierRatio,
+			Ambiguity:    r.Ambiguity,
+			Iterations:   uint32(max(r.Iterations, 0)),
+			Anchor:       r.Anchor,
+		}
+	}
+	return resp, nil
+}
+
+// eventMessage says what happened to one agent, for step.progress.
+func eventMessage(id string, ev match.Event) string {
+	switch {
+	case ev.Err == nil && ev.Result.Anchor:
+		return id + " is the anchor"
+	case ev.Err == nil:
+		return fmt.Sprintf("%s localized in round %d (score %.2f)", id, ev.Round, ev.Result.Score)
+	case ev.Final:
+		return fmt.Sprintf("%s not localized: %s", id, failureDetail(ev.Err))
+	default:
+		return fmt.Sprintf("%s not localized in round %d, retrying with the agents localized since", id, ev.Round)
+	}
+}
+
+// localizeError carries a LocalizeAll failure with the agents it indexes.
+type localizeError struct {
+	err    error
+	agents []slamproto.Agent
+}
+
+func (e *localizeError) Error() string { return e.err.Error() }
+func (e *localizeError) Unwrap() error { return e.err }
+
+// failureDetail explains one agent's failure without its index, which means
+// nothing to a caller that names agents by id.
+func failureDetail(err error) string {
+	var le *match.LocalizationError
+	if !errors.As(err, &le) {
+		return err.Error()
+	}
+	r := le.Result
+	switch {
+	case errors.Is(le, slam.ErrInsufficientData):
+		return fmt.Sprintf("its submap has %d occupied cells, %d needed", r.Points, int(le.Threshold))
+	case errors.Is(le, slam.ErrAmbiguousMatch):
+		return fmt.Sprintf("ambiguous match, a second pose scores %.0f%% of the best (limit %.0f%%)", 100*r.Ambiguity, 100*le.Threshold)
+	default:
+		return fmt.Sprintf("too little overlap with the team map, score %.3f < %.3f", r.Score, le.Threshold)
+	}
+}
+
+// ReleaseAgents forgets the poses the saga recorded. Without a recorded
+// localization, or when repeated, it forgets nothing and succeeds.
+func (s *Server) ReleaseAgents(ctx context.Context, req *localizationv1.ReleaseAgentsRequest) (*localizationv1.ReleaseAgentsResponse, error) {
+	sc := req.GetSaga()
+	if err := rpcerr.CheckSaga(sc, Step); err != nil {
+		return nil, err
+	}
+	var released int
+	outcome, err := s.barrier.Compensate(ctx, barrierID(sc), func(ctx context.Context, tx *barrier.Tx, actionResult []byte) error {
+		done := &localizationv1.LocalizeAgentsResponse{}
+		if err := proto.Unmarshal(actionResult, done); err != nil {
+			return fmt.Errorf("stored localization result: %w", err)
+		}
+		released = len(done.GetPoses())
+		tx.Write(func(p redis.Pipeliner) { p.Del(ctx, localizationKey(sc.GetMissionId())) })
+		return nil
+	})
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if outcome != barrier.Applied {
+		s.log.InfoContext(ctx, "release had nothing to undo",
+			"mission_id", sc.GetMissionId(), "saga_id", sc.GetSagaId(), "outcome", outcome.String())
+		return &localizationv1.ReleaseAgentsResponse{}, nil
+	}
+	return &localizationv1.ReleaseAgentsResponse{Released: uint32(released)}, nil
+}
+
+// decode reads the result an earlier attempt stored in the barrier.
+func (s *Server) decode(ctx context.Context, stored []byte) (*localizationv1.LocalizeAgentsResponse, error) {
+	resp := &localizationv1.LocalizeAgentsResponse{}
+	if err := proto.Unmarshal(stored, resp); err != nil {
+		return nil, s.toStatus(ctx, fmt.Errorf("stored localization result: %w", err))
+	}
+	return resp, nil
+}
+
+// barrierID names the barrier of the saga's localize_agents step.
+func barrierID(sc *typesv1.SagaContext) barrier.ID {
+	return barrier.ID{Key: sc.GetMissionId(), SagaID: sc.GetSagaId(), Step: Step}
+}
+
+// toStatus is the service's one mapping from errors to gRPC statuses.
+func (s *Server) toStatus(ctx context.Context, err error) error {
+	var (
+		fe *slamproto.FieldError
+		le *localizeError
+		ue *match.UnlocalizedError
+	)
+	switch {
+	case errors.As(err, &fe):
+		return rpcerr.InvalidArgument(fe.Field, fe.Err.Error())
+	case errors.As(err, &le) && errors.As(err, &ue):
+		return unlocalizedStatus(ue, le.agents)
+	case errors.Is(err, slam.ErrInvalidArgument):
+		return rpcerr.InvalidArgument("agents", err.Error())
+	case errors.Is(err, barrier.ErrActionForbidden):
+		return rpcerr.New(codes.Aborted, rpcerr.ReasonActionForbidden, "localize_agents was already compensated for this saga")
+	case errors.Is(err, barrier.ErrSagaMismatch):
+		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonSagaMismatch, "localize_agents of this mission belongs to another saga")
+	case errors.Is(err, barrier.ErrConflict):
+		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "concurrent attempts of this step kept conflicting; retry")
+	}
+	st := rpcerr.Unexpected(err)
+	if rpcerr.Code(st) == codes.Internal {
+		s.log.ErrorContext(ctx, "localization request failed", "error", err)
+	}
+	return st
+}
+
+// unlocalizedStatus reports the agents that could not be localized, by id,
+// under the reason LocalizeAll chose for the mission.
+func unlocalizedStatus(ue *match.UnlocalizedError, agents []slamproto.Agent) error {
+	reason := rpcerr.ReasonInsufficientData
+	switch {
+	case errors.Is(ue, slam.ErrAmbiguousMatch):
+		reason = rpcerr.ReasonAmbiguousMatch
+	case errors.Is(ue, slam.ErrInsufficientOverlap):
+		reason = rpcerr.ReasonInsufficientOverlap
+	}
+	ids := make([]string, 0, len(ue.Failures))
+	details := make([]string, 0, len(ue.Failures))
+	for _, f := range ue.Failures {
+		id := "agent #" + strconv.Itoa(f.Result.Agent)
+		if f.Result.Agent >= 0 && f.Result.Agent < len(agents) {
+			id = agents[f.Result.Agent].ID
+		}
+		ids = append(ids, id)
+		details = append(details, id+": "+failureDetail(f))
+	}
+	return rpcerr.New(codes.FailedPrecondition, reason,
+		fmt.Sprintf("cannot localize %d of %d agents: %s", len(ue.Failures), len(agents), strings.Join(details, "; ")),
+		"agents", strings.Join(ids, ","))
+}

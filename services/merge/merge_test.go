@@ -1,0 +1,286 @@
+package merge_test
+
+import (
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/slam/fuse"
+	"github.com/slammesh/slammesh/internal/slam/world"
+	"github.com/slammesh/slammesh/internal/slamproto"
+	"github.com/slammesh/slammesh/services/merge"
+)
+
+const mapID = "map-test"
+
+// mission builds a world of kind, seeds its empty map for mission m, and
+// returns a request merging its agents at their true poses (what a perfect
+// localization reports).
+func mission(t *testing.T, e *env, m string, kind world.Kind) *mergev1.MergeMapsRequest {
+	t.Helper()
+	cfg := world.Config{Seed: 7, Agents: 3, Kind: kind}
+	w, err := world.Generate(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := world.MapMeta(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedMap(t, e.rdb, m, mapID, meta)
+	req := &mergev1.MergeMapsRequest{Saga: saga(m), MapId: mapID, Agents: slamproto.WorldAgents(w, slamproto.Submaps)}
+	for i, a := range w.Agents {
+		req.Poses = append(req.Poses, &typesv1.AgentPose{AgentId: slamproto.WorldAgentID(i), MapFromAgent: slamproto.PoseToProto(a.Truth), Anchor: a.Anchor})
+	}
+	return req
+}
+
+func stepEvents(t *testing.T, e *env, m string, typ progress.Type) []progress.Event {
+	t.Helper()
+	events, err := progress.Range(ctxT(t), e.rdb, progress.MissionStream(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []progress.Event
+	for _, ev := range events {
+		if ev.Type == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func TestMergeRevert(t *testing.T) {
+	t.Parallel()
+	e := start(t, merge.Config{})
+	ctx := ctxT(t)
+	const m = "m-merge"
+	req := mission(t, e, m, world.Office)
+	before := mapHash(t, e.rdb, m)
+
+	resp, err := e.client.MergeMaps(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetVersion() != 2 || resp.GetConsistency() < fuse.DefaultMinConsistency || resp.GetConsistency() > 1 || resp.GetKnownCells() == 0 {
+		t.Fatalf("MergeMaps = %v", resp)
+	}
+	h := mapHash(t, e.rdb, m)
+	if h["current"] != "2" || h["v1"] != before["v1"] {
+		t.Fatalf("map after merge: current %q, v1 changed %v", h["current"], h["v1"] != before["v1"])
+	}
+	known := 0
+	for _, c := range []byte(h["v2"]) {
+		if int8(c) != -1 {
+			known++
+		}
+	}
+	if uint64(known) != resp.GetKnownCells() {
+		t.Errorf("v2 has %d known cells, response says %d", known, resp.GetKnownCells())
+	}
+	progressed := stepEvents(t, e, m, progress.StepProgress)
+	if len(progressed) != len(req.GetAgents()) || progressed[len(progressed)-1].Progress != 1 {
+		t.Errorf("progress events %+v, want one per agent ending at 1", progressed)
+	}
+
+	again, err := e.client.MergeMaps(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(again, resp) {
+		t.Errorf("duplicate MergeMaps = %v, want %v", again, resp)
+	}
+	if n := len(stepEvents(t, e, m, progress.StepProgress)); n != len(progressed) {
+		t.Errorf("duplicate call fused again (%d more progress events)", n-len(progressed))
+	}
+	if got := effects(t, e.barrier, m)["merge_maps:action"]; got != 1 {
+		t.Errorf("merge_maps:action effects = %d, want 1", got)
+	}
+	if h := mapHash(t, e.rdb, m); h["current"] != "2" || h["v3"] != "" {
+		t.Errorf("duplicate wrote another version: current %q", h["current"])
+	}
+
+	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: saga(m)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rev.GetReverted() || rev.GetVersion() != 1 {
+		t.Errorf("RevertMerge = %v", rev)
+	}
+	if after := mapHash(t, e.rdb, m); !maps.Equal(after, before) {
+		t.Errorf("map after revert differs from before the merge (fields %v)", slices.Sorted(maps.Keys(after)))
+	}
+	rev, err = e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: saga(m)})
+	if err != nil || rev.GetReverted() {
+		t.Errorf("repeated revert = %v, %v", rev, err)
+	}
+	_, err = e.client.MergeMaps(ctx, req)
+	wantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+	if after := mapHash(t, e.rdb, m); !maps.Equal(after, before) {
+		t.Error("hanging merge changed the map")
+	}
+	eff := effects(t, e.barrier, m)
+	if eff["merge_maps:action"] != 1 || eff["merge_maps:compensation"] != 1 {
+		t.Errorf("effects = %v", eff)
+	}
+}
+
+func TestMergeOntoLaterVersion(t *testing.T) {
+	t.Parallel()
+	e := start(t, merge.Config{})
+	ctx := ctxT(t)
+	const m = "m-later"
+	req := mission(t, e, m, world.Office)
+	// An earlier merge left version 2 current.
+	if err := e.rdb.HSet(ctxT(t), mapKey(m), "v2", mapHash(t, e.rdb, m)["v1"], "current", 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.client.MergeMaps(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetVersion() != 3 {
+		t.Fatalf("version = %d, want 3", resp.GetVersion())
+	}
+	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: saga(m)})
+	if err != nil || !rev.GetReverted() || rev.GetVersion() != 2 {
+		t.Fatalf("RevertMerge = %v, %v; want version 2 current again", rev, err)
+	}
+	if h := mapHash(t, e.rdb, m); h["current"] != "2" || h["v2"] == "" || h["v3"] != "" {
+		t.Errorf("after revert: current %q, v2 %d bytes, v3 %d bytes", h["current"], len(h["v2"]), len(h["v3"]))
+	}
+}
+
+func TestRevertAfterRelease(t *testing.T) {
+	t.Parallel()
+	e := start(t, merge.Config{})
+	ctx := ctxT(t)
+	const m = "m-released"
+	req := mission(t, e, m, world.Office)
+	if _, err := e.client.MergeMaps(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	// The mapping service released the whole map first (a teardown out of
+	// order): reverting must not resurrect a fragment of it.
+	if err := e.rdb.Del(ctx, mapKey(m)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: saga(m)})
+	if err != nil || rev.GetReverted() {
+		t.Fatalf("RevertMerge = %v, %v; want nothing reverted", rev, err)
+	}
+	if n, err := e.rdb.Exists(ctx, mapKey(m)).Result(); err != nil || n != 0 {
+		t.Errorf("map key exists after revert: %d, %v", n, err)
+	}
+}
+
+func TestNullCompensation(t *testing.T) {
+	t.Parallel()
+	e := start(t, merge.Config{})
+	ctx := ctxT(t)
+	const m = "m-null"
+	req := mission(t, e, m, world.Office)
+	before := mapHash(t, e.rdb, m)
+	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: saga(m)})
+	if err != nil || rev.GetReverted() {
+		t.Fatalf("null revert = %v, %v", rev, err)
+	}
+	_, err = e.client.MergeMaps(ctx, req)
+	wantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+	if after := mapHash(t, e.rdb, m); !maps.Equal(after, before) {
+		t.Error("map changed")
+	}
+	if eff := effects(t, e.barrier, m); len(eff) != 0 {
+		t.Errorf("effects = %v, want none", eff)
+	}
+}
+
+func TestChangedWorldFailsTheGate(t *testing.T) {
+	t.Parallel()
+	e := start(t, merge.Config{})
+	const m = "m-changed"
+	req := mission(t, e, m, world.ChangedWorld)
+	before := mapHash(t, e.rdb, m)
+	_, err := e.client.MergeMaps(ctxT(t), req)
+	wantStatus(t, err, codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps)
+	md := rpcerr.Info(err).GetMetadata()
+	c, cerr := strconv.ParseFloat(md["consistency"], 64)
+	th, therr := strconv.ParseFloat(md["threshold"], 64)
+	if cerr != nil || therr != nil || !(c < th) || md["agent"] != "agent-2" {
+		t.Errorf("metadata = %v, want agent-2 below the threshold", md)
+	}
+	if after := mapHash(t, e.rdb, m); !maps.Equal(after, before) {
+		t.Error("a refused merge changed the map")
+	}
+	if failed := stepEvents(t, e, m, progress.StepFailed); len(failed) != 1 || failed[0].ErrorReason != rpcerr.ReasonInconsistentMaps {
+		t.Errorf("step.failed events %+v", failed)
+	}
+}
+
+func TestMapNotFound(t *testing.T) {
+	t.Parallel()
+	e := start(t, merge.Config{})
+	req := mission(t, e, "m-other", world.Office)
+	tests := []struct {
+		name   string
+		mutate func(r *mergev1.MergeMapsRequest)
+	}{
+		{"no map for the mission", func(r *mergev1.MergeMapsRequest) { r.Saga.MissionId = "m-nomap" }},
+		{"another map id", func(r *mergev1.MergeMapsRequest) { r.MapId = "map-else" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := proto.CloneOf(req)
+			tt.mutate(r)
+			_, err := e.client.MergeMaps(ctxT(t), r)
+			wantStatus(t, err, codes.NotFound, rpcerr.ReasonMapNotFound)
+		})
+	}
+}
+
+func TestMergeInvalid(t *testing.T) {
+	t.Parallel()
+	e := start(t, merge.Config{})
+	base := mission(t, e, "m-bad", world.Office)
+	tests := []struct {
+		name   string
+		mutate func(r *mergev1.MergeMapsRequest)
+		field  string
+	}{
+		{"no saga", func(r *mergev1.MergeMapsRequest) { r.Saga = nil }, "saga"},
+		{"wrong step", func(r *mergev1.MergeMapsRequest) { r.Saga.Step = "localize_agents" }, "saga.step"},
+		{"no map id", func(r *mergev1.MergeMapsRequest) { r.MapId = "" }, "map_id"},
+		{"no agents", func(r *mergev1.MergeMapsRequest) { r.Agents, r.Poses = nil, nil }, "agents"},
+		{"bad pose id", func(r *mergev1.MergeMapsRequest) { r.Poses[1].AgentId = "a/b" }, "poses[1].agent_id"},
+		{"two poses for an agent", func(r *mergev1.MergeMapsRequest) { r.Poses[2].AgentId = r.Poses[0].AgentId }, "poses[2].agent_id"},
+		{"nan pose", func(r *mergev1.MergeMapsRequest) { r.Poses[0].MapFromAgent.Theta = math.NaN() }, "poses[0].map_from_agent"},
+		{"absent pose", func(r *mergev1.MergeMapsRequest) { r.Poses[1].MapFromAgent = nil }, "poses[1].map_from_agent"},
+		{"agent without pose", func(r *mergev1.MergeMapsRequest) { r.Poses = r.Poses[:2] }, "poses"},
+		{"pose without agent", func(r *mergev1.MergeMapsRequest) { r.Agents = r.Agents[:2] }, "poses"},
+		{"duplicate agent", func(r *mergev1.MergeMapsRequest) { r.Agents[1].AgentId = r.Agents[0].AgentId }, "agents[1].agent_id"},
+		{"zero height", func(r *mergev1.MergeMapsRequest) { r.Agents[1].Submap.Meta.Height = 0 }, "agents[1].submap.meta.height"},
+		{"bad cell", func(r *mergev1.MergeMapsRequest) { r.Agents[0].Submap.Data[0] = 200 }, "agents[0].submap.data"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := proto.CloneOf(base)
+			tt.mutate(r)
+			_, err := e.client.MergeMaps(ctxT(t), r)
+			wantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
+			if f := rpcerr.Field(err); f != tt.field {
+				t.Errorf("field = %q, want %q (%v)", f, tt.field, err)
+			}
+		})
+	}
+}

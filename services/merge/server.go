@@ -1,0 +1,372 @@
+// Package merge is the map merge service, step 3 of the mission saga
+// (merge_maps): it warps each agent's submap by its localized pose into the
+// mission map, fuses log-odds, refuses a merge whose inputs contradict each
+// other (the consistency gate), and stores the result as a new map version.
+// RevertMerge, the step's compensation, deletes that version and makes the
+// previous one current again.
+//
+// Fusion runs outside any Redis transaction, on the current version read
+// beforehand; the new version is committed with the barrier mark under WATCH
+// of the map, and only if the map is still at the version the fusion started
+// from, so a concurrent change can never be overwritten by a stale merge.
+package merge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/fuse"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+	"github.com/slammesh/slammesh/internal/slamproto"
+)
+
+// ServiceName is the service's name in events, logs and traces.
+const ServiceName = "merge"
+
+// Step is the saga step this service performs.
+const Step = "merge_maps"
+
+// ActionMethods are the full method names of the step's action RPCs, for
+// progressgrpc.UnaryServerInterceptor.
+var ActionMethods = []string{mergev1.MergeService_MergeMaps_FullMethodName}
+
+// CompensationMethods are the full method names of the step's compensation
+// RPCs, for faults.UnaryServerInterceptor.
+var CompensationMethods = []string{mergev1.MergeService_RevertMerge_FullMethodName}
+
+// maxRebases bounds how often one call fuses again after the map changed
+// between reading it and committing: a change means another writer is
+// active, and past a few rounds the caller's retry is the better place.
+const maxRebases = 3
+
+// Config tunes the service; zero fields take the defaults.
+type Config struct {
+	// MinConsistency is the consistency gate; 0 means
+	// fuse.DefaultMinConsistency.
+	MinConsistency float64
+}
+
+// Server implements mergev1.MergeServiceServer.
+type Server struct {
+	mergev1.UnimplementedMergeServiceServer
+	fuseOpts fuse.Options
+	rdb      redis.UniversalClient
+	barrier  *barrier.Barrier
+	log      *slog.Logger
+}
+
+// NewServer returns the service on rdb, guarded by b. It fails for a
+// MinConsistency outside [0, 1].
+func NewServer(cfg Config, rdb redis.UniversalClient, b *barrier.Barrier, log *slog.Logger) (*Server, error) {
+	if !(cfg.MinConsistency >= 0 && cfg.MinConsistency <= 1) {
+		return nil, fmt.Errorf("merge: min consistency %g outside [0, 1]", cfg.MinConsistency)
+	}
+	return &Server{fuseOpts: fuse.Options{MinConsistency: cfg.MinConsistency}, rdb: rdb, barrier: b, log: log}, nil
+}
+
+// Register registers s on r (a grpc.Server or grpcserver.Server).
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	mergev1.RegisterMergeServiceServer(r, s)
+}
+
+// errNotApplied is how MergeMaps peeks at the barrier: a callback that
+// refuses to act tells it that nothing is stored yet, while a duplicate or a
+// forbidden action is answered without calling it.
+var errNotApplied = errors.New("merge: not applied yet")
+
+// errMapChanged says the map moved past the version a fusion started from.
+var errMapChanged = errors.New("merge: map changed during the merge")
+
+// MergeMaps fuses the agents' submaps into the mission map as a new version.
+func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (*mergev1.MergeMapsResponse, error) {
+	sc := req.GetSaga()
+	if err := rpcerr.CheckSaga(sc, Step); err != nil {
+		return nil, err
+	}
+	if err := rpcerr.CheckID("map_id", req.GetMapId()); err != nil {
+		return nil, err
+	}
+	poses, err := posesByAgent(req.GetPoses())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	id := barrierID(sc)
+	stored, _, err := s.barrier.Action(ctx, id, func(context.Context, *barrier.Tx) ([]byte, error) {
+		return nil, errNotApplied
+	})
+	switch {
+	case err == nil:
+		return s.decode(ctx, stored)
+	case !errors.Is(err, errNotApplied):
+		return nil, s.toStatus(ctx, err)
+	}
+
+	missionID := sc.GetMissionId()
+	base, err := loadCurrent(ctx, s.rdb, missionID, req.GetMapId())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	in, ids, err := inputs(req.GetAgents(), poses, base.grid.Meta().Resolution)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	for rebase := 1; ; rebase++ {
+		resp, err := s.mergeOnto(ctx, id, req.GetMapId(), base, in, ids)
+		if !errors.Is(err, errMapChanged) || rebase == maxRebases {
+			if err != nil {
+				return nil, s.toStatus(ctx, err)
+			}
+			return resp, nil
+		}
+		s.log.InfoContext(ctx, "map changed during the merge; fusing again on the new version",
+			"mission_id", missionID, "saga_id", sc.GetSagaId(), "base_version", base.version)
+		if base, err = loadCurrent(ctx, s.rdb, missionID, req.GetMapId()); err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
+	}
+}
+
+// mergeOnto fuses the inputs into base and commits the result as the next
+// version, with the barrier mark, provided the map is still at base's
+// version (errMapChanged otherwise).
+func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, base *baseMap, in []fuse.Input, ids []string) (*mergev1.MergeMapsResponse, error) {
+	merged, consistency, err := s.fuse(ctx, base.grid, in, ids)
+	if err != nil {
+		return nil, err
+	}
+	occupied, free, _ := merged.Counts()
+	resp := &mergev1.MergeMapsResponse{Version: base.version + 1, Consistency: consistency, KnownCells: uint64(occupied + free)}
+	out, err := proto.Marshal(resp)
+	if err != nil {
+		return nil, err
+	}
+	cells := slamproto.Int8Bytes(merged.ToInt8())
+	key := mapKey(id.Key)
+	stored, outcome, err := s.barrier.Action(ctx, id, func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
+		if err := tx.Watch(ctx, key); err != nil {
+			return nil, err
+		}
+		storedID, current, err := readHead(ctx, tx.Reader(), id.Key)
+		switch {
+		case err != nil:
+			return nil, err
+		case storedID != mapID:
+			return nil, &noMapError{missionID: id.Key, mapID: mapID}
+		case current != base.version:
+			return nil, errMapChanged
+		}
+		tx.Write(func(p redis.Pipeliner) {
+			p.HSet(ctx, key, versionField(resp.GetVersion()), cells, fieldCurrent, resp.GetVersion())
+		})
+		return out, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if outcome == barrier.Duplicate {
+		// A concurrent attempt committed first: its result is the step's.
+		return s.decode(ctx, stored)
+	}
+	return resp, nil
+}
+
+// posesByAgent validates the poses of a request and indexes them by agent.
+func posesByAgent(poses []*typesv1.AgentPose) (map[string]slam.Pose2D, error) {
+	byAgent := make(map[string]slam.Pose2D, len(poses))
+	for i, p := range poses {
+		at := "poses[" + strconv.Itoa(i) + "]"
+		if err := slamproto.CheckAgentID(p.GetAgentId()); err != nil {
+			return nil, rpcerr.InvalidArgument(at+".agent_id", err.Error())
+		}
+		if _, dup := byAgent[p.GetAgentId()]; dup {
+			return nil, rpcerr.InvalidArgument(at+".agent_id", fmt.Sprintf("%q has two poses", p.GetAgentId()))
+		}
+		if p.GetMapFromAgent() == nil {
+			return nil, rpcerr.InvalidArgument(at+".map_from_agent", "required")
+		}
+		if err := slamproto.PoseField(at+".map_from_agent", p.GetMapFromAgent()); err != nil {
+			return nil, err
+		}
+		byAgent[p.GetAgentId()] = slamproto.PoseFromProto(p.GetMapFromAgent())
+	}
+	return byAgent, nil
+}
+
+// inputs converts the agents and pairs each with its pose. Every agent needs
+// a pose and every pose an agent: a silently dropped submap would leave a
+// hole in the map that nobody asked for.
+func inputs(agents []*typesv1.Agent, poses map[string]slam.Pose2D, res float64) ([]fuse.Input, []string, error) {
+	converted, err := slamproto.AgentsFromProto(agents, res)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]fuse.Input, len(converted))
+	ids := make([]string, len(converted))
+	for i, a := range converted {
+		pose, ok := poses[a.ID]
+		if !ok {
+			return nil, nil, rpcerr.InvalidArgument("poses", fmt.Sprintf("no pose for agents[%d] %q", i, a.ID))
+		}
+		out[i] = fuse.Input{Agent: i, Submap: a.Submap, Pose: pose}
+		ids[i] = a.ID
+	}
+	if len(poses) != len(converted) {
+		return nil, nil, rpcerr.InvalidArgument("poses", fmt.Sprintf("%d poses for %d agents; every pose must name an agent", len(poses), len(converted)))
+	}
+	return out, ids, nil
+}
+
+// fuse merges the inputs into base one at a time, so that progress is
+// reported per agent; chaining single-input merges is what fuse.Merge does
+// internally (each input is judged against the map so far). It returns the
+// lowest judged consistency.
+func (s *Server) fuse(ctx context.Context, base *grid.Grid, in []fuse.Input, ids []string) (*grid.Grid, float64, error) {
+	rep := progress.ReporterFrom(ctx)
+	merged, consistency := base, 1.0
+	for k, input := range in {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		next, r, err := fuse.Merge(merged, []fuse.Input{input}, s.fuseOpts)
+		if err != nil {
+			return nil, 0, &fuseError{err: err, ids: ids}
+		}
+		merged, consistency = next, min(consistency, r.MinConsistency)
+		msg := "fused " + ids[k]
+		if ar := r.Agents[0]; ar.Judged {
+			msg += fmt.Sprintf(" (consistency %.3f over %d shared cells)", ar.Consistency, ar.Agreement+ar.Disagreement)
+		} else {
+			msg += " (too little overlap to judge consistency)"
+		}
+		rep.Progress(ctx, float64(k+1)/float64(len(in)), msg)
+	}
+	return merged, consistency, nil
+}
+
+// fuseError carries a fusion failure with the agent ids its indexes refer to.
+type fuseError struct {
+	err error
+	ids []string
+}
+
+func (e *fuseError) Error() string { return e.err.Error() }
+func (e *fuseError) Unwrap() error { return e.err }
+
+// RevertMerge deletes the version the saga's merge wrote and makes the
+// previous version current again. Without a merge, or when repeated, it
+// reverts nothing and succeeds; it also leaves a map alone that was released
+// already.
+func (s *Server) RevertMerge(ctx context.Context, req *mergev1.RevertMergeRequest) (*mergev1.RevertMergeResponse, error) {
+	sc := req.GetSaga()
+	if err := rpcerr.CheckSaga(sc, Step); err != nil {
+		return nil, err
+	}
+	missionID := sc.GetMissionId()
+	key := mapKey(missionID)
+	var reverted bool
+	var version uint32
+	outcome, err := s.barrier.Compensate(ctx, barrierID(sc), func(ctx context.Context, tx *barrier.Tx, actionResult []byte) error {
+		done := &mergev1.MergeMapsResponse{}
+		if err := proto.Unmarshal(actionResult, done); err != nil {
+			return fmt.Errorf("stored merge result: %w", err)
+		}
+		if err := tx.Watch(ctx, key); err != nil {
+			return err
+		}
+		mapID, current, err := readHead(ctx, tx.Reader(), missionID)
+		if err != nil {
+			return err
+		}
+		reverted, version = false, current
+		if mapID == "" {
+			return nil // released already: nothing left to revert
+		}
+		written := done.GetVersion()
+		reverted = true
+		tx.Write(func(p redis.Pipeliner) { p.HDel(ctx, key, versionField(written)) })
+		if current == written {
+			version = written - 1
+			tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, key, fieldCurrent, version) })
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if outcome != barrier.Applied {
+		s.log.InfoContext(ctx, "revert had nothing to undo",
+			"mission_id", missionID, "saga_id", sc.GetSagaId(), "outcome", outcome.String())
+		return &mergev1.RevertMergeResponse{}, nil
+	}
+	return &mergev1.RevertMergeResponse{Reverted: reverted, Version: version}, nil
+}
+
+// decode reads the result an earlier attempt stored in the barrier.
+func (s *Server) decode(ctx context.Context, stored []byte) (*mergev1.MergeMapsResponse, error) {
+	resp := &mergev1.MergeMapsResponse{}
+	if err := proto.Unmarshal(stored, resp); err != nil {
+		return nil, s.toStatus(ctx, fmt.Errorf("stored merge result: %w", err))
+	}
+	return resp, nil
+}
+
+// barrierID names the barrier of the saga's merge_maps step.
+func barrierID(sc *typesv1.SagaContext) barrier.ID {
+	return barrier.ID{Key: sc.GetMissionId(), SagaID: sc.GetSagaId(), Step: Step}
+}
+
+// toStatus is the service's one mapping from errors to gRPC statuses.
+func (s *Server) toStatus(ctx context.Context, err error) error {
+	var (
+		fieldErr *slamproto.FieldError
+		fuseErr  *fuseError
+		incErr   *fuse.InconsistencyError
+		noMap    *noMapError
+	)
+	switch {
+	case errors.As(err, &fieldErr):
+		return rpcerr.InvalidArgument(fieldErr.Field, fieldErr.Err.Error())
+	case errors.As(err, &fuseErr) && errors.As(err, &incErr):
+		id := "agent #" + strconv.Itoa(incErr.Agent)
+		if incErr.Agent >= 0 && incErr.Agent < len(fuseErr.ids) {
+			id = fuseErr.ids[incErr.Agent]
+		}
+		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps,
+			fmt.Sprintf("%s contradicts the map: consistency %.3f < %.3f (%d shared cells agree, %d disagree); a wrong pose or a changed world",
+				id, incErr.Consistency, incErr.Threshold, incErr.Report.Agreement, incErr.Report.Disagreement),
+			"agent", id,
+			"consistency", strconv.FormatFloat(incErr.Consistency, 'f', 4, 64),
+			"threshold", strconv.FormatFloat(incErr.Threshold, 'f', 4, 64))
+	case errors.Is(err, slam.ErrInvalidArgument):
+		return rpcerr.InvalidArgument("agents", err.Error())
+	case errors.As(err, &noMap):
+		return rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound, noMap.Error(), "mission_id", noMap.missionID, "map_id", noMap.mapID)
+	case errors.Is(err, errMapChanged):
+		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "the map kept changing during the merge; retry")
+	case errors.Is(err, barrier.ErrActionForbidden):
+		return rpcerr.New(codes.Aborted, rpcerr.ReasonActionForbidden, "merge_maps was already compensated for this saga")
+	case errors.Is(err, barrier.ErrSagaMismatch):
+		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonSagaMismatch, "merge_maps of this mission belongs to another saga")
+	case errors.Is(err, barrier.ErrConflict):
+		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "concurrent attempts of this step kept conflicting; retry")
+	}
+	st := rpcerr.Unexpected(err)
+	if rpcerr.Code(st) == codes.Internal {
+		s.log.ErrorContext(ctx, "merge request failed", "error", err)
+	}
+	return st
+}
