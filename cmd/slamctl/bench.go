@@ -22,8 +22,8 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, stdout, 
 	n := fs.Int("n", 500, "missions to run")
 	conc := fs.Int("c", 1, "concurrent callers")
 	agents := fs.Uint("agents", 1, "agents per mission")
-	width := fs.Float64("width", 8, "world width in metres")
-	height := fs.Float64("height", 6, "world height in metres")
+	width := fs.Float64("width", 10, "world width in metres (at least 10)")
+	height := fs.Float64("height", 8, "world height in metres (at least 8)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -1,0 +1,92 @@
+package orchestrator
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sync/singleflight"
+
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/slam/world"
+	"github.com/slammesh/slammesh/internal/slamproto"
+)
+
+// scenarioCacheSize bounds the scenarios whose agents stay in memory. A
+// mission needs its agents in two steps a few milliseconds apart, and a
+// default 20×15 m world's three submaps weigh well under a megabyte, so a
+// small cache saves one world generation per mission without growing with the
+// number of missions.
+const scenarioCacheSize = 32
+
+// scenarioAgents builds the agents of scenario missions from their seeds.
+// The saga record holds only the scenario, never the agents (they are large
+// and fully determined by it), so every step rebuilds them, and an
+// orchestrator that resumes someone else's saga needs nothing but the
+// record. Generation is deterministic, so the cache is an optimisation only.
+type scenarioAgents struct {
+	group singleflight.Group // one generation per scenario at a time
+
+	mu    sync.Mutex
+	byKey map[string][]*typesv1.Agent
+	order []string // insertion order, for eviction
+}
+
+func newScenarioAgents() *scenarioAgents {
+	return &scenarioAgents{byKey: make(map[string][]*typesv1.Agent, scenarioCacheSize)}
+}
+
+// worldConfig maps a normalized scenario onto the world generator's config.
+// The enum values are the generator's kinds plus one (proto3 reserves 0).
+func worldConfig(s *typesv1.Scenario) world.Config {
+	return world.Config{
+		Seed:    s.GetSeed(),
+		Agents:  int(s.GetAgents()),
+		WidthM:  s.GetWidthM(),
+		HeightM: s.GetHeightM(),
+		Kind:    world.Kind(s.GetKind() - 1),
+	}
+}
+
+// Agents returns the mission agents of a normalized scenario. The slice and
+// its messages are shared with other callers and must not be modified.
+func (c *scenarioAgents) Agents(s *typesv1.Scenario) ([]*typesv1.Agent, error) {
+	key := strconv.FormatUint(s.GetSeed(), 10) + "/" + strconv.FormatUint(uint64(s.GetAgents()), 10) + "/" +
+		strconv.FormatFloat(s.GetWidthM(), 'g', -1, 64) + "/" + strconv.FormatFloat(s.GetHeightM(), 'g', -1, 64) + "/" +
+		strconv.Itoa(int(s.GetKind()))
+	c.mu.Lock()
+	agents, ok := c.byKey[key]
+	c.mu.Unlock()
+	if ok {
+		return agents, nil
+	}
+	v, err, _ := c.group.Do(key, func() (any, error) {
+		w, err := world.Generate(worldConfig(s))
+		if err != nil {
+			return nil, fmt.Errorf("generate world: %w", err)
+		}
+		// Submaps, not scans: they are what the services work on, so sending
+		// them spares both services integrating the same scans again.
+		agents := slamproto.WorldAgents(w, slamproto.Submaps)
+		c.put(key, agents)
+		return agents, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]*typesv1.Agent), nil
+}
+
+func (c *scenarioAgents) put(key string, agents []*typesv1.Agent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.byKey[key]; ok {
+		return
+	}
+	if len(c.order) >= scenarioCacheSize {
+		delete(c.byKey, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.byKey[key] = agents
+	c.order = append(c.order, key)
+}

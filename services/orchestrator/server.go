@@ -1,0 +1,567 @@
+// Package orchestrator is slammesh's public gRPC API: it starts each mission
+// as a compensating saga over the mapping, localization and merge services
+// (the saga definition is in mission.go) and lets clients follow and cancel
+// it.
+//
+// The handlers are a thin port over internal/saga: the engine makes the
+// saga durable (its record lives in Redis and is written before and after
+// every step, with the events that describe each change), this package
+// validates requests, supplies the step functions and the gRPC error
+// classifier, and presents saga records as Missions. Sagas run in the
+// background, on a context no request cancels, so a client that leaves
+// (or a StartMission with wait whose caller gives up) never stops a mission;
+// Shutdown lets the running ones finish.
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
+	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
+	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/saga"
+	"github.com/slammesh/slammesh/internal/telemetry"
+)
+
+// Defaults and limits of ListMissions (the proto documents them).
+const (
+	defaultPageSize = 50
+	maxPageSize     = 1000
+)
+
+// watchBatch is how many events one stream read returns to a watcher.
+const watchBatch = 256
+
+// Config tunes a Server. The zero value is valid: no fault injection, the
+// saga engine's default retry policy, the owner name derived from the host.
+type Config struct {
+	// AllowFaultInjection accepts StartMission requests with a fault plan.
+	// Without it such a request fails with FAILED_PRECONDITION, so a fault
+	// plan can never reach production services by accident.
+	AllowFaultInjection bool
+	// Policy bounds the saga's retries, attempt deadlines and mission
+	// deadline; zero fields take internal/saga's defaults.
+	Policy saga.Policy
+	// Owner names this orchestrator in saga records (default hostname:pid).
+	Owner string
+}
+
+// Deps are the collaborators of a Server. Redis and the three step-service
+// clients are required.
+type Deps struct {
+	// Redis holds saga records, the mission index and progress streams.
+	Redis redis.UniversalClient
+	// Mapping, Localization and Merge are the step services. Create them with
+	// grpcserver.Dial and the orchestrator's telemetry, so that step calls
+	// are client spans of the mission's trace.
+	Mapping      mappingv1.MappingServiceClient
+	Localization localizationv1.LocalizationServiceClient
+	Merge        mergev1.MergeServiceClient
+	// Publisher writes the orchestrator's progress events; default
+	// progress.NewPublisher(Redis, progress.Options{Logger: Logger}).
+	Publisher *progress.Publisher
+	// Logger receives saga transitions and failures that no caller sees;
+	// default discards.
+	Logger *slog.Logger
+	// Tracer opens the mission span and the spans of step attempts and
+	// compensations; default no-op (then missions have no trace id).
+	Tracer trace.Tracer
+	// Meter records the saga metrics; default no-op.
+	Meter metric.Meter
+}
+
+// Server implements orchestratorv1.OrchestratorServiceServer. Build it with
+// NewServer; call Shutdown before closing Redis.
+type Server struct {
+	orchestratorv1.UnimplementedOrchestratorServiceServer
+
+	cfg     Config
+	rdb     redis.UniversalClient
+	store   *saga.Store
+	engine  *saga.Engine
+	mission *mission
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	draining bool
+	// runs holds the missions this server drives, so that a waiting call
+	// learns of the end from the run itself, without a Redis round trip.
+	runs map[string]*run
+	// work counts the background runs and teardowns Shutdown waits for.
+	work sync.WaitGroup
+}
+
+var _ orchestratorv1.OrchestratorServiceServer = (*Server)(nil)
+
+// NewServer builds the mission saga on deps' clients and a saga engine on
+// deps.Redis.
+func NewServer(cfg Config, deps Deps) (*Server, error) {
+	if deps.Redis == nil || deps.Mapping == nil || deps.Localization == nil || deps.Merge == nil {
+		return nil, errors.New("orchestrator: Deps.Redis, Mapping, Localization and Merge are required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pub := deps.Publisher
+	if pub == nil {
+		pub = progress.NewPublisher(deps.Redis, progress.Options{Logger: log})
+	}
+	m := &mission{
+		mapping:      deps.Mapping,
+		localization: deps.Localization,
+		merge:        deps.Merge,
+		scenarios:    newScenarioAgents(),
+	}
+	store := saga.NewStore(deps.Redis, eventSink{pub: pub})
+	engine, err := saga.NewEngine(store, *m.definition(cfg.Policy), saga.Options{
+		Owner:  cfg.Owner,
+		Tracer: deps.Tracer,
+		Meter:  deps.Meter,
+		Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("orchestrator: %w", err)
+	}
+	return &Server{
+		cfg:     cfg,
+		rdb:     deps.Redis,
+		store:   store,
+		engine:  engine,
+		mission: m,
+		log:     log,
+		runs:    make(map[string]*run),
+	}, nil
+}
+
+// Shutdown stops accepting new missions and teardowns (they fail with
+// UNAVAILABLE, so clients retry on another replica) and waits until the
+// running ones have ended or ctx ends. Missions still running then are left
+// as their records say, exactly as after a crash, for a recovering
+// orchestrator to resume: the runs are not cancelled, because cancelling a
+// saga compensates it, and a deployment must not undo its missions.
+// Call it after the gRPC server stopped and before Redis is closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	running := len(s.runs)
+	s.mu.Unlock()
+	if running > 0 {
+		s.log.InfoContext(ctx, "draining running missions", slog.Int("missions", running))
+	}
+	done := make(chan struct{})
+	go func() {
+		s.work.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		running = len(s.runs)
+		s.mu.Unlock()
+		return fmt.Errorf("orchestrator: %d missions still running at the end of the grace period, left for recovery: %w", running, context.Cause(ctx))
+	}
+}
+
+// track reserves a slot for background work, or reports that the server is
+// draining. A reserved slot must be released with s.work.Done.
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.work.Add(1)
+	return true
+}
+
+var errDraining = status.Error(codes.Unavailable, "orchestrator is shutting down; retry on another replica")
+
+// run is a saga driven by this server. rec and err are what Engine.Run
+// returned; they are set before done is closed and never written after.
+type run struct {
+	done chan struct{}
+	rec  *saga.Record
+	err  error
+}
+
+// launch drives the saga key, just created by Start on this engine, in the
+// background, on a context no request cancels (the engine continues the
+// mission span that Start opened, so the trace does not depend on it). The
+// caller has reserved a work slot.
+func (s *Server) launch(key string) {
+	r := &run{done: make(chan struct{})}
+	s.mu.Lock()
+	s.runs[key] = r
+	s.mu.Unlock()
+	go func() {
+		defer s.work.Done()
+		ctx := telemetry.WithLogAttrs(context.Background(), slog.String("mission_id", key))
+		r.rec, r.err = s.engine.Run(ctx, key)
+		if r.err != nil {
+			s.log.ErrorContext(ctx, "mission run stopped before the mission ended", slog.String("error", r.err.Error()))
+		}
+		s.mu.Lock()
+		delete(s.runs, key)
+		s.mu.Unlock()
+		close(r.done)
+	}()
+}
+
+// StartMission validates the request, creates the mission's saga (or finds
+// the existing one: mission_id is the idempotency key) and runs it in the
+// background; with wait it returns once the mission has ended.
+func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMissionRequest) (*orchestratorv1.StartMissionResponse, error) {
+	in, err := normalizeStart(req, s.cfg.AllowFaultInjection)
+	if err != nil {
+		return nil, err
+	}
+	given := in.GetMissionId() != ""
+	if !given {
+		in.MissionId = newMissionID(time.Now())
+	}
+	key := in.GetMissionId()
+	ctx = telemetry.WithLogAttrs(ctx, slog.String("mission_id", key))
+	if given {
+		// A repeat is the common case of a given id (clients retry), and it
+		// must not generate a world nor open a mission span.
+		rec, err := s.store.Load(ctx, key)
+		switch {
+		case err == nil:
+			return s.existing(ctx, rec, req.GetWait())
+		case !errors.Is(err, saga.ErrNotFound):
+			return nil, s.storeError(ctx, "load mission", err)
+		}
+	}
+	if sc := in.GetScenario(); sc != nil {
+		// Generate the world now (it is cached for the steps), so that a
+		// scenario the generator refuses is a bad request, not a mission that
+		// compensates.
+		if _, err := s.mission.scenarios.Agents(sc); err != nil {
+			return nil, rpcerr.InvalidArgument("scenario", err.Error())
+		}
+	}
+	input, err := proto.Marshal(in)
+	if err != nil {
+		s.log.ErrorContext(ctx, "encode mission input failed", slog.String("error", err.Error()))
+		return nil, status.Error(codes.Internal, "encode mission input")
+	}
+	if !s.track() {
+		return nil, errDraining
+	}
+	rec, created, err := s.engine.Start(ctx, key, "", input)
+	if err != nil {
+		s.work.Done()
+		return nil, s.storeError(ctx, "start mission", err)
+	}
+	if !created {
+		// A concurrent repeat created it first.
+		s.work.Done()
+		return s.existing(ctx, rec, req.GetWait())
+	}
+	s.launch(key)
+	if !req.GetWait() {
+		return &orchestratorv1.StartMissionResponse{Mission: toMission(rec), Created: true}, nil
+	}
+	if rec, err = s.awaitEnd(ctx, key); err != nil {
+		return nil, err
+	}
+	return &orchestratorv1.StartMissionResponse{Mission: toMission(rec), Created: true}, nil
+}
+
+// existing answers a StartMission for a mission that already exists.
+func (s *Server) existing(ctx context.Context, rec *saga.Record, wait bool) (*orchestratorv1.StartMissionResponse, error) {
+	if wait && !rec.State.Terminal() {
+		var err error
+		if rec, err = s.awaitEnd(ctx, rec.Key); err != nil {
+			return nil, err
+		}
+	}
+	return &orchestratorv1.StartMissionResponse{Mission: toMission(rec), Created: false}, nil
+}
+
+// awaitEnd returns the record of mission key once it is terminal, or an
+// error when ctx ends first (the mission carries on). A mission driven by
+// this server is awaited on its run; one driven elsewhere (another replica,
+// a teardown) by following its event stream to its next terminal event,
+// which the engine writes in the same script as the terminal record.
+func (s *Server) awaitEnd(ctx context.Context, key string) (*saga.Record, error) {
+	s.mu.Lock()
+	r := s.runs[key]
+	s.mu.Unlock()
+	if r != nil {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return nil, contextStatus(ctx)
+		}
+		if r.err == nil && r.rec.State.Terminal() {
+			return r.rec, nil
+		}
+	}
+	rec, err := s.store.Load(ctx, key)
+	if err != nil {
+		return nil, s.loadError(ctx, key, err)
+	}
+	if rec.State.Terminal() {
+		return rec, nil
+	}
+	// Take the stream position, then read the record again: a terminal
+	// event written after that read lies after the position, so following
+	// from it cannot miss the end.
+	last, err := lastEventID(ctx, s.rdb, key)
+	if err != nil {
+		return nil, s.storeError(ctx, "read mission events", err)
+	}
+	if rec, err = s.store.Load(ctx, key); err != nil {
+		return nil, s.loadError(ctx, key, err)
+	}
+	if rec.State.Terminal() {
+		return rec, nil
+	}
+	if err := progress.Follow(ctx, s.rdb, key, last, func(progress.Event) error { return nil }); err != nil {
+		if ctx.Err() != nil {
+			return nil, contextStatus(ctx)
+		}
+		return nil, s.storeError(ctx, "follow mission events", err)
+	}
+	if rec, err = s.store.Load(ctx, key); err != nil {
+		return nil, s.loadError(ctx, key, err)
+	}
+	return rec, nil
+}
+
+// lastEventID returns the id of the newest event of a mission, or "0" when
+// it has none.
+func lastEventID(ctx context.Context, rdb redis.UniversalClient, key string) (string, error) {
+	msgs, err := rdb.XRevRangeN(ctx, progress.MissionStream(key), "+", "-", 1).Result()
+	if err != nil {
+		return "", fmt.Errorf("newest event of %s: %w", key, err)
+	}
+	if len(msgs) == 0 {
+		return "0", nil
+	}
+	return msgs[0].ID, nil
+}
+
+// GetMission returns a mission as its saga record says.
+func (s *Server) GetMission(ctx context.Context, req *orchestratorv1.GetMissionRequest) (*orchestratorv1.GetMissionResponse, error) {
+	if err := checkID("mission_id", req.GetMissionId()); err != nil {
+		return nil, err
+	}
+	rec, err := s.store.Load(ctx, req.GetMissionId())
+	if err != nil {
+		return nil, s.loadError(ctx, req.GetMissionId(), err)
+	}
+	return &orchestratorv1.GetMissionResponse{Mission: toMission(rec)}, nil
+}
+
+// ListMissions pages through missions, newest first. The page token is the
+// store's cursor (creation time and mission id of the last mission
+// returned), so missions started while a client pages do not shift its
+// pages.
+func (s *Server) ListMissions(ctx context.Context, req *orchestratorv1.ListMissionsRequest) (*orchestratorv1.ListMissionsResponse, error) {
+	size := int(req.GetPageSize())
+	switch {
+	case size == 0:
+		size = defaultPageSize
+	case size > maxPageSize:
+		return nil, rpcerr.InvalidArgument("page_size", fmt.Sprintf("%d, at most %d", size, maxPageSize))
+	}
+	if tok := req.GetPageToken(); tok != "" {
+		ms, id, ok := strings.Cut(tok, ":")
+		if _, err := strconv.ParseUint(ms, 10, 63); !ok || err != nil || checkID("page_token", id) != nil {
+			return nil, rpcerr.InvalidArgument("page_token", "not a token from a previous response")
+		}
+	}
+	var states []saga.State
+	if st := req.GetState(); st != orchestratorv1.MissionState_MISSION_STATE_UNSPECIFIED {
+		state, ok := missionStateOf(st)
+		if !ok {
+			return nil, rpcerr.InvalidArgument("state", fmt.Sprintf("unknown state %d", st))
+		}
+		states = append(states, state)
+	}
+	recs, next, err := s.store.List(ctx, req.GetPageToken(), size, states...)
+	if err != nil {
+		return nil, s.storeError(ctx, "list missions", err)
+	}
+	resp := &orchestratorv1.ListMissionsResponse{Missions: make([]*orchestratorv1.Mission, len(recs)), NextPageToken: next}
+	for i, rec := range recs {
+		resp.Missions[i] = toMission(rec)
+	}
+	return resp, nil
+}
+
+// CancelMission cancels a pending or running mission (its current step is
+// stopped and every attempted step compensated) or tears down a completed
+// one (every step compensated); a mission that is compensating or has ended
+// otherwise is returned as is. With wait it returns once the mission has
+// ended. A teardown is driven by this call, so it returns when the teardown
+// has ended whatever wait says; it runs on a context the caller cannot
+// cancel, so a client that leaves does not interrupt it.
+func (s *Server) CancelMission(ctx context.Context, req *orchestratorv1.CancelMissionRequest) (*orchestratorv1.CancelMissionResponse, error) {
+	key := req.GetMissionId()
+	if err := checkID("mission_id", key); err != nil {
+		return nil, err
+	}
+	if len(req.GetReason()) > maxCancelReasonLen {
+		return nil, rpcerr.InvalidArgument("reason", fmt.Sprintf("%d bytes, at most %d", len(req.GetReason()), maxCancelReasonLen))
+	}
+	reason := req.GetReason()
+	if reason == "" {
+		reason = "CancelMission"
+	}
+	ctx = telemetry.WithLogAttrs(ctx, slog.String("mission_id", key))
+	if !s.track() {
+		return nil, errDraining
+	}
+	type result struct {
+		rec *saga.Record
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		defer s.work.Done()
+		rec, err := s.engine.Cancel(context.WithoutCancel(ctx), key, reason)
+		res <- result{rec, err}
+	}()
+	var r result
+	select {
+	case r = <-res:
+	case <-ctx.Done():
+		return nil, contextStatus(ctx)
+	}
+	if r.err != nil {
+		return nil, s.loadError(ctx, key, r.err)
+	}
+	rec := r.rec
+	if req.GetWait() && !rec.State.Terminal() {
+		var err error
+		if rec, err = s.awaitEnd(ctx, key); err != nil {
+			return nil, err
+		}
+	}
+	return &orchestratorv1.CancelMissionResponse{Mission: toMission(rec)}, nil
+}
+
+// WatchMission streams a mission's events from its start (or after
+// from_stream_id) until its next terminal event. For a mission that has
+// already ended it replays what is left of the stream and returns, so a
+// watcher that resumes after the last event does not hang.
+func (s *Server) WatchMission(req *orchestratorv1.WatchMissionRequest, stream grpc.ServerStreamingServer[orchestratorv1.WatchMissionResponse]) error {
+	ctx := stream.Context()
+	key := req.GetMissionId()
+	if err := checkID("mission_id", key); err != nil {
+		return err
+	}
+	from := req.GetFromStreamId()
+	if from != "" && !isStreamID(from) {
+		return rpcerr.InvalidArgument("from_stream_id", "not a stream entry id such as 1700000000000-0")
+	}
+	rec, err := s.store.Load(ctx, key)
+	if err != nil {
+		return s.loadError(ctx, key, err)
+	}
+	send := func(e progress.Event) error {
+		if err := stream.Send(&orchestratorv1.WatchMissionResponse{Event: progressgrpc.ToProto(e)}); err != nil {
+			return fmt.Errorf("send event: %w", err)
+		}
+		return nil
+	}
+	if !rec.State.Terminal() {
+		err = progress.Follow(ctx, s.rdb, key, from, send)
+	} else {
+		err = replay(ctx, s.rdb, key, from, send)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return contextStatus(ctx)
+	case rpcerr.IsStatus(err):
+		return err
+	default:
+		return s.storeError(ctx, "watch mission", err)
+	}
+}
+
+// replay sends the events of an ended mission after entry id after, up to
+// the first terminal one, without blocking.
+func replay(ctx context.Context, rdb redis.UniversalClient, key, after string, send func(progress.Event) error) error {
+	for {
+		events, err := progress.Read(ctx, rdb, progress.MissionStream(key), after, watchBatch, 0)
+		if err != nil || len(events) == 0 {
+			return err
+		}
+		for _, e := range events {
+			if err := send(e); err != nil {
+				return err
+			}
+			if e.Type.Terminal() {
+				return nil
+			}
+			after = e.ID
+		}
+	}
+}
+
+// isStreamID accepts Redis stream ids: "<ms>" or "<ms>-<seq>".
+func isStreamID(id string) bool {
+	ms, seq, hasSeq := strings.Cut(id, "-")
+	if _, err := strconv.ParseUint(ms, 10, 64); err != nil {
+		return false
+	}
+	if hasSeq {
+		if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// loadError turns a failed read of mission key into a status:
+// NOT_FOUND (MISSION_NOT_FOUND) for an unknown mission, else a store error.
+func (s *Server) loadError(ctx context.Context, key string, err error) error {
+	if errors.Is(err, saga.ErrNotFound) {
+		return rpcerr.New(codes.NotFound, rpcerr.ReasonMissionNotFound, fmt.Sprintf("mission %q not found", key))
+	}
+	return s.storeError(ctx, "load mission", err)
+}
+
+// storeError logs a Redis failure and returns UNAVAILABLE without its
+// details, which name keys and addresses a client has no use for.
+func (s *Server) storeError(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return contextStatus(ctx)
+	}
+	s.log.ErrorContext(ctx, op+" failed", slog.String("error", err.Error()))
+	return status.Error(codes.Unavailable, op+": mission store unavailable")
+}
+
+// contextStatus is the status of a call whose context ended: CANCELLED or
+// DEADLINE_EXCEEDED.
+func contextStatus(ctx context.Context) error {
+	return status.FromContextError(ctx.Err()).Err()
+}

@@ -1,0 +1,372 @@
+package orchestrator
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+	"github.com/slammesh/slammesh/internal/slam/world"
+	"github.com/slammesh/slammesh/internal/slamproto"
+)
+
+// Request limits and defaults. They are part of the API (the proto comments
+// name them): a request beyond them is INVALID_ARGUMENT, never a surprise
+// deep inside a step service. Scenario defaults are the world generator's.
+const (
+	maxIDLen              = 64
+	maxAgents             = slamproto.MaxAgents
+	defaultScenarioAgents = world.DefaultAgents
+	defaultWorldWidthM    = world.DefaultWidthM
+	defaultWorldHeightM   = world.DefaultHeightM
+	maxWorldSideM         = 200
+	defaultResolution     = 0.05
+	maxCancelReasonLen    = 1024
+)
+
+// reasonFaultInjectionDisabled is the ErrorInfo reason of a fault plan sent to
+// an orchestrator that does not allow fault injection. docs/architecture.md
+// lists no reason for it; it is a precondition of the deployment, not a bad
+// field, hence FAILED_PRECONDITION.
+const reasonFaultInjectionDisabled = "FAULT_INJECTION_DISABLED"
+
+// stepNames are the saga's steps in order; fault plans and events name them.
+var stepNames = [...]string{stepAllocateMap, stepLocalizeAgents, stepMergeMaps}
+
+// normalizeStart validates a StartMission request and returns the mission's
+// saga input: a copy with every default filled in and wait cleared (it is a
+// property of the call, not of the mission), so that the record alone
+// determines what every step does. The mission id is left as given; the
+// caller generates one when it is empty.
+func normalizeStart(req *orchestratorv1.StartMissionRequest, allowFaults bool) (*orchestratorv1.StartMissionRequest, error) {
+	if id := req.GetMissionId(); id != "" {
+		if err := checkID("mission_id", id); err != nil {
+			return nil, err
+		}
+	}
+	hasScenario, hasAgents := req.GetScenario() != nil, len(req.GetAgents()) > 0
+	switch {
+	case hasScenario && hasAgents:
+		return nil, rpcerr.InvalidArgument("scenario", "set either scenario or agents, not both")
+	case !hasScenario && !hasAgents:
+		return nil, rpcerr.InvalidArgument("scenario", "one of scenario or agents is required")
+	}
+	if req.GetFaults() != nil && len(req.GetFaults().GetFaults()) > 0 {
+		if !allowFaults {
+			return nil, rpcerr.New(codes.FailedPrecondition, reasonFaultInjectionDisabled,
+				"faults: fault injection is disabled on this orchestrator", rpcerr.MetadataField, "faults")
+		}
+		if err := checkFaults(req.GetFaults()); err != nil {
+			return nil, err
+		}
+	}
+
+	out := proto.CloneOf(req)
+	out.Wait = false
+	if len(out.GetFaults().GetFaults()) == 0 {
+		out.Faults = nil
+	}
+	if hasScenario {
+		if err := normalizeScenario(out.GetScenario()); err != nil {
+			return nil, err
+		}
+		if out.GetMap() == nil {
+			out.Map = scenarioMapSpec(out.GetScenario())
+		}
+	} else {
+		if out.GetMap() == nil {
+			return nil, rpcerr.InvalidArgument("map", "required with agents")
+		}
+		if err := checkAgents(out.GetAgents()); err != nil {
+			return nil, err
+		}
+	}
+	if err := normalizeMapSpec(out.GetMap()); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func normalizeScenario(s *typesv1.Scenario) error {
+	switch {
+	case s.GetAgents() > maxAgents:
+		return rpcerr.InvalidArgument("scenario.agents", fmt.Sprintf("%d agents, at most %d", s.GetAgents(), maxAgents))
+	case s.GetAgents() == 0:
+		s.Agents = defaultScenarioAgents
+	}
+	for _, side := range []struct {
+		field string
+		v     *float64
+		def   float64
+	}{
+		{"scenario.width_m", &s.WidthM, defaultWorldWidthM},
+		{"scenario.height_m", &s.HeightM, defaultWorldHeightM},
+	} {
+		if err := checkFinite(side.field, *side.v); err != nil {
+			return err
+		}
+		switch {
+		case *side.v < 0:
+			return rpcerr.InvalidArgument(side.field, "must not be negative")
+		case *side.v > maxWorldSideM:
+			return rpcerr.InvalidArgument(side.field, fmt.Sprintf("%g m, at most %d", *side.v, maxWorldSideM))
+		case *side.v == 0:
+			*side.v = side.def
+		}
+	}
+	if _, ok := typesv1.ScenarioKind_name[int32(s.GetKind())]; !ok {
+		return rpcerr.InvalidArgument("scenario.kind", fmt.Sprintf("unknown kind %d", s.GetKind()))
+	}
+	if s.GetKind() == typesv1.ScenarioKind_SCENARIO_KIND_UNSPECIFIED {
+		s.Kind = typesv1.ScenarioKind_SCENARIO_KIND_OFFICE
+	}
+	// The generator has its own limits on combinations (a minimum building
+	// size, two agents for the failure scenarios); ask it rather than copy them.
+	if _, err := world.MapMeta(worldConfig(s)); err != nil {
+		return rpcerr.InvalidArgument("scenario", err.Error())
+	}
+	return nil
+}
+
+// scenarioMapSpec is the default map of a scenario mission: the world's own
+// grid (origin at the building's lower-left corner, the generator's
+// resolution), so the merged map lines up cell for cell with the ground
+// truth.
+func scenarioMapSpec(s *typesv1.Scenario) *typesv1.MapSpec {
+	return &typesv1.MapSpec{WidthM: s.GetWidthM(), HeightM: s.GetHeightM(), Resolution: world.DefaultResolution}
+}
+
+func normalizeMapSpec(m *typesv1.MapSpec) error {
+	for _, f := range []struct {
+		field string
+		v     float64
+	}{
+		{"map.origin_x", m.GetOriginX()},
+		{"map.origin_y", m.GetOriginY()},
+		{"map.width_m", m.GetWidthM()},
+		{"map.height_m", m.GetHeightM()},
+		{"map.resolution", m.GetResolution()},
+	} {
+		if err := checkFinite(f.field, f.v); err != nil {
+			return err
+		}
+	}
+	switch {
+	case math.Abs(m.GetOriginX()) > slam.MaxCoordinate:
+		return rpcerr.InvalidArgument("map.origin_x", fmt.Sprintf("beyond ±%g m", slam.MaxCoordinate))
+	case math.Abs(m.GetOriginY()) > slam.MaxCoordinate:
+		return rpcerr.InvalidArgument("map.origin_y", fmt.Sprintf("beyond ±%g m", slam.MaxCoordinate))
+	case m.GetWidthM() <= 0:
+		return rpcerr.InvalidArgument("map.width_m", "must be positive")
+	case m.GetHeightM() <= 0:
+		return rpcerr.InvalidArgument("map.height_m", "must be positive")
+	case m.GetResolution() < 0:
+		return rpcerr.InvalidArgument("map.resolution", "must not be negative")
+	case m.GetResolution() == 0:
+		m.Resolution = defaultResolution
+	}
+	if _, err := grid.MetaForBounds(m.GetOriginX(), m.GetOriginY(), m.GetWidthM(), m.GetHeightM(), m.GetResolution()); err != nil {
+		return rpcerr.InvalidArgument("map", err.Error())
+	}
+	return nil
+}
+
+func checkAgents(agents []*typesv1.Agent) error {
+	if len(agents) > maxAgents {
+		return rpcerr.InvalidArgument("agents", fmt.Sprintf("%d agents, at most %d", len(agents), maxAgents))
+	}
+	seen := make(map[string]int, len(agents))
+	anchors := 0
+	for i, a := range agents {
+		field := "agents[" + strconv.Itoa(i) + "]"
+		if err := checkID(field+".agent_id", a.GetAgentId()); err != nil {
+			return err
+		}
+		if j, dup := seen[a.GetAgentId()]; dup {
+			return rpcerr.InvalidArgument(field+".agent_id", fmt.Sprintf("duplicate of agents[%d]", j))
+		}
+		seen[a.GetAgentId()] = i
+		if a.GetInitialGuess() == nil {
+			return rpcerr.InvalidArgument(field+".initial_guess", "required")
+		}
+		if err := checkPose(field+".initial_guess", a.GetInitialGuess()); err != nil {
+			return err
+		}
+		if a.GetAnchor() {
+			anchors++
+		}
+		switch {
+		case a.GetSubmap() != nil:
+			if err := checkGrid(field+".submap", a.GetSubmap()); err != nil {
+				return err
+			}
+		case len(a.GetScans()) > 0:
+			if err := checkScans(field+".scans", a.GetScans()); err != nil {
+				return err
+			}
+		default:
+			return rpcerr.InvalidArgument(field+".submap", "either submap or scans is required")
+		}
+	}
+	if anchors != 1 {
+		return rpcerr.InvalidArgument("agents", fmt.Sprintf("exactly one agent must be the anchor, got %d", anchors))
+	}
+	return nil
+}
+
+func checkGrid(field string, g *typesv1.OccupancyGrid) error {
+	m := g.GetMeta()
+	if m == nil {
+		return rpcerr.InvalidArgument(field+".meta", "required")
+	}
+	if err := checkFinite(field+".meta.resolution", m.GetResolution()); err != nil {
+		return err
+	}
+	if m.GetResolution() <= 0 {
+		return rpcerr.InvalidArgument(field+".meta.resolution", "must be positive")
+	}
+	if m.GetWidth() == 0 || m.GetHeight() == 0 {
+		return rpcerr.InvalidArgument(field+".meta", "width and height must be positive")
+	}
+	if err := checkPose(field+".meta.origin", m.GetOrigin()); err != nil {
+		return err
+	}
+	meta := grid.Meta{
+		Resolution: m.GetResolution(),
+		Width:      int(m.GetWidth()),
+		Height:     int(m.GetHeight()),
+		Origin:     slam.Pose2D{X: m.GetOrigin().GetX(), Y: m.GetOrigin().GetY(), Theta: m.GetOrigin().GetTheta()},
+	}
+	if err := meta.Validate(); err != nil {
+		return rpcerr.InvalidArgument(field+".meta", err.Error())
+	}
+	if meta.Cells() > slamproto.MaxSubmapCells {
+		return rpcerr.InvalidArgument(field+".meta", fmt.Sprintf("%d cells, at most %d", meta.Cells(), slamproto.MaxSubmapCells))
+	}
+	if int64(len(g.GetData())) != meta.Cells() {
+		return rpcerr.InvalidArgument(field+".data", fmt.Sprintf("%d cells, meta says %d", len(g.GetData()), meta.Cells()))
+	}
+	for i, b := range g.GetData() {
+		if v := int8(b); v < -1 || v > 100 {
+			return rpcerr.InvalidArgument(field+".data", fmt.Sprintf("cell %d is %d, want -1 or 0..100", i, v))
+		}
+	}
+	return nil
+}
+
+func checkScans(field string, frames []*typesv1.ScanFrame) error {
+	if len(frames) > slamproto.MaxScansPerAgent {
+		return rpcerr.InvalidArgument(field, fmt.Sprintf("%d frames, at most %d", len(frames), slamproto.MaxScansPerAgent))
+	}
+	for i, f := range frames {
+		ff := field + "[" + strconv.Itoa(i) + "]"
+		if f.GetOdomPose() == nil {
+			return rpcerr.InvalidArgument(ff+".odom_pose", "required")
+		}
+		if err := checkPose(ff+".odom_pose", f.GetOdomPose()); err != nil {
+			return err
+		}
+		s := f.GetScan()
+		if s == nil {
+			return rpcerr.InvalidArgument(ff+".scan", "required")
+		}
+		scan := slam.LaserScan{
+			AngleMin:       float64(s.GetAngleMin()),
+			AngleIncrement: float64(s.GetAngleIncrement()),
+			RangeMin:       float64(s.GetRangeMin()),
+			RangeMax:       float64(s.GetRangeMax()),
+			Ranges:         s.GetRanges(),
+		}
+		if err := scan.Validate(); err != nil {
+			return rpcerr.InvalidArgument(ff+".scan", err.Error())
+		}
+	}
+	return nil
+}
+
+func checkPose(field string, p *typesv1.Pose2D) error {
+	for _, c := range []struct {
+		name string
+		v    float64
+	}{{"x", p.GetX()}, {"y", p.GetY()}, {"theta", p.GetTheta()}} {
+		if err := checkFinite(field+"."+c.name, c.v); err != nil {
+			return err
+		}
+		if c.name != "theta" && math.Abs(c.v) > slam.MaxCoordinate {
+			return rpcerr.InvalidArgument(field+"."+c.name, fmt.Sprintf("beyond ±%g m", slam.MaxCoordinate))
+		}
+	}
+	return nil
+}
+
+func checkFaults(plan *typesv1.FaultPlan) error {
+	type slot struct {
+		step string
+		comp bool
+	}
+	seen := make(map[slot]bool, len(plan.GetFaults()))
+	for i, f := range plan.GetFaults() {
+		field := "faults.faults[" + strconv.Itoa(i) + "]"
+		if !isStep(f.GetStep()) {
+			return rpcerr.InvalidArgument(field+".step", fmt.Sprintf("unknown step %q", f.GetStep()))
+		}
+		if _, ok := typesv1.FaultKind_name[int32(f.GetKind())]; !ok || f.GetKind() == typesv1.FaultKind_FAULT_KIND_UNSPECIFIED {
+			return rpcerr.InvalidArgument(field+".kind", fmt.Sprintf("unknown kind %d", f.GetKind()))
+		}
+		k := slot{f.GetStep(), f.GetCompensation()}
+		if seen[k] {
+			return rpcerr.InvalidArgument(field, "at most one fault per step and compensation")
+		}
+		seen[k] = true
+	}
+	return nil
+}
+
+func isStep(name string) bool { return slices.Contains(stepNames[:], name) }
+
+func checkFinite(field string, v float64) error {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return rpcerr.InvalidArgument(field, "must be a finite number")
+	}
+	return nil
+}
+
+// checkID enforces the identifier format shared by mission and agent ids:
+// they become parts of Redis keys and log fields, so only a small safe
+// alphabet is allowed.
+func checkID(field, id string) error {
+	if id == "" {
+		return rpcerr.InvalidArgument(field, "required")
+	}
+	if len(id) > maxIDLen {
+		return rpcerr.InvalidArgument(field, fmt.Sprintf("%d characters, at most %d", len(id), maxIDLen))
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return rpcerr.InvalidArgument(field, fmt.Sprintf("character %q at %d; allowed: A-Z a-z 0-9 _ . -", c, i))
+		}
+	}
+	return nil
+}
+
+// newMissionID returns a fresh mission id: the creation time in milliseconds
+// (so ids of one orchestrator sort by age when read by a human) and 64 random
+// bits (so concurrent replicas never collide). crypto/rand.Read never fails
+// since Go 1.24, so there is no error to return.
+func newMissionID(now time.Time) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "m-" + strconv.FormatInt(now.UnixMilli(), 36) + "-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,92 @@
+package orchestrator
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/slam/world"
+)
+
+func TestNormalizeStartFillsDefaults(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		req  *orchestratorv1.StartMissionRequest
+		want *orchestratorv1.StartMissionRequest
+	}{
+		{
+			name: "empty scenario",
+			req:  &orchestratorv1.StartMissionRequest{MissionId: "m1", Scenario: &typesv1.Scenario{Seed: 7}, Wait: true, Faults: &typesv1.FaultPlan{}},
+			want: &orchestratorv1.StartMissionRequest{
+				MissionId: "m1",
+				Scenario:  &typesv1.Scenario{Seed: 7, Agents: 3, WidthM: 20, HeightM: 15, Kind: typesv1.ScenarioKind_SCENARIO_KIND_OFFICE},
+				Map:       &typesv1.MapSpec{WidthM: 20, HeightM: 15, Resolution: 0.05},
+			},
+		},
+		{
+			name: "explicit map keeps its bounds",
+			req: &orchestratorv1.StartMissionRequest{
+				Scenario: &typesv1.Scenario{Agents: 2, WidthM: 30, HeightM: 12, Kind: typesv1.ScenarioKind_SCENARIO_KIND_CHANGED_WORLD},
+				Map:      &typesv1.MapSpec{OriginX: -1, WidthM: 32, HeightM: 14},
+			},
+			want: &orchestratorv1.StartMissionRequest{
+				Scenario: &typesv1.Scenario{Agents: 2, WidthM: 30, HeightM: 12, Kind: typesv1.ScenarioKind_SCENARIO_KIND_CHANGED_WORLD},
+				Map:      &typesv1.MapSpec{OriginX: -1, WidthM: 32, HeightM: 14, Resolution: 0.05},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			orig := proto.CloneOf(tt.req)
+			got, err := normalizeStart(tt.req, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, tt.want) {
+				t.Errorf("normalizeStart() = %v, want %v", got, tt.want)
+			}
+			if !proto.Equal(tt.req, orig) {
+				t.Errorf("normalizeStart modified its request: %v, was %v", tt.req, orig)
+			}
+		})
+	}
+}
+
+// The default map of a scenario must be the world's own grid, or the merged
+// map could not be compared cell by cell with the ground truth.
+func TestScenarioMapIsTheWorldGrid(t *testing.T) {
+	t.Parallel()
+	in, err := normalizeStart(&orchestratorv1.StartMissionRequest{Scenario: &typesv1.Scenario{Seed: 1, WidthM: 25}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := world.MapMeta(worldConfig(in.GetScenario()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := in.GetMap()
+	if m.GetOriginX() != want.Origin.X || m.GetOriginY() != want.Origin.Y || m.GetResolution() != want.Resolution {
+		t.Errorf("map spec %v, world grid %+v", m, want)
+	}
+	if w, h := want.SizeM(); m.GetWidthM() != w || m.GetHeightM() != h {
+		t.Errorf("map spec %gx%g m, world grid %gx%g m", m.GetWidthM(), m.GetHeightM(), w, h)
+	}
+}
+
+func TestNewMissionID(t *testing.T) {
+	t.Parallel()
+	now := time.UnixMilli(1_700_000_000_000)
+	a, b := newMissionID(now), newMissionID(now)
+	if a == b {
+		t.Errorf("two ids at the same time are equal: %s", a)
+	}
+	if err := checkID("mission_id", a); err != nil || !strings.HasPrefix(a, "m-") {
+		t.Errorf("generated id %q: %v", a, err)
+	}
+}
