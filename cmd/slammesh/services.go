@@ -14,10 +14,9 @@ import (
 	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
-	"github.com/slammesh/slammesh/internal/faults"
 	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/progress"
-	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
+	"github.com/slammesh/slammesh/internal/stepserver"
 	"github.com/slammesh/slammesh/services/localization"
 	"github.com/slammesh/slammesh/services/mapping"
 	"github.com/slammesh/slammesh/services/merge"
@@ -47,16 +46,11 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 		logLevel: cfg.logLevel,
 		grace:    cfg.grace,
 	}
-	// stepInterceptors publish step events, and inject faults inside them so
-	// that injected failures are reported like real ones.
+	// stepInterceptors publish step events (and inject faults when allowed).
 	stepInterceptors := func(service string, actions, compensations []string) func(n *node) []grpc.UnaryServerInterceptor {
 		return func(n *node) []grpc.UnaryServerInterceptor {
 			pub := progress.NewPublisher(n.rdb, progress.Options{Logger: n.log})
-			ics := []grpc.UnaryServerInterceptor{progressgrpc.UnaryServerInterceptor(pub, service, actions...)}
-			if cfg.allowFaults {
-				ics = append(ics, faults.UnaryServerInterceptor(compensations...))
-			}
-			return ics
+			return stepserver.Interceptors(pub, service, actions, compensations, cfg.allowFaults)
 		}
 	}
 	switch cfg.service {

@@ -1,155 +1,35 @@
 package localization_test
 
 import (
-	"context"
-	"io"
-	"os"
-	"strings"
+	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
-	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
-	"github.com/slammesh/slammesh/internal/grpcserver"
-	"github.com/slammesh/slammesh/internal/progress"
-	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
-	"github.com/slammesh/slammesh/internal/redistest"
-	"github.com/slammesh/slammesh/internal/rpcerr"
-	"github.com/slammesh/slammesh/internal/slam/grid"
-	"github.com/slammesh/slammesh/internal/slamproto"
-	"github.com/slammesh/slammesh/internal/telemetry"
+	"github.com/slammesh/slammesh/internal/steptest"
 	"github.com/slammesh/slammesh/services/localization"
 )
 
-func TestMain(m *testing.M) {
-	// Spans stay in process whatever the developer's shell exports.
-	if err := os.Setenv("OTEL_TRACES_EXPORTER", "none"); err != nil {
-		panic(err)
-	}
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { steptest.Main(m) }
 
-// callTimeout bounds every call so that a bug fails a test instead of
-// hanging it.
-const callTimeout = 30 * time.Second
-
-// env is one localization server, as cmd/slammesh wires it (grpcserver with the
-// progress interceptor), on a real redis-server and a loopback port.
+// env is one localization server, as cmd/slammesh wires it, and its client.
 type env struct {
-	rdb     *redis.Client
-	client  localizationv1.LocalizationServiceClient
-	barrier *barrier.Barrier
+	*steptest.Env
+	client localizationv1.LocalizationServiceClient
 }
 
 func start(t *testing.T, cfg localization.Config) *env {
 	t.Helper()
-	rdb := redistest.Start(t).Client(t)
-	tel, err := telemetry.Setup(context.Background(), localization.ServiceName, telemetry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	log := telemetry.NewLogger(io.Discard, localization.ServiceName, 0)
-	pub := progress.NewPublisher(rdb, progress.Options{Logger: log})
-	srv, err := grpcserver.New(
-		grpcserver.Config{Service: localization.ServiceName, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"},
-		grpcserver.Deps{Telemetry: tel, Logger: log, UnaryInterceptors: []grpc.UnaryServerInterceptor{
-			progressgrpc.UnaryServerInterceptor(pub, localization.ServiceName, localization.ActionMethods...),
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := barrier.New(rdb)
-	svc, err := localization.NewServer(cfg, rdb, b, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Register(srv)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	conn, err := grpcserver.Dial(srv.Addr().String(), tel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+	e := steptest.Start(t, steptest.Service{
+		Name:                localization.ServiceName,
+		Step:                localization.Step,
+		ActionMethods:       localization.ActionMethods,
+		CompensationMethods: localization.CompensationMethods,
+		New: func(rdb redis.UniversalClient, b *barrier.Barrier, log *slog.Logger) (steptest.Registrar, error) {
+			return localization.NewServer(cfg, rdb, b, log)
+		},
 	})
-	return &env{rdb: rdb, client: localizationv1.NewLocalizationServiceClient(conn), barrier: b}
-}
-
-func ctxT(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func saga(mission string) *typesv1.SagaContext {
-	return &typesv1.SagaContext{MissionId: mission, SagaId: "saga-" + mission, Step: localization.Step, Attempt: 1}
-}
-
-// seedMap writes the mission map hash as the mapping service does
-// (docs/architecture.md): localization reads its map_id and meta.
-func seedMap(t *testing.T, rdb *redis.Client, mission, mapID string, meta grid.Meta) {
-	t.Helper()
-	b, err := proto.Marshal(slamproto.MetaToProto(meta))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rdb.HSet(ctxT(t), "slammesh:{"+mission+"}:map", "map_id", mapID, "meta", b, "cells", meta.Cells(), "current", 1).Err(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// wantStatus fails unless err is a status with code and ErrorInfo reason.
-func wantStatus(t *testing.T, err error, code codes.Code, reason string) {
-	t.Helper()
-	if status.Code(err) != code || rpcerr.Reason(err) != reason {
-		t.Fatalf("err = %v (reason %q), want %v %s", err, rpcerr.Reason(err), code, reason)
-	}
-}
-
-// missionKeys returns the Redis keys of a mission other than the barrier's
-// own bookkeeping (barrier marks, effect counts, events), which legitimately
-// outlive a compensation, and the map the test seeded.
-func missionKeys(t *testing.T, rdb *redis.Client, mission string) []string {
-	t.Helper()
-	keys, err := rdb.Keys(ctxT(t), "slammesh:{"+mission+"}:*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, k := range keys {
-		switch {
-		case strings.HasPrefix(k, "slammesh:{"+mission+"}:barrier:"),
-			k == barrier.EffectsKey(mission),
-			k == progress.MissionStream(mission),
-			k == "slammesh:{"+mission+"}:map": // seeded by the test, owned by mapping
-		default:
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-func effects(t *testing.T, b *barrier.Barrier, mission string) map[string]int64 {
-	t.Helper()
-	e, err := b.Effects(ctxT(t), mission)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return &env{Env: e, client: localizationv1.NewLocalizationServiceClient(e.Conn)}
 }

@@ -10,46 +10,33 @@ import (
 
 	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/world"
 	"github.com/slammesh/slammesh/internal/slamproto"
+	"github.com/slammesh/slammesh/internal/steptest"
 	"github.com/slammesh/slammesh/services/localization"
 )
 
 const mapID = "map-test"
 
-// mission builds a world of kind, seeds its map for mission m and returns
-// the world and a request localizing its agents.
+// mission builds a world of kind, seeds its map for mission m as the mapping
+// service allocates it, and returns the world and a request localizing its
+// agents.
 func mission(t *testing.T, e *env, m string, kind world.Kind, data slamproto.AgentData) (*world.World, *localizationv1.LocalizeAgentsRequest) {
 	t.Helper()
-	cfg := world.Config{Seed: 7, Agents: 3, Kind: kind}
-	w, err := world.Generate(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta, err := world.MapMeta(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seedMap(t, e.rdb, m, mapID, meta)
-	return w, &localizationv1.LocalizeAgentsRequest{Saga: saga(m), MapId: mapID, Agents: slamproto.WorldAgents(w, data)}
+	w, _ := steptest.SeedWorld(t, e.Redis, m, mapID, world.Config{Seed: 7, Agents: 3, Kind: kind})
+	return w, &localizationv1.LocalizeAgentsRequest{Saga: e.Saga(m), MapId: mapID, Agents: slamproto.WorldAgents(w, data)}
 }
 
-func stepEvents(t *testing.T, e *env, m string, typ progress.Type) []progress.Event {
+// missionKeys returns the keys of mission m that this service's
+// compensation must remove (see steptest.Env.MissionKeys): all but the map
+// the test seeded, which the mapping service owns.
+func missionKeys(t *testing.T, e *env, m string) []string {
 	t.Helper()
-	events, err := progress.Range(ctxT(t), e.rdb, progress.MissionStream(m))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []progress.Event
-	for _, ev := range events {
-		if ev.Type == typ {
-			out = append(out, ev)
-		}
-	}
-	return out
+	return e.MissionKeys(t, m, mapstore.Key(m))
 }
 
 func TestLocalizeOffice(t *testing.T) {
@@ -63,7 +50,7 @@ func TestLocalizeOffice(t *testing.T) {
 			t.Parallel()
 			m := "m-office-" + tc.name
 			w, req := mission(t, e, m, world.Office, tc.data)
-			ctx := ctxT(t)
+			ctx := steptest.Context(t)
 			resp, err := e.client.LocalizeAgents(ctx, req)
 			if err != nil {
 				t.Fatal(err)
@@ -85,7 +72,7 @@ func TestLocalizeOffice(t *testing.T) {
 				}
 			}
 
-			stored, err := e.rdb.HGetAll(ctx, "slammesh:{"+m+"}:localization").Result()
+			stored, err := e.Redis.HGetAll(ctx, "slammesh:{"+m+"}:localization").Result()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,14 +86,14 @@ func TestLocalizeOffice(t *testing.T) {
 				}
 			}
 
-			progressed := stepEvents(t, e, m, progress.StepProgress)
+			progressed := e.EventsOf(t, m, progress.StepProgress)
 			if len(progressed) < len(w.Agents) {
 				t.Fatalf("%d step.progress events, want one per agent at least", len(progressed))
 			}
 			if last := progressed[len(progressed)-1]; last.Progress != 1 || last.Service != localization.ServiceName || last.Step != localization.Step {
 				t.Errorf("last progress event %+v", last)
 			}
-			if n := len(stepEvents(t, e, m, progress.StepCompleted)); n != 1 {
+			if n := len(e.EventsOf(t, m, progress.StepCompleted)); n != 1 {
 				t.Errorf("%d step.completed events, want 1", n)
 			}
 
@@ -119,33 +106,33 @@ func TestLocalizeOffice(t *testing.T) {
 			if !proto.Equal(again, resp) {
 				t.Errorf("duplicate response differs:\n%v\nwant\n%v", again, resp)
 			}
-			if n := len(stepEvents(t, e, m, progress.StepProgress)); n != len(progressed) {
+			if n := len(e.EventsOf(t, m, progress.StepProgress)); n != len(progressed) {
 				t.Errorf("duplicate call reported %d more progress events: it matched again", n-len(progressed))
 			}
-			if got := effects(t, e.barrier, m)["localize_agents:action"]; got != 1 {
+			if got := e.Effects(t, m)["localize_agents:action"]; got != 1 {
 				t.Errorf("localize_agents:action effects = %d, want 1", got)
 			}
 
-			rel, err := e.client.ReleaseAgents(ctx, &localizationv1.ReleaseAgentsRequest{Saga: saga(m)})
+			rel, err := e.client.ReleaseAgents(ctx, &localizationv1.ReleaseAgentsRequest{Saga: e.Saga(m)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if rel.GetReleased() != uint32(len(w.Agents)) {
 				t.Errorf("released %d, want %d", rel.GetReleased(), len(w.Agents))
 			}
-			if keys := missionKeys(t, e.rdb, m); len(keys) != 0 {
+			if keys := missionKeys(t, e, m); len(keys) != 0 {
 				t.Errorf("keys left after release: %v", keys)
 			}
-			rel, err = e.client.ReleaseAgents(ctx, &localizationv1.ReleaseAgentsRequest{Saga: saga(m)})
+			rel, err = e.client.ReleaseAgents(ctx, &localizationv1.ReleaseAgentsRequest{Saga: e.Saga(m)})
 			if err != nil || rel.GetReleased() != 0 {
 				t.Errorf("repeated release = %v, %v; want nothing released", rel, err)
 			}
 			_, err = e.client.LocalizeAgents(ctx, req)
-			wantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
-			if keys := missionKeys(t, e.rdb, m); len(keys) != 0 {
+			steptest.WantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+			if keys := missionKeys(t, e, m); len(keys) != 0 {
 				t.Errorf("keys after hanging action: %v", keys)
 			}
-			eff := effects(t, e.barrier, m)
+			eff := e.Effects(t, m)
 			if eff["localize_agents:action"] != 1 || eff["localize_agents:compensation"] != 1 {
 				t.Errorf("effects = %v", eff)
 			}
@@ -158,20 +145,20 @@ func TestNullCompensation(t *testing.T) {
 	e := start(t, localization.Config{})
 	const m = "m-null"
 	_, req := mission(t, e, m, world.Office, slamproto.Submaps)
-	ctx := ctxT(t)
-	rel, err := e.client.ReleaseAgents(ctx, &localizationv1.ReleaseAgentsRequest{Saga: saga(m)})
+	ctx := steptest.Context(t)
+	rel, err := e.client.ReleaseAgents(ctx, &localizationv1.ReleaseAgentsRequest{Saga: e.Saga(m)})
 	if err != nil || rel.GetReleased() != 0 {
 		t.Fatalf("null release = %v, %v", rel, err)
 	}
 	_, err = e.client.LocalizeAgents(ctx, req)
-	wantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
-	if keys := missionKeys(t, e.rdb, m); len(keys) != 0 {
+	steptest.WantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+	if keys := missionKeys(t, e, m); len(keys) != 0 {
 		t.Errorf("keys: %v", keys)
 	}
-	if n := len(stepEvents(t, e, m, progress.StepProgress)); n != 0 {
+	if n := len(e.EventsOf(t, m, progress.StepProgress)); n != 0 {
 		t.Errorf("a forbidden action matched agents (%d progress events)", n)
 	}
-	if eff := effects(t, e.barrier, m); len(eff) != 0 {
+	if eff := e.Effects(t, m); len(eff) != 0 {
 		t.Errorf("effects = %v, want none", eff)
 	}
 }
@@ -201,8 +188,8 @@ func TestLocalizationFailures(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(req)
 			}
-			_, err := e.client.LocalizeAgents(ctxT(t), req)
-			wantStatus(t, err, codes.FailedPrecondition, tt.reason)
+			_, err := e.client.LocalizeAgents(steptest.Context(t), req)
+			steptest.WantStatus(t, err, codes.FailedPrecondition, tt.reason)
 			if got := rpcerr.Info(err).GetMetadata()["agents"]; got != tt.agents {
 				t.Errorf("agents = %q, want %q", got, tt.agents)
 			}
@@ -211,10 +198,10 @@ func TestLocalizationFailures(t *testing.T) {
 					t.Errorf("message does not name %s: %v", id, err)
 				}
 			}
-			if keys := missionKeys(t, e.rdb, m); len(keys) != 0 {
+			if keys := missionKeys(t, e, m); len(keys) != 0 {
 				t.Errorf("a failed localization stored %v", keys)
 			}
-			failed := stepEvents(t, e, m, progress.StepFailed)
+			failed := e.EventsOf(t, m, progress.StepFailed)
 			if len(failed) != 1 || failed[0].ErrorReason != tt.reason {
 				t.Errorf("step.failed events %+v", failed)
 			}
@@ -238,8 +225,8 @@ func TestMapNotFound(t *testing.T) {
 			t.Parallel()
 			r := proto.CloneOf(req)
 			tt.mutate(r)
-			_, err := e.client.LocalizeAgents(ctxT(t), r)
-			wantStatus(t, err, codes.NotFound, rpcerr.ReasonMapNotFound)
+			_, err := e.client.LocalizeAgents(steptest.Context(t), r)
+			steptest.WantStatus(t, err, codes.NotFound, rpcerr.ReasonMapNotFound)
 		})
 	}
 }
@@ -288,8 +275,8 @@ func TestLocalizeInvalid(t *testing.T) {
 			t.Parallel()
 			r := proto.CloneOf(base)
 			tt.mutate(r)
-			_, err := e.client.LocalizeAgents(ctxT(t), r)
-			wantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
+			_, err := e.client.LocalizeAgents(steptest.Context(t), r)
+			steptest.WantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
 			if f := rpcerr.Field(err); f != tt.field {
 				t.Errorf("field = %q, want %q (%v)", f, tt.field, err)
 			}

@@ -28,12 +28,14 @@ import (
 	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/grid"
 	"github.com/slammesh/slammesh/internal/slam/match"
 	"github.com/slammesh/slammesh/internal/slamproto"
+	"github.com/slammesh/slammesh/internal/stepserver"
 )
 
 // ServiceName is the service's name in events, logs and traces.
@@ -43,11 +45,11 @@ const ServiceName = "localization"
 const Step = "localize_agents"
 
 // ActionMethods are the full method names of the step's action RPCs, for
-// progressgrpc.UnaryServerInterceptor.
+// the progress interceptor (stepserver.Interceptors).
 var ActionMethods = []string{localizationv1.LocalizationService_LocalizeAgents_FullMethodName}
 
 // CompensationMethods are the full method names of the step's compensation
-// RPCs, for faults.UnaryServerInterceptor.
+// RPCs, for the fault interceptor (stepserver.Interceptors).
 var CompensationMethods = []string{localizationv1.LocalizationService_ReleaseAgents_FullMethodName}
 
 // Search window limits of a request, those of match.Options.
@@ -89,15 +91,6 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 // localizationKey names the hash of the mission's poses, agent_id -> AgentPose.
 func localizationKey(missionID string) string { return "slammesh:{" + missionID + "}:localization" }
 
-// mapKey names the mission map hash (docs/architecture.md); this service
-// reads its map_id and meta only.
-func mapKey(missionID string) string { return "slammesh:{" + missionID + "}:map" }
-
-// errNotApplied is how LocalizeAgents peeks at the barrier: a callback that
-// refuses to act tells it that nothing is stored yet, while a duplicate or a
-// forbidden action is answered without calling it.
-var errNotApplied = errors.New("localization: not applied yet")
-
 // LocalizeAgents localizes every agent of the request and records the poses.
 func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.LocalizeAgentsRequest) (*localizationv1.LocalizeAgentsResponse, error) {
 	sc := req.GetSaga()
@@ -111,15 +104,12 @@ func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.Localiz
 	if err != nil {
 		return nil, err
 	}
-	id := barrierID(sc)
-	stored, _, err := s.barrier.Action(ctx, id, func(context.Context, *barrier.Tx) ([]byte, error) {
-		return nil, errNotApplied
-	})
-	switch {
-	case err == nil:
-		return s.decode(ctx, stored)
-	case !errors.Is(err, errNotApplied):
+	id := stepserver.BarrierID(sc, Step)
+	switch stored, committed, err := stepserver.Committed(ctx, s.barrier, id); {
+	case err != nil:
 		return nil, s.toStatus(ctx, err)
+	case committed:
+		return s.decode(ctx, stored)
 	}
 
 	meta, err := s.mapMeta(ctx, sc.GetMissionId(), req.GetMapId())
@@ -200,23 +190,13 @@ func checkAnchor(agents []slamproto.Agent) error {
 // mapMeta reads the geometry of the mission map, which is the frame the
 // poses are estimated in; the request's map_id must be the mission's.
 func (s *Server) mapMeta(ctx context.Context, missionID, mapID string) (grid.Meta, error) {
-	vals, err := s.rdb.HMGet(ctx, mapKey(missionID), "map_id", "meta").Result()
-	if err != nil {
-		return grid.Meta{}, s.toStatus(ctx, fmt.Errorf("read map of mission %s: %w", missionID, err))
-	}
-	stored, _ := vals[0].(string)
-	if stored == "" || stored != mapID {
+	meta, err := mapstore.ReadMeta(ctx, s.rdb, missionID, mapID)
+	switch {
+	case errors.Is(err, mapstore.ErrNoMap):
 		return grid.Meta{}, rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound,
 			fmt.Sprintf("mission %s has no map %s", missionID, mapID), "mission_id", missionID, "map_id", mapID)
-	}
-	raw, _ := vals[1].(string)
-	pm := &typesv1.GridMeta{}
-	if err := proto.Unmarshal([]byte(raw), pm); err != nil {
-		return grid.Meta{}, s.toStatus(ctx, fmt.Errorf("map %s meta: %w", mapID, err))
-	}
-	meta, err := slamproto.MetaFromProto(pm)
-	if err != nil {
-		return grid.Meta{}, s.toStatus(ctx, fmt.Errorf("map %s meta: %w", mapID, err))
+	case err != nil:
+		return grid.Meta{}, s.toStatus(ctx, err)
 	}
 	return meta, nil
 }
@@ -298,7 +278,7 @@ func (s *Server) ReleaseAgents(ctx context.Context, req *localizationv1.ReleaseA
 		return nil, err
 	}
 	var released int
-	outcome, err := s.barrier.Compensate(ctx, barrierID(sc), func(ctx context.Context, tx *barrier.Tx, actionResult []byte) error {
+	outcome, err := s.barrier.Compensate(ctx, stepserver.BarrierID(sc, Step), func(ctx context.Context, tx *barrier.Tx, actionResult []byte) error {
 		done := &localizationv1.LocalizeAgentsResponse{}
 		if err := proto.Unmarshal(actionResult, done); err != nil {
 			return fmt.Errorf("stored localization result: %w", err)
@@ -327,11 +307,6 @@ func (s *Server) decode(ctx context.Context, stored []byte) (*localizationv1.Loc
 	return resp, nil
 }
 
-// barrierID names the barrier of the saga's localize_agents step.
-func barrierID(sc *typesv1.SagaContext) barrier.ID {
-	return barrier.ID{Key: sc.GetMissionId(), SagaID: sc.GetSagaId(), Step: Step}
-}
-
 // toStatus is the service's one mapping from errors to gRPC statuses.
 func (s *Server) toStatus(ctx context.Context, err error) error {
 	var (
@@ -346,18 +321,8 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return unlocalizedStatus(ue, le.agents)
 	case errors.Is(err, slam.ErrInvalidArgument):
 		return rpcerr.InvalidArgument("agents", err.Error())
-	case errors.Is(err, barrier.ErrActionForbidden):
-		return rpcerr.New(codes.Aborted, rpcerr.ReasonActionForbidden, "localize_agents was already compensated for this saga")
-	case errors.Is(err, barrier.ErrSagaMismatch):
-		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonSagaMismatch, "localize_agents of this mission belongs to another saga")
-	case errors.Is(err, barrier.ErrConflict):
-		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "concurrent attempts of this step kept conflicting; retry")
 	}
-	st := rpcerr.Unexpected(err)
-	if rpcerr.Code(st) == codes.Internal {
-		s.log.ErrorContext(ctx, "localization request failed", "error", err)
-	}
-	return st
+	return stepserver.Status(ctx, s.log, ServiceName, Step, err)
 }
 
 // unlocalizedStatus reports the agents that could not be localized, by id,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"image/png"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 
@@ -12,17 +13,19 @@ import (
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/steptest"
 	"github.com/slammesh/slammesh/services/mapping"
 )
 
 func TestAllocateGetRelease(t *testing.T) {
 	t.Parallel()
 	e := start(t, mapping.Config{})
-	ctx := ctxT(t)
+	ctx := steptest.Context(t)
 	const m = "m-life"
-	req := &mappingv1.AllocateMapRequest{Saga: saga(m), Spec: &typesv1.MapSpec{OriginX: -2, OriginY: 1, WidthM: 20, HeightM: 15}}
+	req := &mappingv1.AllocateMapRequest{Saga: e.Saga(m), Spec: &typesv1.MapSpec{OriginX: -2, OriginY: 1, WidthM: 20, HeightM: 15}}
 
 	resp, err := e.client.AllocateMap(ctx, req)
 	if err != nil {
@@ -33,7 +36,7 @@ func TestAllocateGetRelease(t *testing.T) {
 		resp.GetRemainingCells() != mapping.DefaultCapacityCells-officeCells {
 		t.Fatalf("AllocateMap = %v", resp)
 	}
-	if got := capacityUsed(t, e.rdb); got != officeCells {
+	if got := capacityUsed(t, e.Redis); got != officeCells {
 		t.Errorf("capacity used = %d, want %d", got, officeCells)
 	}
 
@@ -45,10 +48,10 @@ func TestAllocateGetRelease(t *testing.T) {
 	if !proto.Equal(again, resp) {
 		t.Errorf("duplicate AllocateMap = %v, want %v", again, resp)
 	}
-	if got := capacityUsed(t, e.rdb); got != officeCells {
+	if got := capacityUsed(t, e.Redis); got != officeCells {
 		t.Errorf("capacity after duplicate = %d, want %d", got, officeCells)
 	}
-	if got := effects(t, e.barrier, m)["allocate_map:action"]; got != 1 {
+	if got := e.Effects(t, m)["allocate_map:action"]; got != 1 {
 		t.Errorf("allocate_map:action effects = %d, want 1", got)
 	}
 
@@ -72,27 +75,27 @@ func TestAllocateGetRelease(t *testing.T) {
 	}
 
 	// The merge service adds versions to the same hash; release removes them all.
-	if err := e.rdb.HSet(ctx, "slammesh:{"+m+"}:map", "v2", bytes.Repeat([]byte{0}, officeCells), "current", 2).Err(); err != nil {
+	if err := e.Redis.HSet(ctx, mapstore.Key(m), "v2", bytes.Repeat([]byte{0}, officeCells), "current", 2).Err(); err != nil {
 		t.Fatal(err)
 	}
-	rel, err := e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: saga(m)})
+	rel, err := e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: e.Saga(m)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !rel.GetReleased() || rel.GetCells() != officeCells {
 		t.Errorf("ReleaseMap = %v", rel)
 	}
-	if keys := missionKeys(t, e.rdb, m); len(keys) != 0 {
+	if keys := e.MissionKeys(t, m); len(keys) != 0 {
 		t.Errorf("keys left after release: %v", keys)
 	}
-	if got := capacityUsed(t, e.rdb); got != 0 {
+	if got := capacityUsed(t, e.Redis); got != 0 {
 		t.Errorf("capacity after release = %d, want 0", got)
 	}
 	_, err = e.client.GetMap(ctx, &mappingv1.GetMapRequest{MissionId: m})
-	wantStatus(t, err, codes.NotFound, rpcerr.ReasonMapNotFound)
+	steptest.WantStatus(t, err, codes.NotFound, rpcerr.ReasonMapNotFound)
 
 	// A repeated release undoes nothing more.
-	rel, err = e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: saga(m)})
+	rel, err = e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: e.Saga(m)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,20 +104,17 @@ func TestAllocateGetRelease(t *testing.T) {
 	}
 	// A hanging allocation after the release is refused.
 	_, err = e.client.AllocateMap(ctx, req)
-	wantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
-	if keys := missionKeys(t, e.rdb, m); len(keys) != 0 {
+	steptest.WantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+	if keys := e.MissionKeys(t, m); len(keys) != 0 {
 		t.Errorf("keys after hanging action: %v", keys)
 	}
-	eff := effects(t, e.barrier, m)
+	eff := e.Effects(t, m)
 	if eff["allocate_map:action"] != 1 || eff["allocate_map:compensation"] != 1 {
 		t.Errorf("effects = %v, want one action and one compensation", eff)
 	}
 
 	// The action reported its step events through the progress interceptor.
-	events, err := progress.Range(ctx, e.rdb, progress.MissionStream(m))
-	if err != nil {
-		t.Fatal(err)
-	}
+	events := e.Events(t, m)
 	var types []progress.Type
 	for _, ev := range events {
 		types = append(types, ev.Type)
@@ -139,24 +139,24 @@ func TestAllocateGetRelease(t *testing.T) {
 func TestNullCompensation(t *testing.T) {
 	t.Parallel()
 	e := start(t, mapping.Config{})
-	ctx := ctxT(t)
+	ctx := steptest.Context(t)
 	const m = "m-null"
-	rel, err := e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: saga(m)})
+	rel, err := e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: e.Saga(m)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rel.GetReleased() {
 		t.Errorf("null ReleaseMap = %v", rel)
 	}
-	_, err = e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: saga(m), Spec: office()})
-	wantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
-	if keys := missionKeys(t, e.rdb, m); len(keys) != 0 {
+	_, err = e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: e.Saga(m), Spec: office()})
+	steptest.WantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+	if keys := e.MissionKeys(t, m); len(keys) != 0 {
 		t.Errorf("keys after null compensation and hanging action: %v", keys)
 	}
-	if got := capacityUsed(t, e.rdb); got != 0 {
+	if got := capacityUsed(t, e.Redis); got != 0 {
 		t.Errorf("capacity = %d, want 0", got)
 	}
-	if eff := effects(t, e.barrier, m); len(eff) != 0 {
+	if eff := e.Effects(t, m); len(eff) != 0 {
 		t.Errorf("effects = %v, want none", eff)
 	}
 }
@@ -164,24 +164,24 @@ func TestNullCompensation(t *testing.T) {
 func TestCapacityExhausted(t *testing.T) {
 	t.Parallel()
 	e := start(t, mapping.Config{CapacityCells: 2*officeCells - 1})
-	ctx := ctxT(t)
-	if _, err := e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: saga("m-a"), Spec: office()}); err != nil {
+	ctx := steptest.Context(t)
+	if _, err := e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: e.Saga("m-a"), Spec: office()}); err != nil {
 		t.Fatal(err)
 	}
-	reqB := &mappingv1.AllocateMapRequest{Saga: saga("m-b"), Spec: office()}
+	reqB := &mappingv1.AllocateMapRequest{Saga: e.Saga("m-b"), Spec: office()}
 	_, err := e.client.AllocateMap(ctx, reqB)
-	wantStatus(t, err, codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
+	steptest.WantStatus(t, err, codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
 	if md := rpcerr.Info(err).GetMetadata(); md["requested_cells"] != "120000" || md["available_cells"] != "119999" {
 		t.Errorf("metadata = %v", md)
 	}
-	if keys := missionKeys(t, e.rdb, "m-b"); len(keys) != 0 {
+	if keys := e.MissionKeys(t, "m-b"); len(keys) != 0 {
 		t.Errorf("refused allocation left keys %v", keys)
 	}
-	if got := capacityUsed(t, e.rdb); got != officeCells {
+	if got := capacityUsed(t, e.Redis); got != officeCells {
 		t.Errorf("capacity = %d, want %d", got, officeCells)
 	}
 	// The refusal left no mark: once A is released, B's retry succeeds.
-	if _, err := e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: saga("m-a")}); err != nil {
+	if _, err := e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: e.Saga("m-a")}); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := e.client.AllocateMap(ctx, reqB)
@@ -197,13 +197,13 @@ func TestConcurrentAllocationsNeverOverbook(t *testing.T) {
 	t.Parallel()
 	const fit, tries = 5, 16
 	e := start(t, mapping.Config{CapacityCells: fit * officeCells})
-	ctx := ctxT(t)
+	ctx := steptest.Context(t)
 	var wg sync.WaitGroup
 	errs := make([]error, tries)
 	for i := range tries {
 		wg.Go(func() {
 			m := "m-c" + string(rune('a'+i))
-			_, errs[i] = e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: saga(m), Spec: office()})
+			_, errs[i] = e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: e.Saga(m), Spec: office()})
 		})
 	}
 	wg.Wait()
@@ -219,7 +219,7 @@ func TestConcurrentAllocationsNeverOverbook(t *testing.T) {
 	if ok != fit {
 		t.Errorf("%d allocations succeeded, want %d", ok, fit)
 	}
-	if got := capacityUsed(t, e.rdb); got != fit*officeCells {
+	if got := capacityUsed(t, e.Redis); got != fit*officeCells {
 		t.Errorf("capacity = %d, want %d", got, fit*officeCells)
 	}
 }
@@ -256,16 +256,16 @@ func TestAllocateInvalid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			req := &mappingv1.AllocateMapRequest{Saga: saga("m-bad"), Spec: office()}
+			req := &mappingv1.AllocateMapRequest{Saga: e.Saga("m-bad"), Spec: office()}
 			tt.req(req)
-			_, err := e.client.AllocateMap(ctxT(t), req)
-			wantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
+			_, err := e.client.AllocateMap(steptest.Context(t), req)
+			steptest.WantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
 			if f := rpcerr.Field(err); f != tt.field {
 				t.Errorf("field = %q, want %q (%v)", f, tt.field, err)
 			}
 		})
 	}
-	if got := capacityUsed(t, e.rdb); got != 0 {
+	if got := capacityUsed(t, e.Redis); got != 0 {
 		t.Errorf("invalid requests charged %d cells", got)
 	}
 }
@@ -273,8 +273,8 @@ func TestAllocateInvalid(t *testing.T) {
 func TestGetMapErrors(t *testing.T) {
 	t.Parallel()
 	e := start(t, mapping.Config{})
-	ctx := ctxT(t)
-	if _, err := e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: saga("m-g"), Spec: office()}); err != nil {
+	ctx := steptest.Context(t)
+	if _, err := e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: e.Saga("m-g"), Spec: office()}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -290,12 +290,86 @@ func TestGetMapErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := e.client.GetMap(ctxT(t), tt.req)
-			wantStatus(t, err, tt.code, tt.reason)
+			_, err := e.client.GetMap(steptest.Context(t), tt.req)
+			steptest.WantStatus(t, err, tt.code, tt.reason)
 		})
 	}
 	got, err := e.client.GetMap(ctx, &mappingv1.GetMapRequest{MissionId: "m-g", Version: 1})
 	if err != nil || got.GetVersion() != 1 || len(got.GetPng()) != 0 {
 		t.Errorf("GetMap v1 = %v, %v (no png asked)", got, err)
+	}
+}
+
+// TestInjectedFaults runs the service as --allow-fault-injection does: the
+// fault interceptor answers for both step RPCs, inside the progress
+// interceptor, so an injected failure of the action is a step.failed event.
+func TestInjectedFaults(t *testing.T) {
+	t.Parallel()
+	svc := service(mapping.Config{})
+	svc.AllowFaults = true
+	e := steptest.Start(t, svc)
+	client := mappingv1.NewMappingServiceClient(e.Conn)
+	ctx := steptest.Context(t)
+	const m = "m-faults"
+	plan := &typesv1.FaultPlan{Faults: []*typesv1.Fault{
+		{Step: mapping.Step, Kind: typesv1.FaultKind_FAULT_KIND_DROP_REPLY},
+		{Step: mapping.Step, Kind: typesv1.FaultKind_FAULT_KIND_TRANSIENT, Compensation: true},
+	}}
+	sc := func(attempt uint32) *typesv1.SagaContext {
+		sc := e.Saga(m)
+		sc.Faults, sc.Attempt = plan, attempt
+		return sc
+	}
+
+	// The first attempt commits, and its reply is lost.
+	_, err := client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: sc(1), Spec: office()})
+	steptest.WantStatus(t, err, codes.Unavailable, rpcerr.ReasonInjectedFault)
+	if got := capacityUsed(t, e.Redis); got != officeCells {
+		t.Errorf("capacity after the lost reply = %d, want %d: the allocation committed", got, officeCells)
+	}
+	// The retry is answered from the barrier: no second charge.
+	resp, err := client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: sc(2), Spec: office()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetCells() != officeCells || resp.GetRemainingCells() != mapping.DefaultCapacityCells-officeCells {
+		t.Errorf("retried AllocateMap = %v", resp)
+	}
+	if got := capacityUsed(t, e.Redis); got != officeCells {
+		t.Errorf("capacity after the retry = %d, want %d", got, officeCells)
+	}
+
+	// The compensation's first attempt fails before it runs.
+	_, err = client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: sc(1)})
+	steptest.WantStatus(t, err, codes.Unavailable, rpcerr.ReasonInjectedFault)
+	if got := capacityUsed(t, e.Redis); got != officeCells {
+		t.Errorf("capacity after the failed release = %d, want %d", got, officeCells)
+	}
+	rel, err := client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: sc(2)})
+	if err != nil || !rel.GetReleased() || rel.GetCells() != officeCells {
+		t.Fatalf("retried ReleaseMap = %v, %v", rel, err)
+	}
+	if eff := e.Effects(t, m); eff["allocate_map:action"] != 1 || eff["allocate_map:compensation"] != 1 {
+		t.Errorf("effects = %v, want one action and one compensation", eff)
+	}
+
+	// Only the action reports events, the injected failure among them.
+	type event struct {
+		typ     progress.Type
+		attempt int
+		reason  string
+	}
+	var got []event
+	for _, ev := range e.Events(t, m) {
+		got = append(got, event{ev.Type, ev.Attempt, ev.ErrorReason})
+	}
+	want := []event{
+		{progress.StepStarted, 1, ""},
+		{progress.StepFailed, 1, rpcerr.ReasonInjectedFault},
+		{progress.StepStarted, 2, ""},
+		{progress.StepCompleted, 2, ""},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
 	}
 }

@@ -14,7 +14,6 @@
 package mapping
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,9 +28,11 @@ import (
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam/render"
 	"github.com/slammesh/slammesh/internal/slamproto"
+	"github.com/slammesh/slammesh/internal/stepserver"
 )
 
 // ServiceName is the service's name in events, logs and traces.
@@ -41,12 +42,16 @@ const ServiceName = "mapping"
 const Step = "allocate_map"
 
 // ActionMethods are the full method names of the step's action RPCs, for
-// progressgrpc.UnaryServerInterceptor.
+// the progress interceptor (stepserver.Interceptors).
 var ActionMethods = []string{mappingv1.MappingService_AllocateMap_FullMethodName}
 
 // CompensationMethods are the full method names of the step's compensation
-// RPCs, for faults.UnaryServerInterceptor.
+// RPCs, for the fault interceptor (stepserver.Interceptors).
 var CompensationMethods = []string{mappingv1.MappingService_ReleaseMap_FullMethodName}
+
+// capacityKey holds the budget every allocation charges: the cells in use
+// across all missions.
+const capacityKey = "slammesh:mapping:capacity"
 
 // DefaultCapacityCells is the default budget: 16 M cells, a 200 m square at
 // 5 cm (the largest scenario world), or about 130 default 20x15 m missions.
@@ -101,15 +106,13 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 	}
 	cells := uint64(meta.Cells())
 	// Pure work before the transaction, which may run its callback again.
-	metaBytes, err := proto.Marshal(slamproto.MetaToProto(meta))
+	blank, err := mapstore.NewBlank(meta)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	empty := bytes.Repeat([]byte{0xff}, int(cells)) // int8 -1: unknown
 	mapID := "map-" + uuid.NewString()
-	key := mapKey(sc.GetMissionId())
 
-	res, outcome, err := s.barrier.Action(ctx, barrierID(sc), func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
+	res, outcome, err := s.barrier.Action(ctx, stepserver.BarrierID(sc, Step), func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
 		if err := tx.Watch(ctx, capacityKey); err != nil {
 			return nil, err
 		}
@@ -132,12 +135,7 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 		}
 		tx.Write(func(p redis.Pipeliner) {
 			p.IncrBy(ctx, capacityKey, int64(cells))
-			p.HSet(ctx, key,
-				fieldMapID, mapID,
-				fieldMeta, metaBytes,
-				fieldCells, cells,
-				fieldCurrent, 1,
-				versionField(1), empty)
+			mapstore.Create(ctx, p, sc.GetMissionId(), mapID, blank)
 		})
 		return out, nil
 	})
@@ -164,7 +162,7 @@ func (s *Server) ReleaseMap(ctx context.Context, req *mappingv1.ReleaseMapReques
 		return nil, err
 	}
 	var cells uint64
-	outcome, err := s.barrier.Compensate(ctx, barrierID(sc), func(ctx context.Context, tx *barrier.Tx, actionResult []byte) error {
+	outcome, err := s.barrier.Compensate(ctx, stepserver.BarrierID(sc, Step), func(ctx context.Context, tx *barrier.Tx, actionResult []byte) error {
 		alloc := &mappingv1.AllocateMapResponse{}
 		if err := proto.Unmarshal(actionResult, alloc); err != nil {
 			return fmt.Errorf("stored allocation result: %w", err)
@@ -172,7 +170,7 @@ func (s *Server) ReleaseMap(ctx context.Context, req *mappingv1.ReleaseMapReques
 		cells = alloc.GetCells()
 		tx.Write(func(p redis.Pipeliner) {
 			p.DecrBy(ctx, capacityKey, int64(cells))
-			p.Del(ctx, mapKey(sc.GetMissionId()))
+			mapstore.Delete(ctx, p, sc.GetMissionId())
 		})
 		return nil
 	})
@@ -192,39 +190,34 @@ func (s *Server) GetMap(ctx context.Context, req *mappingv1.GetMapRequest) (*map
 	if err := rpcerr.CheckID("mission_id", req.GetMissionId()); err != nil {
 		return nil, err
 	}
-	m, err := loadMap(ctx, s.rdb, req.GetMissionId(), req.GetVersion())
+	m, err := mapstore.Load(ctx, s.rdb, req.GetMissionId(), req.GetVersion())
 	switch {
-	case errors.Is(err, errNoMap):
+	case errors.Is(err, mapstore.ErrNoMap):
 		return nil, rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound,
 			fmt.Sprintf("mission %s has no map", req.GetMissionId()), "mission_id", req.GetMissionId())
 	case err != nil:
 		return nil, s.toStatus(ctx, err)
-	case m.cells == nil:
+	case m.Cells == nil:
 		return nil, rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound,
-			fmt.Sprintf("map %s has no version %d (current %d)", m.mapID, m.version, m.current),
-			"mission_id", req.GetMissionId(), "version", fmt.Sprint(m.version))
+			fmt.Sprintf("map %s has no version %d (current %d)", m.ID, m.Version, m.Current),
+			"mission_id", req.GetMissionId(), "version", fmt.Sprint(m.Version))
 	}
 	resp := &mappingv1.GetMapResponse{
-		MapId:          m.mapID,
-		Version:        m.version,
-		Grid:           &typesv1.OccupancyGrid{Meta: m.meta, Data: m.cells},
-		CurrentVersion: m.current,
+		MapId:          m.ID,
+		Version:        m.Version,
+		Grid:           &typesv1.OccupancyGrid{Meta: m.Meta, Data: m.Cells},
+		CurrentVersion: m.Current,
 	}
 	if req.GetIncludePng() {
-		g, err := slamproto.GridFromProto(resp.GetGrid())
+		g, err := m.Grid()
 		if err != nil {
-			return nil, s.toStatus(ctx, fmt.Errorf("stored map %s v%d: %w", m.mapID, m.version, err))
+			return nil, s.toStatus(ctx, fmt.Errorf("stored map: %w", err))
 		}
 		if resp.Png, err = render.PNG(g); err != nil {
 			return nil, s.toStatus(ctx, err)
 		}
 	}
 	return resp, nil
-}
-
-// barrierID names the barrier of the saga's allocate_map step.
-func barrierID(sc *typesv1.SagaContext) barrier.ID {
-	return barrier.ID{Key: sc.GetMissionId(), SagaID: sc.GetSagaId(), Step: Step}
 }
 
 // toStatus is the service's one mapping from errors to gRPC statuses.
@@ -234,16 +227,10 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case errors.As(err, &capErr):
 		return rpcerr.New(codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted, capErr.Error(),
 			"requested_cells", fmt.Sprint(capErr.requested), "available_cells", fmt.Sprint(capErr.available))
-	case errors.Is(err, barrier.ErrActionForbidden):
-		return rpcerr.New(codes.Aborted, rpcerr.ReasonActionForbidden, "allocate_map was already compensated for this saga")
-	case errors.Is(err, barrier.ErrSagaMismatch):
-		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonSagaMismatch, "allocate_map of this mission belongs to another saga")
 	case errors.Is(err, barrier.ErrConflict):
+		// Only the capacity counter, which every mission's allocation
+		// watches, sees that much contention.
 		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "too many concurrent allocations; retry")
 	}
-	st := rpcerr.Unexpected(err)
-	if rpcerr.Code(st) == codes.Internal {
-		s.log.ErrorContext(ctx, "mapping request failed", "error", err)
-	}
-	return st
+	return stepserver.Status(ctx, s.log, ServiceName, Step, err)
 }

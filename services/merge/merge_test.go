@@ -12,60 +12,38 @@ import (
 
 	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam/fuse"
 	"github.com/slammesh/slammesh/internal/slam/world"
 	"github.com/slammesh/slammesh/internal/slamproto"
+	"github.com/slammesh/slammesh/internal/steptest"
 	"github.com/slammesh/slammesh/services/merge"
 )
 
 const mapID = "map-test"
 
-// mission builds a world of kind, seeds its empty map for mission m, and
-// returns a request merging its agents at their true poses (what a perfect
-// localization reports).
+// mission builds a world of kind, seeds its empty map for mission m as the
+// mapping service allocates it, and returns a request merging its agents at
+// their true poses (what a perfect localization reports).
 func mission(t *testing.T, e *env, m string, kind world.Kind) *mergev1.MergeMapsRequest {
 	t.Helper()
-	cfg := world.Config{Seed: 7, Agents: 3, Kind: kind}
-	w, err := world.Generate(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta, err := world.MapMeta(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seedMap(t, e.rdb, m, mapID, meta)
-	req := &mergev1.MergeMapsRequest{Saga: saga(m), MapId: mapID, Agents: slamproto.WorldAgents(w, slamproto.Submaps)}
+	w, _ := steptest.SeedWorld(t, e.Redis, m, mapID, world.Config{Seed: 7, Agents: 3, Kind: kind})
+	req := &mergev1.MergeMapsRequest{Saga: e.Saga(m), MapId: mapID, Agents: slamproto.WorldAgents(w, slamproto.Submaps)}
 	for i, a := range w.Agents {
 		req.Poses = append(req.Poses, &typesv1.AgentPose{AgentId: slamproto.WorldAgentID(i), MapFromAgent: slamproto.PoseToProto(a.Truth), Anchor: a.Anchor})
 	}
 	return req
 }
 
-func stepEvents(t *testing.T, e *env, m string, typ progress.Type) []progress.Event {
-	t.Helper()
-	events, err := progress.Range(ctxT(t), e.rdb, progress.MissionStream(m))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []progress.Event
-	for _, ev := range events {
-		if ev.Type == typ {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
 func TestMergeRevert(t *testing.T) {
 	t.Parallel()
 	e := start(t, merge.Config{})
-	ctx := ctxT(t)
+	ctx := steptest.Context(t)
 	const m = "m-merge"
 	req := mission(t, e, m, world.Office)
-	before := mapHash(t, e.rdb, m)
+	before := mapHash(t, e.Redis, m)
 
 	resp, err := e.client.MergeMaps(ctx, req)
 	if err != nil {
@@ -74,7 +52,7 @@ func TestMergeRevert(t *testing.T) {
 	if resp.GetVersion() != 2 || resp.GetConsistency() < fuse.DefaultMinConsistency || resp.GetConsistency() > 1 || resp.GetKnownCells() == 0 {
 		t.Fatalf("MergeMaps = %v", resp)
 	}
-	h := mapHash(t, e.rdb, m)
+	h := mapHash(t, e.Redis, m)
 	if h["current"] != "2" || h["v1"] != before["v1"] {
 		t.Fatalf("map after merge: current %q, v1 changed %v", h["current"], h["v1"] != before["v1"])
 	}
@@ -87,7 +65,7 @@ func TestMergeRevert(t *testing.T) {
 	if uint64(known) != resp.GetKnownCells() {
 		t.Errorf("v2 has %d known cells, response says %d", known, resp.GetKnownCells())
 	}
-	progressed := stepEvents(t, e, m, progress.StepProgress)
+	progressed := e.EventsOf(t, m, progress.StepProgress)
 	if len(progressed) != len(req.GetAgents()) || progressed[len(progressed)-1].Progress != 1 {
 		t.Errorf("progress events %+v, want one per agent ending at 1", progressed)
 	}
@@ -99,36 +77,36 @@ func TestMergeRevert(t *testing.T) {
 	if !proto.Equal(again, resp) {
 		t.Errorf("duplicate MergeMaps = %v, want %v", again, resp)
 	}
-	if n := len(stepEvents(t, e, m, progress.StepProgress)); n != len(progressed) {
+	if n := len(e.EventsOf(t, m, progress.StepProgress)); n != len(progressed) {
 		t.Errorf("duplicate call fused again (%d more progress events)", n-len(progressed))
 	}
-	if got := effects(t, e.barrier, m)["merge_maps:action"]; got != 1 {
+	if got := e.Effects(t, m)["merge_maps:action"]; got != 1 {
 		t.Errorf("merge_maps:action effects = %d, want 1", got)
 	}
-	if h := mapHash(t, e.rdb, m); h["current"] != "2" || h["v3"] != "" {
+	if h := mapHash(t, e.Redis, m); h["current"] != "2" || h["v3"] != "" {
 		t.Errorf("duplicate wrote another version: current %q", h["current"])
 	}
 
-	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: saga(m)})
+	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: e.Saga(m)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !rev.GetReverted() || rev.GetVersion() != 1 {
 		t.Errorf("RevertMerge = %v", rev)
 	}
-	if after := mapHash(t, e.rdb, m); !maps.Equal(after, before) {
+	if after := mapHash(t, e.Redis, m); !maps.Equal(after, before) {
 		t.Errorf("map after revert differs from before the merge (fields %v)", slices.Sorted(maps.Keys(after)))
 	}
-	rev, err = e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: saga(m)})
+	rev, err = e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: e.Saga(m)})
 	if err != nil || rev.GetReverted() {
 		t.Errorf("repeated revert = %v, %v", rev, err)
 	}
 	_, err = e.client.MergeMaps(ctx, req)
-	wantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
-	if after := mapHash(t, e.rdb, m); !maps.Equal(after, before) {
+	steptest.WantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+	if after := mapHash(t, e.Redis, m); !maps.Equal(after, before) {
 		t.Error("hanging merge changed the map")
 	}
-	eff := effects(t, e.barrier, m)
+	eff := e.Effects(t, m)
 	if eff["merge_maps:action"] != 1 || eff["merge_maps:compensation"] != 1 {
 		t.Errorf("effects = %v", eff)
 	}
@@ -137,11 +115,11 @@ func TestMergeRevert(t *testing.T) {
 func TestMergeOntoLaterVersion(t *testing.T) {
 	t.Parallel()
 	e := start(t, merge.Config{})
-	ctx := ctxT(t)
+	ctx := steptest.Context(t)
 	const m = "m-later"
 	req := mission(t, e, m, world.Office)
 	// An earlier merge left version 2 current.
-	if err := e.rdb.HSet(ctxT(t), mapKey(m), "v2", mapHash(t, e.rdb, m)["v1"], "current", 2).Err(); err != nil {
+	if err := e.Redis.HSet(steptest.Context(t), mapstore.Key(m), "v2", mapHash(t, e.Redis, m)["v1"], "current", 2).Err(); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := e.client.MergeMaps(ctx, req)
@@ -151,11 +129,11 @@ func TestMergeOntoLaterVersion(t *testing.T) {
 	if resp.GetVersion() != 3 {
 		t.Fatalf("version = %d, want 3", resp.GetVersion())
 	}
-	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: saga(m)})
+	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: e.Saga(m)})
 	if err != nil || !rev.GetReverted() || rev.GetVersion() != 2 {
 		t.Fatalf("RevertMerge = %v, %v; want version 2 current again", rev, err)
 	}
-	if h := mapHash(t, e.rdb, m); h["current"] != "2" || h["v2"] == "" || h["v3"] != "" {
+	if h := mapHash(t, e.Redis, m); h["current"] != "2" || h["v2"] == "" || h["v3"] != "" {
 		t.Errorf("after revert: current %q, v2 %d bytes, v3 %d bytes", h["current"], len(h["v2"]), len(h["v3"]))
 	}
 }
@@ -163,7 +141,7 @@ func TestMergeOntoLaterVersion(t *testing.T) {
 func TestRevertAfterRelease(t *testing.T) {
 	t.Parallel()
 	e := start(t, merge.Config{})
-	ctx := ctxT(t)
+	ctx := steptest.Context(t)
 	const m = "m-released"
 	req := mission(t, e, m, world.Office)
 	if _, err := e.client.MergeMaps(ctx, req); err != nil {
@@ -171,14 +149,14 @@ func TestRevertAfterRelease(t *testing.T) {
 	}
 	// The mapping service released the whole map first (a teardown out of
 	// order): reverting must not resurrect a fragment of it.
-	if err := e.rdb.Del(ctx, mapKey(m)).Err(); err != nil {
+	if err := e.Redis.Del(ctx, mapstore.Key(m)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: saga(m)})
+	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: e.Saga(m)})
 	if err != nil || rev.GetReverted() {
 		t.Fatalf("RevertMerge = %v, %v; want nothing reverted", rev, err)
 	}
-	if n, err := e.rdb.Exists(ctx, mapKey(m)).Result(); err != nil || n != 0 {
+	if n, err := e.Redis.Exists(ctx, mapstore.Key(m)).Result(); err != nil || n != 0 {
 		t.Errorf("map key exists after revert: %d, %v", n, err)
 	}
 }
@@ -186,20 +164,20 @@ func TestRevertAfterRelease(t *testing.T) {
 func TestNullCompensation(t *testing.T) {
 	t.Parallel()
 	e := start(t, merge.Config{})
-	ctx := ctxT(t)
+	ctx := steptest.Context(t)
 	const m = "m-null"
 	req := mission(t, e, m, world.Office)
-	before := mapHash(t, e.rdb, m)
-	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: saga(m)})
+	before := mapHash(t, e.Redis, m)
+	rev, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: e.Saga(m)})
 	if err != nil || rev.GetReverted() {
 		t.Fatalf("null revert = %v, %v", rev, err)
 	}
 	_, err = e.client.MergeMaps(ctx, req)
-	wantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
-	if after := mapHash(t, e.rdb, m); !maps.Equal(after, before) {
+	steptest.WantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+	if after := mapHash(t, e.Redis, m); !maps.Equal(after, before) {
 		t.Error("map changed")
 	}
-	if eff := effects(t, e.barrier, m); len(eff) != 0 {
+	if eff := e.Effects(t, m); len(eff) != 0 {
 		t.Errorf("effects = %v, want none", eff)
 	}
 }
@@ -209,19 +187,19 @@ func TestChangedWorldFailsTheGate(t *testing.T) {
 	e := start(t, merge.Config{})
 	const m = "m-changed"
 	req := mission(t, e, m, world.ChangedWorld)
-	before := mapHash(t, e.rdb, m)
-	_, err := e.client.MergeMaps(ctxT(t), req)
-	wantStatus(t, err, codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps)
+	before := mapHash(t, e.Redis, m)
+	_, err := e.client.MergeMaps(steptest.Context(t), req)
+	steptest.WantStatus(t, err, codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps)
 	md := rpcerr.Info(err).GetMetadata()
 	c, cerr := strconv.ParseFloat(md["consistency"], 64)
 	th, therr := strconv.ParseFloat(md["threshold"], 64)
 	if cerr != nil || therr != nil || !(c < th) || md["agent"] != "agent-2" {
 		t.Errorf("metadata = %v, want agent-2 below the threshold", md)
 	}
-	if after := mapHash(t, e.rdb, m); !maps.Equal(after, before) {
+	if after := mapHash(t, e.Redis, m); !maps.Equal(after, before) {
 		t.Error("a refused merge changed the map")
 	}
-	if failed := stepEvents(t, e, m, progress.StepFailed); len(failed) != 1 || failed[0].ErrorReason != rpcerr.ReasonInconsistentMaps {
+	if failed := e.EventsOf(t, m, progress.StepFailed); len(failed) != 1 || failed[0].ErrorReason != rpcerr.ReasonInconsistentMaps {
 		t.Errorf("step.failed events %+v", failed)
 	}
 }
@@ -242,8 +220,8 @@ func TestMapNotFound(t *testing.T) {
 			t.Parallel()
 			r := proto.CloneOf(req)
 			tt.mutate(r)
-			_, err := e.client.MergeMaps(ctxT(t), r)
-			wantStatus(t, err, codes.NotFound, rpcerr.ReasonMapNotFound)
+			_, err := e.client.MergeMaps(steptest.Context(t), r)
+			steptest.WantStatus(t, err, codes.NotFound, rpcerr.ReasonMapNotFound)
 		})
 	}
 }
@@ -276,8 +254,8 @@ func TestMergeInvalid(t *testing.T) {
 			t.Parallel()
 			r := proto.CloneOf(base)
 			tt.mutate(r)
-			_, err := e.client.MergeMaps(ctxT(t), r)
-			wantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
+			_, err := e.client.MergeMaps(steptest.Context(t), r)
+			steptest.WantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
 			if f := rpcerr.Field(err); f != tt.field {
 				t.Errorf("field = %q, want %q (%v)", f, tt.field, err)
 			}

@@ -2,20 +2,18 @@ package merge
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"testing"
-	"time"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/redistest"
 	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/world"
 	"github.com/slammesh/slammesh/internal/slamproto"
+	"github.com/slammesh/slammesh/internal/steptest"
 )
 
 // TestStaleBaseIsNotCommitted checks the guard MergeMaps relies on to fuse
@@ -23,32 +21,15 @@ import (
 // nothing, neither the version nor the barrier mark.
 func TestStaleBaseIsNotCommitted(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := steptest.Context(t)
 	rdb := redistest.Start(t).Client(t)
 	b := barrier.New(rdb)
 	s, err := NewServer(Config{}, rdb, b, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := world.Config{Seed: 3, Agents: 2}
-	w, err := world.Generate(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta, err := world.MapMeta(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const m, mapID = "m-stale", "map-stale"
-	metaBytes, err := proto.Marshal(slamproto.MetaToProto(meta))
-	if err != nil {
-		t.Fatal(err)
-	}
-	empty := bytes.Repeat([]byte{0xff}, int(meta.Cells()))
-	if err := rdb.HSet(ctx, mapKey(m), "map_id", mapID, "meta", metaBytes, "current", 1, "v1", empty).Err(); err != nil {
-		t.Fatal(err)
-	}
+	w, meta := steptest.SeedWorld(t, rdb, m, mapID, world.Config{Seed: 3, Agents: 2})
 	base, err := loadCurrent(ctx, rdb, m, mapID)
 	if err != nil {
 		t.Fatal(err)
@@ -64,14 +45,14 @@ func TestStaleBaseIsNotCommitted(t *testing.T) {
 	}
 
 	// Another writer moves the map on after the base was read.
-	if err := rdb.HSet(ctx, mapKey(m), "v2", empty, "current", 2).Err(); err != nil {
+	if err := rdb.HSet(ctx, mapstore.Key(m), "v2", bytes.Repeat([]byte{0xff}, int(meta.Cells())), "current", 2).Err(); err != nil {
 		t.Fatal(err)
 	}
 	id := barrier.ID{Key: m, SagaID: "saga-stale", Step: Step}
 	if _, err := s.mergeOnto(ctx, id, mapID, base, in, ids); !errors.Is(err, errMapChanged) {
 		t.Fatalf("mergeOnto on a stale base: err = %v, want errMapChanged", err)
 	}
-	h, err := rdb.HGetAll(ctx, mapKey(m)).Result()
+	h, err := rdb.HGetAll(ctx, mapstore.Key(m)).Result()
 	if err != nil {
 		t.Fatal(err)
 	}

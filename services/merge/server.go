@@ -26,12 +26,14 @@ import (
 	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/fuse"
 	"github.com/slammesh/slammesh/internal/slam/grid"
 	"github.com/slammesh/slammesh/internal/slamproto"
+	"github.com/slammesh/slammesh/internal/stepserver"
 )
 
 // ServiceName is the service's name in events, logs and traces.
@@ -41,11 +43,11 @@ const ServiceName = "merge"
 const Step = "merge_maps"
 
 // ActionMethods are the full method names of the step's action RPCs, for
-// progressgrpc.UnaryServerInterceptor.
+// the progress interceptor (stepserver.Interceptors).
 var ActionMethods = []string{mergev1.MergeService_MergeMaps_FullMethodName}
 
 // CompensationMethods are the full method names of the step's compensation
-// RPCs, for faults.UnaryServerInterceptor.
+// RPCs, for the fault interceptor (stepserver.Interceptors).
 var CompensationMethods = []string{mergev1.MergeService_RevertMerge_FullMethodName}
 
 // maxRebases bounds how often one call fuses again after the map changed
@@ -83,11 +85,6 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 	mergev1.RegisterMergeServiceServer(r, s)
 }
 
-// errNotApplied is how MergeMaps peeks at the barrier: a callback that
-// refuses to act tells it that nothing is stored yet, while a duplicate or a
-// forbidden action is answered without calling it.
-var errNotApplied = errors.New("merge: not applied yet")
-
 // errMapChanged says the map moved past the version a fusion started from.
 var errMapChanged = errors.New("merge: map changed during the merge")
 
@@ -104,15 +101,12 @@ func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	id := barrierID(sc)
-	stored, _, err := s.barrier.Action(ctx, id, func(context.Context, *barrier.Tx) ([]byte, error) {
-		return nil, errNotApplied
-	})
-	switch {
-	case err == nil:
-		return s.decode(ctx, stored)
-	case !errors.Is(err, errNotApplied):
+	id := stepserver.BarrierID(sc, Step)
+	switch stored, committed, err := stepserver.Committed(ctx, s.barrier, id); {
+	case err != nil:
 		return nil, s.toStatus(ctx, err)
+	case committed:
+		return s.decode(ctx, stored)
 	}
 
 	missionID := sc.GetMissionId()
@@ -155,12 +149,11 @@ func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, bas
 		return nil, err
 	}
 	cells := slamproto.Int8Bytes(merged.ToInt8())
-	key := mapKey(id.Key)
 	stored, outcome, err := s.barrier.Action(ctx, id, func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
-		if err := tx.Watch(ctx, key); err != nil {
+		if err := tx.Watch(ctx, mapstore.Key(id.Key)); err != nil {
 			return nil, err
 		}
-		storedID, current, err := readHead(ctx, tx.Reader(), id.Key)
+		storedID, current, err := mapstore.ReadHead(ctx, tx.Reader(), id.Key)
 		switch {
 		case err != nil:
 			return nil, err
@@ -169,9 +162,7 @@ func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, bas
 		case current != base.version:
 			return nil, errMapChanged
 		}
-		tx.Write(func(p redis.Pipeliner) {
-			p.HSet(ctx, key, versionField(resp.GetVersion()), cells, fieldCurrent, resp.GetVersion())
-		})
+		tx.Write(func(p redis.Pipeliner) { mapstore.AddVersion(ctx, p, id.Key, resp.GetVersion(), cells) })
 		return out, nil
 	})
 	if err != nil {
@@ -276,18 +267,17 @@ func (s *Server) RevertMerge(ctx context.Context, req *mergev1.RevertMergeReques
 		return nil, err
 	}
 	missionID := sc.GetMissionId()
-	key := mapKey(missionID)
 	var reverted bool
 	var version uint32
-	outcome, err := s.barrier.Compensate(ctx, barrierID(sc), func(ctx context.Context, tx *barrier.Tx, actionResult []byte) error {
+	outcome, err := s.barrier.Compensate(ctx, stepserver.BarrierID(sc, Step), func(ctx context.Context, tx *barrier.Tx, actionResult []byte) error {
 		done := &mergev1.MergeMapsResponse{}
 		if err := proto.Unmarshal(actionResult, done); err != nil {
 			return fmt.Errorf("stored merge result: %w", err)
 		}
-		if err := tx.Watch(ctx, key); err != nil {
+		if err := tx.Watch(ctx, mapstore.Key(missionID)); err != nil {
 			return err
 		}
-		mapID, current, err := readHead(ctx, tx.Reader(), missionID)
+		mapID, current, err := mapstore.ReadHead(ctx, tx.Reader(), missionID)
 		if err != nil {
 			return err
 		}
@@ -297,10 +287,10 @@ func (s *Server) RevertMerge(ctx context.Context, req *mergev1.RevertMergeReques
 		}
 		written := done.GetVersion()
 		reverted = true
-		tx.Write(func(p redis.Pipeliner) { p.HDel(ctx, key, versionField(written)) })
+		tx.Write(func(p redis.Pipeliner) { mapstore.DeleteVersion(ctx, p, missionID, written) })
 		if current == written {
 			version = written - 1
-			tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, key, fieldCurrent, version) })
+			tx.Write(func(p redis.Pipeliner) { mapstore.SetCurrent(ctx, p, missionID, version) })
 		}
 		return nil
 	})
@@ -322,11 +312,6 @@ func (s *Server) decode(ctx context.Context, stored []byte) (*mergev1.MergeMapsR
 		return nil, s.toStatus(ctx, fmt.Errorf("stored merge result: %w", err))
 	}
 	return resp, nil
-}
-
-// barrierID names the barrier of the saga's merge_maps step.
-func barrierID(sc *typesv1.SagaContext) barrier.ID {
-	return barrier.ID{Key: sc.GetMissionId(), SagaID: sc.GetSagaId(), Step: Step}
 }
 
 // toStatus is the service's one mapping from errors to gRPC statuses.
@@ -357,16 +342,6 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound, noMap.Error(), "mission_id", noMap.missionID, "map_id", noMap.mapID)
 	case errors.Is(err, errMapChanged):
 		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "the map kept changing during the merge; retry")
-	case errors.Is(err, barrier.ErrActionForbidden):
-		return rpcerr.New(codes.Aborted, rpcerr.ReasonActionForbidden, "merge_maps was already compensated for this saga")
-	case errors.Is(err, barrier.ErrSagaMismatch):
-		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonSagaMismatch, "merge_maps of this mission belongs to another saga")
-	case errors.Is(err, barrier.ErrConflict):
-		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "concurrent attempts of this step kept conflicting; retry")
 	}
-	st := rpcerr.Unexpected(err)
-	if rpcerr.Code(st) == codes.Internal {
-		s.log.ErrorContext(ctx, "merge request failed", "error", err)
-	}
-	return st
+	return stepserver.Status(ctx, s.log, ServiceName, Step, err)
 }

@@ -1,0 +1,235 @@
+// Package mapstore is the one place that knows how a mission map is laid out
+// in Redis (docs/architecture.md):
+//
+//	slammesh:{<mission>}:map  map_id   map-<uuid>
+//	                          meta     GridMeta proto bytes
+//	                          cells    cell count (every version's)
+//	                          current  the current version
+//	                          v<N>     int8 cells of version N
+//
+// The mapping service creates the map with version 1 and deletes it, the
+// merge service adds and removes versions, and localization reads its
+// geometry. Writes are queued into the caller's redis.Pipeliner, because
+// every one of them must commit in the caller's barrier transaction together
+// with its mark (barrier.Tx.Write). Reads go through a redis.Cmdable: a
+// client, or, in a transaction that decides on what it reads, the
+// connection holding the WATCH (barrier.Tx.Reader) after WATCHing Key, so
+// that the commit fails if the map changed in between.
+package mapstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+	"github.com/slammesh/slammesh/internal/slamproto"
+)
+
+// Fields of the map hash besides the versions, v<N>.
+const (
+	fieldMapID   = "map_id"
+	fieldMeta    = "meta"
+	fieldCells   = "cells"
+	fieldCurrent = "current"
+)
+
+// Key names the mission map hash; the braces are the mission's Redis Cluster
+// hash tag. A transaction that reads the map WATCHes it.
+func Key(missionID string) string { return "slammesh:{" + missionID + "}:map" }
+
+// versionField names the field holding map version v.
+func versionField(v uint32) string { return "v" + strconv.FormatUint(uint64(v), 10) }
+
+// ErrNoMap says the mission has no map (for ReadMeta: or not the one asked
+// for).
+var ErrNoMap = errors.New("mapstore: no such map")
+
+// Blank is a new map encoded for Create: its geometry, and version 1 with
+// every cell unknown. Encode it before the transaction that creates the map,
+// whose callback may run more than once and should only queue writes.
+type Blank struct {
+	meta  []byte
+	cells []byte
+}
+
+// NewBlank encodes a map of geometry meta whose version 1 is all unknown.
+func NewBlank(meta grid.Meta) (*Blank, error) {
+	b, err := proto.Marshal(slamproto.MetaToProto(meta))
+	if err != nil {
+		return nil, fmt.Errorf("mapstore: encode meta: %w", err)
+	}
+	return &Blank{meta: b, cells: bytes.Repeat([]byte{0xff}, int(meta.Cells()))}, nil // int8 -1: unknown
+}
+
+// Create queues the writes that make b the mission's map mapID, at version 1.
+func Create(ctx context.Context, p redis.Pipeliner, missionID, mapID string, b *Blank) {
+	p.HSet(ctx, Key(missionID),
+		fieldMapID, mapID,
+		fieldMeta, b.meta,
+		fieldCells, len(b.cells),
+		fieldCurrent, 1,
+		versionField(1), b.cells)
+}
+
+// AddVersion queues the writes that store cells (int8 cells as bytes, see
+// slamproto.Int8Bytes) as version v of the mission's map and make it current.
+func AddVersion(ctx context.Context, p redis.Pipeliner, missionID string, v uint32, cells []byte) {
+	p.HSet(ctx, Key(missionID), versionField(v), cells, fieldCurrent, v)
+}
+
+// DeleteVersion queues the deletion of version v of the mission's map; it
+// leaves current alone (see SetCurrent).
+func DeleteVersion(ctx context.Context, p redis.Pipeliner, missionID string, v uint32) {
+	p.HDel(ctx, Key(missionID), versionField(v))
+}
+
+// SetCurrent queues the write that makes v the current version of the
+// mission's map.
+func SetCurrent(ctx context.Context, p redis.Pipeliner, missionID string, v uint32) {
+	p.HSet(ctx, Key(missionID), fieldCurrent, v)
+}
+
+// Delete queues the deletion of the mission's map, every version of it.
+func Delete(ctx context.Context, p redis.Pipeliner, missionID string) {
+	p.Del(ctx, Key(missionID))
+}
+
+// ReadHead reads the id and current version of the mission's map, without
+// any version's cells; mapID is "" when the mission has no map.
+func ReadHead(ctx context.Context, r redis.Cmdable, missionID string) (mapID string, current uint32, err error) {
+	vals, err := r.HMGet(ctx, Key(missionID), fieldMapID, fieldCurrent).Result()
+	if err != nil {
+		return "", 0, fmt.Errorf("read map of mission %s: %w", missionID, err)
+	}
+	mapID = str(vals[0])
+	if mapID == "" {
+		return "", 0, nil
+	}
+	if current, err = parseVersion(vals[1]); err != nil {
+		return "", 0, fmt.Errorf("map of mission %s: current: %w", missionID, err)
+	}
+	return mapID, current, nil
+}
+
+// ReadMeta reads the geometry of the mission's map mapID, without any
+// version's cells. It returns ErrNoMap when the mission has no map or
+// another one, and decodes nothing then.
+func ReadMeta(ctx context.Context, r redis.Cmdable, missionID, mapID string) (grid.Meta, error) {
+	vals, err := r.HMGet(ctx, Key(missionID), fieldMapID, fieldMeta).Result()
+	if err != nil {
+		return grid.Meta{}, fmt.Errorf("read map of mission %s: %w", missionID, err)
+	}
+	if stored := str(vals[0]); stored == "" || stored != mapID {
+		return grid.Meta{}, fmt.Errorf("mission %s, map %s: %w", missionID, mapID, ErrNoMap)
+	}
+	pm, err := decodeMeta(str(vals[1]))
+	if err != nil {
+		return grid.Meta{}, fmt.Errorf("map %s meta: %w", mapID, err)
+	}
+	meta, err := slamproto.MetaFromProto(pm)
+	if err != nil {
+		return grid.Meta{}, fmt.Errorf("map %s meta: %w", mapID, err)
+	}
+	return meta, nil
+}
+
+// Map is one version of a mission map as stored.
+type Map struct {
+	// ID is the map's id, map-<uuid>.
+	ID string
+	// Meta is the geometry every version shares.
+	Meta *typesv1.GridMeta
+	// Current is the current version; Version the one read.
+	Current, Version uint32
+	// Cells are the int8 cells of Version as bytes; nil when the map has no
+	// such version.
+	Cells []byte
+}
+
+// loadScript reads a map version in one round trip: the version to read is
+// only known after reading current when the caller asks for "the current
+// one" (ARGV[1] == 0). It returns false when the map does not exist, else
+// {map_id, meta, current, version, cells-or-false}.
+var loadScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'map_id', 'meta', 'current')
+if not h[1] then return false end
+local v = tonumber(ARGV[1])
+if v == 0 then v = tonumber(h[3]) end
+local data = redis.call('HGET', KEYS[1], 'v' .. v)
+return {h[1], h[2], h[3], tostring(v), data}
+`)
+
+// Load reads version (0: the current one) of the mission's map. It returns
+// ErrNoMap when the mission has no map; a version the map does not have is a
+// Map with nil Cells.
+func Load(ctx context.Context, r redis.Cmdable, missionID string, version uint32) (*Map, error) {
+	res, err := loadScript.Run(ctx, r, []string{Key(missionID)}, version).Slice()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("mission %s: %w", missionID, ErrNoMap)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read map of mission %s: %w", missionID, err)
+	}
+	if len(res) != 5 {
+		return nil, fmt.Errorf("read map of mission %s: %d fields", missionID, len(res))
+	}
+	m := &Map{ID: str(res[0])}
+	if m.Meta, err = decodeMeta(str(res[1])); err != nil {
+		return nil, fmt.Errorf("map of mission %s: meta: %w", missionID, err)
+	}
+	if m.Current, err = parseVersion(res[2]); err != nil {
+		return nil, fmt.Errorf("map of mission %s: current: %w", missionID, err)
+	}
+	if m.Version, err = parseVersion(res[3]); err != nil {
+		return nil, fmt.Errorf("map of mission %s: version: %w", missionID, err)
+	}
+	if s, ok := res[4].(string); ok {
+		m.Cells = []byte(s)
+	}
+	return m, nil
+}
+
+// Grid decodes the version m holds; it fails when the map has no such
+// version.
+func (m *Map) Grid() (*grid.Grid, error) {
+	if m.Cells == nil {
+		return nil, fmt.Errorf("map %s: version %d missing", m.ID, m.Version)
+	}
+	meta, err := slamproto.MetaFromProto(m.Meta)
+	if err != nil {
+		return nil, fmt.Errorf("map %s: meta: %w", m.ID, err)
+	}
+	g, err := grid.FromInt8(meta, slamproto.BytesInt8(m.Cells))
+	if err != nil {
+		return nil, fmt.Errorf("map %s v%d: %w", m.ID, m.Version, err)
+	}
+	return g, nil
+}
+
+// decodeMeta decodes the meta field.
+func decodeMeta(raw string) (*typesv1.GridMeta, error) {
+	pm := &typesv1.GridMeta{}
+	if err := proto.Unmarshal([]byte(raw), pm); err != nil {
+		return nil, err
+	}
+	return pm, nil
+}
+
+// parseVersion parses a version number as Redis returns it.
+func parseVersion(v any) (uint32, error) {
+	n, err := strconv.ParseUint(str(v), 10, 32)
+	return uint32(n), err
+}
+
+// str is a Redis reply value as a string; "" for nil (a missing field).
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}

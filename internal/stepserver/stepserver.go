@@ -1,0 +1,91 @@
+// Package stepserver is what the three saga step services (mapping,
+// localization, merge) share around their handlers: the unary interceptors
+// every process serving one installs, the barrier of a step named from its
+// SagaContext, a look at the barrier before expensive work, and the statuses
+// of the errors every step handler can meet. The domain of each step, and
+// the statuses of its own errors, stay in its service.
+package stepserver
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/faults"
+	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+)
+
+// Interceptors returns the unary interceptors of a step service, for
+// grpcserver.Deps.UnaryInterceptors: the progress interceptor, publishing
+// through pub the step events of the action RPCs named in actions, and, when
+// allowFaults (--allow-fault-injection), fault injection for the action and
+// the compensation RPCs (named in compensations). Faults are injected inside
+// the progress interceptor, so injected failures are reported as
+// step.failed like real ones.
+func Interceptors(pub *progress.Publisher, service string, actions, compensations []string, allowFaults bool) []grpc.UnaryServerInterceptor {
+	ics := []grpc.UnaryServerInterceptor{progressgrpc.UnaryServerInterceptor(pub, service, actions...)}
+	if allowFaults {
+		ics = append(ics, faults.UnaryServerInterceptor(compensations...))
+	}
+	return ics
+}
+
+// BarrierID names the barrier of step for the saga and mission of sc. The
+// caller has checked sc (rpcerr.CheckSaga).
+func BarrierID(sc *typesv1.SagaContext, step string) barrier.ID {
+	return barrier.ID{Key: sc.GetMissionId(), SagaID: sc.GetSagaId(), Step: step}
+}
+
+// errNotCommitted is the answer of Committed's callback: refusing to act
+// tells it that nothing is stored yet, while the barrier answers a committed
+// or a compensated step without calling it.
+var errNotCommitted = errors.New("stepserver: action not committed")
+
+// Committed looks at the barrier of id without acting: it returns the
+// result an earlier attempt stored when the action committed, committed
+// false when it did not yet, and barrier.ErrActionForbidden when the step
+// was compensated. A handler whose work is too expensive for the barrier
+// transaction calls it first, so that a retry is answered without working
+// again, then commits with barrier.Action, which answers a concurrent
+// attempt that committed in between.
+func Committed(ctx context.Context, b *barrier.Barrier, id barrier.ID) (result []byte, committed bool, err error) {
+	result, _, err = b.Action(ctx, id, func(context.Context, *barrier.Tx) ([]byte, error) {
+		return nil, errNotCommitted
+	})
+	switch {
+	case err == nil:
+		return result, true, nil
+	case errors.Is(err, errNotCommitted):
+		return nil, false, nil
+	}
+	return nil, false, err
+}
+
+// Status is the end of a step service's one mapping from errors to gRPC
+// statuses, for the errors every step handler shares once its own are
+// mapped: the barrier's (a hanging action, a barrier of another saga, a
+// transaction that kept conflicting) and, through rpcerr.Unexpected, any
+// other. An INTERNAL status is logged to log with err as "<service> request
+// failed", since the client sees none of err's detail.
+func Status(ctx context.Context, log *slog.Logger, service, step string, err error) error {
+	switch {
+	case errors.Is(err, barrier.ErrActionForbidden):
+		return rpcerr.New(codes.Aborted, rpcerr.ReasonActionForbidden, step+" was already compensated for this saga")
+	case errors.Is(err, barrier.ErrSagaMismatch):
+		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonSagaMismatch, step+" of this mission belongs to another saga")
+	case errors.Is(err, barrier.ErrConflict):
+		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "concurrent attempts of this step kept conflicting; retry")
+	}
+	st := rpcerr.Unexpected(err)
+	if rpcerr.Code(st) == codes.Internal {
+		log.ErrorContext(ctx, service+" request failed", "error", err)
+	}
+	return st
+}
