@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
+
+	"github.com/slammesh/slammesh/internal/saga"
 )
 
 // serviceConfig configures one service process; fields a service does not
@@ -25,6 +27,10 @@ type serviceConfig struct {
 	mappingAddr      string
 	localizationAddr string
 	mergeAddr        string
+	// leaseTTL and recoveryInterval bound how fast a crashed orchestrator's
+	// missions resume elsewhere: within leaseTTL + recoveryInterval.
+	leaseTTL         time.Duration
+	recoveryInterval time.Duration
 
 	// mapping
 	capacityCells uint64
@@ -148,11 +154,20 @@ func addSpecific(e *envFlags, c *serviceConfig, service string) {
 		e.string(&c.mappingAddr, "mapping-addr", "SLAMMESH_MAPPING_ADDR", "localhost:50052", "mapping service gRPC target")
 		e.string(&c.localizationAddr, "localization-addr", "SLAMMESH_LOCALIZATION_ADDR", "localhost:50053", "localization service gRPC target")
 		e.string(&c.mergeAddr, "merge-addr", "SLAMMESH_MERGE_ADDR", "localhost:50054", "merge service gRPC target")
+		addRecovery(e, c)
 	case "mapping":
 		e.uint64(&c.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
 	case "localization":
 		e.int(&c.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")
 	}
+}
+
+// addRecovery registers the orchestrator's lease and recovery flags.
+func addRecovery(e *envFlags, c *serviceConfig) {
+	e.duration(&c.leaseTTL, "lease-ttl", "SLAMMESH_LEASE_TTL", saga.DefaultLeaseTTL,
+		"how long a mission survives its orchestrator's silence before another takes it over (same on every orchestrator)")
+	e.duration(&c.recoveryInterval, "recovery-interval", "SLAMMESH_RECOVERY_INTERVAL", 500*time.Millisecond,
+		"how often to look for missions whose orchestrator died")
 }
 
 func parseServiceConfig(service string, args []string, getenv func(string) string, stderr io.Writer) (serviceConfig, error) {
@@ -175,11 +190,19 @@ func (c serviceConfig) validate() error {
 		return fmt.Errorf("%w: --grace must not be negative", errUsage)
 	case c.parallelism < 0:
 		return fmt.Errorf("%w: --parallelism must not be negative", errUsage)
+	case (c.service == "orchestrator" || c.service == "dev") && c.leaseTTL < minLeaseTTL:
+		return fmt.Errorf("%w: --lease-ttl must be at least %v", errUsage, minLeaseTTL)
+	case (c.service == "orchestrator" || c.service == "dev") && c.recoveryInterval <= 0:
+		return fmt.Errorf("%w: --recovery-interval must be positive", errUsage)
 	case c.service == "mapping" && c.capacityCells == 0:
 		return fmt.Errorf("%w: --capacity-cells must be positive", errUsage)
 	}
 	return nil
 }
+
+// minLeaseTTL keeps leases coarser than the millisecond scores they are
+// stored as, and renewals (every third of the TTL) from flooding Redis.
+const minLeaseTTL = 30 * time.Millisecond
 
 // devConfig configures `slammesh dev`: the four services in one process.
 type devConfig struct {
@@ -205,6 +228,7 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	e.duration(&c.base.grace, "grace", "SLAMMESH_GRACE", 10*time.Second, "shutdown grace period")
 	e.uint64(&c.base.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
 	e.int(&c.base.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")
+	addRecovery(e, &c.base)
 	fs.BoolVar(&c.demo, "demo", false, "once up, run one demo mission and print its progress")
 	if err := e.parse(args); err != nil {
 		return c, err

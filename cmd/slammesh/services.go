@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 
@@ -81,7 +80,7 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 			return nil
 		}
 	case "orchestrator":
-		spec.register = func(_ context.Context, n *node) error { return registerOrchestrator(cfg, n) }
+		spec.register = func(ctx context.Context, n *node) error { return registerOrchestrator(ctx, cfg, n) }
 	}
 	return spec
 }
@@ -89,7 +88,12 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 // registerOrchestrator dials the step services with the orchestrator's
 // telemetry, so step calls are client spans of the mission's trace, and
 // drains running sagas on shutdown before the connections close.
-func registerOrchestrator(cfg serviceConfig, n *node) error {
+//
+// The drain starts when ctx ends (SIGTERM), alongside the gRPC server's
+// graceful stop, and both end within --grace: the missions still running
+// then are handed off to the other orchestrators, whose recovery resumes
+// them at its next scan.
+func registerOrchestrator(ctx context.Context, cfg serviceConfig, n *node) error {
 	dial := func(target string) (*grpc.ClientConn, error) {
 		c, err := grpcserver.Dial(target, n.tel)
 		if err == nil {
@@ -109,7 +113,11 @@ func registerOrchestrator(cfg serviceConfig, n *node) error {
 	if err != nil {
 		return fmt.Errorf("merge at %s: %w", cfg.mergeAddr, err)
 	}
-	s, err := orchestrator.NewServer(orchestrator.Config{AllowFaultInjection: cfg.allowFaults}, orchestrator.Deps{
+	s, err := orchestrator.NewServer(orchestrator.Config{
+		AllowFaultInjection: cfg.allowFaults,
+		LeaseTTL:            cfg.leaseTTL,
+		RecoveryInterval:    cfg.recoveryInterval,
+	}, orchestrator.Deps{
 		Redis:        n.rdb,
 		Mapping:      mappingv1.NewMappingServiceClient(mc),
 		Localization: localizationv1.NewLocalizationServiceClient(lc),
@@ -122,13 +130,19 @@ func registerOrchestrator(cfg serviceConfig, n *node) error {
 		return err
 	}
 	orchestratorv1.RegisterOrchestratorServiceServer(n.srv, s)
-	n.drain = func(ctx context.Context) error {
+	shutdown := func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, cfg.grace)
 		defer cancel()
-		if err := s.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return err
+		return s.Shutdown(ctx)
+	}
+	drained := make(chan error, 1)
+	stop := context.AfterFunc(ctx, func() { drained <- shutdown(context.WithoutCancel(ctx)) })
+	n.drain = func(ctx context.Context) error {
+		if stop() {
+			// Stopping for another reason than ctx (a server failed): drain now.
+			return shutdown(ctx)
 		}
-		return nil
+		return <-drained
 	}
 	return nil
 }

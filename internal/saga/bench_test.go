@@ -41,10 +41,15 @@ func benchEngine(b *testing.B) (*Engine, *roundTrips) {
 		{Name: "localize_agents", Action: noop, Compensate: noop},
 		{Name: "merge_maps", Action: noop, Compensate: noop},
 	}}
-	e, err := NewEngine(NewStore(rdb, streamSink{}), def, Options{})
+	e, err := NewEngine(NewStore(rdb, streamSink{}, 0), def, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() {
+		if err := e.Drain(context.Background()); err != nil {
+			b.Error(err)
+		}
+	})
 	return e, rt
 }
 

@@ -37,11 +37,39 @@
 // write (ErrFenced) and stops, having written no event either: the events of
 // a transition are written by the same script as the record change.
 //
-// A resumed saga (Run on a Running or Compensating record) re-attempts its
-// current step — safe because step services are idempotent through the
-// barrier — or carries on compensating. It emits mission.started with
-// message "resumed" and opens its mission span as a child of the stored
-// traceparent, so the trace id stays the mission's.
+// # Leases and recovery
+//
+// Ownership is a lease. Every unfinished saga is in the sorted set ActiveKey,
+// scored by the expiry of its lease on the Redis server's clock: Create
+// gives it its first lease (so a saga whose creator dies before Run is
+// recovered too), and every claim a fresh one. While an engine drives sagas,
+// one heartbeat goroutine renews all their leases every LeaseTTL/3 in one
+// script (lease.go) that checks each epoch: a saga taken over by another
+// engine is reported lost, and its run is halted at once — no compensation,
+// no further write — rather than at its next write; a cancellation recorded
+// by another replica is reported too, and stops the current step.
+//
+// Engine.Recover scans ActiveKey every interval for expired leases and claims
+// each saga atomically, only if its lease is still expired (epoch+1, a fresh
+// lease), so that exactly one engine resumes it. A resumed saga (a Run on a
+// Running or Compensating record) re-attempts its current step — safe
+// because step services are idempotent through the barrier — or carries on
+// compensating. Its mission.started event says "resumed by <owner>, epoch
+// <N>" (MessageResumedPrefix) and, from recovery, how long the lease had been
+// expired; its mission span is a child of the stored traceparent, so the
+// trace id stays the mission's. An owner killed at time k is thus replaced by
+// k + LeaseTTL + the scan interval: with the defaults (3s, 500ms), 3.5s.
+//
+// Engine.Drain closes an engine to new sagas and waits for its runs;
+// Engine.Handoff stops the rest without a write and releases their leases
+// (they expire now), so that another engine resumes them at its next scan
+// instead of after the lease TTL — a rolling deploy does not wait for leases
+// to expire, and does not compensate the missions it interrupts.
+//
+// Engine.Resume reopens a Failed saga — its compensation exhausted its
+// attempts — for another round: the failed compensation gets a fresh budget,
+// the saga is Compensating again under a new epoch and lease, and Run (or
+// recovery, should the engine die) carries the compensation on.
 //
 // # Cancellation
 //
@@ -49,7 +77,8 @@
 // ask) and, if this process runs the saga, cancels its current step's context.
 // A running saga compensates; a completed saga is torn down by Cancel itself;
 // other states are left alone. A cancellation requested on another replica is
-// seen by the owner in the reply of its next write.
+// seen by the owner at its next lease renewal or in the reply of its next
+// write, whichever comes first.
 //
 // # Round trips
 //
@@ -60,4 +89,7 @@
 // and each compensation attempt adds one write (a failed compensation attempt
 // two: its failure is written before the back-off). No write is ever split
 // into several round trips, and no JSON is involved: records are flat hashes.
+// Leases add nothing per transition: Create and the claims set them in their
+// own scripts, and the renewal is one round trip per engine and LeaseTTL/3,
+// whatever the number of sagas.
 package saga

@@ -31,6 +31,13 @@ var (
 	// ErrDefinitionMismatch means the stored record was written by another
 	// definition (another name or other steps) than the engine's.
 	ErrDefinitionMismatch = errors.New("saga record does not match the definition")
+	// ErrClosed means the engine is draining or handed its sagas off: it
+	// takes no new saga (Start, Resume, recovery, and Run of a saga it did
+	// not start refuse).
+	ErrClosed = errors.New("saga engine closed")
+	// ErrHandedOff means Handoff stopped the run: the saga was left as its
+	// record says, not compensated, for another engine to resume.
+	ErrHandedOff = errors.New("saga handed off to another engine")
 )
 
 // Options are the engine's collaborators; every field is optional.
@@ -45,13 +52,17 @@ type Options struct {
 	// saga_id and are logged with the mission span's context.
 	Logger *slog.Logger
 	// Now is the clock of record timestamps and the mission deadline (default
-	// time.Now).
+	// time.Now). Leases are measured on the Redis server's clock instead.
 	Now func() time.Time
 }
 
 // Engine drives the sagas of one Definition, durably, through a Store. It is
 // safe for concurrent use: one engine runs many sagas at once, each in the
-// goroutine that called Run.
+// goroutine that called Run (or, for sagas it recovers, one of its own).
+//
+// While it drives any saga, the engine renews the leases of all the sagas it
+// drives every LeaseTTL/3, in one round trip (see lease.go); an idle engine's
+// heartbeat ends at its next tick, or at once with Drain or Handoff.
 type Engine struct {
 	store   *Store
 	def     Definition
@@ -64,25 +75,60 @@ type Engine struct {
 
 	mu sync.Mutex
 	// running holds the sagas this engine is driving, so Cancel can stop the
-	// current step at once instead of at the next write.
+	// current step at once instead of at the next write, and so the heartbeat
+	// knows which leases to renew.
 	running map[string]*runner
-	// started holds sagas created by Start and not yet taken by Run: their
-	// still-open mission span and their record, already owned (epoch 1), which
-	// spares Run the claim round trip.
+	// started holds sagas created by Start (or reopened by Resume) and not yet
+	// taken by Run: their still-open mission span and their record, already
+	// owned, which spares Run the claim round trip.
 	started map[string]*startedSaga
+	// closed refuses new sagas once Drain or Handoff began.
+	closed bool
+	// idle, when not nil, is closed once the engine drives no saga (Drain
+	// waits on it).
+	idle chan struct{}
+	// beat is the heartbeat goroutine renewing the leases; nil when none runs.
+	beat *beat
+
+	// recovering counts the goroutines driving sagas claimed by Recover.
+	recovering sync.WaitGroup
 }
 
+// runner is one Run in progress.
 type runner struct {
+	key string
+	// ctx bounds the forward path: it ends when the caller of Run cancels,
+	// when Cancel is called, and when haltCtx ends. The mission deadline is
+	// added by drive.
+	ctx    context.Context
 	cancel context.CancelCauseFunc
-	done   chan struct{}
+	// haltCtx bounds everything, compensations included: it ends only when
+	// this engine must stop driving the saga without another write (Handoff,
+	// a lease lost to another engine).
+	haltCtx context.Context
+	halt    context.CancelCauseFunc
+	// stopCaller detaches the caller's context from ctx.
+	stopCaller func() bool
+	done       chan struct{}
+	// epoch is the epoch the run holds the saga at, 0 until it is known;
+	// halted stops renewing its lease. Both are guarded by Engine.mu.
+	epoch  int64
+	halted bool
 }
 
 type startedSaga struct {
 	rec  *Record
 	span trace.Span
+	// how is the message of the run's mission.started event.
+	how string
+	// lost is set (under Engine.mu) when a lease renewal found the saga taken
+	// over: Run will be fenced at its first write.
+	lost bool
 }
 
-// NewEngine returns an engine for def storing records in store.
+// NewEngine returns an engine for def storing records in store. When done
+// with an engine, Drain it (or Handoff its sagas): that also ends its lease
+// renewals.
 func NewEngine(store *Store, def Definition, opts Options) (*Engine, error) {
 	if err := def.validate(); err != nil {
 		return nil, err
@@ -127,10 +173,18 @@ func NewEngine(store *Store, def Definition, opts Options) (*Engine, error) {
 	}, nil
 }
 
+// Owner returns the name this engine writes in the records it owns.
+func (e *Engine) Owner() string { return e.owner }
+
 // Start creates the saga of mission key in state Pending and returns at once;
 // Run drives it. Start is idempotent on key: when a saga exists for key it
 // returns that record with created false and writes nothing. sagaID may be
 // empty, in which case a random id is generated.
+//
+// The new saga is owned by this engine (epoch 1) under a lease that the
+// engine renews until Run has driven it to its end; should this process die
+// before or during Run, the lease expires and another engine's Recover
+// resumes the saga.
 //
 // Start opens the span "mission <key>" (a child of the span in ctx) and stores
 // its traceparent in the record; a Run on the same engine continues and ends
@@ -138,6 +192,9 @@ func NewEngine(store *Store, def Definition, opts Options) (*Engine, error) {
 func (e *Engine) Start(ctx context.Context, key, sagaID string, input []byte) (rec *Record, created bool, err error) {
 	if key == "" || strings.ContainsAny(key, "{}") {
 		return nil, false, fmt.Errorf("start saga %q: %w", key, ErrInvalidKey)
+	}
+	if e.isClosed() {
+		return nil, false, fmt.Errorf("start saga %s: %w", key, ErrClosed)
 	}
 	if sagaID == "" {
 		sagaID = rand.Text()
@@ -178,7 +235,8 @@ func (e *Engine) Start(ctx context.Context, key, sagaID string, input []byte) (r
 	}
 	e.metrics.started.Add(ctx, 1, e.metrics.defAttr)
 	e.mu.Lock()
-	e.started[key] = &startedSaga{rec: rec, span: span}
+	e.started[key] = &startedSaga{rec: rec, span: span, how: messageStarted}
+	e.holdLocked()
 	e.mu.Unlock()
 	return rec.clone(), true, nil
 }
@@ -189,12 +247,16 @@ func (e *Engine) Start(ctx context.Context, key, sagaID string, input []byte) (r
 // hands it over) is resumed: the current step is attempted again, or the
 // compensation continues. A terminal record is returned as is.
 //
-// Run takes the saga over by incrementing its epoch, which fences out any
-// previous owner. If the epoch moves on while Run drives (another engine took
-// over), Run stops at its next write and returns ErrFenced. Cancelling ctx
-// stops the forward path and compensates (with code CANCELLED); compensations
-// themselves ignore ctx. On error the returned record, if any, is this
-// engine's last view, not necessarily what is stored.
+// Unless it continues a Start (or Resume) of this engine, Run takes the saga
+// over, whoever holds it, by incrementing its epoch, which fences out any
+// previous owner; Recover, not Run, is the way to take over only sagas
+// whose owner is gone. If the epoch moves on while Run drives (another
+// engine took over), Run stops — at its next write, or at once when the
+// lease renewal notices — and returns ErrFenced. Handoff stops it with
+// ErrHandedOff. Cancelling ctx stops the forward path and compensates (with
+// code CANCELLED); compensations themselves ignore ctx. On error the
+// returned record, if any, is this engine's last view, not necessarily what
+// is stored.
 func (e *Engine) Run(ctx context.Context, key string) (*Record, error) {
 	return e.run(ctx, key, "")
 }
@@ -202,7 +264,8 @@ func (e *Engine) Run(ctx context.Context, key string) (*Record, error) {
 // Cancel asks for the saga of mission key to be cancelled, from any replica:
 //   - pending or running: the cancellation is recorded; the engine running it
 //     stops its current step (at once if it runs in this process, else at its
-//     next write) and compensates. Cancel returns without waiting.
+//     next write or lease renewal) and compensates. Cancel returns without
+//     waiting.
 //   - completed: the mission is torn down — every step compensated in reverse
 //     — and Cancel drives that teardown itself, returning the final record
 //     (Compensated, or Failed if a compensation could not be completed).
@@ -224,35 +287,70 @@ func (e *Engine) Cancel(ctx context.Context, key, reason string) (*Record, error
 		}
 		return rec, nil
 	}
-	if r != nil {
-		// The run that completed the saga has not returned yet; the teardown
-		// must not race it for the registry entry.
-		select {
-		case <-r.done:
-		case <-ctx.Done():
-			return rec, fmt.Errorf("cancel saga %s: waiting for its run to end: %w", key, context.Cause(ctx))
-		}
+	if err := awaitRun(ctx, r); err != nil {
+		return rec, fmt.Errorf("cancel saga %s: %w", key, err)
 	}
 	return e.run(ctx, key, messageTeardown)
 }
 
+// Resume reopens a Failed saga — one whose compensation gave up past
+// Policy.CompensationMaxAttempts — for another round of compensation, once
+// an operator has removed what made it fail. The compensation that gave up
+// gets a fresh budget of attempts (its attempt numbers keep counting); the
+// saga goes back to Compensating with the error that made it compensate,
+// owned by this engine at a new epoch and under a fresh lease; Resume
+// returns it with resumed true, and it must then be passed to Run, which
+// continues the compensation. Should this process die first, recovery
+// resumes it elsewhere. A saga in any other state is returned unchanged,
+// with resumed false.
+func (e *Engine) Resume(ctx context.Context, key string) (rec *Record, resumed bool, err error) {
+	if e.isClosed() {
+		return nil, false, fmt.Errorf("resume saga %s: %w", key, ErrClosed)
+	}
+	rec, resumed, err = e.store.resume(ctx, key, e.owner, e.now())
+	if err != nil || !resumed {
+		return rec, false, err
+	}
+	e.mu.Lock()
+	r := e.running[key]
+	e.mu.Unlock()
+	// The run that declared the saga Failed may not have returned yet; Run
+	// must find the key free.
+	if err := awaitRun(ctx, r); err != nil {
+		return rec, true, fmt.Errorf("resume saga %s: %w", key, err)
+	}
+	how := fmt.Sprintf("%s%s, epoch %d", MessageCompensationResumedPrefix, e.owner, rec.Epoch)
+	span := e.resumeSpan(ctx, rec, how)
+	e.mu.Lock()
+	e.started[key] = &startedSaga{rec: rec, span: span, how: how}
+	e.holdLocked()
+	e.mu.Unlock()
+	return rec.clone(), true, nil
+}
+
+// awaitRun waits for the run r (nil: none) to return.
+func awaitRun(ctx context.Context, r *runner) error {
+	if r == nil {
+		return nil
+	}
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for its run to end: %w", context.Cause(ctx))
+	}
+}
+
 func (e *Engine) run(ctx context.Context, key, how string) (*Record, error) {
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	r, err := e.register(key, cancel)
+	r, s, err := e.register(ctx, key, true)
 	if err != nil {
 		return nil, err
 	}
-	defer e.unregister(key, r)
-
-	e.mu.Lock()
-	s := e.started[key]
-	delete(e.started, key)
-	e.mu.Unlock()
+	defer e.unregister(r)
 	var rec *Record
 	var span trace.Span
 	if s != nil {
-		rec, span, how = s.rec, s.span, messageStarted
+		rec, span, how = s.rec, s.span, s.how
 	} else {
 		rec, err = e.store.claim(ctx, key, e.owner, e.now())
 		if err != nil {
@@ -262,31 +360,40 @@ func (e *Engine) run(ctx context.Context, key, how string) (*Record, error) {
 			return rec, nil
 		}
 		if how == "" {
-			how = messageResumed
-			if rec.State == Pending {
-				how = messageStarted
-			}
+			how = resumedBy(e.owner, rec.Epoch)
 		}
 		span = e.resumeSpan(ctx, rec, how)
 	}
+	return e.drive(r, rec, span, how)
+}
+
+// drive runs the execution of rec, which r holds, and ends its span.
+func (e *Engine) drive(r *runner, rec *Record, span trace.Span, how string) (*Record, error) {
 	defer span.End()
+	e.mu.Lock()
+	r.epoch = rec.Epoch
+	e.mu.Unlock()
 	if err := e.checkDefinition(rec); err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		return rec, err
 	}
 
-	runCtx = trace.ContextWithSpan(runCtx, span)
+	fwd := trace.ContextWithSpan(r.ctx, span)
 	deadline := rec.CreatedAt.Add(e.policy.MissionDeadline).Sub(e.now())
-	runCtx, cancelDeadline := context.WithTimeoutCause(runCtx, deadline, errMissionDeadline)
+	fwd, cancelDeadline := context.WithTimeoutCause(fwd, deadline, errMissionDeadline)
 	defer cancelDeadline()
+	halt := trace.ContextWithSpan(r.haltCtx, span)
 
-	e.metrics.inFlight.Add(ctx, 1, e.metrics.defAttr)
-	defer e.metrics.inFlight.Add(context.WithoutCancel(ctx), -1, e.metrics.defAttr)
-	x := &execution{e: e, rec: rec, span: span, ctx: runCtx, how: how}
-	err = x.drive()
+	e.metrics.inFlight.Add(halt, 1, e.metrics.defAttr)
+	defer e.metrics.inFlight.Add(context.WithoutCancel(halt), -1, e.metrics.defAttr)
+	x := &execution{e: e, rec: rec, span: span, ctx: fwd, haltCtx: halt, how: how}
+	err := x.drive()
 	span.SetAttributes(attribute.String("saga.state", string(rec.State)))
 	switch {
+	case errors.Is(err, ErrHandedOff):
+		span.SetAttributes(attribute.Bool("saga.handed_off", true))
+		x.logf(slog.LevelInfo, "saga handed off")
 	case err != nil:
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
@@ -297,22 +404,56 @@ func (e *Engine) run(ctx context.Context, key, how string) (*Record, error) {
 	return rec, err
 }
 
-func (e *Engine) register(key string, cancel context.CancelCauseFunc) (*runner, error) {
+// register reserves key for a run of this engine and builds the run's
+// contexts from ctx. With takeStarted it also takes the saga's Start (or
+// Resume), if any — even when the engine is closed, since that saga is
+// already this engine's to drive; without, a started saga counts as running.
+func (e *Engine) register(ctx context.Context, key string, takeStarted bool) (*runner, *startedSaga, error) {
+	haltCtx, halt := context.WithCancelCause(context.WithoutCancel(ctx))
+	fwd, cancel := context.WithCancelCause(haltCtx)
+	r := &runner{key: key, ctx: fwd, cancel: cancel, haltCtx: haltCtx, halt: halt, done: make(chan struct{})}
+	r.stopCaller = context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
+
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, busy := e.running[key]; busy {
-		return nil, fmt.Errorf("run saga %s: %w", key, ErrRunning)
+	s := e.started[key]
+	var err error
+	switch {
+	case e.running[key] != nil, s != nil && !takeStarted:
+		err = ErrRunning
+	case s == nil && e.closed:
+		err = ErrClosed
 	}
-	r := &runner{cancel: cancel, done: make(chan struct{})}
+	if err != nil {
+		r.stop()
+		return nil, nil, fmt.Errorf("run saga %s: %w", key, err)
+	}
+	delete(e.started, key)
 	e.running[key] = r
-	return r, nil
+	e.holdLocked()
+	return r, s, nil
 }
 
-func (e *Engine) unregister(key string, r *runner) {
+func (e *Engine) unregister(r *runner) {
+	r.stop()
 	e.mu.Lock()
-	delete(e.running, key)
+	delete(e.running, r.key)
+	e.releaseLocked()
 	e.mu.Unlock()
 	close(r.done)
+}
+
+// stop releases the run's contexts.
+func (r *runner) stop() {
+	r.stopCaller()
+	r.cancel(nil)
+	r.halt(nil)
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
 }
 
 // resumeSpan opens the mission span of a saga this engine did not start: a

@@ -519,8 +519,8 @@ func TestResumeContinuesCurrentStepInSameTrace(t *testing.T) {
 		t.Errorf("events = %v, want %v", got, want)
 	}
 	msgs, err := f.rdb.XRange(t.Context(), eventsKey("m"), "-", "+").Result()
-	if err != nil || msgs[1].Values["message"] != "resumed" {
-		t.Errorf("second mission.started = %v, %v; want message resumed", msgs, err)
+	if want := "resumed by second, epoch 2"; err != nil || msgs[1].Values["message"] != want {
+		t.Errorf("second mission.started = %v, %v; want message %q", msgs, err, want)
 	}
 
 	parent := parseTraceParent(startRec.TraceParent)
@@ -555,10 +555,7 @@ func TestRunRefusesAnotherDefinition(t *testing.T) {
 	}
 	other := f.def
 	other.Steps = other.Steps[:2]
-	e, err := NewEngine(f.store, other, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newTestEngine(t, f.store, other, Options{})
 	if _, err := e.Run(t.Context(), "m"); !errors.Is(err, ErrDefinitionMismatch) {
 		t.Errorf("Run with two steps of three: %v, want ErrDefinitionMismatch", err)
 	}

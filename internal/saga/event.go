@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,11 +26,28 @@ const (
 )
 
 // Messages of EventMissionStarted: how the engine came to drive the saga.
+// They are API: the chaos tests and operators tell a resumption from a start
+// by them (docs/architecture.md, "Event flow").
 const (
-	messageStarted  = "started"
-	messageResumed  = "resumed"
+	// messageStarted: the first run after Start, on the engine that started it.
+	messageStarted = "started"
+	// messageTeardown: a completed saga torn down by Cancel.
 	messageTeardown = "teardown"
+	// MessageResumedPrefix starts the message of a run that took a saga over
+	// from another owner: "resumed by <owner>, epoch <N>", followed, when
+	// Recover claimed it, by ", lease of <previous owner> expired <duration>
+	// ago".
+	MessageResumedPrefix = "resumed by "
+	// MessageCompensationResumedPrefix starts the message of the run that
+	// continues a Failed saga's compensation after Resume:
+	// "compensation resumed by <owner>, epoch <N>".
+	MessageCompensationResumedPrefix = "compensation resumed by "
 )
+
+// resumedBy is the message of a run by owner that took a saga over at epoch.
+func resumedBy(owner string, epoch int64) string {
+	return MessageResumedPrefix + owner + ", epoch " + strconv.FormatInt(epoch, 10)
+}
 
 // Event describes one saga transition for the progress streams. It carries
 // exactly what the engine knows; the sink adds the service name and schema

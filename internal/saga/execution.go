@@ -27,10 +27,15 @@ type execution struct {
 	rec  *Record
 	span trace.Span
 	// ctx carries the mission span; it is cancelled by Cancel, by the caller
-	// of Run and by the mission deadline, and bounds only the forward path.
-	ctx    context.Context
-	how    string
-	events []Event
+	// of Run, by the mission deadline and by haltCtx, and bounds only the
+	// forward path.
+	ctx context.Context
+	// haltCtx carries the mission span too; it ends only when the engine must
+	// stop driving the saga without another write (Handoff, a lost lease),
+	// and bounds the compensations.
+	haltCtx context.Context
+	how     string
+	events  []Event
 }
 
 func (x *execution) drive() error {
@@ -56,8 +61,18 @@ func (x *execution) drive() error {
 		// A teardown (reopened by Cancel, or just above): the cancellation is
 		// why it compensates.
 		x.rec.Error = cancelFailure(x.rec.CancelReason)
+		x.rec.Cause = x.rec.Error
 	}
 	return x.compensate()
+}
+
+// halted returns why the run must stop at once, without another write
+// (ErrHandedOff, or ErrFenced when the lease was lost), or nil.
+func (x *execution) halted() error {
+	if cause := context.Cause(x.haltCtx); cause != nil {
+		return fmt.Errorf("saga %s: %w", x.rec.Key, cause)
+	}
+	return nil
 }
 
 // forward runs the steps from the current one. It returns nil with the record
@@ -70,6 +85,9 @@ func (x *execution) forward() error {
 		sr := &rec.Steps[i]
 		if sr.State == StepSucceeded {
 			continue
+		}
+		if err := x.halted(); err != nil {
+			return err
 		}
 		if f, stop := x.stopped(); stop {
 			x.abort(f)
@@ -91,11 +109,19 @@ func (x *execution) forward() error {
 			return err
 		}
 		for {
+			if err := x.halted(); err != nil {
+				return err
+			}
 			if f, stop := x.stopped(); stop {
 				x.abort(f)
 				return nil
 			}
 			out, err := x.attempt(i)
+			if herr := x.halted(); herr != nil {
+				// The attempt's outcome is unknown to the record; the next
+				// owner repeats it.
+				return herr
+			}
 			if err == nil {
 				sr.State = StepSucceeded
 				if len(out) > 0 {
@@ -159,19 +185,22 @@ func (x *execution) abort(f Failure) {
 	}
 	x.rec.State = Compensating
 	x.rec.Error = f
+	x.rec.Cause = f
 	x.logf(slog.LevelWarn, "saga compensating", slog.String("step", sr.Name),
 		slog.String("code", f.Code), slog.String("reason", f.Reason), slog.String("error", f.Message))
 }
 
 // compensate undoes, in reverse order, every step that was attempted —
 // including one whose last attempt failed or was interrupted, since its effect
-// is unknown — on a context the caller cannot cancel. It stops at the first
-// compensation that exhausts its attempts and declares the saga Failed: the
-// earlier steps are left for an operator, because undoing them before a later
-// step is undone is what the reverse order exists to prevent.
+// is unknown — on a context the caller cannot cancel (only a halt stops it).
+// It stops at the first compensation that exhausts its attempts and declares
+// the saga Failed: the earlier steps are left for an operator, because undoing
+// them before a later step is undone is what the reverse order exists to
+// prevent. The attempts are counted from the step's CompBase, so that a saga
+// an operator resumed gets a fresh budget.
 func (x *execution) compensate() error {
 	rec, p := x.rec, x.e.policy
-	ctx := context.WithoutCancel(x.ctx)
+	ctx := x.haltCtx
 	for i := len(rec.Steps) - 1; i >= 0; i-- {
 		sr := &rec.Steps[i]
 		if sr.State == StepPending || sr.State == StepCompensated {
@@ -195,12 +224,16 @@ func (x *execution) compensate() error {
 				x.emit(EventCompensationCompleted, sr.Name, sr.CompAttempts, "", Failure{})
 				break
 			}
+			if herr := x.halted(); herr != nil {
+				return herr
+			}
 			f := x.e.def.Describe(err)
 			sr.Error = f
-			if sr.CompAttempts >= p.CompensationMaxAttempts {
+			used := sr.CompAttempts - sr.CompBase
+			if used >= p.CompensationMaxAttempts {
 				return x.fail(sr, f)
 			}
-			delay := p.backoff(sr.CompAttempts)
+			delay := p.backoff(used)
 			msg := fmt.Sprintf("retrying in %s: %s", delay.Round(time.Microsecond), f.Message)
 			x.emit(EventCompensationFailed, sr.Name, sr.CompAttempts, msg, f)
 			x.logf(slog.LevelWarn, "saga compensation retrying", slog.String("step", sr.Name),
@@ -325,6 +358,7 @@ func (x *execution) progress() float64 {
 // back-off (the write is idempotent apart from events, which are delivered at
 // least once); ErrFenced is not. Writes use a context the caller cannot
 // cancel: the transition that records a cancellation must still be written.
+// A halted run writes nothing: save returns why it halted.
 func (x *execution) save() error {
 	p := x.e.policy
 	x.rec.UpdatedAt = x.e.now()
@@ -332,6 +366,9 @@ func (x *execution) save() error {
 	x.events = nil
 	base := context.WithoutCancel(x.ctx)
 	for n := 1; ; n++ {
+		if err := x.halted(); err != nil {
+			return err
+		}
 		ctx, cancel := context.WithTimeout(base, p.AttemptTimeout)
 		err := x.e.store.Save(ctx, x.rec, events...)
 		cancel()
@@ -342,7 +379,7 @@ func (x *execution) save() error {
 			return err
 		}
 		x.logf(slog.LevelWarn, "saga write retrying", slog.Int("attempt", n), slog.String("error", err.Error()))
-		sleep(base, p.backoff(n))
+		sleep(x.haltCtx, p.backoff(n))
 	}
 }
 

@@ -169,19 +169,27 @@ var testPolicy = Policy{
 }
 
 type fixture struct {
+	srv   *redistest.Server
 	rdb   *redis.Client
 	store *Store
 	calls *calls
 	def   Definition
 }
 
+// quietLease is the lease TTL of the tests that are not about leases: long
+// enough that no renewal ticks during a test, so a cancellation from another
+// replica is seen at the owner's next write, deterministically.
+const quietLease = time.Hour
+
 func newFixture(t testing.TB, b map[string]behaviour) *fixture {
 	t.Helper()
-	rdb := redistest.Start(t).Client(t)
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
 	c := &calls{}
 	return &fixture{
+		srv:   srv,
 		rdb:   rdb,
-		store: NewStore(rdb, streamSink{}),
+		store: NewStore(rdb, streamSink{}, quietLease),
 		calls: c,
 		def: Definition{
 			Name:     "mission",
@@ -193,12 +201,40 @@ func newFixture(t testing.TB, b map[string]behaviour) *fixture {
 	}
 }
 
+// engine returns an engine on the fixture's store, handed off when the test
+// ends, as a process would on its way out: a saga a test left started or
+// running stops, and so does the engine's heartbeat.
 func (f *fixture) engine(t testing.TB, opts Options) *Engine {
 	t.Helper()
-	e, err := NewEngine(f.store, f.def, opts)
+	return newTestEngine(t, f.store, f.def, opts)
+}
+
+// replica returns an engine named owner on a Redis client of its own (with
+// hooks) and a store giving leases of leaseTTL, as another orchestrator
+// process would have; it runs the fixture's definition.
+func (f *fixture) replica(t testing.TB, owner string, leaseTTL time.Duration, opts Options, hooks ...redis.Hook) *Engine {
+	t.Helper()
+	rdb := f.srv.Client(t)
+	for _, h := range hooks {
+		rdb.AddHook(h)
+	}
+	opts.Owner = owner
+	return newTestEngine(t, NewStore(rdb, streamSink{}, leaseTTL), f.def, opts)
+}
+
+func newTestEngine(t testing.TB, store *Store, def Definition, opts Options) *Engine {
+	t.Helper()
+	e, err := NewEngine(store, def, opts)
 	if err != nil {
 		t.Fatalf("NewEngine: %v", err)
 	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := e.Handoff(ctx); err != nil {
+			t.Errorf("Handoff: %v", err)
+		}
+	})
 	return e
 }
 

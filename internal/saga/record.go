@@ -63,8 +63,13 @@ type StepRecord struct {
 	// Attempts counts action attempts started (or, during a retry back-off,
 	// about to start).
 	Attempts int
-	// CompAttempts counts compensation attempts started.
+	// CompAttempts counts compensation attempts started, across every
+	// round of compensation: attempt numbers never repeat.
 	CompAttempts int
+	// CompBase is how many of CompAttempts were made before an operator last
+	// resumed the saga (Engine.Resume): Policy.CompensationMaxAttempts bounds
+	// the attempts after it.
+	CompBase int
 	// Error is the last error of the step's action or compensation.
 	Error Failure
 }
@@ -74,7 +79,7 @@ type StepRecord struct {
 //
 //	v                 schema version ("1")
 //	saga_id, mission_id, definition, state, current, steps (count)
-//	s<i>.name, s<i>.state, s<i>.attempts, s<i>.cattempts, s<i>.code, s<i>.reason, s<i>.msg
+//	s<i>.name, s<i>.state, s<i>.attempts, s<i>.cattempts, s<i>.cbase, s<i>.code, s<i>.reason, s<i>.msg
 //	out.<step name>   the step's output bytes
 //	input             the saga input bytes
 //	traceparent       W3C traceparent of the mission span
@@ -82,6 +87,7 @@ type StepRecord struct {
 //	cancelled ("1"), cancel_reason
 //	created, updated, ended   unix milliseconds
 //	err.code, err.reason, err.msg   the error that ended or compensated the saga
+//	cause.code, cause.reason, cause.msg   the error that made it compensate
 //
 // Empty values are not written, so a fresh record is small.
 type Record struct {
@@ -105,7 +111,12 @@ type Record struct {
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
 	EndedAt      time.Time
-	Error        Failure
+	// Error is why the saga compensated or, once Failed, why its
+	// compensation gave up.
+	Error Failure
+	// Cause is why the saga turned to compensation. It survives a Failed
+	// saga's Error, so that a resumed compensation ends with it.
+	Cause Failure
 
 	// saved is the hash as last read or written, so that Save sends only the
 	// fields that changed (and never overwrites a field another writer — a
@@ -136,6 +147,9 @@ const (
 	fieldErrCode      = "err.code"
 	fieldErrReason    = "err.reason"
 	fieldErrMessage   = "err.msg"
+	fieldCauseCode    = "cause.code"
+	fieldCauseReason  = "cause.reason"
+	fieldCauseMessage = "cause.msg"
 	outputPrefix      = "out."
 )
 
@@ -147,7 +161,7 @@ func stepField(i int, name string) string {
 // input is included only when withInput: it never changes after Create and
 // may be large (agents' scans), so saves do not even compare it.
 func (r *Record) fields(withInput bool) []string {
-	kv := make([]string, 0, 40+14*len(r.Steps)+2*len(r.Outputs))
+	kv := make([]string, 0, 46+16*len(r.Steps)+2*len(r.Outputs))
 	add := func(k, v string) {
 		if v != "" {
 			kv = append(kv, k, v)
@@ -165,6 +179,7 @@ func (r *Record) fields(withInput bool) []string {
 		add(stepField(i, "state"), string(s.State))
 		add(stepField(i, "attempts"), itoaNonZero(s.Attempts))
 		add(stepField(i, "cattempts"), itoaNonZero(s.CompAttempts))
+		add(stepField(i, "cbase"), itoaNonZero(s.CompBase))
 		add(stepField(i, "code"), s.Error.Code)
 		add(stepField(i, "reason"), s.Error.Reason)
 		add(stepField(i, "msg"), s.Error.Message)
@@ -188,6 +203,9 @@ func (r *Record) fields(withInput bool) []string {
 	add(fieldErrCode, r.Error.Code)
 	add(fieldErrReason, r.Error.Reason)
 	add(fieldErrMessage, r.Error.Message)
+	add(fieldCauseCode, r.Cause.Code)
+	add(fieldCauseReason, r.Cause.Reason)
+	add(fieldCauseMessage, r.Cause.Message)
 	return kv
 }
 
@@ -259,6 +277,7 @@ func parseRecord(h map[string]string) (*Record, error) {
 		Cancelled:    h[fieldCancelled] == "1",
 		CancelReason: h[fieldCancelReason],
 		Error:        Failure{Code: h[fieldErrCode], Reason: h[fieldErrReason], Message: h[fieldErrMessage]},
+		Cause:        Failure{Code: h[fieldCauseCode], Reason: h[fieldCauseReason], Message: h[fieldCauseMessage]},
 		saved:        h,
 	}
 	if in := h[fieldInput]; in != "" {
@@ -296,6 +315,9 @@ func parseRecord(h map[string]string) (*Record, error) {
 		}
 		if s.CompAttempts, err = atoiEmpty(h[stepField(i, "cattempts")]); err != nil {
 			return nil, fmt.Errorf("saga record field %s: %w", stepField(i, "cattempts"), err)
+		}
+		if s.CompBase, err = atoiEmpty(h[stepField(i, "cbase")]); err != nil {
+			return nil, fmt.Errorf("saga record field %s: %w", stepField(i, "cbase"), err)
 		}
 		s.Error = Failure{
 			Code:    h[stepField(i, "code")],

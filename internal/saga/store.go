@@ -16,10 +16,16 @@ const (
 	// MissionsKey is a sorted set of every mission key, scored by creation time
 	// in unix milliseconds (ListMissions pages through it).
 	MissionsKey = "slammesh:missions"
-	// ActiveKey is a sorted set of the keys of unfinished sagas, scored by
-	// creation time: what recovery scans for sagas to resume.
+	// ActiveKey is a sorted set of the keys of unfinished sagas, scored by the
+	// expiry of their lease in unix milliseconds of the Redis server's clock:
+	// what recovery scans for sagas whose owner stopped renewing them.
 	ActiveKey = "slammesh:sagas:active"
 )
+
+// DefaultLeaseTTL is the lease of a saga when NewStore is given none: how
+// long a saga may go without its owner renewing the lease before another
+// engine may take it over.
+const DefaultLeaseTTL = 3 * time.Second
 
 // RecordKey returns the key of the hash holding the saga record of mission key.
 // The braces make key the Redis Cluster hash tag, so the record, its events
@@ -45,6 +51,15 @@ var (
 // commands into a go-redis pipeline; the store never executes that pipeline but
 // passes its commands to the script (see EventSink).
 //
+// # Leases
+//
+// Every unfinished saga has a lease: its score in ActiveKey is the time its
+// lease expires. Create, claims and reopenings set it to now + the store's
+// lease TTL; the owning engine renews it (Engine's heartbeat, one script per
+// engine and tick); recovery claims sagas whose lease expired. Lease times are
+// taken from the Redis server's clock (TIME inside the scripts), never from
+// the replicas', so clock skew between replicas cannot shorten a lease.
+//
 // Redis Cluster: the script touches the mission's keys (one slot, thanks to the
 // hash tag) and also the global keys MissionsKey and ActiveKey, and whatever
 // global stream the sink writes (the firehose). On a single Redis primary — the
@@ -54,31 +69,61 @@ var (
 // script: written after it in a second round trip, accepting that a crash in
 // between leaves a saga missing from an index (recovery must then also scan
 // records) or an event missing from the firehose. That change is deliberately
-// not made while nothing here runs on a Cluster.
+// not made while nothing here runs on a Cluster; the lease scripts (renew,
+// release) touch the records of many missions and would need the same split.
 type Store struct {
-	rdb  redis.UniversalClient
-	sink EventSink
+	rdb      redis.UniversalClient
+	sink     EventSink
+	leaseTTL time.Duration
 }
 
 // NewStore returns a store on rdb that publishes events through sink (nil
-// drops them).
-func NewStore(rdb redis.UniversalClient, sink EventSink) *Store {
-	return &Store{rdb: rdb, sink: sink}
+// drops them) and gives sagas leases of leaseTTL (≤ 0: DefaultLeaseTTL).
+// Every engine sharing the records must use the same lease TTL.
+func NewStore(rdb redis.UniversalClient, sink EventSink, leaseTTL time.Duration) *Store {
+	if leaseTTL <= 0 {
+		leaseTTL = DefaultLeaseTTL
+	}
+	return &Store{rdb: rdb, sink: sink, leaseTTL: leaseTTL}
 }
+
+// LeaseTTL returns how long a lease lasts without renewal.
+func (s *Store) LeaseTTL() time.Duration { return s.leaseTTL }
+
+func (s *Store) leaseMillis() int64 { return s.leaseTTL.Milliseconds() }
+
+// luaNow sets the local now to the Redis server's time in unix milliseconds:
+// leases are measured on one clock, whichever replica writes them.
+const luaNow = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// luaUnfinished is a Lua predicate on a saga state.
+const luaUnfinished = `
+local function unfinished(st)
+  return st == 'pending' or st == 'running' or st == 'compensating'
+end
+`
 
 // createScript writes a new record unless one exists for the key, in which
 // case it returns the existing one: Start is idempotent on the mission key.
+// An unfinished record gets its first lease, so that a saga whose creator
+// dies before running it is recovered like any other.
 //
 // KEYS[1] record hash, KEYS[2] MissionsKey, KEYS[3] ActiveKey.
-// ARGV[1] mission key, ARGV[2] creation score (unix ms), ARGV[3..] field/value pairs.
+// ARGV[1] mission key, ARGV[2] creation score (unix ms), ARGV[3] lease TTL in
+// ms ("" for a terminal record: no lease), ARGV[4..] field/value pairs.
 // Returns {} when created, else the existing hash as a flat array.
-var createScript = redis.NewScript(`
+var createScript = redis.NewScript(luaNow + `
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('HGETALL', KEYS[1])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
+end
 return {}
 `)
 
@@ -87,10 +132,11 @@ return {}
 // KEYS[1] record hash, KEYS[2] ActiveKey.
 // ARGV[1] expected epoch, ARGV[2] the change of the saga's activity: "end"
 // when it just became terminal (leave ActiveKey), "reopen" when a terminal
-// saga goes back to compensation (re-enter ActiveKey, so that recovery
-// finishes the teardown), "" otherwise, ARGV[3] mission key, ARGV[4] number N of field/value strings, ARGV[5..4+N]
-// the pairs, then the sink's commands, each as its argument count followed by
-// its arguments.
+// saga goes back to compensation (re-enter ActiveKey with a fresh lease, so
+// that recovery finishes the teardown if its driver dies), "" otherwise,
+// ARGV[3] mission key, ARGV[4] lease TTL in ms, ARGV[5] number N of
+// field/value strings, ARGV[6..5+N] the pairs, then the sink's commands, each
+// as its argument count followed by its arguments.
 // Returns {0, stored epoch} when fenced (nothing written), else
 // {1, cancelled, cancel_reason} so the owner learns of a cancellation
 // requested from any replica.
@@ -103,52 +149,180 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch ~= ARGV[1] then
   return {0, epoch or ''}
 end
-local n = tonumber(ARGV[4])
-local i = 5 + n
+local n = tonumber(ARGV[5])
+local i = 6 + n
 while i <= #ARGV do
   local argc = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + argc))
   i = i + 1 + argc
 end
 if n > 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + n))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + n))
 end
 if ARGV[2] == 'end' then
   redis.call('ZREM', KEYS[2], ARGV[3])
 elseif ARGV[2] == 'reopen' then
-  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'created'), ARGV[3])
+` + luaNow + `
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
 end
 local c = redis.call('HMGET', KEYS[1], 'cancelled', 'cancel_reason')
 return {1, c[1] or '', c[2] or ''}
 `)
 
-// claimScript makes the caller the owner of an unfinished saga by bumping its
-// epoch (fencing out the previous owner) and returns the record; a terminal
-// record is returned unchanged.
+// claimScript makes the caller the owner of an unfinished saga, whoever holds
+// it, by bumping its epoch (fencing out the previous owner) and giving it a
+// fresh lease; it returns the record. A terminal record is returned
+// unchanged. This is the takeover of an explicit Engine.Run; recovery uses
+// recoverScript, which takes only expired leases.
 //
-// KEYS[1] record hash. ARGV[1] owner, ARGV[2] now (unix ms).
-var claimScript = redis.NewScript(`
+// KEYS[1] record hash, KEYS[2] ActiveKey. ARGV[1] owner, ARGV[2] now (unix
+// ms, the record's updated time), ARGV[3] mission key, ARGV[4] lease TTL in ms.
+var claimScript = redis.NewScript(luaNow + luaUnfinished + `
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then
   return {}
 end
-if st == 'pending' or st == 'running' or st == 'compensating' then
+if unfinished(st) then
   redis.call('HINCRBY', KEYS[1], 'epoch', 1)
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'updated', ARGV[2])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
 end
 return redis.call('HGETALL', KEYS[1])
 `)
 
+// expiredScript lists up to ARGV[1] sagas of ActiveKey (KEYS[1]) whose lease
+// has expired by the Redis server's clock.
+var expiredScript = redis.NewScript(luaNow + `
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+`)
+
+// recoverScript claims a saga for recovery, only if its lease is still
+// expired and it is unfinished: it bumps the epoch (fencing out the owner
+// that stopped renewing), names the new owner and gives it a fresh lease. A
+// terminal or missing record found in ActiveKey is a stale entry and is
+// removed.
+//
+// KEYS[1] record hash, KEYS[2] ActiveKey. ARGV[1] mission key, ARGV[2] owner,
+// ARGV[3] now (unix ms, the record's updated time), ARGV[4] lease TTL in ms.
+// Returns {} when not claimed, else {ms since the lease expired, previous
+// owner, hash...}.
+var recoverScript = redis.NewScript(luaNow + luaUnfinished + `
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > now then
+  return {}
+end
+local h = redis.call('HMGET', KEYS[1], 'state', 'owner')
+if not unfinished(h[1]) then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return {}
+end
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'updated', ARGV[3])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, tostring(now - math.floor(tonumber(score))))
+table.insert(out, 2, h[2] or '')
+return out
+`)
+
+// renewScript is an engine's heartbeat: it extends the leases of the sagas
+// the engine drives, each only while the engine still holds it (the stored
+// epoch is the one the engine runs at) and it is unfinished, and reports
+// what the engine must act on at once rather than at its next write.
+//
+// KEYS[1] ActiveKey, KEYS[2..n+1] the record hashes. ARGV[1] lease TTL in ms,
+// then for each saga its mission key and epoch.
+// Returns triples {i, kind, reason}: saga i (1-based) is "lost" (another
+// engine took it over, or the record is gone) or "cancelled" (a cancellation
+// was recorded while it runs forward, with its reason).
+//
+// GT keeps a lease from moving backwards; a saga missing from ActiveKey while
+// unfinished (a teardown reopened by the write that completed it) is added.
+var renewScript = redis.NewScript(luaNow + `
+local exp = now + tonumber(ARGV[1])
+local out = {}
+for i = 2, #KEYS do
+  local key, epoch = ARGV[2 * i - 2], ARGV[2 * i - 1]
+  local h = redis.call('HMGET', KEYS[i], 'epoch', 'state', 'cancelled', 'cancel_reason')
+  if h[1] ~= epoch then
+    table.insert(out, i - 1)
+    table.insert(out, 'lost')
+    table.insert(out, '')
+  elseif h[2] == 'pending' or h[2] == 'running' or h[2] == 'compensating' then
+    redis.call('ZADD', KEYS[1], 'GT', exp, key)
+    if h[3] == '1' and h[2] ~= 'compensating' then
+      table.insert(out, i - 1)
+      table.insert(out, 'cancelled')
+      table.insert(out, h[4] or '')
+    end
+  end
+end
+return out
+`)
+
+// releaseScript ends the leases of sagas an engine hands off: each lease the
+// engine still holds (same epoch, unfinished) expires now, so another
+// engine's recovery claims the saga at its next scan instead of after the
+// lease TTL.
+//
+// KEYS[1] ActiveKey, KEYS[2..n+1] the record hashes. ARGV: for each saga its
+// mission key and epoch. Returns the number of leases released.
+var releaseScript = redis.NewScript(luaNow + luaUnfinished + `
+local n = 0
+for i = 2, #KEYS do
+  local key, epoch = ARGV[2 * i - 3], ARGV[2 * i - 2]
+  local h = redis.call('HMGET', KEYS[i], 'epoch', 'state')
+  if h[1] == epoch and unfinished(h[2]) then
+    redis.call('ZADD', KEYS[1], 'XX', now, key)
+    n = n + 1
+  end
+end
+return n
+`)
+
+// resumeScript reopens a Failed saga for another round of compensation: the
+// step whose compensation gave up gets a fresh attempt budget (its cbase
+// becomes its attempt count, so attempt numbers keep increasing), the saga
+// goes back to Compensating with the error that made it compensate in the
+// first place, owned by the caller at a new epoch with a fresh lease. A saga
+// in any other state is returned unchanged.
+//
+// KEYS[1] record hash, KEYS[2] ActiveKey. ARGV[1] owner, ARGV[2] now (unix
+// ms), ARGV[3] mission key, ARGV[4] lease TTL in ms.
+// Returns {} when missing, else {resumed ("1" or "0"), hash...}.
+var resumeScript = redis.NewScript(luaNow + `
+local h = redis.call('HMGET', KEYS[1], 'state', 'current', 'cause.code', 'cause.reason', 'cause.msg')
+if not h[1] then
+  return {}
+end
+local resumed = '0'
+if h[1] == 'failed' then
+  resumed = '1'
+  local p = 's' .. (h[2] or '0') .. '.'
+  redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+  redis.call('HSET', KEYS[1], 'state', 'compensating', 'owner', ARGV[1], 'updated', ARGV[2], 'ended', '',
+    p .. 'state', 'compensating', p .. 'cbase', redis.call('HGET', KEYS[1], p .. 'cattempts') or '0')
+  if h[3] then
+    redis.call('HSET', KEYS[1], 'err.code', h[3], 'err.reason', h[4] or '', 'err.msg', h[5] or '')
+  end
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+end
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, resumed)
+return out
+`)
+
 // cancelScript records a cancellation request. It is not fenced: any replica
 // may ask. A pending or running saga only gets the flag (its owner notices it
-// at its next write); a completed saga is reopened for teardown and put back
-// in the active set so that recovery finishes the teardown if its driver
-// dies. Other states are left alone.
+// at its next write or lease renewal); a completed saga is reopened for
+// teardown and put back in the active set with a fresh lease, so that
+// recovery finishes the teardown if its driver dies. Other states are left
+// alone.
 //
 // KEYS[1] record hash, KEYS[2] ActiveKey. ARGV[1] reason, ARGV[2] now (unix
-// ms), ARGV[3] mission key.
+// ms), ARGV[3] mission key, ARGV[4] lease TTL in ms.
 // Returns {} when missing, else {teardown ("1" or "0"), hash...}.
-var cancelScript = redis.NewScript(`
+var cancelScript = redis.NewScript(luaNow + `
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then
   return {}
@@ -162,7 +336,7 @@ elseif st == 'completed' then
   teardown = '1'
   redis.call('HSET', KEYS[1], 'state', 'compensating', 'cancelled', '1', 'cancel_reason', ARGV[1],
     'updated', ARGV[2], 'ended', '')
-  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'created'), ARGV[3])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
 end
 local h = redis.call('HGETALL', KEYS[1])
 table.insert(h, 1, teardown)
@@ -171,11 +345,16 @@ return h
 
 // Create writes rec as a new saga unless a saga already exists for rec.Key, in
 // which case it returns that one (created false) and writes nothing. It also
-// indexes the mission in MissionsKey and ActiveKey, in the same script.
+// indexes the mission in MissionsKey and, unless rec is terminal, gives it its
+// first lease in ActiveKey, in the same script.
 func (s *Store) Create(ctx context.Context, rec *Record) (created bool, existing *Record, err error) {
 	kv := rec.fields(true)
-	args := make([]any, 0, 2+len(kv))
-	args = append(args, rec.Key, rec.CreatedAt.UnixMilli())
+	lease := ""
+	if !rec.State.Terminal() {
+		lease = strconv.FormatInt(s.leaseMillis(), 10)
+	}
+	args := make([]any, 0, 3+len(kv))
+	args = append(args, rec.Key, rec.CreatedAt.UnixMilli(), lease)
 	for _, v := range kv {
 		args = append(args, v)
 	}
@@ -200,8 +379,9 @@ func (s *Store) Create(ctx context.Context, rec *Record) (created bool, existing
 // equals rec.Epoch; otherwise it writes nothing and returns ErrFenced. When rec
 // has just become terminal it also removes the saga from ActiveKey and has the
 // sink expire the mission's events; when a terminal rec goes back to
-// compensation it re-enters ActiveKey. After Save, rec.Cancelled and
-// rec.CancelReason reflect a cancellation requested by anyone.
+// compensation it re-enters ActiveKey with a fresh lease. After Save,
+// rec.Cancelled and rec.CancelReason reflect a cancellation requested by
+// anyone.
 func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) error {
 	kv := rec.changes()
 	prev := State(rec.saved[fieldState])
@@ -213,8 +393,8 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) error {
 	case prev.Terminal() && !rec.State.Terminal():
 		activity = "reopen"
 	}
-	args := make([]any, 0, 4+len(kv)+16*len(events))
-	args = append(args, strconv.FormatInt(rec.Epoch, 10), activity, rec.Key, len(kv))
+	args := make([]any, 0, 5+len(kv)+16*len(events))
+	args = append(args, strconv.FormatInt(rec.Epoch, 10), activity, rec.Key, s.leaseMillis(), len(kv))
 	for _, v := range kv {
 		args = append(args, v)
 	}
@@ -270,9 +450,11 @@ func (s *Store) Load(ctx context.Context, key string) (*Record, error) {
 	return rec, nil
 }
 
-// claim makes owner the owner of the unfinished saga key (see claimScript).
+// claim makes owner the owner of the unfinished saga key, whoever holds it
+// (see claimScript).
 func (s *Store) claim(ctx context.Context, key, owner string, now time.Time) (*Record, error) {
-	reply, err := claimScript.Run(ctx, s.rdb, []string{RecordKey(key)}, owner, now.UnixMilli()).Slice()
+	reply, err := claimScript.Run(ctx, s.rdb, []string{RecordKey(key), ActiveKey},
+		owner, now.UnixMilli(), key, s.leaseMillis()).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("claim saga %s: %w", key, err)
 	}
@@ -286,10 +468,147 @@ func (s *Store) claim(ctx context.Context, key, owner string, now time.Time) (*R
 	return rec, nil
 }
 
+// expired returns up to limit keys of sagas whose lease has expired.
+func (s *Store) expired(ctx context.Context, limit int) ([]string, error) {
+	keys, err := expiredScript.Run(ctx, s.rdb, []string{ActiveKey}, limit).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("scan expired saga leases: %w", err)
+	}
+	return keys, nil
+}
+
+// recovered is a saga claimed by recovery.
+type recovered struct {
+	rec *Record
+	// prevOwner is the owner whose lease expired.
+	prevOwner string
+	// expiredFor is how long the lease had been expired when it was claimed
+	// (Redis server clock): the recovery delay beyond the lease TTL.
+	expiredFor time.Duration
+}
+
+// recoverClaim claims saga key for owner if its lease is still expired and
+// it is unfinished (see recoverScript); nil means someone else renewed,
+// claimed or finished it first.
+func (s *Store) recoverClaim(ctx context.Context, key, owner string, now time.Time) (*recovered, error) {
+	reply, err := recoverScript.Run(ctx, s.rdb, []string{RecordKey(key), ActiveKey},
+		key, owner, now.UnixMilli(), s.leaseMillis()).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("recover saga %s: %w", key, err)
+	}
+	if len(reply) == 0 {
+		return nil, nil
+	}
+	if len(reply) < 2 {
+		return nil, fmt.Errorf("recover saga %s: unexpected reply %v", key, reply)
+	}
+	ms, _ := reply[0].(string)
+	prev, _ := reply[1].(string)
+	expiredFor, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("recover saga %s: lease expiry %q: %w", key, ms, err)
+	}
+	rec, err := recordFromReply(reply[2:])
+	if err != nil {
+		return nil, fmt.Errorf("recover saga %s: %w", key, err)
+	}
+	return &recovered{rec: rec, prevOwner: prev, expiredFor: time.Duration(expiredFor) * time.Millisecond}, nil
+}
+
+// lease names a saga an engine holds, at the epoch it holds it.
+type lease struct {
+	key   string
+	epoch int64
+}
+
+// leaseNote is what a renewal found out about one lease.
+type leaseNote struct {
+	// i indexes the leases passed to renew.
+	i int
+	// lost: another engine took the saga over, or its record is gone.
+	lost bool
+	// cancelReason is set when a cancellation was recorded while the saga
+	// runs forward.
+	cancelReason string
+}
+
+// renew extends the leases an engine holds, in one round trip (see
+// renewScript), and reports the leases lost and the cancellations found.
+func (s *Store) renew(ctx context.Context, leases []lease) ([]leaseNote, error) {
+	keys, args := leaseArgs(leases, s.leaseMillis())
+	reply, err := renewScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("renew %d saga leases: %w", len(leases), err)
+	}
+	notes := make([]leaseNote, 0, len(reply)/3)
+	for j := 0; j+2 < len(reply); j += 3 {
+		i, _ := reply[j].(int64)
+		kind, _ := reply[j+1].(string)
+		reason, _ := reply[j+2].(string)
+		if i < 1 || int(i) > len(leases) {
+			return nil, fmt.Errorf("renew saga leases: reply names lease %d of %d", i, len(leases))
+		}
+		n := leaseNote{i: int(i) - 1, lost: kind == "lost"}
+		if !n.lost {
+			n.cancelReason = reason
+		}
+		notes = append(notes, n)
+	}
+	return notes, nil
+}
+
+// release makes the leases still held at their epoch expire now (see
+// releaseScript) and returns how many it released.
+func (s *Store) release(ctx context.Context, leases []lease) (int, error) {
+	if len(leases) == 0 {
+		return 0, nil
+	}
+	keys, args := leaseArgs(leases)
+	n, err := releaseScript.Run(ctx, s.rdb, keys, args...).Int()
+	if err != nil {
+		return 0, fmt.Errorf("release %d saga leases: %w", len(leases), err)
+	}
+	return n, nil
+}
+
+// leaseArgs returns the KEYS of a lease script (ActiveKey, then the record
+// hashes) and its ARGV: head, then the key and epoch of each lease.
+func leaseArgs(leases []lease, head ...any) ([]string, []any) {
+	keys := make([]string, 1, 1+len(leases))
+	keys[0] = ActiveKey
+	args := make([]any, 0, len(head)+2*len(leases))
+	args = append(args, head...)
+	for _, l := range leases {
+		keys = append(keys, RecordKey(l.key))
+		args = append(args, l.key, strconv.FormatInt(l.epoch, 10))
+	}
+	return keys, args
+}
+
+// resume reopens the Failed saga key for compensation, owned by owner (see
+// resumeScript). resumed false means the saga was not Failed and rec is its
+// unchanged record.
+func (s *Store) resume(ctx context.Context, key, owner string, now time.Time) (rec *Record, resumed bool, err error) {
+	reply, err := resumeScript.Run(ctx, s.rdb, []string{RecordKey(key), ActiveKey},
+		owner, now.UnixMilli(), key, s.leaseMillis()).Slice()
+	if err != nil {
+		return nil, false, fmt.Errorf("resume saga %s: %w", key, err)
+	}
+	if len(reply) == 0 {
+		return nil, false, fmt.Errorf("resume saga %s: %w", key, ErrNotFound)
+	}
+	rec, err = recordFromReply(reply[1:])
+	if err != nil {
+		return nil, false, fmt.Errorf("resume saga %s: %w", key, err)
+	}
+	return rec, reply[0] == "1", nil
+}
+
 // cancel records a cancellation request (see cancelScript). teardown reports
 // that a completed saga was reopened and must now be compensated.
 func (s *Store) cancel(ctx context.Context, key, reason string, now time.Time) (rec *Record, teardown bool, err error) {
-	reply, err := cancelScript.Run(ctx, s.rdb, []string{RecordKey(key), ActiveKey}, reason, now.UnixMilli(), key).Slice()
+	reply, err := cancelScript.Run(ctx, s.rdb, []string{RecordKey(key), ActiveKey},
+		reason, now.UnixMilli(), key, s.leaseMillis()).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("cancel saga %s: %w", key, err)
 	}

@@ -24,7 +24,7 @@ func fullRecord(key string) *Record {
 		Current:    1,
 		Steps: []StepRecord{
 			{Name: "a", State: StepSucceeded, Attempts: 1},
-			{Name: "b", State: StepCompensationFailed, Attempts: 4, CompAttempts: 10,
+			{Name: "b", State: StepCompensationFailed, Attempts: 4, CompAttempts: 13, CompBase: 3,
 				Error: Failure{Code: "INTERNAL", Reason: "BUG", Message: "boom"}},
 			{Name: "c", State: StepPending},
 		},
@@ -39,6 +39,7 @@ func fullRecord(key string) *Record {
 		UpdatedAt:    t0.Add(time.Second),
 		EndedAt:      t0.Add(2 * time.Second),
 		Error:        Failure{Code: "INTERNAL", Reason: "BUG", Message: "compensation of b failed"},
+		Cause:        Failure{Code: "FAILED_PRECONDITION", Reason: "INSUFFICIENT_OVERLAP", Message: "no overlap"},
 	}
 }
 
@@ -59,8 +60,8 @@ func TestRecordRoundTrip(t *testing.T) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
 	}
 	// The hash is flat: no JSON, one field per value.
-	if v := f.rdb.HGet(t.Context(), RecordKey("m"), "s1.cattempts").Val(); v != "10" {
-		t.Errorf("s1.cattempts = %q, want 10", v)
+	if v := f.rdb.HGet(t.Context(), RecordKey("m"), "s1.cattempts").Val(); v != "13" {
+		t.Errorf("s1.cattempts = %q, want 13", v)
 	}
 	if _, err := f.store.Load(t.Context(), "missing"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Load(missing) = %v, want ErrNotFound", err)

@@ -16,6 +16,12 @@ type metrics struct {
 	started, completed, compensated, failed metric.Int64Counter
 	inFlight                                metric.Int64UpDownCounter
 	stepDuration, compDuration              metric.Float64Histogram
+	// recovered, recoveryDelay, handedOff and leasesLost measure ownership:
+	// sagas resumed by Recover and how long their lease had been expired
+	// (the recovery bound beyond the lease TTL), sagas handed off on
+	// shutdown, and runs halted because another engine took their saga.
+	recovered, handedOff, leasesLost metric.Int64Counter
+	recoveryDelay                    metric.Float64Histogram
 	// defAttr labels every measurement with the definition name.
 	defAttr metric.MeasurementOption
 }
@@ -25,7 +31,7 @@ type metrics struct {
 var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 func newMetrics(m metric.Meter, definition string) (*metrics, error) {
-	var errs [7]error
+	var errs [11]error
 	out := &metrics{defAttr: metric.WithAttributes(attribute.String("saga.definition", definition))}
 	out.started, errs[0] = m.Int64Counter("slammesh.saga.started",
 		metric.WithDescription("Sagas created by Start."), metric.WithUnit("{saga}"))
@@ -43,6 +49,15 @@ func newMetrics(m metric.Meter, definition string) (*metrics, error) {
 	out.compDuration, errs[6] = m.Float64Histogram("slammesh.saga.compensation.duration",
 		metric.WithDescription("Duration of one attempt of a step's compensation."), metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries(durationBuckets...))
+	out.recovered, errs[7] = m.Int64Counter("slammesh.saga.recovered",
+		metric.WithDescription("Sagas whose lease expired (or was handed off) resumed by this process."), metric.WithUnit("{saga}"))
+	out.recoveryDelay, errs[8] = m.Float64Histogram("slammesh.saga.recovery.delay",
+		metric.WithDescription("Time from the expiry of a saga's lease to its resumption by recovery."), metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
+	out.handedOff, errs[9] = m.Int64Counter("slammesh.saga.handed_off",
+		metric.WithDescription("Sagas this process stopped driving on shutdown and released for recovery elsewhere."), metric.WithUnit("{saga}"))
+	out.leasesLost, errs[10] = m.Int64Counter("slammesh.saga.leases_lost",
+		metric.WithDescription("Runs halted because another process took their saga over after its lease expired."), metric.WithUnit("{saga}"))
 	for _, err := range errs {
 		if err != nil {
 			return nil, fmt.Errorf("saga metrics: %w", err)

@@ -58,6 +58,10 @@ type stack struct {
 	barrier *barrier.Barrier
 	orch    *orchestrator.Server
 	spans   *tracetest.SpanRecorder
+
+	redisSrv *redistest.Server
+	// stepAddrs are the mapping, localization and merge servers' addresses.
+	stepAddrs [3]string
 }
 
 type stackConfig struct {
@@ -67,12 +71,17 @@ type stackConfig struct {
 	allowFaults bool
 	// policy is the saga policy; zero fields take the engine's defaults.
 	policy saga.Policy
+	// owner names the orchestrator in saga records; leaseTTL and
+	// recoveryInterval tune its leases and recovery (0: the defaults).
+	owner            string
+	leaseTTL         time.Duration
+	recoveryInterval time.Duration
 }
 
 func startStack(t *testing.T, cfg stackConfig) *stack {
 	t.Helper()
 	redisSrv := redistest.Start(t)
-	st := &stack{rdb: redisSrv.Client(t), spans: tracetest.NewSpanRecorder()}
+	st := &stack{rdb: redisSrv.Client(t), spans: tracetest.NewSpanRecorder(), redisSrv: redisSrv}
 	st.barrier = barrier.New(st.rdb)
 
 	stepNode := func(name string, actions, compensations []string, register func(n *node) error) *node {
@@ -105,7 +114,20 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 		return nil
 	})
 
-	startNode(t, redisSrv, st.spans, orchestrator.ServiceName, nil, func(n *node) error {
+	st.stepAddrs = [3]string{mappingNode.addr(), localizationNode.addr(), mergeNode.addr()}
+	st.orch, st.client = st.startOrchestrator(t, cfg)
+	mappingNode.dialFor(t, func(conn *grpc.ClientConn) { st.mapping = mappingv1.NewMappingServiceClient(conn) })
+	return st
+}
+
+// startOrchestrator starts an orchestrator on the stack's Redis and step
+// services — the stack's own, or another replica — and returns it with a
+// client of it.
+func (st *stack) startOrchestrator(t *testing.T, cfg stackConfig) (*orchestrator.Server, orchestratorv1.OrchestratorServiceClient) {
+	t.Helper()
+	var orch *orchestrator.Server
+	var client orchestratorv1.OrchestratorServiceClient
+	startNode(t, st.redisSrv, st.spans, orchestrator.ServiceName, nil, func(n *node) error {
 		var conns []*grpc.ClientConn
 		dial := func(target string) *grpc.ClientConn {
 			conn, err := grpcserver.Dial(target, n.tel)
@@ -115,11 +137,18 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 			conns = append(conns, conn)
 			return conn
 		}
-		orch, err := orchestrator.NewServer(orchestrator.Config{AllowFaultInjection: cfg.allowFaults, Policy: cfg.policy}, orchestrator.Deps{
+		var err error
+		orch, err = orchestrator.NewServer(orchestrator.Config{
+			AllowFaultInjection: cfg.allowFaults,
+			Policy:              cfg.policy,
+			Owner:               cfg.owner,
+			LeaseTTL:            cfg.leaseTTL,
+			RecoveryInterval:    cfg.recoveryInterval,
+		}, orchestrator.Deps{
 			Redis:        n.rdb,
-			Mapping:      mappingv1.NewMappingServiceClient(dial(mappingNode.addr())),
-			Localization: localizationv1.NewLocalizationServiceClient(dial(localizationNode.addr())),
-			Merge:        mergev1.NewMergeServiceClient(dial(mergeNode.addr())),
+			Mapping:      mappingv1.NewMappingServiceClient(dial(st.stepAddrs[0])),
+			Localization: localizationv1.NewLocalizationServiceClient(dial(st.stepAddrs[1])),
+			Merge:        mergev1.NewMergeServiceClient(dial(st.stepAddrs[2])),
 			Logger:       n.log,
 			Tracer:       n.tel.Tracer(),
 			Meter:        n.tel.Meter(),
@@ -128,7 +157,6 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 			return err
 		}
 		orchestratorv1.RegisterOrchestratorServiceServer(n.srv, orch)
-		st.orch = orch
 		// As in cmd/slammesh: drain after the gRPC server stopped, then
 		// close the step connections.
 		n.drain = func(ctx context.Context) error {
@@ -139,9 +167,8 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 			return err
 		}
 		return nil
-	}).dialFor(t, func(conn *grpc.ClientConn) { st.client = orchestratorv1.NewOrchestratorServiceClient(conn) })
-	mappingNode.dialFor(t, func(conn *grpc.ClientConn) { st.mapping = mappingv1.NewMappingServiceClient(conn) })
-	return st
+	}).dialFor(t, func(conn *grpc.ClientConn) { client = orchestratorv1.NewOrchestratorServiceClient(conn) })
+	return orch, client
 }
 
 // node is one running service.

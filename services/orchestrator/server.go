@@ -9,8 +9,14 @@
 // validates requests, supplies the step functions and the gRPC error
 // classifier, and presents saga records as Missions. Sagas run in the
 // background, on a context no request cancels, so a client that leaves
-// (or a StartMission with wait whose caller gives up) never stops a mission;
-// Shutdown lets the running ones finish.
+// (or a StartMission with wait whose caller gives up) never stops a mission.
+//
+// Replicas share the missions: each mission is held under a lease its
+// orchestrator renews, and every orchestrator runs the engine's recovery,
+// which resumes the missions of an orchestrator that died (their lease
+// expired) within LeaseTTL + RecoveryInterval. Shutdown lets the running
+// missions finish within its grace period and hands the rest off to the
+// other replicas without compensating them.
 package orchestrator
 
 import (
@@ -52,7 +58,8 @@ const (
 const watchBatch = 256
 
 // Config tunes a Server. The zero value is valid: no fault injection, the
-// saga engine's default retry policy, the owner name derived from the host.
+// saga engine's default retry policy and leases, the owner name derived from
+// the host.
 type Config struct {
 	// AllowFaultInjection accepts StartMission requests with a fault plan.
 	// Without it such a request fails with FAILED_PRECONDITION, so a fault
@@ -63,6 +70,15 @@ type Config struct {
 	Policy saga.Policy
 	// Owner names this orchestrator in saga records (default hostname:pid).
 	Owner string
+	// LeaseTTL is how long a mission may go without its orchestrator
+	// renewing its lease before another orchestrator takes it over (default
+	// saga.DefaultLeaseTTL, 3s); the lease is renewed every LeaseTTL/3.
+	// Every orchestrator sharing a Redis must use the same value.
+	LeaseTTL time.Duration
+	// RecoveryInterval is the time between two scans for missions whose
+	// lease expired (default 500ms): a mission orphaned by a crash resumes at
+	// most LeaseTTL + RecoveryInterval after its orchestrator's last renewal.
+	RecoveryInterval time.Duration
 }
 
 // Deps are the collaborators of a Server. Redis and the three step-service
@@ -90,7 +106,8 @@ type Deps struct {
 }
 
 // Server implements orchestratorv1.OrchestratorServiceServer. Build it with
-// NewServer; call Shutdown before closing Redis.
+// NewServer, which starts its recovery loop; call Shutdown before closing
+// Redis.
 type Server struct {
 	orchestratorv1.UnimplementedOrchestratorServiceServer
 
@@ -108,12 +125,18 @@ type Server struct {
 	runs map[string]*run
 	// work counts the background runs and teardowns Shutdown waits for.
 	work sync.WaitGroup
+
+	// stopRecovery ends the recovery loop, which closes recovered when it
+	// has returned.
+	stopRecovery context.CancelFunc
+	recovered    chan struct{}
 }
 
 var _ orchestratorv1.OrchestratorServiceServer = (*Server)(nil)
 
 // NewServer builds the mission saga on deps' clients and a saga engine on
-// deps.Redis.
+// deps.Redis, and starts recovering the missions of orchestrators that died
+// (see saga.Engine.Recover). Shutdown stops it.
 func NewServer(cfg Config, deps Deps) (*Server, error) {
 	if deps.Redis == nil || deps.Mapping == nil || deps.Localization == nil || deps.Merge == nil {
 		return nil, errors.New("orchestrator: Deps.Redis, Mapping, Localization and Merge are required")
@@ -132,7 +155,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		merge:        deps.Merge,
 		scenarios:    newScenarioAgents(),
 	}
-	store := saga.NewStore(deps.Redis, eventSink{pub: pub})
+	store := saga.NewStore(deps.Redis, eventSink{pub: pub}, cfg.LeaseTTL)
 	engine, err := saga.NewEngine(store, *m.definition(cfg.Policy), saga.Options{
 		Owner:  cfg.Owner,
 		Tracer: deps.Tracer,
@@ -142,45 +165,83 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("orchestrator: %w", err)
 	}
-	return &Server{
-		cfg:     cfg,
-		rdb:     deps.Redis,
-		store:   store,
-		engine:  engine,
-		mission: m,
-		log:     log,
-		runs:    make(map[string]*run),
-	}, nil
+	recoveryCtx, stopRecovery := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:          cfg,
+		rdb:          deps.Redis,
+		store:        store,
+		engine:       engine,
+		mission:      m,
+		log:          log,
+		runs:         make(map[string]*run),
+		stopRecovery: stopRecovery,
+		recovered:    make(chan struct{}),
+	}
+	go func() {
+		defer close(s.recovered)
+		engine.Recover(recoveryCtx, saga.RecoveryOptions{Interval: cfg.RecoveryInterval})
+	}()
+	return s, nil
 }
 
-// Shutdown stops accepting new missions and teardowns (they fail with
-// UNAVAILABLE, so clients retry on another replica) and waits until the
-// running ones have ended or ctx ends. Missions still running then are left
-// as their records say, exactly as after a crash, for a recovering
-// orchestrator to resume: the runs are not cancelled, because cancelling a
-// saga compensates it, and a deployment must not undo its missions.
-// Call it after the gRPC server stopped and before Redis is closed.
+// handoffTimeout bounds the hand-off at the end of Shutdown's grace period:
+// the runs stop at their next step boundary, and one write releases their
+// leases.
+const handoffTimeout = 5 * time.Second
+
+// Shutdown stops accepting new missions, teardowns and resumes (they fail
+// with UNAVAILABLE, so clients retry on another replica), stops recovering
+// missions, and waits until the missions this server drives have ended or ctx
+// ends. The missions still running then are handed off: their runs stop
+// without compensating and without another write, and their leases are
+// released, so another orchestrator's recovery resumes them within its scan
+// interval. A deployment thus neither undoes the missions it interrupts nor
+// leaves them waiting for their leases to expire. Shutdown returns an error
+// only when the hand-off fails, in which case the leases expire as after a
+// crash. Call it before Redis is closed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
 	running := len(s.runs)
 	s.mu.Unlock()
+	s.stopRecovery()
+	<-s.recovered
 	if running > 0 {
 		s.log.InfoContext(ctx, "draining running missions", slog.Int("missions", running))
 	}
+	// First this server's own work (the runs it launched, teardowns and
+	// resumes), then whatever else the engine drives (missions it recovered).
+	err := waitFor(ctx, &s.work)
+	if err == nil {
+		err = s.engine.Drain(ctx)
+	}
+	if err == nil {
+		return nil
+	}
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handoffTimeout)
+	defer cancel()
+	n, err := s.engine.Handoff(hctx)
+	if err != nil {
+		return fmt.Errorf("orchestrator: hand off the missions still running at the end of the grace period: %w", err)
+	}
+	s.log.InfoContext(ctx, "grace period over: missions handed off to the other orchestrators", slog.Int("missions", n))
+	// Handoff waited for the runs; their goroutines are returning.
+	s.work.Wait()
+	return nil
+}
+
+// waitFor waits for wg, or until ctx ends.
+func waitFor(ctx context.Context, wg *sync.WaitGroup) error {
 	done := make(chan struct{})
 	go func() {
-		s.work.Wait()
+		wg.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		s.mu.Lock()
-		running = len(s.runs)
-		s.mu.Unlock()
-		return fmt.Errorf("orchestrator: %d missions still running at the end of the grace period, left for recovery: %w", running, context.Cause(ctx))
+		return context.Cause(ctx)
 	}
 }
 
@@ -196,7 +257,10 @@ func (s *Server) track() bool {
 	return true
 }
 
-var errDraining = status.Error(codes.Unavailable, "orchestrator is shutting down; retry on another replica")
+var (
+	errDraining  = status.Error(codes.Unavailable, "orchestrator is shutting down; retry on another replica")
+	errHandedOff = status.Error(codes.Unavailable, "orchestrator is shutting down and handed the mission to another replica; retry there to follow it")
+)
 
 // run is a saga driven by this server. rec and err are what Engine.Run
 // returned; they are set before done is closed and never written after.
@@ -206,8 +270,8 @@ type run struct {
 	err  error
 }
 
-// launch drives the saga key, just created by Start on this engine, in the
-// background, on a context no request cancels (the engine continues the
+// launch drives the saga key, just created by Start (or reopened by Resume)
+// on this engine, in the background, on a context no request cancels (the engine continues the
 // mission span that Start opened, so the trace does not depend on it). The
 // caller has reserved a work slot.
 func (s *Server) launch(key string) {
@@ -219,7 +283,13 @@ func (s *Server) launch(key string) {
 		defer s.work.Done()
 		ctx := telemetry.WithLogAttrs(context.Background(), slog.String("mission_id", key))
 		r.rec, r.err = s.engine.Run(ctx, key)
-		if r.err != nil {
+		switch {
+		case r.err == nil, errors.Is(r.err, saga.ErrHandedOff):
+			// Handed off on shutdown: the engine logged it, and another
+			// orchestrator resumes the mission.
+		case errors.Is(r.err, saga.ErrFenced):
+			s.log.WarnContext(ctx, "mission taken over by another orchestrator", slog.String("error", r.err.Error()))
+		default:
 			s.log.ErrorContext(ctx, "mission run stopped before the mission ended", slog.String("error", r.err.Error()))
 		}
 		s.mu.Lock()
@@ -318,6 +388,11 @@ func (s *Server) awaitEnd(ctx context.Context, key string) (*saga.Record, error)
 		}
 		if r.err == nil && r.rec.State.Terminal() {
 			return r.rec, nil
+		}
+		if errors.Is(r.err, saga.ErrHandedOff) {
+			// This server is shutting down: let the client follow the
+			// mission on the replica that resumes it.
+			return nil, errHandedOff
 		}
 	}
 	rec, err := s.store.Load(ctx, key)
@@ -464,6 +539,54 @@ func (s *Server) CancelMission(ctx context.Context, req *orchestratorv1.CancelMi
 		}
 	}
 	return &orchestratorv1.CancelMissionResponse{Mission: toMission(rec)}, nil
+}
+
+// reasonMissionNotFailed is the ErrorInfo reason of a ResumeMission on a
+// mission that has no failed compensation to resume (docs/architecture.md).
+const reasonMissionNotFailed = "MISSION_NOT_FAILED"
+
+// ResumeMission resumes the compensation of a FAILED mission — an operator's
+// action once the fault that made a compensation give up is repaired: the
+// engine gives that compensation a fresh budget of attempts and puts the
+// mission back to COMPENSATING, and this server drives it (should it die,
+// another orchestrator's recovery does). A COMPENSATING or COMPENSATED
+// mission needs no resuming and is returned as is, so a client may retry a
+// call whose reply it lost; a PENDING, RUNNING or COMPLETED mission has no
+// compensation to resume: FAILED_PRECONDITION. With wait it returns once the
+// mission has ended again.
+func (s *Server) ResumeMission(ctx context.Context, req *orchestratorv1.ResumeMissionRequest) (*orchestratorv1.ResumeMissionResponse, error) {
+	key := req.GetMissionId()
+	if err := checkID("mission_id", key); err != nil {
+		return nil, err
+	}
+	ctx = telemetry.WithLogAttrs(ctx, slog.String("mission_id", key))
+	if !s.track() {
+		return nil, errDraining
+	}
+	// A client leaving must not strand a mission the engine has reopened for
+	// this server to drive.
+	rec, resumed, err := s.engine.Resume(context.WithoutCancel(ctx), key)
+	if err != nil {
+		s.work.Done()
+		return nil, s.loadError(ctx, key, err)
+	}
+	if !resumed {
+		s.work.Done()
+		switch rec.State {
+		case saga.Pending, saga.Running, saga.Completed:
+			return nil, rpcerr.New(codes.FailedPrecondition, reasonMissionNotFailed,
+				fmt.Sprintf("mission %q is %s: only a failed mission's compensation can be resumed", key, missionStates[rec.State]))
+		}
+	} else {
+		s.log.InfoContext(ctx, "mission compensation resumed by an operator", slog.Int64("epoch", rec.Epoch))
+		s.launch(key)
+	}
+	if req.GetWait() && !rec.State.Terminal() {
+		if rec, err = s.awaitEnd(ctx, key); err != nil {
+			return nil, err
+		}
+	}
+	return &orchestratorv1.ResumeMissionResponse{Mission: toMission(rec), Resumed: resumed}, nil
 }
 
 // WatchMission streams a mission's events from its start (or after

@@ -1066,6 +1066,119 @@ func (x *WatchMissionResponse) GetEvent() *v11.MissionEvent {
 	return nil
 }
 
+// ResumeMissionRequest names a FAILED mission whose compensation to resume.
+type ResumeMissionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The mission; required.
+	MissionId string `protobuf:"bytes,1,opt,name=mission_id,json=missionId,proto3" json:"mission_id,omitempty"`
+	// Block until the mission ends again: COMPENSATED, or FAILED if a
+	// compensation gives up once more.
+	Wait          bool `protobuf:"varint,2,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeMissionRequest) Reset() {
+	*x = ResumeMissionRequest{}
+	mi := &file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeMissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeMissionRequest) ProtoMessage() {}
+
+func (x *ResumeMissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeMissionRequest.ProtoReflect.Descriptor instead.
+func (*ResumeMissionRequest) Descriptor() ([]byte, []int) {
+	return file_slammesh_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ResumeMissionRequest) GetMissionId() string {
+	if x != nil {
+		return x.MissionId
+	}
+	return ""
+}
+
+func (x *ResumeMissionRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+// ResumeMissionResponse holds the mission after the call.
+type ResumeMissionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The mission: COMPENSATING when this call resumed it (or, with wait, the
+	// state it ended in); as it was when it needed no resuming.
+	Mission *Mission `protobuf:"bytes,1,opt,name=mission,proto3" json:"mission,omitempty"`
+	// True when this call resumed the mission, false when it was already
+	// compensating or compensated.
+	Resumed       bool `protobuf:"varint,2,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeMissionResponse) Reset() {
+	*x = ResumeMissionResponse{}
+	mi := &file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeMissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeMissionResponse) ProtoMessage() {}
+
+func (x *ResumeMissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeMissionResponse.ProtoReflect.Descriptor instead.
+func (*ResumeMissionResponse) Descriptor() ([]byte, []int) {
+	return file_slammesh_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ResumeMissionResponse) GetMission() *Mission {
+	if x != nil {
+		return x.Mission
+	}
+	return nil
+}
+
+func (x *ResumeMissionResponse) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
+}
+
 var File_slammesh_orchestrator_v1_orchestrator_proto protoreflect.FileDescriptor
 
 const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
@@ -1139,7 +1252,14 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"mission_id\x18\x01 \x01(\tR\tmissionId\x12$\n" +
 	"\x0efrom_stream_id\x18\x02 \x01(\tR\ffromStreamId\"N\n" +
 	"\x14WatchMissionResponse\x126\n" +
-	"\x05event\x18\x01 \x01(\v2 .slammesh.events.v1.MissionEventR\x05event*\xd9\x01\n" +
+	"\x05event\x18\x01 \x01(\v2 .slammesh.events.v1.MissionEventR\x05event\"I\n" +
+	"\x14ResumeMissionRequest\x12\x1d\n" +
+	"\n" +
+	"mission_id\x18\x01 \x01(\tR\tmissionId\x12\x12\n" +
+	"\x04wait\x18\x02 \x01(\bR\x04wait\"n\n" +
+	"\x15ResumeMissionResponse\x12;\n" +
+	"\amission\x18\x01 \x01(\v2!.slammesh.orchestrator.v1.MissionR\amission\x12\x18\n" +
+	"\aresumed\x18\x02 \x01(\bR\aresumed*\xd9\x01\n" +
 	"\fMissionState\x12\x1d\n" +
 	"\x19MISSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15MISSION_STATE_PENDING\x10\x01\x12\x19\n" +
@@ -1156,14 +1276,15 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x11STEP_STATE_FAILED\x10\x04\x12\x1b\n" +
 	"\x17STEP_STATE_COMPENSATING\x10\x05\x12\x1a\n" +
 	"\x16STEP_STATE_COMPENSATED\x10\x06\x12\"\n" +
-	"\x1eSTEP_STATE_COMPENSATION_FAILED\x10\a2\xbf\x04\n" +
+	"\x1eSTEP_STATE_COMPENSATION_FAILED\x10\a2\xb1\x05\n" +
 	"\x13OrchestratorService\x12m\n" +
 	"\fStartMission\x12-.slammesh.orchestrator.v1.StartMissionRequest\x1a..slammesh.orchestrator.v1.StartMissionResponse\x12g\n" +
 	"\n" +
 	"GetMission\x12+.slammesh.orchestrator.v1.GetMissionRequest\x1a,.slammesh.orchestrator.v1.GetMissionResponse\x12m\n" +
 	"\fListMissions\x12-.slammesh.orchestrator.v1.ListMissionsRequest\x1a..slammesh.orchestrator.v1.ListMissionsResponse\x12p\n" +
 	"\rCancelMission\x12..slammesh.orchestrator.v1.CancelMissionRequest\x1a/.slammesh.orchestrator.v1.CancelMissionResponse\x12o\n" +
-	"\fWatchMission\x12-.slammesh.orchestrator.v1.WatchMissionRequest\x1a..slammesh.orchestrator.v1.WatchMissionResponse0\x01B\xfd\x01\n" +
+	"\fWatchMission\x12-.slammesh.orchestrator.v1.WatchMissionRequest\x1a..slammesh.orchestrator.v1.WatchMissionResponse0\x01\x12p\n" +
+	"\rResumeMission\x12..slammesh.orchestrator.v1.ResumeMissionRequest\x1a/.slammesh.orchestrator.v1.ResumeMissionResponseB\xfd\x01\n" +
 	"\x1ccom.slammesh.orchestrator.v1B\x11OrchestratorProtoP\x01ZHgithub.com/slammesh/slammesh/gen/slammesh/orchestrator/v1;orchestratorv1\xa2\x02\x03SOX\xaa\x02\x18Slammesh.Orchestrator.V1\xca\x02\x18Slammesh\\Orchestrator\\V1\xe2\x02$Slammesh\\Orchestrator\\V1\\GPBMetadata\xea\x02\x1aSlammesh::Orchestrator::V1b\x06proto3"
 
 var (
@@ -1179,7 +1300,7 @@ func file_slammesh_orchestrator_v1_orchestrator_proto_rawDescGZIP() []byte {
 }
 
 var file_slammesh_orchestrator_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_slammesh_orchestrator_v1_orchestrator_proto_goTypes = []any{
 	(MissionState)(0),             // 0: slammesh.orchestrator.v1.MissionState
 	(StepState)(0),                // 1: slammesh.orchestrator.v1.StepState
@@ -1196,13 +1317,15 @@ var file_slammesh_orchestrator_v1_orchestrator_proto_goTypes = []any{
 	(*CancelMissionResponse)(nil), // 12: slammesh.orchestrator.v1.CancelMissionResponse
 	(*WatchMissionRequest)(nil),   // 13: slammesh.orchestrator.v1.WatchMissionRequest
 	(*WatchMissionResponse)(nil),  // 14: slammesh.orchestrator.v1.WatchMissionResponse
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
-	(*v1.AgentPose)(nil),          // 16: slammesh.types.v1.AgentPose
-	(*v1.Scenario)(nil),           // 17: slammesh.types.v1.Scenario
-	(*v1.Agent)(nil),              // 18: slammesh.types.v1.Agent
-	(*v1.MapSpec)(nil),            // 19: slammesh.types.v1.MapSpec
-	(*v1.FaultPlan)(nil),          // 20: slammesh.types.v1.FaultPlan
-	(*v11.MissionEvent)(nil),      // 21: slammesh.events.v1.MissionEvent
+	(*ResumeMissionRequest)(nil),  // 15: slammesh.orchestrator.v1.ResumeMissionRequest
+	(*ResumeMissionResponse)(nil), // 16: slammesh.orchestrator.v1.ResumeMissionResponse
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*v1.AgentPose)(nil),          // 18: slammesh.types.v1.AgentPose
+	(*v1.Scenario)(nil),           // 19: slammesh.types.v1.Scenario
+	(*v1.Agent)(nil),              // 20: slammesh.types.v1.Agent
+	(*v1.MapSpec)(nil),            // 21: slammesh.types.v1.MapSpec
+	(*v1.FaultPlan)(nil),          // 22: slammesh.types.v1.FaultPlan
+	(*v11.MissionEvent)(nil),      // 23: slammesh.events.v1.MissionEvent
 }
 var file_slammesh_orchestrator_v1_orchestrator_proto_depIdxs = []int32{
 	1,  // 0: slammesh.orchestrator.v1.Step.state:type_name -> slammesh.orchestrator.v1.StepState
@@ -1210,35 +1333,38 @@ var file_slammesh_orchestrator_v1_orchestrator_proto_depIdxs = []int32{
 	0,  // 2: slammesh.orchestrator.v1.Mission.state:type_name -> slammesh.orchestrator.v1.MissionState
 	3,  // 3: slammesh.orchestrator.v1.Mission.steps:type_name -> slammesh.orchestrator.v1.Step
 	2,  // 4: slammesh.orchestrator.v1.Mission.error:type_name -> slammesh.orchestrator.v1.MissionError
-	15, // 5: slammesh.orchestrator.v1.Mission.created_at:type_name -> google.protobuf.Timestamp
-	15, // 6: slammesh.orchestrator.v1.Mission.updated_at:type_name -> google.protobuf.Timestamp
-	15, // 7: slammesh.orchestrator.v1.Mission.ended_at:type_name -> google.protobuf.Timestamp
-	16, // 8: slammesh.orchestrator.v1.Mission.poses:type_name -> slammesh.types.v1.AgentPose
-	17, // 9: slammesh.orchestrator.v1.StartMissionRequest.scenario:type_name -> slammesh.types.v1.Scenario
-	18, // 10: slammesh.orchestrator.v1.StartMissionRequest.agents:type_name -> slammesh.types.v1.Agent
-	19, // 11: slammesh.orchestrator.v1.StartMissionRequest.map:type_name -> slammesh.types.v1.MapSpec
-	20, // 12: slammesh.orchestrator.v1.StartMissionRequest.faults:type_name -> slammesh.types.v1.FaultPlan
+	17, // 5: slammesh.orchestrator.v1.Mission.created_at:type_name -> google.protobuf.Timestamp
+	17, // 6: slammesh.orchestrator.v1.Mission.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 7: slammesh.orchestrator.v1.Mission.ended_at:type_name -> google.protobuf.Timestamp
+	18, // 8: slammesh.orchestrator.v1.Mission.poses:type_name -> slammesh.types.v1.AgentPose
+	19, // 9: slammesh.orchestrator.v1.StartMissionRequest.scenario:type_name -> slammesh.types.v1.Scenario
+	20, // 10: slammesh.orchestrator.v1.StartMissionRequest.agents:type_name -> slammesh.types.v1.Agent
+	21, // 11: slammesh.orchestrator.v1.StartMissionRequest.map:type_name -> slammesh.types.v1.MapSpec
+	22, // 12: slammesh.orchestrator.v1.StartMissionRequest.faults:type_name -> slammesh.types.v1.FaultPlan
 	4,  // 13: slammesh.orchestrator.v1.StartMissionResponse.mission:type_name -> slammesh.orchestrator.v1.Mission
 	4,  // 14: slammesh.orchestrator.v1.GetMissionResponse.mission:type_name -> slammesh.orchestrator.v1.Mission
 	0,  // 15: slammesh.orchestrator.v1.ListMissionsRequest.state:type_name -> slammesh.orchestrator.v1.MissionState
 	4,  // 16: slammesh.orchestrator.v1.ListMissionsResponse.missions:type_name -> slammesh.orchestrator.v1.Mission
 	4,  // 17: slammesh.orchestrator.v1.CancelMissionResponse.mission:type_name -> slammesh.orchestrator.v1.Mission
-	21, // 18: slammesh.orchestrator.v1.WatchMissionResponse.event:type_name -> slammesh.events.v1.MissionEvent
-	5,  // 19: slammesh.orchestrator.v1.OrchestratorService.StartMission:input_type -> slammesh.orchestrator.v1.StartMissionRequest
-	7,  // 20: slammesh.orchestrator.v1.OrchestratorService.GetMission:input_type -> slammesh.orchestrator.v1.GetMissionRequest
-	9,  // 21: slammesh.orchestrator.v1.OrchestratorService.ListMissions:input_type -> slammesh.orchestrator.v1.ListMissionsRequest
-	11, // 22: slammesh.orchestrator.v1.OrchestratorService.CancelMission:input_type -> slammesh.orchestrator.v1.CancelMissionRequest
-	13, // 23: slammesh.orchestrator.v1.OrchestratorService.WatchMission:input_type -> slammesh.orchestrator.v1.WatchMissionRequest
-	6,  // 24: slammesh.orchestrator.v1.OrchestratorService.StartMission:output_type -> slammesh.orchestrator.v1.StartMissionResponse
-	8,  // 25: slammesh.orchestrator.v1.OrchestratorService.GetMission:output_type -> slammesh.orchestrator.v1.GetMissionResponse
-	10, // 26: slammesh.orchestrator.v1.OrchestratorService.ListMissions:output_type -> slammesh.orchestrator.v1.ListMissionsResponse
-	12, // 27: slammesh.orchestrator.v1.OrchestratorService.CancelMission:output_type -> slammesh.orchestrator.v1.CancelMissionResponse
-	14, // 28: slammesh.orchestrator.v1.OrchestratorService.WatchMission:output_type -> slammesh.orchestrator.v1.WatchMissionResponse
-	24, // [24:29] is the sub-list for method output_type
-	19, // [19:24] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	23, // 18: slammesh.orchestrator.v1.WatchMissionResponse.event:type_name -> slammesh.events.v1.MissionEvent
+	4,  // 19: slammesh.orchestrator.v1.ResumeMissionResponse.mission:type_name -> slammesh.orchestrator.v1.Mission
+	5,  // 20: slammesh.orchestrator.v1.OrchestratorService.StartMission:input_type -> slammesh.orchestrator.v1.StartMissionRequest
+	7,  // 21: slammesh.orchestrator.v1.OrchestratorService.GetMission:input_type -> slammesh.orchestrator.v1.GetMissionRequest
+	9,  // 22: slammesh.orchestrator.v1.OrchestratorService.ListMissions:input_type -> slammesh.orchestrator.v1.ListMissionsRequest
+	11, // 23: slammesh.orchestrator.v1.OrchestratorService.CancelMission:input_type -> slammesh.orchestrator.v1.CancelMissionRequest
+	13, // 24: slammesh.orchestrator.v1.OrchestratorService.WatchMission:input_type -> slammesh.orchestrator.v1.WatchMissionRequest
+	15, // 25: slammesh.orchestrator.v1.OrchestratorService.ResumeMission:input_type -> slammesh.orchestrator.v1.ResumeMissionRequest
+	6,  // 26: slammesh.orchestrator.v1.OrchestratorService.StartMission:output_type -> slammesh.orchestrator.v1.StartMissionResponse
+	8,  // 27: slammesh.orchestrator.v1.OrchestratorService.GetMission:output_type -> slammesh.orchestrator.v1.GetMissionResponse
+	10, // 28: slammesh.orchestrator.v1.OrchestratorService.ListMissions:output_type -> slammesh.orchestrator.v1.ListMissionsResponse
+	12, // 29: slammesh.orchestrator.v1.OrchestratorService.CancelMission:output_type -> slammesh.orchestrator.v1.CancelMissionResponse
+	14, // 30: slammesh.orchestrator.v1.OrchestratorService.WatchMission:output_type -> slammesh.orchestrator.v1.WatchMissionResponse
+	16, // 31: slammesh.orchestrator.v1.OrchestratorService.ResumeMission:output_type -> slammesh.orchestrator.v1.ResumeMissionResponse
+	26, // [26:32] is the sub-list for method output_type
+	20, // [20:26] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_slammesh_orchestrator_v1_orchestrator_proto_init() }
@@ -1252,7 +1378,7 @@ func file_slammesh_orchestrator_v1_orchestrator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc), len(file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

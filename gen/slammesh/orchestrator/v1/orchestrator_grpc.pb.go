@@ -27,6 +27,7 @@ const (
 	OrchestratorService_ListMissions_FullMethodName  = "/slammesh.orchestrator.v1.OrchestratorService/ListMissions"
 	OrchestratorService_CancelMission_FullMethodName = "/slammesh.orchestrator.v1.OrchestratorService/CancelMission"
 	OrchestratorService_WatchMission_FullMethodName  = "/slammesh.orchestrator.v1.OrchestratorService/WatchMission"
+	OrchestratorService_ResumeMission_FullMethodName = "/slammesh.orchestrator.v1.OrchestratorService/ResumeMission"
 )
 
 // OrchestratorServiceClient is the client API for OrchestratorService service.
@@ -49,6 +50,15 @@ type OrchestratorServiceClient interface {
 	// WatchMission streams a mission's progress events from its start (or after
 	// from_stream_id) until the mission ends.
 	WatchMission(ctx context.Context, in *WatchMissionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchMissionResponse], error)
+	// ResumeMission is an operator's action on a FAILED mission, once the fault
+	// that made a compensation give up is repaired: the compensation that gave
+	// up gets a fresh budget of attempts and the mission goes back to
+	// COMPENSATING, carrying on its compensation (on another replica, should
+	// this one die). A COMPENSATING or COMPENSATED mission is returned as is,
+	// so a retried call is harmless; a PENDING, RUNNING or COMPLETED mission
+	// fails with FAILED_PRECONDITION (reason MISSION_NOT_FAILED): there is no
+	// compensation to resume.
+	ResumeMission(ctx context.Context, in *ResumeMissionRequest, opts ...grpc.CallOption) (*ResumeMissionResponse, error)
 }
 
 type orchestratorServiceClient struct {
@@ -118,6 +128,16 @@ func (c *orchestratorServiceClient) WatchMission(ctx context.Context, in *WatchM
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type OrchestratorService_WatchMissionClient = grpc.ServerStreamingClient[WatchMissionResponse]
 
+func (c *orchestratorServiceClient) ResumeMission(ctx context.Context, in *ResumeMissionRequest, opts ...grpc.CallOption) (*ResumeMissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeMissionResponse)
+	err := c.cc.Invoke(ctx, OrchestratorService_ResumeMission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OrchestratorServiceServer is the server API for OrchestratorService service.
 // All implementations must embed UnimplementedOrchestratorServiceServer
 // for forward compatibility.
@@ -138,6 +158,15 @@ type OrchestratorServiceServer interface {
 	// WatchMission streams a mission's progress events from its start (or after
 	// from_stream_id) until the mission ends.
 	WatchMission(*WatchMissionRequest, grpc.ServerStreamingServer[WatchMissionResponse]) error
+	// ResumeMission is an operator's action on a FAILED mission, once the fault
+	// that made a compensation give up is repaired: the compensation that gave
+	// up gets a fresh budget of attempts and the mission goes back to
+	// COMPENSATING, carrying on its compensation (on another replica, should
+	// this one die). A COMPENSATING or COMPENSATED mission is returned as is,
+	// so a retried call is harmless; a PENDING, RUNNING or COMPLETED mission
+	// fails with FAILED_PRECONDITION (reason MISSION_NOT_FAILED): there is no
+	// compensation to resume.
+	ResumeMission(context.Context, *ResumeMissionRequest) (*ResumeMissionResponse, error)
 	mustEmbedUnimplementedOrchestratorServiceServer()
 }
 
@@ -162,6 +191,9 @@ func (UnimplementedOrchestratorServiceServer) CancelMission(context.Context, *Ca
 }
 func (UnimplementedOrchestratorServiceServer) WatchMission(*WatchMissionRequest, grpc.ServerStreamingServer[WatchMissionResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchMission not implemented")
+}
+func (UnimplementedOrchestratorServiceServer) ResumeMission(context.Context, *ResumeMissionRequest) (*ResumeMissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeMission not implemented")
 }
 func (UnimplementedOrchestratorServiceServer) mustEmbedUnimplementedOrchestratorServiceServer() {}
 func (UnimplementedOrchestratorServiceServer) testEmbeddedByValue()                             {}
@@ -267,6 +299,24 @@ func _OrchestratorService_WatchMission_Handler(srv interface{}, stream grpc.Serv
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type OrchestratorService_WatchMissionServer = grpc.ServerStreamingServer[WatchMissionResponse]
 
+func _OrchestratorService_ResumeMission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeMissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrchestratorServiceServer).ResumeMission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrchestratorService_ResumeMission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrchestratorServiceServer).ResumeMission(ctx, req.(*ResumeMissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OrchestratorService_ServiceDesc is the grpc.ServiceDesc for OrchestratorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -289,6 +339,10 @@ var OrchestratorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelMission",
 			Handler:    _OrchestratorService_CancelMission_Handler,
+		},
+		{
+			MethodName: "ResumeMission",
+			Handler:    _OrchestratorService_ResumeMission_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
