@@ -23,8 +23,8 @@ build:
 deps:
 	@./scripts/ensure-redis.sh
 
-## test: what CI runs: static checks, race tests, fuzz smoke, end to end
-test: deps check unit fuzz e2e
+## test: what CI runs: static checks, race tests, fuzz smoke, end to end, chaos
+test: deps check unit fuzz e2e chaos
 
 ## unit: all Go tests with the race detector (component tests included)
 unit:
@@ -54,6 +54,12 @@ fuzz:
 ## e2e: the built binaries as separate processes, driven by grpcurl and redis-cli
 e2e: build
 	./scripts/e2e.sh
+
+## chaos: 200 missions with injected faults over separate processes while an orchestrator is SIGKILLed and restarted (issue 4); CHAOS_FLAGS="-chaos.seed=7" etc.
+.PHONY: chaos
+chaos: build
+	$(GO) vet -tags chaos ./test/chaos
+	$(GO) test -race -tags chaos -count=1 -v -timeout 15m ./test/chaos -args -chaos.bin=$(CURDIR)/$(BIN)/slammesh $(CHAOS_FLAGS)
 
 ## bench: domain and saga benchmarks
 bench:

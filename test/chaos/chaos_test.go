@@ -1,0 +1,345 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+)
+
+var (
+	flagBin      = flag.String("chaos.bin", "", "slammesh binary to run (empty: build cmd/slammesh into the test's temp dir)")
+	flagSeed     = flag.Uint64("chaos.seed", 1, "seed of the missions, their faults and the kill moments")
+	flagMissions = flag.Int("chaos.missions", 200, "missions to run")
+	flagKills    = flag.Int("chaos.kills", 3, "SIGKILLs of the victim orchestrator (at least 3)")
+	flagBursts   = flag.Int("chaos.bursts", 10, "bursts the missions are started in")
+	flagWindow   = flag.Duration("chaos.window", 20*time.Second, "span over which the bursts and the kills are spread")
+	flagSettle   = flag.Duration("chaos.settle", 2*time.Minute, "how long every mission may take to end after the last start and restart")
+	flagBound    = flag.Duration("chaos.recovery-bound", 5*time.Second, "longest allowed time from a kill to the resumption of its last orphaned saga")
+	flagOrphans  = flag.Int("chaos.orphans", 3, "sagas mid-step (running or compensating) the victim should drive when it is killed (it waits up to 15s for them, then kills anyway)")
+	flagLogs     = flag.String("chaos.logs", "", "directory to write (and keep) the process logs in (empty: the test's temp dir, removed afterwards)")
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// reporter prints progress lines with the time since the run began; stdout,
+// not t.Log, so the summary reads as a report.
+type reporter struct {
+	begin time.Time
+	mu    sync.Mutex
+}
+
+func (r *reporter) printf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Printf("chaos %6.1fs  %s\n", time.Since(r.begin).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// victimIdx is the replica the test kills; replicas[1-victimIdx] survives.
+const victimIdx = 1
+
+// TestChaos runs the missions against two orchestrators while killing one,
+// then checks outcomes, effects, leftovers and recovery times.
+func TestChaos(t *testing.T) {
+	if *flagKills < 3 || *flagMissions < 1 || *flagBursts < 1 {
+		t.Fatalf("want -chaos.kills >= 3, -chaos.missions >= 1, -chaos.bursts >= 1")
+	}
+	log := &reporter{begin: time.Now()}
+	ctx, cancel := runContext(t)
+	defer cancel()
+
+	dir := t.TempDir()
+	logDir := *flagLogs
+	if logDir == "" {
+		logDir = dir + "/logs"
+	}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := *flagBin
+	if bin == "" {
+		log.printf("building cmd/slammesh")
+		var err error
+		if bin, err = buildBinary(ctx, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plans := makePlans(*flagSeed, *flagMissions)
+	m, err := startMesh(ctx, meshConfig{bin: bin, logDir: logDir, capacityCells: 50_000_000})
+	if err != nil {
+		fmt.Print(tailLogs(logDir, 40))
+		t.Fatalf("start the mesh: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			fmt.Printf("\n==== process logs (tails), from %s\n%s", logDir, tailLogs(logDir, 30))
+		}
+		m.close()
+	})
+	a, _ := m.replicas[0].current()
+	b, _ := m.replicas[1].current()
+	log.printf("mesh up: redis %s, orchestrator-a pid %d at %s, orchestrator-b pid %d at %s (victim); seed %d, %d missions, %d kills",
+		m.redis.Addr, a.pid(), m.replicas[0].grpcAddr, b.pid(), m.replicas[1].grpcAddr, *flagSeed, len(plans), *flagKills)
+
+	// The kills draw from their own stream, so the missions stay the same
+	// whatever -chaos.kills says.
+	killRand := rand.New(rand.NewPCG(*flagSeed, 0xdead))
+	begin := time.Now()
+	var (
+		kills   []*kill
+		killErr error
+		starts  []startOutcome
+		wg      sync.WaitGroup
+	)
+	wg.Go(func() {
+		kills, killErr = m.killLoop(ctx, killRand, victimIdx, planIDs(plans), *flagKills, *flagOrphans, *flagWindow, *flagBound, begin, log)
+	})
+	starts = m.startAll(ctx, plans, *flagBursts, *flagWindow, log)
+	log.printf("all %d StartMission calls returned", len(plans))
+	wg.Wait()
+	if killErr != nil {
+		t.Fatalf("kill loop: %v", killErr)
+	}
+	log.printf("kills done; waiting up to %s for every mission to end", *flagSettle)
+
+	missions, err := m.awaitTerminal(ctx, planIDs(plans), *flagSettle, log)
+	if err != nil {
+		t.Fatalf("await the end of the missions: %v", err)
+	}
+	if err := measureRecovery(ctx, m.rdb, kills); err != nil {
+		t.Fatalf("measure recovery: %v", err)
+	}
+	var v violations
+	st, err := verify(ctx, m.rdb, plans, starts, missions, &v)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	checkRecovery(kills, m, *flagBound, &v)
+	printSummary(plans, st, kills, m, &v, *flagBound, time.Since(log.begin))
+	if n := v.count(); n > 0 {
+		t.Errorf("%d violations (listed above)", n)
+	}
+}
+
+// runContext ends a while before the test's own deadline, so the cleanup
+// that stops the processes always gets to run.
+func runContext(t *testing.T) (context.Context, context.CancelFunc) {
+	if d, ok := t.Deadline(); ok {
+		return context.WithDeadline(context.Background(), d.Add(-30*time.Second))
+	}
+	return context.WithCancel(context.Background())
+}
+
+// awaitTerminal polls ListMissions (on whichever replica answers) until
+// every mission of ids has ended or settle has passed, and returns the last
+// listing.
+func (m *mesh) awaitTerminal(ctx context.Context, ids []string, settle time.Duration, log *reporter) (map[string]*orchestratorv1.Mission, error) {
+	ctx, cancel := context.WithTimeout(ctx, settle)
+	defer cancel()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastReport := time.Now()
+	var last map[string]*orchestratorv1.Mission
+	for {
+		missions, err := m.listMissions(ctx)
+		if err == nil {
+			last = missions
+			open := map[string]int{}
+			for _, id := range ids {
+				if ms, ok := missions[id]; !ok || !terminalState(ms.GetState()) {
+					open[stateName(ms.GetState())]++
+				}
+			}
+			if len(open) == 0 {
+				return last, nil
+			}
+			if time.Since(lastReport) >= 5*time.Second {
+				log.printf("still unfinished: %v", open)
+				lastReport = time.Now()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				return nil, fmt.Errorf("no listing before the deadline: %w", err)
+			}
+			log.printf("settle deadline passed with missions unfinished")
+			return last, nil
+		case <-tick.C:
+		}
+	}
+}
+
+// listMissions pages through ListMissions on the first replica that answers.
+func (m *mesh) listMissions(ctx context.Context) (map[string]*orchestratorv1.Mission, error) {
+	var lastErr error
+	for _, r := range m.replicas {
+		out := make(map[string]*orchestratorv1.Mission)
+		token := ""
+		for {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			resp, err := r.client.ListMissions(cctx, &orchestratorv1.ListMissionsRequest{PageSize: 1000, PageToken: token})
+			cancel()
+			if err != nil {
+				lastErr = fmt.Errorf("ListMissions on %s: %w", r.name, err)
+				break
+			}
+			for _, ms := range resp.GetMissions() {
+				out[ms.GetMissionId()] = ms
+			}
+			if token = resp.GetNextPageToken(); token == "" {
+				return out, nil
+			}
+		}
+	}
+	return nil, lastErr
+}
+
+// checkRecovery wants every kill to have orphaned a saga, every orphan to
+// have been resumed — by the survivor when the victim stayed down — and each
+// kill's last resumption within bound.
+func checkRecovery(kills []*kill, m *mesh, bound time.Duration, v *violations) {
+	survivor, _ := m.replicas[1-victimIdx].owner(0)
+	for _, kl := range kills {
+		if len(kl.orphans) == 0 {
+			v.add("recovery", "kill %d orphaned no saga: recovery was not exercised", kl.n)
+		}
+		for _, o := range kl.orphans {
+			switch {
+			case o.resumedAt.IsZero():
+				v.add("recovery", "kill %d: %s (%s at the kill, owner %s) was never resumed", kl.n, o.id, o.state, kl.victim)
+			case kl.failover && o.resumer != survivor:
+				v.add("recovery", "kill %d: %s resumed as %q while only the survivor %s was up", kl.n, o.id, o.message, survivor)
+			}
+		}
+		if kl.recovery > bound {
+			v.add("recovery", "kill %d: last orphan resumed %.2fs after the kill, bound %s", kl.n, kl.recovery.Seconds(), bound)
+		}
+	}
+}
+
+func printSummary(plans []plan, st *stats, kills []*kill, m *mesh, v *violations, bound time.Duration, took time.Duration) {
+	states := []orchestratorv1.MissionState{
+		orchestratorv1.MissionState_MISSION_STATE_COMPLETED,
+		orchestratorv1.MissionState_MISSION_STATE_COMPENSATED,
+		orchestratorv1.MissionState_MISSION_STATE_FAILED,
+		orchestratorv1.MissionState_MISSION_STATE_COMPENSATING,
+		orchestratorv1.MissionState_MISSION_STATE_RUNNING,
+		orchestratorv1.MissionState_MISSION_STATE_PENDING,
+	}
+	fmt.Printf("\n==== chaos summary (seed %d, %d missions, %d kills, %.1fs)\n", *flagSeed, len(plans), len(kills), took.Seconds())
+	var parts []string
+	for _, s := range states {
+		if n := st.byState[s]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", stateName(s), n))
+		}
+	}
+	planned := 0
+	for _, p := range plans {
+		if p.want == orchestratorv1.MissionState_MISSION_STATE_FAILED {
+			planned++
+		}
+	}
+	fmt.Printf("missions by state:     %s (FAILED planned: %d)\n", strings.Join(parts, ", "), planned)
+	fmt.Printf("missions by fault plan:\n")
+	for _, c := range categories {
+		byState := st.byCategory[c.name]
+		total := 0
+		var ps []string
+		for _, s := range states {
+			if n := byState[s]; n > 0 {
+				total += n
+				ps = append(ps, fmt.Sprintf("%s %d", stateName(s), n))
+			}
+		}
+		fmt.Printf("  %-28s %4d  %s\n", c.name, total, strings.Join(ps, ", "))
+	}
+	fmt.Printf("faults injected:       %s", fmtCounts(st.faults))
+	fmt.Printf("\nStartMission:          answered by %s; %d missions needed a retry on the other replica, %d found already created by a call whose reply was lost; slowest %s\n",
+		fmtCounts(st.startsBy), st.startRetries, st.startsFoundExisting, st.slowestStart)
+	fmt.Printf("effects checked:       %d <step>:<op> counters over %d missions, max %d (want <= 1)\n", st.effectCounters, st.missionsChecked, st.effectMax)
+	fmt.Printf("capacity:              %d cells in use, %d held by maps left in Redis\n", st.capacityUsed, st.capacityHeld)
+	fmt.Printf("takeovers:             %d missions resumed by another owner, %d takeovers in all (epochs checked)\n", st.resumedMissions, st.takeovers)
+
+	survivor := m.replicas[1-victimIdx]
+	survivorOwner, _ := survivor.owner(0)
+	victim := m.replicas[victimIdx]
+	var worst time.Duration
+	fmt.Printf("recovery (bound %s; survivor %s owner %s):\n", bound, survivor.name, survivorOwner)
+	for _, kl := range kills {
+		bySurvivor, byRestarted, other, never := 0, 0, 0, 0
+		restartedOwner, _ := victim.owner(kl.restartInc)
+		for _, o := range kl.orphans {
+			switch {
+			case o.resumedAt.IsZero():
+				never++
+			case o.resumer == survivorOwner:
+				bySurvivor++
+			case o.resumer == restartedOwner:
+				byRestarted++
+			default:
+				other++
+			}
+		}
+		worst = max(worst, kl.recovery)
+		learned := ""
+		if !kl.learned {
+			learned = " (assumed hostname:pid)"
+		}
+		last := fmt.Sprintf("%.2fs", kl.recovery.Seconds())
+		if never > 0 || len(kl.orphans) == 0 {
+			last = "n/a"
+		}
+		fmt.Printf("  kill %d (%s) %.1fs into the workload, pid %d owner %s%s: %d orphans; resumed by survivor %d, by restarted victim %d, other/unnamed %d, never %d; last resume %s after the kill; restart healthy in %.2fs\n",
+			kl.n, kl.mode(), kl.offset.Seconds(), kl.victimPID, kl.victim, learned, len(kl.orphans), bySurvivor, byRestarted, other, never,
+			last, kl.healthyIn.Seconds())
+		for _, o := range kl.orphans {
+			if !o.resumedAt.IsZero() {
+				fmt.Printf("      %s (%s at the kill): +%.2fs %q\n", o.id, o.state, o.resumedAt.Sub(kl.at).Seconds(), o.message)
+			}
+		}
+	}
+	fmt.Printf("  max recovery %.2fs\n", worst.Seconds())
+
+	n := v.count()
+	fmt.Printf("violations:            %d", n)
+	if n > 0 {
+		fmt.Printf(" (%s)\n", fmtCounts(v.byKind))
+		for _, line := range head(v.list, 60) {
+			fmt.Printf("  - %s\n", line)
+		}
+		if n > 60 {
+			fmt.Printf("  … and %d more\n", n-60)
+		}
+	} else {
+		fmt.Println()
+	}
+}
+
+// fmtCounts prints a count per name, names sorted.
+func fmtCounts(c map[string]int) string {
+	names := make([]string, 0, len(c))
+	for k := range c {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, k := range names {
+		parts[i] = fmt.Sprintf("%s %d", k, c[k])
+	}
+	return strings.Join(parts, ", ")
+}

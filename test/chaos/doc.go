@@ -1,0 +1,20 @@
+// Package chaos holds the chaos end-to-end test of slammesh (GitHub issue
+// 4): the built binary as separate processes on loopback — a private
+// redis-server, the three step services and two orchestrator replicas, all
+// with fault injection allowed — runs a few hundred small missions with a
+// seeded mix of injected faults while one orchestrator is killed with
+// SIGKILL and restarted several times. Afterwards it checks, from Redis and
+// the public API, that every mission ended as its faults dictate, that no
+// step effect happened twice, that compensated missions left nothing behind,
+// and that the surviving replica resumed the killed one's sagas within the
+// recovery bound.
+//
+// The test sits behind the chaos build tag, since it starts processes and
+// takes half a minute or so:
+//
+//	make chaos
+//	go test -race -tags chaos -count=1 -v -timeout 15m ./test/chaos [-args -chaos.seed=7 ...]
+//
+// Without -chaos.bin it builds cmd/slammesh itself, so it never runs a stale
+// binary.
+package chaos
