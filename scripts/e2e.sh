@@ -27,10 +27,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# free_port picks a port below the kernel's ephemeral range (32768+), where
+# outgoing connections never take it from under us.
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % 22000))
     if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
   done
   fail "no free port"
@@ -52,12 +54,21 @@ rcli ping >/dev/null || fail "redis-server did not start"
 export REDIS_URL="redis://127.0.0.1:$redis_port/0"
 export OTEL_TRACES_EXPORTER=none
 declare -A grpc_port
+# Services bind port 0 and the script reads the bound address from their
+# "serving" log line: a port picked in advance can be taken in between.
 start_service() {
   local name=$1; shift
-  grpc_port[$name]=$(free_port)
-  "$bin/slammesh" "$name" --grpc-addr "127.0.0.1:${grpc_port[$name]}" --http-addr "127.0.0.1:$(free_port)" \
+  "$bin/slammesh" "$name" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
     --allow-fault-injection "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
+  local addr=""
+  for _ in $(seq 100); do
+    addr=$(sed -n 's/.*"msg":"serving".*"grpc_addr":"\([0-9.:]*\)".*/\1/p' "$work/$name.log" | head -n1)
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || fail "$name did not start serving"
+  grpc_port[$name]=${addr##*:}
 }
 wait_healthy() {
   local name=$1
