@@ -4,6 +4,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -70,13 +71,12 @@ func TestChaos(t *testing.T) {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin := *flagBin
-	if bin == "" {
+	if *flagBin == "" {
 		log.printf("building cmd/slammesh")
-		var err error
-		if bin, err = buildBinary(ctx, dir); err != nil {
-			t.Fatal(err)
-		}
+	}
+	bin, err := binary(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	plans := makePlans(*flagSeed, *flagMissions)
 	m, err := startMesh(ctx, meshConfig{bin: bin, logDir: logDir, capacityCells: 50_000_000})
@@ -93,7 +93,7 @@ func TestChaos(t *testing.T) {
 	a, _ := m.replicas[0].current()
 	b, _ := m.replicas[1].current()
 	log.printf("mesh up: redis %s, orchestrator-a pid %d at %s, orchestrator-b pid %d at %s (victim); seed %d, %d missions, %d kills",
-		m.redis.Addr, a.pid(), m.replicas[0].grpcAddr, b.pid(), m.replicas[1].grpcAddr, *flagSeed, len(plans), *flagKills)
+		m.redis.Addr, a.pid(), m.replicas[0].addr(), b.pid(), m.replicas[1].addr(), *flagSeed, len(plans), *flagKills)
 
 	// The kills draw from their own stream, so the missions stay the same
 	// whatever -chaos.kills says.
@@ -123,8 +123,9 @@ func TestChaos(t *testing.T) {
 	if err := measureRecovery(ctx, m.rdb, kills); err != nil {
 		t.Fatalf("measure recovery: %v", err)
 	}
+	got := m.getMissions(ctx, planIDs(plans))
 	var v violations
-	st, err := verify(ctx, m.rdb, plans, starts, missions, &v)
+	st, err := verify(ctx, m.rdb, plans, starts, missions, got, &v)
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}
@@ -192,7 +193,7 @@ func (m *mesh) listMissions(ctx context.Context) (map[string]*orchestratorv1.Mis
 		token := ""
 		for {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			resp, err := r.client.ListMissions(cctx, &orchestratorv1.ListMissionsRequest{PageSize: 1000, PageToken: token})
+			resp, err := r.rpc().ListMissions(cctx, &orchestratorv1.ListMissionsRequest{PageSize: 1000, PageToken: token})
 			cancel()
 			if err != nil {
 				lastErr = fmt.Errorf("ListMissions on %s: %w", r.name, err)
@@ -207,6 +208,35 @@ func (m *mesh) listMissions(ctx context.Context) (map[string]*orchestratorv1.Mis
 		}
 	}
 	return nil, lastErr
+}
+
+// gotMission is one GetMission answer.
+type gotMission struct {
+	mission *orchestratorv1.Mission
+	err     error
+}
+
+// getMissions reads every mission of ids with GetMission, on the first
+// replica that answers.
+func (m *mesh) getMissions(ctx context.Context, ids []string) map[string]gotMission {
+	out := make(map[string]gotMission, len(ids))
+	for _, id := range ids {
+		var errs []error
+		for _, r := range m.replicas {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			resp, err := r.rpc().GetMission(cctx, &orchestratorv1.GetMissionRequest{MissionId: id})
+			cancel()
+			if err == nil {
+				out[id] = gotMission{mission: resp.GetMission()}
+				break
+			}
+			errs = append(errs, fmt.Errorf("GetMission on %s: %w", r.name, err))
+		}
+		if _, ok := out[id]; !ok {
+			out[id] = gotMission{err: errors.Join(errs...)}
+		}
+	}
+	return out
 }
 
 // checkRecovery wants every kill to have orphaned a saga, every orphan to
@@ -274,6 +304,8 @@ func printSummary(plans []plan, st *stats, kills []*kill, m *mesh, v *violations
 	fmt.Printf("effects checked:       %d <step>:<op> counters over %d missions, max %d (want <= 1)\n", st.effectCounters, st.missionsChecked, st.effectMax)
 	fmt.Printf("capacity:              %d cells in use, %d held by maps left in Redis\n", st.capacityUsed, st.capacityHeld)
 	fmt.Printf("takeovers:             %d missions resumed by another owner, %d takeovers in all (epochs checked)\n", st.resumedMissions, st.takeovers)
+	fmt.Printf("trace ids:             %d/%d missions with one valid trace id on all their events, the one StartMission, GetMission and ListMissions return\n",
+		len(st.oneTrace), len(plans))
 
 	survivor := m.replicas[1-victimIdx]
 	survivorOwner, _ := survivor.owner(0)
@@ -304,9 +336,13 @@ func printSummary(plans []plan, st *stats, kills []*kill, m *mesh, v *violations
 		if never > 0 || len(kl.orphans) == 0 {
 			last = "n/a"
 		}
-		fmt.Printf("  kill %d (%s) %.1fs into the workload, pid %d owner %s%s: %d orphans; resumed by survivor %d, by restarted victim %d, other/unnamed %d, never %d; last resume %s after the kill; restart healthy in %.2fs\n",
+		moved := ""
+		if kl.moved != nil {
+			moved = fmt.Sprintf(" (%s was taken: moved to %s)", kl.moved.from, kl.moved.to)
+		}
+		fmt.Printf("  kill %d (%s) %.1fs into the workload, pid %d owner %s%s: %d orphans; resumed by survivor %d, by restarted victim %d, other/unnamed %d, never %d; last resume %s after the kill; restart healthy in %.2fs%s\n",
 			kl.n, kl.mode(), kl.offset.Seconds(), kl.victimPID, kl.victim, learned, len(kl.orphans), bySurvivor, byRestarted, other, never,
-			last, kl.healthyIn.Seconds())
+			last, kl.healthyIn.Seconds(), moved)
 		for _, o := range kl.orphans {
 			if !o.resumedAt.IsZero() {
 				fmt.Printf("      %s (%s at the kill): +%.2fs %q\n", o.id, o.state, o.resumedAt.Sub(kl.at).Seconds(), o.message)
@@ -314,6 +350,24 @@ func printSummary(plans []plan, st *stats, kills []*kill, m *mesh, v *violations
 		}
 	}
 	fmt.Printf("  max recovery %.2fs\n", worst.Seconds())
+	// The missions a kill orphaned and another run resumed after it; a
+	// mission orphaned by two kills counts once.
+	resumed := make(map[string]bool)
+	for _, kl := range kills {
+		for _, o := range kl.orphans {
+			if !o.resumedAt.IsZero() {
+				resumed[o.id] = true
+			}
+		}
+	}
+	oneTrace := 0
+	for id := range resumed {
+		if st.oneTrace[id] {
+			oneTrace++
+		}
+	}
+	fmt.Printf("resumed missions with one trace id: %d/%d (resumed after a SIGKILL; of every mission with a \"resumed by\" event: %d/%d)\n",
+		oneTrace, len(resumed), st.resumedOneTrace, st.resumedMissions)
 
 	n := v.count()
 	fmt.Printf("violations:            %d", n)

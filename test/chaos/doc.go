@@ -6,8 +6,11 @@
 // SIGKILL and restarted several times. Afterwards it checks, from Redis and
 // the public API, that every mission ended as its faults dictate, that no
 // step effect happened twice, that compensated missions left nothing behind,
-// and that the surviving replica resumed the killed one's sagas within the
-// recovery bound.
+// that the surviving replica resumed the killed one's sagas within the
+// recovery bound, and that a resumed mission went on under its trace: all
+// of a mission's events carry the one trace id the API reports. Every
+// service listens on port 0 and names its address in its "serving" log
+// line, so no port is picked in advance for another process to take.
 //
 // The test sits behind the chaos build tag, since it starts processes and
 // takes half a minute or so:

@@ -48,30 +48,49 @@ type mesh struct {
 	replicas [2]*replica
 }
 
-// replica is one orchestrator: a fixed pair of ports served by successive
-// incarnations (processes), and the test's connection to it, which
-// reconnects to each new incarnation by itself.
+// replica is one orchestrator: successive incarnations (processes) on one
+// gRPC address, and the test's connection to it, which reconnects to each
+// new incarnation by itself.
+//
+// The first incarnation listens on port 0; a restart listens on the port
+// the replica had, since a restarted orchestrator comes back where its
+// clients know it. Only when that port was taken in the meantime (by any
+// process on the machine: an outgoing connection can get it as its local
+// port, the kernel's ephemeral range being where port 0 binds too) does the
+// restart move to a new port 0, and the test dial it anew: what the kills
+// exercise is the takeover of sagas through Redis, which no client address
+// takes part in, and a port lost to another process is the harness's bad
+// luck, not a finding. The summary names such moves.
 type replica struct {
-	name     string
-	grpcAddr string
-	bin      string
-	logDir   string
-	args     []string
-	conn     *grpc.ClientConn
-	client   orchestratorv1.OrchestratorServiceClient
+	name   string
+	bin    string
+	logDir string
+	// args are the flags of every incarnation but the listen addresses,
+	// the command first.
+	args []string
 
 	mu          sync.Mutex
 	proc        *proc
 	incarnation int
+	grpcAddr    string
+	client      orchestratorv1.OrchestratorServiceClient
+	// conns are every connection the test made to the replica, the current
+	// one last; a replaced one stays open until close, since calls may be in
+	// flight on it.
+	conns []*grpc.ClientConn
 	// owners are the saga owner names of the incarnations, learned from the
 	// records of missions they created.
 	owners map[int]string
 	pids   map[int]int
 }
 
+// anyPort has a child listen on a port the kernel picks; the child names it
+// in its "serving" log line.
+const anyPort = "127.0.0.1:0"
+
 // startMesh starts redis-server, the step services and two orchestrators,
-// each with fault injection allowed, and waits until all are healthy. On
-// error the processes started so far are stopped.
+// each with fault injection allowed and listening on port 0, and waits until
+// all are healthy. On error the processes started so far are stopped.
 func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 	m = &mesh{cfg: cfg}
 	defer func() {
@@ -89,18 +108,9 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 	}
 	m.rdb = redis.NewClient(&redis.Options{Addr: m.redis.Addr, PoolSize: 32})
 
-	ports, err := freePorts(2*len(stepServices) + 4)
-	if err != nil {
-		return m, err
-	}
-	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
-	common := func(service string, grpcAddr, httpAddr string) []string {
-		return []string{service, "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-			"--redis-url", m.redis.URL(), "--allow-fault-injection", "--grace", "2s"}
-	}
-	stepAddr := make(map[string]string, len(stepServices))
-	for i, s := range stepServices {
-		args := common(s, addr(2*i), addr(2*i+1))
+	common := []string{"--redis-url", m.redis.URL(), "--allow-fault-injection", "--grace", "2s"}
+	for _, s := range stepServices {
+		args := append([]string{s, "--grpc-addr", anyPort, "--http-addr", anyPort}, common...)
 		if s == "mapping" {
 			args = append(args, "--capacity-cells", strconv.FormatUint(cfg.capacityCells, 10))
 		}
@@ -109,25 +119,28 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 			return m, err
 		}
 		m.steps = append(m.steps, p)
-		stepAddr[s] = addr(2 * i)
 	}
+	stepAddr := make(map[string]string, len(stepServices))
 	for i, s := range stepServices {
-		if err := waitHealthy(ctx, stepAddr[s], m.steps[i]); err != nil {
-			return m, err
-		}
-	}
-	for i, name := range []string{"orchestrator-a", "orchestrator-b"} {
-		g, h := addr(2*len(stepServices)+2*i), addr(2*len(stepServices)+2*i+1)
-		args := append(common("orchestrator", g, h),
-			"--mapping-addr", stepAddr["mapping"],
-			"--localization-addr", stepAddr["localization"],
-			"--merge-addr", stepAddr["merge"])
-		r, err := newReplica(name, g, cfg.bin, cfg.logDir, args)
+		addr, err := m.steps[i].awaitServing(ctx)
 		if err != nil {
 			return m, err
 		}
-		m.replicas[i] = r
-		if err := r.start(); err != nil {
+		if err := waitHealthy(ctx, addr, m.steps[i]); err != nil {
+			return m, err
+		}
+		stepAddr[s] = addr
+	}
+	args := append([]string{"orchestrator",
+		"--mapping-addr", stepAddr["mapping"],
+		"--localization-addr", stepAddr["localization"],
+		"--merge-addr", stepAddr["merge"]}, common...)
+	for i, name := range []string{"orchestrator-a", "orchestrator-b"} {
+		m.replicas[i] = &replica{
+			name: name, bin: cfg.bin, logDir: cfg.logDir, args: args,
+			owners: make(map[int]string), pids: make(map[int]int),
+		}
+		if _, err := m.replicas[i].start(ctx); err != nil {
 			return m, err
 		}
 	}
@@ -161,43 +174,77 @@ func (m *mesh) close() {
 	}
 }
 
-func newReplica(name, grpcAddr, bin, logDir string, args []string) (*replica, error) {
+// move is a restart that could not rebind the replica's port.
+type move struct {
+	from, to string
+	// why is the failed incarnation's error.
+	why error
+}
+
+// start launches the next incarnation of the replica and waits for its
+// serving line: on port 0 the first time, afterwards on the replica's port,
+// or, when that is taken, on port 0 again, which it returns as a move.
+func (r *replica) start(ctx context.Context) (*move, error) {
+	r.mu.Lock()
+	first := r.proc == nil
+	if !first && r.proc.alive() {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("%s: incarnation %d still running", r.name, r.incarnation)
+	}
+	prev := r.grpcAddr
+	r.mu.Unlock()
+
+	want := anyPort
+	if !first {
+		want = prev
+	}
+	addr, err := r.launch(ctx, want)
+	var mv *move
+	if !first && errors.Is(err, errAddrInUse) {
+		mv = &move{from: prev, why: err}
+		addr, err = r.launch(ctx, anyPort)
+		mv.to = addr
+	}
+	if err != nil || addr == prev {
+		return mv, err
+	}
 	// Reconnect quickly after a restart; the default back-off grows to two
 	// minutes, which would keep traffic off a healthy replica.
-	conn, err := grpc.NewClient(grpcAddr,
+	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
 			MinConnectTimeout: time.Second,
 		}))
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", name, err)
+		return mv, fmt.Errorf("dial %s: %w", r.name, err)
 	}
-	return &replica{
-		name: name, grpcAddr: grpcAddr, bin: bin, logDir: logDir, args: args,
-		conn: conn, client: orchestratorv1.NewOrchestratorServiceClient(conn),
-		owners: make(map[int]string), pids: make(map[int]int),
-	}, nil
-}
-
-// start launches the next incarnation of the replica on its fixed ports.
-func (r *replica) start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.proc != nil && r.proc.alive() {
-		return fmt.Errorf("%s: incarnation %d still running", r.name, r.incarnation)
-	}
+	r.grpcAddr, r.client = addr, orchestratorv1.NewOrchestratorServiceClient(conn)
+	r.conns = append(r.conns, conn)
+	return mv, nil
+}
+
+// launch starts the next incarnation with its gRPC listener on grpcAddr
+// (HTTP always on port 0: the test does not use it) and returns the address
+// it serves on.
+func (r *replica) launch(ctx context.Context, grpcAddr string) (string, error) {
+	r.mu.Lock()
 	next := r.incarnation + 1
 	if r.proc == nil {
 		next = 0
 	}
-	p, err := startProc(r.name, filepath.Join(r.logDir, fmt.Sprintf("%s.%d.log", r.name, next)), r.bin, childEnv, r.args...)
+	args := append([]string{r.args[0], "--grpc-addr", grpcAddr, "--http-addr", anyPort}, r.args[1:]...)
+	p, err := startProc(r.name, filepath.Join(r.logDir, fmt.Sprintf("%s.%d.log", r.name, next)), r.bin, childEnv, args...)
 	if err != nil {
-		return err
+		r.mu.Unlock()
+		return "", err
 	}
 	r.proc, r.incarnation = p, next
 	r.pids[next] = p.pid()
-	return nil
+	r.mu.Unlock()
+	return p.awaitServing(ctx)
 }
 
 // current returns the running incarnation's process and number.
@@ -207,9 +254,23 @@ func (r *replica) current() (*proc, int) {
 	return r.proc, r.incarnation
 }
 
+// rpc returns the client of the replica's current address.
+func (r *replica) rpc() orchestratorv1.OrchestratorServiceClient {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.client
+}
+
+// addr returns the replica's current gRPC address.
+func (r *replica) addr() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.grpcAddr
+}
+
 func (r *replica) waitHealthy(ctx context.Context) error {
 	p, _ := r.current()
-	return waitHealthy(ctx, r.grpcAddr, p)
+	return waitHealthy(ctx, r.addr(), p)
 }
 
 // learnOwner records the saga owner name of incarnation inc, as read from
@@ -238,7 +299,11 @@ func (r *replica) close() {
 	if p, _ := r.current(); p != nil {
 		p.stop(5 * time.Second)
 	}
-	r.conn.Close()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.conns {
+		c.Close()
+	}
 }
 
 // waitHealthy polls grpc.health.v1 at addr until it reports SERVING, p

@@ -3,10 +3,11 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,9 @@ import (
 type proc struct {
 	name    string
 	logPath string
+	// logFrom is where this process's output begins in logPath: with
+	// -chaos.logs a file may hold the output of an earlier run.
+	logFrom int64
 	cmd     *exec.Cmd
 	// exited is closed once the process has been reaped; waitErr is set
 	// before.
@@ -36,6 +40,10 @@ func startProc(name, logPath, bin string, env []string, args ...string) (*proc, 
 	}
 	// The child holds its own descriptor; ours is not needed after Start.
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s log: %w", name, err)
+	}
 	fmt.Fprintf(f, "==== chaos: %s %s\n", filepath.Base(bin), strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
@@ -44,7 +52,7 @@ func startProc(name, logPath, bin string, env []string, args ...string) (*proc, 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, logPath: logPath, cmd: cmd, exited: make(chan struct{})}
+	p := &proc{name: name, logPath: logPath, logFrom: fi.Size(), cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.exited)
@@ -90,25 +98,84 @@ func (p *proc) stop(grace time.Duration) {
 	}
 }
 
-// freePorts reserves n distinct loopback ports by listening on them all at
-// once, then releases them for the children to bind.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+// errAddrInUse is what awaitServing returns, wrapped, when the process
+// exited because an address it was told to listen on was taken.
+var errAddrInUse = errors.New("listen address taken")
+
+// awaitServing waits for the process's "serving" log line, which
+// internal/grpcserver writes once both listeners are bound, and returns the
+// gRPC address it names: the children listen on port 0 (or, for a restart,
+// on a port they had before), so the line is the only place the address is
+// known, and no port is reserved in advance for another process to take in
+// between. It fails when the process exits first, or after healthTimeout.
+func (p *proc) awaitServing(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// Read before looking at exited, so that a line written just
+		// before the process died is still seen.
+		exited := !p.alive()
+		out, err := p.output()
 		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
+			return "", err
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		if addr := servingAddr(out); addr != "" {
+			return addr, nil
+		}
+		if exited {
+			err := fmt.Errorf("%s (pid %d) exited before serving: %v", p.name, p.pid(), p.waitErr)
+			if bytes.Contains(out, []byte(syscall.EADDRINUSE.Error())) {
+				err = fmt.Errorf("%w: %w", errAddrInUse, err)
+			}
+			return "", err
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s (pid %d) logged no serving line: %w", p.name, p.pid(), ctx.Err())
+		case <-p.exited:
+		case <-tick.C:
+		}
 	}
-	return ports, nil
+}
+
+// output returns what the process has written to its log so far.
+func (p *proc) output() ([]byte, error) {
+	data, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return nil, fmt.Errorf("%s log: %w", p.name, err)
+	}
+	return data[min(p.logFrom, int64(len(data))):], nil
+}
+
+// servingAddr returns the grpc_addr of the first complete JSON log line in
+// out whose msg is "serving", or "".
+func servingAddr(out []byte) string {
+	for {
+		line, rest, complete := bytes.Cut(out, []byte("\n"))
+		if !complete {
+			// A line without its newline may still be being written.
+			return ""
+		}
+		out = rest
+		var rec struct {
+			Msg      string `json:"msg"`
+			GRPCAddr string `json:"grpc_addr"`
+		}
+		if json.Unmarshal(line, &rec) == nil && rec.Msg == "serving" && rec.GRPCAddr != "" {
+			return rec.GRPCAddr
+		}
+	}
+}
+
+// binary returns -chaos.bin, or, when it is empty, cmd/slammesh built into
+// dir.
+func binary(ctx context.Context, dir string) (string, error) {
+	if *flagBin != "" {
+		return *flagBin, nil
+	}
+	return buildBinary(ctx, dir)
 }
 
 // buildBinary builds cmd/slammesh into dir, so the test runs the code it is

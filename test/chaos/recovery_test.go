@@ -65,6 +65,9 @@ type kill struct {
 	restartPID    int
 	restartInc    int
 	healthyIn     time.Duration
+	// moved is set when the restart found the victim's port taken and
+	// moved to another (see replica).
+	moved *move
 
 	// recovery is the kill-to-last-resume time, set by measureRecovery.
 	recovery time.Duration
@@ -105,7 +108,8 @@ func resumerOf(message string) string {
 // killLoop kills the victim replica n times at random moments spread over
 // window (counted from begin), each time once the victim drives at least
 // orphans sagas mid-step (or after ownedWorkWait), then restarts it on the
-// same ports and waits until it is healthy before the next kill.
+// same gRPC address (see replica for when it cannot) and waits until it is
+// healthy before the next kill.
 //
 // Odd kills are failovers: the victim stays down until the survivor has
 // claimed every orphan (or bound has passed), so the survivor's recovery is
@@ -159,15 +163,20 @@ func (m *mesh) killLoop(ctx context.Context, r *rand.Rand, victimIdx int, ids []
 			}
 		}
 		restartAt := time.Now()
-		if err := victim.start(); err != nil {
-			return kills, err
+		mv, err := victim.start(ctx)
+		kl.moved = mv
+		if mv != nil {
+			log.printf("kill %d: %s could not rebind %s (%v); restarted on %s", kl.n, victim.name, mv.from, mv.why, mv.to)
+		}
+		if err != nil {
+			return kills, fmt.Errorf("restart after kill %d: %w", kl.n, err)
 		}
 		if err := victim.waitHealthy(ctx); err != nil {
 			return kills, fmt.Errorf("restart after kill %d: %w", kl.n, err)
 		}
 		np, ninc := victim.current()
 		kl.restartPID, kl.restartInc, kl.healthyIn = np.pid(), ninc, time.Since(restartAt)
-		log.printf("kill %d: %s restarted as pid %d, healthy in %.2fs", kl.n, victim.name, kl.restartPID, kl.healthyIn.Seconds())
+		log.printf("kill %d: %s restarted as pid %d at %s, healthy in %.2fs", kl.n, victim.name, kl.restartPID, victim.addr(), kl.healthyIn.Seconds())
 	}
 	return kills, nil
 }

@@ -62,8 +62,10 @@ type stats struct {
 	effectCounters, effectMax int64
 	missionsChecked           int
 	// resumedMissions were taken over at least once, takeovers times in
-	// all ("resumed by" events).
-	resumedMissions, takeovers int
+	// all ("resumed by" events); resumedOneTrace of them passed checkTrace.
+	resumedMissions, takeovers, resumedOneTrace int
+	// oneTrace holds the missions that passed checkTrace.
+	oneTrace map[string]bool
 	// startRetries counts missions whose StartMission needed more than one
 	// call; startsFoundExisting those whose successful call found the
 	// mission already created by an earlier call whose reply was lost.
@@ -77,13 +79,15 @@ type stats struct {
 }
 
 // verify checks every mission against its plan and Redis, and the global
-// invariants, adding what is wrong to v.
-func verify(ctx context.Context, rdb *redis.Client, plans []plan, starts []startOutcome, missions map[string]*orchestratorv1.Mission, v *violations) (*stats, error) {
+// invariants, adding what is wrong to v. missions is the last ListMissions
+// listing, got the missions as GetMission returned them.
+func verify(ctx context.Context, rdb *redis.Client, plans []plan, starts []startOutcome, missions map[string]*orchestratorv1.Mission, got map[string]gotMission, v *violations) (*stats, error) {
 	st := &stats{
 		byState:    make(map[orchestratorv1.MissionState]int),
 		byCategory: make(map[string]map[orchestratorv1.MissionState]int),
 		faults:     make(map[string]int),
 		startsBy:   make(map[string]int),
+		oneTrace:   make(map[string]bool),
 	}
 	recs, err := readRecords(ctx, rdb, planIDs(plans))
 	if err != nil {
@@ -135,8 +139,25 @@ func verify(ctx context.Context, rdb *redis.Client, plans []plan, starts []start
 		if err := checkEffects(ctx, rdb, p, ms, st, v); err != nil {
 			return nil, err
 		}
-		if err := checkEvents(ctx, rdb, p, ms, recs[p.id], st, v); err != nil {
+		events, err := progress.Range(ctx, rdb, progress.MissionStream(p.id))
+		if err != nil {
 			return nil, err
+		}
+		resumed := checkEvents(p, ms, events, recs[p.id], st, v)
+		api := []apiTrace{{"ListMissions", ms.GetTraceId()}}
+		if so := starts[i]; so.err == nil {
+			api = append(api, apiTrace{"StartMission", so.traceID})
+		}
+		if g := got[p.id]; g.err != nil {
+			v.add("trace", "%s (%s): %v", p.id, p.category, g.err)
+		} else {
+			api = append(api, apiTrace{"GetMission", g.mission.GetTraceId()})
+		}
+		if checkTrace(p, events, api, v) {
+			st.oneTrace[p.id] = true
+			if resumed {
+				st.resumedOneTrace++
+			}
 		}
 	}
 	return st, checkGlobal(ctx, rdb, plans, st, v)
@@ -239,12 +260,9 @@ func checkCompletedMap(ctx context.Context, rdb *redis.Client, p plan, ms *orche
 // fenced-out owner must not have announced an end of its own), and
 // takeovers whose epochs only grow, none beyond the record's: every claim
 // bumps the epoch, and a claimer killed before its first write leaves a
-// bump without an event, so the record may be ahead, never behind.
-func checkEvents(ctx context.Context, rdb *redis.Client, p plan, ms *orchestratorv1.Mission, rv recordView, st *stats, v *violations) error {
-	events, err := progress.Range(ctx, rdb, progress.MissionStream(p.id))
-	if err != nil {
-		return err
-	}
+// bump without an event, so the record may be ahead, never behind. It
+// reports whether the mission was taken over.
+func checkEvents(p plan, ms *orchestratorv1.Mission, events []progress.Event, rv recordView, st *stats, v *violations) (resumed bool) {
 	var terminal []progress.Type
 	var epochs []int64
 	for _, e := range events {
@@ -279,7 +297,7 @@ func checkEvents(ctx context.Context, rdb *redis.Client, p plan, ms *orchestrato
 			p.id, p.category, epochs, recEpoch)
 	}
 	if !terminalState(ms.GetState()) {
-		return nil
+		return len(epochs) > 0
 	}
 	want := map[orchestratorv1.MissionState]progress.Type{
 		orchestratorv1.MissionState_MISSION_STATE_COMPLETED:   progress.MissionCompleted,
@@ -289,7 +307,56 @@ func checkEvents(ctx context.Context, rdb *redis.Client, p plan, ms *orchestrato
 	if len(terminal) != 1 || terminal[0] != want {
 		v.add("events", "%s (%s): terminal events %v, want exactly [%s]", p.id, p.category, terminal, want)
 	}
-	return nil
+	return len(epochs) > 0
+}
+
+// apiTrace is the trace id one API call returned for a mission.
+type apiTrace struct {
+	call, traceID string
+}
+
+// checkTrace wants every event of the mission, whichever process wrote it
+// and whichever run of the saga it belongs to, to carry one and the same
+// valid trace id, and the API to report that id: a mission resumed after a
+// crash continues under its trace (issue 4). It reports whether all holds.
+func checkTrace(p plan, events []progress.Event, api []apiTrace, v *violations) bool {
+	if len(events) == 0 {
+		v.add("trace", "%s (%s): no events to carry a trace id", p.id, p.category)
+		return false
+	}
+	byID := make(map[string]int)
+	for _, e := range events {
+		byID[strconv.Quote(e.TraceID)]++
+	}
+	if len(byID) != 1 {
+		i := slices.IndexFunc(events, func(e progress.Event) bool { return e.TraceID != events[0].TraceID })
+		e := events[i]
+		v.add("trace", "%s (%s): %d events carry %d trace ids: %s; event %d (%s by %s, %q) is the first to differ from the first",
+			p.id, p.category, len(events), len(byID), fmtCounts(byID), i, e.Type, e.Service, e.Message)
+		return false
+	}
+	id := events[0].TraceID
+	if !validTraceID(id) {
+		v.add("trace", "%s (%s): trace id %q is not 32 lowercase hex digits, not all zero", p.id, p.category, id)
+		return false
+	}
+	ok := true
+	for _, a := range api {
+		if a.traceID != id {
+			v.add("trace", "%s (%s): %s returned trace id %q, the events carry %q", p.id, p.category, a.call, a.traceID, id)
+			ok = false
+		}
+	}
+	return ok
+}
+
+// validTraceID reports whether id is a W3C trace id: 32 lowercase hex
+// digits, not all zero.
+func validTraceID(id string) bool {
+	if len(id) != 32 || strings.Trim(id, "0") == "" {
+		return false
+	}
+	return strings.Trim(id, "0123456789abcdef") == ""
 }
 
 // checkGlobal wants no saga left in the active index and the capacity

@@ -186,6 +186,8 @@ type startOutcome struct {
 	// earlier call, whose reply was lost, had created the mission already.
 	created bool
 	replica string
+	// traceID is the mission's trace id as the successful call returned it.
+	traceID string
 	err     error
 	// took is from the first call to the last answer; failures are the
 	// codes of the calls that were retried.
@@ -211,10 +213,10 @@ func (m *mesh) startMission(ctx context.Context, p plan, first int) (out startOu
 		_, inc := r.current()
 		out.calls++
 		cctx, cancel := context.WithTimeout(ctx, startTimeout)
-		resp, err := r.client.StartMission(cctx, p.req)
+		resp, err := r.rpc().StartMission(cctx, p.req)
 		cancel()
 		if err == nil {
-			out.created, out.replica = resp.GetCreated(), r.name
+			out.created, out.replica, out.traceID = resp.GetCreated(), r.name, resp.GetMission().GetTraceId()
 			if resp.GetCreated() {
 				if owner, err := m.rdb.HGet(ctx, saga.RecordKey(p.id), "owner").Result(); err == nil {
 					if _, now := r.current(); now == inc {
