@@ -60,6 +60,8 @@ const (
 	Null
 )
 
+// String names the outcome in lower case ("applied", "duplicate", "null"),
+// the form services log.
 func (o Outcome) String() string {
 	switch o {
 	case Applied:
@@ -75,7 +77,8 @@ func (o Outcome) String() string {
 
 // Key returns the barrier hash of one step of mission key. Its fields: saga
 // (the saga id), action ("done"), compensation ("done", or "null" for a null
-// compensation), result (the action's result bytes).
+// compensation), result (the action's result bytes, from the action's commit
+// until the compensation's).
 func Key(key, step string) string { return "slammesh:{" + key + "}:barrier:" + step }
 
 // EffectsKey returns the hash counting the effects actually applied for
@@ -186,8 +189,9 @@ func (b *Barrier) Action(ctx context.Context, id ID, fn func(ctx context.Context
 //
 //   - After a committed action: fn runs, given the result the action stored
 //     (what to undo: a map version, a reservation); its queued writes, the
-//     compensation mark and the effect count commit together (Applied). If
-//     fn fails nothing is written and its error is returned.
+//     compensation mark, the effect count and the deletion of the stored
+//     result commit together (Applied). If fn fails nothing is written and
+//     its error is returned.
 //   - Without a committed action (null compensation): fn does not run; the
 //     compensation is marked "null", which forbids the action from now on
 //     (Null).
@@ -218,6 +222,12 @@ func (b *Barrier) Compensate(ctx context.Context, id ID, fn func(ctx context.Con
 			return err
 		}
 		if err := commit(ctx, rtx, tx.writes, func(p redis.Pipeliner) {
+			// The result has served its purpose: the undo just used it, and
+			// the compensation mark forbids the action, so nothing will
+			// return it again. It is business data (a localization's poses,
+			// a map version), which a compensated mission must not leave
+			// behind.
+			p.HDel(ctx, key, fieldResult)
 			p.HSet(ctx, key, fieldCompensation, markDone)
 			p.HIncrBy(ctx, EffectsKey(id.Key), id.Step+":compensation", 1)
 		}); err != nil {
@@ -309,15 +319,4 @@ func (b *Barrier) Effects(ctx context.Context, key string) (map[string]int64, er
 		out[k] = n
 	}
 	return out, nil
-}
-
-// Expire queues EXPIRE of the barrier keys of steps of mission key and of its
-// effects counter. Barrier keys must outlive any action that could still
-// arrive, and a completed mission's marks are what a later teardown relies on:
-// call Expire only once the saga is compensated (see the package doc).
-func Expire(ctx context.Context, pipe redis.Pipeliner, key string, steps []string, ttl time.Duration) {
-	for _, s := range steps {
-		pipe.Expire(ctx, Key(key, s), ttl)
-	}
-	pipe.Expire(ctx, EffectsKey(key), ttl)
 }

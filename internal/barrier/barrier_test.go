@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
@@ -89,6 +89,9 @@ func TestFaults(t *testing.T) {
 		counter int64
 		effects map[string]int64
 		ran     int32
+		// fields is what the barrier hash holds at the end: a compensated
+		// action's result is gone, its marks stay.
+		fields []string
 	}{
 		{
 			name:    "duplicate action returns the first result, no second effect",
@@ -96,6 +99,7 @@ func TestFaults(t *testing.T) {
 			counter: 1,
 			effects: map[string]int64{"step:action": 1},
 			ran:     1,
+			fields:  []string{"action", "result", "saga"},
 		},
 		{
 			name:    "null compensation does nothing and forbids the action",
@@ -103,6 +107,7 @@ func TestFaults(t *testing.T) {
 			counter: 0,
 			effects: map[string]int64{},
 			ran:     0,
+			fields:  []string{"compensation", "saga"},
 		},
 		{
 			name:    "hanging action after a compensation is rejected",
@@ -110,6 +115,7 @@ func TestFaults(t *testing.T) {
 			counter: 0,
 			effects: map[string]int64{"step:action": 1, "step:compensation": 1},
 			ran:     2,
+			fields:  []string{"action", "compensation", "saga"},
 		},
 		{
 			name:    "compensation twice undoes once",
@@ -117,6 +123,7 @@ func TestFaults(t *testing.T) {
 			counter: 0,
 			effects: map[string]int64{"step:action": 1, "step:compensation": 1},
 			ran:     2,
+			fields:  []string{"action", "compensation", "saga"},
 		},
 	}
 	for _, tt := range tests {
@@ -155,6 +162,17 @@ func TestFaults(t *testing.T) {
 			}
 			if n := s.calls.Load(); n != tt.ran {
 				t.Errorf("business callbacks ran %d times, want %d", n, tt.ran)
+			}
+			fields, err := s.rdb.HKeys(t.Context(), Key("m", "step")).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.Sort(fields); !slices.Equal(fields, tt.fields) {
+				t.Errorf("barrier fields = %v, want %v", fields, tt.fields)
+			}
+			// Marks must outlive any call that could still arrive.
+			if ttl := s.rdb.TTL(t.Context(), Key("m", "step")).Val(); ttl != -1 {
+				t.Errorf("barrier TTL = %v, want none", ttl)
 			}
 		})
 	}
@@ -350,30 +368,5 @@ func TestIDChecks(t *testing.T) {
 	}
 	if n := s.counter(t, "m"); n != 1 {
 		t.Errorf("business counter = %d, want 1", n)
-	}
-}
-
-func TestExpire(t *testing.T) {
-	t.Parallel()
-	s := newBusiness(t)
-	for _, step := range []string{"a", "b"} {
-		if _, _, err := s.action(t.Context(), ID{Key: "m", SagaID: "s", Step: step}, "r"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, k := range []string{Key("m", "a"), Key("m", "b"), EffectsKey("m")} {
-		if ttl := s.rdb.TTL(t.Context(), k).Val(); ttl != -1 {
-			t.Errorf("%s has TTL %v before Expire, want none", k, ttl)
-		}
-	}
-	pipe := s.rdb.Pipeline()
-	Expire(t.Context(), pipe, "m", []string{"a", "b"}, time.Hour)
-	if _, err := pipe.Exec(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{Key("m", "a"), Key("m", "b"), EffectsKey("m")} {
-		if ttl := s.rdb.TTL(t.Context(), k).Val(); ttl <= 0 || ttl > time.Hour {
-			t.Errorf("%s TTL = %v, want up to an hour", k, ttl)
-		}
 	}
 }

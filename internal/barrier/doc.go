@@ -41,6 +41,9 @@
 // are at the commit. If EXEC fails (redis.TxFailedErr) the whole call starts
 // again from step 1. Marks are only ever added, never removed, so the states
 // are: none → action → action+compensation, or none → compensation(null).
+// (The action's result, not a mark, is deleted by the compensation that
+// undoes it: nothing may return it any more, and it is business data — a
+// localization's poses — that a compensated mission must not leave behind.)
 // Hence for a compensation racing its action, exactly one of two histories
 // commits: the action first (effect), then the compensation sees the action
 // and undoes it; or the compensation first (null), then the action sees the
@@ -99,13 +102,12 @@
 //
 // # Expiry
 //
-// Barrier keys never expire by themselves: a mark that vanished while its saga
+// Barrier and effect keys never expire: a mark that vanished while its saga
 // could still act would let a hanging action through, and a completed
 // mission's action marks are what a later teardown (CancelMission on a
-// completed mission) needs to undo its steps. Expire queues an EXPIRE of a
-// mission's barrier and effect keys; the orchestrator calls it once a saga is
-// compensated (for instance from the saga's event sink when it publishes
-// mission.compensated, so it commits with the final record write). A
-// completed or failed mission's barrier keys live as long as its data and
-// are deleted with it.
+// completed mission) needs to undo its steps. What they keep is small — the
+// marks, the saga id and, until its compensation, the action's result — and
+// they live as long as the mission's saga record, so a mission id is never
+// reused by another saga (which the barrier would refuse with
+// ErrSagaMismatch).
 package barrier

@@ -42,7 +42,7 @@ func UnaryServerInterceptor(compensations ...string) grpc.UnaryServerInterceptor
 			return handler(ctx, req)
 		}
 		sc := sr.GetSaga()
-		f := Find(sc.GetFaults(), sc.GetStep(), isComp[info.FullMethod])
+		f := find(sc.GetFaults(), sc.GetStep(), isComp[info.FullMethod])
 		if f == nil {
 			return handler(ctx, req)
 		}
@@ -50,8 +50,8 @@ func UnaryServerInterceptor(compensations ...string) grpc.UnaryServerInterceptor
 	}
 }
 
-// Find returns the fault of plan for step's action (or compensation), or nil.
-func Find(plan *typesv1.FaultPlan, step string, compensation bool) *typesv1.Fault {
+// find returns the fault of plan for step's action (or compensation), or nil.
+func find(plan *typesv1.FaultPlan, step string, compensation bool) *typesv1.Fault {
 	for _, f := range plan.GetFaults() {
 		if f.GetStep() == step && f.GetCompensation() == compensation {
 			return f
@@ -60,11 +60,11 @@ func Find(plan *typesv1.FaultPlan, step string, compensation bool) *typesv1.Faul
 	return nil
 }
 
-// Times is how many attempts a fault affects: its times field, at least 1.
-func Times(f *typesv1.Fault) uint32 { return max(f.GetTimes(), 1) }
+// times is how many attempts a fault affects: its times field, at least 1.
+func times(f *typesv1.Fault) uint32 { return max(f.GetTimes(), 1) }
 
 func apply(ctx context.Context, f *typesv1.Fault, attempt uint32, req any, handler grpc.UnaryHandler) (any, error) {
-	hit := attempt <= Times(f)
+	hit := attempt <= times(f)
 	switch f.GetKind() {
 	case typesv1.FaultKind_FAULT_KIND_BUSINESS_ERROR:
 		// Every attempt: a business error is not cured by retrying.

@@ -193,7 +193,9 @@ func (x *Exec) Attempt() int { return x.attempt }
 func (x *Exec) Input() []byte { return x.rec.Input }
 
 // Output returns the output a step (usually an earlier one, or the step itself
-// from its compensation) recorded, or nil. Callers must not modify it.
+// from its compensation) recorded, or nil. A step's output is dropped once
+// its compensation has completed, so a compensation sees the outputs of its
+// own step and the earlier ones only. Callers must not modify it.
 func (x *Exec) Output(step string) []byte { return x.rec.Outputs[step] }
 
 // SetOutput sets this step's output, persisted with the record when the

@@ -35,7 +35,14 @@
 // writes nothing on a mismatch, so an engine that lost the saga to another
 // (a replica resuming it after a lease expired, say) learns it at its next
 // write (ErrFenced) and stops, having written no event either: the events of
-// a transition are written by the same script as the record change.
+// a transition are written by the same script as the record change. A write
+// whose reply is lost (a timeout) is sent again; the record's revision, which
+// every write moves on by one, lets the script recognise a write that
+// already landed and skip it, so no event is ever appended twice.
+//
+// Once a step is compensated its output is deleted from the record, in the
+// write that records the compensation: the output (a map id, agent poses) is
+// business data that a compensated saga must not keep.
 //
 // # Leases and recovery
 //

@@ -376,6 +376,10 @@ func (e *Engine) drive(r *runner, rec *Record, span trace.Span, how string) (*Re
 	if err := e.checkDefinition(rec); err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
+		// Logged here, like every other reason drive stops early, since
+		// recovery has no caller to report it to.
+		e.log.LogAttrs(trace.ContextWithSpan(r.ctx, span), slog.LevelError, "saga run refused",
+			slog.String("mission_id", rec.Key), slog.String("saga_id", rec.SagaID), slog.String("error", err.Error()))
 		return rec, err
 	}
 

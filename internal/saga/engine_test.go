@@ -73,6 +73,9 @@ func TestRunRetriesAndCompensates(t *testing.T) {
 		steps     []string
 		events    []string
 		errorCode string
+		// outputs are the out.* fields left in the record: a compensated
+		// step's output is deleted with it.
+		outputs []string
 	}{
 		{
 			name:  "business failure compensates at once, failed step included",
@@ -93,6 +96,7 @@ func TestRunRetriesAndCompensates(t *testing.T) {
 			steps: []string{"a:succeeded:1/0", "b:succeeded:3/0", "c:succeeded:1/0"},
 			events: []string{"mission.started", "step.retrying b 2", "step.retrying b 3",
 				"mission.completed"},
+			outputs: []string{"out.a", "out.b", "out.c"},
 		},
 		{
 			name:  "transient failure retried up to MaxAttempts, then compensated",
@@ -148,6 +152,7 @@ func TestRunRetriesAndCompensates(t *testing.T) {
 				"compensation.started b 2", "compensation.failed b 2",
 				"compensation.started b 3", "compensation.failed b 3", "mission.failed"},
 			errorCode: "INTERNAL",
+			outputs:   []string{"out.a", "out.b"},
 		},
 	}
 	for _, tt := range tests {
@@ -177,10 +182,64 @@ func TestRunRetriesAndCompensates(t *testing.T) {
 			if stored.State != tt.state {
 				t.Errorf("stored state = %s, want %s", stored.State, tt.state)
 			}
+			var outputs []string
+			for _, k := range f.rdb.HKeys(t.Context(), RecordKey("m")).Val() {
+				if strings.HasPrefix(k, outputPrefix) {
+					outputs = append(outputs, k)
+				}
+			}
+			if slices.Sort(outputs); !slices.Equal(outputs, tt.outputs) {
+				t.Errorf("record output fields = %v, want %v", outputs, tt.outputs)
+			}
 			if tt.state == Failed && !strings.Contains(stored.Error.Message, "compensation of b failed after 3 attempts") {
 				t.Errorf("failed saga error message = %q", stored.Error.Message)
 			}
 		})
+	}
+}
+
+// A compensation is handed its own step's output (and the earlier steps'),
+// and the output goes once the step is undone: in the record returned, in
+// the one stored, and in what a later compensation sees.
+func TestCompensationSeesItsOutputThenDropsIt(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	seen := map[string][]string{}
+	look := func(_ context.Context, x *Exec) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, step := range []string{"a", "b", "c"} {
+			seen[x.Step()] = append(seen[x.Step()], step+"="+string(x.Output(step)))
+		}
+		return nil
+	}
+	f := newFixture(t, map[string]behaviour{
+		"c": {fail: []error{errBusiness}},
+		"b": {comp: look},
+		"a": {comp: look},
+	})
+	rec := startRun(t, f.engine(t, Options{}), "m")
+	if rec.State != Compensated {
+		t.Fatalf("state = %s, want compensated", rec.State)
+	}
+	want := map[string][]string{
+		"b": {"a=a-out", "b=b-out", "c="},
+		"a": {"a=a-out", "b=", "c="},
+	}
+	for step, w := range want {
+		if !slices.Equal(seen[step], w) {
+			t.Errorf("compensation of %s saw outputs %v, want %v", step, seen[step], w)
+		}
+	}
+	if len(rec.Outputs) != 0 {
+		t.Errorf("returned record keeps outputs %v", rec.Outputs)
+	}
+	stored, err := f.store.Load(t.Context(), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored.Outputs) != 0 {
+		t.Errorf("stored record keeps outputs %v", stored.Outputs)
 	}
 }
 

@@ -208,7 +208,7 @@ func (x *execution) compensate() error {
 		}
 		rec.Current = i
 		if x.e.def.Steps[i].Compensate == nil {
-			sr.State = StepCompensated
+			x.compensated(sr)
 			continue
 		}
 		for {
@@ -220,7 +220,7 @@ func (x *execution) compensate() error {
 			}
 			err := x.compensateAttempt(ctx, i)
 			if err == nil {
-				sr.State = StepCompensated
+				x.compensated(sr)
 				x.emit(EventCompensationCompleted, sr.Name, sr.CompAttempts, "", Failure{})
 				break
 			}
@@ -253,6 +253,15 @@ func (x *execution) compensate() error {
 	x.e.metrics.compensated.Add(ctx, 1, x.e.metrics.defAttr)
 	x.logf(slog.LevelInfo, "saga compensated", slog.String("code", rec.Error.Code), slog.String("reason", rec.Error.Reason))
 	return nil
+}
+
+// compensated records that sr is undone. Its output goes with it, in the
+// same save: the compensation that needed it is over, no later compensation
+// reads a later step's output, and it is the business data (a map id, agent
+// poses) that an undone step must not leave behind.
+func (x *execution) compensated(sr *StepRecord) {
+	sr.State = StepCompensated
+	delete(x.rec.Outputs, sr.Name)
 }
 
 // fail ends the saga Failed because the compensation of sr gave up.
@@ -355,10 +364,11 @@ func (x *execution) progress() float64 {
 }
 
 // save writes the record and the queued events. A Redis error is retried with
-// back-off (the write is idempotent apart from events, which are delivered at
-// least once); ErrFenced is not. Writes use a context the caller cannot
-// cancel: the transition that records a cancellation must still be written.
-// A halted run writes nothing: save returns why it halted.
+// back-off — Store.Save is idempotent, so a write whose reply was lost is not
+// applied twice and its events are not appended twice; ErrFenced is not
+// retried. Writes use a context the caller cannot cancel: the transition that
+// records a cancellation must still be written. A halted run writes nothing:
+// save returns why it halted.
 func (x *execution) save() error {
 	p := x.e.policy
 	x.rec.UpdatedAt = x.e.now()

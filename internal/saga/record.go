@@ -80,16 +80,18 @@ type StepRecord struct {
 //	v                 schema version ("1")
 //	saga_id, mission_id, definition, state, current, steps (count)
 //	s<i>.name, s<i>.state, s<i>.attempts, s<i>.cattempts, s<i>.cbase, s<i>.code, s<i>.reason, s<i>.msg
-//	out.<step name>   the step's output bytes
+//	out.<step name>   the step's output bytes, until the step is compensated
 //	input             the saga input bytes
 //	traceparent       W3C traceparent of the mission span
 //	owner, epoch      the engine driving the saga and its fencing epoch
+//	rev               the number of Saves that wrote the record
 //	cancelled ("1"), cancel_reason
 //	created, updated, ended   unix milliseconds
 //	err.code, err.reason, err.msg   the error that ended or compensated the saga
 //	cause.code, cause.reason, cause.msg   the error that made it compensate
 //
-// Empty values are not written, so a fresh record is small.
+// Empty values are not written (a Save deletes a field that became empty),
+// so a fresh record is small and a compensated step leaves no output.
 type Record struct {
 	SagaID     string
 	Key        string // the mission id; also the Redis hash tag of all the saga's keys
@@ -118,6 +120,11 @@ type Record struct {
 	// saga's Error, so that a resumed compensation ends with it.
 	Cause Failure
 
+	// rev counts the Saves that wrote the record. A Save writes rev+1 and
+	// skips a write that already landed (its reply was lost and it is being
+	// retried), so that no event is appended twice.
+	rev int64
+
 	// saved is the hash as last read or written, so that Save sends only the
 	// fields that changed (and never overwrites a field another writer — a
 	// Cancel — changed meanwhile unless this record changed it too).
@@ -139,6 +146,7 @@ const (
 	fieldTraceParent  = "traceparent"
 	fieldOwner        = "owner"
 	fieldEpoch        = "epoch"
+	fieldRev          = "rev"
 	fieldCancelled    = "cancelled"
 	fieldCancelReason = "cancel_reason"
 	fieldCreated      = "created"
@@ -193,6 +201,9 @@ func (r *Record) fields(withInput bool) []string {
 	add(fieldTraceParent, r.TraceParent)
 	add(fieldOwner, r.Owner)
 	add(fieldEpoch, strconv.FormatInt(r.Epoch, 10))
+	if r.rev != 0 {
+		add(fieldRev, strconv.FormatInt(r.rev, 10))
+	}
 	if r.Cancelled {
 		add(fieldCancelled, "1")
 	}
@@ -211,8 +222,7 @@ func (r *Record) fields(withInput bool) []string {
 
 // changes returns the field/value pairs that differ from what was last read or
 // written (everything, for a record never read or written). A field that
-// became empty is written as "" rather than deleted, so a save is a single
-// HSET.
+// became empty is sent as "", which the save script deletes.
 func (r *Record) changes() []string {
 	if r.saved == nil {
 		return r.fields(true)
@@ -287,9 +297,15 @@ func parseRecord(h map[string]string) (*Record, error) {
 	if r.Current, err = atoiEmpty(h[fieldCurrent]); err != nil {
 		return nil, fmt.Errorf("saga record field %s: %w", fieldCurrent, err)
 	}
-	if h[fieldEpoch] != "" {
-		if r.Epoch, err = strconv.ParseInt(h[fieldEpoch], 10, 64); err != nil {
-			return nil, fmt.Errorf("saga record field %s: %w", fieldEpoch, err)
+	for _, f := range []struct {
+		field string
+		dst   *int64
+	}{{fieldEpoch, &r.Epoch}, {fieldRev, &r.rev}} {
+		if h[f.field] == "" {
+			continue
+		}
+		if *f.dst, err = strconv.ParseInt(h[f.field], 10, 64); err != nil {
+			return nil, fmt.Errorf("saga record field %s: %w", f.field, err)
 		}
 	}
 	times := []struct {

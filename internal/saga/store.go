@@ -130,40 +130,62 @@ return {}
 // saveScript is the fenced write of one transition.
 //
 // KEYS[1] record hash, KEYS[2] ActiveKey.
-// ARGV[1] expected epoch, ARGV[2] the change of the saga's activity: "end"
-// when it just became terminal (leave ActiveKey), "reopen" when a terminal
-// saga goes back to compensation (re-enter ActiveKey with a fresh lease, so
-// that recovery finishes the teardown if its driver dies), "" otherwise,
-// ARGV[3] mission key, ARGV[4] lease TTL in ms, ARGV[5] number N of
-// field/value strings, ARGV[6..5+N] the pairs, then the sink's commands, each
-// as its argument count followed by its arguments.
+// ARGV[1] expected epoch, ARGV[2] the revision this write gives the record,
+// ARGV[3] the change of the saga's activity: "end" when it just became
+// terminal (leave ActiveKey), "reopen" when a terminal saga goes back to
+// compensation (re-enter ActiveKey with a fresh lease, so that recovery
+// finishes the teardown if its driver dies), "" otherwise, ARGV[4] mission
+// key, ARGV[5] lease TTL in ms, ARGV[6] number N of field/value strings,
+// ARGV[7..6+N] the pairs (an empty value deletes the field; the pairs
+// include the new revision), then the sink's commands, each as its argument
+// count followed by its arguments.
 // Returns {0, stored epoch} when fenced (nothing written), else
 // {1, cancelled, cancel_reason} so the owner learns of a cancellation
 // requested from any replica.
+//
+// A record already at the revision this write gives it means the write
+// landed before and its reply was lost: the script then writes nothing
+// again — above all, appends no event twice — and answers as if it had.
+// Within an epoch only one engine writes, one Save at a time, so the
+// revision cannot have been reached by another write.
 //
 // The sink's commands run before the record is written: a failing command
 // (which only a wrong key type can cause) aborts the script before the record
 // changes, so the record never claims a transition whose events are missing.
 var saveScript = redis.NewScript(`
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if epoch ~= ARGV[1] then
-  return {0, epoch or ''}
+local h = redis.call('HMGET', KEYS[1], 'epoch', 'rev')
+if h[1] ~= ARGV[1] then
+  return {0, h[1] or ''}
 end
-local n = tonumber(ARGV[5])
-local i = 6 + n
-while i <= #ARGV do
-  local argc = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + argc))
-  i = i + 1 + argc
-end
-if n > 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + n))
-end
-if ARGV[2] == 'end' then
-  redis.call('ZREM', KEYS[2], ARGV[3])
-elseif ARGV[2] == 'reopen' then
+if h[2] ~= ARGV[2] then
+  local n = tonumber(ARGV[6])
+  local i = 7 + n
+  while i <= #ARGV do
+    local argc = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + argc))
+    i = i + 1 + argc
+  end
+  local set, del = {}, {}
+  for j = 7, 6 + n, 2 do
+    if ARGV[j + 1] == '' then
+      table.insert(del, ARGV[j])
+    else
+      table.insert(set, ARGV[j])
+      table.insert(set, ARGV[j + 1])
+    end
+  end
+  if #set > 0 then
+    redis.call('HSET', KEYS[1], unpack(set))
+  end
+  if #del > 0 then
+    redis.call('HDEL', KEYS[1], unpack(del))
+  end
+  if ARGV[3] == 'end' then
+    redis.call('ZREM', KEYS[2], ARGV[4])
+  elseif ARGV[3] == 'reopen' then
 ` + luaNow + `
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
+  end
 end
 local c = redis.call('HMGET', KEYS[1], 'cancelled', 'cancel_reason')
 return {1, c[1] or '', c[2] or ''}
@@ -382,7 +404,19 @@ func (s *Store) Create(ctx context.Context, rec *Record) (created bool, existing
 // compensation it re-enters ActiveKey with a fresh lease. After Save,
 // rec.Cancelled and rec.CancelReason reflect a cancellation requested by
 // anyone.
-func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) error {
+//
+// Save is idempotent: called again with the same rec and events after an
+// error — a timeout whose write may have landed — it writes nothing more if
+// the first call did write, and events are published exactly once.
+func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err error) {
+	// The revision moves on only with a write that is known to have landed,
+	// so a retry of this call sends the same one.
+	rec.rev++
+	defer func() {
+		if err != nil {
+			rec.rev--
+		}
+	}()
 	kv := rec.changes()
 	prev := State(rec.saved[fieldState])
 	becameTerminal := rec.State.Terminal() && prev != rec.State
@@ -393,8 +427,8 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) error {
 	case prev.Terminal() && !rec.State.Terminal():
 		activity = "reopen"
 	}
-	args := make([]any, 0, 5+len(kv)+16*len(events))
-	args = append(args, strconv.FormatInt(rec.Epoch, 10), activity, rec.Key, s.leaseMillis(), len(kv))
+	args := make([]any, 0, 6+len(kv)+16*len(events))
+	args = append(args, strconv.FormatInt(rec.Epoch, 10), strconv.FormatInt(rec.rev, 10), activity, rec.Key, s.leaseMillis(), len(kv))
 	for _, v := range kv {
 		args = append(args, v)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"reflect"
 	"slices"
 	"sync/atomic"
@@ -102,6 +103,10 @@ func TestSaveWritesOnlyChangedFields(t *testing.T) {
 	}
 	if !stored.Cancelled || stored.Steps[2].State != StepRunning || stored.Outputs["a"] != nil {
 		t.Errorf("stored = cancelled %v, c %s, out.a %q", stored.Cancelled, stored.Steps[2].State, stored.Outputs["a"])
+	}
+	// A field that became empty is deleted, not kept as "".
+	if f.rdb.HExists(t.Context(), RecordKey("m"), "out.a").Val() {
+		t.Error("out.a is still a field of the record")
 	}
 }
 
@@ -255,5 +260,94 @@ func TestTransientWriteErrorsAreRetried(t *testing.T) {
 	}
 	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m2").Result(); err != nil {
 		t.Errorf("abandoned saga not in %s: %v", ActiveKey, err)
+	}
+}
+
+// loseEveryOtherSaveReply lets the save script (its EVALSHA) run every
+// time, but fails every other call afterwards, as a timeout would: the
+// write landed, its reply did not. The call after a lost one, a retry,
+// gets its reply.
+type loseEveryOtherSaveReply struct {
+	calls atomic.Int32
+}
+
+func (h *loseEveryOtherSaveReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *loseEveryOtherSaveReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		if err == nil && cmd.Name() == "evalsha" && len(args) > 1 && args[1] == saveScript.Hash() && h.calls.Add(1)%2 == 1 {
+			err = fmt.Errorf("injected lost reply: %w", os.ErrDeadlineExceeded)
+			cmd.SetErr(err)
+		}
+		return err
+	}
+}
+
+func (h *loseEveryOtherSaveReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A save whose reply is lost is retried; the retry must find the write done
+// and neither apply it again nor append its events again — the terminal
+// event above all, which consumers take as the end of the mission.
+func TestSaveRetriedAfterLostReplyWritesOnce(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		b      map[string]behaviour
+		state  State
+		events []string
+		// saves is how many writes the run makes, each sent twice.
+		saves int32
+	}{
+		{
+			name:   "completed",
+			state:  Completed,
+			events: []string{"mission.started", "mission.completed"},
+			saves:  4,
+		},
+		{
+			name:  "compensated",
+			b:     map[string]behaviour{"b": {fail: []error{errBusiness}}},
+			state: Compensated,
+			events: []string{"mission.started",
+				"compensation.started b 1", "compensation.completed b 1",
+				"compensation.started a 1", "compensation.completed a 1", "mission.compensated"},
+			saves: 5,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, tt.b)
+			// Loaded, the script is sent as EVALSHA from the first save on.
+			if err := saveScript.Load(t.Context(), f.rdb).Err(); err != nil {
+				t.Fatal(err)
+			}
+			hook := &loseEveryOtherSaveReply{}
+			e := f.replica(t, "lossy", quietLease, Options{}, hook)
+			if _, _, err := e.Start(t.Context(), "m", "s", nil); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := e.Run(t.Context(), "m")
+			if err != nil || rec.State != tt.state {
+				t.Fatalf("Run = %v, %v; want %s despite lost replies", rec, err, tt.state)
+			}
+			if n := hook.calls.Load(); n != 2*tt.saves {
+				t.Errorf("%d save calls, want %d: each of %d writes lost its reply once", n, 2*tt.saves, tt.saves)
+			}
+			if got := events(t, f.rdb, "m"); !slices.Equal(got, tt.events) {
+				t.Errorf("events = %v, want %v", got, tt.events)
+			}
+			stored, err := f.store.Load(t.Context(), "m")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored.State != tt.state || stored.rev != int64(tt.saves) {
+				t.Errorf("stored state %s at revision %d, want %s at %d", stored.State, stored.rev, tt.state, tt.saves)
+			}
+		})
 	}
 }

@@ -297,23 +297,45 @@ func (st *stack) nextEvent(ctx context.Context, missionID string, match func(pro
 	}
 }
 
-// leftovers returns the mission's Redis keys that hold business state
-// (docs/architecture.md: the map with its versions, the localizations),
-// leaving out what legitimately outlives a compensation: the saga record,
-// the events, the barrier marks and the effect counts.
+// leftovers returns what a compensated mission left in Redis of its
+// business data (docs/architecture.md: the map with its versions, the
+// localizations, and the step results that carry them: the map id, the
+// poses, the merged version), as "key" or "key field". What legitimately
+// outlives a compensation holds none of it: the events, the effect counts,
+// the barrier marks (saga, action, compensation — not the action's result,
+// deleted by the compensation) and the saga record (without step outputs,
+// deleted with each compensation).
 func (st *stack) leftovers(t *testing.T, missionID string) []string {
 	t.Helper()
-	keys, err := st.rdb.Keys(ctxT(t), "slammesh:{"+missionID+"}:*").Result()
+	ctx := ctxT(t)
+	prefix := "slammesh:{" + missionID + "}:"
+	keys, err := st.rdb.Keys(ctx, prefix+"*").Result()
 	if err != nil {
 		t.Fatal(err)
+	}
+	fieldsOf := func(key string) []string {
+		fields, err := st.rdb.HKeys(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fields
 	}
 	var out []string
 	for _, k := range keys {
 		switch {
-		case k == progress.MissionStream(missionID),
-			k == "slammesh:{"+missionID+"}:saga",
-			k == barrier.EffectsKey(missionID),
-			strings.HasPrefix(k, "slammesh:{"+missionID+"}:barrier:"):
+		case k == progress.MissionStream(missionID), k == barrier.EffectsKey(missionID):
+		case strings.HasPrefix(k, prefix+"barrier:"):
+			for _, f := range fieldsOf(k) {
+				if f != "saga" && f != "action" && f != "compensation" {
+					out = append(out, k+" "+f)
+				}
+			}
+		case k == saga.RecordKey(missionID):
+			for _, f := range fieldsOf(k) {
+				if strings.HasPrefix(f, "out.") {
+					out = append(out, k+" "+f)
+				}
+			}
 		default:
 			out = append(out, k)
 		}

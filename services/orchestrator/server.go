@@ -260,7 +260,18 @@ func (s *Server) track() bool {
 var (
 	errDraining  = status.Error(codes.Unavailable, "orchestrator is shutting down; retry on another replica")
 	errHandedOff = status.Error(codes.Unavailable, "orchestrator is shutting down and handed the mission to another replica; retry there to follow it")
+	errTakenOver = status.Error(codes.Unavailable, "another orchestrator took the mission over; retry to follow it there")
+	errInternal  = rpcerr.New(codes.Internal, rpcerr.ReasonInternal, "internal error; see the server log")
 )
+
+// handedOff reports whether a run of a mission this server started ended
+// because Shutdown handed the mission to another replica: the run was
+// stopped (saga.ErrHandedOff), or Handoff took the mission before its run
+// began, which Run then refuses as the engine is closed (saga.ErrClosed —
+// it can mean nothing else for a saga this engine started or resumed).
+func handedOff(err error) bool {
+	return errors.Is(err, saga.ErrHandedOff) || errors.Is(err, saga.ErrClosed)
+}
 
 // run is a saga driven by this server. rec and err are what Engine.Run
 // returned; they are set before done is closed and never written after.
@@ -285,15 +296,26 @@ func (s *Server) launch(key string) {
 		r.rec, r.err = s.engine.Run(ctx, key)
 		switch {
 		case r.err == nil, errors.Is(r.err, saga.ErrHandedOff):
-			// Handed off on shutdown: the engine logged it, and another
-			// orchestrator resumes the mission.
-		case errors.Is(r.err, saga.ErrFenced):
-			s.log.WarnContext(ctx, "mission taken over by another orchestrator", slog.String("error", r.err.Error()))
+			// The engine logged a hand-off; another orchestrator resumes
+			// the mission.
+		case errors.Is(r.err, saga.ErrClosed):
+			// Handoff took the mission before its run began (see
+			// handedOff): a hand-off too, logged here once since the engine
+			// logs only the runs it stops.
+			s.log.InfoContext(ctx, "mission handed off before its run began")
+		case errors.Is(r.err, saga.ErrRunning):
+			// Start and Resume reserve the key for this run: a bug.
+			s.log.ErrorContext(ctx, "mission run refused", slog.String("error", r.err.Error()))
 		default:
-			s.log.ErrorContext(ctx, "mission run stopped before the mission ended", slog.String("error", r.err.Error()))
+			// The engine logged why it stopped driving the mission (taken
+			// over, Redis gone, a record of another definition).
 		}
 		s.mu.Lock()
-		delete(s.runs, key)
+		// A ResumeMission may have launched the next run of the mission
+		// once this one's engine run returned: leave its entry alone.
+		if s.runs[key] == r {
+			delete(s.runs, key)
+		}
 		s.mu.Unlock()
 		close(r.done)
 	}()
@@ -389,7 +411,7 @@ func (s *Server) awaitEnd(ctx context.Context, key string) (*saga.Record, error)
 		if r.err == nil && r.rec.State.Terminal() {
 			return r.rec, nil
 		}
-		if errors.Is(r.err, saga.ErrHandedOff) {
+		if handedOff(r.err) {
 			// This server is shutting down: let the client follow the
 			// mission on the replica that resumes it.
 			return nil, errHandedOff
@@ -442,7 +464,7 @@ func lastEventID(ctx context.Context, rdb redis.UniversalClient, key string) (st
 
 // GetMission returns a mission as its saga record says.
 func (s *Server) GetMission(ctx context.Context, req *orchestratorv1.GetMissionRequest) (*orchestratorv1.GetMissionResponse, error) {
-	if err := checkID("mission_id", req.GetMissionId()); err != nil {
+	if err := checkMissionID("mission_id", req.GetMissionId()); err != nil {
 		return nil, err
 	}
 	rec, err := s.store.Load(ctx, req.GetMissionId())
@@ -466,7 +488,7 @@ func (s *Server) ListMissions(ctx context.Context, req *orchestratorv1.ListMissi
 	}
 	if tok := req.GetPageToken(); tok != "" {
 		ms, id, ok := strings.Cut(tok, ":")
-		if _, err := strconv.ParseUint(ms, 10, 63); !ok || err != nil || checkID("page_token", id) != nil {
+		if _, err := strconv.ParseUint(ms, 10, 63); !ok || err != nil || checkMissionID("page_token", id) != nil {
 			return nil, rpcerr.InvalidArgument("page_token", "not a token from a previous response")
 		}
 	}
@@ -498,7 +520,7 @@ func (s *Server) ListMissions(ctx context.Context, req *orchestratorv1.ListMissi
 // cancel, so a client that leaves does not interrupt it.
 func (s *Server) CancelMission(ctx context.Context, req *orchestratorv1.CancelMissionRequest) (*orchestratorv1.CancelMissionResponse, error) {
 	key := req.GetMissionId()
-	if err := checkID("mission_id", key); err != nil {
+	if err := checkMissionID("mission_id", key); err != nil {
 		return nil, err
 	}
 	if len(req.GetReason()) > maxCancelReasonLen {
@@ -529,7 +551,7 @@ func (s *Server) CancelMission(ctx context.Context, req *orchestratorv1.CancelMi
 		return nil, contextStatus(ctx)
 	}
 	if r.err != nil {
-		return nil, s.loadError(ctx, key, r.err)
+		return nil, s.engineError(ctx, key, r.err)
 	}
 	rec := r.rec
 	if req.GetWait() && !rec.State.Terminal() {
@@ -556,7 +578,7 @@ const reasonMissionNotFailed = "MISSION_NOT_FAILED"
 // mission has ended again.
 func (s *Server) ResumeMission(ctx context.Context, req *orchestratorv1.ResumeMissionRequest) (*orchestratorv1.ResumeMissionResponse, error) {
 	key := req.GetMissionId()
-	if err := checkID("mission_id", key); err != nil {
+	if err := checkMissionID("mission_id", key); err != nil {
 		return nil, err
 	}
 	ctx = telemetry.WithLogAttrs(ctx, slog.String("mission_id", key))
@@ -568,7 +590,7 @@ func (s *Server) ResumeMission(ctx context.Context, req *orchestratorv1.ResumeMi
 	rec, resumed, err := s.engine.Resume(context.WithoutCancel(ctx), key)
 	if err != nil {
 		s.work.Done()
-		return nil, s.loadError(ctx, key, err)
+		return nil, s.engineError(ctx, key, err)
 	}
 	if !resumed {
 		s.work.Done()
@@ -596,7 +618,7 @@ func (s *Server) ResumeMission(ctx context.Context, req *orchestratorv1.ResumeMi
 func (s *Server) WatchMission(req *orchestratorv1.WatchMissionRequest, stream grpc.ServerStreamingServer[orchestratorv1.WatchMissionResponse]) error {
 	ctx := stream.Context()
 	key := req.GetMissionId()
-	if err := checkID("mission_id", key); err != nil {
+	if err := checkMissionID("mission_id", key); err != nil {
 		return err
 	}
 	from := req.GetFromStreamId()
@@ -671,6 +693,36 @@ func (s *Server) loadError(ctx context.Context, key string, err error) error {
 		return rpcerr.New(codes.NotFound, rpcerr.ReasonMissionNotFound, fmt.Sprintf("mission %q not found", key))
 	}
 	return s.storeError(ctx, "load mission", err)
+}
+
+// engineError turns an error of the saga engine's Cancel or Resume of
+// mission key into a status. Only a store failure is UNAVAILABLE as such;
+// the engine's own refusals say what happened:
+//   - saga.ErrNotFound: NOT_FOUND (MISSION_NOT_FOUND);
+//   - saga.ErrClosed, saga.ErrHandedOff: this server is shutting down (and
+//     handed the teardown off): UNAVAILABLE, retry on another replica;
+//   - saga.ErrFenced: another orchestrator took the mission over while this
+//     one drove its teardown: UNAVAILABLE, a retry finds it there;
+//   - saga.ErrRunning, saga.ErrDefinitionMismatch, saga.ErrInvalidKey: a bug
+//     or a mismatched deployment, not a transient condition: INTERNAL, the
+//     details logged (by the engine, for a record of another definition).
+func (s *Server) engineError(ctx context.Context, key string, err error) error {
+	switch {
+	case errors.Is(err, saga.ErrNotFound):
+		return s.loadError(ctx, key, err)
+	case errors.Is(err, saga.ErrClosed):
+		return errDraining
+	case errors.Is(err, saga.ErrHandedOff):
+		return errHandedOff
+	case errors.Is(err, saga.ErrFenced):
+		return errTakenOver
+	case errors.Is(err, saga.ErrDefinitionMismatch):
+		return errInternal
+	case errors.Is(err, saga.ErrRunning), errors.Is(err, saga.ErrInvalidKey):
+		s.log.ErrorContext(ctx, "saga engine refused the mission", slog.String("error", err.Error()))
+		return errInternal
+	}
+	return s.storeError(ctx, "update mission", err)
 }
 
 // storeError logs a Redis failure and returns UNAVAILABLE without its

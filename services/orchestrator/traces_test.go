@@ -63,12 +63,19 @@ func TestMissionIsOneTrace(t *testing.T) {
 			},
 		},
 		{
+			// The merge fails its consistency gate: every step ran, so the
+			// one failed trace holds the spans of all four services and of
+			// the three compensations.
 			name:     "compensated",
-			scenario: &typesv1.Scenario{Seed: 7, Agents: 3, Kind: typesv1.ScenarioKind_SCENARIO_KIND_SEALED_AGENT},
+			scenario: &typesv1.Scenario{Seed: 7, Agents: 3, Kind: typesv1.ScenarioKind_SCENARIO_KIND_CHANGED_WORLD},
 			state:    orchestratorv1.MissionState_MISSION_STATE_COMPENSATED,
 			want: [][3]string{
+				{"merge", "server", "slammesh.merge.v1.MergeService/MergeMaps"},
+				{"orchestrator", "internal", "compensate merge_maps attempt 1"},
 				{"orchestrator", "internal", "compensate localize_agents attempt 1"},
 				{"orchestrator", "internal", "compensate allocate_map attempt 1"},
+				{"orchestrator", "client", "slammesh.merge.v1.MergeService/RevertMerge"},
+				{"merge", "server", "slammesh.merge.v1.MergeService/RevertMerge"},
 				{"localization", "server", "slammesh.localization.v1.LocalizationService/ReleaseAgents"},
 				{"mapping", "server", "slammesh.mapping.v1.MappingService/ReleaseMap"},
 			},
@@ -96,9 +103,6 @@ func TestMissionIsOneTrace(t *testing.T) {
 				services[serviceOf(s)] = true
 			}
 			for _, svc := range []string{"orchestrator", "mapping", "localization", "merge"} {
-				if tt.state == orchestratorv1.MissionState_MISSION_STATE_COMPENSATED && svc == "merge" {
-					continue // the merge never ran
-				}
 				if !services[svc] {
 					t.Errorf("trace %s has no span of %s; services: %v", m.GetTraceId(), svc, services)
 				}
@@ -110,20 +114,33 @@ func TestMissionIsOneTrace(t *testing.T) {
 			if mission == nil {
 				t.Fatalf("no mission span among %v", spanNames(spans))
 			}
-			attempt := findSpan(spans, "orchestrator", "step allocate_map attempt 1", trace.SpanKindInternal)
-			client := findSpan(spans, "orchestrator", "slammesh.mapping.v1.MappingService/AllocateMap", trace.SpanKindClient)
-			server := findSpan(spans, "mapping", "slammesh.mapping.v1.MappingService/AllocateMap", trace.SpanKindServer)
-			switch {
-			case attempt == nil || client == nil || server == nil:
-				t.Fatalf("allocate_map spans missing among %v", spanNames(spans))
-			case attempt.Parent().SpanID() != mission.SpanContext().SpanID():
-				t.Errorf("step attempt's parent is %s, want the mission span", attempt.Parent().SpanID())
-			case client.Parent().SpanID() != attempt.SpanContext().SpanID():
-				t.Errorf("AllocateMap client span's parent is %s, want the step attempt span", client.Parent().SpanID())
-			case server.Parent().SpanID() != client.SpanContext().SpanID():
-				t.Errorf("AllocateMap server span's parent is %s, want the client span", server.Parent().SpanID())
+			checkCallChain(t, spans, mission, "step allocate_map attempt 1", "mapping", "slammesh.mapping.v1.MappingService/AllocateMap")
+			if tt.state == orchestratorv1.MissionState_MISSION_STATE_COMPENSATED {
+				checkCallChain(t, spans, mission, "compensate merge_maps attempt 1", "merge", "slammesh.merge.v1.MergeService/RevertMerge")
+				checkCallChain(t, spans, mission, "compensate allocate_map attempt 1", "mapping", "slammesh.mapping.v1.MappingService/ReleaseMap")
 			}
 		})
+	}
+}
+
+// checkCallChain fails unless the engine span named attempt (a step attempt
+// or a compensation) is a child of the mission span, the orchestrator's
+// client span of method a child of it, and service's server span of method
+// a child of that.
+func checkCallChain(t *testing.T, spans []sdktrace.ReadOnlySpan, mission sdktrace.ReadOnlySpan, attempt, service, method string) {
+	t.Helper()
+	eng := findSpan(spans, "orchestrator", attempt, trace.SpanKindInternal)
+	client := findSpan(spans, "orchestrator", method, trace.SpanKindClient)
+	server := findSpan(spans, service, method, trace.SpanKindServer)
+	switch {
+	case eng == nil || client == nil || server == nil:
+		t.Fatalf("spans of %s (%s) missing among %v", attempt, method, spanNames(spans))
+	case eng.Parent().SpanID() != mission.SpanContext().SpanID():
+		t.Errorf("%s: parent is %s, want the mission span", attempt, eng.Parent().SpanID())
+	case client.Parent().SpanID() != eng.SpanContext().SpanID():
+		t.Errorf("%s client span's parent is %s, want %s", method, client.Parent().SpanID(), attempt)
+	case server.Parent().SpanID() != client.SpanContext().SpanID():
+		t.Errorf("%s server span's parent is %s, want the client span", method, server.Parent().SpanID())
 	}
 }
 

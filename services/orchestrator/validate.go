@@ -3,10 +3,12 @@ package orchestrator
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -25,7 +27,7 @@ import (
 // name them): a request beyond them is INVALID_ARGUMENT, never a surprise
 // deep inside a step service. Scenario defaults are the world generator's.
 const (
-	maxIDLen              = 64
+	maxMissionIDLen       = 64
 	maxAgents             = slamproto.MaxAgents
 	defaultScenarioAgents = world.DefaultAgents
 	defaultWorldWidthM    = world.DefaultWidthM
@@ -36,9 +38,9 @@ const (
 )
 
 // reasonFaultInjectionDisabled is the ErrorInfo reason of a fault plan sent to
-// an orchestrator that does not allow fault injection. docs/architecture.md
-// lists no reason for it; it is a precondition of the deployment, not a bad
-// field, hence FAILED_PRECONDITION.
+// an orchestrator that does not allow fault injection (docs/architecture.md,
+// "Errors"): a precondition of the deployment, not a bad field, hence
+// FAILED_PRECONDITION.
 const reasonFaultInjectionDisabled = "FAULT_INJECTION_DISABLED"
 
 // stepNames are the saga's steps in order; fault plans and events name them.
@@ -51,7 +53,7 @@ var stepNames = [...]string{stepAllocateMap, stepLocalizeAgents, stepMergeMaps}
 // caller generates one when it is empty.
 func normalizeStart(req *orchestratorv1.StartMissionRequest, allowFaults bool) (*orchestratorv1.StartMissionRequest, error) {
 	if id := req.GetMissionId(); id != "" {
-		if err := checkID("mission_id", id); err != nil {
+		if err := checkMissionID("mission_id", id); err != nil {
 			return nil, err
 		}
 	}
@@ -190,8 +192,8 @@ func checkAgents(agents []*typesv1.Agent) error {
 	anchors := 0
 	for i, a := range agents {
 		field := "agents[" + strconv.Itoa(i) + "]"
-		if err := checkID(field+".agent_id", a.GetAgentId()); err != nil {
-			return err
+		if err := slamproto.CheckAgentID(a.GetAgentId()); err != nil {
+			return rpcerr.InvalidArgument(field+".agent_id", err.Error())
 		}
 		if j, dup := seen[a.GetAgentId()]; dup {
 			return rpcerr.InvalidArgument(field+".agent_id", fmt.Sprintf("duplicate of agents[%d]", j))
@@ -295,17 +297,12 @@ func checkScans(field string, frames []*typesv1.ScanFrame) error {
 	return nil
 }
 
+// checkPose applies the step services' own pose rule (slamproto.PoseField),
+// so that a pose the orchestrator accepts is never refused by a step.
 func checkPose(field string, p *typesv1.Pose2D) error {
-	for _, c := range []struct {
-		name string
-		v    float64
-	}{{"x", p.GetX()}, {"y", p.GetY()}, {"theta", p.GetTheta()}} {
-		if err := checkFinite(field+"."+c.name, c.v); err != nil {
-			return err
-		}
-		if c.name != "theta" && math.Abs(c.v) > slam.MaxCoordinate {
-			return rpcerr.InvalidArgument(field+"."+c.name, fmt.Sprintf("beyond ±%g m", slam.MaxCoordinate))
-		}
+	var fe *slamproto.FieldError
+	if err := slamproto.PoseField(field, p); errors.As(err, &fe) {
+		return rpcerr.InvalidArgument(fe.Field, fe.Err.Error())
 	}
 	return nil
 }
@@ -342,21 +339,22 @@ func checkFinite(field string, v float64) error {
 	return nil
 }
 
-// checkID enforces the identifier format shared by mission and agent ids:
-// they become parts of Redis keys and log fields, so only a small safe
-// alphabet is allowed.
-func checkID(field, id string) error {
-	if id == "" {
-		return rpcerr.InvalidArgument(field, "required")
+// checkMissionID validates a mission id. It is rpcerr.CheckID — the rule the
+// step services apply to the mission id of a SagaContext, since it becomes
+// the hash tag of every Redis key of the mission — made stricter on purpose:
+// the orchestrator's API documents mission ids as [A-Za-z0-9_.-], at most
+// 64 characters (orchestrator.proto), and clients rely on that narrower
+// contract, while the services accept up to 128 characters and ':'. Every
+// id the orchestrator accepts thus passes the services' check.
+func checkMissionID(field, id string) error {
+	if err := rpcerr.CheckID(field, id); err != nil {
+		return err
 	}
-	if len(id) > maxIDLen {
-		return rpcerr.InvalidArgument(field, fmt.Sprintf("%d characters, at most %d", len(id), maxIDLen))
+	if len(id) > maxMissionIDLen {
+		return rpcerr.InvalidArgument(field, fmt.Sprintf("%d characters, at most %d", len(id), maxMissionIDLen))
 	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return rpcerr.InvalidArgument(field, fmt.Sprintf("character %q at %d; allowed: A-Z a-z 0-9 _ . -", c, i))
-		}
+	if i := strings.IndexByte(id, ':'); i >= 0 {
+		return rpcerr.InvalidArgument(field, fmt.Sprintf("character ':' at %d; allowed: A-Z a-z 0-9 _ . -", i))
 	}
 	return nil
 }

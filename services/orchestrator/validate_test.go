@@ -5,10 +5,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam/world"
 )
 
@@ -86,7 +89,41 @@ func TestNewMissionID(t *testing.T) {
 	if a == b {
 		t.Errorf("two ids at the same time are equal: %s", a)
 	}
-	if err := checkID("mission_id", a); err != nil || !strings.HasPrefix(a, "m-") {
+	if err := checkMissionID("mission_id", a); err != nil || !strings.HasPrefix(a, "m-") {
 		t.Errorf("generated id %q: %v", a, err)
+	}
+}
+
+func TestCheckMissionID(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		id   string
+		ok   bool
+	}{
+		{"letters digits and _.-", "Mission_7.a-b", true},
+		{"64 characters", strings.Repeat("m", 64), true},
+		{"empty", "", false},
+		// rpcerr.CheckID, the step services' rule, allows these two; the
+		// orchestrator's API does not.
+		{"65 characters", strings.Repeat("m", 65), false},
+		{"colon", "m:1", false},
+		{"brace", "m{1}", false},
+		{"space", "m 1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := checkMissionID("mission_id", tt.id)
+			if (err == nil) != tt.ok {
+				t.Fatalf("checkMissionID(%q) = %v, want ok %v", tt.id, err, tt.ok)
+			}
+			if err != nil && (status.Code(err) != codes.InvalidArgument || rpcerr.Field(err) != "mission_id") {
+				t.Errorf("checkMissionID(%q) = %v, want INVALID_ARGUMENT on mission_id", tt.id, err)
+			}
+			if tt.ok && rpcerr.CheckID("saga.mission_id", tt.id) != nil {
+				t.Errorf("%q passes the orchestrator but not the step services", tt.id)
+			}
+		})
 	}
 }

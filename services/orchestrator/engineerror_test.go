@@ -1,0 +1,51 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/saga"
+)
+
+// The engine's refusals of a Cancel or Resume must not read as a store
+// outage: only a Redis failure is "mission store unavailable".
+func TestEngineError(t *testing.T) {
+	t.Parallel()
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	tests := []struct {
+		name   string
+		err    error
+		code   codes.Code
+		reason string
+		want   error // the exact status, when it is one of the server's own
+	}{
+		{"unknown mission", saga.ErrNotFound, codes.NotFound, rpcerr.ReasonMissionNotFound, nil},
+		{"engine draining", saga.ErrClosed, codes.Unavailable, "", errDraining},
+		{"teardown handed off", saga.ErrHandedOff, codes.Unavailable, "", errHandedOff},
+		{"teardown taken over", saga.ErrFenced, codes.Unavailable, "", errTakenOver},
+		{"run already in this engine", saga.ErrRunning, codes.Internal, rpcerr.ReasonInternal, errInternal},
+		{"record of another definition", saga.ErrDefinitionMismatch, codes.Internal, rpcerr.ReasonInternal, errInternal},
+		{"redis unreachable", net.ErrClosed, codes.Unavailable, "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			// The engine wraps its errors with the operation and the key.
+			err := s.engineError(context.Background(), "m1", fmt.Errorf("cancel saga m1: %w", tt.err))
+			if status.Code(err) != tt.code || rpcerr.Reason(err) != tt.reason {
+				t.Errorf("engineError = %v (reason %q), want %v %q", err, rpcerr.Reason(err), tt.code, tt.reason)
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("engineError = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
