@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,7 +18,9 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "slamctl:", err)
+		if !errors.Is(err, flag.ErrHelp) { // the usage is the answer to -h
+			fmt.Fprintln(os.Stderr, "slamctl:", err)
+		}
 		os.Exit(exitCode(err))
 	}
 }
@@ -33,11 +37,14 @@ Commands:
   cancel   cancel a mission (compensates it, or tears a completed one down)
   watch    follow a mission's progress events until it ends
   map      write a mission's map as PNG
-  bench    run many small missions and report missions/s and latency
+  bench    run many small missions, report missions/s and latency, then
+           tear the missions down (-keep keeps them)
 
 Global flags:
-  --addr ADDR   orchestrator address (env SLAMCTL_ADDR, default localhost:50051)
-  --json        print protobuf JSON instead of text
+  --addr ADDR           orchestrator address (env SLAMCTL_ADDR, default localhost:50051)
+  --mapping-addr ADDR   mapping service address, used by map (env SLAMCTL_MAPPING_ADDR,
+                        default localhost:50052)
+  --json                print protobuf JSON instead of text
 
 Run 'slamctl <command> -h' for a command's flags.
 `

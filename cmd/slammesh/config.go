@@ -222,7 +222,7 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	e := &envFlags{fs: fs, getenv: getenv}
 	e.string(&c.host, "host", "SLAMMESH_HOST", "127.0.0.1", "address the four services bind to (ports as in production: 50051-50054, 9091-9094)")
 	e.string(&c.redisURL, "redis-url", "REDIS_URL", "", "Redis URL; empty starts a private redis-server (or an embedded Redis)")
-	e.int(&c.redisPort, "redis-port", "SLAMMESH_DEV_REDIS_PORT", 6380, "port of the private redis-server")
+	e.int(&c.redisPort, "redis-port", "SLAMMESH_DEV_REDIS_PORT", 6380, "port of the private redis-server (fixed, so that redis-cli -p finds it; refused when another process holds it)")
 	e.level(&c.base.logLevel, "log-level", "SLAMMESH_LOG_LEVEL")
 	e.bool(&c.base.allowFaults, "allow-fault-injection", "SLAMMESH_ALLOW_FAULT_INJECTION", "honour fault plans in requests")
 	e.duration(&c.base.grace, "grace", "SLAMMESH_GRACE", 10*time.Second, "shutdown grace period")

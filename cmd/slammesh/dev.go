@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -107,11 +108,20 @@ func devRedis(cfg devConfig, stderr io.Writer) (string, func(), error) {
 		return p.URL(), func() { p.Stop(); _ = os.RemoveAll(dir) }, nil
 	}
 	_ = os.RemoveAll(dir)
-	if !errors.Is(err, redisproc.ErrNotInstalled) {
+	var inUse *redisproc.PortInUseError
+	switch {
+	case errors.As(err, &inUse):
+		// Another Redis there would answer us too: using it would mix our
+		// scratch data into someone else's.
+		return "", nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", err)
+	case !errors.Is(err, redisproc.ErrNotInstalled):
 		return "", nil, fmt.Errorf("private redis-server on port %d: %w (pick another with --redis-port, or set REDIS_URL)", cfg.redisPort, err)
 	}
 	m := miniredis.NewMiniRedis()
 	if err := m.StartAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.redisPort))); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return "", nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", &redisproc.PortInUseError{Port: cfg.redisPort})
+		}
 		return "", nil, fmt.Errorf("embedded redis on port %d: %w", cfg.redisPort, err)
 	}
 	fmt.Fprintf(stderr, `

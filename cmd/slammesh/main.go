@@ -41,7 +41,9 @@ Commands:
                  else an embedded one
   healthcheck    exit 0 when a server reports SERVING (grpc.health.v1)
 
-Every flag has an environment variable (shown in 'slammesh <command> -h').
+A flag that configures a service can also be set by an environment
+variable (named in 'slammesh <command> -h'; the flag wins); the one-shot
+flags, dev --demo and healthcheck --service and --timeout, have none.
 Traces are exported by the standard OTEL_* variables, e.g.
   OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317
 `

@@ -119,7 +119,11 @@ func (n *node) close(ctx context.Context) error {
 	if n.tel != nil {
 		flushCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		errs = append(errs, n.tel.Shutdown(flushCtx))
+		// A collector that is gone should not turn a clean stop into a
+		// failure: the spans are lost either way, so say so and go on.
+		if err := n.tel.Shutdown(flushCtx); err != nil {
+			n.log.WarnContext(ctx, "flushing telemetry failed; spans may be lost", "error", err.Error())
+		}
 		n.tel = nil
 	}
 	return errors.Join(errs...)

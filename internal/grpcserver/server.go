@@ -45,8 +45,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
+	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/telemetry"
 )
 
@@ -259,11 +259,14 @@ func durationField(d time.Duration) logging.Fields {
 	return logging.Fields{"grpc.time_ms", float64(d.Microseconds()) / 1000}
 }
 
-// recoverPanic turns a handler panic into codes.Internal. The panic value and
-// stack go to the log only: they may hold internals the caller must not see.
+// recoverPanic turns a handler panic into codes.Internal with the INTERNAL
+// ErrorInfo every other unexpected failure carries, so that callers matching
+// on reasons (the saga's classifier, event writers) see a panic like any
+// other bug. The panic value and stack go to the log only: they may hold
+// internals the caller must not see.
 func (s *Server) recoverPanic(ctx context.Context, p any) error {
 	s.log.ErrorContext(ctx, "grpc handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-	return status.Error(codes.Internal, "internal error")
+	return rpcerr.New(codes.Internal, rpcerr.ReasonInternal, "internal error")
 }
 
 // RegisterService registers a service implementation, making Server a

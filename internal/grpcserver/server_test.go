@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/slammesh/slammesh/internal/grpcserver"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/telemetry"
 )
 
@@ -470,6 +471,9 @@ func TestPanicBecomesInternalAndServerStaysUp(t *testing.T) {
 			err := tt.call(callCtx(t))
 			if status.Code(err) != codes.Internal {
 				t.Fatalf("error = %v, want code Internal", err)
+			}
+			if r := rpcerr.Reason(err); r != rpcerr.ReasonInternal {
+				t.Errorf("ErrorInfo reason = %q, want %s", r, rpcerr.ReasonInternal)
 			}
 			if strings.Contains(err.Error(), tt.secret) {
 				t.Errorf("panic value leaked to the client: %v", err)

@@ -101,35 +101,42 @@ func Delete(ctx context.Context, p redis.Pipeliner, missionID string) {
 	p.Del(ctx, Key(missionID))
 }
 
+// head is the map hash's fields other than the versions, as ReadHead and
+// ReadMeta scan them from HMGET; a missing field stays zero.
+type head struct {
+	MapID   string `redis:"map_id"`
+	Meta    []byte `redis:"meta"`
+	Current uint32 `redis:"current"`
+}
+
 // ReadHead reads the id and current version of the mission's map, without
 // any version's cells; mapID is "" when the mission has no map.
 func ReadHead(ctx context.Context, r redis.Cmdable, missionID string) (mapID string, current uint32, err error) {
-	vals, err := r.HMGet(ctx, Key(missionID), fieldMapID, fieldCurrent).Result()
-	if err != nil {
+	var h head
+	if err := r.HMGet(ctx, Key(missionID), fieldMapID, fieldCurrent).Scan(&h); err != nil {
 		return "", 0, fmt.Errorf("read map of mission %s: %w", missionID, err)
 	}
-	mapID = str(vals[0])
-	if mapID == "" {
+	switch {
+	case h.MapID == "":
 		return "", 0, nil
+	case h.Current == 0: // versions start at 1: the field is missing
+		return "", 0, fmt.Errorf("map of mission %s: no current version", missionID)
 	}
-	if current, err = parseVersion(vals[1]); err != nil {
-		return "", 0, fmt.Errorf("map of mission %s: current: %w", missionID, err)
-	}
-	return mapID, current, nil
+	return h.MapID, h.Current, nil
 }
 
 // ReadMeta reads the geometry of the mission's map mapID, without any
 // version's cells. It returns ErrNoMap when the mission has no map or
 // another one, and decodes nothing then.
 func ReadMeta(ctx context.Context, r redis.Cmdable, missionID, mapID string) (grid.Meta, error) {
-	vals, err := r.HMGet(ctx, Key(missionID), fieldMapID, fieldMeta).Result()
-	if err != nil {
+	var h head
+	if err := r.HMGet(ctx, Key(missionID), fieldMapID, fieldMeta).Scan(&h); err != nil {
 		return grid.Meta{}, fmt.Errorf("read map of mission %s: %w", missionID, err)
 	}
-	if stored := str(vals[0]); stored == "" || stored != mapID {
+	if h.MapID == "" || h.MapID != mapID {
 		return grid.Meta{}, fmt.Errorf("mission %s, map %s: %w", missionID, mapID, ErrNoMap)
 	}
-	pm, err := decodeMeta(str(vals[1]))
+	pm, err := decodeMeta(h.Meta)
 	if err != nil {
 		return grid.Meta{}, fmt.Errorf("map %s meta: %w", mapID, err)
 	}
@@ -156,32 +163,35 @@ type Map struct {
 // loadScript reads a map version in one round trip: the version to read is
 // only known after reading current when the caller asks for "the current
 // one" (ARGV[1] == 0). It returns false when the map does not exist, else
-// {map_id, meta, current, version, cells-or-false}.
+// {map_id, meta, current, version} followed by the version's cells when the
+// map has that version: all strings, so the reply scans as a string slice.
 var loadScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'map_id', 'meta', 'current')
 if not h[1] then return false end
 local v = tonumber(ARGV[1])
 if v == 0 then v = tonumber(h[3]) end
 local data = redis.call('HGET', KEYS[1], 'v' .. v)
-return {h[1], h[2], h[3], tostring(v), data}
+if data then return {h[1], h[2], h[3], tostring(v), data} end
+return {h[1], h[2], h[3], tostring(v)}
 `)
 
 // Load reads version (0: the current one) of the mission's map. It returns
 // ErrNoMap when the mission has no map; a version the map does not have is a
 // Map with nil Cells.
 func Load(ctx context.Context, r redis.Cmdable, missionID string, version uint32) (*Map, error) {
-	res, err := loadScript.Run(ctx, r, []string{Key(missionID)}, version).Slice()
+	res, err := loadScript.Run(ctx, r, []string{Key(missionID)}, version).StringSlice()
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("mission %s: %w", missionID, ErrNoMap)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read map of mission %s: %w", missionID, err)
 	}
-	if len(res) != 5 {
+	if len(res) != 4 && len(res) != 5 {
+		// Redis ends a Lua array at its first nil: a field is missing.
 		return nil, fmt.Errorf("read map of mission %s: %d fields", missionID, len(res))
 	}
-	m := &Map{ID: str(res[0])}
-	if m.Meta, err = decodeMeta(str(res[1])); err != nil {
+	m := &Map{ID: res[0]}
+	if m.Meta, err = decodeMeta([]byte(res[1])); err != nil {
 		return nil, fmt.Errorf("map of mission %s: meta: %w", missionID, err)
 	}
 	if m.Current, err = parseVersion(res[2]); err != nil {
@@ -190,8 +200,8 @@ func Load(ctx context.Context, r redis.Cmdable, missionID string, version uint32
 	if m.Version, err = parseVersion(res[3]); err != nil {
 		return nil, fmt.Errorf("map of mission %s: version: %w", missionID, err)
 	}
-	if s, ok := res[4].(string); ok {
-		m.Cells = []byte(s)
+	if len(res) == 5 {
+		m.Cells = []byte(res[4])
 	}
 	return m, nil
 }
@@ -214,22 +224,16 @@ func (m *Map) Grid() (*grid.Grid, error) {
 }
 
 // decodeMeta decodes the meta field.
-func decodeMeta(raw string) (*typesv1.GridMeta, error) {
+func decodeMeta(raw []byte) (*typesv1.GridMeta, error) {
 	pm := &typesv1.GridMeta{}
-	if err := proto.Unmarshal([]byte(raw), pm); err != nil {
+	if err := proto.Unmarshal(raw, pm); err != nil {
 		return nil, err
 	}
 	return pm, nil
 }
 
 // parseVersion parses a version number as Redis returns it.
-func parseVersion(v any) (uint32, error) {
-	n, err := strconv.ParseUint(str(v), 10, 32)
+func parseVersion(s string) (uint32, error) {
+	n, err := strconv.ParseUint(s, 10, 32)
 	return uint32(n), err
-}
-
-// str is a Redis reply value as a string; "" for nil (a missing field).
-func str(v any) string {
-	s, _ := v.(string)
-	return s
 }

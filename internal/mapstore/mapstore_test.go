@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -197,6 +198,24 @@ func TestReadHead(t *testing.T) {
 	write(t, rdb, func(ctx context.Context, p redis.Pipeliner) { mapstore.AddVersion(ctx, p, m, 2, someCells(meta)) })
 	if got := head(); got != "map-1@2" {
 		t.Errorf("head = %s, want map-1@2", got)
+	}
+
+	// A map hash whose current version is unreadable fails the read rather
+	// than reporting a version 0 that no map has.
+	for name, fields := range map[string][]any{
+		"current not a number": {"map_id", "map-x", "current", "two"},
+		"current missing":      {"map_id", "map-x"},
+		"current out of range": {"map_id", "map-x", "current", "4294967296"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			mission := "m-corrupt-" + strings.ReplaceAll(name, " ", "-")
+			if err := rdb.HSet(ctx, mapstore.Key(mission), fields...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if id, cur, err := mapstore.ReadHead(ctx, rdb, mission); err == nil {
+				t.Errorf("ReadHead = %s@%d, want an error", id, cur)
+			}
+		})
 	}
 }
 

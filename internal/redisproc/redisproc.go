@@ -1,23 +1,45 @@
-// Package redisproc runs a private redis-server child process on a free
-// loopback port. Tests use it through internal/redistest; `slammesh dev` uses
-// it when no REDIS_URL is given and redis-server is installed.
+// Package redisproc runs a private redis-server child process on a loopback
+// port: a free one (Start) or one given (StartOn), never a port another
+// process already holds. Tests use it through internal/redistest; `slammesh
+// dev` uses it when no REDIS_URL is given and redis-server is installed.
 package redisproc
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
 // ErrNotInstalled is returned when redis-server is not on PATH.
 var ErrNotInstalled = errors.New("redis-server not found on PATH (install it with: apt-get install -y redis-server)")
+
+// PortInUseError says the port asked for belongs to another process. StartOn
+// refuses it rather than hand out an address whose server is not ours: a
+// Redis someone else runs there would answer PING too, and a caller writing
+// scratch data to it would clobber theirs.
+type PortInUseError struct {
+	// Port is the port asked for.
+	Port int
+	// By names the other process when it is known, e.g. "redis-server pid 4242".
+	By string
+}
+
+// Error says which port is taken, and by whom when known.
+func (e *PortInUseError) Error() string {
+	if e.By != "" {
+		return fmt.Sprintf("port %d is in use by %s", e.Port, e.By)
+	}
+	return fmt.Sprintf("port %d is in use", e.Port)
+}
 
 // Process is a running redis-server.
 type Process struct {
@@ -40,7 +62,8 @@ func Start(dir string) (*Process, error) {
 		return nil, ErrNotInstalled
 	}
 	// redis-server does not accept port 0, so pick a free port and retry on
-	// the rare race where another process takes it first.
+	// the rare race where another process takes it first; other failures
+	// would repeat on any port.
 	var lastErr error
 	for range 5 {
 		port, err := freePort()
@@ -52,11 +75,18 @@ func Start(dir string) (*Process, error) {
 			return p, nil
 		}
 		lastErr = err
+		var inUse *PortInUseError
+		if !errors.As(err, &inUse) {
+			return nil, err
+		}
 	}
 	return nil, lastErr
 }
 
-// StartOn is Start on a given loopback port, for a address people can type.
+// StartOn is Start on a given loopback port, for an address people can
+// type. It fails with a *PortInUseError when another process listens there,
+// whether it is found before the start or, having taken the port in between,
+// answers in our server's place.
 func StartOn(dir string, port int) (*Process, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -72,6 +102,18 @@ func (p *Process) Stop() {
 }
 
 func launch(bin, dir string, port int) (*Process, error) {
+	// redis-server exits on "Address already in use", but a server already
+	// listening there answers PING long before ours has given up; so look
+	// first, and check whose server answered below.
+	if err := probe(port); err != nil {
+		return nil, err
+	}
+	return spawn(bin, dir, port)
+}
+
+// spawn starts redis-server on port and waits until it is ready; see
+// awaitReady.
+func spawn(bin, dir string, port int) (*Process, error) {
 	args := []string{
 		"--bind", "127.0.0.1",
 		"--port", strconv.Itoa(port),
@@ -89,21 +131,53 @@ func launch(bin, dir string, port int) (*Process, error) {
 	}
 	p := &Process{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, done: make(chan error, 1), dir: dir}
 	go func() { p.done <- cmd.Wait() }()
+	if err := p.awaitReady(port, cmd.Process.Pid, 10*time.Second); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return p, nil
+}
 
-	deadline := time.Now().Add(10 * time.Second)
+// probe fails with a *PortInUseError when the loopback port cannot be bound.
+func probe(port int) error {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return &PortInUseError{Port: port}
+		}
+		return fmt.Errorf("port %d: %w", port, err)
+	}
+	return l.Close()
+}
+
+// awaitReady waits until the server at p.Addr answers PING and then checks
+// that it is process pid, ours: another process may have bound the port
+// between the probe and our start, in which case ours is exiting on "Address
+// already in use" while theirs answers.
+func (p *Process) awaitReady(port, pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for ping(p.Addr) != nil {
 		select {
 		case err := <-p.done:
 			p.done <- err
-			return nil, fmt.Errorf("redis-server on port %d exited: %v; log: %s", port, err, p.log())
+			if strings.Contains(p.log(), "Address already in use") {
+				return &PortInUseError{Port: port}
+			}
+			return fmt.Errorf("redis-server on port %d exited: %v; log: %s", port, err, p.log())
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			p.Stop()
-			return nil, fmt.Errorf("redis-server on port %d did not answer PING within 10s; log: %s", port, p.log())
+			return fmt.Errorf("redis-server on port %d did not answer PING within %v; log: %s", port, timeout, p.log())
 		}
 	}
-	return p, nil
+	got, err := serverPID(p.Addr)
+	if err != nil {
+		return fmt.Errorf("redis-server on port %d: INFO server: %w", port, err)
+	}
+	if got != pid {
+		return &PortInUseError{Port: port, By: "redis-server pid " + strconv.Itoa(got)}
+	}
+	return nil
 }
 
 // ping speaks raw RESP so that readiness polling opens no client pool.
@@ -125,6 +199,39 @@ func ping(addr string) error {
 		return fmt.Errorf("unexpected reply %q", line)
 	}
 	return nil
+}
+
+// serverPID asks the server at addr for its process_id (INFO server), in raw
+// RESP like ping.
+func serverPID(addr string) (int, error) {
+	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("INFO server\r\n")); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(conn)
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if !strings.HasPrefix(head, "$") || err != nil || n < 0 {
+		return 0, fmt.Errorf("unexpected reply %q", strings.TrimSpace(head))
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("no process_id in the reply")
 }
 
 func freePort() (int, error) {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -125,13 +126,12 @@ func IsStatus(err error) bool {
 
 // Unexpected turns an error that no handler mapped to a domain status into
 // one that leaks nothing of the server's internals: a status passes through,
-// a context error keeps its code (CANCELED, DEADLINE_EXCEEDED), a network
-// failure on the way to Redis becomes UNAVAILABLE (STORE_UNAVAILABLE) so the
-// saga retries, and anything else INTERNAL with a generic message. The
-// caller logs err itself when the result is INTERNAL: the client sees none
-// of its detail.
+// a context error keeps its code (CANCELED, DEADLINE_EXCEEDED), a store that
+// cannot serve the request now but may shortly (see storeUnavailable)
+// becomes UNAVAILABLE (STORE_UNAVAILABLE) so the saga retries the step, and
+// anything else INTERNAL with a generic message. The caller logs err itself
+// when the result is INTERNAL: the client sees none of its detail.
 func Unexpected(err error) error {
-	var netErr net.Error
 	switch {
 	case err == nil:
 		return nil
@@ -139,8 +139,29 @@ func Unexpected(err error) error {
 		return err
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
-	case errors.As(err, &netErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case storeUnavailable(err):
 		return New(codes.Unavailable, ReasonStoreUnavailable, "the service's store is unavailable; retry")
 	}
 	return New(codes.Internal, ReasonInternal, "internal error; see the server log")
+}
+
+// storeUnavailable reports whether err says that Redis could not serve a
+// request for a reason that passes: the network (a net.Error, a connection
+// cut mid-reply), the client (its pool timed out or is exhausted under load,
+// or it was closed because the process is shutting down) or the server's
+// state (LOADING its dataset after a restart, READONLY or MASTERDOWN during a
+// failover, TRYAGAIN or CLUSTERDOWN while Cluster slots move, out of client
+// slots, NOREPLICAS). These are the server errors go-redis itself retries.
+// Mapped to INTERNAL they would make the saga compensate a healthy mission
+// after two attempts; as UNAVAILABLE it retries with backoff instead.
+func storeUnavailable(err error) bool {
+	var netErr net.Error
+	switch {
+	case errors.As(err, &netErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted), errors.Is(err, redis.ErrClosed):
+		return true
+	}
+	return redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err) ||
+		redis.IsTryAgainError(err) || redis.IsClusterDownError(err) || redis.IsMaxClientsError(err) ||
+		redis.IsNoReplicasError(err)
 }

@@ -8,12 +8,16 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/redistest"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
@@ -124,6 +128,26 @@ func TestCheckSaga(t *testing.T) {
 		{name: "space in saga", mutate: func(s *typesv1.SagaContext) *typesv1.SagaContext { s.SagaId = "a b"; return s }, wantField: "saga.saga_id"},
 		{name: "other step", mutate: func(s *typesv1.SagaContext) *typesv1.SagaContext { s.Step = "merge_maps"; return s }, wantField: "saga.step"},
 		{name: "no step", mutate: func(s *typesv1.SagaContext) *typesv1.SagaContext { s.Step = ""; return s }, wantField: "saga.step"},
+		{name: "the mission's stream", mutate: func(s *typesv1.SagaContext) *typesv1.SagaContext {
+			s.ProgressStream = progress.MissionStream("m-1")
+			return s
+		}},
+		{name: "another mission's stream", mutate: func(s *typesv1.SagaContext) *typesv1.SagaContext {
+			s.ProgressStream = progress.MissionStream("m-2")
+			return s
+		}, wantField: "saga.progress_stream"},
+		{name: "the firehose", mutate: func(s *typesv1.SagaContext) *typesv1.SagaContext {
+			s.ProgressStream = progress.GlobalStream
+			return s
+		}, wantField: "saga.progress_stream"},
+		{name: "a key of the mission", mutate: func(s *typesv1.SagaContext) *typesv1.SagaContext {
+			s.ProgressStream = "slammesh:{m-1}:saga"
+			return s
+		}, wantField: "saga.progress_stream"},
+		{name: "a suffixed stream", mutate: func(s *typesv1.SagaContext) *typesv1.SagaContext {
+			s.ProgressStream = progress.MissionStream("m-1") + ":custom"
+			return s
+		}, wantField: "saga.progress_stream"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,6 +195,87 @@ func TestUnexpected(t *testing.T) {
 			}
 			if tt.wantCode == codes.Internal && strings.Contains(status.Convert(got).Message(), "proto") {
 				t.Errorf("INTERNAL leaks the cause: %q", status.Convert(got).Message())
+			}
+		})
+	}
+}
+
+// TestUnexpectedStoreErrors feeds Unexpected the errors go-redis returns when
+// Redis cannot serve a request for a while, produced by a real redis-server
+// and client: server error replies as the wire carries them (an error_reply
+// from a script is parsed exactly like one from the server itself), a pool
+// that timed out, a closed client. They must retry (UNAVAILABLE), while the
+// replies of a bug stay INTERNAL.
+func TestUnexpectedStoreErrors(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	reply := func(msg string) func(*testing.T) error {
+		return func(t *testing.T) error {
+			return rdb.Eval(t.Context(), "return redis.error_reply(ARGV[1])", nil, msg).Err()
+		}
+	}
+	tests := []struct {
+		name       string
+		err        func(*testing.T) error
+		wantCode   codes.Code
+		wantReason string
+	}{
+		{name: "LOADING", err: reply("LOADING Redis is loading the dataset in memory"), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "READONLY", err: reply("READONLY You can't write against a read only replica."), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "MASTERDOWN", err: reply("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "TRYAGAIN", err: reply("TRYAGAIN Multiple keys request during rehashing of slot"), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "CLUSTERDOWN", err: reply("CLUSTERDOWN The cluster is down"), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "max clients", err: reply("ERR max number of clients reached"), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "NOREPLICAS", err: reply("NOREPLICAS Not enough good replicas to write."), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "wrapped LOADING", err: func(t *testing.T) error {
+			return fmt.Errorf("read map: %w", reply("LOADING Redis is loading the dataset in memory")(t))
+		}, wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "pool timeout", err: func(t *testing.T) error {
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 1, PoolTimeout: 20 * time.Millisecond, MaxRetries: -1})
+			defer c.Close()
+			held := c.Conn() // takes the pool's only connection until closed
+			defer held.Close()
+			if err := held.Ping(t.Context()).Err(); err != nil {
+				t.Fatalf("PING on the held connection: %v", err)
+			}
+			err := c.Ping(t.Context()).Err()
+			if !errors.Is(err, redis.ErrPoolTimeout) {
+				t.Fatalf("PING with the pool drained = %v, want redis.ErrPoolTimeout", err)
+			}
+			return fmt.Errorf("barrier: %w", err)
+		}, wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "closed client", err: func(t *testing.T) error {
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return c.Ping(t.Context()).Err()
+		}, wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "WRONGTYPE is a bug", err: func(t *testing.T) error {
+			key := "rpcerr:wrongtype"
+			if err := rdb.Set(t.Context(), key, "x", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			return rdb.LPush(t.Context(), key, "y").Err()
+		}, wantCode: codes.Internal, wantReason: rpcerr.ReasonInternal},
+		{name: "a script error is a bug", err: func(t *testing.T) error {
+			return rdb.Eval(t.Context(), "return redis.call('NOSUCHCOMMAND')", nil).Err()
+		}, wantCode: codes.Internal, wantReason: rpcerr.ReasonInternal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.err(t)
+			if err == nil {
+				t.Fatal("the case produced no error")
+			}
+			got := rpcerr.Unexpected(err)
+			if c := rpcerr.Code(got); c != tt.wantCode {
+				t.Errorf("Unexpected(%v): code = %v, want %v", err, c, tt.wantCode)
+			}
+			if r := rpcerr.Reason(got); r != tt.wantReason {
+				t.Errorf("Unexpected(%v): reason = %q, want %q", err, r, tt.wantReason)
 			}
 		})
 	}

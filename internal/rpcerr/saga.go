@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/progress"
 )
 
 // MaxIDLen bounds mission and saga ids. They are embedded in every Redis key
@@ -13,9 +14,12 @@ const MaxIDLen = 128
 
 // CheckSaga validates the SagaContext of a step or compensation request for
 // the service step named step: the context must be present, mission_id and
-// saga_id must be ids (see CheckID), and saga.step must name this service's
+// saga_id must be ids (see CheckID), saga.step must name this service's
 // step, because the barrier and the events are keyed by it and a mismatch
-// means a misrouted call. It returns an INVALID_FIELD status or nil.
+// means a misrouted call, and saga.progress_stream must be empty or the
+// mission's own stream (progress.MissionStream), because the step service
+// appends events to it: any other value would let a caller make the service
+// write to an arbitrary Redis key. It returns an INVALID_FIELD status or nil.
 func CheckSaga(sc *typesv1.SagaContext, step string) error {
 	if sc == nil {
 		return InvalidArgument("saga", "required")
@@ -28,6 +32,9 @@ func CheckSaga(sc *typesv1.SagaContext, step string) error {
 	}
 	if sc.GetStep() != step {
 		return InvalidArgument("saga.step", fmt.Sprintf("must be %s, not %.64q", step, sc.GetStep()))
+	}
+	if ps := sc.GetProgressStream(); ps != "" && ps != progress.MissionStream(sc.GetMissionId()) {
+		return InvalidArgument("saga.progress_stream", fmt.Sprintf("must be empty or %s, not %.64q", progress.MissionStream(sc.GetMissionId()), ps))
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"math"
 	"testing"
 
 	"github.com/slammesh/slammesh/internal/slam"
@@ -115,6 +117,71 @@ func TestOfficeAccuracy(t *testing.T) {
 	t.Logf("occupied IoU:          %v", eval.Summarize(iou))
 	t.Logf("accuracy (observed):   %v", eval.Summarize(acc))
 	t.Logf("coverage:              %v", eval.Summarize(cover))
+}
+
+// TestOfficeAccuracyAtGuessCorners holds localization to its promise at the
+// edges: initial guesses off by up to ±0.5 m per axis and ±10°. The
+// generator draws guesses uniformly inside that box, so TestOfficeAccuracy
+// practically never meets its corners; here every non-anchor agent starts
+// from each corner in turn, on a few seeded office worlds, under the same
+// thresholds.
+func TestOfficeAccuracyAtGuessCorners(t *testing.T) {
+	t.Parallel()
+	const (
+		maxGuessXY    = 0.5                // metres, per axis
+		maxGuessTheta = 10 * math.Pi / 180 // radians
+	)
+	type corner struct {
+		name       string
+		dx, dy, dθ float64
+	}
+	var corners []corner
+	for _, sx := range []float64{-1, 1} {
+		for _, sy := range []float64{-1, 1} {
+			for _, sθ := range []float64{-1, 1} {
+				corners = append(corners, corner{
+					name: fmt.Sprintf("x%+.1fm y%+.1fm θ%+.0f°", sx*maxGuessXY, sy*maxGuessXY, sθ*10),
+					dx:   sx * maxGuessXY, dy: sy * maxGuessXY, dθ: sθ * maxGuessTheta,
+				})
+			}
+		}
+	}
+	worldOf := map[uint64]*world.World{}
+	for _, seed := range seeds(3, 2) {
+		w, err := world.Generate(world.Config{Seed: seed, Agents: 2 + int(seed%3)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		worldOf[seed] = w
+	}
+	for _, c := range corners {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			for seed, w := range worldOf {
+				agents := make([]match.Agent, len(w.Agents))
+				for i, a := range w.Agents {
+					guess := a.Truth
+					if !a.Anchor {
+						guess = slam.Pose2D{X: a.Truth.X + c.dx, Y: a.Truth.Y + c.dy, Theta: slam.NormalizeAngle(a.Truth.Theta + c.dθ)}
+					}
+					agents[i] = match.Agent{Submap: a.Submap, Guess: guess, Anchor: a.Anchor}
+				}
+				res, err := match.LocalizeAll(context.Background(), w.Truth.Meta(), agents, match.Options{Parallelism: 2}, nil)
+				if err != nil {
+					t.Errorf("seed %d: localization failed: %v", seed, err)
+					continue
+				}
+				for i, r := range res {
+					if r.Anchor {
+						continue
+					}
+					if te, re := eval.PoseError(r.Pose, w.Agents[i].Truth); te > maxTransErr || re > maxRotErr {
+						t.Errorf("seed %d agent %d: error %.3f m %.4f rad, want ≤ %.2f m %.2f rad", seed, i, te, re, maxTransErr, maxRotErr)
+					}
+				}
+			}
+		})
+	}
 }
 
 func TestSealedAgentIsInsufficientOverlap(t *testing.T) {

@@ -26,9 +26,12 @@ type sagaRequest interface {
 // service is the service name the events carry ("mapping").
 //
 // A call is reported only when its request carries a SagaContext with a
-// mission_id; events go to the SagaContext's progress_stream (the
-// orchestrator sets it to progress.MissionStream(mission_id); empty means
-// that) and to the global stream, with the trace and span of the call.
+// mission_id and a progress_stream that is empty or the mission's own
+// (progress.MissionStream(mission_id), what the orchestrator sets); events go
+// to that stream and to the global stream, with the trace and span of the
+// call. Any other progress_stream is not written to, since it would let a
+// caller append to an arbitrary key: the handler rejects such a request
+// (rpcerr.CheckSaga, INVALID_ARGUMENT on saga.progress_stream).
 // Compensations and reads are not actions and emit nothing here.
 //
 // Events are advisory: the saga's outcome is the RPC's result, which the
@@ -57,6 +60,9 @@ func UnaryServerInterceptor(pub *progress.Publisher, service string, actions ...
 			// rejects the request if a SagaContext is required.
 			return handler(ctx, req)
 		}
+		if ps := sc.GetProgressStream(); ps != "" && ps != progress.MissionStream(sc.GetMissionId()) {
+			return handler(ctx, req)
+		}
 		s := newStepReporter(pub, service, sc)
 		s.publish(ctx, s.base, progress.StepStarted)
 		resp, err := handler(progress.WithReporter(ctx, s), req)
@@ -81,13 +87,9 @@ type stepReporter struct {
 }
 
 func newStepReporter(pub *progress.Publisher, service string, sc *typesv1.SagaContext) *stepReporter {
-	stream := sc.GetProgressStream()
-	if stream == "" {
-		stream = progress.MissionStream(sc.GetMissionId())
-	}
 	return &stepReporter{
 		pub:    pub,
-		stream: stream,
+		stream: progress.MissionStream(sc.GetMissionId()),
 		base: progress.Event{
 			MissionID: sc.GetMissionId(),
 			SagaID:    sc.GetSagaId(),

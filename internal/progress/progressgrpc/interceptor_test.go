@@ -287,23 +287,48 @@ func reasonOf(err error) string {
 	return ""
 }
 
-func TestInterceptorUsesProgressStream(t *testing.T) {
+func TestInterceptorWritesOnlyToTheMissionStream(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
-	h := startServer(t, progress.NewPublisher(rdb, progress.Options{}), &mappingServer{
-		allocate: func(context.Context, *mappingv1.AllocateMapRequest) (*mappingv1.AllocateMapResponse, error) {
-			return &mappingv1.AllocateMapResponse{}, nil
-		},
-	})
-	sc := sagaContext("m1")
-	sc.ProgressStream = "slammesh:{m1}:events:custom"
-	if _, err := h.client.AllocateMap(t.Context(), &mappingv1.AllocateMapRequest{Saga: sc}); err != nil {
-		t.Fatalf("AllocateMap: %v", err)
+	tests := []struct {
+		name      string
+		stream    string
+		wantCalls int64 // events in the mission and the global stream
+	}{
+		{name: "empty", stream: "", wantCalls: 2},
+		{name: "the mission's", stream: progress.MissionStream("m1"), wantCalls: 2},
+		{name: "a suffixed key", stream: "slammesh:{m1}:events:custom"},
+		{name: "another mission's", stream: progress.MissionStream("m2")},
+		{name: "the saga record", stream: "slammesh:{m1}:saga"},
 	}
-	for stream, want := range map[string]int64{sc.ProgressStream: 2, progress.GlobalStream: 2, progress.MissionStream("m1"): 0} {
-		if n, err := rdb.XLen(t.Context(), stream).Result(); err != nil || n != want {
-			t.Errorf("XLEN %s = %d, %v; want %d", stream, n, err, want)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := redistest.Start(t).Client(t)
+			h := startServer(t, progress.NewPublisher(rdb, progress.Options{}), &mappingServer{
+				allocate: func(context.Context, *mappingv1.AllocateMapRequest) (*mappingv1.AllocateMapResponse, error) {
+					return &mappingv1.AllocateMapResponse{}, nil
+				},
+			})
+			sc := sagaContext("m1")
+			sc.ProgressStream = tt.stream
+			if _, err := h.client.AllocateMap(t.Context(), &mappingv1.AllocateMapRequest{Saga: sc}); err != nil {
+				t.Fatalf("AllocateMap: %v", err)
+			}
+			want := map[string]int64{progress.MissionStream("m1"): tt.wantCalls, progress.GlobalStream: tt.wantCalls}
+			if tt.stream != "" && tt.stream != progress.MissionStream("m1") {
+				want[tt.stream] = 0
+			}
+			for key, n := range want {
+				if got, err := rdb.Exists(t.Context(), key).Result(); err != nil || (got > 0) != (n > 0) {
+					t.Errorf("EXISTS %s = %d, %v; want %v", key, got, err, n > 0)
+				}
+				if n > 0 {
+					if got, err := rdb.XLen(t.Context(), key).Result(); err != nil || got != n {
+						t.Errorf("XLEN %s = %d, %v; want %d", key, got, err, n)
+					}
+				}
+			}
+		})
 	}
 }
 
