@@ -59,11 +59,11 @@ func (m *mission) definition(policy saga.Policy) *saga.Definition {
 // it the step service's spans) joins the mission's trace.
 
 func (m *mission) allocateMap(ctx context.Context, x *saga.Exec) error {
-	in, err := decodeInput(x.Input())
+	in, sc, err := begin(x)
 	if err != nil {
 		return err
 	}
-	resp, err := m.mapping.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: sagaContext(x, in), Spec: in.GetMap()})
+	resp, err := m.mapping.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: sc, Spec: in.GetMap()})
 	if err != nil {
 		return err
 	}
@@ -71,16 +71,16 @@ func (m *mission) allocateMap(ctx context.Context, x *saga.Exec) error {
 }
 
 func (m *mission) releaseMap(ctx context.Context, x *saga.Exec) error {
-	in, err := decodeInput(x.Input())
+	_, sc, err := begin(x)
 	if err != nil {
 		return err
 	}
-	_, err = m.mapping.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: sagaContext(x, in)})
+	_, err = m.mapping.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: sc})
 	return err
 }
 
 func (m *mission) localizeAgents(ctx context.Context, x *saga.Exec) error {
-	in, err := decodeInput(x.Input())
+	in, sc, err := begin(x)
 	if err != nil {
 		return err
 	}
@@ -93,7 +93,7 @@ func (m *mission) localizeAgents(ctx context.Context, x *saga.Exec) error {
 		return err
 	}
 	resp, err := m.localization.LocalizeAgents(ctx, &localizationv1.LocalizeAgentsRequest{
-		Saga:   sagaContext(x, in),
+		Saga:   sc,
 		MapId:  alloc.GetMapId(),
 		Agents: agents,
 	})
@@ -104,16 +104,16 @@ func (m *mission) localizeAgents(ctx context.Context, x *saga.Exec) error {
 }
 
 func (m *mission) releaseAgents(ctx context.Context, x *saga.Exec) error {
-	in, err := decodeInput(x.Input())
+	_, sc, err := begin(x)
 	if err != nil {
 		return err
 	}
-	_, err = m.localization.ReleaseAgents(ctx, &localizationv1.ReleaseAgentsRequest{Saga: sagaContext(x, in)})
+	_, err = m.localization.ReleaseAgents(ctx, &localizationv1.ReleaseAgentsRequest{Saga: sc})
 	return err
 }
 
 func (m *mission) mergeMaps(ctx context.Context, x *saga.Exec) error {
-	in, err := decodeInput(x.Input())
+	in, sc, err := begin(x)
 	if err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ func (m *mission) mergeMaps(ctx context.Context, x *saga.Exec) error {
 		return err
 	}
 	resp, err := m.merge.MergeMaps(ctx, &mergev1.MergeMapsRequest{
-		Saga:   sagaContext(x, in),
+		Saga:   sc,
 		MapId:  alloc.GetMapId(),
 		Agents: agents,
 		Poses:  loc.GetPoses(),
@@ -142,11 +142,11 @@ func (m *mission) mergeMaps(ctx context.Context, x *saga.Exec) error {
 }
 
 func (m *mission) revertMerge(ctx context.Context, x *saga.Exec) error {
-	in, err := decodeInput(x.Input())
+	_, sc, err := begin(x)
 	if err != nil {
 		return err
 	}
-	_, err = m.merge.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: sagaContext(x, in)})
+	_, err = m.merge.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: sc})
 	return err
 }
 
@@ -165,18 +165,23 @@ func (m *mission) agents(in *orchestratorv1.StartMissionRequest) ([]*typesv1.Age
 	return agents, nil
 }
 
-// sagaContext is the SagaContext of the call x is making: the barrier keys on
-// saga id and step, the step service reports to the mission's stream, and the
-// fault plan travels along (the services ignore it unless they allow faults).
-func sagaContext(x *saga.Exec, in *orchestratorv1.StartMissionRequest) *typesv1.SagaContext {
-	return &typesv1.SagaContext{
+// begin decodes the mission's input and returns it with the SagaContext of
+// the call x is making: the barrier keys on saga id and step, the step service
+// reports to the mission's stream, and the fault plan travels along (the
+// services ignore it unless they allow faults).
+func begin(x *saga.Exec) (*orchestratorv1.StartMissionRequest, *typesv1.SagaContext, error) {
+	in, err := decodeInput(x.Input())
+	if err != nil {
+		return nil, nil, err
+	}
+	return in, &typesv1.SagaContext{
 		MissionId:      x.Key(),
 		SagaId:         x.SagaID(),
 		Step:           x.Step(),
 		Attempt:        uint32(x.Attempt()),
 		ProgressStream: progress.MissionStream(x.Key()),
 		Faults:         in.GetFaults(),
-	}
+	}, nil
 }
 
 func decodeInput(b []byte) (*orchestratorv1.StartMissionRequest, error) {
