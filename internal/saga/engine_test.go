@@ -11,7 +11,6 @@ import (
 	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -312,15 +311,7 @@ func TestCancelRunningSagaStopsStepAndCompensates(t *testing.T) {
 	if _, _, err := e.Start(t.Context(), "m", "s", nil); err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		rec *Record
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		rec, err := e.Run(context.Background(), "m")
-		done <- result{rec, err}
-	}()
+	done := runInBackground(e, "m")
 	awaitClosed(t, started, "step b to start")
 	rec, err := e.Cancel(t.Context(), "m", "operator said so")
 	if err != nil {
@@ -329,12 +320,7 @@ func TestCancelRunningSagaStopsStepAndCompensates(t *testing.T) {
 	if !rec.Cancelled || rec.CancelReason != "operator said so" {
 		t.Errorf("Cancel returned %+v, want the cancellation recorded", rec)
 	}
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return after Cancel")
-	}
+	r := awaitRunResult(t, done)
 	if r.err != nil {
 		t.Fatalf("Run: %v", r.err)
 	}
@@ -359,21 +345,17 @@ func TestCancelFromAnotherReplicaIsSeenAtNextWrite(t *testing.T) {
 	if _, _, err := owner.Start(t.Context(), "m", "s", nil); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan *Record, 1)
-	go func() {
-		rec, err := owner.Run(context.Background(), "m")
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		done <- rec
-	}()
+	done := runInBackground(owner, "m")
 	awaitClosed(t, started, "step b to start")
 	if _, err := other.Cancel(t.Context(), "m", "from replica 2"); err != nil {
 		t.Fatalf("Cancel: %v", err)
 	}
 	close(release)
-	rec := <-done
-	if rec == nil || rec.State != Compensated || rec.Error.Reason != ReasonMissionCancelled {
+	r := awaitRunResult(t, done)
+	if r.err != nil {
+		t.Fatalf("Run: %v", r.err)
+	}
+	if rec := r.rec; rec.State != Compensated || rec.Error.Reason != ReasonMissionCancelled {
 		t.Fatalf("record %+v, want compensated for MISSION_CANCELLED", rec)
 	}
 	// b succeeded, c was about to start when the write revealed the
@@ -497,15 +479,7 @@ func TestFencedOwnerStopsWithoutWriting(t *testing.T) {
 	if _, _, err := e.Start(t.Context(), "m", "s", nil); err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		rec *Record
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		rec, err := e.Run(context.Background(), "m")
-		done <- result{rec, err}
-	}()
+	done := runInBackground(e, "m")
 	awaitClosed(t, started, "step b to start")
 	// Another replica takes the saga over while b runs.
 	taken, err := f.store.claim(t.Context(), "m", "new", time.Now())
@@ -514,7 +488,7 @@ func TestFencedOwnerStopsWithoutWriting(t *testing.T) {
 	}
 	before := events(t, f.rdb, "m")
 	close(release)
-	r := <-done
+	r := awaitRunResult(t, done)
 	if !errors.Is(r.err, ErrFenced) {
 		t.Fatalf("Run error = %v, want ErrFenced", r.err)
 	}
@@ -661,18 +635,14 @@ func TestRunTwiceConcurrentlyIsRefused(t *testing.T) {
 	if _, _, err := e.Start(t.Context(), "m", "s", nil); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := e.Run(context.Background(), "m")
-		done <- err
-	}()
+	done := runInBackground(e, "m")
 	awaitClosed(t, started, "step a to start")
 	if _, err := e.Run(t.Context(), "m"); !errors.Is(err, ErrRunning) {
 		t.Errorf("second Run: %v, want ErrRunning", err)
 	}
 	close(release)
-	if err := <-done; err != nil {
-		t.Errorf("first Run: %v", err)
+	if r := awaitRunResult(t, done); r.err != nil {
+		t.Errorf("first Run: %v", r.err)
 	}
 }
 
@@ -685,25 +655,7 @@ func TestMetrics(t *testing.T) {
 	e := f.engine(t, Options{Meter: mp.Meter("saga")})
 	startRun(t, e, "m")
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(t.Context(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					got[m.Name] += p.Value
-				}
-			case metricdata.Histogram[float64]:
-				for _, p := range d.DataPoints {
-					got[m.Name] += int64(p.Count)
-				}
-			}
-		}
-	}
+	got := metricTotals(t, reader)
 	want := map[string]int64{
 		"slammesh.saga.started":               1,
 		"slammesh.saga.compensated":           1,
@@ -765,14 +717,7 @@ func TestCancelDuringLastStepFromAnotherReplicaTearsDown(t *testing.T) {
 	if _, _, err := owner.Start(t.Context(), "m", "s", nil); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan *Record, 1)
-	go func() {
-		rec, err := owner.Run(context.Background(), "m")
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		done <- rec
-	}()
+	done := runInBackground(owner, "m")
 	awaitClosed(t, started, "step c to start")
 	if _, err := other.Cancel(t.Context(), "m", "late"); err != nil {
 		t.Fatal(err)
@@ -785,8 +730,11 @@ func TestCancelDuringLastStepFromAnotherReplicaTearsDown(t *testing.T) {
 		t.Errorf("saga being torn down is not in %s: %v", ActiveKey, err)
 	}
 	close(compRelease)
-	rec := <-done
-	if rec == nil || rec.State != Compensated || rec.Error.Reason != ReasonMissionCancelled {
+	r := awaitRunResult(t, done)
+	if r.err != nil {
+		t.Fatalf("Run: %v", r.err)
+	}
+	if rec := r.rec; rec.State != Compensated || rec.Error.Reason != ReasonMissionCancelled {
 		t.Fatalf("record %+v, want compensated for MISSION_CANCELLED", rec)
 	}
 	if got, want := f.calls.get(), []string{"a#1", "b#1", "c#1", "~c#1", "~b#1", "~a#1"}; !slices.Equal(got, want) {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
 	"github.com/slammesh/slammesh/internal/redistest"
@@ -269,4 +271,57 @@ func awaitClosed(t *testing.T, ch <-chan struct{}, what string) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("timed out waiting for %s", what)
 	}
+}
+
+// runResult is what a Run in a goroutine returned.
+type runResult struct {
+	rec *Record
+	err error
+}
+
+// runInBackground runs key on e in a goroutine, on a context no one cancels.
+func runInBackground(e *Engine, key string) <-chan runResult {
+	done := make(chan runResult, 1)
+	go func() {
+		rec, err := e.Run(context.Background(), key)
+		done <- runResult{rec, err}
+	}()
+	return done
+}
+
+func awaitRunResult(t *testing.T, done <-chan runResult) runResult {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for Run to return")
+		return runResult{}
+	}
+}
+
+// metricTotals sums each metric the reader collected: counter values and
+// histogram counts, by metric name.
+func metricTotals(t *testing.T, reader sdkmetric.Reader) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(t.Context(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					got[m.Name] += p.Value
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					got[m.Name] += int64(p.Count)
+				}
+			}
+		}
+	}
+	return got
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -89,33 +88,6 @@ func awaitStored(t *testing.T, s *Store, key string, want State) *Record {
 		return r.State == want
 	})
 	return rec
-}
-
-// runResult is what a Run in a goroutine returned.
-type runResult struct {
-	rec *Record
-	err error
-}
-
-// runInBackground runs key on e in a goroutine, on a context no one cancels.
-func runInBackground(e *Engine, key string) <-chan runResult {
-	done := make(chan runResult, 1)
-	go func() {
-		rec, err := e.Run(context.Background(), key)
-		done <- runResult{rec, err}
-	}()
-	return done
-}
-
-func awaitRunResult(t *testing.T, done <-chan runResult) runResult {
-	t.Helper()
-	select {
-	case r := <-done:
-		return r
-	case <-time.After(10 * time.Second):
-		t.Fatal("timed out waiting for Run to return")
-		return runResult{}
-	}
 }
 
 // messages returns the message of each of the mission's events.
@@ -231,25 +203,7 @@ func TestRecoveryTakesOverFromAnOwnerCutOff(t *testing.T) {
 		t.Error("no resumed mission span under the stored traceparent")
 	}
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(t.Context(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					got[m.Name] += p.Value
-				}
-			case metricdata.Histogram[float64]:
-				for _, p := range d.DataPoints {
-					got[m.Name] += int64(p.Count)
-				}
-			}
-		}
-	}
+	got := metricTotals(t, reader)
 	if got["slammesh.saga.recovered"] != 1 || got["slammesh.saga.recovery.delay"] != 1 {
 		t.Errorf("B's recovery metrics = %v, want one recovery measured", got)
 	}
