@@ -6,25 +6,108 @@ import (
 	"github.com/slammesh/slammesh/internal/slam"
 )
 
+// DefaultUsableRange is how far a no-return beam clears free space when the
+// caller does not say, in metres. "No return" only proves that nothing
+// reflected within the sensor's reach under good conditions; far out, a beam
+// can miss a dark or glancing wall, so clearing all the way to range_max
+// (81.83 m for the SICK of the Intel log) would erase real walls and size
+// submaps by the sensor rather than by the building. 10 m is the usual
+// "usable range" of indoor 2D SLAM front ends (GMapping's maxUrange, Hector's
+// laser_max_dist, Cartographer's missing_data_ray_length are set so).
+const DefaultUsableRange = 10.0
+
 // ScanStats counts what IntegrateScan did with the beams of one scan, so that
 // callers can tell a scan of garbage from a scan of walls.
 type ScanStats struct {
 	Hits     int // beams that ended on an obstacle inside the grid
-	MaxRange int // beams with no return (>= RangeMax or +Inf): free space only
-	Skipped  int // invalid beams: NaN, -Inf, below RangeMin
+	MaxRange int // no-return beams (>= RangeMax or +Inf): free space only, up to the usable range
+	Skipped  int // beams carrying no information: NaN, -Inf, below RangeMin
 }
 
-// IntegrateScan adds one scan taken from sensor (the sensor pose in the
-// grid's parent frame) to the grid with the inverse sensor model: every cell
-// a beam passes through gets LogOddsMiss, the cell it ends in gets
-// LogOddsHit. Rays are traced with Bresenham's algorithm after clipping to
-// the grid, so a sensor far outside the grid costs nothing and parts of beams
-// outside the grid are dropped.
-//
-// Max-range beams clear space up to RangeMax and mark no hit, because "no
-// return" is evidence of free space but not of an obstacle; invalid beams are
-// skipped. Only the header and the pose can make it fail.
+// Inserter integrates scans into grids with the inverse sensor model. It
+// caches the beam directions (sine and cosine per beam) of the last scan
+// geometry it saw, so a stream of scans from one sensor costs no
+// trigonometry per beam; an Inserter is therefore not safe for concurrent
+// use. The zero value uses DefaultUsableRange.
+type Inserter struct {
+	// UsableRange (metres, > 0; 0 selects DefaultUsableRange) bounds the
+	// free space a no-return beam clears: up to min(UsableRange, RangeMax).
+	// Beams that return are integrated in full whatever their length.
+	UsableRange float64
+
+	beams Beams
+}
+
+// Beams holds the unit direction of every beam of one scan geometry in the
+// sensor frame, computed once (one Sincos per beam) and reused for every
+// scan with the same AngleMin, AngleIncrement and beam count.
+type Beams struct {
+	angleMin, angleInc float64
+	Cos, Sin           []float64
+}
+
+// For returns the directions of scan's beams, recomputing them only when
+// the geometry differs from the cached one. The slices are owned by b.
+func (b *Beams) For(scan slam.LaserScan) (cos, sin []float64) {
+	n := len(scan.Ranges)
+	if len(b.Cos) != n || b.angleMin != scan.AngleMin || b.angleInc != scan.AngleIncrement {
+		b.angleMin, b.angleInc = scan.AngleMin, scan.AngleIncrement
+		b.Cos, b.Sin = make([]float64, n), make([]float64, n)
+		for i := range n {
+			b.Sin[i], b.Cos[i] = math.Sincos(scan.BeamAngle(i))
+		}
+	}
+	return b.Cos, b.Sin
+}
+
+func (in *Inserter) usable() float64 {
+	if in.UsableRange > 0 && !math.IsInf(in.UsableRange, 0) {
+		return in.UsableRange
+	}
+	return DefaultUsableRange
+}
+
+// Beam classes of the real-sensor model (see IntegrateScan).
+const (
+	beamSkip = iota
+	beamHit
+	beamNoReturn
+)
+
+// classify returns how a beam of range r is treated and how far it reaches.
+func classify(r float32, scan slam.LaserScan, usable float64) (kind int, reach float64) {
+	rr := float64(r)
+	switch {
+	case math.IsNaN(rr) || rr < scan.RangeMin: // includes -Inf
+		return beamSkip, 0
+	case rr >= scan.RangeMax: // includes +Inf
+		return beamNoReturn, min(usable, scan.RangeMax)
+	}
+	return beamHit, rr
+}
+
+// IntegrateScan adds one scan with a zero Inserter (DefaultUsableRange); see
+// Inserter.Integrate.
 func (g *Grid) IntegrateScan(sensor slam.Pose2D, scan slam.LaserScan) (ScanStats, error) {
+	var in Inserter
+	return in.Integrate(g, sensor, scan)
+}
+
+// Integrate adds one scan taken from sensor (the sensor pose in the grid's
+// parent frame) to g with the inverse sensor model: every cell a beam passes
+// through gets LogOddsMiss, the cell it ends in gets LogOddsHit. Rays are
+// traced with Bresenham's algorithm after clipping to the grid, so a sensor
+// far outside the grid costs nothing and parts of beams outside the grid are
+// dropped.
+//
+// A reading at or beyond RangeMax (+Inf included) is a no-return beam: it
+// marks no obstacle and clears free space only up to min(UsableRange,
+// RangeMax). NaN, -Inf and readings below RangeMin carry no information and
+// are skipped: ROS REP 117 reserves NaN for an erroneous measurement, which
+// says nothing about the space along the beam (simulated dropouts are NaN
+// too), so it must not clear anything either. Only the header and the pose
+// can make it fail.
+func (in *Inserter) Integrate(g *Grid, sensor slam.Pose2D, scan slam.LaserScan) (ScanStats, error) {
 	var st ScanStats
 	if err := sensor.Validate(); err != nil {
 		return st, err
@@ -32,31 +115,84 @@ func (g *Grid) IntegrateScan(sensor slam.Pose2D, scan slam.LaserScan) (ScanStats
 	if err := scan.Validate(); err != nil {
 		return st, err
 	}
+	usable := in.usable()
+	cos, sin := in.beams.For(scan)
+	ps, pc := math.Sincos(sensor.Theta)
 	res := g.meta.Resolution
 	sx := (sensor.X - g.meta.Origin.X) / res
 	sy := (sensor.Y - g.meta.Origin.Y) / res
-	// Rotating the beam direction incrementally would drift; sin/cos per beam
-	// is cheap next to the ray walk.
 	for i, r := range scan.Ranges {
-		rr := float64(r)
-		hit := true
-		switch {
-		case math.IsNaN(rr) || rr < scan.RangeMin: // includes -Inf
+		kind, reach := classify(r, scan, usable)
+		switch kind {
+		case beamSkip:
 			st.Skipped++
 			continue
-		case rr >= scan.RangeMax: // includes +Inf
-			rr = scan.RangeMax
-			hit = false
+		case beamNoReturn:
 			st.MaxRange++
 		}
-		s, c := math.Sincos(sensor.Theta + scan.BeamAngle(i))
-		ex := sx + rr*c/res
-		ey := sy + rr*s/res
-		if g.traceRay(sx, sy, ex, ey, hit) {
+		// Beam direction in the parent frame: the cached sensor-frame
+		// direction rotated by the heading (exact, no drift).
+		c := pc*cos[i] - ps*sin[i]
+		s := ps*cos[i] + pc*sin[i]
+		ex := sx + reach*c/res
+		ey := sy + reach*s/res
+		if g.traceRay(sx, sy, ex, ey, kind == beamHit) {
 			st.Hits++
 		}
 	}
 	return st, nil
+}
+
+// Bounds is an axis-aligned rectangle in metres; the zero value is empty.
+type Bounds struct {
+	MinX, MinY, MaxX, MaxY float64
+	NonEmpty               bool
+}
+
+// Add grows b to contain the point (x, y).
+func (b *Bounds) Add(x, y float64) {
+	if !b.NonEmpty {
+		*b = Bounds{MinX: x, MinY: y, MaxX: x, MaxY: y, NonEmpty: true}
+		return
+	}
+	b.MinX, b.MinY = min(b.MinX, x), min(b.MinY, y)
+	b.MaxX, b.MaxY = max(b.MaxX, x), max(b.MaxY, y)
+}
+
+// Union grows b to contain o.
+func (b *Bounds) Union(o Bounds) {
+	if o.NonEmpty {
+		b.Add(o.MinX, o.MinY)
+		b.Add(o.MaxX, o.MaxY)
+	}
+}
+
+// Observed returns the rectangle of what a scan taken from sensor actually
+// observes, which is what Integrate can change: the sensor position, the end
+// points of returned beams, and no-return beams only up to min(UsableRange,
+// RangeMax). Skipped beams add nothing. It validates like Integrate.
+func (in *Inserter) Observed(sensor slam.Pose2D, scan slam.LaserScan) (Bounds, error) {
+	var b Bounds
+	if err := sensor.Validate(); err != nil {
+		return b, err
+	}
+	if err := scan.Validate(); err != nil {
+		return b, err
+	}
+	usable := in.usable()
+	cos, sin := in.beams.For(scan)
+	ps, pc := math.Sincos(sensor.Theta)
+	b.Add(sensor.X, sensor.Y)
+	for i, r := range scan.Ranges {
+		kind, reach := classify(r, scan, usable)
+		if kind == beamSkip {
+			continue
+		}
+		c := pc*cos[i] - ps*sin[i]
+		s := ps*cos[i] + pc*sin[i]
+		b.Add(sensor.X+reach*c, sensor.Y+reach*s)
+	}
+	return b, nil
 }
 
 // traceRay updates the cells on the segment from (x0,y0) to (x1,y1), given in
