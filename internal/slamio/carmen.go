@@ -1,0 +1,321 @@
+package slamio
+
+import (
+	"bufio"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/slammesh/slammesh/internal/slam"
+)
+
+// maxLineBytes bounds one log line: a 361-beam FLASER line is about 2 KiB,
+// the largest CARMEN scanners a few times that. A longer line is an error,
+// not an allocation.
+const maxLineBytes = 1 << 20
+
+// maxLogBytes bounds the unpacked size of one log (gzip can expand a small
+// file into anything): 1 GiB is hours of logging at 75 Hz.
+const maxLogBytes = 1 << 30
+
+// Reading is one laser reading of a CARMEN log.
+type Reading struct {
+	// Index is the reading's 0-based position among the log's laser
+	// readings (FLASER and ROBOTLASER1 lines together, in file order); the
+	// reading ranges of CarmenOptions.Segments count in it.
+	Index int
+	// Line is the reading's 1-based line in the (unpacked) log.
+	Line int
+	// Kind is "FLASER" or "ROBOTLASER1".
+	Kind string
+	// AngleMin and AngleIncrement place beam i at AngleMin+i*AngleIncrement
+	// radians in the laser frame (see FLASERGeometry for FLASER lines).
+	AngleMin, AngleIncrement float64
+	// MaxRange is ROBOTLASER1's maximum_range in metres; 0 for FLASER, which
+	// does not carry one.
+	MaxRange float64
+	// Ranges are the readings in metres, as logged.
+	Ranges []float32
+	// Laser is the laser pose on the line (FLASER x y theta, ROBOTLASER1
+	// laser_pose): the sensor pose in the log's world frame. In a corrected
+	// log it is the SLAM result; in a raw log, odometry.
+	Laser slam.Pose2D
+	// Time is the line's timestamp (the ipc timestamp), in seconds.
+	Time float64
+}
+
+// Odom is one ODOM line: the robot's odometry pose at a time.
+type Odom struct {
+	Line int
+	Pose slam.Pose2D
+	Time float64
+}
+
+// Log is what ParseCarmen keeps of a CARMEN log: the laser readings and the
+// odometry, each in file order. Lines of other types (PARAM, SYNC, NEFF,
+// RLASER, TRUEPOS, ...) are skipped, as CARMEN's own log readers do with
+// messages they do not subscribe to.
+type Log struct {
+	Name     string
+	Readings []Reading
+	Odom     []Odom
+}
+
+// FLASERGeometry returns the beam angles of an n-beam FLASER line, which
+// carries neither start angle nor resolution. The rule was measured on real
+// logs (../shared/realdata/SOURCES.md: the sharpest map over the whole log):
+// n even → π/n from −π/2 (180 or 360 beams over a 180° SICK sweep, the last
+// beam one step short of +π/2); n odd → π/(n−1) from −π/2 (181 or 361
+// beams, both ends included). It fails for n < 2.
+func FLASERGeometry(n int) (angleMin, angleIncrement float64, err error) {
+	if n < 2 {
+		return 0, 0, fmt.Errorf("%d beams: a FLASER sweep needs at least 2", n)
+	}
+	if n%2 == 0 {
+		return -math.Pi / 2, math.Pi / float64(n), nil
+	}
+	return -math.Pi / 2, math.Pi / float64(n-1), nil
+}
+
+// OpenCarmen reads a CARMEN log from path, gunzipping it when it starts with
+// the gzip magic bytes (whatever its name).
+func OpenCarmen(path string) (*Log, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseCarmen(f, path)
+}
+
+// ParseCarmen reads a CARMEN log (plain or gzip) from r; name is used in
+// errors. Every FLASER, ROBOTLASER1 and ODOM line is checked: a missing or
+// non-numeric field, a beam count that disagrees with the line, or a
+// non-finite pose is a *ParseError naming the line. A log without any laser
+// reading is an error too: there is nothing to build a mission from.
+func ParseCarmen(r io.Reader, name string) (*Log, error) {
+	br := bufio.NewReader(r)
+	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("%s: gzip: %w", name, err)
+		}
+		defer zr.Close()
+		r = zr
+	} else {
+		r = br
+	}
+	sc := bufio.NewScanner(io.LimitReader(r, maxLogBytes))
+	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
+	log := &Log{Name: name}
+	line := 0
+	for sc.Scan() {
+		line++
+		text := sc.Bytes()
+		if len(text) == 0 || text[0] == '#' {
+			continue
+		}
+		fields := strings.Fields(string(text))
+		if len(fields) == 0 {
+			continue
+		}
+		var err error
+		switch fields[0] {
+		case "FLASER":
+			err = log.addFLASER(fields, line)
+		case "ROBOTLASER1":
+			err = log.addRobotLaser(fields, line)
+		case "ODOM":
+			err = log.addOdom(fields, line)
+		}
+		if err != nil {
+			return nil, lineErr(name, line, "%s: %v", fields[0], err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, lineErr(name, line+1, "line longer than %d bytes", maxLineBytes)
+		}
+		return nil, fmt.Errorf("%s: after line %d: %w", name, line, err)
+	}
+	if len(log.Readings) == 0 {
+		return nil, fmt.Errorf("%w: %s: no FLASER or ROBOTLASER1 line in %d lines", ErrSyntax, name, line)
+	}
+	return log, nil
+}
+
+// fieldReader parses the numeric fields of one line, remembering the first
+// failure so that a message parser reads as a list of fields.
+type fieldReader struct {
+	f   []string
+	err error
+}
+
+func (p *fieldReader) float(i int, what string) float64 {
+	if p.err != nil {
+		return 0
+	}
+	if i >= len(p.f) {
+		p.err = fmt.Errorf("line ends before %s (field %d)", what, i+1)
+		return 0
+	}
+	v, err := strconv.ParseFloat(p.f[i], 64)
+	if err != nil {
+		p.err = fmt.Errorf("%s %q is not a number", what, p.f[i])
+	}
+	return v
+}
+
+func (p *fieldReader) count(i int, what string, limit int) int {
+	v := p.float(i, what)
+	if p.err == nil && (v != math.Trunc(v) || v < 0 || v > float64(limit)) {
+		p.err = fmt.Errorf("%s %q is not a count in 0..%d", what, p.f[i], limit)
+	}
+	return int(v)
+}
+
+func (p *fieldReader) ranges(from, n int) []float32 {
+	if p.err != nil {
+		return nil
+	}
+	if from+n > len(p.f) {
+		p.err = fmt.Errorf("%d ranges announced, line has %d fields after the count", n, len(p.f)-from)
+		return nil
+	}
+	out := make([]float32, n)
+	for i := range out {
+		v, err := strconv.ParseFloat(p.f[from+i], 32)
+		if err != nil {
+			p.err = fmt.Errorf("range %d %q is not a number", i+1, p.f[from+i])
+			return nil
+		}
+		out[i] = float32(v)
+	}
+	return out
+}
+
+func (p *fieldReader) pose(i int, what string) slam.Pose2D {
+	pose := slam.Pose2D{X: p.float(i, what+" x"), Y: p.float(i+1, what+" y"), Theta: p.float(i+2, what+" theta")}
+	if p.err == nil {
+		if err := pose.Validate(); err != nil {
+			p.err = fmt.Errorf("%s: %v", what, err)
+		}
+		pose.Theta = slam.NormalizeAngle(pose.Theta)
+	}
+	return pose
+}
+
+// addFLASER parses "FLASER n r1..rn x y theta odom_x odom_y odom_theta
+// timestamp hostname logger_timestamp".
+func (l *Log) addFLASER(f []string, line int) error {
+	p := &fieldReader{f: f}
+	n := p.count(1, "beam count", slam.MaxBeams)
+	ranges := p.ranges(2, n)
+	laser := p.pose(2+n, "laser pose")
+	p.pose(5+n, "odometry pose")
+	ts := p.float(8+n, "timestamp")
+	if p.err != nil {
+		return p.err
+	}
+	amin, inc, err := FLASERGeometry(n)
+	if err != nil {
+		return err
+	}
+	l.Readings = append(l.Readings, Reading{
+		Index: len(l.Readings), Line: line, Kind: "FLASER",
+		AngleMin: amin, AngleIncrement: inc, Ranges: ranges, Laser: laser, Time: ts,
+	})
+	return nil
+}
+
+// addRobotLaser parses "ROBOTLASER1 laser_type start_angle field_of_view
+// angular_resolution maximum_range accuracy remission_mode num_readings
+// r1..rn num_remissions m1..mk laser_x laser_y laser_theta robot_x robot_y
+// robot_theta tv rv forward_safety_dist side_safety_dist turn_axis timestamp
+// hostname logger_timestamp" (CARMEN's carmen_robot_laser_message).
+func (l *Log) addRobotLaser(f []string, line int) error {
+	p := &fieldReader{f: f}
+	start := p.float(2, "start angle")
+	res := p.float(4, "angular resolution")
+	maxRange := p.float(5, "maximum range")
+	n := p.count(8, "beam count", slam.MaxBeams)
+	ranges := p.ranges(9, n)
+	k := p.count(9+n, "remission count", slam.MaxBeams)
+	at := 10 + n + k
+	laser := p.pose(at, "laser pose")
+	p.pose(at+3, "robot pose")
+	ts := p.float(at+11, "timestamp")
+	if p.err != nil {
+		return p.err
+	}
+	switch {
+	case n < 1:
+		return errors.New("no beams")
+	case math.IsNaN(start) || math.IsInf(start, 0) || math.Abs(start) > 4*math.Pi:
+		return fmt.Errorf("start angle %g rad out of range", start)
+	case !(res > 0 && res <= 2*math.Pi):
+		return fmt.Errorf("angular resolution %g rad is not in (0, 2π]", res)
+	case !(maxRange > 0) || math.IsInf(maxRange, 0):
+		return fmt.Errorf("maximum range %g m is not positive", maxRange)
+	}
+	l.Readings = append(l.Readings, Reading{
+		Index: len(l.Readings), Line: line, Kind: "ROBOTLASER1",
+		AngleMin: start, AngleIncrement: res, MaxRange: maxRange, Ranges: ranges, Laser: laser, Time: ts,
+	})
+	return nil
+}
+
+// addOdom parses "ODOM x y theta tv rv accel timestamp hostname
+// logger_timestamp".
+func (l *Log) addOdom(f []string, line int) error {
+	p := &fieldReader{f: f}
+	pose := p.pose(1, "pose")
+	ts := p.float(7, "timestamp")
+	if p.err != nil {
+		return p.err
+	}
+	l.Odom = append(l.Odom, Odom{Line: line, Pose: pose, Time: ts})
+	return nil
+}
+
+// odomIndex finds, for a reading, the ODOM line nearest in time. CARMEN
+// loggers write the odometry a scan was taken at with the scan's own
+// timestamp, but not always in timestamp order (the logs of
+// ../shared/realdata put it right before the FLASER line, among others), so
+// the search is by time, not by position. Ties go to the earlier line.
+type odomIndex struct {
+	byTime []Odom
+}
+
+func newOdomIndex(odom []Odom) odomIndex {
+	s := append([]Odom(nil), odom...)
+	sort.SliceStable(s, func(i, j int) bool { return s[i].Time < s[j].Time })
+	return odomIndex{byTime: s}
+}
+
+// nearest returns the ODOM record closest in time to t; ok is false when the
+// log has none.
+func (x odomIndex) nearest(t float64) (Odom, bool) {
+	s := x.byTime
+	if len(s) == 0 {
+		return Odom{}, false
+	}
+	i := sort.Search(len(s), func(i int) bool { return s[i].Time >= t })
+	switch {
+	case i == len(s):
+		return s[len(s)-1], true
+	case i == 0:
+		return s[0], true
+	}
+	// s[i-1].Time < t <= s[i].Time; among equal timestamps take the first.
+	if t-s[i-1].Time < s[i].Time-t {
+		return s[i-1], true
+	}
+	return s[i], true
+}

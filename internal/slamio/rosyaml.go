@@ -1,0 +1,190 @@
+package slamio
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// MapMode is how map_server turns pixels into cells (nav2_map_server
+// map_io.cpp, MapMode).
+type MapMode string
+
+const (
+	// ModeTrinary: occupied (100), free (0) or unknown (-1) by the two
+	// thresholds. map_server's default.
+	ModeTrinary MapMode = "trinary"
+	// ModeScale: like trinary outside the thresholds, a linear 0..100
+	// between them; transparent pixels are unknown (a PGM has none).
+	ModeScale MapMode = "scale"
+	// ModeRaw: the pixel value is the cell value; 101..255 are unknown.
+	ModeRaw MapMode = "raw"
+)
+
+// MapYAML is a map_server map description, as nav2's loadMapYaml reads it.
+type MapYAML struct {
+	// Image is the image path as written (relative to the YAML's folder
+	// unless absolute).
+	Image string
+	// Resolution is metres per pixel.
+	Resolution float64
+	// Origin is the pose of the lower-left pixel's outer corner in the map
+	// frame: x, y in metres and yaw in radians.
+	Origin [3]float64
+	// Negate swaps black and white.
+	Negate bool
+	// OccupiedThresh and FreeThresh are occupancy probabilities in [0, 1].
+	OccupiedThresh, FreeThresh float64
+	// Mode defaults to trinary when the key is absent.
+	Mode MapMode
+}
+
+// yamlKeys are the keys nav2 requires (mode is optional); other keys are
+// ignored, as yaml-cpp's lookups ignore them.
+var yamlKeys = []string{"image", "resolution", "origin", "negate", "occupied_thresh", "free_thresh"}
+
+// ParseMapYAML reads the map_server subset of YAML: one "key: value" per
+// line, '#' comments, quoted or plain scalars, and origin as a flow
+// sequence "[x, y, yaw]" or a block sequence of "- v" lines. negate is 0/1
+// or a boolean, as nav2 accepts either. Errors name file and line: a
+// missing key names the last line.
+func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
+	y := &MapYAML{Mode: ModeTrinary}
+	seen := map[string]int{}
+	lines := strings.Split(string(data), "\n")
+	for i := 0; i < len(lines); i++ {
+		line := stripComment(lines[i])
+		if strings.TrimSpace(line) == "" || strings.TrimSpace(line) == "---" {
+			continue
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, lineErr(name, i+1, "unexpected indented line %q", strings.TrimSpace(line))
+		}
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			return nil, lineErr(name, i+1, "want key: value, got %q", strings.TrimSpace(line))
+		}
+		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
+		if prev, dup := seen[key]; dup {
+			return nil, lineErr(name, i+1, "key %q already given on line %d", key, prev)
+		}
+		seen[key] = i + 1
+		var err error
+		switch key {
+		case "image":
+			y.Image, err = unquote(val)
+			if err == nil && y.Image == "" {
+				err = fmt.Errorf("image is empty")
+			}
+		case "resolution":
+			y.Resolution, err = parseFloat(val)
+			if err == nil && !(y.Resolution > 0) {
+				err = fmt.Errorf("resolution %s: want > 0", val)
+			}
+		case "origin":
+			var items []string
+			if val == "" { // block sequence on the next lines
+				for i+1 < len(lines) && strings.HasPrefix(strings.TrimSpace(stripComment(lines[i+1])), "-") {
+					i++
+					items = append(items, strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(stripComment(lines[i])), "-")))
+				}
+			} else if strings.HasPrefix(val, "[") && strings.HasSuffix(val, "]") {
+				items = strings.Split(val[1:len(val)-1], ",")
+			} else {
+				err = fmt.Errorf("origin %s: want [x, y, yaw]", val)
+			}
+			if err == nil && len(items) != 3 {
+				err = fmt.Errorf("origin has %d elements, want 3 (x, y, yaw)", len(items))
+			}
+			for j := 0; err == nil && j < len(items); j++ {
+				y.Origin[j], err = parseFloat(strings.TrimSpace(items[j]))
+			}
+		case "negate":
+			switch v, _ := unquote(val); v {
+			case "0", "false", "False", "FALSE":
+				y.Negate = false
+			case "1", "true", "True", "TRUE":
+				y.Negate = true
+			default:
+				err = fmt.Errorf("negate %s: want 0 or 1", val)
+			}
+		case "occupied_thresh":
+			y.OccupiedThresh, err = parseFloat(val)
+		case "free_thresh":
+			y.FreeThresh, err = parseFloat(val)
+		case "mode":
+			m, _ := unquote(val)
+			y.Mode = MapMode(m)
+			if y.Mode != ModeTrinary && y.Mode != ModeScale && y.Mode != ModeRaw {
+				err = fmt.Errorf("mode %s: want trinary, scale or raw", val)
+			}
+		}
+		if err != nil {
+			return nil, lineErr(name, i+1, "%v", err)
+		}
+	}
+	for _, k := range yamlKeys {
+		if _, ok := seen[k]; !ok {
+			return nil, lineErr(name, max(len(lines)-1, 1), "key %q missing (map_server needs image, resolution, origin, negate, occupied_thresh, free_thresh)", k)
+		}
+	}
+	if err := checkThresholds(y.OccupiedThresh, y.FreeThresh); err != nil {
+		return nil, lineErr(name, seen["free_thresh"], "%v", err)
+	}
+	return y, nil
+}
+
+// checkThresholds requires 0 <= free < occupied <= 1, the order every mode
+// needs (scale divides by their difference).
+func checkThresholds(occ, free float64) error {
+	if !(free >= 0 && free < occ && occ <= 1) {
+		return fmt.Errorf("thresholds free %g, occupied %g: want 0 <= free < occupied <= 1", free, occ)
+	}
+	return nil
+}
+
+func stripComment(s string) string {
+	inQuote := byte(0)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case inQuote != 0:
+			if c == inQuote {
+				inQuote = 0
+			}
+		case c == '"' || c == '\'':
+			inQuote = c
+		case c == '#' && (i == 0 || s[i-1] == ' ' || s[i-1] == '\t'):
+			return strings.TrimRight(s[:i], " \t\r")
+		}
+	}
+	return strings.TrimRight(s, " \t\r")
+}
+
+func unquote(s string) (string, error) {
+	if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"' || s[0] == '\'' && s[len(s)-1] == '\'') {
+		return s[1 : len(s)-1], nil
+	}
+	return s, nil
+}
+
+func parseFloat(s string) (float64, error) {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("%q is not a finite number", s)
+	}
+	return v, nil
+}
+
+// FormatMapYAML writes y the way map_server's saver lays it out, with
+// numbers in full precision (the saver's 3 digits would move a 5 cm map's
+// origin by up to half a millimetre per save).
+func FormatMapYAML(y *MapYAML) []byte {
+	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	negate := 0
+	if y.Negate {
+		negate = 1
+	}
+	return fmt.Appendf(nil, "image: %s\nmode: %s\nresolution: %s\norigin: [%s, %s, %s]\nnegate: %d\noccupied_thresh: %s\nfree_thresh: %s\n",
+		y.Image, y.Mode, f(y.Resolution), f(y.Origin[0]), f(y.Origin[1]), f(y.Origin[2]), negate, f(y.OccupiedThresh), f(y.FreeThresh))
+}
