@@ -9,6 +9,7 @@ import (
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/grid"
+	"github.com/slammesh/slammesh/internal/slam/localslam"
 	"github.com/slammesh/slammesh/internal/slam/world"
 )
 
@@ -194,63 +195,132 @@ func submapFromProto(og *typesv1.OccupancyGrid) (*grid.Grid, error) {
 	return g, nil
 }
 
-// SubmapFromScans integrates scans, each at its odometry pose in the agent's
-// start frame, into a new grid of resolution res covering everything the
-// beams reach. Errors are *FieldError with paths "scans[k]...".
+// SubmapOptions tune how an agent's scans become its submap; the zero value
+// is what the services use.
+type SubmapOptions struct {
+	// UsableRange (metres; 0: grid.DefaultUsableRange) bounds the free space
+	// a no-return beam clears, and so the submap's extent (see
+	// grid.Inserter).
+	UsableRange float64
+	// OdometryOnly integrates every scan at its sent pose, without the
+	// local front end (localslam): for poses already corrected by a SLAM
+	// system, and to measure what the front end changes.
+	OdometryOnly bool
+	// FrontEnd tunes the local front end; its UsableRange is taken from
+	// UsableRange.
+	FrontEnd localslam.Options
+}
+
+// frontEndMaxCells bounds the front end's working grid: the submap limit
+// plus the working grid's growth margin.
+const frontEndMaxCells = 2 * MaxSubmapCells
+
+// SubmapFromScans builds an agent's submap from its scans with the default
+// SubmapOptions; see BuildSubmap.
 func SubmapFromScans(frames []*typesv1.ScanFrame, res float64) (*grid.Grid, error) {
+	g, _, err := BuildSubmap(frames, res, SubmapOptions{})
+	return g, err
+}
+
+// BuildSubmap turns scans, each with its sent (odometry) pose in the agent's
+// start frame, into a submap of resolution res in that frame, and returns
+// the pose each scan was inserted at.
+//
+// By default the poses are estimated by the local front end (localslam:
+// incremental scan-to-submap matching with the sent poses as the prior;
+// the first scan keeps its sent pose, so the agent frame is unchanged).
+// The submap covers what the scans observed at those poses: returned beams,
+// and no-return beams (at or beyond range_max, or +Inf) only up to the
+// usable range; NaN beams add nothing. Errors are *FieldError with paths
+// "scans" and "scans[k]...", wrapping slam.ErrInvalidArgument or
+// slam.ErrTooLarge.
+func BuildSubmap(frames []*typesv1.ScanFrame, res float64, opts SubmapOptions) (*grid.Grid, []slam.Pose2D, error) {
 	if len(frames) > MaxScansPerAgent {
-		return nil, invalid("scans", "%d scans, limit %d", len(frames), MaxScansPerAgent)
+		return nil, nil, invalid("scans", "%d scans, limit %d", len(frames), MaxScansPerAgent)
 	}
-	poses := make([]slam.Pose2D, len(frames))
-	scans := make([]slam.LaserScan, len(frames))
-	x0, y0, x1, y1 := math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
+	if len(frames) == 0 {
+		return nil, nil, invalid("scans", "no scans")
+	}
+	in := grid.Inserter{UsableRange: opts.UsableRange}
+	lf := make([]localslam.Frame, len(frames))
 	for k, f := range frames {
 		at := "scans[" + strconv.Itoa(k) + "]"
 		if err := PoseField(at+".odom_pose", f.GetOdomPose()); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		s, err := ScanFromProto(f.GetScan())
 		if err != nil {
-			return nil, &FieldError{Field: at + ".scan", Err: err}
+			return nil, nil, &FieldError{Field: at + ".scan", Err: err}
 		}
-		p := PoseFromProto(f.GetOdomPose())
-		poses[k], scans[k] = p, s
-		// The bounding box of the sensor poses and the beam end points
-		// (max-range beams end at range_max: they clear space up to there).
-		x0, y0, x1, y1 = min(x0, p.X), min(y0, p.Y), max(x1, p.X), max(y1, p.Y)
-		for b, r := range s.Ranges {
-			rr := float64(r)
-			if math.IsNaN(rr) || rr < s.RangeMin {
-				continue
+		lf[k] = localslam.Frame{Odom: PoseFromProto(f.GetOdomPose()), Scan: s}
+	}
+	poses := make([]slam.Pose2D, len(lf))
+	for k, f := range lf {
+		poses[k] = f.Odom
+	}
+	// Size check at the sent poses first: it refuses a request spanning
+	// kilometres before the front end allocates anything.
+	if _, err := submapMeta(&in, lf, poses, res); err != nil {
+		return nil, nil, err
+	}
+	if !opts.OdometryOnly {
+		fo := opts.FrontEnd
+		fo.UsableRange = opts.UsableRange
+		if fo.MaxCells == 0 {
+			fo.MaxCells = frontEndMaxCells
+		}
+		results, err := localslam.Track(lf, fo)
+		if err != nil {
+			var fe *localslam.FrameError
+			if errors.As(err, &fe) && !errors.Is(err, slam.ErrTooLarge) {
+				return nil, nil, &FieldError{Field: "scans[" + strconv.Itoa(fe.Index) + "]", Err: fe.Err}
 			}
-			rr = min(rr, s.RangeMax)
-			sn, cs := math.Sincos(p.Theta + s.BeamAngle(b))
-			x, y := p.X+rr*cs, p.Y+rr*sn
-			x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x), max(y1, y)
+			return nil, nil, &FieldError{Field: "scans", Err: err}
+		}
+		for k, r := range results {
+			poses[k] = r.Pose
 		}
 	}
-	// A two-cell margin keeps end points off the border; snapping the origin
-	// to the resolution keeps cells aligned with the map's.
-	pad := 2 * res
-	ox, oy := math.Floor((x0-pad)/res)*res, math.Floor((y0-pad)/res)*res
-	w, h := x1+pad-ox, y1+pad-oy
-	if cells := math.Ceil(w/res) * math.Ceil(h/res); cells > MaxSubmapCells {
-		return nil, &FieldError{Field: "scans", Err: &detail{sentinel: slam.ErrTooLarge, msg: fmt.Sprintf("scans span %.0fx%.0f m, %.0f cells at %g m, limit %d", w, h, cells, res, MaxSubmapCells)}}
-	}
-	meta, err := grid.MetaForBounds(ox, oy, w, h, res)
+	meta, err := submapMeta(&in, lf, poses, res)
 	if err != nil {
-		return nil, &FieldError{Field: "scans", Err: err}
+		return nil, nil, err
 	}
 	g, err := grid.New(meta)
 	if err != nil {
-		return nil, &FieldError{Field: "scans", Err: err}
+		return nil, nil, &FieldError{Field: "scans", Err: err}
 	}
-	for k := range frames {
-		if _, err := g.IntegrateScan(poses[k], scans[k]); err != nil {
-			return nil, &FieldError{Field: "scans[" + strconv.Itoa(k) + "]", Err: err}
+	for k := range lf {
+		if _, err := in.Integrate(g, poses[k], lf[k].Scan); err != nil {
+			return nil, nil, &FieldError{Field: "scans[" + strconv.Itoa(k) + "]", Err: err}
 		}
 	}
-	return g, nil
+	return g, poses, nil
+}
+
+// submapMeta returns the grid covering what the frames observe from poses
+// (grid.Inserter.Observed) with a two-cell margin, its origin snapped to the
+// resolution so cells align with the map's; beyond MaxSubmapCells it is a
+// *FieldError at "scans" wrapping slam.ErrTooLarge.
+func submapMeta(in *grid.Inserter, frames []localslam.Frame, poses []slam.Pose2D, res float64) (grid.Meta, error) {
+	var b grid.Bounds
+	for k, f := range frames {
+		ob, err := in.Observed(poses[k], f.Scan)
+		if err != nil {
+			return grid.Meta{}, &FieldError{Field: "scans[" + strconv.Itoa(k) + "]", Err: err}
+		}
+		b.Union(ob)
+	}
+	pad := 2 * res
+	ox, oy := math.Floor((b.MinX-pad)/res)*res, math.Floor((b.MinY-pad)/res)*res
+	w, h := b.MaxX+pad-ox, b.MaxY+pad-oy
+	if cells := math.Ceil(w/res) * math.Ceil(h/res); !(cells <= MaxSubmapCells) {
+		return grid.Meta{}, &FieldError{Field: "scans", Err: &detail{sentinel: slam.ErrTooLarge, msg: fmt.Sprintf("scans span %.0fx%.0f m, %.0f cells at %g m, limit %d", w, h, cells, res, MaxSubmapCells)}}
+	}
+	meta, err := grid.MetaForBounds(ox, oy, w, h, res)
+	if err != nil {
+		return grid.Meta{}, &FieldError{Field: "scans", Err: err}
+	}
+	return meta, nil
 }
 
 // AgentData selects what WorldAgents puts in each agent message.

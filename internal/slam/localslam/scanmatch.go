@@ -1,0 +1,255 @@
+package localslam
+
+import (
+	"cmp"
+	"math"
+	"slices"
+
+	"github.com/slammesh/slammesh/internal/slam"
+)
+
+type point struct{ x, y float64 }
+
+// Search parameters beyond Options.
+const (
+	// thinCells: consecutive matchable points closer than this many cells are
+	// merged (the first is kept), so near walls, sampled densely by the
+	// beams, do not outvote far ones; a cheap, deterministic voxel filter.
+	thinCells = 2.0
+	// candidates of the coarse search refined on the fine field.
+	candidates = 3
+	// fineSteps: the fine search covers ±fineSteps cells and ±fineSteps
+	// quarter-steps of coarse rotation around a coarse candidate.
+	fineSteps = 3
+	gnIters   = 10
+	// priorSigma scales the prior weight exp(-½((d/σt)²+(dθ/σθ)²)) as a
+	// multiple of the window: wide, so it only decides between nearly
+	// equal peaks (along a corridor), as Cartographer's delta-cost weights.
+	priorSigma = 2.0
+)
+
+// scanPoints fills t.pts with the returned beams within the usable range, in
+// the sensor frame, thinned, and returns the largest range among them.
+func (t *Tracker) scanPoints(scan slam.LaserScan) float64 {
+	cos, sin := t.beams.For(scan)
+	t.pts = t.pts[:0]
+	minGap2 := thinCells * t.opts.Resolution * thinCells * t.opts.Resolution
+	rmax := 0.0
+	last := point{math.Inf(1), math.Inf(1)}
+	for i, r := range scan.Ranges {
+		rr := float64(r)
+		if !(rr >= scan.RangeMin && rr < scan.RangeMax && rr <= t.opts.UsableRange) {
+			continue
+		}
+		p := point{rr * cos[i], rr * sin[i]}
+		if dx, dy := p.x-last.x, p.y-last.y; dx*dx+dy*dy < minGap2 {
+			continue
+		}
+		last = p
+		t.pts = append(t.pts, p)
+		rmax = max(rmax, rr)
+	}
+	return rmax
+}
+
+// peak is a pose with its plain score (mean likelihood) and the score
+// weighted by the prior, which ranks peaks.
+type peak struct {
+	pose            slam.Pose2D
+	score, weighted float64
+}
+
+// match estimates res.Pose from res.Prior; see the package doc.
+func (t *Tracker) match(scan slam.LaserScan, res *FrameResult) {
+	rmax := t.scanPoints(scan)
+	if len(t.pts) < max(t.opts.MinPoints, 3) {
+		return
+	}
+	prior := res.Prior
+	cres := t.opts.Resolution * coarseFactor
+	// Rotation step that moves the farthest point by about one coarse cell.
+	dTheta := min(max(cres/math.Max(rmax, 1), 0.25*math.Pi/180), 2*math.Pi/180)
+	cands := t.coarseSearch(prior, cres, dTheta)
+	if len(cands) == 0 {
+		return
+	}
+	best := peak{weighted: -1}
+	for _, c := range cands {
+		if p := t.fineSearch(prior, c, dTheta/4); p.weighted > best.weighted {
+			best = p
+		}
+	}
+	if best.score < t.opts.MinScore {
+		return
+	}
+	pose, h, ok := t.m.gaussNewton(t.pts, best.pose)
+	if ok && math.Hypot(pose.X-best.pose.X, pose.Y-best.pose.Y) <= 2*t.opts.Resolution &&
+		math.Abs(slam.AngleDiff(pose.Theta, best.pose.Theta)) <= dTheta/2 &&
+		t.m.meanBilinear(t.pts, pose) >= t.m.meanBilinear(t.pts, best.pose) {
+		best.pose = pose
+	} else {
+		_, h, _ = t.m.information(t.pts, best.pose)
+	}
+	// Degeneracy: along a translation direction the scan does not
+	// constrain, keep the prediction.
+	if dir, degenerate := weakDirection(h, t.opts.Degeneracy); degenerate {
+		res.Degenerate = true
+		dx, dy := best.pose.X-prior.X, best.pose.Y-prior.Y
+		along := dx*dir[0] + dy*dir[1]
+		best.pose.X -= along * dir[0]
+		best.pose.Y -= along * dir[1]
+	}
+	// The correction never leaves the window: a peak beyond it (the coarse
+	// lattice reaches slightly past it) means the truth may lie farther
+	// still, and the prediction is the safer answer.
+	if math.Abs(best.pose.X-prior.X) > t.opts.WindowXY || math.Abs(best.pose.Y-prior.Y) > t.opts.WindowXY ||
+		math.Abs(slam.AngleDiff(best.pose.Theta, prior.Theta)) > t.opts.WindowTheta {
+		return
+	}
+	res.Score = t.m.meanBilinear(t.pts, best.pose)
+	res.PriorScore = t.m.meanBilinear(t.pts, prior)
+	if res.Score-res.PriorScore < t.opts.MinGain {
+		res.Score = 0
+		return
+	}
+	res.Pose = best.pose
+	res.Matched = true
+}
+
+// priorWeight is the weight of a pose at offset (dx, dy, dθ) from the prior.
+func (t *Tracker) priorWeight(dx, dy, dth float64) float64 {
+	st, sr := priorSigma*t.opts.WindowXY, priorSigma*t.opts.WindowTheta
+	return math.Exp(-0.5 * ((dx*dx+dy*dy)/(st*st) + dth*dth/(sr*sr)))
+}
+
+// coarseSearch scores every pose of the window on the coarse field, in
+// steps of one coarse cell and dTheta, and returns the best few distinct
+// local peaks by prior-weighted score.
+func (t *Tracker) coarseSearch(prior slam.Pose2D, cres, dTheta float64) []peak {
+	m := t.m
+	n := int(math.Ceil(t.opts.WindowXY / cres))
+	nR := int(math.Ceil(t.opts.WindowTheta / dTheta))
+	side := 2*n + 1
+	vol := (2*nR + 1) * side * side
+	if cap(t.scores) < vol {
+		t.scores = make([]float32, vol)
+	}
+	scores := t.scores[:vol]
+	clear(scores)
+	for k := range 2*nR + 1 {
+		th := prior.Theta + float64(k-nR)*dTheta
+		accumulate(m.coarse, m.cw, m.ch, cres, m.ox, m.oy, t.pts, slam.Pose2D{X: prior.X, Y: prior.Y, Theta: th}, n, scores[k*side*side:(k+1)*side*side])
+	}
+	inv := 1 / float64(len(t.pts))
+	type cell struct {
+		k, j, i int
+		w       float64
+	}
+	all := make([]cell, 0, vol)
+	for k := range 2*nR + 1 {
+		for j := range side {
+			for i := range side {
+				s := float64(scores[(k*side+j)*side+i]) * inv
+				if s <= 0 {
+					continue
+				}
+				w := s * t.priorWeight(float64(i-n)*cres, float64(j-n)*cres, float64(k-nR)*dTheta)
+				all = append(all, cell{k, j, i, w})
+			}
+		}
+	}
+	// Stable sort on the weight, ties by index: deterministic.
+	slices.SortStableFunc(all, func(a, b cell) int { return cmp.Compare(b.w, a.w) })
+	var out []peak
+	var taken []cell
+	for _, c := range all {
+		near := false
+		for _, o := range taken {
+			if abs(c.k-o.k) <= 1 && abs(c.j-o.j) <= 1 && abs(c.i-o.i) <= 1 {
+				near = true
+				break
+			}
+		}
+		if near {
+			continue
+		}
+		taken = append(taken, c)
+		out = append(out, peak{
+			pose: slam.Pose2D{
+				X:     prior.X + float64(c.i-n)*cres,
+				Y:     prior.Y + float64(c.j-n)*cres,
+				Theta: slam.NormalizeAngle(prior.Theta + float64(c.k-nR)*dTheta),
+			},
+			weighted: c.w,
+		})
+		if len(out) == candidates {
+			break
+		}
+	}
+	return out
+}
+
+func abs(v int) int {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// fineSearch refines a coarse peak on the fine field over ±fineSteps cells
+// and ±fineSteps rotation steps of dTheta.
+func (t *Tracker) fineSearch(prior slam.Pose2D, c peak, dTheta float64) peak {
+	m := t.m
+	const n = fineSteps
+	const side = 2*n + 1
+	var scores [side * side]float32
+	best := peak{weighted: -1}
+	inv := 1 / float64(len(t.pts))
+	for k := -n; k <= n; k++ {
+		clear(scores[:])
+		th := c.pose.Theta + float64(k)*dTheta
+		accumulate(m.fine, m.w, m.h, m.res, m.ox, m.oy, t.pts, slam.Pose2D{X: c.pose.X, Y: c.pose.Y, Theta: th}, n, scores[:])
+		for j := range side {
+			for i := range side {
+				s := float64(scores[j*side+i]) * inv
+				p := slam.Pose2D{X: c.pose.X + float64(i-n)*m.res, Y: c.pose.Y + float64(j-n)*m.res, Theta: slam.NormalizeAngle(th)}
+				w := s * t.priorWeight(p.X-prior.X, p.Y-prior.Y, slam.AngleDiff(p.Theta, prior.Theta))
+				if w > best.weighted {
+					best.pose, best.score, best.weighted = p, s, w
+				}
+			}
+		}
+	}
+	return best
+}
+
+// accumulate adds, for every translation offset (i, j) in [-n, n]² cells of
+// the field, the field values under the points transformed by pose shifted by
+// (i, j) cells. A shift by whole cells shifts every point's cell by the same
+// amount, so each point costs one transform and a (2n+1)² block read of
+// contiguous rows (the trick of internal/slam/match's coarse search).
+func accumulate(field []float32, w, h int, res, ox, oy float64, pts []point, pose slam.Pose2D, n int, out []float32) {
+	side := 2*n + 1
+	s, c := math.Sincos(pose.Theta)
+	inv := 1 / res
+	for _, p := range pts {
+		fx := (pose.X + c*p.x - s*p.y - ox) * inv
+		fy := (pose.Y + s*p.x + c*p.y - oy) * inv
+		if fx < -float64(n+1) || fy < -float64(n+1) || fx > float64(w+n+1) || fy > float64(h+n+1) {
+			continue
+		}
+		bx, by := int(math.Floor(fx)), int(math.Floor(fy))
+		i0, i1 := max(-n, -bx), min(n, w-1-bx)
+		j0, j1 := max(-n, -by), min(n, h-1-by)
+		if i0 > i1 || j0 > j1 {
+			continue
+		}
+		for j := j0; j <= j1; j++ {
+			row := field[(by+j)*w+bx+i0 : (by+j)*w+bx+i1+1]
+			acc := out[(j+n)*side+n+i0 : (j+n)*side+n+i1+1]
+			for t, v := range row {
+				acc[t] += v
+			}
+		}
+	}
+}
