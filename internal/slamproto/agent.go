@@ -209,6 +209,27 @@ type SubmapOptions struct {
 	// FrontEnd tunes the local front end; its UsableRange is taken from
 	// UsableRange.
 	FrontEnd localslam.Options
+	// MinSharpening (0: DefaultMinSharpening; in (0, 1)) is the fraction of
+	// occupied cells the front end's submap must save over the submap at
+	// the sent poses to be used instead of it.
+	MinSharpening float64
+}
+
+// DefaultMinSharpening: the front end's submap replaces the one at the sent
+// poses only when it has at least 7 % fewer occupied cells, i.e. when the
+// sent poses visibly smear the walls. On the real missions the jittery
+// odomline poses give 9–22 % (docs/slam.md), while on the corrected
+// trajectories the front end changes the count by −4.3 … +0.8 %: there the
+// sent poses are already as consistent as the matcher can tell, and the
+// matcher's own small errors would only add drift.
+const DefaultMinSharpening = 0.07
+
+// SubmapInfo says how BuildSubmap placed the scans.
+type SubmapInfo struct {
+	Poses            []slam.Pose2D // the pose each scan was inserted at
+	FrontEnd         bool          // Poses are the front end's (else the sent ones)
+	OccupiedSent     int           // occupied cells of the submap at the sent poses
+	OccupiedFrontEnd int           // occupied cells of the front end's submap (0 with OdometryOnly)
 }
 
 // frontEndMaxCells bounds the front end's working grid: the submap limit
@@ -223,78 +244,109 @@ func SubmapFromScans(frames []*typesv1.ScanFrame, res float64) (*grid.Grid, erro
 }
 
 // BuildSubmap turns scans, each with its sent (odometry) pose in the agent's
-// start frame, into a submap of resolution res in that frame, and returns
-// the pose each scan was inserted at.
+// start frame, into a submap of resolution res in that frame, and says how
+// it placed them.
 //
 // By default the poses are estimated by the local front end (localslam:
 // incremental scan-to-submap matching with the sent poses as the prior;
-// the first scan keeps its sent pose, so the agent frame is unchanged).
-// The submap covers what the scans observed at those poses: returned beams,
-// and no-return beams (at or beyond range_max, or +Inf) only up to the
-// usable range; NaN beams add nothing. Errors are *FieldError with paths
-// "scans" and "scans[k]...", wrapping slam.ErrInvalidArgument or
-// slam.ErrTooLarge.
-func BuildSubmap(frames []*typesv1.ScanFrame, res float64, opts SubmapOptions) (*grid.Grid, []slam.Pose2D, error) {
+// the first scan keeps its sent pose, so the agent frame is unchanged), and
+// its submap is used when it is sharper than the one at the sent poses by
+// MinSharpening; otherwise the sent poses stand. Each submap covers what the
+// scans observed from their poses: returned beams, and no-return beams (at
+// or beyond range_max, or +Inf) only up to the usable range; NaN beams add
+// nothing. Errors are *FieldError with paths "scans" and "scans[k]...",
+// wrapping slam.ErrInvalidArgument or slam.ErrTooLarge.
+func BuildSubmap(frames []*typesv1.ScanFrame, res float64, opts SubmapOptions) (*grid.Grid, SubmapInfo, error) {
+	var info SubmapInfo
 	if len(frames) > MaxScansPerAgent {
-		return nil, nil, invalid("scans", "%d scans, limit %d", len(frames), MaxScansPerAgent)
+		return nil, info, invalid("scans", "%d scans, limit %d", len(frames), MaxScansPerAgent)
 	}
 	if len(frames) == 0 {
-		return nil, nil, invalid("scans", "no scans")
+		return nil, info, invalid("scans", "no scans")
 	}
-	in := grid.Inserter{UsableRange: opts.UsableRange}
+	sharpening := opts.MinSharpening
+	if sharpening == 0 {
+		sharpening = DefaultMinSharpening
+	}
+	if !(sharpening > 0 && sharpening < 1) {
+		return nil, info, fmt.Errorf("%w: min sharpening %g outside (0, 1)", slam.ErrInvalidArgument, sharpening)
+	}
 	lf := make([]localslam.Frame, len(frames))
+	sent := make([]slam.Pose2D, len(frames))
 	for k, f := range frames {
 		at := "scans[" + strconv.Itoa(k) + "]"
 		if err := PoseField(at+".odom_pose", f.GetOdomPose()); err != nil {
-			return nil, nil, err
+			return nil, info, err
 		}
 		s, err := ScanFromProto(f.GetScan())
 		if err != nil {
-			return nil, nil, &FieldError{Field: at + ".scan", Err: err}
+			return nil, info, &FieldError{Field: at + ".scan", Err: err}
 		}
-		lf[k] = localslam.Frame{Odom: PoseFromProto(f.GetOdomPose()), Scan: s}
+		sent[k] = PoseFromProto(f.GetOdomPose())
+		lf[k] = localslam.Frame{Odom: sent[k], Scan: s}
 	}
-	poses := make([]slam.Pose2D, len(lf))
-	for k, f := range lf {
-		poses[k] = f.Odom
-	}
-	// Size check at the sent poses first: it refuses a request spanning
-	// kilometres before the front end allocates anything.
-	if _, err := submapMeta(&in, lf, poses, res); err != nil {
-		return nil, nil, err
-	}
-	if !opts.OdometryOnly {
-		fo := opts.FrontEnd
-		fo.UsableRange = opts.UsableRange
-		if fo.MaxCells == 0 {
-			fo.MaxCells = frontEndMaxCells
-		}
-		results, err := localslam.Track(lf, fo)
-		if err != nil {
-			var fe *localslam.FrameError
-			if errors.As(err, &fe) && !errors.Is(err, slam.ErrTooLarge) {
-				return nil, nil, &FieldError{Field: "scans[" + strconv.Itoa(fe.Index) + "]", Err: fe.Err}
-			}
-			return nil, nil, &FieldError{Field: "scans", Err: err}
-		}
-		for k, r := range results {
-			poses[k] = r.Pose
-		}
-	}
-	meta, err := submapMeta(&in, lf, poses, res)
+	in := grid.Inserter{UsableRange: opts.UsableRange}
+	// The submap at the sent poses first: its size check refuses a request
+	// spanning kilometres before the front end allocates anything.
+	g, err := integrate(&in, lf, sent, res)
 	if err != nil {
-		return nil, nil, err
+		return nil, info, err
+	}
+	info.Poses, info.OccupiedSent = sent, occupiedCells(g)
+	if opts.OdometryOnly {
+		return g, info, nil
+	}
+	fo := opts.FrontEnd
+	fo.UsableRange = opts.UsableRange
+	if fo.MaxCells == 0 {
+		fo.MaxCells = frontEndMaxCells
+	}
+	results, err := localslam.Track(lf, fo)
+	if err != nil {
+		var fe *localslam.FrameError
+		if errors.As(err, &fe) && !errors.Is(err, slam.ErrTooLarge) {
+			return nil, info, &FieldError{Field: "scans[" + strconv.Itoa(fe.Index) + "]", Err: fe.Err}
+		}
+		return nil, info, &FieldError{Field: "scans", Err: err}
+	}
+	poses := make([]slam.Pose2D, len(results))
+	for k, r := range results {
+		poses[k] = r.Pose
+	}
+	gf, err := integrate(&in, lf, poses, res)
+	if err != nil {
+		return nil, info, err
+	}
+	info.OccupiedFrontEnd = occupiedCells(gf)
+	if float64(info.OccupiedFrontEnd) > (1-sharpening)*float64(info.OccupiedSent) {
+		return g, info, nil
+	}
+	info.Poses, info.FrontEnd = poses, true
+	return gf, info, nil
+}
+
+// integrate builds the submap of frames at poses (see submapMeta).
+func integrate(in *grid.Inserter, frames []localslam.Frame, poses []slam.Pose2D, res float64) (*grid.Grid, error) {
+	meta, err := submapMeta(in, frames, poses, res)
+	if err != nil {
+		return nil, err
 	}
 	g, err := grid.New(meta)
 	if err != nil {
-		return nil, nil, &FieldError{Field: "scans", Err: err}
+		return nil, &FieldError{Field: "scans", Err: err}
 	}
-	for k := range lf {
-		if _, err := in.Integrate(g, poses[k], lf[k].Scan); err != nil {
-			return nil, nil, &FieldError{Field: "scans[" + strconv.Itoa(k) + "]", Err: err}
+	for k := range frames {
+		if _, err := in.Integrate(g, poses[k], frames[k].Scan); err != nil {
+			return nil, &FieldError{Field: "scans[" + strconv.Itoa(k) + "]", Err: err}
 		}
 	}
-	return g, poses, nil
+	return g, nil
+}
+
+// occupiedCells counts the cells that lean occupied.
+func occupiedCells(g *grid.Grid) int {
+	o, _, _ := g.Counts()
+	return o
 }
 
 // submapMeta returns the grid covering what the frames observe from poses

@@ -1,6 +1,7 @@
 package slamproto_test
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -79,11 +80,170 @@ func frames(tb testing.TB, a *typesv1.Agent) []localslam.Frame {
 }
 
 // build is slamproto.BuildSubmap that fails the test on error.
-func build(tb testing.TB, a *typesv1.Agent, res float64, odometryOnly bool) (*grid.Grid, []slam.Pose2D) {
+func build(tb testing.TB, a *typesv1.Agent, res float64, odometryOnly bool) (*grid.Grid, slamproto.SubmapInfo) {
 	tb.Helper()
-	g, poses, err := slamproto.BuildSubmap(a.GetScans(), res, slamproto.SubmapOptions{OdometryOnly: odometryOnly})
+	g, info, err := slamproto.BuildSubmap(a.GetScans(), res, slamproto.SubmapOptions{OdometryOnly: odometryOnly})
 	if err != nil {
 		tb.Fatalf("agent %s: %v", a.GetAgentId(), err)
 	}
-	return g, poses
+	return g, info
+}
+
+// sentPoses returns the poses an agent's scans were sent with.
+func sentPoses(a *typesv1.Agent) []slam.Pose2D {
+	out := make([]slam.Pose2D, len(a.GetScans()))
+	for k, f := range a.GetScans() {
+		out[k] = slamproto.PoseFromProto(f.GetOdomPose())
+	}
+	return out
+}
+
+// poseErr returns the mean and the largest translation (m) and rotation
+// (rad) error of poses against truth.
+func poseErr(poses, truth []slam.Pose2D) (meanT, meanR, maxT, maxR float64) {
+	for k := range poses {
+		dt := math.Hypot(poses[k].X-truth[k].X, poses[k].Y-truth[k].Y)
+		dr := math.Abs(slam.AngleDiff(poses[k].Theta, truth[k].Theta))
+		meanT += dt
+		meanR += dr
+		maxT, maxR = max(maxT, dt), max(maxR, dr)
+	}
+	n := float64(max(len(poses), 1))
+	return meanT / n, meanR / n, maxT, maxR
+}
+
+func occupied(g *grid.Grid) int {
+	o, _, _ := g.Counts()
+	return o
+}
+
+// TestRangeMaxMissionSubmapsMatchLocal: intel-rangemax-3 sends the scans of
+// intel-local-3 with the sensor's own no-return value (81.83 m) as
+// range_max. No-return readings are no obstacle and bound no submap, so
+// every agent's submap must be the very same grid as with range_max 20 m.
+func TestRangeMaxMissionSubmapsMatchLocal(t *testing.T) {
+	t.Parallel()
+	local, rangeMax := mission(t, "intel-local-3"), mission(t, "intel-rangemax-3")
+	res := local.GetMap().GetResolution()
+	if len(local.GetAgents()) != len(rangeMax.GetAgents()) {
+		t.Fatalf("%d vs %d agents", len(local.GetAgents()), len(rangeMax.GetAgents()))
+	}
+	for i, la := range local.GetAgents() {
+		ra := rangeMax.GetAgents()[i]
+		if got := ra.GetScans()[0].GetScan().GetRangeMax(); got < 80 {
+			t.Fatalf("intel-rangemax-3 agent %d sends range_max %g, want the sensor's 81.83", i, got)
+		}
+		lg, err := slamproto.SubmapFromScans(la.GetScans(), res)
+		if err != nil {
+			t.Fatalf("intel-local-3 agent %d: %v", i, err)
+		}
+		rg, err := slamproto.SubmapFromScans(ra.GetScans(), res)
+		if err != nil {
+			t.Fatalf("intel-rangemax-3 agent %d: %v", i, err)
+		}
+		w, h := rg.Meta().SizeM()
+		t.Logf("agent %s: %.2fx%.2f m (%d cells), %d occupied", ra.GetAgentId(), w, h, rg.Meta().Cells(), occupied(rg))
+		if lg.Meta() != rg.Meta() {
+			t.Fatalf("agent %d: submap %+v with range_max 81.83, %+v with 20", i, rg.Meta(), lg.Meta())
+		}
+		// The usable range, not range_max, bounds the no-return beams: the
+		// submap spans at most the scans' path plus twice 20 m.
+		if w > 60 || h > 60 {
+			t.Errorf("agent %d: submap spans %.0fx%.0f m", i, w, h)
+		}
+		for c, v := range rg.LogOdds() {
+			if v != lg.LogOdds()[c] {
+				t.Fatalf("agent %d: cell %d is %g with range_max 81.83, %g with 20", i, c, v, lg.LogOdds()[c])
+			}
+		}
+	}
+}
+
+// frontEndPoses runs the front end alone over an agent's scans.
+func frontEndPoses(tb testing.TB, a *typesv1.Agent) []slam.Pose2D {
+	tb.Helper()
+	rs, err := localslam.Track(frames(tb, a), localslam.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := make([]slam.Pose2D, len(rs))
+	for k, r := range rs {
+		out[k] = r.Pose
+	}
+	return out
+}
+
+// TestFrontEndSharpensOdomline: intel-odomline-3 sends the scans of
+// intel-local-3 at the log's jittery ODOM poses; intel-local-3's poses (the
+// corrected trajectory) are the truth. The submap must come from the front
+// end, be sharper (fewer occupied cells: walls drawn once, not smeared) and
+// its headings closer to the truth than the sent ones.
+func TestFrontEndSharpensOdomline(t *testing.T) {
+	t.Parallel()
+	odo, truth := mission(t, "intel-odomline-3"), mission(t, "intel-local-3")
+	res := odo.GetMap().GetResolution()
+	for i, a := range odo.GetAgents() {
+		want := sentPoses(truth.GetAgents()[i])
+		g, info := build(t, a, res, false)
+		gt, _ := build(t, truth.GetAgents()[i], res, true)
+		t0, r0, _, _ := poseErr(sentPoses(a), want)
+		t1, r1, _, _ := poseErr(info.Poses, want)
+		t.Logf("agent %s: occupied cells %d at the sent poses, %d with the front end (%d at the true poses); mean heading error %.2f° → %.2f°, mean position error %.3f → %.3f m",
+			a.GetAgentId(), info.OccupiedSent, info.OccupiedFrontEnd, occupied(gt), r0*180/math.Pi, r1*180/math.Pi, t0, t1)
+		if !info.FrontEnd || occupied(g) != info.OccupiedFrontEnd {
+			t.Fatalf("agent %s: the front end's submap was not used (%+v)", a.GetAgentId(), info)
+		}
+		if float64(info.OccupiedFrontEnd) > 0.93*float64(info.OccupiedSent) {
+			t.Errorf("agent %s: %d occupied cells with the front end, %d without: not sharper by 7 %%", a.GetAgentId(), info.OccupiedFrontEnd, info.OccupiedSent)
+		}
+		if r1 > 0.5*r0 {
+			t.Errorf("agent %s: mean heading error %.2f° with the front end, %.2f° without", a.GetAgentId(), r1*180/math.Pi, r0*180/math.Pi)
+		}
+	}
+}
+
+// TestFrontEndKeepsCorrectedPoses: intel-local-3 and fr079-local-4 send the
+// corrected trajectory. The front end must not make their submaps worse:
+// on its own it stays close to the sent poses (mean 0.25 m / 2°: over 250
+// scans a matcher drifts a little), and its submap is not sharper by the
+// margin that replaces the sent poses, so the submap is exactly the one at
+// the sent poses.
+func TestFrontEndKeepsCorrectedPoses(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"intel-local-3", "fr079-local-4"} {
+		m := mission(t, name)
+		res := m.GetMap().GetResolution()
+		for _, a := range m.GetAgents() {
+			g, info := build(t, a, res, false)
+			mt, mr, xt, xr := poseErr(frontEndPoses(t, a), sentPoses(a))
+			t.Logf("%s %s: occupied cells %d at the sent poses, %d with the front end (used: %v); front-end poses off the sent ones by mean %.3f m %.2f°, max %.3f m %.2f°",
+				name, a.GetAgentId(), info.OccupiedSent, info.OccupiedFrontEnd, info.FrontEnd, mt, mr*180/math.Pi, xt, xr*180/math.Pi)
+			if info.FrontEnd || occupied(g) != info.OccupiedSent {
+				t.Errorf("%s %s: front end used on corrected poses (%d → %d occupied)", name, a.GetAgentId(), info.OccupiedSent, info.OccupiedFrontEnd)
+			}
+			if float64(info.OccupiedFrontEnd) > 1.02*float64(info.OccupiedSent) {
+				t.Errorf("%s %s: front end's submap has %d occupied cells, %d at the corrected poses", name, a.GetAgentId(), info.OccupiedFrontEnd, info.OccupiedSent)
+			}
+			if mt > 0.25 || mr > 2*math.Pi/180 {
+				t.Errorf("%s %s: front end moved the corrected poses by mean %.3f m %.2f°", name, a.GetAgentId(), mt, mr*180/math.Pi)
+			}
+		}
+	}
+}
+
+// BenchmarkFrontEndFr079 runs the local front end over the 250 scans
+// (360 beams each) of fr079-local-4's first agent and reports the time per
+// scan.
+//
+//	go test -run '^$' -bench FrontEndFr079 ./internal/slamproto
+func BenchmarkFrontEndFr079(b *testing.B) {
+	a := mission(b, "fr079-local-4").GetAgents()[0]
+	fr := frames(b, a)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := localslam.Track(fr, localslam.Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(fr))/1e6, "ms/scan")
 }

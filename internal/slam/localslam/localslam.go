@@ -55,7 +55,7 @@ const (
 	DefaultWindowTheta = 12 * math.Pi / 180 // radians, ± around the prediction
 	DefaultMinScore    = 0.15               // mean fine likelihood of the scan points
 	DefaultMinPoints   = 20                 // scan points after thinning
-	DefaultMinGain     = 0.07               // score gain over the prediction
+	DefaultMinGain     = 0.04               // score gain over the prediction
 	// DefaultDegeneracy is the smallest ratio of the eigenvalues of the
 	// translation block of the Gauss-Newton information matrix for which
 	// both directions count as constrained.
