@@ -71,7 +71,7 @@ func seeds(n, short int) []uint64 {
 }
 
 func TestOfficeAccuracy(t *testing.T) {
-	var trans, rot, score, amb, iou, acc, cover, cons []float64
+	var trans, rot, score, amb, conflict, iou, acc, cover, cons []float64
 	for _, seed := range seeds(24, 6) {
 		n := 2 + int(seed%3) // 2, 3 and 4 agents
 		w, err := world.Generate(world.Config{Seed: seed, Agents: n})
@@ -90,6 +90,7 @@ func TestOfficeAccuracy(t *testing.T) {
 			te, re := eval.PoseError(r.Pose, w.Agents[i].Truth)
 			trans, rot = append(trans, te), append(rot, re)
 			score, amb = append(score, r.Score), append(amb, r.Ambiguity)
+			conflict = append(conflict, r.FreeConflict)
 			if te > maxTransErr || re > maxRotErr {
 				t.Errorf("seed %d agent %d: error %.3f m %.4f rad (guess was %.2f m %.3f rad off), want ≤ %.2f m %.2f rad",
 					seed, i, te, re, dist(w.Agents[i].InitialGuess, w.Agents[i].Truth), angle(w.Agents[i].InitialGuess, w.Agents[i].Truth), maxTransErr, maxRotErr)
@@ -113,6 +114,7 @@ func TestOfficeAccuracy(t *testing.T) {
 	t.Logf("rotation error (rad):  %v", eval.Summarize(rot))
 	t.Logf("match score:           %v", eval.Summarize(score))
 	t.Logf("ambiguity:             %v", eval.Summarize(amb))
+	t.Logf("free conflict:         %v", eval.Summarize(conflict))
 	t.Logf("merge consistency:     %v", eval.Summarize(cons))
 	t.Logf("occupied IoU:          %v", eval.Summarize(iou))
 	t.Logf("accuracy (observed):   %v", eval.Summarize(acc))

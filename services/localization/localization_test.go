@@ -246,7 +246,10 @@ func TestLocalizeInvalid(t *testing.T) {
 		{"wrong step", func(r *localizationv1.LocalizeAgentsRequest) { r.Saga.Step = "allocate_map" }, "saga.step"},
 		{"no map id", func(r *localizationv1.LocalizeAgentsRequest) { r.MapId = "" }, "map_id"},
 		{"nan window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowM = math.NaN() }, "search_window_m"},
-		{"huge window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowM = 11 }, "search_window_m"},
+		{"huge window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowM = 1001 }, "search_window_m"},
+		{"huge rotation window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowRad = 4 }, "search_window_rad"},
+		{"nan rotation window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowRad = math.NaN() }, "search_window_rad"},
+		{"anchor without guess", func(r *localizationv1.LocalizeAgentsRequest) { r.Agents[0].InitialGuess = nil }, "agents[0].initial_guess"},
 		{"negative rotation window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowRad = -0.1 }, "search_window_rad"},
 		{"no agents", func(r *localizationv1.LocalizeAgentsRequest) { r.Agents = nil }, "agents"},
 		{"too many agents", func(r *localizationv1.LocalizeAgentsRequest) {

@@ -52,12 +52,6 @@ var ActionMethods = []string{localizationv1.LocalizationService_LocalizeAgents_F
 // RPCs, for the fault interceptor (stepserver.Interceptors).
 var CompensationMethods = []string{localizationv1.LocalizationService_ReleaseAgents_FullMethodName}
 
-// Search window limits of a request, those of match.Options.
-const (
-	maxWindowM   = 10
-	maxWindowRad = math.Pi
-)
-
 // Config tunes the service; zero fields take the defaults.
 type Config struct {
 	// Parallelism bounds how many agents of one request are matched at once;
@@ -120,10 +114,10 @@ func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.Localiz
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	if err := checkAnchor(agents); err != nil {
+	if err := checkAnchor(req.GetAgents(), agents); err != nil {
 		return nil, err
 	}
-	resp, err := s.localize(ctx, meta, agents, opts)
+	resp, err := s.localize(ctx, meta, agents, noGuess(req.GetAgents()), opts)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -158,18 +152,28 @@ func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.Localiz
 // options validates the search window of a request.
 func (s *Server) options(req *localizationv1.LocalizeAgentsRequest) (match.Options, error) {
 	wm, wr := req.GetSearchWindowM(), req.GetSearchWindowRad()
-	if math.IsNaN(wm) || wm < 0 || wm > maxWindowM {
-		return match.Options{}, rpcerr.InvalidArgument("search_window_m", fmt.Sprintf("%g m must be in [0, %d] (0 means %g)", wm, maxWindowM, match.DefaultWindowXY))
+	if math.IsNaN(wm) || wm < 0 || wm > match.MaxWindowXY {
+		return match.Options{}, rpcerr.InvalidArgument("search_window_m", fmt.Sprintf("%g m must be in [0, %g] (0 means %g)", wm, match.MaxWindowXY, match.DefaultWindowXY))
 	}
-	if math.IsNaN(wr) || wr < 0 || wr > maxWindowRad {
+	if math.IsNaN(wr) || wr < 0 || wr > match.MaxWindowTheta {
 		return match.Options{}, rpcerr.InvalidArgument("search_window_rad", fmt.Sprintf("%g rad must be in [0, π] (0 means %.3f)", wr, match.DefaultWindowTheta))
 	}
 	return match.Options{WindowXY: wm, WindowTheta: wr, Parallelism: s.cfg.Parallelism}, nil
 }
 
-// checkAnchor enforces exactly one anchor: it defines the map frame, and two
-// given poses could contradict each other.
-func checkAnchor(agents []slamproto.Agent) error {
+// noGuess reports, per agent, that it came without an initial guess: it is
+// then searched over the whole map (match.Agent.NoGuess).
+func noGuess(agents []*typesv1.Agent) []bool {
+	out := make([]bool, len(agents))
+	for i, a := range agents {
+		out[i] = a.GetInitialGuess() == nil
+	}
+	return out
+}
+
+// checkAnchor enforces exactly one anchor, with an initial guess: it defines
+// the map frame, and two given poses could contradict each other.
+func checkAnchor(req []*typesv1.Agent, agents []slamproto.Agent) error {
 	anchor := -1
 	for i, a := range agents {
 		if !a.Anchor {
@@ -180,6 +184,9 @@ func checkAnchor(agents []slamproto.Agent) error {
 				fmt.Sprintf("agents[%d] is already the anchor; exactly one agent is", anchor))
 		}
 		anchor = i
+		if req[i].GetInitialGuess() == nil {
+			return rpcerr.InvalidArgument("agents["+strconv.Itoa(i)+"].initial_guess", "required for the anchor: it defines the map frame")
+		}
 	}
 	if anchor < 0 {
 		return rpcerr.InvalidArgument("agents", "exactly one agent must be the anchor; none is")
@@ -202,10 +209,10 @@ func (s *Server) mapMeta(ctx context.Context, missionID, mapID string) (grid.Met
 }
 
 // localize runs the matching and reports each agent's outcome as progress.
-func (s *Server) localize(ctx context.Context, meta grid.Meta, agents []slamproto.Agent, opts match.Options) (*localizationv1.LocalizeAgentsResponse, error) {
+func (s *Server) localize(ctx context.Context, meta grid.Meta, agents []slamproto.Agent, noGuess []bool, opts match.Options) (*localizationv1.LocalizeAgentsResponse, error) {
 	in := make([]match.Agent, len(agents))
 	for i, a := range agents {
-		in[i] = match.Agent{Submap: a.Submap, Guess: a.Guess, Anchor: a.Anchor}
+		in[i] = match.Agent{Submap: a.Submap, Guess: a.Guess, Anchor: a.Anchor, NoGuess: noGuess[i]}
 	}
 	rep := progress.ReporterFrom(ctx)
 	results, err := match.LocalizeAll(ctx, meta, in, opts, func(ev match.Event) {
@@ -264,9 +271,11 @@ func failureDetail(err error) string {
 	case errors.Is(le, slam.ErrInsufficientData):
 		return fmt.Sprintf("its submap has %d occupied cells, %d needed", r.Points, int(le.Threshold))
 	case errors.Is(le, slam.ErrAmbiguousMatch):
-		return fmt.Sprintf("ambiguous match, a second pose scores %.0f%% of the best (limit %.0f%%)", 100*r.Ambiguity, 100*le.Threshold)
+		return fmt.Sprintf("ambiguous match, a second pose scores %.0f%% of the best (limit %.0f%%); %s", 100*r.Ambiguity, 100*le.Threshold, r.SearchSummary())
+	case le.Verification:
+		return fmt.Sprintf("best pose refused: the team map has walls where it saw free space (conflict %.3f > %.3f); %s", r.FreeConflict, le.Threshold, r.SearchSummary())
 	default:
-		return fmt.Sprintf("too little overlap with the team map, score %.3f < %.3f", r.Score, le.Threshold)
+		return fmt.Sprintf("too little overlap with the team map, score %.3f < %.3f; %s", r.Score, le.Threshold, r.SearchSummary())
 	}
 }
 

@@ -93,9 +93,11 @@ func (m *mission) localizeAgents(ctx context.Context, x *saga.Exec) error {
 		return err
 	}
 	resp, err := m.localization.LocalizeAgents(ctx, &localizationv1.LocalizeAgentsRequest{
-		Saga:   sc,
-		MapId:  alloc.GetMapId(),
-		Agents: agents,
+		Saga:            sc,
+		MapId:           alloc.GetMapId(),
+		Agents:          agents,
+		SearchWindowM:   in.GetSearchWindowM(),
+		SearchWindowRad: in.GetSearchWindowRad(),
 	})
 	if err != nil {
 		return err

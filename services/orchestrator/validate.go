@@ -19,6 +19,7 @@ import (
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/grid"
+	"github.com/slammesh/slammesh/internal/slam/match"
 	"github.com/slammesh/slammesh/internal/slam/world"
 	"github.com/slammesh/slammesh/internal/slamproto"
 )
@@ -93,6 +94,9 @@ func normalizeStart(req *orchestratorv1.StartMissionRequest, allowFaults bool) (
 		if err := checkAgents(out.GetAgents()); err != nil {
 			return nil, err
 		}
+	}
+	if err := checkSearchWindow(out); err != nil {
+		return nil, err
 	}
 	if err := normalizeMapSpec(out.GetMap()); err != nil {
 		return nil, err
@@ -199,11 +203,15 @@ func checkAgents(agents []*typesv1.Agent) error {
 			return rpcerr.InvalidArgument(field+".agent_id", fmt.Sprintf("duplicate of agents[%d]", j))
 		}
 		seen[a.GetAgentId()] = i
-		if a.GetInitialGuess() == nil {
-			return rpcerr.InvalidArgument(field+".initial_guess", "required")
-		}
-		if err := checkPose(field+".initial_guess", a.GetInitialGuess()); err != nil {
-			return err
+		// A non-anchor agent may come without a guess: localization then
+		// searches the whole map. The anchor's guess defines the map frame.
+		switch {
+		case a.GetInitialGuess() != nil:
+			if err := checkPose(field+".initial_guess", a.GetInitialGuess()); err != nil {
+				return err
+			}
+		case a.GetAnchor():
+			return rpcerr.InvalidArgument(field+".initial_guess", "required for the anchor: it defines the map frame")
 		}
 		if a.GetAnchor() {
 			anchors++
@@ -223,6 +231,30 @@ func checkAgents(agents []*typesv1.Agent) error {
 	}
 	if anchors != 1 {
 		return rpcerr.InvalidArgument("agents", fmt.Sprintf("exactly one agent must be the anchor, got %d", anchors))
+	}
+	return nil
+}
+
+// checkSearchWindow validates the request-level search window; 0 keeps the
+// localization service's defaults. The limits are the service's own
+// (match.MaxWindowXY, match.MaxWindowTheta), so a window the orchestrator
+// accepts is never refused by the step.
+func checkSearchWindow(req *orchestratorv1.StartMissionRequest) error {
+	for _, f := range []struct {
+		field string
+		v     float64
+		limit float64
+		unit  string
+	}{
+		{"search_window_m", req.GetSearchWindowM(), match.MaxWindowXY, "m"},
+		{"search_window_rad", req.GetSearchWindowRad(), match.MaxWindowTheta, "rad"},
+	} {
+		if err := checkFinite(f.field, f.v); err != nil {
+			return err
+		}
+		if f.v < 0 || f.v > f.limit {
+			return rpcerr.InvalidArgument(f.field, fmt.Sprintf("%g %s must be in [0, %g] (0: the default)", f.v, f.unit, f.limit))
+		}
 	}
 	return nil
 }

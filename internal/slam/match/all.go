@@ -19,6 +19,9 @@ type Agent struct {
 	Submap *grid.Grid  // in the agent's own (start) frame
 	Guess  slam.Pose2D // initial guess of map_from_agent; the truth for an anchor
 	Anchor bool        // the pose is known (surveyed dock) and defines the map frame
+	// NoGuess: the agent has no initial guess (Guess is ignored); it is
+	// searched over the whole map and every heading. Not for an anchor.
+	NoGuess bool
 }
 
 // Event reports progress on one agent. LocalizeAll emits one per anchor, one
@@ -97,7 +100,10 @@ func LocalizeAll(ctx context.Context, meta grid.Meta, agents []Agent, opts Optio
 		if a.Submap == nil {
 			return nil, fmt.Errorf("%w: agent %d has no submap", slam.ErrInvalidArgument, i)
 		}
-		if err := a.Guess.Validate(); err != nil {
+		if a.NoGuess && a.Anchor {
+			return nil, fmt.Errorf("%w: anchor agent %d has no pose", slam.ErrInvalidArgument, i)
+		}
+		if err := a.Guess.Validate(); err != nil && !a.NoGuess {
 			return nil, fmt.Errorf("agent %d guess: %w", i, err)
 		}
 		if !a.Anchor {
@@ -240,7 +246,13 @@ func matchRound(ctx context.Context, ref *Reference, agents []Agent, pending []i
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				res, err := ref.Localize(ctx, agents[i].Submap, agents[i].Guess, opts)
+				var res Result
+				var err error
+				if agents[i].NoGuess {
+					res, err = ref.LocalizeGlobal(ctx, agents[i].Submap, opts)
+				} else {
+					res, err = ref.Localize(ctx, agents[i].Submap, agents[i].Guess, opts)
+				}
 				results <- done{i, outcome{res, err}}
 			}
 		}()

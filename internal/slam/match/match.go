@@ -58,11 +58,17 @@ const (
 	DefaultMaxAmbiguity   = 0.90
 	DefaultConfidentScore = 0.55
 	DefaultICPIters       = 30
-	candidates            = 8
-	refineMaxShift        = 0.2               // metres the refinement pass may move a pose
-	refineMaxTurn         = 2 * math.Pi / 180 // radians, likewise
-	distinctXY            = 0.4               // metres between two peaks that count as distinct
-	distinctTheta         = 3 * math.Pi / 180 // radians, likewise
+	// DefaultMaxFreeConflict: see Options.MaxFreeConflict and verify.go.
+	DefaultMaxFreeConflict = 0.25
+	// MaxWindowXY and MaxWindowTheta bound a requested search window;
+	// larger windows are clipped to the map anyway.
+	MaxWindowXY    = 1000.0
+	MaxWindowTheta = math.Pi
+	candidates     = 8
+	refineMaxShift = 0.2               // metres the refinement pass may move a pose
+	refineMaxTurn  = 2 * math.Pi / 180 // radians, likewise
+	distinctXY     = 0.4               // metres between two peaks that count as distinct
+	distinctTheta  = 3 * math.Pi / 180 // radians, likewise
 )
 
 // Options tune Localize and LocalizeAll; zero fields select the defaults.
@@ -77,8 +83,12 @@ type Options struct {
 	// reference instead (see LocalizeAll).
 	ConfidentScore float64
 	MaxAmbiguity   float64 // higher ambiguity: slam.ErrAmbiguousMatch
-	ICPIters       int     // ICP iteration cap
-	Parallelism    int     // LocalizeAll: agents matched at once (0: GOMAXPROCS)
+	// MaxFreeConflict is the verification: a pose whose reference walls
+	// crossing the agent's free space (in cells, over the agent's occupied
+	// cells) exceed it is refused with slam.ErrInsufficientOverlap.
+	MaxFreeConflict float64
+	ICPIters        int // ICP iteration cap
+	Parallelism     int // LocalizeAll: agents matched at once (0: GOMAXPROCS)
 	// SkipRefinement turns off LocalizeAll's final pass that re-matches
 	// each agent against the rest of the team (see refineAll).
 	SkipRefinement bool
@@ -95,19 +105,20 @@ func (o Options) withDefaults() (Options, error) {
 	def(&o.MinScore, DefaultMinScore)
 	def(&o.MaxAmbiguity, DefaultMaxAmbiguity)
 	def(&o.ConfidentScore, DefaultConfidentScore)
+	def(&o.MaxFreeConflict, DefaultMaxFreeConflict)
 	if o.MinPoints == 0 {
 		o.MinPoints = DefaultMinPoints
 	}
 	if o.ICPIters == 0 {
 		o.ICPIters = DefaultICPIters
 	}
-	for _, v := range []float64{o.WindowXY, o.WindowTheta, o.MinScore, o.MaxAmbiguity, o.ConfidentScore} {
+	for _, v := range []float64{o.WindowXY, o.WindowTheta, o.MinScore, o.MaxAmbiguity, o.ConfidentScore, o.MaxFreeConflict} {
 		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 			return o, fmt.Errorf("%w: match options must be finite and not negative", slam.ErrInvalidArgument)
 		}
 	}
-	if o.WindowXY > 10 || o.WindowTheta > math.Pi || o.MinPoints < 0 || o.ICPIters < 0 || o.Parallelism < 0 {
-		return o, fmt.Errorf("%w: match options out of range (window ≤ 10 m, ≤ π rad)", slam.ErrInvalidArgument)
+	if o.WindowXY > MaxWindowXY || o.WindowTheta > MaxWindowTheta || o.MinPoints < 0 || o.ICPIters < 0 || o.Parallelism < 0 {
+		return o, fmt.Errorf("%w: match options out of range (window ≤ %g m, ≤ π rad)", slam.ErrInvalidArgument, MaxWindowXY)
 	}
 	return o, nil
 }
@@ -125,6 +136,40 @@ type Result struct {
 	Ambiguity   float64 // best distinct competing peak / best peak, 0..1
 	Iterations  int     // ICP iterations used
 	Points      int     // occupied submap cells matched
+	// FreeConflict is the verification measure at Pose: reference wall
+	// cells in the agent's free space over the agent's occupied cells.
+	FreeConflict float64
+	// RunnerUp and RunnerUpScore are the best refined peak distinct from
+	// Pose (and not in its basin), the one Ambiguity compares with; zero
+	// when there was none.
+	RunnerUp      slam.Pose2D
+	RunnerUpScore float64
+	// Search is the window that was searched.
+	Search Window
+}
+
+// Window is the region a localization searched: translations in
+// [MinX, MaxX] × [MinY, MaxY] (metres, map frame), headings within
+// ±HalfTheta of Center.Theta (π: every heading). Global marks a search of
+// the whole map for an agent without an initial guess.
+type Window struct {
+	Global                 bool
+	Center                 slam.Pose2D
+	MinX, MinY, MaxX, MaxY float64
+	HalfTheta              float64
+}
+
+// String describes the window for error messages.
+func (w Window) String() string {
+	head := "all headings"
+	if w.HalfTheta < math.Pi {
+		head = fmt.Sprintf("heading %.3f ± %.3f rad", w.Center.Theta, w.HalfTheta)
+	}
+	what := "window"
+	if w.Global {
+		what = "whole map (no initial guess)"
+	}
+	return fmt.Sprintf("%s x [%.2f, %.2f] y [%.2f, %.2f] m, %s", what, w.MinX, w.MaxX, w.MinY, w.MaxY, head)
 }
 
 // LocalizationError explains why an agent could not be localized; it wraps
@@ -134,6 +179,9 @@ type LocalizationError struct {
 	Reason    error
 	Result    Result  // the best attempt
 	Threshold float64 // the threshold that was missed
+	// Verification marks a pose refused because its free space
+	// contradicts the reference (Result.FreeConflict > Threshold).
+	Verification bool
 }
 
 // Error states the reason with the measured value and the threshold it missed.
@@ -142,14 +190,29 @@ func (e *LocalizationError) Error() string {
 	if e.Result.Agent >= 0 {
 		who = fmt.Sprintf("agent %d", e.Result.Agent)
 	}
-	switch e.Reason {
-	case slam.ErrInsufficientData:
+	switch {
+	case e.Reason == slam.ErrInsufficientData:
 		return fmt.Sprintf("%v: %s has %d occupied cells, need %d", e.Reason, who, e.Result.Points, int(e.Threshold))
-	case slam.ErrAmbiguousMatch:
-		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (score %.3f)", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.Score)
+	case e.Reason == slam.ErrAmbiguousMatch:
+		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (%s)", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.SearchSummary())
+	case e.Verification:
+		return fmt.Sprintf("%v: %s best pose refused: reference walls cross its free space (conflict %.3f > %.3f; %s)", e.Reason, who, e.Result.FreeConflict, e.Threshold, e.Result.SearchSummary())
 	default:
-		return fmt.Sprintf("%v: %s score %.3f < %.3f", e.Reason, who, e.Result.Score, e.Threshold)
+		return fmt.Sprintf("%v: %s score %.3f < %.3f (%s)", e.Reason, who, e.Result.Score, e.Threshold, e.Result.SearchSummary())
 	}
+}
+
+// SearchSummary says what was searched and what was found: the window, the
+// best pose and score, and the runner-up.
+func (r Result) SearchSummary() string {
+	s := fmt.Sprintf("searched %s; best (%.2f, %.2f, %.3f) score %.3f free conflict %.3f",
+		r.Search, r.Pose.X, r.Pose.Y, r.Pose.Theta, r.Score, r.FreeConflict)
+	if r.RunnerUpScore > 0 {
+		s += fmt.Sprintf("; runner-up (%.2f, %.2f, %.3f) score %.3f", r.RunnerUp.X, r.RunnerUp.Y, r.RunnerUp.Theta, r.RunnerUpScore)
+	} else {
+		s += "; no runner-up"
+	}
+	return s
 }
 
 // Unwrap lets errors.Is match the sentinel.
@@ -226,19 +289,34 @@ type peak struct {
 	score float64
 }
 
-// Localize matches submap against the prepared reference; see the package
-// doc. It is safe to call concurrently on one Reference.
+// Localize matches submap against the prepared reference, searching opts'
+// window around guess; see the package doc. It is safe to call concurrently
+// on one Reference.
 func (r *Reference) Localize(ctx context.Context, submap *grid.Grid, guess slam.Pose2D, opts Options) (Result, error) {
-	res := Result{Agent: -1, Pose: guess}
+	if err := guess.Validate(); err != nil {
+		return Result{Agent: -1, Pose: guess}, fmt.Errorf("initial guess: %w", err)
+	}
+	return r.localize(ctx, submap, &guess, opts)
+}
+
+// LocalizeGlobal matches submap against the prepared reference with no
+// initial guess: the whole map, every heading (global localization). The
+// acceptance tests are Localize's.
+func (r *Reference) LocalizeGlobal(ctx context.Context, submap *grid.Grid, opts Options) (Result, error) {
+	return r.localize(ctx, submap, nil, opts)
+}
+
+func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam.Pose2D, opts Options) (Result, error) {
+	res := Result{Agent: -1}
+	if guess != nil {
+		res.Pose = *guess
+	}
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return res, err
 	}
 	if submap == nil {
 		return res, fmt.Errorf("%w: no submap", slam.ErrInvalidArgument)
-	}
-	if err := guess.Validate(); err != nil {
-		return res, fmt.Errorf("initial guess: %w", err)
 	}
 	if err := submap.Meta().Validate(); err != nil {
 		return res, fmt.Errorf("submap: %w", err)
@@ -248,26 +326,43 @@ func (r *Reference) Localize(ctx context.Context, submap *grid.Grid, guess slam.
 	if len(ps.all) < max(opts.MinPoints, 3) {
 		return res, &LocalizationError{Reason: slam.ErrInsufficientData, Result: res, Threshold: float64(opts.MinPoints)}
 	}
-
-	cands, err := r.coarseSearch(ctx, ps, guess, opts)
+	sp, window := r.searchSpace(ps, guess, opts)
+	res.Search = window
+	peaks, err := r.branchAndBound(ctx, thinPoints(ps.coarse, bnbMaxPoints), sp)
 	if err != nil {
 		return res, err
 	}
-	// Refine every coarse candidate; the best refined peak is the answer and
-	// the best refined peak far enough from it measures the ambiguity.
-	refined := make([]peak, 0, len(cands))
-	for _, c := range cands {
+	if len(peaks) == 0 {
+		// Nothing in the window reaches even the coarse floor.
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore}
+	}
+	peaks = peaks[:min(len(peaks), candidates)]
+	// Refine every peak on the fine field; the best refined peak that
+	// passes verification is the answer, and the best refined peak far
+	// from it measures the ambiguity.
+	free := extractFree(submap)
+	refined := make([]verified, 0, len(peaks))
+	for _, c := range peaks {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		refined = append(refined, r.fineSearch(ps.fine, c.pose, r.coarseRes/math.Max(ps.maxRadius, 1)))
+		p := r.fineSearch(ps.fine, c.pose, r.coarseRes/math.Max(ps.maxRadius, 1))
+		refined = append(refined, verified{peak: p, conflict: r.freeConflict(free, p.pose, len(ps.all))})
 	}
-	slices.SortStableFunc(refined, func(a, b peak) int { return cmp.Compare(b.score, a.score) })
+	slices.SortStableFunc(refined, func(a, b verified) int { return cmp.Compare(b.score, a.score) })
 	best := refined[0]
+	for _, v := range refined {
+		if v.conflict <= opts.MaxFreeConflict {
+			best = v
+			break
+		}
+	}
 	res.Ambiguity = 0
-	for _, p := range refined[1:] {
-		if distinct(p.pose, best.pose) && best.score > 0 {
-			res.Ambiguity = p.score / best.score
+	for _, p := range refined {
+		if distinct(p.pose, best.pose) && best.score > 0 && !r.sameBasin(ps.fine, best.peak, p.peak) {
+			res.Ambiguity = math.Min(p.score/best.score, 1)
+			res.RunnerUp = p.pose
+			res.RunnerUpScore = p.score
 			break
 		}
 	}
@@ -282,10 +377,13 @@ func (r *Reference) Localize(ctx context.Context, submap *grid.Grid, guess slam.
 	res.Pose = pose
 	res.Iterations = iters
 	res.Score, res.InlierRatio = r.evaluate(ps.all, pose)
+	res.FreeConflict = r.freeConflict(free, pose, len(ps.all))
 
 	switch {
 	case res.Score < opts.MinScore:
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore}
+	case res.FreeConflict > opts.MaxFreeConflict:
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MaxFreeConflict, Verification: true}
 	case res.Ambiguity > opts.MaxAmbiguity:
 		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity}
 	}
@@ -293,80 +391,64 @@ func (r *Reference) Localize(ctx context.Context, submap *grid.Grid, guess slam.
 	return res, nil
 }
 
-func distinct(a, b slam.Pose2D) bool {
-	return math.Hypot(a.X-b.X, a.Y-b.Y) > distinctXY || math.Abs(slam.AngleDiff(a.Theta, b.Theta)) > distinctTheta
+// verified is a refined peak with its free-space conflict.
+type verified struct {
+	peak
+	conflict float64
 }
 
-// coarseSearch scores every pose of the window on the coarse field, with
-// translation steps of one coarse cell and rotation steps that move the
-// farthest point by about one coarse cell, and returns the best local maxima.
-func (r *Reference) coarseSearch(ctx context.Context, ps pointSets, guess slam.Pose2D, opts Options) ([]peak, error) {
+// searchSpace turns a guess and the options into the leaves of the search:
+// the window around guess clipped to the map, or, without a guess, the
+// whole map. Rotation steps move the farthest point by about one coarse
+// cell.
+func (r *Reference) searchSpace(ps pointSets, guess *slam.Pose2D, opts Options) (searchSpace, Window) {
 	res := r.coarseRes
-	nT := int(math.Ceil(opts.WindowXY / res))
-	side := 2*nT + 1
 	dTheta := math.Min(res/math.Max(ps.maxRadius, 1), 2*math.Pi/180)
-	nR := int(math.Ceil(opts.WindowTheta / dTheta))
-	nRot := 2*nR + 1
-	scores := make([]float32, nRot*side*side)
-	pts := ps.coarse
-	for k := range nRot {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	m := r.meta
+	w, h := m.SizeM()
+	var sp searchSpace
+	var win Window
+	wth := math.Pi
+	var th0 float64
+	if guess == nil {
+		win = Window{Global: true, MinX: m.Origin.X, MinY: m.Origin.Y, MaxX: m.Origin.X + w, MaxY: m.Origin.Y + h, HalfTheta: math.Pi}
+		sp.cx, sp.cy = m.Origin.X, m.Origin.Y
+		sp.x0, sp.x1 = 0, int(math.Ceil(w/res))
+		sp.y0, sp.y1 = 0, int(math.Ceil(h/res))
+	} else {
+		wth = opts.WindowTheta
+		th0 = guess.Theta
+		n := int(math.Ceil(opts.WindowXY / res))
+		sp.cx, sp.cy = guess.X, guess.Y
+		sp.x0, sp.x1, sp.y0, sp.y1 = -n, n, -n, n
+		// Clip to the map: an agent starts inside the mission map.
+		cx0 := max(sp.x0, int(math.Ceil((m.Origin.X-guess.X)/res)))
+		cx1 := min(sp.x1, int(math.Floor((m.Origin.X+w-guess.X)/res)))
+		cy0 := max(sp.y0, int(math.Ceil((m.Origin.Y-guess.Y)/res)))
+		cy1 := min(sp.y1, int(math.Floor((m.Origin.Y+h-guess.Y)/res)))
+		if cx0 <= cx1 && cy0 <= cy1 {
+			sp.x0, sp.x1, sp.y0, sp.y1 = cx0, cx1, cy0, cy1
 		}
-		th := guess.Theta + float64(k-nR)*dTheta
-		accumulate(r.coarse, r.cw, r.ch, res, r.coarseOrigin, pts, slam.Pose2D{X: guess.X, Y: guess.Y, Theta: th}, nT, scores[k*side*side:(k+1)*side*side])
+		win = Window{Center: *guess, MinX: sp.cx + float64(sp.x0)*res, MaxX: sp.cx + float64(sp.x1)*res,
+			MinY: sp.cy + float64(sp.y0)*res, MaxY: sp.cy + float64(sp.y1)*res, HalfTheta: wth}
 	}
-	inv := 1 / float32(len(pts))
-	for i := range scores {
-		scores[i] *= inv
-	}
-	// Local maxima in (rotation, y, x); ties are broken by index so a
-	// plateau yields one peak per flat region, not one per cell.
-	var peaks []peak
-	at := func(k, j, i int) float32 { return scores[(k*side+j)*side+i] }
-	for k := range nRot {
-		for j := range side {
-			for i := range side {
-				s := at(k, j, i)
-				if s <= 0 {
-					continue
-				}
-				isMax := true
-			neighbours:
-				for dk := -1; dk <= 1; dk++ {
-					for dj := -1; dj <= 1; dj++ {
-						for di := -1; di <= 1; di++ {
-							kk, jj, ii := k+dk, j+dj, i+di
-							if (dk == 0 && dj == 0 && di == 0) || kk < 0 || jj < 0 || ii < 0 || kk >= nRot || jj >= side || ii >= side {
-								continue
-							}
-							o := at(kk, jj, ii)
-							later := (kk*side+jj)*side+ii > (k*side+j)*side+i
-							if o > s || (o == s && !later) {
-								isMax = false
-								break neighbours
-							}
-						}
-					}
-				}
-				if isMax {
-					peaks = append(peaks, peak{
-						pose: slam.Pose2D{
-							X:     guess.X + float64(i-nT)*res,
-							Y:     guess.Y + float64(j-nT)*res,
-							Theta: slam.NormalizeAngle(guess.Theta + float64(k-nR)*dTheta),
-						},
-						score: float64(s),
-					})
-				}
-			}
+	if wth >= math.Pi-dTheta/2 {
+		n := int(math.Ceil(2 * math.Pi / dTheta))
+		dTheta = 2 * math.Pi / float64(n)
+		for k := range n {
+			sp.thetas = append(sp.thetas, th0+float64(k)*dTheta-math.Pi)
+		}
+	} else {
+		nR := int(math.Ceil(wth / dTheta))
+		for k := -nR; k <= nR; k++ {
+			sp.thetas = append(sp.thetas, th0+float64(k)*dTheta)
 		}
 	}
-	slices.SortStableFunc(peaks, func(a, b peak) int { return cmp.Compare(b.score, a.score) })
-	if len(peaks) == 0 {
-		return []peak{{pose: guess}}, nil
-	}
-	return peaks[:min(len(peaks), candidates)], nil
+	return sp, win
+}
+
+func distinct(a, b slam.Pose2D) bool {
+	return math.Hypot(a.X-b.X, a.Y-b.Y) > distinctXY || math.Abs(slam.AngleDiff(a.Theta, b.Theta)) > distinctTheta
 }
 
 // accumulate adds, for every translation offset (i, j) in [-n, n]² cells of

@@ -3,6 +3,7 @@ package match
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/grid"
@@ -41,6 +42,17 @@ type Reference struct {
 	cw, ch       int
 	coarseRes    float64
 	coarseOrigin [2]float64
+
+	// The branch-and-bound stack (bnb.go), built on first use and then
+	// shared, read-only, by every agent matched against this reference.
+	precompOnce sync.Once
+	stack       *precompStack
+}
+
+// precomp returns the branch-and-bound stack, building it once.
+func (r *Reference) precomp() *precompStack {
+	r.precompOnce.Do(func() { r.stack = newPrecompStack(r.coarse, r.cw, r.ch) })
+	return r.stack
 }
 
 // NewReference prepares g for matching. It fails with

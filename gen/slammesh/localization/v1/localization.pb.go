@@ -33,9 +33,12 @@ type LocalizeAgentsRequest struct {
 	MapId string `protobuf:"bytes,2,opt,name=map_id,json=mapId,proto3" json:"map_id,omitempty"`
 	// The agents; exactly one is the anchor.
 	Agents []*v1.Agent `protobuf:"bytes,3,rep,name=agents,proto3" json:"agents,omitempty"`
-	// Half-width of the translational search window, metres; 0 means 1.0.
+	// Half-width of the translational search window around each non-anchor
+	// agent's initial_guess, metres; 0 means 1.0, at most 1000. An agent
+	// without initial_guess is searched over the whole map and all headings.
 	SearchWindowM float64 `protobuf:"fixed64,4,opt,name=search_window_m,json=searchWindowM,proto3" json:"search_window_m,omitempty"`
-	// Half-width of the rotational search window, radians; 0 means 0.35 (20 deg).
+	// Half-width of the rotational search window, radians; 0 means 0.35
+	// (20 deg), at most pi (every heading).
 	SearchWindowRad float64 `protobuf:"fixed64,5,opt,name=search_window_rad,json=searchWindowRad,proto3" json:"search_window_rad,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache

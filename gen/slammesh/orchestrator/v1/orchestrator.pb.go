@@ -512,9 +512,17 @@ type StartMissionRequest struct {
 	// Block until the mission ends.
 	Wait bool `protobuf:"varint,5,opt,name=wait,proto3" json:"wait,omitempty"`
 	// Faults to inject; rejected unless the orchestrator allows fault injection.
-	Faults        *v1.FaultPlan `protobuf:"bytes,6,opt,name=faults,proto3" json:"faults,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Faults *v1.FaultPlan `protobuf:"bytes,6,opt,name=faults,proto3" json:"faults,omitempty"`
+	// Half-width of the translational window, metres, that localization
+	// searches around each non-anchor agent's initial_guess, for guesses known
+	// to be far off; 0 means 1.0. At most 1000; a window is clipped to the map.
+	// Agents without initial_guess are searched over the whole map anyway.
+	SearchWindowM float64 `protobuf:"fixed64,7,opt,name=search_window_m,json=searchWindowM,proto3" json:"search_window_m,omitempty"`
+	// Half-width of the rotational window, radians, around each non-anchor
+	// agent's initial_guess; 0 means 0.35 (20 deg), pi means every heading.
+	SearchWindowRad float64 `protobuf:"fixed64,8,opt,name=search_window_rad,json=searchWindowRad,proto3" json:"search_window_rad,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StartMissionRequest) Reset() {
@@ -587,6 +595,20 @@ func (x *StartMissionRequest) GetFaults() *v1.FaultPlan {
 		return x.Faults
 	}
 	return nil
+}
+
+func (x *StartMissionRequest) GetSearchWindowM() float64 {
+	if x != nil {
+		return x.SearchWindowM
+	}
+	return 0
+}
+
+func (x *StartMissionRequest) GetSearchWindowRad() float64 {
+	if x != nil {
+		return x.SearchWindowRad
+	}
+	return 0
 }
 
 // StartMissionResponse holds the started (or existing) mission.
@@ -1215,7 +1237,7 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\vmap_version\x18\x0e \x01(\rR\n" +
 	"mapVersion\x12 \n" +
 	"\vconsistency\x18\x0f \x01(\x01R\vconsistency\x12\x1c\n" +
-	"\tcancelled\x18\x10 \x01(\bR\tcancelled\"\x97\x02\n" +
+	"\tcancelled\x18\x10 \x01(\bR\tcancelled\"\xeb\x02\n" +
 	"\x13StartMissionRequest\x12\x1d\n" +
 	"\n" +
 	"mission_id\x18\x01 \x01(\tR\tmissionId\x127\n" +
@@ -1223,7 +1245,9 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x06agents\x18\x03 \x03(\v2\x18.slammesh.types.v1.AgentR\x06agents\x12,\n" +
 	"\x03map\x18\x04 \x01(\v2\x1a.slammesh.types.v1.MapSpecR\x03map\x12\x12\n" +
 	"\x04wait\x18\x05 \x01(\bR\x04wait\x124\n" +
-	"\x06faults\x18\x06 \x01(\v2\x1c.slammesh.types.v1.FaultPlanR\x06faults\"m\n" +
+	"\x06faults\x18\x06 \x01(\v2\x1c.slammesh.types.v1.FaultPlanR\x06faults\x12&\n" +
+	"\x0fsearch_window_m\x18\a \x01(\x01R\rsearchWindowM\x12*\n" +
+	"\x11search_window_rad\x18\b \x01(\x01R\x0fsearchWindowRad\"m\n" +
 	"\x14StartMissionResponse\x12;\n" +
 	"\amission\x18\x01 \x01(\v2!.slammesh.orchestrator.v1.MissionR\amission\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"2\n" +

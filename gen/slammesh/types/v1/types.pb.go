@@ -491,7 +491,9 @@ type Agent struct {
 	// Raw scans with odometry; the localization service integrates them into a
 	// submap when submap is not set.
 	Scans []*ScanFrame `protobuf:"bytes,3,rep,name=scans,proto3" json:"scans,omitempty"`
-	// Initial guess of map_from_agent (the agent's start pose in the map frame).
+	// Initial guess of map_from_agent (the agent's start pose in the map
+	// frame). Required for the anchor; optional for the others: without it,
+	// localization searches the whole map over all headings.
 	InitialGuess *Pose2D `protobuf:"bytes,4,opt,name=initial_guess,json=initialGuess,proto3" json:"initial_guess,omitempty"`
 	// The anchor's initial guess is taken as exact (a surveyed dock); it defines
 	// the map frame. Exactly one agent of a mission is the anchor.

@@ -1,0 +1,262 @@
+package match
+
+import (
+	"cmp"
+	"context"
+	"math"
+	"slices"
+
+	"github.com/slammesh/slammesh/internal/slam"
+)
+
+// Branch-and-bound correlative search (Olson 2009, "Real-time correlative
+// scan matching", §III-C; Hess et al. 2016, "Real-time loop closure in 2D
+// LIDAR SLAM", §V, whose fast_correlative_scan_matcher_2d.cc is the model).
+//
+// The leaves are the poses of the coarse search: translations in whole
+// coarse cells (20 cm at 5 cm maps) around a centre, and rotations in steps
+// that move the farthest point by about one coarse cell. A leaf's score is
+// the mean coarse likelihood under the agent's points. An inner node of
+// height h stands for the 2^h × 2^h translations starting at its offset, for
+// one rotation; its bound is the mean, over the points, of the maximum of the
+// likelihood over the 2^h × 2^h cells the point can reach: precomputed once
+// per reference as a stack of max-filtered grids (level h from level h−1 by
+// the maximum of four shifted reads). The bound is never below any leaf
+// under the node, so a node whose bound is below the threshold is pruned
+// without losing a leaf above it.
+//
+// Unlike Cartographer, which wants the single best pose, the search keeps
+// every distinct peak scoring at least peakRatio of the best leaf found so
+// far: the runner-up far from the best is what the ambiguity test and the
+// error message need.
+const (
+	// maxDepth is the height of the top level: 2^6 coarse cells = 12.8 m at
+	// 5 cm maps, enough that the top level of a 150 m map has a few hundred
+	// nodes per rotation.
+	maxDepth = 6
+	// peakRatio: leaves below this fraction of the best leaf so far are
+	// pruned. Coarse ambiguities stay below refined ones (the coarse field
+	// is wider), so peaks that could still reach MaxAmbiguity after
+	// refinement are kept.
+	peakRatio = 0.7
+	// minCoarseScore is the floor of the threshold, so that a submap with no
+	// overlap at all still ends quickly (its best leaf is reported).
+	minCoarseScore = 0.08
+	// maxPeaks bounds the distinct peaks kept (the lowest is dropped).
+	maxPeaks = 12
+	// bnbMaxPoints caps the points the search scores: the coarse points,
+	// thinned evenly. The mean likelihood of a few hundred points spread
+	// over the submap ranks poses as well as thousands, at a fraction of
+	// the cost.
+	bnbMaxPoints = 400
+)
+
+// precompStack is the max-filtered coarse field at heights 0..maxDepth:
+// level h holds, for every cell (x, y) with x, y ≥ −(2^h − 1), the maximum
+// of the coarse likelihood over [x, x+2^h) × [y, y+2^h).
+type precompStack struct {
+	levels [maxDepth + 1]precompGrid
+}
+
+type precompGrid struct {
+	off  int // 2^h − 1: cell (−off, −off) is stored at index 0
+	w, h int
+	v    []float32
+}
+
+func (g *precompGrid) at(x, y int) float32 {
+	x += g.off
+	y += g.off
+	if x < 0 || y < 0 || x >= g.w || y >= g.h {
+		return 0
+	}
+	return g.v[y*g.w+x]
+}
+
+func newPrecompStack(coarse []float32, cw, ch int) *precompStack {
+	s := &precompStack{}
+	s.levels[0] = precompGrid{w: cw, h: ch, v: coarse}
+	for lv := 1; lv <= maxDepth; lv++ {
+		prev := &s.levels[lv-1]
+		half := 1 << (lv - 1)
+		off := 1<<lv - 1
+		g := precompGrid{off: off, w: cw + off, h: ch + off}
+		g.v = make([]float32, g.w*g.h)
+		for y := -off; y < ch; y++ {
+			row := g.v[(y+off)*g.w:]
+			for x := -off; x < cw; x++ {
+				row[x+off] = max(prev.at(x, y), prev.at(x+half, y), prev.at(x, y+half), prev.at(x+half, y+half))
+			}
+		}
+		s.levels[lv] = g
+	}
+	return s
+}
+
+// searchSpace is the set of leaves: translations centre + (i, j)·res for i in
+// [x0, x1], j in [y0, y1], and the headings thetas.
+type searchSpace struct {
+	cx, cy         float64
+	x0, x1, y0, y1 int
+	thetas         []float64
+}
+
+// bnbNode is a node of the search: rotation k, offset (x, y), height h.
+type bnbNode struct {
+	k, x, y int
+	score   float32
+}
+
+// bnbSearch holds one search's state.
+type bnbSearch struct {
+	r       *Reference
+	stack   *precompStack
+	sp      searchSpace
+	scans   [][]int32 // per rotation: discretized points (x, y, x, y, ...) at offset 0
+	invN    float32
+	best    float32
+	peaks   []peak
+	visited int
+}
+
+// thinPoints returns at most n of pts, evenly spread over the slice (the
+// points come row by row, so this keeps them spread over the submap).
+func thinPoints(pts []point, n int) []point {
+	if len(pts) <= n {
+		return pts
+	}
+	out := make([]point, n)
+	for i := range out {
+		out[i] = pts[i*len(pts)/n]
+	}
+	return out
+}
+
+// branchAndBound returns the distinct peaks of the search space, best first,
+// and the best leaf score (0 if none reached minCoarseScore).
+func (r *Reference) branchAndBound(ctx context.Context, pts []point, sp searchSpace) ([]peak, error) {
+	st := r.precomp()
+	b := &bnbSearch{r: r, stack: st, sp: sp, invN: 1 / float32(len(pts))}
+	res := r.coarseRes
+	inv := 1 / res
+	b.scans = make([][]int32, len(sp.thetas))
+	for k, th := range sp.thetas {
+		s, c := math.Sincos(th)
+		d := make([]int32, 0, 2*len(pts))
+		for _, p := range pts {
+			x := sp.cx + c*p.x - s*p.y
+			y := sp.cy + s*p.x + c*p.y
+			fx := math.Floor((x - r.coarseOrigin[0]) * inv)
+			fy := math.Floor((y - r.coarseOrigin[1]) * inv)
+			// Points far outside the map score 0 at every offset; clamping
+			// keeps the int32 arithmetic safe without changing any score
+			// (the window is at most a map's size beyond it).
+			fx = math.Max(math.Min(fx, 1<<24), -(1 << 24))
+			fy = math.Max(math.Min(fy, 1<<24), -(1 << 24))
+			d = append(d, int32(fx), int32(fy))
+		}
+		b.scans[k] = d
+	}
+	top := maxDepth
+	step := 1 << top
+	var cands []bnbNode
+	for k := range sp.thetas {
+		for x := sp.x0; x <= sp.x1; x += step {
+			for y := sp.y0; y <= sp.y1; y += step {
+				n := bnbNode{k: k, x: x, y: y}
+				n.score = b.score(top, n)
+				cands = append(cands, n)
+			}
+		}
+	}
+	if err := b.descend(ctx, top, cands); err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(b.peaks, func(a, c peak) int { return cmp.Compare(c.score, a.score) })
+	return b.peaks, nil
+}
+
+func (b *bnbSearch) score(level int, n bnbNode) float32 {
+	g := &b.stack.levels[level]
+	d := b.scans[n.k]
+	var sum float32
+	for i := 0; i < len(d); i += 2 {
+		sum += g.at(int(d[i])+n.x, int(d[i+1])+n.y)
+	}
+	return sum * b.invN
+}
+
+func (b *bnbSearch) threshold() float32 {
+	return max(minCoarseScore, peakRatio*b.best)
+}
+
+func (b *bnbSearch) descend(ctx context.Context, level int, cands []bnbNode) error {
+	slices.SortFunc(cands, func(a, c bnbNode) int { return cmp.Compare(c.score, a.score) })
+	for _, n := range cands {
+		if n.score < b.threshold() {
+			break // sorted: every later candidate is lower
+		}
+		if level == 0 {
+			b.leaf(n)
+			continue
+		}
+		b.visited++
+		if b.visited%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		half := 1 << (level - 1)
+		children := make([]bnbNode, 0, 4)
+		for _, dx := range [2]int{0, half} {
+			if n.x+dx > b.sp.x1 {
+				break
+			}
+			for _, dy := range [2]int{0, half} {
+				if n.y+dy > b.sp.y1 {
+					break
+				}
+				c := bnbNode{k: n.k, x: n.x + dx, y: n.y + dy}
+				c.score = b.score(level-1, c)
+				children = append(children, c)
+			}
+		}
+		if err := b.descend(ctx, level-1, children); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// leaf records a leaf: it joins the peak it is not distinct from (keeping
+// the higher pose), or starts a new one.
+func (b *bnbSearch) leaf(n bnbNode) {
+	b.best = max(b.best, n.score)
+	res := b.r.coarseRes
+	p := peak{
+		pose: slam.Pose2D{
+			X:     b.sp.cx + float64(n.x)*res,
+			Y:     b.sp.cy + float64(n.y)*res,
+			Theta: slam.NormalizeAngle(b.sp.thetas[n.k]),
+		},
+		score: float64(n.score),
+	}
+	for i := range b.peaks {
+		if !distinct(b.peaks[i].pose, p.pose) {
+			if p.score > b.peaks[i].score {
+				b.peaks[i] = p
+			}
+			return
+		}
+	}
+	b.peaks = append(b.peaks, p)
+	if len(b.peaks) > 4*maxPeaks {
+		// Drop the peaks the threshold has overtaken, then the lowest.
+		th := float64(b.threshold())
+		b.peaks = slices.DeleteFunc(b.peaks, func(q peak) bool { return q.score < th })
+		if len(b.peaks) > maxPeaks {
+			slices.SortStableFunc(b.peaks, func(a, c peak) int { return cmp.Compare(c.score, a.score) })
+			b.peaks = b.peaks[:maxPeaks]
+		}
+	}
+}

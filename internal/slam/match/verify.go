@@ -1,0 +1,109 @@
+package match
+
+import (
+	"math"
+
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+)
+
+// Verification of a match (issue 8): a pose is accepted only if the match
+// explains the agent's free space as well as its walls. A wrong pose that
+// lines some walls up (a corridor turned by 90°, a room matched into the
+// neighbouring one) puts reference walls where the agent saw open floor; the
+// right pose does not, except for what really changed (people, furniture,
+// doors, glass), which is a small fraction of what an agent sees.
+const (
+	// freeLogOdds: a cell crossed by about three beams and never hit.
+	freeLogOdds = -1.0
+	// freeClearance is the distance in cells a free cell must keep from the
+	// agent's own occupied cells to take part: a wall seen half a cell off
+	// is not a contradiction.
+	freeClearance = 2
+	// freeStride thins the free cells to one in freeStride² (a lattice):
+	// a wall crossing the agent's free space meets the lattice about once
+	// every freeStride cells, so conflicts × freeStride estimates the
+	// crossing wall's length in cells.
+	freeStride = 2
+)
+
+// extractFree returns the centres of the submap's confidently free cells
+// that keep freeClearance cells from its occupied cells, on a freeStride
+// lattice.
+func extractFree(submap *grid.Grid) []point {
+	m := submap.Meta()
+	cells := submap.LogOdds()
+	mask := make([]bool, len(cells))
+	any := false
+	for i, l := range cells {
+		if l > occupiedLogOdds {
+			mask[i] = true
+			any = true
+		}
+	}
+	var d2 []float32
+	if any {
+		d2, _ = grid.DistanceTransform(m.Width, m.Height, mask, nil, nil)
+	}
+	var out []point
+	for y := 0; y < m.Height; y += freeStride {
+		for x := 0; x < m.Width; x += freeStride {
+			i := y*m.Width + x
+			if cells[i] > freeLogOdds || (d2 != nil && d2[i] < freeClearance*freeClearance) {
+				continue
+			}
+			px, py := m.Center(x, y)
+			out = append(out, point{px, py})
+		}
+	}
+	return out
+}
+
+// freeConflict is the length, in cells, of reference walls that fall in
+// the agent's free space at pose, over the agent's occupied cells (nOcc):
+// 0 for a perfect match, about 1 when as much reference wall crosses the
+// agent's open floor as the agent has walls of its own.
+func (r *Reference) freeConflict(free []point, pose slam.Pose2D, nOcc int) float64 {
+	m := r.meta
+	s, c := math.Sincos(pose.Theta)
+	conflicts := 0
+	for _, p := range free {
+		x := pose.X + c*p.x - s*p.y
+		y := pose.Y + s*p.x + c*p.y
+		cx, cy, ok := m.CellOf(x, y)
+		if ok && r.dist2[cy*m.Width+cx] == 0 {
+			conflicts++
+		}
+	}
+	return float64(conflicts*freeStride) / float64(max(nOcc, 1))
+}
+
+// basinSamples and basinDip decide whether two peaks are one basin: the
+// score along the straight path between them never drops below basinDip of
+// the lower peak. Sliding along a featureless corridor is one elongated
+// basin (its extent is the pose's uncertainty, not a second answer); two
+// repetitions of a pattern are separated by a dip where the pattern is out
+// of phase.
+const (
+	basinSamples = 6
+	basinDip     = 0.97
+)
+
+// sameBasin reports whether peaks a and b are one basin of the fine score
+// (see basinDip).
+func (r *Reference) sameBasin(pts []point, a, b peak) bool {
+	lower := math.Min(a.score, b.score)
+	dth := slam.AngleDiff(b.pose.Theta, a.pose.Theta)
+	for k := 1; k < basinSamples; k++ {
+		t := float64(k) / basinSamples
+		p := slam.Pose2D{
+			X:     a.pose.X + t*(b.pose.X-a.pose.X),
+			Y:     a.pose.Y + t*(b.pose.Y-a.pose.Y),
+			Theta: a.pose.Theta + t*dth,
+		}
+		if s, _ := r.evaluate(pts, p); s < basinDip*lower {
+			return false
+		}
+	}
+	return true
+}
