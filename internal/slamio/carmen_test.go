@@ -1,0 +1,194 @@
+package slamio_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slamio"
+)
+
+// smallLog has two FLASER readings (4 beams: even rule), one ROBOTLASER1
+// (3 beams from -0.5 rad by 0.25, max range 8) and ODOM lines with the
+// readings' timestamps, out of order as in real logs, plus lines of other
+// types and comments.
+const smallLog = `# CARMEN log
+PARAM robot_frontlaser_offset 0.0 nohost 0
+ODOM 0 0 0 0 0 0 0.5 host 0.5
+ODOM 1 0 0 0 0 0 2.0 host 2.0
+ODOM 0.1 0.2 0.3 0 0 0 1.0 host 1.0
+FLASER 4 1.0 2.0 3.0 81.83 1 2 0.5 1 2 0.5 1.0 host 1.0
+NEFF 12.5
+FLASER 4 1.5 2.5 3.5 4.5 2 2 0.5 2 2 0.5 2.0 host 2.0
+ROBOTLASER1 0 -0.5 0.5 0.25 8.0 0.01 0 3 1 2 9 0 3 3 1.5707963267948966 3 3 1.5707963267948966 0 0 0 0 0 3.0 host 3.0
+ODOM 1.5 0 0 0 0 0 3.0 host 3.0
+`
+
+func TestParseCarmenSmallLog(t *testing.T) {
+	t.Parallel()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte(smallLog))
+	_ = zw.Close()
+	for name, input := range map[string][]byte{"plain": []byte(smallLog), "gzip": gz.Bytes()} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			log, err := slamio.ParseCarmen(bytes.NewReader(input), "small.log")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(log.Readings) != 3 || len(log.Odom) != 4 {
+				t.Fatalf("%d readings, %d odom; want 3, 4", len(log.Readings), len(log.Odom))
+			}
+			r := log.Readings[0]
+			if r.Line != 6 || r.Kind != "FLASER" || r.AngleMin != -math.Pi/2 || r.AngleIncrement != math.Pi/4 || r.Ranges[3] != 81.83 || r.Laser != (slam.Pose2D{X: 1, Y: 2, Theta: 0.5}) || r.Time != 1 {
+				t.Errorf("reading 0: %+v", r)
+			}
+			rl := log.Readings[2]
+			if rl.Index != 2 || rl.Kind != "ROBOTLASER1" || rl.AngleMin != -0.5 || rl.AngleIncrement != 0.25 || rl.MaxRange != 8 || len(rl.Ranges) != 3 || rl.Laser.X != 3 {
+				t.Errorf("reading 2: %+v", rl)
+			}
+		})
+	}
+}
+
+func TestFLASERGeometry(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		n   int
+		inc float64
+	}{{180, math.Pi / 180}, {360, math.Pi / 360}, {181, math.Pi / 180}, {361, math.Pi / 360}} {
+		amin, inc, err := slamio.FLASERGeometry(tc.n)
+		if err != nil || amin != -math.Pi/2 || inc != tc.inc {
+			t.Errorf("FLASERGeometry(%d) = %g, %g, %v; want -π/2, %g", tc.n, amin, inc, err, tc.inc)
+		}
+	}
+	if _, _, err := slamio.FLASERGeometry(1); err == nil {
+		t.Error("1 beam accepted")
+	}
+}
+
+func TestCarmenAgentsPosesGuessesAndKeyframes(t *testing.T) {
+	t.Parallel()
+	log, err := slamio.ParseCarmen(strings.NewReader(smallLog), "small.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	near := func(p interface{ GetX() float64 }, x float64) bool { return math.Abs(p.GetX()-x) < 1e-12 }
+	// Laser poses: agent 0 = readings 0..1, agent 1 = reading 2.
+	agents, err := slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: []slamio.Segment{{0, 1}, {2, 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a0, a1 := agents[0], agents[1]
+	if a0.GetAgentId() != "robot-0" || !a0.GetAnchor() || a1.GetAnchor() || len(a0.GetScans()) != 2 {
+		t.Fatalf("agents %v", agents)
+	}
+	// Second scan: laser (2,2,.5) in the frame of (1,2,.5): 1 m along the heading.
+	p := a0.GetScans()[1].GetOdomPose()
+	if math.Abs(p.GetX()-math.Cos(0.5)) > 1e-12 || math.Abs(p.GetY()+math.Sin(0.5)) > 1e-12 || math.Abs(p.GetTheta()) > 1e-12 {
+		t.Errorf("odom pose %v, want (cos .5, -sin .5, 0)", p)
+	}
+	if g := a0.GetInitialGuess(); !near(g, 1) || g.GetY() != 2 || g.GetTheta() != 0.5 {
+		t.Errorf("anchor guess %v", g)
+	}
+	if g := a1.GetInitialGuess(); !near(g, 3) || g.GetY() != 3 {
+		t.Errorf("agent 1 guess %v, want its laser pose", g)
+	}
+	if s := a1.GetScans()[0].GetScan(); s.GetRangeMax() != 8 || s.GetRangeMin() != 0.1 || s.GetAngleMin() != -0.5 {
+		t.Errorf("ROBOTLASER1 scan %v: its maximum range 8 lowers the 20 m default", s)
+	}
+	if s := a0.GetScans()[0].GetScan(); s.GetRangeMax() != 20 || s.GetRanges()[3] != 81.83 {
+		t.Errorf("FLASER scan %v: want range_max 20 and the no-return reading kept as logged", s)
+	}
+
+	// Odom poses: reading 0 at t=1 → ODOM (0.1,0.2,0.3); reading 1 at t=2
+	// → (1,0,0); the agent-1 guess chains the anchor's laser pose with the
+	// odometry from t=1 to t=3.
+	agents, err = slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: []slamio.Segment{{0, 1}, {2, 2}}, Poses: slamio.PosesOdom, AgentIDs: []string{"a", "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o0 := slam.Pose2D{X: 0.1, Y: 0.2, Theta: 0.3}
+	want := o0.Inverse().Compose(slam.Pose2D{X: 1})
+	if p := agents[0].GetScans()[1].GetOdomPose(); math.Abs(p.GetX()-want.X) > 1e-12 || math.Abs(p.GetY()-want.Y) > 1e-12 {
+		t.Errorf("odom pose %v, want %v", p, want)
+	}
+	wantGuess := slam.Pose2D{X: 1, Y: 2, Theta: 0.5}.Compose(o0.Inverse().Compose(slam.Pose2D{X: 1.5}))
+	if g := agents[1].GetInitialGuess(); math.Abs(g.GetX()-wantGuess.X) > 1e-12 || math.Abs(g.GetY()-wantGuess.Y) > 1e-12 || agents[1].GetAgentId() != "b" {
+		t.Errorf("odom-chained guess %v, want %v", g, wantGuess)
+	}
+
+	// No guesses; keyframes by distance keep only the first reading (the
+	// second is 1 m away, under 1.5 m).
+	agents, err = slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: []slamio.Segment{{0, 1}, {2, 2}}, Guesses: slamio.GuessNone, KeyframeDist: 1.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agents[1].GetInitialGuess() != nil || agents[0].GetInitialGuess() == nil || len(agents[0].GetScans()) != 1 {
+		t.Errorf("guess-none/keyframes: %v", agents)
+	}
+	agents, err = slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: []slamio.Segment{{0, 1}}, KeyframeDist: 0.9})
+	if err != nil || len(agents[0].GetScans()) != 2 {
+		t.Errorf("keyframe 0.9 m: %v, %v; want both readings", agents, err)
+	}
+
+	for _, bad := range []slamio.CarmenOptions{
+		{Segments: []slamio.Segment{{0, 3}}},
+		{Segments: []slamio.Segment{{0, 1}}, AgentIDs: []string{"a", "b"}},
+		{Segments: []slamio.Segment{{0, 1}}, AgentIDs: []string{"bad id"}},
+		{Segments: []slamio.Segment{{0, 1}}, Poses: "gps"},
+		{Segments: []slamio.Segment{{0, 1}}, RangeMin: 5, RangeMax: 1},
+		{},
+	} {
+		if _, err := slamio.CarmenAgents(log, bad); err == nil {
+			t.Errorf("options %+v accepted", bad)
+		}
+	}
+	noOdom, err := slamio.ParseCarmen(strings.NewReader("FLASER 2 1 1 0 0 0 0 0 0 1 h 1\n"), "x.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := slamio.CarmenAgents(noOdom, slamio.CarmenOptions{Segments: []slamio.Segment{{0, 0}}, Poses: slamio.PosesOdom}); err == nil {
+		t.Error("odom poses from a log without ODOM accepted")
+	}
+}
+
+func TestParseSegments(t *testing.T) {
+	t.Parallel()
+	got, err := slamio.ParseSegments("6:35, 120:149,300:329")
+	if err != nil || len(got) != 3 || got[1] != (slamio.Segment{First: 120, Last: 149}) {
+		t.Fatalf("ParseSegments = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "6", "6:", "a:b", "9:3", "-1:4", "1:2,,3:4"} {
+		if _, err := slamio.ParseSegments(bad); err == nil {
+			t.Errorf("ParseSegments(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseCarmenErrorsNameTheLine(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ log, want string }{
+		{"PARAM x\nFLASER 3 1 2\n", "bad.log:2: FLASER: 3 ranges announced, line has 2 fields"},
+		{"FLASER x 1 2\n", `bad.log:1: FLASER: beam count "x" is not a number`},
+		{"FLASER 2 1 oops 0 0 0 0 0 0 1 h 1\n", `bad.log:1: FLASER: range 2 "oops" is not a number`},
+		{"FLASER 2 1 1 0 0 nan 0 0 0 1 h 1\n", "bad.log:1: FLASER: laser pose"},
+		{"FLASER 2 1 1 0 0 0 0 0 0\n", "bad.log:1: FLASER: line ends before timestamp"},
+		{"FLASER 1 1 0 0 0 0 0 0 1 h 1\n", "bad.log:1: FLASER: 1 beams"},
+		{"# c\n\nODOM 1 2\n", "bad.log:3: ODOM: line ends before pose theta"},
+		{"ROBOTLASER1 0 -0.5 0.5 0 8 0 0 1 1 0 0 0 0 0 0 0 0 0 0 0 0 1 h 1\n", "bad.log:1: ROBOTLASER1: angular resolution 0"},
+		{"ROBOTLASER1 0 -0.5 0.5 0.1 8 0 0 2 1\n", "bad.log:1: ROBOTLASER1: 2 ranges announced"},
+		{"ODOM 0 0 0 0 0 0 1 h 1\n", "no FLASER or ROBOTLASER1 line"},
+		{"FLASER 2 1 1 0 0 0 0 0 0 1 h 1\nFLASER " + strings.Repeat("1 ", 600000) + "\n", "bad.log:2: line longer than"},
+	} {
+		_, err := slamio.ParseCarmen(strings.NewReader(tc.log), "bad.log")
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, slamio.ErrSyntax) {
+			t.Errorf("log %.40q: error %v, want %q wrapping ErrSyntax", tc.log, err, tc.want)
+		}
+	}
+}

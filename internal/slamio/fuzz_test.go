@@ -1,0 +1,62 @@
+package slamio_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/slammesh/slammesh/internal/slamio"
+)
+
+// FuzzParseCarmen: any input parses or fails with an error; a parsed log's
+// readings are consistent with their own beam geometry.
+func FuzzParseCarmen(f *testing.F) {
+	f.Add([]byte(smallLog))
+	f.Add([]byte("FLASER 2 1 1 0 0 0 0 0 0 1 h 1\n"))
+	f.Add([]byte("ROBOTLASER1 0 -0.5 0.5 0.25 8.0 0.01 0 3 1 2 9 0 3 3 1 3 3 1 0 0 0 0 0 3.0 host 3.0\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		log, err := slamio.ParseCarmen(strings.NewReader(string(data)), "fuzz.log")
+		if err != nil {
+			return
+		}
+		for i, r := range log.Readings {
+			if r.Index != i || len(r.Ranges) == 0 || r.AngleIncrement <= 0 || r.Line < 1 {
+				t.Fatalf("reading %d: %+v", i, r)
+			}
+		}
+	})
+}
+
+// FuzzROSMap feeds a map YAML and a PGM image to their parsers: any input
+// parses or fails with an error; an accepted YAML satisfies the checks
+// ReadROSMap relies on; a decoded image has width*height samples within
+// maxval and re-encodes to the same samples.
+func FuzzROSMap(f *testing.F) {
+	f.Add([]byte("image: m.pgm\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n"),
+		[]byte("P2\n# c\n2 2\n255\n0 128\n205 254\n"))
+	f.Add([]byte("image: 'a b.pgm' # c\nmode: raw\nresolution: 1\norigin:\n  - 1\n  - 2\n  - 3\nnegate: true\noccupied_thresh: 1\nfree_thresh: 0\n"),
+		append([]byte("P5\n2 1\n255\n"), 0, 254))
+	f.Add([]byte("image: m.pgm\n"), append([]byte("P5 1 1 65535\n"), 1, 2))
+	f.Fuzz(func(t *testing.T, yaml, pgm []byte) {
+		if y, err := slamio.ParseMapYAML(yaml, "fuzz.yaml"); err == nil {
+			if y.Image == "" || !(y.Resolution > 0) || !(y.FreeThresh >= 0 && y.FreeThresh < y.OccupiedThresh && y.OccupiedThresh <= 1) {
+				t.Fatalf("accepted %+v", y)
+			}
+		}
+		img, err := slamio.DecodePGM(pgm, "fuzz.pgm")
+		if err != nil {
+			return
+		}
+		if len(img.Pix) != img.Width*img.Height {
+			t.Fatalf("%dx%d image with %d samples", img.Width, img.Height, len(img.Pix))
+		}
+		back, err := slamio.DecodePGM(slamio.EncodePGM(img, "again"), "again.pgm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range img.Pix {
+			if int(v) > img.MaxVal || back.Pix[i] != v {
+				t.Fatalf("sample %d: %d (maxval %d), re-encoded %d", i, v, img.MaxVal, back.Pix[i])
+			}
+		}
+	})
+}

@@ -1,0 +1,252 @@
+package slamio_test
+
+import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slamio"
+)
+
+// writeMap writes name.yaml (yaml text) and name.pgm (image bytes) in dir
+// and returns the yaml's path.
+func writeMap(t *testing.T, dir, name, yaml string, pgm []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if pgm != nil {
+		if err := os.WriteFile(filepath.Join(dir, name+".pgm"), pgm, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// pixels is one 5x2 image used by the mode tests: top row 0 64 128 205 254,
+// bottom row 255 26 100 101 51 (as a 255-maxval PGM).
+var pixels = []uint16{0, 64, 128, 205, 254, 255, 26, 100, 101, 51}
+
+func p5(w, h, maxVal int, pix []uint16) []byte {
+	return slamio.EncodePGM(&slamio.Gray{Width: w, Height: h, MaxVal: maxVal, Pix: pix}, "test")
+}
+
+func p2(pix []uint16) []byte {
+	s := "P2\n# a comment\n5 2 # width height\n# another\n255\n"
+	for i, v := range pix {
+		s += " " + strconv.Itoa(int(v))
+		if i == 4 {
+			s += " # end of row\n"
+		}
+	}
+	return []byte(s + "\n")
+}
+
+// cells returns the grid's cells bottom row first, as int8.
+func cells(og *typesv1.OccupancyGrid) []int8 {
+	out := make([]int8, len(og.GetData()))
+	for i, b := range og.GetData() {
+		out[i] = int8(b)
+	}
+	return out
+}
+
+func TestReadROSMapModes(t *testing.T) {
+	t.Parallel()
+	// Expected cells per pixel, computed by hand from map_io.cpp's rules.
+	// occ = 1 - p/255 (negate 0) or p/255 (negate 1).
+	for _, tc := range []struct {
+		name, yaml string
+		// want is bottom image row first (the grid's row 0).
+		want []int8
+	}{
+		{"trinary default thresholds", "negate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.196\n",
+			// bottom row 255 26 100 101 51: occ 0, .898, .608, .604, .8
+			// top row 0 64 128 205 254: occ 1, .749, .498, .196, .004
+			[]int8{0, 100, -1, -1, 100, 100, 100, -1, -1, 0}},
+		{"trinary mode given, free 0.25 makes 205 free", "mode: trinary\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n",
+			[]int8{0, 100, -1, -1, 100, 100, 100, -1, 0, 0}},
+		{"trinary negate", "negate: 1\noccupied_thresh: 0.65\nfree_thresh: 0.196\n",
+			// occ = p/255: bottom 1, .102, .392, .396, .2; top 0, .251, .502, .804, .996
+			[]int8{100, 0, -1, -1, -1, 0, -1, -1, 100, 100}},
+		{"scale", "mode: scale\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n",
+			// between thresholds rint(100*(occ-.25)/.4): occ .6078 → 89, .6039 → 88, .498 → 62
+			[]int8{0, 100, 89, 88, 100, 100, 100, 62, 0, 0}},
+		{"raw", "mode: raw\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n",
+			[]int8{-1, 26, 100, -1, 51, 0, 64, -1, -1, -1}},
+		{"raw ignores negate", "mode: raw\nnegate: 1\noccupied_thresh: 0.65\nfree_thresh: 0.25\n",
+			[]int8{-1, 26, 100, -1, 51, 0, 64, -1, -1, -1}},
+	} {
+		for _, format := range []string{"P2", "P5"} {
+			t.Run(tc.name+" "+format, func(t *testing.T) {
+				t.Parallel()
+				img := p5(5, 2, 255, pixels)
+				if format == "P2" {
+					img = p2(pixels)
+				}
+				dir := t.TempDir()
+				path := writeMap(t, dir, "m", "# saved by hand\nimage: m.pgm\nresolution: 0.05\norigin: [-1.5, 2.25, 0.0]\n"+tc.yaml, img)
+				m, err := slamio.ReadROSMap(path, slamio.ROSMapOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := cells(m.Grid)
+				for i := range got {
+					if got[i] != tc.want[i] {
+						t.Fatalf("cells %v, want %v", got, tc.want)
+					}
+				}
+				meta := m.Grid.GetMeta()
+				if meta.GetWidth() != 5 || meta.GetHeight() != 2 || meta.GetResolution() != 0.05 || meta.GetOrigin().GetX() != -1.5 || meta.GetOrigin().GetY() != 2.25 {
+					t.Errorf("meta %v", meta)
+				}
+			})
+		}
+	}
+}
+
+func TestReadROSMapSixteenBitAndThresholdOverride(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// 16-bit samples: 0 (black), 65535 (white), 32768 (mid grey).
+	path := writeMap(t, dir, "m", "image: m.pgm\nresolution: 0.1\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.196\n",
+		p5(3, 1, 65535, []uint16{0, 65535, 32768}))
+	m, err := slamio.ReadROSMap(path, slamio.ROSMapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cells(m.Grid); got[0] != 100 || got[1] != 0 || got[2] != -1 {
+		t.Errorf("cells %v, want [100 0 -1]", got)
+	}
+	occ := 0.45 // mid grey (occ 0.49998) becomes occupied
+	m, err = slamio.ReadROSMap(path, slamio.ROSMapOptions{OccupiedThresh: &occ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cells(m.Grid); got[2] != 100 {
+		t.Errorf("with occupied_thresh 0.45: cells %v, want mid grey occupied", got)
+	}
+}
+
+func TestROSMapYawOrigin(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := writeMap(t, dir, "m", "image: m.pgm\nresolution: 0.5\norigin:\n  - 2.0\n  - 1.0\n  - 1.5707963267948966 # 90°\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n",
+		p5(2, 1, 255, []uint16{0, 254}))
+	m, err := slamio.ReadROSMap(path, slamio.ROSMapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The grid is rotated 90° about its origin corner (2, 1): cell (0,0)'s
+	// centre, at (0.25, 0.25) along the grid's axes, lies at (1.75, 1.25)
+	// in the YAML frame. The agent frame is the YAML frame rotated by the
+	// yaw, so the guess (map_from_yaml = identity) composed with the
+	// submap's own origin must put it there.
+	guess := slam.Pose2D{}
+	a := slamio.ROSMapAgent(m, "m", true, &guess)
+	g := a.GetInitialGuess()
+	if math.Abs(g.GetTheta()-math.Pi/2) > 1e-12 || g.GetX() != 0 || g.GetY() != 0 {
+		t.Fatalf("guess %v, want (0, 0, π/2)", g)
+	}
+	o := a.GetSubmap().GetMeta().GetOrigin()
+	x, y := slam.Pose2D{X: g.GetX(), Y: g.GetY(), Theta: g.GetTheta()}.Apply(o.GetX()+0.25, o.GetY()+0.25)
+	if math.Abs(x-1.75) > 1e-12 || math.Abs(y-1.25) > 1e-12 || o.GetTheta() != 0 {
+		t.Errorf("cell (0,0) centre at (%g, %g) (submap origin %v), want (1.75, 1.25)", x, y, o)
+	}
+}
+
+func TestROSMapErrorsNameFileAndLine(t *testing.T) {
+	t.Parallel()
+	good := "image: m.pgm\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n"
+	img := p5(5, 2, 255, pixels)
+	for _, tc := range []struct {
+		name, yaml string
+		pgm        []byte
+		want       string // substring of the error
+	}{
+		{"no colon", "image m.pgm\n", img, "m.yaml:1: want key: value"},
+		{"bad resolution", "image: m.pgm\nresolution: fast\n", img, `m.yaml:2: "fast" is not a finite number`},
+		{"zero resolution", "image: m.pgm\nresolution: 0\n", img, "m.yaml:2: resolution 0: want > 0"},
+		{"origin of two", strings.Replace(good, "[0, 0, 0]", "[0, 0]", 1), img, "m.yaml:3: origin has 2 elements"},
+		{"bad negate", strings.Replace(good, "negate: 0", "negate: maybe", 1), img, "m.yaml:4: negate maybe"},
+		{"bad mode", good + "mode: fancy\n", img, "m.yaml:7: mode fancy"},
+		{"missing key", "image: m.pgm\nresolution: 0.05\n", img, `key "origin" missing`},
+		{"duplicate key", good + "resolution: 0.1\n", img, `m.yaml:7: key "resolution" already given on line 2`},
+		{"thresholds swapped", strings.Replace(good, "free_thresh: 0.25", "free_thresh: 0.7", 1), img, "m.yaml:6: thresholds free 0.7, occupied 0.65"},
+		{"missing image", good, nil, "m.pgm: no such file"},
+		{"png image", strings.Replace(good, "m.pgm", "m.png", 1), img, "only PGM"},
+		{"not a pgm", good, []byte("P6\n1 1\n255\nabc"), "m.pgm:1: not a PGM image"},
+		{"bad width on line 3", good, []byte("P5\n# c\nwide 2\n255\n"), `m.pgm:3: width "wide"`},
+		{"P5 short raster", good, []byte("P5\n5 2\n255\n\x00\x01"), "m.pgm: byte 13: raster ends early"},
+		{"P5 sample over maxval", good, append([]byte("P5\n5 2\n100\n"), []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 200}...), "m.pgm: byte 20: sample 200 exceeds maxval 100"},
+		{"P2 sample over maxval on line 4", good, []byte("P2\n5 2\n100\n0 0 0 0 0\n0 0 101 0 0\n"), `m.pgm:5: sample "101"`},
+		{"P2 ends early", good, []byte("P2\n5 2\n255\n0 0 0\n"), "m.pgm:5: file ends before the sample"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			path := writeMap(t, dir, "m", tc.yaml, tc.pgm)
+			_, err := slamio.ReadROSMap(path, slamio.ROSMapOptions{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+			if strings.Contains(tc.want, ":") && strings.Contains(tc.want, ".yaml:") && !errors.Is(err, slamio.ErrSyntax) {
+				t.Errorf("error %v does not wrap ErrSyntax", err)
+			}
+		})
+	}
+}
+
+// TestWillowMapImports reads the Willow Garage map of ../shared/realdata as
+// the willow-3 mission's converter did (occupied_thresh 0.22, the YAML's
+// free_thresh 0.196) and checks size, resolution, origin and the cell
+// counts its .expected.json states.
+func TestWillowMapImports(t *testing.T) {
+	t.Parallel()
+	occ := 0.22
+	m, err := slamio.ReadROSMap(filepath.Join(realdata, "rosmaps", "willow-2010-02-18-0.10.yaml"), slamio.ROSMapOptions{OccupiedThresh: &occ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := m.Grid.GetMeta()
+	if meta.GetWidth() != 566 || meta.GetHeight() != 608 || meta.GetResolution() != 0.1 || meta.GetOrigin().GetX() != 0 || meta.GetOrigin().GetY() != 0 || m.Yaw != 0 {
+		t.Fatalf("meta %v yaw %g, want 566x608 at 0.1 m from (0, 0, 0)", meta, m.Yaw)
+	}
+	var occupied, free, unknown int
+	for _, c := range cells(m.Grid) {
+		switch c {
+		case 100:
+			occupied++
+		case 0:
+			free++
+		case -1:
+			unknown++
+		default:
+			t.Fatalf("trinary map has cell value %d", c)
+		}
+	}
+	if occupied != 9946 || free != 109207 || unknown != 224975 {
+		t.Errorf("occupied %d free %d unknown %d, want 9946 109207 224975 (willow-3.expected.json)", occupied, free, unknown)
+	}
+	// With the YAML's own threshold only the darkest wall pixels remain.
+	m, err = slamio.ReadROSMap(filepath.Join(realdata, "rosmaps", "willow-2010-02-18-0.10.yaml"), slamio.ROSMapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	occupied = 0
+	for _, c := range cells(m.Grid) {
+		if c == 100 {
+			occupied++
+		}
+	}
+	if occupied != 544 {
+		t.Errorf("with occupied_thresh 0.65: %d occupied, want 544 (SOURCES.md)", occupied)
+	}
+}

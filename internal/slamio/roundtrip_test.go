@@ -1,0 +1,133 @@
+package slamio_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/slamio"
+	"github.com/slammesh/slammesh/internal/slamproto"
+)
+
+// everyValue is a 17x6 grid holding every cell value -1..100 once (and a
+// few more -1), with an origin off the cell lattice.
+func everyValue() *typesv1.OccupancyGrid {
+	data := make([]byte, 17*6)
+	for i := range data {
+		v := i - 1
+		if v > 100 {
+			v = -1
+		}
+		data[i] = byte(int8(v))
+	}
+	return &typesv1.OccupancyGrid{
+		Meta: &typesv1.GridMeta{Resolution: 0.05, Width: 17, Height: 6, Origin: &typesv1.Pose2D{X: -11.75, Y: 3.0000001}},
+		Data: data,
+	}
+}
+
+// TestExportImportRoundTrip: a trinary export read back by map_server's
+// rules gives every cell its TrinaryClass (and a second round trip changes
+// nothing, byte for byte); a raw export gives every value back exactly.
+// Meta (size, resolution, origin) survives exactly in both.
+func TestExportImportRoundTrip(t *testing.T) {
+	t.Parallel()
+	og := everyValue()
+	for _, mode := range []slamio.ExportMode{slamio.ExportTrinary, slamio.ExportRaw} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			base := filepath.Join(dir, "merged")
+			if err := slamio.WriteROSMap(base, og, mode); err != nil {
+				t.Fatal(err)
+			}
+			m, err := slamio.ReadROSMap(base+".yaml", slamio.ROSMapOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(m.YAML.Mode) != string(mode) || m.YAML.OccupiedThresh != 0.65 || m.YAML.FreeThresh != 0.25 || m.YAML.Negate {
+				t.Errorf("yaml %+v", m.YAML)
+			}
+			gm, wm := m.Grid.GetMeta(), og.GetMeta()
+			if gm.GetWidth() != wm.GetWidth() || gm.GetHeight() != wm.GetHeight() || gm.GetResolution() != wm.GetResolution() ||
+				gm.GetOrigin().GetX() != wm.GetOrigin().GetX() || gm.GetOrigin().GetY() != wm.GetOrigin().GetY() {
+				t.Fatalf("meta %v, want %v", gm, wm)
+			}
+			for i, c := range og.GetData() {
+				want := int8(c)
+				if mode == slamio.ExportTrinary {
+					want = slamio.TrinaryClass(want)
+				}
+				if got := int8(m.Grid.GetData()[i]); got != want {
+					t.Fatalf("cell %d: %d exported %s reads back %d, want %d", i, int8(c), mode, got, want)
+				}
+			}
+			again := filepath.Join(dir, "again")
+			if err := slamio.WriteROSMap(again, m.Grid, mode); err != nil {
+				t.Fatal(err)
+			}
+			for _, ext := range []string{".pgm", ".yaml"} {
+				a, _ := os.ReadFile(base + ext)
+				b, _ := os.ReadFile(again + ext)
+				if ext == ".yaml" {
+					b = []byte(strings.Replace(string(b), "again.pgm", "merged.pgm", 1))
+				}
+				if string(a) != string(b) {
+					t.Errorf("second round trip changed %s", ext)
+				}
+			}
+		})
+	}
+}
+
+func TestTrinaryClass(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[int8]int8{-1: -1, 0: 0, 25: 0, 26: -1, 50: -1, 64: -1, 65: 100, 100: 100, 101: -1, -128: -1} {
+		if got := slamio.TrinaryClass(v); got != want {
+			t.Errorf("TrinaryClass(%d) = %d, want %d", v, got, want)
+		}
+	}
+}
+
+// TestWillowSubmapsThroughROSFiles exports the three submaps of the
+// willow-3 mission as map_server files, imports them back as slamctl
+// start --ros-map does (with the JSON's guesses), and checks that the
+// request equals the provided JSON: every cell, every meta field.
+func TestWillowSubmapsThroughROSFiles(t *testing.T) {
+	t.Parallel()
+	want := loadMission(t, "willow-3")
+	dir := t.TempDir()
+	var agents []*typesv1.Agent
+	for _, a := range want.GetAgents() {
+		base := filepath.Join(dir, a.GetAgentId())
+		if err := slamio.WriteROSMap(base, a.GetSubmap(), slamio.ExportTrinary); err != nil {
+			t.Fatal(err)
+		}
+		m, err := slamio.ReadROSMap(base+".yaml", slamio.ROSMapOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		guess := slamproto.PoseFromProto(a.GetInitialGuess())
+		agents = append(agents, slamio.ROSMapAgent(m, slamio.AgentIDFromPath(base+".yaml"), a.GetAnchor(), &guess))
+	}
+	got, err := slamio.Request(want.GetMissionId(), agents, nil, want.GetMap(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := diffRequests(got, want); err != nil {
+		t.Fatal(err)
+	}
+	own, err := slamio.MapFor(agents, 0.05, slamio.DefaultMapMargin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := want.GetMap()
+	for _, d := range []float64{own.GetOriginX() - w.GetOriginX(), own.GetOriginY() - w.GetOriginY(),
+		own.GetOriginX() + own.GetWidthM() - w.GetOriginX() - w.GetWidthM(), own.GetOriginY() + own.GetHeightM() - w.GetOriginY() - w.GetHeightM()} {
+		if d > 1 || d < -1 {
+			t.Errorf("MapFor %v: an edge %.2f m from the JSON's %v", own, d, w)
+		}
+	}
+}
