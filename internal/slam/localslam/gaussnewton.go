@@ -64,60 +64,98 @@ func (m *localMap) information(pts []point, pose slam.Pose2D) (b [3]float64, h [
 
 // gaussNewton minimises Σ(1 − M(T(p)))² over the pose from start, as Hector
 // SLAM does, with a little damping so that a direction no point constrains
-// stays where it is. It returns the pose and the information matrix there.
-func (m *localMap) gaussNewton(pts []point, start slam.Pose2D) (slam.Pose2D, [3][3]float64, bool) {
+// stays where it is.
+func (m *localMap) gaussNewton(pts []point, start slam.Pose2D) (slam.Pose2D, bool) {
 	pose := start
-	var h [3][3]float64
 	for range gnIters {
-		b, hh, ok := m.information(pts, pose)
+		b, h, ok := m.information(pts, pose)
 		if !ok {
-			return start, h, false
+			return start, false
 		}
-		h = hh
-		damp := 1e-4 * (hh[0][0] + hh[1][1] + hh[2][2])
+		damp := 1e-4 * (h[0][0] + h[1][1] + h[2][2])
 		for u := range 3 {
-			hh[u][u] += damp
+			h[u][u] += damp
 		}
-		d, ok := solve3(hh, b)
+		d, ok := solve3(h, b)
 		if !ok {
-			return start, h, false
+			return start, false
 		}
 		pose = slam.Pose2D{X: pose.X + d[0], Y: pose.Y + d[1], Theta: slam.NormalizeAngle(pose.Theta + d[2])}
 		if math.Hypot(d[0], d[1]) < 1e-4 && math.Abs(d[2]) < 1e-5 {
 			break
 		}
 	}
-	_, h, _ = m.information(pts, pose)
-	return pose, h, true
+	return pose, true
 }
 
-// weakDirection inspects the translation block of the information matrix:
-// when its smaller eigenvalue is below ratio times the larger, it returns
-// the unit eigenvector of the smaller one (the direction the scan does not
-// constrain, e.g. along a corridor) and true. A matrix without information
-// at all is degenerate in every direction; it reports the x axis, and the
-// caller's second look (the score) decides.
-func weakDirection(h [3][3]float64, ratio float64) ([2]float64, bool) {
-	a, b, d := h[0][0], h[0][1], h[1][1]
-	tr := a + d
-	disc := math.Sqrt(math.Max((a-d)*(a-d)/4+b*b, 0))
-	l1, l2 := tr/2+disc, tr/2-disc
+// normalWindow is how far (metres) neighbouring scan points may lie from a
+// point to take part in estimating its surface normal.
+const normalWindow = 0.25
+
+// weakDirection tells whether the scan constrains its translation in every
+// direction, from the scan alone: the surface normal at every point (the
+// principal axes of it and its neighbours along the scan) adds n·nᵀ to a
+// 2×2 matrix, whose eigenvalues say how much the scan's geometry pins x and
+// y (the translational part of the ICP information matrix; Censi 2007, "An
+// accurate closed-form estimate of ICP's covariance"; Zhang et al. 2016,
+// "On degeneracy of optimization-based state estimation problems"). When the
+// smaller eigenvalue is below ratio times the larger (a corridor: every
+// normal points across it), it returns the unit eigenvector of the smaller
+// one in the sensor frame, and true. The map is not consulted on purpose:
+// its edge (the end of the walls mapped so far) looks like structure along a
+// corridor and pulls a new scan back into the mapped part.
+func weakDirection(pts []point, ratio float64) ([2]float64, bool) {
+	var a, b, d float64 // Σ n nᵀ = [[a, b], [b, d]]
+	for i, p := range pts {
+		var n, sx, sy, sxx, sxy, syy float64
+		for j := max(i-2, 0); j <= min(i+2, len(pts)-1); j++ {
+			q := pts[j]
+			if dx, dy := q.x-p.x, q.y-p.y; dx*dx+dy*dy > normalWindow*normalWindow {
+				continue
+			}
+			n++
+			sx += q.x
+			sy += q.y
+			sxx += q.x * q.x
+			sxy += q.x * q.y
+			syy += q.y * q.y
+		}
+		if n < 3 {
+			continue
+		}
+		mx, my := sx/n, sy/n
+		cxx, cxy, cyy := sxx/n-mx*mx, sxy/n-mx*my, syy/n-my*my
+		l1, l2, _ := eigen2(cxx, cxy, cyy)
+		if l1 <= 0 || l2 > 0.1*l1 {
+			continue // not a piece of line
+		}
+		_, _, nv := eigen2(cxx, cxy, cyy)
+		a += nv[0] * nv[0]
+		b += nv[0] * nv[1]
+		d += nv[1] * nv[1]
+	}
+	l1, l2, weak := eigen2(a, b, d)
 	if !(l1 > 0) {
 		return [2]float64{1, 0}, true
 	}
-	if l2 >= ratio*l1 {
-		return [2]float64{}, false
-	}
-	// Eigenvector of l2: (b, l2 − a) or (l2 − d, b), whichever is larger.
+	return weak, l2 < ratio*l1
+}
+
+// eigen2 returns the eigenvalues l1 ≥ l2 of the symmetric matrix
+// [[a, b], [b, d]] and the unit eigenvector of l2.
+func eigen2(a, b, d float64) (l1, l2 float64, v [2]float64) {
+	tr := a + d
+	disc := math.Sqrt(math.Max((a-d)*(a-d)/4+b*b, 0))
+	l1, l2 = tr/2+disc, tr/2-disc
 	vx, vy := b, l2-a
 	if ux, uy := l2-d, b; math.Hypot(ux, uy) > math.Hypot(vx, vy) {
 		vx, vy = ux, uy
 	}
-	nrm := math.Hypot(vx, vy)
-	if nrm == 0 {
-		return [2]float64{1, 0}, true
+	if nrm := math.Hypot(vx, vy); nrm > 0 {
+		return l1, l2, [2]float64{vx / nrm, vy / nrm}
 	}
-	return [2]float64{vx / nrm, vy / nrm}, true
+	// Isotropic: every direction is an eigenvector.
+	return l1, l2, [2]float64{1, 0}
 }
 
 // solve3 solves a 3×3 linear system by Cramer's rule.

@@ -25,9 +25,9 @@
 //     best fine pose; it may polish that pose, not replace it.
 //  4. Guards: too few points, a low score, a gain over the prediction's
 //     score below MinGain, or a peak beyond the window keep the prediction; when the translation is poorly constrained
-//     (a corridor: the Gauss-Newton information matrix has one small
-//     eigenvalue), the correction along that direction is dropped and the
-//     prediction kept there. A correction never exceeds the window.
+//     (a corridor: the surface normals of the scan all point one way, see
+//     weakDirection), the correction along that direction is dropped and
+//     the prediction kept there. A correction never exceeds the window.
 //  5. Insertion with the inverse sensor model (grid.Inserter), and an
 //     incremental update of the likelihood fields: each newly occupied cell
 //     stamps its kernel (a lookup table) into both fields; the fields are
@@ -57,8 +57,8 @@ const (
 	DefaultMinPoints   = 20                 // scan points after thinning
 	DefaultMinGain     = 0.04               // score gain over the prediction
 	// DefaultDegeneracy is the smallest ratio of the eigenvalues of the
-	// translation block of the Gauss-Newton information matrix for which
-	// both directions count as constrained.
+	// scan's normal matrix Σ n·nᵀ for which both translation directions
+	// count as constrained (see weakDirection).
 	DefaultDegeneracy = 0.08
 	// DefaultMaxCells bounds the working grid (a 100 m square at 5 cm).
 	DefaultMaxCells = 1 << 22

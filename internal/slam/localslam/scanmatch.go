@@ -20,8 +20,11 @@ const (
 	candidates = 3
 	// fineSteps: the fine search covers ±fineSteps cells and ±fineSteps
 	// quarter-steps of coarse rotation around a coarse candidate.
-	fineSteps = 3
-	gnIters   = 10
+	fineSteps = 2
+	// fineRecentre bounds how often the fine search follows its best pose
+	// off the border of its box.
+	fineRecentre = 3
+	gnIters      = 10
 	// priorSigma scales the prior weight exp(-½((d/σt)²+(dθ/σθ)²)) as a
 	// multiple of the window: wide, so it only decides between nearly
 	// equal peaks (along a corridor), as Cartographer's delta-cost weights.
@@ -82,22 +85,21 @@ func (t *Tracker) match(scan slam.LaserScan, res *FrameResult) {
 	if best.score < t.opts.MinScore {
 		return
 	}
-	pose, h, ok := t.m.gaussNewton(t.pts, best.pose)
+	pose, ok := t.m.gaussNewton(t.pts, best.pose)
 	if ok && math.Hypot(pose.X-best.pose.X, pose.Y-best.pose.Y) <= 2*t.opts.Resolution &&
 		math.Abs(slam.AngleDiff(pose.Theta, best.pose.Theta)) <= dTheta/2 &&
 		t.m.meanBilinear(t.pts, pose) >= t.m.meanBilinear(t.pts, best.pose) {
 		best.pose = pose
-	} else {
-		_, h, _ = t.m.information(t.pts, best.pose)
 	}
 	// Degeneracy: along a translation direction the scan does not
 	// constrain, keep the prediction.
-	if dir, degenerate := weakDirection(h, t.opts.Degeneracy); degenerate {
+	if dir, degenerate := weakDirection(t.pts, t.opts.Degeneracy); degenerate {
 		res.Degenerate = true
-		dx, dy := best.pose.X-prior.X, best.pose.Y-prior.Y
-		along := dx*dir[0] + dy*dir[1]
-		best.pose.X -= along * dir[0]
-		best.pose.Y -= along * dir[1]
+		s, c := math.Sincos(best.pose.Theta)
+		wx, wy := c*dir[0]-s*dir[1], s*dir[0]+c*dir[1]
+		along := (best.pose.X-prior.X)*wx + (best.pose.Y-prior.Y)*wy
+		best.pose.X -= along * wx
+		best.pose.Y -= along * wy
 	}
 	// The correction never leaves the window: a peak beyond it (the coarse
 	// lattice reaches slightly past it) means the truth may lie farther
@@ -197,7 +199,10 @@ func abs(v int) int {
 }
 
 // fineSearch refines a coarse peak on the fine field over ±fineSteps cells
-// and ±fineSteps rotation steps of dTheta.
+// and ±fineSteps rotation steps of dTheta, re-centred (at most
+// fineRecentre times) while the best pose lies on the border of that box:
+// the coarse field is blurred enough to pick the neighbour of the right
+// coarse cell.
 func (t *Tracker) fineSearch(prior slam.Pose2D, c peak, dTheta float64) peak {
 	m := t.m
 	const n = fineSteps
@@ -205,20 +210,29 @@ func (t *Tracker) fineSearch(prior slam.Pose2D, c peak, dTheta float64) peak {
 	var scores [side * side]float32
 	best := peak{weighted: -1}
 	inv := 1 / float64(len(t.pts))
-	for k := -n; k <= n; k++ {
-		clear(scores[:])
-		th := c.pose.Theta + float64(k)*dTheta
-		accumulate(m.fine, m.w, m.h, m.res, m.ox, m.oy, t.pts, slam.Pose2D{X: c.pose.X, Y: c.pose.Y, Theta: th}, n, scores[:])
-		for j := range side {
-			for i := range side {
-				s := float64(scores[j*side+i]) * inv
-				p := slam.Pose2D{X: c.pose.X + float64(i-n)*m.res, Y: c.pose.Y + float64(j-n)*m.res, Theta: slam.NormalizeAngle(th)}
-				w := s * t.priorWeight(p.X-prior.X, p.Y-prior.Y, slam.AngleDiff(p.Theta, prior.Theta))
-				if w > best.weighted {
-					best.pose, best.score, best.weighted = p, s, w
+	center := c.pose
+	for range fineRecentre + 1 {
+		border := false
+		for k := -n; k <= n; k++ {
+			clear(scores[:])
+			th := center.Theta + float64(k)*dTheta
+			accumulate(m.fine, m.w, m.h, m.res, m.ox, m.oy, t.pts, slam.Pose2D{X: center.X, Y: center.Y, Theta: th}, n, scores[:])
+			for j := range side {
+				for i := range side {
+					s := float64(scores[j*side+i]) * inv
+					p := slam.Pose2D{X: center.X + float64(i-n)*m.res, Y: center.Y + float64(j-n)*m.res, Theta: slam.NormalizeAngle(th)}
+					w := s * t.priorWeight(p.X-prior.X, p.Y-prior.Y, slam.AngleDiff(p.Theta, prior.Theta))
+					if w > best.weighted {
+						best.pose, best.score, best.weighted = p, s, w
+						border = i == 0 || j == 0 || i == side-1 || j == side-1 || k == -n || k == n
+					}
 				}
 			}
 		}
+		if !border {
+			break
+		}
+		center = best.pose
 	}
 	return best
 }
