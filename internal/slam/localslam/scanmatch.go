@@ -16,8 +16,10 @@ const (
 	// merged (the first is kept), so near walls, sampled densely by the
 	// beams, do not outvote far ones; a cheap, deterministic voxel filter.
 	thinCells = 2.0
-	// candidates of the coarse search refined on the fine field.
-	candidates = 3
+	// candidates of the coarse search refined on the fine field, if their
+	// weighted score is at least candidateShare of the best's.
+	candidates     = 3
+	candidateShare = 0.9
 	// fineSteps: the fine search covers ±fineSteps cells and ±fineSteps
 	// quarter-steps of coarse rotation around a coarse candidate.
 	fineSteps = 2
@@ -78,6 +80,9 @@ func (t *Tracker) match(scan slam.LaserScan, res *FrameResult) {
 	}
 	best := peak{weighted: -1}
 	for _, c := range cands {
+		if c.weighted < candidateShare*cands[0].weighted {
+			break // far behind the best: not worth a fine search
+		}
 		if p := t.fineSearch(prior, c, dTheta/4); p.weighted > best.weighted {
 			best = p
 		}
