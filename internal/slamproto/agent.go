@@ -218,8 +218,8 @@ type SubmapOptions struct {
 // DefaultMinSharpening: the front end's submap replaces the one at the sent
 // poses only when it has at least 7 % fewer occupied cells, i.e. when the
 // sent poses visibly smear the walls. On the real missions the jittery
-// odomline poses give 9–22 % (docs/slam.md), while on the corrected
-// trajectories the front end changes the count by −4.3 … +0.8 %: there the
+// odomline poses give 10–21 % (docs/slam.md), while on the corrected
+// trajectories the front end changes the count by −3.0 … +0.8 %: there the
 // sent poses are already as consistent as the matcher can tell, and the
 // matcher's own small errors would only add drift.
 const DefaultMinSharpening = 0.07
