@@ -82,8 +82,9 @@ type Agent struct {
 }
 
 // AgentFromProto validates and converts an agent. Exactly one of submap and
-// scans must be set; scans are integrated at their odometry poses into a
-// submap of resolution res (the mission map's), sized to what they reach.
+// scans must be set; scans become a submap of resolution res (the mission
+// map's) through SubmapFromScans: placed by the local front end (or at
+// their sent poses when those are as sharp), sized to what they observed.
 // Errors are *FieldError with paths relative to the agent ("agent_id",
 // "submap.meta.width", "scans[3].scan.range_max", "initial_guess").
 func AgentFromProto(a *typesv1.Agent, res float64) (Agent, error) {

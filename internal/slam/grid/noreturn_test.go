@@ -1,6 +1,8 @@
 package grid
 
 import (
+	"encoding/binary"
+	"errors"
 	"math"
 	"testing"
 
@@ -114,4 +116,50 @@ func TestInserterReusesBeamsAcrossGeometries(t *testing.T) {
 			t.Fatalf("cell %d: shared inserter %g, fresh %g", i, v, g2.LogOdds()[i])
 		}
 	}
+}
+
+// FuzzInserterObserved throws arbitrary poses, headers, usable ranges and
+// ranges at an Inserter: it must never panic, must refuse only with
+// slam.ErrInvalidArgument, and every cell Integrate changes must lie within
+// the bounds Observed reports (give or take one cell), which is what lets
+// submaps be sized by Observed.
+//
+//	go test -run '^$' -fuzz '^FuzzInserterObserved$' -fuzztime 10s ./internal/slam/grid
+func FuzzInserterObserved(f *testing.F) {
+	f.Add(0.0, 0.0, 0.0, -math.Pi, 0.0175, 0.05, 8.0, 1.5, []byte{0, 0, 128, 63, 0, 0, 192, 127, 0, 0, 128, 127})
+	f.Add(0.3, -0.2, 1.0, 0.0, 0.01, 0.1, 81.83, 0.0, []byte{0x71, 0xa8, 0xa3, 0x42, 0, 0, 0xc0, 0x7f, 0, 0, 0x20, 0x40})
+	f.Add(math.NaN(), 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, -3.0, []byte{1, 2, 3, 4})
+	f.Fuzz(func(t *testing.T, x, y, th, amin, ainc, rmin, rmax, usable float64, raw []byte) {
+		g, err := New(testMeta())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := slam.LaserScan{AngleMin: amin, AngleIncrement: ainc, RangeMin: rmin, RangeMax: rmax}
+		for i := 0; i+4 <= len(raw) && len(s.Ranges) < 512; i += 4 {
+			s.Ranges = append(s.Ranges, math.Float32frombits(binary.LittleEndian.Uint32(raw[i:])))
+		}
+		in := Inserter{UsableRange: usable}
+		p := slam.Pose2D{X: x, Y: y, Theta: th}
+		b, errB := in.Observed(p, s)
+		_, err = in.Integrate(g, p, s)
+		if (err == nil) != (errB == nil) {
+			t.Fatalf("Integrate: %v, Observed: %v", err, errB)
+		}
+		if err != nil {
+			if !errors.Is(err, slam.ErrInvalidArgument) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		m := g.Meta()
+		for i, l := range g.LogOdds() {
+			if l == 0 {
+				continue
+			}
+			cx, cy := m.Center(i%m.Width, i/m.Width)
+			if r := m.Resolution; cx < b.MinX-r || cx > b.MaxX+r || cy < b.MinY-r || cy > b.MaxY+r {
+				t.Fatalf("cell (%g, %g) changed outside the observed bounds %+v", cx, cy, b)
+			}
+		}
+	})
 }
