@@ -130,3 +130,61 @@ func TestAgentFromProtoRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestSubmapFromScansNoReturnBeams: beams at or beyond range_max, +Inf and
+// NaN mark no obstacle, and the submap spans what was observed: the returns,
+// and no-return beams only up to the usable range, never to range_max.
+func TestSubmapFromScansNoReturnBeams(t *testing.T) {
+	t.Parallel()
+	const rangeMax = 81.83
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	// 180 beams over a half turn; beam 90 looks along +x.
+	mk := func(fill float32, returns map[int]float32) *typesv1.LaserScan {
+		s := &typesv1.LaserScan{AngleMin: -math.Pi / 2, AngleIncrement: math.Pi / 180, RangeMin: 0.1, RangeMax: rangeMax, Ranges: make([]float32, 180)}
+		for i := range s.Ranges {
+			s.Ranges[i] = fill
+		}
+		for i, r := range returns {
+			s.Ranges[i] = r
+		}
+		return s
+	}
+	frames := func(fill float32, opts slamproto.SubmapOptions) (*slamproto.SubmapInfo, float64, float64, int) {
+		t.Helper()
+		fs := []*typesv1.ScanFrame{
+			{OdomPose: &typesv1.Pose2D{}, Scan: mk(fill, map[int]float32{90: 3})},
+			{OdomPose: &typesv1.Pose2D{X: 0.5}, Scan: mk(fill, map[int]float32{90: 2.5})},
+		}
+		g, info, err := slamproto.BuildSubmap(fs, 0.05, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, h := g.Meta().SizeM()
+		occ, _, _ := g.Counts()
+		return &info, w, h, occ
+	}
+	for _, tc := range []struct {
+		name   string
+		fill   float32
+		usable float64
+		maxW   float64 // metres
+	}{
+		{"range_max", rangeMax, 0, 2*10 + 0.5 + 0.3},
+		{"beyond range_max", 200, 0, 2*10 + 0.5 + 0.3},
+		{"+Inf", inf, 0, 2*10 + 0.5 + 0.3},
+		{"+Inf, usable range 4 m", inf, 4, 2*4 + 0.5 + 0.3},
+		{"NaN", nan, 0, 3 + 0.3},
+	} {
+		_, w, h, occ := frames(tc.fill, slamproto.SubmapOptions{UsableRange: tc.usable, OdometryOnly: true})
+		if occ < 1 || occ > 2 {
+			t.Errorf("%s: %d occupied cells, want the one wall cell the two returns hit", tc.name, occ)
+		}
+		if w > tc.maxW || h > tc.maxW {
+			t.Errorf("%s: submap spans %.2fx%.2f m, want at most %.1f m", tc.name, w, h, tc.maxW)
+		}
+		// The front end must neither fail on such scans nor change that.
+		if _, fw, fh, focc := frames(tc.fill, slamproto.SubmapOptions{UsableRange: tc.usable}); fw > tc.maxW || fh > tc.maxW || focc > 2 {
+			t.Errorf("%s with the front end: %.2fx%.2f m, %d occupied", tc.name, fw, fh, focc)
+		}
+	}
+}
