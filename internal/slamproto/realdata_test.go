@@ -247,3 +247,20 @@ func BenchmarkFrontEndFr079(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(fr))/1e6, "ms/scan")
 }
+
+// TestBuildSubmapDeterministic: the localization and the merge service each
+// build an agent's submap from its scans; they must get the same cells.
+func TestBuildSubmapDeterministic(t *testing.T) {
+	t.Parallel()
+	a := mission(t, "intel-odomline-3").GetAgents()[1]
+	g1, i1 := build(t, a, 0.05, false)
+	g2, i2 := build(t, a, 0.05, false)
+	if g1.Meta() != g2.Meta() || !i1.FrontEnd || !i2.FrontEnd {
+		t.Fatalf("metas %+v / %+v, front end %v / %v", g1.Meta(), g2.Meta(), i1.FrontEnd, i2.FrontEnd)
+	}
+	for c, v := range g1.LogOdds() {
+		if g2.LogOdds()[c] != v {
+			t.Fatalf("cell %d: %g then %g", c, v, g2.LogOdds()[c])
+		}
+	}
+}
