@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,7 +20,13 @@ import (
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 )
 
+// TestMain keeps the in-process mesh's spans in process whatever the
+// developer's shell exports, and fails the package on a leaked goroutine
+// (a server not stopped).
 func TestMain(m *testing.M) {
+	if err := os.Setenv("OTEL_TRACES_EXPORTER", "none"); err != nil {
+		panic(err)
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -14,6 +14,7 @@ import (
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/missionfmt"
+	"github.com/slammesh/slammesh/internal/slamio"
 )
 
 func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
@@ -89,7 +90,7 @@ func (f *faultFlags) Set(v string) error {
 }
 
 func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("start", "start [flags]", stderr)
+	fs := newFlags("start", "start [flags] (a scenario, or real data: --carmen LOG --segments LIST | --ros-map MAP.yaml...)", stderr)
 	id := fs.String("id", "", "mission id (idempotency key); generated when empty")
 	seed := fs.Uint64("seed", 1, "scenario seed")
 	agents := fs.Uint("agents", 3, "number of agents")
@@ -100,20 +101,33 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 	watch := fs.Bool("watch", false, "follow the mission's progress until it ends")
 	var faults faultFlags
 	fs.Var(&faults, "fault", "inject a fault step:kind[:times][:compensation] (repeatable; needs --allow-fault-injection on the services)")
+	var imp importFlags
+	imp.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	k, ok := kinds[*kind]
-	if !ok {
-		return fmt.Errorf("%w: unknown --kind %q", errUsage, *kind)
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
 	}
-	req := &orchestratorv1.StartMissionRequest{
-		MissionId: *id,
-		Scenario: &typesv1.Scenario{
-			Seed: *seed, Agents: uint32(*agents), WidthM: *width, HeightM: *height, Kind: k,
-		},
-		Wait: *wait && !*watch,
+	var req *orchestratorv1.StartMissionRequest
+	if imp.given() {
+		var err error
+		if req, err = imp.request(*id, stderr); err != nil {
+			return err
+		}
+	} else {
+		k, ok := kinds[*kind]
+		if !ok {
+			return fmt.Errorf("%w: unknown --kind %q", errUsage, *kind)
+		}
+		req = &orchestratorv1.StartMissionRequest{
+			MissionId: *id,
+			Scenario: &typesv1.Scenario{
+				Seed: *seed, Agents: uint32(*agents), WidthM: *width, HeightM: *height, Kind: k,
+			},
+		}
 	}
+	req.Wait = *wait && !*watch
 	if len(faults) > 0 {
 		req.Faults = &typesv1.FaultPlan{Faults: faults}
 	}
@@ -261,10 +275,18 @@ func watchMission(ctx context.Context, c *clients, g global, id, from string, st
 
 func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("map", "map [flags] MISSION_ID", stderr)
-	out := fs.String("o", "", "PNG file to write (default <mission>.png)")
+	out := fs.String("o", "", "file to write: the PNG (default <mission>.png), or for --format ros the base name of BASE.yaml + BASE.pgm (default <mission>)")
 	version := fs.Uint("version", 0, "map version (0: current)")
+	format := fs.String("format", "png", "png (a picture) or ros (a map_server .yaml + .pgm pair that Nav2 loads)")
+	rosMode := fs.String("ros-mode", "trinary", "with --format ros: trinary (occupied >= 65 %, free <= 25 %, the rest unknown; what every ROS consumer reads) or raw (every cell value kept exactly)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *format != "png" && *format != "ros" {
+		return fmt.Errorf("%w: --format %q: want png or ros", errUsage, *format)
+	}
+	if *rosMode != string(slamio.ExportTrinary) && *rosMode != string(slamio.ExportRaw) {
+		return fmt.Errorf("%w: --ros-mode %q: want trinary or raw", errUsage, *rosMode)
 	}
 	id, err := oneMissionID(fs)
 	if err != nil {
@@ -275,16 +297,26 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 		return err
 	}
 	defer closer.Close()
-	resp, err := mc.GetMap(ctx, &mappingv1.GetMapRequest{MissionId: id, Version: uint32(*version), IncludePng: true})
+	resp, err := mc.GetMap(ctx, &mappingv1.GetMapRequest{MissionId: id, Version: uint32(*version), IncludePng: *format == "png"})
 	if err != nil {
 		return rpcError("get map", err)
 	}
 	path := *out
 	if path == "" {
-		path = id + ".png"
+		path = id
 	}
-	if err := os.WriteFile(path, resp.GetPng(), 0o644); err != nil {
-		return err
+	if *format == "ros" {
+		if err := slamio.WriteROSMap(path, resp.GetGrid(), slamio.ExportMode(*rosMode)); err != nil {
+			return err
+		}
+		path += ".yaml + .pgm"
+	} else {
+		if *out == "" {
+			path += ".png"
+		}
+		if err := os.WriteFile(path, resp.GetPng(), 0o644); err != nil {
+			return err
+		}
 	}
 	meta := resp.GetGrid().GetMeta()
 	fmt.Fprintf(stdout, "wrote %s: map %s version %d of %d, %dx%d cells at %.3f m\n", path,

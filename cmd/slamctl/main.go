@@ -1,5 +1,7 @@
-// Command slamctl is the slammesh client: start, follow, cancel and inspect
-// missions, fetch merged maps as PNG, and benchmark the mesh.
+// Command slamctl is the slammesh client: start missions (from scenarios or
+// real robot data: CARMEN logs, ROS maps), follow, cancel and inspect them,
+// fetch merged maps as PNG or as ROS map_server files, and benchmark the
+// mesh.
 package main
 
 import (
@@ -31,12 +33,17 @@ Usage:
   slamctl [global flags] <command> [flags]
 
 Commands:
-  start    start a mission from a scenario (or return the existing one)
+  start    start a mission from a scenario or from real data (--carmen LOG
+           --segments LIST, or --ros-map MAP.yaml ...); returns the existing
+           one for a known --id
+  import   write the StartMission JSON of real data (same flags as start)
+           for grpcurl: slamctl import ... -o mission.json
   get      show a mission
   list     list missions, newest first
   cancel   cancel a mission (compensates it, or tears a completed one down)
   watch    follow a mission's progress events until it ends
-  map      write a mission's map as PNG
+  map      write a mission's map as PNG, or with --format ros as a
+           map_server .yaml + .pgm pair that Nav2 loads
   bench    run many small missions, report missions/s and latency, then
            tear the missions down (-keep keeps them)
 
@@ -71,6 +78,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "start":
 		return cmdStart(ctx, c, g, cmdArgs, stdout, stderr)
+	case "import":
+		return cmdImport(cmdArgs, stdout, stderr)
 	case "get":
 		return cmdGet(ctx, c, g, cmdArgs, stdout, stderr)
 	case "list":

@@ -145,7 +145,7 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 		return nil, fmt.Errorf("%s: after line %d: %w", name, line, err)
 	}
 	if len(log.Readings) == 0 {
-		return nil, fmt.Errorf("%w: %s: no FLASER or ROBOTLASER1 line in %d lines", ErrSyntax, name, line)
+		return nil, fmt.Errorf("%s: no FLASER or ROBOTLASER1 line in %d lines: %w", name, line, ErrSyntax)
 	}
 	return log, nil
 }

@@ -158,10 +158,11 @@ func CarmenAgents(log *Log, opts CarmenOptions) ([]*typesv1.Agent, error) {
 		frame := poseOf(first).Inverse()
 		a := &typesv1.Agent{AgentId: ids[k], Anchor: k == 0, Scans: make([]*typesv1.ScanFrame, len(kept))}
 		for i, r := range kept {
-			a.Scans[i] = &typesv1.ScanFrame{
-				OdomPose: slamproto.PoseToProto(frame.Compose(poseOf(r))),
-				Scan:     scanOf(r, opts),
+			pose := slam.Pose2D{} // exactly the identity, not p⁻¹∘p's rounding
+			if i > 0 {
+				pose = frame.Compose(poseOf(r))
 			}
+			a.Scans[i] = &typesv1.ScanFrame{OdomPose: slamproto.PoseToProto(pose), Scan: scanOf(r, opts)}
 		}
 		switch {
 		case k == 0:

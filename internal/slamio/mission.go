@@ -20,33 +20,47 @@ const DefaultMapMargin = 2.0
 // at its initial guess (the anchor's places them exactly), grown by margin
 // metres on every side and snapped outward to whole cells of resolution.
 // Observations are scan endpoints within [range_min, range_max) and the
-// known (not −1) cells of submaps. An agent without a guess is placed at
-// the identity: the margin then has to cover the truth, so pass a larger
-// margin or the map explicitly when guesses are missing. It fails when no
-// agent observed anything.
+// known (not −1) cells of submaps. An agent without a guess must overlap
+// the others to localize at all, so its observations lie within its own
+// extent (the diagonal of their bounding box in its frame) of the guessed
+// agents' observations: the map grows by that much on every side. It fails
+// when no agent with a guess observed anything.
 func MapFor(agents []*typesv1.Agent, resolution, margin float64) (*typesv1.MapSpec, error) {
 	if !(resolution > 0) || !(margin >= 0) {
 		return nil, fmt.Errorf("map resolution %g m, margin %g m: want > 0 and >= 0", resolution, margin)
 	}
-	b := bounds{minX: math.Inf(1), minY: math.Inf(1), maxX: math.Inf(-1), maxY: math.Inf(-1)}
+	placed := emptyBounds()
+	grow := 0.0
 	for _, a := range agents {
-		guess := slamproto.PoseFromProto(a.GetInitialGuess())
+		b, guess := &placed, slamproto.PoseFromProto(a.GetInitialGuess())
+		own := emptyBounds()
+		if a.GetInitialGuess() == nil {
+			b, guess = &own, slam.Pose2D{}
+		}
 		if sm := a.GetSubmap(); sm != nil {
 			b.addSubmap(guess, sm)
 		}
 		for _, f := range a.GetScans() {
 			b.addScan(guess.Compose(slamproto.PoseFromProto(f.GetOdomPose())), f.GetScan())
 		}
+		if own.minX <= own.maxX {
+			grow = math.Max(grow, math.Hypot(own.maxX-own.minX, own.maxY-own.minY))
+		}
 	}
-	if b.minX > b.maxX {
-		return nil, errors.New("no agent observed anything: no scan endpoint within its range limits, no known submap cell")
+	if placed.minX > placed.maxX {
+		return nil, errors.New("no agent with an initial guess observed anything: no scan endpoint within its range limits, no known submap cell")
 	}
-	snapDown := func(v float64) float64 { return math.Floor(v/resolution-1e-9) * resolution }
-	snapUp := func(v float64) float64 { return math.Ceil(v/resolution+1e-9) * resolution }
-	x0, y0 := snapDown(b.minX-margin), snapDown(b.minY-margin)
-	x1, y1 := snapUp(b.maxX+margin), snapUp(b.maxY+margin)
+	margin += grow
+	snapDown := func(v float64) float64 { return math.Floor(v/resolution+1e-9) * resolution }
+	snapUp := func(v float64) float64 { return math.Ceil(v/resolution-1e-9) * resolution }
+	x0, y0 := snapDown(placed.minX-margin), snapDown(placed.minY-margin)
+	x1, y1 := snapUp(placed.maxX+margin), snapUp(placed.maxY+margin)
 	round := func(v float64) float64 { return math.Round(v*1e9) / 1e9 } // no 0.30000000000000004 in the JSON
 	return &typesv1.MapSpec{OriginX: round(x0), OriginY: round(y0), WidthM: round(x1 - x0), HeightM: round(y1 - y0), Resolution: resolution}, nil
+}
+
+func emptyBounds() bounds {
+	return bounds{minX: math.Inf(1), minY: math.Inf(1), maxX: math.Inf(-1), maxY: math.Inf(-1)}
 }
 
 type bounds struct{ minX, minY, maxX, maxY float64 }

@@ -131,3 +131,25 @@ func TestWillowSubmapsThroughROSFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestMapForGrowsByUnguessedAgents: an agent without a guess widens the map
+// by its own extent, so wherever it turns out to overlap, it fits.
+func TestMapForGrowsByUnguessedAgents(t *testing.T) {
+	t.Parallel()
+	sub := func(w, h uint32) *typesv1.OccupancyGrid {
+		return &typesv1.OccupancyGrid{Meta: &typesv1.GridMeta{Resolution: 1, Width: w, Height: h, Origin: &typesv1.Pose2D{}}, Data: make([]byte, w*h)}
+	}
+	anchor := &typesv1.Agent{AgentId: "a", Anchor: true, Submap: sub(10, 4), InitialGuess: &typesv1.Pose2D{X: 1}}
+	m, err := slamio.MapFor([]*typesv1.Agent{anchor}, 0.5, 1)
+	if err != nil || m.GetOriginX() != 0 || m.GetOriginY() != -1 || m.GetWidthM() != 12 || m.GetHeightM() != 6 {
+		t.Fatalf("anchor only: %v, %v; want (0, -1) 12 x 6", m, err)
+	}
+	other := &typesv1.Agent{AgentId: "b", Submap: sub(3, 4)} // diagonal 5 m
+	m, err = slamio.MapFor([]*typesv1.Agent{anchor, other}, 0.5, 1)
+	if err != nil || m.GetOriginX() != -5 || m.GetOriginY() != -6 || m.GetWidthM() != 22 || m.GetHeightM() != 16 {
+		t.Fatalf("with an unguessed agent: %v, %v; want (-5, -6) 22 x 16", m, err)
+	}
+	if _, err := slamio.MapFor([]*typesv1.Agent{other}, 0.5, 1); err == nil {
+		t.Error("a map from unguessed agents only was accepted")
+	}
+}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slamio"
+)
+
+// importFlags are the flags of start and import that build a mission from
+// real files: a CARMEN log cut into agents, or ROS map_server maps.
+type importFlags struct {
+	carmen      string
+	segments    string
+	poses       string
+	guessFrom   string
+	stride      int
+	kfDist      float64
+	kfDeg       float64
+	rangeMin    float64
+	rangeMax    float64
+	rosMaps     stringList
+	occThresh   optFloat
+	freeThresh  optFloat
+	agentIDs    string
+	guesses     guessFlags
+	mapBounds   string
+	resolution  float64
+	margin      float64
+	windowM     float64
+	windowDeg   float64
+	missionJSON string
+}
+
+func (f *importFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.carmen, "carmen", "", "CARMEN log (plain or .gz) to cut into agents with --segments (FLASER, ROBOTLASER1 and ODOM lines)")
+	fs.StringVar(&f.segments, "segments", "", "with --carmen: inclusive 0-based reading ranges, one agent each, e.g. 6:35,120:149,300:329; the first is the anchor")
+	fs.StringVar(&f.poses, "poses", "laser", "with --carmen: scan poses from the laser line (laser: FLASER x y theta / ROBOTLASER1 laser pose) or the ODOM line nearest in time (odom)")
+	fs.StringVar(&f.guessFrom, "guess-from", "", "with --carmen: non-anchor guesses from each agent's first laser pose (laser), the anchor's chained with odometry (odom), or none (none: localization searches the whole map); default: as --poses")
+	fs.IntVar(&f.stride, "stride", 1, "with --carmen: keep every N-th reading of a segment")
+	fs.Float64Var(&f.kfDist, "keyframe-dist", 0, "with --carmen: keep a reading only after moving this many metres (or turning --keyframe-deg) since the last kept one; 0: off")
+	fs.Float64Var(&f.kfDeg, "keyframe-deg", 0, "with --carmen: keep a reading only after turning this many degrees (or moving --keyframe-dist); 0: off")
+	fs.Float64Var(&f.rangeMin, "range-min", slamio.DefaultRangeMin, "with --carmen: readings below this many metres are invalid")
+	fs.Float64Var(&f.rangeMax, "range-max", slamio.DefaultRangeMax, "with --carmen: readings at or beyond this many metres are no-return beams (a ROBOTLASER1's own maximum range lowers it)")
+	fs.Var(&f.rosMaps, "ros-map", "ROS map_server map (.yaml beside its .pgm) to send as an agent's submap (repeatable; the first is the anchor: its YAML frame is the map frame unless --guess places it; the others are placed by --guess or searched for over the whole map)")
+	fs.Var(&f.occThresh, "occupied-thresh", "with --ros-map: occupied threshold replacing the YAMLs' (e.g. 0.22 for maps whose walls an image editor blended with grey)")
+	fs.Var(&f.freeThresh, "free-thresh", "with --ros-map: free threshold replacing the YAMLs'")
+	fs.StringVar(&f.agentIDs, "agent-ids", "", "comma-separated agent ids, one per agent (default: robot-0, robot-1, ... for --carmen; file names for --ros-map)")
+	fs.Var(&f.guesses, "guess", "initial guess ID=x,y,theta (metres, radians) of an agent's start pose in the map frame (for a --ros-map: of its YAML frame) (repeatable; overrides the imported one)")
+	fs.StringVar(&f.mapBounds, "map", "", "mission map bounds x,y,width,height in metres (default: what the agents saw at their guesses plus --map-margin)")
+	fs.Float64Var(&f.resolution, "resolution", 0.05, "mission map resolution, metres per cell")
+	fs.Float64Var(&f.margin, "map-margin", slamio.DefaultMapMargin, "metres added around what the agents saw when --map is not given")
+	fs.Float64Var(&f.windowM, "search-window-m", 0, "localization's translational search half-width around each guess, metres (0: the service's 1 m)")
+	fs.Float64Var(&f.windowDeg, "search-window-deg", 0, "localization's rotational search half-width around each guess, degrees (0: the service's 20°, 180: every heading)")
+}
+
+// given reports whether any real-data source was named.
+func (f *importFlags) given() bool { return f.carmen != "" || len(f.rosMaps) > 0 }
+
+// request builds the StartMissionRequest the flags describe; summary gets a
+// line per agent saying what was imported.
+func (f *importFlags) request(missionID string, summary io.Writer) (*orchestratorv1.StartMissionRequest, error) {
+	if f.carmen != "" && len(f.rosMaps) > 0 {
+		return nil, fmt.Errorf("%w: give either --carmen or --ros-map, not both (their frames are unrelated)", errUsage)
+	}
+	var ids []string
+	if f.agentIDs != "" {
+		ids = strings.Split(f.agentIDs, ",")
+	}
+	var agents []*typesv1.Agent
+	var err error
+	switch {
+	case f.carmen != "":
+		agents, err = f.carmenAgents(ids)
+	case len(f.rosMaps) > 0:
+		agents, err = f.rosMapAgents(ids)
+	default:
+		return nil, fmt.Errorf("%w: name a --carmen log or --ros-map files", errUsage)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var spec *typesv1.MapSpec
+	if f.mapBounds != "" {
+		v, err := floats(f.mapBounds, 4)
+		if err != nil || !(v[2] > 0 && v[3] > 0) {
+			return nil, fmt.Errorf("%w: --map %q: want x,y,width,height with positive sizes", errUsage, f.mapBounds)
+		}
+		spec = &typesv1.MapSpec{OriginX: v[0], OriginY: v[1], WidthM: v[2], HeightM: v[3], Resolution: f.resolution}
+	}
+	req, err := slamio.Request(missionID, agents, f.guesses.m, spec, f.resolution, f.margin)
+	if err != nil {
+		return nil, err
+	}
+	req.SearchWindowM = f.windowM
+	req.SearchWindowRad = f.windowDeg * math.Pi / 180
+	for _, a := range req.GetAgents() {
+		what := fmt.Sprintf("%d scans", len(a.GetScans()))
+		if sm := a.GetSubmap(); sm != nil {
+			what = fmt.Sprintf("submap %dx%d at %g m", sm.GetMeta().GetWidth(), sm.GetMeta().GetHeight(), sm.GetMeta().GetResolution())
+		}
+		guess := "no guess"
+		if g := a.GetInitialGuess(); g != nil {
+			guess = fmt.Sprintf("guess (%.3f, %.3f, %.4f)", g.GetX(), g.GetY(), g.GetTheta())
+		}
+		role := ""
+		if a.GetAnchor() {
+			role = " anchor"
+		}
+		fmt.Fprintf(summary, "agent %s%s: %s, %s\n", a.GetAgentId(), role, what, guess)
+	}
+	m := req.GetMap()
+	fmt.Fprintf(summary, "map %g x %g m from (%g, %g) at %g m\n", m.GetWidthM(), m.GetHeightM(), m.GetOriginX(), m.GetOriginY(), m.GetResolution())
+	return req, nil
+}
+
+func (f *importFlags) carmenAgents(ids []string) ([]*typesv1.Agent, error) {
+	segs, err := slamio.ParseSegments(f.segments)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --segments: %w", errUsage, err)
+	}
+	log, err := slamio.OpenCarmen(f.carmen)
+	if err != nil {
+		return nil, err
+	}
+	agents, err := slamio.CarmenAgents(log, slamio.CarmenOptions{
+		Segments: segs, AgentIDs: ids,
+		Poses: slamio.PoseSource(f.poses), Guesses: slamio.GuessSource(f.guessFrom),
+		Stride: f.stride, KeyframeDist: f.kfDist, KeyframeAngle: f.kfDeg * math.Pi / 180,
+		RangeMin: f.rangeMin, RangeMax: f.rangeMax,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.carmen, err)
+	}
+	return agents, nil
+}
+
+// rosMapAgents makes one agent per map. The anchor's YAML frame is the
+// map frame (guess: identity); the others get a guess only from --guess,
+// given for their YAML frame.
+func (f *importFlags) rosMapAgents(ids []string) ([]*typesv1.Agent, error) {
+	if ids != nil && len(ids) != len(f.rosMaps) {
+		return nil, fmt.Errorf("%w: %d --agent-ids for %d maps", errUsage, len(ids), len(f.rosMaps))
+	}
+	opts := slamio.ROSMapOptions{OccupiedThresh: f.occThresh.p, FreeThresh: f.freeThresh.p}
+	var agents []*typesv1.Agent
+	seen := map[string]bool{}
+	for i, path := range f.rosMaps {
+		m, err := slamio.ReadROSMap(path, opts)
+		if err != nil {
+			return nil, err
+		}
+		id := slamio.AgentIDFromPath(path)
+		if ids != nil {
+			id = ids[i]
+		}
+		if err := slamio.CheckAgentID(id); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w (name it with --agent-ids)", errUsage, path, err)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("%w: agent id %q twice: name the maps with --agent-ids", errUsage, id)
+		}
+		seen[id] = true
+		var mapFromYAML *slam.Pose2D
+		if g, ok := f.guesses.m[id]; ok {
+			mapFromYAML = &g
+			delete(f.guesses.m, id) // applied here: it is the YAML frame's guess
+		} else if i == 0 {
+			mapFromYAML = &slam.Pose2D{}
+		}
+		agents = append(agents, slamio.ROSMapAgent(m, id, i == 0, mapFromYAML))
+	}
+	return agents, nil
+}
+
+// writeMissionJSON writes req as proto3 JSON, the form grpcurl -d @ reads.
+func writeMissionJSON(path string, req *orchestratorv1.StartMissionRequest, stdout io.Writer) error {
+	b, err := protojson.Marshal(req)
+	if err != nil {
+		return err
+	}
+	if path == "-" {
+		_, err = stdout.Write(append(b, '\n'))
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// stringList collects a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error {
+	*s = append(*s, v)
+	return nil
+}
+
+// optFloat is a float flag that knows whether it was given.
+type optFloat struct{ p *float64 }
+
+func (o *optFloat) String() string {
+	if o.p == nil {
+		return ""
+	}
+	return strconv.FormatFloat(*o.p, 'g', -1, 64)
+}
+
+func (o *optFloat) Set(v string) error {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > 1 {
+		return errors.New("want a number in [0, 1]")
+	}
+	o.p = &f
+	return nil
+}
+
+// guessFlags collects repeated --guess ID=x,y,theta values.
+type guessFlags struct{ m map[string]slam.Pose2D }
+
+func (g *guessFlags) String() string { return fmt.Sprint(len(g.m), " guesses") }
+
+func (g *guessFlags) Set(v string) error {
+	id, pose, ok := strings.Cut(v, "=")
+	if !ok || id == "" {
+		return fmt.Errorf("want ID=x,y,theta, got %q", v)
+	}
+	p, err := floats(pose, 3)
+	if err != nil {
+		return fmt.Errorf("guess %q: %w", v, err)
+	}
+	if g.m == nil {
+		g.m = map[string]slam.Pose2D{}
+	}
+	if _, dup := g.m[id]; dup {
+		return fmt.Errorf("agent %q guessed twice", id)
+	}
+	g.m[id] = slam.Pose2D{X: p[0], Y: p[1], Theta: p[2]}
+	return nil
+}
+
+// floats parses n comma-separated finite numbers.
+func floats(s string, n int) ([]float64, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != n {
+		return nil, fmt.Errorf("want %d comma-separated numbers", n)
+	}
+	out := make([]float64, n)
+	for i, p := range parts {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("%q is not a finite number", p)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+func cmdImport(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("import", "import [flags] (--carmen LOG --segments LIST | --ros-map MAP.yaml...) -o mission.json", stderr)
+	var imp importFlags
+	imp.register(fs)
+	id := fs.String("id", "", "mission id (idempotency key); generated by the orchestrator when empty")
+	out := fs.String("o", "-", "where to write the StartMission JSON (- : stdout); send it with grpcurl -d @ ... < mission.json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
+	}
+	req, err := imp.request(*id, stderr)
+	if err != nil {
+		return err
+	}
+	return writeMissionJSON(*out, req, stdout)
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/slamio"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// realdata is ../shared/realdata relative to the project root (two levels
+// up from this package), read in place.
+var realdata = filepath.Join("..", "..", "..", "shared", "realdata")
+
+func loadMission(t *testing.T, name string) *orchestratorv1.StartMissionRequest {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(realdata, "missions", name+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req orchestratorv1.StartMissionRequest
+	if err := protojson.Unmarshal(b, &req); err != nil {
+		t.Fatal(err)
+	}
+	return &req
+}
+
+// slamctl runs the command line against the mesh and returns its stdout.
+func slamctl(t *testing.T, ctx context.Context, m mesh, args ...string) (string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, append([]string{"--addr", m.orchestrator, "--mapping-addr", m.mapping}, args...), func(string) string { return "" }, &stdout, &stderr)
+	if err != nil {
+		return stdout.String(), fmt.Errorf("slamctl %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// guessArgs returns --guess flags with the mission's guesses (the
+// non-anchors' are random perturbations of the truth, which no log can
+// reproduce; willow-3's anchor submap lies in a frame rotated away from the
+// source map's) and --map with its bounds.
+func guessArgs(req *orchestratorv1.StartMissionRequest) []string {
+	var args []string
+	for _, a := range req.GetAgents() {
+		if g := a.GetInitialGuess(); g != nil {
+			args = append(args, "--guess", fmt.Sprintf("%s=%v,%v,%v", a.GetAgentId(), g.GetX(), g.GetY(), g.GetTheta()))
+		}
+	}
+	m := req.GetMap()
+	return append(args, "--map", fmt.Sprintf("%v,%v,%v,%v", m.GetOriginX(), m.GetOriginY(), m.GetWidthM(), m.GetHeightM()))
+}
+
+// sameOutcome fails unless two missions ended alike: the same state and
+// error reason and, per agent, map_from_agent within 1 mm and 1e-4 rad
+// (the requests differ only by the JSON's 6-digit rounding of poses).
+func sameOutcome(t *testing.T, files, json *orchestratorv1.Mission) {
+	t.Helper()
+	t.Logf("through files: %s %s %s; through the JSON: %s %s %s", files.GetState(), files.GetError().GetReason(), files.GetError().GetMessage(),
+		json.GetState(), json.GetError().GetReason(), json.GetError().GetMessage())
+	if files.GetState() != json.GetState() || files.GetError().GetReason() != json.GetError().GetReason() {
+		t.Fatalf("outcome through files %s (%s), through the JSON %s (%s)", files.GetState(), files.GetError().GetReason(), json.GetState(), json.GetError().GetReason())
+	}
+	if len(files.GetPoses()) != len(json.GetPoses()) {
+		t.Fatalf("%d poses through files, %d through the JSON", len(files.GetPoses()), len(json.GetPoses()))
+	}
+	for i, p := range files.GetPoses() {
+		q := json.GetPoses()[i]
+		a, b := p.GetMapFromAgent(), q.GetMapFromAgent()
+		if p.GetAgentId() != q.GetAgentId() || math.Hypot(a.GetX()-b.GetX(), a.GetY()-b.GetY()) > 1e-3 || math.Abs(a.GetTheta()-b.GetTheta()) > 1e-4 {
+			t.Errorf("agent %s: %v through files, %s %v through the JSON", p.GetAgentId(), a, q.GetAgentId(), b)
+		}
+	}
+}
+
+// startJSON sends a provided mission JSON as grpcurl would, and waits.
+func startJSON(t *testing.T, ctx context.Context, m mesh, req *orchestratorv1.StartMissionRequest) *orchestratorv1.Mission {
+	t.Helper()
+	conn, err := grpc.NewClient(m.orchestrator, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req.Wait = true
+	resp, err := orchestratorv1.NewOrchestratorServiceClient(conn).StartMission(ctx, req)
+	if err != nil {
+		t.Fatalf("StartMission %s: %v", req.GetMissionId(), err)
+	}
+	return resp.GetMission()
+}
+
+// startFiles runs slamctl start with args and --wait --json, and returns
+// the mission it printed.
+func startFiles(t *testing.T, ctx context.Context, m mesh, args ...string) *orchestratorv1.Mission {
+	t.Helper()
+	out, err := slamctl(t, ctx, m, append([]string{"--json", "start", "--wait"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp orchestratorv1.StartMissionResponse
+	if err := protojson.Unmarshal([]byte(out), &resp); err != nil {
+		t.Fatalf("slamctl start printed %q: %v", out, err)
+	}
+	return resp.GetMission()
+}
+
+// TestRealDataThroughSlamctlFiles runs two real missions through four real
+// servers twice each: once from the provided JSON (as grpcurl sends it),
+// once from the raw files through slamctl start (the CARMEN log cut by
+// --segments; the willow-3 submaps saved as map_server files and passed as
+// --ros-map). Both must end alike, whatever the outcome. Then the merged
+// intel map is exported with slamctl map --format ros and read back: every
+// cell keeps its trinary class (raw: its value).
+func TestRealDataThroughSlamctlFiles(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), meshTimeout)
+	defer cancel()
+	m := startMesh(t)
+
+	intel := loadMission(t, "intel-local-3")
+	filesIntel := startFiles(t, ctx, m, append([]string{"--id", "files-intel-local-3",
+		"--carmen", filepath.Join(realdata, "carmen", "intel-corrected.log.gz"), "--segments", "6:35,189:218,90:119"}, guessArgs(intel)...)...)
+	sameOutcome(t, filesIntel, startJSON(t, ctx, m, intel))
+
+	willow := loadMission(t, "willow-3")
+	dir := t.TempDir()
+	args := []string{"--id", "files-willow-3"}
+	var ids []string
+	for _, a := range willow.GetAgents() {
+		base := filepath.Join(dir, a.GetAgentId())
+		if err := slamio.WriteROSMap(base, a.GetSubmap(), slamio.ExportTrinary); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--ros-map", base+".yaml")
+		ids = append(ids, a.GetAgentId())
+	}
+	args = append(args, "--agent-ids", strings.Join(ids, ","))
+	filesWillow := startFiles(t, ctx, m, append(args, guessArgs(willow)...)...)
+	sameOutcome(t, filesWillow, startJSON(t, ctx, m, willow))
+
+	if filesIntel.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+		t.Fatalf("intel-local-3 %s: no merged map to export", filesIntel.GetState())
+	}
+	conn, err := grpc.NewClient(m.mapping, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	merged, err := mappingv1.NewMappingServiceClient(conn).GetMap(ctx, &mappingv1.GetMapRequest{MissionId: filesIntel.GetMissionId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"trinary", "raw"} {
+		base := filepath.Join(dir, "merged-"+mode)
+		if _, err := slamctl(t, ctx, m, "map", "--format", "ros", "--ros-mode", mode, "-o", base, filesIntel.GetMissionId()); err != nil {
+			t.Fatal(err)
+		}
+		back, err := slamio.ReadROSMap(base+".yaml", slamio.ROSMapOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gm, wm := back.Grid.GetMeta(), merged.GetGrid().GetMeta()
+		if gm.GetWidth() != wm.GetWidth() || gm.GetHeight() != wm.GetHeight() || gm.GetResolution() != wm.GetResolution() ||
+			gm.GetOrigin().GetX() != wm.GetOrigin().GetX() || gm.GetOrigin().GetY() != wm.GetOrigin().GetY() {
+			t.Fatalf("%s: meta %v read back, merged map's %v", mode, gm, wm)
+		}
+		counts := map[int8]int{}
+		for i, c := range merged.GetGrid().GetData() {
+			want := int8(c)
+			if mode == "trinary" {
+				want = slamio.TrinaryClass(want)
+			}
+			got := int8(back.Grid.GetData()[i])
+			if got != want {
+				t.Fatalf("%s: cell %d is %d in the merged map, %d read back; want %d", mode, i, int8(c), got, want)
+			}
+			counts[slamio.TrinaryClass(int8(c))]++
+			if int8(c) > 25 && int8(c) < 65 {
+				counts[50]++
+			}
+		}
+		t.Logf("%s round trip of %dx%d cells exact: %d occupied, %d free, %d unknown (%d of them undecided 26..64 %%)",
+			mode, wm.GetWidth(), wm.GetHeight(), counts[100], counts[0], counts[-1], counts[50])
+	}
+}
