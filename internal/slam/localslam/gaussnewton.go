@@ -101,7 +101,8 @@ const normalWindow = 0.25
 // "On degeneracy of optimization-based state estimation problems"). When the
 // smaller eigenvalue is below ratio times the larger (a corridor: every
 // normal points across it), it returns the unit eigenvector of the smaller
-// one in the sensor frame, and true. The map is not consulted on purpose:
+// one in the sensor frame, and true; a scan without any line-like piece
+// reports false. The map is not consulted on purpose:
 // its edge (the end of the walls mapped so far) looks like structure along a
 // corridor and pulls a new scan back into the mapped part.
 func weakDirection(pts []point, ratio float64) ([2]float64, bool) {
@@ -136,7 +137,9 @@ func weakDirection(pts []point, ratio float64) ([2]float64, bool) {
 	}
 	l1, l2, weak := eigen2(a, b, d)
 	if !(l1 > 0) {
-		return [2]float64{1, 0}, true
+		// No piece of line at all (clutter, a few scattered returns): the
+		// normals cannot judge, and the score guards decide alone.
+		return [2]float64{}, false
 	}
 	return weak, l2 < ratio*l1
 }

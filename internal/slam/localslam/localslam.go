@@ -134,7 +134,7 @@ type FrameResult struct {
 	Matched    bool        // false: the prediction was kept (first frame, too few points, low score or gain, beyond the window)
 	Degenerate bool        // one translation direction was unconstrained: the prediction was kept along it
 	Score      float64     // mean interpolated likelihood of the scan points at Pose (0 when not matched)
-	PriorScore float64     // the same at Prior
+	PriorScore float64     // the same at Prior (0 when no match was tried)
 }
 
 // Track runs a new Tracker over frames and returns one result per frame.

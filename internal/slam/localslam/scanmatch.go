@@ -71,6 +71,7 @@ func (t *Tracker) match(scan slam.LaserScan, res *FrameResult) {
 		return
 	}
 	prior := res.Prior
+	res.PriorScore = t.m.meanBilinear(t.pts, prior)
 	cres := t.opts.Resolution * coarseFactor
 	// Rotation step that moves the farthest point by about one coarse cell.
 	dTheta := min(max(cres/math.Max(rmax, 1), 0.25*math.Pi/180), 2*math.Pi/180)
@@ -113,14 +114,11 @@ func (t *Tracker) match(scan slam.LaserScan, res *FrameResult) {
 		math.Abs(slam.AngleDiff(best.pose.Theta, prior.Theta)) > t.opts.WindowTheta {
 		return
 	}
-	res.Score = t.m.meanBilinear(t.pts, best.pose)
-	res.PriorScore = t.m.meanBilinear(t.pts, prior)
-	if res.Score-res.PriorScore < t.opts.MinGain {
-		res.Score = 0
+	score := t.m.meanBilinear(t.pts, best.pose)
+	if score-res.PriorScore < t.opts.MinGain {
 		return
 	}
-	res.Pose = best.pose
-	res.Matched = true
+	res.Pose, res.Score, res.Matched = best.pose, score, true
 }
 
 // priorWeight is the weight of a pose at offset (dx, dy, dθ) from the prior.
