@@ -71,7 +71,7 @@ func seeds(n, short int) []uint64 {
 }
 
 func TestOfficeAccuracy(t *testing.T) {
-	var trans, rot, score, amb, conflict, iou, acc, cover, cons []float64
+	var trans, rot, score, amb, conflict, iou, acc, cover, cons, changed []float64
 	for _, seed := range seeds(24, 6) {
 		n := 2 + int(seed%3) // 2, 3 and 4 agents
 		w, err := world.Generate(world.Config{Seed: seed, Agents: n})
@@ -101,6 +101,9 @@ func TestOfficeAccuracy(t *testing.T) {
 			continue
 		}
 		cons = append(cons, rep.MinConsistency)
+		for _, ar := range rep.Agents {
+			changed = append(changed, ar.ChangedShare)
+		}
 		ms, err := eval.CompareMaps(merged, w.Truth)
 		if err != nil {
 			t.Fatal(err)
@@ -116,6 +119,7 @@ func TestOfficeAccuracy(t *testing.T) {
 	t.Logf("ambiguity:             %v", eval.Summarize(amb))
 	t.Logf("free conflict:         %v", eval.Summarize(conflict))
 	t.Logf("merge consistency:     %v", eval.Summarize(cons))
+	t.Logf("changed share:         %v", eval.Summarize(changed))
 	t.Logf("occupied IoU:          %v", eval.Summarize(iou))
 	t.Logf("accuracy (observed):   %v", eval.Summarize(acc))
 	t.Logf("coverage:              %v", eval.Summarize(cover))
@@ -232,7 +236,7 @@ func TestSymmetricCorridorIsAmbiguous(t *testing.T) {
 }
 
 func TestChangedWorldFailsConsistency(t *testing.T) {
-	var cons []float64
+	var cons, changed []float64
 	for _, seed := range seeds(9, 3) {
 		n := 2 + int(seed%3)
 		w, err := world.Generate(world.Config{Seed: seed, Agents: n, Kind: world.ChangedWorld})
@@ -250,8 +254,10 @@ func TestChangedWorldFailsConsistency(t *testing.T) {
 			continue
 		}
 		cons = append(cons, ie.Consistency)
+		changed = append(changed, ie.Report.ChangedShare)
 	}
 	t.Logf("changed agent consistency: %v (threshold %.3f)", eval.Summarize(cons), fuse.DefaultMinConsistency)
+	t.Logf("changed agent changed share: %v", eval.Summarize(changed))
 }
 
 func TestOversizedGridIsRefused(t *testing.T) {

@@ -112,7 +112,8 @@ func (w *warper) each(f func(i int, v float32)) {
 // the gate at 1 % disagreement, six times the worst office and less than
 // half the mildest change.
 const (
-	DefaultMinConsistency  = 0.99
+	DefaultMinConsistency  = 0.95
+	DefaultMaxChangedShare = 0.015
 	DefaultConfidence      = 1.0
 	DefaultMinOverlapCells = 200
 	DefaultBand            = 3
@@ -133,6 +134,10 @@ type Options struct {
 	// world the contradictions (moved furniture, closed doors) are a few
 	// hundred cells against ten thousand cells of free floor.
 	Band int
+	// MaxChangedShare is the per-region gate: an input whose
+	// ChangedShare (disagreements inside contradicted regions over all
+	// votes) exceeds it fails the merge with slam.ErrInconsistent.
+	MaxChangedShare float64
 	// MinOverlapCells is the number of shared confident cells below which
 	// consistency is not judged: too little overlap says nothing.
 	MinOverlapCells int
@@ -141,6 +146,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.MinConsistency == 0 {
 		o.MinConsistency = DefaultMinConsistency
+	}
+	if o.MaxChangedShare == 0 {
+		o.MaxChangedShare = DefaultMaxChangedShare
 	}
 	if o.Confidence == 0 {
 		o.Confidence = DefaultConfidence
@@ -169,6 +177,13 @@ type AgentReport struct {
 	Disagreement int     // shared confident cells where one says occupied and the other free
 	Consistency  float64 // Agreement / (Agreement + Disagreement); 1 when not judged
 	Judged       bool    // false when the overlap was below MinOverlapCells
+	// ContradictedRegions counts the regions whose votes disagree at least
+	// contradictedRegion of the time, ContradictedCells their
+	// disagreements, and ChangedShare is ContradictedCells over all votes
+	// (0 when not judged): see regionCells.
+	ContradictedRegions int
+	ContradictedCells   int
+	ChangedShare        float64
 }
 
 // Report summarises a merge.
@@ -180,16 +195,23 @@ type Report struct {
 // InconsistencyError is the failure of the consistency gate; it wraps
 // slam.ErrInconsistent and names the input that contradicted the map.
 type InconsistencyError struct {
-	Agent       int
-	Consistency float64
-	Threshold   float64
-	Report      AgentReport
+	Agent           int
+	Consistency     float64
+	Threshold       float64 // MinConsistency
+	ChangedShare    float64
+	MaxChangedShare float64
+	Report          AgentReport
 }
 
-// Error names the agent and the numbers behind the verdict.
+// Error names the agent and the numbers behind the verdict: which of the
+// two gates failed, and both measures.
 func (e *InconsistencyError) Error() string {
-	return fmt.Sprintf("slam: agent %d inconsistent with the map: consistency %.3f < %.3f (%d agree, %d disagree)",
-		e.Agent, e.Consistency, e.Threshold, e.Report.Agreement, e.Report.Disagreement)
+	if e.Consistency < e.Threshold {
+		return fmt.Sprintf("slam: agent %d inconsistent with the map: consistency %.3f < %.3f (%d agree, %d disagree; %.4f of the votes in %d contradicted regions)",
+			e.Agent, e.Consistency, e.Threshold, e.Report.Agreement, e.Report.Disagreement, e.ChangedShare, e.Report.ContradictedRegions)
+	}
+	return fmt.Sprintf("slam: agent %d inconsistent with the map: %.4f of the votes disagree in %d contradicted regions > %.4f (consistency %.3f, %d agree, %d disagree)",
+		e.Agent, e.ChangedShare, e.Report.ContradictedRegions, e.MaxChangedShare, e.Consistency, e.Report.Agreement, e.Report.Disagreement)
 }
 
 // Unwrap lets errors.Is(err, slam.ErrInconsistent) match.
@@ -198,7 +220,8 @@ func (e *InconsistencyError) Unwrap() error { return slam.ErrInconsistent }
 // Merge warps every input into a copy of base, in order, and returns the
 // fused grid. Each input is first compared with the map so far (incremental
 // pairwise consistency, see Consistency); if any judged consistency is
-// below opts.MinConsistency the merge fails with an *InconsistencyError for
+// below opts.MinConsistency, or its ChangedShare above opts.MaxChangedShare,
+// the merge fails with an *InconsistencyError for
 // the first such input and returns no grid, but still returns the report.
 // base is never modified; it may be an empty grid of the allocated map or the
 // previous map version.
@@ -220,8 +243,9 @@ func Merge(base *grid.Grid, inputs []Input, opts Options) (*grid.Grid, Report, e
 		rep.Agents = append(rep.Agents, ar)
 		if ar.Judged {
 			rep.MinConsistency = math.Min(rep.MinConsistency, ar.Consistency)
-			if ar.Consistency < opts.MinConsistency && firstErr == nil {
-				firstErr = &InconsistencyError{Agent: in.Agent, Consistency: ar.Consistency, Threshold: opts.MinConsistency, Report: ar}
+			if (ar.Consistency < opts.MinConsistency || ar.ChangedShare > opts.MaxChangedShare) && firstErr == nil {
+				firstErr = &InconsistencyError{Agent: in.Agent, Consistency: ar.Consistency, Threshold: opts.MinConsistency,
+					ChangedShare: ar.ChangedShare, MaxChangedShare: opts.MaxChangedShare, Report: ar}
 			}
 		}
 	}
@@ -286,6 +310,11 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 		}
 		return true
 	}
+	rw := (bw + regionCells - 1) / regionCells
+	regions := make([]regionVotes, rw*((bh+regionCells-1)/regionCells))
+	region := func(x, y int) *regionVotes {
+		return &regions[((y-w.y0)/regionCells)*rw+(x-w.x0)/regionCells]
+	}
 	getOut := func(x, y int) float32 { return out.At(x, y) }
 	getIn := func(x, y int) float32 {
 		if x < w.x0 || y < w.y0 || x > w.x1 || y > w.y1 {
@@ -300,15 +329,20 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 			if (a < conf && a > -conf) || (b < conf && b > -conf) || !band[(y-w.y0)*bw+(x-w.x0)] {
 				continue
 			}
+			rv := region(x, y)
 			switch {
 			case (a > 0) == (b > 0):
 				ar.Agreement++
+				rv.agree++
 			case a < 0 && !freeAround(getOut, x, y): // the map's free cell borders a wall or the unseen
 				ar.Agreement++
+				rv.agree++
 			case b < 0 && !freeAround(getIn, x, y):
 				ar.Agreement++
+				rv.agree++
 			default:
 				ar.Disagreement++
+				rv.disagree++
 			}
 		}
 	}
@@ -324,9 +358,35 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 	if shared := ar.Agreement + ar.Disagreement; shared >= opts.MinOverlapCells {
 		ar.Judged = true
 		ar.Consistency = float64(ar.Agreement) / float64(shared)
+		for _, rv := range regions {
+			if v := rv.agree + rv.disagree; v >= minRegionVotes && float64(rv.disagree) >= contradictedRegion*float64(v) {
+				ar.ContradictedRegions++
+				ar.ContradictedCells += rv.disagree
+			}
+		}
+		ar.ChangedShare = float64(ar.ContradictedCells) / float64(shared)
 	}
 	return ar, scratch
 }
+
+// Per-region consistency (issue 8). Real data disagrees with itself a
+// little everywhere: glass seen through or not, people walking, a chair
+// moved, a wall hit at a grazing angle; a wrong pose or a changed world
+// disagrees a lot in some places: the walls of a room that is not there,
+// the furniture that moved, the door that closed. So the overlap is cut into
+// regions of regionCells × regionCells cells (1 m at 5 cm), a region whose
+// votes disagree at least contradictedRegion of the time is contradicted,
+// and the gate is on the share of all votes that are disagreements inside
+// contradicted regions (ChangedShare): scattered noise does not count,
+// concentrated contradiction does.
+var (
+	regionCells        = 20
+	minRegionVotes     = 12
+	contradictedRegion = 0.10
+)
+
+// regionVotes counts one region's votes.
+type regionVotes struct{ agree, disagree int }
 
 // structureBand marks the cells of the window (x0, y0, bw×bh) of a grid of
 // width mw that lie within band cells (Chebyshev) of a confidently occupied

@@ -38,7 +38,12 @@ const (
 	// pruned. Coarse ambiguities stay below refined ones (the coarse field
 	// is wider), so peaks that could still reach MaxAmbiguity after
 	// refinement are kept.
-	peakRatio = 0.7
+	peakRatio = 0.8
+	// globalPeakRatio is peakRatio for the first stage of a search
+	// without a guess, on the global field: its cells are twice as wide,
+	// so it ranks the right pose less sharply against a wrong one (Willow's
+	// robot-2, a 31 % overlap, scores 0.83 of a wrong pose there).
+	globalPeakRatio = 0.8
 	// minCoarseScore is the floor of the threshold, so that a submap with no
 	// overlap at all still ends quickly (its best leaf is reported).
 	minCoarseScore = 0.08
@@ -48,7 +53,7 @@ const (
 	// thinned evenly. The mean likelihood of a few hundred points spread
 	// over the submap ranks poses as well as thousands, at a fraction of
 	// the cost.
-	bnbMaxPoints = 400
+	bnbMaxPoints = 200
 )
 
 // precompStack is the max-filtered coarse field at heights 0..maxDepth:
@@ -109,11 +114,12 @@ type bnbNode struct {
 
 // bnbSearch holds one search's state.
 type bnbSearch struct {
-	r       *Reference
+	f       *bnbField
 	stack   *precompStack
 	sp      searchSpace
 	scans   [][]int32 // per rotation: discretized points (x, y, x, y, ...) at offset 0
 	invN    float32
+	ratio   float32 // peakRatio or globalPeakRatio
 	best    float32
 	peaks   []peak
 	visited int
@@ -132,13 +138,12 @@ func thinPoints(pts []point, n int) []point {
 	return out
 }
 
-// branchAndBound returns the distinct peaks of the search space, best first,
-// and the best leaf score (0 if none reached minCoarseScore).
-func (r *Reference) branchAndBound(ctx context.Context, pts []point, sp searchSpace) ([]peak, error) {
-	st := r.precomp()
-	b := &bnbSearch{r: r, stack: st, sp: sp, invN: 1 / float32(len(pts))}
-	res := r.coarseRes
-	inv := 1 / res
+// branchAndBound returns the distinct peaks of the search space on field f,
+// best first; none if no leaf reached minCoarseScore.
+func branchAndBound(ctx context.Context, f *bnbField, pts []point, sp searchSpace, ratio float32) ([]peak, error) {
+	st := f.precomp()
+	b := &bnbSearch{f: f, stack: st, sp: sp, invN: 1 / float32(len(pts)), ratio: ratio}
+	inv := 1 / f.res
 	b.scans = make([][]int32, len(sp.thetas))
 	for k, th := range sp.thetas {
 		s, c := math.Sincos(th)
@@ -146,8 +151,8 @@ func (r *Reference) branchAndBound(ctx context.Context, pts []point, sp searchSp
 		for _, p := range pts {
 			x := sp.cx + c*p.x - s*p.y
 			y := sp.cy + s*p.x + c*p.y
-			fx := math.Floor((x - r.coarseOrigin[0]) * inv)
-			fy := math.Floor((y - r.coarseOrigin[1]) * inv)
+			fx := math.Floor((x - f.origin[0]) * inv)
+			fy := math.Floor((y - f.origin[1]) * inv)
 			// Points far outside the map score 0 at every offset; clamping
 			// keeps the int32 arithmetic safe without changing any score
 			// (the window is at most a map's size beyond it).
@@ -187,7 +192,7 @@ func (b *bnbSearch) score(level int, n bnbNode) float32 {
 }
 
 func (b *bnbSearch) threshold() float32 {
-	return max(minCoarseScore, peakRatio*b.best)
+	return max(minCoarseScore, b.ratio*b.best)
 }
 
 func (b *bnbSearch) descend(ctx context.Context, level int, cands []bnbNode) error {
@@ -232,7 +237,7 @@ func (b *bnbSearch) descend(ctx context.Context, level int, cands []bnbNode) err
 // the higher pose), or starts a new one.
 func (b *bnbSearch) leaf(n bnbNode) {
 	b.best = max(b.best, n.score)
-	res := b.r.coarseRes
+	res := b.f.res
 	p := peak{
 		pose: slam.Pose2D{
 			X:     b.sp.cx + float64(n.x)*res,

@@ -54,7 +54,7 @@ const (
 	DefaultWindowXY       = 1.0                // metres, ± around the guess
 	DefaultWindowTheta    = 20 * math.Pi / 180 // radians, ± around the guess
 	DefaultMinPoints      = 100
-	DefaultMinScore       = 0.30
+	DefaultMinScore       = 0.25
 	DefaultMaxAmbiguity   = 0.90
 	DefaultConfidentScore = 0.55
 	DefaultICPIters       = 30
@@ -238,6 +238,12 @@ type point struct{ x, y float64 }
 type pointSets struct {
 	all, fine, coarse []point
 	maxRadius         float64
+	// searchRadius is the 90th percentile of the coarse points' distance
+	// from the agent's origin: the rotation step of the search moves it by
+	// one coarse cell. The few farthest points move by a little more, which
+	// the coarse field's width and the fine search absorb; stepping for the
+	// single farthest point would multiply the rotations of a long submap.
+	searchRadius float64
 }
 
 func extractPoints(submap *grid.Grid) pointSets {
@@ -277,8 +283,14 @@ func extractPoints(submap *grid.Grid) pointSets {
 	}
 	ps.fine = gather(fineAcc, fineN)
 	ps.coarse = gather(coarseAcc, coarseN)
-	for _, p := range ps.coarse {
-		ps.maxRadius = math.Max(ps.maxRadius, math.Hypot(p.x, p.y))
+	radii := make([]float64, len(ps.coarse))
+	for i, p := range ps.coarse {
+		radii[i] = math.Hypot(p.x, p.y)
+		ps.maxRadius = math.Max(ps.maxRadius, radii[i])
+	}
+	if len(radii) > 0 {
+		slices.Sort(radii)
+		ps.searchRadius = radii[len(radii)*9/10]
 	}
 	return ps
 }
@@ -326,9 +338,15 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	if len(ps.all) < max(opts.MinPoints, 3) {
 		return res, &LocalizationError{Reason: slam.ErrInsufficientData, Result: res, Threshold: float64(opts.MinPoints)}
 	}
-	sp, window := r.searchSpace(ps, guess, opts)
-	res.Search = window
-	peaks, err := r.branchAndBound(ctx, thinPoints(ps.coarse, bnbMaxPoints), sp)
+	pts := thinPoints(ps.coarse, bnbMaxPoints)
+	var peaks []peak
+	if guess == nil {
+		peaks, res.Search, err = r.globalSearch(ctx, ps, pts)
+	} else {
+		sp, window := r.searchSpace(&r.coarseBnB, ps.searchRadius, *guess, opts.WindowXY, opts.WindowTheta)
+		res.Search = window
+		peaks, err = branchAndBound(ctx, &r.coarseBnB, pts, sp, peakRatio)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -358,8 +376,10 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 		}
 	}
 	res.Ambiguity = 0
+	// A runner-up that fails verification is no alternative: it puts
+	// reference walls across the agent's open floor.
 	for _, p := range refined {
-		if distinct(p.pose, best.pose) && best.score > 0 && !r.sameBasin(ps.fine, best.peak, p.peak) {
+		if p.conflict <= opts.MaxFreeConflict && distinct(p.pose, best.pose) && best.score > 0 && !r.sameBasin(ps.fine, best.peak, p.peak) {
 			res.Ambiguity = math.Min(p.score/best.score, 1)
 			res.RunnerUp = p.pose
 			res.RunnerUpScore = p.score
@@ -397,51 +417,68 @@ type verified struct {
 	conflict float64
 }
 
-// searchSpace turns a guess and the options into the leaves of the search:
-// the window around guess clipped to the map, or, without a guess, the
-// whole map. Rotation steps move the farthest point by about one coarse
-// cell.
-func (r *Reference) searchSpace(ps pointSets, guess *slam.Pose2D, opts Options) (searchSpace, Window) {
-	res := r.coarseRes
-	dTheta := math.Min(res/math.Max(ps.maxRadius, 1), 2*math.Pi/180)
+// globalSearch is the search without a guess: branch and bound over the
+// whole map and every heading on the global field (cells of 2 coarse
+// cells), then, around each of its peaks, a windowed branch and bound on
+// the coarse field (± one global cell, ± one global rotation step) that
+// brings the peak to the resolution of a windowed search.
+func (r *Reference) globalSearch(ctx context.Context, ps pointSets, pts []point) ([]peak, Window, error) {
 	m := r.meta
 	w, h := m.SizeM()
-	var sp searchSpace
-	var win Window
-	wth := math.Pi
-	var th0 float64
-	if guess == nil {
-		win = Window{Global: true, MinX: m.Origin.X, MinY: m.Origin.Y, MaxX: m.Origin.X + w, MaxY: m.Origin.Y + h, HalfTheta: math.Pi}
-		sp.cx, sp.cy = m.Origin.X, m.Origin.Y
-		sp.x0, sp.x1 = 0, int(math.Ceil(w/res))
-		sp.y0, sp.y1 = 0, int(math.Ceil(h/res))
-	} else {
-		wth = opts.WindowTheta
-		th0 = guess.Theta
-		n := int(math.Ceil(opts.WindowXY / res))
-		sp.cx, sp.cy = guess.X, guess.Y
-		sp.x0, sp.x1, sp.y0, sp.y1 = -n, n, -n, n
-		// Clip to the map: an agent starts inside the mission map.
-		cx0 := max(sp.x0, int(math.Ceil((m.Origin.X-guess.X)/res)))
-		cx1 := min(sp.x1, int(math.Floor((m.Origin.X+w-guess.X)/res)))
-		cy0 := max(sp.y0, int(math.Ceil((m.Origin.Y-guess.Y)/res)))
-		cy1 := min(sp.y1, int(math.Floor((m.Origin.Y+h-guess.Y)/res)))
-		if cx0 <= cx1 && cy0 <= cy1 {
-			sp.x0, sp.x1, sp.y0, sp.y1 = cx0, cx1, cy0, cy1
-		}
-		win = Window{Center: *guess, MinX: sp.cx + float64(sp.x0)*res, MaxX: sp.cx + float64(sp.x1)*res,
-			MinY: sp.cy + float64(sp.y0)*res, MaxY: sp.cy + float64(sp.y1)*res, HalfTheta: wth}
+	g := &r.globalBnB
+	center := slam.Pose2D{X: m.Origin.X + w/2, Y: m.Origin.Y + h/2}
+	sp, _ := r.searchSpace(g, ps.searchRadius, center, math.Max(w, h)/2+g.res, math.Pi)
+	win := Window{Global: true, MinX: m.Origin.X, MinY: m.Origin.Y, MaxX: m.Origin.X + w, MaxY: m.Origin.Y + h, HalfTheta: math.Pi}
+	coarsePeaks, err := branchAndBound(ctx, g, pts, sp, globalPeakRatio)
+	if err != nil {
+		return nil, win, err
 	}
+	globalStep := g.res / math.Max(ps.searchRadius, 1)
+	var out []peak
+	for _, p := range coarsePeaks[:min(len(coarsePeaks), candidates)] {
+		sp, _ := r.searchSpace(&r.coarseBnB, ps.searchRadius, p.pose, g.res, globalStep)
+		local, err := branchAndBound(ctx, &r.coarseBnB, pts, sp, peakRatio)
+		if err != nil {
+			return nil, win, err
+		}
+		if len(local) > 0 {
+			out = append(out, local[0])
+		}
+	}
+	slices.SortStableFunc(out, func(a, b peak) int { return cmp.Compare(b.score, a.score) })
+	return out, win, nil
+}
+
+// searchSpace is the set of leaves on field f within ±wxy metres and ±wth
+// radians of center, clipped to the map (an agent starts inside the mission
+// map): translations in whole cells of f, rotations in steps that move a
+// point at radius by about one cell of f (every heading when wth ≥ π).
+func (r *Reference) searchSpace(f *bnbField, radius float64, center slam.Pose2D, wxy, wth float64) (searchSpace, Window) {
+	res := f.res
+	dTheta := math.Min(res/math.Max(radius, 1), 2*math.Pi/180)
+	m := r.meta
+	w, h := m.SizeM()
+	n := int(math.Ceil(wxy / res))
+	sp := searchSpace{cx: center.X, cy: center.Y, x0: -n, x1: n, y0: -n, y1: n}
+	cx0 := max(sp.x0, int(math.Ceil((m.Origin.X-center.X)/res)))
+	cx1 := min(sp.x1, int(math.Floor((m.Origin.X+w-center.X)/res)))
+	cy0 := max(sp.y0, int(math.Ceil((m.Origin.Y-center.Y)/res)))
+	cy1 := min(sp.y1, int(math.Floor((m.Origin.Y+h-center.Y)/res)))
+	if cx0 <= cx1 && cy0 <= cy1 {
+		sp.x0, sp.x1, sp.y0, sp.y1 = cx0, cx1, cy0, cy1
+	}
+	win := Window{Center: center, MinX: sp.cx + float64(sp.x0)*res, MaxX: sp.cx + float64(sp.x1)*res,
+		MinY: sp.cy + float64(sp.y0)*res, MaxY: sp.cy + float64(sp.y1)*res, HalfTheta: math.Min(wth, math.Pi)}
 	if wth >= math.Pi-dTheta/2 {
-		n := int(math.Ceil(2 * math.Pi / dTheta))
-		dTheta = 2 * math.Pi / float64(n)
-		for k := range n {
-			sp.thetas = append(sp.thetas, th0+float64(k)*dTheta-math.Pi)
+		k := int(math.Ceil(2 * math.Pi / dTheta))
+		dTheta = 2 * math.Pi / float64(k)
+		for i := range k {
+			sp.thetas = append(sp.thetas, center.Theta+float64(i)*dTheta-math.Pi)
 		}
 	} else {
 		nR := int(math.Ceil(wth / dTheta))
-		for k := -nR; k <= nR; k++ {
-			sp.thetas = append(sp.thetas, th0+float64(k)*dTheta)
+		for i := -nR; i <= nR; i++ {
+			sp.thetas = append(sp.thetas, center.Theta+float64(i)*dTheta)
 		}
 	}
 	return sp, win
