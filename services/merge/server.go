@@ -330,12 +330,19 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		if incErr.Agent >= 0 && incErr.Agent < len(fuseErr.ids) {
 			id = fuseErr.ids[incErr.Agent]
 		}
+		r := incErr.Report
+		what := fmt.Sprintf("%.4f of the %d shared cells disagree inside %d contradicted 1 m regions (limit %.4f); overall consistency %.3f (floor %.3f)",
+			incErr.ChangedShare, r.Agreement+r.Disagreement, r.ContradictedRegions, incErr.MaxChangedShare, incErr.Consistency, incErr.Threshold)
+		if incErr.Consistency < incErr.Threshold {
+			what = fmt.Sprintf("consistency %.3f < %.3f (%d shared cells agree, %d disagree)", incErr.Consistency, incErr.Threshold, r.Agreement, r.Disagreement)
+		}
 		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps,
-			fmt.Sprintf("%s contradicts the map: consistency %.3f < %.3f (%d shared cells agree, %d disagree); a wrong pose or a changed world",
-				id, incErr.Consistency, incErr.Threshold, incErr.Report.Agreement, incErr.Report.Disagreement),
+			fmt.Sprintf("%s contradicts the map: %s; a wrong pose or a changed world", id, what),
 			"agent", id,
 			"consistency", strconv.FormatFloat(incErr.Consistency, 'f', 4, 64),
-			"threshold", strconv.FormatFloat(incErr.Threshold, 'f', 4, 64))
+			"threshold", strconv.FormatFloat(incErr.Threshold, 'f', 4, 64),
+			"changed_share", strconv.FormatFloat(incErr.ChangedShare, 'f', 4, 64),
+			"max_changed_share", strconv.FormatFloat(incErr.MaxChangedShare, 'f', 4, 64))
 	case errors.Is(err, slam.ErrInvalidArgument):
 		return rpcerr.InvalidArgument("agents", err.Error())
 	case errors.As(err, &noMap):
