@@ -159,20 +159,6 @@ func TestRangeMaxMissionSubmapsMatchLocal(t *testing.T) {
 	}
 }
 
-// frontEndPoses runs the front end alone over an agent's scans.
-func frontEndPoses(tb testing.TB, a *typesv1.Agent) []slam.Pose2D {
-	tb.Helper()
-	rs, err := localslam.Track(frames(tb, a), localslam.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	out := make([]slam.Pose2D, len(rs))
-	for k, r := range rs {
-		out[k] = r.Pose
-	}
-	return out
-}
-
 // TestFrontEndSharpensOdomline: intel-odomline-3 sends the scans of
 // intel-local-3 at the log's jittery ODOM poses; intel-local-3's poses (the
 // corrected trajectory) are the truth. The submap must come from the front
@@ -215,7 +201,7 @@ func TestFrontEndKeepsCorrectedPoses(t *testing.T) {
 		res := m.GetMap().GetResolution()
 		for _, a := range m.GetAgents() {
 			g, info := build(t, a, res, false)
-			mt, mr, xt, xr := poseErr(frontEndPoses(t, a), sentPoses(a))
+			mt, mr, xt, xr := poseErr(info.FrontEndPoses, sentPoses(a))
 			t.Logf("%s %s: occupied cells %d at the sent poses, %d with the front end (used: %v); front-end poses off the sent ones by mean %.3f m %.2f°, max %.3f m %.2f°",
 				name, a.GetAgentId(), info.OccupiedSent, info.OccupiedFrontEnd, info.FrontEnd, mt, mr*180/math.Pi, xt, xr*180/math.Pi)
 			if info.FrontEnd || occupied(g) != info.OccupiedSent {

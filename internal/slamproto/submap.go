@@ -45,6 +45,7 @@ const DefaultMinSharpening = 0.07
 type SubmapInfo struct {
 	Poses            []slam.Pose2D // the pose each scan was inserted at
 	FrontEnd         bool          // Poses are the front end's (else the sent ones)
+	FrontEndPoses    []slam.Pose2D // the front end's poses, used or not (nil with OdometryOnly)
 	OccupiedSent     int           // occupied cells of the submap at the sent poses
 	OccupiedFrontEnd int           // occupied cells of the front end's submap (0 with OdometryOnly)
 }
@@ -134,7 +135,7 @@ func BuildSubmap(frames []*typesv1.ScanFrame, res float64, opts SubmapOptions) (
 	if err != nil {
 		return nil, info, err
 	}
-	info.OccupiedFrontEnd = occupiedCells(gf)
+	info.OccupiedFrontEnd, info.FrontEndPoses = occupiedCells(gf), poses
 	if float64(info.OccupiedFrontEnd) > (1-sharpening)*float64(info.OccupiedSent) {
 		return g, info, nil
 	}

@@ -224,7 +224,7 @@ func FuzzTrack(f *testing.F) {
 		}
 		// Both frames see the same ranges; a small grid keeps each run cheap.
 		frames := []localslam.Frame{{Odom: slam.Pose2D{X: x0, Y: y0, Theta: th0}, Scan: s}, {Odom: slam.Pose2D{X: x1, Y: y1, Theta: th1}, Scan: s}}
-		res, err := localslam.Track(frames, localslam.Options{Resolution: 0.1, UsableRange: 3, MaxCells: 1 << 18})
+		res, err := localslam.Track(frames, localslam.Options{Resolution: 0.5, UsableRange: 3, MaxCells: 1 << 16})
 		if err != nil {
 			if !errors.Is(err, slam.ErrInvalidArgument) && !errors.Is(err, slam.ErrTooLarge) {
 				t.Fatalf("untyped error %v", err)
