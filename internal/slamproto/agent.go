@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
+	"sync"
 
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/slam"
@@ -117,24 +119,47 @@ func AgentFromProto(a *typesv1.Agent, res float64) (Agent, error) {
 
 // AgentsFromProto converts the agents of a request (see AgentFromProto):
 // 1..MaxAgents of them with unique ids. Errors are *FieldError with paths
-// relative to the request ("agents", "agents[2].submap.meta.resolution").
+// relative to the request ("agents", "agents[2].submap.meta.resolution");
+// of several, the one of the lowest agent index is reported, as a
+// sequential conversion would. Agents are converted concurrently (at most
+// GOMAXPROCS at a time): building a submap from scans runs the local front
+// end, which is the bulk of the cost.
 func AgentsFromProto(agents []*typesv1.Agent, res float64) ([]Agent, error) {
 	if len(agents) == 0 || len(agents) > MaxAgents {
 		return nil, invalid("agents", "%d agents, want 1..%d", len(agents), MaxAgents)
 	}
-	out := make([]Agent, len(agents))
+	// The first repeated id ends the list that is converted: a sequential
+	// conversion would have stopped there.
+	n, dupErr := len(agents), error(nil)
 	seen := make(map[string]int, len(agents))
 	for i, pa := range agents {
-		at := "agents[" + strconv.Itoa(i) + "]"
 		if j, dup := seen[pa.GetAgentId()]; dup {
-			return nil, invalid(at+".agent_id", "%q repeats agents[%d]", pa.GetAgentId(), j)
+			n = i
+			dupErr = invalid("agents["+strconv.Itoa(i)+"].agent_id", "%q repeats agents[%d]", pa.GetAgentId(), j)
+			break
 		}
 		seen[pa.GetAgentId()] = i
-		a, err := AgentFromProto(pa, res)
+	}
+	out := make([]Agent, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, max(runtime.GOMAXPROCS(0), 1))
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[i], errs[i] = AgentFromProto(agents[i], res)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
 		if err != nil {
-			return nil, fieldErr(at, err)
+			return nil, fieldErr("agents["+strconv.Itoa(i)+"]", err)
 		}
-		out[i] = a
+	}
+	if dupErr != nil {
+		return nil, dupErr
 	}
 	return out, nil
 }

@@ -188,3 +188,35 @@ func TestSubmapFromScansNoReturnBeams(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentsFromProtoReportsTheFirstError: agents are converted
+// concurrently, yet the error is the one a sequential conversion meets
+// first, and a repeated id stops the list where it repeats.
+func TestAgentsFromProtoReportsTheFirstError(t *testing.T) {
+	t.Parallel()
+	w, err := world.Generate(world.Config{Seed: 7, Agents: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := func() []*typesv1.Agent { return slamproto.WorldAgents(w, slamproto.Scans) }
+	if got, err := slamproto.AgentsFromProto(fresh(), w.Config.Resolution); err != nil || len(got) != 4 {
+		t.Fatalf("good agents: %d, %v", len(got), err)
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(a []*typesv1.Agent)
+		field  string
+	}{
+		{"bad scan before a repeated id", func(a []*typesv1.Agent) { a[1].Scans[0].Scan = nil; a[3].AgentId = a[0].AgentId }, "agents[1].scans[0].scan"},
+		{"repeated id before a bad scan", func(a []*typesv1.Agent) { a[1].AgentId = a[0].AgentId; a[2].Scans[0].Scan = nil }, "agents[1].agent_id"},
+		{"two bad agents", func(a []*typesv1.Agent) { a[3].Scans[1].Scan = nil; a[2].Scans[0].OdomPose.X = math.NaN() }, "agents[2].scans[0].odom_pose"},
+	} {
+		a := fresh()
+		tc.mutate(a)
+		_, err := slamproto.AgentsFromProto(a, w.Config.Resolution)
+		var fe *slamproto.FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%s: %v, want a FieldError at %s", tc.name, err, tc.field)
+		}
+	}
+}
