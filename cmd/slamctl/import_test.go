@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/slamio"
+)
+
+// runImport runs slamctl import with args; no server is involved.
+func runImport(args ...string) (stdout, stderr string, err error) {
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), append([]string{"import"}, args...), func(string) string { return "" }, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+// TestImportWritesTheMissionJSON: slamctl import of the intel log with the
+// flags of intel-rangemax-3 writes a proto3 JSON request that grpcurl can
+// send, with the provided mission's agents, scans, guesses and bounds.
+func TestImportWritesTheMissionJSON(t *testing.T) {
+	t.Parallel()
+	out := filepath.Join(t.TempDir(), "mission.json")
+	_, summary, err := runImport("--carmen", filepath.Join(realdata, "carmen", "intel-corrected.log.gz"),
+		"--segments", "6:35,189:218,90:119", "--range-max", "81.83", "--id", "real-intel-rangemax-3", "-o", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(summary, "agent robot-0 anchor: 30 scans") || !strings.Contains(summary, "map 32.25 x 32.3 m from (-11.75, -24.45)") {
+		t.Errorf("summary:\n%s", summary)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got orchestratorv1.StartMissionRequest
+	if err := protojson.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := loadMission(t, "intel-rangemax-3")
+	if got.GetMissionId() != want.GetMissionId() || len(got.GetAgents()) != 3 ||
+		got.GetMap().GetOriginX() != want.GetMap().GetOriginX() || got.GetMap().GetWidthM() != want.GetMap().GetWidthM() ||
+		got.GetMap().GetHeightM() != want.GetMap().GetHeightM() || got.GetMap().GetResolution() != 0.05 {
+		t.Fatalf("request %s %v, want the JSON's %s %v", got.GetMissionId(), got.GetMap(), want.GetMissionId(), want.GetMap())
+	}
+	for i, a := range got.GetAgents() {
+		w := want.GetAgents()[i]
+		g, wg := a.GetInitialGuess(), w.GetInitialGuess()
+		if a.GetAgentId() != w.GetAgentId() || a.GetAnchor() != w.GetAnchor() || len(a.GetScans()) != len(w.GetScans()) ||
+			math.Abs(g.GetX()-wg.GetX()) > 1e-5 || math.Abs(g.GetTheta()-wg.GetTheta()) > 1e-5 ||
+			a.GetScans()[7].GetScan().GetRanges()[90] != w.GetScans()[7].GetScan().GetRanges()[90] {
+			t.Errorf("agent %d: %s guess %v, want %s guess %v", i, a.GetAgentId(), g, w.GetAgentId(), wg)
+		}
+	}
+}
+
+// TestImportROSMaps: agents named after the files, the first the anchor at
+// the identity, --guess placing another, the thresholds overridable, and
+// the search window passed on.
+func TestImportROSMaps(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	grid := &typesv1.OccupancyGrid{
+		Meta: &typesv1.GridMeta{Resolution: 0.1, Width: 4, Height: 2, Origin: &typesv1.Pose2D{X: -0.2, Y: -0.1}},
+		Data: []byte{0, 0, 100, 0xff, 0, 100, 100, 0},
+	}
+	for _, name := range []string{"dock", "lab 2"} {
+		if err := slamio.WriteROSMap(filepath.Join(dir, name), grid, slamio.ExportTrinary); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stdout, _, err := runImport("--ros-map", filepath.Join(dir, "dock.yaml"), "--ros-map", filepath.Join(dir, "lab 2.yaml"),
+		"--guess", "lab-2=1.5,0.5,0.25", "--search-window-m", "3", "--search-window-deg", "90", "--map-margin", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req orchestratorv1.StartMissionRequest
+	if err := protojson.Unmarshal([]byte(stdout), &req); err != nil {
+		t.Fatal(err)
+	}
+	a, b := req.GetAgents()[0], req.GetAgents()[1]
+	if a.GetAgentId() != "dock" || !a.GetAnchor() || a.GetInitialGuess() == nil || a.GetInitialGuess().GetX() != 0 ||
+		b.GetAgentId() != "lab-2" || b.GetAnchor() || b.GetInitialGuess().GetX() != 1.5 || b.GetInitialGuess().GetTheta() != 0.25 {
+		t.Fatalf("agents %v", req.GetAgents())
+	}
+	if string(b.GetSubmap().GetData()) != string(grid.GetData()) || b.GetSubmap().GetMeta().GetOrigin().GetX() != -0.2 {
+		t.Errorf("submap %v, want the grid written", b.GetSubmap())
+	}
+	if req.GetSearchWindowM() != 3 || math.Abs(req.GetSearchWindowRad()-math.Pi/2) > 1e-12 {
+		t.Errorf("search window %g m %g rad", req.GetSearchWindowM(), req.GetSearchWindowRad())
+	}
+	// Without a guess the second map is searched for, and the bounds grow
+	// by its extent.
+	stdout, _, err = runImport("--ros-map", filepath.Join(dir, "dock.yaml"), "--ros-map", filepath.Join(dir, "lab 2.yaml"), "--agent-ids", "a,b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Reset()
+	if err := protojson.Unmarshal([]byte(stdout), &req); err != nil {
+		t.Fatal(err)
+	}
+	if req.GetAgents()[1].GetInitialGuess() != nil || req.GetAgents()[1].GetAgentId() != "b" || req.GetMap().GetWidthM() < 4.4 {
+		t.Errorf("unguessed agent: %v, map %v", req.GetAgents()[1].GetInitialGuess(), req.GetMap())
+	}
+}
+
+func TestImportRefusesBadInput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	badLog := filepath.Join(dir, "bad.log")
+	if err := os.WriteFile(badLog, []byte("ODOM 0 0 0 0 0 0 1 h 1\nFLASER 2 1.0 1.0x 0 0 0 0 0 0 1 h 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(realdata, "carmen", "intel-corrected.log.gz")
+	for _, tc := range []struct {
+		args  []string
+		want  string
+		usage bool
+	}{
+		{[]string{"--segments", "1:2"}, "name a --carmen log or --ros-map files", true},
+		{[]string{"--carmen", good, "--ros-map", "a.yaml", "--segments", "1:2"}, "either --carmen or --ros-map", true},
+		{[]string{"--carmen", good, "--segments", "9:3"}, "--segments", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "--guess", "robot-1=1,2"}, "want 3 comma-separated numbers", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "--guess", "nobody=1,2,3"}, `guess for agent "nobody": no such agent`, false},
+		{[]string{"--carmen", good, "--segments", "1:2", "--map", "0,0,-1,5"}, "--map", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "--poses", "gps"}, `pose source "gps"`, false},
+		{[]string{"--carmen", good, "--segments", "900:910"}, "readings 0..909", false},
+		{[]string{"--carmen", badLog, "--segments", "0:0"}, `bad.log:2: FLASER: range 2 "1.0x" is not a number`, false},
+		{[]string{"--carmen", filepath.Join(dir, "missing.log"), "--segments", "0:0"}, "missing.log: no such file", false},
+		{[]string{"--ros-map", filepath.Join(dir, "missing.yaml")}, "missing.yaml: no such file", false},
+		{[]string{"--ros-map", "a.yaml", "--occupied-thresh", "2"}, "want a number in [0, 1]", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "stray"}, "unexpected arguments", true},
+	} {
+		_, _, err := runImport(tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, errUsage) != tc.usage {
+			t.Errorf("import %v: error %v, want %q (usage error: %v)", tc.args, err, tc.want, tc.usage)
+		}
+	}
+}
+
+func TestMapRefusesBadFormat(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"map", "--format", "tiff", "m"}, {"map", "--format", "ros", "--ros-mode", "scale", "m"}} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), append([]string{"--addr", "127.0.0.1:1"}, args...), func(string) string { return "" }, &out, &errOut)
+		if !errors.Is(err, errUsage) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
