@@ -178,9 +178,10 @@ type Tracker struct {
 	n    int         // frames added
 	corr slam.Pose2D // smoothed correction estimate ∘ odometry⁻¹
 
-	beams  grid.Beams // directions of the scan geometry, for points and stamping
-	pts    []point    // scratch: matchable points of the current scan, sensor frame
-	scores []float32  // scratch: correlative scores
+	beams    grid.Beams // directions of the scan geometry, for points and stamping
+	pts      []point    // scratch: matchable points of the current scan, sensor frame
+	scores   []float32  // scratch: correlative scores
+	weighted []float64  // scratch: prior-weighted coarse scores
 }
 
 // NewTracker validates opts and returns an empty tracker.

@@ -1,9 +1,7 @@
 package localslam
 
 import (
-	"cmp"
 	"math"
-	"slices"
 
 	"github.com/slammesh/slammesh/internal/slam"
 )
@@ -146,50 +144,54 @@ func (t *Tracker) coarseSearch(prior slam.Pose2D, cres, dTheta float64) []peak {
 		accumulate(m.coarse, m.cw, m.ch, cres, m.ox, m.oy, t.pts, slam.Pose2D{X: prior.X, Y: prior.Y, Theta: th}, n, scores[k*side*side:(k+1)*side*side])
 	}
 	inv := 1 / float64(len(t.pts))
-	type cell struct {
-		k, j, i int
-		w       float64
-	}
-	all := make([]cell, 0, vol)
+	// Prior-weighted scores; then the best few cells, each not next to a
+	// better one already taken (a few passes beat sorting the volume).
+	weighted := t.weighted[:0]
 	for k := range 2*nR + 1 {
 		for j := range side {
 			for i := range side {
-				s := float64(scores[(k*side+j)*side+i]) * inv
-				if s <= 0 {
-					continue
+				w := float64(scores[(k*side+j)*side+i]) * inv
+				if w > 0 {
+					w *= t.priorWeight(float64(i-n)*cres, float64(j-n)*cres, float64(k-nR)*dTheta)
 				}
-				w := s * t.priorWeight(float64(i-n)*cres, float64(j-n)*cres, float64(k-nR)*dTheta)
-				all = append(all, cell{k, j, i, w})
+				weighted = append(weighted, w)
 			}
 		}
 	}
-	// Stable sort on the weight, ties by index: deterministic.
-	slices.SortStableFunc(all, func(a, b cell) int { return cmp.Compare(b.w, a.w) })
+	t.weighted = weighted
 	var out []peak
-	var taken []cell
-	for _, c := range all {
-		near := false
-		for _, o := range taken {
-			if abs(c.k-o.k) <= 1 && abs(c.j-o.j) <= 1 && abs(c.i-o.i) <= 1 {
-				near = true
-				break
+	var taken [candidates][3]int
+	for len(out) < candidates {
+		bi, bw := -1, 0.0
+		for idx, w := range weighted {
+			if w <= bw {
+				continue // strictly greater: ties go to the lower index
+			}
+			k, j, i := idx/(side*side), idx/side%side, idx%side
+			near := false
+			for _, o := range taken[:len(out)] {
+				if abs(k-o[0]) <= 1 && abs(j-o[1]) <= 1 && abs(i-o[2]) <= 1 {
+					near = true
+					break
+				}
+			}
+			if !near {
+				bi, bw = idx, w
 			}
 		}
-		if near {
-			continue
-		}
-		taken = append(taken, c)
-		out = append(out, peak{
-			pose: slam.Pose2D{
-				X:     prior.X + float64(c.i-n)*cres,
-				Y:     prior.Y + float64(c.j-n)*cres,
-				Theta: slam.NormalizeAngle(prior.Theta + float64(c.k-nR)*dTheta),
-			},
-			weighted: c.w,
-		})
-		if len(out) == candidates {
+		if bi < 0 {
 			break
 		}
+		k, j, i := bi/(side*side), bi/side%side, bi%side
+		taken[len(out)] = [3]int{k, j, i}
+		out = append(out, peak{
+			pose: slam.Pose2D{
+				X:     prior.X + float64(i-n)*cres,
+				Y:     prior.Y + float64(j-n)*cres,
+				Theta: slam.NormalizeAngle(prior.Theta + float64(k-nR)*dTheta),
+			},
+			weighted: bw,
+		})
 	}
 	return out
 }
