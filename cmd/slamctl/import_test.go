@@ -98,6 +98,20 @@ func TestImportROSMaps(t *testing.T) {
 	if req.GetSearchWindowM() != 3 || math.Abs(req.GetSearchWindowRad()-math.Pi/2) > 1e-12 {
 		t.Errorf("search window %g m %g rad", req.GetSearchWindowM(), req.GetSearchWindowRad())
 	}
+	// A per-map option replaces that map's YAML threshold only: grey 128
+	// (unknown, occ 0.498) becomes occupied in the first map alone.
+	stdout, _, err = runImport("--ros-map", filepath.Join(dir, "dock.yaml")+",occupied_thresh=0.45", "--ros-map", filepath.Join(dir, "lab 2.yaml"), "--guess", "lab-2=0,0,0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Reset()
+	if err := protojson.Unmarshal([]byte(stdout), &req); err != nil {
+		t.Fatal(err)
+	}
+	if d0, d1 := req.GetAgents()[0].GetSubmap().GetData(), req.GetAgents()[1].GetSubmap().GetData(); d0[3] != 100 || d1[3] != 0xff {
+		t.Errorf("unknown cell with occupied_thresh=0.45: %d in dock, %d in lab-2; want 100 and -1", int8(d0[3]), int8(d1[3]))
+	}
+
 	// Without a guess the second map is searched for, and the bounds grow
 	// by its extent.
 	stdout, _, err = runImport("--ros-map", filepath.Join(dir, "dock.yaml"), "--ros-map", filepath.Join(dir, "lab 2.yaml"), "--agent-ids", "a,b")
@@ -138,6 +152,9 @@ func TestImportRefusesBadInput(t *testing.T) {
 		{[]string{"--carmen", filepath.Join(dir, "missing.log"), "--segments", "0:0"}, "missing.log: no such file", false},
 		{[]string{"--ros-map", filepath.Join(dir, "missing.yaml")}, "missing.yaml: no such file", false},
 		{[]string{"--ros-map", "a.yaml", "--occupied-thresh", "2"}, "want a number in [0, 1]", true},
+		{[]string{"--ros-map", "a.yaml,occupied=0.3"}, `unknown option "occupied=0.3"`, true},
+		{[]string{"--ros-map", "a.yaml,free_thresh=x"}, `free_thresh "x"`, true},
+		{[]string{"--ros-map", "a.yaml,mode=fancy"}, `mode "fancy"`, true},
 		{[]string{"--carmen", good, "--segments", "1:2", "stray"}, "unexpected arguments", true},
 	} {
 		_, _, err := runImport(tc.args...)

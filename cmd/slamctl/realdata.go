@@ -53,9 +53,9 @@ func (f *importFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.kfDeg, "keyframe-deg", 0, "with --carmen: keep a reading only after turning this many degrees (or moving --keyframe-dist); 0: off")
 	fs.Float64Var(&f.rangeMin, "range-min", slamio.DefaultRangeMin, "with --carmen: readings below this many metres are invalid")
 	fs.Float64Var(&f.rangeMax, "range-max", slamio.DefaultRangeMax, "with --carmen: readings at or beyond this many metres are no-return beams (a ROBOTLASER1's own maximum range lowers it)")
-	fs.Var(&f.rosMaps, "ros-map", "ROS map_server map (.yaml beside its .pgm) to send as an agent's submap (repeatable; the first is the anchor: its YAML frame is the map frame unless --guess places it; the others are placed by --guess or searched for over the whole map)")
-	fs.Var(&f.occThresh, "occupied-thresh", "with --ros-map: occupied threshold replacing the YAMLs' (e.g. 0.22 for maps whose walls an image editor blended with grey)")
-	fs.Var(&f.freeThresh, "free-thresh", "with --ros-map: free threshold replacing the YAMLs'")
+	fs.Var(&f.rosMaps, "ros-map", "ROS map_server map MAP.yaml[,occupied_thresh=V][,free_thresh=V][,mode=M] (.yaml beside its .pgm; the options replace the YAML's for this map) to send as an agent's submap (repeatable; the first is the anchor: its YAML frame is the map frame unless --guess places it; the others are placed by --guess or searched for over the whole map)")
+	fs.Var(&f.occThresh, "occupied-thresh", "with --ros-map: occupied threshold replacing every YAML's (e.g. 0.22 for maps whose walls an image editor blended with grey)")
+	fs.Var(&f.freeThresh, "free-thresh", "with --ros-map: free threshold replacing every YAML's")
 	fs.StringVar(&f.agentIDs, "agent-ids", "", "comma-separated agent ids, one per agent (default: robot-0, robot-1, ... for --carmen; file names for --ros-map)")
 	fs.Var(&f.guesses, "guess", "initial guess ID=x,y,theta (metres, radians) of an agent's start pose in the map frame (for a --ros-map: of its YAML frame) (repeatable; overrides the imported one)")
 	fs.StringVar(&f.mapBounds, "map", "", "mission map bounds x,y,width,height in metres (default: what the agents saw at their guesses plus --map-margin)")
@@ -153,10 +153,13 @@ func (f *importFlags) rosMapAgents(ids []string) ([]*typesv1.Agent, error) {
 	if ids != nil && len(ids) != len(f.rosMaps) {
 		return nil, fmt.Errorf("%w: %d --agent-ids for %d maps", errUsage, len(ids), len(f.rosMaps))
 	}
-	opts := slamio.ROSMapOptions{OccupiedThresh: f.occThresh.p, FreeThresh: f.freeThresh.p}
 	var agents []*typesv1.Agent
 	seen := map[string]bool{}
-	for i, path := range f.rosMaps {
+	for i, arg := range f.rosMaps {
+		path, opts, err := f.rosMapArg(arg)
+		if err != nil {
+			return nil, err
+		}
 		m, err := slamio.ReadROSMap(path, opts)
 		if err != nil {
 			return nil, err
@@ -182,6 +185,36 @@ func (f *importFlags) rosMapAgents(ids []string) ([]*typesv1.Agent, error) {
 		agents = append(agents, slamio.ROSMapAgent(m, id, i == 0, mapFromYAML))
 	}
 	return agents, nil
+}
+
+// rosMapArg splits one --ros-map value into the YAML path and its options,
+// which start from --occupied-thresh / --free-thresh.
+func (f *importFlags) rosMapArg(arg string) (string, slamio.ROSMapOptions, error) {
+	opts := slamio.ROSMapOptions{OccupiedThresh: f.occThresh.p, FreeThresh: f.freeThresh.p}
+	parts := strings.Split(arg, ",")
+	for _, kv := range parts[1:] {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "occupied_thresh", "free_thresh":
+			var o optFloat
+			if err := o.Set(v); err != nil {
+				return "", opts, fmt.Errorf("%w: --ros-map %s: %s %q: %w", errUsage, arg, k, v, err)
+			}
+			if k == "occupied_thresh" {
+				opts.OccupiedThresh = o.p
+			} else {
+				opts.FreeThresh = o.p
+			}
+		case "mode":
+			opts.Mode = slamio.MapMode(v)
+			if opts.Mode != slamio.ModeTrinary && opts.Mode != slamio.ModeScale && opts.Mode != slamio.ModeRaw {
+				return "", opts, fmt.Errorf("%w: --ros-map %s: mode %q: want trinary, scale or raw", errUsage, arg, v)
+			}
+		default:
+			return "", opts, fmt.Errorf("%w: --ros-map %s: unknown option %q (occupied_thresh, free_thresh, mode)", errUsage, arg, kv)
+		}
+	}
+	return parts[0], opts, nil
 }
 
 // writeMissionJSON writes req as proto3 JSON, the form grpcurl -d @ reads.

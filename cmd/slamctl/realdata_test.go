@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -217,5 +218,64 @@ func TestRealDataThroughSlamctlFiles(t *testing.T) {
 		}
 		t.Logf("%s round trip of %dx%d cells exact: %d occupied, %d free, %d unknown (%d of them undecided 26..64 %%)",
 			mode, wm.GetWidth(), wm.GetHeight(), counts[100], counts[0], counts[-1], counts[50])
+	}
+}
+
+// TestImportedWillowMapLocalizesSubmapsWithoutGuesses sends the Willow
+// Garage map itself, imported from its map_server files with
+// ",occupied_thresh=0.22" (see SOURCES.md), as the anchor, and two of
+// willow-3's submaps as map_server files with no guess at all: localization
+// must find both over the whole map, within 2 cells and 0.02 rad of their
+// expected poses in willow-3.expected.json (the Willow map's frame).
+func TestImportedWillowMapLocalizesSubmapsWithoutGuesses(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), meshTimeout)
+	defer cancel()
+	m := startMesh(t)
+	b, err := os.ReadFile(filepath.Join(realdata, "missions", "willow-3.expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var expected struct {
+		Agents []struct {
+			AgentID  string                        `json:"agent_id"`
+			Expected struct{ X, Y, Theta float64 } `json:"expected_map_from_agent"`
+		} `json:"agents"`
+	}
+	if err := json.Unmarshal(b, &expected); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	args := []string{"--id", "files-willow-source", "--ros-map", filepath.Join(realdata, "rosmaps", "willow-2010-02-18-0.10.yaml") + ",occupied_thresh=0.22"}
+	for _, a := range loadMission(t, "willow-3").GetAgents()[1:] {
+		base := filepath.Join(dir, a.GetAgentId())
+		if err := slamio.WriteROSMap(base, a.GetSubmap(), slamio.ExportTrinary); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--ros-map", base+".yaml")
+	}
+	// The Willow map's own extent: an unguessed agent lies inside it.
+	mission := startFiles(t, ctx, m, append(args, "--map", "0,0,56.6,60.8")...)
+	if mission.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+		t.Fatalf("mission %s: %s %s", mission.GetState(), mission.GetError().GetReason(), mission.GetError().GetMessage())
+	}
+	found := 0
+	for _, p := range mission.GetPoses() {
+		for _, e := range expected.Agents {
+			if e.AgentID != p.GetAgentId() {
+				continue
+			}
+			found++
+			got := p.GetMapFromAgent()
+			dt := math.Hypot(got.GetX()-e.Expected.X, got.GetY()-e.Expected.Y)
+			dr := math.Abs(math.Remainder(got.GetTheta()-e.Expected.Theta, 2*math.Pi))
+			t.Logf("%s found without a guess at %.3f m / %.4f rad from its expected pose", p.GetAgentId(), dt, dr)
+			if dt > 0.1 || dr > 0.02 {
+				t.Errorf("%s at %v, expected %+v: %.3f m, %.4f rad off", p.GetAgentId(), got, e.Expected, dt, dr)
+			}
+		}
+	}
+	if found != 2 {
+		t.Errorf("%d of 2 submaps localized: %v", found, mission.GetPoses())
 	}
 }
