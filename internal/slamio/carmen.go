@@ -52,8 +52,12 @@ type Reading struct {
 
 // Odom is one ODOM line: the robot's odometry pose at a time.
 type Odom struct {
+	// Line is the record's 1-based line in the (unpacked) log.
 	Line int
+	// Pose is the robot's pose (x, y in metres, theta in radians) in the
+	// odometry frame.
 	Pose slam.Pose2D
+	// Time is the line's timestamp (the ipc timestamp), in seconds.
 	Time float64
 }
 
@@ -62,9 +66,12 @@ type Odom struct {
 // RLASER, TRUEPOS, ...) are skipped, as CARMEN's own log readers do with
 // messages they do not subscribe to.
 type Log struct {
-	Name     string
+	// Name is the file name given to ParseCarmen, used in errors.
+	Name string
+	// Readings are the laser readings; Readings[i].Index == i.
 	Readings []Reading
-	Odom     []Odom
+	// Odom are the ODOM lines.
+	Odom []Odom
 }
 
 // FLASERGeometry returns the beam angles of an n-beam FLASER line, which

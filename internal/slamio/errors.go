@@ -13,10 +13,14 @@ var ErrSyntax = errors.New("malformed file")
 // for text (CARMEN logs, map YAML, P2 images); for binary P5 pixel data Line
 // is 0 and Offset is the byte offset from the start of the file.
 type ParseError struct {
-	File   string
-	Line   int
+	// File is the path as given by the caller.
+	File string
+	// Line is 1-based; 0 for a byte offset into binary data.
+	Line int
+	// Offset is the byte offset when Line is 0.
 	Offset int64
-	Msg    string
+	// Msg says what is wrong there.
+	Msg string
 }
 
 // Error reads "file:line: msg", or "file: byte N: msg" for binary data, the

@@ -157,7 +157,8 @@ func (m *ROSMap) Submap() (submap *typesv1.OccupancyGrid, yamlFromAgent slam.Pos
 }
 
 // ROSMapAgent makes an agent of a map: its submap (see Submap) and, when
-// guess is not nil, the initial guess map_from_yaml ∘ yaml_from_agent.
+// mapFromYAML (the pose of the map's YAML frame in the mission map) is not
+// nil, the initial guess mapFromYAML ∘ yaml_from_agent.
 func ROSMapAgent(m *ROSMap, id string, anchor bool, mapFromYAML *slam.Pose2D) *typesv1.Agent {
 	sub, yamlFromAgent := m.Submap()
 	a := &typesv1.Agent{AgentId: id, Submap: sub, Anchor: anchor}
