@@ -94,7 +94,7 @@ func loadRealMissions(t *testing.T) []realMission {
 // not get through the gates.
 func TestRealGateMargins(t *testing.T) {
 	t.Parallel()
-	var scores, ambs, conflicts, cons, changed []float64
+	var scores, ambs, conflicts, merits, cons, changed []float64
 	for _, m := range loadRealMissions(t) {
 		for _, global := range []bool{false, true} {
 			in := make([]match.Agent, len(m.agents))
@@ -126,6 +126,7 @@ func TestRealGateMargins(t *testing.T) {
 					continue
 				}
 				scores, ambs, conflicts = append(scores, r.Score), append(ambs, r.Ambiguity), append(conflicts, r.FreeConflict)
+				merits = append(merits, r.Merit)
 				if ar.Judged {
 					cons, changed = append(cons, ar.Consistency), append(changed, ar.ChangedShare)
 				}
@@ -135,6 +136,7 @@ func TestRealGateMargins(t *testing.T) {
 	t.Logf("real score:         %v (min %.2f)", eval.Summarize(scores), match.DefaultMinScore)
 	t.Logf("real ambiguity:     %v (max %.2f)", eval.Summarize(ambs), match.DefaultMaxAmbiguity)
 	t.Logf("real free conflict: %v (max %.2f)", eval.Summarize(conflicts), match.DefaultMaxFreeConflict)
+	t.Logf("real merit:         %v ", eval.Summarize(merits))
 	t.Logf("real consistency:   %v (min %.3f)", eval.Summarize(cons), fuse.DefaultMinConsistency)
 	t.Logf("real changed share: %v (max %.4f)", eval.Summarize(changed), fuse.DefaultMaxChangedShare)
 }

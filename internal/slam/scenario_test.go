@@ -71,7 +71,7 @@ func seeds(n, short int) []uint64 {
 }
 
 func TestOfficeAccuracy(t *testing.T) {
-	var trans, rot, score, amb, conflict, iou, acc, cover, cons, changed []float64
+	var trans, rot, score, amb, conflict, merit, iou, acc, cover, cons, changed []float64
 	for _, seed := range seeds(24, 6) {
 		n := 2 + int(seed%3) // 2, 3 and 4 agents
 		w, err := world.Generate(world.Config{Seed: seed, Agents: n})
@@ -91,6 +91,7 @@ func TestOfficeAccuracy(t *testing.T) {
 			trans, rot = append(trans, te), append(rot, re)
 			score, amb = append(score, r.Score), append(amb, r.Ambiguity)
 			conflict = append(conflict, r.FreeConflict)
+			merit = append(merit, r.Merit)
 			if te > maxTransErr || re > maxRotErr {
 				t.Errorf("seed %d agent %d: error %.3f m %.4f rad (guess was %.2f m %.3f rad off), want ≤ %.2f m %.2f rad",
 					seed, i, te, re, dist(w.Agents[i].InitialGuess, w.Agents[i].Truth), angle(w.Agents[i].InitialGuess, w.Agents[i].Truth), maxTransErr, maxRotErr)
@@ -118,6 +119,7 @@ func TestOfficeAccuracy(t *testing.T) {
 	t.Logf("match score:           %v", eval.Summarize(score))
 	t.Logf("ambiguity:             %v", eval.Summarize(amb))
 	t.Logf("free conflict:         %v", eval.Summarize(conflict))
+	t.Logf("merit:                 %v", eval.Summarize(merit))
 	t.Logf("merge consistency:     %v", eval.Summarize(cons))
 	t.Logf("changed share:         %v", eval.Summarize(changed))
 	t.Logf("occupied IoU:          %v", eval.Summarize(iou))
@@ -236,18 +238,20 @@ func TestSymmetricCorridorIsAmbiguous(t *testing.T) {
 }
 
 func TestChangedWorldFailsConsistency(t *testing.T) {
-	var cons, changed []float64
+	var cons, changed, changedConflict, changedMerit []float64
 	for _, seed := range seeds(9, 3) {
 		n := 2 + int(seed%3)
 		w, err := world.Generate(world.Config{Seed: seed, Agents: n, Kind: world.ChangedWorld})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, rep, locErr, mergeErr := mission(t, w)
+		res, _, rep, locErr, mergeErr := mission(t, w)
 		if locErr != nil {
 			t.Errorf("seed %d: the changed agent must still localize: %v", seed, locErr)
 			continue
 		}
+		changedConflict = append(changedConflict, res[n-1].FreeConflict)
+		changedMerit = append(changedMerit, res[n-1].Merit)
 		var ie *fuse.InconsistencyError
 		if !errors.Is(mergeErr, slam.ErrInconsistent) || !errors.As(mergeErr, &ie) || ie.Agent != n-1 || !w.Agents[n-1].Changed {
 			t.Errorf("seed %d: merge %v (report %+v), want the changed agent %d inconsistent", seed, mergeErr, rep, n-1)
@@ -258,6 +262,7 @@ func TestChangedWorldFailsConsistency(t *testing.T) {
 	}
 	t.Logf("changed agent consistency: %v (threshold %.3f)", eval.Summarize(cons), fuse.DefaultMinConsistency)
 	t.Logf("changed agent changed share: %v", eval.Summarize(changed))
+	t.Logf("changed agent free conflict: %v (max %.2f), merit %v", eval.Summarize(changedConflict), match.DefaultMaxFreeConflict, eval.Summarize(changedMerit))
 }
 
 func TestOversizedGridIsRefused(t *testing.T) {

@@ -272,8 +272,12 @@ func failureDetail(err error) string {
 		return fmt.Sprintf("its submap has %d occupied cells, %d needed", r.Points, int(le.Threshold))
 	case errors.Is(le, slam.ErrAmbiguousMatch):
 		return fmt.Sprintf("ambiguous match, a second pose scores %.0f%% of the best (limit %.0f%%); %s", 100*r.Ambiguity, 100*le.Threshold, r.SearchSummary())
+	case le.Outside != 0:
+		return fmt.Sprintf("best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f), the guess is farther off than the window (widen search_window_m / search_window_rad, or leave initial_guess out); %s", le.Outside, r.Score, r.SearchSummary())
+	case le.Edge:
+		return fmt.Sprintf("best pose on the edge of the search window, the guess may be farther off (widen search_window_m / search_window_rad, or leave initial_guess out); %s", r.SearchSummary())
 	case le.Verification:
-		return fmt.Sprintf("best pose refused: the team map has walls where it saw free space (conflict %.3f > %.3f); %s", r.FreeConflict, le.Threshold, r.SearchSummary())
+		return fmt.Sprintf("best pose refused by verification: it contradicts the team map (free conflict %.3f > %.2f); %s", r.FreeConflict, le.Threshold, r.SearchSummary())
 	default:
 		return fmt.Sprintf("too little overlap with the team map, score %.3f < %.3f; %s", r.Score, le.Threshold, r.SearchSummary())
 	}

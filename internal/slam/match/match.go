@@ -58,8 +58,12 @@ const (
 	DefaultMaxAmbiguity   = 0.90
 	DefaultConfidentScore = 0.55
 	DefaultICPIters       = 30
-	// DefaultMaxFreeConflict: see Options.MaxFreeConflict and verify.go.
-	DefaultMaxFreeConflict = 0.25
+	// DefaultMaxFreeConflict: see Options and verify.go; calibrated in
+	// docs/slam.md.
+	DefaultMaxFreeConflict = 0.5
+	// crossCheckMargin: a windowed match is refused when a pose outside
+	// the window scores higher by more than this (see crossCheck).
+	crossCheckMargin = 0.10
 	// MaxWindowXY and MaxWindowTheta bound a requested search window;
 	// larger windows are clipped to the map anyway.
 	MaxWindowXY    = 1000.0
@@ -139,6 +143,9 @@ type Result struct {
 	// FreeConflict is the verification measure at Pose: reference wall
 	// cells in the agent's free space over the agent's occupied cells.
 	FreeConflict float64
+	// Merit is Score − conflictWeight × FreeConflict: what the pose
+	// explains net of what it contradicts.
+	Merit float64
 	// RunnerUp and RunnerUpScore are the best refined peak distinct from
 	// Pose (and not in its basin), the one Ambiguity compares with; zero
 	// when there was none.
@@ -157,6 +164,28 @@ type Window struct {
 	Center                 slam.Pose2D
 	MinX, MinY, MaxX, MaxY float64
 	HalfTheta              float64
+}
+
+// edgeTurn is how close (radians) to the rotational edge of a window a pose
+// counts as on it; translations use one coarse cell.
+const edgeTurn = 2 * math.Pi / 180
+
+// onEdge reports whether p lies within step metres (or edgeTurn) of the
+// border of a windowed search. A global search has no edge.
+func (w Window) onEdge(p slam.Pose2D, step float64) bool {
+	if w.Global {
+		return false
+	}
+	if p.X <= w.MinX+step || p.X >= w.MaxX-step || p.Y <= w.MinY+step || p.Y >= w.MaxY-step {
+		return true
+	}
+	return w.HalfTheta < math.Pi && math.Abs(slam.AngleDiff(p.Theta, w.Center.Theta)) >= w.HalfTheta-edgeTurn
+}
+
+// contains reports whether p lies in the window.
+func (w Window) contains(p slam.Pose2D) bool {
+	return w.Global || (p.X >= w.MinX && p.X <= w.MaxX && p.Y >= w.MinY && p.Y <= w.MaxY &&
+		math.Abs(slam.AngleDiff(p.Theta, w.Center.Theta)) <= w.HalfTheta)
 }
 
 // String describes the window for error messages.
@@ -182,6 +211,14 @@ type LocalizationError struct {
 	// Verification marks a pose refused because its free space
 	// contradicts the reference (Result.FreeConflict > Threshold).
 	Verification bool
+	// Outside is the score of a pose outside the search window that beats
+	// the window's best by more than Threshold (crossCheck); 0 if none.
+	Outside float64
+	// Edge marks a pose refused because it lies on the edge of the search
+	// window: the best match of a window that does not hold the truth sits
+	// against its border, so the guess is probably farther off than the
+	// window allows.
+	Edge bool
 }
 
 // Error states the reason with the measured value and the threshold it missed.
@@ -195,8 +232,14 @@ func (e *LocalizationError) Error() string {
 		return fmt.Sprintf("%v: %s has %d occupied cells, need %d", e.Reason, who, e.Result.Points, int(e.Threshold))
 	case e.Reason == slam.ErrAmbiguousMatch:
 		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (%s)", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.SearchSummary())
+	case e.Outside != 0:
+		return fmt.Sprintf("%v: %s best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f): the guess is farther off than the window (widen search_window_m / search_window_rad, or leave initial_guess out); %s",
+			e.Reason, who, e.Outside, e.Result.Score, e.Result.SearchSummary())
+	case e.Edge:
+		return fmt.Sprintf("%v: %s best pose is on the edge of the search window: the guess may be farther off (widen search_window_m / search_window_rad, or leave initial_guess out); %s", e.Reason, who, e.Result.SearchSummary())
 	case e.Verification:
-		return fmt.Sprintf("%v: %s best pose refused: reference walls cross its free space (conflict %.3f > %.3f; %s)", e.Reason, who, e.Result.FreeConflict, e.Threshold, e.Result.SearchSummary())
+		return fmt.Sprintf("%v: %s best pose refused by verification: it contradicts the reference (free conflict %.3f > %.2f; %s)",
+			e.Reason, who, e.Result.FreeConflict, e.Threshold, e.Result.SearchSummary())
 	default:
 		return fmt.Sprintf("%v: %s score %.3f < %.3f (%s)", e.Reason, who, e.Result.Score, e.Threshold, e.Result.SearchSummary())
 	}
@@ -359,15 +402,10 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	// passes verification is the answer, and the best refined peak far
 	// from it measures the ambiguity.
 	free := extractFree(submap)
-	refined := make([]verified, 0, len(peaks))
-	for _, c := range peaks {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		p := r.fineSearch(ps.fine, c.pose, r.coarseRes/math.Max(ps.maxRadius, 1))
-		refined = append(refined, verified{peak: p, conflict: r.freeConflict(free, p.pose, len(ps.all))})
+	refined, err := r.refine(ctx, ps, free, peaks)
+	if err != nil {
+		return res, err
 	}
-	slices.SortStableFunc(refined, func(a, b verified) int { return cmp.Compare(b.score, a.score) })
 	best := refined[0]
 	for _, v := range refined {
 		if v.conflict <= opts.MaxFreeConflict {
@@ -379,8 +417,8 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	// A runner-up that fails verification is no alternative: it puts
 	// reference walls across the agent's open floor.
 	for _, p := range refined {
-		if p.conflict <= opts.MaxFreeConflict && distinct(p.pose, best.pose) && best.score > 0 && !r.sameBasin(ps.fine, best.peak, p.peak) {
-			res.Ambiguity = math.Min(p.score/best.score, 1)
+		if p.conflict <= opts.MaxFreeConflict && distinct(p.pose, best.pose) && best.score > 0 {
+			res.Ambiguity = math.Min(math.Max(p.merit, 0)/math.Max(best.merit, 1e-9), 1)
 			res.RunnerUp = p.pose
 			res.RunnerUpScore = p.score
 			break
@@ -397,7 +435,8 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	res.Pose = pose
 	res.Iterations = iters
 	res.Score, res.InlierRatio = r.evaluate(ps.all, pose)
-	res.FreeConflict = r.freeConflict(free, pose, len(ps.all))
+	res.FreeConflict = r.freeConflict(free, ps.all, pose)
+	res.Merit = res.Score - conflictWeight*res.FreeConflict
 
 	switch {
 	case res.Score < opts.MinScore:
@@ -406,16 +445,85 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MaxFreeConflict, Verification: true}
 	case res.Ambiguity > opts.MaxAmbiguity:
 		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity}
+	case res.Search.onEdge(pose, r.coarseRes):
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore, Edge: true}
+	}
+	if guess != nil {
+		better, err := r.crossCheck(ctx, ps, pts, free, res, opts)
+		if err != nil {
+			return res, err
+		}
+		if better != nil {
+			res.RunnerUp, res.RunnerUpScore = better.pose, better.score
+			return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: crossCheckMargin, Outside: better.score}
+		}
 	}
 	res.Localized = true
 	return res, nil
 }
 
-// verified is a refined peak with its free-space conflict.
+// refine runs the fine search from every peak and verifies the result;
+// the outcome is sorted by merit, best first.
+func (r *Reference) refine(ctx context.Context, ps pointSets, free []point, peaks []peak) ([]verified, error) {
+	refined := make([]verified, 0, len(peaks))
+	for _, c := range peaks {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		p := r.fineSearch(ps.fine, c.pose, r.coarseRes/math.Max(ps.maxRadius, 1))
+		v := verified{peak: p, conflict: r.freeConflict(free, ps.all, p.pose)}
+		v.merit = p.score - conflictWeight*v.conflict
+		refined = append(refined, v)
+	}
+	slices.SortStableFunc(refined, func(a, b verified) int { return cmp.Compare(b.merit, a.merit) })
+	return refined, nil
+}
+
+// crossCheckCandidates is how many peaks of the global search crossCheck
+// refines.
+const crossCheckCandidates = 4
+
+// crossCheck is the verification of a windowed match against the rest of
+// the map: the global search (every pose, every heading) must not find a
+// pose outside the window that passes verification and scores more than
+// crossCheckMargin above res.Score. If it does, the window did not hold the truth — the
+// guess is farther off than the window — and the window's best is only the
+// least bad pose in it: that pose is returned and the match must be
+// refused. The margin is what keeps a changed world from tripping it: its
+// furniture moved, an agent's submap may fit a flipped pose a few percent
+// better (0.835 against 0.807 in one of 30 worlds), while a guess 90° off
+// leaves the window's best at half the truth's score.
+func (r *Reference) crossCheck(ctx context.Context, ps pointSets, pts, free []point, res Result, opts Options) (*verified, error) {
+	peaks, _, err := r.globalSearch(ctx, ps, pts)
+	if err != nil {
+		return nil, err
+	}
+	refined, err := r.refine(ctx, ps, free, peaks[:min(len(peaks), crossCheckCandidates)])
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range refined {
+		if !res.Search.contains(v.pose) && v.conflict <= opts.MaxFreeConflict && v.score > res.Score+crossCheckMargin {
+			return &v, nil
+		}
+	}
+	return nil, nil
+}
+
+// verified is a refined peak with its free-space conflict and its merit:
+// the score less conflictWeight × the conflict, by which peaks are ranked
+// and compared for ambiguity.
 type verified struct {
 	peak
 	conflict float64
+	merit    float64
 }
+
+// conflictWeight ranks peaks by what they explain, walls and free space:
+// when a long room lets a submap slide along its walls, the wall score alone
+// can prefer a pose half a metre off by a few percent; the reference walls
+// that pose puts across the agent's open floor (conflict 0.02) tip it back.
+const conflictWeight = 2
 
 // globalSearch is the search without a guess: branch and bound over the
 // whole map and every heading on the global field (cells of 2 coarse
@@ -423,7 +531,7 @@ type verified struct {
 // the coarse field (± one global cell, ± one global rotation step) that
 // brings the peak to the resolution of a windowed search.
 func (r *Reference) globalSearch(ctx context.Context, ps pointSets, pts []point) ([]peak, Window, error) {
-	m := r.meta
+	m := r.bounds
 	w, h := m.SizeM()
 	g := &r.globalBnB
 	center := slam.Pose2D{X: m.Origin.X + w/2, Y: m.Origin.Y + h/2}
@@ -456,7 +564,7 @@ func (r *Reference) globalSearch(ctx context.Context, ps pointSets, pts []point)
 func (r *Reference) searchSpace(f *bnbField, radius float64, center slam.Pose2D, wxy, wth float64) (searchSpace, Window) {
 	res := f.res
 	dTheta := math.Min(res/math.Max(radius, 1), 2*math.Pi/180)
-	m := r.meta
+	m := r.bounds
 	w, h := m.SizeM()
 	n := int(math.Ceil(wxy / res))
 	sp := searchSpace{cx: center.X, cy: center.Y, x0: -n, x1: n, y0: -n, y1: n}

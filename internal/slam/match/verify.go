@@ -59,11 +59,15 @@ func extractFree(submap *grid.Grid) []point {
 	return out
 }
 
-// freeConflict is the length, in cells, of reference walls that fall in
-// the agent's free space at pose, over the agent's occupied cells (nOcc):
-// 0 for a perfect match, about 1 when as much reference wall crosses the
-// agent's open floor as the agent has walls of its own.
-func (r *Reference) freeConflict(free []point, pose slam.Pose2D, nOcc int) float64 {
+// freeConflict measures, both ways, how much of the agent's map the
+// reference contradicts at pose: the length in cells of reference walls
+// that fall in the agent's free space, plus the agent's walls that fall on
+// the reference's open floor (confidently free, freeClearance cells from
+// any reference wall), both over the agent's occupied cells (walls, the
+// points pts). 0 for a perfect match; a submap turned by 90° in a
+// rectangular building lines up its walls with parallel ones but lays
+// others across rooms and corridors.
+func (r *Reference) freeConflict(free, walls []point, pose slam.Pose2D) float64 {
 	m := r.meta
 	s, c := math.Sincos(pose.Theta)
 	conflicts := 0
@@ -72,10 +76,21 @@ func (r *Reference) freeConflict(free []point, pose slam.Pose2D, nOcc int) float
 		y := pose.Y + s*p.x + c*p.y
 		cx, cy, ok := m.CellOf(x, y)
 		if ok && r.dist2[cy*m.Width+cx] == 0 {
-			conflicts++
+			conflicts += freeStride
 		}
 	}
-	return float64(conflicts*freeStride) / float64(max(nOcc, 1))
+	for _, p := range walls {
+		x := pose.X + c*p.x - s*p.y
+		y := pose.Y + s*p.x + c*p.y
+		cx, cy, ok := m.CellOf(x, y)
+		if ok {
+			i := cy*m.Width + cx
+			if r.free[i] && r.dist2[i] >= freeClearance*freeClearance {
+				conflicts++
+			}
+		}
+	}
+	return float64(conflicts) / float64(max(len(walls), 1))
 }
 
 // basinSamples and basinDip decide whether two peaks are one basin: the
