@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,9 +27,133 @@ import (
 // few enough not to swamp the orchestrator the next measurement runs on.
 const teardownConcurrency = 16
 
+// Bounds of a bench by duration: -d runs at most maxBenchDuration, and at
+// most maxBenchMissions missions unless -n says fewer, so that a bench
+// against a mesh far faster than expected still ends and fits in memory.
+const (
+	maxBenchDuration = time.Hour
+	maxBenchMissions = 1_000_000
+)
+
+// benchWorkload is what each bench mission asks the mesh to do.
+type benchWorkload struct {
+	name string
+	// agents, width and height shape a scenario mission (width and height
+	// in metres). Unused by overhead.
+	agents        uint
+	width, height float64
+}
+
+// benchWorkloads are the --workload choices with their defaults.
+var benchWorkloads = map[string]benchWorkload{
+	// overhead: one anchor agent whose 2×2 m submap is sent inline, on a
+	// 2×2 m map at 0.05 m: the orchestration with nearly no SLAM work, the
+	// same shape as DTM's empty 3-branch saga in ../shared/bench.
+	"overhead": {name: "overhead"},
+	// tiny: the historical default, one agent in a 10×8 m scenario world.
+	"tiny": {name: "tiny", agents: 1, width: 10, height: 8},
+	// office: three agents in a 20×15 m office, the scenario default.
+	"office": {name: "office", agents: 3, width: 20, height: 15},
+}
+
+// overheadSubmap is the overhead workload's anchor submap: 40×40 cells of
+// 0.05 m (2×2 m), an occupied one-cell border around free floor. It is
+// built once and shared by every request (the client only reads it).
+var overheadSubmap = func() *typesv1.OccupancyGrid {
+	const n = 40
+	data := make([]byte, n*n)
+	for r := range n {
+		for c := range n {
+			if r == 0 || c == 0 || r == n-1 || c == n-1 {
+				data[r*n+c] = 100
+			}
+		}
+	}
+	return &typesv1.OccupancyGrid{
+		Meta: &typesv1.GridMeta{Resolution: 0.05, Width: n, Height: n, Origin: &typesv1.Pose2D{}},
+		Data: data,
+	}
+}()
+
+// request builds the StartMission call of mission i, with id and wait.
+// Scenario workloads take a new seed per mission, so no two missions share
+// a world.
+func (w benchWorkload) request(id string, i int) *orchestratorv1.StartMissionRequest {
+	req := &orchestratorv1.StartMissionRequest{MissionId: id, Wait: true}
+	if w.name == "overhead" {
+		req.Agents = []*typesv1.Agent{{AgentId: "anchor", Submap: overheadSubmap, InitialGuess: &typesv1.Pose2D{}, Anchor: true}}
+		req.Map = &typesv1.MapSpec{WidthM: 2, HeightM: 2, Resolution: 0.05}
+		return req
+	}
+	req.Scenario = &typesv1.Scenario{Seed: uint64(i), Agents: uint32(w.agents), WidthM: w.width, HeightM: w.height}
+	return req
+}
+
+// benchConfig is a parsed bench command line.
+type benchConfig struct {
+	n        int           // most missions to run
+	duration time.Duration // 0: run exactly n
+	conc     int
+	workload benchWorkload
+	keep     bool
+	redisURL string // empty: no Redis figures
+	// stepSample is how many missions' events are read for the time per step.
+	stepSample int
+}
+
+// parseBench parses bench's flags; getenv supplies REDIS_URL.
+func parseBench(args []string, getenv func(string) string, stderr io.Writer) (benchConfig, error) {
+	fs := newFlags("bench", "bench [flags]", stderr)
+	n := fs.Int("n", 300, fmt.Sprintf("missions to run; with -d, the most to run (default then %d)", maxBenchMissions))
+	d := fs.Duration("d", 0, fmt.Sprintf("run for this long instead of -n missions (at most %s)", maxBenchDuration))
+	conc := fs.Int("c", 1, "concurrent callers")
+	wl := fs.String("workload", "tiny", "overhead (one anchor, 2x2 m submap inline: orchestration only), tiny (1 agent, 10x8 m scenario) or office (3 agents, 20x15 m)")
+	agents := fs.Uint("agents", 0, "agents per mission (0: the workload's; scenario workloads only)")
+	width := fs.Float64("width", 0, "world width in metres, at least 10 (0: the workload's; scenario workloads only)")
+	height := fs.Float64("height", 0, "world height in metres, at least 8 (0: the workload's; scenario workloads only)")
+	keep := fs.Bool("keep", false, "keep the missions (and their maps) instead of tearing them down afterwards")
+	redisURL := fs.String("redis-url", getenv("REDIS_URL"), "the mesh's Redis, to count commands and round trips per mission (env REDIS_URL; empty: not counted)")
+	sample := fs.Int("step-sample", 50, "missions whose events give the time per step (0: none)")
+	if err := parse(fs, args); err != nil {
+		return benchConfig{}, err
+	}
+	if fs.NArg() != 0 {
+		return benchConfig{}, fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
+	}
+	w, ok := benchWorkloads[*wl]
+	if !ok {
+		return benchConfig{}, fmt.Errorf("%w: unknown -workload %q (overhead, tiny, office)", errUsage, *wl)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if w.name == "overhead" && (*agents != 0 || *width != 0 || *height != 0) {
+		return benchConfig{}, fmt.Errorf("%w: -agents, -width and -height shape scenario workloads, not overhead", errUsage)
+	}
+	if *agents != 0 {
+		w.agents = *agents
+	}
+	if *width != 0 {
+		w.width = *width
+	}
+	if *height != 0 {
+		w.height = *height
+	}
+	cfg := benchConfig{n: *n, duration: *d, conc: *conc, workload: w, keep: *keep, redisURL: *redisURL, stepSample: *sample}
+	switch {
+	case *d < 0 || *d > maxBenchDuration:
+		return cfg, fmt.Errorf("%w: -d must be in [0, %s], got %s", errUsage, maxBenchDuration, *d)
+	case *d > 0 && !set["n"]:
+		cfg.n = maxBenchMissions
+	}
+	if cfg.n < 1 || cfg.n > maxBenchMissions || cfg.conc < 1 || cfg.stepSample < 0 {
+		return cfg, fmt.Errorf("%w: -n must be in [1, %d], -c at least 1, -step-sample at least 0", errUsage, maxBenchMissions)
+	}
+	return cfg, nil
+}
+
 // benchRun is the outcome of one bench mission.
 type benchRun struct {
-	started bool
+	id      string
 	latency time.Duration
 	// state is the mission's state as StartMission answered it;
 	// MISSION_STATE_UNSPECIFIED when the call failed.
@@ -43,57 +169,51 @@ func (r benchRun) holdsResources() bool {
 	case orchestratorv1.MissionState_MISSION_STATE_COMPENSATED, orchestratorv1.MissionState_MISSION_STATE_FAILED:
 		return false
 	}
-	return r.started
+	return true
 }
 
-// cmdBench starts n missions with wait=true from c concurrent callers and
-// reports throughput and latency; every mission must complete. Then, outside
-// the timed part, it tears its missions down with CancelMission (unless
-// -keep): a completed mission keeps its map, so without the teardown one
-// default run fills the mapping service's capacity budget and every later
-// mission fails with RESOURCE_EXHAUSTED.
-func cmdBench(ctx context.Context, c *clients, _ global, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "bench [flags]", stderr)
-	n := fs.Int("n", 300, "missions to run")
-	conc := fs.Int("c", 1, "concurrent callers")
-	agents := fs.Uint("agents", 1, "agents per mission")
-	width := fs.Float64("width", 10, "world width in metres (at least 10)")
-	height := fs.Float64("height", 8, "world height in metres (at least 8)")
-	keep := fs.Bool("keep", false, "keep the missions (and their maps) instead of tearing them down afterwards")
-	if err := parse(fs, args); err != nil {
+// cmdBench starts missions with wait=true from c concurrent callers (-n of
+// them, or as many as fit in -d) and reports throughput, latency, the time
+// per step (from the events of a sample of missions) and, given the mesh's
+// Redis, the commands and round trips per mission; every mission must
+// complete. Then, outside the timed part, it tears its missions down with
+// CancelMission (unless -keep): a completed mission keeps its map, so
+// without the teardown one run fills the mapping service's capacity budget
+// and every later mission fails with RESOURCE_EXHAUSTED.
+func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseBench(args, getenv, stderr)
+	if err != nil {
 		return err
-	}
-	if *n < 1 || *conc < 1 {
-		return fmt.Errorf("%w: -n and -c must be at least 1", errUsage)
 	}
 	var tag [4]byte
 	_, _ = rand.Read(tag[:])
 	prefix := "bench-" + hex.EncodeToString(tag[:])
-	id := func(i int) string { return fmt.Sprintf("%s-%d", prefix, i) }
 
-	runs := make([]benchRun, *n)
+	probe := newRedisProbe(ctx, cfg.redisURL, stdout)
+	defer probe.close()
+	before := probe.snapshot(ctx)
+
+	perWorker := make([][]benchRun, cfg.conc)
 	var next atomic.Int64
 	var failed atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
 	start := time.Now()
 	var wg sync.WaitGroup
-	for range *conc {
+	for w := range cfg.conc {
 		wg.Go(func() {
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && (cfg.duration == 0 || time.Since(start) < cfg.duration) {
 				i := int(next.Add(1)) - 1
-				if i >= *n {
+				if i >= cfg.n {
 					return
 				}
+				id := fmt.Sprintf("%s-%d", prefix, i)
 				t0 := time.Now()
-				resp, err := c.orchestrator.StartMission(ctx, &orchestratorv1.StartMissionRequest{
-					MissionId: id(i),
-					Scenario:  &typesv1.Scenario{Seed: uint64(i), Agents: uint32(*agents), WidthM: *width, HeightM: *height},
-					Wait:      true,
-				})
-				runs[i] = benchRun{started: true, latency: time.Since(t0), state: resp.GetMission().GetState()}
-				if err == nil && runs[i].state != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
-					err = fmt.Errorf("mission %s ended %s", id(i), runs[i].state)
+				resp, err := c.orchestrator.StartMission(ctx, cfg.workload.request(id, i))
+				r := benchRun{id: id, latency: time.Since(t0), state: resp.GetMission().GetState()}
+				perWorker[w] = append(perWorker[w], r)
+				if err == nil && r.state != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+					err = fmt.Errorf("mission %s ended %s", id, r.state)
 				}
 				if err != nil {
 					failed.Add(1)
@@ -104,39 +224,129 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, stdout, 
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	after := probe.snapshot(ctx)
 
-	var lat []time.Duration
-	var teardown []string
-	for i, r := range runs {
-		if r.started {
-			lat = append(lat, r.latency)
-		}
+	runs := slices.Concat(perWorker...)
+	lat := make([]time.Duration, 0, len(runs))
+	var teardown, completed []string
+	for _, r := range runs {
+		lat = append(lat, r.latency)
 		if r.holdsResources() {
-			teardown = append(teardown, id(i))
+			teardown = append(teardown, r.id)
+		}
+		if r.state == orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+			completed = append(completed, r.id)
 		}
 	}
-	done := len(lat)
+	done := len(runs)
 	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	w := cfg.workload
+	shape := fmt.Sprintf("agents %d  world %.0fx%.0f m", w.agents, w.width, w.height)
+	if w.name == "overhead" {
+		shape = "1 anchor, 2x2 m submap inline"
 	}
-	fmt.Fprintf(stdout, "missions %d  concurrency %d  agents %d  world %.0fx%.0f m  ids %s-*\n", done, *conc, *agents, *width, *height, prefix)
+	fmt.Fprintf(stdout, "missions %d  concurrency %d  workload %s (%s)  ids %s-*\n", done, cfg.conc, w.name, shape, prefix)
 	fmt.Fprintf(stdout, "elapsed  %s  throughput %.1f missions/s\n", elapsed.Round(time.Millisecond), float64(done)/elapsed.Seconds())
-	fmt.Fprintf(stdout, "latency  p50 %s  p90 %s  p99 %s  max %s\n", pct(0.50).Round(10*time.Microsecond),
-		pct(0.90).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond))
+	fmt.Fprintf(stdout, "latency  p50 %s  p90 %s  p99 %s  max %s\n", roundDur(percentile(lat, 0.50)),
+		roundDur(percentile(lat, 0.90)), roundDur(percentile(lat, 0.99)), roundDur(percentile(lat, 1)))
+	if before != nil && after != nil {
+		printRedisDelta(stdout, after.sub(*before), len(completed))
+	}
+	if cfg.stepSample > 0 && len(completed) > 0 {
+		printStepTimes(stdout, stepTimes(ctx, c, sampleEvenly(completed, cfg.stepSample)))
+	}
 
 	var benchErr error
 	if f := failed.Load(); f > 0 {
 		benchErr = fmt.Errorf("%d of %d missions did not complete; first: %w", f, done, firstErr)
 	}
-	if *keep {
+	if cfg.keep {
 		fmt.Fprintf(stdout, "kept     %d missions (-keep): their maps stay charged to the mapping capacity budget\n", len(teardown))
 		return errors.Join(benchErr, ctx.Err())
 	}
 	return errors.Join(benchErr, tearDown(ctx, c, teardown, stdout))
+}
+
+// roundDur rounds a latency for printing.
+func roundDur(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+
+// percentile returns the p-quantile (p in [0, 1]) of sorted by the nearest
+// rank at or above p·len (p = 1 is the maximum); 0 for no values.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
+
+// sampleEvenly returns at most k of ids, spread evenly over them (all of
+// them when there are no more than k), so that a sample covers the warm-up
+// and the steady state alike.
+func sampleEvenly(ids []string, k int) []string {
+	if len(ids) <= k {
+		return ids
+	}
+	out := make([]string, k)
+	for j := range k {
+		out[j] = ids[j*len(ids)/k]
+	}
+	return out
+}
+
+// redisProbe reads the mesh's Redis counters around the timed part of a
+// bench over one connection of its own. A nil probe measures nothing.
+type redisProbe struct {
+	rdb *redis.Client
+}
+
+// newRedisProbe connects to url; it says why on stdout and returns nil when
+// url is empty, malformed or unreachable: the bench runs without Redis
+// figures then.
+func newRedisProbe(ctx context.Context, url string, stdout io.Writer) *redisProbe {
+	if url == "" {
+		fmt.Fprintln(stdout, "redis    not counted (no --redis-url or REDIS_URL)")
+		return nil
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		fmt.Fprintf(stdout, "redis    not counted: %v\n", err)
+		return nil
+	}
+	// One connection, opened before the first snapshot, so that the probe's
+	// own traffic is exactly one INFO per snapshot.
+	opts.PoolSize, opts.MinIdleConns, opts.MaxRetries = 1, 0, -1
+	rdb := redis.NewClient(opts)
+	pingCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pingCtx).Err(); err != nil {
+		fmt.Fprintf(stdout, "redis    not counted: %s unreachable: %v\n", opts.Addr, err)
+		_ = rdb.Close()
+		return nil
+	}
+	return &redisProbe{rdb: rdb}
+}
+
+func (p *redisProbe) close() {
+	if p != nil {
+		_ = p.rdb.Close()
+	}
+}
+
+// snapshot reads INFO stats and commandstats; nil when p is nil or the
+// read fails (a bench is not failed for its Redis figures).
+func (p *redisProbe) snapshot(ctx context.Context) *redisCounters {
+	if p == nil {
+		return nil
+	}
+	s, err := p.rdb.Info(ctx, "stats", "commandstats").Result()
+	if err != nil {
+		return nil
+	}
+	c, err := parseRedisInfo(s)
+	if err != nil {
+		return nil
+	}
+	return &c
 }
 
 // tearDown cancels the missions ids with wait, teardownConcurrency at a

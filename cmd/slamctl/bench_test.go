@@ -3,6 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -12,12 +16,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/redistest"
 )
 
 // TestMain keeps the in-process mesh's spans in process whatever the
@@ -38,6 +46,9 @@ type fakeOrchestrator struct {
 	orchestratorv1.UnimplementedOrchestratorServiceServer
 	outcome func(i int) orchestratorv1.MissionState
 	gate    chan struct{}
+	// work, when set, runs for every mission StartMission records (the
+	// Redis traffic of a mission in the Redis counting test).
+	work func(ctx context.Context) error
 
 	mu        sync.Mutex
 	recorded  map[string]bool
@@ -55,6 +66,11 @@ func (f *fakeOrchestrator) StartMission(_ context.Context, req *orchestratorv1.S
 	st := f.outcome(i)
 	if st == orchestratorv1.MissionState_MISSION_STATE_UNSPECIFIED {
 		return nil, status.Error(codes.Unavailable, "draining")
+	}
+	if f.work != nil {
+		if err := f.work(context.Background()); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
 	}
 	f.mu.Lock()
 	f.recorded[id] = true
@@ -221,4 +237,268 @@ func seq(from, to int) []int {
 		out = append(out, i)
 	}
 	return out
+}
+
+// WatchMission replays a completed mission's events: started at t0, step a
+// from +1 ms to +3 ms, step b from +3 ms to +4 ms, completed at +5 ms.
+func (f *fakeOrchestrator) WatchMission(req *orchestratorv1.WatchMissionRequest, stream grpc.ServerStreamingServer[orchestratorv1.WatchMissionResponse]) error {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, ev := range benchEvents(t0) {
+		ev.MissionId = req.GetMissionId()
+		if err := stream.Send(&orchestratorv1.WatchMissionResponse{Event: ev}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// benchEvents are the events of a mission of two steps: a retried step a
+// (first started at +1 ms, completed at +3 ms) and a step b (+3 ms to
+// +4 ms), the mission from t0 to +5 ms.
+func benchEvents(t0 time.Time) []*eventsv1.MissionEvent {
+	ev := func(typ eventsv1.EventType, step string, ms int) *eventsv1.MissionEvent {
+		return &eventsv1.MissionEvent{Type: typ, Step: step, Ts: timestamppb.New(t0.Add(time.Duration(ms) * time.Millisecond))}
+	}
+	return []*eventsv1.MissionEvent{
+		ev(eventsv1.EventType_EVENT_TYPE_MISSION_STARTED, "", 0),
+		ev(eventsv1.EventType_EVENT_TYPE_STEP_STARTED, "a", 1),
+		ev(eventsv1.EventType_EVENT_TYPE_STEP_FAILED, "a", 2),
+		ev(eventsv1.EventType_EVENT_TYPE_STEP_STARTED, "a", 2),
+		ev(eventsv1.EventType_EVENT_TYPE_STEP_COMPLETED, "a", 3),
+		ev(eventsv1.EventType_EVENT_TYPE_STEP_STARTED, "b", 3),
+		ev(eventsv1.EventType_EVENT_TYPE_STEP_COMPLETED, "b", 4),
+		ev(eventsv1.EventType_EVENT_TYPE_MISSION_COMPLETED, "", 5),
+	}
+}
+
+func TestParseBench(t *testing.T) {
+	t.Parallel()
+	env := func(url string) func(string) string {
+		return func(k string) string {
+			if k == "REDIS_URL" {
+				return url
+			}
+			return ""
+		}
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		env     string
+		want    benchConfig
+		wantErr string
+	}{
+		{name: "defaults: 300 tiny missions", args: nil,
+			want: benchConfig{n: 300, conc: 1, workload: benchWorkloads["tiny"], stepSample: 50}},
+		{name: "-d without -n is bounded by the mission cap", args: []string{"-d", "10s", "-c", "32", "--workload", "overhead"},
+			want: benchConfig{n: maxBenchMissions, duration: 10 * time.Second, conc: 32, workload: benchWorkloads["overhead"], stepSample: 50}},
+		{name: "-d with -n stops at whichever comes first", args: []string{"-d", "1m", "-n", "7"},
+			want: benchConfig{n: 7, duration: time.Minute, conc: 1, workload: benchWorkloads["tiny"], stepSample: 50}},
+		{name: "office with a wider world", args: []string{"-workload", "office", "-width", "30"},
+			want: benchConfig{n: 300, conc: 1, workload: benchWorkload{name: "office", agents: 3, width: 30, height: 15}, stepSample: 50}},
+		{name: "REDIS_URL from the environment", env: "redis://127.0.0.1:7/0",
+			want: benchConfig{n: 300, conc: 1, workload: benchWorkloads["tiny"], redisURL: "redis://127.0.0.1:7/0", stepSample: 50}},
+		{name: "--redis-url wins over the environment", env: "redis://a:1/0", args: []string{"--redis-url", "redis://b:2/0", "-step-sample", "0"},
+			want: benchConfig{n: 300, conc: 1, workload: benchWorkloads["tiny"], redisURL: "redis://b:2/0"}},
+		{name: "unknown workload", args: []string{"-workload", "huge"}, wantErr: `unknown -workload "huge"`},
+		{name: "overhead has no world to shape", args: []string{"-workload", "overhead", "-agents", "2"}, wantErr: "not overhead"},
+		{name: "negative duration", args: []string{"-d", "-1s"}, wantErr: "-d must be in"},
+		{name: "duration past the bound", args: []string{"-d", "2h"}, wantErr: "-d must be in"},
+		{name: "zero callers", args: []string{"-c", "0"}, wantErr: "-c at least 1"},
+		{name: "too many missions", args: []string{"-n", "1000001"}, wantErr: "-n must be in"},
+		{name: "stray argument", args: []string{"x"}, wantErr: "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseBench(tt.args, env(tt.env), io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, errUsage) {
+					t.Fatalf("parseBench(%q) error = %v, want a usage error saying %q", tt.args, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseBench(%q): %v", tt.args, err)
+			}
+			if got != tt.want {
+				t.Errorf("parseBench(%q) = %+v, want %+v", tt.args, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestOverheadRequest(t *testing.T) {
+	t.Parallel()
+	req := benchWorkloads["overhead"].request("m-1", 1)
+	if req.GetScenario() != nil || len(req.GetAgents()) != 1 || !req.GetAgents()[0].GetAnchor() || !req.GetWait() {
+		t.Fatalf("overhead request = %v, want one anchor agent, no scenario, wait", req)
+	}
+	meta := req.GetAgents()[0].GetSubmap().GetMeta()
+	if w := float64(meta.GetWidth()) * meta.GetResolution(); w != 2 || meta.GetWidth() != meta.GetHeight() {
+		t.Errorf("submap %dx%d cells of %g m, want 2x2 m", meta.GetWidth(), meta.GetHeight(), meta.GetResolution())
+	}
+	if m := req.GetMap(); m.GetWidthM() != 2 || m.GetHeightM() != 2 || m.GetResolution() != 0.05 {
+		t.Errorf("map %v, want 2x2 m at 0.05 m", m)
+	}
+	tiny := benchWorkloads["tiny"].request("m-2", 2).GetScenario()
+	if tiny.GetSeed() != 2 || tiny.GetAgents() != 1 || tiny.GetWidthM() != 10 || tiny.GetHeightM() != 8 {
+		t.Errorf("tiny scenario = %v, want seed 2, 1 agent, 10x8 m", tiny)
+	}
+}
+
+func TestPercentileAndSample(t *testing.T) {
+	t.Parallel()
+	var lat []time.Duration
+	for i := 1; i <= 100; i++ {
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{0.5, 51 * time.Millisecond}, {0.9, 91 * time.Millisecond}, {0.99, 100 * time.Millisecond}, {1, 100 * time.Millisecond}, {0, time.Millisecond}} {
+		if got := percentile(lat, tc.p); got != tc.want {
+			t.Errorf("percentile(1..100 ms, %g) = %s, want %s", tc.p, got, tc.want)
+		}
+	}
+	if got := percentile(nil, 0.5); got != 0 {
+		t.Errorf("percentile of nothing = %s, want 0", got)
+	}
+	ids := []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
+	if got := sampleEvenly(ids, 4); !slices.Equal(got, []string{"0", "2", "5", "7"}) {
+		t.Errorf("sampleEvenly(10, 4) = %v", got)
+	}
+	if got := sampleEvenly(ids[:3], 4); len(got) != 3 {
+		t.Errorf("sampleEvenly(3, 4) = %v, want all 3", got)
+	}
+}
+
+func TestRedisCountersDelta(t *testing.T) {
+	t.Parallel()
+	before, err := parseRedisInfo("# Stats\r\ntotal_connections_received:3\r\ntotal_commands_processed:100\r\ntotal_reads_processed:50\r\n\r\n# Commandstats\r\ncmdstat_info:calls=4,usec=1,usec_per_call=0.25,rejected_calls=0,failed_calls=0\r\ncmdstat_set:calls=10,usec=5\r\ncmdstat_client|setinfo:calls=2,usec=1\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := parseRedisInfo("total_commands_processed:161\ntotal_reads_processed:71\ncmdstat_info:calls=5,usec=1\ncmdstat_set:calls=40\ncmdstat_evalsha:calls=10\ncmdstat_xadd:calls=20\ncmdstat_client|setinfo:calls=2\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := after.sub(before)
+	// 61 commands of which one is the first snapshot's INFO; 21 reads of
+	// which one is the second snapshot's.
+	if d.commands != 60 || d.reads != 20 {
+		t.Errorf("delta %d commands %d reads, want 60 and 20", d.commands, d.reads)
+	}
+	want := map[string]int64{"set": 30, "evalsha": 10, "xadd": 20}
+	if !maps.Equal(d.calls, want) {
+		t.Errorf("delta calls %v, want %v", d.calls, want)
+	}
+	var out bytes.Buffer
+	printRedisDelta(&out, d, 10)
+	for _, s := range []string{"per mission 6.0 commands  2.0 round trips", "commands per mission:  set 3.0  xadd 2.0  evalsha 1.0\n"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("output does not say %q:\n%s", s, out.String())
+		}
+	}
+	if _, err := parseRedisInfo("total_commands_processed:1\n"); err == nil {
+		t.Error("INFO without total_reads_processed parsed")
+	}
+}
+
+func TestTimesFromEvents(t *testing.T) {
+	t.Parallel()
+	evs := benchEvents(time.Unix(1000, 0))
+	mt, ok := timesFromEvents(evs)
+	want := missionTimes{total: 5 * time.Millisecond, steps: []stepTime{{"a", 2 * time.Millisecond}, {"b", time.Millisecond}}}
+	if !ok || mt.total != want.total || !slices.Equal(mt.steps, want.steps) {
+		t.Errorf("timesFromEvents = %+v, %v; want %+v", mt, ok, want)
+	}
+	if _, ok := timesFromEvents(evs[:len(evs)-1]); ok {
+		t.Error("a mission without its completion gave times")
+	}
+	var out bytes.Buffer
+	printStepTimes(&out, []missionTimes{mt, mt})
+	if s := "from the events of 2 missions:  a 2ms/2ms  b 1ms/1ms  outside steps 2ms/2ms  mission 5ms/5ms"; !strings.Contains(out.String(), s) {
+		t.Errorf("output does not say %q:\n%s", s, out.String())
+	}
+}
+
+// TestBenchCountsRedis runs a bench whose every mission makes a known
+// Redis traffic on a real Redis: a pipeline of three SETs (one round trip)
+// and a script of two commands (one round trip, three commands with the
+// EVAL), so 6 commands and 2 round trips per mission. One caller: with
+// more, the fake's one-connection pool dials a second connection, whose
+// HELLO the bench rightly counts.
+func TestBenchCountsRedis(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	script := redis.NewScript(`redis.call('SET', KEYS[1], 1) return redis.call('INCR', KEYS[1])`)
+	work := func(ctx context.Context) error {
+		if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range []string{"a", "b", "c"} {
+				p.Set(ctx, k, 1, 0)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return script.Eval(ctx, rdb, []string{"n"}).Err()
+	}
+	// One mission's traffic before the bench, so that the client's
+	// connection handshakes are not counted.
+	for range 3 {
+		if err := work(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := &fakeOrchestrator{
+		outcome:  func(int) orchestratorv1.MissionState { return orchestratorv1.MissionState_MISSION_STATE_COMPLETED },
+		recorded: map[string]bool{},
+		work:     work,
+	}
+	addr := serve(t, f)
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"--addr", addr, "bench", "-n", "20", "-c", "1", "--redis-url", srv.URL, "-keep"},
+		func(string) string { return "" }, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	for _, s := range []string{
+		"per mission 6.0 commands  2.0 round trips",
+		"commands per mission:  set 4.0  eval 1.0  incr 1.0\n",
+		"from the events of 20 missions:  a 2ms/2ms  b 1ms/1ms  outside steps 2ms/2ms",
+	} {
+		if !strings.Contains(stdout.String(), s) {
+			t.Errorf("output does not say %q:\n%s", s, stdout.String())
+		}
+	}
+}
+
+func TestBenchByDuration(t *testing.T) {
+	t.Parallel()
+	f := &fakeOrchestrator{
+		outcome:  func(int) orchestratorv1.MissionState { return orchestratorv1.MissionState_MISSION_STATE_COMPLETED },
+		recorded: map[string]bool{},
+	}
+	addr := serve(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	t0 := time.Now()
+	err := run(ctx, []string{"--addr", addr, "bench", "-d", "300ms", "-c", "3", "-step-sample", "0"},
+		func(string) string { return "" }, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	if took := time.Since(t0); took < 300*time.Millisecond {
+		t.Errorf("a 300 ms bench ended after %s", took)
+	}
+	cancelled, _ := f.snapshot()
+	if !strings.Contains(stdout.String(), fmt.Sprintf("missions %d ", len(cancelled))) || len(cancelled) == 0 {
+		t.Errorf("bench tore down %d missions, output:\n%s", len(cancelled), stdout.String())
+	}
 }

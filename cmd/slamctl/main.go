@@ -91,7 +91,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "map":
 		return cmdMap(ctx, c, g, cmdArgs, stdout, stderr)
 	case "bench":
-		return cmdBench(ctx, c, g, cmdArgs, stdout, stderr)
+		return cmdBench(ctx, c, g, cmdArgs, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
