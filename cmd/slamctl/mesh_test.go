@@ -20,6 +20,7 @@ import (
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
 	"github.com/slammesh/slammesh/internal/redistest"
+	"github.com/slammesh/slammesh/internal/saga"
 	"github.com/slammesh/slammesh/internal/telemetry"
 	"github.com/slammesh/slammesh/services/localization"
 	"github.com/slammesh/slammesh/services/mapping"
@@ -27,9 +28,14 @@ import (
 	"github.com/slammesh/slammesh/services/orchestrator"
 )
 
-// meshTimeout bounds a whole mission run through the mesh in a test; real
-// missions take seconds, a loaded CI machine several times that.
-const meshTimeout = 3 * time.Minute
+// meshTimeout bounds one mission run through the mesh in a test, and
+// attemptTimeout each step attempt in it: real missions take seconds, but a
+// loaded 2-core CI machine under -race takes many times that, and the
+// production 10 s attempt timeout would turn slowness into compensations.
+const (
+	meshTimeout    = 4 * time.Minute
+	attemptTimeout = 3 * time.Minute
+)
 
 // mesh is the four services in this test process, wired as cmd/slammesh
 // dev wires them (grpcserver on 127.0.0.1:0, the progress interceptor on the
@@ -81,7 +87,7 @@ func startMesh(t *testing.T) mesh {
 		if err := errors.Join(err1, err2, err3); err != nil {
 			return err
 		}
-		o, err := orchestrator.NewServer(orchestrator.Config{}, orchestrator.Deps{
+		o, err := orchestrator.NewServer(orchestrator.Config{Policy: saga.Policy{AttemptTimeout: attemptTimeout}}, orchestrator.Deps{
 			Redis: n.rdb, Logger: n.log, Tracer: n.tel.Tracer(), Meter: n.tel.Meter(),
 			Mapping:      mappingv1.NewMappingServiceClient(mc),
 			Localization: localizationv1.NewLocalizationServiceClient(lc),

@@ -91,8 +91,10 @@ func sameOutcome(t *testing.T, files, json *orchestratorv1.Mission) {
 }
 
 // startJSON sends a provided mission JSON as grpcurl would, and waits.
-func startJSON(t *testing.T, ctx context.Context, m mesh, req *orchestratorv1.StartMissionRequest) *orchestratorv1.Mission {
+func startJSON(t *testing.T, m mesh, req *orchestratorv1.StartMissionRequest) *orchestratorv1.Mission {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), meshTimeout)
+	defer cancel()
 	conn, err := grpc.NewClient(m.orchestrator, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -108,8 +110,10 @@ func startJSON(t *testing.T, ctx context.Context, m mesh, req *orchestratorv1.St
 
 // startFiles runs slamctl start with args and --wait --json, and returns
 // the mission it printed.
-func startFiles(t *testing.T, ctx context.Context, m mesh, args ...string) *orchestratorv1.Mission {
+func startFiles(t *testing.T, m mesh, args ...string) *orchestratorv1.Mission {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), meshTimeout)
+	defer cancel()
 	out, err := slamctl(t, ctx, m, append([]string{"--json", "start", "--wait"}, args...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -133,8 +137,6 @@ func startFiles(t *testing.T, ctx context.Context, m mesh, args ...string) *orch
 // cell keeps its trinary class (raw: its value).
 func TestRealDataThroughSlamctlFiles(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), meshTimeout)
-	defer cancel()
 	m := startMesh(t)
 
 	intelLog := filepath.Join(realdata, "carmen", "intel-corrected.log.gz")
@@ -152,8 +154,8 @@ func TestRealDataThroughSlamctlFiles(t *testing.T) {
 		// Nothing but the log's own data: guesses, bounds and all.
 		{"intel-rangemax-3", []string{"--carmen", intelLog, "--segments", intelSegs, "--range-max", "81.83"}},
 	} {
-		files := startFiles(t, ctx, m, append([]string{"--id", "files-" + tc.mission}, tc.args...)...)
-		sameOutcome(t, files, startJSON(t, ctx, m, loadMission(t, tc.mission)))
+		files := startFiles(t, m, append([]string{"--id", "files-" + tc.mission}, tc.args...)...)
+		sameOutcome(t, files, startJSON(t, m, loadMission(t, tc.mission)))
 		if tc.mission == "intel-local-3" {
 			filesIntel = files
 		}
@@ -172,12 +174,14 @@ func TestRealDataThroughSlamctlFiles(t *testing.T) {
 		ids = append(ids, a.GetAgentId())
 	}
 	args = append(args, "--agent-ids", strings.Join(ids, ","))
-	filesWillow := startFiles(t, ctx, m, append(args, guessArgs(willow)...)...)
-	sameOutcome(t, filesWillow, startJSON(t, ctx, m, willow))
+	filesWillow := startFiles(t, m, append(args, guessArgs(willow)...)...)
+	sameOutcome(t, filesWillow, startJSON(t, m, willow))
 
 	if filesIntel.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
 		t.Fatalf("intel-local-3 %s: no merged map to export", filesIntel.GetState())
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), meshTimeout)
+	defer cancel()
 	conn, err := grpc.NewClient(m.mapping, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -229,8 +233,6 @@ func TestRealDataThroughSlamctlFiles(t *testing.T) {
 // expected poses in willow-3.expected.json (the Willow map's frame).
 func TestImportedWillowMapLocalizesSubmapsWithoutGuesses(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), meshTimeout)
-	defer cancel()
 	m := startMesh(t)
 	b, err := os.ReadFile(filepath.Join(realdata, "missions", "willow-3.expected.json"))
 	if err != nil {
@@ -255,7 +257,7 @@ func TestImportedWillowMapLocalizesSubmapsWithoutGuesses(t *testing.T) {
 		args = append(args, "--ros-map", base+".yaml")
 	}
 	// The Willow map's own extent: an unguessed agent lies inside it.
-	mission := startFiles(t, ctx, m, append(args, "--map", "0,0,56.6,60.8")...)
+	mission := startFiles(t, m, append(args, "--map", "0,0,56.6,60.8")...)
 	if mission.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
 		t.Fatalf("mission %s: %s %s", mission.GetState(), mission.GetError().GetReason(), mission.GetError().GetMessage())
 	}
