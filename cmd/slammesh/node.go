@@ -65,11 +65,17 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 
 	n.rdb = redis.NewClient(spec.redis)
 	n.closers = append(n.closers, n.rdb.Close)
-	if err := redisotel.InstrumentTracing(n.rdb, redisotel.WithTracerProvider(n.tel.TracerProvider()), redisotel.WithDBStatement(false)); err != nil {
-		return n, fmt.Errorf("%s redis tracing: %w", spec.name, err)
+	// Hooks run on every command: only those whose output goes somewhere
+	// (the tracing hook walks the stack for each command's span).
+	if n.tel.TracesExported() {
+		if err := redisotel.InstrumentTracing(n.rdb, redisotel.WithTracerProvider(n.tel.TracerProvider()), redisotel.WithDBStatement(false)); err != nil {
+			return n, fmt.Errorf("%s redis tracing: %w", spec.name, err)
+		}
 	}
-	if err := redisotel.InstrumentMetrics(n.rdb, redisotel.WithMeterProvider(n.tel.MeterProvider())); err != nil {
-		return n, fmt.Errorf("%s redis metrics: %w", spec.name, err)
+	if n.tel.CommandMetrics() {
+		if err := redisotel.InstrumentMetrics(n.rdb, redisotel.WithMeterProvider(n.tel.MeterProvider())); err != nil {
+			return n, fmt.Errorf("%s redis metrics: %w", spec.name, err)
+		}
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -15,6 +15,7 @@ import (
 // OTLP exporters read the rest (endpoint, headers, TLS, timeout) themselves.
 const (
 	envTracesExporter     = "OTEL_TRACES_EXPORTER"
+	envMetricsExporter    = "OTEL_METRICS_EXPORTER"
 	envOTLPEndpoint       = "OTEL_EXPORTER_OTLP_ENDPOINT"
 	envOTLPTracesEndpoint = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 	envOTLPProtocol       = "OTEL_EXPORTER_OTLP_PROTOCOL"

@@ -22,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +76,12 @@ type Telemetry struct {
 	tracer  trace.Tracer
 	meter   metric.Meter
 	metrics http.Handler
+	// tracesExported: some span processor sees the spans (an OTLP exporter
+	// or Options.SpanProcessors); see TracesExported.
+	tracesExported bool
+	// commandMetrics: OTEL_METRICS_EXPORTER is not "none"; see
+	// CommandMetrics.
+	commandMetrics bool
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -89,8 +97,14 @@ var propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceCont
 //
 // Trace export follows the OpenTelemetry environment variables:
 //   - OTEL_TRACES_EXPORTER=none, or no OTLP endpoint configured and
-//     OTEL_TRACES_EXPORTER unset: no exporter. Spans are still created and
-//     sampled, so trace ids reach events, logs and StartMission responses.
+//     OTEL_TRACES_EXPORTER unset: no exporter. Unless Options.SpanProcessors
+//     are given, no span is recorded either (the sampler drops every span):
+//     nothing would read it, and recording costs an allocation-heavy span
+//     per call. A dropped span still carries a valid span context with
+//     fresh ids, so trace ids reach events, logs and StartMission
+//     responses all the same (unsampled: flags 00 in traceparent).
+//     TracesExported is false then, and the caller leaves out
+//     instrumentation that only makes spans (redisotel's tracing hook).
 //   - OTEL_TRACES_EXPORTER=otlp, or OTEL_EXPORTER_OTLP_ENDPOINT or
 //     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set: OTLP through a batch span
 //     processor. The protocol is OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
@@ -111,6 +125,9 @@ var propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceCont
 // Metrics are never pushed: the meter provider feeds a Prometheus exporter
 // registered, together with the Go runtime and process collectors, on a
 // registry private to this Telemetry, served by MetricsHandler.
+// OTEL_METRICS_EXPORTER=none turns off the per-command metrics of
+// instrumentation that asks CommandMetrics (redisotel's metrics hook); the
+// handler serves the rest as before.
 //
 // The caller must call Shutdown to flush buffered spans.
 func Setup(ctx context.Context, service string, opts Options) (*Telemetry, error) {
@@ -131,6 +148,10 @@ func Setup(ctx context.Context, service string, opts Options) (*Telemetry, error
 	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if exporter != nil {
 		tpOpts = append(tpOpts, sdktrace.WithBatcher(exporter))
+	}
+	tracesExported := exporter != nil || len(opts.SpanProcessors) > 0
+	if !tracesExported {
+		tpOpts = append(tpOpts, sdktrace.WithSampler(sdktrace.NeverSample()))
 	}
 	for _, p := range opts.SpanProcessors {
 		tpOpts = append(tpOpts, sdktrace.WithSpanProcessor(p))
@@ -162,6 +183,9 @@ func Setup(ctx context.Context, service string, opts Options) (*Telemetry, error
 		tracer:  tp.Tracer(instrumentationName),
 		meter:   mp.Meter(instrumentationName),
 		metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+
+		tracesExported: tracesExported,
+		commandMetrics: strings.TrimSpace(os.Getenv(envMetricsExporter)) != exporterNone,
 	}
 	return t, nil
 }
@@ -195,6 +219,19 @@ func (t *Telemetry) Service() string { return t.service }
 // TracerProvider returns the service's tracer provider, for instrumentation
 // such as otelgrpc and redisotel.
 func (t *Telemetry) TracerProvider() trace.TracerProvider { return t.tp }
+
+// TracesExported reports whether spans go anywhere: an OTLP exporter from
+// the environment or Options.SpanProcessors. When false every span is
+// dropped at creation (see Setup), so instrumentation that only makes
+// spans, such as redisotel.InstrumentTracing with its per-command stack
+// walk, is pure cost: install it only when this is true.
+func (t *Telemetry) TracesExported() bool { return t.tracesExported }
+
+// CommandMetrics reports whether per-command metrics (redisotel's
+// histogram of every Redis command) are wanted: false when
+// OTEL_METRICS_EXPORTER=none, the standard way to turn metrics off, which
+// saves an attribute set and a histogram update per command.
+func (t *Telemetry) CommandMetrics() bool { return t.commandMetrics }
 
 // MeterProvider returns the service's meter provider.
 func (t *Telemetry) MeterProvider() metric.MeterProvider { return t.mp }
