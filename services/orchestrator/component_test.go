@@ -318,6 +318,15 @@ func TestStartMissionRejectsBadInput(t *testing.T) {
 			a[1].InitialGuess.X = math.NaN()
 			return a
 		}), "agents[1].initial_guess"},
+		{"anchor without a guess", agents(func(a []*typesv1.Agent) []*typesv1.Agent {
+			a[0].InitialGuess = nil
+			return a
+		}), "agents[0].initial_guess"},
+		{"NaN search window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowM: math.NaN()}, "search_window_m"},
+		{"negative search window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowM: -1}, "search_window_m"},
+		{"absurd search window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowM: 1e6}, "search_window_m"},
+		{"infinite rotation window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowRad: math.Inf(1)}, "search_window_rad"},
+		{"rotation window beyond pi", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowRad: 4}, "search_window_rad"},
 		{"empty agent id", agents(func(a []*typesv1.Agent) []*typesv1.Agent {
 			a[0].AgentId = ""
 			return a

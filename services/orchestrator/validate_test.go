@@ -32,6 +32,27 @@ func TestNormalizeStartFillsDefaults(t *testing.T) {
 			},
 		},
 		{
+			name: "a non-anchor agent may come without a guess; the window is kept",
+			req: &orchestratorv1.StartMissionRequest{
+				Agents: []*typesv1.Agent{
+					{AgentId: "a", Submap: tinySubmap(), InitialGuess: &typesv1.Pose2D{}, Anchor: true},
+					{AgentId: "b", Submap: tinySubmap()},
+				},
+				Map:             &typesv1.MapSpec{WidthM: 10, HeightM: 10},
+				SearchWindowM:   3,
+				SearchWindowRad: 3.14,
+			},
+			want: &orchestratorv1.StartMissionRequest{
+				Agents: []*typesv1.Agent{
+					{AgentId: "a", Submap: tinySubmap(), InitialGuess: &typesv1.Pose2D{}, Anchor: true},
+					{AgentId: "b", Submap: tinySubmap()},
+				},
+				Map:             &typesv1.MapSpec{WidthM: 10, HeightM: 10, Resolution: 0.05},
+				SearchWindowM:   3,
+				SearchWindowRad: 3.14,
+			},
+		},
+		{
 			name: "explicit map keeps its bounds",
 			req: &orchestratorv1.StartMissionRequest{
 				Scenario: &typesv1.Scenario{Agents: 2, WidthM: 30, HeightM: 12, Kind: typesv1.ScenarioKind_SCENARIO_KIND_CHANGED_WORLD},
@@ -126,4 +147,9 @@ func TestCheckMissionID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tinySubmap is a valid 2×2 submap.
+func tinySubmap() *typesv1.OccupancyGrid {
+	return &typesv1.OccupancyGrid{Meta: &typesv1.GridMeta{Resolution: 0.05, Width: 2, Height: 2}, Data: []byte{0, 100, 0xff, 0}}
 }
