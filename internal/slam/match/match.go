@@ -64,6 +64,13 @@ const (
 	// crossCheckMargin: a windowed match is refused when a pose outside
 	// the window scores higher by more than this (see crossCheck).
 	crossCheckMargin = 0.10
+	// A windowed match that explains at least crossCheckSkipScore of its
+	// walls with at most crossCheckSkipConflict of contradiction is not
+	// cross-checked: no wrong pose in the offset sweep came that close
+	// (their conflicts start at 0.1), and the global search is most of the
+	// cost of a windowed match.
+	crossCheckSkipScore    = 0.5
+	crossCheckSkipConflict = 0.05
 	// MaxWindowXY and MaxWindowTheta bound a requested search window;
 	// larger windows are clipped to the map anyway.
 	MaxWindowXY    = 1000.0
@@ -448,7 +455,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	case res.Search.onEdge(pose, r.coarseRes):
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore, Edge: true}
 	}
-	if guess != nil {
+	if guess != nil && (res.Score < crossCheckSkipScore || res.FreeConflict > crossCheckSkipConflict) {
 		better, err := r.crossCheck(ctx, ps, pts, free, res, opts)
 		if err != nil {
 			return res, err
