@@ -219,39 +219,6 @@ func (g *Grid) ToInt8() []int8 {
 	return out
 }
 
-// LogOddsToInt8 converts one cell; see ToInt8.
-func LogOddsToInt8(l float32) int8 {
-	switch {
-	case l == 0 || l != l: // unknown (NaN never gets stored, but must not export as occupied)
-		return -1
-	case l >= Clamp:
-		return 100
-	case l <= -Clamp:
-		return 0
-	}
-	p := 1 / (1 + math.Exp(-float64(l)))
-	return int8(math.Round(p * 100))
-}
-
-// Int8ToLogOdds converts one ROS cell value to log-odds; it reports false for
-// values outside -1..100.
-func Int8ToLogOdds(v int8) (float32, bool) {
-	switch {
-	case v == -1:
-		return 0, true
-	case v < 0 || v > 100:
-		return 0, false
-	case v == 0:
-		return -Clamp, true
-	case v == 100:
-		return Clamp, true
-	case v == 50:
-		return fromInt8Fifty, true
-	}
-	p := float64(v) / 100
-	return float32(math.Log(p / (1 - p))), true
-}
-
 // FromInt8 builds a grid from ROS-style cells. It is the entry point for maps
 // arriving over the wire, so every value is checked rather than trusted.
 func FromInt8(meta Meta, data []int8) (*Grid, error) {
@@ -263,11 +230,10 @@ func FromInt8(meta Meta, data []int8) (*Grid, error) {
 	}
 	g := &Grid{meta: meta, logOdds: make([]float32, len(data))}
 	for i, v := range data {
-		l, ok := Int8ToLogOdds(v)
-		if !ok {
+		if uint8(v+1) > 101 { // outside -1..100
 			return nil, fmt.Errorf("%w: cell %d has value %d outside -1..100", slam.ErrInvalidArgument, i, v)
 		}
-		g.logOdds[i] = l
+		g.logOdds[i] = int8LogOdds[uint8(v+1)]
 	}
 	return g, nil
 }
