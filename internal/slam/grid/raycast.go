@@ -247,29 +247,35 @@ func (g *Grid) traceRay(x0, y0, x1, y1 float64, hit bool) bool {
 	if ady < 0 {
 		ady, syStep = -ady, -1
 	}
-	x, y := ix0, iy0
+	// The walk moves the cell index itself (a step in y is a row), and a
+	// miss only lowers a cell, so only the lower clamp can bite: the same
+	// cells and values as ClampLogOdds on (x, y), for a third less work
+	// in the loop that dominates scan integration.
+	i, end := iy0*stride+ix0, iy1*stride+ix1
+	rowStep := syStep * stride
 	err := adx - ady
-	for {
-		i := y*stride + x
-		if x == ix1 && y == iy1 {
-			if markEnd {
-				cells[i] = ClampLogOdds(cells[i] + LogOddsHit)
-			} else {
-				cells[i] = ClampLogOdds(cells[i] + LogOddsMiss)
-			}
-			return markEnd
+	for i != end {
+		if v := cells[i] + LogOddsMiss; v > -Clamp {
+			cells[i] = v
+		} else {
+			cells[i] = -Clamp
 		}
-		cells[i] = ClampLogOdds(cells[i] + LogOddsMiss)
 		e2 := 2 * err
 		if e2 > -ady {
 			err -= ady
-			x += sxStep
+			i += sxStep
 		}
 		if e2 < adx {
 			err += adx
-			y += syStep
+			i += rowStep
 		}
 	}
+	if markEnd {
+		cells[i] = ClampLogOdds(cells[i] + LogOddsHit)
+	} else {
+		cells[i] = ClampLogOdds(cells[i] + LogOddsMiss)
+	}
+	return markEnd
 }
 
 func clampIndex(v float64, n int) int {

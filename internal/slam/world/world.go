@@ -222,6 +222,7 @@ func (g *generator) agent(i int) (Agent, error) {
 	bestOverlap, bestQuality := 0.0, math.Inf(-1)
 	var poses []slam.Pose2D
 	var scans []slam.LaserScan
+	var dirs [][]beamDir
 	attempts := maxAttempts
 	if cfg.Kind == SealedAgent {
 		attempts = 4 * maxAttempts // keeping the vault unseen can take a few draws
@@ -233,17 +234,18 @@ func (g *generator) agent(i int) (Agent, error) {
 		}
 		p := drive(g.place, sc, start, inArea, pathLen, cfg.ScansPerAgent)
 		s := make([]slam.LaserScan, len(p))
+		d := make([][]beamDir, len(p))
 		for k, pose := range p {
-			s[k] = simulateScan(sc, pose, sensor, cfg.RangeNoise, cfg.DropoutRate)
+			s[k], d[k] = simulateScan(sc, pose, sensor, cfg.RangeNoise, cfg.DropoutRate)
 		}
-		overlap := g.overlap(p, s)
+		overlap := g.overlap(p, s, d)
 		quality := overlap
-		seesVault := cfg.Kind == SealedAgent && !a.Sealed && g.seesSealed(p, s)
+		seesVault := cfg.Kind == SealedAgent && !a.Sealed && g.seesSealed(p, s, d)
 		if seesVault {
 			quality -= 2 // never prefer a drive that sees the vault
 		}
 		if quality > bestQuality {
-			bestQuality, bestOverlap, poses, scans = quality, overlap, p, s
+			bestQuality, bestOverlap, poses, scans, dirs = quality, overlap, p, s, d
 		}
 		need := minOverlap
 		if a.Changed {
@@ -274,7 +276,7 @@ func (g *generator) agent(i int) (Agent, error) {
 			rel.Theta += sensor.NormFloat64() * cfg.OdomRotNoise * d
 			a.Odometry[k] = a.Odometry[k-1].Compose(rel)
 		}
-		g.markSeen(pose, a.Scans[k])
+		g.markSeen(pose, a.Scans[k], dirs[k])
 	}
 	var err error
 	a.Submap, err = buildSubmap(cfg.Resolution, a.Odometry, a.Scans)
@@ -409,7 +411,7 @@ func (g *generator) look(sc *scene, pose slam.Pose2D, changed bool) (overlap, mo
 // earlier agents hit too (within a cell): per cell, not per beam, because
 // that is what the matcher sees, and a wall next to the robot gets hundreds
 // of beams.
-func (g *generator) overlap(poses []slam.Pose2D, scans []slam.LaserScan) float64 {
+func (g *generator) overlap(poses []slam.Pose2D, scans []slam.LaserScan, dirs [][]beamDir) float64 {
 	g.stamp++
 	if g.mark == nil {
 		g.mark = make([]uint32, len(g.seen))
@@ -422,8 +424,8 @@ func (g *generator) overlap(poses []slam.Pose2D, scans []slam.LaserScan) float64
 			if math.IsNaN(rr) || math.IsInf(rr, 0) || rr >= sc.RangeMax {
 				continue
 			}
-			s, c := math.Sincos(pose.Theta + sc.BeamAngle(b))
-			cx, cy, ok := g.meta.CellOf(pose.X+rr*c, pose.Y+rr*s)
+			d := dirs[k][b]
+			cx, cy, ok := g.meta.CellOf(pose.X+rr*d.c, pose.Y+rr*d.s)
 			if !ok {
 				continue
 			}
@@ -447,7 +449,7 @@ func (g *generator) overlap(poses []slam.Pose2D, scans []slam.LaserScan) float64
 // seesSealed reports whether any hit of a drive lands on or near the
 // vault of a SealedAgent world; the other agents must not see it, or the
 // sealed agent's walls would have something to match.
-func (g *generator) seesSealed(poses []slam.Pose2D, scans []slam.LaserScan) bool {
+func (g *generator) seesSealed(poses []slam.Pose2D, scans []slam.LaserScan, dirs [][]beamDir) bool {
 	v := g.plan.areas[g.plan.sealed]
 	pad := sealedWallPad + innerWall + vaultMargin
 	for k, pose := range poses {
@@ -457,8 +459,8 @@ func (g *generator) seesSealed(poses []slam.Pose2D, scans []slam.LaserScan) bool
 			if math.IsNaN(rr) || math.IsInf(rr, 0) || rr >= sc.RangeMax {
 				continue
 			}
-			s, c := math.Sincos(pose.Theta + sc.BeamAngle(b))
-			x, y := pose.X+rr*c, pose.Y+rr*s
+			d := dirs[k][b]
+			x, y := pose.X+rr*d.c, pose.Y+rr*d.s
 			if x > v.x0-pad && x < v.x1+pad && y > v.y0-pad && y < v.y1+pad {
 				return true
 			}
@@ -469,14 +471,13 @@ func (g *generator) seesSealed(poses []slam.Pose2D, scans []slam.LaserScan) bool
 
 // markSeen records the cells around every hit of a scan, dilated by one cell
 // so that sensor noise does not hide an overlap.
-func (g *generator) markSeen(pose slam.Pose2D, scan slam.LaserScan) {
+func (g *generator) markSeen(pose slam.Pose2D, scan slam.LaserScan, dirs []beamDir) {
 	for b, r := range scan.Ranges {
 		rr := float64(r)
 		if math.IsNaN(rr) || math.IsInf(rr, 0) || rr >= scan.RangeMax {
 			continue
 		}
-		s, c := math.Sincos(pose.Theta + scan.BeamAngle(b))
-		cx, cy, ok := g.meta.CellOf(pose.X+rr*c, pose.Y+rr*s)
+		cx, cy, ok := g.meta.CellOf(pose.X+rr*dirs[b].c, pose.Y+rr*dirs[b].s)
 		if !ok {
 			continue
 		}
@@ -528,9 +529,16 @@ func drive(r *rand.Rand, sc *scene, start slam.Pose2D, inArea func(x, y float64)
 	return poses
 }
 
+// beamDir is the direction of one beam in the map frame: the sine and
+// cosine of the pose's heading plus the beam's angle.
+type beamDir struct{ s, c float64 }
+
 // simulateScan casts the lidar's beams from pose against sc, adding Gaussian
 // range noise and random dropouts (NaN), and reporting no return as +Inf.
-func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout float64) slam.LaserScan {
+// It returns the beams' directions too: the checks of a drive (overlap,
+// seesSealed, markSeen) need the very same values, and computing each once
+// spares a math.Sincos per beam and check.
+func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout float64) (slam.LaserScan, []beamDir) {
 	scan := slam.LaserScan{
 		AngleMin:       -math.Pi,
 		AngleIncrement: 2 * math.Pi / LidarBeams,
@@ -538,8 +546,10 @@ func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout floa
 		RangeMax:       LidarRange,
 		Ranges:         make([]float32, LidarBeams),
 	}
+	dirs := make([]beamDir, LidarBeams)
 	for b := range LidarBeams {
 		s, c := math.Sincos(pose.Theta + scan.BeamAngle(b))
+		dirs[b] = beamDir{s: s, c: c}
 		d := sc.raycast(pose.X, pose.Y, c, s, LidarRange)
 		n := r.NormFloat64()
 		drop := r.Float64() < dropout
@@ -552,7 +562,7 @@ func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout floa
 			scan.Ranges[b] = float32(math.Max(d+n*noise, LidarRangeMin))
 		}
 	}
-	return scan
+	return scan, dirs
 }
 
 // buildSubmap integrates the scans at the odometry poses into a grid in the
