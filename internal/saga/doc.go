@@ -18,12 +18,19 @@
 //     step attempt, so a saga survives its process.
 //
 // The forward path (execution.forward) runs each step with a per-attempt
-// deadline; a failed attempt is classified (Definition.Classify): Retry is
-// retried up to Policy.MaxAttempts, RetryFew up to Policy.FewAttempts more
-// times, Fail not at all; back-off is exponential with full jitter. Then the
-// backward path (execution.compensate) runs on context.WithoutCancel, each
-// compensation retried up to Policy.CompensationMaxAttempts; past that bound
-// the saga is Failed — an operator's problem, never silently dropped.
+// deadline (Policy.AttemptTimeout, or the step's entry in
+// Policy.StepTimeouts); a failed attempt is classified (Definition.Classify):
+// Retry is retried for as long as Policy.RetryBudget allows (time, not a
+// count: a restarting service is down for seconds however many attempts fit
+// in them), RetryFew up to Policy.FewAttempts more times, Fail not at all;
+// back-off is exponential with full jitter, capped at Policy.MaxBackoff. A
+// step that gives up because its attempts kept running past their deadline
+// records the reason STEP_DEADLINE_EXCEEDED, naming the step, its deadline
+// and its attempts. Then the backward path (execution.compensate) runs on
+// context.WithoutCancel, each compensation retried for
+// Policy.CompensationRetryBudget on transient errors (default 10 minutes) or
+// Policy.CompensationFewAttempts attempts on others; past that bound the
+// saga is Failed — an operator's problem, never silently dropped.
 //
 // # Durability and fencing
 //
