@@ -22,6 +22,9 @@ type serviceConfig struct {
 	// allowFaults honours FaultPlans carried in requests (tests and demos).
 	allowFaults bool
 	grace       time.Duration
+	// skipRedisCheck is set by `slammesh dev` for its embedded Redis only;
+	// no flag turns the Redis checks off.
+	skipRedisCheck bool
 
 	// orchestrator
 	mappingAddr      string

@@ -42,8 +42,10 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 		grpcAddr: cfg.grpcAddr,
 		httpAddr: cfg.httpAddr,
 		redis:    opts,
-		logLevel: cfg.logLevel,
-		grace:    cfg.grace,
+		// Set for the embedded Redis of a dev mesh only.
+		skipRedisCheck: cfg.skipRedisCheck,
+		logLevel:       cfg.logLevel,
+		grace:          cfg.grace,
 	}
 	// stepInterceptors publish step events (and inject faults when allowed).
 	stepInterceptors := func(service string, actions, compensations []string) func(n *node) []grpc.UnaryServerInterceptor {
