@@ -63,6 +63,17 @@ chaos: build
 	$(GO) vet -tags chaos ./test/chaos
 	$(GO) test -race -tags chaos -count=1 -v -timeout 15m ./test/chaos -args -chaos.bin=$(CURDIR)/$(BIN)/slammesh $(CHAOS_FLAGS)
 
+## soak: the soak by hand (issue 7): 30 minutes of mixed missions, watchers and cancellations over separate processes while step services restart every minute, Redis restarts from its AOF and an orchestrator is SIGKILLed; prints the curve. SOAK_FLAGS="-soak.duration=10m" etc.
+.PHONY: soak soak-ci
+soak: build
+	$(GO) vet -tags soak ./test/soak
+	$(GO) test -race -tags soak -count=1 -v -timeout 60m ./test/soak -args -soak.bin=$(CURDIR)/$(BIN)/slammesh -soak.duration=30m $(SOAK_FLAGS)
+
+## soak-ci: the same soak in about 2 minutes (80 s of workload, 15 s retention)
+soak-ci: build
+	$(GO) vet -tags soak ./test/soak
+	$(GO) test -race -tags soak -count=1 -v -timeout 10m ./test/soak -args -soak.bin=$(CURDIR)/$(BIN)/slammesh $(SOAK_FLAGS)
+
 ## bench: domain and saga benchmarks
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
