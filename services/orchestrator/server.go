@@ -79,6 +79,15 @@ type Config struct {
 	// lease expired (default 500ms): a mission orphaned by a crash resumes at
 	// most LeaseTTL + RecoveryInterval after its orchestrator's last renewal.
 	RecoveryInterval time.Duration
+	// Retention is how long a COMPLETED or COMPENSATED mission keeps its
+	// data (record, events, barrier marks, map, poses) before every key of
+	// it expires (default DefaultRetention, 7 days). A FAILED mission never
+	// expires: it waits for ResumeMission or DeleteMission. Every
+	// orchestrator sharing a Redis should use the same value.
+	Retention time.Duration
+	// JanitorInterval is the time between two trims of the mission index
+	// (entries of expired missions; default min(Retention/4, 1 minute)).
+	JanitorInterval time.Duration
 }
 
 // Deps are the collaborators of a Server. Redis and the three step-service
@@ -126,8 +135,8 @@ type Server struct {
 	// work counts the background runs and teardowns Shutdown waits for.
 	work sync.WaitGroup
 
-	// stopRecovery ends the recovery loop, which closes recovered when it
-	// has returned.
+	// stopRecovery ends the recovery loop and the index janitor; recovered
+	// is closed when both have returned.
 	stopRecovery context.CancelFunc
 	recovered    chan struct{}
 }
@@ -155,8 +164,9 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		merge:        deps.Merge,
 		scenarios:    newScenarioAgents(),
 	}
-	store := saga.NewStore(deps.Redis, eventSink{pub: pub}, cfg.LeaseTTL)
-	engine, err := saga.NewEngine(store, *m.definition(cfg.Policy), saga.Options{
+	def := m.definition(cfg.Policy)
+	store := saga.NewStore(deps.Redis, eventSink{pub: pub}, cfg.LeaseTTL).WithRetention(retention(cfg, def))
+	engine, err := saga.NewEngine(store, *def, saga.Options{
 		Owner:  cfg.Owner,
 		Tracer: deps.Tracer,
 		Meter:  deps.Meter,
@@ -179,7 +189,13 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	}
 	go func() {
 		defer close(s.recovered)
+		janitorDone := make(chan struct{})
+		go func() {
+			defer close(janitorDone)
+			s.janitor(recoveryCtx)
+		}()
 		engine.Recover(recoveryCtx, saga.RecoveryOptions{Interval: cfg.RecoveryInterval})
+		<-janitorDone
 	}()
 	return s, nil
 }
@@ -686,11 +702,13 @@ func isStreamID(id string) bool {
 	return true
 }
 
-// loadError turns a failed read of mission key into a status:
-// NOT_FOUND (MISSION_NOT_FOUND) for an unknown mission, else a store error.
+// loadError turns a failed read of mission key into a status: NOT_FOUND
+// for an unknown mission — MISSION_EXPIRED when it existed and its data
+// expired or was deleted (see vanishedError), MISSION_NOT_FOUND otherwise —
+// else a store error.
 func (s *Server) loadError(ctx context.Context, key string, err error) error {
 	if errors.Is(err, saga.ErrNotFound) {
-		return rpcerr.New(codes.NotFound, rpcerr.ReasonMissionNotFound, fmt.Sprintf("mission %q not found", key))
+		return s.notFound(ctx, key)
 	}
 	return s.storeError(ctx, "load mission", err)
 }
