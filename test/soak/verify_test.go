@@ -392,10 +392,7 @@ func printSummary(w io.Writer, st *stats, missions []*mission, faults []fault, b
 			fig(warm.orch[i].goroutines), fig(final.orch[i].goroutines), final.orch[i].incarnation, *flagGoroutines,
 			fig(warm.orch[i].fds), fig(final.orch[i].fds), *flagFDs)
 	}
-	if keys, err := scanKeys(context.Background(), m, "*"); err == nil && len(keys) <= 40 {
-		slices.Sort(keys)
-		fmt.Fprintf(w, "  keys left: %s\n", strings.Join(keys, " "))
-	}
+	printKeysLeft(w, m)
 	n := v.count()
 	fmt.Fprintf(w, "violations: %d", n)
 	if n == 0 {
@@ -408,6 +405,41 @@ func printSummary(w io.Writer, st *stats, missions []*mission, faults []fault, b
 	}
 	if n > 80 {
 		fmt.Fprintf(w, "  … and %d more\n", n-80)
+	}
+}
+
+// printKeysLeft lists what Redis still holds, with each key's size, when
+// that is a short list (the global keys once every mission expired).
+func printKeysLeft(w io.Writer, m *mesh) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	keys, err := scanKeys(ctx, m, "*")
+	if err != nil || len(keys) > 40 {
+		return
+	}
+	slices.Sort(keys)
+	fmt.Fprintf(w, "  keys left:\n")
+	for _, k := range keys {
+		typ, _ := m.rdb.Type(ctx, k).Result()
+		var n int64
+		switch typ {
+		case "stream":
+			n, _ = m.rdb.XLen(ctx, k).Result()
+		case "zset":
+			n, _ = m.rdb.ZCard(ctx, k).Result()
+		case "hash":
+			n, _ = m.rdb.HLen(ctx, k).Result()
+		case "set":
+			n, _ = m.rdb.SCard(ctx, k).Result()
+		case "list":
+			n, _ = m.rdb.LLen(ctx, k).Result()
+		}
+		size, _ := m.rdb.MemoryUsage(ctx, k).Result()
+		expiry := "none"
+		if ttl, err := m.rdb.TTL(ctx, k).Result(); err == nil && ttl > 0 {
+			expiry = ttl.String()
+		}
+		fmt.Fprintf(w, "    %-40s %-6s %7d entries %8s  expires in %s\n", k, typ, n, kib(size), expiry)
 	}
 }
 
