@@ -4,6 +4,7 @@ package soak
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -49,29 +51,65 @@ func (v *violations) count() int {
 // (docs/architecture.md, "Redis keys": slammesh:{<mission_id>}:<what>).
 const missionKeyPattern = "slammesh:{soak-*"
 
+// Global keys of docs/architecture.md, "Redis keys", spelled here so that
+// the soak depends on the documented layout only: the count of map cells
+// held, and the index of unfinished sagas.
+const (
+	capacityKey = "slammesh:mapping:capacity"
+	activeKey   = "slammesh:sagas:active"
+)
+
+// leftover is what Redis holds of the missions past their retention.
+type leftover struct {
+	// keys are the per-mission keys of soak missions left.
+	keys []string
+	// cellsHeld is the capacity counter: cells of maps still charged.
+	cellsHeld int64
+	// active counts sagas still in the active index.
+	active int64
+}
+
+func (l leftover) empty() bool { return len(l.keys) == 0 && l.cellsHeld == 0 && l.active == 0 }
+
 // awaitExpiry waits until notBefore (the last mission's end plus the
-// retention) and then until no key of a soak mission is left or grace has
-// passed, and returns the keys left. SCAN is what looks: it also reclaims
-// keys past their expiry that Redis's active expiry has not reached yet, so
-// DBSIZE afterwards counts only live keys.
-func awaitExpiry(ctx context.Context, m *mesh, notBefore time.Time, grace time.Duration, log *reporter) ([]string, error) {
+// retention) and then until nothing of the soak's missions is left, or
+// grace has passed, and returns what is left. SCAN is what looks: it also
+// reclaims keys past their expiry that Redis's active expiry has not
+// reached yet, so DBSIZE afterwards counts only live keys.
+func awaitExpiry(ctx context.Context, m *mesh, notBefore time.Time, grace time.Duration, log *reporter) (leftover, error) {
 	deadline := notBefore.Add(grace)
 	lastReport := time.Now()
 	for {
-		keys, err := scanKeys(ctx, m, missionKeyPattern)
+		var (
+			l   leftover
+			err error
+		)
+		if l.keys, err = scanKeys(ctx, m, missionKeyPattern); err != nil {
+			return l, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		l.cellsHeld, err = m.rdb.Get(cctx, capacityKey).Int64()
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
+		if err == nil {
+			l.active, err = m.rdb.ZCard(cctx, activeKey).Result()
+		}
+		cancel()
 		if err != nil {
-			return nil, err
+			return l, fmt.Errorf("read the capacity counter and the active sagas: %w", err)
 		}
 		now := time.Now()
-		if (len(keys) == 0 && !now.Before(notBefore)) || now.After(deadline) {
-			return keys, nil
+		if (l.empty() && !now.Before(notBefore)) || now.After(deadline) {
+			return l, nil
 		}
 		if time.Since(lastReport) >= 10*time.Second {
-			log.printf("%d keys of soak missions left; the retention window ends in %.0fs", len(keys), time.Until(notBefore).Seconds())
+			log.printf("left of the soak missions: %d keys, %d cells held, %d active sagas; the retention window ends in %.0fs",
+				len(l.keys), l.cellsHeld, l.active, time.Until(notBefore).Seconds())
 			lastReport = time.Now()
 		}
 		if err := sleep(ctx, 2*time.Second); err != nil {
-			return nil, err
+			return l, err
 		}
 	}
 }
@@ -270,8 +308,14 @@ func nearFaults(faults []fault, from, to time.Time) string {
 // verifyAfterRetention checks the mesh once every mission's retention has
 // passed: no key of a mission left, no mission listed or readable, and
 // Redis keys and memory, goroutines and fds flat.
-func verifyAfterRetention(ctx context.Context, m *mesh, missions []*mission, left []string, base, warm, final sample, v *violations) {
-	if len(left) > 0 {
+func verifyAfterRetention(ctx context.Context, m *mesh, missions []*mission, l leftover, base, warm, final sample, v *violations) {
+	if l.active > 0 {
+		v.add("stuck", "%d sagas still in %s once every mission ended and expired", l.active, activeKey)
+	}
+	if l.cellsHeld != 0 {
+		v.add("capacity", "%s = %d cells once every mission's map expired, want 0", capacityKey, l.cellsHeld)
+	}
+	if left := l.keys; len(left) > 0 {
 		byWhat := make(map[string]int)
 		owners := make(map[string]bool)
 		for _, k := range left {
