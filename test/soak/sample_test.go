@@ -67,12 +67,19 @@ func (s *sampler) note(format string, args ...any) {
 	s.notes = append(s.notes, fmt.Sprintf(format, args...))
 }
 
-// loop samples every period until ctx ends.
-func (s *sampler) loop(ctx context.Context, period time.Duration) {
+// loop samples every period until ctx ends, and prints a sample about once
+// a minute so that a long run shows how it goes.
+func (s *sampler) loop(ctx context.Context, period time.Duration, log *reporter) {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
+	var printed time.Time
 	for {
-		s.take(ctx)
+		sm := s.take(ctx)
+		if time.Since(printed) >= time.Minute {
+			printed = time.Now()
+			log.printf("sample: %d started, %d done; redis %s keys, used_memory %s; goroutines/fds %s, %s",
+				sm.started, sm.done, fig(sm.keys), kib(sm.usedMemory), procFig(sm.orch[0]), procFig(sm.orch[1]))
+		}
 		select {
 		case <-ctx.Done():
 			return

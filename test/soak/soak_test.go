@@ -142,7 +142,7 @@ func TestSoak(t *testing.T) {
 
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	var samplerDone sync.WaitGroup
-	samplerDone.Go(func() { smp.loop(sampleCtx, *flagSample) })
+	samplerDone.Go(func() { smp.loop(sampleCtx, *flagSample, log) })
 	defer func() {
 		stopSampling()
 		samplerDone.Wait()
