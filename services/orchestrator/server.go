@@ -52,7 +52,6 @@ const (
 	maxPageSize     = 1000
 )
 
-
 // Config tunes a Server. The zero value is valid: no fault injection, the
 // saga engine's default retry policy and leases, the owner name derived from
 // the host.
