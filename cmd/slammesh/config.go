@@ -30,6 +30,10 @@ type serviceConfig struct {
 	mappingAddr      string
 	localizationAddr string
 	mergeAddr        string
+
+	// ops bounds the orchestrator's retries, attempt deadlines and
+	// watchers (opsflags.go).
+	ops opsConfig
 	// leaseTTL and recoveryInterval bound how fast a crashed orchestrator's
 	// missions resume elsewhere: within leaseTTL + recoveryInterval.
 	leaseTTL         time.Duration
@@ -158,6 +162,7 @@ func addSpecific(e *envFlags, c *serviceConfig, service string) {
 		e.string(&c.localizationAddr, "localization-addr", "SLAMMESH_LOCALIZATION_ADDR", "localhost:50053", "localization service gRPC target")
 		e.string(&c.mergeAddr, "merge-addr", "SLAMMESH_MERGE_ADDR", "localhost:50054", "merge service gRPC target")
 		addRecovery(e, c)
+		addOps(e, &c.ops)
 	case "mapping":
 		e.uint64(&c.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
 	case "localization":
@@ -188,6 +193,11 @@ func parseServiceConfig(service string, args []string, getenv func(string) strin
 }
 
 func (c serviceConfig) validate() error {
+	if c.service == "orchestrator" || c.service == "dev" {
+		if err := c.ops.validate(); err != nil {
+			return err
+		}
+	}
 	switch {
 	case c.grace < 0:
 		return fmt.Errorf("%w: --grace must not be negative", errUsage)
@@ -232,6 +242,7 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	e.uint64(&c.base.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
 	e.int(&c.base.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")
 	addRecovery(e, &c.base)
+	addOps(e, &c.base.ops)
 	fs.BoolVar(&c.demo, "demo", false, "once up, run one demo mission and print its progress")
 	if err := e.parse(args); err != nil {
 		return c, err

@@ -119,8 +119,11 @@ func registerOrchestrator(ctx context.Context, cfg serviceConfig, n *node) error
 		AllowFaultInjection: cfg.allowFaults,
 		LeaseTTL:            cfg.leaseTTL,
 		RecoveryInterval:    cfg.recoveryInterval,
+		Policy:              cfg.ops.policy(),
+		MaxWatchers:         cfg.ops.maxWatchers,
 	}, orchestrator.Deps{
 		Redis:        n.rdb,
+		StreamRedis:  streamClient(n),
 		Mapping:      mappingv1.NewMappingServiceClient(mc),
 		Localization: localizationv1.NewLocalizationServiceClient(lc),
 		Merge:        mergev1.NewMergeServiceClient(gc),
