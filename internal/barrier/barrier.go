@@ -27,6 +27,11 @@ var (
 	ErrConflict = errors.New("barrier transaction kept conflicting")
 	// ErrInvalidID means an ID has an empty field or a brace in its key.
 	ErrInvalidID = errors.New("invalid barrier id")
+	// ErrOwnerGone refuses a call for a mission whose owner key (see
+	// WithOwner) does not exist: its saga expired or was deleted, or never
+	// existed, and a mark written now would belong to no one. Nothing was
+	// done.
+	ErrOwnerGone = errors.New("the mission's saga record is gone")
 )
 
 // ID names one sub-transaction: a step of a saga of a mission.
@@ -103,11 +108,33 @@ const maxTxAttempts = 100
 
 // Barrier guards the step handlers of a service.
 type Barrier struct {
-	rdb redis.UniversalClient
+	rdb   redis.UniversalClient
+	owner func(key string) string
+}
+
+// Option configures a Barrier.
+type Option func(*Barrier)
+
+// WithOwner makes every call first check that the mission's owner key,
+// owner(id.Key), exists — the services pass saga.RecordKey — and refuse
+// with ErrOwnerGone, writing nothing, when it does not. The owner's end
+// sets the retention of the mission's keys, barrier marks included; a call
+// arriving after they expired or were deleted (a hanging action, a late
+// compensation) would otherwise write a mark, and for an action its
+// business keys, that nothing would ever expire. The owner key is watched
+// with the barrier, so a deletion racing the call aborts its commit.
+func WithOwner(owner func(key string) string) Option {
+	return func(b *Barrier) { b.owner = owner }
 }
 
 // New returns a barrier on rdb.
-func New(rdb redis.UniversalClient) *Barrier { return &Barrier{rdb: rdb} }
+func New(rdb redis.UniversalClient, opts ...Option) *Barrier {
+	b := &Barrier{rdb: rdb}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
+}
 
 // Tx is a business callback's view of the barrier transaction: it may watch
 // and read business keys, and queue the business writes that commit together
@@ -253,12 +280,27 @@ type marks struct {
 // commit.
 func (b *Barrier) transact(ctx context.Context, id ID, decide func(rtx *redis.Tx, m marks) error) error {
 	key := Key(id.Key, id.Step)
+	watched := []string{key}
+	if b.owner != nil {
+		watched = append(watched, b.owner(id.Key))
+	}
 	for n := 1; ; n++ {
 		err := b.rdb.Watch(ctx, func(rtx *redis.Tx) error {
-			vals, err := rtx.HMGet(ctx, key, fieldSaga, fieldAction, fieldCompensation, fieldResult).Result()
-			if err != nil {
+			var hm *redis.SliceCmd
+			var owner *redis.IntCmd
+			if _, err := rtx.Pipelined(ctx, func(p redis.Pipeliner) error {
+				hm = p.HMGet(ctx, key, fieldSaga, fieldAction, fieldCompensation, fieldResult)
+				if b.owner != nil {
+					owner = p.Exists(ctx, watched[1])
+				}
+				return nil
+			}); err != nil {
 				return err
 			}
+			if owner != nil && owner.Val() == 0 {
+				return ErrOwnerGone
+			}
+			vals := hm.Val()
 			m := marks{saga: str(vals[0]), action: str(vals[1]), compensation: str(vals[2])}
 			if r := str(vals[3]); r != "" {
 				m.result = []byte(r)
@@ -267,7 +309,7 @@ func (b *Barrier) transact(ctx context.Context, id ID, decide func(rtx *redis.Tx
 				return fmt.Errorf("%w: stored %s, caller %s", ErrSagaMismatch, m.saga, id.SagaID)
 			}
 			return decide(rtx, m)
-		}, key)
+		}, watched...)
 		if !errors.Is(err, redis.TxFailedErr) {
 			return err
 		}

@@ -19,15 +19,9 @@ import (
 // DefaultRetention is how long a finished mission keeps its data by default.
 const DefaultRetention = 7 * 24 * time.Hour
 
-// ErrorInfo reasons of the retention (docs/architecture.md, "Errors").
-const (
-	// reasonMissionExpired: NOT_FOUND for a mission that existed and whose
-	// data expired after the retention period or was deleted.
-	reasonMissionExpired = "MISSION_EXPIRED"
-	// reasonMissionNotFinished: FAILED_PRECONDITION for a DeleteMission of a
-	// mission an orchestrator still drives.
-	reasonMissionNotFinished = "MISSION_NOT_FINISHED"
-)
+// reasonMissionNotFinished is the ErrorInfo reason of a DeleteMission of a
+// mission an orchestrator still drives (FAILED_PRECONDITION).
+const reasonMissionNotFinished = "MISSION_NOT_FINISHED"
 
 // janitorBatch bounds the index entries one janitor pass checks.
 const janitorBatch = 10_000
@@ -88,7 +82,7 @@ func (s *Server) notFound(ctx context.Context, key string) error {
 		s.log.WarnContext(ctx, "reading the mission tombstones failed", slog.String("error", err.Error()))
 	}
 	if gone {
-		return rpcerr.New(codes.NotFound, reasonMissionExpired, fmt.Sprintf(
+		return rpcerr.New(codes.NotFound, rpcerr.ReasonMissionExpired, fmt.Sprintf(
 			"mission %q no longer exists: its data expired at the end of its retention period (%v) or was deleted",
 			key, s.store.Retention().TTL), "mission_id", key)
 	}
