@@ -77,6 +77,9 @@ func (s *Server) janitor(ctx context.Context) {
 // indexed, or a tombstone), MISSION_NOT_FOUND otherwise. A failure to tell
 // falls back to MISSION_NOT_FOUND: the record is missing either way.
 func (s *Server) notFound(ctx context.Context, key string) error {
+	if s.store == nil { // a Server built bare, for its error mapping alone
+		return rpcerr.New(codes.NotFound, rpcerr.ReasonMissionNotFound, fmt.Sprintf("mission %q not found", key))
+	}
 	gone, err := s.store.Vanished(ctx, key)
 	if err != nil {
 		s.log.WarnContext(ctx, "reading the mission tombstones failed", slog.String("error", err.Error()))
