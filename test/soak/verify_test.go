@@ -24,11 +24,14 @@ import (
 // steps are the saga's steps (docs/architecture.md, "Saga steps").
 var steps = []string{"allocate_map", "localize_agents", "merge_maps"}
 
-// violations collects everything the run got wrong, by kind.
+// violations collects everything the run got wrong, by kind, and the
+// missions' by cause, so that hundreds of missions failing one way read as
+// one line.
 type violations struct {
-	mu     sync.Mutex
-	list   []string
-	byKind map[string]int
+	mu      sync.Mutex
+	list    []string
+	byKind  map[string]int
+	byCause map[string]int
 }
 
 func (v *violations) add(kind, format string, args ...any) {
@@ -39,6 +42,17 @@ func (v *violations) add(kind, format string, args ...any) {
 	}
 	v.byKind[kind]++
 	v.list = append(v.list, kind+": "+fmt.Sprintf(format, args...))
+}
+
+// addMission is add for a mission's violation, counted under cause too.
+func (v *violations) addMission(kind, cause, format string, args ...any) {
+	v.add(kind, format, args...)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.byCause == nil {
+		v.byCause = make(map[string]int)
+	}
+	v.byCause[kind+": "+cause]++
 }
 
 func (v *violations) count() int {
@@ -184,12 +198,15 @@ func verifyMissions(missions []*mission, faults []fault, v *violations) *stats {
 			e := ms.final.GetError()
 			switch {
 			case s == orchestratorv1.MissionState_MISSION_STATE_FAILED:
-				v.add("failed", "%s (%s): FAILED: %s %s %q%s", ms.id, class, e.GetCode(), e.GetReason(), e.GetMessage(), near)
+				v.addMission("failed", fmt.Sprintf("%s %s %s", ms.kind.name, e.GetCode(), e.GetReason()),
+					"%s (%s): FAILED: %s %s %q%s", ms.id, class, e.GetCode(), e.GetReason(), e.GetMessage(), near)
 			case !terminal(s, ms.cancelled):
 				state = "stuck " + state
-				v.add("stuck", "%s (%s): still %s when the settle bound passed%s", ms.id, class, stateName(s), near)
+				v.addMission("stuck", fmt.Sprintf("%s %s", ms.kind.name, stateName(s)),
+					"%s (%s): still %s when the settle bound passed%s", ms.id, class, stateName(s), near)
 			case s != want:
-				v.add("outcome", "%s (%s): ended %s, want %s: %s %s %q%s", ms.id, class, stateName(s), stateName(want), e.GetCode(), e.GetReason(), e.GetMessage(), near)
+				v.addMission("outcome", fmt.Sprintf("%s ended %s, want %s: %s %s", ms.kind.name, stateName(s), stateName(want), e.GetCode(), e.GetReason()),
+					"%s (%s): ended %s, want %s: %s %s %q%s", ms.id, class, stateName(s), stateName(want), e.GetCode(), e.GetReason(), e.GetMessage(), near)
 			}
 			if !ms.endedAt.IsZero() {
 				st.durations = append(st.durations, ms.endedAt.Sub(ms.startedAt))
@@ -444,11 +461,17 @@ func printSummary(w io.Writer, st *stats, missions []*mission, faults []fault, b
 		return
 	}
 	fmt.Fprintf(w, " (%s)\n", fmtCounts(v.byKind))
-	for _, line := range head(v.list, 80) {
+	if len(v.byCause) > 0 {
+		fmt.Fprintf(w, "missions' violations by cause:\n")
+		for _, c := range slices.Sorted(maps.Keys(v.byCause)) {
+			fmt.Fprintf(w, "  %5d  %s\n", v.byCause[c], c)
+		}
+	}
+	for _, line := range head(v.list, 40) {
 		fmt.Fprintf(w, "  - %s\n", line)
 	}
-	if n > 80 {
-		fmt.Fprintf(w, "  … and %d more\n", n-80)
+	if n > 40 {
+		fmt.Fprintf(w, "  … and %d more\n", n-40)
 	}
 }
 
