@@ -28,10 +28,11 @@ var steps = []string{"allocate_map", "localize_agents", "merge_maps"}
 // missions' by cause, so that hundreds of missions failing one way read as
 // one line.
 type violations struct {
-	mu      sync.Mutex
-	list    []string
-	byKind  map[string]int
-	byCause map[string]int
+	mu sync.Mutex
+	// list holds the run's violations, missions those of single missions.
+	list, missions []string
+	byKind         map[string]int
+	byCause        map[string]int
 }
 
 func (v *violations) add(kind, format string, args ...any) {
@@ -44,21 +45,27 @@ func (v *violations) add(kind, format string, args ...any) {
 	v.list = append(v.list, kind+": "+fmt.Sprintf(format, args...))
 }
 
-// addMission is add for a mission's violation, counted under cause too.
+// addMission records a single mission's violation, counted under cause
+// too.
 func (v *violations) addMission(kind, cause, format string, args ...any) {
-	v.add(kind, format, args...)
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.byKind == nil {
+		v.byKind = make(map[string]int)
+		v.byCause = make(map[string]int)
+	}
 	if v.byCause == nil {
 		v.byCause = make(map[string]int)
 	}
+	v.byKind[kind]++
 	v.byCause[kind+": "+cause]++
+	v.missions = append(v.missions, kind+": "+fmt.Sprintf(format, args...))
 }
 
 func (v *violations) count() int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return len(v.list)
+	return len(v.list) + len(v.missions)
 }
 
 // missionKeyPattern matches every per-mission key of the soak's missions
@@ -188,10 +195,10 @@ func verifyMissions(missions []*mission, faults []fault, v *violations) *stats {
 		state := "start-failed"
 		switch {
 		case ms.startErr != nil:
-			v.add("start", "%s (%s): %v%s", ms.id, class, ms.startErr, near)
+			v.addMission("start", ms.kind.name+" "+status.Code(ms.startErr).String(), "%s (%s): %v%s", ms.id, class, ms.startErr, near)
 		case ms.final == nil:
 			state = "stuck"
-			v.add("stuck", "%s (%s): never read with GetMission%s", ms.id, class, near)
+			v.addMission("stuck", "never read with GetMission", "%s (%s): never read with GetMission%s", ms.id, class, near)
 		default:
 			s := ms.final.GetState()
 			state = stateName(s)
@@ -227,7 +234,7 @@ func verifyMissions(missions []*mission, faults []fault, v *violations) *stats {
 			if ms.cancelled {
 				st.cancelsOK++
 			} else if ms.startErr == nil {
-				v.add("cancel", "%s (%s): CancelMission never answered: %v%s", ms.id, class, ms.cancelErr, near)
+				v.addMission("cancel", "CancelMission never answered "+status.Code(ms.cancelErr).String(), "%s (%s): CancelMission never answered: %v%s", ms.id, class, ms.cancelErr, near)
 			}
 		case modeWatch:
 			st.watchers++
@@ -247,19 +254,19 @@ func verifyMissions(missions []*mission, faults []fault, v *violations) *stats {
 // none, a compensated one undid exactly what it applied. ms.mu is held.
 func checkEffects(ms *mission, st *stats, v *violations) {
 	if ms.effectsErr != nil {
-		v.add("effects", "%s: effects hash not read: %v", ms.id, ms.effectsErr)
+		v.addMission("effects", "effects hash not read", "%s: effects hash not read: %v", ms.id, ms.effectsErr)
 		return
 	}
 	eff, err := effectCounts(ms.effects)
 	if err != nil {
-		v.add("effects", "%s: %v", ms.id, err)
+		v.addMission("effects", "effects hash unparsable", "%s: %v", ms.id, err)
 		return
 	}
 	for field, n := range eff {
 		st.effectCounters++
 		st.effectMax = max(st.effectMax, n)
 		if n > 1 {
-			v.add("double-effect", "%s (%s/%s): %s applied %d times", ms.id, ms.kind.name, ms.mode, field, n)
+			v.addMission("double-effect", field, "%s (%s/%s): %s applied %d times", ms.id, ms.kind.name, ms.mode, field, n)
 		}
 	}
 	if ms.final == nil {
@@ -269,14 +276,14 @@ func checkEffects(ms *mission, st *stats, v *violations) {
 	case orchestratorv1.MissionState_MISSION_STATE_COMPLETED:
 		for _, s := range steps {
 			if eff[s+":action"] != 1 || eff[s+":compensation"] != 0 {
-				v.add("effects", "%s (%s/%s): COMPLETED with %s action=%d compensation=%d, want 1 and 0",
+				v.addMission("effects", "COMPLETED with "+s+" effects not 1 and 0", "%s (%s/%s): COMPLETED with %s action=%d compensation=%d, want 1 and 0",
 					ms.id, ms.kind.name, ms.mode, s, eff[s+":action"], eff[s+":compensation"])
 			}
 		}
 	case orchestratorv1.MissionState_MISSION_STATE_COMPENSATED:
 		for _, s := range steps {
 			if eff[s+":action"] != eff[s+":compensation"] {
-				v.add("effects", "%s (%s/%s): COMPENSATED with %s action=%d compensation=%d, want equal",
+				v.addMission("effects", "COMPENSATED with "+s+" effects not undone once", "%s (%s/%s): COMPENSATED with %s action=%d compensation=%d, want equal",
 					ms.id, ms.kind.name, ms.mode, s, eff[s+":action"], eff[s+":compensation"])
 			}
 		}
@@ -297,9 +304,9 @@ func checkWatch(ms *mission, class, near string, v *violations) {
 	switch {
 	case want == "":
 	case ms.watchTerminal == "":
-		v.add("watch", "%s (%s): the watcher saw no terminal event in %d streams (errors %v)%s", ms.id, class, ms.watchStreams, ms.watchErrs, near)
+		v.addMission("watch", "no terminal event", "%s (%s): the watcher saw no terminal event in %d streams (errors %v)%s", ms.id, class, ms.watchStreams, ms.watchErrs, near)
 	case ms.watchTerminal != want:
-		v.add("watch", "%s (%s): the watcher saw %s, the mission ended %s", ms.id, class, ms.watchTerminal, stateName(ms.final.GetState()))
+		v.addMission("watch", "another terminal event", "%s (%s): the watcher saw %s, the mission ended %s", ms.id, class, ms.watchTerminal, stateName(ms.final.GetState()))
 	}
 }
 
@@ -467,11 +474,14 @@ func printSummary(w io.Writer, st *stats, missions []*mission, faults []fault, b
 			fmt.Fprintf(w, "  %5d  %s\n", v.byCause[c], c)
 		}
 	}
-	for _, line := range head(v.list, 40) {
+	for _, line := range v.list {
 		fmt.Fprintf(w, "  - %s\n", line)
 	}
-	if n > 40 {
-		fmt.Fprintf(w, "  … and %d more\n", n-40)
+	for _, line := range head(v.missions, 40) {
+		fmt.Fprintf(w, "  - %s\n", line)
+	}
+	if len(v.missions) > 40 {
+		fmt.Fprintf(w, "  … and %d more missions\n", len(v.missions)-40)
 	}
 }
 
