@@ -40,7 +40,7 @@ import (
 // budget for good); the 10,000 of issue 7 are run by hand:
 //
 //	go test ./services/orchestrator -run TestManyMissionsInARow -ops.missions 10000 -timeout 60m
-var opsMissions = flag.Int("ops.missions", 300, "default missions TestManyMissionsInARow runs")
+var opsMissions = flag.Int("ops.missions", 140, "default missions TestManyMissionsInARow runs")
 
 // retentionConfig tunes a retentionStack; zero fields are the defaults of
 // cmd/slammesh.
