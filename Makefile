@@ -25,8 +25,8 @@ build:
 deps:
 	@./scripts/ensure-redis.sh
 
-## test: what CI runs: static checks, race tests, fuzz smoke, end to end, chaos
-test: deps check unit fuzz e2e chaos
+## test: what CI runs: static checks, race tests, fuzz smoke, end to end, chaos, the 2-minute soak
+test: deps check unit fuzz e2e chaos soak-ci
 
 ## unit: all Go tests with the race detector (component tests included)
 unit:
@@ -69,7 +69,7 @@ soak: build
 	$(GO) vet -tags soak ./test/soak
 	$(GO) test -race -tags soak -count=1 -v -timeout 60m ./test/soak -args -soak.bin=$(CURDIR)/$(BIN)/slammesh -soak.duration=30m $(SOAK_FLAGS)
 
-## soak-ci: the same soak in about 2 minutes (80 s of workload, 15 s retention)
+## soak-ci: the same soak in about 2 minutes (80 s of workload, 15 s retention); part of make test
 soak-ci: build
 	$(GO) vet -tags soak ./test/soak
 	$(GO) test -race -tags soak -count=1 -v -timeout 10m ./test/soak -args -soak.bin=$(CURDIR)/$(BIN)/slammesh $(SOAK_FLAGS)
