@@ -49,9 +49,11 @@ func (r benchRun) holdsResources() bool {
 // cmdBench starts n missions with wait=true from c concurrent callers and
 // reports throughput and latency; every mission must complete. Then, outside
 // the timed part, it tears its missions down with CancelMission (unless
-// -keep): a completed mission keeps its map, so without the teardown one
-// default run fills the mapping service's capacity budget and every later
-// mission fails with RESOURCE_EXHAUSTED.
+// -keep): a completed mission keeps its data (map included) for the
+// orchestrator's retention, so a benchmark cleans up after itself. Kept
+// missions expire at the end of the retention; their maps leave the mapping
+// service's capacity budget for its retained-maps budget, where the oldest
+// are evicted, so they never block later missions.
 func cmdBench(ctx context.Context, c *clients, _ global, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", "bench [flags]", stderr)
 	n := fs.Int("n", 300, "missions to run")
@@ -133,7 +135,7 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, stdout, 
 		benchErr = fmt.Errorf("%d of %d missions did not complete; first: %w", f, done, firstErr)
 	}
 	if *keep {
-		fmt.Fprintf(stdout, "kept     %d missions (-keep): their maps stay charged to the mapping capacity budget\n", len(teardown))
+		fmt.Fprintf(stdout, "kept     %d missions (-keep): they expire at the end of the retention; their maps count against the retained-maps budget, oldest evicted first\n", len(teardown))
 		return errors.Join(benchErr, ctx.Err())
 	}
 	return errors.Join(benchErr, tearDown(ctx, c, teardown, stdout))
