@@ -28,10 +28,11 @@ var (
 	// ErrInvalidID means an ID has an empty field or a brace in its key.
 	ErrInvalidID = errors.New("invalid barrier id")
 	// ErrOwnerGone refuses a call for a mission whose owner key (see
-	// WithOwner) does not exist: its saga expired or was deleted, or never
-	// existed, and a mark written now would belong to no one. Nothing was
-	// done.
-	ErrOwnerGone = errors.New("the mission's saga record is gone")
+	// WithOwner) does not exist — its saga expired or was deleted, or never
+	// existed — or carries an expiry — its saga has ended and its data is
+	// kept only until the retention runs out: a key written now would
+	// belong to no one, or outlive its mission. Nothing was done.
+	ErrOwnerGone = errors.New("the mission's saga has ended or is gone")
 )
 
 // ID names one sub-transaction: a step of a saga of a mission.
@@ -115,14 +116,16 @@ type Barrier struct {
 // Option configures a Barrier.
 type Option func(*Barrier)
 
-// WithOwner makes every call first check that the mission's owner key,
-// owner(id.Key), exists — the services pass saga.RecordKey — and refuse
-// with ErrOwnerGone, writing nothing, when it does not. The owner's end
-// sets the retention of the mission's keys, barrier marks included; a call
-// arriving after they expired or were deleted (a hanging action, a late
-// compensation) would otherwise write a mark, and for an action its
-// business keys, that nothing would ever expire. The owner key is watched
-// with the barrier, so a deletion racing the call aborts its commit.
+// WithOwner makes every call first check the mission's owner key,
+// owner(id.Key) — the services pass saga.RecordKey — and refuse with
+// ErrOwnerGone, writing nothing, when it is missing or has an expiry. The
+// owner's end sets the retention (an expiry) of every key the mission
+// holds, and a reopening (a teardown, a resumed compensation) removes it
+// before any step is called again; a call arriving after the end (a
+// hanging action, a late compensation, a step the saga never reached)
+// would otherwise create a mark, and for an action its business keys, that
+// nothing would ever expire. The owner key is watched with the barrier, so
+// an end, a reopening or a deletion racing the call aborts its commit.
 func WithOwner(owner func(key string) string) Option {
 	return func(b *Barrier) { b.owner = owner }
 }
@@ -287,17 +290,19 @@ func (b *Barrier) transact(ctx context.Context, id ID, decide func(rtx *redis.Tx
 	for n := 1; ; n++ {
 		err := b.rdb.Watch(ctx, func(rtx *redis.Tx) error {
 			var hm *redis.SliceCmd
-			var owner *redis.IntCmd
+			var owner *redis.DurationCmd
 			if _, err := rtx.Pipelined(ctx, func(p redis.Pipeliner) error {
 				hm = p.HMGet(ctx, key, fieldSaga, fieldAction, fieldCompensation, fieldResult)
 				if b.owner != nil {
-					owner = p.Exists(ctx, watched[1])
+					owner = p.PTTL(ctx, watched[1])
 				}
 				return nil
 			}); err != nil {
 				return err
 			}
-			if owner != nil && owner.Val() == 0 {
+			// PTTL: -2 missing, -1 no expiry (a saga in progress, or failed
+			// and waiting for an operator), else ended and retained.
+			if owner != nil && owner.Val() != -1 {
 				return ErrOwnerGone
 			}
 			vals := hm.Val()

@@ -3,6 +3,7 @@ package barrier
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 func ownerKey(key string) string { return "slammesh:{" + key + "}:saga" }
@@ -37,6 +38,18 @@ func TestOwnerGoneRefusesEveryCall(t *testing.T) {
 	}
 	if out, err := s.compensate(ctx, id, &got); err != nil || out != Applied || string(got) != "r" {
 		t.Fatalf("compensation with owner: %v, %v, result %q", out, err, got)
+	}
+	// The owner ended (its keys got their retention): a step the saga never
+	// reached is refused, and creates no mark.
+	if err := s.rdb.PExpire(ctx, ownerKey("m"), time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	other := ID{Key: "m", SagaID: "saga-1", Step: "never-reached"}
+	if _, _, err := s.action(ctx, other, "r"); !errors.Is(err, ErrOwnerGone) {
+		t.Errorf("action after the end: %v, want ErrOwnerGone", err)
+	}
+	if n := s.rdb.Exists(ctx, Key("m", "never-reached")).Val(); n != 0 {
+		t.Error("action after the end created a barrier mark")
 	}
 	// The owner deleted after the end: a hanging call writes nothing again.
 	s.rdb.Del(ctx, ownerKey("m"), Key("m", "allocate"), counterKey("m"), EffectsKey("m"))

@@ -81,7 +81,7 @@ func Status(ctx context.Context, log *slog.Logger, service, step string, err err
 	case errors.Is(err, barrier.ErrSagaMismatch):
 		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonSagaMismatch, step+" of this mission belongs to another saga")
 	case errors.Is(err, barrier.ErrOwnerGone):
-		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonMissionGone, step+": the mission's saga expired or was deleted")
+		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonMissionGone, step+": the mission has ended (its data is kept read-only until it expires), or expired, or was deleted")
 	case errors.Is(err, barrier.ErrConflict):
 		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "concurrent attempts of this step kept conflicting; retry")
 	}

@@ -225,14 +225,20 @@ func TestRetentionLeavesNoKey(t *testing.T) {
 		}
 	}
 	// A hanging allocation for the compensated mission, before its expiry:
-	// refused, and its step events go to a stream that keeps its expiry.
+	// refused without a write (the mission has ended), and its step events
+	// go to a stream that keeps its expiry.
 	late := &mappingv1.AllocateMapRequest{
 		Saga: &typesv1.SagaContext{MissionId: ids[1], SagaId: undone.GetMission().GetSagaId(), Step: mapping.Step, Attempt: 9,
 			ProgressStream: progress.MissionStream(ids[1])},
 		Spec: &typesv1.MapSpec{WidthM: 20, HeightM: 15, Resolution: 0.05},
 	}
 	_, err = st.mapping.AllocateMap(ctx, late)
-	wantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+	wantStatus(t, err, codes.FailedPrecondition, rpcerr.ReasonMissionGone)
+	for _, k := range tagged(t, st.rdb, ids[1]) {
+		if d := st.rdb.PTTL(ctx, k).Val(); d <= 0 {
+			t.Errorf("after a late call %s has PTTL %v", k, d)
+		}
+	}
 	awaitNoKeys(t, st.rdb, ids...)
 	// The same call after the expiry: refused without a write, and its
 	// step.failed event creates no stream.
