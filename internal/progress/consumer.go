@@ -135,27 +135,47 @@ func NewConsumer(rdb redis.UniversalClient, cfg ConsumerConfig) (*Consumer, erro
 // that does not parse (retrying cannot fix it), is moved to the dead-letter
 // stream DeadLetterStream(Stream) and acked.
 //
-// When the group vanishes (Redis restarted empty, or someone destroyed it:
-// NOGROUP), Run creates it again and carries on, from the start of what the
-// stream now holds. Run returns an error when Redis fails otherwise (go-redis
-// has already retried); pending entries survive for the next Run.
+// When Redis cannot be reached (it is restarting, failing over), Run waits
+// and retries, with a back-off capped at a second, until it can. When the
+// group vanishes (Redis restarted empty, or someone destroyed it: NOGROUP),
+// Run creates it again and carries on, from the start of what the stream now
+// holds. Run returns an error only for a Redis error reply it cannot handle
+// (a wrong type, say); pending entries survive for the next Run.
 func (c *Consumer) Run(ctx context.Context, handler func(context.Context, Event) error) error {
-	if err := c.createGroup(ctx); err != nil {
+	for n := 1; ; n++ {
+		err := c.createGroup(ctx)
+		if err == nil {
+			break
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		return err
+		if !c.unreachable(ctx, err, n) {
+			return err
+		}
 	}
 	// Reclaim right away (entries a crashed consumer left behind), then at
 	// half MinIdle so a reclaimable entry waits at most 1.5 MinIdle plus one
 	// Block.
 	claimEvery := c.cfg.MinIdle / 2
 	var nextClaim time.Time
+	failures := 0
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
 		err := c.step(ctx, handler, &nextClaim, claimEvery)
+		if err != nil && !isNoGroup(err) {
+			failures++
+			if ctx.Err() == nil && c.unreachable(ctx, err, failures) {
+				continue
+			}
+		}
+		if err == nil && failures > 0 {
+			c.cfg.Logger.InfoContext(ctx, "progress: consumer reaches Redis again",
+				"stream", c.cfg.Stream, "group", c.cfg.Group, "consumer", c.cfg.Name, "failures", failures)
+			failures = 0
+		}
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
@@ -166,6 +186,9 @@ func (c *Consumer) Run(ctx context.Context, handler func(context.Context, Event)
 			if err := c.createGroup(ctx); err != nil {
 				if ctx.Err() != nil {
 					return nil
+				}
+				if failures++; c.unreachable(ctx, err, failures) {
+					continue
 				}
 				return err
 			}
@@ -203,6 +226,28 @@ func (c *Consumer) step(ctx context.Context, handler func(context.Context, Event
 		}
 	}
 	return nil
+}
+
+// unreachable reports whether err says Redis could not be reached (a
+// network error, not an error reply), and if so waits before the retry
+// number failures: 50 ms per failure, at most a second. The first failure
+// of an outage is logged.
+func (c *Consumer) unreachable(ctx context.Context, err error, failures int) bool {
+	var reply redis.Error
+	if errors.As(err, &reply) || errors.Is(err, redis.ErrClosed) {
+		return false
+	}
+	if failures == 1 {
+		c.cfg.Logger.WarnContext(ctx, "progress: consumer cannot reach Redis; retrying",
+			"stream", c.cfg.Stream, "group", c.cfg.Group, "consumer", c.cfg.Name, "error", err)
+	}
+	t := time.NewTimer(min(time.Duration(failures)*50*time.Millisecond, time.Second))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return true
 }
 
 // isNoGroup reports a Redis error saying the group is gone: NOGROUP (the

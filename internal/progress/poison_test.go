@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/redisproc"
 )
 
 // poisonEntries are entries a version-1 reader cannot decode: a newer
@@ -238,6 +240,61 @@ func TestConsumerRecoversFromNoGroup(t *testing.T) {
 			if i > 50 {
 				t.Fatal("no event handled within 10s of FLUSHALL: the consumer did not recover from NOGROUP")
 			}
+		}
+	}
+}
+
+// A consumer rides out a Redis restart on an empty data set: it retries
+// while Redis is down, then meets NOGROUP, creates its group again and
+// handles what is published next — its caller restarts nothing.
+func TestConsumerSurvivesRedisRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p, err := redisproc.Start(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := p.Addr[strings.LastIndexByte(p.Addr, ':')+1:]
+	t.Cleanup(func() { p.Stop() })
+	rdb := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got := make(chan string, 100)
+	c := newConsumer(t, rdb, progress.ConsumerConfig{Name: "c", Block: 50 * time.Millisecond})
+	wait := runConsumer(t, ctx, c, func(_ context.Context, e progress.Event) error {
+		got <- e.Message
+		return nil
+	})
+	pub := progress.NewPublisher(rdb, progress.Options{})
+	if err := pub.Publish(ctx, stepEvent("m", 1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("event 1 not handled")
+	}
+	p.Stop()
+	time.Sleep(time.Second) // the consumer meets the outage
+	n, _ := strconv.Atoi(port)
+	if p, err = redisproc.StartOn(t.TempDir(), n); err != nil {
+		t.Fatalf("restart Redis on %s: %v", port, err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for i := 2; ; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing handled within 15s of the restart: the consumer did not recover")
+		}
+		_ = pub.Publish(ctx, stepEvent("m", i)) // may fail while the client reconnects
+		select {
+		case <-got:
+			cancel()
+			if err := wait(); err != nil {
+				t.Fatalf("Run = %v, want it to have ridden out the restart", err)
+			}
+			return
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
