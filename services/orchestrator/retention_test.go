@@ -194,45 +194,45 @@ func scenario(kind typesv1.ScenarioKind) *orchestratorv1.StartMissionRequest {
 // either; GetMission then says the mission expired.
 func TestRetentionLeavesNoKey(t *testing.T) {
 	t.Parallel()
-	const retention = 3 * time.Second
+	// Long enough for the checks right after each mission's end to run
+	// before its expiry on a loaded machine.
+	const retention = 10 * time.Second
 	st := startRetentionStack(t, retentionConfig{retention: retention})
 	ctx := ctxT(t)
-	done, err := st.client.StartMission(ctx, scenario(typesv1.ScenarioKind_SCENARIO_KIND_OFFICE))
-	if err != nil {
-		t.Fatal(err)
-	}
-	undone, err := st.client.StartMission(ctx, scenario(typesv1.ScenarioKind_SCENARIO_KIND_SEALED_AGENT))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := done.GetMission().GetState(); s != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
-		t.Fatalf("office mission %s", s)
-	}
-	if s := undone.GetMission().GetState(); s != orchestratorv1.MissionState_MISSION_STATE_COMPENSATED {
-		t.Fatalf("sealed-agent mission %s", s)
-	}
-	ids := []string{done.GetMission().GetMissionId(), undone.GetMission().GetMissionId()}
-	// Every key of an ended mission carries its retention.
-	for _, id := range ids {
-		keys := tagged(t, st.rdb, id)
+	// endAndCheck runs a mission to its end and checks at once that every
+	// key of it carries its retention.
+	endAndCheck := func(kind typesv1.ScenarioKind, want orchestratorv1.MissionState) *orchestratorv1.Mission {
+		resp, err := st.client.StartMission(ctx, scenario(kind))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := resp.GetMission()
+		if m.GetState() != want {
+			t.Fatalf("%s mission %s, want %s", kind, m.GetState(), want)
+		}
+		keys := tagged(t, st.rdb, m.GetMissionId())
 		if len(keys) == 0 {
-			t.Fatalf("mission %s has no keys", id)
+			t.Fatalf("mission %s has no keys", m.GetMissionId())
 		}
 		for _, k := range keys {
 			if d := st.rdb.PTTL(ctx, k).Val(); d <= 0 || d > retention {
 				t.Errorf("%s: PTTL %v, want (0, %v]", k, d, retention)
 			}
 		}
+		return m
 	}
+	done := endAndCheck(typesv1.ScenarioKind_SCENARIO_KIND_OFFICE, orchestratorv1.MissionState_MISSION_STATE_COMPLETED)
+	undone := endAndCheck(typesv1.ScenarioKind_SCENARIO_KIND_SEALED_AGENT, orchestratorv1.MissionState_MISSION_STATE_COMPENSATED)
+	ids := []string{done.GetMissionId(), undone.GetMissionId()}
 	// A hanging allocation for the compensated mission, before its expiry:
 	// refused without a write (the mission has ended), and its step events
 	// go to a stream that keeps its expiry.
 	late := &mappingv1.AllocateMapRequest{
-		Saga: &typesv1.SagaContext{MissionId: ids[1], SagaId: undone.GetMission().GetSagaId(), Step: mapping.Step, Attempt: 9,
+		Saga: &typesv1.SagaContext{MissionId: ids[1], SagaId: undone.GetSagaId(), Step: mapping.Step, Attempt: 9,
 			ProgressStream: progress.MissionStream(ids[1])},
 		Spec: &typesv1.MapSpec{WidthM: 20, HeightM: 15, Resolution: 0.05},
 	}
-	_, err = st.mapping.AllocateMap(ctx, late)
+	_, err := st.mapping.AllocateMap(ctx, late)
 	wantStatus(t, err, codes.FailedPrecondition, rpcerr.ReasonMissionGone)
 	for _, k := range tagged(t, st.rdb, ids[1]) {
 		if d := st.rdb.PTTL(ctx, k).Val(); d <= 0 {
