@@ -85,6 +85,18 @@
 // the saga is Compensating again under a new epoch and lease, and Run (or
 // recovery, should the engine die) carries the compensation on.
 //
+// # Retention
+//
+// Store.WithRetention names the keys a mission owns besides its record and
+// how long they outlive its end: the Save that records Completed or
+// Compensated sets every one of them to expire after the retention, the one
+// that records Failed (an operator must act) and every reopening (a
+// teardown, a resumed compensation) remove any expiry, all inside the
+// fenced script, so a saga an engine drives never loses a key. Store.Delete
+// removes a finished mission now; Store.Trim is the janitor of the global
+// mission index, which no per-mission script touches; Store.Vanished tells
+// an expired or deleted mission from one that never existed.
+//
 // # Cancellation
 //
 // Engine.Cancel records the request in the record (not fenced: any replica may
