@@ -25,8 +25,8 @@ build:
 deps:
 	@./scripts/ensure-redis.sh
 
-## test: what CI runs: static checks, race tests, fuzz smoke, end to end, chaos
-test: deps check unit fuzz e2e chaos
+## test: what CI runs: static checks, race tests, fuzz smoke, end to end, chaos, the 2-minute soak
+test: deps check unit fuzz e2e chaos soak-ci
 
 ## unit: all Go tests with the race detector (component tests included)
 unit:
@@ -62,6 +62,17 @@ e2e: build
 chaos: build
 	$(GO) vet -tags chaos ./test/chaos
 	$(GO) test -race -tags chaos -count=1 -v -timeout 15m ./test/chaos -args -chaos.bin=$(CURDIR)/$(BIN)/slammesh $(CHAOS_FLAGS)
+
+## soak: the soak by hand (issue 7): 30 minutes of mixed missions, watchers and cancellations over separate processes while step services restart every minute, Redis restarts from its AOF and an orchestrator is SIGKILLed; prints the curve. SOAK_FLAGS="-soak.duration=10m" etc.
+.PHONY: soak soak-ci
+soak: build
+	$(GO) vet -tags soak ./test/soak
+	$(GO) test -race -tags soak -count=1 -v -timeout 60m ./test/soak -args -soak.bin=$(CURDIR)/$(BIN)/slammesh -soak.duration=30m $(SOAK_FLAGS)
+
+## soak-ci: the same soak in about 2 minutes (80 s of workload, 15 s retention); part of make test
+soak-ci: build
+	$(GO) vet -tags soak ./test/soak
+	$(GO) test -race -tags soak -count=1 -v -timeout 10m ./test/soak -args -soak.bin=$(CURDIR)/$(BIN)/slammesh $(SOAK_FLAGS)
 
 ## bench: domain and saga benchmarks
 bench:

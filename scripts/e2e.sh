@@ -48,6 +48,9 @@ redis_port=$(free_port)
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
 pids+=($!)
 rcli() { redis-cli -p "$redis_port" "$@"; }
+# has is grep -q that reads its whole input: with pipefail, grep -q exiting at
+# the first match fails the pipeline when its writer then gets SIGPIPE.
+has() { grep "$@" >/dev/null; }
 for _ in $(seq 100); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
 rcli ping >/dev/null || fail "redis-server did not start"
 
@@ -90,13 +93,13 @@ wait_healthy orchestrator
 orch=127.0.0.1:${grpc_port[orchestrator]}
 log "mesh up: orchestrator $orch, redis :$redis_port"
 
-"$grpcurl" -plaintext "$orch" list | grep -q slammesh.orchestrator.v1.OrchestratorService ||
+"$grpcurl" -plaintext "$orch" list | has slammesh.orchestrator.v1.OrchestratorService ||
   fail "reflection does not list the orchestrator service"
 
 # A mission that completes.
 out=$("$grpcurl" -plaintext -d '{"mission_id":"e2e-ok","scenario":{"seed":7,"agents":3},"wait":true}' \
   "$orch" slammesh.orchestrator.v1.OrchestratorService/StartMission) || fail "StartMission: $out"
-echo "$out" | grep -q '"state": "MISSION_STATE_COMPLETED"' || fail "e2e-ok did not complete: $out"
+echo "$out" | has '"state": "MISSION_STATE_COMPLETED"' || fail "e2e-ok did not complete: $out"
 trace=$(echo "$out" | sed -n 's/.*"traceId": "\([0-9a-f]\{32\}\)".*/\1/p' | head -n1)
 [ -n "$trace" ] || fail "no trace id in: $out"
 log "e2e-ok COMPLETED, trace $trace"
@@ -109,24 +112,24 @@ last=$(echo "$types" | tail -n1)
 [ "$first" = mission.started ] || fail "first event is $first, want mission.started"
 [ "$last" = mission.completed ] || fail "last event is $last, want mission.completed"
 for step in allocate_map localize_agents merge_maps; do
-  rcli --raw xrange "$stream" - + | grep -qx "$step" || fail "no events for step $step"
+  rcli --raw xrange "$stream" - + | has -x "$step" || fail "no events for step $step"
 done
-echo "$types" | grep -qx step.progress || fail "no step.progress event"
+echo "$types" | has -x step.progress || fail "no step.progress event"
 n_traces=$(rcli --raw xrange "$stream" - + | awk 'prev=="trace_id"{print} {prev=$0}' | sort -u)
 [ "$n_traces" = "$trace" ] || fail "events carry trace ids other than $trace: $n_traces"
 log "stream $stream: $(echo "$types" | wc -l) events, mission.started … mission.completed, one trace id"
 
 # GetMission and WatchMission through reflection.
 "$grpcurl" -plaintext -d '{"mission_id":"e2e-ok"}' "$orch" slammesh.orchestrator.v1.OrchestratorService/GetMission |
-  grep -q MISSION_STATE_COMPLETED || fail "GetMission e2e-ok"
+  has MISSION_STATE_COMPLETED || fail "GetMission e2e-ok"
 "$grpcurl" -plaintext -d '{"mission_id":"e2e-ok"}' "$orch" slammesh.orchestrator.v1.OrchestratorService/WatchMission |
-  grep -q EVENT_TYPE_MISSION_COMPLETED || fail "WatchMission e2e-ok did not end with mission.completed"
+  has EVENT_TYPE_MISSION_COMPLETED || fail "WatchMission e2e-ok did not end with mission.completed"
 
 # A mission that fails at localization and is compensated.
 out=$("$grpcurl" -plaintext -d '{"mission_id":"e2e-sealed","scenario":{"seed":3,"agents":3,"kind":"SCENARIO_KIND_SEALED_AGENT"},"wait":true}' \
   "$orch" slammesh.orchestrator.v1.OrchestratorService/StartMission) || fail "StartMission sealed: $out"
-echo "$out" | grep -q '"state": "MISSION_STATE_COMPENSATED"' || fail "e2e-sealed not compensated: $out"
-echo "$out" | grep -q INSUFFICIENT_OVERLAP || fail "e2e-sealed error reason: $out"
+echo "$out" | has '"state": "MISSION_STATE_COMPENSATED"' || fail "e2e-sealed not compensated: $out"
+echo "$out" | has INSUFFICIENT_OVERLAP || fail "e2e-sealed error reason: $out"
 [ "$(rcli exists 'slammesh:{e2e-sealed}:map' 'slammesh:{e2e-sealed}:localization')" = 0 ] ||
   fail "compensated mission left its map or localizations in Redis"
 comp=$(rcli --raw xrange 'slammesh:{e2e-sealed}:events' - + | awk 'prev=="type"{t=$0} prev=="step" && t=="compensation.completed"{print} {prev=$0}')
@@ -134,7 +137,7 @@ comp=$(rcli --raw xrange 'slammesh:{e2e-sealed}:events' - + | awk 'prev=="type"{
 log "e2e-sealed COMPENSATED (INSUFFICIENT_OVERLAP), compensations in reverse order, nothing left"
 
 # slamctl against the same mesh: a repeat start is idempotent.
-"$bin/slamctl" --addr "$orch" start --id e2e-ok | grep -q 'already existed' || fail "repeat start was not idempotent"
+"$bin/slamctl" --addr "$orch" start --id e2e-ok | has 'already existed' || fail "repeat start was not idempotent"
 "$bin/slamctl" --addr "$orch" --mapping-addr "127.0.0.1:${grpc_port[mapping]}" map -o "$work/e2e-ok.png" e2e-ok >/dev/null ||
   fail "slamctl map"
 [ "$(head -c 4 "$work/e2e-ok.png" | tail -c 3)" = PNG ] || fail "map is not a PNG"

@@ -177,9 +177,11 @@ func (r benchRun) holdsResources() bool {
 // per step (from the events of a sample of missions) and, given the mesh's
 // Redis, the commands and round trips per mission; every mission must
 // complete. Then, outside the timed part, it tears its missions down with
-// CancelMission (unless -keep): a completed mission keeps its map, so
-// without the teardown one run fills the mapping service's capacity budget
-// and every later mission fails with RESOURCE_EXHAUSTED.
+// CancelMission (unless -keep): a completed mission keeps its data (map
+// included) for the orchestrator's retention, so a benchmark cleans up after
+// itself. Kept missions expire at the end of the retention; their maps leave
+// the mapping service's capacity budget for its retained-maps budget, where
+// the oldest are evicted, so they never block later missions.
 func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := parseBench(args, getenv, stderr)
 	if err != nil {
@@ -261,7 +263,7 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv f
 		benchErr = fmt.Errorf("%d of %d missions did not complete; first: %w", f, done, firstErr)
 	}
 	if cfg.keep {
-		fmt.Fprintf(stdout, "kept     %d missions (-keep): their maps stay charged to the mapping capacity budget\n", len(teardown))
+		fmt.Fprintf(stdout, "kept     %d missions (-keep): they expire at the end of the retention; their maps count against the retained-maps budget, oldest evicted first\n", len(teardown))
 		return errors.Join(benchErr, ctx.Err())
 	}
 	return errors.Join(benchErr, tearDown(ctx, c, teardown, stdout))

@@ -297,16 +297,17 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 		return err
 	}
 	defer closer.Close()
-	resp, err := mc.GetMap(ctx, &mappingv1.GetMapRequest{MissionId: id, Version: uint32(*version), IncludePng: *format == "png"})
+	m, err := fetchMap(ctx, mc, &mappingv1.StreamMapRequest{MissionId: id, Version: uint32(*version), IncludePng: *format == "png"})
 	if err != nil {
-		return rpcError("get map", err)
+		return err
 	}
 	path := *out
 	if path == "" {
 		path = id
 	}
 	if *format == "ros" {
-		if err := slamio.WriteROSMap(path, resp.GetGrid(), slamio.ExportMode(*rosMode)); err != nil {
+		grid := &typesv1.OccupancyGrid{Meta: m.header.GetMeta(), Data: m.cells}
+		if err := slamio.WriteROSMap(path, grid, slamio.ExportMode(*rosMode)); err != nil {
 			return err
 		}
 		path += ".yaml + .pgm"
@@ -314,12 +315,55 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 		if *out == "" {
 			path += ".png"
 		}
-		if err := os.WriteFile(path, resp.GetPng(), 0o644); err != nil {
+		if err := os.WriteFile(path, m.png, 0o644); err != nil {
 			return err
 		}
 	}
-	meta := resp.GetGrid().GetMeta()
+	meta := m.header.GetMeta()
 	fmt.Fprintf(stdout, "wrote %s: map %s version %d of %d, %dx%d cells at %.3f m\n", path,
-		resp.GetMapId(), resp.GetVersion(), resp.GetCurrentVersion(), meta.GetWidth(), meta.GetHeight(), meta.GetResolution())
+		m.header.GetMapId(), m.header.GetVersion(), m.header.GetCurrentVersion(), meta.GetWidth(), meta.GetHeight(), meta.GetResolution())
 	return nil
+}
+
+// streamedMap is a map fetched with StreamMap: the first message's header,
+// and the cells and PNG put back together.
+type streamedMap struct {
+	header *mappingv1.StreamMapResponse
+	cells  []byte
+	png    []byte
+}
+
+// fetchMap reads a map with MappingService.StreamMap, which serves a map of
+// any size in chunks that fit gRPC's default 4 MiB receive limit, and
+// checks that it got every byte the header announced.
+func fetchMap(ctx context.Context, mc mappingv1.MappingServiceClient, req *mappingv1.StreamMapRequest) (*streamedMap, error) {
+	stream, err := mc.StreamMap(ctx, req)
+	if err != nil {
+		return nil, rpcError("get map", err)
+	}
+	var m streamedMap
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, rpcError("get map", err)
+		}
+		if m.header == nil {
+			m.header = resp
+			m.cells = make([]byte, 0, resp.GetTotalCells())
+			m.png = make([]byte, 0, resp.GetPngBytes())
+		}
+		m.cells = append(m.cells, resp.GetCells()...)
+		m.png = append(m.png, resp.GetPng()...)
+	}
+	if m.header == nil {
+		return nil, fmt.Errorf("get map: the stream ended without a message")
+	}
+	if uint64(len(m.cells)) != m.header.GetTotalCells() || uint64(len(m.png)) != m.header.GetPngBytes() {
+		return nil, fmt.Errorf("get map: got %d cells and %d PNG bytes, the header announced %d and %d",
+			len(m.cells), len(m.png), m.header.GetTotalCells(), m.header.GetPngBytes())
+	}
+	return &m, nil
 }

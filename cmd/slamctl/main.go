@@ -44,6 +44,8 @@ Commands:
   watch    follow a mission's progress events until it ends
   map      write a mission's map as PNG, or with --format ros as a
            map_server .yaml + .pgm pair that Nav2 loads
+  delete   remove a finished mission and all its data now (else it expires
+           at the end of the retention period)
   bench    run many small missions, report missions/s and latency, then
            tear the missions down (-keep keeps them)
 
@@ -92,6 +94,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdMap(ctx, c, g, cmdArgs, stdout, stderr)
 	case "bench":
 		return cmdBench(ctx, c, g, cmdArgs, getenv, stdout, stderr)
+	case "delete":
+		return cmdDelete(ctx, c, g, cmdArgs, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

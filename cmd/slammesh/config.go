@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/slammesh/slammesh/internal/saga"
+	"github.com/slammesh/slammesh/services/mapping"
+	"github.com/slammesh/slammesh/services/orchestrator"
 )
 
 // serviceConfig configures one service process; fields a service does not
@@ -22,18 +24,29 @@ type serviceConfig struct {
 	// allowFaults honours FaultPlans carried in requests (tests and demos).
 	allowFaults bool
 	grace       time.Duration
+	// skipRedisCheck is set by `slammesh dev` for its embedded Redis only;
+	// no flag turns the Redis checks off.
+	skipRedisCheck bool
 
 	// orchestrator
 	mappingAddr      string
 	localizationAddr string
 	mergeAddr        string
+
+	// ops bounds the orchestrator's retries, attempt deadlines and
+	// watchers (opsflags.go).
+	ops opsConfig
 	// leaseTTL and recoveryInterval bound how fast a crashed orchestrator's
 	// missions resume elsewhere: within leaseTTL + recoveryInterval.
 	leaseTTL         time.Duration
 	recoveryInterval time.Duration
+	// retention is how long a finished mission keeps its data.
+	retention time.Duration
 
 	// mapping
 	capacityCells uint64
+	// retainedCells is the budget of finished missions' maps.
+	retainedCells uint64
 
 	// localization
 	parallelism int
@@ -155,11 +168,27 @@ func addSpecific(e *envFlags, c *serviceConfig, service string) {
 		e.string(&c.localizationAddr, "localization-addr", "SLAMMESH_LOCALIZATION_ADDR", "localhost:50053", "localization service gRPC target")
 		e.string(&c.mergeAddr, "merge-addr", "SLAMMESH_MERGE_ADDR", "localhost:50054", "merge service gRPC target")
 		addRecovery(e, c)
+		addOps(e, &c.ops)
+		addRetention(e, c)
 	case "mapping":
 		e.uint64(&c.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
+		addRetainedCells(e, c)
 	case "localization":
 		e.int(&c.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")
 	}
+}
+
+// addRetention registers the orchestrator's retention flag.
+func addRetention(e *envFlags, c *serviceConfig) {
+	e.duration(&c.retention, "retention", "SLAMMESH_RETENTION", orchestrator.DefaultRetention,
+		"how long a completed or compensated mission keeps its data (record, events, map, poses) before it expires; failed missions wait for an operator")
+}
+
+// addRetainedCells registers the mapping service's budget of finished
+// missions' maps.
+func addRetainedCells(e *envFlags, c *serviceConfig) {
+	e.uint64(&c.retainedCells, "retained-cells", "SLAMMESH_RETAINED_CELLS", mapping.DefaultRetainedCells,
+		"map cells finished missions' maps may hold; past it the oldest are evicted (0: none kept)")
 }
 
 // addRecovery registers the orchestrator's lease and recovery flags.
@@ -185,6 +214,11 @@ func parseServiceConfig(service string, args []string, getenv func(string) strin
 }
 
 func (c serviceConfig) validate() error {
+	if c.service == "orchestrator" || c.service == "dev" {
+		if err := c.ops.validate(); err != nil {
+			return err
+		}
+	}
 	switch {
 	case c.grace < 0:
 		return fmt.Errorf("%w: --grace must not be negative", errUsage)
@@ -194,11 +228,17 @@ func (c serviceConfig) validate() error {
 		return fmt.Errorf("%w: --lease-ttl must be at least %v", errUsage, minLeaseTTL)
 	case (c.service == "orchestrator" || c.service == "dev") && c.recoveryInterval <= 0:
 		return fmt.Errorf("%w: --recovery-interval must be positive", errUsage)
+	case (c.service == "orchestrator" || c.service == "dev") && c.retention < minRetention:
+		return fmt.Errorf("%w: --retention must be at least %v", errUsage, minRetention)
 	case c.service == "mapping" && c.capacityCells == 0:
 		return fmt.Errorf("%w: --capacity-cells must be positive", errUsage)
 	}
 	return nil
 }
+
+// minRetention keeps a finished mission readable for a moment at least: a
+// StartMission with wait answers from the record it just finished.
+const minRetention = time.Second
 
 // minLeaseTTL keeps leases coarser than the millisecond scores they are
 // stored as, and renewals (every third of the TTL) from flooding Redis.
@@ -227,8 +267,11 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	e.bool(&c.base.allowFaults, "allow-fault-injection", "SLAMMESH_ALLOW_FAULT_INJECTION", "honour fault plans in requests")
 	e.duration(&c.base.grace, "grace", "SLAMMESH_GRACE", 10*time.Second, "shutdown grace period")
 	e.uint64(&c.base.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
+	addRetainedCells(e, &c.base)
 	e.int(&c.base.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")
 	addRecovery(e, &c.base)
+	addOps(e, &c.base.ops)
+	addRetention(e, &c.base)
 	fs.BoolVar(&c.demo, "demo", false, "once up, run one demo mission and print its progress")
 	if err := e.parse(args); err != nil {
 		return c, err

@@ -27,11 +27,14 @@ import (
 // Jaeger. The step services outlive the orchestrator so that sagas it drains
 // on shutdown can still reach them.
 func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err error) {
-	redisURL, stopRedis, err := devRedis(cfg, stderr)
+	redisURL, embedded, stopRedis, err := devRedis(cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer stopRedis()
+	// miniredis is no real Redis: its INFO lacks what the checks read, and
+	// the banner devRedis printed already says what it cannot promise.
+	cfg.base.skipRedisCheck = embedded
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return fmt.Errorf("%w: redis url %q: %w", errUsage, redisURL, err)
@@ -93,19 +96,20 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 }
 
 // devRedis picks the Redis of a dev mesh: REDIS_URL, else a private
-// redis-server, else an embedded one. It returns the URL and a stop func.
-func devRedis(cfg devConfig, stderr io.Writer) (string, func(), error) {
+// redis-server, else an embedded one. It returns the URL, whether it is the
+// embedded one, and a stop func.
+func devRedis(cfg devConfig, stderr io.Writer) (string, bool, func(), error) {
 	if cfg.redisURL != "" {
-		return cfg.redisURL, func() {}, nil
+		return cfg.redisURL, false, func() {}, nil
 	}
 	dir, err := os.MkdirTemp("", "slammesh-dev-redis-")
 	if err != nil {
-		return "", nil, err
+		return "", false, nil, err
 	}
 	p, err := redisproc.StartOn(dir, cfg.redisPort)
 	if err == nil {
 		fmt.Fprintf(stderr, "slammesh dev: started a private redis-server at %s (data is scratch)\n", p.Addr)
-		return p.URL(), func() { p.Stop(); _ = os.RemoveAll(dir) }, nil
+		return p.URL(), false, func() { p.Stop(); _ = os.RemoveAll(dir) }, nil
 	}
 	_ = os.RemoveAll(dir)
 	var inUse *redisproc.PortInUseError
@@ -113,16 +117,16 @@ func devRedis(cfg devConfig, stderr io.Writer) (string, func(), error) {
 	case errors.As(err, &inUse):
 		// Another Redis there would answer us too: using it would mix our
 		// scratch data into someone else's.
-		return "", nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", err)
+		return "", false, nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", err)
 	case !errors.Is(err, redisproc.ErrNotInstalled):
-		return "", nil, fmt.Errorf("private redis-server on port %d: %w (pick another with --redis-port, or set REDIS_URL)", cfg.redisPort, err)
+		return "", false, nil, fmt.Errorf("private redis-server on port %d: %w (pick another with --redis-port, or set REDIS_URL)", cfg.redisPort, err)
 	}
 	m := miniredis.NewMiniRedis()
 	if err := m.StartAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.redisPort))); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return "", nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", &redisproc.PortInUseError{Port: cfg.redisPort})
+			return "", false, nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", &redisproc.PortInUseError{Port: cfg.redisPort})
 		}
-		return "", nil, fmt.Errorf("embedded redis on port %d: %w", cfg.redisPort, err)
+		return "", false, nil, fmt.Errorf("embedded redis on port %d: %w", cfg.redisPort, err)
 	}
 	fmt.Fprintf(stderr, `
 !!! slammesh dev: redis-server is not installed, so Redis is EMBEDDED (miniredis)
@@ -130,7 +134,7 @@ func devRedis(cfg devConfig, stderr io.Writer) (string, func(), error) {
 !!! Install redis-server (apt-get install -y redis-server) or set REDIS_URL.
 
 `, m.Addr())
-	return "redis://" + m.Addr() + "/0", m.Close, nil
+	return "redis://" + m.Addr() + "/0", true, m.Close, nil
 }
 
 // runDemo starts one scenario mission on the orchestrator and prints its

@@ -31,7 +31,7 @@ func TestDevRedisRefusesABusyPort(t *testing.T) {
 			}
 			defer l.Close()
 			port := l.Addr().(*net.TCPAddr).Port
-			url, stop, err := devRedis(devConfig{redisPort: port}, io.Discard)
+			url, _, stop, err := devRedis(devConfig{redisPort: port}, io.Discard)
 			if err == nil {
 				stop()
 				t.Fatalf("devRedis on busy port %d = %s, want an error", port, url)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/slammesh/slammesh/internal/grpcserver"
+	"github.com/slammesh/slammesh/internal/redischeck"
 	"github.com/slammesh/slammesh/internal/telemetry"
 )
 
@@ -37,9 +38,12 @@ type nodeSpec struct {
 	grpcAddr string
 	httpAddr string
 	redis    *redis.Options
-	logLevel slog.Level
-	grace    time.Duration
-	telOpts  telemetry.Options
+	// skipRedisCheck skips redischeck.Check: only for the embedded Redis of
+	// `slammesh dev`, which is no real Redis.
+	skipRedisCheck bool
+	logLevel       slog.Level
+	grace          time.Duration
+	telOpts        telemetry.Options
 	// interceptors are built once telemetry and Redis exist (the step services
 	// publish progress through Redis).
 	interceptors func(n *node) []grpc.UnaryServerInterceptor
@@ -81,6 +85,16 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 	defer cancel()
 	if err := n.rdb.Ping(pingCtx).Err(); err != nil {
 		return n, fmt.Errorf("%s: redis at %s: %w", spec.name, spec.redis.Addr, err)
+	}
+	if !spec.skipRedisCheck {
+		res, err := redischeck.Check(pingCtx, n.rdb)
+		if err != nil {
+			return n, fmt.Errorf("%s: redis at %s refused: %w", spec.name, spec.redis.Addr, err)
+		}
+		if !res.AOF {
+			n.log.WarnContext(ctx, "redis runs without AOF (appendonly no): a Redis restart loses the writes since its last snapshot, running missions included; set appendonly yes",
+				"redis_version", res.Version.String())
+		}
 	}
 
 	var interceptors []grpc.UnaryServerInterceptor

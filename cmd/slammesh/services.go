@@ -15,6 +15,7 @@ import (
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/saga"
 	"github.com/slammesh/slammesh/internal/stepserver"
 	"github.com/slammesh/slammesh/services/localization"
 	"github.com/slammesh/slammesh/services/mapping"
@@ -35,6 +36,13 @@ func runService(ctx context.Context, cfg serviceConfig, logw io.Writer) error {
 	return n.serve(ctx)
 }
 
+// stepBarrier is the barrier of a step service: it refuses calls for a
+// mission whose saga record is gone (expired or deleted), so that a late
+// call writes no key that nothing would expire.
+func stepBarrier(rdb redis.UniversalClient) *barrier.Barrier {
+	return barrier.New(rdb, barrier.WithOwner(saga.RecordKey))
+}
+
 // specFor says how to build the node of cfg.service.
 func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 	spec := nodeSpec{
@@ -42,13 +50,17 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 		grpcAddr: cfg.grpcAddr,
 		httpAddr: cfg.httpAddr,
 		redis:    opts,
-		logLevel: cfg.logLevel,
-		grace:    cfg.grace,
+		// Set for the embedded Redis of a dev mesh only.
+		skipRedisCheck: cfg.skipRedisCheck,
+		logLevel:       cfg.logLevel,
+		grace:          cfg.grace,
 	}
 	// stepInterceptors publish step events (and inject faults when allowed).
 	stepInterceptors := func(service string, actions, compensations []string) func(n *node) []grpc.UnaryServerInterceptor {
 		return func(n *node) []grpc.UnaryServerInterceptor {
-			pub := progress.NewPublisher(n.rdb, progress.Options{Logger: n.log})
+			// AppendOnly: a late call must not create a mission stream
+			// that nothing would expire.
+			pub := progress.NewPublisher(n.rdb, progress.Options{Logger: n.log, AppendOnly: true})
 			return stepserver.Interceptors(pub, service, actions, compensations, cfg.allowFaults)
 		}
 	}
@@ -56,13 +68,27 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 	case mapping.ServiceName:
 		spec.interceptors = stepInterceptors(mapping.ServiceName, mapping.ActionMethods, mapping.CompensationMethods)
 		spec.register = func(_ context.Context, n *node) error {
-			mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells}, n.rdb, barrier.New(n.rdb), n.log).Register(n.srv)
+			s := mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells, RetainedCells: cfg.retainedCells}, n.rdb, stepBarrier(n.rdb), n.log)
+			s.Register(n.srv)
+			// The janitor stops before Redis closes (closers run last in,
+			// first out).
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				s.RunJanitor(ctx)
+			}()
+			n.closers = append(n.closers, func() error {
+				stop()
+				<-done
+				return nil
+			})
 			return nil
 		}
 	case localization.ServiceName:
 		spec.interceptors = stepInterceptors(localization.ServiceName, localization.ActionMethods, localization.CompensationMethods)
 		spec.register = func(_ context.Context, n *node) error {
-			s, err := localization.NewServer(localization.Config{Parallelism: cfg.parallelism}, n.rdb, barrier.New(n.rdb), n.log)
+			s, err := localization.NewServer(localization.Config{Parallelism: cfg.parallelism}, n.rdb, stepBarrier(n.rdb), n.log)
 			if err != nil {
 				return err
 			}
@@ -72,7 +98,7 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 	case merge.ServiceName:
 		spec.interceptors = stepInterceptors(merge.ServiceName, merge.ActionMethods, merge.CompensationMethods)
 		spec.register = func(_ context.Context, n *node) error {
-			s, err := merge.NewServer(merge.Config{}, n.rdb, barrier.New(n.rdb), n.log)
+			s, err := merge.NewServer(merge.Config{}, n.rdb, stepBarrier(n.rdb), n.log)
 			if err != nil {
 				return err
 			}
@@ -117,8 +143,12 @@ func registerOrchestrator(ctx context.Context, cfg serviceConfig, n *node) error
 		AllowFaultInjection: cfg.allowFaults,
 		LeaseTTL:            cfg.leaseTTL,
 		RecoveryInterval:    cfg.recoveryInterval,
+		Policy:              cfg.ops.policy(),
+		MaxWatchers:         cfg.ops.maxWatchers,
+		Retention:           cfg.retention,
 	}, orchestrator.Deps{
 		Redis:        n.rdb,
+		StreamRedis:  streamClient(n),
 		Mapping:      mappingv1.NewMappingServiceClient(mc),
 		Localization: localizationv1.NewLocalizationServiceClient(lc),
 		Merge:        mergev1.NewMergeServiceClient(gc),

@@ -27,6 +27,12 @@ var (
 	ErrConflict = errors.New("barrier transaction kept conflicting")
 	// ErrInvalidID means an ID has an empty field or a brace in its key.
 	ErrInvalidID = errors.New("invalid barrier id")
+	// ErrOwnerGone refuses a call for a mission whose owner key (see
+	// WithOwner) does not exist — its saga expired or was deleted, or never
+	// existed — or carries an expiry — its saga has ended and its data is
+	// kept only until the retention runs out: a key written now would
+	// belong to no one, or outlive its mission. Nothing was done.
+	ErrOwnerGone = errors.New("the mission's saga has ended or is gone")
 )
 
 // ID names one sub-transaction: a step of a saga of a mission.
@@ -103,11 +109,35 @@ const maxTxAttempts = 100
 
 // Barrier guards the step handlers of a service.
 type Barrier struct {
-	rdb redis.UniversalClient
+	rdb   redis.UniversalClient
+	owner func(key string) string
+}
+
+// Option configures a Barrier.
+type Option func(*Barrier)
+
+// WithOwner makes every call first check the mission's owner key,
+// owner(id.Key) — the services pass saga.RecordKey — and refuse with
+// ErrOwnerGone, writing nothing, when it is missing or has an expiry. The
+// owner's end sets the retention (an expiry) of every key the mission
+// holds, and a reopening (a teardown, a resumed compensation) removes it
+// before any step is called again; a call arriving after the end (a
+// hanging action, a late compensation, a step the saga never reached)
+// would otherwise create a mark, and for an action its business keys, that
+// nothing would ever expire. The owner key is watched with the barrier, so
+// an end, a reopening or a deletion racing the call aborts its commit.
+func WithOwner(owner func(key string) string) Option {
+	return func(b *Barrier) { b.owner = owner }
 }
 
 // New returns a barrier on rdb.
-func New(rdb redis.UniversalClient) *Barrier { return &Barrier{rdb: rdb} }
+func New(rdb redis.UniversalClient, opts ...Option) *Barrier {
+	b := &Barrier{rdb: rdb}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
+}
 
 // Tx is a business callback's view of the barrier transaction: it may watch
 // and read business keys, and queue the business writes that commit together
@@ -253,12 +283,29 @@ type marks struct {
 // commit.
 func (b *Barrier) transact(ctx context.Context, id ID, decide func(rtx *redis.Tx, m marks) error) error {
 	key := Key(id.Key, id.Step)
+	watched := []string{key}
+	if b.owner != nil {
+		watched = append(watched, b.owner(id.Key))
+	}
 	for n := 1; ; n++ {
 		err := b.rdb.Watch(ctx, func(rtx *redis.Tx) error {
-			vals, err := rtx.HMGet(ctx, key, fieldSaga, fieldAction, fieldCompensation, fieldResult).Result()
-			if err != nil {
+			var hm *redis.SliceCmd
+			var owner *redis.DurationCmd
+			if _, err := rtx.Pipelined(ctx, func(p redis.Pipeliner) error {
+				hm = p.HMGet(ctx, key, fieldSaga, fieldAction, fieldCompensation, fieldResult)
+				if b.owner != nil {
+					owner = p.PTTL(ctx, watched[1])
+				}
+				return nil
+			}); err != nil {
 				return err
 			}
+			// PTTL: -2 missing, -1 no expiry (a saga in progress, or failed
+			// and waiting for an operator), else ended and retained.
+			if owner != nil && owner.Val() != -1 {
+				return ErrOwnerGone
+			}
+			vals := hm.Val()
 			m := marks{saga: str(vals[0]), action: str(vals[1]), compensation: str(vals[2])}
 			if r := str(vals[3]); r != "" {
 				m.result = []byte(r)
@@ -267,7 +314,7 @@ func (b *Barrier) transact(ctx context.Context, id ID, decide func(rtx *redis.Tx
 				return fmt.Errorf("%w: stored %s, caller %s", ErrSagaMismatch, m.saga, id.SagaID)
 			}
 			return decide(rtx, m)
-		}, key)
+		}, watched...)
 		if !errors.Is(err, redis.TxFailedErr) {
 			return err
 		}

@@ -102,12 +102,15 @@
 //
 // # Expiry
 //
-// Barrier and effect keys never expire: a mark that vanished while its saga
-// could still act would let a hanging action through, and a completed
-// mission's action marks are what a later teardown (CancelMission on a
-// completed mission) needs to undo its steps. What they keep is small — the
-// marks, the saga id and, until its compensation, the action's result — and
-// they live as long as the mission's saga record, so a mission id is never
-// reused by another saga (which the barrier would refuse with
-// ErrSagaMismatch).
+// Barrier and effect keys get no expiry from the barrier: a mark that
+// vanished while its saga could still act would let a hanging action
+// through, and a completed mission's action marks are what a later teardown
+// (CancelMission on a completed mission) needs to undo its steps. They live
+// as long as the mission's saga record: the saga's end sets the retention
+// of every key of the mission, barrier marks included, and a reopening
+// removes it (internal/saga, Retention). With WithOwner, a call arriving
+// after that end — or after the expiry or a deletion — is refused before it
+// writes anything (ErrOwnerGone), so the barrier never creates a key that
+// would outlive its mission; within the retention, a mission id keeps its
+// one saga (another would be refused with ErrSagaMismatch).
 package barrier

@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -28,6 +29,24 @@ const (
 	clientKeepaliveTimeout = 10 * time.Second
 )
 
+// reconnectBackoff paces the reconnection of a client to a service that went
+// away. gRPC's default grows to 120 s, so a connection that failed for a
+// minute during a rolling restart stays down for up to two minutes after the
+// service is back, and every call on it fails fast with UNAVAILABLE. Capped
+// at a second, a connection is back within about a second of its service
+// (the saga's own back-off, also capped at a second, does the rest); the
+// cost is one connection attempt per second per address while a service is
+// down.
+var reconnectBackoff = backoff.Config{
+	BaseDelay:  100 * time.Millisecond,
+	Multiplier: 1.6,
+	Jitter:     0.2,
+	MaxDelay:   time.Second,
+}
+
+// minConnectTimeout bounds one connection attempt.
+const minConnectTimeout = 5 * time.Second
+
 // Dial returns a client connection to target (a gRPC target such as
 // "localhost:50052" or "dns:///mapping.slammesh.svc:50052") instrumented with
 // tel's tracer and meter providers and the W3C propagator, so the server's
@@ -39,8 +58,10 @@ const (
 // override. The service config is fixed to round_robin without retries (any
 // config published by the resolver, such as a DNS TXT record, is ignored);
 // only gRPC's transparent retry of calls that never reached the server
-// remains. Messages up to DefaultMaxMessageBytes are accepted. opts are
-// applied after these defaults.
+// remains. A connection whose service went away reconnects within about a
+// second of its return (reconnectBackoff). Messages up to
+// DefaultMaxMessageBytes are accepted. opts are applied after these
+// defaults.
 func Dial(target string, tel *telemetry.Telemetry, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if tel == nil {
 		return nil, errors.New("grpcserver: Dial needs a Telemetry")
@@ -54,6 +75,7 @@ func Dial(target string, tel *telemetry.Telemetry, opts ...grpc.DialOption) (*gr
 		)),
 		grpc.WithDisableServiceConfig(),
 		grpc.WithDefaultServiceConfig(defaultServiceConfig),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnectBackoff, MinConnectTimeout: minConnectTimeout}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                clientKeepaliveTime,
 			Timeout:             clientKeepaliveTimeout,

@@ -196,12 +196,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		logging.WithDurationField(durationField),
 	}
 	recoverOpt := recovery.WithRecoveryHandlerContext(s.recoverPanic)
+	// The send limit is checked inside logging, so a reply too large to
+	// send is logged with the status its client gets, not as OK.
 	unary := append([]grpc.UnaryServerInterceptor{
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLog, logOpts...), notHealth),
+		sendLimitUnary(cfg.MaxMessageBytes),
 		recovery.UnaryServerInterceptor(recoverOpt),
 	}, deps.UnaryInterceptors...)
 	stream := append([]grpc.StreamServerInterceptor{
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(callLog, logOpts...), notHealth),
+		sendLimitStream(cfg.MaxMessageBytes),
 		recovery.StreamServerInterceptor(recoverOpt),
 	}, deps.StreamInterceptors...)
 

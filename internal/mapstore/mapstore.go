@@ -15,6 +15,9 @@
 // client, or, in a transaction that decides on what it reads, the
 // connection holding the WATCH (barrier.Tx.Reader) after WATCHing Key, so
 // that the commit fails if the map changed in between.
+//
+// The mapping service's capacity accounting (capacity.go) lives here too:
+// the budgets count the maps this package stores.
 package mapstore
 
 import (

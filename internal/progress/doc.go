@@ -58,6 +58,16 @@
 //     after handling, and reclaim entries a crashed replica left pending with
 //     XAUTOCLAIM. Delivery is at least once; handlers must be idempotent.
 //
+// Readers skip entries they cannot decode (a newer schema version, a missing
+// required field) instead of failing: one bad entry must not make a
+// mission's stream unreadable. Each skip is counted (Skips: the metric
+// slammesh.progress.entries.skipped) and the first of each stream logged.
+// A consumer group moves an entry it has handed out MaxDeliveries times, or
+// one that cannot parse, to the dead-letter stream <stream>:dlq (for a
+// mission stream slammesh:{<id>}:events:dlq, in the mission's slot),
+// trimmed and expiring; and it creates its group again when Redis lost it
+// (NOGROUP after a restart on an empty data set).
+//
 // Blocking reads always use a finite BLOCK, because go-redis does not
 // interrupt a blocked command when its context is cancelled: a finite block is
 // how a reader notices shutdown.

@@ -2,6 +2,7 @@ package progress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -34,6 +35,14 @@ type Options struct {
 	// Logger receives the failures of advisory publishing that callers drop
 	// rather than return (see progressgrpc); default slog.Default().
 	Logger *slog.Logger
+	// AppendOnly makes the publisher add to mission streams that exist and
+	// never create one (XADD NOMKSTREAM; the global stream is written
+	// either way). Step services set it: a mission's stream is created by
+	// the orchestrator's first event and expired with the mission's other
+	// keys, so a late or rejected step call arriving after the stream
+	// expired or was deleted must not create a stream that no one would
+	// ever expire.
+	AppendOnly bool
 }
 
 // Publisher appends events to the mission and global streams. It is safe for
@@ -43,6 +52,7 @@ type Publisher struct {
 	missionMaxLen int64
 	globalMaxLen  int64
 	endTTL        time.Duration
+	appendOnly    bool
 	logger        *slog.Logger
 }
 
@@ -53,6 +63,7 @@ func NewPublisher(rdb redis.UniversalClient, opts Options) *Publisher {
 		missionMaxLen: opts.MissionMaxLen,
 		globalMaxLen:  opts.GlobalMaxLen,
 		endTTL:        opts.EndTTL,
+		appendOnly:    opts.AppendOnly,
 		logger:        opts.Logger,
 	}
 	if p.missionMaxLen <= 0 {
@@ -107,7 +118,19 @@ func (p *Publisher) publish(ctx context.Context, stream string, events []Event) 
 		}
 		p.AppendTo(pipe, s, e)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	cmds, err := pipe.Exec(ctx)
+	if err != nil && p.appendOnly {
+		// An XADD NOMKSTREAM to a stream that is gone answers nil: the event
+		// was meant to be dropped there, so only another failure counts.
+		err = nil
+		for _, c := range cmds {
+			if e := c.Err(); e != nil && !errors.Is(e, redis.Nil) {
+				err = e
+				break
+			}
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("progress: publish %d events (first %s of mission %s): %w",
 			len(events), events[0].Type, events[0].MissionID, err)
 	}
@@ -135,7 +158,7 @@ func (p *Publisher) AppendTo(pipe redis.Pipeliner, stream string, e Event) {
 	// The commands' own context is unused by a pipeline; the caller's Exec
 	// context is the one that carries deadlines and the trace.
 	ctx := context.Background()
-	pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: p.missionMaxLen, Approx: true, Values: values})
+	pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, NoMkStream: p.appendOnly, MaxLen: p.missionMaxLen, Approx: true, Values: values})
 	pipe.XAdd(ctx, &redis.XAddArgs{Stream: GlobalStream, MaxLen: p.globalMaxLen, Approx: true, Values: values})
 	if e.Type.Terminal() {
 		p.expire(pipe, stream)

@@ -20,9 +20,21 @@ const followCount = 256
 
 // Read returns up to count events (count <= 0: all there are) of stream
 // after entry id after ("0" or "" means from the start), waiting up to block
-// for one to arrive. block <= 0 does not wait; there is no way to block forever, so callers keep noticing
-// cancellation. It returns nil, nil when nothing arrived in time.
+// for one to arrive. block <= 0 does not wait; there is no way to block
+// forever, so callers keep noticing cancellation. It returns nil, nil when
+// nothing arrived in time. Entries that cannot be decoded are skipped and
+// counted (see Skips); a caller that reads on from the last event it got
+// may read them again, which ReadBatch avoids.
 func Read(ctx context.Context, rdb redis.UniversalClient, stream, after string, count int64, block time.Duration) ([]Event, error) {
+	events, _, err := ReadBatch(ctx, rdb, nil, stream, after, count, block)
+	return events, err
+}
+
+// ReadBatch is Read that also returns last, the id of the last entry read
+// whether it decoded or not ("" when nothing arrived): the position to read
+// on from, past any skipped entry. Skipped entries are recorded in skips
+// (nil: a Skips on the global meter provider and slog.Default()).
+func ReadBatch(ctx context.Context, rdb redis.UniversalClient, skips *Skips, stream, after string, count int64, block time.Duration) (events []Event, last string, err error) {
 	if after == "" {
 		after = "0"
 	}
@@ -37,40 +49,31 @@ func Read(ctx context.Context, rdb redis.UniversalClient, stream, after string, 
 		Block:   block,
 	}).Result()
 	if errors.Is(err, redis.Nil) {
-		return nil, nil
+		return nil, "", nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("progress: read %s after %s: %w", stream, after, err)
+		return nil, "", fmt.Errorf("progress: read %s after %s: %w", stream, after, err)
 	}
 	if len(res) == 0 {
-		return nil, nil
+		return nil, "", nil
 	}
-	return parseAll(res[0].Messages)
+	if skips == nil {
+		skips = defaultSkips()
+	}
+	events, last = decode(ctx, skips, stream, res[0].Messages)
+	return events, last, nil
 }
 
-// Range returns every event of stream, oldest first. It reads the whole
-// stream in one reply, which suits tests and tools, not the global stream of
-// a busy deployment.
+// Range returns every event of stream, oldest first, skipping (and
+// counting) entries that cannot be decoded. It reads the whole stream in
+// one reply, which suits tests and tools, not the global stream of a busy
+// deployment.
 func Range(ctx context.Context, rdb redis.UniversalClient, stream string) ([]Event, error) {
 	msgs, err := rdb.XRange(ctx, stream, "-", "+").Result()
 	if err != nil {
 		return nil, fmt.Errorf("progress: range %s: %w", stream, err)
 	}
-	return parseAll(msgs)
-}
-
-func parseAll(msgs []redis.XMessage) ([]Event, error) {
-	if len(msgs) == 0 {
-		return nil, nil
-	}
-	events := make([]Event, 0, len(msgs))
-	for _, m := range msgs {
-		e, err := Parse(m)
-		if err != nil {
-			return nil, err
-		}
-		events = append(events, e)
-	}
+	events, _ := decode(ctx, defaultSkips(), stream, msgs)
 	return events, nil
 }
 
@@ -78,17 +81,20 @@ func parseAll(msgs []redis.XMessage) ([]Event, error) {
 // after ("" or "0": from the start), in order, until it has delivered an
 // event of a terminal type (then it returns nil), fn returns an error (Follow
 // returns it), or ctx ends (Follow returns ctx.Err() within about a second).
-// A watcher resumes by passing the ID of the last event it saw.
+// A watcher resumes by passing the ID of the last event it saw. Entries that
+// cannot be decoded are skipped and counted (see Skips).
 //
 // Follow waits for a mission that has not written anything yet (or whose
-// stream has expired), so callers check that the mission exists first.
+// stream has expired), so callers check that the mission exists first. Each
+// Follow holds a Redis connection in a blocking read; a process with many
+// watchers uses a Hub instead.
 func Follow(ctx context.Context, rdb redis.UniversalClient, missionID, after string, fn func(Event) error) error {
 	stream := MissionStream(missionID)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		events, err := Read(ctx, rdb, stream, after, followCount, followBlock)
+		events, last, err := ReadBatch(ctx, rdb, nil, stream, after, followCount, followBlock)
 		if err != nil {
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				return ctxErr
@@ -102,7 +108,9 @@ func Follow(ctx context.Context, rdb redis.UniversalClient, missionID, after str
 			if e.Type.Terminal() {
 				return nil
 			}
-			after = e.ID
+		}
+		if last != "" {
+			after = last
 		}
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/slammesh/slammesh/internal/progress"
 )
 
@@ -75,26 +73,6 @@ func TestReadWaitsForNewEvent(t *testing.T) {
 	}
 	if err != nil || !slices.Equal(messages(got), []string{"m/event 2"}) {
 		t.Fatalf("blocking Read = %q, %v; want event 2", messages(got), err)
-	}
-}
-
-func TestReadRejectsUnknownSchemaVersion(t *testing.T) {
-	t.Parallel()
-	rdb := newClient(t)
-	ctx := t.Context()
-	stream := progress.MissionStream("m")
-	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"v", "2", "mission_id", "m", "type", "step.started"}}).Err(); err != nil {
-		t.Fatalf("XADD: %v", err)
-	}
-	for name, read := range map[string]func() ([]progress.Event, error){
-		"Read":  func() ([]progress.Event, error) { return progress.Read(ctx, rdb, stream, "0", 10, 0) },
-		"Range": func() ([]progress.Event, error) { return progress.Range(ctx, rdb, stream) },
-	} {
-		t.Run(name, func(t *testing.T) {
-			if got, err := read(); !errors.Is(err, progress.ErrUnsupportedVersion) {
-				t.Fatalf("%s = %v, %v; want ErrUnsupportedVersion", name, got, err)
-			}
-		})
 	}
 }
 

@@ -43,6 +43,18 @@ const (
 	ReasonStoreUnavailable = "STORE_UNAVAILABLE"
 	// ReasonInternal: a bug or corrupt data; details are in the server log.
 	ReasonInternal = "INTERNAL"
+	// ReasonMissionGone: a step call for a mission that has ended (its keys
+	// carry their retention), or whose saga record expired or was deleted
+	// (FAILED_PRECONDITION): the step services refuse it without writing,
+	// so a late call leaves no key behind.
+	ReasonMissionGone = "MISSION_GONE"
+	// ReasonMissionExpired: NOT_FOUND for a mission that existed and whose
+	// data expired at the end of its retention period or was deleted.
+	ReasonMissionExpired = "MISSION_EXPIRED"
+	// ReasonCapacityCorrupt: the mapping capacity counters were found
+	// inconsistent and could not be repaired (UNAVAILABLE: retry; the
+	// server log says why).
+	ReasonCapacityCorrupt = "CAPACITY_CORRUPT"
 )
 
 // MetadataField is the ErrorInfo metadata key naming the offending request

@@ -31,12 +31,17 @@ type Class int
 // Error classes. The orchestrator maps gRPC codes onto them; the engine knows
 // no gRPC.
 const (
-	// Retry is a transient failure: retried up to Policy.MaxAttempts attempts.
+	// Retry is a transient failure (a service restarting, a lost
+	// connection, an attempt deadline): retried for as long as
+	// Policy.RetryBudget allows (Policy.CompensationRetryBudget for a
+	// compensation).
 	Retry Class = iota + 1
 	// RetryFew is an internal or unknown failure: retried
-	// Policy.FewAttempts more times, then the saga compensates.
+	// Policy.FewAttempts more times, then the saga compensates (a
+	// compensation gets Policy.CompensationFewAttempts attempts).
 	RetryFew
-	// Fail is a business failure: the saga compensates at once.
+	// Fail is a business failure: the saga compensates at once (a
+	// compensation is retried as RetryFew: it must eventually succeed).
 	Fail
 )
 
@@ -75,29 +80,72 @@ const (
 	CodeDeadlineExceeded   = "DEADLINE_EXCEEDED"
 	ReasonMissionCancelled = "MISSION_CANCELLED"
 	ReasonMissionDeadline  = "MISSION_DEADLINE"
+	// ReasonStepDeadlineExceeded is recorded when a step gave up because
+	// its last attempt ran past the step's attempt deadline: the step is
+	// slower than its deadline on this machine, and its message names the
+	// step, the deadline and the attempts, so an operator can raise it
+	// (Policy.StepTimeouts, the orchestrator's --step-timeout).
+	ReasonStepDeadlineExceeded = "STEP_DEADLINE_EXCEEDED"
 )
 
 // Policy bounds retries and time. Zero fields take the defaults below.
+//
+// Transient failures are bounded by time, not by a count: a rolling restart
+// of a step service refuses connections for seconds, however many attempts
+// fit in them. Failures that a retry is unlikely to fix (RetryFew) are
+// bounded by a count.
 type Policy struct {
-	// MaxAttempts bounds the attempts of a step's action for Retry errors
-	// (default 5).
+	// RetryBudget bounds how long a step's action is retried after Retry
+	// errors, counted from the start of its first attempt in this run
+	// (default 60s): a retry whose back-off would end past it is not made.
+	RetryBudget time.Duration
+	// MaxAttempts, when positive, also caps the attempts of a step's action
+	// whatever the error class; 0 (the default) leaves transient failures
+	// bounded by RetryBudget only.
 	MaxAttempts int
 	// FewAttempts is how many retries a RetryFew error gets (default 2).
 	FewAttempts int
-	// AttemptTimeout bounds each action and compensation attempt (default 10s).
+	// AttemptTimeout bounds each action and compensation attempt of a step
+	// not named in StepTimeouts (default 10s).
 	AttemptTimeout time.Duration
+	// StepTimeouts overrides AttemptTimeout per step name; NewEngine refuses
+	// a name that is not a step of the definition, or a non-positive value.
+	StepTimeouts map[string]time.Duration
 	// InitialBackoff and MaxBackoff shape the exponential back-off with full
-	// jitter between attempts (defaults 20ms and 1s).
+	// jitter between attempts (defaults 20ms and 1s). MaxBackoff also bounds
+	// how long after a service comes back its first retry is made.
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
-	// CompensationMaxAttempts bounds the attempts of one compensation before
-	// the saga is declared Failed (default 10).
+	// CompensationRetryBudget bounds how long one compensation is retried
+	// after Retry errors before the saga is declared Failed, counted from
+	// its first attempt in this run (default 10m): a compensation outlives
+	// any restart of its service.
+	CompensationRetryBudget time.Duration
+	// CompensationFewAttempts bounds the attempts of one compensation that
+	// fails with other than Retry errors (default 10).
+	CompensationFewAttempts int
+	// CompensationMaxAttempts, when positive, also caps the attempts of one
+	// compensation whatever the error class; 0 (the default) leaves
+	// transient failures bounded by CompensationRetryBudget only.
 	CompensationMaxAttempts int
 	// MissionDeadline bounds the forward path, counted from the record's
 	// creation so that a resume does not extend it (default 5m). Compensation
 	// is not bounded by it.
 	MissionDeadline time.Duration
 }
+
+// Defaults of Policy's zero fields.
+const (
+	DefaultRetryBudget             = time.Minute
+	DefaultCompensationRetryBudget = 10 * time.Minute
+	DefaultAttemptTimeout          = 10 * time.Second
+	DefaultFewAttempts             = 2
+	DefaultCompensationFewAttempts = 10
+)
+
+// saveAttempts bounds the attempts of one record write when MaxAttempts does
+// not: past it the run stops and leaves the saga to recovery.
+const saveAttempts = 5
 
 func (p Policy) withDefaults() Policy {
 	def := func(v *int, d int) {
@@ -110,27 +158,52 @@ func (p Policy) withDefaults() Policy {
 			*v = d
 		}
 	}
-	def(&p.MaxAttempts, 5)
-	def(&p.FewAttempts, 2)
-	def(&p.CompensationMaxAttempts, 10)
-	defDur(&p.AttemptTimeout, 10*time.Second)
+	def(&p.FewAttempts, DefaultFewAttempts)
+	def(&p.CompensationFewAttempts, DefaultCompensationFewAttempts)
+	defDur(&p.RetryBudget, DefaultRetryBudget)
+	defDur(&p.CompensationRetryBudget, DefaultCompensationRetryBudget)
+	defDur(&p.AttemptTimeout, DefaultAttemptTimeout)
 	defDur(&p.InitialBackoff, 20*time.Millisecond)
 	defDur(&p.MaxBackoff, time.Second)
 	defDur(&p.MissionDeadline, 5*time.Minute)
 	return p
 }
 
-// attemptLimit is the total number of attempts a step gets when its last
-// attempt failed with an error of class c.
-func (p Policy) attemptLimit(c Class) int {
+// timeout is the attempt deadline of step.
+func (p Policy) timeout(step string) time.Duration {
+	if d, ok := p.StepTimeouts[step]; ok {
+		return d
+	}
+	return p.AttemptTimeout
+}
+
+// giveUp reports whether a step whose action failed with an error of class
+// c on attempt n (n ≥ 1), elapsed after its first attempt began, is not
+// retried after a back-off of delay.
+func (p Policy) giveUp(c Class, n int, elapsed, delay time.Duration) bool {
+	if p.MaxAttempts > 0 && n >= p.MaxAttempts {
+		return true
+	}
 	switch c {
 	case Retry:
-		return p.MaxAttempts
+		return elapsed+delay > p.RetryBudget
 	case RetryFew:
-		return min(1+p.FewAttempts, p.MaxAttempts)
+		return n >= 1+p.FewAttempts
 	default:
-		return 1
+		return true
 	}
+}
+
+// giveUpCompensation is giveUp for a compensation: n attempts used, elapsed
+// since the first of them began.
+func (p Policy) giveUpCompensation(c Class, n int, elapsed, delay time.Duration) bool {
+	if p.CompensationMaxAttempts > 0 && n >= p.CompensationMaxAttempts {
+		return true
+	}
+	if c == Retry {
+		return elapsed+delay > p.CompensationRetryBudget
+	}
+	return n >= p.CompensationFewAttempts
 }
 
 // backoff is the wait before retry number n (n ≥ 1): uniform in
@@ -163,6 +236,14 @@ func (d *Definition) validate() error {
 			return fmt.Errorf("saga definition %s: step %q has no action", d.Name, s.Name)
 		}
 		seen[s.Name] = true
+	}
+	for name, timeout := range d.Policy.StepTimeouts {
+		switch {
+		case !seen[name]:
+			return fmt.Errorf("saga definition %s: step timeout for unknown step %q", d.Name, name)
+		case timeout <= 0:
+			return fmt.Errorf("saga definition %s: step timeout %v for %q is not positive", d.Name, timeout, name)
+		}
 	}
 	return nil
 }

@@ -18,12 +18,19 @@
 //     step attempt, so a saga survives its process.
 //
 // The forward path (execution.forward) runs each step with a per-attempt
-// deadline; a failed attempt is classified (Definition.Classify): Retry is
-// retried up to Policy.MaxAttempts, RetryFew up to Policy.FewAttempts more
-// times, Fail not at all; back-off is exponential with full jitter. Then the
-// backward path (execution.compensate) runs on context.WithoutCancel, each
-// compensation retried up to Policy.CompensationMaxAttempts; past that bound
-// the saga is Failed — an operator's problem, never silently dropped.
+// deadline (Policy.AttemptTimeout, or the step's entry in
+// Policy.StepTimeouts); a failed attempt is classified (Definition.Classify):
+// Retry is retried for as long as Policy.RetryBudget allows (time, not a
+// count: a restarting service is down for seconds however many attempts fit
+// in them), RetryFew up to Policy.FewAttempts more times, Fail not at all;
+// back-off is exponential with full jitter, capped at Policy.MaxBackoff. A
+// step that gives up because its attempts kept running past their deadline
+// records the reason STEP_DEADLINE_EXCEEDED, naming the step, its deadline
+// and its attempts. Then the backward path (execution.compensate) runs on
+// context.WithoutCancel, each compensation retried for
+// Policy.CompensationRetryBudget on transient errors (default 10 minutes) or
+// Policy.CompensationFewAttempts attempts on others; past that bound the
+// saga is Failed — an operator's problem, never silently dropped.
 //
 // # Durability and fencing
 //
@@ -77,6 +84,18 @@
 // attempts — for another round: the failed compensation gets a fresh budget,
 // the saga is Compensating again under a new epoch and lease, and Run (or
 // recovery, should the engine die) carries the compensation on.
+//
+// # Retention
+//
+// Store.WithRetention names the keys a mission owns besides its record and
+// how long they outlive its end: the Save that records Completed or
+// Compensated sets every one of them to expire after the retention, the one
+// that records Failed (an operator must act) and every reopening (a
+// teardown, a resumed compensation) remove any expiry, all inside the
+// fenced script, so a saga an engine drives never loses a key. Store.Delete
+// removes a finished mission now; Store.Trim is the janitor of the global
+// mission index, which no per-mission script touches; Store.Vanished tells
+// an expired or deleted mission from one that never existed.
 //
 // # Cancellation
 //

@@ -293,8 +293,8 @@ func (e *Engine) Cancel(ctx context.Context, key, reason string) (*Record, error
 	return e.run(ctx, key, messageTeardown)
 }
 
-// Resume reopens a Failed saga — one whose compensation gave up past
-// Policy.CompensationMaxAttempts — for another round of compensation, once
+// Resume reopens a Failed saga — one whose compensation gave up past its
+// budget (Policy.CompensationRetryBudget, CompensationFewAttempts) — for another round of compensation, once
 // an operator has removed what made it fail. The compensation that gave up
 // gets a fresh budget of attempts (its attempt numbers keep counting); the
 // saga goes back to Compensating with the error that made it compensate,

@@ -93,7 +93,7 @@ func (x *execution) forward() error {
 			x.abort(f)
 			return nil
 		}
-		if sr.Attempts >= p.MaxAttempts {
+		if p.MaxAttempts > 0 && sr.Attempts >= p.MaxAttempts {
 			// Only a resume gets here: earlier runs used every attempt and died
 			// before recording the outcome.
 			f := sr.Error
@@ -108,6 +108,10 @@ func (x *execution) forward() error {
 		if err := x.save(); err != nil {
 			return err
 		}
+		// The retry budget is counted from the first attempt of this run: a
+		// resumed step gets a fresh one, like a resumed compensation.
+		began := time.Now()
+		timedOut := 0
 		for {
 			if err := x.halted(); err != nil {
 				return err
@@ -116,7 +120,7 @@ func (x *execution) forward() error {
 				x.abort(f)
 				return nil
 			}
-			out, err := x.attempt(i)
+			out, expired, err := x.attempt(i)
 			if herr := x.halted(); herr != nil {
 				// The attempt's outcome is unknown to the record; the next
 				// owner repeats it.
@@ -135,11 +139,18 @@ func (x *execution) forward() error {
 				x.abort(failureFromCause(cause))
 				return nil
 			}
-			if sr.Attempts >= p.attemptLimit(x.e.def.Classify(err)) {
+			if expired {
+				timedOut++
+			}
+			delay := p.backoff(sr.Attempts)
+			if p.giveUp(x.e.def.Classify(err), sr.Attempts, time.Since(began), delay) {
+				if expired {
+					f = x.deadlineFailure(sr, timedOut, time.Since(began))
+					sr.Error = f
+				}
 				x.abort(f)
 				return nil
 			}
-			delay := p.backoff(sr.Attempts)
 			sr.Attempts++
 			msg := fmt.Sprintf("attempt %d in %s after: %s", sr.Attempts, delay.Round(time.Microsecond), f.Message)
 			x.emit(EventStepRetrying, sr.Name, sr.Attempts, msg, f)
@@ -171,6 +182,20 @@ func (x *execution) stopped() (Failure, bool) {
 		return failureFromCause(cause), true
 	}
 	return Failure{}, false
+}
+
+// deadlineFailure is the failure of step sr when it gave up after its last
+// attempt ran past the step's attempt deadline: timedOut of its attempts in
+// this run did, over elapsed. The message says what an operator can change.
+func (x *execution) deadlineFailure(sr *StepRecord, timedOut int, elapsed time.Duration) Failure {
+	p := x.e.policy
+	return Failure{
+		Code:   CodeDeadlineExceeded,
+		Reason: ReasonStepDeadlineExceeded,
+		Message: fmt.Sprintf("step %s exceeded its attempt deadline of %s on %d of %d attempts (%s of its %s retry budget): "+
+			"the step is slower than its deadline here; raise it (orchestrator --step-timeout %s=<duration>)",
+			sr.Name, p.timeout(sr.Name), timedOut, sr.Attempts, elapsed.Round(time.Millisecond), p.RetryBudget, sr.Name),
+	}
 }
 
 // abort turns the saga to compensation. The transition is written with the
@@ -211,6 +236,9 @@ func (x *execution) compensate() error {
 			x.compensated(sr)
 			continue
 		}
+		// The budget runs from the first attempt of this run: a compensation
+		// an operator resumed, or another engine took over, gets a fresh one.
+		began := time.Now()
 		for {
 			sr.CompAttempts++
 			sr.State = StepCompensating
@@ -218,7 +246,7 @@ func (x *execution) compensate() error {
 			if err := x.save(); err != nil {
 				return err
 			}
-			err := x.compensateAttempt(ctx, i)
+			_, err := x.compensateAttempt(ctx, i)
 			if err == nil {
 				x.compensated(sr)
 				x.emit(EventCompensationCompleted, sr.Name, sr.CompAttempts, "", Failure{})
@@ -230,10 +258,10 @@ func (x *execution) compensate() error {
 			f := x.e.def.Describe(err)
 			sr.Error = f
 			used := sr.CompAttempts - sr.CompBase
-			if used >= p.CompensationMaxAttempts {
-				return x.fail(sr, f)
-			}
 			delay := p.backoff(used)
+			if p.giveUpCompensation(x.e.def.Classify(err), used, time.Since(began), delay) {
+				return x.fail(sr, f, time.Since(began))
+			}
 			msg := fmt.Sprintf("retrying in %s: %s", delay.Round(time.Microsecond), f.Message)
 			x.emit(EventCompensationFailed, sr.Name, sr.CompAttempts, msg, f)
 			x.logf(slog.LevelWarn, "saga compensation retrying", slog.String("step", sr.Name),
@@ -265,7 +293,7 @@ func (x *execution) compensated(sr *StepRecord) {
 }
 
 // fail ends the saga Failed because the compensation of sr gave up.
-func (x *execution) fail(sr *StepRecord, f Failure) error {
+func (x *execution) fail(sr *StepRecord, f Failure, elapsed time.Duration) error {
 	rec := x.rec
 	sr.State = StepCompensationFailed
 	rec.State = Failed
@@ -273,7 +301,7 @@ func (x *execution) fail(sr *StepRecord, f Failure) error {
 	rec.Error = Failure{
 		Code:    f.Code,
 		Reason:  f.Reason,
-		Message: fmt.Sprintf("compensation of %s failed after %d attempts: %s", sr.Name, sr.CompAttempts, f.Message),
+		Message: fmt.Sprintf("compensation of %s failed after %d attempts over %s: %s", sr.Name, sr.CompAttempts, elapsed.Round(time.Millisecond), f.Message),
 	}
 	x.emit(EventCompensationFailed, sr.Name, sr.CompAttempts, "giving up: "+f.Message, f)
 	x.emit(EventMissionFailed, "", 0, rec.Error.Message, rec.Error)
@@ -286,21 +314,22 @@ func (x *execution) fail(sr *StepRecord, f Failure) error {
 	return nil
 }
 
-// attempt runs one attempt of step i's action under its own span and deadline.
-func (x *execution) attempt(i int) ([]byte, error) {
+// attempt runs one attempt of step i's action under its own span and
+// deadline; expired reports that the attempt ran out of its deadline.
+func (x *execution) attempt(i int) (out []byte, expired bool, err error) {
 	step, sr := x.e.def.Steps[i], &x.rec.Steps[i]
 	ex := &Exec{rec: x.rec, step: i, attempt: sr.Attempts}
-	err := x.call(x.ctx, "step ", step.Name, sr.Attempts, x.e.metrics.stepDuration, func(ctx context.Context) error {
+	expired, err = x.call(x.ctx, "step ", step.Name, sr.Attempts, x.e.metrics.stepDuration, func(ctx context.Context) error {
 		return step.Action(ctx, ex)
 	})
 	if err != nil {
-		return nil, err
+		return nil, expired, err
 	}
-	return ex.output, nil
+	return ex.output, false, nil
 }
 
 // compensateAttempt runs one attempt of step i's compensation.
-func (x *execution) compensateAttempt(ctx context.Context, i int) error {
+func (x *execution) compensateAttempt(ctx context.Context, i int) (expired bool, err error) {
 	step, sr := x.e.def.Steps[i], &x.rec.Steps[i]
 	ex := &Exec{rec: x.rec, step: i, attempt: sr.CompAttempts}
 	return x.call(ctx, "compensate ", step.Name, sr.CompAttempts, x.e.metrics.compDuration, func(ctx context.Context) error {
@@ -308,7 +337,9 @@ func (x *execution) compensateAttempt(ctx context.Context, i int) error {
 	})
 }
 
-func (x *execution) call(ctx context.Context, kind, step string, attempt int, h metric.Float64Histogram, fn func(context.Context) error) error {
+// call runs fn under the step's attempt deadline. expired reports that fn
+// failed once that deadline (not an earlier end of ctx) had passed.
+func (x *execution) call(ctx context.Context, kind, step string, attempt int, h metric.Float64Histogram, fn func(context.Context) error) (expired bool, err error) {
 	ctx, span := x.e.tracer.Start(ctx, kind+step+" attempt "+strconv.Itoa(attempt), trace.WithAttributes(
 		attribute.String("mission.id", x.rec.Key),
 		attribute.String("saga.id", x.rec.SagaID),
@@ -316,13 +347,15 @@ func (x *execution) call(ctx context.Context, kind, step string, attempt int, h 
 		attribute.Int("attempt", attempt),
 	))
 	defer span.End()
-	ctx, cancel := context.WithTimeout(ctx, x.e.policy.AttemptTimeout)
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, x.e.policy.timeout(step))
 	defer cancel()
 	start := time.Now()
-	err := fn(ctx)
+	err = fn(ctx)
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
+		expired = errors.Is(ctx.Err(), context.DeadlineExceeded) && parent.Err() == nil
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
@@ -331,7 +364,7 @@ func (x *execution) call(ctx context.Context, kind, step string, attempt int, h 
 		attribute.String("step", step),
 		attribute.String("outcome", outcome),
 	))
-	return err
+	return expired, err
 }
 
 // emit queues an event for the next save.
@@ -382,10 +415,14 @@ func (x *execution) save() error {
 		ctx, cancel := context.WithTimeout(base, p.AttemptTimeout)
 		err := x.e.store.Save(ctx, x.rec, events...)
 		cancel()
+		limit := saveAttempts
+		if p.MaxAttempts > 0 {
+			limit = p.MaxAttempts
+		}
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, ErrFenced) || n >= p.MaxAttempts:
+		case errors.Is(err, ErrFenced) || n >= limit:
 			return err
 		}
 		x.logf(slog.LevelWarn, "saga write retrying", slog.Int("attempt", n), slog.String("error", err.Error()))

@@ -20,6 +20,12 @@ const (
 	// expiry of their lease in unix milliseconds of the Redis server's clock:
 	// what recovery scans for sagas whose owner stopped renewing them.
 	ActiveKey = "slammesh:sagas:active"
+	// GoneKey is a sorted set of the missions whose data expired or was
+	// deleted, scored by the time the janitor (Store.Trim) or Delete found
+	// them gone, in unix milliseconds: what lets GetMission tell "expired"
+	// from "never existed". Tombstones are trimmed one retention period
+	// after they were written.
+	GoneKey = "slammesh:missions:gone"
 )
 
 // DefaultLeaseTTL is the lease of a saga when NewStore is given none: how
@@ -72,9 +78,41 @@ var (
 // not made while nothing here runs on a Cluster; the lease scripts (renew,
 // release) touch the records of many missions and would need the same split.
 type Store struct {
-	rdb      redis.UniversalClient
-	sink     EventSink
-	leaseTTL time.Duration
+	rdb       redis.UniversalClient
+	sink      EventSink
+	leaseTTL  time.Duration
+	retention Retention
+}
+
+// Retention says what becomes of a finished saga's keys.
+//
+// When a saga becomes Completed or Compensated, the write that records it
+// sets every key of the mission — its record and Keys(key) — to expire TTL
+// later; when it becomes Failed (an operator must act: ResumeMission or
+// DeleteMission) or is reopened (a teardown, a resumed compensation), the
+// write removes any expiry, so that the keys of an unfinished or failed
+// saga never expire under it. These writes are part of the fenced Save
+// script (and of the cancel and resume scripts), which touch only the
+// mission's own keys.
+type Retention struct {
+	// TTL is how long a Completed or Compensated mission keeps its keys; 0
+	// keeps them forever.
+	TTL time.Duration
+	// Keys returns the keys of mission key other than its saga record that
+	// the mission owns (progress stream, barrier marks, business data).
+	// Every one must carry the mission's hash tag, "{key}". nil: only the
+	// record.
+	Keys func(key string) []string
+}
+
+// keys returns the record key of mission key followed by the other keys it
+// owns.
+func (r Retention) keys(key string) []string {
+	keys := []string{RecordKey(key)}
+	if r.Keys != nil {
+		keys = append(keys, r.Keys(key)...)
+	}
+	return keys
 }
 
 // NewStore returns a store on rdb that publishes events through sink (nil
@@ -86,6 +124,17 @@ func NewStore(rdb redis.UniversalClient, sink EventSink, leaseTTL time.Duration)
 	}
 	return &Store{rdb: rdb, sink: sink, leaseTTL: leaseTTL}
 }
+
+// WithRetention sets what becomes of finished sagas' keys (see Retention)
+// and returns s. Call it before s is used; every engine sharing the records
+// should use the same retention.
+func (s *Store) WithRetention(r Retention) *Store {
+	s.retention = r
+	return s
+}
+
+// Retention returns the store's retention.
+func (s *Store) Retention() Retention { return s.retention }
 
 // LeaseTTL returns how long a lease lasts without renewal.
 func (s *Store) LeaseTTL() time.Duration { return s.leaseTTL }
@@ -129,16 +178,20 @@ return {}
 
 // saveScript is the fenced write of one transition.
 //
-// KEYS[1] record hash, KEYS[2] ActiveKey.
+// KEYS[1] record hash, KEYS[2] ActiveKey, KEYS[3..] the mission's other
+// keys (Retention.Keys).
 // ARGV[1] expected epoch, ARGV[2] the revision this write gives the record,
 // ARGV[3] the change of the saga's activity: "end" when it just became
 // terminal (leave ActiveKey), "reopen" when a terminal saga goes back to
 // compensation (re-enter ActiveKey with a fresh lease, so that recovery
 // finishes the teardown if its driver dies), "" otherwise, ARGV[4] mission
 // key, ARGV[5] lease TTL in ms, ARGV[6] number N of field/value strings,
-// ARGV[7..6+N] the pairs (an empty value deletes the field; the pairs
+// ARGV[7] the retention of the mission's keys (KEYS[1] and KEYS[3..]): a
+// TTL in ms to set, "persist" to remove any expiry, "" to leave them,
+// ARGV[8..7+N] the pairs (an empty value deletes the field; the pairs
 // include the new revision), then the sink's commands, each as its argument
-// count followed by its arguments.
+// count followed by its arguments. The expiries are set after the sink's
+// commands, so they also govern a stream the sink expired.
 // Returns {0, stored epoch} when fenced (nothing written), else
 // {1, cancelled, cancel_reason} so the owner learns of a cancellation
 // requested from any replica.
@@ -159,14 +212,14 @@ if h[1] ~= ARGV[1] then
 end
 if h[2] ~= ARGV[2] then
   local n = tonumber(ARGV[6])
-  local i = 7 + n
+  local i = 8 + n
   while i <= #ARGV do
     local argc = tonumber(ARGV[i])
     redis.call(unpack(ARGV, i + 1, i + argc))
     i = i + 1 + argc
   end
   local set, del = {}, {}
-  for j = 7, 6 + n, 2 do
+  for j = 8, 7 + n, 2 do
     if ARGV[j + 1] == '' then
       table.insert(del, ARGV[j])
     else
@@ -185,6 +238,17 @@ if h[2] ~= ARGV[2] then
   elseif ARGV[3] == 'reopen' then
 ` + luaNow + `
     redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
+  end
+  if ARGV[7] ~= '' then
+    for k = 1, #KEYS do
+      if k ~= 2 then
+        if ARGV[7] == 'persist' then
+          redis.call('PERSIST', KEYS[k])
+        else
+          redis.call('PEXPIRE', KEYS[k], ARGV[7])
+        end
+      end
+    end
   end
 end
 local c = redis.call('HMGET', KEYS[1], 'cancelled', 'cancel_reason')
@@ -309,8 +373,9 @@ return n
 // first place, owned by the caller at a new epoch with a fresh lease. A saga
 // in any other state is returned unchanged.
 //
-// KEYS[1] record hash, KEYS[2] ActiveKey. ARGV[1] owner, ARGV[2] now (unix
-// ms), ARGV[3] mission key, ARGV[4] lease TTL in ms.
+// KEYS[1] record hash, KEYS[2] ActiveKey, KEYS[3..] the mission's other
+// keys, whose expiry a resumed saga removes. ARGV[1] owner, ARGV[2] now
+// (unix ms), ARGV[3] mission key, ARGV[4] lease TTL in ms.
 // Returns {} when missing, else {resumed ("1" or "0"), hash...}.
 var resumeScript = redis.NewScript(luaNow + `
 local h = redis.call('HMGET', KEYS[1], 'state', 'current', 'cause.code', 'cause.reason', 'cause.msg')
@@ -328,6 +393,9 @@ if h[1] == 'failed' then
     redis.call('HSET', KEYS[1], 'err.code', h[3], 'err.reason', h[4] or '', 'err.msg', h[5] or '')
   end
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+  for k = 1, #KEYS do
+    if k ~= 2 then redis.call('PERSIST', KEYS[k]) end
+  end
 end
 local out = redis.call('HGETALL', KEYS[1])
 table.insert(out, 1, resumed)
@@ -341,8 +409,10 @@ return out
 // recovery finishes the teardown if its driver dies. Other states are left
 // alone.
 //
-// KEYS[1] record hash, KEYS[2] ActiveKey. ARGV[1] reason, ARGV[2] now (unix
-// ms), ARGV[3] mission key, ARGV[4] lease TTL in ms.
+// KEYS[1] record hash, KEYS[2] ActiveKey, KEYS[3..] the mission's other
+// keys, whose expiry a teardown removes (the retention of the completed
+// mission must not run out under its teardown). ARGV[1] reason, ARGV[2] now
+// (unix ms), ARGV[3] mission key, ARGV[4] lease TTL in ms.
 // Returns {} when missing, else {teardown ("1" or "0"), hash...}.
 var cancelScript = redis.NewScript(luaNow + `
 local st = redis.call('HGET', KEYS[1], 'state')
@@ -359,6 +429,9 @@ elseif st == 'completed' then
   redis.call('HSET', KEYS[1], 'state', 'compensating', 'cancelled', '1', 'cancel_reason', ARGV[1],
     'updated', ARGV[2], 'ended', '')
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+  for k = 1, #KEYS do
+    if k ~= 2 then redis.call('PERSIST', KEYS[k]) end
+  end
 end
 local h = redis.call('HGETALL', KEYS[1])
 table.insert(h, 1, teardown)
@@ -420,15 +493,16 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 	kv := rec.changes()
 	prev := State(rec.saved[fieldState])
 	becameTerminal := rec.State.Terminal() && prev != rec.State
-	activity := ""
+	activity, retain := "", ""
 	switch {
 	case becameTerminal:
 		activity = "end"
+		retain = s.retainArg(rec.State)
 	case prev.Terminal() && !rec.State.Terminal():
-		activity = "reopen"
+		activity, retain = "reopen", "persist"
 	}
-	args := make([]any, 0, 6+len(kv)+16*len(events))
-	args = append(args, strconv.FormatInt(rec.Epoch, 10), strconv.FormatInt(rec.rev, 10), activity, rec.Key, s.leaseMillis(), len(kv))
+	args := make([]any, 0, 7+len(kv)+16*len(events))
+	args = append(args, strconv.FormatInt(rec.Epoch, 10), strconv.FormatInt(rec.rev, 10), activity, rec.Key, s.leaseMillis(), len(kv), retain)
 	for _, v := range kv {
 		args = append(args, v)
 	}
@@ -447,7 +521,7 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 		}
 		pipe.Discard()
 	}
-	reply, err := saveScript.Run(ctx, s.rdb, []string{RecordKey(rec.Key), ActiveKey}, args...).Slice()
+	reply, err := saveScript.Run(ctx, s.rdb, s.scriptKeys(rec.Key), args...).Slice()
 	if err != nil {
 		return fmt.Errorf("save saga %s: %w", rec.Key, err)
 	}
@@ -466,6 +540,27 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 		rec.markSaved([]string{fieldCancelled, cancelled, fieldCancelReason, reason})
 	}
 	return nil
+}
+
+// retainArg is the save script's retention argument for a saga that just
+// became terminal in state st: a Completed or Compensated saga's keys expire
+// after the retention TTL (none: they stay), a Failed saga's keys lose any
+// expiry (it waits for an operator).
+func (s *Store) retainArg(st State) string {
+	switch {
+	case st == Failed:
+		return "persist"
+	case s.retention.TTL > 0:
+		return strconv.FormatInt(max(s.retention.TTL.Milliseconds(), 1), 10)
+	}
+	return ""
+}
+
+// scriptKeys returns the KEYS of a script that touches the mission's keys:
+// the record, ActiveKey, then the mission's other keys.
+func (s *Store) scriptKeys(key string) []string {
+	keys := s.retention.keys(key)
+	return append([]string{keys[0], ActiveKey}, keys[1:]...)
 }
 
 // Load reads the record of mission key, or returns ErrNotFound.
@@ -623,7 +718,7 @@ func leaseArgs(leases []lease, head ...any) ([]string, []any) {
 // resumeScript). resumed false means the saga was not Failed and rec is its
 // unchanged record.
 func (s *Store) resume(ctx context.Context, key, owner string, now time.Time) (rec *Record, resumed bool, err error) {
-	reply, err := resumeScript.Run(ctx, s.rdb, []string{RecordKey(key), ActiveKey},
+	reply, err := resumeScript.Run(ctx, s.rdb, s.scriptKeys(key),
 		owner, now.UnixMilli(), key, s.leaseMillis()).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("resume saga %s: %w", key, err)
@@ -641,7 +736,7 @@ func (s *Store) resume(ctx context.Context, key, owner string, now time.Time) (r
 // cancel records a cancellation request (see cancelScript). teardown reports
 // that a completed saga was reopened and must now be compensated.
 func (s *Store) cancel(ctx context.Context, key, reason string, now time.Time) (rec *Record, teardown bool, err error) {
-	reply, err := cancelScript.Run(ctx, s.rdb, []string{RecordKey(key), ActiveKey},
+	reply, err := cancelScript.Run(ctx, s.rdb, s.scriptKeys(key),
 		reason, now.UnixMilli(), key, s.leaseMillis()).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("cancel saga %s: %w", key, err)

@@ -80,6 +80,8 @@ func Status(ctx context.Context, log *slog.Logger, service, step string, err err
 		return rpcerr.New(codes.Aborted, rpcerr.ReasonActionForbidden, step+" was already compensated for this saga")
 	case errors.Is(err, barrier.ErrSagaMismatch):
 		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonSagaMismatch, step+" of this mission belongs to another saga")
+	case errors.Is(err, barrier.ErrOwnerGone):
+		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonMissionGone, step+": the mission has ended (its data is kept read-only until it expires), or expired, or was deleted")
 	case errors.Is(err, barrier.ErrConflict):
 		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "concurrent attempts of this step kept conflicting; retry")
 	}

@@ -29,6 +29,7 @@ import (
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/mapstore"
+	"github.com/slammesh/slammesh/internal/missionkeys"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam"
@@ -82,8 +83,10 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 	localizationv1.RegisterLocalizationServiceServer(r, s)
 }
 
-// localizationKey names the hash of the mission's poses, agent_id -> AgentPose.
-func localizationKey(missionID string) string { return "slammesh:{" + missionID + "}:localization" }
+// localizationKey names the hash of the mission's poses, agent_id ->
+// AgentPose; missionkeys owns the name so that the mission's retention and
+// deletion reach it.
+func localizationKey(missionID string) string { return missionkeys.Localization(missionID) }
 
 // LocalizeAgents localizes every agent of the request and records the poses.
 func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.LocalizeAgentsRequest) (*localizationv1.LocalizeAgentsResponse, error) {

@@ -10,7 +10,14 @@
 // charged once, a release without an allocation does nothing, and an
 // allocation arriving after its release is refused. The budget check, the
 // charge and the map write commit in the barrier's MULTI/EXEC, under WATCH of
-// the capacity counter, so concurrent missions can never overbook it.
+// the capacity counters, so concurrent missions can never overbook it.
+//
+// Two budgets (internal/mapstore, "capacity accounting"): the capacity
+// budget protects Redis memory for missions in flight; a completed mission's
+// map moves to the retained-maps budget (janitor.go), where the oldest are
+// evicted when it is full, so finished missions never block new ones. The
+// counters are checked on every allocation and recounted from the maps held
+// when they contradict themselves.
 package mapping
 
 import (
@@ -18,6 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -30,6 +39,7 @@ import (
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/slam/grid"
 	"github.com/slammesh/slammesh/internal/slam/render"
 	"github.com/slammesh/slammesh/internal/slamproto"
 	"github.com/slammesh/slammesh/internal/stepserver"
@@ -49,27 +59,42 @@ var ActionMethods = []string{mappingv1.MappingService_AllocateMap_FullMethodName
 // RPCs, for the fault interceptor (stepserver.Interceptors).
 var CompensationMethods = []string{mappingv1.MappingService_ReleaseMap_FullMethodName}
 
-// capacityKey holds the budget every allocation charges: the cells in use
-// across all missions.
-const capacityKey = "slammesh:mapping:capacity"
-
-// DefaultCapacityCells is the default budget: 16 M cells, a 200 m square at
-// 5 cm (the largest scenario world), or about 130 default 20x15 m missions.
+// DefaultCapacityCells is the default in-flight budget: 16 M cells, a 200 m
+// square at 5 cm (the largest scenario world), or about 130 default 20x15 m
+// missions running at once.
 const DefaultCapacityCells = 16_000_000
+
+// DefaultRetainedCells is the default budget of finished missions' maps:
+// 32 M cells (about 32 MB of Redis), the last ~260 default missions' maps.
+const DefaultRetainedCells = 32_000_000
+
+// DefaultJanitorInterval is the default time between two janitor passes.
+const DefaultJanitorInterval = 10 * time.Second
 
 // Config tunes the service; zero fields take the defaults.
 type Config struct {
-	// CapacityCells is the budget of grid cells all missions' maps share.
+	// CapacityCells is the budget of grid cells the maps of missions in
+	// flight (not finished) share: an allocation past it is refused with
+	// RESOURCE_EXHAUSTED.
 	CapacityCells uint64
+	// RetainedCells is the budget of grid cells the maps of completed
+	// missions share while their missions' retention runs; past it the
+	// oldest are evicted (deleted before their mission expires). Never a
+	// running mission's map.
+	RetainedCells uint64
+	// JanitorInterval is the time between two passes of RunJanitor.
+	JanitorInterval time.Duration
 }
 
 // Server implements mappingv1.MappingServiceServer.
 type Server struct {
 	mappingv1.UnimplementedMappingServiceServer
-	capacity uint64
-	rdb      redis.UniversalClient
-	barrier  *barrier.Barrier
-	log      *slog.Logger
+	cfg     Config
+	rdb     redis.UniversalClient
+	barrier *barrier.Barrier
+	log     *slog.Logger
+	// reclaiming serializes this process's janitor passes.
+	reclaiming sync.Mutex
 }
 
 // NewServer returns the service on rdb, guarded by b.
@@ -77,7 +102,13 @@ func NewServer(cfg Config, rdb redis.UniversalClient, b *barrier.Barrier, log *s
 	if cfg.CapacityCells == 0 {
 		cfg.CapacityCells = DefaultCapacityCells
 	}
-	return &Server{capacity: cfg.CapacityCells, rdb: rdb, barrier: b, log: log}
+	if cfg.RetainedCells == 0 {
+		cfg.RetainedCells = DefaultRetainedCells
+	}
+	if cfg.JanitorInterval <= 0 {
+		cfg.JanitorInterval = DefaultJanitorInterval
+	}
+	return &Server{cfg: cfg, rdb: rdb, barrier: b, log: log}
 }
 
 // Register registers s on r (a grpc.Server or grpcserver.Server).
@@ -93,8 +124,12 @@ func (e *errCapacity) Error() string {
 	return fmt.Sprintf("map of %d cells exceeds the %d cells left in the capacity budget", e.requested, e.available)
 }
 
-// AllocateMap charges the map's cells against the budget and stores the
-// empty grid as version 1, once per saga.
+// AllocateMap charges the map's cells against the in-flight budget and
+// stores the empty grid as version 1, once per saga. When the budget looks
+// full it first reclaims (a janitor pass: the maps of missions that have
+// finished since the last pass leave the in-flight budget), and when the
+// counters are found corrupt it repairs them; either way it then tries once
+// more.
 func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequest) (*mappingv1.AllocateMapResponse, error) {
 	sc := req.GetSaga()
 	if err := rpcerr.CheckSaga(sc, Step); err != nil {
@@ -104,7 +139,6 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 	if err != nil {
 		return nil, err
 	}
-	cells := uint64(meta.Cells())
 	// Pure work before the transaction, which may run its callback again.
 	blank, err := mapstore.NewBlank(meta)
 	if err != nil {
@@ -112,33 +146,21 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 	}
 	mapID := "map-" + uuid.NewString()
 
-	res, outcome, err := s.barrier.Action(ctx, stepserver.BarrierID(sc, Step), func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
-		if err := tx.Watch(ctx, capacityKey); err != nil {
-			return nil, err
+	res, outcome, err := s.allocate(ctx, sc, meta, blank, mapID)
+	var capErr *errCapacity
+	switch {
+	case errors.As(err, &capErr):
+		if n, rerr := s.reclaim(ctx); rerr == nil && n > 0 {
+			res, outcome, err = s.allocate(ctx, sc, meta, blank, mapID)
 		}
-		used, err := tx.Reader().Get(ctx, capacityKey).Uint64()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("read capacity: %w", err)
+	case errors.Is(err, mapstore.ErrCorrupt):
+		s.log.WarnContext(ctx, "capacity counters corrupt; recounting them from the maps held",
+			"mission_id", sc.GetMissionId(), "error", err.Error())
+		if _, rerr := s.repair(ctx); rerr != nil {
+			return nil, s.toStatus(ctx, rerr)
 		}
-		if used > s.capacity || cells > s.capacity-used {
-			return nil, &errCapacity{requested: cells, available: s.capacity - min(used, s.capacity)}
-		}
-		resp := &mappingv1.AllocateMapResponse{
-			MapId:          mapID,
-			Meta:           slamproto.MetaToProto(meta),
-			Cells:          cells,
-			RemainingCells: s.capacity - used - cells,
-		}
-		out, err := proto.Marshal(resp)
-		if err != nil {
-			return nil, err
-		}
-		tx.Write(func(p redis.Pipeliner) {
-			p.IncrBy(ctx, capacityKey, int64(cells))
-			mapstore.Create(ctx, p, sc.GetMissionId(), mapID, blank)
-		})
-		return out, nil
-	})
+		res, outcome, err = s.allocate(ctx, sc, meta, blank, mapID)
+	}
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -153,9 +175,47 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 	return resp, nil
 }
 
+// allocate is AllocateMap's barrier action: it checks the in-flight budget
+// and charges the map, under WATCH of the counters so that concurrent
+// missions can never overbook it.
+func (s *Server) allocate(ctx context.Context, sc *typesv1.SagaContext, meta grid.Meta, blank *mapstore.Blank, mapID string) ([]byte, barrier.Outcome, error) {
+	cells := uint64(meta.Cells())
+	capacity := s.cfg.CapacityCells
+	return s.barrier.Action(ctx, stepserver.BarrierID(sc, Step), func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
+		if err := tx.Watch(ctx, mapstore.UsageKeys...); err != nil {
+			return nil, err
+		}
+		u, err := mapstore.ReadUsage(ctx, tx.Reader())
+		if err != nil {
+			return nil, err
+		}
+		used := uint64(u.InFlight())
+		if used > capacity || cells > capacity-used {
+			return nil, &errCapacity{requested: cells, available: capacity - min(used, capacity)}
+		}
+		resp := &mappingv1.AllocateMapResponse{
+			MapId:          mapID,
+			Meta:           slamproto.MetaToProto(meta),
+			Cells:          cells,
+			RemainingCells: capacity - used - cells,
+		}
+		out, err := proto.Marshal(resp)
+		if err != nil {
+			return nil, err
+		}
+		tx.Write(func(p redis.Pipeliner) {
+			mapstore.Charge(ctx, p, sc.GetMissionId(), cells)
+			mapstore.Create(ctx, p, sc.GetMissionId(), mapID, blank)
+		})
+		return out, nil
+	})
+}
+
 // ReleaseMap deletes the map the saga allocated, every version of it, and
 // returns its cells to the budget. A release without an allocation, or a
-// repeated one, releases nothing and succeeds.
+// repeated one, releases nothing and succeeds. The map is deleted with the
+// barrier's mark, and uncharged right after (mapstore.Drop, idempotent);
+// should the process die in between, the janitor uncharges it.
 func (s *Server) ReleaseMap(ctx context.Context, req *mappingv1.ReleaseMapRequest) (*mappingv1.ReleaseMapResponse, error) {
 	sc := req.GetSaga()
 	if err := rpcerr.CheckSaga(sc, Step); err != nil {
@@ -168,14 +228,17 @@ func (s *Server) ReleaseMap(ctx context.Context, req *mappingv1.ReleaseMapReques
 			return fmt.Errorf("stored allocation result: %w", err)
 		}
 		cells = alloc.GetCells()
-		tx.Write(func(p redis.Pipeliner) {
-			p.DecrBy(ctx, capacityKey, int64(cells))
-			mapstore.Delete(ctx, p, sc.GetMissionId())
-		})
+		tx.Write(func(p redis.Pipeliner) { mapstore.Delete(ctx, p, sc.GetMissionId()) })
 		return nil
 	})
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
+	}
+	if outcome != barrier.Null {
+		// Also after a duplicate: the first call may have died before it.
+		if _, err := mapstore.Drop(ctx, s.rdb, sc.GetMissionId()); err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
 	}
 	if outcome != barrier.Applied {
 		s.log.InfoContext(ctx, "release had nothing to undo",
@@ -227,6 +290,10 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case errors.As(err, &capErr):
 		return rpcerr.New(codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted, capErr.Error(),
 			"requested_cells", fmt.Sprint(capErr.requested), "available_cells", fmt.Sprint(capErr.available))
+	case errors.Is(err, mapstore.ErrCorrupt):
+		s.log.ErrorContext(ctx, "capacity counters corrupt after a recount", "error", err.Error())
+		return rpcerr.New(codes.Unavailable, rpcerr.ReasonCapacityCorrupt,
+			"the capacity counters are inconsistent and a recount did not repair them; retry, and see the mapping service log")
 	case errors.Is(err, barrier.ErrConflict):
 		// Only the capacity counter, which every mission's allocation
 		// watches, sees that much contention.

@@ -76,6 +76,8 @@ type stackConfig struct {
 	owner            string
 	leaseTTL         time.Duration
 	recoveryInterval time.Duration
+	// maxWatchers caps the orchestrator's watchers (0: the default).
+	maxWatchers int
 }
 
 func startStack(t *testing.T, cfg stackConfig) *stack {
@@ -144,6 +146,7 @@ func (st *stack) startOrchestrator(t *testing.T, cfg stackConfig) (*orchestrator
 			Owner:               cfg.owner,
 			LeaseTTL:            cfg.leaseTTL,
 			RecoveryInterval:    cfg.recoveryInterval,
+			MaxWatchers:         cfg.maxWatchers,
 		}, orchestrator.Deps{
 			Redis:        n.rdb,
 			Mapping:      mappingv1.NewMappingServiceClient(dial(st.stepAddrs[0])),

@@ -32,7 +32,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -42,7 +41,6 @@ import (
 	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/progress"
-	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/saga"
 	"github.com/slammesh/slammesh/internal/telemetry"
@@ -53,9 +51,6 @@ const (
 	defaultPageSize = 50
 	maxPageSize     = 1000
 )
-
-// watchBatch is how many events one stream read returns to a watcher.
-const watchBatch = 256
 
 // Config tunes a Server. The zero value is valid: no fault injection, the
 // saga engine's default retry policy and leases, the owner name derived from
@@ -79,6 +74,21 @@ type Config struct {
 	// lease expired (default 500ms): a mission orphaned by a crash resumes at
 	// most LeaseTTL + RecoveryInterval after its orchestrator's last renewal.
 	RecoveryInterval time.Duration
+	// Retention is how long a COMPLETED or COMPENSATED mission keeps its
+	// data (record, events, barrier marks, map, poses) before every key of
+	// it expires (default DefaultRetention, 7 days). A FAILED mission never
+	// expires: it waits for ResumeMission or DeleteMission. Every
+	// orchestrator sharing a Redis should use the same value.
+	Retention time.Duration
+	// JanitorInterval is the time between two trims of the mission index
+	// (entries of expired missions; default min(Retention/4, 1 minute)).
+	JanitorInterval time.Duration
+	// MaxWatchers caps the WatchMission calls (and StartMission/
+	// CancelMission waits on a mission driven elsewhere) this orchestrator
+	// serves at once; past it they fail RESOURCE_EXHAUSTED
+	// (TOO_MANY_WATCHERS), so a crowd of dashboards cannot starve missions
+	// (default progress.DefaultMaxWatchers, 1000).
+	MaxWatchers int
 }
 
 // Deps are the collaborators of a Server. Redis and the three step-service
@@ -86,6 +96,11 @@ type Config struct {
 type Deps struct {
 	// Redis holds saga records, the mission index and progress streams.
 	Redis redis.UniversalClient
+	// StreamRedis, when set, is a client of the same Redis with a pool of
+	// its own, which serves the watchers' stream reads (see watch.go), so
+	// that saga writes and lease renewals never wait behind watchers for a
+	// connection; default Redis.
+	StreamRedis redis.UniversalClient
 	// Mapping, Localization and Merge are the step services. Create them with
 	// grpcserver.Dial and the orchestrator's telemetry, so that step calls
 	// are client spans of the mission's trace.
@@ -118,6 +133,13 @@ type Server struct {
 	mission *mission
 	log     *slog.Logger
 
+	// hub follows the streams of every watcher with one blocking read;
+	// skips counts the stream entries watchers skip.
+	hub   *progress.Hub
+	skips *progress.Skips
+	// drained is closed when Shutdown begins: waits on runs end then.
+	drained chan struct{}
+
 	mu       sync.Mutex
 	draining bool
 	// runs holds the missions this server drives, so that a waiting call
@@ -126,8 +148,8 @@ type Server struct {
 	// work counts the background runs and teardowns Shutdown waits for.
 	work sync.WaitGroup
 
-	// stopRecovery ends the recovery loop, which closes recovered when it
-	// has returned.
+	// stopRecovery ends the recovery loop and the index janitor; recovered
+	// is closed when both have returned.
 	stopRecovery context.CancelFunc
 	recovered    chan struct{}
 }
@@ -155,8 +177,9 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		merge:        deps.Merge,
 		scenarios:    newScenarioAgents(),
 	}
-	store := saga.NewStore(deps.Redis, eventSink{pub: pub}, cfg.LeaseTTL)
-	engine, err := saga.NewEngine(store, *m.definition(cfg.Policy), saga.Options{
+	def := m.definition(cfg.Policy)
+	store := saga.NewStore(deps.Redis, eventSink{pub: pub}, cfg.LeaseTTL).WithRetention(retention(cfg, def))
+	engine, err := saga.NewEngine(store, *def, saga.Options{
 		Owner:  cfg.Owner,
 		Tracer: deps.Tracer,
 		Meter:  deps.Meter,
@@ -173,13 +196,22 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		engine:       engine,
 		mission:      m,
 		log:          log,
+		skips:        progress.NewSkips(deps.Meter, log),
+		drained:      make(chan struct{}),
 		runs:         make(map[string]*run),
 		stopRecovery: stopRecovery,
 		recovered:    make(chan struct{}),
 	}
+	s.hub = newHub(cfg, deps, s.skips, log)
 	go func() {
 		defer close(s.recovered)
+		janitorDone := make(chan struct{})
+		go func() {
+			defer close(janitorDone)
+			s.janitor(recoveryCtx)
+		}()
 		engine.Recover(recoveryCtx, saga.RecoveryOptions{Interval: cfg.RecoveryInterval})
+		<-janitorDone
 	}()
 	return s, nil
 }
@@ -190,8 +222,10 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 const handoffTimeout = 5 * time.Second
 
 // Shutdown stops accepting new missions, teardowns and resumes (they fail
-// with UNAVAILABLE, so clients retry on another replica), stops recovering
-// missions, and waits until the missions this server drives have ended or ctx
+// with UNAVAILABLE, so clients retry on another replica), ends every open
+// WatchMission and every wait of StartMission, CancelMission and
+// ResumeMission at once with UNAVAILABLE (the missions go on; their clients
+// follow them on another replica), stops recovering missions, and waits until the missions this server drives have ended or ctx
 // ends. The missions still running then are handed off: their runs stop
 // without compensating and without another write, and their leases are
 // released, so another orchestrator's recovery resumes them within its scan
@@ -201,9 +235,17 @@ const handoffTimeout = 5 * time.Second
 // crash. Call it before Redis is closed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	first := !s.draining
 	s.draining = true
 	running := len(s.runs)
 	s.mu.Unlock()
+	if first {
+		// Streaming calls and waits end now, with UNAVAILABLE, so that
+		// neither the gRPC server's graceful stop nor this drain waits on
+		// them; their clients resume on another replica.
+		close(s.drained)
+		s.hub.Close()
+	}
 	s.stopRecovery()
 	<-s.recovered
 	if running > 0 {
@@ -407,6 +449,8 @@ func (s *Server) awaitEnd(ctx context.Context, key string) (*saga.Record, error)
 		case <-r.done:
 		case <-ctx.Done():
 			return nil, contextStatus(ctx)
+		case <-s.drained:
+			return nil, errDraining
 		}
 		if r.err == nil && r.rec.State.Terminal() {
 			return r.rec, nil
@@ -437,11 +481,8 @@ func (s *Server) awaitEnd(ctx context.Context, key string) (*saga.Record, error)
 	if rec.State.Terminal() {
 		return rec, nil
 	}
-	if err := progress.Follow(ctx, s.rdb, key, last, func(progress.Event) error { return nil }); err != nil {
-		if ctx.Err() != nil {
-			return nil, contextStatus(ctx)
-		}
-		return nil, s.storeError(ctx, "follow mission events", err)
+	if err := s.hub.Follow(ctx, key, last, func(progress.Event) error { return nil }); err != nil {
+		return nil, s.watchError(ctx, "follow mission events", err)
 	}
 	if rec, err = s.store.Load(ctx, key); err != nil {
 		return nil, s.loadError(ctx, key, err)
@@ -611,86 +652,13 @@ func (s *Server) ResumeMission(ctx context.Context, req *orchestratorv1.ResumeMi
 	return &orchestratorv1.ResumeMissionResponse{Mission: toMission(rec), Resumed: resumed}, nil
 }
 
-// WatchMission streams a mission's events from its start (or after
-// from_stream_id) until its next terminal event. For a mission that has
-// already ended it replays what is left of the stream and returns, so a
-// watcher that resumes after the last event does not hang.
-func (s *Server) WatchMission(req *orchestratorv1.WatchMissionRequest, stream grpc.ServerStreamingServer[orchestratorv1.WatchMissionResponse]) error {
-	ctx := stream.Context()
-	key := req.GetMissionId()
-	if err := checkMissionID("mission_id", key); err != nil {
-		return err
-	}
-	from := req.GetFromStreamId()
-	if from != "" && !isStreamID(from) {
-		return rpcerr.InvalidArgument("from_stream_id", "not a stream entry id such as 1700000000000-0")
-	}
-	rec, err := s.store.Load(ctx, key)
-	if err != nil {
-		return s.loadError(ctx, key, err)
-	}
-	send := func(e progress.Event) error {
-		if err := stream.Send(&orchestratorv1.WatchMissionResponse{Event: progressgrpc.ToProto(e)}); err != nil {
-			return fmt.Errorf("send event: %w", err)
-		}
-		return nil
-	}
-	if !rec.State.Terminal() {
-		err = progress.Follow(ctx, s.rdb, key, from, send)
-	} else {
-		err = replay(ctx, s.rdb, key, from, send)
-	}
-	switch {
-	case err == nil:
-		return nil
-	case ctx.Err() != nil:
-		return contextStatus(ctx)
-	case rpcerr.IsStatus(err):
-		return err
-	default:
-		return s.storeError(ctx, "watch mission", err)
-	}
-}
-
-// replay sends the events of an ended mission after entry id after, up to
-// the first terminal one, without blocking.
-func replay(ctx context.Context, rdb redis.UniversalClient, key, after string, send func(progress.Event) error) error {
-	for {
-		events, err := progress.Read(ctx, rdb, progress.MissionStream(key), after, watchBatch, 0)
-		if err != nil || len(events) == 0 {
-			return err
-		}
-		for _, e := range events {
-			if err := send(e); err != nil {
-				return err
-			}
-			if e.Type.Terminal() {
-				return nil
-			}
-			after = e.ID
-		}
-	}
-}
-
-// isStreamID accepts Redis stream ids: "<ms>" or "<ms>-<seq>".
-func isStreamID(id string) bool {
-	ms, seq, hasSeq := strings.Cut(id, "-")
-	if _, err := strconv.ParseUint(ms, 10, 64); err != nil {
-		return false
-	}
-	if hasSeq {
-		if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
-			return false
-		}
-	}
-	return true
-}
-
-// loadError turns a failed read of mission key into a status:
-// NOT_FOUND (MISSION_NOT_FOUND) for an unknown mission, else a store error.
+// loadError turns a failed read of mission key into a status: NOT_FOUND
+// for an unknown mission — MISSION_EXPIRED when it existed and its data
+// expired or was deleted (see vanishedError), MISSION_NOT_FOUND otherwise —
+// else a store error.
 func (s *Server) loadError(ctx context.Context, key string, err error) error {
 	if errors.Is(err, saga.ErrNotFound) {
-		return rpcerr.New(codes.NotFound, rpcerr.ReasonMissionNotFound, fmt.Sprintf("mission %q not found", key))
+		return s.notFound(ctx, key)
 	}
 	return s.storeError(ctx, "load mission", err)
 }

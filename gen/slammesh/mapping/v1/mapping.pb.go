@@ -400,6 +400,193 @@ func (x *GetMapResponse) GetCurrentVersion() uint32 {
 	return 0
 }
 
+// StreamMapRequest selects a map version, as GetMapRequest does.
+type StreamMapRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The mission whose map to return; required.
+	MissionId string `protobuf:"bytes,1,opt,name=mission_id,json=missionId,proto3" json:"mission_id,omitempty"`
+	// Version to return; 0 means the current one.
+	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Also render the grid as PNG, sent after the cells.
+	IncludePng bool `protobuf:"varint,3,opt,name=include_png,json=includePng,proto3" json:"include_png,omitempty"`
+	// Most bytes of cells or PNG per message; 0 means 1 MiB, at most 4 MiB.
+	ChunkBytes    uint32 `protobuf:"varint,4,opt,name=chunk_bytes,json=chunkBytes,proto3" json:"chunk_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamMapRequest) Reset() {
+	*x = StreamMapRequest{}
+	mi := &file_slammesh_mapping_v1_mapping_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamMapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamMapRequest) ProtoMessage() {}
+
+func (x *StreamMapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slammesh_mapping_v1_mapping_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamMapRequest.ProtoReflect.Descriptor instead.
+func (*StreamMapRequest) Descriptor() ([]byte, []int) {
+	return file_slammesh_mapping_v1_mapping_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StreamMapRequest) GetMissionId() string {
+	if x != nil {
+		return x.MissionId
+	}
+	return ""
+}
+
+func (x *StreamMapRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *StreamMapRequest) GetIncludePng() bool {
+	if x != nil {
+		return x.IncludePng
+	}
+	return false
+}
+
+func (x *StreamMapRequest) GetChunkBytes() uint32 {
+	if x != nil {
+		return x.ChunkBytes
+	}
+	return 0
+}
+
+// StreamMapResponse is one message of a StreamMap stream. The first message
+// has the header fields (map_id through png_bytes) and the first chunk; later
+// ones only chunks. Concatenating every message's cells gives the grid's
+// cells (OccupancyGrid.data: int8 row-major), and every message's png the
+// PNG.
+type StreamMapResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the map (first message).
+	MapId string `protobuf:"bytes,1,opt,name=map_id,json=mapId,proto3" json:"map_id,omitempty"`
+	// The version returned (first message).
+	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Grid geometry (first message).
+	Meta *v1.GridMeta `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
+	// The current version of the map (first message).
+	CurrentVersion uint32 `protobuf:"varint,4,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
+	// Number of cells, i.e. bytes of cells in all messages (first message).
+	TotalCells uint64 `protobuf:"varint,5,opt,name=total_cells,json=totalCells,proto3" json:"total_cells,omitempty"`
+	// Bytes of PNG in all messages; 0 without include_png (first message).
+	PngBytes uint64 `protobuf:"varint,6,opt,name=png_bytes,json=pngBytes,proto3" json:"png_bytes,omitempty"`
+	// A chunk of the cells, following the previous message's.
+	Cells []byte `protobuf:"bytes,7,opt,name=cells,proto3" json:"cells,omitempty"`
+	// A chunk of the PNG, following the previous message's; sent after every
+	// cell.
+	Png           []byte `protobuf:"bytes,8,opt,name=png,proto3" json:"png,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamMapResponse) Reset() {
+	*x = StreamMapResponse{}
+	mi := &file_slammesh_mapping_v1_mapping_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamMapResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamMapResponse) ProtoMessage() {}
+
+func (x *StreamMapResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slammesh_mapping_v1_mapping_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamMapResponse.ProtoReflect.Descriptor instead.
+func (*StreamMapResponse) Descriptor() ([]byte, []int) {
+	return file_slammesh_mapping_v1_mapping_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StreamMapResponse) GetMapId() string {
+	if x != nil {
+		return x.MapId
+	}
+	return ""
+}
+
+func (x *StreamMapResponse) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *StreamMapResponse) GetMeta() *v1.GridMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *StreamMapResponse) GetCurrentVersion() uint32 {
+	if x != nil {
+		return x.CurrentVersion
+	}
+	return 0
+}
+
+func (x *StreamMapResponse) GetTotalCells() uint64 {
+	if x != nil {
+		return x.TotalCells
+	}
+	return 0
+}
+
+func (x *StreamMapResponse) GetPngBytes() uint64 {
+	if x != nil {
+		return x.PngBytes
+	}
+	return 0
+}
+
+func (x *StreamMapResponse) GetCells() []byte {
+	if x != nil {
+		return x.Cells
+	}
+	return nil
+}
+
+func (x *StreamMapResponse) GetPng() []byte {
+	if x != nil {
+		return x.Png
+	}
+	return nil
+}
+
 var File_slammesh_mapping_v1_mapping_proto protoreflect.FileDescriptor
 
 const file_slammesh_mapping_v1_mapping_proto_rawDesc = "" +
@@ -429,12 +616,31 @@ const file_slammesh_mapping_v1_mapping_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x124\n" +
 	"\x04grid\x18\x03 \x01(\v2 .slammesh.types.v1.OccupancyGridR\x04grid\x12\x10\n" +
 	"\x03png\x18\x04 \x01(\fR\x03png\x12'\n" +
-	"\x0fcurrent_version\x18\x05 \x01(\rR\x0ecurrentVersion2\xa4\x02\n" +
+	"\x0fcurrent_version\x18\x05 \x01(\rR\x0ecurrentVersion\"\x8d\x01\n" +
+	"\x10StreamMapRequest\x12\x1d\n" +
+	"\n" +
+	"mission_id\x18\x01 \x01(\tR\tmissionId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1f\n" +
+	"\vinclude_png\x18\x03 \x01(\bR\n" +
+	"includePng\x12\x1f\n" +
+	"\vchunk_bytes\x18\x04 \x01(\rR\n" +
+	"chunkBytes\"\x84\x02\n" +
+	"\x11StreamMapResponse\x12\x15\n" +
+	"\x06map_id\x18\x01 \x01(\tR\x05mapId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12/\n" +
+	"\x04meta\x18\x03 \x01(\v2\x1b.slammesh.types.v1.GridMetaR\x04meta\x12'\n" +
+	"\x0fcurrent_version\x18\x04 \x01(\rR\x0ecurrentVersion\x12\x1f\n" +
+	"\vtotal_cells\x18\x05 \x01(\x04R\n" +
+	"totalCells\x12\x1b\n" +
+	"\tpng_bytes\x18\x06 \x01(\x04R\bpngBytes\x12\x14\n" +
+	"\x05cells\x18\a \x01(\fR\x05cells\x12\x10\n" +
+	"\x03png\x18\b \x01(\fR\x03png2\x82\x03\n" +
 	"\x0eMappingService\x12`\n" +
 	"\vAllocateMap\x12'.slammesh.mapping.v1.AllocateMapRequest\x1a(.slammesh.mapping.v1.AllocateMapResponse\x12]\n" +
 	"\n" +
 	"ReleaseMap\x12&.slammesh.mapping.v1.ReleaseMapRequest\x1a'.slammesh.mapping.v1.ReleaseMapResponse\x12Q\n" +
-	"\x06GetMap\x12\".slammesh.mapping.v1.GetMapRequest\x1a#.slammesh.mapping.v1.GetMapResponseB\xd5\x01\n" +
+	"\x06GetMap\x12\".slammesh.mapping.v1.GetMapRequest\x1a#.slammesh.mapping.v1.GetMapResponse\x12\\\n" +
+	"\tStreamMap\x12%.slammesh.mapping.v1.StreamMapRequest\x1a&.slammesh.mapping.v1.StreamMapResponse0\x01B\xd5\x01\n" +
 	"\x17com.slammesh.mapping.v1B\fMappingProtoP\x01Z>github.com/slammesh/slammesh/gen/slammesh/mapping/v1;mappingv1\xa2\x02\x03SMX\xaa\x02\x13Slammesh.Mapping.V1\xca\x02\x13Slammesh\\Mapping\\V1\xe2\x02\x1fSlammesh\\Mapping\\V1\\GPBMetadata\xea\x02\x15Slammesh::Mapping::V1b\x06proto3"
 
 var (
@@ -449,7 +655,7 @@ func file_slammesh_mapping_v1_mapping_proto_rawDescGZIP() []byte {
 	return file_slammesh_mapping_v1_mapping_proto_rawDescData
 }
 
-var file_slammesh_mapping_v1_mapping_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_slammesh_mapping_v1_mapping_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_slammesh_mapping_v1_mapping_proto_goTypes = []any{
 	(*AllocateMapRequest)(nil),  // 0: slammesh.mapping.v1.AllocateMapRequest
 	(*AllocateMapResponse)(nil), // 1: slammesh.mapping.v1.AllocateMapResponse
@@ -457,28 +663,33 @@ var file_slammesh_mapping_v1_mapping_proto_goTypes = []any{
 	(*ReleaseMapResponse)(nil),  // 3: slammesh.mapping.v1.ReleaseMapResponse
 	(*GetMapRequest)(nil),       // 4: slammesh.mapping.v1.GetMapRequest
 	(*GetMapResponse)(nil),      // 5: slammesh.mapping.v1.GetMapResponse
-	(*v1.SagaContext)(nil),      // 6: slammesh.types.v1.SagaContext
-	(*v1.MapSpec)(nil),          // 7: slammesh.types.v1.MapSpec
-	(*v1.GridMeta)(nil),         // 8: slammesh.types.v1.GridMeta
-	(*v1.OccupancyGrid)(nil),    // 9: slammesh.types.v1.OccupancyGrid
+	(*StreamMapRequest)(nil),    // 6: slammesh.mapping.v1.StreamMapRequest
+	(*StreamMapResponse)(nil),   // 7: slammesh.mapping.v1.StreamMapResponse
+	(*v1.SagaContext)(nil),      // 8: slammesh.types.v1.SagaContext
+	(*v1.MapSpec)(nil),          // 9: slammesh.types.v1.MapSpec
+	(*v1.GridMeta)(nil),         // 10: slammesh.types.v1.GridMeta
+	(*v1.OccupancyGrid)(nil),    // 11: slammesh.types.v1.OccupancyGrid
 }
 var file_slammesh_mapping_v1_mapping_proto_depIdxs = []int32{
-	6, // 0: slammesh.mapping.v1.AllocateMapRequest.saga:type_name -> slammesh.types.v1.SagaContext
-	7, // 1: slammesh.mapping.v1.AllocateMapRequest.spec:type_name -> slammesh.types.v1.MapSpec
-	8, // 2: slammesh.mapping.v1.AllocateMapResponse.meta:type_name -> slammesh.types.v1.GridMeta
-	6, // 3: slammesh.mapping.v1.ReleaseMapRequest.saga:type_name -> slammesh.types.v1.SagaContext
-	9, // 4: slammesh.mapping.v1.GetMapResponse.grid:type_name -> slammesh.types.v1.OccupancyGrid
-	0, // 5: slammesh.mapping.v1.MappingService.AllocateMap:input_type -> slammesh.mapping.v1.AllocateMapRequest
-	2, // 6: slammesh.mapping.v1.MappingService.ReleaseMap:input_type -> slammesh.mapping.v1.ReleaseMapRequest
-	4, // 7: slammesh.mapping.v1.MappingService.GetMap:input_type -> slammesh.mapping.v1.GetMapRequest
-	1, // 8: slammesh.mapping.v1.MappingService.AllocateMap:output_type -> slammesh.mapping.v1.AllocateMapResponse
-	3, // 9: slammesh.mapping.v1.MappingService.ReleaseMap:output_type -> slammesh.mapping.v1.ReleaseMapResponse
-	5, // 10: slammesh.mapping.v1.MappingService.GetMap:output_type -> slammesh.mapping.v1.GetMapResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	8,  // 0: slammesh.mapping.v1.AllocateMapRequest.saga:type_name -> slammesh.types.v1.SagaContext
+	9,  // 1: slammesh.mapping.v1.AllocateMapRequest.spec:type_name -> slammesh.types.v1.MapSpec
+	10, // 2: slammesh.mapping.v1.AllocateMapResponse.meta:type_name -> slammesh.types.v1.GridMeta
+	8,  // 3: slammesh.mapping.v1.ReleaseMapRequest.saga:type_name -> slammesh.types.v1.SagaContext
+	11, // 4: slammesh.mapping.v1.GetMapResponse.grid:type_name -> slammesh.types.v1.OccupancyGrid
+	10, // 5: slammesh.mapping.v1.StreamMapResponse.meta:type_name -> slammesh.types.v1.GridMeta
+	0,  // 6: slammesh.mapping.v1.MappingService.AllocateMap:input_type -> slammesh.mapping.v1.AllocateMapRequest
+	2,  // 7: slammesh.mapping.v1.MappingService.ReleaseMap:input_type -> slammesh.mapping.v1.ReleaseMapRequest
+	4,  // 8: slammesh.mapping.v1.MappingService.GetMap:input_type -> slammesh.mapping.v1.GetMapRequest
+	6,  // 9: slammesh.mapping.v1.MappingService.StreamMap:input_type -> slammesh.mapping.v1.StreamMapRequest
+	1,  // 10: slammesh.mapping.v1.MappingService.AllocateMap:output_type -> slammesh.mapping.v1.AllocateMapResponse
+	3,  // 11: slammesh.mapping.v1.MappingService.ReleaseMap:output_type -> slammesh.mapping.v1.ReleaseMapResponse
+	5,  // 12: slammesh.mapping.v1.MappingService.GetMap:output_type -> slammesh.mapping.v1.GetMapResponse
+	7,  // 13: slammesh.mapping.v1.MappingService.StreamMap:output_type -> slammesh.mapping.v1.StreamMapResponse
+	10, // [10:14] is the sub-list for method output_type
+	6,  // [6:10] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_slammesh_mapping_v1_mapping_proto_init() }
@@ -492,7 +703,7 @@ func file_slammesh_mapping_v1_mapping_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slammesh_mapping_v1_mapping_proto_rawDesc), len(file_slammesh_mapping_v1_mapping_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

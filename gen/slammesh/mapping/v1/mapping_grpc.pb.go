@@ -24,6 +24,7 @@ const (
 	MappingService_AllocateMap_FullMethodName = "/slammesh.mapping.v1.MappingService/AllocateMap"
 	MappingService_ReleaseMap_FullMethodName  = "/slammesh.mapping.v1.MappingService/ReleaseMap"
 	MappingService_GetMap_FullMethodName      = "/slammesh.mapping.v1.MappingService/GetMap"
+	MappingService_StreamMap_FullMethodName   = "/slammesh.mapping.v1.MappingService/StreamMap"
 )
 
 // MappingServiceClient is the client API for MappingService service.
@@ -42,7 +43,15 @@ type MappingServiceClient interface {
 	// release.
 	ReleaseMap(ctx context.Context, in *ReleaseMapRequest, opts ...grpc.CallOption) (*ReleaseMapResponse, error)
 	// GetMap returns a mission's current (or a given) map version, optionally as PNG.
+	// A reply over the server's message limit (16 MiB by default: about 16 M
+	// cells, less with the PNG) fails RESOURCE_EXHAUSTED (reason
+	// MESSAGE_TOO_LARGE); StreamMap serves any map.
 	GetMap(ctx context.Context, in *GetMapRequest, opts ...grpc.CallOption) (*GetMapResponse, error)
+	// StreamMap returns the same map version as GetMap in chunks, so that a map
+	// of any size fits every message limit (gRPC clients and grpcurl accept
+	// 4 MiB by default). The first message carries the map's identity and
+	// geometry; the cells follow in order, then the PNG when asked for.
+	StreamMap(ctx context.Context, in *StreamMapRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamMapResponse], error)
 }
 
 type mappingServiceClient struct {
@@ -83,6 +92,25 @@ func (c *mappingServiceClient) GetMap(ctx context.Context, in *GetMapRequest, op
 	return out, nil
 }
 
+func (c *mappingServiceClient) StreamMap(ctx context.Context, in *StreamMapRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamMapResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MappingService_ServiceDesc.Streams[0], MappingService_StreamMap_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamMapRequest, StreamMapResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MappingService_StreamMapClient = grpc.ServerStreamingClient[StreamMapResponse]
+
 // MappingServiceServer is the server API for MappingService service.
 // All implementations must embed UnimplementedMappingServiceServer
 // for forward compatibility.
@@ -99,7 +127,15 @@ type MappingServiceServer interface {
 	// release.
 	ReleaseMap(context.Context, *ReleaseMapRequest) (*ReleaseMapResponse, error)
 	// GetMap returns a mission's current (or a given) map version, optionally as PNG.
+	// A reply over the server's message limit (16 MiB by default: about 16 M
+	// cells, less with the PNG) fails RESOURCE_EXHAUSTED (reason
+	// MESSAGE_TOO_LARGE); StreamMap serves any map.
 	GetMap(context.Context, *GetMapRequest) (*GetMapResponse, error)
+	// StreamMap returns the same map version as GetMap in chunks, so that a map
+	// of any size fits every message limit (gRPC clients and grpcurl accept
+	// 4 MiB by default). The first message carries the map's identity and
+	// geometry; the cells follow in order, then the PNG when asked for.
+	StreamMap(*StreamMapRequest, grpc.ServerStreamingServer[StreamMapResponse]) error
 	mustEmbedUnimplementedMappingServiceServer()
 }
 
@@ -118,6 +154,9 @@ func (UnimplementedMappingServiceServer) ReleaseMap(context.Context, *ReleaseMap
 }
 func (UnimplementedMappingServiceServer) GetMap(context.Context, *GetMapRequest) (*GetMapResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMap not implemented")
+}
+func (UnimplementedMappingServiceServer) StreamMap(*StreamMapRequest, grpc.ServerStreamingServer[StreamMapResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamMap not implemented")
 }
 func (UnimplementedMappingServiceServer) mustEmbedUnimplementedMappingServiceServer() {}
 func (UnimplementedMappingServiceServer) testEmbeddedByValue()                        {}
@@ -194,6 +233,17 @@ func _MappingService_GetMap_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MappingService_StreamMap_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamMapRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MappingServiceServer).StreamMap(m, &grpc.GenericServerStream[StreamMapRequest, StreamMapResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MappingService_StreamMapServer = grpc.ServerStreamingServer[StreamMapResponse]
+
 // MappingService_ServiceDesc is the grpc.ServiceDesc for MappingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -214,6 +264,12 @@ var MappingService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _MappingService_GetMap_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamMap",
+			Handler:       _MappingService_StreamMap_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "slammesh/mapping/v1/mapping.proto",
 }

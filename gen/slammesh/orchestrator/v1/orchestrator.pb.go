@@ -1201,6 +1201,98 @@ func (x *ResumeMissionResponse) GetResumed() bool {
 	return false
 }
 
+// DeleteMissionRequest names a finished mission to remove now.
+type DeleteMissionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The mission; required.
+	MissionId     string `protobuf:"bytes,1,opt,name=mission_id,json=missionId,proto3" json:"mission_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMissionRequest) Reset() {
+	*x = DeleteMissionRequest{}
+	mi := &file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMissionRequest) ProtoMessage() {}
+
+func (x *DeleteMissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMissionRequest.ProtoReflect.Descriptor instead.
+func (*DeleteMissionRequest) Descriptor() ([]byte, []int) {
+	return file_slammesh_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeleteMissionRequest) GetMissionId() string {
+	if x != nil {
+		return x.MissionId
+	}
+	return ""
+}
+
+// DeleteMissionResponse confirms the deletion.
+type DeleteMissionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The mission as it was before it was deleted.
+	Mission       *Mission `protobuf:"bytes,1,opt,name=mission,proto3" json:"mission,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMissionResponse) Reset() {
+	*x = DeleteMissionResponse{}
+	mi := &file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMissionResponse) ProtoMessage() {}
+
+func (x *DeleteMissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMissionResponse.ProtoReflect.Descriptor instead.
+func (*DeleteMissionResponse) Descriptor() ([]byte, []int) {
+	return file_slammesh_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeleteMissionResponse) GetMission() *Mission {
+	if x != nil {
+		return x.Mission
+	}
+	return nil
+}
+
 var File_slammesh_orchestrator_v1_orchestrator_proto protoreflect.FileDescriptor
 
 const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
@@ -1283,7 +1375,12 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x04wait\x18\x02 \x01(\bR\x04wait\"n\n" +
 	"\x15ResumeMissionResponse\x12;\n" +
 	"\amission\x18\x01 \x01(\v2!.slammesh.orchestrator.v1.MissionR\amission\x12\x18\n" +
-	"\aresumed\x18\x02 \x01(\bR\aresumed*\xd9\x01\n" +
+	"\aresumed\x18\x02 \x01(\bR\aresumed\"5\n" +
+	"\x14DeleteMissionRequest\x12\x1d\n" +
+	"\n" +
+	"mission_id\x18\x01 \x01(\tR\tmissionId\"T\n" +
+	"\x15DeleteMissionResponse\x12;\n" +
+	"\amission\x18\x01 \x01(\v2!.slammesh.orchestrator.v1.MissionR\amission*\xd9\x01\n" +
 	"\fMissionState\x12\x1d\n" +
 	"\x19MISSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15MISSION_STATE_PENDING\x10\x01\x12\x19\n" +
@@ -1300,7 +1397,7 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x11STEP_STATE_FAILED\x10\x04\x12\x1b\n" +
 	"\x17STEP_STATE_COMPENSATING\x10\x05\x12\x1a\n" +
 	"\x16STEP_STATE_COMPENSATED\x10\x06\x12\"\n" +
-	"\x1eSTEP_STATE_COMPENSATION_FAILED\x10\a2\xb1\x05\n" +
+	"\x1eSTEP_STATE_COMPENSATION_FAILED\x10\a2\xa3\x06\n" +
 	"\x13OrchestratorService\x12m\n" +
 	"\fStartMission\x12-.slammesh.orchestrator.v1.StartMissionRequest\x1a..slammesh.orchestrator.v1.StartMissionResponse\x12g\n" +
 	"\n" +
@@ -1308,7 +1405,8 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\fListMissions\x12-.slammesh.orchestrator.v1.ListMissionsRequest\x1a..slammesh.orchestrator.v1.ListMissionsResponse\x12p\n" +
 	"\rCancelMission\x12..slammesh.orchestrator.v1.CancelMissionRequest\x1a/.slammesh.orchestrator.v1.CancelMissionResponse\x12o\n" +
 	"\fWatchMission\x12-.slammesh.orchestrator.v1.WatchMissionRequest\x1a..slammesh.orchestrator.v1.WatchMissionResponse0\x01\x12p\n" +
-	"\rResumeMission\x12..slammesh.orchestrator.v1.ResumeMissionRequest\x1a/.slammesh.orchestrator.v1.ResumeMissionResponseB\xfd\x01\n" +
+	"\rResumeMission\x12..slammesh.orchestrator.v1.ResumeMissionRequest\x1a/.slammesh.orchestrator.v1.ResumeMissionResponse\x12p\n" +
+	"\rDeleteMission\x12..slammesh.orchestrator.v1.DeleteMissionRequest\x1a/.slammesh.orchestrator.v1.DeleteMissionResponseB\xfd\x01\n" +
 	"\x1ccom.slammesh.orchestrator.v1B\x11OrchestratorProtoP\x01ZHgithub.com/slammesh/slammesh/gen/slammesh/orchestrator/v1;orchestratorv1\xa2\x02\x03SOX\xaa\x02\x18Slammesh.Orchestrator.V1\xca\x02\x18Slammesh\\Orchestrator\\V1\xe2\x02$Slammesh\\Orchestrator\\V1\\GPBMetadata\xea\x02\x1aSlammesh::Orchestrator::V1b\x06proto3"
 
 var (
@@ -1324,7 +1422,7 @@ func file_slammesh_orchestrator_v1_orchestrator_proto_rawDescGZIP() []byte {
 }
 
 var file_slammesh_orchestrator_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_slammesh_orchestrator_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_slammesh_orchestrator_v1_orchestrator_proto_goTypes = []any{
 	(MissionState)(0),             // 0: slammesh.orchestrator.v1.MissionState
 	(StepState)(0),                // 1: slammesh.orchestrator.v1.StepState
@@ -1343,13 +1441,15 @@ var file_slammesh_orchestrator_v1_orchestrator_proto_goTypes = []any{
 	(*WatchMissionResponse)(nil),  // 14: slammesh.orchestrator.v1.WatchMissionResponse
 	(*ResumeMissionRequest)(nil),  // 15: slammesh.orchestrator.v1.ResumeMissionRequest
 	(*ResumeMissionResponse)(nil), // 16: slammesh.orchestrator.v1.ResumeMissionResponse
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*v1.AgentPose)(nil),          // 18: slammesh.types.v1.AgentPose
-	(*v1.Scenario)(nil),           // 19: slammesh.types.v1.Scenario
-	(*v1.Agent)(nil),              // 20: slammesh.types.v1.Agent
-	(*v1.MapSpec)(nil),            // 21: slammesh.types.v1.MapSpec
-	(*v1.FaultPlan)(nil),          // 22: slammesh.types.v1.FaultPlan
-	(*v11.MissionEvent)(nil),      // 23: slammesh.events.v1.MissionEvent
+	(*DeleteMissionRequest)(nil),  // 17: slammesh.orchestrator.v1.DeleteMissionRequest
+	(*DeleteMissionResponse)(nil), // 18: slammesh.orchestrator.v1.DeleteMissionResponse
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*v1.AgentPose)(nil),          // 20: slammesh.types.v1.AgentPose
+	(*v1.Scenario)(nil),           // 21: slammesh.types.v1.Scenario
+	(*v1.Agent)(nil),              // 22: slammesh.types.v1.Agent
+	(*v1.MapSpec)(nil),            // 23: slammesh.types.v1.MapSpec
+	(*v1.FaultPlan)(nil),          // 24: slammesh.types.v1.FaultPlan
+	(*v11.MissionEvent)(nil),      // 25: slammesh.events.v1.MissionEvent
 }
 var file_slammesh_orchestrator_v1_orchestrator_proto_depIdxs = []int32{
 	1,  // 0: slammesh.orchestrator.v1.Step.state:type_name -> slammesh.orchestrator.v1.StepState
@@ -1357,38 +1457,41 @@ var file_slammesh_orchestrator_v1_orchestrator_proto_depIdxs = []int32{
 	0,  // 2: slammesh.orchestrator.v1.Mission.state:type_name -> slammesh.orchestrator.v1.MissionState
 	3,  // 3: slammesh.orchestrator.v1.Mission.steps:type_name -> slammesh.orchestrator.v1.Step
 	2,  // 4: slammesh.orchestrator.v1.Mission.error:type_name -> slammesh.orchestrator.v1.MissionError
-	17, // 5: slammesh.orchestrator.v1.Mission.created_at:type_name -> google.protobuf.Timestamp
-	17, // 6: slammesh.orchestrator.v1.Mission.updated_at:type_name -> google.protobuf.Timestamp
-	17, // 7: slammesh.orchestrator.v1.Mission.ended_at:type_name -> google.protobuf.Timestamp
-	18, // 8: slammesh.orchestrator.v1.Mission.poses:type_name -> slammesh.types.v1.AgentPose
-	19, // 9: slammesh.orchestrator.v1.StartMissionRequest.scenario:type_name -> slammesh.types.v1.Scenario
-	20, // 10: slammesh.orchestrator.v1.StartMissionRequest.agents:type_name -> slammesh.types.v1.Agent
-	21, // 11: slammesh.orchestrator.v1.StartMissionRequest.map:type_name -> slammesh.types.v1.MapSpec
-	22, // 12: slammesh.orchestrator.v1.StartMissionRequest.faults:type_name -> slammesh.types.v1.FaultPlan
+	19, // 5: slammesh.orchestrator.v1.Mission.created_at:type_name -> google.protobuf.Timestamp
+	19, // 6: slammesh.orchestrator.v1.Mission.updated_at:type_name -> google.protobuf.Timestamp
+	19, // 7: slammesh.orchestrator.v1.Mission.ended_at:type_name -> google.protobuf.Timestamp
+	20, // 8: slammesh.orchestrator.v1.Mission.poses:type_name -> slammesh.types.v1.AgentPose
+	21, // 9: slammesh.orchestrator.v1.StartMissionRequest.scenario:type_name -> slammesh.types.v1.Scenario
+	22, // 10: slammesh.orchestrator.v1.StartMissionRequest.agents:type_name -> slammesh.types.v1.Agent
+	23, // 11: slammesh.orchestrator.v1.StartMissionRequest.map:type_name -> slammesh.types.v1.MapSpec
+	24, // 12: slammesh.orchestrator.v1.StartMissionRequest.faults:type_name -> slammesh.types.v1.FaultPlan
 	4,  // 13: slammesh.orchestrator.v1.StartMissionResponse.mission:type_name -> slammesh.orchestrator.v1.Mission
 	4,  // 14: slammesh.orchestrator.v1.GetMissionResponse.mission:type_name -> slammesh.orchestrator.v1.Mission
 	0,  // 15: slammesh.orchestrator.v1.ListMissionsRequest.state:type_name -> slammesh.orchestrator.v1.MissionState
 	4,  // 16: slammesh.orchestrator.v1.ListMissionsResponse.missions:type_name -> slammesh.orchestrator.v1.Mission
 	4,  // 17: slammesh.orchestrator.v1.CancelMissionResponse.mission:type_name -> slammesh.orchestrator.v1.Mission
-	23, // 18: slammesh.orchestrator.v1.WatchMissionResponse.event:type_name -> slammesh.events.v1.MissionEvent
+	25, // 18: slammesh.orchestrator.v1.WatchMissionResponse.event:type_name -> slammesh.events.v1.MissionEvent
 	4,  // 19: slammesh.orchestrator.v1.ResumeMissionResponse.mission:type_name -> slammesh.orchestrator.v1.Mission
-	5,  // 20: slammesh.orchestrator.v1.OrchestratorService.StartMission:input_type -> slammesh.orchestrator.v1.StartMissionRequest
-	7,  // 21: slammesh.orchestrator.v1.OrchestratorService.GetMission:input_type -> slammesh.orchestrator.v1.GetMissionRequest
-	9,  // 22: slammesh.orchestrator.v1.OrchestratorService.ListMissions:input_type -> slammesh.orchestrator.v1.ListMissionsRequest
-	11, // 23: slammesh.orchestrator.v1.OrchestratorService.CancelMission:input_type -> slammesh.orchestrator.v1.CancelMissionRequest
-	13, // 24: slammesh.orchestrator.v1.OrchestratorService.WatchMission:input_type -> slammesh.orchestrator.v1.WatchMissionRequest
-	15, // 25: slammesh.orchestrator.v1.OrchestratorService.ResumeMission:input_type -> slammesh.orchestrator.v1.ResumeMissionRequest
-	6,  // 26: slammesh.orchestrator.v1.OrchestratorService.StartMission:output_type -> slammesh.orchestrator.v1.StartMissionResponse
-	8,  // 27: slammesh.orchestrator.v1.OrchestratorService.GetMission:output_type -> slammesh.orchestrator.v1.GetMissionResponse
-	10, // 28: slammesh.orchestrator.v1.OrchestratorService.ListMissions:output_type -> slammesh.orchestrator.v1.ListMissionsResponse
-	12, // 29: slammesh.orchestrator.v1.OrchestratorService.CancelMission:output_type -> slammesh.orchestrator.v1.CancelMissionResponse
-	14, // 30: slammesh.orchestrator.v1.OrchestratorService.WatchMission:output_type -> slammesh.orchestrator.v1.WatchMissionResponse
-	16, // 31: slammesh.orchestrator.v1.OrchestratorService.ResumeMission:output_type -> slammesh.orchestrator.v1.ResumeMissionResponse
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	4,  // 20: slammesh.orchestrator.v1.DeleteMissionResponse.mission:type_name -> slammesh.orchestrator.v1.Mission
+	5,  // 21: slammesh.orchestrator.v1.OrchestratorService.StartMission:input_type -> slammesh.orchestrator.v1.StartMissionRequest
+	7,  // 22: slammesh.orchestrator.v1.OrchestratorService.GetMission:input_type -> slammesh.orchestrator.v1.GetMissionRequest
+	9,  // 23: slammesh.orchestrator.v1.OrchestratorService.ListMissions:input_type -> slammesh.orchestrator.v1.ListMissionsRequest
+	11, // 24: slammesh.orchestrator.v1.OrchestratorService.CancelMission:input_type -> slammesh.orchestrator.v1.CancelMissionRequest
+	13, // 25: slammesh.orchestrator.v1.OrchestratorService.WatchMission:input_type -> slammesh.orchestrator.v1.WatchMissionRequest
+	15, // 26: slammesh.orchestrator.v1.OrchestratorService.ResumeMission:input_type -> slammesh.orchestrator.v1.ResumeMissionRequest
+	17, // 27: slammesh.orchestrator.v1.OrchestratorService.DeleteMission:input_type -> slammesh.orchestrator.v1.DeleteMissionRequest
+	6,  // 28: slammesh.orchestrator.v1.OrchestratorService.StartMission:output_type -> slammesh.orchestrator.v1.StartMissionResponse
+	8,  // 29: slammesh.orchestrator.v1.OrchestratorService.GetMission:output_type -> slammesh.orchestrator.v1.GetMissionResponse
+	10, // 30: slammesh.orchestrator.v1.OrchestratorService.ListMissions:output_type -> slammesh.orchestrator.v1.ListMissionsResponse
+	12, // 31: slammesh.orchestrator.v1.OrchestratorService.CancelMission:output_type -> slammesh.orchestrator.v1.CancelMissionResponse
+	14, // 32: slammesh.orchestrator.v1.OrchestratorService.WatchMission:output_type -> slammesh.orchestrator.v1.WatchMissionResponse
+	16, // 33: slammesh.orchestrator.v1.OrchestratorService.ResumeMission:output_type -> slammesh.orchestrator.v1.ResumeMissionResponse
+	18, // 34: slammesh.orchestrator.v1.OrchestratorService.DeleteMission:output_type -> slammesh.orchestrator.v1.DeleteMissionResponse
+	28, // [28:35] is the sub-list for method output_type
+	21, // [21:28] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_slammesh_orchestrator_v1_orchestrator_proto_init() }
@@ -1402,7 +1505,7 @@ func file_slammesh_orchestrator_v1_orchestrator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc), len(file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	OrchestratorService_CancelMission_FullMethodName = "/slammesh.orchestrator.v1.OrchestratorService/CancelMission"
 	OrchestratorService_WatchMission_FullMethodName  = "/slammesh.orchestrator.v1.OrchestratorService/WatchMission"
 	OrchestratorService_ResumeMission_FullMethodName = "/slammesh.orchestrator.v1.OrchestratorService/ResumeMission"
+	OrchestratorService_DeleteMission_FullMethodName = "/slammesh.orchestrator.v1.OrchestratorService/DeleteMission"
 )
 
 // OrchestratorServiceClient is the client API for OrchestratorService service.
@@ -59,6 +60,16 @@ type OrchestratorServiceClient interface {
 	// fails with FAILED_PRECONDITION (reason MISSION_NOT_FAILED): there is no
 	// compensation to resume.
 	ResumeMission(ctx context.Context, in *ResumeMissionRequest, opts ...grpc.CallOption) (*ResumeMissionResponse, error)
+	// DeleteMission is an operator's action: it removes a finished mission
+	// (COMPLETED, COMPENSATED or FAILED) and all its data now — saga record,
+	// events, barrier marks, map, poses — instead of at the end of the
+	// retention period; GetMission then answers NOT_FOUND (reason
+	// MISSION_EXPIRED). Deleting a FAILED mission abandons its compensation.
+	// A PENDING, RUNNING or COMPENSATING mission fails with
+	// FAILED_PRECONDITION (reason MISSION_NOT_FINISHED): cancel it first. An
+	// unknown mission is NOT_FOUND, so a retried call whose first reply was
+	// lost answers NOT_FOUND (MISSION_EXPIRED).
+	DeleteMission(ctx context.Context, in *DeleteMissionRequest, opts ...grpc.CallOption) (*DeleteMissionResponse, error)
 }
 
 type orchestratorServiceClient struct {
@@ -138,6 +149,16 @@ func (c *orchestratorServiceClient) ResumeMission(ctx context.Context, in *Resum
 	return out, nil
 }
 
+func (c *orchestratorServiceClient) DeleteMission(ctx context.Context, in *DeleteMissionRequest, opts ...grpc.CallOption) (*DeleteMissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteMissionResponse)
+	err := c.cc.Invoke(ctx, OrchestratorService_DeleteMission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OrchestratorServiceServer is the server API for OrchestratorService service.
 // All implementations must embed UnimplementedOrchestratorServiceServer
 // for forward compatibility.
@@ -167,6 +188,16 @@ type OrchestratorServiceServer interface {
 	// fails with FAILED_PRECONDITION (reason MISSION_NOT_FAILED): there is no
 	// compensation to resume.
 	ResumeMission(context.Context, *ResumeMissionRequest) (*ResumeMissionResponse, error)
+	// DeleteMission is an operator's action: it removes a finished mission
+	// (COMPLETED, COMPENSATED or FAILED) and all its data now — saga record,
+	// events, barrier marks, map, poses — instead of at the end of the
+	// retention period; GetMission then answers NOT_FOUND (reason
+	// MISSION_EXPIRED). Deleting a FAILED mission abandons its compensation.
+	// A PENDING, RUNNING or COMPENSATING mission fails with
+	// FAILED_PRECONDITION (reason MISSION_NOT_FINISHED): cancel it first. An
+	// unknown mission is NOT_FOUND, so a retried call whose first reply was
+	// lost answers NOT_FOUND (MISSION_EXPIRED).
+	DeleteMission(context.Context, *DeleteMissionRequest) (*DeleteMissionResponse, error)
 	mustEmbedUnimplementedOrchestratorServiceServer()
 }
 
@@ -194,6 +225,9 @@ func (UnimplementedOrchestratorServiceServer) WatchMission(*WatchMissionRequest,
 }
 func (UnimplementedOrchestratorServiceServer) ResumeMission(context.Context, *ResumeMissionRequest) (*ResumeMissionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResumeMission not implemented")
+}
+func (UnimplementedOrchestratorServiceServer) DeleteMission(context.Context, *DeleteMissionRequest) (*DeleteMissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteMission not implemented")
 }
 func (UnimplementedOrchestratorServiceServer) mustEmbedUnimplementedOrchestratorServiceServer() {}
 func (UnimplementedOrchestratorServiceServer) testEmbeddedByValue()                             {}
@@ -317,6 +351,24 @@ func _OrchestratorService_ResumeMission_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OrchestratorService_DeleteMission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteMissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrchestratorServiceServer).DeleteMission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrchestratorService_DeleteMission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrchestratorServiceServer).DeleteMission(ctx, req.(*DeleteMissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OrchestratorService_ServiceDesc is the grpc.ServiceDesc for OrchestratorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -343,6 +395,10 @@ var OrchestratorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResumeMission",
 			Handler:    _OrchestratorService_ResumeMission_Handler,
+		},
+		{
+			MethodName: "DeleteMission",
+			Handler:    _OrchestratorService_DeleteMission_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/slammesh/slammesh/internal/saga"
+)
+
+func TestOrchestratorOpsFlags(t *testing.T) {
+	env := map[string]string{"SLAMMESH_STEP_TIMEOUT": "merge_maps=20s"}
+	c, err := parseServiceConfig("orchestrator", nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.ops.policy()
+	if p.RetryBudget != saga.DefaultRetryBudget || p.CompensationRetryBudget != saga.DefaultCompensationRetryBudget ||
+		p.AttemptTimeout != saga.DefaultAttemptTimeout || p.StepTimeouts["merge_maps"] != 20*time.Second || c.ops.maxWatchers != 1000 {
+		t.Errorf("defaults with env: %+v, max watchers %d", p, c.ops.maxWatchers)
+	}
+	c, err = parseServiceConfig("orchestrator", []string{"--retry-budget", "90s", "--compensation-retry-budget", "30m",
+		"--step-timeout", "allocate_map=10s,localize_agents=30s", "--max-watchers", "5"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = c.ops.policy()
+	if p.RetryBudget != 90*time.Second || p.CompensationRetryBudget != 30*time.Minute || c.ops.maxWatchers != 5 ||
+		len(p.StepTimeouts) != 2 || p.StepTimeouts["localize_agents"] != 30*time.Second {
+		t.Errorf("flags: %+v, max watchers %d", p, c.ops.maxWatchers)
+	}
+	for _, bad := range [][]string{
+		{"--step-timeout", "warp_drive=1s"},
+		{"--step-timeout", "merge_maps"},
+		{"--step-timeout", "merge_maps=-1s"},
+		{"--retry-budget", "0s"},
+		{"--max-watchers", "0"},
+	} {
+		if _, err := parseServiceConfig("orchestrator", bad, func(string) string { return "" }, io.Discard); !errors.Is(err, errUsage) {
+			t.Errorf("%v: err = %v, want a usage error", bad, err)
+		}
+	}
+}

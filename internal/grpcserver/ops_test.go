@@ -1,0 +1,78 @@
+package grpcserver_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	"github.com/slammesh/slammesh/internal/grpcserver"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+)
+
+// A reply over the send limit fails with RESOURCE_EXHAUSTED
+// (MESSAGE_TOO_LARGE), and the call log says so: gRPC's own refusal comes
+// after the interceptors returned, so it used to be logged as OK.
+func TestOversizedReplyIsLoggedAsFailed(t *testing.T) {
+	const limit = 64 << 10
+	h := start(t, &testService{unary: func(_ context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		return &testgrpc.SimpleResponse{Payload: &testgrpc.Payload{Body: bytes.Repeat([]byte{1}, int(req.GetResponseSize()))}}, nil
+	}}, func(c *grpcserver.Config, _ *grpcserver.Deps) { c.MaxMessageBytes = limit })
+
+	if _, err := h.client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{ResponseSize: limit / 2}); err != nil {
+		t.Fatalf("reply under the limit: %v", err)
+	}
+	_, err := h.client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{ResponseSize: 2 * limit})
+	if status.Code(err) != codes.ResourceExhausted || rpcerr.Reason(err) != grpcserver.ReasonMessageTooLarge {
+		t.Fatalf("reply over the limit: %v (reason %q), want RESOURCE_EXHAUSTED %s", err, rpcerr.Reason(err), grpcserver.ReasonMessageTooLarge)
+	}
+	var codesLogged []any
+	for _, l := range h.logs.find(t, "finished call") {
+		if l["grpc.method"] == "UnaryCall" {
+			codesLogged = append(codesLogged, l["grpc.code"])
+		}
+	}
+	if len(codesLogged) != 2 || codesLogged[0] != "OK" || codesLogged[1] != "ResourceExhausted" {
+		t.Errorf("UnaryCall logged with codes %v, want [OK ResourceExhausted]", codesLogged)
+	}
+}
+
+// A client of a service that was down for several seconds is connected
+// again within about a second of the service's return (gRPC's default
+// reconnect back-off would have grown to several seconds by then, and every
+// call on the connection fails fast until it reconnects).
+func TestDialReconnectsWithinASecond(t *testing.T) {
+	t.Parallel()
+	a := start(t, &testService{}, nil)
+	addr := a.srv.Addr().String()
+	if _, err := a.client.EmptyCall(callCtx(t), &testgrpc.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	// Calls during the outage fail; each failure lets the connection back
+	// off further.
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if _, err := a.client.EmptyCall(callCtx(t), &testgrpc.Empty{}); status.Code(err) != codes.Unavailable {
+			t.Fatalf("call during the outage: %v, want UNAVAILABLE", err)
+		}
+	}
+	start(t, &testService{}, func(c *grpcserver.Config, _ *grpcserver.Deps) { c.GRPCAddr = addr })
+	back := time.Now()
+	for {
+		_, err := a.client.EmptyCall(callCtx(t), &testgrpc.Empty{})
+		if err == nil {
+			break
+		}
+		if took := time.Since(back); took > 3*time.Second {
+			t.Fatalf("client still failing %v after the service came back: %v", took, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("reconnected %v after the service came back", time.Since(back).Round(time.Millisecond))
+}

@@ -1,0 +1,145 @@
+package progress_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/progress"
+)
+
+// blockedClients returns Redis's count of clients blocked in a read.
+func blockedClients(t *testing.T, rdb *redis.Client) int {
+	t.Helper()
+	info, err := rdb.Info(t.Context(), "clients").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "blocked_clients:"); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	t.Fatalf("no blocked_clients in INFO clients:\n%s", info)
+	return 0
+}
+
+// Many watchers of several missions, some of one mission, follow through
+// one blocked connection, each gets every event of its mission in order (a
+// poison entry skipped), and each ends with its mission.
+func TestHubFansOutToManyWatchers(t *testing.T) {
+	t.Parallel()
+	rdb := newClient(t)
+	hub := progress.NewHub(rdb, progress.HubOptions{Logger: quietLogger(), Skips: progress.NewSkips(nil, quietLogger())})
+	defer hub.Close()
+	const missions, perMission, events = 10, 5, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, missions*perMission)
+	for m := range missions {
+		for range perMission {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				var got []string
+				err := hub.Follow(ctx, fmt.Sprint("m", m), "", func(e progress.Event) error {
+					got = append(got, e.Message)
+					return nil
+				})
+				want := make([]string, events)
+				for i := range want {
+					want[i] = "event " + strconv.Itoa(i)
+				}
+				if err != nil || !slices.Equal(got, want) {
+					errs <- fmt.Errorf("watcher of m%d: %v, got %d events %v", m, err, len(got), got)
+				}
+			}()
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for hub.Watchers() < missions*perMission {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d watchers registered, want %d", hub.Watchers(), missions*perMission)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // let the hub's read block over every stream
+	if n := blockedClients(t, rdb); n > 1 {
+		t.Errorf("%d clients blocked in reads for %d watchers, want the hub's one", n, missions*perMission)
+	}
+	pub := progress.NewPublisher(rdb, progress.Options{})
+	for i := range events {
+		for m := range missions {
+			e := stepEvent(fmt.Sprint("m", m), i)
+			if i == events-1 {
+				e.Type = progress.MissionCompleted
+			}
+			if err := pub.Publish(t.Context(), e); err != nil {
+				t.Fatal(err)
+			}
+			if i == events/2 {
+				if err := rdb.XAdd(t.Context(), &redis.XAddArgs{Stream: progress.MissionStream(fmt.Sprint("m", m)), Values: []string{"v", "2", "type", "x"}}).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := hub.Watchers(); n != 0 {
+		t.Errorf("%d watchers left after every mission ended", n)
+	}
+}
+
+// Past MaxWatchers Follow fails at once; Close ends the watchers with
+// ErrHubClosed and refuses new ones.
+func TestHubCapAndClose(t *testing.T) {
+	t.Parallel()
+	rdb := newClient(t)
+	hub := progress.NewHub(rdb, progress.HubOptions{MaxWatchers: 2, Logger: quietLogger()})
+	ended := make(chan error, 2)
+	for i := range 2 {
+		go func() {
+			ended <- hub.Follow(context.Background(), fmt.Sprint("m", i), "", func(progress.Event) error { return nil })
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for hub.Watchers() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("watchers did not register")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := hub.Follow(t.Context(), "m3", "", nil); !errors.Is(err, progress.ErrTooManyWatchers) {
+		t.Fatalf("third watcher: %v, want ErrTooManyWatchers", err)
+	}
+	start := time.Now()
+	hub.Close()
+	for range 2 {
+		select {
+		case err := <-ended:
+			if !errors.Is(err, progress.ErrHubClosed) {
+				t.Errorf("watcher ended with %v, want ErrHubClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a watcher outlived Close by 5s")
+		}
+	}
+	t.Logf("watchers ended %v after Close", time.Since(start))
+	if err := hub.Follow(t.Context(), "m", "", nil); !errors.Is(err, progress.ErrHubClosed) {
+		t.Errorf("Follow after Close: %v, want ErrHubClosed", err)
+	}
+}

@@ -1,0 +1,170 @@
+// Package redischeck refuses a Redis server that cannot keep slammesh's
+// promises, at service start, with a message that names the setting and the
+// fix (docs/architecture.md, "Redis requirements"):
+//
+//   - a version below MinVersion lacks commands the code uses: ZADD … GT
+//     (lease renewal), ZRANGE … BYSCORE REV LIMIT (ListMissions), XAUTOCLAIM
+//     (consumer groups), XADD … NOMKSTREAM (step events), ZMSCORE;
+//   - any maxmemory-policy but noeviction lets Redis drop keys under memory
+//     pressure: allkeys-* evicts saga records and barrier marks, and
+//     volatile-* evicts the TTL'd keys of finished missions before their
+//     retention ends — a mission then silently loses its results, and the
+//     capacity accounting drifts. slammesh bounds its own memory (capacity
+//     budgets, retention); Redis must refuse writes rather than forget.
+//
+// The policy is read with CONFIG GET; managed Redis offerings often disable
+// or rename CONFIG, so the check falls back to INFO memory, which reports
+// maxmemory_policy since Redis 4.
+package redischeck
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MinVersion is the oldest Redis server slammesh runs on: 6.2 brought
+// ZADD GT/LT, ZRANGE BYSCORE REV LIMIT, XAUTOCLAIM, XADD NOMKSTREAM and
+// ZMSCORE.
+var MinVersion = Version{Major: 6, Minor: 2}
+
+// RequiredPolicy is the only maxmemory-policy slammesh accepts.
+const RequiredPolicy = "noeviction"
+
+// Version is a Redis server version, major.minor.patch.
+type Version struct{ Major, Minor, Patch int }
+
+// String formats v as major.minor.patch.
+func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch) }
+
+// Less reports whether v is older than w.
+func (v Version) Less(w Version) bool {
+	if v.Major != w.Major {
+		return v.Major < w.Major
+	}
+	if v.Minor != w.Minor {
+		return v.Minor < w.Minor
+	}
+	return v.Patch < w.Patch
+}
+
+// ParseVersion parses "7.0.15" (also "6.2", and suffixes such as "7.2.4-rc1"
+// on the patch).
+func ParseVersion(s string) (Version, error) {
+	parts := strings.SplitN(strings.TrimSpace(s), ".", 3)
+	if len(parts) < 2 {
+		return Version{}, fmt.Errorf("redis version %q: want major.minor[.patch]", s)
+	}
+	var v Version
+	var err error
+	if v.Major, err = strconv.Atoi(parts[0]); err != nil {
+		return Version{}, fmt.Errorf("redis version %q: major: %w", s, err)
+	}
+	if v.Minor, err = strconv.Atoi(parts[1]); err != nil {
+		return Version{}, fmt.Errorf("redis version %q: minor: %w", s, err)
+	}
+	if len(parts) == 3 {
+		digits := parts[2]
+		if i := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+			digits = digits[:i]
+		}
+		if digits != "" {
+			if v.Patch, err = strconv.Atoi(digits); err != nil {
+				return Version{}, fmt.Errorf("redis version %q: patch: %w", s, err)
+			}
+		}
+	}
+	return v, nil
+}
+
+// InfoField returns the value of field in the text of an INFO reply
+// ("field:value" lines), and whether it is there.
+func InfoField(info, field string) (string, bool) {
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
+		if ok && k == field {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// CheckVersion decides on the redis_version field of an INFO server reply.
+func CheckVersion(info string) (Version, error) {
+	raw, ok := InfoField(info, "redis_version")
+	if !ok {
+		return Version{}, fmt.Errorf("redis: INFO server has no redis_version; slammesh needs Redis %d.%d or newer", MinVersion.Major, MinVersion.Minor)
+	}
+	v, err := ParseVersion(raw)
+	if err != nil {
+		return Version{}, fmt.Errorf("redis: %w", err)
+	}
+	if v.Less(MinVersion) {
+		return v, fmt.Errorf("redis: server version %s is too old: slammesh needs Redis %d.%d or newer "+
+			"(ZADD GT, ZRANGE BYSCORE REV LIMIT, XAUTOCLAIM, XADD NOMKSTREAM); upgrade the server",
+			v, MinVersion.Major, MinVersion.Minor)
+	}
+	return v, nil
+}
+
+// CheckPolicy decides on a maxmemory-policy value.
+func CheckPolicy(policy string) error {
+	if policy == RequiredPolicy {
+		return nil
+	}
+	what := "evicts any key, saga records and barrier marks included"
+	if strings.HasPrefix(policy, "volatile-") {
+		what = "evicts keys with an expiry, the results of finished missions before their retention ends"
+	}
+	return fmt.Errorf("redis: maxmemory-policy is %s, which %s under memory pressure; "+
+		"slammesh needs maxmemory-policy %s (redis.conf: maxmemory-policy %s, or CONFIG SET maxmemory-policy %s)",
+		policy, what, RequiredPolicy, RequiredPolicy, RequiredPolicy)
+}
+
+// Result is what Check found.
+type Result struct {
+	Version Version
+	Policy  string
+	// PolicyFrom says where the policy was read: "CONFIG GET", or "INFO
+	// memory" when CONFIG is disabled or renamed (managed Redis).
+	PolicyFrom string
+	// AOF reports appendonly: yes; without it a Redis restart loses the
+	// writes since the last RDB snapshot (sagas included). A warning, not a
+	// refusal: replicas or snapshots may be the operator's choice.
+	AOF bool
+}
+
+// Check reads the server's version and maxmemory-policy and refuses what
+// slammesh cannot run on. Errors say what to change.
+func Check(ctx context.Context, rdb redis.UniversalClient) (Result, error) {
+	var r Result
+	info, err := rdb.Info(ctx, "server", "memory", "persistence").Result()
+	if err != nil {
+		return r, fmt.Errorf("redis: INFO: %w", err)
+	}
+	if r.Version, err = CheckVersion(info); err != nil {
+		return r, err
+	}
+	if v, ok := InfoField(info, "aof_enabled"); ok {
+		r.AOF = v == "1"
+	}
+	cfg, cfgErr := rdb.ConfigGet(ctx, "maxmemory-policy").Result()
+	if p, ok := cfg["maxmemory-policy"]; cfgErr == nil && ok {
+		r.Policy, r.PolicyFrom = p, "CONFIG GET"
+	} else if p, ok := InfoField(info, "maxmemory_policy"); ok {
+		r.Policy, r.PolicyFrom = p, "INFO memory"
+	} else {
+		why := "CONFIG GET returned no maxmemory-policy"
+		if cfgErr != nil {
+			why = "CONFIG GET failed (" + cfgErr.Error() + ")"
+		}
+		return r, fmt.Errorf("redis: cannot read maxmemory-policy: %s and INFO memory has no maxmemory_policy; "+
+			"slammesh needs maxmemory-policy %s", why, RequiredPolicy)
+	}
+	return r, CheckPolicy(r.Policy)
+}

@@ -1,0 +1,171 @@
+package redischeck_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/redischeck"
+	"github.com/slammesh/slammesh/internal/redistest"
+)
+
+func TestParseVersion(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want redischeck.Version
+		err  bool
+	}{
+		{in: "7.0.15", want: redischeck.Version{Major: 7, Minor: 0, Patch: 15}},
+		{in: "6.2", want: redischeck.Version{Major: 6, Minor: 2}},
+		{in: "7.2.4-rc1", want: redischeck.Version{Major: 7, Minor: 2, Patch: 4}},
+		{in: "255.255.255", want: redischeck.Version{Major: 255, Minor: 255, Patch: 255}},
+		{in: "7", err: true},
+		{in: "x.2.0", err: true},
+		{in: "", err: true},
+	}
+	for _, tt := range tests {
+		got, err := redischeck.ParseVersion(tt.in)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("ParseVersion(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+// infoServer is the start of a real INFO server reply.
+func infoServer(version string) string {
+	return "# Server\r\nredis_version:" + version + "\r\nredis_git_sha1:00000000\r\nredis_mode:standalone\r\n"
+}
+
+func TestCheckVersion(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		info string
+		ok   bool
+	}{
+		{info: infoServer("5.0.14")},
+		{info: infoServer("6.0.16")},
+		{info: infoServer("6.2.0"), ok: true},
+		{info: infoServer("6.2.14"), ok: true},
+		{info: infoServer("7.0.15"), ok: true},
+		{info: infoServer("10.0.0"), ok: true},
+		{info: "# Server\r\nredis_mode:standalone\r\n"},
+	}
+	for _, tt := range tests {
+		_, err := redischeck.CheckVersion(tt.info)
+		if (err == nil) != tt.ok {
+			t.Errorf("CheckVersion(%q) = %v, want ok %v", tt.info, err, tt.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "6.2") {
+			t.Errorf("CheckVersion(%q): message %q does not name the version needed", tt.info, err)
+		}
+	}
+}
+
+func TestCheckPolicy(t *testing.T) {
+	t.Parallel()
+	if err := redischeck.CheckPolicy("noeviction"); err != nil {
+		t.Errorf("noeviction refused: %v", err)
+	}
+	for _, p := range []string{"allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-ttl", "volatile-random"} {
+		err := redischeck.CheckPolicy(p)
+		if err == nil {
+			t.Errorf("%s accepted", p)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "maxmemory-policy is "+p) || !strings.Contains(msg, "maxmemory-policy noeviction") {
+			t.Errorf("%s: message %q names neither the setting nor the fix", p, msg)
+		}
+	}
+}
+
+func TestCheckRealServer(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	ctx := t.Context()
+	r, err := redischeck.Check(ctx, rdb)
+	if err != nil {
+		t.Fatalf("default redis-server refused: %v", err)
+	}
+	if r.Policy != "noeviction" || r.PolicyFrom != "CONFIG GET" || r.Version.Less(redischeck.MinVersion) {
+		t.Errorf("result %+v", r)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory-policy", "volatile-lru").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := redischeck.Check(ctx, rdb); err == nil || !strings.Contains(err.Error(), "maxmemory-policy is volatile-lru") {
+		t.Errorf("volatile-lru: %v", err)
+	}
+}
+
+// spawn starts redis-server with extra arguments on a free port, for the
+// settings redistest does not make (a policy given on the command line, a
+// renamed CONFIG).
+func spawn(t *testing.T, args ...string) *redis.Client {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	all := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, args...)
+	cmd := exec.Command("redis-server", all...)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("redis-server: %v (make deps installs it)", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
+	t.Cleanup(func() { _ = rdb.Close() })
+	deadline := time.Now().Add(20 * time.Second)
+	for rdb.Ping(t.Context()).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server %v did not answer", all)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return rdb
+}
+
+func TestCheckRefusesEvictingServer(t *testing.T) {
+	t.Parallel()
+	rdb := spawn(t, "--maxmemory-policy", "allkeys-lru")
+	_, err := redischeck.Check(context.WithoutCancel(t.Context()), rdb)
+	if err == nil {
+		t.Fatal("redis-server --maxmemory-policy allkeys-lru accepted")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "maxmemory-policy is allkeys-lru") || !strings.Contains(msg, "maxmemory-policy noeviction") {
+		t.Errorf("message %q names neither the setting nor the fix", msg)
+	}
+}
+
+func TestCheckWithoutConfigCommand(t *testing.T) {
+	t.Parallel()
+	// Managed Redis disables CONFIG: the policy is read from INFO memory.
+	for _, tt := range []struct {
+		policy string
+		ok     bool
+	}{{policy: "noeviction", ok: true}, {policy: "allkeys-lfu"}} {
+		t.Run(tt.policy, func(t *testing.T) {
+			t.Parallel()
+			rdb := spawn(t, "--maxmemory-policy", tt.policy, "--rename-command", "CONFIG", "")
+			r, err := redischeck.Check(t.Context(), rdb)
+			if (err == nil) != tt.ok {
+				t.Fatalf("Check: %v, want ok %v", err, tt.ok)
+			}
+			if r.PolicyFrom != "INFO memory" || r.Policy != tt.policy {
+				t.Errorf("policy %q read from %q, want %q from INFO memory", r.Policy, r.PolicyFrom, tt.policy)
+			}
+		})
+	}
+}

@@ -1,0 +1,155 @@
+package saga
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotFinished refuses to delete a saga that an engine still drives
+// (Pending, Running or Compensating).
+var ErrNotFinished = errors.New("saga not finished")
+
+// deleteScript deletes every key of a finished mission, only while its
+// record says it is finished. It touches only the mission's own keys (one
+// slot); the global index and tombstone are written after it.
+//
+// KEYS[1] record hash, KEYS[2..] the mission's other keys.
+// Returns 0 when the record is missing, the state when it is not terminal
+// (nothing deleted), 1 when deleted.
+var deleteScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then
+  return 0
+end
+if st ~= 'completed' and st ~= 'compensated' and st ~= 'failed' then
+  return st
+end
+redis.call('DEL', unpack(KEYS))
+return 1
+`)
+
+// Delete removes a finished (Completed, Compensated or Failed) mission and
+// every key it owns now, then drops it from the mission index and leaves a
+// tombstone in GoneKey. It returns ErrNotFound when no record exists and an
+// error wrapping ErrNotFinished, naming the state, when an engine still
+// drives the saga. Delete is idempotent on the index: a retry after a lost
+// reply finds the record gone (ErrNotFound) and Trim finishes the index
+// entry if the second round trip was lost.
+func (s *Store) Delete(ctx context.Context, key string, now time.Time) error {
+	reply, err := deleteScript.Run(ctx, s.rdb, s.retention.keys(key)).Result()
+	if err != nil {
+		return fmt.Errorf("delete saga %s: %w", key, err)
+	}
+	switch v := reply.(type) {
+	case int64:
+		if v == 0 {
+			return fmt.Errorf("delete saga %s: %w", key, ErrNotFound)
+		}
+	case string:
+		return fmt.Errorf("delete saga %s: it is %s: %w", key, v, ErrNotFinished)
+	default:
+		return fmt.Errorf("delete saga %s: unexpected reply %v", key, reply)
+	}
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, GoneKey, redis.Z{Score: float64(now.UnixMilli()), Member: key})
+		p.ZRem(ctx, MissionsKey, key)
+		p.ZRem(ctx, ActiveKey, key)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("delete saga %s: unindex: %w", key, err)
+	}
+	return nil
+}
+
+// Vanished reports whether mission key existed and its data is gone
+// (expired after its retention, or deleted): it is still in the mission
+// index (its record expired and Trim has not run since) or has a tombstone
+// in GoneKey. Call it after a Load returned ErrNotFound.
+func (s *Store) Vanished(ctx context.Context, key string) (bool, error) {
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZScore(ctx, GoneKey, key)
+		p.ZScore(ctx, MissionsKey, key)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, fmt.Errorf("saga %s tombstone: %w", key, err)
+	}
+	for _, c := range cmds {
+		if c.Err() == nil {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// trimBatch is how many index entries one round trip of Trim checks.
+const trimBatch = 500
+
+// Trim is the janitor of the global mission index; every orchestrator runs it
+// periodically, and any number may run it at once (every write is
+// idempotent). It drops from MissionsKey the missions created more than one
+// retention TTL before now whose record is gone (expired), leaving a
+// tombstone in GoneKey for each, and drops tombstones older than one
+// retention TTL. It checks at most limit index entries (the oldest first:
+// failed missions, which never expire, are checked again on every call) and
+// returns how many missions it dropped. Without a retention TTL it does
+// nothing.
+func (s *Store) Trim(ctx context.Context, now time.Time, limit int) (int, error) {
+	ttl := s.retention.TTL
+	if ttl <= 0 {
+		return 0, nil
+	}
+	cutoff := now.Add(-ttl).UnixMilli()
+	if err := s.rdb.ZRemRangeByScore(ctx, GoneKey, "-inf", "("+strconv.FormatInt(cutoff, 10)).Err(); err != nil {
+		return 0, fmt.Errorf("trim tombstones: %w", err)
+	}
+	dropped, offset := 0, 0
+	for checked := 0; checked < limit; {
+		keys, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+			Key: MissionsKey, Start: "-inf", Stop: "(" + strconv.FormatInt(cutoff, 10), ByScore: true,
+			Offset: int64(offset), Count: int64(min(trimBatch, limit-checked)),
+		}).Result()
+		if err != nil {
+			return dropped, fmt.Errorf("trim mission index: %w", err)
+		}
+		if len(keys) == 0 {
+			return dropped, nil
+		}
+		checked += len(keys)
+		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Exists(ctx, RecordKey(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return dropped, fmt.Errorf("trim mission index: %w", err)
+		}
+		var gone []string
+		for i, c := range cmds {
+			if c.(*redis.IntCmd).Val() == 0 {
+				gone = append(gone, keys[i])
+			}
+		}
+		if len(gone) > 0 {
+			if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, k := range gone {
+					p.ZAddNX(ctx, GoneKey, redis.Z{Score: float64(now.UnixMilli()), Member: k})
+					p.ZRem(ctx, MissionsKey, k)
+				}
+				return nil
+			}); err != nil {
+				return dropped, fmt.Errorf("trim mission index: %w", err)
+			}
+			dropped += len(gone)
+		}
+		// The entries kept (records still there) stay ahead of the next page.
+		offset += len(keys) - len(gone)
+	}
+	return dropped, nil
+}

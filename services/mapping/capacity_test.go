@@ -1,0 +1,149 @@
+package mapping_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+
+	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
+	"github.com/slammesh/slammesh/internal/mapstore"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/saga"
+	"github.com/slammesh/slammesh/internal/steptest"
+	"github.com/slammesh/slammesh/services/mapping"
+)
+
+// setState writes the saga state of mission m, as the orchestrator would.
+func setState(t *testing.T, rdb *redis.Client, m string, st saga.State) {
+	t.Helper()
+	if err := rdb.HSet(steptest.Context(t), saga.RecordKey(m), "state", string(st)).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mapExists(t *testing.T, rdb *redis.Client, m string) bool {
+	t.Helper()
+	return rdb.Exists(steptest.Context(t), mapstore.Key(m)).Val() == 1
+}
+
+// cellsHeld sums the cells of the maps in Redis (SCAN over the keyspace).
+func cellsHeld(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	ctx := steptest.Context(t)
+	var sum int64
+	iter := rdb.Scan(ctx, 0, "slammesh:{*}:map", 1000).Iterator()
+	for iter.Next(ctx) {
+		n, err := rdb.HGet(ctx, iter.Val(), "cells").Int64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += n
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return sum
+}
+
+func allocate(t *testing.T, e *env, m string) error {
+	t.Helper()
+	_, err := e.client.AllocateMap(steptest.Context(t), &mappingv1.AllocateMapRequest{Saga: e.Saga(m), Spec: office()})
+	return err
+}
+
+// Completed missions' maps leave the in-flight budget for the retained one,
+// whose oldest maps are evicted: missions keep starting far past what the
+// in-flight budget alone holds, and a running mission's map is never
+// evicted.
+func TestFinishedMissionsDoNotBlockNewOnes(t *testing.T) {
+	t.Parallel()
+	e := start(t, mapping.Config{CapacityCells: 2 * officeCells, RetainedCells: 2 * officeCells})
+	ctx := steptest.Context(t)
+	setState(t, e.Redis, "running", saga.Running)
+	if err := allocate(t, e, "running"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	for i := range n {
+		m := fmt.Sprintf("m-%02d", i)
+		setState(t, e.Redis, m, saga.Running)
+		if err := allocate(t, e, m); err != nil {
+			t.Fatalf("mission %d: %v", i, err)
+		}
+		setState(t, e.Redis, m, saga.Completed)
+	}
+	if !mapExists(t, e.Redis, "running") {
+		t.Error("the running mission's map was evicted")
+	}
+	if !mapExists(t, e.Redis, fmt.Sprintf("m-%02d", n-2)) || mapExists(t, e.Redis, "m-00") {
+		t.Error("eviction is not oldest first")
+	}
+	u, err := mapstore.ReadUsage(ctx, e.Redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.InFlight() > 2*officeCells || u.Retained > 2*officeCells {
+		t.Errorf("usage %+v over the budgets", u)
+	}
+	if held := cellsHeld(t, e.Redis); held != u.Held {
+		t.Errorf("counter says %d cells held, the maps in Redis hold %d", u.Held, held)
+	}
+}
+
+// A map that left Redis with its mission (retention, DeleteMission) gives
+// its cells back at the next janitor pass — here the one a full budget
+// triggers.
+func TestVanishedMapIsUncharged(t *testing.T) {
+	t.Parallel()
+	e := start(t, mapping.Config{CapacityCells: officeCells})
+	setState(t, e.Redis, "a", saga.Running)
+	setState(t, e.Redis, "b", saga.Running)
+	if err := allocate(t, e, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Redis.Del(steptest.Context(t), mapstore.Key("a"), saga.RecordKey("a")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := allocate(t, e, "b"); err != nil {
+		t.Fatalf("allocation after the first map expired: %v", err)
+	}
+	if got := capacityUsed(t, e.Redis); got != officeCells {
+		t.Errorf("capacity = %d, want %d", got, officeCells)
+	}
+}
+
+// A corrupt counter (negative, or not a number) is recounted from the maps
+// held, never answered INTERNAL.
+func TestCorruptCounterIsRepaired(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{"-6120000", "garbage"} {
+		t.Run(bad, func(t *testing.T) {
+			t.Parallel()
+			e := start(t, mapping.Config{CapacityCells: 3 * officeCells})
+			ctx := steptest.Context(t)
+			setState(t, e.Redis, "a", saga.Running)
+			setState(t, e.Redis, "b", saga.Running)
+			if err := allocate(t, e, "a"); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Redis.Set(ctx, mapstore.CapacityKey, bad, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := allocate(t, e, "b"); err != nil {
+				t.Fatalf("allocation on a corrupt counter: %v", err)
+			}
+			if got := capacityUsed(t, e.Redis); got != 2*officeCells {
+				t.Errorf("capacity after repair = %d, want %d", got, 2*officeCells)
+			}
+			// Repaired once, the budget holds again.
+			setState(t, e.Redis, "c", saga.Running)
+			setState(t, e.Redis, "d", saga.Running)
+			if err := allocate(t, e, "c"); err != nil {
+				t.Fatal(err)
+			}
+			steptest.WantStatus(t, allocate(t, e, "d"), codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
+		})
+	}
+}

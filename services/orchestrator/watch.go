@@ -1,0 +1,133 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+)
+
+// watchBatch is how many events one stream read returns to a watcher.
+const watchBatch = 256
+
+// reasonTooManyWatchers is the ErrorInfo reason of a watch refused because
+// this orchestrator serves Config.MaxWatchers already (docs/architecture.md).
+const reasonTooManyWatchers = "TOO_MANY_WATCHERS"
+
+// newHub builds the server's stream hub: one blocking read for all watchers,
+// on deps.StreamRedis when given, capped at cfg.MaxWatchers; the entries it
+// skips are recorded in skips.
+func newHub(cfg Config, deps Deps, skips *progress.Skips, log *slog.Logger) *progress.Hub {
+	rdb := deps.StreamRedis
+	if rdb == nil {
+		rdb = deps.Redis
+	}
+	return progress.NewHub(rdb, progress.HubOptions{
+		MaxWatchers: cfg.MaxWatchers,
+		Skips:       skips,
+		Logger:      log,
+	})
+}
+
+// WatchMission streams a mission's events from its start (or after
+// from_stream_id) until its next terminal event. For a mission that has
+// already ended it replays what is left of the stream and returns, so a
+// watcher that resumes after the last event does not hang. Entries of the
+// stream that cannot be decoded are skipped (and counted). Past
+// Config.MaxWatchers it fails RESOURCE_EXHAUSTED; when the server starts
+// draining it ends with UNAVAILABLE, and the client resumes on another
+// replica from the last event id it got.
+func (s *Server) WatchMission(req *orchestratorv1.WatchMissionRequest, stream grpc.ServerStreamingServer[orchestratorv1.WatchMissionResponse]) error {
+	ctx := stream.Context()
+	key := req.GetMissionId()
+	if err := checkMissionID("mission_id", key); err != nil {
+		return err
+	}
+	from := req.GetFromStreamId()
+	if from != "" && !isStreamID(from) {
+		return rpcerr.InvalidArgument("from_stream_id", "not a stream entry id such as 1700000000000-0")
+	}
+	rec, err := s.store.Load(ctx, key)
+	if err != nil {
+		return s.loadError(ctx, key, err)
+	}
+	send := func(e progress.Event) error {
+		if err := stream.Send(&orchestratorv1.WatchMissionResponse{Event: progressgrpc.ToProto(e)}); err != nil {
+			return fmt.Errorf("send event: %w", err)
+		}
+		return nil
+	}
+	if !rec.State.Terminal() {
+		err = s.hub.Follow(ctx, key, from, send)
+	} else {
+		err = s.replay(ctx, key, from, send)
+	}
+	if err == nil {
+		return nil
+	}
+	return s.watchError(ctx, "watch mission", err)
+}
+
+// watchError turns the error of a watch or wait into its status: the
+// caller's context, the hub's refusals, a status already made, or a store
+// failure.
+func (s *Server) watchError(ctx context.Context, op string, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return contextStatus(ctx)
+	case errors.Is(err, progress.ErrHubClosed):
+		return errDraining
+	case errors.Is(err, progress.ErrTooManyWatchers):
+		return rpcerr.New(codes.ResourceExhausted, reasonTooManyWatchers,
+			fmt.Sprintf("this orchestrator follows %d missions for watchers already; retry later or on another replica", s.hub.Watchers()))
+	case rpcerr.IsStatus(err):
+		return err
+	default:
+		return s.storeError(ctx, op, err)
+	}
+}
+
+// replay sends the events of an ended mission after entry id after, up to
+// the first terminal one, without blocking.
+func (s *Server) replay(ctx context.Context, key, after string, send func(progress.Event) error) error {
+	stream := progress.MissionStream(key)
+	for {
+		events, last, err := progress.ReadBatch(ctx, s.rdb, s.skips, stream, after, watchBatch, 0)
+		if err != nil || last == "" {
+			return err
+		}
+		for _, e := range events {
+			if err := send(e); err != nil {
+				return err
+			}
+			if e.Type.Terminal() {
+				return nil
+			}
+		}
+		after = last
+	}
+}
+
+// isStreamID accepts Redis stream ids: "<ms>" or "<ms>-<seq>".
+func isStreamID(id string) bool {
+	ms, seq, hasSeq := strings.Cut(id, "-")
+	if _, err := strconv.ParseUint(ms, 10, 64); err != nil {
+		return false
+	}
+	if hasSeq {
+		if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+			return false
+		}
+	}
+	return true
+}
