@@ -31,6 +31,8 @@ type serviceConfig struct {
 	// missions resume elsewhere: within leaseTTL + recoveryInterval.
 	leaseTTL         time.Duration
 	recoveryInterval time.Duration
+	// jaegerURL is the Jaeger UI the console links traces to; empty: no link.
+	jaegerURL string
 
 	// mapping
 	capacityCells uint64
@@ -155,11 +157,17 @@ func addSpecific(e *envFlags, c *serviceConfig, service string) {
 		e.string(&c.localizationAddr, "localization-addr", "SLAMMESH_LOCALIZATION_ADDR", "localhost:50053", "localization service gRPC target")
 		e.string(&c.mergeAddr, "merge-addr", "SLAMMESH_MERGE_ADDR", "localhost:50054", "merge service gRPC target")
 		addRecovery(e, c)
+		addConsole(e, c)
 	case "mapping":
 		e.uint64(&c.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
 	case "localization":
 		e.int(&c.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")
 	}
+}
+
+// addConsole registers the console's flags.
+func addConsole(e *envFlags, c *serviceConfig) {
+	e.string(&c.jaegerURL, "jaeger-ui-url", "JAEGER_UI_URL", "", "Jaeger UI base URL the console links mission traces to, e.g. http://localhost:16686")
 }
 
 // addRecovery registers the orchestrator's lease and recovery flags.
@@ -213,6 +221,12 @@ type devConfig struct {
 	redisURL  string
 	redisPort int
 	demo      bool
+	// freePorts binds every service to a free port instead of the
+	// production ones (tests; several meshes on one machine).
+	freePorts bool
+	// logFile receives the services' JSON logs: empty for a fresh temporary
+	// file, "-" for stderr.
+	logFile string
 }
 
 func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer) (devConfig, error) {
@@ -229,7 +243,10 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	e.uint64(&c.base.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
 	e.int(&c.base.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")
 	addRecovery(e, &c.base)
+	addConsole(e, &c.base)
 	fs.BoolVar(&c.demo, "demo", false, "once up, run one demo mission and print its progress")
+	fs.BoolVar(&c.freePorts, "free-ports", false, "bind every service to a free port instead of 50051-50054 and 9091-9094 (the addresses are printed)")
+	e.string(&c.logFile, "log-file", "SLAMMESH_LOG_FILE", "", "file the services' JSON logs go to; empty: a new temporary file, -: stderr")
 	if err := e.parse(args); err != nil {
 		return c, err
 	}

@@ -130,6 +130,9 @@ func registerOrchestrator(ctx context.Context, cfg serviceConfig, n *node) error
 		return err
 	}
 	orchestratorv1.RegisterOrchestratorServiceServer(n.srv, s)
+	if err := mountConsole(cfg, n, mappingv1.NewMappingServiceClient(mc)); err != nil {
+		return err
+	}
 	shutdown := func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, cfg.grace)
 		defer cancel()
