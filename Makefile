@@ -21,9 +21,10 @@ build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/slammesh ./cmd/slammesh
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/slamctl ./cmd/slamctl
 
-## deps: make sure redis-server is installed (tests start their own on free ports)
+## deps: make sure redis-server (tests start their own on free ports) and chromium (the console's browser test) are installed
 deps:
 	@./scripts/ensure-redis.sh
+	@./scripts/ensure-chromium.sh
 
 ## test: what CI runs: static checks, race tests, fuzz smoke, end to end, chaos
 test: deps check unit fuzz e2e chaos

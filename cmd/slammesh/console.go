@@ -56,9 +56,9 @@ func selfTarget(addr net.Addr) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp.Port))
 }
 
-// consoleURL is the console's address for people, from the HTTP port's
-// bound address.
-func consoleURL(addr net.Addr) string {
+// httpURL is the root URL of an HTTP port for people, from its
+// bound address (the console, /metrics).
+func httpURL(addr net.Addr) string {
 	tcp, ok := addr.(*net.TCPAddr)
 	if !ok {
 		return "http://" + addr.String() + "/"

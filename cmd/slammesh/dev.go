@@ -87,11 +87,11 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	orchDone := make(chan error, 1)
 	go func() { orchDone <- orch.serve(ctx) }()
 
-	console := consoleURL(orch.srv.HTTPAddr())
+	console := httpURL(orch.srv.HTTPAddr())
 	fmt.Fprintf(stdout, "slammesh dev: the mesh is up\n")
 	fmt.Fprintf(stdout, "  orchestrator  %-21s console %s\n", orch.srv.Addr(), console)
 	for _, n := range steps {
-		fmt.Fprintf(stdout, "  %-13s %s\n", n.name, n.srv.Addr())
+		fmt.Fprintf(stdout, "  %-13s %-21s metrics %smetrics\n", n.name, n.srv.Addr(), httpURL(n.srv.HTTPAddr()))
 	}
 	fmt.Fprintf(stdout, "  redis         %s (%s)\n", opts.Addr, redisNote)
 	fmt.Fprintf(stdout, "  logs          %s\n", logName)

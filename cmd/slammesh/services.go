@@ -56,7 +56,11 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 	case mapping.ServiceName:
 		spec.interceptors = stepInterceptors(mapping.ServiceName, mapping.ActionMethods, mapping.CompensationMethods)
 		spec.register = func(_ context.Context, n *node) error {
-			mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells}, n.rdb, barrier.New(n.rdb), n.log).Register(n.srv)
+			s := mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells}, n.rdb, barrier.New(n.rdb), n.log)
+			if err := s.RegisterMetrics(n.tel.Meter()); err != nil {
+				return err
+			}
+			s.Register(n.srv)
 			return nil
 		}
 	case localization.ServiceName:
