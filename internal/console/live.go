@@ -266,7 +266,7 @@ func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
 		_, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
 		cancel()
 		if err != nil {
-			c.renderRPCError(w, r, fmt.Sprintf("mission %q", id), err)
+			c.renderRPCError(w, r, "mission "+id, err)
 			return
 		}
 	}

@@ -35,12 +35,12 @@ func (c *Console) serveMap(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	mresp, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
 	if err != nil {
-		c.renderRPCError(w, r, fmt.Sprintf("mission %q", id), err)
+		c.renderRPCError(w, r, "mission "+id, err)
 		return
 	}
 	resp, err := c.deps.Maps.GetMap(ctx, &mappingv1.GetMapRequest{MissionId: id})
 	if err != nil {
-		c.renderRPCError(w, r, fmt.Sprintf("map of mission %q", id), err)
+		c.renderRPCError(w, r, "map of mission "+id, err)
 		return
 	}
 	png, err := drawMap(resp.GetGrid(), mresp.GetMission().GetPoses())

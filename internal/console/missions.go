@@ -184,7 +184,7 @@ func (c *Console) serveMission(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	resp, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
 	if err != nil {
-		c.renderRPCError(w, r, fmt.Sprintf("mission %q", id), err)
+		c.renderRPCError(w, r, "mission "+id, err)
 		return
 	}
 	m := resp.GetMission()
@@ -245,7 +245,7 @@ func (c *Console) serveCancel(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := c.call(r.Context())
 	defer cancel()
 	if _, err := c.deps.Orchestrator.CancelMission(ctx, &orchestratorv1.CancelMissionRequest{MissionId: id, Reason: "cancelled from the console"}); err != nil {
-		c.renderRPCError(w, r, fmt.Sprintf("cancel mission %q", id), err)
+		c.renderRPCError(w, r, "cancel mission "+id, err)
 		return
 	}
 	http.Redirect(w, r, "/missions/"+url.PathEscape(id), http.StatusSeeOther)
@@ -257,7 +257,7 @@ func (c *Console) serveResume(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := c.call(r.Context())
 	defer cancel()
 	if _, err := c.deps.Orchestrator.ResumeMission(ctx, &orchestratorv1.ResumeMissionRequest{MissionId: id}); err != nil {
-		c.renderRPCError(w, r, fmt.Sprintf("resume mission %q", id), err)
+		c.renderRPCError(w, r, "resume mission "+id, err)
 		return
 	}
 	http.Redirect(w, r, "/missions/"+url.PathEscape(id), http.StatusSeeOther)
