@@ -101,7 +101,10 @@ func ruleExprs(t *testing.T) []string {
 	return exprs
 }
 
-var metricsURLRe = regexp.MustCompile(`(http://\S+/)metrics`)
+var (
+	metricsURLRe = regexp.MustCompile(`(http://\S+/)metrics`)
+	byLabels     = regexp.MustCompile(`\bby \(([^)]*)\)`)
+)
 
 // TestObservabilityNamesExported: every metric the Grafana dashboard and the
 // alert rules name is exported by the real services, scraped from their
@@ -132,7 +135,11 @@ func TestObservabilityNamesExported(t *testing.T) {
 		t.Fatalf("found %d HTTP ports in the mesh's output, want 4:\n%s", len(urls), out)
 	}
 	exported := make(map[string]bool)
+	// Labels: "service" is added by Prometheus' scrape config, "le" is every
+	// histogram bucket's.
+	labels := map[string]bool{"service": true, "le": true}
 	sample := regexp.MustCompile(`(?m)^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]`)
+	label := regexp.MustCompile(`[{,]([a-zA-Z_][a-zA-Z0-9_]*)="`)
 	for _, u := range urls {
 		resp, err := http.Get(u + "metrics")
 		if err != nil {
@@ -146,6 +153,9 @@ func TestObservabilityNamesExported(t *testing.T) {
 		for _, m := range sample.FindAllStringSubmatch(string(b), -1) {
 			exported[m[1]] = true
 		}
+		for _, m := range label.FindAllStringSubmatch(string(b), -1) {
+			labels[m[1]] = true
+		}
 	}
 
 	var referenced []string
@@ -153,6 +163,13 @@ func TestObservabilityNamesExported(t *testing.T) {
 		names := exprNames(e)
 		if len(names) == 0 {
 			t.Errorf("no metric found in %q", e)
+		}
+		for _, g := range byLabels.FindAllStringSubmatch(e, -1) {
+			for _, l := range strings.Split(g[1], ",") {
+				if l = strings.TrimSpace(l); !labels[l] {
+					t.Errorf("label %s (in %q) is on no exported series", l, e)
+				}
+			}
 		}
 		for _, n := range names {
 			if !exported[n] {
