@@ -104,6 +104,7 @@ func ruleExprs(t *testing.T) []string {
 var (
 	metricsURLRe = regexp.MustCompile(`(http://\S+/)metrics`)
 	byLabels     = regexp.MustCompile(`\bby \(([^)]*)\)`)
+	capacityUsed = regexp.MustCompile(`(?m)^slammesh_mapping_capacity_used(?:\{[^}]*\})? (\S+)$`)
 )
 
 // TestObservabilityNamesExported: every metric the Grafana dashboard and the
@@ -140,6 +141,7 @@ func TestObservabilityNamesExported(t *testing.T) {
 	labels := map[string]bool{"service": true, "le": true}
 	sample := regexp.MustCompile(`(?m)^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]`)
 	label := regexp.MustCompile(`[{,]([a-zA-Z_][a-zA-Z0-9_]*)="`)
+	capacitySeen := false
 	for _, u := range urls {
 		resp, err := http.Get(u + "metrics")
 		if err != nil {
@@ -153,11 +155,22 @@ func TestObservabilityNamesExported(t *testing.T) {
 		for _, m := range sample.FindAllStringSubmatch(string(b), -1) {
 			exported[m[1]] = true
 		}
+		// The completed mission still holds its map: the capacity gauge,
+		// read from the shared counter, says so.
+		if m := capacityUsed.FindStringSubmatch(string(b)); m != nil {
+			capacitySeen = true
+			if m[1] == "0" {
+				t.Errorf("slammesh_mapping_capacity_used is 0 with a completed mission holding its map")
+			}
+		}
 		for _, m := range label.FindAllStringSubmatch(string(b), -1) {
 			labels[m[1]] = true
 		}
 	}
 
+	if !capacitySeen {
+		t.Error("no service exports slammesh_mapping_capacity_used")
+	}
 	var referenced []string
 	for _, e := range exprs {
 		names := exprNames(e)
