@@ -128,6 +128,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	screenshot(t, bctx, artifacts, "console-mission-cancelled.png")
 
+	// The fleet view: rates, states, reasons and step latencies.
+	do(t, bctx, chromedp.Navigate(base+"/fleet"))
+	steps := eval[[]string](t, bctx, `Array.from(document.querySelectorAll('#latency tbody tr td:first-child')).map(td => td.textContent)`)
+	if !slices.Equal(steps, []string{"allocate_map", "localize_agents", "merge_maps"}) {
+		t.Errorf("fleet latency rows %v, want the three steps", steps)
+	}
+	if text := eval[string](t, bctx, `document.body.innerText`); !strings.Contains(text, "INSUFFICIENT_OVERLAP") || !strings.Contains(text, "MISSION_CANCELLED") {
+		t.Errorf("fleet view does not list the compensations' reasons:\n%s", text)
+	}
+	screenshot(t, bctx, artifacts, "console-fleet.png")
+
 	// A mission id with markup is shown as text, on a 404 page.
 	do(t, bctx, chromedp.Navigate(base+"/missions/%3Cscript%3Ealert(1)%3C%2Fscript%3E"))
 	msg := eval[string](t, bctx, `document.getElementById("error-message").textContent`)
