@@ -222,7 +222,10 @@ func (c *Console) serveMission(w http.ResponseWriter, r *http.Request) {
 	if c.deps.JaegerURL != "" && m.GetTraceId() != "" {
 		page.TraceURL = c.deps.JaegerURL + "/trace/" + url.PathEscape(m.GetTraceId())
 	}
-	page.HasMap = c.deps.Maps != nil && m.GetMapId() != "" && m.GetMapVersion() > 0
+	// A compensated mission's map was released (or its merge reverted):
+	// there is nothing left to draw.
+	page.HasMap = c.deps.Maps != nil && m.GetMapId() != "" && m.GetMapVersion() > 0 &&
+		m.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPENSATED
 	switch m.GetState() {
 	case orchestratorv1.MissionState_MISSION_STATE_PENDING, orchestratorv1.MissionState_MISSION_STATE_RUNNING,
 		orchestratorv1.MissionState_MISSION_STATE_COMPLETED:
