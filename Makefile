@@ -21,9 +21,10 @@ build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/slammesh ./cmd/slammesh
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/slamctl ./cmd/slamctl
 
-## deps: make sure redis-server is installed (tests start their own on free ports)
+## deps: make sure redis-server (tests start their own on free ports) and chromium (the console's browser test) are installed
 deps:
 	@./scripts/ensure-redis.sh
+	@./scripts/ensure-chromium.sh
 
 ## test: what CI runs: static checks, race tests, fuzz smoke, end to end, chaos, the 2-minute soak
 test: deps check unit fuzz e2e chaos soak-ci
@@ -32,8 +33,14 @@ test: deps check unit fuzz e2e chaos soak-ci
 unit:
 	$(GO) test -race -count=1 ./...
 
-## check: gofmt, go vet, buf lint, generated code up to date
-check: lint gen-check
+## check: gofmt, go vet, buf lint, generated code up to date, alert rules valid
+check: lint gen-check rules
+
+## rules: the Prometheus alert rules pass promtool, a Go tool of its own module
+## (tools/promtool/go.mod) so Prometheus' dependency graph stays out of go.mod
+.PHONY: rules
+rules:
+	$(GO) tool -modfile=tools/promtool/go.mod promtool check rules deploy/observability/prometheus/alerts.yml
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

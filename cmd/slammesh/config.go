@@ -42,6 +42,8 @@ type serviceConfig struct {
 	recoveryInterval time.Duration
 	// retention is how long a finished mission keeps its data.
 	retention time.Duration
+	// jaegerURL is the Jaeger UI the console links traces to; empty: no link.
+	jaegerURL string
 
 	// mapping
 	capacityCells uint64
@@ -170,6 +172,7 @@ func addSpecific(e *envFlags, c *serviceConfig, service string) {
 		addRecovery(e, c)
 		addOps(e, &c.ops)
 		addRetention(e, c)
+		addConsole(e, c)
 	case "mapping":
 		e.uint64(&c.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
 		addRetainedCells(e, c)
@@ -189,6 +192,11 @@ func addRetention(e *envFlags, c *serviceConfig) {
 func addRetainedCells(e *envFlags, c *serviceConfig) {
 	e.uint64(&c.retainedCells, "retained-cells", "SLAMMESH_RETAINED_CELLS", mapping.DefaultRetainedCells,
 		"map cells finished missions' maps may hold; past it the oldest are evicted (0: none kept)")
+}
+
+// addConsole registers the console's flags.
+func addConsole(e *envFlags, c *serviceConfig) {
+	e.string(&c.jaegerURL, "jaeger-ui-url", "JAEGER_UI_URL", "", "Jaeger UI base URL the console links mission traces to, e.g. http://localhost:16686")
 }
 
 // addRecovery registers the orchestrator's lease and recovery flags.
@@ -253,6 +261,12 @@ type devConfig struct {
 	redisURL  string
 	redisPort int
 	demo      bool
+	// freePorts binds every service to a free port instead of the
+	// production ones (tests; several meshes on one machine).
+	freePorts bool
+	// logFile receives the services' JSON logs: empty for a fresh temporary
+	// file, "-" for stderr.
+	logFile string
 }
 
 func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer) (devConfig, error) {
@@ -272,7 +286,10 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	addRecovery(e, &c.base)
 	addOps(e, &c.base.ops)
 	addRetention(e, &c.base)
+	addConsole(e, &c.base)
 	fs.BoolVar(&c.demo, "demo", false, "once up, run one demo mission and print its progress")
+	fs.BoolVar(&c.freePorts, "free-ports", false, "bind every service to a free port instead of 50051-50054 and 9091-9094 (the addresses are printed)")
+	e.string(&c.logFile, "log-file", "SLAMMESH_LOG_FILE", "", "file the services' JSON logs go to; empty: a new temporary file, -: stderr")
 	if err := e.parse(args); err != nil {
 		return c, err
 	}

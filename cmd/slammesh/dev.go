@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -27,7 +28,12 @@ import (
 // Jaeger. The step services outlive the orchestrator so that sagas it drains
 // on shutdown can still reach them.
 func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err error) {
-	redisURL, embedded, stopRedis, err := devRedis(cfg, stderr)
+	logw, logName, closeLog, err := devLog(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, closeLog()) }()
+	redisURL, redisNote, embedded, stopRedis, err := devRedis(cfg, stderr)
 	if err != nil {
 		return err
 	}
@@ -40,7 +46,12 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 		return fmt.Errorf("%w: redis url %q: %w", errUsage, redisURL, err)
 	}
 
-	addr := func(port int) string { return net.JoinHostPort(cfg.host, strconv.Itoa(port)) }
+	addr := func(port int) string {
+		if cfg.freePorts {
+			port = 0
+		}
+		return net.JoinHostPort(cfg.host, strconv.Itoa(port))
+	}
 	serviceCfg := func(name string) serviceConfig {
 		c := cfg.base
 		c.service = name
@@ -55,7 +66,7 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 		}
 	}()
 	for _, name := range []string{"mapping", "localization", "merge"} {
-		n, err := newNode(ctx, specFor(serviceCfg(name), opts), stderr)
+		n, err := newNode(ctx, specFor(serviceCfg(name), opts), logw)
 		if err != nil {
 			return err
 		}
@@ -65,7 +76,7 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	orchCfg.mappingAddr = steps[0].srv.Addr().String()
 	orchCfg.localizationAddr = steps[1].srv.Addr().String()
 	orchCfg.mergeAddr = steps[2].srv.Addr().String()
-	orch, err := newNode(ctx, specFor(orchCfg, opts), stderr)
+	orch, err := newNode(ctx, specFor(orchCfg, opts), logw)
 	if err != nil {
 		return err
 	}
@@ -79,15 +90,24 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	orchDone := make(chan error, 1)
 	go func() { orchDone <- orch.serve(ctx) }()
 
-	fmt.Fprintf(stdout, "slammesh dev: orchestrator %s, mapping %s, localization %s, merge %s, redis %s\n",
-		orch.srv.Addr(), steps[0].srv.Addr(), steps[1].srv.Addr(), steps[2].srv.Addr(), opts.Addr)
+	console := httpURL(orch.srv.HTTPAddr())
+	fmt.Fprintf(stdout, "slammesh dev: the mesh is up\n")
+	fmt.Fprintf(stdout, "  orchestrator  %-21s console %s\n", orch.srv.Addr(), console)
+	for _, n := range steps {
+		fmt.Fprintf(stdout, "  %-13s %-21s metrics %smetrics\n", n.name, n.srv.Addr(), httpURL(n.srv.HTTPAddr()))
+	}
+	fmt.Fprintf(stdout, "  redis         %s (%s)\n", opts.Addr, redisNote)
+	fmt.Fprintf(stdout, "  logs          %s\n", logName)
 	if cfg.demo {
-		if err := runDemo(ctx, orch.srv.Addr().String(), stdout); err != nil {
-			fmt.Fprintln(stderr, "slammesh dev: demo mission:", err)
+		if err := runDemo(ctx, orch.srv.Addr().String(), console, stdout); err != nil {
+			fmt.Fprintln(stdout, "slammesh dev: demo mission:", err)
 		}
 	}
-	fmt.Fprintf(stdout, "\nTry:\n  go tool -modfile=tools/go.mod grpcurl -plaintext -d '{\"scenario\":{\"seed\":7,\"agents\":3},\"wait\":true}' %s slammesh.orchestrator.v1.OrchestratorService/StartMission\n  redis-cli -u %s XRANGE slammesh:events - + COUNT 5\nCtrl-C stops the mesh.\n",
-		orch.srv.Addr(), redisURL)
+	fmt.Fprintf(stdout, "\nOpen the console: %s\nThen try:\n", console)
+	fmt.Fprintf(stdout, "  go run ./cmd/slamctl --addr %s start --seed 7 --agents 3 --watch\n", orch.srv.Addr())
+	fmt.Fprintf(stdout, "  go tool -modfile=tools/go.mod grpcurl -plaintext %s list\n", orch.srv.Addr())
+	fmt.Fprintf(stdout, "  redis-cli -u %s XRANGE slammesh:events - + COUNT 5\n", redisURL)
+	fmt.Fprintf(stdout, "Ctrl-C stops the mesh.\n")
 
 	orchErr := <-orchDone
 	stopSteps()
@@ -95,21 +115,42 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	return errors.Join(orchErr, g.Wait())
 }
 
+// devLog picks where a dev mesh logs: the JSON log lines of four services
+// would drown the demo's progress, so they go to a file unless --log-file
+// is "-" (stderr). It returns the writer, a name for people and a close func.
+func devLog(cfg devConfig, stderr io.Writer) (io.Writer, string, func() error, error) {
+	switch cfg.logFile {
+	case "-":
+		return stderr, "stderr (JSON)", func() error { return nil }, nil
+	case "":
+		f, err := os.CreateTemp("", "slammesh-dev-*.log")
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("dev log file: %w", err)
+		}
+		return f, f.Name() + " (JSON; --log-file - for stderr)", f.Close, nil
+	default:
+		f, err := os.OpenFile(cfg.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("%w: --log-file: %w", errUsage, err)
+		}
+		return f, f.Name() + " (JSON)", f.Close, nil
+	}
+}
+
 // devRedis picks the Redis of a dev mesh: REDIS_URL, else a private
-// redis-server, else an embedded one. It returns the URL, whether it is the
-// embedded one, and a stop func.
-func devRedis(cfg devConfig, stderr io.Writer) (string, bool, func(), error) {
+// redis-server, else an embedded one. It returns the URL, a note for people
+// saying which, whether it is the embedded one, and a stop func.
+func devRedis(cfg devConfig, stderr io.Writer) (string, string, bool, func(), error) {
 	if cfg.redisURL != "" {
-		return cfg.redisURL, false, func() {}, nil
+		return cfg.redisURL, "REDIS_URL", false, func() {}, nil
 	}
 	dir, err := os.MkdirTemp("", "slammesh-dev-redis-")
 	if err != nil {
-		return "", false, nil, err
+		return "", "", false, nil, err
 	}
 	p, err := redisproc.StartOn(dir, cfg.redisPort)
 	if err == nil {
-		fmt.Fprintf(stderr, "slammesh dev: started a private redis-server at %s (data is scratch)\n", p.Addr)
-		return p.URL(), false, func() { p.Stop(); _ = os.RemoveAll(dir) }, nil
+		return p.URL(), "a private redis-server; its data is scratch", false, func() { p.Stop(); _ = os.RemoveAll(dir) }, nil
 	}
 	_ = os.RemoveAll(dir)
 	var inUse *redisproc.PortInUseError
@@ -117,16 +158,16 @@ func devRedis(cfg devConfig, stderr io.Writer) (string, bool, func(), error) {
 	case errors.As(err, &inUse):
 		// Another Redis there would answer us too: using it would mix our
 		// scratch data into someone else's.
-		return "", false, nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", err)
+		return "", "", false, nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", err)
 	case !errors.Is(err, redisproc.ErrNotInstalled):
-		return "", false, nil, fmt.Errorf("private redis-server on port %d: %w (pick another with --redis-port, or set REDIS_URL)", cfg.redisPort, err)
+		return "", "", false, nil, fmt.Errorf("private redis-server on port %d: %w (pick another with --redis-port, or set REDIS_URL)", cfg.redisPort, err)
 	}
 	m := miniredis.NewMiniRedis()
 	if err := m.StartAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.redisPort))); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return "", false, nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", &redisproc.PortInUseError{Port: cfg.redisPort})
+			return "", "", false, nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", &redisproc.PortInUseError{Port: cfg.redisPort})
 		}
-		return "", false, nil, fmt.Errorf("embedded redis on port %d: %w", cfg.redisPort, err)
+		return "", "", false, nil, fmt.Errorf("embedded redis on port %d: %w", cfg.redisPort, err)
 	}
 	fmt.Fprintf(stderr, `
 !!! slammesh dev: redis-server is not installed, so Redis is EMBEDDED (miniredis)
@@ -134,12 +175,12 @@ func devRedis(cfg devConfig, stderr io.Writer) (string, bool, func(), error) {
 !!! Install redis-server (apt-get install -y redis-server) or set REDIS_URL.
 
 `, m.Addr())
-	return "redis://" + m.Addr() + "/0", true, m.Close, nil
+	return "redis://" + m.Addr() + "/0", "EMBEDDED miniredis, in memory, demo only", true, m.Close, nil
 }
 
-// runDemo starts one scenario mission on the orchestrator and prints its
-// events until it ends.
-func runDemo(ctx context.Context, target string, stdout io.Writer) (err error) {
+// runDemo starts one scenario mission on the orchestrator, prints its
+// events until it ends, then one line of outcome and its console page.
+func runDemo(ctx context.Context, target, console string, stdout io.Writer) (err error) {
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -153,7 +194,7 @@ func runDemo(ctx context.Context, target string, stdout io.Writer) (err error) {
 		return err
 	}
 	m := resp.GetMission()
-	fmt.Fprintf(stdout, "\ndemo mission %s (trace %s), events from %s:\n", m.GetMissionId(), m.GetTraceId(), m.GetProgressStream())
+	fmt.Fprintf(stdout, "\ndemo mission %s, trace %s:\n", m.GetMissionId(), m.GetTraceId())
 	stream, err := client.WatchMission(ctx, &orchestratorv1.WatchMissionRequest{MissionId: m.GetMissionId()})
 	if err != nil {
 		return err
@@ -172,7 +213,17 @@ func runDemo(ctx context.Context, target string, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout)
-	missionfmt.Mission(stdout, got.GetMission())
+	g := got.GetMission()
+	fmt.Fprintf(stdout, "demo mission %s", missionfmt.State(g.GetState()))
+	if g.GetEndedAt() != nil {
+		fmt.Fprintf(stdout, " in %s", g.GetEndedAt().AsTime().Sub(g.GetCreatedAt().AsTime()).Round(time.Millisecond))
+	}
+	if g.GetMapId() != "" {
+		fmt.Fprintf(stdout, ": map version %d, consistency %.3f", g.GetMapVersion(), g.GetConsistency())
+	}
+	if e := g.GetError(); e != nil {
+		fmt.Fprintf(stdout, ": %s %s", e.GetCode(), e.GetReason())
+	}
+	fmt.Fprintf(stdout, "\n  its page: %smissions/%s\n", console, g.GetMissionId())
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/slammesh/slammesh/internal/redistest"
 )
 
 // TestDevRedisRefusesABusyPort: a developer's own Redis on the dev port must
@@ -31,7 +33,7 @@ func TestDevRedisRefusesABusyPort(t *testing.T) {
 			}
 			defer l.Close()
 			port := l.Addr().(*net.TCPAddr).Port
-			url, _, stop, err := devRedis(devConfig{redisPort: port}, io.Discard)
+			url, _, _, stop, err := devRedis(devConfig{redisPort: port}, io.Discard)
 			if err == nil {
 				stop()
 				t.Fatalf("devRedis on busy port %d = %s, want an error", port, url)
@@ -42,5 +44,32 @@ func TestDevRedisRefusesABusyPort(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDevDemoFirstScreen: `make run` (slammesh dev --demo) shows the mesh,
+// the demo mission's progress, the console URL and the next commands, in
+// one 40-line screen without a JSON log line; the logs go to a file.
+func TestDevDemoFirstScreen(t *testing.T) {
+	rs := redistest.Start(t)
+	out := startDev(t, "--demo", "--free-ports", "--redis-url", rs.URL)
+	screen := out.waitFor(t, "Ctrl-C stops the mesh.")
+	lines := strings.Split(strings.TrimRight(screen, "\n"), "\n")
+	if len(lines) > 40 {
+		t.Errorf("first screen has %d lines, want at most 40:\n%s", len(lines), screen)
+	}
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "{") {
+			t.Errorf("line %d is a JSON log line: %s", i+1, l)
+		}
+	}
+	for _, want := range []string{"the mesh is up", "orchestrator", "mapping", "localization", "merge",
+		"demo mission", "mission.completed", "Open the console: http://localhost:", "slamctl", "Ctrl-C"} {
+		if !strings.Contains(screen, want) {
+			t.Errorf("first screen does not show %q:\n%s", want, screen)
+		}
+	}
+	if out.consoleURL(t) == "" {
+		t.Fatalf("no console URL in:\n%s", screen)
 	}
 }

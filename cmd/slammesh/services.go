@@ -69,6 +69,9 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 		spec.interceptors = stepInterceptors(mapping.ServiceName, mapping.ActionMethods, mapping.CompensationMethods)
 		spec.register = func(_ context.Context, n *node) error {
 			s := mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells, RetainedCells: cfg.retainedCells}, n.rdb, stepBarrier(n.rdb), n.log)
+			if err := s.RegisterMetrics(n.tel.Meter()); err != nil {
+				return err
+			}
 			s.Register(n.srv)
 			// The janitor stops before Redis closes (closers run last in,
 			// first out).
@@ -160,6 +163,9 @@ func registerOrchestrator(ctx context.Context, cfg serviceConfig, n *node) error
 		return err
 	}
 	orchestratorv1.RegisterOrchestratorServiceServer(n.srv, s)
+	if err := mountConsole(cfg, n, mappingv1.NewMappingServiceClient(mc)); err != nil {
+		return err
+	}
 	shutdown := func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, cfg.grace)
 		defer cancel()

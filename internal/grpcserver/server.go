@@ -143,11 +143,16 @@ type Server struct {
 	grpc      *grpc.Server
 	health    *health.Server
 	http      *http.Server
+	mux       *http.ServeMux
 	grpcLis   net.Listener
 	httpLis   net.Listener
 	started   atomic.Bool
 	closeOnce sync.Once
 	closed    chan struct{} // closed by Close, so that Serve returns
+	// stopHTTP cancels the context of every HTTP request when shutdown
+	// begins, so long-lived responses (a console's live feeds) end and the
+	// HTTP server can drain.
+	stopHTTP context.CancelFunc
 }
 
 // New validates cfg, binds both listen addresses (so that bind errors surface
@@ -238,8 +243,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.mux = mux
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	s.stopHTTP = stopHTTP
 	s.http = &http.Server{
 		Handler:           mux,
+		BaseContext:       func(net.Listener) context.Context { return httpCtx },
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -278,6 +287,16 @@ func (s *Server) recoverPanic(ctx context.Context, p any) error {
 // before Serve: gRPC treats a registration after Serve as fatal.
 func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	s.grpc.RegisterService(desc, impl)
+}
+
+// Handle mounts h on the HTTP side port under pattern (http.ServeMux
+// syntax), beside /metrics, /healthz and /debug/pprof, which stay more
+// specific than any catch-all such as "/". A service mounts its web pages
+// this way (the orchestrator its console) without this package knowing them.
+// Call it before Serve; it panics, like http.ServeMux.Handle, on a pattern
+// that is malformed or conflicts with one already mounted.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
 }
 
 // Addr returns the bound gRPC address.
@@ -345,6 +364,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	s.grpc.GracefulStop()
 	hardStop.Stop()
 
+	s.stopHTTP()
 	httpCtx, cancel := context.WithTimeout(ctx, httpShutdownTimeout)
 	defer cancel()
 	if err := s.http.Shutdown(httpCtx); err != nil {
@@ -366,6 +386,7 @@ func (s *Server) Close() error {
 
 func (s *Server) close() error {
 	close(s.closed)
+	s.stopHTTP()
 	s.health.Shutdown()
 	s.grpc.Stop()
 	err := s.http.Close()

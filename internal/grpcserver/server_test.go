@@ -764,3 +764,66 @@ func TestDialBalancesRoundRobin(t *testing.T) {
 		}
 	}
 }
+
+// TestHandleMountsPagesAndShutdownEndsLongResponses: a handler mounted at
+// "/" serves beside /metrics and /healthz, and a response that lasts until
+// its request's context ends (a live feed) is ended by shutdown, which then
+// drains cleanly instead of timing out.
+func TestHandleMountsPagesAndShutdownEndsLongResponses(t *testing.T) {
+	tel, _ := setupTelemetry(t, "orchestrator")
+	srv, err := grpcserver.New(grpcserver.Config{Service: "orchestrator", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"},
+		grpcserver.Deps{Telemetry: tel, Logger: telemetry.NewLogger(io.Discard, "orchestrator", slog.LevelInfo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	streaming := make(chan struct{})
+	srv.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/feed" {
+			_, _ = io.WriteString(w, "console page")
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		_ = http.NewResponseController(w).Flush()
+		close(streaming)
+		<-r.Context().Done()
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	h := &harness{srv: srv}
+	if code, body := httpGet(t, h, "/"); code != http.StatusOK || body != "console page" {
+		t.Errorf("GET / = %d %q, want the mounted handler", code, body)
+	}
+	if code, _ := httpGet(t, h, "/metrics"); code != http.StatusOK {
+		t.Errorf("GET /metrics = %d beside a handler at /", code)
+	}
+	if code, body := httpGet(t, h, "/healthz"); code != http.StatusOK || body != "SERVING\n" {
+		t.Errorf("GET /healthz = %d %q beside a handler at /", code, body)
+	}
+
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	feedDone := make(chan error, 1)
+	go func() {
+		resp, err := client.Get("http://" + srv.HTTPAddr().String() + "/feed")
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		feedDone <- err
+	}()
+	select {
+	case <-streaming:
+	case <-time.After(callTimeout):
+		t.Fatal("the long response did not start")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve = %v, want a clean shutdown", err)
+		}
+	case <-time.After(callTimeout):
+		t.Fatal("Serve did not return with a long response open")
+	}
+	<-feedDone
+}

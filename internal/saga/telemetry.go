@@ -63,6 +63,13 @@ func newMetrics(m metric.Meter, definition string) (*metrics, error) {
 			return nil, fmt.Errorf("saga metrics: %w", err)
 		}
 	}
+	// Export every counter from the start, at 0: a series that appears only
+	// at its first event hides that first increase from Prometheus' rate()
+	// and increase(), so an alert on FAILED missions or lost leases would
+	// miss the first one.
+	for _, c := range []metric.Int64Counter{out.started, out.completed, out.compensated, out.failed, out.recovered, out.handedOff, out.leasesLost} {
+		c.Add(context.Background(), 0, out.defAttr)
+	}
 	return out, nil
 }
 

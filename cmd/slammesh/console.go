@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/console"
+	"github.com/slammesh/slammesh/internal/grpcserver"
+)
+
+// consoleRedisPool bounds the console's own Redis connections: its live
+// feeds block in XREAD, and they must never take the connections the saga's
+// writes use, so the console has a client (and pool) of its own.
+const consoleRedisPool = 16
+
+// mountConsole serves the mission console at the root of the orchestrator's
+// HTTP port. The console reads missions through a gRPC client of this very
+// orchestrator, so its pages and buttons obey the same rules as any client's
+// calls, and maps through the mapping client the saga uses.
+func mountConsole(cfg serviceConfig, n *node, maps console.Maps) error {
+	self, err := grpcserver.Dial(selfTarget(n.srv.Addr()), n.tel)
+	if err != nil {
+		return fmt.Errorf("console: dial the orchestrator itself: %w", err)
+	}
+	n.closers = append(n.closers, self.Close)
+	opts := *n.rdb.Options()
+	opts.PoolSize = consoleRedisPool
+	rdb := redis.NewClient(&opts)
+	n.closers = append(n.closers, rdb.Close)
+	c, err := console.New(console.Deps{
+		Orchestrator: orchestratorv1.NewOrchestratorServiceClient(self),
+		Redis:        rdb,
+		Maps:         maps,
+		Metrics:      n.tel.MetricsHandler(),
+		JaegerURL:    cfg.jaegerURL,
+		Logger:       n.log,
+	})
+	if err != nil {
+		return err
+	}
+	n.srv.Handle("/", c)
+	return nil
+}
+
+// selfTarget is a dial target for a server bound to addr: a wildcard bind
+// (":50051") is reached over loopback.
+func selfTarget(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return addr.String()
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp.Port))
+}
+
+// httpURL is the root URL of an HTTP port for people, from its
+// bound address (the console, /metrics).
+func httpURL(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "http://" + addr.String() + "/"
+	}
+	host := tcp.IP.String()
+	if tcp.IP.IsUnspecified() || tcp.IP.IsLoopback() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(tcp.Port)) + "/"
+}

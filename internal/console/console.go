@@ -1,0 +1,298 @@
+// Package console is slammesh's mission console: server-rendered web pages,
+// served by the orchestrator process on its HTTP port, that show which
+// missions run now, each mission's steps as a timeline (attempts, retries
+// with their codes, compensations, durations), its live event feed, its
+// agents' poses and merged map, and a fleet view of rates, states and step
+// latencies. Cancel and Resume buttons call the orchestrator's own RPCs.
+//
+// The console never drives a mission itself. It reads missions through the
+// orchestrator's gRPC API (GetMission, ListMissions), so it sees them as any
+// client does and its calls obey the same validation; it reads event streams
+// from Redis with internal/progress on a client of its own (so a browser
+// holding a live feed never takes a connection the saga writes need); and it
+// bounds every call in time and the number of live feeds. Pages are rendered
+// with html/template, which escapes every string (mission ids, messages,
+// error reasons); live updates arrive as Server-Sent Events and are applied
+// by a small embedded script through textContent, never as markup — except
+// for fragments of the same html/template pages. No build step, no CDN.
+//
+// Routes (all under the HTTP port's root, beside /metrics and /healthz):
+//
+//	GET  /                          missions, newest first (?state=RUNNING filters)
+//	GET  /missions/{id}             one mission (?part=live: its live section only)
+//	GET  /missions/{id}/map.png     the merged map with each agent's pose in its colour
+//	POST /missions/{id}/cancel      CancelMission, then back to the mission page
+//	POST /missions/{id}/resume      ResumeMission, then back to the mission page
+//	GET  /fleet                     rates, states over the last hour, latency percentiles
+//	GET  /events/missions           SSE: changed rows of the mission list
+//	GET  /events/missions/{id}      SSE: the mission's events, from the start or Last-Event-ID
+//	GET  /static/...                the stylesheet and script
+//
+// POSTs are refused across origins (http.CrossOriginProtection: Sec-Fetch-Site
+// and Origin), so another site cannot make a browser cancel missions.
+package console
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+)
+
+// Orchestrator is the part of the orchestrator's gRPC API the console calls;
+// an orchestratorv1.OrchestratorServiceClient satisfies it. Cancel and
+// Resume go through the RPCs so the buttons follow the same rules.
+type Orchestrator interface {
+	GetMission(ctx context.Context, in *orchestratorv1.GetMissionRequest, opts ...grpc.CallOption) (*orchestratorv1.GetMissionResponse, error)
+	ListMissions(ctx context.Context, in *orchestratorv1.ListMissionsRequest, opts ...grpc.CallOption) (*orchestratorv1.ListMissionsResponse, error)
+	CancelMission(ctx context.Context, in *orchestratorv1.CancelMissionRequest, opts ...grpc.CallOption) (*orchestratorv1.CancelMissionResponse, error)
+	ResumeMission(ctx context.Context, in *orchestratorv1.ResumeMissionRequest, opts ...grpc.CallOption) (*orchestratorv1.ResumeMissionResponse, error)
+}
+
+// Maps reads merged maps; a mappingv1.MappingServiceClient satisfies it.
+type Maps interface {
+	GetMap(ctx context.Context, in *mappingv1.GetMapRequest, opts ...grpc.CallOption) (*mappingv1.GetMapResponse, error)
+}
+
+// Deps are what the console reads from. Orchestrator and Redis are required.
+type Deps struct {
+	// Orchestrator serves the missions; usually a client of the console's own
+	// orchestrator process.
+	Orchestrator Orchestrator
+	// Redis is read for the missions' event streams (XRANGE and bounded
+	// XREAD only). Give the console its own client: a live feed holds a
+	// connection for up to a second per read.
+	Redis redis.UniversalClient
+	// Maps serves merged maps; nil hides the map image.
+	Maps Maps
+	// Metrics is the orchestrator's /metrics handler, read in-process for the
+	// fleet view's latency percentiles and totals; nil leaves them out.
+	Metrics http.Handler
+	// JaegerURL is the Jaeger UI's base URL (env JAEGER_UI_URL), e.g.
+	// http://localhost:16686; a mission page links its trace there when set.
+	JaegerURL string
+	// Logger receives failures no page shows; default discards.
+	Logger *slog.Logger
+	// Limits bound the console's load; zero fields take the defaults.
+	Limits Limits
+}
+
+// Limits bound what the console asks of the orchestrator and Redis.
+type Limits struct {
+	// CallTimeout bounds each gRPC call and Redis read of a page (default 5s).
+	CallTimeout time.Duration
+	// ListPageSize is how many of the newest missions the list shows and
+	// watches (default 100).
+	ListPageSize int
+	// PollInterval is how often the list's live feed reads the mission
+	// index while a browser watches it (default 500ms); one poll serves every
+	// open list page.
+	PollInterval time.Duration
+	// MaxStreams bounds the live feeds (SSE connections) open at once
+	// (default 64); past it a feed is refused with 503 and the browser
+	// retries.
+	MaxStreams int
+	// StreamLifetime ends a live feed after this long (default 5m); the
+	// browser reconnects where it left off, so a feed never pins resources
+	// forever.
+	StreamLifetime time.Duration
+	// FleetMissions bounds how many missions the fleet view reads from the
+	// index for the last hour (default 2000).
+	FleetMissions int
+}
+
+func (l Limits) withDefaults() Limits {
+	set := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	seti := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	set(&l.CallTimeout, 5*time.Second)
+	set(&l.PollInterval, 500*time.Millisecond)
+	set(&l.StreamLifetime, 5*time.Minute)
+	seti(&l.ListPageSize, 100)
+	seti(&l.MaxStreams, 64)
+	seti(&l.FleetMissions, 2000)
+	return l
+}
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Console is the console's http.Handler.
+type Console struct {
+	deps    Deps
+	limits  Limits
+	log     *slog.Logger
+	pages   map[string]*template.Template
+	mux     *http.ServeMux
+	handler http.Handler
+	streams chan struct{} // a slot per open live feed
+	hub     *listHub
+	now     func() time.Time
+}
+
+// New builds the console over deps. It returns an error when a required
+// dependency is missing or a template does not parse.
+func New(deps Deps) (*Console, error) {
+	if deps.Orchestrator == nil || deps.Redis == nil {
+		return nil, errors.New("console: Deps.Orchestrator and Deps.Redis are required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	limits := deps.Limits.withDefaults()
+	c := &Console{
+		deps:    deps,
+		limits:  limits,
+		log:     log,
+		mux:     http.NewServeMux(),
+		streams: make(chan struct{}, limits.MaxStreams),
+		now:     time.Now,
+	}
+	c.deps.JaegerURL = strings.TrimRight(deps.JaegerURL, "/")
+	pages, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	c.pages = pages
+	c.hub = newListHub(deps.Orchestrator, limits, log)
+
+	static, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	c.mux.HandleFunc("GET /{$}", c.serveList)
+	c.mux.HandleFunc("GET /missions/{id}", c.serveMission)
+	c.mux.HandleFunc("GET /missions/{id}/map.png", c.serveMap)
+	c.mux.HandleFunc("POST /missions/{id}/cancel", c.serveCancel)
+	c.mux.HandleFunc("POST /missions/{id}/resume", c.serveResume)
+	c.mux.HandleFunc("GET /fleet", c.serveFleet)
+	c.mux.HandleFunc("GET /events/missions", c.serveListEvents)
+	c.mux.HandleFunc("GET /events/missions/{id}", c.serveMissionEvents)
+	c.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		c.renderError(w, r, http.StatusNotFound, "Not found", fmt.Sprintf("no page at %s", r.URL.Path))
+	})
+	c.handler = http.NewCrossOriginProtection().Handler(securityHeaders(c.mux))
+	return c, nil
+}
+
+// ServeHTTP serves the console's routes (see the package doc).
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.handler.ServeHTTP(w, r)
+}
+
+// securityHeaders keeps the pages to their own scripts and out of frames.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "same-origin")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// parsePages parses each page template together with the layout.
+func parsePages() (map[string]*template.Template, error) {
+	pages := make(map[string]*template.Template)
+	for _, name := range []string{"list", "mission", "fleet", "error"} {
+		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("console: template %s: %w", name, err)
+		}
+		pages[name] = t
+	}
+	return pages, nil
+}
+
+// render executes page's template (or one of its blocks) into w. A template
+// error after the first byte cannot change the status any more; it is
+// logged.
+func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, page, block string, data any) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if block == "" {
+		block = "layout"
+	}
+	if err := c.pages[page].ExecuteTemplate(w, block, data); err != nil {
+		c.log.ErrorContext(r.Context(), "console: render", slog.String("page", page), slog.String("error", err.Error()))
+	}
+}
+
+// errorPage is the data of the error page.
+type errorPage struct {
+	Nav     string
+	Title   string
+	Message string
+}
+
+func (c *Console) renderError(w http.ResponseWriter, r *http.Request, code int, title, msg string) {
+	c.render(w, r, code, "error", "", errorPage{Title: title, Message: msg})
+}
+
+// renderRPCError answers a failed call with the HTTP status closest to its
+// gRPC code: an unknown or malformed mission id is 404, as a page that
+// cannot exist.
+func (c *Console) renderRPCError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	st := status.Convert(err)
+	code := http.StatusBadGateway
+	switch st.Code() {
+	case codes.NotFound, codes.InvalidArgument:
+		code = http.StatusNotFound
+	case codes.FailedPrecondition, codes.Aborted, codes.AlreadyExists:
+		code = http.StatusConflict
+	case codes.Unavailable:
+		code = http.StatusServiceUnavailable
+	case codes.DeadlineExceeded, codes.Canceled:
+		code = http.StatusGatewayTimeout
+	case codes.PermissionDenied, codes.Unauthenticated:
+		code = http.StatusForbidden
+	}
+	if code == http.StatusBadGateway {
+		c.log.WarnContext(r.Context(), "console: orchestrator call failed", slog.String("call", what), slog.String("error", err.Error()))
+	}
+	c.renderError(w, r, code, http.StatusText(code), fmt.Sprintf("%s: %s: %s", what, st.Code(), st.Message()))
+}
+
+// call bounds one call of a page in time.
+func (c *Console) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.limits.CallTimeout)
+}
+
+// acquireStream reserves a live-feed slot, or reports that all are taken.
+func (c *Console) acquireStream() (release func(), ok bool) {
+	select {
+	case c.streams <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-c.streams }) }, true
+	default:
+		return nil, false
+	}
+}

@@ -1,0 +1,329 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/progress"
+)
+
+// heartbeat keeps idle live feeds from being closed by proxies, and lets a
+// feed notice a browser that left.
+const heartbeat = 15 * time.Second
+
+// eventBatch is how many stream entries one read of a live feed returns.
+const eventBatch = 256
+
+// eventBlock bounds each blocking read of a live feed, so it notices the
+// end of its request within about this long.
+const eventBlock = time.Second
+
+// listHub polls the mission index for every open list page at once, while
+// at least one is open, and sends each the rows that changed. One poll per
+// interval whatever the number of pages keeps the console's load on the
+// orchestrator flat.
+type listHub struct {
+	orch   Orchestrator
+	limits Limits
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	subs    map[*listSub]struct{}
+	running bool
+	// rows is the last poll's rows, newest first, for pages that join; nil
+	// before the first poll.
+	rows []Row
+	// seen is the signature of each row of the last poll.
+	seen map[string]string
+	// failing is set while polls fail, so a failure streak is logged once.
+	failing bool
+}
+
+// listSub is one open list page. ch is closed when the page fell too far
+// behind; the browser then reconnects and starts from a full snapshot.
+type listSub struct {
+	ch chan []Row
+}
+
+func newListHub(orch Orchestrator, limits Limits, log *slog.Logger) *listHub {
+	return &listHub{orch: orch, limits: limits, log: log, subs: make(map[*listSub]struct{})}
+}
+
+// subscribe registers a page and returns the rows known so far (nil before
+// the first poll, whose rows then all reach the page as changes).
+func (h *listHub) subscribe() (*listSub, []Row) {
+	s := &listSub{ch: make(chan []Row, 8)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.subs[s] = struct{}{}
+	if !h.running {
+		h.running = true
+		go h.loop()
+	}
+	return s, append([]Row(nil), h.rows...)
+}
+
+func (h *listHub) unsubscribe(s *listSub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.subs, s)
+}
+
+// loop polls until no page is left.
+func (h *listHub) loop() {
+	t := time.NewTicker(h.limits.PollInterval)
+	defer t.Stop()
+	for {
+		rows, err := h.poll()
+		h.mu.Lock()
+		if len(h.subs) == 0 {
+			h.running, h.rows, h.seen = false, nil, nil
+			h.mu.Unlock()
+			return
+		}
+		if err == nil {
+			h.publish(rows)
+		}
+		h.mu.Unlock()
+		<-t.C
+	}
+}
+
+// poll reads the newest missions, bounded by CallTimeout.
+func (h *listHub) poll() ([]Row, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.limits.CallTimeout)
+	defer cancel()
+	resp, err := h.orch.ListMissions(ctx, &orchestratorv1.ListMissionsRequest{PageSize: uint32(h.limits.ListPageSize)})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		if !h.failing {
+			h.log.Warn("console: mission list poll failed; retrying", slog.String("error", err.Error()))
+		}
+		h.failing = true
+		return nil, err
+	}
+	h.failing = false
+	now := time.Now()
+	rows := make([]Row, 0, len(resp.GetMissions()))
+	for _, m := range resp.GetMissions() {
+		rows = append(rows, rowOf(m, now))
+	}
+	return rows, nil
+}
+
+// publish sends the rows that changed since the last poll to every page.
+// Called with h.mu held.
+func (h *listHub) publish(rows []Row) {
+	seen := make(map[string]string, len(rows))
+	var changed []Row
+	for _, r := range rows {
+		sig := fmt.Sprintf("%s|%s|%s|%d|%d", r.State, r.CurrentStep, r.Error, r.EndedMs, r.Agents)
+		seen[r.ID] = sig
+		if h.seen[r.ID] != sig {
+			changed = append(changed, r)
+		}
+	}
+	h.rows, h.seen = rows, seen
+	if len(changed) == 0 {
+		return
+	}
+	for s := range h.subs {
+		select {
+		case s.ch <- changed:
+		default:
+			close(s.ch)
+			delete(h.subs, s)
+		}
+	}
+}
+
+// sse writes Server-Sent Events.
+type sse struct {
+	w http.ResponseWriter
+	f *http.ResponseController
+}
+
+// startSSE sends the headers of an event stream. retry tells the browser
+// how soon to reconnect after the stream ends.
+func startSSE(w http.ResponseWriter, retry time.Duration) (*sse, error) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	s := &sse{w: w, f: http.NewResponseController(w)}
+	if _, err := fmt.Fprintf(w, "retry: %d\n\n", retry.Milliseconds()); err != nil {
+		return nil, err
+	}
+	return s, s.f.Flush()
+}
+
+// send writes one event; data is encoded as JSON on one line.
+func (s *sse) send(id, event string, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	if id != "" {
+		if _, err := fmt.Fprintf(s.w, "id: %s\n", id); err != nil {
+			return err
+		}
+	}
+	if _, err := fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", event, b); err != nil {
+		return err
+	}
+	return s.f.Flush()
+}
+
+func (s *sse) ping() error {
+	if _, err := fmt.Fprint(s.w, ": ping\n\n"); err != nil {
+		return err
+	}
+	return s.f.Flush()
+}
+
+// streamSlot reserves a live-feed slot or answers 503.
+func (c *Console) streamSlot(w http.ResponseWriter) (func(), bool) {
+	release, ok := c.acquireStream()
+	if !ok {
+		w.Header().Set("Retry-After", "2")
+		http.Error(w, "too many live feeds open; retry", http.StatusServiceUnavailable)
+	}
+	return release, ok
+}
+
+// serveListEvents feeds an open list page: a "rows" event with the rows
+// known so far, then one with the rows that changed after each poll.
+func (c *Console) serveListEvents(w http.ResponseWriter, r *http.Request) {
+	release, ok := c.streamSlot(w)
+	if !ok {
+		return
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(r.Context(), c.limits.StreamLifetime)
+	defer cancel()
+	out, err := startSSE(w, time.Second)
+	if err != nil {
+		return
+	}
+	sub, rows := c.hub.subscribe()
+	defer c.hub.unsubscribe(sub)
+	if len(rows) > 0 {
+		if err := out.send("", "rows", rows); err != nil {
+			return
+		}
+	}
+	beat := time.NewTicker(heartbeat)
+	defer beat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-beat.C:
+			if err := out.ping(); err != nil {
+				return
+			}
+		case rows, ok := <-sub.ch:
+			if !ok {
+				return
+			}
+			if err := out.send("", "rows", rows); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// serveMissionEvents feeds an open mission page with the mission's events
+// after Last-Event-ID (a reconnect) or ?after= (the last event the page was
+// rendered with), read from the mission's stream. It follows the stream past
+// a terminal event too, as a completed mission may still be torn down, until
+// the browser leaves or the feed's lifetime ends.
+func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	after := r.Header.Get("Last-Event-ID")
+	if after == "" {
+		after = r.URL.Query().Get("after")
+	}
+	if after == "" {
+		after = "0"
+	}
+	if !isStreamID(after) {
+		http.Error(w, "after: not a stream entry id such as 1700000000000-0", http.StatusBadRequest)
+		return
+	}
+	{
+		ctx, cancel := c.call(r.Context())
+		_, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
+		cancel()
+		if err != nil {
+			c.renderRPCError(w, r, "mission "+id, err)
+			return
+		}
+	}
+	release, ok := c.streamSlot(w)
+	if !ok {
+		return
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(r.Context(), c.limits.StreamLifetime)
+	defer cancel()
+	out, err := startSSE(w, time.Second)
+	if err != nil {
+		return
+	}
+	stream := progress.MissionStream(id)
+	lastWrite := time.Now()
+	for ctx.Err() == nil {
+		events, err := progress.Read(ctx, c.deps.Redis, stream, after, eventBatch, eventBlock)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.WarnContext(ctx, "console: read mission events", slog.String("mission_id", id), slog.String("error", err.Error()))
+			if err := out.send("", "problem", "events unavailable; retrying"); err != nil {
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(eventBlock):
+			}
+			continue
+		}
+		for _, e := range events {
+			if err := out.send(e.ID, "ev", viewOf(e)); err != nil {
+				return
+			}
+			after, lastWrite = e.ID, time.Now()
+		}
+		if time.Since(lastWrite) > heartbeat {
+			if err := out.ping(); err != nil {
+				return
+			}
+			lastWrite = time.Now()
+		}
+	}
+}
+
+// isStreamID accepts Redis stream ids: "<ms>" or "<ms>-<seq>".
+func isStreamID(id string) bool {
+	ms, seq, hasSeq := strings.Cut(id, "-")
+	if _, err := strconv.ParseUint(ms, 10, 64); err != nil {
+		return false
+	}
+	if hasSeq {
+		if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,127 @@
+// slammesh console: live updates over Server-Sent Events. Data from the
+// server is put on the page with textContent only; the one innerHTML is a
+// fragment of the server's own html/template page, escaped there.
+"use strict";
+
+function human(ms) {
+  if (ms < 0) ms = 0;
+  if (ms < 1000) return ms + "ms";
+  var s = ms / 1000;
+  if (s < 60) return s.toFixed(1) + "s";
+  var m = Math.floor(s / 60);
+  if (m < 60) return m + "m" + String(Math.floor(s % 60)).padStart(2, "0") + "s";
+  return Math.floor(m / 60) + "h" + String(m % 60).padStart(2, "0") + "m";
+}
+
+function cell(tr, cls, text) {
+  var td = document.createElement("td");
+  td.className = cls;
+  td.textContent = text;
+  tr.appendChild(td);
+  return td;
+}
+
+function fillRow(tr, r) {
+  tr.textContent = "";
+  tr.dataset.id = r.id;
+  tr.dataset.created = r.created_ms;
+  tr.dataset.ended = r.ended_ms || 0;
+  tr.dataset.state = r.state;
+  var id = cell(tr, "id", "");
+  var a = document.createElement("a");
+  a.href = "/missions/" + encodeURIComponent(r.id);
+  a.textContent = r.id;
+  id.appendChild(a);
+  var st = cell(tr, "state", "");
+  var badge = document.createElement("span");
+  badge.className = "badge s-" + r.state;
+  badge.textContent = r.state;
+  st.appendChild(badge);
+  cell(tr, "agents", String(r.agents));
+  cell(tr, "age", "");
+  cell(tr, "duration", "");
+  cell(tr, "step", r.step || "");
+  cell(tr, "error", r.error || "");
+  tick(tr, Date.now());
+}
+
+function tick(tr, now) {
+  var created = Number(tr.dataset.created), ended = Number(tr.dataset.ended);
+  var age = tr.querySelector(".age"), dur = tr.querySelector(".duration");
+  if (age) age.textContent = human(now - created);
+  if (dur) dur.textContent = human((ended > 0 ? ended : now) - created);
+}
+
+function liveList(table) {
+  var body = table.tBodies[0];
+  var filter = table.dataset.filter;
+  var status = document.getElementById("live-status");
+  var es = new EventSource("/events/missions");
+  es.onopen = function () { status.textContent = "live"; status.className = "live on"; };
+  es.onerror = function () { status.textContent = "reconnecting…"; status.className = "live"; };
+  es.addEventListener("rows", function (msg) {
+    JSON.parse(msg.data).forEach(function (r) {
+      var tr = null;
+      for (var i = 0; i < body.rows.length; i++) {
+        if (body.rows[i].dataset.id === r.id) { tr = body.rows[i]; break; }
+      }
+      if (filter && r.state !== filter) {
+        if (tr) tr.remove();
+        return;
+      }
+      if (!tr) {
+        tr = document.createElement("tr");
+        var before = null;
+        for (var j = 0; j < body.rows.length; j++) {
+          if (Number(body.rows[j].dataset.created) < r.created_ms) { before = body.rows[j]; break; }
+        }
+        body.insertBefore(tr, before);
+        var empty = document.getElementById("empty");
+        if (empty) empty.remove();
+      }
+      fillRow(tr, r);
+    });
+  });
+  setInterval(function () {
+    var now = Date.now();
+    for (var i = 0; i < body.rows.length; i++) tick(body.rows[i], now);
+  }, 1000);
+  var sel = document.getElementById("state-filter");
+  if (sel) sel.addEventListener("change", function () { sel.form.submit(); });
+}
+
+function liveMission(live) {
+  var id = live.dataset.id;
+  var feed = document.getElementById("feed");
+  var pending = null;
+  function refresh() {
+    pending = null;
+    fetch("/missions/" + encodeURIComponent(id) + "?part=live", { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) { if (html !== null) live.innerHTML = html; })
+      .catch(function () {});
+  }
+  var es = new EventSource("/events/missions/" + encodeURIComponent(id) + "?after=" + encodeURIComponent(live.dataset.after));
+  es.addEventListener("ev", function (msg) {
+    var e = JSON.parse(msg.data);
+    if (feed.querySelector('tr[data-id="' + CSS.escape(e.id) + '"]')) return;
+    var tr = document.createElement("tr");
+    tr.dataset.id = e.id;
+    tr.className = "t-" + e.type.replace(".", "-");
+    var msgText = e.message + (e.type === "step.progress" ? " " + Math.round(100 * e.progress) + "%" : "");
+    [e.time, e.type, e.step, e.service, e.attempt ? String(e.attempt) : "", msgText, e.code, e.reason].forEach(function (t) {
+      var td = document.createElement("td");
+      td.textContent = t;
+      tr.appendChild(td);
+    });
+    feed.appendChild(tr);
+    if (e.type !== "step.progress" && !pending) pending = setTimeout(refresh, 250);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  var table = document.getElementById("missions");
+  if (table) liveList(table);
+  var live = document.getElementById("live");
+  if (live) liveMission(live);
+});
