@@ -11,7 +11,6 @@ import (
 	"syscall"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -32,9 +31,9 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 		return err
 	}
 	defer stopRedis()
-	opts, err := redis.ParseURL(redisURL)
+	opts, err := redisOptions(redisURL, cfg.base.sec)
 	if err != nil {
-		return fmt.Errorf("%w: redis url %q: %w", errUsage, redisURL, err)
+		return err
 	}
 
 	addr := func(port int) string { return net.JoinHostPort(cfg.host, strconv.Itoa(port)) }
@@ -78,6 +77,11 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 
 	fmt.Fprintf(stdout, "slammesh dev: orchestrator %s, mapping %s, localization %s, merge %s, redis %s\n",
 		orch.srv.Addr(), steps[0].srv.Addr(), steps[1].srv.Addr(), steps[2].srv.Addr(), opts.Addr)
+	fmt.Fprintf(stdout, `
+!!! slammesh dev is a DEMO MODE: gRPC is PLAINTEXT and takes NO TOKENS, so anyone
+!!! who reaches %s can start, cancel and resume missions. Fine on one machine;
+!!! never expose it. Production: docs/security.md (TLS, mTLS, tokens with roles).
+`, cfg.host)
 	if cfg.demo {
 		if err := runDemo(ctx, orch.srv.Addr().String(), stdout); err != nil {
 			fmt.Fprintln(stderr, "slammesh dev: demo mission:", err)
