@@ -25,8 +25,8 @@ build:
 deps:
 	@./scripts/ensure-redis.sh
 
-## test: what CI runs: static checks, race tests, fuzz smoke, end to end, chaos
-test: deps check unit fuzz e2e chaos
+## test: what CI runs: static checks, race tests, fuzz smoke, end to end, TLS end to end, chaos
+test: deps check unit fuzz e2e tls-e2e chaos
 
 ## unit: all Go tests with the race detector (component tests included)
 unit:
@@ -56,6 +56,13 @@ fuzz:
 ## e2e: the built binaries as separate processes, driven by grpcurl and redis-cli
 e2e: build
 	./scripts/e2e.sh
+
+## tls-e2e: the binaries over mutual TLS with generated certificates, tokens, and Redis over TLS as an ACL user (issue 12)
+.PHONY: tls-e2e
+tls-e2e: build
+	$(GO) build -modfile=tools/go.mod -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
+	$(GO) vet -tags tlse2e ./test/tls
+	$(GO) test -race -tags tlse2e -count=1 -v -timeout 5m ./test/tls -args -tls.bin=$(CURDIR)/$(BIN)/slammesh -tls.grpcurl=$(CURDIR)/$(BIN)/grpcurl
 
 ## chaos: 200 missions with injected faults over separate processes while an orchestrator is SIGKILLed and restarted (issue 4); CHAOS_FLAGS="-chaos.seed=7" etc.
 .PHONY: chaos
