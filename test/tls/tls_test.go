@@ -186,6 +186,17 @@ func TestMeshOverMutualTLS(t *testing.T) {
 			t.Fatalf("start with the wrong Redis CA: err %v, output:\n%s", err, out)
 		}
 	})
+	t.Run("a wrong Redis password stops the start naming the user", func(t *testing.T) {
+		wrong := filepath.Join(e.dir, "wrong-password")
+		if err := os.WriteFile(wrong, []byte("not-the-password\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		env := append(e.redisEnvWith(e.ca.CertFile), "REDIS_PASSWORD_FILE="+wrong, "OTEL_TRACES_EXPORTER=none")
+		out, err := e.exec(ctx, env, e.bin, append(e.tlsArgs("merge"), "--tls-allowed-clients", "orchestrator")...)
+		if err == nil || !strings.Contains(out, `authentication as "slammesh" refused`) {
+			t.Fatalf("start with a wrong Redis password: err %v, output:\n%s", err, out)
+		}
+	})
 	t.Run("plaintext off loopback is refused without --insecure", func(t *testing.T) {
 		out, err := e.exec(ctx, append(e.redis, "OTEL_TRACES_EXPORTER=none"), e.bin, "mapping", "--grpc-addr", "0.0.0.0:0", "--http-addr", "127.0.0.1:0")
 		if err == nil || !strings.Contains(out, "refusing to serve plaintext") {
