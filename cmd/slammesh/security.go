@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -108,7 +109,7 @@ func (c serviceConfig) checkExposure() error {
 // checkExposure of dev: its services are plaintext and take no tokens, so
 // they stay on loopback unless --insecure.
 func (c devConfig) checkExposure() error {
-	if c.base.sec.insecure || grpcserver.IsLoopback(c.host+":0") {
+	if c.base.sec.insecure || grpcserver.IsLoopback(net.JoinHostPort(c.host, "0")) {
 		return nil
 	}
 	return fmt.Errorf("%w: slammesh dev serves plaintext without authentication; refusing --host %s (not loopback) without --insecure", errUsage, c.host)
