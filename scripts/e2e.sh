@@ -63,7 +63,8 @@ start_service() {
   pids+=($!)
   local addr=""
   for _ in $(seq 100); do
-    addr=$(sed -n 's/.*"msg":"serving".*"grpc_addr":"\([0-9.:]*\)".*/\1/p' "$work/$name.log" | head -n1)
+    # The child may not have opened its log yet.
+    addr=$(sed -n 's/.*"msg":"serving".*"grpc_addr":"\([0-9.:]*\)".*/\1/p' "$work/$name.log" 2>/dev/null | head -n1 || true)
     [ -n "$addr" ] && break
     sleep 0.1
   done
@@ -108,8 +109,11 @@ first=$(echo "$types" | head -n1)
 last=$(echo "$types" | tail -n1)
 [ "$first" = mission.started ] || fail "first event is $first, want mission.started"
 [ "$last" = mission.completed ] || fail "last event is $last, want mission.completed"
+# Read whole outputs before grep -q: with pipefail, a grep that quits at its
+# first match makes the writer die of SIGPIPE and the pipeline fail.
+entries=$(rcli --raw xrange "$stream" - +)
 for step in allocate_map localize_agents merge_maps; do
-  rcli --raw xrange "$stream" - + | grep -qx "$step" || fail "no events for step $step"
+  grep -qx "$step" <<<"$entries" || fail "no events for step $step"
 done
 echo "$types" | grep -qx step.progress || fail "no step.progress event"
 n_traces=$(rcli --raw xrange "$stream" - + | awk 'prev=="trace_id"{print} {prev=$0}' | sort -u)
@@ -117,10 +121,10 @@ n_traces=$(rcli --raw xrange "$stream" - + | awk 'prev=="trace_id"{print} {prev=
 log "stream $stream: $(echo "$types" | wc -l) events, mission.started … mission.completed, one trace id"
 
 # GetMission and WatchMission through reflection.
-"$grpcurl" -plaintext -d '{"mission_id":"e2e-ok"}' "$orch" slammesh.orchestrator.v1.OrchestratorService/GetMission |
-  grep -q MISSION_STATE_COMPLETED || fail "GetMission e2e-ok"
-"$grpcurl" -plaintext -d '{"mission_id":"e2e-ok"}' "$orch" slammesh.orchestrator.v1.OrchestratorService/WatchMission |
-  grep -q EVENT_TYPE_MISSION_COMPLETED || fail "WatchMission e2e-ok did not end with mission.completed"
+out=$("$grpcurl" -plaintext -d '{"mission_id":"e2e-ok"}' "$orch" slammesh.orchestrator.v1.OrchestratorService/GetMission)
+grep -q MISSION_STATE_COMPLETED <<<"$out" || fail "GetMission e2e-ok"
+out=$("$grpcurl" -plaintext -d '{"mission_id":"e2e-ok"}' "$orch" slammesh.orchestrator.v1.OrchestratorService/WatchMission)
+grep -q EVENT_TYPE_MISSION_COMPLETED <<<"$out" || fail "WatchMission e2e-ok did not end with mission.completed"
 
 # A mission that fails at localization and is compensated.
 out=$("$grpcurl" -plaintext -d '{"mission_id":"e2e-sealed","scenario":{"seed":3,"agents":3,"kind":"SCENARIO_KIND_SEALED_AGENT"},"wait":true}' \
