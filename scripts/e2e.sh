@@ -91,7 +91,7 @@ wait_healthy orchestrator
 orch=127.0.0.1:${grpc_port[orchestrator]}
 log "mesh up: orchestrator $orch, redis :$redis_port"
 
-"$grpcurl" -plaintext "$orch" list | grep -q slammesh.orchestrator.v1.OrchestratorService ||
+out=$("$grpcurl" -plaintext "$orch" list) && grep -q slammesh.orchestrator.v1.OrchestratorService <<<"$out" ||
   fail "reflection does not list the orchestrator service"
 
 # A mission that completes.
@@ -138,7 +138,8 @@ comp=$(rcli --raw xrange 'slammesh:{e2e-sealed}:events' - + | awk 'prev=="type"{
 log "e2e-sealed COMPENSATED (INSUFFICIENT_OVERLAP), compensations in reverse order, nothing left"
 
 # slamctl against the same mesh: a repeat start is idempotent.
-"$bin/slamctl" --addr "$orch" start --id e2e-ok | grep -q 'already existed' || fail "repeat start was not idempotent"
+out=$("$bin/slamctl" --addr "$orch" start --id e2e-ok) || fail "slamctl start: $out"
+grep -q 'already existed' <<<"$out" || fail "repeat start was not idempotent: $out"
 "$bin/slamctl" --addr "$orch" --mapping-addr "127.0.0.1:${grpc_port[mapping]}" map -o "$work/e2e-ok.png" e2e-ok >/dev/null ||
   fail "slamctl map"
 [ "$(head -c 4 "$work/e2e-ok.png" | tail -c 3)" = PNG ] || fail "map is not a PNG"
