@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/meshtls/meshtlstest"
+	"github.com/slammesh/slammesh/internal/slamproto"
 )
 
 func TestCheckExposure(t *testing.T) {
@@ -113,5 +115,15 @@ func TestRedisOptions(t *testing.T) {
 				t.Fatalf("the error shows the password: %v", err)
 			}
 		})
+	}
+}
+
+// TestReceiveLimitMatchesTheAPI keeps the servers' and clients' message
+// limit equal to the request size the protos document.
+func TestReceiveLimitMatchesTheAPI(t *testing.T) {
+	t.Parallel()
+	if slamproto.MaxRequestBytes != grpcserver.DefaultMaxMessageBytes {
+		t.Fatalf("slamproto.MaxRequestBytes %d != grpcserver.DefaultMaxMessageBytes %d (Dial's clients use the latter)",
+			slamproto.MaxRequestBytes, grpcserver.DefaultMaxMessageBytes)
 	}
 }

@@ -97,18 +97,20 @@ type Verifiers []Verifier
 
 // Verify implements Verifier.
 func (vs Verifiers) Verify(ctx context.Context, token string) (Principal, error) {
-	errs := make([]error, 0, len(vs))
+	msgs := make([]string, 0, len(vs))
 	for _, v := range vs {
 		p, err := v.Verify(ctx, token)
 		if err == nil {
 			return p, nil
 		}
-		errs = append(errs, err)
+		msgs = append(msgs, strings.TrimPrefix(err.Error(), ErrInvalidToken.Error()+": "))
 	}
-	if len(errs) == 0 {
+	if len(msgs) == 0 {
 		return Principal{}, fmt.Errorf("%w: no verifier configured", ErrInvalidToken)
 	}
-	return Principal{}, errors.Join(errs...)
+	// One line for the caller: "token has invalid claims: token is
+	// expired; not a known static token".
+	return Principal{}, fmt.Errorf("%w: %s", ErrInvalidToken, strings.Join(msgs, "; "))
 }
 
 // ErrorInfo reasons of the interceptors' errors.
@@ -147,7 +149,7 @@ func authFunc(v Verifier, pol Policy) grpcauth.AuthFunc {
 		}
 		p, err := v.Verify(ctx, token)
 		if err != nil {
-			return nil, rpcerr.New(codes.Unauthenticated, ReasonUnauthenticated, "invalid token: "+err.Error())
+			return nil, rpcerr.New(codes.Unauthenticated, ReasonUnauthenticated, err.Error())
 		}
 		method, _ := grpc.Method(ctx)
 		need, ok := pol.Methods[method]
