@@ -167,6 +167,39 @@ func TestMeshOverMutualTLS(t *testing.T) {
 			t.Logf("plaintext to %s: %s", addr, strings.TrimSpace(out))
 		}
 	})
+	t.Run("a step service serves a rotated certificate without a restart", func(t *testing.T) {
+		merge := steps["merge"].grpcAddr
+		orchCert := e.certs["orchestrator"]
+		before, err := servedCert(merge, e.ca.CertFile, orchCert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(before, e.certs["merge"].DER) {
+			t.Fatal("merge does not serve its certificate")
+		}
+		rotated, err := e.ca.Issue("merge", meshtlstest.Server, "localhost", "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			got, err := servedCert(merge, e.ca.CertFile, orchCert)
+			if err == nil && bytes.Equal(got, rotated.DER) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("merge still serves the old certificate 30 s after the rotation (err %v)", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		// The orchestrator keeps working against the rotated service.
+		out := e.run(ctx, true, e.grpcurl, append(grpcurlTLS, "-H", "authorization: Bearer "+e.tokens["operator"],
+			"-d", `{"mission_id":"tls-rotated","scenario":{"seed":11,"agents":2},"wait":true}`,
+			orch.grpcAddr, "slammesh.orchestrator.v1.OrchestratorService/StartMission")...)
+		if !strings.Contains(out, `"state": "MISSION_STATE_COMPLETED"`) {
+			t.Fatalf("mission after the rotation:\n%s", out)
+		}
+	})
 	t.Run("pprof is not served unless enabled", func(t *testing.T) {
 		for _, p := range []*proc{orch, steps["localization"]} {
 			resp, err := http.Get("http://" + p.httpAddr + "/debug/pprof/")
@@ -473,4 +506,28 @@ func forcedCertCheck(ctx context.Context, addr, caFile string, c meshtlstest.Cer
 	defer cancel()
 	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	return err
+}
+
+// servedCert returns the certificate the TLS server at addr presents,
+// connecting as the client c.
+func servedCert(addr, caFile string, c meshtlstest.Cert) ([]byte, error) {
+	pair, err := cryptotls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := cryptotls.DialWithDialer(d, "tcp", addr, &cryptotls.Config{
+		RootCAs: pool, Certificates: []cryptotls.Certificate{pair}, NextProtos: []string{"h2"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].Raw, nil
 }
