@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -82,6 +83,9 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 	defer cancel()
 	if err := n.rdb.Ping(pingCtx).Err(); err != nil {
 		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis, spec.svc.sec, err))
+	}
+	if err := checkRedisACL(pingCtx, n.rdb, spec.name+"-"+rand.Text()); err != nil {
+		return n, fmt.Errorf("%s: %w", spec.name, err)
 	}
 
 	creds, src, err := serverCreds(spec.svc, n.log)

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -25,7 +28,13 @@ const redisCAParam = "tls_ca"
 func redisOptions(rawURL string, sec securityConfig) (*redis.Options, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: redis URL: %w", errUsage, redactErr(err, rawURL))
+		// url.Error quotes the whole URL, password included: report only
+		// its cause, next to the redacted URL.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%w: redis URL %s: %w", errUsage, redactURL(rawURL), redactErr(err, rawURL))
 	}
 	caFile := sec.redisCA
 	q := u.Query()
@@ -74,16 +83,47 @@ func redisOptions(rawURL string, sec securityConfig) (*redis.Options, error) {
 	return opts, nil
 }
 
-// redactErr removes the URL's password from a parse error's text.
+// urlPassword returns the text between "user:" and the last "@" of a
+// URL's authority, found without url.Parse so that it is found in a URL
+// url.Parse refuses too (e.g. an unescaped "%" or "/" in the password).
+func urlPassword(rawURL string) string {
+	_, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return ""
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return ""
+	}
+	_, pw, _ := strings.Cut(rest[:at], ":")
+	return pw
+}
+
+// redactURL returns rawURL with its password replaced by "xxxxx".
+func redactURL(rawURL string) string {
+	pw := urlPassword(rawURL)
+	if pw == "" {
+		return rawURL
+	}
+	return strings.Replace(rawURL, ":"+pw+"@", ":xxxxx@", 1)
+}
+
+// redactErr removes the URL's password (as written, and as %q quotes it)
+// from an error's text.
 func redactErr(err error, rawURL string) error {
-	u, perr := url.Parse(rawURL)
-	if perr != nil || u.User == nil {
+	pw := urlPassword(rawURL)
+	if pw == "" {
 		return err
 	}
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		return errors.New(strings.ReplaceAll(err.Error(), pw, "xxxxx"))
+	msg := err.Error()
+	quoted := strconv.Quote(pw)
+	for _, s := range []string{pw, quoted[1 : len(quoted)-1]} {
+		msg = strings.ReplaceAll(msg, s, "xxxxx")
 	}
-	return err
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
 }
 
 // redisStartError explains why the first PING failed when the cause is
@@ -98,7 +138,11 @@ func redisStartError(opts *redis.Options, sec securityConfig, err error) error {
 	switch {
 	case errors.As(err, &unknownCA) || (errors.As(err, &verifyErr) && !errors.As(err, &hostErr)):
 		ca := sec.redisCA
-		if ca == "" {
+		switch {
+		case ca != "":
+		case opts.TLSConfig.RootCAs != nil:
+			ca = "of the URL's " + redisCAParam + "="
+		default:
 			ca = "the system roots (no --redis-ca / SLAMMESH_REDIS_CA given)"
 		}
 		return fmt.Errorf("redis at %s: TLS: the server's certificate is not signed by the Redis CA %s: %w", opts.Addr, ca, err)
@@ -106,6 +150,10 @@ func redisStartError(opts *redis.Options, sec securityConfig, err error) error {
 		return fmt.Errorf("redis at %s: TLS: the server's certificate is not valid for that host name: %w", opts.Addr, err)
 	case errors.As(err, &recordErr):
 		return fmt.Errorf("redis at %s: TLS handshake got a non-TLS answer: the port serves plaintext, use redis:// (or the server's TLS port): %w", opts.Addr, err)
+	case opts.TLSConfig != nil && errors.Is(err, context.DeadlineExceeded):
+		// A plaintext Redis reads a ClientHello as a partial command and
+		// waits for the rest: the handshake never ends.
+		return fmt.Errorf("redis at %s: no TLS handshake before the deadline: if that port serves plaintext, use a redis:// URL: %w", opts.Addr, err)
 	case opts.TLSConfig == nil && strings.Contains(msg, "EOF"):
 		return fmt.Errorf("redis at %s: connection closed at once: if that port serves TLS, use a rediss:// URL: %w", opts.Addr, err)
 	case strings.HasPrefix(msg, "WRONGPASS"), strings.HasPrefix(msg, "NOAUTH"), strings.HasPrefix(msg, "NOPERM"):
@@ -119,4 +167,52 @@ func userOrDefault(u string) string {
 		return "default"
 	}
 	return u
+}
+
+// aclProbeScript runs, as a script, the commands slammesh's own scripts
+// call, on keys of one slot.
+const aclProbeScript = `redis.call('TIME')
+redis.call('HSET', KEYS[1], 'f', '1')
+redis.call('HGETALL', KEYS[1])
+redis.call('ZADD', KEYS[2], 1, 'm')
+redis.call('ZREM', KEYS[2], 'm')
+return redis.call('EXISTS', KEYS[1])`
+
+// checkRedisACL runs one of each kind of command slammesh sends (strings,
+// hashes, sorted sets, streams and consumer groups, expiry, scripts and
+// MULTI) on scratch keys under slammesh:{startcheck:<id>}:, and deletes
+// them, so that a Redis user whose ACL lacks a permission (docs/security.md
+// lists the one needed) stops the start naming the command, instead of
+// failing the first mission. Every key gets a 60 s expiry in case the
+// DEL never runs.
+func checkRedisACL(ctx context.Context, rdb *redis.Client, id string) error {
+	p := "slammesh:{startcheck:" + id + "}:"
+	str, hash, zset, stream := p+"s", p+"h", p+"z", p+"x"
+	keys := []string{str, hash, zset, stream}
+	_, err := rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+		tx.Set(ctx, str, "1", time.Minute)
+		tx.IncrBy(ctx, str, 1)
+		tx.HSet(ctx, hash, "f", "1")
+		tx.ZAdd(ctx, zset, redis.Z{Score: 1, Member: "m"})
+		tx.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: 10, Approx: true, Values: []any{"f", "1"}})
+		tx.XGroupCreateMkStream(ctx, stream, "g", "0")
+		for _, k := range keys[1:] {
+			tx.Expire(ctx, k, time.Minute)
+		}
+		return nil
+	})
+	if err == nil {
+		err = rdb.Eval(ctx, aclProbeScript, []string{hash, zset}).Err()
+	}
+	if err == nil {
+		err = rdb.XRange(ctx, stream, "-", "+").Err()
+	}
+	if derr := rdb.Del(ctx, keys...).Err(); err == nil {
+		err = derr
+	}
+	if err != nil {
+		return fmt.Errorf("redis at %s: user %q may not run a command slammesh needs (give it the ACL in docs/security.md): %w",
+			rdb.Options().Addr, userOrDefault(rdb.Options().Username), err)
+	}
+	return nil
 }

@@ -1,15 +1,23 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/meshtls/meshtlstest"
+	"github.com/slammesh/slammesh/internal/redistest"
 	"github.com/slammesh/slammesh/internal/slamproto"
 )
 
@@ -105,6 +113,9 @@ func TestRedisOptions(t *testing.T) {
 		"two passwords":           {"redis://u:p@localhost:6379", securityConfig{redisPasswordFile: pw}, "given twice"},
 		"empty password file":     {"redis://localhost:6379", securityConfig{redisPasswordFile: empty}, "is empty"},
 		"unknown option redacted": {"redis://u:hunter2@localhost:6379?bogus=1", securityConfig{}, "unexpected option"},
+		// url.Parse quotes the whole URL in its errors.
+		"bad escape after the password": {"redis://u:hunter2@localhost:6379/0%zz", securityConfig{}, "invalid URL escape"},
+		"bad escape in the password":    {"redis://u:hunter2%zz@localhost:6379/0", securityConfig{}, "u:xxxxx@localhost"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := redisOptions(tc.url, tc.sec)
@@ -125,5 +136,97 @@ func TestReceiveLimitMatchesTheAPI(t *testing.T) {
 	if slamproto.MaxRequestBytes != grpcserver.DefaultMaxMessageBytes {
 		t.Fatalf("slamproto.MaxRequestBytes %d != grpcserver.DefaultMaxMessageBytes %d (Dial's clients use the latter)",
 			slamproto.MaxRequestBytes, grpcserver.DefaultMaxMessageBytes)
+	}
+}
+
+func TestRedisStartErrorNamesTheCause(t *testing.T) {
+	t.Parallel()
+	tlsOpts, err := redisOptions("rediss://localhost:6380", securityConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ca, err := meshtlstest.NewCA(dir, "redis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	urlCA, err := redisOptions("rediss://localhost:6380?tls_ca="+ca.CertFile, securityConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}
+	for name, tc := range map[string]struct {
+		opts *redis.Options
+		err  error
+		want string
+	}{
+		"TLS to a plaintext port": {tlsOpts, fmt.Errorf("dial: %w", context.DeadlineExceeded), "if that port serves plaintext, use a redis:// URL"},
+		"CA from the URL":         {urlCA, unknown, "not signed by the Redis CA of the URL's tls_ca="},
+		"no CA at all":            {tlsOpts, unknown, "the system roots"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := redisStartError(tc.opts, securityConfig{}, tc.err); !strings.Contains(got.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRedisACLCheck starts a service's Redis check as the user
+// docs/security.md describes (it passes and leaves no key behind) and as a
+// user lacking permissions (it fails naming the user and the command).
+func TestRedisACLCheck(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	doc, err := os.ReadFile("../../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "user slammesh ")
+	if !ok {
+		t.Fatal("docs/security.md lists no ACL line for the slammesh user")
+	}
+	rules, _, _ := strings.Cut(rest, "```")
+	acl := []any{"ACL", "SETUSER", "slammesh", "reset"}
+	for _, r := range strings.Fields(rules) {
+		acl = append(acl, strings.Replace(r, ">PASSWORD", ">pw-of-slammesh", 1))
+	}
+	if err := admin.Do(ctx, acl...).Err(); err != nil {
+		t.Fatalf("the documented ACL %v: %v", acl, err)
+	}
+	if err := admin.Do(ctx, "ACL", "SETUSER", "weak", "reset", "on", ">pw-of-weak", "~slammesh:*", "+@connection", "+@read", "+@string").Err(); err != nil {
+		t.Fatal(err)
+	}
+	as := func(user, pw string) *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: user, Password: pw})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	if err := checkRedisACL(ctx, as("slammesh", "pw-of-slammesh"), "test"); err != nil {
+		t.Fatalf("the documented ACL fails the check: %v", err)
+	}
+	if keys, err := admin.Keys(ctx, "*startcheck*").Result(); err != nil || len(keys) > 0 {
+		t.Errorf("the check left keys %v (%v)", keys, err)
+	}
+	err = checkRedisACL(ctx, as("weak", "pw-of-weak"), "test")
+	if err == nil || !strings.Contains(err.Error(), `user "weak"`) || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("got %v, want a NOPERM error naming the user", err)
+	}
+	if strings.Contains(err.Error(), "pw-of-weak") {
+		t.Fatalf("the error shows the password: %v", err)
+	}
+}
+
+// TestRedisACLCheckOnEmbeddedRedis: dev falls back to miniredis when
+// redis-server is missing; the start check must pass there too.
+func TestRedisACLCheckOnEmbeddedRedis(t *testing.T) {
+	t.Parallel()
+	m := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	if err := checkRedisACL(context.Background(), c, "test"); err != nil {
+		t.Fatal(err)
 	}
 }
