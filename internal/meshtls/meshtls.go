@@ -7,7 +7,7 @@
 // Reloading: every handshake asks the Source for its current material; the
 // Source looks at the files' modification times and sizes at most once per
 // CheckInterval and re-reads them when any changed. A rotation that leaves
-// a half-written or mismatched pair is ignored (the previous material stays
+// a half-written, mismatched or expired pair is ignored (the previous material stays
 // in use, and the error is reported through OnError) until the files are
 // consistent again, so a rotation never takes a service down.
 //
@@ -89,8 +89,8 @@ type Options struct {
 }
 
 // NewSource reads f once, failing when a file is missing or invalid (a
-// Cert without a Key, a key that does not match, a CA file without
-// certificates), and returns a Source that reloads them on change.
+// Cert without a Key, a key that does not match, an expired certificate, a
+// CA file without certificates), and returns a Source that reloads them on change.
 func NewSource(f Files, opts Options) (*Source, error) {
 	if (f.Cert == "") != (f.Key == "") {
 		return nil, errors.New("meshtls: a certificate needs its key and a key its certificate (--tls-cert and --tls-key)")
@@ -103,7 +103,7 @@ func NewSource(f Files, opts Options) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := load(f)
+	m, err := load(f, s.now())
 	if err != nil {
 		return nil, err
 	}
@@ -127,12 +127,17 @@ func (s *Source) stat() ([3]fileStamp, error) {
 	return out, nil
 }
 
-func load(f Files) (material, error) {
+func load(f Files, now time.Time) (material, error) {
 	var m material
 	if f.Cert != "" {
 		c, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 		if err != nil {
 			return m, fmt.Errorf("meshtls: certificate %s with key %s: %w", f.Cert, f.Key, err)
+		}
+		// Every peer would refuse an expired certificate: say so here, by
+		// name and date, rather than let each handshake fail.
+		if c.Leaf != nil && now.After(c.Leaf.NotAfter) {
+			return m, fmt.Errorf("meshtls: certificate %s expired at %s", f.Cert, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 		}
 		m.cert = &c
 	}
@@ -167,7 +172,7 @@ func (s *Source) current() material {
 	if stamps == s.stamps {
 		return s.cur
 	}
-	m, err := load(s.files)
+	m, err := load(s.files, now)
 	if err != nil {
 		// Mid-rotation (the certificate replaced, its key not yet): keep
 		// serving the old pair and look again next time.

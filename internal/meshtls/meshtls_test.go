@@ -218,16 +218,33 @@ func TestServerReloadsRotatedFiles(t *testing.T) {
 	if len(reloadErrs) == 0 || !strings.Contains(reloadErrs[len(reloadErrs)-1].Error(), "key") {
 		t.Fatalf("the failed reload was not reported: %v", errors.Join(reloadErrs...))
 	}
+
+	// A rotation to an expired pair is refused the same way.
+	_, err = p.ca.IssueValid("mapping", meshtlstest.Server, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour), "127.0.0.1")
+	must(t, err)
+	got, err = peerCert(t, addr, p.ca.CertFile)
+	must(t, err)
+	if !bytes.Equal(got, rotated.DER) {
+		t.Fatal("an expired certificate replaced the served one")
+	}
+	if !strings.Contains(reloadErrs[len(reloadErrs)-1].Error(), "expired") {
+		t.Fatalf("the expired rotation was not reported: %v", reloadErrs[len(reloadErrs)-1])
+	}
 }
 
 func TestNewSourceRejectsBadFiles(t *testing.T) {
 	p := newPKI(t)
+	expiredCA, err := meshtlstest.NewCA(t.TempDir(), "expired")
+	must(t, err)
+	expired, err := expiredCA.IssueValid("mapping", meshtlstest.Server, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))
+	must(t, err)
 	for name, f := range map[string]meshtls.Files{
 		"cert without key":   {Cert: p.server.CertFile},
 		"missing CA":         {CA: p.ca.Dir + "/nope.pem"},
 		"CA is not PEM":      {CA: p.server.KeyFile},
 		"mismatched key":     {Cert: p.server.CertFile, Key: p.client.KeyFile},
 		"missing cert files": {Cert: "/nonexistent/c.pem", Key: "/nonexistent/k.pem"},
+		"expired cert":       {Cert: expired.CertFile, Key: expired.KeyFile},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := meshtls.NewSource(f, meshtls.Options{}); err == nil {

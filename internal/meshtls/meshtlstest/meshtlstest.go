@@ -77,6 +77,12 @@ func NewCA(dir, name string) (*CA, error) {
 // writes <name>.pem and <name>-key.pem into the CA's Dir, replacing them if
 // present (a rotation).
 func (ca *CA) Issue(name string, usage Usage, hosts ...string) (Cert, error) {
+	return ca.IssueValid(name, usage, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), hosts...)
+}
+
+// IssueValid is Issue with the validity period [notBefore, notAfter], e.g.
+// in the past for an expired certificate.
+func (ca *CA) IssueValid(name string, usage Usage, notBefore, notAfter time.Time, hosts ...string) (Cert, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return Cert{}, err
@@ -85,8 +91,8 @@ func (ca *CA) Issue(name string, usage Usage, hosts ...string) (Cert, error) {
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: name},
 		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 	}
 	if usage&Server != 0 {
