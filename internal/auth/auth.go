@@ -143,6 +143,12 @@ func Denied(need Role, what string) error {
 func authFunc(v Verifier, pol Policy) grpcauth.AuthFunc {
 	return func(ctx context.Context) (context.Context, error) {
 		token, err := grpcauth.AuthFromMD(ctx, "bearer")
+		// RFC 7235 allows more than one space after the scheme; no token
+		// holds a space (RFC 6750 b64token), so edges are trimmed.
+		token = strings.TrimSpace(token)
+		if err == nil && token == "" {
+			err = errors.New("empty token")
+		}
 		if err != nil {
 			return nil, rpcerr.New(codes.Unauthenticated, ReasonUnauthenticated,
 				`missing bearer token: send metadata "authorization: Bearer <token>"`)

@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -200,5 +201,100 @@ func TestJWKSFromURL(t *testing.T) {
 	}
 	if _, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: srv.URL + "/missing", Audience: "mesh"}); err == nil {
 		t.Error("a JWKS URL answering 404 was accepted")
+	}
+}
+
+// TestJWKSRefusesConfusedKeysAndClaims: symmetric keys in the set, tokens
+// of other algorithms, and role claims of the wrong type.
+func TestJWKSRefusesConfusedKeysAndClaims(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	oct := `{"kty":"oct","kid":"hs","alg":"HS256","k":"` + base64.RawURLEncoding.EncodeToString(secret) + `"}`
+
+	// A set of only an HS256 key has no key we may use.
+	only := filepath.Join(dir, "oct.json")
+	if err := os.WriteFile(only, []byte(`{"keys":[`+oct+`]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: only, Audience: "mesh"}); err == nil {
+		t.Error("a JWKS holding only an HS256 key was accepted")
+	}
+
+	// Beside an RSA key, the symmetric key is ignored: an HS256 token
+	// signed with it, or naming the RSA kid, is refused.
+	iss, err := authtest.NewIssuer(dir, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(iss.JWKSFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mixed := filepath.Join(dir, "mixed.json")
+	if err := os.WriteFile(mixed, []byte(strings.Replace(string(data), `"keys":[`, `"keys":[`+oct+`,`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: mixed, Audience: "mesh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := func(role any) jwt.MapClaims {
+		return jwt.MapClaims{"sub": "x", "aud": "mesh", "role": role, "exp": time.Now().Add(time.Hour).Unix()}
+	}
+	for _, kid := range []string{"hs", "k1-rsa", ""} {
+		hs := jwt.NewWithClaims(jwt.SigningMethodHS256, claims("admin"))
+		hs.Header["kid"] = kid
+		tok, err := hs.SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Verify(ctx, tok); err == nil {
+			t.Errorf("an HS256 token with kid %q was accepted", kid)
+		}
+		none := jwt.NewWithClaims(jwt.SigningMethodNone, claims("admin"))
+		none.Header["kid"] = kid
+		if tok, err = none.SignedString(jwt.UnsafeAllowNoneSignatureType); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Verify(ctx, tok); err == nil {
+			t.Errorf("an alg none token with kid %q was accepted", kid)
+		}
+	}
+
+	for name, role := range map[string]any{
+		"number": 3, "object": map[string]any{"admin": true}, "bool": true,
+		"array of non-strings": []any{1, 2}, "unknown name": "root", "empty array": []any{},
+	} {
+		tok, err := iss.Sign(authtest.RS256, claims(role))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := j.Verify(ctx, tok); err == nil {
+			t.Errorf("role claim %s (%v) was accepted as %v", name, role, p.Role)
+		}
+	}
+	tok, err := iss.Sign(authtest.ES256, claims([]any{"other-app", "operator", 7}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := j.Verify(ctx, tok); err != nil || p.Role != auth.RoleOperator {
+		t.Errorf("roles array: %v %v", p, err)
+	}
+}
+
+func TestJWKSURLOverPlainHTTPOnlyOnLoopback(t *testing.T) {
+	t.Parallel()
+	_, err := auth.NewJWKS(context.Background(), auth.JWKSConfig{Source: "http://idp.example/jwks.json", Audience: "mesh"})
+	if err == nil || !strings.Contains(err.Error(), "use https://") {
+		t.Fatalf("got %v, want a refusal of plain http", err)
+	}
+	// Nor may a loopback URL redirect there.
+	srv := httptest.NewServer(http.RedirectHandler("http://idp.example/jwks.json", http.StatusFound))
+	defer srv.Close()
+	_, err = auth.NewJWKS(context.Background(), auth.JWKSConfig{Source: srv.URL, Audience: "mesh"})
+	if err == nil || !strings.Contains(err.Error(), "use https://") {
+		t.Fatalf("redirect: got %v, want a refusal of plain http", err)
 	}
 }

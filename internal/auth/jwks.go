@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -35,8 +37,8 @@ const (
 
 // JWKSConfig configures a JWKS verifier.
 type JWKSConfig struct {
-	// Source is a JWKS (RFC 7517) file path or an https:// (or http://)
-	// URL. Files are re-read when they change, URLs every five minutes.
+	// Source is a JWKS (RFC 7517) file path or an https:// URL (http://
+	// only on loopback). Files are re-read when they change, URLs every five minutes.
 	Source string
 	// Audience must appear in the token's aud claim. Required: a token
 	// minted for another service must not open this one.
@@ -74,11 +76,15 @@ func NewJWKS(ctx context.Context, cfg JWKSConfig) (*JWKS, error) {
 	if cfg.Audience == "" {
 		return nil, errors.New("jwks: an audience is required (--auth-audience)")
 	}
+	if err := checkJWKSURL(cfg.Source); err != nil {
+		return nil, err
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second,
+			CheckRedirect: func(req *http.Request, _ []*http.Request) error { return checkJWKSURL(req.URL.String()) }}
 	}
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{"RS256", "ES256"}),
@@ -95,6 +101,23 @@ func NewJWKS(ctx context.Context, cfg JWKSConfig) (*JWKS, error) {
 		return nil, err
 	}
 	return j, nil
+}
+
+// checkJWKSURL refuses an http:// JWKS URL off loopback: whoever sits on
+// the path could hand us their own keys and mint admin tokens.
+func checkJWKSURL(source string) error {
+	if !strings.HasPrefix(source, "http://") {
+		return nil
+	}
+	u, err := url.Parse(source)
+	if err != nil {
+		return fmt.Errorf("jwks: %w", err)
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("jwks %s: plain http off loopback lets anyone on the path substitute the keys; use https://", source)
 }
 
 func (j *JWKS) isURL() bool {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -348,6 +349,49 @@ func TestDeleteMissionIsAdminOnly(t *testing.T) {
 		cancel()
 		if got := status.Code(err); got != want {
 			t.Errorf("%s: got %v (%v), want %v", role, got, err, want)
+		}
+	}
+}
+
+// TestAuthorizationHeaderForms: the scheme is case-insensitive and may be
+// followed by several spaces (RFC 7235); anything else is UNAUTHENTICATED.
+func TestAuthorizationHeaderForms(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	iss, err := authtest.NewIssuer(dir, "idp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := "viewer-token-0123456789abcdef"
+	tokenFile := filepath.Join(dir, "tokens")
+	if err := authtest.WriteTokenFile(tokenFile, map[string]string{"viewer": tok}); err != nil {
+		t.Fatal(err)
+	}
+	client := orchestratorv1.NewOrchestratorServiceClient(accessServer(t, iss, tokenFile, registerStub))
+	for header, want := range map[string]codes.Code{
+		"Bearer " + tok:       codes.OK,
+		"bearer " + tok:       codes.OK,
+		"BEARER " + tok:       codes.OK,
+		"Bearer   " + tok:     codes.OK,
+		"Bearer " + tok + " ": codes.OK,
+		tok:                   codes.Unauthenticated,
+		"Basic " + tok:        codes.Unauthenticated,
+		"Bearer":              codes.Unauthenticated,
+		"Bearer   ":           codes.Unauthenticated,
+		"Bearer " + tok + "x": codes.Unauthenticated,
+	} {
+		for _, m := range []string{"ListMissions", "WatchMission"} {
+			t.Run(m+"/"+header, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", header), 10*time.Second)
+				defer cancel()
+				err := call(ctx, client, m)
+				if got := status.Code(err); got != want {
+					t.Fatalf("got %v (%v), want %v", got, err, want)
+				}
+				if err != nil && strings.Contains(status.Convert(err).Message(), tok) {
+					t.Fatalf("the error echoes the token: %v", err)
+				}
+			})
 		}
 	}
 }

@@ -82,6 +82,11 @@ func (iss *Issuer) Token(alg Alg, role, aud string, nbf, exp time.Time) (string,
 	if role != "" {
 		claims["role"] = role
 	}
+	return iss.Sign(alg, claims)
+}
+
+// Sign returns a JWT of claims signed with alg, with the key's kid.
+func (iss *Issuer) Sign(alg Alg, claims jwt.MapClaims) (string, error) {
 	var method jwt.SigningMethod
 	var key crypto.Signer
 	var kid string
