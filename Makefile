@@ -26,8 +26,8 @@ deps:
 	@./scripts/ensure-redis.sh
 	@./scripts/ensure-chromium.sh
 
-## test: what CI runs: static checks, race tests, fuzz smoke, end to end, chaos, the 2-minute soak
-test: deps check unit fuzz e2e chaos soak-ci
+## test: what CI runs: static checks, race tests, fuzz smoke, end to end, TLS end to end, chaos, the 2-minute soak
+test: deps check unit fuzz e2e tls-e2e chaos soak-ci
 
 ## unit: all Go tests with the race detector (component tests included)
 unit:
@@ -63,6 +63,13 @@ fuzz:
 ## e2e: the built binaries as separate processes, driven by grpcurl and redis-cli
 e2e: build
 	./scripts/e2e.sh
+
+## tls-e2e: the binaries over mutual TLS with generated certificates, tokens, and Redis over TLS as an ACL user (issue 12)
+.PHONY: tls-e2e
+tls-e2e: build
+	$(GO) build -modfile=tools/go.mod -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
+	$(GO) vet -tags tlse2e ./test/tls
+	$(GO) test -race -tags tlse2e -count=1 -v -timeout 5m ./test/tls -args -tls.bin=$(CURDIR)/$(BIN)/slammesh -tls.grpcurl=$(CURDIR)/$(BIN)/grpcurl
 
 ## chaos: 200 missions with injected faults over separate processes while an orchestrator is SIGKILLed and restarted (issue 4); CHAOS_FLAGS="-chaos.seed=7" etc.
 .PHONY: chaos

@@ -66,7 +66,8 @@ start_service() {
   pids+=($!)
   local addr=""
   for _ in $(seq 100); do
-    addr=$(sed -n 's/.*"msg":"serving".*"grpc_addr":"\([0-9.:]*\)".*/\1/p' "$work/$name.log" | head -n1)
+    # The child may not have opened its log yet.
+    addr=$(sed -n 's/.*"msg":"serving".*"grpc_addr":"\([0-9.:]*\)".*/\1/p' "$work/$name.log" 2>/dev/null | head -n1 || true)
     [ -n "$addr" ] && break
     sleep 0.1
   done
@@ -111,6 +112,9 @@ first=$(echo "$types" | head -n1)
 last=$(echo "$types" | tail -n1)
 [ "$first" = mission.started ] || fail "first event is $first, want mission.started"
 [ "$last" = mission.completed ] || fail "last event is $last, want mission.completed"
+# Read whole outputs before grep -q: with pipefail, a grep that quits at its
+# first match makes the writer die of SIGPIPE and the pipeline fail.
+entries=$(rcli --raw xrange "$stream" - +)
 for step in allocate_map localize_agents merge_maps; do
   rcli --raw xrange "$stream" - + | has -x "$step" || fail "no events for step $step"
 done

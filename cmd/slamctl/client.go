@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/grpcserver"
+	"github.com/slammesh/slammesh/internal/meshtls"
 )
 
 // errUsage marks command-line mistakes, which exit with status 2 like flag's.
@@ -31,12 +34,24 @@ type global struct {
 	addr        string
 	mappingAddr string
 	json        bool
+	// TLS: verify servers with cacert; present cert/key when a server asks
+	// (the mapping service, for map, requires one).
+	tls        meshtls.Files
+	serverName string
+	// token is the bearer token sent to the orchestrator.
+	token string
 }
 
 func parseGlobal(args []string, getenv func(string) string, stderr io.Writer) (global, []string, error) {
 	g := global{
 		addr:        envOr(getenv, "SLAMCTL_ADDR", "localhost:50051"),
 		mappingAddr: envOr(getenv, "SLAMCTL_MAPPING_ADDR", "localhost:50052"),
+		tls: meshtls.Files{
+			CA:   getenv("SLAMCTL_CACERT"),
+			Cert: getenv("SLAMCTL_CERT"),
+			Key:  getenv("SLAMCTL_KEY"),
+		},
+		token: getenv("SLAMCTL_TOKEN"),
 	}
 	fs := flag.NewFlagSet("slamctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -44,6 +59,11 @@ func parseGlobal(args []string, getenv func(string) string, stderr io.Writer) (g
 	fs.StringVar(&g.addr, "addr", g.addr, "orchestrator address")
 	fs.StringVar(&g.mappingAddr, "mapping-addr", g.mappingAddr, "mapping service address (for map)")
 	fs.BoolVar(&g.json, "json", false, "print protobuf JSON")
+	fs.StringVar(&g.tls.CA, "cacert", g.tls.CA, "PEM CA that signs the servers' certificates; set, slamctl uses TLS")
+	fs.StringVar(&g.tls.Cert, "cert", g.tls.Cert, "PEM client certificate")
+	fs.StringVar(&g.tls.Key, "key", g.tls.Key, "PEM key of --cert")
+	fs.StringVar(&g.serverName, "server-name", "", "name to verify the server certificates against (default: the host of the address)")
+	fs.StringVar(&g.token, "token", g.token, "bearer token for the orchestrator")
 	if err := fs.Parse(args); err != nil {
 		return g, nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -63,21 +83,63 @@ type clients struct {
 	conn         *grpc.ClientConn
 	orchestrator orchestratorv1.OrchestratorServiceClient
 	mappingAddr  string
+	// transport is how to reach the mapping service: as the orchestrator,
+	// without the token.
+	transport []grpc.DialOption
 }
 
 func dial(g global) (*clients, error) {
-	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	transport, err := transportOpts(g)
+	if err != nil {
+		return nil, err
+	}
+	opts := transport
+	if g.token != "" {
+		if !g.tls.Enabled() && !grpcserver.IsLoopback(g.addr) {
+			return nil, fmt.Errorf("%w: refusing to send --token in plaintext to %s: give --cacert (TLS)", errUsage, g.addr)
+		}
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(g.token)))
+	}
+	conn, err := grpc.NewClient(g.addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("orchestrator at %s: %w", g.addr, err)
 	}
-	return &clients{conn: conn, orchestrator: orchestratorv1.NewOrchestratorServiceClient(conn), mappingAddr: g.mappingAddr}, nil
+	return &clients{conn: conn, orchestrator: orchestratorv1.NewOrchestratorServiceClient(conn), mappingAddr: g.mappingAddr, transport: transport}, nil
 }
+
+// transportOpts returns TLS credentials when a CA or certificate is given,
+// else plaintext.
+func transportOpts(g global) ([]grpc.DialOption, error) {
+	if !g.tls.Enabled() {
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
+	}
+	src, err := meshtls.NewSource(g.tls, meshtls.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(meshtls.ClientCredentials(src))}
+	if g.serverName != "" {
+		opts = append(opts, grpc.WithAuthority(g.serverName))
+	}
+	return opts, nil
+}
+
+// bearer sends "authorization: Bearer <token>" with every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity is false so that a token reaches a loopback
+// orchestrator in plaintext; dial refuses plaintext to any other address.
+func (bearer) RequireTransportSecurity() bool { return false }
 
 func (c *clients) Close() error { return c.conn.Close() }
 
 // mapping opens a connection to the mapping service; the caller closes it.
 func (c *clients) mapping() (mappingv1.MappingServiceClient, io.Closer, error) {
-	conn, err := grpc.NewClient(c.mappingAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.mappingAddr, c.transport...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("mapping at %s: %w", c.mappingAddr, err)
 	}

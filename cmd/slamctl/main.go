@@ -54,6 +54,13 @@ Global flags:
   --mapping-addr ADDR   mapping service address, used by map (env SLAMCTL_MAPPING_ADDR,
                         default localhost:50052)
   --json                print protobuf JSON instead of text
+  --token TOKEN         bearer token for the orchestrator (env SLAMCTL_TOKEN)
+  --cacert FILE         PEM CA of the servers' certificates; set, slamctl uses TLS
+                        (env SLAMCTL_CACERT)
+  --cert FILE, --key FILE
+                        PEM client certificate and key, for servers that require
+                        one (env SLAMCTL_CERT, SLAMCTL_KEY)
+  --server-name NAME    name to verify server certificates against
 
 Run 'slamctl <command> -h' for a command's flags.
 `

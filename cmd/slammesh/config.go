@@ -27,6 +27,9 @@ type serviceConfig struct {
 	// skipRedisCheck is set by `slammesh dev` for its embedded Redis only;
 	// no flag turns the Redis checks off.
 	skipRedisCheck bool
+	// sec holds TLS, authentication, Redis credentials and exposure
+	// switches (security.go).
+	sec securityConfig
 
 	// orchestrator
 	mappingAddr      string
@@ -156,8 +159,9 @@ func (e *envFlags) parse(args []string) error {
 // addCommon registers the flags every service shares.
 func addCommon(e *envFlags, c *serviceConfig, grpcDef, httpDef string) {
 	e.string(&c.grpcAddr, "grpc-addr", "SLAMMESH_GRPC_ADDR", grpcDef, "gRPC listen address")
-	e.string(&c.httpAddr, "http-addr", "SLAMMESH_HTTP_ADDR", httpDef, "HTTP listen address of /metrics, /healthz, /debug/pprof")
-	e.string(&c.redisURL, "redis-url", "REDIS_URL", "redis://localhost:6379/0", "Redis URL")
+	e.string(&c.httpAddr, "http-addr", "SLAMMESH_HTTP_ADDR", httpDef, "HTTP listen address of /metrics, /healthz (and /debug/pprof with --enable-pprof)")
+	e.string(&c.redisURL, "redis-url", "REDIS_URL", "redis://localhost:6379/0", "Redis URL (rediss:// for TLS; user:password@ for an ACL user)")
+	addSecurity(e, &c.sec, c.service)
 	e.level(&c.logLevel, "log-level", "SLAMMESH_LOG_LEVEL")
 	e.bool(&c.allowFaults, "allow-fault-injection", "SLAMMESH_ALLOW_FAULT_INJECTION", "honour fault plans in requests (tests and demos only)")
 	e.duration(&c.grace, "grace", "SLAMMESH_GRACE", 10*time.Second, "shutdown grace period for in-flight calls and running sagas")
@@ -278,6 +282,7 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	e.string(&c.redisURL, "redis-url", "REDIS_URL", "", "Redis URL; empty starts a private redis-server (or an embedded Redis)")
 	e.int(&c.redisPort, "redis-port", "SLAMMESH_DEV_REDIS_PORT", 6380, "port of the private redis-server (fixed, so that redis-cli -p finds it; refused when another process holds it)")
 	e.level(&c.base.logLevel, "log-level", "SLAMMESH_LOG_LEVEL")
+	addDevSecurity(e, &c.base.sec)
 	e.bool(&c.base.allowFaults, "allow-fault-injection", "SLAMMESH_ALLOW_FAULT_INJECTION", "honour fault plans in requests")
 	e.duration(&c.base.grace, "grace", "SLAMMESH_GRACE", 10*time.Second, "shutdown grace period")
 	e.uint64(&c.base.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
@@ -297,5 +302,8 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 		return c, fmt.Errorf("%w: --redis-port %d out of range", errUsage, c.redisPort)
 	}
 	c.base.service = "dev"
-	return c, c.base.validate()
+	if err := c.base.validate(); err != nil {
+		return c, err
+	}
+	return c, c.checkExposure()
 }

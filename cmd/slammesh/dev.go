@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -41,9 +40,9 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	// miniredis is no real Redis: its INFO lacks what the checks read, and
 	// the banner devRedis printed already says what it cannot promise.
 	cfg.base.skipRedisCheck = embedded
-	opts, err := redis.ParseURL(redisURL)
+	opts, err := redisOptions(redisURL, cfg.base.sec)
 	if err != nil {
-		return fmt.Errorf("%w: redis url %q: %w", errUsage, redisURL, err)
+		return err
 	}
 
 	addr := func(port int) string {
@@ -98,6 +97,11 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	}
 	fmt.Fprintf(stdout, "  redis         %s (%s)\n", opts.Addr, redisNote)
 	fmt.Fprintf(stdout, "  logs          %s\n", logName)
+	fmt.Fprintf(stdout, `
+!!! slammesh dev is a DEMO MODE: gRPC is PLAINTEXT and takes NO TOKENS, so anyone
+!!! who reaches %s can start, cancel and resume missions. Fine on one machine;
+!!! never expose it. Production: docs/security.md (TLS, mTLS, tokens with roles).
+`, cfg.host)
 	if cfg.demo {
 		if err := runDemo(ctx, orch.srv.Addr().String(), console, stdout); err != nil {
 			fmt.Fprintln(stdout, "slammesh dev: demo mission:", err)

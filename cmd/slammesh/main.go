@@ -39,13 +39,18 @@ Commands:
   dev            all four in one process, each on its own ports and with its
                  own tracer; Redis from REDIS_URL, else a private redis-server,
                  else an embedded one
-  healthcheck    exit 0 when a server reports SERVING (grpc.health.v1)
+  healthcheck    exit 0 when a server reports SERVING (grpc.health.v1;
+                 over TLS with --tls-ca, --tls-cert, --tls-key)
 
 A flag that configures a service can also be set by an environment
 variable (named in 'slammesh <command> -h'; the flag wins); the one-shot
 flags, dev --demo and healthcheck --service and --timeout, have none.
 Traces are exported by the standard OTEL_* variables, e.g.
   OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317
+
+A service refuses plaintext gRPC, and an orchestrator without tokens, on a
+non-loopback address unless --insecure: see docs/security.md for --tls-*,
+--auth-* and the Redis options.
 `
 
 var errUsage = errors.New("usage error")

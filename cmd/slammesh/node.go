@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +14,9 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/slammesh/slammesh/internal/grpcserver"
+	"github.com/slammesh/slammesh/internal/meshtls"
 	"github.com/slammesh/slammesh/internal/redischeck"
+	"github.com/slammesh/slammesh/internal/slamproto"
 	"github.com/slammesh/slammesh/internal/telemetry"
 )
 
@@ -26,6 +29,9 @@ type node struct {
 	log  *slog.Logger
 	rdb  *redis.Client
 	srv  *grpcserver.Server
+	// tls is the service's TLS material (nil: plaintext); the orchestrator
+	// dials the step services with it.
+	tls *meshtls.Source
 	// drain runs after the gRPC server stopped accepting calls and before
 	// Redis closes: the orchestrator finishes or hands off running sagas.
 	drain   func(ctx context.Context) error
@@ -44,6 +50,8 @@ type nodeSpec struct {
 	logLevel       slog.Level
 	grace          time.Duration
 	telOpts        telemetry.Options
+	// svc carries the security settings (TLS, tokens, pprof).
+	svc serviceConfig
 	// interceptors are built once telemetry and Redis exist (the step services
 	// publish progress through Redis).
 	interceptors func(n *node) []grpc.UnaryServerInterceptor
@@ -84,7 +92,10 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := n.rdb.Ping(pingCtx).Err(); err != nil {
-		return n, fmt.Errorf("%s: redis at %s: %w", spec.name, spec.redis.Addr, err)
+		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis, spec.svc.sec, err))
+	}
+	if err := checkRedisACL(pingCtx, n.rdb, spec.name+"-"+rand.Text()); err != nil {
+		return n, fmt.Errorf("%s: %w", spec.name, err)
 	}
 	if !spec.skipRedisCheck {
 		res, err := redischeck.Check(pingCtx, n.rdb)
@@ -97,16 +108,34 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 		}
 	}
 
+	creds, src, err := serverCreds(spec.svc, n.log)
+	if err != nil {
+		return n, fmt.Errorf("%s TLS: %w", spec.name, err)
+	}
+	n.tls = src
 	var interceptors []grpc.UnaryServerInterceptor
+	var streamInterceptors []grpc.StreamServerInterceptor
+	// Authentication first: nothing of a refused call runs.
+	unaryAuth, streamAuth, err := authInterceptors(ctx, spec.svc, n.log)
+	if err != nil {
+		return n, fmt.Errorf("%s: %w", spec.name, err)
+	}
+	if unaryAuth != nil {
+		interceptors = append(interceptors, unaryAuth)
+		streamInterceptors = append(streamInterceptors, streamAuth)
+	}
 	if spec.interceptors != nil {
-		interceptors = spec.interceptors(n)
+		interceptors = append(interceptors, spec.interceptors(n)...)
 	}
 	n.srv, err = grpcserver.New(grpcserver.Config{
-		Service:     spec.name,
-		GRPCAddr:    spec.grpcAddr,
-		HTTPAddr:    spec.httpAddr,
-		GracePeriod: spec.grace,
-	}, grpcserver.Deps{Telemetry: n.tel, Logger: n.log, UnaryInterceptors: interceptors})
+		Service:         spec.name,
+		GRPCAddr:        spec.grpcAddr,
+		HTTPAddr:        spec.httpAddr,
+		GracePeriod:     spec.grace,
+		Creds:           creds,
+		EnablePprof:     spec.svc.sec.enablePprof,
+		MaxMessageBytes: slamproto.MaxRequestBytes,
+	}, grpcserver.Deps{Telemetry: n.tel, Logger: n.log, UnaryInterceptors: interceptors, StreamInterceptors: streamInterceptors})
 	if err != nil {
 		return n, err
 	}

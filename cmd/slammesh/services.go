@@ -14,6 +14,7 @@ import (
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/grpcserver"
+	"github.com/slammesh/slammesh/internal/meshtls"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/saga"
 	"github.com/slammesh/slammesh/internal/stepserver"
@@ -25,10 +26,14 @@ import (
 
 // runService runs one service in this process until ctx ends.
 func runService(ctx context.Context, cfg serviceConfig, logw io.Writer) error {
-	opts, err := redis.ParseURL(cfg.redisURL)
-	if err != nil {
-		return fmt.Errorf("%w: --redis-url %q: %w", errUsage, cfg.redisURL, err)
+	if err := cfg.checkExposure(); err != nil {
+		return err
 	}
+	opts, err := redisOptions(cfg.redisURL, cfg.sec)
+	if err != nil {
+		return err
+	}
+	warnExposure(logw, cfg)
 	n, err := newNode(ctx, specFor(cfg, opts), logw)
 	if err != nil {
 		return err
@@ -54,6 +59,7 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 		skipRedisCheck: cfg.skipRedisCheck,
 		logLevel:       cfg.logLevel,
 		grace:          cfg.grace,
+		svc:            cfg,
 	}
 	// stepInterceptors publish step events (and inject faults when allowed).
 	stepInterceptors := func(service string, actions, compensations []string) func(n *node) []grpc.UnaryServerInterceptor {
@@ -123,8 +129,14 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 // then are handed off to the other orchestrators, whose recovery resumes
 // them at its next scan.
 func registerOrchestrator(ctx context.Context, cfg serviceConfig, n *node) error {
+	var dialOpts []grpc.DialOption
+	if n.tls != nil {
+		// The orchestrator's certificate doubles as its client certificate:
+		// the step services accept only clients their CA signed.
+		dialOpts = append(dialOpts, grpc.WithTransportCredentials(meshtls.ClientCredentials(n.tls)))
+	}
 	dial := func(target string) (*grpc.ClientConn, error) {
-		c, err := grpcserver.Dial(target, n.tel)
+		c, err := grpcserver.Dial(target, n.tel, dialOpts...)
 		if err == nil {
 			n.closers = append(n.closers, c.Close)
 		}

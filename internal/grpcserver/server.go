@@ -1,8 +1,8 @@
 // Package grpcserver is the bootstrap every slammesh service shares: a gRPC
 // server with OpenTelemetry instrumentation, call logging, panic recovery,
-// grpc.health.v1 and server reflection, an HTTP side port for /metrics,
-// /healthz and /debug/pprof, and an ordered graceful shutdown. Dial is the
-// matching client.
+// grpc.health.v1 and server reflection, TLS when given credentials, an HTTP
+// side port for /metrics and /healthz (and /debug/pprof only when enabled),
+// and an ordered graceful shutdown. Dial is the matching client.
 //
 // A service builds a Server with New, registers its handlers on it (Server is
 // a grpc.ServiceRegistrar) and calls Serve, which blocks until its context is
@@ -41,6 +41,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -71,13 +72,23 @@ type Config struct {
 	// GRPCAddr is the gRPC listen address, e.g. ":50052". A zero port
 	// ("127.0.0.1:0") picks a free one; Server.Addr reports it.
 	GRPCAddr string
-	// HTTPAddr is the listen address of /metrics, /healthz and /debug/pprof,
-	// e.g. ":9092". A zero port picks a free one; Server.HTTPAddr reports it.
+	// HTTPAddr is the listen address of /metrics and /healthz (and
+	// /debug/pprof with EnablePprof), e.g. ":9092". A zero port picks a free
+	// one; Server.HTTPAddr reports it.
 	HTTPAddr string
+	// Creds secures the gRPC port (meshtls.ServerCredentials); nil serves
+	// plaintext, which callers allow only on loopback or when told to
+	// (docs/security.md).
+	Creds credentials.TransportCredentials
+	// EnablePprof serves /debug/pprof on the HTTP port. Off by default: a
+	// profile or heap dump is for the operator, not for whoever reaches
+	// the port.
+	EnablePprof bool
 	// GracePeriod bounds how long shutdown waits for in-flight calls before
 	// cutting them off.
 	GracePeriod time.Duration
-	// MaxMessageBytes bounds received and sent messages.
+	// MaxMessageBytes bounds received and sent messages; a larger request
+	// fails with RESOURCE_EXHAUSTED naming both sizes.
 	MaxMessageBytes int
 	// KeepaliveMinTime is the shortest client ping interval tolerated; a
 	// client pinging more often is disconnected (GOAWAY "too_many_pings").
@@ -215,7 +226,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}, deps.StreamInterceptors...)
 
 	tel := deps.Telemetry
-	s.grpc = grpc.NewServer(
+	var creds []grpc.ServerOption
+	if cfg.Creds != nil {
+		creds = append(creds, grpc.Creds(cfg.Creds))
+	}
+	s.grpc = grpc.NewServer(append(creds,
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(tel.TracerProvider()),
 			otelgrpc.WithMeterProvider(tel.MeterProvider()),
@@ -231,18 +246,23 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
-	)
+	)...)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", tel.MetricsHandler())
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if cfg.EnablePprof {
+		if !IsLoopback(httpLis.Addr().String()) {
+			log.Warn("pprof is served on a non-loopback address: anyone who reaches it can profile this process and dump its heap", "http_addr", httpLis.Addr().String())
+		}
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	s.mux = mux
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	s.stopHTTP = stopHTTP
@@ -325,7 +345,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.log.InfoContext(ctx, "serving", "grpc_addr", s.Addr().String(), "http_addr", s.HTTPAddr().String())
+	s.log.InfoContext(ctx, "serving", "grpc_addr", s.Addr().String(), "http_addr", s.HTTPAddr().String(),
+		"tls", s.cfg.Creds != nil, "pprof", s.cfg.EnablePprof)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -411,4 +432,19 @@ func (s *Server) serveHealthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("SERVING\n"))
+}
+
+// IsLoopback reports whether a listen address ("host:port") binds only to
+// loopback: 127.0.0.0/8, ::1 or localhost. An empty host (":50051") binds
+// every interface and is not loopback; nor is a host that does not parse.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

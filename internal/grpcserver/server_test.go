@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -524,7 +525,7 @@ func TestReflectionListsRegisteredServices(t *testing.T) {
 	}
 }
 
-func TestHTTPPortServesMetricsAndPprof(t *testing.T) {
+func TestHTTPPortServesMetricsAndHealthz(t *testing.T) {
 	h := start(t, &testService{}, nil)
 	if _, err := h.client.EmptyCall(callCtx(t), &testgrpc.Empty{}); err != nil {
 		t.Fatal(err)
@@ -542,18 +543,54 @@ func TestHTTPPortServesMetricsAndPprof(t *testing.T) {
 	if !metricLineContains(body, "rpc_server_call_duration_seconds_count{", "EmptyCall", "} 1") {
 		t.Errorf("/metrics has no server duration count of 1 for EmptyCall:\n%s", grep(body, "rpc_server"))
 	}
+	if code, body := httpGet(t, h, "/healthz"); code != http.StatusOK || !strings.Contains(body, "SERVING") {
+		t.Errorf("GET /healthz = %d %q", code, body)
+	}
+	// pprof is off unless asked for: a heap dump and a CPU profiler are not
+	// for whoever reaches the port.
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap", "/debug/pprof/profile"} {
+		if code, _ := httpGet(t, h, path); code != http.StatusNotFound {
+			t.Errorf("GET %s without EnablePprof = %d, want 404", path, code)
+		}
+	}
+}
 
+func TestPprofWhenEnabled(t *testing.T) {
+	h := start(t, &testService{}, func(c *grpcserver.Config, _ *grpcserver.Deps) { c.EnablePprof = true })
 	for _, tt := range []struct{ path, want string }{
 		{"/debug/pprof/", "goroutine"},
 		{"/debug/pprof/cmdline", "grpcserver"},
-		{"/healthz", "SERVING"},
 	} {
-		t.Run(tt.path, func(t *testing.T) {
-			code, body := httpGet(t, h, tt.path)
-			if code != http.StatusOK || !strings.Contains(body, tt.want) {
-				t.Errorf("GET %s = %d, body lacks %q", tt.path, code, tt.want)
-			}
-		})
+		if code, body := httpGet(t, h, tt.path); code != http.StatusOK || !strings.Contains(body, tt.want) {
+			t.Errorf("GET %s = %d, body lacks %q", tt.path, code, tt.want)
+		}
+	}
+}
+
+func TestRequestOverTheLimitIsResourceExhausted(t *testing.T) {
+	const limit = 64 << 10
+	ok := func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		return &testgrpc.SimpleResponse{}, nil
+	}
+	h := start(t, &testService{unary: ok}, func(c *grpcserver.Config, _ *grpcserver.Deps) { c.MaxMessageBytes = limit })
+	_, err := h.client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, limit+1)}})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), strconv.Itoa(limit)) {
+		t.Fatalf("request over %d bytes: got %v, want RESOURCE_EXHAUSTED naming the limit", limit, err)
+	}
+	if _, err := h.client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, limit/2)}}); err != nil {
+		t.Fatalf("request under the limit: %v", err)
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:50051": true, "127.0.0.2:0": true, "[::1]:50051": true, "localhost:9091": true,
+		":50051": false, "0.0.0.0:50051": false, "[::]:50051": false, "10.0.0.5:50051": false,
+		"mapping:50052": false, "garbage": false,
+	} {
+		if got := grpcserver.IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
+		}
 	}
 }
 

@@ -83,6 +83,24 @@ func Start(dir string) (*Process, error) {
 	return nil, lastErr
 }
 
+// StartArgs is Start with extra redis-server arguments, e.g. a TLS port
+// and an ACL user; the plain port stays, with its default user, for the
+// readiness check.
+func StartArgs(dir string, extra ...string) (*Process, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, ErrNotInstalled
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("free port: %w", err)
+	}
+	if err := probe(port); err != nil {
+		return nil, err
+	}
+	return spawn(bin, dir, port, extra...)
+}
+
 // StartOn is Start on a given loopback port, for an address people can
 // type. It fails with a *PortInUseError when another process listens there,
 // whether it is found before the start or, having taken the port in between,
@@ -113,7 +131,7 @@ func launch(bin, dir string, port int) (*Process, error) {
 
 // spawn starts redis-server on port and waits until it is ready; see
 // awaitReady.
-func spawn(bin, dir string, port int) (*Process, error) {
+func spawn(bin, dir string, port int, extra ...string) (*Process, error) {
 	args := []string{
 		"--bind", "127.0.0.1",
 		"--port", strconv.Itoa(port),
@@ -125,7 +143,7 @@ func spawn(bin, dir string, port int) (*Process, error) {
 		"--loglevel", "warning",
 		"--logfile", filepath.Join(dir, "redis.log"),
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(bin, append(args, extra...)...)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}

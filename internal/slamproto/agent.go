@@ -28,7 +28,41 @@ const (
 	// MaxSubmapCells bounds one agent's submap, given or built from scans:
 	// 4 Mi cells is a 100 m square at 5 cm.
 	MaxSubmapCells = 1 << 22
+	// MaxRequestBytes bounds one gRPC message, received or sent, on every
+	// slammesh server and client: a larger one fails with
+	// RESOURCE_EXHAUSTED naming both sizes. A merged map with its PNG
+	// exceeds gRPC's 4 MiB default; the real-data missions are 2 MB.
+	MaxRequestBytes = 16 << 20
+	// MaxRequestCells bounds the given submap cells of all agents of one
+	// request together: 8 Mi cells, two full-size submaps or 16 agents of
+	// 700x700 cells, half of what MaxRequestBytes could carry.
+	MaxRequestCells = 1 << 23
+	// MaxRequestBeams bounds the beams of all scans of one request
+	// together: 2 Mi beams (8 MiB of ranges), e.g. 5,800 scans of 360
+	// beams; the real-data missions use a tenth of it.
+	MaxRequestBeams = 1 << 21
 )
+
+// CheckRequestTotals enforces MaxRequestCells and MaxRequestBeams over the
+// agents of one request; the error is a *FieldError at "agents" naming the
+// limit.
+func CheckRequestTotals(agents []*typesv1.Agent) error {
+	var cells, beams uint64
+	for _, a := range agents {
+		m := a.GetSubmap().GetMeta()
+		cells += uint64(m.GetWidth()) * uint64(m.GetHeight())
+		for _, f := range a.GetScans() {
+			beams += uint64(len(f.GetScan().GetRanges()))
+		}
+	}
+	switch {
+	case cells > MaxRequestCells:
+		return invalid("agents", "%d submap cells in the request, limit %d (MaxRequestCells)", cells, MaxRequestCells)
+	case beams > MaxRequestBeams:
+		return invalid("agents", "%d scan beams in the request, limit %d (MaxRequestBeams)", beams, MaxRequestBeams)
+	}
+	return nil
+}
 
 // FieldError locates a conversion error at a field path relative to the
 // message being converted ("submap.meta.resolution"), so that a service can
@@ -127,6 +161,9 @@ func AgentFromProto(a *typesv1.Agent, res float64) (Agent, error) {
 func AgentsFromProto(agents []*typesv1.Agent, res float64) ([]Agent, error) {
 	if len(agents) == 0 || len(agents) > MaxAgents {
 		return nil, invalid("agents", "%d agents, want 1..%d", len(agents), MaxAgents)
+	}
+	if err := CheckRequestTotals(agents); err != nil {
+		return nil, err
 	}
 	// The first repeated id ends the list that is converted: a sequential
 	// conversion would have stopped there.

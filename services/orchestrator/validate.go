@@ -94,6 +94,10 @@ func normalizeStart(req *orchestratorv1.StartMissionRequest, allowFaults bool) (
 		if err := checkAgents(out.GetAgents()); err != nil {
 			return nil, err
 		}
+		var fe *slamproto.FieldError
+		if err := slamproto.CheckRequestTotals(out.GetAgents()); errors.As(err, &fe) {
+			return nil, rpcerr.InvalidArgument(fe.Field, fe.Err.Error())
+		}
 	}
 	if err := checkSearchWindow(out); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 // Package healthcheck asks a gRPC server for its grpc.health.v1 status. It
 // backs `slammesh healthcheck`, which docker compose runs as the services'
-// health test, so it stays small: one plaintext connection, one Check call.
+// health test, so it stays small: one connection (plaintext unless the
+// caller passes TLS credentials), one Check call.
 package healthcheck
 
 import (
@@ -21,9 +22,11 @@ var ErrNotServing = errors.New("not serving")
 // service is a fully qualified gRPC service name such as
 // "slammesh.mapping.v1.MappingService", or "" for the server as a whole. The
 // call fails fast when nothing listens at target; ctx should carry a deadline
-// in case something listens but does not answer.
-func Check(ctx context.Context, target, service string) (err error) {
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// in case something listens but does not answer. opts follow the plaintext
+// default, so grpc.WithTransportCredentials(meshtls.ClientCredentials(…))
+// probes a TLS port.
+func Check(ctx context.Context, target, service string, opts ...grpc.DialOption) (err error) {
+	conn, err := grpc.NewClient(target, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		return fmt.Errorf("healthcheck %s: %w", target, err)
 	}

@@ -497,6 +497,19 @@ func (x *Mission) GetCancelled() bool {
 }
 
 // StartMissionRequest starts a mission from a scenario or from real agent data.
+//
+// Limits (every server enforces them; docs/security.md):
+//   - the whole request is at most 16 MiB encoded; a larger one fails with
+//     RESOURCE_EXHAUSTED ("received message larger than max") before any
+//     field is read;
+//   - at most 16 agents; per agent at most 36,000 scans of at most 65,536
+//     beams each, or a submap of at most 4,194,304 (4 Mi) cells;
+//   - over all agents together at most 8,388,608 (8 Mi) submap cells and
+//     2,097,152 (2 Mi) scan beams;
+//   - a scenario world at most 200 m on a side.
+//
+// A request beyond a count limit fails with INVALID_ARGUMENT naming the
+// field and the limit.
 type StartMissionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Idempotency key, [A-Za-z0-9_.-], at most 64 characters; generated when empty.
@@ -504,14 +517,17 @@ type StartMissionRequest struct {
 	// A synthetic world to build the agents from. Exactly one of scenario and
 	// agents must be set.
 	Scenario *v1.Scenario `protobuf:"bytes,2,opt,name=scenario,proto3" json:"scenario,omitempty"`
-	// Real agent data: submaps or scans with initial guesses; one anchor.
+	// Real agent data: submaps or scans with initial guesses; one anchor; at
+	// most 16 agents, 8 Mi submap cells and 2 Mi scan beams in all.
 	Agents []*v1.Agent `protobuf:"bytes,3,rep,name=agents,proto3" json:"agents,omitempty"`
 	// The mission map's bounds and resolution; defaults to the scenario's world,
 	// and is required with agents.
 	Map *v1.MapSpec `protobuf:"bytes,4,opt,name=map,proto3" json:"map,omitempty"`
 	// Block until the mission ends.
 	Wait bool `protobuf:"varint,5,opt,name=wait,proto3" json:"wait,omitempty"`
-	// Faults to inject; rejected unless the orchestrator allows fault injection.
+	// Faults to inject; rejected unless the orchestrator allows fault
+	// injection, and, with authentication on, unless the caller is an admin
+	// (PERMISSION_DENIED otherwise).
 	Faults *v1.FaultPlan `protobuf:"bytes,6,opt,name=faults,proto3" json:"faults,omitempty"`
 	// Half-width of the translational window, metres, that localization
 	// searches around each non-anchor agent's initial_guess, for guesses known

@@ -354,7 +354,7 @@ type LaserScan struct {
 	RangeMin float32 `protobuf:"fixed32,3,opt,name=range_min,json=rangeMin,proto3" json:"range_min,omitempty"`
 	// Ranges at or above this are "no return", in metres.
 	RangeMax float32 `protobuf:"fixed32,4,opt,name=range_max,json=rangeMax,proto3" json:"range_max,omitempty"`
-	// One range per beam, in metres.
+	// One range per beam, in metres; at most 65,536 beams.
 	Ranges        []float32 `protobuf:"fixed32,5,rep,packed,name=ranges,proto3" json:"ranges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -486,10 +486,12 @@ type Agent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique within the mission; [A-Za-z0-9_.-], at most 64 characters.
 	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	// The agent's submap in its start frame. Either submap or scans must be set.
+	// The agent's submap in its start frame. Either submap or scans must be
+	// set. At most 4,194,304 (4 Mi) cells.
 	Submap *OccupancyGrid `protobuf:"bytes,2,opt,name=submap,proto3" json:"submap,omitempty"`
 	// Raw scans with odometry; the localization service integrates them into a
-	// submap when submap is not set.
+	// submap when submap is not set. At most 36,000 scans; the submap they
+	// span is held to the same 4 Mi cells.
 	Scans []*ScanFrame `protobuf:"bytes,3,rep,name=scans,proto3" json:"scans,omitempty"`
 	// Initial guess of map_from_agent (the agent's start pose in the map
 	// frame). Required for the anchor; optional for the others: without it,

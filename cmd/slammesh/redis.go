@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisCAParam is the URL query parameter naming the CA file of a rediss://
+// URL, as an alternative to --redis-ca; go-redis does not know it, so it
+// is taken out before the URL is parsed.
+const redisCAParam = "tls_ca"
+
+// redisOptions is the one place a Redis client's options are built from
+// configuration: the URL (redis:// or rediss://, with user:password@ for an
+// ACL user), a CA file for rediss:// (--redis-ca, or tls_ca= in the URL),
+// and a password file (REDIS_PASSWORD_FILE) that keeps the password out of
+// the URL, the environment and the process list.
+func redisOptions(rawURL string, sec securityConfig) (*redis.Options, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// url.Error quotes the whole URL, password included: report only
+		// its cause, next to the redacted URL.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%w: redis URL %s: %w", errUsage, redactURL(rawURL), redactErr(err, rawURL))
+	}
+	caFile := sec.redisCA
+	q := u.Query()
+	if v := q.Get(redisCAParam); v != "" {
+		if caFile != "" && caFile != v {
+			return nil, fmt.Errorf("%w: redis CA given twice: --redis-ca %s and %s=%s in the URL", errUsage, caFile, redisCAParam, v)
+		}
+		caFile = v
+		q.Del(redisCAParam)
+		u.RawQuery = q.Encode()
+	}
+	opts, err := redis.ParseURL(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis URL %s: %w", errUsage, u.Redacted(), redactErr(err, rawURL))
+	}
+	if caFile != "" {
+		if opts.TLSConfig == nil {
+			return nil, fmt.Errorf("%w: a Redis CA (%s) needs a rediss:// URL, got %s", errUsage, caFile, u.Redacted())
+		}
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("redis CA %s holds no PEM certificate", caFile)
+		}
+		opts.TLSConfig.RootCAs = pool
+	}
+	if opts.TLSConfig != nil {
+		opts.TLSConfig.MinVersion = tls.VersionTLS12
+	}
+	if sec.redisPasswordFile != "" {
+		if opts.Password != "" {
+			return nil, fmt.Errorf("%w: Redis password given twice: in the URL and in %s", errUsage, sec.redisPasswordFile)
+		}
+		b, err := os.ReadFile(sec.redisPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis password file: %w", err)
+		}
+		opts.Password = strings.TrimRight(string(b), "\r\n")
+		if opts.Password == "" {
+			return nil, fmt.Errorf("redis password file %s is empty", sec.redisPasswordFile)
+		}
+	}
+	return opts, nil
+}
+
+// urlPassword returns the text between "user:" and the last "@" of a
+// URL's authority, found without url.Parse so that it is found in a URL
+// url.Parse refuses too (e.g. an unescaped "%" or "/" in the password).
+func urlPassword(rawURL string) string {
+	_, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return ""
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return ""
+	}
+	_, pw, _ := strings.Cut(rest[:at], ":")
+	return pw
+}
+
+// redactURL returns rawURL with its password replaced by "xxxxx".
+func redactURL(rawURL string) string {
+	pw := urlPassword(rawURL)
+	if pw == "" {
+		return rawURL
+	}
+	return strings.Replace(rawURL, ":"+pw+"@", ":xxxxx@", 1)
+}
+
+// redactErr removes the URL's password (as written, and as %q quotes it)
+// from an error's text.
+func redactErr(err error, rawURL string) error {
+	pw := urlPassword(rawURL)
+	if pw == "" {
+		return err
+	}
+	msg := err.Error()
+	quoted := strconv.Quote(pw)
+	for _, s := range []string{pw, quoted[1 : len(quoted)-1]} {
+		msg = strings.ReplaceAll(msg, s, "xxxxx")
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
+}
+
+// redisStartError explains why the first PING failed when the cause is
+// one an operator fixes in the configuration: a server certificate the CA
+// does not sign, a TLS/plaintext mismatch, or credentials.
+func redisStartError(opts *redis.Options, sec securityConfig, err error) error {
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var verifyErr *tls.CertificateVerificationError
+	var recordErr tls.RecordHeaderError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &unknownCA) || (errors.As(err, &verifyErr) && !errors.As(err, &hostErr)):
+		ca := sec.redisCA
+		switch {
+		case ca != "":
+		case opts.TLSConfig.RootCAs != nil:
+			ca = "of the URL's " + redisCAParam + "="
+		default:
+			ca = "the system roots (no --redis-ca / SLAMMESH_REDIS_CA given)"
+		}
+		return fmt.Errorf("redis at %s: TLS: the server's certificate is not signed by the Redis CA %s: %w", opts.Addr, ca, err)
+	case errors.As(err, &hostErr):
+		return fmt.Errorf("redis at %s: TLS: the server's certificate is not valid for that host name: %w", opts.Addr, err)
+	case errors.As(err, &recordErr):
+		return fmt.Errorf("redis at %s: TLS handshake got a non-TLS answer: the port serves plaintext, use redis:// (or the server's TLS port): %w", opts.Addr, err)
+	case opts.TLSConfig != nil && errors.Is(err, context.DeadlineExceeded):
+		// A plaintext Redis reads a ClientHello as a partial command and
+		// waits for the rest: the handshake never ends.
+		return fmt.Errorf("redis at %s: no TLS handshake before the deadline: if that port serves plaintext, use a redis:// URL: %w", opts.Addr, err)
+	case opts.TLSConfig == nil && strings.Contains(msg, "EOF"):
+		return fmt.Errorf("redis at %s: connection closed at once: if that port serves TLS, use a rediss:// URL: %w", opts.Addr, err)
+	case strings.HasPrefix(msg, "WRONGPASS"), strings.HasPrefix(msg, "NOAUTH"), strings.HasPrefix(msg, "NOPERM"):
+		return fmt.Errorf("redis at %s: authentication as %q refused (check the URL's user:password@ or REDIS_PASSWORD_FILE, and the user's ACL, docs/security.md): %w", opts.Addr, userOrDefault(opts.Username), err)
+	}
+	return fmt.Errorf("redis at %s: %w", opts.Addr, err)
+}
+
+func userOrDefault(u string) string {
+	if u == "" {
+		return "default"
+	}
+	return u
+}
+
+// aclProbeScript runs, as a script, the commands slammesh's own scripts
+// call, on keys of one slot.
+const aclProbeScript = `redis.call('TIME')
+redis.call('HSET', KEYS[1], 'f', '1')
+redis.call('HGETALL', KEYS[1])
+redis.call('ZADD', KEYS[2], 1, 'm')
+redis.call('ZREM', KEYS[2], 'm')
+return redis.call('EXISTS', KEYS[1])`
+
+// checkRedisACL runs one of each kind of command slammesh sends (strings,
+// hashes, sorted sets, streams and consumer groups, expiry, scripts and
+// MULTI) on scratch keys under slammesh:{startcheck:<id>}:, and deletes
+// them, so that a Redis user whose ACL lacks a permission (docs/security.md
+// lists the one needed) stops the start naming the command, instead of
+// failing the first mission. Every key gets a 60 s expiry in case the
+// DEL never runs.
+func checkRedisACL(ctx context.Context, rdb *redis.Client, id string) error {
+	p := "slammesh:{startcheck:" + id + "}:"
+	str, hash, zset, stream := p+"s", p+"h", p+"z", p+"x"
+	keys := []string{str, hash, zset, stream}
+	_, err := rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+		tx.Set(ctx, str, "1", time.Minute)
+		tx.IncrBy(ctx, str, 1)
+		tx.HSet(ctx, hash, "f", "1")
+		tx.ZAdd(ctx, zset, redis.Z{Score: 1, Member: "m"})
+		tx.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: 10, Approx: true, Values: []any{"f", "1"}})
+		tx.XGroupCreateMkStream(ctx, stream, "g", "0")
+		for _, k := range keys[1:] {
+			tx.Expire(ctx, k, time.Minute)
+		}
+		return nil
+	})
+	if err == nil {
+		err = rdb.Eval(ctx, aclProbeScript, []string{hash, zset}).Err()
+	}
+	if err == nil {
+		err = rdb.XRange(ctx, stream, "-", "+").Err()
+	}
+	if derr := rdb.Del(ctx, keys...).Err(); err == nil {
+		err = derr
+	}
+	if err != nil {
+		return fmt.Errorf("redis at %s: user %q may not run a command slammesh needs (give it the ACL in docs/security.md): %w",
+			rdb.Options().Addr, userOrDefault(rdb.Options().Username), err)
+	}
+	return nil
+}

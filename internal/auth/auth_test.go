@@ -1,0 +1,300 @@
+package auth_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/slammesh/slammesh/internal/auth"
+	"github.com/slammesh/slammesh/internal/auth/authtest"
+)
+
+func TestParseRole(t *testing.T) {
+	for s, want := range map[string]auth.Role{"viewer": auth.RoleViewer, "Operator": auth.RoleOperator, "ADMIN": auth.RoleAdmin} {
+		if got, err := auth.ParseRole(s); err != nil || got != want {
+			t.Errorf("ParseRole(%q) = %v, %v", s, got, err)
+		}
+	}
+	for _, s := range []string{"", "none", "root"} {
+		if _, err := auth.ParseRole(s); err == nil {
+			t.Errorf("ParseRole(%q) accepted", s)
+		}
+	}
+}
+
+func TestTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tokens")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("# comment\n\nviewer  view-0123456789abcdefghijkl\nadmin adm-0123456789abcdefghijklm # trailing\n")
+	var reloadErr error
+	tf, err := auth.NewTokenFile(path, func(err error) { reloadErr = err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p, err := tf.Verify(ctx, "adm-0123456789abcdefghijklm")
+	if err != nil || p.Role != auth.RoleAdmin {
+		t.Fatalf("admin token: %v %v", p, err)
+	}
+	for _, bad := range []string{"", "adm-0123456789abcdefghijkl", "adm-0123456789abcdefghijklmn", "view"} {
+		if _, err := tf.Verify(ctx, bad); !errors.Is(err, auth.ErrInvalidToken) {
+			t.Errorf("Verify(%q) = %v, want ErrInvalidToken", bad, err)
+		}
+	}
+
+	// Revoking a token is editing the file (checked at most once a second).
+	time.Sleep(1100 * time.Millisecond)
+	write("viewer view-0123456789abcdefghijkl\n")
+	if _, err := tf.Verify(ctx, "adm-0123456789abcdefghijklm"); err == nil {
+		t.Error("a token removed from the file still works")
+	}
+	// A broken edit keeps the previous tokens and is reported.
+	time.Sleep(1100 * time.Millisecond)
+	write("superuser view-0123456789abcdefghijkl\n")
+	if p, err := tf.Verify(ctx, "view-0123456789abcdefghijkl"); err != nil || p.Role != auth.RoleViewer {
+		t.Errorf("after a broken edit: %v %v", p, err)
+	}
+	if reloadErr == nil || !strings.Contains(reloadErr.Error(), "unknown role") {
+		t.Errorf("broken edit reported as %v", reloadErr)
+	}
+
+	for name, content := range map[string]string{
+		"unknown role": "root abcdefghijklmnopqrstuvwxyz\n",
+		"short token":  "admin short\n",
+		"duplicate":    "admin abcdefghijklmnopqrstuvwxyz\nviewer abcdefghijklmnopqrstuvwxyz\n",
+		"three fields": "admin abcdefghijklmnopqrstuvwxyz extra\n",
+		"empty":        "# nothing\n",
+	} {
+		write(content)
+		if _, err := auth.NewTokenFile(path, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestJWKS(t *testing.T) {
+	dir := t.TempDir()
+	iss, err := authtest.NewIssuer(dir, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	j, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: iss.JWKSFile, Audience: "mesh", Issuer: ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, alg := range []authtest.Alg{authtest.RS256, authtest.ES256} {
+		tok, err := iss.Valid(alg, "operator", "mesh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := j.Verify(ctx, tok); err != nil || p.Role != auth.RoleOperator || p.Subject != "test-operator" {
+			t.Errorf("%s: %v %v", alg, p, err)
+		}
+	}
+
+	// An HS256 token "signed" with the public key is the classic
+	// algorithm-confusion attack: only RS256 and ES256 are accepted.
+	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"aud": "mesh", "role": "admin", "exp": time.Now().Add(time.Hour).Unix()})
+	hs.Header["kid"] = "k1-rsa"
+	hsTok, err := hs.SignedString([]byte("whatever"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Verify(ctx, hsTok); err == nil {
+		t.Error("an HS256 token was accepted")
+	}
+	noExp := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"aud": "mesh", "role": "admin"})
+	noneTok, err := noExp.SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Verify(ctx, noneTok); err == nil {
+		t.Error("an unsigned token was accepted")
+	}
+
+	// Key rotation: a new key set in the file is picked up; tokens of the
+	// retired keys stop working.
+	old, err := iss.Valid(authtest.RS256, "viewer", "mesh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	next, err := authtest.NewIssuer(dir, "k1") // same file name, new keys
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := os.Chtimes(next.JWKSFile, now, now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := next.Valid(authtest.ES256, "admin", "mesh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := j.Verify(ctx, tok); err != nil || p.Role != auth.RoleAdmin {
+		t.Errorf("token of the rotated key: %v %v", p, err)
+	}
+	if _, err := j.Verify(ctx, old); err == nil {
+		t.Error("a token of the retired key still works")
+	}
+
+	if _, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: iss.JWKSFile}); err == nil {
+		t.Error("a JWKS without an audience was accepted")
+	}
+	bad := filepath.Join(dir, "bad.json")
+	for name, content := range map[string]string{
+		"no keys":      `{"keys":[]}`,
+		"short RSA":    `{"keys":[{"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB"}]}`,
+		"EC off curve": `{"keys":[{"kty":"EC","kid":"a","crv":"P-256","x":"AQ","y":"AQ"}]}`,
+		"other curve":  `{"keys":[{"kty":"EC","kid":"a","crv":"P-384","x":"AQ","y":"AQ"}]}`,
+		"not JSON":     `keys`,
+	} {
+		if err := os.WriteFile(bad, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: bad, Audience: "mesh"}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestJWKSFromURL(t *testing.T) {
+	iss, err := authtest.NewIssuer(t.TempDir(), "url")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFile(w, r, iss.JWKSFile)
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	j, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: srv.URL, Audience: "mesh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := iss.Valid(authtest.RS256, "viewer", "mesh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := j.Verify(ctx, tok); err != nil || p.Role != auth.RoleViewer {
+		t.Fatalf("%v %v", p, err)
+	}
+	if _, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: srv.URL + "/missing", Audience: "mesh"}); err == nil {
+		t.Error("a JWKS URL answering 404 was accepted")
+	}
+}
+
+// TestJWKSRefusesConfusedKeysAndClaims: symmetric keys in the set, tokens
+// of other algorithms, and role claims of the wrong type.
+func TestJWKSRefusesConfusedKeysAndClaims(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	oct := `{"kty":"oct","kid":"hs","alg":"HS256","k":"` + base64.RawURLEncoding.EncodeToString(secret) + `"}`
+
+	// A set of only an HS256 key has no key we may use.
+	only := filepath.Join(dir, "oct.json")
+	if err := os.WriteFile(only, []byte(`{"keys":[`+oct+`]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: only, Audience: "mesh"}); err == nil {
+		t.Error("a JWKS holding only an HS256 key was accepted")
+	}
+
+	// Beside an RSA key, the symmetric key is ignored: an HS256 token
+	// signed with it, or naming the RSA kid, is refused.
+	iss, err := authtest.NewIssuer(dir, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(iss.JWKSFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mixed := filepath.Join(dir, "mixed.json")
+	if err := os.WriteFile(mixed, []byte(strings.Replace(string(data), `"keys":[`, `"keys":[`+oct+`,`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: mixed, Audience: "mesh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := func(role any) jwt.MapClaims {
+		return jwt.MapClaims{"sub": "x", "aud": "mesh", "role": role, "exp": time.Now().Add(time.Hour).Unix()}
+	}
+	for _, kid := range []string{"hs", "k1-rsa", ""} {
+		hs := jwt.NewWithClaims(jwt.SigningMethodHS256, claims("admin"))
+		hs.Header["kid"] = kid
+		tok, err := hs.SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Verify(ctx, tok); err == nil {
+			t.Errorf("an HS256 token with kid %q was accepted", kid)
+		}
+		none := jwt.NewWithClaims(jwt.SigningMethodNone, claims("admin"))
+		none.Header["kid"] = kid
+		if tok, err = none.SignedString(jwt.UnsafeAllowNoneSignatureType); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Verify(ctx, tok); err == nil {
+			t.Errorf("an alg none token with kid %q was accepted", kid)
+		}
+	}
+
+	for name, role := range map[string]any{
+		"number": 3, "object": map[string]any{"admin": true}, "bool": true,
+		"array of non-strings": []any{1, 2}, "unknown name": "root", "empty array": []any{},
+	} {
+		tok, err := iss.Sign(authtest.RS256, claims(role))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := j.Verify(ctx, tok); err == nil {
+			t.Errorf("role claim %s (%v) was accepted as %v", name, role, p.Role)
+		}
+	}
+	tok, err := iss.Sign(authtest.ES256, claims([]any{"other-app", "operator", 7}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := j.Verify(ctx, tok); err != nil || p.Role != auth.RoleOperator {
+		t.Errorf("roles array: %v %v", p, err)
+	}
+}
+
+func TestJWKSURLOverPlainHTTPOnlyOnLoopback(t *testing.T) {
+	t.Parallel()
+	_, err := auth.NewJWKS(context.Background(), auth.JWKSConfig{Source: "http://idp.example/jwks.json", Audience: "mesh"})
+	if err == nil || !strings.Contains(err.Error(), "use https://") {
+		t.Fatalf("got %v, want a refusal of plain http", err)
+	}
+	// Nor may a loopback URL redirect there.
+	srv := httptest.NewServer(http.RedirectHandler("http://idp.example/jwks.json", http.StatusFound))
+	defer srv.Close()
+	_, err = auth.NewJWKS(context.Background(), auth.JWKSConfig{Source: srv.URL, Audience: "mesh"})
+	if err == nil || !strings.Contains(err.Error(), "use https://") {
+		t.Fatalf("redirect: got %v, want a refusal of plain http", err)
+	}
+}

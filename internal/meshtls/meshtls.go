@@ -1,0 +1,332 @@
+// Package meshtls builds the TLS configurations of slammesh's gRPC servers and
+// clients from PEM files — a certificate, its key and a CA bundle — and
+// reloads them when the files change, so that certificates are rotated by
+// replacing files (cert-manager, a Vault agent, a cron job), without a
+// restart.
+//
+// Reloading: every handshake asks the Source for its current material; the
+// Source looks at the files' modification times and sizes at most once per
+// CheckInterval and re-reads them when any changed. A rotation that leaves
+// a half-written, mismatched or expired pair is ignored (the previous material stays
+// in use, and the error is reported through OnError) until the files are
+// consistent again, so a rotation never takes a service down.
+//
+// Mutual TLS: a server built by ServerConfig with ClientAuthRequire accepts
+// only clients presenting a certificate the CA signed for client
+// authentication (extended key usage clientAuth, RFC 5280 §4.2.1.12), and,
+// when AllowedClients is set, whose certificate names one of them. The step
+// services run so; the orchestrator presents its own certificate as a
+// client (Credentials), so it needs both serverAuth and clientAuth.
+package meshtls
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/credentials"
+)
+
+// DefaultCheckInterval is how often, at most, a Source looks at its files.
+const DefaultCheckInterval = time.Second
+
+// Files names the PEM files of one identity. CA is the bundle of
+// certificates that sign the peers; Cert and Key are this side's
+// certificate chain and private key. A client without an identity of its
+// own (grpcurl-like tools talking to the orchestrator) leaves Cert and Key
+// empty.
+type Files struct {
+	Cert string
+	Key  string
+	CA   string
+}
+
+// Enabled reports whether any file is named: an empty Files means
+// plaintext.
+func (f Files) Enabled() bool { return f.Cert != "" || f.Key != "" || f.CA != "" }
+
+// material is what the files held when last read.
+type material struct {
+	cert *tls.Certificate // nil without Cert/Key
+	pool *x509.CertPool   // nil without CA
+}
+
+// fileStamp identifies a version of a file cheaply.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+// Source serves the current material of some Files; it is safe for
+// concurrent use.
+type Source struct {
+	files    Files
+	interval time.Duration
+	onError  func(error)
+	now      func() time.Time
+
+	mu        sync.Mutex
+	cur       material
+	stamps    [3]fileStamp
+	lastCheck time.Time
+}
+
+// Options tune a Source; the zero value is fine.
+type Options struct {
+	// CheckInterval is how often, at most, the files are stat'ed;
+	// 0 means DefaultCheckInterval.
+	CheckInterval time.Duration
+	// OnError is told when changed files could not be loaded (the previous
+	// material stays in use); nil ignores such errors.
+	OnError func(error)
+}
+
+// NewSource reads f once, failing when a file is missing or invalid (a
+// Cert without a Key, a key that does not match, an expired certificate, a
+// CA file without certificates), and returns a Source that reloads them on change.
+func NewSource(f Files, opts Options) (*Source, error) {
+	if (f.Cert == "") != (f.Key == "") {
+		return nil, errors.New("meshtls: a certificate needs its key and a key its certificate (--tls-cert and --tls-key)")
+	}
+	s := &Source{files: f, interval: opts.CheckInterval, onError: opts.OnError, now: time.Now}
+	if s.interval <= 0 {
+		s.interval = DefaultCheckInterval
+	}
+	stamps, err := s.stat()
+	if err != nil {
+		return nil, err
+	}
+	m, err := load(f, s.now())
+	if err != nil {
+		return nil, err
+	}
+	s.cur, s.stamps, s.lastCheck = m, stamps, s.now()
+	return s, nil
+}
+
+// stat returns the stamps of the named files (zero for unnamed ones).
+func (s *Source) stat() ([3]fileStamp, error) {
+	var out [3]fileStamp
+	for i, name := range []string{s.files.Cert, s.files.Key, s.files.CA} {
+		if name == "" {
+			continue
+		}
+		fi, err := os.Stat(name)
+		if err != nil {
+			return out, fmt.Errorf("meshtls: %w", err)
+		}
+		out[i] = fileStamp{mod: fi.ModTime(), size: fi.Size()}
+	}
+	return out, nil
+}
+
+func load(f Files, now time.Time) (material, error) {
+	var m material
+	if f.Cert != "" {
+		c, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return m, fmt.Errorf("meshtls: certificate %s with key %s: %w", f.Cert, f.Key, err)
+		}
+		// Every peer would refuse an expired certificate: say so here, by
+		// name and date, rather than let each handshake fail.
+		if c.Leaf != nil && now.After(c.Leaf.NotAfter) {
+			return m, fmt.Errorf("meshtls: certificate %s expired at %s", f.Cert, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		m.cert = &c
+	}
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return m, fmt.Errorf("meshtls: %w", err)
+		}
+		m.pool = x509.NewCertPool()
+		if !m.pool.AppendCertsFromPEM(pem) {
+			return m, fmt.Errorf("meshtls: CA file %s holds no PEM certificate", f.CA)
+		}
+	}
+	return m, nil
+}
+
+// current returns the material, reloading it first when the files changed
+// since the last look (at most once per interval).
+func (s *Source) current() material {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if now.Sub(s.lastCheck) < s.interval {
+		return s.cur
+	}
+	s.lastCheck = now
+	stamps, err := s.stat()
+	if err != nil {
+		s.report(err)
+		return s.cur
+	}
+	if stamps == s.stamps {
+		return s.cur
+	}
+	m, err := load(s.files, now)
+	if err != nil {
+		// Mid-rotation (the certificate replaced, its key not yet): keep
+		// serving the old pair and look again next time.
+		s.report(err)
+		return s.cur
+	}
+	s.cur, s.stamps = m, stamps
+	return s.cur
+}
+
+func (s *Source) report(err error) {
+	if s.onError != nil {
+		s.onError(err)
+	}
+}
+
+// ClientAuth says what a server asks of its clients' certificates.
+type ClientAuth int
+
+const (
+	// ClientAuthRequire accepts only clients with a certificate the CA
+	// signed (the step services).
+	ClientAuthRequire ClientAuth = iota
+	// ClientAuthOptional verifies a client certificate when one is
+	// presented and accepts clients without one (the orchestrator's public
+	// API, whose callers authenticate with bearer tokens).
+	ClientAuthOptional
+)
+
+// ServerOptions configure ServerConfig.
+type ServerOptions struct {
+	ClientAuth ClientAuth
+	// AllowedClients, when not empty, restricts clients to certificates
+	// naming one of these in a DNS or URI SAN or as the subject's common
+	// name, on top of the CA's signature.
+	AllowedClients []string
+}
+
+// ServerConfig returns a server TLS configuration that takes its
+// certificate and client CAs from s on every handshake. s must hold a
+// certificate, and a CA unless opts.ClientAuth is ClientAuthOptional.
+func ServerConfig(s *Source, opts ServerOptions) (*tls.Config, error) {
+	if s.files.Cert == "" {
+		return nil, errors.New("meshtls: a server needs a certificate and key (--tls-cert, --tls-key)")
+	}
+	if s.files.CA == "" && opts.ClientAuth == ClientAuthRequire {
+		return nil, errors.New("meshtls: mutual TLS needs the CA that signs the clients (--tls-ca)")
+	}
+	auth := tls.RequireAndVerifyClientCert
+	if opts.ClientAuth == ClientAuthOptional {
+		auth = tls.VerifyClientCertIfGiven
+		if s.files.CA == "" {
+			auth = tls.NoClientCert
+		}
+	}
+	allowed := slices.Clone(opts.AllowedClients)
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			m := s.current()
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				Certificates: []tls.Certificate{*m.cert},
+				ClientCAs:    m.pool,
+				ClientAuth:   auth,
+				// gRPC requires ALPN h2; the config returned here replaces
+				// the one grpc's credentials added it to.
+				NextProtos: []string{"h2"},
+				VerifyConnection: func(cs tls.ConnectionState) error {
+					return checkAllowed(cs, allowed)
+				},
+			}, nil
+		},
+	}, nil
+}
+
+// checkAllowed enforces ServerOptions.AllowedClients on a verified peer.
+func checkAllowed(cs tls.ConnectionState, allowed []string) error {
+	if len(allowed) == 0 || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	leaf := cs.PeerCertificates[0]
+	names := append([]string{leaf.Subject.CommonName}, leaf.DNSNames...)
+	for _, u := range leaf.URIs {
+		names = append(names, u.String())
+	}
+	for _, n := range names {
+		if n != "" && slices.Contains(allowed, n) {
+			return nil
+		}
+	}
+	return fmt.Errorf("meshtls: client certificate %q is not among the allowed clients", leaf.Subject.CommonName)
+}
+
+// ServerCredentials returns gRPC server credentials over ServerConfig.
+func ServerCredentials(s *Source, opts ServerOptions) (credentials.TransportCredentials, error) {
+	cfg, err := ServerConfig(s, opts)
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
+// ClientCredentials returns gRPC client credentials that verify the server
+// against s's CA (the system roots when s has none) and present s's
+// certificate when it has one. Each handshake uses the material current at
+// that moment, so a long-lived connection pool picks up rotated files on
+// its next reconnect.
+func ClientCredentials(s *Source) credentials.TransportCredentials {
+	return &clientCreds{src: s, info: credentials.NewTLS(&tls.Config{}).Info()}
+}
+
+// clientCreds builds fresh grpc TLS credentials from the current material
+// on every handshake: grpc's own TLS credentials fix their RootCAs when
+// built, which would pin the CA of the first handshake forever.
+type clientCreds struct {
+	src        *Source
+	info       credentials.ProtocolInfo
+	serverName string
+}
+
+func (c *clientCreds) tls() credentials.TransportCredentials {
+	m := c.src.current()
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: m.pool, ServerName: c.serverName}
+	if m.cert != nil {
+		cfg.Certificates = []tls.Certificate{*m.cert}
+	}
+	return credentials.NewTLS(cfg)
+}
+
+// ClientHandshake implements credentials.TransportCredentials.
+func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return c.tls().ClientHandshake(ctx, authority, conn)
+}
+
+// ServerHandshake implements credentials.TransportCredentials; client
+// credentials never serve.
+func (c *clientCreds) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("meshtls: client credentials cannot serve")
+}
+
+// Info implements credentials.TransportCredentials.
+func (c *clientCreds) Info() credentials.ProtocolInfo {
+	return c.info
+}
+
+// Clone implements credentials.TransportCredentials.
+func (c *clientCreds) Clone() credentials.TransportCredentials {
+	cp := *c
+	return &cp
+}
+
+// OverrideServerName implements credentials.TransportCredentials.
+func (c *clientCreds) OverrideServerName(name string) error {
+	c.serverName = name
+	return nil
+}
