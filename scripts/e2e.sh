@@ -112,11 +112,11 @@ first=$(echo "$types" | head -n1)
 last=$(echo "$types" | tail -n1)
 [ "$first" = mission.started ] || fail "first event is $first, want mission.started"
 [ "$last" = mission.completed ] || fail "last event is $last, want mission.completed"
-# Read whole outputs before grep -q: with pipefail, a grep that quits at its
-# first match makes the writer die of SIGPIPE and the pipeline fail.
+# Read whole outputs before matching: with pipefail, a grep that quits at
+# its first match makes the writer die of SIGPIPE and the pipeline fail.
 entries=$(rcli --raw xrange "$stream" - +)
 for step in allocate_map localize_agents merge_maps; do
-  rcli --raw xrange "$stream" - + | has -x "$step" || fail "no events for step $step"
+  has -x "$step" <<<"$entries" || fail "no events for step $step"
 done
 echo "$types" | has -x step.progress || fail "no step.progress event"
 n_traces=$(rcli --raw xrange "$stream" - + | awk 'prev=="trace_id"{print} {prev=$0}' | sort -u)
@@ -145,5 +145,14 @@ log "e2e-sealed COMPENSATED (INSUFFICIENT_OVERLAP), compensations in reverse ord
 "$bin/slamctl" --addr "$orch" --mapping-addr "127.0.0.1:${grpc_port[mapping]}" map -o "$work/e2e-ok.png" e2e-ok >/dev/null ||
   fail "slamctl map"
 [ "$(head -c 4 "$work/e2e-ok.png" | tail -c 3)" = PNG ] || fail "map is not a PNG"
+
+# The console on the orchestrator's HTTP port (issue 11): the built binary
+# serves it, with each mission's page and a 404 for an unknown one.
+http=$(sed -n 's/.*"msg":"serving".*"http_addr":"\([0-9.:]*\)".*/\1/p' "$work/orchestrator.log" | head -n1)
+[ -n "$http" ] || fail "no http_addr in the orchestrator's serving line"
+curl -fsS "http://$http/" | grep -q 'href="/missions/e2e-sealed"' || fail "console list does not show e2e-sealed"
+curl -fsS "http://$http/missions/e2e-sealed" | grep -q INSUFFICIENT_OVERLAP || fail "console page of e2e-sealed lacks its error reason"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$http/missions/e2e-nope")" = 404 ] || fail "console: unknown mission is not 404"
+log "console at http://$http/ lists the missions and shows e2e-sealed"
 
 echo "e2e: 2 passed, 0 failed"

@@ -40,7 +40,7 @@ type listHub struct {
 	running bool
 	// rows is the last poll's rows, newest first, for pages that join; nil
 	// before the first poll.
-	rows []Row
+	rows []listRow
 	// seen is the signature of each row of the last poll.
 	seen map[string]string
 	// failing is set while polls fail, so a failure streak is logged once.
@@ -50,7 +50,7 @@ type listHub struct {
 // listSub is one open list page. ch is closed when the page fell too far
 // behind; the browser then reconnects and starts from a full snapshot.
 type listSub struct {
-	ch chan []Row
+	ch chan []listRow
 }
 
 func newListHub(orch Orchestrator, limits Limits, log *slog.Logger) *listHub {
@@ -59,8 +59,8 @@ func newListHub(orch Orchestrator, limits Limits, log *slog.Logger) *listHub {
 
 // subscribe registers a page and returns the rows known so far (nil before
 // the first poll, whose rows then all reach the page as changes).
-func (h *listHub) subscribe() (*listSub, []Row) {
-	s := &listSub{ch: make(chan []Row, 8)}
+func (h *listHub) subscribe() (*listSub, []listRow) {
+	s := &listSub{ch: make(chan []listRow, 8)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.subs[s] = struct{}{}
@@ -68,7 +68,7 @@ func (h *listHub) subscribe() (*listSub, []Row) {
 		h.running = true
 		go h.loop()
 	}
-	return s, append([]Row(nil), h.rows...)
+	return s, append([]listRow(nil), h.rows...)
 }
 
 func (h *listHub) unsubscribe(s *listSub) {
@@ -98,7 +98,7 @@ func (h *listHub) loop() {
 }
 
 // poll reads the newest missions, bounded by CallTimeout.
-func (h *listHub) poll() ([]Row, error) {
+func (h *listHub) poll() ([]listRow, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.limits.CallTimeout)
 	defer cancel()
 	resp, err := h.orch.ListMissions(ctx, &orchestratorv1.ListMissionsRequest{PageSize: uint32(h.limits.ListPageSize)})
@@ -113,7 +113,7 @@ func (h *listHub) poll() ([]Row, error) {
 	}
 	h.failing = false
 	now := time.Now()
-	rows := make([]Row, 0, len(resp.GetMissions()))
+	rows := make([]listRow, 0, len(resp.GetMissions()))
 	for _, m := range resp.GetMissions() {
 		rows = append(rows, rowOf(m, now))
 	}
@@ -122,9 +122,9 @@ func (h *listHub) poll() ([]Row, error) {
 
 // publish sends the rows that changed since the last poll to every page.
 // Called with h.mu held.
-func (h *listHub) publish(rows []Row) {
+func (h *listHub) publish(rows []listRow) {
 	seen := make(map[string]string, len(rows))
-	var changed []Row
+	var changed []listRow
 	for _, r := range rows {
 		sig := fmt.Sprintf("%s|%s|%s|%d|%d", r.State, r.CurrentStep, r.Error, r.EndedMs, r.Agents)
 		seen[r.ID] = sig

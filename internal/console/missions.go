@@ -27,9 +27,9 @@ func stepStateName(s orchestratorv1.StepState) string {
 	return strings.TrimPrefix(s.String(), "STEP_STATE_")
 }
 
-// Row is one mission in the list, as rendered and as sent to live list pages
+// listRow is one mission in the list, as rendered and as sent to live list pages
 // (JSON). Times are Unix milliseconds so the script can tick ages.
-type Row struct {
+type listRow struct {
 	ID          string `json:"id"`
 	State       string `json:"state"`
 	Agents      uint32 `json:"agents"`
@@ -43,8 +43,8 @@ type Row struct {
 }
 
 // rowOf summarizes m for the list at time now.
-func rowOf(m *orchestratorv1.Mission, now time.Time) Row {
-	r := Row{
+func rowOf(m *orchestratorv1.Mission, now time.Time) listRow {
+	r := listRow{
 		ID:        m.GetMissionId(),
 		State:     stateName(m.GetState()),
 		Agents:    m.GetAgents(),
@@ -111,7 +111,7 @@ type listPage struct {
 	Nav    string
 	Filter string
 	States []string
-	Rows   []Row
+	Rows   []listRow
 	More   bool
 }
 
@@ -145,7 +145,7 @@ func (c *Console) serveList(w http.ResponseWriter, r *http.Request) {
 type missionPage struct {
 	Nav      string
 	ID       string
-	Row      Row
+	Row      listRow
 	Mission  *orchestratorv1.Mission
 	Steps    []stepView
 	Timeline timeline
