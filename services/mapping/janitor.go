@@ -28,8 +28,12 @@ func (s *Server) RunJanitor(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := s.reclaim(ctx); err != nil && ctx.Err() == nil {
+		n, err := s.reclaim(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
 			s.log.WarnContext(ctx, "mapping janitor pass failed; retrying at the next pass", "error", err.Error())
+		case n > 0:
+			s.log.DebugContext(ctx, "finished missions' maps left the in-flight budget", "maps", n)
 		}
 	}
 }

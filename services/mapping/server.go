@@ -150,9 +150,12 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 	var capErr *errCapacity
 	switch {
 	case errors.As(err, &capErr):
-		if n, rerr := s.reclaim(ctx); rerr == nil && n > 0 {
-			res, outcome, err = s.allocate(ctx, sc, meta, blank, mapID)
+		// Retry even when this pass freed nothing: a concurrent allocation's
+		// pass, which this one waited for, may have.
+		if _, rerr := s.reclaim(ctx); rerr != nil {
+			s.log.WarnContext(ctx, "reclaiming finished missions' maps failed", "error", rerr.Error())
 		}
+		res, outcome, err = s.allocate(ctx, sc, meta, blank, mapID)
 	case errors.Is(err, mapstore.ErrCorrupt):
 		s.log.WarnContext(ctx, "capacity counters corrupt; recounting them from the maps held",
 			"mission_id", sc.GetMissionId(), "error", err.Error())

@@ -275,7 +275,7 @@ func TestHundredWatchersDoNotStarveMissions(t *testing.T) {
 	st := startStack(t, stackConfig{allowFaults: true})
 	st.missionLatencies(t, 2, 100) // warm up connections and caches
 	id, cancelStalled := st.stalledMission(t, 31)
-	const watchers, rounds, perRound = 100, 3, 3
+	const watchers, rounds, perRound = 100, 4, 3
 	var quiet, busy []time.Duration
 	for round := range rounds {
 		quiet = append(quiet, st.missionLatencies(t, perRound, uint64(200+10*round))...)
@@ -300,9 +300,10 @@ func TestHundredWatchersDoNotStarveMissions(t *testing.T) {
 	}
 	q, b := median(quiet), median(busy)
 	t.Logf("median mission latency: %v with no watcher, %v with %d watchers", q, b, watchers)
-	// 2× as the issue says, plus 100 ms of scheduling noise for a 2-core CI
-	// machine running the race detector; starved missions take seconds.
-	if limit := 2*q + 100*time.Millisecond; b > limit {
+	// 2× as the issue says, plus 250 ms for the load spikes of a shared
+	// 2-core CI machine running the race detector: missions starved by
+	// watchers take seconds (or never end), far past it.
+	if limit := 2*q + 250*time.Millisecond; b > limit {
 		t.Errorf("with %d watchers the median mission took %v, over 2× the %v without (limit %v)", watchers, b, q, limit)
 	}
 	cancelStalled()

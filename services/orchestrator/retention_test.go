@@ -358,8 +358,11 @@ func TestManyMissionsInARow(t *testing.T) {
 		wg.Go(func() {
 			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
 				ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+				// The README's mission: every seed is not a success (the
+				// merge's consistency gate refuses a few), and this test is
+				// about capacity and retention, not the domain.
 				resp, err := st.client.StartMission(ctx, &orchestratorv1.StartMissionRequest{
-					Scenario: &typesv1.Scenario{Seed: uint64(i), Agents: 3}, Wait: true})
+					Scenario: &typesv1.Scenario{Seed: 7, Agents: 3}, Wait: true})
 				cancel()
 				if err == nil && resp.GetMission().GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
 					err = fmt.Errorf("%s: %s", resp.GetMission().GetState(), resp.GetMission().GetError())
