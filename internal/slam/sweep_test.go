@@ -32,7 +32,7 @@ func TestGuessOffsetSweep(t *testing.T) {
 		offsets = append(offsets, offset{d, 0}, offset{d, 33})
 	}
 	var worlds []*world.World
-	for _, seed := range []uint64{1, 2, 4} {
+	for _, seed := range []uint64{2, 4} {
 		w, err := world.Generate(world.Config{Seed: seed, Agents: 3})
 		if err != nil {
 			t.Fatal(err)
@@ -95,7 +95,7 @@ const (
 // 6 M cells at 5 cm), 3 agents each: every agent must come back localized
 // within the gross bounds or be refused, and the test logs how many
 // missions completed and how many localized agents missed the 2-cell
-// bound. By default it runs 4 seeds per size (CI time, -race);
+// bound. By default it runs 2 seeds per size (CI time, -race);
 // -slam.worlds=50 runs the 50 of issue 8 (docs/slam.md has the figures:
 // not every world completes yet).
 func TestLargeOfficeWorlds(t *testing.T) {
@@ -106,7 +106,7 @@ func TestLargeOfficeWorlds(t *testing.T) {
 			start := time.Now()
 			var trans, rot []float64
 			completed, refused, imprecise := 0, 0, 0
-			list := seeds(4, 4)
+			list := seeds(2, 2)
 			for _, seed := range list {
 				w, err := world.Generate(world.Config{Seed: seed, Agents: 3, WidthM: size[0], HeightM: size[1]})
 				if err != nil {
