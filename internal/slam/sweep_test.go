@@ -25,14 +25,14 @@ func TestGuessOffsetSweep(t *testing.T) {
 	t.Parallel()
 	type offset struct{ dxy, dθ float64 } // metres, degrees
 	var offsets []offset
-	for _, d := range []float64{0, 10, 20, 25, 33, 45, 61, 90, 135, 180} {
+	for _, d := range []float64{0, 25, 33, 61, 90, 180} {
 		offsets = append(offsets, offset{0, d}, offset{0, -d})
 	}
-	for _, d := range []float64{0.8, 1.2, 1.66, 2.5, 4} {
+	for _, d := range []float64{1.2, 1.66, 2.5} {
 		offsets = append(offsets, offset{d, 0}, offset{d, 33})
 	}
 	var worlds []*world.World
-	for _, seed := range []uint64{1, 2, 3, 4} {
+	for _, seed := range []uint64{2, 4} {
 		w, err := world.Generate(world.Config{Seed: seed, Agents: 3})
 		if err != nil {
 			t.Fatal(err)
@@ -95,7 +95,7 @@ const (
 // 6 M cells at 5 cm), 3 agents each: every agent must come back localized
 // within the gross bounds or be refused, and the test logs how many
 // missions completed and how many localized agents missed the 2-cell
-// bound. By default it runs 8 seeds per size (CI time, -race);
+// bound. By default it runs 2 seeds per size (CI time, -race);
 // -slam.worlds=50 runs the 50 of issue 8 (docs/slam.md has the figures:
 // not every world completes yet).
 func TestLargeOfficeWorlds(t *testing.T) {
@@ -106,7 +106,7 @@ func TestLargeOfficeWorlds(t *testing.T) {
 			start := time.Now()
 			var trans, rot []float64
 			completed, refused, imprecise := 0, 0, 0
-			list := seeds(8, 8)
+			list := seeds(2, 2)
 			for _, seed := range list {
 				w, err := world.Generate(world.Config{Seed: seed, Agents: 3, WidthM: size[0], HeightM: size[1]})
 				if err != nil {

@@ -156,6 +156,14 @@ func TestCarmenAgentsPosesGuessesAndKeyframes(t *testing.T) {
 	if _, err := slamio.CarmenAgents(noOdom, slamio.CarmenOptions{Segments: []slamio.Segment{{0, 0}}, Poses: slamio.PosesOdom}); err == nil {
 		t.Error("odom poses from a log without ODOM accepted")
 	}
+	stale, err := slamio.ParseCarmen(strings.NewReader("ODOM 0 0 0 0 0 0 1 h 1\nFLASER 2 1 1 0 0 0 0 0 0 3.5 h 3.5\n"), "stale.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = slamio.CarmenAgents(stale, slamio.CarmenOptions{Segments: []slamio.Segment{{0, 0}}, Poses: slamio.PosesOdom})
+	if err == nil || !strings.Contains(err.Error(), "stale.log:2: reading 0 at t=3.5 s: the nearest ODOM line (line 1) is 2.5 s away") {
+		t.Errorf("odom 2.5 s from the reading: %v", err)
+	}
 }
 
 func TestParseSegments(t *testing.T) {

@@ -100,14 +100,20 @@ const (
 	DefaultRangeMax = 20.0
 )
 
+// MaxOdomGap is how far in time (seconds) the ODOM line used for a reading
+// may lie from it: a robot at 1 m/s moves a metre in that time, so an older
+// pose is no pose for the scan.
+const MaxOdomGap = 1.0
+
 // CarmenAgents builds one agent per segment. Each agent's frame is the
 // sensor pose of its first kept reading (its first scan's odom_pose is the
 // identity), and every scan's odom_pose is the chosen pose source
 // re-expressed in that frame. The first segment is the anchor: its guess is
 // the laser-line pose of its first reading, exact in the log's frame, which
 // thereby becomes the mission's map frame. A segment past the log's end, an
-// agent without readings after keyframing, or PosesOdom on a log without
-// ODOM lines is an error.
+// agent without readings after keyframing, or odometry (PosesOdom,
+// GuessOdom) from a log without an ODOM line within MaxOdomGap of every
+// reading used is an error.
 func CarmenAgents(log *Log, opts CarmenOptions) ([]*typesv1.Agent, error) {
 	if len(opts.Segments) == 0 {
 		return nil, errors.New("no segments")
@@ -138,6 +144,17 @@ func CarmenAgents(log *Log, opts CarmenOptions) ([]*typesv1.Agent, error) {
 	odom := newOdomIndex(log.Odom)
 	if needOdom && len(log.Odom) == 0 {
 		return nil, fmt.Errorf("%s has no ODOM lines: use the laser poses", log.Name)
+	}
+	if needOdom {
+		for _, seg := range opts.Segments {
+			for i := seg.First; i <= seg.Last && i < len(log.Readings); i++ {
+				r := &log.Readings[i]
+				if o, _ := odom.nearest(r.Time); math.Abs(o.Time-r.Time) > MaxOdomGap {
+					return nil, fmt.Errorf("%s:%d: reading %d at t=%g s: the nearest ODOM line (line %d) is %.3g s away, more than %g s: use the laser poses",
+						log.Name, r.Line, r.Index, r.Time, o.Line, math.Abs(o.Time-r.Time), MaxOdomGap)
+				}
+			}
+		}
 	}
 	poseOf := func(r *Reading) slam.Pose2D {
 		if opts.Poses == PosesOdom {

@@ -81,7 +81,7 @@ func TestReadROSMapModes(t *testing.T) {
 			[]int8{0, 100, 89, 88, 100, 100, 100, 62, 0, 0}},
 		{"raw", "mode: raw\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n",
 			[]int8{-1, 26, 100, -1, 51, 0, 64, -1, -1, -1}},
-		{"raw ignores negate", "mode: raw\nnegate: 1\noccupied_thresh: 0.65\nfree_thresh: 0.25\n",
+		{"raw ignores negate, mode in any case", "mode: Raw\nnegate: 1\noccupied_thresh: 0.65\nfree_thresh: 0.25\n",
 			[]int8{-1, 26, 100, -1, 51, 0, 64, -1, -1, -1}},
 	} {
 		for _, format := range []string{"P2", "P5"} {

@@ -115,7 +115,7 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 			y.FreeThresh, err = parseFloat(val)
 		case "mode":
 			m, _ := unquote(val)
-			y.Mode = MapMode(m)
+			y.Mode = MapMode(strings.ToLower(m)) // nav2's map_mode_from_string lowercases too
 			if y.Mode != ModeTrinary && y.Mode != ModeScale && y.Mode != ModeRaw {
 				err = fmt.Errorf("mode %s: want trinary, scale or raw", val)
 			}

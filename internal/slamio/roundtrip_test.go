@@ -82,6 +82,35 @@ func TestExportImportRoundTrip(t *testing.T) {
 	}
 }
 
+// TestExportFiles pins what a map_server loader sees: the YAML text and
+// the pixels of free (254), occupied (0) and unknown (128: unknown under
+// free_thresh 0.25, where map_saver's 205 would read back as free).
+func TestExportFiles(t *testing.T) {
+	t.Parallel()
+	base := filepath.Join(t.TempDir(), "merged")
+	og := &typesv1.OccupancyGrid{
+		Meta: &typesv1.GridMeta{Resolution: 0.05, Width: 3, Height: 2, Origin: &typesv1.Pose2D{X: -11.75, Y: -24.45}},
+		Data: []byte{0, 100, 0xff, 40, 70, 20}, // bottom row first
+	}
+	if err := slamio.WriteROSMap(base, og, slamio.ExportTrinary); err != nil {
+		t.Fatal(err)
+	}
+	yaml, _ := os.ReadFile(base + ".yaml")
+	want := "image: merged.pgm\nmode: trinary\nresolution: 0.05\norigin: [-11.75, -24.45, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n"
+	if string(yaml) != want {
+		t.Errorf("yaml:\n%s\nwant:\n%s", yaml, want)
+	}
+	raw, _ := os.ReadFile(base + ".pgm")
+	img, err := slamio.DecodePGM(raw, "merged.pgm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Image rows run top down: the grid's top row (40, 70, 20) first.
+	if got := img.Pix; img.MaxVal != 255 || got[0] != 128 || got[1] != 0 || got[2] != 254 || got[3] != 254 || got[4] != 0 || got[5] != 128 {
+		t.Errorf("pixels %v (maxval %d), want [128 0 254 254 0 128]", got, img.MaxVal)
+	}
+}
+
 func TestTrinaryClass(t *testing.T) {
 	t.Parallel()
 	for v, want := range map[int8]int8{-1: -1, 0: 0, 25: 0, 26: -1, 50: -1, 64: -1, 65: 100, 100: 100, 101: -1, -128: -1} {

@@ -131,6 +131,10 @@ type variant struct {
 	mutate func(req *orchestratorv1.StartMissionRequest, e expectation)
 }
 
+// farGuessMission is the real mission the far-guess-window variant runs on
+// (it costs a search of a 7×7 m, ±100° window per agent, under -race in CI).
+const farGuessMission = "intel-local-3"
+
 var realVariants = []variant{
 	{"as-sent", func(*orchestratorv1.StartMissionRequest, expectation) {}},
 	// A team that never measured where its robots started.
@@ -162,6 +166,9 @@ func TestRealMissions(t *testing.T) {
 	st := startStack(t, stackConfig{})
 	for _, m := range missions {
 		for _, v := range realVariants {
+			if v.name == "far-guess-window" && m.name != farGuessMission {
+				continue // one real mission shows it; the offset sweep covers the rest
+			}
 			t.Run(m.name+"/"+v.name, func(t *testing.T) {
 				req := proto.CloneOf(m.req)
 				if len(req.GetAgents()) != len(m.expect.Agents) {

@@ -1,8 +1,11 @@
 package grid
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/slammesh/slammesh/internal/slam"
 )
 
 // benchGrid is a 400x300 grid (20x15 m at 0.05 m, the office scenario's map)
@@ -44,6 +47,31 @@ func BenchmarkFromInt8(b *testing.B) {
 	b.SetBytes(int64(len(cells)))
 	for b.Loop() {
 		if _, err := FromInt8(g.Meta(), cells); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkIntegrateScan integrates one 360-beam scan (ranges 2 to 8 m, a
+// few no-returns) into a 20x15 m grid at 0.05 m: the ray walk behind every
+// submap the services and the world generator build.
+func BenchmarkIntegrateScan(b *testing.B) {
+	g, err := New(Meta{Resolution: 0.05, Width: 400, Height: 300})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	scan := slam.LaserScan{AngleMin: -math.Pi, AngleIncrement: 2 * math.Pi / 360, RangeMin: 0.1, RangeMax: 10, Ranges: make([]float32, 360)}
+	for i := range scan.Ranges {
+		scan.Ranges[i] = float32(2 + 6*r.Float64())
+		if i%50 == 0 {
+			scan.Ranges[i] = float32(math.Inf(1))
+		}
+	}
+	var in Inserter
+	sensor := slam.Pose2D{X: 10, Y: 7.5, Theta: 0.3}
+	for b.Loop() {
+		if _, err := in.Integrate(g, sensor, scan); err != nil {
 			b.Fatal(err)
 		}
 	}

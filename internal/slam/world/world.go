@@ -235,8 +235,10 @@ func (g *generator) agent(i int) (Agent, error) {
 		p := drive(g.place, sc, start, inArea, pathLen, cfg.ScansPerAgent)
 		s := make([]slam.LaserScan, len(p))
 		d := make([][]beamDir, len(p))
+		flat := make([]beamDir, len(p)*LidarBeams) // one allocation for the drive
 		for k, pose := range p {
-			s[k], d[k] = simulateScan(sc, pose, sensor, cfg.RangeNoise, cfg.DropoutRate)
+			d[k] = flat[k*LidarBeams : (k+1)*LidarBeams]
+			s[k] = simulateScan(sc, pose, sensor, cfg.RangeNoise, cfg.DropoutRate, d[k])
 		}
 		overlap := g.overlap(p, s, d)
 		quality := overlap
@@ -535,10 +537,10 @@ type beamDir struct{ s, c float64 }
 
 // simulateScan casts the lidar's beams from pose against sc, adding Gaussian
 // range noise and random dropouts (NaN), and reporting no return as +Inf.
-// It returns the beams' directions too: the checks of a drive (overlap,
-// seesSealed, markSeen) need the very same values, and computing each once
-// spares a math.Sincos per beam and check.
-func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout float64) (slam.LaserScan, []beamDir) {
+// It writes the beams' directions to dirs (LidarBeams of them): the checks
+// of a drive (overlap, seesSealed, markSeen) need the very same values, and
+// computing each once spares a math.Sincos per beam and check.
+func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout float64, dirs []beamDir) slam.LaserScan {
 	scan := slam.LaserScan{
 		AngleMin:       -math.Pi,
 		AngleIncrement: 2 * math.Pi / LidarBeams,
@@ -546,7 +548,6 @@ func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout floa
 		RangeMax:       LidarRange,
 		Ranges:         make([]float32, LidarBeams),
 	}
-	dirs := make([]beamDir, LidarBeams)
 	for b := range LidarBeams {
 		s, c := math.Sincos(pose.Theta + scan.BeamAngle(b))
 		dirs[b] = beamDir{s: s, c: c}
@@ -562,7 +563,7 @@ func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout floa
 			scan.Ranges[b] = float32(math.Max(d+n*noise, LidarRangeMin))
 		}
 	}
-	return scan, dirs
+	return scan
 }
 
 // buildSubmap integrates the scans at the odometry poses into a grid in the
