@@ -73,6 +73,18 @@ func TestTokenFile(t *testing.T) {
 		t.Errorf("broken edit reported as %v", reloadErr)
 	}
 
+	// Written on Windows: a byte order mark and CRLF line ends.
+	write("\ufeffadmin adm-0123456789abcdefghijklm\r\nviewer view-0123456789abcdefghijkl\r\n")
+	crlf, err := auth.NewTokenFile(path, nil)
+	if err != nil {
+		t.Fatalf("BOM and CRLF: %v", err)
+	}
+	for tok, want := range map[string]auth.Role{"adm-0123456789abcdefghijklm": auth.RoleAdmin, "view-0123456789abcdefghijkl": auth.RoleViewer} {
+		if p, err := crlf.Verify(ctx, tok); err != nil || p.Role != want {
+			t.Errorf("BOM and CRLF: %v %v, want %v", p, err, want)
+		}
+	}
+
 	for name, content := range map[string]string{
 		"unknown role": "root abcdefghijklmnopqrstuvwxyz\n",
 		"short token":  "admin short\n",
