@@ -74,6 +74,9 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 		return n, fmt.Errorf("%s telemetry: %w", spec.name, err)
 	}
 	n.log = telemetry.NewLogger(logw, spec.name, spec.logLevel)
+	for _, w := range loosePermissions(spec.svc.sec) {
+		n.log.Warn(w)
+	}
 
 	n.rdb = redis.NewClient(spec.redis)
 	n.closers = append(n.closers, n.rdb.Close)

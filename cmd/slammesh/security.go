@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -194,4 +195,27 @@ func authInterceptors(ctx context.Context, c serviceConfig, log *slog.Logger) (g
 	}
 	pol := orchestrator.AccessPolicy()
 	return auth.UnaryServerInterceptor(vs, pol), auth.StreamServerInterceptor(vs, pol), nil
+}
+
+// loosePermissions returns a warning for each secret file of s (token
+// file, Redis password file) that users other than its owner may read:
+// such a file hands out the keys to the mesh. A warning, not a refusal:
+// Kubernetes mounts secrets 0644 unless told otherwise (defaultMode).
+func loosePermissions(s securityConfig) []string {
+	var out []string
+	for _, f := range []struct{ flag, path string }{
+		{"--auth-tokens", s.authTokens},
+		{"--redis-password-file", s.redisPasswordFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		fi, err := os.Stat(f.path)
+		if err != nil || fi.Mode().Perm()&0o077 == 0 {
+			continue // a missing file fails the start elsewhere
+		}
+		out = append(out, fmt.Sprintf("%s %s is readable by other users (mode %04o): chmod 600 it (in Kubernetes, defaultMode: 0400)",
+			f.flag, f.path, fi.Mode().Perm()))
+	}
+	return out
 }

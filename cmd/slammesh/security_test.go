@@ -230,3 +230,27 @@ func TestRedisACLCheckOnEmbeddedRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestLoosePermissionsOfSecretFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tight, loose := filepath.Join(dir, "tight"), filepath.Join(dir, "loose")
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{tight, 0o600}, {loose, 0o644}} {
+		if err := os.WriteFile(f.path, []byte("secret\n"), f.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+	}
+	if w := loosePermissions(securityConfig{authTokens: tight, redisPasswordFile: tight}); len(w) != 0 {
+		t.Errorf("0600 files warned about: %v", w)
+	}
+	w := loosePermissions(securityConfig{authTokens: loose, redisPasswordFile: loose})
+	if len(w) != 2 || !strings.Contains(w[0], "--auth-tokens") || !strings.Contains(w[1], "--redis-password-file") || !strings.Contains(w[0], "0644") {
+		t.Errorf("0644 files: %v", w)
+	}
+}

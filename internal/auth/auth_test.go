@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,6 +73,18 @@ func TestTokenFile(t *testing.T) {
 	}
 	if reloadErr == nil || !strings.Contains(reloadErr.Error(), "unknown role") {
 		t.Errorf("broken edit reported as %v", reloadErr)
+	}
+
+	// Written on Windows: a byte order mark and CRLF line ends.
+	write("\ufeffadmin adm-0123456789abcdefghijklm\r\nviewer view-0123456789abcdefghijkl\r\n")
+	crlf, err := auth.NewTokenFile(path, nil)
+	if err != nil {
+		t.Fatalf("BOM and CRLF: %v", err)
+	}
+	for tok, want := range map[string]auth.Role{"adm-0123456789abcdefghijklm": auth.RoleAdmin, "view-0123456789abcdefghijkl": auth.RoleViewer} {
+		if p, err := crlf.Verify(ctx, tok); err != nil || p.Role != want {
+			t.Errorf("BOM and CRLF: %v %v, want %v", p, err, want)
+		}
 	}
 
 	for name, content := range map[string]string{
@@ -296,5 +310,53 @@ func TestJWKSURLOverPlainHTTPOnlyOnLoopback(t *testing.T) {
 	_, err = auth.NewJWKS(context.Background(), auth.JWKSConfig{Source: srv.URL, Audience: "mesh"})
 	if err == nil || !strings.Contains(err.Error(), "use https://") {
 		t.Fatalf("redirect: got %v, want a refusal of plain http", err)
+	}
+}
+
+// TestJWKSURLIsNotStampeded: a burst of tokens naming unknown kids makes
+// one fetch of the JWKS URL, not one per token.
+func TestJWKSURLIsNotStampeded(t *testing.T) {
+	t.Parallel()
+	iss, err := authtest.NewIssuer(t.TempDir(), "url")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		time.Sleep(50 * time.Millisecond) // a slow identity provider
+		http.ServeFile(w, r, iss.JWKSFile)
+	}))
+	defer srv.Close()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	ctx := context.Background()
+	j, err := auth.NewJWKS(ctx, auth.JWKSConfig{Source: srv.URL, Audience: "mesh", Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(time.Minute) // past the minimum refetch interval
+	mu.Unlock()
+	other, err := authtest.NewIssuer(t.TempDir(), "unknown")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := other.Token(authtest.RS256, "admin", "mesh", now.Add(-time.Minute), now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if _, err := j.Verify(ctx, tok); err == nil {
+				t.Error("a token of an unknown key was accepted")
+			}
+		})
+	}
+	wg.Wait()
+	if n := fetches.Load(); n != 2 {
+		t.Errorf("%d fetches of the JWKS URL, want 2 (the first load and one refetch)", n)
 	}
 }

@@ -170,11 +170,18 @@ func (j *JWKS) maybeRefresh(ctx context.Context, unknownKid bool) {
 	j.mu.Lock()
 	age := j.cfg.Now().Sub(j.fetched)
 	stamp := j.fileStamp
-	j.mu.Unlock()
 	due := false
 	if j.isURL() {
 		due = age > jwksRefresh || (unknownKid && age > jwksMinRefetch)
-	} else if age > time.Second {
+		if due {
+			// Claim the fetch: calls arriving meanwhile (say, a burst of
+			// tokens naming made-up kids) use the keys at hand instead of
+			// each sending the identity provider a request.
+			j.fetched = j.cfg.Now()
+		}
+	}
+	j.mu.Unlock()
+	if !j.isURL() && age > time.Second {
 		fi, err := os.Stat(j.cfg.Source)
 		due = err == nil && !fi.ModTime().Equal(stamp)
 		if !due {

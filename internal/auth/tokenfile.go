@@ -75,6 +75,8 @@ func (f *TokenFile) reload() error {
 func parseTokens(data []byte) ([]tokenEntry, error) {
 	var out []tokenEntry
 	seen := map[[sha256.Size]byte]int{}
+	// Windows editors start UTF-8 files with a byte order mark.
+	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line, _, _ := strings.Cut(sc.Text(), "#")

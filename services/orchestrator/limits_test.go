@@ -70,3 +70,30 @@ func TestRequestTotalsAreLimited(t *testing.T) {
 		})
 	}
 }
+
+// TestMapSpecIsLimited: the map grid limit the MapSpec comment states.
+func TestMapSpecIsLimited(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		spec  *typesv1.MapSpec
+		field string
+		limit string
+	}{
+		// 409.6 m at 5 cm is 8192 cells a side: 64 Mi cells, allowed; a
+		// millimetre more is not.
+		"cells":  {&typesv1.MapSpec{WidthM: 409.65, HeightM: 409.6, Resolution: 0.05}, "map", "67108864"},
+		"origin": {&typesv1.MapSpec{OriginX: 2e6, WidthM: 10, HeightM: 10}, "map.origin_x", "1e+06"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			req := &orchestratorv1.StartMissionRequest{Scenario: &typesv1.Scenario{Seed: 1, Agents: 2}, Map: tc.spec}
+			_, err := normalizeStart(req, false)
+			if status.Code(err) != codes.InvalidArgument || rpcerr.Field(err) != tc.field || !strings.Contains(err.Error(), tc.limit) {
+				t.Fatalf("got %v, want INVALID_ARGUMENT on %s naming %s", err, tc.field, tc.limit)
+			}
+		})
+	}
+	ok := &orchestratorv1.StartMissionRequest{Scenario: &typesv1.Scenario{Seed: 1, Agents: 2}, Map: &typesv1.MapSpec{WidthM: 409.6, HeightM: 409.6, Resolution: 0.05}}
+	if _, err := normalizeStart(ok, false); err != nil {
+		t.Fatalf("a 64 Mi cell map: %v", err)
+	}
+}

@@ -669,7 +669,10 @@ func (x *AgentPose) GetAnchor() bool {
 	return false
 }
 
-// MapSpec asks for a map: bounds in the map frame and a resolution.
+// MapSpec asks for a map: bounds in the map frame and a resolution. The
+// grid, (width_m / resolution) x (height_m / resolution) cells, is at most
+// 67,108,864 (64 Mi) cells, and the origin within ±1e6 m; beyond either,
+// INVALID_ARGUMENT names the field and the limit.
 type MapSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Lower-left corner x of the map in the map frame, in metres.
