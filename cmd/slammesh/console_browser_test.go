@@ -260,7 +260,10 @@ func waitJS(t *testing.T, ctx context.Context, d time.Duration, expr string) {
 		if err == nil {
 			return
 		}
-		if strings.Contains(err.Error(), "navigated or closed") && time.Now().Before(deadline) {
+		// The page reloads itself when a mission changes state: a poll
+		// running across the reload loses its execution context.
+		transient := strings.Contains(err.Error(), "navigated or closed") || strings.Contains(err.Error(), "Cannot find context with specified id")
+		if transient && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
