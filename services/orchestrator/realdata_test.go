@@ -17,6 +17,7 @@ import (
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/saga"
 	"github.com/slammesh/slammesh/internal/slam"
 )
 
@@ -32,8 +33,9 @@ const (
 	realTransTol = 0.10 // metres: 2 cells at 5 cm
 	realRotTol   = 0.02 // radians
 	// realTimeout bounds one real mission under -race on a loaded 2-core
-	// machine; the slowest (fr079, 1000 scans) takes seconds without it.
-	realTimeout = 5 * time.Minute
+	// machine, the missions running side by side; the slowest (fr079, 1000
+	// scans, no guesses) takes about 8 s without -race.
+	realTimeout = 10 * time.Minute
 )
 
 // realDataDir finds ../shared/realdata/missions next to the project root (the
@@ -163,13 +165,18 @@ var realVariants = []variant{
 // above, through the mesh and judges every agent's pose.
 func TestRealMissions(t *testing.T) {
 	missions := loadRealMissions(t)
-	st := startStack(t, stackConfig{})
+	// A step attempt of a real mission without guesses (global search of
+	// every agent) takes seconds; under -race on a loaded 2-core machine,
+	// tens of seconds: the default 10 s attempt timeout would retry it to
+	// death.
+	st := startStack(t, stackConfig{policy: saga.Policy{AttemptTimeout: realTimeout, MissionDeadline: 2 * realTimeout}})
 	for _, m := range missions {
 		for _, v := range realVariants {
 			if v.name == "far-guess-window" && m.name != farGuessMission {
 				continue // one real mission shows it; the offset sweep covers the rest
 			}
 			t.Run(m.name+"/"+v.name, func(t *testing.T) {
+				t.Parallel()
 				req := proto.CloneOf(m.req)
 				if len(req.GetAgents()) != len(m.expect.Agents) {
 					t.Fatalf("%d agents in the request, %d expected", len(req.GetAgents()), len(m.expect.Agents))
