@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -25,6 +26,16 @@ type opsConfig struct {
 // stepTimeouts is the value of --step-timeout: step=duration pairs,
 // comma-separated, e.g. "localize_agents=30s,merge_maps=20s".
 type stepTimeouts map[string]time.Duration
+
+// defaultStepTimeouts give the SLAM steps room for real-size data: a global
+// search (an agent sent without initial guess) over a 400 k-cell map takes
+// seconds of CPU, which a loaded machine multiplies, so 10 s would retry it
+// until the mission compensates. Allocation keeps --attempt-timeout.
+// --step-timeout entries override these per step.
+var defaultStepTimeouts = map[string]time.Duration{
+	"localize_agents": time.Minute,
+	"merge_maps":      time.Minute,
+}
 
 // missionSteps are the steps --step-timeout may name.
 var missionSteps = []string{"allocate_map", "localize_agents", "merge_maps"}
@@ -76,7 +87,7 @@ func addOps(e *envFlags, c *opsConfig) {
 		}
 	}
 	e.fs.Var(&c.stepTimeouts, "step-timeout",
-		fmt.Sprintf("per-step attempt deadlines overriding --attempt-timeout, e.g. localize_agents=30s,merge_maps=20s (env %s)", key))
+		fmt.Sprintf("per-step attempt deadlines overriding --attempt-timeout, e.g. localize_agents=30s,merge_maps=20s (default localize_agents=1m,merge_maps=1m; env %s)", key))
 	e.int(&c.maxWatchers, "max-watchers", "SLAMMESH_MAX_WATCHERS", progress.DefaultMaxWatchers,
 		"WatchMission calls and waits served at once; past it RESOURCE_EXHAUSTED")
 }
@@ -97,11 +108,13 @@ func (c opsConfig) validate() error {
 
 // policy is the saga policy the flags describe.
 func (c opsConfig) policy() saga.Policy {
+	steps := maps.Clone(defaultStepTimeouts)
+	maps.Copy(steps, c.stepTimeouts)
 	return saga.Policy{
 		RetryBudget:             c.retryBudget,
 		CompensationRetryBudget: c.compRetryBudget,
 		AttemptTimeout:          c.attemptTimeout,
-		StepTimeouts:            c.stepTimeouts,
+		StepTimeouts:            steps,
 	}
 }
 

@@ -17,7 +17,8 @@ func TestOrchestratorOpsFlags(t *testing.T) {
 	}
 	p := c.ops.policy()
 	if p.RetryBudget != saga.DefaultRetryBudget || p.CompensationRetryBudget != saga.DefaultCompensationRetryBudget ||
-		p.AttemptTimeout != saga.DefaultAttemptTimeout || p.StepTimeouts["merge_maps"] != 20*time.Second || c.ops.maxWatchers != 1000 {
+		p.AttemptTimeout != saga.DefaultAttemptTimeout || p.StepTimeouts["merge_maps"] != 20*time.Second ||
+		p.StepTimeouts["localize_agents"] != time.Minute || c.ops.maxWatchers != 1000 {
 		t.Errorf("defaults with env: %+v, max watchers %d", p, c.ops.maxWatchers)
 	}
 	c, err = parseServiceConfig("orchestrator", []string{"--retry-budget", "90s", "--compensation-retry-budget", "30m",
@@ -27,7 +28,8 @@ func TestOrchestratorOpsFlags(t *testing.T) {
 	}
 	p = c.ops.policy()
 	if p.RetryBudget != 90*time.Second || p.CompensationRetryBudget != 30*time.Minute || c.ops.maxWatchers != 5 ||
-		len(p.StepTimeouts) != 2 || p.StepTimeouts["localize_agents"] != 30*time.Second {
+		p.StepTimeouts["allocate_map"] != 10*time.Second || p.StepTimeouts["localize_agents"] != 30*time.Second ||
+		p.StepTimeouts["merge_maps"] != time.Minute {
 		t.Errorf("flags: %+v, max watchers %d", p, c.ops.maxWatchers)
 	}
 	for _, bad := range [][]string{

@@ -134,7 +134,11 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 	args := append([]string{"orchestrator",
 		"--mapping-addr", stepAddr["mapping"],
 		"--localization-addr", stepAddr["localization"],
-		"--merge-addr", stepAddr["merge"]}, common...)
+		"--merge-addr", stepAddr["merge"],
+		// Stall faults hold an attempt to its deadline: the chaos worlds are
+		// small, so the SLAM steps keep the 10 s of the other steps rather
+		// than the production default for real-size data.
+		"--step-timeout", "localize_agents=10s,merge_maps=10s"}, common...)
 	for i, name := range []string{"orchestrator-a", "orchestrator-b"} {
 		m.replicas[i] = &replica{
 			name: name, bin: cfg.bin, logDir: cfg.logDir, args: args,
