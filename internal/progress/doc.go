@@ -14,7 +14,9 @@
 //     terminal event (mission.completed, mission.compensated, mission.failed)
 //     has been written, so finished missions do not accumulate.
 //   - slammesh:events — the global firehose of every mission, trimmed with
-//     XADD MAXLEN ~ (default 100000) and never expired.
+//     XADD MAXLEN ~ (default 100000) and by age (TrimGlobal, which every
+//     orchestrator's janitor runs with the missions' retention); never
+//     expired as a whole.
 //
 // # Entries
 //

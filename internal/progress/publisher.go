@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -174,4 +175,20 @@ func (p *Publisher) ExpireMission(pipe redis.Pipeliner, missionID string) {
 
 func (p *Publisher) expire(pipe redis.Pipeliner, stream string) {
 	pipe.Expire(context.Background(), stream, p.endTTL)
+}
+
+// TrimGlobal drops the firehose (GlobalStream) entries older than before,
+// with XTRIM MINID ~ (entry ids are Redis server milliseconds), and returns
+// how many it dropped. MAXLEN ~ alone bounds the firehose by count, so at a
+// low mission rate it would keep events long after their missions expired;
+// an orchestrator's janitor calls this with now - retention. Idempotent, so
+// every replica may run it; the "~" lets Redis trim whole macro nodes only,
+// so a few older entries may stay until the next call.
+func TrimGlobal(ctx context.Context, rdb redis.Cmdable, before time.Time) (int64, error) {
+	minID := strconv.FormatInt(before.UnixMilli(), 10) + "-0"
+	n, err := rdb.XTrimMinIDApprox(ctx, GlobalStream, minID, 0).Result()
+	if err != nil {
+		return 0, fmt.Errorf("progress: trim %s before %s: %w", GlobalStream, minID, err)
+	}
+	return n, nil
 }

@@ -3,6 +3,7 @@ package progress_test
 import (
 	"context"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -224,5 +225,38 @@ func BenchmarkPublish(b *testing.B) {
 		if err := pub.Publish(ctx, e); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestTrimGlobalDropsEventsBeforeTheCutoff: the firehose is trimmed by age,
+// not only by count, so it holds nothing older than the retention.
+func TestTrimGlobalDropsEventsBeforeTheCutoff(t *testing.T) {
+	t.Parallel()
+	rdb := newClient(t)
+	ctx := t.Context()
+	// 500 entries from 1970 fill five whole stream nodes (100 entries each
+	// by default), which is what XTRIM MINID ~ removes.
+	for i := range 500 {
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: progress.GlobalStream, ID: "1000-" + strconv.Itoa(i), Values: []string{"v", "1"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := progress.NewPublisher(rdb, progress.Options{})
+	if err := pub.Publish(ctx, stepEvent("a", 1), stepEvent("b", 2)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := progress.TrimGlobal(ctx, rdb, time.Now().Add(-time.Hour))
+	if err != nil || n != 500 {
+		t.Fatalf("TrimGlobal = %d, %v; want the 500 old entries dropped", n, err)
+	}
+	got, err := progress.Range(ctx, rdb, progress.GlobalStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"a/event 1", "b/event 2"}; !slices.Equal(messages(got), want) {
+		t.Fatalf("firehose after the trim holds %q, want %q", messages(got), want)
+	}
+	if n, err := progress.TrimGlobal(ctx, rdb, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("second TrimGlobal = %d, %v; want 0 (idempotent)", n, err)
 	}
 }

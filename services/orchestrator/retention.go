@@ -11,6 +11,7 @@ import (
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/missionkeys"
+	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/saga"
 	"github.com/slammesh/slammesh/internal/telemetry"
@@ -49,10 +50,11 @@ func (s *Server) janitorInterval() time.Duration {
 	return max(min(s.store.Retention().TTL/4, time.Minute), 10*time.Millisecond)
 }
 
-// janitor trims the global mission index of expired missions until ctx
-// ends (saga.Store.Trim: idempotent, so every orchestrator runs it). The
-// missions' own keys expire by themselves; only the index, a global key no
-// per-mission write may touch, needs this.
+// janitor trims the global mission index of expired missions and the
+// firehose of events older than the retention until ctx ends
+// (saga.Store.Trim, progress.TrimGlobal: idempotent, so every orchestrator
+// runs it). The missions' own keys expire by themselves; only the global
+// keys, which no per-mission write may touch, need this.
 func (s *Server) janitor(ctx context.Context) {
 	t := time.NewTicker(s.janitorInterval())
 	defer t.Stop()
@@ -62,12 +64,18 @@ func (s *Server) janitor(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n, err := s.store.Trim(ctx, time.Now(), janitorBatch)
+		now := time.Now()
+		n, err := s.store.Trim(ctx, now, janitorBatch)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.WarnContext(ctx, "trimming the mission index failed; retrying at the next pass", slog.String("error", err.Error()))
 		case n > 0:
 			s.log.InfoContext(ctx, "expired missions dropped from the mission index", slog.Int("missions", n))
+		}
+		// The firehose outlives no mission: its events go with the
+		// retention too, whatever the mission rate.
+		if _, err := progress.TrimGlobal(ctx, s.rdb, now.Add(-s.store.Retention().TTL)); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "trimming the global event stream failed; retrying at the next pass", slog.String("error", err.Error()))
 		}
 	}
 }
