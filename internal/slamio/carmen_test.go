@@ -145,10 +145,23 @@ func TestCarmenAgentsPosesGuessesAndKeyframes(t *testing.T) {
 		{Segments: []slamio.Segment{{0, 1}}, Poses: "gps"},
 		{Segments: []slamio.Segment{{0, 1}}, RangeMin: 5, RangeMax: 1},
 		{},
+		// Overlapping readings, a negative stride or keyframe threshold, a
+		// NaN threshold (that would switch keyframing off unnoticed).
+		{Segments: []slamio.Segment{{0, 1}, {1, 2}}},
+		{Segments: []slamio.Segment{{1, 2}, {0, 0}, {2, 2}}},
+		{Segments: []slamio.Segment{{1, 0}}},
+		{Segments: []slamio.Segment{{0, 1}}, Stride: -3},
+		{Segments: []slamio.Segment{{0, 1}}, KeyframeDist: -1},
+		{Segments: []slamio.Segment{{0, 1}}, KeyframeAngle: math.NaN()},
+		{Segments: []slamio.Segment{{0, 1}}, KeyframeDist: math.Inf(1)},
 	} {
 		if _, err := slamio.CarmenAgents(log, bad); err == nil {
 			t.Errorf("options %+v accepted", bad)
 		}
+	}
+	_, err = slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: []slamio.Segment{{0, 1}, {2, 2}, {1, 1}}})
+	if err == nil || !strings.Contains(err.Error(), "segments 0:1 and 1:1 overlap (readings 1..1 would be in two agents)") {
+		t.Errorf("overlapping segments: %v", err)
 	}
 	noOdom, err := slamio.ParseCarmen(strings.NewReader("FLASER 2 1 1 0 0 0 0 0 0 1 h 1\n"), "x.log")
 	if err != nil {
