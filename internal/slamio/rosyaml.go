@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/slammesh/slammesh/internal/slam"
 )
 
 // MapMode is how map_server turns pixels into cells (nav2_map_server
@@ -39,6 +41,14 @@ type MapYAML struct {
 	// Mode defaults to trinary when the key is absent.
 	Mode MapMode
 }
+
+// The resolutions a submap may have (the API's limit on
+// submap.meta.resolution, internal/slamproto): refusing others here names
+// the YAML line instead of failing the request.
+const (
+	minResolution = 1e-3
+	maxResolution = 100.0
+)
 
 // yamlKeys are the keys nav2 requires (mode is optional); other keys are
 // ignored, as yaml-cpp's lookups ignore them.
@@ -79,8 +89,8 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 			}
 		case "resolution":
 			y.Resolution, err = parseFloat(val)
-			if err == nil && !(y.Resolution > 0) {
-				err = fmt.Errorf("resolution %s: want > 0", val)
+			if err == nil && !(y.Resolution >= minResolution && y.Resolution <= maxResolution) {
+				err = fmt.Errorf("resolution %s: want %g..%g m per pixel", val, minResolution, maxResolution)
 			}
 		case "origin":
 			var items []string
@@ -99,6 +109,9 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 			}
 			for j := 0; err == nil && j < len(items); j++ {
 				y.Origin[j], err = parseFloat(strings.TrimSpace(items[j]))
+			}
+			if err == nil && (math.Abs(y.Origin[0]) > slam.MaxCoordinate || math.Abs(y.Origin[1]) > slam.MaxCoordinate) {
+				err = fmt.Errorf("origin (%g, %g): x and y must lie within ±%g m", y.Origin[0], y.Origin[1], slam.MaxCoordinate)
 			}
 		case "negate":
 			switch v, _ := unquote(val); v {
