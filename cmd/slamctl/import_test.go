@@ -156,6 +156,10 @@ func TestImportRefusesBadInput(t *testing.T) {
 		{[]string{"--ros-map", "a.yaml,free_thresh=x"}, `free_thresh "x"`, true},
 		{[]string{"--ros-map", "a.yaml,mode=fancy"}, `mode "fancy"`, true},
 		{[]string{"--carmen", good, "--segments", "1:2", "stray"}, "unexpected arguments", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "--search-window-m", "NaN"}, "--search-window-m NaN: want 0..1000", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "--search-window-deg", "1e9"}, "--search-window-deg 1e+09: want 0..180", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "--search-window-deg", "-5"}, "--search-window-deg -5", true},
+		{[]string{"--carmen", good, "--segments", "1:2,2:3"}, "segments 1:2 and 2:3 overlap", false},
 	} {
 		_, _, err := runImport(tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, errUsage) != tc.usage {
