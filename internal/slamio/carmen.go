@@ -123,6 +123,7 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 	sc := bufio.NewScanner(io.LimitReader(r, maxLogBytes))
 	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
 	log := &Log{Name: name}
+	unread := map[string]int{} // laser lines of types not read, for the error below
 	line := 0
 	for sc.Scan() {
 		line++
@@ -142,6 +143,8 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 			err = log.addRobotLaser(fields, line)
 		case "ODOM":
 			err = log.addOdom(fields, line)
+		case "RAWLASER1", "RAWLASER2", "RAWLASER3", "RAWLASER4", "RLASER", "ROBOTLASER2":
+			unread[fields[0]]++
 		}
 		if err != nil {
 			if src.err != nil {
@@ -163,7 +166,16 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 		return nil, fmt.Errorf("%s: after line %d: %w", name, line, err)
 	}
 	if len(log.Readings) == 0 {
-		return nil, fmt.Errorf("%s: no FLASER or ROBOTLASER1 line in %d lines: %w", name, line, ErrSyntax)
+		var seen []string
+		for kind, n := range unread {
+			seen = append(seen, fmt.Sprintf("%d %s", n, kind))
+		}
+		sort.Strings(seen)
+		also := ""
+		if len(seen) > 0 {
+			also = fmt.Sprintf(" (it has %s lines, which are not read: only the front laser's FLASER and ROBOTLASER1 lines carry the pose a scan needs)", strings.Join(seen, ", "))
+		}
+		return nil, fmt.Errorf("%s: no FLASER or ROBOTLASER1 line in %d lines%s: %w", name, line, also, ErrSyntax)
 	}
 	return log, nil
 }

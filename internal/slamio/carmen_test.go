@@ -206,6 +206,10 @@ func TestParseCarmenErrorsNameTheLine(t *testing.T) {
 		{"ROBOTLASER1 0 -0.5 0.5 0 8 0 0 1 1 0 0 0 0 0 0 0 0 0 0 0 0 1 h 1\n", "bad.log:1: ROBOTLASER1: angular resolution 0"},
 		{"ROBOTLASER1 0 -0.5 0.5 0.1 8 0 0 2 1\n", "bad.log:1: ROBOTLASER1: 2 ranges announced"},
 		{"ODOM 0 0 0 0 0 0 1 h 1\n", "no FLASER or ROBOTLASER1 line"},
+		// A log of raw laser messages (no pose on the line) says why it is
+		// refused instead of only that nothing was found.
+		{"ODOM 0 0 0 0 0 0 1 h 1\nRAWLASER1 0 -1.57 3.14 0.5 80 0.01 0 2 1 1 0 1 h 1\nRAWLASER1 0 -1.57 3.14 0.5 80 0.01 0 2 1 1 0 2 h 2\nRLASER 2 1 1 0 0 0 0 0 0 3 h 3\n",
+			"bad.log: no FLASER or ROBOTLASER1 line in 4 lines (it has 1 RLASER, 2 RAWLASER1 lines, which are not read"},
 		// A NaN timestamp would pair a reading with any ODOM line.
 		{"FLASER 2 1 1 0 0 0 0 0 0 nan h 1\n", `bad.log:1: FLASER: timestamp "nan" is not a finite number`},
 		{"ODOM 0 0 0 0 0 0 inf h 1\n", `bad.log:1: ODOM: timestamp "inf" is not a finite number`},
