@@ -2,6 +2,7 @@ package slamio
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
@@ -128,6 +129,12 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 	for sc.Scan() {
 		line++
 		text := sc.Bytes()
+		if line == 1 {
+			// A byte order mark (a log saved by a Windows editor) would hide
+			// the first line's message type, and a reading skipped unnoticed
+			// shifts every segment's reading indices.
+			text = bytes.TrimPrefix(text, []byte("\xef\xbb\xbf"))
+		}
 		if len(text) == 0 || text[0] == '#' {
 			continue
 		}

@@ -242,3 +242,13 @@ func TestParseCarmenTruncatedGzip(t *testing.T) {
 		}
 	}
 }
+
+// TestParseCarmenByteOrderMark: a first line behind a UTF-8 byte order mark
+// is read, not skipped (which would shift every reading index by one).
+func TestParseCarmenByteOrderMark(t *testing.T) {
+	t.Parallel()
+	log, err := slamio.ParseCarmen(strings.NewReader("\ufeff"+strings.ReplaceAll(smallLog[strings.Index(smallLog, "FLASER"):], "\n", "\r\n")), "bom.log")
+	if err != nil || len(log.Readings) != 3 || log.Readings[0].Line != 1 {
+		t.Fatalf("%+v, %v; want 3 readings, the first on line 1", log, err)
+	}
+}

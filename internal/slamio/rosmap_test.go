@@ -280,3 +280,13 @@ func TestWillowMapImports(t *testing.T) {
 		t.Errorf("with occupied_thresh 0.65: %d occupied, want 544 (SOURCES.md)", occupied)
 	}
 }
+
+// TestMapYAMLByteOrderMark: a YAML behind a UTF-8 byte order mark, with
+// CRLF line ends, reads as without them.
+func TestMapYAMLByteOrderMark(t *testing.T) {
+	t.Parallel()
+	y, err := slamio.ParseMapYAML([]byte("\ufeffimage: m.pgm\r\nresolution: 0.05\r\norigin: [1, 2, 0]\r\nnegate: 0\r\noccupied_thresh: 0.65\r\nfree_thresh: 0.25\r\n"), "bom.yaml")
+	if err != nil || y.Image != "m.pgm" || y.Origin[1] != 2 {
+		t.Fatalf("%+v, %v", y, err)
+	}
+}

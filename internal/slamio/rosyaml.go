@@ -62,7 +62,9 @@ var yamlKeys = []string{"image", "resolution", "origin", "negate", "occupied_thr
 func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 	y := &MapYAML{Mode: ModeTrinary}
 	seen := map[string]int{}
-	lines := strings.Split(string(data), "\n")
+	// A byte order mark (a YAML saved by a Windows editor) would become part
+	// of the first key.
+	lines := strings.Split(strings.TrimPrefix(string(data), "\ufeff"), "\n")
 	for i := 0; i < len(lines); i++ {
 		line := stripComment(lines[i])
 		if strings.TrimSpace(line) == "" || strings.TrimSpace(line) == "---" {
