@@ -149,8 +149,13 @@ func (f *importFlags) carmenAgents(ids []string) ([]*typesv1.Agent, error) {
 		Stride: f.stride, KeyframeDist: f.kfDist, KeyframeAngle: f.kfDeg * math.Pi / 180,
 		RangeMin: f.rangeMin, RangeMax: f.rangeMax,
 	})
+	if err != nil && !strings.Contains(err.Error(), f.carmen) {
+		// Errors about the options do not name the log; those about its
+		// content already do (with the line), once is enough.
+		err = fmt.Errorf("%s: %w", f.carmen, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f.carmen, err)
+		return nil, err
 	}
 	return agents, nil
 }
