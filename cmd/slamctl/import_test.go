@@ -147,7 +147,7 @@ func TestImportRefusesBadInput(t *testing.T) {
 		{[]string{"--carmen", good, "--segments", "1:2", "--guess", "nobody=1,2,3"}, `guess for agent "nobody": no such agent`, false},
 		{[]string{"--carmen", good, "--segments", "1:2", "--map", "0,0,-1,5"}, "--map", true},
 		{[]string{"--carmen", good, "--segments", "1:2", "--poses", "gps"}, `pose source "gps"`, false},
-		{[]string{"--carmen", good, "--segments", "900:910"}, "readings 0..909", false},
+		{[]string{"--carmen", good, "--segments", "900:910"}, "segment 900:910: " + good + " has readings 0..909", false},
 		{[]string{"--carmen", badLog, "--segments", "0:0"}, `bad.log:2: FLASER: range 2 "1.0x" is not a number`, false},
 		{[]string{"--carmen", filepath.Join(dir, "missing.log"), "--segments", "0:0"}, "missing.log: no such file", false},
 		{[]string{"--ros-map", filepath.Join(dir, "missing.yaml")}, "missing.yaml: no such file", false},
@@ -156,10 +156,17 @@ func TestImportRefusesBadInput(t *testing.T) {
 		{[]string{"--ros-map", "a.yaml,free_thresh=x"}, `free_thresh "x"`, true},
 		{[]string{"--ros-map", "a.yaml,mode=fancy"}, `mode "fancy"`, true},
 		{[]string{"--carmen", good, "--segments", "1:2", "stray"}, "unexpected arguments", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "--search-window-m", "NaN"}, "--search-window-m NaN: want 0..1000", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "--search-window-deg", "1e9"}, "--search-window-deg 1e+09: want 0..180", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "--search-window-deg", "-5"}, "--search-window-deg -5", true},
+		{[]string{"--carmen", good, "--segments", "1:2,2:3"}, "segments 1:2 and 2:3 overlap", false},
 	} {
 		_, _, err := runImport(tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, errUsage) != tc.usage {
 			t.Errorf("import %v: error %v, want %q (usage error: %v)", tc.args, err, tc.want, tc.usage)
+		}
+		if err != nil && strings.Count(err.Error(), good) > 1 {
+			t.Errorf("import %v: error %v names the log twice", tc.args, err)
 		}
 	}
 }

@@ -74,6 +74,15 @@ func (f *importFlags) request(missionID string, summary io.Writer) (*orchestrato
 	if f.carmen != "" && len(f.rosMaps) > 0 {
 		return nil, fmt.Errorf("%w: give either --carmen or --ros-map, not both (their frames are unrelated)", errUsage)
 	}
+	// The API's limits (StartMissionRequest.search_window_*), checked here so
+	// that import never writes a request the orchestrator refuses, and the
+	// error names the flag the user typed.
+	if !(f.windowM >= 0 && f.windowM <= 1000) {
+		return nil, fmt.Errorf("%w: --search-window-m %g: want 0..1000 metres (0: the service's default)", errUsage, f.windowM)
+	}
+	if !(f.windowDeg >= 0 && f.windowDeg <= 180) {
+		return nil, fmt.Errorf("%w: --search-window-deg %g: want 0..180 degrees (0: the service's default)", errUsage, f.windowDeg)
+	}
 	var ids []string
 	if f.agentIDs != "" {
 		ids = strings.Split(f.agentIDs, ",")
@@ -140,8 +149,13 @@ func (f *importFlags) carmenAgents(ids []string) ([]*typesv1.Agent, error) {
 		Stride: f.stride, KeyframeDist: f.kfDist, KeyframeAngle: f.kfDeg * math.Pi / 180,
 		RangeMin: f.rangeMin, RangeMax: f.rangeMax,
 	})
+	if err != nil && !strings.Contains(err.Error(), f.carmen) {
+		// Errors about the options do not name the log; those about its
+		// content already do (with the line), once is enough.
+		err = fmt.Errorf("%s: %w", f.carmen, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f.carmen, err)
+		return nil, err
 	}
 	return agents, nil
 }

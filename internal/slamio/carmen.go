@@ -2,6 +2,7 @@ package slamio
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
@@ -107,24 +108,33 @@ func OpenCarmen(path string) (*Log, error) {
 // non-finite pose is a *ParseError naming the line. A log without any laser
 // reading is an error too: there is nothing to build a mission from.
 func ParseCarmen(r io.Reader, name string) (*Log, error) {
-	br := bufio.NewReader(r)
+	src := &readErrs{r: r}
+	br := bufio.NewReader(src)
 	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("%s: gzip: %w", name, err)
 		}
 		defer zr.Close()
-		r = zr
+		gz := &readErrs{r: zr}
+		src, r = gz, gz
 	} else {
 		r = br
 	}
 	sc := bufio.NewScanner(io.LimitReader(r, maxLogBytes))
 	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
 	log := &Log{Name: name}
+	unread := map[string]int{} // laser lines of types not read, for the error below
 	line := 0
 	for sc.Scan() {
 		line++
 		text := sc.Bytes()
+		if line == 1 {
+			// A byte order mark (a log saved by a Windows editor) would hide
+			// the first line's message type, and a reading skipped unnoticed
+			// shifts every segment's reading indices.
+			text = bytes.TrimPrefix(text, []byte("\xef\xbb\xbf"))
+		}
 		if len(text) == 0 || text[0] == '#' {
 			continue
 		}
@@ -140,10 +150,21 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 			err = log.addRobotLaser(fields, line)
 		case "ODOM":
 			err = log.addOdom(fields, line)
+		case "RAWLASER1", "RAWLASER2", "RAWLASER3", "RAWLASER4", "RLASER", "ROBOTLASER2":
+			unread[fields[0]]++
 		}
 		if err != nil {
+			if src.err != nil {
+				// A read that failed mid-line (a truncated or corrupt gzip
+				// stream, an I/O error) hands the scanner a partial last line:
+				// blame the file, not the line's fields.
+				break
+			}
 			return nil, lineErr(name, line, "%s: %v", fields[0], err)
 		}
+	}
+	if src.err != nil {
+		return nil, fmt.Errorf("%s: reading stops at line %d: %w (the file is truncated or corrupt)", name, line, src.err)
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
@@ -152,9 +173,34 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 		return nil, fmt.Errorf("%s: after line %d: %w", name, line, err)
 	}
 	if len(log.Readings) == 0 {
-		return nil, fmt.Errorf("%s: no FLASER or ROBOTLASER1 line in %d lines: %w", name, line, ErrSyntax)
+		var seen []string
+		for kind, n := range unread {
+			seen = append(seen, fmt.Sprintf("%d %s", n, kind))
+		}
+		sort.Strings(seen)
+		also := ""
+		if len(seen) > 0 {
+			also = fmt.Sprintf(" (it has %s lines, which are not read: only the front laser's FLASER and ROBOTLASER1 lines carry the pose a scan needs)", strings.Join(seen, ", "))
+		}
+		return nil, fmt.Errorf("%s: no FLASER or ROBOTLASER1 line in %d lines%s: %w", name, line, also, ErrSyntax)
 	}
 	return log, nil
+}
+
+// readErrs remembers the first read error other than io.EOF, so that a
+// parse error on the last, partial line of a truncated file is reported as
+// the truncation it is.
+type readErrs struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErrs) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // fieldReader parses the numeric fields of one line, remembering the first
@@ -175,6 +221,16 @@ func (p *fieldReader) float(i int, what string) float64 {
 	v, err := strconv.ParseFloat(p.f[i], 64)
 	if err != nil {
 		p.err = fmt.Errorf("%s %q is not a number", what, p.f[i])
+	}
+	return v
+}
+
+// time reads a timestamp: it must be finite, since readings are paired
+// with ODOM lines by time and a NaN would pair with anything.
+func (p *fieldReader) time(i int) float64 {
+	v := p.float(i, "timestamp")
+	if p.err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
+		p.err = fmt.Errorf("timestamp %q is not a finite number", p.f[i])
 	}
 	return v
 }
@@ -226,7 +282,7 @@ func (l *Log) addFLASER(f []string, line int) error {
 	ranges := p.ranges(2, n)
 	laser := p.pose(2+n, "laser pose")
 	p.pose(5+n, "odometry pose")
-	ts := p.float(8+n, "timestamp")
+	ts := p.time(8 + n)
 	if p.err != nil {
 		return p.err
 	}
@@ -257,7 +313,7 @@ func (l *Log) addRobotLaser(f []string, line int) error {
 	at := 10 + n + k
 	laser := p.pose(at, "laser pose")
 	p.pose(at+3, "robot pose")
-	ts := p.float(at+11, "timestamp")
+	ts := p.time(at + 11)
 	if p.err != nil {
 		return p.err
 	}
@@ -283,7 +339,7 @@ func (l *Log) addRobotLaser(f []string, line int) error {
 func (l *Log) addOdom(f []string, line int) error {
 	p := &fieldReader{f: f}
 	pose := p.pose(1, "pose")
-	ts := p.float(7, "timestamp")
+	ts := p.time(7)
 	if p.err != nil {
 		return p.err
 	}

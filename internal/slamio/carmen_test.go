@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -144,10 +145,23 @@ func TestCarmenAgentsPosesGuessesAndKeyframes(t *testing.T) {
 		{Segments: []slamio.Segment{{0, 1}}, Poses: "gps"},
 		{Segments: []slamio.Segment{{0, 1}}, RangeMin: 5, RangeMax: 1},
 		{},
+		// Overlapping readings, a negative stride or keyframe threshold, a
+		// NaN threshold (that would switch keyframing off unnoticed).
+		{Segments: []slamio.Segment{{0, 1}, {1, 2}}},
+		{Segments: []slamio.Segment{{1, 2}, {0, 0}, {2, 2}}},
+		{Segments: []slamio.Segment{{1, 0}}},
+		{Segments: []slamio.Segment{{0, 1}}, Stride: -3},
+		{Segments: []slamio.Segment{{0, 1}}, KeyframeDist: -1},
+		{Segments: []slamio.Segment{{0, 1}}, KeyframeAngle: math.NaN()},
+		{Segments: []slamio.Segment{{0, 1}}, KeyframeDist: math.Inf(1)},
 	} {
 		if _, err := slamio.CarmenAgents(log, bad); err == nil {
 			t.Errorf("options %+v accepted", bad)
 		}
+	}
+	_, err = slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: []slamio.Segment{{0, 1}, {2, 2}, {1, 1}}})
+	if err == nil || !strings.Contains(err.Error(), "segments 0:1 and 1:1 overlap (readings 1..1 would be in two agents)") {
+		t.Errorf("overlapping segments: %v", err)
 	}
 	noOdom, err := slamio.ParseCarmen(strings.NewReader("FLASER 2 1 1 0 0 0 0 0 0 1 h 1\n"), "x.log")
 	if err != nil {
@@ -192,11 +206,49 @@ func TestParseCarmenErrorsNameTheLine(t *testing.T) {
 		{"ROBOTLASER1 0 -0.5 0.5 0 8 0 0 1 1 0 0 0 0 0 0 0 0 0 0 0 0 1 h 1\n", "bad.log:1: ROBOTLASER1: angular resolution 0"},
 		{"ROBOTLASER1 0 -0.5 0.5 0.1 8 0 0 2 1\n", "bad.log:1: ROBOTLASER1: 2 ranges announced"},
 		{"ODOM 0 0 0 0 0 0 1 h 1\n", "no FLASER or ROBOTLASER1 line"},
+		// A log of raw laser messages (no pose on the line) says why it is
+		// refused instead of only that nothing was found.
+		{"ODOM 0 0 0 0 0 0 1 h 1\nRAWLASER1 0 -1.57 3.14 0.5 80 0.01 0 2 1 1 0 1 h 1\nRAWLASER1 0 -1.57 3.14 0.5 80 0.01 0 2 1 1 0 2 h 2\nRLASER 2 1 1 0 0 0 0 0 0 3 h 3\n",
+			"bad.log: no FLASER or ROBOTLASER1 line in 4 lines (it has 1 RLASER, 2 RAWLASER1 lines, which are not read"},
+		// A NaN timestamp would pair a reading with any ODOM line.
+		{"FLASER 2 1 1 0 0 0 0 0 0 nan h 1\n", `bad.log:1: FLASER: timestamp "nan" is not a finite number`},
+		{"ODOM 0 0 0 0 0 0 inf h 1\n", `bad.log:1: ODOM: timestamp "inf" is not a finite number`},
+		{"ROBOTLASER1 0 -0.5 0.5 0.1 8 0 0 1 1 0 0 0 0 0 0 0 0 0 0 0 0 NaN h 1\n", `bad.log:1: ROBOTLASER1: timestamp "NaN" is not a finite number`},
 		{"FLASER 2 1 1 0 0 0 0 0 0 1 h 1\nFLASER " + strings.Repeat("1 ", 600000) + "\n", "bad.log:2: line longer than"},
 	} {
 		_, err := slamio.ParseCarmen(strings.NewReader(tc.log), "bad.log")
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, slamio.ErrSyntax) {
 			t.Errorf("log %.40q: error %v, want %q wrapping ErrSyntax", tc.log, err, tc.want)
 		}
+	}
+}
+
+// TestParseCarmenTruncatedGzip cuts a gzipped log inside a laser line: the
+// error must say the file is truncated, not blame the partial line's fields.
+func TestParseCarmenTruncatedGzip(t *testing.T) {
+	t.Parallel()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	// Distinct ranges keep the compressed stream long, so that a cut lands
+	// inside a line's text as it does in a real log.
+	for i := range 2000 {
+		fmt.Fprintf(zw, "FLASER 4 %d.%03d 2.%d 3.%d 81.83 1 2 0.5 1 2 0.5 %d host %d\n", i%7, i*37%1000, i%13, i%11, i, i)
+	}
+	_ = zw.Close()
+	for _, cut := range []int{gz.Len() / 2, gz.Len() - 4} {
+		_, err := slamio.ParseCarmen(bytes.NewReader(gz.Bytes()[:cut]), "cut.log.gz")
+		if err == nil || !strings.Contains(err.Error(), "cut.log.gz: reading stops at line") || !strings.Contains(err.Error(), "truncated or corrupt") {
+			t.Errorf("gzip cut at %d of %d bytes: %v", cut, gz.Len(), err)
+		}
+	}
+}
+
+// TestParseCarmenByteOrderMark: a first line behind a UTF-8 byte order mark
+// is read, not skipped (which would shift every reading index by one).
+func TestParseCarmenByteOrderMark(t *testing.T) {
+	t.Parallel()
+	log, err := slamio.ParseCarmen(strings.NewReader("\ufeff"+strings.ReplaceAll(smallLog[strings.Index(smallLog, "FLASER"):], "\n", "\r\n")), "bom.log")
+	if err != nil || len(log.Readings) != 3 || log.Readings[0].Line != 1 {
+		t.Fatalf("%+v, %v; want 3 readings, the first on line 1", log, err)
 	}
 }

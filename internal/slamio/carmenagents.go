@@ -111,7 +111,8 @@ const MaxOdomGap = 1.0
 // re-expressed in that frame. The first segment is the anchor: its guess is
 // the laser-line pose of its first reading, exact in the log's frame, which
 // thereby becomes the mission's map frame. A segment past the log's end, an
-// agent without readings after keyframing, or odometry (PosesOdom,
+// agent without readings after keyframing, segments that overlap, a
+// negative stride or keyframe threshold, or odometry (PosesOdom,
 // GuessOdom) from a log without an ODOM line within MaxOdomGap of every
 // reading used is an error.
 func CarmenAgents(log *Log, opts CarmenOptions) ([]*typesv1.Agent, error) {
@@ -133,6 +134,12 @@ func CarmenAgents(log *Log, opts CarmenOptions) ([]*typesv1.Agent, error) {
 	}
 	if opts.Guesses != GuessLaser && opts.Guesses != GuessOdom && opts.Guesses != GuessNone {
 		return nil, fmt.Errorf("guess source %q: want laser, odom or none", opts.Guesses)
+	}
+	if err := checkSegments(opts.Segments); err != nil {
+		return nil, err
+	}
+	if opts.Stride < 0 || !(opts.KeyframeDist >= 0) || !(opts.KeyframeAngle >= 0) || math.IsInf(opts.KeyframeDist, 0) || math.IsInf(opts.KeyframeAngle, 0) {
+		return nil, fmt.Errorf("stride %d, keyframe distance %g m, keyframe angle %g rad: want stride >= 0 and finite thresholds >= 0", opts.Stride, opts.KeyframeDist, opts.KeyframeAngle)
 	}
 	if opts.RangeMin == 0 && opts.RangeMax == 0 {
 		opts.RangeMin, opts.RangeMax = DefaultRangeMin, DefaultRangeMax
@@ -195,6 +202,24 @@ func CarmenAgents(log *Log, opts CarmenOptions) ([]*typesv1.Agent, error) {
 		agents[k] = a
 	}
 	return agents, nil
+}
+
+// checkSegments refuses segments that share readings: two agents built of
+// the same scans are no team, and an overlap is nearly always a typo in the
+// reading ranges.
+func checkSegments(segs []Segment) error {
+	for i, a := range segs {
+		if a.First < 0 || a.Last < a.First {
+			return fmt.Errorf("segment %d:%d: want 0 <= FIRST <= LAST", a.First, a.Last)
+		}
+		for _, b := range segs[:i] {
+			if a.First <= b.Last && b.First <= a.Last {
+				return fmt.Errorf("segments %d:%d and %d:%d overlap (readings %d..%d would be in two agents)",
+					b.First, b.Last, a.First, a.Last, max(a.First, b.First), min(a.Last, b.Last))
+			}
+		}
+	}
+	return nil
 }
 
 // keyframes applies the stride and the motion threshold to one segment's

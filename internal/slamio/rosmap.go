@@ -1,6 +1,7 @@
 package slamio
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -74,12 +75,18 @@ func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
 	if !filepath.IsAbs(imgPath) {
 		imgPath = filepath.Join(filepath.Dir(yamlPath), imgPath)
 	}
-	if ext := strings.ToLower(filepath.Ext(imgPath)); ext != ".pgm" {
-		return nil, fmt.Errorf("%s: image %s: only PGM (P2/P5) images are read; convert it (e.g. with ImageMagick's convert) or save the map as pgm", yamlPath, y.Image)
-	}
 	raw, err := os.ReadFile(imgPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s: image: %w", yamlPath, err)
+	}
+	// By content, as map_server reads it: a PGM named .png or without an
+	// extension is read, a PNG named .pgm is refused with what it is.
+	if len(raw) < 2 || raw[0] != 'P' || (raw[1] != '2' && raw[1] != '5') {
+		kind := "not a PGM (P2/P5) image"
+		if bytes.HasPrefix(raw, []byte("\x89PNG")) {
+			kind = "a PNG image"
+		}
+		return nil, lineErr(imgPath, 1, "%s (the image of %s): only PGM (P2/P5) images are read; convert it (e.g. with ImageMagick's convert) or save the map as pgm", kind, yamlPath)
 	}
 	img, err := DecodePGM(raw, imgPath)
 	if err != nil {

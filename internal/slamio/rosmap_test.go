@@ -173,7 +173,11 @@ func TestROSMapErrorsNameFileAndLine(t *testing.T) {
 	}{
 		{"no colon", "image m.pgm\n", img, "m.yaml:1: want key: value"},
 		{"bad resolution", "image: m.pgm\nresolution: fast\n", img, `m.yaml:2: "fast" is not a finite number`},
-		{"zero resolution", "image: m.pgm\nresolution: 0\n", img, "m.yaml:2: resolution 0: want > 0"},
+		{"zero resolution", "image: m.pgm\nresolution: 0\n", img, "m.yaml:2: resolution 0: want 0.001..100 m per pixel"},
+		// Beyond the API's limits: refused here with the line, not sent as
+		// an infinite map bound.
+		{"huge resolution", "image: m.pgm\nresolution: 1e300\n", img, "m.yaml:2: resolution 1e300: want 0.001..100"},
+		{"origin far away", strings.Replace(good, "[0, 0, 0]", "[1e300, 0, 0]", 1), img, "m.yaml:3: origin (1e+300, 0): x and y must lie within ±1e+06 m"},
 		{"origin of two", strings.Replace(good, "[0, 0, 0]", "[0, 0]", 1), img, "m.yaml:3: origin has 2 elements"},
 		{"bad negate", strings.Replace(good, "negate: 0", "negate: maybe", 1), img, "m.yaml:4: negate maybe"},
 		{"bad mode", good + "mode: fancy\n", img, "m.yaml:7: mode fancy"},
@@ -181,8 +185,8 @@ func TestROSMapErrorsNameFileAndLine(t *testing.T) {
 		{"duplicate key", good + "resolution: 0.1\n", img, `m.yaml:7: key "resolution" already given on line 2`},
 		{"thresholds swapped", strings.Replace(good, "free_thresh: 0.25", "free_thresh: 0.7", 1), img, "m.yaml:6: thresholds free 0.7, occupied 0.65"},
 		{"missing image", good, nil, "m.pgm: no such file"},
-		{"png image", strings.Replace(good, "m.pgm", "m.png", 1), img, "only PGM"},
-		{"not a pgm", good, []byte("P6\n1 1\n255\nabc"), "m.pgm:1: not a PGM image"},
+		{"png content named .pgm", good, []byte("\x89PNG\r\n\x1a\n\x00\x00"), "%DIR%/m.pgm:1: a PNG image (the image of %DIR%/m.yaml): only PGM (P2/P5) images are read"},
+		{"not a pgm", good, []byte("P6\n1 1\n255\nabc"), "%DIR%/m.pgm:1: not a PGM (P2/P5) image (the image of %DIR%/m.yaml)"},
 		{"bad width on line 3", good, []byte("P5\n# c\nwide 2\n255\n"), `m.pgm:3: width "wide"`},
 		{"P5 short raster", good, []byte("P5\n5 2\n255\n\x00\x01"), "m.pgm: byte 13: raster ends early"},
 		{"P5 sample over maxval", good, append([]byte("P5\n5 2\n100\n"), []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 200}...), "m.pgm: byte 20: sample 200 exceeds maxval 100"},
@@ -194,6 +198,7 @@ func TestROSMapErrorsNameFileAndLine(t *testing.T) {
 			dir := t.TempDir()
 			path := writeMap(t, dir, "m", tc.yaml, tc.pgm)
 			_, err := slamio.ReadROSMap(path, slamio.ROSMapOptions{})
+			tc.want = strings.ReplaceAll(tc.want, "%DIR%", dir)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want it to contain %q", err, tc.want)
 			}
@@ -201,6 +206,31 @@ func TestROSMapErrorsNameFileAndLine(t *testing.T) {
 				t.Errorf("error %v does not wrap ErrSyntax", err)
 			}
 		})
+	}
+}
+
+// TestROSMapImageReadByContent: map_server reads an image by its content,
+// so a PGM whose name ends .png (or has no extension) is read, and a PNG is
+// refused naming the file.
+func TestROSMapImageReadByContent(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	good := "resolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n"
+	for name, content := range map[string][]byte{"pgm.png": p5(5, 2, 255, pixels), "pgm": p5(5, 2, 255, pixels), "real.png": []byte("\x89PNG\r\n\x1a\n")} {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		path := writeMap(t, dir, name+"-map", "image: "+name+"\n"+good, nil)
+		m, err := slamio.ReadROSMap(path, slamio.ROSMapOptions{})
+		if name == "real.png" {
+			if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "real.png")+":1: a PNG image (the image of ") {
+				t.Errorf("%s: error %v", name, err)
+			}
+			continue
+		}
+		if err != nil || m.Grid.GetMeta().GetWidth() != 5 {
+			t.Errorf("%s: %v, %v", name, m, err)
+		}
 	}
 }
 
@@ -248,5 +278,15 @@ func TestWillowMapImports(t *testing.T) {
 	}
 	if occupied != 544 {
 		t.Errorf("with occupied_thresh 0.65: %d occupied, want 544 (SOURCES.md)", occupied)
+	}
+}
+
+// TestMapYAMLByteOrderMark: a YAML behind a UTF-8 byte order mark, with
+// CRLF line ends, reads as without them.
+func TestMapYAMLByteOrderMark(t *testing.T) {
+	t.Parallel()
+	y, err := slamio.ParseMapYAML([]byte("\ufeffimage: m.pgm\r\nresolution: 0.05\r\norigin: [1, 2, 0]\r\nnegate: 0\r\noccupied_thresh: 0.65\r\nfree_thresh: 0.25\r\n"), "bom.yaml")
+	if err != nil || y.Image != "m.pgm" || y.Origin[1] != 2 {
+		t.Fatalf("%+v, %v", y, err)
 	}
 }

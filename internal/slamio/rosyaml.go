@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/slammesh/slammesh/internal/slam"
 )
 
 // MapMode is how map_server turns pixels into cells (nav2_map_server
@@ -40,6 +42,14 @@ type MapYAML struct {
 	Mode MapMode
 }
 
+// The resolutions a submap may have (the API's limit on
+// submap.meta.resolution, internal/slamproto): refusing others here names
+// the YAML line instead of failing the request.
+const (
+	minResolution = 1e-3
+	maxResolution = 100.0
+)
+
 // yamlKeys are the keys nav2 requires (mode is optional); other keys are
 // ignored, as yaml-cpp's lookups ignore them.
 var yamlKeys = []string{"image", "resolution", "origin", "negate", "occupied_thresh", "free_thresh"}
@@ -52,7 +62,9 @@ var yamlKeys = []string{"image", "resolution", "origin", "negate", "occupied_thr
 func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 	y := &MapYAML{Mode: ModeTrinary}
 	seen := map[string]int{}
-	lines := strings.Split(string(data), "\n")
+	// A byte order mark (a YAML saved by a Windows editor) would become part
+	// of the first key.
+	lines := strings.Split(strings.TrimPrefix(string(data), "\ufeff"), "\n")
 	for i := 0; i < len(lines); i++ {
 		line := stripComment(lines[i])
 		if strings.TrimSpace(line) == "" || strings.TrimSpace(line) == "---" {
@@ -79,8 +91,8 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 			}
 		case "resolution":
 			y.Resolution, err = parseFloat(val)
-			if err == nil && !(y.Resolution > 0) {
-				err = fmt.Errorf("resolution %s: want > 0", val)
+			if err == nil && !(y.Resolution >= minResolution && y.Resolution <= maxResolution) {
+				err = fmt.Errorf("resolution %s: want %g..%g m per pixel", val, minResolution, maxResolution)
 			}
 		case "origin":
 			var items []string
@@ -99,6 +111,9 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 			}
 			for j := 0; err == nil && j < len(items); j++ {
 				y.Origin[j], err = parseFloat(strings.TrimSpace(items[j]))
+			}
+			if err == nil && (math.Abs(y.Origin[0]) > slam.MaxCoordinate || math.Abs(y.Origin[1]) > slam.MaxCoordinate) {
+				err = fmt.Errorf("origin (%g, %g): x and y must lie within ±%g m", y.Origin[0], y.Origin[1], slam.MaxCoordinate)
 			}
 		case "negate":
 			switch v, _ := unquote(val); v {
