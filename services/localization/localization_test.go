@@ -179,6 +179,12 @@ func TestLocalizationFailures(t *testing.T) {
 			a := req.Agents[1]
 			a.Submap = &typesv1.OccupancyGrid{Meta: &typesv1.GridMeta{Resolution: 0.05, Width: 40, Height: 40}, Data: make([]byte, 1600)}
 		}, reason: rpcerr.ReasonInsufficientData, agents: "agent-1"},
+		// An anchor that saw no wall (every reading a no-return beam) leaves
+		// nothing to match against: a business failure naming it, not INTERNAL.
+		{name: "empty anchor", kind: world.Office, mutate: func(req *localizationv1.LocalizeAgentsRequest) {
+			a := req.Agents[0]
+			a.Submap = &typesv1.OccupancyGrid{Meta: &typesv1.GridMeta{Resolution: 0.05, Width: 40, Height: 40}, Data: make([]byte, 1600)}
+		}, reason: rpcerr.ReasonInsufficientData, agents: "agent-0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -337,6 +337,12 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return unlocalizedStatus(ue, le.agents)
 	case errors.Is(err, slam.ErrInvalidArgument):
 		return rpcerr.InvalidArgument("agents", err.Error())
+	case errors.As(err, &le) && errors.Is(err, slam.ErrInsufficientData):
+		// Outside an agent's own failure, only the anchor's data can be
+		// short: the team map starts from it (e.g. an anchor whose readings
+		// are all no-return beams). A business failure, not a retry.
+		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonInsufficientData,
+			"the anchor "+anchorID(le.agents)+" gives no reference to localize against: "+err.Error(), "agents", anchorID(le.agents))
 	}
 	return stepserver.Status(ctx, s.log, ServiceName, Step, err)
 }
@@ -364,4 +370,14 @@ func unlocalizedStatus(ue *match.UnlocalizedError, agents []slamproto.Agent) err
 	return rpcerr.New(codes.FailedPrecondition, reason,
 		fmt.Sprintf("cannot localize %d of %d agents: %s", len(ue.Failures), len(agents), strings.Join(details, "; ")),
 		"agents", strings.Join(ids, ","))
+}
+
+// anchorID is the id of the anchor among agents, or "" when none is.
+func anchorID(agents []slamproto.Agent) string {
+	for _, a := range agents {
+		if a.Anchor {
+			return a.ID
+		}
+	}
+	return ""
 }
