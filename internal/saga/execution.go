@@ -337,6 +337,10 @@ func (x *execution) compensateAttempt(ctx context.Context, i int) (expired bool,
 	})
 }
 
+// deadlineSkew is how early before an attempt's deadline a failure still
+// counts as that deadline passing (see call).
+const deadlineSkew = 20 * time.Millisecond
+
 // call runs fn under the step's attempt deadline. expired reports that fn
 // failed once that deadline (not an earlier end of ctx) had passed.
 func (x *execution) call(ctx context.Context, kind, step string, attempt int, h metric.Float64Histogram, fn func(context.Context) error) (expired bool, err error) {
@@ -355,7 +359,12 @@ func (x *execution) call(ctx context.Context, kind, step string, attempt int, h 
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
-		expired = errors.Is(ctx.Err(), context.DeadlineExceeded) && parent.Err() == nil
+		// A callee that enforces the propagated deadline (gRPC's
+		// grpc-timeout) can answer a moment before our timer fires: an
+		// answer that close to the deadline is the deadline too.
+		dl, _ := ctx.Deadline()
+		late := errors.Is(ctx.Err(), context.DeadlineExceeded) || time.Until(dl) < deadlineSkew
+		expired = late && parent.Err() == nil
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
