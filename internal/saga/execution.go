@@ -337,6 +337,25 @@ func (x *execution) compensateAttempt(ctx context.Context, i int) (expired bool,
 	})
 }
 
+// attemptExpired reports whether an attempt that failed under ctx, a child
+// of parent carrying the attempt deadline, failed because that deadline
+// passed: ctx ended by its deadline, or the deadline is already past at now
+// while ctx's timer has not fired yet. The second case is common: gRPC's
+// client turns a server's RST_STREAM at the propagated deadline into
+// DEADLINE_EXCEEDED as soon as the deadline is past, before the context's
+// own timer goroutine marks ctx done. An earlier end of parent (a stop, a
+// cancel) is not the attempt's deadline.
+func attemptExpired(ctx, parent context.Context, now time.Time) bool {
+	if parent.Err() != nil {
+		return false
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !now.Before(dl)
+}
+
 // call runs fn under the step's attempt deadline. expired reports that fn
 // failed once that deadline (not an earlier end of ctx) had passed.
 func (x *execution) call(ctx context.Context, kind, step string, attempt int, h metric.Float64Histogram, fn func(context.Context) error) (expired bool, err error) {
@@ -355,7 +374,7 @@ func (x *execution) call(ctx context.Context, kind, step string, attempt int, h 
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
-		expired = errors.Is(ctx.Err(), context.DeadlineExceeded) && parent.Err() == nil
+		expired = attemptExpired(ctx, parent, time.Now())
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
