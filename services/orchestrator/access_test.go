@@ -53,6 +53,9 @@ func (stubOrchestrator) WatchMission(*orchestratorv1.WatchMissionRequest, grpc.S
 func (stubOrchestrator) ResumeMission(context.Context, *orchestratorv1.ResumeMissionRequest) (*orchestratorv1.ResumeMissionResponse, error) {
 	return &orchestratorv1.ResumeMissionResponse{}, nil
 }
+func (stubOrchestrator) DeleteMission(context.Context, *orchestratorv1.DeleteMissionRequest) (*orchestratorv1.DeleteMissionResponse, error) {
+	return &orchestratorv1.DeleteMissionResponse{}, nil
+}
 
 const audience = "slammesh-test"
 
@@ -110,6 +113,8 @@ func call(ctx context.Context, c orchestratorv1.OrchestratorServiceClient, metho
 		_, err = c.CancelMission(ctx, &orchestratorv1.CancelMissionRequest{})
 	case "ResumeMission":
 		_, err = c.ResumeMission(ctx, &orchestratorv1.ResumeMissionRequest{})
+	case "DeleteMission":
+		_, err = c.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{})
 	case "WatchMission":
 		var s grpc.ServerStreamingClient[orchestratorv1.WatchMissionResponse]
 		if s, err = c.WatchMission(ctx, &orchestratorv1.WatchMissionRequest{}); err == nil {
@@ -188,7 +193,7 @@ func TestAccessTable(t *testing.T) {
 	wantRoles := map[string]auth.Role{
 		"GetMission": auth.RoleViewer, "ListMissions": auth.RoleViewer, "WatchMission": auth.RoleViewer,
 		"StartMission": auth.RoleOperator, "CancelMission": auth.RoleOperator,
-		"ResumeMission": auth.RoleAdmin,
+		"ResumeMission": auth.RoleAdmin, "DeleteMission": auth.RoleAdmin,
 	}
 	// Every method of the service, from its descriptor: an RPC added
 	// without a role fails here.
