@@ -199,9 +199,10 @@ func ListCharged(ctx context.Context, rdb redis.Cmdable, start, count int64) ([]
 	return out, nil
 }
 
-// OldestRetained returns up to n missions whose maps were retained first.
-func OldestRetained(ctx context.Context, rdb redis.Cmdable, n int64) ([]string, error) {
-	ms, err := rdb.ZRange(ctx, retainedKey, 0, n-1).Result()
+// OldestRetained returns up to n missions whose maps were retained first,
+// skipping the start oldest.
+func OldestRetained(ctx context.Context, rdb redis.Cmdable, start, n int64) ([]string, error) {
+	ms, err := rdb.ZRange(ctx, retainedKey, start, start+n-1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("oldest retained maps: %w", err)
 	}

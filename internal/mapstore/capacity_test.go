@@ -65,7 +65,7 @@ func TestCapacityAccountingIsIdempotent(t *testing.T) {
 			t.Errorf("recount = %+v, %v", u, err)
 		}
 	}
-	if oldest, _ := mapstore.OldestRetained(ctx, rdb, 10); len(oldest) != 0 {
+	if oldest, _ := mapstore.OldestRetained(ctx, rdb, 0, 10); len(oldest) != 0 {
 		t.Errorf("retained after drop: %v", oldest)
 	}
 }

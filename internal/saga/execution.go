@@ -337,9 +337,24 @@ func (x *execution) compensateAttempt(ctx context.Context, i int) (expired bool,
 	})
 }
 
-// deadlineSkew is how early before an attempt's deadline a failure still
-// counts as that deadline passing (see call).
-const deadlineSkew = 20 * time.Millisecond
+// attemptExpired reports whether an attempt that failed under ctx, a child
+// of parent carrying the attempt deadline, failed because that deadline
+// passed: ctx ended by its deadline, or the deadline is already past at now
+// while ctx's timer has not fired yet. The second case is common: gRPC's
+// client turns a server's RST_STREAM at the propagated deadline into
+// DEADLINE_EXCEEDED as soon as the deadline is past, before the context's
+// own timer goroutine marks ctx done. An earlier end of parent (a stop, a
+// cancel) is not the attempt's deadline.
+func attemptExpired(ctx, parent context.Context, now time.Time) bool {
+	if parent.Err() != nil {
+		return false
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !now.Before(dl)
+}
 
 // call runs fn under the step's attempt deadline. expired reports that fn
 // failed once that deadline (not an earlier end of ctx) had passed.
@@ -359,12 +374,7 @@ func (x *execution) call(ctx context.Context, kind, step string, attempt int, h 
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
-		// A callee that enforces the propagated deadline (gRPC's
-		// grpc-timeout) can answer a moment before our timer fires: an
-		// answer that close to the deadline is the deadline too.
-		dl, _ := ctx.Deadline()
-		late := errors.Is(ctx.Err(), context.DeadlineExceeded) || time.Until(dl) < deadlineSkew
-		expired = late && parent.Err() == nil
+		expired = attemptExpired(ctx, parent, time.Now())
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}

@@ -95,20 +95,27 @@ const trimBatch = 500
 // idempotent). It drops from MissionsKey the missions created more than one
 // retention TTL before now whose record is gone (expired), leaving a
 // tombstone in GoneKey for each, and drops tombstones older than one
-// retention TTL. It checks at most limit index entries (the oldest first:
-// failed missions, which never expire, are checked again on every call) and
-// returns how many missions it dropped. Without a retention TTL it does
-// nothing.
+// retention TTL. It checks at most limit index entries per call, resuming
+// where the previous call of this Store stopped and starting over from the
+// oldest once it reached the end: failed missions never expire and stay
+// indexed, so restarting from the oldest on every call would let more than
+// limit of them hide every expired mission behind them for good. It returns
+// how many missions it dropped. Without a retention TTL it does nothing.
 func (s *Store) Trim(ctx context.Context, now time.Time, limit int) (int, error) {
 	ttl := s.retention.TTL
 	if ttl <= 0 {
 		return 0, nil
 	}
+	s.trimMu.Lock()
+	defer s.trimMu.Unlock()
 	cutoff := now.Add(-ttl).UnixMilli()
 	if err := s.rdb.ZRemRangeByScore(ctx, GoneKey, "-inf", "("+strconv.FormatInt(cutoff, 10)).Err(); err != nil {
 		return 0, fmt.Errorf("trim tombstones: %w", err)
 	}
-	dropped, offset := 0, 0
+	// Another orchestrator's trim shifts the entries under offset: an entry
+	// skipped that way is checked after the next wrap.
+	dropped, offset := 0, s.trimOffset
+	s.trimOffset = 0
 	for checked := 0; checked < limit; {
 		keys, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
 			Key: MissionsKey, Start: "-inf", Stop: "(" + strconv.FormatInt(cutoff, 10), ByScore: true,
@@ -151,5 +158,6 @@ func (s *Store) Trim(ctx context.Context, now time.Time, limit int) (int, error)
 		// The entries kept (records still there) stay ahead of the next page.
 		offset += len(keys) - len(gone)
 	}
+	s.trimOffset = offset
 	return dropped, nil
 }

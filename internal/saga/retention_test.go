@@ -232,3 +232,33 @@ func TestDelete(t *testing.T) {
 		t.Errorf("deleted mission still indexed: %v", s)
 	}
 }
+
+// TestTrimPassesFailedMissions pins that failed missions, which stay in the
+// index, do not hide the expired missions indexed after them from a janitor
+// that checks limit entries per call: with more failed missions than limit
+// at the old end of the index, the expired ones behind them must still be
+// dropped within a few calls.
+func TestTrimPassesFailedMissions(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	f.store.WithRetention(testRetention(time.Millisecond))
+	ctx := t.Context()
+	base := time.Now().Add(-time.Hour)
+	for i, k := range []string{"failed-0", "failed-1", "failed-2", "expired"} {
+		f.rdb.ZAdd(ctx, MissionsKey, redis.Z{Score: float64(base.Add(time.Duration(i) * time.Second).UnixMilli()), Member: k})
+		if k != "expired" {
+			f.rdb.HSet(ctx, RecordKey(k), "state", string(Failed))
+		}
+	}
+	for range 4 {
+		if _, err := f.store.Trim(ctx, time.Now(), 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.rdb.ZRange(ctx, MissionsKey, 0, -1).Val(); !slices.Equal(got, []string{"failed-0", "failed-1", "failed-2"}) {
+		t.Errorf("index after four trims of 2 entries: %v, want the three failed missions", got)
+	}
+	if gone, _ := f.store.Vanished(ctx, "expired"); !gone {
+		t.Error("no tombstone for the expired mission")
+	}
+}

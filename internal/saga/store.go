@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -82,6 +83,11 @@ type Store struct {
 	sink      EventSink
 	leaseTTL  time.Duration
 	retention Retention
+
+	// trimMu guards trimOffset, where the next Trim resumes in the
+	// expired part of the mission index (see Trim).
+	trimMu     sync.Mutex
+	trimOffset int
 }
 
 // Retention says what becomes of a finished saga's keys.

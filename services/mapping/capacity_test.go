@@ -3,6 +3,7 @@ package mapping_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
@@ -145,5 +146,43 @@ func TestCorruptCounterIsRepaired(t *testing.T) {
 			}
 			steptest.WantStatus(t, allocate(t, e, "d"), codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
 		})
+	}
+}
+
+// Retained maps whose missions are no longer completed (a teardown that
+// failed left them FAILED) cannot be evicted; however many of them sit at
+// the old end of the retained set, eviction must look past them to a
+// completed mission's map.
+func TestEvictionLooksPastUnevictableMaps(t *testing.T) {
+	t.Parallel()
+	e := start(t, mapping.Config{CapacityCells: 2 * officeCells, RetainedCells: officeCells})
+	ctx := steptest.Context(t)
+	const failed = 20 // more than one page of the retained set
+	base := time.Now().Add(-time.Hour)
+	for i := range failed + 1 {
+		m := fmt.Sprintf("r-%02d", i)
+		setState(t, e.Redis, m, saga.Running)
+		if err := allocate(t, e, m); err != nil {
+			t.Fatalf("mission %s: %v", m, err)
+		}
+		if _, err := mapstore.Retain(ctx, e.Redis, m, base.Add(time.Duration(i)*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		st := saga.Failed
+		if i == failed {
+			st = saga.Completed
+		}
+		setState(t, e.Redis, m, st)
+	}
+	// A full in-flight budget makes the next allocation run a janitor pass.
+	for _, m := range []string{"new-0", "new-1", "new-2"} {
+		setState(t, e.Redis, m, saga.Running)
+		_ = allocate(t, e, m)
+	}
+	if mapExists(t, e.Redis, fmt.Sprintf("r-%02d", failed)) {
+		t.Error("the completed mission's retained map was not evicted behind the failed missions' maps")
+	}
+	if !mapExists(t, e.Redis, "r-00") {
+		t.Error("a failed mission's map was evicted")
 	}
 }

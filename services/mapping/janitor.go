@@ -121,8 +121,11 @@ func (s *Server) lookup(ctx context.Context, page []mapstore.Charged) (states []
 
 // evict deletes the oldest retained maps while the retained cells exceed
 // the budget. A map whose mission is no longer completed (a teardown
-// reopened it) is left to its teardown's release.
+// reopened it, or failed and left it FAILED) is left to its teardown's
+// release or an operator's DeleteMission, and skipped: however many such
+// maps are oldest, the completed ones behind them are still evicted.
 func (s *Server) evict(ctx context.Context) error {
+	skipped := int64(0)
 	for {
 		u, err := mapstore.ReadUsage(ctx, s.rdb)
 		if err != nil {
@@ -131,17 +134,20 @@ func (s *Server) evict(ctx context.Context) error {
 		if uint64(u.Retained) <= s.cfg.RetainedCells {
 			return nil
 		}
-		oldest, err := mapstore.OldestRetained(ctx, s.rdb, 16)
+		oldest, err := mapstore.OldestRetained(ctx, s.rdb, skipped, 16)
 		if err != nil {
 			return err
 		}
-		progress := false
+		if len(oldest) == 0 {
+			return nil
+		}
 		for _, m := range oldest {
 			st, err := s.rdb.HGet(ctx, saga.RecordKey(m), "state").Result()
 			if err != nil && !errors.Is(err, redis.Nil) {
 				return fmt.Errorf("state of mission %s: %w", m, err)
 			}
 			if st != "" && st != string(saga.Completed) {
+				skipped++
 				continue
 			}
 			if err := s.rdb.Del(ctx, mapstore.Key(m)).Err(); err != nil {
@@ -151,15 +157,11 @@ func (s *Server) evict(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			progress = true
 			s.log.InfoContext(ctx, "retained map evicted: the retained-maps budget is full",
 				slog.String("mission_id", m), slog.Int64("cells", n), slog.Uint64("retained_budget", s.cfg.RetainedCells))
 			if u.Retained -= n; uint64(max(u.Retained, 0)) <= s.cfg.RetainedCells {
 				break
 			}
-		}
-		if !progress {
-			return nil
 		}
 	}
 }

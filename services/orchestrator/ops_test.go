@@ -394,8 +394,14 @@ func TestWatcherCapAndDrainEndsWatches(t *testing.T) {
 		ends = append(ends, ended)
 	}
 	_, third := openWatch(ctxT(t), st.client, id, "")
-	if err := <-third; status.Code(err) != codes.ResourceExhausted {
+	err := <-third
+	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("third watcher: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	// Two watchers of one mission: the message counts watchers, the thing
+	// --max-watchers caps, not missions.
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "2 watchers") {
+		t.Errorf("third watcher's message %q does not say 2 watchers are served", msg)
 	}
 	waitErr := make(chan error, 1)
 	go func() {

@@ -89,7 +89,7 @@ func (s *Server) watchError(ctx context.Context, op string, err error) error {
 		return errDraining
 	case errors.Is(err, progress.ErrTooManyWatchers):
 		return rpcerr.New(codes.ResourceExhausted, reasonTooManyWatchers,
-			fmt.Sprintf("this orchestrator follows %d missions for watchers already; retry later or on another replica", s.hub.Watchers()))
+			fmt.Sprintf("this orchestrator serves %d watchers already (--max-watchers); retry later or on another replica", s.hub.Watchers()))
 	case rpcerr.IsStatus(err):
 		return err
 	default:
