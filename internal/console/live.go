@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/progress"
 )
@@ -34,6 +37,9 @@ type listHub struct {
 	orch   Orchestrator
 	limits Limits
 	log    *slog.Logger
+	// token is forwarded on the polls: each user's list is read with the
+	// user's own token, so nobody sees rows through another's role.
+	token string
 
 	mu      sync.Mutex
 	subs    map[*listSub]struct{}
@@ -45,6 +51,45 @@ type listHub struct {
 	seen map[string]string
 	// failing is set while polls fail, so a failure streak is logged once.
 	failing bool
+}
+
+// hubs keeps one listHub per token (one for all pages when no token is
+// used), dropped with its last page so that tokens never seen again leave
+// nothing behind.
+type hubs struct {
+	orch    Orchestrator
+	limits  Limits
+	log     *slog.Logger
+	mu      sync.Mutex
+	byToken map[string]*hubRef
+}
+
+type hubRef struct {
+	hub  *listHub
+	refs int
+}
+
+// acquire returns the hub of token and a func that releases it.
+func (hs *hubs) acquire(token string) (*listHub, func()) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	ref := hs.byToken[token]
+	if ref == nil {
+		ref = &hubRef{hub: newListHub(hs.orch, hs.limits, hs.log)}
+		ref.hub.token = token
+		hs.byToken[token] = ref
+	}
+	ref.refs++
+	var once sync.Once
+	return ref.hub, func() {
+		once.Do(func() {
+			hs.mu.Lock()
+			defer hs.mu.Unlock()
+			if ref.refs--; ref.refs == 0 {
+				delete(hs.byToken, token)
+			}
+		})
+	}
 }
 
 // listSub is one open list page. ch is closed when the page fell too far
@@ -89,8 +134,16 @@ func (h *listHub) loop() {
 			h.mu.Unlock()
 			return
 		}
-		if err == nil {
+		switch {
+		case err == nil:
 			h.publish(rows)
+		case isAuthError(err):
+			// The token expired or was revoked: end the feeds; their
+			// reconnects meet the token check and get 401.
+			for s := range h.subs {
+				close(s.ch)
+				delete(h.subs, s)
+			}
 		}
 		h.mu.Unlock()
 		<-t.C
@@ -99,7 +152,7 @@ func (h *listHub) loop() {
 
 // poll reads the newest missions, bounded by CallTimeout.
 func (h *listHub) poll() ([]listRow, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), h.limits.CallTimeout)
+	ctx, cancel := context.WithTimeout(withToken(context.Background(), h.token), h.limits.CallTimeout)
 	defer cancel()
 	resp, err := h.orch.ListMissions(ctx, &orchestratorv1.ListMissionsRequest{PageSize: uint32(h.limits.ListPageSize)})
 	h.mu.Lock()
@@ -204,19 +257,33 @@ func (c *Console) streamSlot(w http.ResponseWriter) (func(), bool) {
 // serveListEvents feeds an open list page: a "rows" event with the rows
 // known so far, then one with the rows that changed after each poll.
 func (c *Console) serveListEvents(w http.ResponseWriter, r *http.Request) {
+	token := tokenOf(r)
+	if c.deps.RequireToken {
+		// Check the token before holding a feed open on it: the hub's
+		// polls would only fail, quietly, until the feed's lifetime ends.
+		ctx, cancel := c.call(r)
+		_, err := c.deps.Orchestrator.ListMissions(ctx, &orchestratorv1.ListMissionsRequest{PageSize: 1})
+		cancel()
+		if err != nil {
+			c.renderRPCError(w, r, "ListMissions", err)
+			return
+		}
+	}
 	release, ok := c.streamSlot(w)
 	if !ok {
 		return
 	}
 	defer release()
+	hub, releaseHub := c.hubs.acquire(token)
+	defer releaseHub()
 	ctx, cancel := context.WithTimeout(r.Context(), c.limits.StreamLifetime)
 	defer cancel()
 	out, err := startSSE(w, time.Second)
 	if err != nil {
 		return
 	}
-	sub, rows := c.hub.subscribe()
-	defer c.hub.unsubscribe(sub)
+	sub, rows := hub.subscribe()
+	defer hub.unsubscribe(sub)
 	if len(rows) > 0 {
 		if err := out.send("", "rows", rows); err != nil {
 			return
@@ -262,7 +329,7 @@ func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	{
-		ctx, cancel := c.call(r.Context())
+		ctx, cancel := c.call(r)
 		_, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
 		cancel()
 		if err != nil {
@@ -312,6 +379,15 @@ func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
 			lastWrite = time.Now()
 		}
 	}
+}
+
+// isAuthError reports a call refused for its token or role.
+func isAuthError(err error) bool {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return true
+	}
+	return false
 }
 
 // isStreamID accepts Redis stream ids: "<ms>" or "<ms>-<seq>".
