@@ -244,3 +244,21 @@ func waitHealthy(t *testing.T, url string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestWarnExposureNamesThePlainConsole: an orchestrator with tokens whose
+// HTTP port (the console) is off loopback says that tokens typed there
+// cross the network in the clear; on loopback it does not.
+func TestWarnExposureNamesThePlainConsole(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]bool{":9091": true, "127.0.0.1:9091": false} {
+		cfg, err := parseServiceConfig("orchestrator", []string{"--auth-tokens", "t", "--http-addr", addr}, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		warnExposure(&b, cfg)
+		if got := strings.Contains(b.String(), "PLAIN HTTP"); got != want {
+			t.Errorf("--http-addr %s: warned %v, want %v:\n%s", addr, got, want, b.String())
+		}
+	}
+}
