@@ -52,6 +52,7 @@ import (
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
 // Orchestrator is the part of the orchestrator's gRPC API the console calls;
@@ -269,13 +270,19 @@ func (c *Console) renderError(w http.ResponseWriter, r *http.Request, code int, 
 
 // renderRPCError answers a failed call with the HTTP status closest to its
 // gRPC code: an unknown or malformed mission id is 404, as a page that
-// cannot exist.
+// cannot exist; a mission whose data expired or was deleted
+// (MISSION_EXPIRED) is 410 with the orchestrator's reason.
 func (c *Console) renderRPCError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	st := status.Convert(err)
 	code := http.StatusBadGateway
 	switch st.Code() {
 	case codes.NotFound, codes.InvalidArgument:
 		code = http.StatusNotFound
+		if rpcerr.Reason(err) == rpcerr.ReasonMissionExpired {
+			// The mission existed: its data expired after its retention
+			// or was deleted. Say so, rather than "no such mission".
+			code = http.StatusGone
+		}
 	case codes.FailedPrecondition, codes.Aborted, codes.AlreadyExists:
 		code = http.StatusConflict
 	case codes.Unavailable:

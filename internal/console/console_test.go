@@ -22,6 +22,7 @@ import (
 	"github.com/slammesh/slammesh/internal/console"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/redistest"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
 func TestMain(m *testing.M) {
@@ -46,6 +47,9 @@ func (f *fakeOrch) find(id string) (*orchestratorv1.Mission, error) {
 		if m.GetMissionId() == id {
 			return m, nil
 		}
+	}
+	if id == "m-expired" {
+		return nil, rpcerr.New(codes.NotFound, rpcerr.ReasonMissionExpired, `mission "m-expired" no longer exists: its data expired at the end of its retention period (5s) or was deleted`)
 	}
 	if strings.ContainsAny(id, "<>\"' ") {
 		return nil, status.Errorf(codes.InvalidArgument, "mission_id: may contain only letters, digits and _ . : -")
@@ -195,6 +199,18 @@ func TestUnknownMissionsAre404(t *testing.T) {
 	_, body := get(t, e.srv.URL+"/missions/"+url.PathEscape(hostile))
 	if !strings.Contains(body, "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;") {
 		t.Errorf("the 404 page does not show the id as escaped text:\n%s", body)
+	}
+}
+
+// TestExpiredMissionsAre410: a mission whose data expired or was deleted
+// (MISSION_EXPIRED) is 410 Gone with the reason, on its page and its live feed.
+func TestExpiredMissionsAre410(t *testing.T) {
+	e := newEnv(t, console.Limits{})
+	for _, path := range []string{"/missions/m-expired", "/events/missions/m-expired"} {
+		code, body := get(t, e.srv.URL+path)
+		if code != http.StatusGone || !strings.Contains(body, "expired at the end of its retention period") {
+			t.Errorf("GET %s = %d, want 410 with the reason:\n%s", path, code, body)
+		}
 	}
 }
 
