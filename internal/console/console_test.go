@@ -107,7 +107,12 @@ func (f *fakeOrch) ResumeMission(ctx context.Context, in *orchestratorv1.ResumeM
 	if err != nil {
 		return nil, err
 	}
-	if m.GetState() != orchestratorv1.MissionState_MISSION_STATE_FAILED {
+	switch m.GetState() {
+	case orchestratorv1.MissionState_MISSION_STATE_COMPENSATING, orchestratorv1.MissionState_MISSION_STATE_COMPENSATED:
+		// As the orchestrator: resumed already (by another call), nothing to do.
+		return &orchestratorv1.ResumeMissionResponse{Mission: m}, nil
+	case orchestratorv1.MissionState_MISSION_STATE_FAILED:
+	default:
 		return nil, status.Errorf(codes.FailedPrecondition, "mission %q is %s: only a failed mission's compensation can be resumed", m.GetMissionId(), m.GetState())
 	}
 	f.mu.Lock()
@@ -211,6 +216,27 @@ func TestExpiredMissionsAre410(t *testing.T) {
 		if code != http.StatusGone || !strings.Contains(body, "expired at the end of its retention period") {
 			t.Errorf("GET %s = %d, want 410 with the reason:\n%s", path, code, body)
 		}
+	}
+}
+
+// TestResumeThatResumedNothingSaysSo: a Resume racing another (the mission
+// is already compensating) or of a compensated mission is answered 409 with
+// the mission's state, not a silent redirect as if it had resumed it.
+func TestResumeThatResumedNothingSaysSo(t *testing.T) {
+	e := newEnv(t, console.Limits{})
+	e.orch.add(mission("m-comp", orchestratorv1.MissionState_MISSION_STATE_COMPENSATING))
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.PostForm(e.srv.URL+"/missions/m-comp/resume", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(string(b), "already COMPENSATING") {
+		t.Errorf("resume of a compensating mission = %d, want 409 naming its state:\n%s", resp.StatusCode, b)
 	}
 }
 

@@ -254,13 +254,23 @@ func (c *Console) serveCancel(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/missions/"+url.PathEscape(id), http.StatusSeeOther)
 }
 
-// serveResume resumes a FAILED mission's compensation through ResumeMission.
+// serveResume resumes a FAILED mission's compensation through ResumeMission;
+// one that resumed nothing (already compensating) is 409.
 func (c *Console) serveResume(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	ctx, cancel := c.call(r)
 	defer cancel()
-	if _, err := c.deps.Orchestrator.ResumeMission(ctx, &orchestratorv1.ResumeMissionRequest{MissionId: id}); err != nil {
+	resp, err := c.deps.Orchestrator.ResumeMission(ctx, &orchestratorv1.ResumeMissionRequest{MissionId: id})
+	if err != nil {
 		c.renderRPCError(w, r, "resume mission "+id, err)
+		return
+	}
+	if !resp.GetResumed() {
+		// Another call resumed it first (two operators, two tabs): say so
+		// rather than redirect as if this click had done it.
+		c.renderError(w, r, http.StatusConflict, "Nothing to resume", fmt.Sprintf(
+			"mission %s is already %s: its compensation was resumed by another call, or it needed none",
+			id, stateName(resp.GetMission().GetState())))
 		return
 	}
 	http.Redirect(w, r, "/missions/"+url.PathEscape(id), http.StatusSeeOther)
