@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -84,6 +85,10 @@ func (f *fakeOrch) ListMissions(ctx context.Context, in *orchestratorv1.ListMiss
 	defer f.mu.Unlock()
 	resp := &orchestratorv1.ListMissionsResponse{}
 	for _, m := range f.missions {
+		if in.GetPageSize() > 0 && len(resp.Missions) == int(in.GetPageSize()) {
+			resp.NextPageToken = "more"
+			break
+		}
 		if in.GetState() == 0 || in.GetState() == m.GetState() {
 			resp.Missions = append(resp.Missions, m)
 		}
@@ -119,6 +124,17 @@ func (f *fakeOrch) ResumeMission(ctx context.Context, in *orchestratorv1.ResumeM
 	defer f.mu.Unlock()
 	f.resumes = append(f.resumes, in.GetMissionId())
 	return &orchestratorv1.ResumeMissionResponse{Mission: m, Resumed: true}, nil
+}
+
+func (f *fakeOrch) remove(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, m := range f.missions {
+		if m.GetMissionId() == id {
+			f.missions = append(f.missions[:i:i], f.missions[i+1:]...)
+			return
+		}
+	}
 }
 
 func (f *fakeOrch) add(m *orchestratorv1.Mission) {
@@ -384,6 +400,39 @@ func openSSE(t *testing.T, ctx context.Context, u string) *sseReader {
 		t.Fatalf("GET %s = %d %s", u, resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	return &sseReader{sc: bufio.NewScanner(resp.Body)}
+}
+
+// TestListFeedMarksVanishedMissions: a mission whose data expired or was
+// deleted reaches open list pages as a "gone" event; one that only fell off
+// the page's window (ListPageSize newer missions came) does not.
+func TestListFeedMarksVanishedMissions(t *testing.T) {
+	e := newEnv(t, console.Limits{PollInterval: 50 * time.Millisecond, ListPageSize: 2})
+	e.orch.add(mission("m-a", orchestratorv1.MissionState_MISSION_STATE_COMPLETED))
+	e.orch.add(mission("m-b", orchestratorv1.MissionState_MISSION_STATE_COMPLETED))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	list := openSSE(t, ctx, e.srv.URL+"/events/missions")
+	if ev, data, err := list.next(); err != nil || ev != "rows" || !strings.Contains(data, `"m-b"`) {
+		t.Fatalf("first list event = %q %s, %v", ev, data, err)
+	}
+	// m-c pushes m-a off the two-row window: a new row, nothing gone.
+	e.orch.add(mission("m-c", orchestratorv1.MissionState_MISSION_STATE_RUNNING))
+	if ev, data, err := list.next(); err != nil || ev != "rows" || !strings.Contains(data, `"m-c"`) {
+		t.Fatalf("after m-c: %q %s, %v; want rows with m-c and no gone event", ev, data, err)
+	}
+	// m-c's data is deleted: m-b comes back into the window, m-c is gone.
+	e.orch.remove("m-c")
+	var got []string
+	for len(got) < 2 {
+		ev, data, err := list.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev+" "+data)
+	}
+	if !slices.Contains(got, `gone ["m-c"]`) || strings.Contains(strings.Join(got, "\n"), `gone ["m-a"]`) {
+		t.Errorf("after deleting m-c: %q; want a gone event for m-c only", got)
+	}
 }
 
 // TestLiveFeeds: the list feed sends a mission that appears after the page

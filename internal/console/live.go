@@ -95,7 +95,14 @@ func (hs *hubs) acquire(token string) (*listHub, func()) {
 // listSub is one open list page. ch is closed when the page fell too far
 // behind; the browser then reconnects and starts from a full snapshot.
 type listSub struct {
-	ch chan []listRow
+	ch chan listUpdate
+}
+
+// listUpdate is what one poll changed: rows new or changed, and the ids of
+// missions that vanished (their data expired or was deleted).
+type listUpdate struct {
+	rows []listRow
+	gone []string
 }
 
 func newListHub(orch Orchestrator, limits Limits, log *slog.Logger) *listHub {
@@ -105,7 +112,7 @@ func newListHub(orch Orchestrator, limits Limits, log *slog.Logger) *listHub {
 // subscribe registers a page and returns the rows known so far (nil before
 // the first poll, whose rows then all reach the page as changes).
 func (h *listHub) subscribe() (*listSub, []listRow) {
-	s := &listSub{ch: make(chan []listRow, 8)}
+	s := &listSub{ch: make(chan listUpdate, 8)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.subs[s] = struct{}{}
@@ -173,8 +180,11 @@ func (h *listHub) poll() ([]listRow, error) {
 	return rows, nil
 }
 
-// publish sends the rows that changed since the last poll to every page.
-// Called with h.mu held.
+// publish sends the rows that changed since the last poll to every page,
+// and the ids of the missions that vanished: in the last poll, missing from
+// this one although it covers their creation time (it is not full, or
+// holds an older mission), so they did not merely fall off the page's
+// window. Called with h.mu held.
 func (h *listHub) publish(rows []listRow) {
 	seen := make(map[string]string, len(rows))
 	var changed []listRow
@@ -185,13 +195,24 @@ func (h *listHub) publish(rows []listRow) {
 			changed = append(changed, r)
 		}
 	}
+	var gone []string
+	covered := func(int64) bool { return true }
+	if len(rows) >= h.limits.ListPageSize && len(rows) > 0 {
+		oldest := rows[len(rows)-1].CreatedMs
+		covered = func(created int64) bool { return created > oldest }
+	}
+	for _, r := range h.rows {
+		if _, ok := seen[r.ID]; !ok && covered(r.CreatedMs) {
+			gone = append(gone, r.ID)
+		}
+	}
 	h.rows, h.seen = rows, seen
-	if len(changed) == 0 {
+	if len(changed) == 0 && len(gone) == 0 {
 		return
 	}
 	for s := range h.subs {
 		select {
-		case s.ch <- changed:
+		case s.ch <- listUpdate{rows: changed, gone: gone}:
 		default:
 			close(s.ch)
 			delete(h.subs, s)
@@ -255,7 +276,8 @@ func (c *Console) streamSlot(w http.ResponseWriter) (func(), bool) {
 }
 
 // serveListEvents feeds an open list page: a "rows" event with the rows
-// known so far, then one with the rows that changed after each poll.
+// known so far, then one with the rows that changed after each poll, and a
+// "gone" event with the ids of missions whose data expired or was deleted.
 func (c *Console) serveListEvents(w http.ResponseWriter, r *http.Request) {
 	token := tokenOf(r)
 	if c.deps.RequireToken {
@@ -299,12 +321,19 @@ func (c *Console) serveListEvents(w http.ResponseWriter, r *http.Request) {
 			if err := out.ping(); err != nil {
 				return
 			}
-		case rows, ok := <-sub.ch:
+		case up, ok := <-sub.ch:
 			if !ok {
 				return
 			}
-			if err := out.send("", "rows", rows); err != nil {
-				return
+			if len(up.rows) > 0 {
+				if err := out.send("", "rows", up.rows); err != nil {
+					return
+				}
+			}
+			if len(up.gone) > 0 {
+				if err := out.send("", "gone", up.gone); err != nil {
+					return
+				}
 			}
 		}
 	}

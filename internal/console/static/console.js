@@ -82,6 +82,22 @@ function liveList(table) {
       fillRow(tr, r);
     });
   });
+  // Missions whose data expired or was deleted stay listed, marked so.
+  es.addEventListener("gone", function (msg) {
+    JSON.parse(msg.data).forEach(function (id) {
+      for (var i = 0; i < body.rows.length; i++) {
+        var tr = body.rows[i];
+        if (tr.dataset.id !== id) continue;
+        tr.dataset.state = "GONE";
+        tr.classList.add("gone");
+        var badge = tr.querySelector(".state .badge") || tr.querySelector(".state");
+        if (badge) { badge.textContent = "GONE"; badge.className = badge.className.replace(/\bs-\S+/, "s-GONE"); }
+        var err = tr.querySelector(".error");
+        if (err) err.textContent = "data expired or deleted";
+        if (!tr.dataset.ended || tr.dataset.ended === "0") tr.dataset.ended = String(Date.now());
+      }
+    });
+  });
   setInterval(function () {
     var now = Date.now();
     for (var i = 0; i < body.rows.length; i++) tick(body.rows[i], now);
