@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -163,9 +164,14 @@ func (c *Console) tokenCookie(r *http.Request, token string, maxAge time.Duratio
 }
 
 // safeNext keeps a post-login redirect on this console: a path, never
-// another host ("//evil.example", "/\evil.example").
+// another host ("//evil.example", "/\evil.example", or "/\t/evil.example",
+// which browsers read as "//evil.example" as they drop tabs and newlines).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	bad := func(r rune) bool { return r < ' ' || r == 0x7f || r == '\\' }
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsFunc(next, bad) {
+		return "/"
+	}
+	if u, err := url.Parse(next); err != nil || u.Scheme != "" || u.Host != "" {
 		return "/"
 	}
 	return next
