@@ -407,8 +407,13 @@ func openSSE(t *testing.T, ctx context.Context, u string) *sseReader {
 // the page's window (ListPageSize newer missions came) does not.
 func TestListFeedMarksVanishedMissions(t *testing.T) {
 	e := newEnv(t, console.Limits{PollInterval: 50 * time.Millisecond, ListPageSize: 2})
-	e.orch.add(mission("m-a", orchestratorv1.MissionState_MISSION_STATE_COMPLETED))
-	e.orch.add(mission("m-b", orchestratorv1.MissionState_MISSION_STATE_COMPLETED))
+	// Creation times a second apart: the window's bounds are by creation time.
+	at := func(m *orchestratorv1.Mission, ago time.Duration) *orchestratorv1.Mission {
+		m.CreatedAt = timestamppb.New(time.Now().Add(-ago))
+		return m
+	}
+	e.orch.add(at(mission("m-a", orchestratorv1.MissionState_MISSION_STATE_COMPLETED), 3*time.Second))
+	e.orch.add(at(mission("m-b", orchestratorv1.MissionState_MISSION_STATE_COMPLETED), 2*time.Second))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	list := openSSE(t, ctx, e.srv.URL+"/events/missions")
@@ -416,7 +421,7 @@ func TestListFeedMarksVanishedMissions(t *testing.T) {
 		t.Fatalf("first list event = %q %s, %v", ev, data, err)
 	}
 	// m-c pushes m-a off the two-row window: a new row, nothing gone.
-	e.orch.add(mission("m-c", orchestratorv1.MissionState_MISSION_STATE_RUNNING))
+	e.orch.add(at(mission("m-c", orchestratorv1.MissionState_MISSION_STATE_RUNNING), time.Second))
 	if ev, data, err := list.next(); err != nil || ev != "rows" || !strings.Contains(data, `"m-c"`) {
 		t.Fatalf("after m-c: %q %s, %v; want rows with m-c and no gone event", ev, data, err)
 	}
