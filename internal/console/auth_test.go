@@ -98,3 +98,43 @@ func TestListFeedEndsWhenTheTokenIsRevoked(t *testing.T) {
 		t.Fatalf("reconnect with the revoked token = %d, want 401", resp.StatusCode)
 	}
 }
+
+// TestLogout: with tokens on, pages carry a Log out button, and POST
+// /logout deletes the token cookie.
+func TestLogout(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	o := &tokenOrch{fakeOrch: &fakeOrch{}}
+	c, err := console.New(console.Deps{Orchestrator: o, Redis: rdb, RequireToken: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer good")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `action="/logout"`) {
+		t.Fatalf("GET / = %d, %v; want the list with a Log out button:\n%s", resp.StatusCode, err, body)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = client.PostForm(srv.URL+"/logout", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var cleared bool
+	for _, ck := range resp.Cookies() {
+		cleared = cleared || (ck.Name == console.TokenCookie && ck.MaxAge < 0)
+	}
+	if resp.StatusCode != http.StatusSeeOther || !cleared {
+		t.Fatalf("POST /logout = %d, cookies %v; want a redirect deleting the token cookie", resp.StatusCode, resp.Cookies())
+	}
+}

@@ -183,7 +183,7 @@ func New(deps Deps) (*Console, error) {
 		now:     time.Now,
 	}
 	c.deps.JaegerURL = strings.TrimRight(deps.JaegerURL, "/")
-	pages, err := parsePages()
+	pages, err := parsePages(deps.RequireToken)
 	if err != nil {
 		return nil, err
 	}
@@ -229,11 +229,13 @@ func securityHeaders(h http.Handler) http.Handler {
 	})
 }
 
-// parsePages parses each page template together with the layout.
-func parsePages() (map[string]*template.Template, error) {
+// parsePages parses each page template together with the layout;
+// requireToken shows the layout's Log out button.
+func parsePages(requireToken bool) (map[string]*template.Template, error) {
 	pages := make(map[string]*template.Template)
+	authOn := template.FuncMap{"authOn": func() bool { return requireToken }}
 	for _, name := range []string{"list", "mission", "fleet", "error", "login"} {
-		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+		t, err := template.New(name).Funcs(funcs).Funcs(authOn).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: template %s: %w", name, err)
 		}
