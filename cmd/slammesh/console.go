@@ -6,10 +6,12 @@ import (
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/console"
 	"github.com/slammesh/slammesh/internal/grpcserver"
+	"github.com/slammesh/slammesh/internal/meshtls"
 )
 
 // consoleRedisPool bounds the console's own Redis connections: its live
@@ -21,8 +23,16 @@ const consoleRedisPool = 16
 // HTTP port. The console reads missions through a gRPC client of this very
 // orchestrator, so its pages and buttons obey the same rules as any client's
 // calls, and maps through the mapping client the saga uses.
+//
+// With TLS the self-client pins the orchestrator's own certificate
+// (meshtls.SelfCredentials); with authentication on, every page needs the
+// user's token, which the console forwards on its calls (docs/security.md).
 func mountConsole(cfg serviceConfig, n *node, maps console.Maps) error {
-	self, err := grpcserver.Dial(selfTarget(n.srv.Addr()), n.tel)
+	var dialOpts []grpc.DialOption
+	if n.tls != nil {
+		dialOpts = append(dialOpts, grpc.WithTransportCredentials(meshtls.SelfCredentials(n.tls)))
+	}
+	self, err := grpcserver.Dial(selfTarget(n.srv.Addr()), n.tel, dialOpts...)
 	if err != nil {
 		return fmt.Errorf("console: dial the orchestrator itself: %w", err)
 	}
@@ -38,6 +48,7 @@ func mountConsole(cfg serviceConfig, n *node, maps console.Maps) error {
 		Metrics:      n.tel.MetricsHandler(),
 		JaegerURL:    cfg.jaegerURL,
 		Logger:       n.log,
+		RequireToken: cfg.sec.authConfigured(),
 	})
 	if err != nil {
 		return err

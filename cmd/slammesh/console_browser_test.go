@@ -139,6 +139,19 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	screenshot(t, bctx, artifacts, "console-fleet.png")
 
+	// A mission deleted while the list is open is marked GONE there, and its
+	// page says that its data is gone.
+	do(t, bctx, chromedp.Navigate(base+"/"))
+	waitJS(t, bctx, 10*time.Second, `document.getElementById("live-status").textContent === "live"`)
+	if _, err := orch.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{MissionId: "m-done"}); err != nil {
+		t.Fatalf("DeleteMission m-done: %v", err)
+	}
+	waitJS(t, bctx, 10*time.Second, `(document.querySelector('tr[data-id="m-done"] .state') || {}).textContent === "GONE"`)
+	do(t, bctx, chromedp.Navigate(base+"/missions/m-done"))
+	if msg := eval[string](t, bctx, `document.getElementById("error-message").textContent`); !strings.Contains(msg, "no longer exists") {
+		t.Errorf("the deleted mission's page says %q, want that it no longer exists", msg)
+	}
+
 	// A mission id with markup is shown as text, on a 404 page.
 	do(t, bctx, chromedp.Navigate(base+"/missions/%3Cscript%3Ealert(1)%3C%2Fscript%3E"))
 	msg := eval[string](t, bctx, `document.getElementById("error-message").textContent`)

@@ -125,6 +125,9 @@ func warnExposure(w io.Writer, c serviceConfig) {
 	if c.service == "orchestrator" && !c.sec.authConfigured() {
 		open = append(open, "the orchestrator takes NO TOKENS: anyone who reaches it can start, cancel and resume missions")
 	}
+	if c.service == "orchestrator" && c.sec.authConfigured() && !grpcserver.IsLoopback(c.httpAddr) {
+		open = append(open, fmt.Sprintf("the console on %s is PLAIN HTTP: tokens typed into it cross the network in the clear (put a TLS proxy in front)", c.httpAddr))
+	}
 	if len(open) == 0 {
 		return
 	}

@@ -52,6 +52,7 @@ import (
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
 // Orchestrator is the part of the orchestrator's gRPC API the console calls;
@@ -90,6 +91,13 @@ type Deps struct {
 	Logger *slog.Logger
 	// Limits bound the console's load; zero fields take the defaults.
 	Limits Limits
+	// RequireToken is set when the orchestrator authenticates its callers:
+	// then every page and feed needs the user's bearer token (an
+	// Authorization header or the login form's cookie), which the console
+	// forwards on its calls, and a request without one gets 401 and the
+	// login page. Unset (dev mode), pages are open and calls carry a token
+	// only when the user sent one.
+	RequireToken bool
 }
 
 // Limits bound what the console asks of the orchestrator and Redis.
@@ -151,7 +159,7 @@ type Console struct {
 	mux     *http.ServeMux
 	handler http.Handler
 	streams chan struct{} // a slot per open live feed
-	hub     *listHub
+	hubs    *hubs
 	now     func() time.Time
 }
 
@@ -175,12 +183,12 @@ func New(deps Deps) (*Console, error) {
 		now:     time.Now,
 	}
 	c.deps.JaegerURL = strings.TrimRight(deps.JaegerURL, "/")
-	pages, err := parsePages()
+	pages, err := parsePages(deps.RequireToken)
 	if err != nil {
 		return nil, err
 	}
 	c.pages = pages
-	c.hub = newListHub(deps.Orchestrator, limits, log)
+	c.hubs = &hubs{orch: deps.Orchestrator, limits: limits, log: log, byToken: make(map[string]*hubRef)}
 
 	static, err := fs.Sub(staticFS, "static")
 	if err != nil {
@@ -194,11 +202,14 @@ func New(deps Deps) (*Console, error) {
 	c.mux.HandleFunc("GET /fleet", c.serveFleet)
 	c.mux.HandleFunc("GET /events/missions", c.serveListEvents)
 	c.mux.HandleFunc("GET /events/missions/{id}", c.serveMissionEvents)
+	c.mux.HandleFunc("GET /login", c.serveLoginForm)
+	c.mux.HandleFunc("POST /login", c.serveLogin)
+	c.mux.HandleFunc("POST /logout", c.serveLogout)
 	c.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.renderError(w, r, http.StatusNotFound, "Not found", fmt.Sprintf("no page at %s", r.URL.Path))
 	})
-	c.handler = http.NewCrossOriginProtection().Handler(securityHeaders(c.mux))
+	c.handler = http.NewCrossOriginProtection().Handler(securityHeaders(c.requireToken(c.mux)))
 	return c, nil
 }
 
@@ -218,11 +229,13 @@ func securityHeaders(h http.Handler) http.Handler {
 	})
 }
 
-// parsePages parses each page template together with the layout.
-func parsePages() (map[string]*template.Template, error) {
+// parsePages parses each page template together with the layout;
+// requireToken shows the layout's Log out button.
+func parsePages(requireToken bool) (map[string]*template.Template, error) {
 	pages := make(map[string]*template.Template)
-	for _, name := range []string{"list", "mission", "fleet", "error"} {
-		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+	authOn := template.FuncMap{"authOn": func() bool { return requireToken }}
+	for _, name := range []string{"list", "mission", "fleet", "error", "login"} {
+		t, err := template.New(name).Funcs(funcs).Funcs(authOn).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: template %s: %w", name, err)
 		}
@@ -259,21 +272,30 @@ func (c *Console) renderError(w http.ResponseWriter, r *http.Request, code int, 
 
 // renderRPCError answers a failed call with the HTTP status closest to its
 // gRPC code: an unknown or malformed mission id is 404, as a page that
-// cannot exist.
+// cannot exist; a mission whose data expired or was deleted
+// (MISSION_EXPIRED) is 410 with the orchestrator's reason.
 func (c *Console) renderRPCError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	st := status.Convert(err)
 	code := http.StatusBadGateway
 	switch st.Code() {
 	case codes.NotFound, codes.InvalidArgument:
 		code = http.StatusNotFound
+		if rpcerr.Reason(err) == rpcerr.ReasonMissionExpired {
+			// The mission existed: its data expired after its retention
+			// or was deleted. Say so, rather than "no such mission".
+			code = http.StatusGone
+		}
 	case codes.FailedPrecondition, codes.Aborted, codes.AlreadyExists:
 		code = http.StatusConflict
 	case codes.Unavailable:
 		code = http.StatusServiceUnavailable
 	case codes.DeadlineExceeded, codes.Canceled:
 		code = http.StatusGatewayTimeout
-	case codes.PermissionDenied, codes.Unauthenticated:
+	case codes.PermissionDenied:
 		code = http.StatusForbidden
+	case codes.Unauthenticated:
+		c.renderLogin(w, r, "Token refused: "+st.Message())
+		return
 	}
 	if code == http.StatusBadGateway {
 		c.log.WarnContext(r.Context(), "console: orchestrator call failed", slog.String("call", what), slog.String("error", err.Error()))
@@ -281,9 +303,9 @@ func (c *Console) renderRPCError(w http.ResponseWriter, r *http.Request, what st
 	c.renderError(w, r, code, http.StatusText(code), fmt.Sprintf("%s: %s: %s", what, st.Code(), st.Message()))
 }
 
-// call bounds one call of a page in time.
-func (c *Console) call(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, c.limits.CallTimeout)
+// call bounds one call of a page in time and carries the user's token.
+func (c *Console) call(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(withToken(r.Context(), tokenOf(r)), c.limits.CallTimeout)
 }
 
 // acquireStream reserves a live-feed slot, or reports that all are taken.

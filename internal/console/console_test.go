@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/slammesh/slammesh/internal/console"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/redistest"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
 func TestMain(m *testing.M) {
@@ -46,6 +48,9 @@ func (f *fakeOrch) find(id string) (*orchestratorv1.Mission, error) {
 		if m.GetMissionId() == id {
 			return m, nil
 		}
+	}
+	if id == "m-expired" {
+		return nil, rpcerr.New(codes.NotFound, rpcerr.ReasonMissionExpired, `mission "m-expired" no longer exists: its data expired at the end of its retention period (5s) or was deleted`)
 	}
 	if strings.ContainsAny(id, "<>\"' ") {
 		return nil, status.Errorf(codes.InvalidArgument, "mission_id: may contain only letters, digits and _ . : -")
@@ -80,6 +85,10 @@ func (f *fakeOrch) ListMissions(ctx context.Context, in *orchestratorv1.ListMiss
 	defer f.mu.Unlock()
 	resp := &orchestratorv1.ListMissionsResponse{}
 	for _, m := range f.missions {
+		if in.GetPageSize() > 0 && len(resp.Missions) == int(in.GetPageSize()) {
+			resp.NextPageToken = "more"
+			break
+		}
 		if in.GetState() == 0 || in.GetState() == m.GetState() {
 			resp.Missions = append(resp.Missions, m)
 		}
@@ -103,13 +112,29 @@ func (f *fakeOrch) ResumeMission(ctx context.Context, in *orchestratorv1.ResumeM
 	if err != nil {
 		return nil, err
 	}
-	if m.GetState() != orchestratorv1.MissionState_MISSION_STATE_FAILED {
+	switch m.GetState() {
+	case orchestratorv1.MissionState_MISSION_STATE_COMPENSATING, orchestratorv1.MissionState_MISSION_STATE_COMPENSATED:
+		// As the orchestrator: resumed already (by another call), nothing to do.
+		return &orchestratorv1.ResumeMissionResponse{Mission: m}, nil
+	case orchestratorv1.MissionState_MISSION_STATE_FAILED:
+	default:
 		return nil, status.Errorf(codes.FailedPrecondition, "mission %q is %s: only a failed mission's compensation can be resumed", m.GetMissionId(), m.GetState())
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.resumes = append(f.resumes, in.GetMissionId())
 	return &orchestratorv1.ResumeMissionResponse{Mission: m, Resumed: true}, nil
+}
+
+func (f *fakeOrch) remove(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, m := range f.missions {
+		if m.GetMissionId() == id {
+			f.missions = append(f.missions[:i:i], f.missions[i+1:]...)
+			return
+		}
+	}
 }
 
 func (f *fakeOrch) add(m *orchestratorv1.Mission) {
@@ -195,6 +220,39 @@ func TestUnknownMissionsAre404(t *testing.T) {
 	_, body := get(t, e.srv.URL+"/missions/"+url.PathEscape(hostile))
 	if !strings.Contains(body, "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;") {
 		t.Errorf("the 404 page does not show the id as escaped text:\n%s", body)
+	}
+}
+
+// TestExpiredMissionsAre410: a mission whose data expired or was deleted
+// (MISSION_EXPIRED) is 410 Gone with the reason, on its page and its live feed.
+func TestExpiredMissionsAre410(t *testing.T) {
+	e := newEnv(t, console.Limits{})
+	for _, path := range []string{"/missions/m-expired", "/events/missions/m-expired"} {
+		code, body := get(t, e.srv.URL+path)
+		if code != http.StatusGone || !strings.Contains(body, "expired at the end of its retention period") {
+			t.Errorf("GET %s = %d, want 410 with the reason:\n%s", path, code, body)
+		}
+	}
+}
+
+// TestResumeThatResumedNothingSaysSo: a Resume racing another (the mission
+// is already compensating) or of a compensated mission is answered 409 with
+// the mission's state, not a silent redirect as if it had resumed it.
+func TestResumeThatResumedNothingSaysSo(t *testing.T) {
+	e := newEnv(t, console.Limits{})
+	e.orch.add(mission("m-comp", orchestratorv1.MissionState_MISSION_STATE_COMPENSATING))
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.PostForm(e.srv.URL+"/missions/m-comp/resume", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(string(b), "already COMPENSATING") {
+		t.Errorf("resume of a compensating mission = %d, want 409 naming its state:\n%s", resp.StatusCode, b)
 	}
 }
 
@@ -342,6 +400,44 @@ func openSSE(t *testing.T, ctx context.Context, u string) *sseReader {
 		t.Fatalf("GET %s = %d %s", u, resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	return &sseReader{sc: bufio.NewScanner(resp.Body)}
+}
+
+// TestListFeedMarksVanishedMissions: a mission whose data expired or was
+// deleted reaches open list pages as a "gone" event; one that only fell off
+// the page's window (ListPageSize newer missions came) does not.
+func TestListFeedMarksVanishedMissions(t *testing.T) {
+	e := newEnv(t, console.Limits{PollInterval: 50 * time.Millisecond, ListPageSize: 2})
+	// Creation times a second apart: the window's bounds are by creation time.
+	at := func(m *orchestratorv1.Mission, ago time.Duration) *orchestratorv1.Mission {
+		m.CreatedAt = timestamppb.New(time.Now().Add(-ago))
+		return m
+	}
+	e.orch.add(at(mission("m-a", orchestratorv1.MissionState_MISSION_STATE_COMPLETED), 3*time.Second))
+	e.orch.add(at(mission("m-b", orchestratorv1.MissionState_MISSION_STATE_COMPLETED), 2*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	list := openSSE(t, ctx, e.srv.URL+"/events/missions")
+	if ev, data, err := list.next(); err != nil || ev != "rows" || !strings.Contains(data, `"m-b"`) {
+		t.Fatalf("first list event = %q %s, %v", ev, data, err)
+	}
+	// m-c pushes m-a off the two-row window: a new row, nothing gone.
+	e.orch.add(at(mission("m-c", orchestratorv1.MissionState_MISSION_STATE_RUNNING), time.Second))
+	if ev, data, err := list.next(); err != nil || ev != "rows" || !strings.Contains(data, `"m-c"`) {
+		t.Fatalf("after m-c: %q %s, %v; want rows with m-c and no gone event", ev, data, err)
+	}
+	// m-c's data is deleted: m-b comes back into the window, m-c is gone.
+	e.orch.remove("m-c")
+	var got []string
+	for len(got) < 2 {
+		ev, data, err := list.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev+" "+data)
+	}
+	if !slices.Contains(got, `gone ["m-c"]`) || strings.Contains(strings.Join(got, "\n"), `gone ["m-a"]`) {
+		t.Errorf("after deleting m-c: %q; want a gone event for m-c only", got)
+	}
 }
 
 // TestLiveFeeds: the list feed sends a mission that appears after the page

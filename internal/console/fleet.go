@@ -100,7 +100,7 @@ type total struct {
 func (c *Console) serveFleet(w http.ResponseWriter, r *http.Request) {
 	now := c.now()
 	page := fleetPage{Nav: "fleet"}
-	ctx, cancel := c.call(r.Context())
+	ctx, cancel := c.call(r)
 	defer cancel()
 	var missions []*orchestratorv1.Mission
 	token := ""

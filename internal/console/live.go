@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/progress"
 )
@@ -34,6 +37,9 @@ type listHub struct {
 	orch   Orchestrator
 	limits Limits
 	log    *slog.Logger
+	// token is forwarded on the polls: each user's list is read with the
+	// user's own token, so nobody sees rows through another's role.
+	token string
 
 	mu      sync.Mutex
 	subs    map[*listSub]struct{}
@@ -47,10 +53,56 @@ type listHub struct {
 	failing bool
 }
 
+// hubs keeps one listHub per token (one for all pages when no token is
+// used), dropped with its last page so that tokens never seen again leave
+// nothing behind.
+type hubs struct {
+	orch    Orchestrator
+	limits  Limits
+	log     *slog.Logger
+	mu      sync.Mutex
+	byToken map[string]*hubRef
+}
+
+type hubRef struct {
+	hub  *listHub
+	refs int
+}
+
+// acquire returns the hub of token and a func that releases it.
+func (hs *hubs) acquire(token string) (*listHub, func()) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	ref := hs.byToken[token]
+	if ref == nil {
+		ref = &hubRef{hub: newListHub(hs.orch, hs.limits, hs.log)}
+		ref.hub.token = token
+		hs.byToken[token] = ref
+	}
+	ref.refs++
+	var once sync.Once
+	return ref.hub, func() {
+		once.Do(func() {
+			hs.mu.Lock()
+			defer hs.mu.Unlock()
+			if ref.refs--; ref.refs == 0 {
+				delete(hs.byToken, token)
+			}
+		})
+	}
+}
+
 // listSub is one open list page. ch is closed when the page fell too far
 // behind; the browser then reconnects and starts from a full snapshot.
 type listSub struct {
-	ch chan []listRow
+	ch chan listUpdate
+}
+
+// listUpdate is what one poll changed: rows new or changed, and the ids of
+// missions that vanished (their data expired or was deleted).
+type listUpdate struct {
+	rows []listRow
+	gone []string
 }
 
 func newListHub(orch Orchestrator, limits Limits, log *slog.Logger) *listHub {
@@ -60,7 +112,7 @@ func newListHub(orch Orchestrator, limits Limits, log *slog.Logger) *listHub {
 // subscribe registers a page and returns the rows known so far (nil before
 // the first poll, whose rows then all reach the page as changes).
 func (h *listHub) subscribe() (*listSub, []listRow) {
-	s := &listSub{ch: make(chan []listRow, 8)}
+	s := &listSub{ch: make(chan listUpdate, 8)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.subs[s] = struct{}{}
@@ -89,8 +141,16 @@ func (h *listHub) loop() {
 			h.mu.Unlock()
 			return
 		}
-		if err == nil {
+		switch {
+		case err == nil:
 			h.publish(rows)
+		case isAuthError(err):
+			// The token expired or was revoked: end the feeds; their
+			// reconnects meet the token check and get 401.
+			for s := range h.subs {
+				close(s.ch)
+				delete(h.subs, s)
+			}
 		}
 		h.mu.Unlock()
 		<-t.C
@@ -99,7 +159,7 @@ func (h *listHub) loop() {
 
 // poll reads the newest missions, bounded by CallTimeout.
 func (h *listHub) poll() ([]listRow, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), h.limits.CallTimeout)
+	ctx, cancel := context.WithTimeout(withToken(context.Background(), h.token), h.limits.CallTimeout)
 	defer cancel()
 	resp, err := h.orch.ListMissions(ctx, &orchestratorv1.ListMissionsRequest{PageSize: uint32(h.limits.ListPageSize)})
 	h.mu.Lock()
@@ -120,8 +180,11 @@ func (h *listHub) poll() ([]listRow, error) {
 	return rows, nil
 }
 
-// publish sends the rows that changed since the last poll to every page.
-// Called with h.mu held.
+// publish sends the rows that changed since the last poll to every page,
+// and the ids of the missions that vanished: in the last poll, missing from
+// this one although it covers their creation time (it is not full, or
+// holds an older mission), so they did not merely fall off the page's
+// window. Called with h.mu held.
 func (h *listHub) publish(rows []listRow) {
 	seen := make(map[string]string, len(rows))
 	var changed []listRow
@@ -132,13 +195,24 @@ func (h *listHub) publish(rows []listRow) {
 			changed = append(changed, r)
 		}
 	}
+	var gone []string
+	covered := func(int64) bool { return true }
+	if len(rows) >= h.limits.ListPageSize && len(rows) > 0 {
+		oldest := rows[len(rows)-1].CreatedMs
+		covered = func(created int64) bool { return created > oldest }
+	}
+	for _, r := range h.rows {
+		if _, ok := seen[r.ID]; !ok && covered(r.CreatedMs) {
+			gone = append(gone, r.ID)
+		}
+	}
 	h.rows, h.seen = rows, seen
-	if len(changed) == 0 {
+	if len(changed) == 0 && len(gone) == 0 {
 		return
 	}
 	for s := range h.subs {
 		select {
-		case s.ch <- changed:
+		case s.ch <- listUpdate{rows: changed, gone: gone}:
 		default:
 			close(s.ch)
 			delete(h.subs, s)
@@ -202,21 +276,36 @@ func (c *Console) streamSlot(w http.ResponseWriter) (func(), bool) {
 }
 
 // serveListEvents feeds an open list page: a "rows" event with the rows
-// known so far, then one with the rows that changed after each poll.
+// known so far, then one with the rows that changed after each poll, and a
+// "gone" event with the ids of missions whose data expired or was deleted.
 func (c *Console) serveListEvents(w http.ResponseWriter, r *http.Request) {
+	token := tokenOf(r)
+	if c.deps.RequireToken {
+		// Check the token before holding a feed open on it: the hub's
+		// polls would only fail, quietly, until the feed's lifetime ends.
+		ctx, cancel := c.call(r)
+		_, err := c.deps.Orchestrator.ListMissions(ctx, &orchestratorv1.ListMissionsRequest{PageSize: 1})
+		cancel()
+		if err != nil {
+			c.renderRPCError(w, r, "ListMissions", err)
+			return
+		}
+	}
 	release, ok := c.streamSlot(w)
 	if !ok {
 		return
 	}
 	defer release()
+	hub, releaseHub := c.hubs.acquire(token)
+	defer releaseHub()
 	ctx, cancel := context.WithTimeout(r.Context(), c.limits.StreamLifetime)
 	defer cancel()
 	out, err := startSSE(w, time.Second)
 	if err != nil {
 		return
 	}
-	sub, rows := c.hub.subscribe()
-	defer c.hub.unsubscribe(sub)
+	sub, rows := hub.subscribe()
+	defer hub.unsubscribe(sub)
 	if len(rows) > 0 {
 		if err := out.send("", "rows", rows); err != nil {
 			return
@@ -232,12 +321,19 @@ func (c *Console) serveListEvents(w http.ResponseWriter, r *http.Request) {
 			if err := out.ping(); err != nil {
 				return
 			}
-		case rows, ok := <-sub.ch:
+		case up, ok := <-sub.ch:
 			if !ok {
 				return
 			}
-			if err := out.send("", "rows", rows); err != nil {
-				return
+			if len(up.rows) > 0 {
+				if err := out.send("", "rows", up.rows); err != nil {
+					return
+				}
+			}
+			if len(up.gone) > 0 {
+				if err := out.send("", "gone", up.gone); err != nil {
+					return
+				}
 			}
 		}
 	}
@@ -262,7 +358,7 @@ func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	{
-		ctx, cancel := c.call(r.Context())
+		ctx, cancel := c.call(r)
 		_, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
 		cancel()
 		if err != nil {
@@ -312,6 +408,15 @@ func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
 			lastWrite = time.Now()
 		}
 	}
+}
+
+// isAuthError reports a call refused for its token or role.
+func isAuthError(err error) bool {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return true
+	}
+	return false
 }
 
 // isStreamID accepts Redis stream ids: "<ms>" or "<ms>-<seq>".

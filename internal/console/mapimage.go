@@ -8,6 +8,8 @@ import (
 	"math"
 	"net/http"
 
+	"google.golang.org/grpc/metadata"
+
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
@@ -31,14 +33,16 @@ func (c *Console) serveMap(w http.ResponseWriter, r *http.Request) {
 		c.renderError(w, r, http.StatusNotFound, "Not found", "this console has no map service")
 		return
 	}
-	ctx, cancel := c.call(r.Context())
+	ctx, cancel := c.call(r)
 	defer cancel()
 	mresp, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
 	if err != nil {
 		c.renderRPCError(w, r, "mission "+id, err)
 		return
 	}
-	resp, err := c.deps.Maps.GetMap(ctx, &mappingv1.GetMapRequest{MissionId: id})
+	// The mapping service takes no user tokens: the user's token goes to the
+	// orchestrator only (GetMission above checked the role).
+	resp, err := c.deps.Maps.GetMap(metadata.NewOutgoingContext(ctx, metadata.MD{}), &mappingv1.GetMapRequest{MissionId: id})
 	if err != nil {
 		c.renderRPCError(w, r, "map of mission "+id, err)
 		return

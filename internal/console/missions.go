@@ -126,7 +126,7 @@ func (c *Console) serveList(w http.ResponseWriter, r *http.Request) {
 		}
 		req.State = orchestratorv1.MissionState(v)
 	}
-	ctx, cancel := c.call(r.Context())
+	ctx, cancel := c.call(r)
 	defer cancel()
 	resp, err := c.deps.Orchestrator.ListMissions(ctx, req)
 	if err != nil {
@@ -180,7 +180,7 @@ type poseView struct {
 
 func (c *Console) serveMission(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	ctx, cancel := c.call(r.Context())
+	ctx, cancel := c.call(r)
 	defer cancel()
 	resp, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
 	if err != nil {
@@ -245,7 +245,7 @@ func (c *Console) serveMission(w http.ResponseWriter, r *http.Request) {
 // compensation live.
 func (c *Console) serveCancel(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	ctx, cancel := c.call(r.Context())
+	ctx, cancel := c.call(r)
 	defer cancel()
 	if _, err := c.deps.Orchestrator.CancelMission(ctx, &orchestratorv1.CancelMissionRequest{MissionId: id, Reason: "cancelled from the console"}); err != nil {
 		c.renderRPCError(w, r, "cancel mission "+id, err)
@@ -254,13 +254,23 @@ func (c *Console) serveCancel(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/missions/"+url.PathEscape(id), http.StatusSeeOther)
 }
 
-// serveResume resumes a FAILED mission's compensation through ResumeMission.
+// serveResume resumes a FAILED mission's compensation through ResumeMission;
+// one that resumed nothing (already compensating) is 409.
 func (c *Console) serveResume(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	ctx, cancel := c.call(r.Context())
+	ctx, cancel := c.call(r)
 	defer cancel()
-	if _, err := c.deps.Orchestrator.ResumeMission(ctx, &orchestratorv1.ResumeMissionRequest{MissionId: id}); err != nil {
+	resp, err := c.deps.Orchestrator.ResumeMission(ctx, &orchestratorv1.ResumeMissionRequest{MissionId: id})
+	if err != nil {
 		c.renderRPCError(w, r, "resume mission "+id, err)
+		return
+	}
+	if !resp.GetResumed() {
+		// Another call resumed it first (two operators, two tabs): say so
+		// rather than redirect as if this click had done it.
+		c.renderError(w, r, http.StatusConflict, "Nothing to resume", fmt.Sprintf(
+			"mission %s is already %s: its compensation was resumed by another call, or it needed none",
+			id, stateName(resp.GetMission().GetState())))
 		return
 	}
 	http.Redirect(w, r, "/missions/"+url.PathEscape(id), http.StatusSeeOther)

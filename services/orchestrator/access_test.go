@@ -50,6 +50,9 @@ func (stubOrchestrator) CancelMission(context.Context, *orchestratorv1.CancelMis
 func (stubOrchestrator) WatchMission(*orchestratorv1.WatchMissionRequest, grpc.ServerStreamingServer[orchestratorv1.WatchMissionResponse]) error {
 	return nil
 }
+func (stubOrchestrator) DeleteMission(context.Context, *orchestratorv1.DeleteMissionRequest) (*orchestratorv1.DeleteMissionResponse, error) {
+	return &orchestratorv1.DeleteMissionResponse{}, nil
+}
 func (stubOrchestrator) ResumeMission(context.Context, *orchestratorv1.ResumeMissionRequest) (*orchestratorv1.ResumeMissionResponse, error) {
 	return &orchestratorv1.ResumeMissionResponse{}, nil
 }
@@ -122,6 +125,8 @@ func call(ctx context.Context, c orchestratorv1.OrchestratorServiceClient, metho
 				err = nil
 			}
 		}
+	case "DeleteMission":
+		_, err = c.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{})
 	default:
 		panic("unknown method " + method)
 	}

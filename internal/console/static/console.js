@@ -82,6 +82,22 @@ function liveList(table) {
       fillRow(tr, r);
     });
   });
+  // Missions whose data expired or was deleted stay listed, marked so.
+  es.addEventListener("gone", function (msg) {
+    JSON.parse(msg.data).forEach(function (id) {
+      for (var i = 0; i < body.rows.length; i++) {
+        var tr = body.rows[i];
+        if (tr.dataset.id !== id) continue;
+        tr.dataset.state = "GONE";
+        tr.classList.add("gone");
+        var badge = tr.querySelector(".state .badge") || tr.querySelector(".state");
+        if (badge) { badge.textContent = "GONE"; badge.className = badge.className.replace(/\bs-\S+/, "s-GONE"); }
+        var err = tr.querySelector(".error");
+        if (err) err.textContent = "data expired or deleted";
+        if (!tr.dataset.ended || tr.dataset.ended === "0") tr.dataset.ended = String(Date.now());
+      }
+    });
+  });
   setInterval(function () {
     var now = Date.now();
     for (var i = 0; i < body.rows.length; i++) tick(body.rows[i], now);
@@ -94,11 +110,20 @@ function liveMission(live) {
   var id = live.dataset.id;
   var feed = document.getElementById("feed");
   var pending = null;
+  // A mission's last event can reach the page before its record reads as
+  // ended (a refresh racing the final write): after a terminal event, the
+  // live section is refreshed again until it shows that state (bounded).
+  var terminal = { "mission.completed": "COMPLETED", "mission.compensated": "COMPENSATED", "mission.failed": "FAILED" };
+  var want = null, tries = 0;
   function refresh() {
     pending = null;
     fetch("/missions/" + encodeURIComponent(id) + "?part=live", { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) { if (html !== null) live.innerHTML = html; })
+      .then(function (html) {
+        if (html !== null) live.innerHTML = html;
+        var st = document.getElementById("mission-state");
+        if (want && st && st.textContent !== want && tries++ < 20 && !pending) pending = setTimeout(refresh, 500);
+      })
       .catch(function () {});
   }
   var es = new EventSource("/events/missions/" + encodeURIComponent(id) + "?after=" + encodeURIComponent(live.dataset.after));
@@ -115,6 +140,7 @@ function liveMission(live) {
       tr.appendChild(td);
     });
     feed.appendChild(tr);
+    if (terminal[e.type]) { want = terminal[e.type]; tries = 0; }
     if (e.type !== "step.progress" && !pending) pending = setTimeout(refresh, 250);
   });
 }

@@ -1,0 +1,140 @@
+package console_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/console"
+	"github.com/slammesh/slammesh/internal/redistest"
+)
+
+// tokenOrch is fakeOrch behind a token check: only "Bearer good" passes,
+// until revoked.
+type tokenOrch struct {
+	*fakeOrch
+	revoked atomic.Bool
+}
+
+func (o *tokenOrch) check(ctx context.Context) error {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	if v := md.Get("authorization"); len(v) != 1 || v[0] != "Bearer good" || o.revoked.Load() {
+		return status.Error(codes.Unauthenticated, "invalid token")
+	}
+	return nil
+}
+
+func (o *tokenOrch) ListMissions(ctx context.Context, in *orchestratorv1.ListMissionsRequest, opts ...grpc.CallOption) (*orchestratorv1.ListMissionsResponse, error) {
+	if err := o.check(ctx); err != nil {
+		return nil, err
+	}
+	return o.fakeOrch.ListMissions(ctx, in, opts...)
+}
+
+// TestListFeedEndsWhenTheTokenIsRevoked: the list's live feed polls with
+// the user's token; once the orchestrator refuses it, the feed ends, and
+// the browser's reconnect gets 401.
+func TestListFeedEndsWhenTheTokenIsRevoked(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	o := &tokenOrch{fakeOrch: &fakeOrch{}}
+	o.add(mission("m-1", orchestratorv1.MissionState_MISSION_STATE_RUNNING))
+	c, err := console.New(console.Deps{Orchestrator: o, Redis: rdb, RequireToken: true, Limits: console.Limits{PollInterval: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	open := func(token string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/events/missions", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.AddCookie(&http.Cookie{Name: console.TokenCookie, Value: token})
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	if resp := open("bad"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("feed with a refused token = %d, want 401", resp.StatusCode)
+	}
+	resp := open("good")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("feed with a good token = %d", resp.StatusCode)
+	}
+	feed := &sseReader{sc: bufio.NewScanner(resp.Body)}
+	if ev, data, err := feed.next(); err != nil || ev != "rows" || !strings.Contains(data, `"m-1"`) {
+		t.Fatalf("first event %q %s, %v", ev, data, err)
+	}
+	o.revoked.Store(true)
+	for {
+		_, _, err := feed.next()
+		if errors.Is(err, io.EOF) {
+			break // the feed ended
+		}
+		if err != nil {
+			t.Fatalf("feed after revocation: %v, want its end", err)
+		}
+	}
+	if resp := open("good"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("reconnect with the revoked token = %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestLogout: with tokens on, pages carry a Log out button, and POST
+// /logout deletes the token cookie.
+func TestLogout(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	o := &tokenOrch{fakeOrch: &fakeOrch{}}
+	c, err := console.New(console.Deps{Orchestrator: o, Redis: rdb, RequireToken: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer good")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `action="/logout"`) {
+		t.Fatalf("GET / = %d, %v; want the list with a Log out button:\n%s", resp.StatusCode, err, body)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = client.PostForm(srv.URL+"/logout", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var cleared bool
+	for _, ck := range resp.Cookies() {
+		cleared = cleared || (ck.Name == console.TokenCookie && ck.MaxAge < 0)
+	}
+	if resp.StatusCode != http.StatusSeeOther || !cleared {
+		t.Fatalf("POST /logout = %d, cookies %v; want a redirect deleting the token cookie", resp.StatusCode, resp.Cookies())
+	}
+}
