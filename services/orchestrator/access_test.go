@@ -56,9 +56,6 @@ func (stubOrchestrator) DeleteMission(context.Context, *orchestratorv1.DeleteMis
 func (stubOrchestrator) ResumeMission(context.Context, *orchestratorv1.ResumeMissionRequest) (*orchestratorv1.ResumeMissionResponse, error) {
 	return &orchestratorv1.ResumeMissionResponse{}, nil
 }
-func (stubOrchestrator) DeleteMission(context.Context, *orchestratorv1.DeleteMissionRequest) (*orchestratorv1.DeleteMissionResponse, error) {
-	return &orchestratorv1.DeleteMissionResponse{}, nil
-}
 
 const audience = "slammesh-test"
 
@@ -125,8 +122,6 @@ func call(ctx context.Context, c orchestratorv1.OrchestratorServiceClient, metho
 				err = nil
 			}
 		}
-	case "DeleteMission":
-		_, err = c.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{})
 	default:
 		panic("unknown method " + method)
 	}
