@@ -7,10 +7,6 @@ import (
 	"github.com/slammesh/slammesh/internal/auth"
 )
 
-// DeleteMissionFullMethod names the RPC that removes a finished mission and
-// its data; it is admin-only.
-const DeleteMissionFullMethod = "/slammesh.orchestrator.v1.OrchestratorService/DeleteMission"
-
 // MethodRoles is the least role of every OrchestratorService method
 // (docs/security.md, "Roles"). A method missing here is refused to every
 // caller when authentication is on, so a new RPC must be given a role.
@@ -21,7 +17,7 @@ var MethodRoles = map[string]auth.Role{
 	orchestratorv1.OrchestratorService_StartMission_FullMethodName:  auth.RoleOperator,
 	orchestratorv1.OrchestratorService_CancelMission_FullMethodName: auth.RoleOperator,
 	orchestratorv1.OrchestratorService_ResumeMission_FullMethodName: auth.RoleAdmin,
-	DeleteMissionFullMethod: auth.RoleAdmin,
+	orchestratorv1.OrchestratorService_DeleteMission_FullMethodName: auth.RoleAdmin,
 }
 
 // AccessPolicy is the orchestrator's authorization: MethodRoles, health and

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/reflection"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/emptypb"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
@@ -322,51 +321,6 @@ func TestHealthAndReflectionNeedNoToken(t *testing.T) {
 		t.Fatalf("reflection listed no service: %v", resp)
 	}
 	_ = rc.CloseSend()
-}
-
-// TestDeleteMissionIsAdminOnly serves a DeleteMission method under the
-// orchestrator's service name (the RPC itself is added elsewhere), so that
-// its entry in MethodRoles is exercised through the interceptor.
-func TestDeleteMissionIsAdminOnly(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	iss, err := authtest.NewIssuer(dir, "idp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	static := map[string]string{
-		"viewer":   "viewer-token-0123456789abcdef",
-		"operator": "operator-token-0123456789abcdef",
-		"admin":    "admin-token-0123456789abcdef",
-	}
-	tokenFile := filepath.Join(dir, "tokens")
-	if err := authtest.WriteTokenFile(tokenFile, static); err != nil {
-		t.Fatal(err)
-	}
-	desc := &grpc.ServiceDesc{
-		ServiceName: orchestratorv1.OrchestratorService_ServiceDesc.ServiceName,
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{
-			MethodName: "DeleteMission",
-			Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-				in := new(emptypb.Empty)
-				if err := dec(in); err != nil {
-					return nil, err
-				}
-				info := &grpc.UnaryServerInfo{Server: srv, FullMethod: orchestrator.DeleteMissionFullMethod}
-				return ic(ctx, in, info, func(context.Context, any) (any, error) { return &emptypb.Empty{}, nil })
-			},
-		}},
-	}
-	conn := accessServer(t, iss, tokenFile, func(s *grpc.Server) { s.RegisterService(desc, struct{}{}) })
-	for role, want := range map[string]codes.Code{"viewer": codes.PermissionDenied, "operator": codes.PermissionDenied, "admin": codes.OK} {
-		ctx, cancel := context.WithTimeout(bearer(context.Background(), static[role]), 10*time.Second)
-		err := conn.Invoke(ctx, orchestrator.DeleteMissionFullMethod, &emptypb.Empty{}, &emptypb.Empty{})
-		cancel()
-		if got := status.Code(err); got != want {
-			t.Errorf("%s: got %v (%v), want %v", role, got, err, want)
-		}
-	}
 }
 
 // TestAuthorizationHeaderForms: the scheme is case-insensitive and may be
