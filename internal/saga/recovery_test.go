@@ -188,19 +188,27 @@ func TestRecoveryTakesOverFromAnOwnerCutOff(t *testing.T) {
 		t.Errorf("resumed %v after the lease expired, want within a scan or so", d)
 	}
 
-	// The resumed run continues the mission's trace.
+	// The resumed run continues the mission's trace. B's mission span ends
+	// just after its last save, which the test may see first: wait for it.
 	parent := parseTraceParent(startRec.TraceParent)
-	resumedSpan := false
+	resumedSpan := func() bool {
+		for _, s := range recorder.Ended() {
+			if s.Name() == "mission m" && s.Parent().SpanID() == parent.SpanID() {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(10 * time.Second); !resumedSpan() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !resumedSpan() {
+		t.Error("no resumed mission span under the stored traceparent")
+	}
 	for _, s := range recorder.Ended() {
 		if s.SpanContext().TraceID() != parent.TraceID() {
 			t.Errorf("span %q in trace %s, want the mission's %s", s.Name(), s.SpanContext().TraceID(), parent.TraceID())
 		}
-		if s.Name() == "mission m" && s.Parent().SpanID() == parent.SpanID() {
-			resumedSpan = true
-		}
-	}
-	if !resumedSpan {
-		t.Error("no resumed mission span under the stored traceparent")
 	}
 
 	got := metricTotals(t, reader)
