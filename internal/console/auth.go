@@ -84,8 +84,12 @@ type loginPage struct {
 // hold no data.
 func (c *Console) requireToken(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A path the console has no page for is a 404 to everyone, as it
+		// would be without the console: the port's other paths (pprof
+		// when disabled) must not turn into a login prompt.
+		_, pattern := c.mux.Handler(r)
 		if !c.deps.RequireToken || tokenOf(r) != "" || r.URL.Path == "/login" || r.URL.Path == "/logout" ||
-			strings.HasPrefix(r.URL.Path, "/static/") {
+			strings.HasPrefix(r.URL.Path, "/static/") || pattern == "/" {
 			h.ServeHTTP(w, r)
 			return
 		}

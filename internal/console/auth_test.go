@@ -138,3 +138,27 @@ func TestLogout(t *testing.T) {
 		t.Fatalf("POST /logout = %d, cookies %v; want a redirect deleting the token cookie", resp.StatusCode, resp.Cookies())
 	}
 }
+
+// TestUnknownPathIsNotFoundWithTokensOn: with tokens on, a path the console
+// has no page for answers 404 without a token, as the HTTP port would
+// without the console (e.g. /debug/pprof/ when pprof is off), while its
+// pages still ask for a token.
+func TestUnknownPathIsNotFoundWithTokensOn(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	c, err := console.New(console.Deps{Orchestrator: &tokenOrch{fakeOrch: &fakeOrch{}}, Redis: rdb, RequireToken: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	for path, want := range map[string]int{"/debug/pprof/": http.StatusNotFound, "/nope": http.StatusNotFound, "/": http.StatusUnauthorized, "/fleet": http.StatusUnauthorized} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s without a token = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}

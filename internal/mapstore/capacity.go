@@ -11,13 +11,14 @@ import (
 )
 
 // The capacity accounting of the mapping service. Its keys are global, and
-// share one Redis Cluster slot: CapacityKey has no hash tag, so the others
-// take its whole name as theirs.
+// share one Redis Cluster slot through the hash tag {mapping}; like every
+// key of slammesh they start with "slammesh:", so one ACL key pattern
+// (~slammesh:*) covers them (docs/security.md).
 //
-//	slammesh:mapping:capacity                    cells of every map held (in flight and retained)
-//	{slammesh:mapping:capacity}:maps             sorted set: mission id -> cells of its map, every map held
-//	{slammesh:mapping:capacity}:retained         sorted set: mission id -> unix ms its map was retained
-//	{slammesh:mapping:capacity}:retained-cells   cells of the retained maps
+//	slammesh:{mapping}:capacity          cells of every map held (in flight and retained)
+//	slammesh:{mapping}:maps              sorted set: mission id -> cells of its map, every map held
+//	slammesh:{mapping}:retained          sorted set: mission id -> unix ms its map was retained
+//	slammesh:{mapping}:retained-cells    cells of the retained maps
 //
 // A map is charged when it is allocated (Charge, in the allocation's
 // barrier transaction, under WATCH of the counters) and is in flight until
@@ -30,10 +31,10 @@ import (
 // (Recount): a counter is never trusted blindly.
 const (
 	// CapacityKey counts the cells of every map held.
-	CapacityKey      = "slammesh:mapping:capacity"
-	mapsKey          = "{" + CapacityKey + "}:maps"
-	retainedKey      = "{" + CapacityKey + "}:retained"
-	retainedCellsKey = "{" + CapacityKey + "}:retained-cells"
+	CapacityKey      = "slammesh:{mapping}:capacity"
+	mapsKey          = "slammesh:{mapping}:maps"
+	retainedKey      = "slammesh:{mapping}:retained"
+	retainedCellsKey = "slammesh:{mapping}:retained-cells"
 )
 
 // ErrCorrupt says the capacity counters contradict themselves (a negative

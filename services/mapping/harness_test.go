@@ -50,7 +50,7 @@ const officeCells = 400 * 300
 
 func capacityUsed(t *testing.T, rdb *redis.Client) int64 {
 	t.Helper()
-	n, err := rdb.Get(steptest.Context(t), "slammesh:mapping:capacity").Int64()
+	n, err := rdb.Get(steptest.Context(t), "slammesh:{mapping}:capacity").Int64()
 	if errors.Is(err, redis.Nil) {
 		return 0
 	}

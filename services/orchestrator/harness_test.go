@@ -350,7 +350,7 @@ func (st *stack) leftovers(t *testing.T, missionID string) []string {
 // capacityUsed is the mapping budget in use across all missions.
 func (st *stack) capacityUsed(t *testing.T) int64 {
 	t.Helper()
-	n, err := st.rdb.Get(ctxT(t), "slammesh:mapping:capacity").Int64()
+	n, err := st.rdb.Get(ctxT(t), "slammesh:{mapping}:capacity").Int64()
 	if errors.Is(err, redis.Nil) {
 		return 0
 	}

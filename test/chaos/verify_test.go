@@ -24,7 +24,7 @@ import (
 // Redis keys of the mapping and localization services (docs/architecture.md,
 // "Redis keys"); the services keep them unexported, so the contract is
 // spelled here once more.
-const capacityKey = "slammesh:mapping:capacity"
+const capacityKey = "slammesh:{mapping}:capacity"
 
 func localizationKey(mission string) string { return "slammesh:{" + mission + "}:localization" }
 

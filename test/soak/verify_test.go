@@ -76,7 +76,7 @@ const missionKeyPattern = "slammesh:{soak-*"
 // the soak depends on the documented layout only: the count of map cells
 // held, and the index of unfinished sagas.
 const (
-	capacityKey = "slammesh:mapping:capacity"
+	capacityKey = "slammesh:{mapping}:capacity"
 	activeKey   = "slammesh:sagas:active"
 )
 
