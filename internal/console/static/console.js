@@ -115,11 +115,17 @@ function liveMission(live) {
   // live section is refreshed again until it shows that state (bounded).
   var terminal = { "mission.completed": "COMPLETED", "mission.compensated": "COMPENSATED", "mission.failed": "FAILED" };
   var want = null, tries = 0;
+  // Refreshes can overlap on a slow server: a reply older than the last
+  // one applied is dropped, so a stale state never overwrites a newer one.
+  var sent = 0, applied = 0;
   function refresh() {
     pending = null;
+    var mine = ++sent;
     fetch("/missions/" + encodeURIComponent(id) + "?part=live", { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
+        if (mine < applied) return;
+        applied = mine;
         if (html !== null) live.innerHTML = html;
         var st = document.getElementById("mission-state");
         if (want && st && st.textContent !== want && tries++ < 20 && !pending) pending = setTimeout(refresh, 500);
