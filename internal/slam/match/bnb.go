@@ -63,34 +63,40 @@ type precompStack struct {
 	levels [maxDepth + 1]precompGrid
 }
 
+// precompGrid is one level of the stack, stored with a one-cell ring of
+// zeros around it: a read clamps its coordinates into the ring instead of
+// branching on them (whatever lies outside the field scores 0), which keeps
+// the inner loop of the search free of unpredictable branches.
 type precompGrid struct {
-	off  int // 2^h − 1: cell (−off, −off) is stored at index 0
+	off  int // 2^h − 1 + 1: cell (−off, −off) is stored at index 0
 	w, h int
 	v    []float32
 }
 
 func (g *precompGrid) at(x, y int) float32 {
-	x += g.off
-	y += g.off
-	if x < 0 || y < 0 || x >= g.w || y >= g.h {
-		return 0
-	}
+	x = min(max(x+g.off, 0), g.w-1)
+	y = min(max(y+g.off, 0), g.h-1)
 	return g.v[y*g.w+x]
 }
 
 func newPrecompStack(coarse []float32, cw, ch int) *precompStack {
 	s := &precompStack{}
-	s.levels[0] = precompGrid{w: cw, h: ch, v: coarse}
+	base := precompGrid{off: 1, w: cw + 2, h: ch + 2}
+	base.v = make([]float32, base.w*base.h)
+	for y := range ch {
+		copy(base.v[(y+1)*base.w+1:], coarse[y*cw:(y+1)*cw])
+	}
+	s.levels[0] = base
 	for lv := 1; lv <= maxDepth; lv++ {
 		prev := &s.levels[lv-1]
 		half := 1 << (lv - 1)
-		off := 1<<lv - 1
-		g := precompGrid{off: off, w: cw + off, h: ch + off}
+		span := 1<<lv - 1
+		g := precompGrid{off: span + 1, w: cw + span + 2, h: ch + span + 2}
 		g.v = make([]float32, g.w*g.h)
-		for y := -off; y < ch; y++ {
-			row := g.v[(y+off)*g.w:]
-			for x := -off; x < cw; x++ {
-				row[x+off] = max(prev.at(x, y), prev.at(x+half, y), prev.at(x, y+half), prev.at(x+half, y+half))
+		for y := -span; y < ch; y++ {
+			row := g.v[(y+g.off)*g.w:]
+			for x := -span; x < cw; x++ {
+				row[x+g.off] = max(prev.at(x, y), prev.at(x+half, y), prev.at(x, y+half), prev.at(x+half, y+half))
 			}
 		}
 		s.levels[lv] = g
@@ -121,6 +127,7 @@ type bnbSearch struct {
 	invN    float32
 	ratio   float32 // peakRatio or globalPeakRatio
 	best    float32
+	kth     float32
 	peaks   []peak
 	visited int
 }
@@ -184,15 +191,40 @@ func branchAndBound(ctx context.Context, f *bnbField, pts []point, sp searchSpac
 func (b *bnbSearch) score(level int, n bnbNode) float32 {
 	g := &b.stack.levels[level]
 	d := b.scans[n.k]
+	v, w, h := g.v, g.w, g.h
+	ox, oy := n.x+g.off, n.y+g.off
 	var sum float32
-	for i := 0; i < len(d); i += 2 {
-		sum += g.at(int(d[i])+n.x, int(d[i+1])+n.y)
+	for i := 0; i+1 < len(d); i += 2 {
+		x := min(max(int(d[i])+ox, 0), w-1)
+		y := min(max(int(d[i+1])+oy, 0), h-1)
+		sum += v[y*w+x]
 	}
 	return sum * b.invN
 }
 
+// score4 scores the four children of node n (offsets (0, 0), (0, half),
+// (half, 0), (half, half)) on level in one pass over the points: the
+// clamped coordinates of a point are shared by its four reads.
+func (b *bnbSearch) score4(level int, n bnbNode, half int, out *[4]float32) {
+	g := &b.stack.levels[level]
+	d := b.scans[n.k]
+	v, w, h := g.v, g.w, g.h
+	ox, oy := n.x+g.off, n.y+g.off
+	var s0, s1, s2, s3 float32
+	for i := 0; i+1 < len(d); i += 2 {
+		x, y := int(d[i])+ox, int(d[i+1])+oy
+		xa, xb := min(max(x, 0), w-1), min(max(x+half, 0), w-1)
+		ya, yb := min(max(y, 0), h-1)*w, min(max(y+half, 0), h-1)*w
+		s0 += v[ya+xa]
+		s1 += v[yb+xa]
+		s2 += v[ya+xb]
+		s3 += v[yb+xb]
+	}
+	*out = [4]float32{s0 * b.invN, s1 * b.invN, s2 * b.invN, s3 * b.invN}
+}
+
 func (b *bnbSearch) threshold() float32 {
-	return max(minCoarseScore, b.ratio*b.best)
+	return max(minCoarseScore, b.ratio*b.best, b.kth)
 }
 
 func (b *bnbSearch) descend(ctx context.Context, level int, cands []bnbNode) error {
@@ -212,19 +244,14 @@ func (b *bnbSearch) descend(ctx context.Context, level int, cands []bnbNode) err
 			}
 		}
 		half := 1 << (level - 1)
+		var four [4]float32
+		b.score4(level-1, n, half, &four)
 		children := make([]bnbNode, 0, 4)
-		for _, dx := range [2]int{0, half} {
-			if n.x+dx > b.sp.x1 {
-				break
+		for i, d := range [4][2]int{{0, 0}, {0, half}, {half, 0}, {half, half}} {
+			if n.x+d[0] > b.sp.x1 || n.y+d[1] > b.sp.y1 {
+				continue
 			}
-			for _, dy := range [2]int{0, half} {
-				if n.y+dy > b.sp.y1 {
-					break
-				}
-				c := bnbNode{k: n.k, x: n.x + dx, y: n.y + dy}
-				c.score = b.score(level-1, c)
-				children = append(children, c)
-			}
+			children = append(children, bnbNode{k: n.k, x: n.x + d[0], y: n.y + d[1], score: four[i]})
 		}
 		if err := b.descend(ctx, level-1, children); err != nil {
 			return err
@@ -250,11 +277,13 @@ func (b *bnbSearch) leaf(n bnbNode) {
 		if !distinct(b.peaks[i].pose, p.pose) {
 			if p.score > b.peaks[i].score {
 				b.peaks[i] = p
+				b.updateKth()
 			}
 			return
 		}
 	}
 	b.peaks = append(b.peaks, p)
+	b.updateKth()
 	if len(b.peaks) > 4*maxPeaks {
 		// Drop the peaks the threshold has overtaken, then the lowest.
 		th := float64(b.threshold())
@@ -264,4 +293,24 @@ func (b *bnbSearch) leaf(n bnbNode) {
 			b.peaks = b.peaks[:maxPeaks]
 		}
 	}
+}
+
+func (b *bnbSearch) updateKth() {
+	if len(b.peaks) < candidates {
+		return
+	}
+	var top [candidates]float32
+	for _, q := range b.peaks {
+		s := float32(q.score)
+		if s <= top[candidates-1] {
+			continue
+		}
+		i := candidates - 1
+		for i > 0 && top[i-1] < s {
+			top[i] = top[i-1]
+			i--
+		}
+		top[i] = s
+	}
+	b.kth = top[candidates-1]
 }
