@@ -168,6 +168,9 @@ func officePlan(r *rand.Rand, w, h float64, sealed bool) *plan {
 		}
 		for i := range roomX0 {
 			ar := area{x0: roomX0[i], y0: b.y0, x1: roomX1[i], y1: b.y1}
+			if i != sealedRoom && b.y1-b.y0 > maxRoomDepth {
+				ar = p.splitDeepRoom(r, ar)
+			}
 			if i == sealedRoom {
 				// Line the vault so its inner faces sit far from any face
 				// visible from outside.
@@ -198,6 +201,43 @@ func officePlan(r *rand.Rand, w, h float64, sealed bool) *plan {
 		}
 	}
 	return p
+}
+
+// Depth of the rooms of a deep band (metres): a band deeper than
+// maxRoomDepth (the buildings of 30 m and more) is cut across into rooms
+// roomDepthMin..roomDepthMax deep. A room as deep as the band — 25 to 56 m
+// at 80×60 and 150×100 m, 3.5–6.5 m wide — shows an agent inside it two
+// long parallel walls and nothing that fixes its position along them: in
+// TestLargeOfficeWorlds every refused agent stood in such a room and
+// slid along it (ambiguity 0.86–1.00, best pose up to 1.6 m off). Offices
+// are not built like that; default worlds (bands ≤ 7.2 m) are unchanged.
+const (
+	maxRoomDepth = 9.0
+	roomDepthMin = 4.0
+	roomDepthMax = 7.0
+)
+
+// splitDeepRoom cuts the room column ar across (walls along x) into rooms
+// of office depth, each cross wall with a door at a random place, adds
+// every room but the last to the plan's areas, and returns the last one
+// (the caller adds it as it would the uncut column).
+func (p *plan) splitDeepRoom(r *rand.Rand, ar area) area {
+	y := ar.y0
+	for {
+		d := uniform(r, roomDepthMin, roomDepthMax)
+		if y+d+innerWall+roomDepthMin > ar.y1 {
+			break
+		}
+		c := y + d
+		width := uniform(r, 0.9, 1.3)
+		o0 := uniform(r, ar.x0+0.35, ar.x1-0.35-width)
+		p.wallWithGaps(true, c, c+innerWall, ar.x0, ar.x1, [][2]float64{{o0, o0 + width}})
+		p.gaps = append(p.gaps, gap{x0: o0, y0: c, x1: o0 + width, y1: c + innerWall, door: true})
+		p.areas = append(p.areas, area{x0: ar.x0, y0: y, x1: ar.x1, y1: c})
+		y = c + innerWall
+	}
+	ar.y0 = y
+	return ar
 }
 
 // nearGap reports whether a point is within d of an opening, so furniture
