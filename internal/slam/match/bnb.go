@@ -120,16 +120,18 @@ type bnbNode struct {
 
 // bnbSearch holds one search's state.
 type bnbSearch struct {
-	f       *bnbField
-	stack   *precompStack
-	sp      searchSpace
-	scans   [][]int32 // per rotation: discretized points (x, y, x, y, ...) at offset 0
-	invN    float32
-	ratio   float32 // peakRatio or globalPeakRatio
-	best    float32
-	kth     float32
-	peaks   []peak
-	visited int
+	f     *bnbField
+	stack *precompStack
+	sp    searchSpace
+	scans [][]int32 // per rotation: discretized points (x, y, x, y, ...) at offset 0
+	invN  float32
+	ratio float32 // peakRatio or globalPeakRatio
+	best  float32
+	kth   float32
+	peaks []peak
+	// children holds, per level, the children being searched there.
+	children [maxDepth][4]bnbNode
+	visited  int
 }
 
 // thinPoints returns at most n of pts, evenly spread over the slice (the
@@ -246,7 +248,9 @@ func (b *bnbSearch) descend(ctx context.Context, level int, cands []bnbNode) err
 		half := 1 << (level - 1)
 		var four [4]float32
 		b.score4(level-1, n, half, &four)
-		children := make([]bnbNode, 0, 4)
+		// The children of a node are searched before its next sibling
+		// makes its own, so one buffer per level serves the whole search.
+		children := b.children[level-1][:0]
 		for i, d := range [4][2]int{{0, 0}, {0, half}, {half, 0}, {half, half}} {
 			if n.x+d[0] > b.sp.x1 || n.y+d[1] > b.sp.y1 {
 				continue
