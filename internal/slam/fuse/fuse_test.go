@@ -144,3 +144,59 @@ func BenchmarkFuse4(b *testing.B) {
 		}
 	}
 }
+
+// TestChangedShareRegionSlides checks the per-region test on a made-up
+// pair of grids: walls every 8 cells on confident floor, and an input that
+// adds 40 occupied cells on that floor. As one 8×5 block across the corner
+// of four 1 m tiles (no tile holds 10 % disagreement) the block is a
+// contradiction: the region centred on each of its cells is; the same 40
+// cells scattered 1.5 m apart are noise and count nothing.
+func TestChangedShareRegionSlides(t *testing.T) {
+	t.Parallel()
+	meta := grid.Meta{Resolution: 0.05, Width: 120, Height: 120}
+	base, err := grid.New(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cells := base.LogOdds()
+	for y := range meta.Height {
+		for x := range meta.Width {
+			cells[y*meta.Width+x] = -3
+			if y%8 == 0 {
+				cells[y*meta.Width+x] = 3
+			}
+		}
+	}
+	occupy := func(pts [][2]int) *grid.Grid {
+		in := base.Clone()
+		for _, p := range pts {
+			in.LogOdds()[p[1]*meta.Width+p[0]] = 3
+		}
+		return in
+	}
+	var block, scattered [][2]int
+	for y := 18; y <= 22; y++ { // rows 17..23 lie between the walls at 16 and 24
+		for x := 16; x <= 23; x++ { // tiles meet at x = 20, y = 20
+			block = append(block, [2]int{x, y})
+		}
+	}
+	for i := range 40 {
+		scattered = append(scattered, [2]int{4 + 30*(i%4), 4 + 8*(i/4)}) // rows y%8 == 4
+	}
+	for _, tc := range []struct {
+		name           string
+		pts            [][2]int
+		cells, regions int
+	}{
+		{"block across four tiles", block, 40, 4},
+		{"scattered", scattered, 0, 0},
+	} {
+		ar, err := fuse.Consistency(base, occupy(tc.pts), slam.Pose2D{}, fuse.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ar.Judged || ar.Disagreement != len(tc.pts) || ar.ContradictedCells != tc.cells || ar.ContradictedRegions != tc.regions {
+			t.Errorf("%s: %+v, want %d disagreements, %d contradicted cells in %d tiles", tc.name, ar, len(tc.pts), tc.cells, tc.regions)
+		}
+	}
+}
