@@ -124,6 +124,7 @@ type bnbSearch struct {
 	stack *precompStack
 	sp    searchSpace
 	scans [][]int32 // per rotation: discretized points (x, y, x, y, ...) at offset 0
+	boxes [][4]int  // per rotation: min x, max x, min y, max y of scans
 	invN  float32
 	ratio float32 // peakRatio or globalPeakRatio
 	best  float32
@@ -154,6 +155,7 @@ func branchAndBound(ctx context.Context, f *bnbField, pts []point, sp searchSpac
 	b := &bnbSearch{f: f, stack: st, sp: sp, invN: 1 / float32(len(pts)), ratio: ratio}
 	inv := 1 / f.res
 	b.scans = make([][]int32, len(sp.thetas))
+	b.boxes = make([][4]int, len(sp.thetas))
 	for k, th := range sp.thetas {
 		s, c := math.Sincos(th)
 		d := make([]int32, 0, 2*len(pts))
@@ -170,6 +172,11 @@ func branchAndBound(ctx context.Context, f *bnbField, pts []point, sp searchSpac
 			d = append(d, int32(fx), int32(fy))
 		}
 		b.scans[k] = d
+		box := [4]int{math.MaxInt, math.MinInt, math.MaxInt, math.MinInt}
+		for i := 0; i+1 < len(d); i += 2 {
+			box = [4]int{min(box[0], int(d[i])), max(box[1], int(d[i])), min(box[2], int(d[i+1])), max(box[3], int(d[i+1]))}
+		}
+		b.boxes[k] = box
 	}
 	top := maxDepth
 	step := 1 << top
@@ -213,14 +220,25 @@ func (b *bnbSearch) score4(level int, n bnbNode, half int, out *[4]float32) {
 	v, w, h := g.v, g.w, g.h
 	ox, oy := n.x+g.off, n.y+g.off
 	var s0, s1, s2, s3 float32
-	for i := 0; i+1 < len(d); i += 2 {
-		x, y := int(d[i])+ox, int(d[i+1])+oy
-		xa, xb := min(max(x, 0), w-1), min(max(x+half, 0), w-1)
-		ya, yb := min(max(y, 0), h-1)*w, min(max(y+half, 0), h-1)*w
-		s0 += v[ya+xa]
-		s1 += v[yb+xa]
-		s2 += v[ya+xb]
-		s3 += v[yb+xb]
+	if bb := b.boxes[n.k]; bb[0]+ox >= 0 && bb[1]+ox+half < w && bb[2]+oy >= 0 && bb[3]+oy+half < h {
+		// Every read lies inside the level: no clamping.
+		for i := 0; i+1 < len(d); i += 2 {
+			a := (int(d[i+1])+oy)*w + int(d[i]) + ox
+			s0 += v[a]
+			s1 += v[a+half*w]
+			s2 += v[a+half]
+			s3 += v[a+half*w+half]
+		}
+	} else {
+		for i := 0; i+1 < len(d); i += 2 {
+			x, y := int(d[i])+ox, int(d[i+1])+oy
+			xa, xb := min(max(x, 0), w-1), min(max(x+half, 0), w-1)
+			ya, yb := min(max(y, 0), h-1)*w, min(max(y+half, 0), h-1)*w
+			s0 += v[ya+xa]
+			s1 += v[yb+xa]
+			s2 += v[ya+xb]
+			s3 += v[yb+xb]
+		}
 	}
 	*out = [4]float32{s0 * b.invN, s1 * b.invN, s2 * b.invN, s3 * b.invN}
 }
