@@ -8,7 +8,9 @@ import (
 	"math"
 	"net/http"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
@@ -27,8 +29,9 @@ const mapImageSide = 640
 // merge's contributor layer: free floor pale, walls in full colour), and
 // marks each agent's estimated start pose with a disc and a heading tick.
 // The colours are the poses table's and the legend's (agentColours). A map
-// version without a layer (merged before layers were stored) is drawn in
-// grey levels with the poses only.
+// version without a layer (merged before layers were stored, or too large
+// to fetch in one message with it) is drawn in grey levels with the poses
+// only.
 func (c *Console) serveMap(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if c.deps.Maps == nil {
@@ -44,8 +47,13 @@ func (c *Console) serveMap(w http.ResponseWriter, r *http.Request) {
 	}
 	// The mapping service takes no user tokens: the user's token goes to the
 	// orchestrator only (GetMission above checked the role).
-	resp, err := c.deps.Maps.GetMap(metadata.NewOutgoingContext(ctx, metadata.MD{}),
-		&mappingv1.GetMapRequest{MissionId: id, IncludeContributors: true})
+	mctx := metadata.NewOutgoingContext(ctx, metadata.MD{})
+	resp, err := c.deps.Maps.GetMap(mctx, &mappingv1.GetMapRequest{MissionId: id, IncludeContributors: true})
+	if status.Code(err) == codes.ResourceExhausted {
+		// The layer doubles the reply: a map that fits one message only
+		// without it is still drawn, untinted.
+		resp, err = c.deps.Maps.GetMap(mctx, &mappingv1.GetMapRequest{MissionId: id})
+	}
 	if err != nil {
 		c.renderRPCError(w, r, "map of mission "+id, err)
 		return

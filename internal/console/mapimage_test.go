@@ -36,11 +36,17 @@ const (
 // layers were stored.
 type fakeMaps struct {
 	layer *typesv1.ContributorLayer
+	// tooLarge refuses a reply with the layer, as the server's send limit
+	// refuses a reply over 16 MiB.
+	tooLarge bool
 }
 
 func (f *fakeMaps) GetMap(_ context.Context, in *mappingv1.GetMapRequest, _ ...grpc.CallOption) (*mappingv1.GetMapResponse, error) {
 	if in.GetMissionId() != "m-map" {
 		return nil, status.Errorf(codes.NotFound, "mission %s has no map", in.GetMissionId())
+	}
+	if f.tooLarge && in.GetIncludeContributors() {
+		return nil, status.Error(codes.ResourceExhausted, "reply too large")
 	}
 	cells := make([]byte, mapW*mapH) // 0: free
 	for y := range mapH {
@@ -185,15 +191,18 @@ func TestMapImageTintsEachAgentsCells(t *testing.T) {
 	}
 }
 
-// TestMapImageWithoutLayer: a version without a contributor layer is drawn
-// in grey levels (no cell tinted), and a layer that does not fit the map is
-// 502, never a misdrawn image or a panic.
+// TestMapImageWithoutLayer: a version without a contributor layer, or one
+// too large to fetch with it, is drawn in grey levels (no cell tinted), and
+// a layer that does not fit the map is 502, never a misdrawn image or a
+// panic.
 func TestMapImageWithoutLayer(t *testing.T) {
-	srv := mapConsole(t, &fakeMaps{})
-	img := getImage(t, srv.URL+"/missions/m-map/map.png")
-	for _, c := range [][2]int{{12, 12}, {5, 12}, {25, 12}, {30, 12}} {
-		if p := cellPixel(img, c[0], c[1]); p.R != p.G || p.G != p.B {
-			t.Errorf("cell %v is tinted (%v) without a layer", c, p)
+	for name, maps := range map[string]*fakeMaps{"no layer": {}, "too large with it": {layer: twoAgentLayer(), tooLarge: true}} {
+		srv := mapConsole(t, maps)
+		img := getImage(t, srv.URL+"/missions/m-map/map.png")
+		for _, c := range [][2]int{{12, 12}, {5, 12}, {25, 12}, {30, 12}} {
+			if p := cellPixel(img, c[0], c[1]); p.R != p.G || p.G != p.B {
+				t.Errorf("%s: cell %v is tinted (%v)", name, c, p)
+			}
 		}
 	}
 
