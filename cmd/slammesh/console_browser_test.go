@@ -114,6 +114,19 @@ func TestConsoleInBrowser(t *testing.T) {
 	do(t, bctx, chromedp.Navigate(base+"/missions/m-done"))
 	waitJS(t, bctx, 10*time.Second, `document.querySelectorAll(".poses tbody tr").length === 3`)
 	waitJS(t, bctx, 10*time.Second, `(() => { const m = document.getElementById("map"); return m !== null && m.complete && m.naturalWidth > 0 })()`)
+	// Each agent's legend colour tints a region of the map: pixels on the
+	// way from white to the colour (free floor and walls), far more than
+	// its pose disc alone would paint.
+	tinted := eval[map[string]int](t, bctx, mapTintJS)
+	t.Logf("map pixels tinted per agent: %v", tinted)
+	if len(tinted) != 3 {
+		t.Errorf("map legend agents %v, want 3", tinted)
+	}
+	for agent, n := range tinted {
+		if n < 1000 {
+			t.Errorf("%s's colour tints %d pixels of the map, want a region (≥ 1000)", agent, n)
+		}
+	}
 	screenshot(t, bctx, artifacts, "console-mission.png")
 
 	// Cancel from the running mission's page compensates it.
@@ -179,6 +192,33 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	}
 }
+
+// mapTintJS counts, for each agent of the map legend, the map image's
+// pixels that are not grey and lie on the line from white to the agent's
+// swatch colour (cosine > 0.995): its pale floor and its walls.
+const mapTintJS = `(() => {
+  const img = document.getElementById("map");
+  const c = document.createElement("canvas");
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext("2d");
+  g.drawImage(img, 0, 0);
+  const px = g.getImageData(0, 0, c.width, c.height).data;
+  const agents = Array.from(document.querySelectorAll(".legend li")).filter(li => li.querySelector(".swatch[style]"));
+  const out = {};
+  for (const li of agents) {
+    const rgb = getComputedStyle(li.querySelector(".swatch")).backgroundColor.match(/\d+/g).map(Number);
+    const e = rgb.map(v => v - 255), ne = Math.hypot(...e);
+    let n = 0;
+    for (let i = 0; i < px.length; i += 4) {
+      const p = [px[i], px[i+1], px[i+2]];
+      if (Math.max(...p) - Math.min(...p) < 10) continue;
+      const d = p.map(v => v - 255), nd = Math.hypot(...d);
+      if (nd > 0 && (d[0]*e[0] + d[1]*e[1] + d[2]*e[2]) / (nd * ne) > 0.995) n++;
+    }
+    out[li.textContent.trim()] = n;
+  }
+  return out;
+})()`
 
 var orchAddrRe = regexp.MustCompile(`orchestrator\s+(\S+)`)
 

@@ -20,7 +20,7 @@
 //
 //	GET  /                          missions, newest first (?state=RUNNING filters)
 //	GET  /missions/{id}             one mission (?part=live: its live section only)
-//	GET  /missions/{id}/map.png     the merged map with each agent's pose in its colour
+//	GET  /missions/{id}/map.png     the merged map, each cell tinted by the agent that decided it, poses marked
 //	POST /missions/{id}/cancel      CancelMission, then back to the mission page
 //	POST /missions/{id}/resume      ResumeMission, then back to the mission page
 //	GET  /fleet                     rates, states over the last hour, latency percentiles

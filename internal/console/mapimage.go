@@ -8,7 +8,9 @@ import (
 	"math"
 	"net/http"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
@@ -22,11 +24,14 @@ import (
 // to (by an integer factor, so cells stay square).
 const mapImageSide = 640
 
-// serveMap draws the mission's current merged map (north up) and marks each
-// agent's estimated start pose with a disc and a heading tick in the
-// agent's colour, the same colour as its row in the poses table. The map
-// service keeps only the fused grid, not each agent's layer, so an agent's
-// contribution is shown by where it stood, not by which walls it drew.
+// serveMap draws the mission's current merged map (north up), each known
+// cell tinted in the colour of the agent whose evidence decided it (the
+// merge's contributor layer: free floor pale, walls in full colour), and
+// marks each agent's estimated start pose with a disc and a heading tick.
+// The colours are the poses table's and the legend's (agentColours). A map
+// version without a layer (merged before layers were stored, or too large
+// to fetch in one message with it) is drawn in grey levels with the poses
+// only.
 func (c *Console) serveMap(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if c.deps.Maps == nil {
@@ -42,12 +47,18 @@ func (c *Console) serveMap(w http.ResponseWriter, r *http.Request) {
 	}
 	// The mapping service takes no user tokens: the user's token goes to the
 	// orchestrator only (GetMission above checked the role).
-	resp, err := c.deps.Maps.GetMap(metadata.NewOutgoingContext(ctx, metadata.MD{}), &mappingv1.GetMapRequest{MissionId: id})
+	mctx := metadata.NewOutgoingContext(ctx, metadata.MD{})
+	resp, err := c.deps.Maps.GetMap(mctx, &mappingv1.GetMapRequest{MissionId: id, IncludeContributors: true})
+	if status.Code(err) == codes.ResourceExhausted {
+		// The layer doubles the reply: a map that fits one message only
+		// without it is still drawn, untinted.
+		resp, err = c.deps.Maps.GetMap(mctx, &mappingv1.GetMapRequest{MissionId: id})
+	}
 	if err != nil {
 		c.renderRPCError(w, r, "map of mission "+id, err)
 		return
 	}
-	png, err := drawMap(resp.GetGrid(), mresp.GetMission().GetPoses())
+	png, err := drawMap(resp.GetGrid(), resp.GetContributors(), mresp.GetMission().GetPoses())
 	if err != nil {
 		c.renderError(w, r, http.StatusBadGateway, "Bad map", err.Error())
 		return
@@ -57,17 +68,47 @@ func (c *Console) serveMap(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(png)
 }
 
-// drawMap renders og scaled up and marks poses on it.
-func drawMap(og *typesv1.OccupancyGrid, poses []*typesv1.AgentPose) ([]byte, error) {
+// agentColours gives each agent of poses its palette colour by its index
+// among the poses, the order the poses table lists them in; an agent of
+// layer that has no pose (none in practice: the merge fuses the localized
+// agents) gets the next colour after them.
+func agentColours(poses []*typesv1.AgentPose, layer *typesv1.ContributorLayer) map[string]color.NRGBA {
+	out := make(map[string]color.NRGBA, len(poses))
+	next := 0
+	add := func(id string) {
+		if _, ok := out[id]; !ok {
+			out[id] = render.Palette[next%len(render.Palette)]
+			next++
+		}
+	}
+	for _, p := range poses {
+		add(p.GetAgentId())
+	}
+	for _, id := range layer.GetAgentIds() {
+		add(id)
+	}
+	return out
+}
+
+// drawMap renders og scaled up, tints its cells by layer (nil: no tint)
+// and marks poses on it.
+func drawMap(og *typesv1.OccupancyGrid, layer *typesv1.ContributorLayer, poses []*typesv1.AgentPose) ([]byte, error) {
 	g, err := slamproto.GridFromProto(og)
 	if err != nil {
 		return nil, fmt.Errorf("map: %w", err)
 	}
 	m := g.Meta()
+	img := render.Image(g)
+	colours := agentColours(poses, layer)
+	if layer != nil {
+		if err := tint(img, m, layer, colours); err != nil {
+			return nil, err
+		}
+	}
 	k := max(1, mapImageSide/max(m.Width, m.Height))
-	img := render.Scale(render.Image(g), k)
-	for i, p := range poses {
-		markPose(img, m, k, p.GetMapFromAgent(), render.Palette[i%len(render.Palette)])
+	img = render.Scale(img, k)
+	for _, p := range poses {
+		markPose(img, m, k, p.GetMapFromAgent(), colours[p.GetAgentId()])
 	}
 	var buf bytes.Buffer
 	if err := render.Encode(&buf, img); err != nil {
@@ -76,8 +117,39 @@ func drawMap(og *typesv1.OccupancyGrid, poses []*typesv1.AgentPose) ([]byte, err
 	return buf.Bytes(), nil
 }
 
-// markPose draws a disc at pose p (map frame, metres) with a tick along its
-// heading. The image is north up: row 0 is the grid's last row.
+// tint blends every attributed cell of img (one pixel per cell, north up,
+// as render.Image draws it) with its agent's colour: shade·(1-a) + colour·a
+// with a from 0.35 for free white to 1 for occupied black, so free floor is
+// a pale wash and walls are the agent's colour. A layer whose size or
+// indexes do not fit the map is an error: drawing it would misplace cells.
+func tint(img *image.NRGBA, m grid.Meta, layer *typesv1.ContributorLayer, colours map[string]color.NRGBA) error {
+	cells, ids := layer.GetCells(), layer.GetAgentIds()
+	if len(cells) != m.Width*m.Height {
+		return fmt.Errorf("map: contributor layer has %d cells, the grid %d", len(cells), m.Width*m.Height)
+	}
+	for y := range m.Height {
+		row := (m.Height - 1 - y) * img.Stride
+		for x, c := range cells[y*m.Width : (y+1)*m.Width] {
+			if c == 0 {
+				continue
+			}
+			if int(c) > len(ids) {
+				return fmt.Errorf("map: contributor layer names agent #%d of %d", c, len(ids))
+			}
+			col := colours[ids[c-1]]
+			px := img.Pix[row+4*x : row+4*x+4]
+			shade := int(px[0]) // render.Image draws known cells grey: R = G = B
+			a := 350 + 650*(255-shade)/255
+			px[0] = uint8((shade*(1000-a) + int(col.R)*a) / 1000)
+			px[1] = uint8((shade*(1000-a) + int(col.G)*a) / 1000)
+			px[2] = uint8((shade*(1000-a) + int(col.B)*a) / 1000)
+		}
+	}
+	return nil
+}
+
+// markPose draws a disc at pose p (map frame, metres), rimmed in black,
+// with a tick along its heading. The image is north up: row 0 is the grid's last row.
 func markPose(img *image.NRGBA, m grid.Meta, k int, p *typesv1.Pose2D, col color.NRGBA) {
 	cx, cy, ok := m.CellOf(p.GetX(), p.GetY())
 	if !ok {
@@ -87,21 +159,26 @@ func markPose(img *image.NRGBA, m grid.Meta, k int, p *typesv1.Pose2D, col color
 	py := float64((m.Height-1-cy)*k + k/2)
 	radius := float64(max(4, 2*k))
 	b := img.Bounds()
-	set := func(x, y float64) {
+	set := func(x, y float64, c color.NRGBA) {
 		ix, iy := int(math.Round(x)), int(math.Round(y))
 		if image.Pt(ix, iy).In(b) {
-			img.SetNRGBA(ix, iy, col)
+			img.SetNRGBA(ix, iy, c)
 		}
 	}
-	for dy := -radius; dy <= radius; dy++ {
-		for dx := -radius; dx <= radius; dx++ {
-			if dx*dx+dy*dy <= radius*radius {
-				set(px+dx, py+dy)
+	disc := func(r float64, c color.NRGBA) {
+		for dy := -r; dy <= r; dy++ {
+			for dx := -r; dx <= r; dx++ {
+				if dx*dx+dy*dy <= r*r {
+					set(px+dx, py+dy, c)
+				}
 			}
 		}
 	}
+	// A dark rim keeps the disc visible on walls tinted its own colour.
+	disc(radius+2, color.NRGBA{A: 255})
+	disc(radius, col)
 	// The heading tick: image y grows downwards, map y upwards.
 	for s := 0.0; s <= 3*radius; s++ {
-		set(px+s*math.Cos(p.GetTheta()), py-s*math.Sin(p.GetTheta()))
+		set(px+s*math.Cos(p.GetTheta()), py-s*math.Sin(p.GetTheta()), col)
 	}
 }

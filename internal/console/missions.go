@@ -11,7 +11,6 @@ import (
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/progress"
-	"github.com/slammesh/slammesh/internal/slam/render"
 )
 
 // states lists the mission states a list may be filtered by, in saga order.
@@ -204,8 +203,9 @@ func (c *Console) serveMission(w http.ResponseWriter, r *http.Request) {
 	for _, e := range events {
 		page.Events = append(page.Events, viewOf(e))
 	}
-	for i, p := range m.GetPoses() {
-		col := render.Palette[i%len(render.Palette)]
+	colours := agentColours(m.GetPoses(), nil)
+	for _, p := range m.GetPoses() {
+		col := colours[p.GetAgentId()]
 		page.Poses = append(page.Poses, poseView{
 			Agent:      p.GetAgentId(),
 			Colour:     template.CSS(fmt.Sprintf("#%02x%02x%02x", col.R, col.G, col.B)),

@@ -6,6 +6,9 @@
 //	                          cells    cell count (every version's)
 //	                          current  the current version
 //	                          v<N>     int8 cells of version N
+//	                          agents:v<N>  ContributorLayer proto bytes of
+//	                                   version N: which agent decided each cell
+//	                                   (written by the merge that wrote v<N>)
 //
 // The mapping service creates the map with version 1 and deletes it, the
 // merge service adds and removes versions, and localization reads its
@@ -87,10 +90,10 @@ func AddVersion(ctx context.Context, p redis.Pipeliner, missionID string, v uint
 	p.HSet(ctx, Key(missionID), versionField(v), cells, fieldCurrent, v)
 }
 
-// DeleteVersion queues the deletion of version v of the mission's map; it
-// leaves current alone (see SetCurrent).
+// DeleteVersion queues the deletion of version v of the mission's map and
+// of its contributor layer; it leaves current alone (see SetCurrent).
 func DeleteVersion(ctx context.Context, p redis.Pipeliner, missionID string, v uint32) {
-	p.HDel(ctx, Key(missionID), versionField(v))
+	p.HDel(ctx, Key(missionID), versionField(v), contributorsField(v))
 }
 
 // SetCurrent queues the write that makes v the current version of the

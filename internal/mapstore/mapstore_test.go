@@ -102,9 +102,23 @@ func TestLayout(t *testing.T) {
 	}
 
 	v2 := someCells(meta)
-	write(t, rdb, func(ctx context.Context, p redis.Pipeliner) { mapstore.AddVersion(ctx, p, m, 2, v2) })
-	if h := hash(); h["current"] != "2" || h["v2"] != string(v2) || h["v1"] != created["v1"] {
-		t.Errorf("after AddVersion: current %q, v2 %d bytes", h["current"], len(h["v2"]))
+	layer, err := mapstore.EncodeContributors([]string{"agent-0"}, bytes.Repeat([]byte{1}, 50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, rdb, func(ctx context.Context, p redis.Pipeliner) {
+		mapstore.AddVersion(ctx, p, m, 2, v2)
+		mapstore.AddContributors(ctx, p, m, 2, layer)
+	})
+	if h := hash(); h["current"] != "2" || h["v2"] != string(v2) || h["v1"] != created["v1"] || h["agents:v2"] != string(layer) {
+		t.Errorf("after AddVersion and AddContributors: current %q, v2 %d bytes, agents:v2 %d bytes", h["current"], len(h["v2"]), len(h["agents:v2"]))
+	}
+	got, err := mapstore.LoadContributors(ctx, rdb, m, 2)
+	if err != nil || !slices.Equal(got.GetAgentIds(), []string{"agent-0"}) || !bytes.Equal(got.GetCells(), bytes.Repeat([]byte{1}, 50)) {
+		t.Errorf("LoadContributors v2 = %v, %v", got, err)
+	}
+	if got, err := mapstore.LoadContributors(ctx, rdb, m, 1); got != nil || err != nil {
+		t.Errorf("LoadContributors v1 = %v, %v; want none", got, err)
 	}
 	write(t, rdb, func(ctx context.Context, p redis.Pipeliner) {
 		mapstore.DeleteVersion(ctx, p, m, 2)

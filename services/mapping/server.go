@@ -274,6 +274,13 @@ func (s *Server) GetMap(ctx context.Context, req *mappingv1.GetMapRequest) (*map
 		Grid:           &typesv1.OccupancyGrid{Meta: m.Meta, Data: m.Cells},
 		CurrentVersion: m.Current,
 	}
+	if req.GetIncludeContributors() {
+		// A second read: the version is known now, and a layer deleted in
+		// between (a revert) is reported as none, which is what it is.
+		if resp.Contributors, err = mapstore.LoadContributors(ctx, s.rdb, req.GetMissionId(), m.Version); err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
+	}
 	if req.GetIncludePng() {
 		g, err := m.Grid()
 		if err != nil {

@@ -1,9 +1,11 @@
 // Package merge is the map merge service, step 3 of the mission saga
 // (merge_maps): it warps each agent's submap by its localized pose into the
 // mission map, fuses log-odds, refuses a merge whose inputs contradict each
-// other (the consistency gate), and stores the result as a new map version.
-// RevertMerge, the step's compensation, deletes that version and makes the
-// previous one current again.
+// other (the consistency gate), and stores the result as a new map version
+// with its contributor layer: for each cell, the agent whose evidence decided
+// it (fuse.Contributors), which the console draws in the agent's colour.
+// RevertMerge, the step's compensation, deletes that version and its layer
+// and makes the previous one current again.
 //
 // Fusion runs outside any Redis transaction, on the current version read
 // beforehand; the new version is committed with the barrier mark under WATCH
@@ -135,8 +137,8 @@ func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (
 }
 
 // mergeOnto fuses the inputs into base and commits the result as the next
-// version, with the barrier mark, provided the map is still at base's
-// version (errMapChanged otherwise).
+// version, with its contributor layer and the barrier mark, provided the
+// map is still at base's version (errMapChanged otherwise).
 func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, base *baseMap, in []fuse.Input, ids []string) (*mergev1.MergeMapsResponse, error) {
 	merged, consistency, err := s.fuse(ctx, base.grid, in, ids)
 	if err != nil {
@@ -149,6 +151,14 @@ func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, bas
 		return nil, err
 	}
 	cells := slamproto.Int8Bytes(merged.ToInt8())
+	layer, err := fuse.Contributors(merged, in)
+	if err != nil {
+		return nil, &fuseError{err: err, ids: ids}
+	}
+	contributors, err := mapstore.EncodeContributors(ids, layer)
+	if err != nil {
+		return nil, err
+	}
 	stored, outcome, err := s.barrier.Action(ctx, id, func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
 		if err := tx.Watch(ctx, mapstore.Key(id.Key)); err != nil {
 			return nil, err
@@ -162,7 +172,10 @@ func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, bas
 		case current != base.version:
 			return nil, errMapChanged
 		}
-		tx.Write(func(p redis.Pipeliner) { mapstore.AddVersion(ctx, p, id.Key, resp.GetVersion(), cells) })
+		tx.Write(func(p redis.Pipeliner) {
+			mapstore.AddVersion(ctx, p, id.Key, resp.GetVersion(), cells)
+			mapstore.AddContributors(ctx, p, id.Key, resp.GetVersion(), contributors)
+		})
 		return out, nil
 	})
 	if err != nil {

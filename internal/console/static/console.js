@@ -132,6 +132,16 @@ function liveMission(live) {
       })
       .catch(function () {});
   }
+  // The page itself can hold that race: its record read before the last
+  // write and its feed, read after, ending with the terminal event, which
+  // the event source (starting after it) will not send again.
+  var last = feed.lastElementChild;
+  var lastType = last ? last.className.replace(/^t-/, "").replace("-", ".") : "";
+  var shown = document.getElementById("mission-state");
+  if (terminal[lastType] && shown && shown.textContent !== terminal[lastType]) {
+    want = terminal[lastType];
+    pending = setTimeout(refresh, 250);
+  }
   var es = new EventSource("/events/missions/" + encodeURIComponent(id) + "?after=" + encodeURIComponent(live.dataset.after));
   es.addEventListener("ev", function (msg) {
     var e = JSON.parse(msg.data);

@@ -262,9 +262,11 @@ type GetMapRequest struct {
 	// allocated grid; each merge adds one.
 	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// Also render the grid as PNG.
-	IncludePng    bool `protobuf:"varint,3,opt,name=include_png,json=includePng,proto3" json:"include_png,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IncludePng bool `protobuf:"varint,3,opt,name=include_png,json=includePng,proto3" json:"include_png,omitempty"`
+	// Also return which agent decided each cell (contributors).
+	IncludeContributors bool `protobuf:"varint,4,opt,name=include_contributors,json=includeContributors,proto3" json:"include_contributors,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *GetMapRequest) Reset() {
@@ -318,6 +320,13 @@ func (x *GetMapRequest) GetIncludePng() bool {
 	return false
 }
 
+func (x *GetMapRequest) GetIncludeContributors() bool {
+	if x != nil {
+		return x.IncludeContributors
+	}
+	return false
+}
+
 // GetMapResponse holds a map version.
 type GetMapResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -331,8 +340,12 @@ type GetMapResponse struct {
 	Png []byte `protobuf:"bytes,4,opt,name=png,proto3" json:"png,omitempty"`
 	// The current version of the map.
 	CurrentVersion uint32 `protobuf:"varint,5,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Which agent decided each cell, when asked for (include_contributors)
+	// and the version has a layer: unset for version 1 (the empty grid) and
+	// for versions merged before layers were stored.
+	Contributors  *v1.ContributorLayer `protobuf:"bytes,6,opt,name=contributors,proto3" json:"contributors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetMapResponse) Reset() {
@@ -398,6 +411,13 @@ func (x *GetMapResponse) GetCurrentVersion() uint32 {
 		return x.CurrentVersion
 	}
 	return 0
+}
+
+func (x *GetMapResponse) GetContributors() *v1.ContributorLayer {
+	if x != nil {
+		return x.Contributors
+	}
+	return nil
 }
 
 // StreamMapRequest selects a map version, as GetMapRequest does.
@@ -604,19 +624,21 @@ const file_slammesh_mapping_v1_mapping_proto_rawDesc = "" +
 	"\x04saga\x18\x01 \x01(\v2\x1e.slammesh.types.v1.SagaContextR\x04saga\"F\n" +
 	"\x12ReleaseMapResponse\x12\x1a\n" +
 	"\breleased\x18\x01 \x01(\bR\breleased\x12\x14\n" +
-	"\x05cells\x18\x02 \x01(\x04R\x05cells\"i\n" +
+	"\x05cells\x18\x02 \x01(\x04R\x05cells\"\x9c\x01\n" +
 	"\rGetMapRequest\x12\x1d\n" +
 	"\n" +
 	"mission_id\x18\x01 \x01(\tR\tmissionId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1f\n" +
 	"\vinclude_png\x18\x03 \x01(\bR\n" +
-	"includePng\"\xb2\x01\n" +
+	"includePng\x121\n" +
+	"\x14include_contributors\x18\x04 \x01(\bR\x13includeContributors\"\xfb\x01\n" +
 	"\x0eGetMapResponse\x12\x15\n" +
 	"\x06map_id\x18\x01 \x01(\tR\x05mapId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x124\n" +
 	"\x04grid\x18\x03 \x01(\v2 .slammesh.types.v1.OccupancyGridR\x04grid\x12\x10\n" +
 	"\x03png\x18\x04 \x01(\fR\x03png\x12'\n" +
-	"\x0fcurrent_version\x18\x05 \x01(\rR\x0ecurrentVersion\"\x8d\x01\n" +
+	"\x0fcurrent_version\x18\x05 \x01(\rR\x0ecurrentVersion\x12G\n" +
+	"\fcontributors\x18\x06 \x01(\v2#.slammesh.types.v1.ContributorLayerR\fcontributors\"\x8d\x01\n" +
 	"\x10StreamMapRequest\x12\x1d\n" +
 	"\n" +
 	"mission_id\x18\x01 \x01(\tR\tmissionId\x12\x18\n" +
@@ -669,6 +691,7 @@ var file_slammesh_mapping_v1_mapping_proto_goTypes = []any{
 	(*v1.MapSpec)(nil),          // 9: slammesh.types.v1.MapSpec
 	(*v1.GridMeta)(nil),         // 10: slammesh.types.v1.GridMeta
 	(*v1.OccupancyGrid)(nil),    // 11: slammesh.types.v1.OccupancyGrid
+	(*v1.ContributorLayer)(nil), // 12: slammesh.types.v1.ContributorLayer
 }
 var file_slammesh_mapping_v1_mapping_proto_depIdxs = []int32{
 	8,  // 0: slammesh.mapping.v1.AllocateMapRequest.saga:type_name -> slammesh.types.v1.SagaContext
@@ -676,20 +699,21 @@ var file_slammesh_mapping_v1_mapping_proto_depIdxs = []int32{
 	10, // 2: slammesh.mapping.v1.AllocateMapResponse.meta:type_name -> slammesh.types.v1.GridMeta
 	8,  // 3: slammesh.mapping.v1.ReleaseMapRequest.saga:type_name -> slammesh.types.v1.SagaContext
 	11, // 4: slammesh.mapping.v1.GetMapResponse.grid:type_name -> slammesh.types.v1.OccupancyGrid
-	10, // 5: slammesh.mapping.v1.StreamMapResponse.meta:type_name -> slammesh.types.v1.GridMeta
-	0,  // 6: slammesh.mapping.v1.MappingService.AllocateMap:input_type -> slammesh.mapping.v1.AllocateMapRequest
-	2,  // 7: slammesh.mapping.v1.MappingService.ReleaseMap:input_type -> slammesh.mapping.v1.ReleaseMapRequest
-	4,  // 8: slammesh.mapping.v1.MappingService.GetMap:input_type -> slammesh.mapping.v1.GetMapRequest
-	6,  // 9: slammesh.mapping.v1.MappingService.StreamMap:input_type -> slammesh.mapping.v1.StreamMapRequest
-	1,  // 10: slammesh.mapping.v1.MappingService.AllocateMap:output_type -> slammesh.mapping.v1.AllocateMapResponse
-	3,  // 11: slammesh.mapping.v1.MappingService.ReleaseMap:output_type -> slammesh.mapping.v1.ReleaseMapResponse
-	5,  // 12: slammesh.mapping.v1.MappingService.GetMap:output_type -> slammesh.mapping.v1.GetMapResponse
-	7,  // 13: slammesh.mapping.v1.MappingService.StreamMap:output_type -> slammesh.mapping.v1.StreamMapResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	12, // 5: slammesh.mapping.v1.GetMapResponse.contributors:type_name -> slammesh.types.v1.ContributorLayer
+	10, // 6: slammesh.mapping.v1.StreamMapResponse.meta:type_name -> slammesh.types.v1.GridMeta
+	0,  // 7: slammesh.mapping.v1.MappingService.AllocateMap:input_type -> slammesh.mapping.v1.AllocateMapRequest
+	2,  // 8: slammesh.mapping.v1.MappingService.ReleaseMap:input_type -> slammesh.mapping.v1.ReleaseMapRequest
+	4,  // 9: slammesh.mapping.v1.MappingService.GetMap:input_type -> slammesh.mapping.v1.GetMapRequest
+	6,  // 10: slammesh.mapping.v1.MappingService.StreamMap:input_type -> slammesh.mapping.v1.StreamMapRequest
+	1,  // 11: slammesh.mapping.v1.MappingService.AllocateMap:output_type -> slammesh.mapping.v1.AllocateMapResponse
+	3,  // 12: slammesh.mapping.v1.MappingService.ReleaseMap:output_type -> slammesh.mapping.v1.ReleaseMapResponse
+	5,  // 13: slammesh.mapping.v1.MappingService.GetMap:output_type -> slammesh.mapping.v1.GetMapResponse
+	7,  // 14: slammesh.mapping.v1.MappingService.StreamMap:output_type -> slammesh.mapping.v1.StreamMapResponse
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_slammesh_mapping_v1_mapping_proto_init() }

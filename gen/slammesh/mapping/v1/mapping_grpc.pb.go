@@ -42,7 +42,8 @@ type MappingServiceClient interface {
 	// every version and returns the capacity. Succeeds when there is nothing to
 	// release.
 	ReleaseMap(ctx context.Context, in *ReleaseMapRequest, opts ...grpc.CallOption) (*ReleaseMapResponse, error)
-	// GetMap returns a mission's current (or a given) map version, optionally as PNG.
+	// GetMap returns a mission's current (or a given) map version, optionally as PNG
+	// and with the agent that decided each cell.
 	// A reply over the server's message limit (16 MiB by default: about 16 M
 	// cells, less with the PNG) fails RESOURCE_EXHAUSTED (reason
 	// MESSAGE_TOO_LARGE); StreamMap serves any map.
@@ -126,7 +127,8 @@ type MappingServiceServer interface {
 	// every version and returns the capacity. Succeeds when there is nothing to
 	// release.
 	ReleaseMap(context.Context, *ReleaseMapRequest) (*ReleaseMapResponse, error)
-	// GetMap returns a mission's current (or a given) map version, optionally as PNG.
+	// GetMap returns a mission's current (or a given) map version, optionally as PNG
+	// and with the agent that decided each cell.
 	// A reply over the server's message limit (16 MiB by default: about 16 M
 	// cells, less with the PNG) fails RESOURCE_EXHAUSTED (reason
 	// MESSAGE_TOO_LARGE); StreamMap serves any map.

@@ -343,6 +343,68 @@ func (x *OccupancyGrid) GetData() []byte {
 	return nil
 }
 
+// ContributorLayer says which agent decided each cell of a merged map
+// version: the agent whose evidence agrees in sign with the fused cell and
+// weighs most (largest |log-odds|) in it. The merge that writes a version
+// writes its layer; one agent per cell rather than a set, because a map is
+// read as one colour per cell.
+type ContributorLayer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agents of the merge that wrote the version, in the merge request's
+	// order; a cell value k names agent_ids[k-1]. At most 255.
+	AgentIds []string `protobuf:"bytes,1,rep,name=agent_ids,json=agentIds,proto3" json:"agent_ids,omitempty"`
+	// width*height bytes, row-major like OccupancyGrid.data: 0 for a cell no
+	// agent of that merge decided (unknown, or known from an earlier version
+	// only), k in 1..255 for agent_ids[k-1].
+	Cells         []byte `protobuf:"bytes,2,opt,name=cells,proto3" json:"cells,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContributorLayer) Reset() {
+	*x = ContributorLayer{}
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContributorLayer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContributorLayer) ProtoMessage() {}
+
+func (x *ContributorLayer) ProtoReflect() protoreflect.Message {
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContributorLayer.ProtoReflect.Descriptor instead.
+func (*ContributorLayer) Descriptor() ([]byte, []int) {
+	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ContributorLayer) GetAgentIds() []string {
+	if x != nil {
+		return x.AgentIds
+	}
+	return nil
+}
+
+func (x *ContributorLayer) GetCells() []byte {
+	if x != nil {
+		return x.Cells
+	}
+	return nil
+}
+
 // LaserScan is one planar lidar sweep, as in sensor_msgs/LaserScan.
 type LaserScan struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -362,7 +424,7 @@ type LaserScan struct {
 
 func (x *LaserScan) Reset() {
 	*x = LaserScan{}
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[3]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +436,7 @@ func (x *LaserScan) String() string {
 func (*LaserScan) ProtoMessage() {}
 
 func (x *LaserScan) ProtoReflect() protoreflect.Message {
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[3]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +449,7 @@ func (x *LaserScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaserScan.ProtoReflect.Descriptor instead.
 func (*LaserScan) Descriptor() ([]byte, []int) {
-	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LaserScan) GetAngleMin() float32 {
@@ -438,7 +500,7 @@ type ScanFrame struct {
 
 func (x *ScanFrame) Reset() {
 	*x = ScanFrame{}
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[4]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +512,7 @@ func (x *ScanFrame) String() string {
 func (*ScanFrame) ProtoMessage() {}
 
 func (x *ScanFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[4]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +525,7 @@ func (x *ScanFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanFrame.ProtoReflect.Descriptor instead.
 func (*ScanFrame) Descriptor() ([]byte, []int) {
-	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ScanFrame) GetOdomPose() *Pose2D {
@@ -506,7 +568,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[5]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +580,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[5]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +593,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Agent) GetAgentId() string {
@@ -592,7 +654,7 @@ type AgentPose struct {
 
 func (x *AgentPose) Reset() {
 	*x = AgentPose{}
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[6]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +666,7 @@ func (x *AgentPose) String() string {
 func (*AgentPose) ProtoMessage() {}
 
 func (x *AgentPose) ProtoReflect() protoreflect.Message {
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[6]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +679,7 @@ func (x *AgentPose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentPose.ProtoReflect.Descriptor instead.
 func (*AgentPose) Descriptor() ([]byte, []int) {
-	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AgentPose) GetAgentId() string {
@@ -691,7 +753,7 @@ type MapSpec struct {
 
 func (x *MapSpec) Reset() {
 	*x = MapSpec{}
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[7]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +765,7 @@ func (x *MapSpec) String() string {
 func (*MapSpec) ProtoMessage() {}
 
 func (x *MapSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[7]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +778,7 @@ func (x *MapSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapSpec.ProtoReflect.Descriptor instead.
 func (*MapSpec) Descriptor() ([]byte, []int) {
-	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MapSpec) GetOriginX() float64 {
@@ -774,7 +836,7 @@ type Scenario struct {
 
 func (x *Scenario) Reset() {
 	*x = Scenario{}
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[8]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +848,7 @@ func (x *Scenario) String() string {
 func (*Scenario) ProtoMessage() {}
 
 func (x *Scenario) ProtoReflect() protoreflect.Message {
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[8]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +861,7 @@ func (x *Scenario) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scenario.ProtoReflect.Descriptor instead.
 func (*Scenario) Descriptor() ([]byte, []int) {
-	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Scenario) GetSeed() uint64 {
@@ -855,7 +917,7 @@ type Fault struct {
 
 func (x *Fault) Reset() {
 	*x = Fault{}
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[9]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +929,7 @@ func (x *Fault) String() string {
 func (*Fault) ProtoMessage() {}
 
 func (x *Fault) ProtoReflect() protoreflect.Message {
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[9]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +942,7 @@ func (x *Fault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fault.ProtoReflect.Descriptor instead.
 func (*Fault) Descriptor() ([]byte, []int) {
-	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Fault) GetStep() string {
@@ -922,7 +984,7 @@ type FaultPlan struct {
 
 func (x *FaultPlan) Reset() {
 	*x = FaultPlan{}
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[10]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +996,7 @@ func (x *FaultPlan) String() string {
 func (*FaultPlan) ProtoMessage() {}
 
 func (x *FaultPlan) ProtoReflect() protoreflect.Message {
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[10]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1009,7 @@ func (x *FaultPlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultPlan.ProtoReflect.Descriptor instead.
 func (*FaultPlan) Descriptor() ([]byte, []int) {
-	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FaultPlan) GetFaults() []*Fault {
@@ -980,7 +1042,7 @@ type SagaContext struct {
 
 func (x *SagaContext) Reset() {
 	*x = SagaContext{}
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[11]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1054,7 @@ func (x *SagaContext) String() string {
 func (*SagaContext) ProtoMessage() {}
 
 func (x *SagaContext) ProtoReflect() protoreflect.Message {
-	mi := &file_slammesh_types_v1_types_proto_msgTypes[11]
+	mi := &file_slammesh_types_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1067,7 @@ func (x *SagaContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SagaContext.ProtoReflect.Descriptor instead.
 func (*SagaContext) Descriptor() ([]byte, []int) {
-	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_slammesh_types_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SagaContext) GetMissionId() string {
@@ -1068,7 +1130,10 @@ const file_slammesh_types_v1_types_proto_rawDesc = "" +
 	"\x06origin\x18\x04 \x01(\v2\x19.slammesh.types.v1.Pose2DR\x06origin\"T\n" +
 	"\rOccupancyGrid\x12/\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1b.slammesh.types.v1.GridMetaR\x04meta\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xa3\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"E\n" +
+	"\x10ContributorLayer\x12\x1b\n" +
+	"\tagent_ids\x18\x01 \x03(\tR\bagentIds\x12\x14\n" +
+	"\x05cells\x18\x02 \x01(\fR\x05cells\"\xa3\x01\n" +
 	"\tLaserScan\x12\x1b\n" +
 	"\tangle_min\x18\x01 \x01(\x02R\bangleMin\x12'\n" +
 	"\x0fangle_increment\x18\x02 \x01(\x02R\x0eangleIncrement\x12\x1b\n" +
@@ -1151,36 +1216,37 @@ func file_slammesh_types_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_slammesh_types_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_slammesh_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_slammesh_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_slammesh_types_v1_types_proto_goTypes = []any{
-	(ScenarioKind)(0),     // 0: slammesh.types.v1.ScenarioKind
-	(FaultKind)(0),        // 1: slammesh.types.v1.FaultKind
-	(*Pose2D)(nil),        // 2: slammesh.types.v1.Pose2D
-	(*GridMeta)(nil),      // 3: slammesh.types.v1.GridMeta
-	(*OccupancyGrid)(nil), // 4: slammesh.types.v1.OccupancyGrid
-	(*LaserScan)(nil),     // 5: slammesh.types.v1.LaserScan
-	(*ScanFrame)(nil),     // 6: slammesh.types.v1.ScanFrame
-	(*Agent)(nil),         // 7: slammesh.types.v1.Agent
-	(*AgentPose)(nil),     // 8: slammesh.types.v1.AgentPose
-	(*MapSpec)(nil),       // 9: slammesh.types.v1.MapSpec
-	(*Scenario)(nil),      // 10: slammesh.types.v1.Scenario
-	(*Fault)(nil),         // 11: slammesh.types.v1.Fault
-	(*FaultPlan)(nil),     // 12: slammesh.types.v1.FaultPlan
-	(*SagaContext)(nil),   // 13: slammesh.types.v1.SagaContext
+	(ScenarioKind)(0),        // 0: slammesh.types.v1.ScenarioKind
+	(FaultKind)(0),           // 1: slammesh.types.v1.FaultKind
+	(*Pose2D)(nil),           // 2: slammesh.types.v1.Pose2D
+	(*GridMeta)(nil),         // 3: slammesh.types.v1.GridMeta
+	(*OccupancyGrid)(nil),    // 4: slammesh.types.v1.OccupancyGrid
+	(*ContributorLayer)(nil), // 5: slammesh.types.v1.ContributorLayer
+	(*LaserScan)(nil),        // 6: slammesh.types.v1.LaserScan
+	(*ScanFrame)(nil),        // 7: slammesh.types.v1.ScanFrame
+	(*Agent)(nil),            // 8: slammesh.types.v1.Agent
+	(*AgentPose)(nil),        // 9: slammesh.types.v1.AgentPose
+	(*MapSpec)(nil),          // 10: slammesh.types.v1.MapSpec
+	(*Scenario)(nil),         // 11: slammesh.types.v1.Scenario
+	(*Fault)(nil),            // 12: slammesh.types.v1.Fault
+	(*FaultPlan)(nil),        // 13: slammesh.types.v1.FaultPlan
+	(*SagaContext)(nil),      // 14: slammesh.types.v1.SagaContext
 }
 var file_slammesh_types_v1_types_proto_depIdxs = []int32{
 	2,  // 0: slammesh.types.v1.GridMeta.origin:type_name -> slammesh.types.v1.Pose2D
 	3,  // 1: slammesh.types.v1.OccupancyGrid.meta:type_name -> slammesh.types.v1.GridMeta
 	2,  // 2: slammesh.types.v1.ScanFrame.odom_pose:type_name -> slammesh.types.v1.Pose2D
-	5,  // 3: slammesh.types.v1.ScanFrame.scan:type_name -> slammesh.types.v1.LaserScan
+	6,  // 3: slammesh.types.v1.ScanFrame.scan:type_name -> slammesh.types.v1.LaserScan
 	4,  // 4: slammesh.types.v1.Agent.submap:type_name -> slammesh.types.v1.OccupancyGrid
-	6,  // 5: slammesh.types.v1.Agent.scans:type_name -> slammesh.types.v1.ScanFrame
+	7,  // 5: slammesh.types.v1.Agent.scans:type_name -> slammesh.types.v1.ScanFrame
 	2,  // 6: slammesh.types.v1.Agent.initial_guess:type_name -> slammesh.types.v1.Pose2D
 	2,  // 7: slammesh.types.v1.AgentPose.map_from_agent:type_name -> slammesh.types.v1.Pose2D
 	0,  // 8: slammesh.types.v1.Scenario.kind:type_name -> slammesh.types.v1.ScenarioKind
 	1,  // 9: slammesh.types.v1.Fault.kind:type_name -> slammesh.types.v1.FaultKind
-	11, // 10: slammesh.types.v1.FaultPlan.faults:type_name -> slammesh.types.v1.Fault
-	12, // 11: slammesh.types.v1.SagaContext.faults:type_name -> slammesh.types.v1.FaultPlan
+	12, // 10: slammesh.types.v1.FaultPlan.faults:type_name -> slammesh.types.v1.Fault
+	13, // 11: slammesh.types.v1.SagaContext.faults:type_name -> slammesh.types.v1.FaultPlan
 	12, // [12:12] is the sub-list for method output_type
 	12, // [12:12] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
@@ -1199,7 +1265,7 @@ func file_slammesh_types_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slammesh_types_v1_types_proto_rawDesc), len(file_slammesh_types_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,75 @@
+package fuse
+
+import (
+	"fmt"
+
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+)
+
+// MaxContributors is the most inputs a contributor layer can name: a cell
+// holds its input's index plus one in a byte, and 0 means none. Missions
+// have at most 16 agents (world.MaxAgents), far below it.
+const MaxContributors = 255
+
+// NoContributor is the layer value of a cell that no input decided.
+const NoContributor uint8 = 0
+
+// Contributors attributes each cell of merged, the result of merging inputs
+// (in that order) into some base, to the input whose evidence decided it.
+// The layer has one byte per cell, row-major like merged.LogOdds(): k+1
+// names inputs[k]; NoContributor marks a cell that is unknown in merged, or
+// that no input observed with the sign merged has (it is known from the
+// base only, or the inputs' evidence there was outvoted).
+//
+// The deciding input of a cell is the one whose warped log-odds agree in
+// sign with the fused value and are largest in magnitude: the agent whose
+// evidence weighs most in the fused verdict. An agent that saw free floor
+// where the fused map has a wall did not draw that wall, however sure it
+// was, so disagreeing evidence never wins. Ties go to the earlier input.
+//
+// One index per cell rather than a bitmask of every contributor: a map is
+// read (and drawn) as one colour per cell, and an index needs one byte for
+// up to MaxContributors agents where a bitmask would need a byte per eight.
+// Who else saw a cell is still in the submaps.
+//
+// inputs must be the ones Merge fused (same submaps and poses, so the same
+// cells are covered); more than MaxContributors, a nil submap or an invalid
+// pose is slam.ErrInvalidArgument. It allocates 5 bytes per cell of merged.
+func Contributors(merged *grid.Grid, inputs []Input) ([]uint8, error) {
+	if len(inputs) > MaxContributors {
+		return nil, fmt.Errorf("%w: %d inputs, a contributor layer names at most %d", slam.ErrInvalidArgument, len(inputs), MaxContributors)
+	}
+	m := merged.Meta()
+	fused := merged.LogOdds()
+	layer := make([]uint8, len(fused))
+	// best is the winning input's evidence so far, signed towards the fused
+	// value: only positive values (agreeing evidence) ever win.
+	best := make([]float32, len(fused))
+	for k, in := range inputs {
+		if in.Submap == nil {
+			return nil, fmt.Errorf("%w: input %d has no submap", slam.ErrInvalidArgument, k)
+		}
+		if err := in.Pose.Validate(); err != nil {
+			return nil, fmt.Errorf("input %d (agent %d): %w", k, in.Agent, err)
+		}
+		var w warper
+		w.init(m, in.Submap, in.Pose)
+		if w.empty {
+			continue
+		}
+		id := uint8(k + 1)
+		w.each(func(i int, v float32) {
+			switch f := fused[i]; {
+			case f < 0:
+				v = -v
+			case f == 0:
+				return // unknown in the fused map: nobody decided it
+			}
+			if v > best[i] {
+				best[i], layer[i] = v, id
+			}
+		})
+	}
+	return layer, nil
+}
