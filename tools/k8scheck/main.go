@@ -51,6 +51,14 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	for name := range splitSet(*pending) {
+		for svc, ns := range names {
+			if ns[name] {
+				fmt.Printf("note: slammesh %s reads %s now: drop it from -pending-env\n", svc, name)
+				break
+			}
+		}
+	}
 	root := fs.Arg(0)
 	failed := 0
 	for _, dir := range fs.Args()[1:] {
