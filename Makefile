@@ -46,7 +46,7 @@ rules:
 ## tools/k8scheck (a module of its own, like tools/promtool); no cluster needed. REDIS_CLUSTER_URL is pending until the binary reads it.
 .PHONY: kubernetes
 kubernetes: build
-	cd tools/k8scheck && $(GO) vet ./... && $(GO) test -count=1 ./... && \
+	cd tools/k8scheck && $(GO) vet ./... && $(GO) test -count=1 ./... -args -slammesh=$(CURDIR)/$(BIN)/slammesh && \
 	  $(GO) run . -bin $(CURDIR)/$(BIN)/slammesh -pending-env REDIS_CLUSTER_URL -complete overlays/dev \
 	  $(CURDIR)/deploy/kubernetes base overlays/dev overlays/cluster
 

@@ -4,7 +4,9 @@
 // misspelt, mistyped or duplicate fields are errors), and checks what
 // matters for slammesh (checks.go, slammesh.go): probes, limits, PDBs,
 // Services, HPAs, the grace period against the drain, and that every
-// variable given to a service is one its binary reads.
+// variable given to a service is one its binary reads. Last it starts each
+// service's binary with exactly its container's environment (starts.go)
+// and expects it to accept the configuration and stop on Redis.
 //
 //	go run . -bin ../../bin/slammesh -complete overlays/dev ../../deploy/kubernetes base overlays/dev
 //
@@ -63,7 +65,7 @@ func run(args []string) error {
 	failed := 0
 	for _, dir := range fs.Args()[1:] {
 		cfg := slammeshConfig{names: names, pending: splitSet(*pending), complete: splitSet(*complete)[dir]}
-		o, probs, rep, err := checkDir(filesys.MakeFsOnDisk(), filepath.Join(root, dir), cfg)
+		o, probs, rep, err := checkDirStarts(filesys.MakeFsOnDisk(), filepath.Join(root, dir), *bin, cfg)
 		if err != nil {
 			fmt.Printf("FAIL %s: %v\n", dir, err)
 			failed++
@@ -100,6 +102,15 @@ func checkDir(fsys filesys.FileSystem, dir string, cfg slammeshConfig) (*objects
 	probs := checkWorkloads(o)
 	sp, rep := checkSlammesh(o, cfg)
 	return o, append(probs, sp...), rep, nil
+}
+
+// checkDirStarts is checkDir, then checkStarts with the binary at bin.
+func checkDirStarts(fsys filesys.FileSystem, dir, bin string, cfg slammeshConfig) (*objects, problems, report, error) {
+	o, probs, rep, err := checkDir(fsys, dir, cfg)
+	if err != nil || len(probs) > 0 {
+		return o, probs, rep, err
+	}
+	return o, checkStarts(context.Background(), bin, o, cfg), rep, nil
 }
 
 func splitSet(s string) map[string]bool {

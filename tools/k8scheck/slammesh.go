@@ -54,7 +54,8 @@ type slammeshConfig struct {
 // envVar is one variable of a container's effective environment.
 type envVar struct {
 	name, value string
-	// known: value is the literal the process sees (no fieldRef or Secret).
+	// known: value is what the process sees (a stand-in for a fieldRef),
+	// false for a Secret's value or a missing optional reference.
 	known bool
 	src   *corev1.EnvVar // nil for variables from envFrom
 }
@@ -197,7 +198,9 @@ func effectiveEnv(p *problems, r *report, o *objects, cfg slammeshConfig, where 
 				r.brings = appendOnce(r.brings, fmt.Sprintf("Secret %s key %s (%s)", ref.Name, ref.Key, e.Name))
 			}
 		case vf.FieldRef != nil:
-			// The pod's own fields: known at run time only.
+			// The pod's own fields, known at run time only: a stand-in of
+			// the same shape, so that values built from them parse.
+			v.value, v.known = fieldStandIn(vf.FieldRef.FieldPath), true
 		default:
 			p.addf("%s: env %s: unsupported valueFrom", where, e.Name)
 		}
@@ -216,7 +219,7 @@ func expand(p *problems, where, name, value string, before []envVar) string {
 				if v.known {
 					return v.value
 				}
-				return m // a fieldRef or Secret: kept symbolic
+				return m // a Secret: kept symbolic
 			}
 		}
 		p.addf("%s: env %s refers to $(%s), which is not defined before it", where, name, ref)
@@ -453,6 +456,15 @@ func checkStepService(p *problems, o *objects, d *appsv1.Deployment, svc string)
 	if !headless {
 		p.addf("Deployment %s (%s) has no headless Service", d.Name, svc)
 	}
+}
+
+// fieldStandIn is the value checks use for a fieldRef: a valid DNS label
+// for names and namespaces, an address for IPs.
+func fieldStandIn(path string) string {
+	if strings.HasSuffix(path, "IP") || strings.HasSuffix(path, "IPs") {
+		return "10.0.0.1"
+	}
+	return "k8scheck"
 }
 
 func lookup(env []envVar, name string) (envVar, bool) {
