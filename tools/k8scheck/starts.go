@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os/exec"
 	"strings"
 	"sync"
@@ -18,7 +19,7 @@ const closedRedis = "redis://127.0.0.1:1/0"
 
 // checkStarts starts every slammesh container of o as the kubelet would —
 // the binary at bin, the container's args, exactly its environment (fieldRefs
-// by stand-ins, the Redis URL by closedRedis) — and expects it to get as
+// by stand-ins, the Redis URL by closedRedis, collectors by loopback) — and expects it to get as
 // far as dialling Redis: a value the binary cannot parse, or a
 // configuration it refuses (plaintext on a non-loopback address without
 // SLAMMESH_INSECURE, a lease TTL below its minimum, …), fails it with a
@@ -48,6 +49,12 @@ func checkStarts(ctx context.Context, bin string, o *objects, cfg slammeshConfig
 						continue
 					}
 					env = append(env, v.name+"="+closedRedis)
+				case otlpEndpoint[v.name] && v.known:
+					e, ok := loopbackEndpoint(v.value)
+					if !ok {
+						p.addf("%s: %s=%q: want a URL with a scheme and a host, e.g. http://collector:4317", where, v.name, v.value)
+					}
+					env = append(env, v.name+"="+e)
 				case v.known:
 					env = append(env, v.name+"="+v.value)
 				}
@@ -67,6 +74,28 @@ func checkStarts(ctx context.Context, bin string, o *objects, cfg slammeshConfig
 		}
 	}
 	return p
+}
+
+// otlpEndpoint are the variables that name a collector: the start check
+// points them at loopback, so that it sends nothing (not even a DNS query)
+// off the machine.
+var otlpEndpoint = map[string]bool{
+	"OTEL_EXPORTER_OTLP_ENDPOINT":         true,
+	"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":  true,
+	"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": true,
+}
+
+// loopbackEndpoint keeps the scheme and path of endpoint (so the exporter
+// still parses what the manifests give) and replaces its host by the closed
+// loopback port; ok is false when endpoint is no URL with a scheme and a
+// host, and the closed port is returned alone.
+func loopbackEndpoint(endpoint string) (_ string, ok bool) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "http://127.0.0.1:1", false
+	}
+	u.Host = "127.0.0.1:1"
+	return u.String(), true
 }
 
 // startOnce runs bin once and returns "" when it stopped on Redis, else

@@ -78,6 +78,7 @@ func TestBinaryRefusals(t *testing.T) {
 		{"plaintext without SLAMMESH_INSECURE", "base/kustomization.yaml", "SLAMMESH_INSECURE=true", "SLAMMESH_INSECURE=false", "refusing to serve plaintext gRPC"},
 		{"lease TTL below the minimum", "base/kustomization.yaml", "SLAMMESH_LEASE_TTL=3s", "SLAMMESH_LEASE_TTL=1ms", "--lease-ttl must be at least"},
 		{"not a log level", "base/kustomization.yaml", "SLAMMESH_LOG_LEVEL=info", "SLAMMESH_LOG_LEVEL=chatty", "SLAMMESH_LOG_LEVEL"},
+		{"OTLP endpoint without a scheme", "overlays/dev/kustomization.yaml", "OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4317", "OTEL_EXPORTER_OTLP_ENDPOINT=jaeger:4317", "want a URL with a scheme and a host"},
 		{"unknown OTLP protocol", "base/kustomization.yaml", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTEL_EXPORTER_OTLP_PROTOCOL=carrier-pigeon", "fails before reaching Redis"},
 	}
 	for _, tc := range cases {
