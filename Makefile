@@ -33,14 +33,22 @@ test: deps check unit fuzz e2e tls-e2e chaos soak-ci many-missions
 unit:
 	$(GO) test -race -count=1 ./...
 
-## check: gofmt, go vet, buf lint, generated code up to date, alert rules valid
-check: lint gen-check rules
+## check: gofmt, go vet, buf lint, generated code up to date, alert rules valid, Kubernetes manifests valid
+check: lint gen-check rules kubernetes
 
 ## rules: the Prometheus alert rules pass promtool, a Go tool of its own module
 ## (tools/promtool/go.mod) so Prometheus' dependency graph stays out of go.mod
 .PHONY: rules
 rules:
 	$(GO) tool -modfile=tools/promtool/go.mod promtool check rules deploy/observability/prometheus/alerts.yml
+
+## kubernetes: deploy/kubernetes builds with kustomize and passes strict decoding into the Kubernetes API types and the checks of
+## tools/k8scheck (a module of its own, like tools/promtool); no cluster needed. REDIS_CLUSTER_URL is pending until the binary reads it.
+.PHONY: kubernetes
+kubernetes: build
+	cd tools/k8scheck && $(GO) vet ./... && $(GO) test -count=1 ./... -args -slammesh=$(CURDIR)/$(BIN)/slammesh && \
+	  $(GO) run . -bin $(CURDIR)/$(BIN)/slammesh -pending-env REDIS_CLUSTER_URL -complete overlays/dev \
+	  $(CURDIR)/deploy/kubernetes base overlays/dev overlays/cluster
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
