@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/test/testproc"
 )
 
 var (
@@ -81,19 +82,19 @@ func TestChaos(t *testing.T) {
 	plans := makePlans(*flagSeed, *flagMissions)
 	m, err := startMesh(ctx, meshConfig{bin: bin, logDir: logDir, capacityCells: 50_000_000})
 	if err != nil {
-		fmt.Print(tailLogs(logDir, 40))
+		fmt.Print(testproc.TailLogs(logDir, 40, `"grpc.method":"ListMissions"`))
 		t.Fatalf("start the mesh: %v", err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			fmt.Printf("\n==== process logs (tails), from %s\n%s", logDir, tailLogs(logDir, 30))
+			fmt.Printf("\n==== process logs (tails), from %s\n%s", logDir, testproc.TailLogs(logDir, 30, `"grpc.method":"ListMissions"`))
 		}
 		m.close()
 	})
 	a, _ := m.replicas[0].current()
 	b, _ := m.replicas[1].current()
 	log.printf("mesh up: redis %s, orchestrator-a pid %d at %s, orchestrator-b pid %d at %s (victim); seed %d, %d missions, %d kills",
-		m.redis.Addr, a.pid(), m.replicas[0].addr(), b.pid(), m.replicas[1].addr(), *flagSeed, len(plans), *flagKills)
+		m.redis.Addr, a.PID(), m.replicas[0].addr(), b.PID(), m.replicas[1].addr(), *flagSeed, len(plans), *flagKills)
 
 	// The kills draw from their own stream, so the missions stay the same
 	// whatever -chaos.kills says.
@@ -396,4 +397,14 @@ func fmtCounts(c map[string]int) string {
 		parts[i] = fmt.Sprintf("%s %d", k, c[k])
 	}
 	return strings.Join(parts, ", ")
+}
+
+// binary returns -chaos.bin, or, when it is empty, cmd/slammesh built into
+// dir, so the test runs the code it is checked out with rather than
+// whatever bin/ holds.
+func binary(ctx context.Context, dir string) (string, error) {
+	if *flagBin != "" {
+		return *flagBin, nil
+	}
+	return testproc.BuildSlammesh(ctx, dir)
 }

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
-	"github.com/slammesh/slammesh/internal/grpcserver/healthcheck"
 	"github.com/slammesh/slammesh/internal/redisproc"
+	"github.com/slammesh/slammesh/test/testproc"
 )
 
 // stepServices are started before the orchestrators, which dial them.
@@ -42,7 +42,7 @@ type mesh struct {
 	cfg   meshConfig
 	redis *redisproc.Process
 	rdb   *redis.Client
-	steps []*proc
+	steps []*testproc.Proc
 	// replicas are the two orchestrators; replicas[victim] is the one the
 	// test kills.
 	replicas [2]*replica
@@ -70,7 +70,7 @@ type replica struct {
 	args []string
 
 	mu          sync.Mutex
-	proc        *proc
+	proc        *testproc.Proc
 	incarnation int
 	grpcAddr    string
 	client      orchestratorv1.OrchestratorServiceClient
@@ -114,7 +114,7 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 		if s == "mapping" {
 			args = append(args, "--capacity-cells", strconv.FormatUint(cfg.capacityCells, 10))
 		}
-		p, err := startProc(s, filepath.Join(cfg.logDir, s+".log"), cfg.bin, childEnv, args...)
+		p, err := testproc.Start(s, filepath.Join(cfg.logDir, s+".log"), cfg.bin, childEnv, args...)
 		if err != nil {
 			return m, err
 		}
@@ -122,14 +122,14 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 	}
 	stepAddr := make(map[string]string, len(stepServices))
 	for i, s := range stepServices {
-		addr, err := m.steps[i].awaitServing(ctx)
+		a, err := m.steps[i].AwaitServing(ctx, healthTimeout)
 		if err != nil {
 			return m, err
 		}
-		if err := waitHealthy(ctx, addr, m.steps[i]); err != nil {
+		if err := testproc.WaitHealthy(ctx, a.GRPC, m.steps[i], healthTimeout); err != nil {
 			return m, err
 		}
-		stepAddr[s] = addr
+		stepAddr[s] = a.GRPC
 	}
 	args := append([]string{"orchestrator",
 		"--mapping-addr", stepAddr["mapping"],
@@ -168,7 +168,7 @@ func (m *mesh) close() {
 		}
 	}
 	for _, p := range m.steps {
-		p.stop(5 * time.Second)
+		p.Stop(5 * time.Second)
 	}
 	if m.rdb != nil {
 		m.rdb.Close()
@@ -191,7 +191,7 @@ type move struct {
 func (r *replica) start(ctx context.Context) (*move, error) {
 	r.mu.Lock()
 	first := r.proc == nil
-	if !first && r.proc.alive() {
+	if !first && r.proc.Alive() {
 		r.mu.Unlock()
 		return nil, fmt.Errorf("%s: incarnation %d still running", r.name, r.incarnation)
 	}
@@ -204,7 +204,7 @@ func (r *replica) start(ctx context.Context) (*move, error) {
 	}
 	addr, err := r.launch(ctx, want)
 	var mv *move
-	if !first && errors.Is(err, errAddrInUse) {
+	if !first && errors.Is(err, testproc.ErrAddrInUse) {
 		mv = &move{from: prev, why: err}
 		addr, err = r.launch(ctx, anyPort)
 		mv.to = addr
@@ -240,19 +240,20 @@ func (r *replica) launch(ctx context.Context, grpcAddr string) (string, error) {
 		next = 0
 	}
 	args := append([]string{r.args[0], "--grpc-addr", grpcAddr, "--http-addr", anyPort}, r.args[1:]...)
-	p, err := startProc(r.name, filepath.Join(r.logDir, fmt.Sprintf("%s.%d.log", r.name, next)), r.bin, childEnv, args...)
+	p, err := testproc.Start(r.name, filepath.Join(r.logDir, fmt.Sprintf("%s.%d.log", r.name, next)), r.bin, childEnv, args...)
 	if err != nil {
 		r.mu.Unlock()
 		return "", err
 	}
 	r.proc, r.incarnation = p, next
-	r.pids[next] = p.pid()
+	r.pids[next] = p.PID()
 	r.mu.Unlock()
-	return p.awaitServing(ctx)
+	a, err := p.AwaitServing(ctx, healthTimeout)
+	return a.GRPC, err
 }
 
 // current returns the running incarnation's process and number.
-func (r *replica) current() (*proc, int) {
+func (r *replica) current() (*testproc.Proc, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.proc, r.incarnation
@@ -274,7 +275,7 @@ func (r *replica) addr() string {
 
 func (r *replica) waitHealthy(ctx context.Context) error {
 	p, _ := r.current()
-	return waitHealthy(ctx, r.addr(), p)
+	return testproc.WaitHealthy(ctx, r.addr(), p, healthTimeout)
 }
 
 // learnOwner records the saga owner name of incarnation inc, as read from
@@ -301,35 +302,11 @@ func (r *replica) owner(inc int) (name string, learned bool) {
 
 func (r *replica) close() {
 	if p, _ := r.current(); p != nil {
-		p.stop(5 * time.Second)
+		p.Stop(5 * time.Second)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.conns {
 		c.Close()
-	}
-}
-
-// waitHealthy polls grpc.health.v1 at addr until it reports SERVING, p
-// exits, or healthTimeout passes.
-func waitHealthy(ctx context.Context, addr string, p *proc) error {
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		err := healthcheck.Check(cctx, addr, "")
-		ccancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%s (pid %d) exited before it was healthy: %v", p.name, p.pid(), p.waitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("%s (pid %d) at %s not healthy: %w", p.name, p.pid(), addr, errors.Join(err, ctx.Err()))
-		case <-tick.C:
-		}
 	}
 }

@@ -128,7 +128,7 @@ func (m *mesh) killLoop(ctx context.Context, r *rand.Rand, victimIdx int, ids []
 			return kills, err
 		}
 		p, inc := victim.current()
-		kl := &kill{n: k + 1, victimPID: p.pid(), failover: k%2 == 0}
+		kl := &kill{n: k + 1, victimPID: p.PID(), failover: k%2 == 0}
 		kl.victim, kl.learned = victim.owner(inc)
 		waitStart := time.Now()
 		if err := awaitOwnedWork(ctx, m.rdb, ids, kl.victim, orphans); err != nil {
@@ -140,7 +140,7 @@ func (m *mesh) killLoop(ctx context.Context, r *rand.Rand, victimIdx int, ids []
 
 		kl.at = time.Now()
 		kl.offset = kl.at.Sub(begin)
-		if err := p.kill(); err != nil {
+		if err := p.Kill(); err != nil {
 			return kills, err
 		}
 		recs, err := readRecords(ctx, m.rdb, ids)
@@ -175,7 +175,7 @@ func (m *mesh) killLoop(ctx context.Context, r *rand.Rand, victimIdx int, ids []
 			return kills, fmt.Errorf("restart after kill %d: %w", kl.n, err)
 		}
 		np, ninc := victim.current()
-		kl.restartPID, kl.restartInc, kl.healthyIn = np.pid(), ninc, time.Since(restartAt)
+		kl.restartPID, kl.restartInc, kl.healthyIn = np.PID(), ninc, time.Since(restartAt)
 		log.printf("kill %d: %s restarted as pid %d at %s, healthy in %.2fs", kl.n, victim.name, kl.restartPID, victim.addr(), kl.healthyIn.Seconds())
 	}
 	return kills, nil
