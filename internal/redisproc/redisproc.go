@@ -2,6 +2,8 @@
 // port: a free one (Start) or one given (StartOn), never a port another
 // process already holds. Tests use it through internal/redistest; `slammesh
 // dev` uses it when no REDIS_URL is given and redis-server is installed.
+// StartCluster runs a whole Redis Cluster of such processes (masters and
+// replicas), with Failover, KillMaster and Restart for the fault tests.
 package redisproc
 
 import (
