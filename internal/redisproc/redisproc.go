@@ -146,6 +146,7 @@ func spawn(bin, dir string, port int, extra ...string) (*Process, error) {
 		"--logfile", filepath.Join(dir, "redis.log"),
 	}
 	cmd := exec.Command(bin, append(args, extra...)...)
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
