@@ -10,11 +10,14 @@
 // binary (starting one takes seconds): each Start takes an idle one and
 // empties it (FLUSHALL), a test running in parallel gets another, and they
 // live until the binary exits. StartCluster gives a test a private cluster
-// it may fail over and kill masters of.
+// it may fail over and kill masters of. In cluster mode every test's
+// scripts and transactions are checked to touch one slot each (SlotWatch):
+// a test that breaks the rule fails.
 package redistest
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -145,12 +148,57 @@ func startShared(t testing.TB) *Server {
 	if err := c.FlushAll(ctx); err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
+	w, err := watchSlots(ctx, c)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
 	t.Cleanup(func() {
-		pool.mu.Lock()
-		pool.idle = append(pool.idle, c)
-		pool.mu.Unlock()
+		defer func() {
+			pool.mu.Lock()
+			pool.idle = append(pool.idle, c)
+			pool.mu.Unlock()
+		}()
+		defer w.stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := w.sync(ctx, c); err != nil {
+			t.Errorf("redistest: slot watch: %v", err)
+		}
+		for _, v := range w.Violations() {
+			t.Errorf("redistest: one slot per script and transaction: %s", v)
+		}
+		if err := logScripts(w.Seen()); err != nil {
+			t.Errorf("redistest: %v", err)
+		}
 	})
 	return &Server{Addr: c.Addrs()[0], URL: c.URL(), Cluster: c}
+}
+
+// EnvScriptLog names the environment variable holding a file to which, in
+// cluster mode, every test appends the SHA1 of each script it saw run on
+// its cluster, one per line: test/cluster checks that every script the
+// project declares ran on a cluster in some suite.
+const EnvScriptLog = "SLAMMESH_TEST_SCRIPT_LOG"
+
+var scriptLog sync.Mutex
+
+func logScripts(seen map[string]int) error {
+	path := os.Getenv(EnvScriptLog)
+	if path == "" || len(seen) == 0 {
+		return nil
+	}
+	scriptLog.Lock()
+	defer scriptLog.Unlock()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for sha := range seen {
+		b.WriteString(sha + "\n")
+	}
+	_, err = f.WriteString(b.String())
+	return errors.Join(err, f.Close())
 }
 
 // clusterDirPrefix starts the name of a shared cluster's data directory,

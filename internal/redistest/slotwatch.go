@@ -3,7 +3,10 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -12,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/redisproc"
 )
 
 // SlotWatch checks, on a Redis Cluster, that every script run and every
@@ -31,13 +36,16 @@ type SlotWatch struct {
 	checked    int
 	violations []string
 	marks      map[string]chan struct{}
-	conns      []net.Conn
-	wg         sync.WaitGroup
+	// seen counts the runs of each script by SHA1 (lower-case hex).
+	seen  map[string]int
+	conns []net.Conn
+	wg    sync.WaitGroup
 }
 
 // WatchSlots starts a SlotWatch on the masters of the cluster srv, stopped
 // when t ends. Commands run before it returns are not seen; a failover
-// after it starts moves writes to a master it does not follow.
+// after it starts moves writes to a master it does not follow. (Start in
+// cluster mode watches every test's cluster by itself.)
 func WatchSlots(t testing.TB, srv *Server) *SlotWatch {
 	t.Helper()
 	if !srv.IsCluster() {
@@ -45,30 +53,40 @@ func WatchSlots(t testing.TB, srv *Server) *SlotWatch {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	masters, err := srv.Cluster.Masters(ctx)
+	w, err := watchSlots(ctx, srv.Cluster)
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
-	w := &SlotWatch{rdb: redis.NewClient(&redis.Options{Addr: masters[0]}), marks: map[string]chan struct{}{}}
 	t.Cleanup(w.stop)
+	return w
+}
+
+func watchSlots(ctx context.Context, c *redisproc.Cluster) (*SlotWatch, error) {
+	masters, err := c.Masters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w := &SlotWatch{rdb: redis.NewClient(&redis.Options{Addr: masters[0]}), marks: map[string]chan struct{}{}, seen: map[string]int{}}
 	for _, m := range masters {
 		conn, err := net.DialTimeout("tcp", m, 5*time.Second)
 		if err != nil {
-			t.Fatalf("redistest: MONITOR %s: %v", m, err)
+			w.stop()
+			return nil, fmt.Errorf("MONITOR %s: %w", m, err)
 		}
 		r := bufio.NewReader(conn)
 		_, _ = conn.Write([]byte("MONITOR\r\n"))
 		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
 			conn.Close()
-			t.Fatalf("redistest: MONITOR %s: %q, %v", m, line, err)
+			w.stop()
+			return nil, fmt.Errorf("MONITOR %s: %q, %v", m, line, err)
 		}
 		_ = conn.SetReadDeadline(time.Time{})
 		w.conns = append(w.conns, conn)
 		w.wg.Add(1)
 		go w.follow(m, r)
 	}
-	return w
+	return w, nil
 }
 
 func (w *SlotWatch) stop() {
@@ -82,7 +100,11 @@ func (w *SlotWatch) stop() {
 // Sync returns once every command run before it has been checked: it
 // sends a marker to each master and waits until its MONITOR has shown it.
 func (w *SlotWatch) Sync(ctx context.Context, srv *Server) error {
-	masters, err := srv.Cluster.Masters(ctx)
+	return w.sync(ctx, srv.Cluster)
+}
+
+func (w *SlotWatch) sync(ctx context.Context, c *redisproc.Cluster) error {
+	masters, err := c.Masters(ctx)
 	if err != nil {
 		return err
 	}
@@ -112,6 +134,14 @@ func (w *SlotWatch) Checked() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.checked
+}
+
+// Seen returns how many times each script ran, by SHA1 (lower-case hex,
+// as redis.Script.Hash returns it).
+func (w *SlotWatch) Seen() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.seen)
 }
 
 // Violations describes every script or transaction that touched keys of
@@ -159,6 +189,16 @@ func (w *SlotWatch) follow(node string, r *bufio.Reader) {
 		switch name {
 		case "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro":
 			script = [][]string{args}
+			if len(args) > 1 {
+				sha := strings.ToLower(args[1])
+				if name == "eval" || name == "eval_ro" {
+					h := sha1.Sum([]byte(args[1]))
+					sha = hex.EncodeToString(h[:])
+				}
+				w.mu.Lock()
+				w.seen[sha]++
+				w.mu.Unlock()
+			}
 		case "multi":
 			txs[who] = [][]string{args}
 		case "echo":
