@@ -11,10 +11,10 @@
 // merge service adds and removes versions, and localization reads its
 // geometry. Writes are queued into the caller's redis.Pipeliner, because
 // every one of them must commit in the caller's barrier transaction together
-// with its mark (barrier.Tx.Write). Reads go through a redis.Cmdable: a
-// client, or, in a transaction that decides on what it reads, the
-// connection holding the WATCH (barrier.Tx.Reader) after WATCHing Key, so
-// that the commit fails if the map changed in between.
+// with its mark (barrier.Tx.Write), which replays them in its script. Reads
+// go through a redis.Cmdable; a plan derived from what it read states what
+// must still hold at its commit with ExpectHead, which the barrier's script
+// checks, so that the commit fails if the map changed in between.
 //
 // The mapping service's capacity accounting (capacity.go) lives here too:
 // the budgets count the maps this package stores.
@@ -44,7 +44,7 @@ const (
 )
 
 // Key names the mission map hash; the braces are the mission's Redis Cluster
-// hash tag. A transaction that reads the map WATCHes it.
+// hash tag.
 func Key(missionID string) string { return "slammesh:{" + missionID + "}:map" }
 
 // versionField names the field holding map version v.
@@ -102,6 +102,25 @@ func SetCurrent(ctx context.Context, p redis.Pipeliner, missionID string, v uint
 // Delete queues the deletion of the mission's map, every version of it.
 func Delete(ctx context.Context, p redis.Pipeliner, missionID string) {
 	p.Del(ctx, Key(missionID))
+}
+
+// Expecter is the part of a barrier plan (barrier.Tx) that states
+// preconditions.
+type Expecter interface {
+	Expect(key, field, value string)
+	ExpectMissing(key, field string)
+}
+
+// ExpectHead makes the commit of x conditional on the mission's map being
+// map mapID at current version current, as ReadHead returned them (mapID
+// "": on the mission having no map).
+func ExpectHead(x Expecter, missionID, mapID string, current uint32) {
+	if mapID == "" {
+		x.ExpectMissing(Key(missionID), fieldMapID)
+		return
+	}
+	x.Expect(Key(missionID), fieldMapID, mapID)
+	x.Expect(Key(missionID), fieldCurrent, strconv.FormatUint(uint64(current), 10))
 }
 
 // head is the map hash's fields other than the versions, as ReadHead and

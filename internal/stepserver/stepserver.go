@@ -18,19 +18,23 @@ import (
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/faults"
 	"github.com/slammesh/slammesh/internal/progress"
-	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
 // Interceptors returns the unary interceptors of a step service, for
-// grpcserver.Deps.UnaryInterceptors: the progress interceptor, publishing
-// through pub the step events of the action RPCs named in actions, and, when
-// allowFaults (--allow-fault-injection), fault injection for the action and
-// the compensation RPCs (named in compensations). Faults are injected inside
-// the progress interceptor, so injected failures are reported as
-// step.failed like real ones.
-func Interceptors(pub *progress.Publisher, service string, actions, compensations []string, allowFaults bool) []grpc.UnaryServerInterceptor {
-	ics := []grpc.UnaryServerInterceptor{progressgrpc.UnaryServerInterceptor(pub, service, actions...)}
+// grpcserver.Deps.UnaryInterceptors: the events interceptor, publishing
+// through pub the step events of the action RPCs named in actions (see
+// eventsInterceptor; WithFirehose lets them ride in the barrier commit),
+// and, when allowFaults (--allow-fault-injection), fault injection for the
+// action and the compensation RPCs (named in compensations). Faults are
+// injected inside the events interceptor, so injected failures are
+// reported as step.failed like real ones.
+func Interceptors(pub *progress.Publisher, service string, actions, compensations []string, allowFaults bool, opts ...Option) []grpc.UnaryServerInterceptor {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ics := []grpc.UnaryServerInterceptor{eventsInterceptor(pub, o.firehose, service, actions)}
 	if allowFaults {
 		ics = append(ics, faults.UnaryServerInterceptor(compensations...))
 	}

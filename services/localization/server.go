@@ -138,10 +138,9 @@ func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.Localiz
 		fields = append(fields, p.GetAgentId(), b)
 	}
 	key := localizationKey(sc.GetMissionId())
-	stored, outcome, err := s.barrier.Action(ctx, id, func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
-		tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, key, fields...) })
-		return out, nil
-	})
+	tx := s.barrier.NewTx()
+	tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, key, fields...) })
+	stored, outcome, err := stepserver.Commit(ctx, s.barrier, id, tx, out)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}

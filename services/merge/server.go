@@ -6,9 +6,10 @@
 // previous one current again.
 //
 // Fusion runs outside any Redis transaction, on the current version read
-// beforehand; the new version is committed with the barrier mark under WATCH
-// of the map, and only if the map is still at the version the fusion started
-// from, so a concurrent change can never be overwritten by a stale merge.
+// beforehand; the new version is committed with the barrier mark in the
+// barrier's script, and only if the map is still at the version the fusion
+// started from (a precondition the script checks), so a concurrent change
+// can never be overwritten by a stale merge.
 package merge
 
 import (
@@ -149,22 +150,15 @@ func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, bas
 		return nil, err
 	}
 	cells := slamproto.Int8Bytes(merged.ToInt8())
-	stored, outcome, err := s.barrier.Action(ctx, id, func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
-		if err := tx.Watch(ctx, mapstore.Key(id.Key)); err != nil {
-			return nil, err
-		}
-		storedID, current, err := mapstore.ReadHead(ctx, tx.Reader(), id.Key)
-		switch {
-		case err != nil:
-			return nil, err
-		case storedID != mapID:
-			return nil, &noMapError{missionID: id.Key, mapID: mapID}
-		case current != base.version:
-			return nil, errMapChanged
-		}
-		tx.Write(func(p redis.Pipeliner) { mapstore.AddVersion(ctx, p, id.Key, resp.GetVersion(), cells) })
-		return out, nil
-	})
+	tx := s.barrier.NewTx()
+	mapstore.ExpectHead(tx, id.Key, mapID, base.version)
+	tx.Write(func(p redis.Pipeliner) { mapstore.AddVersion(ctx, p, id.Key, resp.GetVersion(), cells) })
+	stored, outcome, err := stepserver.Commit(ctx, s.barrier, id, tx, out)
+	if errors.Is(err, barrier.ErrStale) {
+		// The map is no longer mapID at base's version: a concurrent
+		// change, or the map was released (the next load says which).
+		return nil, errMapChanged
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -274,13 +268,11 @@ func (s *Server) RevertMerge(ctx context.Context, req *mergev1.RevertMergeReques
 		if err := proto.Unmarshal(actionResult, done); err != nil {
 			return fmt.Errorf("stored merge result: %w", err)
 		}
-		if err := tx.Watch(ctx, mapstore.Key(missionID)); err != nil {
-			return err
-		}
 		mapID, current, err := mapstore.ReadHead(ctx, tx.Reader(), missionID)
 		if err != nil {
 			return err
 		}
+		mapstore.ExpectHead(tx, missionID, mapID, current)
 		reverted, version = false, current
 		if mapID == "" {
 			return nil // released already: nothing left to revert
