@@ -49,9 +49,10 @@ type sagaRequest interface {
 //     call's first other event (a step.progress, the end), so a call without
 //     progress costs no round trip for it;
 //   - on success, when the handler committed through Commit (and fh is
-//     set), step.started and step.completed were written by the barrier's
-//     script to the mission stream, and their firehose copies handed to fh:
-//     nothing is left to send;
+//     set, and the call carries no injected fault, which may still fail it
+//     after the commit), step.started and step.completed were written by
+//     the barrier's script to the mission stream, and their firehose copies
+//     handed to fh: nothing is left to send;
 //   - otherwise step.started (if not yet written) and step.completed or
 //     step.failed go out together in one pipelined round trip.
 //
@@ -82,6 +83,10 @@ func eventsInterceptor(pub *progress.Publisher, fh *progress.Firehose, service s
 		c := &stepCall{
 			pub:      pub,
 			firehose: fh,
+			// An injected fault may fail the call after its commit (a
+			// dropped reply): its events wait for the call's end, so that
+			// it reports step.failed alone, as without the fault.
+			inCommit: fh != nil && len(sc.GetFaults().GetFaults()) == 0,
 			stream:   progress.MissionStream(sc.GetMissionId()),
 			base: progress.Event{
 				MissionID: sc.GetMissionId(),
@@ -111,6 +116,8 @@ type callKey struct{}
 type stepCall struct {
 	pub      *progress.Publisher
 	firehose *progress.Firehose
+	// inCommit: the success events may ride in the barrier commit.
+	inCommit bool
 	stream   string
 	// base holds the fields every event of the call shares.
 	base    progress.Event
@@ -187,7 +194,7 @@ func (c *stepCall) publish(ctx context.Context, e progress.Event) {
 // the events after the handler.
 func Commit(ctx context.Context, b *barrier.Barrier, id barrier.ID, tx *barrier.Tx, result []byte) ([]byte, barrier.Outcome, error) {
 	c, _ := ctx.Value(callKey{}).(*stepCall)
-	if c == nil || c.firehose == nil {
+	if c == nil || !c.inCommit {
 		return b.Commit(ctx, id, tx, result)
 	}
 	c.mu.Lock()

@@ -104,10 +104,15 @@ func Start(t testing.TB, svc Service) *Env {
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	log := telemetry.NewLogger(io.Discard, svc.Name, 0)
 	pub := progress.NewPublisher(rdb, progress.Options{Logger: log})
+	// The firehose closes after the server stopped (cleanups run last in,
+	// first out), as in the binaries.
+	fh := progress.NewFirehose(rdb, progress.FirehoseOptions{Logger: log})
+	t.Cleanup(func() { _ = fh.Close(context.Background()) })
 	srv, err := grpcserver.New(
 		grpcserver.Config{Service: svc.Name, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"},
 		grpcserver.Deps{Telemetry: tel, Logger: log,
-			UnaryInterceptors: stepserver.Interceptors(pub, svc.Name, svc.ActionMethods, svc.CompensationMethods, svc.AllowFaults)})
+			UnaryInterceptors: stepserver.Interceptors(pub, svc.Name, svc.ActionMethods, svc.CompensationMethods, svc.AllowFaults,
+				stepserver.WithFirehose(fh))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -186,3 +186,39 @@ func TestEvictionLooksPastUnevictableMaps(t *testing.T) {
 		t.Error("a failed mission's map was evicted")
 	}
 }
+
+// A capacity reservation whose map never appeared (its allocation died
+// between the reservation and the barrier's commit) is an allocation in
+// progress within the grace period, and is dropped by the janitor after it.
+func TestReservationWithoutMapIsDroppedAfterGrace(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		grace   time.Duration
+		granted bool
+	}{
+		{"within the grace period", time.Hour, false},
+		{"after the grace period", time.Millisecond, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := start(t, mapping.Config{CapacityCells: officeCells, ReservationGrace: tt.grace})
+			ctx := steptest.Context(t)
+			if _, err := mapstore.Reserve(ctx, e.Redis, "ghost", officeCells, officeCells, time.Now().Add(-time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			setState(t, e.Redis, "b", saga.Running)
+			err := allocate(t, e, "b")
+			if tt.granted {
+				if err != nil {
+					t.Fatalf("allocation after the grace period: %v", err)
+				}
+			} else {
+				steptest.WantStatus(t, err, codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
+			}
+			if got := capacityUsed(t, e.Redis); got != officeCells {
+				t.Errorf("capacity = %d, want %d", got, officeCells)
+			}
+		})
+	}
+}
