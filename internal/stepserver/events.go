@@ -45,16 +45,17 @@ type sagaRequest interface {
 // mission id, and a progress stream that is empty or the mission's own),
 // with the same events, but in fewer round trips:
 //
-//   - step.started is not written before the handler: it goes out with the
-//     call's first other event (a step.progress, the end), so a call without
-//     progress costs no round trip for it;
+//   - step.started is not written before the handler, and step.progress
+//     events wait up to ProgressDelay: they go out together, with the
+//     call's end when it comes first, so a short step spends no round trip
+//     on them;
 //   - on success, when the handler committed through Commit (and fh is
 //     set, and the call carries no injected fault, which may still fail it
 //     after the commit), step.started and step.completed were written by
 //     the barrier's script to the mission stream, and their firehose copies
 //     handed to fh: nothing is left to send;
-//   - otherwise step.started (if not yet written) and step.completed or
-//     step.failed go out together in one pipelined round trip.
+//   - otherwise what is not yet written and step.completed or step.failed
+//     go out together in one pipelined round trip.
 //
 // Events are advisory, as in progressgrpc: a failure to publish is logged
 // and dropped, and published on a context the caller's cancellation does
@@ -98,14 +99,15 @@ func eventsInterceptor(pub *progress.Publisher, fh *progress.Firehose, service s
 		}
 		c.started = c.event(ctx, c.base, progress.StepStarted)
 		resp, err := handler(context.WithValue(progress.WithReporter(ctx, c), callKey{}, c), req)
-		if err != nil {
+		switch {
+		case err != nil:
 			c.publish(ctx, c.event(ctx, failure(c.base, err), progress.StepFailed))
-			return resp, err
-		}
-		if !c.isCommitted() {
+		case c.isCommitted():
+			c.publish(ctx) // progress reported after the commit, if any
+		default:
 			c.publish(ctx, c.completed(ctx))
 		}
-		return resp, nil
+		return resp, err
 	}
 }
 
@@ -126,9 +128,20 @@ type stepCall struct {
 	mu sync.Mutex
 	// startedOut: step.started is written (or committed with the action).
 	startedOut bool
+	// pending are step.progress events not written yet; flush, due
+	// ProgressDelay after the first of them, writes them unless the commit
+	// or the call's end took them first.
+	pending []progress.Event
+	flush   *time.Timer
 	// committed: the handler's barrier commit wrote step.completed.
 	committed bool
 }
+
+// ProgressDelay is the longest a step.progress event waits for company: the
+// events of a step that ends sooner ride with its end (in the barrier's
+// script, or the interceptor's last round trip), and a long step's progress
+// still reaches watchers within this delay.
+const ProgressDelay = 20 * time.Millisecond
 
 // event returns e with type typ, its time and the trace and span of ctx.
 func (c *stepCall) event(ctx context.Context, e progress.Event, typ progress.Type) progress.Event {
@@ -150,8 +163,8 @@ func (c *stepCall) isCommitted() bool {
 	return c.committed
 }
 
-// Progress publishes a step.progress event (after step.started, in the same
-// round trip when it is not out yet). fraction is clamped to [0, 1] (NaN
+// Progress queues a step.progress event, written within ProgressDelay (with
+// step.started when it is not out yet). fraction is clamped to [0, 1] (NaN
 // counts as 0), as progressgrpc does.
 func (c *stepCall) Progress(ctx context.Context, fraction float64, message string) {
 	e := c.base
@@ -162,26 +175,53 @@ func (c *stepCall) Progress(ctx context.Context, fraction float64, message strin
 		e.Progress = fraction
 	}
 	e.Message = message
-	c.publish(ctx, c.event(ctx, e, progress.StepProgress))
+	e = c.event(ctx, e, progress.StepProgress)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending = append(c.pending, e)
+	if c.flush == nil {
+		c.flush = time.AfterFunc(ProgressDelay, func() { c.publish(context.WithoutCancel(ctx)) })
+	}
 }
 
-// publish writes step.started first when it is not out yet, then e, to the
-// mission stream and the firehose, in one round trip; a failure is logged
-// and dropped (see eventsInterceptor).
-func (c *stepCall) publish(ctx context.Context, e progress.Event) {
-	c.mu.Lock()
-	defer c.mu.Unlock() // keeps step.started first among concurrent reports
-	events := []progress.Event{e}
+// outbox returns the events not written yet, in order, followed by last
+// ones: step.started unless out, the pending step.progress events, last.
+// The caller holds mu, and calls sent once they are written.
+func (c *stepCall) outbox(last ...progress.Event) []progress.Event {
+	out := make([]progress.Event, 0, 1+len(c.pending)+len(last))
 	if !c.startedOut {
-		events = []progress.Event{c.started, e}
+		out = append(out, c.started)
 	}
-	if err := c.pub.PublishTo(context.WithoutCancel(ctx), c.stream, events...); err != nil {
-		c.pub.Logger().WarnContext(ctx, "progress event not published; the step's result is unaffected",
-			"mission_id", e.MissionID, "saga_id", e.SagaID, "trace_id", e.TraceID, "step", e.Step,
-			"attempt", e.Attempt, "event", string(e.Type), "error", err)
+	out = append(out, c.pending...)
+	return append(out, last...)
+}
+
+// sent records that outbox's events are written.
+func (c *stepCall) sent() {
+	c.startedOut, c.pending = true, nil
+	if c.flush != nil {
+		c.flush.Stop()
+		c.flush = nil
+	}
+}
+
+// publish writes the events not written yet, and last, to the mission
+// stream and the firehose in one round trip; a failure is logged and
+// dropped (see eventsInterceptor), as are the events.
+func (c *stepCall) publish(ctx context.Context, last ...progress.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	events := c.outbox(last...)
+	c.sent()
+	if len(events) == 0 {
 		return
 	}
-	c.startedOut = true
+	if err := c.pub.PublishTo(context.WithoutCancel(ctx), c.stream, events...); err != nil {
+		e := events[len(events)-1]
+		c.pub.Logger().WarnContext(ctx, "progress events not published; the step's result is unaffected",
+			"mission_id", e.MissionID, "saga_id", e.SagaID, "trace_id", e.TraceID, "step", e.Step,
+			"attempt", e.Attempt, "event", string(e.Type), "events", len(events), "error", err)
+	}
 }
 
 // Commit is barrier.Commit for a step handler: when ctx comes from the
@@ -199,10 +239,7 @@ func Commit(ctx context.Context, b *barrier.Barrier, id barrier.ID, tx *barrier.
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock() // no step.progress may slip between the commit's events
-	events := []progress.Event{c.completed(ctx)}
-	if !c.startedOut {
-		events = []progress.Event{c.started, events[0]}
-	}
+	events := c.outbox(c.completed(ctx))
 	tx.Announce(func(p redis.Pipeliner) {
 		for _, e := range events {
 			c.pub.AppendMission(p, c.stream, e)
@@ -210,7 +247,8 @@ func Commit(ctx context.Context, b *barrier.Barrier, id barrier.ID, tx *barrier.
 	})
 	res, outcome, err := b.Commit(ctx, id, tx, result)
 	if err == nil {
-		c.startedOut, c.committed = true, true
+		c.sent()
+		c.committed = true
 		c.firehose.Add(events...)
 	}
 	return res, outcome, err

@@ -2,6 +2,7 @@ package stepserver_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"testing"
@@ -91,5 +92,40 @@ func TestCommitCarriesTheStepEvents(t *testing.T) {
 			t.Fatalf("firehose holds %d events, want 8", n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A long step's progress reaches the mission stream while it runs (within
+// ProgressDelay), after step.started.
+func TestProgressIsWrittenWhileTheStepRuns(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	ctx := t.Context()
+	pub := progress.NewPublisher(rdb, progress.Options{Logger: slog.New(slog.DiscardHandler)})
+	ics := stepserver.Interceptors(pub, "svc", []string{actionMethod}, nil, false)
+	stream := progress.MissionStream("m")
+	call := chain(ics, actionMethod, func(ctx context.Context, _ any) (any, error) {
+		progress.ReporterFrom(ctx).Progress(ctx, 0.5, "half")
+		for deadline := time.Now().Add(30 * time.Second); rdb.XLen(ctx, stream).Val() < 2; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return nil, errors.New("step.progress not written while the step runs")
+			}
+		}
+		return &mappingv1.AllocateMapResponse{}, nil
+	})
+	sc := &typesv1.SagaContext{MissionId: "m", SagaId: "saga-1", Step: "s", Attempt: 1}
+	if _, err := call(ctx, &mappingv1.AllocateMapRequest{Saga: sc}); err != nil {
+		t.Fatal(err)
+	}
+	events, err := progress.Range(ctx, rdb, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []progress.Type
+	for _, ev := range events {
+		got = append(got, ev.Type)
+	}
+	if want := []progress.Type{progress.StepStarted, progress.StepProgress, progress.StepCompleted}; !slices.Equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
 	}
 }
