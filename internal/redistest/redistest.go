@@ -148,7 +148,11 @@ func startShared(t testing.TB) *Server {
 	if err := c.FlushAll(ctx); err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
-	w, err := watchSlots(ctx, c)
+	masters, err := c.Masters(ctx)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	w, err := WatchNodes(ctx, masters)
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
@@ -158,10 +162,10 @@ func startShared(t testing.TB) *Server {
 			pool.idle = append(pool.idle, c)
 			pool.mu.Unlock()
 		}()
-		defer w.stop()
+		defer w.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := w.sync(ctx, c); err != nil {
+		if err := w.Sync(ctx); err != nil {
 			t.Errorf("redistest: slot watch: %v", err)
 		}
 		for _, v := range w.Violations() {

@@ -12,7 +12,7 @@ import (
 func TestStartServesCommands(t *testing.T) {
 	t.Parallel()
 	srv := Start(t)
-	c := srv.Client(t)
+	c := srv.Universal(t)
 	if err := c.Set(t.Context(), "k", "v", 0).Err(); err != nil {
 		t.Fatalf("SET: %v", err)
 	}
@@ -28,10 +28,10 @@ func TestServersAreIsolated(t *testing.T) {
 	if a.Addr == b.Addr {
 		t.Fatalf("two servers share %s", a.Addr)
 	}
-	if err := a.Client(t).Set(t.Context(), "only-a", "1", 0).Err(); err != nil {
+	if err := a.Universal(t).Set(t.Context(), "only-a", "1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	n, err := b.Client(t).Exists(t.Context(), "only-a").Result()
+	n, err := b.Universal(t).Exists(t.Context(), "only-a").Result()
 	if err != nil || n != 0 {
 		t.Fatalf("key leaked across servers: exists=%d err=%v", n, err)
 	}
@@ -183,7 +183,7 @@ func TestSlotWatch(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Sync(ctx, srv); err != nil {
+	if err := w.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	v := w.Violations()

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/slammesh/slammesh/internal/redisproc"
 )
 
 // SlotWatch checks, on a Redis Cluster, that every script run and every
@@ -30,8 +28,9 @@ import (
 // node runs them atomically. The keys of each command come from COMMAND
 // GETKEYS, their slots from CRC16 as Redis Cluster computes them.
 type SlotWatch struct {
-	rdb *redis.Client
-	mu  sync.Mutex
+	// keyClients answer COMMAND GETKEYS: any node that is up will do.
+	keyClients []*redis.Client
+	mu         sync.Mutex
 	// checked counts the scripts and transactions checked.
 	checked    int
 	violations []string
@@ -53,24 +52,32 @@ func WatchSlots(t testing.TB, srv *Server) *SlotWatch {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	w, err := watchSlots(ctx, srv.Cluster)
+	masters, err := srv.Cluster.Masters(ctx)
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
-	t.Cleanup(w.stop)
+	w, err := WatchNodes(ctx, masters)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	t.Cleanup(w.Stop)
 	return w
 }
 
-func watchSlots(ctx context.Context, c *redisproc.Cluster) (*SlotWatch, error) {
-	masters, err := c.Masters(ctx)
-	if err != nil {
-		return nil, err
+// WatchNodes starts a SlotWatch on the nodes at addrs; Stop ends it. To
+// stay on watch across failovers, give it every node, replicas included: a
+// replica's MONITOR shows each script's writes as the MULTI/EXEC block its
+// master replicates, which is checked like any transaction, and a promoted
+// replica shows the scripts themselves.
+func WatchNodes(ctx context.Context, addrs []string) (*SlotWatch, error) {
+	w := &SlotWatch{marks: map[string]chan struct{}{}, seen: map[string]int{}}
+	for _, a := range addrs {
+		w.keyClients = append(w.keyClients, redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1, DialTimeout: time.Second}))
 	}
-	w := &SlotWatch{rdb: redis.NewClient(&redis.Options{Addr: masters[0]}), marks: map[string]chan struct{}{}, seen: map[string]int{}}
-	for _, m := range masters {
+	for _, m := range addrs {
 		conn, err := net.DialTimeout("tcp", m, 5*time.Second)
 		if err != nil {
-			w.stop()
+			w.Stop()
 			return nil, fmt.Errorf("MONITOR %s: %w", m, err)
 		}
 		r := bufio.NewReader(conn)
@@ -78,7 +85,7 @@ func watchSlots(ctx context.Context, c *redisproc.Cluster) (*SlotWatch, error) {
 		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
 			conn.Close()
-			w.stop()
+			w.Stop()
 			return nil, fmt.Errorf("MONITOR %s: %q, %v", m, line, err)
 		}
 		_ = conn.SetReadDeadline(time.Time{})
@@ -89,41 +96,38 @@ func watchSlots(ctx context.Context, c *redisproc.Cluster) (*SlotWatch, error) {
 	return w, nil
 }
 
-func (w *SlotWatch) stop() {
+// Stop ends the watch; Violations and Seen stay readable.
+func (w *SlotWatch) Stop() {
 	for _, c := range w.conns {
 		c.Close()
 	}
 	w.wg.Wait()
-	w.rdb.Close()
-}
-
-// Sync returns once every command run before it has been checked: it
-// sends a marker to each master and waits until its MONITOR has shown it.
-func (w *SlotWatch) Sync(ctx context.Context, srv *Server) error {
-	return w.sync(ctx, srv.Cluster)
-}
-
-func (w *SlotWatch) sync(ctx context.Context, c *redisproc.Cluster) error {
-	masters, err := c.Masters(ctx)
-	if err != nil {
-		return err
+	for _, c := range w.keyClients {
+		c.Close()
 	}
-	for i, m := range masters {
+}
+
+// Sync returns once every command a watched node ran before it has been
+// checked: it sends a marker (ECHO) to each watched node that is up and
+// waits until that node's MONITOR has shown it. A node that does not answer
+// (killed) is passed over.
+func (w *SlotWatch) Sync(ctx context.Context) error {
+	for i, c := range w.keyClients {
 		mark := fmt.Sprintf("slotwatch-sync-%d-%d", time.Now().UnixNano(), i)
 		ch := make(chan struct{})
 		w.mu.Lock()
 		w.marks[mark] = ch
 		w.mu.Unlock()
-		c := redis.NewClient(&redis.Options{Addr: m})
-		err := c.Echo(ctx, mark).Err()
-		c.Close()
-		if err != nil {
-			return err
+		if err := c.Echo(ctx, mark).Err(); err != nil {
+			w.mu.Lock()
+			delete(w.marks, mark)
+			w.mu.Unlock()
+			continue
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("slotwatch: %s did not show the sync marker: %w", m, ctx.Err())
+			return fmt.Errorf("slotwatch: %s did not show the sync marker: %w", c.Options().Addr, ctx.Err())
 		}
 	}
 	return nil
@@ -143,6 +147,10 @@ func (w *SlotWatch) Seen() map[string]int {
 	defer w.mu.Unlock()
 	return maps.Clone(w.seen)
 }
+
+// AppendScriptLog appends the SHA1 of every script seen to the file named
+// by EnvScriptLog, when it is set, for test/cluster's coverage check.
+func (w *SlotWatch) AppendScriptLog() error { return logScripts(w.Seen()) }
 
 // Violations describes every script or transaction that touched keys of
 // more than one slot.
@@ -266,11 +274,23 @@ func (w *SlotWatch) keysOf(args []string) []string {
 	for _, a := range args {
 		cmd = append(cmd, a)
 	}
-	keys, err := w.rdb.Do(ctx, cmd...).StringSlice()
-	if err != nil {
-		return nil
+	var err error
+	for _, c := range w.keyClients {
+		var keys []string
+		keys, err = c.Do(ctx, cmd...).StringSlice()
+		if err == nil {
+			return keys
+		}
+		if strings.Contains(err.Error(), "no key arguments") || strings.Contains(err.Error(), "Invalid arguments") {
+			return nil
+		}
 	}
-	return keys
+	// No node answered: a command whose keys are unknown is a violation
+	// rather than silently passed.
+	w.mu.Lock()
+	w.violations = append(w.violations, fmt.Sprintf("keys of %s unknown: %v", abbreviate(strings.Join(args, " ")), err))
+	w.mu.Unlock()
+	return nil
 }
 
 func abbreviate(s string) string {

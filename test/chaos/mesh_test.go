@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/redisproc"
+	"github.com/slammesh/slammesh/internal/redistest"
 	"github.com/slammesh/slammesh/test/testproc"
 )
 
@@ -35,14 +37,27 @@ type meshConfig struct {
 	// capacityCells is the mapping budget: large enough for every mission
 	// of the run at once, so RESOURCE_EXHAUSTED is never an outcome.
 	capacityCells uint64
+	// cluster runs a 6-node Redis Cluster instead of one redis-server.
+	cluster bool
 }
 
 // mesh is the processes under test and the test's own clients of them.
 type mesh struct {
-	cfg   meshConfig
-	redis *redisproc.Process
-	rdb   *redis.Client
-	steps []*testproc.Proc
+	cfg meshConfig
+	// redis is the one redis-server, or cluster the Redis Cluster
+	// (-chaos.redis=cluster); the other is nil.
+	redis   *redisproc.Process
+	cluster *redisproc.Cluster
+	// watch follows every node of the cluster for scripts and
+	// transactions that touch two slots (nil on one redis-server).
+	watch *redistest.SlotWatch
+	rdb   redis.UniversalClient
+	// env is the children's environment beside this process's.
+	env []string
+	// faults is held by an orchestrator kill until its recovery and by a
+	// Redis master failover until the mesh settled, so they do not overlap.
+	faults sync.Mutex
+	steps  []*testproc.Proc
 	// replicas are the two orchestrators; replicas[victim] is the one the
 	// test kills.
 	replicas [2]*replica
@@ -66,8 +81,9 @@ type replica struct {
 	bin    string
 	logDir string
 	// args are the flags of every incarnation but the listen addresses,
-	// the command first.
+	// the command first; env is their environment beside the test's.
 	args []string
+	env  []string
 
 	mu          sync.Mutex
 	proc        *testproc.Proc
@@ -103,18 +119,36 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 	if err := os.Mkdir(redisDir, 0o755); err != nil {
 		return m, fmt.Errorf("redis dir: %w", err)
 	}
-	if m.redis, err = redisproc.Start(redisDir); err != nil {
-		return m, err
+	common := []string{"--allow-fault-injection", "--grace", "2s"}
+	m.env = childEnv
+	if cfg.cluster {
+		if m.cluster, err = redisproc.StartCluster(ctx, redisDir, 3, 1); err != nil {
+			return m, err
+		}
+		if m.watch, err = redistest.WatchNodes(ctx, m.cluster.Addrs()); err != nil {
+			return m, err
+		}
+		opt, err := redis.ParseClusterURL(m.cluster.URL())
+		if err != nil {
+			return m, err
+		}
+		opt.PoolSize = 32
+		m.rdb = redis.NewClusterClient(opt)
+		// The binaries take a cluster from REDIS_CLUSTER_URL (SCALE.md).
+		m.env = append(slices.Clone(childEnv), "REDIS_CLUSTER_URL="+m.cluster.URL())
+	} else {
+		if m.redis, err = redisproc.Start(redisDir); err != nil {
+			return m, err
+		}
+		m.rdb = redis.NewClient(&redis.Options{Addr: m.redis.Addr, PoolSize: 32})
+		common = append(common, "--redis-url", m.redis.URL())
 	}
-	m.rdb = redis.NewClient(&redis.Options{Addr: m.redis.Addr, PoolSize: 32})
-
-	common := []string{"--redis-url", m.redis.URL(), "--allow-fault-injection", "--grace", "2s"}
 	for _, s := range stepServices {
 		args := append([]string{s, "--grpc-addr", anyPort, "--http-addr", anyPort}, common...)
 		if s == "mapping" {
 			args = append(args, "--capacity-cells", strconv.FormatUint(cfg.capacityCells, 10))
 		}
-		p, err := testproc.Start(s, filepath.Join(cfg.logDir, s+".log"), cfg.bin, childEnv, args...)
+		p, err := testproc.Start(s, filepath.Join(cfg.logDir, s+".log"), cfg.bin, m.env, args...)
 		if err != nil {
 			return m, err
 		}
@@ -141,7 +175,7 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 		"--step-timeout", "localize_agents=10s,merge_maps=10s"}, common...)
 	for i, name := range []string{"orchestrator-a", "orchestrator-b"} {
 		m.replicas[i] = &replica{
-			name: name, bin: cfg.bin, logDir: cfg.logDir, args: args,
+			name: name, bin: cfg.bin, logDir: cfg.logDir, args: args, env: m.env,
 			owners: make(map[int]string), pids: make(map[int]int),
 		}
 		if _, err := m.replicas[i].start(ctx); err != nil {
@@ -175,6 +209,12 @@ func (m *mesh) close() {
 	}
 	if m.redis != nil {
 		m.redis.Stop()
+	}
+	if m.watch != nil {
+		m.watch.Stop()
+	}
+	if m.cluster != nil {
+		m.cluster.Stop()
 	}
 }
 
@@ -240,7 +280,7 @@ func (r *replica) launch(ctx context.Context, grpcAddr string) (string, error) {
 		next = 0
 	}
 	args := append([]string{r.args[0], "--grpc-addr", grpcAddr, "--http-addr", anyPort}, r.args[1:]...)
-	p, err := testproc.Start(r.name, filepath.Join(r.logDir, fmt.Sprintf("%s.%d.log", r.name, next)), r.bin, childEnv, args...)
+	p, err := testproc.Start(r.name, filepath.Join(r.logDir, fmt.Sprintf("%s.%d.log", r.name, next)), r.bin, r.env, args...)
 	if err != nil {
 		r.mu.Unlock()
 		return "", err
