@@ -93,6 +93,35 @@ soak-ci: build
 	$(GO) vet -tags soak ./test/soak
 	$(GO) test -race -tags soak -count=1 -v -timeout 10m ./test/soak -args -soak.bin=$(CURDIR)/$(BIN)/slammesh $(SOAK_FLAGS)
 
+## cluster: the suites on a real 6-node Redis Cluster (3 masters, 3 replicas; issue 10): the Go tests of
+## CLUSTER_PKGS with SLAMMESH_TEST_REDIS=cluster (each test's scripts and MULTIs checked to touch one slot),
+## e2e and chaos on a cluster (chaos adds a master CLUSTER FAILOVER and a master SIGKILL mid-run), then
+## test/cluster: a mission's keys share one slot, every Lua script is listed and ran on the cluster
+.PHONY: cluster cluster-pkgs e2e-cluster chaos-cluster cluster-check
+CLUSTER_PKGS ?= ./internal/redistest
+CLUSTER_SCRIPTS := $(CURDIR)/$(BIN)/cluster-scripts.log
+cluster: build
+	rm -f $(CLUSTER_SCRIPTS)
+	$(MAKE) --no-print-directory cluster-pkgs
+	$(MAKE) --no-print-directory e2e-cluster
+	$(MAKE) --no-print-directory chaos-cluster
+	$(MAKE) --no-print-directory cluster-check
+
+cluster-pkgs:
+	SLAMMESH_TEST_REDIS=cluster SLAMMESH_TEST_SCRIPT_LOG=$(CLUSTER_SCRIPTS) $(GO) test -race -count=1 -timeout 20m $(CLUSTER_PKGS)
+
+e2e-cluster: build
+	$(GO) build -modfile=tools/go.mod -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
+	SLAMMESH_TEST_REDIS=cluster ./scripts/e2e.sh
+
+chaos-cluster: build
+	$(GO) vet -tags chaos ./test/chaos
+	SLAMMESH_TEST_SCRIPT_LOG=$(CLUSTER_SCRIPTS) $(GO) test -race -tags chaos -count=1 -v -timeout 15m -run TestChaos ./test/chaos -args -chaos.bin=$(CURDIR)/$(BIN)/slammesh -chaos.redis=cluster $(CHAOS_FLAGS)
+
+cluster-check:
+	$(GO) vet -tags cluster ./test/cluster
+	$(GO) test -race -tags cluster -count=1 -v -timeout 5m ./test/cluster -args -cluster.scripts=$(CLUSTER_SCRIPTS)
+
 ## bench: domain and saga benchmarks
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
