@@ -79,7 +79,7 @@ func (e *Engine) recoverOnce(ctx context.Context, opts RecoveryOptions) (int, er
 	if closed || room <= 0 {
 		return 0, nil
 	}
-	keys, err := e.store.expired(ctx, min(opts.Batch, room))
+	entries, err := e.store.expired(ctx, min(opts.Batch, room))
 	if err != nil {
 		return 0, err
 	}
@@ -89,7 +89,8 @@ func (e *Engine) recoverOnce(ctx context.Context, opts RecoveryOptions) (int, er
 	runCtx := context.WithoutCancel(ctx)
 	n := 0
 	var errs []error
-	for _, key := range keys {
+	for _, entry := range entries {
+		key := entry.key
 		r, _, err := e.register(runCtx, key, false)
 		if errors.Is(err, ErrClosed) {
 			break
@@ -100,7 +101,7 @@ func (e *Engine) recoverOnce(ctx context.Context, opts RecoveryOptions) (int, er
 			continue
 		}
 		claimCtx, cancel := context.WithTimeout(runCtx, e.store.leaseTTL)
-		c, err := e.store.recoverClaim(claimCtx, key, e.owner, e.now())
+		c, err := e.store.recoverClaim(claimCtx, entry, e.owner, e.now())
 		cancel()
 		if err != nil || c == nil {
 			// Renewed, claimed by another engine or finished since the scan.

@@ -138,8 +138,8 @@ func TestSaveWithStaleEpochWritesNothing(t *testing.T) {
 	if n := f.rdb.Exists(t.Context(), eventsKey("m")).Val(); n != 0 {
 		t.Errorf("fenced Save wrote events: %v", events(t, f.rdb, "m"))
 	}
-	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m").Result(); err != nil {
-		t.Errorf("fenced Save removed the saga from %s: %v", ActiveKey, err)
+	if _, err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Result(); err != nil {
+		t.Errorf("fenced Save removed the saga from %s: %v", ActiveKey("m"), err)
 	}
 }
 
@@ -225,7 +225,12 @@ func (h *failEvalSha) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 func (h *failEvalSha) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return failInPipeline(next, func(cmd redis.Cmder) error {
+		if cmd.Name() == "evalsha" && h.n.Add(-1) >= 0 {
+			return fmt.Errorf("injected: %w", net.ErrClosed)
+		}
+		return nil
+	})
 }
 
 func TestTransientWriteErrorsAreRetried(t *testing.T) {
@@ -258,8 +263,8 @@ func TestTransientWriteErrorsAreRetried(t *testing.T) {
 	if err != nil || stored.State != Pending {
 		t.Fatalf("stored = %v, %v; want still pending for recovery", stored, err)
 	}
-	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m2").Result(); err != nil {
-		t.Errorf("abandoned saga not in %s: %v", ActiveKey, err)
+	if _, err := f.rdb.ZScore(t.Context(), ActiveKey("m2"), "m2").Result(); err != nil {
+		t.Errorf("abandoned saga not in %s: %v", ActiveKey("m"), err)
 	}
 }
 
