@@ -350,32 +350,47 @@ func backoff(ctx context.Context, n int) error {
 // barrier's own refusals (owner gone, another saga, forbidden) come back as
 // errors.
 func (b *Barrier) run(ctx context.Context, id ID, mode string, tx *Tx, result []byte) (status string, detail []byte, err error) {
+	keys, argv, err := b.args(id, mode, tx, result)
+	if err != nil {
+		return "", nil, err
+	}
+	return answer(id, stepScript.Run(ctx, b.rdb, keys, argv...))
+}
+
+// args builds the keys and arguments of a call of stepScript.
+func (b *Barrier) args(id ID, mode string, tx *Tx, result []byte) (keys []string, argv []any, err error) {
 	owner, checkOwner := Key(id.Key, id.Step), "0"
 	if b.owner != nil {
 		owner, checkOwner = b.owner(id.Key), "1"
 	}
-	keys := []string{Key(id.Key, id.Step), EffectsKey(id.Key), owner}
-	argv := []any{mode, id.SagaID, id.Step, checkOwner, result, 0, 0, 0}
-	if tx != nil {
-		argv[5] = len(tx.expects)
-		for _, e := range tx.expects {
-			present := "0"
-			if e.present {
-				present = "1"
-			}
-			argv = append(argv, e.key, e.field, present, e.value)
-			keys = addKey(keys, e.key)
-		}
-		writes, announce := cmds(tx.writes), cmds(tx.announce)
-		argv[6], argv[7] = len(writes), len(announce)
-		if argv, keys, err = encode(argv, keys, writes); err != nil {
-			return "", nil, err
-		}
-		if argv, keys, err = encode(argv, keys, announce); err != nil {
-			return "", nil, err
-		}
+	keys = []string{Key(id.Key, id.Step), EffectsKey(id.Key), owner}
+	argv = []any{mode, id.SagaID, id.Step, checkOwner, result, 0, 0, 0}
+	if tx == nil {
+		return keys, argv, nil
 	}
-	reply, err := stepScript.Run(ctx, b.rdb, keys, argv...).Slice()
+	argv[5] = len(tx.expects)
+	for _, e := range tx.expects {
+		present := "0"
+		if e.present {
+			present = "1"
+		}
+		argv = append(argv, e.key, e.field, present, e.value)
+		keys = addKey(keys, e.key)
+	}
+	writes, announce := cmds(tx.writes), cmds(tx.announce)
+	argv[6], argv[7] = len(writes), len(announce)
+	if argv, keys, err = encode(argv, keys, writes); err != nil {
+		return nil, nil, err
+	}
+	if argv, keys, err = encode(argv, keys, announce); err != nil {
+		return nil, nil, err
+	}
+	return keys, argv, nil
+}
+
+// answer decodes stepScript's reply.
+func answer(id ID, cmd *redis.Cmd) (status string, detail []byte, err error) {
+	reply, err := cmd.Slice()
 	if err != nil {
 		return "", nil, err
 	}
@@ -395,6 +410,37 @@ func (b *Barrier) run(ctx context.Context, id ID, mode string, tx *Tx, result []
 		return "", nil, ErrActionForbidden
 	}
 	return status, detail, nil
+}
+
+// Look tells, without acting, whether the action of id committed: the
+// result it stored and committed true; committed false when it did not yet;
+// ErrActionForbidden when the step was compensated (and ErrOwnerGone,
+// ErrSagaMismatch as any call). reads, when not nil, queues the caller's own
+// reads in the same pipeline, so a handler that must read before its work
+// anyway (the map it works on) pays one round trip for both; their commands
+// hold their results once Look returned without error (a read's own error,
+// redis.Nil included, is the caller's to check).
+func (b *Barrier) Look(ctx context.Context, id ID, reads func(p redis.Pipeliner)) (result []byte, committed bool, err error) {
+	if err := id.validate(); err != nil {
+		return nil, false, err
+	}
+	keys, argv, err := b.args(id, modeProbeAct, nil, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	pipe := b.rdb.Pipeline()
+	// EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT; Redis
+	// caches the compiled script either way.
+	look := stepScript.Eval(ctx, pipe, keys, argv...)
+	if reads != nil {
+		reads(pipe)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	st, detail, err := answer(id, look)
+	if err != nil {
+		return nil, false, fmt.Errorf("barrier look %s/%s: %w", id.Key, id.Step, err)
+	}
+	return detail, st == "dup", nil
 }
 
 func str(v any) string {

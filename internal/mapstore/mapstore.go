@@ -151,8 +151,19 @@ func ReadHead(ctx context.Context, r redis.Cmdable, missionID string) (mapID str
 // version's cells. It returns ErrNoMap when the mission has no map or
 // another one, and decodes nothing then.
 func ReadMeta(ctx context.Context, r redis.Cmdable, missionID, mapID string) (grid.Meta, error) {
+	return MetaOf(QueueMeta(ctx, r, missionID), missionID, mapID)
+}
+
+// QueueMeta queues (in a pipeline) or sends the read of the mission map's
+// id and geometry, for MetaOf.
+func QueueMeta(ctx context.Context, r redis.Cmdable, missionID string) *redis.SliceCmd {
+	return r.HMGet(ctx, Key(missionID), fieldMapID, fieldMeta)
+}
+
+// MetaOf decodes QueueMeta's answer as ReadMeta does.
+func MetaOf(cmd *redis.SliceCmd, missionID, mapID string) (grid.Meta, error) {
 	var h head
-	if err := r.HMGet(ctx, Key(missionID), fieldMapID, fieldMeta).Scan(&h); err != nil {
+	if err := cmd.Scan(&h); err != nil {
 		return grid.Meta{}, fmt.Errorf("read map of mission %s: %w", missionID, err)
 	}
 	if h.MapID == "" || h.MapID != mapID {
@@ -201,7 +212,18 @@ return {h[1], h[2], h[3], tostring(v)}
 // ErrNoMap when the mission has no map; a version the map does not have is a
 // Map with nil Cells.
 func Load(ctx context.Context, r redis.Cmdable, missionID string, version uint32) (*Map, error) {
-	res, err := loadScript.Run(ctx, r, []string{Key(missionID)}, version).StringSlice()
+	return LoadOf(loadScript.Run(ctx, r, []string{Key(missionID)}, version), missionID)
+}
+
+// QueueLoad queues Load's read in pipe (EVAL: a pipeline cannot fall back
+// on NOSCRIPT), for LoadOf once pipe was executed.
+func QueueLoad(ctx context.Context, pipe redis.Pipeliner, missionID string, version uint32) *redis.Cmd {
+	return loadScript.Eval(ctx, pipe, []string{Key(missionID)}, version)
+}
+
+// LoadOf decodes the answer of Load's read as Load does.
+func LoadOf(cmd *redis.Cmd, missionID string) (*Map, error) {
+	res, err := cmd.StringSlice()
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("mission %s: %w", missionID, ErrNoMap)
 	}

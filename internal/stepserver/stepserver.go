@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
@@ -47,29 +48,16 @@ func BarrierID(sc *typesv1.SagaContext, step string) barrier.ID {
 	return barrier.ID{Key: sc.GetMissionId(), SagaID: sc.GetSagaId(), Step: step}
 }
 
-// errNotCommitted is the answer of Committed's callback: refusing to act
-// tells it that nothing is stored yet, while the barrier answers a committed
-// or a compensated step without calling it.
-var errNotCommitted = errors.New("stepserver: action not committed")
-
 // Committed looks at the barrier of id without acting: it returns the
 // result an earlier attempt stored when the action committed, committed
 // false when it did not yet, and barrier.ErrActionForbidden when the step
-// was compensated. A handler whose work is too expensive for the barrier
-// transaction calls it first, so that a retry is answered without working
-// again, then commits with barrier.Action, which answers a concurrent
-// attempt that committed in between.
-func Committed(ctx context.Context, b *barrier.Barrier, id barrier.ID) (result []byte, committed bool, err error) {
-	result, _, err = b.Action(ctx, id, func(context.Context, *barrier.Tx) ([]byte, error) {
-		return nil, errNotCommitted
-	})
-	switch {
-	case err == nil:
-		return result, true, nil
-	case errors.Is(err, errNotCommitted):
-		return nil, false, nil
-	}
-	return nil, false, err
+// was compensated. A handler whose work is too expensive to redo calls it
+// first, so that a retry is answered without working again, then commits
+// with Commit, which answers a concurrent attempt that committed in between.
+// reads, when not nil, queues the reads the handler needs before its work
+// anyway, in the same round trip (barrier.Look).
+func Committed(ctx context.Context, b *barrier.Barrier, id barrier.ID, reads func(redis.Pipeliner)) (result []byte, committed bool, err error) {
+	return b.Look(ctx, id, reads)
 }
 
 // Status is the end of a step service's one mapping from errors to gRPC

@@ -120,7 +120,7 @@ func TestCommitted(t *testing.T) {
 	id := barrier.ID{Key: "m-1", SagaID: "saga-1", Step: "s"}
 	committed := func(id barrier.ID) string {
 		t.Helper()
-		res, ok, err := stepserver.Committed(ctx, b, id)
+		res, ok, err := stepserver.Committed(ctx, b, id, nil)
 		return fmt.Sprintf("%q %v %v", res, ok, err)
 	}
 
@@ -136,13 +136,13 @@ func TestCommitted(t *testing.T) {
 	if got, want := committed(id), `"done" true <nil>`; got != want {
 		t.Errorf("after the action: %s, want %s", got, want)
 	}
-	if _, _, err := stepserver.Committed(ctx, b, barrier.ID{Key: "m-1", SagaID: "saga-2", Step: "s"}); !errors.Is(err, barrier.ErrSagaMismatch) {
+	if _, _, err := stepserver.Committed(ctx, b, barrier.ID{Key: "m-1", SagaID: "saga-2", Step: "s"}, nil); !errors.Is(err, barrier.ErrSagaMismatch) {
 		t.Errorf("another saga: err %v, want ErrSagaMismatch", err)
 	}
 	if _, err := b.Compensate(ctx, id, func(context.Context, *barrier.Tx, []byte) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := stepserver.Committed(ctx, b, id); !errors.Is(err, barrier.ErrActionForbidden) {
+	if _, _, err := stepserver.Committed(ctx, b, id, nil); !errors.Is(err, barrier.ErrActionForbidden) {
 		t.Errorf("after the compensation: err %v, want ErrActionForbidden", err)
 	}
 	if eff, err := b.Effects(ctx, id.Key); err != nil || eff["s:action"] != 1 || eff["s:compensation"] != 1 {

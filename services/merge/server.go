@@ -103,15 +103,20 @@ func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (
 		return nil, s.toStatus(ctx, err)
 	}
 	id := stepserver.BarrierID(sc, Step)
-	switch stored, committed, err := stepserver.Committed(ctx, s.barrier, id); {
+	missionID := sc.GetMissionId()
+	// One round trip: the look at the barrier (a retry is answered without
+	// fusing again) and the current map, the base of the fusion.
+	var loadCmd *redis.Cmd
+	switch stored, committed, err := stepserver.Committed(ctx, s.barrier, id, func(p redis.Pipeliner) {
+		loadCmd = mapstore.QueueLoad(ctx, p, missionID, 0)
+	}); {
 	case err != nil:
 		return nil, s.toStatus(ctx, err)
 	case committed:
 		return s.decode(ctx, stored)
 	}
 
-	missionID := sc.GetMissionId()
-	base, err := loadCurrent(ctx, s.rdb, missionID, req.GetMapId())
+	base, err := baseOf(loadCmd, missionID, req.GetMapId())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
