@@ -122,6 +122,12 @@ cluster-check:
 	$(GO) vet -tags cluster ./test/cluster
 	$(GO) test -race -tags cluster -count=1 -v -timeout 5m ./test/cluster -args -cluster.scripts=$(CLUSTER_SCRIPTS)
 
+## scale: 2 replicas of each step service and 1, then 3 orchestrators as separate processes on a 6-node Redis Cluster: 500 missions with one orchestrator and one step replica SIGKILLed mid-run; prints missions/s and p99 (issue 10). SCALE_FLAGS="-scale.missions=1000" etc.
+.PHONY: scale
+scale: build
+	$(GO) vet -tags scale ./test/scale
+	$(GO) test -tags scale -count=1 -v -timeout 15m ./test/scale -args -scale.bin=$(CURDIR)/$(BIN)/slammesh $(SCALE_FLAGS)
+
 ## bench: domain and saga benchmarks
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
