@@ -29,7 +29,7 @@ func runService(ctx context.Context, cfg serviceConfig, logw io.Writer) error {
 	if err := cfg.checkExposure(); err != nil {
 		return err
 	}
-	opts, err := redisOptions(cfg.redisURL, cfg.sec)
+	opts, err := newRedisConn(cfg.redisURL, cfg.redisClusterURL, cfg.sec)
 	if err != nil {
 		return err
 	}
@@ -49,7 +49,7 @@ func stepBarrier(rdb redis.UniversalClient) *barrier.Barrier {
 }
 
 // specFor says how to build the node of cfg.service.
-func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
+func specFor(cfg serviceConfig, opts redisConn) nodeSpec {
 	spec := nodeSpec{
 		name:     cfg.service,
 		grpcAddr: cfg.grpcAddr,
