@@ -120,7 +120,7 @@ func awaitStored(t *testing.T, s *Store, key string, want State) *Record {
 }
 
 // messages returns the message of each of the mission's events.
-func messages(t *testing.T, rdb *redis.Client, key string) []string {
+func messages(t *testing.T, rdb redis.UniversalClient, key string) []string {
 	t.Helper()
 	msgs, err := rdb.XRange(t.Context(), eventsKey(key), "-", "+").Result()
 	if err != nil {
