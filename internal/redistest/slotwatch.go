@@ -28,8 +28,11 @@ import (
 // node runs them atomically. The keys of each command come from COMMAND
 // GETKEYS, their slots from CRC16 as Redis Cluster computes them.
 type SlotWatch struct {
-	// keyClients answer COMMAND GETKEYS: any node that is up will do.
+	// keyClients answer COMMAND GETKEYS: any node that is up will do;
+	// followers[i] is closed when the MONITOR of keyClients[i]'s node
+	// ended (the node was killed).
 	keyClients []*redis.Client
+	followers  []chan struct{}
 	mu         sync.Mutex
 	// checked counts the scripts and transactions checked.
 	checked    int
@@ -91,7 +94,9 @@ func WatchNodes(ctx context.Context, addrs []string) (*SlotWatch, error) {
 		_ = conn.SetReadDeadline(time.Time{})
 		w.conns = append(w.conns, conn)
 		w.wg.Add(1)
-		go w.follow(m, r)
+		done := make(chan struct{})
+		w.followers = append(w.followers, done)
+		go w.follow(m, r, done)
 	}
 	return w, nil
 }
@@ -126,6 +131,8 @@ func (w *SlotWatch) Sync(ctx context.Context) error {
 		}
 		select {
 		case <-ch:
+		case <-w.followers[i]:
+			// Its MONITOR ended (the node died, and may be back unwatched).
 		case <-ctx.Done():
 			return fmt.Errorf("slotwatch: %s did not show the sync marker: %w", c.Options().Addr, ctx.Err())
 		}
@@ -161,8 +168,9 @@ func (w *SlotWatch) Violations() []string {
 }
 
 // follow reads one master's MONITOR stream and checks each group of lines.
-func (w *SlotWatch) follow(node string, r *bufio.Reader) {
+func (w *SlotWatch) follow(node string, r *bufio.Reader, done chan struct{}) {
 	defer w.wg.Done()
+	defer close(done)
 	var script [][]string          // the open script's lines
 	txs := map[string][][]string{} // the open transactions by client
 	for {

@@ -125,6 +125,7 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 		if m.cluster, err = redisproc.StartCluster(ctx, redisDir, 3, 1); err != nil {
 			return m, err
 		}
+		redis.SetLogger(quietRedis{})
 		if m.watch, err = redistest.WatchNodes(ctx, m.cluster.Addrs()); err != nil {
 			return m, err
 		}

@@ -21,6 +21,13 @@ var flagRedis = flag.String("chaos.redis", os.Getenv("SLAMMESH_TEST_REDIS"),
 // onCluster reports whether the run uses a Redis Cluster.
 func onCluster() bool { return *flagRedis == "cluster" }
 
+// quietRedis drops go-redis's own log lines: while a killed master is
+// failed over, the test's cluster client logs every refused dial to it,
+// which would bury the report; the test retries its reads itself.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
 // redisFault is a master failover or a master SIGKILL the test did.
 type redisFault struct {
 	kind string // "CLUSTER FAILOVER" or "SIGKILL master"
