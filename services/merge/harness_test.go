@@ -21,7 +21,7 @@ type env struct {
 	client mergev1.MergeServiceClient
 }
 
-func start(t *testing.T, cfg merge.Config) *env {
+func start(t testing.TB, cfg merge.Config) *env {
 	t.Helper()
 	e := steptest.Start(t, steptest.Service{
 		Name:                merge.ServiceName,
