@@ -273,8 +273,12 @@ func (w *SlotWatch) check(node string, group [][]string) {
 }
 
 // keysOf asks COMMAND GETKEYS for the keys of one command; a command
-// without keys has none.
+// without keys has none (GETKEYS refuses a command given without arguments,
+// such as TIME, for want of them).
 func (w *SlotWatch) keysOf(args []string) []string {
+	if len(args) == 1 {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cmd := make([]any, 0, len(args)+2)

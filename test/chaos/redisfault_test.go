@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -38,8 +40,10 @@ type redisFault struct {
 	// node's view with cluster_state:ok (the helper's wait).
 	promotedIn time.Duration
 	// meshRecovery is from the fault to the first mission event the mesh
-	// wrote to the moved slots afterwards; affected counts the missions
-	// whose keys live there; firstWrite is false when none wrote after.
+	// wrote to the moved slots afterwards, by the stream entry id (the
+	// millisecond Redis accepted it, on this machine's clock); affected
+	// counts the missions whose keys live there; firstWrite is false when
+	// none wrote after.
 	meshRecovery time.Duration
 	affected     int
 	firstWrite   bool
@@ -125,13 +129,18 @@ func measureRedisRecovery(ctx context.Context, rdb redis.UniversalClient, faults
 				continue
 			}
 			f.affected++
-			events, err := progress.Range(ctx, rdb, progress.MissionStream(id))
+			msgs, err := rdb.XRange(ctx, progress.MissionStream(id), strconv.FormatInt(f.at.UnixMilli(), 10), "+").Result()
 			if err != nil {
 				return err
 			}
-			for _, e := range events {
-				if e.Time.After(f.at) && (first.IsZero() || e.Time.Before(first)) {
-					first = e.Time
+			if len(msgs) > 0 {
+				ms, _, _ := strings.Cut(msgs[0].ID, "-")
+				n, err := strconv.ParseInt(ms, 10, 64)
+				if err != nil {
+					return fmt.Errorf("stream id %q: %w", msgs[0].ID, err)
+				}
+				if at := time.UnixMilli(n); first.IsZero() || at.Before(first) {
+					first = at
 				}
 			}
 		}
