@@ -67,7 +67,13 @@ func specFor(cfg serviceConfig, opts redisConn) nodeSpec {
 			// AppendOnly: a late call must not create a mission stream
 			// that nothing would expire.
 			pub := progress.NewPublisher(n.rdb, progress.Options{Logger: n.log, AppendOnly: true})
-			return stepserver.Interceptors(pub, service, actions, compensations, cfg.allowFaults)
+			// The firehose copies of the step events, written after the
+			// barrier script that appended them to the mission stream
+			// (another slot), batched; flushed when the node closes, after
+			// its server stopped.
+			fh := progress.NewFirehose(n.rdb, progress.FirehoseOptions{Logger: n.log})
+			n.closers = append(n.closers, func() error { return fh.Close(context.Background()) })
+			return stepserver.Interceptors(pub, service, actions, compensations, cfg.allowFaults, stepserver.WithFirehose(fh))
 		}
 	}
 	switch cfg.service {
