@@ -29,7 +29,7 @@ import (
 var (
 	flagBin       = flag.String("scale.bin", "", "slammesh binary to run (empty: build cmd/slammesh into the test's temp dir)")
 	flagMissions  = flag.Int("scale.missions", 500, "missions of the three-orchestrator phase (with the kills)")
-	flagBaseline  = flag.Int("scale.baseline", 200, "missions of the one-orchestrator phase (0: skip it)")
+	flagBaseline  = flag.Int("scale.baseline", 200, "missions of the one-orchestrator phase and of the scaled phase without kills (0: skip both)")
 	flagOrchs     = flag.Int("scale.orchestrators", 3, "orchestrators of the scaled phase (one is SIGKILLed)")
 	flagReplicas  = flag.Int("scale.replicas", 2, "replicas of each step service (one mapping replica is SIGKILLed)")
 	flagInflight  = flag.Int("scale.inflight", 32, "most missions in flight at once (concurrent clients)")
@@ -43,8 +43,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// TestScale runs the one-orchestrator phase, then the scaled phase with an
-// orchestrator and a step replica SIGKILLed mid-run, on one mesh.
+// TestScale runs the one-orchestrator phase, the scaled phase without
+// kills (the same missions count, for comparison), then the scaled phase
+// with an orchestrator and a step replica SIGKILLed mid-run, on one mesh.
 func TestScale(t *testing.T) {
 	if *flagOrchs < 2 || *flagReplicas < 2 || *flagMissions < 1 || *flagInflight < 1 {
 		t.Fatal("want -scale.orchestrators >= 2, -scale.replicas >= 2, -scale.missions >= 1, -scale.inflight >= 1")
@@ -86,8 +87,8 @@ func TestScale(t *testing.T) {
 
 	var results []*phaseResult
 	if *flagBaseline > 0 {
-		r := m.runPhase(ctx, t, "1orch", 1, *flagBaseline, false)
-		results = append(results, r)
+		results = append(results, m.runPhase(ctx, t, "1orch", 1, *flagBaseline, false))
+		results = append(results, m.runPhase(ctx, t, fmt.Sprintf("%dorchclean", *flagOrchs), *flagOrchs, *flagBaseline, false))
 	}
 	results = append(results, m.runPhase(ctx, t, fmt.Sprintf("%dorch", *flagOrchs), *flagOrchs, *flagMissions, true))
 
