@@ -24,18 +24,78 @@ func TestMain(m *testing.M) {
 // increments and the compensation decrements, so "effect left behind" and
 // "effect twice" are both visible in its value.
 type business struct {
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	b     *Barrier
 	calls atomic.Int32 // callback invocations
 }
 
 func newBusiness(t *testing.T) *business {
 	t.Helper()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	return &business{rdb: rdb, b: New(rdb)}
 }
 
 func counterKey(key string) string { return "slammesh:{" + key + "}:counter" }
+
+// allKeys returns every key in Redis, from every master of a cluster.
+func allKeys(t *testing.T, rdb redis.UniversalClient) []string {
+	t.Helper()
+	ctx := t.Context()
+	var mu sync.Mutex
+	var out []string
+	scan := func(ctx context.Context, c *redis.Client) error {
+		keys, err := c.Keys(ctx, "*").Result()
+		mu.Lock()
+		out = append(out, keys...)
+		mu.Unlock()
+		return err
+	}
+	var err error
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		err = c.ForEachMaster(ctx, scan)
+	} else {
+		err = scan(ctx, rdb.(*redis.Client))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// sameSlot returns n mission ids whose keys share one Redis Cluster slot
+// (CRC16 of the hash tag mod 16384, as Redis Cluster computes it), so that
+// a test may have several missions write one shared key on a cluster too.
+func sameSlot(n int) []string {
+	var ids []string
+	want := -1
+	for i := 0; len(ids) < n; i++ {
+		id := "m" + strconv.Itoa(i)
+		slot := int(crc16(id) % 16384)
+		if want < 0 {
+			want = slot
+		}
+		if slot == want {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// crc16 is CRC-16/XMODEM, Redis Cluster's key hash.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}
 
 func (s *business) action(ctx context.Context, id ID, result string) ([]byte, Outcome, error) {
 	return s.b.Action(ctx, id, func(ctx context.Context, tx *Tx) ([]byte, error) {
@@ -300,24 +360,26 @@ func TestCompensationRacingItsAction(t *testing.T) {
 
 // TestWatchedBusinessKeyKeepsABudget: many missions allocate from one
 // capacity counter; the check (a precondition on the value read) and the
-// increment must not interleave. (One Redis only: the counter is in another
-// slot than the missions; the mapping service reserves capacity in a
-// script of its own instead, internal/mapstore.)
+// increment must not interleave. (The missions are chosen in the counter's
+// Redis Cluster slot, so that this runs on a cluster too; the mapping
+// service, whose counter is global, reserves capacity in a script of its
+// own instead, internal/mapstore.)
 func TestWatchedBusinessKeyKeepsABudget(t *testing.T) {
 	t.Parallel()
 	s := newBusiness(t)
 	const (
-		capacityKey = "slammesh:test:capacity"
-		budget      = 100
-		cells       = 10
-		missions    = 25
+		budget   = 100
+		cells    = 10
+		missions = 25
 	)
+	ids := sameSlot(missions)
+	capacityKey := "slammesh:{" + ids[0] + "}:capacity"
 	errFull := errors.New("capacity exhausted")
 	var wg sync.WaitGroup
 	var granted, refused atomic.Int32
 	for i := range missions {
 		wg.Go(func() {
-			id := ID{Key: "m" + strconv.Itoa(i), SagaID: "s", Step: "allocate_map"}
+			id := ID{Key: ids[i], SagaID: "s", Step: "allocate_map"}
 			_, _, err := s.b.Action(t.Context(), id, func(ctx context.Context, tx *Tx) ([]byte, error) {
 				raw, err := tx.Reader().Get(ctx, capacityKey).Result()
 				switch {

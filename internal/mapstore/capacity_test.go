@@ -13,7 +13,7 @@ import (
 // janitors at once, count a map once.
 func TestCapacityAccountingIsIdempotent(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	ctx := t.Context()
 	charge := func(m string, cells uint64) {
 		for range 2 { // the second reservation charges nothing more
@@ -71,7 +71,7 @@ func TestCapacityAccountingIsIdempotent(t *testing.T) {
 // its reserved mark stays until Confirm or Drop.
 func TestReserve(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	ctx := t.Context()
 	at := time.UnixMilli(1_700_000_000_000)
 	r, err := mapstore.Reserve(ctx, rdb, "a", 60, 100, at)

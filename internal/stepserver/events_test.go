@@ -25,7 +25,7 @@ import (
 // the interceptor, as without a firehose.
 func TestCommitCarriesTheStepEvents(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	ctx := t.Context()
 	pub := progress.NewPublisher(rdb, progress.Options{Logger: slog.New(slog.DiscardHandler)})
 	fh := progress.NewFirehose(rdb, progress.FirehoseOptions{Logger: slog.New(slog.DiscardHandler)})
@@ -99,7 +99,7 @@ func TestCommitCarriesTheStepEvents(t *testing.T) {
 // ProgressDelay), after step.started.
 func TestProgressIsWrittenWhileTheStepRuns(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	ctx := t.Context()
 	pub := progress.NewPublisher(rdb, progress.Options{Logger: slog.New(slog.DiscardHandler)})
 	ics := stepserver.Interceptors(pub, "svc", []string{actionMethod}, nil, false)

@@ -45,7 +45,7 @@ func chain(ics []grpc.UnaryServerInterceptor, method string, handler grpc.UnaryH
 
 func TestInterceptors(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	pub := progress.NewPublisher(rdb, progress.Options{Logger: slog.New(slog.DiscardHandler)})
 	fault := func(kind typesv1.FaultKind, compensation bool) *typesv1.FaultPlan {
 		return &typesv1.FaultPlan{Faults: []*typesv1.Fault{{Step: "s", Kind: kind, Compensation: compensation}}}
@@ -114,7 +114,7 @@ func TestBarrierID(t *testing.T) {
 
 func TestCommitted(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	b := barrier.New(rdb)
 	ctx := t.Context()
 	id := barrier.ID{Key: "m-1", SagaID: "saga-1", Step: "s"}
