@@ -120,7 +120,7 @@ chaos-cluster: build
 
 cluster-check:
 	$(GO) vet -tags cluster ./test/cluster
-	$(GO) test -race -tags cluster -count=1 -v -timeout 5m ./test/cluster -args -cluster.scripts=$(CLUSTER_SCRIPTS)
+	SLAMMESH_TEST_SCRIPT_LOG=$(CLUSTER_SCRIPTS) $(GO) test -race -tags cluster -count=1 -v -timeout 5m ./test/cluster
 
 ## scale: 2 replicas of each step service and 1, then 3 orchestrators as separate processes on a 6-node Redis Cluster: 500 missions with one orchestrator and one step replica SIGKILLed mid-run; prints missions/s and p99 (issue 10). SCALE_FLAGS="-scale.missions=1000" etc.
 .PHONY: scale

@@ -4,12 +4,14 @@ package cluster
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -27,6 +29,16 @@ import (
 var flagScripts = flag.String("cluster.scripts", os.Getenv(redistest.EnvScriptLog),
 	"the script log the cluster suites wrote (SLAMMESH_TEST_SCRIPT_LOG)")
 
+// TestMain runs every test on a Redis Cluster: redistest.Start gives the
+// binary's shared cluster, whose every script and MULTI is checked to touch
+// one slot, and whose scripts go to the script log.
+func TestMain(m *testing.M) {
+	if err := os.Setenv(redistest.EnvMode, "cluster"); err != nil {
+		panic(err)
+	}
+	os.Exit(m.Run())
+}
+
 // steps are the saga's steps, each with its barrier mark.
 var steps = []string{mapping.Step, localization.Step, merge.Step}
 
@@ -36,7 +48,7 @@ var steps = []string{mapping.Step, localization.Step, merge.Step}
 // hashes whole. No request can create those: the API refuses "{" and "}"
 // in any id (rpcerr.CheckID), which this test asserts as well.
 func TestMissionKeysOneSlot(t *testing.T) {
-	srv := redistest.StartCluster(t)
+	srv := redistest.Start(t)
 	rdb := srv.Universal(t)
 	ctx := t.Context()
 	for _, id := range []string{"}", "}{", "}m:1"} {
@@ -75,6 +87,41 @@ func TestMissionKeysOneSlot(t *testing.T) {
 		if err != nil {
 			t.Errorf("mission %q: one MULTI over its keys: %v", id, err)
 		}
+	}
+}
+
+// TestCapacityAccountingOnCluster drives the mapping capacity accounting
+// (internal/mapstore: one {mapping} slot, apart from the missions' slots)
+// through every script on the cluster: charges, a retained map, a dropped
+// one, and a recount that agrees with the counters.
+func TestCapacityAccountingOnCluster(t *testing.T) {
+	rdb := redistest.Start(t).Universal(t)
+	ctx := t.Context()
+	now := time.Now()
+	for i, id := range []string{"cap{1", "cap:2", "cap}3"} {
+		r, err := mapstore.Reserve(ctx, rdb, id, uint64(100*(i+1)), 1000, now)
+		if err != nil || !r.New {
+			t.Fatalf("Reserve %s = %+v, %v", id, r, err)
+		}
+		if r, err := mapstore.Reserve(ctx, rdb, id, uint64(100*(i+1)), 1000, now); err != nil || r.New {
+			t.Fatalf("repeat Reserve %s = %+v, %v; want charged already", id, r, err)
+		}
+	}
+	if _, err := mapstore.Reserve(ctx, rdb, "cap-4", 500, 1000, now); !errors.Is(err, mapstore.ErrFull) {
+		t.Fatalf("Reserve past the budget = %v, want ErrFull", err)
+	}
+	if n, err := mapstore.Retain(ctx, rdb, "cap{1", now); err != nil || n != 100 {
+		t.Fatalf("Retain = %d, %v; want 100", n, err)
+	}
+	if n, err := mapstore.Drop(ctx, rdb, "cap:2"); err != nil || n != 200 {
+		t.Fatalf("Drop = %d, %v; want 200", n, err)
+	}
+	want := mapstore.Usage{Held: 400, Retained: 100}
+	if u, err := mapstore.ReadUsage(ctx, rdb); err != nil || u != want {
+		t.Fatalf("ReadUsage = %+v, %v; want %+v", u, err, want)
+	}
+	if u, err := mapstore.Recount(ctx, rdb); err != nil || u != want {
+		t.Fatalf("Recount = %+v, %v; want %+v", u, err, want)
 	}
 }
 
