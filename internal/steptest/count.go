@@ -20,7 +20,7 @@ type Counter struct {
 }
 
 // CountRedis adds a Counter to rdb and returns it.
-func CountRedis(rdb *redis.Client) *Counter {
+func CountRedis(rdb redis.UniversalClient) *Counter {
 	c := &Counter{}
 	rdb.AddHook(c)
 	return c

@@ -4,8 +4,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/steptest"
@@ -19,8 +17,7 @@ import (
 // client).
 func BenchmarkLocalizeOverhead(b *testing.B) {
 	e := start(b, localization.Config{})
-	seed := redis.NewClient(&redis.Options{Addr: e.Redis.Options().Addr})
-	defer seed.Close()
+	seed := e.Server.Universal(b)
 	count := steptest.CountRedis(e.Redis)
 	ctx := b.Context()
 	agents := []*typesv1.Agent{steptest.OverheadAgent()}

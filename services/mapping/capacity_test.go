@@ -17,33 +17,30 @@ import (
 )
 
 // setState writes the saga state of mission m, as the orchestrator would.
-func setState(t *testing.T, rdb *redis.Client, m string, st saga.State) {
+func setState(t *testing.T, rdb redis.UniversalClient, m string, st saga.State) {
 	t.Helper()
 	if err := rdb.HSet(steptest.Context(t), saga.RecordKey(m), "state", string(st)).Err(); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func mapExists(t *testing.T, rdb *redis.Client, m string) bool {
+func mapExists(t *testing.T, rdb redis.UniversalClient, m string) bool {
 	t.Helper()
 	return rdb.Exists(steptest.Context(t), mapstore.Key(m)).Val() == 1
 }
 
-// cellsHeld sums the cells of the maps in Redis (SCAN over the keyspace).
-func cellsHeld(t *testing.T, rdb *redis.Client) int64 {
+// cellsHeld sums the cells of the maps in Redis (every map key, on every
+// master of a cluster).
+func cellsHeld(t *testing.T, rdb redis.UniversalClient) int64 {
 	t.Helper()
 	ctx := steptest.Context(t)
 	var sum int64
-	iter := rdb.Scan(ctx, 0, "slammesh:{*}:map", 1000).Iterator()
-	for iter.Next(ctx) {
-		n, err := rdb.HGet(ctx, iter.Val(), "cells").Int64()
+	for _, k := range steptest.Keys(t, rdb, "slammesh:{*}:map") {
+		n, err := rdb.HGet(ctx, k, "cells").Int64()
 		if err != nil {
 			t.Fatal(err)
 		}
 		sum += n
-	}
-	if err := iter.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return sum
 }

@@ -4,8 +4,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/steptest"
@@ -18,8 +16,7 @@ import (
 // commits included; the maps are seeded through another client).
 func BenchmarkMergeOverhead(b *testing.B) {
 	e := start(b, merge.Config{})
-	seed := redis.NewClient(&redis.Options{Addr: e.Redis.Options().Addr})
-	defer seed.Close()
+	seed := e.Server.Universal(b)
 	count := steptest.CountRedis(e.Redis)
 	ctx := b.Context()
 	agent := steptest.OverheadAgent()
