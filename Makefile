@@ -26,8 +26,8 @@ deps:
 	@./scripts/ensure-redis.sh
 	@./scripts/ensure-chromium.sh
 
-## test: what CI runs: static checks, race tests, fuzz smoke, end to end, TLS end to end, chaos, the 2-minute soak, 10,000 missions in a row
-test: deps check unit fuzz e2e tls-e2e chaos soak-ci many-missions
+## test: what CI runs: static checks, race tests, fuzz smoke, end to end, TLS end to end, chaos, the 2-minute soak, 10,000 missions in a row, the Redis Cluster suites (about 2 minutes) and the scale-out run (under a minute)
+test: deps check unit fuzz e2e tls-e2e chaos soak-ci many-missions cluster scale
 
 ## unit: all Go tests with the race detector (component tests included)
 unit:
