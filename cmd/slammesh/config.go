@@ -22,7 +22,9 @@ type serviceConfig struct {
 	redisURL string
 	// redisClusterURL, when set, names a Redis Cluster and wins over redisURL.
 	redisClusterURL string
-	logLevel        slog.Level
+	// redisCommandMetrics installs redisotel's per-command metrics hook.
+	redisCommandMetrics bool
+	logLevel            slog.Level
 	// allowFaults honours FaultPlans carried in requests (tests and demos).
 	allowFaults bool
 	grace       time.Duration
@@ -188,10 +190,13 @@ func addSpecific(e *envFlags, c *serviceConfig, service string) {
 	}
 }
 
-// addClusterURL registers the Redis Cluster flag.
+// addClusterURL registers the Redis Cluster flag, and the Redis command
+// metrics switch.
 func addClusterURL(e *envFlags, c *serviceConfig) {
 	e.string(&c.redisClusterURL, "redis-cluster-url", "REDIS_CLUSTER_URL", "",
 		"Redis Cluster URL, redis://host:port?addr=host2:port&addr=… (rediss:// for TLS); when set it wins over --redis-url")
+	e.bool(&c.redisCommandMetrics, "redis-command-metrics", "SLAMMESH_REDIS_COMMAND_METRICS",
+		"export a histogram of every Redis command on /metrics (costs CPU on every command)")
 }
 
 // addRetention registers the orchestrator's retention flag.

@@ -90,7 +90,10 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 			return n, fmt.Errorf("%s redis tracing: %w", spec.name, err)
 		}
 	}
-	if n.tel.CommandMetrics() {
+	// Per-command metrics only when asked for: the hook runs on every
+	// command and pipeline, a large share of an orchestration-only
+	// mission's CPU.
+	if spec.svc.redisCommandMetrics && n.tel.CommandMetrics() {
 		if err := redisotel.InstrumentMetrics(n.rdb, redisotel.WithMeterProvider(n.tel.MeterProvider())); err != nil {
 			return n, fmt.Errorf("%s redis metrics: %w", spec.name, err)
 		}
