@@ -98,7 +98,8 @@ soak-ci: build
 ## e2e and chaos on a cluster (chaos adds a master CLUSTER FAILOVER and a master SIGKILL mid-run), then
 ## test/cluster: a mission's keys share one slot, every Lua script is listed and ran on the cluster
 .PHONY: cluster cluster-pkgs e2e-cluster chaos-cluster cluster-check
-CLUSTER_PKGS ?= ./internal/redistest ./internal/saga
+CLUSTER_PKGS ?= ./internal/redistest ./internal/saga ./internal/progress/... ./internal/barrier ./internal/mapstore \
+	./internal/stepserver ./internal/steptest ./services/mapping ./services/localization ./services/merge
 CLUSTER_SCRIPTS := $(CURDIR)/$(BIN)/cluster-scripts.log
 cluster: build
 	rm -f $(CLUSTER_SCRIPTS)
