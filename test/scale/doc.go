@@ -2,10 +2,11 @@
 // binary as separate processes on loopback against a real 6-node Redis
 // Cluster (3 masters, 3 replicas; internal/redisproc) — two replicas of each
 // step service, which the orchestrators reach through a comma-separated
-// address list balanced round_robin (grpcserver.Dial), and first one, then
-// three orchestrators — runs a bounded number of small fault-free missions
-// from a bounded number of concurrent clients. In the three-orchestrator
-// phase one orchestrator and one step replica are SIGKILLed mid-run. The
+// address list balanced round_robin (grpcserver.Dial) — runs a bounded
+// number of small fault-free missions from a bounded number of concurrent
+// clients in three phases: one orchestrator, three orchestrators, and three
+// orchestrators (500 missions by default) of which one is SIGKILLed mid-run
+// together with one mapping replica. The
 // test checks that every mission completed (0 lost), that no step effect
 // happened twice (the barrier's effect counters), that nothing is left
 // unfinished (0 stuck: every mission terminal, the active-lease index
