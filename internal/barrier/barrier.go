@@ -145,6 +145,7 @@ type Tx struct {
 	writes   redis.Pipeliner
 	announce redis.Pipeliner
 	expects  []expectation
+	carry    func(pipe redis.Pipeliner) (done func())
 }
 
 // NewTx returns an empty plan for Commit.
@@ -189,6 +190,14 @@ func (t *Tx) Announce(fn func(pipe redis.Pipeliner)) {
 	}
 	fn(t.announce)
 }
+
+// Carry sends other commands in the same pipeline as Commit's script, so
+// that they cost no round trip of their own: writes outside the mission's
+// slot that need no atomicity with the commit and go out whatever it
+// answers (the firehose copies of earlier calls' events, progress.Firehose
+// Take). queue queues them and returns what to call once the pipeline was
+// executed. Action and Compensate ignore it.
+func (t *Tx) Carry(queue func(pipe redis.Pipeliner) (done func())) { t.carry = queue }
 
 // cmds returns the commands recorded in p, nil for no pipeline.
 func cmds(p redis.Pipeliner) []redis.Cmder {
@@ -354,7 +363,19 @@ func (b *Barrier) run(ctx context.Context, id ID, mode string, tx *Tx, result []
 	if err != nil {
 		return "", nil, err
 	}
-	return answer(id, stepScript.Run(ctx, b.rdb, keys, argv...))
+	if mode != modeAct || tx == nil || tx.carry == nil {
+		return answer(id, stepScript.Run(ctx, b.rdb, keys, argv...))
+	}
+	pipe := b.rdb.Pipeline()
+	cmd := stepScript.EvalSha(ctx, pipe, keys, argv...)
+	done := tx.carry(pipe)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	done()
+	if err := cmd.Err(); errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Not cached (a new or restarted Redis): the script did not run.
+		return answer(id, stepScript.Run(ctx, b.rdb, keys, argv...))
+	}
+	return answer(id, cmd)
 }
 
 // args builds the keys and arguments of a call of stepScript.

@@ -437,3 +437,42 @@ func TestIDChecks(t *testing.T) {
 		t.Errorf("business counter = %d, want 1", n)
 	}
 }
+
+// Commands carried with a commit go out in its pipeline whatever the
+// commit answers, also when Redis had to be given the script again.
+func TestCarriedCommandsRideWithTheCommit(t *testing.T) {
+	t.Parallel()
+	s := newBusiness(t)
+	ctx := t.Context()
+	id := ID{Key: "m", SagaID: "s", Step: "step"}
+	carried := 0
+	commit := func() Outcome {
+		t.Helper()
+		tx := s.b.NewTx()
+		tx.Write(func(p redis.Pipeliner) { p.Incr(ctx, counterKey("m")) })
+		tx.Carry(func(p redis.Pipeliner) func() {
+			p.Incr(ctx, "slammesh:carried")
+			return func() { carried++ }
+		})
+		_, outcome, err := s.b.Commit(ctx, id, tx, []byte("r"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return outcome
+	}
+	if err := s.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if out := commit(); out != Applied {
+		t.Errorf("first commit after SCRIPT FLUSH: %v, want applied", out)
+	}
+	if out := commit(); out != Duplicate {
+		t.Errorf("second commit: %v, want duplicate", out)
+	}
+	if n, _ := s.rdb.Get(ctx, "slammesh:carried").Int(); n != 2 || carried != 2 {
+		t.Errorf("carried commands ran %d times, done called %d times; want 2, 2", n, carried)
+	}
+	if n := s.counter(t, "m"); n != 1 {
+		t.Errorf("business counter = %d, want 1", n)
+	}
+}

@@ -226,11 +226,12 @@ func (c *stepCall) publish(ctx context.Context, last ...progress.Event) {
 
 // Commit is barrier.Commit for a step handler: when ctx comes from the
 // step interceptor with a firehose (WithFirehose), the call's success
-// events — step.started unless already out, and step.completed — are
-// announced in tx, so the barrier's script writes them to the mission
-// stream with the commit (applied, or answered as a duplicate), and their
-// firehose copies are added once it succeeded. One round trip for the
-// whole step. Otherwise it is barrier.Commit, and the interceptor publishes
+// events — step.started unless already out, the pending step.progress, and
+// step.completed — are announced in tx, so the barrier's script writes them
+// to the mission stream with the commit (applied, or answered as a
+// duplicate), and their firehose copies are added to the firehose once it
+// succeeded; the firehose copies still waiting from earlier calls ride in
+// the same pipeline as the script. One round trip for the whole step. Otherwise it is barrier.Commit, and the interceptor publishes
 // the events after the handler.
 func Commit(ctx context.Context, b *barrier.Barrier, id barrier.ID, tx *barrier.Tx, result []byte) ([]byte, barrier.Outcome, error) {
 	c, _ := ctx.Value(callKey{}).(*stepCall)
@@ -245,6 +246,8 @@ func Commit(ctx context.Context, b *barrier.Barrier, id barrier.ID, tx *barrier.
 			c.pub.AppendMission(p, c.stream, e)
 		}
 	})
+	// Earlier calls' firehose copies ride in the same round trip.
+	tx.Carry(c.firehose.Take)
 	res, outcome, err := b.Commit(ctx, id, tx, result)
 	if err == nil {
 		c.sent()
