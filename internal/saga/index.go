@@ -49,8 +49,8 @@ type indexEntry struct {
 // index keeps what this process knows of the active-lease index: the score
 // it last wrote for each saga it holds (so that the write ending the saga
 // removes exactly that entry, and no fresher one another engine wrote for a
-// reopened saga), and the removals not yet sent, which ride in the store's
-// next round trip or the next lease renewal.
+// reopened saga), and the removals not yet sent: those that failed wait for
+// the store's next round trip or the next lease renewal.
 type index struct {
 	mu      sync.Mutex
 	scores  map[string]int64

@@ -68,8 +68,9 @@ var (
 //
 //   - The active-lease index (ActiveKey, ActiveShards shards) is a SUPERSET
 //     of the unfinished sagas: a saga's entry is written before the script
-//     that creates or reopens it, and removed after the script that ends it
-//     (carried in a later round trip). Recovery drops entries whose record is
+//     that creates or reopens it, and removed in a round trip after the
+//     script that ends it, only if it still has the score this process
+//     wrote (compare-and-delete). Recovery drops entries whose record is
 //     missing or finished.
 //   - The mission index (MissionsKey) gets its entry before the record is
 //     created; List skips entries without a record and Trim drops them.
