@@ -66,6 +66,17 @@ func (x *index) wrote(key string, score int64) {
 	x.mu.Unlock()
 }
 
+// rewrote records a score written for key only if this process holds it
+// (knows its score): a write for a saga driven elsewhere must not leave an
+// entry here that nothing would ever remove.
+func (x *index) rewrote(key string, score int64) {
+	x.mu.Lock()
+	if _, ok := x.scores[key]; ok {
+		x.scores[key] = score
+	}
+	x.mu.Unlock()
+}
+
 // forget drops what is known of key (a lease lost to another engine).
 func (x *index) forget(key string) {
 	x.mu.Lock()

@@ -305,8 +305,10 @@ func (s *Store) resume(ctx context.Context, key, owner string, now time.Time) (r
 	if err != nil {
 		return nil, false, fmt.Errorf("resume saga %s: %w", key, err)
 	}
-	if !rec.State.Terminal() {
-		s.idx.wrote(key, hint)
+	if reply[0] == "1" {
+		s.idx.wrote(key, hint) // this engine drives it now
+	} else {
+		s.idx.rewrote(key, hint)
 	}
 	return rec, reply[0] == "1", nil
 }
@@ -325,8 +327,10 @@ func (s *Store) cancel(ctx context.Context, key, reason string, now time.Time) (
 	if err != nil {
 		return nil, false, fmt.Errorf("cancel saga %s: %w", key, err)
 	}
-	if !rec.State.Terminal() {
-		s.idx.wrote(key, hint)
+	if reply[0] == "1" {
+		s.idx.wrote(key, hint) // the teardown is driven here
+	} else {
+		s.idx.rewrote(key, hint)
 	}
 	return rec, reply[0] == "1", nil
 }
