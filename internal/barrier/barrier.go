@@ -342,7 +342,7 @@ func (b *Barrier) Compensate(ctx context.Context, id ID, fn func(ctx context.Con
 // after maxTxAttempts.
 func backoff(ctx context.Context, n int) error {
 	if n >= maxTxAttempts {
-		return fmt.Errorf("%w after %d attempts: %w", ErrConflict, n, ErrStale)
+		return fmt.Errorf("%w: the plan went stale %d times", ErrConflict, n)
 	}
 	ceiling := min(50*time.Microsecond<<min(n, 8), 10*time.Millisecond)
 	t := time.NewTimer(time.Duration(rand.Int64N(int64(ceiling) + 1)))
