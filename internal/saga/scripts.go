@@ -96,13 +96,17 @@ return {}
 // The sink's commands run before the record is written: a failing command
 // (which only a wrong key type can cause) aborts the script before the record
 // changes, so the record never claims a transition whose events are missing.
-var saveScript = redis.NewScript(luaNow + `
+var saveScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'rev')
 if h[1] ~= ARGV[1] then
   return {0, h[1] or ''}
 end
 if h[2] ~= ARGV[2] then
+  -- Only a reopening needs the server's time (TIME is a command too).
+  local now = 0
   if ARGV[3] == 'reopen' then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ` + luaLate("ARGV[5]") + `
   end
   local n = tonumber(ARGV[6])
@@ -324,13 +328,16 @@ return h
 //
 // KEYS[1] the shard. ARGV[1] mission key, ARGV[2] score, ARGV[3] grace in
 // ms ("": none). Returns 1 when removed.
-var unindexScript = redis.NewScript(luaNow + `
+var unindexScript = redis.NewScript(`
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not s or tonumber(s) ~= tonumber(ARGV[2]) then
   return 0
 end
-if ARGV[3] ~= '' and tonumber(s) + tonumber(ARGV[3]) >= now then
-  return 0
+if ARGV[3] ~= '' then
+` + luaNow + `
+  if tonumber(s) + tonumber(ARGV[3]) >= now then
+    return 0
+  end
 end
 return redis.call('ZREM', KEYS[1], ARGV[1])
 `)
