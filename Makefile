@@ -97,19 +97,26 @@ soak-ci: build
 ## CLUSTER_PKGS with SLAMMESH_TEST_REDIS=cluster (each test's scripts and MULTIs checked to touch one slot),
 ## e2e and chaos on a cluster (chaos adds a master CLUSTER FAILOVER and a master SIGKILL mid-run), then
 ## test/cluster: a mission's keys share one slot, every Lua script is listed and ran on the cluster
-.PHONY: cluster cluster-pkgs e2e-cluster chaos-cluster cluster-check
+.PHONY: cluster cluster-pkgs cluster-orchestrator e2e-cluster chaos-cluster cluster-check
 CLUSTER_PKGS ?= ./internal/redistest ./internal/saga ./internal/progress/... ./internal/barrier ./internal/mapstore \
 	./internal/stepserver ./internal/steptest ./services/mapping ./services/localization ./services/merge
+# The orchestrator's component tests (component_test.go), recovery, deletion, one trace, a restarted step
+# service and a poisoned stream on the cluster; the whole package takes over 3 minutes there.
+CLUSTER_ORCH_RUN ?= TestOfficeMissionCompletes|TestFailedMissionsCompensate|TestStartMissionRejectsBadInput|TestReadRPCsValidate|TestStartMissionIsIdempotent|TestListMissions|TestCancelMission|TestShutdownDrainsRunningMissions|TestClientLeavingDoesNotStopMission|TestResumeMission|TestShutdownHandsRunningMissionsToAnotherReplica|TestDeleteMission|TestMissionIsOneTrace|TestStepServiceRestartMissionCompletes|TestPoisonEntrySkippedByWatchers
 CLUSTER_SCRIPTS := $(CURDIR)/$(BIN)/cluster-scripts.log
 cluster: build
 	rm -f $(CLUSTER_SCRIPTS)
 	$(MAKE) --no-print-directory cluster-pkgs
+	$(MAKE) --no-print-directory cluster-orchestrator
 	$(MAKE) --no-print-directory e2e-cluster
 	$(MAKE) --no-print-directory chaos-cluster
 	$(MAKE) --no-print-directory cluster-check
 
 cluster-pkgs:
 	SLAMMESH_TEST_REDIS=cluster SLAMMESH_TEST_SCRIPT_LOG=$(CLUSTER_SCRIPTS) $(GO) test -race -count=1 -timeout 20m $(CLUSTER_PKGS)
+
+cluster-orchestrator:
+	SLAMMESH_TEST_REDIS=cluster SLAMMESH_TEST_SCRIPT_LOG=$(CLUSTER_SCRIPTS) $(GO) test -race -count=1 -timeout 10m -run '^($(CLUSTER_ORCH_RUN))$$' ./services/orchestrator
 
 e2e-cluster: build
 	$(GO) build -modfile=tools/go.mod -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
