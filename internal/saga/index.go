@@ -77,6 +77,14 @@ func (x *index) rewrote(key string, score int64) {
 	x.mu.Unlock()
 }
 
+// score returns the score this process wrote for key, if it knows it.
+func (x *index) score(key string) (int64, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	v, ok := x.scores[key]
+	return v, ok
+}
+
 // forget drops what is known of key (a lease lost to another engine).
 func (x *index) forget(key string) {
 	x.mu.Lock()

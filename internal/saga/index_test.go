@@ -189,3 +189,62 @@ func TestEndOfASagaKeepsAFresherIndexEntry(t *testing.T) {
 		t.Errorf("entry after the end = %v, %v; want the fresher %v kept", s, err, fresh)
 	}
 }
+
+func TestFailedEndingWritePutsItsIndexEntryBack(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	rec := fullRecord("m")
+	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
+	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	// The ending write fails inside its script (its event cannot be
+	// appended to a key of the wrong type) after the removal that rides
+	// behind it in the same round trip was sent.
+	if err := f.rdb.Set(t.Context(), eventsKey("m"), "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec.State, rec.EndedAt = Completed, time.Now()
+	err := f.store.Save(t.Context(), rec, Event{Type: EventMissionCompleted, MissionID: "m"})
+	if err == nil {
+		t.Fatal("Save onto a broken stream succeeded")
+	}
+	if st := f.rdb.HGet(t.Context(), RecordKey("m"), fieldState).Val(); st != string(Running) {
+		t.Fatalf("state = %s after a failed write, want running", st)
+	}
+	if err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Err(); err != nil {
+		t.Fatalf("unfinished saga left unindexed by a failed ending write: %v", err)
+	}
+	// Once the fault is gone the retried write ends it and unindexes it.
+	f.rdb.Del(t.Context(), eventsKey("m"))
+	if err := f.store.Save(t.Context(), rec, Event{Type: EventMissionCompleted, MissionID: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("completed saga still indexed: %v", err)
+	}
+}
+
+func TestFencedEndingWriteLeavesTheNewOwnersEntry(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	rec := fullRecord("m")
+	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
+	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	// Another process's recovery takes the saga over.
+	expireLease(t, f, "m")
+	other := NewStore(f.rdb, streamSink{}, quietLease)
+	c, err := other.recoverClaim(t.Context(), indexEntry{key: "m", score: 1}, "B", time.Now())
+	if err != nil || c == nil {
+		t.Fatalf("recoverClaim = %v, %v", c, err)
+	}
+	rec.State, rec.EndedAt = Completed, time.Now()
+	if err := f.store.Save(t.Context(), rec); !errors.Is(err, ErrFenced) {
+		t.Fatalf("Save = %v, want ErrFenced", err)
+	}
+	if err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Err(); err != nil {
+		t.Errorf("the new owner's saga lost its index entry to the fenced write: %v", err)
+	}
+}

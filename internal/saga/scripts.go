@@ -96,7 +96,10 @@ return {}
 // The sink's commands run before the record is written: a failing command
 // (which only a wrong key type can cause) aborts the script before the record
 // changes, so the record never claims a transition whose events are missing.
-var saveScript = redis.NewScript(`
+var saveScript = redis.NewScript(saveLua)
+
+// saveLua is the source of saveScript (sent as EVAL by Store.saveEnding).
+var saveLua = `
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'rev')
 if h[1] ~= ARGV[1] then
   return {0, h[1] or ''}
@@ -147,7 +150,7 @@ if h[2] ~= ARGV[2] then
 end
 local c = redis.call('HMGET', KEYS[1], 'cancelled', 'cancel_reason')
 return {1, c[1] or '', c[2] or ''}
-`)
+`
 
 // claimScript makes the caller the owner of an unfinished saga, whoever holds
 // it, by bumping its epoch (fencing out the previous owner) and giving it a
@@ -339,5 +342,9 @@ if ARGV[3] ~= '' then
     return 0
   end
 end
+-- A write Redis refuses when out of memory (it changes nothing): the
+-- removal that rides behind a saga's ending write must fail where that
+-- write failed (see Store.saveEnding).
+redis.call('ZADD', KEYS[1], 'XX', s, ARGV[1])
 return redis.call('ZREM', KEYS[1], ARGV[1])
 `)

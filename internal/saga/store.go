@@ -392,18 +392,34 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 		}
 		pipe.Discard()
 	}
-	cmd, err := s.indexed(ctx, index, saveScript, s.retention.keys(rec.Key), args...)
+	var cmd, unindex *redis.Cmd
+	score, known := s.idx.score(rec.Key)
+	if activity == "end" && s.ordered && known {
+		cmd, unindex = s.saveEnding(ctx, rec.Key, score, args)
+	} else {
+		cmd, err = s.indexed(ctx, index, saveScript, s.retention.keys(rec.Key), args...)
+	}
 	if err == nil {
 		err = cmd.Err()
+	}
+	reply, _ := cmd.Slice()
+	fenced := false
+	if err == nil && len(reply) >= 2 {
+		ok, _ := reply[0].(int64)
+		fenced = ok != 1
+	}
+	if unindex != nil && (err != nil || fenced) {
+		if rerr := s.reindex(ctx, rec.Key, unindex); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("save saga %s: %w", rec.Key, lateErr(err))
 	}
-	reply, _ := cmd.Slice()
 	if len(reply) < 2 {
 		return fmt.Errorf("save saga %s: unexpected reply %v", rec.Key, reply)
 	}
-	if ok, _ := reply[0].(int64); ok != 1 {
+	if fenced {
 		s.idx.forget(rec.Key)
 		return fmt.Errorf("save saga %s at epoch %d (stored %v): %w", rec.Key, rec.Epoch, reply[1], ErrFenced)
 	}
@@ -415,15 +431,53 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 		rec.CancelReason = reason
 		rec.markSaved([]string{fieldCancelled, cancelled, fieldCancelReason, reason})
 	}
-	switch activity {
-	case "end":
+	switch {
+	case activity == "end" && unindex != nil && unindex.Err() == nil:
+		s.idx.forget(rec.Key) // removed (or no longer this process's entry)
+	case activity == "end":
 		s.unindexEnded(ctx, rec.Key)
-	case "reopen":
+	case activity == "reopen":
 		s.idx.wrote(rec.Key, hint)
 	}
 	if c, ok := s.sink.(Committer); ok && len(events) > 0 {
 		c.Committed(events)
 	}
+	return nil
+}
+
+// saveEnding runs the save script of a saga's ending write (args as for
+// saveScript) and, behind it in the same pipelined round trip, the removal
+// of the saga's active-index entry — if it still has the score this process
+// wrote. Only on one Redis (Store.ordered: one connection runs the pipeline
+// in order), so the removal runs after the write. It must not run without
+// it: the write goes as EVAL, which a flushed script cache cannot refuse
+// (NOSCRIPT) as it could refuse an EVALSHA, the removal script first
+// attempts a write Redis refuses when out of memory, like the save's, and
+// a failed or fenced write puts the entry back (reindex). A fenced write's
+// new owner re-indexed the saga when it claimed it (a claim rewrites the
+// entry before its script; recovery after it, with a plain ZADD), so the
+// compare-and-delete finds another score or the entry comes back.
+func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []any) (save, unindex *redis.Cmd) {
+	pipe := s.rdb.Pipeline()
+	done := s.takeSide(ctx, pipe)
+	save = saveScript.Eval(ctx, pipe, s.retention.keys(key), args...)
+	unindex = unindexScript.EvalSha(ctx, pipe, []string{ActiveKey(key)}, key, score, "")
+	_, _ = pipe.Exec(ctx)
+	done()
+	return save, unindex
+}
+
+// reindex puts back the active-index entry of saga key that unindex (a
+// removal behind an ending write that failed or was fenced) removed.
+func (s *Store) reindex(ctx context.Context, key string, unindex *redis.Cmd) error {
+	if n, err := unindex.Int(); err != nil || n != 1 {
+		return nil // nothing removed
+	}
+	hint := s.hint(time.Now())
+	if err := s.rdb.ZAdd(context.WithoutCancel(ctx), ActiveKey(key), redis.Z{Score: float64(hint), Member: key}).Err(); err != nil {
+		return fmt.Errorf("put back the active-index entry: %w", err)
+	}
+	s.idx.wrote(key, hint)
 	return nil
 }
 

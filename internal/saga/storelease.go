@@ -133,9 +133,12 @@ func (s *Store) recoverClaim(ctx context.Context, e indexEntry, owner string, no
 	if err != nil {
 		return nil, fmt.Errorf("recover saga %s: %w", e.key, err)
 	}
-	if err := s.rdb.ZAddXX(ctx, ActiveKey(e.key), redis.Z{Score: float64(hint), Member: e.key}).Err(); err == nil {
-		s.idx.wrote(e.key, hint)
+	// A plain ZADD, not XX: the owner this claim fenced may have removed
+	// the entry with the write it was fenced at (Store.saveEnding).
+	if err := s.rdb.ZAdd(ctx, ActiveKey(e.key), redis.Z{Score: float64(hint), Member: e.key}).Err(); err != nil {
+		return nil, fmt.Errorf("recover saga %s: index the claimed saga: %w", e.key, err)
 	}
+	s.idx.wrote(e.key, hint)
 	return &recovered{rec: rec, prevOwner: prev, expiredFor: time.Duration(expiredFor) * time.Millisecond}, nil
 }
 
