@@ -31,7 +31,9 @@ import (
 // commit together. So a charge may exist without its map, for three
 // reasons, each settled:
 //   - the barrier answered the allocation "forbidden" (the step was
-//     compensated first): the allocation drops the charge right away;
+//     compensated first), or refused it (the mission has ended, or belongs
+//     to another saga) while the mission holds no map: the allocation drops
+//     the charge right away;
 //   - the process died, or the barrier call failed, in between: the charge
 //     stays marked reserved, and the mapping janitor drops it once it is
 //     older than a grace period (longer than an attempt) and the step's

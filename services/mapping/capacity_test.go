@@ -219,3 +219,26 @@ func TestReservationWithoutMapIsDroppedAfterGrace(t *testing.T) {
 		})
 	}
 }
+
+// An allocation the barrier refuses (here: the step belongs to another saga
+// of the mission) drops the charge its reservation made for a map that will
+// not be created.
+func TestRefusedAllocationLeavesNoCharge(t *testing.T) {
+	t.Parallel()
+	e := start(t, mapping.Config{})
+	ctx := steptest.Context(t)
+	const m = "m-refused"
+	if err := allocate(t, e, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: e.Saga(m)}); err != nil {
+		t.Fatal(err)
+	}
+	other := e.Saga(m)
+	other.SagaId = "another-saga"
+	_, err := e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: other, Spec: office()})
+	steptest.WantStatus(t, err, codes.FailedPrecondition, rpcerr.ReasonSagaMismatch)
+	if got := capacityUsed(t, e.Redis); got != 0 {
+		t.Errorf("capacity after the refused allocation = %d, want 0", got)
+	}
+}

@@ -199,10 +199,11 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 // on the mission's slot, which creates the map with the action mark. The two
 // are in different Redis Cluster slots, so they cannot commit together: a
 // charge whose map never appears is settled here when the barrier forbids
-// the action (the step was compensated first: the charge is dropped), and
-// by the janitor otherwise (a crash in between; see reclaim). A duplicate
-// keeps the charge: it is the mission's one charge, for the map the first
-// attempt created.
+// the action (the step was compensated first) or refuses the call (the
+// mission has ended, or belongs to another saga): the charge is dropped;
+// and by the janitor otherwise (a crash in between; see reclaim). A
+// duplicate keeps the charge, whatever map id it answers with: it is the
+// mission's one charge, for the map the first attempt created.
 func (s *Server) allocate(ctx context.Context, sc *typesv1.SagaContext, meta grid.Meta, blank *mapstore.Blank, mapID string) ([]byte, barrier.Outcome, error) {
 	cells := uint64(meta.Cells())
 	capacity := s.cfg.CapacityCells
@@ -227,16 +228,34 @@ func (s *Server) allocate(ctx context.Context, sc *typesv1.SagaContext, meta gri
 	tx := s.barrier.NewTx()
 	tx.Write(func(p redis.Pipeliner) { mapstore.Create(ctx, p, missionID, mapID, blank) })
 	res, outcome, err := stepserver.Commit(ctx, s.barrier, stepserver.BarrierID(sc, Step), tx, out)
-	if errors.Is(err, barrier.ErrActionForbidden) {
+	switch {
+	case errors.Is(err, barrier.ErrActionForbidden):
 		// The compensation ran first: no map of this saga will ever exist.
 		// Drop is idempotent, and a release that dropped already makes it
 		// a no-op.
-		if _, derr := mapstore.Drop(ctx, s.rdb, missionID); derr != nil {
-			s.log.WarnContext(ctx, "dropping the charge of a forbidden allocation failed; the janitor drops it",
-				"mission_id", missionID, "error", derr.Error())
+		s.dropCharge(ctx, missionID)
+	case r.New && (errors.Is(err, barrier.ErrOwnerGone) || errors.Is(err, barrier.ErrSagaMismatch)):
+		// A late call for a mission that has ended (or another saga's):
+		// this call's charge is for a map that will not be created, unless
+		// the mission holds one already — created after this reservation
+		// by a concurrent attempt, and so charged by it. No barrier commit
+		// creates the map any more, so the look cannot go stale.
+		n, xerr := s.rdb.Exists(ctx, mapstore.Key(missionID)).Result()
+		if xerr == nil && n == 0 {
+			s.dropCharge(ctx, missionID)
 		}
 	}
 	return res, outcome, err
+}
+
+// dropCharge drops the mission's capacity charge after an allocation that
+// will create no map; a failure is left to the janitor (the charge is still
+// marked reserved, so its grace period applies).
+func (s *Server) dropCharge(ctx context.Context, missionID string) {
+	if _, err := mapstore.Drop(ctx, s.rdb, missionID); err != nil {
+		s.log.WarnContext(ctx, "dropping the charge of a refused allocation failed; the janitor drops it",
+			"mission_id", missionID, "error", err.Error())
+	}
 }
 
 // ReleaseMap deletes the map the saga allocated, every version of it, and
