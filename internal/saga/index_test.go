@@ -248,3 +248,25 @@ func TestFencedEndingWriteLeavesTheNewOwnersEntry(t *testing.T) {
 		t.Errorf("the new owner's saga lost its index entry to the fenced write: %v", err)
 	}
 }
+
+func TestRecoveryScanRetriesAFailedIndexRemoval(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	rec := fullRecord("m")
+	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
+	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	score := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Val()
+	f.rdb.HSet(t.Context(), RecordKey("m"), fieldState, string(Completed))
+	// The saga ended; its removal failed (its shard's node was down) and
+	// waits in the store.
+	f.store.idx.pending = append(f.store.idx.pending, indexEntry{key: "m", score: int64(score)})
+	e := f.engine(t, Options{})
+	if _, err := e.recoverOnce(t.Context(), RecoveryOptions{}.withDefaults()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("entry whose removal failed still indexed after a recovery scan: %v", err)
+	}
+}

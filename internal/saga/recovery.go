@@ -72,6 +72,10 @@ func (e *Engine) Recover(ctx context.Context, opts RecoveryOptions) {
 // recoverOnce is one scan: it claims the expired sagas it has room for and
 // starts driving them. It returns how many it resumed.
 func (e *Engine) recoverOnce(ctx context.Context, opts RecoveryOptions) (int, error) {
+	// Index removals that failed (Redis, or the shard's Cluster node, was
+	// unreachable when a saga ended) are sent again at every scan, so that
+	// an idle engine does not leave them to the recovery of stale entries.
+	e.store.flush(ctx)
 	e.mu.Lock()
 	room := opts.MaxSagas - len(e.running) - len(e.started)
 	closed := e.closed
