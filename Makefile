@@ -98,7 +98,7 @@ soak-ci: build
 ## e2e and chaos on a cluster (chaos adds a master CLUSTER FAILOVER and a master SIGKILL mid-run), then
 ## test/cluster: a mission's keys share one slot, every Lua script is listed and ran on the cluster
 .PHONY: cluster cluster-pkgs cluster-orchestrator e2e-cluster chaos-cluster cluster-check
-CLUSTER_PKGS ?= ./internal/redistest ./internal/saga ./internal/progress/... ./internal/barrier ./internal/mapstore \
+CLUSTER_PKGS ?= ./internal/saga ./internal/progress/... ./internal/barrier ./internal/mapstore \
 	./internal/stepserver ./internal/steptest ./services/mapping ./services/localization ./services/merge
 # The orchestrator's component tests (component_test.go), recovery, deletion, one trace, a restarted step
 # service and a poisoned stream on the cluster; the whole package takes over 3 minutes there.
