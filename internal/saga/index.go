@@ -179,3 +179,38 @@ func lateErr(err error) error {
 	}
 	return err
 }
+
+// legacyActiveKey is the one active-lease set of slammesh before the index
+// was sharded (its score was the lease expiry; the records had no lease).
+const legacyActiveKey = "slammesh:sagas:active"
+
+// migrateLegacyIndex moves the entries of legacyActiveKey, if any, into
+// their shards (same score), then drops them from it: the sagas an
+// orchestrator of the earlier version left unfinished are recovered like
+// any other (a record without a lease field counts as expired once its
+// entry's score has passed). Idempotent; every engine runs it when its
+// recovery starts.
+func (s *Store) migrateLegacyIndex(ctx context.Context) (int, error) {
+	zs, err := s.rdb.ZRangeWithScores(ctx, legacyActiveKey, 0, -1).Result()
+	if err != nil || len(zs) == 0 {
+		return 0, err
+	}
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, z := range zs {
+			m, _ := z.Member.(string)
+			p.ZAdd(ctx, ActiveKey(m), redis.Z{Score: z.Score, Member: m})
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	members := make([]any, len(zs))
+	for i, z := range zs {
+		members[i] = z.Member
+	}
+	// After the shards have them: the index stays a superset throughout.
+	if err := s.rdb.ZRem(ctx, legacyActiveKey, members...).Err(); err != nil {
+		return 0, err
+	}
+	return len(zs), nil
+}

@@ -270,3 +270,29 @@ func TestRecoveryScanRetriesAFailedIndexRemoval(t *testing.T) {
 		t.Errorf("entry whose removal failed still indexed after a recovery scan: %v", err)
 	}
 }
+
+func TestRecoveryMovesTheUnshardedActiveSetIntoItsShards(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	// A saga left running by an orchestrator of the earlier version: its
+	// record has no lease, its lease expired in the one active set.
+	rec := fullRecord("old")
+	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
+	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	f.rdb.HDel(t.Context(), RecordKey("old"), fieldLease)
+	f.rdb.ZRem(t.Context(), ActiveKey("old"), "old")
+	f.rdb.ZAdd(t.Context(), legacyActiveKey, redis.Z{Score: 1, Member: "old"})
+	n, err := f.store.migrateLegacyIndex(t.Context())
+	if err != nil || n != 1 {
+		t.Fatalf("migrateLegacyIndex = %d, %v; want 1 moved", n, err)
+	}
+	if f.rdb.Exists(t.Context(), legacyActiveKey).Val() != 0 {
+		t.Error("the unsharded set is still there")
+	}
+	c, err := f.store.recoverClaim(t.Context(), indexEntry{key: "old", score: 1}, "B", time.Now())
+	if err != nil || c == nil {
+		t.Fatalf("recoverClaim of the moved saga = %v, %v; want it claimed", c, err)
+	}
+}

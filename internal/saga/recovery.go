@@ -55,6 +55,12 @@ func (o RecoveryOptions) withDefaults() RecoveryOptions {
 // <N>, lease of <previous owner> expired <d> ago".
 func (e *Engine) Recover(ctx context.Context, opts RecoveryOptions) {
 	opts = opts.withDefaults()
+	if n, err := e.store.migrateLegacyIndex(ctx); err != nil {
+		e.log.LogAttrs(ctx, slog.LevelWarn, "moving the unsharded active-lease set into its shards failed; retried at the next start",
+			slog.String("error", err.Error()))
+	} else if n > 0 {
+		e.log.LogAttrs(ctx, slog.LevelInfo, "unsharded active-lease set moved into its shards", slog.Int("sagas", n))
+	}
 	t := time.NewTicker(opts.Interval)
 	defer t.Stop()
 	for {
