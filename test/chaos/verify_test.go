@@ -359,16 +359,42 @@ func validTraceID(id string) bool {
 	return strings.Trim(id, "0123456789abcdef") == ""
 }
 
+// activeDrain bounds the wait for recovery to drop the index entries of
+// finished sagas: two lease TTLs (3 s by default) past an entry's score,
+// itself a TTL ahead, plus recovery scans, with room for a loaded machine.
+const activeDrain = 30 * time.Second
+
 // checkGlobal wants no saga left in the active index and the capacity
 // counter equal to the cells of the maps still held.
 func checkGlobal(ctx context.Context, rdb redis.UniversalClient, plans []plan, st *stats, v *violations) error {
-	for _, key := range saga.ActiveShardKeys() {
-		active, err := rdb.ZRange(ctx, key, 0, -1).Result()
-		if err != nil {
-			return fmt.Errorf("active sagas: %w", err)
+	// The active-lease index is a superset of the unfinished sagas: the
+	// entry of a saga whose end was written while its process died, or
+	// while the master of its shard was down, stays until a recovery scan
+	// finds the record finished, two lease TTLs past the entry's score
+	// (internal/saga, dropGrace). Wait that long, bounded, before calling
+	// an entry stuck.
+	deadline := time.Now().Add(activeDrain)
+	for {
+		left := map[string][]string{}
+		for _, key := range saga.ActiveShardKeys() {
+			active, err := rdb.ZRange(ctx, key, 0, -1).Result()
+			if err != nil {
+				return fmt.Errorf("active sagas: %w", err)
+			}
+			if len(active) > 0 {
+				left[key] = active
+			}
 		}
-		if len(active) > 0 {
-			v.add("active", "%d sagas still in %s: %v", len(active), key, head(active, 10))
+		if len(left) == 0 || time.Now().After(deadline) {
+			for key, active := range left {
+				v.add("active", "%d sagas still in %s %s after every mission ended: %v", len(active), key, activeDrain, head(active, 10))
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	used, err := rdb.Get(ctx, capacityKey).Int64()
