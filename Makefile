@@ -26,8 +26,8 @@ deps:
 	@./scripts/ensure-redis.sh
 	@./scripts/ensure-chromium.sh
 
-## test: what CI runs: static checks, race tests, fuzz smoke, end to end, TLS end to end, chaos, the 2-minute soak, 10,000 missions in a row
-test: deps check unit fuzz e2e tls-e2e chaos soak-ci many-missions
+## test: what CI runs: static checks, race tests, fuzz smoke, end to end, TLS end to end, chaos, the 2-minute soak, 10,000 missions in a row, the Redis Cluster suites (about 2 minutes) and the scale-out run (under a minute)
+test: deps check unit fuzz e2e tls-e2e chaos soak-ci many-missions cluster scale
 
 ## unit: all Go tests with the race detector (component tests included)
 unit:
@@ -100,6 +100,49 @@ soak: build
 soak-ci: build
 	$(GO) vet -tags soak ./test/soak
 	$(GO) test -race -tags soak -count=1 -v -timeout 10m ./test/soak -args -soak.bin=$(CURDIR)/$(BIN)/slammesh $(SOAK_FLAGS)
+
+## cluster: the suites on a real 6-node Redis Cluster (3 masters, 3 replicas; issue 10): the Go tests of
+## CLUSTER_PKGS with SLAMMESH_TEST_REDIS=cluster (each test's scripts and MULTIs checked to touch one slot),
+## e2e and chaos on a cluster (chaos adds a master CLUSTER FAILOVER and a master SIGKILL mid-run), then
+## test/cluster: a mission's keys share one slot, every Lua script is listed and ran on the cluster
+.PHONY: cluster cluster-pkgs cluster-orchestrator e2e-cluster chaos-cluster cluster-check
+CLUSTER_PKGS ?= ./internal/saga ./internal/progress/... ./internal/barrier ./internal/mapstore \
+	./internal/stepserver ./internal/steptest ./services/mapping ./services/localization ./services/merge
+# The orchestrator's component tests (component_test.go), recovery, deletion, one trace, a restarted step
+# service and a poisoned stream on the cluster; the whole package takes over 3 minutes there.
+CLUSTER_ORCH_RUN ?= TestOfficeMissionCompletes|TestFailedMissionsCompensate|TestStartMissionRejectsBadInput|TestReadRPCsValidate|TestStartMissionIsIdempotent|TestListMissions|TestCancelMission|TestShutdownDrainsRunningMissions|TestClientLeavingDoesNotStopMission|TestResumeMission|TestShutdownHandsRunningMissionsToAnotherReplica|TestDeleteMission|TestMissionIsOneTrace|TestStepServiceRestartMissionCompletes|TestPoisonEntrySkippedByWatchers
+CLUSTER_SCRIPTS := $(CURDIR)/$(BIN)/cluster-scripts.log
+cluster: build
+	rm -f $(CLUSTER_SCRIPTS)
+	$(MAKE) --no-print-directory cluster-pkgs
+	$(MAKE) --no-print-directory cluster-orchestrator
+	$(MAKE) --no-print-directory e2e-cluster
+	$(MAKE) --no-print-directory chaos-cluster
+	$(MAKE) --no-print-directory cluster-check
+
+cluster-pkgs:
+	SLAMMESH_TEST_REDIS=cluster SLAMMESH_TEST_SCRIPT_LOG=$(CLUSTER_SCRIPTS) $(GO) test -race -count=1 -timeout 20m $(CLUSTER_PKGS)
+
+cluster-orchestrator:
+	SLAMMESH_TEST_REDIS=cluster SLAMMESH_TEST_SCRIPT_LOG=$(CLUSTER_SCRIPTS) $(GO) test -race -count=1 -timeout 10m -run '^($(CLUSTER_ORCH_RUN))$$' ./services/orchestrator
+
+e2e-cluster: build
+	$(GO) build -modfile=tools/go.mod -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
+	SLAMMESH_TEST_REDIS=cluster ./scripts/e2e.sh
+
+chaos-cluster: build
+	$(GO) vet -tags chaos ./test/chaos
+	SLAMMESH_TEST_SCRIPT_LOG=$(CLUSTER_SCRIPTS) $(GO) test -race -tags chaos -count=1 -v -timeout 15m -run TestChaos ./test/chaos -args -chaos.bin=$(CURDIR)/$(BIN)/slammesh -chaos.redis=cluster $(CHAOS_FLAGS)
+
+cluster-check:
+	$(GO) vet -tags cluster ./test/cluster
+	SLAMMESH_TEST_SCRIPT_LOG=$(CLUSTER_SCRIPTS) $(GO) test -race -tags cluster -count=1 -v -timeout 5m ./test/cluster
+
+## scale: 2 replicas of each step service and 1, then 3 orchestrators as separate processes on a 6-node Redis Cluster: 500 missions with one orchestrator and one step replica SIGKILLed mid-run; prints missions/s and p99 (issue 10). SCALE_FLAGS="-scale.missions=1000" etc.
+.PHONY: scale
+scale: build
+	$(GO) vet -tags scale ./test/scale
+	$(GO) test -tags scale -count=1 -v -timeout 15m ./test/scale -args -scale.bin=$(CURDIR)/$(BIN)/slammesh $(SCALE_FLAGS)
 
 ## bench: domain and saga benchmarks
 bench:

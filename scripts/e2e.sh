@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end: the built binaries as separate processes on loopback — redis-server
 # and the four services — driven through reflection by grpcurl, with the
-# progress stream checked by redis-cli. Run by `make e2e` (after `make build`).
+# progress stream checked by redis-cli. Run by `make e2e` (after `make build`);
+# with SLAMMESH_TEST_REDIS=cluster (make e2e-cluster) on a 6-node Redis Cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -44,17 +45,50 @@ log "building grpcurl from tools/go.mod"
 go build -modfile=tools/go.mod -o "$bin/grpcurl" github.com/fullstorydev/grpcurl/cmd/grpcurl
 grpcurl=$bin/grpcurl
 
-redis_port=$(free_port)
-redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=($!)
-rcli() { redis-cli -p "$redis_port" "$@"; }
 # has is grep -q that reads its whole input: with pipefail, grep -q exiting at
 # the first match fails the pipeline when its writer then gets SIGPIPE.
 has() { grep "$@" >/dev/null; }
-for _ in $(seq 100); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
-rcli ping >/dev/null || fail "redis-server did not start"
-
-export REDIS_URL="redis://127.0.0.1:$redis_port/0"
+if [ "${SLAMMESH_TEST_REDIS:-}" = cluster ]; then
+  # A 6-node Redis Cluster (3 masters, 3 replicas), given to the services by
+  # REDIS_CLUSTER_URL; redis-cli -c follows the cluster's redirections.
+  nodes=()
+  used=" "
+  for i in 0 1 2 3 4 5; do
+    port=$(free_port); bus=$(free_port)
+    while [[ $used == *" $port "* || $used == *" $bus "* || $port == "$bus" ]]; do port=$(free_port); bus=$(free_port); done
+    used+="$port $bus "
+    mkdir -p "$work/node$i"
+    redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
+      --cluster-port "$bus" --cluster-node-timeout 3000 --save '' --appendonly no --dir "$work/node$i" \
+      >"$work/redis-node$i.log" 2>&1 &
+    pids+=($!)
+    nodes+=("127.0.0.1:$port")
+  done
+  for n in "${nodes[@]}"; do
+    for _ in $(seq 100); do redis-cli -p "${n##*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    redis-cli -p "${n##*:}" ping >/dev/null || fail "cluster node $n did not start"
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$work/redis-create.log" 2>&1 ||
+    fail "redis-cli --cluster create: $(tail -n 5 "$work/redis-create.log")"
+  for n in "${nodes[@]}"; do
+    for _ in $(seq 300); do redis-cli -p "${n##*:}" cluster info | has cluster_state:ok && break; sleep 0.1; done
+    redis-cli -p "${n##*:}" cluster info | has cluster_state:ok || fail "cluster node $n not ok"
+  done
+  redis_port=${nodes[0]##*:}
+  rcli() { redis-cli -c -p "$redis_port" "$@"; }
+  url="redis://${nodes[0]}?addr=${nodes[1]}"
+  for n in "${nodes[@]:2}"; do url+="&addr=$n"; done
+  export REDIS_CLUSTER_URL=$url
+  log "redis cluster: ${nodes[*]}"
+else
+  redis_port=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  rcli() { redis-cli -p "$redis_port" "$@"; }
+  for _ in $(seq 100); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
+  rcli ping >/dev/null || fail "redis-server did not start"
+  export REDIS_URL="redis://127.0.0.1:$redis_port/0"
+fi
 export OTEL_TRACES_EXPORTER=none
 declare -A grpc_port
 # Services bind port 0 and the script reads the bound address from their

@@ -97,6 +97,9 @@ type benchConfig struct {
 	workload benchWorkload
 	keep     bool
 	redisURL string // empty: no Redis figures
+	// redisClusterURL names a Redis Cluster (ParseClusterURL form); it wins
+	// over redisURL, and the figures are summed over its masters.
+	redisClusterURL string
 	// stepSample is how many missions' events are read for the time per step.
 	stepSample int
 }
@@ -113,6 +116,7 @@ func parseBench(args []string, getenv func(string) string, stderr io.Writer) (be
 	height := fs.Float64("height", 0, "world height in metres, at least 8 (0: the workload's; scenario workloads only)")
 	keep := fs.Bool("keep", false, "keep the missions (and their maps) instead of tearing them down afterwards")
 	redisURL := fs.String("redis-url", getenv("REDIS_URL"), "the mesh's Redis, to count commands and round trips per mission (env REDIS_URL; empty: not counted)")
+	clusterURL := fs.String("redis-cluster-url", getenv("REDIS_CLUSTER_URL"), "the mesh's Redis Cluster, redis://host:port?addr=host2:port&addr=…: the counts are summed over its masters (env REDIS_CLUSTER_URL; wins over --redis-url)")
 	sample := fs.Int("step-sample", 50, "missions whose events give the time per step (0: none)")
 	if err := parse(fs, args); err != nil {
 		return benchConfig{}, err
@@ -138,7 +142,7 @@ func parseBench(args []string, getenv func(string) string, stderr io.Writer) (be
 	if *height != 0 {
 		w.height = *height
 	}
-	cfg := benchConfig{n: *n, duration: *d, conc: *conc, workload: w, keep: *keep, redisURL: *redisURL, stepSample: *sample}
+	cfg := benchConfig{n: *n, duration: *d, conc: *conc, workload: w, keep: *keep, redisURL: *redisURL, redisClusterURL: *clusterURL, stepSample: *sample}
 	switch {
 	case *d < 0 || *d > maxBenchDuration:
 		return cfg, fmt.Errorf("%w: -d must be in [0, %s], got %s", errUsage, maxBenchDuration, *d)
@@ -191,7 +195,7 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv f
 	_, _ = rand.Read(tag[:])
 	prefix := "bench-" + hex.EncodeToString(tag[:])
 
-	probe := newRedisProbe(ctx, cfg.redisURL, stdout)
+	probe := newRedisProbe(ctx, cfg.redisURL, cfg.redisClusterURL, stdout)
 	defer probe.close()
 	before := probe.snapshot(ctx)
 
@@ -296,17 +300,39 @@ func sampleEvenly(ids []string, k int) []string {
 }
 
 // redisProbe reads the mesh's Redis counters around the timed part of a
-// bench over one connection of its own. A nil probe measures nothing.
+// bench over connections of its own: one to the server, or one to each
+// master of a Redis Cluster, whose counters are summed. A nil probe
+// measures nothing.
 type redisProbe struct {
-	rdb *redis.Client
+	rdb     *redis.Client
+	cluster *redis.ClusterClient
 }
 
-// newRedisProbe connects to url; it says why on stdout and returns nil when
-// url is empty, malformed or unreachable: the bench runs without Redis
-// figures then.
-func newRedisProbe(ctx context.Context, url string, stdout io.Writer) *redisProbe {
+// newRedisProbe connects to clusterURL, else url; it says why on stdout and
+// returns nil when both are empty, or the one used is malformed or
+// unreachable: the bench runs without Redis figures then.
+func newRedisProbe(ctx context.Context, url, clusterURL string, stdout io.Writer) *redisProbe {
+	pingCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if clusterURL != "" {
+		opts, err := redis.ParseClusterURL(clusterURL)
+		if err != nil {
+			fmt.Fprintf(stdout, "redis    not counted: %v\n", err)
+			return nil
+		}
+		// One connection per node, so that the probe's own traffic is one
+		// INFO per master and snapshot.
+		opts.PoolSize, opts.MinIdleConns, opts.MaxRetries = 1, 0, -1
+		c := redis.NewClusterClient(opts)
+		if err := c.ForEachMaster(pingCtx, func(ctx context.Context, n *redis.Client) error { return n.Ping(ctx).Err() }); err != nil {
+			fmt.Fprintf(stdout, "redis    not counted: cluster %v unreachable: %v\n", opts.Addrs, err)
+			_ = c.Close()
+			return nil
+		}
+		return &redisProbe{cluster: c}
+	}
 	if url == "" {
-		fmt.Fprintln(stdout, "redis    not counted (no --redis-url or REDIS_URL)")
+		fmt.Fprintln(stdout, "redis    not counted (no --redis-url, REDIS_URL, --redis-cluster-url or REDIS_CLUSTER_URL)")
 		return nil
 	}
 	opts, err := redis.ParseURL(url)
@@ -318,8 +344,6 @@ func newRedisProbe(ctx context.Context, url string, stdout io.Writer) *redisProb
 	// own traffic is exactly one INFO per snapshot.
 	opts.PoolSize, opts.MinIdleConns, opts.MaxRetries = 1, 0, -1
 	rdb := redis.NewClient(opts)
-	pingCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
 		fmt.Fprintf(stdout, "redis    not counted: %s unreachable: %v\n", opts.Addr, err)
 		_ = rdb.Close()
@@ -329,26 +353,54 @@ func newRedisProbe(ctx context.Context, url string, stdout io.Writer) *redisProb
 }
 
 func (p *redisProbe) close() {
-	if p != nil {
+	switch {
+	case p == nil:
+	case p.cluster != nil:
+		_ = p.cluster.Close()
+	default:
 		_ = p.rdb.Close()
 	}
 }
 
-// snapshot reads INFO stats and commandstats; nil when p is nil or the
-// read fails (a bench is not failed for its Redis figures).
+// snapshot reads INFO stats and commandstats (of every master, summed, on
+// a Cluster); nil when p is nil or a read fails (a bench is not failed for
+// its Redis figures).
 func (p *redisProbe) snapshot(ctx context.Context) *redisCounters {
 	if p == nil {
 		return nil
 	}
-	s, err := p.rdb.Info(ctx, "stats", "commandstats").Result()
+	if p.cluster == nil {
+		c, err := readCounters(ctx, p.rdb)
+		if err != nil {
+			return nil
+		}
+		return &c
+	}
+	var mu sync.Mutex
+	sum := redisCounters{calls: map[string]int64{}}
+	err := p.cluster.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		c, err := readCounters(ctx, n)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		sum.add(c)
+		return nil
+	})
 	if err != nil {
 		return nil
 	}
-	c, err := parseRedisInfo(s)
+	return &sum
+}
+
+// readCounters reads one server's counters.
+func readCounters(ctx context.Context, rdb *redis.Client) (redisCounters, error) {
+	s, err := rdb.Info(ctx, "stats", "commandstats").Result()
 	if err != nil {
-		return nil
+		return redisCounters{}, err
 	}
-	return &c
+	return parseRedisInfo(s)
 }
 
 // tearDown cancels the missions ids with wait, teardownConcurrency at a

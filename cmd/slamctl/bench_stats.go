@@ -42,13 +42,26 @@ type redisCounters struct {
 	reads    int64
 	// calls is cmdstat_<command>:calls=N by command name.
 	calls map[string]int64
+	// servers is how many servers' counters are summed (the masters of a
+	// Cluster): each ran one INFO of the probe's per snapshot.
+	servers int64
+}
+
+// add sums o into c (a Cluster's masters).
+func (c *redisCounters) add(o redisCounters) {
+	c.commands += o.commands
+	c.reads += o.reads
+	c.servers += o.servers
+	for name, n := range o.calls {
+		c.calls[name] += n
+	}
 }
 
 // parseRedisInfo reads the counters from the text of INFO stats
 // commandstats; it fails when either total is missing (Redis before 6.0
 // has no total_reads_processed).
 func parseRedisInfo(info string) (redisCounters, error) {
-	c := redisCounters{commands: -1, reads: -1, calls: map[string]int64{}}
+	c := redisCounters{commands: -1, reads: -1, calls: map[string]int64{}, servers: 1}
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
 		key, val, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
@@ -75,12 +88,13 @@ func parseRedisInfo(info string) (redisCounters, error) {
 
 // sub returns the counters from before to c, less the probe's own
 // traffic: the INFO of the first snapshot is counted by the second, and
-// the read of the second INFO by itself.
+// the read of the second INFO by itself (on each server summed).
 func (c redisCounters) sub(before redisCounters) redisCounters {
-	d := redisCounters{commands: c.commands - before.commands - 1, reads: c.reads - before.reads - 1, calls: map[string]int64{}}
+	own := max(c.servers, 1)
+	d := redisCounters{commands: c.commands - before.commands - own, reads: c.reads - before.reads - own, calls: map[string]int64{}, servers: c.servers}
 	for name, n := range c.calls {
 		if n -= before.calls[name]; name == "info" {
-			n--
+			n -= own
 		}
 		if n > 0 {
 			d.calls[name] = n

@@ -20,7 +20,11 @@ type serviceConfig struct {
 	grpcAddr string
 	httpAddr string
 	redisURL string
-	logLevel slog.Level
+	// redisClusterURL, when set, names a Redis Cluster and wins over redisURL.
+	redisClusterURL string
+	// redisCommandMetrics installs redisotel's per-command metrics hook.
+	redisCommandMetrics bool
+	logLevel            slog.Level
 	// allowFaults honours FaultPlans carried in requests (tests and demos).
 	allowFaults bool
 	grace       time.Duration
@@ -161,6 +165,7 @@ func addCommon(e *envFlags, c *serviceConfig, grpcDef, httpDef string) {
 	e.string(&c.grpcAddr, "grpc-addr", "SLAMMESH_GRPC_ADDR", grpcDef, "gRPC listen address")
 	e.string(&c.httpAddr, "http-addr", "SLAMMESH_HTTP_ADDR", httpDef, "HTTP listen address of /metrics, /healthz (and /debug/pprof with --enable-pprof)")
 	e.string(&c.redisURL, "redis-url", "REDIS_URL", "redis://localhost:6379/0", "Redis URL (rediss:// for TLS; user:password@ for an ACL user)")
+	addClusterURL(e, c)
 	addSecurity(e, &c.sec, c.service)
 	e.level(&c.logLevel, "log-level", "SLAMMESH_LOG_LEVEL")
 	e.bool(&c.allowFaults, "allow-fault-injection", "SLAMMESH_ALLOW_FAULT_INJECTION", "honour fault plans in requests (tests and demos only)")
@@ -183,6 +188,15 @@ func addSpecific(e *envFlags, c *serviceConfig, service string) {
 	case "localization":
 		e.int(&c.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")
 	}
+}
+
+// addClusterURL registers the Redis Cluster flag, and the Redis command
+// metrics switch.
+func addClusterURL(e *envFlags, c *serviceConfig) {
+	e.string(&c.redisClusterURL, "redis-cluster-url", "REDIS_CLUSTER_URL", "",
+		"Redis Cluster URL, redis://host:port?addr=host2:port&addr=… (rediss:// for TLS); when set it wins over --redis-url")
+	e.bool(&c.redisCommandMetrics, "redis-command-metrics", "SLAMMESH_REDIS_COMMAND_METRICS",
+		"export a histogram of every Redis command on /metrics (costs CPU on every command)")
 }
 
 // addRetention registers the orchestrator's retention flag.
@@ -280,6 +294,7 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	e := &envFlags{fs: fs, getenv: getenv}
 	e.string(&c.host, "host", "SLAMMESH_HOST", "127.0.0.1", "address the four services bind to (ports as in production: 50051-50054, 9091-9094)")
 	e.string(&c.redisURL, "redis-url", "REDIS_URL", "", "Redis URL; empty starts a private redis-server (or an embedded Redis)")
+	addClusterURL(e, &c.base)
 	e.int(&c.redisPort, "redis-port", "SLAMMESH_DEV_REDIS_PORT", 6380, "port of the private redis-server (fixed, so that redis-cli -p finds it; refused when another process holds it)")
 	e.level(&c.base.logLevel, "log-level", "SLAMMESH_LOG_LEVEL")
 	addDevSecurity(e, &c.base.sec)

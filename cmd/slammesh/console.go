@@ -5,7 +5,6 @@ import (
 	"net"
 	"strconv"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
@@ -37,9 +36,7 @@ func mountConsole(cfg serviceConfig, n *node, maps console.Maps) error {
 		return fmt.Errorf("console: dial the orchestrator itself: %w", err)
 	}
 	n.closers = append(n.closers, self.Close)
-	opts := *n.rdb.Options()
-	opts.PoolSize = consoleRedisPool
-	rdb := redis.NewClient(&opts)
+	rdb := n.redis.client(consoleRedisPool)
 	n.closers = append(n.closers, rdb.Close)
 	c, err := console.New(console.Deps{
 		Orchestrator: orchestratorv1.NewOrchestratorServiceClient(self),

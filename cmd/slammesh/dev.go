@@ -40,7 +40,11 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	// miniredis is no real Redis: its INFO lacks what the checks read, and
 	// the banner devRedis printed already says what it cannot promise.
 	cfg.base.skipRedisCheck = embedded
-	opts, err := redisOptions(redisURL, cfg.base.sec)
+	clusterURL := ""
+	if redisNote == "REDIS_CLUSTER_URL" {
+		clusterURL = redisURL
+	}
+	opts, err := newRedisConn(redisURL, clusterURL, cfg.base.sec)
 	if err != nil {
 		return err
 	}
@@ -95,7 +99,7 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	for _, n := range steps {
 		fmt.Fprintf(stdout, "  %-13s %-21s metrics %smetrics\n", n.name, n.srv.Addr(), httpURL(n.srv.HTTPAddr()))
 	}
-	fmt.Fprintf(stdout, "  redis         %s (%s)\n", opts.Addr, redisNote)
+	fmt.Fprintf(stdout, "  redis         %s (%s)\n", opts.addr(), redisNote)
 	fmt.Fprintf(stdout, "  logs          %s\n", logName)
 	fmt.Fprintf(stdout, `
 !!! slammesh dev is a DEMO MODE: gRPC is PLAINTEXT and takes NO TOKENS, so anyone
@@ -145,6 +149,9 @@ func devLog(cfg devConfig, stderr io.Writer) (io.Writer, string, func() error, e
 // redis-server, else an embedded one. It returns the URL, a note for people
 // saying which, whether it is the embedded one, and a stop func.
 func devRedis(cfg devConfig, stderr io.Writer) (string, string, bool, func(), error) {
+	if cfg.base.redisClusterURL != "" {
+		return cfg.base.redisClusterURL, "REDIS_CLUSTER_URL", false, func() {}, nil
+	}
 	if cfg.redisURL != "" {
 		return cfg.redisURL, "REDIS_URL", false, func() {}, nil
 	}

@@ -27,8 +27,10 @@ type node struct {
 	name string
 	tel  *telemetry.Telemetry
 	log  *slog.Logger
-	rdb  *redis.Client
-	srv  *grpcserver.Server
+	rdb  redis.UniversalClient
+	// redis is how rdb reaches Redis, for the node's other clients.
+	redis redisConn
+	srv   *grpcserver.Server
 	// tls is the service's TLS material (nil: plaintext); the orchestrator
 	// dials the step services with it.
 	tls *meshtls.Source
@@ -43,7 +45,7 @@ type nodeSpec struct {
 	name     string
 	grpcAddr string
 	httpAddr string
-	redis    *redis.Options
+	redis    redisConn
 	// skipRedisCheck skips redischeck.Check: only for the embedded Redis of
 	// `slammesh dev`, which is no real Redis.
 	skipRedisCheck bool
@@ -78,7 +80,8 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 		n.log.Warn(w)
 	}
 
-	n.rdb = redis.NewClient(spec.redis)
+	n.redis = spec.redis
+	n.rdb = spec.redis.client(0)
 	n.closers = append(n.closers, n.rdb.Close)
 	// Hooks run on every command: only those whose output goes somewhere
 	// (the tracing hook walks the stack for each command's span).
@@ -87,7 +90,10 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 			return n, fmt.Errorf("%s redis tracing: %w", spec.name, err)
 		}
 	}
-	if n.tel.CommandMetrics() {
+	// Per-command metrics only when asked for: the hook runs on every
+	// command and pipeline, a large share of an orchestration-only
+	// mission's CPU.
+	if spec.svc.redisCommandMetrics && n.tel.CommandMetrics() {
 		if err := redisotel.InstrumentMetrics(n.rdb, redisotel.WithMeterProvider(n.tel.MeterProvider())); err != nil {
 			return n, fmt.Errorf("%s redis metrics: %w", spec.name, err)
 		}
@@ -95,7 +101,7 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := n.rdb.Ping(pingCtx).Err(); err != nil {
-		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis, spec.svc.sec, err))
+		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis.single, spec.svc.sec, err))
 	}
 	if err := checkRedisACL(pingCtx, n.rdb, spec.name+"-"+rand.Text()); err != nil {
 		return n, fmt.Errorf("%s: %w", spec.name, err)
@@ -103,7 +109,7 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 	if !spec.skipRedisCheck {
 		res, err := redischeck.Check(pingCtx, n.rdb)
 		if err != nil {
-			return n, fmt.Errorf("%s: redis at %s refused: %w", spec.name, spec.redis.Addr, err)
+			return n, fmt.Errorf("%s: redis at %s refused: %w", spec.name, spec.redis.addr(), err)
 		}
 		if !res.AOF {
 			n.log.WarnContext(ctx, "redis runs without AOF (appendonly no): a Redis restart loses the writes since its last snapshot, running missions included; set appendonly yes",

@@ -126,10 +126,8 @@ const streamPoolSize = 16
 // streamClient returns a client of n's Redis with a pool of its own for
 // the orchestrator's watchers (orchestrator.Deps.StreamRedis), closed with
 // the node after the drain.
-func streamClient(n *node) *redis.Client {
-	opts := *n.rdb.Options() // a copy: Options returns the client's own
-	opts.PoolSize = streamPoolSize
-	c := redis.NewClient(&opts)
+func streamClient(n *node) redis.UniversalClient {
+	c := n.redis.client(streamPoolSize)
 	n.closers = append(n.closers, c.Close)
 	return c
 }

@@ -185,7 +185,7 @@ return redis.call('EXISTS', KEYS[1])`
 // lists the one needed) stops the start naming the command, instead of
 // failing the first mission. Every key gets a 60 s expiry in case the
 // DEL never runs.
-func checkRedisACL(ctx context.Context, rdb *redis.Client, id string) error {
+func checkRedisACL(ctx context.Context, rdb redis.UniversalClient, id string) error {
 	p := "slammesh:{startcheck:" + id + "}:"
 	str, hash, zset, stream := p+"s", p+"h", p+"z", p+"x"
 	keys := []string{str, hash, zset, stream}
@@ -212,7 +212,102 @@ func checkRedisACL(ctx context.Context, rdb *redis.Client, id string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("redis at %s: user %q may not run a command slammesh needs (give it the ACL in docs/security.md): %w",
-			rdb.Options().Addr, userOrDefault(rdb.Options().Username), err)
+			clientAddr(rdb), userOrDefault(clientUser(rdb)), err)
 	}
 	return nil
+}
+
+// redisConn is how a process reaches Redis: one server, or a Redis Cluster
+// (REDIS_CLUSTER_URL, which wins over REDIS_URL when both are set).
+type redisConn struct {
+	// single is the server's options; for a Cluster, those of its first
+	// address, for messages only.
+	single *redis.Options
+	// cluster is set for a Redis Cluster.
+	cluster *redis.ClusterOptions
+}
+
+// newRedisConn builds the connection settings of configuration: clusterURL
+// (go-redis ParseClusterURL form, redis://host:port?addr=host2:port&addr=…)
+// when set, else rawURL. The CA file and the password file apply to both.
+func newRedisConn(rawURL, clusterURL string, sec securityConfig) (redisConn, error) {
+	if clusterURL == "" {
+		opts, err := redisOptions(rawURL, sec)
+		return redisConn{single: opts}, err
+	}
+	u, err := url.Parse(clusterURL)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return redisConn{}, fmt.Errorf("%w: redis cluster URL %s: %w", errUsage, redactURL(clusterURL), redactErr(err, clusterURL))
+	}
+	// The first address through redisOptions: it validates the scheme and
+	// credentials and applies the CA and password files.
+	first := *u
+	q := first.Query()
+	q.Del("addr")
+	first.RawQuery = q.Encode()
+	single, err := redisOptions(first.String(), sec)
+	if err != nil {
+		return redisConn{}, err
+	}
+	q = u.Query()
+	q.Del(redisCAParam)
+	u.RawQuery = q.Encode()
+	copts, err := redis.ParseClusterURL(u.String())
+	if err != nil {
+		return redisConn{}, fmt.Errorf("%w: redis cluster URL %s: %w", errUsage, u.Redacted(), redactErr(err, clusterURL))
+	}
+	copts.TLSConfig = single.TLSConfig
+	copts.Password = single.Password
+	return redisConn{single: single, cluster: copts}, nil
+}
+
+// client returns a new client; poolSize > 0 overrides the pool size (per
+// node on a Cluster).
+func (c redisConn) client(poolSize int) redis.UniversalClient {
+	if c.cluster != nil {
+		opts := *c.cluster
+		if poolSize > 0 {
+			opts.PoolSize = poolSize
+		}
+		return redis.NewClusterClient(&opts)
+	}
+	opts := *c.single
+	if poolSize > 0 {
+		opts.PoolSize = poolSize
+	}
+	return redis.NewClient(&opts)
+}
+
+// addr names the Redis in messages.
+func (c redisConn) addr() string {
+	if c.cluster != nil {
+		return "cluster " + strings.Join(c.cluster.Addrs, ",")
+	}
+	return c.single.Addr
+}
+
+// clientAddr names the Redis rdb talks to, in messages.
+func clientAddr(rdb redis.UniversalClient) string {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return "cluster " + strings.Join(c.Options().Addrs, ",")
+	}
+	return "?"
+}
+
+// clientUser is the ACL user rdb authenticates as ("" for the default).
+func clientUser(rdb redis.UniversalClient) string {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().Username
+	case *redis.ClusterClient:
+		return c.Options().Username
+	}
+	return ""
 }

@@ -29,7 +29,7 @@ func runService(ctx context.Context, cfg serviceConfig, logw io.Writer) error {
 	if err := cfg.checkExposure(); err != nil {
 		return err
 	}
-	opts, err := redisOptions(cfg.redisURL, cfg.sec)
+	opts, err := newRedisConn(cfg.redisURL, cfg.redisClusterURL, cfg.sec)
 	if err != nil {
 		return err
 	}
@@ -49,7 +49,7 @@ func stepBarrier(rdb redis.UniversalClient) *barrier.Barrier {
 }
 
 // specFor says how to build the node of cfg.service.
-func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
+func specFor(cfg serviceConfig, opts redisConn) nodeSpec {
 	spec := nodeSpec{
 		name:     cfg.service,
 		grpcAddr: cfg.grpcAddr,
@@ -67,7 +67,13 @@ func specFor(cfg serviceConfig, opts *redis.Options) nodeSpec {
 			// AppendOnly: a late call must not create a mission stream
 			// that nothing would expire.
 			pub := progress.NewPublisher(n.rdb, progress.Options{Logger: n.log, AppendOnly: true})
-			return stepserver.Interceptors(pub, service, actions, compensations, cfg.allowFaults)
+			// The firehose copies of the step events, written after the
+			// barrier script that appended them to the mission stream
+			// (another slot), batched; flushed when the node closes, after
+			// its server stopped.
+			fh := progress.NewFirehose(n.rdb, progress.FirehoseOptions{Logger: n.log})
+			n.closers = append(n.closers, func() error { return fh.Close(context.Background()) })
+			return stepserver.Interceptors(pub, service, actions, compensations, cfg.allowFaults, stepserver.WithFirehose(fh))
 		}
 	}
 	switch cfg.service {

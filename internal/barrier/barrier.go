@@ -21,9 +21,9 @@ var (
 	// ErrSagaMismatch means the barrier of (mission, step) belongs to another
 	// saga id than the caller's; nothing was done.
 	ErrSagaMismatch = errors.New("barrier belongs to another saga")
-	// ErrConflict means the transaction lost the optimistic race too many
-	// times in a row (keys under heavy contention); nothing was done and the
-	// call may be retried.
+	// ErrConflict means a call's plan went stale (a precondition changed
+	// under it) too many times in a row (a business key under heavy
+	// contention); nothing was done and the call may be retried.
 	ErrConflict = errors.New("barrier transaction kept conflicting")
 	// ErrInvalidID means an ID has an empty field or a brace in its key.
 	ErrInvalidID = errors.New("invalid barrier id")
@@ -91,21 +91,16 @@ func Key(key, step string) string { return "slammesh:{" + key + "}:barrier:" + s
 // mission key, by "<step>:action" and "<step>:compensation".
 func EffectsKey(key string) string { return "slammesh:{" + key + "}:effects" }
 
-// Hash fields and values of a barrier.
-const (
-	fieldSaga         = "saga"
-	fieldAction       = "action"
-	fieldCompensation = "compensation"
-	fieldResult       = "result"
-	markDone          = "done"
-	markNull          = "null"
-)
-
-// maxTxAttempts bounds the optimistic retries of one call. Every conflict
-// means another transaction on the same keys committed, so a call loses at
-// most once per concurrent competitor; this bound only matters for keys
-// shared by many missions (the mapping capacity counter).
+// maxTxAttempts bounds how many times one Action or Compensate redoes its
+// callback because a precondition (Tx.Expect) no longer held at the commit.
+// Every stale commit means another writer changed the business key in
+// between, so a call loses at most once per concurrent competitor.
 const maxTxAttempts = 100
+
+// ErrStale is Commit's answer when a precondition of the plan (Tx.Expect) no
+// longer held: nothing was written; redo the work on fresh reads and commit
+// again. Action and Compensate do that themselves.
+var ErrStale = errors.New("barrier: a precondition of the plan no longer holds")
 
 // Barrier guards the step handlers of a service.
 type Barrier struct {
@@ -124,8 +119,9 @@ type Option func(*Barrier)
 // before any step is called again; a call arriving after the end (a
 // hanging action, a late compensation, a step the saga never reached)
 // would otherwise create a mark, and for an action its business keys, that
-// nothing would ever expire. The owner key is watched with the barrier, so
-// an end, a reopening or a deletion racing the call aborts its commit.
+// nothing would ever expire. The check runs in the barrier's script, so an
+// end, a reopening or a deletion is ordered entirely before or after the
+// call's commit.
 func WithOwner(owner func(key string) string) Option {
 	return func(b *Barrier) { b.owner = owner }
 }
@@ -139,39 +135,114 @@ func New(rdb redis.UniversalClient, opts ...Option) *Barrier {
 	return b
 }
 
-// Tx is a business callback's view of the barrier transaction: it may watch
-// and read business keys, and queue the business writes that commit together
-// with the barrier mark.
+// Tx is the plan of one barrier call: the business writes that commit with
+// the barrier mark, the preconditions they rest on, and the announcements
+// (progress events) written whenever the call succeeds. Nothing is sent to
+// Redis while it is built: Commit (or Action, Compensate) sends the whole
+// plan with the barrier's check in one script.
 type Tx struct {
-	rtx    *redis.Tx
-	writes []func(redis.Pipeliner)
+	rdb      redis.UniversalClient
+	writes   redis.Pipeliner
+	announce redis.Pipeliner
+	expects  []expectation
+	carry    func(pipe redis.Pipeliner) (done func())
 }
 
-// Watch adds business keys to the transaction's optimistic lock: if any of
-// them changes before the commit, the whole call starts again (the callback
-// runs again, on fresh reads). Watch keys before reading them.
-func (t *Tx) Watch(ctx context.Context, keys ...string) error {
-	if err := t.rtx.Watch(ctx, keys...).Err(); err != nil {
-		return fmt.Errorf("barrier: watch %v: %w", keys, err)
+// NewTx returns an empty plan for Commit.
+func (b *Barrier) NewTx() *Tx { return &Tx{rdb: b.rdb} }
+
+// Reader returns a client for the reads a plan is derived from. Reads are
+// not part of the commit: whatever a plan relies on that another writer may
+// change must be stated with Expect, which the commit checks.
+func (t *Tx) Reader() redis.Cmdable { return t.rdb }
+
+// Expect makes the commit conditional on hash field field of key holding
+// value (field "": the string key holding value). When it does not, nothing
+// is written and the call is redone (Action, Compensate) or fails with
+// ErrStale (Commit).
+func (t *Tx) Expect(key, field, value string) {
+	t.expects = append(t.expects, expectation{key: key, field: field, present: true, value: value})
+}
+
+// ExpectMissing is Expect for a field (field "": a key) that must not exist.
+func (t *Tx) ExpectMissing(key, field string) {
+	t.expects = append(t.expects, expectation{key: key, field: field})
+}
+
+// Write queues business writes: fn is called with a pipeline that only
+// records commands, which the commit replays in the barrier's script. Every
+// command must name its key(s) in its first argument(s) (all the string,
+// hash, sorted set and stream writes do, and DEL), and every key must be in
+// the mission's Redis Cluster slot.
+func (t *Tx) Write(fn func(pipe redis.Pipeliner)) {
+	if t.writes == nil {
+		t.writes = t.rdb.Pipeline()
 	}
-	return nil
+	fn(t.writes)
 }
 
-// Reader returns the connection that holds the transaction's WATCH, for
-// reading business keys. Do not write through it: writes made there are
-// neither atomic with the barrier mark nor undone when the call is retried.
-func (t *Tx) Reader() redis.Cmdable { return t.rtx }
+// Announce queues writes that commit whenever an action call succeeds —
+// applied, or answered as a duplicate — such as the step's progress events
+// on the mission stream. Compensations ignore them.
+func (t *Tx) Announce(fn func(pipe redis.Pipeliner)) {
+	if t.announce == nil {
+		t.announce = t.rdb.Pipeline()
+	}
+	fn(t.announce)
+}
 
-// Write queues business writes: fn is called with the MULTI/EXEC pipeline that
-// also carries the barrier mark and the effect count. Commands queued there
-// commit all together or not at all (no commit happens if a watched key
-// changed).
-func (t *Tx) Write(fn func(pipe redis.Pipeliner)) { t.writes = append(t.writes, fn) }
+// Carry sends other commands in the same pipeline as Commit's script, so
+// that they cost no round trip of their own: writes outside the mission's
+// slot that need no atomicity with the commit and go out whatever it
+// answers (the firehose copies of earlier calls' events, progress.Firehose
+// Take). queue queues them and returns what to call once the pipeline was
+// executed. Action and Compensate ignore it.
+func (t *Tx) Carry(queue func(pipe redis.Pipeliner) (done func())) { t.carry = queue }
+
+// cmds returns the commands recorded in p, nil for no pipeline.
+func cmds(p redis.Pipeliner) []redis.Cmder {
+	if p == nil {
+		return nil
+	}
+	return p.Cmds()
+}
+
+// Commit is the action in one round trip, for a caller that did its work
+// before the call: the barrier's script decides on the marks and
+//
+//   - first call: checks tx's preconditions (ErrStale if one fails, nothing
+//     written), then applies tx's writes, stores result, sets the action
+//     mark, counts the effect and applies tx's announcements (Applied);
+//   - after a committed action: applies tx's announcements only and returns
+//     the stored result (Duplicate);
+//   - after the step's compensation: ErrActionForbidden, nothing written.
+func (b *Barrier) Commit(ctx context.Context, id ID, tx *Tx, result []byte) ([]byte, Outcome, error) {
+	if err := id.validate(); err != nil {
+		return nil, 0, err
+	}
+	if result == nil {
+		result = []byte{}
+	}
+	st, detail, err := b.run(ctx, id, modeAct, tx, result)
+	if err == nil {
+		switch st {
+		case "applied":
+			return result, Applied, nil
+		case "dup":
+			return detail, Duplicate, nil
+		case "stale":
+			err = ErrStale
+		default:
+			err = fmt.Errorf("barrier: unexpected answer %q to an action", st)
+		}
+	}
+	return nil, 0, fmt.Errorf("barrier action %s/%s: %w", id.Key, id.Step, err)
+}
 
 // Action runs a step's action behind the barrier.
 //
-//   - First call: fn runs and returns the result; its queued writes, the
-//     result, the action mark and the effect count commit in one MULTI/EXEC
+//   - First call: fn runs and returns the result; its planned writes, the
+//     result, the action mark and the effect count commit in one script
 //     (Applied). If fn fails, nothing is written and its error is returned:
 //     the action may be attempted again.
 //   - After a committed action (a retry after a lost reply): fn does not
@@ -179,171 +250,218 @@ func (t *Tx) Write(fn func(pipe redis.Pipeliner)) { t.writes = append(t.writes, 
 //   - After the step's compensation (a hanging action): fn does not run;
 //     ErrActionForbidden.
 //
-// fn may run more than once in one call when a watched key changes
-// concurrently, so it must derive its writes only from what it reads through
-// tx; expensive pure work is best done before Action.
+// It takes two round trips when the action runs (a look at the marks, then
+// the commit) and one otherwise; a caller that can do its work first saves
+// the look with Commit. fn runs again when a precondition it set no longer
+// holds at the commit, so it must derive its plan from fresh reads.
 func (b *Barrier) Action(ctx context.Context, id ID, fn func(ctx context.Context, tx *Tx) ([]byte, error)) (result []byte, outcome Outcome, err error) {
 	if err := id.validate(); err != nil {
 		return nil, 0, err
 	}
-	key := Key(id.Key, id.Step)
-	err = b.transact(ctx, id, func(rtx *redis.Tx, m marks) error {
-		switch {
-		case m.compensation != "":
-			return ErrActionForbidden
-		case m.action != "":
-			result, outcome = m.result, Duplicate
-			return nil
-		}
-		tx := &Tx{rtx: rtx}
+	st, detail, err := b.run(ctx, id, modeProbeAct, nil, nil)
+	switch {
+	case err != nil:
+		return nil, 0, fmt.Errorf("barrier action %s/%s: %w", id.Key, id.Step, err)
+	case st == "dup":
+		return detail, Duplicate, nil
+	}
+	for n := 1; ; n++ {
+		tx := b.NewTx()
 		res, err := fn(ctx, tx)
 		if err != nil {
-			return err
+			return nil, 0, fmt.Errorf("barrier action %s/%s: %w", id.Key, id.Step, err)
 		}
-		if err := commit(ctx, rtx, tx.writes, func(p redis.Pipeliner) {
-			p.HSet(ctx, key, fieldSaga, id.SagaID, fieldAction, markDone, fieldResult, res)
-			p.HIncrBy(ctx, EffectsKey(id.Key), id.Step+":action", 1)
-		}); err != nil {
-			return err
+		result, outcome, err = b.Commit(ctx, id, tx, res)
+		if !errors.Is(err, ErrStale) {
+			return result, outcome, err
 		}
-		result, outcome = res, Applied
-		return nil
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("barrier action %s/%s: %w", id.Key, id.Step, err)
+		if err := backoff(ctx, n); err != nil {
+			return nil, 0, fmt.Errorf("barrier action %s/%s: %w", id.Key, id.Step, err)
+		}
 	}
-	return result, outcome, nil
 }
 
 // Compensate runs a step's compensation behind the barrier.
 //
 //   - After a committed action: fn runs, given the result the action stored
-//     (what to undo: a map version, a reservation); its queued writes, the
+//     (what to undo: a map version, a reservation); its planned writes, the
 //     compensation mark, the effect count and the deletion of the stored
-//     result commit together (Applied). If fn fails nothing is written and
-//     its error is returned.
+//     result commit together in one script (Applied). If fn fails nothing
+//     is written and its error is returned.
 //   - Without a committed action (null compensation): fn does not run; the
 //     compensation is marked "null", which forbids the action from now on
 //     (Null).
 //   - After a committed compensation: fn does not run (Duplicate).
 //
-// As with Action, fn may run more than once in one call.
+// It takes one round trip for a null or repeated compensation, two when it
+// undoes (the look that fetches the result fn needs, then the commit). As
+// with Action, fn runs again when a precondition no longer holds. Tx
+// announcements are ignored.
 func (b *Barrier) Compensate(ctx context.Context, id ID, fn func(ctx context.Context, tx *Tx, actionResult []byte) error) (outcome Outcome, err error) {
 	if err := id.validate(); err != nil {
 		return 0, err
 	}
-	key := Key(id.Key, id.Step)
-	err = b.transact(ctx, id, func(rtx *redis.Tx, m marks) error {
-		switch {
-		case m.compensation != "":
-			outcome = Duplicate
-			return nil
-		case m.action == "":
-			if err := commit(ctx, rtx, nil, func(p redis.Pipeliner) {
-				p.HSet(ctx, key, fieldSaga, id.SagaID, fieldCompensation, markNull)
-			}); err != nil {
-				return err
-			}
-			outcome = Null
-			return nil
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("barrier compensation %s/%s: %w", id.Key, id.Step, err)
 		}
-		tx := &Tx{rtx: rtx}
-		if err := fn(ctx, tx, m.result); err != nil {
-			return err
-		}
-		if err := commit(ctx, rtx, tx.writes, func(p redis.Pipeliner) {
-			// The result has served its purpose: the undo just used it, and
-			// the compensation mark forbids the action, so nothing will
-			// return it again. It is business data (a localization's poses,
-			// a map version), which a compensated mission must not leave
-			// behind.
-			p.HDel(ctx, key, fieldResult)
-			p.HSet(ctx, key, fieldCompensation, markDone)
-			p.HIncrBy(ctx, EffectsKey(id.Key), id.Step+":compensation", 1)
-		}); err != nil {
-			return err
-		}
-		outcome = Applied
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("barrier compensation %s/%s: %w", id.Key, id.Step, err)
-	}
-	return outcome, nil
-}
-
-// marks are a barrier's fields as read under WATCH.
-type marks struct {
-	saga, action, compensation string
-	result                     []byte
-}
-
-// transact runs decide on the barrier's current marks inside WATCH on the
-// barrier key, starting again whenever a watched key changed before the
-// commit.
-func (b *Barrier) transact(ctx context.Context, id ID, decide func(rtx *redis.Tx, m marks) error) error {
-	key := Key(id.Key, id.Step)
-	watched := []string{key}
-	if b.owner != nil {
-		watched = append(watched, b.owner(id.Key))
+	}()
+	st, result, err := b.run(ctx, id, modeProbeComp, nil, nil)
+	switch {
+	case err != nil:
+		return 0, err
+	case st == "dup":
+		return Duplicate, nil
+	case st == "null":
+		return Null, nil
 	}
 	for n := 1; ; n++ {
-		err := b.rdb.Watch(ctx, func(rtx *redis.Tx) error {
-			var hm *redis.SliceCmd
-			var owner *redis.DurationCmd
-			if _, err := rtx.Pipelined(ctx, func(p redis.Pipeliner) error {
-				hm = p.HMGet(ctx, key, fieldSaga, fieldAction, fieldCompensation, fieldResult)
-				if b.owner != nil {
-					owner = p.PTTL(ctx, watched[1])
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-			// PTTL: -2 missing, -1 no expiry (a saga in progress, or failed
-			// and waiting for an operator), else ended and retained.
-			if owner != nil && owner.Val() != -1 {
-				return ErrOwnerGone
-			}
-			vals := hm.Val()
-			m := marks{saga: str(vals[0]), action: str(vals[1]), compensation: str(vals[2])}
-			if r := str(vals[3]); r != "" {
-				m.result = []byte(r)
-			}
-			if m.saga != "" && m.saga != id.SagaID {
-				return fmt.Errorf("%w: stored %s, caller %s", ErrSagaMismatch, m.saga, id.SagaID)
-			}
-			return decide(rtx, m)
-		}, watched...)
-		if !errors.Is(err, redis.TxFailedErr) {
-			return err
+		tx := b.NewTx()
+		if err := fn(ctx, tx, result); err != nil {
+			return 0, err
 		}
-		if n == maxTxAttempts {
-			return fmt.Errorf("%w after %d attempts: %w", ErrConflict, n, err)
+		st, _, err := b.run(ctx, id, modeComp, tx, nil)
+		switch {
+		case err != nil:
+			return 0, err
+		case st == "applied":
+			return Applied, nil
+		case st == "dup":
+			return Duplicate, nil
+		case st != "stale":
+			return 0, fmt.Errorf("barrier: unexpected answer %q to a compensation", st)
 		}
-		// Full jitter spreads competitors that conflicted together.
-		ceiling := min(50*time.Microsecond<<min(n, 8), 10*time.Millisecond)
-		t := time.NewTimer(time.Duration(rand.Int64N(int64(ceiling) + 1)))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return context.Cause(ctx)
+		if err := backoff(ctx, n); err != nil {
+			return 0, err
 		}
 	}
 }
 
-// commit executes the business writes and the barrier's own writes in one
-// MULTI/EXEC; redis.TxFailedErr when a watched key changed.
-func commit(ctx context.Context, rtx *redis.Tx, writes []func(redis.Pipeliner), mark func(redis.Pipeliner)) error {
-	_, err := rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for _, w := range writes {
-			w(p)
-		}
-		mark(p)
+// backoff waits before attempt n+1 of a plan that went stale, with full
+// jitter (competitors that conflicted together spread out); ErrConflict
+// after maxTxAttempts.
+func backoff(ctx context.Context, n int) error {
+	if n >= maxTxAttempts {
+		return fmt.Errorf("%w: the plan went stale %d times", ErrConflict, n)
+	}
+	ceiling := min(50*time.Microsecond<<min(n, 8), 10*time.Millisecond)
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(ceiling) + 1)))
+	select {
+	case <-t.C:
 		return nil
-	})
-	return err
+	case <-ctx.Done():
+		t.Stop()
+		return context.Cause(ctx)
+	}
+}
+
+// run sends one call of stepScript and returns its status and detail; the
+// barrier's own refusals (owner gone, another saga, forbidden) come back as
+// errors.
+func (b *Barrier) run(ctx context.Context, id ID, mode string, tx *Tx, result []byte) (status string, detail []byte, err error) {
+	keys, argv, err := b.args(id, mode, tx, result)
+	if err != nil {
+		return "", nil, err
+	}
+	if mode != modeAct || tx == nil || tx.carry == nil {
+		return answer(id, stepScript.Run(ctx, b.rdb, keys, argv...))
+	}
+	pipe := b.rdb.Pipeline()
+	cmd := stepScript.EvalSha(ctx, pipe, keys, argv...)
+	done := tx.carry(pipe)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	done()
+	if err := cmd.Err(); errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Not cached (a new or restarted Redis): the script did not run.
+		return answer(id, stepScript.Run(ctx, b.rdb, keys, argv...))
+	}
+	return answer(id, cmd)
+}
+
+// args builds the keys and arguments of a call of stepScript.
+func (b *Barrier) args(id ID, mode string, tx *Tx, result []byte) (keys []string, argv []any, err error) {
+	owner, checkOwner := Key(id.Key, id.Step), "0"
+	if b.owner != nil {
+		owner, checkOwner = b.owner(id.Key), "1"
+	}
+	keys = []string{Key(id.Key, id.Step), EffectsKey(id.Key), owner}
+	argv = []any{mode, id.SagaID, id.Step, checkOwner, result, 0, 0, 0}
+	if tx == nil {
+		return keys, argv, nil
+	}
+	argv[5] = len(tx.expects)
+	for _, e := range tx.expects {
+		present := "0"
+		if e.present {
+			present = "1"
+		}
+		argv = append(argv, e.key, e.field, present, e.value)
+		keys = addKey(keys, e.key)
+	}
+	writes, announce := cmds(tx.writes), cmds(tx.announce)
+	argv[6], argv[7] = len(writes), len(announce)
+	if argv, keys, err = encode(argv, keys, writes); err != nil {
+		return nil, nil, err
+	}
+	if argv, keys, err = encode(argv, keys, announce); err != nil {
+		return nil, nil, err
+	}
+	return keys, argv, nil
+}
+
+// answer decodes stepScript's reply.
+func answer(id ID, cmd *redis.Cmd) (status string, detail []byte, err error) {
+	reply, err := cmd.Slice()
+	if err != nil {
+		return "", nil, err
+	}
+	if len(reply) == 0 {
+		return "", nil, errors.New("barrier: empty answer from the script")
+	}
+	status = str(reply[0])
+	if len(reply) > 1 {
+		detail = []byte(str(reply[1]))
+	}
+	switch status {
+	case "gone":
+		return "", nil, ErrOwnerGone
+	case "mismatch":
+		return "", nil, fmt.Errorf("%w: stored %s, caller %s", ErrSagaMismatch, detail, id.SagaID)
+	case "forbidden":
+		return "", nil, ErrActionForbidden
+	}
+	return status, detail, nil
+}
+
+// Look tells, without acting, whether the action of id committed: the
+// result it stored and committed true; committed false when it did not yet;
+// ErrActionForbidden when the step was compensated (and ErrOwnerGone,
+// ErrSagaMismatch as any call). reads, when not nil, queues the caller's own
+// reads in the same pipeline, so a handler that must read before its work
+// anyway (the map it works on) pays one round trip for both; their commands
+// hold their results once Look returned without error (a read's own error,
+// redis.Nil included, is the caller's to check).
+func (b *Barrier) Look(ctx context.Context, id ID, reads func(p redis.Pipeliner)) (result []byte, committed bool, err error) {
+	if err := id.validate(); err != nil {
+		return nil, false, err
+	}
+	keys, argv, err := b.args(id, modeProbeAct, nil, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	pipe := b.rdb.Pipeline()
+	// EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT; Redis
+	// caches the compiled script either way.
+	look := stepScript.Eval(ctx, pipe, keys, argv...)
+	if reads != nil {
+		reads(pipe)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	st, detail, err := answer(id, look)
+	if err != nil {
+		return nil, false, fmt.Errorf("barrier look %s/%s: %w", id.Key, id.Step, err)
+	}
+	return detail, st == "dup", nil
 }
 
 func str(v any) string {

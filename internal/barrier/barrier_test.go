@@ -24,18 +24,78 @@ func TestMain(m *testing.M) {
 // increments and the compensation decrements, so "effect left behind" and
 // "effect twice" are both visible in its value.
 type business struct {
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	b     *Barrier
 	calls atomic.Int32 // callback invocations
 }
 
 func newBusiness(t *testing.T) *business {
 	t.Helper()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	return &business{rdb: rdb, b: New(rdb)}
 }
 
 func counterKey(key string) string { return "slammesh:{" + key + "}:counter" }
+
+// allKeys returns every key in Redis, from every master of a cluster.
+func allKeys(t *testing.T, rdb redis.UniversalClient) []string {
+	t.Helper()
+	ctx := t.Context()
+	var mu sync.Mutex
+	var out []string
+	scan := func(ctx context.Context, c *redis.Client) error {
+		keys, err := c.Keys(ctx, "*").Result()
+		mu.Lock()
+		out = append(out, keys...)
+		mu.Unlock()
+		return err
+	}
+	var err error
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		err = c.ForEachMaster(ctx, scan)
+	} else {
+		err = scan(ctx, rdb.(*redis.Client))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// sameSlot returns n mission ids whose keys share one Redis Cluster slot
+// (CRC16 of the hash tag mod 16384, as Redis Cluster computes it), so that
+// a test may have several missions write one shared key on a cluster too.
+func sameSlot(n int) []string {
+	var ids []string
+	want := -1
+	for i := 0; len(ids) < n; i++ {
+		id := "m" + strconv.Itoa(i)
+		slot := int(crc16(id) % 16384)
+		if want < 0 {
+			want = slot
+		}
+		if slot == want {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// crc16 is CRC-16/XMODEM, Redis Cluster's key hash.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}
 
 func (s *business) action(ctx context.Context, id ID, result string) ([]byte, Outcome, error) {
 	return s.b.Action(ctx, id, func(ctx context.Context, tx *Tx) ([]byte, error) {
@@ -298,32 +358,39 @@ func TestCompensationRacingItsAction(t *testing.T) {
 	t.Logf("histories over %d rounds: action-then-undo %d, null-then-forbidden %d", rounds, histories[0], histories[1])
 }
 
-// TestWatchedBusinessKeyKeepsABudget is the mapping service's pattern: many
-// missions allocate from one capacity counter; the check and the increment
-// must not interleave.
+// TestWatchedBusinessKeyKeepsABudget: many missions allocate from one
+// capacity counter; the check (a precondition on the value read) and the
+// increment must not interleave. (The missions are chosen in the counter's
+// Redis Cluster slot, so that this runs on a cluster too; the mapping
+// service, whose counter is global, reserves capacity in a script of its
+// own instead, internal/mapstore.)
 func TestWatchedBusinessKeyKeepsABudget(t *testing.T) {
 	t.Parallel()
 	s := newBusiness(t)
 	const (
-		capacityKey = "slammesh:test:capacity"
-		budget      = 100
-		cells       = 10
-		missions    = 25
+		budget   = 100
+		cells    = 10
+		missions = 25
 	)
+	ids := sameSlot(missions)
+	capacityKey := "slammesh:{" + ids[0] + "}:capacity"
 	errFull := errors.New("capacity exhausted")
 	var wg sync.WaitGroup
 	var granted, refused atomic.Int32
 	for i := range missions {
 		wg.Go(func() {
-			id := ID{Key: "m" + strconv.Itoa(i), SagaID: "s", Step: "allocate_map"}
+			id := ID{Key: ids[i], SagaID: "s", Step: "allocate_map"}
 			_, _, err := s.b.Action(t.Context(), id, func(ctx context.Context, tx *Tx) ([]byte, error) {
-				if err := tx.Watch(ctx, capacityKey); err != nil {
+				raw, err := tx.Reader().Get(ctx, capacityKey).Result()
+				switch {
+				case errors.Is(err, redis.Nil):
+					tx.ExpectMissing(capacityKey, "")
+				case err != nil:
 					return nil, err
+				default:
+					tx.Expect(capacityKey, "", raw)
 				}
-				used, err := tx.Reader().Get(ctx, capacityKey).Int64()
-				if err != nil && !errors.Is(err, redis.Nil) {
-					return nil, err
-				}
+				used, _ := strconv.Atoi(raw)
 				if used+cells > budget {
 					return nil, errFull
 				}
@@ -365,6 +432,45 @@ func TestIDChecks(t *testing.T) {
 		if _, _, err := s.action(t.Context(), id, "r"); !errors.Is(err, ErrInvalidID) {
 			t.Errorf("Action(%+v) = %v, want ErrInvalidID", id, err)
 		}
+	}
+	if n := s.counter(t, "m"); n != 1 {
+		t.Errorf("business counter = %d, want 1", n)
+	}
+}
+
+// Commands carried with a commit go out in its pipeline whatever the
+// commit answers, also when Redis had to be given the script again.
+func TestCarriedCommandsRideWithTheCommit(t *testing.T) {
+	t.Parallel()
+	s := newBusiness(t)
+	ctx := t.Context()
+	id := ID{Key: "m", SagaID: "s", Step: "step"}
+	carried := 0
+	commit := func() Outcome {
+		t.Helper()
+		tx := s.b.NewTx()
+		tx.Write(func(p redis.Pipeliner) { p.Incr(ctx, counterKey("m")) })
+		tx.Carry(func(p redis.Pipeliner) func() {
+			p.Incr(ctx, "slammesh:carried")
+			return func() { carried++ }
+		})
+		_, outcome, err := s.b.Commit(ctx, id, tx, []byte("r"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return outcome
+	}
+	if err := s.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if out := commit(); out != Applied {
+		t.Errorf("first commit after SCRIPT FLUSH: %v, want applied", out)
+	}
+	if out := commit(); out != Duplicate {
+		t.Errorf("second commit: %v, want duplicate", out)
+	}
+	if n, _ := s.rdb.Get(ctx, "slammesh:carried").Int(); n != 2 || carried != 2 {
+		t.Errorf("carried commands ran %d times, done called %d times; want 2, 2", n, carried)
 	}
 	if n := s.counter(t, "m"); n != 1 {
 		t.Errorf("business counter = %d, want 1", n)

@@ -10,8 +10,10 @@ import (
 	"github.com/slammesh/slammesh/internal/redistest"
 )
 
-// BenchmarkAction measures a first (applied) action with one business write:
-// WATCH, HMGET and MULTI/EXEC, three round trips.
+// BenchmarkAction measures a first (applied) action with one business write
+// through the callback API: a look at the marks, then the commit script, two
+// round trips (before the script barrier: WATCH, HMGET and MULTI/EXEC,
+// three).
 func BenchmarkAction(b *testing.B) {
 	rdb := redistest.Start(b).Client(b)
 	br := New(rdb)
@@ -25,6 +27,32 @@ func BenchmarkAction(b *testing.B) {
 				return []byte("result"), nil
 			})
 		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "actions/s")
+}
+
+// BenchmarkCommit measures what a step service does per action: the plan
+// built first (one business write, two progress events announced on the
+// mission stream), then one script, one round trip.
+func BenchmarkCommit(b *testing.B) {
+	rdb := redistest.Start(b).Client(b)
+	br := New(rdb)
+	ctx := b.Context()
+	n := 0
+	for b.Loop() {
+		key := "m" + strconv.Itoa(n)
+		n++
+		tx := br.NewTx()
+		tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, "slammesh:{"+key+"}:localization", "agent-1", "pose") })
+		tx.Announce(func(p redis.Pipeliner) {
+			for _, typ := range []string{"step.started", "step.completed"} {
+				p.XAdd(ctx, &redis.XAddArgs{Stream: "slammesh:{" + key + "}:events", MaxLen: 10000, Approx: true,
+					Values: []any{"v", "1", "mission_id", key, "type", typ}})
+			}
+		})
+		if _, _, err := br.Commit(ctx, ID{Key: key, SagaID: "s", Step: "localize_agents"}, tx, []byte("result")); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -26,79 +26,82 @@
 // # Atomicity
 //
 // The barrier of (mission, step) is one hash, Key(mission, step), holding the
-// marks: saga, action, compensation, result. Each call runs in one optimistic
-// transaction on it:
+// marks: saga, action, compensation, result. Each call is ONE Lua script on
+// the mission's keys (script.go), which Redis runs atomically — no other
+// command interleaves with it — so reading the marks, deciding and writing
+// are one indivisible step:
 //
-//  1. WATCH the barrier key, then read the marks;
+//  1. check the owner key (WithOwner) and the saga id;
 //  2. decide from the marks alone (duplicate, forbidden, null, or run);
-//  3. if it must run, call the service's callback, which may WATCH and read
-//     business keys and queues its writes;
-//  4. MULTI, the business writes, the new mark, the effect count, EXEC.
+//  3. if it must run, check the plan's preconditions (Tx.Expect), then apply
+//     the plan's business writes, the new mark and the effect count, and,
+//     for an action, the plan's announcements (the step's progress events
+//     on the mission stream).
 //
-// EXEC commits only if no watched key changed since it was watched, and then
-// commits every queued command together, so a mark is set if and only if its
-// effect is applied, and each decision was taken on the marks as they still
-// are at the commit. If EXEC fails (redis.TxFailedErr) the whole call starts
-// again from step 1. Marks are only ever added, never removed, so the states
-// are: none → action → action+compensation, or none → compensation(null).
-// (The action's result, not a mark, is deleted by the compensation that
-// undoes it: nothing may return it any more, and it is business data — a
-// localization's poses — that a compensated mission must not leave behind.)
-// Hence for a compensation racing its action, exactly one of two histories
-// commits: the action first (effect), then the compensation sees the action
-// and undoes it; or the compensation first (null), then the action sees the
-// compensation and is forbidden. A compensation recorded with the action's
-// effect left behind would need the compensation to commit "null" after the
-// action committed, which its WATCH forbids.
+// The service does its work — pure computation, and any reads of other data
+// it needs — before the call, and hands the barrier a plan (Tx): the writes,
+// recorded from a go-redis pipeline that is never executed and replayed by
+// the script, and the preconditions the plan rests on. Where the old
+// optimistic transaction WATCHed a business key (merge: the map's current
+// version), the plan now states the value it read (Tx.Expect); if it changed,
+// the script writes nothing and answers "stale", and the work is redone on
+// fresh reads. So a mark is set if and only if its effect is applied, and
+// every decision is taken on the marks and business values as they are at
+// the commit. Marks are only ever added, never removed, so the states are:
+// none → action → action+compensation, or none → compensation(null). (The
+// action's result, not a mark, is deleted by the compensation that undoes
+// it: nothing may return it any more, and it is business data — a
+// localization's poses — that a compensated mission must not leave
+// behind.) Hence for a compensation racing its action, exactly one of two
+// histories commits, in the order Redis ran the two scripts: the action
+// first (effect), then the compensation sees the action and undoes it; or
+// the compensation first (null), then the action sees the compensation and
+// is forbidden. A compensation recorded "null" with the action's effect left
+// behind would need the two scripts to interleave, which Redis never does.
+//
+// Round trips: Commit — the service's path — is one script, one round trip,
+// whatever the outcome. Action (a callback that only runs when the action
+// must) takes a look first (one script that only decides) and, when it
+// runs, the commit: two. Compensate takes one for a null or repeated
+// compensation (the look marks a null compensation itself) and two when it
+// undoes (the look fetches the result the undo needs). Only keys of the
+// mission's slot may appear in a plan: global keys (the mapping capacity,
+// the firehose) are written by separate, idempotent commands, before or
+// after the call (services/mapping: a capacity reservation before; the
+// step interceptor: the firehose copies after).
 //
 // Every effect actually applied also increments EffectsKey(mission) field
-// "<step>:action" or "<step>:compensation" in the same EXEC, so chaos tests
-// can check that nothing took effect twice.
+// "<step>:action" or "<step>:compensation" in the same script, so chaos
+// tests can check that nothing took effect twice. (As with MULTI/EXEC, Redis
+// does not roll back a script whose command fails midway — a WRONGTYPE on a
+// business key — so the mark is written last: such a failure leaves the
+// step unmarked, to be retried.)
 //
 // # Using it in a service
 //
-// Do the expensive pure work (scan matching, grid fusion) before the call or
-// in the callback; keep the callback a function of what it reads through the
-// Tx, because it runs again when the transaction conflicts. Examples:
+// Do the expensive pure work (scan matching, grid fusion) before the call;
+// the plan is data. Examples:
 //
-//	// mapping.AllocateMap: budget check and allocation, atomically.
-//	res, outcome, err := b.Action(ctx, id, func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
-//		if err := tx.Watch(ctx, capacityKey); err != nil {
-//			return nil, err
-//		}
-//		used, err := tx.Reader().Get(ctx, capacityKey).Int64()
-//		if err != nil && !errors.Is(err, redis.Nil) {
-//			return nil, err
-//		}
-//		if used+cells > budget {
-//			return nil, errCapacityExhausted // nothing written; the saga compensates
-//		}
-//		tx.Write(func(p redis.Pipeliner) {
-//			p.IncrBy(ctx, capacityKey, cells)
-//			p.HSet(ctx, mapKey, "map_id", mapID, "meta", meta, "cells", cells, "current", 1, "v1", grid)
-//		})
-//		return respBytes, nil
-//	})
+//	// localization.LocalizeAgents: poses, with the action mark.
+//	tx := b.NewTx()
+//	tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, posesKey, fields...) })
+//	stored, outcome, err := b.Commit(ctx, id, tx, respBytes) // Duplicate: stored is the first result
+//
+//	// merge.MergeMaps: a new version, provided the map is still at the
+//	// version fused onto; ErrStale means fuse again on the new version.
+//	tx := b.NewTx()
+//	mapstore.ExpectHead(tx, mission, mapID, base)
+//	tx.Write(func(p redis.Pipeliner) { mapstore.AddVersion(ctx, p, mission, base+1, cells) })
+//	_, _, err := b.Commit(ctx, id, tx, respBytes)
 //
 //	// mapping.ReleaseMap: undo with what the action stored.
 //	outcome, err := b.Compensate(ctx, id, func(ctx context.Context, tx *barrier.Tx, res []byte) error {
-//		cells := cellsFrom(res)
-//		tx.Write(func(p redis.Pipeliner) {
-//			p.DecrBy(ctx, capacityKey, cells)
-//			p.Del(ctx, mapKey)
-//		})
+//		tx.Write(func(p redis.Pipeliner) { mapstore.Delete(ctx, p, mission) })
 //		return nil
 //	})
 //
-// Localization writes poses with HSET in tx.Write; merge watches and reads the
-// map hash for the current version, writes "v<N+1>" and "current" in
-// tx.Write, returns N+1 in its result, and RevertMerge deletes the version
-// named by that result and sets current back.
-//
-// The capacity counter is a global key: on a single Redis primary the
-// transaction spans it and the mission's keys freely; on a Redis Cluster it
-// would be in another slot and MULTI/EXEC would be refused, so capacity would
-// have to become per-slot budgets first.
+// RevertMerge reads the map head, states it with ExpectHead, deletes the
+// version named by the action's result and sets current back.
 //
 // # Expiry
 //

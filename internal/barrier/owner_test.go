@@ -23,7 +23,7 @@ func TestOwnerGoneRefusesEveryCall(t *testing.T) {
 	if _, err := s.compensate(ctx, id, &got); !errors.Is(err, ErrOwnerGone) {
 		t.Errorf("compensation without owner: %v, want ErrOwnerGone", err)
 	}
-	if keys := s.rdb.Keys(ctx, "*").Val(); len(keys) != 0 {
+	if keys := allKeys(t, s.rdb); len(keys) != 0 {
 		t.Errorf("refused calls left keys %v", keys)
 	}
 	if n := s.calls.Load(); n != 0 {
@@ -56,7 +56,7 @@ func TestOwnerGoneRefusesEveryCall(t *testing.T) {
 	if _, _, err := s.action(ctx, id, "r"); !errors.Is(err, ErrOwnerGone) {
 		t.Errorf("hanging action after deletion: %v, want ErrOwnerGone", err)
 	}
-	if keys := s.rdb.Keys(ctx, "*").Val(); len(keys) != 0 {
+	if keys := allKeys(t, s.rdb); len(keys) != 0 {
 		t.Errorf("hanging action left keys %v", keys)
 	}
 }

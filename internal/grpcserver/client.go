@@ -3,6 +3,8 @@ package grpcserver
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -10,6 +12,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/slammesh/slammesh/internal/telemetry"
 )
@@ -48,7 +52,10 @@ var reconnectBackoff = backoff.Config{
 const minConnectTimeout = 5 * time.Second
 
 // Dial returns a client connection to target (a gRPC target such as
-// "localhost:50052" or "dns:///mapping.slammesh.svc:50052") instrumented with
+// "localhost:50052" or "dns:///mapping.slammesh.svc:50052", or a
+// comma-separated list of host:port such as "127.0.0.1:7001,127.0.0.1:7002"
+// for several replicas without DNS, balanced like a headless service's
+// records) instrumented with
 // tel's tracer and meter providers and the W3C propagator, so the server's
 // spans join the caller's trace. Create one connection per target and share
 // it: grpc.NewClient connects lazily and multiplexes calls.
@@ -86,9 +93,38 @@ func Dial(target string, tel *telemetry.Telemetry, opts ...grpc.DialOption) (*gr
 			grpc.MaxCallSendMsgSize(DefaultMaxMessageBytes),
 		),
 	}
+	if strings.Contains(target, ",") {
+		var err error
+		if target, base, err = listTarget(target, base); err != nil {
+			return nil, err
+		}
+	}
 	conn, err := grpc.NewClient(target, append(base, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("grpcserver: dial %s: %w", target, err)
 	}
 	return conn, nil
+}
+
+// listScheme is the scheme of the static resolver a comma-separated target
+// gets; it is registered on its own connection only (grpc.WithResolvers).
+const listScheme = "slammesh-list"
+
+// listTarget turns "host:port,host:port,…" into a target of a static
+// resolver holding those addresses, balanced round_robin by the default
+// service config. The authority (the TLS server name and :authority header)
+// is the first address, as a one-address target would have it; a list
+// with an empty entry, a scheme, or an entry without a port is an error.
+func listTarget(list string, base []grpc.DialOption) (string, []grpc.DialOption, error) {
+	var addrs []resolver.Address
+	for a := range strings.SplitSeq(list, ",") {
+		a = strings.TrimSpace(a)
+		if _, _, err := net.SplitHostPort(a); err != nil || strings.Contains(a, "/") {
+			return "", nil, fmt.Errorf("grpcserver: dial %q: an address list takes host:port entries, not %q", list, a)
+		}
+		addrs = append(addrs, resolver.Address{Addr: a})
+	}
+	r := manual.NewBuilderWithScheme(listScheme)
+	r.InitialState(resolver.State{Addresses: addrs})
+	return listScheme + ":///" + addrs[0].Addr, append(base, grpc.WithResolvers(r), grpc.WithAuthority(addrs[0].Addr)), nil
 }

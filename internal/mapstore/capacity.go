@@ -19,15 +19,35 @@ import (
 //	slammesh:{mapping}:maps              sorted set: mission id -> cells of its map, every map held
 //	slammesh:{mapping}:retained          sorted set: mission id -> unix ms its map was retained
 //	slammesh:{mapping}:retained-cells    cells of the retained maps
+//	slammesh:{mapping}:reserved          sorted set: mission id -> unix ms of a charge whose map
+//	                                     the janitor has not yet seen
 //
-// A map is charged when it is allocated (Charge, in the allocation's
-// barrier transaction, under WATCH of the counters) and is in flight until
-// its mission completes; the mapping janitor then retains it (Retain): its
-// cells leave the in-flight budget for the retained budget, where the
-// oldest are evicted when that budget is full. A map is uncharged (Drop)
-// after it is deleted — released by the saga's compensation, evicted, or
-// gone with its mission's expiry or deletion. The sorted set of every map
-// held is what the counters are checked against and recomputed from
+// A map is charged before it is created, by a reservation (Reserve): one
+// script on these keys checks the in-flight budget and charges the mission,
+// once (the sorted set of maps held is the guard, so a retry or a
+// concurrent attempt of the same mission charges nothing more). Only then
+// does the allocation's barrier script, on the mission's own slot, create
+// the map: on a Redis Cluster the two are in different slots and cannot
+// commit together. So a charge may exist without its map, for three
+// reasons, each settled:
+//   - the barrier answered the allocation "forbidden" (the step was
+//     compensated first), or refused it (the mission has ended, or belongs
+//     to another saga) while the mission holds no map: the allocation drops
+//     the charge right away;
+//   - the process died, or the barrier call failed, in between: the charge
+//     stays marked reserved, and the mapping janitor drops it once it is
+//     older than a grace period (longer than an attempt) and the step's
+//     barrier has no action mark — the map never appeared;
+//   - the map appeared and is gone since (released, evicted, expired with
+//     its mission): dropped as before (Drop, by the release or the janitor).
+//
+// A duplicate allocation keeps the charge: it is the mission's one charge,
+// for the map the first attempt created. The map is in flight until its
+// mission completes; the mapping janitor then retains it (Retain): its cells
+// leave the in-flight budget for the retained budget, where the oldest are
+// evicted when that budget is full. The janitor also clears the reserved
+// mark of a charge whose map it finds (Confirm). The sorted set of every
+// map held is what the counters are checked against and recomputed from
 // (Recount): a counter is never trusted blindly.
 const (
 	// CapacityKey counts the cells of every map held.
@@ -35,6 +55,7 @@ const (
 	mapsKey          = "slammesh:{mapping}:maps"
 	retainedKey      = "slammesh:{mapping}:retained"
 	retainedCellsKey = "slammesh:{mapping}:retained-cells"
+	reservedKey      = "slammesh:{mapping}:reserved"
 )
 
 // ErrCorrupt says the capacity counters contradict themselves (a negative
@@ -51,13 +72,13 @@ type Usage struct {
 // InFlight is the cells of the maps of missions not finished.
 func (u Usage) InFlight() int64 { return u.Held - u.Retained }
 
-// UsageKeys are the keys ReadUsage reads: an allocation WATCHes them.
-var UsageKeys = []string{CapacityKey, retainedCellsKey}
+// usageKeys are the keys ReadUsage reads.
+var usageKeys = []string{CapacityKey, retainedCellsKey}
 
 // ReadUsage reads the counters; ErrCorrupt (wrapped, with the values) when
 // they contradict themselves.
 func ReadUsage(ctx context.Context, r redis.Cmdable) (Usage, error) {
-	vals, err := r.MGet(ctx, UsageKeys...).Result()
+	vals, err := r.MGet(ctx, usageKeys...).Result()
 	if err != nil {
 		return Usage{}, fmt.Errorf("read capacity: %w", err)
 	}
@@ -68,7 +89,7 @@ func ReadUsage(ctx context.Context, r redis.Cmdable) (Usage, error) {
 			continue
 		}
 		if *dst, err = strconv.ParseInt(s, 10, 64); err != nil {
-			return u, fmt.Errorf("%w: %s = %q", ErrCorrupt, UsageKeys[i], s)
+			return u, fmt.Errorf("%w: %s = %q", ErrCorrupt, usageKeys[i], s)
 		}
 	}
 	if u.Held < 0 || u.Retained < 0 || u.Retained > u.Held {
@@ -77,18 +98,76 @@ func ReadUsage(ctx context.Context, r redis.Cmdable) (Usage, error) {
 	return u, nil
 }
 
-// Charge queues the accounting of a new map of cells for the mission, for
-// the barrier transaction that creates it.
-func Charge(ctx context.Context, p redis.Pipeliner, missionID string, cells uint64) {
-	p.IncrBy(ctx, CapacityKey, int64(cells))
-	p.ZAdd(ctx, mapsKey, redis.Z{Score: float64(cells), Member: missionID})
+// reserveScript checks the in-flight budget and charges a mission's map,
+// once. KEYS: accountKeys. ARGV[1] mission, ARGV[2] cells, ARGV[3] the
+// in-flight budget, ARGV[4] unix ms. Returns {code, cells left in flight}:
+// code 1 charged now, 0 charged already (nothing done), -1 the counters are
+// corrupt, -2 the budget is full (nothing done).
+var reserveScript = redis.NewScript(`
+local held = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ret = tonumber(redis.call('GET', KEYS[4]) or '0')
+if not held or not ret or held < 0 or ret < 0 or ret > held then return {-1, 0} end
+local budget, cells = tonumber(ARGV[3]), tonumber(ARGV[2])
+local inflight = held - ret
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return {0, math.max(budget - inflight, 0)} end
+if inflight > budget or cells > budget - inflight then return {-2, math.max(budget - inflight, 0)} end
+redis.call('ZADD', KEYS[2], cells, ARGV[1])
+redis.call('INCRBY', KEYS[1], cells)
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+return {1, budget - inflight - cells}
+`)
+
+// ErrFull is Reserve's answer when the map does not fit in the in-flight
+// budget; Reservation.Left says how many cells do.
+var ErrFull = errors.New("mapstore: the in-flight capacity budget is full")
+
+// Reservation is the answer of Reserve.
+type Reservation struct {
+	// New is true when this call charged the map, false when the mission
+	// was charged already (a retry, or a concurrent attempt).
+	New bool
+	// Left is the cells left in the in-flight budget after the charge (for
+	// ErrFull: before it).
+	Left uint64
+}
+
+// Reserve charges the mission's map of cells against the in-flight budget
+// capacity (cells), at time at, once: a mission charged already is charged
+// nothing more. ErrFull when the map does not fit (nothing charged),
+// ErrCorrupt when the counters contradict themselves.
+func Reserve(ctx context.Context, rdb redis.Cmdable, missionID string, cells, capacity uint64, at time.Time) (Reservation, error) {
+	v, err := reserveScript.Run(ctx, rdb, accountKeys, missionID, cells, capacity, at.UnixMilli()).Int64Slice()
+	if err == nil && len(v) != 2 {
+		err = fmt.Errorf("answer %v", v)
+	}
+	if err != nil {
+		return Reservation{}, fmt.Errorf("reserve map of mission %s: %w", missionID, err)
+	}
+	r := Reservation{New: v[0] == 1, Left: uint64(max(v[1], 0))}
+	switch v[0] {
+	case -1:
+		return r, fmt.Errorf("reserve map of mission %s: %w", missionID, ErrCorrupt)
+	case -2:
+		return r, fmt.Errorf("reserve map of mission %s (%d cells, %d left): %w", missionID, cells, r.Left, ErrFull)
+	}
+	return r, nil
+}
+
+// Confirm clears the reserved mark of the mission's charge, once its map
+// was seen (a repeat does nothing).
+func Confirm(ctx context.Context, rdb redis.Cmdable, missionID string) error {
+	if err := rdb.ZRem(ctx, reservedKey, missionID).Err(); err != nil {
+		return fmt.Errorf("confirm map of mission %s: %w", missionID, err)
+	}
+	return nil
 }
 
 // dropScript uncharges a mission's map, once: the sorted set of maps held
 // is the guard, so a repeated or concurrent Drop changes nothing.
-// KEYS: CapacityKey, mapsKey, retainedKey, retainedCellsKey. ARGV[1] mission.
+// KEYS: accountKeys. ARGV[1] mission.
 // Returns the cells uncharged (0 when the map was not charged).
 var dropScript = redis.NewScript(`
+redis.call('ZREM', KEYS[5], ARGV[1])
 local c = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not c then return 0 end
 c = tonumber(c)
@@ -113,7 +192,7 @@ return tonumber(c)
 `)
 
 // recountScript recomputes both counters from the sorted set of maps held,
-// and drops retained entries of maps not held: idempotent, and correct
+// and drops retained and reserved entries of maps not held: idempotent, and correct
 // whatever the counters said. KEYS as dropScript. Returns {held, retained}.
 var recountScript = redis.NewScript(`
 local held, retained = 0, 0
@@ -124,12 +203,22 @@ for _, m in ipairs(ret) do
   local c = redis.call('ZSCORE', KEYS[2], m)
   if c then retained = retained + tonumber(c) else redis.call('ZREM', KEYS[3], m) end
 end
+for _, m in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+  if not redis.call('ZSCORE', KEYS[2], m) then redis.call('ZREM', KEYS[5], m) end
+end
 redis.call('SET', KEYS[1], held)
 redis.call('SET', KEYS[4], retained)
 return {held, retained}
 `)
 
-var accountKeys = []string{CapacityKey, mapsKey, retainedKey, retainedCellsKey}
+// accountKeys are the keys of every accounting script, in this order.
+var accountKeys = []string{CapacityKey, mapsKey, retainedKey, retainedCellsKey, reservedKey}
+
+// Scripts returns the Lua scripts of the package, for a test that runs every
+// script against a Redis Cluster (each touches keys of one slot).
+func Scripts() []*redis.Script {
+	return []*redis.Script{reserveScript, dropScript, retainScript, recountScript, loadScript}
+}
 
 // Drop uncharges the mission's map; call it once the map is deleted (a
 // repeat does nothing). It returns the cells uncharged.
@@ -168,6 +257,9 @@ type Charged struct {
 	Cells     int64
 	// Retained is when the map was retained; zero while in flight.
 	Retained time.Time
+	// Reserved is when the map was charged, while the janitor has not yet
+	// seen it (Confirm); zero after.
+	Reserved time.Time
 }
 
 // ListCharged returns up to count maps held, from rank start of the sorted
@@ -188,13 +280,20 @@ func ListCharged(ctx context.Context, rdb redis.Cmdable, start, count int64) ([]
 		out[i] = Charged{MissionID: m, Cells: int64(z.Score)}
 		members[i] = m
 	}
-	at, err := rdb.ZMScore(ctx, retainedKey, members...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list retained maps: %w", err)
+	var retained, reserved *redis.FloatSliceCmd
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		retained = p.ZMScore(ctx, retainedKey, members...)
+		reserved = p.ZMScore(ctx, reservedKey, members...)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list retained and reserved maps: %w", err)
 	}
 	for i := range out {
-		if i < len(at) && at[i] != 0 {
+		if at := retained.Val(); i < len(at) && at[i] != 0 {
 			out[i].Retained = time.UnixMilli(int64(at[i]))
+		}
+		if at := reserved.Val(); i < len(at) && at[i] != 0 {
+			out[i].Reserved = time.UnixMilli(int64(at[i]))
 		}
 	}
 	return out, nil

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/redistest"
 )
@@ -15,14 +13,13 @@ import (
 // janitors at once, count a map once.
 func TestCapacityAccountingIsIdempotent(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	ctx := t.Context()
 	charge := func(m string, cells uint64) {
-		if _, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			mapstore.Charge(ctx, p, m, cells)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
+		for range 2 { // the second reservation charges nothing more
+			if _, err := mapstore.Reserve(ctx, rdb, m, cells, 1<<40, time.Now()); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	usage := func() mapstore.Usage {
@@ -67,5 +64,47 @@ func TestCapacityAccountingIsIdempotent(t *testing.T) {
 	}
 	if oldest, _ := mapstore.OldestRetained(ctx, rdb, 0, 10); len(oldest) != 0 {
 		t.Errorf("retained after drop: %v", oldest)
+	}
+}
+
+// A reservation checks the in-flight budget and charges a mission once;
+// its reserved mark stays until Confirm or Drop.
+func TestReserve(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Universal(t)
+	ctx := t.Context()
+	at := time.UnixMilli(1_700_000_000_000)
+	r, err := mapstore.Reserve(ctx, rdb, "a", 60, 100, at)
+	if err != nil || r != (mapstore.Reservation{New: true, Left: 40}) {
+		t.Fatalf("first reservation = %+v, %v", r, err)
+	}
+	if r, err = mapstore.Reserve(ctx, rdb, "a", 60, 100, at); err != nil || r != (mapstore.Reservation{Left: 40}) {
+		t.Errorf("repeated reservation = %+v, %v; want nothing charged", r, err)
+	}
+	if r, err = mapstore.Reserve(ctx, rdb, "b", 50, 100, at); !errors.Is(err, mapstore.ErrFull) || r.Left != 40 {
+		t.Errorf("reservation past the budget = %+v, %v; want ErrFull with 40 left", r, err)
+	}
+	page, err := mapstore.ListCharged(ctx, rdb, 0, 10)
+	if err != nil || len(page) != 1 || page[0].MissionID != "a" || !page[0].Reserved.Equal(at) {
+		t.Fatalf("charged = %+v, %v; want a, reserved at %v", page, err, at)
+	}
+	if err := mapstore.Confirm(ctx, rdb, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if page, _ = mapstore.ListCharged(ctx, rdb, 0, 10); len(page) != 1 || !page[0].Reserved.IsZero() {
+		t.Errorf("after Confirm: %+v", page)
+	}
+	if _, err := mapstore.Reserve(ctx, rdb, "b", 40, 100, at); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := mapstore.Drop(ctx, rdb, "b"); err != nil || n != 40 {
+		t.Errorf("drop b = %d, %v", n, err)
+	}
+	if n := rdb.ZCard(ctx, "slammesh:{mapping}:reserved").Val(); n != 0 {
+		t.Errorf("%d reserved marks left after Drop", n)
+	}
+	rdb.Set(ctx, mapstore.CapacityKey, "x", 0)
+	if _, err := mapstore.Reserve(ctx, rdb, "c", 1, 100, at); !errors.Is(err, mapstore.ErrCorrupt) {
+		t.Errorf("reservation on a corrupt counter: %v, want ErrCorrupt", err)
 	}
 }

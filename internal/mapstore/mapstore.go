@@ -14,10 +14,10 @@
 // merge service adds and removes versions, and localization reads its
 // geometry. Writes are queued into the caller's redis.Pipeliner, because
 // every one of them must commit in the caller's barrier transaction together
-// with its mark (barrier.Tx.Write). Reads go through a redis.Cmdable: a
-// client, or, in a transaction that decides on what it reads, the
-// connection holding the WATCH (barrier.Tx.Reader) after WATCHing Key, so
-// that the commit fails if the map changed in between.
+// with its mark (barrier.Tx.Write), which replays them in its script. Reads
+// go through a redis.Cmdable; a plan derived from what it read states what
+// must still hold at its commit with ExpectHead, which the barrier's script
+// checks, so that the commit fails if the map changed in between.
 //
 // The mapping service's capacity accounting (capacity.go) lives here too:
 // the budgets count the maps this package stores.
@@ -47,7 +47,7 @@ const (
 )
 
 // Key names the mission map hash; the braces are the mission's Redis Cluster
-// hash tag. A transaction that reads the map WATCHes it.
+// hash tag.
 func Key(missionID string) string { return "slammesh:{" + missionID + "}:map" }
 
 // versionField names the field holding map version v.
@@ -107,6 +107,25 @@ func Delete(ctx context.Context, p redis.Pipeliner, missionID string) {
 	p.Del(ctx, Key(missionID))
 }
 
+// Expecter is the part of a barrier plan (barrier.Tx) that states
+// preconditions.
+type Expecter interface {
+	Expect(key, field, value string)
+	ExpectMissing(key, field string)
+}
+
+// ExpectHead makes the commit of x conditional on the mission's map being
+// map mapID at current version current, as ReadHead returned them (mapID
+// "": on the mission having no map).
+func ExpectHead(x Expecter, missionID, mapID string, current uint32) {
+	if mapID == "" {
+		x.ExpectMissing(Key(missionID), fieldMapID)
+		return
+	}
+	x.Expect(Key(missionID), fieldMapID, mapID)
+	x.Expect(Key(missionID), fieldCurrent, strconv.FormatUint(uint64(current), 10))
+}
+
 // head is the map hash's fields other than the versions, as ReadHead and
 // ReadMeta scan them from HMGET; a missing field stays zero.
 type head struct {
@@ -135,8 +154,19 @@ func ReadHead(ctx context.Context, r redis.Cmdable, missionID string) (mapID str
 // version's cells. It returns ErrNoMap when the mission has no map or
 // another one, and decodes nothing then.
 func ReadMeta(ctx context.Context, r redis.Cmdable, missionID, mapID string) (grid.Meta, error) {
+	return MetaOf(QueueMeta(ctx, r, missionID), missionID, mapID)
+}
+
+// QueueMeta queues (in a pipeline) or sends the read of the mission map's
+// id and geometry, for MetaOf.
+func QueueMeta(ctx context.Context, r redis.Cmdable, missionID string) *redis.SliceCmd {
+	return r.HMGet(ctx, Key(missionID), fieldMapID, fieldMeta)
+}
+
+// MetaOf decodes QueueMeta's answer as ReadMeta does.
+func MetaOf(cmd *redis.SliceCmd, missionID, mapID string) (grid.Meta, error) {
 	var h head
-	if err := r.HMGet(ctx, Key(missionID), fieldMapID, fieldMeta).Scan(&h); err != nil {
+	if err := cmd.Scan(&h); err != nil {
 		return grid.Meta{}, fmt.Errorf("read map of mission %s: %w", missionID, err)
 	}
 	if h.MapID == "" || h.MapID != mapID {
@@ -185,7 +215,18 @@ return {h[1], h[2], h[3], tostring(v)}
 // ErrNoMap when the mission has no map; a version the map does not have is a
 // Map with nil Cells.
 func Load(ctx context.Context, r redis.Cmdable, missionID string, version uint32) (*Map, error) {
-	res, err := loadScript.Run(ctx, r, []string{Key(missionID)}, version).StringSlice()
+	return LoadOf(loadScript.Run(ctx, r, []string{Key(missionID)}, version), missionID)
+}
+
+// QueueLoad queues Load's read in pipe (EVAL: a pipeline cannot fall back
+// on NOSCRIPT), for LoadOf once pipe was executed.
+func QueueLoad(ctx context.Context, pipe redis.Pipeliner, missionID string, version uint32) *redis.Cmd {
+	return loadScript.Eval(ctx, pipe, []string{Key(missionID)}, version)
+}
+
+// LoadOf decodes the answer of Load's read as Load does.
+func LoadOf(cmd *redis.Cmd, missionID string) (*Map, error) {
+	res, err := cmd.StringSlice()
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("mission %s: %w", missionID, ErrNoMap)
 	}

@@ -46,7 +46,7 @@ func someCells(meta grid.Meta) []byte {
 }
 
 // write commits the writes fn queues, as a barrier transaction does.
-func write(t *testing.T, rdb *redis.Client, fn func(ctx context.Context, p redis.Pipeliner)) {
+func write(t *testing.T, rdb redis.UniversalClient, fn func(ctx context.Context, p redis.Pipeliner)) {
 	t.Helper()
 	ctx := t.Context()
 	if _, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -58,7 +58,7 @@ func write(t *testing.T, rdb *redis.Client, fn func(ctx context.Context, p redis
 }
 
 // create stores a blank map mapID of meta for mission.
-func create(t *testing.T, rdb *redis.Client, mission, mapID string, meta grid.Meta) {
+func create(t *testing.T, rdb redis.UniversalClient, mission, mapID string, meta grid.Meta) {
 	t.Helper()
 	blank, err := mapstore.NewBlank(meta)
 	if err != nil {
@@ -70,7 +70,7 @@ func create(t *testing.T, rdb *redis.Client, mission, mapID string, meta grid.Me
 // TestLayout pins the hash of docs/architecture.md through every write.
 func TestLayout(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	ctx := t.Context()
 	meta := small(t)
 	const m = "m-layout"
@@ -135,7 +135,7 @@ func TestLayout(t *testing.T) {
 
 func TestLoad(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	meta := small(t)
 	const m = "m-load"
 	create(t, rdb, m, "map-1", meta)
@@ -190,7 +190,7 @@ func TestLoad(t *testing.T) {
 
 func TestReadHead(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	ctx := t.Context()
 	const m = "m-head"
 	head := func() string {
@@ -235,7 +235,7 @@ func TestReadHead(t *testing.T) {
 
 func TestReadMeta(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	meta := small(t)
 	create(t, rdb, "m-meta", "map-1", meta)
 	// A map whose meta is not a GridMeta: only a read that decodes it fails.

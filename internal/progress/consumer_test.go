@@ -35,7 +35,7 @@ func runConsumer(t *testing.T, ctx context.Context, c *progress.Consumer, h func
 	}
 }
 
-func newConsumer(t *testing.T, rdb *redis.Client, cfg progress.ConsumerConfig) *progress.Consumer {
+func newConsumer(t *testing.T, rdb redis.UniversalClient, cfg progress.ConsumerConfig) *progress.Consumer {
 	t.Helper()
 	if cfg.Stream == "" {
 		cfg.Stream = progress.GlobalStream
@@ -56,7 +56,7 @@ func newConsumer(t *testing.T, rdb *redis.Client, cfg progress.ConsumerConfig) *
 	return c
 }
 
-func pendingCount(t *testing.T, rdb *redis.Client) int64 {
+func pendingCount(t *testing.T, rdb redis.UniversalClient) int64 {
 	t.Helper()
 	p, err := rdb.XPending(context.Background(), progress.GlobalStream, testGroup).Result()
 	if err != nil {

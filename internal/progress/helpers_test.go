@@ -15,9 +15,9 @@ import (
 )
 
 // newClient starts a redis-server of the test's own and returns a client.
-func newClient(t *testing.T) *redis.Client {
+func newClient(t *testing.T) redis.UniversalClient {
 	t.Helper()
-	return redistest.Start(t).Client(t)
+	return redistest.Start(t).Universal(t)
 }
 
 // quietLogger drops the warnings the code under test logs on purpose.
@@ -40,7 +40,7 @@ func stepEvent(m string, i int) progress.Event {
 
 // awaitBlockedClients waits until Redis reports at least one client blocked
 // in a stream read, so a test cancels a reader that is really inside BLOCK.
-func awaitBlockedClients(t *testing.T, rdb *redis.Client) {
+func awaitBlockedClients(t *testing.T, rdb redis.UniversalClient) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	tick := time.NewTicker(5 * time.Millisecond)

@@ -47,7 +47,13 @@ type HubOptions struct {
 	// Logger receives Redis failures of the hub's read (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// ClusterPoll is the interval of the hub's polls on a Redis Cluster
+	// (default 50ms; see Hub).
+	ClusterPoll time.Duration
 }
+
+// DefaultClusterPoll is the default HubOptions.ClusterPoll.
+const DefaultClusterPoll = 50 * time.Millisecond
 
 // Hub follows many mission streams for many watchers with one blocking
 // read: a single goroutine runs XREAD BLOCK over every watched stream and,
@@ -57,15 +63,20 @@ type HubOptions struct {
 // work (saga writes, lease renewals) never queues behind watchers for a
 // connection of the pool.
 //
-// The multi-stream XREAD spans many missions' hash slots: on a Redis
-// Cluster the hub would have to run one read per node (left to the
-// scale-out work; slammesh runs one Redis today).
+// On a Redis Cluster (a *redis.ClusterClient) one XREAD may not name
+// streams of different hash slots, and every mission stream has its own:
+// the hub then polls instead, one non-blocking XREAD per watched stream in
+// one pipeline (which the client splits per node, so one round trip per
+// node) every ClusterPoll, so a watcher learns of new entries within
+// ClusterPoll rather than at once.
 type Hub struct {
 	rdb   redis.UniversalClient
 	skips *Skips
 	log   *slog.Logger
 	max   int
 	block time.Duration
+	// poll > 0: rdb is a Cluster client, read by polling every poll.
+	poll time.Duration
 
 	mu       sync.Mutex
 	streams  map[string]*hubStream
@@ -100,7 +111,15 @@ func NewHub(rdb redis.UniversalClient, opts HubOptions) *Hub {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.ClusterPoll <= 0 {
+		opts.ClusterPoll = DefaultClusterPoll
+	}
+	var poll time.Duration
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		poll = opts.ClusterPoll
+	}
 	h := &Hub{
+		poll:     poll,
 		rdb:      rdb,
 		skips:    opts.Skips,
 		log:      opts.Logger,
@@ -238,11 +257,7 @@ func (h *Hub) loop() {
 				return
 			}
 		}
-		res, err := h.rdb.XRead(ctx, &redis.XReadArgs{
-			Streams: append(keys, ids...),
-			Count:   hubCount,
-			Block:   h.block,
-		}).Result()
+		res, err := h.read(ctx, keys, ids)
 		select {
 		case <-h.done:
 			return
@@ -264,6 +279,42 @@ func (h *Hub) loop() {
 		failures = 0
 		h.notify(res)
 	}
+}
+
+// read waits for entries after ids in the streams keys: one blocking XREAD
+// of them all on one Redis, a poll of each on a Cluster (see Hub).
+func (h *Hub) read(ctx context.Context, keys, ids []string) ([]redis.XStream, error) {
+	if h.poll == 0 {
+		return h.rdb.XRead(ctx, &redis.XReadArgs{
+			Streams: append(keys, ids...),
+			Count:   hubCount,
+			Block:   h.block,
+		}).Result()
+	}
+	select {
+	case <-time.After(h.poll):
+	case <-h.done:
+		return nil, redis.Nil
+	}
+	pipe := h.rdb.Pipeline()
+	cmds := make([]*redis.XStreamSliceCmd, len(keys))
+	for i := range keys {
+		// A negative Block omits BLOCK: the read does not wait.
+		cmds[i] = pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{keys[i], ids[i]}, Count: hubCount, Block: -1})
+	}
+	_, _ = pipe.Exec(ctx)
+	var out []redis.XStream
+	for _, c := range cmds {
+		res, err := c.Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res...)
+	}
+	return out, nil
 }
 
 // snapshot returns the watched streams and the hub's position in each, or

@@ -17,7 +17,7 @@ import (
 )
 
 // blockedClients returns Redis's count of clients blocked in a read.
-func blockedClients(t *testing.T, rdb *redis.Client) int {
+func blockedClients(t *testing.T, rdb redis.UniversalClient) int {
 	t.Helper()
 	info, err := rdb.Info(t.Context(), "clients").Result()
 	if err != nil {

@@ -29,7 +29,7 @@ var poisonEntries = [][]string{
 
 // publishAround publishes event 1, the poison entries, then event 2 to
 // mission m's stream, and returns the id of event 1.
-func publishAround(t *testing.T, rdb *redis.Client, m string) string {
+func publishAround(t *testing.T, rdb redis.UniversalClient, m string) string {
 	t.Helper()
 	ctx := t.Context()
 	pub := progress.NewPublisher(rdb, progress.Options{})

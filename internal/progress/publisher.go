@@ -166,6 +166,19 @@ func (p *Publisher) AppendTo(pipe redis.Pipeliner, stream string, e Event) {
 	}
 }
 
+// AppendMission queues only e's XADD to stream (a mission stream: NOMKSTREAM
+// when Options.AppendOnly, MAXLEN ~ Options.MissionMaxLen) into a caller's
+// pipeline: no firehose copy and no EXPIRE. It is what a per-mission Lua
+// script may run (every command on the mission's slot); the caller adds the
+// firehose copy with a Firehose once that script succeeded. Append does not
+// set trace ids: call FillTrace first.
+func (p *Publisher) AppendMission(pipe redis.Pipeliner, stream string, e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	pipe.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, NoMkStream: p.appendOnly, MaxLen: p.missionMaxLen, Approx: true, Values: e.values()})
+}
+
 // ExpireMission queues the EXPIRE that lets an ended mission's stream go
 // after Options.EndTTL. Append already queues it with a terminal event; call
 // it directly for a mission that ends without one.

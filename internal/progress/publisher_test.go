@@ -199,7 +199,11 @@ func TestPublishTrimsStreams(t *testing.T) {
 
 func TestPublishReportsRedisFailure(t *testing.T) {
 	t.Parallel()
-	srv := newClient(t)
+	server := redistest.Start(t)
+	if server.IsCluster() {
+		t.Skip("shuts its own server down")
+	}
+	srv := server.Client(t)
 	addr := srv.Options().Addr
 	// A client of a server that has gone away: publishing must say so.
 	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
@@ -215,7 +219,7 @@ func TestPublishReportsRedisFailure(t *testing.T) {
 // BenchmarkPublish measures one event per call: one pipelined round trip with
 // an XADD to each stream, as a step service's interceptor sends it.
 func BenchmarkPublish(b *testing.B) {
-	rdb := redistest.Start(b).Client(b)
+	rdb := redistest.Start(b).Universal(b)
 	pub := progress.NewPublisher(rdb, progress.Options{})
 	ctx := b.Context()
 	e := stepEvent("bench", 5)

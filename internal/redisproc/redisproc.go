@@ -2,6 +2,8 @@
 // port: a free one (Start) or one given (StartOn), never a port another
 // process already holds. Tests use it through internal/redistest; `slammesh
 // dev` uses it when no REDIS_URL is given and redis-server is installed.
+// StartCluster runs a whole Redis Cluster of such processes (masters and
+// replicas), with Failover, KillMaster and Restart for the fault tests.
 package redisproc
 
 import (
@@ -15,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -46,8 +49,13 @@ type Process struct {
 	// Addr is host:port on 127.0.0.1.
 	Addr string
 	cmd  *exec.Cmd
-	done chan error
 	dir  string
+	// No goroutine waits for the child (a test binary's shared cluster
+	// outlives its tests, and goleak would report the waiters): exited
+	// polls, Stop waits.
+	mu      sync.Mutex
+	reaped  bool
+	waitErr error
 }
 
 // URL is the redis:// URL of the server.
@@ -113,10 +121,29 @@ func StartOn(dir string, port int) (*Process, error) {
 	return launch(bin, dir, port)
 }
 
-// Stop kills the server and waits for it to exit.
+// Stop kills the server (SIGKILL, by its PID) and waits for it to exit.
 func (p *Process) Stop() {
 	_ = p.cmd.Process.Kill()
-	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.reaped {
+		p.waitErr, p.reaped = p.cmd.Wait(), true
+	}
+}
+
+// exited reports, without blocking, whether the server has exited (and
+// reaps it), with its exit error.
+func (p *Process) exited() (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.reaped {
+		done, err := reapNoHang(p.cmd.Process.Pid)
+		if !done {
+			return false, nil
+		}
+		p.reaped, p.waitErr = true, err
+	}
+	return true, p.waitErr
 }
 
 func launch(bin, dir string, port int) (*Process, error) {
@@ -144,11 +171,11 @@ func spawn(bin, dir string, port int, extra ...string) (*Process, error) {
 		"--logfile", filepath.Join(dir, "redis.log"),
 	}
 	cmd := exec.Command(bin, append(args, extra...)...)
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	p := &Process{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, done: make(chan error, 1), dir: dir}
-	go func() { p.done <- cmd.Wait() }()
+	p := &Process{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, dir: dir}
 	if err := p.awaitReady(port, cmd.Process.Pid, 10*time.Second); err != nil {
 		p.Stop()
 		return nil, err
@@ -175,15 +202,13 @@ func probe(port int) error {
 func (p *Process) awaitReady(port, pid int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for ping(p.Addr) != nil {
-		select {
-		case err := <-p.done:
-			p.done <- err
+		if done, err := p.exited(); done {
 			if strings.Contains(p.log(), "Address already in use") {
 				return &PortInUseError{Port: port}
 			}
 			return fmt.Errorf("redis-server on port %d exited: %v; log: %s", port, err, p.log())
-		case <-time.After(5 * time.Millisecond):
 		}
+		time.Sleep(5 * time.Millisecond)
 		if time.Now().After(deadline) {
 			return fmt.Errorf("redis-server on port %d did not answer PING within %v; log: %s", port, timeout, p.log())
 		}

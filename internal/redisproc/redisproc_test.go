@@ -124,7 +124,7 @@ func TestAwaitReadyChecksWhoseServerAnswers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			// A Process whose own server never comes up: only the other answers.
-			ours := &Process{Addr: other.Addr, done: make(chan error, 1), dir: t.TempDir()}
+			ours := &Process{Addr: other.Addr, dir: t.TempDir()}
 			err := ours.awaitReady(port, tt.pid, 5*time.Second)
 			if !tt.wantErr {
 				if err != nil {

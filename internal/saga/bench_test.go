@@ -32,7 +32,7 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 func benchEngine(b *testing.B) (*Engine, *roundTrips) {
-	rdb := redistest.Start(b).Client(b)
+	rdb := redistest.Start(b).Universal(b)
 	rt := &roundTrips{}
 	rdb.AddHook(rt)
 	noop := func(context.Context, *Exec) error { return nil }

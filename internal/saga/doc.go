@@ -53,18 +53,22 @@
 //
 // # Leases and recovery
 //
-// Ownership is a lease. Every unfinished saga is in the sorted set ActiveKey,
-// scored by the expiry of its lease on the Redis server's clock: Create
-// gives it its first lease (so a saga whose creator dies before Run is
-// recovered too), and every claim a fresh one. While an engine drives sagas,
-// one heartbeat goroutine renews all their leases every LeaseTTL/3 in one
-// script (lease.go) that checks each epoch: a saga taken over by another
+// Ownership is a lease, held in the saga's record (expiry on the Redis
+// server's clock). Every unfinished saga is also in the active-lease index —
+// ActiveShards sorted sets, ActiveKey(mission) — scored by where recovery
+// looks (see Store for the order of the writes that keep the index a
+// superset of the unfinished sagas): Create gives it its first lease (so a
+// saga whose creator dies before Run is recovered too), and every claim a
+// fresh one. While an engine drives sagas, one heartbeat goroutine renews
+// all their leases every LeaseTTL/3 in one pipeline of one script per saga
+// (lease.go), each checking its saga's epoch: a saga taken over by another
 // engine is reported lost, and its run is halted at once — no compensation,
 // no further write — rather than at its next write; a cancellation recorded
 // by another replica is reported too, and stops the current step.
 //
-// Engine.Recover scans ActiveKey every interval for expired leases and claims
-// each saga atomically, only if its lease is still expired (epoch+1, a fresh
+// Engine.Recover scans every shard of the index every interval for entries
+// whose score passed and claims each saga atomically, only if its record's
+// lease expired and it is unfinished (epoch+1, a fresh
 // lease), so that exactly one engine resumes it. A resumed saga (a Run on a
 // Running or Compensating record) re-attempts its current step — safe
 // because step services are idempotent through the barrier — or carries on

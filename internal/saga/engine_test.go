@@ -51,8 +51,8 @@ func TestRunCompletesStepsInOrder(t *testing.T) {
 	if string(stored.Outputs["c"]) != "c-out" || stored.EndedAt.IsZero() {
 		t.Errorf("stored record lacks output or end time: %+v", stored)
 	}
-	if n, _ := f.rdb.ZScore(t.Context(), ActiveKey, "m1").Result(); n != 0 {
-		t.Errorf("completed saga still in %s", ActiveKey)
+	if n, _ := f.rdb.ZScore(t.Context(), ActiveKey("m1"), "m1").Result(); n != 0 {
+		t.Errorf("completed saga still in %s", ActiveKey("m"))
 	}
 	if _, err := f.rdb.ZScore(t.Context(), MissionsKey, "m1").Result(); err != nil {
 		t.Errorf("saga missing from %s: %v", MissionsKey, err)
@@ -387,8 +387,8 @@ func TestCancelCompletedSagaTearsItDown(t *testing.T) {
 	if got := events(t, f.rdb, "m"); !slices.Equal(got, want) {
 		t.Errorf("events = %v, want %v", got, want)
 	}
-	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m").Result(); err == nil {
-		t.Errorf("torn-down saga still in %s", ActiveKey)
+	if _, err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Result(); err == nil {
+		t.Errorf("torn-down saga still in %s", ActiveKey("m"))
 	}
 
 	// Cancelling again, or cancelling a compensated saga, changes nothing.
@@ -726,8 +726,8 @@ func TestCancelDuringLastStepFromAnotherReplicaTearsDown(t *testing.T) {
 	// The write that completed the saga revealed the cancellation: the saga
 	// is reopened, and back in the active set while it is torn down.
 	awaitClosed(t, compStarted, "the teardown to start")
-	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m").Result(); err != nil {
-		t.Errorf("saga being torn down is not in %s: %v", ActiveKey, err)
+	if _, err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Result(); err != nil {
+		t.Errorf("saga being torn down is not in %s: %v", ActiveKey("m"), err)
 	}
 	close(compRelease)
 	r := awaitRunResult(t, done)
@@ -740,7 +740,7 @@ func TestCancelDuringLastStepFromAnotherReplicaTearsDown(t *testing.T) {
 	if got, want := f.calls.get(), []string{"a#1", "b#1", "c#1", "~c#1", "~b#1", "~a#1"}; !slices.Equal(got, want) {
 		t.Errorf("calls = %v, want %v", got, want)
 	}
-	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m").Result(); err == nil {
-		t.Errorf("torn-down saga still in %s", ActiveKey)
+	if _, err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Result(); err == nil {
+		t.Errorf("torn-down saga still in %s", ActiveKey("m"))
 	}
 }

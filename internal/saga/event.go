@@ -69,7 +69,8 @@ type Event struct {
 	Time        time.Time
 }
 
-// EventSink turns events into Redis commands. The Store hands it a pipeline
+// EventSink turns events into Redis commands on the mission's own keys (one
+// Redis Cluster slot: its stream, never a global key). The Store hands it a pipeline
 // that is never executed as such: the Store takes the queued commands and runs
 // them inside the Lua script that checks the fencing epoch and writes the
 // record, so events and record change commit together, and a fenced-out owner
@@ -81,4 +82,13 @@ type EventSink interface {
 	// ExpireMission queues the commands that give the mission's events their
 	// retention once the saga reached a terminal state.
 	ExpireMission(pipe redis.Pipeliner, missionID string)
+}
+
+// Committer is an EventSink that also copies events where no per-mission
+// script may write them — the firehose, in another Redis Cluster slot than
+// every mission. The store calls Committed once the script that appended
+// events to the mission's stream succeeded, never for a fenced or failed
+// write; it must not block (queue the copy, e.g. progress.Firehose.Add).
+type Committer interface {
+	Committed(events []Event)
 }

@@ -47,7 +47,7 @@ func (streamSink) ExpireMission(pipe redis.Pipeliner, missionID string) {
 
 // events returns the mission's events as "type", "type step attempt" for step
 // events.
-func events(t *testing.T, rdb *redis.Client, key string) []string {
+func events(t *testing.T, rdb redis.UniversalClient, key string) []string {
 	t.Helper()
 	msgs, err := rdb.XRange(t.Context(), eventsKey(key), "-", "+").Result()
 	if err != nil {
@@ -172,7 +172,7 @@ var testPolicy = Policy{
 
 type fixture struct {
 	srv   *redistest.Server
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	store *Store
 	calls *calls
 	def   Definition
@@ -186,7 +186,7 @@ const quietLease = time.Hour
 func newFixture(t testing.TB, b map[string]behaviour) *fixture {
 	t.Helper()
 	srv := redistest.Start(t)
-	rdb := srv.Client(t)
+	rdb := srv.Universal(t)
 	c := &calls{}
 	return &fixture{
 		srv:   srv,
@@ -216,7 +216,7 @@ func (f *fixture) engine(t testing.TB, opts Options) *Engine {
 // process would have; it runs the fixture's definition.
 func (f *fixture) replica(t testing.TB, owner string, leaseTTL time.Duration, opts Options, hooks ...redis.Hook) *Engine {
 	t.Helper()
-	rdb := f.srv.Client(t)
+	rdb := f.srv.Universal(t)
 	for _, h := range hooks {
 		rdb.AddHook(h)
 	}

@@ -13,9 +13,10 @@ import (
 // Leases, seen from the engine that holds them.
 //
 // Every saga the engine drives (or has started and not yet run) is held under
-// a lease in ActiveKey. One heartbeat goroutine per engine renews them all
-// every LeaseTTL/3 with one script (Store.renew), so a lease survives two
-// missed renewals and costs one round trip per engine and tick, not per saga.
+// a lease in its record. One heartbeat goroutine per engine renews them all
+// every LeaseTTL/3 with one pipeline of one script per saga (Store.renew;
+// a Cluster client splits it per node), so a lease survives two missed
+// renewals and costs one round trip per engine and tick, not per saga.
 // The goroutine starts with the first saga the engine holds and ends at the
 // first tick that finds it holding none (or when Drain or Handoff end it), so
 // an idle engine runs no goroutine and a busy one does not start one per
@@ -76,6 +77,11 @@ func (e *Engine) heartbeat(b *beat) {
 		if len(e.running) == 0 && len(e.started) == 0 {
 			e.beat = nil
 			e.mu.Unlock()
+			// The index removals of the sagas that just ended need not wait
+			// for this engine's next saga.
+			ctx, cancel := context.WithTimeout(context.Background(), e.renewEvery())
+			e.store.flush(ctx)
+			cancel()
 			return
 		}
 		e.mu.Unlock()

@@ -158,7 +158,11 @@ const (
 	fieldCauseCode    = "cause.code"
 	fieldCauseReason  = "cause.reason"
 	fieldCauseMessage = "cause.msg"
-	outputPrefix      = "out."
+	// fieldLease is the expiry of the saga's lease in unix ms of the Redis
+	// server's clock, written only by the store's scripts (never by Save's
+	// field pairs): the authoritative lease (see Store).
+	fieldLease   = "lease"
+	outputPrefix = "out."
 )
 
 func stepField(i int, name string) string {
@@ -237,7 +241,7 @@ func (r *Record) changes() []string {
 		}
 	}
 	for k, v := range r.saved {
-		if !seen[k] && v != "" && k != fieldInput {
+		if !seen[k] && v != "" && k != fieldInput && k != fieldLease {
 			out = append(out, k, "")
 		}
 	}

@@ -55,6 +55,12 @@ func (o RecoveryOptions) withDefaults() RecoveryOptions {
 // <N>, lease of <previous owner> expired <d> ago".
 func (e *Engine) Recover(ctx context.Context, opts RecoveryOptions) {
 	opts = opts.withDefaults()
+	if n, err := e.store.migrateLegacyIndex(ctx); err != nil {
+		e.log.LogAttrs(ctx, slog.LevelWarn, "moving the unsharded active-lease set into its shards failed; retried at the next start",
+			slog.String("error", err.Error()))
+	} else if n > 0 {
+		e.log.LogAttrs(ctx, slog.LevelInfo, "unsharded active-lease set moved into its shards", slog.Int("sagas", n))
+	}
 	t := time.NewTicker(opts.Interval)
 	defer t.Stop()
 	for {
@@ -72,6 +78,10 @@ func (e *Engine) Recover(ctx context.Context, opts RecoveryOptions) {
 // recoverOnce is one scan: it claims the expired sagas it has room for and
 // starts driving them. It returns how many it resumed.
 func (e *Engine) recoverOnce(ctx context.Context, opts RecoveryOptions) (int, error) {
+	// Index removals that failed (Redis, or the shard's Cluster node, was
+	// unreachable when a saga ended) are sent again at every scan, so that
+	// an idle engine does not leave them to the recovery of stale entries.
+	e.store.flush(ctx)
 	e.mu.Lock()
 	room := opts.MaxSagas - len(e.running) - len(e.started)
 	closed := e.closed
@@ -79,7 +89,7 @@ func (e *Engine) recoverOnce(ctx context.Context, opts RecoveryOptions) (int, er
 	if closed || room <= 0 {
 		return 0, nil
 	}
-	keys, err := e.store.expired(ctx, min(opts.Batch, room))
+	entries, err := e.store.expired(ctx, min(opts.Batch, room))
 	if err != nil {
 		return 0, err
 	}
@@ -89,7 +99,8 @@ func (e *Engine) recoverOnce(ctx context.Context, opts RecoveryOptions) (int, er
 	runCtx := context.WithoutCancel(ctx)
 	n := 0
 	var errs []error
-	for _, key := range keys {
+	for _, entry := range entries {
+		key := entry.key
 		r, _, err := e.register(runCtx, key, false)
 		if errors.Is(err, ErrClosed) {
 			break
@@ -100,7 +111,7 @@ func (e *Engine) recoverOnce(ctx context.Context, opts RecoveryOptions) (int, er
 			continue
 		}
 		claimCtx, cancel := context.WithTimeout(runCtx, e.store.leaseTTL)
-		c, err := e.store.recoverClaim(claimCtx, key, e.owner, e.now())
+		c, err := e.store.recoverClaim(claimCtx, entry, e.owner, e.now())
 		cancel()
 		if err != nil || c == nil {
 			// Renewed, claimed by another engine or finished since the scan.

@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,7 +46,35 @@ func (h *renewalBlackout) ProcessHook(next redis.ProcessHook) redis.ProcessHook 
 }
 
 func (h *renewalBlackout) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return failInPipeline(next, func(cmd redis.Cmder) error {
+		if a := cmd.Args(); h.on.Load() && cmd.Name() == "evalsha" && len(a) > 1 && a[1] == renewScript.Hash() {
+			return fmt.Errorf("injected renewal blackout: %w", net.ErrClosed)
+		}
+		return nil
+	})
+}
+
+// failInPipeline is a pipeline hook that fails the commands fail returns an
+// error for, as a ProcessHook failing them would, and runs the others.
+func failInPipeline(next redis.ProcessPipelineHook, fail func(redis.Cmder) error) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		rest := make([]redis.Cmder, 0, len(cmds))
+		var first error
+		for _, c := range cmds {
+			if err := fail(c); err != nil {
+				c.SetErr(err)
+				first = cmp.Or(first, err)
+				continue
+			}
+			rest = append(rest, c)
+		}
+		if len(rest) > 0 {
+			if err := next(ctx, rest); err != nil {
+				return err
+			}
+		}
+		return first
+	}
 }
 
 // recovering runs e's recovery loop until the test ends.
@@ -91,7 +120,7 @@ func awaitStored(t *testing.T, s *Store, key string, want State) *Record {
 }
 
 // messages returns the message of each of the mission's events.
-func messages(t *testing.T, rdb *redis.Client, key string) []string {
+func messages(t *testing.T, rdb redis.UniversalClient, key string) []string {
 	t.Helper()
 	msgs, err := rdb.XRange(t.Context(), eventsKey(key), "-", "+").Result()
 	if err != nil {
@@ -168,8 +197,8 @@ func TestRecoveryTakesOverFromAnOwnerCutOff(t *testing.T) {
 	if got := f.rdb.HGetAll(t.Context(), RecordKey("m")).Val(); !maps.Equal(got, hashBefore) {
 		t.Errorf("fenced owner changed the record:\n got %v\nwant %v", got, hashBefore)
 	}
-	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m").Result(); !errors.Is(err, redis.Nil) {
-		t.Errorf("completed saga still in %s: %v", ActiveKey, err)
+	if _, err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Result(); !errors.Is(err, redis.Nil) {
+		t.Errorf("completed saga still in %s: %v", ActiveKey("m"), err)
 	}
 
 	// b ran twice — A's call and B's retry — and nothing else ran again.
@@ -278,9 +307,9 @@ func TestRecoveryLeavesTheSagasOfALiveOwnerAlone(t *testing.T) {
 	// Wait until A's renewals have carried the lease two whole TTLs past
 	// its first expiry, B scanning all along: without them B would have
 	// taken the saga.
-	first := f.rdb.ZScore(t.Context(), ActiveKey, "m").Val()
+	first := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Val()
 	await(t, "A to renew its lease", func() bool {
-		return f.rdb.ZScore(t.Context(), ActiveKey, "m").Val() >= first+float64(2*testLease.Milliseconds())
+		return f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Val() >= first+float64(2*testLease.Milliseconds())
 	})
 	if n, err := b.recoverOnce(t.Context(), RecoveryOptions{}.withDefaults()); n != 0 || err != nil {
 		t.Errorf("B's scan resumed %d sagas (%v), want none", n, err)
@@ -514,8 +543,8 @@ func TestResumeCompensatesAFailedSagaOnceTheFaultIsGone(t *testing.T) {
 			if msg := messages(t, f.rdb, "m")[10]; !strings.HasPrefix(msg, tt.wantPrefix) {
 				t.Errorf("second mission.started message = %q, want prefix %q", msg, tt.wantPrefix)
 			}
-			if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m").Result(); !errors.Is(err, redis.Nil) {
-				t.Errorf("compensated saga still in %s: %v", ActiveKey, err)
+			if _, err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Result(); !errors.Is(err, redis.Nil) {
+				t.Errorf("compensated saga still in %s: %v", ActiveKey("m"), err)
 			}
 		})
 	}
@@ -591,7 +620,7 @@ func TestRecoverClaimTakesOnlyExpiredUnfinishedSagas(t *testing.T) {
 			name: "lease expired",
 			setup: func(t *testing.T, f *fixture) {
 				createPending(t, f)
-				f.rdb.ZAdd(t.Context(), ActiveKey, redis.Z{Score: 1, Member: "m"})
+				expireLease(t, f, "m")
 			},
 			expired:  true,
 			claimed:  true,
@@ -604,13 +633,15 @@ func TestRecoverClaimTakesOnlyExpiredUnfinishedSagas(t *testing.T) {
 				if _, _, err := f.store.Create(t.Context(), rec); err != nil {
 					t.Fatal(err)
 				}
-				f.rdb.ZAdd(t.Context(), ActiveKey, redis.Z{Score: 1, Member: "m"})
+				f.rdb.ZAdd(t.Context(), ActiveKey("m"), redis.Z{Score: 1, Member: "m"})
 			},
 			expired: true,
 		},
 		{
-			name:    "record missing",
-			setup:   func(t *testing.T, f *fixture) { f.rdb.ZAdd(t.Context(), ActiveKey, redis.Z{Score: 1, Member: "m"}) },
+			name: "record missing",
+			setup: func(t *testing.T, f *fixture) {
+				f.rdb.ZAdd(t.Context(), ActiveKey("m"), redis.Z{Score: 1, Member: "m"})
+			},
 			expired: true,
 		},
 	}
@@ -619,14 +650,19 @@ func TestRecoverClaimTakesOnlyExpiredUnfinishedSagas(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, nil)
 			tt.setup(t, f)
-			keys, err := f.store.expired(t.Context(), 10)
+			entries, err := f.store.expired(t.Context(), 10)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if slices.Contains(keys, "m") != tt.expired {
-				t.Errorf("expired() = %v, want m listed: %v", keys, tt.expired)
+			i := slices.IndexFunc(entries, func(e indexEntry) bool { return e.key == "m" })
+			if (i >= 0) != tt.expired {
+				t.Errorf("expired() = %v, want m listed: %v", entries, tt.expired)
 			}
-			c, err := f.store.recoverClaim(t.Context(), "m", "B", time.Now())
+			entry := indexEntry{key: "m", score: int64(f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Val())}
+			if i >= 0 {
+				entry = entries[i]
+			}
+			c, err := f.store.recoverClaim(t.Context(), entry, "B", time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -636,14 +672,26 @@ func TestRecoverClaimTakesOnlyExpiredUnfinishedSagas(t *testing.T) {
 			if c != nil && (c.rec.Owner != "B" || c.rec.Epoch != 2 || c.prevOwner != "replica-1" || c.expiredFor <= 0) {
 				t.Errorf("claim = owner %s epoch %d, previous %s, expired for %v", c.rec.Owner, c.rec.Epoch, c.prevOwner, c.expiredFor)
 			}
-			score, err := f.rdb.ZScore(t.Context(), ActiveKey, "m").Result()
+			score, err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Result()
 			if (err == nil) != tt.inActive {
-				t.Errorf("in %s = %v (%v), want %v", ActiveKey, err == nil, err, tt.inActive)
+				t.Errorf("in %s = %v (%v), want %v", ActiveKey("m"), err == nil, err, tt.inActive)
 			}
 			if c != nil && score < float64(time.Now().Add(quietLease/2).UnixMilli()) {
 				t.Errorf("claimed lease expires at %v, want a fresh lease", time.UnixMilli(int64(score)))
 			}
 		})
+	}
+}
+
+// expireLease makes the lease of saga key expire long ago: in its record
+// (the lease) and in the active index (where recovery looks).
+func expireLease(t *testing.T, f *fixture, key string) {
+	t.Helper()
+	if err := f.rdb.HSet(t.Context(), RecordKey(key), fieldLease, 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rdb.ZAdd(t.Context(), ActiveKey(key), redis.Z{Score: 1, Member: key}).Err(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -35,7 +35,10 @@ return 1
 
 // Delete removes a finished (Completed, Compensated or Failed) mission and
 // every key it owns now, then drops it from the mission index and leaves a
-// tombstone in GoneKey. It returns ErrNotFound when no record exists and an
+// tombstone in GoneKey. A finished saga's active-index entry is normally
+// gone already; one left by a crash is recovery's to drop (a plain ZREM here
+// could remove the fresh entry of a saga created again under the same key).
+// It returns ErrNotFound when no record exists and an
 // error wrapping ErrNotFinished, naming the state, when an engine still
 // drives the saga. Delete is idempotent on the index: a retry after a lost
 // reply finds the record gone (ErrNotFound) and Trim finishes the index
@@ -58,7 +61,6 @@ func (s *Store) Delete(ctx context.Context, key string, now time.Time) error {
 	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZAdd(ctx, GoneKey, redis.Z{Score: float64(now.UnixMilli()), Member: key})
 		p.ZRem(ctx, MissionsKey, key)
-		p.ZRem(ctx, ActiveKey, key)
 		return nil
 	}); err != nil {
 		return fmt.Errorf("delete saga %s: unindex: %w", key, err)

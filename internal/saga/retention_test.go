@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,14 +21,29 @@ func testRetention(ttl time.Duration) Retention {
 
 // missionKeys returns every key of the keyspace carrying mission key's hash
 // tag (SCAN over the whole keyspace).
-func missionKeys(t *testing.T, rdb *redis.Client, key string) []string {
+func missionKeys(t *testing.T, rdb redis.UniversalClient, key string) []string {
 	t.Helper()
+	var mu sync.Mutex
 	var out []string
-	iter := rdb.Scan(t.Context(), 0, "*{"+key+"}*", 1000).Iterator()
-	for iter.Next(t.Context()) {
-		out = append(out, iter.Val())
+	scan := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, "*{"+key+"}*", 1000).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			out = append(out, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
 	}
-	if err := iter.Err(); err != nil {
+	var err error
+	switch c := rdb.(type) {
+	case *redis.ClusterClient: // SCAN reads one node: read every master
+		err = c.ForEachMaster(t.Context(), scan)
+	case *redis.Client:
+		err = scan(t.Context(), c)
+	default:
+		t.Fatalf("missionKeys: unexpected client %T", rdb)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(out)
@@ -35,7 +51,7 @@ func missionKeys(t *testing.T, rdb *redis.Client, key string) []string {
 }
 
 // pttls returns the PTTL of each key (-1: no expiry, -2: missing).
-func pttls(t *testing.T, rdb *redis.Client, keys ...string) []time.Duration {
+func pttls(t *testing.T, rdb redis.UniversalClient, keys ...string) []time.Duration {
 	t.Helper()
 	out := make([]time.Duration, len(keys))
 	for i, k := range keys {
@@ -52,7 +68,7 @@ func TestRetentionExpiresOnlyFinishedSagas(t *testing.T) {
 	t.Parallel()
 	const ttl = time.Hour
 	// rdb is set once the fixture exists, before any step runs.
-	var rdb *redis.Client
+	var rdb redis.UniversalClient
 	f := newFixture(t, map[string]behaviour{
 		// Mission "bad" fails at c and compensates; "stuck" cannot undo b.
 		"c": {act: func(ctx context.Context, x *Exec) error {

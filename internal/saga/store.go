@@ -12,15 +12,15 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Redis keys of the saga store.
+// Redis keys of the saga store besides the records and the active-lease
+// index (ActiveKey). Each is one key, so one Redis Cluster slot, written only
+// by single idempotent commands outside the per-mission scripts.
 const (
 	// MissionsKey is a sorted set of every mission key, scored by creation time
-	// in unix milliseconds (ListMissions pages through it).
+	// in unix milliseconds (ListMissions pages through it). A mission enters
+	// it (ZADD NX) before its record is created, so an entry whose record is
+	// missing is possible (List skips it, Trim drops it).
 	MissionsKey = "slammesh:missions"
-	// ActiveKey is a sorted set of the keys of unfinished sagas, scored by the
-	// expiry of their lease in unix milliseconds of the Redis server's clock:
-	// what recovery scans for sagas whose owner stopped renewing them.
-	ActiveKey = "slammesh:sagas:active"
 	// GoneKey is a sorted set of the missions whose data expired or was
 	// deleted, scored by the time the janitor (Store.Trim) or Delete found
 	// them gone, in unix milliseconds: what lets GetMission tell "expired"
@@ -51,43 +51,86 @@ var (
 // Store keeps saga records in Redis.
 //
 // Every write of a running saga is one EVALSHA of a Lua script that checks the
-// fencing epoch, appends the transition's events and writes the changed record
-// fields, all or nothing: a stale owner can write neither record nor events,
-// and no event is ever visible without the record change it describes (or the
-// other way round). The events are produced by an EventSink that queues
-// commands into a go-redis pipeline; the store never executes that pipeline but
-// passes its commands to the script (see EventSink).
+// fencing epoch, appends the transition's events to the mission's stream and
+// writes the changed record fields, all or nothing: a stale owner can write
+// neither record nor events, and no event is ever visible in the mission's
+// stream without the record change it describes (or the other way round).
+// The events are produced by an EventSink that queues commands into a
+// go-redis pipeline; the store never executes that pipeline but passes its
+// commands to the script (see EventSink).
+//
+// # One slot per script
+//
+// Every script touches the keys of one Redis Cluster slot: a mission's
+// (record, stream, business keys, all tagged {<mission>}) or one shard of the
+// active-lease index. What is global is written by separate idempotent
+// commands, ordered so that a crash between them and the script is safe:
+//
+//   - The active-lease index (ActiveKey, ActiveShards shards) is a SUPERSET
+//     of the unfinished sagas: a saga's entry is written before the script
+//     that creates or reopens it, and removed in a round trip after the
+//     script that ends it, only if it still has the score this process
+//     wrote (compare-and-delete). Recovery drops entries whose record is
+//     missing or finished.
+//   - The mission index (MissionsKey) gets its entry before the record is
+//     created; List skips entries without a record and Trim drops them.
+//   - The firehose copy of an event is written after the script that
+//     appended the event to the mission's stream succeeded (EventSink's
+//     Committed, a group-commit writer such as progress.Firehose whose
+//     waiting writes ride in the store's next round trip: SideWriter).
+//
+// On a single Redis (a *redis.Client: one connection runs a pipeline in
+// order) an index write and the script that needs it go in one pipelined
+// round trip; on a Cluster the pipeline would be split over nodes and run
+// concurrently, so there the index write is a round trip of its own first.
 //
 // # Leases
 //
-// Every unfinished saga has a lease: its score in ActiveKey is the time its
-// lease expires. Create, claims and reopenings set it to now + the store's
-// lease TTL; the owning engine renews it (Engine's heartbeat, one script per
-// engine and tick); recovery claims sagas whose lease expired. Lease times are
-// taken from the Redis server's clock (TIME inside the scripts), never from
-// the replicas', so clock skew between replicas cannot shorten a lease.
+// Every unfinished saga has a lease, held in its record (the field "lease":
+// expiry in unix ms of the Redis server's clock, TIME inside the scripts, so
+// clock skew between replicas cannot shorten a lease). Create, claims and
+// reopenings set it to now + the store's lease TTL; the owning engine renews
+// it (Engine's heartbeat: one pipeline of one script per saga, per engine
+// and tick); recovery claims sagas whose lease expired. The index entry's
+// score is only where recovery looks: this process's now + TTL when it
+// wrote it; recovery checks the record's lease before claiming.
 //
-// Redis Cluster: the script touches the mission's keys (one slot, thanks to the
-// hash tag) and also the global keys MissionsKey and ActiveKey, and whatever
-// global stream the sink writes (the firehose). On a single Redis primary — the
-// deployment this project runs — that is what makes record, indexes and events
-// atomic. On a Cluster those global keys live in other slots, the script would
-// be refused (CROSSSLOT), and the indexes and the firehose must move out of the
-// script: written after it in a second round trip, accepting that a crash in
-// between leaves a saga missing from an index (recovery must then also scan
-// records) or an event missing from the firehose. That change is deliberately
-// not made while nothing here runs on a Cluster; the lease scripts (renew,
-// release) touch the records of many missions and would need the same split.
+// # Crash windows
+//
+//   - Between the index entry and the create (or a reopen): the entry has no
+//     record (or a finished one). Recovery drops it, but only two lease TTLs
+//     past its score, and the create or reopen script refuses to run later
+//     than one TTL past it (errLate): a writer paused between its two round
+//     trips is refused instead of creating a saga no index lists.
+//   - Between the script that ends a saga and the removal of its entry: the
+//     entry outlives the saga until recovery drops it.
+//   - Between a script and its firehose copy: the firehose misses the events
+//     (the mission stream has them).
 type Store struct {
 	rdb       redis.UniversalClient
 	sink      EventSink
 	leaseTTL  time.Duration
 	retention Retention
+	// ordered: rdb runs a pipeline in order on one connection (not a Cluster).
+	ordered bool
+	// side are the global writers whose waiting writes ride in the store's
+	// round trips.
+	side []SideWriter
+	idx  index
 
 	// trimMu guards trimOffset, where the next Trim resumes in the
 	// expired part of the mission index (see Trim).
 	trimMu     sync.Mutex
 	trimOffset int
+}
+
+// SideWriter is a group-commit writer of global keys (the firehose) whose
+// waiting writes the store carries in its next round trip instead of
+// leaving them a round trip of their own.
+type SideWriter interface {
+	// Take queues the waiting writes into pipe and returns what to call once
+	// the pipeline was executed.
+	Take(pipe redis.Pipeliner) (done func())
 }
 
 // Retention says what becomes of a finished saga's keys.
@@ -128,7 +171,15 @@ func NewStore(rdb redis.UniversalClient, sink EventSink, leaseTTL time.Duration)
 	if leaseTTL <= 0 {
 		leaseTTL = DefaultLeaseTTL
 	}
-	return &Store{rdb: rdb, sink: sink, leaseTTL: leaseTTL}
+	_, ordered := rdb.(*redis.Client)
+	return &Store{rdb: rdb, sink: sink, leaseTTL: leaseTTL, ordered: ordered}
+}
+
+// WithSideWriter makes the store carry w's waiting writes in its round
+// trips (see SideWriter) and returns s. Call it before s is used.
+func (s *Store) WithSideWriter(w SideWriter) *Store {
+	s.side = append(s.side, w)
+	return s
 }
 
 // WithRetention sets what becomes of finished sagas' keys (see Retention)
@@ -147,325 +198,131 @@ func (s *Store) LeaseTTL() time.Duration { return s.leaseTTL }
 
 func (s *Store) leaseMillis() int64 { return s.leaseTTL.Milliseconds() }
 
-// luaNow sets the local now to the Redis server's time in unix milliseconds:
-// leases are measured on one clock, whichever replica writes them.
-const luaNow = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-`
+// takeSide queues the waiting global writes (index removals, side writers)
+// into pipe; call the returned func once pipe was executed.
+func (s *Store) takeSide(ctx context.Context, pipe redis.Pipeliner) func() {
+	dones := []func(){s.idx.take(ctx, s.rdb, pipe)}
+	for _, w := range s.side {
+		dones = append(dones, w.Take(pipe))
+	}
+	return func() {
+		for _, d := range dones {
+			d()
+		}
+	}
+}
 
-// luaUnfinished is a Lua predicate on a saga state.
-const luaUnfinished = `
-local function unfinished(st)
-  return st == 'pending' or st == 'running' or st == 'compensating'
-end
-`
+// do runs script in one round trip with the waiting global writes and the
+// commands pre queues (nil: none) in front of it, and runs it once more on
+// its own when Redis had not cached it (NOSCRIPT: a restart or failover).
+func (s *Store) do(ctx context.Context, pre func(redis.Pipeliner), script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	pipe := s.rdb.Pipeline()
+	done := s.takeSide(ctx, pipe)
+	if pre != nil {
+		pre(pipe)
+	}
+	if pipe.Len() == 0 {
+		// Nothing rides along: a plain EVALSHA (with go-redis's own
+		// NOSCRIPT fallback) spares the pipeline.
+		done()
+		return script.Run(ctx, s.rdb, keys, args...)
+	}
+	cmd := script.EvalSha(ctx, pipe, keys, args...)
+	_, _ = pipe.Exec(ctx)
+	done()
+	if isNoScript(cmd.Err()) {
+		cmd = script.Run(ctx, s.rdb, keys, args...)
+	}
+	return cmd
+}
 
-// createScript writes a new record unless one exists for the key, in which
-// case it returns the existing one: Start is idempotent on the mission key.
-// An unfinished record gets its first lease, so that a saga whose creator
-// dies before running it is recovered like any other.
-//
-// KEYS[1] record hash, KEYS[2] MissionsKey, KEYS[3] ActiveKey.
-// ARGV[1] mission key, ARGV[2] creation score (unix ms), ARGV[3] lease TTL in
-// ms ("" for a terminal record: no lease), ARGV[4..] field/value pairs.
-// Returns {} when created, else the existing hash as a flat array.
-var createScript = redis.NewScript(luaNow + `
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.call('HGETALL', KEYS[1])
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
-if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
-end
-return {}
-`)
+// indexed runs script after the index writes index queues: in the same
+// round trip on a single Redis, in a round trip of their own before it on a
+// Cluster (see Store). The index writes are idempotent; should one fail in
+// the shared round trip, it is sent again before indexed returns, and an
+// error is returned if it fails again.
+func (s *Store) indexed(ctx context.Context, index func(redis.Pipeliner), script *redis.Script, keys []string, args ...any) (*redis.Cmd, error) {
+	if index == nil {
+		return s.do(ctx, nil, script, keys, args...), nil
+	}
+	if !s.ordered {
+		if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { index(p); return nil }); err != nil {
+			return nil, fmt.Errorf("active index: %w", err)
+		}
+		return s.do(ctx, nil, script, keys, args...), nil
+	}
+	var first int
+	var cmds []redis.Cmder
+	cmd := s.do(ctx, func(p redis.Pipeliner) {
+		first = p.Len()
+		index(p)
+		cmds = p.Cmds()
+	}, script, keys, args...)
+	for _, c := range cmds[first:] {
+		if c.Err() != nil {
+			if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { index(p); return nil }); err != nil {
+				return cmd, fmt.Errorf("active index: %w", err)
+			}
+			break
+		}
+	}
+	return cmd, nil
+}
 
-// saveScript is the fenced write of one transition.
-//
-// KEYS[1] record hash, KEYS[2] ActiveKey, KEYS[3..] the mission's other
-// keys (Retention.Keys).
-// ARGV[1] expected epoch, ARGV[2] the revision this write gives the record,
-// ARGV[3] the change of the saga's activity: "end" when it just became
-// terminal (leave ActiveKey), "reopen" when a terminal saga goes back to
-// compensation (re-enter ActiveKey with a fresh lease, so that recovery
-// finishes the teardown if its driver dies), "" otherwise, ARGV[4] mission
-// key, ARGV[5] lease TTL in ms, ARGV[6] number N of field/value strings,
-// ARGV[7] the retention of the mission's keys (KEYS[1] and KEYS[3..]): a
-// TTL in ms to set, "persist" to remove any expiry, "" to leave them,
-// ARGV[8..7+N] the pairs (an empty value deletes the field; the pairs
-// include the new revision), then the sink's commands, each as its argument
-// count followed by its arguments. The expiries are set after the sink's
-// commands, so they also govern a stream the sink expired.
-// Returns {0, stored epoch} when fenced (nothing written), else
-// {1, cancelled, cancel_reason} so the owner learns of a cancellation
-// requested from any replica.
-//
-// A record already at the revision this write gives it means the write
-// landed before and its reply was lost: the script then writes nothing
-// again — above all, appends no event twice — and answers as if it had.
-// Within an epoch only one engine writes, one Save at a time, so the
-// revision cannot have been reached by another write.
-//
-// The sink's commands run before the record is written: a failing command
-// (which only a wrong key type can cause) aborts the script before the record
-// changes, so the record never claims a transition whose events are missing.
-var saveScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'epoch', 'rev')
-if h[1] ~= ARGV[1] then
-  return {0, h[1] or ''}
-end
-if h[2] ~= ARGV[2] then
-  local n = tonumber(ARGV[6])
-  local i = 8 + n
-  while i <= #ARGV do
-    local argc = tonumber(ARGV[i])
-    redis.call(unpack(ARGV, i + 1, i + argc))
-    i = i + 1 + argc
-  end
-  local set, del = {}, {}
-  for j = 8, 7 + n, 2 do
-    if ARGV[j + 1] == '' then
-      table.insert(del, ARGV[j])
-    else
-      table.insert(set, ARGV[j])
-      table.insert(set, ARGV[j + 1])
-    end
-  end
-  if #set > 0 then
-    redis.call('HSET', KEYS[1], unpack(set))
-  end
-  if #del > 0 then
-    redis.call('HDEL', KEYS[1], unpack(del))
-  end
-  if ARGV[3] == 'end' then
-    redis.call('ZREM', KEYS[2], ARGV[4])
-  elseif ARGV[3] == 'reopen' then
-` + luaNow + `
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
-  end
-  if ARGV[7] ~= '' then
-    for k = 1, #KEYS do
-      if k ~= 2 then
-        if ARGV[7] == 'persist' then
-          redis.call('PERSIST', KEYS[k])
-        else
-          redis.call('PEXPIRE', KEYS[k], ARGV[7])
-        end
-      end
-    end
-  end
-end
-local c = redis.call('HMGET', KEYS[1], 'cancelled', 'cancel_reason')
-return {1, c[1] or '', c[2] or ''}
-`)
-
-// claimScript makes the caller the owner of an unfinished saga, whoever holds
-// it, by bumping its epoch (fencing out the previous owner) and giving it a
-// fresh lease; it returns the record. A terminal record is returned
-// unchanged. This is the takeover of an explicit Engine.Run; recovery uses
-// recoverScript, which takes only expired leases.
-//
-// KEYS[1] record hash, KEYS[2] ActiveKey. ARGV[1] owner, ARGV[2] now (unix
-// ms, the record's updated time), ARGV[3] mission key, ARGV[4] lease TTL in ms.
-var claimScript = redis.NewScript(luaNow + luaUnfinished + `
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then
-  return {}
-end
-if unfinished(st) then
-  redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'updated', ARGV[2])
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
-end
-return redis.call('HGETALL', KEYS[1])
-`)
-
-// expiredScript lists up to ARGV[1] sagas of ActiveKey (KEYS[1]) whose lease
-// has expired by the Redis server's clock.
-var expiredScript = redis.NewScript(luaNow + `
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-`)
-
-// recoverScript claims a saga for recovery, only if its lease is still
-// expired and it is unfinished: it bumps the epoch (fencing out the owner
-// that stopped renewing), names the new owner and gives it a fresh lease. A
-// terminal or missing record found in ActiveKey is a stale entry and is
-// removed.
-//
-// KEYS[1] record hash, KEYS[2] ActiveKey. ARGV[1] mission key, ARGV[2] owner,
-// ARGV[3] now (unix ms, the record's updated time), ARGV[4] lease TTL in ms.
-// Returns {} when not claimed, else {ms since the lease expired, previous
-// owner, hash...}.
-var recoverScript = redis.NewScript(luaNow + luaUnfinished + `
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > now then
-  return {}
-end
-local h = redis.call('HMGET', KEYS[1], 'state', 'owner')
-if not unfinished(h[1]) then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return {}
-end
-redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'updated', ARGV[3])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
-local out = redis.call('HGETALL', KEYS[1])
-table.insert(out, 1, tostring(now - math.floor(tonumber(score))))
-table.insert(out, 2, h[2] or '')
-return out
-`)
-
-// renewScript is an engine's heartbeat: it extends the leases of the sagas
-// the engine drives, each only while the engine still holds it (the stored
-// epoch is the one the engine runs at) and it is unfinished, and reports
-// what the engine must act on at once rather than at its next write.
-//
-// KEYS[1] ActiveKey, KEYS[2..n+1] the record hashes. ARGV[1] lease TTL in ms,
-// then for each saga its mission key and epoch.
-// Returns triples {i, kind, reason}: saga i (1-based) is "lost" (another
-// engine took it over, or the record is gone) or "cancelled" (a cancellation
-// was recorded while it runs forward, with its reason).
-//
-// GT keeps a lease from moving backwards; a saga missing from ActiveKey while
-// unfinished (a teardown reopened by the write that completed it) is added.
-var renewScript = redis.NewScript(luaNow + `
-local exp = now + tonumber(ARGV[1])
-local out = {}
-for i = 2, #KEYS do
-  local key, epoch = ARGV[2 * i - 2], ARGV[2 * i - 1]
-  local h = redis.call('HMGET', KEYS[i], 'epoch', 'state', 'cancelled', 'cancel_reason')
-  if h[1] ~= epoch then
-    table.insert(out, i - 1)
-    table.insert(out, 'lost')
-    table.insert(out, '')
-  elseif h[2] == 'pending' or h[2] == 'running' or h[2] == 'compensating' then
-    redis.call('ZADD', KEYS[1], 'GT', exp, key)
-    if h[3] == '1' and h[2] ~= 'compensating' then
-      table.insert(out, i - 1)
-      table.insert(out, 'cancelled')
-      table.insert(out, h[4] or '')
-    end
-  end
-end
-return out
-`)
-
-// releaseScript ends the leases of sagas an engine hands off: each lease the
-// engine still holds (same epoch, unfinished) expires now, so another
-// engine's recovery claims the saga at its next scan instead of after the
-// lease TTL.
-//
-// KEYS[1] ActiveKey, KEYS[2..n+1] the record hashes. ARGV: for each saga its
-// mission key and epoch. Returns the number of leases released.
-var releaseScript = redis.NewScript(luaNow + luaUnfinished + `
-local n = 0
-for i = 2, #KEYS do
-  local key, epoch = ARGV[2 * i - 3], ARGV[2 * i - 2]
-  local h = redis.call('HMGET', KEYS[i], 'epoch', 'state')
-  if h[1] == epoch and unfinished(h[2]) then
-    redis.call('ZADD', KEYS[1], 'XX', now, key)
-    n = n + 1
-  end
-end
-return n
-`)
-
-// resumeScript reopens a Failed saga for another round of compensation: the
-// step whose compensation gave up gets a fresh attempt budget (its cbase
-// becomes its attempt count, so attempt numbers keep increasing), the saga
-// goes back to Compensating with the error that made it compensate in the
-// first place, owned by the caller at a new epoch with a fresh lease. A saga
-// in any other state is returned unchanged.
-//
-// KEYS[1] record hash, KEYS[2] ActiveKey, KEYS[3..] the mission's other
-// keys, whose expiry a resumed saga removes. ARGV[1] owner, ARGV[2] now
-// (unix ms), ARGV[3] mission key, ARGV[4] lease TTL in ms.
-// Returns {} when missing, else {resumed ("1" or "0"), hash...}.
-var resumeScript = redis.NewScript(luaNow + `
-local h = redis.call('HMGET', KEYS[1], 'state', 'current', 'cause.code', 'cause.reason', 'cause.msg')
-if not h[1] then
-  return {}
-end
-local resumed = '0'
-if h[1] == 'failed' then
-  resumed = '1'
-  local p = 's' .. (h[2] or '0') .. '.'
-  redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-  redis.call('HSET', KEYS[1], 'state', 'compensating', 'owner', ARGV[1], 'updated', ARGV[2], 'ended', '',
-    p .. 'state', 'compensating', p .. 'cbase', redis.call('HGET', KEYS[1], p .. 'cattempts') or '0')
-  if h[3] then
-    redis.call('HSET', KEYS[1], 'err.code', h[3], 'err.reason', h[4] or '', 'err.msg', h[5] or '')
-  end
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
-  for k = 1, #KEYS do
-    if k ~= 2 then redis.call('PERSIST', KEYS[k]) end
-  end
-end
-local out = redis.call('HGETALL', KEYS[1])
-table.insert(out, 1, resumed)
-return out
-`)
-
-// cancelScript records a cancellation request. It is not fenced: any replica
-// may ask. A pending or running saga only gets the flag (its owner notices it
-// at its next write or lease renewal); a completed saga is reopened for
-// teardown and put back in the active set with a fresh lease, so that
-// recovery finishes the teardown if its driver dies. Other states are left
-// alone.
-//
-// KEYS[1] record hash, KEYS[2] ActiveKey, KEYS[3..] the mission's other
-// keys, whose expiry a teardown removes (the retention of the completed
-// mission must not run out under its teardown). ARGV[1] reason, ARGV[2] now
-// (unix ms), ARGV[3] mission key, ARGV[4] lease TTL in ms.
-// Returns {} when missing, else {teardown ("1" or "0"), hash...}.
-var cancelScript = redis.NewScript(luaNow + `
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then
-  return {}
-end
-local teardown = '0'
-if st == 'pending' or st == 'running' then
-  if redis.call('HGET', KEYS[1], 'cancelled') ~= '1' then
-    redis.call('HSET', KEYS[1], 'cancelled', '1', 'cancel_reason', ARGV[1], 'updated', ARGV[2])
-  end
-elseif st == 'completed' then
-  teardown = '1'
-  redis.call('HSET', KEYS[1], 'state', 'compensating', 'cancelled', '1', 'cancel_reason', ARGV[1],
-    'updated', ARGV[2], 'ended', '')
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
-  for k = 1, #KEYS do
-    if k ~= 2 then redis.call('PERSIST', KEYS[k]) end
-  end
-end
-local h = redis.call('HGETALL', KEYS[1])
-table.insert(h, 1, teardown)
-return h
-`)
+// flush sends the waiting global writes, if any, in one round trip: what the
+// engine calls when it goes idle, so that they do not wait for its next saga.
+func (s *Store) flush(ctx context.Context) {
+	s.idx.mu.Lock()
+	n := len(s.idx.pending)
+	s.idx.mu.Unlock()
+	if n == 0 && len(s.side) == 0 {
+		return
+	}
+	pipe := s.rdb.Pipeline()
+	done := s.takeSide(ctx, pipe)
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx)
+	}
+	done()
+}
 
 // Create writes rec as a new saga unless a saga already exists for rec.Key, in
-// which case it returns that one (created false) and writes nothing. It also
-// indexes the mission in MissionsKey and, unless rec is terminal, gives it its
-// first lease in ActiveKey, in the same script.
+// which case it returns that one (created false) and writes nothing to the
+// record. Before the record it indexes the mission in MissionsKey and, unless
+// rec is terminal, in its active-index shard (see Store); the record gets
+// its first lease from the create script.
 func (s *Store) Create(ctx context.Context, rec *Record) (created bool, existing *Record, err error) {
 	kv := rec.fields(true)
-	lease := ""
-	if !rec.State.Terminal() {
-		lease = strconv.FormatInt(s.leaseMillis(), 10)
+	terminal := rec.State.Terminal()
+	lease, hint := "", int64(0)
+	if !terminal {
+		lease, hint = strconv.FormatInt(s.leaseMillis(), 10), s.hint(time.Now())
 	}
-	args := make([]any, 0, 3+len(kv))
-	args = append(args, rec.Key, rec.CreatedAt.UnixMilli(), lease)
+	args := make([]any, 0, 2+len(kv))
+	args = append(args, lease, s.deadline(hint))
 	for _, v := range kv {
 		args = append(args, v)
 	}
-	reply, err := createScript.Run(ctx, s.rdb, []string{RecordKey(rec.Key), MissionsKey, ActiveKey}, args...).Slice()
-	if err != nil {
-		return false, nil, fmt.Errorf("create saga %s: %w", rec.Key, err)
+	index := func(p redis.Pipeliner) {
+		p.ZAddNX(ctx, MissionsKey, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.Key})
+		if !terminal {
+			p.ZAdd(ctx, ActiveKey(rec.Key), redis.Z{Score: float64(hint), Member: rec.Key})
+		}
 	}
+	cmd, err := s.indexed(ctx, index, createScript, []string{RecordKey(rec.Key)}, args...)
+	if err == nil {
+		err = cmd.Err()
+	}
+	if err != nil {
+		return false, nil, fmt.Errorf("create saga %s: %w", rec.Key, lateErr(err))
+	}
+	reply, _ := cmd.Slice()
 	if len(reply) == 0 {
 		rec.saved = nil
 		rec.markSaved(kv)
+		if !terminal {
+			s.idx.wrote(rec.Key, hint)
+		}
 		return true, nil, nil
 	}
 	existing, err = recordFromReply(reply)
@@ -476,17 +333,18 @@ func (s *Store) Create(ctx context.Context, rec *Record) (created bool, existing
 }
 
 // Save writes the fields of rec that changed since it was read or last saved,
-// and publishes events, in one round trip — only if the stored epoch still
-// equals rec.Epoch; otherwise it writes nothing and returns ErrFenced. When rec
-// has just become terminal it also removes the saga from ActiveKey and has the
-// sink expire the mission's events; when a terminal rec goes back to
-// compensation it re-enters ActiveKey with a fresh lease. After Save,
-// rec.Cancelled and rec.CancelReason reflect a cancellation requested by
-// anyone.
+// and appends events to the mission's stream, in one round trip — only if
+// the stored epoch still equals rec.Epoch; otherwise it writes nothing and
+// returns ErrFenced. When rec has just become terminal the sink expires the
+// mission's events and the saga's active-index entry is removed afterwards;
+// when a terminal rec goes back to compensation it is indexed again before
+// the write and gets a fresh lease. Once the write succeeded, the events go
+// to the sink's Committed (the firehose). After Save, rec.Cancelled and
+// rec.CancelReason reflect a cancellation requested by anyone.
 //
 // Save is idempotent: called again with the same rec and events after an
 // error — a timeout whose write may have landed — it writes nothing more if
-// the first call did write, and events are published exactly once.
+// the first call did write, and events are appended exactly once.
 func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err error) {
 	// The revision moves on only with a write that is known to have landed,
 	// so a retry of this call sends the same one.
@@ -500,15 +358,22 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 	prev := State(rec.saved[fieldState])
 	becameTerminal := rec.State.Terminal() && prev != rec.State
 	activity, retain := "", ""
+	var index func(redis.Pipeliner)
+	hint := int64(0)
 	switch {
 	case becameTerminal:
 		activity = "end"
 		retain = s.retainArg(rec.State)
 	case prev.Terminal() && !rec.State.Terminal():
 		activity, retain = "reopen", "persist"
+		hint = s.hint(time.Now())
+		index = func(p redis.Pipeliner) {
+			p.ZAdd(ctx, ActiveKey(rec.Key), redis.Z{Score: float64(hint), Member: rec.Key})
+		}
 	}
 	args := make([]any, 0, 7+len(kv)+16*len(events))
-	args = append(args, strconv.FormatInt(rec.Epoch, 10), strconv.FormatInt(rec.rev, 10), activity, rec.Key, s.leaseMillis(), len(kv), retain)
+	args = append(args, strconv.FormatInt(rec.Epoch, 10), strconv.FormatInt(rec.rev, 10), activity,
+		s.leaseMillis(), s.deadline(hint), len(kv), retain)
 	for _, v := range kv {
 		args = append(args, v)
 	}
@@ -527,14 +392,35 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 		}
 		pipe.Discard()
 	}
-	reply, err := saveScript.Run(ctx, s.rdb, s.scriptKeys(rec.Key), args...).Slice()
+	var cmd, unindex *redis.Cmd
+	score, known := s.idx.score(rec.Key)
+	if activity == "end" && s.ordered && known {
+		cmd, unindex = s.saveEnding(ctx, rec.Key, score, args)
+	} else {
+		cmd, err = s.indexed(ctx, index, saveScript, s.retention.keys(rec.Key), args...)
+	}
+	if err == nil {
+		err = cmd.Err()
+	}
+	reply, _ := cmd.Slice()
+	fenced := false
+	if err == nil && len(reply) >= 2 {
+		ok, _ := reply[0].(int64)
+		fenced = ok != 1
+	}
+	if unindex != nil && (err != nil || fenced) {
+		if rerr := s.reindex(ctx, rec.Key, unindex); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("save saga %s: %w", rec.Key, err)
+		return fmt.Errorf("save saga %s: %w", rec.Key, lateErr(err))
 	}
 	if len(reply) < 2 {
 		return fmt.Errorf("save saga %s: unexpected reply %v", rec.Key, reply)
 	}
-	if ok, _ := reply[0].(int64); ok != 1 {
+	if fenced {
+		s.idx.forget(rec.Key)
 		return fmt.Errorf("save saga %s at epoch %d (stored %v): %w", rec.Key, rec.Epoch, reply[1], ErrFenced)
 	}
 	rec.markSaved(kv)
@@ -545,7 +431,64 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 		rec.CancelReason = reason
 		rec.markSaved([]string{fieldCancelled, cancelled, fieldCancelReason, reason})
 	}
+	switch {
+	case activity == "end" && unindex != nil && unindex.Err() == nil:
+		s.idx.forget(rec.Key) // removed (or no longer this process's entry)
+	case activity == "end":
+		s.unindexEnded(ctx, rec.Key)
+	case activity == "reopen":
+		s.idx.wrote(rec.Key, hint)
+	}
+	if c, ok := s.sink.(Committer); ok && len(events) > 0 {
+		c.Committed(events)
+	}
 	return nil
+}
+
+// saveEnding runs the save script of a saga's ending write (args as for
+// saveScript) and, behind it in the same pipelined round trip, the removal
+// of the saga's active-index entry — if it still has the score this process
+// wrote. Only on one Redis (Store.ordered: one connection runs the pipeline
+// in order), so the removal runs after the write. It must not run without
+// it: the write goes as EVAL, which a flushed script cache cannot refuse
+// (NOSCRIPT) as it could refuse an EVALSHA, the removal script first
+// attempts a write Redis refuses when out of memory, like the save's, and
+// a failed or fenced write puts the entry back (reindex). A fenced write's
+// new owner re-indexed the saga when it claimed it (a claim rewrites the
+// entry before its script; recovery after it, with a plain ZADD), so the
+// compare-and-delete finds another score or the entry comes back.
+func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []any) (save, unindex *redis.Cmd) {
+	pipe := s.rdb.Pipeline()
+	done := s.takeSide(ctx, pipe)
+	save = saveScript.Eval(ctx, pipe, s.retention.keys(key), args...)
+	unindex = unindexScript.EvalSha(ctx, pipe, []string{ActiveKey(key)}, key, score, "")
+	_, _ = pipe.Exec(ctx)
+	done()
+	return save, unindex
+}
+
+// reindex puts back the active-index entry of saga key that unindex (a
+// removal behind an ending write that failed or was fenced) removed.
+func (s *Store) reindex(ctx context.Context, key string, unindex *redis.Cmd) error {
+	if n, err := unindex.Int(); err != nil || n != 1 {
+		return nil // nothing removed
+	}
+	hint := s.hint(time.Now())
+	if err := s.rdb.ZAdd(context.WithoutCancel(ctx), ActiveKey(key), redis.Z{Score: float64(hint), Member: key}).Err(); err != nil {
+		return fmt.Errorf("put back the active-index entry: %w", err)
+	}
+	s.idx.wrote(key, hint)
+	return nil
+}
+
+// unindexEnded removes the active-index entry of saga key, which this
+// process indexed and which just ended, at once (with the waiting global
+// writes): exactly the entry this process wrote, so a fresher one another
+// engine wrote for a reopened saga stays. An entry whose score is unknown
+// here, or whose removal fails, is left to recovery (see Store).
+func (s *Store) unindexEnded(ctx context.Context, key string) {
+	s.idx.ended(key)
+	s.flush(ctx)
 }
 
 // retainArg is the save script's retention argument for a saga that just
@@ -562,13 +505,6 @@ func (s *Store) retainArg(st State) string {
 	return ""
 }
 
-// scriptKeys returns the KEYS of a script that touches the mission's keys:
-// the record, ActiveKey, then the mission's other keys.
-func (s *Store) scriptKeys(key string) []string {
-	keys := s.retention.keys(key)
-	return append([]string{keys[0], ActiveKey}, keys[1:]...)
-}
-
 // Load reads the record of mission key, or returns ErrNotFound.
 func (s *Store) Load(ctx context.Context, key string) (*Record, error) {
 	h, err := s.rdb.HGetAll(ctx, RecordKey(key)).Result()
@@ -583,178 +519,6 @@ func (s *Store) Load(ctx context.Context, key string) (*Record, error) {
 		return nil, fmt.Errorf("load saga %s: %w", key, err)
 	}
 	return rec, nil
-}
-
-// claim makes owner the owner of the unfinished saga key, whoever holds it
-// (see claimScript).
-func (s *Store) claim(ctx context.Context, key, owner string, now time.Time) (*Record, error) {
-	reply, err := claimScript.Run(ctx, s.rdb, []string{RecordKey(key), ActiveKey},
-		owner, now.UnixMilli(), key, s.leaseMillis()).Slice()
-	if err != nil {
-		return nil, fmt.Errorf("claim saga %s: %w", key, err)
-	}
-	if len(reply) == 0 {
-		return nil, fmt.Errorf("claim saga %s: %w", key, ErrNotFound)
-	}
-	rec, err := recordFromReply(reply)
-	if err != nil {
-		return nil, fmt.Errorf("claim saga %s: %w", key, err)
-	}
-	return rec, nil
-}
-
-// expired returns up to limit keys of sagas whose lease has expired.
-func (s *Store) expired(ctx context.Context, limit int) ([]string, error) {
-	keys, err := expiredScript.Run(ctx, s.rdb, []string{ActiveKey}, limit).StringSlice()
-	if err != nil {
-		return nil, fmt.Errorf("scan expired saga leases: %w", err)
-	}
-	return keys, nil
-}
-
-// recovered is a saga claimed by recovery.
-type recovered struct {
-	rec *Record
-	// prevOwner is the owner whose lease expired.
-	prevOwner string
-	// expiredFor is how long the lease had been expired when it was claimed
-	// (Redis server clock): the recovery delay beyond the lease TTL.
-	expiredFor time.Duration
-}
-
-// recoverClaim claims saga key for owner if its lease is still expired and
-// it is unfinished (see recoverScript); nil means someone else renewed,
-// claimed or finished it first.
-func (s *Store) recoverClaim(ctx context.Context, key, owner string, now time.Time) (*recovered, error) {
-	reply, err := recoverScript.Run(ctx, s.rdb, []string{RecordKey(key), ActiveKey},
-		key, owner, now.UnixMilli(), s.leaseMillis()).Slice()
-	if err != nil {
-		return nil, fmt.Errorf("recover saga %s: %w", key, err)
-	}
-	if len(reply) == 0 {
-		return nil, nil
-	}
-	if len(reply) < 2 {
-		return nil, fmt.Errorf("recover saga %s: unexpected reply %v", key, reply)
-	}
-	ms, _ := reply[0].(string)
-	prev, _ := reply[1].(string)
-	expiredFor, err := strconv.ParseInt(ms, 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("recover saga %s: lease expiry %q: %w", key, ms, err)
-	}
-	rec, err := recordFromReply(reply[2:])
-	if err != nil {
-		return nil, fmt.Errorf("recover saga %s: %w", key, err)
-	}
-	return &recovered{rec: rec, prevOwner: prev, expiredFor: time.Duration(expiredFor) * time.Millisecond}, nil
-}
-
-// lease names a saga an engine holds, at the epoch it holds it.
-type lease struct {
-	key   string
-	epoch int64
-}
-
-// leaseNote is what a renewal found out about one lease.
-type leaseNote struct {
-	// i indexes the leases passed to renew.
-	i int
-	// lost: another engine took the saga over, or its record is gone.
-	lost bool
-	// cancelReason is set when a cancellation was recorded while the saga
-	// runs forward.
-	cancelReason string
-}
-
-// renew extends the leases an engine holds, in one round trip (see
-// renewScript), and reports the leases lost and the cancellations found.
-func (s *Store) renew(ctx context.Context, leases []lease) ([]leaseNote, error) {
-	keys, args := leaseArgs(leases, s.leaseMillis())
-	reply, err := renewScript.Run(ctx, s.rdb, keys, args...).Slice()
-	if err != nil {
-		return nil, fmt.Errorf("renew %d saga leases: %w", len(leases), err)
-	}
-	notes := make([]leaseNote, 0, len(reply)/3)
-	for j := 0; j+2 < len(reply); j += 3 {
-		i, _ := reply[j].(int64)
-		kind, _ := reply[j+1].(string)
-		reason, _ := reply[j+2].(string)
-		if i < 1 || int(i) > len(leases) {
-			return nil, fmt.Errorf("renew saga leases: reply names lease %d of %d", i, len(leases))
-		}
-		n := leaseNote{i: int(i) - 1, lost: kind == "lost"}
-		if !n.lost {
-			n.cancelReason = reason
-		}
-		notes = append(notes, n)
-	}
-	return notes, nil
-}
-
-// release makes the leases still held at their epoch expire now (see
-// releaseScript) and returns how many it released.
-func (s *Store) release(ctx context.Context, leases []lease) (int, error) {
-	if len(leases) == 0 {
-		return 0, nil
-	}
-	keys, args := leaseArgs(leases)
-	n, err := releaseScript.Run(ctx, s.rdb, keys, args...).Int()
-	if err != nil {
-		return 0, fmt.Errorf("release %d saga leases: %w", len(leases), err)
-	}
-	return n, nil
-}
-
-// leaseArgs returns the KEYS of a lease script (ActiveKey, then the record
-// hashes) and its ARGV: head, then the key and epoch of each lease.
-func leaseArgs(leases []lease, head ...any) ([]string, []any) {
-	keys := make([]string, 1, 1+len(leases))
-	keys[0] = ActiveKey
-	args := make([]any, 0, len(head)+2*len(leases))
-	args = append(args, head...)
-	for _, l := range leases {
-		keys = append(keys, RecordKey(l.key))
-		args = append(args, l.key, strconv.FormatInt(l.epoch, 10))
-	}
-	return keys, args
-}
-
-// resume reopens the Failed saga key for compensation, owned by owner (see
-// resumeScript). resumed false means the saga was not Failed and rec is its
-// unchanged record.
-func (s *Store) resume(ctx context.Context, key, owner string, now time.Time) (rec *Record, resumed bool, err error) {
-	reply, err := resumeScript.Run(ctx, s.rdb, s.scriptKeys(key),
-		owner, now.UnixMilli(), key, s.leaseMillis()).Slice()
-	if err != nil {
-		return nil, false, fmt.Errorf("resume saga %s: %w", key, err)
-	}
-	if len(reply) == 0 {
-		return nil, false, fmt.Errorf("resume saga %s: %w", key, ErrNotFound)
-	}
-	rec, err = recordFromReply(reply[1:])
-	if err != nil {
-		return nil, false, fmt.Errorf("resume saga %s: %w", key, err)
-	}
-	return rec, reply[0] == "1", nil
-}
-
-// cancel records a cancellation request (see cancelScript). teardown reports
-// that a completed saga was reopened and must now be compensated.
-func (s *Store) cancel(ctx context.Context, key, reason string, now time.Time) (rec *Record, teardown bool, err error) {
-	reply, err := cancelScript.Run(ctx, s.rdb, s.scriptKeys(key),
-		reason, now.UnixMilli(), key, s.leaseMillis()).Slice()
-	if err != nil {
-		return nil, false, fmt.Errorf("cancel saga %s: %w", key, err)
-	}
-	if len(reply) == 0 {
-		return nil, false, fmt.Errorf("cancel saga %s: %w", key, ErrNotFound)
-	}
-	rec, err = recordFromReply(reply[1:])
-	if err != nil {
-		return nil, false, fmt.Errorf("cancel saga %s: %w", key, err)
-	}
-	return rec, reply[0] == "1", nil
 }
 
 func recordFromReply(reply []any) (*Record, error) {

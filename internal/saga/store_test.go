@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -138,8 +139,8 @@ func TestSaveWithStaleEpochWritesNothing(t *testing.T) {
 	if n := f.rdb.Exists(t.Context(), eventsKey("m")).Val(); n != 0 {
 		t.Errorf("fenced Save wrote events: %v", events(t, f.rdb, "m"))
 	}
-	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m").Result(); err != nil {
-		t.Errorf("fenced Save removed the saga from %s: %v", ActiveKey, err)
+	if _, err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Result(); err != nil {
+		t.Errorf("fenced Save removed the saga from %s: %v", ActiveKey("m"), err)
 	}
 }
 
@@ -225,7 +226,12 @@ func (h *failEvalSha) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 func (h *failEvalSha) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return failInPipeline(next, func(cmd redis.Cmder) error {
+		if cmd.Name() == "evalsha" && h.n.Add(-1) >= 0 {
+			return fmt.Errorf("injected: %w", net.ErrClosed)
+		}
+		return nil
+	})
 }
 
 func TestTransientWriteErrorsAreRetried(t *testing.T) {
@@ -258,8 +264,8 @@ func TestTransientWriteErrorsAreRetried(t *testing.T) {
 	if err != nil || stored.State != Pending {
 		t.Fatalf("stored = %v, %v; want still pending for recovery", stored, err)
 	}
-	if _, err := f.rdb.ZScore(t.Context(), ActiveKey, "m2").Result(); err != nil {
-		t.Errorf("abandoned saga not in %s: %v", ActiveKey, err)
+	if _, err := f.rdb.ZScore(t.Context(), ActiveKey("m2"), "m2").Result(); err != nil {
+		t.Errorf("abandoned saga not in %s: %v", ActiveKey("m"), err)
 	}
 }
 
@@ -276,17 +282,36 @@ func (h *loseEveryOtherSaveReply) DialHook(next redis.DialHook) redis.DialHook {
 func (h *loseEveryOtherSaveReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		args := cmd.Args()
-		if err == nil && cmd.Name() == "evalsha" && len(args) > 1 && args[1] == saveScript.Hash() && h.calls.Add(1)%2 == 1 {
-			err = fmt.Errorf("injected lost reply: %w", os.ErrDeadlineExceeded)
-			cmd.SetErr(err)
+		if err == nil {
+			err = h.lose(cmd)
 		}
 		return err
 	}
 }
 
 func (h *loseEveryOtherSaveReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			if c.Err() == nil {
+				err = cmp.Or(err, h.lose(c))
+			}
+		}
+		return err
+	}
+}
+
+// lose fails every other save script run (as EVALSHA, or as EVAL when a
+// saga's ending write carries its index removal) after it ran.
+func (h *loseEveryOtherSaveReply) lose(cmd redis.Cmder) error {
+	args := cmd.Args()
+	save := len(args) > 1 && (cmd.Name() == "evalsha" && args[1] == saveScript.Hash() || cmd.Name() == "eval" && args[1] == saveLua)
+	if save && h.calls.Add(1)%2 == 1 {
+		err := fmt.Errorf("injected lost reply: %w", os.ErrDeadlineExceeded)
+		cmd.SetErr(err)
+		return err
+	}
+	return nil
 }
 
 // A save whose reply is lost is retried; the retry must find the write done

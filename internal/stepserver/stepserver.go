@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
@@ -18,19 +19,23 @@ import (
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/faults"
 	"github.com/slammesh/slammesh/internal/progress"
-	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
 // Interceptors returns the unary interceptors of a step service, for
-// grpcserver.Deps.UnaryInterceptors: the progress interceptor, publishing
-// through pub the step events of the action RPCs named in actions, and, when
-// allowFaults (--allow-fault-injection), fault injection for the action and
-// the compensation RPCs (named in compensations). Faults are injected inside
-// the progress interceptor, so injected failures are reported as
-// step.failed like real ones.
-func Interceptors(pub *progress.Publisher, service string, actions, compensations []string, allowFaults bool) []grpc.UnaryServerInterceptor {
-	ics := []grpc.UnaryServerInterceptor{progressgrpc.UnaryServerInterceptor(pub, service, actions...)}
+// grpcserver.Deps.UnaryInterceptors: the events interceptor, publishing
+// through pub the step events of the action RPCs named in actions (see
+// eventsInterceptor; WithFirehose lets them ride in the barrier commit),
+// and, when allowFaults (--allow-fault-injection), fault injection for the
+// action and the compensation RPCs (named in compensations). Faults are
+// injected inside the events interceptor, so injected failures are
+// reported as step.failed like real ones.
+func Interceptors(pub *progress.Publisher, service string, actions, compensations []string, allowFaults bool, opts ...Option) []grpc.UnaryServerInterceptor {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ics := []grpc.UnaryServerInterceptor{eventsInterceptor(pub, o.firehose, service, actions)}
 	if allowFaults {
 		ics = append(ics, faults.UnaryServerInterceptor(compensations...))
 	}
@@ -43,29 +48,16 @@ func BarrierID(sc *typesv1.SagaContext, step string) barrier.ID {
 	return barrier.ID{Key: sc.GetMissionId(), SagaID: sc.GetSagaId(), Step: step}
 }
 
-// errNotCommitted is the answer of Committed's callback: refusing to act
-// tells it that nothing is stored yet, while the barrier answers a committed
-// or a compensated step without calling it.
-var errNotCommitted = errors.New("stepserver: action not committed")
-
 // Committed looks at the barrier of id without acting: it returns the
 // result an earlier attempt stored when the action committed, committed
 // false when it did not yet, and barrier.ErrActionForbidden when the step
-// was compensated. A handler whose work is too expensive for the barrier
-// transaction calls it first, so that a retry is answered without working
-// again, then commits with barrier.Action, which answers a concurrent
-// attempt that committed in between.
-func Committed(ctx context.Context, b *barrier.Barrier, id barrier.ID) (result []byte, committed bool, err error) {
-	result, _, err = b.Action(ctx, id, func(context.Context, *barrier.Tx) ([]byte, error) {
-		return nil, errNotCommitted
-	})
-	switch {
-	case err == nil:
-		return result, true, nil
-	case errors.Is(err, errNotCommitted):
-		return nil, false, nil
-	}
-	return nil, false, err
+// was compensated. A handler whose work is too expensive to redo calls it
+// first, so that a retry is answered without working again, then commits
+// with Commit, which answers a concurrent attempt that committed in between.
+// reads, when not nil, queues the reads the handler needs before its work
+// anyway, in the same round trip (barrier.Look).
+func Committed(ctx context.Context, b *barrier.Barrier, id barrier.ID, reads func(redis.Pipeliner)) (result []byte, committed bool, err error) {
+	return b.Look(ctx, id, reads)
 }
 
 // Status is the end of a step service's one mapping from errors to gRPC

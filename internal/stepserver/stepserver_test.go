@@ -45,7 +45,7 @@ func chain(ics []grpc.UnaryServerInterceptor, method string, handler grpc.UnaryH
 
 func TestInterceptors(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	pub := progress.NewPublisher(rdb, progress.Options{Logger: slog.New(slog.DiscardHandler)})
 	fault := func(kind typesv1.FaultKind, compensation bool) *typesv1.FaultPlan {
 		return &typesv1.FaultPlan{Faults: []*typesv1.Fault{{Step: "s", Kind: kind, Compensation: compensation}}}
@@ -114,13 +114,13 @@ func TestBarrierID(t *testing.T) {
 
 func TestCommitted(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	b := barrier.New(rdb)
 	ctx := t.Context()
 	id := barrier.ID{Key: "m-1", SagaID: "saga-1", Step: "s"}
 	committed := func(id barrier.ID) string {
 		t.Helper()
-		res, ok, err := stepserver.Committed(ctx, b, id)
+		res, ok, err := stepserver.Committed(ctx, b, id, nil)
 		return fmt.Sprintf("%q %v %v", res, ok, err)
 	}
 
@@ -136,13 +136,13 @@ func TestCommitted(t *testing.T) {
 	if got, want := committed(id), `"done" true <nil>`; got != want {
 		t.Errorf("after the action: %s, want %s", got, want)
 	}
-	if _, _, err := stepserver.Committed(ctx, b, barrier.ID{Key: "m-1", SagaID: "saga-2", Step: "s"}); !errors.Is(err, barrier.ErrSagaMismatch) {
+	if _, _, err := stepserver.Committed(ctx, b, barrier.ID{Key: "m-1", SagaID: "saga-2", Step: "s"}, nil); !errors.Is(err, barrier.ErrSagaMismatch) {
 		t.Errorf("another saga: err %v, want ErrSagaMismatch", err)
 	}
 	if _, err := b.Compensate(ctx, id, func(context.Context, *barrier.Tx, []byte) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := stepserver.Committed(ctx, b, id); !errors.Is(err, barrier.ErrActionForbidden) {
+	if _, _, err := stepserver.Committed(ctx, b, id, nil); !errors.Is(err, barrier.ErrActionForbidden) {
 		t.Errorf("after the compensation: err %v, want ErrActionForbidden", err)
 	}
 	if eff, err := b.Effects(ctx, id.Key); err != nil || eff["s:action"] != 1 || eff["s:compensation"] != 1 {

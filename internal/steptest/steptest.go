@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,8 +85,11 @@ type Service struct {
 
 // Env is a running step service.
 type Env struct {
-	// Redis is a client of the service's redis-server.
-	Redis *redis.Client
+	// Redis is a client of the service's Redis (a cluster client in
+	// redistest's cluster mode), the one the service uses.
+	Redis redis.UniversalClient
+	// Server is the service's Redis, for another client of it.
+	Server *redistest.Server
 	// Conn is a client connection to the service.
 	Conn *grpc.ClientConn
 	// Barrier is a barrier on Redis, to read the effects the service counted.
@@ -96,7 +100,8 @@ type Env struct {
 // Start runs svc until t ends, on its own redis-server, and dials it.
 func Start(t testing.TB, svc Service) *Env {
 	t.Helper()
-	rdb := redistest.Start(t).Client(t)
+	srv0 := redistest.Start(t)
+	rdb := srv0.Universal(t)
 	tel, err := telemetry.Setup(context.Background(), svc.Name, telemetry.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -104,10 +109,15 @@ func Start(t testing.TB, svc Service) *Env {
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	log := telemetry.NewLogger(io.Discard, svc.Name, 0)
 	pub := progress.NewPublisher(rdb, progress.Options{Logger: log})
+	// The firehose closes after the server stopped (cleanups run last in,
+	// first out), as in the binaries.
+	fh := progress.NewFirehose(rdb, progress.FirehoseOptions{Logger: log})
+	t.Cleanup(func() { _ = fh.Close(context.Background()) })
 	srv, err := grpcserver.New(
 		grpcserver.Config{Service: svc.Name, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"},
 		grpcserver.Deps{Telemetry: tel, Logger: log,
-			UnaryInterceptors: stepserver.Interceptors(pub, svc.Name, svc.ActionMethods, svc.CompensationMethods, svc.AllowFaults)})
+			UnaryInterceptors: stepserver.Interceptors(pub, svc.Name, svc.ActionMethods, svc.CompensationMethods, svc.AllowFaults,
+				stepserver.WithFirehose(fh))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +142,7 @@ func Start(t testing.TB, svc Service) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return &Env{Redis: rdb, Conn: conn, Barrier: b, step: svc.Step}
+	return &Env{Redis: rdb, Server: srv0, Conn: conn, Barrier: b, step: svc.Step}
 }
 
 // Saga returns the SagaContext of attempt 1 of the service's step for
@@ -181,10 +191,7 @@ func (e *Env) EventsOf(t testing.TB, mission string, typ progress.Type) []progre
 // wrote itself or that another service owns).
 func (e *Env) MissionKeys(t testing.TB, mission string, except ...string) []string {
 	t.Helper()
-	keys, err := e.Redis.Keys(Context(t), "slammesh:{"+mission+"}:*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := Keys(t, e.Redis, "slammesh:{"+mission+"}:*")
 	var out []string
 	for _, k := range keys {
 		switch {
@@ -195,6 +202,31 @@ func (e *Env) MissionKeys(t testing.TB, mission string, except ...string) []stri
 		default:
 			out = append(out, k)
 		}
+	}
+	return out
+}
+
+// Keys returns the keys matching pattern, from every master of a cluster.
+func Keys(t testing.TB, rdb redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	ctx := Context(t)
+	var mu sync.Mutex
+	var out []string
+	scan := func(ctx context.Context, c *redis.Client) error {
+		keys, err := c.Keys(ctx, pattern).Result()
+		mu.Lock()
+		out = append(out, keys...)
+		mu.Unlock()
+		return err
+	}
+	var err error
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		err = c.ForEachMaster(ctx, scan)
+	} else {
+		err = scan(ctx, rdb.(*redis.Client))
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -20,7 +20,7 @@ type env struct {
 	client localizationv1.LocalizationServiceClient
 }
 
-func start(t *testing.T, cfg localization.Config) *env {
+func start(t testing.TB, cfg localization.Config) *env {
 	t.Helper()
 	e := steptest.Start(t, steptest.Service{
 		Name:                localization.ServiceName,

@@ -102,14 +102,19 @@ func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.Localiz
 		return nil, err
 	}
 	id := stepserver.BarrierID(sc, Step)
-	switch stored, committed, err := stepserver.Committed(ctx, s.barrier, id); {
+	// One round trip: the look at the barrier (a retry is answered without
+	// matching again) and the map's geometry, which the matching needs.
+	var metaCmd *redis.SliceCmd
+	switch stored, committed, err := stepserver.Committed(ctx, s.barrier, id, func(p redis.Pipeliner) {
+		metaCmd = mapstore.QueueMeta(ctx, p, sc.GetMissionId())
+	}); {
 	case err != nil:
 		return nil, s.toStatus(ctx, err)
 	case committed:
 		return s.decode(ctx, stored)
 	}
 
-	meta, err := s.mapMeta(ctx, sc.GetMissionId(), req.GetMapId())
+	meta, err := s.mapMeta(ctx, metaCmd, sc.GetMissionId(), req.GetMapId())
 	if err != nil {
 		return nil, err
 	}
@@ -138,10 +143,9 @@ func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.Localiz
 		fields = append(fields, p.GetAgentId(), b)
 	}
 	key := localizationKey(sc.GetMissionId())
-	stored, outcome, err := s.barrier.Action(ctx, id, func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
-		tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, key, fields...) })
-		return out, nil
-	})
+	tx := s.barrier.NewTx()
+	tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, key, fields...) })
+	stored, outcome, err := stepserver.Commit(ctx, s.barrier, id, tx, out)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -197,10 +201,11 @@ func checkAnchor(req []*typesv1.Agent, agents []slamproto.Agent) error {
 	return nil
 }
 
-// mapMeta reads the geometry of the mission map, which is the frame the
-// poses are estimated in; the request's map_id must be the mission's.
-func (s *Server) mapMeta(ctx context.Context, missionID, mapID string) (grid.Meta, error) {
-	meta, err := mapstore.ReadMeta(ctx, s.rdb, missionID, mapID)
+// mapMeta decodes the geometry of the mission map read by cmd
+// (mapstore.QueueMeta), which is the frame the poses are estimated in; the
+// request's map_id must be the mission's.
+func (s *Server) mapMeta(ctx context.Context, cmd *redis.SliceCmd, missionID, mapID string) (grid.Meta, error) {
+	meta, err := mapstore.MetaOf(cmd, missionID, mapID)
 	switch {
 	case errors.Is(err, mapstore.ErrNoMap):
 		return grid.Meta{}, rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound,

@@ -17,33 +17,30 @@ import (
 )
 
 // setState writes the saga state of mission m, as the orchestrator would.
-func setState(t *testing.T, rdb *redis.Client, m string, st saga.State) {
+func setState(t *testing.T, rdb redis.UniversalClient, m string, st saga.State) {
 	t.Helper()
 	if err := rdb.HSet(steptest.Context(t), saga.RecordKey(m), "state", string(st)).Err(); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func mapExists(t *testing.T, rdb *redis.Client, m string) bool {
+func mapExists(t *testing.T, rdb redis.UniversalClient, m string) bool {
 	t.Helper()
 	return rdb.Exists(steptest.Context(t), mapstore.Key(m)).Val() == 1
 }
 
-// cellsHeld sums the cells of the maps in Redis (SCAN over the keyspace).
-func cellsHeld(t *testing.T, rdb *redis.Client) int64 {
+// cellsHeld sums the cells of the maps in Redis (every map key, on every
+// master of a cluster).
+func cellsHeld(t *testing.T, rdb redis.UniversalClient) int64 {
 	t.Helper()
 	ctx := steptest.Context(t)
 	var sum int64
-	iter := rdb.Scan(ctx, 0, "slammesh:{*}:map", 1000).Iterator()
-	for iter.Next(ctx) {
-		n, err := rdb.HGet(ctx, iter.Val(), "cells").Int64()
+	for _, k := range steptest.Keys(t, rdb, "slammesh:{*}:map") {
+		n, err := rdb.HGet(ctx, k, "cells").Int64()
 		if err != nil {
 			t.Fatal(err)
 		}
 		sum += n
-	}
-	if err := iter.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return sum
 }
@@ -184,5 +181,64 @@ func TestEvictionLooksPastUnevictableMaps(t *testing.T) {
 	}
 	if !mapExists(t, e.Redis, "r-00") {
 		t.Error("a failed mission's map was evicted")
+	}
+}
+
+// A capacity reservation whose map never appeared (its allocation died
+// between the reservation and the barrier's commit) is an allocation in
+// progress within the grace period, and is dropped by the janitor after it.
+func TestReservationWithoutMapIsDroppedAfterGrace(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		grace   time.Duration
+		granted bool
+	}{
+		{"within the grace period", time.Hour, false},
+		{"after the grace period", time.Millisecond, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := start(t, mapping.Config{CapacityCells: officeCells, ReservationGrace: tt.grace})
+			ctx := steptest.Context(t)
+			if _, err := mapstore.Reserve(ctx, e.Redis, "ghost", officeCells, officeCells, time.Now().Add(-time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			setState(t, e.Redis, "b", saga.Running)
+			err := allocate(t, e, "b")
+			if tt.granted {
+				if err != nil {
+					t.Fatalf("allocation after the grace period: %v", err)
+				}
+			} else {
+				steptest.WantStatus(t, err, codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
+			}
+			if got := capacityUsed(t, e.Redis); got != officeCells {
+				t.Errorf("capacity = %d, want %d", got, officeCells)
+			}
+		})
+	}
+}
+
+// An allocation the barrier refuses (here: the step belongs to another saga
+// of the mission) drops the charge its reservation made for a map that will
+// not be created.
+func TestRefusedAllocationLeavesNoCharge(t *testing.T) {
+	t.Parallel()
+	e := start(t, mapping.Config{})
+	ctx := steptest.Context(t)
+	const m = "m-refused"
+	if err := allocate(t, e, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: e.Saga(m)}); err != nil {
+		t.Fatal(err)
+	}
+	other := e.Saga(m)
+	other.SagaId = "another-saga"
+	_, err := e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: other, Spec: office()})
+	steptest.WantStatus(t, err, codes.FailedPrecondition, rpcerr.ReasonSagaMismatch)
+	if got := capacityUsed(t, e.Redis); got != 0 {
+		t.Errorf("capacity after the refused allocation = %d, want 0", got)
 	}
 }

@@ -48,7 +48,7 @@ func office() *typesv1.MapSpec {
 
 const officeCells = 400 * 300
 
-func capacityUsed(t *testing.T, rdb *redis.Client) int64 {
+func capacityUsed(t *testing.T, rdb redis.UniversalClient) int64 {
 	t.Helper()
 	n, err := rdb.Get(steptest.Context(t), "slammesh:{mapping}:capacity").Int64()
 	if errors.Is(err, redis.Nil) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/saga"
 )
@@ -43,7 +44,13 @@ func (s *Server) RunJanitor(ctx context.Context) {
 //     in-flight budget for the retained one);
 //   - uncharges a map that is gone (its mission's keys expired with its
 //     retention, DeleteMission deleted them, or a release died before
-//     uncharging it). A map is never deleted for want of a saga record:
+//     uncharging it), or that never appeared: a reservation older than
+//     Config.ReservationGrace whose step has no action mark (its allocation
+//     died between the reservation and the barrier's commit, which creates
+//     the map with the mark). A younger reservation without its map is an
+//     allocation in progress, and is left alone;
+//   - clears the reserved mark of a charge whose map it finds
+//     (mapstore.Confirm). A map is never deleted for want of a saga record:
 //     the record and the map expire together, and the step services'
 //     barrier refuses to create a map for a mission without a record;
 //   - then evicts the oldest retained maps while the retained budget is
@@ -63,13 +70,20 @@ func (s *Server) reclaim(ctx context.Context) (int, error) {
 		if len(page) == 0 {
 			break
 		}
-		states, exists, err := s.lookup(ctx, page)
+		states, exists, marked, err := s.lookup(ctx, page)
 		if err != nil {
 			return freed, err
 		}
 		dropped := 0
 		for i, c := range page {
+			if exists[i] && !c.Reserved.IsZero() {
+				if err := mapstore.Confirm(ctx, s.rdb, c.MissionID); err != nil {
+					return freed, err
+				}
+			}
 			switch {
+			case !exists[i] && !c.Reserved.IsZero() && !marked[i] && time.Since(c.Reserved) < s.cfg.ReservationGrace:
+				// An allocation between its reservation and its commit.
 			case !exists[i]:
 				n, err := mapstore.Drop(ctx, s.rdb, c.MissionID)
 				if err != nil {
@@ -99,24 +113,28 @@ func (s *Server) reclaim(ctx context.Context) (int, error) {
 }
 
 // lookup reads, for each map held, its mission's saga state ("" when the
-// record is gone) and whether the map key still exists, in one round trip.
-func (s *Server) lookup(ctx context.Context, page []mapstore.Charged) (states []string, exists []bool, err error) {
+// record is gone), whether the map key still exists, and whether the
+// allocation's barrier has its action mark (the map was created), in one
+// round trip.
+func (s *Server) lookup(ctx context.Context, page []mapstore.Charged) (states []string, exists, marked []bool, err error) {
 	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, c := range page {
 			p.HGet(ctx, saga.RecordKey(c.MissionID), "state")
 			p.Exists(ctx, mapstore.Key(c.MissionID))
+			p.HExists(ctx, barrier.Key(c.MissionID, Step), "action")
 		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("read the missions of the maps held: %w", err)
+		return nil, nil, nil, fmt.Errorf("read the missions of the maps held: %w", err)
 	}
-	states, exists = make([]string, len(page)), make([]bool, len(page))
+	states, exists, marked = make([]string, len(page)), make([]bool, len(page)), make([]bool, len(page))
 	for i := range page {
-		states[i] = cmds[2*i].(*redis.StringCmd).Val()
-		exists[i] = cmds[2*i+1].(*redis.IntCmd).Val() == 1
+		states[i] = cmds[3*i].(*redis.StringCmd).Val()
+		exists[i] = cmds[3*i+1].(*redis.IntCmd).Val() == 1
+		marked[i] = cmds[3*i+2].(*redis.BoolCmd).Val()
 	}
-	return states, exists, nil
+	return states, exists, marked, nil
 }
 
 // evict deletes the oldest retained maps while the retained cells exceed

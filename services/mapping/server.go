@@ -8,9 +8,12 @@
 //
 // Both step RPCs go through internal/barrier, so a retried allocation is
 // charged once, a release without an allocation does nothing, and an
-// allocation arriving after its release is refused. The budget check, the
-// charge and the map write commit in the barrier's MULTI/EXEC, under WATCH of
-// the capacity counters, so concurrent missions can never overbook it.
+// allocation arriving after its release is refused. The budget check and
+// the charge are one script on the global {mapping} keys (a reservation,
+// mapstore.Reserve), so concurrent missions can never overbook it; the map
+// write then commits with the barrier mark in the barrier's script on the
+// mission's slot (see allocate for what settles a charge whose map never
+// appears).
 //
 // Two budgets (internal/mapstore, "capacity accounting"): the capacity
 // budget protects Redis memory for missions in flight; a completed mission's
@@ -71,6 +74,12 @@ const DefaultRetainedCells = 32_000_000
 // DefaultJanitorInterval is the default time between two janitor passes.
 const DefaultJanitorInterval = 10 * time.Second
 
+// DefaultReservationGrace is how long a capacity charge may wait for its map
+// before the janitor drops it (mapstore.Reserve): far longer than an
+// allocation attempt (the saga's default attempt timeout is 10 s), so that
+// only a charge whose allocation died is dropped.
+const DefaultReservationGrace = 2 * time.Minute
+
 // Config tunes the service; zero fields take the defaults.
 type Config struct {
 	// CapacityCells is the budget of grid cells the maps of missions in
@@ -84,6 +93,9 @@ type Config struct {
 	RetainedCells uint64
 	// JanitorInterval is the time between two passes of RunJanitor.
 	JanitorInterval time.Duration
+	// ReservationGrace is the age past which the janitor drops a capacity
+	// charge whose map never appeared (see DefaultReservationGrace).
+	ReservationGrace time.Duration
 }
 
 // Server implements mappingv1.MappingServiceServer.
@@ -108,6 +120,9 @@ func NewServer(cfg Config, rdb redis.UniversalClient, b *barrier.Barrier, log *s
 	if cfg.JanitorInterval <= 0 {
 		cfg.JanitorInterval = DefaultJanitorInterval
 	}
+	if cfg.ReservationGrace <= 0 {
+		cfg.ReservationGrace = DefaultReservationGrace
+	}
 	return &Server{cfg: cfg, rdb: rdb, barrier: b, log: log}
 }
 
@@ -117,7 +132,7 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 }
 
 // errCapacity carries the numbers of a refused allocation out of the
-// barrier callback.
+// capacity reservation.
 type errCapacity struct{ requested, available uint64 }
 
 func (e *errCapacity) Error() string {
@@ -139,7 +154,7 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 	if err != nil {
 		return nil, err
 	}
-	// Pure work before the transaction, which may run its callback again.
+	// Pure work before the commit, which may be redone.
 	blank, err := mapstore.NewBlank(meta)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -178,47 +193,78 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 	return resp, nil
 }
 
-// allocate is AllocateMap's barrier action: it checks the in-flight budget
-// and charges the map, under WATCH of the counters so that concurrent
-// missions can never overbook it.
+// allocate is AllocateMap's commit, in two round trips: the capacity
+// reservation on the {mapping} keys (mapstore.Reserve: it checks the
+// in-flight budget and charges the mission, once), then the barrier's script
+// on the mission's slot, which creates the map with the action mark. The two
+// are in different Redis Cluster slots, so they cannot commit together: a
+// charge whose map never appears is settled here when the barrier forbids
+// the action (the step was compensated first) or refuses the call (the
+// mission has ended, or belongs to another saga): the charge is dropped;
+// and by the janitor otherwise (a crash in between; see reclaim). A
+// duplicate keeps the charge, whatever map id it answers with: it is the
+// mission's one charge, for the map the first attempt created.
 func (s *Server) allocate(ctx context.Context, sc *typesv1.SagaContext, meta grid.Meta, blank *mapstore.Blank, mapID string) ([]byte, barrier.Outcome, error) {
 	cells := uint64(meta.Cells())
 	capacity := s.cfg.CapacityCells
-	return s.barrier.Action(ctx, stepserver.BarrierID(sc, Step), func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
-		if err := tx.Watch(ctx, mapstore.UsageKeys...); err != nil {
-			return nil, err
+	missionID := sc.GetMissionId()
+	r, err := mapstore.Reserve(ctx, s.rdb, missionID, cells, capacity, time.Now())
+	switch {
+	case errors.Is(err, mapstore.ErrFull):
+		return nil, 0, &errCapacity{requested: cells, available: r.Left}
+	case err != nil:
+		return nil, 0, err
+	}
+	resp := &mappingv1.AllocateMapResponse{
+		MapId:          mapID,
+		Meta:           slamproto.MetaToProto(meta),
+		Cells:          cells,
+		RemainingCells: r.Left,
+	}
+	out, err := proto.Marshal(resp)
+	if err != nil {
+		return nil, 0, err
+	}
+	tx := s.barrier.NewTx()
+	tx.Write(func(p redis.Pipeliner) { mapstore.Create(ctx, p, missionID, mapID, blank) })
+	res, outcome, err := stepserver.Commit(ctx, s.barrier, stepserver.BarrierID(sc, Step), tx, out)
+	switch {
+	case errors.Is(err, barrier.ErrActionForbidden):
+		// The compensation ran first: no map of this saga will ever exist.
+		// Drop is idempotent, and a release that dropped already makes it
+		// a no-op.
+		s.dropCharge(ctx, missionID)
+	case r.New && (errors.Is(err, barrier.ErrOwnerGone) || errors.Is(err, barrier.ErrSagaMismatch)):
+		// A late call for a mission that has ended (or another saga's):
+		// this call's charge is for a map that will not be created, unless
+		// the mission holds one already — created after this reservation
+		// by a concurrent attempt, and so charged by it. No barrier commit
+		// creates the map any more, so the look cannot go stale.
+		n, xerr := s.rdb.Exists(ctx, mapstore.Key(missionID)).Result()
+		if xerr == nil && n == 0 {
+			s.dropCharge(ctx, missionID)
 		}
-		u, err := mapstore.ReadUsage(ctx, tx.Reader())
-		if err != nil {
-			return nil, err
-		}
-		used := uint64(u.InFlight())
-		if used > capacity || cells > capacity-used {
-			return nil, &errCapacity{requested: cells, available: capacity - min(used, capacity)}
-		}
-		resp := &mappingv1.AllocateMapResponse{
-			MapId:          mapID,
-			Meta:           slamproto.MetaToProto(meta),
-			Cells:          cells,
-			RemainingCells: capacity - used - cells,
-		}
-		out, err := proto.Marshal(resp)
-		if err != nil {
-			return nil, err
-		}
-		tx.Write(func(p redis.Pipeliner) {
-			mapstore.Charge(ctx, p, sc.GetMissionId(), cells)
-			mapstore.Create(ctx, p, sc.GetMissionId(), mapID, blank)
-		})
-		return out, nil
-	})
+	}
+	return res, outcome, err
+}
+
+// dropCharge drops the mission's capacity charge after an allocation that
+// will create no map; a failure is left to the janitor (the charge is still
+// marked reserved, so its grace period applies).
+func (s *Server) dropCharge(ctx context.Context, missionID string) {
+	if _, err := mapstore.Drop(ctx, s.rdb, missionID); err != nil {
+		s.log.WarnContext(ctx, "dropping the charge of a refused allocation failed; the janitor drops it",
+			"mission_id", missionID, "error", err.Error())
+	}
 }
 
 // ReleaseMap deletes the map the saga allocated, every version of it, and
 // returns its cells to the budget. A release without an allocation, or a
 // repeated one, releases nothing and succeeds. The map is deleted with the
 // barrier's mark, and uncharged right after (mapstore.Drop, idempotent);
-// should the process die in between, the janitor uncharges it.
+// should the process die in between, the janitor uncharges it. A null
+// release drops the mission's charge too: only an allocation racing it can
+// hold one, a reservation whose map the barrier will forbid.
 func (s *Server) ReleaseMap(ctx context.Context, req *mappingv1.ReleaseMapRequest) (*mappingv1.ReleaseMapResponse, error) {
 	sc := req.GetSaga()
 	if err := rpcerr.CheckSaga(sc, Step); err != nil {
@@ -237,11 +283,9 @@ func (s *Server) ReleaseMap(ctx context.Context, req *mappingv1.ReleaseMapReques
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	if outcome != barrier.Null {
-		// Also after a duplicate: the first call may have died before it.
-		if _, err := mapstore.Drop(ctx, s.rdb, sc.GetMissionId()); err != nil {
-			return nil, s.toStatus(ctx, err)
-		}
+	// Also after a duplicate: the first call may have died before it.
+	if _, err := mapstore.Drop(ctx, s.rdb, sc.GetMissionId()); err != nil {
+		return nil, s.toStatus(ctx, err)
 	}
 	if outcome != barrier.Applied {
 		s.log.InfoContext(ctx, "release had nothing to undo",
@@ -304,10 +348,6 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		s.log.ErrorContext(ctx, "capacity counters corrupt after a recount", "error", err.Error())
 		return rpcerr.New(codes.Unavailable, rpcerr.ReasonCapacityCorrupt,
 			"the capacity counters are inconsistent and a recount did not repair them; retry, and see the mapping service log")
-	case errors.Is(err, barrier.ErrConflict):
-		// Only the capacity counter, which every mission's allocation
-		// watches, sees that much contention.
-		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "too many concurrent allocations; retry")
 	}
 	return stepserver.Status(ctx, s.log, ServiceName, Step, err)
 }

@@ -21,7 +21,7 @@ type env struct {
 	client mergev1.MergeServiceClient
 }
 
-func start(t *testing.T, cfg merge.Config) *env {
+func start(t testing.TB, cfg merge.Config) *env {
 	t.Helper()
 	e := steptest.Start(t, steptest.Service{
 		Name:                merge.ServiceName,
@@ -36,7 +36,7 @@ func start(t *testing.T, cfg merge.Config) *env {
 }
 
 // mapHash returns the whole map hash, to compare before and after.
-func mapHash(t *testing.T, rdb *redis.Client, mission string) map[string]string {
+func mapHash(t *testing.T, rdb redis.UniversalClient, mission string) map[string]string {
 	t.Helper()
 	h, err := rdb.HGetAll(steptest.Context(t), mapstore.Key(mission)).Result()
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 func TestStaleBaseIsNotCommitted(t *testing.T) {
 	t.Parallel()
 	ctx := steptest.Context(t)
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	b := barrier.New(rdb)
 	s, err := NewServer(Config{}, rdb, b, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

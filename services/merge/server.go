@@ -8,9 +8,10 @@
 // and makes the previous one current again.
 //
 // Fusion runs outside any Redis transaction, on the current version read
-// beforehand; the new version is committed with the barrier mark under WATCH
-// of the map, and only if the map is still at the version the fusion started
-// from, so a concurrent change can never be overwritten by a stale merge.
+// beforehand; the new version is committed with the barrier mark in the
+// barrier's script, and only if the map is still at the version the fusion
+// started from (a precondition the script checks), so a concurrent change
+// can never be overwritten by a stale merge.
 package merge
 
 import (
@@ -104,15 +105,20 @@ func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (
 		return nil, s.toStatus(ctx, err)
 	}
 	id := stepserver.BarrierID(sc, Step)
-	switch stored, committed, err := stepserver.Committed(ctx, s.barrier, id); {
+	missionID := sc.GetMissionId()
+	// One round trip: the look at the barrier (a retry is answered without
+	// fusing again) and the current map, the base of the fusion.
+	var loadCmd *redis.Cmd
+	switch stored, committed, err := stepserver.Committed(ctx, s.barrier, id, func(p redis.Pipeliner) {
+		loadCmd = mapstore.QueueLoad(ctx, p, missionID, 0)
+	}); {
 	case err != nil:
 		return nil, s.toStatus(ctx, err)
 	case committed:
 		return s.decode(ctx, stored)
 	}
 
-	missionID := sc.GetMissionId()
-	base, err := loadCurrent(ctx, s.rdb, missionID, req.GetMapId())
+	base, err := baseOf(loadCmd, missionID, req.GetMapId())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -159,25 +165,18 @@ func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, bas
 	if err != nil {
 		return nil, err
 	}
-	stored, outcome, err := s.barrier.Action(ctx, id, func(ctx context.Context, tx *barrier.Tx) ([]byte, error) {
-		if err := tx.Watch(ctx, mapstore.Key(id.Key)); err != nil {
-			return nil, err
-		}
-		storedID, current, err := mapstore.ReadHead(ctx, tx.Reader(), id.Key)
-		switch {
-		case err != nil:
-			return nil, err
-		case storedID != mapID:
-			return nil, &noMapError{missionID: id.Key, mapID: mapID}
-		case current != base.version:
-			return nil, errMapChanged
-		}
-		tx.Write(func(p redis.Pipeliner) {
-			mapstore.AddVersion(ctx, p, id.Key, resp.GetVersion(), cells)
-			mapstore.AddContributors(ctx, p, id.Key, resp.GetVersion(), contributors)
-		})
-		return out, nil
+	tx := s.barrier.NewTx()
+	mapstore.ExpectHead(tx, id.Key, mapID, base.version)
+	tx.Write(func(p redis.Pipeliner) {
+		mapstore.AddVersion(ctx, p, id.Key, resp.GetVersion(), cells)
+		mapstore.AddContributors(ctx, p, id.Key, resp.GetVersion(), contributors)
 	})
+	stored, outcome, err := stepserver.Commit(ctx, s.barrier, id, tx, out)
+	if errors.Is(err, barrier.ErrStale) {
+		// The map is no longer mapID at base's version: a concurrent
+		// change, or the map was released (the next load says which).
+		return nil, errMapChanged
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -287,13 +286,11 @@ func (s *Server) RevertMerge(ctx context.Context, req *mergev1.RevertMergeReques
 		if err := proto.Unmarshal(actionResult, done); err != nil {
 			return fmt.Errorf("stored merge result: %w", err)
 		}
-		if err := tx.Watch(ctx, mapstore.Key(missionID)); err != nil {
-			return err
-		}
 		mapID, current, err := mapstore.ReadHead(ctx, tx.Reader(), missionID)
 		if err != nil {
 			return err
 		}
+		mapstore.ExpectHead(tx, missionID, mapID, current)
 		reverted, version = false, current
 		if mapID == "" {
 			return nil // released already: nothing left to revert

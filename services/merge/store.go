@@ -28,6 +28,18 @@ type baseMap struct {
 // mapID; a *noMapError when the mission has no map or another one.
 func loadCurrent(ctx context.Context, rdb redis.Cmdable, missionID, mapID string) (*baseMap, error) {
 	m, err := mapstore.Load(ctx, rdb, missionID, 0)
+	return current(m, err, missionID, mapID)
+}
+
+// baseOf is loadCurrent on the answer of a read queued with
+// mapstore.QueueLoad(…, 0).
+func baseOf(cmd *redis.Cmd, missionID, mapID string) (*baseMap, error) {
+	m, err := mapstore.LoadOf(cmd, missionID)
+	return current(m, err, missionID, mapID)
+}
+
+// current decodes a current map as loadCurrent returns it.
+func current(m *mapstore.Map, err error, missionID, mapID string) (*baseMap, error) {
 	switch {
 	case errors.Is(err, mapstore.ErrNoMap):
 		return nil, &noMapError{missionID: missionID, mapID: mapID}

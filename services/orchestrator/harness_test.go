@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,7 +53,7 @@ var stepNames = []string{"allocate_map", "localize_agents", "merge_maps"}
 // All four tracer providers feed one span recorder, as they would feed one
 // Jaeger.
 type stack struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	client  orchestratorv1.OrchestratorServiceClient
 	mapping mappingv1.MappingServiceClient
 	barrier *barrier.Barrier
@@ -83,7 +84,7 @@ type stackConfig struct {
 func startStack(t *testing.T, cfg stackConfig) *stack {
 	t.Helper()
 	redisSrv := redistest.Start(t)
-	st := &stack{rdb: redisSrv.Client(t), spans: tracetest.NewSpanRecorder(), redisSrv: redisSrv}
+	st := &stack{rdb: redisSrv.Universal(t), spans: tracetest.NewSpanRecorder(), redisSrv: redisSrv}
 	st.barrier = barrier.New(st.rdb)
 
 	stepNode := func(name string, actions, compensations []string, register func(n *node) error) *node {
@@ -178,7 +179,7 @@ func (st *stack) startOrchestrator(t *testing.T, cfg stackConfig) (*orchestrator
 type node struct {
 	tel   *telemetry.Telemetry
 	log   *slog.Logger
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	srv   *grpcserver.Server
 	drain func(ctx context.Context) error
 }
@@ -199,7 +200,7 @@ func startNode(t *testing.T, redisSrv *redistest.Server, spans sdktrace.SpanProc
 			t.Errorf("%s telemetry shutdown: %v", name, err)
 		}
 	})
-	n := &node{tel: tel, log: telemetry.NewLogger(io.Discard, name, slog.LevelInfo), rdb: redisSrv.Client(t)}
+	n := &node{tel: tel, log: telemetry.NewLogger(io.Discard, name, slog.LevelInfo), rdb: redisSrv.Universal(t)}
 	var ics []grpc.UnaryServerInterceptor
 	if interceptors != nil {
 		ics = interceptors(progress.NewPublisher(n.rdb, progress.Options{Logger: n.log}))
@@ -312,10 +313,7 @@ func (st *stack) leftovers(t *testing.T, missionID string) []string {
 	t.Helper()
 	ctx := ctxT(t)
 	prefix := "slammesh:{" + missionID + "}:"
-	keys, err := st.rdb.Keys(ctx, prefix+"*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := scanKeys(t, st.rdb, prefix+"*")
 	fieldsOf := func(key string) []string {
 		fields, err := st.rdb.HKeys(ctx, key).Result()
 		if err != nil {
@@ -410,4 +408,36 @@ func await(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// scanKeys returns every key matching pattern: SCAN of the one server, or
+// of every master of a Redis Cluster (a SCAN reads one node).
+func scanKeys(t *testing.T, rdb redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	var keys []string
+	scan := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			keys = append(keys, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	var err error
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, scan)
+	case *redis.Client:
+		err = scan(ctx, c)
+	default:
+		t.Fatalf("scanKeys: unexpected client %T", rdb)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(keys)
+	return keys
 }

@@ -66,7 +66,7 @@ func (r *restartable) start() {
 		return
 	}
 	log := telemetry.NewLogger(discard{}, localization.ServiceName, 0)
-	rdb := r.st.redisSrv.Client(t)
+	rdb := r.st.redisSrv.Universal(t)
 	pub := progress.NewPublisher(rdb, progress.Options{Logger: log})
 	srv, err := grpcserver.New(grpcserver.Config{Service: localization.ServiceName, GRPCAddr: r.addr, HTTPAddr: "127.0.0.1:0"},
 		grpcserver.Deps{Telemetry: tel, Logger: log, UnaryInterceptors: []grpc.UnaryServerInterceptor{

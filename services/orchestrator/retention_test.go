@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -63,7 +62,7 @@ type retentionConfig struct {
 // whose saga record is gone and whose publishers never create a mission
 // stream, the mapping janitor running, the orchestrator with a retention.
 type retentionStack struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	client  orchestratorv1.OrchestratorServiceClient
 	mapping mappingv1.MappingServiceClient
 }
@@ -71,11 +70,11 @@ type retentionStack struct {
 func startRetentionStack(t *testing.T, cfg retentionConfig) *retentionStack {
 	t.Helper()
 	redisSrv := redistest.Start(t)
-	st := &retentionStack{rdb: redisSrv.Client(t)}
+	st := &retentionStack{rdb: redisSrv.Universal(t)}
 	spans := newDiscardSpans()
 	stepNode := func(name string, actions, compensations []string, register func(n *node) error) *node {
 		return startNode(t, redisSrv, spans, name, func(*progress.Publisher) []grpc.UnaryServerInterceptor {
-			pub := progress.NewPublisher(redisSrv.Client(t), progress.Options{AppendOnly: true})
+			pub := progress.NewPublisher(redisSrv.Universal(t), progress.Options{AppendOnly: true})
 			ics := []grpc.UnaryServerInterceptor{progressgrpc.UnaryServerInterceptor(pub, name, actions...)}
 			if cfg.allowFaults {
 				ics = append(ics, faults.UnaryServerInterceptor(compensations...))
@@ -162,23 +161,13 @@ func (discardSpans) ForceFlush(context.Context) error                { return ni
 
 // tagged returns every key of the whole keyspace carrying mission id's hash
 // tag (SCAN).
-func tagged(t *testing.T, rdb *redis.Client, id string) []string {
+func tagged(t *testing.T, rdb redis.UniversalClient, id string) []string {
 	t.Helper()
-	ctx := ctxT(t)
-	var keys []string
-	iter := rdb.Scan(ctx, 0, "*{"+id+"}*", 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(keys)
-	return keys
+	return scanKeys(t, rdb, "*{"+id+"}*")
 }
 
 // awaitNoKeys waits until no key of the missions is left.
-func awaitNoKeys(t *testing.T, rdb *redis.Client, ids ...string) {
+func awaitNoKeys(t *testing.T, rdb redis.UniversalClient, ids ...string) {
 	t.Helper()
 	deadline := time.Now().Add(callTimeout)
 	for _, id := range ids {

@@ -126,12 +126,15 @@ type Deps struct {
 type Server struct {
 	orchestratorv1.UnimplementedOrchestratorServiceServer
 
-	cfg     Config
-	rdb     redis.UniversalClient
-	store   *saga.Store
-	engine  *saga.Engine
-	mission *mission
-	log     *slog.Logger
+	cfg    Config
+	rdb    redis.UniversalClient
+	store  *saga.Store
+	engine *saga.Engine
+	// firehose copies the saga's events to the global stream (closed, and
+	// so flushed, at the end of Shutdown).
+	firehose *progress.Firehose
+	mission  *mission
+	log      *slog.Logger
 
 	// hub follows the streams of every watcher with one blocking read;
 	// skips counts the stream entries watchers skip.
@@ -178,7 +181,12 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		scenarios:    newScenarioAgents(),
 	}
 	def := m.definition(cfg.Policy)
-	store := saga.NewStore(deps.Redis, eventSink{pub: pub}, cfg.LeaseTTL).WithRetention(retention(cfg, def))
+	// The firehose copies of the saga's events are written after the record
+	// script succeeded (another Redis Cluster slot), as a group commit that
+	// rides in the store's next round trip.
+	fh := progress.NewFirehose(deps.Redis, progress.FirehoseOptions{Logger: log})
+	store := saga.NewStore(deps.Redis, eventSink{pub: pub, firehose: fh}, cfg.LeaseTTL).
+		WithRetention(retention(cfg, def)).WithSideWriter(fh)
 	engine, err := saga.NewEngine(store, *def, saga.Options{
 		Owner:  cfg.Owner,
 		Tracer: deps.Tracer,
@@ -186,6 +194,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		Logger: log,
 	})
 	if err != nil {
+		_ = fh.Close(context.Background())
 		return nil, fmt.Errorf("orchestrator: %w", err)
 	}
 	recoveryCtx, stopRecovery := context.WithCancel(context.Background())
@@ -193,6 +202,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		cfg:          cfg,
 		rdb:          deps.Redis,
 		store:        store,
+		firehose:     fh,
 		engine:       engine,
 		mission:      m,
 		log:          log,
@@ -258,7 +268,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = s.engine.Drain(ctx)
 	}
 	if err == nil {
-		return nil
+		return s.closeFirehose(ctx)
 	}
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handoffTimeout)
 	defer cancel()
@@ -269,6 +279,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.InfoContext(ctx, "grace period over: missions handed off to the other orchestrators", slog.Int("missions", n))
 	// Handoff waited for the runs; their goroutines are returning.
 	s.work.Wait()
+	return s.closeFirehose(hctx)
+}
+
+// closeFirehose flushes the firehose copies still waiting and stops it.
+func (s *Server) closeFirehose(ctx context.Context) error {
+	if err := s.firehose.Close(ctx); err != nil {
+		return fmt.Errorf("orchestrator: %w", err)
+	}
 	return nil
 }
 

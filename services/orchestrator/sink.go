@@ -11,18 +11,47 @@ import (
 const ServiceName = "orchestrator"
 
 // eventSink publishes the saga engine's events as progress events of the
-// orchestrator, in the engine's own write (see saga.EventSink), so that a
-// mission's record and the events describing its changes commit together.
+// orchestrator: to the mission's stream in the engine's own write (see
+// saga.EventSink), so that a mission's record and the events describing its
+// changes commit together, and to the firehose once that write succeeded
+// (saga.Committer: the firehose lives in another Redis Cluster slot).
 type eventSink struct {
-	pub *progress.Publisher
+	pub      *progress.Publisher
+	firehose *progress.Firehose
 }
 
-var _ saga.EventSink = eventSink{}
+var (
+	_ saga.EventSink = eventSink{}
+	_ saga.Committer = eventSink{}
+)
 
-// Append queues e on the mission and global streams. The engine already
-// stamped the mission's trace and span ids and the time.
+// Append queues e on the mission's stream (and, for a terminal event, the
+// stream's expiry). The engine already stamped the mission's trace and span
+// ids and the time.
 func (s eventSink) Append(pipe redis.Pipeliner, e saga.Event) {
-	s.pub.Append(pipe, progress.Event{
+	pe := progressEvent(e)
+	s.pub.AppendMission(pipe, progress.MissionStream(e.MissionID), pe)
+	if pe.Type.Terminal() {
+		s.pub.ExpireMission(pipe, e.MissionID)
+	}
+}
+
+// ExpireMission queues the retention of an ended mission's stream.
+func (s eventSink) ExpireMission(pipe redis.Pipeliner, missionID string) {
+	s.pub.ExpireMission(pipe, missionID)
+}
+
+// Committed queues the firehose copies of events the store wrote.
+func (s eventSink) Committed(events []saga.Event) {
+	out := make([]progress.Event, len(events))
+	for i, e := range events {
+		out[i] = progressEvent(e)
+	}
+	s.firehose.Add(out...)
+}
+
+func progressEvent(e saga.Event) progress.Event {
+	return progress.Event{
 		MissionID:   e.MissionID,
 		SagaID:      e.SagaID,
 		Type:        progress.Type(e.Type),
@@ -36,10 +65,5 @@ func (s eventSink) Append(pipe redis.Pipeliner, e saga.Event) {
 		TraceID:     e.TraceID,
 		SpanID:      e.SpanID,
 		Time:        e.Time,
-	})
-}
-
-// ExpireMission queues the retention of an ended mission's stream.
-func (s eventSink) ExpireMission(pipe redis.Pipeliner, missionID string) {
-	s.pub.ExpireMission(pipe, missionID)
+	}
 }

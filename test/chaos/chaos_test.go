@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/test/testproc"
 )
 
 var (
@@ -79,21 +80,27 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	plans := makePlans(*flagSeed, *flagMissions)
-	m, err := startMesh(ctx, meshConfig{bin: bin, logDir: logDir, capacityCells: 50_000_000})
+	m, err := startMesh(ctx, meshConfig{bin: bin, logDir: logDir, capacityCells: 50_000_000, cluster: onCluster()})
 	if err != nil {
-		fmt.Print(tailLogs(logDir, 40))
+		fmt.Print(testproc.TailLogs(logDir, 40, `"grpc.method":"ListMissions"`))
 		t.Fatalf("start the mesh: %v", err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			fmt.Printf("\n==== process logs (tails), from %s\n%s", logDir, tailLogs(logDir, 30))
+			fmt.Printf("\n==== process logs (tails), from %s\n%s", logDir, testproc.TailLogs(logDir, 30, `"grpc.method":"ListMissions"`))
 		}
 		m.close()
 	})
 	a, _ := m.replicas[0].current()
 	b, _ := m.replicas[1].current()
-	log.printf("mesh up: redis %s, orchestrator-a pid %d at %s, orchestrator-b pid %d at %s (victim); seed %d, %d missions, %d kills",
-		m.redis.Addr, a.pid(), m.replicas[0].addr(), b.pid(), m.replicas[1].addr(), *flagSeed, len(plans), *flagKills)
+	redisDesc := "redis-server"
+	if m.redis != nil {
+		redisDesc += " " + m.redis.Addr
+	} else {
+		redisDesc = "redis cluster " + strings.Join(m.cluster.Addrs(), ",")
+	}
+	log.printf("mesh up: %s, orchestrator-a pid %d at %s, orchestrator-b pid %d at %s (victim); seed %d, %d missions, %d kills",
+		redisDesc, a.PID(), m.replicas[0].addr(), b.PID(), m.replicas[1].addr(), *flagSeed, len(plans), *flagKills)
 
 	// The kills draw from their own stream, so the missions stay the same
 	// whatever -chaos.kills says.
@@ -102,17 +109,25 @@ func TestChaos(t *testing.T) {
 	var (
 		kills   []*kill
 		killErr error
+		rfaults []*redisFault
+		rErr    error
 		starts  []startOutcome
 		wg      sync.WaitGroup
 	)
 	wg.Go(func() {
 		kills, killErr = m.killLoop(ctx, killRand, victimIdx, planIDs(plans), *flagKills, *flagOrphans, *flagWindow, *flagBound, begin, log)
 	})
+	if m.cluster != nil {
+		wg.Go(func() { rfaults, rErr = m.redisFaultLoop(ctx, *flagWindow, begin, log) })
+	}
 	starts = m.startAll(ctx, plans, *flagBursts, *flagWindow, log)
 	log.printf("all %d StartMission calls returned", len(plans))
 	wg.Wait()
 	if killErr != nil {
 		t.Fatalf("kill loop: %v", killErr)
+	}
+	if rErr != nil {
+		t.Fatalf("redis faults: %v", rErr)
 	}
 	log.printf("kills done; waiting up to %s for every mission to end", *flagSettle)
 
@@ -123,6 +138,9 @@ func TestChaos(t *testing.T) {
 	if err := measureRecovery(ctx, m.rdb, kills); err != nil {
 		t.Fatalf("measure recovery: %v", err)
 	}
+	if err := measureRedisRecovery(ctx, m.rdb, rfaults, planIDs(plans)); err != nil {
+		t.Fatalf("measure recovery from the redis faults: %v", err)
+	}
 	got := m.getMissions(ctx, planIDs(plans))
 	var v violations
 	st, err := verify(ctx, m.rdb, plans, starts, missions, got, &v)
@@ -130,7 +148,11 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("verify: %v", err)
 	}
 	checkRecovery(kills, m, *flagBound, &v)
+	if err := checkSlots(ctx, m, &v); err != nil {
+		t.Fatalf("slot watch: %v", err)
+	}
 	printSummary(plans, st, kills, m, &v, *flagBound, time.Since(log.begin))
+	printRedisFaults(rfaults)
 	if n := v.count(); n > 0 {
 		t.Errorf("%d violations (listed above)", n)
 	}
@@ -396,4 +418,14 @@ func fmtCounts(c map[string]int) string {
 		parts[i] = fmt.Sprintf("%s %d", k, c[k])
 	}
 	return strings.Join(parts, ", ")
+}
+
+// binary returns -chaos.bin, or, when it is empty, cmd/slammesh built into
+// dir, so the test runs the code it is checked out with rather than
+// whatever bin/ holds.
+func binary(ctx context.Context, dir string) (string, error) {
+	if *flagBin != "" {
+		return *flagBin, nil
+	}
+	return testproc.BuildSlammesh(ctx, dir)
 }

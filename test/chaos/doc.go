@@ -12,6 +12,15 @@
 // service listens on port 0 and names its address in its "serving" log
 // line, so no port is picked in advance for another process to take.
 //
+// With -chaos.redis=cluster (or SLAMMESH_TEST_REDIS=cluster; make
+// chaos-cluster) the mesh runs on a 6-node Redis Cluster instead (3 masters,
+// 3 replicas, REDIS_CLUSTER_URL), and in the middle of the missions a
+// master is failed over (CLUSTER FAILOVER on its replica) and another is
+// SIGKILLed (then restarted, rejoining as a replica); the same invariants
+// must hold, every node is watched for scripts and transactions touching
+// two hash slots, and the summary prints how long each failover took and
+// when the mesh next wrote to the moved slots.
+//
 // The test sits behind the chaos build tag, since it starts processes and
 // takes half a minute or so:
 //

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,8 +19,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
-	"github.com/slammesh/slammesh/internal/grpcserver/healthcheck"
 	"github.com/slammesh/slammesh/internal/redisproc"
+	"github.com/slammesh/slammesh/internal/redistest"
+	"github.com/slammesh/slammesh/test/testproc"
 )
 
 // stepServices are started before the orchestrators, which dial them.
@@ -35,14 +37,27 @@ type meshConfig struct {
 	// capacityCells is the mapping budget: large enough for every mission
 	// of the run at once, so RESOURCE_EXHAUSTED is never an outcome.
 	capacityCells uint64
+	// cluster runs a 6-node Redis Cluster instead of one redis-server.
+	cluster bool
 }
 
 // mesh is the processes under test and the test's own clients of them.
 type mesh struct {
-	cfg   meshConfig
-	redis *redisproc.Process
-	rdb   *redis.Client
-	steps []*proc
+	cfg meshConfig
+	// redis is the one redis-server, or cluster the Redis Cluster
+	// (-chaos.redis=cluster); the other is nil.
+	redis   *redisproc.Process
+	cluster *redisproc.Cluster
+	// watch follows every node of the cluster for scripts and
+	// transactions that touch two slots (nil on one redis-server).
+	watch *redistest.SlotWatch
+	rdb   redis.UniversalClient
+	// env is the children's environment beside this process's.
+	env []string
+	// faults is held by an orchestrator kill until its recovery and by a
+	// Redis master failover until the mesh settled, so they do not overlap.
+	faults sync.Mutex
+	steps  []*testproc.Proc
 	// replicas are the two orchestrators; replicas[victim] is the one the
 	// test kills.
 	replicas [2]*replica
@@ -66,11 +81,12 @@ type replica struct {
 	bin    string
 	logDir string
 	// args are the flags of every incarnation but the listen addresses,
-	// the command first.
+	// the command first; env is their environment beside the test's.
 	args []string
+	env  []string
 
 	mu          sync.Mutex
-	proc        *proc
+	proc        *testproc.Proc
 	incarnation int
 	grpcAddr    string
 	client      orchestratorv1.OrchestratorServiceClient
@@ -103,18 +119,37 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 	if err := os.Mkdir(redisDir, 0o755); err != nil {
 		return m, fmt.Errorf("redis dir: %w", err)
 	}
-	if m.redis, err = redisproc.Start(redisDir); err != nil {
-		return m, err
+	common := []string{"--allow-fault-injection", "--grace", "2s"}
+	m.env = childEnv
+	if cfg.cluster {
+		if m.cluster, err = redisproc.StartCluster(ctx, redisDir, 3, 1); err != nil {
+			return m, err
+		}
+		redis.SetLogger(quietRedis{})
+		if m.watch, err = redistest.WatchNodes(ctx, m.cluster.Addrs()); err != nil {
+			return m, err
+		}
+		opt, err := redis.ParseClusterURL(m.cluster.URL())
+		if err != nil {
+			return m, err
+		}
+		opt.PoolSize = 32
+		m.rdb = redis.NewClusterClient(opt)
+		// The binaries take a cluster from REDIS_CLUSTER_URL (SCALE.md).
+		m.env = append(slices.Clone(childEnv), "REDIS_CLUSTER_URL="+m.cluster.URL())
+	} else {
+		if m.redis, err = redisproc.Start(redisDir); err != nil {
+			return m, err
+		}
+		m.rdb = redis.NewClient(&redis.Options{Addr: m.redis.Addr, PoolSize: 32})
+		common = append(common, "--redis-url", m.redis.URL())
 	}
-	m.rdb = redis.NewClient(&redis.Options{Addr: m.redis.Addr, PoolSize: 32})
-
-	common := []string{"--redis-url", m.redis.URL(), "--allow-fault-injection", "--grace", "2s"}
 	for _, s := range stepServices {
 		args := append([]string{s, "--grpc-addr", anyPort, "--http-addr", anyPort}, common...)
 		if s == "mapping" {
 			args = append(args, "--capacity-cells", strconv.FormatUint(cfg.capacityCells, 10))
 		}
-		p, err := startProc(s, filepath.Join(cfg.logDir, s+".log"), cfg.bin, childEnv, args...)
+		p, err := testproc.Start(s, filepath.Join(cfg.logDir, s+".log"), cfg.bin, m.env, args...)
 		if err != nil {
 			return m, err
 		}
@@ -122,14 +157,14 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 	}
 	stepAddr := make(map[string]string, len(stepServices))
 	for i, s := range stepServices {
-		addr, err := m.steps[i].awaitServing(ctx)
+		a, err := m.steps[i].AwaitServing(ctx, healthTimeout)
 		if err != nil {
 			return m, err
 		}
-		if err := waitHealthy(ctx, addr, m.steps[i]); err != nil {
+		if err := testproc.WaitHealthy(ctx, a.GRPC, m.steps[i], healthTimeout); err != nil {
 			return m, err
 		}
-		stepAddr[s] = addr
+		stepAddr[s] = a.GRPC
 	}
 	args := append([]string{"orchestrator",
 		"--mapping-addr", stepAddr["mapping"],
@@ -141,7 +176,7 @@ func startMesh(ctx context.Context, cfg meshConfig) (m *mesh, err error) {
 		"--step-timeout", "localize_agents=10s,merge_maps=10s"}, common...)
 	for i, name := range []string{"orchestrator-a", "orchestrator-b"} {
 		m.replicas[i] = &replica{
-			name: name, bin: cfg.bin, logDir: cfg.logDir, args: args,
+			name: name, bin: cfg.bin, logDir: cfg.logDir, args: args, env: m.env,
 			owners: make(map[int]string), pids: make(map[int]int),
 		}
 		if _, err := m.replicas[i].start(ctx); err != nil {
@@ -168,13 +203,19 @@ func (m *mesh) close() {
 		}
 	}
 	for _, p := range m.steps {
-		p.stop(5 * time.Second)
+		p.Stop(5 * time.Second)
 	}
 	if m.rdb != nil {
 		m.rdb.Close()
 	}
 	if m.redis != nil {
 		m.redis.Stop()
+	}
+	if m.watch != nil {
+		m.watch.Stop()
+	}
+	if m.cluster != nil {
+		m.cluster.Stop()
 	}
 }
 
@@ -191,7 +232,7 @@ type move struct {
 func (r *replica) start(ctx context.Context) (*move, error) {
 	r.mu.Lock()
 	first := r.proc == nil
-	if !first && r.proc.alive() {
+	if !first && r.proc.Alive() {
 		r.mu.Unlock()
 		return nil, fmt.Errorf("%s: incarnation %d still running", r.name, r.incarnation)
 	}
@@ -204,7 +245,7 @@ func (r *replica) start(ctx context.Context) (*move, error) {
 	}
 	addr, err := r.launch(ctx, want)
 	var mv *move
-	if !first && errors.Is(err, errAddrInUse) {
+	if !first && errors.Is(err, testproc.ErrAddrInUse) {
 		mv = &move{from: prev, why: err}
 		addr, err = r.launch(ctx, anyPort)
 		mv.to = addr
@@ -240,19 +281,20 @@ func (r *replica) launch(ctx context.Context, grpcAddr string) (string, error) {
 		next = 0
 	}
 	args := append([]string{r.args[0], "--grpc-addr", grpcAddr, "--http-addr", anyPort}, r.args[1:]...)
-	p, err := startProc(r.name, filepath.Join(r.logDir, fmt.Sprintf("%s.%d.log", r.name, next)), r.bin, childEnv, args...)
+	p, err := testproc.Start(r.name, filepath.Join(r.logDir, fmt.Sprintf("%s.%d.log", r.name, next)), r.bin, r.env, args...)
 	if err != nil {
 		r.mu.Unlock()
 		return "", err
 	}
 	r.proc, r.incarnation = p, next
-	r.pids[next] = p.pid()
+	r.pids[next] = p.PID()
 	r.mu.Unlock()
-	return p.awaitServing(ctx)
+	a, err := p.AwaitServing(ctx, healthTimeout)
+	return a.GRPC, err
 }
 
 // current returns the running incarnation's process and number.
-func (r *replica) current() (*proc, int) {
+func (r *replica) current() (*testproc.Proc, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.proc, r.incarnation
@@ -274,7 +316,7 @@ func (r *replica) addr() string {
 
 func (r *replica) waitHealthy(ctx context.Context) error {
 	p, _ := r.current()
-	return waitHealthy(ctx, r.addr(), p)
+	return testproc.WaitHealthy(ctx, r.addr(), p, healthTimeout)
 }
 
 // learnOwner records the saga owner name of incarnation inc, as read from
@@ -301,35 +343,11 @@ func (r *replica) owner(inc int) (name string, learned bool) {
 
 func (r *replica) close() {
 	if p, _ := r.current(); p != nil {
-		p.stop(5 * time.Second)
+		p.Stop(5 * time.Second)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.conns {
 		c.Close()
-	}
-}
-
-// waitHealthy polls grpc.health.v1 at addr until it reports SERVING, p
-// exits, or healthTimeout passes.
-func waitHealthy(ctx context.Context, addr string, p *proc) error {
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		err := healthcheck.Check(cctx, addr, "")
-		ccancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%s (pid %d) exited before it was healthy: %v", p.name, p.pid(), p.waitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("%s (pid %d) at %s not healthy: %w", p.name, p.pid(), addr, errors.Join(err, ctx.Err()))
-		case <-tick.C:
-		}
 	}
 }

@@ -8,30 +8,6 @@ import (
 	"github.com/slammesh/slammesh/internal/progress"
 )
 
-// TestServingAddr pins how the harness finds a child's address in its log:
-// the first complete "serving" line, whatever else the log holds.
-func TestServingAddr(t *testing.T) {
-	for _, tt := range []struct {
-		name, log, want string
-	}{
-		{"serving line", "==== chaos: slammesh mapping --grpc-addr 127.0.0.1:0\n" +
-			`{"time":"2026-11-27T01:00:00Z","level":"INFO","msg":"serving","service":"mapping","grpc_addr":"127.0.0.1:40123","http_addr":"127.0.0.1:40124"}` + "\n",
-			"127.0.0.1:40123"},
-		{"first of two", `{"msg":"serving","grpc_addr":"127.0.0.1:1"}` + "\n" + `{"msg":"serving","grpc_addr":"127.0.0.1:2"}` + "\n", "127.0.0.1:1"},
-		{"line not complete yet", `{"msg":"serving","grpc_addr":"127.0.0.1:40123"}`, ""},
-		{"other message naming an address", `{"msg":"dialing","grpc_addr":"127.0.0.1:40123"}` + "\n", ""},
-		{"serving without address", `{"msg":"serving"}` + "\n", ""},
-		{"not JSON", "slammesh: grpcserver: mapping gRPC listener: listen tcp 127.0.0.1:40123: bind: address already in use\n", ""},
-		{"empty", "", ""},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := servingAddr([]byte(tt.log)); got != tt.want {
-				t.Fatalf("servingAddr = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
-
 func TestValidTraceID(t *testing.T) {
 	for _, tt := range []struct {
 		id   string

@@ -25,8 +25,30 @@ type recordView struct {
 func (v recordView) terminal() bool { return saga.State(v.state).Terminal() }
 
 // readRecords reads the records of ids in one pipelined round trip; missions
-// without a record yet are left out.
-func readRecords(ctx context.Context, rdb *redis.Client, ids []string) (map[string]recordView, error) {
+// without a record yet are left out. On a Redis Cluster a read that fails
+// while a master is failed over (CLUSTERDOWN, a dead node) is retried for up
+// to redisFaultRetry.
+func readRecords(ctx context.Context, rdb redis.UniversalClient, ids []string) (map[string]recordView, error) {
+	deadline := time.Now().Add(redisFaultRetry)
+	for {
+		out, err := readRecordsOnce(ctx, rdb, ids)
+		if _, cluster := rdb.(*redis.ClusterClient); err == nil || !cluster || ctx.Err() != nil || time.Now().After(deadline) {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// redisFaultRetry bounds the retries of the test's own reads across a Redis
+// Cluster failover, which takes a few seconds (cluster-node-timeout 3 s plus
+// the election).
+const redisFaultRetry = 30 * time.Second
+
+func readRecordsOnce(ctx context.Context, rdb redis.UniversalClient, ids []string) (map[string]recordView, error) {
 	pipe := rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(ids))
 	for i, id := range ids {
@@ -122,13 +144,20 @@ func (m *mesh) killLoop(ctx context.Context, r *rand.Rand, victimIdx int, ids []
 	victim := m.replicas[victimIdx]
 	seg := window / time.Duration(n)
 	var kills []*kill
+	holding := false // m.faults, released on every return
+	defer func() {
+		if holding {
+			m.faults.Unlock()
+			holding = false
+		}
+	}()
 	for k := range n {
 		at := begin.Add(time.Duration(k)*seg + time.Duration(float64(seg)*(0.25+0.5*r.Float64())))
 		if err := sleepUntil(ctx, at); err != nil {
 			return kills, err
 		}
 		p, inc := victim.current()
-		kl := &kill{n: k + 1, victimPID: p.pid(), failover: k%2 == 0}
+		kl := &kill{n: k + 1, victimPID: p.PID(), failover: k%2 == 0}
 		kl.victim, kl.learned = victim.owner(inc)
 		waitStart := time.Now()
 		if err := awaitOwnedWork(ctx, m.rdb, ids, kl.victim, orphans); err != nil {
@@ -138,9 +167,13 @@ func (m *mesh) killLoop(ctx context.Context, r *rand.Rand, victimIdx int, ids []
 		// The owner name may have been learned while waiting.
 		kl.victim, kl.learned = victim.owner(inc)
 
+		// A kill and its recovery do not overlap a Redis master failover
+		// (on a cluster), so that each recovery is measured on its own.
+		m.faults.Lock()
+		holding = true
 		kl.at = time.Now()
 		kl.offset = kl.at.Sub(begin)
-		if err := p.kill(); err != nil {
+		if err := p.Kill(); err != nil {
 			return kills, err
 		}
 		recs, err := readRecords(ctx, m.rdb, ids)
@@ -175,7 +208,9 @@ func (m *mesh) killLoop(ctx context.Context, r *rand.Rand, victimIdx int, ids []
 			return kills, fmt.Errorf("restart after kill %d: %w", kl.n, err)
 		}
 		np, ninc := victim.current()
-		kl.restartPID, kl.restartInc, kl.healthyIn = np.pid(), ninc, time.Since(restartAt)
+		kl.restartPID, kl.restartInc, kl.healthyIn = np.PID(), ninc, time.Since(restartAt)
+		m.faults.Unlock()
+		holding = false
 		log.printf("kill %d: %s restarted as pid %d at %s, healthy in %.2fs", kl.n, victim.name, kl.restartPID, victim.addr(), kl.healthyIn.Seconds())
 	}
 	return kills, nil
@@ -183,7 +218,7 @@ func (m *mesh) killLoop(ctx context.Context, r *rand.Rand, victimIdx int, ids []
 
 // awaitClaimed waits until every orphan of kl names another owner, or
 // timeout passes (checkRecovery then reports the ones never resumed).
-func awaitClaimed(ctx context.Context, rdb *redis.Client, kl *kill, timeout time.Duration) error {
+func awaitClaimed(ctx context.Context, rdb redis.UniversalClient, kl *kill, timeout time.Duration) error {
 	ids := make([]string, len(kl.orphans))
 	for i, o := range kl.orphans {
 		ids[i] = o.id
@@ -216,7 +251,7 @@ func awaitClaimed(ctx context.Context, rdb *redis.Client, kl *kill, timeout time
 // several in the middle of a step. After ownedWorkWait it returns nil
 // anyway: the kill then orphans fewer, or nothing, which checkRecovery
 // reports.
-func awaitOwnedWork(ctx context.Context, rdb *redis.Client, ids []string, owner string, want int) error {
+func awaitOwnedWork(ctx context.Context, rdb redis.UniversalClient, ids []string, owner string, want int) error {
 	wctx, cancel := context.WithTimeout(ctx, ownedWorkWait)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -252,7 +287,7 @@ const ownedWorkWait = 15 * time.Second
 // measureRecovery reads each orphan's events for the first resumption (a
 // mission.started "resumed by …") written after the kill, and sets the
 // kill's recovery time: from the kill to the last of those.
-func measureRecovery(ctx context.Context, rdb *redis.Client, kills []*kill) error {
+func measureRecovery(ctx context.Context, rdb redis.UniversalClient, kills []*kill) error {
 	for _, kl := range kills {
 		for _, o := range kl.orphans {
 			events, err := progress.Range(ctx, rdb, progress.MissionStream(o.id))

@@ -11,6 +11,7 @@ import (
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/redisproc"
+	"github.com/slammesh/slammesh/test/testproc"
 )
 
 // TestReplicaRestart checks the harness's restarts of an orchestrator: on
@@ -44,7 +45,7 @@ func TestReplicaRestart(t *testing.T) {
 	kill := func(t *testing.T) {
 		t.Helper()
 		p, _ := r.current()
-		if err := p.kill(); err != nil {
+		if err := p.Kill(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -84,8 +85,8 @@ func TestReplicaRestart(t *testing.T) {
 		}
 		defer l.Close()
 		mv := start(t)
-		if mv == nil || mv.from != first || mv.to != r.addr() || r.addr() == first || !errors.Is(mv.why, errAddrInUse) {
-			t.Fatalf("restart on a taken port: move %+v, address %s, want a move from %s to the new address for errAddrInUse", mv, r.addr(), first)
+		if mv == nil || mv.from != first || mv.to != r.addr() || r.addr() == first || !errors.Is(mv.why, testproc.ErrAddrInUse) {
+			t.Fatalf("restart on a taken port: move %+v, address %s, want a move from %s to the new address for testproc.ErrAddrInUse", mv, r.addr(), first)
 		}
 	})
 }

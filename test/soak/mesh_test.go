@@ -22,8 +22,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
-	"github.com/slammesh/slammesh/internal/grpcserver/healthcheck"
+	"github.com/slammesh/slammesh/test/testproc"
 )
+
+// healthTimeout bounds a child's start, generous for a loaded machine.
+const healthTimeout = 60 * time.Second
 
 // stepServices are the step services, in the order they are restarted.
 var stepServices = []string{"localization", "mapping", "merge"}
@@ -156,9 +159,9 @@ type service struct {
 	args []string
 
 	mu          sync.Mutex
-	proc        *proc
+	proc        *testproc.Proc
 	incarnation int
-	addrs       addrs
+	addrs       testproc.Addrs
 	conn        *grpc.ClientConn
 	client      orchestratorv1.OrchestratorServiceClient
 }
@@ -172,7 +175,7 @@ func (s *service) startFirst(ctx context.Context, ports *rand.Rand) error {
 		if port, err = pickPort(ports); err != nil {
 			return err
 		}
-		if err = s.start(ctx, "127.0.0.1:"+strconv.Itoa(port)); !errors.Is(err, errAddrInUse) {
+		if err = s.start(ctx, "127.0.0.1:"+strconv.Itoa(port)); !errors.Is(err, testproc.ErrAddrInUse) {
 			return err
 		}
 	}
@@ -183,7 +186,7 @@ func (s *service) startFirst(ctx context.Context, ports *rand.Rand) error {
 // and its HTTP listener on port 0, and waits until it is healthy.
 func (s *service) start(ctx context.Context, grpcAddr string) error {
 	s.mu.Lock()
-	if s.proc != nil && s.proc.alive() {
+	if s.proc != nil && s.proc.Alive() {
 		s.mu.Unlock()
 		return fmt.Errorf("%s: incarnation %d still running", s.name, s.incarnation)
 	}
@@ -192,21 +195,21 @@ func (s *service) start(ctx context.Context, grpcAddr string) error {
 		next = s.incarnation + 1
 	}
 	args := append([]string{s.args[0], "--grpc-addr", grpcAddr, "--http-addr", "127.0.0.1:0"}, s.args[1:]...)
-	p, err := startProc(s.name, filepath.Join(s.logDir, fmt.Sprintf("%s.%d.log", s.name, next)), s.bin, s.env, args...)
+	p, err := testproc.Start(s.name, filepath.Join(s.logDir, fmt.Sprintf("%s.%d.log", s.name, next)), s.bin, s.env, args...)
 	if err != nil {
 		s.mu.Unlock()
 		return err
 	}
 	s.proc, s.incarnation = p, next
 	s.mu.Unlock()
-	a, err := p.awaitServing(ctx)
+	a, err := p.AwaitServing(ctx, healthTimeout)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	s.addrs = a
 	s.mu.Unlock()
-	return waitHealthy(ctx, a.grpc, p)
+	return testproc.WaitHealthy(ctx, a.GRPC, p, healthTimeout)
 }
 
 // dial opens the test's client of an orchestrator. It reconnects quickly
@@ -237,12 +240,12 @@ func (s *service) rpc() orchestratorv1.OrchestratorServiceClient {
 func (s *service) grpcAddr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.addrs.grpc
+	return s.addrs.GRPC
 }
 
 // current returns the running incarnation's process, its number and its
 // addresses.
-func (s *service) current() (*proc, int, addrs) {
+func (s *service) current() (*testproc.Proc, int, testproc.Addrs) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.proc, s.incarnation, s.addrs
@@ -253,58 +256,34 @@ func (s *service) current() (*proc, int, addrs) {
 // whether the stop was clean.
 func (s *service) restart(ctx context.Context, down time.Duration) (clean bool, err error) {
 	p, _, a := s.current()
-	clean = p.stop(15 * time.Second)
+	clean = p.Stop(15 * time.Second)
 	if err := sleep(ctx, down); err != nil {
 		return clean, err
 	}
-	return clean, s.start(ctx, a.grpc)
+	return clean, s.start(ctx, a.GRPC)
 }
 
 // crash SIGKILLs the service, leaves it down for down, and starts it again
 // on the same gRPC port.
 func (s *service) crash(ctx context.Context, down time.Duration) error {
 	p, _, a := s.current()
-	if err := p.kill(); err != nil {
+	if err := p.Kill(); err != nil {
 		return err
 	}
 	if err := sleep(ctx, down); err != nil {
 		return err
 	}
-	return s.start(ctx, a.grpc)
+	return s.start(ctx, a.GRPC)
 }
 
 func (s *service) close() {
 	if p, _, _ := s.current(); p != nil {
-		p.stop(5 * time.Second)
+		p.Stop(5 * time.Second)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conn != nil {
 		s.conn.Close()
-	}
-}
-
-// waitHealthy polls grpc.health.v1 at addr until it reports SERVING, p
-// exits, or healthTimeout passes.
-func waitHealthy(ctx context.Context, addr string, p *proc) error {
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		err := healthcheck.Check(cctx, addr, "")
-		ccancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%s (pid %d) exited before it was healthy: %v", p.name, p.pid(), p.waitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("%s (pid %d) at %s not healthy: %w", p.name, p.pid(), addr, errors.Join(err, ctx.Err()))
-		case <-tick.C:
-		}
 	}
 }
 
@@ -316,7 +295,7 @@ type redisServer struct {
 	dir, addr string
 	port      int
 	mu        sync.Mutex
-	proc      *proc
+	proc      *testproc.Proc
 	starts    int
 }
 
@@ -333,7 +312,7 @@ func startRedis(ctx context.Context, dir string, ports *rand.Rand) (*redisServer
 			return nil, err
 		}
 		r := &redisServer{dir: dir, port: port, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-		if lastErr = r.launch(ctx); lastErr == nil || !errors.Is(lastErr, errAddrInUse) {
+		if lastErr = r.launch(ctx); lastErr == nil || !errors.Is(lastErr, testproc.ErrAddrInUse) {
 			return r, lastErr
 		}
 	}
@@ -353,7 +332,7 @@ func (r *redisServer) launch(ctx context.Context) error {
 	r.mu.Unlock()
 	// appendfsync everysec is the AOF setting the README recommends; RDB
 	// snapshots are off so that the restart proves the AOF alone.
-	p, err := startProc("redis", filepath.Join(filepath.Dir(r.dir), fmt.Sprintf("redis.%d.log", n)), bin, nil,
+	p, err := testproc.Start("redis", filepath.Join(filepath.Dir(r.dir), fmt.Sprintf("redis.%d.log", n)), bin, nil,
 		"--bind", "127.0.0.1", "--port", strconv.Itoa(r.port), "--dir", r.dir,
 		"--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
 		"--daemonize", "no", "--protected-mode", "yes", "--loglevel", "notice")
@@ -368,7 +347,7 @@ func (r *redisServer) launch(ctx context.Context) error {
 
 // awaitReady polls the server until it answers with our process's pid (not
 // another server that took the port) and has loaded its AOF.
-func (r *redisServer) awaitReady(ctx context.Context, p *proc) error {
+func (r *redisServer) awaitReady(ctx context.Context, p *testproc.Proc) error {
 	c := redis.NewClient(&redis.Options{Addr: r.addr, DialTimeout: 200 * time.Millisecond, PoolSize: 1, MaxRetries: -1})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
@@ -377,20 +356,20 @@ func (r *redisServer) awaitReady(ctx context.Context, p *proc) error {
 		info, err := c.Info(ctx, "server", "persistence").Result()
 		if err == nil {
 			pid, loading := infoField(info, "process_id"), infoField(info, "loading")
-			if pid != strconv.Itoa(p.pid()) {
-				p.kill()
-				return fmt.Errorf("%w: port %d answered by redis-server pid %s", errAddrInUse, r.port, pid)
+			if pid != strconv.Itoa(p.PID()) {
+				p.Kill()
+				return fmt.Errorf("%w: port %d answered by redis-server pid %s", testproc.ErrAddrInUse, r.port, pid)
 			}
 			if loading == "0" {
 				return nil
 			}
 		}
 		select {
-		case <-p.exited:
-			out, _ := p.output()
-			err := fmt.Errorf("redis-server on port %d exited: %v; log: %s", r.port, p.waitErr, strings.TrimSpace(string(out)))
+		case <-p.Exited():
+			out, _ := p.Output()
+			err := fmt.Errorf("redis-server on port %d exited: %v; log: %s", r.port, p.Err(), strings.TrimSpace(string(out)))
 			if strings.Contains(string(out), "Address already in use") {
-				err = fmt.Errorf("%w: %w", errAddrInUse, err)
+				err = fmt.Errorf("%w: %w", testproc.ErrAddrInUse, err)
 			}
 			return err
 		case <-ctx.Done():
@@ -407,7 +386,7 @@ func (r *redisServer) restart(ctx context.Context, down time.Duration) (clean bo
 	r.mu.Lock()
 	p := r.proc
 	r.mu.Unlock()
-	clean = p.stop(30 * time.Second)
+	clean = p.Stop(30 * time.Second)
 	if err := sleep(ctx, down); err != nil {
 		return clean, err
 	}
@@ -417,7 +396,7 @@ func (r *redisServer) restart(ctx context.Context, down time.Duration) (clean bo
 func (r *redisServer) pid() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.proc.pid()
+	return r.proc.PID()
 }
 
 func (r *redisServer) close() {
@@ -425,7 +404,7 @@ func (r *redisServer) close() {
 	p := r.proc
 	r.mu.Unlock()
 	if p != nil {
-		p.stop(10 * time.Second)
+		p.Stop(10 * time.Second)
 	}
 }
 

@@ -10,33 +10,6 @@ import (
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 )
 
-// TestServingAddrs pins how the harness finds a child's addresses in its
-// log: the first complete "serving" line naming both.
-func TestServingAddrs(t *testing.T) {
-	for _, tt := range []struct {
-		name, log string
-		want      addrs
-		ok        bool
-	}{
-		{"serving line", "==== soak: slammesh mapping --grpc-addr 127.0.0.1:0\n" +
-			`{"time":"2026-11-27T01:00:00Z","level":"INFO","msg":"serving","service":"mapping","grpc_addr":"127.0.0.1:40123","http_addr":"127.0.0.1:40124"}` + "\n",
-			addrs{grpc: "127.0.0.1:40123", http: "127.0.0.1:40124"}, true},
-		{"first of two", `{"msg":"serving","grpc_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}` + "\n" +
-			`{"msg":"serving","grpc_addr":"127.0.0.1:3","http_addr":"127.0.0.1:4"}` + "\n", addrs{grpc: "127.0.0.1:1", http: "127.0.0.1:2"}, true},
-		{"line not complete yet", `{"msg":"serving","grpc_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}`, addrs{}, false},
-		{"no http address", `{"msg":"serving","grpc_addr":"127.0.0.1:1"}` + "\n", addrs{}, false},
-		{"other message", `{"msg":"dialing","grpc_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}` + "\n", addrs{}, false},
-		{"not JSON", "listen tcp 127.0.0.1:40123: bind: address already in use\n", addrs{}, false},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			got, ok := servingAddrs([]byte(tt.log))
-			if got != tt.want || ok != tt.ok {
-				t.Fatalf("servingAddrs = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
-			}
-		})
-	}
-}
-
 func TestMetricValue(t *testing.T) {
 	page := `# HELP go_goroutines Number of goroutines that currently exist.
 # TYPE go_goroutines gauge

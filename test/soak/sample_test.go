@@ -103,9 +103,9 @@ func (s *sampler) take(ctx context.Context) sample {
 	for i, r := range s.m.replicas {
 		p, inc, a := r.current()
 		ps := procSample{incarnation: inc, goroutines: unknown, fds: unknown}
-		if p != nil && p.alive() {
-			ps.goroutines = s.goroutines(cctx, a.http)
-			ps.fds = openFDs(p.pid())
+		if p != nil && p.Alive() {
+			ps.goroutines = s.goroutines(cctx, a.HTTP)
+			ps.fds = openFDs(p.PID())
 		}
 		sm.orch[i] = ps
 	}

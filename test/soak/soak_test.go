@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/slammesh/slammesh/test/testproc"
 )
 
 var (
@@ -88,12 +90,12 @@ func TestSoak(t *testing.T) {
 	ports := rand.New(rand.NewPCG(*flagSeed, uint64(time.Now().UnixNano())))
 	m, err := startMesh(ctx, meshConfig{bin: bin, logDir: logDir, retention: *flagRetention, ports: ports})
 	if err != nil {
-		fmt.Print(tailLogs(logDir, 40))
+		fmt.Print(testproc.TailLogs(logDir, 40, `"grpc.method":"GetMission"`, `"grpc.method":"ListMissions"`))
 		t.Fatalf("start the mesh: %v", err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			fmt.Printf("\n==== process logs (tails), from %s\n%s", logDir, tailLogs(logDir, 25))
+			fmt.Printf("\n==== process logs (tails), from %s\n%s", logDir, testproc.TailLogs(logDir, 25, `"grpc.method":"GetMission"`, `"grpc.method":"ListMissions"`))
 		}
 		m.close()
 	})
@@ -267,7 +269,7 @@ func runFaults(ctx context.Context, m *mesh, smp *sampler, log *reporter, begin 
 			if err := r.crash(ctx, *flagKillDown); err != nil {
 				return out, fmt.Errorf("%s: %w", f.what, err)
 			}
-			f.detail = fmt.Sprintf("incarnation #%d pid %d killed, down %s, restarted on %s", inc, p.pid(), *flagKillDown, r.grpcAddr())
+			f.detail = fmt.Sprintf("incarnation #%d pid %d killed, down %s, restarted on %s", inc, p.PID(), *flagKillDown, r.grpcAddr())
 		}
 		f.took = time.Since(t0)
 		out = append(out, f)
@@ -275,4 +277,14 @@ func runFaults(ctx context.Context, m *mesh, smp *sampler, log *reporter, begin 
 		log.printf("fault: %s at +%.1fs, back in %.1fs: %s", f.what, f.at.Seconds(), f.took.Seconds(), f.detail)
 	}
 	return out, nil
+}
+
+// binary returns -soak.bin, or, when it is empty, cmd/slammesh built into
+// dir, so the test runs the code it is checked out with rather than
+// whatever bin/ holds.
+func binary(ctx context.Context, dir string) (string, error) {
+	if *flagBin != "" {
+		return *flagBin, nil
+	}
+	return testproc.BuildSlammesh(ctx, dir)
 }

@@ -19,6 +19,7 @@ import (
 
 	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/saga"
 )
 
 // steps are the saga's steps (docs/architecture.md, "Saga steps").
@@ -77,7 +78,6 @@ const missionKeyPattern = "slammesh:{soak-*"
 // held, and the index of unfinished sagas.
 const (
 	capacityKey = "slammesh:{mapping}:capacity"
-	activeKey   = "slammesh:sagas:active"
 )
 
 // leftover is what Redis holds of the missions past their retention.
@@ -113,8 +113,14 @@ func awaitExpiry(ctx context.Context, m *mesh, notBefore time.Time, grace time.D
 		if errors.Is(err, redis.Nil) {
 			err = nil
 		}
-		if err == nil {
-			l.active, err = m.rdb.ZCard(cctx, activeKey).Result()
+		// The active-lease index is sharded (saga.ActiveShardKeys).
+		for _, key := range saga.ActiveShardKeys() {
+			if err != nil {
+				break
+			}
+			var n int64
+			n, err = m.rdb.ZCard(cctx, key).Result()
+			l.active += n
 		}
 		cancel()
 		if err != nil {
@@ -334,7 +340,7 @@ func nearFaults(faults []fault, from, to time.Time) string {
 // Redis keys and memory, goroutines and fds flat.
 func verifyAfterRetention(ctx context.Context, m *mesh, missions []*mission, l leftover, base, warm, final sample, v *violations) {
 	if l.active > 0 {
-		v.add("stuck", "%d sagas still in %s once every mission ended and expired", l.active, activeKey)
+		v.add("stuck", "%d sagas still in the active-lease index (saga.ActiveShardKeys) once every mission ended and expired", l.active)
 	}
 	if l.cellsHeld != 0 {
 		v.add("capacity", "%s = %d cells once every mission's map expired, want 0", capacityKey, l.cellsHeld)

@@ -215,7 +215,7 @@ func TestInterceptorEmitsStepEvents(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			rdb := redistest.Start(t).Client(t)
+			rdb := redistest.Start(t).Universal(t)
 			stream := progress.MissionStream("m1")
 			var handlerSpan trace.SpanContext
 			h := startServer(t, progress.NewPublisher(rdb, progress.Options{}), &mappingServer{
@@ -303,7 +303,7 @@ func TestInterceptorWritesOnlyToTheMissionStream(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			rdb := redistest.Start(t).Client(t)
+			rdb := redistest.Start(t).Universal(t)
 			h := startServer(t, progress.NewPublisher(rdb, progress.Options{}), &mappingServer{
 				allocate: func(context.Context, *mappingv1.AllocateMapRequest) (*mappingv1.AllocateMapResponse, error) {
 					return &mappingv1.AllocateMapResponse{}, nil
@@ -334,7 +334,7 @@ func TestInterceptorWritesOnlyToTheMissionStream(t *testing.T) {
 
 func TestInterceptorIgnoresOtherCalls(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Start(t).Universal(t)
 	allocations := 0
 	h := startServer(t, progress.NewPublisher(rdb, progress.Options{}), &mappingServer{
 		allocate: func(ctx context.Context, _ *mappingv1.AllocateMapRequest) (*mappingv1.AllocateMapResponse, error) {

@@ -1,10 +1,10 @@
-//go:build chaos && linux
+//go:build linux
 
-package chaos
+package testproc
 
 import "syscall"
 
-// childAttr makes the kernel kill a child if this test process dies without
+// childAttr makes the kernel kill a child if the test process dies without
 // cleaning up (a -timeout panic, a SIGKILL of go test), so no service
 // outlives the run.
 func childAttr() *syscall.SysProcAttr {

@@ -1,6 +1,6 @@
-//go:build soak && !linux
+//go:build !linux
 
-package soak
+package testproc
 
 import "syscall"
 

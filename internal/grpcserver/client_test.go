@@ -1,0 +1,56 @@
+package grpcserver_test
+
+import (
+	"strings"
+	"testing"
+
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/slammesh/slammesh/internal/grpcserver"
+)
+
+// TestDialAddressList: a comma-separated list of host:port spreads calls
+// over every address (two replicas of a step service without DNS), and
+// keeps calling the one left when the other stops.
+func TestDialAddressList(t *testing.T) {
+	a, b := start(t, &testService{}, nil), start(t, &testService{}, nil)
+	conn, err := grpcserver.Dial(a.srv.Addr().String()+", "+b.srv.Addr().String(), a.tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := testgrpc.NewTestServiceClient(conn)
+	const maxCalls = 1000
+	for i := 0; a.svc.calls.Load() == 0 || b.svc.calls.Load() == 0; i++ {
+		if i == maxCalls {
+			t.Fatalf("after %d calls: backend a got %d, b got %d; want both used", maxCalls, a.svc.calls.Load(), b.svc.calls.Load())
+		}
+		if _, err := client.EmptyCall(callCtx(t), &testgrpc.Empty{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	before := b.svc.calls.Load()
+	for range 20 {
+		if _, err := client.EmptyCall(callCtx(t), &testgrpc.Empty{}); err != nil {
+			t.Fatalf("with one replica stopped: %v", err)
+		}
+	}
+	if got := b.svc.calls.Load() - before; got != 20 {
+		t.Fatalf("the replica left served %d of 20 calls", got)
+	}
+}
+
+func TestDialAddressListRejectsBadEntries(t *testing.T) {
+	h := start(t, &testService{}, nil)
+	for _, target := range []string{"127.0.0.1:1,", "127.0.0.1:1,localhost", "dns:///a:1,b:2", ",127.0.0.1:1"} {
+		if conn, err := grpcserver.Dial(target, h.tel); err == nil || !strings.Contains(err.Error(), "host:port") {
+			if conn != nil {
+				conn.Close()
+			}
+			t.Errorf("Dial(%q) = %v, want an error naming host:port entries", target, err)
+		}
+	}
+}

@@ -1,9 +1,0 @@
-//go:build chaos && !linux
-
-package chaos
-
-import "syscall"
-
-// childAttr has no parent-death signal outside Linux; the test's cleanup
-// stops the children.
-func childAttr() *syscall.SysProcAttr { return nil }
