@@ -13,11 +13,8 @@ import (
 // Defaults of FirehoseOptions.
 const (
 	// DefaultFirehoseDelay is how long an added event may wait for company
-	// before the firehose flushes it alone. Long enough that at one mission
-	// at a time the copies ride in the writers' next round trips (Take)
-	// rather than costing their own; the firehose feeds consumer groups,
-	// watchers read the mission streams, written at once.
-	DefaultFirehoseDelay = 50 * time.Millisecond
+	// before the firehose flushes it alone.
+	DefaultFirehoseDelay = 2 * time.Millisecond
 	// DefaultFirehoseBatch flushes at once when this many events wait.
 	DefaultFirehoseBatch = 512
 	// DefaultFirehoseQueue bounds the events waiting; past it Add drops the
@@ -30,7 +27,11 @@ type FirehoseOptions struct {
 	// MaxLen caps GlobalStream (XADD MAXLEN ~); default DefaultGlobalMaxLen.
 	MaxLen int64
 	// MaxDelay is the longest an event waits before a flush of its own
-	// (default 50ms): the group-commit window.
+	// (default 2ms): the group-commit window. A writer whose round trips
+	// are further apart than that (a step service at one mission at a
+	// time) sets it longer, so that its copies ride in its next round trip
+	// (Take) rather than cost their own; the firehose feeds consumer
+	// groups, watchers read the mission streams, written at once.
 	MaxDelay time.Duration
 	// MaxBatch flushes at once when this many events wait (default 512).
 	MaxBatch int

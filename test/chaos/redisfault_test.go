@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,14 +40,16 @@ type redisFault struct {
 	// promotedIn is from the fault to the promoted replica serving in every
 	// node's view with cluster_state:ok (the helper's wait).
 	promotedIn time.Duration
-	// meshRecovery is from the fault to the first mission event the mesh
-	// wrote to the moved slots afterwards, by the stream entry id (the
-	// millisecond Redis accepted it, on this machine's clock); affected
-	// counts the missions whose keys live there; firstWrite is false when
-	// none wrote after.
+	// meshRecovery is from the fault to the first write the mesh made to
+	// the moved slots on the new master: the first mission stream entry
+	// there whose id (the millisecond Redis accepted it, on this machine's
+	// clock) is past the moment the promotion was seen in every node's
+	// view (so it cannot be a write the old master took before the
+	// fault); affected counts the missions whose keys live there; writes is
+	// false when none of them wrote after the promotion.
 	meshRecovery time.Duration
 	affected     int
-	firstWrite   bool
+	writes       bool
 }
 
 // redisSettle is how long after a failover the next fault waits.
@@ -109,9 +112,9 @@ func (m *mesh) redisFaultLoop(ctx context.Context, window time.Duration, begin t
 	return faults, nil
 }
 
-// measureRedisRecovery fills in each fault's mesh recovery: the missions
-// whose keys the promoted master serves now, and the earliest event any of
-// them got after the fault.
+// measureRedisRecovery fills in each fault's mesh recovery: over the
+// missions whose keys the promoted master serves now, the first write
+// after the promotion.
 func measureRedisRecovery(ctx context.Context, rdb redis.UniversalClient, faults []*redisFault, ids []string) error {
 	cc, ok := rdb.(*redis.ClusterClient)
 	if !ok {
@@ -119,7 +122,9 @@ func measureRedisRecovery(ctx context.Context, rdb redis.UniversalClient, faults
 	}
 	cc.ReloadState(ctx)
 	for _, f := range faults {
-		var first time.Time
+		// Writes from a little before the fault to well after it.
+		from, to := f.at.Add(-2*time.Second), f.at.Add(f.promotedIn+30*time.Second)
+		var stamps []int64
 		for _, id := range ids {
 			node, err := cc.MasterForKey(ctx, saga.RecordKey(id))
 			if err != nil {
@@ -129,23 +134,23 @@ func measureRedisRecovery(ctx context.Context, rdb redis.UniversalClient, faults
 				continue
 			}
 			f.affected++
-			msgs, err := rdb.XRange(ctx, progress.MissionStream(id), strconv.FormatInt(f.at.UnixMilli(), 10), "+").Result()
+			msgs, err := rdb.XRange(ctx, progress.MissionStream(id), strconv.FormatInt(from.UnixMilli(), 10), strconv.FormatInt(to.UnixMilli(), 10)).Result()
 			if err != nil {
 				return err
 			}
-			if len(msgs) > 0 {
-				ms, _, _ := strings.Cut(msgs[0].ID, "-")
+			for _, msg := range msgs {
+				ms, _, _ := strings.Cut(msg.ID, "-")
 				n, err := strconv.ParseInt(ms, 10, 64)
 				if err != nil {
-					return fmt.Errorf("stream id %q: %w", msgs[0].ID, err)
+					return fmt.Errorf("stream id %q: %w", msg.ID, err)
 				}
-				if at := time.UnixMilli(n); first.IsZero() || at.Before(first) {
-					first = at
-				}
+				stamps = append(stamps, n)
 			}
 		}
-		if !first.IsZero() {
-			f.firstWrite, f.meshRecovery = true, first.Sub(f.at)
+		promoted := f.at.Add(f.promotedIn).UnixMilli()
+		slices.Sort(stamps)
+		if k, _ := slices.BinarySearch(stamps, promoted); k < len(stamps) {
+			f.writes, f.meshRecovery = true, time.UnixMilli(stamps[k]).Sub(f.at)
 		}
 	}
 	return nil
@@ -177,8 +182,8 @@ func printRedisFaults(faults []*redisFault) {
 	fmt.Printf("redis cluster faults:\n")
 	for _, f := range faults {
 		rec := "no mission wrote to the moved slots afterwards"
-		if f.firstWrite {
-			rec = fmt.Sprintf("first mission event in the moved slots %s after the fault", f.meshRecovery.Round(time.Millisecond))
+		if f.writes {
+			rec = fmt.Sprintf("the mesh wrote to the moved slots on the new master %s after the fault", f.meshRecovery.Round(time.Millisecond))
 		}
 		fmt.Printf("  %-17s %s -> %s promoted; cluster ok after %s; %d missions on those slots; %s\n",
 			f.kind, f.victim, f.promoted, f.promotedIn.Round(time.Millisecond), f.affected, rec)
