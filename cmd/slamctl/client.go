@@ -22,8 +22,14 @@ import (
 // errUsage marks command-line mistakes, which exit with status 2 like flag's.
 var errUsage = errors.New("usage error")
 
+// exitCode is the process status for err: 0 for -h (the usage was asked
+// for, as flag.ExitOnError does; scripts probe flags with `slamctl cmd -h |
+// grep` under pipefail), 2 for usage mistakes, 1 otherwise.
 func exitCode(err error) int {
-	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
 		return 2
 	}
 	return 1
