@@ -43,11 +43,11 @@ rules:
 	$(GO) tool -modfile=tools/promtool/go.mod promtool check rules deploy/observability/prometheus/alerts.yml
 
 ## kubernetes: deploy/kubernetes builds with kustomize and passes strict decoding into the Kubernetes API types and the checks of
-## tools/k8scheck (a module of its own, like tools/promtool); no cluster needed. REDIS_CLUSTER_URL is pending until the binary reads it.
+## tools/k8scheck (a module of its own, like tools/promtool); no cluster needed.
 .PHONY: kubernetes
 kubernetes: build
 	cd tools/k8scheck && $(GO) vet ./... && $(GO) test -count=1 ./... -args -slammesh=$(CURDIR)/$(BIN)/slammesh && \
-	  $(GO) run . -bin $(CURDIR)/$(BIN)/slammesh -pending-env REDIS_CLUSTER_URL -complete overlays/dev \
+	  $(GO) run . -bin $(CURDIR)/$(BIN)/slammesh -complete overlays/dev \
 	  $(CURDIR)/deploy/kubernetes base overlays/dev overlays/cluster
 
 lint:
