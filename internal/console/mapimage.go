@@ -2,12 +2,16 @@ package console
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
+	"io"
 	"math"
 	"net/http"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -31,7 +35,8 @@ const mapImageSide = 640
 // The colours are the poses table's and the legend's (agentColours). A map
 // version without a layer (merged before layers were stored, or too large
 // to fetch in one message with it) is drawn in grey levels with the poses
-// only.
+// only; one too large to fetch in one message even without it is read in
+// chunks (StreamMap) and drawn so too.
 func (c *Console) serveMap(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if c.deps.Maps == nil {
@@ -54,6 +59,11 @@ func (c *Console) serveMap(w http.ResponseWriter, r *http.Request) {
 		// without it is still drawn, untinted.
 		resp, err = c.deps.Maps.GetMap(mctx, &mappingv1.GetMapRequest{MissionId: id})
 	}
+	if s, ok := c.deps.Maps.(mapStreamer); ok && status.Code(err) == codes.ResourceExhausted {
+		// Over the message limit even alone (a real-data mission's map
+		// of more than 16 M cells): the chunked read serves any size.
+		resp, err = streamMap(mctx, s, id)
+	}
 	if err != nil {
 		c.renderRPCError(w, r, "map of mission "+id, err)
 		return
@@ -66,6 +76,47 @@ func (c *Console) serveMap(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "image/png")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(png)
+}
+
+// mapStreamer is the chunked map read of a mappingv1.MappingServiceClient,
+// which the console uses when a map exceeds one message.
+type mapStreamer interface {
+	StreamMap(ctx context.Context, in *mappingv1.StreamMapRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[mappingv1.StreamMapResponse], error)
+}
+
+// streamMap reads the current version of mission id's map with StreamMap
+// (cells only, no layer) as a GetMapResponse, checking that it got every
+// cell the first message announced.
+func streamMap(ctx context.Context, s mapStreamer, id string) (*mappingv1.GetMapResponse, error) {
+	stream, err := s.StreamMap(ctx, &mappingv1.StreamMapRequest{MissionId: id})
+	if err != nil {
+		return nil, err
+	}
+	var header *mappingv1.StreamMapResponse
+	var cells []byte
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if header == nil {
+			header = msg
+			cells = make([]byte, 0, int(min(msg.GetTotalCells(), grid.MaxCells)))
+		}
+		if cells = append(cells, msg.GetCells()...); len(cells) > grid.MaxCells {
+			return nil, status.Errorf(codes.DataLoss, "map stream of mission %s: more than %d cells", id, grid.MaxCells)
+		}
+	}
+	if header == nil || uint64(len(cells)) != header.GetTotalCells() {
+		return nil, status.Errorf(codes.DataLoss, "map stream of mission %s ended after %d cells of %d", id, len(cells), header.GetTotalCells())
+	}
+	return &mappingv1.GetMapResponse{
+		MapId: header.GetMapId(), Version: header.GetVersion(), CurrentVersion: header.GetCurrentVersion(),
+		Grid: &typesv1.OccupancyGrid{Meta: header.GetMeta(), Data: cells},
+	}, nil
 }
 
 // agentColours gives each agent of poses its palette colour by its index

@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -39,13 +40,52 @@ type fakeMaps struct {
 	// tooLarge refuses a reply with the layer, as the server's send limit
 	// refuses a reply over 16 MiB.
 	tooLarge bool
+	// tooLargeEver refuses every GetMap reply: the map alone is over the
+	// limit, and only StreamMap serves it.
+	tooLargeEver bool
+}
+
+// StreamMap serves GetMap's map without layer in chunks of 100 cells.
+func (f *fakeMaps) StreamMap(ctx context.Context, in *mappingv1.StreamMapRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[mappingv1.StreamMapResponse], error) {
+	big := f.tooLargeEver
+	f.tooLargeEver = false
+	m, err := f.GetMap(ctx, &mappingv1.GetMapRequest{MissionId: in.GetMissionId(), Version: in.GetVersion()})
+	f.tooLargeEver = big
+	if err != nil {
+		return nil, err
+	}
+	cells := m.GetGrid().GetData()
+	var msgs []*mappingv1.StreamMapResponse
+	for len(cells) > 0 {
+		n := min(100, len(cells))
+		msgs = append(msgs, &mappingv1.StreamMapResponse{Cells: cells[:n]})
+		cells = cells[n:]
+	}
+	h := msgs[0]
+	h.MapId, h.Version, h.CurrentVersion, h.Meta, h.TotalCells = m.GetMapId(), m.GetVersion(), m.GetCurrentVersion(), m.GetGrid().GetMeta(), uint64(len(m.GetGrid().GetData()))
+	return &fakeStream{msgs: msgs}, nil
+}
+
+// fakeStream replays msgs, then io.EOF.
+type fakeStream struct {
+	grpc.ClientStream
+	msgs []*mappingv1.StreamMapResponse
+}
+
+func (s *fakeStream) Recv() (*mappingv1.StreamMapResponse, error) {
+	if len(s.msgs) == 0 {
+		return nil, io.EOF
+	}
+	m := s.msgs[0]
+	s.msgs = s.msgs[1:]
+	return m, nil
 }
 
 func (f *fakeMaps) GetMap(_ context.Context, in *mappingv1.GetMapRequest, _ ...grpc.CallOption) (*mappingv1.GetMapResponse, error) {
 	if in.GetMissionId() != "m-map" {
 		return nil, status.Errorf(codes.NotFound, "mission %s has no map", in.GetMissionId())
 	}
-	if f.tooLarge && in.GetIncludeContributors() {
+	if f.tooLargeEver || (f.tooLarge && in.GetIncludeContributors()) {
 		return nil, status.Error(codes.ResourceExhausted, "reply too large")
 	}
 	cells := make([]byte, mapW*mapH) // 0: free
@@ -196,7 +236,8 @@ func TestMapImageTintsEachAgentsCells(t *testing.T) {
 // a layer that does not fit the map is 502, never a misdrawn image or a
 // panic.
 func TestMapImageWithoutLayer(t *testing.T) {
-	for name, maps := range map[string]*fakeMaps{"no layer": {}, "too large with it": {layer: twoAgentLayer(), tooLarge: true}} {
+	for name, maps := range map[string]*fakeMaps{"no layer": {}, "too large with it": {layer: twoAgentLayer(), tooLarge: true},
+		"too large even without it": {layer: twoAgentLayer(), tooLargeEver: true}} {
 		srv := mapConsole(t, maps)
 		img := getImage(t, srv.URL+"/missions/m-map/map.png")
 		for _, c := range [][2]int{{12, 12}, {5, 12}, {25, 12}, {30, 12}} {

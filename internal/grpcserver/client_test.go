@@ -2,9 +2,14 @@ package grpcserver_test
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/slammesh/slammesh/internal/grpcserver"
 )
@@ -52,5 +57,40 @@ func TestDialAddressListRejectsBadEntries(t *testing.T) {
 			}
 			t.Errorf("Dial(%q) = %v, want an error naming host:port entries", target, err)
 		}
+	}
+}
+
+// TestDialFindsNewReplicas: a client whose resolver learns of a new
+// replica only when asked again (dns:///, which re-resolves only when a
+// connection ends) starts calling it once the server's MaxConnectionAge
+// ends the first connection: an autoscaled step service's new pods get
+// calls from orchestrators that were already connected.
+func TestDialFindsNewReplicas(t *testing.T) {
+	a := start(t, &testService{}, func(c *grpcserver.Config, _ *grpcserver.Deps) { c.MaxConnectionAge = 300 * time.Millisecond })
+	b := start(t, &testService{}, nil)
+	r := manual.NewBuilderWithScheme("slammesh-test-reresolve")
+	var asked atomic.Bool
+	r.ResolveNowCallback = func(resolver.ResolveNowOptions) { asked.Store(true) }
+	r.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: a.srv.Addr().String()}}})
+	conn, err := grpcserver.Dial(r.Scheme()+":///replicas", a.tel, grpc.WithResolvers(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := testgrpc.NewTestServiceClient(conn)
+	updated := false
+	deadline := time.Now().Add(30 * time.Second)
+	for b.svc.calls.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new replica got no call in 30 s (re-resolution asked: %v)", asked.Load())
+		}
+		if asked.Load() && !updated {
+			r.UpdateState(resolver.State{Addresses: []resolver.Address{{Addr: a.srv.Addr().String()}, {Addr: b.srv.Addr().String()}}})
+			updated = true
+		}
+		if _, err := client.EmptyCall(callCtx(t), &testgrpc.Empty{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

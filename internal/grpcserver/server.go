@@ -58,6 +58,11 @@ const (
 	DefaultKeepaliveMinTime = 10 * time.Second
 	DefaultKeepaliveTime    = time.Minute
 	DefaultKeepaliveTimeout = 20 * time.Second
+	// DefaultMaxConnectionAge: clients dialling dns:/// (the step services
+	// behind headless Services) re-resolve only when a connection ends, so
+	// without an age a replica the HorizontalPodAutoscaler adds would get
+	// no calls from the orchestrators already connected.
+	DefaultMaxConnectionAge = time.Minute
 )
 
 // httpShutdownTimeout bounds the drain of the HTTP side port; what it serves
@@ -100,6 +105,12 @@ type Config struct {
 	// KeepaliveTimeout is how long the server waits for a ping ack before
 	// closing the connection.
 	KeepaliveTimeout time.Duration
+	// MaxConnectionAge is how long a connection takes new calls: then the
+	// server sends GOAWAY (±10 % jitter), the calls in flight finish (no
+	// grace limit: none is cut off), and the client reconnects and
+	// re-resolves its target, which is how a dns:/// client finds new
+	// replicas.
+	MaxConnectionAge time.Duration
 }
 
 // withDefaults validates c and fills its zero fields.
@@ -111,7 +122,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("grpcserver: empty GRPCAddr")
 	case c.HTTPAddr == "":
 		return c, errors.New("grpcserver: empty HTTPAddr")
-	case c.GracePeriod < 0, c.MaxMessageBytes < 0, c.KeepaliveMinTime < 0, c.KeepaliveTime < 0, c.KeepaliveTimeout < 0:
+	case c.GracePeriod < 0, c.MaxMessageBytes < 0, c.KeepaliveMinTime < 0, c.KeepaliveTime < 0, c.KeepaliveTimeout < 0, c.MaxConnectionAge < 0:
 		return c, fmt.Errorf("grpcserver: negative duration or size in %+v", c)
 	}
 	setDefault(&c.GracePeriod, DefaultGracePeriod)
@@ -119,6 +130,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.KeepaliveMinTime, DefaultKeepaliveMinTime)
 	setDefault(&c.KeepaliveTime, DefaultKeepaliveTime)
 	setDefault(&c.KeepaliveTimeout, DefaultKeepaliveTimeout)
+	setDefault(&c.MaxConnectionAge, DefaultMaxConnectionAge)
 	return c, nil
 }
 
@@ -243,7 +255,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			MinTime:             cfg.KeepaliveMinTime,
 			PermitWithoutStream: true, // Dial's clients ping idle connections too
 		}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout, MaxConnectionAge: cfg.MaxConnectionAge}),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
 	)...)

@@ -254,7 +254,9 @@ func (p *fieldReader) ranges(from, n int) []float32 {
 	out := make([]float32, n)
 	for i := range out {
 		v, err := strconv.ParseFloat(p.f[from+i], 32)
-		if err != nil {
+		// Beyond float32 (a logger's no-return sentinel, e.g. 1e39) parses
+		// to ±Inf with ErrRange: +Inf is a no-return beam, as "inf" is.
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
 			p.err = fmt.Errorf("range %d %q is not a number", i+1, p.f[from+i])
 			return nil
 		}

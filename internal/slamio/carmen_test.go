@@ -252,3 +252,17 @@ func TestParseCarmenByteOrderMark(t *testing.T) {
 		t.Fatalf("%+v, %v; want 3 readings, the first on line 1", log, err)
 	}
 }
+
+// TestParseCarmenOverflowIsNoReturn: a reading too large for float32 (a
+// logger's "no return" sentinel such as 1e39) is +Inf, a no-return beam
+// as "inf" is, not a syntax error that calls it "not a number".
+func TestParseCarmenOverflowIsNoReturn(t *testing.T) {
+	t.Parallel()
+	log, err := slamio.ParseCarmen(strings.NewReader("FLASER 2 1 1e39 0 0 0 0 0 0 1 h 1\n"), "big.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := log.Readings[0].Ranges; len(r) != 2 || r[0] != 1 || !math.IsInf(float64(r[1]), 1) {
+		t.Errorf("ranges %v, want [1 +Inf]", r)
+	}
+}

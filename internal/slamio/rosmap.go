@@ -77,7 +77,7 @@ func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
 	}
 	raw, err := os.ReadFile(imgPath)
 	if err != nil {
-		return nil, fmt.Errorf("%s: image: %w", yamlPath, err)
+		return nil, fmt.Errorf("%s:%d: image %s: %w", yamlPath, y.imageLine, y.Image, err)
 	}
 	// By content, as map_server reads it: a PGM named .png or without an
 	// extension is read, a PNG named .pgm is refused with what it is.

@@ -2,6 +2,7 @@ package slamio_test
 
 import (
 	"errors"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -288,5 +289,19 @@ func TestMapYAMLByteOrderMark(t *testing.T) {
 	y, err := slamio.ParseMapYAML([]byte("\ufeffimage: m.pgm\r\nresolution: 0.05\r\norigin: [1, 2, 0]\r\nnegate: 0\r\noccupied_thresh: 0.65\r\nfree_thresh: 0.25\r\n"), "bom.yaml")
 	if err != nil || y.Image != "m.pgm" || y.Origin[1] != 2 {
 		t.Fatalf("%+v, %v", y, err)
+	}
+}
+
+// TestROSMapMissingImageNamesTheLine: a YAML whose image is not there
+// names the YAML's image line and the path tried, and stays an
+// fs.ErrNotExist (an I/O error, not a malformed file).
+func TestROSMapMissingImageNamesTheLine(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := writeMap(t, dir, "m", "# saved by hand\n\nimage: gone.pgm\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n", nil)
+	_, err := slamio.ReadROSMap(path, slamio.ROSMapOptions{})
+	want := path + ":3: image gone.pgm: open " + filepath.Join(dir, "gone.pgm")
+	if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("error %v, want it to contain %q and wrap fs.ErrNotExist", err, want)
 	}
 }

@@ -40,6 +40,9 @@ type MapYAML struct {
 	OccupiedThresh, FreeThresh float64
 	// Mode defaults to trinary when the key is absent.
 	Mode MapMode
+	// imageLine is the 1-based line of the image key (ParseMapYAML), which
+	// a missing image's error names.
+	imageLine int
 }
 
 // The resolutions a submap may have (the API's limit on
@@ -85,6 +88,7 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 		var err error
 		switch key {
 		case "image":
+			y.imageLine = i + 1
 			y.Image, err = unquote(val)
 			if err == nil && y.Image == "" {
 				err = fmt.Errorf("image is empty")

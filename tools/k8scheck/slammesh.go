@@ -66,7 +66,8 @@ type report struct {
 // covers the drain; liveness cannot kill a draining pod; GOMEMLIMIT is
 // under the memory limit; Redis comes from a Secret; step services are
 // autoscaled behind a headless Service, which the orchestrator dials as
-// dns:///<service>.$(POD_NAMESPACE).svc.cluster.local:<port>.
+// dns:///<service>.$(POD_NAMESPACE).svc.cluster.local:<port>, and which
+// their NetworkPolicies let the orchestrator and a scraper reach.
 func checkSlammesh(o *objects, cfg slammeshConfig) (problems, report) {
 	var p problems
 	var r report
@@ -99,6 +100,7 @@ func checkSlammesh(o *objects, cfg slammeshConfig) (problems, report) {
 				checkStepAddrs(&p, o, where, env)
 			} else {
 				checkStepService(&p, o, d, svc)
+				checkAccess(&p, o, d, c)
 			}
 		}
 	}
