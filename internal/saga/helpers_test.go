@@ -325,3 +325,23 @@ func metricTotals(t *testing.T, reader sdkmetric.Reader) map[string]int64 {
 	}
 	return got
 }
+
+// awaitUnindexed waits until the finished saga key has left the active-lease
+// index. Its owner removes the entry after the write that ended the saga
+// (on one Redis, in the same pipeline, which other clients may interleave),
+// so a test that saw the ending write may still see the entry for a moment.
+func awaitUnindexed(t *testing.T, rdb redis.UniversalClient, key string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := rdb.ZScore(t.Context(), ActiveKey(key), key).Err()
+		if errors.Is(err, redis.Nil) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("finished saga %s still in %s after 5 s: %v", key, ActiveKey(key), err)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
