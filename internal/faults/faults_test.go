@@ -105,9 +105,11 @@ func TestActionFaults(t *testing.T) {
 func TestStallHoldsUntilDeadline(t *testing.T) {
 	t.Parallel()
 	client, impl := serve(t)
+	// start is taken before the deadline is set, so that the deadline is
+	// never earlier than start + 50 ms.
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
-	start := time.Now()
 	_, err := client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{
 		Saga: sagaCtx(1, &typesv1.Fault{Step: "allocate_map", Kind: typesv1.FaultKind_FAULT_KIND_STALL}),
 	})
