@@ -61,6 +61,16 @@ const (
 	// DefaultMaxFreeConflict: see Options and verify.go; calibrated in
 	// docs/slam.md.
 	DefaultMaxFreeConflict = 0.5
+	// DefaultMaxWideFreeConflict: see Options.MaxWideFreeConflict and
+	// Options.freeConflictLimit; calibrated in docs/slam.md §5.
+	DefaultMaxWideFreeConflict = 0.25
+	// wideSearchRatio is the search volume, in default windows, from which
+	// a search counts as wide: its verification limit is
+	// MaxWideFreeConflict (see Options.freeConflictLimit). A whole-map
+	// search of the smallest real map (Intel, 31×33 m) is about 2300
+	// default windows; the far-guess window of TestRealMissions (±3.5 m,
+	// ±100°) about 61.
+	wideSearchRatio = 64
 	// crossCheckMargin: a windowed match is refused when a pose outside
 	// the window scores higher by more than this (see crossCheck).
 	crossCheckMargin = 0.10
@@ -98,8 +108,20 @@ type Options struct {
 	// crossing the agent's free space (in cells, over the agent's occupied
 	// cells) exceed it is refused with slam.ErrInsufficientOverlap.
 	MaxFreeConflict float64
-	ICPIters        int // ICP iteration cap
-	Parallelism     int // LocalizeAll: agents matched at once (0: GOMAXPROCS)
+	// MaxWideFreeConflict is the verification limit of a wide search (no
+	// initial guess: the whole map at every heading; or a window of
+	// wideSearchRatio default windows or more); between the default window
+	// and that, the limit falls from MaxFreeConflict log-linearly in the
+	// search volume. Multiple comparisons: a search over thousands of
+	// times more poses than a guessed window finds, by chance, some wrong
+	// pose whose score passes MinScore where the agent barely overlaps the
+	// reference (0.26 for Freiburg 079 segments whose truth scores 0.055);
+	// such a pose lines up some walls but lays others across the agent's
+	// open floor, so what a wide search accepts must explain the agent's
+	// free space much better than a guessed one must.
+	MaxWideFreeConflict float64
+	ICPIters            int // ICP iteration cap
+	Parallelism         int // LocalizeAll: agents matched at once (0: GOMAXPROCS)
 	// SkipRefinement turns off LocalizeAll's final pass that re-matches
 	// each agent against the rest of the team (see refineAll).
 	SkipRefinement bool
@@ -117,13 +139,14 @@ func (o Options) withDefaults() (Options, error) {
 	def(&o.MaxAmbiguity, DefaultMaxAmbiguity)
 	def(&o.ConfidentScore, DefaultConfidentScore)
 	def(&o.MaxFreeConflict, DefaultMaxFreeConflict)
+	def(&o.MaxWideFreeConflict, DefaultMaxWideFreeConflict)
 	if o.MinPoints == 0 {
 		o.MinPoints = DefaultMinPoints
 	}
 	if o.ICPIters == 0 {
 		o.ICPIters = DefaultICPIters
 	}
-	for _, v := range []float64{o.WindowXY, o.WindowTheta, o.MinScore, o.MaxAmbiguity, o.ConfidentScore, o.MaxFreeConflict} {
+	for _, v := range []float64{o.WindowXY, o.WindowTheta, o.MinScore, o.MaxAmbiguity, o.ConfidentScore, o.MaxFreeConflict, o.MaxWideFreeConflict} {
 		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 			return o, fmt.Errorf("%w: match options must be finite and not negative", slam.ErrInvalidArgument)
 		}
@@ -133,6 +156,33 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	return o, nil
 }
+
+// freeConflictLimit is the verification limit of a search of window w:
+// MaxFreeConflict up to the default window's volume (±DefaultWindowXY,
+// ±DefaultWindowTheta), MaxWideFreeConflict from wideSearchRatio times that
+// volume (and for every search without a guess), and in between
+// interpolated in the logarithm of the volume ratio — the number of
+// candidate poses, which is what the chance of a wrong pose scoring well
+// grows with. The volume is the smaller of the requested window's and the
+// searched one's (clipped to the map, but rounded out to whole search
+// cells, which must not tighten a default window). Never above
+// MaxFreeConflict.
+func (o Options) freeConflictLimit(w Window) float64 {
+	wide := math.Min(o.MaxWideFreeConflict, o.MaxFreeConflict)
+	if w.Global {
+		return wide
+	}
+	requested := (2 * o.WindowXY) * (2 * o.WindowXY) * (2 * math.Min(o.WindowTheta, math.Pi))
+	ratio := math.Min(w.volume(), requested) / defaultWindowVolume
+	if ratio <= 1 {
+		return o.MaxFreeConflict
+	}
+	t := math.Min(math.Log(ratio)/math.Log(wideSearchRatio), 1)
+	return o.MaxFreeConflict - t*(o.MaxFreeConflict-wide)
+}
+
+// defaultWindowVolume is the volume (m²·rad) of the default search window.
+const defaultWindowVolume = (2 * DefaultWindowXY) * (2 * DefaultWindowXY) * (2 * DefaultWindowTheta)
 
 // Result is the outcome of localizing one agent. On failure it still holds
 // the best attempt, which is what an operator wants to see.
@@ -187,6 +237,12 @@ func (w Window) onEdge(p slam.Pose2D, step float64) bool {
 		return true
 	}
 	return w.HalfTheta < math.Pi && math.Abs(slam.AngleDiff(p.Theta, w.Center.Theta)) >= w.HalfTheta-edgeTurn
+}
+
+// volume is the window's search volume in m²·rad: its translational area
+// times its heading range.
+func (w Window) volume() float64 {
+	return (w.MaxX - w.MinX) * (w.MaxY - w.MinY) * 2 * w.HalfTheta
 }
 
 // contains reports whether p lies in the window.
@@ -413,9 +469,12 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	if err != nil {
 		return res, err
 	}
+	// The verification limit tightens with the search volume (see
+	// Options.freeConflictLimit).
+	limit := opts.freeConflictLimit(res.Search)
 	best := refined[0]
 	for _, v := range refined {
-		if v.conflict <= opts.MaxFreeConflict {
+		if v.conflict <= limit {
 			best = v
 			break
 		}
@@ -424,7 +483,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	// A runner-up that fails verification is no alternative: it puts
 	// reference walls across the agent's open floor.
 	for _, p := range refined {
-		if p.conflict <= opts.MaxFreeConflict && distinct(p.pose, best.pose) && best.score > 0 {
+		if p.conflict <= limit && distinct(p.pose, best.pose) && best.score > 0 {
 			res.Ambiguity = math.Min(math.Max(p.merit, 0)/math.Max(best.merit, 1e-9), 1)
 			res.RunnerUp = p.pose
 			res.RunnerUpScore = p.score
@@ -448,8 +507,8 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	switch {
 	case res.Score < opts.MinScore:
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore}
-	case res.FreeConflict > opts.MaxFreeConflict:
-		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MaxFreeConflict, Verification: true}
+	case res.FreeConflict > limit:
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: limit, Verification: true}
 	case res.Ambiguity > opts.MaxAmbiguity:
 		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity}
 	case res.Search.onEdge(pose, r.coarseRes):
