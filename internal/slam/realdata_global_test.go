@@ -125,8 +125,8 @@ func TestRealGlobalMargins(t *testing.T) {
 			te := math.Hypot(r.Pose.X-m.expected[i].X, r.Pose.Y-m.expected[i].Y)
 			re := math.Abs(slam.AngleDiff(r.Pose.Theta, m.expected[i].Theta))
 			a := accepted[i]
-			t.Logf("%s agent %d: localized %v round %d, error %.3f m %.4f rad; at acceptance: score %.3f free conflict %.3f (limit %.2f) ambiguity %.3f runner-up %.3f",
-				m.name, i, r.Localized, r.Round, te, re, a.Score, a.FreeConflict, match.DefaultMaxWideFreeConflict, a.Ambiguity, a.RunnerUpScore)
+			t.Logf("%s agent %d: localized %v round %d, error %.3f m %.4f rad; at acceptance: score %.3f free conflict %.3f (limit %.2f) ambiguity %.3f runner-up %.3f margin %.3f",
+				m.name, i, r.Localized, r.Round, te, re, a.Score, a.FreeConflict, match.DefaultMaxWideFreeConflict, a.Ambiguity, a.RunnerUpScore, a.Margin)
 			if !r.Localized || te > 2*m.meta.Resolution || re > 0.02 {
 				t.Errorf("%s agent %d: localized %v, error %.3f m %.4f rad, want within 2 cells and 0.02 rad", m.name, i, r.Localized, te, re)
 			}

@@ -64,6 +64,9 @@ const (
 	// DefaultMaxWideFreeConflict: see Options.MaxWideFreeConflict and
 	// Options.freeConflictLimit; calibrated in docs/slam.md §5.
 	DefaultMaxWideFreeConflict = 0.25
+	// DefaultMinWideMargin: see Options.MinWideMargin; calibrated in
+	// docs/slam.md §5.
+	DefaultMinWideMargin = 0.07
 	// wideSearchRatio is the search volume, in default windows, from which
 	// a search counts as wide: its verification limit is
 	// MaxWideFreeConflict (see Options.freeConflictLimit). A whole-map
@@ -120,8 +123,17 @@ type Options struct {
 	// open floor, so what a wide search accepts must explain the agent's
 	// free space much better than a guessed one must.
 	MaxWideFreeConflict float64
-	ICPIters            int // ICP iteration cap
-	Parallelism         int // LocalizeAll: agents matched at once (0: GOMAXPROCS)
+	// MinWideMargin is the margin (Result.Margin) a wide search's answer
+	// must keep over every other refined peak, verified or not, scaled by
+	// wideness (0 for a default window); less is slam.ErrInsufficientOverlap.
+	// Multiple comparisons again: where the agent's true pose is not in
+	// the reference (a sealed room, segments that barely overlap), the
+	// best of thousands of poses is one of a crowd of similar chance
+	// peaks, most of which fail verification; the truth of an agent that
+	// does overlap stands clear of them.
+	MinWideMargin float64
+	ICPIters      int // ICP iteration cap
+	Parallelism   int // LocalizeAll: agents matched at once (0: GOMAXPROCS)
 	// SkipRefinement turns off LocalizeAll's final pass that re-matches
 	// each agent against the rest of the team (see refineAll).
 	SkipRefinement bool
@@ -140,13 +152,14 @@ func (o Options) withDefaults() (Options, error) {
 	def(&o.ConfidentScore, DefaultConfidentScore)
 	def(&o.MaxFreeConflict, DefaultMaxFreeConflict)
 	def(&o.MaxWideFreeConflict, DefaultMaxWideFreeConflict)
+	def(&o.MinWideMargin, DefaultMinWideMargin)
 	if o.MinPoints == 0 {
 		o.MinPoints = DefaultMinPoints
 	}
 	if o.ICPIters == 0 {
 		o.ICPIters = DefaultICPIters
 	}
-	for _, v := range []float64{o.WindowXY, o.WindowTheta, o.MinScore, o.MaxAmbiguity, o.ConfidentScore, o.MaxFreeConflict, o.MaxWideFreeConflict} {
+	for _, v := range []float64{o.WindowXY, o.WindowTheta, o.MinScore, o.MaxAmbiguity, o.ConfidentScore, o.MaxFreeConflict, o.MaxWideFreeConflict, o.MinWideMargin} {
 		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 			return o, fmt.Errorf("%w: match options must be finite and not negative", slam.ErrInvalidArgument)
 		}
@@ -157,28 +170,33 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// freeConflictLimit is the verification limit of a search of window w:
-// MaxFreeConflict up to the default window's volume (±DefaultWindowXY,
-// ±DefaultWindowTheta), MaxWideFreeConflict from wideSearchRatio times that
-// volume (and for every search without a guess), and in between
-// interpolated in the logarithm of the volume ratio — the number of
-// candidate poses, which is what the chance of a wrong pose scoring well
-// grows with. The volume is the smaller of the requested window's and the
-// searched one's (clipped to the map, but rounded out to whole search
-// cells, which must not tighten a default window). Never above
-// MaxFreeConflict.
-func (o Options) freeConflictLimit(w Window) float64 {
-	wide := math.Min(o.MaxWideFreeConflict, o.MaxFreeConflict)
+// wideness is how wide a search of window w is, 0..1: 0 up to the default
+// window's volume (±DefaultWindowXY, ±DefaultWindowTheta), 1 from
+// wideSearchRatio times that volume and for every search without a guess,
+// and in between the logarithm of the volume ratio over that of
+// wideSearchRatio — the logarithm of the number of candidate poses, which
+// is what the best chance score among them grows with. The volume is the
+// smaller of the requested window's and the searched one's (clipped to the
+// map, but rounded out to whole search cells, which must not make a default
+// window wide).
+func (o Options) wideness(w Window) float64 {
 	if w.Global {
-		return wide
+		return 1
 	}
 	requested := (2 * o.WindowXY) * (2 * o.WindowXY) * (2 * math.Min(o.WindowTheta, math.Pi))
 	ratio := math.Min(w.volume(), requested) / defaultWindowVolume
 	if ratio <= 1 {
-		return o.MaxFreeConflict
+		return 0
 	}
-	t := math.Min(math.Log(ratio)/math.Log(wideSearchRatio), 1)
-	return o.MaxFreeConflict - t*(o.MaxFreeConflict-wide)
+	return math.Min(math.Log(ratio)/math.Log(wideSearchRatio), 1)
+}
+
+// freeConflictLimit is the verification limit of a search of window w:
+// from MaxFreeConflict (a default window) to MaxWideFreeConflict (a wide
+// search) by wideness; never above MaxFreeConflict.
+func (o Options) freeConflictLimit(w Window) float64 {
+	wide := math.Min(o.MaxWideFreeConflict, o.MaxFreeConflict)
+	return o.MaxFreeConflict - o.wideness(w)*(o.MaxFreeConflict-wide)
 }
 
 // defaultWindowVolume is the volume (m²·rad) of the default search window.
@@ -210,6 +228,12 @@ type Result struct {
 	RunnerUpScore float64
 	// Search is the window that was searched.
 	Search Window
+	// Margin is the answer's fine-search score less the best fine-search
+	// score of a refined peak distinct from it, verified or not (the
+	// answer's score if there is none): how far the answer stands out of
+	// the crowd of chance peaks. A wide search needs at least
+	// Options.MinWideMargin (see Options.wideness).
+	Margin float64
 }
 
 // Window is the region a localization searched: translations in
@@ -282,6 +306,9 @@ type LocalizationError struct {
 	// against its border, so the guess is probably farther off than the
 	// window allows.
 	Edge bool
+	// Crowd marks a wide search's answer refused because it does not
+	// stand clear of the other peaks (Result.Margin < Threshold).
+	Crowd bool
 }
 
 // Error states the reason with the measured value and the threshold it missed.
@@ -293,6 +320,9 @@ func (e *LocalizationError) Error() string {
 	switch {
 	case e.Reason == slam.ErrInsufficientData:
 		return fmt.Sprintf("%v: %s has %d occupied cells, need %d", e.Reason, who, e.Result.Points, int(e.Threshold))
+	case e.Crowd:
+		return fmt.Sprintf("%v: %s best pose does not stand clear of the other poses of a wide search (margin %.3f < %.3f over the best other peak, verified or not): the agent may not overlap the reference; %s",
+			e.Reason, who, e.Result.Margin, e.Threshold, e.Result.SearchSummary())
 	case e.Reason == slam.ErrAmbiguousMatch:
 		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (%s)", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.SearchSummary())
 	case e.Outside != 0:
@@ -491,6 +521,16 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 		}
 	}
 
+	// The crowd of chance peaks: the best distinct refined peak, verified
+	// or not, that a wide search's answer must stand clear of.
+	crowd := 0.0
+	for _, p := range refined {
+		if distinct(p.pose, best.pose) {
+			crowd = math.Max(crowd, p.score)
+		}
+	}
+	res.Margin = best.score - crowd
+
 	pose, iters := r.icp(ps.fine, best.pose, opts.ICPIters)
 	// Guard against ICP sliding off into a wrong basin: it may polish the
 	// search result, not replace it.
@@ -511,6 +551,8 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: limit, Verification: true}
 	case res.Ambiguity > opts.MaxAmbiguity:
 		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity}
+	case res.Margin < opts.wideness(res.Search)*opts.MinWideMargin:
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.wideness(res.Search) * opts.MinWideMargin, Crowd: true}
 	case res.Search.onEdge(pose, r.coarseRes):
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore, Edge: true}
 	}
