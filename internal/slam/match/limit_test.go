@@ -5,7 +5,8 @@ import (
 	"testing"
 )
 
-// TestFreeConflictLimitScalesWithSearchVolume: the verification limit is
+// TestFreeConflictLimitScalesWithSearchVolume: the wideness of a search is 0
+// for a default window and 1 for a wide one; the verification limit is
 // MaxFreeConflict for the default window (also when the searched window is
 // rounded out to whole search cells), MaxWideFreeConflict for a search
 // without a guess and for windows of wideSearchRatio default windows or more
@@ -42,6 +43,11 @@ func TestFreeConflictLimitScalesWithSearchVolume(t *testing.T) {
 	} {
 		if got := tc.opts.freeConflictLimit(tc.w); math.Abs(got-tc.want) > eps {
 			t.Errorf("%s: limit %.4f, want %.4f", tc.name, got, tc.want)
+		}
+		// The margin a wide search needs scales by the same wideness.
+		wantWide := (DefaultMaxFreeConflict - tc.want) / (DefaultMaxFreeConflict - DefaultMaxWideFreeConflict)
+		if got := tc.opts.wideness(tc.w); math.Abs(got-wantWide) > eps {
+			t.Errorf("%s: wideness %.4f, want %.4f", tc.name, got, wantWide)
 		}
 	}
 	loose := def
