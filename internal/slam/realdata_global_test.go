@@ -36,8 +36,8 @@ func TestRealBarelyOverlappingNoGuess(t *testing.T) {
 			r := res[1]
 			te := math.Hypot(r.Pose.X-truth.X, r.Pose.Y-truth.Y)
 			re := math.Abs(slam.AngleDiff(r.Pose.Theta, truth.Theta))
-			t.Logf("robot-1: localized %v, %.2f m %.3f rad from the truth; score %.3f free conflict %.3f ambiguity %.3f runner-up %.3f",
-				r.Localized, te, re, r.Score, r.FreeConflict, r.Ambiguity, r.RunnerUpScore)
+			t.Logf("robot-1: localized %v, %.2f m %.3f rad from the truth; score %.3f free conflict %.3f ambiguity %.3f runner-up %.3f margin %.3f",
+				r.Localized, te, re, r.Score, r.FreeConflict, r.Ambiguity, r.RunnerUpScore, r.Margin)
 			if r.Localized {
 				t.Fatalf("robot-1 accepted at (%.2f, %.2f, %.3f), %.2f m and %.3f rad from the truth: the segments barely overlap and must be refused at localization",
 					r.Pose.X, r.Pose.Y, r.Pose.Theta, te, re)
