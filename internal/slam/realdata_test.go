@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -34,6 +35,27 @@ type realMission struct {
 	agents   []slamproto.Agent
 	expected []slam.Pose2D
 }
+
+// sharedRealMissions loads the real missions once for every test of the
+// package (building their submaps from scans is most of a real-data
+// test's time under -race); the tests only read them.
+func sharedRealMissions(t *testing.T) []realMission {
+	t.Helper()
+	realOnce.Do(func() {
+		realCache = loadRealMissions(t)
+		realLoaded = true
+	})
+	if !realLoaded {
+		t.Fatal("loading the real missions failed (see the test that loaded them first)")
+	}
+	return realCache
+}
+
+var (
+	realOnce   sync.Once
+	realCache  []realMission
+	realLoaded bool
+)
 
 func loadRealMissions(t *testing.T) []realMission {
 	t.Helper()
@@ -102,7 +124,7 @@ var marginMissions = map[string]bool{"intel-local-3": true, "fr079-local-4": tru
 func TestRealGateMargins(t *testing.T) {
 	t.Parallel()
 	var scores, ambs, conflicts, merits, cons, changed []float64
-	for _, m := range loadRealMissions(t) {
+	for _, m := range sharedRealMissions(t) {
 		if !marginMissions[m.name] {
 			continue
 		}

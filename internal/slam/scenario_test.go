@@ -32,7 +32,7 @@ func mission(t *testing.T, w *world.World) ([]match.Result, *grid.Grid, fuse.Rep
 	t.Helper()
 	agents := make([]match.Agent, len(w.Agents))
 	for i, a := range w.Agents {
-		agents[i] = match.Agent{Submap: a.Submap, Guess: a.InitialGuess, Anchor: a.Anchor}
+		agents[i] = match.Agent{Submap: a.Submap, Guess: a.InitialGuess, Anchor: a.Anchor, NoGuess: *noGuess && !a.Anchor}
 	}
 	res, locErr := match.LocalizeAll(context.Background(), w.Truth.Meta(), agents, match.Options{Parallelism: 2}, nil)
 	if locErr != nil {
@@ -56,6 +56,13 @@ func mission(t *testing.T, w *world.World) ([]match.Result, *grid.Grid, fuse.Rep
 //	go test ./internal/slam -run 'Test(Office|Sealed|Symmetric|Changed)' -v -args -slam.worlds=100
 var worlds = flag.Int("slam.worlds", 0, "seeded worlds per scenario test (0: 24 office, 9 per failure scenario; -short: 6 and 3)")
 
+// noGuess runs the scenario tests with every non-anchor initial guess
+// removed (the whole-map search and its wide verification limit, docs/slam.md
+// §5); a sweep flag, off in CI:
+//
+//	go test ./internal/slam -run 'Test(Office|Sealed|Symmetric|Changed)' -v -args -slam.worlds=60 -slam.noguess
+var noGuess = flag.Bool("slam.noguess", false, "scenario tests: localize every non-anchor agent with no initial guess")
+
 func seeds(n, short int) []uint64 {
 	if testing.Short() {
 		n = short
@@ -71,7 +78,7 @@ func seeds(n, short int) []uint64 {
 }
 
 func TestOfficeAccuracy(t *testing.T) {
-	var trans, rot, score, amb, conflict, merit, iou, acc, cover, cons, changed []float64
+	var trans, rot, score, amb, conflict, merit, margin, iou, acc, cover, cons, changed []float64
 	for _, seed := range seeds(24, 6) {
 		n := 2 + int(seed%3) // 2, 3 and 4 agents
 		w, err := world.Generate(world.Config{Seed: seed, Agents: n})
@@ -91,7 +98,7 @@ func TestOfficeAccuracy(t *testing.T) {
 			trans, rot = append(trans, te), append(rot, re)
 			score, amb = append(score, r.Score), append(amb, r.Ambiguity)
 			conflict = append(conflict, r.FreeConflict)
-			merit = append(merit, r.Merit)
+			merit, margin = append(merit, r.Merit), append(margin, r.Margin)
 			if te > maxTransErr || re > maxRotErr {
 				t.Errorf("seed %d agent %d: error %.3f m %.4f rad (guess was %.2f m %.3f rad off), want ≤ %.2f m %.2f rad",
 					seed, i, te, re, dist(w.Agents[i].InitialGuess, w.Agents[i].Truth), angle(w.Agents[i].InitialGuess, w.Agents[i].Truth), maxTransErr, maxRotErr)
@@ -120,6 +127,7 @@ func TestOfficeAccuracy(t *testing.T) {
 	t.Logf("ambiguity:             %v", eval.Summarize(amb))
 	t.Logf("free conflict:         %v", eval.Summarize(conflict))
 	t.Logf("merit:                 %v", eval.Summarize(merit))
+	t.Logf("margin over the crowd: %v (a wide search needs %.2f)", eval.Summarize(margin), match.DefaultMinWideMargin)
 	t.Logf("merge consistency:     %v", eval.Summarize(cons))
 	t.Logf("changed share:         %v", eval.Summarize(changed))
 	t.Logf("occupied IoU:          %v", eval.Summarize(iou))
@@ -203,7 +211,9 @@ func TestSealedAgentIsInsufficientOverlap(t *testing.T) {
 		res, _, _, locErr, _ := mission(t, w)
 		var ue *match.UnlocalizedError
 		if !errors.Is(locErr, slam.ErrInsufficientOverlap) || !errors.As(locErr, &ue) {
-			t.Errorf("seed %d: %v, want insufficient overlap", seed, locErr)
+			s := res[n-1]
+			t.Errorf("seed %d: %v, want insufficient overlap (sealed agent localized %v: score %.3f free conflict %.3f ambiguity %.3f runner-up %.3f margin %.3f)",
+				seed, locErr, s.Localized, s.Score, s.FreeConflict, s.Ambiguity, s.RunnerUpScore, s.Margin)
 			continue
 		}
 		if len(ue.Failures) != 1 || ue.Failures[0].Result.Agent != n-1 || !w.Agents[n-1].Sealed {
@@ -229,6 +239,11 @@ func TestSymmetricCorridorIsAmbiguous(t *testing.T) {
 		res, _, _, locErr, _ := mission(t, w)
 		if !errors.Is(locErr, slam.ErrAmbiguousMatch) {
 			t.Errorf("seed %d: %v, want ambiguous match", seed, locErr)
+			for i, r := range res[1:] {
+				tr := w.Agents[i+1].Truth
+				t.Logf("seed %d agent %d: localized %v, %.2f m %.3f rad from the truth; score %.3f free conflict %.3f ambiguity %.3f margin %.3f",
+					seed, i+1, r.Localized, math.Hypot(r.Pose.X-tr.X, r.Pose.Y-tr.Y), math.Abs(slam.AngleDiff(r.Pose.Theta, tr.Theta)), r.Score, r.FreeConflict, r.Ambiguity, r.Margin)
+			}
 		}
 		for _, r := range res[1:] {
 			ambs = append(ambs, r.Ambiguity)

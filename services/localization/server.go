@@ -284,6 +284,8 @@ func failureDetail(err error) string {
 		return fmt.Sprintf("best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f), the guess is farther off than the window (widen search_window_m / search_window_rad, or leave initial_guess out); %s", le.Outside, r.Score, r.SearchSummary())
 	case le.Edge:
 		return fmt.Sprintf("best pose on the edge of the search window, the guess may be farther off (widen search_window_m / search_window_rad, or leave initial_guess out); %s", r.SearchSummary())
+	case le.Crowd:
+		return fmt.Sprintf("best pose of a wide search does not stand clear of the other poses (margin %.3f < %.3f over the best other peak, verified or not), the agent may not overlap the team map; %s", r.Margin, le.Threshold, r.SearchSummary())
 	case le.Verification:
 		return fmt.Sprintf("best pose refused by verification: it contradicts the team map (free conflict %.3f > %.2f); %s", r.FreeConflict, le.Threshold, r.SearchSummary())
 	default:

@@ -61,6 +61,19 @@ const (
 	// DefaultMaxFreeConflict: see Options and verify.go; calibrated in
 	// docs/slam.md.
 	DefaultMaxFreeConflict = 0.5
+	// DefaultMaxWideFreeConflict: see Options.MaxWideFreeConflict and
+	// Options.freeConflictLimit; calibrated in docs/slam.md §5.
+	DefaultMaxWideFreeConflict = 0.25
+	// DefaultMinWideMargin: see Options.MinWideMargin; calibrated in
+	// docs/slam.md §5.
+	DefaultMinWideMargin = 0.07
+	// wideSearchRatio is the search volume, in default windows, from which
+	// a search counts as wide: its verification limit is
+	// MaxWideFreeConflict (see Options.freeConflictLimit). A whole-map
+	// search of the smallest real map (Intel, 31×33 m) is about 2300
+	// default windows; the far-guess window of TestRealMissions (±3.5 m,
+	// ±100°) about 61.
+	wideSearchRatio = 64
 	// crossCheckMargin: a windowed match is refused when a pose outside
 	// the window scores higher by more than this (see crossCheck).
 	crossCheckMargin = 0.10
@@ -98,8 +111,29 @@ type Options struct {
 	// crossing the agent's free space (in cells, over the agent's occupied
 	// cells) exceed it is refused with slam.ErrInsufficientOverlap.
 	MaxFreeConflict float64
-	ICPIters        int // ICP iteration cap
-	Parallelism     int // LocalizeAll: agents matched at once (0: GOMAXPROCS)
+	// MaxWideFreeConflict is the verification limit of a wide search (no
+	// initial guess: the whole map at every heading; or a window of
+	// wideSearchRatio default windows or more); between the default window
+	// and that, the limit falls from MaxFreeConflict log-linearly in the
+	// search volume. Multiple comparisons: a search over thousands of
+	// times more poses than a guessed window finds, by chance, some wrong
+	// pose whose score passes MinScore where the agent barely overlaps the
+	// reference (0.26 for Freiburg 079 segments whose truth scores 0.055);
+	// such a pose lines up some walls but lays others across the agent's
+	// open floor, so what a wide search accepts must explain the agent's
+	// free space much better than a guessed one must.
+	MaxWideFreeConflict float64
+	// MinWideMargin is the margin (Result.Margin) a wide search's answer
+	// must keep over every other refined peak, verified or not, scaled by
+	// wideness (0 for a default window); less is slam.ErrInsufficientOverlap.
+	// Multiple comparisons again: where the agent's true pose is not in
+	// the reference (a sealed room, segments that barely overlap), the
+	// best of thousands of poses is one of a crowd of similar chance
+	// peaks, most of which fail verification; the truth of an agent that
+	// does overlap stands clear of them.
+	MinWideMargin float64
+	ICPIters      int // ICP iteration cap
+	Parallelism   int // LocalizeAll: agents matched at once (0: GOMAXPROCS)
 	// SkipRefinement turns off LocalizeAll's final pass that re-matches
 	// each agent against the rest of the team (see refineAll).
 	SkipRefinement bool
@@ -117,13 +151,15 @@ func (o Options) withDefaults() (Options, error) {
 	def(&o.MaxAmbiguity, DefaultMaxAmbiguity)
 	def(&o.ConfidentScore, DefaultConfidentScore)
 	def(&o.MaxFreeConflict, DefaultMaxFreeConflict)
+	def(&o.MaxWideFreeConflict, DefaultMaxWideFreeConflict)
+	def(&o.MinWideMargin, DefaultMinWideMargin)
 	if o.MinPoints == 0 {
 		o.MinPoints = DefaultMinPoints
 	}
 	if o.ICPIters == 0 {
 		o.ICPIters = DefaultICPIters
 	}
-	for _, v := range []float64{o.WindowXY, o.WindowTheta, o.MinScore, o.MaxAmbiguity, o.ConfidentScore, o.MaxFreeConflict} {
+	for _, v := range []float64{o.WindowXY, o.WindowTheta, o.MinScore, o.MaxAmbiguity, o.ConfidentScore, o.MaxFreeConflict, o.MaxWideFreeConflict, o.MinWideMargin} {
 		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 			return o, fmt.Errorf("%w: match options must be finite and not negative", slam.ErrInvalidArgument)
 		}
@@ -160,113 +196,13 @@ type Result struct {
 	RunnerUpScore float64
 	// Search is the window that was searched.
 	Search Window
+	// Margin is the answer's fine-search score less the best fine-search
+	// score of a refined peak distinct from it, verified or not (the
+	// answer's score if there is none): how far the answer stands out of
+	// the crowd of chance peaks. A wide search needs at least
+	// Options.MinWideMargin (see Options.wideness).
+	Margin float64
 }
-
-// Window is the region a localization searched: translations in
-// [MinX, MaxX] × [MinY, MaxY] (metres, map frame), headings within
-// ±HalfTheta of Center.Theta (π: every heading). Global marks a search of
-// the whole map for an agent without an initial guess.
-type Window struct {
-	Global                 bool
-	Center                 slam.Pose2D
-	MinX, MinY, MaxX, MaxY float64
-	HalfTheta              float64
-}
-
-// edgeTurn is how close (radians) to the rotational edge of a window a pose
-// counts as on it; translations use one coarse cell.
-const edgeTurn = 2 * math.Pi / 180
-
-// onEdge reports whether p lies within step metres (or edgeTurn) of the
-// border of a windowed search. A global search has no edge.
-func (w Window) onEdge(p slam.Pose2D, step float64) bool {
-	if w.Global {
-		return false
-	}
-	if p.X <= w.MinX+step || p.X >= w.MaxX-step || p.Y <= w.MinY+step || p.Y >= w.MaxY-step {
-		return true
-	}
-	return w.HalfTheta < math.Pi && math.Abs(slam.AngleDiff(p.Theta, w.Center.Theta)) >= w.HalfTheta-edgeTurn
-}
-
-// contains reports whether p lies in the window.
-func (w Window) contains(p slam.Pose2D) bool {
-	return w.Global || (p.X >= w.MinX && p.X <= w.MaxX && p.Y >= w.MinY && p.Y <= w.MaxY &&
-		math.Abs(slam.AngleDiff(p.Theta, w.Center.Theta)) <= w.HalfTheta)
-}
-
-// String describes the window for error messages.
-func (w Window) String() string {
-	head := "all headings"
-	if w.HalfTheta < math.Pi {
-		head = fmt.Sprintf("heading %.3f ± %.3f rad", w.Center.Theta, w.HalfTheta)
-	}
-	what := "window"
-	if w.Global {
-		what = "whole map (no initial guess)"
-	}
-	return fmt.Sprintf("%s x [%.2f, %.2f] y [%.2f, %.2f] m, %s", what, w.MinX, w.MaxX, w.MinY, w.MaxY, head)
-}
-
-// LocalizationError explains why an agent could not be localized; it wraps
-// one of slam.ErrInsufficientData, slam.ErrInsufficientOverlap or
-// slam.ErrAmbiguousMatch.
-type LocalizationError struct {
-	Reason    error
-	Result    Result  // the best attempt
-	Threshold float64 // the threshold that was missed
-	// Verification marks a pose refused because its free space
-	// contradicts the reference (Result.FreeConflict > Threshold).
-	Verification bool
-	// Outside is the score of a pose outside the search window that beats
-	// the window's best by more than Threshold (crossCheck); 0 if none.
-	Outside float64
-	// Edge marks a pose refused because it lies on the edge of the search
-	// window: the best match of a window that does not hold the truth sits
-	// against its border, so the guess is probably farther off than the
-	// window allows.
-	Edge bool
-}
-
-// Error states the reason with the measured value and the threshold it missed.
-func (e *LocalizationError) Error() string {
-	who := "submap"
-	if e.Result.Agent >= 0 {
-		who = fmt.Sprintf("agent %d", e.Result.Agent)
-	}
-	switch {
-	case e.Reason == slam.ErrInsufficientData:
-		return fmt.Sprintf("%v: %s has %d occupied cells, need %d", e.Reason, who, e.Result.Points, int(e.Threshold))
-	case e.Reason == slam.ErrAmbiguousMatch:
-		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (%s)", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.SearchSummary())
-	case e.Outside != 0:
-		return fmt.Sprintf("%v: %s best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f): the guess is farther off than the window (widen search_window_m / search_window_rad, or leave initial_guess out); %s",
-			e.Reason, who, e.Outside, e.Result.Score, e.Result.SearchSummary())
-	case e.Edge:
-		return fmt.Sprintf("%v: %s best pose is on the edge of the search window: the guess may be farther off (widen search_window_m / search_window_rad, or leave initial_guess out); %s", e.Reason, who, e.Result.SearchSummary())
-	case e.Verification:
-		return fmt.Sprintf("%v: %s best pose refused by verification: it contradicts the reference (free conflict %.3f > %.2f; %s)",
-			e.Reason, who, e.Result.FreeConflict, e.Threshold, e.Result.SearchSummary())
-	default:
-		return fmt.Sprintf("%v: %s score %.3f < %.3f (%s)", e.Reason, who, e.Result.Score, e.Threshold, e.Result.SearchSummary())
-	}
-}
-
-// SearchSummary says what was searched and what was found: the window, the
-// best pose and score, and the runner-up.
-func (r Result) SearchSummary() string {
-	s := fmt.Sprintf("searched %s; best (%.2f, %.2f, %.3f) score %.3f free conflict %.3f",
-		r.Search, r.Pose.X, r.Pose.Y, r.Pose.Theta, r.Score, r.FreeConflict)
-	if r.RunnerUpScore > 0 {
-		s += fmt.Sprintf("; runner-up (%.2f, %.2f, %.3f) score %.3f", r.RunnerUp.X, r.RunnerUp.Y, r.RunnerUp.Theta, r.RunnerUpScore)
-	} else {
-		s += "; no runner-up"
-	}
-	return s
-}
-
-// Unwrap lets errors.Is match the sentinel.
-func (e *LocalizationError) Unwrap() error { return e.Reason }
 
 // Localize estimates map_from_agent for submap (in the agent's frame) against
 // the reference grid ref, searching opts' window around guess. It prepares
@@ -413,9 +349,12 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	if err != nil {
 		return res, err
 	}
+	// The verification limit tightens with the search volume (see
+	// Options.freeConflictLimit).
+	limit := opts.freeConflictLimit(res.Search)
 	best := refined[0]
 	for _, v := range refined {
-		if v.conflict <= opts.MaxFreeConflict {
+		if v.conflict <= limit {
 			best = v
 			break
 		}
@@ -424,13 +363,23 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	// A runner-up that fails verification is no alternative: it puts
 	// reference walls across the agent's open floor.
 	for _, p := range refined {
-		if p.conflict <= opts.MaxFreeConflict && distinct(p.pose, best.pose) && best.score > 0 {
+		if p.conflict <= limit && distinct(p.pose, best.pose) && best.score > 0 {
 			res.Ambiguity = math.Min(math.Max(p.merit, 0)/math.Max(best.merit, 1e-9), 1)
 			res.RunnerUp = p.pose
 			res.RunnerUpScore = p.score
 			break
 		}
 	}
+
+	// The crowd of chance peaks: the best distinct refined peak, verified
+	// or not, that a wide search's answer must stand clear of.
+	crowd := 0.0
+	for _, p := range refined {
+		if distinct(p.pose, best.pose) {
+			crowd = math.Max(crowd, p.score)
+		}
+	}
+	res.Margin = best.score - crowd
 
 	pose, iters := r.icp(ps.fine, best.pose, opts.ICPIters)
 	// Guard against ICP sliding off into a wrong basin: it may polish the
@@ -448,10 +397,12 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	switch {
 	case res.Score < opts.MinScore:
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore}
-	case res.FreeConflict > opts.MaxFreeConflict:
-		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MaxFreeConflict, Verification: true}
+	case res.FreeConflict > limit:
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: limit, Verification: true}
 	case res.Ambiguity > opts.MaxAmbiguity:
 		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity}
+	case res.Margin < opts.wideness(res.Search)*opts.MinWideMargin:
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.wideness(res.Search) * opts.MinWideMargin, Crowd: true}
 	case res.Search.onEdge(pose, r.coarseRes):
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore, Edge: true}
 	}

@@ -122,3 +122,41 @@ func (r *Reference) sameBasin(pts []point, a, b peak) bool {
 	}
 	return true
 }
+
+// wideness is how wide a search of window w is, 0..1: 0 up to the default
+// window's volume (±DefaultWindowXY, ±DefaultWindowTheta), 1 from
+// wideSearchRatio times that volume and for every search without a guess,
+// and in between the logarithm of the volume ratio over that of
+// wideSearchRatio — the logarithm of the number of candidate poses, which
+// is what the best chance score among them grows with. The volume is the
+// smaller of the requested window's and the searched one's (clipped to the
+// map, but rounded out to whole search cells, which must not make a default
+// window wide).
+func (o Options) wideness(w Window) float64 {
+	if w.Global {
+		return 1
+	}
+	requested := (2 * o.WindowXY) * (2 * o.WindowXY) * (2 * math.Min(o.WindowTheta, math.Pi))
+	ratio := math.Min(w.volume(), requested) / defaultWindowVolume
+	if ratio <= 1 {
+		return 0
+	}
+	return math.Min(math.Log(ratio)/math.Log(wideSearchRatio), 1)
+}
+
+// freeConflictLimit is the verification limit of a search of window w:
+// from MaxFreeConflict (a default window) to MaxWideFreeConflict (a wide
+// search) by wideness; never above MaxFreeConflict.
+func (o Options) freeConflictLimit(w Window) float64 {
+	wide := math.Min(o.MaxWideFreeConflict, o.MaxFreeConflict)
+	return o.MaxFreeConflict - o.wideness(w)*(o.MaxFreeConflict-wide)
+}
+
+// defaultWindowVolume is the volume (m²·rad) of the default search window.
+const defaultWindowVolume = (2 * DefaultWindowXY) * (2 * DefaultWindowXY) * (2 * DefaultWindowTheta)
+
+// volume is the window's search volume in m²·rad: its translational area
+// times its heading range.
+func (w Window) volume() float64 {
+	return (w.MaxX - w.MinX) * (w.MaxY - w.MinY) * 2 * w.HalfTheta
+}

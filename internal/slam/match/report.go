@@ -1,0 +1,123 @@
+package match
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/slammesh/slammesh/internal/slam"
+)
+
+// What a localization searched and why it refused: the window, the typed
+// error with the best attempt, and the summary every refusal carries.
+
+// Window is the region a localization searched: translations in
+// [MinX, MaxX] × [MinY, MaxY] (metres, map frame), headings within
+// ±HalfTheta of Center.Theta (π: every heading). Global marks a search of
+// the whole map for an agent without an initial guess.
+type Window struct {
+	Global                 bool
+	Center                 slam.Pose2D
+	MinX, MinY, MaxX, MaxY float64
+	HalfTheta              float64
+}
+
+// edgeTurn is how close (radians) to the rotational edge of a window a pose
+// counts as on it; translations use one coarse cell.
+const edgeTurn = 2 * math.Pi / 180
+
+// onEdge reports whether p lies within step metres (or edgeTurn) of the
+// border of a windowed search. A global search has no edge.
+func (w Window) onEdge(p slam.Pose2D, step float64) bool {
+	if w.Global {
+		return false
+	}
+	if p.X <= w.MinX+step || p.X >= w.MaxX-step || p.Y <= w.MinY+step || p.Y >= w.MaxY-step {
+		return true
+	}
+	return w.HalfTheta < math.Pi && math.Abs(slam.AngleDiff(p.Theta, w.Center.Theta)) >= w.HalfTheta-edgeTurn
+}
+
+// contains reports whether p lies in the window.
+func (w Window) contains(p slam.Pose2D) bool {
+	return w.Global || (p.X >= w.MinX && p.X <= w.MaxX && p.Y >= w.MinY && p.Y <= w.MaxY &&
+		math.Abs(slam.AngleDiff(p.Theta, w.Center.Theta)) <= w.HalfTheta)
+}
+
+// String describes the window for error messages.
+func (w Window) String() string {
+	head := "all headings"
+	if w.HalfTheta < math.Pi {
+		head = fmt.Sprintf("heading %.3f ± %.3f rad", w.Center.Theta, w.HalfTheta)
+	}
+	what := "window"
+	if w.Global {
+		what = "whole map (no initial guess)"
+	}
+	return fmt.Sprintf("%s x [%.2f, %.2f] y [%.2f, %.2f] m, %s", what, w.MinX, w.MaxX, w.MinY, w.MaxY, head)
+}
+
+// LocalizationError explains why an agent could not be localized; it wraps
+// one of slam.ErrInsufficientData, slam.ErrInsufficientOverlap or
+// slam.ErrAmbiguousMatch.
+type LocalizationError struct {
+	Reason    error
+	Result    Result  // the best attempt
+	Threshold float64 // the threshold that was missed
+	// Verification marks a pose refused because its free space
+	// contradicts the reference (Result.FreeConflict > Threshold).
+	Verification bool
+	// Outside is the score of a pose outside the search window that beats
+	// the window's best by more than Threshold (crossCheck); 0 if none.
+	Outside float64
+	// Edge marks a pose refused because it lies on the edge of the search
+	// window: the best match of a window that does not hold the truth sits
+	// against its border, so the guess is probably farther off than the
+	// window allows.
+	Edge bool
+	// Crowd marks a wide search's answer refused because it does not
+	// stand clear of the other peaks (Result.Margin < Threshold).
+	Crowd bool
+}
+
+// Error states the reason with the measured value and the threshold it missed.
+func (e *LocalizationError) Error() string {
+	who := "submap"
+	if e.Result.Agent >= 0 {
+		who = fmt.Sprintf("agent %d", e.Result.Agent)
+	}
+	switch {
+	case e.Reason == slam.ErrInsufficientData:
+		return fmt.Sprintf("%v: %s has %d occupied cells, need %d", e.Reason, who, e.Result.Points, int(e.Threshold))
+	case e.Crowd:
+		return fmt.Sprintf("%v: %s best pose does not stand clear of the other poses of a wide search (margin %.3f < %.3f over the best other peak, verified or not): the agent may not overlap the reference; %s",
+			e.Reason, who, e.Result.Margin, e.Threshold, e.Result.SearchSummary())
+	case e.Reason == slam.ErrAmbiguousMatch:
+		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (%s)", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.SearchSummary())
+	case e.Outside != 0:
+		return fmt.Sprintf("%v: %s best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f): the guess is farther off than the window (widen search_window_m / search_window_rad, or leave initial_guess out); %s",
+			e.Reason, who, e.Outside, e.Result.Score, e.Result.SearchSummary())
+	case e.Edge:
+		return fmt.Sprintf("%v: %s best pose is on the edge of the search window: the guess may be farther off (widen search_window_m / search_window_rad, or leave initial_guess out); %s", e.Reason, who, e.Result.SearchSummary())
+	case e.Verification:
+		return fmt.Sprintf("%v: %s best pose refused by verification: it contradicts the reference (free conflict %.3f > %.2f; %s)",
+			e.Reason, who, e.Result.FreeConflict, e.Threshold, e.Result.SearchSummary())
+	default:
+		return fmt.Sprintf("%v: %s score %.3f < %.3f (%s)", e.Reason, who, e.Result.Score, e.Threshold, e.Result.SearchSummary())
+	}
+}
+
+// SearchSummary says what was searched and what was found: the window, the
+// best pose and score, and the runner-up.
+func (r Result) SearchSummary() string {
+	s := fmt.Sprintf("searched %s; best (%.2f, %.2f, %.3f) score %.3f free conflict %.3f",
+		r.Search, r.Pose.X, r.Pose.Y, r.Pose.Theta, r.Score, r.FreeConflict)
+	if r.RunnerUpScore > 0 {
+		s += fmt.Sprintf("; runner-up (%.2f, %.2f, %.3f) score %.3f", r.RunnerUp.X, r.RunnerUp.Y, r.RunnerUp.Theta, r.RunnerUpScore)
+	} else {
+		s += "; no runner-up"
+	}
+	return s
+}
+
+// Unwrap lets errors.Is match the sentinel.
+func (e *LocalizationError) Unwrap() error { return e.Reason }
