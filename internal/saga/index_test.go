@@ -296,3 +296,43 @@ func TestRecoveryMovesTheUnshardedActiveSetIntoItsShards(t *testing.T) {
 		t.Fatalf("recoverClaim of the moved saga = %v, %v; want it claimed", c, err)
 	}
 }
+
+// TestRecoveryScansTheShardsThatAnswer: one shard of the active index that
+// cannot be read (its Cluster node down, or a key of the wrong type) must
+// not keep recovery from the sagas of the other shards.
+func TestRecoveryScansTheShardsThatAnswer(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	a := f.replica(t, "A", testLease, Options{})
+	if _, _, err := a.Start(t.Context(), "m", "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	// A hands it off without driving it: its lease ends now.
+	if n, err := a.Handoff(t.Context()); n != 1 || err != nil {
+		t.Fatalf("Handoff = %d, %v; want 1", n, err)
+	}
+	broken := ""
+	for _, k := range ActiveShardKeys() {
+		if k != ActiveKey("m") {
+			broken = k
+			break
+		}
+	}
+	if err := f.rdb.Set(t.Context(), broken, "not a sorted set", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b := f.replica(t, "B", testLease, Options{})
+	var n int
+	var err error
+	await(t, "B to claim the expired saga", func() bool {
+		n, err = b.recoverOnce(t.Context(), RecoveryOptions{}.withDefaults())
+		return n == 1
+	})
+	if err == nil || !strings.Contains(err.Error(), broken) {
+		t.Errorf("recoverOnce error = %v, want one naming %s", err, broken)
+	}
+	await(t, "the recovered saga to complete", func() bool {
+		rec, err := f.store.Load(t.Context(), "m")
+		return err == nil && rec.State == Completed && rec.Owner == "B"
+	})
+}

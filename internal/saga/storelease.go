@@ -2,6 +2,7 @@ package saga
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -43,7 +44,9 @@ func (s *Store) claim(ctx context.Context, key, owner string, now time.Time) (*R
 
 // expired returns up to limit entries of the active-lease index whose score
 // has passed, from every shard (one round trip: a pipeline of one script per
-// shard, which a Cluster client splits per node).
+// shard, which a Cluster client splits per node). A shard that cannot be
+// read (its Cluster node down) does not hide the others: their entries are
+// returned with an error naming the shards that failed.
 func (s *Store) expired(ctx context.Context, limit int) ([]indexEntry, error) {
 	shards := ActiveShardKeys()
 	pipe := s.rdb.Pipeline()
@@ -53,23 +56,26 @@ func (s *Store) expired(ctx context.Context, limit int) ([]indexEntry, error) {
 	}
 	_, _ = pipe.Exec(ctx)
 	var out []indexEntry
+	var errs []error
 	for i, c := range cmds {
 		if isNoScript(c.Err()) {
 			c = expiredScript.Run(ctx, s.rdb, []string{shards[i]}, limit)
 		}
 		zs, err := c.StringSlice()
 		if err != nil {
-			return nil, fmt.Errorf("scan expired saga leases in %s: %w", shards[i], err)
+			errs = append(errs, fmt.Errorf("scan expired saga leases in %s: %w", shards[i], err))
+			continue
 		}
 		for j := 0; j+1 < len(zs) && len(out) < limit; j += 2 {
 			score, err := strconv.ParseFloat(zs[j+1], 64)
 			if err != nil {
-				return nil, fmt.Errorf("scan expired saga leases in %s: score %q: %w", shards[i], zs[j+1], err)
+				errs = append(errs, fmt.Errorf("scan expired saga leases in %s: score %q: %w", shards[i], zs[j+1], err))
+				continue
 			}
 			out = append(out, indexEntry{key: zs[j], score: int64(score)})
 		}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 // recovered is a saga claimed by recovery.
