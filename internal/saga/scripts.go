@@ -83,7 +83,9 @@ return {}
 // commands, each as its argument count followed by its arguments. The
 // expiries are set after the sink's commands, so they also govern a stream
 // the sink expired.
-// Returns {0, stored epoch} when fenced (nothing written), else
+// Returns {0, stored epoch} when fenced (nothing written), {2, stored
+// revision} when the record is not at the revision before ARGV[2] (a write
+// acknowledged earlier was lost, e.g. by a failover: nothing written), else
 // {1, cancelled, cancel_reason} so the owner learns of a cancellation
 // requested from any replica.
 //
@@ -105,6 +107,12 @@ if h[1] ~= ARGV[1] then
   return {0, h[1] or ''}
 end
 if h[2] ~= ARGV[2] then
+  -- The stored revision must be the one before this write's: any other
+  -- means a write the owner saw acknowledged is missing (lost in a
+  -- failover), and this write's delta would build on it.
+  if tonumber(h[2] or '0') ~= tonumber(ARGV[2]) - 1 then
+    return {2, h[2] or '0'}
+  end
   -- Only a reopening needs the server's time (TIME is a command too).
   local now = 0
   if ARGV[3] == 'reopen' then
