@@ -336,3 +336,38 @@ func TestRecoveryScansTheShardsThatAnswer(t *testing.T) {
 		return err == nil && rec.State == Completed && rec.Owner == "B"
 	})
 }
+
+// TestRenewalRestoresALostIndexEntry: the index entry of a running saga is
+// on another Cluster node than its record, so a failover of that node may
+// lose the entry (written before the create, acknowledged, not yet
+// replicated) while the record survives. The owner's renewals put it back:
+// otherwise the saga is unfinished and unindexed, and no recovery would
+// find it if its owner died.
+func TestRenewalRestoresALostIndexEntry(t *testing.T) {
+	t.Parallel()
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	f := newFixture(t, map[string]behaviour{"b": {act: func(_ context.Context, x *Exec) error {
+		close(started)
+		<-release
+		return nil
+	}}})
+	a := f.replica(t, "A", testLease, Options{})
+	t.Cleanup(unblock) // before A's Handoff, which waits for the run
+	if _, _, err := a.Start(t.Context(), "m", "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	done := runInBackground(a, "m")
+	awaitClosed(t, started, "A to call step b")
+	if err := f.rdb.ZRem(t.Context(), ActiveKey("m"), "m").Err(); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "a renewal to index the running saga again", func() bool {
+		return f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Err() == nil
+	})
+	unblock()
+	if r := awaitRunResult(t, done); r.err != nil || r.rec.State != Completed {
+		t.Fatalf("Run = %v, %v; want completed", r.rec, r.err)
+	}
+}

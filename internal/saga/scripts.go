@@ -224,8 +224,8 @@ return out
 //
 // KEYS[1] record hash. ARGV[1] epoch, ARGV[2] lease TTL in ms.
 // Returns {"lost"} (another engine took it over, or the record is gone),
-// {"cancelled", reason} (a cancellation was recorded while it runs
-// forward), {"ok"} otherwise.
+// {"ended"} (it is finished: nothing to renew), {"cancelled", reason} (a
+// cancellation was recorded while it runs forward), {"ok"} otherwise.
 var renewScript = redis.NewScript(luaNow + luaUnfinished + `
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'state', 'cancelled', 'cancel_reason', 'lease')
 if h[1] ~= ARGV[1] then
@@ -239,8 +239,9 @@ if unfinished(h[2]) then
   if h[3] == '1' and h[2] ~= 'compensating' then
     return {'cancelled', h[4] or ''}
   end
+  return {'ok'}
 end
-return {'ok'}
+return {'ended'}
 `)
 
 // releaseScript ends the lease of a saga an engine hands off, if the engine

@@ -192,14 +192,18 @@ func (s *Store) leaseScripts(ctx context.Context, leases []lease, script *redis.
 // rescoreAll moves the index entries of keys, whose leases a script just
 // extended or released, to hint, in one round trip. Only after the script:
 // an engine cut off from a record's node must not keep pushing its entry
-// where recovery no longer looks while the lease runs out.
+// where recovery no longer looks while the lease runs out. A plain ZADD,
+// not XX: the script found each saga unfinished, so an entry missing now
+// was lost (a failover of its shard's node lost the write that created
+// it) and is written again; one written for a saga that ended since is
+// dropped by recovery as stale.
 func (s *Store) rescoreAll(ctx context.Context, keys []string, hint int64) error {
 	if len(keys) == 0 {
 		return nil
 	}
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, k := range keys {
-			rescore(ctx, p, k, hint)
+			p.ZAdd(ctx, ActiveKey(k), redis.Z{Score: float64(hint), Member: k})
 		}
 		return nil
 	})
@@ -232,7 +236,7 @@ func (s *Store) renew(ctx context.Context, leases []lease) ([]leaseNote, error) 
 			renewed = append(renewed, leases[i].key)
 		}
 		switch kind {
-		case "ok":
+		case "ok", "ended":
 		case "lost":
 			s.idx.forget(leases[i].key)
 			notes = append(notes, leaseNote{i: i, lost: true})
