@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -114,13 +115,25 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	fmt.Fprintf(stdout, "\nOpen the console: %s\nThen try:\n", console)
 	fmt.Fprintf(stdout, "  go run ./cmd/slamctl --addr %s start --seed 7 --agents 3 --watch\n", orch.srv.Addr())
 	fmt.Fprintf(stdout, "  go tool -modfile=tools/go.mod grpcurl -plaintext %s list\n", orch.srv.Addr())
-	fmt.Fprintf(stdout, "  redis-cli -u %s XRANGE slammesh:events - + COUNT 5\n", redisURL)
+	fmt.Fprintf(stdout, "  %s XRANGE slammesh:events - + COUNT 5\n", redisCLI(redisURL, clusterURL != ""))
 	fmt.Fprintf(stdout, "Ctrl-C stops the mesh.\n")
 
 	orchErr := <-orchDone
 	stopSteps()
 	steps = nil // served nodes close themselves
 	return errors.Join(orchErr, g.Wait())
+}
+
+// redisCLI returns the redis-cli command line that reaches the Redis at
+// rawURL, for the screen: the URL single-quoted (a cluster URL's "&" would
+// send a pasted line to the background), and on a Cluster with -c, so that
+// redis-cli follows the MOVED replies of keys on other nodes.
+func redisCLI(rawURL string, cluster bool) string {
+	c := ""
+	if cluster {
+		c = "-c "
+	}
+	return "redis-cli " + c + "-u '" + strings.ReplaceAll(rawURL, "'", `'\''`) + "'"
 }
 
 // devLog picks where a dev mesh logs: the JSON log lines of four services

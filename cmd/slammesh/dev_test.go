@@ -73,3 +73,16 @@ func TestDevDemoFirstScreen(t *testing.T) {
 		t.Fatalf("no console URL in:\n%s", screen)
 	}
 }
+
+// TestDevRedisCLIHint: the redis-cli line of the first screen works when
+// pasted into a shell, also for a Cluster URL ("&" in its query; MOVED
+// replies from the other nodes).
+func TestDevRedisCLIHint(t *testing.T) {
+	got := redisCLI("redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002", true)
+	if want := "redis-cli -c -u 'redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002'"; got != want {
+		t.Errorf("cluster hint = %s, want %s", got, want)
+	}
+	if got, want := redisCLI("redis://127.0.0.1:6380/0", false), "redis-cli -u 'redis://127.0.0.1:6380/0'"; got != want {
+		t.Errorf("single-server hint = %s, want %s", got, want)
+	}
+}

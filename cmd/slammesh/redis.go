@@ -273,6 +273,9 @@ func (c redisConn) client(poolSize int) redis.UniversalClient {
 		if poolSize > 0 {
 			opts.PoolSize = poolSize
 		}
+		if opts.ClusterStateReloadInterval == 0 {
+			opts.ClusterStateReloadInterval = clusterStateReload
+		}
 		return redis.NewClusterClient(&opts)
 	}
 	opts := *c.single
@@ -281,6 +284,14 @@ func (c redisConn) client(poolSize int) redis.UniversalClient {
 	}
 	return redis.NewClient(&opts)
 }
+
+// clusterStateReload is how old a Cluster client's view of the slots may
+// get before its next command reloads it (one CLUSTER SLOTS, in the
+// background). A SIGKILLed master answers no MOVED, so a client that only
+// pipelines to it (the saga store, the recovery scan) learns of its
+// promoted replica only then: go-redis's default of 60 s kept a third of
+// the slots unreachable for a minute after a master died.
+const clusterStateReload = time.Second
 
 // addr names the Redis in messages.
 func (c redisConn) addr() string {

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/redisproc"
 )
 
 func TestRedisClusterURLWinsOverRedisURL(t *testing.T) {
@@ -41,5 +46,76 @@ func TestRedisClusterURLWinsOverRedisURL(t *testing.T) {
 	}
 	if _, err := newRedisConn("", "http://a:1?addr=b:2", securityConfig{}); err == nil {
 		t.Error("a cluster URL of another scheme was accepted")
+	}
+}
+
+// TestClusterClientFindsPromotedMasterAfterKill: after a master is
+// SIGKILLed and its replica promoted, a service's client must reach the
+// new master within seconds. A dead node answers no MOVED, so a client
+// that only sends pipelines (the saga store, the recovery scan) learns the
+// new topology only at its next periodic state reload: go-redis's default
+// of 60 s left a third of the slots unreachable for a minute (StartMission
+// UNAVAILABLE, recovery scan failing) once the killed node stayed down.
+func TestClusterClientFindsPromotedMasterAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 6-node Redis Cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := redisproc.StartCluster(ctx, t.TempDir(), 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	conn, err := newRedisConn("", c.URL(), securityConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := conn.client(0)
+	defer rdb.Close()
+	cc := rdb.(*redis.ClusterClient)
+	masters, err := c.Masters(ctx)
+	if err != nil || len(masters) != 3 {
+		t.Fatalf("Masters = %v, %v", masters, err)
+	}
+	victim := masters[0]
+	key := ""
+	for i := 0; key == "" && i < 1000; i++ {
+		k := fmt.Sprintf("slammesh:{m-%d}:saga", i)
+		n, err := cc.MasterForKey(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Options().Addr == victim {
+			key = k
+		}
+	}
+	if key == "" {
+		t.Fatalf("no key served by %s", victim)
+	}
+	write := func() error {
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, key, "state", "running")
+			return nil
+		})
+		return err
+	}
+	if err := write(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.KillMaster(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	// Generous for a loaded machine, far below the 60 s default.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := write()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pipelined write to a key of the killed master still fails 20 s after the promotion: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -420,6 +420,20 @@ func (e *Engine) register(ctx context.Context, key string, takeStarted bool) (*r
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	for takeStarted && e.started[key] != nil && e.running[key] != nil && ctx.Err() == nil {
+		// A recovery scan's claim holds the key: it found the index entry
+		// of an earlier create of the mission that failed (its Start was
+		// retried), before this Start created it. Its claim finds the lease
+		// live and lets go; refusing here would leave the started saga to
+		// the heartbeat, renewed and never driven.
+		other := e.running[key]
+		e.mu.Unlock()
+		select {
+		case <-other.done:
+		case <-ctx.Done():
+		}
+		e.mu.Lock()
+	}
 	s := e.started[key]
 	var err error
 	switch {

@@ -296,3 +296,78 @@ func TestRecoveryMovesTheUnshardedActiveSetIntoItsShards(t *testing.T) {
 		t.Fatalf("recoverClaim of the moved saga = %v, %v; want it claimed", c, err)
 	}
 }
+
+// TestRecoveryScansTheShardsThatAnswer: one shard of the active index that
+// cannot be read (its Cluster node down, or a key of the wrong type) must
+// not keep recovery from the sagas of the other shards.
+func TestRecoveryScansTheShardsThatAnswer(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	a := f.replica(t, "A", testLease, Options{})
+	if _, _, err := a.Start(t.Context(), "m", "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	// A hands it off without driving it: its lease ends now.
+	if n, err := a.Handoff(t.Context()); n != 1 || err != nil {
+		t.Fatalf("Handoff = %d, %v; want 1", n, err)
+	}
+	broken := ""
+	for _, k := range ActiveShardKeys() {
+		if k != ActiveKey("m") {
+			broken = k
+			break
+		}
+	}
+	if err := f.rdb.Set(t.Context(), broken, "not a sorted set", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b := f.replica(t, "B", testLease, Options{})
+	var n int
+	var err error
+	await(t, "B to claim the expired saga", func() bool {
+		n, err = b.recoverOnce(t.Context(), RecoveryOptions{}.withDefaults())
+		return n == 1
+	})
+	if err == nil || !strings.Contains(err.Error(), broken) {
+		t.Errorf("recoverOnce error = %v, want one naming %s", err, broken)
+	}
+	await(t, "the recovered saga to complete", func() bool {
+		rec, err := f.store.Load(t.Context(), "m")
+		return err == nil && rec.State == Completed && rec.Owner == "B"
+	})
+}
+
+// TestRenewalRestoresALostIndexEntry: the index entry of a running saga is
+// on another Cluster node than its record, so a failover of that node may
+// lose the entry (written before the create, acknowledged, not yet
+// replicated) while the record survives. The owner's renewals put it back:
+// otherwise the saga is unfinished and unindexed, and no recovery would
+// find it if its owner died.
+func TestRenewalRestoresALostIndexEntry(t *testing.T) {
+	t.Parallel()
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	f := newFixture(t, map[string]behaviour{"b": {act: func(_ context.Context, x *Exec) error {
+		close(started)
+		<-release
+		return nil
+	}}})
+	a := f.replica(t, "A", testLease, Options{})
+	t.Cleanup(unblock) // before A's Handoff, which waits for the run
+	if _, _, err := a.Start(t.Context(), "m", "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	done := runInBackground(a, "m")
+	awaitClosed(t, started, "A to call step b")
+	if err := f.rdb.ZRem(t.Context(), ActiveKey("m"), "m").Err(); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "a renewal to index the running saga again", func() bool {
+		return f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Err() == nil
+	})
+	unblock()
+	if r := awaitRunResult(t, done); r.err != nil || r.rec.State != Completed {
+		t.Fatalf("Run = %v, %v; want completed", r.rec, r.err)
+	}
+}

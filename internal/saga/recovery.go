@@ -89,16 +89,15 @@ func (e *Engine) recoverOnce(ctx context.Context, opts RecoveryOptions) (int, er
 	if closed || room <= 0 {
 		return 0, nil
 	}
-	entries, err := e.store.expired(ctx, min(opts.Batch, room))
-	if err != nil {
-		return 0, err
-	}
+	// Shards that failed are reported; the entries of the others are
+	// recovered all the same.
+	entries, scanErr := e.store.expired(ctx, min(opts.Batch, room))
 	// The resumed runs, and the claims that start them, must not end with
 	// the scan: a claim that landed but whose saga is not driven would
 	// strand the saga for a lease TTL.
 	runCtx := context.WithoutCancel(ctx)
 	n := 0
-	var errs []error
+	errs := []error{scanErr}
 	for _, entry := range entries {
 		key := entry.key
 		r, _, err := e.register(runCtx, key, false)

@@ -702,3 +702,30 @@ func createPending(t *testing.T, f *fixture) {
 		t.Fatal(err)
 	}
 }
+
+// TestStartedRunWaitsForARecoveryProbe: a recovery scan may hold a key
+// (its claim in flight) when Start creates the saga — the scan found the
+// index entry an earlier, failed create of the mission left. The started
+// saga's run must wait for the probe to let go, not be refused: refused,
+// the saga stayed Pending for good, its lease renewed by a live owner
+// that never drove it (seen in the cluster chaos run, a master SIGKILLed).
+func TestStartedRunWaitsForARecoveryProbe(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	e := f.replica(t, "A", testLease, Options{})
+	probe, _, err := e.register(t.Context(), "m", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Start(t.Context(), "m", "s", nil); err != nil {
+		e.unregister(probe)
+		t.Fatal(err)
+	}
+	done := runInBackground(e, "m")
+	time.Sleep(50 * time.Millisecond) // the run reaches the probe's key
+	e.unregister(probe)               // the claim found the lease live
+	r := awaitRunResult(t, done)
+	if r.err != nil || r.rec.State != Completed {
+		t.Fatalf("Run of the started saga = %v, %v; want completed", r.rec, r.err)
+	}
+}

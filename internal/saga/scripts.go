@@ -83,7 +83,9 @@ return {}
 // commands, each as its argument count followed by its arguments. The
 // expiries are set after the sink's commands, so they also govern a stream
 // the sink expired.
-// Returns {0, stored epoch} when fenced (nothing written), else
+// Returns {0, stored epoch} when fenced (nothing written), {2, stored
+// revision} when the record is not at the revision before ARGV[2] (a write
+// acknowledged earlier was lost, e.g. by a failover: nothing written), else
 // {1, cancelled, cancel_reason} so the owner learns of a cancellation
 // requested from any replica.
 //
@@ -105,6 +107,12 @@ if h[1] ~= ARGV[1] then
   return {0, h[1] or ''}
 end
 if h[2] ~= ARGV[2] then
+  -- The stored revision must be the one before this write's: any other
+  -- means a write the owner saw acknowledged is missing (lost in a
+  -- failover), and this write's delta would build on it.
+  if tonumber(h[2] or '0') ~= tonumber(ARGV[2]) - 1 then
+    return {2, h[2] or '0'}
+  end
   -- Only a reopening needs the server's time (TIME is a command too).
   local now = 0
   if ARGV[3] == 'reopen' then
@@ -216,8 +224,8 @@ return out
 //
 // KEYS[1] record hash. ARGV[1] epoch, ARGV[2] lease TTL in ms.
 // Returns {"lost"} (another engine took it over, or the record is gone),
-// {"cancelled", reason} (a cancellation was recorded while it runs
-// forward), {"ok"} otherwise.
+// {"ended"} (it is finished: nothing to renew), {"cancelled", reason} (a
+// cancellation was recorded while it runs forward), {"ok"} otherwise.
 var renewScript = redis.NewScript(luaNow + luaUnfinished + `
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'state', 'cancelled', 'cancel_reason', 'lease')
 if h[1] ~= ARGV[1] then
@@ -231,8 +239,9 @@ if unfinished(h[2]) then
   if h[3] == '1' and h[2] ~= 'compensating' then
     return {'cancelled', h[4] or ''}
   end
+  return {'ok'}
 end
-return {'ok'}
+return {'ended'}
 `)
 
 // releaseScript ends the lease of a saga an engine hands off, if the engine

@@ -403,10 +403,10 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 		err = cmd.Err()
 	}
 	reply, _ := cmd.Slice()
-	fenced := false
+	fenced, lost := false, false
 	if err == nil && len(reply) >= 2 {
 		ok, _ := reply[0].(int64)
-		fenced = ok != 1
+		fenced, lost = ok != 1, ok == 2
 	}
 	if unindex != nil && (err != nil || fenced) {
 		if rerr := s.reindex(ctx, rec.Key, unindex); rerr != nil {
@@ -418,6 +418,13 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 	}
 	if len(reply) < 2 {
 		return fmt.Errorf("save saga %s: unexpected reply %v", rec.Key, reply)
+	}
+	if lost {
+		// Stop driving it: recovery claims it once the lease runs out and
+		// drives it from the record Redis has.
+		s.idx.forget(rec.Key)
+		return fmt.Errorf("save saga %s at revision %d: the record is at revision %v, a write acknowledged before was lost (failover): %w",
+			rec.Key, rec.rev, reply[1], ErrFenced)
 	}
 	if fenced {
 		s.idx.forget(rec.Key)

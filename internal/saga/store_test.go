@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"reflect"
@@ -374,5 +375,44 @@ func TestSaveRetriedAfterLostReplyWritesOnce(t *testing.T) {
 				t.Errorf("stored state %s at revision %d, want %s at %d", stored.State, stored.rev, tt.state, tt.saves)
 			}
 		})
+	}
+}
+
+// TestSaveRefusesADeltaOverALostWrite: a Redis failover may lose the last
+// writes a master acknowledged (replication is asynchronous). A Save sends
+// only the fields changed since the last one, so over a record that lost
+// that one it would write a record no engine ever wrote (the lost write's
+// fields missing). The revision tells: the store must refuse, as if fenced,
+// and leave the saga to recovery, which drives it from what Redis has.
+func TestSaveRefusesADeltaOverALostWrite(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	ctx := t.Context()
+	rec := fullRecord("m")
+	rec.State, rec.Cancelled, rec.CancelReason = Running, false, ""
+	if _, _, err := f.store.Create(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	before := f.rdb.HGetAll(ctx, RecordKey("m")).Val()
+	rec.Steps[2].State = StepRunning
+	rec.Steps[2].Attempts = 1
+	if err := f.store.Save(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	// The failover lost that write: the promoted replica has the record as
+	// it was before it.
+	if err := f.rdb.Del(ctx, RecordKey("m")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rdb.HSet(ctx, RecordKey("m"), before).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec.Current = 2
+	err := f.store.Save(ctx, rec)
+	if !errors.Is(err, ErrFenced) {
+		t.Errorf("Save over a lost write = %v, want ErrFenced", err)
+	}
+	if after := f.rdb.HGetAll(ctx, RecordKey("m")).Val(); !maps.Equal(after, before) {
+		t.Errorf("record after a Save over a lost write = %v, want it untouched %v", after, before)
 	}
 }

@@ -2,6 +2,7 @@ package saga
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -43,7 +44,9 @@ func (s *Store) claim(ctx context.Context, key, owner string, now time.Time) (*R
 
 // expired returns up to limit entries of the active-lease index whose score
 // has passed, from every shard (one round trip: a pipeline of one script per
-// shard, which a Cluster client splits per node).
+// shard, which a Cluster client splits per node). A shard that cannot be
+// read (its Cluster node down) does not hide the others: their entries are
+// returned with an error naming the shards that failed.
 func (s *Store) expired(ctx context.Context, limit int) ([]indexEntry, error) {
 	shards := ActiveShardKeys()
 	pipe := s.rdb.Pipeline()
@@ -53,23 +56,26 @@ func (s *Store) expired(ctx context.Context, limit int) ([]indexEntry, error) {
 	}
 	_, _ = pipe.Exec(ctx)
 	var out []indexEntry
+	var errs []error
 	for i, c := range cmds {
 		if isNoScript(c.Err()) {
 			c = expiredScript.Run(ctx, s.rdb, []string{shards[i]}, limit)
 		}
 		zs, err := c.StringSlice()
 		if err != nil {
-			return nil, fmt.Errorf("scan expired saga leases in %s: %w", shards[i], err)
+			errs = append(errs, fmt.Errorf("scan expired saga leases in %s: %w", shards[i], err))
+			continue
 		}
 		for j := 0; j+1 < len(zs) && len(out) < limit; j += 2 {
 			score, err := strconv.ParseFloat(zs[j+1], 64)
 			if err != nil {
-				return nil, fmt.Errorf("scan expired saga leases in %s: score %q: %w", shards[i], zs[j+1], err)
+				errs = append(errs, fmt.Errorf("scan expired saga leases in %s: score %q: %w", shards[i], zs[j+1], err))
+				continue
 			}
 			out = append(out, indexEntry{key: zs[j], score: int64(score)})
 		}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 // recovered is a saga claimed by recovery.
@@ -186,14 +192,18 @@ func (s *Store) leaseScripts(ctx context.Context, leases []lease, script *redis.
 // rescoreAll moves the index entries of keys, whose leases a script just
 // extended or released, to hint, in one round trip. Only after the script:
 // an engine cut off from a record's node must not keep pushing its entry
-// where recovery no longer looks while the lease runs out.
+// where recovery no longer looks while the lease runs out. A plain ZADD,
+// not XX: the script found each saga unfinished, so an entry missing now
+// was lost (a failover of its shard's node lost the write that created
+// it) and is written again; one written for a saga that ended since is
+// dropped by recovery as stale.
 func (s *Store) rescoreAll(ctx context.Context, keys []string, hint int64) error {
 	if len(keys) == 0 {
 		return nil
 	}
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, k := range keys {
-			rescore(ctx, p, k, hint)
+			p.ZAdd(ctx, ActiveKey(k), redis.Z{Score: float64(hint), Member: k})
 		}
 		return nil
 	})
@@ -226,7 +236,7 @@ func (s *Store) renew(ctx context.Context, leases []lease) ([]leaseNote, error) 
 			renewed = append(renewed, leases[i].key)
 		}
 		switch kind {
-		case "ok":
+		case "ok", "ended":
 		case "lost":
 			s.idx.forget(leases[i].key)
 			notes = append(notes, leaseNote{i: i, lost: true})

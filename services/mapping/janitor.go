@@ -128,6 +128,14 @@ func (s *Server) lookup(ctx context.Context, page []mapstore.Charged) (states []
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, nil, fmt.Errorf("read the missions of the maps held: %w", err)
 	}
+	// The pipeline's error is its first command's: the redis.Nil of a
+	// mission whose record is gone may hide a read that failed after it
+	// (its Cluster node down), which would pass for a map that is gone.
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, nil, nil, fmt.Errorf("read the missions of the maps held: %w", err)
+		}
+	}
 	states, exists, marked = make([]string, len(page)), make([]bool, len(page)), make([]bool, len(page))
 	for i := range page {
 		states[i] = cmds[3*i].(*redis.StringCmd).Val()

@@ -8,7 +8,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -383,16 +382,24 @@ func checkFinite(field string, v float64) error {
 // contract, while the services accept up to 128 characters and ':'. Every
 // id the orchestrator accepts thus passes the services' check.
 func checkMissionID(field, id string) error {
-	if err := rpcerr.CheckID(field, id); err != nil {
-		return err
+	if id == "" {
+		return rpcerr.CheckID(field, id)
 	}
 	if len(id) > maxMissionIDLen {
 		return rpcerr.InvalidArgument(field, fmt.Sprintf("%d characters, at most %d", len(id), maxMissionIDLen))
 	}
-	if i := strings.IndexByte(id, ':'); i >= 0 {
-		return rpcerr.InvalidArgument(field, fmt.Sprintf("character ':' at %d; allowed: A-Z a-z 0-9 _ . -", i))
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !validIDByte(c) {
+			return rpcerr.InvalidArgument(field, fmt.Sprintf("character %q at %d; allowed: A-Z a-z 0-9 _ . -", c, i))
+		}
 	}
 	return nil
+}
+
+// validIDByte reports whether c may appear in a mission id of the
+// orchestrator's API ([A-Za-z0-9_.-]).
+func validIDByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-'
 }
 
 // newMissionID returns a fresh mission id: the creation time in milliseconds

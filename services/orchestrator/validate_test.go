@@ -142,6 +142,11 @@ func TestCheckMissionID(t *testing.T) {
 			if err != nil && (status.Code(err) != codes.InvalidArgument || rpcerr.Field(err) != "mission_id") {
 				t.Errorf("checkMissionID(%q) = %v, want INVALID_ARGUMENT on mission_id", tt.id, err)
 			}
+			// The message states the orchestrator's rule, never the
+			// services' wider one (which names ':').
+			if err != nil && tt.id != "" && !strings.Contains(err.Error(), "allowed: A-Z a-z 0-9 _ . -") && len(tt.id) <= 64 {
+				t.Errorf("checkMissionID(%q) = %v, want the allowed characters A-Z a-z 0-9 _ . -", tt.id, err)
+			}
 			if tt.ok && rpcerr.CheckID("saga.mission_id", tt.id) != nil {
 				t.Errorf("%q passes the orchestrator but not the step services", tt.id)
 			}
