@@ -3,6 +3,7 @@ package saga
 import (
 	"context"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,8 +24,13 @@ var budgetPolicy = Policy{
 // many attempts fit in it — far more than any fixed count.
 func TestTransientRetriesBoundedByTimeNotCount(t *testing.T) {
 	t.Parallel()
-	down := time.Now().Add(300 * time.Millisecond)
+	// The service is down for 300 ms from the first call it sees (not from
+	// the test's start: setting up on a loaded machine or a Redis Cluster
+	// may take longer than that).
+	var once sync.Once
+	var down time.Time
 	restarting := func(context.Context, *Exec) error {
+		once.Do(func() { down = time.Now().Add(300 * time.Millisecond) })
 		if time.Now().Before(down) {
 			return errTransient
 		}
