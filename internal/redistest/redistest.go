@@ -77,6 +77,16 @@ func Start(t testing.TB) *Server {
 	if ClusterMode() {
 		return startShared(t)
 	}
+	return StartServer(t)
+}
+
+// StartServer gives t a new redis-server of its own, stopped in t.Cleanup,
+// whatever the mode: for the tests whose subject is one server (shutting
+// it down, counting its round trips), which a cluster run must not skip.
+// It fails the test (never skips) when redis-server cannot be found or
+// started.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
 	p, err := redisproc.Start(t.TempDir())
 	if err != nil {
 		t.Fatalf("redistest: %v (make test installs redis-server for you)", err)

@@ -185,7 +185,12 @@ const quietLease = time.Hour
 
 func newFixture(t testing.TB, b map[string]behaviour) *fixture {
 	t.Helper()
-	srv := redistest.Start(t)
+	return newFixtureOn(t, redistest.Start(t), b)
+}
+
+// newFixtureOn is newFixture on the Redis srv.
+func newFixtureOn(t testing.TB, srv *redistest.Server, b map[string]behaviour) *fixture {
+	t.Helper()
 	rdb := srv.Universal(t)
 	c := &calls{}
 	return &fixture{
