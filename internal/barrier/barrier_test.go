@@ -37,31 +37,6 @@ func newBusiness(t *testing.T) *business {
 
 func counterKey(key string) string { return "slammesh:{" + key + "}:counter" }
 
-// allKeys returns every key in Redis, from every master of a cluster.
-func allKeys(t *testing.T, rdb redis.UniversalClient) []string {
-	t.Helper()
-	ctx := t.Context()
-	var mu sync.Mutex
-	var out []string
-	scan := func(ctx context.Context, c *redis.Client) error {
-		keys, err := c.Keys(ctx, "*").Result()
-		mu.Lock()
-		out = append(out, keys...)
-		mu.Unlock()
-		return err
-	}
-	var err error
-	if c, ok := rdb.(*redis.ClusterClient); ok {
-		err = c.ForEachMaster(ctx, scan)
-	} else {
-		err = scan(ctx, rdb.(*redis.Client))
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // sameSlot returns n mission ids whose keys share one Redis Cluster slot
 // (CRC16 of the hash tag mod 16384, as Redis Cluster computes it), so that
 // a test may have several missions write one shared key on a cluster too.

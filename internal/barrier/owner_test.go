@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/slammesh/slammesh/internal/redistest"
 )
 
 func ownerKey(key string) string { return "slammesh:{" + key + "}:saga" }
@@ -23,7 +25,7 @@ func TestOwnerGoneRefusesEveryCall(t *testing.T) {
 	if _, err := s.compensate(ctx, id, &got); !errors.Is(err, ErrOwnerGone) {
 		t.Errorf("compensation without owner: %v, want ErrOwnerGone", err)
 	}
-	if keys := allKeys(t, s.rdb); len(keys) != 0 {
+	if keys := redistest.Keys(t, s.rdb, "*"); len(keys) != 0 {
 		t.Errorf("refused calls left keys %v", keys)
 	}
 	if n := s.calls.Load(); n != 0 {
@@ -56,7 +58,7 @@ func TestOwnerGoneRefusesEveryCall(t *testing.T) {
 	if _, _, err := s.action(ctx, id, "r"); !errors.Is(err, ErrOwnerGone) {
 		t.Errorf("hanging action after deletion: %v, want ErrOwnerGone", err)
 	}
-	if keys := allKeys(t, s.rdb); len(keys) != 0 {
+	if keys := redistest.Keys(t, s.rdb, "*"); len(keys) != 0 {
 		t.Errorf("hanging action left keys %v", keys)
 	}
 }

@@ -251,3 +251,38 @@ func StartCluster(t testing.TB) *Server {
 	t.Cleanup(c.Stop)
 	return &Server{Addr: c.Addrs()[0], URL: c.URL(), Cluster: c}
 }
+
+// Keys returns every key matching pattern (a SCAN MATCH glob): of the one
+// server, or of every master of a Redis Cluster, since a SCAN reads one
+// node. It fails t on an error.
+func Keys(t testing.TB, rdb redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	var mu sync.Mutex
+	var keys []string
+	scan := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			keys = append(keys, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	// Not t.Context(): callers may read the keys in a t.Cleanup, after it
+	// was cancelled.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, scan)
+	case *redis.Client:
+		err = scan(ctx, c)
+	default:
+		t.Fatalf("redistest.Keys: unexpected client %T", rdb)
+	}
+	if err != nil {
+		t.Fatalf("redistest.Keys %q: %v", pattern, err)
+	}
+	return keys
+}

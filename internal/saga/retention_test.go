@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/slammesh/slammesh/internal/redistest"
 )
 
 // extraKey is a business key the test missions own besides record and
@@ -23,29 +23,7 @@ func testRetention(ttl time.Duration) Retention {
 // tag (SCAN over the whole keyspace).
 func missionKeys(t *testing.T, rdb redis.UniversalClient, key string) []string {
 	t.Helper()
-	var mu sync.Mutex
-	var out []string
-	scan := func(ctx context.Context, c *redis.Client) error {
-		iter := c.Scan(ctx, 0, "*{"+key+"}*", 1000).Iterator()
-		for iter.Next(ctx) {
-			mu.Lock()
-			out = append(out, iter.Val())
-			mu.Unlock()
-		}
-		return iter.Err()
-	}
-	var err error
-	switch c := rdb.(type) {
-	case *redis.ClusterClient: // SCAN reads one node: read every master
-		err = c.ForEachMaster(t.Context(), scan)
-	case *redis.Client:
-		err = scan(t.Context(), c)
-	default:
-		t.Fatalf("missionKeys: unexpected client %T", rdb)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := redistest.Keys(t, rdb, "*{"+key+"}*")
 	slices.Sort(out)
 	return out
 }

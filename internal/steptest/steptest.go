@@ -14,7 +14,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -191,7 +190,7 @@ func (e *Env) EventsOf(t testing.TB, mission string, typ progress.Type) []progre
 // wrote itself or that another service owns).
 func (e *Env) MissionKeys(t testing.TB, mission string, except ...string) []string {
 	t.Helper()
-	keys := Keys(t, e.Redis, "slammesh:{"+mission+"}:*")
+	keys := redistest.Keys(t, e.Redis, "slammesh:{"+mission+"}:*")
 	var out []string
 	for _, k := range keys {
 		switch {
@@ -202,31 +201,6 @@ func (e *Env) MissionKeys(t testing.TB, mission string, except ...string) []stri
 		default:
 			out = append(out, k)
 		}
-	}
-	return out
-}
-
-// Keys returns the keys matching pattern, from every master of a cluster.
-func Keys(t testing.TB, rdb redis.UniversalClient, pattern string) []string {
-	t.Helper()
-	ctx := Context(t)
-	var mu sync.Mutex
-	var out []string
-	scan := func(ctx context.Context, c *redis.Client) error {
-		keys, err := c.Keys(ctx, pattern).Result()
-		mu.Lock()
-		out = append(out, keys...)
-		mu.Unlock()
-		return err
-	}
-	var err error
-	if c, ok := rdb.(*redis.ClusterClient); ok {
-		err = c.ForEachMaster(ctx, scan)
-	} else {
-		err = scan(ctx, rdb.(*redis.Client))
-	}
-	if err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

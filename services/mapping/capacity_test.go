@@ -10,6 +10,7 @@ import (
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	"github.com/slammesh/slammesh/internal/mapstore"
+	"github.com/slammesh/slammesh/internal/redistest"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/saga"
 	"github.com/slammesh/slammesh/internal/steptest"
@@ -35,7 +36,7 @@ func cellsHeld(t *testing.T, rdb redis.UniversalClient) int64 {
 	t.Helper()
 	ctx := steptest.Context(t)
 	var sum int64
-	for _, k := range steptest.Keys(t, rdb, "slammesh:{*}:map") {
+	for _, k := range redistest.Keys(t, rdb, "slammesh:{*}:map") {
 		n, err := rdb.HGet(ctx, k, "cells").Int64()
 		if err != nil {
 			t.Fatal(err)

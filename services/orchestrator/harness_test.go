@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -313,7 +312,7 @@ func (st *stack) leftovers(t *testing.T, missionID string) []string {
 	t.Helper()
 	ctx := ctxT(t)
 	prefix := "slammesh:{" + missionID + "}:"
-	keys := scanKeys(t, st.rdb, prefix+"*")
+	keys := redistest.Keys(t, st.rdb, prefix+"*")
 	fieldsOf := func(key string) []string {
 		fields, err := st.rdb.HKeys(ctx, key).Result()
 		if err != nil {
@@ -408,36 +407,4 @@ func await(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// scanKeys returns every key matching pattern: SCAN of the one server, or
-// of every master of a Redis Cluster (a SCAN reads one node).
-func scanKeys(t *testing.T, rdb redis.UniversalClient, pattern string) []string {
-	t.Helper()
-	ctx := ctxT(t)
-	var mu sync.Mutex
-	var keys []string
-	scan := func(ctx context.Context, c *redis.Client) error {
-		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
-		for iter.Next(ctx) {
-			mu.Lock()
-			keys = append(keys, iter.Val())
-			mu.Unlock()
-		}
-		return iter.Err()
-	}
-	var err error
-	switch c := rdb.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, scan)
-	case *redis.Client:
-		err = scan(ctx, c)
-	default:
-		t.Fatalf("scanKeys: unexpected client %T", rdb)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(keys)
-	return keys
 }

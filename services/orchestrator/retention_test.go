@@ -163,7 +163,7 @@ func (discardSpans) ForceFlush(context.Context) error                { return ni
 // tag (SCAN).
 func tagged(t *testing.T, rdb redis.UniversalClient, id string) []string {
 	t.Helper()
-	return scanKeys(t, rdb, "*{"+id+"}*")
+	return redistest.Keys(t, rdb, "*{"+id+"}*")
 }
 
 // awaitNoKeys waits until no key of the missions is left.
