@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
@@ -41,6 +42,12 @@ func runService(ctx context.Context, cfg serviceConfig, logw io.Writer) error {
 	return n.serve(ctx)
 }
 
+// stepFirehoseDelay is the group-commit window of a step service's
+// firehose: longer than a mission takes at one mission at a time (a few
+// milliseconds), short next to what a consumer group of the firehose
+// tolerates (watchers read the mission streams, written at once).
+const stepFirehoseDelay = 25 * time.Millisecond
+
 // stepBarrier is the barrier of a step service: it refuses calls for a
 // mission whose saga record is gone (expired or deleted), so that a late
 // call writes no key that nothing would expire.
@@ -70,8 +77,11 @@ func specFor(cfg serviceConfig, opts redisConn) nodeSpec {
 			// The firehose copies of the step events, written after the
 			// barrier script that appended them to the mission stream
 			// (another slot), batched; flushed when the node closes, after
-			// its server stopped.
-			fh := progress.NewFirehose(n.rdb, progress.FirehoseOptions{Logger: n.log})
+			// its server stopped. A step service commits once per mission,
+			// so at low load its commits are further apart than the default
+			// group-commit window: the longer one lets the copies ride in
+			// the next commit instead of costing a round trip of their own.
+			fh := progress.NewFirehose(n.rdb, progress.FirehoseOptions{Logger: n.log, MaxDelay: stepFirehoseDelay})
 			n.closers = append(n.closers, func() error { return fh.Close(context.Background()) })
 			return stepserver.Interceptors(pub, service, actions, compensations, cfg.allowFaults, stepserver.WithFirehose(fh))
 		}

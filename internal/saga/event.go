@@ -80,7 +80,10 @@ type EventSink interface {
 	// Append queues the commands that publish e.
 	Append(pipe redis.Pipeliner, e Event)
 	// ExpireMission queues the commands that give the mission's events their
-	// retention once the saga reached a terminal state.
+	// retention once the saga reached a terminal state, when the store's
+	// Retention leaves expiries alone (no TTL); otherwise the retention
+	// governs every key of the mission, so its Keys must name the events'
+	// stream.
 	ExpireMission(pipe redis.Pipeliner, missionID string)
 }
 

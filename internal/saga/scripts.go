@@ -56,15 +56,16 @@ end
 // no lease), ARGV[2] the deadline of the index entry (unix ms, see errLate),
 // ARGV[3..] field/value pairs.
 // Returns {} when created, else the existing hash as a flat array.
-var createScript = redis.NewScript(luaNow + `
+var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('HGETALL', KEYS[1])
 end
-if ARGV[1] ~= '' then
-` + luaLate("ARGV[2]") + `
-  redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[1]))
+if ARGV[1] == '' then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+  return {}
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+` + luaNow + luaLate("ARGV[2]") + `
+redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[1]), unpack(ARGV, 3))
 return {}
 `)
 
@@ -102,7 +103,10 @@ var saveScript = redis.NewScript(saveLua)
 
 // saveLua is the source of saveScript (sent as EVAL by Store.saveEnding).
 var saveLua = `
-local h = redis.call('HMGET', KEYS[1], 'epoch', 'rev')
+-- One read for the fence and the reply: the pairs below update the
+-- cancellation it returns when they write it.
+local h = redis.call('HMGET', KEYS[1], 'epoch', 'rev', 'cancelled', 'cancel_reason')
+local cancelled, reason = h[3] or '', h[4] or ''
 if h[1] ~= ARGV[1] then
   return {0, h[1] or ''}
 end
@@ -135,6 +139,11 @@ if h[2] ~= ARGV[2] then
       table.insert(set, ARGV[j])
       table.insert(set, ARGV[j + 1])
     end
+    if ARGV[j] == 'cancelled' then
+      cancelled = ARGV[j + 1]
+    elseif ARGV[j] == 'cancel_reason' then
+      reason = ARGV[j + 1]
+    end
   end
   if ARGV[3] == 'reopen' then
     table.insert(set, 'lease')
@@ -156,8 +165,7 @@ if h[2] ~= ARGV[2] then
     end
   end
 end
-local c = redis.call('HMGET', KEYS[1], 'cancelled', 'cancel_reason')
-return {1, c[1] or '', c[2] or ''}
+return {1, cancelled, reason}
 `
 
 // claimScript makes the caller the owner of an unfinished saga, whoever holds

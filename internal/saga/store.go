@@ -335,9 +335,10 @@ func (s *Store) Create(ctx context.Context, rec *Record) (created bool, existing
 // Save writes the fields of rec that changed since it was read or last saved,
 // and appends events to the mission's stream, in one round trip — only if
 // the stored epoch still equals rec.Epoch; otherwise it writes nothing and
-// returns ErrFenced. When rec has just become terminal the sink expires the
-// mission's events and the saga's active-index entry is removed afterwards;
-// when a terminal rec goes back to compensation it is indexed again before
+// returns ErrFenced. When rec has just become terminal the retention (or,
+// without a retention TTL, the sink) expires the mission's events and the
+// saga's active-index entry is removed afterwards; when a terminal rec goes
+// back to compensation it is indexed again before
 // the write and gets a fresh lease. Once the write succeeded, the events go
 // to the sink's Committed (the firehose). After Save, rec.Cancelled and
 // rec.CancelReason reflect a cancellation requested by anyone.
@@ -382,7 +383,9 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 		for _, e := range events {
 			s.sink.Append(pipe, e)
 		}
-		if becameTerminal {
+		if becameTerminal && retain == "" {
+			// Otherwise the retention argument sets (or removes) the
+			// expiry of every mission key, the stream included.
 			s.sink.ExpireMission(pipe, rec.Key)
 		}
 		for _, cmd := range pipe.Cmds() {

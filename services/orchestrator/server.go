@@ -395,9 +395,11 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 	}
 	key := in.GetMissionId()
 	ctx = telemetry.WithLogAttrs(ctx, slog.String("mission_id", key))
-	if given {
+	if given && in.GetScenario() != nil {
 		// A repeat is the common case of a given id (clients retry), and it
-		// must not generate a world nor open a mission span.
+		// must not generate a world. Without a scenario the create below
+		// answers a repeat itself (with the existing record, and a span that
+		// says so), which spares every first start a round trip.
 		rec, err := s.store.Load(ctx, key)
 		switch {
 		case err == nil:

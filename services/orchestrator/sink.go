@@ -25,15 +25,12 @@ var (
 	_ saga.Committer = eventSink{}
 )
 
-// Append queues e on the mission's stream (and, for a terminal event, the
-// stream's expiry). The engine already stamped the mission's trace and span
-// ids and the time.
+// Append queues e on the mission's stream. The engine already stamped the
+// mission's trace and span ids and the time. A terminal event's write is the
+// saga's ending write, where the store gives the stream its expiry (the
+// retention of the mission's keys, or ExpireMission without one).
 func (s eventSink) Append(pipe redis.Pipeliner, e saga.Event) {
-	pe := progressEvent(e)
-	s.pub.AppendMission(pipe, progress.MissionStream(e.MissionID), pe)
-	if pe.Type.Terminal() {
-		s.pub.ExpireMission(pipe, e.MissionID)
-	}
+	s.pub.AppendMission(pipe, progress.MissionStream(e.MissionID), progressEvent(e))
 }
 
 // ExpireMission queues the retention of an ended mission's stream.
