@@ -53,8 +53,9 @@ func benchEngine(b *testing.B) (*Engine, *roundTrips) {
 	return e, rt
 }
 
+// runOne creates a saga with Begin, as the orchestrator does, and runs it.
 func runOne(b *testing.B, e *Engine, key string) {
-	if _, _, err := e.Start(b.Context(), key, "", []byte("input")); err != nil {
+	if _, _, err := e.Begin(b.Context(), key, "", []byte("input")); err != nil {
 		b.Fatal(err)
 	}
 	rec, err := e.Run(b.Context(), key)

@@ -112,10 +112,12 @@
 //
 // # Round trips
 //
-// A saga of n steps that succeeds costs n+2 round trips: Create, one write
-// before the first step, and one write per step that both records its outcome
-// and starts the next one (the last one completes the saga) — no claim when
-// Run follows Start on the same engine. A resumed run adds one claim. Each retry
+// A saga of n steps that succeeds costs n+1 round trips when Engine.Begin
+// creates it (the create records the first step's start), n+2 after
+// Engine.Start (Create, then one write before the first step); then one
+// write per step that both records its outcome and starts the next one (the
+// last one completes the saga) — no claim when Run follows Begin or Start
+// on the same engine. A resumed run adds one claim. Each retry
 // and each compensation attempt adds one write (a failed compensation attempt
 // two: its failure is written before the back-off). No write is ever split
 // into several round trips, and no JSON is involved: records are flat hashes.

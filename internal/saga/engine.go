@@ -124,6 +124,9 @@ type startedSaga struct {
 	// lost is set (under Engine.mu) when a lease renewal found the saga taken
 	// over: Run will be fenced at its first write.
 	lost bool
+	// begun: created by Begin, so its mission.started and its first step's
+	// first attempt are written already.
+	begun bool
 }
 
 // NewEngine returns an engine for def storing records in store. When done
@@ -190,6 +193,23 @@ func (e *Engine) Owner() string { return e.owner }
 // its traceparent in the record; a Run on the same engine continues and ends
 // that span, so every created saga must be passed to Run.
 func (e *Engine) Start(ctx context.Context, key, sagaID string, input []byte) (rec *Record, created bool, err error) {
+	return e.start(ctx, key, sagaID, input, false)
+}
+
+// Begin is Start for a caller that runs the saga at once (the orchestrator's
+// StartMission): the saga is created Running, with its first step recorded
+// as attempted (attempt 1) and its mission.started event appended, in the
+// create's round trip. Run then calls the first step without a write of its
+// own, so a saga of n steps that succeeds costs n+1 round trips from its
+// creation to its end, not n+2. As for any running saga, a cancellation
+// that arrives before Run compensates the first step (its compensation is
+// called; behind a barrier, a step whose action never ran compensates as a
+// no-op), where Start's Pending saga would compensate nothing.
+func (e *Engine) Begin(ctx context.Context, key, sagaID string, input []byte) (rec *Record, created bool, err error) {
+	return e.start(ctx, key, sagaID, input, true)
+}
+
+func (e *Engine) start(ctx context.Context, key, sagaID string, input []byte, begin bool) (rec *Record, created bool, err error) {
 	if key == "" || strings.ContainsAny(key, "{}") {
 		return nil, false, fmt.Errorf("start saga %q: %w", key, ErrInvalidKey)
 	}
@@ -219,7 +239,13 @@ func (e *Engine) Start(ctx context.Context, key, sagaID string, input []byte) (r
 	for i, s := range e.def.Steps {
 		rec.Steps[i] = StepRecord{Name: s.Name, State: StepPending}
 	}
-	created, existing, err := e.store.Create(ctx, rec)
+	var events []Event
+	if begin {
+		rec.State = Running
+		rec.Steps[0].State, rec.Steps[0].Attempts = StepRunning, 1
+		events = []Event{newEvent(rec, span.SpanContext(), EventMissionStarted, "", 0, messageStarted, Failure{}, now)}
+	}
+	created, existing, err := e.store.Create(ctx, rec, events...)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
@@ -235,7 +261,7 @@ func (e *Engine) Start(ctx context.Context, key, sagaID string, input []byte) (r
 	}
 	e.metrics.started.Add(ctx, 1, e.metrics.defAttr)
 	e.mu.Lock()
-	e.started[key] = &startedSaga{rec: rec, span: span, how: messageStarted}
+	e.started[key] = &startedSaga{rec: rec, span: span, how: messageStarted, begun: begin}
 	e.holdLocked()
 	e.mu.Unlock()
 	return rec.clone(), true, nil
@@ -349,8 +375,9 @@ func (e *Engine) run(ctx context.Context, key, how string) (*Record, error) {
 	defer e.unregister(r)
 	var rec *Record
 	var span trace.Span
+	begun := false
 	if s != nil {
-		rec, span, how = s.rec, s.span, s.how
+		rec, span, how, begun = s.rec, s.span, s.how, s.begun
 	} else {
 		rec, err = e.store.claim(ctx, key, e.owner, e.now())
 		if err != nil {
@@ -364,11 +391,12 @@ func (e *Engine) run(ctx context.Context, key, how string) (*Record, error) {
 		}
 		span = e.resumeSpan(ctx, rec, how)
 	}
-	return e.drive(r, rec, span, how)
+	return e.drive(r, rec, span, how, begun)
 }
 
-// drive runs the execution of rec, which r holds, and ends its span.
-func (e *Engine) drive(r *runner, rec *Record, span trace.Span, how string) (*Record, error) {
+// drive runs the execution of rec, which r holds, and ends its span; begun
+// says rec was created by Begin.
+func (e *Engine) drive(r *runner, rec *Record, span trace.Span, how string, begun bool) (*Record, error) {
 	defer span.End()
 	e.mu.Lock()
 	r.epoch = rec.Epoch
@@ -391,7 +419,7 @@ func (e *Engine) drive(r *runner, rec *Record, span trace.Span, how string) (*Re
 
 	e.metrics.inFlight.Add(halt, 1, e.metrics.defAttr)
 	defer e.metrics.inFlight.Add(context.WithoutCancel(halt), -1, e.metrics.defAttr)
-	x := &execution{e: e, rec: rec, span: span, ctx: fwd, haltCtx: halt, how: how}
+	x := &execution{e: e, rec: rec, span: span, ctx: fwd, haltCtx: halt, how: how, begun: begun}
 	err := x.drive()
 	span.SetAttributes(attribute.String("saga.state", string(rec.State)))
 	switch {

@@ -36,10 +36,15 @@ type execution struct {
 	haltCtx context.Context
 	how     string
 	events  []Event
+	// begun: the saga was created by Engine.Begin, its mission.started and
+	// its first step's first attempt written already; cleared once used.
+	begun bool
 }
 
 func (x *execution) drive() error {
-	x.emit(EventMissionStarted, "", 0, x.how, Failure{})
+	if !x.begun {
+		x.emit(EventMissionStarted, "", 0, x.how, Failure{})
+	}
 	x.logf(slog.LevelInfo, "saga "+x.how, slog.String("state", string(x.rec.State)))
 	if x.rec.State == Pending || x.rec.State == Running {
 		x.rec.State = Running
@@ -93,20 +98,25 @@ func (x *execution) forward() error {
 			x.abort(f)
 			return nil
 		}
-		if p.MaxAttempts > 0 && sr.Attempts >= p.MaxAttempts {
-			// Only a resume gets here: earlier runs used every attempt and died
-			// before recording the outcome.
-			f := sr.Error
-			if f.IsZero() {
-				f = Failure{Code: "ABORTED", Message: "attempts exhausted by earlier runs"}
+		if x.begun {
+			// Begin recorded this attempt when it created the saga.
+			x.begun = false
+		} else {
+			if p.MaxAttempts > 0 && sr.Attempts >= p.MaxAttempts {
+				// Only a resume gets here: earlier runs used every attempt
+				// and died before recording the outcome.
+				f := sr.Error
+				if f.IsZero() {
+					f = Failure{Code: "ABORTED", Message: "attempts exhausted by earlier runs"}
+				}
+				x.abort(f)
+				return nil
 			}
-			x.abort(f)
-			return nil
-		}
-		sr.Attempts++
-		sr.State = StepRunning
-		if err := x.save(); err != nil {
-			return err
+			sr.Attempts++
+			sr.State = StepRunning
+			if err := x.save(); err != nil {
+				return err
+			}
 		}
 		// The retry budget is counted from the first attempt of this run: a
 		// resumed step gets a fresh one, like a resumed compensation.
@@ -388,31 +398,36 @@ func (x *execution) call(ctx context.Context, kind, step string, attempt int, h 
 
 // emit queues an event for the next save.
 func (x *execution) emit(t EventType, step string, attempt int, msg string, f Failure) {
-	sc := x.span.SpanContext()
-	x.events = append(x.events, Event{
+	x.events = append(x.events, newEvent(x.rec, x.span.SpanContext(), t, step, attempt, msg, f, x.e.now()))
+}
+
+// newEvent is an event of rec's saga under the mission span sc, at now.
+func newEvent(rec *Record, sc trace.SpanContext, t EventType, step string, attempt int, msg string, f Failure, now time.Time) Event {
+	return Event{
 		Type:        t,
-		MissionID:   x.rec.Key,
-		SagaID:      x.rec.SagaID,
+		MissionID:   rec.Key,
+		SagaID:      rec.SagaID,
 		Step:        step,
 		Attempt:     attempt,
-		Progress:    x.progress(),
+		Progress:    progress(rec),
 		Message:     msg,
 		ErrorCode:   f.Code,
 		ErrorReason: f.Reason,
 		TraceID:     traceID(sc),
 		SpanID:      spanID(sc),
-		Time:        x.e.now(),
-	})
+		Time:        now,
+	}
 }
 
-func (x *execution) progress() float64 {
+// progress is the share of rec's steps that succeeded.
+func progress(rec *Record) float64 {
 	done := 0
-	for _, s := range x.rec.Steps {
+	for _, s := range rec.Steps {
 		if s.State == StepSucceeded {
 			done++
 		}
 	}
-	return float64(done) / float64(len(x.rec.Steps))
+	return float64(done) / float64(len(rec.Steps))
 }
 
 // save writes the record and the queued events. A Redis error is retried with

@@ -144,5 +144,5 @@ func (e *Engine) resumeRecovered(ctx context.Context, r *runner, c *recovered) {
 		slog.String("state", string(rec.State)), slog.String("previous_owner", c.prevOwner),
 		slog.Int64("epoch", rec.Epoch), slog.Int64("lease_expired_ms", c.expiredFor.Milliseconds()))
 	// drive logs why a run stopped early; the saga is then someone else's.
-	_, _ = e.drive(r, rec, span, how)
+	_, _ = e.drive(r, rec, span, how, false)
 }

@@ -52,20 +52,35 @@ end
 // An unfinished record gets its first lease, so that a saga whose creator
 // dies before running it is recovered like any other.
 //
-// KEYS[1] record hash. ARGV[1] lease TTL in ms ("" for a terminal record:
-// no lease), ARGV[2] the deadline of the index entry (unix ms, see errLate),
-// ARGV[3..] field/value pairs.
+// KEYS[1] record hash, KEYS[2..] the mission's other keys (declared for
+// Redis Cluster routing: the sink's commands name them). ARGV[1] lease TTL
+// in ms ("" for a terminal record: no lease), ARGV[2] the deadline of the
+// index entry (unix ms, see errLate), ARGV[3] number N of field/value
+// strings, ARGV[4..3+N] the pairs, then the sink's commands (the events of
+// a saga created running, see Engine.Begin), each as its argument count
+// followed by its arguments; they run before the record is written, as in
+// saveScript.
 // Returns {} when created, else the existing hash as a flat array.
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('HGETALL', KEYS[1])
 end
-if ARGV[1] == '' then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-  return {}
-end
+local n = tonumber(ARGV[3])
+local set = {}
+if ARGV[1] ~= '' then
 ` + luaNow + luaLate("ARGV[2]") + `
-redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[1]), unpack(ARGV, 3))
+  set = {'lease', now + tonumber(ARGV[1])}
+end
+local i = 4 + n
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + 1 + argc
+end
+for j = 4, 3 + n do
+  table.insert(set, ARGV[j])
+end
+redis.call('HSET', KEYS[1], unpack(set))
 return {}
 `)
 

@@ -290,18 +290,26 @@ func (s *Store) flush(ctx context.Context) {
 // which case it returns that one (created false) and writes nothing to the
 // record. Before the record it indexes the mission in MissionsKey and, unless
 // rec is terminal, in its active-index shard (see Store); the record gets
-// its first lease from the create script.
-func (s *Store) Create(ctx context.Context, rec *Record) (created bool, existing *Record, err error) {
+// its first lease from the create script. events are appended to the
+// mission's stream in the same script (a saga created running, see
+// Engine.Begin), and go to the sink's Committed once it succeeded; nothing
+// is appended when the saga existed.
+func (s *Store) Create(ctx context.Context, rec *Record, events ...Event) (created bool, existing *Record, err error) {
 	kv := rec.fields(true)
 	terminal := rec.State.Terminal()
 	lease, hint := "", int64(0)
 	if !terminal {
 		lease, hint = strconv.FormatInt(s.leaseMillis(), 10), s.hint(time.Now())
 	}
-	args := make([]any, 0, 2+len(kv))
-	args = append(args, lease, s.deadline(hint))
+	args := make([]any, 0, 3+len(kv)+16*len(events))
+	args = append(args, lease, s.deadline(hint), len(kv))
 	for _, v := range kv {
 		args = append(args, v)
+	}
+	keys := []string{RecordKey(rec.Key)}
+	if len(events) > 0 && s.sink != nil {
+		args = s.sinkArgs(args, rec.Key, events, false)
+		keys = s.retention.keys(rec.Key)
 	}
 	index := func(p redis.Pipeliner) {
 		p.ZAddNX(ctx, MissionsKey, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.Key})
@@ -309,7 +317,7 @@ func (s *Store) Create(ctx context.Context, rec *Record) (created bool, existing
 			p.ZAdd(ctx, ActiveKey(rec.Key), redis.Z{Score: float64(hint), Member: rec.Key})
 		}
 	}
-	cmd, err := s.indexed(ctx, index, createScript, []string{RecordKey(rec.Key)}, args...)
+	cmd, err := s.indexed(ctx, index, createScript, keys, args...)
 	if err == nil {
 		err = cmd.Err()
 	}
@@ -323,6 +331,9 @@ func (s *Store) Create(ctx context.Context, rec *Record) (created bool, existing
 		if !terminal {
 			s.idx.wrote(rec.Key, hint)
 		}
+		if c, ok := s.sink.(Committer); ok && len(events) > 0 {
+			c.Committed(events)
+		}
 		return true, nil, nil
 	}
 	existing, err = recordFromReply(reply)
@@ -330,6 +341,27 @@ func (s *Store) Create(ctx context.Context, rec *Record) (created bool, existing
 		return false, nil, fmt.Errorf("create saga %s: existing record: %w", rec.Key, err)
 	}
 	return false, existing, nil
+}
+
+// sinkArgs appends to args the sink's commands for the events of mission
+// key (and, when expire, for the retention of its stream), each as its
+// argument count followed by its arguments: the tail of the create and save
+// scripts' arguments.
+func (s *Store) sinkArgs(args []any, key string, events []Event, expire bool) []any {
+	pipe := s.rdb.Pipeline()
+	for _, e := range events {
+		s.sink.Append(pipe, e)
+	}
+	if expire {
+		s.sink.ExpireMission(pipe, key)
+	}
+	for _, cmd := range pipe.Cmds() {
+		a := cmd.Args()
+		args = append(args, len(a))
+		args = append(args, a...)
+	}
+	pipe.Discard()
+	return args
 }
 
 // Save writes the fields of rec that changed since it was read or last saved,
@@ -379,21 +411,10 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 		args = append(args, v)
 	}
 	if s.sink != nil && (len(events) > 0 || becameTerminal) {
-		pipe := s.rdb.Pipeline()
-		for _, e := range events {
-			s.sink.Append(pipe, e)
-		}
-		if becameTerminal && retain == "" {
-			// Otherwise the retention argument sets (or removes) the
-			// expiry of every mission key, the stream included.
-			s.sink.ExpireMission(pipe, rec.Key)
-		}
-		for _, cmd := range pipe.Cmds() {
-			a := cmd.Args()
-			args = append(args, len(a))
-			args = append(args, a...)
-		}
-		pipe.Discard()
+		// Without a retention TTL the sink expires the stream; with one,
+		// the retention argument sets (or removes) the expiry of every
+		// mission key, the stream included.
+		args = s.sinkArgs(args, rec.Key, events, becameTerminal && retain == "")
 	}
 	var cmd, unindex *redis.Cmd
 	score, known := s.idx.score(rec.Key)

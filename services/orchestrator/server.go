@@ -424,7 +424,7 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 	if !s.track() {
 		return nil, errDraining
 	}
-	rec, created, err := s.engine.Start(ctx, key, "", input)
+	rec, created, err := s.engine.Begin(ctx, key, "", input)
 	if err != nil {
 		s.work.Done()
 		return nil, s.storeError(ctx, "start mission", err)
