@@ -83,12 +83,9 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 	n.redis = spec.redis
 	n.rdb = spec.redis.client(0)
 	n.closers = append(n.closers, n.rdb.Close)
-	// Hooks run on every command: only those whose output goes somewhere
-	// (the tracing hook walks the stack for each command's span).
+	// Hooks run on every command: only those whose output goes somewhere.
 	if n.tel.TracesExported() {
-		if err := redisotel.InstrumentTracing(n.rdb, redisotel.WithTracerProvider(n.tel.TracerProvider()), redisotel.WithDBStatement(false)); err != nil {
-			return n, fmt.Errorf("%s redis tracing: %w", spec.name, err)
-		}
+		n.rdb.AddHook(telemetry.RedisTracing(n.tel.TracerProvider()))
 	}
 	// Per-command metrics only when asked for: the hook runs on every
 	// command and pipeline, a large share of an orchestration-only

@@ -104,7 +104,7 @@ var propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceCont
 //     fresh ids, so trace ids reach events, logs and StartMission
 //     responses all the same (unsampled: flags 00 in traceparent).
 //     TracesExported is false then, and the caller leaves out
-//     instrumentation that only makes spans (redisotel's tracing hook).
+//     instrumentation that only makes spans (RedisTracing's hook).
 //   - OTEL_TRACES_EXPORTER=otlp, or OTEL_EXPORTER_OTLP_ENDPOINT or
 //     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set: OTLP through a batch span
 //     processor. The protocol is OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
@@ -217,14 +217,14 @@ func newResource(ctx context.Context, service string, opts Options) (*resource.R
 func (t *Telemetry) Service() string { return t.service }
 
 // TracerProvider returns the service's tracer provider, for instrumentation
-// such as otelgrpc and redisotel.
+// such as otelgrpc and RedisTracing.
 func (t *Telemetry) TracerProvider() trace.TracerProvider { return t.tp }
 
 // TracesExported reports whether spans go anywhere: an OTLP exporter from
 // the environment or Options.SpanProcessors. When false every span is
 // dropped at creation (see Setup), so instrumentation that only makes
-// spans, such as redisotel.InstrumentTracing with its per-command stack
-// walk, is pure cost: install it only when this is true.
+// spans, such as RedisTracing's hook on every command, is pure cost:
+// install it only when this is true.
 func (t *Telemetry) TracesExported() bool { return t.tracesExported }
 
 // CommandMetrics reports whether per-command metrics (redisotel's
