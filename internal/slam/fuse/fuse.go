@@ -105,6 +105,31 @@ func (w *warper) each(f func(i int, v float32)) {
 	}
 }
 
+// window writes the source value under every destination cell of the
+// bounding box into win, bw×bh cells row-major from (x0, y0), and leaves the
+// cells no known source cell covers as they are: what each does, without a
+// call and an index division per cell, for the one caller that wants the
+// box.
+func (w *warper) window(win []float32) {
+	fw, fh := float64(w.srcW), float64(w.srcH)
+	bw := w.x1 - w.x0 + 1
+	for y := w.y0; y <= w.y1; y++ {
+		fy := float64(y - w.y0)
+		sx := w.ox + fy*w.dyx
+		sy := w.oy + fy*w.dyy
+		row := win[(y-w.y0)*bw : (y-w.y0+1)*bw]
+		for x := range row {
+			if sx >= 0 && sy >= 0 && sx < fw && sy < fh {
+				if v := w.srcLogOdds[int(sy)*w.srcW+int(sx)]; v != 0 {
+					row[x] = v
+				}
+			}
+			sx += w.dxx
+			sy += w.dxy
+		}
+	}
+}
+
 // Defaults of Options, calibrated on 300 seeded worlds of each kind and
 // the real missions (docs/slam.md, "Thresholds", has both sides):
 //   - MaxChangedShare 0.0095, the per-region gate: the real missions reach
@@ -294,10 +319,7 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 	}
 	scratch = scratch[:n]
 	clear(scratch)
-	w.each(func(i int, v float32) {
-		x, y := i%m.Width, i/m.Width
-		scratch[(y-w.y0)*bw+(x-w.x0)] = v
-	})
+	w.window(scratch)
 	cells := out.LogOdds()
 	conf := opts.Confidence
 	band := structureBand(cells, m.Width, scratch, w.x0, w.y0, bw, bh, conf, opts.Band)
