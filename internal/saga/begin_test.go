@@ -3,39 +3,7 @@ package saga
 import (
 	"slices"
 	"testing"
-
-	"github.com/slammesh/slammesh/internal/redistest"
 )
-
-// TestBeginRoundTrips: a saga created by Begin costs n+1 round trips on one
-// Redis from its creation to its end: the create (which records the first
-// step's first attempt and mission.started) and one write per step.
-func TestBeginRoundTrips(t *testing.T) {
-	if testing.Short() {
-		t.Skip("counts round trips on a real Redis")
-	}
-	f := newFixtureOn(t, redistest.StartServer(t), nil)
-	e := f.engine(t, Options{})
-	if _, _, err := e.Begin(t.Context(), "warm", "s", nil); err != nil { // loads the scripts
-		t.Fatal(err)
-	}
-	if _, err := e.Run(t.Context(), "warm"); err != nil {
-		t.Fatal(err)
-	}
-	h := &roundTrips{}
-	f.rdb.AddHook(h)
-	if _, _, err := e.Begin(t.Context(), "m", "s", nil); err != nil {
-		t.Fatal(err)
-	}
-	rec, err := e.Run(t.Context(), "m")
-	if err != nil || rec.State != Completed {
-		t.Fatalf("Run = %v, %v", rec, err)
-	}
-	n := len(f.def.Steps)
-	if got, want := h.n.Load(), int64(n+1); got > want {
-		t.Errorf("%d-step saga took %d round trips, want at most %d", n, got, want)
-	}
-}
 
 // TestBeginRecordsWhatStartAndRunWould: the record and the events of a saga
 // created by Begin are those of one created by Start, once run.

@@ -32,6 +32,20 @@ local function unfinished(st)
 end
 `
 
+// luaRun runs the commands in ARGV from index first (a Lua expression) to
+// the end, each as its argument count followed by its arguments: the sink's
+// commands that the create and save scripts carry.
+func luaRun(first string) string {
+	return `
+local i = ` + first + `
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + 1 + argc
+end
+`
+}
+
 // errLate is the error reply of a script that would create or reopen a saga
 // after the deadline of the active-index entry written for it: recovery may
 // already have dropped that entry as stale, so the saga would be unfinished
@@ -71,12 +85,7 @@ if ARGV[1] ~= '' then
 ` + luaNow + luaLate("ARGV[2]") + `
   set = {'lease', now + tonumber(ARGV[1])}
 end
-local i = 4 + n
-while i <= #ARGV do
-  local argc = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + argc))
-  i = i + 1 + argc
-end
+` + luaRun("4 + n") + `
 for j = 4, 3 + n do
   table.insert(set, ARGV[j])
 end
@@ -140,12 +149,7 @@ if h[2] ~= ARGV[2] then
 ` + luaLate("ARGV[5]") + `
   end
   local n = tonumber(ARGV[6])
-  local i = 8 + n
-  while i <= #ARGV do
-    local argc = tonumber(ARGV[i])
-    redis.call(unpack(ARGV, i + 1, i + argc))
-    i = i + 1 + argc
-  end
+` + luaRun("8 + n") + `
   local set, del = {}, {}
   for j = 8, 7 + n, 2 do
     if ARGV[j + 1] == '' then
