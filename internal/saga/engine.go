@@ -377,6 +377,18 @@ func (e *Engine) run(ctx context.Context, key, how string) (*Record, error) {
 	var span trace.Span
 	begun := false
 	if s != nil {
+		if s.lost {
+			// A renewal found the saga taken over before this run: stop
+			// before any call (a begun saga's first write comes after its
+			// first step's call, too late to fence it).
+			err := fmt.Errorf("run saga %s at epoch %d: lease lost before the run: %w", key, s.rec.Epoch, ErrFenced)
+			s.span.RecordError(err)
+			s.span.SetStatus(codes.Error, err.Error())
+			s.span.End()
+			e.log.LogAttrs(ctx, slog.LevelWarn, "saga run stopped", slog.String("mission_id", key),
+				slog.String("saga_id", s.rec.SagaID), slog.String("error", err.Error()))
+			return s.rec, err
+		}
 		rec, span, how, begun = s.rec, s.span, s.how, s.begun
 	} else {
 		rec, err = e.store.claim(ctx, key, e.owner, e.now())

@@ -1,0 +1,109 @@
+package saga
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// renewals counts the lease renewals (runs of renewScript) one engine's
+// client sent and got a reply to.
+type renewals struct{ n atomic.Int64 }
+
+func isRenewal(cmd redis.Cmder) bool {
+	a := cmd.Args()
+	return cmd.Name() == "evalsha" && len(a) > 1 && a[1] == renewScript.Hash()
+}
+
+func (h *renewals) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *renewals) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if isRenewal(cmd) && cmd.Err() == nil {
+			h.n.Add(1)
+		}
+		return err
+	}
+}
+
+func (h *renewals) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			if isRenewal(c) && c.Err() == nil {
+				h.n.Add(1)
+			}
+		}
+		return err
+	}
+}
+
+// TestRunOfABegunSagaWhoseLeaseWasLostCallsNoStep: a begun saga whose
+// renewal found it taken over before Run picked it up is not driven: its
+// first step is not called by the stale owner (Start's Pending saga was
+// fenced at Run's first write, before any call; a begun one has no write
+// before its first call).
+func TestRunOfABegunSagaWhoseLeaseWasLostCallsNoStep(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	blackout := &renewalBlackout{}
+	blackout.on.Store(true) // A is paused: its lease runs out
+	a := f.replica(t, "A", testLease, Options{}, blackout)
+	b := f.replica(t, "B", testLease, Options{})
+	if _, _, err := a.Begin(t.Context(), "m", "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	recovering(t, b)
+	awaitStored(t, f.store, "m", Completed)
+	blackout.on.Store(false) // A wakes up: its next renewal finds the saga lost
+	await(t, "A's renewal to find the saga lost", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		s := a.started["m"]
+		return s != nil && s.lost
+	})
+	before := f.calls.get()
+	_, err := a.Run(t.Context(), "m")
+	if !errors.Is(err, ErrFenced) {
+		t.Errorf("Run of the lost saga = %v, want ErrFenced", err)
+	}
+	if got := f.calls.get(); !slices.Equal(got, before) {
+		t.Errorf("the stale owner called %v after it knew its lease lost", got[len(before):])
+	}
+}
+
+// TestBegunSagaCancelledElsewhereBeforeRunCallsNoStep: a cancellation
+// recorded by another replica while a begun saga waits for Run, which the
+// owner's lease renewal reported, stops the saga before its first call: only
+// the first step's compensation is called.
+func TestBegunSagaCancelledElsewhereBeforeRunCallsNoStep(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	rn := &renewals{}
+	a := f.replica(t, "A", testLease, Options{}, rn)
+	b := f.replica(t, "B", testLease, Options{})
+	if _, _, err := a.Begin(t.Context(), "m", "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Cancel(t.Context(), "m", "elsewhere"); err != nil {
+		t.Fatal(err)
+	}
+	// Two renewals after the cancellation: at least one ran after it landed.
+	seen := rn.n.Load()
+	await(t, "two renewals of A after the cancellation", func() bool { return rn.n.Load() >= seen+2 })
+	rec, err := a.Run(t.Context(), "m")
+	if err != nil || rec.State != Compensated {
+		t.Fatalf("Run = %v, %v; want compensated", rec, err)
+	}
+	if got, want := f.calls.get(), []string{"~a#1"}; !slices.Equal(got, want) {
+		t.Errorf("calls = %v, want %v", got, want)
+	}
+	if rec.Error.Reason != ReasonMissionCancelled {
+		t.Errorf("error = %+v, want reason %s", rec.Error, ReasonMissionCancelled)
+	}
+}
