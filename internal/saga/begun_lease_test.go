@@ -107,3 +107,34 @@ func TestBegunSagaCancelledElsewhereBeforeRunCallsNoStep(t *testing.T) {
 		t.Errorf("error = %+v, want reason %s", rec.Error, ReasonMissionCancelled)
 	}
 }
+
+// TestBeginAfterScriptCacheFlush: a Begin that finds Redis's script cache
+// empty (a restart or failover) creates the saga once, with one
+// mission.started, and a repeat after another flush appends nothing.
+func TestBeginAfterScriptCacheFlush(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	e := f.engine(t, Options{})
+	if err := f.rdb.ScriptFlush(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := e.Begin(t.Context(), "m", "s", nil); err != nil || !created {
+		t.Fatalf("Begin = created %v, %v", created, err)
+	}
+	if got, want := events(t, f.rdb, "m"), []string{"mission.started"}; !slices.Equal(got, want) {
+		t.Errorf("events after Begin = %v, want %v", got, want)
+	}
+	if rec, err := e.Run(t.Context(), "m"); err != nil || rec.State != Completed {
+		t.Fatalf("Run = %v, %v", rec, err)
+	}
+	before := events(t, f.rdb, "m")
+	if err := f.rdb.ScriptFlush(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if rec, created, err := e.Begin(t.Context(), "m", "other", nil); err != nil || created || rec.State != Completed {
+		t.Fatalf("repeated Begin = %v created %v, %v; want the completed saga", rec, created, err)
+	}
+	if got := events(t, f.rdb, "m"); !slices.Equal(got, before) {
+		t.Errorf("a repeated Begin appended events: %v, had %v", got, before)
+	}
+}
