@@ -138,3 +138,74 @@ func TestBeginAfterScriptCacheFlush(t *testing.T) {
 		t.Errorf("a repeated Begin appended events: %v, had %v", got, before)
 	}
 }
+
+// resendCreate delivers the first create of a saga twice, as go-redis does
+// when the reply of a call that landed times out (it sends the call again,
+// MaxRetries times): the caller gets the second reply.
+type resendCreate struct{ done atomic.Bool }
+
+func isCreate(cmd redis.Cmder) bool {
+	a := cmd.Args()
+	return cmd.Name() == "evalsha" && len(a) > 1 && a[1] == createScript.Hash()
+}
+
+func (h *resendCreate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *resendCreate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isCreate(cmd) && h.done.CompareAndSwap(false, true) {
+			_ = next(ctx, cmd) // lands; its reply is lost
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *resendCreate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if slices.ContainsFunc(cmds, isCreate) && h.done.CompareAndSwap(false, true) {
+			_ = next(ctx, cmds)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestBeginWhoseCreateWasSentTwice: a create that landed, lost its reply and
+// was sent again (go-redis's retry of a timed-out call) finds its own saga:
+// Begin reports it created, once, and Run drives it from its first attempt,
+// instead of answering "it existed" and leaving the saga to recovery a
+// lease later, its first attempt spent.
+func TestBeginWhoseCreateWasSentTwice(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	h := &resendCreate{}
+	a := f.replica(t, "A", quietLease, Options{}, h)
+	if err := createScript.Load(t.Context(), f.rdb).Err(); err != nil { // no NOSCRIPT round
+		t.Fatal(err)
+	}
+	rec, created, err := a.Begin(t.Context(), "m", "", nil)
+	if err != nil || !created {
+		t.Fatalf("Begin = %+v created %v, %v; want created", rec, created, err)
+	}
+	if !h.done.Load() {
+		t.Fatal("the create was not sent twice")
+	}
+	if got, want := events(t, f.rdb, "m"), []string{"mission.started"}; !slices.Equal(got, want) {
+		t.Errorf("events after Begin = %v, want %v", got, want)
+	}
+	done := runInBackground(a, "m")
+	r := awaitRunResult(t, done)
+	if r.err != nil || r.rec.State != Completed || r.rec.Epoch != 1 {
+		t.Fatalf("Run = %+v, %v; want completed at epoch 1", r.rec, r.err)
+	}
+	if got, want := f.calls.get(), []string{"a#1", "b#1", "c#1"}; !slices.Equal(got, want) {
+		t.Errorf("calls = %v, want %v", got, want)
+	}
+	if got, want := events(t, f.rdb, "m"), []string{"mission.started", "mission.completed"}; !slices.Equal(got, want) {
+		t.Errorf("events = %v, want %v", got, want)
+	}
+
+	// A saga id given by the caller proves nothing: two Begins may share it.
+	if _, created, err := a.Begin(t.Context(), "m", rec.SagaID, nil); err != nil || created {
+		t.Errorf("a second Begin with the same saga id: created %v, %v; want false", created, err)
+	}
+}
