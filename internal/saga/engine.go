@@ -222,7 +222,9 @@ func (e *Engine) start(ctx context.Context, key, sagaID string, input []byte, be
 	if generated {
 		sagaID = rand.Text()
 	}
-	_, span := e.tracer.Start(ctx, "mission "+key, trace.WithAttributes(
+	// The create is the mission's first write: its round trips belong under
+	// the mission span, like every later one.
+	ctx, span := e.tracer.Start(ctx, "mission "+key, trace.WithAttributes(
 		attribute.String("mission.id", key), attribute.String("saga.id", sagaID)))
 	now := e.now()
 	rec = &Record{
