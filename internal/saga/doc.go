@@ -35,9 +35,12 @@
 // # Durability and fencing
 //
 // Engine.Start creates the record (idempotent on the mission key) and
-// Engine.Run drives it. Run first claims the saga — increments its epoch and
-// names itself owner — unless it continues a Start of the same engine, which
-// created the record already owned at epoch 1. Every later write is one
+// Engine.Run drives it; Engine.Begin is Start for a saga run at once: it
+// creates the record Running, its first step's first attempt and its
+// mission.started written by the create. Run first claims the saga —
+// increments its epoch and names itself owner — unless it continues a Start
+// or Begin of the same engine, which created the record already owned at
+// epoch 1. Every later write is one
 // EVALSHA (Store.Save) that compares the stored epoch with the record's and
 // writes nothing on a mismatch, so an engine that lost the saga to another
 // (a replica resuming it after a lease expired, say) learns it at its next
@@ -108,7 +111,9 @@
 // A running saga compensates; a completed saga is torn down by Cancel itself;
 // other states are left alone. A cancellation requested on another replica is
 // seen by the owner at its next lease renewal or in the reply of its next
-// write, whichever comes first.
+// write, whichever comes first — for a begun saga not yet run, the write
+// after its first step: cancelled in that window (shorter than a renewal
+// interval), the first step is called, then compensated.
 //
 // # Round trips
 //

@@ -182,7 +182,9 @@ func (e *Engine) Owner() string { return e.owner }
 // Start creates the saga of mission key in state Pending and returns at once;
 // Run drives it. Start is idempotent on key: when a saga exists for key it
 // returns that record with created false and writes nothing. sagaID may be
-// empty, in which case a random id is generated.
+// empty, in which case a random id is generated; then a create of this
+// call's that landed, lost its reply and was sent again by the Redis client
+// still counts as created (the record holds the id this call drew).
 //
 // The new saga is owned by this engine (epoch 1) under a lease that the
 // engine renews until Run has driven it to its end; should this process die
@@ -216,10 +218,13 @@ func (e *Engine) start(ctx context.Context, key, sagaID string, input []byte, be
 	if e.isClosed() {
 		return nil, false, fmt.Errorf("start saga %s: %w", key, ErrClosed)
 	}
-	if sagaID == "" {
+	generated := sagaID == ""
+	if generated {
 		sagaID = rand.Text()
 	}
-	_, span := e.tracer.Start(ctx, "mission "+key, trace.WithAttributes(
+	// The create is the mission's first write: its round trips belong under
+	// the mission span, like every later one.
+	ctx, span := e.tracer.Start(ctx, "mission "+key, trace.WithAttributes(
 		attribute.String("mission.id", key), attribute.String("saga.id", sagaID)))
 	now := e.now()
 	rec = &Record{
@@ -245,7 +250,13 @@ func (e *Engine) start(ctx context.Context, key, sagaID string, input []byte, be
 		rec.Steps[0].State, rec.Steps[0].Attempts = StepRunning, 1
 		events = []Event{newEvent(rec, span.SpanContext(), EventMissionStarted, "", 0, messageStarted, Failure{}, now)}
 	}
-	created, existing, err := e.store.Create(ctx, rec, events...)
+	// A record with the saga id this call drew (128 random bits) is this
+	// call's own, found by its create sent twice (see Store.create); one
+	// claimed since (another epoch) is no longer this engine's to drive.
+	ours := func(x *Record) bool {
+		return generated && x.SagaID == sagaID && x.Owner == e.owner && x.Epoch == rec.Epoch
+	}
+	created, existing, err := e.store.create(ctx, rec, ours, events)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
@@ -377,6 +388,18 @@ func (e *Engine) run(ctx context.Context, key, how string) (*Record, error) {
 	var span trace.Span
 	begun := false
 	if s != nil {
+		if s.lost {
+			// A renewal found the saga taken over before this run: stop
+			// before any call (a begun saga's first write comes after its
+			// first step's call, too late to fence it).
+			err := fmt.Errorf("run saga %s at epoch %d: lease lost before the run: %w", key, s.rec.Epoch, ErrFenced)
+			s.span.RecordError(err)
+			s.span.SetStatus(codes.Error, err.Error())
+			s.span.End()
+			e.log.LogAttrs(ctx, slog.LevelWarn, "saga run stopped", slog.String("mission_id", key),
+				slog.String("saga_id", s.rec.SagaID), slog.String("error", err.Error()))
+			return s.rec, err
+		}
 		rec, span, how, begun = s.rec, s.span, s.how, s.begun
 	} else {
 		rec, err = e.store.claim(ctx, key, e.owner, e.now())

@@ -157,6 +157,11 @@ func (e *Engine) act(ctx context.Context, l lease, n leaseNote) {
 		if s := e.started[l.key]; s != nil && s.rec.Epoch == l.epoch {
 			s.lost = true
 		}
+	} else if s := e.started[l.key]; s != nil && s.rec.Epoch == l.epoch {
+		// A cancellation recorded elsewhere while the saga waits for Run:
+		// Run must stop before its first call, as after Engine.Cancel here
+		// (a begun saga has no write before that call to learn it from).
+		s.rec.Cancelled, s.rec.CancelReason = true, n.cancelReason
 	}
 	e.mu.Unlock()
 	attrs := []slog.Attr{slog.String("mission_id", l.key), slog.Int64("epoch", l.epoch)}

@@ -295,6 +295,15 @@ func (s *Store) flush(ctx context.Context) {
 // Engine.Begin), and go to the sink's Committed once it succeeded; nothing
 // is appended when the saga existed.
 func (s *Store) Create(ctx context.Context, rec *Record, events ...Event) (created bool, existing *Record, err error) {
+	return s.create(ctx, rec, nil, events)
+}
+
+// create is Create, where an existing record that ours reports as rec's own
+// counts as created: rec's create landed, its reply was lost, and the
+// client sent it again (go-redis sends a call whose reply timed out again,
+// up to MaxRetries times), so the second reply found the saga the first
+// created. Its events were appended by the first.
+func (s *Store) create(ctx context.Context, rec *Record, ours func(existing *Record) bool, events []Event) (created bool, existing *Record, err error) {
 	kv := rec.fields(true)
 	terminal := rec.State.Terminal()
 	lease, hint := "", int64(0)
@@ -325,22 +334,26 @@ func (s *Store) Create(ctx context.Context, rec *Record, events ...Event) (creat
 		return false, nil, fmt.Errorf("create saga %s: %w", rec.Key, lateErr(err))
 	}
 	reply, _ := cmd.Slice()
-	if len(reply) == 0 {
-		rec.saved = nil
-		rec.markSaved(kv)
-		if !terminal {
-			s.idx.wrote(rec.Key, hint)
+	if len(reply) > 0 {
+		existing, err = recordFromReply(reply)
+		if err != nil {
+			return false, nil, fmt.Errorf("create saga %s: existing record: %w", rec.Key, err)
 		}
-		if c, ok := s.sink.(Committer); ok && len(events) > 0 {
-			c.Committed(events)
+		if ours == nil || !ours(existing) {
+			return false, existing, nil
 		}
-		return true, nil, nil
+		// A cancellation may have landed between the two sends.
+		rec.Cancelled, rec.CancelReason = existing.Cancelled, existing.CancelReason
 	}
-	existing, err = recordFromReply(reply)
-	if err != nil {
-		return false, nil, fmt.Errorf("create saga %s: existing record: %w", rec.Key, err)
+	rec.saved = nil
+	rec.markSaved(kv)
+	if !terminal {
+		s.idx.wrote(rec.Key, hint)
 	}
-	return false, existing, nil
+	if c, ok := s.sink.(Committer); ok && len(events) > 0 {
+		c.Committed(events)
+	}
+	return true, nil, nil
 }
 
 // sinkArgs appends to args the sink's commands for the events of mission

@@ -1,0 +1,101 @@
+package orchestrator_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/progress"
+)
+
+// inlineStart is a StartMission of mission id without a scenario: one
+// anchor agent whose 2×2 m submap is sent inline (the create itself answers
+// a repeat of such a start, with no read before it).
+func inlineStart(id string, wait bool) *orchestratorv1.StartMissionRequest {
+	const n = 40
+	data := make([]byte, n*n)
+	for i := range n {
+		data[i], data[(n-1)*n+i], data[i*n], data[i*n+n-1] = 100, 100, 100, 100
+	}
+	submap := &typesv1.OccupancyGrid{Meta: &typesv1.GridMeta{Resolution: 0.05, Width: n, Height: n, Origin: &typesv1.Pose2D{}}, Data: data}
+	return &orchestratorv1.StartMissionRequest{
+		MissionId: id, Wait: wait,
+		Agents: []*typesv1.Agent{{AgentId: "anchor", Submap: submap, InitialGuess: &typesv1.Pose2D{}, Anchor: true}},
+		Map:    &typesv1.MapSpec{WidthM: 2, HeightM: 2, Resolution: 0.05},
+	}
+}
+
+// TestInlineStartRacingRepeats: 20 racing StartMissions of one id without
+// a scenario create one mission, whose mission.started is in its stream
+// once and reaches the firehose once; a repeat after its end answers the
+// finished mission and writes no event.
+func TestInlineStartRacingRepeats(t *testing.T) {
+	st := startStack(t, stackConfig{})
+	const id, n = "inline-race-1", 20
+	var (
+		wg    sync.WaitGroup
+		resps [n]*orchestratorv1.StartMissionResponse
+		errs  [n]error
+	)
+	for i := range n {
+		wg.Go(func() { resps[i], errs[i] = st.client.StartMission(ctxT(t), inlineStart(id, i%2 == 0)) })
+	}
+	wg.Wait()
+	created, sagas := 0, map[string]bool{}
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("start %d: %v", i, errs[i])
+		}
+		if resps[i].GetCreated() {
+			created++
+		}
+		sagas[resps[i].GetMission().GetSagaId()] = true
+	}
+	if created != 1 || len(sagas) != 1 {
+		t.Errorf("%d calls created the mission, %d saga ids %v; want 1 and 1", created, len(sagas), sagas)
+	}
+	end := st.start(t, inlineStart(id, true))
+	if end.GetCreated() || end.GetMission().GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+		t.Fatalf("repeat with wait: created %v, state %v; want false, completed", end.GetCreated(), end.GetMission().GetState())
+	}
+	before := st.events(t, id)
+	if got := countType(before, progress.MissionStarted); got != 1 {
+		t.Errorf("%d mission.started events in the mission stream, want 1: %v", got, eventLines(before))
+	}
+	if again := st.start(t, inlineStart(id, false)); again.GetCreated() || again.GetMission().GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+		t.Errorf("repeat after the end: created %v, state %v", again.GetCreated(), again.GetMission().GetState())
+	}
+	if after := st.events(t, id); len(after) != len(before) {
+		t.Errorf("a repeat after the end appended %d events", len(after)-len(before))
+	}
+
+	// The firehose copies are group-committed after the mission's writes:
+	// wait for the copy of its last event, then count.
+	var started, completed int
+	deadline := time.Now().Add(10 * time.Second)
+	for completed == 0 && time.Now().Before(deadline) {
+		msgs, err := st.rdb.XRange(ctxT(t), progress.GlobalStream, "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		started, completed = 0, 0
+		for _, m := range msgs {
+			e, err := progress.Parse(m)
+			if err != nil || e.MissionID != id {
+				continue
+			}
+			switch e.Type {
+			case progress.MissionStarted:
+				started++
+			case progress.MissionCompleted:
+				completed++
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if started != 1 || completed != 1 {
+		t.Errorf("firehose: %d mission.started and %d mission.completed of %s, want 1 and 1", started, completed, id)
+	}
+}
