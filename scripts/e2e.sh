@@ -181,11 +181,12 @@ log "e2e-sealed COMPENSATED (INSUFFICIENT_OVERLAP), compensations in reverse ord
 [ "$(head -c 4 "$work/e2e-ok.png" | tail -c 3)" = PNG ] || fail "map is not a PNG"
 
 # The console on the orchestrator's HTTP port (issue 11): the built binary
-# serves it, with each mission's page and a 404 for an unknown one.
+# serves it, with each mission's page and a 404 for an unknown one. has, not
+# grep -q: a grep that quits at its first match fails curl's write (pipefail).
 http=$(sed -n 's/.*"msg":"serving".*"http_addr":"\([0-9.:]*\)".*/\1/p' "$work/orchestrator.log" | head -n1)
 [ -n "$http" ] || fail "no http_addr in the orchestrator's serving line"
-curl -fsS "http://$http/" | grep -q 'href="/missions/e2e-sealed"' || fail "console list does not show e2e-sealed"
-curl -fsS "http://$http/missions/e2e-sealed" | grep -q INSUFFICIENT_OVERLAP || fail "console page of e2e-sealed lacks its error reason"
+curl -fsS "http://$http/" | has 'href="/missions/e2e-sealed"' || fail "console list does not show e2e-sealed"
+curl -fsS "http://$http/missions/e2e-sealed" | has INSUFFICIENT_OVERLAP || fail "console page of e2e-sealed lacks its error reason"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$http/missions/e2e-nope")" = 404 ] || fail "console: unknown mission is not 404"
 log "console at http://$http/ lists the missions and shows e2e-sealed"
 
