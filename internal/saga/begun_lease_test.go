@@ -14,10 +14,13 @@ import (
 // client sent and got a reply to.
 type renewals struct{ n atomic.Int64 }
 
-func isRenewal(cmd redis.Cmder) bool {
+// runs reports whether cmd is an EVALSHA of script.
+func runs(cmd redis.Cmder, script *redis.Script) bool {
 	a := cmd.Args()
-	return cmd.Name() == "evalsha" && len(a) > 1 && a[1] == renewScript.Hash()
+	return cmd.Name() == "evalsha" && len(a) > 1 && a[1] == script.Hash()
 }
+
+func isRenewal(cmd redis.Cmder) bool { return runs(cmd, renewScript) }
 
 func (h *renewals) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -144,10 +147,7 @@ func TestBeginAfterScriptCacheFlush(t *testing.T) {
 // MaxRetries times): the caller gets the second reply.
 type resendCreate struct{ done atomic.Bool }
 
-func isCreate(cmd redis.Cmder) bool {
-	a := cmd.Args()
-	return cmd.Name() == "evalsha" && len(a) > 1 && a[1] == createScript.Hash()
-}
+func isCreate(cmd redis.Cmder) bool { return runs(cmd, createScript) }
 
 func (h *resendCreate) DialHook(next redis.DialHook) redis.DialHook { return next }
 

@@ -8,7 +8,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -467,31 +466,9 @@ func TestStartMissionIsIdempotent(t *testing.T) {
 		}
 	})
 	t.Run("20 racing repeats", func(t *testing.T) {
-		const n = 20
-		var (
-			wg    sync.WaitGroup
-			resps [n]*orchestratorv1.StartMissionResponse
-			errs  [n]error
-		)
-		for i := range n {
-			wg.Go(func() {
-				resps[i], errs[i] = st.client.StartMission(ctxT(t), &orchestratorv1.StartMissionRequest{MissionId: "race-1", Scenario: small(4), Wait: i%2 == 0})
-			})
-		}
-		wg.Wait()
-		created, sagas := 0, map[string]bool{}
-		for i := range n {
-			if errs[i] != nil {
-				t.Fatalf("start %d: %v", i, errs[i])
-			}
-			if resps[i].GetCreated() {
-				created++
-			}
-			sagas[resps[i].GetMission().GetSagaId()] = true
-		}
-		if created != 1 || len(sagas) != 1 {
-			t.Errorf("%d calls created the mission, %d saga ids %v; want 1 and 1", created, len(sagas), sagas)
-		}
+		st.raceStarts(t, 20, func(i int) *orchestratorv1.StartMissionRequest {
+			return &orchestratorv1.StartMissionRequest{MissionId: "race-1", Scenario: small(4), Wait: i%2 == 0}
+		})
 		m, err := st.client.StartMission(ctxT(t), &orchestratorv1.StartMissionRequest{MissionId: "race-1", Scenario: small(4), Wait: true})
 		if err != nil {
 			t.Fatal(err)

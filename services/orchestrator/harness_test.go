@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,6 +261,33 @@ func (st *stack) start(t *testing.T, req *orchestratorv1.StartMissionRequest) *o
 		t.Fatalf("StartMission: %v", err)
 	}
 	return resp
+}
+
+// raceStarts sends n StartMissions of req(i) at once and checks that
+// exactly one of them created the mission and that all answered the same
+// saga.
+func (st *stack) raceStarts(t *testing.T, n int, req func(i int) *orchestratorv1.StartMissionRequest) {
+	t.Helper()
+	var wg sync.WaitGroup
+	resps := make([]*orchestratorv1.StartMissionResponse, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { resps[i], errs[i] = st.client.StartMission(ctxT(t), req(i)) })
+	}
+	wg.Wait()
+	created, sagas := 0, map[string]bool{}
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("start %d: %v", i, errs[i])
+		}
+		if resps[i].GetCreated() {
+			created++
+		}
+		sagas[resps[i].GetMission().GetSagaId()] = true
+	}
+	if created != 1 || len(sagas) != 1 {
+		t.Errorf("%d calls created the mission, %d saga ids %v; want 1 and 1", created, len(sagas), sagas)
+	}
 }
 
 // events returns every event of the mission's stream, oldest first.

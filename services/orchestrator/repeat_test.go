@@ -1,7 +1,6 @@
 package orchestrator_test
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -33,29 +32,8 @@ func inlineStart(id string, wait bool) *orchestratorv1.StartMissionRequest {
 // finished mission and writes no event.
 func TestInlineStartRacingRepeats(t *testing.T) {
 	st := startStack(t, stackConfig{})
-	const id, n = "inline-race-1", 20
-	var (
-		wg    sync.WaitGroup
-		resps [n]*orchestratorv1.StartMissionResponse
-		errs  [n]error
-	)
-	for i := range n {
-		wg.Go(func() { resps[i], errs[i] = st.client.StartMission(ctxT(t), inlineStart(id, i%2 == 0)) })
-	}
-	wg.Wait()
-	created, sagas := 0, map[string]bool{}
-	for i := range n {
-		if errs[i] != nil {
-			t.Fatalf("start %d: %v", i, errs[i])
-		}
-		if resps[i].GetCreated() {
-			created++
-		}
-		sagas[resps[i].GetMission().GetSagaId()] = true
-	}
-	if created != 1 || len(sagas) != 1 {
-		t.Errorf("%d calls created the mission, %d saga ids %v; want 1 and 1", created, len(sagas), sagas)
-	}
+	const id = "inline-race-1"
+	st.raceStarts(t, 20, func(i int) *orchestratorv1.StartMissionRequest { return inlineStart(id, i%2 == 0) })
 	end := st.start(t, inlineStart(id, true))
 	if end.GetCreated() || end.GetMission().GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
 		t.Fatalf("repeat with wait: created %v, state %v; want false, completed", end.GetCreated(), end.GetMission().GetState())
