@@ -1,8 +1,11 @@
 package saga
 
 import (
+	"errors"
 	"slices"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // TestBeginRecordsWhatStartAndRunWould: the record and the events of a saga
@@ -121,5 +124,39 @@ func TestRecoveryRunsASagaWhoseCreatorDiedAfterBegin(t *testing.T) {
 	}
 	if got, want := events(t, f.rdb, "m"), []string{"mission.started", "mission.started", "mission.completed"}; !slices.Equal(got, want) {
 		t.Errorf("events = %v, want %v", got, want)
+	}
+}
+
+// TestRepeatedBeginLeavesAFinishedSagaUnindexed: a repeat of a finished
+// saga's start (a client retrying StartMission, which no longer reads the
+// record first) must not put the saga back in the active-lease index, where
+// every recovery scan would read its record until the entry went stale.
+func TestRepeatedBeginLeavesAFinishedSagaUnindexed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	e := f.engine(t, Options{})
+	if _, _, err := e.Begin(t.Context(), "m", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := e.Run(t.Context(), "m"); err != nil || rec.State != Completed {
+		t.Fatalf("Run = %v, %v", rec, err)
+	}
+	indexed := func() bool {
+		err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Err()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	if indexed() {
+		t.Fatal("the finished saga is still indexed after its run")
+	}
+	for range 3 {
+		if _, created, err := e.Begin(t.Context(), "m", "", nil); err != nil || created {
+			t.Fatalf("repeated Begin = created %v, %v", created, err)
+		}
+		if indexed() {
+			t.Fatal("a repeated Begin indexed the finished saga as active")
+		}
 	}
 }

@@ -103,6 +103,14 @@ func (x *index) ended(key string) {
 	x.mu.Unlock()
 }
 
+// queue queues the removal of key's entry if it still has score, for an
+// entry this process wrote but does not hold (see Store.unindexRepeat).
+func (x *index) queue(key string, score int64) {
+	x.mu.Lock()
+	x.pending = append(x.pending, indexEntry{key: key, score: score})
+	x.mu.Unlock()
+}
+
 // take moves the queued removals into pipe; call done once the pipeline
 // ran: removals that failed are queued again.
 func (x *index) take(ctx context.Context, rdb redis.UniversalClient, pipe redis.Pipeliner) (done func()) {

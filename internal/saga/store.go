@@ -340,6 +340,9 @@ func (s *Store) create(ctx context.Context, rec *Record, ours func(existing *Rec
 			return false, nil, fmt.Errorf("create saga %s: existing record: %w", rec.Key, err)
 		}
 		if ours == nil || !ours(existing) {
+			if !terminal && existing.State.Terminal() {
+				s.unindexRepeat(ctx, rec.Key, hint)
+			}
 			return false, existing, nil
 		}
 		// A cancellation may have landed between the two sends.
@@ -354,6 +357,18 @@ func (s *Store) create(ctx context.Context, rec *Record, ours func(existing *Rec
 		c.Committed(events)
 	}
 	return true, nil, nil
+}
+
+// unindexRepeat removes the active-index entry that a create which found a
+// finished saga wrote before its script (score hint), unless another write
+// replaced it since: without it, every repeated start of a finished mission
+// (a client's retry) would leave the mission among the active ones until
+// recovery dropped the entry as stale, two lease TTLs later. A removal that
+// fails waits, like a saga's own, for the store's next round trip.
+func (s *Store) unindexRepeat(ctx context.Context, key string, hint int64) {
+	if s.do(ctx, nil, unindexScript, []string{ActiveKey(key)}, key, hint, "").Err() != nil {
+		s.idx.queue(key, hint)
+	}
 }
 
 // sinkArgs appends to args the sink's commands for the events of mission
