@@ -131,7 +131,7 @@ func LocalizeAll(ctx context.Context, meta grid.Meta, agents []Agent, opts Optio
 	}
 	lastErr := make(map[int]*LocalizationError)
 	for round := 1; len(pending) > 0; round++ {
-		reference, err := newCroppedReference(ref)
+		reference, err := newCroppedReference(ref, true)
 		if err != nil {
 			return results, err
 		}
@@ -312,7 +312,7 @@ func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, results []Re
 				}
 			}
 		}
-		ref, err := newCroppedReference(others)
+		ref, err := newCroppedReference(others, false) // it only polishes
 		if err != nil {
 			continue // nothing else to refine against
 		}

@@ -219,3 +219,26 @@ func BenchmarkLocalizeAgent(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLocalizeAll is the localization step of an office mission (the
+// bench's office workload): three agents of a 20×15 m office at 5 cm, one an
+// anchor, matched in rounds and then refined against each other.
+//
+//	go test -run '^$' -bench LocalizeAll -benchmem ./internal/slam/match
+func BenchmarkLocalizeAll(b *testing.B) {
+	w, err := world.Generate(world.Config{Seed: 1, Agents: 3})
+	if err != nil {
+		b.Fatal(err)
+	}
+	agents := make([]match.Agent, len(w.Agents))
+	for i, a := range w.Agents {
+		agents[i] = match.Agent{Submap: a.Submap, Guess: a.InitialGuess, Anchor: a.Anchor}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := match.LocalizeAll(ctx, w.Truth.Meta(), agents, match.Options{}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
