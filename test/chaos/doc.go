@@ -19,7 +19,10 @@
 // SIGKILLed (then restarted, rejoining as a replica); the same invariants
 // must hold, every node is watched for scripts and transactions touching
 // two hash slots, and the summary prints how long each failover took and
-// when the mesh next wrote to the moved slots.
+// when the mesh next wrote to the moved slots. A kill's recovery bound then
+// grows by the part of a master's outage that fell inside its recovery: an
+// orphan whose record is on that master cannot be claimed before the mesh
+// writes to the promoted replica.
 //
 // The test sits behind the chaos build tag, since it starts processes and
 // takes half a minute or so:
