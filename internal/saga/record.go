@@ -133,7 +133,7 @@ type Record struct {
 
 const schemaVersion = "1"
 
-// Hash field names shared with the Lua scripts in store.go.
+// Hash field names shared with the Lua scripts in scripts.go.
 const (
 	fieldVersion      = "v"
 	fieldSagaID       = "saga_id"
