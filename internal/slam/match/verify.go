@@ -29,27 +29,17 @@ const (
 
 // extractFree returns the centres of the submap's confidently free cells
 // that keep freeClearance cells from its occupied cells, on a freeStride
-// lattice.
+// lattice. Only the lattice's free cells are tested, each against the
+// occupied cells of its clearance disk (the 3×3 block for a clearance of 2):
+// a distance transform of the whole submap would compute distances nothing
+// reads.
 func extractFree(submap *grid.Grid) []point {
 	m := submap.Meta()
 	cells := submap.LogOdds()
-	mask := make([]bool, len(cells))
-	any := false
-	for i, l := range cells {
-		if l > occupiedLogOdds {
-			mask[i] = true
-			any = true
-		}
-	}
-	var d2 []float32
-	if any {
-		d2, _ = grid.DistanceTransform(m.Width, m.Height, mask, nil, nil)
-	}
 	var out []point
 	for y := 0; y < m.Height; y += freeStride {
 		for x := 0; x < m.Width; x += freeStride {
-			i := y*m.Width + x
-			if cells[i] > freeLogOdds || (d2 != nil && d2[i] < freeClearance*freeClearance) {
+			if cells[y*m.Width+x] > freeLogOdds || nearOccupied(cells, m.Width, m.Height, x, y) {
 				continue
 			}
 			px, py := m.Center(x, y)
@@ -57,6 +47,22 @@ func extractFree(submap *grid.Grid) []point {
 		}
 	}
 	return out
+}
+
+// nearOccupied reports whether an occupied cell of the w×h row-major
+// log-odds grid lies closer than freeClearance cells (Euclidean, centre to
+// centre) to cell (x, y).
+func nearOccupied(cells []float32, w, h, x, y int) bool {
+	const r = freeClearance - 1 // the farthest offset that can be closer than freeClearance
+	for dy := max(-r, -y); dy <= min(r, h-1-y); dy++ {
+		row := cells[(y+dy)*w:]
+		for dx := max(-r, -x); dx <= min(r, w-1-x); dx++ {
+			if dx*dx+dy*dy < freeClearance*freeClearance && row[x+dx] > occupiedLogOdds {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // freeConflict measures, both ways, how much of the agent's map the

@@ -1,0 +1,66 @@
+package match
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+)
+
+// TestExtractFreeMatchesDistanceTransform: the clearance test of the free
+// lattice, done on each lattice cell's neighbourhood, picks exactly the
+// cells the distance transform of the whole submap picks (squared distance
+// to the nearest occupied cell at least freeClearance²), on random grids of
+// walls, free and unknown cells, from 1×1 up, with and without walls.
+func TestExtractFreeMatchesDistanceTransform(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	for c := range 300 {
+		w, h := 1+rng.IntN(40), 1+rng.IntN(40)
+		g, err := grid.New(grid.Meta{Resolution: 0.05, Width: w, Height: h, Origin: slam.Pose2D{X: -1, Y: 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pOcc := []float64{0, 0.01, 0.05, 0.3}[c%4]
+		for y := range h {
+			for x := range w {
+				switch u := rng.Float64(); {
+				case u < pOcc:
+					g.Add(x, y, 2)
+				case u < 0.8:
+					g.Add(x, y, -1.5)
+				}
+			}
+		}
+		got, want := extractFree(g), extractFreeByTransform(g)
+		if !slices.Equal(got, want) {
+			t.Fatalf("case %d (%d×%d, %.0f%% walls): %d free lattice cells, the distance transform keeps %d", c, w, h, 100*pOcc, len(got), len(want))
+		}
+	}
+}
+
+// extractFreeByTransform is extractFree as the definition reads: the
+// exact distance transform of the submap's occupied cells, read on the
+// lattice.
+func extractFreeByTransform(submap *grid.Grid) []point {
+	m := submap.Meta()
+	cells := submap.LogOdds()
+	mask := make([]bool, len(cells))
+	for i, l := range cells {
+		mask[i] = l > occupiedLogOdds
+	}
+	d2, _ := grid.DistanceTransform(m.Width, m.Height, mask, nil, nil)
+	var out []point
+	for y := 0; y < m.Height; y += freeStride {
+		for x := 0; x < m.Width; x += freeStride {
+			i := y*m.Width + x
+			if cells[i] > freeLogOdds || d2[i] < freeClearance*freeClearance {
+				continue
+			}
+			px, py := m.Center(x, y)
+			out = append(out, point{px, py})
+		}
+	}
+	return out
+}
