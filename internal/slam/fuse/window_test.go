@@ -91,3 +91,50 @@ func TestWarperWindowMatchesPerCellReference(t *testing.T) {
 func nearEdge(f float64) bool {
 	return math.Abs(f-math.Round(f)) < 1e-6
 }
+
+// TestStructureBandMatchesDefinition compares structureBand with its
+// definition, cell by cell: a window cell is in the band when a confidently
+// occupied cell of the map or of the warped input lies within band cells of
+// it in both x and y (Chebyshev). Windows from 1×1, placed anywhere in the
+// map, bands from 0 to wider than the window.
+func TestStructureBandMatchesDefinition(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(12, 13))
+	const conf = 1
+	for c := range 300 {
+		mw, mh := 1+r.IntN(30), 1+r.IntN(30)
+		bw, bh := 1+r.IntN(mw), 1+r.IntN(mh)
+		x0, y0 := r.IntN(mw-bw+1), r.IntN(mh-bh+1)
+		band := r.IntN(6)
+		density := []float64{0, 0.02, 0.1, 0.5}[c%4]
+		cells := make([]float32, mw*mh)
+		win := make([]float32, bw*bh)
+		for _, g := range [][]float32{cells, win} {
+			for i := range g {
+				if r.Float64() < density {
+					g[i] = conf + r.Float32()
+				} else {
+					g[i] = r.Float32()*2*conf - conf // below conf: not structure
+				}
+			}
+		}
+		got := structureBand(cells, mw, win, x0, y0, bw, bh, conf, band)
+		occupied := func(x, y int) bool {
+			return cells[(y+y0)*mw+x+x0] >= conf || win[y*bw+x] >= conf
+		}
+		for y := range bh {
+			for x := range bw {
+				want := false
+				for v := max(y-band, 0); v <= min(y+band, bh-1) && !want; v++ {
+					for u := max(x-band, 0); u <= min(x+band, bw-1) && !want; u++ {
+						want = occupied(u, v)
+					}
+				}
+				if got[y*bw+x] != want {
+					t.Fatalf("case %d (%d×%d window at %d,%d of a %d×%d map, band %d): cell (%d,%d) in band %v, want %v",
+						c, bw, bh, x0, y0, mw, mh, band, x, y, got[y*bw+x], want)
+				}
+			}
+		}
+	}
+}
