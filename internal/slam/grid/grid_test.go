@@ -265,6 +265,59 @@ func TestDistanceTransformMatchesBruteForce(t *testing.T) {
 	}
 }
 
+// TestDistanceTransformWithinIsExactWithinReach: within reach,
+// DistanceTransformWithin gives DistanceTransform's squared distance and
+// its very nearest cell (ties broken alike); beyond it, a squared distance
+// above reach, to the set cell it names (or +Inf and -1). Masks of random
+// walls (horizontal and vertical runs) and scattered cells, reaches from 0
+// to past the grid.
+func TestDistanceTransformWithinIsExactWithinReach(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(5, 6))
+	for trial := range 200 {
+		w, h := 1+r.IntN(60), 1+r.IntN(60)
+		mask := make([]bool, w*h)
+		for range r.IntN(6) { // walls
+			x, y, n := r.IntN(w), r.IntN(h), 1+r.IntN(max(w, h))
+			dx, dy := 1, 0
+			if r.IntN(2) == 0 {
+				dx, dy = 0, 1
+			}
+			for ; n > 0 && x < w && y < h; n-- {
+				mask[y*w+x] = true
+				x, y = x+dx, y+dy
+			}
+		}
+		for i := range mask {
+			mask[i] = mask[i] || r.Float64() < 0.003*float64(trial%3)
+		}
+		reach2 := []float64{0, 1, 4, 21, 36, 225, 1e9}[trial%7]
+		want, wantNearest := DistanceTransform(w, h, mask, nil, nil)
+		got, nearest := DistanceTransformWithin(w, h, mask, reach2, nil, nil)
+		for i := range mask {
+			x, y := i%w, i/w
+			if float64(want[i]) <= reach2 {
+				if got[i] != want[i] || nearest[i] != wantNearest[i] {
+					t.Fatalf("trial %d (%dx%d, reach² %g) cell (%d,%d): dist² %g nearest %d, want %g nearest %d",
+						trial, w, h, reach2, x, y, got[i], nearest[i], want[i], wantNearest[i])
+				}
+				continue
+			}
+			if float64(got[i]) <= reach2 {
+				t.Fatalf("trial %d (reach² %g) cell (%d,%d): dist² %g within reach, the exact one is %g", trial, reach2, x, y, got[i], want[i])
+			}
+			if n := nearest[i]; n >= 0 {
+				nx, ny := int(n)%w, int(n)/w
+				if !mask[n] || float32((x-nx)*(x-nx)+(y-ny)*(y-ny)) != got[i] {
+					t.Fatalf("trial %d cell (%d,%d): nearest (%d,%d) is not a set cell at dist² %g", trial, x, y, nx, ny, got[i])
+				}
+			} else if !math.IsInf(float64(got[i]), 1) {
+				t.Fatalf("trial %d cell (%d,%d): dist² %g with no nearest cell", trial, x, y, got[i])
+			}
+		}
+	}
+}
+
 // FuzzFromInt8 feeds arbitrary metadata and cells to FromInt8: it must never
 // panic, must refuse what is invalid with a typed error, and whatever it
 // accepts must export back to exactly the same cells.

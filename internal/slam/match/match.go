@@ -649,6 +649,20 @@ func (r *Reference) evaluate(pts []point, pose slam.Pose2D) (score, inliers floa
 	return sum / n, float64(in) / n
 }
 
+// icpGate is the distance in metres beyond which iteration it of ICP drops
+// a pair, on a reference of resolution res: 30 cm shrinking by 0.7 per
+// iteration, down to two cells.
+func icpGate(res float64, it int) float64 {
+	return math.Max(2*res, 0.3*math.Pow(0.7, float64(it)))
+}
+
+// icpGate2 is icpGate in squared cells, as ICP compares it with the
+// distance transform.
+func icpGate2(res float64, it int) float32 {
+	gate := icpGate(res, it)
+	return float32(gate * gate / (res * res))
+}
+
 // icp refines pose with point-to-line ICP: each submap point is paired with
 // the nearest occupied reference cell (a table lookup, thanks to the distance
 // transform), pairs farther than a shrinking gate are dropped, and the pose
@@ -663,8 +677,8 @@ func (r *Reference) icp(pts []point, pose slam.Pose2D, maxIter int) (slam.Pose2D
 	iters := 0
 	for it := range maxIter {
 		iters = it + 1
-		gate := math.Max(2*res, 0.3*math.Pow(0.7, float64(it)))
-		gate2 := float32(gate * gate / (res * res))
+		gate := icpGate(res, it)
+		gate2 := icpGate2(res, it)
 		s, c := math.Sincos(pose.Theta)
 		// Centroid of the transformed points keeps the rotation column of
 		// the Jacobian well conditioned.

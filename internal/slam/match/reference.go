@@ -154,7 +154,7 @@ func newReference(g *grid.Grid, search bool) (*Reference, error) {
 		return nil, fmt.Errorf("%w: reference map has no occupied cells", slam.ErrInsufficientData)
 	}
 	r := &Reference{meta: m, bounds: m, occupied: occ}
-	r.dist2, r.nearest = grid.DistanceTransform(m.Width, m.Height, mask, nil, nil)
+	r.dist2, r.nearest = grid.DistanceTransformWithin(m.Width, m.Height, mask, fineReach2(m.Resolution), nil, nil)
 	r.fine = likelihood(r.dist2, fineSigma)
 	r.normals = wallNormals(m.Width, m.Height, mask)
 
@@ -186,11 +186,24 @@ func (r *Reference) Meta() grid.Meta { return r.meta }
 // OccupiedCells returns how many cells of the reference are occupied.
 func (r *Reference) OccupiedCells() int { return r.occupied }
 
+// fineReach2 is the farthest squared distance, in cells², that anything
+// reads off a fine reference's distance transform at resolution res: the
+// fine likelihood (likelihoodLimit), the widest ICP gate (its first
+// iteration) and the two-cell tests of evaluate and freeConflict. Beyond
+// it only "farther" matters, so the transform need not be exact there.
+func fineReach2(res float64) float64 {
+	return max(float64(likelihoodLimit(fineSigma)), float64(icpGate2(res, 0)), freeClearance*freeClearance, 4)
+}
+
+// likelihoodLimit is the largest squared distance, in cells², at which
+// likelihood's field is not zero: 3σ, rounded up to a whole cell².
+func likelihoodLimit(sigma float64) int { return int(math.Ceil(9 * sigma * sigma)) }
+
 // likelihood turns squared distances (in cells², integers from the exact
 // distance transform) into exp(-d²/2σ²) through a lookup table; beyond 3σ the
 // value is zero so far-away points add nothing.
 func likelihood(dist2 []float32, sigma float64) []float32 {
-	limit := int(math.Ceil(9 * sigma * sigma))
+	limit := likelihoodLimit(sigma)
 	lut := make([]float32, limit+1)
 	for i := range lut {
 		lut[i] = float32(math.Exp(-float64(i) / (2 * sigma * sigma)))
