@@ -82,6 +82,7 @@ func BenchmarkIntegrateScan(b *testing.B) {
 // for every reference it builds.
 //
 //	go test -run '^$' -bench DistanceTransform -benchmem ./internal/slam/grid
+//
 // BenchmarkDistanceTransform: the office scenario's 400×300 map, as 2 %
 // scattered cells and as walls (rooms of 4 m at 5 cm with door gaps), exact
 // and within the reach a fine reference reads at 5 cm (36 cells²: the
