@@ -77,16 +77,13 @@ func BenchmarkIntegrateScan(b *testing.B) {
 	}
 }
 
-// BenchmarkDistanceTransform is the exact distance transform of a 400x300
-// mask (the office map) with 2 % of its cells set, as localization runs it
-// for every reference it builds.
+// BenchmarkDistanceTransform is the distance transform of a 400x300 mask
+// (the office map), as localization runs it for every reference it builds:
+// 2 % of the cells set at random, or walls (rooms of 4 m at 5 cm with door
+// gaps); exact, and within the reach a fine reference reads at 5 cm (36
+// cells²: the first ICP gate).
 //
 //	go test -run '^$' -bench DistanceTransform -benchmem ./internal/slam/grid
-//
-// BenchmarkDistanceTransform: the office scenario's 400×300 map, as 2 %
-// scattered cells and as walls (rooms of 4 m at 5 cm with door gaps), exact
-// and within the reach a fine reference reads at 5 cm (36 cells²: the
-// first ICP gate).
 func BenchmarkDistanceTransform(b *testing.B) {
 	const w, h = 400, 300
 	scattered := make([]bool, w*h)
