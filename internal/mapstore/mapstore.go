@@ -67,11 +67,21 @@ type Blank struct {
 
 // NewBlank encodes a map of geometry meta whose version 1 is all unknown.
 func NewBlank(meta grid.Meta) (*Blank, error) {
+	b, err := EncodeMeta(meta)
+	if err != nil {
+		return nil, err
+	}
+	return &Blank{meta: b, cells: bytes.Repeat([]byte{0xff}, int(meta.Cells()))}, nil // int8 -1: unknown
+}
+
+// EncodeMeta encodes geometry meta as Create stores it in the meta field,
+// for ExpectMap.
+func EncodeMeta(meta grid.Meta) ([]byte, error) {
 	b, err := proto.Marshal(slamproto.MetaToProto(meta))
 	if err != nil {
 		return nil, fmt.Errorf("mapstore: encode meta: %w", err)
 	}
-	return &Blank{meta: b, cells: bytes.Repeat([]byte{0xff}, int(meta.Cells()))}, nil // int8 -1: unknown
+	return b, nil
 }
 
 // Create queues the writes that make b the mission's map mapID, at version 1.
@@ -124,6 +134,15 @@ func ExpectHead(x Expecter, missionID, mapID string, current uint32) {
 	}
 	x.Expect(Key(missionID), fieldMapID, mapID)
 	x.Expect(Key(missionID), fieldCurrent, strconv.FormatUint(uint64(current), 10))
+}
+
+// ExpectMap makes the commit of x conditional on the mission's map being
+// map mapID of geometry meta (EncodeMeta's bytes): for a plan built on
+// what the caller was told of the map (a request's map_meta) rather than on
+// what it read.
+func ExpectMap(x Expecter, missionID, mapID string, meta []byte) {
+	x.Expect(Key(missionID), fieldMapID, mapID)
+	x.Expect(Key(missionID), fieldMeta, string(meta))
 }
 
 // head is the map hash's fields other than the versions, as ReadHead and

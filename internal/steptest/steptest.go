@@ -226,6 +226,14 @@ func SeedWorld(t testing.TB, rdb redis.Cmdable, mission, mapID string, cfg world
 	if err != nil {
 		t.Fatal(err)
 	}
+	SeedMap(t, rdb, mission, mapID, meta)
+	return w, meta
+}
+
+// SeedMap writes a map of geometry meta for mission as the mapping service
+// allocates it: map mapID, version 1 all unknown.
+func SeedMap(t testing.TB, rdb redis.Cmdable, mission, mapID string, meta grid.Meta) {
+	t.Helper()
 	blank, err := mapstore.NewBlank(meta)
 	if err != nil {
 		t.Fatal(err)
@@ -237,5 +245,4 @@ func SeedWorld(t testing.TB, rdb redis.Cmdable, mission, mapID string, cfg world
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return w, meta
 }

@@ -14,8 +14,20 @@ import (
 // mission (the anchor alone, its 2x2 m submap inline) through gRPC, with
 // the Redis round trips and commands of the service per call (the
 // firehose's group commits included; the maps are seeded through another
-// client).
+// client): read, the request without map_meta (the service reads the map
+// with its look at the barrier); stated, with it, as the orchestrator sends
+// it (one round trip).
 func BenchmarkLocalizeOverhead(b *testing.B) {
+	for _, stated := range []bool{false, true} {
+		name := "read"
+		if stated {
+			name = "stated"
+		}
+		b.Run(name, func(b *testing.B) { benchmarkLocalizeOverhead(b, stated) })
+	}
+}
+
+func benchmarkLocalizeOverhead(b *testing.B, stated bool) {
 	e := start(b, localization.Config{})
 	seed := e.Server.Universal(b)
 	count := steptest.CountRedis(e.Redis)
@@ -29,7 +41,11 @@ func BenchmarkLocalizeOverhead(b *testing.B) {
 		b.StopTimer()
 		steptest.SeedOverheadMap(b, seed, m, mapID)
 		b.StartTimer()
-		if _, err := e.client.LocalizeAgents(ctx, &localizationv1.LocalizeAgentsRequest{Saga: e.Saga(m), MapId: mapID, Agents: agents}); err != nil {
+		req := &localizationv1.LocalizeAgentsRequest{Saga: e.Saga(m), MapId: mapID, Agents: agents}
+		if stated {
+			req.MapMeta = steptest.OverheadMapMeta()
+		}
+		if _, err := e.client.LocalizeAgents(ctx, req); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -251,6 +251,9 @@ func TestLocalizeInvalid(t *testing.T) {
 		{"bad saga id", func(r *localizationv1.LocalizeAgentsRequest) { r.Saga.SagaId = "s{1}" }, "saga.saga_id"},
 		{"wrong step", func(r *localizationv1.LocalizeAgentsRequest) { r.Saga.Step = "allocate_map" }, "saga.step"},
 		{"no map id", func(r *localizationv1.LocalizeAgentsRequest) { r.MapId = "" }, "map_id"},
+		{"map_meta without resolution", func(r *localizationv1.LocalizeAgentsRequest) {
+			r.MapMeta = &typesv1.GridMeta{Width: 40, Height: 40}
+		}, "map_meta"},
 		{"nan window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowM = math.NaN() }, "search_window_m"},
 		{"huge window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowM = 1001 }, "search_window_m"},
 		{"huge rotation window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowRad = 4 }, "search_window_rad"},

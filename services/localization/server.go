@@ -8,7 +8,10 @@
 // Matching is pure CPU work and runs outside any Redis transaction; the
 // barrier is consulted before it, so that a retried call whose first attempt
 // committed answers from the stored result without matching again, and the
-// poses are written together with the barrier mark afterwards.
+// poses are written together with the barrier mark afterwards. A request
+// that only places its anchor on a small map whose geometry it states
+// (map_meta) skips that look: one round trip, the commit, which checks the
+// stated map and answers a duplicate with the stored poses.
 package localization
 
 import (
@@ -102,6 +105,22 @@ func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.Localiz
 		return nil, err
 	}
 	id := stepserver.BarrierID(sc, Step)
+	given, err := stepserver.MapOf(req.GetMapMeta())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if given != nil && placementOnly(req, given.Meta) {
+		// One round trip: the work on the geometry the request states, then
+		// the commit, which checks it against the stored map and answers a
+		// duplicate with the first attempt's poses.
+		resp, err := s.localizeAndCommit(ctx, req, id, given.Meta, opts, func(tx *barrier.Tx) {
+			mapstore.ExpectMap(tx, sc.GetMissionId(), req.GetMapId(), given.Encoded)
+		})
+		if !errors.Is(err, barrier.ErrStale) {
+			return resp, err
+		}
+		// The stored map is not the one stated: read it, which says how.
+	}
 	// One round trip: the look at the barrier (a retry is answered without
 	// matching again) and the map's geometry, which the matching needs.
 	var metaCmd *redis.SliceCmd
@@ -113,11 +132,31 @@ func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.Localiz
 	case committed:
 		return s.decode(ctx, stored)
 	}
-
 	meta, err := s.mapMeta(ctx, metaCmd, sc.GetMissionId(), req.GetMapId())
 	if err != nil {
 		return nil, err
 	}
+	return s.localizeAndCommit(ctx, req, id, meta, opts, nil)
+}
+
+// placementOnly reports whether req only places its anchor (it has no other
+// agent to match) on a map of meta small enough that redoing it for a
+// duplicate costs less than a look at the barrier before every call
+// (stepserver.OneTripCells).
+func placementOnly(req *localizationv1.LocalizeAgentsRequest, meta grid.Meta) bool {
+	agents := req.GetAgents()
+	if len(agents) != 1 || agents[0].GetSubmap() == nil { // scans are integrated first: not small work
+		return false
+	}
+	sm := agents[0].GetSubmap().GetMeta()
+	return uint64(meta.Cells())+uint64(sm.GetWidth())*uint64(sm.GetHeight()) <= stepserver.OneTripCells
+}
+
+// localizeAndCommit localizes the agents of req in the map of geometry
+// meta and commits the poses with the step's action mark, under the
+// preconditions expect states (nil: none). Errors are statuses, except
+// barrier.ErrStale when a precondition failed (nothing was written).
+func (s *Server) localizeAndCommit(ctx context.Context, req *localizationv1.LocalizeAgentsRequest, id barrier.ID, meta grid.Meta, opts match.Options, expect func(*barrier.Tx)) (*localizationv1.LocalizeAgentsResponse, error) {
 	agents, err := slamproto.AgentsFromProto(req.GetAgents(), meta.Resolution)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -142,15 +181,21 @@ func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.Localiz
 		}
 		fields = append(fields, p.GetAgentId(), b)
 	}
-	key := localizationKey(sc.GetMissionId())
+	key := localizationKey(id.Key)
 	tx := s.barrier.NewTx()
+	if expect != nil {
+		expect(tx)
+	}
 	tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, key, fields...) })
 	stored, outcome, err := stepserver.Commit(ctx, s.barrier, id, tx, out)
-	if err != nil {
+	switch {
+	case errors.Is(err, barrier.ErrStale):
+		return nil, err
+	case err != nil:
 		return nil, s.toStatus(ctx, err)
-	}
-	if outcome == barrier.Duplicate {
-		// A concurrent attempt committed first: its result is the step's.
+	case outcome == barrier.Duplicate:
+		// A concurrent attempt, or the call this one repeats, committed
+		// first: its result is the step's.
 		return s.decode(ctx, stored)
 	}
 	return resp, nil

@@ -13,8 +13,21 @@ import (
 // BenchmarkMergeOverhead measures the merge step of an overhead mission
 // (the anchor's 2x2 m submap onto a 2x2 m map) through gRPC, with the Redis
 // round trips and commands of the service per call (the firehose's group
-// commits included; the maps are seeded through another client).
+// commits included; the maps are seeded through another client): read,
+// the request without map_meta (the service reads the map with its look at
+// the barrier); stated, with it, as the orchestrator sends it (one round
+// trip).
 func BenchmarkMergeOverhead(b *testing.B) {
+	for _, stated := range []bool{false, true} {
+		name := "read"
+		if stated {
+			name = "stated"
+		}
+		b.Run(name, func(b *testing.B) { benchmarkMergeOverhead(b, stated) })
+	}
+}
+
+func benchmarkMergeOverhead(b *testing.B, stated bool) {
 	e := start(b, merge.Config{})
 	seed := e.Server.Universal(b)
 	count := steptest.CountRedis(e.Redis)
@@ -30,6 +43,9 @@ func BenchmarkMergeOverhead(b *testing.B) {
 		steptest.SeedOverheadMap(b, seed, m, mapID)
 		b.StartTimer()
 		req := &mergev1.MergeMapsRequest{Saga: e.Saga(m), MapId: mapID, Agents: []*typesv1.Agent{agent}, Poses: poses}
+		if stated {
+			req.MapMeta = steptest.OverheadMapMeta()
+		}
 		if _, err := e.client.MergeMaps(ctx, req); err != nil {
 			b.Fatal(err)
 		}

@@ -238,6 +238,7 @@ func TestMergeInvalid(t *testing.T) {
 		{"no saga", func(r *mergev1.MergeMapsRequest) { r.Saga = nil }, "saga"},
 		{"wrong step", func(r *mergev1.MergeMapsRequest) { r.Saga.Step = "localize_agents" }, "saga.step"},
 		{"no map id", func(r *mergev1.MergeMapsRequest) { r.MapId = "" }, "map_id"},
+		{"map_meta without resolution", func(r *mergev1.MergeMapsRequest) { r.MapMeta = &typesv1.GridMeta{Width: 40, Height: 40} }, "map_meta"},
 		{"no agents", func(r *mergev1.MergeMapsRequest) { r.Agents, r.Poses = nil, nil }, "agents"},
 		{"bad pose id", func(r *mergev1.MergeMapsRequest) { r.Poses[1].AgentId = "a/b" }, "poses[1].agent_id"},
 		{"two poses for an agent", func(r *mergev1.MergeMapsRequest) { r.Poses[2].AgentId = r.Poses[0].AgentId }, "poses[2].agent_id"},

@@ -11,7 +11,11 @@
 // beforehand; the new version is committed with the barrier mark in the
 // barrier's script, and only if the map is still at the version the fusion
 // started from (a precondition the script checks), so a concurrent change
-// can never be overwritten by a stale merge.
+// can never be overwritten by a stale merge. A small merge whose request
+// states the map's geometry (map_meta) does not read it: it fuses onto the
+// map as allocated (version 1, all unknown) and commits in one round trip,
+// on the condition that the map is still that; otherwise it reads and
+// fuses again.
 package merge
 
 import (
@@ -106,6 +110,24 @@ func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (
 	}
 	id := stepserver.BarrierID(sc, Step)
 	missionID := sc.GetMissionId()
+	given, err := stepserver.MapOf(req.GetMapMeta())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if given != nil && smallMerge(req.GetAgents(), given.Meta) {
+		// One round trip: the fusion onto the map as allocated (version 1,
+		// all unknown, of the stated geometry), then the commit, which
+		// checks that the map is still that and answers a duplicate with
+		// the first attempt's result.
+		resp, err := s.mergeAllocated(ctx, id, req.GetMapId(), req.GetAgents(), poses, given)
+		if !errors.Is(err, errMapChanged) {
+			if err != nil {
+				return nil, s.toStatus(ctx, err)
+			}
+			return resp, nil
+		}
+		// The map is not the one stated, or has merged versions: read it.
+	}
 	// One round trip: the look at the barrier (a retry is answered without
 	// fusing again) and the current map, the base of the fusion.
 	var loadCmd *redis.Cmd
@@ -142,6 +164,38 @@ func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (
 	}
 }
 
+// smallMerge reports whether fusing agents onto a map of meta is small
+// enough work to redo for a duplicate rather than look at the barrier
+// before every call (stepserver.OneTripCells): every agent comes with a
+// submap (scans are integrated first), and the map's and the submaps' cells
+// add up to at most that.
+func smallMerge(agents []*typesv1.Agent, meta grid.Meta) bool {
+	cells := uint64(meta.Cells())
+	for _, a := range agents {
+		if a.GetSubmap() == nil {
+			return false
+		}
+		m := a.GetSubmap().GetMeta()
+		cells += uint64(m.GetWidth()) * uint64(m.GetHeight())
+	}
+	return cells <= stepserver.OneTripCells
+}
+
+// mergeAllocated is mergeOnto on the map as AllocateMap created it, of the
+// geometry given states: version 1, every cell unknown. errMapChanged when
+// the stored map is not that.
+func (s *Server) mergeAllocated(ctx context.Context, id barrier.ID, mapID string, agents []*typesv1.Agent, poses map[string]slam.Pose2D, given *stepserver.GivenMap) (*mergev1.MergeMapsResponse, error) {
+	g, err := grid.New(given.Meta)
+	if err != nil {
+		return nil, err
+	}
+	in, ids, err := inputs(agents, poses, given.Meta.Resolution)
+	if err != nil {
+		return nil, err
+	}
+	return s.mergeOnto(ctx, id, mapID, &baseMap{version: 1, grid: g, stated: given.Encoded}, in, ids)
+}
+
 // mergeOnto fuses the inputs into base and commits the result as the next
 // version, with its contributor layer and the barrier mark, provided the
 // map is still at base's version (errMapChanged otherwise).
@@ -167,6 +221,9 @@ func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, bas
 	}
 	tx := s.barrier.NewTx()
 	mapstore.ExpectHead(tx, id.Key, mapID, base.version)
+	if base.stated != nil {
+		mapstore.ExpectMap(tx, id.Key, mapID, base.stated)
+	}
 	tx.Write(func(p redis.Pipeliner) {
 		mapstore.AddVersion(ctx, p, id.Key, resp.GetVersion(), cells)
 		mapstore.AddContributors(ctx, p, id.Key, resp.GetVersion(), contributors)

@@ -22,6 +22,10 @@ func (e *noMapError) Error() string {
 type baseMap struct {
 	version uint32
 	grid    *grid.Grid
+	// stated is the meta field the map must hold (mapstore.ExpectMap) when
+	// the base was built from a request's map_meta rather than read; nil
+	// when read.
+	stated []byte
 }
 
 // loadCurrent reads and decodes the current version of the mission's map

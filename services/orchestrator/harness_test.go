@@ -61,8 +61,10 @@ type stack struct {
 	spans   *tracetest.SpanRecorder
 
 	redisSrv *redistest.Server
-	// stepAddrs are the mapping, localization and merge servers' addresses.
+	// stepAddrs are the mapping, localization and merge servers' addresses;
+	// stepRedis their Redis clients.
 	stepAddrs [3]string
+	stepRedis [3]redis.UniversalClient
 }
 
 type stackConfig struct {
@@ -118,6 +120,7 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 	})
 
 	st.stepAddrs = [3]string{mappingNode.addr(), localizationNode.addr(), mergeNode.addr()}
+	st.stepRedis = [3]redis.UniversalClient{mappingNode.rdb, localizationNode.rdb, mergeNode.rdb}
 	st.orch, st.client = st.startOrchestrator(t, cfg)
 	mappingNode.dialFor(t, func(conn *grpc.ClientConn) { st.mapping = mappingv1.NewMappingServiceClient(conn) })
 	return st

@@ -98,6 +98,7 @@ func (m *mission) localizeAgents(ctx context.Context, x *saga.Exec) error {
 		Agents:          agents,
 		SearchWindowM:   in.GetSearchWindowM(),
 		SearchWindowRad: in.GetSearchWindowRad(),
+		MapMeta:         alloc.GetMeta(),
 	})
 	if err != nil {
 		return err
@@ -132,10 +133,11 @@ func (m *mission) mergeMaps(ctx context.Context, x *saga.Exec) error {
 		return err
 	}
 	resp, err := m.merge.MergeMaps(ctx, &mergev1.MergeMapsRequest{
-		Saga:   sc,
-		MapId:  alloc.GetMapId(),
-		Agents: agents,
-		Poses:  loc.GetPoses(),
+		Saga:    sc,
+		MapId:   alloc.GetMapId(),
+		Agents:  agents,
+		Poses:   loc.GetPoses(),
+		MapMeta: alloc.GetMeta(),
 	})
 	if err != nil {
 		return err

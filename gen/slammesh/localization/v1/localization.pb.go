@@ -40,8 +40,14 @@ type LocalizeAgentsRequest struct {
 	// Half-width of the rotational search window, radians; 0 means 0.35
 	// (20 deg), at most pi (every heading).
 	SearchWindowRad float64 `protobuf:"fixed64,5,opt,name=search_window_rad,json=searchWindowRad,proto3" json:"search_window_rad,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Geometry of the map as AllocateMap returned it; optional. With it, a
+	// request that only places the anchor on a small map is served in one
+	// Redis round trip: the work first, then one commit that checks map_id
+	// and this geometry against the stored map. Without it, or when the
+	// stored map differs, the service reads the map before the work.
+	MapMeta       *v1.GridMeta `protobuf:"bytes,6,opt,name=map_meta,json=mapMeta,proto3" json:"map_meta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LocalizeAgentsRequest) Reset() {
@@ -107,6 +113,13 @@ func (x *LocalizeAgentsRequest) GetSearchWindowRad() float64 {
 		return x.SearchWindowRad
 	}
 	return 0
+}
+
+func (x *LocalizeAgentsRequest) GetMapMeta() *v1.GridMeta {
+	if x != nil {
+		return x.MapMeta
+	}
+	return nil
 }
 
 // LocalizeAgentsResponse holds one pose per agent, in request order.
@@ -251,13 +264,14 @@ var File_slammesh_localization_v1_localization_proto protoreflect.FileDescriptor
 
 const file_slammesh_localization_v1_localization_proto_rawDesc = "" +
 	"\n" +
-	"+slammesh/localization/v1/localization.proto\x12\x18slammesh.localization.v1\x1a\x1dslammesh/types/v1/types.proto\"\xe8\x01\n" +
+	"+slammesh/localization/v1/localization.proto\x12\x18slammesh.localization.v1\x1a\x1dslammesh/types/v1/types.proto\"\xa0\x02\n" +
 	"\x15LocalizeAgentsRequest\x122\n" +
 	"\x04saga\x18\x01 \x01(\v2\x1e.slammesh.types.v1.SagaContextR\x04saga\x12\x15\n" +
 	"\x06map_id\x18\x02 \x01(\tR\x05mapId\x120\n" +
 	"\x06agents\x18\x03 \x03(\v2\x18.slammesh.types.v1.AgentR\x06agents\x12&\n" +
 	"\x0fsearch_window_m\x18\x04 \x01(\x01R\rsearchWindowM\x12*\n" +
-	"\x11search_window_rad\x18\x05 \x01(\x01R\x0fsearchWindowRad\"L\n" +
+	"\x11search_window_rad\x18\x05 \x01(\x01R\x0fsearchWindowRad\x126\n" +
+	"\bmap_meta\x18\x06 \x01(\v2\x1b.slammesh.types.v1.GridMetaR\amapMeta\"L\n" +
 	"\x16LocalizeAgentsResponse\x122\n" +
 	"\x05poses\x18\x01 \x03(\v2\x1c.slammesh.types.v1.AgentPoseR\x05poses\"J\n" +
 	"\x14ReleaseAgentsRequest\x122\n" +
@@ -289,22 +303,24 @@ var file_slammesh_localization_v1_localization_proto_goTypes = []any{
 	(*ReleaseAgentsResponse)(nil),  // 3: slammesh.localization.v1.ReleaseAgentsResponse
 	(*v1.SagaContext)(nil),         // 4: slammesh.types.v1.SagaContext
 	(*v1.Agent)(nil),               // 5: slammesh.types.v1.Agent
-	(*v1.AgentPose)(nil),           // 6: slammesh.types.v1.AgentPose
+	(*v1.GridMeta)(nil),            // 6: slammesh.types.v1.GridMeta
+	(*v1.AgentPose)(nil),           // 7: slammesh.types.v1.AgentPose
 }
 var file_slammesh_localization_v1_localization_proto_depIdxs = []int32{
 	4, // 0: slammesh.localization.v1.LocalizeAgentsRequest.saga:type_name -> slammesh.types.v1.SagaContext
 	5, // 1: slammesh.localization.v1.LocalizeAgentsRequest.agents:type_name -> slammesh.types.v1.Agent
-	6, // 2: slammesh.localization.v1.LocalizeAgentsResponse.poses:type_name -> slammesh.types.v1.AgentPose
-	4, // 3: slammesh.localization.v1.ReleaseAgentsRequest.saga:type_name -> slammesh.types.v1.SagaContext
-	0, // 4: slammesh.localization.v1.LocalizationService.LocalizeAgents:input_type -> slammesh.localization.v1.LocalizeAgentsRequest
-	2, // 5: slammesh.localization.v1.LocalizationService.ReleaseAgents:input_type -> slammesh.localization.v1.ReleaseAgentsRequest
-	1, // 6: slammesh.localization.v1.LocalizationService.LocalizeAgents:output_type -> slammesh.localization.v1.LocalizeAgentsResponse
-	3, // 7: slammesh.localization.v1.LocalizationService.ReleaseAgents:output_type -> slammesh.localization.v1.ReleaseAgentsResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	6, // 2: slammesh.localization.v1.LocalizeAgentsRequest.map_meta:type_name -> slammesh.types.v1.GridMeta
+	7, // 3: slammesh.localization.v1.LocalizeAgentsResponse.poses:type_name -> slammesh.types.v1.AgentPose
+	4, // 4: slammesh.localization.v1.ReleaseAgentsRequest.saga:type_name -> slammesh.types.v1.SagaContext
+	0, // 5: slammesh.localization.v1.LocalizationService.LocalizeAgents:input_type -> slammesh.localization.v1.LocalizeAgentsRequest
+	2, // 6: slammesh.localization.v1.LocalizationService.ReleaseAgents:input_type -> slammesh.localization.v1.ReleaseAgentsRequest
+	1, // 7: slammesh.localization.v1.LocalizationService.LocalizeAgents:output_type -> slammesh.localization.v1.LocalizeAgentsResponse
+	3, // 8: slammesh.localization.v1.LocalizationService.ReleaseAgents:output_type -> slammesh.localization.v1.ReleaseAgentsResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_slammesh_localization_v1_localization_proto_init() }

@@ -34,7 +34,14 @@ type MergeMapsRequest struct {
 	// The agents whose submaps to fuse.
 	Agents []*v1.Agent `protobuf:"bytes,3,rep,name=agents,proto3" json:"agents,omitempty"`
 	// One pose per agent (from LocalizeAgents), matched by agent_id.
-	Poses         []*v1.AgentPose `protobuf:"bytes,4,rep,name=poses,proto3" json:"poses,omitempty"`
+	Poses []*v1.AgentPose `protobuf:"bytes,4,rep,name=poses,proto3" json:"poses,omitempty"`
+	// Geometry of the map as AllocateMap returned it; optional. With it, a
+	// small merge onto the map as allocated (version 1, all unknown) is
+	// served in one Redis round trip: the fusion first, then one commit that
+	// checks map_id, the version and this geometry against the stored map.
+	// Without it, or when the stored map differs, the service reads the
+	// current version before fusing.
+	MapMeta       *v1.GridMeta `protobuf:"bytes,5,opt,name=map_meta,json=mapMeta,proto3" json:"map_meta,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -93,6 +100,13 @@ func (x *MergeMapsRequest) GetAgents() []*v1.Agent {
 func (x *MergeMapsRequest) GetPoses() []*v1.AgentPose {
 	if x != nil {
 		return x.Poses
+	}
+	return nil
+}
+
+func (x *MergeMapsRequest) GetMapMeta() *v1.GridMeta {
+	if x != nil {
+		return x.MapMeta
 	}
 	return nil
 }
@@ -266,12 +280,13 @@ var File_slammesh_merge_v1_merge_proto protoreflect.FileDescriptor
 
 const file_slammesh_merge_v1_merge_proto_rawDesc = "" +
 	"\n" +
-	"\x1dslammesh/merge/v1/merge.proto\x12\x11slammesh.merge.v1\x1a\x1dslammesh/types/v1/types.proto\"\xc3\x01\n" +
+	"\x1dslammesh/merge/v1/merge.proto\x12\x11slammesh.merge.v1\x1a\x1dslammesh/types/v1/types.proto\"\xfb\x01\n" +
 	"\x10MergeMapsRequest\x122\n" +
 	"\x04saga\x18\x01 \x01(\v2\x1e.slammesh.types.v1.SagaContextR\x04saga\x12\x15\n" +
 	"\x06map_id\x18\x02 \x01(\tR\x05mapId\x120\n" +
 	"\x06agents\x18\x03 \x03(\v2\x18.slammesh.types.v1.AgentR\x06agents\x122\n" +
-	"\x05poses\x18\x04 \x03(\v2\x1c.slammesh.types.v1.AgentPoseR\x05poses\"p\n" +
+	"\x05poses\x18\x04 \x03(\v2\x1c.slammesh.types.v1.AgentPoseR\x05poses\x126\n" +
+	"\bmap_meta\x18\x05 \x01(\v2\x1b.slammesh.types.v1.GridMetaR\amapMeta\"p\n" +
 	"\x11MergeMapsResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12 \n" +
 	"\vconsistency\x18\x02 \x01(\x01R\vconsistency\x12\x1f\n" +
@@ -309,21 +324,23 @@ var file_slammesh_merge_v1_merge_proto_goTypes = []any{
 	(*v1.SagaContext)(nil),      // 4: slammesh.types.v1.SagaContext
 	(*v1.Agent)(nil),            // 5: slammesh.types.v1.Agent
 	(*v1.AgentPose)(nil),        // 6: slammesh.types.v1.AgentPose
+	(*v1.GridMeta)(nil),         // 7: slammesh.types.v1.GridMeta
 }
 var file_slammesh_merge_v1_merge_proto_depIdxs = []int32{
 	4, // 0: slammesh.merge.v1.MergeMapsRequest.saga:type_name -> slammesh.types.v1.SagaContext
 	5, // 1: slammesh.merge.v1.MergeMapsRequest.agents:type_name -> slammesh.types.v1.Agent
 	6, // 2: slammesh.merge.v1.MergeMapsRequest.poses:type_name -> slammesh.types.v1.AgentPose
-	4, // 3: slammesh.merge.v1.RevertMergeRequest.saga:type_name -> slammesh.types.v1.SagaContext
-	0, // 4: slammesh.merge.v1.MergeService.MergeMaps:input_type -> slammesh.merge.v1.MergeMapsRequest
-	2, // 5: slammesh.merge.v1.MergeService.RevertMerge:input_type -> slammesh.merge.v1.RevertMergeRequest
-	1, // 6: slammesh.merge.v1.MergeService.MergeMaps:output_type -> slammesh.merge.v1.MergeMapsResponse
-	3, // 7: slammesh.merge.v1.MergeService.RevertMerge:output_type -> slammesh.merge.v1.RevertMergeResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	7, // 3: slammesh.merge.v1.MergeMapsRequest.map_meta:type_name -> slammesh.types.v1.GridMeta
+	4, // 4: slammesh.merge.v1.RevertMergeRequest.saga:type_name -> slammesh.types.v1.SagaContext
+	0, // 5: slammesh.merge.v1.MergeService.MergeMaps:input_type -> slammesh.merge.v1.MergeMapsRequest
+	2, // 6: slammesh.merge.v1.MergeService.RevertMerge:input_type -> slammesh.merge.v1.RevertMergeRequest
+	1, // 7: slammesh.merge.v1.MergeService.MergeMaps:output_type -> slammesh.merge.v1.MergeMapsResponse
+	3, // 8: slammesh.merge.v1.MergeService.RevertMerge:output_type -> slammesh.merge.v1.RevertMergeResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_slammesh_merge_v1_merge_proto_init() }
