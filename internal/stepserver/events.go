@@ -2,6 +2,7 @@ package stepserver
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -233,10 +234,21 @@ func (c *stepCall) publish(ctx context.Context, last ...progress.Event) {
 // succeeded; the firehose copies still waiting from earlier calls ride in
 // the same pipeline as the script. One round trip for the whole step. Otherwise it is barrier.Commit, and the interceptor publishes
 // the events after the handler.
+//
+// A commit that goes stale (barrier.ErrStale) drops the step.progress
+// events not written yet: they report work whose plan nothing committed,
+// which the handler redoes on what it reads next (and reports again), so
+// that the step's progress does not run twice to 100 % within one call.
 func Commit(ctx context.Context, b *barrier.Barrier, id barrier.ID, tx *barrier.Tx, result []byte) ([]byte, barrier.Outcome, error) {
 	c, _ := ctx.Value(callKey{}).(*stepCall)
 	if c == nil || !c.inCommit {
-		return b.Commit(ctx, id, tx, result)
+		res, outcome, err := b.Commit(ctx, id, tx, result)
+		if c != nil && errors.Is(err, barrier.ErrStale) {
+			c.mu.Lock()
+			c.dropProgress()
+			c.mu.Unlock()
+		}
+		return res, outcome, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock() // no step.progress may slip between the commit's events
@@ -249,12 +261,25 @@ func Commit(ctx context.Context, b *barrier.Barrier, id barrier.ID, tx *barrier.
 	// Earlier calls' firehose copies ride in the same round trip.
 	tx.Carry(c.firehose.Take)
 	res, outcome, err := b.Commit(ctx, id, tx, result)
-	if err == nil {
+	switch {
+	case err == nil:
 		c.sent()
 		c.committed = true
 		c.firehose.Add(events...)
+	case errors.Is(err, barrier.ErrStale):
+		c.dropProgress()
 	}
 	return res, outcome, err
+}
+
+// dropProgress forgets the step.progress events not written yet (and
+// their flush); step.started stays due. The caller holds mu.
+func (c *stepCall) dropProgress() {
+	c.pending = nil
+	if c.flush != nil {
+		c.flush.Stop()
+		c.flush = nil
+	}
 }
 
 // failure fills e's error fields from a handler error the way the gRPC

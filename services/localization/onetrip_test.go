@@ -8,6 +8,7 @@ import (
 
 	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam/grid"
 	"github.com/slammesh/slammesh/internal/slamproto"
@@ -83,6 +84,11 @@ func TestStatedMapThatIsNotStored(t *testing.T) {
 		}
 		if got := e.Effects(t, "m-geometry")["localize_agents:action"]; got != 1 {
 			t.Errorf("localize_agents:action effects = %d, want 1", got)
+		}
+		// The placement on the stated geometry was thrown away: only the
+		// one that committed reports the anchor.
+		if got := e.EventsOf(t, "m-geometry", progress.StepProgress); len(got) != 1 {
+			t.Errorf("%d step.progress events, want 1 (the anchor placed once): %+v", len(got), got)
 		}
 	})
 	t.Run("another map id", func(t *testing.T) {

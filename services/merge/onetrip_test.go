@@ -9,6 +9,7 @@ import (
 	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/mapstore"
+	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam/grid"
 	"github.com/slammesh/slammesh/internal/slamproto"
@@ -99,6 +100,11 @@ func TestStatedMapThatIsNotStored(t *testing.T) {
 		}
 		if got := e.Effects(t, "m-later")["merge_maps:action"]; got != 1 {
 			t.Errorf("merge_maps:action effects = %d, want 1", got)
+		}
+		// The fusion onto the stated map was thrown away: only the one
+		// that committed reports its agent.
+		if got := e.EventsOf(t, "m-later", progress.StepProgress); len(got) != 1 {
+			t.Errorf("%d step.progress events, want 1 (one agent fused once): %+v", len(got), got)
 		}
 	})
 	t.Run("another map id", func(t *testing.T) {
