@@ -63,6 +63,23 @@ func Committed(ctx context.Context, b *barrier.Barrier, id barrier.ID, reads fun
 	return b.Look(ctx, id, reads)
 }
 
+// Settle answers a one-trip call (work first, then the commit) that failed
+// with err as the read path, which looks at the barrier before working,
+// would have: it looks once (a round trip on failure only) and returns the
+// barrier's refusal when the step was compensated, its mission is gone or
+// it belongs to another saga; the stored result, committed true, when the
+// action committed (a duplicate whose redone work failed); otherwise err.
+func Settle(ctx context.Context, b *barrier.Barrier, id barrier.ID, err error) (stored []byte, committed bool, _ error) {
+	stored, committed, lerr := b.Look(ctx, id, nil)
+	switch {
+	case errors.Is(lerr, barrier.ErrActionForbidden), errors.Is(lerr, barrier.ErrOwnerGone), errors.Is(lerr, barrier.ErrSagaMismatch):
+		return nil, false, lerr
+	case lerr == nil && committed:
+		return stored, true, nil
+	}
+	return nil, false, err
+}
+
 // Status is the end of a step service's one mapping from errors to gRPC
 // statuses, for the errors every step handler shares once its own are
 // mapped: the barrier's (a hanging action, a barrier of another saga, a

@@ -100,6 +100,26 @@ func TestStatedMapThatIsNotStored(t *testing.T) {
 			t.Errorf("effects %v, want none", e.Effects(t, "m-mapid"))
 		}
 	})
+	t.Run("work that fails", func(t *testing.T) {
+		req := placement(t, e, "m-badcell", true)
+		req.Agents[0].Submap.Data[0] = 200
+		_, err := e.client.LocalizeAgents(ctx, req)
+		steptest.WantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
+		if f := rpcerr.Field(err); f != "agents[0].submap.data" {
+			t.Errorf("field %q, want agents[0].submap.data", f)
+		}
+	})
+	t.Run("compensated first, work that fails", func(t *testing.T) {
+		// As on the read path, whose look comes before the work: the
+		// step's refusal, not the work's error.
+		req := placement(t, e, "m-comp-badcell", true)
+		req.Agents[0].Submap.Data[0] = 200
+		if _, err := e.client.ReleaseAgents(ctx, &localizationv1.ReleaseAgentsRequest{Saga: e.Saga("m-comp-badcell")}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.client.LocalizeAgents(ctx, req)
+		steptest.WantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+	})
 	t.Run("compensated first", func(t *testing.T) {
 		req := placement(t, e, "m-comp", true)
 		if _, err := e.client.ReleaseAgents(ctx, &localizationv1.ReleaseAgentsRequest{Saga: e.Saga("m-comp")}); err != nil {

@@ -116,8 +116,15 @@ func (s *Server) LocalizeAgents(ctx context.Context, req *localizationv1.Localiz
 		resp, err := s.localizeAndCommit(ctx, req, id, given.Meta, opts, func(tx *barrier.Tx) {
 			mapstore.ExpectMap(tx, sc.GetMissionId(), req.GetMapId(), given.Encoded)
 		})
-		if !errors.Is(err, barrier.ErrStale) {
-			return resp, err
+		switch {
+		case err == nil:
+			return resp, nil
+		case !errors.Is(err, barrier.ErrStale):
+			stored, committed, err := stepserver.Settle(ctx, s.barrier, id, err)
+			if committed {
+				return s.decode(ctx, stored)
+			}
+			return nil, s.toStatus(ctx, err)
 		}
 		// The stored map is not the one stated: read it, which says how.
 	}

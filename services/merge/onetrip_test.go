@@ -116,6 +116,26 @@ func TestStatedMapThatIsNotStored(t *testing.T) {
 			t.Errorf("current %q, want 1", h["current"])
 		}
 	})
+	t.Run("work that fails", func(t *testing.T) {
+		req := overheadMerge(t, e, "m-badcell", true)
+		req.Agents[0].Submap.Data[0] = 200
+		_, err := e.client.MergeMaps(ctx, req)
+		steptest.WantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
+		if f := rpcerr.Field(err); f != "agents[0].submap.data" {
+			t.Errorf("field %q, want agents[0].submap.data", f)
+		}
+	})
+	t.Run("compensated first, work that fails", func(t *testing.T) {
+		// As on the read path, whose look comes before the work: the
+		// step's refusal, not the work's error.
+		req := overheadMerge(t, e, "m-comp-badcell", true)
+		req.Agents[0].Submap.Data[0] = 200
+		if _, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: e.Saga("m-comp-badcell")}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.client.MergeMaps(ctx, req)
+		steptest.WantStatus(t, err, codes.Aborted, rpcerr.ReasonActionForbidden)
+	})
 	t.Run("compensated first", func(t *testing.T) {
 		req := overheadMerge(t, e, "m-comp", true)
 		if _, err := e.client.RevertMerge(ctx, &mergev1.RevertMergeRequest{Saga: e.Saga("m-comp")}); err != nil {

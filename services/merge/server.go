@@ -120,11 +120,15 @@ func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (
 		// checks that the map is still that and answers a duplicate with
 		// the first attempt's result.
 		resp, err := s.mergeAllocated(ctx, id, req.GetMapId(), req.GetAgents(), poses, given)
-		if !errors.Is(err, errMapChanged) {
-			if err != nil {
-				return nil, s.toStatus(ctx, err)
-			}
+		switch {
+		case err == nil:
 			return resp, nil
+		case !errors.Is(err, errMapChanged):
+			stored, committed, err := stepserver.Settle(ctx, s.barrier, id, err)
+			if committed {
+				return s.decode(ctx, stored)
+			}
+			return nil, s.toStatus(ctx, err)
 		}
 		// The map is not the one stated, or has merged versions: read it.
 	}
