@@ -240,6 +240,40 @@ func Retain(ctx context.Context, rdb redis.Cmdable, missionID string, at time.Ti
 	return n, nil
 }
 
+// QueueConfirm queues Confirm in p, for a caller settling many charges in
+// one round trip (the mapping janitor).
+func QueueConfirm(ctx context.Context, p redis.Pipeliner, missionID string) {
+	p.ZRem(ctx, reservedKey, missionID)
+}
+
+// QueueDrop queues Drop in p; CellsOf reads its answer. It goes as EVAL: a
+// pipeline cannot fall back on NOSCRIPT, and Redis caches the compiled
+// script either way.
+func QueueDrop(ctx context.Context, p redis.Pipeliner, missionID string) *redis.Cmd {
+	return dropScript.Eval(ctx, p, accountKeys, missionID)
+}
+
+// QueueRetain queues Retain in p, as QueueDrop does Drop.
+func QueueRetain(ctx context.Context, p redis.Pipeliner, missionID string, at time.Time) *redis.Cmd {
+	return retainScript.Eval(ctx, p, accountKeys, missionID, at.UnixMilli())
+}
+
+// CellsOf reads the answer of QueueDrop or QueueRetain for missionID: the
+// cells uncharged or retained by it.
+func CellsOf(cmd *redis.Cmd, missionID string) (int64, error) {
+	n, err := cmd.Int64()
+	if err != nil {
+		return 0, fmt.Errorf("settle the charge of mission %s: %w", missionID, err)
+	}
+	return n, nil
+}
+
+// QueueCharges queues in p the read of the cells charged for each of
+// missions, in order (0 for a mission not charged).
+func QueueCharges(ctx context.Context, p redis.Pipeliner, missions []string) *redis.FloatSliceCmd {
+	return p.ZMScore(ctx, mapsKey, missions...)
+}
+
 // Recount recomputes the counters from the maps held (see recountScript).
 // Call it after the maps no longer in Redis were dropped, so that the
 // result counts only maps actually held.

@@ -74,42 +74,86 @@ func (s *Server) reclaim(ctx context.Context) (int, error) {
 		if err != nil {
 			return freed, err
 		}
+		settled, err := s.settle(ctx, page, states, exists, marked)
+		if err != nil {
+			return freed, err
+		}
 		dropped := 0
-		for i, c := range page {
-			if exists[i] && !c.Reserved.IsZero() {
-				if err := mapstore.Confirm(ctx, s.rdb, c.MissionID); err != nil {
-					return freed, err
-				}
-			}
+		for _, st := range settled {
+			c := page[st.i]
 			switch {
-			case !exists[i] && !c.Reserved.IsZero() && !marked[i] && time.Since(c.Reserved) < s.cfg.ReservationGrace:
-				// An allocation between its reservation and its commit.
-			case !exists[i]:
-				n, err := mapstore.Drop(ctx, s.rdb, c.MissionID)
-				if err != nil {
-					return freed, err
-				}
-				if n > 0 {
-					dropped++
-					if c.Retained.IsZero() {
-						freed++
-					}
-					s.log.InfoContext(ctx, "map no longer in Redis uncharged", "mission_id", c.MissionID, "cells", n)
-				}
-			case states[i] == string(saga.Completed) && c.Retained.IsZero():
-				n, err := mapstore.Retain(ctx, s.rdb, c.MissionID, time.Now())
-				if err != nil {
-					return freed, err
-				}
-				if n > 0 {
+			case st.dropped > 0:
+				dropped++
+				if c.Retained.IsZero() {
 					freed++
 				}
+				s.log.InfoContext(ctx, "map no longer in Redis uncharged", "mission_id", c.MissionID, "cells", st.dropped)
+			case st.retained > 0:
+				freed++
 			}
 		}
 		// Dropped maps left the sorted set: the next page starts earlier.
 		start += int64(len(page) - dropped)
 	}
 	return freed, s.evict(ctx)
+}
+
+// settlement is what the janitor did to one charge of a page: the cells
+// it uncharged or retained.
+type settlement struct {
+	i                 int // index in the page
+	dropped, retained int64
+}
+
+// settle writes, in one round trip, what a page of charges needs (see
+// reclaim): each confirmation of a map seen, then the drop of a map gone or
+// the retention of a completed mission's map. Every write is idempotent and
+// answers for itself, so a page that fails is simply settled again at the
+// next pass.
+func (s *Server) settle(ctx context.Context, page []mapstore.Charged, states []string, exists, marked []bool) ([]settlement, error) {
+	type queued struct {
+		i    int
+		drop bool
+		cmd  *redis.Cmd
+	}
+	var writes []queued
+	now := time.Now()
+	pipe := s.rdb.Pipeline()
+	for i, c := range page {
+		if exists[i] && !c.Reserved.IsZero() {
+			mapstore.QueueConfirm(ctx, pipe, c.MissionID)
+		}
+		switch {
+		case !exists[i] && !c.Reserved.IsZero() && !marked[i] && time.Since(c.Reserved) < s.cfg.ReservationGrace:
+			// An allocation between its reservation and its commit.
+		case !exists[i]:
+			writes = append(writes, queued{i: i, drop: true, cmd: mapstore.QueueDrop(ctx, pipe, c.MissionID)})
+		case states[i] == string(saga.Completed) && c.Retained.IsZero():
+			writes = append(writes, queued{i: i, cmd: mapstore.QueueRetain(ctx, pipe, c.MissionID, now)})
+		}
+	}
+	if pipe.Len() == 0 {
+		return nil, nil
+	}
+	cmds, _ := pipe.Exec(ctx)
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			return nil, fmt.Errorf("settle the maps held: %w", err)
+		}
+	}
+	out := make([]settlement, 0, len(writes))
+	for _, w := range writes {
+		n, err := mapstore.CellsOf(w.cmd, page[w.i].MissionID)
+		if err != nil {
+			return nil, err
+		}
+		st := settlement{i: w.i, retained: n}
+		if w.drop {
+			st = settlement{i: w.i, dropped: n}
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 // lookup reads, for each map held, its mission's saga state ("" when the
@@ -149,7 +193,9 @@ func (s *Server) lookup(ctx context.Context, page []mapstore.Charged) (states []
 // the budget. A map whose mission is no longer completed (a teardown
 // reopened it, or failed and left it FAILED) is left to its teardown's
 // release or an operator's DeleteMission, and skipped: however many such
-// maps are oldest, the completed ones behind them are still evicted.
+// maps are oldest, the completed ones behind them are still evicted. It
+// takes three round trips per evictBatch maps: their missions' states and
+// charges, the deletions, the uncharges.
 func (s *Server) evict(ctx context.Context) error {
 	skipped := int64(0)
 	for {
@@ -160,36 +206,102 @@ func (s *Server) evict(ctx context.Context) error {
 		if uint64(u.Retained) <= s.cfg.RetainedCells {
 			return nil
 		}
-		oldest, err := mapstore.OldestRetained(ctx, s.rdb, skipped, 16)
+		oldest, err := mapstore.OldestRetained(ctx, s.rdb, skipped, evictBatch)
 		if err != nil {
 			return err
 		}
 		if len(oldest) == 0 {
 			return nil
 		}
-		for _, m := range oldest {
-			st, err := s.rdb.HGet(ctx, saga.RecordKey(m), "state").Result()
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return fmt.Errorf("state of mission %s: %w", m, err)
-			}
-			if st != "" && st != string(saga.Completed) {
+		states, cells, err := s.retainedStates(ctx, oldest)
+		if err != nil {
+			return err
+		}
+		over := u.Retained - int64(s.cfg.RetainedCells)
+		var victims []string
+		for i, m := range oldest {
+			if states[i] != "" && states[i] != string(saga.Completed) {
 				skipped++
 				continue
 			}
-			if err := s.rdb.Del(ctx, mapstore.Key(m)).Err(); err != nil {
-				return fmt.Errorf("evict map of mission %s: %w", m, err)
-			}
-			n, err := mapstore.Drop(ctx, s.rdb, m)
-			if err != nil {
-				return err
-			}
-			s.log.InfoContext(ctx, "retained map evicted: the retained-maps budget is full",
-				slog.String("mission_id", m), slog.Int64("cells", n), slog.Uint64("retained_budget", s.cfg.RetainedCells))
-			if u.Retained -= n; uint64(max(u.Retained, 0)) <= s.cfg.RetainedCells {
+			victims = append(victims, m)
+			if over -= cells[i]; over <= 0 {
 				break
 			}
 		}
+		if err := s.evictMaps(ctx, victims); err != nil {
+			return err
+		}
 	}
+}
+
+// evictBatch is how many retained maps evict looks at per round trip.
+const evictBatch = 16
+
+// retainedStates reads, in one round trip, the saga state of each of
+// missions ("" when its record is gone) and the cells its map is charged.
+func (s *Server) retainedStates(ctx context.Context, missions []string) ([]string, []int64, error) {
+	pipe := s.rdb.Pipeline()
+	reads := make([]*redis.StringCmd, len(missions))
+	for i, m := range missions {
+		reads[i] = pipe.HGet(ctx, saga.RecordKey(m), "state")
+	}
+	charges := mapstore.QueueCharges(ctx, pipe, missions)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	states := make([]string, len(missions))
+	for i, r := range reads {
+		if err := r.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, nil, fmt.Errorf("state of mission %s: %w", missions[i], err)
+		}
+		states[i] = r.Val()
+	}
+	if err := charges.Err(); err != nil {
+		return nil, nil, fmt.Errorf("charges of the oldest retained maps: %w", err)
+	}
+	cells := make([]int64, len(missions))
+	for i, c := range charges.Val() {
+		cells[i] = int64(c)
+	}
+	return states, cells, nil
+}
+
+// evictMaps deletes the maps of missions, in one round trip, then
+// uncharges them in another: a deletion that failed leaves its charge for
+// the next pass, never an uncharged map in Redis (on a Redis Cluster one
+// pipeline would reach the mission's node and the accounting's at once).
+func (s *Server) evictMaps(ctx context.Context, missions []string) error {
+	if len(missions) == 0 {
+		return nil
+	}
+	dels, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range missions {
+			p.Del(ctx, mapstore.Key(m))
+		}
+		return nil
+	})
+	for i, c := range dels {
+		if err := c.Err(); err != nil {
+			return fmt.Errorf("evict map of mission %s: %w", missions[i], err)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("evict the oldest retained maps: %w", err)
+	}
+	pipe := s.rdb.Pipeline()
+	drops := make([]*redis.Cmd, len(missions))
+	for i, m := range missions {
+		drops[i] = mapstore.QueueDrop(ctx, pipe, m)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for i, m := range missions {
+		n, err := mapstore.CellsOf(drops[i], m)
+		if err != nil {
+			return err
+		}
+		s.log.InfoContext(ctx, "retained map evicted: the retained-maps budget is full",
+			slog.String("mission_id", m), slog.Int64("cells", n), slog.Uint64("retained_budget", s.cfg.RetainedCells))
+	}
+	return nil
 }
 
 // repair makes the capacity counters true again: it drops the maps that

@@ -3,6 +3,7 @@ package mapping_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -89,5 +90,56 @@ func TestJanitorKeepsTheChargeOfAMapItCouldNotRead(t *testing.T) {
 	}
 	if err := e.Redis.ZScore(ctx, "slammesh:{mapping}:maps", "live").Err(); err != nil {
 		t.Errorf("the live mission's map, which exists, is no longer charged (ZSCORE: %v)", err)
+	}
+}
+
+// TestJanitorPassTakesRoundTripsPerPage: a janitor pass settles a page of
+// maps in one round trip and evicts a batch of them in three, not a few
+// round trips per map: after many missions (a fleet's day), its cost per
+// finished mission is a fraction of a round trip. The pass here is the one
+// a full in-flight budget triggers: it retains 40 completed missions' maps
+// and evicts the 30 oldest; the allocation that triggered it succeeds, and
+// the budgets hold.
+func TestJanitorPassTakesRoundTripsPerPage(t *testing.T) {
+	t.Parallel()
+	const n, kept = 40, 10
+	e := start(t, mapping.Config{CapacityCells: n * officeCells, RetainedCells: kept * officeCells})
+	ctx := steptest.Context(t)
+	for i := range n {
+		m := fmt.Sprintf("done-%02d", i)
+		setState(t, e.Redis, m, saga.Running)
+		if err := allocate(t, e, m); err != nil {
+			t.Fatalf("mission %s: %v", m, err)
+		}
+		setState(t, e.Redis, m, saga.Completed)
+	}
+	count := steptest.CountRedis(e.Redis)
+	setState(t, e.Redis, "next", saga.Running)
+	if err := allocate(t, e, "next"); err != nil {
+		t.Fatalf("the allocation after the pass: %v", err)
+	}
+	// About 23: the allocation itself (its reservation, refused then
+	// granted, its commit, the firehose); the pass's page of maps (list,
+	// lookup, settle, the empty next page) and two eviction batches (usage,
+	// list, states, deletions, uncharges). A few per map would be over 150.
+	if trips := count.Trips(); trips > 30 {
+		t.Errorf("%d round trips for a pass over %d maps, want at most 30", trips, n)
+	}
+	u, err := mapstore.ReadUsage(ctx, e.Redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Retained > kept*officeCells || u.InFlight() > officeCells {
+		t.Errorf("usage %+v: over the budgets after the pass", u)
+	}
+	for i := range n - kept {
+		if m := fmt.Sprintf("done-%02d", i); mapExists(t, e.Redis, m) {
+			t.Errorf("map of %s not evicted (oldest first)", m)
+		}
+	}
+	for i := n - kept; i < n; i++ {
+		if m := fmt.Sprintf("done-%02d", i); !mapExists(t, e.Redis, m) {
+			t.Errorf("map of %s evicted: it is among the %d newest", m, kept)
+		}
 	}
 }
