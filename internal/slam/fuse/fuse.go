@@ -322,6 +322,13 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 	w.window(scratch)
 	cells := out.LogOdds()
 	conf := opts.Confidence
+	if opts.MinOverlapCells > 0 && !confidentIn(cells, m.Width, &w, conf) {
+		// The map knows nothing confidently under the input (the map as
+		// allocated, or ground nobody has seen yet): no cell can vote, so
+		// the input is only added, and is not judged.
+		addWindow(cells, m.Width, scratch, &w)
+		return ar, scratch
+	}
 	band := structureBand(cells, m.Width, scratch, w.x0, w.y0, bw, bh, conf, opts.Band)
 	// freeAround: the grid is confidently free in the whole 3×3
 	// neighbourhood of (x, y).
@@ -368,15 +375,7 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 			}
 		}
 	}
-	for y := w.y0; y <= w.y1; y++ {
-		row := cells[y*m.Width+w.x0 : y*m.Width+w.x1+1]
-		srow := scratch[(y-w.y0)*bw : (y-w.y0+1)*bw]
-		for i, v := range srow {
-			if v != 0 {
-				row[i] = grid.ClampLogOdds(row[i] + v)
-			}
-		}
-	}
+	addWindow(cells, m.Width, scratch, &w)
 	if shared := ar.Agreement + ar.Disagreement; shared >= opts.MinOverlapCells {
 		ar.Judged = true
 		ar.Consistency = float64(ar.Agreement) / float64(shared)
@@ -384,6 +383,34 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 		ar.ChangedShare = float64(ar.ContradictedCells) / float64(shared)
 	}
 	return ar, scratch
+}
+
+// confidentIn reports whether a cell of the grid of width mw under w's
+// bounding box is confident (|l| >= conf): only such cells take part in
+// compareAndAdd's votes.
+func confidentIn(cells []float32, mw int, w *warper, conf float32) bool {
+	for y := w.y0; y <= w.y1; y++ {
+		for _, a := range cells[y*mw+w.x0 : y*mw+w.x1+1] {
+			if a >= conf || a <= -conf {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// addWindow adds the warped input win (w's bounding box, row-major) into
+// the grid of width mw, clamped.
+func addWindow(cells []float32, mw int, win []float32, w *warper) {
+	bw := w.x1 - w.x0 + 1
+	for y := w.y0; y <= w.y1; y++ {
+		row := cells[y*mw+w.x0 : y*mw+w.x1+1]
+		for i, v := range win[(y-w.y0)*bw : (y-w.y0+1)*bw] {
+			if v != 0 {
+				row[i] = grid.ClampLogOdds(row[i] + v)
+			}
+		}
+	}
 }
 
 // Per-region consistency (issue 8). Real data disagrees with itself a

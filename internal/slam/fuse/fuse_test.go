@@ -127,8 +127,16 @@ func TestMergeRejectsBadInput(t *testing.T) {
 
 // BenchmarkFuse4 merges four agents' submaps into an empty 20×15 m map at
 // 5 cm, with the consistency measure. Target: ≤ 10 ms.
-func BenchmarkFuse4(b *testing.B) {
-	w, err := world.Generate(world.Config{Seed: 1, Agents: 4})
+func BenchmarkFuse4(b *testing.B) { benchmarkFuse(b, world.Config{Seed: 1, Agents: 4}) }
+
+// BenchmarkFuseTiny is the tiny workload's merge: one agent of a 10x8 m
+// world onto its empty map.
+func BenchmarkFuseTiny(b *testing.B) {
+	benchmarkFuse(b, world.Config{Seed: 1, Agents: 1, WidthM: 10, HeightM: 8})
+}
+
+func benchmarkFuse(b *testing.B, cfg world.Config) {
+	w, err := world.Generate(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -197,6 +205,41 @@ func TestChangedShareRegionSlides(t *testing.T) {
 		}
 		if !ar.Judged || ar.Disagreement != len(tc.pts) || ar.ContradictedCells != tc.cells || ar.ContradictedRegions != tc.regions {
 			t.Errorf("%s: %+v, want %d disagreements, %d contradicted cells in %d tiles", tc.name, ar, len(tc.pts), tc.cells, tc.regions)
+		}
+	}
+}
+
+// TestMergeOntoUnknownGroundOnlyAdds: an input over ground the map knows
+// nothing confident about (the map as allocated, or a corner nobody has
+// seen) cannot be judged: the merge adds it exactly as Warp does, with a
+// report of no shared cells. Also when the map is confident elsewhere, and
+// for every agent of a seeded world merged alone onto an empty map.
+func TestMergeOntoUnknownGroundOnlyAdds(t *testing.T) {
+	for seed := range uint64(4) {
+		w, err := world.Generate(world.Config{Seed: seed + 1, Agents: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, a := range w.Agents {
+			base, _ := grid.New(w.Truth.Meta())
+			if seed%2 == 1 {
+				base.Add(0, 0, 3) // confident, but far from every agent's footprint
+			}
+			in := fuse.Input{Agent: k, Submap: a.Submap, Pose: a.Truth}
+			merged, rep, err := fuse.Merge(base, []fuse.Input{in}, fuse.Options{})
+			if err != nil {
+				t.Fatalf("seed %d agent %d: %v", seed, k, err)
+			}
+			want := base.Clone()
+			if err := fuse.Warp(want, a.Submap, a.Truth); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(merged.LogOdds(), want.LogOdds()) {
+				t.Errorf("seed %d agent %d: merged cells differ from the warp alone", seed, k)
+			}
+			if ar := rep.Agents[0]; ar.Judged || ar.Agreement != 0 || ar.Disagreement != 0 || ar.Consistency != 1 {
+				t.Errorf("seed %d agent %d: report %+v, want not judged, nothing shared", seed, k, ar)
+			}
 		}
 	}
 }
