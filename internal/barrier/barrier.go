@@ -159,14 +159,26 @@ func (t *Tx) Reader() redis.Cmdable { return t.rdb }
 // Expect makes the commit conditional on hash field field of key holding
 // value (field "": the string key holding value). When it does not, nothing
 // is written and the call is redone (Action, Compensate) or fails with
-// ErrStale (Commit).
+// ErrStale (Commit). A precondition stated twice is checked once.
 func (t *Tx) Expect(key, field, value string) {
-	t.expects = append(t.expects, expectation{key: key, field: field, present: true, value: value})
+	t.expect(expectation{key: key, field: field, present: true, value: value})
 }
 
 // ExpectMissing is Expect for a field (field "": a key) that must not exist.
 func (t *Tx) ExpectMissing(key, field string) {
-	t.expects = append(t.expects, expectation{key: key, field: field})
+	t.expect(expectation{key: key, field: field})
+}
+
+// expect adds e unless the plan states it already (a merge on a stated map
+// expects its map id both as the head it fuses onto and as the map it was
+// told of).
+func (t *Tx) expect(e expectation) {
+	for _, have := range t.expects {
+		if have == e {
+			return
+		}
+	}
+	t.expects = append(t.expects, e)
 }
 
 // Write queues business writes: fn is called with a pipeline that only

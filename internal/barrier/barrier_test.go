@@ -451,3 +451,36 @@ func TestCarriedCommandsRideWithTheCommit(t *testing.T) {
 		t.Errorf("business counter = %d, want 1", n)
 	}
 }
+
+// TestRepeatedExpectationIsCheckedOnce: a precondition stated twice is sent
+// to the script once, and the commit applies when it holds; a second
+// precondition on the same field with another value stays, so the commit
+// goes stale.
+func TestRepeatedExpectationIsCheckedOnce(t *testing.T) {
+	t.Parallel()
+	bz := newBusiness(t)
+	ctx := context.Background()
+	key := "slammesh:{m-exp}:map"
+	if err := bz.rdb.HSet(ctx, key, "map_id", "map-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	tx := bz.b.NewTx()
+	tx.Expect(key, "map_id", "map-1")
+	tx.Expect(key, "map_id", "map-1")
+	tx.ExpectMissing(key, "gone")
+	tx.ExpectMissing(key, "gone")
+	if len(tx.expects) != 2 {
+		t.Fatalf("%d preconditions, want 2: %+v", len(tx.expects), tx.expects)
+	}
+	tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, key, "v2", "x") })
+	if _, outcome, err := bz.b.Commit(ctx, ID{Key: "m-exp", SagaID: "s1", Step: "merge"}, tx, nil); err != nil || outcome != Applied {
+		t.Fatalf("commit = %v, %v; want applied", outcome, err)
+	}
+
+	tx = bz.b.NewTx()
+	tx.Expect(key, "map_id", "map-1")
+	tx.Expect(key, "map_id", "map-2")
+	if _, _, err := bz.b.Commit(ctx, ID{Key: "m-exp", SagaID: "s1", Step: "other"}, tx, nil); !errors.Is(err, ErrStale) {
+		t.Fatalf("commit with contradicting preconditions = %v, want ErrStale", err)
+	}
+}
