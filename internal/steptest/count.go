@@ -143,3 +143,11 @@ func CheckOneTrip[M proto.Message](t *testing.T, count *Counter, want M, call fu
 		}
 	}
 }
+
+// RunReadAndStated runs bench as two sub-benchmarks of a step call: "read",
+// with requests without map_meta (the service reads the map, with its look
+// at the barrier), and "stated", with map_meta as the orchestrator sends it.
+func RunReadAndStated(b *testing.B, bench func(b *testing.B, stated bool)) {
+	b.Run("read", func(b *testing.B) { bench(b, false) })
+	b.Run("stated", func(b *testing.B) { bench(b, true) })
+}

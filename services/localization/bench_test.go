@@ -18,13 +18,7 @@ import (
 // with its look at the barrier); stated, with it, as the orchestrator sends
 // it (one round trip).
 func BenchmarkLocalizeOverhead(b *testing.B) {
-	for _, stated := range []bool{false, true} {
-		name := "read"
-		if stated {
-			name = "stated"
-		}
-		b.Run(name, func(b *testing.B) { benchmarkLocalizeOverhead(b, stated) })
-	}
+	steptest.RunReadAndStated(b, benchmarkLocalizeOverhead)
 }
 
 func benchmarkLocalizeOverhead(b *testing.B, stated bool) {

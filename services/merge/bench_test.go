@@ -18,13 +18,7 @@ import (
 // the barrier); stated, with it, as the orchestrator sends it (one round
 // trip).
 func BenchmarkMergeOverhead(b *testing.B) {
-	for _, stated := range []bool{false, true} {
-		name := "read"
-		if stated {
-			name = "stated"
-		}
-		b.Run(name, func(b *testing.B) { benchmarkMergeOverhead(b, stated) })
-	}
+	steptest.RunReadAndStated(b, benchmarkMergeOverhead)
 }
 
 func benchmarkMergeOverhead(b *testing.B, stated bool) {
