@@ -200,7 +200,7 @@ func LocalizeAll(ctx context.Context, meta grid.Meta, agents []Agent, opts Optio
 		}
 	}
 	if !opts.SkipRefinement {
-		if err := refineAll(ctx, meta, agents, results); err != nil {
+		if err := refineAll(ctx, meta, agents, results, par); err != nil {
 			return results, err
 		}
 	}
@@ -287,50 +287,87 @@ func matchRound(ctx context.Context, ref *Reference, agents []Agent, pending []i
 	return out
 }
 
-// refineAll polishes every localized non-anchor pose once, in index order,
-// against the fusion of all the other localized agents at their current
-// poses. An agent localized in round 1 was matched against the anchor alone,
-// often through a small overlap; by now the team map around it is much
-// richer, and re-matching locally against it removes most of the error the
-// rounds accumulate. The anchors stay fixed, so the map frame does not move.
-func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, results []Result) error {
+// refineAll polishes every localized non-anchor pose once against the fusion
+// of all the other localized agents at the poses the rounds gave them. An
+// agent localized in round 1 was matched against the anchor alone, often
+// through a small overlap; by now the team map around it is much richer, and
+// re-matching locally against it removes most of the error the rounds
+// accumulate. The anchors stay fixed, so the map frame does not move.
+//
+// Every agent is polished against the same poses (a Jacobi pass, not
+// Gauss–Seidel), so the agents are independent: they run par at a time and
+// the result does not depend on par or on scheduling.
+func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, results []Result, par int) error {
+	var todo []int
 	for i := range agents {
-		if !results[i].Localized || results[i].Anchor {
-			continue
+		if results[i].Localized && !results[i].Anchor {
+			todo = append(todo, i)
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		others, err := grid.New(meta)
-		if err != nil {
-			return err
-		}
-		for j := range agents {
-			if j != i && results[j].Localized {
-				if err := fuse.Warp(others, agents[j].Submap, results[j].Pose); err != nil {
-					return err
-				}
+	}
+	refined := make([]Result, len(results))
+	errs := make([]error, len(results))
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range min(par, len(todo)) {
+		wg.Go(func() {
+			for i := range jobs {
+				refined[i], errs[i] = refineOne(ctx, meta, agents, results, i)
 			}
+		})
+	}
+	for _, i := range todo {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	for _, i := range todo { // index order: the first error is the lowest agent's
+		if errs[i] != nil {
+			return errs[i]
 		}
-		ref, err := newCroppedReference(others, false) // it only polishes
-		if err != nil {
-			continue // nothing else to refine against
-		}
-		ps := extractPoints(agents[i].Submap)
-		old := results[i].Pose
-		oldScore, _ := ref.evaluate(ps.all, old)
-		start := ref.fineSearch(ps.fine, old, ref.coarseRes/math.Max(ps.maxRadius, 1))
-		pose, iters := ref.icp(ps.fine, start.pose, DefaultICPIters)
-		score, inliers := ref.evaluate(ps.all, pose)
-		// Refinement may only polish: it must not move far or lose score.
-		if score < oldScore || math.Hypot(pose.X-old.X, pose.Y-old.Y) > refineMaxShift ||
-			math.Abs(slam.AngleDiff(pose.Theta, old.Theta)) > refineMaxTurn {
-			continue
-		}
-		results[i].Pose = pose
-		results[i].Score = score
-		results[i].InlierRatio = inliers
-		results[i].Iterations += iters
+	}
+	for _, i := range todo {
+		results[i] = refined[i]
 	}
 	return nil
+}
+
+// refineOne is agent i's result after its refinement (or unchanged, when the
+// refinement would move it too far or lose score), against the other
+// localized agents at their poses in results, which it only reads.
+func refineOne(ctx context.Context, meta grid.Meta, agents []Agent, results []Result, i int) (Result, error) {
+	res := results[i]
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	others, err := grid.New(meta)
+	if err != nil {
+		return res, err
+	}
+	for j := range agents {
+		if j != i && results[j].Localized {
+			if err := fuse.Warp(others, agents[j].Submap, results[j].Pose); err != nil {
+				return res, err
+			}
+		}
+	}
+	ref, err := newCroppedReference(others, false) // it only polishes
+	if err != nil {
+		return res, nil // nothing else to refine against
+	}
+	ps := extractPoints(agents[i].Submap)
+	old := res.Pose
+	oldScore, _ := ref.evaluate(ps.all, old)
+	start := ref.fineSearch(ps.fine, old, ref.coarseRes/math.Max(ps.maxRadius, 1))
+	pose, iters := ref.icp(ps.fine, start.pose, DefaultICPIters)
+	score, inliers := ref.evaluate(ps.all, pose)
+	// Refinement may only polish: it must not move far or lose score.
+	if score < oldScore || math.Hypot(pose.X-old.X, pose.Y-old.Y) > refineMaxShift ||
+		math.Abs(slam.AngleDiff(pose.Theta, old.Theta)) > refineMaxTurn {
+		return res, nil
+	}
+	res.Pose = pose
+	res.Score = score
+	res.InlierRatio = inliers
+	res.Iterations += iters
+	return res, nil
 }
