@@ -3,7 +3,7 @@
 // mission map, fuses log-odds, refuses a merge whose inputs contradict each
 // other (the consistency gate), and stores the result as a new map version
 // with its contributor layer: for each cell, the agent whose evidence decided
-// it (fuse.Contributors), which the console draws in the agent's colour.
+// it (the contributor layer of fuse.Merger), which the console draws in the agent's colour.
 // RevertMerge, the step's compensation, deletes that version and its layer
 // and makes the previous one current again.
 //
@@ -204,10 +204,11 @@ func (s *Server) mergeAllocated(ctx context.Context, id barrier.ID, mapID string
 // version, with its contributor layer and the barrier mark, provided the
 // map is still at base's version (errMapChanged otherwise).
 func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, base *baseMap, in []fuse.Input, ids []string) (*mergev1.MergeMapsResponse, error) {
-	merged, consistency, err := s.fuse(ctx, base.grid, in, ids)
+	merger, consistency, err := s.fuse(ctx, base.grid, in, ids)
 	if err != nil {
 		return nil, err
 	}
+	merged := merger.Grid()
 	occupied, free, _ := merged.Counts()
 	resp := &mergev1.MergeMapsResponse{Version: base.version + 1, Consistency: consistency, KnownCells: uint64(occupied + free)}
 	out, err := proto.Marshal(resp)
@@ -215,7 +216,7 @@ func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, bas
 		return nil, err
 	}
 	cells := slamproto.Int8Bytes(merged.ToInt8())
-	layer, err := fuse.Contributors(merged, in)
+	layer, err := merger.Contributors()
 	if err != nil {
 		return nil, &fuseError{err: err, ids: ids}
 	}
@@ -294,31 +295,33 @@ func inputs(agents []*typesv1.Agent, poses map[string]slam.Pose2D, res float64) 
 	return out, ids, nil
 }
 
-// fuse merges the inputs into base one at a time, so that progress is
-// reported per agent; chaining single-input merges is what fuse.Merge does
-// internally (each input is judged against the map so far). It returns the
-// lowest judged consistency.
-func (s *Server) fuse(ctx context.Context, base *grid.Grid, in []fuse.Input, ids []string) (*grid.Grid, float64, error) {
+// fuse merges the inputs into base one at a time with a fuse.Merger, so
+// that progress is reported per agent (each input is judged against the map
+// so far, as in fuse.Merge), and returns the Merger, whose grid is the
+// merged map, and the lowest judged consistency.
+func (s *Server) fuse(ctx context.Context, base *grid.Grid, in []fuse.Input, ids []string) (*fuse.Merger, float64, error) {
 	rep := progress.ReporterFrom(ctx)
-	merged, consistency := base, 1.0
+	merger, consistency := fuse.NewMerger(base, s.fuseOpts), 1.0
 	for k, input := range in {
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
 		}
-		next, r, err := fuse.Merge(merged, []fuse.Input{input}, s.fuseOpts)
+		ar, err := merger.Add(input)
 		if err != nil {
 			return nil, 0, &fuseError{err: err, ids: ids}
 		}
-		merged, consistency = next, min(consistency, r.MinConsistency)
+		if ar.Judged {
+			consistency = min(consistency, ar.Consistency)
+		}
 		msg := "fused " + ids[k]
-		if ar := r.Agents[0]; ar.Judged {
+		if ar.Judged {
 			msg += fmt.Sprintf(" (consistency %.3f over %d shared cells)", ar.Consistency, ar.Agreement+ar.Disagreement)
 		} else {
 			msg += " (too little overlap to judge consistency)"
 		}
 		rep.Progress(ctx, float64(k+1)/float64(len(in)), msg)
 	}
-	return merged, consistency, nil
+	return merger, consistency, nil
 }
 
 // fuseError carries a fusion failure with the agent ids its indexes refer to.

@@ -40,12 +40,7 @@ func Contributors(merged *grid.Grid, inputs []Input) ([]uint8, error) {
 	if len(inputs) > MaxContributors {
 		return nil, fmt.Errorf("%w: %d inputs, a contributor layer names at most %d", slam.ErrInvalidArgument, len(inputs), MaxContributors)
 	}
-	m := merged.Meta()
-	fused := merged.LogOdds()
-	layer := make([]uint8, len(fused))
-	// best is the winning input's evidence so far, signed towards the fused
-	// value: only positive values (agreeing evidence) ever win.
-	best := make([]float32, len(fused))
+	a := newAttribution(merged)
 	for k, in := range inputs {
 		if in.Submap == nil {
 			return nil, fmt.Errorf("%w: input %d has no submap", slam.ErrInvalidArgument, k)
@@ -54,22 +49,51 @@ func Contributors(merged *grid.Grid, inputs []Input) ([]uint8, error) {
 			return nil, fmt.Errorf("input %d (agent %d): %w", k, in.Agent, err)
 		}
 		var w warper
-		w.init(m, in.Submap, in.Pose)
+		w.init(merged.Meta(), in.Submap, in.Pose)
 		if w.empty {
 			continue
 		}
 		id := uint8(k + 1)
-		w.each(func(i int, v float32) {
-			switch f := fused[i]; {
-			case f < 0:
-				v = -v
-			case f == 0:
-				return // unknown in the fused map: nobody decided it
-			}
-			if v > best[i] {
-				best[i], layer[i] = v, id
-			}
-		})
+		w.each(func(i int, v float32) { a.vote(i, v, id) })
 	}
-	return layer, nil
+	return a.layer, nil
+}
+
+// attribution is a contributor layer being decided, input by input.
+type attribution struct {
+	fused []float32 // the merged map's log-odds
+	layer []uint8
+	// best is the winning input's evidence so far, signed towards the fused
+	// value: only positive values (agreeing evidence) ever win.
+	best []float32
+}
+
+func newAttribution(merged *grid.Grid) *attribution {
+	fused := merged.LogOdds()
+	return &attribution{fused: fused, layer: make([]uint8, len(fused)), best: make([]float32, len(fused))}
+}
+
+// vote weighs input id's evidence v at cell i.
+func (a *attribution) vote(i int, v float32, id uint8) {
+	switch f := a.fused[i]; {
+	case f < 0:
+		v = -v
+	case f == 0:
+		return // unknown in the fused map: nobody decided it
+	}
+	if v > a.best[i] {
+		a.best[i], a.layer[i] = v, id
+	}
+}
+
+// voteWindow weighs input id's warped window, in a map of width mw.
+func (a *attribution) voteWindow(win window, mw int, id uint8) {
+	for y := range win.bh {
+		row := (win.y0+y)*mw + win.x0
+		for x, v := range win.v[y*win.bw : (y+1)*win.bw] {
+			if v != 0 {
+				a.vote(row+x, v, id)
+			}
+		}
+	}
 }

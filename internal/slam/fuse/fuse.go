@@ -7,6 +7,7 @@
 package fuse
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
@@ -254,33 +255,29 @@ func (e *InconsistencyError) Unwrap() error { return slam.ErrInconsistent }
 // base is never modified; it may be an empty grid of the allocated map or the
 // previous map version.
 func Merge(base *grid.Grid, inputs []Input, opts Options) (*grid.Grid, Report, error) {
-	opts = opts.withDefaults()
-	out := base.Clone()
+	m := NewMerger(base, opts)
 	rep := Report{MinConsistency: 1}
 	var firstErr error
-	var scratch []float32
-	for k, in := range inputs {
-		if in.Submap == nil {
-			return nil, rep, fmt.Errorf("%w: input %d has no submap", slam.ErrInvalidArgument, k)
+	for _, in := range inputs {
+		ar, err := m.Add(in)
+		var inconsistent *InconsistencyError
+		switch {
+		case errors.As(err, &inconsistent):
+			if firstErr == nil {
+				firstErr = err
+			}
+		case err != nil:
+			return nil, rep, err
 		}
-		if err := in.Pose.Validate(); err != nil {
-			return nil, rep, fmt.Errorf("input %d (agent %d): %w", k, in.Agent, err)
-		}
-		var ar AgentReport
-		ar, scratch = compareAndAdd(out, in, opts, scratch)
 		rep.Agents = append(rep.Agents, ar)
 		if ar.Judged {
 			rep.MinConsistency = math.Min(rep.MinConsistency, ar.Consistency)
-			if (ar.Consistency < opts.MinConsistency || ar.ChangedShare > opts.MaxChangedShare) && firstErr == nil {
-				firstErr = &InconsistencyError{Agent: in.Agent, Consistency: ar.Consistency, Threshold: opts.MinConsistency,
-					ChangedShare: ar.ChangedShare, MaxChangedShare: opts.MaxChangedShare, Report: ar}
-			}
 		}
 	}
 	if firstErr != nil {
 		return nil, rep, firstErr
 	}
-	return out, rep, nil
+	return m.Grid(), rep, nil
 }
 
 // Consistency measures how well submap, placed at pose, agrees with g
@@ -295,22 +292,31 @@ func Consistency(g *grid.Grid, submap *grid.Grid, pose slam.Pose2D, opts Options
 	return ar, nil
 }
 
-// compareAndAdd warps in into a scratch window over out's covered box,
-// counts agreement against out, then adds it. Counting happens before adding
-// so an input is never compared with itself.
+// window is an input warped into a map's frame: bw×bh cells row-major from
+// map cell (x0, y0), the input's bounding box; 0 where no known input cell
+// lies. v is nil when the input covers no cell of the map.
+type window struct {
+	x0, y0, bw, bh int
+	v              []float32
+}
+
+// compareAndAdd warps in into a window over out's covered box (in scratch
+// when it is large enough), counts agreement against out, then adds it, and
+// returns the window. Counting happens before adding so an input is never
+// compared with itself.
 //
 // A shared cell is one where both grids are confident (|l| >= Confidence).
 // It agrees when both say occupied or both say free. An occupied/free clash
 // is forgiven when the grid saying free has an occupied cell within one cell
 // of it: that is a wall seen half a cell apart, not a contradiction, and
 // counting it would make consistency measure sensor noise instead of change.
-func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (AgentReport, []float32) {
+func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (AgentReport, window) {
 	ar := AgentReport{Agent: in.Agent, Consistency: 1}
 	var w warper
 	m := out.Meta()
 	w.init(m, in.Submap, in.Pose)
 	if w.empty {
-		return ar, scratch
+		return ar, window{}
 	}
 	bw, bh := w.x1-w.x0+1, w.y1-w.y0+1
 	n := bw * bh
@@ -320,6 +326,7 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 	scratch = scratch[:n]
 	clear(scratch)
 	w.window(scratch)
+	win := window{x0: w.x0, y0: w.y0, bw: bw, bh: bh, v: scratch}
 	cells := out.LogOdds()
 	conf := opts.Confidence
 	if opts.MinOverlapCells > 0 && !confidentIn(cells, m.Width, &w, conf) {
@@ -327,7 +334,7 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 		// allocated, or ground nobody has seen yet): no cell can vote, so
 		// the input is only added, and is not judged.
 		addWindow(cells, m.Width, scratch, &w)
-		return ar, scratch
+		return ar, win
 	}
 	band := structureBand(cells, m.Width, scratch, w.x0, w.y0, bw, bh, conf, opts.Band)
 	// freeAround: the grid is confidently free in the whole 3×3
@@ -382,7 +389,7 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 		ar.ContradictedCells, ar.ContradictedRegions = contradicted(votes, disagree, bw, bh)
 		ar.ChangedShare = float64(ar.ContradictedCells) / float64(shared)
 	}
-	return ar, scratch
+	return ar, win
 }
 
 // confidentIn reports whether a cell of the grid of width mw under w's

@@ -1,0 +1,179 @@
+package fuse_test
+
+import (
+	"errors"
+	"math"
+	"slices"
+	"testing"
+
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/fuse"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+	"github.com/slammesh/slammesh/internal/slam/world"
+)
+
+// TestMergerIsMergeThenContributors: over office and changed worlds, with
+// true and perturbed poses, adding the inputs one by one to a Merger gives
+// Merge's grid, reports and first error, and its Contributors the layer
+// Contributors computes by warping every input again.
+func TestMergerIsMergeThenContributors(t *testing.T) {
+	t.Parallel()
+	failed, merged := 0, 0
+	for seed := uint64(1); seed <= 12; seed++ {
+		kind, agents := world.Office, 1+int(seed%4)
+		if seed%3 == 0 {
+			kind, agents = world.ChangedWorld, max(agents, 2)
+		}
+		w, err := world.Generate(world.Config{Seed: seed, Agents: agents, Kind: kind})
+		if err != nil {
+			t.Fatal(err)
+		}
+		base, _ := grid.New(w.Truth.Meta())
+		in := make([]fuse.Input, len(w.Agents))
+		for i, a := range w.Agents {
+			pose := a.Truth
+			if seed%4 == 1 {
+				pose = a.InitialGuess // up to 0.5 m and 10° off: some merges fail
+			}
+			in[i] = fuse.Input{Agent: i, Submap: a.Submap, Pose: pose}
+		}
+		want, wantRep, wantErr := fuse.Merge(base, in, fuse.Options{})
+
+		m := fuse.NewMerger(base, fuse.Options{})
+		var reps []fuse.AgentReport
+		var firstErr error
+		for _, x := range in {
+			ar, err := m.Add(x)
+			if err != nil && !errors.Is(err, slam.ErrInconsistent) {
+				t.Fatalf("seed %d: Add: %v", seed, err)
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+			reps = append(reps, ar)
+		}
+		if !slices.Equal(reps, wantRep.Agents) {
+			t.Errorf("seed %d: reports %+v, Merge's %+v", seed, reps, wantRep.Agents)
+		}
+		if (firstErr == nil) != (wantErr == nil) || (firstErr != nil && firstErr.Error() != wantErr.Error()) {
+			t.Errorf("seed %d: first error %v, Merge's %v", seed, firstErr, wantErr)
+		}
+		if wantErr != nil {
+			failed++
+			continue
+		}
+		merged++
+		if !slices.Equal(m.Grid().LogOdds(), want.LogOdds()) {
+			t.Errorf("seed %d: the Merger's grid differs from Merge's", seed)
+		}
+		got, err := m.Contributors()
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer, err := fuse.Contributors(want, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, layer) {
+			t.Errorf("seed %d: the Merger's contributor layer differs from Contributors'", seed)
+		}
+	}
+	if failed == 0 || merged == 0 {
+		t.Errorf("%d merges failed and %d succeeded: the worlds must exercise both", failed, merged)
+	}
+}
+
+// TestMergerRefusesBadInput: a nil submap or an invalid pose is
+// slam.ErrInvalidArgument and adds nothing; an input outside the map adds
+// nothing and still takes its index in the layer.
+func TestMergerRefusesBadInput(t *testing.T) {
+	t.Parallel()
+	w, err := world.Generate(world.Config{Seed: 2, Agents: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := grid.New(w.Truth.Meta())
+	m := fuse.NewMerger(base, fuse.Options{})
+	for name, in := range map[string]fuse.Input{
+		"nil submap": {Pose: w.Agents[0].Truth},
+		"NaN pose":   {Submap: w.Agents[0].Submap, Pose: slam.Pose2D{X: math.NaN()}},
+	} {
+		if _, err := m.Add(in); !errors.Is(err, slam.ErrInvalidArgument) {
+			t.Errorf("%s: err = %v, want slam.ErrInvalidArgument", name, err)
+		}
+	}
+	if _, err := m.Add(fuse.Input{Submap: w.Agents[0].Submap, Pose: slam.Pose2D{X: 1e5}}); err != nil {
+		t.Fatalf("outside the map: %v", err)
+	}
+	if _, err := m.Add(fuse.Input{Agent: 1, Submap: w.Agents[1].Submap, Pose: w.Agents[1].Truth}); err != nil {
+		t.Fatal(err)
+	}
+	layer, err := m.Contributors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := 0
+	for _, c := range layer {
+		switch c {
+		case fuse.NoContributor:
+		case 2:
+			named++
+		default:
+			t.Fatalf("layer names input %d; only the second input covers the map", c-1)
+		}
+	}
+	if named == 0 {
+		t.Error("the second input decided no cell")
+	}
+}
+
+// BenchmarkMergeStep is the merge service's fusion of an office mission (3
+// agents of a 20×15 m office at 5 cm onto its empty map, one at a time) with
+// its contributor layer:
+//
+//   - merger: a Merger, one copy of the map, the layer from the kept windows;
+//   - merge-per-input: Merge once per input, then Contributors (warping
+//     every input again), as the service did before the Merger.
+//
+//	go test -run '^$' -bench MergeStep -benchmem ./internal/slam/fuse
+func BenchmarkMergeStep(b *testing.B) {
+	w, err := world.Generate(world.Config{Seed: 1, Agents: 3})
+	if err != nil {
+		b.Fatal(err)
+	}
+	base, _ := grid.New(w.Truth.Meta())
+	in := make([]fuse.Input, len(w.Agents))
+	for i, a := range w.Agents {
+		in[i] = fuse.Input{Agent: i, Submap: a.Submap, Pose: a.Truth}
+	}
+	b.Run("merger", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m := fuse.NewMerger(base, fuse.Options{})
+			for _, x := range in {
+				if _, err := m.Add(x); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := m.Contributors(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("merge-per-input", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			merged := base
+			for _, x := range in {
+				next, _, err := fuse.Merge(merged, []fuse.Input{x}, fuse.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				merged = next
+			}
+			if _, err := fuse.Contributors(merged, in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
