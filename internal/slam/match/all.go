@@ -130,12 +130,15 @@ func LocalizeAll(ctx context.Context, meta grid.Meta, agents []Agent, opts Optio
 		par = runtime.GOMAXPROCS(0)
 	}
 	lastErr := make(map[int]*LocalizationError)
+	// points[i] is agent i's extractPoints, made by its first match and
+	// read again by later rounds and the refinement.
+	points := make([]*pointSets, len(agents))
 	for round := 1; len(pending) > 0; round++ {
 		reference, err := newCroppedReference(ref, true)
 		if err != nil {
 			return results, err
 		}
-		outcomes := matchRound(ctx, reference, agents, pending, opts, par, func(i int, res Result) {
+		outcomes := matchRound(ctx, reference, agents, points, pending, opts, par, func(i int, res Result) {
 			if res.Score < opts.ConfidentScore {
 				return // tentative: reported at the end of the round if accepted
 			}
@@ -200,7 +203,7 @@ func LocalizeAll(ctx context.Context, meta grid.Meta, agents []Agent, opts Optio
 		}
 	}
 	if !opts.SkipRefinement {
-		if err := refineAll(ctx, meta, agents, results, par); err != nil {
+		if err := refineAll(ctx, meta, agents, points, results, par); err != nil {
 			return results, err
 		}
 	}
@@ -232,8 +235,10 @@ type outcome struct {
 
 // matchRound localizes the pending agents against one reference with at most
 // par goroutines, calling onSuccess from this goroutine as successes arrive.
-// It always waits for every goroutine it started.
-func matchRound(ctx context.Context, ref *Reference, agents []Agent, pending []int, opts Options, par int, onSuccess func(int, Result)) map[int]outcome {
+// It fills points[i] for every agent i it matches (one goroutine per agent,
+// so no two write the same entry). It always waits for every goroutine it
+// started.
+func matchRound(ctx context.Context, ref *Reference, agents []Agent, points []*pointSets, pending []int, opts Options, par int, onSuccess func(int, Result)) map[int]outcome {
 	type done struct {
 		i int
 		outcome
@@ -246,13 +251,14 @@ func matchRound(ctx context.Context, ref *Reference, agents []Agent, pending []i
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				var res Result
-				var err error
-				if agents[i].NoGuess {
-					res, err = ref.LocalizeGlobal(ctx, agents[i].Submap, opts)
-				} else {
-					res, err = ref.Localize(ctx, agents[i].Submap, agents[i].Guess, opts)
+				if points[i] == nil {
+					points[i] = extractPoints(agents[i].Submap)
 				}
+				var guess *slam.Pose2D
+				if !agents[i].NoGuess {
+					guess = &agents[i].Guess // validated by LocalizeAll
+				}
+				res, err := ref.localize(ctx, agents[i].Submap, points[i], guess, opts)
 				results <- done{i, outcome{res, err}}
 			}
 		}()
@@ -297,7 +303,7 @@ func matchRound(ctx context.Context, ref *Reference, agents []Agent, pending []i
 // Every agent is polished against the same poses (a Jacobi pass, not
 // Gauss–Seidel), so the agents are independent: they run par at a time and
 // the result does not depend on par or on scheduling.
-func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, results []Result, par int) error {
+func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, points []*pointSets, results []Result, par int) error {
 	var todo []int
 	for i := range agents {
 		if results[i].Localized && !results[i].Anchor {
@@ -311,7 +317,7 @@ func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, results []Re
 	for range min(par, len(todo)) {
 		wg.Go(func() {
 			for i := range jobs {
-				refined[i], errs[i] = refineOne(ctx, meta, agents, results, i)
+				refined[i], errs[i] = refineOne(ctx, meta, agents, points[i], results, i)
 			}
 		})
 	}
@@ -333,8 +339,9 @@ func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, results []Re
 
 // refineOne is agent i's result after its refinement (or unchanged, when the
 // refinement would move it too far or lose score), against the other
-// localized agents at their poses in results, which it only reads.
-func refineOne(ctx context.Context, meta grid.Meta, agents []Agent, results []Result, i int) (Result, error) {
+// localized agents at their poses in results, which it only reads; ps are
+// agent i's points.
+func refineOne(ctx context.Context, meta grid.Meta, agents []Agent, ps *pointSets, results []Result, i int) (Result, error) {
 	res := results[i]
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -354,7 +361,6 @@ func refineOne(ctx context.Context, meta grid.Meta, agents []Agent, results []Re
 	if err != nil {
 		return res, nil // nothing else to refine against
 	}
-	ps := extractPoints(agents[i].Submap)
 	old := res.Pose
 	oldScore, _ := ref.evaluate(ps.all, old)
 	start := ref.fineSearch(ps.fine, old, ref.coarseRes/math.Max(ps.maxRadius, 1))

@@ -232,9 +232,9 @@ type pointSets struct {
 	searchRadius float64
 }
 
-func extractPoints(submap *grid.Grid) pointSets {
+func extractPoints(submap *grid.Grid) *pointSets {
 	m := submap.Meta()
-	var ps pointSets
+	ps := new(pointSets)
 	fw, cwid := (m.Width+1)/2, (m.Width+coarseFactor-1)/coarseFactor
 	fineAcc := make([]point, fw*((m.Height+1)/2))
 	fineN := make([]int32, len(fineAcc))
@@ -294,17 +294,19 @@ func (r *Reference) Localize(ctx context.Context, submap *grid.Grid, guess slam.
 	if err := guess.Validate(); err != nil {
 		return Result{Agent: -1, Pose: guess}, fmt.Errorf("initial guess: %w", err)
 	}
-	return r.localize(ctx, submap, &guess, opts)
+	return r.localize(ctx, submap, nil, &guess, opts)
 }
 
 // LocalizeGlobal matches submap against the prepared reference with no
 // initial guess: the whole map, every heading (global localization). The
 // acceptance tests are Localize's.
 func (r *Reference) LocalizeGlobal(ctx context.Context, submap *grid.Grid, opts Options) (Result, error) {
-	return r.localize(ctx, submap, nil, opts)
+	return r.localize(ctx, submap, nil, nil, opts)
 }
 
-func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam.Pose2D, opts Options) (Result, error) {
+// localize is Localize (guess not nil) or LocalizeGlobal (guess nil). ps
+// holds submap's extractPoints when the caller has them already, else nil.
+func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSets, guess *slam.Pose2D, opts Options) (Result, error) {
 	res := Result{Agent: -1}
 	if guess != nil {
 		res.Pose = *guess
@@ -319,7 +321,9 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	if err := submap.Meta().Validate(); err != nil {
 		return res, fmt.Errorf("submap: %w", err)
 	}
-	ps := extractPoints(submap)
+	if ps == nil {
+		ps = extractPoints(submap)
+	}
 	res.Points = len(ps.all)
 	if len(ps.all) < max(opts.MinPoints, 3) {
 		return res, &LocalizationError{Reason: slam.ErrInsufficientData, Result: res, Threshold: float64(opts.MinPoints)}
@@ -327,7 +331,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	pts := thinPoints(ps.coarse, bnbMaxPoints)
 	var peaks []peak
 	if guess == nil {
-		peaks, res.Search, err = r.globalSearch(ctx, ps, pts)
+		peaks, res.Search, err = r.globalSearch(ctx, *ps, pts)
 	} else {
 		sp, window := r.searchSpace(&r.coarseBnB, ps.searchRadius, *guess, opts.WindowXY, opts.WindowTheta)
 		res.Search = window
@@ -345,7 +349,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 	// passes verification is the answer, and the best refined peak far
 	// from it measures the ambiguity.
 	free := extractFree(submap)
-	refined, err := r.refine(ctx, ps, free, peaks)
+	refined, err := r.refine(ctx, *ps, free, peaks)
 	if err != nil {
 		return res, err
 	}
@@ -407,7 +411,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, guess *slam
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore, Edge: true}
 	}
 	if guess != nil && (res.Score < crossCheckSkipScore || res.FreeConflict > crossCheckSkipConflict) {
-		better, err := r.crossCheck(ctx, ps, pts, free, res, opts)
+		better, err := r.crossCheck(ctx, *ps, pts, free, res, opts)
 		if err != nil {
 			return res, err
 		}
