@@ -132,10 +132,11 @@ func TestMergerRefusesBadInput(t *testing.T) {
 // its contributor layer:
 //
 //   - merger: a Merger, one copy of the map, the layer from the kept windows;
+//
 //   - merge-per-input: Merge once per input, then Contributors (warping
 //     every input again), as the service did before the Merger.
 //
-//	go test -run '^$' -bench MergeStep -benchmem ./internal/slam/fuse
+//     go test -run '^$' -bench MergeStep -benchmem ./internal/slam/fuse
 func BenchmarkMergeStep(b *testing.B) {
 	w, err := world.Generate(world.Config{Seed: 1, Agents: 3})
 	if err != nil {
