@@ -129,14 +129,12 @@ func TestMergerRefusesBadInput(t *testing.T) {
 
 // BenchmarkMergeStep is the merge service's fusion of an office mission (3
 // agents of a 20×15 m office at 5 cm onto its empty map, one at a time) with
-// its contributor layer:
+// its contributor layer. Sub-benchmark merger uses a Merger: one copy of the
+// map, the layer read off the kept windows. Sub-benchmark merge-per-input is
+// the service before the Merger: Merge once per input, then Contributors,
+// which warps every input again.
 //
-//   - merger: a Merger, one copy of the map, the layer from the kept windows;
-//
-//   - merge-per-input: Merge once per input, then Contributors (warping
-//     every input again), as the service did before the Merger.
-//
-//     go test -run '^$' -bench MergeStep -benchmem ./internal/slam/fuse
+//	go test -run '^$' -bench MergeStep -benchmem ./internal/slam/fuse
 func BenchmarkMergeStep(b *testing.B) {
 	w, err := world.Generate(world.Config{Seed: 1, Agents: 3})
 	if err != nil {
