@@ -101,9 +101,12 @@ func Generate(cfg Config) (*World, error) {
 		return nil, fmt.Errorf("%w: world %gx%g m too small for a sealed room", slam.ErrInvalidArgument, cfg.WidthM, cfg.HeightM)
 	}
 	w := &World{Config: cfg, Shapes: p.shapes()}
-	if w.Truth, err = rasterise(meta, w.Shapes); err != nil {
-		return nil, err
-	}
+	// Nothing below reads the truth raster: it is drawn while the agents
+	// drive, off the sequential path of the generation.
+	var truthErr error
+	var truth sync.WaitGroup
+	truth.Go(func() { w.Truth, truthErr = rasterise(meta, w.Shapes) })
+	defer truth.Wait()
 	g := &generator{
 		cfg:   cfg,
 		plan:  p,
@@ -143,7 +146,8 @@ func Generate(cfg Config) (*World, error) {
 		w.Agents = append(w.Agents, a)
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	truth.Wait()
+	if err := errors.Join(append(errs, truthErr)...); err != nil {
 		return nil, err
 	}
 	for i := range w.Agents {
