@@ -3,9 +3,9 @@
 // mission map, fuses log-odds, refuses a merge whose inputs contradict each
 // other (the consistency gate), and stores the result as a new map version
 // with its contributor layer: for each cell, the agent whose evidence decided
-// it (the contributor layer of fuse.Merger), which the console draws in the agent's colour.
-// RevertMerge, the step's compensation, deletes that version and its layer
-// and makes the previous one current again.
+// it (fuse.Merger's Contributors), which the console draws in the agent's
+// colour. RevertMerge, the step's compensation, deletes that version and its
+// layer and makes the previous one current again.
 //
 // Fusion runs outside any Redis transaction, on the current version read
 // beforehand; the new version is committed with the barrier mark in the

@@ -48,13 +48,7 @@ func Contributors(merged *grid.Grid, inputs []Input) ([]uint8, error) {
 		if err := in.Pose.Validate(); err != nil {
 			return nil, fmt.Errorf("input %d (agent %d): %w", k, in.Agent, err)
 		}
-		var w warper
-		w.init(merged.Meta(), in.Submap, in.Pose)
-		if w.empty {
-			continue
-		}
-		id := uint8(k + 1)
-		w.each(func(i int, v float32) { a.vote(i, v, id) })
+		a.voteInput(merged.Meta(), in, uint8(k+1))
 	}
 	return a.layer, nil
 }
@@ -83,6 +77,15 @@ func (a *attribution) vote(i int, v float32, id uint8) {
 	}
 	if v > a.best[i] {
 		a.best[i], a.layer[i] = v, id
+	}
+}
+
+// voteInput weighs input id, warped into the map of meta m.
+func (a *attribution) voteInput(m grid.Meta, in Input, id uint8) {
+	var w warper
+	w.init(m, in.Submap, in.Pose)
+	if !w.empty {
+		w.each(func(i int, v float32) { a.vote(i, v, id) })
 	}
 }
 

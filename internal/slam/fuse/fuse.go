@@ -256,6 +256,7 @@ func (e *InconsistencyError) Unwrap() error { return slam.ErrInconsistent }
 // previous map version.
 func Merge(base *grid.Grid, inputs []Input, opts Options) (*grid.Grid, Report, error) {
 	m := NewMerger(base, opts)
+	m.keep = 0 // no Contributors: one window buffer for every input
 	rep := Report{MinConsistency: 1}
 	var firstErr error
 	for _, in := range inputs {

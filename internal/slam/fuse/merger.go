@@ -10,40 +10,63 @@ import (
 // Merger is Merge one input at a time, for a caller that reports progress
 // between inputs or stops at the first inconsistent one, and that wants the
 // contributor layer of the result: it copies base once, not once per input,
-// and keeps each input's warped window so that Contributors reads the
-// windows instead of warping every input a second time (the merge step of
-// an office mission spends a fifth of its time in that second warp).
+// and keeps the inputs' warped windows so that Contributors reads them
+// instead of warping those inputs a second time (the merge step of an
+// office mission spent a third of its time in that second warp and the
+// copies, BenchmarkMergeStep).
+//
+// The windows kept add up to at most as many cells as the map (a merge's
+// peak memory stays under the two map copies a chain of Merge calls held);
+// the inputs past that budget are warped again by Contributors.
 //
 // The grid, reports and layer are exactly Merge's and Contributors' for the
-// same inputs in the same order. A Merger is not safe for concurrent use.
+// same inputs in the same order. Create one with NewMerger; it is not safe
+// for concurrent use.
 type Merger struct {
-	out     *grid.Grid
-	opts    Options
-	windows []window // one per input added, in order; v nil when it covers nothing
+	out  *grid.Grid
+	opts Options
+	// inputs and windows have one entry per Add, in order. windows[k].v is
+	// nil when input k covers no cell of the map, was refused, or was not
+	// kept (Contributors then warps inputs[k] again).
+	inputs  []Input
+	windows []window
+	// keep is how many more window cells may be kept; scratch is the
+	// buffer of the windows that are not.
+	keep    int64
+	scratch []float32
 }
 
 // NewMerger starts a merge onto a copy of base (never modified) with opts
 // (zero fields take their defaults, as in Merge).
 func NewMerger(base *grid.Grid, opts Options) *Merger {
-	return &Merger{out: base.Clone(), opts: opts.withDefaults()}
+	return &Merger{out: base.Clone(), opts: opts.withDefaults(), keep: base.Meta().Cells()}
 }
 
 // Add compares in with the map so far and adds it, as Merge does for each of
-// its inputs, and returns the input's report. A nil submap or an invalid pose
-// is slam.ErrInvalidArgument and adds nothing. An input that fails the
+// its inputs, and returns the input's report. Each call numbers its input:
+// the k-th call's (from 0) is input k of the error messages and k+1 in the
+// contributor layer. A nil submap or an invalid pose is
+// slam.ErrInvalidArgument and adds nothing. An input that fails the
 // consistency gates is still added, and the error is an *InconsistencyError;
 // the merge has then failed, and Grid and Contributors must not be used as
 // its result.
 func (m *Merger) Add(in Input) (AgentReport, error) {
-	k := len(m.windows)
+	k := len(m.inputs)
+	m.inputs = append(m.inputs, in)
+	m.windows = append(m.windows, window{})
 	if in.Submap == nil {
 		return AgentReport{}, fmt.Errorf("%w: input %d has no submap", slam.ErrInvalidArgument, k)
 	}
 	if err := in.Pose.Validate(); err != nil {
 		return AgentReport{}, fmt.Errorf("input %d (agent %d): %w", k, in.Agent, err)
 	}
-	ar, win := compareAndAdd(m.out, in, m.opts, nil)
-	m.windows = append(m.windows, win)
+	ar, win := compareAndAdd(m.out, in, m.opts, m.scratch)
+	if n := int64(len(win.v)); n > 0 && n <= m.keep {
+		m.keep -= n
+		m.windows[k] = win
+	} else if n > 0 {
+		m.scratch = win.v // not kept: the next input may reuse it
+	}
 	if ar.Judged && (ar.Consistency < m.opts.MinConsistency || ar.ChangedShare > m.opts.MaxChangedShare) {
 		return ar, &InconsistencyError{Agent: in.Agent, Consistency: ar.Consistency, Threshold: m.opts.MinConsistency,
 			ChangedShare: ar.ChangedShare, MaxChangedShare: m.opts.MaxChangedShare, Report: ar}
@@ -56,17 +79,22 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 func (m *Merger) Grid() *grid.Grid { return m.out }
 
 // Contributors returns the contributor layer of the merged map (see the
-// function Contributors; k+1 names the k-th input added). More than
-// MaxContributors inputs is slam.ErrInvalidArgument.
+// function Contributors; k+1 names input k). More than MaxContributors
+// inputs, or an input Add refused, is slam.ErrInvalidArgument.
 func (m *Merger) Contributors() ([]uint8, error) {
-	if len(m.windows) > MaxContributors {
-		return nil, fmt.Errorf("%w: %d inputs, a contributor layer names at most %d", slam.ErrInvalidArgument, len(m.windows), MaxContributors)
+	if len(m.inputs) > MaxContributors {
+		return nil, fmt.Errorf("%w: %d inputs, a contributor layer names at most %d", slam.ErrInvalidArgument, len(m.inputs), MaxContributors)
 	}
 	a := newAttribution(m.out)
-	mw := m.out.Meta().Width
-	for k, win := range m.windows {
-		if win.v != nil {
-			a.voteWindow(win, mw, uint8(k+1))
+	meta := m.out.Meta()
+	for k, in := range m.inputs {
+		if in.Submap == nil || in.Pose.Validate() != nil {
+			return nil, fmt.Errorf("%w: input %d was refused", slam.ErrInvalidArgument, k)
+		}
+		if win := m.windows[k]; win.v != nil {
+			a.voteWindow(win, meta.Width, uint8(k+1))
+		} else {
+			a.voteInput(meta, in, uint8(k+1))
 		}
 	}
 	return a.layer, nil

@@ -2,8 +2,10 @@ package fuse_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/slammesh/slammesh/internal/slam"
@@ -15,10 +17,12 @@ import (
 // TestMergerIsMergeThenContributors: over office and changed worlds, with
 // true and perturbed poses, adding the inputs one by one to a Merger gives
 // Merge's grid, reports and first error, and its Contributors the layer
-// Contributors computes by warping every input again.
+// Contributors computes by warping every input again, whether the Merger
+// kept an input's window or (past its budget of one map's cells) warps it
+// again too.
 func TestMergerIsMergeThenContributors(t *testing.T) {
 	t.Parallel()
-	failed, merged := 0, 0
+	failed, merged, kept, rewarped := 0, 0, 0, 0
 	for seed := uint64(1); seed <= 12; seed++ {
 		kind, agents := world.Office, 1+int(seed%4)
 		if seed%3 == 0 {
@@ -63,6 +67,8 @@ func TestMergerIsMergeThenContributors(t *testing.T) {
 			continue
 		}
 		merged++
+		k, r := fuse.KeptWindows(m)
+		kept, rewarped = kept+k, rewarped+r
 		if !slices.Equal(m.Grid().LogOdds(), want.LogOdds()) {
 			t.Errorf("seed %d: the Merger's grid differs from Merge's", seed)
 		}
@@ -78,14 +84,16 @@ func TestMergerIsMergeThenContributors(t *testing.T) {
 			t.Errorf("seed %d: the Merger's contributor layer differs from Contributors'", seed)
 		}
 	}
-	if failed == 0 || merged == 0 {
-		t.Errorf("%d merges failed and %d succeeded: the worlds must exercise both", failed, merged)
+	if failed == 0 || merged == 0 || kept == 0 || rewarped == 0 {
+		t.Errorf("%d merges failed and %d succeeded, %d windows kept and %d inputs warped again: the worlds must exercise all four",
+			failed, merged, kept, rewarped)
 	}
 }
 
 // TestMergerRefusesBadInput: a nil submap or an invalid pose is
-// slam.ErrInvalidArgument and adds nothing; an input outside the map adds
-// nothing and still takes its index in the layer.
+// slam.ErrInvalidArgument, adds nothing and takes its number (a later
+// input's error names its own position), and the merge has no contributor
+// layer; an input outside the map adds nothing and still takes its number.
 func TestMergerRefusesBadInput(t *testing.T) {
 	t.Parallel()
 	w, err := world.Generate(world.Config{Seed: 2, Agents: 2})
@@ -94,14 +102,23 @@ func TestMergerRefusesBadInput(t *testing.T) {
 	}
 	base, _ := grid.New(w.Truth.Meta())
 	m := fuse.NewMerger(base, fuse.Options{})
-	for name, in := range map[string]fuse.Input{
-		"nil submap": {Pose: w.Agents[0].Truth},
-		"NaN pose":   {Submap: w.Agents[0].Submap, Pose: slam.Pose2D{X: math.NaN()}},
+	for k, in := range []fuse.Input{
+		{Pose: w.Agents[0].Truth},
+		{Submap: w.Agents[0].Submap, Pose: slam.Pose2D{X: math.NaN()}},
 	} {
-		if _, err := m.Add(in); !errors.Is(err, slam.ErrInvalidArgument) {
-			t.Errorf("%s: err = %v, want slam.ErrInvalidArgument", name, err)
+		_, err := m.Add(in)
+		if !errors.Is(err, slam.ErrInvalidArgument) || !strings.Contains(err.Error(), fmt.Sprintf("input %d", k)) {
+			t.Errorf("input %d: err = %v, want slam.ErrInvalidArgument naming input %d", k, err, k)
 		}
 	}
+	if !slices.Equal(m.Grid().LogOdds(), base.LogOdds()) {
+		t.Error("a refused input changed the map")
+	}
+	if _, err := m.Contributors(); !errors.Is(err, slam.ErrInvalidArgument) {
+		t.Errorf("Contributors after a refused input: %v, want slam.ErrInvalidArgument", err)
+	}
+
+	m = fuse.NewMerger(base, fuse.Options{})
 	if _, err := m.Add(fuse.Input{Submap: w.Agents[0].Submap, Pose: slam.Pose2D{X: 1e5}}); err != nil {
 		t.Fatalf("outside the map: %v", err)
 	}

@@ -301,9 +301,11 @@ func matchRound(ctx context.Context, ref *Reference, agents []Agent, points []*p
 // accumulate. The anchors stay fixed, so the map frame does not move.
 //
 // Every agent is polished against the same poses (a Jacobi pass, not
-// Gauss–Seidel), so the agents are independent: they run par at a time and
-// the result does not depend on par or on scheduling.
+// Gauss–Seidel), so the agents are independent: they run par at a time, or
+// fewer on a large map (refineCellsBudget), and the result does not depend
+// on par or on scheduling.
 func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, points []*pointSets, results []Result, par int) error {
+	par = min(par, max(1, int(refineCellsBudget/meta.Cells())))
 	var todo []int
 	for i := range agents {
 		if results[i].Localized && !results[i].Anchor {
@@ -336,6 +338,13 @@ func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, points []*po
 	}
 	return nil
 }
+
+// refineCellsBudget bounds the map cells that refinements running at once
+// cover together: each holds a map-sized grid of the other agents and its
+// reference (about 30 bytes per cell of the map), so about 250 MB. An
+// office map (0.12 M cells) refines every agent at once; a 150×100 m map
+// at 5 cm (6 M cells) one agent at a time.
+const refineCellsBudget = 1 << 23
 
 // refineOne is agent i's result after its refinement (or unchanged, when the
 // refinement would move it too far or lose score), against the other

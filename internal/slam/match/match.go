@@ -133,7 +133,7 @@ type Options struct {
 	// does overlap stands clear of them.
 	MinWideMargin float64
 	ICPIters      int // ICP iteration cap
-	Parallelism   int // LocalizeAll: agents matched at once (0: GOMAXPROCS)
+	Parallelism   int // LocalizeAll: agents matched, and refined, at once (0: GOMAXPROCS)
 	// SkipRefinement turns off LocalizeAll's final pass that re-matches
 	// each agent against the rest of the team (see refineAll).
 	SkipRefinement bool
