@@ -616,8 +616,9 @@ func buildSubmap(res float64, odom []slam.Pose2D, scans []slam.LaserScan) (*grid
 	if err != nil {
 		return nil, err
 	}
+	var in grid.Inserter // one for all scans: their beam directions are computed once
 	for k, p := range odom {
-		if _, err := g.IntegrateScan(p, scans[k]); err != nil {
+		if _, err := in.Integrate(g, p, scans[k]); err != nil {
 			return nil, err
 		}
 	}
