@@ -28,6 +28,8 @@ type serviceConfig struct {
 	// allowFaults honours FaultPlans carried in requests (tests and demos).
 	allowFaults bool
 	grace       time.Duration
+	// gcHeapFloorMiB is the heap floor kept for the process (gctune).
+	gcHeapFloorMiB uint64
 	// skipRedisCheck is set by `slammesh dev` for its embedded Redis only;
 	// no flag turns the Redis checks off.
 	skipRedisCheck bool
@@ -170,6 +172,21 @@ func addCommon(e *envFlags, c *serviceConfig, grpcDef, httpDef string) {
 	e.level(&c.logLevel, "log-level", "SLAMMESH_LOG_LEVEL")
 	e.bool(&c.allowFaults, "allow-fault-injection", "SLAMMESH_ALLOW_FAULT_INJECTION", "honour fault plans in requests (tests and demos only)")
 	e.duration(&c.grace, "grace", "SLAMMESH_GRACE", 10*time.Second, "shutdown grace period for in-flight calls and running sagas")
+	addGCHeapFloor(e, c)
+}
+
+// defaultGCHeapFloorMiB is the heap floor a process keeps unless told
+// otherwise: a mission's garbage (an office mission about 19 MB) then no
+// longer triggers a collection of a few-MB live heap per mission.
+const defaultGCHeapFloorMiB = 64
+
+// maxGCHeapFloorMiB bounds --gc-heap-floor (1 TiB).
+const maxGCHeapFloorMiB = 1 << 20
+
+// addGCHeapFloor registers the heap floor flag (internal/gctune).
+func addGCHeapFloor(e *envFlags, c *serviceConfig) {
+	e.uint64(&c.gcHeapFloorMiB, "gc-heap-floor", "SLAMMESH_GC_HEAP_FLOOR", defaultGCHeapFloorMiB,
+		"MiB the heap may grow to before the garbage collector runs, however small the live heap (GOGC is raised to reach it, back to 100 once the live heap passes half of it; 0: Go's default; ignored when GOGC is set; GOMEMLIMIT still applies)")
 }
 
 func addSpecific(e *envFlags, c *serviceConfig, service string) {
@@ -248,6 +265,8 @@ func (c serviceConfig) validate() error {
 	switch {
 	case c.grace < 0:
 		return fmt.Errorf("%w: --grace must not be negative", errUsage)
+	case c.gcHeapFloorMiB > maxGCHeapFloorMiB:
+		return fmt.Errorf("%w: --gc-heap-floor %d MiB is more than %d", errUsage, c.gcHeapFloorMiB, maxGCHeapFloorMiB)
 	case c.parallelism < 0:
 		return fmt.Errorf("%w: --parallelism must not be negative", errUsage)
 	case (c.service == "orchestrator" || c.service == "dev") && c.leaseTTL < minLeaseTTL:
@@ -300,6 +319,7 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	addDevSecurity(e, &c.base.sec)
 	e.bool(&c.base.allowFaults, "allow-fault-injection", "SLAMMESH_ALLOW_FAULT_INJECTION", "honour fault plans in requests")
 	e.duration(&c.base.grace, "grace", "SLAMMESH_GRACE", 10*time.Second, "shutdown grace period")
+	addGCHeapFloor(e, &c.base)
 	e.uint64(&c.base.capacityCells, "capacity-cells", "SLAMMESH_CAPACITY_CELLS", 16_000_000, "map cells all missions may hold at once")
 	addRetainedCells(e, &c.base)
 	e.int(&c.base.parallelism, "parallelism", "SLAMMESH_PARALLELISM", 0, "agents localized at once (0: number of CPUs)")

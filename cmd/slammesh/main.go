@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/slammesh/slammesh/internal/gctune"
 )
 
 func main() {
@@ -74,12 +76,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
+		defer startGCHeapFloor(cfg.gcHeapFloorMiB)()
 		return runService(ctx, cfg, stderr)
 	case "dev":
 		cfg, err := parseDevConfig(rest, getenv, stderr)
 		if err != nil {
 			return err
 		}
+		defer startGCHeapFloor(cfg.base.gcHeapFloorMiB)()
 		return runDev(ctx, cfg, stdout, stderr)
 	case "healthcheck":
 		return runHealthcheck(ctx, rest, getenv, stdout, stderr)
@@ -90,4 +94,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q: %w", cmd, errUsage)
 	}
+}
+
+// startGCHeapFloor keeps a heap floor of mib MiB (internal/gctune) for as
+// long as the service runs, unless the operator set GOGC: the runtime reads
+// it from the process environment, and an explicit GOGC wins.
+func startGCHeapFloor(mib uint64) (stop func()) {
+	if _, set := os.LookupEnv("GOGC"); set {
+		return func() {}
+	}
+	return gctune.Start(mib << 20)
 }
