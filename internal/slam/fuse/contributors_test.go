@@ -148,15 +148,7 @@ func TestContributorsRefusesBadInputs(t *testing.T) {
 // submaps into 20×15 m at 5 cm): the merge service's extra work per merge
 // for the contributor layer. Target: well under BenchmarkFuse4 (≤ 3 ms).
 func BenchmarkContributors4(b *testing.B) {
-	w, err := world.Generate(world.Config{Seed: 1, Agents: 4})
-	if err != nil {
-		b.Fatal(err)
-	}
-	base, _ := grid.New(w.Truth.Meta())
-	in := make([]fuse.Input, len(w.Agents))
-	for i, a := range w.Agents {
-		in[i] = fuse.Input{Agent: i, Submap: a.Submap, Pose: a.Truth}
-	}
+	base, in := truthInputs(b, world.Config{Seed: 1, Agents: 4})
 	merged, _, err := fuse.Merge(base, in, fuse.Options{})
 	if err != nil {
 		b.Fatal(err)

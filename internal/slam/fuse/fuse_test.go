@@ -135,16 +135,27 @@ func BenchmarkFuseTiny(b *testing.B) {
 	benchmarkFuse(b, world.Config{Seed: 1, Agents: 1, WidthM: 10, HeightM: 8})
 }
 
-func benchmarkFuse(b *testing.B, cfg world.Config) {
+// truthInputs generates the world of cfg and returns its empty map and its
+// agents' submaps at their true poses: a merge's inputs with no pose error.
+func truthInputs(tb testing.TB, cfg world.Config) (*grid.Grid, []fuse.Input) {
+	tb.Helper()
 	w, err := world.Generate(cfg)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	base, _ := grid.New(w.Truth.Meta())
+	base, err := grid.New(w.Truth.Meta())
+	if err != nil {
+		tb.Fatal(err)
+	}
 	in := make([]fuse.Input, len(w.Agents))
 	for i, a := range w.Agents {
 		in[i] = fuse.Input{Agent: i, Submap: a.Submap, Pose: a.Truth}
 	}
+	return base, in
+}
+
+func benchmarkFuse(b *testing.B, cfg world.Config) {
+	base, in := truthInputs(b, cfg)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, _, err := fuse.Merge(base, in, fuse.Options{}); err != nil {

@@ -153,15 +153,7 @@ func TestMergerRefusesBadInput(t *testing.T) {
 //
 //	go test -run '^$' -bench MergeStep -benchmem ./internal/slam/fuse
 func BenchmarkMergeStep(b *testing.B) {
-	w, err := world.Generate(world.Config{Seed: 1, Agents: 3})
-	if err != nil {
-		b.Fatal(err)
-	}
-	base, _ := grid.New(w.Truth.Meta())
-	in := make([]fuse.Input, len(w.Agents))
-	for i, a := range w.Agents {
-		in[i] = fuse.Input{Agent: i, Submap: a.Submap, Pose: a.Truth}
-	}
+	base, in := truthInputs(b, world.Config{Seed: 1, Agents: 3})
 	b.Run("merger", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
