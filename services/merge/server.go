@@ -310,11 +310,9 @@ func (s *Server) fuse(ctx context.Context, base *grid.Grid, in []fuse.Input, ids
 		if err != nil {
 			return nil, 0, &fuseError{err: err, ids: ids}
 		}
-		if ar.Judged {
-			consistency = min(consistency, ar.Consistency)
-		}
 		msg := "fused " + ids[k]
 		if ar.Judged {
+			consistency = min(consistency, ar.Consistency)
 			msg += fmt.Sprintf(" (consistency %.3f over %d shared cells)", ar.Consistency, ar.Agreement+ar.Disagreement)
 		} else {
 			msg += " (too little overlap to judge consistency)"
