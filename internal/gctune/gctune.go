@@ -12,11 +12,12 @@
 // floor costs at most its own size: once the live heap passes half of it,
 // GOGC is the default 100 again.
 //
-// The floor is kept by setting GOGC after every collection (the Go GC
-// guide's GOGC, and the cleanup of a sentinel object to run after each
-// cycle): GOGC = Floor/live − 1 (in percent), at least 100 and at most
-// MaxPercent. GOMEMLIMIT, when set, still bounds the heap: the runtime
-// collects before it whatever GOGC says.
+// The floor is kept by setting GOGC after every collection, from the
+// cleanup of a sentinel object that each cycle frees: GOGC = 100 × (floor /
+// live heap − 1), at least 100 and at most MaxPercent, so that the next
+// heap goal, live × (1 + GOGC/100), is the floor. GOMEMLIMIT, when set,
+// still bounds the heap: the runtime collects before it whatever GOGC says
+// (A Guide to the Go Garbage Collector, go.dev/doc/gc-guide).
 package gctune
 
 import (
