@@ -59,3 +59,45 @@ func TestRecoveryFlags(t *testing.T) {
 		t.Errorf("dev config = lease %v, interval %v, %v; want 600ms, 500ms", dev.base.leaseTTL, dev.base.recoveryInterval, err)
 	}
 }
+
+// TestGCHeapFloorFlag: every service and dev take --gc-heap-floor (MiB,
+// SLAMMESH_GC_HEAP_FLOOR), 64 by default; 0 keeps Go's default; past 1 TiB
+// or not a number is a usage error.
+func TestGCHeapFloorFlag(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		args     []string
+		env      map[string]string
+		want     uint64
+		usageErr bool
+	}{
+		{name: "default", want: defaultGCHeapFloorMiB},
+		{name: "from the environment", env: map[string]string{"SLAMMESH_GC_HEAP_FLOOR": "256"}, want: 256},
+		{name: "off", args: []string{"--gc-heap-floor", "0"}, want: 0},
+		{name: "past 1 TiB", args: []string{"--gc-heap-floor", "1048577"}, usageErr: true},
+		{name: "not a number", env: map[string]string{"SLAMMESH_GC_HEAP_FLOOR": "lots"}, usageErr: true},
+	}
+	for _, tt := range tests {
+		getenv := func(k string) string { return tt.env[k] }
+		for _, service := range []string{"orchestrator", "mapping", "localization", "merge", "dev"} {
+			var got uint64
+			var err error
+			if service == "dev" {
+				var c devConfig
+				c, err = parseDevConfig(tt.args, getenv, io.Discard)
+				got = c.base.gcHeapFloorMiB
+			} else {
+				var c serviceConfig
+				c, err = parseServiceConfig(service, tt.args, getenv, io.Discard)
+				got = c.gcHeapFloorMiB
+			}
+			switch {
+			case tt.usageErr && !errors.Is(err, errUsage):
+				t.Errorf("%s, %s: parse = %v, want a usage error", tt.name, service, err)
+			case !tt.usageErr && (err != nil || got != tt.want):
+				t.Errorf("%s, %s: floor %d MiB, %v; want %d", tt.name, service, got, err, tt.want)
+			}
+		}
+	}
+}
