@@ -186,7 +186,7 @@ const maxGCHeapFloorMiB = 1 << 20
 // addGCHeapFloor registers the heap floor flag (internal/gctune).
 func addGCHeapFloor(e *envFlags, c *serviceConfig) {
 	e.uint64(&c.gcHeapFloorMiB, "gc-heap-floor", "SLAMMESH_GC_HEAP_FLOOR", defaultGCHeapFloorMiB,
-		"MiB the heap may grow to before the garbage collector runs, however small the live heap (GOGC is raised to reach it, back to 100 once the live heap passes half of it; 0: Go's default; ignored when GOGC is set; GOMEMLIMIT still applies)")
+		"MiB the heap may grow to before the garbage collector runs, however small the live heap (GOGC is raised to reach it, back to the default once the live heap passes about half of it; 0: Go's default; ignored when GOGC is set to off or a number; GOMEMLIMIT still applies)")
 }
 
 func addSpecific(e *envFlags, c *serviceConfig, service string) {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/slammesh/slammesh/internal/gctune"
@@ -97,11 +98,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // startGCHeapFloor keeps a heap floor of mib MiB (internal/gctune) for as
-// long as the service runs, unless the operator set GOGC: the runtime reads
-// it from the process environment, and an explicit GOGC wins.
+// long as the service runs, unless the operator set GOGC: an explicit GOGC
+// wins. Set means as the runtime reads it from the process environment:
+// "off" or a number; it takes anything else for the default, and so does
+// this.
 func startGCHeapFloor(mib uint64) (stop func()) {
-	if _, set := os.LookupEnv("GOGC"); set {
+	if v := os.Getenv("GOGC"); v == "off" || validGOGC(v) {
 		return func() {}
 	}
 	return gctune.Start(mib << 20)
+}
+
+// validGOGC reports whether v is a GOGC percentage the runtime honours.
+func validGOGC(v string) bool {
+	_, err := strconv.ParseInt(v, 10, 32)
+	return err == nil
 }

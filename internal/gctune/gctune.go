@@ -9,15 +9,23 @@
 // mission needs (an office mission, one at a time: p50 19–21 ms, 16–17 ms
 // with a 64 MiB floor; docs/performance.md). Raising GOGC for good
 // would instead multiply the heap of a process that holds large maps. A
-// floor costs at most its own size: once the live heap passes half of it,
-// GOGC is the default 100 again.
+// floor costs at most its own size: the heap goal is the floor while the
+// live heap is small, and GOGC is back where it was (100 by default) once
+// the live heap passes about half of it.
 //
 // The floor is kept by setting GOGC after every collection, from the
-// cleanup of a sentinel object that each cycle frees: GOGC = 100 × (floor /
-// live heap − 1), at least 100 and at most MaxPercent, so that the next
-// heap goal, live × (1 + GOGC/100), is the floor. GOMEMLIMIT, when set,
-// still bounds the heap: the runtime collects before it whatever GOGC says
-// (A Guide to the Go Garbage Collector, go.dev/doc/gc-guide).
+// cleanup of a sentinel object that each cycle frees. The runtime's heap
+// goal for a GOGC of g is the larger of its minimum heap, 4 MiB × g/100,
+// and live + (live + stacks + globals) × g/100 (A Guide to the Go Garbage
+// Collector, go.dev/doc/gc-guide; runtime/mgcpacer.go). The floor sets
+//
+//	g = min(100 × (floor − live) / (live + stacks + globals), 100 × floor / 4 MiB)
+//
+// and never less than the GOGC it found, so that the goal is the floor: the
+// first term puts the second bound on it, the second keeps the minimum heap
+// from passing it. Between a collection's end and its cleanup the previous
+// cycle's GOGC still holds, for a moment. GOMEMLIMIT, when set, still
+// bounds the heap: the runtime collects before it whatever GOGC says.
 package gctune
 
 import (
@@ -28,14 +36,13 @@ import (
 	"sync/atomic"
 )
 
-// MaxPercent caps the GOGC a floor sets: with a live heap below
-// Floor/(1+MaxPercent/100), the heap goal is 21 times the live heap rather
-// than the floor.
-const MaxPercent = 2000
+// minHeap is the runtime's minimum heap goal at GOGC 100 (its
+// defaultHeapMinimum); at GOGC g it is minHeap × g/100.
+const minHeap = 4 << 20
 
-// liveHeap is the runtime metric of the heap marked live by the last
-// collection.
-const liveHeap = "/gc/heap/live:bytes"
+// The runtime metrics percent reads: the heap marked live by the last
+// collection, and the stacks and globals the collector scans.
+var metricNames = [...]string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes"}
 
 var (
 	mu     sync.Mutex
@@ -44,9 +51,9 @@ var (
 
 type tuner struct {
 	floor    uint64
-	previous int // GOGC before Start
+	previous int // GOGC before Start: the least GOGC the floor sets
 	stopped  atomic.Bool
-	sample   [1]metrics.Sample
+	samples  [len(metricNames)]metrics.Sample
 }
 
 // sentinel is the object whose cleanup runs after each collection. It
@@ -57,16 +64,24 @@ type sentinel struct{ p *tuner }
 // Start keeps the heap goal at least floor bytes until stop is called, and
 // then restores the GOGC it found. The floor is process-wide: while one is
 // kept, Start keeps it and returns a stop that does nothing. A floor of 0
-// keeps nothing.
+// keeps nothing, and neither does Start when the collector is off (a
+// negative GOGC: no floor is lower than never collecting).
 func Start(floor uint64) (stop func()) {
 	mu.Lock()
 	defer mu.Unlock()
 	if floor == 0 || active != nil {
 		return func() {}
 	}
-	t := &tuner{floor: floor}
-	t.sample[0].Name = liveHeap
-	t.previous = debug.SetGCPercent(t.percent())
+	previous := debug.SetGCPercent(100)
+	if previous < 0 {
+		debug.SetGCPercent(previous)
+		return func() {}
+	}
+	t := &tuner{floor: floor, previous: previous}
+	for i, name := range metricNames {
+		t.samples[i].Name = name
+	}
+	debug.SetGCPercent(t.percent())
 	active = t
 	t.arm()
 	return func() {
@@ -80,17 +95,20 @@ func Start(floor uint64) (stop func()) {
 	}
 }
 
-// percent is the GOGC that makes the next heap goal the floor.
+// percent is the GOGC that makes the next heap goal the floor (see the
+// package doc), computed in float64 so that no floor overflows it.
 func (t *tuner) percent() int {
-	metrics.Read(t.sample[:])
-	live := t.sample[0].Value.Uint64()
-	switch {
-	case live == 0: // before the first collection
-		return MaxPercent
-	case live >= t.floor/2:
-		return 100
+	metrics.Read(t.samples[:])
+	live := float64(t.samples[0].Value.Uint64())
+	scanned := live + float64(t.samples[1].Value.Uint64()) + float64(t.samples[2].Value.Uint64())
+	floor := float64(t.floor)
+	g := 100 * floor / minHeap
+	if scanned > 0 {
+		g = min(g, 100*(floor-live)/scanned)
 	}
-	return int(min(MaxPercent, t.floor*100/live-100))
+	// GOGC is an int32 inside the runtime; the goal is the floor long
+	// before that bound matters.
+	return int(max(float64(t.previous), min(g, 1<<31-1)))
 }
 
 // arm sets GOGC for the next cycle when the current one ends.

@@ -2,6 +2,7 @@ package gctune_test
 
 import (
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"testing"
 	"time"
@@ -9,18 +10,16 @@ import (
 	"github.com/slammesh/slammesh/internal/gctune"
 )
 
-// gcPercent is the GOGC in effect.
-func gcPercent() uint64 {
-	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+func readMetric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
 }
 
-func gcCycles() uint64 {
-	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
-}
+// gcPercent is the GOGC in effect; heapGoal the collector's heap goal.
+func gcPercent() uint64 { return readMetric("/gc/gogc:percent") }
+func heapGoal() uint64  { return readMetric("/gc/heap/goal:bytes") }
+func gcCycles() uint64  { return readMetric("/gc/cycles/total:gc-cycles") }
 
 // sink keeps the garbage loop's allocations from being optimised away.
 var sink []byte
@@ -36,25 +35,30 @@ func churn(total int) uint64 {
 	return gcCycles() - before
 }
 
-// waitPercent waits (at most 10 s, polling) for the GOGC the floor sets
-// after a collection: the cleanup that sets it runs on its own goroutine.
-func waitPercent(t *testing.T, ok func(uint64) bool) uint64 {
+// waitGoal collects and waits (at most 10 s, polling) until ok holds: the
+// cleanup that sets GOGC after a collection runs on its own goroutine, and
+// until it has, the goal is the previous GOGC's for the new live heap.
+func waitGoal(t *testing.T, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
+	for !ok() && time.Now().Before(deadline) {
 		runtime.GC()
-		if p := gcPercent(); ok(p) || time.Now().After(deadline) {
-			return p
-		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
+// near reports whether the heap goal is the floor: within 2 % below it
+// (GOGC is a whole percent) and not above it by more than 1 %.
+func near(floor uint64) bool {
+	g := heapGoal()
+	return g >= floor-floor/50 && g <= floor+floor/100
+}
+
 // TestFloorCutsCollectionsOfASmallHeap: churning 512 MiB through a live
 // heap of a few MiB, a 256 MiB floor collects a fraction as often as the
-// default GOGC; the GOGC it sets is high while the heap is small, back to
-// 100 once the live heap passes half the floor, and stop restores the GOGC
-// it found. Counts, not times: the collections the runtime ran.
+// default GOGC; the heap goal is the floor while the live heap is small,
+// GOGC is back to 100 once the live heap passes half the floor, and stop
+// restores the GOGC it found. Counts and goals, not times.
 func TestFloorCutsCollectionsOfASmallHeap(t *testing.T) {
 	if p := gcPercent(); p != 100 {
 		t.Fatalf("GOGC is %d before the test, want the default 100 (is GOGC set?)", p)
@@ -62,9 +66,10 @@ func TestFloorCutsCollectionsOfASmallHeap(t *testing.T) {
 	runtime.GC()
 	without := churn(512 << 20)
 
-	stop := gctune.Start(256 << 20)
-	if p := waitPercent(t, func(p uint64) bool { return p > 1000 }); p <= 1000 {
-		t.Fatalf("with a 256 MiB floor and a small live heap, GOGC = %d", p)
+	const floor = 256 << 20
+	stop := gctune.Start(floor)
+	if waitGoal(t, func() bool { return near(floor) }); !near(floor) {
+		t.Fatalf("with a 256 MiB floor and a small live heap the heap goal is %d MiB (GOGC %d)", heapGoal()>>20, gcPercent())
 	}
 	with := churn(512 << 20)
 	t.Logf("512 MiB of garbage: %d collections by default, %d with a 256 MiB floor", without, with)
@@ -74,13 +79,13 @@ func TestFloorCutsCollectionsOfASmallHeap(t *testing.T) {
 
 	// Another Start while a floor is kept changes nothing.
 	gctune.Start(1 << 40)()
-	if p := gcPercent(); p > gctune.MaxPercent {
-		t.Errorf("a second Start set GOGC %d", p)
+	if waitGoal(t, func() bool { return near(floor) }); !near(floor) {
+		t.Errorf("after a second Start the heap goal is %d MiB", heapGoal()>>20)
 	}
 
 	live := make([]byte, 160<<20) // past half the floor
-	if p := waitPercent(t, func(p uint64) bool { return p == 100 }); p != 100 {
-		t.Errorf("with 160 MiB live under a 256 MiB floor, GOGC = %d, want 100", p)
+	if waitGoal(t, func() bool { return gcPercent() == 100 }); gcPercent() != 100 {
+		t.Errorf("with 160 MiB live under a 256 MiB floor, GOGC = %d, want 100", gcPercent())
 	}
 	runtime.KeepAlive(live)
 
@@ -91,6 +96,30 @@ func TestFloorCutsCollectionsOfASmallHeap(t *testing.T) {
 	runtime.GC()
 	if p := gcPercent(); p != 100 {
 		t.Errorf("a collection after stop set GOGC %d", p)
+	}
+}
+
+// TestSmallFloorIsTheGoal: a floor under the runtime's minimum heap at a
+// high GOGC (4 MiB × GOGC/100) is still the goal: GOGC stops where that
+// minimum reaches the floor.
+func TestSmallFloorIsTheGoal(t *testing.T) {
+	const floor = 8 << 20
+	stop := gctune.Start(floor)
+	defer stop()
+	if waitGoal(t, func() bool { return near(floor) }); !near(floor) {
+		t.Errorf("with an 8 MiB floor the heap goal is %d MiB (GOGC %d)", heapGoal()>>20, gcPercent())
+	}
+}
+
+// TestFloorLeavesTheCollectorOff: with GOGC off, Start keeps nothing.
+func TestFloorLeavesTheCollectorOff(t *testing.T) {
+	debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(100)
+	stop := gctune.Start(64 << 20)
+	defer stop()
+	runtime.GC()
+	if p := debug.SetGCPercent(-1); p != -1 {
+		t.Errorf("Start turned the collector back on: GOGC %d", p)
 	}
 }
 
