@@ -6,7 +6,7 @@
 // one mission allocates grids of several MB that are garbage a moment
 // later (an office mission about 19 MB), so the default collects on almost
 // every mission, and its assists and background worker take the CPU the
-// mission needs (an office mission, one at a time: p50 19–21 ms, 16–17 ms
+// mission needs (an office mission, one at a time: p50 19–21 ms, 15–16 ms
 // with a 64 MiB floor; docs/performance.md). Raising GOGC for good
 // would instead multiply the heap of a process that holds large maps. A
 // floor costs at most its own size: the heap goal is the floor while the
