@@ -88,7 +88,7 @@ func (m *mission) localizeAgents(ctx context.Context, x *saga.Exec) error {
 	if err := decodeOutput(x, stepAllocateMap, &alloc); err != nil {
 		return err
 	}
-	agents, err := m.agents(in)
+	agents, err := m.agents(ctx, in)
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func (m *mission) mergeMaps(ctx context.Context, x *saga.Exec) error {
 	if err := decodeOutput(x, stepLocalizeAgents, &loc); err != nil {
 		return err
 	}
-	agents, err := m.agents(in)
+	agents, err := m.agents(ctx, in)
 	if err != nil {
 		return err
 	}
@@ -155,18 +155,23 @@ func (m *mission) revertMerge(ctx context.Context, x *saga.Exec) error {
 }
 
 // agents returns the mission's agents: given in the request, or rebuilt from
-// the scenario's seed.
-func (m *mission) agents(in *orchestratorv1.StartMissionRequest) ([]*typesv1.Agent, error) {
+// the scenario's seed (waiting for a world StartMission began, or a cancelled
+// step's ctx).
+func (m *mission) agents(ctx context.Context, in *orchestratorv1.StartMissionRequest) ([]*typesv1.Agent, error) {
 	if in.GetScenario() == nil {
 		return in.GetAgents(), nil
 	}
-	agents, err := m.scenarios.Agents(in.GetScenario())
-	if err != nil {
+	agents, err := m.scenarios.Agents(ctx, in.GetScenario())
+	switch {
+	case err == nil:
+		return agents, nil
+	case ctx.Err() != nil:
+		return nil, err
+	default:
 		// The scenario passed validation when the mission started, so the
 		// generator refusing it now cannot be fixed by a retry.
 		return nil, fmt.Errorf("%w: scenario: %w", errCorruptInput, err)
 	}
-	return agents, nil
 }
 
 // begin decodes the mission's input and returns it with the SagaContext of

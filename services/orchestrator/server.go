@@ -411,8 +411,8 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 	if sc := in.GetScenario(); sc != nil {
 		// Generate the world now (it is cached for the steps), so that a
 		// scenario the generator refuses is a bad request, not a mission that
-		// compensates.
-		if _, err := s.mission.scenarios.Agents(sc); err != nil {
+		// compensates. Its submaps are integrated while the mission begins.
+		if err := s.mission.scenarios.Prepare(sc); err != nil {
 			return nil, rpcerr.InvalidArgument("scenario", err.Error())
 		}
 	}

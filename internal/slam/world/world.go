@@ -81,6 +81,48 @@ func newRand(seed uint64, stream uint64) *rand.Rand {
 // Generate builds the world described by cfg. Invalid configs are errors
 // wrapping slam.ErrInvalidArgument (or slam.ErrTooLarge), never panics.
 func Generate(cfg Config) (*World, error) {
+	p, err := start(cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait()
+}
+
+// StartAgents generates the agents of the world cfg describes, without its
+// truth raster (World.Truth stays nil), for a caller that needs only what
+// the agents measured. It returns once every agent has driven, when
+// everything but the submaps is final and every check that can refuse cfg
+// has passed, with Generate's errors; the submaps are integrated in the
+// background, and Pending.Wait returns the world once they are. The world is
+// Generate's, Truth aside.
+func StartAgents(cfg Config) (*Pending, error) { return start(cfg, false) }
+
+// Pending is a world whose agents have driven while their submaps (and the
+// truth raster, for Generate) are still being built.
+type Pending struct {
+	done  chan struct{}
+	world *World
+	err   error
+}
+
+// Done is closed once the world is built; Wait does not block after that.
+func (p *Pending) Done() <-chan struct{} { return p.done }
+
+// Wait blocks until the world is built and returns it; any number of
+// goroutines may call it, any number of times. Its error is a submap that
+// could not be integrated, which a config StartAgents accepted does not
+// cause: the sizes were checked before it returned.
+func (p *Pending) Wait() (*World, error) {
+	<-p.done
+	return p.world, p.err
+}
+
+// start drives the agents of cfg one by one and builds each submap (and the
+// truth raster, with truth) in the background while the next agents drive:
+// an agent's submap depends only on its own odometry and scans, while its
+// drive depends on what the earlier agents saw. Nothing on the sequential
+// path reads the truth raster.
+func start(cfg Config, truth bool) (*Pending, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -101,12 +143,11 @@ func Generate(cfg Config) (*World, error) {
 		return nil, fmt.Errorf("%w: world %gx%g m too small for a sealed room", slam.ErrInvalidArgument, cfg.WidthM, cfg.HeightM)
 	}
 	w := &World{Config: cfg, Shapes: p.shapes()}
-	// Nothing below reads the truth raster: it is drawn while the agents
-	// drive, off the sequential path of the generation.
+	var build sync.WaitGroup
 	var truthErr error
-	var truth sync.WaitGroup
-	truth.Go(func() { w.Truth, truthErr = rasterise(meta, w.Shapes) })
-	defer truth.Wait()
+	if truth {
+		build.Go(func() { w.Truth, truthErr = rasterise(meta, w.Shapes) })
+	}
 	g := &generator{
 		cfg:   cfg,
 		plan:  p,
@@ -121,20 +162,18 @@ func Generate(cfg Config) (*World, error) {
 		g.changed = newScene(w.ChangedShapes, cfg.WidthM, cfg.HeightM)
 	}
 	guess := newRand(cfg.Seed, streamGuess)
-	// An agent's submap depends only on its own odometry and scans, while
-	// its drive depends on what the earlier agents saw: each submap is built
-	// while the next agents drive (the same grids as one after the other,
-	// in a fraction of the time on more than one core).
 	submaps := make([]*grid.Grid, cfg.Agents)
 	errs := make([]error, cfg.Agents)
-	var wg sync.WaitGroup
 	for i := range cfg.Agents {
 		a, err := g.agent(i)
+		if err == nil {
+			err = checkSubmapSize(cfg.Resolution, a.Odometry, a.Scans)
+		}
 		if err != nil {
-			wg.Wait()
+			build.Wait()
 			return nil, err
 		}
-		wg.Go(func() { submaps[i], errs[i] = buildSubmap(cfg.Resolution, a.Odometry, a.Scans) })
+		build.Go(func() { submaps[i], errs[i] = buildSubmap(cfg.Resolution, a.Odometry, a.Scans) })
 		a.InitialGuess = a.Truth
 		if !a.Anchor {
 			a.InitialGuess = slam.Pose2D{
@@ -145,15 +184,20 @@ func Generate(cfg Config) (*World, error) {
 		}
 		w.Agents = append(w.Agents, a)
 	}
-	wg.Wait()
-	truth.Wait()
-	if err := errors.Join(append(errs, truthErr)...); err != nil {
-		return nil, err
-	}
-	for i := range w.Agents {
-		w.Agents[i].Submap = submaps[i]
-	}
-	return w, nil
+	pending := &Pending{done: make(chan struct{})}
+	go func() {
+		defer close(pending.done)
+		build.Wait()
+		if err := errors.Join(append(errs, truthErr)...); err != nil {
+			pending.err = err
+			return
+		}
+		for i := range w.Agents {
+			w.Agents[i].Submap = submaps[i]
+		}
+		pending.world = w
+	}()
+	return pending, nil
 }
 
 // rasterise draws shapes into a saturated truth grid: a cell is occupied when
@@ -584,9 +628,31 @@ func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout floa
 	return scan
 }
 
-// buildSubmap integrates the scans at the odometry poses into a grid in the
-// agent's start frame, sized to what the scans reach.
-func buildSubmap(res float64, odom []slam.Pose2D, scans []slam.LaserScan) (*grid.Grid, error) {
+// checkSubmapSize refuses a drive whose submap buildSubmap would refuse as
+// too large, so that StartAgents can leave the integration to the
+// background. Every beam ends within RangeMax of its odometry pose, so the
+// odometry's bounds padded by the range bound the submap's, and only a drive
+// past that bound (a long path at a fine resolution) is measured exactly.
+func checkSubmapSize(res float64, odom []slam.Pose2D, scans []slam.LaserScan) error {
+	x0, y0, x1, y1 := math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
+	reach := 0.0
+	for k, p := range odom {
+		x0, y0 = math.Min(x0, p.X), math.Min(y0, p.Y)
+		x1, y1 = math.Max(x1, p.X), math.Max(y1, p.Y)
+		reach = math.Max(reach, scans[k].RangeMax)
+	}
+	pad := reach + 3*res // submapMeta's pad, and a cell for its floored origin
+	if _, err := grid.MetaForBounds(x0-pad, y0-pad, x1-x0+2*pad, y1-y0+2*pad, res); err == nil {
+		return nil
+	}
+	_, err := submapMeta(res, odom, scans)
+	return err
+}
+
+// submapMeta returns the geometry of the submap of the scans at the
+// odometry poses: what the scans reach, padded by two cells, with the
+// origin on the resolution's lattice.
+func submapMeta(res float64, odom []slam.Pose2D, scans []slam.LaserScan) (grid.Meta, error) {
 	x0, y0, x1, y1 := math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
 	grow := func(x, y float64) {
 		x0, y0 = math.Min(x0, x), math.Min(y0, y)
@@ -608,7 +674,13 @@ func buildSubmap(res float64, odom []slam.Pose2D, scans []slam.LaserScan) (*grid
 	pad := 2 * res
 	ox := math.Floor((x0-pad)/res) * res
 	oy := math.Floor((y0-pad)/res) * res
-	meta, err := grid.MetaForBounds(ox, oy, x1+pad-ox, y1+pad-oy, res)
+	return grid.MetaForBounds(ox, oy, x1+pad-ox, y1+pad-oy, res)
+}
+
+// buildSubmap integrates the scans at the odometry poses into a grid in the
+// agent's start frame, sized to what the scans reach (submapMeta).
+func buildSubmap(res float64, odom []slam.Pose2D, scans []slam.LaserScan) (*grid.Grid, error) {
+	meta, err := submapMeta(res, odom, scans)
 	if err != nil {
 		return nil, err
 	}

@@ -155,8 +155,88 @@ func TestConfigValidation(t *testing.T) {
 				if _, err := Generate(tc.cfg); !errors.Is(err, tc.want) {
 					t.Fatalf("Generate(%+v) = %v, want %v", tc.cfg, err, tc.want)
 				}
+				if _, err := StartAgents(tc.cfg); !errors.Is(err, tc.want) {
+					t.Fatalf("StartAgents(%+v) = %v, want %v", tc.cfg, err, tc.want)
+				}
 			}
 		})
+	}
+}
+
+// StartAgents is Generate without the truth raster: with Generate's truth
+// put back, its worlds match the golden digests bit for bit.
+func TestStartAgentsIsGenerateWithoutTruth(t *testing.T) {
+	t.Parallel()
+	for _, g := range goldenWorlds {
+		p, err := StartAgents(g.cfg)
+		if err != nil {
+			t.Fatalf("StartAgents(%+v): %v", g.cfg, err)
+		}
+		w, err := p.Wait()
+		if err != nil {
+			t.Fatalf("Wait(%+v): %v", g.cfg, err)
+		}
+		select {
+		case <-p.Done():
+		default:
+			t.Fatal("Done is open after Wait returned")
+		}
+		if again, err := p.Wait(); again != w || err != nil {
+			t.Fatalf("a second Wait = %p, %v; want the same world", again, err)
+		}
+		if w.Truth != nil {
+			t.Fatal("StartAgents drew the truth raster")
+		}
+		full, err := Generate(g.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Truth = full.Truth
+		if got := worldDigest(w); got != g.digest {
+			t.Errorf("StartAgents(%+v) with Generate's truth: digest %s, want %s", g.cfg, got, g.digest)
+		}
+	}
+}
+
+// checkSubmapSize refuses exactly the drives whose submap is too large,
+// measuring them exactly only when the cheap bound (the odometry's bounds
+// padded by the lidar range) is too large.
+func TestCheckSubmapSize(t *testing.T) {
+	t.Parallel()
+	const res = 0.01 // grid.MaxCells is 8192 cells, 81.92 m, a side at 1 cm
+	scans := func(n int, r float32) []slam.LaserScan {
+		out := make([]slam.LaserScan, n)
+		for k := range out {
+			s := slam.LaserScan{AngleMin: -math.Pi, AngleIncrement: 2 * math.Pi / 8, RangeMin: 0.05, RangeMax: LidarRange,
+				Ranges: make([]float32, 8)}
+			for b := range s.Ranges {
+				s.Ranges[b] = r
+			}
+			out[k] = s
+		}
+		return out
+	}
+	diagonal := func(side float64) []slam.Pose2D { return []slam.Pose2D{{}, {X: side, Y: side}} }
+	for _, tc := range []struct {
+		name  string
+		side  float64 // the drive's extent along each axis, m
+		rng   float32 // every beam's range, m
+		large bool
+	}{
+		{"within the cheap bound", 50, 1, false},
+		{"past the cheap bound, within the exact one", 70, 1, false},
+		{"past both", 70, 7, true},
+		{"no returns reach the range bound", 70, float32(math.Inf(1)), true},
+		{"past both with short beams", 85, 1, true},
+	} {
+		err := checkSubmapSize(res, diagonal(tc.side), scans(2, tc.rng))
+		if tc.large != errors.Is(err, slam.ErrTooLarge) || !tc.large && err != nil {
+			t.Errorf("%s: checkSubmapSize = %v, want too large: %v", tc.name, err, tc.large)
+		}
+		_, berr := submapMeta(res, diagonal(tc.side), scans(2, tc.rng))
+		if (berr != nil) != (err != nil) {
+			t.Errorf("%s: checkSubmapSize = %v but the submap's geometry = %v", tc.name, err, berr)
+		}
 	}
 }
 
@@ -209,4 +289,40 @@ func BenchmarkGenerateWorld(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkStartAgents measures what a scenario mission of the office
+// workload (three agents, 20×15 m) waits for before it begins: the drives,
+// until StartAgents returns ("driven"), against the whole world of Generate
+// ("generate"). The submaps of "driven" are integrated with the timer
+// stopped.
+//
+//	go test -run '^$' -bench StartAgents -benchmem ./internal/slam/world
+func BenchmarkStartAgents(b *testing.B) {
+	b.Run("driven", func(b *testing.B) {
+		b.ReportAllocs()
+		seed := uint64(0)
+		for b.Loop() {
+			seed++
+			p, err := StartAgents(Config{Seed: seed, Agents: 3})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if _, err := p.Wait(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	})
+	b.Run("generate", func(b *testing.B) {
+		b.ReportAllocs()
+		seed := uint64(0)
+		for b.Loop() {
+			seed++
+			if _, err := Generate(Config{Seed: seed, Agents: 3}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
