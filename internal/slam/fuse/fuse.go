@@ -29,10 +29,7 @@ func Warp(dst, src *grid.Grid, dstFromSrc slam.Pose2D) error {
 	if w.empty {
 		return nil
 	}
-	d := dst.LogOdds()
-	w.each(func(i int, v float32) {
-		d[i] = grid.ClampLogOdds(d[i] + v)
-	})
+	w.add(dst.LogOdds())
 	return nil
 }
 
@@ -123,6 +120,28 @@ func (w *warper) window(win []float32) {
 			if sx >= 0 && sy >= 0 && sx < fw && sy < fh {
 				if v := w.srcLogOdds[int(sy)*w.srcW+int(sx)]; v != 0 {
 					row[x] = v
+				}
+			}
+			sx += w.dxx
+			sy += w.dxy
+		}
+	}
+}
+
+// add adds the source value under every covered destination cell into
+// cells (the destination's log-odds), clamped: each with Warp's sum written
+// out, since a call per cell cost as much as the walk itself.
+func (w *warper) add(cells []float32) {
+	fw, fh := float64(w.srcW), float64(w.srcH)
+	for y := w.y0; y <= w.y1; y++ {
+		fy := float64(y - w.y0)
+		sx := w.ox + fy*w.dyx
+		sy := w.oy + fy*w.dyy
+		row := cells[y*w.dm.Width+w.x0 : y*w.dm.Width+w.x1+1]
+		for x := range row {
+			if sx >= 0 && sy >= 0 && sx < fw && sy < fh {
+				if v := w.srcLogOdds[int(sy)*w.srcW+int(sx)]; v != 0 {
+					row[x] = grid.ClampLogOdds(row[x] + v)
 				}
 			}
 			sx += w.dxx

@@ -254,3 +254,21 @@ func TestMergeOntoUnknownGroundOnlyAdds(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkWarp adds the three submaps of an office mission into its 20×15
+// m map at 5 cm at their true poses: the warps localization makes for its
+// references (fuse.Warp).
+//
+//	go test -run '^$' -bench Warp -benchmem ./internal/slam/fuse
+func BenchmarkWarp(b *testing.B) {
+	base, in := truthInputs(b, world.Config{Seed: 1, Agents: 3})
+	b.ReportAllocs()
+	for b.Loop() {
+		dst := base.Clone()
+		for _, x := range in {
+			if err := fuse.Warp(dst, x.Submap, x.Pose); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package fuse
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/slammesh/slammesh/internal/slam"
@@ -81,6 +82,54 @@ func TestWarperWindowMatchesPerCellReference(t *testing.T) {
 					t.Fatalf("case %d (dst %+v, src %+v, pose %v): cell (%d,%d) in box %v = %g, want %g",
 						c, dm, sm, pose, x, y, inBox, got, want)
 				}
+			}
+		}
+	}
+}
+
+// TestWarperAddIsEachWithTheSum checks the warper's add (Warp's walk)
+// against its each with the clamped sum, bit for bit, on destinations
+// holding values near the clamps so that clamping is exercised; the cases
+// are TestWarperWindowMatchesPerCellReference's kind.
+func TestWarperAddIsEachWithTheSum(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(14, 15))
+	for c := range 400 {
+		dm := grid.Meta{
+			Resolution: []float64{0.05, 0.1, 0.07}[r.IntN(3)],
+			Width:      1 + r.IntN(40), Height: 1 + r.IntN(40),
+			Origin: slam.Pose2D{X: r.Float64()*2 - 1, Y: r.Float64()*2 - 1},
+		}
+		sm := grid.Meta{
+			Resolution: []float64{0.05, 0.1, 0.03}[r.IntN(3)],
+			Width:      1 + r.IntN(30), Height: 1 + r.IntN(30),
+			Origin: slam.Pose2D{X: r.Float64()*2 - 1, Y: r.Float64()*2 - 1},
+		}
+		src, err := grid.New(sm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range src.LogOdds() {
+			if r.IntN(3) > 0 {
+				src.LogOdds()[i] = (r.Float32()*2 - 1) * grid.Clamp
+			}
+		}
+		pose := slam.Pose2D{X: r.Float64()*6 - 3, Y: r.Float64()*6 - 3, Theta: r.Float64()*2*math.Pi - math.Pi}
+		var w warper
+		w.init(dm, src, pose)
+		if w.empty {
+			continue
+		}
+		got := make([]float32, dm.Cells())
+		for i := range got {
+			got[i] = (r.Float32()*2 - 1) * grid.Clamp
+		}
+		want := slices.Clone(got)
+		w.add(got)
+		w.each(func(i int, v float32) { want[i] = grid.ClampLogOdds(want[i] + v) })
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("case %d (dst %+v, src %+v, pose %v): cell %d = %g, want %g", c, dm, sm, pose, i, got[i], want[i])
 			}
 		}
 	}
