@@ -5,7 +5,9 @@
 //	                          meta     GridMeta proto bytes
 //	                          cells    cell count (every version's)
 //	                          current  the current version
-//	                          v<N>     int8 cells of version N
+//	                          v<N>     int8 cells of version N; empty:
+//	                                   every cell unknown (the blank
+//	                                   version 1 Create writes)
 //	                          agents:v<N>  ContributorLayer proto bytes of
 //	                                   version N: which agent decided each cell
 //	                                   (written by the merge that wrote v<N>)
@@ -62,7 +64,7 @@ var ErrNoMap = errors.New("mapstore: no such map")
 // whose callback may run more than once and should only queue writes.
 type Blank struct {
 	meta  []byte
-	cells []byte
+	cells int64
 }
 
 // NewBlank encodes a map of geometry meta whose version 1 is all unknown.
@@ -71,7 +73,7 @@ func NewBlank(meta grid.Meta) (*Blank, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Blank{meta: b, cells: bytes.Repeat([]byte{0xff}, int(meta.Cells()))}, nil // int8 -1: unknown
+	return &Blank{meta: b, cells: meta.Cells()}, nil
 }
 
 // EncodeMeta encodes geometry meta as Create stores it in the meta field,
@@ -85,13 +87,16 @@ func EncodeMeta(meta grid.Meta) ([]byte, error) {
 }
 
 // Create queues the writes that make b the mission's map mapID, at version 1.
+// Version 1 is stored empty, which Load reads as every cell unknown: a map
+// is allocated without moving (or keeping) a byte per cell that says
+// nothing, and a merge onto it reads none.
 func Create(ctx context.Context, p redis.Pipeliner, missionID, mapID string, b *Blank) {
 	p.HSet(ctx, Key(missionID),
 		fieldMapID, mapID,
 		fieldMeta, b.meta,
-		fieldCells, len(b.cells),
+		fieldCells, b.cells,
 		fieldCurrent, 1,
-		versionField(1), b.cells)
+		versionField(1), "")
 }
 
 // AddVersion queues the writes that store cells (int8 cells as bytes, see
@@ -210,9 +215,11 @@ type Map struct {
 	Meta *typesv1.GridMeta
 	// Current is the current version; Version the one read.
 	Current, Version uint32
-	// Cells are the int8 cells of Version as bytes; nil when the map has no
-	// such version.
+	// Cells are the int8 cells of Version as bytes (every one -1, unknown,
+	// for a version stored empty); nil when the map has no such version.
 	Cells []byte
+	// blank marks a version stored empty, whose Grid is all unknown.
+	blank bool
 }
 
 // loadScript reads a map version in one round trip: the version to read is
@@ -267,9 +274,23 @@ func LoadOf(cmd *redis.Cmd, missionID string) (*Map, error) {
 		return nil, fmt.Errorf("map of mission %s: version: %w", missionID, err)
 	}
 	if len(res) == 5 {
-		m.Cells = []byte(res[4])
+		if m.Cells, m.blank = []byte(res[4]), res[4] == ""; m.blank {
+			if m.Cells, err = unknownCells(m.Meta); err != nil {
+				return nil, fmt.Errorf("map of mission %s: meta: %w", missionID, err)
+			}
+		}
 	}
 	return m, nil
+}
+
+// unknownCells is a blank version's cells: one int8 -1 (unknown) per cell of
+// the geometry.
+func unknownCells(pm *typesv1.GridMeta) ([]byte, error) {
+	meta, err := slamproto.MetaFromProto(pm)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Repeat([]byte{0xff}, int(meta.Cells())), nil // Validate bounds it by grid.MaxCells
 }
 
 // Grid decodes the version m holds; it fails when the map has no such
@@ -281,6 +302,9 @@ func (m *Map) Grid() (*grid.Grid, error) {
 	meta, err := slamproto.MetaFromProto(m.Meta)
 	if err != nil {
 		return nil, fmt.Errorf("map %s: meta: %w", m.ID, err)
+	}
+	if m.blank {
+		return grid.New(meta) // log-odds 0: unknown
 	}
 	g, err := grid.FromInt8(meta, slamproto.BytesInt8(m.Cells))
 	if err != nil {

@@ -96,8 +96,7 @@ func TestLayout(t *testing.T) {
 	if err := proto.Unmarshal([]byte(created["meta"]), pm); err != nil || !proto.Equal(pm, slamproto.MetaToProto(meta)) {
 		t.Errorf("meta = %v (%v), want %v", pm, err, slamproto.MetaToProto(meta))
 	}
-	if created["map_id"] != "map-1" || created["cells"] != "50" || created["current"] != "1" ||
-		created["v1"] != string(bytes.Repeat([]byte{0xff}, 50)) {
+	if created["map_id"] != "map-1" || created["cells"] != "50" || created["current"] != "1" || created["v1"] != "" {
 		t.Errorf("created %q", created)
 	}
 
@@ -186,6 +185,44 @@ func TestLoad(t *testing.T) {
 			t.Errorf("Load = %v, %v; want ErrNoMap", got, err)
 		}
 	})
+}
+
+// A version stored empty (Create's version 1) loads as every cell unknown,
+// as the version 1 of maps created before it was stored empty does; a blank
+// version of a map whose meta does not decode fails the load.
+func TestLoadBlankVersions(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Universal(t)
+	ctx := t.Context()
+	meta := small(t)
+	unknown := bytes.Repeat([]byte{0xff}, 50)
+	create(t, rdb, "m-blank", "map-1", meta)
+	create(t, rdb, "m-old", "map-2", meta)
+	if err := rdb.HSet(ctx, mapstore.Key("m-old"), "v1", unknown).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, mapstore.Key("m-bad"), "map_id", "map-3", "meta", "\xff", "current", 1, "v1", "").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, mission := range []string{"m-blank", "m-old"} {
+		got, err := mapstore.Load(ctx, rdb, mission, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Cells, unknown) {
+			t.Errorf("%s: cells %x, want every one unknown", mission, got.Cells)
+		}
+		g, err := got.Grid()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Meta() != meta || !bytes.Equal(slamproto.Int8Bytes(g.ToInt8()), unknown) {
+			t.Errorf("%s: Grid %+v is not all unknown", mission, g.Meta())
+		}
+	}
+	if got, err := mapstore.Load(ctx, rdb, "m-bad", 1); err == nil {
+		t.Errorf("Load of a blank version with a corrupt meta = %+v, want an error", got)
+	}
 }
 
 func TestReadHead(t *testing.T) {
