@@ -152,6 +152,13 @@ func TestOfficeMissionCompletes(t *testing.T) {
 	if after := watch(t, st, id, watched[len(watched)-1].ID); len(after) != 0 {
 		t.Errorf("WatchMission after the terminal event sent %v, want nothing", eventLines(after))
 	}
+	// The run ended, so its world is no longer held in the cache (the hold
+	// is dropped just after the run's end is announced).
+	for deadline := time.Now().Add(5 * time.Second); st.orch.HeldScenarios() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d scenario worlds still held after the mission ended", st.orch.HeldScenarios())
+		}
+	}
 }
 
 // watch collects what WatchMission sends until it ends.

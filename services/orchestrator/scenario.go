@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -13,11 +14,12 @@ import (
 	"github.com/slammesh/slammesh/internal/slamproto"
 )
 
-// scenarioCacheSize bounds the scenarios whose agents stay in memory. A
-// mission needs its agents in two steps a few milliseconds apart, and a
-// default 20×15 m world's three submaps weigh well under a megabyte, so a
-// small cache saves one world generation per mission without growing with the
-// number of missions.
+// scenarioCacheSize bounds the scenarios whose agents stay in memory once no
+// mission this orchestrator runs holds them: a mission started here holds
+// its world until its run ends (Prepare), so its steps never generate it
+// again however many missions start meanwhile, and the cache grows with the
+// missions in flight, not with the missions run. A default 20×15 m world's
+// three submaps weigh well under a megabyte.
 const scenarioCacheSize = 32
 
 // scenarioAgents builds the agents of scenario missions from their seeds.
@@ -28,9 +30,10 @@ const scenarioCacheSize = 32
 type scenarioAgents struct {
 	group singleflight.Group // one generation per scenario at a time
 
-	mu    sync.Mutex
-	byKey map[string]*scenarioWorld
-	order []string // insertion order, for eviction
+	mu     sync.Mutex
+	byKey  map[string]*scenarioWorld
+	order  []string // insertion order, for eviction
+	pinned int      // entries of byKey with holds
 }
 
 // scenarioWorld is the agents of one scenario, whose submaps may still be
@@ -39,6 +42,7 @@ type scenarioWorld struct {
 	ready  chan struct{}
 	agents []*typesv1.Agent
 	err    error
+	holds  int // missions holding it (Prepare), under scenarioAgents.mu
 }
 
 func newScenarioAgents() *scenarioAgents {
@@ -60,17 +64,46 @@ func worldConfig(s *typesv1.Scenario) world.Config {
 // Prepare starts building the agents of a normalized scenario and returns
 // once the generator has accepted it (world.StartAgents): its error is the
 // generator refusing the scenario. The submaps are integrated in the
-// background, while the mission begins, and Agents waits for them.
-func (c *scenarioAgents) Prepare(s *typesv1.Scenario) error {
-	_, err := c.world(s)
-	return err
+// background, while the mission begins, and Agents waits for them. The
+// world stays cached until release is called (once: when the mission's run
+// ends).
+func (c *scenarioAgents) Prepare(s *typesv1.Scenario) (release func(), err error) {
+	key := scenarioKey(s)
+	w, err := c.world(key, s)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byKey[key] != w {
+		// Evicted between its generation and this hold (more than
+		// scenarioCacheSize others came and went): the steps generate it
+		// again.
+		return func() {}, nil
+	}
+	if w.holds++; w.holds == 1 {
+		c.pinned++
+	}
+	var once sync.Once
+	return func() { once.Do(func() { c.release(key, w) }) }, nil
+}
+
+// release drops a hold on w, cached under key, and evicts what the cache
+// then holds beyond its size.
+func (c *scenarioAgents) release(key string, w *scenarioWorld) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w.holds--; w.holds == 0 && c.byKey[key] == w {
+		c.pinned--
+		c.evict()
+	}
 }
 
 // Agents returns the agents of a normalized scenario, once their submaps are
 // built; ctx ends the wait with its error. The slice and its messages are
 // shared with other callers and must not be modified.
 func (c *scenarioAgents) Agents(ctx context.Context, s *typesv1.Scenario) ([]*typesv1.Agent, error) {
-	w, err := c.world(s)
+	w, err := c.world(scenarioKey(s), s)
 	if err != nil {
 		return nil, err
 	}
@@ -82,11 +115,16 @@ func (c *scenarioAgents) Agents(ctx context.Context, s *typesv1.Scenario) ([]*ty
 	}
 }
 
-// world returns the scenario's cached world, or starts generating it.
-func (c *scenarioAgents) world(s *typesv1.Scenario) (*scenarioWorld, error) {
-	key := strconv.FormatUint(s.GetSeed(), 10) + "/" + strconv.FormatUint(uint64(s.GetAgents()), 10) + "/" +
+// scenarioKey names a normalized scenario in the cache.
+func scenarioKey(s *typesv1.Scenario) string {
+	return strconv.FormatUint(s.GetSeed(), 10) + "/" + strconv.FormatUint(uint64(s.GetAgents()), 10) + "/" +
 		strconv.FormatFloat(s.GetWidthM(), 'g', -1, 64) + "/" + strconv.FormatFloat(s.GetHeightM(), 'g', -1, 64) + "/" +
 		strconv.Itoa(int(s.GetKind()))
+}
+
+// world returns the cached world of scenario s (named key), or starts
+// generating it.
+func (c *scenarioAgents) world(key string, s *typesv1.Scenario) (*scenarioWorld, error) {
 	c.mu.Lock()
 	w, ok := c.byKey[key]
 	c.mu.Unlock()
@@ -120,16 +158,28 @@ func (c *scenarioAgents) world(s *typesv1.Scenario) (*scenarioWorld, error) {
 	return v.(*scenarioWorld), nil
 }
 
+// put caches w under key, then evicts what the cache holds beyond its
+// size.
 func (c *scenarioAgents) put(key string, w *scenarioWorld) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.byKey[key]; ok {
 		return
 	}
-	if len(c.order) >= scenarioCacheSize {
-		delete(c.byKey, c.order[0])
-		c.order = c.order[1:]
-	}
 	c.byKey[key] = w
 	c.order = append(c.order, key)
+	c.evict()
+}
+
+// evict drops the oldest worlds no mission holds while more than
+// scenarioCacheSize are cached; c.mu is held.
+func (c *scenarioAgents) evict() {
+	for i := 0; len(c.byKey)-c.pinned > scenarioCacheSize && i < len(c.order); {
+		if key := c.order[i]; c.byKey[key].holds == 0 {
+			delete(c.byKey, key)
+			c.order = slices.Delete(c.order, i, i+1)
+			continue
+		}
+		i++
+	}
 }

@@ -26,9 +26,11 @@ func TestScenarioAgentsAreTheGeneratedWorld(t *testing.T) {
 	} {
 		c := newScenarioAgents()
 		if i == 0 {
-			if err := c.Prepare(s); err != nil {
+			release, err := c.Prepare(s)
+			if err != nil {
 				t.Fatal(err)
 			}
+			defer release()
 		}
 		// Every step of many missions at once: one generation, one answer.
 		got := make([][]*typesv1.Agent, 8)
@@ -66,7 +68,7 @@ func TestScenarioRefusedByTheGenerator(t *testing.T) {
 	t.Parallel()
 	c := newScenarioAgents()
 	s := &typesv1.Scenario{Seed: 1, Agents: world.MaxAgents + 1, WidthM: 20, HeightM: 15, Kind: typesv1.ScenarioKind_SCENARIO_KIND_OFFICE}
-	if err := c.Prepare(s); !errors.Is(err, slam.ErrInvalidArgument) {
+	if _, err := c.Prepare(s); !errors.Is(err, slam.ErrInvalidArgument) {
 		t.Fatalf("Prepare = %v, want ErrInvalidArgument", err)
 	}
 	if _, err := c.Agents(context.Background(), s); !errors.Is(err, slam.ErrInvalidArgument) {
@@ -77,19 +79,53 @@ func TestScenarioRefusedByTheGenerator(t *testing.T) {
 	}
 }
 
-// The cache keeps the most recent scenarioCacheSize worlds.
-func TestScenarioCacheEvictsTheOldest(t *testing.T) {
+// The cache keeps every world a mission holds, however many others come
+// and go, and the most recent scenarioCacheSize of the others; a world is
+// evictable once its last hold is released, and a second release of a hold
+// changes nothing.
+func TestScenarioCacheKeepsWhatMissionsHold(t *testing.T) {
 	t.Parallel()
 	c := newScenarioAgents()
-	for seed := range uint64(scenarioCacheSize + 2) {
-		if err := c.Prepare(&typesv1.Scenario{Seed: seed, Agents: 1, WidthM: 10, HeightM: 8, Kind: typesv1.ScenarioKind_SCENARIO_KIND_OFFICE}); err != nil {
+	tiny := func(seed uint64) *typesv1.Scenario {
+		return &typesv1.Scenario{Seed: seed, Agents: 1, WidthM: 10, HeightM: 8, Kind: typesv1.ScenarioKind_SCENARIO_KIND_OFFICE}
+	}
+	prepare := func(seed uint64) func() {
+		t.Helper()
+		release, err := c.Prepare(tiny(seed))
+		if err != nil {
 			t.Fatal(err)
 		}
+		return release
 	}
-	if len(c.byKey) != scenarioCacheSize || len(c.order) != scenarioCacheSize {
-		t.Fatalf("cache holds %d worlds (%d in order), want %d", len(c.byKey), len(c.order), scenarioCacheSize)
+	cached := func(seed uint64) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		_, ok := c.byKey[scenarioKey(tiny(seed))]
+		return ok
 	}
-	if _, ok := c.byKey["0/1/10/8/1"]; ok {
-		t.Fatal("the oldest world is still cached")
+	held := prepare(0)
+	heldTwice := prepare(1)
+	again := prepare(1)
+	for seed := uint64(2); seed < 2+2*scenarioCacheSize; seed++ {
+		prepare(seed)() // a mission that ended at once
+	}
+	if !cached(0) || !cached(1) {
+		t.Fatal("a world a mission holds was evicted")
+	}
+	if cached(2) || !cached(1+2*scenarioCacheSize) {
+		t.Fatal("the cache did not keep the most recent of the worlds no mission holds")
+	}
+	if n := len(c.byKey); n != scenarioCacheSize+2 {
+		t.Fatalf("cache holds %d worlds, want %d unheld and the 2 held", n, scenarioCacheSize)
+	}
+	held()
+	held()
+	heldTwice()
+	if cached(0) || !cached(1) {
+		t.Fatalf("after releases: world 0 cached %v (no hold left), world 1 %v (one hold left)", cached(0), cached(1))
+	}
+	again()
+	if cached(1) || len(c.byKey) != scenarioCacheSize || c.pinned != 0 {
+		t.Fatalf("after the last release: world 1 cached %v, %d worlds, %d held", cached(1), len(c.byKey), c.pinned)
 	}
 }

@@ -344,14 +344,15 @@ type run struct {
 // launch drives the saga key, just created by Start (or reopened by Resume)
 // on this engine, in the background, on a context no request cancels (the engine continues the
 // mission span that Start opened, so the trace does not depend on it). The
-// caller has reserved a work slot.
-func (s *Server) launch(key string) {
+// caller has reserved a work slot. done is called when the run ends.
+func (s *Server) launch(key string, done func()) {
 	r := &run{done: make(chan struct{})}
 	s.mu.Lock()
 	s.runs[key] = r
 	s.mu.Unlock()
 	go func() {
 		defer s.work.Done()
+		defer done()
 		ctx := telemetry.WithLogAttrs(context.Background(), slog.String("mission_id", key))
 		r.rec, r.err = s.engine.Run(ctx, key)
 		switch {
@@ -408,33 +409,39 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 			return nil, s.storeError(ctx, "load mission", err)
 		}
 	}
+	release := func() {}
 	if sc := in.GetScenario(); sc != nil {
-		// Generate the world now (it is cached for the steps), so that a
-		// scenario the generator refuses is a bad request, not a mission that
-		// compensates. Its submaps are integrated while the mission begins.
-		if err := s.mission.scenarios.Prepare(sc); err != nil {
+		// Generate the world now (it is cached for the steps, until the run
+		// ends), so that a scenario the generator refuses is a bad request,
+		// not a mission that compensates. Its submaps are integrated while
+		// the mission begins.
+		if release, err = s.mission.scenarios.Prepare(sc); err != nil {
 			return nil, rpcerr.InvalidArgument("scenario", err.Error())
 		}
 	}
 	input, err := proto.Marshal(in)
 	if err != nil {
+		release()
 		s.log.ErrorContext(ctx, "encode mission input failed", slog.String("error", err.Error()))
 		return nil, status.Error(codes.Internal, "encode mission input")
 	}
 	if !s.track() {
+		release()
 		return nil, errDraining
 	}
 	rec, created, err := s.engine.Begin(ctx, key, "", input)
 	if err != nil {
+		release()
 		s.work.Done()
 		return nil, s.storeError(ctx, "start mission", err)
 	}
 	if !created {
 		// A concurrent repeat created it first.
+		release()
 		s.work.Done()
 		return s.existing(ctx, rec, req.GetWait())
 	}
-	s.launch(key)
+	s.launch(key, release)
 	if !req.GetWait() {
 		return &orchestratorv1.StartMissionResponse{Mission: toMission(rec), Created: true}, nil
 	}
@@ -662,7 +669,7 @@ func (s *Server) ResumeMission(ctx context.Context, req *orchestratorv1.ResumeMi
 		}
 	} else {
 		s.log.InfoContext(ctx, "mission compensation resumed by an operator", slog.Int64("epoch", rec.Epoch))
-		s.launch(key)
+		s.launch(key, func() {})
 	}
 	if req.GetWait() && !rec.State.Terminal() {
 		if rec, err = s.awaitEnd(ctx, key); err != nil {
