@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"golang.org/x/sync/singleflight"
+	"google.golang.org/protobuf/proto"
 
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/slam/world"
@@ -17,10 +18,17 @@ import (
 // scenarioCacheSize bounds the scenarios whose agents stay in memory once no
 // mission this orchestrator runs holds them: a mission started here holds
 // its world until its run ends (Prepare), so its steps never generate it
-// again however many missions start meanwhile, and the cache grows with the
-// missions in flight, not with the missions run. A default 20×15 m world's
-// three submaps weigh well under a megabyte.
+// again however many missions start meanwhile. A default 20×15 m world's
+// three submaps weigh about 110 KB, the largest (16 agents, 200×200 m)
+// about 830 KB.
 const scenarioCacheSize = 32
+
+// scenarioHeldBytes bounds the agents (proto bytes) of the worlds missions
+// hold: past it a mission starts without a hold, and its steps find its
+// world in the cache while it lasts. Held worlds are missions in flight,
+// which an outage can pile up (a step's retries, then compensation, can
+// last minutes); 64 MiB is several hundred default worlds.
+const scenarioHeldBytes = 64 << 20
 
 // scenarioAgents builds the agents of scenario missions from their seeds.
 // The saga record holds only the scenario, never the agents (they are large
@@ -30,10 +38,12 @@ const scenarioCacheSize = 32
 type scenarioAgents struct {
 	group singleflight.Group // one generation per scenario at a time
 
-	mu     sync.Mutex
-	byKey  map[string]*scenarioWorld
-	order  []string // insertion order, for eviction
-	pinned int      // entries of byKey with holds
+	mu        sync.Mutex
+	byKey     map[string]*scenarioWorld
+	order     []string // insertion order, for eviction
+	pinned    int      // entries of byKey with holds (every held entry is cached)
+	heldBytes int64    // the sizes of the held entries
+	heldLimit int64    // scenarioHeldBytes
 }
 
 // scenarioWorld is the agents of one scenario, whose submaps may still be
@@ -42,11 +52,14 @@ type scenarioWorld struct {
 	ready  chan struct{}
 	agents []*typesv1.Agent
 	err    error
-	holds  int // missions holding it (Prepare), under scenarioAgents.mu
+	// Under scenarioAgents.mu: missions holding it (Prepare), and the
+	// proto size of its agents once they are built.
+	holds int
+	size  int64
 }
 
 func newScenarioAgents() *scenarioAgents {
-	return &scenarioAgents{byKey: make(map[string]*scenarioWorld, scenarioCacheSize)}
+	return &scenarioAgents{byKey: make(map[string]*scenarioWorld, scenarioCacheSize), heldLimit: scenarioHeldBytes}
 }
 
 // worldConfig maps a normalized scenario onto the world generator's config.
@@ -65,8 +78,9 @@ func worldConfig(s *typesv1.Scenario) world.Config {
 // once the generator has accepted it (world.StartAgents): its error is the
 // generator refusing the scenario. The submaps are integrated in the
 // background, while the mission begins, and Agents waits for them. The
-// world stays cached until release is called (once: when the mission's run
-// ends).
+// world stays cached until release is called (when the mission's run ends;
+// a second call does nothing), unless the held worlds are at
+// scenarioHeldBytes already.
 func (c *scenarioAgents) Prepare(s *typesv1.Scenario) (release func(), err error) {
 	key := scenarioKey(s)
 	w, err := c.world(key, s)
@@ -75,26 +89,33 @@ func (c *scenarioAgents) Prepare(s *typesv1.Scenario) (release func(), err error
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.byKey[key] != w {
-		// Evicted between its generation and this hold (more than
-		// scenarioCacheSize others came and went): the steps generate it
-		// again.
+	if c.heldBytes >= c.heldLimit {
 		return func() {}, nil
+	}
+	switch cached, ok := c.byKey[key]; {
+	case !ok:
+		// Evicted since world returned it (more than scenarioCacheSize
+		// others came and went): cached again, to be held.
+		c.insert(key, w)
+	case cached != w:
+		w = cached // a second generation of the same world; hold the cached one
 	}
 	if w.holds++; w.holds == 1 {
 		c.pinned++
+		c.heldBytes += w.size
 	}
 	var once sync.Once
-	return func() { once.Do(func() { c.release(key, w) }) }, nil
+	return func() { once.Do(func() { c.release(w) }) }, nil
 }
 
-// release drops a hold on w, cached under key, and evicts what the cache
-// then holds beyond its size.
-func (c *scenarioAgents) release(key string, w *scenarioWorld) {
+// release drops a hold on w, and evicts what the cache then holds beyond
+// its size.
+func (c *scenarioAgents) release(w *scenarioWorld) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if w.holds--; w.holds == 0 && c.byKey[key] == w {
+	if w.holds--; w.holds == 0 {
 		c.pinned--
+		c.heldBytes -= w.size
 		c.evict()
 	}
 }
@@ -148,6 +169,15 @@ func (c *scenarioAgents) world(key string, s *typesv1.Scenario) (*scenarioWorld,
 			// sending them spares both services integrating the same scans
 			// again.
 			w.agents = slamproto.WorldAgents(built, slamproto.Submaps)
+			var size int64
+			for _, a := range w.agents {
+				size += int64(proto.Size(a))
+			}
+			c.mu.Lock()
+			if w.size = size; w.holds > 0 {
+				c.heldBytes += size
+			}
+			c.mu.Unlock()
 		}()
 		c.put(key, w)
 		return w, nil
@@ -166,9 +196,14 @@ func (c *scenarioAgents) put(key string, w *scenarioWorld) {
 	if _, ok := c.byKey[key]; ok {
 		return
 	}
+	c.insert(key, w)
+	c.evict()
+}
+
+// insert caches w under key, the newest entry; c.mu is held.
+func (c *scenarioAgents) insert(key string, w *scenarioWorld) {
 	c.byKey[key] = w
 	c.order = append(c.order, key)
-	c.evict()
 }
 
 // evict drops the oldest worlds no mission holds while more than

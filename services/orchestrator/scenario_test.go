@@ -125,7 +125,53 @@ func TestScenarioCacheKeepsWhatMissionsHold(t *testing.T) {
 		t.Fatalf("after releases: world 0 cached %v (no hold left), world 1 %v (one hold left)", cached(0), cached(1))
 	}
 	again()
-	if cached(1) || len(c.byKey) != scenarioCacheSize || c.pinned != 0 {
-		t.Fatalf("after the last release: world 1 cached %v, %d worlds, %d held", cached(1), len(c.byKey), c.pinned)
+	c.mu.Lock()
+	n, pinned, heldBytes := len(c.byKey), c.pinned, c.heldBytes
+	c.mu.Unlock()
+	if cached(1) || n != scenarioCacheSize || pinned != 0 || heldBytes != 0 {
+		t.Fatalf("after the last release: world 1 cached %v, %d worlds, %d held of %d bytes", cached(1), n, pinned, heldBytes)
 	}
+}
+
+// Held worlds are bounded in bytes: past the limit a mission starts without
+// a hold (its world stays cached only as long as the cache keeps it).
+func TestScenarioHoldsAreBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newScenarioAgents()
+	tiny := func(seed uint64) *typesv1.Scenario {
+		return &typesv1.Scenario{Seed: seed, Agents: 1, WidthM: 10, HeightM: 8, Kind: typesv1.ScenarioKind_SCENARIO_KIND_OFFICE}
+	}
+	first, err := c.Prepare(tiny(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Agents(ctx, tiny(1)); err != nil { // built: its size counts
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	size := c.heldBytes
+	c.heldLimit = size // the next hold would pass it
+	c.mu.Unlock()
+	if size <= 0 {
+		t.Fatalf("a held, built world weighs %d bytes", size)
+	}
+	second, err := c.Prepare(tiny(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	held2, pinned := c.byKey[scenarioKey(tiny(2))].holds, c.pinned
+	c.mu.Unlock()
+	if held2 != 0 || pinned != 1 {
+		t.Fatalf("past the limit: world 2 has %d holds, %d worlds held; want none and 1", held2, pinned)
+	}
+	second()
+	first()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pinned != 0 || c.heldBytes != 0 {
+		t.Fatalf("after the releases: %d held of %d bytes", c.pinned, c.heldBytes)
+	}
+
 }
