@@ -155,8 +155,8 @@ func (m *mission) revertMerge(ctx context.Context, x *saga.Exec) error {
 }
 
 // agents returns the mission's agents: given in the request, or rebuilt from
-// the scenario's seed (waiting for a world StartMission began, or a cancelled
-// step's ctx).
+// the scenario's seed, waiting (until ctx ends) for the submaps of a world
+// StartMission began.
 func (m *mission) agents(ctx context.Context, in *orchestratorv1.StartMissionRequest) ([]*typesv1.Agent, error) {
 	if in.GetScenario() == nil {
 		return in.GetAgents(), nil
