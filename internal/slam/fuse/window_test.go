@@ -23,25 +23,8 @@ func TestWarperWindowMatchesPerCellReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(10, 11))
 	thetas := []float64{0, math.Pi / 2, math.Pi, -math.Pi / 2, math.Pi/2 + 1e-9, math.Pi - 1e-9, 0.3, -2.1}
 	for c := range 400 {
-		dm := grid.Meta{
-			Resolution: []float64{0.05, 0.1, 0.07, 0.13}[r.IntN(4)],
-			Width:      1 + r.IntN(40), Height: 1 + r.IntN(40),
-			Origin: slam.Pose2D{X: r.Float64()*2 - 1, Y: r.Float64()*2 - 1},
-		}
-		sm := grid.Meta{
-			Resolution: []float64{0.05, 0.1, 0.03, 0.11}[r.IntN(4)],
-			Width:      1 + r.IntN(30), Height: 1 + r.IntN(30),
-			Origin: slam.Pose2D{X: r.Float64()*2 - 1, Y: r.Float64()*2 - 1},
-		}
-		src, err := grid.New(sm)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range src.LogOdds() {
-			if r.IntN(3) > 0 {
-				src.LogOdds()[i] = float32(r.IntN(9) - 4)
-			}
-		}
+		dm, src := randomWarpCase(t, r, func() float32 { return float32(r.IntN(9) - 4) })
+		sm := src.Meta()
 		pose := slam.Pose2D{X: r.Float64()*8 - 4, Y: r.Float64()*8 - 4, Theta: thetas[r.IntN(len(thetas))]}
 		if r.IntN(4) == 0 {
 			pose.Theta = r.Float64()*2*math.Pi - math.Pi
@@ -95,25 +78,8 @@ func TestWarperAddIsEachWithTheSum(t *testing.T) {
 	t.Parallel()
 	r := rand.New(rand.NewPCG(14, 15))
 	for c := range 400 {
-		dm := grid.Meta{
-			Resolution: []float64{0.05, 0.1, 0.07}[r.IntN(3)],
-			Width:      1 + r.IntN(40), Height: 1 + r.IntN(40),
-			Origin: slam.Pose2D{X: r.Float64()*2 - 1, Y: r.Float64()*2 - 1},
-		}
-		sm := grid.Meta{
-			Resolution: []float64{0.05, 0.1, 0.03}[r.IntN(3)],
-			Width:      1 + r.IntN(30), Height: 1 + r.IntN(30),
-			Origin: slam.Pose2D{X: r.Float64()*2 - 1, Y: r.Float64()*2 - 1},
-		}
-		src, err := grid.New(sm)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range src.LogOdds() {
-			if r.IntN(3) > 0 {
-				src.LogOdds()[i] = (r.Float32()*2 - 1) * grid.Clamp
-			}
-		}
+		dm, src := randomWarpCase(t, r, func() float32 { return (r.Float32()*2 - 1) * grid.Clamp })
+		sm := src.Meta()
 		pose := slam.Pose2D{X: r.Float64()*6 - 3, Y: r.Float64()*6 - 3, Theta: r.Float64()*2*math.Pi - math.Pi}
 		var w warper
 		w.init(dm, src, pose)
@@ -133,6 +99,33 @@ func TestWarperAddIsEachWithTheSum(t *testing.T) {
 			}
 		}
 	}
+}
+
+// randomWarpCase draws a destination geometry and a source grid of up to
+// 40×40 and 30×30 cells at assorted resolutions and origins, two thirds of
+// the source cells set by value.
+func randomWarpCase(t *testing.T, r *rand.Rand, value func() float32) (grid.Meta, *grid.Grid) {
+	t.Helper()
+	dm := grid.Meta{
+		Resolution: []float64{0.05, 0.1, 0.07, 0.13}[r.IntN(4)],
+		Width:      1 + r.IntN(40), Height: 1 + r.IntN(40),
+		Origin: slam.Pose2D{X: r.Float64()*2 - 1, Y: r.Float64()*2 - 1},
+	}
+	sm := grid.Meta{
+		Resolution: []float64{0.05, 0.1, 0.03, 0.11}[r.IntN(4)],
+		Width:      1 + r.IntN(30), Height: 1 + r.IntN(30),
+		Origin: slam.Pose2D{X: r.Float64()*2 - 1, Y: r.Float64()*2 - 1},
+	}
+	src, err := grid.New(sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range src.LogOdds() {
+		if r.IntN(3) > 0 {
+			src.LogOdds()[i] = value()
+		}
+	}
+	return dm, src
 }
 
 // nearEdge reports whether the source cell coordinate f is within 1e-6 of
