@@ -580,9 +580,14 @@ func accumulate(field []float32, w, h int, res float64, origin [2]float64, pts [
 		if i0 > i1 || j0 > j1 {
 			continue
 		}
+		if n == fineN && i0 == -n && i1 == n && j0 == -n && j1 == n {
+			addBlock7(field[(by-n)*w+bx-n:], w, (*[fineSide * fineSide]float32)(out))
+			continue
+		}
 		for j := j0; j <= j1; j++ {
 			row := field[(by+j)*w+bx+i0 : (by+j)*w+bx+i1+1]
 			acc := out[(j+n)*side+n+i0 : (j+n)*side+n+i1+1]
+			acc = acc[:len(row)]
 			for t, v := range row {
 				acc[t] += v
 			}
@@ -590,12 +595,35 @@ func accumulate(field []float32, w, h int, res float64, origin [2]float64, pts [
 	}
 }
 
+// addBlock7 adds the 7×7 block of field whose first row starts at field[0],
+// rows w apart, to out, row by row. Fixed sizes let the compiler drop the
+// bounds checks and unroll the rows: the fine search spends most of its
+// time here, and nearly every point's block lies inside the field.
+func addBlock7(field []float32, w int, out *[fineSide * fineSide]float32) {
+	for j := range fineSide {
+		row := (*[fineSide]float32)(field[j*w : j*w+fineSide])
+		acc := (*[fineSide]float32)(out[j*fineSide : j*fineSide+fineSide])
+		acc[0] += row[0]
+		acc[1] += row[1]
+		acc[2] += row[2]
+		acc[3] += row[3]
+		acc[4] += row[4]
+		acc[5] += row[5]
+		acc[6] += row[6]
+	}
+}
+
+// fineN is the fine search's reach in cells, and fineSide its box's side.
+const (
+	fineN    = 3
+	fineSide = 2*fineN + 1
+)
+
 // fineSearch refines a coarse peak on the fine field: ±3 cells in x and y
 // and ±3 fine rotation steps (a quarter of the coarse step), re-centred when
 // the maximum sits on the border of that box.
 func (r *Reference) fineSearch(pts []point, start slam.Pose2D, coarseStep float64) peak {
-	const n, nRot = 3, 3
-	side := 2*n + 1
+	const n, nRot, side = fineN, 3, fineSide
 	dTheta := coarseStep / 4
 	origin := [2]float64{r.meta.Origin.X, r.meta.Origin.Y}
 	scores := make([]float32, side*side)
