@@ -64,6 +64,9 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 	if n := int64(len(win.v)); n > 0 && n <= m.keep {
 		m.keep -= n
 		m.windows[k] = win
+		if int64(cap(m.scratch)) >= n {
+			m.scratch = nil // the window was warped into it and is the window now
+		}
 	} else if n > 0 {
 		m.scratch = win.v // not kept: the next input may reuse it
 	}

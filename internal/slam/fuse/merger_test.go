@@ -185,3 +185,38 @@ func BenchmarkMergeStep(b *testing.B) {
 		}
 	})
 }
+
+// TestMergerKeepsWindowsApart: past the window budget an input's window
+// goes to the scratch buffer, and a later, smaller window that is kept may
+// be warped into that buffer; the next input not kept must then not write
+// over it. Seeds 3 and 5 with five or more agents go through that sequence
+// (the layer differed from Contributors' when the kept window stayed the
+// scratch buffer).
+func TestMergerKeepsWindowsApart(t *testing.T) {
+	t.Parallel()
+	for _, seed := range []uint64{3, 5} {
+		for _, agents := range []int{5, 8} {
+			base, in := truthInputs(t, world.Config{Seed: seed, Agents: agents})
+			m := fuse.NewMerger(base, fuse.Options{})
+			for _, x := range in {
+				if _, err := m.Add(x); err != nil {
+					t.Fatalf("seed %d, %d agents: %v", seed, agents, err)
+				}
+			}
+			if kept, rewarped := fuse.KeptWindows(m); kept == 0 || rewarped == 0 {
+				t.Fatalf("seed %d, %d agents: %d windows kept and %d inputs warped again; the case needs both", seed, agents, kept, rewarped)
+			}
+			got, err := m.Contributors()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := fuse.Contributors(m.Grid(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("seed %d, %d agents: the Merger's contributor layer differs from Contributors'", seed, agents)
+			}
+		}
+	}
+}
