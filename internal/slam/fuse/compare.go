@@ -1,6 +1,10 @@
 package fuse
 
-import "github.com/slammesh/slammesh/internal/slam/grid"
+import (
+	"sync"
+
+	"github.com/slammesh/slammesh/internal/slam/grid"
+)
 
 // window is an input warped into a map's frame: bw×bh cells row-major from
 // map cell (x0, y0), the input's bounding box; 0 where no known input cell
@@ -10,9 +14,36 @@ type window struct {
 	v              []float32
 }
 
+// buffers are the per-cell working memory of compareAndAdd and of a
+// contributor layer, taken from bufferPool for one call and put back:
+// allocated afresh for each input they were two thirds of an office
+// merge's allocations, and the runtime's work for them (fresh pages to
+// fault in and clear, the collections they set off) cost more than the
+// comparison itself.
+type buffers struct {
+	votes, disagree []int32   // per window cell: 1 where it voted, disagreed
+	occ, tmp, band  []bool    // structureBand's stages and result
+	sv, sd          []int32   // summed-area tables of votes and disagree
+	best            []float32 // the attribution's, per map cell
+}
+
+// bufferPool holds the buffers between calls, of one merge and the next.
+// They stay as large as the largest window (or map) they served, memory a
+// merge allocated anyway; an idle service's are dropped by the collector.
+var bufferPool = sync.Pool{New: func() any { return new(buffers) }}
+
+// resize returns s with length n, on s's array when it is large enough;
+// the contents are left as they are.
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
 // compareAndAdd warps in into a window over out's covered box (in scratch
-// when it is large enough), counts agreement against out, then adds it, and
-// returns the window. Counting happens before adding so an input is never
+// when it is large enough), counts agreement against out in buf's memory,
+// then adds it, and returns the window. Counting happens before adding so an input is never
 // compared with itself.
 //
 // A shared cell is one where both grids are confident (|l| >= Confidence).
@@ -20,7 +51,7 @@ type window struct {
 // is forgiven when the grid saying free has an occupied cell within one cell
 // of it: that is a wall seen half a cell apart, not a contradiction, and
 // counting it would make consistency measure sensor noise instead of change.
-func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (AgentReport, window) {
+func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, buf *buffers) (AgentReport, window) {
 	ar := AgentReport{Agent: in.Agent, Consistency: 1}
 	var w warper
 	m := out.Meta()
@@ -30,10 +61,7 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 	}
 	bw, bh := w.x1-w.x0+1, w.y1-w.y0+1
 	n := bw * bh
-	if cap(scratch) < n {
-		scratch = make([]float32, n)
-	}
-	scratch = scratch[:n]
+	scratch = resize(scratch, n)
 	clear(scratch)
 	w.window(scratch)
 	win := window{x0: w.x0, y0: w.y0, bw: bw, bh: bh, v: scratch}
@@ -46,7 +74,7 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 		addWindow(cells, m.Width, scratch, &w)
 		return ar, win
 	}
-	band := structureBand(cells, m.Width, scratch, w.x0, w.y0, bw, bh, conf, opts.Band)
+	band := buf.structureBand(cells, m.Width, scratch, w.x0, w.y0, bw, bh, conf, opts.Band)
 	// freeAround: the grid is confidently free in the whole 3×3
 	// neighbourhood of (x, y).
 	freeAround := func(get func(x, y int) float32, x, y int) bool {
@@ -61,8 +89,10 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 	}
 	// Per cell of the window: 1 where it voted, 1 where it disagreed
 	// (the per-region test's input).
-	votes := make([]int32, n)
-	disagree := make([]int32, n)
+	buf.votes, buf.disagree = resize(buf.votes, n), resize(buf.disagree, n)
+	votes, disagree := buf.votes, buf.disagree
+	clear(votes)
+	clear(disagree)
 	getOut := func(x, y int) float32 { return out.At(x, y) }
 	getIn := func(x, y int) float32 {
 		if x < w.x0 || y < w.y0 || x > w.x1 || y > w.y1 {
@@ -96,7 +126,7 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32) (A
 	if shared := ar.Agreement + ar.Disagreement; shared >= opts.MinOverlapCells {
 		ar.Judged = true
 		ar.Consistency = float64(ar.Agreement) / float64(shared)
-		ar.ContradictedCells, ar.ContradictedRegions = contradicted(votes, disagree, bw, bh)
+		ar.ContradictedCells, ar.ContradictedRegions = buf.contradicted(bw, bh)
 		ar.ChangedShare = float64(ar.ContradictedCells) / float64(shared)
 	}
 	return ar, win
@@ -154,14 +184,17 @@ const (
 )
 
 // contradicted returns the number of disagreeing cells of a bw×bh window
-// (votes and disagree: 1 per cell that voted, that disagreed) whose
+// (b.votes and b.disagree: 1 per cell that voted, that disagreed) whose
 // centred region is contradicted (see regionCells), and how many fixed
 // regionCells tiles of the window hold at least one of them (what the
 // merge service's message reports as contradicted 1 m regions). Region
 // sums come from summed-area tables, so the cost is linear in the window.
-func contradicted(votes, disagree []int32, bw, bh int) (cells, regions int) {
-	sv := summedArea(votes, bw, bh)
-	sd := summedArea(disagree, bw, bh)
+func (b *buffers) contradicted(bw, bh int) (cells, regions int) {
+	disagree := b.disagree
+	b.sv, b.sd = resize(b.sv, (bw+1)*(bh+1)), resize(b.sd, (bw+1)*(bh+1))
+	sv, sd := b.sv, b.sd
+	summedArea(sv, b.votes, bw, bh)
+	summedArea(sd, disagree, bw, bh)
 	stride := bw + 1
 	sum := func(t []int32, x0, y0, x1, y1 int) int32 { // [x0, x1) × [y0, y1), clipped
 		x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, bw), min(y1, bh)
@@ -190,26 +223,29 @@ func contradicted(votes, disagree []int32, bw, bh int) (cells, regions int) {
 	return cells, regions
 }
 
-// summedArea returns the summed-area table of a (bw×bh): entry
-// (y·(bw+1) + x) is the sum of a over [0, x) × [0, y).
-func summedArea(a []int32, bw, bh int) []int32 {
+// summedArea writes into t, (bw+1)×(bh+1), the summed-area table of a
+// (bw×bh): entry (y·(bw+1) + x) is the sum of a over [0, x) × [0, y).
+func summedArea(t, a []int32, bw, bh int) {
 	stride := bw + 1
-	t := make([]int32, stride*(bh+1))
+	clear(t[:stride])
 	for y := range bh {
 		var row int32
+		t[(y+1)*stride] = 0
 		for x := range bw {
 			row += a[y*bw+x]
 			t[(y+1)*stride+x+1] = t[y*stride+x+1] + row
 		}
 	}
-	return t
 }
 
 // structureBand marks the cells of the window (x0, y0, bw×bh) of a grid of
 // width mw that lie within band cells (Chebyshev) of a confidently occupied
-// cell of either the map (cells) or the warped input (win).
-func structureBand(cells []float32, mw int, win []float32, x0, y0, bw, bh int, conf float32, band int) []bool {
-	occ := make([]bool, bw*bh)
+// cell of either the map (cells) or the warped input (win), in b's memory
+// (every cell of the result is written).
+func (b *buffers) structureBand(cells []float32, mw int, win []float32, x0, y0, bw, bh int, conf float32, band int) []bool {
+	n := bw * bh
+	b.occ, b.tmp, b.band = resize(b.occ, n), resize(b.tmp, n), resize(b.band, n)
+	occ, tmp, out := b.occ, b.tmp, b.band
 	for y := range bh {
 		row := cells[(y+y0)*mw+x0 : (y+y0)*mw+x0+bw]
 		for x := range bw {
@@ -217,7 +253,6 @@ func structureBand(cells []float32, mw int, win []float32, x0, y0, bw, bh int, c
 		}
 	}
 	// Separable dilation: rows, then columns.
-	tmp := make([]bool, bw*bh)
 	for y := range bh {
 		last := -band - 1 // x of the last occupied cell seen from the left
 		for x := range bw {
@@ -236,7 +271,6 @@ func structureBand(cells []float32, mw int, win []float32, x0, y0, bw, bh int, c
 			}
 		}
 	}
-	out := make([]bool, bw*bh)
 	for x := range bw {
 		last := -band - 1
 		for y := range bh {

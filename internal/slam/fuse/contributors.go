@@ -35,12 +35,14 @@ const NoContributor uint8 = 0
 //
 // inputs must be the ones Merge fused (same submaps and poses, so the same
 // cells are covered); more than MaxContributors, a nil submap or an invalid
-// pose is slam.ErrInvalidArgument. It allocates 5 bytes per cell of merged.
+// pose is slam.ErrInvalidArgument. It allocates a byte per cell of merged,
+// and 4 more for its working memory when bufferPool has none that large.
 func Contributors(merged *grid.Grid, inputs []Input) ([]uint8, error) {
 	if len(inputs) > MaxContributors {
 		return nil, fmt.Errorf("%w: %d inputs, a contributor layer names at most %d", slam.ErrInvalidArgument, len(inputs), MaxContributors)
 	}
 	a := newAttribution(merged)
+	defer a.release()
 	for k, in := range inputs {
 		if in.Submap == nil {
 			return nil, fmt.Errorf("%w: input %d has no submap", slam.ErrInvalidArgument, k)
@@ -58,13 +60,25 @@ type attribution struct {
 	fused []float32 // the merged map's log-odds
 	layer []uint8
 	// best is the winning input's evidence so far, signed towards the fused
-	// value: only positive values (agreeing evidence) ever win.
+	// value: only positive values (agreeing evidence) ever win. It is
+	// buf's, until release.
 	best []float32
+	buf  *buffers
 }
 
 func newAttribution(merged *grid.Grid) *attribution {
 	fused := merged.LogOdds()
-	return &attribution{fused: fused, layer: make([]uint8, len(fused)), best: make([]float32, len(fused))}
+	buf := bufferPool.Get().(*buffers)
+	buf.best = resize(buf.best, len(fused))
+	clear(buf.best)
+	return &attribution{fused: fused, layer: make([]uint8, len(fused)), best: buf.best, buf: buf}
+}
+
+// release puts the working memory back into bufferPool; a must not vote
+// after it.
+func (a *attribution) release() {
+	bufferPool.Put(a.buf)
+	a.best, a.buf = nil, nil
 }
 
 // vote weighs input id's evidence v at cell i.

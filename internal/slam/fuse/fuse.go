@@ -308,6 +308,6 @@ func Consistency(g *grid.Grid, submap *grid.Grid, pose slam.Pose2D, opts Options
 	}
 	opts = opts.withDefaults()
 	tmp := g.Clone()
-	ar, _ := compareAndAdd(tmp, Input{Submap: submap, Pose: pose}, opts, nil)
+	ar, _ := compareAndAdd(tmp, Input{Submap: submap, Pose: pose}, opts, nil, new(buffers))
 	return ar, nil
 }

@@ -60,7 +60,9 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 	if err := in.Pose.Validate(); err != nil {
 		return AgentReport{}, fmt.Errorf("input %d (agent %d): %w", k, in.Agent, err)
 	}
-	ar, win := compareAndAdd(m.out, in, m.opts, m.scratch)
+	buf := bufferPool.Get().(*buffers)
+	ar, win := compareAndAdd(m.out, in, m.opts, m.scratch, buf)
+	bufferPool.Put(buf)
 	if n := int64(len(win.v)); n > 0 && n <= m.keep {
 		m.keep -= n
 		m.windows[k] = win
@@ -89,6 +91,7 @@ func (m *Merger) Contributors() ([]uint8, error) {
 		return nil, fmt.Errorf("%w: %d inputs, a contributor layer names at most %d", slam.ErrInvalidArgument, len(m.inputs), MaxContributors)
 	}
 	a := newAttribution(m.out)
+	defer a.release()
 	meta := m.out.Meta()
 	for k, in := range m.inputs {
 		if in.Submap == nil || in.Pose.Validate() != nil {

@@ -220,3 +220,64 @@ func TestMergerKeepsWindowsApart(t *testing.T) {
 		}
 	}
 }
+
+// TestMergerBuffersLeaveNoTrace: the working memory a Merger takes from
+// its pool was last used by another merge, of larger or smaller windows.
+// Over office and changed worlds merged in turn (so each merge finds the
+// last one's buffers), each Add reports what Consistency, on fresh memory,
+// measures for the input against the map so far, and the contributor
+// layer is the one the same merge gives when merged again after all the
+// others.
+func TestMergerBuffersLeaveNoTrace(t *testing.T) {
+	type merge struct {
+		base *grid.Grid
+		in   []fuse.Input
+	}
+	var merges []merge
+	for seed := uint64(1); seed <= 8; seed++ {
+		cfg := world.Config{Seed: seed, Agents: 2 + int(seed%3)}
+		if seed%2 == 0 {
+			cfg.Kind = world.ChangedWorld
+		}
+		base, in := truthInputs(t, cfg)
+		merges = append(merges, merge{base, in})
+	}
+	judged := 0
+	run := func(mg merge) []uint8 {
+		m := fuse.NewMerger(mg.base, fuse.Options{})
+		for _, x := range mg.in {
+			want, err := fuse.Consistency(m.Grid(), x.Submap, x.Pose, fuse.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want.Agent = x.Agent
+			got, err := m.Add(x)
+			if err != nil && !errors.Is(err, slam.ErrInconsistent) {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("input %d: Add reports %+v, Consistency %+v", x.Agent, got, want)
+			}
+			if got.Judged {
+				judged++
+			}
+		}
+		layer, err := m.Contributors()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return layer
+	}
+	first := make([][]uint8, len(merges))
+	for i, mg := range merges {
+		first[i] = run(mg)
+	}
+	for i := len(merges) - 1; i >= 0; i-- {
+		if !slices.Equal(run(merges[i]), first[i]) {
+			t.Errorf("merge %d: the contributor layer differs from the same merge's before", i)
+		}
+	}
+	if judged == 0 {
+		t.Error("no input was judged: the comparison's buffers were never used")
+	}
+}

@@ -143,6 +143,7 @@ func TestStructureBandMatchesDefinition(t *testing.T) {
 	t.Parallel()
 	r := rand.New(rand.NewPCG(12, 13))
 	const conf = 1
+	var b buffers // reused, as bufferPool's are
 	for c := range 300 {
 		mw, mh := 1+r.IntN(30), 1+r.IntN(30)
 		bw, bh := 1+r.IntN(mw), 1+r.IntN(mh)
@@ -160,7 +161,7 @@ func TestStructureBandMatchesDefinition(t *testing.T) {
 				}
 			}
 		}
-		got := structureBand(cells, mw, win, x0, y0, bw, bh, conf, band)
+		got := b.structureBand(cells, mw, win, x0, y0, bw, bh, conf, band)
 		occupied := func(x, y int) bool {
 			return cells[(y+y0)*mw+x+x0] >= conf || win[y*bw+x] >= conf
 		}
