@@ -21,10 +21,14 @@ type window struct {
 // fault in and clear, the collections they set off) cost more than the
 // comparison itself.
 type buffers struct {
-	votes, disagree []int32   // per window cell: 1 where it voted, disagreed
-	occ, tmp, band  []bool    // structureBand's stages and result
-	sv, sd          []int32   // summed-area tables of votes and disagree
-	best            []float32 // the attribution's, per map cell
+	// so, sv and sd are summed-area tables over the window being compared
+	// ((bw+1)×(bh+1), see boxSum): of its structure, of the
+	// cells that voted and of those that disagreed.
+	so, sv, sd []int32
+	// against holds the window indices of the disagreeing cells, in
+	// row-major order.
+	against []int32
+	best    []float32 // the attribution's, per map cell
 }
 
 // bufferPool holds the buffers between calls, of one merge and the next.
@@ -43,8 +47,10 @@ func resize[T any](s []T, n int) []T {
 
 // compareAndAdd warps in into a window over out's covered box (in scratch
 // when it is large enough), counts agreement against out in buf's memory,
-// then adds it, and returns the window. Counting happens before adding so an input is never
-// compared with itself.
+// then adds it, and returns the window. Counting happens before adding so
+// an input is never compared with itself. It reads the window twice: once
+// for the structure's summed-area table, once for the vote, which builds
+// the per-region test's tables as it goes.
 //
 // A shared cell is one where both grids are confident (|l| >= Confidence).
 // It agrees when both say occupied or both say free. An occupied/free clash
@@ -74,7 +80,9 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, bu
 		addWindow(cells, m.Width, scratch, &w)
 		return ar, win
 	}
-	band := buf.structureBand(cells, m.Width, scratch, w.x0, w.y0, bw, bh, conf, opts.Band)
+	stride := bw + 1
+	buf.so = resize(buf.so, stride*(bh+1))
+	structureTable(buf.so, cells, m.Width, scratch, w.x0, w.y0, bw, bh, conf)
 	// freeAround: the grid is confidently free in the whole 3×3
 	// neighbourhood of (x, y).
 	freeAround := func(get func(x, y int) float32, x, y int) bool {
@@ -87,12 +95,6 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, bu
 		}
 		return true
 	}
-	// Per cell of the window: 1 where it voted, 1 where it disagreed
-	// (the per-region test's input).
-	buf.votes, buf.disagree = resize(buf.votes, n), resize(buf.disagree, n)
-	votes, disagree := buf.votes, buf.disagree
-	clear(votes)
-	clear(disagree)
 	getOut := func(x, y int) float32 { return out.At(x, y) }
 	getIn := func(x, y int) float32 {
 		if x < w.x0 || y < w.y0 || x > w.x1 || y > w.y1 {
@@ -100,26 +102,42 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, bu
 		}
 		return scratch[(y-w.y0)*bw+(x-w.x0)]
 	}
-	for y := w.y0; y <= w.y1; y++ {
-		for x := w.x0; x <= w.x1; x++ {
-			b := scratch[(y-w.y0)*bw+(x-w.x0)]
-			a := cells[y*m.Width+x]
-			if (a < conf && a > -conf) || (b < conf && b > -conf) || !band[(y-w.y0)*bw+(x-w.x0)] {
-				continue
+	// The vote, with the summed-area tables of the cells that voted and
+	// disagreed (the per-region test's input) built row by row as it goes.
+	buf.sv, buf.sd = resize(buf.sv, stride*(bh+1)), resize(buf.sd, stride*(bh+1))
+	sv, sd := buf.sv, buf.sd
+	clear(sv[:stride])
+	clear(sd[:stride])
+	buf.against = buf.against[:0]
+	band := opts.Band
+	for y := range bh {
+		mapRow := cells[(y+w.y0)*m.Width+w.x0 : (y+w.y0)*m.Width+w.x1+1]
+		winRow := scratch[y*bw : (y+1)*bw]
+		above, row := sv[y*stride:(y+1)*stride], sv[(y+1)*stride:(y+2)*stride]
+		aboveD, rowD := sd[y*stride:(y+1)*stride], sd[(y+1)*stride:(y+2)*stride]
+		row[0], rowD[0] = 0, 0
+		var votes, against int32
+		for x, a := range mapRow {
+			b := winRow[x]
+			if (a >= conf || a <= -conf) && (b >= conf || b <= -conf) &&
+				boxSum(buf.so, bw, bh, x-band, y-band, x+band+1, y+band+1) > 0 {
+				votes++
+				mx, my := x+w.x0, y+w.y0
+				switch {
+				case (a > 0) == (b > 0):
+					ar.Agreement++
+				case a < 0 && !freeAround(getOut, mx, my): // the map's free cell borders a wall or the unseen
+					ar.Agreement++
+				case b < 0 && !freeAround(getIn, mx, my):
+					ar.Agreement++
+				default:
+					ar.Disagreement++
+					against++
+					buf.against = append(buf.against, int32(y*bw+x))
+				}
 			}
-			i := (y-w.y0)*bw + (x - w.x0)
-			votes[i] = 1
-			switch {
-			case (a > 0) == (b > 0):
-				ar.Agreement++
-			case a < 0 && !freeAround(getOut, x, y): // the map's free cell borders a wall or the unseen
-				ar.Agreement++
-			case b < 0 && !freeAround(getIn, x, y):
-				ar.Agreement++
-			default:
-				ar.Disagreement++
-				disagree[i] = 1
-			}
+			row[x+1] = above[x+1] + votes
+			rowD[x+1] = aboveD[x+1] + against
 		}
 	}
 	addWindow(cells, m.Width, scratch, &w)
@@ -184,110 +202,62 @@ const (
 )
 
 // contradicted returns the number of disagreeing cells of a bw×bh window
-// (b.votes and b.disagree: 1 per cell that voted, that disagreed) whose
-// centred region is contradicted (see regionCells), and how many fixed
-// regionCells tiles of the window hold at least one of them (what the
-// merge service's message reports as contradicted 1 m regions). Region
-// sums come from summed-area tables, so the cost is linear in the window.
+// (b.against, with b.sv and b.sd the summed-area tables of the cells that
+// voted and disagreed) whose centred region is contradicted (see
+// regionCells), and how many fixed regionCells tiles of the window hold at
+// least one of them (what the merge service's message reports as
+// contradicted 1 m regions). Region sums come from the tables, so the cost
+// is linear in the window.
 func (b *buffers) contradicted(bw, bh int) (cells, regions int) {
-	disagree := b.disagree
-	b.sv, b.sd = resize(b.sv, (bw+1)*(bh+1)), resize(b.sd, (bw+1)*(bh+1))
-	sv, sd := b.sv, b.sd
-	summedArea(sv, b.votes, bw, bh)
-	summedArea(sd, disagree, bw, bh)
-	stride := bw + 1
-	sum := func(t []int32, x0, y0, x1, y1 int) int32 { // [x0, x1) × [y0, y1), clipped
-		x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, bw), min(y1, bh)
-		return t[y1*stride+x1] - t[y0*stride+x1] - t[y1*stride+x0] + t[y0*stride+x0]
-	}
 	half := regionCells / 2
 	tw := (bw + regionCells - 1) / regionCells
 	tiles := make([]bool, tw*((bh+regionCells-1)/regionCells))
-	for y := range bh {
-		for x := range bw {
-			if disagree[y*bw+x] == 0 {
-				continue
-			}
-			v := sum(sv, x-half, y-half, x+half, y+half)
-			d := sum(sd, x-half, y-half, x+half, y+half)
-			if v < minRegionVotes || float64(d) < contradictedRegion*float64(v) {
-				continue
-			}
-			cells++
-			if t := (y/regionCells)*tw + x/regionCells; !tiles[t] {
-				tiles[t] = true
-				regions++
-			}
+	for _, i := range b.against {
+		x, y := int(i)%bw, int(i)/bw
+		v := boxSum(b.sv, bw, bh, x-half, y-half, x+half, y+half)
+		d := boxSum(b.sd, bw, bh, x-half, y-half, x+half, y+half)
+		if v < minRegionVotes || float64(d) < contradictedRegion*float64(v) {
+			continue
+		}
+		cells++
+		if t := (y/regionCells)*tw + x/regionCells; !tiles[t] {
+			tiles[t] = true
+			regions++
 		}
 	}
 	return cells, regions
 }
 
-// summedArea writes into t, (bw+1)×(bh+1), the summed-area table of a
-// (bw×bh): entry (y·(bw+1) + x) is the sum of a over [0, x) × [0, y).
-func summedArea(t, a []int32, bw, bh int) {
+// boxSum is the sum over [x0, x1) × [y0, y1), clipped to the bw×bh array
+// whose summed-area table is t: entry (y·(bw+1) + x) holds the sum over
+// [0, x) × [0, y).
+func boxSum(t []int32, bw, bh, x0, y0, x1, y1 int) int32 {
+	x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, bw), min(y1, bh)
+	stride := bw + 1
+	return t[y1*stride+x1] - t[y0*stride+x1] - t[y1*stride+x0] + t[y0*stride+x0]
+}
+
+// structureTable writes into t, (bw+1)×(bh+1), the summed-area table of
+// the structure of the window (x0, y0, bw×bh) of a grid of width mw: the
+// cells where the map (cells) or the warped input (win) is confidently
+// occupied. A cell lies in the structure band, within band cells
+// (Chebyshev) of structure inside the window, when its (2·band+1)² box
+// sums above zero (boxSum): one table and a lookup per voting cell instead
+// of dilating the whole window.
+func structureTable(t []int32, cells []float32, mw int, win []float32, x0, y0, bw, bh int, conf float32) {
 	stride := bw + 1
 	clear(t[:stride])
 	for y := range bh {
-		var row int32
-		t[(y+1)*stride] = 0
-		for x := range bw {
-			row += a[y*bw+x]
-			t[(y+1)*stride+x+1] = t[y*stride+x+1] + row
+		mapRow := cells[(y+y0)*mw+x0 : (y+y0)*mw+x0+bw]
+		winRow := win[y*bw : (y+1)*bw]
+		above, row := t[y*stride:(y+1)*stride], t[(y+1)*stride:(y+2)*stride]
+		row[0] = 0
+		var sum int32
+		for x, a := range mapRow {
+			if a >= conf || winRow[x] >= conf {
+				sum++
+			}
+			row[x+1] = above[x+1] + sum
 		}
 	}
-}
-
-// structureBand marks the cells of the window (x0, y0, bw×bh) of a grid of
-// width mw that lie within band cells (Chebyshev) of a confidently occupied
-// cell of either the map (cells) or the warped input (win), in b's memory
-// (every cell of the result is written).
-func (b *buffers) structureBand(cells []float32, mw int, win []float32, x0, y0, bw, bh int, conf float32, band int) []bool {
-	n := bw * bh
-	b.occ, b.tmp, b.band = resize(b.occ, n), resize(b.tmp, n), resize(b.band, n)
-	occ, tmp, out := b.occ, b.tmp, b.band
-	for y := range bh {
-		row := cells[(y+y0)*mw+x0 : (y+y0)*mw+x0+bw]
-		for x := range bw {
-			occ[y*bw+x] = row[x] >= conf || win[y*bw+x] >= conf
-		}
-	}
-	// Separable dilation: rows, then columns.
-	for y := range bh {
-		last := -band - 1 // x of the last occupied cell seen from the left
-		for x := range bw {
-			if occ[y*bw+x] {
-				last = x
-			}
-			tmp[y*bw+x] = x-last <= band
-		}
-		last = bw + band + 1
-		for x := bw - 1; x >= 0; x-- {
-			if occ[y*bw+x] {
-				last = x
-			}
-			if last-x <= band {
-				tmp[y*bw+x] = true
-			}
-		}
-	}
-	for x := range bw {
-		last := -band - 1
-		for y := range bh {
-			if tmp[y*bw+x] {
-				last = y
-			}
-			out[y*bw+x] = y-last <= band
-		}
-		last = bh + band + 1
-		for y := bh - 1; y >= 0; y-- {
-			if tmp[y*bw+x] {
-				last = y
-			}
-			if last-y <= band {
-				out[y*bw+x] = true
-			}
-		}
-	}
-	return out
 }
