@@ -254,20 +254,54 @@ func (g *Grid) traceRay(x0, y0, x1, y1 float64, hit bool) bool {
 	i, end := iy0*stride+ix0, iy1*stride+ix1
 	rowStep := syStep * stride
 	err := adx - ady
-	for i != end {
-		if v := cells[i] + LogOddsMiss; v > -Clamp {
-			cells[i] = v
-		} else {
-			cells[i] = -Clamp
-		}
-		e2 := 2 * err
-		if e2 > -ady {
+	switch {
+	case adx > ady:
+		// Every step moves along x (2·err stays above -ady), so only the
+		// step in y is a choice: one unpredictable branch per cell, not two.
+		for i != end {
+			if v := cells[i] + LogOddsMiss; v > -Clamp {
+				cells[i] = v
+			} else {
+				cells[i] = -Clamp
+			}
+			if 2*err < adx {
+				err += adx
+				i += rowStep
+			}
 			err -= ady
 			i += sxStep
 		}
-		if e2 < adx {
+	case ady > adx:
+		// Likewise every step moves along y (2·err stays below adx).
+		for i != end {
+			if v := cells[i] + LogOddsMiss; v > -Clamp {
+				cells[i] = v
+			} else {
+				cells[i] = -Clamp
+			}
+			if 2*err > -ady {
+				err -= ady
+				i += sxStep
+			}
 			err += adx
 			i += rowStep
+		}
+	default:
+		for i != end {
+			if v := cells[i] + LogOddsMiss; v > -Clamp {
+				cells[i] = v
+			} else {
+				cells[i] = -Clamp
+			}
+			e2 := 2 * err
+			if e2 > -ady {
+				err -= ady
+				i += sxStep
+			}
+			if e2 < adx {
+				err += adx
+				i += rowStep
+			}
 		}
 	}
 	if markEnd {
