@@ -109,7 +109,10 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, bu
 	clear(sv[:stride])
 	clear(sd[:stride])
 	buf.against = buf.against[:0]
-	band := opts.Band
+	// A band past the window's size is the whole window (and a box edge
+	// computed from it must not overflow); a negative band holds no cell,
+	// so nothing votes.
+	band := min(opts.Band, max(bw, bh))
 	for y := range bh {
 		mapRow := cells[(y+w.y0)*m.Width+w.x0 : (y+w.y0)*m.Width+w.x1+1]
 		winRow := scratch[y*bw : (y+1)*bw]
@@ -119,7 +122,7 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, bu
 		var votes, against int32
 		for x, a := range mapRow {
 			b := winRow[x]
-			if (a >= conf || a <= -conf) && (b >= conf || b <= -conf) &&
+			if !(a < conf && a > -conf) && !(b < conf && b > -conf) && band >= 0 &&
 				boxSum(buf.so, bw, bh, x-band, y-band, x+band+1, y+band+1) > 0 {
 				votes++
 				mx, my := x+w.x0, y+w.y0

@@ -183,3 +183,32 @@ func TestStructureBandMatchesDefinition(t *testing.T) {
 		}
 	}
 }
+
+// TestCompareOddBands: a negative band holds no cell, so nothing votes and
+// the input is not judged; a band as wide as an int holds the whole window
+// (its box's edges must not overflow). Both on an identical 3×3 map and
+// submap, where a band of 1 judges every cell in agreement.
+func TestCompareOddBands(t *testing.T) {
+	t.Parallel()
+	meta := grid.Meta{Resolution: 1, Width: 3, Height: 3}
+	g, err := grid.New(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range g.LogOdds() {
+		g.LogOdds()[i] = 5
+	}
+	for _, tt := range []struct {
+		band   int
+		judged bool
+		agree  int
+	}{{-1, false, 0}, {-2, false, 0}, {math.MinInt, false, 0}, {1, true, 9}, {math.MaxInt - 1, true, 9}, {math.MaxInt, true, 9}} {
+		r, err := Consistency(g, g, slam.Pose2D{}, Options{Band: tt.band, MinOverlapCells: 1})
+		if err != nil {
+			t.Fatalf("band %d: %v", tt.band, err)
+		}
+		if r.Judged != tt.judged || r.Agreement != tt.agree || r.Disagreement != 0 {
+			t.Errorf("band %d: judged %v, %d agree, %d disagree; want judged %v, %d agree", tt.band, r.Judged, r.Agreement, r.Disagreement, tt.judged, tt.agree)
+		}
+	}
+}
