@@ -59,8 +59,8 @@ func (r Rect) Distance(x, y float64) float64 {
 	s, c := math.Sincos(r.Angle)
 	dx, dy := x-r.CX, y-r.CY
 	lx, ly := c*dx+s*dy, -s*dx+c*dy
-	ex := math.Max(math.Abs(lx)-r.HalfW, 0)
-	ey := math.Max(math.Abs(ly)-r.HalfH, 0)
+	ex := max(math.Abs(lx)-r.HalfW, 0)
+	ey := max(math.Abs(ly)-r.HalfH, 0)
 	return math.Hypot(ex, ey)
 }
 
@@ -69,8 +69,8 @@ func (r Rect) bounds() (x0, y0, x1, y1 float64) {
 	x0, y0 = math.Inf(1), math.Inf(1)
 	x1, y1 = math.Inf(-1), math.Inf(-1)
 	for _, p := range r.Corners() {
-		x0, y0 = math.Min(x0, p[0]), math.Min(y0, p[1])
-		x1, y1 = math.Max(x1, p[0]), math.Max(y1, p[1])
+		x0, y0 = min(x0, p[0]), min(y0, p[1])
+		x1, y1 = max(x1, p[0]), max(y1, p[1])
 	}
 	return
 }
@@ -107,8 +107,8 @@ func newScene(rects []Rect, width, height float64) *scene {
 	counts := make([]int32, s.bw*s.bh+1)
 	visit := func(si int, f func(b int)) {
 		sg := s.segs[si]
-		bx0, by0 := s.bucket(math.Min(sg.ax, sg.ax+sg.ex), math.Min(sg.ay, sg.ay+sg.ey))
-		bx1, by1 := s.bucket(math.Max(sg.ax, sg.ax+sg.ex), math.Max(sg.ay, sg.ay+sg.ey))
+		bx0, by0 := s.bucket(min(sg.ax, sg.ax+sg.ex), min(sg.ay, sg.ay+sg.ey))
+		bx1, by1 := s.bucket(max(sg.ax, sg.ax+sg.ex), max(sg.ay, sg.ay+sg.ey))
 		for by := by0; by <= by1; by++ {
 			for bx := bx0; bx <= bx1; bx++ {
 				f(by*s.bw + bx)
@@ -183,7 +183,7 @@ func (s *scene) raycast(ox, oy, dx, dy, maxRange float64) float64 {
 				best = t
 			}
 		}
-		exit := math.Min(tMaxX, tMaxY)
+		exit := min(tMaxX, tMaxY)
 		if best <= exit || exit > maxRange {
 			break
 		}
@@ -213,7 +213,7 @@ func (s *scene) clearance(x, y float64) float64 {
 		if math.Hypot(x-r.CX, y-r.CY)-rad >= d {
 			continue
 		}
-		d = math.Min(d, r.Distance(x, y))
+		d = min(d, r.Distance(x, y))
 	}
 	return d
 }

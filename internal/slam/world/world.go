@@ -275,7 +275,7 @@ func (g *generator) agent(i int) (Agent, error) {
 		ar := g.plan.areas[g.plan.sealed]
 		inArea = ar.contains
 	case cfg.Kind == SymmetricCorridor:
-		pathLen = math.Min(pathLen, 0.6)
+		pathLen = min(pathLen, 0.6)
 		inArea = g.plan.corridor.contains
 	default:
 		inArea = func(x, y float64) bool {
@@ -379,7 +379,7 @@ func (g *generator) chooseStart(i int, sc *scene, inArea func(x, y float64) bool
 			// Teammates stand near the anchor, so that their submaps cover
 			// the same stretch of wall and only the repetition differs.
 			ax := g.starts[0].X
-			x0, x1 = math.Max(lo, ax-0.6), math.Min(hi, ax+0.6)
+			x0, x1 = max(lo, ax-0.6), min(hi, ax+0.6)
 		}
 	}
 	var best slam.Pose2D
@@ -622,7 +622,7 @@ func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout floa
 		case math.IsInf(d, 1):
 			scan.Ranges[b] = float32(math.Inf(1))
 		default:
-			scan.Ranges[b] = float32(math.Max(d+n*noise, LidarRangeMin))
+			scan.Ranges[b] = float32(max(d+n*noise, LidarRangeMin))
 		}
 	}
 	return scan
@@ -637,9 +637,9 @@ func checkSubmapSize(res float64, odom []slam.Pose2D, scans []slam.LaserScan) er
 	x0, y0, x1, y1 := math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
 	reach := 0.0
 	for k, p := range odom {
-		x0, y0 = math.Min(x0, p.X), math.Min(y0, p.Y)
-		x1, y1 = math.Max(x1, p.X), math.Max(y1, p.Y)
-		reach = math.Max(reach, scans[k].RangeMax)
+		x0, y0 = min(x0, p.X), min(y0, p.Y)
+		x1, y1 = max(x1, p.X), max(y1, p.Y)
+		reach = max(reach, scans[k].RangeMax)
 	}
 	pad := reach + 3*res // submapMeta's pad, and a cell for its floored origin
 	if _, err := grid.MetaForBounds(x0-pad, y0-pad, x1-x0+2*pad, y1-y0+2*pad, res); err == nil {
@@ -655,8 +655,8 @@ func checkSubmapSize(res float64, odom []slam.Pose2D, scans []slam.LaserScan) er
 func submapMeta(res float64, odom []slam.Pose2D, scans []slam.LaserScan) (grid.Meta, error) {
 	x0, y0, x1, y1 := math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
 	grow := func(x, y float64) {
-		x0, y0 = math.Min(x0, x), math.Min(y0, y)
-		x1, y1 = math.Max(x1, x), math.Max(y1, y)
+		x0, y0 = min(x0, x), min(y0, y)
+		x1, y1 = max(x1, x), max(y1, y)
 	}
 	for k, p := range odom {
 		grow(p.X, p.Y)
@@ -666,7 +666,7 @@ func submapMeta(res float64, odom []slam.Pose2D, scans []slam.LaserScan) (grid.M
 			if math.IsNaN(rr) || rr < sc.RangeMin {
 				continue
 			}
-			rr = math.Min(rr, sc.RangeMax)
+			rr = min(rr, sc.RangeMax)
 			s, c := math.Sincos(p.Theta + sc.BeamAngle(b))
 			grow(p.X+rr*c, p.Y+rr*s)
 		}
