@@ -195,6 +195,17 @@ func (in *Inserter) Observed(sensor slam.Pose2D, scan slam.LaserScan) (Bounds, e
 	return b, nil
 }
 
+// miss lowers cell i by LogOddsMiss. A miss only lowers a cell, so only
+// the lower clamp can bite: the value ClampLogOdds gives, with one
+// comparison fewer.
+func miss(cells []float32, i int) {
+	if v := cells[i] + LogOddsMiss; v > -Clamp {
+		cells[i] = v
+	} else {
+		cells[i] = -Clamp
+	}
+}
+
 // traceRay updates the cells on the segment from (x0,y0) to (x1,y1), given in
 // fractional cell coordinates. It reports whether a hit was marked.
 func (g *Grid) traceRay(x0, y0, x1, y1 float64, hit bool) bool {
@@ -247,10 +258,9 @@ func (g *Grid) traceRay(x0, y0, x1, y1 float64, hit bool) bool {
 	if ady < 0 {
 		ady, syStep = -ady, -1
 	}
-	// The walk moves the cell index itself (a step in y is a row), and a
-	// miss only lowers a cell, so only the lower clamp can bite: the same
-	// cells and values as ClampLogOdds on (x, y), for a third less work
-	// in the loop that dominates scan integration.
+	// The walk moves the cell index itself (a step in y is a row): the same
+	// cells as Add on (x, y), for less work in the loop that dominates scan
+	// integration.
 	i, end := iy0*stride+ix0, iy1*stride+ix1
 	rowStep := syStep * stride
 	err := adx - ady
@@ -259,11 +269,7 @@ func (g *Grid) traceRay(x0, y0, x1, y1 float64, hit bool) bool {
 		// Every step moves along x (2·err stays above -ady), so only the
 		// step in y is a choice: one unpredictable branch per cell, not two.
 		for i != end {
-			if v := cells[i] + LogOddsMiss; v > -Clamp {
-				cells[i] = v
-			} else {
-				cells[i] = -Clamp
-			}
+			miss(cells, i)
 			if 2*err < adx {
 				err += adx
 				i += rowStep
@@ -274,11 +280,7 @@ func (g *Grid) traceRay(x0, y0, x1, y1 float64, hit bool) bool {
 	case ady > adx:
 		// Likewise every step moves along y (2·err stays below adx).
 		for i != end {
-			if v := cells[i] + LogOddsMiss; v > -Clamp {
-				cells[i] = v
-			} else {
-				cells[i] = -Clamp
-			}
+			miss(cells, i)
 			if 2*err > -ady {
 				err -= ady
 				i += sxStep
@@ -288,11 +290,7 @@ func (g *Grid) traceRay(x0, y0, x1, y1 float64, hit bool) bool {
 		}
 	default:
 		for i != end {
-			if v := cells[i] + LogOddsMiss; v > -Clamp {
-				cells[i] = v
-			} else {
-				cells[i] = -Clamp
-			}
+			miss(cells, i)
 			e2 := 2 * err
 			if e2 > -ady {
 				err -= ady
