@@ -22,8 +22,8 @@ type window struct {
 // comparison itself.
 type buffers struct {
 	// so, sv and sd are summed-area tables over the window being compared
-	// ((bw+1)×(bh+1), see boxSum): of its structure, of the
-	// cells that voted and of those that disagreed.
+	// ((bw+1)×(bh+1), see boxSum): of its structure, of the cells that
+	// voted and of those that disagreed.
 	so, sv, sd []int32
 	// against holds the window indices of the disagreeing cells, in
 	// row-major order.
