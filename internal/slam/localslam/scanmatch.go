@@ -263,6 +263,10 @@ func accumulate(field []float32, w, h int, res, ox, oy float64, pts []point, pos
 		if i0 > i1 || j0 > j1 {
 			continue
 		}
+		if n == blockN && i0 == -n && i1 == n && j0 == -n && j1 == n {
+			addBlock5(field[(by-n)*w+bx-n:], w, (*[blockSide * blockSide]float32)(out))
+			continue
+		}
 		for j := j0; j <= j1; j++ {
 			row := field[(by+j)*w+bx+i0 : (by+j)*w+bx+i1+1]
 			acc := out[(j+n)*side+n+i0 : (j+n)*side+n+i1+1]
@@ -270,5 +274,29 @@ func accumulate(field []float32, w, h int, res, ox, oy float64, pts []point, pos
 				acc[t] += v
 			}
 		}
+	}
+}
+
+// blockN is the reach, in cells, of both searches at the default window and
+// resolution (±0.35 m on the 0.2 m coarse field, and fineSteps), and
+// blockSide the side of their box.
+const (
+	blockN    = 2
+	blockSide = 2*blockN + 1
+)
+
+// addBlock5 adds the 5×5 block of field whose first row starts at field[0],
+// rows w apart, to out, row by row. Fixed sizes let the compiler drop the
+// bounds checks and unroll the rows; nearly every point's block lies inside
+// the field.
+func addBlock5(field []float32, w int, out *[blockSide * blockSide]float32) {
+	for j := range blockSide {
+		row := (*[blockSide]float32)(field[j*w : j*w+blockSide])
+		acc := (*[blockSide]float32)(out[j*blockSide : j*blockSide+blockSide])
+		acc[0] += row[0]
+		acc[1] += row[1]
+		acc[2] += row[2]
+		acc[3] += row[3]
+		acc[4] += row[4]
 	}
 }
