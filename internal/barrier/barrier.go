@@ -402,13 +402,24 @@ func (b *Barrier) args(id ID, mode string, tx *Tx, result []byte) (keys []string
 		return keys, argv, nil
 	}
 	argv[5] = len(tx.expects)
+	// Each key's preconditions together, keys in the order first stated,
+	// so that the script reads a hash's fields with one command.
+	var stated []string
 	for _, e := range tx.expects {
-		present := "0"
-		if e.present {
-			present = "1"
-		}
-		argv = append(argv, e.key, e.field, present, e.value)
+		stated = addKey(stated, e.key)
 		keys = addKey(keys, e.key)
+	}
+	for _, k := range stated {
+		for _, e := range tx.expects {
+			if e.key != k {
+				continue
+			}
+			present := "0"
+			if e.present {
+				present = "1"
+			}
+			argv = append(argv, e.key, e.field, present, e.value)
+		}
 	}
 	writes, announce := cmds(tx.writes), cmds(tx.announce)
 	argv[6], argv[7] = len(writes), len(announce)

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -482,5 +483,88 @@ func TestRepeatedExpectationIsCheckedOnce(t *testing.T) {
 	tx.Expect(key, "map_id", "map-2")
 	if _, _, err := bz.b.Commit(ctx, ID{Key: "m-exp", SagaID: "s1", Step: "other"}, tx, nil); !errors.Is(err, ErrStale) {
 		t.Fatalf("commit with contradicting preconditions = %v, want ErrStale", err)
+	}
+}
+
+// TestPreconditionsReadEachHashOnce: preconditions stated on two hashes and
+// a string key, interleaved, commit when every one holds and go stale
+// (writing nothing) when any one does not; the script reads each hash's
+// fields with one HMGET and the string with one GET.
+func TestPreconditionsReadEachHashOnce(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.StartServer(t).Client(t)
+	b := New(rdb)
+	ctx := context.Background()
+	mapKey, locKey, strKey := "slammesh:{m-hm}:map", "slammesh:{m-hm}:localization", "slammesh:{m-hm}:capacity"
+	if err := rdb.HSet(ctx, mapKey, "map_id", "map-1", "current", "2", "meta", "m").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, locKey, "anchor", "a1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, strKey, "7", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	type pre struct {
+		key, field, value string
+		present           bool
+	}
+	holding := []pre{
+		{mapKey, "map_id", "map-1", true},
+		{strKey, "", "7", true},
+		{mapKey, "current", "2", true},
+		{locKey, "anchor", "a1", true},
+		{mapKey, "gone", "", false},
+		{mapKey, "meta", "m", true},
+	}
+	plan := func(pres []pre) *Tx {
+		tx := b.NewTx()
+		for _, p := range pres {
+			if p.present {
+				tx.Expect(p.key, p.field, p.value)
+			} else {
+				tx.ExpectMissing(p.key, p.field)
+			}
+		}
+		tx.Write(func(p redis.Pipeliner) { p.HIncrBy(ctx, mapKey, "writes", 1) })
+		return tx
+	}
+	for i := range holding {
+		broken := slices.Clone(holding)
+		if broken[i].present {
+			broken[i].value += "x"
+		} else {
+			broken[i].field = "map_id"
+		}
+		step := "broken-" + strconv.Itoa(i)
+		if _, _, err := b.Commit(ctx, ID{Key: "m-hm", SagaID: "s1", Step: step}, plan(broken), nil); !errors.Is(err, ErrStale) {
+			t.Errorf("precondition %d (%+v) broken: commit = %v, want ErrStale", i, holding[i], err)
+		}
+	}
+	if n, _ := rdb.HGet(ctx, mapKey, "writes").Int(); n != 0 {
+		t.Fatalf("stale commits wrote %d times", n)
+	}
+
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, outcome, err := b.Commit(ctx, ID{Key: "m-hm", SagaID: "s1", Step: "merge"}, plan(holding), nil); err != nil || outcome != Applied {
+		t.Fatalf("commit = %v, %v; want applied", outcome, err)
+	}
+	stats, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := func(cmd string) int {
+		_, rest, ok := strings.Cut(stats, "cmdstat_"+cmd+":calls=")
+		if !ok {
+			return 0
+		}
+		n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+		return n
+	}
+	// One HMGET reads the barrier's marks; one reads each hash stated.
+	if hm, hg, g := calls("hmget"), calls("hget"), calls("get"); hm != 3 || hg != 0 || g != 1 {
+		t.Errorf("the commit read with %d HMGET, %d HGET, %d GET; want 3, 0, 1", hm, hg, g)
 	}
 }

@@ -23,7 +23,8 @@ import (
 // preconditions, ARGV[7] number of business commands, ARGV[8] number of
 // announcement commands; then the preconditions as (key, field, present,
 // value) quadruples (field "" for a string key; present "0" expects the
-// field/key to be missing), then the business commands and the
+// field/key to be missing; the fields of one hash come one after another
+// and are read with one HMGET), then the business commands and the
 // announcements, each as its argument count followed by its arguments.
 //
 // Returns {status[, detail]}: gone, mismatch <stored saga>, forbidden,
@@ -48,15 +49,30 @@ local function run(at, n)
   end
 end
 local function fresh()
-  for k = 0, nexp - 1 do
+  local k = 0
+  while k < nexp do
     local a = expects + 4 * k
-    local v
-    if ARGV[a + 1] == '' then v = redis.call('GET', ARGV[a]) else v = redis.call('HGET', ARGV[a], ARGV[a + 1]) end
-    if ARGV[a + 2] == '0' then
-      if v then return false end
-    elseif v ~= ARGV[a + 3] then
-      return false
+    local n, v = 1, nil
+    if ARGV[a + 1] == '' then
+      v = {redis.call('GET', ARGV[a])}
+    else
+      -- The fields stated on this hash one after another: one HMGET.
+      local fields = {ARGV[a + 1]}
+      while k + n < nexp and ARGV[a + 4 * n] == ARGV[a] and ARGV[a + 4 * n + 1] ~= '' do
+        fields[n + 1] = ARGV[a + 4 * n + 1]
+        n = n + 1
+      end
+      v = redis.call('HMGET', ARGV[a], unpack(fields))
     end
+    for j = 0, n - 1 do
+      local b = a + 4 * j
+      if ARGV[b + 2] == '0' then
+        if v[j + 1] then return false end
+      elseif v[j + 1] ~= ARGV[b + 3] then
+        return false
+      end
+    end
+    k = k + n
   end
   return true
 end
