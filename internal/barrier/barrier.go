@@ -160,6 +160,8 @@ func (t *Tx) Reader() redis.Cmdable { return t.rdb }
 // value (field "": the string key holding value). When it does not, nothing
 // is written and the call is redone (Action, Compensate) or fails with
 // ErrStale (Commit). A precondition stated twice is checked once.
+// Preconditions are checked in the order stated; fields of one hash stated
+// one after another are read with one command.
 func (t *Tx) Expect(key, field, value string) {
 	t.expect(expectation{key: key, field: field, present: true, value: value})
 }
@@ -402,24 +404,13 @@ func (b *Barrier) args(id ID, mode string, tx *Tx, result []byte) (keys []string
 		return keys, argv, nil
 	}
 	argv[5] = len(tx.expects)
-	// Each key's preconditions together, keys in the order first stated,
-	// so that the script reads a hash's fields with one command.
-	var stated []string
 	for _, e := range tx.expects {
-		stated = addKey(stated, e.key)
-		keys = addKey(keys, e.key)
-	}
-	for _, k := range stated {
-		for _, e := range tx.expects {
-			if e.key != k {
-				continue
-			}
-			present := "0"
-			if e.present {
-				present = "1"
-			}
-			argv = append(argv, e.key, e.field, present, e.value)
+		present := "0"
+		if e.present {
+			present = "1"
 		}
+		argv = append(argv, e.key, e.field, present, e.value)
+		keys = addKey(keys, e.key)
 	}
 	writes, announce := cmds(tx.writes), cmds(tx.announce)
 	argv[6], argv[7] = len(writes), len(announce)

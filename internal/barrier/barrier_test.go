@@ -486,10 +486,12 @@ func TestRepeatedExpectationIsCheckedOnce(t *testing.T) {
 	}
 }
 
-// TestPreconditionsReadEachHashOnce: preconditions stated on two hashes and
-// a string key, interleaved, commit when every one holds and go stale
-// (writing nothing) when any one does not; the script reads each hash's
-// fields with one HMGET and the string with one GET.
+// TestPreconditionsReadEachHashOnce: preconditions on two hashes and a
+// string key commit when every one holds and go stale (writing nothing)
+// when any one does not; the script reads each run of fields stated one
+// after another on a hash with one HMGET, the string with one GET, and
+// checks in the order stated, so a read that fails after a broken
+// precondition is not reached.
 func TestPreconditionsReadEachHashOnce(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.StartServer(t).Client(t)
@@ -511,8 +513,8 @@ func TestPreconditionsReadEachHashOnce(t *testing.T) {
 	}
 	holding := []pre{
 		{mapKey, "map_id", "map-1", true},
-		{strKey, "", "7", true},
 		{mapKey, "current", "2", true},
+		{strKey, "", "7", true},
 		{locKey, "anchor", "a1", true},
 		{mapKey, "gone", "", false},
 		{mapKey, "meta", "m", true},
@@ -563,8 +565,33 @@ func TestPreconditionsReadEachHashOnce(t *testing.T) {
 		n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
 		return n
 	}
-	// One HMGET reads the barrier's marks; one reads each hash stated.
-	if hm, hg, g := calls("hmget"), calls("hget"), calls("get"); hm != 3 || hg != 0 || g != 1 {
-		t.Errorf("the commit read with %d HMGET, %d HGET, %d GET; want 3, 0, 1", hm, hg, g)
+	// One HMGET reads the barrier's marks, one each run of hash fields.
+	if hm, hg, g := calls("hmget"), calls("hget"), calls("get"); hm != 4 || hg != 0 || g != 1 {
+		t.Errorf("the commit read with %d HMGET, %d HGET, %d GET; want 4, 0, 1", hm, hg, g)
+	}
+
+	// current is broken and stated before the string key is read as a hash
+	// (WRONGTYPE): the commit is stale, as when each field was read alone.
+	tx := b.NewTx()
+	tx.Expect(mapKey, "map_id", "map-1")
+	tx.Expect(strKey, "field", "x")
+	tx.Expect(mapKey, "current", "3")
+	if _, _, err := b.Commit(ctx, ID{Key: "m-hm", SagaID: "s1", Step: "order-1"}, tx, nil); err == nil || errors.Is(err, ErrStale) {
+		t.Errorf("a string key read as a hash before a broken precondition: commit = %v, want the WRONGTYPE error", err)
+	}
+	tx = b.NewTx()
+	tx.Expect(mapKey, "current", "3")
+	tx.Expect(strKey, "field", "x")
+	if _, _, err := b.Commit(ctx, ID{Key: "m-hm", SagaID: "s1", Step: "order-2"}, tx, nil); !errors.Is(err, ErrStale) {
+		t.Errorf("a broken precondition before a string key read as a hash: commit = %v, want ErrStale", err)
+	}
+
+	// More fields on one hash than Lua's unpack takes at once.
+	tx = b.NewTx()
+	for i := range 9000 {
+		tx.ExpectMissing(locKey, "f"+strconv.Itoa(i))
+	}
+	if _, outcome, err := b.Commit(ctx, ID{Key: "m-hm", SagaID: "s1", Step: "many"}, tx, nil); err != nil || outcome != Applied {
+		t.Errorf("9,000 preconditions on one hash: commit = %v, %v; want applied", outcome, err)
 	}
 }

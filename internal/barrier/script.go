@@ -23,8 +23,8 @@ import (
 // preconditions, ARGV[7] number of business commands, ARGV[8] number of
 // announcement commands; then the preconditions as (key, field, present,
 // value) quadruples (field "" for a string key; present "0" expects the
-// field/key to be missing; the fields of one hash come one after another
-// and are read with one HMGET), then the business commands and the
+// field/key to be missing; fields of one hash stated one after another
+// are read with one HMGET), then the business commands and the
 // announcements, each as its argument count followed by its arguments.
 //
 // Returns {status[, detail]}: gone, mismatch <stored saga>, forbidden,
@@ -56,9 +56,12 @@ local function fresh()
     if ARGV[a + 1] == '' then
       v = {redis.call('GET', ARGV[a])}
     else
-      -- The fields stated on this hash one after another: one HMGET.
+      -- The fields stated on this hash one after another (up to a
+      -- thousand, well within unpack's limit): one HMGET. The checks keep
+      -- the order stated, so a failing one still answers before a later
+      -- read of another key could fail.
       local fields = {ARGV[a + 1]}
-      while k + n < nexp and ARGV[a + 4 * n] == ARGV[a] and ARGV[a + 4 * n + 1] ~= '' do
+      while k + n < nexp and n < 1000 and ARGV[a + 4 * n] == ARGV[a] and ARGV[a + 4 * n + 1] ~= '' do
         fields[n + 1] = ARGV[a + 4 * n + 1]
         n = n + 1
       end
