@@ -570,8 +570,9 @@ func TestPreconditionsReadEachHashOnce(t *testing.T) {
 		t.Errorf("the commit read with %d HMGET, %d HGET, %d GET; want 4, 0, 1", hm, hg, g)
 	}
 
-	// current is broken and stated before the string key is read as a hash
-	// (WRONGTYPE): the commit is stale, as when each field was read alone.
+	// The string key read as a hash (WRONGTYPE) fails the commit when it
+	// comes before the broken precondition on current, and the commit is
+	// stale when it comes after: as when each field was read alone.
 	tx := b.NewTx()
 	tx.Expect(mapKey, "map_id", "map-1")
 	tx.Expect(strKey, "field", "x")
