@@ -1,0 +1,230 @@
+// Package groupcommit sends the Redis writes of concurrent callers to Redis
+// together: group commit (DeWitt et al. 1984, "Implementation techniques for
+// main memory database systems", §4; Helland et al. 1987). While one batch is
+// in flight, the callers that arrive queue; when it returns, the first of
+// them sends everything queued as one pipeline. A caller alone (one mission
+// at a time) sends its commands at once, in the round trip it would have
+// made anyway; under load, one write and one read carry the commands of
+// many sagas, and Redis reads and answers them in one pass instead of one
+// per connection.
+//
+// Batching changes no command's meaning: each script still runs atomically
+// and alone, each command keeps its own reply and error, and the commands of
+// one caller keep their order (on a Redis Cluster, their order per node, as
+// in any pipeline). It only changes which connection carries them.
+package groupcommit
+
+import (
+	"context"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// DefaultMaxBytes is the default Options.MaxBytes.
+const DefaultMaxBytes = 64 << 10
+
+// Options configures a Group.
+type Options struct {
+	// Hooks wrap each caller's commands as go-redis wraps a pipeline, in
+	// the caller's context: pass the client's tracing hook here, so that
+	// each caller's round trip is a span of its own trace (covering its
+	// wait in the queue, which is part of its latency). The batch itself
+	// runs in a context without a span, so the client's own hooks record
+	// nothing for it in any one caller's trace.
+	Hooks []redis.Hook
+	// MaxBytes is the size of arguments (bytes, strings counted by length)
+	// above which a call is sent alone, on its own connection, rather
+	// than batched: a merged map's cells must not hold up the round trips
+	// of the sagas behind it. ≤ 0: DefaultMaxBytes.
+	MaxBytes int
+}
+
+// Group batches the commands of concurrent Exec calls on one client. At
+// most one batch is in flight at a time. The zero value is not usable; use
+// New. A Group is safe for concurrent use.
+type Group struct {
+	rdb      redis.UniversalClient
+	maxBytes int
+	// exec is g.enqueue wrapped in Options.Hooks.
+	exec redis.ProcessPipelineHook
+
+	mu    sync.Mutex
+	busy  bool // a batch is in flight, or its successor is being handed the lead
+	queue []*call
+}
+
+// call is one Exec waiting in the queue.
+type call struct {
+	ctx  context.Context
+	cmds []redis.Cmder
+	// queued is true while the call waits in Group.queue (under
+	// Group.mu): until then it may leave on cancellation.
+	queued bool
+	// turn receives true when the call is to lead the next batch, false
+	// when a batch that carried its commands returned.
+	turn chan bool
+}
+
+// New returns a group on rdb.
+func New(rdb redis.UniversalClient, opts Options) *Group {
+	g := &Group{rdb: rdb, maxBytes: opts.MaxBytes}
+	if g.maxBytes <= 0 {
+		g.maxBytes = DefaultMaxBytes
+	}
+	g.exec = g.enqueue
+	for i := len(opts.Hooks) - 1; i >= 0; i-- {
+		g.exec = opts.Hooks[i].ProcessPipelineHook(g.exec)
+	}
+	return g
+}
+
+// Exec sends cmds to Redis, batched with the commands of concurrent calls,
+// and returns once their replies are in. Each command holds its own reply
+// and error, as after redis.Pipeliner.Exec; the error returned is the first
+// command's error, if any. A call cancelled while its commands wait in the
+// queue leaves it and fails them with ctx.Err(); once they are sent, it
+// waits for their replies.
+func (g *Group) Exec(ctx context.Context, cmds []redis.Cmder) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	if size(cmds) > g.maxBytes {
+		return send(ctx, g.rdb, cmds)
+	}
+	return g.exec(ctx, cmds)
+}
+
+// enqueue is Exec within the hooks: it leads a batch at once when none is
+// in flight, else waits for its commands to go in one.
+func (g *Group) enqueue(ctx context.Context, cmds []redis.Cmder) error {
+	c := &call{ctx: ctx, cmds: cmds}
+	g.mu.Lock()
+	if !g.busy {
+		g.busy = true
+		g.mu.Unlock()
+		g.lead(c, nil)
+		return firstErr(cmds)
+	}
+	c.queued, c.turn = true, make(chan bool, 1)
+	g.queue = append(g.queue, c)
+	g.mu.Unlock()
+
+	var lead bool
+	select {
+	case lead = <-c.turn:
+	case <-ctx.Done():
+		g.mu.Lock()
+		if c.queued {
+			g.remove(c)
+			g.mu.Unlock()
+			for _, cmd := range cmds {
+				cmd.SetErr(ctx.Err())
+			}
+			return ctx.Err()
+		}
+		g.mu.Unlock()
+		// Taken into a batch, or handed the lead: the commands are the
+		// group's until their batch returns.
+		lead = <-c.turn
+	}
+	if lead {
+		g.mu.Lock()
+		rest := g.queue
+		g.queue = nil
+		for _, o := range rest {
+			o.queued = false
+		}
+		g.mu.Unlock()
+		g.lead(c, rest)
+	}
+	return firstErr(cmds)
+}
+
+// lead sends the batch of c and others, hands the lead to the first call
+// that queued meanwhile, and tells the others their replies are in.
+func (g *Group) lead(c *call, others []*call) {
+	ctx := c.ctx
+	if len(others) > 0 {
+		// The batch is everyone's: the leader's cancellation must not
+		// fail the others' commands.
+		ctx = context.WithoutCancel(ctx)
+	}
+	// The batch's span would sit in the leader's trace and list the
+	// others' commands: the hooks span each caller instead (Options.Hooks).
+	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+	p := g.rdb.Pipeline()
+	for _, cmd := range c.cmds {
+		_ = p.Process(ctx, cmd)
+	}
+	for _, o := range others {
+		for _, cmd := range o.cmds {
+			_ = p.Process(ctx, cmd)
+		}
+	}
+	_, _ = p.Exec(ctx) // each command holds its own error
+
+	g.mu.Lock()
+	if len(g.queue) > 0 {
+		next := g.queue[0]
+		g.queue = g.queue[1:]
+		next.queued = false
+		next.turn <- true
+	} else {
+		g.busy = false
+	}
+	g.mu.Unlock()
+	for _, o := range others {
+		o.turn <- false
+	}
+}
+
+// remove takes c out of the queue (g.mu held).
+func (g *Group) remove(c *call) {
+	for i, o := range g.queue {
+		if o == c {
+			g.queue = append(g.queue[:i], g.queue[i+1:]...)
+			return
+		}
+	}
+}
+
+// send runs cmds as one pipeline of their own.
+func send(ctx context.Context, rdb redis.UniversalClient, cmds []redis.Cmder) error {
+	p := rdb.Pipeline()
+	for _, cmd := range cmds {
+		_ = p.Process(ctx, cmd)
+	}
+	_, _ = p.Exec(ctx)
+	return firstErr(cmds)
+}
+
+// firstErr is the first error among cmds' replies, as Pipeliner.Exec
+// returns it.
+func firstErr(cmds []redis.Cmder) error {
+	for _, cmd := range cmds {
+		if err := cmd.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// size is the bytes cmds' string arguments hold; other arguments count 8.
+func size(cmds []redis.Cmder) int {
+	n := 0
+	for _, cmd := range cmds {
+		for _, a := range cmd.Args() {
+			switch v := a.(type) {
+			case string:
+				n += len(v)
+			case []byte:
+				n += len(v)
+			default:
+				n += 8
+			}
+		}
+	}
+	return n
+}
