@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/groupcommit"
 )
 
 // Errors of the barrier.
@@ -106,6 +108,8 @@ var ErrStale = errors.New("barrier: a precondition of the plan no longer holds")
 type Barrier struct {
 	rdb   redis.UniversalClient
 	owner func(key string) string
+	// group, when set, batches commits with concurrent calls' (WithGroupCommit).
+	group *groupcommit.Group
 }
 
 // Option configures a Barrier.
@@ -124,6 +128,14 @@ type Option func(*Barrier)
 // call's commit.
 func WithOwner(owner func(key string) string) Option {
 	return func(b *Barrier) { b.owner = owner }
+}
+
+// WithGroupCommit makes every commit (the script and what Tx.Carry queues)
+// go through g, batched with the commits of concurrent calls: one round trip
+// carries many missions' commits under load. g must be on the barrier's
+// client.
+func WithGroupCommit(g *groupcommit.Group) Option {
+	return func(b *Barrier) { b.group = g }
 }
 
 // New returns a barrier on rdb.
@@ -377,13 +389,21 @@ func (b *Barrier) run(ctx context.Context, id ID, mode string, tx *Tx, result []
 	if err != nil {
 		return "", nil, err
 	}
-	if mode != modeAct || tx == nil || tx.carry == nil {
+	carry := mode == modeAct && tx != nil && tx.carry != nil
+	if !carry && b.group == nil {
 		return answer(id, stepScript.Run(ctx, b.rdb, keys, argv...))
 	}
 	pipe := b.rdb.Pipeline()
 	cmd := stepScript.EvalSha(ctx, pipe, keys, argv...)
-	done := tx.carry(pipe)
-	_, _ = pipe.Exec(ctx) // each command carries its own error
+	done := func() {}
+	if carry {
+		done = tx.carry(pipe)
+	}
+	if b.group != nil {
+		_ = b.group.Exec(ctx, pipe.Cmds())
+	} else {
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+	}
 	done()
 	if err := cmd.Err(); errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Not cached (a new or restarted Redis): the script did not run.

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/slammesh/slammesh/internal/groupcommit"
 	"github.com/slammesh/slammesh/internal/redistest"
 )
 
@@ -34,6 +35,18 @@ func newBusiness(t *testing.T) *business {
 	t.Helper()
 	rdb := redistest.Start(t).Universal(t)
 	return &business{rdb: rdb, b: New(rdb)}
+}
+
+// eachCommit runs test on a business whose barrier commits alone and on one
+// whose barrier commits through a group commit: concurrent calls then share
+// round trips, and the guarantees must not change.
+func eachCommit(t *testing.T, test func(t *testing.T, s *business)) {
+	t.Run("alone", func(t *testing.T) { test(t, newBusiness(t)) })
+	t.Run("group commit", func(t *testing.T) {
+		rdb := redistest.Start(t).Universal(t)
+		g := groupcommit.New(rdb, groupcommit.Options{})
+		test(t, &business{rdb: rdb, b: New(rdb, WithGroupCommit(g))})
+	})
 }
 
 func counterKey(key string) string { return "slammesh:{" + key + "}:counter" }
@@ -248,90 +261,92 @@ func TestFailedCallbackWritesNothing(t *testing.T) {
 
 func TestConcurrentDuplicateActionsHaveOneEffect(t *testing.T) {
 	t.Parallel()
-	s := newBusiness(t)
-	id := ID{Key: "m", SagaID: "s", Step: "step"}
-	const n = 50
-	results := make([]string, n)
-	outcomes := make([]Outcome, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			res, outcome, err := s.action(t.Context(), id, "result-"+strconv.Itoa(i))
-			if err != nil {
-				t.Errorf("action %d: %v", i, err)
+	eachCommit(t, func(t *testing.T, s *business) {
+		id := ID{Key: "m", SagaID: "s", Step: "step"}
+		const n = 50
+		results := make([]string, n)
+		outcomes := make([]Outcome, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				res, outcome, err := s.action(t.Context(), id, "result-"+strconv.Itoa(i))
+				if err != nil {
+					t.Errorf("action %d: %v", i, err)
+				}
+				results[i], outcomes[i] = string(res), outcome
+			})
+		}
+		wg.Wait()
+		applied := 0
+		for i := range n {
+			if outcomes[i] == Applied {
+				applied++
 			}
-			results[i], outcomes[i] = string(res), outcome
-		})
-	}
-	wg.Wait()
-	applied := 0
-	for i := range n {
-		if outcomes[i] == Applied {
-			applied++
+			if results[i] != results[0] {
+				t.Errorf("action %d got %q, action 0 got %q: want one result for all", i, results[i], results[0])
+			}
 		}
-		if results[i] != results[0] {
-			t.Errorf("action %d got %q, action 0 got %q: want one result for all", i, results[i], results[0])
+		if applied != 1 {
+			t.Errorf("%d actions applied, want 1", applied)
 		}
-	}
-	if applied != 1 {
-		t.Errorf("%d actions applied, want 1", applied)
-	}
-	if e := s.effects(t, "m"); e["step:action"] != 1 {
-		t.Errorf("effects = %v, want one action", e)
-	}
-	if c := s.counter(t, "m"); c != 1 {
-		t.Errorf("business counter = %d, want 1", c)
-	}
+		if e := s.effects(t, "m"); e["step:action"] != 1 {
+			t.Errorf("effects = %v, want one action", e)
+		}
+		if c := s.counter(t, "m"); c != 1 {
+			t.Errorf("business counter = %d, want 1", c)
+		}
+	})
 }
 
 func TestCompensationRacingItsAction(t *testing.T) {
 	t.Parallel()
-	s := newBusiness(t)
-	const rounds = 200
-	var histories [2]int // [0]: action then undo, [1]: null compensation then forbidden
-	for r := range rounds {
-		key := "m" + strconv.Itoa(r)
-		id := ID{Key: key, SagaID: "s", Step: "step"}
-		var (
-			wg                sync.WaitGroup
-			actOut, compOut   Outcome
-			actErr, compErr   error
-			compensatedResult []byte
-		)
-		start := make(chan struct{})
-		wg.Go(func() {
-			<-start
-			_, actOut, actErr = s.action(t.Context(), id, "r")
-		})
-		wg.Go(func() {
-			<-start
-			compOut, compErr = s.compensate(t.Context(), id, &compensatedResult)
-		})
-		close(start)
-		wg.Wait()
-		if compErr != nil {
-			t.Fatalf("round %d: compensation: %v", r, compErr)
-		}
-		effects := s.effects(t, key)
-		switch {
-		case actErr == nil && actOut == Applied && compOut == Applied:
-			histories[0]++
-			if !maps.Equal(effects, map[string]int64{"step:action": 1, "step:compensation": 1}) {
-				t.Errorf("round %d: action then compensation, effects %v", r, effects)
+	eachCommit(t, func(t *testing.T, s *business) {
+		const rounds = 200
+		var histories [2]int // [0]: action then undo, [1]: null compensation then forbidden
+		for r := range rounds {
+			key := "m" + strconv.Itoa(r)
+			id := ID{Key: key, SagaID: "s", Step: "step"}
+			var (
+				wg                sync.WaitGroup
+				actOut, compOut   Outcome
+				actErr, compErr   error
+				compensatedResult []byte
+			)
+			start := make(chan struct{})
+			wg.Go(func() {
+				<-start
+				_, actOut, actErr = s.action(t.Context(), id, "r")
+			})
+			wg.Go(func() {
+				<-start
+				compOut, compErr = s.compensate(t.Context(), id, &compensatedResult)
+			})
+			close(start)
+			wg.Wait()
+			if compErr != nil {
+				t.Fatalf("round %d: compensation: %v", r, compErr)
 			}
-		case errors.Is(actErr, ErrActionForbidden) && compOut == Null:
-			histories[1]++
-			if len(effects) != 0 {
-				t.Errorf("round %d: null compensation then forbidden action, effects %v", r, effects)
+			effects := s.effects(t, key)
+			switch {
+			case actErr == nil && actOut == Applied && compOut == Applied:
+				histories[0]++
+				if !maps.Equal(effects, map[string]int64{"step:action": 1, "step:compensation": 1}) {
+					t.Errorf("round %d: action then compensation, effects %v", r, effects)
+				}
+			case errors.Is(actErr, ErrActionForbidden) && compOut == Null:
+				histories[1]++
+				if len(effects) != 0 {
+					t.Errorf("round %d: null compensation then forbidden action, effects %v", r, effects)
+				}
+			default:
+				t.Errorf("round %d: impossible history: action %v %v, compensation %v", r, actOut, actErr, compOut)
 			}
-		default:
-			t.Errorf("round %d: impossible history: action %v %v, compensation %v", r, actOut, actErr, compOut)
+			if c := s.counter(t, key); c != 0 {
+				t.Errorf("round %d: effect left behind: counter %d (action %v %v, compensation %v)", r, c, actOut, actErr, compOut)
+			}
 		}
-		if c := s.counter(t, key); c != 0 {
-			t.Errorf("round %d: effect left behind: counter %d (action %v %v, compensation %v)", r, c, actOut, actErr, compOut)
-		}
-	}
-	t.Logf("histories over %d rounds: action-then-undo %d, null-then-forbidden %d", rounds, histories[0], histories[1])
+		t.Logf("histories over %d rounds: action-then-undo %d, null-then-forbidden %d", rounds, histories[0], histories[1])
+	})
 }
 
 // TestWatchedBusinessKeyKeepsABudget: many missions allocate from one
@@ -342,56 +357,57 @@ func TestCompensationRacingItsAction(t *testing.T) {
 // own instead, internal/mapstore.)
 func TestWatchedBusinessKeyKeepsABudget(t *testing.T) {
 	t.Parallel()
-	s := newBusiness(t)
-	const (
-		budget   = 100
-		cells    = 10
-		missions = 25
-	)
-	ids := sameSlot(missions)
-	capacityKey := "slammesh:{" + ids[0] + "}:capacity"
-	errFull := errors.New("capacity exhausted")
-	var wg sync.WaitGroup
-	var granted, refused atomic.Int32
-	for i := range missions {
-		wg.Go(func() {
-			id := ID{Key: ids[i], SagaID: "s", Step: "allocate_map"}
-			_, _, err := s.b.Action(t.Context(), id, func(ctx context.Context, tx *Tx) ([]byte, error) {
-				raw, err := tx.Reader().Get(ctx, capacityKey).Result()
+	eachCommit(t, func(t *testing.T, s *business) {
+		const (
+			budget   = 100
+			cells    = 10
+			missions = 25
+		)
+		ids := sameSlot(missions)
+		capacityKey := "slammesh:{" + ids[0] + "}:capacity"
+		errFull := errors.New("capacity exhausted")
+		var wg sync.WaitGroup
+		var granted, refused atomic.Int32
+		for i := range missions {
+			wg.Go(func() {
+				id := ID{Key: ids[i], SagaID: "s", Step: "allocate_map"}
+				_, _, err := s.b.Action(t.Context(), id, func(ctx context.Context, tx *Tx) ([]byte, error) {
+					raw, err := tx.Reader().Get(ctx, capacityKey).Result()
+					switch {
+					case errors.Is(err, redis.Nil):
+						tx.ExpectMissing(capacityKey, "")
+					case err != nil:
+						return nil, err
+					default:
+						tx.Expect(capacityKey, "", raw)
+					}
+					used, _ := strconv.Atoi(raw)
+					if used+cells > budget {
+						return nil, errFull
+					}
+					tx.Write(func(p redis.Pipeliner) { p.IncrBy(ctx, capacityKey, cells) })
+					return nil, nil
+				})
 				switch {
-				case errors.Is(err, redis.Nil):
-					tx.ExpectMissing(capacityKey, "")
-				case err != nil:
-					return nil, err
+				case err == nil:
+					granted.Add(1)
+				case errors.Is(err, errFull):
+					refused.Add(1)
 				default:
-					tx.Expect(capacityKey, "", raw)
+					t.Errorf("mission %d: %v", i, err)
 				}
-				used, _ := strconv.Atoi(raw)
-				if used+cells > budget {
-					return nil, errFull
-				}
-				tx.Write(func(p redis.Pipeliner) { p.IncrBy(ctx, capacityKey, cells) })
-				return nil, nil
 			})
-			switch {
-			case err == nil:
-				granted.Add(1)
-			case errors.Is(err, errFull):
-				refused.Add(1)
-			default:
-				t.Errorf("mission %d: %v", i, err)
-			}
-		})
-	}
-	wg.Wait()
-	used, err := s.rdb.Get(t.Context(), capacityKey).Int64()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if used != budget || granted.Load() != budget/cells || refused.Load() != missions-budget/cells {
-		t.Errorf("capacity used %d, granted %d, refused %d; want %d, %d, %d",
-			used, granted.Load(), refused.Load(), budget, budget/cells, missions-budget/cells)
-	}
+		}
+		wg.Wait()
+		used, err := s.rdb.Get(t.Context(), capacityKey).Int64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if used != budget || granted.Load() != budget/cells || refused.Load() != missions-budget/cells {
+			t.Errorf("capacity used %d, granted %d, refused %d; want %d, %d, %d",
+				used, granted.Load(), refused.Load(), budget, budget/cells, missions-budget/cells)
+		}
+	})
 }
 
 func TestIDChecks(t *testing.T) {

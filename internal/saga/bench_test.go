@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/slammesh/slammesh/internal/groupcommit"
 	"github.com/slammesh/slammesh/internal/redistest"
 )
 
@@ -31,7 +32,10 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	}
 }
 
-func benchEngine(b *testing.B) (*Engine, *roundTrips) {
+// benchEngine returns an engine of three no-op steps on a fresh Redis, its
+// store batching through a group commit when grouped, and the counter of
+// its round trips.
+func benchEngine(b *testing.B, grouped bool) (*Engine, *roundTrips) {
 	rdb := redistest.Start(b).Universal(b)
 	rt := &roundTrips{}
 	rdb.AddHook(rt)
@@ -41,7 +45,11 @@ func benchEngine(b *testing.B) (*Engine, *roundTrips) {
 		{Name: "localize_agents", Action: noop, Compensate: noop},
 		{Name: "merge_maps", Action: noop, Compensate: noop},
 	}}
-	e, err := NewEngine(NewStore(rdb, streamSink{}, 0), def, Options{})
+	store := NewStore(rdb, streamSink{}, 0)
+	if grouped {
+		store.WithGroupCommit(groupcommit.New(rdb, groupcommit.Options{}))
+	}
+	e, err := NewEngine(store, def, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -68,7 +76,7 @@ func runOne(b *testing.B, e *Engine, key string) {
 // other against a real redis-server, with records and events written: the
 // engine's own cost per saga.
 func BenchmarkSagaThreeSteps(b *testing.B) {
-	e, rt := benchEngine(b)
+	e, rt := benchEngine(b, false)
 	n := 0
 	for b.Loop() {
 		runOne(b, e, "b"+strconv.Itoa(n))
@@ -78,16 +86,26 @@ func BenchmarkSagaThreeSteps(b *testing.B) {
 	b.ReportMetric(float64(rt.n.Load())/float64(n), "roundtrips/saga")
 }
 
-// BenchmarkSagaThreeStepsParallel is the same with 16 sagas per CPU in flight.
+// BenchmarkSagaThreeStepsParallel is the same with 16 sagas per CPU in
+// flight, each write a round trip of its own ("alone") or batched with the
+// other sagas' ("group_commit", as the orchestrator runs on one Redis).
 func BenchmarkSagaThreeStepsParallel(b *testing.B) {
-	e, rt := benchEngine(b)
-	var n atomic.Int64
-	b.SetParallelism(16)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			runOne(b, e, "p"+strconv.FormatInt(n.Add(1), 10))
+	for _, grouped := range []bool{false, true} {
+		name := "alone"
+		if grouped {
+			name = "group_commit"
 		}
-	})
-	b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "sagas/s")
-	b.ReportMetric(float64(rt.n.Load())/float64(n.Load()), "roundtrips/saga")
+		b.Run(name, func(b *testing.B) {
+			e, rt := benchEngine(b, grouped)
+			var n atomic.Int64
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					runOne(b, e, "p"+strconv.FormatInt(n.Add(1), 10))
+				}
+			})
+			b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "sagas/s")
+			b.ReportMetric(float64(rt.n.Load())/float64(n.Load()), "roundtrips/saga")
+		})
+	}
 }

@@ -2,8 +2,12 @@ package saga
 
 import (
 	"context"
+	"slices"
+	"strconv"
+	"sync"
 	"testing"
 
+	"github.com/slammesh/slammesh/internal/groupcommit"
 	"github.com/slammesh/slammesh/internal/redistest"
 )
 
@@ -58,5 +62,76 @@ func TestHappyPathRoundTrips(t *testing.T) {
 			}
 			t.Logf("%d-step saga: %d round trips", n, h.n.Load())
 		})
+	}
+}
+
+// Through a group commit, a saga alone costs what it costs without one, and
+// concurrent sagas share round trips: every write of the 32 sagas below
+// waits for all of them to reach the same step, so their saves are in the
+// group's queue together.
+func TestGroupCommitSharesRoundTrips(t *testing.T) {
+	const sagas = 32
+	var arrived sync.WaitGroup
+	arrived.Add(sagas)
+	together := func(ctx context.Context, x *Exec) error {
+		arrived.Done()
+		arrived.Wait()
+		x.SetOutput([]byte("b-out"))
+		return nil
+	}
+	f := newFixtureOn(t, redistest.StartServer(t), map[string]behaviour{"b": {act: together}})
+	f.store.WithGroupCommit(groupcommit.New(f.rdb, groupcommit.Options{}))
+	e := f.engine(t, Options{})
+	// The scripts loaded (see TestHappyPathRoundTrips), on a saga whose
+	// step b does not wait for the others.
+	warm := newTestEngine(t, f.store, Definition{Name: "warm", Steps: fakeSteps(&calls{}, []string{"a", "b", "c"}, nil),
+		Classify: classify, Describe: describe, Policy: testPolicy}, Options{})
+	if _, _, err := warm.Begin(t.Context(), "warm", "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := warm.Run(t.Context(), "warm"); err != nil || rec.State != Completed {
+		t.Fatalf("warm-up saga: %v, %v", rec, err)
+	}
+
+	h := &roundTrips{}
+	f.rdb.AddHook(h)
+	if _, _, err := warm.Begin(t.Context(), "solo", "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := warm.Run(t.Context(), "solo"); err != nil || rec.State != Completed {
+		t.Fatalf("saga alone: %v, %v", rec, err)
+	}
+	n := len(f.def.Steps)
+	if got := h.n.Load(); got > int64(n+1) {
+		t.Errorf("a %d-step saga alone took %d round trips through the group, want at most %d", n, got, n+1)
+	}
+	h.n.Store(0)
+
+	var wg sync.WaitGroup
+	for i := range sagas {
+		key := "m" + strconv.Itoa(i)
+		wg.Go(func() {
+			if _, _, err := e.Begin(t.Context(), key, "s", nil); err != nil {
+				t.Errorf("Begin %s: %v", key, err)
+				arrived.Done()
+				return
+			}
+			if rec, err := e.Run(t.Context(), key); err != nil || rec.State != Completed {
+				t.Errorf("Run %s = %v, %v", key, rec, err)
+			}
+		})
+	}
+	wg.Wait()
+	alone := int64(sagas * (n + 1))
+	if got := h.n.Load(); got >= alone {
+		t.Errorf("%d concurrent %d-step sagas took %d round trips, want fewer than the %d they take alone", sagas, n, got, alone)
+	} else {
+		t.Logf("%d concurrent %d-step sagas: %d round trips (alone: %d)", sagas, n, got, alone)
+	}
+	for i := range sagas {
+		key := "m" + strconv.Itoa(i)
+		if got, want := events(t, f.rdb, key), []string{"mission.started", "mission.completed"}; !slices.Equal(got, want) {
+			t.Errorf("%s: events %v, want %v", key, got, want)
+		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/groupcommit"
 )
 
 // Redis keys of the saga store besides the records and the active-lease
@@ -117,6 +119,9 @@ type Store struct {
 	// round trips.
 	side []SideWriter
 	idx  index
+	// group, when set, batches the saga writes with concurrent sagas'
+	// (WithGroupCommit).
+	group *groupcommit.Group
 
 	// trimMu guards trimOffset, where the next Trim resumes in the
 	// expired part of the mission index (see Trim).
@@ -182,6 +187,15 @@ func (s *Store) WithSideWriter(w SideWriter) *Store {
 	return s
 }
 
+// WithGroupCommit makes the store send its saga writes (creates, saves and
+// the global writes riding with them) through g, batched with those of
+// concurrent sagas, and returns s. Call it before s is used. g must be on
+// the store's client.
+func (s *Store) WithGroupCommit(g *groupcommit.Group) *Store {
+	s.group = g
+	return s
+}
+
 // WithRetention sets what becomes of finished sagas' keys (see Retention)
 // and returns s. Call it before s is used; every engine sharing the records
 // should use the same retention.
@@ -221,19 +235,30 @@ func (s *Store) do(ctx context.Context, pre func(redis.Pipeliner), script *redis
 	if pre != nil {
 		pre(pipe)
 	}
-	if pipe.Len() == 0 {
+	if pipe.Len() == 0 && s.group == nil {
 		// Nothing rides along: a plain EVALSHA (with go-redis's own
 		// NOSCRIPT fallback) spares the pipeline.
 		done()
 		return script.Run(ctx, s.rdb, keys, args...)
 	}
 	cmd := script.EvalSha(ctx, pipe, keys, args...)
-	_, _ = pipe.Exec(ctx)
+	s.send(ctx, pipe)
 	done()
 	if isNoScript(cmd.Err()) {
 		cmd = script.Run(ctx, s.rdb, keys, args...)
 	}
 	return cmd
+}
+
+// send runs pipe's commands: batched with concurrent sagas' writes when the
+// store has a group, else as one pipeline of their own. Each command holds
+// its own reply and error.
+func (s *Store) send(ctx context.Context, pipe redis.Pipeliner) {
+	if s.group != nil {
+		_ = s.group.Exec(ctx, pipe.Cmds())
+		return
+	}
+	_, _ = pipe.Exec(ctx)
 }
 
 // indexed runs script after the index writes index queues: in the same

@@ -245,7 +245,7 @@ func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []
 	done := s.takeSide(ctx, pipe)
 	save = saveScript.Eval(ctx, pipe, s.retention.keys(key), args...)
 	unindex = unindexScript.EvalSha(ctx, pipe, []string{ActiveKey(key)}, key, score, "")
-	_, _ = pipe.Exec(ctx)
+	s.send(ctx, pipe)
 	done()
 	return save, unindex
 }
