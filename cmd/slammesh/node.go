@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
+	"github.com/slammesh/slammesh/internal/groupcommit"
 	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/meshtls"
 	"github.com/slammesh/slammesh/internal/redischeck"
@@ -28,6 +29,9 @@ type node struct {
 	tel  *telemetry.Telemetry
 	log  *slog.Logger
 	rdb  redis.UniversalClient
+	// group batches the saga writes and barrier commits of concurrent
+	// missions on rdb (nil on a Redis Cluster, see groupCommit).
+	group *groupcommit.Group
 	// redis is how rdb reaches Redis, for the node's other clients.
 	redis redisConn
 	srv   *grpcserver.Server
@@ -38,6 +42,18 @@ type node struct {
 	// Redis closes: the orchestrator finishes or hands off running sagas.
 	drain   func(ctx context.Context) error
 	closers []func() error
+}
+
+// groupCommit returns the group commit of the node's saga writes and barrier
+// commits on rdb, whose round trips hooks span per caller — on one Redis
+// only. On a Cluster, a batch splits into one pipeline per master and
+// returns when the slowest answers, so one slow or failing-over master
+// would hold up the writes of every saga, on every master, behind it.
+func groupCommit(rdb redis.UniversalClient, hooks []redis.Hook) *groupcommit.Group {
+	if _, single := rdb.(*redis.Client); !single {
+		return nil
+	}
+	return groupcommit.New(rdb, groupcommit.Options{Hooks: hooks})
 }
 
 // nodeSpec says how to build one node.
@@ -84,9 +100,13 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 	n.rdb = spec.redis.client(0)
 	n.closers = append(n.closers, n.rdb.Close)
 	// Hooks run on every command: only those whose output goes somewhere.
+	var traceHooks []redis.Hook
 	if n.tel.TracesExported() {
-		n.rdb.AddHook(telemetry.RedisTracing(n.tel.TracerProvider()))
+		h := telemetry.RedisTracing(n.tel.TracerProvider())
+		n.rdb.AddHook(h)
+		traceHooks = append(traceHooks, h)
 	}
+	n.group = groupCommit(n.rdb, traceHooks)
 	// Per-command metrics only when asked for: the hook runs on every
 	// command and pipeline, a large share of an orchestration-only
 	// mission's CPU.

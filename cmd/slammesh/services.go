@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
 	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
@@ -51,8 +50,12 @@ const stepFirehoseDelay = 25 * time.Millisecond
 // stepBarrier is the barrier of a step service: it refuses calls for a
 // mission whose saga record is gone (expired or deleted), so that a late
 // call writes no key that nothing would expire.
-func stepBarrier(rdb redis.UniversalClient) *barrier.Barrier {
-	return barrier.New(rdb, barrier.WithOwner(saga.RecordKey))
+func stepBarrier(n *node) *barrier.Barrier {
+	opts := []barrier.Option{barrier.WithOwner(saga.RecordKey)}
+	if n.group != nil {
+		opts = append(opts, barrier.WithGroupCommit(n.group))
+	}
+	return barrier.New(n.rdb, opts...)
 }
 
 // specFor says how to build the node of cfg.service.
@@ -90,7 +93,7 @@ func specFor(cfg serviceConfig, opts redisConn) nodeSpec {
 	case mapping.ServiceName:
 		spec.interceptors = stepInterceptors(mapping.ServiceName, mapping.ActionMethods, mapping.CompensationMethods)
 		spec.register = func(_ context.Context, n *node) error {
-			s := mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells, RetainedCells: cfg.retainedCells}, n.rdb, stepBarrier(n.rdb), n.log)
+			s := mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells, RetainedCells: cfg.retainedCells}, n.rdb, stepBarrier(n), n.log)
 			if err := s.RegisterMetrics(n.tel.Meter()); err != nil {
 				return err
 			}
@@ -113,7 +116,7 @@ func specFor(cfg serviceConfig, opts redisConn) nodeSpec {
 	case localization.ServiceName:
 		spec.interceptors = stepInterceptors(localization.ServiceName, localization.ActionMethods, localization.CompensationMethods)
 		spec.register = func(_ context.Context, n *node) error {
-			s, err := localization.NewServer(localization.Config{Parallelism: cfg.parallelism}, n.rdb, stepBarrier(n.rdb), n.log)
+			s, err := localization.NewServer(localization.Config{Parallelism: cfg.parallelism}, n.rdb, stepBarrier(n), n.log)
 			if err != nil {
 				return err
 			}
@@ -123,7 +126,7 @@ func specFor(cfg serviceConfig, opts redisConn) nodeSpec {
 	case merge.ServiceName:
 		spec.interceptors = stepInterceptors(merge.ServiceName, merge.ActionMethods, merge.CompensationMethods)
 		spec.register = func(_ context.Context, n *node) error {
-			s, err := merge.NewServer(merge.Config{}, n.rdb, stepBarrier(n.rdb), n.log)
+			s, err := merge.NewServer(merge.Config{}, n.rdb, stepBarrier(n), n.log)
 			if err != nil {
 				return err
 			}
@@ -179,6 +182,7 @@ func registerOrchestrator(ctx context.Context, cfg serviceConfig, n *node) error
 		Retention:           cfg.retention,
 	}, orchestrator.Deps{
 		Redis:        n.rdb,
+		GroupCommit:  n.group,
 		StreamRedis:  streamClient(n),
 		Mapping:      mappingv1.NewMappingServiceClient(mc),
 		Localization: localizationv1.NewLocalizationServiceClient(lc),

@@ -40,6 +40,7 @@ import (
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/groupcommit"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/saga"
@@ -96,6 +97,10 @@ type Config struct {
 type Deps struct {
 	// Redis holds saga records, the mission index and progress streams.
 	Redis redis.UniversalClient
+	// GroupCommit, when set, batches the saga writes of concurrent
+	// missions (see groupcommit); it must be on Redis. Default: each saga
+	// write is a round trip of its own.
+	GroupCommit *groupcommit.Group
 	// StreamRedis, when set, is a client of the same Redis with a pool of
 	// its own, which serves the watchers' stream reads (see watch.go), so
 	// that saga writes and lease renewals never wait behind watchers for a
@@ -187,6 +192,9 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	fh := progress.NewFirehose(deps.Redis, progress.FirehoseOptions{Logger: log})
 	store := saga.NewStore(deps.Redis, eventSink{pub: pub, firehose: fh}, cfg.LeaseTTL).
 		WithRetention(retention(cfg, def)).WithSideWriter(fh)
+	if deps.GroupCommit != nil {
+		store.WithGroupCommit(deps.GroupCommit)
+	}
 	engine, err := saga.NewEngine(store, *def, saga.Options{
 		Owner:  cfg.Owner,
 		Tracer: deps.Tracer,
