@@ -16,38 +16,50 @@ package groupcommit
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// DefaultMaxBytes is the default Options.MaxBytes.
-const DefaultMaxBytes = 64 << 10
+// Defaults of Options.
+const (
+	DefaultMaxBytes      = 64 << 10
+	DefaultMaxBatch      = 512
+	DefaultMaxBatchBytes = 1 << 20
+)
 
 // Options configures a Group.
 type Options struct {
 	// Hooks wrap each caller's commands as go-redis wraps a pipeline, in
 	// the caller's context: pass the client's tracing hook here, so that
 	// each caller's round trip is a span of its own trace (covering its
-	// wait in the queue, which is part of its latency). The batch itself
-	// runs in a context without a span, so the client's own hooks record
-	// nothing for it in any one caller's trace.
+	// wait in the queue, which is part of its latency). The commands
+	// themselves go out in a context without a span, so the client's own
+	// hooks record nothing for them in any one caller's trace.
 	Hooks []redis.Hook
-	// MaxBytes is the size of arguments (bytes, strings counted by length)
-	// above which a call is sent alone, on its own connection, rather
-	// than batched: a merged map's cells must not hold up the round trips
-	// of the sagas behind it. ≤ 0: DefaultMaxBytes.
+	// MaxBytes is the size of a call's arguments (strings and byte slices
+	// by length, numbers 8) above which it is sent alone, on its own
+	// connection, rather than batched: a merged map's cells must not hold
+	// up the round trips of the sagas behind it. ≤ 0: DefaultMaxBytes.
 	MaxBytes int
+	// MaxBatch and MaxBatchBytes bound a batch, in commands and in bytes
+	// of arguments (a call alone may exceed them): go-redis reads all of a
+	// pipeline's replies under one read timeout and retries a pipeline
+	// that timed out whole, so an unbounded batch of slow scripts would
+	// fail, again and again, writes that alone would succeed.
+	// ≤ 0: DefaultMaxBatch, DefaultMaxBatchBytes.
+	MaxBatch, MaxBatchBytes int
 }
 
 // Group batches the commands of concurrent Exec calls on one client. At
 // most one batch is in flight at a time. The zero value is not usable; use
 // New. A Group is safe for concurrent use.
 type Group struct {
-	rdb      redis.UniversalClient
-	maxBytes int
-	// exec is g.enqueue wrapped in Options.Hooks.
+	rdb                               redis.UniversalClient
+	maxBytes, maxBatch, maxBatchBytes int
+	// exec is g.dispatch wrapped in Options.Hooks.
 	exec redis.ProcessPipelineHook
 
 	mu    sync.Mutex
@@ -59,6 +71,7 @@ type Group struct {
 type call struct {
 	ctx  context.Context
 	cmds []redis.Cmder
+	size int // bytes of arguments
 	// queued is true while the call waits in Group.queue (under
 	// Group.mu): until then it may leave on cancellation.
 	queued bool
@@ -69,11 +82,17 @@ type call struct {
 
 // New returns a group on rdb.
 func New(rdb redis.UniversalClient, opts Options) *Group {
-	g := &Group{rdb: rdb, maxBytes: opts.MaxBytes}
+	g := &Group{rdb: rdb, maxBytes: opts.MaxBytes, maxBatch: opts.MaxBatch, maxBatchBytes: opts.MaxBatchBytes}
 	if g.maxBytes <= 0 {
 		g.maxBytes = DefaultMaxBytes
 	}
-	g.exec = g.enqueue
+	if g.maxBatch <= 0 {
+		g.maxBatch = DefaultMaxBatch
+	}
+	if g.maxBatchBytes <= 0 {
+		g.maxBatchBytes = DefaultMaxBatchBytes
+	}
+	g.exec = g.dispatch
 	for i := len(opts.Hooks) - 1; i >= 0; i-- {
 		g.exec = opts.Hooks[i].ProcessPipelineHook(g.exec)
 	}
@@ -85,21 +104,34 @@ func New(rdb redis.UniversalClient, opts Options) *Group {
 // and error, as after redis.Pipeliner.Exec; the error returned is the first
 // command's error, if any. A call cancelled while its commands wait in the
 // queue leaves it and fails them with ctx.Err(); once they are sent, it
-// waits for their replies.
+// waits for their replies. A call past MaxBytes, or with an argument other
+// than a string, byte slice, number or bool (which go-redis might fail to
+// write, failing the whole pipeline), goes alone.
 func (g *Group) Exec(ctx context.Context, cmds []redis.Cmder) error {
 	if len(cmds) == 0 {
 		return nil
 	}
-	if size(cmds) > g.maxBytes {
-		return send(ctx, g.rdb, cmds)
-	}
 	return g.exec(ctx, cmds)
 }
 
-// enqueue is Exec within the hooks: it leads a batch at once when none is
-// in flight, else waits for its commands to go in one.
-func (g *Group) enqueue(ctx context.Context, cmds []redis.Cmder) error {
-	c := &call{ctx: ctx, cmds: cmds}
+// dispatch is Exec within the hooks.
+func (g *Group) dispatch(ctx context.Context, cmds []redis.Cmder) error {
+	n, plain := size(cmds)
+	if !plain || n > g.maxBytes {
+		p := g.rdb.Pipeline()
+		for _, cmd := range cmds {
+			_ = p.Process(ctx, cmd)
+		}
+		_, _ = p.Exec(unspanned(ctx))
+		return firstErr(cmds)
+	}
+	return g.enqueue(&call{ctx: ctx, cmds: cmds, size: n})
+}
+
+// enqueue leads a batch of c at once when none is in flight, else waits for
+// c's commands to go in one.
+func (g *Group) enqueue(c *call) error {
+	ctx, cmds := c.ctx, c.cmds
 	g.mu.Lock()
 	if !g.busy {
 		g.busy = true
@@ -131,15 +163,29 @@ func (g *Group) enqueue(ctx context.Context, cmds []redis.Cmder) error {
 	}
 	if lead {
 		g.mu.Lock()
-		rest := g.queue
-		g.queue = nil
-		for _, o := range rest {
-			o.queued = false
-		}
+		rest := g.take(c)
 		g.mu.Unlock()
 		g.lead(c, rest)
 	}
 	return firstErr(cmds)
+}
+
+// take removes from the queue the calls that join c's batch, in their
+// order, within the batch's bounds (g.mu held).
+func (g *Group) take(c *call) []*call {
+	cmds, bytes := len(c.cmds), c.size
+	n := 0
+	for _, o := range g.queue {
+		if cmds+len(o.cmds) > g.maxBatch || bytes+o.size > g.maxBatchBytes {
+			break
+		}
+		cmds, bytes = cmds+len(o.cmds), bytes+o.size
+		o.queued = false
+		n++
+	}
+	rest := slices.Clone(g.queue[:n])
+	g.queue = slices.Delete(g.queue, 0, n)
+	return rest
 }
 
 // lead sends the batch of c and others, hands the lead to the first call
@@ -151,9 +197,7 @@ func (g *Group) lead(c *call, others []*call) {
 		// fail the others' commands.
 		ctx = context.WithoutCancel(ctx)
 	}
-	// The batch's span would sit in the leader's trace and list the
-	// others' commands: the hooks span each caller instead (Options.Hooks).
-	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+	ctx = unspanned(ctx)
 	p := g.rdb.Pipeline()
 	for _, cmd := range c.cmds {
 		_ = p.Process(ctx, cmd)
@@ -190,14 +234,11 @@ func (g *Group) remove(c *call) {
 	}
 }
 
-// send runs cmds as one pipeline of their own.
-func send(ctx context.Context, rdb redis.UniversalClient, cmds []redis.Cmder) error {
-	p := rdb.Pipeline()
-	for _, cmd := range cmds {
-		_ = p.Process(ctx, cmd)
-	}
-	_, _ = p.Exec(ctx)
-	return firstErr(cmds)
+// unspanned is ctx without its span: a batch's span would sit in the
+// leader's trace and list the others' commands, and a call's own span is
+// Options.Hooks' to record.
+func unspanned(ctx context.Context) context.Context {
+	return trace.ContextWithSpanContext(ctx, trace.SpanContext{})
 }
 
 // firstErr is the first error among cmds' replies, as Pipeliner.Exec
@@ -211,9 +252,9 @@ func firstErr(cmds []redis.Cmder) error {
 	return nil
 }
 
-// size is the bytes cmds' string arguments hold; other arguments count 8.
-func size(cmds []redis.Cmder) int {
-	n := 0
+// size is the bytes of cmds' arguments (strings and byte slices by length,
+// numbers and bools 8), and whether all of them are of those kinds.
+func size(cmds []redis.Cmder) (n int, plain bool) {
 	for _, cmd := range cmds {
 		for _, a := range cmd.Args() {
 			switch v := a.(type) {
@@ -221,10 +262,12 @@ func size(cmds []redis.Cmder) int {
 				n += len(v)
 			case []byte:
 				n += len(v)
-			default:
+			case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64, bool:
 				n += 8
+			default:
+				return n, false
 			}
 		}
 	}
-	return n
+	return n, true
 }

@@ -20,8 +20,8 @@ import (
 )
 
 // pipelines counts the pipelines a client sends, but for the handshake of a
-// new connection (HELLO, CLIENT SETINFO).
-type pipelines struct{ n atomic.Int64 }
+// new connection (HELLO, CLIENT SETINFO), and keeps the largest's length.
+type pipelines struct{ n, largest atomic.Int64 }
 
 func (*pipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
 func (*pipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
@@ -29,6 +29,12 @@ func (p *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		if n := cmds[0].Name(); n != "hello" && n != "client" {
 			p.n.Add(1)
+			for {
+				l := p.largest.Load()
+				if int64(len(cmds)) <= l || p.largest.CompareAndSwap(l, int64(len(cmds))) {
+					break
+				}
+			}
 		}
 		return next(ctx, cmds)
 	}
@@ -266,10 +272,10 @@ func TestEachCallerIsSpannedInItsOwnTrace(t *testing.T) {
 	rdb := redistest.StartServer(t).Client(t)
 	// As a node installs it: on the client (the batch) and for the callers.
 	rdb.AddHook(hook)
-	g := New(rdb, Options{Hooks: []redis.Hook{hook}})
+	g := New(rdb, Options{Hooks: []redis.Hook{hook}, MaxBytes: 1024})
 	held := holdBatch(t, g, 300*time.Millisecond)
 
-	const n = 8
+	const n = 8 // the last one too large to be batched
 	tracer := tp.Tracer("test")
 	roots := make([]trace.SpanContext, n)
 	var wg sync.WaitGroup
@@ -280,12 +286,16 @@ func TestEachCallerIsSpannedInItsOwnTrace(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer span.End()
-			if err := g.Exec(ctx, []redis.Cmder{redis.NewIntCmd(ctx, "incr", fmt.Sprintf("m%d", i))}); err != nil {
+			cmd := redis.NewIntCmd(ctx, "incr", fmt.Sprintf("m%d", i))
+			if i == n-1 {
+				cmd = redis.NewIntCmd(ctx, "incr", strings.Repeat("m", 2048))
+			}
+			if err := g.Exec(ctx, []redis.Cmder{cmd}); err != nil {
 				t.Errorf("call %d: %v", i, err)
 			}
 		}()
 	}
-	waitFor(t, func() bool { return queued(g) == n })
+	waitFor(t, func() bool { return queued(g) == n-1 })
 	<-held
 	wg.Wait()
 
@@ -355,5 +365,70 @@ func TestTheLeadersCancellationFailsNoOther(t *testing.T) {
 	}
 	if leaderCtx.Err() == nil {
 		t.Fatal("the leader's context was not cancelled: the test did not test")
+	}
+}
+
+func TestABatchKeepsItsBounds(t *testing.T) {
+	g, _, count := setup(t, Options{MaxBatch: 30})
+	held := holdBatch(t, g, 200*time.Millisecond)
+	const calls = 40
+	var wg sync.WaitGroup
+	for i := range calls {
+		ctx := context.Background()
+		cmds := []redis.Cmder{
+			redis.NewIntCmd(ctx, "incr", fmt.Sprintf("k%d", i)),
+			redis.NewIntCmd(ctx, "incr", fmt.Sprintf("k%d", i)),
+			redis.NewIntCmd(ctx, "incr", fmt.Sprintf("k%d", i)),
+		}
+		wg.Go(func() {
+			if err := g.Exec(ctx, cmds); err != nil {
+				t.Errorf("call %d: %v", i, err)
+			}
+			if v := cmds[2].(*redis.IntCmd).Val(); v != 3 {
+				t.Errorf("call %d: third incr answered %d, want 3", i, v)
+			}
+		})
+	}
+	waitFor(t, func() bool { return queued(g) == calls })
+	<-held
+	wg.Wait()
+	// The holding call, then batches of 10 calls' 30 commands.
+	if got, largest := count.n.Load(), count.largest.Load(); got != 1+calls/10 || largest != 30 {
+		t.Errorf("%d pipelines, the largest of %d commands; want %d, of 30", got, largest, 1+calls/10)
+	}
+}
+
+func TestACallGoRedisMightNotWriteGoesAlone(t *testing.T) {
+	g, rdb, count := setup(t, Options{})
+	held := holdBatch(t, g, 300*time.Millisecond)
+	ctx := context.Background()
+	good := redis.NewStatusCmd(ctx, "set", "good", "1")
+	done := make(chan error, 1)
+	go func() { done <- g.Exec(ctx, []redis.Cmder{good}) }()
+	waitFor(t, func() bool { return queued(g) == 1 })
+	// go-redis fails a whole pipeline it cannot write: in a batch, this
+	// call would fail the others'.
+	odd := redis.NewStatusCmd(ctx, "set", "odd", struct{ X int }{1})
+	oddDone := make(chan error, 1)
+	go func() { oddDone <- g.Exec(ctx, []redis.Cmder{odd}) }()
+	// Its own pipeline starts while the batch is still in flight.
+	waitFor(t, func() bool { return count.n.Load() == 2 })
+	select {
+	case <-held:
+		t.Fatal("the batch returned before the odd call's pipeline started")
+	default:
+	}
+	if queued(g) != 1 {
+		t.Error("the call with a struct argument queued")
+	}
+	if err := <-oddDone; err == nil {
+		t.Error("a struct argument was written")
+	}
+	<-held
+	if err := <-done; err != nil {
+		t.Errorf("the call queued beside it: %v", err)
+	}
+	if n, _ := rdb.Exists(ctx, "good").Result(); n != 1 {
+		t.Error("the call queued beside it did not run")
 	}
 }
