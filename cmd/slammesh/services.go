@@ -94,6 +94,9 @@ func specFor(cfg serviceConfig, opts redisConn) nodeSpec {
 		spec.interceptors = stepInterceptors(mapping.ServiceName, mapping.ActionMethods, mapping.CompensationMethods)
 		spec.register = func(_ context.Context, n *node) error {
 			s := mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells, RetainedCells: cfg.retainedCells}, n.rdb, stepBarrier(n), n.log)
+			if n.group != nil {
+				s.WithGroupCommit(n.group)
+			}
 			if err := s.RegisterMetrics(n.tel.Meter()); err != nil {
 				return err
 			}

@@ -271,3 +271,43 @@ func size(cmds []redis.Cmder) (n int, plain bool) {
 	}
 	return n, true
 }
+
+// Scripter returns g as a redis.Scripter, for redis.Script.Run: EVAL and
+// EVALSHA (and their read-only forms) go through Exec, batched; SCRIPT
+// EXISTS and SCRIPT LOAD go straight to the client.
+func (g *Group) Scripter() redis.Scripter { return scripter{g} }
+
+type scripter struct{ g *Group }
+
+// run sends the one command queue builds (on a pipeline, which builds it as
+// the client would, keys and arguments flattened, and only queues it)
+// through the group.
+func (s scripter) run(ctx context.Context, queue func(p redis.Pipeliner) *redis.Cmd) *redis.Cmd {
+	cmd := queue(s.g.rdb.Pipeline())
+	_ = s.g.Exec(ctx, []redis.Cmder{cmd})
+	return cmd
+}
+
+func (s scripter) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return s.run(ctx, func(p redis.Pipeliner) *redis.Cmd { return p.Eval(ctx, script, keys, args...) })
+}
+
+func (s scripter) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	return s.run(ctx, func(p redis.Pipeliner) *redis.Cmd { return p.EvalSha(ctx, sha1, keys, args...) })
+}
+
+func (s scripter) EvalRO(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return s.run(ctx, func(p redis.Pipeliner) *redis.Cmd { return p.EvalRO(ctx, script, keys, args...) })
+}
+
+func (s scripter) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	return s.run(ctx, func(p redis.Pipeliner) *redis.Cmd { return p.EvalShaRO(ctx, sha1, keys, args...) })
+}
+
+func (s scripter) ScriptExists(ctx context.Context, hashes ...string) *redis.BoolSliceCmd {
+	return s.g.rdb.ScriptExists(ctx, hashes...)
+}
+
+func (s scripter) ScriptLoad(ctx context.Context, script string) *redis.StringCmd {
+	return s.g.rdb.ScriptLoad(ctx, script)
+}

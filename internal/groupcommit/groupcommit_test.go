@@ -432,3 +432,28 @@ func TestACallGoRedisMightNotWriteGoesAlone(t *testing.T) {
 		t.Error("the call queued beside it did not run")
 	}
 }
+
+func TestScriptsRunThroughTheGroup(t *testing.T) {
+	g, _, count := setup(t, Options{})
+	script := redis.NewScript(`return redis.call('INCRBY', KEYS[1], ARGV[1])`)
+	held := holdBatch(t, g, 200*time.Millisecond)
+	const n = 10
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			// Not loaded yet: EVALSHA answers NOSCRIPT, and Run falls
+			// back on EVAL, through the group too.
+			v, err := script.Run(context.Background(), g.Scripter(), []string{fmt.Sprintf("s%d", i)}, i+1).Int()
+			if err != nil || v != i+1 {
+				t.Errorf("script %d = %d, %v; want %d", i, v, err, i+1)
+			}
+		})
+	}
+	waitFor(t, func() bool { return queued(g) == n })
+	<-held
+	wg.Wait()
+	// The holding call, the EVALSHAs in one batch, the EVALs in one or two.
+	if got := count.n.Load(); got > 4 {
+		t.Errorf("%d pipelines, want at most 4", got)
+	}
+}

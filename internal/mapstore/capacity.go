@@ -135,7 +135,7 @@ type Reservation struct {
 // capacity (cells), at time at, once: a mission charged already is charged
 // nothing more. ErrFull when the map does not fit (nothing charged),
 // ErrCorrupt when the counters contradict themselves.
-func Reserve(ctx context.Context, rdb redis.Cmdable, missionID string, cells, capacity uint64, at time.Time) (Reservation, error) {
+func Reserve(ctx context.Context, rdb redis.Scripter, missionID string, cells, capacity uint64, at time.Time) (Reservation, error) {
 	v, err := reserveScript.Run(ctx, rdb, accountKeys, missionID, cells, capacity, at.UnixMilli()).Int64Slice()
 	if err == nil && len(v) != 2 {
 		err = fmt.Errorf("answer %v", v)

@@ -25,6 +25,7 @@ import (
 
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/groupcommit"
 	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/progress"
@@ -64,6 +65,12 @@ type Registrar interface {
 	Register(r grpc.ServiceRegistrar)
 }
 
+// groupCommitter is a step service that sends more than its barrier's
+// commits through a group commit (mapping: its capacity reservation).
+type groupCommitter interface {
+	WithGroupCommit(g *groupcommit.Group)
+}
+
 // Service describes the step service Start runs, with the exported names
 // every step service package has.
 type Service struct {
@@ -96,7 +103,9 @@ type Env struct {
 	step    string
 }
 
-// Start runs svc until t ends, on its own redis-server, and dials it.
+// Start runs svc until t ends, on its own redis-server, and dials it. On one
+// Redis, as in cmd/slammesh, its barrier commits (and what else it sends
+// through WithGroupCommit) go through a group commit.
 func Start(t testing.TB, svc Service) *Env {
 	t.Helper()
 	srv0 := redistest.Start(t)
@@ -120,11 +129,21 @@ func Start(t testing.TB, svc Service) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := barrier.New(rdb)
+	// Commits group-committed on one Redis, as cmd/slammesh does.
+	var group *groupcommit.Group
+	var opts []barrier.Option
+	if _, single := rdb.(*redis.Client); single {
+		group = groupcommit.New(rdb, groupcommit.Options{})
+		opts = append(opts, barrier.WithGroupCommit(group))
+	}
+	b := barrier.New(rdb, opts...)
 	s, err := svc.New(rdb, b, log)
 	if err != nil {
 		_ = srv.Close()
 		t.Fatal(err)
+	}
+	if gc, ok := s.(groupCommitter); ok && group != nil {
+		gc.WithGroupCommit(group)
 	}
 	s.Register(srv)
 	ctx, cancel := context.WithCancel(context.Background())

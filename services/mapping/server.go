@@ -40,6 +40,7 @@ import (
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/groupcommit"
 	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slam/grid"
@@ -101,8 +102,11 @@ type Config struct {
 // Server implements mappingv1.MappingServiceServer.
 type Server struct {
 	mappingv1.UnimplementedMappingServiceServer
-	cfg     Config
-	rdb     redis.UniversalClient
+	cfg Config
+	rdb redis.UniversalClient
+	// reserve runs the capacity reservation's script: rdb, or a group
+	// commit on it (WithGroupCommit).
+	reserve redis.Scripter
 	barrier *barrier.Barrier
 	log     *slog.Logger
 	// reclaiming serializes this process's janitor passes.
@@ -123,7 +127,14 @@ func NewServer(cfg Config, rdb redis.UniversalClient, b *barrier.Barrier, log *s
 	if cfg.ReservationGrace <= 0 {
 		cfg.ReservationGrace = DefaultReservationGrace
 	}
-	return &Server{cfg: cfg, rdb: rdb, barrier: b, log: log}
+	return &Server{cfg: cfg, rdb: rdb, reserve: rdb, barrier: b, log: log}
+}
+
+// WithGroupCommit makes AllocateMap's capacity reservation go through g,
+// batched with concurrent allocations' (and the barrier commits sharing g).
+// Call it before s serves; g must be on the server's client.
+func (s *Server) WithGroupCommit(g *groupcommit.Group) {
+	s.reserve = g.Scripter()
 }
 
 // Register registers s on r (a grpc.Server or grpcserver.Server).
@@ -208,7 +219,7 @@ func (s *Server) allocate(ctx context.Context, sc *typesv1.SagaContext, meta gri
 	cells := uint64(meta.Cells())
 	capacity := s.cfg.CapacityCells
 	missionID := sc.GetMissionId()
-	r, err := mapstore.Reserve(ctx, s.rdb, missionID, cells, capacity, time.Now())
+	r, err := mapstore.Reserve(ctx, s.reserve, missionID, cells, capacity, time.Now())
 	switch {
 	case errors.Is(err, mapstore.ErrFull):
 		return nil, 0, &errCapacity{requested: cells, available: r.Left}
