@@ -3,10 +3,12 @@ package barrier
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/slammesh/slammesh/internal/groupcommit"
 	"github.com/slammesh/slammesh/internal/redistest"
 )
 
@@ -39,22 +41,54 @@ func BenchmarkAction(b *testing.B) {
 func BenchmarkCommit(b *testing.B) {
 	rdb := redistest.Start(b).Client(b)
 	br := New(rdb)
-	ctx := b.Context()
 	n := 0
 	for b.Loop() {
-		key := "m" + strconv.Itoa(n)
+		commitOne(b, br, "m"+strconv.Itoa(n))
 		n++
-		tx := br.NewTx()
-		tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, "slammesh:{"+key+"}:localization", "agent-1", "pose") })
-		tx.Announce(func(p redis.Pipeliner) {
-			for _, typ := range []string{"step.started", "step.completed"} {
-				p.XAdd(ctx, &redis.XAddArgs{Stream: "slammesh:{" + key + "}:events", MaxLen: 10000, Approx: true,
-					Values: []any{"v", "1", "mission_id", key, "type", typ}})
-			}
-		})
-		if _, _, err := br.Commit(ctx, ID{Key: key, SagaID: "s", Step: "localize_agents"}, tx, []byte("result")); err != nil {
-			b.Fatal(err)
-		}
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "actions/s")
+}
+
+// BenchmarkCommitParallel is BenchmarkCommit with 16 calls per CPU in
+// flight, each commit a round trip of its own ("alone") or batched with the
+// others' ("group_commit", as a step service runs on one Redis).
+func BenchmarkCommitParallel(b *testing.B) {
+	for _, grouped := range []bool{false, true} {
+		name := "alone"
+		if grouped {
+			name = "group_commit"
+		}
+		b.Run(name, func(b *testing.B) {
+			rdb := redistest.Start(b).Client(b)
+			var opts []Option
+			if grouped {
+				opts = append(opts, WithGroupCommit(groupcommit.New(rdb, groupcommit.Options{})))
+			}
+			br := New(rdb, opts...)
+			var n atomic.Int64
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					commitOne(b, br, "p"+strconv.FormatInt(n.Add(1), 10))
+				}
+			})
+			b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "actions/s")
+		})
+	}
+}
+
+// commitOne commits BenchmarkCommit's plan for mission key.
+func commitOne(b *testing.B, br *Barrier, key string) {
+	ctx := b.Context()
+	tx := br.NewTx()
+	tx.Write(func(p redis.Pipeliner) { p.HSet(ctx, "slammesh:{"+key+"}:localization", "agent-1", "pose") })
+	tx.Announce(func(p redis.Pipeliner) {
+		for _, typ := range []string{"step.started", "step.completed"} {
+			p.XAdd(ctx, &redis.XAddArgs{Stream: "slammesh:{" + key + "}:events", MaxLen: 10000, Approx: true,
+				Values: []any{"v", "1", "mission_id", key, "type", typ}})
+		}
+	})
+	if _, _, err := br.Commit(ctx, ID{Key: key, SagaID: "s", Step: "localize_agents"}, tx, []byte("result")); err != nil {
+		b.Fatal(err)
+	}
 }
