@@ -29,8 +29,9 @@ type node struct {
 	tel  *telemetry.Telemetry
 	log  *slog.Logger
 	rdb  redis.UniversalClient
-	// group batches the saga writes and barrier commits of concurrent
-	// missions on rdb (nil on a Redis Cluster, see groupCommit).
+	// group batches the saga writes, barrier commits and capacity
+	// reservations of concurrent missions on rdb (nil on a Redis Cluster,
+	// see groupCommit).
 	group *groupcommit.Group
 	// redis is how rdb reaches Redis, for the node's other clients.
 	redis redisConn
@@ -44,9 +45,9 @@ type node struct {
 	closers []func() error
 }
 
-// groupCommit returns the group commit of the node's saga writes and barrier
-// commits on rdb, whose round trips hooks span per caller — on one Redis
-// only. On a Cluster, a batch splits into one pipeline per master and
+// groupCommit returns the group commit of the node's saga writes, barrier
+// commits and capacity reservations on rdb, whose round trips hooks span per
+// caller — on one Redis only. On a Cluster, a batch splits into one pipeline per master and
 // returns when the slowest answers, so one slow or failing-over master
 // would hold up the writes of every saga, on every master, behind it.
 func groupCommit(rdb redis.UniversalClient, hooks []redis.Hook) *groupcommit.Group {

@@ -25,6 +25,7 @@ import (
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/faults"
+	"github.com/slammesh/slammesh/internal/groupcommit"
 	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
@@ -99,11 +100,17 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 		}, register)
 	}
 	mappingNode := stepNode(mapping.ServiceName, mapping.ActionMethods, mapping.CompensationMethods, func(n *node) error {
-		mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells}, n.rdb, barrier.New(n.rdb), n.log).Register(n.srv)
+		// One group for the barrier and the reservation, as a node has.
+		g := groupCommit(n.rdb)
+		s := mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells}, n.rdb, stepBarrier(n.rdb, g), n.log)
+		if g != nil {
+			s.WithGroupCommit(g)
+		}
+		s.Register(n.srv)
 		return nil
 	})
 	localizationNode := stepNode(localization.ServiceName, localization.ActionMethods, localization.CompensationMethods, func(n *node) error {
-		s, err := localization.NewServer(localization.Config{}, n.rdb, barrier.New(n.rdb), n.log)
+		s, err := localization.NewServer(localization.Config{}, n.rdb, stepBarrier(n.rdb, groupCommit(n.rdb)), n.log)
 		if err != nil {
 			return err
 		}
@@ -111,7 +118,7 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 		return nil
 	})
 	mergeNode := stepNode(merge.ServiceName, merge.ActionMethods, merge.CompensationMethods, func(n *node) error {
-		s, err := merge.NewServer(merge.Config{}, n.rdb, barrier.New(n.rdb), n.log)
+		s, err := merge.NewServer(merge.Config{}, n.rdb, stepBarrier(n.rdb, groupCommit(n.rdb)), n.log)
 		if err != nil {
 			return err
 		}
@@ -124,6 +131,24 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 	st.orch, st.client = st.startOrchestrator(t, cfg)
 	mappingNode.dialFor(t, func(conn *grpc.ClientConn) { st.mapping = mappingv1.NewMappingServiceClient(conn) })
 	return st
+}
+
+// groupCommit is the group commit a node of cmd/slammesh builds on rdb: one
+// on one Redis, none on a Cluster.
+func groupCommit(rdb redis.UniversalClient) *groupcommit.Group {
+	if _, single := rdb.(*redis.Client); !single {
+		return nil
+	}
+	return groupcommit.New(rdb, groupcommit.Options{})
+}
+
+// stepBarrier is a step service's barrier on rdb, its commits going through
+// g (nil: none).
+func stepBarrier(rdb redis.UniversalClient, g *groupcommit.Group) *barrier.Barrier {
+	if g != nil {
+		return barrier.New(rdb, barrier.WithGroupCommit(g))
+	}
+	return barrier.New(rdb)
 }
 
 // startOrchestrator starts an orchestrator on the stack's Redis and step
@@ -153,6 +178,7 @@ func (st *stack) startOrchestrator(t *testing.T, cfg stackConfig) (*orchestrator
 			MaxWatchers:         cfg.maxWatchers,
 		}, orchestrator.Deps{
 			Redis:        n.rdb,
+			GroupCommit:  groupCommit(n.rdb),
 			Mapping:      mappingv1.NewMappingServiceClient(dial(st.stepAddrs[0])),
 			Localization: localizationv1.NewLocalizationServiceClient(dial(st.stepAddrs[1])),
 			Merge:        mergev1.NewMergeServiceClient(dial(st.stepAddrs[2])),
