@@ -93,6 +93,22 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
+// startsAlone checks that a call just made goes alone: its pipeline (the
+// client's second) starts while the batch held is in flight, and the queue
+// keeps the want calls it had.
+func startsAlone(t *testing.T, g *Group, count *pipelines, held <-chan struct{}, want int) {
+	t.Helper()
+	waitFor(t, func() bool { return count.n.Load() == 2 })
+	select {
+	case <-held:
+		t.Fatal("the batch returned before the call's own pipeline started")
+	default:
+	}
+	if n := queued(g); n != want {
+		t.Errorf("%d calls queued, want %d: the call queued", n, want)
+	}
+}
+
 // queued is the number of calls waiting in g's queue.
 func queued(g *Group) int {
 	g.mu.Lock()
@@ -245,16 +261,7 @@ func TestALargeCallDoesNotWaitForTheBatch(t *testing.T) {
 	big := redis.NewStatusCmd(ctx, "set", "big", strings.Repeat("x", 2048))
 	done := make(chan error, 1)
 	go func() { done <- g.Exec(ctx, []redis.Cmder{big}) }()
-	// Its own pipeline starts while the batch is still in flight.
-	waitFor(t, func() bool { return count.n.Load() == 2 })
-	select {
-	case <-held:
-		t.Fatal("the batch returned before the large call's pipeline started")
-	default:
-	}
-	if queued(g) != 0 {
-		t.Error("the large call queued")
-	}
+	startsAlone(t, g, count, held, 0)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -411,16 +418,7 @@ func TestACallGoRedisMightNotWriteGoesAlone(t *testing.T) {
 	odd := redis.NewStatusCmd(ctx, "set", "odd", struct{ X int }{1})
 	oddDone := make(chan error, 1)
 	go func() { oddDone <- g.Exec(ctx, []redis.Cmder{odd}) }()
-	// Its own pipeline starts while the batch is still in flight.
-	waitFor(t, func() bool { return count.n.Load() == 2 })
-	select {
-	case <-held:
-		t.Fatal("the batch returned before the odd call's pipeline started")
-	default:
-	}
-	if queued(g) != 1 {
-		t.Error("the call with a struct argument queued")
-	}
+	startsAlone(t, g, count, held, 1)
 	if err := <-oddDone; err == nil {
 		t.Error("a struct argument was written")
 	}
