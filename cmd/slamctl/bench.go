@@ -216,6 +216,7 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv f
 				id := fmt.Sprintf("%s-%d", prefix, i)
 				t0 := time.Now()
 				resp, err := c.orchestrator.StartMission(ctx, cfg.workload.request(id, i))
+				refused := err != nil
 				r := benchRun{id: id, latency: time.Since(t0), state: resp.GetMission().GetState()}
 				perWorker[w] = append(perWorker[w], r)
 				if err == nil && r.state != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
@@ -224,6 +225,14 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv f
 				if err != nil {
 					failed.Add(1)
 					errOnce.Do(func() { firstErr = err })
+					// Calls refused at once (the orchestrator down, a
+					// bad token) would otherwise spin through every id.
+					if refused {
+						select {
+						case <-ctx.Done():
+						case <-time.After(benchRetryPause):
+						}
+					}
 				}
 			}
 		})
@@ -236,12 +245,14 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv f
 	lat := make([]time.Duration, 0, len(runs))
 	var teardown, completed []string
 	for _, r := range runs {
-		lat = append(lat, r.latency)
 		if r.holdsResources() {
 			teardown = append(teardown, r.id)
 		}
+		// Throughput and latency are the completed missions': a call
+		// refused at once is neither.
 		if r.state == orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
 			completed = append(completed, r.id)
+			lat = append(lat, r.latency)
 		}
 	}
 	done := len(runs)
@@ -252,9 +263,14 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv f
 		shape = "1 anchor, 2x2 m submap inline"
 	}
 	fmt.Fprintf(stdout, "missions %d  concurrency %d  workload %s (%s)  ids %s-*\n", done, cfg.conc, w.name, shape, prefix)
-	fmt.Fprintf(stdout, "elapsed  %s  throughput %.1f missions/s\n", elapsed.Round(time.Millisecond), float64(done)/elapsed.Seconds())
-	fmt.Fprintf(stdout, "latency  p50 %s  p90 %s  p99 %s  max %s\n", roundDur(percentile(lat, 0.50)),
-		roundDur(percentile(lat, 0.90)), roundDur(percentile(lat, 0.99)), roundDur(percentile(lat, 1)))
+	fmt.Fprintf(stdout, "elapsed  %s  throughput %.1f missions/s  (%d completed)\n", elapsed.Round(time.Millisecond),
+		float64(len(completed))/elapsed.Seconds(), len(completed))
+	if len(lat) == 0 {
+		fmt.Fprintln(stdout, "latency  no completed mission")
+	} else {
+		fmt.Fprintf(stdout, "latency  p50 %s  p90 %s  p99 %s  max %s\n", roundDur(percentile(lat, 0.50)),
+			roundDur(percentile(lat, 0.90)), roundDur(percentile(lat, 0.99)), roundDur(percentile(lat, 1)))
+	}
 	if before != nil && after != nil {
 		printRedisDelta(stdout, after.sub(*before), len(completed))
 	}
@@ -272,6 +288,10 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv f
 	}
 	return errors.Join(benchErr, tearDown(ctx, c, teardown, stdout))
 }
+
+// benchRetryPause is how long a bench worker waits after a failed
+// StartMission call before its next mission.
+const benchRetryPause = 100 * time.Millisecond
 
 // roundDur rounds a latency for printing.
 func roundDur(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }

@@ -110,6 +110,10 @@ func printRedisDelta(w io.Writer, delta redisCounters, missions int) {
 		fmt.Fprintln(w, "redis    no completed mission to charge commands to")
 		return
 	}
+	if delta.commands < 0 || delta.reads < 0 {
+		fmt.Fprintln(w, "redis    the counters went back (Redis restarted, or CONFIG RESETSTAT, during the bench): no counts per mission")
+		return
+	}
 	per := func(n int64) float64 { return float64(n) / float64(missions) }
 	fmt.Fprintf(w, "redis    per mission %.1f commands  %.1f round trips  (Δtotal_commands_processed %d, Δtotal_reads_processed %d, %d completed missions)\n",
 		per(delta.commands), per(delta.reads), delta.commands, delta.reads, missions)

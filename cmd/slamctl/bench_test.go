@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -156,23 +157,23 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 		gated bool
 		// wantCancelled are the indices of the missions cancelled.
 		wantCancelled []int
-		wantOut       string
+		wantOut       []string
 		wantErr       string
 	}{
 		{
 			name: "every completed mission, at bounded concurrency", args: []string{"-n", "40", "-c", "4"},
 			outcome: completed, gated: true, wantCancelled: seq(0, 40),
-			wantOut: "teardown 40 missions torn down",
+			wantOut: []string{"teardown 40 missions torn down", "(40 completed)"},
 		},
 		{
 			// 0 1 2 3 4 5 6 7 8 9 10 11: 2, 5, 8 compensated; 3, 7, 11 failed to start.
 			name: "not the compensated ones", args: []string{"-n", "12", "-c", "3"},
 			outcome: mixed, wantCancelled: []int{0, 1, 3, 4, 6, 7, 9, 10, 11},
-			wantOut: "teardown 6 missions torn down", wantErr: "6 of 12 missions did not complete",
+			wantOut: []string{"teardown 6 missions torn down", "(6 completed)"}, wantErr: "6 of 12 missions did not complete",
 		},
 		{
 			name: "-keep keeps them", args: []string{"-n", "5", "-keep"},
-			outcome: completed, wantOut: "kept     5 missions",
+			outcome: completed, wantOut: []string{"kept     5 missions"},
 		},
 	}
 	for _, tt := range tests {
@@ -210,8 +211,10 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Fatalf("bench error = %v, want one saying %q", err, tt.wantErr)
 			}
-			if !strings.Contains(stdout.String(), tt.wantOut) {
-				t.Errorf("output does not say %q:\n%s", tt.wantOut, stdout.String())
+			for _, want := range tt.wantOut {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("output does not say %q:\n%s", want, stdout.String())
+				}
 			}
 			cancelled, maxFlight := f.snapshot()
 			var got []int
@@ -400,6 +403,11 @@ func TestRedisCountersDelta(t *testing.T) {
 			t.Errorf("output does not say %q:\n%s", s, out.String())
 		}
 	}
+	out.Reset()
+	printRedisDelta(&out, before.sub(after), 10)
+	if !strings.Contains(out.String(), "counters went back") || strings.Contains(out.String(), "round trips") {
+		t.Errorf("counters reset during the bench (a Redis restart) printed:\n%s", out.String())
+	}
 	if _, err := parseRedisInfo("total_commands_processed:1\n"); err == nil {
 		t.Error("INFO without total_reads_processed parsed")
 	}
@@ -500,5 +508,37 @@ func TestBenchByDuration(t *testing.T) {
 	cancelled, _ := f.snapshot()
 	if !strings.Contains(stdout.String(), fmt.Sprintf("missions %d ", len(cancelled))) || len(cancelled) == 0 {
 		t.Errorf("bench tore down %d missions, output:\n%s", len(cancelled), stdout.String())
+	}
+}
+
+// A bench against an orchestrator that refuses every call pauses after each
+// refusal instead of spinning through its mission ids, and reports no
+// throughput.
+func TestBenchPausesAfterARefusedCall(t *testing.T) {
+	t.Parallel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	_ = lis.Close() // nothing listens there any more: every call is refused
+	var stdout, stderr bytes.Buffer
+	err = run(t.Context(), []string{"--addr", addr, "bench", "-d", "1s", "-c", "2", "-keep"}, func(string) string { return "" }, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "did not complete") {
+		t.Fatalf("bench error = %v, want missions that did not complete", err)
+	}
+	var n int
+	m := regexp.MustCompile(`(?m)^missions (\d+) `).FindStringSubmatch(stdout.String())
+	if m != nil {
+		n, _ = strconv.Atoi(m[1])
+	} else {
+		t.Fatalf("no mission count in:\n%s\nstderr:\n%s\nerr: %v", stdout.String(), stderr.String(), err)
+	}
+	// 2 workers for 1 s, pausing 100 ms after each refusal.
+	if n > 40 {
+		t.Errorf("%d missions tried in 1 s by 2 workers, want at most 40", n)
+	}
+	if !strings.Contains(stdout.String(), "throughput 0.0 missions/s  (0 completed)") || !strings.Contains(stdout.String(), "latency  no completed mission") {
+		t.Errorf("output does not report no throughput:\n%s", stdout.String())
 	}
 }
