@@ -59,8 +59,54 @@ func (s *Server) RunJanitor(ctx context.Context) {
 // A running, compensating or failed mission's map stays in flight. It
 // returns how many maps it moved out of the in-flight budget.
 func (s *Server) reclaim(ctx context.Context) (int, error) {
-	s.reclaiming.Lock()
-	defer s.reclaiming.Unlock()
+	if err := s.takeTurn(ctx); err != nil {
+		return 0, err
+	}
+	defer func() { <-s.reclaiming }()
+	return s.pass(ctx)
+}
+
+// reclaimSince is the janitor pass of an allocation refused for capacity
+// once passes had reached begun: when a pass begun after that has ended
+// without error by the time this call's turn comes, its result is this
+// call's too, and it runs none of its own. Without this, a burst of
+// allocations against a budget full of finished missions' maps ran one
+// full pass each, in turn: seconds of stall at a few hundred in flight.
+func (s *Server) reclaimSince(ctx context.Context, begun int64) error {
+	if err := s.takeTurn(ctx); err != nil {
+		return err
+	}
+	defer func() { <-s.reclaiming }()
+	if s.reclaimed.Load() > begun {
+		return nil
+	}
+	_, err := s.pass(ctx)
+	return err
+}
+
+// takeTurn waits for the turn of a janitor pass, or for ctx to end.
+func (s *Server) takeTurn(ctx context.Context) error {
+	select {
+	case s.reclaiming <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// pass is one janitor pass (reclaim), the turn held.
+func (s *Server) pass(ctx context.Context) (int, error) {
+	n := s.passes.Add(1)
+	freed, err := s.settleAll(ctx)
+	if err == nil {
+		s.reclaimed.Store(n)
+	}
+	return freed, err
+}
+
+// settleAll is reclaim's work: it settles every page of charges, then
+// evicts.
+func (s *Server) settleAll(ctx context.Context) (int, error) {
 	freed := 0
 	for start := int64(0); ; {
 		page, err := mapstore.ListCharged(ctx, s.rdb, start, janitorPage)

@@ -28,7 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -109,8 +109,12 @@ type Server struct {
 	reserve redis.Scripter
 	barrier *barrier.Barrier
 	log     *slog.Logger
-	// reclaiming serializes this process's janitor passes.
-	reclaiming sync.Mutex
+	// reclaiming is the turn of a janitor pass: one at a time in a
+	// process. passes numbers the passes begun, reclaimed is the number
+	// of the last one that ended without error (see reclaimSince).
+	reclaiming chan struct{}
+	passes     atomic.Int64
+	reclaimed  atomic.Int64
 }
 
 // NewServer returns the service on rdb, guarded by b.
@@ -127,7 +131,7 @@ func NewServer(cfg Config, rdb redis.UniversalClient, b *barrier.Barrier, log *s
 	if cfg.ReservationGrace <= 0 {
 		cfg.ReservationGrace = DefaultReservationGrace
 	}
-	return &Server{cfg: cfg, rdb: rdb, reserve: rdb, barrier: b, log: log}
+	return &Server{cfg: cfg, rdb: rdb, reserve: rdb, barrier: b, log: log, reclaiming: make(chan struct{}, 1)}
 }
 
 // WithGroupCommit makes AllocateMap's capacity reservation go through g,
@@ -176,9 +180,9 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 	var capErr *errCapacity
 	switch {
 	case errors.As(err, &capErr):
-		// Retry even when this pass freed nothing: a concurrent allocation's
-		// pass, which this one waited for, may have.
-		if _, rerr := s.reclaim(ctx); rerr != nil {
+		// Retry even when no pass freed anything here: a concurrent
+		// allocation's, which this one waited for, may have.
+		if rerr := s.reclaimSince(ctx, s.passes.Load()); rerr != nil {
 			s.log.WarnContext(ctx, "reclaiming finished missions' maps failed", "error", rerr.Error())
 		}
 		res, outcome, err = s.allocate(ctx, sc, meta, blank, mapID)
