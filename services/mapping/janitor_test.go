@@ -106,14 +106,7 @@ func TestJanitorPassTakesRoundTripsPerPage(t *testing.T) {
 	const n, kept = 40, 10
 	e := start(t, mapping.Config{CapacityCells: n * officeCells, RetainedCells: kept * officeCells})
 	ctx := steptest.Context(t)
-	for i := range n {
-		m := fmt.Sprintf("done-%02d", i)
-		setState(t, e.Redis, m, saga.Running)
-		if err := allocate(t, e, m); err != nil {
-			t.Fatalf("mission %s: %v", m, err)
-		}
-		setState(t, e.Redis, m, saga.Completed)
-	}
+	allocateFinished(t, e, "done", n)
 	count := steptest.CountRedis(e.Redis)
 	setState(t, e.Redis, "next", saga.Running)
 	if err := allocate(t, e, "next"); err != nil {
@@ -171,14 +164,7 @@ func TestRefusedAllocationsShareAJanitorPass(t *testing.T) {
 	t.Parallel()
 	const n, burst = 40, 16
 	e := start(t, mapping.Config{CapacityCells: n * officeCells, RetainedCells: 2 * n * officeCells})
-	for i := range n {
-		m := fmt.Sprintf("done-%02d", i)
-		setState(t, e.Redis, m, saga.Running)
-		if err := allocate(t, e, m); err != nil {
-			t.Fatalf("mission %s: %v", m, err)
-		}
-		setState(t, e.Redis, m, saga.Completed)
-	}
+	allocateFinished(t, e, "done", n)
 	passes := &passStarts{}
 	e.Redis.AddHook(passes)
 	var wg sync.WaitGroup
