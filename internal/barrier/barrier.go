@@ -399,11 +399,7 @@ func (b *Barrier) run(ctx context.Context, id ID, mode string, tx *Tx, result []
 	if carry {
 		done = tx.carry(pipe)
 	}
-	if b.group != nil {
-		_ = b.group.Exec(ctx, pipe.Cmds())
-	} else {
-		_, _ = pipe.Exec(ctx) // each command carries its own error
-	}
+	b.group.Send(ctx, pipe) // each command carries its own error
 	done()
 	if err := cmd.Err(); errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Not cached (a new or restarted Redis): the script did not run.

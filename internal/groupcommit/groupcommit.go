@@ -118,11 +118,7 @@ func (g *Group) Exec(ctx context.Context, cmds []redis.Cmder) error {
 func (g *Group) dispatch(ctx context.Context, cmds []redis.Cmder) error {
 	n, plain := size(cmds)
 	if !plain || n > g.maxBytes {
-		p := g.rdb.Pipeline()
-		for _, cmd := range cmds {
-			_ = p.Process(ctx, cmd)
-		}
-		_, _ = p.Exec(unspanned(ctx))
+		g.send(ctx, &call{cmds: cmds})
 		return firstErr(cmds)
 	}
 	return g.enqueue(&call{ctx: ctx, cmds: cmds, size: n})
@@ -197,17 +193,7 @@ func (g *Group) lead(c *call, others []*call) {
 		// fail the others' commands.
 		ctx = context.WithoutCancel(ctx)
 	}
-	ctx = unspanned(ctx)
-	p := g.rdb.Pipeline()
-	for _, cmd := range c.cmds {
-		_ = p.Process(ctx, cmd)
-	}
-	for _, o := range others {
-		for _, cmd := range o.cmds {
-			_ = p.Process(ctx, cmd)
-		}
-	}
-	_, _ = p.Exec(ctx) // each command holds its own error
+	g.send(ctx, c, others...)
 
 	g.mu.Lock()
 	if len(g.queue) > 0 {
@@ -222,6 +208,33 @@ func (g *Group) lead(c *call, others []*call) {
 	for _, o := range others {
 		o.turn <- false
 	}
+}
+
+// send runs the commands of c and then others' as one pipeline, in ctx
+// without its span. Each command holds its own reply and error.
+func (g *Group) send(ctx context.Context, c *call, others ...*call) {
+	ctx = unspanned(ctx)
+	p := g.rdb.Pipeline()
+	for _, cmd := range c.cmds {
+		_ = p.Process(ctx, cmd)
+	}
+	for _, o := range others {
+		for _, cmd := range o.cmds {
+			_ = p.Process(ctx, cmd)
+		}
+	}
+	_, _ = p.Exec(ctx)
+}
+
+// Send runs pipe's commands through g, or as pipe's own round trip when g
+// is nil: the door for code whose group commit is optional. Each command
+// holds its own reply and error.
+func (g *Group) Send(ctx context.Context, pipe redis.Pipeliner) {
+	if g == nil {
+		_, _ = pipe.Exec(ctx)
+		return
+	}
+	_ = g.Exec(ctx, pipe.Cmds())
 }
 
 // remove takes c out of the queue (g.mu held).

@@ -242,23 +242,12 @@ func (s *Store) do(ctx context.Context, pre func(redis.Pipeliner), script *redis
 		return script.Run(ctx, s.rdb, keys, args...)
 	}
 	cmd := script.EvalSha(ctx, pipe, keys, args...)
-	s.send(ctx, pipe)
+	s.group.Send(ctx, pipe)
 	done()
 	if isNoScript(cmd.Err()) {
 		cmd = script.Run(ctx, s.rdb, keys, args...)
 	}
 	return cmd
-}
-
-// send runs pipe's commands: batched with concurrent sagas' writes when the
-// store has a group, else as one pipeline of their own. Each command holds
-// its own reply and error.
-func (s *Store) send(ctx context.Context, pipe redis.Pipeliner) {
-	if s.group != nil {
-		_ = s.group.Exec(ctx, pipe.Cmds())
-		return
-	}
-	_, _ = pipe.Exec(ctx)
 }
 
 // indexed runs script after the index writes index queues: in the same

@@ -245,7 +245,7 @@ func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []
 	done := s.takeSide(ctx, pipe)
 	save = saveScript.Eval(ctx, pipe, s.retention.keys(key), args...)
 	unindex = unindexScript.EvalSha(ctx, pipe, []string{ActiveKey(key)}, key, score, "")
-	s.send(ctx, pipe)
+	s.group.Send(ctx, pipe) // batched with concurrent sagas' writes when the store has a group
 	done()
 	return save, unindex
 }
