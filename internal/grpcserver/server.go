@@ -63,6 +63,10 @@ const (
 	// without an age a replica the HorizontalPodAutoscaler adds would get
 	// no calls from the orchestrators already connected.
 	DefaultMaxConnectionAge = time.Minute
+	// DefaultStreamWorkers covers the calls in flight at 32 concurrent
+	// missions on each service (the orchestrator's waiting StartMission
+	// calls are the longest held).
+	DefaultStreamWorkers = 64
 )
 
 // httpShutdownTimeout bounds the drain of the HTTP side port; what it serves
@@ -111,6 +115,13 @@ type Config struct {
 	// re-resolves its target, which is how a dns:/// client finds new
 	// replicas.
 	MaxConnectionAge time.Duration
+	// StreamWorkers is how many goroutines are kept to run calls; a call
+	// arriving while all are busy gets a goroutine of its own, as every
+	// call would without them. A kept goroutine's stack has already grown
+	// to what a handler needs: a new goroutine per call grew its stack
+	// (runtime.morestack, copying it) on every call, 8 % of the mesh's CPU
+	// at 32 concurrent overhead missions (docs/performance.md).
+	StreamWorkers int
 }
 
 // withDefaults validates c and fills its zero fields.
@@ -122,7 +133,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("grpcserver: empty GRPCAddr")
 	case c.HTTPAddr == "":
 		return c, errors.New("grpcserver: empty HTTPAddr")
-	case c.GracePeriod < 0, c.MaxMessageBytes < 0, c.KeepaliveMinTime < 0, c.KeepaliveTime < 0, c.KeepaliveTimeout < 0, c.MaxConnectionAge < 0:
+	case c.GracePeriod < 0, c.MaxMessageBytes < 0, c.StreamWorkers < 0, c.KeepaliveMinTime < 0, c.KeepaliveTime < 0, c.KeepaliveTimeout < 0, c.MaxConnectionAge < 0:
 		return c, fmt.Errorf("grpcserver: negative duration or size in %+v", c)
 	}
 	setDefault(&c.GracePeriod, DefaultGracePeriod)
@@ -131,6 +142,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.KeepaliveTime, DefaultKeepaliveTime)
 	setDefault(&c.KeepaliveTimeout, DefaultKeepaliveTimeout)
 	setDefault(&c.MaxConnectionAge, DefaultMaxConnectionAge)
+	setDefault(&c.StreamWorkers, DefaultStreamWorkers)
 	return c, nil
 }
 
@@ -258,6 +270,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout, MaxConnectionAge: cfg.MaxConnectionAge}),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
+		grpc.NumStreamWorkers(uint32(cfg.StreamWorkers)),
 	)...)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

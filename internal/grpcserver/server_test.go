@@ -251,6 +251,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{name: "negative grace", cfg: func(c *grpcserver.Config) { c.GracePeriod = -time.Second }},
 		{name: "negative message size", cfg: func(c *grpcserver.Config) { c.MaxMessageBytes = -1 }},
 		{name: "negative keepalive", cfg: func(c *grpcserver.Config) { c.KeepaliveMinTime = -time.Second }},
+		{name: "negative stream workers", cfg: func(c *grpcserver.Config) { c.StreamWorkers = -1 }},
 		{name: "unparsable grpc addr", cfg: func(c *grpcserver.Config) { c.GRPCAddr = "127.0.0.1:notaport" }},
 		{name: "grpc port in use", cfg: func(c *grpcserver.Config) { c.GRPCAddr = busy.Addr().String() }},
 		{name: "http port in use", cfg: func(c *grpcserver.Config) { c.HTTPAddr = busy.Addr().String() }},
@@ -369,6 +370,44 @@ func TestHealthServingThenNotServingOnShutdown(t *testing.T) {
 	stopWatch()
 	if err := h.stop(t); err != nil {
 		t.Fatalf("Serve = %v, want nil", err)
+	}
+}
+
+// Calls beyond the kept stream workers must not wait for one: an
+// orchestrator's waiting StartMission calls hold theirs for a whole mission.
+func TestCallsBeyondTheStreamWorkersRunAtOnce(t *testing.T) {
+	const workers, calls = 2, 6
+	entered, release := make(chan struct{}, calls), make(chan struct{})
+	svc := &testService{unary: func(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+			return &testgrpc.SimpleResponse{}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}}
+	h := start(t, svc, func(c *grpcserver.Config, _ *grpcserver.Deps) { c.StreamWorkers = workers })
+
+	errs := make(chan error, calls)
+	for range calls {
+		go func() {
+			_, err := h.client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+			errs <- err
+		}()
+	}
+	for i := range calls {
+		select {
+		case <-entered:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d calls entered their handler while %d were held", i, calls, i)
+		}
+	}
+	close(release)
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Errorf("call: %v", err)
+		}
 	}
 }
 
