@@ -165,8 +165,39 @@ const (
 	outputPrefix = "out."
 )
 
-func stepField(i int, name string) string {
-	return "s" + strconv.Itoa(i) + "." + name
+// Step fields of the record hash, "s<i>.<suffix>" (stepFieldSuffix).
+const (
+	stepName = iota
+	stepState
+	stepAttempts
+	stepCompAttempts
+	stepCompBase
+	stepCode
+	stepReason
+	stepMsg
+	numStepFields
+)
+
+var stepFieldSuffix = [numStepFields]string{"name", "state", "attempts", "cattempts", "cbase", "code", "reason", "msg"}
+
+// stepFieldNames holds the field names of the first steps: every save
+// names every field of every step, and building the names was a sixth of
+// the allocations of a save (docs/performance.md).
+var stepFieldNames = func() (t [16][numStepFields]string) {
+	for i := range t {
+		for f := range t[i] {
+			t[i][f] = "s" + strconv.Itoa(i) + "." + stepFieldSuffix[f]
+		}
+	}
+	return t
+}()
+
+// stepField names field f (stepName…stepMsg) of step i.
+func stepField(i, f int) string {
+	if i < len(stepFieldNames) {
+		return stepFieldNames[i][f]
+	}
+	return "s" + strconv.Itoa(i) + "." + stepFieldSuffix[f]
 }
 
 // fields returns the record as field/value pairs, empty values left out. The
@@ -187,14 +218,14 @@ func (r *Record) fields(withInput bool) []string {
 	add(fieldCurrent, strconv.Itoa(r.Current))
 	add(fieldSteps, strconv.Itoa(len(r.Steps)))
 	for i, s := range r.Steps {
-		add(stepField(i, "name"), s.Name)
-		add(stepField(i, "state"), string(s.State))
-		add(stepField(i, "attempts"), itoaNonZero(s.Attempts))
-		add(stepField(i, "cattempts"), itoaNonZero(s.CompAttempts))
-		add(stepField(i, "cbase"), itoaNonZero(s.CompBase))
-		add(stepField(i, "code"), s.Error.Code)
-		add(stepField(i, "reason"), s.Error.Reason)
-		add(stepField(i, "msg"), s.Error.Message)
+		add(stepField(i, stepName), s.Name)
+		add(stepField(i, stepState), string(s.State))
+		add(stepField(i, stepAttempts), itoaNonZero(s.Attempts))
+		add(stepField(i, stepCompAttempts), itoaNonZero(s.CompAttempts))
+		add(stepField(i, stepCompBase), itoaNonZero(s.CompBase))
+		add(stepField(i, stepCode), s.Error.Code)
+		add(stepField(i, stepReason), s.Error.Reason)
+		add(stepField(i, stepMsg), s.Error.Message)
 	}
 	for name, out := range r.Outputs {
 		add(outputPrefix+name, string(out))
@@ -328,21 +359,21 @@ func parseRecord(h map[string]string) (*Record, error) {
 	r.Steps = make([]StepRecord, n)
 	for i := range r.Steps {
 		s := &r.Steps[i]
-		s.Name = h[stepField(i, "name")]
-		s.State = StepState(h[stepField(i, "state")])
-		if s.Attempts, err = atoiEmpty(h[stepField(i, "attempts")]); err != nil {
-			return nil, fmt.Errorf("saga record field %s: %w", stepField(i, "attempts"), err)
+		s.Name = h[stepField(i, stepName)]
+		s.State = StepState(h[stepField(i, stepState)])
+		if s.Attempts, err = atoiEmpty(h[stepField(i, stepAttempts)]); err != nil {
+			return nil, fmt.Errorf("saga record field %s: %w", stepField(i, stepAttempts), err)
 		}
-		if s.CompAttempts, err = atoiEmpty(h[stepField(i, "cattempts")]); err != nil {
-			return nil, fmt.Errorf("saga record field %s: %w", stepField(i, "cattempts"), err)
+		if s.CompAttempts, err = atoiEmpty(h[stepField(i, stepCompAttempts)]); err != nil {
+			return nil, fmt.Errorf("saga record field %s: %w", stepField(i, stepCompAttempts), err)
 		}
-		if s.CompBase, err = atoiEmpty(h[stepField(i, "cbase")]); err != nil {
-			return nil, fmt.Errorf("saga record field %s: %w", stepField(i, "cbase"), err)
+		if s.CompBase, err = atoiEmpty(h[stepField(i, stepCompBase)]); err != nil {
+			return nil, fmt.Errorf("saga record field %s: %w", stepField(i, stepCompBase), err)
 		}
 		s.Error = Failure{
-			Code:    h[stepField(i, "code")],
-			Reason:  h[stepField(i, "reason")],
-			Message: h[stepField(i, "msg")],
+			Code:    h[stepField(i, stepCode)],
+			Reason:  h[stepField(i, stepReason)],
+			Message: h[stepField(i, stepMsg)],
 		}
 	}
 	for k, v := range h {
