@@ -3,11 +3,14 @@ package saga
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/groupcommit"
 )
 
 // renewals counts the lease renewals (runs of renewScript) one engine's
@@ -139,6 +142,41 @@ func TestBeginAfterScriptCacheFlush(t *testing.T) {
 	}
 	if got := events(t, f.rdb, "m"); !slices.Equal(got, before) {
 		t.Errorf("a repeated Begin appended events: %v, had %v", got, before)
+	}
+}
+
+// TestEndingWriteAfterScriptCacheFlush: the ending write goes by the save
+// script's digest; when Redis lost its scripts during the last step, it goes
+// again with the body, and ends the saga once, its active-index entry
+// removed with it.
+func TestEndingWriteAfterScriptCacheFlush(t *testing.T) {
+	t.Parallel()
+	for _, grouped := range []bool{false, true} {
+		t.Run(fmt.Sprintf("group commit %v", grouped), func(t *testing.T) {
+			t.Parallel()
+			var f *fixture
+			f = newFixture(t, map[string]behaviour{"c": {act: func(ctx context.Context, x *Exec) error {
+				x.SetOutput([]byte("c-out"))
+				return f.rdb.ScriptFlush(ctx).Err()
+			}}})
+			if grouped {
+				f.store.WithGroupCommit(groupcommit.New(f.rdb, groupcommit.Options{}))
+			}
+			e := f.engine(t, Options{})
+			if _, _, err := e.Begin(t.Context(), "m", "s", nil); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := e.Run(t.Context(), "m")
+			if err != nil || rec.State != Completed {
+				t.Fatalf("Run = %v, %v; want completed", rec, err)
+			}
+			if err := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Err(); !errors.Is(err, redis.Nil) {
+				t.Errorf("active-index entry of the ended saga: %v, want none", err)
+			}
+			if got, want := events(t, f.rdb, "m"), []string{"mission.started", "mission.completed"}; !slices.Equal(got, want) {
+				t.Errorf("events = %v, want %v", got, want)
+			}
+		})
 	}
 }
 

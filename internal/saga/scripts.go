@@ -125,7 +125,8 @@ return {}
 // changes, so the record never claims a transition whose events are missing.
 var saveScript = redis.NewScript(saveLua)
 
-// saveLua is the source of saveScript (sent as EVAL by Store.saveEnding).
+// saveLua is the source of saveScript (sent as EVAL by Store.saveEnding
+// when Redis lost its scripts).
 var saveLua = `
 -- One read for the fence and the reply: the pairs below update the
 -- cancellation it returns when they write it.

@@ -171,7 +171,7 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 	var cmd, unindex *redis.Cmd
 	score, known := s.idx.score(rec.Key)
 	if activity == "end" && s.ordered && known {
-		cmd, unindex = s.saveEnding(ctx, rec.Key, score, args)
+		cmd, unindex, err = s.saveEnding(ctx, rec.Key, score, args)
 	} else {
 		cmd, err = s.indexed(ctx, index, saveScript, s.retention.keys(rec.Key), args...)
 	}
@@ -232,18 +232,44 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 // saveScript) and, behind it in the same pipelined round trip, the removal
 // of the saga's active-index entry — if it still has the score this process
 // wrote. Only on one Redis (Store.ordered: one connection runs the pipeline
-// in order), so the removal runs after the write. It must not run without
-// it: the write goes as EVAL, which a flushed script cache cannot refuse
-// (NOSCRIPT) as it could refuse an EVALSHA, the removal script first
-// attempts a write Redis refuses when out of memory, like the save's, and
-// a failed or fenced write puts the entry back (reindex). A fenced write's
-// new owner re-indexed the saga when it claimed it (a claim rewrites the
-// entry before its script; recovery after it, with a plain ZADD), so the
-// compare-and-delete finds another score or the entry comes back.
-func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []any) (save, unindex *redis.Cmd) {
+// in order), so the removal runs after the write. It must not stay removed
+// without it: the removal script first attempts a write Redis refuses when
+// out of memory, like the save's, and a failed or fenced write puts the
+// entry back (reindex). A fenced write's new owner re-indexed the saga when
+// it claimed it (a claim rewrites the entry before its script; recovery
+// after it, with a plain ZADD), so the compare-and-delete finds another
+// score or the entry comes back.
+//
+// The write goes as EVALSHA: sending the script's 2 KB body with every
+// ending (EVAL) made Redis parse and hash it, 11 of the 171 µs its scripts
+// took per overhead mission (docs/performance.md). Should
+// Redis have lost its scripts (a restart, SCRIPT FLUSH), the entry is put
+// back and the pair is sent again with the body, which cannot be refused
+// so.
+func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []any) (save, unindex *redis.Cmd, err error) {
+	save, unindex = s.sendEnding(ctx, key, score, args, false)
+	if !isNoScript(save.Err()) {
+		return save, unindex, nil
+	}
+	if err := s.reindex(ctx, key, unindex); err != nil {
+		// Nothing was written: Save returns the error, and its retry
+		// finds the entry wherever recovery left it.
+		return save, nil, errors.Join(save.Err(), err)
+	}
+	save, unindex = s.sendEnding(ctx, key, score, args, true)
+	return save, unindex, nil
+}
+
+// sendEnding is one round trip of saveEnding: the script by its digest, or
+// by its body when withBody.
+func (s *Store) sendEnding(ctx context.Context, key string, score int64, args []any, withBody bool) (save, unindex *redis.Cmd) {
 	pipe := s.rdb.Pipeline()
 	done := s.takeSide(ctx, pipe)
-	save = saveScript.Eval(ctx, pipe, s.retention.keys(key), args...)
+	if withBody {
+		save = saveScript.Eval(ctx, pipe, s.retention.keys(key), args...)
+	} else {
+		save = saveScript.EvalSha(ctx, pipe, s.retention.keys(key), args...)
+	}
 	unindex = unindexScript.EvalSha(ctx, pipe, []string{ActiveKey(key)}, key, score, "")
 	s.group.Send(ctx, pipe) // batched with concurrent sagas' writes when the store has a group
 	done()
