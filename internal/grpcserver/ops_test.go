@@ -3,6 +3,7 @@ package grpcserver_test
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/telemetry"
 )
 
 // A reply over the send limit fails with RESOURCE_EXHAUSTED
@@ -75,4 +77,45 @@ func TestDialReconnectsWithinASecond(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("reconnected %v after the service came back", time.Since(back).Round(time.Millisecond))
+}
+
+// At --log-level warn an OK call and an Info-level failure write no call
+// line, and a Warn-level failure writes the line it writes at info, with the
+// call's own duration (the call log runs only for it, replaying its result).
+func TestCallLogAtWarnLogsOnlyTheFailuresItTakes(t *testing.T) {
+	const slow = 50 * time.Millisecond
+	logs := &syncBuffer{}
+	h := start(t, &testService{unary: func(_ context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		switch req.GetResponseSize() {
+		case 1:
+			return nil, status.Error(codes.NotFound, "no such map") // Info
+		case 2:
+			time.Sleep(slow)
+			return nil, status.Error(codes.Unavailable, "redis down") // Warn
+		}
+		return &testgrpc.SimpleResponse{}, nil
+	}}, func(_ *grpcserver.Config, d *grpcserver.Deps) {
+		d.Logger = telemetry.NewLogger(logs, "mapping", slog.LevelWarn)
+	})
+	ctx, span := h.tel.Tracer().Start(callCtx(t), "caller")
+	defer span.End()
+	for size, want := range []codes.Code{codes.OK, codes.NotFound, codes.Unavailable} {
+		if _, err := h.client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: int32(size)}); status.Code(err) != want {
+			t.Fatalf("call %d = %v, want %v", size, err, want)
+		}
+	}
+	lines := logs.find(t, "finished call")
+	if len(lines) != 1 {
+		t.Fatalf("call log lines = %v, want the Unavailable call's only", lines)
+	}
+	l := lines[0]
+	if l["grpc.code"] != "Unavailable" || l["grpc.method"] != "UnaryCall" || l["grpc.error"] == nil || l["peer.address"] == nil {
+		t.Errorf("call log line %v, want UnaryCall Unavailable with its error and peer", l)
+	}
+	if ms, _ := l["grpc.time_ms"].(float64); ms < float64(slow.Milliseconds()) {
+		t.Errorf("grpc.time_ms = %v, want the call's %v at least", l["grpc.time_ms"], slow)
+	}
+	if l["trace_id"] != span.SpanContext().TraceID().String() {
+		t.Errorf("trace_id %v, want %s", l["trace_id"], span.SpanContext().TraceID())
+	}
 }

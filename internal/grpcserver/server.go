@@ -239,7 +239,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	// The send limit is checked inside logging, so a reply too large to
 	// send is logged with the status its client gets, not as OK.
 	unary := append([]grpc.UnaryServerInterceptor{
-		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLog, logOpts...), notHealth),
+		lazyCallLog(log,
+			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLog, logOpts...), notHealth),
+			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLog, append(logOpts, logging.WithFieldsFromContextAndCallMeta(replayedDuration))...), notHealth)),
 		sendLimitUnary(cfg.MaxMessageBytes),
 		recovery.UnaryServerInterceptor(recoverOpt),
 	}, deps.UnaryInterceptors...)

@@ -124,7 +124,7 @@ type harness struct {
 }
 
 // setupTelemetry returns a Telemetry for service whose spans go to a recorder.
-func setupTelemetry(t *testing.T, service string) (*telemetry.Telemetry, *tracetest.SpanRecorder) {
+func setupTelemetry(t testing.TB, service string) (*telemetry.Telemetry, *tracetest.SpanRecorder) {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
 	tel, err := telemetry.Setup(t.Context(), service, telemetry.Options{SpanProcessors: []sdktrace.SpanProcessor{rec}})
@@ -141,7 +141,7 @@ func setupTelemetry(t *testing.T, service string) (*telemetry.Telemetry, *tracet
 
 // start runs a Server for service "mapping" on free loopback ports; edit may
 // adjust its Config and Deps. The server is stopped at cleanup.
-func start(t *testing.T, svc *testService, edit func(*grpcserver.Config, *grpcserver.Deps)) *harness {
+func start(t testing.TB, svc *testService, edit func(*grpcserver.Config, *grpcserver.Deps)) *harness {
 	t.Helper()
 	h := &harness{svc: svc, logs: &syncBuffer{}, done: make(chan error, 1)}
 	h.tel, h.spans = setupTelemetry(t, "mapping")
@@ -178,7 +178,7 @@ func start(t *testing.T, svc *testService, edit func(*grpcserver.Config, *grpcse
 }
 
 // stop cancels Serve's context and returns Serve's result.
-func (h *harness) stop(t *testing.T) error {
+func (h *harness) stop(t testing.TB) error {
 	t.Helper()
 	h.stopOnce.Do(func() {
 		h.cancel()
