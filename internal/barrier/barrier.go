@@ -240,7 +240,8 @@ func cmds(p redis.Pipeliner) []redis.Cmder {
 //     written), then applies tx's writes, stores result, sets the action
 //     mark, counts the effect and applies tx's announcements (Applied);
 //   - after a committed action: applies tx's announcements only and returns
-//     the stored result (Duplicate);
+//     the stored result (Duplicate) — once per call: the same call sent
+//     again by go-redis, after its reply timed out, announces nothing more;
 //   - after the step's compensation: ErrActionForbidden, nothing written.
 func (b *Barrier) Commit(ctx context.Context, id ID, tx *Tx, result []byte) ([]byte, Outcome, error) {
 	if err := id.validate(); err != nil {
@@ -415,7 +416,7 @@ func (b *Barrier) args(id ID, mode string, tx *Tx, result []byte) (keys []string
 		owner, checkOwner = b.owner(id.Key), "1"
 	}
 	keys = []string{Key(id.Key, id.Step), EffectsKey(id.Key), owner}
-	argv = []any{mode, id.SagaID, id.Step, checkOwner, result, 0, 0, 0}
+	argv = []any{mode, id.SagaID, id.Step, checkOwner, result, 0, 0, 0, callToken()}
 	if tx == nil {
 		return keys, argv, nil
 	}
@@ -438,6 +439,13 @@ func (b *Barrier) args(id ID, mode string, tx *Tx, result []byte) (keys []string
 	}
 	return keys, argv, nil
 }
+
+// callToken names one call of stepScript, so that the script announces a
+// duplicate action call once though go-redis sends the same call again
+// when its reply times out (a Redis stall beyond the read timeout): 64
+// random bits, so that two calls of one barrier share a token with a
+// chance of 2⁻⁶⁴.
+func callToken() string { return strconv.FormatUint(rand.Uint64(), 36) }
 
 // answer decodes stepScript's reply.
 func answer(id ID, cmd *redis.Cmd) (status string, detail []byte, err error) {

@@ -612,3 +612,77 @@ func TestPreconditionsReadEachHashOnce(t *testing.T) {
 		t.Errorf("9,000 preconditions on one hash: commit = %v, %v; want applied", outcome, err)
 	}
 }
+
+// resendFirst sends the first call of stepScript twice, as go-redis does
+// when the reply of a call that landed times out (a Redis stall beyond the
+// read timeout): the caller gets the second reply.
+type resendFirst struct{ done atomic.Bool }
+
+func isStepCall(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	return cmd.Name() == "evalsha" && len(args) > 1 && args[1] == stepScript.Hash()
+}
+
+func (h *resendFirst) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *resendFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isStepCall(cmd) && h.done.CompareAndSwap(false, true) {
+			_ = next(ctx, cmd)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *resendFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if slices.ContainsFunc(cmds, isStepCall) && h.done.CompareAndSwap(false, true) {
+			_ = next(ctx, cmds)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestResentCommitAnnouncesOnce: a commit that go-redis sends twice writes
+// its announcements (the step's events) once, and is answered as the
+// duplicate of itself; a later call of the step announces again.
+func TestResentCommitAnnouncesOnce(t *testing.T) {
+	t.Parallel()
+	eachCommit(t, func(t *testing.T, s *business) {
+		ctx := t.Context()
+		if err := stepScript.Load(ctx, s.rdb).Err(); err != nil { // no NOSCRIPT round
+			t.Fatal(err)
+		}
+		s.rdb.AddHook(&resendFirst{})
+		id := ID{Key: "m", SagaID: "s", Step: "step"}
+		stream := "slammesh:{m}:events"
+		commit := func() Outcome {
+			t.Helper()
+			tx := s.b.NewTx()
+			tx.Write(func(p redis.Pipeliner) { p.Incr(ctx, counterKey("m")) })
+			tx.Announce(func(p redis.Pipeliner) {
+				p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "step.completed"}})
+			})
+			res, outcome, err := s.b.Commit(ctx, id, tx, []byte("r"))
+			if err != nil || string(res) != "r" {
+				t.Fatalf("Commit = %q, %v", res, err)
+			}
+			return outcome
+		}
+		if out := commit(); out != Duplicate {
+			t.Errorf("resent commit answered %v, want duplicate (of its first send)", out)
+		}
+		if n := s.rdb.XLen(ctx, stream).Val(); n != 1 {
+			t.Errorf("events after the resent commit: %d, want 1", n)
+		}
+		if out := commit(); out != Duplicate {
+			t.Errorf("second call: %v, want duplicate", out)
+		}
+		if n := s.rdb.XLen(ctx, stream).Val(); n != 2 {
+			t.Errorf("events after a second call: %d, want 2", n)
+		}
+		if n := s.counter(t, "m"); n != 1 {
+			t.Errorf("business counter = %d, want 1", n)
+		}
+	})
+}

@@ -12,7 +12,8 @@ import (
 // command interleaves between reading the marks and writing the new ones, so
 // the decision is taken on the marks as they are at the commit.
 //
-// KEYS[1] barrier hash, KEYS[2] effects hash, KEYS[3] owner key (unused
+// KEYS[1] barrier hash (saga, action, compensation, result, and call: the
+// token of the last action call that announced), KEYS[2] effects hash, KEYS[3] owner key (unused
 // without an owner), KEYS[4..] the business keys of the plan (declared for
 // Redis Cluster routing; the commands below name them again).
 //
@@ -21,7 +22,8 @@ import (
 // mark a null compensation). ARGV[2] saga id, ARGV[3] step, ARGV[4] "1" to
 // check the owner, ARGV[5] the action's result, ARGV[6] number of
 // preconditions, ARGV[7] number of business commands, ARGV[8] number of
-// announcement commands; then the preconditions as (key, field, present,
+// announcement commands, ARGV[9] the call's token (callToken); then the
+// preconditions as (key, field, present,
 // value) quadruples (field "" for a string key; present "0" expects the
 // field/key to be missing; fields of one hash stated one after another
 // are read with one HMGET), then the business commands and the
@@ -32,10 +34,10 @@ import (
 var stepScript = redis.NewScript(`
 local mode = ARGV[1]
 if ARGV[4] == '1' and redis.call('PTTL', KEYS[3]) ~= -1 then return {'gone'} end
-local m = redis.call('HMGET', KEYS[1], 'saga', 'action', 'compensation', 'result')
+local m = redis.call('HMGET', KEYS[1], 'saga', 'action', 'compensation', 'result', 'call')
 if m[1] and m[1] ~= ARGV[2] then return {'mismatch', m[1]} end
 local nexp, nw, na = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local i = 9
+local i = 10
 local expects = i
 i = i + 4 * nexp
 local writes = i
@@ -82,13 +84,22 @@ end
 if mode == 'act' or mode == 'probe-act' then
   if m[3] then return {'forbidden'} end
   if m[2] then
-    run(announce, na)
+    -- A call announces once: the same call sent again (go-redis resends
+    -- a script whose reply timed out) finds its own token.
+    if na > 0 and m[5] ~= ARGV[9] then
+      run(announce, na)
+      redis.call('HSET', KEYS[1], 'call', ARGV[9])
+    end
     return {'dup', m[4] or ''}
   end
   if mode == 'probe-act' then return {'run'} end
   if not fresh() then return {'stale'} end
   run(writes, nw)
-  redis.call('HSET', KEYS[1], 'saga', ARGV[2], 'action', 'done', 'result', ARGV[5])
+  if na > 0 then
+    redis.call('HSET', KEYS[1], 'saga', ARGV[2], 'action', 'done', 'result', ARGV[5], 'call', ARGV[9])
+  else
+    redis.call('HSET', KEYS[1], 'saga', ARGV[2], 'action', 'done', 'result', ARGV[5])
+  end
   redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':action', 1)
   run(announce, na)
   return {'applied'}
@@ -101,7 +112,7 @@ end
 if mode == 'probe-comp' then return {'run', m[4] or ''} end
 if not fresh() then return {'stale'} end
 run(writes, nw)
-redis.call('HDEL', KEYS[1], 'result')
+redis.call('HDEL', KEYS[1], 'result', 'call')
 redis.call('HSET', KEYS[1], 'compensation', 'done')
 redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':compensation', 1)
 return {'applied'}
