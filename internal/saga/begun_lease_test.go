@@ -3,7 +3,6 @@ package saga
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -148,18 +147,33 @@ func TestBeginAfterScriptCacheFlush(t *testing.T) {
 // TestEndingWriteAfterScriptCacheFlush: the ending write goes by the save
 // script's digest; when Redis lost its scripts during the last step, it goes
 // again with the body, and ends the saga once, its active-index entry
-// removed with it.
+// removed with it — also when Redis had the removal's script again already
+// (it ran behind the refused write and removed the entry, which was put
+// back with a new score).
 func TestEndingWriteAfterScriptCacheFlush(t *testing.T) {
 	t.Parallel()
-	for _, grouped := range []bool{false, true} {
-		t.Run(fmt.Sprintf("group commit %v", grouped), func(t *testing.T) {
+	for _, tt := range []struct {
+		name                 string
+		grouped, removalKept bool
+	}{
+		{name: "alone"},
+		{name: "group commit", grouped: true},
+		{name: "removal's script loaded again", removalKept: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var f *fixture
 			f = newFixture(t, map[string]behaviour{"c": {act: func(ctx context.Context, x *Exec) error {
 				x.SetOutput([]byte("c-out"))
-				return f.rdb.ScriptFlush(ctx).Err()
+				if err := f.rdb.ScriptFlush(ctx).Err(); err != nil {
+					return err
+				}
+				if tt.removalKept {
+					return unindexScript.Load(ctx, f.rdb).Err()
+				}
+				return nil
 			}}})
-			if grouped {
+			if tt.grouped {
 				f.store.WithGroupCommit(groupcommit.New(f.rdb, groupcommit.Options{}))
 			}
 			e := f.engine(t, Options{})

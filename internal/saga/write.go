@@ -242,10 +242,10 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 //
 // The write goes as EVALSHA: sending the script's 2 KB body with every
 // ending (EVAL) made Redis parse and hash it, 11 of the 171 µs its scripts
-// took per overhead mission (docs/performance.md). Should
-// Redis have lost its scripts (a restart, SCRIPT FLUSH), the entry is put
-// back and the pair is sent again with the body, which cannot be refused
-// so.
+// took per overhead mission (docs/performance.md). Should Redis have lost
+// its scripts (a restart, SCRIPT FLUSH), the entry is put back — with a
+// new score, if the removal ran — and the pair is sent again with the
+// save's body, which cannot be refused so, and that score.
 func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []any) (save, unindex *redis.Cmd, err error) {
 	save, unindex = s.sendEnding(ctx, key, score, args, false)
 	if !isNoScript(save.Err()) {
@@ -255,6 +255,9 @@ func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []
 		// Nothing was written: Save returns the error, and its retry
 		// finds the entry wherever recovery left it.
 		return save, nil, errors.Join(save.Err(), err)
+	}
+	if now, known := s.idx.score(key); known {
+		score = now
 	}
 	save, unindex = s.sendEnding(ctx, key, score, args, true)
 	return save, unindex, nil
