@@ -13,9 +13,10 @@ import (
 // the decision is taken on the marks as they are at the commit.
 //
 // KEYS[1] barrier hash (saga, action, compensation, result, and call: the
-// token of the last action call that announced), KEYS[2] effects hash, KEYS[3] owner key (unused
-// without an owner), KEYS[4..] the business keys of the plan (declared for
-// Redis Cluster routing; the commands below name them again).
+// token of the last action call that announced), KEYS[2] effects hash,
+// KEYS[3] owner key (unused without an owner), KEYS[4..] the business keys
+// of the plan (declared for Redis Cluster routing; the commands below name
+// them again).
 //
 // ARGV[1] mode: "act" (decide, then apply the plan), "probe-act" (decide
 // only), "comp" (decide, then apply the undo), "probe-comp" (decide, and
@@ -23,11 +24,11 @@ import (
 // check the owner, ARGV[5] the action's result, ARGV[6] number of
 // preconditions, ARGV[7] number of business commands, ARGV[8] number of
 // announcement commands, ARGV[9] the call's token (callToken); then the
-// preconditions as (key, field, present,
-// value) quadruples (field "" for a string key; present "0" expects the
-// field/key to be missing; fields of one hash stated one after another
-// are read with one HMGET), then the business commands and the
-// announcements, each as its argument count followed by its arguments.
+// preconditions as (key, field, present, value) quadruples (field "" for a
+// string key; present "0" expects the field/key to be missing; fields of
+// one hash stated one after another are read with one HMGET), then the
+// business commands and the announcements, each as its argument count
+// followed by its arguments.
 //
 // Returns {status[, detail]}: gone, mismatch <stored saga>, forbidden,
 // dup [<result>], null, run [<result>], stale, applied.
