@@ -241,7 +241,8 @@ func cmds(p redis.Pipeliner) []redis.Cmder {
 //     mark, counts the effect and applies tx's announcements (Applied);
 //   - after a committed action: applies tx's announcements only and returns
 //     the stored result (Duplicate) — once per call: the same call sent
-//     again by go-redis, after its reply timed out, announces nothing more;
+//     again by go-redis, after its reply timed out, announces nothing more
+//     (and its caller gets Duplicate, the answer to the copy it got);
 //   - after the step's compensation: ErrActionForbidden, nothing written.
 func (b *Barrier) Commit(ctx context.Context, id ID, tx *Tx, result []byte) ([]byte, Outcome, error) {
 	if err := id.validate(); err != nil {
