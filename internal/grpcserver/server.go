@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,7 +242,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	unary := append([]grpc.UnaryServerInterceptor{
 		lazyCallLog(log,
 			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLog, logOpts...), notHealth),
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLog, append(logOpts, logging.WithFieldsFromContextAndCallMeta(replayedDuration))...), notHealth)),
+			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLog, slices.Concat(logOpts, []logging.Option{logging.WithFieldsFromContextAndCallMeta(replayedDuration)})...), notHealth)),
 		sendLimitUnary(cfg.MaxMessageBytes),
 		recovery.UnaryServerInterceptor(recoverOpt),
 	}, deps.UnaryInterceptors...)
