@@ -6,7 +6,10 @@
 //
 // # Streams
 //
-// Every event is appended to two streams in one pipelined round trip:
+// Every event is appended to two streams in one pipelined round trip (a
+// Publisher's batch to each mission stream in one Lua script, which appends
+// it once even when go-redis sends the pipeline again after a Redis stall;
+// see ResendWindow):
 //
 //   - slammesh:{<mission_id>}:events — the mission's own stream. The hash tag
 //     keeps it in the Redis Cluster slot of the mission's other keys. Trimmed

@@ -1,8 +1,8 @@
 package progress
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -104,32 +104,57 @@ func (p *Publisher) PublishTo(ctx context.Context, stream string, events ...Even
 }
 
 // publish sends events in one pipeline; stream "" means each event's mission
-// stream.
+// stream. Each mission stream's events go in one call of appendOnceScript,
+// so that a pipeline go-redis sends again after its reply timed out appends
+// them once; their copies on the global stream are plain XADDs, which such
+// a resend duplicates (its consumer groups deliver at least once anyway).
 func (p *Publisher) publish(ctx context.Context, stream string, events []Event) error {
 	if len(events) == 0 {
 		return nil
 	}
+	var batches []*appendOnce
+	globals := make([]*redis.StringCmd, 0, len(events))
+	byStream := make(map[string]*appendOnce, 1)
 	pipe := p.rdb.Pipeline()
+	perEvent := 0
 	for i := range events {
 		e := events[i]
 		FillTrace(ctx, &e)
+		if e.Time.IsZero() {
+			e.Time = time.Now()
+		}
 		s := stream
 		if s == "" {
 			s = MissionStream(e.MissionID)
 		}
-		p.AppendTo(pipe, s, e)
-	}
-	cmds, err := pipe.Exec(ctx)
-	if err != nil && p.appendOnly {
-		// An XADD NOMKSTREAM to a stream that is gone answers nil: the event
-		// was meant to be dropped there, so only another failure counts.
-		err = nil
-		for _, c := range cmds {
-			if e := c.Err(); e != nil && !errors.Is(e, redis.Nil) {
-				err = e
-				break
-			}
+		values := e.values()
+		perEvent = len(values)
+		b := byStream[s]
+		if b == nil {
+			b = &appendOnce{stream: s}
+			byStream[s] = b
+			batches = append(batches, b)
 		}
+		b.values = append(b.values, values...)
+		b.terminal = b.terminal || e.Type.Terminal()
+		globals = append(globals, pipe.XAdd(ctx, &redis.XAddArgs{Stream: GlobalStream, MaxLen: p.globalMaxLen, Approx: true, Values: values}))
+	}
+	scripts := make([]*redis.Cmd, len(batches))
+	for i, b := range batches {
+		scripts[i] = appendOnceScript.EvalSha(ctx, pipe, []string{b.stream}, p.onceArgs(b, perEvent)...)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	var err error
+	for i, c := range scripts {
+		e := c.Err()
+		if isNoScript(e) {
+			// Not cached (a new or restarted Redis): it did not run.
+			e = appendOnceScript.Run(ctx, p.rdb, []string{batches[i].stream}, p.onceArgs(batches[i], perEvent)...).Err()
+		}
+		err = cmp.Or(err, e)
+	}
+	for _, c := range globals {
+		err = cmp.Or(err, c.Err())
 	}
 	if err != nil {
 		return fmt.Errorf("progress: publish %d events (first %s of mission %s): %w",

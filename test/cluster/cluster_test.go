@@ -18,6 +18,7 @@ import (
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/missionkeys"
+	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/redistest"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/saga"
@@ -131,6 +132,7 @@ var scriptPackages = map[string]func() []*redis.Script{
 	"internal/saga":     saga.Scripts,
 	"internal/barrier":  barrier.Scripts,
 	"internal/mapstore": mapstore.Scripts,
+	"internal/progress": progress.Scripts,
 }
 
 // TestEveryScriptListed counts the redis.NewScript calls in the non-test

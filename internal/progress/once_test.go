@@ -1,0 +1,125 @@
+package progress_test
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/progress"
+)
+
+// resendPipeline sends the first pipeline twice, as go-redis does when the
+// reply of a pipeline that landed times out (a Redis stall beyond the read
+// timeout); between the two sends it runs between, standing for the writes
+// of other clients that Redis ran in the meantime.
+type resendPipeline struct {
+	done    atomic.Bool
+	between func(ctx context.Context)
+}
+
+func (h *resendPipeline) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *resendPipeline) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *resendPipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.done.CompareAndSwap(false, true) {
+			_ = next(ctx, cmds)
+			h.between(ctx)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestResentPublishAppendsOnce: a publish that go-redis sends twice writes
+// its events to the mission stream once, even with other events appended
+// between the two sends, and the same events published again later (a
+// new publish) are appended again. The firehose copies of a resend are
+// written twice: the global stream is at least once.
+func TestResentPublishAppendsOnce(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		// between: how many events other writers append between the sends.
+		between int
+		flush   bool
+	}{
+		{name: "back to back"},
+		{name: "others between", between: progress.ResendWindow - 4},
+		{name: "script not cached", between: 1, flush: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := newClient(t)
+			ctx := t.Context()
+			stream := progress.MissionStream("m")
+			other := progress.NewPublisher(rdb, progress.Options{})
+			if !tt.flush {
+				if err := other.Publish(ctx, stepEvent("m", 0)); err != nil { // loads the script
+					t.Fatal(err)
+				}
+			}
+			rdb.AddHook(&resendPipeline{between: func(ctx context.Context) {
+				for i := range tt.between {
+					// Straight XADDs: the hook must not run inside itself.
+					if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"v", "1", "mission_id", "m", "type", "step.progress", "message", "other " + string(rune('a'+i))}}).Err(); err != nil {
+						t.Error(err)
+					}
+				}
+			}})
+			pub := progress.NewPublisher(rdb, progress.Options{AppendOnly: !tt.flush})
+			started := stepEvent("m", 1)
+			started.Type, started.Time = progress.StepStarted, time.Now()
+			failed := stepEvent("m", 2)
+			failed.Type, failed.Time = progress.StepFailed, started.Time.Add(time.Millisecond)
+			if err := pub.PublishTo(ctx, stream, started, failed); err != nil {
+				t.Fatalf("PublishTo: %v", err)
+			}
+			if got := ours(t, rdb, stream, started, failed); !slices.Equal(got, []string{"step.started", "step.failed"}) {
+				t.Errorf("mission stream after a resent publish holds %q of ours, want them once", got)
+			}
+			if got := ours(t, rdb, progress.GlobalStream, started, failed); len(got) != 4 {
+				t.Errorf("global stream after a resent publish holds %q of ours, want them twice", got)
+			}
+
+			// A later publish of the step (new events, same fields but
+			// the time) is appended.
+			started.Time, failed.Time = started.Time.Add(time.Second), failed.Time.Add(time.Second)
+			if err := pub.PublishTo(ctx, stream, started, failed); err != nil {
+				t.Fatalf("PublishTo: %v", err)
+			}
+			if got := ours(t, rdb, stream, started, failed); len(got) != 4 {
+				t.Errorf("mission stream after another publish holds %q of ours, want 4 events", got)
+			}
+		})
+	}
+}
+
+// ours returns the types of the events of stream carrying the messages of
+// events, in order.
+func ours(t *testing.T, rdb redis.UniversalClient, stream string, events ...progress.Event) []string {
+	t.Helper()
+	got, err := progress.Range(t.Context(), rdb, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, e := range got {
+		if slices.ContainsFunc(events, func(o progress.Event) bool { return o.Message == e.Message }) {
+			types = append(types, string(e.Type))
+		}
+	}
+	return types
+}
+// firehoseBase is the global stream's entries before the resent publish:
+// the one that loaded the script.
+func firehoseBase(flushed bool) int64 {
+	if flushed {
+		return 0
+	}
+	return 1
+}
