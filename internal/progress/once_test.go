@@ -115,6 +115,7 @@ func ours(t *testing.T, rdb redis.UniversalClient, stream string, events ...prog
 	}
 	return types
 }
+
 // firehoseBase is the global stream's entries before the resent publish:
 // the one that loaded the script.
 func firehoseBase(flushed bool) int64 {
