@@ -37,8 +37,8 @@ func (h *resendPipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 
 // TestResentPublishAppendsOnce: a publish that go-redis sends twice writes
 // its events to the mission stream once, even with other events appended
-// between the two sends, and the same events published again later (a
-// new publish) are appended again. The firehose copies of a resend are
+// between the two sends (unless more than ResendWindow), and a later
+// publish of the step's events is appended. The firehose copies of a resend are
 // written twice: the global stream is at least once.
 func TestResentPublishAppendsOnce(t *testing.T) {
 	t.Parallel()
@@ -46,11 +46,12 @@ func TestResentPublishAppendsOnce(t *testing.T) {
 		name string
 		// between: how many events other writers append between the sends.
 		between int
-		flush   bool
+		// uncached: Redis has not cached the script (NOSCRIPT fallback).
+		uncached bool
 	}{
 		{name: "back to back"},
 		{name: "others between", between: progress.ResendWindow - 4},
-		{name: "script not cached", between: 1, flush: true},
+		{name: "script not cached", between: 1, uncached: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -58,20 +59,20 @@ func TestResentPublishAppendsOnce(t *testing.T) {
 			ctx := t.Context()
 			stream := progress.MissionStream("m")
 			other := progress.NewPublisher(rdb, progress.Options{})
-			if !tt.flush {
+			if !tt.uncached {
 				if err := other.Publish(ctx, stepEvent("m", 0)); err != nil { // loads the script
 					t.Fatal(err)
 				}
 			}
 			rdb.AddHook(&resendPipeline{between: func(ctx context.Context) {
 				for i := range tt.between {
-					// Straight XADDs: the hook must not run inside itself.
+					// Single commands: the hook resends pipelines only.
 					if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"v", "1", "mission_id", "m", "type", "step.progress", "message", "other " + string(rune('a'+i))}}).Err(); err != nil {
 						t.Error(err)
 					}
 				}
 			}})
-			pub := progress.NewPublisher(rdb, progress.Options{AppendOnly: !tt.flush})
+			pub := progress.NewPublisher(rdb, progress.Options{AppendOnly: !tt.uncached})
 			started := stepEvent("m", 1)
 			started.Type, started.Time = progress.StepStarted, time.Now()
 			failed := stepEvent("m", 2)
@@ -114,13 +115,4 @@ func ours(t *testing.T, rdb redis.UniversalClient, stream string, events ...prog
 		}
 	}
 	return types
-}
-
-// firehoseBase is the global stream's entries before the resent publish:
-// the one that loaded the script.
-func firehoseBase(flushed bool) int64 {
-	if flushed {
-		return 0
-	}
-	return 1
 }
