@@ -8,54 +8,62 @@ import (
 )
 
 // ResendWindow is how many of a stream's newest entries appendOnceScript
-// looks through for a copy of the events it is asked to append. A copy
-// lands there only when go-redis sent the same publish again after its
-// reply timed out (a Redis stall past the read timeout): both sends wait in
-// Redis's buffers for the stall to end, and what can land between them
-// comes from writers stalled on Redis too, each with at most one write in
-// flight (the orchestrator's next record write, another call of the step),
-// a few events each.
+// looks through for each event it is asked to append. A copy of the event
+// is there only when go-redis sent the same publish again after its reply
+// timed out (a Redis stall past the read timeout): both sends wait in
+// Redis's buffers for the stall to end, and what can land between them —
+// the rest of the first send's batch, and the writes of clients stalled
+// on Redis too, each with at most one write in flight (the orchestrator's
+// next record write, another call of the step) — is a few events.
 const ResendWindow = 32
 
-// appendOnceScript appends a batch of events to one mission stream, unless
-// the batch is there already: a batch sent again (go-redis resends a
-// pipeline whose reply timed out) is written once, whichever of the two
-// sends Redis runs first. An event is identified by all its fields: its
-// ts (nanoseconds) and span id make two distinct events differ.
+// appendOnceScript appends a batch of events to one mission stream, each
+// unless it is among the stream's newest ResendWindow entries already: a
+// batch sent again (go-redis resends a pipeline whose reply timed out) is
+// written once, whichever of the two sends Redis runs first, and an event
+// that a barrier commit wrote before its reply was lost is not written
+// again by the step's failure report. An event is identified by all its
+// fields: its ts (nanoseconds) and span id make two distinct events
+// differ.
 //
 // KEYS[1] the stream. ARGV[1] "1" for NOMKSTREAM (Options.AppendOnly),
 // ARGV[2] MAXLEN ~, ARGV[3] how many of the newest entries to look through
 // (ResendWindow), ARGV[4] the stream's PEXPIRE in milliseconds after a
-// terminal event, "" for none, ARGV[5] the number of values per event (field-value
-// pairs, in Event.values order), then the events' values one event after
-// another.
+// terminal event, "" for none, ARGV[5] the number of values per event
+// (field-value pairs, in Event.values order), then the events' values one
+// event after another.
 //
-// Returns the number of events appended: 0 when the batch was there, or
-// when the stream does not exist under NOMKSTREAM.
+// Returns the number of events appended: 0 when all were there, or when
+// the stream does not exist under NOMKSTREAM.
 var appendOnceScript = redis.NewScript(`
 local n = tonumber(ARGV[5])
-local last = #ARGV - n + 1
-for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[3])) do
-  local f = entry[2]
-  if #f == n then
-    -- From the last value, ts: it differs first.
-    local j = n
-    while j > 0 and f[j] == ARGV[last + j - 1] do j = j - 1 end
-    if j == 0 then return 0 end
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[3])
+local function present(at)
+  for _, entry in ipairs(newest) do
+    local f = entry[2]
+    if #f == n then
+      -- From the last value, ts: it differs first.
+      local j = n
+      while j > 0 and f[j] == ARGV[at + j - 1] do j = j - 1 end
+      if j == 0 then return true end
+    end
   end
+  return false
 end
 local added = 0
 for at = 6, #ARGV, n do
-  local id
-  if ARGV[1] == '1' then
-    id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, at, at + n - 1))
-  else
-    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, at, at + n - 1))
+  if not present(at) then
+    local id
+    if ARGV[1] == '1' then
+      id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, at, at + n - 1))
+    else
+      id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, at, at + n - 1))
+    end
+    if not id then return added end
+    added = added + 1
   end
-  if not id then return added end
-  added = added + 1
 end
-if ARGV[4] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+if added > 0 and ARGV[4] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return added
 `)
 

@@ -37,8 +37,9 @@ func (h *resendPipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 
 // TestResentPublishAppendsOnce: a publish that go-redis sends twice writes
 // its events to the mission stream once, even with other events appended
-// between the two sends (unless more than ResendWindow), and a later
-// publish of the step's events is appended. The firehose copies of a resend are
+// between the two sends (as long as the copies stay among the stream's
+// newest ResendWindow entries), and a later publish of the step's events is
+// appended. The firehose copies of a resend are
 // written twice: the global stream is at least once.
 func TestResentPublishAppendsOnce(t *testing.T) {
 	t.Parallel()
@@ -50,7 +51,7 @@ func TestResentPublishAppendsOnce(t *testing.T) {
 		uncached bool
 	}{
 		{name: "back to back"},
-		{name: "others between", between: progress.ResendWindow - 4},
+		{name: "others between", between: progress.ResendWindow - 2},
 		{name: "script not cached", between: 1, uncached: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,4 +116,32 @@ func ours(t *testing.T, rdb redis.UniversalClient, stream string, events ...prog
 		}
 	}
 	return types
+}
+
+// TestPublishSkipsEventsTheStreamHas: a batch whose first event is on the
+// stream already (a barrier commit wrote step.started, then its reply was
+// lost and the step reports its failure) appends only the events that are
+// not.
+func TestPublishSkipsEventsTheStreamHas(t *testing.T) {
+	t.Parallel()
+	rdb := newClient(t)
+	ctx := t.Context()
+	stream := progress.MissionStream("m")
+	pub := progress.NewPublisher(rdb, progress.Options{})
+	started := stepEvent("m", 1)
+	started.Type, started.Time = progress.StepStarted, time.Now()
+	completed := stepEvent("m", 2)
+	completed.Type, completed.Time = progress.StepCompleted, started.Time.Add(time.Millisecond)
+	if err := pub.PublishTo(ctx, stream, started, completed); err != nil {
+		t.Fatal(err)
+	}
+	failed := stepEvent("m", 3)
+	failed.Type, failed.Time = progress.StepFailed, completed.Time.Add(time.Millisecond)
+	if err := pub.PublishTo(ctx, stream, started, failed); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"step.started", "step.completed", "step.failed"}
+	if got := ours(t, rdb, stream, started, completed, failed); !slices.Equal(got, want) {
+		t.Errorf("mission stream holds %q, want %q", got, want)
+	}
 }

@@ -108,12 +108,15 @@ func (p *Publisher) PublishTo(ctx context.Context, stream string, events ...Even
 // so that a pipeline go-redis sends again after its reply timed out appends
 // them once; their copies on the global stream are plain XADDs, which such
 // a resend duplicates (its consumer groups deliver at least once anyway).
+// They follow the scripts in the pipeline; when Redis had not cached the
+// script (NOSCRIPT: a restart, SCRIPT FLUSH), its second send comes one
+// round trip after the copies.
 func (p *Publisher) publish(ctx context.Context, stream string, events []Event) error {
 	if len(events) == 0 {
 		return nil
 	}
 	var batches []*appendOnce
-	globals := make([]*redis.StringCmd, 0, len(events))
+	globals := make([][]any, 0, len(events))
 	byStream := make(map[string]*appendOnce, 1)
 	pipe := p.rdb.Pipeline()
 	perEvent := 0
@@ -137,11 +140,17 @@ func (p *Publisher) publish(ctx context.Context, stream string, events []Event) 
 		}
 		b.values = append(b.values, values...)
 		b.terminal = b.terminal || e.Type.Terminal()
-		globals = append(globals, pipe.XAdd(ctx, &redis.XAddArgs{Stream: GlobalStream, MaxLen: p.globalMaxLen, Approx: true, Values: values}))
+		globals = append(globals, values)
 	}
+	// The mission streams first: they are the source of truth, the
+	// firehose a copy.
 	scripts := make([]*redis.Cmd, len(batches))
 	for i, b := range batches {
 		scripts[i] = appendOnceScript.EvalSha(ctx, pipe, []string{b.stream}, p.onceArgs(b, perEvent)...)
+	}
+	copies := make([]*redis.StringCmd, len(globals))
+	for i, values := range globals {
+		copies[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: GlobalStream, MaxLen: p.globalMaxLen, Approx: true, Values: values})
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	var err error
@@ -149,11 +158,11 @@ func (p *Publisher) publish(ctx context.Context, stream string, events []Event) 
 		e := c.Err()
 		if isNoScript(e) {
 			// Not cached (a new or restarted Redis): it did not run.
-			e = appendOnceScript.Run(ctx, p.rdb, []string{batches[i].stream}, p.onceArgs(batches[i], perEvent)...).Err()
+			e = appendOnceScript.Eval(ctx, p.rdb, []string{batches[i].stream}, p.onceArgs(batches[i], perEvent)...).Err()
 		}
 		err = cmp.Or(err, e)
 	}
-	for _, c := range globals {
+	for _, c := range copies {
 		err = cmp.Or(err, c.Err())
 	}
 	if err != nil {
