@@ -101,12 +101,11 @@ func NewFirehose(rdb redis.UniversalClient, opts FirehoseOptions) *Firehose {
 	return f
 }
 
-// Add queues events for the firehose and returns at once. Call it only
-// once the events are committed to their mission streams. Events without a
-// time get the current one; trace ids are taken as they are (FillTrace
-// first when needed). After Close, Add drops the events.
-func (f *Firehose) Add(events ...Event) {
-	if len(events) == 0 {
+// Add queues entries for the firehose and returns at once. Call it only
+// once their events are committed to their mission streams. After Close,
+// Add drops them.
+func (f *Firehose) Add(entries ...Entry) {
+	if len(entries) == 0 {
 		return
 	}
 	f.mu.Lock()
@@ -115,12 +114,8 @@ func (f *Firehose) Add(events ...Event) {
 		return
 	}
 	wasEmpty := len(f.pending) == 0
-	for i := range events {
-		e := events[i]
-		if e.Time.IsZero() {
-			e.Time = time.Now()
-		}
-		f.pending = append(f.pending, e.values())
+	for _, e := range entries {
+		f.pending = append(f.pending, e.values)
 	}
 	f.trimLocked()
 	full := len(f.pending) >= f.maxBatch

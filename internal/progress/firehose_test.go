@@ -22,7 +22,7 @@ func TestFirehoseFlushesAddedEventsInOrder(t *testing.T) {
 	rdb := newClient(t)
 	fh := progress.NewFirehose(rdb, progress.FirehoseOptions{MaxDelay: time.Millisecond, Logger: quietLogger()})
 	for i := range 5 {
-		fh.Add(stepEvent("m", i))
+		fh.Add(progress.Encode(stepEvent("m", i)))
 	}
 	waitFor(t, func() bool { return rdb.XLen(t.Context(), progress.GlobalStream).Val() == 5 })
 	events, err := progress.Range(t.Context(), rdb, progress.GlobalStream)
@@ -37,7 +37,7 @@ func TestFirehoseFlushesAddedEventsInOrder(t *testing.T) {
 	if err := fh.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	fh.Add(stepEvent("m", 9)) // dropped after Close
+	fh.Add(progress.Encode(stepEvent("m", 9))) // dropped after Close
 	if n := rdb.XLen(t.Context(), progress.GlobalStream).Val(); n != 5 {
 		t.Errorf("firehose holds %d entries after an Add past Close, want 5", n)
 	}
@@ -47,7 +47,7 @@ func TestFirehoseTakeCarriesEventsInCallersPipeline(t *testing.T) {
 	rdb := newClient(t)
 	// A delay no test waits for: only Take or Close can write.
 	fh := progress.NewFirehose(rdb, progress.FirehoseOptions{MaxDelay: time.Hour, Logger: quietLogger()})
-	fh.Add(stepEvent("m", 0), stepEvent("m", 1))
+	fh.Add(progress.Encode(stepEvent("m", 0)), progress.Encode(stepEvent("m", 1)))
 	pipe := rdb.Pipeline()
 	done := fh.Take(pipe)
 	set := pipe.Set(t.Context(), "other", "1", 0)
@@ -73,7 +73,7 @@ func TestFirehoseTakeCarriesEventsInCallersPipeline(t *testing.T) {
 func TestFirehoseRequeuesEventsOfAFailedPipeline(t *testing.T) {
 	rdb := newClient(t)
 	fh := progress.NewFirehose(rdb, progress.FirehoseOptions{MaxDelay: time.Hour, Logger: quietLogger()})
-	fh.Add(stepEvent("m", 0))
+	fh.Add(progress.Encode(stepEvent("m", 0)))
 	pipe := rdb.Pipeline()
 	done := fh.Take(pipe)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -94,7 +94,7 @@ func TestFirehoseQueueBoundDropsOldest(t *testing.T) {
 	rdb := newClient(t)
 	fh := progress.NewFirehose(rdb, progress.FirehoseOptions{MaxDelay: time.Hour, MaxBatch: 100, MaxQueue: 3, Logger: quietLogger()})
 	for i := range 5 {
-		fh.Add(stepEvent("m", i))
+		fh.Add(progress.Encode(stepEvent("m", i)))
 	}
 	if err := fh.Close(t.Context()); err != nil {
 		t.Fatal(err)

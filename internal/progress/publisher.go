@@ -200,17 +200,28 @@ func (p *Publisher) AppendTo(pipe redis.Pipeliner, stream string, e Event) {
 	}
 }
 
+// Entry is an event encoded as its stream entry: the field-value pairs of
+// the package doc, in order. A writer that puts the same event on its
+// mission stream (AppendMission) and on the firehose (Firehose.Add)
+// encodes it once.
+type Entry struct{ values []any }
+
+// Encode returns e's entry; an event without a time gets the current one.
+// It does not set trace ids: call FillTrace first.
+func Encode(e Event) Entry {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	return Entry{values: e.values()}
+}
+
 // AppendMission queues only e's XADD to stream (a mission stream: NOMKSTREAM
 // when Options.AppendOnly, MAXLEN ~ Options.MissionMaxLen) into a caller's
 // pipeline: no firehose copy and no EXPIRE. It is what a per-mission Lua
 // script may run (every command on the mission's slot); the caller adds the
-// firehose copy with a Firehose once that script succeeded. Append does not
-// set trace ids: call FillTrace first.
-func (p *Publisher) AppendMission(pipe redis.Pipeliner, stream string, e Event) {
-	if e.Time.IsZero() {
-		e.Time = time.Now()
-	}
-	pipe.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, NoMkStream: p.appendOnly, MaxLen: p.missionMaxLen, Approx: true, Values: e.values()})
+// firehose copy with a Firehose once that script succeeded.
+func (p *Publisher) AppendMission(pipe redis.Pipeliner, stream string, e Entry) {
+	pipe.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, NoMkStream: p.appendOnly, MaxLen: p.missionMaxLen, Approx: true, Values: e.values})
 }
 
 // ExpireMission queues the EXPIRE that lets an ended mission's stream go

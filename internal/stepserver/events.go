@@ -255,8 +255,12 @@ func Commit(ctx context.Context, b *barrier.Barrier, id barrier.ID, tx *barrier.
 	c.mu.Lock()
 	defer c.mu.Unlock() // no step.progress may slip between the commit's events
 	events := c.outbox(c.completed(ctx))
+	entries := make([]progress.Entry, len(events)) // one encoding for both streams
+	for i, e := range events {
+		entries[i] = progress.Encode(e)
+	}
 	tx.Announce(func(p redis.Pipeliner) {
-		for _, e := range events {
+		for _, e := range entries {
 			c.pub.AppendMission(p, c.stream, e)
 		}
 	})
@@ -267,7 +271,7 @@ func Commit(ctx context.Context, b *barrier.Barrier, id barrier.ID, tx *barrier.
 	case err == nil:
 		c.sent()
 		c.committed = true
-		c.firehose.Add(events...)
+		c.firehose.Add(entries...)
 	case errors.Is(err, barrier.ErrStale):
 		c.dropProgress()
 	}

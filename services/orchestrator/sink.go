@@ -30,7 +30,7 @@ var (
 // saga's ending write, where the store gives the stream its expiry (the
 // retention of the mission's keys, or ExpireMission without one).
 func (s eventSink) Append(pipe redis.Pipeliner, e saga.Event) {
-	s.pub.AppendMission(pipe, progress.MissionStream(e.MissionID), progressEvent(e))
+	s.pub.AppendMission(pipe, progress.MissionStream(e.MissionID), progress.Encode(progressEvent(e)))
 }
 
 // ExpireMission queues the retention of an ended mission's stream.
@@ -40,9 +40,9 @@ func (s eventSink) ExpireMission(pipe redis.Pipeliner, missionID string) {
 
 // Committed queues the firehose copies of events the store wrote.
 func (s eventSink) Committed(events []saga.Event) {
-	out := make([]progress.Event, len(events))
+	out := make([]progress.Entry, len(events))
 	for i, e := range events {
-		out[i] = progressEvent(e)
+		out[i] = progress.Encode(progressEvent(e))
 	}
 	s.firehose.Add(out...)
 }
