@@ -10,11 +10,11 @@ import (
 // ResendWindow is how many of a stream's newest entries appendOnceScript
 // looks through for each event it is asked to append. A copy of the event
 // is there only when go-redis sent the same publish again after its reply
-// timed out (a Redis stall past the read timeout): both sends wait in
-// Redis's buffers for the stall to end, and what can land between them —
-// the rest of the first send's batch, and the writes of clients stalled
-// on Redis too, each with at most one write in flight (the orchestrator's
-// next record write, another call of the step) — is a few events.
+// timed out (a Redis stall past the read timeout, or a reply lost), and
+// what can land between the two sends is a few events: the rest of the
+// first send's batch, and the writes of the mission's other writers, each
+// of which waits on Redis for its own write before the next (the
+// orchestrator's record write, a retried call of the step).
 const ResendWindow = 32
 
 // appendOnceScript appends a batch of events to one mission stream, each

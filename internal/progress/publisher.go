@@ -172,34 +172,6 @@ func (p *Publisher) publish(ctx context.Context, stream string, events []Event) 
 	return nil
 }
 
-// Append queues e's XADDs (mission stream and global stream) into a caller's
-// pipeline, so that the saga store writes its record and the events that
-// describe the change in one round trip. A terminal event also queues the
-// mission stream's EXPIRE (ExpireMission). Append does not set trace ids (it
-// has no context): call FillTrace first.
-//
-// Use a plain pipeline, not MULTI/EXEC, on Redis Cluster: the global stream
-// lives in another slot than the mission's keys.
-func (p *Publisher) Append(pipe redis.Pipeliner, e Event) {
-	p.AppendTo(pipe, MissionStream(e.MissionID), e)
-}
-
-// AppendTo is Append with stream in place of e's mission stream.
-func (p *Publisher) AppendTo(pipe redis.Pipeliner, stream string, e Event) {
-	if e.Time.IsZero() {
-		e.Time = time.Now()
-	}
-	values := e.values()
-	// The commands' own context is unused by a pipeline; the caller's Exec
-	// context is the one that carries deadlines and the trace.
-	ctx := context.Background()
-	pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, NoMkStream: p.appendOnly, MaxLen: p.missionMaxLen, Approx: true, Values: values})
-	pipe.XAdd(ctx, &redis.XAddArgs{Stream: GlobalStream, MaxLen: p.globalMaxLen, Approx: true, Values: values})
-	if e.Type.Terminal() {
-		p.expire(pipe, stream)
-	}
-}
-
 // Entry is an event encoded as its stream entry: the field-value pairs of
 // the package doc, in order. A writer that puts the same event on its
 // mission stream (AppendMission) and on the firehose (Firehose.Add)

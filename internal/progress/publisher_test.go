@@ -82,35 +82,6 @@ func TestPublishToNamedStream(t *testing.T) {
 	}
 }
 
-// TestAppendJoinsCallerPipeline is the saga store's use: its own write and the
-// events in one pipeline, executed once.
-func TestAppendJoinsCallerPipeline(t *testing.T) {
-	t.Parallel()
-	rdb := newClient(t)
-	ctx := t.Context()
-	pub := progress.NewPublisher(rdb, progress.Options{})
-	pipe := rdb.Pipeline()
-	pipe.HSet(ctx, "slammesh:{m}:saga", "state", "RUNNING")
-	pub.Append(pipe, progress.Event{MissionID: "m", Type: progress.MissionStarted, Service: "orchestrator"})
-	pub.Append(pipe, stepEvent("m", 1))
-	if n := pipe.Len(); n != 5 {
-		t.Fatalf("pipeline holds %d commands, want 5 (HSET + 2 x 2 XADD)", n)
-	}
-	if n, err := rdb.XLen(ctx, progress.MissionStream("m")).Result(); err != nil || n != 0 {
-		t.Fatalf("events visible before Exec: XLEN = %d, %v", n, err)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		t.Fatalf("Exec: %v", err)
-	}
-	got, err := progress.Range(ctx, rdb, progress.MissionStream("m"))
-	if err != nil || len(got) != 2 || got[0].Type != progress.MissionStarted || got[1].Type != progress.StepProgress {
-		t.Fatalf("mission stream = %+v, %v; want mission.started, step.progress", got, err)
-	}
-	if state, err := rdb.HGet(ctx, "slammesh:{m}:saga", "state").Result(); err != nil || state != "RUNNING" {
-		t.Fatalf("HGET state = %q, %v", state, err)
-	}
-}
-
 func TestTerminalEventExpiresMissionStream(t *testing.T) {
 	t.Parallel()
 	const ttl = 2 * time.Hour

@@ -62,8 +62,9 @@ type sagaRequest interface {
 // and dropped, and published on a context the caller's cancellation does
 // not cancel. Each call's events land once on the mission stream even when
 // a Redis stall makes go-redis send them again: the barrier's call token
-// guards those of the commit, progress.Publisher's script the others. A handler that fails after its commit gets a step.failed
-// after the step.completed its commit wrote.
+// guards those of the commit, progress.Publisher's script the others. A
+// handler that fails after its commit gets a step.failed after the
+// step.completed its commit wrote.
 func eventsInterceptor(pub *progress.Publisher, fh *progress.Firehose, service string, actions []string) grpc.UnaryServerInterceptor {
 	isAction := make(map[string]bool, len(actions))
 	for _, a := range actions {
