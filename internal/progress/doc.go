@@ -6,10 +6,11 @@
 //
 // # Streams
 //
-// Every event is appended to two streams in one pipelined round trip (a
-// Publisher's batch to each mission stream in one Lua script, which appends
-// it once even when go-redis sends the pipeline again after a Redis stall;
-// see ResendWindow):
+// Every event is appended to two streams: by a Publisher in one pipelined
+// round trip, each mission stream's batch in one Lua script that appends it
+// once even when go-redis sends the pipeline again after a Redis stall (see
+// ResendWindow); by the saga store and a step's barrier commit in their own
+// script, the firehose copy following once it succeeded (see Firehose):
 //
 //   - slammesh:{<mission_id>}:events — the mission's own stream. The hash tag
 //     keeps it in the Redis Cluster slot of the mission's other keys. Trimmed

@@ -102,8 +102,8 @@ func NewFirehose(rdb redis.UniversalClient, opts FirehoseOptions) *Firehose {
 }
 
 // Add queues entries for the firehose and returns at once. Call it only
-// once their events are committed to their mission streams. After Close,
-// Add drops them.
+// once their events are committed to their mission streams. It skips the
+// zero Entry; after Close, it drops them all.
 func (f *Firehose) Add(entries ...Entry) {
 	if len(entries) == 0 {
 		return
@@ -115,7 +115,9 @@ func (f *Firehose) Add(entries ...Entry) {
 	}
 	wasEmpty := len(f.pending) == 0
 	for _, e := range entries {
-		f.pending = append(f.pending, e.values)
+		if e.values != nil { // the zero Entry: an XADD without fields would fail every flush
+			f.pending = append(f.pending, e.values)
+		}
 	}
 	f.trimLocked()
 	full := len(f.pending) >= f.maxBatch

@@ -107,3 +107,24 @@ func TestFirehoseQueueBoundDropsOldest(t *testing.T) {
 		t.Errorf("firehose = %v, want the newest 3 events", events)
 	}
 }
+
+// TestZeroEntryIsSkipped: the zero Entry holds no event, so neither the
+// firehose nor AppendMission writes it (an XADD without fields would fail,
+// and with it every flush of the events queued beside it).
+func TestZeroEntryIsSkipped(t *testing.T) {
+	rdb := newClient(t)
+	ctx := t.Context()
+	fh := progress.NewFirehose(rdb, progress.FirehoseOptions{MaxDelay: time.Hour, Logger: quietLogger()})
+	fh.Add(progress.Entry{}, progress.Encode(stepEvent("m", 0)))
+	if err := fh.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if n := rdb.XLen(ctx, progress.GlobalStream).Val(); n != 1 {
+		t.Errorf("firehose holds %d entries, want the one event", n)
+	}
+	pipe := rdb.Pipeline()
+	progress.NewPublisher(rdb, progress.Options{}).AppendMission(pipe, progress.MissionStream("m"), progress.Entry{})
+	if n := pipe.Len(); n != 0 {
+		t.Errorf("AppendMission of the zero Entry queued %d commands, want none", n)
+	}
+}

@@ -7,14 +7,14 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ResendWindow is how many of a stream's newest entries appendOnceScript
-// looks through for each event it is asked to append. A copy of the event
-// is there only when go-redis sent the same publish again after its reply
+// ResendWindow is how many of a stream's newest entries, besides as many as
+// the batch holds, appendOnceScript looks through for each event it is
+// asked to append. A copy of the event is there only when go-redis sent the same publish again after its reply
 // timed out (a Redis stall past the read timeout, or a reply lost), and
-// what can land between the two sends is a few events: the rest of the
-// first send's batch, and the writes of the mission's other writers, each
-// of which waits on Redis for its own write before the next (the
-// orchestrator's record write, a retried call of the step).
+// what can land after the first send's batch and before the second is a
+// few events: the writes of the mission's other writers, each of which
+// waits on Redis for its own write before the next (the orchestrator's
+// record write, a retried call of the step).
 const ResendWindow = 32
 
 // appendOnceScript appends a batch of events to one mission stream, each
@@ -28,7 +28,7 @@ const ResendWindow = 32
 //
 // KEYS[1] the stream. ARGV[1] "1" for NOMKSTREAM (Options.AppendOnly),
 // ARGV[2] MAXLEN ~, ARGV[3] how many of the newest entries to look through
-// (ResendWindow), ARGV[4] the stream's PEXPIRE in milliseconds after a
+// (ResendWindow plus the batch's events), ARGV[4] the stream's PEXPIRE in milliseconds after a
 // terminal event, "" for none, ARGV[5] the number of values per event
 // (field-value pairs, in Event.values order), then the events' values one
 // event after another.
@@ -87,9 +87,11 @@ func (p *Publisher) onceArgs(b *appendOnce, perEvent int) []any {
 		nomk = "1"
 	}
 	if b.terminal {
-		expire = strconv.FormatInt(p.endTTL.Milliseconds(), 10)
+		// At least 1 ms: PEXPIRE 0 would delete the stream.
+		expire = strconv.FormatInt(max(p.endTTL.Milliseconds(), 1), 10)
 	}
-	return append([]any{nomk, p.missionMaxLen, ResendWindow, expire, perEvent}, b.values...)
+	window := ResendWindow + len(b.values)/perEvent
+	return append([]any{nomk, p.missionMaxLen, window, expire, perEvent}, b.values...)
 }
 
 // isNoScript reports whether err is Redis's NOSCRIPT: the script cache does

@@ -49,10 +49,14 @@ func TestResentPublishAppendsOnce(t *testing.T) {
 		between int
 		// uncached: Redis has not cached the script (NOSCRIPT fallback).
 		uncached bool
+		// progress: step.progress events between the publish's
+		// step.started and step.failed.
+		progress int
 	}{
 		{name: "back to back"},
-		{name: "others between", between: progress.ResendWindow - 2},
+		{name: "others between", between: progress.ResendWindow},
 		{name: "script not cached", between: 1, uncached: true},
+		{name: "batch larger than the window", between: 2, progress: progress.ResendWindow + 8},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -60,8 +64,11 @@ func TestResentPublishAppendsOnce(t *testing.T) {
 			ctx := t.Context()
 			stream := progress.MissionStream("m")
 			other := progress.NewPublisher(rdb, progress.Options{})
-			if !tt.uncached {
-				if err := other.Publish(ctx, stepEvent("m", 0)); err != nil { // loads the script
+			if err := other.Publish(ctx, stepEvent("m", 0)); err != nil { // loads the script
+				t.Fatal(err)
+			}
+			if tt.uncached {
+				if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -74,28 +81,36 @@ func TestResentPublishAppendsOnce(t *testing.T) {
 				}
 			}})
 			pub := progress.NewPublisher(rdb, progress.Options{AppendOnly: !tt.uncached})
-			started := stepEvent("m", 1)
-			started.Type, started.Time = progress.StepStarted, time.Now()
-			failed := stepEvent("m", 2)
-			failed.Type, failed.Time = progress.StepFailed, started.Time.Add(time.Millisecond)
-			if err := pub.PublishTo(ctx, stream, started, failed); err != nil {
+			now := time.Now()
+			batch := make([]progress.Event, tt.progress+2)
+			want := make([]string, len(batch))
+			for i := range batch {
+				batch[i] = stepEvent("m", 100+i)
+				batch[i].Time = now.Add(time.Duration(i) * time.Microsecond)
+				want[i] = string(progress.StepProgress)
+			}
+			batch[0].Type, batch[len(batch)-1].Type = progress.StepStarted, progress.StepFailed
+			want[0], want[len(want)-1] = string(progress.StepStarted), string(progress.StepFailed)
+			if err := pub.PublishTo(ctx, stream, batch...); err != nil {
 				t.Fatalf("PublishTo: %v", err)
 			}
-			if got := ours(t, rdb, stream, started, failed); !slices.Equal(got, []string{"step.started", "step.failed"}) {
-				t.Errorf("mission stream after a resent publish holds %q of ours, want them once", got)
+			if got := ours(t, rdb, stream, batch...); !slices.Equal(got, want) {
+				t.Errorf("mission stream after a resent publish holds %q of ours, want %q", got, want)
 			}
-			if got := ours(t, rdb, progress.GlobalStream, started, failed); len(got) != 4 {
-				t.Errorf("global stream after a resent publish holds %q of ours, want them twice", got)
+			if got := ours(t, rdb, progress.GlobalStream, batch...); len(got) != 2*len(batch) {
+				t.Errorf("global stream after a resent publish holds %d of ours, want them twice (%d)", len(got), 2*len(batch))
 			}
 
 			// A later publish of the step (new events, same fields but
 			// the time) is appended.
-			started.Time, failed.Time = started.Time.Add(time.Second), failed.Time.Add(time.Second)
-			if err := pub.PublishTo(ctx, stream, started, failed); err != nil {
+			for i := range batch {
+				batch[i].Time = batch[i].Time.Add(time.Second)
+			}
+			if err := pub.PublishTo(ctx, stream, batch...); err != nil {
 				t.Fatalf("PublishTo: %v", err)
 			}
-			if got := ours(t, rdb, stream, started, failed); len(got) != 4 {
-				t.Errorf("mission stream after another publish holds %q of ours, want 4 events", got)
+			if got := ours(t, rdb, stream, batch...); len(got) != 2*len(batch) {
+				t.Errorf("mission stream after another publish holds %d of ours, want %d", len(got), 2*len(batch))
 			}
 		})
 	}

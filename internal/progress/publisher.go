@@ -87,8 +87,9 @@ func NewPublisher(rdb redis.UniversalClient, opts Options) *Publisher {
 func (p *Publisher) Logger() *slog.Logger { return p.logger }
 
 // Publish appends events, each to its mission stream and to the global
-// stream, in one pipelined round trip. Events without a trace id get the one
-// of the span in ctx (FillTrace).
+// stream, in one pipelined round trip (two after a NOSCRIPT), and each at
+// most once to its mission stream (see ResendWindow). Events without a
+// trace id get the one of the span in ctx (FillTrace).
 func (p *Publisher) Publish(ctx context.Context, events ...Event) error {
 	return p.publish(ctx, "", events)
 }
@@ -175,7 +176,7 @@ func (p *Publisher) publish(ctx context.Context, stream string, events []Event) 
 // Entry is an event encoded as its stream entry: the field-value pairs of
 // the package doc, in order. A writer that puts the same event on its
 // mission stream (AppendMission) and on the firehose (Firehose.Add)
-// encodes it once.
+// encodes it once. The zero Entry holds no event: both skip it.
 type Entry struct{ values []any }
 
 // Encode returns e's entry; an event without a time gets the current one.
@@ -193,12 +194,15 @@ func Encode(e Event) Entry {
 // script may run (every command on the mission's slot); the caller adds the
 // firehose copy with a Firehose once that script succeeded.
 func (p *Publisher) AppendMission(pipe redis.Pipeliner, stream string, e Entry) {
+	if e.values == nil {
+		return
+	}
 	pipe.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, NoMkStream: p.appendOnly, MaxLen: p.missionMaxLen, Approx: true, Values: e.values})
 }
 
 // ExpireMission queues the EXPIRE that lets an ended mission's stream go
-// after Options.EndTTL. Append already queues it with a terminal event; call
-// it directly for a mission that ends without one.
+// after Options.EndTTL. Publish sets it itself when it appends a terminal
+// event; a writer that appends through AppendMission calls this.
 func (p *Publisher) ExpireMission(pipe redis.Pipeliner, missionID string) {
 	p.expire(pipe, MissionStream(missionID))
 }
