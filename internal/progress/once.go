@@ -9,29 +9,29 @@ import (
 
 // ResendWindow is how many of a stream's newest entries, besides as many as
 // the batch holds, appendOnceScript looks through for each event it is
-// asked to append. A copy of the event is there only when go-redis sent the same publish again after its reply
-// timed out (a Redis stall past the read timeout, or a reply lost), and
-// what can land after the first send's batch and before the second is a
-// few events: the writes of the mission's other writers, each of which
-// waits on Redis for its own write before the next (the orchestrator's
-// record write, a retried call of the step).
+// asked to append. A copy of the event is there only when go-redis sent
+// the same publish again after its reply timed out (a Redis stall past the
+// read timeout, or a reply lost), and what can land after the first send's
+// batch and before the second is a few events: the writes of the mission's
+// other writers, each of which waits on Redis for its own write before the
+// next (the orchestrator's record write, a retried call of the step).
 const ResendWindow = 32
 
 // appendOnceScript appends a batch of events to one mission stream, each
-// unless it is among the stream's newest ResendWindow entries already: a
-// batch sent again (go-redis resends a pipeline whose reply timed out) is
-// written once, whichever of the two sends Redis runs first, and an event
-// that a barrier commit wrote before its reply was lost is not written
-// again by the step's failure report. An event is identified by all its
-// fields: its ts (nanoseconds) and span id make two distinct events
-// differ.
+// unless it is among the stream's newest entries already (ResendWindow
+// besides the batch's own): a batch sent again (go-redis resends a
+// pipeline whose reply timed out) is written once, whichever of the two
+// sends Redis runs first, and an event that a barrier commit wrote before
+// its reply was lost is not written again by the step's failure report. An
+// event is identified by all its fields: its ts (nanoseconds) and span id
+// make two distinct events differ.
 //
 // KEYS[1] the stream. ARGV[1] "1" for NOMKSTREAM (Options.AppendOnly),
 // ARGV[2] MAXLEN ~, ARGV[3] how many of the newest entries to look through
-// (ResendWindow plus the batch's events), ARGV[4] the stream's PEXPIRE in milliseconds after a
-// terminal event, "" for none, ARGV[5] the number of values per event
-// (field-value pairs, in Event.values order), then the events' values one
-// event after another.
+// (ResendWindow plus the batch's events), ARGV[4] the stream's PEXPIRE in
+// milliseconds after a terminal event, "" for none, ARGV[5] the number of
+// values per event (field-value pairs, in Event.values order), then the
+// events' values one event after another.
 //
 // Returns the number of events appended: 0 when all were there, or when
 // the stream does not exist under NOMKSTREAM.
