@@ -686,3 +686,88 @@ func TestResentCommitAnnouncesOnce(t *testing.T) {
 		}
 	})
 }
+
+// replayFirst records the first call of stepScript, to send it again later
+// by hand: the copy go-redis sent after a timeout, run by Redis only after
+// a later call of the step (the orchestrator's retry).
+type replayFirst struct {
+	mu   sync.Mutex
+	args []any
+}
+
+func (h *replayFirst) keep(cmd redis.Cmder) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.args == nil && isStepCall(cmd) {
+		h.args = slices.Clone(cmd.Args())
+	}
+}
+
+func (h *replayFirst) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *replayFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.keep(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *replayFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			h.keep(c)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestLateResentCommitAnnouncesOnce: the copy of a commit that Redis runs
+// after a later call of the step (which announced its own events) finds its
+// token among the barrier's and announces nothing.
+func TestLateResentCommitAnnouncesOnce(t *testing.T) {
+	t.Parallel()
+	eachCommit(t, func(t *testing.T, s *business) {
+		ctx := t.Context()
+		if err := stepScript.Load(ctx, s.rdb).Err(); err != nil { // no NOSCRIPT round
+			t.Fatal(err)
+		}
+		h := &replayFirst{}
+		s.rdb.AddHook(h)
+		id := ID{Key: "m", SagaID: "s", Step: "step"}
+		stream := "slammesh:{m}:events"
+		commit := func() {
+			t.Helper()
+			tx := s.b.NewTx()
+			tx.Write(func(p redis.Pipeliner) { p.Incr(ctx, counterKey("m")) })
+			tx.Announce(func(p redis.Pipeliner) {
+				p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"type", "step.completed"}})
+			})
+			if _, _, err := s.b.Commit(ctx, id, tx, []byte("r")); err != nil {
+				t.Fatalf("Commit: %v", err)
+			}
+		}
+		commit() // applied: 1 event
+		for range 3 {
+			commit() // later calls, duplicates that announce: 1 event each
+		}
+		h.mu.Lock()
+		first := h.args
+		h.mu.Unlock()
+		if err := s.rdb.Do(ctx, first...).Err(); err != nil {
+			t.Fatalf("the first commit sent again: %v", err)
+		}
+		if n := s.rdb.XLen(ctx, stream).Val(); n != 4 {
+			t.Errorf("events after the first commit's late copy: %d, want 4 (one per call)", n)
+		}
+		if n := s.counter(t, "m"); n != 1 {
+			t.Errorf("business counter = %d, want 1", n)
+		}
+		// The barrier keeps the tokens of the last 8 calls that announced.
+		for range 8 {
+			commit()
+		}
+		if calls := strings.Fields(s.rdb.HGet(ctx, Key("m", "step"), "call").Val()); len(calls) != 8 {
+			t.Errorf("the barrier holds %d call tokens, want the last 8", len(calls))
+		}
+	})
+}

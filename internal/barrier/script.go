@@ -13,10 +13,10 @@ import (
 // the decision is taken on the marks as they are at the commit.
 //
 // KEYS[1] barrier hash (saga, action, compensation, result, and call: the
-// token of the last action call that announced), KEYS[2] effects hash,
-// KEYS[3] owner key (unused without an owner), KEYS[4..] the business keys
-// of the plan (declared for Redis Cluster routing; the commands below name
-// them again).
+// tokens of the last 8 action calls that announced, space-separated),
+// KEYS[2] effects hash, KEYS[3] owner key (unused without an owner),
+// KEYS[4..] the business keys of the plan (declared for Redis Cluster
+// routing; the commands below name them again).
 //
 // ARGV[1] mode: "act" (decide, then apply the plan), "probe-act" (decide
 // only), "comp" (decide, then apply the undo), "probe-comp" (decide, and
@@ -86,10 +86,15 @@ if mode == 'act' or mode == 'probe-act' then
   if m[3] then return {'forbidden'} end
   if m[2] then
     -- A call announces once: the same call sent again (go-redis resends
-    -- a script whose reply timed out) finds its own token.
-    if na > 0 and m[5] ~= ARGV[9] then
+    -- a script whose reply timed out) finds its own token among those of
+    -- the last 8 calls that announced, even when Redis runs a later call
+    -- (the orchestrator's retry) between the two sends.
+    if na > 0 and not string.find(' ' .. (m[5] or '') .. ' ', ' ' .. ARGV[9] .. ' ', 1, true) then
       run(announce, na)
-      redis.call('HSET', KEYS[1], 'call', ARGV[9])
+      local calls = {}
+      for t in string.gmatch(m[5] or '', '%S+') do calls[#calls + 1] = t end
+      calls[#calls + 1] = ARGV[9]
+      redis.call('HSET', KEYS[1], 'call', table.concat(calls, ' ', math.max(1, #calls - 7)))
     end
     return {'dup', m[4] or ''}
   end
