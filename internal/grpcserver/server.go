@@ -236,13 +236,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithDurationField(durationField),
 	}
+	// logCalls is the unary call log with extra options, health checks left
+	// out.
+	logCalls := func(extra ...logging.Option) grpc.UnaryServerInterceptor {
+		return selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLog, slices.Concat(logOpts, extra)...), notHealth)
+	}
 	recoverOpt := recovery.WithRecoveryHandlerContext(s.recoverPanic)
 	// The send limit is checked inside logging, so a reply too large to
 	// send is logged with the status its client gets, not as OK.
 	unary := append([]grpc.UnaryServerInterceptor{
-		lazyCallLog(log,
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLog, logOpts...), notHealth),
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLog, slices.Concat(logOpts, []logging.Option{logging.WithFieldsFromContextAndCallMeta(replayedDuration)})...), notHealth)),
+		lazyCallLog(log, logCalls(), logCalls(logging.WithFieldsFromContextAndCallMeta(replayedDuration))),
 		sendLimitUnary(cfg.MaxMessageBytes),
 		recovery.UnaryServerInterceptor(recoverOpt),
 	}, deps.UnaryInterceptors...)

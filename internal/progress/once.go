@@ -1,7 +1,6 @@
 package progress
 
 import (
-	"errors"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -92,10 +91,4 @@ func (p *Publisher) onceArgs(b *appendOnce, perEvent int) []any {
 	}
 	window := ResendWindow + len(b.values)/perEvent
 	return append([]any{nomk, p.missionMaxLen, window, expire, perEvent}, b.values...)
-}
-
-// isNoScript reports whether err is Redis's NOSCRIPT: the script cache does
-// not hold the script (a new or restarted Redis), so it did not run.
-func isNoScript(err error) bool {
-	return errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")
 }

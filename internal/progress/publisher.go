@@ -158,7 +158,7 @@ func (p *Publisher) publish(ctx context.Context, stream string, events []Event) 
 	var err error
 	for i, c := range scripts {
 		e := c.Err()
-		if isNoScript(e) {
+		if redis.HasErrorPrefix(e, "NOSCRIPT") {
 			// Not cached (a new or restarted Redis): it did not run.
 			e = appendOnceScript.Eval(ctx, p.rdb, []string{batches[i].stream}, p.onceArgs(batches[i], perEvent)...).Err()
 		}
