@@ -21,7 +21,8 @@ import (
 type Option func(*options)
 
 type options struct {
-	firehose *progress.Firehose
+	firehose      *progress.Firehose
+	progressDelay time.Duration
 }
 
 // WithFirehose lets a step's success events ride in its barrier commit: the
@@ -32,6 +33,18 @@ type options struct {
 // stopped.
 func WithFirehose(fh *progress.Firehose) Option {
 	return func(o *options) { o.firehose = fh }
+}
+
+// WithProgressDelay sets how long a step.progress event waits for company
+// (default ProgressDelay; d ≤ 0 keeps it). A test that counts a call's
+// round trips sets an hour, so that a handler slowed by a loaded machine
+// does not send its progress in a round trip of its own.
+func WithProgressDelay(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.progressDelay = d
+		}
+	}
 }
 
 // sagaRequest is implemented by every step request.
@@ -65,7 +78,7 @@ type sagaRequest interface {
 // guards those of the commit, progress.Publisher's script the others. A
 // handler that fails after its commit gets a step.failed after the
 // step.completed its commit wrote.
-func eventsInterceptor(pub *progress.Publisher, fh *progress.Firehose, service string, actions []string) grpc.UnaryServerInterceptor {
+func eventsInterceptor(pub *progress.Publisher, o options, service string, actions []string) grpc.UnaryServerInterceptor {
 	isAction := make(map[string]bool, len(actions))
 	for _, a := range actions {
 		isAction[a] = true
@@ -87,11 +100,12 @@ func eventsInterceptor(pub *progress.Publisher, fh *progress.Firehose, service s
 		}
 		c := &stepCall{
 			pub:      pub,
-			firehose: fh,
+			firehose: o.firehose,
 			// An injected fault may fail the call after its commit (a
 			// dropped reply): its events wait for the call's end, so that
 			// it reports step.failed alone, as without the fault.
-			inCommit: fh != nil && len(sc.GetFaults().GetFaults()) == 0,
+			inCommit: o.firehose != nil && len(sc.GetFaults().GetFaults()) == 0,
+			delay:    o.progressDelay,
 			stream:   progress.MissionStream(sc.GetMissionId()),
 			base: progress.Event{
 				MissionID: sc.GetMissionId(),
@@ -124,7 +138,9 @@ type stepCall struct {
 	firehose *progress.Firehose
 	// inCommit: the success events may ride in the barrier commit.
 	inCommit bool
-	stream   string
+	// delay is how long a step.progress event waits for company.
+	delay  time.Duration
+	stream string
 	// base holds the fields every event of the call shares.
 	base    progress.Event
 	started progress.Event
@@ -133,7 +149,7 @@ type stepCall struct {
 	// startedOut: step.started is written (or committed with the action).
 	startedOut bool
 	// pending are step.progress events not written yet; flush, due
-	// ProgressDelay after the first of them, writes them unless the commit
+	// delay after the first of them, writes them unless the commit
 	// or the call's end took them first.
 	pending []progress.Event
 	flush   *time.Timer
@@ -141,7 +157,8 @@ type stepCall struct {
 	committed bool
 }
 
-// ProgressDelay is the longest a step.progress event waits for company: the
+// ProgressDelay is how long a step.progress event waits for company by
+// default (WithProgressDelay): the
 // events of a step that ends sooner ride with its end (in the barrier's
 // script, or the interceptor's last round trip), and a long step's progress
 // still reaches watchers within this delay.
@@ -167,7 +184,7 @@ func (c *stepCall) isCommitted() bool {
 	return c.committed
 }
 
-// Progress queues a step.progress event, written within ProgressDelay (with
+// Progress queues a step.progress event, written within c.delay (with
 // step.started when it is not out yet). fraction is clamped to [0, 1] (NaN
 // counts as 0), as progressgrpc does.
 func (c *stepCall) Progress(ctx context.Context, fraction float64, message string) {
@@ -184,7 +201,7 @@ func (c *stepCall) Progress(ctx context.Context, fraction float64, message strin
 	defer c.mu.Unlock()
 	c.pending = append(c.pending, e)
 	if c.flush == nil {
-		c.flush = time.AfterFunc(ProgressDelay, func() { c.publish(context.WithoutCancel(ctx)) })
+		c.flush = time.AfterFunc(c.delay, func() { c.publish(context.WithoutCancel(ctx)) })
 	}
 }
 

@@ -3,6 +3,7 @@ package stepserver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"testing"
@@ -117,7 +118,37 @@ func TestProgressIsWrittenWhileTheStepRuns(t *testing.T) {
 	if _, err := call(ctx, &mappingv1.AllocateMapRequest{Saga: sc}); err != nil {
 		t.Fatal(err)
 	}
-	events, err := progress.Range(ctx, rdb, stream)
+	wantTypes(t, rdb, stream, progress.StepStarted, progress.StepProgress, progress.StepCompleted)
+}
+
+// With a longer delay, progress waits for the call's end and goes out with
+// it.
+func TestProgressWaitsForItsDelay(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Universal(t)
+	ctx := t.Context()
+	pub := progress.NewPublisher(rdb, progress.Options{Logger: slog.New(slog.DiscardHandler)})
+	ics := stepserver.Interceptors(pub, "svc", []string{actionMethod}, nil, false, stepserver.WithProgressDelay(time.Hour))
+	stream := progress.MissionStream("m")
+	call := chain(ics, actionMethod, func(ctx context.Context, _ any) (any, error) {
+		progress.ReporterFrom(ctx).Progress(ctx, 0.5, "half")
+		time.Sleep(10 * stepserver.ProgressDelay)
+		if n := rdb.XLen(ctx, stream).Val(); n != 0 {
+			return nil, fmt.Errorf("%d events written before the call's end, want 0", n)
+		}
+		return &mappingv1.AllocateMapResponse{}, nil
+	})
+	sc := &typesv1.SagaContext{MissionId: "m", SagaId: "saga-1", Step: "s", Attempt: 1}
+	if _, err := call(ctx, &mappingv1.AllocateMapRequest{Saga: sc}); err != nil {
+		t.Fatal(err)
+	}
+	wantTypes(t, rdb, stream, progress.StepStarted, progress.StepProgress, progress.StepCompleted)
+}
+
+// wantTypes checks the types of the events on stream, in order.
+func wantTypes(t *testing.T, rdb redis.UniversalClient, stream string, want ...progress.Type) {
+	t.Helper()
+	events, err := progress.Range(t.Context(), rdb, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +156,7 @@ func TestProgressIsWrittenWhileTheStepRuns(t *testing.T) {
 	for _, ev := range events {
 		got = append(got, ev.Type)
 	}
-	if want := []progress.Type{progress.StepStarted, progress.StepProgress, progress.StepCompleted}; !slices.Equal(got, want) {
+	if !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
 	}
 }

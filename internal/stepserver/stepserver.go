@@ -34,11 +34,11 @@ import (
 // injected inside the events interceptor, so injected failures are
 // reported as step.failed like real ones.
 func Interceptors(pub *progress.Publisher, service string, actions, compensations []string, allowFaults bool, opts ...Option) []grpc.UnaryServerInterceptor {
-	var o options
+	o := options{progressDelay: ProgressDelay}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	ics := []grpc.UnaryServerInterceptor{eventsInterceptor(pub, o.firehose, service, actions)}
+	ics := []grpc.UnaryServerInterceptor{eventsInterceptor(pub, o, service, actions)}
 	if allowFaults {
 		ics = append(ics, faults.UnaryServerInterceptor(compensations...))
 	}
