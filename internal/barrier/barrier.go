@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/slammesh/slammesh/internal/groupcommit"
+	"github.com/slammesh/slammesh/internal/pipepool"
 )
 
 // Errors of the barrier.
@@ -107,6 +108,7 @@ var ErrStale = errors.New("barrier: a precondition of the plan no longer holds")
 // Barrier guards the step handlers of a service.
 type Barrier struct {
 	rdb   redis.UniversalClient
+	pipes *pipepool.Pool
 	owner func(key string) string
 	// group, when set, batches commits with concurrent calls' (WithGroupCommit).
 	group *groupcommit.Group
@@ -140,7 +142,7 @@ func WithGroupCommit(g *groupcommit.Group) Option {
 
 // New returns a barrier on rdb.
 func New(rdb redis.UniversalClient, opts ...Option) *Barrier {
-	b := &Barrier{rdb: rdb}
+	b := &Barrier{rdb: rdb, pipes: pipepool.New(rdb)}
 	for _, o := range opts {
 		o(b)
 	}
@@ -154,6 +156,7 @@ func New(rdb redis.UniversalClient, opts ...Option) *Barrier {
 // plan with the barrier's check in one script.
 type Tx struct {
 	rdb      redis.UniversalClient
+	pipes    *pipepool.Pool
 	writes   redis.Pipeliner
 	announce redis.Pipeliner
 	expects  []expectation
@@ -161,7 +164,7 @@ type Tx struct {
 }
 
 // NewTx returns an empty plan for Commit.
-func (b *Barrier) NewTx() *Tx { return &Tx{rdb: b.rdb} }
+func (b *Barrier) NewTx() *Tx { return &Tx{rdb: b.rdb, pipes: b.pipes} }
 
 // Reader returns a client for the reads a plan is derived from. Reads are
 // not part of the commit: whatever a plan relies on that another writer may
@@ -202,7 +205,7 @@ func (t *Tx) expect(e expectation) {
 // the mission's Redis Cluster slot.
 func (t *Tx) Write(fn func(pipe redis.Pipeliner)) {
 	if t.writes == nil {
-		t.writes = t.rdb.Pipeline()
+		t.writes = t.pipes.Get()
 	}
 	fn(t.writes)
 }
@@ -212,7 +215,7 @@ func (t *Tx) Write(fn func(pipe redis.Pipeliner)) {
 // on the mission stream. Compensations ignore them.
 func (t *Tx) Announce(fn func(pipe redis.Pipeliner)) {
 	if t.announce == nil {
-		t.announce = t.rdb.Pipeline()
+		t.announce = t.pipes.Get()
 	}
 	fn(t.announce)
 }
@@ -231,6 +234,19 @@ func cmds(p redis.Pipeliner) []redis.Cmder {
 		return nil
 	}
 	return p.Cmds()
+}
+
+// release returns the plan's recording pipelines to the pool once their
+// commands are encoded; a later Write or Announce starts another.
+func (t *Tx) release() {
+	if t.writes != nil {
+		t.pipes.Put(t.writes)
+		t.writes = nil
+	}
+	if t.announce != nil {
+		t.pipes.Put(t.announce)
+		t.announce = nil
+	}
 }
 
 // Commit is the action in one round trip, for a caller that did its work
@@ -388,6 +404,9 @@ func backoff(ctx context.Context, n int) error {
 // errors.
 func (b *Barrier) run(ctx context.Context, id ID, mode string, tx *Tx, result []byte) (status string, detail []byte, err error) {
 	keys, argv, err := b.args(id, mode, tx, result)
+	if tx != nil {
+		tx.release()
+	}
 	if err != nil {
 		return "", nil, err
 	}
@@ -395,7 +414,7 @@ func (b *Barrier) run(ctx context.Context, id ID, mode string, tx *Tx, result []
 	if !carry && b.group == nil {
 		return answer(id, stepScript.Run(ctx, b.rdb, keys, argv...))
 	}
-	pipe := b.rdb.Pipeline()
+	pipe := b.pipes.Get()
 	cmd := stepScript.EvalSha(ctx, pipe, keys, argv...)
 	done := func() {}
 	if carry {
@@ -403,6 +422,7 @@ func (b *Barrier) run(ctx context.Context, id ID, mode string, tx *Tx, result []
 	}
 	b.group.Send(ctx, pipe) // each command carries its own error
 	done()
+	b.pipes.Put(pipe)
 	if err := cmd.Err(); errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Not cached (a new or restarted Redis): the script did not run.
 		return answer(id, stepScript.Run(ctx, b.rdb, keys, argv...))
@@ -488,7 +508,8 @@ func (b *Barrier) Look(ctx context.Context, id ID, reads func(p redis.Pipeliner)
 	if err != nil {
 		return nil, false, err
 	}
-	pipe := b.rdb.Pipeline()
+	pipe := b.pipes.Get()
+	defer b.pipes.Put(pipe)
 	// EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT; Redis
 	// caches the compiled script either way.
 	look := stepScript.Eval(ctx, pipe, keys, argv...)

@@ -21,6 +21,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/slammesh/slammesh/internal/pipepool"
 )
 
 // Defaults of Options.
@@ -58,6 +60,7 @@ type Options struct {
 // New. A Group is safe for concurrent use.
 type Group struct {
 	rdb                               redis.UniversalClient
+	pipes                             *pipepool.Pool
 	maxBytes, maxBatch, maxBatchBytes int
 	// exec is g.dispatch wrapped in Options.Hooks.
 	exec redis.ProcessPipelineHook
@@ -82,7 +85,7 @@ type call struct {
 
 // New returns a group on rdb.
 func New(rdb redis.UniversalClient, opts Options) *Group {
-	g := &Group{rdb: rdb, maxBytes: opts.MaxBytes, maxBatch: opts.MaxBatch, maxBatchBytes: opts.MaxBatchBytes}
+	g := &Group{rdb: rdb, pipes: pipepool.New(rdb), maxBytes: opts.MaxBytes, maxBatch: opts.MaxBatch, maxBatchBytes: opts.MaxBatchBytes}
 	if g.maxBytes <= 0 {
 		g.maxBytes = DefaultMaxBytes
 	}
@@ -214,7 +217,8 @@ func (g *Group) lead(c *call, others []*call) {
 // without its span. Each command holds its own reply and error.
 func (g *Group) send(ctx context.Context, c *call, others ...*call) {
 	ctx = unspanned(ctx)
-	p := g.rdb.Pipeline()
+	p := g.pipes.Get()
+	defer g.pipes.Put(p)
 	for _, cmd := range c.cmds {
 		_ = p.Process(ctx, cmd)
 	}
@@ -296,7 +300,9 @@ type scripter struct{ g *Group }
 // the client would, keys and arguments flattened, and only queues it)
 // through the group.
 func (s scripter) run(ctx context.Context, queue func(p redis.Pipeliner) *redis.Cmd) *redis.Cmd {
-	cmd := queue(s.g.rdb.Pipeline())
+	p := s.g.pipes.Get()
+	cmd := queue(p)
+	s.g.pipes.Put(p)
 	_ = s.g.Exec(ctx, []redis.Cmder{cmd})
 	return cmd
 }

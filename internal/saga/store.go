@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/slammesh/slammesh/internal/groupcommit"
+	"github.com/slammesh/slammesh/internal/pipepool"
 )
 
 // Redis keys of the saga store besides the records and the active-lease
@@ -110,6 +111,7 @@ var (
 //     (the mission stream has them).
 type Store struct {
 	rdb       redis.UniversalClient
+	pipes     *pipepool.Pool
 	sink      EventSink
 	leaseTTL  time.Duration
 	retention Retention
@@ -177,7 +179,7 @@ func NewStore(rdb redis.UniversalClient, sink EventSink, leaseTTL time.Duration)
 		leaseTTL = DefaultLeaseTTL
 	}
 	_, ordered := rdb.(*redis.Client)
-	return &Store{rdb: rdb, sink: sink, leaseTTL: leaseTTL, ordered: ordered}
+	return &Store{rdb: rdb, pipes: pipepool.New(rdb), sink: sink, leaseTTL: leaseTTL, ordered: ordered}
 }
 
 // WithSideWriter makes the store carry w's waiting writes in its round
@@ -230,7 +232,8 @@ func (s *Store) takeSide(ctx context.Context, pipe redis.Pipeliner) func() {
 // commands pre queues (nil: none) in front of it, and runs it once more on
 // its own when Redis had not cached it (NOSCRIPT: a restart or failover).
 func (s *Store) do(ctx context.Context, pre func(redis.Pipeliner), script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	pipe := s.rdb.Pipeline()
+	pipe := s.pipes.Get()
+	defer s.pipes.Put(pipe)
 	done := s.takeSide(ctx, pipe)
 	if pre != nil {
 		pre(pipe)

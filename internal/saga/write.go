@@ -100,7 +100,8 @@ func (s *Store) unindexRepeat(ctx context.Context, key string, hint int64) {
 // argument count followed by its arguments: the tail of the create and save
 // scripts' arguments.
 func (s *Store) sinkArgs(args []any, key string, events []Event, expire bool) []any {
-	pipe := s.rdb.Pipeline()
+	pipe := s.pipes.Get()
+	defer s.pipes.Put(pipe)
 	for _, e := range events {
 		s.sink.Append(pipe, e)
 	}
@@ -112,7 +113,6 @@ func (s *Store) sinkArgs(args []any, key string, events []Event, expire bool) []
 		args = append(args, len(a))
 		args = append(args, a...)
 	}
-	pipe.Discard()
 	return args
 }
 
@@ -266,7 +266,8 @@ func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []
 // sendEnding is one round trip of saveEnding: the script by its digest, or
 // by its body when withBody.
 func (s *Store) sendEnding(ctx context.Context, key string, score int64, args []any, withBody bool) (save, unindex *redis.Cmd) {
-	pipe := s.rdb.Pipeline()
+	pipe := s.pipes.Get()
+	defer s.pipes.Put(pipe)
 	done := s.takeSide(ctx, pipe)
 	if withBody {
 		save = saveScript.Eval(ctx, pipe, s.retention.keys(key), args...)
