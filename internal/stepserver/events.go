@@ -158,10 +158,10 @@ type stepCall struct {
 }
 
 // ProgressDelay is how long a step.progress event waits for company by
-// default (WithProgressDelay): the
-// events of a step that ends sooner ride with its end (in the barrier's
-// script, or the interceptor's last round trip), and a long step's progress
-// still reaches watchers within this delay.
+// default (WithProgressDelay): the events of a step that ends sooner ride
+// with its end (in the barrier's script, or the interceptor's last round
+// trip), and a long step's progress still reaches watchers within this
+// delay.
 const ProgressDelay = 20 * time.Millisecond
 
 // event returns e with type typ, its time and the trace and span of ctx.
