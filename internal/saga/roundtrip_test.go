@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/slammesh/slammesh/internal/groupcommit"
 	"github.com/slammesh/slammesh/internal/redistest"
@@ -132,6 +133,38 @@ func TestGroupCommitSharesRoundTrips(t *testing.T) {
 		key := "m" + strconv.Itoa(i)
 		if got, want := events(t, f.rdb, key), []string{"mission.started", "mission.completed"}; !slices.Equal(got, want) {
 			t.Errorf("%s: events %v, want %v", key, got, want)
+		}
+	}
+}
+
+// Concurrent creates through a group commit on one Redis each find their
+// saga in the active index: the index writes ride in the create's pooled
+// pipeline, which the next create reuses once the first is done with it
+// (run with -race).
+func TestConcurrentCreatesThroughAGroupCommitAreIndexed(t *testing.T) {
+	f := newFixtureOn(t, redistest.StartServer(t), nil)
+	f.store.WithGroupCommit(groupcommit.New(f.rdb, groupcommit.Options{}))
+	const workers, each = 16, 20
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				rec := fullRecord("m" + strconv.Itoa(w) + "-" + strconv.Itoa(i))
+				rec.State, rec.EndedAt = Pending, time.Time{}
+				if created, _, err := f.store.Create(t.Context(), rec); err != nil || !created {
+					t.Errorf("Create %s = %v, %v", rec.Key, created, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for w := range workers {
+		for i := range each {
+			key := "m" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
+			if err := f.rdb.ZScore(t.Context(), ActiveKey(key), key).Err(); err != nil {
+				t.Errorf("saga %s not in %s: %v", key, ActiveKey(key), err)
+			}
 		}
 	}
 }

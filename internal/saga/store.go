@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -268,14 +269,15 @@ func (s *Store) indexed(ctx context.Context, index func(redis.Pipeliner), script
 		}
 		return s.do(ctx, nil, script, keys, args...), nil
 	}
-	var first int
 	var cmds []redis.Cmder
 	cmd := s.do(ctx, func(p redis.Pipeliner) {
-		first = p.Len()
+		first := p.Len()
 		index(p)
-		cmds = p.Cmds()
+		// A copy: do puts the pipeline back in the pool, whose next user
+		// queues into the same array.
+		cmds = slices.Clone(p.Cmds()[first:])
 	}, script, keys, args...)
-	for _, c := range cmds[first:] {
+	for _, c := range cmds {
 		if c.Err() != nil {
 			if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { index(p); return nil }); err != nil {
 				return cmd, fmt.Errorf("active index: %w", err)
