@@ -236,9 +236,12 @@ func cmds(p redis.Pipeliner) []redis.Cmder {
 	return p.Cmds()
 }
 
-// release returns the plan's recording pipelines to the pool once their
-// commands are encoded; a later Write or Announce starts another.
+// release returns the plan's recording pipelines to the pool once the plan
+// committed (nil: no plan); a later Write or Announce starts another.
 func (t *Tx) release() {
+	if t == nil {
+		return
+	}
 	if t.writes != nil {
 		t.pipes.Put(t.writes)
 		t.writes = nil
@@ -260,6 +263,9 @@ func (t *Tx) release() {
 //     again by go-redis, after its reply timed out, announces nothing more
 //     (and its caller gets Duplicate, the answer to the copy it got);
 //   - after the step's compensation: ErrActionForbidden, nothing written.
+//
+// tx is spent once Commit returns Applied or Duplicate (its recording
+// pipelines are reused); after an error it may be committed again.
 func (b *Barrier) Commit(ctx context.Context, id ID, tx *Tx, result []byte) ([]byte, Outcome, error) {
 	if err := id.validate(); err != nil {
 		return nil, 0, err
@@ -271,8 +277,10 @@ func (b *Barrier) Commit(ctx context.Context, id ID, tx *Tx, result []byte) ([]b
 	if err == nil {
 		switch st {
 		case "applied":
+			tx.release()
 			return result, Applied, nil
 		case "dup":
+			tx.release()
 			return detail, Duplicate, nil
 		case "stale":
 			err = ErrStale
@@ -365,6 +373,9 @@ func (b *Barrier) Compensate(ctx context.Context, id ID, fn func(ctx context.Con
 			return 0, err
 		}
 		st, _, err := b.run(ctx, id, modeComp, tx, nil)
+		if st == "applied" || st == "dup" {
+			tx.release()
+		}
 		switch {
 		case err != nil:
 			return 0, err
@@ -404,9 +415,6 @@ func backoff(ctx context.Context, n int) error {
 // errors.
 func (b *Barrier) run(ctx context.Context, id ID, mode string, tx *Tx, result []byte) (status string, detail []byte, err error) {
 	keys, argv, err := b.args(id, mode, tx, result)
-	if tx != nil {
-		tx.release()
-	}
 	if err != nil {
 		return "", nil, err
 	}

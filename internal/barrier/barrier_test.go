@@ -469,6 +469,32 @@ func TestCarriedCommandsRideWithTheCommit(t *testing.T) {
 	}
 }
 
+// A plan whose commit failed before it reached Redis commits whole when
+// it is committed again: its writes and announcements are still there.
+func TestFailedCommitKeepsItsPlan(t *testing.T) {
+	t.Parallel()
+	s := newBusiness(t)
+	ctx := t.Context()
+	id := ID{Key: "m", SagaID: "s", Step: "step"}
+	tx := s.b.NewTx()
+	tx.Write(func(p redis.Pipeliner) { p.Incr(ctx, counterKey("m")) })
+	tx.Announce(func(p redis.Pipeliner) { p.Incr(ctx, "slammesh:{m}:announced") })
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, err := s.b.Commit(gone, id, tx, []byte("r")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("commit on a cancelled context: %v, want context.Canceled", err)
+	}
+	if _, out, err := s.b.Commit(ctx, id, tx, []byte("r")); err != nil || out != Applied {
+		t.Fatalf("second commit = %v, %v; want applied", out, err)
+	}
+	if n := s.counter(t, "m"); n != 1 {
+		t.Errorf("business counter = %d, want 1", n)
+	}
+	if n, _ := s.rdb.Get(ctx, "slammesh:{m}:announced").Int(); n != 1 {
+		t.Errorf("announcement ran %d times, want 1", n)
+	}
+}
+
 // TestRepeatedExpectationIsCheckedOnce: a precondition stated twice is sent
 // to the script once, and the commit applies when it holds; a second
 // precondition on the same field with another value stays, so the commit
