@@ -89,8 +89,8 @@ func (p *Publisher) Logger() *slog.Logger { return p.logger }
 // Publish appends events, each to its mission stream and to the global
 // stream, in one pipelined round trip (two after a NOSCRIPT), and once to
 // its mission stream even when go-redis sends the pipeline again (see
-// ResendWindow). Events without a
-// trace id get the one of the span in ctx (FillTrace).
+// ResendWindow). Events without a trace id get the one of the span in ctx
+// (FillTrace).
 func (p *Publisher) Publish(ctx context.Context, events ...Event) error {
 	return p.publish(ctx, "", events)
 }
