@@ -108,8 +108,8 @@ func New(rdb redis.UniversalClient, opts Options) *Group {
 // command's error, if any. A call cancelled while its commands wait in the
 // queue leaves it and fails them with ctx.Err(); once they are sent, it
 // waits for their replies. A call past MaxBytes, or with an argument other
-// than a string, byte slice, number or bool (which go-redis might fail to
-// write, failing the whole pipeline), goes alone.
+// than a string, string pointer, byte slice, number or bool (which go-redis
+// might fail to write, failing the whole pipeline), goes alone.
 func (g *Group) Exec(ctx context.Context, cmds []redis.Cmder) error {
 	if len(cmds) == 0 {
 		return nil
@@ -269,14 +269,20 @@ func firstErr(cmds []redis.Cmder) error {
 	return nil
 }
 
-// size is the bytes of cmds' arguments (strings and byte slices by length,
-// numbers and bools 8), and whether all of them are of those kinds.
+// size is the bytes of cmds' arguments (strings, string pointers and byte
+// slices by length, numbers and bools 8), and whether all of them are of
+// those kinds.
 func size(cmds []redis.Cmder) (n int, plain bool) {
 	for _, cmd := range cmds {
 		for _, a := range cmd.Args() {
 			switch v := a.(type) {
 			case string:
 				n += len(v)
+			case *string: // progress entries' values
+				if v == nil {
+					return n, false
+				}
+				n += len(*v)
 			case []byte:
 				n += len(v)
 			case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64, bool:

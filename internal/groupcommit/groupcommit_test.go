@@ -431,6 +431,29 @@ func TestACallGoRedisMightNotWriteGoesAlone(t *testing.T) {
 	}
 }
 
+// A string pointer (how progress entries carry their values) is written as
+// its string, so a call holding one waits for the batch like any other.
+func TestACallWithStringPointersIsBatched(t *testing.T) {
+	g, rdb, count := setup(t, Options{})
+	held := holdBatch(t, g, 300*time.Millisecond)
+	ctx := context.Background()
+	v := "pointed"
+	set := redis.NewStatusCmd(ctx, "set", "ptr", &v)
+	done := make(chan error, 1)
+	go func() { done <- g.Exec(ctx, []redis.Cmder{set}) }()
+	waitFor(t, func() bool { return queued(g) == 1 })
+	<-held
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := count.n.Load(); got != 2 {
+		t.Errorf("%d pipelines, want 2: the holding call's and the batch", got)
+	}
+	if got, err := rdb.Get(ctx, "ptr").Result(); err != nil || got != v {
+		t.Errorf("GET ptr = %q, %v; want %q", got, err, v)
+	}
+}
+
 func TestScriptsRunThroughTheGroup(t *testing.T) {
 	g, _, count := setup(t, Options{})
 	script := redis.NewScript(`return redis.call('INCRBY', KEYS[1], ARGV[1])`)

@@ -249,3 +249,18 @@ func TestFillTrace(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkEncode measures encoding one step event as its stream entry, which
+// every event a step or the orchestrator writes pays once.
+func BenchmarkEncode(b *testing.B) {
+	e := progress.Event{
+		MissionID: "m-0123456789", SagaID: "s-0123456789", Type: progress.StepCompleted,
+		Step: "localize_agents", Service: "localization", Attempt: 1, Progress: 0.5,
+		Message: "localized 3 agents", TraceID: "0af7651916cd43dd8448eb211c80319c", SpanID: "b7ad6b7169203331",
+		Time: time.Date(2026, 11, 30, 17, 0, 0, 123456789, time.UTC),
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		progress.Encode(e)
+	}
+}
