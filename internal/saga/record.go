@@ -129,6 +129,10 @@ type Record struct {
 	// fields that changed (and never overwrites a field another writer — a
 	// Cancel — changed meanwhile unless this record changed it too).
 	saved map[string]string
+
+	// keys are the keys the create and save scripts touch (Store.keysOf),
+	// built at the first write: they never change.
+	keys []string
 }
 
 const schemaVersion = "1"

@@ -172,6 +172,16 @@ func (r Retention) keys(key string) []string {
 	return keys
 }
 
+// keysOf returns the keys of rec's saga that its create and save scripts
+// touch (Retention.keys), kept with rec: building them cost a dozen
+// allocations per write.
+func (s *Store) keysOf(rec *Record) []string {
+	if rec.keys == nil {
+		rec.keys = s.retention.keys(rec.Key)
+	}
+	return rec.keys
+}
+
 // NewStore returns a store on rdb that publishes events through sink (nil
 // drops them) and gives sagas leases of leaseTTL (≤ 0: DefaultLeaseTTL).
 // Every engine sharing the records must use the same lease TTL.

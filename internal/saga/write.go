@@ -42,7 +42,7 @@ func (s *Store) create(ctx context.Context, rec *Record, ours func(existing *Rec
 	keys := []string{RecordKey(rec.Key)}
 	if len(events) > 0 && s.sink != nil {
 		args = s.sinkArgs(args, rec.Key, events, false)
-		keys = s.retention.keys(rec.Key)
+		keys = s.keysOf(rec)
 	}
 	index := func(p redis.Pipeliner) {
 		p.ZAddNX(ctx, MissionsKey, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.Key})
@@ -171,9 +171,9 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 	var cmd, unindex *redis.Cmd
 	score, known := s.idx.score(rec.Key)
 	if activity == "end" && s.ordered && known {
-		cmd, unindex, err = s.saveEnding(ctx, rec.Key, score, args)
+		cmd, unindex, err = s.saveEnding(ctx, rec.Key, s.keysOf(rec), score, args)
 	} else {
-		cmd, err = s.indexed(ctx, index, saveScript, s.retention.keys(rec.Key), args...)
+		cmd, err = s.indexed(ctx, index, saveScript, s.keysOf(rec), args...)
 	}
 	if err == nil {
 		err = cmd.Err()
@@ -246,8 +246,8 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 // its scripts (a restart, SCRIPT FLUSH), the entry is put back — with a
 // new score, if the removal ran — and the pair is sent again with the
 // save's body, which cannot be refused so, and that score.
-func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []any) (save, unindex *redis.Cmd, err error) {
-	save, unindex = s.sendEnding(ctx, key, score, args, false)
+func (s *Store) saveEnding(ctx context.Context, key string, keys []string, score int64, args []any) (save, unindex *redis.Cmd, err error) {
+	save, unindex = s.sendEnding(ctx, key, keys, score, args, false)
 	if !isNoScript(save.Err()) {
 		return save, unindex, nil
 	}
@@ -259,20 +259,20 @@ func (s *Store) saveEnding(ctx context.Context, key string, score int64, args []
 	if now, known := s.idx.score(key); known {
 		score = now
 	}
-	save, unindex = s.sendEnding(ctx, key, score, args, true)
+	save, unindex = s.sendEnding(ctx, key, keys, score, args, true)
 	return save, unindex, nil
 }
 
 // sendEnding is one round trip of saveEnding: the script by its digest, or
-// by its body when withBody.
-func (s *Store) sendEnding(ctx context.Context, key string, score int64, args []any, withBody bool) (save, unindex *redis.Cmd) {
+// by its body when withBody. keys are the save script's (Store.keysOf).
+func (s *Store) sendEnding(ctx context.Context, key string, keys []string, score int64, args []any, withBody bool) (save, unindex *redis.Cmd) {
 	pipe := s.pipes.Get()
 	defer s.pipes.Put(pipe)
 	done := s.takeSide(ctx, pipe)
 	if withBody {
-		save = saveScript.Eval(ctx, pipe, s.retention.keys(key), args...)
+		save = saveScript.Eval(ctx, pipe, keys, args...)
 	} else {
-		save = saveScript.EvalSha(ctx, pipe, s.retention.keys(key), args...)
+		save = saveScript.EvalSha(ctx, pipe, keys, args...)
 	}
 	unindex = unindexScript.EvalSha(ctx, pipe, []string{ActiveKey(key)}, key, score, "")
 	s.group.Send(ctx, pipe) // batched with concurrent sagas' writes when the store has a group
