@@ -161,7 +161,9 @@ type encoded struct {
 // is what go-redis appends to the command without a map or reflection, and
 // the same slice serves both streams the event goes to. Boxing each value as
 // a string cost 13 allocations per event, 7 % of the mesh's allocations on
-// overhead missions (docs/performance.md).
+// overhead missions (docs/performance.md). Redis gets the strings; only
+// go-redis's debug form of a command (Cmder.String, which nothing here
+// logs) shows the values as pointers.
 func (e *Event) values() []any {
 	enc := &encoded{vals: [numFields]string{
 		schemaVersionString,

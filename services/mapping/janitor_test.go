@@ -178,9 +178,14 @@ func TestRefusedAllocationsShareAJanitorPass(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	// One pass frees the budget; an allocation refused while it ran may
-	// start a second one, begun after its refusal.
-	if got := passes.n.Load(); got < 1 || got > 2 {
-		t.Errorf("%d janitor passes for %d refused allocations, want 1 or 2", got, burst)
+	// One pass frees the budget. An allocation reads the pass count once
+	// its refusal is back, and waits for a pass begun after that: on a
+	// loaded machine one refused before a pass may read the count only
+	// after the pass began, and run one more (3 to 5 passes seen under
+	// `go test -race` of the whole package, against 1 or 2 on a quiet
+	// machine). What this guards against is a pass per refused
+	// allocation, in turn.
+	if got := passes.n.Load(); got < 1 || got > burst/2 {
+		t.Errorf("%d janitor passes for %d refused allocations, want 1 to %d", got, burst, burst/2)
 	}
 }
