@@ -21,8 +21,16 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: slamctl %s\n\nFlags:\n", synopsis)
+		// One write: a script that reads only the start of the usage
+		// (`slamctl bench -h | grep -q`, as sidebyside.sh probes it under
+		// pipefail) closes the pipe early, and a later write would kill
+		// slamctl with SIGPIPE (1 probe in 30 did, a line per write).
+		var b strings.Builder
+		fmt.Fprintf(&b, "Usage: slamctl %s\n\nFlags:\n", synopsis)
+		fs.SetOutput(&b)
 		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+		_, _ = io.WriteString(stderr, b.String())
 	}
 	return fs
 }
