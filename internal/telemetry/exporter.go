@@ -16,6 +16,7 @@ import (
 const (
 	envTracesExporter     = "OTEL_TRACES_EXPORTER"
 	envMetricsExporter    = "OTEL_METRICS_EXPORTER"
+	envExemplarFilter     = "OTEL_METRICS_EXEMPLAR_FILTER"
 	envOTLPEndpoint       = "OTEL_EXPORTER_OTLP_ENDPOINT"
 	envOTLPTracesEndpoint = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 	envOTLPProtocol       = "OTEL_EXPORTER_OTLP_PROTOCOL"

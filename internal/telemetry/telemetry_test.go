@@ -289,6 +289,50 @@ func TestMetricsHandlerServesMeterProviderCounter(t *testing.T) {
 	}
 }
 
+// TestExemplarsOffUnlessAsked: a measurement made in a sampled span keeps
+// no exemplar by default (the Prometheus text format serves none), and one
+// when OTEL_METRICS_EXEMPLAR_FILTER asks for them.
+func TestExemplarsOffUnlessAsked(t *testing.T) {
+	for _, tt := range []struct {
+		filter string // "": unset
+		want   int
+	}{{"", 0}, {"trace_based", 1}} {
+		t.Run("filter="+tt.filter, func(t *testing.T) {
+			t.Setenv("OTEL_TRACES_EXPORTER", "none")
+			if tt.filter != "" {
+				t.Setenv("OTEL_METRICS_EXEMPLAR_FILTER", tt.filter)
+			}
+			reader := sdkmetric.NewManualReader()
+			tel := setup(t, "orchestrator", telemetry.Options{
+				SpanProcessors: []sdktrace.SpanProcessor{tracetest.NewSpanRecorder()},
+				MetricReaders:  []sdkmetric.Reader{reader},
+			})
+			counter, err := tel.Meter().Int64Counter("slammesh.test.calls")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, span := tel.Tracer().Start(t.Context(), "call")
+			if !span.SpanContext().IsSampled() {
+				t.Fatal("span not sampled: the test would not exercise exemplars")
+			}
+			counter.Add(ctx, 1)
+			span.End()
+
+			var rm metricdata.ResourceMetrics
+			if err := reader.Collect(t.Context(), &rm); err != nil {
+				t.Fatal(err)
+			}
+			sum, ok := rm.ScopeMetrics[0].Metrics[0].Data.(metricdata.Sum[int64])
+			if !ok || len(sum.DataPoints) != 1 {
+				t.Fatalf("collected %+v, want one sum point", rm.ScopeMetrics)
+			}
+			if got := len(sum.DataPoints[0].Exemplars); got != tt.want {
+				t.Errorf("exemplars = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
 func scrape(t *testing.T, h http.Handler) string {
 	t.Helper()
 	rr := httptest.NewRecorder()
