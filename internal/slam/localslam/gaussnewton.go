@@ -76,7 +76,7 @@ func (m *localMap) gaussNewton(pts []point, start slam.Pose2D) (slam.Pose2D, boo
 		for u := range 3 {
 			h[u][u] += damp
 		}
-		d, ok := solve3(h, b)
+		d, ok := slam.Solve3(h, b)
 		if !ok {
 			return start, false
 		}
@@ -159,26 +159,4 @@ func eigen2(a, b, d float64) (l1, l2 float64, v [2]float64) {
 	}
 	// Isotropic: every direction is an eigenvector.
 	return l1, l2, [2]float64{1, 0}
-}
-
-// solve3 solves a 3×3 linear system by Cramer's rule.
-func solve3(a [3][3]float64, b [3]float64) ([3]float64, bool) {
-	det := func(m [3][3]float64) float64 {
-		return m[0][0]*(m[1][1]*m[2][2]-m[1][2]*m[2][1]) -
-			m[0][1]*(m[1][0]*m[2][2]-m[1][2]*m[2][0]) +
-			m[0][2]*(m[1][0]*m[2][1]-m[1][1]*m[2][0])
-	}
-	d := det(a)
-	if d == 0 || math.IsNaN(d) || math.IsInf(d, 0) {
-		return [3]float64{}, false
-	}
-	var x [3]float64
-	for k := range 3 {
-		mk := a
-		for r := range 3 {
-			mk[r][k] = b[r]
-		}
-		x[k] = det(mk) / d
-	}
-	return x, true
 }

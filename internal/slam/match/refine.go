@@ -1,0 +1,237 @@
+package match
+
+// Polishing a pose: the fine correlative search around a peak of the
+// coarse search, the score of a pose on the fine likelihood field, and the
+// point-to-point ICP that ends every match.
+
+import (
+	"math"
+
+	"github.com/slammesh/slammesh/internal/slam"
+)
+
+// accumulate adds, for every translation offset (i, j) in [-n, n]² cells of
+// the field, the field values under the points transformed by pose shifted by
+// (i, j) cells. Because a shift by whole cells shifts every point's cell by
+// the same amount, each point costs one transform and a (2n+1)² block read.
+func accumulate(field []float32, w, h int, res float64, origin [2]float64, pts []point, pose slam.Pose2D, n int, out []float32) {
+	side := 2*n + 1
+	s, c := math.Sincos(pose.Theta)
+	inv := 1 / res
+	for _, p := range pts {
+		x := pose.X + c*p.x - s*p.y
+		y := pose.Y + s*p.x + c*p.y
+		fx := (x - origin[0]) * inv
+		fy := (y - origin[1]) * inv
+		if fx < -float64(n+1) || fy < -float64(n+1) || fx > float64(w+n+1) || fy > float64(h+n+1) {
+			continue
+		}
+		bx, by := int(math.Floor(fx)), int(math.Floor(fy))
+		i0, i1 := max(-n, -bx), min(n, w-1-bx)
+		j0, j1 := max(-n, -by), min(n, h-1-by)
+		if i0 > i1 || j0 > j1 {
+			continue
+		}
+		if n == fineN && i0 == -n && i1 == n && j0 == -n && j1 == n {
+			addBlock7(field[(by-n)*w+bx-n:], w, (*[fineSide * fineSide]float32)(out))
+			continue
+		}
+		for j := j0; j <= j1; j++ {
+			row := field[(by+j)*w+bx+i0 : (by+j)*w+bx+i1+1]
+			acc := out[(j+n)*side+n+i0 : (j+n)*side+n+i1+1]
+			acc = acc[:len(row)]
+			for t, v := range row {
+				acc[t] += v
+			}
+		}
+	}
+}
+
+// addBlock7 adds the 7×7 block of field whose first row starts at field[0],
+// rows w apart, to out, row by row. Fixed sizes let the compiler drop the
+// bounds checks and unroll the rows: the fine search spends most of its
+// time here, and nearly every point's block lies inside the field.
+func addBlock7(field []float32, w int, out *[fineSide * fineSide]float32) {
+	for j := range fineSide {
+		row := (*[fineSide]float32)(field[j*w : j*w+fineSide])
+		acc := (*[fineSide]float32)(out[j*fineSide : j*fineSide+fineSide])
+		acc[0] += row[0]
+		acc[1] += row[1]
+		acc[2] += row[2]
+		acc[3] += row[3]
+		acc[4] += row[4]
+		acc[5] += row[5]
+		acc[6] += row[6]
+	}
+}
+
+// fineN is the fine search's reach in cells, and fineSide its box's side.
+const (
+	fineN    = 3
+	fineSide = 2*fineN + 1
+)
+
+// fineSearch refines a coarse peak on the fine field: ±3 cells in x and y
+// and ±3 fine rotation steps (a quarter of the coarse step), re-centred when
+// the maximum sits on the border of that box.
+func (r *Reference) fineSearch(pts []point, start slam.Pose2D, coarseStep float64) peak {
+	const n, nRot, side = fineN, 3, fineSide
+	dTheta := coarseStep / 4
+	origin := [2]float64{r.meta.Origin.X, r.meta.Origin.Y}
+	scores := make([]float32, side*side)
+	best := peak{pose: start, score: -1}
+	center := start
+	for range 4 {
+		moved := false
+		for k := -nRot; k <= nRot; k++ {
+			clear(scores)
+			th := center.Theta + float64(k)*dTheta
+			accumulate(r.fine, r.meta.Width, r.meta.Height, r.meta.Resolution, origin, pts, slam.Pose2D{X: center.X, Y: center.Y, Theta: th}, n, scores)
+			for j := range side {
+				for i := range side {
+					if s := float64(scores[j*side+i]); s > best.score {
+						best = peak{pose: slam.Pose2D{
+							X:     center.X + float64(i-n)*r.meta.Resolution,
+							Y:     center.Y + float64(j-n)*r.meta.Resolution,
+							Theta: slam.NormalizeAngle(th),
+						}, score: s}
+						moved = i == 0 || j == 0 || i == side-1 || j == side-1 || k == -nRot || k == nRot
+					}
+				}
+			}
+		}
+		if !moved {
+			break
+		}
+		center = best.pose
+	}
+	best.score /= float64(max(len(pts), 1))
+	return best
+}
+
+// evaluate returns the mean fine likelihood of pts at pose and the fraction
+// of them within two cells of an occupied reference cell.
+func (r *Reference) evaluate(pts []point, pose slam.Pose2D) (score, inliers float64) {
+	m := r.meta
+	s, c := math.Sincos(pose.Theta)
+	var sum float64
+	in := 0
+	for _, p := range pts {
+		x := pose.X + c*p.x - s*p.y
+		y := pose.Y + s*p.x + c*p.y
+		cx, cy, ok := m.CellOf(x, y)
+		if !ok {
+			continue
+		}
+		i := cy*m.Width + cx
+		sum += float64(r.fine[i])
+		if r.dist2[i] <= 4 {
+			in++
+		}
+	}
+	n := float64(max(len(pts), 1))
+	return sum / n, float64(in) / n
+}
+
+// icpGate is the distance in metres beyond which iteration it of ICP drops
+// a pair, on a reference of resolution res: 30 cm shrinking by 0.7 per
+// iteration, down to two cells.
+func icpGate(res float64, it int) float64 {
+	return math.Max(2*res, 0.3*math.Pow(0.7, float64(it)))
+}
+
+// icpGate2 is icpGate in squared cells, as ICP compares it with the
+// distance transform.
+func icpGate2(res float64, it int) float32 {
+	gate := icpGate(res, it)
+	return float32(gate * gate / (res * res))
+}
+
+// icp refines pose with point-to-line ICP: each submap point is paired with
+// the nearest occupied reference cell (a table lookup, thanks to the distance
+// transform), pairs farther than a shrinking gate are dropped, and the pose
+// increment minimising the squared distances to the walls through the paired
+// cells (point-to-point where the cell is a corner) is solved from the 3×3
+// normal equations of the linearised problem. Point-to-line lets a scan
+// slide along a wall, which is what converges in a few iterations to
+// sub-cell accuracy on grids quantised to whole cells.
+func (r *Reference) icp(pts []point, pose slam.Pose2D, maxIter int) (slam.Pose2D, int) {
+	m := r.meta
+	res := m.Resolution
+	iters := 0
+	for it := range maxIter {
+		iters = it + 1
+		gate := icpGate(res, it)
+		gate2 := icpGate2(res, it)
+		s, c := math.Sincos(pose.Theta)
+		// Centroid of the transformed points keeps the rotation column of
+		// the Jacobian well conditioned.
+		var cx0, cy0 float64
+		for _, p := range pts {
+			cx0 += pose.X + c*p.x - s*p.y
+			cy0 += pose.Y + s*p.x + c*p.y
+		}
+		cx0 /= float64(len(pts))
+		cy0 /= float64(len(pts))
+		var a [3][3]float64
+		var b [3]float64
+		pairs := 0
+		// Cauchy weights (scale: one cell) make the solution robust to the
+		// pairs that are wrong, such as a wall seen from its far side.
+		k2 := res * res
+		add := func(nx, ny, px, py, e float64) {
+			wt := 1 / (1 + e*e/k2)
+			j := [3]float64{nx, ny, nx*(-py) + ny*px}
+			for u := range 3 {
+				for v := range 3 {
+					a[u][v] += wt * j[u] * j[v]
+				}
+				b[u] -= wt * j[u] * e
+			}
+		}
+		for _, p := range pts {
+			x := pose.X + c*p.x - s*p.y
+			y := pose.Y + s*p.x + c*p.y
+			cx, cy, ok := m.CellOf(x, y)
+			if !ok {
+				continue
+			}
+			i := cy*m.Width + cx
+			if r.dist2[i] > gate2 {
+				continue
+			}
+			q := int(r.nearest[i])
+			qx, qy := m.Center(q%m.Width, q/m.Width)
+			dx, dy := x-qx, y-qy
+			px, py := x-cx0, y-cy0
+			pairs++
+			if nx, ny := float64(r.normals[2*q]), float64(r.normals[2*q+1]); nx != 0 || ny != 0 {
+				add(nx, ny, px, py, nx*dx+ny*dy)
+			} else {
+				add(1, 0, px, py, dx)
+				add(0, 1, px, py, dy)
+			}
+		}
+		if pairs < 10 {
+			break
+		}
+		// A little damping keeps directions no wall constrains (along a
+		// corridor) where they are instead of letting noise move them.
+		damp := 1e-6 * (a[0][0] + a[1][1] + a[2][2])
+		for u := range 3 {
+			a[u][u] += damp
+		}
+		d, ok := slam.Solve3(a, b)
+		if !ok {
+			break
+		}
+		ds, dc := math.Sincos(d[2])
+		// x' = R(dθ)(x - c0) + c0 + dt
+		inc := slam.Pose2D{X: cx0 - (dc*cx0 - ds*cy0) + d[0], Y: cy0 - (ds*cx0 + dc*cy0) + d[1], Theta: d[2]}
+		pose = inc.Compose(pose)
+		if math.Hypot(d[0], d[1]) < 1e-4 && math.Abs(d[2]) < 1e-5 && gate <= 2*res {
+			break
+		}
+	}
+	return pose, iters
+}

@@ -1,0 +1,168 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/saga"
+	"github.com/slammesh/slammesh/internal/telemetry"
+)
+
+// StartMission validates the request, creates the mission's saga (or finds
+// the existing one: mission_id is the idempotency key) and runs it in the
+// background; with wait it returns once the mission has ended.
+func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMissionRequest) (*orchestratorv1.StartMissionResponse, error) {
+	in, err := normalizeStart(req, s.cfg.AllowFaultInjection)
+	if err != nil {
+		return nil, err
+	}
+	given := in.GetMissionId() != ""
+	if !given {
+		in.MissionId = newMissionID(time.Now())
+	}
+	key := in.GetMissionId()
+	ctx = telemetry.WithLogAttrs(ctx, slog.String("mission_id", key))
+	if given && in.GetScenario() != nil {
+		// A repeat is the common case of a given id (clients retry), and it
+		// must not generate a world. Without a scenario the create below
+		// answers a repeat itself (with the existing record, and a span that
+		// says so), which spares every first start a round trip.
+		rec, err := s.store.Load(ctx, key)
+		switch {
+		case err == nil:
+			return s.existing(ctx, rec, req.GetWait())
+		case !errors.Is(err, saga.ErrNotFound):
+			return nil, s.storeError(ctx, "load mission", err)
+		}
+	}
+	release := func() {}
+	if sc := in.GetScenario(); sc != nil {
+		// Generate the world now (it is cached for the steps, until the run
+		// ends), so that a scenario the generator refuses is a bad request,
+		// not a mission that compensates. Its submaps are integrated while
+		// the mission begins.
+		if release, err = s.mission.scenarios.Prepare(sc); err != nil {
+			return nil, rpcerr.InvalidArgument("scenario", err.Error())
+		}
+	}
+	input, err := proto.Marshal(in)
+	if err != nil {
+		release()
+		s.log.ErrorContext(ctx, "encode mission input failed", slog.String("error", err.Error()))
+		return nil, status.Error(codes.Internal, "encode mission input")
+	}
+	if !s.track() {
+		release()
+		return nil, errDraining
+	}
+	rec, created, err := s.engine.Begin(ctx, key, "", input)
+	if err != nil {
+		release()
+		s.work.Done()
+		return nil, s.storeError(ctx, "start mission", err)
+	}
+	if !created {
+		// A concurrent repeat created it first.
+		release()
+		s.work.Done()
+		return s.existing(ctx, rec, req.GetWait())
+	}
+	s.launch(key, release)
+	if !req.GetWait() {
+		return &orchestratorv1.StartMissionResponse{Mission: toMission(rec), Created: true}, nil
+	}
+	if rec, err = s.awaitEnd(ctx, key); err != nil {
+		return nil, err
+	}
+	return &orchestratorv1.StartMissionResponse{Mission: toMission(rec), Created: true}, nil
+}
+
+// existing answers a StartMission for a mission that already exists.
+func (s *Server) existing(ctx context.Context, rec *saga.Record, wait bool) (*orchestratorv1.StartMissionResponse, error) {
+	if wait && !rec.State.Terminal() {
+		var err error
+		if rec, err = s.awaitEnd(ctx, rec.Key); err != nil {
+			return nil, err
+		}
+	}
+	return &orchestratorv1.StartMissionResponse{Mission: toMission(rec), Created: false}, nil
+}
+
+// awaitEnd returns the record of mission key once it is terminal, or an
+// error when ctx ends first (the mission carries on). A mission driven by
+// this server is awaited on its run; one driven elsewhere (another replica,
+// a teardown) by following its event stream to its next terminal event,
+// which the engine writes in the same script as the terminal record.
+func (s *Server) awaitEnd(ctx context.Context, key string) (*saga.Record, error) {
+	s.mu.Lock()
+	r := s.runs[key]
+	s.mu.Unlock()
+	if r != nil {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return nil, contextStatus(ctx)
+		case <-s.drained:
+			return nil, errDraining
+		}
+		if r.err == nil && r.rec.State.Terminal() {
+			return r.rec, nil
+		}
+		if handedOff(r.err) {
+			// This server is shutting down: let the client follow the
+			// mission on the replica that resumes it.
+			return nil, errHandedOff
+		}
+	}
+	rec, err := s.store.Load(ctx, key)
+	if err != nil {
+		return nil, s.loadError(ctx, key, err)
+	}
+	if rec.State.Terminal() {
+		return rec, nil
+	}
+	// Take the stream position, then read the record again: a terminal
+	// event written after that read lies after the position, so following
+	// from it cannot miss the end.
+	last, err := lastEventID(ctx, s.rdb, key)
+	if err != nil {
+		return nil, s.storeError(ctx, "read mission events", err)
+	}
+	if rec, err = s.store.Load(ctx, key); err != nil {
+		return nil, s.loadError(ctx, key, err)
+	}
+	if rec.State.Terminal() {
+		return rec, nil
+	}
+	if err := s.hub.Follow(ctx, key, last, func(progress.Event) error { return nil }); err != nil {
+		return nil, s.watchError(ctx, "follow mission events", err)
+	}
+	if rec, err = s.store.Load(ctx, key); err != nil {
+		return nil, s.loadError(ctx, key, err)
+	}
+	return rec, nil
+}
+
+// lastEventID returns the id of the newest event of a mission, or "0" when
+// it has none.
+func lastEventID(ctx context.Context, rdb redis.UniversalClient, key string) (string, error) {
+	msgs, err := rdb.XRevRangeN(ctx, progress.MissionStream(key), "+", "-", 1).Result()
+	if err != nil {
+		return "", fmt.Errorf("newest event of %s: %w", key, err)
+	}
+	if len(msgs) == 0 {
+		return "0", nil
+	}
+	return msgs[0].ID, nil
+}

@@ -1,0 +1,69 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/slammesh/slammesh/internal/saga"
+)
+
+// loadError turns a failed read of mission key into a status: NOT_FOUND
+// for an unknown mission — MISSION_EXPIRED when it existed and its data
+// expired or was deleted (see vanishedError), MISSION_NOT_FOUND otherwise —
+// else a store error.
+func (s *Server) loadError(ctx context.Context, key string, err error) error {
+	if errors.Is(err, saga.ErrNotFound) {
+		return s.notFound(ctx, key)
+	}
+	return s.storeError(ctx, "load mission", err)
+}
+
+// engineError turns an error of the saga engine's Cancel or Resume of
+// mission key into a status. Only a store failure is UNAVAILABLE as such;
+// the engine's own refusals say what happened:
+//   - saga.ErrNotFound: NOT_FOUND (MISSION_NOT_FOUND);
+//   - saga.ErrClosed, saga.ErrHandedOff: this server is shutting down (and
+//     handed the teardown off): UNAVAILABLE, retry on another replica;
+//   - saga.ErrFenced: another orchestrator took the mission over while this
+//     one drove its teardown: UNAVAILABLE, a retry finds it there;
+//   - saga.ErrRunning, saga.ErrDefinitionMismatch, saga.ErrInvalidKey: a bug
+//     or a mismatched deployment, not a transient condition: INTERNAL, the
+//     details logged (by the engine, for a record of another definition).
+func (s *Server) engineError(ctx context.Context, key string, err error) error {
+	switch {
+	case errors.Is(err, saga.ErrNotFound):
+		return s.loadError(ctx, key, err)
+	case errors.Is(err, saga.ErrClosed):
+		return errDraining
+	case errors.Is(err, saga.ErrHandedOff):
+		return errHandedOff
+	case errors.Is(err, saga.ErrFenced):
+		return errTakenOver
+	case errors.Is(err, saga.ErrDefinitionMismatch):
+		return errInternal
+	case errors.Is(err, saga.ErrRunning), errors.Is(err, saga.ErrInvalidKey):
+		s.log.ErrorContext(ctx, "saga engine refused the mission", slog.String("error", err.Error()))
+		return errInternal
+	}
+	return s.storeError(ctx, "update mission", err)
+}
+
+// storeError logs a Redis failure and returns UNAVAILABLE without its
+// details, which name keys and addresses a client has no use for.
+func (s *Server) storeError(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return contextStatus(ctx)
+	}
+	s.log.ErrorContext(ctx, op+" failed", slog.String("error", err.Error()))
+	return status.Error(codes.Unavailable, op+": mission store unavailable")
+}
+
+// contextStatus is the status of a call whose context ended: CANCELLED or
+// DEADLINE_EXCEEDED.
+func contextStatus(ctx context.Context) error {
+	return status.FromContextError(ctx.Err()).Err()
+}
