@@ -11,6 +11,9 @@
 //   - match: localization of an agent's submap against a reference grid by
 //     coarse-to-fine correlative scan matching refined with ICP, and the
 //     round-based LocalizeAll that forms the reference from the anchor agent;
+//   - correlate: the correlative block sums both matchers search with;
+//   - localslam: the local front end that builds an agent's submap from
+//     its scans (scan-to-submap matching);
 //   - fuse: warping submaps into a map and summing log-odds, with a
 //     consistency gate;
 //   - eval: pose and map metrics against ground truth;

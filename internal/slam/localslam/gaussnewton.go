@@ -31,7 +31,7 @@ func (m *localMap) meanBilinear(pts []point, pose slam.Pose2D) float64 {
 	s, c := math.Sincos(pose.Theta)
 	var sum float64
 	for _, p := range pts {
-		if v, _, _, ok := m.sample(pose.X+c*p.x-s*p.y, pose.Y+s*p.x+c*p.y); ok {
+		if v, _, _, ok := m.sample(pose.X+c*p.X-s*p.Y, pose.Y+s*p.X+c*p.Y); ok {
 			sum += v
 		}
 	}
@@ -45,12 +45,12 @@ func (m *localMap) information(pts []point, pose slam.Pose2D) (b [3]float64, h [
 	s, c := math.Sincos(pose.Theta)
 	n := 0
 	for _, p := range pts {
-		v, gx, gy, in := m.sample(pose.X+c*p.x-s*p.y, pose.Y+s*p.x+c*p.y)
+		v, gx, gy, in := m.sample(pose.X+c*p.X-s*p.Y, pose.Y+s*p.X+c*p.Y)
 		if !in {
 			continue
 		}
 		n++
-		j := [3]float64{gx, gy, gx*(-s*p.x-c*p.y) + gy*(c*p.x-s*p.y)}
+		j := [3]float64{gx, gy, gx*(-s*p.X-c*p.Y) + gy*(c*p.X-s*p.Y)}
 		r := 1 - v
 		for u := range 3 {
 			b[u] += j[u] * r
@@ -111,15 +111,15 @@ func weakDirection(pts []point, ratio float64) ([2]float64, bool) {
 		var n, sx, sy, sxx, sxy, syy float64
 		for j := max(i-2, 0); j <= min(i+2, len(pts)-1); j++ {
 			q := pts[j]
-			if dx, dy := q.x-p.x, q.y-p.y; dx*dx+dy*dy > normalWindow*normalWindow {
+			if dx, dy := q.X-p.X, q.Y-p.Y; dx*dx+dy*dy > normalWindow*normalWindow {
 				continue
 			}
 			n++
-			sx += q.x
-			sy += q.y
-			sxx += q.x * q.x
-			sxy += q.x * q.y
-			syy += q.y * q.y
+			sx += q.X
+			sy += q.Y
+			sxx += q.X * q.X
+			sxy += q.X * q.Y
+			syy += q.Y * q.Y
 		}
 		if n < 3 {
 			continue

@@ -4,9 +4,11 @@ import (
 	"math"
 
 	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/correlate"
 )
 
-type point struct{ x, y float64 }
+// point is a point of a scan in the robot frame, in metres.
+type point = correlate.Point
 
 // Search parameters beyond Options.
 const (
@@ -38,14 +40,14 @@ func (t *Tracker) scanPoints(scan slam.LaserScan) float64 {
 	t.pts = t.pts[:0]
 	minGap2 := thinCells * t.opts.Resolution * thinCells * t.opts.Resolution
 	rmax := 0.0
-	last := point{math.Inf(1), math.Inf(1)}
+	last := point{X: math.Inf(1), Y: math.Inf(1)}
 	for i, r := range scan.Ranges {
 		rr := float64(r)
 		if !(rr >= scan.RangeMin && rr < scan.RangeMax && rr <= t.opts.UsableRange) {
 			continue
 		}
-		p := point{rr * cos[i], rr * sin[i]}
-		if dx, dy := p.x-last.x, p.y-last.y; dx*dx+dy*dy < minGap2 {
+		p := point{X: rr * cos[i], Y: rr * sin[i]}
+		if dx, dy := p.X-last.X, p.Y-last.Y; dx*dx+dy*dy < minGap2 {
 			continue
 		}
 		last = p
@@ -141,7 +143,7 @@ func (t *Tracker) coarseSearch(prior slam.Pose2D, cres, dTheta float64) []peak {
 	clear(scores)
 	for k := range 2*nR + 1 {
 		th := prior.Theta + float64(k-nR)*dTheta
-		accumulate(m.coarse, m.cw, m.ch, cres, m.ox, m.oy, t.pts, slam.Pose2D{X: prior.X, Y: prior.Y, Theta: th}, n, scores[k*side*side:(k+1)*side*side])
+		correlate.Accumulate(correlate.Field{Cells: m.coarse, W: m.cw, H: m.ch, Res: cres, OX: m.ox, OY: m.oy}, t.pts, slam.Pose2D{X: prior.X, Y: prior.Y, Theta: th}, n, scores[k*side*side:(k+1)*side*side])
 	}
 	inv := 1 / float64(len(t.pts))
 	// Prior-weighted scores; then the best few cells, each not next to a
@@ -221,7 +223,7 @@ func (t *Tracker) fineSearch(prior slam.Pose2D, c peak, dTheta float64) peak {
 		for k := -n; k <= n; k++ {
 			clear(scores[:])
 			th := center.Theta + float64(k)*dTheta
-			accumulate(m.fine, m.w, m.h, m.res, m.ox, m.oy, t.pts, slam.Pose2D{X: center.X, Y: center.Y, Theta: th}, n, scores[:])
+			correlate.Accumulate(correlate.Field{Cells: m.fine, W: m.w, H: m.h, Res: m.res, OX: m.ox, OY: m.oy}, t.pts, slam.Pose2D{X: center.X, Y: center.Y, Theta: th}, n, scores[:])
 			for j := range side {
 				for i := range side {
 					s := float64(scores[j*side+i]) * inv
@@ -240,63 +242,4 @@ func (t *Tracker) fineSearch(prior slam.Pose2D, c peak, dTheta float64) peak {
 		center = best.pose
 	}
 	return best
-}
-
-// accumulate adds, for every translation offset (i, j) in [-n, n]² cells of
-// the field, the field values under the points transformed by pose shifted by
-// (i, j) cells. A shift by whole cells shifts every point's cell by the same
-// amount, so each point costs one transform and a (2n+1)² block read of
-// contiguous rows (the trick of internal/slam/match's coarse search).
-func accumulate(field []float32, w, h int, res, ox, oy float64, pts []point, pose slam.Pose2D, n int, out []float32) {
-	side := 2*n + 1
-	s, c := math.Sincos(pose.Theta)
-	inv := 1 / res
-	for _, p := range pts {
-		fx := (pose.X + c*p.x - s*p.y - ox) * inv
-		fy := (pose.Y + s*p.x + c*p.y - oy) * inv
-		if fx < -float64(n+1) || fy < -float64(n+1) || fx > float64(w+n+1) || fy > float64(h+n+1) {
-			continue
-		}
-		bx, by := int(math.Floor(fx)), int(math.Floor(fy))
-		i0, i1 := max(-n, -bx), min(n, w-1-bx)
-		j0, j1 := max(-n, -by), min(n, h-1-by)
-		if i0 > i1 || j0 > j1 {
-			continue
-		}
-		if n == blockN && i0 == -n && i1 == n && j0 == -n && j1 == n {
-			addBlock5(field[(by-n)*w+bx-n:], w, (*[blockSide * blockSide]float32)(out))
-			continue
-		}
-		for j := j0; j <= j1; j++ {
-			row := field[(by+j)*w+bx+i0 : (by+j)*w+bx+i1+1]
-			acc := out[(j+n)*side+n+i0 : (j+n)*side+n+i1+1]
-			for t, v := range row {
-				acc[t] += v
-			}
-		}
-	}
-}
-
-// blockN is the reach, in cells, of both searches at the default window and
-// resolution (±0.35 m on the 0.2 m coarse field, and fineSteps), and
-// blockSide the side of their box.
-const (
-	blockN    = 2
-	blockSide = 2*blockN + 1
-)
-
-// addBlock5 adds the 5×5 block of field whose first row starts at field[0],
-// rows w apart, to out, row by row. Fixed sizes let the compiler drop the
-// bounds checks and unroll the rows; nearly every point's block lies inside
-// the field.
-func addBlock5(field []float32, w int, out *[blockSide * blockSide]float32) {
-	for j := range blockSide {
-		row := (*[blockSide]float32)(field[j*w : j*w+blockSide])
-		acc := (*[blockSide]float32)(out[j*blockSide : j*blockSide+blockSide])
-		acc[0] += row[0]
-		acc[1] += row[1]
-		acc[2] += row[2]
-		acc[3] += row[3]
-		acc[4] += row[4]
-	}
 }

@@ -160,8 +160,8 @@ func branchAndBound(ctx context.Context, f *bnbField, pts []point, sp searchSpac
 		s, c := math.Sincos(th)
 		d := make([]int32, 0, 2*len(pts))
 		for _, p := range pts {
-			x := sp.cx + c*p.x - s*p.y
-			y := sp.cy + s*p.x + c*p.y
+			x := sp.cx + c*p.X - s*p.Y
+			y := sp.cy + s*p.X + c*p.Y
 			fx := math.Floor((x - f.origin[0]) * inv)
 			fy := math.Floor((y - f.origin[1]) * inv)
 			// Points far outside the map score 0 at every offset; clamping

@@ -38,6 +38,7 @@ import (
 	"slices"
 
 	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/correlate"
 	"github.com/slammesh/slammesh/internal/slam/grid"
 )
 
@@ -216,7 +217,8 @@ func Localize(ctx context.Context, ref, submap *grid.Grid, guess slam.Pose2D, op
 	return r.Localize(ctx, submap, guess, opts)
 }
 
-type point struct{ x, y float64 }
+// point is a point of a submap in its own frame, in metres.
+type point = correlate.Point
 
 // pointSets are the submap's occupied cells at three densities: all of
 // them (final score), one centroid per 2×2 cells (fine search, ICP) and per
@@ -247,14 +249,14 @@ func extractPoints(submap *grid.Grid) *pointSets {
 				continue
 			}
 			px, py := m.Center(x, y)
-			ps.all = append(ps.all, point{px, py})
+			ps.all = append(ps.all, point{X: px, Y: py})
 			fi := (y/2)*fw + x/2
-			fineAcc[fi].x += px
-			fineAcc[fi].y += py
+			fineAcc[fi].X += px
+			fineAcc[fi].Y += py
 			fineN[fi]++
 			ci := (y/coarseFactor)*cwid + x/coarseFactor
-			coarseAcc[ci].x += px
-			coarseAcc[ci].y += py
+			coarseAcc[ci].X += px
+			coarseAcc[ci].Y += py
 			coarseN[ci]++
 		}
 	}
@@ -262,7 +264,7 @@ func extractPoints(submap *grid.Grid) *pointSets {
 		var out []point
 		for i, c := range n {
 			if c > 0 {
-				out = append(out, point{acc[i].x / float64(c), acc[i].y / float64(c)})
+				out = append(out, point{X: acc[i].X / float64(c), Y: acc[i].Y / float64(c)})
 			}
 		}
 		return out
@@ -271,7 +273,7 @@ func extractPoints(submap *grid.Grid) *pointSets {
 	ps.coarse = gather(coarseAcc, coarseN)
 	radii := make([]float64, len(ps.coarse))
 	for i, p := range ps.coarse {
-		radii[i] = math.Hypot(p.x, p.y)
+		radii[i] = math.Hypot(p.X, p.Y)
 		ps.maxRadius = math.Max(ps.maxRadius, radii[i])
 	}
 	if len(radii) > 0 {

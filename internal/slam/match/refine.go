@@ -8,62 +8,8 @@ import (
 	"math"
 
 	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/correlate"
 )
-
-// accumulate adds, for every translation offset (i, j) in [-n, n]² cells of
-// the field, the field values under the points transformed by pose shifted by
-// (i, j) cells. Because a shift by whole cells shifts every point's cell by
-// the same amount, each point costs one transform and a (2n+1)² block read.
-func accumulate(field []float32, w, h int, res float64, origin [2]float64, pts []point, pose slam.Pose2D, n int, out []float32) {
-	side := 2*n + 1
-	s, c := math.Sincos(pose.Theta)
-	inv := 1 / res
-	for _, p := range pts {
-		x := pose.X + c*p.x - s*p.y
-		y := pose.Y + s*p.x + c*p.y
-		fx := (x - origin[0]) * inv
-		fy := (y - origin[1]) * inv
-		if fx < -float64(n+1) || fy < -float64(n+1) || fx > float64(w+n+1) || fy > float64(h+n+1) {
-			continue
-		}
-		bx, by := int(math.Floor(fx)), int(math.Floor(fy))
-		i0, i1 := max(-n, -bx), min(n, w-1-bx)
-		j0, j1 := max(-n, -by), min(n, h-1-by)
-		if i0 > i1 || j0 > j1 {
-			continue
-		}
-		if n == fineN && i0 == -n && i1 == n && j0 == -n && j1 == n {
-			addBlock7(field[(by-n)*w+bx-n:], w, (*[fineSide * fineSide]float32)(out))
-			continue
-		}
-		for j := j0; j <= j1; j++ {
-			row := field[(by+j)*w+bx+i0 : (by+j)*w+bx+i1+1]
-			acc := out[(j+n)*side+n+i0 : (j+n)*side+n+i1+1]
-			acc = acc[:len(row)]
-			for t, v := range row {
-				acc[t] += v
-			}
-		}
-	}
-}
-
-// addBlock7 adds the 7×7 block of field whose first row starts at field[0],
-// rows w apart, to out, row by row. Fixed sizes let the compiler drop the
-// bounds checks and unroll the rows: the fine search spends most of its
-// time here, and nearly every point's block lies inside the field.
-func addBlock7(field []float32, w int, out *[fineSide * fineSide]float32) {
-	for j := range fineSide {
-		row := (*[fineSide]float32)(field[j*w : j*w+fineSide])
-		acc := (*[fineSide]float32)(out[j*fineSide : j*fineSide+fineSide])
-		acc[0] += row[0]
-		acc[1] += row[1]
-		acc[2] += row[2]
-		acc[3] += row[3]
-		acc[4] += row[4]
-		acc[5] += row[5]
-		acc[6] += row[6]
-	}
-}
 
 // fineN is the fine search's reach in cells, and fineSide its box's side.
 const (
@@ -77,7 +23,7 @@ const (
 func (r *Reference) fineSearch(pts []point, start slam.Pose2D, coarseStep float64) peak {
 	const n, nRot, side = fineN, 3, fineSide
 	dTheta := coarseStep / 4
-	origin := [2]float64{r.meta.Origin.X, r.meta.Origin.Y}
+	field := correlate.Field{Cells: r.fine, W: r.meta.Width, H: r.meta.Height, Res: r.meta.Resolution, OX: r.meta.Origin.X, OY: r.meta.Origin.Y}
 	scores := make([]float32, side*side)
 	best := peak{pose: start, score: -1}
 	center := start
@@ -86,7 +32,7 @@ func (r *Reference) fineSearch(pts []point, start slam.Pose2D, coarseStep float6
 		for k := -nRot; k <= nRot; k++ {
 			clear(scores)
 			th := center.Theta + float64(k)*dTheta
-			accumulate(r.fine, r.meta.Width, r.meta.Height, r.meta.Resolution, origin, pts, slam.Pose2D{X: center.X, Y: center.Y, Theta: th}, n, scores)
+			correlate.Accumulate(field, pts, slam.Pose2D{X: center.X, Y: center.Y, Theta: th}, n, scores)
 			for j := range side {
 				for i := range side {
 					if s := float64(scores[j*side+i]); s > best.score {
@@ -117,8 +63,8 @@ func (r *Reference) evaluate(pts []point, pose slam.Pose2D) (score, inliers floa
 	var sum float64
 	in := 0
 	for _, p := range pts {
-		x := pose.X + c*p.x - s*p.y
-		y := pose.Y + s*p.x + c*p.y
+		x := pose.X + c*p.X - s*p.Y
+		y := pose.Y + s*p.X + c*p.Y
 		cx, cy, ok := m.CellOf(x, y)
 		if !ok {
 			continue
@@ -168,8 +114,8 @@ func (r *Reference) icp(pts []point, pose slam.Pose2D, maxIter int) (slam.Pose2D
 		// the Jacobian well conditioned.
 		var cx0, cy0 float64
 		for _, p := range pts {
-			cx0 += pose.X + c*p.x - s*p.y
-			cy0 += pose.Y + s*p.x + c*p.y
+			cx0 += pose.X + c*p.X - s*p.Y
+			cy0 += pose.Y + s*p.X + c*p.Y
 		}
 		cx0 /= float64(len(pts))
 		cy0 /= float64(len(pts))
@@ -190,8 +136,8 @@ func (r *Reference) icp(pts []point, pose slam.Pose2D, maxIter int) (slam.Pose2D
 			}
 		}
 		for _, p := range pts {
-			x := pose.X + c*p.x - s*p.y
-			y := pose.Y + s*p.x + c*p.y
+			x := pose.X + c*p.X - s*p.Y
+			y := pose.Y + s*p.X + c*p.Y
 			cx, cy, ok := m.CellOf(x, y)
 			if !ok {
 				continue

@@ -43,7 +43,7 @@ func extractFree(submap *grid.Grid) []point {
 				continue
 			}
 			px, py := m.Center(x, y)
-			out = append(out, point{px, py})
+			out = append(out, point{X: px, Y: py})
 		}
 	}
 	return out
@@ -78,16 +78,16 @@ func (r *Reference) freeConflict(free, walls []point, pose slam.Pose2D) float64 
 	s, c := math.Sincos(pose.Theta)
 	conflicts := 0
 	for _, p := range free {
-		x := pose.X + c*p.x - s*p.y
-		y := pose.Y + s*p.x + c*p.y
+		x := pose.X + c*p.X - s*p.Y
+		y := pose.Y + s*p.X + c*p.Y
 		cx, cy, ok := m.CellOf(x, y)
 		if ok && r.dist2[cy*m.Width+cx] == 0 {
 			conflicts += freeStride
 		}
 	}
 	for _, p := range walls {
-		x := pose.X + c*p.x - s*p.y
-		y := pose.Y + s*p.x + c*p.y
+		x := pose.X + c*p.X - s*p.Y
+		y := pose.Y + s*p.X + c*p.Y
 		cx, cy, ok := m.CellOf(x, y)
 		if ok {
 			i := cy*m.Width + cx

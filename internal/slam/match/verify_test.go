@@ -59,7 +59,7 @@ func extractFreeByTransform(submap *grid.Grid) []point {
 				continue
 			}
 			px, py := m.Center(x, y)
-			out = append(out, point{px, py})
+			out = append(out, point{X: px, Y: py})
 		}
 	}
 	return out
