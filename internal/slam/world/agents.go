@@ -2,6 +2,7 @@ package world
 
 import (
 	"fmt"
+	"iter"
 	"math"
 	"math/rand/v2"
 
@@ -261,14 +262,8 @@ func (g *generator) overlap(poses []slam.Pose2D, scans []slam.LaserScan, dirs []
 	}
 	hits, common := 0, 0
 	for k, pose := range poses {
-		sc := scans[k]
-		for b, r := range sc.Ranges {
-			rr := float64(r)
-			if math.IsNaN(rr) || math.IsInf(rr, 0) || rr >= sc.RangeMax {
-				continue
-			}
-			d := dirs[k][b]
-			cx, cy, ok := g.meta.CellOf(pose.X+rr*d.c, pose.Y+rr*d.s)
+		for x, y := range scanHits(pose, scans[k], dirs[k]) {
+			cx, cy, ok := g.meta.CellOf(x, y)
 			if !ok {
 				continue
 			}
@@ -296,14 +291,7 @@ func (g *generator) seesSealed(poses []slam.Pose2D, scans []slam.LaserScan, dirs
 	v := g.plan.areas[g.plan.sealed]
 	pad := sealedWallPad + innerWall + vaultMargin
 	for k, pose := range poses {
-		sc := scans[k]
-		for b, r := range sc.Ranges {
-			rr := float64(r)
-			if math.IsNaN(rr) || math.IsInf(rr, 0) || rr >= sc.RangeMax {
-				continue
-			}
-			d := dirs[k][b]
-			x, y := pose.X+rr*d.c, pose.Y+rr*d.s
+		for x, y := range scanHits(pose, scans[k], dirs[k]) {
 			if x > v.x0-pad && x < v.x1+pad && y > v.y0-pad && y < v.y1+pad {
 				return true
 			}
@@ -312,15 +300,28 @@ func (g *generator) seesSealed(poses []slam.Pose2D, scans []slam.LaserScan, dirs
 	return false
 }
 
+// scanHits yields the map-frame end point of every beam of scan that
+// returned (neither a dropout nor a no-return beam), in beam order; dirs
+// are the beams' directions simulateScan wrote.
+func scanHits(pose slam.Pose2D, scan slam.LaserScan, dirs []beamDir) iter.Seq2[float64, float64] {
+	return func(yield func(x, y float64) bool) {
+		for b, r := range scan.Ranges {
+			rr := float64(r)
+			if math.IsNaN(rr) || math.IsInf(rr, 0) || rr >= scan.RangeMax {
+				continue
+			}
+			if !yield(pose.X+rr*dirs[b].c, pose.Y+rr*dirs[b].s) {
+				return
+			}
+		}
+	}
+}
+
 // markSeen records the cells around every hit of a scan, dilated by one cell
 // so that sensor noise does not hide an overlap.
 func (g *generator) markSeen(pose slam.Pose2D, scan slam.LaserScan, dirs []beamDir) {
-	for b, r := range scan.Ranges {
-		rr := float64(r)
-		if math.IsNaN(rr) || math.IsInf(rr, 0) || rr >= scan.RangeMax {
-			continue
-		}
-		cx, cy, ok := g.meta.CellOf(pose.X+rr*dirs[b].c, pose.Y+rr*dirs[b].s)
+	for x, y := range scanHits(pose, scan, dirs) {
+		cx, cy, ok := g.meta.CellOf(x, y)
 		if !ok {
 			continue
 		}
