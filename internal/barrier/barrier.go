@@ -132,6 +132,11 @@ func WithOwner(owner func(key string) string) Option {
 	return func(b *Barrier) { b.owner = owner }
 }
 
+// Owned reports whether b checks an owner key (WithOwner): then no call
+// for a mission whose owner is gone commits anything, so nothing waits on
+// such a mission's commit.
+func (b *Barrier) Owned() bool { return b.owner != nil }
+
 // WithGroupCommit makes every commit (the script and what Tx.Carry queues)
 // go through g, batched with the commits of concurrent calls: one round trip
 // carries many missions' commits under load. g must be on the barrier's

@@ -2,6 +2,7 @@ package mapping_test
 
 import (
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
+	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/redistest"
 	"github.com/slammesh/slammesh/internal/rpcerr"
@@ -218,6 +220,53 @@ func TestReservationWithoutMapIsDroppedAfterGrace(t *testing.T) {
 			if tt.granted {
 				if err != nil {
 					t.Fatalf("allocation after the grace period: %v", err)
+				}
+			} else {
+				steptest.WantStatus(t, err, codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
+			}
+			if got := capacityUsed(t, e.Redis); got != officeCells {
+				t.Errorf("capacity = %d, want %d", got, officeCells)
+			}
+		})
+	}
+}
+
+// A young reservation without its map is an allocation in progress only
+// while its mission's saga record exists, when the barrier checks the
+// record as the binaries' does: a mission deleted right after its
+// allocation reserved (DeleteMission removes its record, map and marks)
+// must not hold the budget for the grace period.
+func TestReservationOfADeletedMissionIsDroppedAtOnce(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		record  bool // the reserving mission's saga record still exists
+		granted bool
+	}{
+		{"record kept: an allocation in progress", true, false},
+		{"record deleted", false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := mapping.Config{CapacityCells: officeCells, ReservationGrace: time.Hour}
+			svc := service(cfg)
+			svc.New = func(rdb redis.UniversalClient, _ *barrier.Barrier, log *slog.Logger) (steptest.Registrar, error) {
+				return mapping.NewServer(cfg, rdb, barrier.New(rdb, barrier.WithOwner(saga.RecordKey)), log), nil
+			}
+			se := steptest.Start(t, svc)
+			e := &env{Env: se, client: mappingv1.NewMappingServiceClient(se.Conn)}
+			ctx := steptest.Context(t)
+			if tt.record {
+				setState(t, e.Redis, "first", saga.Running)
+			}
+			if _, err := mapstore.Reserve(ctx, e.Redis, "first", officeCells, officeCells, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			setState(t, e.Redis, "next", saga.Running)
+			err := allocate(t, e, "next")
+			if tt.granted {
+				if err != nil {
+					t.Fatalf("allocation after the reserving mission was deleted: %v", err)
 				}
 			} else {
 				steptest.WantStatus(t, err, codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)

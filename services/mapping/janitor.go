@@ -48,7 +48,10 @@ func (s *Server) RunJanitor(ctx context.Context) {
 //     Config.ReservationGrace whose step has no action mark (its allocation
 //     died between the reservation and the barrier's commit, which creates
 //     the map with the mark). A younger reservation without its map is an
-//     allocation in progress, and is left alone;
+//     allocation in progress, and is left alone, unless its saga record is
+//     gone and the barrier checks the record (WithOwner): the allocation
+//     of a mission deleted or expired since can never commit, and its
+//     charge must not hold the budget for the grace period;
 //   - clears the reserved mark of a charge whose map it finds
 //     (mapstore.Confirm). A map is never deleted for want of a saga record:
 //     the record and the map expire together, and the step services'
@@ -170,8 +173,11 @@ func (s *Server) settle(ctx context.Context, page []mapstore.Charged, states []s
 			mapstore.QueueConfirm(ctx, pipe, c.MissionID)
 		}
 		switch {
-		case !exists[i] && !c.Reserved.IsZero() && !marked[i] && time.Since(c.Reserved) < s.cfg.ReservationGrace:
-			// An allocation between its reservation and its commit.
+		case !exists[i] && !c.Reserved.IsZero() && !marked[i] && time.Since(c.Reserved) < s.cfg.ReservationGrace &&
+			(states[i] != "" || !s.barrier.Owned()):
+			// An allocation between its reservation and its commit. Not
+			// when its saga record is gone and the barrier checks it:
+			// that commit can never happen.
 		case !exists[i]:
 			writes = append(writes, queued{i: i, drop: true, cmd: mapstore.QueueDrop(ctx, pipe, c.MissionID)})
 		case states[i] == string(saga.Completed) && c.Retained.IsZero():
