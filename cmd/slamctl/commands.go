@@ -65,7 +65,8 @@ var faultKinds = map[string]typesv1.FaultKind{
 	"drop-reply": typesv1.FaultKind_FAULT_KIND_DROP_REPLY,
 }
 
-// faultFlags collects repeated --fault step:kind[:times][:compensation] values.
+// faultFlags collects repeated --fault step:kind[:times][:compensation]
+// values; the times may be left out before compensation.
 type faultFlags []*typesv1.Fault
 
 func (f *faultFlags) String() string { return fmt.Sprint(len(*f), " faults") }
@@ -80,18 +81,23 @@ func (f *faultFlags) Set(v string) error {
 		return fmt.Errorf("unknown fault kind %q (business, transient, stall, drop-reply)", parts[1])
 	}
 	fault := &typesv1.Fault{Step: parts[0], Kind: kind}
-	if len(parts) >= 3 {
-		n, err := strconv.ParseUint(parts[2], 10, 32)
+	rest := parts[2:]
+	if n := len(rest); n > 0 && rest[n-1] == "compensation" {
+		fault.Compensation = true
+		rest = rest[:n-1]
+	}
+	switch {
+	case len(rest) > 1:
+		return fmt.Errorf("fault's last part must be 'compensation', got %q", rest[1])
+	case len(rest) == 1:
+		if kind == typesv1.FaultKind_FAULT_KIND_BUSINESS_ERROR {
+			return fmt.Errorf("fault %q: a business fault fails every attempt; times applies to transient, stall and drop-reply", v)
+		}
+		n, err := strconv.ParseUint(rest[0], 10, 32)
 		if err != nil {
-			return fmt.Errorf("fault times %q: %w", parts[2], err)
+			return fmt.Errorf("fault times %q: %w", rest[0], err)
 		}
 		fault.Times = uint32(n)
-	}
-	if len(parts) == 4 {
-		if parts[3] != "compensation" {
-			return fmt.Errorf("fault's fourth part must be 'compensation', got %q", parts[3])
-		}
-		fault.Compensation = true
 	}
 	*f = append(*f, fault)
 	return nil
@@ -105,10 +111,10 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 	kind := fs.String("kind", "office", "scenario: office, sealed-agent, symmetric-corridor, changed-world")
 	width := fs.Float64("width", 0, "world width in metres (0: 20)")
 	height := fs.Float64("height", 0, "world height in metres (0: 15)")
-	wait := fs.Bool("wait", false, "block until the mission ends")
-	watch := fs.Bool("watch", false, "follow the mission's progress until it ends")
+	wait := fs.Bool("wait", false, "block until the mission ends; exit 1 unless it completed")
+	watch := fs.Bool("watch", false, "follow the mission's progress until it ends; exit 1 unless it completed")
 	var faults faultFlags
-	fs.Var(&faults, "fault", "inject a fault step:kind[:times][:compensation] (repeatable; needs --allow-fault-injection on the services)")
+	fs.Var(&faults, "fault", "inject a fault step:kind[:times][:compensation]: kind business (fails every attempt), transient, stall or drop-reply (the first times attempts, default 1); compensation: on the step's compensation (repeatable; needs --allow-fault-injection on the services)")
 	var imp importFlags
 	imp.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -148,12 +154,18 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 		return watchMission(ctx, c, g, resp.GetMission().GetMissionId(), "", stdout)
 	}
 	if g.json {
-		return printJSON(stdout, resp)
+		if err := printJSON(stdout, resp); err != nil {
+			return err
+		}
+	} else {
+		if !resp.GetCreated() {
+			fmt.Fprintln(stdout, "(mission already existed; showing it)")
+		}
+		missionfmt.Mission(stdout, resp.GetMission())
 	}
-	if !resp.GetCreated() {
-		fmt.Fprintln(stdout, "(mission already existed; showing it)")
+	if req.Wait {
+		return endError(resp.GetMission().GetMissionId(), resp.GetMission().GetState())
 	}
-	missionfmt.Mission(stdout, resp.GetMission())
 	return nil
 }
 
@@ -273,12 +285,26 @@ func watchMission(ctx context.Context, c *clients, g global, id, from string, st
 	case eventsv1.EventType_EVENT_TYPE_MISSION_COMPLETED:
 		return nil
 	case eventsv1.EventType_EVENT_TYPE_MISSION_COMPENSATED:
-		return fmt.Errorf("mission %s was compensated", id)
+		return endError(id, orchestratorv1.MissionState_MISSION_STATE_COMPENSATED)
 	case eventsv1.EventType_EVENT_TYPE_MISSION_FAILED:
-		return fmt.Errorf("mission %s failed: compensation incomplete, operator action needed", id)
+		return endError(id, orchestratorv1.MissionState_MISSION_STATE_FAILED)
 	default:
 		return fmt.Errorf("watch of mission %s ended before the mission did", id)
 	}
+}
+
+// endError is what start --wait and --watch exit with for mission id
+// ended in state s: nil when it completed, an error (exit status 1) when it
+// was compensated or failed, so that `slamctl start --wait && …` stops at
+// a mission that did not complete.
+func endError(id string, s orchestratorv1.MissionState) error {
+	switch s {
+	case orchestratorv1.MissionState_MISSION_STATE_COMPENSATED:
+		return fmt.Errorf("mission %s was compensated", id)
+	case orchestratorv1.MissionState_MISSION_STATE_FAILED:
+		return fmt.Errorf("mission %s failed: compensation incomplete, operator action needed", id)
+	}
+	return nil
 }
 
 func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {

@@ -110,18 +110,19 @@ func startJSON(t *testing.T, m mesh, req *orchestratorv1.StartMissionRequest) *o
 }
 
 // startFiles runs slamctl start with args and --wait --json, and returns
-// the mission it printed.
+// the mission it printed. slamctl fails exactly when the mission did not
+// complete.
 func startFiles(t *testing.T, m mesh, args ...string) *orchestratorv1.Mission {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), meshTimeout)
 	defer cancel()
 	out, err := slamctl(t, ctx, m, append([]string{"--json", "start", "--wait"}, args...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var resp orchestratorv1.StartMissionResponse
-	if err := protojson.Unmarshal([]byte(out), &resp); err != nil {
-		t.Fatalf("slamctl start printed %q: %v", out, err)
+	if uerr := protojson.Unmarshal([]byte(out), &resp); uerr != nil {
+		t.Fatalf("slamctl start printed %q (%v): %v", out, err, uerr)
+	}
+	if completed := resp.GetMission().GetState() == orchestratorv1.MissionState_MISSION_STATE_COMPLETED; completed != (err == nil) {
+		t.Fatalf("mission %s ended %v, slamctl error: %v", resp.GetMission().GetMissionId(), resp.GetMission().GetState(), err)
 	}
 	return resp.GetMission()
 }

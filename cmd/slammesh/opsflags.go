@@ -75,7 +75,7 @@ func (s *stepTimeouts) Set(v string) error {
 // addOps registers the orchestrator's retry, deadline and watcher flags.
 func addOps(e *envFlags, c *opsConfig) {
 	e.duration(&c.retryBudget, "retry-budget", "SLAMMESH_RETRY_BUDGET", saga.DefaultRetryBudget,
-		"how long a step is retried after transient errors (UNAVAILABLE, DEADLINE_EXCEEDED) before the mission compensates")
+		"how long a step is retried after transient errors (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED) before the mission compensates")
 	e.duration(&c.compRetryBudget, "compensation-retry-budget", "SLAMMESH_COMPENSATION_RETRY_BUDGET", saga.DefaultCompensationRetryBudget,
 		"how long a compensation is retried after transient errors before the mission is FAILED")
 	e.duration(&c.attemptTimeout, "attempt-timeout", "SLAMMESH_ATTEMPT_TIMEOUT", saga.DefaultAttemptTimeout,

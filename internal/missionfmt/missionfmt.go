@@ -42,7 +42,7 @@ func Mission(w io.Writer, m *orchestratorv1.Mission) {
 		fmt.Fprintln(w)
 	}
 	if e := m.GetError(); e != nil {
-		fmt.Fprintf(w, "error     %s %s: %s\n", e.GetCode(), e.GetReason(), e.GetMessage())
+		fmt.Fprintf(w, "error     %s: %s\n", strings.TrimSpace(e.GetCode()+" "+e.GetReason()), e.GetMessage())
 	}
 	fmt.Fprintf(w, "created   %s\n", Stamp(m.GetCreatedAt()))
 	if m.GetEndedAt() != nil {
@@ -59,8 +59,10 @@ func Event(w io.Writer, ev *eventsv1.MissionEvent) {
 	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_STEP_PROGRESS {
 		line += " " + Bar(ev.GetProgress())
 	}
-	if ev.GetAttempt() > 1 {
-		line += fmt.Sprintf(" attempt %d", ev.GetAttempt())
+	// A step.retrying message names its attempt already ("attempt 2 in
+	// 1.8ms after: …").
+	if attempt := fmt.Sprintf("attempt %d", ev.GetAttempt()); ev.GetAttempt() > 1 && !strings.HasPrefix(ev.GetMessage(), attempt) {
+		line += " " + attempt
 	}
 	if ev.GetMessage() != "" {
 		line += " " + ev.GetMessage()

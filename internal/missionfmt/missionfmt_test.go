@@ -45,6 +45,20 @@ func TestEventLine(t *testing.T) {
 	}
 }
 
+// TestRetryLineNamesItsAttemptOnce: the saga's step.retrying message
+// starts with the attempt, which the line does not repeat.
+func TestRetryLineNamesItsAttemptOnce(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	Event(&b, &eventsv1.MissionEvent{
+		Type: eventsv1.EventType_EVENT_TYPE_STEP_RETRYING, Step: "localize_agents", Attempt: 2,
+		Message: "attempt 2 in 1.872ms after: injected", Ts: timestamppb.Now(),
+	})
+	if n := strings.Count(b.String(), "attempt 2"); n != 1 {
+		t.Errorf("line %q names attempt 2 %d times, want once", b.String(), n)
+	}
+}
+
 func TestMissionBlock(t *testing.T) {
 	t.Parallel()
 	var b bytes.Buffer
@@ -58,5 +72,17 @@ func TestMissionBlock(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestMissionErrorWithoutReason(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	Mission(&b, &orchestratorv1.Mission{
+		MissionId: "m1", State: orchestratorv1.MissionState_MISSION_STATE_COMPENSATED,
+		Error: &orchestratorv1.MissionError{Code: "UNAVAILABLE", Message: "connection refused"},
+	})
+	if out := b.String(); !strings.Contains(out, "error     UNAVAILABLE: connection refused\n") {
+		t.Errorf("output:\n%s", out)
 	}
 }

@@ -140,3 +140,40 @@ func TestStepTimeoutsValidated(t *testing.T) {
 		}
 	}
 }
+
+// A step given up after transient errors without a reason of their own
+// (a service that refuses connections) records RETRY_BUDGET_EXHAUSTED,
+// naming the step, the budget and the last error; a transient error with a
+// reason keeps it.
+func TestRetryBudgetReasonWhenTheErrorHasNone(t *testing.T) {
+	t.Parallel()
+	unreachable := &stepErr{class: Retry, code: "UNAVAILABLE"}
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{unreachable, ReasonRetryBudgetExhausted},
+		{errTransient, "FLAKY"},
+	} {
+		f := newFixture(t, map[string]behaviour{"b": {act: func(context.Context, *Exec) error { return tt.err }}})
+		p := budgetPolicy
+		p.RetryBudget = 100 * time.Millisecond
+		f.def.Policy = p
+		rec := startRun(t, f.engine(t, Options{}), "m")
+		if rec.State != Compensated {
+			t.Fatalf("%v: state = %s, want compensated", tt.err, rec.State)
+		}
+		e := rec.Steps[1].Error
+		if e.Code != "UNAVAILABLE" || e.Reason != tt.want || rec.Error != e {
+			t.Errorf("%v: step error %+v, mission error %+v; want UNAVAILABLE %s on both", tt.err, e, rec.Error, tt.want)
+		}
+		if tt.want != ReasonRetryBudgetExhausted {
+			continue
+		}
+		for _, want := range []string{"step b", "attempts", "100ms retry budget", "--retry-budget", "last error: " + unreachable.Error()} {
+			if !strings.Contains(e.Message, want) {
+				t.Errorf("message %q lacks %q", e.Message, want)
+			}
+		}
+	}
+}

@@ -86,6 +86,12 @@ const (
 	// step, the deadline and the attempts, so an operator can raise it
 	// (Policy.StepTimeouts, the orchestrator's --step-timeout).
 	ReasonStepDeadlineExceeded = "STEP_DEADLINE_EXCEEDED"
+	// ReasonRetryBudgetExhausted is recorded when a step gave up after
+	// transient errors that carried no reason of their own (a service
+	// unreachable: connection refused) for longer than the retry budget;
+	// its message names the step, the attempts, the budget and the last
+	// error (Policy.RetryBudget, the orchestrator's --retry-budget).
+	ReasonRetryBudgetExhausted = "RETRY_BUDGET_EXHAUSTED"
 )
 
 // Policy bounds retries and time. Zero fields take the defaults below.

@@ -26,7 +26,10 @@
 // back-off is exponential with full jitter, capped at Policy.MaxBackoff. A
 // step that gives up because its attempts kept running past their deadline
 // records the reason STEP_DEADLINE_EXCEEDED, naming the step, its deadline
-// and its attempts. Then the backward path (execution.compensate) runs on
+// and its attempts; one that gives up after transient errors without a
+// reason of their own (its service unreachable) records
+// RETRY_BUDGET_EXHAUSTED, naming the step, the budget and the last error.
+// Then the backward path (execution.compensate) runs on
 // context.WithoutCancel, each compensation retried for
 // Policy.CompensationRetryBudget on transient errors (default 10 minutes) or
 // Policy.CompensationFewAttempts attempts on others; past that bound the

@@ -153,9 +153,14 @@ func (x *execution) forward() error {
 				timedOut++
 			}
 			delay := p.backoff(sr.Attempts)
-			if p.giveUp(x.e.def.Classify(err), sr.Attempts, time.Since(began), delay) {
-				if expired {
+			class := x.e.def.Classify(err)
+			if p.giveUp(class, sr.Attempts, time.Since(began), delay) {
+				switch {
+				case expired:
 					f = x.deadlineFailure(sr, timedOut, time.Since(began))
+					sr.Error = f
+				case class == Retry && f.Reason == "":
+					f = x.budgetFailure(sr, f, time.Since(began))
 					sr.Error = f
 				}
 				x.abort(f)
@@ -205,6 +210,18 @@ func (x *execution) deadlineFailure(sr *StepRecord, timedOut int, elapsed time.D
 		Message: fmt.Sprintf("step %s exceeded its attempt deadline of %s on %d of %d attempts (%s of its %s retry budget): "+
 			"the step is slower than its deadline here; raise it (orchestrator --step-timeout %s=<duration>)",
 			sr.Name, p.timeout(sr.Name), timedOut, sr.Attempts, elapsed.Round(time.Millisecond), p.RetryBudget, sr.Name),
+	}
+}
+
+// budgetFailure is the failure of step sr given up after transient errors
+// without a reason of their own (last is the last of them), elapsed since
+// its first attempt of this run.
+func (x *execution) budgetFailure(sr *StepRecord, last Failure, elapsed time.Duration) Failure {
+	return Failure{
+		Code:   last.Code,
+		Reason: ReasonRetryBudgetExhausted,
+		Message: fmt.Sprintf("step %s still failed after %d attempts over %s, past its %s retry budget (orchestrator --retry-budget); last error: %s",
+			sr.Name, sr.Attempts, elapsed.Round(time.Millisecond), x.e.policy.RetryBudget, last.Message),
 	}
 }
 

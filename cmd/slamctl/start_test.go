@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestStartExitsNonZeroUnlessTheMissionCompleted: start --wait and --watch
+// both fail for a mission that was compensated (a sealed agent cannot be
+// localized), after printing it, and succeed for one that completed.
+func TestStartExitsNonZeroUnlessTheMissionCompleted(t *testing.T) {
+	t.Parallel()
+	m := startMesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), meshTimeout)
+	defer cancel()
+	for _, tc := range []struct {
+		args        []string
+		wantErr     string // "" for none
+		wantPrinted string
+	}{
+		{[]string{"start", "--wait", "--id", "ok-wait", "--agents", "2"}, "", "COMPLETED"},
+		{[]string{"start", "--wait", "--id", "sealed-wait", "--kind", "sealed-agent"}, "mission sealed-wait was compensated", "COMPENSATED"},
+		{[]string{"--json", "start", "--wait", "--id", "sealed-json", "--kind", "sealed-agent"}, "mission sealed-json was compensated", "MISSION_STATE_COMPENSATED"},
+		{[]string{"start", "--watch", "--id", "sealed-watch", "--kind", "sealed-agent"}, "mission sealed-watch was compensated", "mission.compensated"},
+	} {
+		out, err := slamctl(t, ctx, m, tc.args...)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("slamctl %v: %v", tc.args, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("slamctl %v: error %v, want %q", tc.args, err, tc.wantErr)
+		}
+		if !strings.Contains(out, tc.wantPrinted) {
+			t.Errorf("slamctl %v printed %q, want %q in it", tc.args, out, tc.wantPrinted)
+		}
+	}
+}
+
+func TestFaultFlag(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in           string
+		times        uint32
+		compensation bool
+		wantErr      string
+	}{
+		{in: "merge_maps:drop-reply"},
+		{in: "localize_agents:transient:2", times: 2},
+		{in: "localize_agents:business:compensation", compensation: true},
+		{in: "localize_agents:stall:3:compensation", times: 3, compensation: true},
+		{in: "localize_agents:business:2", wantErr: "times applies to transient"},
+		{in: "localize_agents:transient:x", wantErr: `fault times "x"`},
+		{in: "localize_agents:transient:2:undo", wantErr: "must be 'compensation'"},
+		{in: "localize_agents:oops", wantErr: "unknown fault kind"},
+		{in: "localize_agents", wantErr: "want step:kind"},
+	} {
+		var f faultFlags
+		err := f.Set(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: error %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.in, err)
+			continue
+		}
+		if got := f[0]; got.GetTimes() != tc.times || got.GetCompensation() != tc.compensation {
+			t.Errorf("%s: times %d compensation %v, want %d %v", tc.in, got.GetTimes(), got.GetCompensation(), tc.times, tc.compensation)
+		}
+	}
+}
