@@ -123,6 +123,9 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 	if fs.NArg() != 0 {
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
 	}
+	if err := checkModeFlags(fs, imp.given()); err != nil {
+		return err
+	}
 	var req *orchestratorv1.StartMissionRequest
 	if imp.given() {
 		var err error
@@ -167,6 +170,33 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 		return endError(resp.GetMission().GetMissionId(), resp.GetMission().GetState())
 	}
 	return nil
+}
+
+// scenarioFlags are start's flags that describe a scenario world.
+var scenarioFlags = map[string]bool{"seed": true, "agents": true, "kind": true, "width": true, "height": true}
+
+// checkModeFlags refuses, as a usage error, a flag of start that the mode
+// given does not read: a scenario flag with real data (--carmen, --ros-map),
+// or a real-data flag without it. Set and ignored, it would make the
+// mission a different one than the user asked for, silently.
+func checkModeFlags(fs *flag.FlagSet, realData bool) error {
+	var imp importFlags
+	importOnly := flag.NewFlagSet("", flag.ContinueOnError)
+	imp.register(importOnly)
+	var bad []string
+	fs.Visit(func(f *flag.Flag) {
+		if (realData && scenarioFlags[f.Name]) || (!realData && importOnly.Lookup(f.Name) != nil) {
+			bad = append(bad, "--"+f.Name)
+		}
+	})
+	switch {
+	case len(bad) == 0:
+		return nil
+	case realData:
+		return fmt.Errorf("%w: %s describe a scenario world, not real data (--carmen, --ros-map)", errUsage, strings.Join(bad, ", "))
+	default:
+		return fmt.Errorf("%w: %s apply to real data; give --carmen or --ros-map, or leave them out for a scenario", errUsage, strings.Join(bad, ", "))
+	}
 }
 
 func cmdGet(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {

@@ -72,3 +72,27 @@ func TestFaultFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestStartRefusesFlagsItsModeIgnores: a scenario flag with real data, or a
+// real-data flag with a scenario, is a usage error naming the flags, before
+// anything is sent (no server here).
+func TestStartRefusesFlagsItsModeIgnores(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"start", "--map", "0,0,10,10", "--resolution", "0.02"}, "--map, --resolution apply to real data"},
+		{[]string{"start", "--seed", "3", "--guess", "robot-1=1,2,3"}, "--guess apply to real data"},
+		{[]string{"start", "--carmen", "x.log", "--segments", "0:10", "--seed", "4", "--width", "30"}, "--seed, --width describe a scenario world"},
+	} {
+		var stdout, stderr strings.Builder
+		err := run(t.Context(), append([]string{"--addr", "127.0.0.1:1"}, tc.args...), func(string) string { return "" }, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("slamctl %v: %v, want a usage error with %q", tc.args, err, tc.want)
+		}
+		if code := exitCode(err); code != 2 {
+			t.Errorf("slamctl %v: exit %d, want 2 (usage)", tc.args, code)
+		}
+	}
+}
