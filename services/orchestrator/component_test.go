@@ -722,3 +722,28 @@ func countType(events []progress.Event, typ progress.Type) int {
 	}
 	return n
 }
+
+// TestMissionTimesAreTheSameInEveryReply: the reply of the StartMission
+// that ran a mission gives its times as every later read does (the
+// precision they are stored with), not finer.
+func TestMissionTimesAreTheSameInEveryReply(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, stackConfig{})
+	first := st.start(t, &orchestratorv1.StartMissionRequest{MissionId: "times", Scenario: &typesv1.Scenario{Seed: 7, Agents: 2}, Wait: true}).GetMission()
+	again := st.start(t, &orchestratorv1.StartMissionRequest{MissionId: "times", Scenario: &typesv1.Scenario{Seed: 7, Agents: 2}, Wait: true}).GetMission()
+	got, err := st.client.GetMission(t.Context(), &orchestratorv1.GetMissionRequest{MissionId: "times"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*orchestratorv1.Mission{again, got.GetMission()} {
+		for _, ts := range [][2]interface{ AsTime() time.Time }{
+			{first.GetCreatedAt(), m.GetCreatedAt()},
+			{first.GetUpdatedAt(), m.GetUpdatedAt()},
+			{first.GetEndedAt(), m.GetEndedAt()},
+		} {
+			if a, b := ts[0].AsTime(), ts[1].AsTime(); !a.Equal(b) {
+				t.Errorf("first reply says %s, a later one %s", a.Format(time.RFC3339Nano), b.Format(time.RFC3339Nano))
+			}
+		}
+	}
+}

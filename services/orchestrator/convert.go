@@ -96,11 +96,14 @@ func missionError(f saga.Failure) *orchestratorv1.MissionError {
 	return &orchestratorv1.MissionError{Code: f.Code, Reason: f.Reason, Message: f.Message}
 }
 
+// timestamp is a record time as the API gives it: in milliseconds, the
+// precision the record is stored with, so that the reply of the call that
+// started a mission and every later read give the same instant.
 func timestamp(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
 		return nil
 	}
-	return timestamppb.New(t)
+	return timestamppb.New(t.Truncate(time.Millisecond))
 }
 
 // traceID extracts the trace id from a W3C traceparent
