@@ -221,7 +221,7 @@ func cmdGet(ctx context.Context, c *clients, g global, args []string, stdout, st
 
 func cmdList(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("list", "list [flags]", stderr)
-	limit := fs.Uint("limit", 20, "at most this many missions")
+	limit := fs.Uint("limit", 20, "at most this many missions, newest first (0: the server's default page, 50; at most 1000)")
 	state := fs.String("state", "", "only missions in this state (pending, running, compensating, completed, compensated, failed)")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -173,6 +173,7 @@ func TestROSMapErrorsNameFileAndLine(t *testing.T) {
 		want       string // substring of the error
 	}{
 		{"no colon", "image m.pgm\n", img, "m.yaml:1: want key: value"},
+		{"flow mapping", "{image: m.pgm, resolution: 0.1, origin: [0, 0, 0], negate: 0, occupied_thresh: 0.65, free_thresh: 0.2}\n", img, "m.yaml:1: a flow mapping"},
 		{"bad resolution", "image: m.pgm\nresolution: fast\n", img, `m.yaml:2: "fast" is not a finite number`},
 		{"zero resolution", "image: m.pgm\nresolution: 0\n", img, "m.yaml:2: resolution 0: want 0.001..100 m per pixel"},
 		// Beyond the API's limits: refused here with the line, not sent as

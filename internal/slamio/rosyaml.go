@@ -58,7 +58,7 @@ const (
 var yamlKeys = []string{"image", "resolution", "origin", "negate", "occupied_thresh", "free_thresh"}
 
 // ParseMapYAML reads the map_server subset of YAML: one "key: value" per
-// line, '#' comments, quoted or plain scalars, and origin as a flow
+// line (not a flow mapping "{key: value, …}"), '#' comments, quoted or plain scalars, and origin as a flow
 // sequence "[x, y, yaw]" or a block sequence of "- v" lines. negate is 0/1
 // or a boolean, as nav2 accepts either. Errors name file and line: a
 // missing key names the last line.
@@ -72,6 +72,9 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 		line := stripComment(lines[i])
 		if strings.TrimSpace(line) == "" || strings.TrimSpace(line) == "---" {
 			continue
+		}
+		if strings.HasPrefix(strings.TrimSpace(line), "{") {
+			return nil, lineErr(name, i+1, "a flow mapping {…} is not read: write one key: value per line, as map_saver does")
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			return nil, lineErr(name, i+1, "unexpected indented line %q", strings.TrimSpace(line))
