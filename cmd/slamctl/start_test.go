@@ -83,7 +83,7 @@ func TestStartRefusesFlagsItsModeIgnores(t *testing.T) {
 		want string
 	}{
 		{[]string{"start", "--map", "0,0,10,10", "--resolution", "0.02"}, "--map, --resolution apply to real data"},
-		{[]string{"start", "--seed", "3", "--guess", "robot-1=1,2,3"}, "--guess apply to real data"},
+		{[]string{"start", "--seed", "3", "--guess", "robot-1=1,2,3"}, "--guess applies to real data"},
 		{[]string{"start", "--carmen", "x.log", "--segments", "0:10", "--seed", "4", "--width", "30"}, "--seed, --width describe a scenario world"},
 	} {
 		var stdout, stderr strings.Builder

@@ -37,7 +37,9 @@ import (
 //   - the process died, or the barrier call failed, in between: the charge
 //     stays marked reserved, and the mapping janitor drops it once it is
 //     older than a grace period (longer than an attempt) and the step's
-//     barrier has no action mark — the map never appeared;
+//     barrier has no action mark — the map never appeared — or at once
+//     when the mission's saga record is gone and the barrier checks it
+//     (services/mapping's janitor);
 //   - the map appeared and is gone since (released, evicted, expired with
 //     its mission): dropped as before (Drop, by the release or the janitor).
 //

@@ -177,3 +177,19 @@ func TestRetryBudgetReasonWhenTheErrorHasNone(t *testing.T) {
 		}
 	}
 }
+
+// A step given up at Policy.MaxAttempts, inside its retry budget, is not
+// said to have exhausted the budget.
+func TestMaxAttemptsIsNotTheRetryBudget(t *testing.T) {
+	t.Parallel()
+	unreachable := &stepErr{class: Retry, code: "UNAVAILABLE"}
+	f := newFixture(t, map[string]behaviour{"b": {act: func(context.Context, *Exec) error { return unreachable }}})
+	p := budgetPolicy
+	p.RetryBudget = time.Hour
+	p.MaxAttempts = 3
+	f.def.Policy = p
+	rec := startRun(t, f.engine(t, Options{}), "m")
+	if e := rec.Steps[1].Error; rec.State != Compensated || e.Reason == ReasonRetryBudgetExhausted || rec.Steps[1].Attempts != 3 {
+		t.Errorf("state %s, %d attempts, step error %+v; want compensated after 3 attempts, no %s", rec.State, rec.Steps[1].Attempts, e, ReasonRetryBudgetExhausted)
+	}
+}

@@ -159,7 +159,7 @@ func (x *execution) forward() error {
 				case expired:
 					f = x.deadlineFailure(sr, timedOut, time.Since(began))
 					sr.Error = f
-				case class == Retry && f.Reason == "":
+				case class == Retry && f.Reason == "" && !(p.MaxAttempts > 0 && sr.Attempts >= p.MaxAttempts):
 					f = x.budgetFailure(sr, f, time.Since(began))
 					sr.Error = f
 				}
@@ -220,7 +220,7 @@ func (x *execution) budgetFailure(sr *StepRecord, last Failure, elapsed time.Dur
 	return Failure{
 		Code:   last.Code,
 		Reason: ReasonRetryBudgetExhausted,
-		Message: fmt.Sprintf("step %s still failed after %d attempts over %s, past its %s retry budget (orchestrator --retry-budget); last error: %s",
+		Message: fmt.Sprintf("step %s still failed after %d attempts over %s, when one more would have run past its %s retry budget (orchestrator --retry-budget); last error: %s",
 			sr.Name, sr.Attempts, elapsed.Round(time.Millisecond), x.e.policy.RetryBudget, last.Message),
 	}
 }

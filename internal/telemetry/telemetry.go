@@ -177,7 +177,7 @@ func Setup(ctx context.Context, service string, opts Options) (*Telemetry, error
 		return nil, errors.Join(fmt.Errorf("telemetry: process collector: %w", err), tp.Shutdown(ctx))
 	}
 	mpOpts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promExporter)}
-	if _, set := os.LookupEnv(envExemplarFilter); !set {
+	if strings.TrimSpace(os.Getenv(envExemplarFilter)) == "" {
 		mpOpts = append(mpOpts, sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter))
 	}
 	for _, r := range opts.MetricReaders {

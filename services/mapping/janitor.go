@@ -51,7 +51,10 @@ func (s *Server) RunJanitor(ctx context.Context) {
 //     allocation in progress, and is left alone, unless its saga record is
 //     gone and the barrier checks the record (WithOwner): the allocation
 //     of a mission deleted or expired since can never commit, and its
-//     charge must not hold the budget for the grace period;
+//     charge must not hold the budget for the grace period. (A charge is
+//     keyed by mission id: a mission started again under a deleted one's
+//     id between this pass's read and its drop would lose the charge it
+//     found and kept, a window as old as the drop of a map that is gone.)
 //   - clears the reserved mark of a charge whose map it finds
 //     (mapstore.Confirm). A map is never deleted for want of a saga record:
 //     the record and the map expire together, and the step services'

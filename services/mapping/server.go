@@ -95,7 +95,9 @@ type Config struct {
 	// JanitorInterval is the time between two passes of RunJanitor.
 	JanitorInterval time.Duration
 	// ReservationGrace is the age past which the janitor drops a capacity
-	// charge whose map never appeared (see DefaultReservationGrace).
+	// charge whose map never appeared (see DefaultReservationGrace); a
+	// charge whose mission's saga record is gone is dropped at once when
+	// the barrier checks the record (see reclaim).
 	ReservationGrace time.Duration
 }
 

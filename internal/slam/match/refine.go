@@ -2,7 +2,7 @@ package match
 
 // Polishing a pose: the fine correlative search around a peak of the
 // coarse search, the score of a pose on the fine likelihood field, and the
-// point-to-point ICP that ends every match.
+// point-to-line ICP that ends every match.
 
 import (
 	"math"
