@@ -189,15 +189,14 @@ func checkModeFlags(fs *flag.FlagSet, realData bool) error {
 			bad = append(bad, "--"+f.Name)
 		}
 	})
-	if len(bad) == 0 {
+	switch {
+	case len(bad) == 0:
 		return nil
+	case realData:
+		return fmt.Errorf("%w: %s: scenario flags, not read with real data (--carmen, --ros-map)", errUsage, strings.Join(bad, ", "))
+	default:
+		return fmt.Errorf("%w: %s: real-data flags; give --carmen or --ros-map, or leave them out for a scenario", errUsage, strings.Join(bad, ", "))
 	}
-	verb := map[bool]string{true: "describes", false: "describe"}[len(bad) == 1]
-	if realData {
-		return fmt.Errorf("%w: %s %s a scenario world, not real data (--carmen, --ros-map)", errUsage, strings.Join(bad, ", "), verb)
-	}
-	verb = map[bool]string{true: "applies", false: "apply"}[len(bad) == 1]
-	return fmt.Errorf("%w: %s %s to real data; give --carmen or --ros-map, or leave them out for a scenario", errUsage, strings.Join(bad, ", "), verb)
 }
 
 func cmdGet(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {

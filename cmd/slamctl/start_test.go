@@ -82,9 +82,9 @@ func TestStartRefusesFlagsItsModeIgnores(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"start", "--map", "0,0,10,10", "--resolution", "0.02"}, "--map, --resolution apply to real data"},
-		{[]string{"start", "--seed", "3", "--guess", "robot-1=1,2,3"}, "--guess applies to real data"},
-		{[]string{"start", "--carmen", "x.log", "--segments", "0:10", "--seed", "4", "--width", "30"}, "--seed, --width describe a scenario world"},
+		{[]string{"start", "--map", "0,0,10,10", "--resolution", "0.02"}, "--map, --resolution: real-data flags"},
+		{[]string{"start", "--seed", "3", "--guess", "robot-1=1,2,3"}, "--guess: real-data flags"},
+		{[]string{"start", "--carmen", "x.log", "--segments", "0:10", "--seed", "4", "--width", "30"}, "--seed, --width: scenario flags"},
 	} {
 		var stdout, stderr strings.Builder
 		err := run(t.Context(), append([]string{"--addr", "127.0.0.1:1"}, tc.args...), func(string) string { return "" }, &stdout, &stderr)
