@@ -3,6 +3,8 @@ package slamio
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 
 	"github.com/slammesh/slammesh/internal/slam/grid"
@@ -16,35 +18,73 @@ type Gray struct {
 	Pix           []uint16
 }
 
+// pgmHeader is what a PGM file's header says; the ASCII samples of a plain
+// image, or the raster of a raw one, start at byte pos.
+type pgmHeader struct {
+	width, height, maxVal int
+	plain                 bool
+	pos, line             int
+}
+
+// decodePGMHeader reads the magic, width, height and maxval at the start of
+// data, refusing an image of more than grid.MaxCells pixels. cut reports
+// that the header runs to the end of data, so that a prefix of a file may
+// have cut a number short or left it out: only the whole file tells.
+func decodePGMHeader(data []byte, name string) (hd pgmHeader, cut bool, err error) {
+	p := &pnmReader{data: data, name: name, line: 1}
+	defer func() { cut = p.pos >= len(data) }()
+	if !isPGM(data) {
+		return pgmHeader{}, false, lineErr(name, 1, "not a PGM image: want magic P2 or P5")
+	}
+	p.pos = 2
+	w, err := p.header("width", 1, 1<<20)
+	if err != nil {
+		return pgmHeader{}, false, err
+	}
+	h, err := p.header("height", 1, 1<<20)
+	if err != nil {
+		return pgmHeader{}, false, err
+	}
+	maxVal, err := p.header("maxval", 1, 65535)
+	if err != nil {
+		return pgmHeader{}, false, err
+	}
+	if int64(w)*int64(h) > grid.MaxCells {
+		return pgmHeader{}, false, lineErr(name, p.line, "image %dx%d has more than %d pixels", w, h, grid.MaxCells)
+	}
+	return pgmHeader{width: w, height: h, maxVal: maxVal, plain: data[1] == '2', pos: p.pos, line: p.line}, false, nil
+}
+
+// bytesPerSample is a raw image's: two (big-endian) past maxval 255.
+func (h pgmHeader) bytesPerSample() int {
+	if h.maxVal > 255 {
+		return 2
+	}
+	return 1
+}
+
+// rasterBytes is the size of a raw image's raster.
+func (h pgmHeader) rasterBytes() int { return h.width * h.height * h.bytesPerSample() }
+
+// isPGM reports whether data starts with a PGM magic, P2 (plain) or P5 (raw).
+func isPGM(data []byte) bool {
+	return len(data) >= 2 && data[0] == 'P' && (data[1] == '2' || data[1] == '5')
+}
+
 // DecodePGM reads a Netpbm greyscale image, plain (P2) or raw (P5), 8 or 16
 // bits per sample, with '#' comments anywhere in the header (and, for P2,
 // between samples). name is used in errors, which give the line for P2 and
 // the header, and the byte offset for P5 samples. Images of more than
 // grid.MaxCells pixels are refused before any allocation.
 func DecodePGM(data []byte, name string) (*Gray, error) {
-	p := &pnmReader{data: data, name: name, line: 1}
-	if len(data) < 2 || data[0] != 'P' || (data[1] != '2' && data[1] != '5') {
-		return nil, lineErr(name, 1, "not a PGM image: want magic P2 or P5")
-	}
-	plain := data[1] == '2'
-	p.pos = 2
-	w, err := p.header("width", 1, 1<<20)
+	hd, _, err := decodePGMHeader(data, name)
 	if err != nil {
 		return nil, err
 	}
-	h, err := p.header("height", 1, 1<<20)
-	if err != nil {
-		return nil, err
-	}
-	maxVal, err := p.header("maxval", 1, 65535)
-	if err != nil {
-		return nil, err
-	}
-	if int64(w)*int64(h) > grid.MaxCells {
-		return nil, lineErr(name, p.line, "image %dx%d has more than %d pixels", w, h, grid.MaxCells)
-	}
+	w, h, maxVal := hd.width, hd.height, hd.maxVal
+	p := &pnmReader{data: data, name: name, pos: hd.pos, line: hd.line}
 	img := &Gray{Width: w, Height: h, MaxVal: maxVal}
-	if plain {
+	if hd.plain {
 		img.Pix = make([]uint16, 0, min(w*h, len(data)/2+1))
 		for len(img.Pix) < w*h {
 			v, err := p.header("sample", 0, maxVal)
@@ -60,11 +100,7 @@ func DecodePGM(data []byte, name string) (*Gray, error) {
 		return nil, byteErr(name, int64(p.pos), "want one whitespace byte after maxval")
 	}
 	p.pos++
-	bps := 1
-	if maxVal > 255 {
-		bps = 2
-	}
-	need := w * h * bps
+	bps, need := hd.bytesPerSample(), hd.rasterBytes()
 	if have := len(data) - p.pos; have < need {
 		return nil, byteErr(name, int64(len(data)), "raster ends early: %dx%d at %d byte(s) per sample needs %d bytes from byte %d, file has %d",
 			w, h, bps, need, p.pos, have)
@@ -82,6 +118,60 @@ func DecodePGM(data []byte, name string) (*Gray, error) {
 		img.Pix[i] = v
 	}
 	return img, nil
+}
+
+// pgmHeadBytes is how much of an image file is read to learn its size: a
+// map_server header with its comment line is under 100 bytes.
+const pgmHeadBytes = 64 << 10
+
+// readPGMFile reads an image file for DecodePGM without reading more than
+// its header says it needs: a PGM whose header announces more than
+// grid.MaxCells pixels is refused from the file's first pgmHeadBytes, a raw
+// (P5) image is read up to the end of its raster (trailing bytes are not
+// read), and a file that is not a PGM is returned as its first bytes for
+// the caller to say what it is. A plain (P2) image, whose samples are text of
+// any length, is read whole.
+func readPGMFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	head := make([]byte, pgmHeadBytes)
+	n, err := io.ReadFull(f, head)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return head[:n], nil // the whole file
+	}
+	if err != nil {
+		return nil, err
+	}
+	hd, cut, err := decodePGMHeader(head, path)
+	switch {
+	case cut:
+		// A header longer than the prefix (comments): only the whole file says.
+		rest, err := io.ReadAll(f)
+		return append(head, rest...), err
+	case err != nil:
+		if isPGM(head) {
+			return nil, err
+		}
+		return head, nil // not a PGM: the caller says what it is
+	case hd.plain:
+		rest, err := io.ReadAll(f)
+		return append(head, rest...), err
+	}
+	// The raster starts one whitespace byte after maxval (DecodePGM checks it).
+	size := hd.pos + 1 + hd.rasterBytes()
+	if size <= len(head) {
+		return head[:size], nil
+	}
+	data := make([]byte, size)
+	copy(data, head)
+	m, err := io.ReadFull(f, data[len(head):])
+	if err == io.ErrUnexpectedEOF {
+		err = nil // a short raster: DecodePGM says where it ends
+	}
+	return data[:len(head)+m], err
 }
 
 // pnmReader walks the ASCII part of a PNM file, counting lines.

@@ -48,8 +48,10 @@ type ROSMap struct {
 //	scale:   the same outside the thresholds, rint(100·(occ−free)/(occupied−free)) between
 //	raw:     round(shade·255) when it lies in 0..100, else −1
 //
-// Only PGM images (P2, P5) are read. Errors name the file and line (the
-// byte offset inside P5 samples).
+// Only PGM images (P2, P5) are read; one whose header announces more than
+// grid.MaxCells pixels is refused from its first bytes, before the rest of
+// the file is read. Errors name the file and line (the byte offset inside
+// P5 samples).
 func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
 	data, err := os.ReadFile(yamlPath)
 	if err != nil {
@@ -75,13 +77,17 @@ func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
 	if !filepath.IsAbs(imgPath) {
 		imgPath = filepath.Join(filepath.Dir(yamlPath), imgPath)
 	}
-	raw, err := os.ReadFile(imgPath)
+	raw, err := readPGMFile(imgPath)
+	var perr *ParseError
+	if errors.As(err, &perr) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s:%d: image %s: %w", yamlPath, y.imageLine, y.Image, err)
 	}
 	// By content, as map_server reads it: a PGM named .png or without an
 	// extension is read, a PNG named .pgm is refused with what it is.
-	if len(raw) < 2 || raw[0] != 'P' || (raw[1] != '2' && raw[1] != '5') {
+	if !isPGM(raw) {
 		kind := "not a PGM (P2/P5) image"
 		if bytes.HasPrefix(raw, []byte("\x89PNG")) {
 			kind = "a PNG image"

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -304,5 +305,94 @@ func TestROSMapMissingImageNamesTheLine(t *testing.T) {
 	want := path + ":3: image gone.pgm: open " + filepath.Join(dir, "gone.pgm")
 	if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("error %v, want it to contain %q and wrap fs.ErrNotExist", err, want)
+	}
+}
+
+// allocatedDuring returns the bytes the process allocated while f ran.
+// Tests using it are not parallel: parallel tests wait until it is done.
+func allocatedDuring(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// sparseImage writes header and then zeros up to size bytes (a sparse file,
+// cheap on disk) as dir/m.pgm, with its map YAML, and returns the YAML's path.
+func sparseImage(t *testing.T, dir, header string, size int64) string {
+	t.Helper()
+	path := writeMap(t, dir, "m", "image: m.pgm\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n", []byte(header))
+	if err := os.Truncate(filepath.Join(dir, "m.pgm"), size); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestROSMapImageReadNoFurtherThanItsHeaderSays: an image whose header
+// announces too many pixels is refused from its first bytes, not after
+// reading a gigabyte; a raw image is read to the end of its raster and no
+// further. (Not parallel: it counts the process's allocations.)
+func TestROSMapImageReadNoFurtherThanItsHeaderSays(t *testing.T) {
+	const limit = 4 << 20 // far below the files' sizes
+	var err error
+	huge := sparseImage(t, t.TempDir(), "P5\n# CREATOR: map_saver.cpp 0.050 m/pix\n30000 30000\n255\n", 1<<30)
+	if n := allocatedDuring(func() { _, err = slamio.ReadROSMap(huge, slamio.ROSMapOptions{}) }); n > limit {
+		t.Errorf("refusing a 1 GiB image allocated %d bytes", n)
+	}
+	if err == nil || !strings.Contains(err.Error(), "m.pgm:4: image 30000x30000 has more than") {
+		t.Errorf("1 GiB image: %v", err)
+	}
+
+	var m *slamio.ROSMap
+	trailing := sparseImage(t, t.TempDir(), "P5\n5 2\n255\n", 256<<20)
+	if n := allocatedDuring(func() { m, err = slamio.ReadROSMap(trailing, slamio.ROSMapOptions{}) }); n > limit {
+		t.Errorf("a 5x2 image followed by 256 MiB allocated %d bytes", n)
+	}
+	if err != nil || m.Grid.GetMeta().GetWidth() != 5 || m.Grid.GetMeta().GetHeight() != 2 {
+		t.Errorf("5x2 image followed by 256 MiB: %v", err)
+	}
+}
+
+// TestROSMapImageBeyondTheFirstRead: images whose header or raster runs past
+// the bytes read first to learn the image's size read as a whole file does.
+func TestROSMapImageBeyondTheFirstRead(t *testing.T) {
+	t.Parallel()
+	yaml := "image: m.pgm\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n"
+	long := "P5\n# " + strings.Repeat("a comment longer than the first read ", 3000) + "\n5 2\n255\n"
+	pix := p5(5, 2, 255, pixels)
+	raster := pix[len(pix)-10:]
+	big := make([]uint16, 300*300)
+	for i := range big {
+		big[i] = uint16(i % 256)
+	}
+	bigImg := p5(300, 300, 255, big)
+	// A width of 300 whose digits straddle the end of the first read.
+	pad := "P5\n#" + strings.Repeat("x", 64<<10-len("P5\n#")-2) + "\n3"
+	straddle := append([]byte(pad+"00 300\n255\n"), bigImg[len(bigImg)-300*300:]...)
+	for _, tc := range []struct {
+		name  string
+		image []byte
+		w     uint32
+		want  string // substring of the error; empty: the image reads
+	}{
+		{"header past the first read", append([]byte(long), raster...), 5, ""},
+		{"raster past the first read", bigImg, 300, ""},
+		{"raster cut past the first read", bigImg[:70000], 0, "raster ends early"},
+		{"width cut at the first read's end", straddle, 300, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m, err := slamio.ReadROSMap(writeMap(t, t.TempDir(), "m", yaml, tc.image), slamio.ROSMapOptions{})
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("error %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil || m.Grid.GetMeta().GetWidth() != tc.w {
+				t.Fatalf("%v, width %d, want %d", err, m.Grid.GetMeta().GetWidth(), tc.w)
+			}
+		})
 	}
 }
