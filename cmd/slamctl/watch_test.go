@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+)
+
+// replayOrchestrator serves WatchMission from a fixed list of events with
+// stream ids "1-0", "2-0", …, after the request's from_stream_id as the
+// orchestrator does; stop, when set, is called once instead of sending the
+// event of index stopAt, and that call then ends with what it returns.
+type replayOrchestrator struct {
+	orchestratorv1.UnimplementedOrchestratorServiceServer
+	events []*eventsv1.MissionEvent
+	stopAt int
+	stop   func(ctx context.Context) error
+
+	mu      sync.Mutex
+	froms   []string
+	stopped bool
+}
+
+func (r *replayOrchestrator) WatchMission(req *orchestratorv1.WatchMissionRequest, stream grpc.ServerStreamingServer[orchestratorv1.WatchMissionResponse]) error {
+	r.mu.Lock()
+	r.froms = append(r.froms, req.GetFromStreamId())
+	stop := r.stop
+	if r.stopped {
+		stop = nil
+	}
+	r.stopped = r.stopped || stop != nil
+	r.mu.Unlock()
+	for i, ev := range r.events {
+		if ev.GetStreamId() <= req.GetFromStreamId() {
+			continue
+		}
+		if stop != nil && i == r.stopAt {
+			return stop(stream.Context())
+		}
+		if err := stream.Send(&orchestratorv1.WatchMissionResponse{Event: ev}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *replayOrchestrator) requests() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.froms...)
+}
+
+// missionEvents are a completed mission's events, stream ids "1-0" to "8-0"
+// (one digit each, so that they order as strings).
+func missionEvents() []*eventsv1.MissionEvent {
+	evs := benchEvents(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	for i, ev := range evs {
+		ev.MissionId = "m"
+		ev.StreamId = fmt.Sprintf("%d-0", i+1)
+	}
+	return evs
+}
+
+// serveOn runs r on addr ("127.0.0.1:0" for a free port) and returns the
+// server and the address it listens on.
+func serveOn(t *testing.T, addr string, r *replayOrchestrator) (*grpc.Server, string) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	orchestratorv1.RegisterOrchestratorServiceServer(srv, r)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return srv, l.Addr().String()
+}
+
+func watchCmd(t *testing.T, addr string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err = run(t.Context(), append([]string{"--addr", addr, "watch"}, args...), func(string) string { return "" }, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+// eventLines are the non-empty lines of a watch's output.
+func eventLines(out string) []string {
+	var ls []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l != "" {
+			ls = append(ls, l)
+		}
+	}
+	return ls
+}
+
+// TestWatchResumesAfterItsOrchestratorDies: the orchestrator dies (its
+// server stopped, connections reset) after 3 events, and another starts on
+// the same address a moment later; the watch resumes after the third event
+// and prints the mission's events once each, in order.
+func TestWatchResumesAfterItsOrchestratorDies(t *testing.T) {
+	t.Parallel()
+	want, _, err := watchCmd(t, func() string {
+		_, addr := serveOn(t, "127.0.0.1:0", &replayOrchestrator{events: missionEvents()})
+		return addr
+	}(), "m")
+	if err != nil {
+		t.Fatalf("uninterrupted watch: %v", err)
+	}
+
+	first := &replayOrchestrator{events: missionEvents(), stopAt: 3}
+	srv, addr := serveOn(t, "127.0.0.1:0", first)
+	second := &replayOrchestrator{events: missionEvents()}
+	restarted := make(chan struct{})
+	first.stop = func(ctx context.Context) error {
+		go func() {
+			defer close(restarted)
+			time.Sleep(100 * time.Millisecond) // the events sent reach the client
+			srv.Stop()
+			time.Sleep(300 * time.Millisecond) // the client finds nobody there for a while
+			serveOn(t, addr, second)
+		}()
+		// Hold the stream until Stop cuts it, as a dying process would.
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	out, stderr, err := watchCmd(t, addr, "m")
+	<-restarted
+	if err != nil {
+		t.Fatalf("watch across the restart: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr)
+	}
+	if got, w := eventLines(out), eventLines(want); strings.Join(got, "\n") != strings.Join(w, "\n") {
+		t.Errorf("events across the restart:\n%s\nwant each once, in order:\n%s", out, want)
+	}
+	if !strings.Contains(stderr, "resuming after 3-0") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("stderr %q: want one line saying the watch resumes after 3-0", stderr)
+	}
+	if got := second.requests(); len(got) == 0 || got[len(got)-1] != "3-0" {
+		t.Errorf("the new orchestrator was asked from %v, want 3-0", got)
+	}
+}
+
+// TestWatchResumesAfterADrain: a draining orchestrator ends the watch
+// UNAVAILABLE (services/orchestrator WatchMission); the client resumes at
+// once, on the same address here as it would on another replica.
+func TestWatchResumesAfterADrain(t *testing.T) {
+	t.Parallel()
+	r := &replayOrchestrator{events: missionEvents(), stopAt: 5}
+	r.stop = func(context.Context) error { return status.Error(codes.Unavailable, "orchestrator draining") }
+	_, addr := serveOn(t, "127.0.0.1:0", r)
+	out, stderr, err := watchCmd(t, addr, "m")
+	if err != nil {
+		t.Fatalf("watch: %v\n%s", err, stderr)
+	}
+	if n := len(eventLines(out)); n != 8 {
+		t.Errorf("%d event lines, want 8:\n%s", n, out)
+	}
+	if got := r.requests(); strings.Join(got, ",") != ",5-0" {
+		t.Errorf("WatchMission from %q, want the start, then 5-0", got)
+	}
+	if !strings.Contains(stderr, "Unavailable: orchestrator draining") {
+		t.Errorf("stderr %q does not say why the watch was resumed", stderr)
+	}
+}
+
+// TestWatchGivesUpAfterReconnect: nobody comes back; the watch fails once
+// --reconnect has passed, and at once with --reconnect 0.
+func TestWatchGivesUpAfterReconnect(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		reconnect string
+		want      string
+	}{
+		{"400ms", "unreachable for 400ms (--reconnect)"},
+		{"0", "watch mission: Unavailable"},
+	} {
+		r := &replayOrchestrator{events: missionEvents(), stopAt: 2}
+		srv, addr := serveOn(t, "127.0.0.1:0", r)
+		r.stop = func(ctx context.Context) error {
+			go func() {
+				time.Sleep(100 * time.Millisecond) // the events sent reach the client
+				srv.Stop()
+			}()
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		start := time.Now()
+		out, _, err := watchCmd(t, addr, "--reconnect", tc.reconnect, "m")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--reconnect %s: err %v, want it to say %q", tc.reconnect, err, tc.want)
+		}
+		if n := len(eventLines(out)); n != 2 {
+			t.Errorf("--reconnect %s: %d event lines before the loss, want 2", tc.reconnect, n)
+		}
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("--reconnect %s: gave up after %v", tc.reconnect, d)
+		}
+	}
+	if _, _, err := watchCmd(t, "127.0.0.1:1", "--reconnect", "-1s", "m"); err == nil || !strings.Contains(err.Error(), "--reconnect -1s") {
+		t.Errorf("negative --reconnect: %v", err)
+	}
+}
