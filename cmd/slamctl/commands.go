@@ -8,11 +8,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/missionfmt"
+	"github.com/slammesh/slammesh/internal/missionid"
 	"github.com/slammesh/slammesh/internal/slamio"
 )
 
@@ -112,6 +114,7 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 	height := fs.Float64("height", 0, "world height in metres (0: 15)")
 	wait := fs.Bool("wait", false, "block until the mission ends; exit 1 unless it completed")
 	watch := fs.Bool("watch", false, "follow the mission's progress until it ends, resuming as watch does if the orchestrator is lost; exit 1 unless it completed")
+	reconnect := fs.Duration("reconnect", defaultReconnect, reconnectFlagHelp+"the start is retried with the same mission id, so it starts one mission, and --wait and --watch go on waiting (0: fail at once)")
 	var faults faultFlags
 	fs.Var(&faults, "fault", "inject a fault step:kind[:times][:compensation]: kind business (fails every attempt), transient, stall or drop-reply (the first times attempts, default 1); compensation: on the step's compensation (repeatable; needs --allow-fault-injection on the services)")
 	var imp importFlags
@@ -121,6 +124,9 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
+	}
+	if *reconnect < 0 {
+		return fmt.Errorf("%w: --reconnect %v: want 0 or more", errUsage, *reconnect)
 	}
 	if err := checkModeFlags(fs, imp.given()); err != nil {
 		return err
@@ -147,20 +153,34 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 	if len(faults) > 0 {
 		req.Faults = &typesv1.FaultPlan{Faults: faults}
 	}
-	resp, err := c.orchestrator.StartMission(ctx, req)
-	if err != nil {
-		return rpcError("start mission", err)
+	// The id is made here, not by the orchestrator, so that a start retried
+	// after an UNAVAILABLE (sent or not, the reply lost) is the same mission.
+	generated := req.MissionId == ""
+	if generated {
+		req.MissionId = missionid.New(time.Now())
+	}
+	var resp *orchestratorv1.StartMissionResponse
+	o := outage{reconnect: *reconnect, stderr: stderr}
+	for {
+		var err error
+		if resp, err = c.orchestrator.StartMission(ctx, req); err == nil {
+			break
+		}
+		if err := o.retry(ctx, "start mission", err, "retrying mission "+req.MissionId); err != nil {
+			return err
+		}
 	}
 	if *watch {
 		fmt.Fprintf(stdout, "mission %s  trace %s\n", resp.GetMission().GetMissionId(), resp.GetMission().GetTraceId())
-		return watchMission(ctx, c, g, resp.GetMission().GetMissionId(), "", defaultReconnect, stdout, stderr)
+		return watchMission(ctx, c, g, resp.GetMission().GetMissionId(), "", *reconnect, stdout, stderr)
 	}
 	if g.json {
 		if err := printJSON(stdout, resp); err != nil {
 			return err
 		}
 	} else {
-		if !resp.GetCreated() {
+		// A generated id that exists is this command's own retried start.
+		if !resp.GetCreated() && !generated {
 			fmt.Fprintln(stdout, "(mission already existed; showing it)")
 		}
 		missionfmt.Mission(stdout, resp.GetMission())

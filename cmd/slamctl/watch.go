@@ -6,31 +6,15 @@ import (
 	"io"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/missionfmt"
 )
 
-// defaultReconnect is how long watch (and start --watch) keeps resuming a
-// watch whose orchestrator became unreachable: longer than an orchestrator
-// takes to drain and restart, or a client to reach another replica.
-const defaultReconnect = time.Minute
-
-// Resume backoff after a lost watch: the first retry comes quickly (another
-// replica is usually there), later ones no more often than every
-// maxResumeBackoff.
-const (
-	firstResumeBackoff = 100 * time.Millisecond
-	maxResumeBackoff   = 2 * time.Second
-)
-
 func cmdWatch(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("watch", "watch [flags] MISSION_ID", stderr)
 	from := fs.String("from", "", "resume after this stream entry id")
-	reconnect := fs.Duration("reconnect", defaultReconnect, "how long to keep resuming, from the last event seen, while the orchestrator is unreachable (0: fail at once)")
+	reconnect := fs.Duration("reconnect", defaultReconnect, reconnectFlagHelp+"the watch resumes after the last event printed (0: fail at once)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -52,35 +36,22 @@ func cmdWatch(ctx context.Context, c *clients, g global, args []string, stdout, 
 // stderr.
 func watchMission(ctx context.Context, c *clients, g global, id, from string, reconnect time.Duration, stdout, stderr io.Writer) error {
 	var last eventsv1.EventType
-	var lostAt time.Time // start of the current outage; zero while events arrive
-	backoff := firstResumeBackoff
+	o := outage{reconnect: reconnect, stderr: stderr}
 	for {
 		got, err := followMission(ctx, c, g, id, &from, &last, stdout)
 		if err == nil {
 			break
 		}
 		if got {
-			lostAt, backoff = time.Time{}, firstResumeBackoff
+			o.over()
 		}
-		if status.Code(err) != codes.Unavailable || reconnect <= 0 || ctx.Err() != nil {
-			return rpcError("watch mission", err)
+		after := from
+		if after == "" {
+			after = "the mission's start"
 		}
-		if lostAt.IsZero() {
-			lostAt = time.Now()
-			after := from
-			if after == "" {
-				after = "the mission's start"
-			}
-			fmt.Fprintf(stderr, "watch: %v; resuming after %s for up to %v (--reconnect)\n", rpcError("lost the orchestrator", err), after, reconnect)
-		} else if time.Since(lostAt) >= reconnect {
-			return fmt.Errorf("watch mission: the orchestrator was unreachable for %v (--reconnect): %w", reconnect, rpcError("last attempt", err))
+		if err := o.retry(ctx, "watch mission", err, "resuming after "+after); err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return rpcError("watch mission", status.FromContextError(ctx.Err()).Err())
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, maxResumeBackoff)
 	}
 	switch last {
 	case eventsv1.EventType_EVENT_TYPE_MISSION_COMPLETED:

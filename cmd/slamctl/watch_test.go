@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -217,5 +218,86 @@ func TestWatchGivesUpAfterReconnect(t *testing.T) {
 	}
 	if _, _, err := watchCmd(t, "127.0.0.1:1", "--reconnect", "-1s", "m"); err == nil || !strings.Contains(err.Error(), "--reconnect -1s") {
 		t.Errorf("negative --reconnect: %v", err)
+	}
+}
+
+// flakyStarts answers StartMission as the orchestrator does for a mission
+// id it has seen (Created false, the mission COMPLETED with wait), after
+// failing the first call UNAVAILABLE once it has recorded the mission: a
+// reply lost to a drain.
+type flakyStarts struct {
+	orchestratorv1.UnimplementedOrchestratorServiceServer
+	mu  sync.Mutex
+	ids []string
+}
+
+func (f *flakyStarts) StartMission(_ context.Context, req *orchestratorv1.StartMissionRequest) (*orchestratorv1.StartMissionResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ids = append(f.ids, req.GetMissionId())
+	if len(f.ids) == 1 {
+		return nil, status.Error(codes.Unavailable, "orchestrator draining")
+	}
+	return &orchestratorv1.StartMissionResponse{Created: false, Mission: &orchestratorv1.Mission{
+		MissionId: req.GetMissionId(), State: orchestratorv1.MissionState_MISSION_STATE_COMPLETED,
+	}}, nil
+}
+
+// TestStartRetriesWithTheSameMissionID: a start whose orchestrator is not
+// there yet, or drains before it answers, is retried with one mission id,
+// made by slamctl when --id is not given, so that it starts one mission;
+// the retry's "existing" mission is not reported as someone else's.
+func TestStartRetriesWithTheSameMissionID(t *testing.T) {
+	t.Parallel()
+	start := func(addr string, args ...string) (string, string, error) {
+		var out, errOut bytes.Buffer
+		err := run(t.Context(), append([]string{"--addr", addr, "start", "--wait"}, args...), func(string) string { return "" }, &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+
+	f := &flakyStarts{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil { // nobody there for a while
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		srv := grpc.NewServer()
+		orchestratorv1.RegisterOrchestratorServiceServer(srv, f)
+		t.Cleanup(srv.Stop)
+		_ = srv.Serve(l)
+	}()
+	out, stderr, err := start(addr)
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, stderr)
+	}
+	f.mu.Lock()
+	ids := slices.Clone(f.ids)
+	f.mu.Unlock()
+	if len(ids) != 2 || ids[0] != ids[1] || !strings.HasPrefix(ids[0], "m-") {
+		t.Errorf("StartMission ids %q: want one generated id, twice", ids)
+	}
+	if strings.Contains(out, "already existed") || !strings.Contains(out, "COMPLETED") {
+		t.Errorf("stdout:\n%s", out)
+	}
+	if strings.Count(stderr, "retrying mission "+ids[0]) != 1 {
+		t.Errorf("stderr %q: want one line saying the start is retried", stderr)
+	}
+
+	// --reconnect 0: the first UNAVAILABLE ends the start.
+	if _, _, err := start(addr, "--reconnect", "0"); err != nil {
+		t.Errorf("--reconnect 0 with the orchestrator up: %v", err)
+	}
+	if _, _, err := start("127.0.0.1:1", "--reconnect", "0"); err == nil || !strings.Contains(err.Error(), "start mission: Unavailable") {
+		t.Errorf("--reconnect 0 with no orchestrator: %v", err)
 	}
 }

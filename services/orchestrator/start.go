@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/missionid"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/saga"
@@ -29,7 +30,7 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 	}
 	given := in.GetMissionId() != ""
 	if !given {
-		in.MissionId = newMissionID(time.Now())
+		in.MissionId = missionid.New(time.Now())
 	}
 	key := in.GetMissionId()
 	ctx = telemetry.WithLogAttrs(ctx, slog.String("mission_id", key))

@@ -1,14 +1,11 @@
 package orchestrator
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -400,14 +397,4 @@ func checkMissionID(field, id string) error {
 // orchestrator's API ([A-Za-z0-9_.-]).
 func validIDByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-'
-}
-
-// newMissionID returns a fresh mission id: the creation time in milliseconds
-// (so ids of one orchestrator sort by age when read by a human) and 64 random
-// bits (so concurrent replicas never collide). crypto/rand.Read never fails
-// since Go 1.24, so there is no error to return.
-func newMissionID(now time.Time) string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return "m-" + strconv.FormatInt(now.UnixMilli(), 36) + "-" + hex.EncodeToString(b[:])
 }

@@ -3,7 +3,6 @@ package orchestrator
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -100,18 +99,6 @@ func TestScenarioMapIsTheWorldGrid(t *testing.T) {
 	}
 	if w, h := want.SizeM(); m.GetWidthM() != w || m.GetHeightM() != h {
 		t.Errorf("map spec %gx%g m, world grid %gx%g m", m.GetWidthM(), m.GetHeightM(), w, h)
-	}
-}
-
-func TestNewMissionID(t *testing.T) {
-	t.Parallel()
-	now := time.UnixMilli(1_700_000_000_000)
-	a, b := newMissionID(now), newMissionID(now)
-	if a == b {
-		t.Errorf("two ids at the same time are equal: %s", a)
-	}
-	if err := checkMissionID("mission_id", a); err != nil || !strings.HasPrefix(a, "m-") {
-		t.Errorf("generated id %q: %v", a, err)
 	}
 }
 

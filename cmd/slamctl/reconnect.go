@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// defaultReconnect is how long start and watch keep retrying while the
+// orchestrator is unreachable: longer than an orchestrator takes to drain
+// and restart, or a client to reach another replica.
+const defaultReconnect = time.Minute
+
+// Retry backoff in an outage: the first retry comes quickly (another
+// replica is usually there), later ones no more often than every
+// maxRetryBackoff.
+const (
+	firstRetryBackoff = 100 * time.Millisecond
+	maxRetryBackoff   = 2 * time.Second
+)
+
+// outage follows one stretch of UNAVAILABLE answers from the orchestrator
+// (draining, restarting, unreachable), for calls that are safe to make
+// again: the first failure is said on stderr, each retry waits a growing
+// backoff, and reconnect after the first failure the retries stop.
+type outage struct {
+	reconnect time.Duration
+	stderr    io.Writer
+	since     time.Time // zero between outages
+	backoff   time.Duration
+}
+
+// over ends the current outage: the orchestrator answered.
+func (o *outage) over() { o.since = time.Time{} }
+
+// retry returns nil when the call op that failed with err is to be made
+// again, after waiting the backoff; then says on stderr, at the outage's
+// first failure, what the retry does. Otherwise it returns the error to
+// end with: err when it is not UNAVAILABLE (or reconnect is 0), a timeout
+// once reconnect has passed.
+func (o *outage) retry(ctx context.Context, op string, err error, then string) error {
+	if status.Code(err) != codes.Unavailable || o.reconnect <= 0 || ctx.Err() != nil {
+		return rpcError(op, err)
+	}
+	switch now := time.Now(); {
+	case o.since.IsZero():
+		o.since, o.backoff = now, firstRetryBackoff
+		fmt.Fprintf(o.stderr, "%v; %s for up to %v (--reconnect)\n", rpcError(op, err), then, o.reconnect)
+	case now.Sub(o.since) >= o.reconnect:
+		return fmt.Errorf("%s: the orchestrator was unreachable for %v (--reconnect): %w", op, o.reconnect, rpcError("last attempt", err))
+	}
+	select {
+	case <-ctx.Done():
+		return rpcError(op, status.FromContextError(ctx.Err()).Err())
+	case <-time.After(o.backoff):
+	}
+	o.backoff = min(2*o.backoff, maxRetryBackoff)
+	return nil
+}
+
+// reconnectFlagHelp is the --reconnect flag's help on start and watch.
+const reconnectFlagHelp = "how long to keep retrying while the orchestrator is unreachable (UNAVAILABLE: draining, restarting): "
