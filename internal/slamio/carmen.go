@@ -210,6 +210,20 @@ type fieldReader struct {
 	err error
 }
 
+// errDigitSeparator refuses a number with Go's '_' digit separator.
+var errDigitSeparator = errors.New("'_' in a number")
+
+// parseCFloat reads a number as C's strtod, which CARMEN's loggers and
+// readers use, does: strconv.ParseFloat's syntax (decimal or hexadecimal,
+// inf, nan) less Go's '_' digit separators, which strtod stops at ("1_0"
+// is 1 there, 10 here), so such a field is refused rather than misread.
+func parseCFloat(s string, bits int) (float64, error) {
+	if strings.IndexByte(s, '_') >= 0 {
+		return 0, errDigitSeparator
+	}
+	return strconv.ParseFloat(s, bits)
+}
+
 func (p *fieldReader) float(i int, what string) float64 {
 	if p.err != nil {
 		return 0
@@ -218,7 +232,7 @@ func (p *fieldReader) float(i int, what string) float64 {
 		p.err = fmt.Errorf("line ends before %s (field %d)", what, i+1)
 		return 0
 	}
-	v, err := strconv.ParseFloat(p.f[i], 64)
+	v, err := parseCFloat(p.f[i], 64)
 	if err != nil {
 		p.err = fmt.Errorf("%s %q is not a number", what, p.f[i])
 	}
@@ -253,7 +267,7 @@ func (p *fieldReader) ranges(from, n int) []float32 {
 	}
 	out := make([]float32, n)
 	for i := range out {
-		v, err := strconv.ParseFloat(p.f[from+i], 32)
+		v, err := parseCFloat(p.f[from+i], 32)
 		// Beyond float32 (a logger's no-return sentinel, e.g. 1e39) parses
 		// to ±Inf with ErrRange: +Inf is a no-return beam, as "inf" is.
 		if err != nil && !errors.Is(err, strconv.ErrRange) {

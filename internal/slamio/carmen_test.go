@@ -199,6 +199,9 @@ func TestParseCarmenErrorsNameTheLine(t *testing.T) {
 		{"PARAM x\nFLASER 3 1 2\n", "bad.log:2: FLASER: 3 ranges announced, line has 2 fields"},
 		{"FLASER x 1 2\n", `bad.log:1: FLASER: beam count "x" is not a number`},
 		{"FLASER 2 1 oops 0 0 0 0 0 0 1 h 1\n", `bad.log:1: FLASER: range 2 "oops" is not a number`},
+		// strtod reads "1_0" as 1; Go would read 10.
+		{"FLASER 2 1 1_0 0 0 0 0 0 0 1 h 1\n", `bad.log:1: FLASER: range 2 "1_0" is not a number`},
+		{"ODOM 1_0 0 0 0 0 0 1 h 1\n", `bad.log:1: ODOM: pose x "1_0" is not a number`},
 		{"FLASER 2 1 1 0 0 nan 0 0 0 1 h 1\n", "bad.log:1: FLASER: laser pose"},
 		{"FLASER 2 1 1 0 0 0 0 0 0\n", "bad.log:1: FLASER: line ends before timestamp"},
 		{"FLASER 1 1 0 0 0 0 0 0 1 h 1\n", "bad.log:1: FLASER: 1 beams"},
