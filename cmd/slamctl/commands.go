@@ -162,16 +162,22 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 	var resp *orchestratorv1.StartMissionResponse
 	o := outage{reconnect: *reconnect, stderr: stderr}
 	for {
+		a, opt := o.begin()
 		var err error
-		if resp, err = c.orchestrator.StartMission(ctx, req); err == nil {
+		if resp, err = c.orchestrator.StartMission(ctx, req, opt); err == nil {
 			break
 		}
-		if err := o.retry(ctx, "start mission", err, "retrying mission "+req.MissionId); err != nil {
+		if err := o.retry(ctx, "start mission", err, "retrying mission "+req.MissionId, a); err != nil {
 			return err
 		}
 	}
 	if *watch {
-		fmt.Fprintf(stdout, "mission %s  trace %s\n", resp.GetMission().GetMissionId(), resp.GetMission().GetTraceId())
+		// With --json, stdout is the events alone, one JSON object each.
+		head := stdout
+		if g.json {
+			head = stderr
+		}
+		fmt.Fprintf(head, "mission %s  trace %s\n", resp.GetMission().GetMissionId(), resp.GetMission().GetTraceId())
 		return watchMission(ctx, c, g, resp.GetMission().GetMissionId(), "", *reconnect, stdout, stderr)
 	}
 	if g.json {

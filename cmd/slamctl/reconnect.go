@@ -6,7 +6,9 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -34,17 +36,42 @@ type outage struct {
 	backoff   time.Duration
 }
 
+// servedFor is how long a failed call must have been served by an
+// orchestrator to count as an answer that ends an outage: a call refused at
+// once (a drain) is part of the outage, a wait that was held for seconds
+// before its orchestrator went away is not.
+const servedFor = time.Second
+
+// attempt is one call, as outage needs it: when it was made and the
+// orchestrator it reached (grpc.Peer fills it only when the call got a
+// connection).
+type attempt struct {
+	began time.Time
+	peer  peer.Peer
+}
+
+// begin starts an attempt; pass its CallOption to the call.
+func (o *outage) begin() (*attempt, grpc.CallOption) {
+	a := &attempt{began: time.Now()}
+	return a, grpc.Peer(&a.peer)
+}
+
 // over ends the current outage: the orchestrator answered.
 func (o *outage) over() { o.since = time.Time{} }
 
-// retry returns nil when the call op that failed with err is to be made
-// again, after waiting the backoff; then says on stderr, at the outage's
-// first failure, what the retry does. Otherwise it returns the error to
-// end with: err when it is not UNAVAILABLE (or reconnect is 0), a timeout
-// once reconnect has passed.
-func (o *outage) retry(ctx context.Context, op string, err error, then string) error {
+// retry returns nil when attempt a of the call op, which failed with err,
+// is to be made again, after waiting the backoff; then says on stderr, at
+// an outage's first failure, what the retry does. Otherwise it returns the
+// error to end with: err when it is not UNAVAILABLE (or reconnect is 0), a
+// timeout once reconnect has passed since the outage began. An attempt that
+// an orchestrator served for servedFor or longer ends the outage before it:
+// the one its failure begins is a new one.
+func (o *outage) retry(ctx context.Context, op string, err error, then string, a *attempt) error {
 	if status.Code(err) != codes.Unavailable || o.reconnect <= 0 || ctx.Err() != nil {
 		return rpcError(op, err)
+	}
+	if a.peer.Addr != nil && time.Since(a.began) >= servedFor {
+		o.over()
 	}
 	switch now := time.Now(); {
 	case o.since.IsZero():

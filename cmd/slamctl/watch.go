@@ -4,12 +4,19 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"regexp"
 	"time"
+
+	"google.golang.org/grpc"
 
 	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/missionfmt"
 )
+
+// streamID is a Redis stream entry id: milliseconds, optionally "-" and a
+// sequence number.
+var streamID = regexp.MustCompile(`^[0-9]{1,20}(-[0-9]{1,20})?$`)
 
 func cmdWatch(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("watch", "watch [flags] MISSION_ID", stderr)
@@ -20,6 +27,9 @@ func cmdWatch(ctx context.Context, c *clients, g global, args []string, stdout, 
 	}
 	if *reconnect < 0 {
 		return fmt.Errorf("%w: --reconnect %v: want 0 or more", errUsage, *reconnect)
+	}
+	if *from != "" && !streamID.MatchString(*from) {
+		return fmt.Errorf("%w: --from %q: want a stream entry id such as 1700000000000-0 (an event's streamId)", errUsage, *from)
 	}
 	id, err := oneMissionID(fs)
 	if err != nil {
@@ -38,7 +48,8 @@ func watchMission(ctx context.Context, c *clients, g global, id, from string, re
 	var last eventsv1.EventType
 	o := outage{reconnect: reconnect, stderr: stderr}
 	for {
-		got, err := followMission(ctx, c, g, id, &from, &last, stdout)
+		a, opt := o.begin()
+		got, err := followMission(ctx, c, g, id, &from, &last, stdout, opt)
 		if err == nil {
 			break
 		}
@@ -49,7 +60,7 @@ func watchMission(ctx context.Context, c *clients, g global, id, from string, re
 		if after == "" {
 			after = "the mission's start"
 		}
-		if err := o.retry(ctx, "watch mission", err, "resuming after "+after); err != nil {
+		if err := o.retry(ctx, "watch mission", err, "resuming after "+after, a); err != nil {
 			return err
 		}
 	}
@@ -60,16 +71,30 @@ func watchMission(ctx context.Context, c *clients, g global, id, from string, re
 		return endError(id, orchestratorv1.MissionState_MISSION_STATE_COMPENSATED)
 	case eventsv1.EventType_EVENT_TYPE_MISSION_FAILED:
 		return endError(id, orchestratorv1.MissionState_MISSION_STATE_FAILED)
-	default:
-		return fmt.Errorf("watch of mission %s ended before the mission did", id)
 	}
+	// The stream ended with no terminal event: the mission had ended
+	// before the entry the watch resumed after (watch --from its last
+	// event), or a replica ended the stream early. The record says which.
+	resp, err := c.orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
+	if err != nil {
+		return rpcError("get mission", err)
+	}
+	st := resp.GetMission().GetState()
+	switch st {
+	case orchestratorv1.MissionState_MISSION_STATE_COMPLETED, orchestratorv1.MissionState_MISSION_STATE_COMPENSATED, orchestratorv1.MissionState_MISSION_STATE_FAILED:
+		if !g.json && from != "" {
+			fmt.Fprintf(stdout, "(no events after %s: the mission ended %s)\n", from, missionfmt.State(st))
+		}
+		return endError(id, st)
+	}
+	return fmt.Errorf("watch of mission %s ended before the mission did (it is %s)", id, missionfmt.State(st))
 }
 
 // followMission runs one WatchMission call after *from, printing each event
 // and advancing *from and *last past it, until the stream ends (nil) or
 // fails. got reports whether any event arrived.
-func followMission(ctx context.Context, c *clients, g global, id string, from *string, last *eventsv1.EventType, stdout io.Writer) (got bool, err error) {
-	stream, err := c.orchestrator.WatchMission(ctx, &orchestratorv1.WatchMissionRequest{MissionId: id, FromStreamId: *from})
+func followMission(ctx context.Context, c *clients, g global, id string, from *string, last *eventsv1.EventType, stdout io.Writer, opts ...grpc.CallOption) (got bool, err error) {
+	stream, err := c.orchestrator.WatchMission(ctx, &orchestratorv1.WatchMissionRequest{MissionId: id, FromStreamId: *from}, opts...)
 	if err != nil {
 		return false, err
 	}

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -57,6 +60,20 @@ func (r *replayOrchestrator) WatchMission(req *orchestratorv1.WatchMissionReques
 	return nil
 }
 
+// GetMission says the mission completed, as its events do.
+func (r *replayOrchestrator) GetMission(_ context.Context, req *orchestratorv1.GetMissionRequest) (*orchestratorv1.GetMissionResponse, error) {
+	return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{
+		MissionId: req.GetMissionId(), State: orchestratorv1.MissionState_MISSION_STATE_COMPLETED,
+	}}, nil
+}
+
+// StartMission starts the mission whose events r replays.
+func (r *replayOrchestrator) StartMission(_ context.Context, req *orchestratorv1.StartMissionRequest) (*orchestratorv1.StartMissionResponse, error) {
+	return &orchestratorv1.StartMissionResponse{Created: true, Mission: &orchestratorv1.Mission{
+		MissionId: "m", State: orchestratorv1.MissionState_MISSION_STATE_RUNNING, TraceId: "0af7651916cd43dd8448eb211c80319c",
+	}}, nil
+}
+
 func (r *replayOrchestrator) requests() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -76,7 +93,7 @@ func missionEvents() []*eventsv1.MissionEvent {
 
 // serveOn runs r on addr ("127.0.0.1:0" for a free port) and returns the
 // server and the address it listens on.
-func serveOn(t *testing.T, addr string, r *replayOrchestrator) (*grpc.Server, string) {
+func serveOn(t *testing.T, addr string, r orchestratorv1.OrchestratorServiceServer) (*grpc.Server, string) {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -299,5 +316,95 @@ func TestStartRetriesWithTheSameMissionID(t *testing.T) {
 	}
 	if _, _, err := start("127.0.0.1:1", "--reconnect", "0"); err == nil || !strings.Contains(err.Error(), "start mission: Unavailable") {
 		t.Errorf("--reconnect 0 with no orchestrator: %v", err)
+	}
+}
+
+// heldStarts holds each StartMission for hold, as a wait does, and fails
+// the first fails of them UNAVAILABLE, as a wait does when its orchestrator
+// drains.
+type heldStarts struct {
+	orchestratorv1.UnimplementedOrchestratorServiceServer
+	hold  time.Duration
+	fails int
+
+	mu    sync.Mutex
+	calls int
+}
+
+func (h *heldStarts) StartMission(ctx context.Context, req *orchestratorv1.StartMissionRequest) (*orchestratorv1.StartMissionResponse, error) {
+	h.mu.Lock()
+	h.calls++
+	n := h.calls
+	h.mu.Unlock()
+	select {
+	case <-time.After(h.hold):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if n <= h.fails {
+		return nil, status.Error(codes.Unavailable, "orchestrator is shutting down")
+	}
+	return &orchestratorv1.StartMissionResponse{Created: true, Mission: &orchestratorv1.Mission{
+		MissionId: req.GetMissionId(), State: orchestratorv1.MissionState_MISSION_STATE_COMPLETED,
+	}}, nil
+}
+
+// TestEachOutageHasItsOwnReconnect: a wait served for seconds before its
+// orchestrator went away ends the outage before it, so two such losses in
+// a row, further apart than --reconnect, are two outages, each within it.
+func TestEachOutageHasItsOwnReconnect(t *testing.T) {
+	t.Parallel()
+	h := &heldStarts{hold: servedFor + 200*time.Millisecond, fails: 2}
+	_, addr := serveOn(t, "127.0.0.1:0", h)
+	var out, stderr bytes.Buffer
+	err := run(t.Context(), []string{"--addr", addr, "start", "--wait", "--reconnect", "500ms"}, func(string) string { return "" }, &out, &stderr)
+	if err != nil || !strings.Contains(out.String(), "COMPLETED") {
+		t.Fatalf("start --wait across two losses: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), stderr.String())
+	}
+	if n := strings.Count(stderr.String(), "retrying mission"); n != 2 {
+		t.Errorf("stderr %q: want a line for each of the 2 outages", stderr.String())
+	}
+}
+
+// TestWatchFromTheLastEvent: a watch resumed after a finished mission's
+// last event has nothing to print, and exits as the mission ended; a --from
+// that is no stream id is a usage error.
+func TestWatchFromTheLastEvent(t *testing.T) {
+	t.Parallel()
+	_, addr := serveOn(t, "127.0.0.1:0", &replayOrchestrator{events: missionEvents()})
+	out, _, err := watchCmd(t, addr, "--from", "8-0", "m")
+	if err != nil || strings.TrimSpace(out) != "(no events after 8-0: the mission ended COMPLETED)" {
+		t.Errorf("watch --from the last event: %q, %v", out, err)
+	}
+	for _, from := range []string{"bogus", "$", "1-", "-1"} {
+		if _, _, err := watchCmd(t, addr, "--from", from, "m"); !errors.Is(err, errUsage) {
+			t.Errorf("--from %q: %v, want a usage error", from, err)
+		}
+	}
+}
+
+// TestJSONStartWatchIsJSONAlone: with --json, start --watch writes only the
+// events' JSON objects to stdout; the mission and trace line goes to stderr.
+func TestJSONStartWatchIsJSONAlone(t *testing.T) {
+	t.Parallel()
+	_, addr := serveOn(t, "127.0.0.1:0", &replayOrchestrator{events: missionEvents()})
+	var out, stderr bytes.Buffer
+	err := run(t.Context(), []string{"--addr", addr, "--json", "start", "--watch"}, func(string) string { return "" }, &out, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(&out)
+	n := 0
+	for {
+		var ev map[string]any
+		if err := dec.Decode(&ev); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("stdout is not a stream of JSON objects: %v after %d", err, n)
+		}
+		n++
+	}
+	if n != 8 || !strings.Contains(stderr.String(), "mission m  trace 0af7651916cd43dd8448eb211c80319c") {
+		t.Errorf("%d JSON events (want 8), stderr %q", n, stderr.String())
 	}
 }
