@@ -120,58 +120,83 @@ func DecodePGM(data []byte, name string) (*Gray, error) {
 	return img, nil
 }
 
-// pgmHeadBytes is how much of an image file is read to learn its size: a
-// map_server header with its comment line is under 100 bytes.
-const pgmHeadBytes = 64 << 10
+// Bounds on what readPGMFile reads. A map_server header with its comment
+// line is under 100 bytes; a plain (P2) sample is at most 5 digits and a
+// separator, and the rest of maxPlainBytesPerPixel leaves room for line
+// ends and comments between samples.
+const (
+	maxPGMHeaderBytes     = 1 << 20
+	maxPlainBytesPerPixel = 16
+)
 
-// readPGMFile reads an image file for DecodePGM without reading more than
-// its header says it needs: a PGM whose header announces more than
-// grid.MaxCells pixels is refused from the file's first pgmHeadBytes, a raw
-// (P5) image is read up to the end of its raster (trailing bytes are not
-// read), and a file that is not a PGM is returned as its first bytes for
-// the caller to say what it is. A plain (P2) image, whose samples are text of
-// any length, is read whole.
+// readPGMFile reads an image file for DecodePGM, no further than its header
+// says it needs: the header is read from the file's first
+// maxPGMHeaderBytes (a longer one is refused), so that an image of more
+// than grid.MaxCells pixels is refused before the rest is read; a raw (P5)
+// image is read to the end of its raster, trailing bytes left unread; a
+// plain (P2) one whole, refused when the file is larger than its samples
+// could take (maxPlainBytesPerPixel each). A file that is not a PGM is
+// returned as its first bytes for the caller to say what it is. Only
+// regular files are read: a FIFO or a device would block or never end.
 func readPGMFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, size, err := openRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	head := make([]byte, pgmHeadBytes)
-	n, err := io.ReadFull(f, head)
-	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		return head[:n], nil // the whole file
+	head := make([]byte, min(size, maxPGMHeaderBytes))
+	if _, err := io.ReadFull(f, head); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	if err != nil {
-		return nil, err
+	if int64(len(head)) == size {
+		return head, nil // the whole file
 	}
 	hd, cut, err := decodePGMHeader(head, path)
 	switch {
 	case cut:
-		// A header longer than the prefix (comments): only the whole file says.
-		rest, err := io.ReadAll(f)
-		return append(head, rest...), err
+		return nil, lineErr(path, 1, "the PGM header runs past the file's first %d bytes", maxPGMHeaderBytes)
 	case err != nil:
 		if isPGM(head) {
 			return nil, err
 		}
 		return head, nil // not a PGM: the caller says what it is
 	case hd.plain:
-		rest, err := io.ReadAll(f)
-		return append(head, rest...), err
+		if limit := int64(hd.pos) + int64(hd.width*hd.height)*maxPlainBytesPerPixel + maxPGMHeaderBytes; size > limit {
+			return nil, lineErr(path, hd.line, "a plain PGM of %dx%d pixels in %d bytes: more than its samples, line ends and comments could take (%d)",
+				hd.width, hd.height, size, limit)
+		}
+		data := make([]byte, size)
+		copy(data, head)
+		_, err := io.ReadFull(f, data[len(head):])
+		return data, err
 	}
 	// The raster starts one whitespace byte after maxval (DecodePGM checks it).
-	size := hd.pos + 1 + hd.rasterBytes()
-	if size <= len(head) {
-		return head[:size], nil
+	want := min(int64(hd.pos+1+hd.rasterBytes()), size)
+	if want <= int64(len(head)) {
+		return head[:want], nil
 	}
-	data := make([]byte, size)
+	data := make([]byte, want)
 	copy(data, head)
-	m, err := io.ReadFull(f, data[len(head):])
-	if err == io.ErrUnexpectedEOF {
-		err = nil // a short raster: DecodePGM says where it ends
+	_, err = io.ReadFull(f, data[len(head):])
+	return data, err
+}
+
+// openRegular opens path for reading when it is a regular file (after
+// symbolic links), and returns its size. It looks before it opens: opening
+// a FIFO blocks until a writer comes.
+func openRegular(path string) (*os.File, int64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, 0, err
 	}
-	return data[:len(head)+m], err
+	if !st.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("%s: not a regular file (%v)", path, st.Mode().Type())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
 }
 
 // pnmReader walks the ASCII part of a PNM file, counting lines.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -48,12 +49,13 @@ type ROSMap struct {
 //	scale:   the same outside the thresholds, rint(100·(occ−free)/(occupied−free)) between
 //	raw:     round(shade·255) when it lies in 0..100, else −1
 //
-// Only PGM images (P2, P5) are read; one whose header announces more than
-// grid.MaxCells pixels is refused from its first bytes, before the rest of
-// the file is read. Errors name the file and line (the byte offset inside
+// Only PGM images (P2, P5) are read, and both files must be regular files
+// (a FIFO would block, a device never end); an image is read no further
+// than its header says it needs (readPGMFile), and a YAML of more than
+// 1 MiB is refused. Errors name the file and line (the byte offset inside
 // P5 samples).
 func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
-	data, err := os.ReadFile(yamlPath)
+	data, err := readMapYAML(yamlPath)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +101,26 @@ func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
 		return nil, err
 	}
 	return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromImage(img, y), Yaw: y.Origin[2]}, nil
+}
+
+// maxMapYAMLBytes bounds a map YAML: map_server's are seven short lines.
+const maxMapYAMLBytes = 1 << 20
+
+// readMapYAML reads a map YAML, a regular file of at most maxMapYAMLBytes.
+func readMapYAML(path string) ([]byte, error) {
+	f, size, err := openRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if size > maxMapYAMLBytes {
+		return nil, fmt.Errorf("%s: %d bytes: a map YAML is a few lines (at most %d bytes are read)", path, size, maxMapYAMLBytes)
+	}
+	data := make([]byte, size)
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return data, nil
 }
 
 // CellsFromImage converts an image to an occupancy grid with y's mode,

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
@@ -302,7 +303,7 @@ func TestROSMapMissingImageNamesTheLine(t *testing.T) {
 	dir := t.TempDir()
 	path := writeMap(t, dir, "m", "# saved by hand\n\nimage: gone.pgm\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n", nil)
 	_, err := slamio.ReadROSMap(path, slamio.ROSMapOptions{})
-	want := path + ":3: image gone.pgm: open " + filepath.Join(dir, "gone.pgm")
+	want := path + ":3: image gone.pgm: stat " + filepath.Join(dir, "gone.pgm")
 	if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("error %v, want it to contain %q and wrap fs.ErrNotExist", err, want)
 	}
@@ -354,8 +355,9 @@ func TestROSMapImageReadNoFurtherThanItsHeaderSays(t *testing.T) {
 	}
 }
 
-// TestROSMapImageBeyondTheFirstRead: images whose header or raster runs past
-// the bytes read first to learn the image's size read as a whole file does.
+// TestROSMapImageBeyondTheFirstRead: images whose raster runs past the
+// bytes read first to learn the image's size read as a whole file does, and
+// a header comment of 100 KiB is read; a header past 1 MiB is refused.
 func TestROSMapImageBeyondTheFirstRead(t *testing.T) {
 	t.Parallel()
 	yaml := "image: m.pgm\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n"
@@ -367,8 +369,8 @@ func TestROSMapImageBeyondTheFirstRead(t *testing.T) {
 		big[i] = uint16(i % 256)
 	}
 	bigImg := p5(300, 300, 255, big)
-	// A width of 300 whose digits straddle the end of the first read.
-	pad := "P5\n#" + strings.Repeat("x", 64<<10-len("P5\n#")-2) + "\n3"
+	// A width whose digits straddle the end of the header's bound.
+	pad := "P5\n#" + strings.Repeat("x", 1<<20-len("P5\n#")-2) + "\n3"
 	straddle := append([]byte(pad+"00 300\n255\n"), bigImg[len(bigImg)-300*300:]...)
 	for _, tc := range []struct {
 		name  string
@@ -376,10 +378,10 @@ func TestROSMapImageBeyondTheFirstRead(t *testing.T) {
 		w     uint32
 		want  string // substring of the error; empty: the image reads
 	}{
-		{"header past the first read", append([]byte(long), raster...), 5, ""},
+		{"a long header comment", append([]byte(long), raster...), 5, ""},
 		{"raster past the first read", bigImg, 300, ""},
 		{"raster cut past the first read", bigImg[:70000], 0, "raster ends early"},
-		{"width cut at the first read's end", straddle, 300, ""},
+		{"header past its bound", straddle, 0, "m.pgm:1: the PGM header runs past the file's first 1048576 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -394,5 +396,55 @@ func TestROSMapImageBeyondTheFirstRead(t *testing.T) {
 				t.Fatalf("%v, width %d, want %d", err, m.Grid.GetMeta().GetWidth(), tc.w)
 			}
 		})
+	}
+}
+
+// TestROSMapRefusesFilesItCannotBoundOrFinish: a FIFO or a device as the
+// image or the YAML, a YAML of more than a few lines, and a plain image
+// larger than its samples could take are refused before they are read
+// (a FIFO would block its reader, /dev/zero never ends).
+func TestROSMapRefusesFilesItCannotBoundOrFinish(t *testing.T) {
+	good := "image: m.pgm\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n"
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := func(name, target string) string {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	imageAt := func(target string) string {
+		d := t.TempDir()
+		link := filepath.Join(d, "m.pgm")
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+		return writeMap(t, d, "m", good, nil)
+	}
+	bigYAML := writeMap(t, t.TempDir(), "m", good, p5(5, 2, 255, pixels))
+	if err := os.Truncate(bigYAML, 2<<30); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"FIFO image", imageAt(fifo), "not a regular file"},
+		{"/dev/zero image", imageAt("/dev/zero"), "not a regular file"},
+		{"FIFO YAML", link("m.yaml", fifo), "not a regular file"},
+		{"/dev/zero YAML", link("m.yaml", "/dev/zero"), "not a regular file"},
+		{"2 GiB YAML", bigYAML, "2147483648 bytes: a map YAML is a few lines"},
+		{"1 GiB plain image of 40x30", sparseImage(t, t.TempDir(), "P2\n40 30\n255\n", 1<<30), "m.pgm:3: a plain PGM of 40x30 pixels in 1073741824 bytes"},
+	} {
+		var err error
+		if n := allocatedDuring(func() { _, err = slamio.ReadROSMap(tc.yaml, slamio.ROSMapOptions{}) }); n > 4<<20 {
+			t.Errorf("%s: allocated %d bytes", tc.name, n)
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }
