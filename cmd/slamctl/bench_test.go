@@ -118,22 +118,8 @@ func (f *fakeOrchestrator) snapshot() (cancelled []string, maxFlight int) {
 // serve runs f on a loopback port until the test ends and returns its address.
 func serve(t *testing.T, f *fakeOrchestrator) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	orchestratorv1.RegisterOrchestratorServiceServer(srv, f)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
-	return l.Addr().String()
+	_, addr := serveOn(t, "127.0.0.1:0", f)
+	return addr
 }
 
 func TestBenchTearsItsMissionsDown(t *testing.T) {
