@@ -25,6 +25,12 @@ const (
 	maxRetryBackoff   = 2 * time.Second
 )
 
+// servedFor is how long a failed call must have been served by an
+// orchestrator to count as an answer that ends an outage: a call refused at
+// once (a drain) is part of the outage, a wait that was held for seconds
+// before its orchestrator went away is not.
+const servedFor = time.Second
+
 // outage follows one stretch of UNAVAILABLE answers from the orchestrator
 // (draining, restarting, unreachable), for calls that are safe to make
 // again: the first failure is said on stderr, each retry waits a growing
@@ -35,12 +41,6 @@ type outage struct {
 	since     time.Time // zero between outages
 	backoff   time.Duration
 }
-
-// servedFor is how long a failed call must have been served by an
-// orchestrator to count as an answer that ends an outage: a call refused at
-// once (a drain) is part of the outage, a wait that was held for seconds
-// before its orchestrator went away is not.
-const servedFor = time.Second
 
 // attempt is one call, as outage needs it: when it was made and the
 // orchestrator it reached (grpc.Peer fills it only when the call got a

@@ -165,20 +165,25 @@ func readPGMFile(path string) ([]byte, error) {
 			return nil, lineErr(path, hd.line, "a plain PGM of %dx%d pixels in %d bytes: more than its samples, line ends and comments could take (%d)",
 				hd.width, hd.height, size, limit)
 		}
-		data := make([]byte, size)
-		copy(data, head)
-		_, err := io.ReadFull(f, data[len(head):])
-		return data, err
+		return readRest(f, path, head, size)
 	}
 	// The raster starts one whitespace byte after maxval (DecodePGM checks it).
 	want := min(int64(hd.pos+1+hd.rasterBytes()), size)
 	if want <= int64(len(head)) {
 		return head[:want], nil
 	}
-	data := make([]byte, want)
+	return readRest(f, path, head, want)
+}
+
+// readRest returns head followed by what f holds after it, up to size bytes
+// in all.
+func readRest(f *os.File, path string, head []byte, size int64) ([]byte, error) {
+	data := make([]byte, size)
 	copy(data, head)
-	_, err = io.ReadFull(f, data[len(head):])
-	return data, err
+	if _, err := io.ReadFull(f, data[len(head):]); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return data, nil
 }
 
 // openRegular opens path for reading when it is a regular file (after
