@@ -1,7 +1,8 @@
 // Package grpcserver is the bootstrap every slammesh service shares: a gRPC
 // server with OpenTelemetry instrumentation, call logging, panic recovery,
 // grpc.health.v1 and server reflection, TLS when given credentials, an HTTP
-// side port for /metrics and /healthz (and /debug/pprof only when enabled),
+// side port for /metrics, /healthz and /readyz (and /debug/pprof only when
+// enabled), readiness that follows a dependency check (Config.Ready),
 // and an ordered graceful shutdown. Dial is the matching client.
 //
 // A service builds a Server with New, registers its handlers on it (Server is
@@ -82,7 +83,7 @@ type Config struct {
 	// GRPCAddr is the gRPC listen address, e.g. ":50052". A zero port
 	// ("127.0.0.1:0") picks a free one; Server.Addr reports it.
 	GRPCAddr string
-	// HTTPAddr is the listen address of /metrics and /healthz (and
+	// HTTPAddr is the listen address of /metrics, /healthz, /readyz (and
 	// /debug/pprof with EnablePprof), e.g. ":9092". A zero port picks a free
 	// one; Server.HTTPAddr reports it.
 	HTTPAddr string
@@ -116,6 +117,15 @@ type Config struct {
 	// re-resolves its target, which is how a dns:/// client finds new
 	// replicas.
 	MaxConnectionAge time.Duration
+	// Ready, when set, checks what serving needs besides this process (the
+	// binaries: a Redis PING). Only the readiness health service
+	// (ReadinessService, /readyz) follows it; see watchReadiness.
+	Ready func(ctx context.Context) error
+	// ReadyInterval is how often Ready is called, and its deadline.
+	ReadyInterval time.Duration
+	// UnreadyAfter is how long Ready must have failed before readiness
+	// goes NOT_SERVING: a blip (a Redis failover) does not drain a replica.
+	UnreadyAfter time.Duration
 	// StreamWorkers is how many goroutines are kept to run calls; a call
 	// arriving while all are busy gets a goroutine of its own, as every
 	// call would without them. A kept goroutine's stack has already grown
@@ -134,7 +144,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("grpcserver: empty GRPCAddr")
 	case c.HTTPAddr == "":
 		return c, errors.New("grpcserver: empty HTTPAddr")
-	case c.GracePeriod < 0, c.MaxMessageBytes < 0, c.StreamWorkers < 0, c.KeepaliveMinTime < 0, c.KeepaliveTime < 0, c.KeepaliveTimeout < 0, c.MaxConnectionAge < 0:
+	case c.GracePeriod < 0, c.MaxMessageBytes < 0, c.StreamWorkers < 0, c.KeepaliveMinTime < 0, c.KeepaliveTime < 0, c.KeepaliveTimeout < 0, c.MaxConnectionAge < 0,
+		c.ReadyInterval < 0, c.UnreadyAfter < 0:
 		return c, fmt.Errorf("grpcserver: negative duration or size in %+v", c)
 	}
 	setDefault(&c.GracePeriod, DefaultGracePeriod)
@@ -144,6 +155,8 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.KeepaliveTimeout, DefaultKeepaliveTimeout)
 	setDefault(&c.MaxConnectionAge, DefaultMaxConnectionAge)
 	setDefault(&c.StreamWorkers, DefaultStreamWorkers)
+	setDefault(&c.ReadyInterval, DefaultReadyInterval)
+	setDefault(&c.UnreadyAfter, DefaultUnreadyAfter)
 	return c, nil
 }
 
@@ -284,6 +297,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", tel.MetricsHandler())
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
+	mux.HandleFunc("GET /readyz", s.serveReadyz)
 	if cfg.EnablePprof {
 		if !IsLoopback(httpLis.Addr().String()) {
 			log.Warn("pprof is served on a non-loopback address: anyone who reaches it can profile this process and dump its heap", "http_addr", httpLis.Addr().String())
@@ -357,11 +371,12 @@ func (s *Server) Addr() net.Addr { return s.grpcLis.Addr() }
 func (s *Server) HTTPAddr() net.Addr { return s.httpLis.Addr() }
 
 // Serve marks every registered service SERVING in grpc.health.v1 (plus the
-// overall status ""), serves gRPC and HTTP, and blocks until ctx is cancelled
-// or a server fails. It then shuts down in order:
+// overall status "" and ReadinessService, which then follows Config.Ready),
+// serves gRPC and HTTP, and blocks until ctx is cancelled or a server fails.
+// It then shuts down in order:
 //
-//  1. health goes NOT_SERVING (so /healthz answers 503 and load balancers
-//     stop routing here while calls drain);
+//  1. health goes NOT_SERVING (so /healthz and /readyz answer 503 and load
+//     balancers stop routing here while calls drain);
 //  2. GracefulStop waits for in-flight calls, for at most GracePeriod, after
 //     which Stop cuts the rest off;
 //  3. the HTTP server stops.
@@ -376,6 +391,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(ReadinessService, healthpb.HealthCheckResponse_SERVING)
 	s.log.InfoContext(ctx, "serving", "grpc_addr", s.Addr().String(), "http_addr", s.HTTPAddr().String(),
 		"tls", s.cfg.Creds != nil, "pprof", s.cfg.EnablePprof)
 
@@ -392,6 +408,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.cfg.Ready != nil {
+		g.Go(func() error {
+			s.watchReadiness(gctx)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():
@@ -452,17 +474,6 @@ func (s *Server) close() error {
 		return fmt.Errorf("grpcserver: %s close: %w", s.cfg.Service, err)
 	}
 	return nil
-}
-
-// serveHealthz answers 200 while the overall gRPC health is SERVING and 503
-// otherwise, for probes that speak HTTP only.
-func (s *Server) serveHealthz(w http.ResponseWriter, r *http.Request) {
-	resp, err := s.health.Check(r.Context(), &healthpb.HealthCheckRequest{})
-	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		http.Error(w, "NOT_SERVING", http.StatusServiceUnavailable)
-		return
-	}
-	_, _ = w.Write([]byte("SERVING\n"))
 }
 
 // IsLoopback reports whether a listen address ("host:port") binds only to

@@ -146,7 +146,20 @@ func checkPorts(p *problems, where string, c corev1.Container, env []envVar) {
 			p.addf("%s: %s must be a grpc probe (grpc.health.v1) on the gRPC port %d", where, name, grpcPort)
 		}
 	}
+	// Readiness asks for the health service that also needs Redis;
+	// liveness for the process alone, or a Redis outage would restart
+	// every replica.
+	if pr := c.ReadinessProbe; pr != nil && pr.GRPC != nil && (pr.GRPC.Service == nil || *pr.GRPC.Service != readinessService) {
+		p.addf("%s: readinessProbe must ask for the health service %q (it also needs Redis)", where, readinessService)
+	}
+	if pr := c.LivenessProbe; pr != nil && pr.GRPC != nil && pr.GRPC.Service != nil && *pr.GRPC.Service != "" {
+		p.addf("%s: livenessProbe must ask for the overall health (no service), not %q: a dependency's outage must not restart the process", where, *pr.GRPC.Service)
+	}
 }
+
+// readinessService is grpcserver.ReadinessService, the health service name
+// of a replica that serves and reaches Redis.
+const readinessService = "slammesh.readiness"
 
 // checkShutdown: SIGTERM comes after the preStop hook, then the process
 // drains for SLAMMESH_GRACE and stops within shutdownTail; the kubelet must
