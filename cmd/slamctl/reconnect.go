@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
 // defaultReconnect is how long start and watch keep retrying while the
@@ -64,13 +66,14 @@ func (o *outage) over() { o.since = time.Time{} }
 // an outage's first failure, what the retry does. Otherwise it returns the
 // error to end with: err when it is not UNAVAILABLE (or reconnect is 0), a
 // timeout once reconnect has passed since the outage began. An attempt that
-// an orchestrator served for servedFor or longer ends the outage before it:
-// the one its failure begins is a new one.
+// an orchestrator served for servedFor or longer ends the outage before it
+// (the one its failure begins is a new one), unless the orchestrator
+// answered that its own store is unavailable: Redis's outage goes on.
 func (o *outage) retry(ctx context.Context, op string, err error, then string, a *attempt) error {
 	if status.Code(err) != codes.Unavailable || o.reconnect <= 0 || ctx.Err() != nil {
 		return rpcError(op, err)
 	}
-	if a.peer.Addr != nil && time.Since(a.began) >= servedFor {
+	if a.peer.Addr != nil && time.Since(a.began) >= servedFor && rpcerr.Reason(err) != rpcerr.ReasonStoreUnavailable {
 		o.over()
 	}
 	switch now := time.Now(); {

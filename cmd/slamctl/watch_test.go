@@ -20,6 +20,7 @@ import (
 
 	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
 // replayOrchestrator serves WatchMission from a fixed list of events with
@@ -326,6 +327,8 @@ type heldStarts struct {
 	orchestratorv1.UnimplementedOrchestratorServiceServer
 	hold  time.Duration
 	fails int
+	// failure is what the failed calls return (default: a drain's).
+	failure error
 
 	mu    sync.Mutex
 	calls int
@@ -342,6 +345,9 @@ func (h *heldStarts) StartMission(ctx context.Context, req *orchestratorv1.Start
 		return nil, ctx.Err()
 	}
 	if n <= h.fails {
+		if h.failure != nil {
+			return nil, h.failure
+		}
 		return nil, status.Error(codes.Unavailable, "orchestrator is shutting down")
 	}
 	return &orchestratorv1.StartMissionResponse{Created: true, Mission: &orchestratorv1.Mission{
@@ -406,5 +412,27 @@ func TestJSONStartWatchIsJSONAlone(t *testing.T) {
 	}
 	if n != 8 || !strings.Contains(stderr.String(), "mission m  trace 0af7651916cd43dd8448eb211c80319c") {
 		t.Errorf("%d JSON events (want 8), stderr %q", n, stderr.String())
+	}
+}
+
+// TestStoreOutageKeepsItsReconnect: an orchestrator that answers, slowly,
+// that its own store is unavailable (Redis is out) does not end the outage:
+// --reconnect still bounds the retries.
+func TestStoreOutageKeepsItsReconnect(t *testing.T) {
+	t.Parallel()
+	h := &heldStarts{hold: servedFor + 100*time.Millisecond, fails: 1 << 30,
+		failure: rpcerr.New(codes.Unavailable, rpcerr.ReasonStoreUnavailable, "load mission: mission store unavailable")}
+	_, addr := serveOn(t, "127.0.0.1:0", h)
+	var out, stderr bytes.Buffer
+	began := time.Now()
+	err := run(t.Context(), []string{"--addr", addr, "start", "--wait", "--reconnect", "2s"}, func(string) string { return "" }, &out, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "unreachable for 2s (--reconnect)") {
+		t.Errorf("start --wait against a store outage: %v", err)
+	}
+	if d := time.Since(began); d > 30*time.Second {
+		t.Errorf("gave up after %v", d)
+	}
+	if n := strings.Count(stderr.String(), "retrying mission"); n != 1 {
+		t.Errorf("stderr %q: want one outage", stderr.String())
 	}
 }

@@ -165,7 +165,7 @@ func (e *envFlags) parse(args []string) error {
 // addCommon registers the flags every service shares.
 func addCommon(e *envFlags, c *serviceConfig, grpcDef, httpDef string) {
 	e.string(&c.grpcAddr, "grpc-addr", "SLAMMESH_GRPC_ADDR", grpcDef, "gRPC listen address")
-	e.string(&c.httpAddr, "http-addr", "SLAMMESH_HTTP_ADDR", httpDef, "HTTP listen address of /metrics, /healthz (and /debug/pprof with --enable-pprof)")
+	e.string(&c.httpAddr, "http-addr", "SLAMMESH_HTTP_ADDR", httpDef, "HTTP listen address of /metrics, /healthz, /readyz (and /debug/pprof with --enable-pprof)")
 	e.string(&c.redisURL, "redis-url", "REDIS_URL", "redis://localhost:6379/0", "Redis URL (rediss:// for TLS; user:password@ for an ACL user)")
 	addClusterURL(e, c)
 	addSecurity(e, &c.sec, c.service)

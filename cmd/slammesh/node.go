@@ -162,8 +162,9 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 		Creds:           creds,
 		EnablePprof:     spec.svc.sec.enablePprof,
 		MaxMessageBytes: slamproto.MaxRequestBytes,
-		// Readiness (not liveness) needs Redis: a replica that cannot reach
-		// it leaves the load balancer's rotation, and comes back with it.
+		// Readiness (not liveness) needs Redis; the orchestrator's
+		// Kubernetes probe asks for it (deploy/kubernetes/README.md says
+		// why the step services' does not).
 		Ready: func(ctx context.Context) error { return n.rdb.Ping(ctx).Err() },
 	}, grpcserver.Deps{Telemetry: n.tel, Logger: n.log, UnaryInterceptors: interceptors, StreamInterceptors: streamInterceptors})
 	if err != nil {

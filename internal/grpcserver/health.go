@@ -22,7 +22,8 @@ const (
 	DefaultUnreadyAfter  = 10 * time.Second
 )
 
-// watchReadiness calls Config.Ready every ReadyInterval until ctx ends,
+// watchReadiness calls Config.Ready every ReadyInterval until ctx ends or
+// the server is closed,
 // and sets ReadinessService NOT_SERVING once the calls have failed for
 // UnreadyAfter, SERVING again at the first that succeeds; each change is
 // logged. A drain's health.Shutdown wins: the statuses set after it are
@@ -35,6 +36,8 @@ func (s *Server) watchReadiness(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-s.closed:
 			return
 		case <-t.C:
 		}

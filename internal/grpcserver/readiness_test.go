@@ -91,3 +91,24 @@ func TestReadinessRidesOutABlip(t *testing.T) {
 		t.Errorf("/readyz = %d after failures shorter than UnreadyAfter, want 200", code)
 	}
 }
+
+// TestCloseEndsServeWithReadiness: Close ends a running Serve even while
+// readiness is being checked (its goroutine is one Serve waits for).
+func TestCloseEndsServeWithReadiness(t *testing.T) {
+	h := start(t, &testService{}, func(c *grpcserver.Config, _ *grpcserver.Deps) {
+		c.ReadyInterval = time.Millisecond
+		c.Ready = func(context.Context) error { return nil }
+	})
+	if err := h.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-h.done:
+		h.stopOnce.Do(func() { h.stopErr = err })
+		if err != nil {
+			t.Errorf("Serve after Close = %v, want nil", err)
+		}
+	case <-time.After(callTimeout):
+		t.Fatal("Serve still running after Close")
+	}
+}

@@ -355,7 +355,7 @@ func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
 }
 
 // Handle mounts h on the HTTP side port under pattern (http.ServeMux
-// syntax), beside /metrics, /healthz and /debug/pprof, which stay more
+// syntax), beside /metrics, /healthz, /readyz and /debug/pprof, which stay more
 // specific than any catch-all such as "/". A service mounts its web pages
 // this way (the orchestrator its console) without this package knowing them.
 // Call it before Serve; it panics, like http.ServeMux.Handle, on a pattern

@@ -33,7 +33,7 @@ func TestEngineError(t *testing.T) {
 		{"teardown taken over", saga.ErrFenced, codes.Unavailable, "", errTakenOver},
 		{"run already in this engine", saga.ErrRunning, codes.Internal, rpcerr.ReasonInternal, errInternal},
 		{"record of another definition", saga.ErrDefinitionMismatch, codes.Internal, rpcerr.ReasonInternal, errInternal},
-		{"redis unreachable", net.ErrClosed, codes.Unavailable, "", nil},
+		{"redis unreachable", net.ErrClosed, codes.Unavailable, rpcerr.ReasonStoreUnavailable, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

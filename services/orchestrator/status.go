@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/saga"
 )
 
@@ -59,7 +60,7 @@ func (s *Server) storeError(ctx context.Context, op string, err error) error {
 		return contextStatus(ctx)
 	}
 	s.log.ErrorContext(ctx, op+" failed", slog.String("error", err.Error()))
-	return status.Error(codes.Unavailable, op+": mission store unavailable")
+	return rpcerr.New(codes.Unavailable, rpcerr.ReasonStoreUnavailable, op+": mission store unavailable")
 }
 
 // contextStatus is the status of a call whose context ended: CANCELLED or

@@ -93,6 +93,7 @@ func checkSlammesh(o *objects, cfg slammeshConfig) (problems, report) {
 			env := effectiveEnv(&p, &r, o, cfg, where, c)
 			checkEnvNames(&p, &r, cfg, where, svc, env)
 			checkPorts(&p, where, c, env)
+			checkReadiness(&p, where, svc, c)
 			checkShutdown(&p, where, d, c, env)
 			checkRedis(&p, where, env)
 			checkMemLimit(&p, where, c, env)
@@ -146,20 +147,41 @@ func checkPorts(p *problems, where string, c corev1.Container, env []envVar) {
 			p.addf("%s: %s must be a grpc probe (grpc.health.v1) on the gRPC port %d", where, name, grpcPort)
 		}
 	}
-	// Readiness asks for the health service that also needs Redis;
-	// liveness for the process alone, or a Redis outage would restart
-	// every replica.
-	if pr := c.ReadinessProbe; pr != nil && pr.GRPC != nil && (pr.GRPC.Service == nil || *pr.GRPC.Service != readinessService) {
-		p.addf("%s: readinessProbe must ask for the health service %q (it also needs Redis)", where, readinessService)
-	}
-	if pr := c.LivenessProbe; pr != nil && pr.GRPC != nil && pr.GRPC.Service != nil && *pr.GRPC.Service != "" {
-		p.addf("%s: livenessProbe must ask for the overall health (no service), not %q: a dependency's outage must not restart the process", where, *pr.GRPC.Service)
+	if pr := c.LivenessProbe; pr != nil && pr.GRPC != nil && probedService(pr) != "" {
+		p.addf("%s: livenessProbe must ask for the overall health (no service), not %q: a dependency's outage must not restart the process", where, probedService(pr))
 	}
 }
 
 // readinessService is grpcserver.ReadinessService, the health service name
 // of a replica that serves and reaches Redis.
 const readinessService = "slammesh.readiness"
+
+// checkReadiness: the orchestrator's readiness asks for readinessService,
+// so that clients' Service leaves out a replica that cannot reach Redis. A
+// step service's asks for the process alone: the orchestrator finds step
+// replicas through their headless Service's DNS, which a Redis outage would
+// otherwise empty of every replica at once, and gRPC's resolver backs off
+// for up to minutes before it asks again once Redis is back.
+func checkReadiness(p *problems, where, svc string, c corev1.Container) {
+	pr := c.ReadinessProbe
+	if pr == nil || pr.GRPC == nil {
+		return
+	}
+	switch got := probedService(pr); {
+	case svc == "orchestrator" && got != readinessService:
+		p.addf("%s: readinessProbe must ask for the health service %q (it also needs Redis)", where, readinessService)
+	case svc != "orchestrator" && got != "":
+		p.addf("%s: readinessProbe must ask for the overall health (no service), not %q: a Redis outage would empty the headless Service the orchestrator resolves", where, got)
+	}
+}
+
+// probedService is the health service a gRPC probe asks for ("": overall).
+func probedService(pr *corev1.Probe) string {
+	if pr.GRPC.Service == nil {
+		return ""
+	}
+	return *pr.GRPC.Service
+}
 
 // checkShutdown: SIGTERM comes after the preStop hook, then the process
 // drains for SLAMMESH_GRACE and stops within shutdownTail; the kubelet must
