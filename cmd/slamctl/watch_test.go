@@ -116,9 +116,56 @@ func serveOn(t *testing.T, addr string, r orchestratorv1.OrchestratorServiceServ
 
 func watchCmd(t *testing.T, addr string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	err = run(t.Context(), append([]string{"--addr", addr, "watch"}, args...), func(string) string { return "" }, &out, &errOut)
-	return out.String(), errOut.String(), err
+	out := newLineCount(0)
+	stderr, err = watchTo(t, addr, out, args...)
+	return out.String(), stderr, err
+}
+
+// watchTo runs slamctl watch with its stdout going to out.
+func watchTo(t *testing.T, addr string, out io.Writer, args ...string) (stderr string, err error) {
+	t.Helper()
+	var errOut bytes.Buffer
+	err = run(t.Context(), append([]string{"--addr", addr, "watch"}, args...), func(string) string { return "" }, out, &errOut)
+	return errOut.String(), err
+}
+
+// lineCount is a watch's stdout that closes reached once n lines are
+// written, so that a test cuts its orchestrator off only after the client
+// has printed the events it was sent.
+type lineCount struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	n       int
+	reached chan struct{}
+}
+
+func newLineCount(n int) *lineCount { return &lineCount{n: n, reached: make(chan struct{})} }
+
+func (w *lineCount) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if w.n > 0 && bytes.Count(w.buf.Bytes(), []byte("\n")) >= w.n {
+		close(w.reached)
+		w.n = 0 // closed once
+	}
+	return len(p), nil
+}
+
+func (w *lineCount) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// cutOffAfter waits until out holds its lines (or ctx ends), then stops srv
+// as a dying process would.
+func cutOffAfter(ctx context.Context, out *lineCount, srv *grpc.Server) {
+	select {
+	case <-out.reached:
+	case <-ctx.Done():
+	}
+	srv.Stop()
 }
 
 // eventLines are the non-empty lines of a watch's output.
@@ -150,11 +197,11 @@ func TestWatchResumesAfterItsOrchestratorDies(t *testing.T) {
 	srv, addr := serveOn(t, "127.0.0.1:0", first)
 	second := &replayOrchestrator{events: missionEvents()}
 	restarted := make(chan struct{})
+	printed := newLineCount(3)
 	first.stop = func(ctx context.Context) error {
 		go func() {
 			defer close(restarted)
-			time.Sleep(100 * time.Millisecond) // the events sent reach the client
-			srv.Stop()
+			cutOffAfter(ctx, printed, srv)
 			time.Sleep(300 * time.Millisecond) // the client finds nobody there for a while
 			serveOn(t, addr, second)
 		}()
@@ -162,7 +209,8 @@ func TestWatchResumesAfterItsOrchestratorDies(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	out, stderr, err := watchCmd(t, addr, "m")
+	stderr, err := watchTo(t, addr, printed, "m")
+	out := printed.String()
 	<-restarted
 	if err != nil {
 		t.Fatalf("watch across the restart: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr)
@@ -214,16 +262,15 @@ func TestWatchGivesUpAfterReconnect(t *testing.T) {
 	} {
 		r := &replayOrchestrator{events: missionEvents(), stopAt: 2}
 		srv, addr := serveOn(t, "127.0.0.1:0", r)
+		printed := newLineCount(2)
 		r.stop = func(ctx context.Context) error {
-			go func() {
-				time.Sleep(100 * time.Millisecond) // the events sent reach the client
-				srv.Stop()
-			}()
+			go cutOffAfter(ctx, printed, srv)
 			<-ctx.Done()
 			return ctx.Err()
 		}
 		start := time.Now()
-		out, _, err := watchCmd(t, addr, "--reconnect", tc.reconnect, "m")
+		_, err := watchTo(t, addr, printed, "--reconnect", tc.reconnect, "m")
+		out := printed.String()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("--reconnect %s: err %v, want it to say %q", tc.reconnect, err, tc.want)
 		}
