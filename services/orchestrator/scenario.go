@@ -153,6 +153,14 @@ func (c *scenarioAgents) world(key string, s *typesv1.Scenario) (*scenarioWorld,
 		return w, nil
 	}
 	v, err, _ := c.group.Do(key, func() (any, error) {
+		// A generation that ended between the look above and this call
+		// has cached its world: take it rather than make another.
+		c.mu.Lock()
+		cached, ok := c.byKey[key]
+		c.mu.Unlock()
+		if ok {
+			return cached, nil
+		}
 		p, err := world.StartAgents(worldConfig(s))
 		if err != nil {
 			return nil, fmt.Errorf("generate world: %w", err)
