@@ -21,8 +21,9 @@ var (
 	// compensation (a hanging action): nothing was done. Services answer it
 	// with ABORTED and reason ACTION_FORBIDDEN, which the saga treats as final.
 	ErrActionForbidden = errors.New("action forbidden: its compensation already ran")
-	// ErrSagaMismatch means the barrier of (mission, step) belongs to another
-	// saga id than the caller's; nothing was done.
+	// ErrSagaMismatch means the barrier of (mission, step), or the owner
+	// (see WithOwner), belongs to another saga id than the caller's;
+	// nothing was done.
 	ErrSagaMismatch = errors.New("barrier belongs to another saga")
 	// ErrConflict means a call's plan went stale (a precondition changed
 	// under it) too many times in a row (a business key under heavy
@@ -117,9 +118,13 @@ type Barrier struct {
 // Option configures a Barrier.
 type Option func(*Barrier)
 
-// WithOwner makes every call first check the mission's owner key,
+// WithOwner makes every call first check the mission's owner hash,
 // owner(id.Key) — the services pass saga.RecordKey — and refuse with
-// ErrOwnerGone, writing nothing, when it is missing or has an expiry. The
+// ErrOwnerGone, writing nothing, when it is missing or has an expiry, and
+// with ErrSagaMismatch when its field saga_id names another saga than the
+// call's: a mission deleted and started again under its id runs another
+// saga, and a call of the first one still in flight must not claim a step
+// of the second, or create its business keys under it. The
 // owner's end sets the retention (an expiry) of every key the mission
 // holds, and a reopening (a teardown, a resumed compensation) removes it
 // before any step is called again; a call arriving after the end (a

@@ -62,3 +62,31 @@ func TestOwnerGoneRefusesEveryCall(t *testing.T) {
 		t.Errorf("hanging action left keys %v", keys)
 	}
 }
+
+// With an owner that names its saga, a call of another saga of the mission
+// (one deleted, whose mission was started again under its id) is refused
+// with ErrSagaMismatch and writes nothing, even for a step the owner's saga
+// has not reached.
+func TestOwnerOfAnotherSagaRefusesTheCall(t *testing.T) {
+	t.Parallel()
+	s := newBusiness(t)
+	s.b = New(s.rdb, WithOwner(ownerKey))
+	ctx := t.Context()
+	if err := s.rdb.HSet(ctx, ownerKey("m"), "state", "running", "saga_id", "saga-2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	late := ID{Key: "m", SagaID: "saga-1", Step: "allocate"}
+	if _, _, err := s.action(ctx, late, "r"); !errors.Is(err, ErrSagaMismatch) {
+		t.Errorf("action of the deleted saga: %v, want ErrSagaMismatch", err)
+	}
+	var got []byte
+	if _, err := s.compensate(ctx, late, &got); !errors.Is(err, ErrSagaMismatch) {
+		t.Errorf("compensation of the deleted saga: %v, want ErrSagaMismatch", err)
+	}
+	if keys := redistest.Keys(t, s.rdb, "*"); len(keys) != 1 {
+		t.Errorf("refused calls left keys %v; want the owner alone", keys)
+	}
+	if _, out, err := s.action(ctx, ID{Key: "m", SagaID: "saga-2", Step: "allocate"}, "r"); err != nil || out != Applied {
+		t.Errorf("action of the owner's saga: %v, %v", out, err)
+	}
+}

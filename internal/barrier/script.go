@@ -14,7 +14,7 @@ import (
 //
 // KEYS[1] barrier hash (saga, action, compensation, result, and call: the
 // tokens of the last 8 action calls that announced, space-separated),
-// KEYS[2] effects hash, KEYS[3] owner key (unused without an owner),
+// KEYS[2] effects hash, KEYS[3] owner hash (unused without an owner),
 // KEYS[4..] the business keys of the plan (declared for Redis Cluster
 // routing; the commands below name them again).
 //
@@ -30,11 +30,15 @@ import (
 // business commands and the announcements, each as its argument count
 // followed by its arguments.
 //
-// Returns {status[, detail]}: gone, mismatch <stored saga>, forbidden,
+// Returns {status[, detail]}: gone, mismatch <stored or owner's saga>, forbidden,
 // dup [<result>], null, run [<result>], stale, applied.
 var stepScript = redis.NewScript(`
 local mode = ARGV[1]
-if ARGV[4] == '1' and redis.call('PTTL', KEYS[3]) ~= -1 then return {'gone'} end
+if ARGV[4] == '1' then
+  if redis.call('PTTL', KEYS[3]) ~= -1 then return {'gone'} end
+  local owner = redis.call('HGET', KEYS[3], 'saga_id')
+  if owner and owner ~= ARGV[2] then return {'mismatch', owner} end
+end
 local m = redis.call('HMGET', KEYS[1], 'saga', 'action', 'compensation', 'result', 'call')
 if m[1] and m[1] ~= ARGV[2] then return {'mismatch', m[1]} end
 local nexp, nw, na = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])

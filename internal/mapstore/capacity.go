@@ -16,34 +16,42 @@ import (
 // (~slammesh:*) covers them (docs/security.md).
 //
 //	slammesh:{mapping}:capacity          cells of every map held (in flight and retained)
-//	slammesh:{mapping}:maps              sorted set: mission id -> cells of its map, every map held
-//	slammesh:{mapping}:retained          sorted set: mission id -> unix ms its map was retained
+//	slammesh:{mapping}:maps              sorted set: charge -> cells of its map, every map held
+//	slammesh:{mapping}:retained          sorted set: charge -> unix ms its map was retained
 //	slammesh:{mapping}:retained-cells    cells of the retained maps
-//	slammesh:{mapping}:reserved          sorted set: mission id -> unix ms of a charge whose map
+//	slammesh:{mapping}:reserved          sorted set: charge -> unix ms of a charge whose map
 //	                                     the janitor has not yet seen
 //
+// A charge is the map of one saga of a mission (Charge, "<mission>/<saga>"
+// in the sorted sets), not of the mission id alone: a mission deleted and
+// started again under the same id runs another saga, and a late write about
+// the first one's map (the janitor dropping the charge of a map it found
+// gone, a late or refused allocation, a release) must not uncharge the
+// second one's.
+//
 // A map is charged before it is created, by a reservation (Reserve): one
-// script on these keys checks the in-flight budget and charges the mission,
-// once (the sorted set of maps held is the guard, so a retry or a
-// concurrent attempt of the same mission charges nothing more). Only then
+// script on these keys checks the in-flight budget and charges the saga's
+// map, once (the sorted set of maps held is the guard, so a retry or a
+// concurrent attempt of the same saga charges nothing more). Only then
 // does the allocation's barrier script, on the mission's own slot, create
 // the map: on a Redis Cluster the two are in different slots and cannot
 // commit together. So a charge may exist without its map, for three
 // reasons, each settled:
 //   - the barrier answered the allocation "forbidden" (the step was
 //     compensated first), or refused it (the mission has ended, or belongs
-//     to another saga) while the mission holds no map: the allocation drops
-//     the charge right away;
+//     to another saga) while the mission holds no map of this saga: the
+//     allocation drops the charge right away;
 //   - the process died, or the barrier call failed, in between: the charge
 //     stays marked reserved, and the mapping janitor drops it once it is
 //     older than a grace period (longer than an attempt) and the step's
 //     barrier has no action mark — the map never appeared — or at once
-//     when the mission's saga record is gone and the barrier checks it
+//     when the saga's record is gone and the barrier checks it
 //     (services/mapping's janitor);
 //   - the map appeared and is gone since (released, evicted, expired with
-//     its mission): dropped as before (Drop, by the release or the janitor).
+//     its mission, or replaced by another saga's): dropped as before (Drop,
+//     by the release or the janitor).
 //
-// A duplicate allocation keeps the charge: it is the mission's one charge,
+// A duplicate allocation keeps the charge: it is the saga's one charge,
 // for the map the first attempt created. The map is in flight until its
 // mission completes; the mapping janitor then retains it (Retain): its cells
 // leave the in-flight budget for the retained budget, where the oldest are
@@ -100,8 +108,8 @@ func ReadUsage(ctx context.Context, r redis.Cmdable) (Usage, error) {
 	return u, nil
 }
 
-// reserveScript checks the in-flight budget and charges a mission's map,
-// once. KEYS: accountKeys. ARGV[1] mission, ARGV[2] cells, ARGV[3] the
+// reserveScript checks the in-flight budget and charges a saga's map,
+// once. KEYS: accountKeys. ARGV[1] the charge's member, ARGV[2] cells, ARGV[3] the
 // in-flight budget, ARGV[4] unix ms. Returns {code, cells left in flight}:
 // code 1 charged now, 0 charged already (nothing done), -1 the counters are
 // corrupt, -2 the budget is full (nothing done).
@@ -133,40 +141,40 @@ type Reservation struct {
 	Left uint64
 }
 
-// Reserve charges the mission's map of cells against the in-flight budget
-// capacity (cells), at time at, once: a mission charged already is charged
+// Reserve charges the map of c, cells, against the in-flight budget
+// capacity (cells), at time at, once: a saga charged already is charged
 // nothing more. ErrFull when the map does not fit (nothing charged),
 // ErrCorrupt when the counters contradict themselves.
-func Reserve(ctx context.Context, rdb redis.Scripter, missionID string, cells, capacity uint64, at time.Time) (Reservation, error) {
-	v, err := reserveScript.Run(ctx, rdb, accountKeys, missionID, cells, capacity, at.UnixMilli()).Int64Slice()
+func Reserve(ctx context.Context, rdb redis.Scripter, c Charge, cells, capacity uint64, at time.Time) (Reservation, error) {
+	v, err := reserveScript.Run(ctx, rdb, accountKeys, c.member(), cells, capacity, at.UnixMilli()).Int64Slice()
 	if err == nil && len(v) != 2 {
 		err = fmt.Errorf("answer %v", v)
 	}
 	if err != nil {
-		return Reservation{}, fmt.Errorf("reserve map of mission %s: %w", missionID, err)
+		return Reservation{}, fmt.Errorf("reserve %s: %w", c, err)
 	}
 	r := Reservation{New: v[0] == 1, Left: uint64(max(v[1], 0))}
 	switch v[0] {
 	case -1:
-		return r, fmt.Errorf("reserve map of mission %s: %w", missionID, ErrCorrupt)
+		return r, fmt.Errorf("reserve %s: %w", c, ErrCorrupt)
 	case -2:
-		return r, fmt.Errorf("reserve map of mission %s (%d cells, %d left): %w", missionID, cells, r.Left, ErrFull)
+		return r, fmt.Errorf("reserve %s (%d cells, %d left): %w", c, cells, r.Left, ErrFull)
 	}
 	return r, nil
 }
 
-// Confirm clears the reserved mark of the mission's charge, once its map
-// was seen (a repeat does nothing).
-func Confirm(ctx context.Context, rdb redis.Cmdable, missionID string) error {
-	if err := rdb.ZRem(ctx, reservedKey, missionID).Err(); err != nil {
-		return fmt.Errorf("confirm map of mission %s: %w", missionID, err)
+// Confirm clears the reserved mark of charge c, once its map was seen (a
+// repeat does nothing).
+func Confirm(ctx context.Context, rdb redis.Cmdable, c Charge) error {
+	if err := rdb.ZRem(ctx, reservedKey, c.member()).Err(); err != nil {
+		return fmt.Errorf("confirm %s: %w", c, err)
 	}
 	return nil
 }
 
-// dropScript uncharges a mission's map, once: the sorted set of maps held
-// is the guard, so a repeated or concurrent Drop changes nothing.
-// KEYS: accountKeys. ARGV[1] mission.
+// dropScript uncharges a saga's map, once: the sorted set of maps held is
+// the guard, so a repeated or concurrent Drop changes nothing.
+// KEYS: accountKeys. ARGV[1] the charge's member.
 // Returns the cells uncharged (0 when the map was not charged).
 var dropScript = redis.NewScript(`
 redis.call('ZREM', KEYS[5], ARGV[1])
@@ -183,7 +191,7 @@ return c
 
 // retainScript moves a charged map from the in-flight budget to the
 // retained one, once (ZADD NX is the guard). KEYS as dropScript; ARGV[1]
-// mission, ARGV[2] unix ms. Returns the cells retained (0: not charged, or
+// the charge's member, ARGV[2] unix ms. Returns the cells retained (0: not charged, or
 // retained already).
 var retainScript = redis.NewScript(`
 local c = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -219,61 +227,65 @@ var accountKeys = []string{CapacityKey, mapsKey, retainedKey, retainedCellsKey, 
 // Scripts returns the Lua scripts of the package, for a test that runs every
 // script against a Redis Cluster (each touches keys of one slot).
 func Scripts() []*redis.Script {
-	return []*redis.Script{reserveScript, dropScript, retainScript, recountScript, loadScript}
+	return []*redis.Script{reserveScript, dropScript, retainScript, recountScript, loadScript, evictScript}
 }
 
-// Drop uncharges the mission's map; call it once the map is deleted (a
-// repeat does nothing). It returns the cells uncharged.
-func Drop(ctx context.Context, rdb redis.Cmdable, missionID string) (int64, error) {
-	n, err := dropScript.Run(ctx, rdb, accountKeys, missionID).Int64()
+// Drop uncharges the map of c; call it once the map is deleted (a repeat
+// does nothing). It returns the cells uncharged.
+func Drop(ctx context.Context, rdb redis.Cmdable, c Charge) (int64, error) {
+	n, err := dropScript.Run(ctx, rdb, accountKeys, c.member()).Int64()
 	if err != nil {
-		return 0, fmt.Errorf("uncharge map of mission %s: %w", missionID, err)
+		return 0, fmt.Errorf("uncharge %s: %w", c, err)
 	}
 	return n, nil
 }
 
-// Retain moves the mission's charged map to the retained budget at time at
-// (a repeat does nothing). It returns the cells retained by this call.
-func Retain(ctx context.Context, rdb redis.Cmdable, missionID string, at time.Time) (int64, error) {
-	n, err := retainScript.Run(ctx, rdb, accountKeys, missionID, at.UnixMilli()).Int64()
+// Retain moves the charged map of c to the retained budget at time at (a
+// repeat does nothing). It returns the cells retained by this call.
+func Retain(ctx context.Context, rdb redis.Cmdable, c Charge, at time.Time) (int64, error) {
+	n, err := retainScript.Run(ctx, rdb, accountKeys, c.member(), at.UnixMilli()).Int64()
 	if err != nil {
-		return 0, fmt.Errorf("retain map of mission %s: %w", missionID, err)
+		return 0, fmt.Errorf("retain %s: %w", c, err)
 	}
 	return n, nil
 }
 
 // QueueConfirm queues Confirm in p, for a caller settling many charges in
 // one round trip (the mapping janitor).
-func QueueConfirm(ctx context.Context, p redis.Pipeliner, missionID string) {
-	p.ZRem(ctx, reservedKey, missionID)
+func QueueConfirm(ctx context.Context, p redis.Pipeliner, c Charge) {
+	p.ZRem(ctx, reservedKey, c.member())
 }
 
 // QueueDrop queues Drop in p; CellsOf reads its answer. It goes as EVAL: a
 // pipeline cannot fall back on NOSCRIPT, and Redis caches the compiled
 // script either way.
-func QueueDrop(ctx context.Context, p redis.Pipeliner, missionID string) *redis.Cmd {
-	return dropScript.Eval(ctx, p, accountKeys, missionID)
+func QueueDrop(ctx context.Context, p redis.Pipeliner, c Charge) *redis.Cmd {
+	return dropScript.Eval(ctx, p, accountKeys, c.member())
 }
 
 // QueueRetain queues Retain in p, as QueueDrop does Drop.
-func QueueRetain(ctx context.Context, p redis.Pipeliner, missionID string, at time.Time) *redis.Cmd {
-	return retainScript.Eval(ctx, p, accountKeys, missionID, at.UnixMilli())
+func QueueRetain(ctx context.Context, p redis.Pipeliner, c Charge, at time.Time) *redis.Cmd {
+	return retainScript.Eval(ctx, p, accountKeys, c.member(), at.UnixMilli())
 }
 
-// CellsOf reads the answer of QueueDrop or QueueRetain for missionID: the
+// CellsOf reads the answer of QueueDrop or QueueRetain for charge c: the
 // cells uncharged or retained by it.
-func CellsOf(cmd *redis.Cmd, missionID string) (int64, error) {
+func CellsOf(cmd *redis.Cmd, c Charge) (int64, error) {
 	n, err := cmd.Int64()
 	if err != nil {
-		return 0, fmt.Errorf("settle the charge of mission %s: %w", missionID, err)
+		return 0, fmt.Errorf("settle %s: %w", c, err)
 	}
 	return n, nil
 }
 
-// QueueCharges queues in p the read of the cells charged for each of
-// missions, in order (0 for a mission not charged).
-func QueueCharges(ctx context.Context, p redis.Pipeliner, missions []string) *redis.FloatSliceCmd {
-	return p.ZMScore(ctx, mapsKey, missions...)
+// QueueCharges queues in p the read of the cells of each of charges, in
+// order (0 for a map not charged).
+func QueueCharges(ctx context.Context, p redis.Pipeliner, charges []Charge) *redis.FloatSliceCmd {
+	members := make([]string, len(charges))
+	for i, c := range charges {
+		members[i] = c.member()
+	}
+	return p.ZMScore(ctx, mapsKey, members...)
 }
 
 // Recount recomputes the counters from the maps held (see recountScript).
@@ -289,8 +301,8 @@ func Recount(ctx context.Context, rdb redis.Cmdable) (Usage, error) {
 
 // Charged is one map held, as the accounting knows it.
 type Charged struct {
-	MissionID string
-	Cells     int64
+	Charge
+	Cells int64
 	// Retained is when the map was retained; zero while in flight.
 	Retained time.Time
 	// Reserved is when the map was charged, while the janitor has not yet
@@ -313,7 +325,7 @@ func ListCharged(ctx context.Context, rdb redis.Cmdable, start, count int64) ([]
 	members := make([]string, len(zs))
 	for i, z := range zs {
 		m, _ := z.Member.(string)
-		out[i] = Charged{MissionID: m, Cells: int64(z.Score)}
+		out[i] = Charged{Charge: chargeOf(m), Cells: int64(z.Score)}
 		members[i] = m
 	}
 	var retained, reserved *redis.FloatSliceCmd
@@ -335,12 +347,16 @@ func ListCharged(ctx context.Context, rdb redis.Cmdable, start, count int64) ([]
 	return out, nil
 }
 
-// OldestRetained returns up to n missions whose maps were retained first,
+// OldestRetained returns up to n charges whose maps were retained first,
 // skipping the start oldest.
-func OldestRetained(ctx context.Context, rdb redis.Cmdable, start, n int64) ([]string, error) {
+func OldestRetained(ctx context.Context, rdb redis.Cmdable, start, n int64) ([]Charge, error) {
 	ms, err := rdb.ZRange(ctx, retainedKey, start, start+n-1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("oldest retained maps: %w", err)
 	}
-	return ms, nil
+	out := make([]Charge, len(ms))
+	for i, m := range ms {
+		out[i] = chargeOf(m)
+	}
+	return out, nil
 }

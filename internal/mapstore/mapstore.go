@@ -2,6 +2,8 @@
 // in Redis (docs/architecture.md):
 //
 //	slammesh:{<mission>}:map  map_id   map-<uuid>
+//	                          saga     the saga that allocated it (absent
+//	                                   in maps from before it was written)
 //	                          meta     GridMeta proto bytes
 //	                          cells    cell count (every version's)
 //	                          current  the current version
@@ -43,6 +45,7 @@ import (
 // Fields of the map hash besides the versions, v<N>.
 const (
 	fieldMapID   = "map_id"
+	fieldSaga    = "saga"
 	fieldMeta    = "meta"
 	fieldCells   = "cells"
 	fieldCurrent = "current"
@@ -86,13 +89,14 @@ func EncodeMeta(meta grid.Meta) ([]byte, error) {
 	return b, nil
 }
 
-// Create queues the writes that make b the mission's map mapID, at version 1.
-// Version 1 is stored empty, which Load reads as every cell unknown: a map
-// is allocated without moving (or keeping) a byte per cell that says
-// nothing, and a merge onto it reads none.
-func Create(ctx context.Context, p redis.Pipeliner, missionID, mapID string, b *Blank) {
+// Create queues the writes that make b the mission's map mapID, allocated
+// by saga sagaID, at version 1. Version 1 is stored empty, which Load reads
+// as every cell unknown: a map is allocated without moving (or keeping) a
+// byte per cell that says nothing, and a merge onto it reads none.
+func Create(ctx context.Context, p redis.Pipeliner, missionID, sagaID, mapID string, b *Blank) {
 	p.HSet(ctx, Key(missionID),
 		fieldMapID, mapID,
+		fieldSaga, sagaID,
 		fieldMeta, b.meta,
 		fieldCells, b.cells,
 		fieldCurrent, 1,
@@ -120,6 +124,27 @@ func SetCurrent(ctx context.Context, p redis.Pipeliner, missionID string, v uint
 // Delete queues the deletion of the mission's map, every version of it.
 func Delete(ctx context.Context, p redis.Pipeliner, missionID string) {
 	p.Del(ctx, Key(missionID))
+}
+
+// QueueOwner reads, or queues in a pipeline r, which saga allocated the
+// mission's map, for OwnerOf.
+func QueueOwner(ctx context.Context, r redis.Cmdable, missionID string) *redis.SliceCmd {
+	return r.HMGet(ctx, Key(missionID), fieldMapID, fieldSaga)
+}
+
+// OwnerOf decodes QueueOwner's read: whether the mission has a map, and
+// the saga that allocated it ("" for a map from before maps named their
+// saga; see Charge.Owns).
+func OwnerOf(cmd *redis.SliceCmd) (sagaID string, exists bool, err error) {
+	v, err := cmd.Result()
+	if err != nil {
+		return "", false, fmt.Errorf("read the owner of a map: %w", err)
+	}
+	if len(v) != 2 || v[0] == nil {
+		return "", false, nil
+	}
+	sagaID, _ = v[1].(string)
+	return sagaID, true, nil
 }
 
 // Expecter is the part of a barrier plan (barrier.Tx) that states

@@ -64,7 +64,7 @@ func create(t *testing.T, rdb redis.UniversalClient, mission, mapID string, meta
 	if err != nil {
 		t.Fatal(err)
 	}
-	write(t, rdb, func(ctx context.Context, p redis.Pipeliner) { mapstore.Create(ctx, p, mission, mapID, blank) })
+	write(t, rdb, func(ctx context.Context, p redis.Pipeliner) { mapstore.Create(ctx, p, mission, "saga-1", mapID, blank) })
 }
 
 // TestLayout pins the hash of docs/architecture.md through every write.
@@ -89,14 +89,14 @@ func TestLayout(t *testing.T) {
 
 	create(t, rdb, m, "map-1", meta)
 	created := hash()
-	if got := slices.Sorted(maps.Keys(created)); !slices.Equal(got, []string{"cells", "current", "map_id", "meta", "v1"}) {
+	if got := slices.Sorted(maps.Keys(created)); !slices.Equal(got, []string{"cells", "current", "map_id", "meta", "saga", "v1"}) {
 		t.Fatalf("fields %v", got)
 	}
 	pm := &typesv1.GridMeta{}
 	if err := proto.Unmarshal([]byte(created["meta"]), pm); err != nil || !proto.Equal(pm, slamproto.MetaToProto(meta)) {
 		t.Errorf("meta = %v (%v), want %v", pm, err, slamproto.MetaToProto(meta))
 	}
-	if created["map_id"] != "map-1" || created["cells"] != "50" || created["current"] != "1" || created["v1"] != "" {
+	if created["map_id"] != "map-1" || created["saga"] != "saga-1" || created["cells"] != "50" || created["current"] != "1" || created["v1"] != "" {
 		t.Errorf("created %q", created)
 	}
 

@@ -170,7 +170,7 @@ func Start(t testing.TB, svc Service) *Env {
 // Saga returns the SagaContext of attempt 1 of the service's step for
 // mission, in the saga "saga-<mission>".
 func (e *Env) Saga(mission string) *typesv1.SagaContext {
-	return &typesv1.SagaContext{MissionId: mission, SagaId: "saga-" + mission, Step: e.step, Attempt: 1}
+	return &typesv1.SagaContext{MissionId: mission, SagaId: sagaOf(mission), Step: e.step, Attempt: 1}
 }
 
 // Effects returns the effects the barrier counted for mission, by
@@ -253,8 +253,12 @@ func SeedWorld(t testing.TB, rdb redis.Cmdable, mission, mapID string, cfg world
 	return w, meta
 }
 
+// sagaOf is the saga id Env.Saga gives mission.
+func sagaOf(mission string) string { return "saga-" + mission }
+
 // SeedMap writes a map of geometry meta for mission as the mapping service
-// allocates it: map mapID, version 1 all unknown.
+// allocates it for the saga Env.Saga names: map mapID, version 1 all
+// unknown.
 func SeedMap(t testing.TB, rdb redis.Cmdable, mission, mapID string, meta grid.Meta) {
 	t.Helper()
 	blank, err := mapstore.NewBlank(meta)
@@ -263,7 +267,7 @@ func SeedMap(t testing.TB, rdb redis.Cmdable, mission, mapID string, meta grid.M
 	}
 	ctx := Context(t)
 	if _, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		mapstore.Create(ctx, p, mission, mapID, blank)
+		mapstore.Create(ctx, p, mission, sagaOf(mission), mapID, blank)
 		return nil
 	}); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package mapping_test
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -173,7 +174,7 @@ func TestEvictionLooksPastUnevictableMaps(t *testing.T) {
 		if err := allocate(t, e, m); err != nil {
 			t.Fatalf("mission %s: %v", m, err)
 		}
-		if _, err := mapstore.Retain(ctx, e.Redis, m, base.Add(time.Duration(i)*time.Second)); err != nil {
+		if _, err := mapstore.Retain(ctx, e.Redis, chargeOf(e, m), base.Add(time.Duration(i)*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		st := saga.Failed
@@ -212,7 +213,8 @@ func TestReservationWithoutMapIsDroppedAfterGrace(t *testing.T) {
 			t.Parallel()
 			e := start(t, mapping.Config{CapacityCells: officeCells, ReservationGrace: tt.grace})
 			ctx := steptest.Context(t)
-			if _, err := mapstore.Reserve(ctx, e.Redis, "ghost", officeCells, officeCells, time.Now().Add(-time.Second)); err != nil {
+			ghost := mapstore.Charge{MissionID: "ghost", SagaID: "saga-ghost"}
+			if _, err := mapstore.Reserve(ctx, e.Redis, ghost, officeCells, officeCells, time.Now().Add(-time.Second)); err != nil {
 				t.Fatal(err)
 			}
 			setState(t, e.Redis, "b", saga.Running)
@@ -229,6 +231,18 @@ func TestReservationWithoutMapIsDroppedAfterGrace(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startOwned starts the mapping service of cfg with a barrier that checks
+// the saga record, as the binaries' does (cmd/slammesh).
+func startOwned(t *testing.T, cfg mapping.Config) *env {
+	t.Helper()
+	svc := service(cfg)
+	svc.New = func(rdb redis.UniversalClient, _ *barrier.Barrier, log *slog.Logger) (steptest.Registrar, error) {
+		return mapping.NewServer(cfg, rdb, barrier.New(rdb, barrier.WithOwner(saga.RecordKey)), log), nil
+	}
+	se := steptest.Start(t, svc)
+	return &env{Env: se, client: mappingv1.NewMappingServiceClient(se.Conn)}
 }
 
 // A young reservation without its map is an allocation in progress only
@@ -248,18 +262,12 @@ func TestReservationOfADeletedMissionIsDroppedAtOnce(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := mapping.Config{CapacityCells: officeCells, ReservationGrace: time.Hour}
-			svc := service(cfg)
-			svc.New = func(rdb redis.UniversalClient, _ *barrier.Barrier, log *slog.Logger) (steptest.Registrar, error) {
-				return mapping.NewServer(cfg, rdb, barrier.New(rdb, barrier.WithOwner(saga.RecordKey)), log), nil
-			}
-			se := steptest.Start(t, svc)
-			e := &env{Env: se, client: mappingv1.NewMappingServiceClient(se.Conn)}
+			e := startOwned(t, mapping.Config{CapacityCells: officeCells, ReservationGrace: time.Hour})
 			ctx := steptest.Context(t)
 			if tt.record {
 				setState(t, e.Redis, "first", saga.Running)
 			}
-			if _, err := mapstore.Reserve(ctx, e.Redis, "first", officeCells, officeCells, time.Now()); err != nil {
+			if _, err := mapstore.Reserve(ctx, e.Redis, chargeOf(e, "first"), officeCells, officeCells, time.Now()); err != nil {
 				t.Fatal(err)
 			}
 			setState(t, e.Redis, "next", saga.Running)
@@ -298,5 +306,81 @@ func TestRefusedAllocationLeavesNoCharge(t *testing.T) {
 	steptest.WantStatus(t, err, codes.FailedPrecondition, rpcerr.ReasonSagaMismatch)
 	if got := capacityUsed(t, e.Redis); got != 0 {
 		t.Errorf("capacity after the refused allocation = %d, want 0", got)
+	}
+}
+
+// A mission deleted (DeleteMission drops its record, map and marks, not its
+// charge) and started again under the same id runs another saga, whose map
+// is charged apart: the janitor drops the deleted saga's charge, whose map
+// is gone, and keeps the new one's. A charge by mission id alone made the
+// new allocation reuse the old charge, which a janitor pass that had read
+// it as gone could then drop under the new map.
+func TestJanitorDropsOnlyTheDeletedSagasCharge(t *testing.T) {
+	t.Parallel()
+	e := startOwned(t, mapping.Config{CapacityCells: 2 * officeCells, ReservationGrace: time.Hour})
+	ctx := steptest.Context(t)
+	const m = "m-again"
+	setState(t, e.Redis, m, saga.Running)
+	if err := allocate(t, e, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Redis.Del(ctx, saga.RecordKey(m), mapstore.Key(m), barrier.Key(m, mapping.Step)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	again := e.Saga(m)
+	again.SagaId = "saga-again"
+	if err := e.Redis.HSet(ctx, saga.RecordKey(m), "state", string(saga.Running), "saga_id", again.SagaId).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: again, Spec: office()}); err != nil {
+		t.Fatalf("allocation of the mission started again: %v", err)
+	}
+	if got := capacityUsed(t, e.Redis); got != 2*officeCells {
+		t.Errorf("capacity = %d cells, want %d: the deleted saga's charge and the new one's", got, 2*officeCells)
+	}
+	// The budget is full: this allocation runs a janitor pass first.
+	setState(t, e.Redis, "next", saga.Running)
+	if err := allocate(t, e, "next"); err != nil {
+		t.Fatalf("allocation after the deleted saga's charge was due to go: %v", err)
+	}
+	page, err := mapstore.ListCharged(ctx, e.Redis, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var charged []mapstore.Charge
+	for _, c := range page {
+		charged = append(charged, c.Charge)
+	}
+	want := []mapstore.Charge{{MissionID: m, SagaID: again.SagaId}, chargeOf(e, "next")}
+	if !slices.Equal(charged, want) {
+		t.Errorf("charged %v, want %v", charged, want)
+	}
+	if !mapExists(t, e.Redis, m) {
+		t.Error("the new saga's map is gone")
+	}
+}
+
+// A late allocation of a deleted saga, arriving after its mission was
+// started again under the same id, is refused before it claims the step:
+// the new saga allocates its map as if the late call had never come.
+func TestLateAllocationOfADeletedSagaIsRefused(t *testing.T) {
+	t.Parallel()
+	e := startOwned(t, mapping.Config{})
+	ctx := steptest.Context(t)
+	const m = "m-late"
+	again := e.Saga(m)
+	again.SagaId = "saga-again"
+	if err := e.Redis.HSet(ctx, saga.RecordKey(m), "state", string(saga.Running), "saga_id", again.SagaId).Err(); err != nil {
+		t.Fatal(err)
+	}
+	steptest.WantStatus(t, allocate(t, e, m), codes.FailedPrecondition, rpcerr.ReasonSagaMismatch)
+	if mapExists(t, e.Redis, m) || e.Redis.Exists(ctx, barrier.Key(m, mapping.Step)).Val() != 0 {
+		t.Fatal("the late allocation wrote the map or the step's barrier")
+	}
+	if got := capacityUsed(t, e.Redis); got != 0 {
+		t.Errorf("capacity after the refused allocation = %d, want 0", got)
+	}
+	if _, err := e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: again, Spec: office()}); err != nil {
+		t.Fatalf("allocation of the saga that owns the mission: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
+	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/steptest"
 	"github.com/slammesh/slammesh/services/mapping"
 )
@@ -47,6 +48,11 @@ func office() *typesv1.MapSpec {
 }
 
 const officeCells = 400 * 300
+
+// chargeOf is the capacity charge of the map e.Saga(m) allocates.
+func chargeOf(e *env, m string) mapstore.Charge {
+	return mapstore.Charge{MissionID: m, SagaID: e.Saga(m).GetSagaId()}
+}
 
 func capacityUsed(t *testing.T, rdb redis.UniversalClient) int64 {
 	t.Helper()

@@ -39,22 +39,25 @@ func (s *Server) RunJanitor(ctx context.Context) {
 	}
 }
 
-// reclaim is one janitor pass over the maps held. It
-//   - retains the map of each mission that has completed (its cells leave the
+// reclaim is one janitor pass over the maps held. A charge is the map of
+// one saga of a mission (mapstore.Charge): the map, the barrier mark and
+// the saga record it reads count only when that saga wrote them, so a
+// mission deleted and started again under the same id is never mistaken
+// for the one charged, and the pass's writes name the charge they settle.
+// It
+//   - retains the map of each saga that has completed (its cells leave the
 //     in-flight budget for the retained one);
 //   - uncharges a map that is gone (its mission's keys expired with its
-//     retention, DeleteMission deleted them, or a release died before
-//     uncharging it), or that never appeared: a reservation older than
-//     Config.ReservationGrace whose step has no action mark (its allocation
-//     died between the reservation and the barrier's commit, which creates
-//     the map with the mark). A younger reservation without its map is an
-//     allocation in progress, and is left alone, unless its saga record is
-//     gone and the barrier checks the record (WithOwner): the allocation
-//     of a mission deleted or expired since can never commit, and its
-//     charge must not hold the budget for the grace period. (A charge is
-//     keyed by mission id: a mission started again under a deleted one's
-//     id between this pass's read and its drop would lose the charge it
-//     found and kept, a window as old as the drop of a map that is gone.)
+//     retention, DeleteMission deleted them, another saga of the mission
+//     replaced it, or a release died before uncharging it), or that never
+//     appeared: a reservation older than Config.ReservationGrace whose
+//     step has no action mark of its saga (its allocation died between the
+//     reservation and the barrier's commit, which creates the map with the
+//     mark). A younger reservation without its map is an allocation in
+//     progress, and is left alone, unless its saga record is gone and the
+//     barrier checks the record (WithOwner): the allocation of a mission
+//     deleted or expired since can never commit, and its charge must not
+//     hold the budget for the grace period;
 //   - clears the reserved mark of a charge whose map it finds
 //     (mapstore.Confirm). A map is never deleted for want of a saga record:
 //     the record and the map expire together, and the step services'
@@ -139,7 +142,7 @@ func (s *Server) settleAll(ctx context.Context) (int, error) {
 				if c.Retained.IsZero() {
 					freed++
 				}
-				s.log.InfoContext(ctx, "map no longer in Redis uncharged", "mission_id", c.MissionID, "cells", st.dropped)
+				s.log.InfoContext(ctx, "map no longer in Redis uncharged", "mission_id", c.MissionID, "saga_id", c.SagaID, "cells", st.dropped)
 			case st.retained > 0:
 				freed++
 			}
@@ -173,18 +176,18 @@ func (s *Server) settle(ctx context.Context, page []mapstore.Charged, states []s
 	pipe := s.rdb.Pipeline()
 	for i, c := range page {
 		if exists[i] && !c.Reserved.IsZero() {
-			mapstore.QueueConfirm(ctx, pipe, c.MissionID)
+			mapstore.QueueConfirm(ctx, pipe, c.Charge)
 		}
 		switch {
 		case !exists[i] && !c.Reserved.IsZero() && !marked[i] && time.Since(c.Reserved) < s.cfg.ReservationGrace &&
 			(states[i] != "" || !s.barrier.Owned()):
 			// An allocation between its reservation and its commit. Not
-			// when its saga record is gone and the barrier checks it:
-			// that commit can never happen.
+			// when its saga record is gone, or is another saga's, and the
+			// barrier checks it: that commit can never happen.
 		case !exists[i]:
-			writes = append(writes, queued{i: i, drop: true, cmd: mapstore.QueueDrop(ctx, pipe, c.MissionID)})
+			writes = append(writes, queued{i: i, drop: true, cmd: mapstore.QueueDrop(ctx, pipe, c.Charge)})
 		case states[i] == string(saga.Completed) && c.Retained.IsZero():
-			writes = append(writes, queued{i: i, cmd: mapstore.QueueRetain(ctx, pipe, c.MissionID, now)})
+			writes = append(writes, queued{i: i, cmd: mapstore.QueueRetain(ctx, pipe, c.Charge, now)})
 		}
 	}
 	if pipe.Len() == 0 {
@@ -198,7 +201,7 @@ func (s *Server) settle(ctx context.Context, page []mapstore.Charged, states []s
 	}
 	out := make([]settlement, 0, len(writes))
 	for _, w := range writes {
-		n, err := mapstore.CellsOf(w.cmd, page[w.i].MissionID)
+		n, err := mapstore.CellsOf(w.cmd, page[w.i].Charge)
 		if err != nil {
 			return nil, err
 		}
@@ -211,37 +214,67 @@ func (s *Server) settle(ctx context.Context, page []mapstore.Charged, states []s
 	return out, nil
 }
 
-// lookup reads, for each map held, its mission's saga state ("" when the
-// record is gone), whether the map key still exists, and whether the
-// allocation's barrier has its action mark (the map was created), in one
-// round trip.
+// lookup reads, for each map held, its saga's state ("" when the record is
+// gone, or is another saga's), whether the saga's map still exists, and
+// whether the allocation's barrier has the saga's action mark (the map was
+// created), in one round trip.
 func (s *Server) lookup(ctx context.Context, page []mapstore.Charged) (states []string, exists, marked []bool, err error) {
-	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, c := range page {
-			p.HGet(ctx, saga.RecordKey(c.MissionID), "state")
-			p.Exists(ctx, mapstore.Key(c.MissionID))
-			p.HExists(ctx, barrier.Key(c.MissionID, Step), "action")
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, nil, fmt.Errorf("read the missions of the maps held: %w", err)
+	records := make([]*redis.SliceCmd, len(page))
+	maps := make([]*redis.SliceCmd, len(page))
+	marks := make([]*redis.SliceCmd, len(page))
+	pipe := s.rdb.Pipeline()
+	for i, c := range page {
+		records[i] = queueState(ctx, pipe, c.MissionID)
+		maps[i] = mapstore.QueueOwner(ctx, pipe, c.MissionID)
+		// The barrier hash's fields: see barrier.Key.
+		marks[i] = pipe.HMGet(ctx, barrier.Key(c.MissionID, Step), "action", "saga")
 	}
-	// The pipeline's error is its first command's: the redis.Nil of a
-	// mission whose record is gone may hide a read that failed after it
-	// (its Cluster node down), which would pass for a map that is gone.
-	for _, c := range cmds {
-		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
-			return nil, nil, nil, fmt.Errorf("read the missions of the maps held: %w", err)
-		}
-	}
+	// Each command carries its own error, checked below: one failed read
+	// (its Cluster node down) must not pass for a map that is gone.
+	_, _ = pipe.Exec(ctx)
 	states, exists, marked = make([]string, len(page)), make([]bool, len(page)), make([]bool, len(page))
-	for i := range page {
-		states[i] = cmds[3*i].(*redis.StringCmd).Val()
-		exists[i] = cmds[3*i+1].(*redis.IntCmd).Val() == 1
-		marked[i] = cmds[3*i+2].(*redis.BoolCmd).Val()
+	for i, c := range page {
+		if states[i], err = stateOf(records[i], c.Charge); err != nil {
+			return nil, nil, nil, err
+		}
+		owner, ok, err := mapstore.OwnerOf(maps[i])
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("read the maps held: %w", err)
+		}
+		exists[i] = ok && c.Owns(owner)
+		mark, err := marks[i].Result()
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("read the barrier marks of the maps held: %w", err)
+		}
+		marked[i] = len(mark) == 2 && mark[0] != nil && c.Owns(str(mark[1]))
 	}
 	return states, exists, marked, nil
+}
+
+// queueState reads, or queues in a pipeline r, the state and saga id of
+// the mission's saga record (its fields: see internal/saga's record), for
+// stateOf.
+func queueState(ctx context.Context, r redis.Cmdable, missionID string) *redis.SliceCmd {
+	return r.HMGet(ctx, saga.RecordKey(missionID), "state", "saga_id")
+}
+
+// stateOf decodes queueState's read for charge c: the saga's state, or ""
+// when the record is gone or is another saga's.
+func stateOf(cmd *redis.SliceCmd, c mapstore.Charge) (string, error) {
+	v, err := cmd.Result()
+	if err != nil {
+		return "", fmt.Errorf("read the saga of %s: %w", c, err)
+	}
+	if len(v) != 2 || !c.Owns(str(v[1])) {
+		return "", nil
+	}
+	return str(v[0]), nil
+}
+
+// str is an HMGET answer's field as a string ("" when missing).
+func str(v any) string {
+	s, _ := v.(string)
+	return s
 }
 
 // evict deletes the oldest retained maps while the retained cells exceed
@@ -273,7 +306,7 @@ func (s *Server) evict(ctx context.Context) error {
 			return err
 		}
 		over := u.Retained - int64(s.cfg.RetainedCells)
-		var victims []string
+		var victims []mapstore.Charge
 		for i, m := range oldest {
 			if states[i] != "" && states[i] != string(saga.Completed) {
 				skipped++
@@ -293,68 +326,70 @@ func (s *Server) evict(ctx context.Context) error {
 // evictBatch is how many retained maps evict looks at per round trip.
 const evictBatch = 16
 
-// retainedStates reads, in one round trip, the saga state of each of
-// missions ("" when its record is gone) and the cells its map is charged.
-func (s *Server) retainedStates(ctx context.Context, missions []string) ([]string, []int64, error) {
+// retainedStates reads, in one round trip, the state of the saga of each
+// of charges ("" when its record is gone, or is another saga's) and the
+// cells its map is charged.
+func (s *Server) retainedStates(ctx context.Context, charges []mapstore.Charge) ([]string, []int64, error) {
 	pipe := s.rdb.Pipeline()
-	reads := make([]*redis.StringCmd, len(missions))
-	for i, m := range missions {
-		reads[i] = pipe.HGet(ctx, saga.RecordKey(m), "state")
+	reads := make([]*redis.SliceCmd, len(charges))
+	for i, c := range charges {
+		reads[i] = queueState(ctx, pipe, c.MissionID)
 	}
-	charges := mapstore.QueueCharges(ctx, pipe, missions)
+	held := mapstore.QueueCharges(ctx, pipe, charges)
 	_, _ = pipe.Exec(ctx) // each command carries its own error
-	states := make([]string, len(missions))
+	states := make([]string, len(charges))
 	for i, r := range reads {
-		if err := r.Err(); err != nil && !errors.Is(err, redis.Nil) {
-			return nil, nil, fmt.Errorf("state of mission %s: %w", missions[i], err)
+		st, err := stateOf(r, charges[i])
+		if err != nil {
+			return nil, nil, err
 		}
-		states[i] = r.Val()
+		states[i] = st
 	}
-	if err := charges.Err(); err != nil {
+	if err := held.Err(); err != nil {
 		return nil, nil, fmt.Errorf("charges of the oldest retained maps: %w", err)
 	}
-	cells := make([]int64, len(missions))
-	for i, c := range charges.Val() {
+	cells := make([]int64, len(charges))
+	for i, c := range held.Val() {
 		cells[i] = int64(c)
 	}
 	return states, cells, nil
 }
 
-// evictMaps deletes the maps of missions, in one round trip, then
-// uncharges them in another: a deletion that failed leaves its charge for
-// the next pass, never an uncharged map in Redis (on a Redis Cluster one
-// pipeline would reach the mission's node and the accounting's at once).
-func (s *Server) evictMaps(ctx context.Context, missions []string) error {
-	if len(missions) == 0 {
+// evictMaps deletes the maps of charges, in one round trip, then uncharges
+// them in another: a deletion that failed leaves its charge for the next
+// pass, never an uncharged map in Redis (on a Redis Cluster one pipeline
+// would reach the mission's node and the accounting's at once). A mission
+// whose map is by now another saga's keeps it (mapstore.QueueEvict); the
+// charge read is dropped all the same, as its map is gone.
+func (s *Server) evictMaps(ctx context.Context, charges []mapstore.Charge) error {
+	if len(charges) == 0 {
 		return nil
-	}
-	dels, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, m := range missions {
-			p.Del(ctx, mapstore.Key(m))
-		}
-		return nil
-	})
-	for i, c := range dels {
-		if err := c.Err(); err != nil {
-			return fmt.Errorf("evict map of mission %s: %w", missions[i], err)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("evict the oldest retained maps: %w", err)
 	}
 	pipe := s.rdb.Pipeline()
-	drops := make([]*redis.Cmd, len(missions))
-	for i, m := range missions {
-		drops[i] = mapstore.QueueDrop(ctx, pipe, m)
+	dels := make([]*redis.Cmd, len(charges))
+	for i, c := range charges {
+		dels[i] = mapstore.QueueEvict(ctx, pipe, c)
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
-	for i, m := range missions {
-		n, err := mapstore.CellsOf(drops[i], m)
+	for i, d := range dels {
+		if err := d.Err(); err != nil {
+			return fmt.Errorf("evict %s: %w", charges[i], err)
+		}
+	}
+	pipe = s.rdb.Pipeline()
+	drops := make([]*redis.Cmd, len(charges))
+	for i, c := range charges {
+		drops[i] = mapstore.QueueDrop(ctx, pipe, c)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for i, c := range charges {
+		n, err := mapstore.CellsOf(drops[i], c)
 		if err != nil {
 			return err
 		}
 		s.log.InfoContext(ctx, "retained map evicted: the retained-maps budget is full",
-			slog.String("mission_id", m), slog.Int64("cells", n), slog.Uint64("retained_budget", s.cfg.RetainedCells))
+			slog.String("mission_id", c.MissionID), slog.String("saga_id", c.SagaID),
+			slog.Int64("cells", n), slog.Uint64("retained_budget", s.cfg.RetainedCells))
 	}
 	return nil
 }

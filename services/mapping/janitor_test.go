@@ -22,26 +22,27 @@ import (
 	"github.com/slammesh/slammesh/services/mapping"
 )
 
-// failExists makes every EXISTS of a pipeline fail while on, as a command
-// sent to a Cluster node that is down would, and returns the first error of
-// the pipeline as go-redis does (which may be a harmless redis.Nil before it).
-type failExists struct{ on atomic.Bool }
+// failMapReads makes every read of a map hash in a pipeline fail while on,
+// as a command sent to a Cluster node that is down would, and returns the
+// first error of the pipeline as go-redis does (which may be a harmless
+// redis.Nil before it).
+type failMapReads struct{ on atomic.Bool }
 
-func (h *failExists) DialHook(next redis.DialHook) redis.DialHook {
+func (h *failMapReads) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
 }
 
-func (h *failExists) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *failMapReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
 
-func (h *failExists) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h *failMapReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
 		if !h.on.Load() {
 			return err
 		}
 		for _, c := range cmds {
-			if c, ok := c.(*redis.IntCmd); ok && strings.EqualFold(c.Name(), "exists") {
-				c.SetVal(0) // no reply was read
+			if c, ok := c.(*redis.SliceCmd); ok && strings.HasSuffix(fmt.Sprint(c.Args()[1]), ":map") {
+				c.SetVal(nil) // no reply was read
 				c.SetErr(errors.New("dial tcp: connection refused (injected)"))
 			}
 		}
@@ -60,7 +61,7 @@ func (h *failExists) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // record is gone (listed first: its map is smaller).
 func TestJanitorKeepsTheChargeOfAMapItCouldNotRead(t *testing.T) {
 	t.Parallel()
-	hook := &failExists{}
+	hook := &failMapReads{}
 	cfg := mapping.Config{CapacityCells: officeCells + 100}
 	svc := service(cfg)
 	svc.New = func(rdb redis.UniversalClient, b *barrier.Barrier, log *slog.Logger) (steptest.Registrar, error) {
@@ -71,10 +72,11 @@ func TestJanitorKeepsTheChargeOfAMapItCouldNotRead(t *testing.T) {
 	e := &env{Env: se, client: mappingv1.NewMappingServiceClient(se.Conn)}
 	ctx := steptest.Context(t)
 	// A charge whose mission is gone entirely (no record, no map).
-	if _, err := mapstore.Reserve(ctx, e.Redis, "gone", 10, officeCells+100, time.Now()); err != nil {
+	gone := mapstore.Charge{MissionID: "gone", SagaID: "saga-gone"}
+	if _, err := mapstore.Reserve(ctx, e.Redis, gone, 10, officeCells+100, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := mapstore.Confirm(ctx, e.Redis, "gone"); err != nil {
+	if err := mapstore.Confirm(ctx, e.Redis, gone); err != nil {
 		t.Fatal(err)
 	}
 	setState(t, e.Redis, "live", saga.Running)
@@ -89,7 +91,7 @@ func TestJanitorKeepsTheChargeOfAMapItCouldNotRead(t *testing.T) {
 	if !mapExists(t, e.Redis, "live") {
 		t.Fatal("the live mission's map is gone")
 	}
-	if err := e.Redis.ZScore(ctx, "slammesh:{mapping}:maps", "live").Err(); err != nil {
+	if err := e.Redis.ZScore(ctx, "slammesh:{mapping}:maps", "live/"+e.Saga("live").GetSagaId()).Err(); err != nil {
 		t.Errorf("the live mission's map, which exists, is no longer charged (ZSCORE: %v)", err)
 	}
 }

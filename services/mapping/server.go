@@ -220,12 +220,13 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 // mission has ended, or belongs to another saga): the charge is dropped;
 // and by the janitor otherwise (a crash in between; see reclaim). A
 // duplicate keeps the charge, whatever map id it answers with: it is the
-// mission's one charge, for the map the first attempt created.
+// saga's one charge, for the map the first attempt created.
 func (s *Server) allocate(ctx context.Context, sc *typesv1.SagaContext, meta grid.Meta, blank *mapstore.Blank, mapID string) ([]byte, barrier.Outcome, error) {
 	cells := uint64(meta.Cells())
 	capacity := s.cfg.CapacityCells
 	missionID := sc.GetMissionId()
-	r, err := mapstore.Reserve(ctx, s.reserve, missionID, cells, capacity, time.Now())
+	charge := mapstore.Charge{MissionID: missionID, SagaID: sc.GetSagaId()}
+	r, err := mapstore.Reserve(ctx, s.reserve, charge, cells, capacity, time.Now())
 	switch {
 	case errors.Is(err, mapstore.ErrFull):
 		return nil, 0, &errCapacity{requested: cells, available: r.Left}
@@ -243,35 +244,40 @@ func (s *Server) allocate(ctx context.Context, sc *typesv1.SagaContext, meta gri
 		return nil, 0, err
 	}
 	tx := s.barrier.NewTx()
-	tx.Write(func(p redis.Pipeliner) { mapstore.Create(ctx, p, missionID, mapID, blank) })
+	tx.Write(func(p redis.Pipeliner) { mapstore.Create(ctx, p, missionID, sc.GetSagaId(), mapID, blank) })
 	res, outcome, err := stepserver.Commit(ctx, s.barrier, stepserver.BarrierID(sc, Step), tx, out)
 	switch {
 	case errors.Is(err, barrier.ErrActionForbidden):
 		// The compensation ran first: no map of this saga will ever exist.
 		// Drop is idempotent, and a release that dropped already makes it
 		// a no-op.
-		s.dropCharge(ctx, missionID)
+		s.dropCharge(ctx, charge)
 	case r.New && (errors.Is(err, barrier.ErrOwnerGone) || errors.Is(err, barrier.ErrSagaMismatch)):
-		// A late call for a mission that has ended (or another saga's):
+		// A late call for a mission that has ended (or of another saga):
 		// this call's charge is for a map that will not be created, unless
-		// the mission holds one already — created after this reservation
-		// by a concurrent attempt, and so charged by it. No barrier commit
+		// the saga holds one already — created after this reservation by a
+		// concurrent attempt, and so charged by it. No barrier commit
 		// creates the map any more, so the look cannot go stale.
-		n, xerr := s.rdb.Exists(ctx, mapstore.Key(missionID)).Result()
-		if xerr == nil && n == 0 {
-			s.dropCharge(ctx, missionID)
+		if held, xerr := s.holdsMap(ctx, charge); xerr == nil && !held {
+			s.dropCharge(ctx, charge)
 		}
 	}
 	return res, outcome, err
 }
 
-// dropCharge drops the mission's capacity charge after an allocation that
-// will create no map; a failure is left to the janitor (the charge is still
-// marked reserved, so its grace period applies).
-func (s *Server) dropCharge(ctx context.Context, missionID string) {
-	if _, err := mapstore.Drop(ctx, s.rdb, missionID); err != nil {
+// holdsMap reports whether the mission's map is the map of charge c.
+func (s *Server) holdsMap(ctx context.Context, c mapstore.Charge) (bool, error) {
+	owner, exists, err := mapstore.OwnerOf(mapstore.QueueOwner(ctx, s.rdb, c.MissionID))
+	return exists && c.Owns(owner), err
+}
+
+// dropCharge drops capacity charge c after an allocation that will create
+// no map; a failure is left to the janitor (the charge is still marked
+// reserved, so its grace period applies).
+func (s *Server) dropCharge(ctx context.Context, c mapstore.Charge) {
+	if _, err := mapstore.Drop(ctx, s.rdb, c); err != nil {
 		s.log.WarnContext(ctx, "dropping the charge of a refused allocation failed; the janitor drops it",
-			"mission_id", missionID, "error", err.Error())
+			"mission_id", c.MissionID, "saga_id", c.SagaID, "error", err.Error())
 	}
 }
 
@@ -301,7 +307,7 @@ func (s *Server) ReleaseMap(ctx context.Context, req *mappingv1.ReleaseMapReques
 		return nil, s.toStatus(ctx, err)
 	}
 	// Also after a duplicate: the first call may have died before it.
-	if _, err := mapstore.Drop(ctx, s.rdb, sc.GetMissionId()); err != nil {
+	if _, err := mapstore.Drop(ctx, s.rdb, mapstore.Charge{MissionID: sc.GetMissionId(), SagaID: sc.GetSagaId()}); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
 	if outcome != barrier.Applied {

@@ -99,22 +99,23 @@ func TestCapacityAccountingOnCluster(t *testing.T) {
 	rdb := redistest.Start(t).Universal(t)
 	ctx := t.Context()
 	now := time.Now()
+	charge := func(m string) mapstore.Charge { return mapstore.Charge{MissionID: m, SagaID: "s"} }
 	for i, id := range []string{"cap{1", "cap:2", "cap}3"} {
-		r, err := mapstore.Reserve(ctx, rdb, id, uint64(100*(i+1)), 1000, now)
+		r, err := mapstore.Reserve(ctx, rdb, charge(id), uint64(100*(i+1)), 1000, now)
 		if err != nil || !r.New {
 			t.Fatalf("Reserve %s = %+v, %v", id, r, err)
 		}
-		if r, err := mapstore.Reserve(ctx, rdb, id, uint64(100*(i+1)), 1000, now); err != nil || r.New {
+		if r, err := mapstore.Reserve(ctx, rdb, charge(id), uint64(100*(i+1)), 1000, now); err != nil || r.New {
 			t.Fatalf("repeat Reserve %s = %+v, %v; want charged already", id, r, err)
 		}
 	}
-	if _, err := mapstore.Reserve(ctx, rdb, "cap-4", 500, 1000, now); !errors.Is(err, mapstore.ErrFull) {
+	if _, err := mapstore.Reserve(ctx, rdb, charge("cap-4"), 500, 1000, now); !errors.Is(err, mapstore.ErrFull) {
 		t.Fatalf("Reserve past the budget = %v, want ErrFull", err)
 	}
-	if n, err := mapstore.Retain(ctx, rdb, "cap{1", now); err != nil || n != 100 {
+	if n, err := mapstore.Retain(ctx, rdb, charge("cap{1"), now); err != nil || n != 100 {
 		t.Fatalf("Retain = %d, %v; want 100", n, err)
 	}
-	if n, err := mapstore.Drop(ctx, rdb, "cap:2"); err != nil || n != 200 {
+	if n, err := mapstore.Drop(ctx, rdb, charge("cap:2")); err != nil || n != 200 {
 		t.Fatalf("Drop = %d, %v; want 200", n, err)
 	}
 	want := mapstore.Usage{Held: 400, Retained: 100}
