@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -64,14 +65,18 @@ func (o *outage) over() { o.since = time.Time{} }
 // retry returns nil when attempt a of the call op, which failed with err,
 // is to be made again, after waiting the backoff; then says on stderr, at
 // an outage's first failure, what the retry does. Otherwise it returns the
-// error to end with: err when it is not UNAVAILABLE (or reconnect is 0), a
-// timeout once reconnect has passed since the outage began. An attempt that
+// error to end with: err when it is not UNAVAILABLE (or reconnect is 0),
+// or is a TLS handshake that failed (see handshakeFailed), a timeout once
+// reconnect has passed since the outage began. An attempt that
 // an orchestrator served for servedFor or longer ends the outage before it
 // (the one its failure begins is a new one), unless the orchestrator
 // answered that its own store is unavailable: Redis's outage goes on.
 func (o *outage) retry(ctx context.Context, op string, err error, then string, a *attempt) error {
 	if status.Code(err) != codes.Unavailable || o.reconnect <= 0 || ctx.Err() != nil {
 		return rpcError(op, err)
+	}
+	if handshakeFailed(err) {
+		return fmt.Errorf("%w (check --cacert, --cert and --key against the orchestrator's certificates)", rpcError(op, err))
 	}
 	if a.peer.Addr != nil && time.Since(a.began) >= servedFor && rpcerr.Reason(err) != rpcerr.ReasonStoreUnavailable {
 		o.over()
@@ -90,6 +95,13 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 	}
 	o.backoff = min(2*o.backoff, maxRetryBackoff)
 	return nil
+}
+
+// handshakeFailed reports whether err is grpc-go's UNAVAILABLE for a TLS
+// handshake that failed: a certificate that does not verify, or one the
+// server refused. Waiting does not mend it, so it is not an outage.
+func handshakeFailed(err error) bool {
+	return strings.Contains(status.Convert(err).Message(), "authentication handshake failed")
 }
 
 // reconnectFlagHelp is the --reconnect flag's help on start and watch.

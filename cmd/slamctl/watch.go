@@ -75,9 +75,16 @@ func watchMission(ctx context.Context, c *clients, g global, id, from string, re
 	// The stream ended with no terminal event: the mission had ended
 	// before the entry the watch resumed after (watch --from its last
 	// event), or a replica ended the stream early. The record says which.
-	resp, err := c.orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
-	if err != nil {
-		return rpcError("get mission", err)
+	var resp *orchestratorv1.GetMissionResponse
+	for {
+		a, opt := o.begin()
+		var err error
+		if resp, err = c.orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id}, opt); err == nil {
+			break
+		}
+		if err := o.retry(ctx, "get mission", err, "asking again", a); err != nil {
+			return err
+		}
 	}
 	st := resp.GetMission().GetState()
 	switch st {

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/meshtls"
+	"github.com/slammesh/slammesh/internal/meshtls/meshtlstest"
+)
+
+// A server certificate that the client's CA does not sign is a
+// misconfiguration, which waiting does not mend: slamctl says so at once
+// instead of retrying it for --reconnect as an outage. (A server refusing
+// the client's certificate is not told apart: over TLS 1.3 the client sees
+// it as a connection the server closed, as in a restart.)
+func TestServerCertificateOfAnotherCAIsNoOutage(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	mesh, err := meshtlstest.NewCA(dir, "mesh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := meshtlstest.NewCA(dir, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := mesh.Issue("orchestrator", meshtlstest.Server, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := meshtls.NewSource(meshtls.Files{CA: mesh.CertFile, Cert: server.CertFile, Key: server.KeyFile}, meshtls.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := meshtls.ServerCredentials(src, meshtls.ServerOptions{ClientAuth: meshtls.ClientAuthOptional})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(creds))
+	orchestratorv1.RegisterOrchestratorServiceServer(srv, &replayOrchestrator{events: missionEvents()})
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+
+	var stdout, stderr bytes.Buffer
+	began := time.Now()
+	args := []string{"--addr", l.Addr().String(), "--cacert", other.CertFile, "watch", "--reconnect", "1m", "m"}
+	err = run(t.Context(), args, func(string) string { return "" }, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "authentication handshake failed") || !strings.Contains(err.Error(), "--cacert") {
+		t.Fatalf("err %v; want the failed handshake, pointing at --cacert", err)
+	}
+	if d := time.Since(began); d > 20*time.Second {
+		t.Errorf("gave up after %v: retried as an outage", d)
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr %q: announced a retry", stderr.String())
+	}
+	// The same orchestrator, trusted: the watch goes through.
+	stdout.Reset()
+	args[3] = mesh.CertFile
+	if err := run(t.Context(), args, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatalf("watch with the orchestrator's CA: %v", err)
+	}
+}
+
+// drainedGets answers GetMission UNAVAILABLE the first time, as an
+// orchestrator that began to drain between the watch's end and the read of
+// the mission's state does, then as replayOrchestrator.
+type drainedGets struct {
+	*replayOrchestrator
+	gets atomic.Int32
+}
+
+func (d *drainedGets) GetMission(ctx context.Context, req *orchestratorv1.GetMissionRequest) (*orchestratorv1.GetMissionResponse, error) {
+	if d.gets.Add(1) == 1 {
+		return nil, status.Error(codes.Unavailable, "orchestrator is shutting down; retry on another replica")
+	}
+	return d.replayOrchestrator.GetMission(ctx, req)
+}
+
+// The read of the mission's state after a watch that ended without its
+// terminal event rides out an outage as the watch does.
+func TestGetMissionAfterTheWatchIsRetried(t *testing.T) {
+	t.Parallel()
+	d := &drainedGets{replayOrchestrator: &replayOrchestrator{events: missionEvents()}}
+	_, addr := serveOn(t, "127.0.0.1:0", d)
+	out, stderr, err := watchCmd(t, addr, "--from", "8-0", "m")
+	if err != nil || strings.TrimSpace(out) != "(no events after 8-0: the mission ended COMPLETED)" {
+		t.Errorf("watch --from the last event, its GetMission drained once: %q, %v", out, err)
+	}
+	if d.gets.Load() != 2 || !strings.Contains(stderr, "get mission: Unavailable") {
+		t.Errorf("%d GetMission calls, stderr %q; want one retry, said once", d.gets.Load(), stderr)
+	}
+}
