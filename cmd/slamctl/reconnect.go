@@ -29,9 +29,10 @@ const (
 )
 
 // servedFor is how long a failed call must have been served by an
-// orchestrator to count as an answer that ends an outage: a call refused at
-// once (a drain) is part of the outage, a wait that was held for seconds
-// before its orchestrator went away is not.
+// orchestrator to count as an answer that ends an outage, when the answer
+// does not say (a dropped connection, a drain): a call refused at once is
+// part of the outage, a wait that was held for seconds before its
+// orchestrator went away is not.
 const servedFor = time.Second
 
 // outage follows one stretch of UNAVAILABLE answers from the orchestrator
@@ -67,10 +68,12 @@ func (o *outage) over() { o.since = time.Time{} }
 // an outage's first failure, what the retry does. Otherwise it returns the
 // error to end with: err when it is not UNAVAILABLE (or reconnect is 0),
 // or is a TLS handshake that failed (see handshakeFailed), a timeout once
-// reconnect has passed since the outage began. An attempt that
-// an orchestrator served for servedFor or longer ends the outage before it
-// (the one its failure begins is a new one), unless the orchestrator
-// answered that its own store is unavailable: Redis's outage goes on.
+// reconnect has passed since the outage began. An attempt that an
+// orchestrator served ends the outage before it (the one its failure
+// begins is a new one): one ended because the mission moved to another
+// replica (MISSION_MOVED), or one served for servedFor or longer, unless
+// the orchestrator answered that its own store is unavailable: Redis's
+// outage goes on.
 func (o *outage) retry(ctx context.Context, op string, err error, then string, a *attempt) error {
 	if status.Code(err) != codes.Unavailable || o.reconnect <= 0 || ctx.Err() != nil {
 		return rpcError(op, err)
@@ -78,7 +81,9 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 	if handshakeFailed(err) {
 		return fmt.Errorf("%w (check --cacert, --cert and --key against the orchestrator's certificates)", rpcError(op, err))
 	}
-	if a.peer.Addr != nil && time.Since(a.began) >= servedFor && rpcerr.Reason(err) != rpcerr.ReasonStoreUnavailable {
+	switch reason := rpcerr.Reason(err); {
+	case reason == rpcerr.ReasonMissionMoved,
+		a.peer.Addr != nil && time.Since(a.began) >= servedFor && reason != rpcerr.ReasonStoreUnavailable:
 		o.over()
 	}
 	switch now := time.Now(); {

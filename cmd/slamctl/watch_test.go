@@ -402,20 +402,27 @@ func (h *heldStarts) StartMission(ctx context.Context, req *orchestratorv1.Start
 	}}, nil
 }
 
-// TestEachOutageHasItsOwnReconnect: a wait served for seconds before its
-// orchestrator went away ends the outage before it, so two such losses in
-// a row, further apart than --reconnect, are two outages, each within it.
+// TestEachOutageHasItsOwnReconnect: a wait served before its orchestrator
+// went away ends the outage before it — one served for seconds, or one
+// whose orchestrator said the mission moved to another replica however
+// soon — so such losses in a row, further apart than --reconnect, are
+// separate outages, each within it.
 func TestEachOutageHasItsOwnReconnect(t *testing.T) {
 	t.Parallel()
-	h := &heldStarts{hold: servedFor + 200*time.Millisecond, fails: 2}
-	_, addr := serveOn(t, "127.0.0.1:0", h)
-	var out, stderr bytes.Buffer
-	err := run(t.Context(), []string{"--addr", addr, "start", "--wait", "--reconnect", "500ms"}, func(string) string { return "" }, &out, &stderr)
-	if err != nil || !strings.Contains(out.String(), "COMPLETED") {
-		t.Fatalf("start --wait across two losses: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), stderr.String())
-	}
-	if n := strings.Count(stderr.String(), "retrying mission"); n != 2 {
-		t.Errorf("stderr %q: want a line for each of the 2 outages", stderr.String())
+	moved := rpcerr.New(codes.Unavailable, rpcerr.ReasonMissionMoved, "another orchestrator took the mission over")
+	for _, h := range []*heldStarts{
+		{hold: servedFor + 200*time.Millisecond, fails: 2},
+		{hold: 300 * time.Millisecond, fails: 3, failure: moved},
+	} {
+		_, addr := serveOn(t, "127.0.0.1:0", h)
+		var out, stderr bytes.Buffer
+		err := run(t.Context(), []string{"--addr", addr, "start", "--wait", "--reconnect", "500ms"}, func(string) string { return "" }, &out, &stderr)
+		if err != nil || !strings.Contains(out.String(), "COMPLETED") {
+			t.Fatalf("start --wait across %d losses: %v\nstdout:\n%s\nstderr:\n%s", h.fails, err, out.String(), stderr.String())
+		}
+		if n := strings.Count(stderr.String(), "retrying mission"); n != h.fails {
+			t.Errorf("stderr %q: want a line for each of the %d outages", stderr.String(), h.fails)
+		}
 	}
 }
 

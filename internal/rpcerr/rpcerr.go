@@ -41,6 +41,14 @@ const (
 	ReasonConflict = "CONFLICT"
 	// ReasonStoreUnavailable: Redis could not be reached (UNAVAILABLE: retry).
 	ReasonStoreUnavailable = "STORE_UNAVAILABLE"
+	// ReasonDraining: the orchestrator is shutting down (UNAVAILABLE:
+	// retry on another replica).
+	ReasonDraining = "ORCHESTRATOR_DRAINING"
+	// ReasonMissionMoved: another orchestrator replica drives the mission
+	// now, handed it at a drain or taken over (UNAVAILABLE: retry to follow
+	// it there). The call was served until then: a client's outage did not
+	// begin before it.
+	ReasonMissionMoved = "MISSION_MOVED"
 	// ReasonInternal: a bug or corrupt data; details are in the server log.
 	ReasonInternal = "INTERNAL"
 	// ReasonMissionGone: a step call for a mission that has ended (its keys

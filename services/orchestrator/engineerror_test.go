@@ -28,9 +28,9 @@ func TestEngineError(t *testing.T) {
 		want   error // the exact status, when it is one of the server's own
 	}{
 		{"unknown mission", saga.ErrNotFound, codes.NotFound, rpcerr.ReasonMissionNotFound, nil},
-		{"engine draining", saga.ErrClosed, codes.Unavailable, "", errDraining},
-		{"teardown handed off", saga.ErrHandedOff, codes.Unavailable, "", errHandedOff},
-		{"teardown taken over", saga.ErrFenced, codes.Unavailable, "", errTakenOver},
+		{"engine draining", saga.ErrClosed, codes.Unavailable, rpcerr.ReasonDraining, errDraining},
+		{"teardown handed off", saga.ErrHandedOff, codes.Unavailable, rpcerr.ReasonMissionMoved, errHandedOff},
+		{"teardown taken over", saga.ErrFenced, codes.Unavailable, rpcerr.ReasonMissionMoved, errTakenOver},
 		{"run already in this engine", saga.ErrRunning, codes.Internal, rpcerr.ReasonInternal, errInternal},
 		{"record of another definition", saga.ErrDefinitionMismatch, codes.Internal, rpcerr.ReasonInternal, errInternal},
 		{"redis unreachable", net.ErrClosed, codes.Unavailable, rpcerr.ReasonStoreUnavailable, nil},

@@ -31,7 +31,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
@@ -323,9 +322,9 @@ func (s *Server) track() bool {
 }
 
 var (
-	errDraining  = status.Error(codes.Unavailable, "orchestrator is shutting down; retry on another replica")
-	errHandedOff = status.Error(codes.Unavailable, "orchestrator is shutting down and handed the mission to another replica; retry there to follow it")
-	errTakenOver = status.Error(codes.Unavailable, "another orchestrator took the mission over; retry to follow it there")
+	errDraining  = rpcerr.New(codes.Unavailable, rpcerr.ReasonDraining, "orchestrator is shutting down; retry on another replica")
+	errHandedOff = rpcerr.New(codes.Unavailable, rpcerr.ReasonMissionMoved, "orchestrator is shutting down and handed the mission to another replica; retry there to follow it")
+	errTakenOver = rpcerr.New(codes.Unavailable, rpcerr.ReasonMissionMoved, "another orchestrator took the mission over; retry to follow it there")
 	errInternal  = rpcerr.New(codes.Internal, rpcerr.ReasonInternal, "internal error; see the server log")
 )
 
