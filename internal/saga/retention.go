@@ -20,7 +20,8 @@ var ErrNotFinished = errors.New("saga not finished")
 //
 // KEYS[1] record hash, KEYS[2..] the mission's other keys.
 // Returns 0 when the record is missing, the state when it is not terminal
-// (nothing deleted), 1 when deleted.
+// (nothing deleted), {created} (the record's creation time, unix ms: its
+// mission-index score) when deleted.
 var deleteScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then
@@ -29,13 +30,18 @@ end
 if st ~= 'completed' and st ~= 'compensated' and st ~= 'failed' then
   return st
 end
+local created = redis.call('HGET', KEYS[1], 'created') or ''
 redis.call('DEL', unpack(KEYS))
-return 1
+return {created}
 `)
 
 // Delete removes a finished (Completed, Compensated or Failed) mission and
 // every key it owns now, then drops it from the mission index and leaves a
-// tombstone in GoneKey. A finished saga's active-index entry is normally
+// tombstone in GoneKey. The index entry is dropped only while it has the
+// deleted saga's creation time as its score: a saga created again under
+// the key in between has rewritten it (see Create), and keeps it; its
+// tombstone is then stale, and harmless, since a tombstone is read only
+// for a key without a record (Vanished). A finished saga's active-index entry is normally
 // gone already; one left by a crash is recovery's to drop (a plain ZREM here
 // could remove the fresh entry of a saga created again under the same key).
 // It returns ErrNotFound when no record exists and an
@@ -48,19 +54,24 @@ func (s *Store) Delete(ctx context.Context, key string, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("delete saga %s: %w", key, err)
 	}
+	var created string
 	switch v := reply.(type) {
 	case int64:
-		if v == 0 {
-			return fmt.Errorf("delete saga %s: %w", key, ErrNotFound)
-		}
+		return fmt.Errorf("delete saga %s: %w", key, ErrNotFound)
 	case string:
 		return fmt.Errorf("delete saga %s: it is %s: %w", key, v, ErrNotFinished)
+	case []any:
+		if len(v) == 1 {
+			created, _ = v[0].(string)
+		}
 	default:
 		return fmt.Errorf("delete saga %s: unexpected reply %v", key, reply)
 	}
 	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZAdd(ctx, GoneKey, redis.Z{Score: float64(now.UnixMilli()), Member: key})
-		p.ZRem(ctx, MissionsKey, key)
+		if created != "" { // a record without it is left to Trim
+			unindexScript.Eval(ctx, p, []string{MissionsKey}, key, created, "")
+		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("delete saga %s: unindex: %w", key, err)
@@ -119,37 +130,39 @@ func (s *Store) Trim(ctx context.Context, now time.Time, limit int) (int, error)
 	dropped, offset := 0, s.trimOffset
 	s.trimOffset = 0
 	for checked := 0; checked < limit; {
-		keys, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		entries, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
 			Key: MissionsKey, Start: "-inf", Stop: "(" + strconv.FormatInt(cutoff, 10), ByScore: true,
 			Offset: int64(offset), Count: int64(min(trimBatch, limit-checked)),
 		}).Result()
 		if err != nil {
 			return dropped, fmt.Errorf("trim mission index: %w", err)
 		}
-		if len(keys) == 0 {
+		if len(entries) == 0 {
 			return dropped, nil
 		}
-		checked += len(keys)
+		checked += len(entries)
 		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range keys {
-				p.Exists(ctx, RecordKey(k))
+			for _, e := range entries {
+				p.Exists(ctx, RecordKey(e.Member.(string)))
 			}
 			return nil
 		})
 		if err != nil {
 			return dropped, fmt.Errorf("trim mission index: %w", err)
 		}
-		var gone []string
+		var gone []redis.Z
 		for i, c := range cmds {
 			if c.(*redis.IntCmd).Val() == 0 {
-				gone = append(gone, keys[i])
+				gone = append(gone, entries[i])
 			}
 		}
 		if len(gone) > 0 {
+			// Compare-and-delete on the score read: a saga created again
+			// under the key since has rewritten it (see Create).
 			if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for _, k := range gone {
-					p.ZAddNX(ctx, GoneKey, redis.Z{Score: float64(now.UnixMilli()), Member: k})
-					p.ZRem(ctx, MissionsKey, k)
+				for _, e := range gone {
+					p.ZAddNX(ctx, GoneKey, redis.Z{Score: float64(now.UnixMilli()), Member: e.Member})
+					unindexScript.Eval(ctx, p, []string{MissionsKey}, e.Member, int64(e.Score), "")
 				}
 				return nil
 			}); err != nil {
@@ -158,7 +171,7 @@ func (s *Store) Trim(ctx context.Context, now time.Time, limit int) (int, error)
 			dropped += len(gone)
 		}
 		// The entries kept (records still there) stay ahead of the next page.
-		offset += len(keys) - len(gone)
+		offset += len(entries) - len(gone)
 	}
 	s.trimOffset = offset
 	return dropped, nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -257,5 +259,96 @@ func TestTrimPassesFailedMissions(t *testing.T) {
 	}
 	if gone, _ := f.store.Vanished(ctx, "expired"); !gone {
 		t.Error("no tombstone for the expired mission")
+	}
+}
+
+// recreateBeforeUnindex is a hook that, once, runs again before the
+// pipeline that writes a tombstone (Delete's and Trim's unindex): a saga
+// created again under the deleted key in between, as a StartMission racing
+// a DeleteMission, or a Trim of the expired saga, does.
+type recreateBeforeUnindex struct {
+	once  sync.Once
+	again func()
+}
+
+func (*recreateBeforeUnindex) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (*recreateBeforeUnindex) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *recreateBeforeUnindex) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if a := c.Args(); len(a) > 1 && strings.EqualFold(c.Name(), "zadd") && a[1] == GoneKey {
+				h.once.Do(h.again)
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A saga created again under a key between the deletion of the first one's
+// keys and its unindex (Delete), or between Trim's read of an expired entry
+// and its removal, stays in the mission index: the unindex removes only the
+// entry with the first saga's creation time.
+func TestUnindexLeavesASagaCreatedAgain(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"delete", "trim"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, nil)
+			f.store.WithRetention(testRetention(time.Hour))
+			e := f.engine(t, Options{})
+			ctx := t.Context()
+			startRun(t, e, "m")
+			// The first saga was created two hours ago: Trim looks at it,
+			// and the second one's creation time is later.
+			then := time.Now().Add(-2 * time.Hour).UnixMilli()
+			f.rdb.HSet(ctx, RecordKey("m"), "created", then)
+			f.rdb.ZAdd(ctx, MissionsKey, redis.Z{Score: float64(then), Member: "m"})
+			var again *Record
+			f.rdb.AddHook(&recreateBeforeUnindex{again: func() {
+				var err error
+				if again, _, err = e.Start(ctx, "m", "saga-again", []byte("input")); err != nil {
+					t.Error(err)
+				}
+			}})
+			switch how {
+			case "delete":
+				if err := f.store.Delete(ctx, "m", time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			case "trim":
+				f.rdb.Del(ctx, RecordKey("m")) // expired
+				if n, err := f.store.Trim(ctx, time.Now(), 100); err != nil || n != 1 {
+					t.Fatalf("Trim = %d, %v; want the expired entry read", n, err)
+				}
+			}
+			if again == nil {
+				t.Fatal("the saga was not created again")
+			}
+			score, err := f.rdb.ZScore(ctx, MissionsKey, "m").Result()
+			if err != nil || int64(score) != again.CreatedAt.UnixMilli() {
+				t.Fatalf("index score %v, %v; want the second saga's creation time %d", score, err, again.CreatedAt.UnixMilli())
+			}
+			recs, _, err := f.store.List(ctx, "", 10)
+			if err != nil || len(recs) != 1 || recs[0].SagaID != "saga-again" {
+				t.Errorf("List = %v, %v; want the saga created again", recs, err)
+			}
+		})
+	}
+}
+
+// A repeated create of an existing saga (a client's retry) leaves its
+// mission-index entry at the saga's creation time.
+func TestRepeatedCreateKeepsTheIndexScore(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	e := f.engine(t, Options{})
+	ctx := t.Context()
+	first := startRun(t, e, "m")
+	if _, created, err := e.Start(ctx, "m", "saga-m", []byte("input")); err != nil || created {
+		t.Fatalf("repeated Start = created %v, %v", created, err)
+	}
+	if score, err := f.rdb.ZScore(ctx, MissionsKey, "m").Result(); err != nil || int64(score) != first.CreatedAt.UnixMilli() {
+		t.Errorf("index score %v, %v after a repeated start; want the creation time %d", score, err, first.CreatedAt.UnixMilli())
 	}
 }

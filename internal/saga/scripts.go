@@ -14,7 +14,7 @@ import "github.com/redis/go-redis/v9"
 func Scripts() []*redis.Script {
 	return []*redis.Script{
 		createScript, saveScript, claimScript, expiredScript, recoverScript, renewScript,
-		releaseScript, resumeScript, cancelScript, unindexScript, deleteScript,
+		releaseScript, resumeScript, cancelScript, unindexScript, deleteScript, rescoreScript,
 	}
 }
 
@@ -360,13 +360,14 @@ table.insert(h, 1, teardown)
 return h
 `)
 
-// unindexScript removes a mission from an active-index shard only if its
-// entry still has the score the caller saw or wrote: an entry another
-// engine rewrote since (a reopened saga's fresh entry) stays. With a grace,
+// unindexScript removes a mission from an index (an active-index shard, or
+// the mission index) only if its entry still has the score the caller saw
+// or wrote: an entry another engine rewrote since (a reopened saga's fresh
+// entry, a saga created again under a deleted one's key) stays. With a grace,
 // only an entry whose score is older than now - grace by the Redis server's
 // clock is removed (recovery's drop of stale entries, see Store.deadline).
 //
-// KEYS[1] the shard. ARGV[1] mission key, ARGV[2] score, ARGV[3] grace in
+// KEYS[1] the index. ARGV[1] mission key, ARGV[2] score, ARGV[3] grace in
 // ms ("": none). Returns 1 when removed.
 var unindexScript = redis.NewScript(`
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -384,4 +385,20 @@ end
 -- write failed (see Store.saveEnding).
 redis.call('ZADD', KEYS[1], 'XX', s, ARGV[1])
 return redis.call('ZREM', KEYS[1], ARGV[1])
+`)
+
+// rescoreScript sets a mission's score in an index only if its entry still
+// has the score the caller wrote: a repeated create (ZADD GT, see
+// Store.Create) that found the saga existing puts back the score of the
+// saga it found, unless another write replaced it since.
+//
+// KEYS[1] the index. ARGV[1] mission key, ARGV[2] the score written,
+// ARGV[3] the score to put back. Returns 1 when set.
+var rescoreScript = redis.NewScript(`
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+return 1
 `)

@@ -78,6 +78,10 @@ var (
 //     missing or finished.
 //   - The mission index (MissionsKey) gets its entry before the record is
 //     created; List skips entries without a record and Trim drops them.
+//     The entry's score is its saga's creation time, written with GT, and
+//     Delete and Trim remove it only while it still has the score of the
+//     saga they found gone (compare-and-delete): a saga created again under
+//     the key meanwhile keeps its entry.
 //   - The firehose copy of an event is written after the script that
 //     appended the event to the mission's stream succeeded (EventSink's
 //     Committed, a group-commit writer such as progress.Firehose whose

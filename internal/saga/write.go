@@ -45,7 +45,11 @@ func (s *Store) create(ctx context.Context, rec *Record, ours func(existing *Rec
 		keys = s.keysOf(rec)
 	}
 	index := func(p redis.Pipeliner) {
-		p.ZAddNX(ctx, MissionsKey, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.Key})
+		// GT, not NX: the entry of a deleted saga whose unindex has not run
+		// yet takes this saga's later creation time, which that unindex
+		// (compare-and-delete on the score) then leaves alone. A repeat of
+		// an existing saga's create puts its score back (restoreIndex).
+		p.ZAddGT(ctx, MissionsKey, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.Key})
 		if !terminal {
 			p.ZAdd(ctx, ActiveKey(rec.Key), redis.Z{Score: float64(hint), Member: rec.Key})
 		}
@@ -67,6 +71,7 @@ func (s *Store) create(ctx context.Context, rec *Record, ours func(existing *Rec
 			if !terminal && existing.State.Terminal() {
 				s.unindexRepeat(ctx, rec.Key, hint)
 			}
+			s.restoreIndex(ctx, rec.Key, rec.CreatedAt, existing.CreatedAt)
 			return false, existing, nil
 		}
 		// A cancellation may have landed between the two sends.
@@ -93,6 +98,18 @@ func (s *Store) unindexRepeat(ctx context.Context, key string, hint int64) {
 	if s.do(ctx, nil, unindexScript, []string{ActiveKey(key)}, key, hint, "").Err() != nil {
 		s.idx.queue(key, hint)
 	}
+}
+
+// restoreIndex puts back the mission-index score of an existing saga,
+// created at, after a repeated create wrote over it (ZADD GT), unless
+// another write replaced it since. A failure leaves the entry at the
+// repeat's time: ListMissions lists the mission later than its creation,
+// and its deletion leaves the entry to Trim.
+func (s *Store) restoreIndex(ctx context.Context, key string, wrote, at time.Time) {
+	if !wrote.After(at) {
+		return
+	}
+	_ = s.do(ctx, nil, rescoreScript, []string{MissionsKey}, key, wrote.UnixMilli(), at.UnixMilli()).Err()
 }
 
 // sinkArgs appends to args the sink's commands for the events of mission
