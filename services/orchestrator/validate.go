@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -112,12 +113,12 @@ func normalizeScenario(s *typesv1.Scenario) error {
 		s.Agents = defaultScenarioAgents
 	}
 	for _, side := range []struct {
-		field string
-		v     *float64
-		def   float64
+		field    string
+		v        *float64
+		def, min float64
 	}{
-		{"scenario.width_m", &s.WidthM, defaultWorldWidthM},
-		{"scenario.height_m", &s.HeightM, defaultWorldHeightM},
+		{"scenario.width_m", &s.WidthM, defaultWorldWidthM, world.MinWidthM},
+		{"scenario.height_m", &s.HeightM, defaultWorldHeightM, world.MinHeightM},
 	} {
 		if err := checkFinite(side.field, *side.v); err != nil {
 			return err
@@ -127,6 +128,8 @@ func normalizeScenario(s *typesv1.Scenario) error {
 			return rpcerr.InvalidArgument(side.field, "must not be negative")
 		case *side.v > maxWorldSideM:
 			return rpcerr.InvalidArgument(side.field, fmt.Sprintf("%g m, at most %d", *side.v, maxWorldSideM))
+		case *side.v > 0 && *side.v < side.min:
+			return rpcerr.InvalidArgument(side.field, fmt.Sprintf("%g m, at least %g (0: %g)", *side.v, side.min, side.def))
 		case *side.v == 0:
 			*side.v = side.def
 		}
@@ -140,7 +143,7 @@ func normalizeScenario(s *typesv1.Scenario) error {
 	// The generator has its own limits on combinations (a minimum building
 	// size, two agents for the failure scenarios); ask it rather than copy them.
 	if _, err := world.MapMeta(worldConfig(s)); err != nil {
-		return rpcerr.InvalidArgument("scenario", err.Error())
+		return rpcerr.InvalidArgument("scenario", strings.TrimPrefix(err.Error(), slam.ErrInvalidArgument.Error()+": "))
 	}
 	return nil
 }
@@ -385,10 +388,15 @@ func checkMissionID(field, id string) error {
 	if len(id) > maxMissionIDLen {
 		return rpcerr.InvalidArgument(field, fmt.Sprintf("%d characters, at most %d", len(id), maxMissionIDLen))
 	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; !validIDByte(c) {
-			return rpcerr.InvalidArgument(field, fmt.Sprintf("character %q at %d; allowed: A-Z a-z 0-9 _ . -", c, i))
+	for i, r := range id {
+		if r >= 0x80 || !validIDByte(byte(r)) {
+			return rpcerr.InvalidArgument(field, fmt.Sprintf("character %q at byte %d; allowed: A-Z a-z 0-9 _ . -", r, i))
 		}
+	}
+	if strings.Trim(id, ".") == "" {
+		// A path segment of its own: the console's /missions/<id> would
+		// name the missions' page or the root instead.
+		return rpcerr.InvalidArgument(field, fmt.Sprintf("%q: not dots alone", id))
 	}
 	return nil
 }

@@ -118,6 +118,11 @@ func TestCheckMissionID(t *testing.T) {
 		{"colon", "m:1", false},
 		{"brace", "m{1}", false},
 		{"space", "m 1", false},
+		{"letter beyond ASCII", "mü", false},
+		// A path segment of its own (the console's /missions/<id>).
+		{"dot", ".", false},
+		{"dots", "..", false},
+		{"dots inside", "m..1", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,7 +136,7 @@ func TestCheckMissionID(t *testing.T) {
 			}
 			// The message states the orchestrator's rule, never the
 			// services' wider one (which names ':').
-			if err != nil && tt.id != "" && !strings.Contains(err.Error(), "allowed: A-Z a-z 0-9 _ . -") && len(tt.id) <= 64 {
+			if err != nil && tt.id != "" && strings.Trim(tt.id, ".") != "" && !strings.Contains(err.Error(), "allowed: A-Z a-z 0-9 _ . -") && len(tt.id) <= 64 {
 				t.Errorf("checkMissionID(%q) = %v, want the allowed characters A-Z a-z 0-9 _ . -", tt.id, err)
 			}
 			if tt.ok && rpcerr.CheckID("saga.mission_id", tt.id) != nil {

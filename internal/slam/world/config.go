@@ -74,7 +74,9 @@ const (
 	// Off disables a noise source whose zero value would select the default.
 	Off = -1.0
 
-	minWidthM, minHeightM = 10.0, 8.0
+	// MinWidthM and MinHeightM are the smallest building, in metres: room
+	// for a corridor and a row of offices either side.
+	MinWidthM, MinHeightM = 10.0, 8.0
 	maxSideM              = 200.0
 )
 
@@ -146,8 +148,8 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("kind %s needs at least 2 agents", c.Kind)
 	case c.WidthM > maxSideM || c.HeightM > maxSideM:
 		return Config{}, fmt.Errorf("%w: world %gx%g m larger than %g m a side", slam.ErrTooLarge, c.WidthM, c.HeightM, maxSideM)
-	case c.WidthM < minWidthM || c.HeightM < minHeightM:
-		return bad("world %gx%g m smaller than %gx%g m", c.WidthM, c.HeightM, minWidthM, minHeightM)
+	case c.WidthM < MinWidthM || c.HeightM < MinHeightM:
+		return bad("world %gx%g m smaller than %gx%g m", c.WidthM, c.HeightM, MinWidthM, MinHeightM)
 	case c.Resolution < 0.01 || c.Resolution > 0.5:
 		return bad("resolution %g m outside [0.01, 0.5]", c.Resolution)
 	case c.ScansPerAgent < 1 || c.ScansPerAgent > 200:

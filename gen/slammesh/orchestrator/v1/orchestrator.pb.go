@@ -512,7 +512,8 @@ func (x *Mission) GetCancelled() bool {
 // field and the limit.
 type StartMissionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Idempotency key, [A-Za-z0-9_.-], at most 64 characters; generated when empty.
+	// Idempotency key, [A-Za-z0-9_.-], at most 64 characters, not dots alone;
+	// generated when empty.
 	MissionId string `protobuf:"bytes,1,opt,name=mission_id,json=missionId,proto3" json:"mission_id,omitempty"`
 	// A synthetic world to build the agents from. Exactly one of scenario and
 	// agents must be set.
