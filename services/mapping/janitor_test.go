@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -189,5 +190,69 @@ func TestRefusedAllocationsShareAJanitorPass(t *testing.T) {
 	// allocation, in turn.
 	if got := passes.n.Load(); got < 1 || got > burst/2 {
 		t.Errorf("%d janitor passes for %d refused allocations, want 1 to %d", got, burst, burst/2)
+	}
+}
+
+// afterSettle runs fn, once armed, after the first pipeline that names a
+// charge of a mission named with prefix: the janitor's pipeline that
+// settles it (the EVAL of its retention or drop), once no allocation of
+// such a mission is left.
+type afterSettle struct {
+	prefix string
+	fn     func()
+	armed  atomic.Bool
+	once   sync.Once
+}
+
+func (*afterSettle) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (*afterSettle) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *afterSettle) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if h.armed.Load() && slices.ContainsFunc(cmds, func(c redis.Cmder) bool {
+			return c.Name() == "eval" && slices.ContainsFunc(c.Args(), func(a any) bool {
+				s, ok := a.(string)
+				return ok && strings.HasPrefix(s, h.prefix) && strings.Contains(s, "/") // a charge
+			})
+		}) {
+			h.once.Do(h.fn)
+		}
+		return err
+	}
+}
+
+// An allocation refused for capacity runs another janitor pass when
+// missions started after its first pass took what that pass freed, and
+// finished, before its retry: finished missions do not block new ones
+// however the passes and the allocations interleave.
+func TestRefusedAllocationOutlastsTheMissionsThatFinishMeanwhile(t *testing.T) {
+	t.Parallel()
+	cfg := mapping.Config{CapacityCells: 2 * officeCells}
+	var e *env
+	hook := &afterSettle{prefix: "done-", fn: func() {
+		for _, m := range []string{"c", "d"} {
+			setState(t, e.Redis, m, saga.Running)
+			if err := allocate(t, e, m); err != nil {
+				t.Errorf("mission %s: %v", m, err)
+			}
+			setState(t, e.Redis, m, saga.Completed)
+		}
+	}}
+	svc := service(cfg)
+	svc.New = func(rdb redis.UniversalClient, b *barrier.Barrier, log *slog.Logger) (steptest.Registrar, error) {
+		rdb.AddHook(hook)
+		return mapping.NewServer(cfg, rdb, b, log), nil
+	}
+	se := steptest.Start(t, svc)
+	e = &env{Env: se, client: mappingv1.NewMappingServiceClient(se.Conn)}
+	allocateFinished(t, e, "done", 2) // the in-flight budget is full of finished missions' maps
+	hook.armed.Store(true)
+	setState(t, e.Redis, "x", saga.Running)
+	if err := allocate(t, e, "x"); err != nil {
+		t.Fatalf("allocation whose first pass was outrun: %v", err)
+	}
+	if !mapExists(t, e.Redis, "c") || !mapExists(t, e.Redis, "d") {
+		t.Error("the missions that took the first pass's room have no maps")
 	}
 }

@@ -156,12 +156,19 @@ func (e *errCapacity) Error() string {
 	return fmt.Sprintf("map of %d cells exceeds the %d cells left in the capacity budget", e.requested, e.available)
 }
 
+// capacityPasses is how many janitor passes an allocation refused for
+// capacity runs (or shares), each followed by a retry, before it gives up:
+// the missions that finished since a pass read the maps, and the
+// allocations of the missions started after them, may fill what the pass
+// freed before this one's retry reaches Redis.
+const capacityPasses = 3
+
 // AllocateMap charges the map's cells against the in-flight budget and
 // stores the empty grid as version 1, once per saga. When the budget looks
-// full it first reclaims (a janitor pass: the maps of missions that have
-// finished since the last pass leave the in-flight budget), and when the
-// counters are found corrupt it repairs them; either way it then tries once
-// more.
+// full it reclaims (a janitor pass: the maps of missions that have finished
+// since the last pass leave the in-flight budget) and tries again, up to
+// capacityPasses times; when the counters are found corrupt it repairs
+// them and tries once more.
 func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequest) (*mappingv1.AllocateMapResponse, error) {
 	sc := req.GetSaga()
 	if err := rpcerr.CheckSaga(sc, Step); err != nil {
@@ -182,12 +189,17 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 	var capErr *errCapacity
 	switch {
 	case errors.As(err, &capErr):
-		// Retry even when no pass freed anything here: a concurrent
-		// allocation's, which this one waited for, may have.
-		if rerr := s.reclaimSince(ctx, s.passes.Load()); rerr != nil {
-			s.log.WarnContext(ctx, "reclaiming finished missions' maps failed", "error", rerr.Error())
+		for pass := 0; pass < capacityPasses && errors.As(err, &capErr); pass++ {
+			// Retry even when no pass freed anything here: a concurrent
+			// allocation's, which this one waited for, may have.
+			if rerr := s.reclaimSince(ctx, s.passes.Load()); rerr != nil {
+				s.log.WarnContext(ctx, "reclaiming finished missions' maps failed", "error", rerr.Error())
+				if ctx.Err() != nil {
+					break
+				}
+			}
+			res, outcome, err = s.allocate(ctx, sc, meta, blank, mapID)
 		}
-		res, outcome, err = s.allocate(ctx, sc, meta, blank, mapID)
 	case errors.Is(err, mapstore.ErrCorrupt):
 		s.log.WarnContext(ctx, "capacity counters corrupt; recounting them from the maps held",
 			"mission_id", sc.GetMissionId(), "error", err.Error())
