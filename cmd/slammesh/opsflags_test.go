@@ -21,6 +21,13 @@ func TestOrchestratorOpsFlags(t *testing.T) {
 		p.StepTimeouts["localize_agents"] != time.Minute || c.ops.maxWatchers != 1000 {
 		t.Errorf("defaults with env: %+v, max watchers %d", p, c.ops.maxWatchers)
 	}
+	// An attempt that hangs to its step's default deadline leaves the
+	// default retry budget room for another.
+	for step, d := range defaultStepTimeouts {
+		if saga.DefaultRetryBudget < 2*d {
+			t.Errorf("default retry budget %v: a hung %s attempt (deadline %v) is never retried", saga.DefaultRetryBudget, step, d)
+		}
+	}
 	c, err = parseServiceConfig("orchestrator", []string{"--retry-budget", "90s", "--compensation-retry-budget", "30m",
 		"--step-timeout", "allocate_map=10s,localize_agents=30s", "--max-watchers", "5"}, func(string) string { return "" }, io.Discard)
 	if err != nil {

@@ -103,7 +103,9 @@ const (
 type Policy struct {
 	// RetryBudget bounds how long a step's action is retried after Retry
 	// errors, counted from the start of its first attempt in this run
-	// (default 60s): a retry whose back-off would end past it is not made.
+	// (default 2m): a retry whose back-off would end past it is not made.
+	// An attempt that runs to its deadline uses that much of it, so a
+	// budget no longer than a step's deadline never retries a hung attempt.
 	RetryBudget time.Duration
 	// MaxAttempts, when positive, also caps the attempts of a step's action
 	// whatever the error class; 0 (the default) leaves transient failures
@@ -142,7 +144,10 @@ type Policy struct {
 
 // Defaults of Policy's zero fields.
 const (
-	DefaultRetryBudget             = time.Minute
+	// DefaultRetryBudget is twice the orchestrator's longest default step
+	// deadline (a minute, for localization and merge), so that a hung
+	// attempt of any step is retried once.
+	DefaultRetryBudget             = 2 * time.Minute
 	DefaultCompensationRetryBudget = 10 * time.Minute
 	DefaultAttemptTimeout          = 10 * time.Second
 	DefaultFewAttempts             = 2
