@@ -384,3 +384,26 @@ func TestLateAllocationOfADeletedSagaIsRefused(t *testing.T) {
 		t.Fatalf("allocation of the saga that owns the mission: %v", err)
 	}
 }
+
+// An allocation that the barrier would refuse says so, also when the
+// budget has no room for its map: the refusal, not what the budget held.
+func TestRefusedAllocationOfAnotherSagaSaysSoWhenTheBudgetIsFull(t *testing.T) {
+	t.Parallel()
+	e := startOwned(t, mapping.Config{CapacityCells: officeCells})
+	ctx := steptest.Context(t)
+	setState(t, e.Redis, "full", saga.Running)
+	if err := allocate(t, e, "full"); err != nil {
+		t.Fatal(err)
+	}
+	const m = "m-foreign"
+	if err := e.Redis.HSet(ctx, saga.RecordKey(m), "state", string(saga.Running), "saga_id", "saga-owner").Err(); err != nil {
+		t.Fatal(err)
+	}
+	steptest.WantStatus(t, allocate(t, e, m), codes.FailedPrecondition, rpcerr.ReasonSagaMismatch)
+	steptest.WantStatus(t, allocate(t, e, "m-no-record"), codes.FailedPrecondition, rpcerr.ReasonMissionGone)
+	// The saga that owns the mission is refused for capacity, as it is.
+	owner := e.Saga(m)
+	owner.SagaId = "saga-owner"
+	_, err := e.client.AllocateMap(ctx, &mappingv1.AllocateMapRequest{Saga: owner, Spec: office()})
+	steptest.WantStatus(t, err, codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
+}

@@ -200,6 +200,9 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 			}
 			res, outcome, err = s.allocate(ctx, sc, meta, blank, mapID)
 		}
+		if errors.As(err, &capErr) {
+			err = s.refusedFor(ctx, sc, err)
+		}
 	case errors.Is(err, mapstore.ErrCorrupt):
 		s.log.WarnContext(ctx, "capacity counters corrupt; recounting them from the maps held",
 			"mission_id", sc.GetMissionId(), "error", err.Error())
@@ -275,6 +278,19 @@ func (s *Server) allocate(ctx context.Context, sc *typesv1.SagaContext, meta gri
 		}
 	}
 	return res, outcome, err
+}
+
+// refusedFor is the error of an allocation refused for capacity: the
+// barrier's refusal instead, when the call could never have committed (a
+// late call of a mission that has ended, or of another saga than the
+// mission's), so that such a call says why it failed rather than what the
+// budget held (the reservation runs before the barrier's checks).
+func (s *Server) refusedFor(ctx context.Context, sc *typesv1.SagaContext, capErr error) error {
+	_, _, err := s.barrier.Look(ctx, stepserver.BarrierID(sc, Step), nil)
+	if errors.Is(err, barrier.ErrOwnerGone) || errors.Is(err, barrier.ErrSagaMismatch) {
+		return err
+	}
+	return capErr
 }
 
 // holdsMap reports whether the mission's map is the map of charge c.
