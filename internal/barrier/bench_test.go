@@ -49,6 +49,32 @@ func BenchmarkCommit(b *testing.B) {
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "actions/s")
 }
 
+// BenchmarkCommitOwned is BenchmarkCommit with the owner check the step
+// services run (WithOwner): the saga record must exist without an expiry
+// and name the call's saga.
+func BenchmarkCommitOwned(b *testing.B) {
+	rdb := redistest.Start(b).Client(b)
+	br := New(rdb, WithOwner(func(key string) string { return "slammesh:{" + key + "}:saga" }))
+	const batch = 1000
+	n := 0
+	for b.Loop() {
+		if n%batch == 0 { // the records of the next batch of missions, untimed
+			b.StopTimer()
+			pipe := rdb.Pipeline()
+			for i := n; i < n+batch; i++ {
+				pipe.HSet(b.Context(), "slammesh:{m"+strconv.Itoa(i)+"}:saga", "state", "running", "saga_id", "s")
+			}
+			if _, err := pipe.Exec(b.Context()); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		commitOne(b, br, "m"+strconv.Itoa(n))
+		n++
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "actions/s")
+}
+
 // BenchmarkCommitParallel is BenchmarkCommit with 16 calls per CPU in
 // flight, each commit a round trip of its own ("alone") or batched with the
 // others' ("group_commit", as a step service runs on one Redis).
