@@ -39,7 +39,7 @@ return {created}
 // every key it owns now, then drops it from the mission index and leaves a
 // tombstone in GoneKey. The index entry is dropped only while it has the
 // deleted saga's creation time as its score: a saga created again under
-// the key in between has rewritten it (see Create), and keeps it; its
+// the key in between has set its own (see claimIndex), and keeps it; its
 // tombstone is then stale, and harmless, since a tombstone is read only
 // for a key without a record (Vanished). A finished saga's active-index entry is normally
 // gone already; one left by a crash is recovery's to drop (a plain ZREM here

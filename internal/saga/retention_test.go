@@ -287,21 +287,30 @@ func (h *recreateBeforeUnindex) ProcessPipelineHook(next redis.ProcessPipelineHo
 
 // A saga created again under a key between the deletion of the first one's
 // keys and its unindex (Delete), or between Trim's read of an expired entry
-// and its removal, stays in the mission index: the unindex removes only the
-// entry with the first saga's creation time.
+// and its removal, stays in the mission index at its own creation time: the
+// unindex removes only the entry with the first saga's creation time, which
+// the second one replaced, also when it was created by a replica whose
+// clock is behind the first one's.
 func TestUnindexLeavesASagaCreatedAgain(t *testing.T) {
 	t.Parallel()
-	for _, how := range []string{"delete", "trim"} {
-		t.Run(how, func(t *testing.T) {
+	for _, tt := range []struct {
+		how  string
+		then time.Duration // the first saga's creation, from now
+	}{
+		{"delete", -2 * time.Hour},
+		{"trim", -2 * time.Hour},
+		{"delete, created again by a clock behind", time.Hour},
+	} {
+		t.Run(tt.how, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, nil)
 			f.store.WithRetention(testRetention(time.Hour))
 			e := f.engine(t, Options{})
 			ctx := t.Context()
 			startRun(t, e, "m")
-			// The first saga was created two hours ago: Trim looks at it,
-			// and the second one's creation time is later.
-			then := time.Now().Add(-2 * time.Hour).UnixMilli()
+			// The first saga was created two hours ago (Trim looks at it),
+			// or an hour ahead of this clock.
+			then := time.Now().Add(tt.then).UnixMilli()
 			f.rdb.HSet(ctx, RecordKey("m"), "created", then)
 			f.rdb.ZAdd(ctx, MissionsKey, redis.Z{Score: float64(then), Member: "m"})
 			var again *Record
@@ -311,8 +320,8 @@ func TestUnindexLeavesASagaCreatedAgain(t *testing.T) {
 					t.Error(err)
 				}
 			}})
-			switch how {
-			case "delete":
+			switch tt.how {
+			case "delete", "delete, created again by a clock behind":
 				if err := f.store.Delete(ctx, "m", time.Now()); err != nil {
 					t.Fatal(err)
 				}

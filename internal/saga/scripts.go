@@ -14,7 +14,7 @@ import "github.com/redis/go-redis/v9"
 func Scripts() []*redis.Script {
 	return []*redis.Script{
 		createScript, saveScript, claimScript, expiredScript, recoverScript, renewScript,
-		releaseScript, resumeScript, cancelScript, unindexScript, deleteScript, rescoreScript,
+		releaseScript, resumeScript, cancelScript, unindexScript, deleteScript,
 	}
 }
 
@@ -385,20 +385,4 @@ end
 -- write failed (see Store.saveEnding).
 redis.call('ZADD', KEYS[1], 'XX', s, ARGV[1])
 return redis.call('ZREM', KEYS[1], ARGV[1])
-`)
-
-// rescoreScript sets a mission's score in an index only if its entry still
-// has the score the caller wrote: a repeated create (ZADD GT, see
-// Store.Create) that found the saga existing puts back the score of the
-// saga it found, unless another write replaced it since.
-//
-// KEYS[1] the index. ARGV[1] mission key, ARGV[2] the score written,
-// ARGV[3] the score to put back. Returns 1 when set.
-var rescoreScript = redis.NewScript(`
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not s or tonumber(s) ~= tonumber(ARGV[2]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
-return 1
 `)

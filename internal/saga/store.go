@@ -78,10 +78,11 @@ var (
 //     missing or finished.
 //   - The mission index (MissionsKey) gets its entry before the record is
 //     created; List skips entries without a record and Trim drops them.
-//     The entry's score is its saga's creation time, written with GT, and
-//     Delete and Trim remove it only while it still has the score of the
-//     saga they found gone (compare-and-delete): a saga created again under
-//     the key meanwhile keeps its entry.
+//     The entry's score is its saga's creation time. Delete and Trim remove
+//     it only while it still has the score of the saga they found gone
+//     (compare-and-delete), and a saga created again under the key while
+//     that saga's entry was still there sets its own score (claimIndex), so
+//     it keeps its entry whichever comes first.
 //   - The firehose copy of an event is written after the script that
 //     appended the event to the mission's stream succeeded (EventSink's
 //     Committed, a group-commit writer such as progress.Firehose whose

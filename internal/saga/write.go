@@ -44,12 +44,9 @@ func (s *Store) create(ctx context.Context, rec *Record, ours func(existing *Rec
 		args = s.sinkArgs(args, rec.Key, events, false)
 		keys = s.keysOf(rec)
 	}
+	var indexed *redis.IntCmd
 	index := func(p redis.Pipeliner) {
-		// GT, not NX: the entry of a deleted saga whose unindex has not run
-		// yet takes this saga's later creation time, which that unindex
-		// (compare-and-delete on the score) then leaves alone. A repeat of
-		// an existing saga's create puts its score back (restoreIndex).
-		p.ZAddGT(ctx, MissionsKey, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.Key})
+		indexed = p.ZAddNX(ctx, MissionsKey, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.Key})
 		if !terminal {
 			p.ZAdd(ctx, ActiveKey(rec.Key), redis.Z{Score: float64(hint), Member: rec.Key})
 		}
@@ -71,11 +68,13 @@ func (s *Store) create(ctx context.Context, rec *Record, ours func(existing *Rec
 			if !terminal && existing.State.Terminal() {
 				s.unindexRepeat(ctx, rec.Key, hint)
 			}
-			s.restoreIndex(ctx, rec.Key, rec.CreatedAt, existing.CreatedAt)
 			return false, existing, nil
 		}
 		// A cancellation may have landed between the two sends.
 		rec.Cancelled, rec.CancelReason = existing.Cancelled, existing.CancelReason
+	}
+	if indexed == nil || indexed.Val() != 1 {
+		s.claimIndex(ctx, rec)
 	}
 	rec.saved = nil
 	rec.markSaved(kv)
@@ -100,16 +99,16 @@ func (s *Store) unindexRepeat(ctx context.Context, key string, hint int64) {
 	}
 }
 
-// restoreIndex puts back the mission-index score of an existing saga,
-// created at, after a repeated create wrote over it (ZADD GT), unless
-// another write replaced it since. A failure leaves the entry at the
-// repeat's time: ListMissions lists the mission later than its creation,
-// and its deletion leaves the entry to Trim.
-func (s *Store) restoreIndex(ctx context.Context, key string, wrote, at time.Time) {
-	if !wrote.After(at) {
-		return
-	}
-	_ = s.do(ctx, nil, rescoreScript, []string{MissionsKey}, key, wrote.UnixMilli(), at.UnixMilli()).Err()
+// claimIndex sets the mission-index entry of rec, a saga just created,
+// to its creation time, when its index write (ZADD NX) found an entry
+// there already: a deleted saga's whose unindex has not run yet. That
+// unindex (Delete's or Trim's) removes only an entry with the deleted
+// saga's creation time, so it leaves this one; if it ran in between, this
+// adds the entry again. It costs a round trip only in that race; a
+// failure, which a crash would also cause, leaves the mission unlisted
+// only if the unindex ran first.
+func (s *Store) claimIndex(ctx context.Context, rec *Record) {
+	_ = s.rdb.ZAdd(ctx, MissionsKey, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.Key}).Err()
 }
 
 // sinkArgs appends to args the sink's commands for the events of mission
