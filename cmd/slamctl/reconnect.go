@@ -103,10 +103,15 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 }
 
 // handshakeFailed reports whether err is grpc-go's UNAVAILABLE for a TLS
-// handshake that failed: a certificate that does not verify, or one the
-// server refused. Waiting does not mend it, so it is not an outage.
+// handshake that failed on the certificates: one that does not verify
+// (crypto/x509's errors), or a TLS alert from the server (one that refused
+// the client's). Waiting does not mend those, so they are no outage; a
+// handshake cut short (EOF, a reset: a proxy whose orchestrator restarts)
+// is one.
 func handshakeFailed(err error) bool {
-	return strings.Contains(status.Convert(err).Message(), "authentication handshake failed")
+	msg := status.Convert(err).Message()
+	return strings.Contains(msg, "authentication handshake failed") &&
+		(strings.Contains(msg, "x509: ") || strings.Contains(msg, "tls: failed to verify") || strings.Contains(msg, "remote error: tls: "))
 }
 
 // reconnectFlagHelp is the --reconnect flag's help on start and watch.

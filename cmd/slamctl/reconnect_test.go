@@ -68,7 +68,33 @@ func TestServerCertificateOfAnotherCAIsNoOutage(t *testing.T) {
 	if stderr.Len() != 0 {
 		t.Errorf("stderr %q: announced a retry", stderr.String())
 	}
+	// A handshake cut short (a proxy that accepts, then drops, while its
+	// orchestrator restarts) is an outage, retried.
+	cut, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cut.Close() })
+	go func() {
+		for {
+			c, err := cut.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	stderr.Reset()
+	cutArgs := []string{"--addr", cut.Addr().String(), "--cacert", mesh.CertFile, "watch", "--reconnect", "500ms", "m"}
+	err = run(t.Context(), cutArgs, func(string) string { return "" }, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "unreachable for 500ms") || strings.Contains(err.Error(), "--cacert") {
+		t.Errorf("handshake cut short: %v; want an outage given up after --reconnect", err)
+	}
+	if !strings.Contains(stderr.String(), "resuming after") {
+		t.Errorf("handshake cut short: stderr %q; want the retry announced", stderr.String())
+	}
 	// The same orchestrator, trusted: the watch goes through.
+	stderr.Reset()
 	stdout.Reset()
 	args[3] = mesh.CertFile
 	if err := run(t.Context(), args, func(string) string { return "" }, &stdout, &stderr); err != nil {
