@@ -304,6 +304,7 @@ func TestStartMissionRejectsBadInput(t *testing.T) {
 		{"scenario and agents", &orchestratorv1.StartMissionRequest{Scenario: small(1), Agents: agents(func(a []*typesv1.Agent) []*typesv1.Agent { return a }).Agents}, "scenario"},
 		{"oversized mission id", &orchestratorv1.StartMissionRequest{MissionId: strings.Repeat("m", 65), Scenario: small(1)}, "mission_id"},
 		{"mission id with a brace", &orchestratorv1.StartMissionRequest{MissionId: "m{1}", Scenario: small(1)}, "mission_id"},
+		{"mission id of dots alone", &orchestratorv1.StartMissionRequest{MissionId: "..", Scenario: small(1)}, "mission_id"},
 		{"too many scenario agents", scenario(&typesv1.Scenario{Agents: 17}), "scenario.agents"},
 		{"negative width", scenario(&typesv1.Scenario{WidthM: -1}), "scenario.width_m"},
 		{"NaN width", scenario(&typesv1.Scenario{WidthM: math.NaN()}), "scenario.width_m"},

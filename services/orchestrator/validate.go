@@ -51,7 +51,7 @@ var stepNames = [...]string{stepAllocateMap, stepLocalizeAgents, stepMergeMaps}
 // caller generates one when it is empty.
 func normalizeStart(req *orchestratorv1.StartMissionRequest, allowFaults bool) (*orchestratorv1.StartMissionRequest, error) {
 	if id := req.GetMissionId(); id != "" {
-		if err := checkMissionID("mission_id", id); err != nil {
+		if err := checkNewMissionID("mission_id", id); err != nil {
 			return nil, err
 		}
 	}
@@ -393,9 +393,19 @@ func checkMissionID(field, id string) error {
 			return rpcerr.InvalidArgument(field, fmt.Sprintf("character %q at byte %d; allowed: A-Z a-z 0-9 _ . -", r, i))
 		}
 	}
+	return nil
+}
+
+// checkNewMissionID is checkMissionID for the id of a mission to create,
+// which also may not be dots alone: a path segment of its own, which the
+// console's /missions/<id> would read as the missions' page or the root.
+// Only new ids are refused: a mission an earlier release created under
+// such an id can still be read, deleted and resumed.
+func checkNewMissionID(field, id string) error {
+	if err := checkMissionID(field, id); err != nil {
+		return err
+	}
 	if strings.Trim(id, ".") == "" {
-		// A path segment of its own: the console's /missions/<id> would
-		// name the missions' page or the root instead.
 		return rpcerr.InvalidArgument(field, fmt.Sprintf("%q: not dots alone", id))
 	}
 	return nil
