@@ -107,6 +107,7 @@ func (s *Server) takeTurn(ctx context.Context) error {
 func (s *Server) pass(ctx context.Context) (int, error) {
 	n := s.passes.Add(1)
 	freed, err := s.settleAll(ctx)
+	s.freed.Add(int64(freed))
 	if err == nil {
 		s.reclaimed.Store(n)
 	}

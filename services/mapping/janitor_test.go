@@ -14,10 +14,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/mapstore"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/saga"
 	"github.com/slammesh/slammesh/internal/steptest"
 	"github.com/slammesh/slammesh/services/mapping"
@@ -254,5 +256,26 @@ func TestRefusedAllocationOutlastsTheMissionsThatFinishMeanwhile(t *testing.T) {
 	}
 	if !mapExists(t, e.Redis, "c") || !mapExists(t, e.Redis, "d") {
 		t.Error("the missions that took the first pass's room have no maps")
+	}
+}
+
+// An allocation refused by a budget that missions in flight hold runs one
+// janitor pass, which frees nothing, and is refused at once: it does not
+// go on passing for maps that no pass can free.
+func TestRefusalByMissionsInFlightTakesOnePass(t *testing.T) {
+	t.Parallel()
+	e := start(t, mapping.Config{CapacityCells: 2 * officeCells})
+	for _, m := range []string{"a", "b"} {
+		setState(t, e.Redis, m, saga.Running)
+		if err := allocate(t, e, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	passes := &passStarts{}
+	e.Redis.AddHook(passes)
+	setState(t, e.Redis, "x", saga.Running)
+	steptest.WantStatus(t, allocate(t, e, "x"), codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
+	if got := passes.n.Load(); got != 1 {
+		t.Errorf("%d janitor passes for a refusal no pass could lift, want 1", got)
 	}
 }

@@ -113,10 +113,12 @@ type Server struct {
 	log     *slog.Logger
 	// reclaiming is the turn of a janitor pass: one at a time in a
 	// process. passes numbers the passes begun, reclaimed is the number
-	// of the last one that ended without error (see reclaimSince).
+	// of the last one that ended without error (see reclaimSince), freed
+	// counts the maps the passes moved out of the in-flight budget.
 	reclaiming chan struct{}
 	passes     atomic.Int64
 	reclaimed  atomic.Int64
+	freed      atomic.Int64
 }
 
 // NewServer returns the service on rdb, guarded by b.
@@ -156,18 +158,16 @@ func (e *errCapacity) Error() string {
 	return fmt.Sprintf("map of %d cells exceeds the %d cells left in the capacity budget", e.requested, e.available)
 }
 
-// capacityPasses is how many janitor passes an allocation refused for
-// capacity runs (or shares), each followed by a retry, before it gives up:
-// the missions that finished since a pass read the maps, and the
-// allocations of the missions started after them, may fill what the pass
-// freed before this one's retry reaches Redis.
-const capacityPasses = 3
+// maxCapacityPasses bounds the janitor passes an allocation refused for
+// capacity runs (or shares) while they keep freeing maps (see
+// allocateAfterPasses).
+const maxCapacityPasses = 10
 
 // AllocateMap charges the map's cells against the in-flight budget and
 // stores the empty grid as version 1, once per saga. When the budget looks
-// full it reclaims (a janitor pass: the maps of missions that have finished
-// since the last pass leave the in-flight budget) and tries again, up to
-// capacityPasses times; when the counters are found corrupt it repairs
+// full it reclaims (janitor passes: the maps of missions that have
+// finished since the last pass leave the in-flight budget) and tries again
+// (allocateAfterPasses); when the counters are found corrupt it repairs
 // them and tries once more.
 func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequest) (*mappingv1.AllocateMapResponse, error) {
 	sc := req.GetSaga()
@@ -189,20 +189,7 @@ func (s *Server) AllocateMap(ctx context.Context, req *mappingv1.AllocateMapRequ
 	var capErr *errCapacity
 	switch {
 	case errors.As(err, &capErr):
-		for pass := 0; pass < capacityPasses && errors.As(err, &capErr); pass++ {
-			// Retry even when no pass freed anything here: a concurrent
-			// allocation's, which this one waited for, may have.
-			if rerr := s.reclaimSince(ctx, s.passes.Load()); rerr != nil {
-				s.log.WarnContext(ctx, "reclaiming finished missions' maps failed", "error", rerr.Error())
-				if ctx.Err() != nil {
-					break
-				}
-			}
-			res, outcome, err = s.allocate(ctx, sc, meta, blank, mapID)
-		}
-		if errors.As(err, &capErr) {
-			err = s.refusedFor(ctx, sc, err)
-		}
+		res, outcome, err = s.allocateAfterPasses(ctx, sc, meta, blank, mapID)
 	case errors.Is(err, mapstore.ErrCorrupt):
 		s.log.WarnContext(ctx, "capacity counters corrupt; recounting them from the maps held",
 			"mission_id", sc.GetMissionId(), "error", err.Error())
@@ -278,6 +265,39 @@ func (s *Server) allocate(ctx context.Context, sc *typesv1.SagaContext, meta gri
 		}
 	}
 	return res, outcome, err
+}
+
+// allocateAfterPasses is allocate for an allocation refused for capacity:
+// it runs (or shares) a janitor pass and tries again, and goes on while
+// the passes free maps, up to maxCapacityPasses. Missions keep finishing
+// after a pass has read the maps, and the missions started after them
+// allocate what the pass freed, so under a tight budget one pass can lose
+// that race again and again. A pass that frees nothing means the budget
+// is held by missions in flight: the refusal stands, at once.
+func (s *Server) allocateAfterPasses(ctx context.Context, sc *typesv1.SagaContext, meta grid.Meta, blank *mapstore.Blank, mapID string) ([]byte, barrier.Outcome, error) {
+	var err error
+	for range maxCapacityPasses {
+		freed := s.freed.Load()
+		// Retry even when no pass ran here: a concurrent allocation's,
+		// which this one waited for, may have freed maps.
+		if rerr := s.reclaimSince(ctx, s.passes.Load()); rerr != nil {
+			s.log.WarnContext(ctx, "reclaiming finished missions' maps failed", "error", rerr.Error())
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		var res []byte
+		var outcome barrier.Outcome
+		res, outcome, err = s.allocate(ctx, sc, meta, blank, mapID)
+		var capErr *errCapacity
+		if !errors.As(err, &capErr) {
+			return res, outcome, err
+		}
+		if s.freed.Load() == freed {
+			break
+		}
+	}
+	return nil, 0, s.refusedFor(ctx, sc, err)
 }
 
 // refusedFor is the error of an allocation refused for capacity: the
