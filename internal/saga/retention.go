@@ -158,7 +158,7 @@ func (s *Store) Trim(ctx context.Context, now time.Time, limit int) (int, error)
 		}
 		if len(gone) > 0 {
 			// Compare-and-delete on the score read: a saga created again
-			// under the key since has rewritten it (see Create).
+			// under the key since has set its own (see claimIndex).
 			if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 				for _, e := range gone {
 					p.ZAddNX(ctx, GoneKey, redis.Z{Score: float64(now.UnixMilli()), Member: e.Member})

@@ -54,10 +54,10 @@ func (s *Server) RunJanitor(ctx context.Context) {
 //     step has no action mark of its saga (its allocation died between the
 //     reservation and the barrier's commit, which creates the map with the
 //     mark). A younger reservation without its map is an allocation in
-//     progress, and is left alone, unless its saga record is gone and the
-//     barrier checks the record (WithOwner): the allocation of a mission
-//     deleted or expired since can never commit, and its charge must not
-//     hold the budget for the grace period;
+//     progress, and is left alone, unless its saga record is gone (or is
+//     another saga's) and the barrier checks the record (WithOwner): the
+//     allocation of a mission deleted or expired since can never commit,
+//     and its charge must not hold the budget for the grace period;
 //   - clears the reserved mark of a charge whose map it finds
 //     (mapstore.Confirm). A map is never deleted for want of a saga record:
 //     the record and the map expire together, and the step services'
