@@ -106,6 +106,25 @@ func (c opsConfig) validate() error {
 	return nil
 }
 
+// unretried names, in order, the steps whose attempt deadline leaves the
+// step retry budget no room for a second attempt (the budget under twice
+// the deadline): an attempt of theirs that hangs to its deadline uses the
+// budget up, and the mission compensates instead of retrying it.
+func (c opsConfig) unretried() []string {
+	p := c.policy()
+	var out []string
+	for _, step := range missionSteps {
+		d, ok := p.StepTimeouts[step]
+		if !ok {
+			d = p.AttemptTimeout
+		}
+		if p.RetryBudget < 2*d {
+			out = append(out, fmt.Sprintf("%s (deadline %v)", step, d))
+		}
+	}
+	return out
+}
+
 // policy is the saga policy the flags describe.
 func (c opsConfig) policy() saga.Policy {
 	steps := maps.Clone(defaultStepTimeouts)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -28,10 +29,17 @@ func TestOrchestratorOpsFlags(t *testing.T) {
 			t.Errorf("default retry budget %v: a hung %s attempt (deadline %v) is never retried", saga.DefaultRetryBudget, step, d)
 		}
 	}
+	if steps := c.ops.unretried(); len(steps) != 0 {
+		t.Errorf("defaults: %v named as never retried", steps)
+	}
 	c, err = parseServiceConfig("orchestrator", []string{"--retry-budget", "90s", "--compensation-retry-budget", "30m",
 		"--step-timeout", "allocate_map=10s,localize_agents=30s", "--max-watchers", "5"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// 90s leaves no second attempt to the steps with a 1m deadline.
+	if got, want := c.ops.unretried(), []string{"merge_maps (deadline 1m0s)"}; !slices.Equal(got, want) {
+		t.Errorf("unretried with --retry-budget 90s = %v, want %v", got, want)
 	}
 	p = c.ops.policy()
 	if p.RetryBudget != 90*time.Second || p.CompensationRetryBudget != 30*time.Minute || c.ops.maxWatchers != 5 ||

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -175,6 +176,10 @@ func registerOrchestrator(ctx context.Context, cfg serviceConfig, n *node) error
 	gc, err := dial(cfg.mergeAddr)
 	if err != nil {
 		return fmt.Errorf("merge at %s: %w", cfg.mergeAddr, err)
+	}
+	if steps := cfg.ops.unretried(); len(steps) > 0 {
+		n.log.Warn("the step retry budget is under twice these steps' attempt deadline: an attempt that hangs to its deadline is not retried, and its mission compensates; raise --retry-budget or lower --step-timeout",
+			"retry_budget", cfg.ops.retryBudget.String(), "steps", strings.Join(steps, ", "))
 	}
 	s, err := orchestrator.NewServer(orchestrator.Config{
 		AllowFaultInjection: cfg.allowFaults,
