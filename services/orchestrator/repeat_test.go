@@ -1,12 +1,17 @@
 package orchestrator_test
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/redistest"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
 // inlineStart is a StartMission of mission id without a scenario: one
@@ -76,4 +81,30 @@ func TestInlineStartRacingRepeats(t *testing.T) {
 	if started != 1 || completed != 1 {
 		t.Errorf("firehose: %d mission.started and %d mission.completed of %s, want 1 and 1", started, completed, id)
 	}
+}
+
+// TestStartAgainOfAMissionNamedDots: a new mission may not be named with
+// dots alone, but one an earlier release created under such an id (made
+// here by moving a finished mission's keys) answers a repeated start as
+// any mission does: the client's retry of its start is not refused.
+func TestStartAgainOfAMissionNamedDots(t *testing.T) {
+	st := startStack(t, stackConfig{})
+	ctx := ctxT(t)
+	st.start(t, inlineStart("dots-source", true))
+	for _, k := range redistest.Keys(t, st.rdb, "slammesh:{dots-source}:*") {
+		if err := st.rdb.Rename(ctx, k, strings.Replace(k, "{dots-source}", "{.}", 1)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.rdb.HSet(ctx, "slammesh:{.}:saga", "mission_id", ".").Err(); err != nil {
+		t.Fatal(err)
+	}
+	again := st.start(t, inlineStart(".", true))
+	if again.GetCreated() || again.GetMission().GetMissionId() != "." ||
+		again.GetMission().GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+		t.Errorf("start again of mission '.': created %v, %q %v; want the existing mission, completed",
+			again.GetCreated(), again.GetMission().GetMissionId(), again.GetMission().GetState())
+	}
+	_, err := st.client.StartMission(ctx, inlineStart("..", false))
+	wantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
 }

@@ -34,17 +34,22 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 	}
 	key := in.GetMissionId()
 	ctx = telemetry.WithLogAttrs(ctx, slog.String("mission_id", key))
-	if given && in.GetScenario() != nil {
+	if given && (in.GetScenario() != nil || dotsAlone(key)) {
 		// A repeat is the common case of a given id (clients retry), and it
 		// must not generate a world. Without a scenario the create below
 		// answers a repeat itself (with the existing record, and a span that
 		// says so), which spares every first start a round trip.
+		// An id of dots alone is refused for a new mission only
+		// (checkNewMissionID), so it is looked up first too.
 		rec, err := s.store.Load(ctx, key)
 		switch {
 		case err == nil:
 			return s.existing(ctx, rec, req.GetWait())
 		case !errors.Is(err, saga.ErrNotFound):
 			return nil, s.storeError(ctx, "load mission", err)
+		}
+		if err := checkNewMissionID("mission_id", key); err != nil {
+			return nil, err
 		}
 	}
 	release := func() {}

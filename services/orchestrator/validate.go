@@ -51,7 +51,7 @@ var stepNames = [...]string{stepAllocateMap, stepLocalizeAgents, stepMergeMaps}
 // caller generates one when it is empty.
 func normalizeStart(req *orchestratorv1.StartMissionRequest, allowFaults bool) (*orchestratorv1.StartMissionRequest, error) {
 	if id := req.GetMissionId(); id != "" {
-		if err := checkNewMissionID("mission_id", id); err != nil {
+		if err := checkMissionID("mission_id", id); err != nil {
 			return nil, err
 		}
 	}
@@ -399,17 +399,21 @@ func checkMissionID(field, id string) error {
 // checkNewMissionID is checkMissionID for the id of a mission to create,
 // which also may not be dots alone: a path segment of its own, which the
 // console's /missions/<id> would read as the missions' page or the root.
-// Only new ids are refused: a mission an earlier release created under
-// such an id can still be read, deleted and resumed.
+// Only new ids are refused (StartMission asks it only when no mission has
+// the id): a mission an earlier release created under such an id can still
+// be started again, read, deleted and resumed.
 func checkNewMissionID(field, id string) error {
 	if err := checkMissionID(field, id); err != nil {
 		return err
 	}
-	if strings.Trim(id, ".") == "" {
+	if dotsAlone(id) {
 		return rpcerr.InvalidArgument(field, fmt.Sprintf("%q: not dots alone", id))
 	}
 	return nil
 }
+
+// dotsAlone reports whether id is made of dots alone.
+func dotsAlone(id string) bool { return strings.Trim(id, ".") == "" }
 
 // validIDByte reports whether c may appear in a mission id of the
 // orchestrator's API ([A-Za-z0-9_.-]).
