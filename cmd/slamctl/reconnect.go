@@ -67,7 +67,7 @@ func (o *outage) over() { o.since = time.Time{} }
 // is to be made again, after waiting the backoff; then says on stderr, at
 // an outage's first failure, what the retry does. Otherwise it returns the
 // error to end with: err when it is not UNAVAILABLE (or reconnect is 0),
-// or is a TLS handshake that failed (see handshakeFailed), a timeout once
+// or is a TLS handshake that failed for good (see tlsRefused), a timeout once
 // reconnect has passed since the outage began. An attempt that an
 // orchestrator served ends the outage before it (the one its failure
 // begins is a new one): one ended because the mission moved to another
@@ -78,7 +78,7 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 	if status.Code(err) != codes.Unavailable || o.reconnect <= 0 || ctx.Err() != nil {
 		return rpcError(op, err)
 	}
-	if handshakeFailed(err) {
+	if tlsRefused(err) {
 		return fmt.Errorf("%w (check --cacert, --cert and --key against the orchestrator's certificates)", rpcError(op, err))
 	}
 	switch reason := rpcerr.Reason(err); {
@@ -102,16 +102,18 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 	return nil
 }
 
-// handshakeFailed reports whether err is grpc-go's UNAVAILABLE for a TLS
-// handshake that failed on the certificates: one that does not verify
-// (crypto/x509's errors), or a TLS alert from the server (one that refused
-// the client's). Waiting does not mend those, so they are no outage; a
-// handshake cut short (EOF, a reset: a proxy whose orchestrator restarts)
-// is one.
-func handshakeFailed(err error) bool {
+// tlsRefused reports whether err is grpc-go's UNAVAILABLE for a TLS
+// connection that the certificates or the configuration refused: a server
+// certificate that does not verify (crypto/x509's errors), a TLS alert
+// from the server (one that refused the client's certificate, which over
+// TLS 1.3 arrives with the server's preface, after the client's side of
+// the handshake), or a server that does not speak TLS. Waiting does not
+// mend those, so they are no outage; a handshake cut short (EOF, a reset:
+// a proxy whose orchestrator restarts) is one.
+func tlsRefused(err error) bool {
 	msg := status.Convert(err).Message()
-	return strings.Contains(msg, "authentication handshake failed") &&
-		(strings.Contains(msg, "x509: ") || strings.Contains(msg, "tls: failed to verify") || strings.Contains(msg, "remote error: tls: "))
+	return strings.Contains(msg, "remote error: tls: ") || strings.Contains(msg, "first record does not look like a TLS handshake") ||
+		strings.Contains(msg, "authentication handshake failed") && (strings.Contains(msg, "x509: ") || strings.Contains(msg, "tls: failed to verify"))
 }
 
 // reconnectFlagHelp is the --reconnect flag's help on start and watch.

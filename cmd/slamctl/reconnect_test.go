@@ -18,11 +18,10 @@ import (
 	"github.com/slammesh/slammesh/internal/meshtls/meshtlstest"
 )
 
-// A server certificate that the client's CA does not sign is a
-// misconfiguration, which waiting does not mend: slamctl says so at once
-// instead of retrying it for --reconnect as an outage. (A server refusing
-// the client's certificate is not told apart: over TLS 1.3 the client sees
-// it as a connection the server closed, as in a restart.)
+// A server certificate that the client's CA does not sign, or a server
+// that does not speak TLS, is a misconfiguration, which waiting does not
+// mend: slamctl says so at once instead of retrying it for --reconnect as
+// an outage. A handshake cut short is an outage.
 func TestServerCertificateOfAnotherCAIsNoOutage(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -93,6 +92,13 @@ func TestServerCertificateOfAnotherCAIsNoOutage(t *testing.T) {
 	if !strings.Contains(stderr.String(), "resuming after") {
 		t.Errorf("handshake cut short: stderr %q; want the retry announced", stderr.String())
 	}
+	// A plaintext orchestrator asked for TLS: no outage either.
+	_, plain := serveOn(t, "127.0.0.1:0", &replayOrchestrator{events: missionEvents()})
+	began = time.Now()
+	err = run(t.Context(), []string{"--addr", plain, "--cacert", mesh.CertFile, "watch", "--reconnect", "1m", "m"}, func(string) string { return "" }, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "does not look like a TLS handshake") || time.Since(began) > 20*time.Second {
+		t.Errorf("TLS to a plaintext orchestrator: %v after %v; want the refusal at once", err, time.Since(began))
+	}
 	// The same orchestrator, trusted: the watch goes through.
 	stderr.Reset()
 	stdout.Reset()
@@ -129,5 +135,29 @@ func TestGetMissionAfterTheWatchIsRetried(t *testing.T) {
 	}
 	if d.gets.Load() != 2 || !strings.Contains(stderr, "get mission: Unavailable") {
 		t.Errorf("%d GetMission calls, stderr %q; want one retry, said once", d.gets.Load(), stderr)
+	}
+}
+
+// tlsRefused tells the TLS failures that waiting does not mend from a
+// handshake cut short, on the messages grpc-go gives them.
+func TestTLSRefused(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		msg     string
+		refused bool
+	}{
+		{`connection error: desc = "transport: authentication handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority"`, true},
+		{`connection error: desc = "transport: authentication handshake failed: x509: certificate has expired or is not yet valid"`, true},
+		{`connection error: desc = "error reading server preface: remote error: tls: bad certificate"`, true},
+		{`connection error: desc = "error reading server preface: remote error: tls: certificate required"`, true},
+		{`connection error: desc = "transport: authentication handshake failed: tls: first record does not look like a TLS handshake"`, true},
+		{`connection error: desc = "transport: authentication handshake failed: EOF"`, false},
+		{`connection error: desc = "transport: authentication handshake failed: read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer"`, false},
+		{`connection error: desc = "error reading server preface: EOF"`, false},
+		{`connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`, false},
+	} {
+		if got := tlsRefused(status.Error(codes.Unavailable, tc.msg)); got != tc.refused {
+			t.Errorf("tlsRefused(%q) = %v, want %v", tc.msg, got, tc.refused)
+		}
 	}
 }
