@@ -347,6 +347,39 @@ func ListCharged(ctx context.Context, rdb redis.Cmdable, start, count int64) ([]
 	return out, nil
 }
 
+// ListInFlight returns every map held that is not retained (in flight: its
+// mission has not completed, or the janitor has not yet seen it complete),
+// in one round trip of ZDIFF and one of the reserved marks: the charges a
+// janitor pass for a refused allocation settles, however many retained
+// maps are held besides (Redis 6.2's ZDIFF; both keys share the {mapping}
+// slot).
+func ListInFlight(ctx context.Context, rdb redis.Cmdable) ([]Charged, error) {
+	zs, err := rdb.ZDiffWithScores(ctx, mapsKey, retainedKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list maps in flight: %w", err)
+	}
+	if len(zs) == 0 {
+		return nil, nil
+	}
+	out := make([]Charged, len(zs))
+	members := make([]string, len(zs))
+	for i, z := range zs {
+		m, _ := z.Member.(string)
+		out[i] = Charged{Charge: chargeOf(m), Cells: int64(z.Score)}
+		members[i] = m
+	}
+	reserved, err := rdb.ZMScore(ctx, reservedKey, members...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list reserved maps: %w", err)
+	}
+	for i := range out {
+		if i < len(reserved) && reserved[i] != 0 {
+			out[i].Reserved = time.UnixMilli(int64(reserved[i]))
+		}
+	}
+	return out, nil
+}
+
 // OldestRetained returns up to n charges whose maps were retained first,
 // skipping the start oldest.
 func OldestRetained(ctx context.Context, rdb redis.Cmdable, start, n int64) ([]Charge, error) {

@@ -4,7 +4,8 @@
 //
 //   - a version below MinVersion lacks commands the code uses: ZADD … GT
 //     (lease renewal), ZRANGE … BYSCORE REV LIMIT (ListMissions), XAUTOCLAIM
-//     (consumer groups), XADD … NOMKSTREAM (step events), ZMSCORE;
+//     (consumer groups), XADD … NOMKSTREAM (step events), ZMSCORE, ZDIFF
+//     (the maps in flight);
 //   - any maxmemory-policy but noeviction lets Redis drop keys under memory
 //     pressure: allkeys-* evicts saga records and barrier marks, and
 //     volatile-* evicts the TTL'd keys of finished missions before their
@@ -28,8 +29,8 @@ import (
 )
 
 // MinVersion is the oldest Redis server slammesh runs on: 6.2 brought
-// ZADD GT/LT, ZRANGE BYSCORE REV LIMIT, XAUTOCLAIM, XADD NOMKSTREAM and
-// ZMSCORE.
+// ZADD GT/LT, ZRANGE BYSCORE REV LIMIT, XAUTOCLAIM, XADD NOMKSTREAM,
+// ZMSCORE and ZDIFF.
 var MinVersion = Version{Major: 6, Minor: 2}
 
 // RequiredPolicy is the only maxmemory-policy slammesh accepts.

@@ -72,7 +72,7 @@ func (s *Server) reclaim(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer func() { <-s.reclaiming }()
-	return s.pass(ctx)
+	return s.pass(ctx, false)
 }
 
 // reclaimSince is the janitor pass of an allocation refused for capacity
@@ -89,7 +89,7 @@ func (s *Server) reclaimSince(ctx context.Context, begun int64) error {
 	if s.reclaimed.Load() > begun {
 		return nil
 	}
-	_, err := s.pass(ctx)
+	_, err := s.pass(ctx, true)
 	return err
 }
 
@@ -103,10 +103,13 @@ func (s *Server) takeTurn(ctx context.Context) error {
 	}
 }
 
-// pass is one janitor pass (reclaim), the turn held.
-func (s *Server) pass(ctx context.Context) (int, error) {
+// pass is one janitor pass (reclaim), the turn held. inFlight limits it to
+// the maps in flight, which is all an allocation refused for capacity
+// needs: the retained maps, however many, are then not read (the periodic
+// pass settles them).
+func (s *Server) pass(ctx context.Context, inFlight bool) (int, error) {
 	n := s.passes.Add(1)
-	freed, err := s.settleAll(ctx)
+	freed, err := s.settleAll(ctx, inFlight)
 	s.freed.Add(int64(freed))
 	if err == nil {
 		s.reclaimed.Store(n)
@@ -114,10 +117,24 @@ func (s *Server) pass(ctx context.Context) (int, error) {
 	return freed, err
 }
 
-// settleAll is reclaim's work: it settles every page of charges, then
-// evicts.
-func (s *Server) settleAll(ctx context.Context) (int, error) {
+// settleAll is reclaim's work: it settles every page of charges (only
+// those in flight, with inFlight), then evicts.
+func (s *Server) settleAll(ctx context.Context, inFlight bool) (int, error) {
 	freed := 0
+	if inFlight {
+		charges, err := mapstore.ListInFlight(ctx, s.rdb)
+		if err != nil {
+			return 0, err
+		}
+		for start := 0; start < len(charges); start += janitorPage {
+			n, _, err := s.settlePage(ctx, charges[start:min(start+janitorPage, len(charges))])
+			freed += n
+			if err != nil {
+				return freed, err
+			}
+		}
+		return freed, s.evict(ctx)
+	}
 	for start := int64(0); ; {
 		page, err := mapstore.ListCharged(ctx, s.rdb, start, janitorPage)
 		if err != nil {
@@ -126,32 +143,42 @@ func (s *Server) settleAll(ctx context.Context) (int, error) {
 		if len(page) == 0 {
 			break
 		}
-		states, exists, marked, err := s.lookup(ctx, page)
+		n, dropped, err := s.settlePage(ctx, page)
+		freed += n
 		if err != nil {
 			return freed, err
-		}
-		settled, err := s.settle(ctx, page, states, exists, marked)
-		if err != nil {
-			return freed, err
-		}
-		dropped := 0
-		for _, st := range settled {
-			c := page[st.i]
-			switch {
-			case st.dropped > 0:
-				dropped++
-				if c.Retained.IsZero() {
-					freed++
-				}
-				s.log.InfoContext(ctx, "map no longer in Redis uncharged", "mission_id", c.MissionID, "saga_id", c.SagaID, "cells", st.dropped)
-			case st.retained > 0:
-				freed++
-			}
 		}
 		// Dropped maps left the sorted set: the next page starts earlier.
 		start += int64(len(page) - dropped)
 	}
 	return freed, s.evict(ctx)
+}
+
+// settlePage settles one page of charges (lookup, then settle) and returns
+// how many maps left the in-flight budget and how many charges it dropped.
+func (s *Server) settlePage(ctx context.Context, page []mapstore.Charged) (freed, dropped int, err error) {
+	states, exists, marked, err := s.lookup(ctx, page)
+	if err != nil {
+		return 0, 0, err
+	}
+	settled, err := s.settle(ctx, page, states, exists, marked)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, st := range settled {
+		c := page[st.i]
+		switch {
+		case st.dropped > 0:
+			dropped++
+			if c.Retained.IsZero() {
+				freed++
+			}
+			s.log.InfoContext(ctx, "map no longer in Redis uncharged", "mission_id", c.MissionID, "saga_id", c.SagaID, "cells", st.dropped)
+		case st.retained > 0:
+			freed++
+		}
+	}
+	return freed, dropped, nil
 }
 
 // settlement is what the janitor did to one charge of a page: the cells

@@ -144,14 +144,18 @@ func TestJanitorPassTakesRoundTripsPerPage(t *testing.T) {
 }
 
 // passStarts counts the janitor passes a client runs: each lists the maps
-// held from the first (ZRANGE of the maps' sorted set from 0).
+// held from the first (ZRANGE of the maps' sorted set from 0), or, for a
+// refused allocation, the maps in flight (ZDIFF of the maps' sorted set).
 type passStarts struct{ n atomic.Int64 }
 
 func (*passStarts) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (p *passStarts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if a := cmd.Args(); cmd.Name() == "zrange" && len(a) > 2 && a[1] == "slammesh:{mapping}:maps" && fmt.Sprint(a[2]) == "0" {
+		a := cmd.Args()
+		switch {
+		case cmd.Name() == "zrange" && len(a) > 2 && a[1] == "slammesh:{mapping}:maps" && fmt.Sprint(a[2]) == "0",
+			cmd.Name() == "zdiff" && len(a) > 2 && a[2] == "slammesh:{mapping}:maps":
 			p.n.Add(1)
 		}
 		return next(ctx, cmd)
@@ -277,5 +281,32 @@ func TestRefusalByMissionsInFlightTakesOnePass(t *testing.T) {
 	steptest.WantStatus(t, allocate(t, e, "x"), codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
 	if got := passes.n.Load(); got != 1 {
 		t.Errorf("%d janitor passes for a refusal no pass could lift, want 1", got)
+	}
+}
+
+// The janitor pass of a refused allocation reads the maps in flight only:
+// its cost does not grow with the retained maps held besides.
+func TestRefusalPassSkipsTheRetainedMaps(t *testing.T) {
+	t.Parallel()
+	const retained = 40
+	e := start(t, mapping.Config{CapacityCells: 2 * officeCells, RetainedCells: 100 * officeCells})
+	allocateFinished(t, e, "done", retained) // each refusal's pass retains the finished ones
+	for _, m := range []string{"a", "b"} {
+		setState(t, e.Redis, m, saga.Running)
+		if err := allocate(t, e, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if u, err := mapstore.ReadUsage(steptest.Context(t), e.Redis); err != nil || u.Retained < (retained-2)*officeCells {
+		t.Fatalf("usage %+v, %v: want the finished missions' maps retained", u, err)
+	}
+	count := steptest.CountRedis(e.Redis)
+	setState(t, e.Redis, "x", saga.Running)
+	steptest.WantStatus(t, allocate(t, e, "x"), codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted)
+	// The reservation, the pass over the 2 maps in flight (list, marks,
+	// lookup: 3 reads each, usage) and the barrier's look: about 15.
+	// Reading the 40 retained ones would be over 120.
+	if n := count.Commands(); n > 40 {
+		t.Errorf("%d commands for a refusal with %d maps retained, want at most 40", n, retained)
 	}
 }
