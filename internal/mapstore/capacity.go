@@ -318,6 +318,25 @@ func ListCharged(ctx context.Context, rdb redis.Cmdable, start, count int64) ([]
 	if err != nil {
 		return nil, fmt.Errorf("list maps held: %w", err)
 	}
+	return chargedOf(ctx, rdb, zs)
+}
+
+// ListInFlight returns every map held that is not retained (in flight: its
+// mission has not completed, or the janitor has not yet seen it complete),
+// in one round trip of ZDIFF and one of the marks: the charges a janitor
+// pass for a refused allocation settles, however many retained maps are
+// held besides (Redis 6.2's ZDIFF; both keys share the {mapping} slot).
+func ListInFlight(ctx context.Context, rdb redis.Cmdable) ([]Charged, error) {
+	zs, err := rdb.ZDiffWithScores(ctx, mapsKey, retainedKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list maps in flight: %w", err)
+	}
+	return chargedOf(ctx, rdb, zs)
+}
+
+// chargedOf reads, in one round trip, when each map held of zs (members of
+// the maps' sorted set, with their cells) was retained and reserved.
+func chargedOf(ctx context.Context, rdb redis.Cmdable, zs []redis.Z) ([]Charged, error) {
 	if len(zs) == 0 {
 		return nil, nil
 	}
@@ -342,39 +361,6 @@ func ListCharged(ctx context.Context, rdb redis.Cmdable, start, count int64) ([]
 		}
 		if at := reserved.Val(); i < len(at) && at[i] != 0 {
 			out[i].Reserved = time.UnixMilli(int64(at[i]))
-		}
-	}
-	return out, nil
-}
-
-// ListInFlight returns every map held that is not retained (in flight: its
-// mission has not completed, or the janitor has not yet seen it complete),
-// in one round trip of ZDIFF and one of the reserved marks: the charges a
-// janitor pass for a refused allocation settles, however many retained
-// maps are held besides (Redis 6.2's ZDIFF; both keys share the {mapping}
-// slot).
-func ListInFlight(ctx context.Context, rdb redis.Cmdable) ([]Charged, error) {
-	zs, err := rdb.ZDiffWithScores(ctx, mapsKey, retainedKey).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list maps in flight: %w", err)
-	}
-	if len(zs) == 0 {
-		return nil, nil
-	}
-	out := make([]Charged, len(zs))
-	members := make([]string, len(zs))
-	for i, z := range zs {
-		m, _ := z.Member.(string)
-		out[i] = Charged{Charge: chargeOf(m), Cells: int64(z.Score)}
-		members[i] = m
-	}
-	reserved, err := rdb.ZMScore(ctx, reservedKey, members...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list reserved maps: %w", err)
-	}
-	for i := range out {
-		if i < len(reserved) && reserved[i] != 0 {
-			out[i].Reserved = time.UnixMilli(int64(reserved[i]))
 		}
 	}
 	return out, nil

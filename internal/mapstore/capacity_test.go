@@ -45,6 +45,9 @@ func TestCapacityAccountingIsIdempotent(t *testing.T) {
 	if u := usage(); u != (mapstore.Usage{Held: 130, Retained: 100}) || u.InFlight() != 30 {
 		t.Errorf("after retaining a: %+v", u)
 	}
+	if in, err := mapstore.ListInFlight(ctx, rdb); err != nil || len(in) != 1 || in[0].Charge != of("b") || in[0].Cells != 30 {
+		t.Errorf("in flight after retaining a: %+v, %v; want b's 30 cells", in, err)
+	}
 	if n, _ := mapstore.Retain(ctx, rdb, of("never-charged"), time.Now()); n != 0 {
 		t.Errorf("retained %d cells of an uncharged map", n)
 	}
