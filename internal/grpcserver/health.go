@@ -23,10 +23,9 @@ const (
 )
 
 // watchReadiness calls Config.Ready every ReadyInterval until ctx ends or
-// the server is closed,
-// and sets ReadinessService NOT_SERVING once the calls have failed for
-// UnreadyAfter, SERVING again at the first that succeeds; each change is
-// logged. A drain's health.Shutdown wins: the statuses set after it are
+// the server is closed, and sets ReadinessService NOT_SERVING once the
+// calls have failed for UnreadyAfter, SERVING again at the first that
+// succeeds; each change is logged. A drain's health.Shutdown wins: the statuses set after it are
 // ignored.
 func (s *Server) watchReadiness(ctx context.Context) {
 	t := time.NewTicker(s.cfg.ReadyInterval)
