@@ -3,6 +3,7 @@ package slam
 import (
 	"fmt"
 	"math"
+	"strconv"
 )
 
 // MaxCoordinate bounds pose coordinates in metres. It keeps every later
@@ -61,7 +62,16 @@ func (p Pose2D) Apply(x, y float64) (float64, float64) {
 
 // String prints a pose compactly for logs and error messages.
 func (p Pose2D) String() string {
-	return fmt.Sprintf("(%.3f m, %.3f m, %.2f°)", p.X, p.Y, p.Theta*180/math.Pi)
+	return "(" + fixed(p.X, 3) + " m, " + fixed(p.Y, 3) + " m, " + fixed(p.Theta*180/math.Pi, 2) + "°)"
+}
+
+// fixed formats v with prec decimals, or in exponent form past a million,
+// so that a wild value in an error (a pose of 1e300 m) stays readable.
+func fixed(v float64, prec int) string {
+	if math.Abs(v) < 1e6 || math.IsNaN(v) {
+		return strconv.FormatFloat(v, 'f', prec, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
 }
 
 // NormalizeAngle wraps an angle into (-π, π], so angle differences and

@@ -59,6 +59,22 @@ func TestPoseValidate(t *testing.T) {
 	}
 }
 
+func TestPoseStringOfWildValues(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		p    Pose2D
+		want string
+	}{
+		{Pose2D{X: 1.23456, Y: -2, Theta: math.Pi / 2}, "(1.235 m, -2.000 m, 90.00°)"},
+		{Pose2D{X: 1e300, Y: math.Inf(-1), Theta: math.NaN()}, "(1e+300 m, -Inf m, NaN°)"},
+		{Pose2D{X: -2.5e7, Theta: 1e9}, "(-2.5e+07 m, 0.000 m, 5.73e+10°)"},
+	} {
+		if got := tc.p.String(); got != tc.want {
+			t.Errorf("String() = %q, want %q", got, tc.want)
+		}
+	}
+}
+
 func TestNormalizeAngle(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ in, want float64 }{
@@ -92,6 +108,9 @@ func TestLaserScanValidate(t *testing.T) {
 		{"max below min", mut(func(s *LaserScan) { s.RangeMax = 0.05 }), false},
 		{"inf range max", mut(func(s *LaserScan) { s.RangeMax = math.Inf(1) }), false},
 		{"absurd range max", mut(func(s *LaserScan) { s.RangeMax = 1e9 }), false},
+		{"beams without increment", mut(func(s *LaserScan) { s.AngleIncrement = 0 }), false},
+		{"one beam without increment", mut(func(s *LaserScan) { s.AngleIncrement, s.Ranges = 0, []float32{1} }), true},
+		{"reverse sweep", mut(func(s *LaserScan) { s.AngleMin, s.AngleIncrement = math.Pi, -0.01 }), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.s.Validate()

@@ -37,6 +37,10 @@ func (s LaserScan) Validate() error {
 		return fmt.Errorf("%w: scan angles not finite", ErrInvalidArgument)
 	case math.Abs(s.AngleMin) > 4*math.Pi || math.Abs(s.AngleIncrement) > 2*math.Pi:
 		return fmt.Errorf("%w: scan angles out of range", ErrInvalidArgument)
+	case s.AngleIncrement == 0 && len(s.Ranges) > 1:
+		// Every beam in one direction is no sweep: a driver that leaves the
+		// field unset, not a scan whose beams can be placed.
+		return fmt.Errorf("%w: scan angle_increment is 0 for %d beams", ErrInvalidArgument, len(s.Ranges))
 	case !finite(s.RangeMin) || !finite(s.RangeMax) || s.RangeMin < 0 || s.RangeMax <= s.RangeMin:
 		return fmt.Errorf("%w: scan range limits [%g, %g] invalid", ErrInvalidArgument, s.RangeMin, s.RangeMax)
 	case s.RangeMax > 1000:

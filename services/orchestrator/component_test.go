@@ -366,6 +366,10 @@ func TestStartMissionRejectsBadInput(t *testing.T) {
 			a[1].Submap = nil
 			return a
 		}), "agents[1].submap"},
+		{"agent with a submap and scans", agents(func(a []*typesv1.Agent) []*typesv1.Agent {
+			a[1].Scans = []*typesv1.ScanFrame{{OdomPose: &typesv1.Pose2D{}, Scan: &typesv1.LaserScan{AngleIncrement: 0.01, RangeMax: 8, Ranges: []float32{1, 2}}}}
+			return a
+		}), "agents[1].submap"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -220,6 +220,8 @@ func checkAgents(agents []*typesv1.Agent) error {
 			anchors++
 		}
 		switch {
+		case a.GetSubmap() != nil && len(a.GetScans()) > 0:
+			return rpcerr.InvalidArgument(field+".submap", "set either submap or scans, not both")
 		case a.GetSubmap() != nil:
 			if err := checkGrid(field+".submap", a.GetSubmap()); err != nil {
 				return err
