@@ -46,7 +46,7 @@ type importFlags struct {
 func (f *importFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.carmen, "carmen", "", "CARMEN log (plain or .gz) to cut into agents with --segments (FLASER, ROBOTLASER1 and ODOM lines)")
 	fs.StringVar(&f.segments, "segments", "", "with --carmen: inclusive 0-based reading ranges, one agent each, e.g. 6:35,120:149,300:329; the first is the anchor")
-	fs.StringVar(&f.poses, "poses", "laser", "with --carmen: scan poses from the laser line (laser: FLASER x y theta / ROBOTLASER1 laser pose) or the ODOM line nearest in time (odom)")
+	fs.StringVar(&f.poses, "poses", "laser", "with --carmen: scan poses from the laser line (laser: FLASER x y theta / ROBOTLASER1 laser pose) or the ODOM lines at the reading's time, interpolated, with the laser's mount on the robot (odom)")
 	fs.StringVar(&f.guessFrom, "guess-from", "", "with --carmen: non-anchor guesses from each agent's first laser pose (laser), the anchor's chained with odometry (odom), or none (none: localization searches the whole map); default: as --poses")
 	fs.IntVar(&f.stride, "stride", 1, "with --carmen: keep every N-th reading of a segment")
 	fs.Float64Var(&f.kfDist, "keyframe-dist", 0, "with --carmen: keep a reading only after moving this many metres (or turning --keyframe-deg) since the last kept one; 0: off")
@@ -91,7 +91,7 @@ func (f *importFlags) request(missionID string, summary io.Writer) (*orchestrato
 	var err error
 	switch {
 	case f.carmen != "":
-		agents, err = f.carmenAgents(ids)
+		agents, err = f.carmenAgents(ids, summary)
 	case len(f.rosMaps) > 0:
 		agents, err = f.rosMapAgents(ids)
 	default:
@@ -134,7 +134,10 @@ func (f *importFlags) request(missionID string, summary io.Writer) (*orchestrato
 	return req, nil
 }
 
-func (f *importFlags) carmenAgents(ids []string) ([]*typesv1.Agent, error) {
+// carmenAgents cuts the --carmen log into agents; when odometry is used,
+// summary gets the laser mount it was composed with and where that came
+// from.
+func (f *importFlags) carmenAgents(ids []string, summary io.Writer) ([]*typesv1.Agent, error) {
 	segs, err := slamio.ParseSegments(f.segments)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --segments: %w", errUsage, err)
@@ -156,6 +159,10 @@ func (f *importFlags) carmenAgents(ids []string) ([]*typesv1.Agent, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if f.poses == string(slamio.PosesOdom) || f.guessFrom == string(slamio.GuessOdom) {
+		m := log.LaserMount()
+		fmt.Fprintf(summary, "odometry: ODOM lines at each reading's time, laser at %v on the robot (%s)\n", m.Pose, m.Source)
 	}
 	return agents, nil
 }

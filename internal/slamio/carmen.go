@@ -47,6 +47,10 @@ type Reading struct {
 	// laser_pose): the sensor pose in the log's world frame. In a corrected
 	// log it is the SLAM result; in a raw log, odometry.
 	Laser slam.Pose2D
+	// Robot is the robot pose on the line (FLASER odom_x odom_y odom_theta,
+	// ROBOTLASER1 robot_pose), in the frame of Laser: Robot⁻¹∘Laser is
+	// where the laser sits on the robot (Log.LaserMount).
+	Robot slam.Pose2D
 	// Time is the line's timestamp (the ipc timestamp), in seconds.
 	Time float64
 }
@@ -73,6 +77,9 @@ type Log struct {
 	Readings []Reading
 	// Odom are the ODOM lines.
 	Odom []Odom
+	// Params are the PARAM lines' values by name (the last one of a name
+	// wins, as CARMEN's param server keeps it).
+	Params map[string]string
 }
 
 // FLASERGeometry returns the beam angles of an n-beam FLASER line, which
@@ -150,6 +157,8 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 			err = log.addRobotLaser(fields, line)
 		case "ODOM":
 			err = log.addOdom(fields, line)
+		case "PARAM":
+			log.addParam(fields)
 		case "RAWLASER1", "RAWLASER2", "RAWLASER3", "RAWLASER4", "RLASER", "ROBOTLASER2":
 			unread[fields[0]]++
 		}
@@ -297,7 +306,7 @@ func (l *Log) addFLASER(f []string, line int) error {
 	n := p.count(1, "beam count", slam.MaxBeams)
 	ranges := p.ranges(2, n)
 	laser := p.pose(2+n, "laser pose")
-	p.pose(5+n, "odometry pose")
+	robot := p.pose(5+n, "odometry pose")
 	ts := p.time(8 + n)
 	if p.err != nil {
 		return p.err
@@ -308,7 +317,7 @@ func (l *Log) addFLASER(f []string, line int) error {
 	}
 	l.Readings = append(l.Readings, Reading{
 		Index: len(l.Readings), Line: line, Kind: "FLASER",
-		AngleMin: amin, AngleIncrement: inc, Ranges: ranges, Laser: laser, Time: ts,
+		AngleMin: amin, AngleIncrement: inc, Ranges: ranges, Laser: laser, Robot: robot, Time: ts,
 	})
 	return nil
 }
@@ -328,7 +337,7 @@ func (l *Log) addRobotLaser(f []string, line int) error {
 	k := p.count(9+n, "remission count", slam.MaxBeams)
 	at := 10 + n + k
 	laser := p.pose(at, "laser pose")
-	p.pose(at+3, "robot pose")
+	robot := p.pose(at+3, "robot pose")
 	ts := p.time(at + 11)
 	if p.err != nil {
 		return p.err
@@ -345,7 +354,7 @@ func (l *Log) addRobotLaser(f []string, line int) error {
 	}
 	l.Readings = append(l.Readings, Reading{
 		Index: len(l.Readings), Line: line, Kind: "ROBOTLASER1",
-		AngleMin: start, AngleIncrement: res, MaxRange: maxRange, Ranges: ranges, Laser: laser, Time: ts,
+		AngleMin: start, AngleIncrement: res, MaxRange: maxRange, Ranges: ranges, Laser: laser, Robot: robot, Time: ts,
 	})
 	return nil
 }
@@ -363,38 +372,15 @@ func (l *Log) addOdom(f []string, line int) error {
 	return nil
 }
 
-// odomIndex finds, for a reading, the ODOM line nearest in time. CARMEN
-// loggers write the odometry a scan was taken at with the scan's own
-// timestamp, but not always in timestamp order (the logs of
-// ../shared/realdata put it right before the FLASER line, among others), so
-// the search is by time, not by position. Ties go to the earlier line.
-type odomIndex struct {
-	byTime []Odom
-}
-
-func newOdomIndex(odom []Odom) odomIndex {
-	s := append([]Odom(nil), odom...)
-	sort.SliceStable(s, func(i, j int) bool { return s[i].Time < s[j].Time })
-	return odomIndex{byTime: s}
-}
-
-// nearest returns the ODOM record closest in time to t; ok is false when the
-// log has none.
-func (x odomIndex) nearest(t float64) (Odom, bool) {
-	s := x.byTime
-	if len(s) == 0 {
-		return Odom{}, false
+// addParam keeps "PARAM name value ...". A line without a value is
+// skipped: only the laser mount's parameters are ever read, and a missing
+// one falls back as an absent one does.
+func (l *Log) addParam(f []string) {
+	if len(f) < 3 {
+		return
 	}
-	i := sort.Search(len(s), func(i int) bool { return s[i].Time >= t })
-	switch {
-	case i == len(s):
-		return s[len(s)-1], true
-	case i == 0:
-		return s[0], true
+	if l.Params == nil {
+		l.Params = map[string]string{}
 	}
-	// s[i-1].Time < t <= s[i].Time; among equal timestamps take the first.
-	if t-s[i-1].Time < s[i].Time-t {
-		return s[i-1], true
-	}
-	return s[i], true
+	l.Params[f[1]] = f[2]
 }

@@ -46,9 +46,10 @@ const (
 	// ROBOTLASER1 laser_pose). In a corrected log that is the SLAM result,
 	// as if each robot ran a perfect local SLAM.
 	PosesLaser PoseSource = "laser"
-	// PosesOdom uses the ODOM line nearest in time to the reading: the
-	// robot's own running estimate (in the logs of ../shared/realdata a
-	// jittery online estimate, not raw wheel odometry).
+	// PosesOdom uses the ODOM lines: the robot's own running estimate (in
+	// the logs of ../shared/realdata a jittery online estimate, not raw
+	// wheel odometry) at the reading's time, interpolated between the lines
+	// around it, with the laser's mount on the robot (Log.LaserMount).
 	PosesOdom PoseSource = "odom"
 )
 
@@ -60,8 +61,9 @@ const (
 	// reading (in a corrected log, the truth).
 	GuessLaser GuessSource = "laser"
 	// GuessOdom: the anchor's first laser-line pose chained with the
-	// odometry from the anchor's first reading to the agent's, the guess a
-	// team has when its robots share an odometry frame.
+	// odometry from the anchor's first reading to the agent's (laser poses,
+	// as PosesOdom makes them), the guess a team has when its robots share
+	// an odometry frame.
 	GuessOdom GuessSource = "odom"
 	// GuessNone sends no guess: localization searches the whole map.
 	GuessNone GuessSource = "none"
@@ -163,10 +165,22 @@ func CarmenAgents(log *Log, opts CarmenOptions) ([]*typesv1.Agent, error) {
 			}
 		}
 	}
+	// odomLaser is a reading's laser pose from odometry: the robot's pose
+	// at the reading's time with the laser's mount on the robot.
+	var mount slam.Pose2D
+	if needOdom {
+		mount = log.LaserMount().Pose
+	}
+	odomLaser := func(r *Reading) slam.Pose2D {
+		p := odom.at(r.Time)
+		if mount == (slam.Pose2D{}) {
+			return p // exactly the odometry, not p∘identity's rounding
+		}
+		return p.Compose(mount)
+	}
 	poseOf := func(r *Reading) slam.Pose2D {
 		if opts.Poses == PosesOdom {
-			o, _ := odom.nearest(r.Time)
-			return o.Pose
+			return odomLaser(r)
 		}
 		return r.Laser
 	}
@@ -195,9 +209,7 @@ func CarmenAgents(log *Log, opts CarmenOptions) ([]*typesv1.Agent, error) {
 		case opts.Guesses == GuessLaser:
 			a.InitialGuess = slamproto.PoseToProto(first.Laser)
 		case opts.Guesses == GuessOdom:
-			o0, _ := odom.nearest(anchorFirst.Time)
-			ok, _ := odom.nearest(first.Time)
-			a.InitialGuess = slamproto.PoseToProto(anchorFirst.Laser.Compose(o0.Pose.Inverse().Compose(ok.Pose)))
+			a.InitialGuess = slamproto.PoseToProto(anchorFirst.Laser.Compose(odomLaser(anchorFirst).Inverse().Compose(odomLaser(first))))
 		}
 		agents[k] = a
 	}
