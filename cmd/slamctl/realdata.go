@@ -146,6 +146,9 @@ func (f *importFlags) carmenAgents(ids []string, summary io.Writer) ([]*typesv1.
 	if err != nil {
 		return nil, err
 	}
+	if log.Damage != nil {
+		fmt.Fprintf(summary, "warning: %v: using the %d readings before it\n", log.Damage, len(log.Readings))
+	}
 	agents, err := slamio.CarmenAgents(log, slamio.CarmenOptions{
 		Segments: segs, AgentIDs: ids,
 		Poses: slamio.PoseSource(f.poses), Guesses: slamio.GuessSource(f.guessFrom),

@@ -80,6 +80,10 @@ type Log struct {
 	// Params are the PARAM lines' values by name (the last one of a name
 	// wins, as CARMEN's param server keeps it).
 	Params map[string]string
+	// Damage, when not nil, says how the log ends early: a gzip stream cut
+	// short or corrupt, or a last line cut short (a robot that lost power
+	// while logging). Readings and Odom hold every line before it.
+	Damage error
 }
 
 // FLASERGeometry returns the beam angles of an n-beam FLASER line, which
@@ -112,8 +116,12 @@ func OpenCarmen(path string) (*Log, error) {
 // ParseCarmen reads a CARMEN log (plain or gzip) from r; name is used in
 // errors. Every FLASER, ROBOTLASER1 and ODOM line is checked: a missing or
 // non-numeric field, a beam count that disagrees with the line, or a
-// non-finite pose is a *ParseError naming the line. A log without any laser
-// reading is an error too: there is nothing to build a mission from.
+// non-finite pose is a *ParseError naming the line. A log that ends in
+// damage — a gzip stream cut short or corrupt, a last line without its
+// newline that does not parse — is read up to it, and Log.Damage says so:
+// the partial line is dropped, never half read. A log without any laser
+// reading before the damage, or at all, is an error: there is nothing to
+// build a mission from.
 func ParseCarmen(r io.Reader, name string) (*Log, error) {
 	src := &readErrs{r: r}
 	br := bufio.NewReader(src)
@@ -130,11 +138,26 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 	}
 	sc := bufio.NewScanner(io.LimitReader(r, maxLogBytes))
 	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
+	// unterminated: the line just scanned is the last and has no newline,
+	// the shape of a log cut off while a line was being written.
+	unterminated := false
+	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
+		advance, token, err := bufio.ScanLines(data, atEOF)
+		if token != nil {
+			unterminated = atEOF && bytes.IndexByte(data, '\n') < 0
+		}
+		return advance, token, err
+	})
 	log := &Log{Name: name}
 	unread := map[string]int{} // laser lines of types not read, for the error below
 	line := 0
 	for sc.Scan() {
 		line++
+		if unterminated && src.err != nil {
+			// The part of a line a damaged stream ended in: even when its
+			// fields parse, the last of them may be cut.
+			break
+		}
 		text := sc.Bytes()
 		if line == 1 {
 			// A byte order mark (a log saved by a Windows editor) would hide
@@ -163,23 +186,24 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 			unread[fields[0]]++
 		}
 		if err != nil {
-			if src.err != nil {
-				// A read that failed mid-line (a truncated or corrupt gzip
-				// stream, an I/O error) hands the scanner a partial last line:
-				// blame the file, not the line's fields.
+			if unterminated {
+				log.Damage = lineErr(name, line, "the last line is cut short (%s: %v)", fields[0], err)
 				break
 			}
 			return nil, lineErr(name, line, "%s: %v", fields[0], err)
 		}
 	}
 	if src.err != nil {
-		return nil, fmt.Errorf("%s: reading stops at line %d: %w (the file is truncated or corrupt)", name, line, src.err)
+		log.Damage = fmt.Errorf("%s: reading stops at line %d: %w (the file is truncated or corrupt)", name, line, src.err)
 	}
-	if err := sc.Err(); err != nil {
+	if err := sc.Err(); err != nil && src.err == nil {
 		if errors.Is(err, bufio.ErrTooLong) {
 			return nil, lineErr(name, line+1, "line longer than %d bytes", maxLineBytes)
 		}
 		return nil, fmt.Errorf("%s: after line %d: %w", name, line, err)
+	}
+	if len(log.Readings) == 0 && log.Damage != nil {
+		return nil, log.Damage
 	}
 	if len(log.Readings) == 0 {
 		var seen []string

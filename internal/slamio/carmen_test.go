@@ -227,7 +227,9 @@ func TestParseCarmenErrorsNameTheLine(t *testing.T) {
 }
 
 // TestParseCarmenTruncatedGzip cuts a gzipped log inside a laser line: the
-// error must say the file is truncated, not blame the partial line's fields.
+// log is read up to the cut, its partial line dropped, and Damage says the
+// file is truncated, not that the partial line's fields are wrong. A log
+// cut before its first reading is an error.
 func TestParseCarmenTruncatedGzip(t *testing.T) {
 	t.Parallel()
 	var gz bytes.Buffer
@@ -239,10 +241,64 @@ func TestParseCarmenTruncatedGzip(t *testing.T) {
 	}
 	_ = zw.Close()
 	for _, cut := range []int{gz.Len() / 2, gz.Len() - 4} {
-		_, err := slamio.ParseCarmen(bytes.NewReader(gz.Bytes()[:cut]), "cut.log.gz")
-		if err == nil || !strings.Contains(err.Error(), "cut.log.gz: reading stops at line") || !strings.Contains(err.Error(), "truncated or corrupt") {
-			t.Errorf("gzip cut at %d of %d bytes: %v", cut, gz.Len(), err)
+		log, err := slamio.ParseCarmen(bytes.NewReader(gz.Bytes()[:cut]), "cut.log.gz")
+		if err != nil {
+			t.Fatalf("gzip cut at %d of %d bytes: %v", cut, gz.Len(), err)
 		}
+		if log.Damage == nil || !strings.Contains(log.Damage.Error(), "cut.log.gz: reading stops at line") || !strings.Contains(log.Damage.Error(), "truncated or corrupt") {
+			t.Errorf("gzip cut at %d of %d bytes: damage %v", cut, gz.Len(), log.Damage)
+		}
+		// A cut in the trailer (the CRC) loses no line, yet says so.
+		n := len(log.Readings)
+		if n == 0 || n > 2000 || (cut > gz.Len()-8) != (n == 2000) {
+			t.Fatalf("gzip cut at %d of %d bytes: %d readings", cut, gz.Len(), n)
+		}
+		// Every reading kept is whole: its timestamp is its line's.
+		for i, r := range log.Readings {
+			if r.Time != float64(i) || r.Line != i+1 {
+				t.Fatalf("reading %d: line %d at t=%g", i, r.Line, r.Time)
+			}
+		}
+		_, err = slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: []slamio.Segment{{0, n}}})
+		if err == nil || !strings.Contains(err.Error(), "before its damage") {
+			t.Errorf("a segment past the cut: %v", err)
+		}
+	}
+	if _, err := slamio.ParseCarmen(bytes.NewReader(gz.Bytes()[:30]), "cut.log.gz"); err == nil || !strings.Contains(err.Error(), "truncated or corrupt") {
+		t.Errorf("gzip cut before its first reading: %v", err)
+	}
+}
+
+// TestParseCarmenLastLineCutShort: a plain log whose last line stops
+// mid-field (written by a robot that lost power) is read up to that line;
+// a last line without its newline that parses is kept, as an editor leaves
+// it; a damaged line that is not the last is an error naming it.
+func TestParseCarmenLastLineCutShort(t *testing.T) {
+	t.Parallel()
+	whole := "FLASER 2 1 1 0 0 0 0 0 0 1 h 1\nODOM 0 0 0 0 0 0 1 h 1\nFLASER 2 1 1 0 0 0 0 0 0 2 h 2\n"
+	for _, tc := range []struct {
+		name, text string
+		readings   int
+		damage     string
+	}{
+		{"cut in a laser line", whole + "FLASER 2 1 1 0.5 0.", 2, "cut.log:4: the last line is cut short (FLASER: line ends before"},
+		{"cut in an ODOM line", whole + "ODOM 0.5 0", 2, "cut.log:4: the last line is cut short (ODOM"},
+		{"no newline at the end", strings.TrimSuffix(whole, "\n"), 2, ""},
+	} {
+		log, err := slamio.ParseCarmen(strings.NewReader(tc.text), "cut.log")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got := ""
+		if log.Damage != nil {
+			got = log.Damage.Error()
+		}
+		if len(log.Readings) != tc.readings || !strings.HasPrefix(got, tc.damage) || (tc.damage == "") != (got == "") {
+			t.Errorf("%s: %d readings, damage %q; want %d, %q", tc.name, len(log.Readings), got, tc.readings, tc.damage)
+		}
+	}
+	if _, err := slamio.ParseCarmen(strings.NewReader("FLASER 2 1 1 0.5 0.\n"+whole), "mid.log"); err == nil || !strings.Contains(err.Error(), "mid.log:1") {
+		t.Errorf("a damaged line mid-log: %v", err)
 	}
 }
 

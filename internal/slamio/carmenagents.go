@@ -189,7 +189,11 @@ func CarmenAgents(log *Log, opts CarmenOptions) ([]*typesv1.Agent, error) {
 	var anchorFirst *Reading
 	for k, seg := range opts.Segments {
 		if seg.Last >= len(log.Readings) {
-			return nil, fmt.Errorf("segment %d:%d: %s has readings 0..%d", seg.First, seg.Last, log.Name, len(log.Readings)-1)
+			damage := ""
+			if log.Damage != nil {
+				damage = fmt.Sprintf(" before its damage (%v)", log.Damage)
+			}
+			return nil, fmt.Errorf("segment %d:%d: %s has readings 0..%d%s", seg.First, seg.Last, log.Name, len(log.Readings)-1, damage)
 		}
 		kept := keyframes(log.Readings[seg.First:seg.Last+1], poseOf, opts)
 		first := kept[0]
