@@ -5,10 +5,12 @@ import (
 	"image/png"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
@@ -93,6 +95,10 @@ func TestAllocateGetRelease(t *testing.T) {
 	}
 	_, err = e.client.GetMap(ctx, &mappingv1.GetMapRequest{MissionId: m})
 	steptest.WantStatus(t, err, codes.NotFound, rpcerr.ReasonMapNotFound)
+	// A map that is gone says how maps go, eviction by its flag among them.
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "released") || !strings.Contains(msg, "--retained-cells") {
+		t.Errorf("GetMap of a released map: %q", msg)
+	}
 
 	// A repeated release undoes nothing more.
 	rel, err = e.client.ReleaseMap(ctx, &mappingv1.ReleaseMapRequest{Saga: e.Saga(m)})

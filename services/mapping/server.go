@@ -371,17 +371,9 @@ func (s *Server) GetMap(ctx context.Context, req *mappingv1.GetMapRequest) (*map
 	if err := rpcerr.CheckID("mission_id", req.GetMissionId()); err != nil {
 		return nil, err
 	}
-	m, err := mapstore.Load(ctx, s.rdb, req.GetMissionId(), req.GetVersion())
-	switch {
-	case errors.Is(err, mapstore.ErrNoMap):
-		return nil, rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound,
-			fmt.Sprintf("mission %s has no map", req.GetMissionId()), "mission_id", req.GetMissionId())
-	case err != nil:
-		return nil, s.toStatus(ctx, err)
-	case m.Cells == nil:
-		return nil, rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound,
-			fmt.Sprintf("map %s has no version %d (current %d)", m.ID, m.Version, m.Current),
-			"mission_id", req.GetMissionId(), "version", fmt.Sprint(m.Version))
+	m, err := s.loadVersion(ctx, req.GetMissionId(), req.GetVersion())
+	if err != nil {
+		return nil, err
 	}
 	resp := &mappingv1.GetMapResponse{
 		MapId:          m.ID,

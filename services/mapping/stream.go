@@ -89,13 +89,17 @@ func (s *Server) StreamMap(req *mappingv1.StreamMapRequest, stream grpc.ServerSt
 }
 
 // loadVersion reads version v of the mission's map (0: the current one),
-// or returns the NOT_FOUND status GetMap answers with.
+// or returns the NOT_FOUND status GetMap answers with. A map that is gone
+// is named with the ways it goes, since a mission record outlives it when
+// its map was evicted: an operator reading "no map" beside a COMPLETED
+// mission needs the budget's name.
 func (s *Server) loadVersion(ctx context.Context, missionID string, v uint32) (*mapstore.Map, error) {
 	m, err := mapstore.Load(ctx, s.rdb, missionID, v)
 	switch {
 	case errors.Is(err, mapstore.ErrNoMap):
 		return nil, rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound,
-			fmt.Sprintf("mission %s has no map", missionID), "mission_id", missionID)
+			fmt.Sprintf("mission %s has no map: none was allocated, a compensation or teardown released it, "+
+				"or it was evicted to keep the retained maps within --retained-cells, or expired with the mission", missionID), "mission_id", missionID)
 	case err != nil:
 		return nil, s.toStatus(ctx, err)
 	case m.Cells == nil:
