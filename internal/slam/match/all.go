@@ -136,6 +136,13 @@ func LocalizeAll(ctx context.Context, meta grid.Meta, agents []Agent, opts Optio
 	for round := 1; len(pending) > 0; round++ {
 		reference, err := newCroppedReference(ref, true)
 		if err != nil {
+			if round == 1 && errors.Is(err, slam.ErrInsufficientData) {
+				// Only the anchor is in the reference yet: say which of its
+				// inputs to look at, not what the matcher lacks.
+				m := ref.Meta()
+				err = fmt.Errorf("%w: the anchor placed at its guess leaves no wall inside the mission map (%g x %g m from (%g, %g)): the map's bounds miss the anchor's data, or the anchor saw no walls",
+					slam.ErrInsufficientData, float64(m.Width)*m.Resolution, float64(m.Height)*m.Resolution, m.Origin.X, m.Origin.Y)
+			}
 			return results, err
 		}
 		outcomes := matchRound(ctx, reference, agents, points, pending, opts, par, func(i int, res Result) {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,6 +157,14 @@ func TestLocalizeAllValidation(t *testing.T) {
 	}
 	if _, err := match.LocalizeAll(ctx, grid.Meta{Resolution: -1}, agentsOf(w), match.Options{}, nil); !errors.Is(err, slam.ErrInvalidArgument) {
 		t.Errorf("bad meta: %v", err)
+	}
+	// A mission map that misses the anchor's data: the error points at the
+	// map's bounds and the anchor, not at an empty reference.
+	away := m
+	away.Origin.X += float64(m.Width)*m.Resolution + 50
+	_, err := match.LocalizeAll(ctx, away, agentsOf(w), match.Options{}, nil)
+	if !errors.Is(err, slam.ErrInsufficientData) || !strings.Contains(err.Error(), "the anchor placed at its guess leaves no wall inside the mission map") {
+		t.Errorf("map away from the anchor: %v", err)
 	}
 }
 
