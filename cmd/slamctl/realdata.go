@@ -149,6 +149,9 @@ func (f *importFlags) carmenAgents(ids []string, summary io.Writer) ([]*typesv1.
 	if log.Damage != nil {
 		fmt.Fprintf(summary, "warning: %v: using the %d readings before it\n", log.Damage, len(log.Readings))
 	}
+	if log.Twins > 0 {
+		fmt.Fprintf(summary, "%d FLASER lines repeat a ROBOTLASER1 line's scan (same time and beams): each scan read once, from its ROBOTLASER1 line; %d readings\n", log.Twins, len(log.Readings))
+	}
 	agents, err := slamio.CarmenAgents(log, slamio.CarmenOptions{
 		Segments: segs, AgentIDs: ids,
 		Poses: slamio.PoseSource(f.poses), Guesses: slamio.GuessSource(f.guessFrom),

@@ -28,8 +28,9 @@ const maxLogBytes = 1 << 30
 // Reading is one laser reading of a CARMEN log.
 type Reading struct {
 	// Index is the reading's 0-based position among the log's laser
-	// readings (FLASER and ROBOTLASER1 lines together, in file order); the
-	// reading ranges of CarmenOptions.Segments count in it.
+	// readings (FLASER and ROBOTLASER1 lines together, in file order, a
+	// FLASER line that repeats a ROBOTLASER1 line left out: Log.Twins);
+	// the reading ranges of CarmenOptions.Segments count in it.
 	Index int
 	// Line is the reading's 1-based line in the (unpacked) log.
 	Line int
@@ -80,6 +81,10 @@ type Log struct {
 	// Params are the PARAM lines' values by name (the last one of a name
 	// wins, as CARMEN's param server keeps it).
 	Params map[string]string
+	// Twins counts the FLASER lines left out because a ROBOTLASER1 line
+	// holds the same scan (same timestamp and beam count): loggers that
+	// write both formats write every scan twice.
+	Twins int
 	// Damage, when not nil, says how the log ends early: a gzip stream cut
 	// short or corrupt, or a last line cut short (a robot that lost power
 	// while logging). Readings and Odom hold every line before it.
@@ -202,6 +207,7 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 		}
 		return nil, fmt.Errorf("%s: after line %d: %w", name, line, err)
 	}
+	log.dropTwins()
 	if len(log.Readings) == 0 && log.Damage != nil {
 		return nil, log.Damage
 	}
@@ -394,6 +400,36 @@ func (l *Log) addOdom(f []string, line int) error {
 	}
 	l.Odom = append(l.Odom, Odom{Line: line, Pose: pose, Time: ts})
 	return nil
+}
+
+// dropTwins leaves out the FLASER readings that repeat a ROBOTLASER1
+// reading (same timestamp and beam count), keeping the ROBOTLASER1 one,
+// which carries its own beam geometry and maximum range, and numbers the
+// readings again.
+func (l *Log) dropTwins() {
+	type scan struct {
+		t     float64
+		beams int
+	}
+	robot := map[scan]bool{}
+	for _, r := range l.Readings {
+		if r.Kind == "ROBOTLASER1" {
+			robot[scan{r.Time, len(r.Ranges)}] = true
+		}
+	}
+	if len(robot) == 0 {
+		return
+	}
+	kept := l.Readings[:0]
+	for _, r := range l.Readings {
+		if r.Kind == "FLASER" && robot[scan{r.Time, len(r.Ranges)}] {
+			l.Twins++
+			continue
+		}
+		r.Index = len(kept)
+		kept = append(kept, r)
+	}
+	l.Readings = kept
 }
 
 // addParam keeps "PARAM name value ...". A line without a value is

@@ -325,3 +325,31 @@ func TestParseCarmenOverflowIsNoReturn(t *testing.T) {
 		t.Errorf("ranges %v, want [1 +Inf]", r)
 	}
 }
+
+// TestParseCarmenTwinLines: a logger that writes every scan as FLASER and
+// as ROBOTLASER1 gives each scan once, from its ROBOTLASER1 line, so that
+// reading indices count scans; a FLASER line of another scan stays.
+func TestParseCarmenTwinLines(t *testing.T) {
+	t.Parallel()
+	text := `FLASER 3 1 2 3 0 0 0 0 0 0 1.0 h 1.0
+ROBOTLASER1 0 -1.5708 3.1416 1.5708 80 0.01 0 3 1 2 3 0 0 0 0 0 0 0 0 0 0 0 0 1.0 h 1.0
+ROBOTLASER1 0 -1.5708 3.1416 1.5708 80 0.01 0 3 1 2 3 0 1 0 0 1 0 0 0 0 0 0 0 2.0 h 2.0
+FLASER 3 1 2 3 1 0 0 1 0 0 2.0 h 2.0
+FLASER 3 4 5 6 2 0 0 2 0 0 3.0 h 3.0
+`
+	log, err := slamio.ParseCarmen(strings.NewReader(text), "twins.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if log.Twins != 2 || len(log.Readings) != 3 {
+		t.Fatalf("%d twins, %d readings; want 2, 3", log.Twins, len(log.Readings))
+	}
+	for i, want := range []struct {
+		kind string
+		line int
+	}{{"ROBOTLASER1", 2}, {"ROBOTLASER1", 3}, {"FLASER", 5}} {
+		if r := log.Readings[i]; r.Index != i || r.Kind != want.kind || r.Line != want.line {
+			t.Errorf("reading %d: index %d, %s on line %d; want %s on line %d", i, r.Index, r.Kind, r.Line, want.kind, want.line)
+		}
+	}
+}
