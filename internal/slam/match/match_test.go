@@ -5,8 +5,8 @@ import (
 	"errors"
 	"math"
 	"slices"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
