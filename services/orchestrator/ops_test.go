@@ -201,13 +201,20 @@ func TestSlowStepReasonNamesDeadline(t *testing.T) {
 	}
 }
 
+// stalledRequest is the StartMission of stalledMission: a repeat of it (a
+// wait) must send the same request, since a mission id is an idempotency
+// key.
+func stalledRequest(seed uint64) *orchestratorv1.StartMissionRequest {
+	return &orchestratorv1.StartMissionRequest{MissionId: fmt.Sprint("stalled-", seed), Scenario: small(seed), Faults: &typesv1.FaultPlan{
+		Faults: []*typesv1.Fault{{Step: "merge_maps", Kind: typesv1.FaultKind_FAULT_KIND_STALL, Times: 1000}},
+	}}
+}
+
 // stalledMission starts a mission whose merge stalls on every attempt, so
 // it stays RUNNING for the test; cancel compensates it.
 func (st *stack) stalledMission(t *testing.T, seed uint64) (id string, cancel func()) {
 	t.Helper()
-	m := st.start(t, &orchestratorv1.StartMissionRequest{MissionId: fmt.Sprint("stalled-", seed), Scenario: small(seed), Faults: &typesv1.FaultPlan{
-		Faults: []*typesv1.Fault{{Step: "merge_maps", Kind: typesv1.FaultKind_FAULT_KIND_STALL, Times: 1000}},
-	}}).GetMission()
+	m := st.start(t, stalledRequest(seed)).GetMission()
 	st.awaitEvent(t, m.GetMissionId(), func(e progress.Event) bool { return e.Type == progress.StepStarted && e.Step == "merge_maps" })
 	return m.GetMissionId(), func() {
 		if _, err := st.client.CancelMission(ctxT(t), &orchestratorv1.CancelMissionRequest{MissionId: m.GetMissionId(), Wait: true}); err != nil {
@@ -346,7 +353,9 @@ func TestPoisonEntrySkippedByWatchers(t *testing.T) {
 	waited := make(chan *orchestratorv1.StartMissionResponse, 1)
 	waitErr := make(chan error, 1)
 	go func() {
-		resp, err := replica.StartMission(ctxT(t), &orchestratorv1.StartMissionRequest{MissionId: id, Scenario: small(41), Wait: true})
+		req := stalledRequest(41)
+		req.Wait = true
+		resp, err := replica.StartMission(ctxT(t), req)
 		waited <- resp
 		waitErr <- err
 	}()
@@ -391,9 +400,10 @@ func TestPoisonEntrySkippedByWatchers(t *testing.T) {
 // mission (whose merge attempt is held for seconds) ends.
 func TestWatcherCapAndDrainEndsWatches(t *testing.T) {
 	st := startStack(t, stackConfig{allowFaults: true, maxWatchers: 2, policy: saga.Policy{AttemptTimeout: 5 * time.Second}})
-	m := st.start(t, &orchestratorv1.StartMissionRequest{Scenario: small(51), Faults: &typesv1.FaultPlan{
+	req := &orchestratorv1.StartMissionRequest{Scenario: small(51), Faults: &typesv1.FaultPlan{
 		Faults: []*typesv1.Fault{{Step: "merge_maps", Kind: typesv1.FaultKind_FAULT_KIND_STALL}},
-	}}).GetMission()
+	}}
+	m := st.start(t, req).GetMission()
 	id := m.GetMissionId()
 	st.awaitEvent(t, id, func(e progress.Event) bool { return e.Type == progress.StepStarted && e.Step == "merge_maps" })
 	var ends []<-chan error
@@ -414,7 +424,8 @@ func TestWatcherCapAndDrainEndsWatches(t *testing.T) {
 	}
 	waitErr := make(chan error, 1)
 	go func() {
-		_, err := st.client.StartMission(ctxT(t), &orchestratorv1.StartMissionRequest{MissionId: id, Scenario: small(51), Wait: true})
+		req.MissionId, req.Wait = id, true
+		_, err := st.client.StartMission(ctxT(t), req)
 		waitErr <- err
 	}()
 	time.Sleep(200 * time.Millisecond) // the wait is waiting

@@ -108,3 +108,39 @@ func TestStartAgainOfAMissionNamedDots(t *testing.T) {
 	_, err := st.client.StartMission(ctx, inlineStart("..", false))
 	wantStatus(t, err, codes.InvalidArgument, rpcerr.ReasonInvalidField)
 }
+
+// TestStartAgainWithAnotherRequestIsRefused: a mission id is an
+// idempotency key. A repeat of the request (with or without wait, with
+// defaults written out) answers the mission; another request under the id
+// — another scenario, a changed agent — is ALREADY_EXISTS naming
+// mission_id, whichever path finds the mission (the scenario start's
+// lookup, the inline start's create), and changes nothing.
+func TestStartAgainWithAnotherRequestIsRefused(t *testing.T) {
+	st := startStack(t, stackConfig{})
+	ctx := ctxT(t)
+	scenario := &orchestratorv1.StartMissionRequest{MissionId: "reused-scenario", Scenario: small(3), Wait: true}
+	first := st.start(t, scenario)
+	same := &orchestratorv1.StartMissionRequest{MissionId: "reused-scenario", Scenario: small(3)}
+	same.Scenario.Agents = first.GetMission().GetAgents() // the default, written out
+	if again := st.start(t, same); again.GetCreated() || again.GetMission().GetSagaId() != first.GetMission().GetSagaId() {
+		t.Errorf("repeat of the scenario start: created %v, saga %s; want the first mission", again.GetCreated(), again.GetMission().GetSagaId())
+	}
+	st.start(t, inlineStart("reused-inline", true))
+	moved := inlineStart("reused-inline", false)
+	moved.Agents[0].InitialGuess.X = 0.5
+	before := st.events(t, "reused-inline")
+	for name, req := range map[string]*orchestratorv1.StartMissionRequest{
+		"another seed":          {MissionId: "reused-scenario", Scenario: small(4)},
+		"agents for a scenario": inlineStart("reused-scenario", false),
+		"another guess":         moved,
+	} {
+		_, err := st.client.StartMission(ctx, req)
+		wantStatus(t, err, codes.AlreadyExists, "MISSION_ID_REUSED")
+		if rpcerr.Field(err) != "mission_id" || !strings.Contains(err.Error(), "idempotency key") {
+			t.Errorf("%s: %v; want it to name mission_id and say why", name, err)
+		}
+	}
+	if after := st.events(t, "reused-inline"); len(after) != len(before) {
+		t.Errorf("refused starts appended %d events", len(after)-len(before))
+	}
+}

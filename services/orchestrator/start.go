@@ -44,7 +44,7 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 		rec, err := s.store.Load(ctx, key)
 		switch {
 		case err == nil:
-			return s.existing(ctx, rec, req.GetWait())
+			return s.existing(ctx, rec, in, req.GetWait())
 		case !errors.Is(err, saga.ErrNotFound):
 			return nil, s.storeError(ctx, "load mission", err)
 		}
@@ -82,7 +82,7 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 		// A concurrent repeat created it first.
 		release()
 		s.work.Done()
-		return s.existing(ctx, rec, req.GetWait())
+		return s.existing(ctx, rec, in, req.GetWait())
 	}
 	s.launch(key, release)
 	if !req.GetWait() {
@@ -94,8 +94,23 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 	return &orchestratorv1.StartMissionResponse{Mission: toMission(rec), Created: true}, nil
 }
 
-// existing answers a StartMission for a mission that already exists.
-func (s *Server) existing(ctx context.Context, rec *saga.Record, wait bool) (*orchestratorv1.StartMissionResponse, error) {
+// reasonMissionIDReused: StartMission named an existing mission with
+// another request.
+const reasonMissionIDReused = "MISSION_ID_REUSED"
+
+// existing answers a StartMission for a mission that already exists: the
+// mission, when in (normalized) is the request that created it; else
+// ALREADY_EXISTS. A mission id is an idempotency key, and a key sent again
+// with another payload is a mistake to report (a copied id, a script that
+// reuses its ids), not a repeat to answer with a mission the caller did
+// not ask for.
+func (s *Server) existing(ctx context.Context, rec *saga.Record, in *orchestratorv1.StartMissionRequest, wait bool) (*orchestratorv1.StartMissionResponse, error) {
+	if !s.sameRequest(ctx, rec, in) {
+		return nil, rpcerr.New(codes.AlreadyExists, reasonMissionIDReused,
+			fmt.Sprintf("mission %s exists, started %s by another request: a mission id is an idempotency key; send the same request again to get that mission, or choose a new mission_id",
+				rec.Key, rec.CreatedAt.UTC().Format(time.RFC3339)),
+			rpcerr.MetadataField, "mission_id")
+	}
 	if wait && !rec.State.Terminal() {
 		var err error
 		if rec, err = s.awaitEnd(ctx, rec.Key); err != nil {
@@ -103,6 +118,22 @@ func (s *Server) existing(ctx context.Context, rec *saga.Record, wait bool) (*or
 		}
 	}
 	return &orchestratorv1.StartMissionResponse{Mission: toMission(rec), Created: false}, nil
+}
+
+// sameRequest reports whether rec was created by in: its stored input is
+// the request as normalized then (defaults filled in, wait cleared), so a
+// repeat equals it field for field, the mission id aside. An input that does not decode (a record
+// written by hand) is taken as the same, as every repeat was before.
+func (s *Server) sameRequest(ctx context.Context, rec *saga.Record, in *orchestratorv1.StartMissionRequest) bool {
+	var stored orchestratorv1.StartMissionRequest
+	if err := proto.Unmarshal(rec.Input, &stored); err != nil {
+		s.log.WarnContext(ctx, "stored mission input does not decode; answering the repeat with the mission", slog.String("error", err.Error()))
+		return true
+	}
+	// The key names the mission, whatever the input says: a record moved
+	// to another key (an operator's rename) keeps its old id there.
+	stored.MissionId = in.GetMissionId()
+	return proto.Equal(&stored, in)
 }
 
 // awaitEnd returns the record of mission key once it is terminal, or an

@@ -39,7 +39,9 @@ const (
 // mapping, localization and merge services.
 type OrchestratorServiceClient interface {
 	// StartMission starts a mission, or returns the existing one when mission_id
-	// is already known (the idempotency key). With wait it blocks until the
+	// is already known (the idempotency key) and the request is the one that
+	// started it (wait aside); another request under a known mission_id is
+	// ALREADY_EXISTS (reason MISSION_ID_REUSED). With wait it blocks until the
 	// mission ends.
 	StartMission(ctx context.Context, in *StartMissionRequest, opts ...grpc.CallOption) (*StartMissionResponse, error)
 	// GetMission returns a mission's current state.
@@ -167,7 +169,9 @@ func (c *orchestratorServiceClient) DeleteMission(ctx context.Context, in *Delet
 // mapping, localization and merge services.
 type OrchestratorServiceServer interface {
 	// StartMission starts a mission, or returns the existing one when mission_id
-	// is already known (the idempotency key). With wait it blocks until the
+	// is already known (the idempotency key) and the request is the one that
+	// started it (wait aside); another request under a known mission_id is
+	// ALREADY_EXISTS (reason MISSION_ID_REUSED). With wait it blocks until the
 	// mission ends.
 	StartMission(context.Context, *StartMissionRequest) (*StartMissionResponse, error)
 	// GetMission returns a mission's current state.
