@@ -86,6 +86,12 @@ func TestLocalizeRejectsBadInput(t *testing.T) {
 	if _, err := match.NewReference(empty); !errors.Is(err, slam.ErrInsufficientData) {
 		t.Fatalf("empty reference: %v", err)
 	}
+	// A guess far off the reference: no pose scores, and the error says so
+	// rather than calling the guess the best pose.
+	_, err = ref.Localize(ctx, sub, slam.Pose2D{X: 1e4}, match.Options{})
+	if !errors.Is(err, slam.ErrInsufficientOverlap) || !strings.Contains(err.Error(), "no pose in it puts any of the submap's points near a wall") || strings.Contains(err.Error(), "best (") {
+		t.Errorf("guess off the reference: %v", err)
+	}
 }
 
 func TestLocalizeAllDoesNotDependOnParallelism(t *testing.T) {

@@ -107,8 +107,13 @@ func (e *LocalizationError) Error() string {
 }
 
 // SearchSummary says what was searched and what was found: the window, the
-// best pose and score, and the runner-up.
+// best pose and score, and the runner-up; or that no pose scored at all (a
+// window off the reference, or over none of its walls), where a "best" pose
+// would only be the guess repeated.
 func (r Result) SearchSummary() string {
+	if r.Score == 0 && r.RunnerUpScore == 0 {
+		return fmt.Sprintf("searched %s; no pose in it puts any of the submap's points near a wall of the reference (is the window over the mission map?)", r.Search)
+	}
 	s := fmt.Sprintf("searched %s; best (%.2f, %.2f, %.3f) score %.3f free conflict %.3f",
 		r.Search, r.Pose.X, r.Pose.Y, r.Pose.Theta, r.Score, r.FreeConflict)
 	if r.RunnerUpScore > 0 {
