@@ -46,6 +46,9 @@ func mountConsole(cfg serviceConfig, n *node, maps console.Maps) error {
 		JaegerURL:    cfg.jaegerURL,
 		Logger:       n.log,
 		RequireToken: cfg.sec.authConfigured(),
+		// Without tokens on loopback (the demo modes), only the user's own
+		// browser tabs may drive it, not a rebound page of another site.
+		LoopbackHosts: !cfg.sec.authConfigured() && grpcserver.IsLoopback(cfg.httpAddr),
 	})
 	if err != nil {
 		return err

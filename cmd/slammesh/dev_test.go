@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -71,6 +72,25 @@ func TestDevDemoFirstScreen(t *testing.T) {
 	}
 	if out.consoleURL(t) == "" {
 		t.Fatalf("no console URL in:\n%s", screen)
+	}
+	// dev's console takes no tokens: it answers the user's own tabs, not a
+	// page of another site rebound to loopback (DNS rebinding).
+	for host, want := range map[string]int{"": http.StatusOK, "rebind.attacker.example": http.StatusForbidden} {
+		req, err := http.NewRequest(http.MethodGet, out.consoleURL(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("console with Host %q: %d, want %d", host, resp.StatusCode, want)
+		}
 	}
 }
 

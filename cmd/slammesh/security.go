@@ -95,6 +95,11 @@ func (c serviceConfig) checkExposure() error {
 	if s.authJWKS != "" && s.authAudience == "" {
 		return fmt.Errorf("%w: --auth-jwks needs --auth-audience: a token minted for another service must not open this one", errUsage)
 	}
+	if !step && !s.insecure && !s.authConfigured() && !grpcserver.IsLoopback(c.httpAddr) {
+		// The console lists, cancels and resumes missions: without tokens
+		// it is as open as a gRPC port without them, whatever --grpc-addr.
+		return fmt.Errorf("%w: refusing to serve the orchestrator's console on %s (not loopback) without authentication: it lists, cancels and resumes missions; give --auth-tokens or --auth-jwks, --http-addr on loopback, or --insecure (docs/security.md)", errUsage, c.httpAddr)
+	}
 	if s.insecure || grpcserver.IsLoopback(c.grpcAddr) {
 		return nil
 	}
@@ -123,7 +128,7 @@ func warnExposure(w io.Writer, c serviceConfig) {
 		open = append(open, fmt.Sprintf("gRPC on %s is PLAINTEXT", c.grpcAddr))
 	}
 	if c.service == "orchestrator" && !c.sec.authConfigured() {
-		open = append(open, "the orchestrator takes NO TOKENS: anyone who reaches it can start, cancel and resume missions")
+		open = append(open, fmt.Sprintf("the orchestrator takes NO TOKENS: anyone who reaches it (gRPC on %s, the console on %s) can start, cancel and resume missions", c.grpcAddr, c.httpAddr))
 	}
 	if c.service == "orchestrator" && c.sec.authConfigured() && !grpcserver.IsLoopback(c.httpAddr) {
 		open = append(open, fmt.Sprintf("the console on %s is PLAIN HTTP: tokens typed into it cross the network in the clear (put a TLS proxy in front)", c.httpAddr))

@@ -43,7 +43,10 @@ func TestCheckExposure(t *testing.T) {
 		{name: "orchestrator with TLS and a token file", service: "orchestrator", args: append([]string{"--auth-tokens", "t"}, tlsArgs...)},
 		{name: "orchestrator with TLS and JWKS", service: "orchestrator", args: append([]string{"--auth-jwks", "j", "--auth-audience", "slammesh"}, tlsArgs...)},
 		{name: "JWKS needs an audience", service: "orchestrator", args: append([]string{"--auth-jwks", "j"}, tlsArgs...), refuse: "needs --auth-audience"},
-		{name: "orchestrator on loopback without auth", service: "orchestrator", args: []string{"--grpc-addr", "localhost:0"}},
+		{name: "orchestrator on loopback without auth", service: "orchestrator", args: []string{"--grpc-addr", "localhost:0", "--http-addr", "127.0.0.1:0"}},
+		{name: "console off loopback without auth", service: "orchestrator", args: []string{"--grpc-addr", "localhost:0"}, refuse: "refusing to serve the orchestrator's console on :9091"},
+		{name: "console off loopback, --insecure", service: "orchestrator", args: []string{"--grpc-addr", "localhost:0", "--insecure"}},
+		{name: "console off loopback with tokens", service: "orchestrator", args: []string{"--grpc-addr", "localhost:0", "--auth-tokens", "t"}},
 		{name: "orchestrator with tokens but plaintext off loopback", service: "orchestrator", env: map[string]string{"SLAMMESH_AUTH_TOKENS": "t"}, refuse: "plaintext"},
 	}
 	for _, tt := range tests {

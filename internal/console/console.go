@@ -40,6 +40,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -98,6 +99,14 @@ type Deps struct {
 	// login page. Unset (dev mode), pages are open and calls carry a token
 	// only when the user sent one.
 	RequireToken bool
+	// LoopbackHosts, set when the console takes no tokens and listens on
+	// loopback (the demo modes), serves only requests whose Host names a
+	// loopback host (localhost, *.localhost, 127.0.0.0/8, ::1). A page on
+	// any site can make a browser reach a loopback port under its own
+	// name (DNS rebinding), and to the browser that page is then the
+	// console's origin: the Host it sends is the one thing left that tells
+	// it from a user's own tab.
+	LoopbackHosts bool
 }
 
 // Limits bound what the console asks of the orchestrator and Redis.
@@ -210,12 +219,43 @@ func New(deps Deps) (*Console, error) {
 		c.renderError(w, r, http.StatusNotFound, "Not found", fmt.Sprintf("no page at %s", r.URL.Path))
 	})
 	c.handler = http.NewCrossOriginProtection().Handler(securityHeaders(c.requireToken(c.mux)))
+	if deps.LoopbackHosts {
+		c.handler = loopbackHostsOnly(c.handler)
+	}
 	return c, nil
 }
 
 // ServeHTTP serves the console's routes (see the package doc).
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.handler.ServeHTTP(w, r)
+}
+
+// loopbackHostsOnly answers 403 to a request whose Host is not a loopback
+// name (Deps.LoopbackHosts).
+func loopbackHostsOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isLoopbackHost(r.Host) {
+			http.Error(w, fmt.Sprintf("this console answers only to localhost, not %q: a page of another site may be reaching it through your browser (DNS rebinding)", r.Host), http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// isLoopbackHost reports whether hostport (a Host header) names this
+// machine's loopback: localhost and its subdomains (RFC 6761 §6.3), or a
+// loopback IP.
+func isLoopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // securityHeaders keeps the pages to their own scripts and out of frames.

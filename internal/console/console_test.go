@@ -486,3 +486,55 @@ func TestLiveFeedsAreBounded(t *testing.T) {
 		t.Errorf("a feed past MaxStreams = %d, want 503", code)
 	}
 }
+
+// TestRebindingHostsAreRefused: a tokenless console on loopback serves
+// only requests that name a loopback host. A page of another site, rebound
+// to 127.0.0.1 under its own name, is to the browser the console's own
+// origin, so the cross-origin check passes it: its Host is what gives it
+// away, for reads and for Cancel alike.
+func TestRebindingHostsAreRefused(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	f := &fakeOrch{}
+	f.add(mission("m-run", orchestratorv1.MissionState_MISSION_STATE_RUNNING))
+	c, err := console.New(console.Deps{Orchestrator: f, Redis: rdb, LoopbackHosts: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	do := func(method, path, host string) int {
+		req, err := http.NewRequest(method, srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Origin", "http://"+host)
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, host := range []string{"rebind.attacker.example:9091", "attacker.example", "10.0.0.1:9091", "localhost.attacker.example:9091"} {
+		for _, r := range []struct{ method, path string }{{http.MethodGet, "/"}, {http.MethodGet, "/missions/m-run"}, {http.MethodPost, "/missions/m-run/cancel"}} {
+			if got := do(r.method, r.path, host); got != http.StatusForbidden {
+				t.Errorf("%s %s with Host %s = %d, want 403", r.method, r.path, host, got)
+			}
+		}
+	}
+	for _, host := range []string{"localhost:9091", "LOCALHOST", "console.localhost:9091", "127.0.0.1:9091", "127.1.2.3", "[::1]:9091", "localhost."} {
+		if got := do(http.MethodGet, "/missions/m-run", host); got != http.StatusOK {
+			t.Errorf("GET with Host %s = %d, want 200", host, got)
+		}
+	}
+	if got := do(http.MethodPost, "/missions/m-run/cancel", "localhost:9091"); got != http.StatusSeeOther {
+		t.Errorf("Cancel from the user's own tab = %d, want 303", got)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.cancels) != 1 {
+		t.Errorf("cancels %v, want the one from localhost", f.cancels)
+	}
+}
