@@ -27,16 +27,17 @@ const tokenCookieLifetime = 12 * time.Hour
 // or a cookie before it forwards it (a JWT with a few claims is well under).
 const maxTokenBytes = 8 << 10
 
-// tokenOf returns the bearer token of r: the Authorization header
-// ("Bearer <token>", RFC 6750 §2.1) first, else the login cookie; "" when
-// there is none.
+// tokenOf returns the bearer token of r: a Bearer Authorization header
+// (RFC 6750 §2.1) first, else the login cookie; "" when there is none. An
+// Authorization header of another scheme is not ours: a reverse proxy in
+// front of the console may use Basic auth (RFC 7617) with its users, whose
+// browsers then send it with every request, cookie included.
 func tokenOf(r *http.Request) string {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, ok := strings.Cut(h, " ")
 		if ok && strings.EqualFold(scheme, "bearer") {
 			return validToken(tok)
 		}
-		return ""
 	}
 	if ck, err := r.Cookie(TokenCookie); err == nil {
 		return validToken(ck.Value)

@@ -139,6 +139,48 @@ func TestLogout(t *testing.T) {
 	}
 }
 
+// TestLoginCookieBehindABasicAuthProxy: a reverse proxy that asks its
+// users for HTTP Basic credentials makes their browsers send an
+// Authorization header of that scheme with every request; the console's
+// login cookie still counts, and a Bearer header still wins over it.
+func TestLoginCookieBehindABasicAuthProxy(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	c, err := console.New(console.Deps{Orchestrator: &tokenOrch{fakeOrch: &fakeOrch{}}, Redis: rdb, RequireToken: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name, authorization, cookie string
+		want                        int
+	}{
+		{"basic header and the cookie", "Basic Zm9vOmJhcg==", "good", http.StatusOK},
+		{"basic header alone", "Basic Zm9vOmJhcg==", "", http.StatusUnauthorized},
+		{"a bearer header wins over the cookie", "Bearer bad", "good", http.StatusUnauthorized},
+		{"the cookie alone", "", "good", http.StatusOK},
+	} {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.authorization != "" {
+			req.Header.Set("Authorization", tc.authorization)
+		}
+		if tc.cookie != "" {
+			req.AddCookie(&http.Cookie{Name: console.TokenCookie, Value: tc.cookie})
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: GET / = %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+	}
+}
+
 // TestUnknownPathIsNotFoundWithTokensOn: with tokens on, a path the console
 // has no page for answers 404 without a token, as the HTTP port would
 // without the console (e.g. /debug/pprof/ when pprof is off), while its
