@@ -243,11 +243,32 @@ func ServerConfig(s *Source, opts ServerOptions) (*tls.Config, error) {
 				// the one grpc's credentials added it to.
 				NextProtos: []string{"h2"},
 				VerifyConnection: func(cs tls.ConnectionState) error {
+					if err := checkClientUsage(cs); err != nil {
+						return err
+					}
 					return checkAllowed(cs, allowed)
 				},
 			}, nil
 		},
 	}, nil
+}
+
+// checkClientUsage refuses a client certificate that does not name client
+// authentication among its extended key usages. crypto/x509 takes a leaf
+// without any (unrestricted, RFC 5280 §4.2.1.12) or with
+// anyExtendedKeyUsage for every purpose; the mesh asks for a certificate
+// its CA signed for client authentication, so that one signed for another
+// purpose — a step service's, issued without usages — cannot pass for the
+// orchestrator.
+func checkClientUsage(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	leaf := cs.PeerCertificates[0]
+	if slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return nil
+	}
+	return fmt.Errorf("meshtls: client certificate %q does not name client authentication (extended key usage clientAuth)", leaf.Subject.CommonName)
 }
 
 // checkAllowed enforces ServerOptions.AllowedClients on a verified peer.

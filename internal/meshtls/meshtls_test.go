@@ -92,6 +92,10 @@ func check(t *testing.T, addr string, opt grpc.DialOption) error {
 
 func TestMutualTLS(t *testing.T) {
 	p := newPKI(t)
+	noUsage, err := p.ca.Issue("no-usage", 0)
+	must(t, err)
+	anyUsage, err := p.ca.Issue("any-usage", meshtlstest.Any)
+	must(t, err)
 	serverCreds, err := meshtls.ServerCredentials(
 		source(t, meshtls.Files{Cert: p.server.CertFile, Key: p.server.KeyFile, CA: p.ca.CertFile}),
 		meshtls.ServerOptions{ClientAuth: meshtls.ClientAuthRequire})
@@ -107,6 +111,9 @@ func TestMutualTLS(t *testing.T) {
 		{"no client certificate", meshtls.Files{CA: p.ca.CertFile}, false},
 		{"a certificate from another CA", meshtls.Files{Cert: p.foreign.CertFile, Key: p.foreign.KeyFile, CA: p.ca.CertFile}, false},
 		{"a server-only certificate of the mesh CA", meshtls.Files{Cert: p.serverOnly.CertFile, Key: p.serverOnly.KeyFile, CA: p.ca.CertFile}, false},
+		// crypto/x509 takes both for any purpose; the mesh wants clientAuth.
+		{"a certificate of the mesh CA without extended key usage", meshtls.Files{Cert: noUsage.CertFile, Key: noUsage.KeyFile, CA: p.ca.CertFile}, false},
+		{"a certificate of the mesh CA for any extended key usage", meshtls.Files{Cert: anyUsage.CertFile, Key: anyUsage.KeyFile, CA: p.ca.CertFile}, false},
 		{"a client that does not trust the server's CA", meshtls.Files{Cert: p.client.CertFile, Key: p.client.KeyFile, CA: p.other.CertFile}, false},
 	}
 	for _, tc := range cases {

@@ -35,6 +35,9 @@ type Usage int
 const (
 	Server Usage = 1 << iota
 	Client
+	// Any is anyExtendedKeyUsage, which crypto/x509 accepts for every
+	// purpose.
+	Any
 )
 
 // Cert is an issued certificate and its key, as PEM files.
@@ -97,6 +100,9 @@ func (ca *CA) IssueValid(name string, usage Usage, notBefore, notAfter time.Time
 	}
 	if usage&Server != 0 {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	if usage&Any != 0 {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageAny)
 	}
 	if usage&Client != 0 {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
