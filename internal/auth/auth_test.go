@@ -360,3 +360,115 @@ func TestJWKSURLIsNotStampeded(t *testing.T) {
 		t.Errorf("%d fetches of the JWKS URL, want 2 (the first load and one refetch)", n)
 	}
 }
+
+// TestJWKSFetchIsNotTheCallersWait: a JWKS URL due for its periodic
+// fetch is fetched apart from the call that found it due, which verifies
+// with the keys at hand while the identity provider is slow; a token
+// naming a kid the set lacks waits for the fetch only up to its own
+// deadline, and the fetch, not cancelled with it, brings the rotated keys
+// for the calls after it.
+func TestJWKSFetchIsNotTheCallersWait(t *testing.T) {
+	t.Parallel()
+	var issuers [3]*authtest.Issuer
+	for i, name := range []string{"first", "second", "third"} {
+		var err error
+		if issuers[i], err = authtest.NewIssuer(t.TempDir(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var served atomic.Pointer[string]
+	served.Store(&issuers[0].JWKSFile)
+	var fetches atomic.Int32
+	entered, release := make(chan struct{}, 4), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fetches.Add(1) > 1 {
+			entered <- struct{}{}
+			<-release // a slow identity provider, until the test lets it answer
+		}
+		http.ServeFile(w, r, *served.Load())
+	}))
+	defer srv.Close()
+	defer close(release)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	j, err := auth.NewJWKS(context.Background(), auth.JWKSConfig{Source: srv.URL, Audience: "mesh", Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(i int) string {
+		tok, err := issuers[i].Token(authtest.RS256, "operator", "mesh", clock().Add(-time.Minute), clock().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	verify := func(ctx context.Context, tok string) <-chan error {
+		out := make(chan error, 1)
+		go func() { _, err := j.Verify(ctx, tok); out <- err }()
+		return out
+	}
+	result := func(what string, c <-chan error) error {
+		t.Helper()
+		select {
+		case err := <-c:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: Verify still waiting after 10 s", what)
+			return nil
+		}
+	}
+	fetching := func(what string) {
+		t.Helper()
+		select {
+		case <-entered:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no fetch within 10 s", what)
+		}
+	}
+	// eventually waits for the released fetch to bring issuer i's keys (a
+	// kid still unknown starts no fetch: the last one was just now).
+	eventually := func(i int) {
+		t.Helper()
+		tok := token(i)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			_, err := j.Verify(context.Background(), tok)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("issuer %d's key never verified: %v", i, err)
+			}
+		}
+	}
+
+	// The periodic fetch, which brings the second issuer's keys, hangs; the
+	// call that found it due verifies with the first's meanwhile.
+	served.Store(&issuers[1].JWKSFile)
+	advance(6 * time.Minute)
+	done := verify(context.Background(), token(0))
+	fetching("the periodic fetch")
+	if err := result("the call that found the fetch due, while the fetch hangs", done); err != nil {
+		t.Fatalf("Verify with a known key: %v", err)
+	}
+	release <- struct{}{}
+	eventually(1)
+
+	// The keys rotate again. A caller in a hurry gives up on the fetch its
+	// new kid starts; the fetch goes on and serves the calls after it.
+	served.Store(&issuers[2].JWKSFile)
+	advance(time.Minute)
+	hurry, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done = verify(hurry, token(2))
+	fetching("the fetch of an unknown kid")
+	if err := result("a caller past its deadline", done); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("Verify past its deadline: %v, want ErrInvalidToken", err)
+	}
+	release <- struct{}{}
+	eventually(2)
+	if n := fetches.Load(); n != 3 {
+		t.Errorf("%d fetches, want 3 (the first load, the periodic one, the rotation's)", n)
+	}
+}

@@ -33,6 +33,9 @@ const (
 	jwksRefresh    = 5 * time.Minute
 	jwksMinRefetch = 30 * time.Second
 	jwksMaxBytes   = 1 << 20
+	// jwksFetchTimeout bounds a fetch of a JWKS URL, whatever the
+	// configured HTTP client.
+	jwksFetchTimeout = 10 * time.Second
 )
 
 // JWKSConfig configures a JWKS verifier.
@@ -83,7 +86,7 @@ func NewJWKS(ctx context.Context, cfg JWKSConfig) (*JWKS, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second,
+		cfg.HTTPClient = &http.Client{Timeout: jwksFetchTimeout,
 			CheckRedirect: func(req *http.Request, _ []*http.Request) error { return checkJWKSURL(req.URL.String()) }}
 	}
 	opts := []jwt.ParserOption{
@@ -165,7 +168,15 @@ func (j *JWKS) refresh(ctx context.Context) error {
 }
 
 // maybeRefresh reloads the set when it is due: a changed file, a URL past
-// jwksRefresh, or (unknownKid) a URL not fetched for jwksMinRefetch.
+// jwksRefresh, or (unknownKid) a URL not fetched for jwksMinRefetch. A
+// file is read at once (a revoked key must not verify the next call). A
+// URL is fetched apart from the call that found it due, under its own
+// timeout: a slow identity provider must not hold up the call that
+// happened to come when the five minutes were up (nor, since every token
+// is tried as a JWT first, the static tokens' callers), and a caller that
+// gives up must not cancel the fetch for the others. Only a token naming a
+// kid the set lacks (keys rotated) waits for the fetch it started, up to
+// its own deadline.
 func (j *JWKS) maybeRefresh(ctx context.Context, unknownKid bool) {
 	j.mu.Lock()
 	age := j.cfg.Now().Sub(j.fetched)
@@ -193,6 +204,29 @@ func (j *JWKS) maybeRefresh(ctx context.Context, unknownKid bool) {
 	if !due {
 		return
 	}
+	if !j.isURL() {
+		j.reload(ctx)
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), jwksFetchTimeout)
+		defer cancel()
+		j.reload(fctx)
+	}()
+	if !unknownKid {
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// reload refreshes the set, keeping the previous keys and reporting to
+// OnError when that fails.
+func (j *JWKS) reload(ctx context.Context) {
 	if err := j.refresh(ctx); err != nil {
 		j.mu.Lock()
 		j.fetched = j.cfg.Now() // do not hammer a failing source
