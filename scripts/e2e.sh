@@ -175,7 +175,9 @@ comp=$(rcli --raw xrange 'slammesh:{e2e-sealed}:events' - + | awk 'prev=="type"{
 log "e2e-sealed COMPENSATED (INSUFFICIENT_OVERLAP), compensations in reverse order, nothing left"
 
 # slamctl against the same mesh: a repeat start is idempotent.
-"$bin/slamctl" --addr "$orch" start --id e2e-ok | has 'already existed' || fail "repeat start was not idempotent"
+"$bin/slamctl" --addr "$orch" start --id e2e-ok --seed 7 --agents 3 | has 'already existed' || fail "repeat start was not idempotent"
+reused=$("$bin/slamctl" --addr "$orch" start --id e2e-ok --seed 8 2>&1) && fail "another start under e2e-ok was accepted: $reused"
+echo "$reused" | has 'MISSION_ID_REUSED' || fail "another start under e2e-ok: $reused"
 "$bin/slamctl" --addr "$orch" --mapping-addr "127.0.0.1:${grpc_port[mapping]}" map -o "$work/e2e-ok.png" e2e-ok >/dev/null ||
   fail "slamctl map"
 [ "$(head -c 4 "$work/e2e-ok.png" | tail -c 3)" = PNG ] || fail "map is not a PNG"

@@ -15,6 +15,7 @@ import (
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/missionfmt"
 	"github.com/slammesh/slammesh/internal/missionid"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 	"github.com/slammesh/slammesh/internal/slamio"
 )
 
@@ -166,6 +167,9 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 		var err error
 		if resp, err = c.orchestrator.StartMission(ctx, req, opt); err == nil {
 			break
+		}
+		if rpcerr.Reason(err) == rpcerr.ReasonMissionIDReused {
+			return fmt.Errorf("%w\n(%s: slamctl get %s shows that mission)", err, rpcerr.ReasonMissionIDReused, req.MissionId)
 		}
 		if err := o.retry(ctx, "start mission", err, "retrying mission "+req.MissionId, a); err != nil {
 			return err

@@ -41,8 +41,8 @@ Usage:
 
 Commands:
   start    start a mission from a scenario or from real data (--carmen LOG
-           --segments LIST, or --ros-map MAP.yaml ...); returns the existing
-           one for a known --id
+           --segments LIST, or --ros-map MAP.yaml ...); the same start
+           again with its --id returns that mission
   import   write the StartMission JSON of real data (same flags as start)
            for grpcurl: slamctl import ... -o mission.json
   get      show a mission

@@ -63,6 +63,10 @@ const (
 	// inconsistent and could not be repaired (UNAVAILABLE: retry; the
 	// server log says why).
 	ReasonCapacityCorrupt = "CAPACITY_CORRUPT"
+	// ReasonMissionIDReused: StartMission named an existing mission with
+	// another request than the one that started it (ALREADY_EXISTS): a
+	// mission id is an idempotency key.
+	ReasonMissionIDReused = "MISSION_ID_REUSED"
 )
 
 // MetadataField is the ErrorInfo metadata key naming the offending request

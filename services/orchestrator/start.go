@@ -94,10 +94,6 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 	return &orchestratorv1.StartMissionResponse{Mission: toMission(rec), Created: true}, nil
 }
 
-// reasonMissionIDReused: StartMission named an existing mission with
-// another request.
-const reasonMissionIDReused = "MISSION_ID_REUSED"
-
 // existing answers a StartMission for a mission that already exists: the
 // mission, when in (normalized) is the request that created it; else
 // ALREADY_EXISTS. A mission id is an idempotency key, and a key sent again
@@ -106,7 +102,7 @@ const reasonMissionIDReused = "MISSION_ID_REUSED"
 // not ask for.
 func (s *Server) existing(ctx context.Context, rec *saga.Record, in *orchestratorv1.StartMissionRequest, wait bool) (*orchestratorv1.StartMissionResponse, error) {
 	if !s.sameRequest(ctx, rec, in) {
-		return nil, rpcerr.New(codes.AlreadyExists, reasonMissionIDReused,
+		return nil, rpcerr.New(codes.AlreadyExists, rpcerr.ReasonMissionIDReused,
 			fmt.Sprintf("mission %s exists, started %s by another request: a mission id is an idempotency key; send the same request again to get that mission, or choose a new mission_id",
 				rec.Key, rec.CreatedAt.UTC().Format(time.RFC3339)),
 			rpcerr.MetadataField, "mission_id")
