@@ -176,15 +176,13 @@ func serverCreds(c serviceConfig, log *slog.Logger) (credentials.TransportCreden
 // returns nils when none is configured.
 func authInterceptors(ctx context.Context, c serviceConfig, log *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor, error) {
 	var vs auth.Verifiers
-	onErr := func(what string) func(error) {
-		return func(err error) {
-			log.Warn(what+" changed but could not be loaded; the previous keys stay in force", "error", err.Error())
-		}
+	onErr := func(msg string) func(error) {
+		return func(err error) { log.Warn(msg, "error", err.Error()) }
 	}
 	if c.sec.authJWKS != "" {
 		j, err := auth.NewJWKS(ctx, auth.JWKSConfig{
 			Source: c.sec.authJWKS, Audience: c.sec.authAudience, Issuer: c.sec.authIssuer,
-			RoleClaim: c.sec.authRoleClaim, OnError: onErr("JWKS"),
+			RoleClaim: c.sec.authRoleClaim, OnError: onErr("the JWKS could not be loaded; the previous keys stay in force"),
 		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("--auth-jwks: %w", err)
@@ -192,7 +190,7 @@ func authInterceptors(ctx context.Context, c serviceConfig, log *slog.Logger) (g
 		vs = append(vs, j)
 	}
 	if c.sec.authTokens != "" {
-		tf, err := auth.NewTokenFile(c.sec.authTokens, onErr("token file"))
+		tf, err := auth.NewTokenFile(c.sec.authTokens, onErr("the token file changed but could not be loaded; the previous tokens stay in force"))
 		if err != nil {
 			return nil, nil, fmt.Errorf("--auth-tokens: %w", err)
 		}

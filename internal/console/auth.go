@@ -102,7 +102,7 @@ func (c *Console) requireToken(h http.Handler) http.Handler {
 // feed or a map image, whose clients do not show pages.
 func (c *Console) renderLogin(w http.ResponseWriter, r *http.Request, msg string) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="slammesh"`)
-	if strings.HasPrefix(r.URL.Path, "/events/") || strings.HasSuffix(r.URL.Path, "/map.png") {
+	if plainPath(r) {
 		http.Error(w, msg, http.StatusUnauthorized)
 		return
 	}

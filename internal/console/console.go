@@ -214,7 +214,7 @@ func New(deps Deps) (*Console, error) {
 	c.mux.HandleFunc("GET /login", c.serveLoginForm)
 	c.mux.HandleFunc("POST /login", c.serveLogin)
 	c.mux.HandleFunc("POST /logout", c.serveLogout)
-	c.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	c.mux.Handle("GET /static/", http.StripPrefix("/static/", noListing(http.FileServerFS(static))))
 	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.renderError(w, r, http.StatusNotFound, "Not found", fmt.Sprintf("no page at %s", r.URL.Path))
 	})
@@ -228,6 +228,18 @@ func New(deps Deps) (*Console, error) {
 // ServeHTTP serves the console's routes (see the package doc).
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.handler.ServeHTTP(w, r)
+}
+
+// noListing answers 404 for a directory, so that the static files are
+// served one by one and never listed.
+func noListing(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // loopbackHostsOnly answers 403 to a request whose Host is not a loopback
@@ -307,7 +319,18 @@ type errorPage struct {
 }
 
 func (c *Console) renderError(w http.ResponseWriter, r *http.Request, code int, title, msg string) {
+	if plainPath(r) {
+		http.Error(w, title+": "+msg, code)
+		return
+	}
 	c.render(w, r, code, "error", "", errorPage{Title: title, Message: msg})
+}
+
+// plainPath reports whether r is for a live feed or a map image, whose
+// clients (an EventSource, an img) show no page: their errors are plain
+// text.
+func plainPath(r *http.Request) bool {
+	return strings.HasPrefix(r.URL.Path, "/events/") || strings.HasSuffix(r.URL.Path, "/map.png")
 }
 
 // renderRPCError answers a failed call with the HTTP status closest to its

@@ -221,6 +221,24 @@ func TestUnknownMissionsAre404(t *testing.T) {
 	if !strings.Contains(body, "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;") {
 		t.Errorf("the 404 page does not show the id as escaped text:\n%s", body)
 	}
+	// A feed's or an image's client shows no page: their 404 is plain text.
+	for _, path := range []string{"/missions/m-nope/map.png", "/events/missions/m-nope"} {
+		resp, err := http.Get(e.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+			t.Errorf("GET %s: Content-Type %q, want text/plain", path, ct)
+		}
+	}
+	// The static files are served one by one, never listed.
+	if code, _ := get(t, e.srv.URL+"/static/"); code != http.StatusNotFound {
+		t.Errorf("GET /static/ = %d, want 404 (no listing)", code)
+	}
+	if code, _ := get(t, e.srv.URL+"/static/console.css"); code != http.StatusOK {
+		t.Errorf("GET /static/console.css = %d, want 200", code)
+	}
 }
 
 // TestExpiredMissionsAre410: a mission whose data expired or was deleted

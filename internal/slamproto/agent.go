@@ -57,9 +57,9 @@ func CheckRequestTotals(agents []*typesv1.Agent) error {
 	}
 	switch {
 	case cells > MaxRequestCells:
-		return invalid("agents", "%d submap cells in the request, limit %d (MaxRequestCells)", cells, MaxRequestCells)
+		return invalid("agents", "%d submap cells in the request, limit %d", cells, MaxRequestCells)
 	case beams > MaxRequestBeams:
-		return invalid("agents", "%d scan beams in the request, limit %d (MaxRequestBeams)", beams, MaxRequestBeams)
+		return invalid("agents", "%d scan beams in the request, limit %d", beams, MaxRequestBeams)
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func AccessPolicy() auth.Policy {
 		Open:    auth.HealthAndReflection,
 		Request: func(_ context.Context, p auth.Principal, _ string, req any) error {
 			if r, ok := req.(*orchestratorv1.StartMissionRequest); ok && len(r.GetFaults().GetFaults()) > 0 && p.Role < auth.RoleAdmin {
-				return auth.Denied(auth.RoleAdmin, "a fault plan")
+				return auth.Denied(auth.RoleAdmin, "StartMission with a fault plan")
 			}
 			return nil
 		},

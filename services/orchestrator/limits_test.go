@@ -55,8 +55,8 @@ func TestRequestTotalsAreLimited(t *testing.T) {
 		req   *orchestratorv1.StartMissionRequest
 		limit string
 	}{
-		"cells": {cells, "MaxRequestCells"},
-		"beams": {beams, "MaxRequestBeams"},
+		"cells": {cells, "submap cells in the request, limit"},
+		"beams": {beams, "scan beams in the request, limit"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := normalizeStart(tc.req, false)

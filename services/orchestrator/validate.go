@@ -93,7 +93,7 @@ func normalizeStart(req *orchestratorv1.StartMissionRequest, allowFaults bool) (
 		}
 		var fe *slamproto.FieldError
 		if err := slamproto.CheckRequestTotals(out.GetAgents()); errors.As(err, &fe) {
-			return nil, rpcerr.InvalidArgument(fe.Field, fe.Err.Error())
+			return nil, rpcerr.InvalidArgument(fe.Field, detail(fe.Err))
 		}
 	}
 	if err := checkSearchWindow(out); err != nil {
@@ -143,7 +143,7 @@ func normalizeScenario(s *typesv1.Scenario) error {
 	// The generator has its own limits on combinations (a minimum building
 	// size, two agents for the failure scenarios); ask it rather than copy them.
 	if _, err := world.MapMeta(worldConfig(s)); err != nil {
-		return rpcerr.InvalidArgument("scenario", strings.TrimPrefix(err.Error(), slam.ErrInvalidArgument.Error()+": "))
+		return rpcerr.InvalidArgument("scenario", detail(err))
 	}
 	return nil
 }
@@ -186,7 +186,7 @@ func normalizeMapSpec(m *typesv1.MapSpec) error {
 		m.Resolution = defaultResolution
 	}
 	if _, err := grid.MetaForBounds(m.GetOriginX(), m.GetOriginY(), m.GetWidthM(), m.GetHeightM(), m.GetResolution()); err != nil {
-		return rpcerr.InvalidArgument("map", err.Error())
+		return rpcerr.InvalidArgument("map", detail(err))
 	}
 	return nil
 }
@@ -288,7 +288,7 @@ func checkGrid(field string, g *typesv1.OccupancyGrid) error {
 		Origin:     slam.Pose2D{X: m.GetOrigin().GetX(), Y: m.GetOrigin().GetY(), Theta: m.GetOrigin().GetTheta()},
 	}
 	if err := meta.Validate(); err != nil {
-		return rpcerr.InvalidArgument(field+".meta", err.Error())
+		return rpcerr.InvalidArgument(field+".meta", detail(err))
 	}
 	if meta.Cells() > slamproto.MaxSubmapCells {
 		return rpcerr.InvalidArgument(field+".meta", fmt.Sprintf("%d cells, at most %d", meta.Cells(), slamproto.MaxSubmapCells))
@@ -328,7 +328,7 @@ func checkScans(field string, frames []*typesv1.ScanFrame) error {
 			Ranges:         s.GetRanges(),
 		}
 		if err := scan.Validate(); err != nil {
-			return rpcerr.InvalidArgument(ff+".scan", err.Error())
+			return rpcerr.InvalidArgument(ff+".scan", detail(err))
 		}
 	}
 	return nil
@@ -339,7 +339,7 @@ func checkScans(field string, frames []*typesv1.ScanFrame) error {
 func checkPose(field string, p *typesv1.Pose2D) error {
 	var fe *slamproto.FieldError
 	if err := slamproto.PoseField(field, p); errors.As(err, &fe) {
-		return rpcerr.InvalidArgument(fe.Field, fe.Err.Error())
+		return rpcerr.InvalidArgument(fe.Field, detail(fe.Err))
 	}
 	return nil
 }
@@ -368,6 +368,14 @@ func checkFaults(plan *typesv1.FaultPlan) error {
 }
 
 func isStep(name string) bool { return slices.Contains(stepNames[:], name) }
+
+// detail is err's message for a user: without the domain's "slam: "
+// package prefix and its "invalid argument: " sentinel, which name Go
+// errors, not what is wrong with the field.
+func detail(err error) string {
+	msg := strings.TrimPrefix(err.Error(), slam.ErrInvalidArgument.Error()+": ")
+	return strings.TrimPrefix(msg, "slam: ")
+}
 
 func checkFinite(field string, v float64) error {
 	if math.IsNaN(v) || math.IsInf(v, 0) {

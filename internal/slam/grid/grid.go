@@ -63,6 +63,9 @@ func (m Meta) Validate() error {
 		return fmt.Errorf("%w: grid origin must not be rotated (theta %g)", slam.ErrInvalidArgument, m.Origin.Theta)
 	}
 	if c := m.Cells(); c > MaxCells {
+		if c == math.MaxInt64 { // saturated: the product is not the count
+			return fmt.Errorf("%w: %dx%d cells, limit %d", slam.ErrTooLarge, m.Width, m.Height, MaxCells)
+		}
 		return fmt.Errorf("%w: %dx%d = %d cells, limit %d", slam.ErrTooLarge, m.Width, m.Height, c, MaxCells)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/slammesh/slammesh/internal/slam"
@@ -38,6 +39,10 @@ func TestMetaValidation(t *testing.T) {
 			_, err := New(tc.m)
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("New(%+v) = %v, want %v", tc.m, err, tc.want)
+			}
+			// A count past int64 is not printed as one.
+			if err != nil && strings.Contains(err.Error(), "= 9223372036854775807 cells") {
+				t.Errorf("New(%+v): %v prints the saturated count", tc.m, err)
 			}
 		})
 	}
