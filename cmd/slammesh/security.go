@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -168,8 +170,31 @@ func serverCreds(c serviceConfig, log *slog.Logger) (credentials.TransportCreden
 			opts.AllowedClients = append(opts.AllowedClients, n)
 		}
 	}
+	opts.OnRefused = refusalLog(log)
 	creds, err := meshtls.ServerCredentials(src, opts)
 	return creds, src, err
+}
+
+// refusalLog logs refused TLS handshakes, so that an operator sees who was
+// turned away and why: at most one line a second (a port scanner must not
+// flood the log), counting the refusals it left out.
+func refusalLog(log *slog.Logger) func(net.Addr, error) {
+	var mu sync.Mutex
+	var last time.Time
+	unlogged := 0
+	return func(peer net.Addr, err error) {
+		mu.Lock()
+		now := time.Now()
+		if now.Sub(last) < time.Second {
+			unlogged++
+			mu.Unlock()
+			return
+		}
+		n := unlogged
+		last, unlogged = now, 0
+		mu.Unlock()
+		log.Warn("TLS handshake refused", "peer", peer.String(), "error", err.Error(), "refused_unlogged", n)
+	}
 }
 
 // authInterceptors builds the orchestrator's authentication from c, or

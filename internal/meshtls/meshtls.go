@@ -26,6 +26,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -210,6 +211,12 @@ type ServerOptions struct {
 	// naming one of these in a DNS or URI SAN or as the subject's common
 	// name, on top of the CA's signature.
 	AllowedClients []string
+	// OnRefused, when set, is told of every handshake ServerCredentials
+	// refuses (no certificate, another CA, a usage or name not allowed,
+	// plaintext), with the peer's address: grpc-go itself reports them
+	// only at its info level. A peer that closes before the handshake (a
+	// TCP probe) is not reported.
+	OnRefused func(peer net.Addr, err error)
 }
 
 // ServerConfig returns a server TLS configuration that takes its
@@ -295,7 +302,30 @@ func ServerCredentials(s *Source, opts ServerOptions) (credentials.TransportCred
 	if err != nil {
 		return nil, err
 	}
-	return credentials.NewTLS(cfg), nil
+	creds := credentials.NewTLS(cfg)
+	if opts.OnRefused == nil {
+		return creds, nil
+	}
+	return reportRefusals{TransportCredentials: creds, onRefused: opts.OnRefused}, nil
+}
+
+// reportRefusals tells ServerOptions.OnRefused of the handshakes its
+// credentials refuse.
+type reportRefusals struct {
+	credentials.TransportCredentials
+	onRefused func(net.Addr, error)
+}
+
+func (r reportRefusals) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	c, info, err := r.TransportCredentials.ServerHandshake(conn)
+	if err != nil && !errors.Is(err, io.EOF) {
+		r.onRefused(conn.RemoteAddr(), err)
+	}
+	return c, info, err
+}
+
+func (r reportRefusals) Clone() credentials.TransportCredentials {
+	return reportRefusals{TransportCredentials: r.TransportCredentials.Clone(), onRefused: r.onRefused}
 }
 
 // ClientCredentials returns gRPC client credentials that verify the server

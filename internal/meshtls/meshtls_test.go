@@ -134,6 +134,42 @@ func TestMutualTLS(t *testing.T) {
 	})
 }
 
+// TestRefusedHandshakesAreReported: OnRefused hears of a client turned
+// away, with its address, and not of one let in.
+func TestRefusedHandshakesAreReported(t *testing.T) {
+	p := newPKI(t)
+	type refusal struct {
+		peer net.Addr
+		err  error
+	}
+	refused := make(chan refusal, 16)
+	serverCreds, err := meshtls.ServerCredentials(
+		source(t, meshtls.Files{Cert: p.server.CertFile, Key: p.server.KeyFile, CA: p.ca.CertFile}),
+		meshtls.ServerOptions{OnRefused: func(peer net.Addr, err error) { refused <- refusal{peer, err} }})
+	must(t, err)
+	addr := serveGRPC(t, grpc.Creds(serverCreds))
+	ok := meshtls.Files{Cert: p.client.CertFile, Key: p.client.KeyFile, CA: p.ca.CertFile}
+	if err := check(t, addr, grpc.WithTransportCredentials(meshtls.ClientCredentials(source(t, ok)))); err != nil {
+		t.Fatalf("the orchestrator's certificate refused: %v", err)
+	}
+	select {
+	case r := <-refused:
+		t.Fatalf("an accepted handshake reported as refused: %v", r.err)
+	default:
+	}
+	if err := check(t, addr, grpc.WithTransportCredentials(meshtls.ClientCredentials(source(t, meshtls.Files{CA: p.ca.CertFile})))); err == nil {
+		t.Fatal("a client without a certificate was let in")
+	}
+	select {
+	case r := <-refused:
+		if tcp, isTCP := r.peer.(*net.TCPAddr); !isTCP || !tcp.IP.IsLoopback() || !strings.Contains(r.err.Error(), "certificate") {
+			t.Errorf("refusal reported as %v from %v; want the loopback peer and a certificate error", r.err, r.peer)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a client without a certificate was refused unreported")
+	}
+}
+
 func TestAllowedClients(t *testing.T) {
 	p := newPKI(t)
 	other, err := p.ca.Issue("slamctl", meshtlstest.Client)
