@@ -22,16 +22,18 @@ import (
 	"github.com/slammesh/slammesh/internal/redistest"
 )
 
-// tokenOrch is fakeOrch behind a token check: only "Bearer good" passes,
-// until revoked.
+// tokenOrch is fakeOrch behind a token check: only "Bearer good" (and
+// "Bearer " + also, when set) passes, until revoked.
 type tokenOrch struct {
 	*fakeOrch
+	also    string
 	revoked atomic.Bool
 }
 
 func (o *tokenOrch) check(ctx context.Context) error {
 	md, _ := metadata.FromOutgoingContext(ctx)
-	if v := md.Get("authorization"); len(v) != 1 || v[0] != "Bearer good" || o.revoked.Load() {
+	v := md.Get("authorization")
+	if len(v) != 1 || (v[0] != "Bearer good" && (o.also == "" || v[0] != "Bearer "+o.also)) || o.revoked.Load() {
 		return status.Error(codes.Unauthenticated, "invalid token")
 	}
 	return nil
@@ -201,6 +203,56 @@ func TestUnknownPathIsNotFoundWithTokensOn(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != want {
 			t.Errorf("GET %s without a token = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}
+
+// TestOneTokenHoldsItsShareOfTheLiveFeeds: with tokens required, one
+// token's feeds stop at MaxStreamsPerToken while another user's still
+// open, and a closed feed gives its slot back.
+func TestOneTokenHoldsItsShareOfTheLiveFeeds(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	c, err := console.New(console.Deps{Orchestrator: &tokenOrch{fakeOrch: &fakeOrch{}, also: "other"}, Redis: rdb, RequireToken: true,
+		Limits: console.Limits{MaxStreams: 4, MaxStreamsPerToken: 2, PollInterval: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	open := func(token string) *http.Response {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/events/missions", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	first := open("good")
+	if second := open("good"); first.StatusCode != http.StatusOK || second.StatusCode != http.StatusOK {
+		t.Fatalf("a token's first two feeds: %d, %d; want 200", first.StatusCode, second.StatusCode)
+	}
+	if third := open("good"); third.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a token's third feed: %d, want 503", third.StatusCode)
+	}
+	if other := open("other"); other.StatusCode != http.StatusOK {
+		t.Errorf("another token's feed beside them: %d, want 200", other.StatusCode)
+	}
+	first.Body.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		again := open("good")
+		again.Body.Close()
+		if again.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed feed never gave its slot back: %d", again.StatusCode)
 		}
 	}
 }

@@ -124,6 +124,10 @@ type Limits struct {
 	// (default 64); past it a feed is refused with 503 and the browser
 	// retries.
 	MaxStreams int
+	// MaxStreamsPerToken bounds the live feeds one token holds at once when
+	// tokens are required (default a quarter of MaxStreams), so that one
+	// user's tabs, or one script, cannot take every slot from the others.
+	MaxStreamsPerToken int
 	// StreamLifetime ends a live feed after this long (default 5m); the
 	// browser reconnects where it left off, so a feed never pins resources
 	// forever.
@@ -149,6 +153,7 @@ func (l Limits) withDefaults() Limits {
 	set(&l.StreamLifetime, 5*time.Minute)
 	seti(&l.ListPageSize, 100)
 	seti(&l.MaxStreams, 64)
+	seti(&l.MaxStreamsPerToken, max(1, l.MaxStreams/4))
 	seti(&l.FleetMissions, 2000)
 	return l
 }
@@ -168,6 +173,9 @@ type Console struct {
 	mux     *http.ServeMux
 	handler http.Handler
 	streams chan struct{} // a slot per open live feed
+	// byToken counts the live feeds each token holds (tokens required).
+	mu      sync.Mutex
+	byToken map[string]int
 	hubs    *hubs
 	now     func() time.Time
 }
@@ -189,6 +197,7 @@ func New(deps Deps) (*Console, error) {
 		log:     log,
 		mux:     http.NewServeMux(),
 		streams: make(chan struct{}, limits.MaxStreams),
+		byToken: make(map[string]int),
 		now:     time.Now,
 	}
 	c.deps.JaegerURL = strings.TrimRight(deps.JaegerURL, "/")
@@ -371,13 +380,35 @@ func (c *Console) call(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(withToken(r.Context(), tokenOf(r)), c.limits.CallTimeout)
 }
 
-// acquireStream reserves a live-feed slot, or reports that all are taken.
-func (c *Console) acquireStream() (release func(), ok bool) {
+// acquireStream reserves a live-feed slot for token, or reports that all
+// are taken, or (tokens required) that token holds its share.
+func (c *Console) acquireStream(token string) (release func(), ok bool) {
+	perToken := c.deps.RequireToken
+	if perToken {
+		c.mu.Lock()
+		if c.byToken[token] >= c.limits.MaxStreamsPerToken {
+			c.mu.Unlock()
+			return nil, false
+		}
+		c.byToken[token]++
+		c.mu.Unlock()
+	}
+	untoken := func() {
+		if !perToken {
+			return
+		}
+		c.mu.Lock()
+		if c.byToken[token]--; c.byToken[token] == 0 {
+			delete(c.byToken, token)
+		}
+		c.mu.Unlock()
+	}
 	select {
 	case c.streams <- struct{}{}:
 		var once sync.Once
-		return func() { once.Do(func() { <-c.streams }) }, true
+		return func() { once.Do(func() { <-c.streams; untoken() }) }, true
 	default:
+		untoken()
 		return nil, false
 	}
 }

@@ -265,9 +265,9 @@ func (s *sse) ping() error {
 	return s.f.Flush()
 }
 
-// streamSlot reserves a live-feed slot or answers 503.
-func (c *Console) streamSlot(w http.ResponseWriter) (func(), bool) {
-	release, ok := c.acquireStream()
+// streamSlot reserves a live-feed slot for r's token or answers 503.
+func (c *Console) streamSlot(w http.ResponseWriter, r *http.Request) (func(), bool) {
+	release, ok := c.acquireStream(tokenOf(r))
 	if !ok {
 		w.Header().Set("Retry-After", "2")
 		http.Error(w, "too many live feeds open; retry", http.StatusServiceUnavailable)
@@ -291,7 +291,7 @@ func (c *Console) serveListEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	release, ok := c.streamSlot(w)
+	release, ok := c.streamSlot(w, r)
 	if !ok {
 		return
 	}
@@ -366,7 +366,7 @@ func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	release, ok := c.streamSlot(w)
+	release, ok := c.streamSlot(w, r)
 	if !ok {
 		return
 	}
