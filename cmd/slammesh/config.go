@@ -53,6 +53,9 @@ type serviceConfig struct {
 	retention time.Duration
 	// jaegerURL is the Jaeger UI the console links traces to; empty: no link.
 	jaegerURL string
+	// consoleHosts are Host names, besides loopback ones, that a tokenless
+	// console on loopback answers (comma-separated).
+	consoleHosts string
 
 	// mapping
 	capacityCells uint64
@@ -232,6 +235,7 @@ func addRetainedCells(e *envFlags, c *serviceConfig) {
 // addConsole registers the console's flags.
 func addConsole(e *envFlags, c *serviceConfig) {
 	e.string(&c.jaegerURL, "jaeger-ui-url", "JAEGER_UI_URL", "", "Jaeger UI base URL the console links mission traces to, e.g. http://localhost:16686")
+	e.string(&c.consoleHosts, "console-hosts", "SLAMMESH_CONSOLE_HOSTS", "", "comma-separated Host names a tokenless console on loopback answers besides localhost (e.g. a forwarded port's name in a remote dev environment); it refuses others, the names a rebound page of another site sends")
 }
 
 // addRecovery registers the orchestrator's lease and recovery flags.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc"
 
@@ -49,6 +50,7 @@ func mountConsole(cfg serviceConfig, n *node, maps console.Maps) error {
 		// Without tokens on loopback (the demo modes), only the user's own
 		// browser tabs may drive it, not a rebound page of another site.
 		LoopbackHosts: !cfg.sec.authConfigured() && grpcserver.IsLoopback(cfg.httpAddr),
+		ExtraHosts:    splitList(cfg.consoleHosts),
 	})
 	if err != nil {
 		return err
@@ -79,4 +81,15 @@ func httpURL(addr net.Addr) string {
 		host = "localhost"
 	}
 	return "http://" + net.JoinHostPort(host, strconv.Itoa(tcp.Port)) + "/"
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }

@@ -107,6 +107,9 @@ type Deps struct {
 	// console's origin: the Host it sends is the one thing left that tells
 	// it from a user's own tab.
 	LoopbackHosts bool
+	// ExtraHosts are Host names LoopbackHosts lets in besides loopback
+	// ones (a forwarded port's name in a remote dev environment).
+	ExtraHosts []string
 }
 
 // Limits bound what the console asks of the orchestrator and Redis.
@@ -229,7 +232,7 @@ func New(deps Deps) (*Console, error) {
 	})
 	c.handler = http.NewCrossOriginProtection().Handler(securityHeaders(c.requireToken(c.mux)))
 	if deps.LoopbackHosts {
-		c.handler = loopbackHostsOnly(c.handler)
+		c.handler = loopbackHostsOnly(c.handler, deps.ExtraHosts)
 	}
 	return c, nil
 }
@@ -251,27 +254,35 @@ func noListing(h http.Handler) http.Handler {
 	})
 }
 
-// loopbackHostsOnly answers 403 to a request whose Host is not a loopback
-// name (Deps.LoopbackHosts).
-func loopbackHostsOnly(h http.Handler) http.Handler {
+// loopbackHostsOnly answers 403 to a request whose Host is neither a
+// loopback name nor one of extra (Deps.LoopbackHosts).
+func loopbackHostsOnly(h http.Handler, extra []string) http.Handler {
+	allowed := make(map[string]bool, len(extra))
+	for _, e := range extra {
+		allowed[hostName(e)] = true
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isLoopbackHost(r.Host) {
-			http.Error(w, fmt.Sprintf("this console answers only to localhost, not %q: a page of another site may be reaching it through your browser (DNS rebinding)", r.Host), http.StatusForbidden)
+		if host := hostName(r.Host); !isLoopbackHost(host) && !allowed[host] {
+			http.Error(w, fmt.Sprintf("this console answers only to localhost, not %q: a page of another site may be reaching it through your browser (DNS rebinding). If that is your own name for it, add it with slammesh --console-hosts", r.Host), http.StatusForbidden)
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
 }
 
-// isLoopbackHost reports whether hostport (a Host header) names this
-// machine's loopback: localhost and its subdomains (RFC 6761 §6.3), or a
-// loopback IP.
-func isLoopbackHost(hostport string) bool {
+// hostName is the host of hostport (a Host header, or a name), lower
+// case, without port, brackets or a final dot.
+func hostName(hostport string) string {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
-	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	return strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+}
+
+// isLoopbackHost reports whether host (a hostName) names this machine's
+// loopback: localhost and its subdomains (RFC 6761 §6.3), or a loopback IP.
+func isLoopbackHost(host string) bool {
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
 	}

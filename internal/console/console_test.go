@@ -514,7 +514,7 @@ func TestRebindingHostsAreRefused(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	f := &fakeOrch{}
 	f.add(mission("m-run", orchestratorv1.MissionState_MISSION_STATE_RUNNING))
-	c, err := console.New(console.Deps{Orchestrator: f, Redis: rdb, LoopbackHosts: true})
+	c, err := console.New(console.Deps{Orchestrator: f, Redis: rdb, LoopbackHosts: true, ExtraHosts: []string{"Slammesh.Dev.Example"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,7 +542,8 @@ func TestRebindingHostsAreRefused(t *testing.T) {
 			}
 		}
 	}
-	for _, host := range []string{"localhost:9091", "LOCALHOST", "console.localhost:9091", "127.0.0.1:9091", "127.1.2.3", "[::1]:9091", "localhost."} {
+	// The loopback names, and a name the user gave (a forwarded port's).
+	for _, host := range []string{"localhost:9091", "LOCALHOST", "console.localhost:9091", "127.0.0.1:9091", "127.1.2.3", "[::1]:9091", "localhost.", "slammesh.dev.example:443"} {
 		if got := do(http.MethodGet, "/missions/m-run", host); got != http.StatusOK {
 			t.Errorf("GET with Host %s = %d, want 200", host, got)
 		}
