@@ -46,6 +46,20 @@ func (o *tokenOrch) ListMissions(ctx context.Context, in *orchestratorv1.ListMis
 	return o.fakeOrch.ListMissions(ctx, in, opts...)
 }
 
+// tokenConsole serves a console that requires tokens, over o and a real
+// Redis.
+func tokenConsole(t *testing.T, o *tokenOrch, limits console.Limits) *httptest.Server {
+	t.Helper()
+	rdb := redistest.Start(t).Client(t)
+	c, err := console.New(console.Deps{Orchestrator: o, Redis: rdb, RequireToken: true, Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 // TestListFeedEndsWhenTheTokenIsRevoked: the list's live feed polls with
 // the user's token; once the orchestrator refuses it, the feed ends, and
 // the browser's reconnect gets 401.
@@ -146,13 +160,7 @@ func TestLogout(t *testing.T) {
 // Authorization header of that scheme with every request; the console's
 // login cookie still counts, and a Bearer header still wins over it.
 func TestLoginCookieBehindABasicAuthProxy(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
-	c, err := console.New(console.Deps{Orchestrator: &tokenOrch{fakeOrch: &fakeOrch{}}, Redis: rdb, RequireToken: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(c)
-	t.Cleanup(srv.Close)
+	srv := tokenConsole(t, &tokenOrch{fakeOrch: &fakeOrch{}}, console.Limits{})
 	for _, tc := range []struct {
 		name, authorization, cookie string
 		want                        int
@@ -188,13 +196,7 @@ func TestLoginCookieBehindABasicAuthProxy(t *testing.T) {
 // without the console (e.g. /debug/pprof/ when pprof is off), while its
 // pages still ask for a token.
 func TestUnknownPathIsNotFoundWithTokensOn(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
-	c, err := console.New(console.Deps{Orchestrator: &tokenOrch{fakeOrch: &fakeOrch{}}, Redis: rdb, RequireToken: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(c)
-	t.Cleanup(srv.Close)
+	srv := tokenConsole(t, &tokenOrch{fakeOrch: &fakeOrch{}}, console.Limits{})
 	for path, want := range map[string]int{"/debug/pprof/": http.StatusNotFound, "/nope": http.StatusNotFound, "/": http.StatusUnauthorized, "/fleet": http.StatusUnauthorized} {
 		resp, err := http.Get(srv.URL + path)
 		if err != nil {
@@ -211,14 +213,8 @@ func TestUnknownPathIsNotFoundWithTokensOn(t *testing.T) {
 // token's feeds stop at MaxStreamsPerToken while another user's still
 // open, and a closed feed gives its slot back.
 func TestOneTokenHoldsItsShareOfTheLiveFeeds(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
-	c, err := console.New(console.Deps{Orchestrator: &tokenOrch{fakeOrch: &fakeOrch{}, also: "other"}, Redis: rdb, RequireToken: true,
-		Limits: console.Limits{MaxStreams: 4, MaxStreamsPerToken: 2, PollInterval: 50 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(c)
-	t.Cleanup(srv.Close)
+	srv := tokenConsole(t, &tokenOrch{fakeOrch: &fakeOrch{}, also: "other"},
+		console.Limits{MaxStreams: 4, MaxStreamsPerToken: 2, PollInterval: 50 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	open := func(token string) *http.Response {
