@@ -180,11 +180,11 @@ func ParseCarmen(r io.Reader, name string) (*Log, error) {
 		var err error
 		switch fields[0] {
 		case "FLASER":
-			err = log.addFLASER(fields, line)
+			err = log.addFLASER(fields, line, unterminated)
 		case "ROBOTLASER1":
-			err = log.addRobotLaser(fields, line)
+			err = log.addRobotLaser(fields, line, unterminated)
 		case "ODOM":
-			err = log.addOdom(fields, line)
+			err = log.addOdom(fields, line, unterminated)
 		case "PARAM":
 			log.addParam(fields)
 		case "RAWLASER1", "RAWLASER2", "RAWLASER3", "RAWLASER4", "RLASER", "ROBOTLASER2":
@@ -278,6 +278,16 @@ func (p *fieldReader) float(i int, what string) float64 {
 	return v
 }
 
+// tail checks, on a line that may have been cut (the log's last, without
+// its newline), that the hostname and logger timestamp after the
+// timestamp at i are there: a line cut inside its timestamp parses, with
+// the wrong time.
+func (p *fieldReader) tail(i int, last bool) {
+	if p.err == nil && last && len(p.f) < i+3 {
+		p.err = fmt.Errorf("line ends before its hostname and logger timestamp (field %d)", len(p.f)+1)
+	}
+}
+
 // time reads a timestamp: it must be finite, since readings are paired
 // with ODOM lines by time and a NaN would pair with anything.
 func (p *fieldReader) time(i int) float64 {
@@ -330,14 +340,15 @@ func (p *fieldReader) pose(i int, what string) slam.Pose2D {
 }
 
 // addFLASER parses "FLASER n r1..rn x y theta odom_x odom_y odom_theta
-// timestamp hostname logger_timestamp".
-func (l *Log) addFLASER(f []string, line int) error {
+// timestamp hostname logger_timestamp"; last: the line may be cut (tail).
+func (l *Log) addFLASER(f []string, line int, last bool) error {
 	p := &fieldReader{f: f}
 	n := p.count(1, "beam count", slam.MaxBeams)
 	ranges := p.ranges(2, n)
 	laser := p.pose(2+n, "laser pose")
 	robot := p.pose(5+n, "odometry pose")
 	ts := p.time(8 + n)
+	p.tail(8+n, last)
 	if p.err != nil {
 		return p.err
 	}
@@ -356,8 +367,9 @@ func (l *Log) addFLASER(f []string, line int) error {
 // angular_resolution maximum_range accuracy remission_mode num_readings
 // r1..rn num_remissions m1..mk laser_x laser_y laser_theta robot_x robot_y
 // robot_theta tv rv forward_safety_dist side_safety_dist turn_axis timestamp
-// hostname logger_timestamp" (CARMEN's carmen_robot_laser_message).
-func (l *Log) addRobotLaser(f []string, line int) error {
+// hostname logger_timestamp" (CARMEN's carmen_robot_laser_message); last:
+// the line may be cut (tail).
+func (l *Log) addRobotLaser(f []string, line int, last bool) error {
 	p := &fieldReader{f: f}
 	start := p.float(2, "start angle")
 	res := p.float(4, "angular resolution")
@@ -369,6 +381,7 @@ func (l *Log) addRobotLaser(f []string, line int) error {
 	laser := p.pose(at, "laser pose")
 	robot := p.pose(at+3, "robot pose")
 	ts := p.time(at + 11)
+	p.tail(at+11, last)
 	if p.err != nil {
 		return p.err
 	}
@@ -390,11 +403,12 @@ func (l *Log) addRobotLaser(f []string, line int) error {
 }
 
 // addOdom parses "ODOM x y theta tv rv accel timestamp hostname
-// logger_timestamp".
-func (l *Log) addOdom(f []string, line int) error {
+// logger_timestamp"; last: the line may be cut (tail).
+func (l *Log) addOdom(f []string, line int, last bool) error {
 	p := &fieldReader{f: f}
 	pose := p.pose(1, "pose")
 	ts := p.time(7)
+	p.tail(7, last)
 	if p.err != nil {
 		return p.err
 	}

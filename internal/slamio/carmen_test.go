@@ -283,6 +283,9 @@ func TestParseCarmenLastLineCutShort(t *testing.T) {
 	}{
 		{"cut in a laser line", whole + "FLASER 2 1 1 0.5 0.", 2, "cut.log:4: the last line is cut short (FLASER: line ends before"},
 		{"cut in an ODOM line", whole + "ODOM 0.5 0", 2, "cut.log:4: the last line is cut short (ODOM"},
+		// The fields parse, the timestamp is cut: 5 was 51.0.
+		{"cut in a laser line's timestamp", whole + "FLASER 2 1 1 0 0 0 0 0 0 5", 2, "cut.log:4: the last line is cut short (FLASER: line ends before its hostname"},
+		{"cut in an ODOM line's timestamp", whole + "ODOM 0 0 0 0 0 0 5", 2, "cut.log:4: the last line is cut short (ODOM: line ends before its hostname"},
 		{"no newline at the end", strings.TrimSuffix(whole, "\n"), 2, ""},
 	} {
 		log, err := slamio.ParseCarmen(strings.NewReader(tc.text), "cut.log")

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/slammesh/slammesh/internal/slam"
 )
@@ -81,13 +82,16 @@ type Mount struct {
 	Source string
 }
 
-// Tolerances within which every laser line must agree on the mount for it
-// to be read from the lines: a mount is rigid, and the lines' poses are
-// written with a millimetre or so of rounding. Lines that disagree by more
-// carry poses of two frames (a corrected laser pose beside raw odometry).
+// Tolerances within which the laser lines must agree on the mount for it
+// to be read from them: a mount is rigid, and the lines' poses are written
+// with a millimetre or so of rounding. Lines that disagree by more carry
+// poses of two frames (a corrected laser pose beside raw odometry), unless
+// they are a few glitched lines among many: mountAgree of the lines must
+// agree.
 const (
 	mountTolM   = 0.01
 	mountTolRad = 0.5 * math.Pi / 180
+	mountAgree  = 0.95
 )
 
 // CARMEN's parameters of the front laser's mount (carmen.ini: robot
@@ -101,18 +105,21 @@ const (
 // LaserMount returns where the front laser sits on the robot, for poses
 // built from ODOM lines. Every FLASER and ROBOTLASER1 line carries the
 // laser's pose and the robot's (Reading.Laser, Reading.Robot): when their
-// offset Robot⁻¹∘Laser is the same on every line (within 1 cm and 0.5°) it
-// is the mount — in the corrected logs of ../shared/realdata the two poses
-// are equal, so it is the identity. When the lines disagree, their two
-// poses are in different frames, and the mount is the log's PARAM
-// robot_frontlaser_offset, _side_offset and _angular_offset (metres,
-// metres, radians), else the identity; Source says which.
+// offset Robot⁻¹∘Laser is the same on 95 % of the lines (within 1 cm and
+// 0.5° of its median) it is the mount — in the corrected logs of
+// ../shared/realdata the two poses are equal, so it is the identity. When
+// the lines disagree, their two poses are in different frames, and the
+// mount is the log's PARAM robot_frontlaser_offset, _side_offset and
+// _angular_offset (metres, metres, radians; a value that is not a finite
+// number of at most 10 is named and left out), else the identity; Source
+// says which.
 func (l *Log) LaserMount() Mount {
 	if m, ok := mountFromLines(l.Readings); ok {
 		return Mount{Pose: m, Source: "the laser lines' laser and robot poses"}
 	}
 	var p slam.Pose2D
 	found := false
+	var unusable []string
 	for _, f := range []struct {
 		name string
 		v    *float64
@@ -125,21 +132,30 @@ func (l *Log) LaserMount() Mount {
 		}
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || math.Abs(v) > 10 {
+			unusable = append(unusable, fmt.Sprintf("%s %q", f.name, s))
 			continue
 		}
 		*f.v, found = v, true
 	}
+	skipped := ""
+	if len(unusable) > 0 {
+		skipped = fmt.Sprintf(" (unusable, left out: PARAM %s)", strings.Join(unusable, ", "))
+	}
 	if found {
 		p.Theta = slam.NormalizeAngle(p.Theta)
-		return Mount{Pose: p, Source: "PARAM robot_frontlaser_*"}
+		return Mount{Pose: p, Source: "PARAM robot_frontlaser_*" + skipped}
 	}
-	return Mount{Source: fmt.Sprintf("none: the laser lines' laser and robot poses differ by more than %g cm or %g° from line to line, and no PARAM robot_frontlaser_* is given", mountTolM*100, mountTolRad*180/math.Pi)}
+	why := "no PARAM robot_frontlaser_* is given"
+	if skipped != "" {
+		why = "no PARAM robot_frontlaser_* is usable" + skipped
+	}
+	return Mount{Source: fmt.Sprintf("none: the laser lines' laser and robot poses differ by more than %g cm or %g° from line to line, and %s", mountTolM*100, mountTolRad*180/math.Pi, why)}
 }
 
 // mountFromLines returns the component-wise median of the readings'
-// Robot⁻¹∘Laser, and whether every reading lies within the mount
-// tolerances of it. A median of exact zeros (the poses equal on every
-// line) is exactly the identity.
+// Robot⁻¹∘Laser, and whether mountAgree of the readings lie within the
+// mount tolerances of it. A median of exact zeros (the poses equal on
+// every line) is exactly the identity.
 func mountFromLines(rs []Reading) (slam.Pose2D, bool) {
 	if len(rs) == 0 {
 		return slam.Pose2D{}, false
@@ -158,19 +174,21 @@ func mountFromLines(rs []Reading) (slam.Pose2D, bool) {
 	for i := range ts {
 		ts[i] = slam.AngleDiff(ts[i], ref)
 	}
-	med := slam.Pose2D{X: median(xs), Y: median(ys), Theta: slam.NormalizeAngle(ref + median(ts))}
 	dt := median(ts)
+	med := slam.Pose2D{X: median(xs), Y: median(ys), Theta: slam.NormalizeAngle(ref + dt)}
+	agree := 0
 	for i := range xs {
-		if math.Hypot(xs[i]-med.X, ys[i]-med.Y) > mountTolM || math.Abs(ts[i]-dt) > mountTolRad {
-			return slam.Pose2D{}, false
+		if math.Hypot(xs[i]-med.X, ys[i]-med.Y) <= mountTolM && math.Abs(ts[i]-dt) <= mountTolRad {
+			agree++
 		}
 	}
-	return med, true
+	return med, float64(agree) >= mountAgree*float64(len(xs))
 }
 
 // median returns the median of v (the lower middle of an even count),
-// reordering v.
+// leaving v as it is: its order pairs it with other slices.
 func median(v []float64) float64 {
-	slices.Sort(v)
-	return v[(len(v)-1)/2]
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
 }

@@ -157,7 +157,7 @@ func TestOdomPosesCarryTheLaserMount(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := log.LaserMount()
-		if d := math.Hypot(got.Pose.X-mount.X, got.Pose.Y-mount.Y); d > 1e-9 || math.Abs(got.Pose.Theta-mount.Theta) > 1e-9 || !strings.Contains(got.Source, "laser lines") {
+		if d := math.Hypot(got.Pose.X-mount.X, got.Pose.Y-mount.Y); d > 1e-9 || math.Abs(got.Pose.Theta-mount.Theta) > 1e-9 || !strings.HasPrefix(got.Source, "the laser lines") {
 			t.Errorf("ROBOTLASER1 %v: mount %v from %q, want %v from the laser lines", robotLaser, got.Pose, got.Source, mount)
 		}
 		scans, guesses := odomMatchesLaser(t, text, []slamio.Segment{{0, 2}, {3, 5}})
@@ -205,6 +205,14 @@ func TestLaserMountFromParams(t *testing.T) {
 			t.Errorf("params %v: mount %v from %q, want %v from %s", tc.params, got.Pose, got.Source, tc.want, tc.source)
 		}
 	}
+	// A value that is not a number is named, not reported as missing.
+	log, err := slamio.ParseCarmen(strings.NewReader("PARAM robot_frontlaser_offset 0,25 nohost 0\n"+text), "corrected.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := log.LaserMount(); got.Pose != (slam.Pose2D{}) || !strings.Contains(got.Source, `unusable, left out: PARAM robot_frontlaser_offset "0,25"`) {
+		t.Errorf("a junk PARAM: mount %v from %q, want none, naming the value", got.Pose, got.Source)
+	}
 }
 
 // TestOdomPosesOfRealLogs rebuilds the real logs as robots with exact
@@ -248,4 +256,68 @@ func TestOdomPosesOfRealLogs(t *testing.T) {
 			t.Errorf("scans off by %.3f m, %.2f° at the 75th percentile, %.3f m, %.2f° at most; want at most 0.04 m, 1° and 0.12 m, 6°", qm, qd, xm, xd)
 		}
 	})
+}
+
+// mountedLog writes n FLASER lines of a robot driving line(n)'s drive, each
+// with its laser at mount∘offset(i) on the robot, and an ODOM line each.
+func mountedLog(n int, mount slam.Pose2D, offset func(i int) slam.Pose2D) string {
+	var b strings.Builder
+	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	pose := func(p slam.Pose2D) string { return f(p.X) + " " + f(p.Y) + " " + f(p.Theta) }
+	for i, r := range line(n) {
+		robot := r.Laser
+		laser := robot.Compose(mount.Compose(offset(i)))
+		ts := f(r.Time)
+		fmt.Fprintf(&b, "ODOM %s 0 0 0 %s host %s\n", pose(robot), ts, ts)
+		fmt.Fprintf(&b, "FLASER 4 1 2 3 4 %s %s %s host %s\n", pose(laser), pose(robot), ts, ts)
+	}
+	return b.String()
+}
+
+// TestLaserMountToleratesRoundingAndGlitches: lines that each lie within
+// the tolerance of the mount, some off along x and others along y, agree
+// on it (each line is judged on its own offset, not on sorted components
+// of others'); three glitched lines in a hundred do not hide it; ten do,
+// as lines of two frames would.
+func TestLaserMountToleratesRoundingAndGlitches(t *testing.T) {
+	t.Parallel()
+	mount := slam.Pose2D{X: 0.25, Y: 0.05, Theta: 3 * math.Pi / 180}
+	for _, tc := range []struct {
+		name   string
+		offset func(i int) slam.Pose2D
+		read   bool
+	}{
+		{"7.5 mm off, along x or along y", func(i int) slam.Pose2D {
+			if i%2 == 0 {
+				return slam.Pose2D{X: 0.0075}
+			}
+			return slam.Pose2D{Y: 0.0075}
+		}, true},
+		{"3 glitched lines in 100", func(i int) slam.Pose2D {
+			if i%33 == 5 {
+				return slam.Pose2D{X: 0.5, Theta: 0.3}
+			}
+			return slam.Pose2D{}
+		}, true},
+		{"10 glitched lines in 100", func(i int) slam.Pose2D {
+			if i%10 == 5 {
+				return slam.Pose2D{X: 0.5, Theta: 0.3}
+			}
+			return slam.Pose2D{}
+		}, false},
+	} {
+		log, err := slamio.ParseCarmen(strings.NewReader(mountedLog(100, mount, tc.offset)), "mounted.log")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := log.LaserMount()
+		fromLines := strings.HasPrefix(got.Source, "the laser lines")
+		if fromLines != tc.read {
+			t.Errorf("%s: mount %v from %q; read from the lines: %v, want %v", tc.name, got.Pose, got.Source, fromLines, tc.read)
+			continue
+		}
+		if tc.read && (math.Hypot(got.Pose.X-mount.X, got.Pose.Y-mount.Y) > 0.01 || math.Abs(got.Pose.Theta-mount.Theta) > 0.01) {
+			t.Errorf("%s: mount %v, want within 1 cm of %v", tc.name, got.Pose, mount)
+		}
+	}
 }
