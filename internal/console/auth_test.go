@@ -23,17 +23,17 @@ import (
 )
 
 // tokenOrch is fakeOrch behind a token check: only "Bearer good" (and
-// "Bearer " + also, when set) passes, until revoked.
+// the tokens also accepts, when set) passes, until revoked.
 type tokenOrch struct {
 	*fakeOrch
-	also    string
+	also    func(token string) bool
 	revoked atomic.Bool
 }
 
 func (o *tokenOrch) check(ctx context.Context) error {
 	md, _ := metadata.FromOutgoingContext(ctx)
 	v := md.Get("authorization")
-	if len(v) != 1 || (v[0] != "Bearer good" && (o.also == "" || v[0] != "Bearer "+o.also)) || o.revoked.Load() {
+	if len(v) != 1 || (v[0] != "Bearer good" && (o.also == nil || !o.also(strings.TrimPrefix(v[0], "Bearer ")))) || o.revoked.Load() {
 		return status.Error(codes.Unauthenticated, "invalid token")
 	}
 	return nil
@@ -213,8 +213,9 @@ func TestUnknownPathIsNotFoundWithTokensOn(t *testing.T) {
 // token's feeds stop at MaxStreamsPerToken while another user's still
 // open, and a closed feed gives its slot back.
 func TestOneTokenHoldsItsShareOfTheLiveFeeds(t *testing.T) {
-	srv := tokenConsole(t, &tokenOrch{fakeOrch: &fakeOrch{}, also: "other"},
-		console.Limits{MaxStreams: 4, MaxStreamsPerToken: 2, PollInterval: 50 * time.Millisecond})
+	others := func(token string) bool { return token == "other" || strings.HasPrefix(token, "h.p.sig") }
+	srv := tokenConsole(t, &tokenOrch{fakeOrch: &fakeOrch{}, also: others},
+		console.Limits{MaxStreams: 8, MaxStreamsPerToken: 2, PollInterval: 50 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	open := func(token string) *http.Response {
@@ -239,6 +240,17 @@ func TestOneTokenHoldsItsShareOfTheLiveFeeds(t *testing.T) {
 	}
 	if other := open("other"); other.StatusCode != http.StatusOK {
 		t.Errorf("another token's feed beside them: %d, want 200", other.StatusCode)
+	}
+	// A JWT counts by its signed part: other spellings of its signature
+	// (which verify alike) are the same token.
+	for i, jwt := range []string{"h.p.sigA", "h.p.sigB", "h.p.sigC"} {
+		want := http.StatusOK
+		if i == 2 {
+			want = http.StatusServiceUnavailable
+		}
+		if got := open(jwt); got.StatusCode != want {
+			t.Errorf("feed %d of one JWT spelled %q: %d, want %d", i+1, jwt, got.StatusCode, want)
+		}
 	}
 	first.Body.Close()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {

@@ -144,3 +144,29 @@ func TestStartAgainWithAnotherRequestIsRefused(t *testing.T) {
 		t.Errorf("refused starts appended %d events", len(after)-len(before))
 	}
 }
+
+// TestStartAgainWithTheSameFaultPlanWrittenOtherwise: a fault plan is
+// compared as the services read it — times 0 is 1, a business error's
+// times is moot, the faults' order says nothing — so a repeat that writes
+// the same plan otherwise is the same mission; another kind is not.
+func TestStartAgainWithTheSameFaultPlanWrittenOtherwise(t *testing.T) {
+	st := startStack(t, stackConfig{allowFaults: true})
+	ctx := ctxT(t)
+	plan := func(transientTimes, businessTimes uint32, reversed bool) *typesv1.FaultPlan {
+		faults := []*typesv1.Fault{
+			{Step: "merge_maps", Kind: typesv1.FaultKind_FAULT_KIND_TRANSIENT, Times: transientTimes},
+			{Step: "merge_maps", Kind: typesv1.FaultKind_FAULT_KIND_BUSINESS_ERROR, Compensation: true, Times: businessTimes},
+		}
+		if reversed {
+			faults[0], faults[1] = faults[1], faults[0]
+		}
+		return &typesv1.FaultPlan{Faults: faults}
+	}
+	first := st.start(t, &orchestratorv1.StartMissionRequest{MissionId: "faulty", Scenario: small(5), Faults: plan(0, 0, false), Wait: true})
+	again := st.start(t, &orchestratorv1.StartMissionRequest{MissionId: "faulty", Scenario: small(5), Faults: plan(1, 7, true)})
+	if again.GetCreated() || again.GetMission().GetSagaId() != first.GetMission().GetSagaId() {
+		t.Errorf("the same plan written otherwise: created %v, saga %s; want the first mission", again.GetCreated(), again.GetMission().GetSagaId())
+	}
+	_, err := st.client.StartMission(ctx, &orchestratorv1.StartMissionRequest{MissionId: "faulty", Scenario: small(5), Faults: plan(2, 0, false)})
+	wantStatus(t, err, codes.AlreadyExists, rpcerr.ReasonMissionIDReused)
+}

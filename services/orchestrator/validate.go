@@ -77,6 +77,7 @@ func normalizeStart(req *orchestratorv1.StartMissionRequest, allowFaults bool) (
 	if len(out.GetFaults().GetFaults()) == 0 {
 		out.Faults = nil
 	}
+	normalizeFaults(out.GetFaults())
 	if hasScenario {
 		if err := normalizeScenario(out.GetScenario()); err != nil {
 			return nil, err
@@ -342,6 +343,34 @@ func checkPose(field string, p *typesv1.Pose2D) error {
 		return rpcerr.InvalidArgument(fe.Field, detail(fe.Err))
 	}
 	return nil
+}
+
+// normalizeFaults writes a fault plan as the step services read it, so
+// that two plans meaning the same are equal (a repeated StartMission is
+// compared with the stored one): times 0 is 1, a business error's times
+// is moot (it fails every attempt), and the order of the faults, which
+// find by step, says nothing.
+func normalizeFaults(plan *typesv1.FaultPlan) {
+	for _, f := range plan.GetFaults() {
+		switch {
+		case f.GetKind() == typesv1.FaultKind_FAULT_KIND_BUSINESS_ERROR:
+			f.Times = 0
+		case f.GetTimes() == 0:
+			f.Times = 1
+		}
+	}
+	slices.SortFunc(plan.GetFaults(), func(a, b *typesv1.Fault) int {
+		if c := strings.Compare(a.GetStep(), b.GetStep()); c != 0 {
+			return c
+		}
+		switch {
+		case a.GetCompensation() == b.GetCompensation():
+			return 0
+		case b.GetCompensation():
+			return -1
+		}
+		return 1
+	})
 }
 
 func checkFaults(plan *typesv1.FaultPlan) error {
