@@ -42,7 +42,8 @@ func (s LaserScan) Validate() error {
 		// field unset, not a scan whose beams can be placed.
 		return fmt.Errorf("%w: scan angle_increment is 0 for %d beams", ErrInvalidArgument, len(s.Ranges))
 	case !finite(s.RangeMin) || !finite(s.RangeMax) || s.RangeMin < 0 || s.RangeMax <= s.RangeMin:
-		return fmt.Errorf("%w: scan range limits [%g, %g] invalid", ErrInvalidArgument, s.RangeMin, s.RangeMax)
+		// %.6g: the limits arrive as float32, whose 0.1 is 0.10000000149… here.
+		return fmt.Errorf("%w: scan range limits [%.6g, %.6g] invalid", ErrInvalidArgument, s.RangeMin, s.RangeMax)
 	case s.RangeMax > 1000:
 		return fmt.Errorf("%w: scan range_max %g m beyond 1000 m", ErrInvalidArgument, s.RangeMax)
 	}

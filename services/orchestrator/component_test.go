@@ -382,6 +382,10 @@ func TestStartMissionRejectsBadInput(t *testing.T) {
 			if !strings.Contains(status.Convert(err).Message(), tt.field) {
 				t.Errorf("message %q does not name %s", status.Convert(err).Message(), tt.field)
 			}
+			// The message is for the user: no Go package prefixes.
+			if msg := status.Convert(err).Message(); strings.Contains(msg, "slam: ") || strings.Contains(msg, "world: ") {
+				t.Errorf("message %q carries a Go package prefix", msg)
+			}
 		})
 	}
 	t.Run("fault plan without fault injection", func(t *testing.T) {

@@ -107,7 +107,7 @@ func MetaForBounds(minX, minY, widthM, heightM, res float64) (Meta, error) {
 	}
 	w, h := math.Ceil(widthM/res-1e-9), math.Ceil(heightM/res-1e-9)
 	if w*h > MaxCells || w > math.MaxInt32 || h > math.MaxInt32 {
-		return Meta{}, fmt.Errorf("%w: %gx%g m at %g m is %.0f cells, limit %d", slam.ErrTooLarge, widthM, heightM, res, w*h, MaxCells)
+		return Meta{}, fmt.Errorf("%w: %gx%g m at %g m is %.4g cells, limit %d", slam.ErrTooLarge, widthM, heightM, res, w*h, MaxCells)
 	}
 	m := Meta{Resolution: res, Width: int(w), Height: int(h), Origin: slam.Pose2D{X: minX, Y: minY}}
 	return m, m.Validate()

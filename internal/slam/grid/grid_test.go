@@ -54,6 +54,13 @@ func TestMetaForBounds(t *testing.T) {
 	if err != nil || m.Width != 400 || m.Height != 300 || m.Cells() != 120000 {
 		t.Fatalf("MetaForBounds(20x15 @5cm) = %+v, %v; want 400x300", m, err)
 	}
+	// Sizes past any grid read as numbers, not as 300 digits or +Inf.
+	for _, huge := range [][3]float64{{1e300, 1, 0.05}, {1, 1, 1e-300}} {
+		_, err := MetaForBounds(0, 0, huge[0], huge[1], huge[2])
+		if !errors.Is(err, slam.ErrTooLarge) || len(err.Error()) > 120 {
+			t.Errorf("MetaForBounds(%g x %g m at %g m) = %v; want a short ErrTooLarge", huge[0], huge[1], huge[2], err)
+		}
+	}
 	for _, tc := range []struct {
 		w, h, res float64
 		want      error
