@@ -123,10 +123,11 @@ func OpenCarmen(path string) (*Log, error) {
 // non-numeric field, a beam count that disagrees with the line, or a
 // non-finite pose is a *ParseError naming the line. A log that ends in
 // damage — a gzip stream cut short or corrupt, a last line without its
-// newline that does not parse — is read up to it, and Log.Damage says so:
-// the partial line is dropped, never half read. A log without any laser
-// reading before the damage, or at all, is an error: there is nothing to
-// build a mission from.
+// newline that does not parse or lacks its hostname and logger timestamp —
+// is read up to it, and Log.Damage says so: the partial line is dropped,
+// never half read. A FLASER line that repeats a ROBOTLASER1 line is read
+// once (Log.Twins). A log without any laser reading before the damage, or
+// at all, is an error: there is nothing to build a mission from.
 func ParseCarmen(r io.Reader, name string) (*Log, error) {
 	src := &readErrs{r: r}
 	br := bufio.NewReader(src)
