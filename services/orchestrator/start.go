@@ -118,8 +118,10 @@ func (s *Server) existing(ctx context.Context, rec *saga.Record, in *orchestrato
 
 // sameRequest reports whether rec was created by in: its stored input is
 // the request as normalized then (defaults filled in, wait cleared), so a
-// repeat equals it field for field, the mission id aside. An input that does not decode (a record
-// written by hand) is taken as the same, as every repeat was before.
+// repeat equals it field for field, the mission id aside. Its fault plan is
+// normalized again, as a record of an earlier release stored it as sent.
+// An input that does not decode (a record written by hand) is taken as the
+// same, as every repeat was before.
 func (s *Server) sameRequest(ctx context.Context, rec *saga.Record, in *orchestratorv1.StartMissionRequest) bool {
 	var stored orchestratorv1.StartMissionRequest
 	if err := proto.Unmarshal(rec.Input, &stored); err != nil {
@@ -129,6 +131,7 @@ func (s *Server) sameRequest(ctx context.Context, rec *saga.Record, in *orchestr
 	// The key names the mission, whatever the input says: a record moved
 	// to another key (an operator's rename) keeps its old id there.
 	stored.MissionId = in.GetMissionId()
+	normalizeFaults(stored.GetFaults())
 	return proto.Equal(&stored, in)
 }
 
