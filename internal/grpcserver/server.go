@@ -69,6 +69,9 @@ const (
 	// missions on each service (the orchestrator's waiting StartMission
 	// calls are the longest held).
 	DefaultStreamWorkers = 64
+	// DefaultHTTPReadTimeout bounds the read of an HTTP request, body
+	// included (the console's login form is the largest, under a KiB).
+	DefaultHTTPReadTimeout = 30 * time.Second
 )
 
 // httpShutdownTimeout bounds the drain of the HTTP side port; what it serves
@@ -91,6 +94,11 @@ type Config struct {
 	// plaintext, which callers allow only on loopback or when told to
 	// (docs/security.md).
 	Creds credentials.TransportCredentials
+	// HTTPReadTimeout bounds the read of a request on the HTTP port, its
+	// body included, so that a client sending slowly cannot hold a
+	// connection. It does not bound responses: net/http lifts the read
+	// deadline once the request is read, and a live feed streams on.
+	HTTPReadTimeout time.Duration
 	// EnablePprof serves /debug/pprof on the HTTP port. Off by default: a
 	// profile or heap dump is for the operator, not for whoever reaches
 	// the port.
@@ -145,7 +153,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.HTTPAddr == "":
 		return c, errors.New("grpcserver: empty HTTPAddr")
 	case c.GracePeriod < 0, c.MaxMessageBytes < 0, c.StreamWorkers < 0, c.KeepaliveMinTime < 0, c.KeepaliveTime < 0, c.KeepaliveTimeout < 0, c.MaxConnectionAge < 0,
-		c.ReadyInterval < 0, c.UnreadyAfter < 0:
+		c.ReadyInterval < 0, c.UnreadyAfter < 0, c.HTTPReadTimeout < 0:
 		return c, fmt.Errorf("grpcserver: negative duration or size in %+v", c)
 	}
 	setDefault(&c.GracePeriod, DefaultGracePeriod)
@@ -157,6 +165,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.StreamWorkers, DefaultStreamWorkers)
 	setDefault(&c.ReadyInterval, DefaultReadyInterval)
 	setDefault(&c.UnreadyAfter, DefaultUnreadyAfter)
+	setDefault(&c.HTTPReadTimeout, DefaultHTTPReadTimeout)
 	return c, nil
 }
 
@@ -315,6 +324,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Handler:           mux,
 		BaseContext:       func(net.Listener) context.Context { return httpCtx },
 		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       cfg.HTTPReadTimeout,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

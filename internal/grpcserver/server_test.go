@@ -897,3 +897,74 @@ func TestHandleMountsPagesAndShutdownEndsLongResponses(t *testing.T) {
 	}
 	<-feedDone
 }
+
+// dribble is a request body that sends one byte per interval.
+type dribble struct {
+	left     int
+	interval time.Duration
+}
+
+func (d *dribble) Read(p []byte) (int, error) {
+	if d.left == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(d.interval)
+	d.left--
+	p[0] = 'x'
+	return 1, nil
+}
+
+// TestHTTPReadTimeoutCutsSlowBodiesNotLongResponses: a request body sent
+// slower than HTTPReadTimeout is cut off, while a response that streams
+// for longer than it (a live feed) is not.
+func TestHTTPReadTimeoutCutsSlowBodiesNotLongResponses(t *testing.T) {
+	tel, _ := setupTelemetry(t, "orchestrator")
+	srv, err := grpcserver.New(grpcserver.Config{Service: "orchestrator", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", HTTPReadTimeout: 300 * time.Millisecond},
+		grpcserver.Deps{Telemetry: tel, Logger: telemetry.NewLogger(io.Discard, "orchestrator", slog.LevelInfo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodyRead := make(chan error, 1)
+	srv.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			_, err := io.ReadAll(r.Body)
+			bodyRead <- err
+			return
+		}
+		for i := range 10 { // one second of response, past the read timeout
+			_, _ = fmt.Fprint(w, i)
+			_ = http.NewResponseController(w).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	base := "http://" + srv.HTTPAddr().String()
+
+	resp, err := http.Get(base + "/feed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != "0123456789" {
+		t.Errorf("a response streaming past the read timeout: %q, %v; want all of it", body, err)
+	}
+
+	go func() {
+		// 30 bytes at 100 ms each: 3 s of body against a 300 ms timeout.
+		if resp, err := http.Post(base+"/slow", "text/plain", &dribble{left: 30, interval: 100 * time.Millisecond}); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case err := <-bodyRead:
+		if err == nil {
+			t.Error("a body sent slower than the read timeout was read whole")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow body's handler never returned")
+	}
+}
