@@ -165,11 +165,7 @@ func serverCreds(c serviceConfig, log *slog.Logger) (credentials.TransportCreden
 		// certificate is verified when one is presented.
 		opts.ClientAuth = meshtls.ClientAuthOptional
 	}
-	for n := range strings.SplitSeq(c.sec.allowedClients, ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			opts.AllowedClients = append(opts.AllowedClients, n)
-		}
-	}
+	opts.AllowedClients = splitList(c.sec.allowedClients)
 	opts.OnRefused = refusalLog(log)
 	creds, err := meshtls.ServerCredentials(src, opts)
 	return creds, src, err
