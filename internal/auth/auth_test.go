@@ -472,3 +472,84 @@ func TestJWKSFetchIsNotTheCallersWait(t *testing.T) {
 		t.Errorf("%d fetches, want 3 (the first load, the periodic one, the rotation's)", n)
 	}
 }
+
+// TestRotatedKidWaitsForTheFetchUnderWay: tokens naming a kid the set
+// lacks, arriving while a fetch is under way (the periodic one another call
+// started), wait for that fetch instead of being refused because a fetch
+// was claimed a moment ago; they start no fetch of their own.
+func TestRotatedKidWaitsForTheFetchUnderWay(t *testing.T) {
+	t.Parallel()
+	var issuers [2]*authtest.Issuer
+	for i, name := range []string{"old", "rotated"} {
+		var err error
+		if issuers[i], err = authtest.NewIssuer(t.TempDir(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var served atomic.Pointer[string]
+	served.Store(&issuers[0].JWKSFile)
+	var fetches atomic.Int32
+	entered, release := make(chan struct{}, 4), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fetches.Add(1) > 1 {
+			entered <- struct{}{}
+			<-release
+		}
+		http.ServeFile(w, r, *served.Load())
+	}))
+	defer srv.Close()
+	var releaseOnce sync.Once
+	releaseFetch := func() { releaseOnce.Do(func() { close(release) }) }
+	defer releaseFetch() // before srv.Close, which waits for the handler
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	j, err := auth.NewJWKS(context.Background(), auth.JWKSConfig{Source: srv.URL, Audience: "mesh", Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(i int) string {
+		tok, err := issuers[i].Token(authtest.RS256, "operator", "mesh", clock().Add(-time.Minute), clock().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+
+	served.Store(&issuers[1].JWKSFile)
+	mu.Lock()
+	now = now.Add(6 * time.Minute)
+	mu.Unlock()
+	if _, err := j.Verify(context.Background(), token(0)); err != nil {
+		t.Fatalf("the call that found the periodic fetch due: %v", err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no periodic fetch within 10 s")
+	}
+	const callers = 3
+	results := make(chan error, callers)
+	for range callers {
+		go func() { _, err := j.Verify(context.Background(), token(1)); results <- err }()
+	}
+	select {
+	case err := <-results:
+		t.Fatalf("a rotated kid was answered (%v) before the fetch under way ended", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	releaseFetch()
+	for range callers {
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Errorf("rotated kid after the fetch under way: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a rotated kid still waiting 10 s after the fetch was released")
+		}
+	}
+	if n := fetches.Load(); n != 2 {
+		t.Errorf("%d fetches, want 2 (the first load and the periodic one)", n)
+	}
+}

@@ -71,6 +71,8 @@ type JWKS struct {
 	keys      map[string]crypto.PublicKey // by kid
 	fetched   time.Time
 	fileStamp time.Time
+	// inflight is closed when the URL fetch under way ends; nil when none is.
+	inflight chan struct{}
 }
 
 // NewJWKS loads the key set once (failing when it cannot be read or holds
@@ -175,21 +177,25 @@ func (j *JWKS) refresh(ctx context.Context) error {
 // happened to come when the five minutes were up (nor, since every token
 // is tried as a JWT first, the static tokens' callers), and a caller that
 // gives up must not cancel the fetch for the others. Only a token naming a
-// kid the set lacks (keys rotated) waits for the fetch it started, up to
-// its own deadline.
+// kid the set lacks (keys rotated) waits, up to its own deadline, for the
+// fetch it started or for the one under way: the rotated keys may be in
+// that one, whichever call started it.
 func (j *JWKS) maybeRefresh(ctx context.Context, unknownKid bool) {
 	j.mu.Lock()
 	age := j.cfg.Now().Sub(j.fetched)
 	stamp := j.fileStamp
 	due := false
+	var done chan struct{}
 	if j.isURL() {
 		due = age > jwksRefresh || (unknownKid && age > jwksMinRefetch)
 		if due {
 			// Claim the fetch: calls arriving meanwhile (say, a burst of
-			// tokens naming made-up kids) use the keys at hand instead of
-			// each sending the identity provider a request.
+			// tokens naming made-up kids) wait for it or use the keys at
+			// hand instead of each sending the identity provider a request.
 			j.fetched = j.cfg.Now()
+			j.inflight = make(chan struct{})
 		}
+		done = j.inflight
 	}
 	j.mu.Unlock()
 	if !j.isURL() && age > time.Second {
@@ -201,21 +207,24 @@ func (j *JWKS) maybeRefresh(ctx context.Context, unknownKid bool) {
 			j.mu.Unlock()
 		}
 	}
-	if !due {
-		return
-	}
-	if !j.isURL() {
+	if due && !j.isURL() {
 		j.reload(ctx)
 		return
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), jwksFetchTimeout)
-		defer cancel()
-		j.reload(fctx)
-	}()
-	if !unknownKid {
+	if due {
+		go func() {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), jwksFetchTimeout)
+			defer cancel()
+			j.reload(fctx)
+			j.mu.Lock()
+			if j.inflight == done {
+				j.inflight = nil
+			}
+			j.mu.Unlock()
+			close(done)
+		}()
+	}
+	if !unknownKid || done == nil {
 		return
 	}
 	select {
