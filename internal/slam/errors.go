@@ -1,6 +1,9 @@
 package slam
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // The sentinel errors below are the domain's vocabulary of failure. Services
 // test for them with errors.Is and map each to one gRPC code and ErrorInfo
@@ -36,3 +39,28 @@ var (
 	// cells they both observed, which means a wrong pose or a changed world.
 	ErrInconsistent = errors.New("slam: inconsistent maps")
 )
+
+// sentinels are the errors Detail takes out of a message.
+var sentinels = []error{
+	ErrInvalidArgument, ErrTooLarge, ErrCapacity, ErrInsufficientData,
+	ErrInsufficientOverlap, ErrAmbiguousMatch, ErrInconsistent,
+}
+
+// Detail is err's message for a user: err.Error() with the text of every
+// sentinel above taken out where a detail follows it ("slam: insufficient
+// data: the anchor placed…" reads "the anchor placed…"), and only its
+// "slam: " where none does. The sentinels name a Go error value for
+// errors.Is; the services report the category as the status's ErrorInfo
+// reason, so the message need not repeat it. Detail(nil) is "".
+func Detail(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	for _, s := range sentinels {
+		text := s.Error()
+		msg = strings.ReplaceAll(msg, text+": ", "")
+		msg = strings.ReplaceAll(msg, text, strings.TrimPrefix(text, "slam: "))
+	}
+	return msg
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/slammesh/slammesh/internal/mapstore"
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/grid"
 	"github.com/slammesh/slammesh/internal/slamproto"
 )
@@ -133,7 +134,7 @@ func MapOf(m *typesv1.GridMeta) (*GivenMap, error) {
 	}
 	meta, err := slamproto.MetaFromProto(m)
 	if err != nil {
-		return nil, rpcerr.InvalidArgument("map_meta", err.Error())
+		return nil, rpcerr.InvalidArgument("map_meta", slam.Detail(err))
 	}
 	enc, err := mapstore.EncodeMeta(meta)
 	if err != nil {

@@ -1,12 +1,53 @@
 package localization
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/match"
+	"github.com/slammesh/slammesh/internal/slamproto"
 )
+
+// TestStatusMessagesCarryNoSentinelText: what a caller reads (slamctl get,
+// the console) says what is wrong, not the name of a Go error value; the
+// category is the status's reason.
+func TestStatusMessagesCarryNoSentinelText(t *testing.T) {
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	agents := []slamproto.Agent{{ID: "robot-0", Anchor: true}, {ID: "robot-1"}}
+	for _, c := range []struct {
+		err  error
+		code codes.Code
+		want string
+	}{
+		{
+			&localizeError{err: fmt.Errorf("%w: the anchor placed at its guess leaves no wall inside the mission map", slam.ErrInsufficientData), agents: agents},
+			codes.FailedPrecondition,
+			"the anchor robot-0 gives no reference to localize against: the anchor placed at its guess leaves no wall inside the mission map",
+		},
+		{
+			fmt.Errorf("%w: agent 1: scan 3 has 5 beams and angle_increment 0", slam.ErrInvalidArgument),
+			codes.InvalidArgument,
+			"agent 1: scan 3 has 5 beams and angle_increment 0",
+		},
+		{
+			&slamproto.FieldError{Field: "agents[1].submap", Err: fmt.Errorf("%w: resolution -1 m", slam.ErrInvalidArgument)},
+			codes.InvalidArgument,
+			"resolution -1 m",
+		},
+	} {
+		st := status.Convert(s.toStatus(context.Background(), c.err))
+		if st.Code() != c.code || !strings.Contains(st.Message(), c.want) || strings.Contains(st.Message(), "slam: ") {
+			t.Errorf("toStatus(%v) = %v %q, want %v with %q and no \"slam: \"", c.err, st.Code(), st.Message(), c.code, c.want)
+		}
+	}
+}
 
 // TestFailureDetailCrowd: a wide search refused because its best pose does
 // not stand clear of the others says so with the margin and its threshold,

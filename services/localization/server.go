@@ -324,7 +324,7 @@ func (e *localizeError) Unwrap() error { return e.err }
 func failureDetail(err error) string {
 	var le *match.LocalizationError
 	if !errors.As(err, &le) {
-		return err.Error()
+		return slam.Detail(err)
 	}
 	r := le.Result
 	switch {
@@ -391,17 +391,17 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	)
 	switch {
 	case errors.As(err, &fe):
-		return rpcerr.InvalidArgument(fe.Field, fe.Err.Error())
+		return rpcerr.InvalidArgument(fe.Field, slam.Detail(fe.Err))
 	case errors.As(err, &le) && errors.As(err, &ue):
 		return unlocalizedStatus(ue, le.agents)
 	case errors.Is(err, slam.ErrInvalidArgument):
-		return rpcerr.InvalidArgument("agents", err.Error())
+		return rpcerr.InvalidArgument("agents", slam.Detail(err))
 	case errors.As(err, &le) && errors.Is(err, slam.ErrInsufficientData):
 		// Outside an agent's own failure, only the anchor's data can be
 		// short: the team map starts from it (e.g. an anchor whose readings
 		// are all no-return beams). A business failure, not a retry.
 		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonInsufficientData,
-			"the anchor "+anchorID(le.agents)+" gives no reference to localize against: "+err.Error(), "agents", anchorID(le.agents))
+			"the anchor "+anchorID(le.agents)+" gives no reference to localize against: "+slam.Detail(err), "agents", anchorID(le.agents))
 	}
 	return stepserver.Status(ctx, s.log, ServiceName, Step, err)
 }

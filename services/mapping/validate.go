@@ -56,7 +56,7 @@ func specMeta(spec *typesv1.MapSpec) (grid.Meta, error) {
 	case err != nil:
 		// Every input was checked above, so this is a disagreement between
 		// these checks and the domain's; report it against the whole spec.
-		return grid.Meta{}, rpcerr.InvalidArgument("spec", err.Error())
+		return grid.Meta{}, rpcerr.InvalidArgument("spec", slam.Detail(err))
 	}
 	return meta, nil
 }

@@ -416,7 +416,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 			"changed_share", strconv.FormatFloat(incErr.ChangedShare, 'f', 4, 64),
 			"max_changed_share", strconv.FormatFloat(incErr.MaxChangedShare, 'f', 4, 64))
 	case errors.Is(err, slam.ErrInvalidArgument):
-		return rpcerr.InvalidArgument("agents", err.Error())
+		return rpcerr.InvalidArgument("agents", slam.Detail(err))
 	case errors.As(err, &noMap):
 		return rpcerr.New(codes.NotFound, rpcerr.ReasonMapNotFound, noMap.Error(), "mission_id", noMap.missionID, "map_id", noMap.mapID)
 	case errors.Is(err, errMapChanged):

@@ -59,7 +59,7 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 		// not a mission that compensates. Its submaps are integrated while
 		// the mission begins.
 		if release, err = s.mission.scenarios.Prepare(sc); err != nil {
-			return nil, rpcerr.InvalidArgument("scenario", err.Error())
+			return nil, rpcerr.InvalidArgument("scenario", detail(err))
 		}
 	}
 	input, err := proto.Marshal(in)

@@ -398,12 +398,11 @@ func checkFaults(plan *typesv1.FaultPlan) error {
 
 func isStep(name string) bool { return slices.Contains(stepNames[:], name) }
 
-// detail is err's message for a user: without the domain's package
-// prefixes ("slam: ", "world: ") and its "invalid argument: " sentinel,
-// which name Go errors, not what is wrong with the field.
+// detail is err's message for a user: slam.Detail's, without the domain's
+// package prefixes ("slam: ", "world: "), which name Go packages, not what
+// is wrong with the field.
 func detail(err error) string {
-	msg := strings.TrimPrefix(err.Error(), slam.ErrInvalidArgument.Error()+": ")
-	msg = strings.TrimPrefix(msg, "world: ")
+	msg := strings.TrimPrefix(slam.Detail(err), "world: ")
 	return strings.TrimPrefix(msg, "slam: ")
 }
 
