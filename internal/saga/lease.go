@@ -166,6 +166,12 @@ func (e *Engine) act(ctx context.Context, l lease, n leaseNote) {
 	e.mu.Unlock()
 	attrs := []slog.Attr{slog.String("mission_id", l.key), slog.Int64("epoch", l.epoch)}
 	switch {
+	case n.gone:
+		e.metrics.leasesLost.Add(ctx, 1, e.metrics.defAttr)
+		e.log.LogAttrs(ctx, slog.LevelError, "saga record gone while the saga ran: Redis lost it (restarted without persistence, flushed, or failed over); stopping", attrs...)
+		if r != nil {
+			r.halt(&RecordGoneError{Op: fmt.Sprintf("renew the lease of %s at epoch %d", l.key, l.epoch)})
+		}
 	case n.lost:
 		e.metrics.leasesLost.Add(ctx, 1, e.metrics.defAttr)
 		e.log.LogAttrs(ctx, slog.LevelWarn, "saga lease lost to another engine: stopping without further writes", attrs...)

@@ -423,6 +423,40 @@ func TestRenewalHaltsARunWhoseSagaWasTakenOver(t *testing.T) {
 	}
 }
 
+// TestRenewalHaltsARunWhoseRecordIsGone: Redis lost the record while the
+// saga ran (a restart without persistence, a flush). The run stops as a
+// fenced one, writing nothing, and its error says the record is gone
+// rather than that another owner took it over.
+func TestRenewalHaltsARunWhoseRecordIsGone(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{})
+	f := newFixture(t, map[string]behaviour{"b": {act: func(ctx context.Context, _ *Exec) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	}}})
+	a := f.replica(t, "A", testLease, Options{})
+	if _, _, err := a.Start(t.Context(), "m", "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	done := runInBackground(a, "m")
+	awaitClosed(t, started, "A to call step b")
+	if err := f.rdb.Del(t.Context(), RecordKey("m")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := awaitRunResult(t, done)
+	var gone *RecordGoneError
+	if !errors.Is(r.err, ErrFenced) || !errors.As(r.err, &gone) || strings.Contains(r.err.Error(), "another owner") {
+		t.Fatalf("A's Run = %v, want a RecordGoneError (ErrFenced) that names no other owner", r.err)
+	}
+	if n := f.rdb.Exists(t.Context(), RecordKey("m")).Val(); n != 0 {
+		t.Errorf("the halted run wrote the record again")
+	}
+	if got, want := f.calls.get(), []string{"a#1", "b#1"}; !slices.Equal(got, want) {
+		t.Errorf("calls = %v, want %v (no compensation of a lost saga)", got, want)
+	}
+}
+
 func TestRenewalStopsAStepCancelledFromAnotherReplica(t *testing.T) {
 	t.Parallel()
 	started := make(chan struct{})

@@ -52,6 +52,23 @@ var (
 	ErrFenced = errors.New("saga fenced: another owner took it over")
 )
 
+// RecordGoneError is the fencing of a saga whose record vanished while an
+// engine drove it: Redis lost it (restarted without persistence, flushed,
+// or failed over to a replica that never had it). It is ErrFenced — the
+// engine stops at once and writes nothing more — but says what happened,
+// since no other owner exists.
+type RecordGoneError struct {
+	// Op is the write or renewal that found the record gone.
+	Op string
+}
+
+func (e *RecordGoneError) Error() string {
+	return e.Op + ": the saga record is gone: Redis lost it (restarted without persistence, flushed, or failed over)"
+}
+
+// Is makes a RecordGoneError ErrFenced for errors.Is.
+func (e *RecordGoneError) Is(target error) bool { return target == ErrFenced }
+
 // Store keeps saga records in Redis.
 //
 // Every write of a running saga is one EVALSHA of a Lua script that checks the

@@ -145,6 +145,31 @@ func TestSaveWithStaleEpochWritesNothing(t *testing.T) {
 	}
 }
 
+// TestSaveOfAGoneRecordWritesNothing: a save after Redis lost the record
+// writes nothing (no half record, no events) and says the record is gone.
+func TestSaveOfAGoneRecordWritesNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	rec := fullRecord("m")
+	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
+	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rdb.Del(t.Context(), RecordKey("m"), eventsKey("m")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec.State = Compensated
+	rec.EndedAt = time.Now()
+	err := f.store.Save(t.Context(), rec, Event{Type: EventMissionCompensated, MissionID: "m"})
+	var gone *RecordGoneError
+	if !errors.Is(err, ErrFenced) || !errors.As(err, &gone) {
+		t.Fatalf("Save = %v, want a RecordGoneError (ErrFenced)", err)
+	}
+	if n := f.rdb.Exists(t.Context(), RecordKey("m"), eventsKey("m")).Val(); n != 0 {
+		t.Errorf("Save of a gone record wrote the record or events")
+	}
+}
+
 func TestList(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)

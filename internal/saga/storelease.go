@@ -158,8 +158,9 @@ type lease struct {
 type leaseNote struct {
 	// i indexes the leases passed to renew.
 	i int
-	// lost: another engine took the saga over, or its record is gone.
-	lost bool
+	// lost: another engine took the saga over, or (gone) its record is
+	// gone.
+	lost, gone bool
 	// cancelReason is set when a cancellation was recorded while the saga
 	// runs forward.
 	cancelReason string
@@ -237,9 +238,9 @@ func (s *Store) renew(ctx context.Context, leases []lease) ([]leaseNote, error) 
 		}
 		switch kind {
 		case "ok", "ended":
-		case "lost":
+		case "lost", "gone":
 			s.idx.forget(leases[i].key)
-			notes = append(notes, leaseNote{i: i, lost: true})
+			notes = append(notes, leaseNote{i: i, lost: true, gone: kind == "gone"})
 		case "cancelled":
 			reason := ""
 			if len(reply) > 1 {

@@ -220,6 +220,9 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 	}
 	if fenced {
 		s.idx.forget(rec.Key)
+		if stored, _ := reply[1].(string); stored == "" { // the script's reply when no epoch is stored
+			return &RecordGoneError{Op: fmt.Sprintf("save saga %s at epoch %d", rec.Key, rec.Epoch)}
+		}
 		return fmt.Errorf("save saga %s at epoch %d (stored %v): %w", rec.Key, rec.Epoch, reply[1], ErrFenced)
 	}
 	rec.markSaved(kv)
