@@ -80,8 +80,10 @@ type stackConfig struct {
 	owner            string
 	leaseTTL         time.Duration
 	recoveryInterval time.Duration
-	// maxWatchers caps the orchestrator's watchers (0: the default).
+	// maxWatchers caps the orchestrator's watchers (0: the default);
+	// lostCheck is how often an idle watch checks its mission exists.
 	maxWatchers int
+	lostCheck   time.Duration
 }
 
 func startStack(t *testing.T, cfg stackConfig) *stack {
@@ -176,6 +178,7 @@ func (st *stack) startOrchestrator(t *testing.T, cfg stackConfig) (*orchestrator
 			LeaseTTL:            cfg.leaseTTL,
 			RecoveryInterval:    cfg.recoveryInterval,
 			MaxWatchers:         cfg.maxWatchers,
+			LostCheckInterval:   cfg.lostCheck,
 		}, orchestrator.Deps{
 			Redis:        n.rdb,
 			GroupCommit:  groupCommit(n.rdb),

@@ -398,6 +398,40 @@ func TestPoisonEntrySkippedByWatchers(t *testing.T) {
 // Past MaxWatchers a watch fails RESOURCE_EXHAUSTED; a drain ends the open
 // watches and a StartMission wait at once with UNAVAILABLE, long before the
 // mission (whose merge attempt is held for seconds) ends.
+// TestWatchOfALostMissionEnds: when Redis loses a running mission (a
+// restart without persistence, FLUSHALL; here its record), no terminal event
+// will ever come. The watch ends NOT_FOUND, as GetMission answers, instead
+// of waiting forever on a watcher slot, and the slot serves the next watch.
+func TestWatchOfALostMissionEnds(t *testing.T) {
+	st := startStack(t, stackConfig{allowFaults: true, maxWatchers: 1, lostCheck: 100 * time.Millisecond,
+		policy: saga.Policy{AttemptTimeout: 5 * time.Second}})
+	id, _ := st.stalledMission(t, 61)
+	events, ended := openWatch(ctxT(t), st.client, id, "")
+	<-events
+	if err := st.rdb.Del(ctxT(t), saga.RecordKey(id)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if status.Code(err) != codes.NotFound {
+			t.Fatalf("watch of a lost mission ended with %v, want NOT_FOUND", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch of a lost mission still open 10 s after Redis lost it")
+	}
+	next, cancel := st.stalledMission(t, 62)
+	defer cancel()
+	events, ended = openWatch(ctxT(t), st.client, next, "")
+	select {
+	case e := <-events:
+		if e == nil {
+			t.Fatalf("the next watch got no slot: %v", <-ended)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the next watch got nothing in 10 s")
+	}
+}
+
 func TestWatcherCapAndDrainEndsWatches(t *testing.T) {
 	st := startStack(t, stackConfig{allowFaults: true, maxWatchers: 2, policy: saga.Policy{AttemptTimeout: 5 * time.Second}})
 	req := &orchestratorv1.StartMissionRequest{Scenario: small(51), Faults: &typesv1.FaultPlan{

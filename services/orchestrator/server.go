@@ -86,6 +86,12 @@ type Config struct {
 	// (TOO_MANY_WATCHERS), so a crowd of dashboards cannot starve missions
 	// (default progress.DefaultMaxWatchers, 1000).
 	MaxWatchers int
+	// LostCheckInterval is how often a watch (or a wait on a mission
+	// driven elsewhere) that received no event in that time checks that
+	// its mission still exists (default DefaultLostCheckInterval, 5s): a
+	// mission whose data Redis lost will never write the terminal event the
+	// watch waits for.
+	LostCheckInterval time.Duration
 }
 
 // Deps are the collaborators of a Server. Redis and the three step-service

@@ -181,7 +181,7 @@ func (s *Server) awaitEnd(ctx context.Context, key string) (*saga.Record, error)
 	if rec.State.Terminal() {
 		return rec, nil
 	}
-	if err := s.hub.Follow(ctx, key, last, func(progress.Event) error { return nil }); err != nil {
+	if err := s.follow(ctx, key, last, func(progress.Event) error { return nil }); err != nil {
 		return nil, s.watchError(ctx, "follow mission events", err)
 	}
 	if rec, err = s.store.Load(ctx, key); err != nil {

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -15,6 +17,7 @@ import (
 	"github.com/slammesh/slammesh/internal/progress"
 	"github.com/slammesh/slammesh/internal/progress/progressgrpc"
 	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/saga"
 )
 
 // watchBatch is how many events one stream read returns to a watcher.
@@ -68,7 +71,7 @@ func (s *Server) WatchMission(req *orchestratorv1.WatchMissionRequest, stream gr
 		return nil
 	}
 	if !rec.State.Terminal() {
-		err = s.hub.Follow(ctx, key, from, send)
+		err = s.follow(ctx, key, from, send)
 	} else {
 		err = s.replay(ctx, key, from, send)
 	}
@@ -76,6 +79,54 @@ func (s *Server) WatchMission(req *orchestratorv1.WatchMissionRequest, stream gr
 		return nil
 	}
 	return s.watchError(ctx, "watch mission", err)
+}
+
+// DefaultLostCheckInterval is Config.LostCheckInterval's default.
+const DefaultLostCheckInterval = 5 * time.Second
+
+// follow is the hub's Follow of mission key's events after after, ended
+// with the mission's NOT_FOUND status when its record disappears
+// meanwhile. Redis that restarted without persistence, was flushed, or
+// failed over to a replica that lacked the mission has lost its saga, so
+// no terminal event will ever be written: without the check, the watch
+// would wait forever and hold a watcher slot. The record is read only
+// after LostCheckInterval without an event.
+func (s *Server) follow(ctx context.Context, key, after string, fn func(progress.Event) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	every := s.cfg.LostCheckInterval
+	if every <= 0 {
+		every = DefaultLostCheckInterval
+	}
+	var heard atomic.Bool
+	go func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if heard.Swap(false) {
+				continue
+			}
+			if _, err := s.store.Load(ctx, key); errors.Is(err, saga.ErrNotFound) {
+				s.log.WarnContext(ctx, "mission record gone while its events were followed: Redis lost it (restarted without persistence, flushed, or failed over)",
+					slog.String("mission_id", key))
+				cancel(s.loadError(ctx, key, err))
+				return
+			}
+		}
+	}()
+	err := s.hub.Follow(ctx, key, after, func(e progress.Event) error {
+		heard.Store(true)
+		return fn(e)
+	})
+	if cause := context.Cause(ctx); err != nil && rpcerr.IsStatus(cause) {
+		return cause
+	}
+	return err
 }
 
 // watchError turns the error of a watch or wait into its status: the
