@@ -94,7 +94,7 @@ func specFor(cfg serviceConfig, opts redisConn) nodeSpec {
 	case mapping.ServiceName:
 		spec.interceptors = stepInterceptors(mapping.ServiceName, mapping.ActionMethods, mapping.CompensationMethods)
 		spec.register = func(_ context.Context, n *node) error {
-			s := mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells, RetainedCells: cfg.retainedCells}, n.rdb, stepBarrier(n), n.log)
+			s := mapping.NewServer(mapping.Config{CapacityCells: cfg.capacityCells, RetainedCells: cfg.retainedCells, KeepNoMaps: cfg.retainedCells == 0}, n.rdb, stepBarrier(n), n.log)
 			if n.group != nil {
 				s.WithGroupCommit(n.group)
 			}

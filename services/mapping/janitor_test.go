@@ -143,6 +143,36 @@ func TestJanitorPassTakesRoundTripsPerPage(t *testing.T) {
 	}
 }
 
+// TestKeepNoMapsEvictsEveryCompletedMap: with KeepNoMaps (the flag's
+// --retained-cells 0, "none kept"), a pass evicts every completed
+// mission's map, where a RetainedCells of 0 alone means the default.
+func TestKeepNoMapsEvictsEveryCompletedMap(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	e := start(t, mapping.Config{CapacityCells: n * officeCells, KeepNoMaps: true})
+	ctx := steptest.Context(t)
+	allocateFinished(t, e, "done", n)
+	setState(t, e.Redis, "next", saga.Running)
+	if err := allocate(t, e, "next"); err != nil { // a full budget: a pass runs
+		t.Fatalf("the allocation after the pass: %v", err)
+	}
+	for i := range n {
+		if m := fmt.Sprintf("done-%02d", i); mapExists(t, e.Redis, m) {
+			t.Errorf("map of %s kept, want none kept", m)
+		}
+	}
+	if !mapExists(t, e.Redis, "next") {
+		t.Error("the running mission's map is gone")
+	}
+	u, err := mapstore.ReadUsage(ctx, e.Redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Retained != 0 {
+		t.Errorf("usage %+v: retained cells left", u)
+	}
+}
+
 // passStarts counts the janitor passes a client runs: each lists the maps
 // held from the first (ZRANGE of the maps' sorted set from 0), or, for a
 // refused allocation, the maps in flight (ZDIFF of the maps' sorted set).

@@ -90,8 +90,12 @@ type Config struct {
 	// RetainedCells is the budget of grid cells the maps of completed
 	// missions share while their missions' retention runs; past it the
 	// oldest are evicted (deleted before their mission expires). Never a
-	// running mission's map.
+	// running mission's map. 0 means DefaultRetainedCells.
 	RetainedCells uint64
+	// KeepNoMaps evicts every completed mission's map at the janitor's
+	// next pass, whatever RetainedCells says (`--retained-cells 0`): a
+	// deployment that reads maps only while their missions run.
+	KeepNoMaps bool
 	// JanitorInterval is the time between two passes of RunJanitor.
 	JanitorInterval time.Duration
 	// ReservationGrace is the age past which the janitor drops a capacity
@@ -126,7 +130,10 @@ func NewServer(cfg Config, rdb redis.UniversalClient, b *barrier.Barrier, log *s
 	if cfg.CapacityCells == 0 {
 		cfg.CapacityCells = DefaultCapacityCells
 	}
-	if cfg.RetainedCells == 0 {
+	switch {
+	case cfg.KeepNoMaps:
+		cfg.RetainedCells = 0
+	case cfg.RetainedCells == 0:
 		cfg.RetainedCells = DefaultRetainedCells
 	}
 	if cfg.JanitorInterval <= 0 {
