@@ -382,7 +382,7 @@ func (p *redisProbe) close() {
 	}
 }
 
-// snapshot reads INFO stats and commandstats (of every master, summed, on
+// snapshot reads INFO server, stats and commandstats (of every master, summed, on
 // a Cluster); nil when p is nil or a read fails (a bench is not failed for
 // its Redis figures).
 func (p *redisProbe) snapshot(ctx context.Context) *redisCounters {
@@ -416,7 +416,7 @@ func (p *redisProbe) snapshot(ctx context.Context) *redisCounters {
 
 // readCounters reads one server's counters.
 func readCounters(ctx context.Context, rdb *redis.Client) (redisCounters, error) {
-	s, err := rdb.Info(ctx, "stats", "commandstats").Result()
+	s, err := rdb.Info(ctx, "server", "stats", "commandstats").Result()
 	if err != nil {
 		return redisCounters{}, err
 	}

@@ -45,6 +45,11 @@ type redisCounters struct {
 	// servers is how many servers' counters are summed (the masters of a
 	// Cluster): each ran one INFO of the probe's per snapshot.
 	servers int64
+	// runIDs are the servers' run_id (INFO server), sorted: a server
+	// that restarted has another, and its counters started again from 0.
+	runIDs []string
+	// restarted is set by sub when the run ids differ.
+	restarted bool
 }
 
 // add sums o into c (a Cluster's masters).
@@ -52,6 +57,8 @@ func (c *redisCounters) add(o redisCounters) {
 	c.commands += o.commands
 	c.reads += o.reads
 	c.servers += o.servers
+	c.runIDs = append(c.runIDs, o.runIDs...)
+	slices.Sort(c.runIDs)
 	for name, n := range o.calls {
 		c.calls[name] += n
 	}
@@ -73,6 +80,8 @@ func parseRedisInfo(info string) (redisCounters, error) {
 			c.commands, _ = strconv.ParseInt(val, 10, 64)
 		case key == "total_reads_processed":
 			c.reads, _ = strconv.ParseInt(val, 10, 64)
+		case key == "run_id":
+			c.runIDs = []string{val}
 		case strings.HasPrefix(key, "cmdstat_"):
 			calls, _, _ := strings.Cut(strings.TrimPrefix(val, "calls="), ",")
 			if n, err := strconv.ParseInt(calls, 10, 64); err == nil && strings.HasPrefix(val, "calls=") {
@@ -91,7 +100,8 @@ func parseRedisInfo(info string) (redisCounters, error) {
 // the read of the second INFO by itself (on each server summed).
 func (c redisCounters) sub(before redisCounters) redisCounters {
 	own := max(c.servers, 1)
-	d := redisCounters{commands: c.commands - before.commands - own, reads: c.reads - before.reads - own, calls: map[string]int64{}, servers: c.servers}
+	d := redisCounters{commands: c.commands - before.commands - own, reads: c.reads - before.reads - own, calls: map[string]int64{}, servers: c.servers,
+		restarted: !slices.Equal(c.runIDs, before.runIDs)}
 	for name, n := range c.calls {
 		if n -= before.calls[name]; name == "info" {
 			n -= own
@@ -110,8 +120,12 @@ func printRedisDelta(w io.Writer, delta redisCounters, missions int) {
 		fmt.Fprintln(w, "redis    no completed mission to charge commands to")
 		return
 	}
+	if delta.restarted {
+		fmt.Fprintln(w, "redis    Redis restarted (or a Cluster failed over) during the bench: its counters started again, no counts per mission")
+		return
+	}
 	if delta.commands < 0 || delta.reads < 0 {
-		fmt.Fprintln(w, "redis    the counters went back (Redis restarted, or CONFIG RESETSTAT, during the bench): no counts per mission")
+		fmt.Fprintln(w, "redis    the counters went back (CONFIG RESETSTAT during the bench): no counts per mission")
 		return
 	}
 	per := func(n int64) float64 { return float64(n) / float64(missions) }

@@ -392,10 +392,26 @@ func TestRedisCountersDelta(t *testing.T) {
 	out.Reset()
 	printRedisDelta(&out, before.sub(after), 10)
 	if !strings.Contains(out.String(), "counters went back") || strings.Contains(out.String(), "round trips") {
-		t.Errorf("counters reset during the bench (a Redis restart) printed:\n%s", out.String())
+		t.Errorf("counters reset during the bench (CONFIG RESETSTAT) printed:\n%s", out.String())
 	}
 	if _, err := parseRedisInfo("total_commands_processed:1\n"); err == nil {
 		t.Error("INFO without total_reads_processed parsed")
+	}
+
+	// A Redis that restarted early in the bench counts past the first
+	// snapshot again: only its run_id tells.
+	first, err := parseRedisInfo("# Server\r\nrun_id:aaaa\r\n# Stats\r\ntotal_commands_processed:100\r\ntotal_reads_processed:50\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := parseRedisInfo("run_id:bbbb\ntotal_commands_processed:5000\ntotal_reads_processed:300\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	printRedisDelta(&out, again.sub(first), 10)
+	if !strings.Contains(out.String(), "Redis restarted") || strings.Contains(out.String(), "round trips") {
+		t.Errorf("a Redis restart with counters past the start printed:\n%s", out.String())
 	}
 }
 
