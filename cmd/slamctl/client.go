@@ -6,6 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"strconv"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -73,7 +76,31 @@ func parseGlobal(args []string, getenv func(string) string, stderr io.Writer) (g
 	if err := fs.Parse(args); err != nil {
 		return g, nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
+	if err := checkAddr("addr", "SLAMCTL_ADDR", g.addr); err != nil {
+		return g, nil, err
+	}
+	if err := checkAddr("mapping-addr", "SLAMCTL_MAPPING_ADDR", g.mappingAddr); err != nil {
+		return g, nil, err
+	}
 	return g, fs.Args(), nil
+}
+
+// checkAddr refuses an address no dial can reach (no port, a port that is
+// not a number in 1-65535), which gRPC would report only as UNAVAILABLE,
+// retried for --reconnect as if the server were down. A target with a
+// resolver scheme (dns:///…, unix:…) is left to gRPC.
+func checkAddr(name, env, addr string) error {
+	if strings.Contains(addr, "://") || strings.HasPrefix(addr, "unix:") {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: --%s %q (or %s): want host:port: %w", errUsage, name, addr, env, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%w: --%s %q (or %s): port %q is not a number in 1-65535", errUsage, name, addr, env, port)
+	}
+	return nil
 }
 
 func envOr(getenv func(string) string, key, def string) string {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"io"
+	"strings"
 	"testing"
 )
 
@@ -16,5 +18,36 @@ func TestTokenIsNeverSentInPlaintextOffLoopback(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUndiallableAddressIsAUsageError: a typo in an address fails at once
+// (exit 2) naming the flag, not as an outage retried for --reconnect.
+func TestUndiallableAddressIsAUsageError(t *testing.T) {
+	env := func(string) string { return "" }
+	for _, args := range [][]string{
+		{"--addr", "127.0.0.1:500501", "list"},
+		{"--addr", "127.0.0.1:port", "list"},
+		{"--addr", "localhost", "list"},
+		{"--mapping-addr", "127.0.0.1:0", "map", "m"},
+	} {
+		_, _, err := parseGlobal(args, env, io.Discard)
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%v: %v, want a usage error naming %s", args, err, args[0])
+		}
+	}
+	for _, addr := range []string{"localhost:50051", "[::1]:50051", "dns:///orchestrator.mesh:50051", "unix:///run/slammesh.sock"} {
+		if _, _, err := parseGlobal([]string{"--addr", addr, "list"}, env, io.Discard); err != nil {
+			t.Errorf("--addr %s: %v", addr, err)
+		}
+	}
+	bad := func(k string) string {
+		if k == "SLAMCTL_ADDR" {
+			return "orchestrator:5005l"
+		}
+		return ""
+	}
+	if _, _, err := parseGlobal([]string{"list"}, bad, io.Discard); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "SLAMCTL_ADDR") {
+		t.Errorf("SLAMCTL_ADDR with a bad port: %v, want a usage error naming it", err)
 	}
 }

@@ -115,12 +115,16 @@ func (s *Server) DeleteMission(ctx context.Context, req *orchestratorv1.DeleteMi
 	}
 	switch err := s.store.Delete(ctx, key, time.Now()); {
 	case errors.Is(err, saga.ErrNotFinished):
-		cur := rec.State
+		cur, cancelled := rec.State, rec.Cancelled
 		if fresh, lerr := s.store.Load(ctx, key); lerr == nil {
-			cur = fresh.State
+			cur, cancelled = fresh.State, fresh.Cancelled
+		}
+		advice := "cancel it first"
+		if cur == saga.Compensating || cancelled {
+			advice = "its compensation is under way; delete it once that ends (slamctl watch follows it)"
 		}
 		return nil, rpcerr.New(codes.FailedPrecondition, reasonMissionNotFinished,
-			fmt.Sprintf("mission %q is %s: only a finished mission can be deleted; cancel it first", key, missionStates[cur]))
+			fmt.Sprintf("mission %q is %s: only a finished mission can be deleted; %s", key, missionStates[cur], advice))
 	case errors.Is(err, saga.ErrNotFound):
 		return nil, s.notFound(ctx, key)
 	case err != nil:

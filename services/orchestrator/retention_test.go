@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	localizationv1 "github.com/slammesh/slammesh/gen/slammesh/localization/v1"
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
@@ -297,6 +299,38 @@ func TestDeleteMission(t *testing.T) {
 	}
 	_, err = st.client.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{MissionId: running.GetMission().GetMissionId()})
 	wantStatus(t, err, codes.FailedPrecondition, "MISSION_NOT_FINISHED")
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "cancel it first") {
+		t.Errorf("refused delete of a running mission says %q, not to cancel it first", msg)
+	}
+	// A compensating one: cancelling it would change nothing, so the
+	// refusal says to wait for its compensation.
+	undoing := scenario(typesv1.ScenarioKind_SCENARIO_KIND_OFFICE)
+	undoing.Wait = false
+	undoing.Faults = &typesv1.FaultPlan{Faults: []*typesv1.Fault{
+		{Step: "localize_agents", Kind: typesv1.FaultKind_FAULT_KIND_BUSINESS_ERROR},
+		{Step: "allocate_map", Kind: typesv1.FaultKind_FAULT_KIND_STALL, Compensation: true},
+	}}
+	compensating, err := st.client.StartMission(ctx, undoing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		m, err := st.client.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: compensating.GetMission().GetMissionId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.GetMission().GetState() == orchestratorv1.MissionState_MISSION_STATE_COMPENSATING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mission never compensating: %s", m.GetMission().GetState())
+		}
+	}
+	_, err = st.client.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{MissionId: compensating.GetMission().GetMissionId()})
+	wantStatus(t, err, codes.FailedPrecondition, "MISSION_NOT_FINISHED")
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "compensation is under way") || strings.Contains(msg, "cancel it first") {
+		t.Errorf("refused delete of a compensating mission says %q", msg)
+	}
 
 	resp, err := st.client.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{MissionId: id})
 	if err != nil {
