@@ -448,7 +448,8 @@ func (e *Engine) drive(r *runner, rec *Record, span trace.Span, how string, begu
 	switch {
 	case errors.Is(err, ErrHandedOff):
 		span.SetAttributes(attribute.Bool("saga.handed_off", true))
-		x.logf(slog.LevelInfo, "saga handed off")
+		// Handoff logs whether the lease release that ends it landed.
+		x.logf(slog.LevelInfo, "saga run stopped for a hand-off")
 	case err != nil:
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())

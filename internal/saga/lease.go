@@ -272,7 +272,7 @@ func (e *Engine) Handoff(ctx context.Context) (int, error) {
 	n, err := e.store.release(ctx, leases)
 	e.recovering.Wait()
 	if err != nil {
-		return 0, fmt.Errorf("hand off sagas: %w", err)
+		return 0, fmt.Errorf("hand off sagas: %w (the %d stopped sagas are resumed elsewhere once their leases expire)", err, len(leases))
 	}
 	e.metrics.handedOff.Add(ctx, int64(n), e.metrics.defAttr)
 	if n > 0 {
