@@ -251,9 +251,10 @@ return out
 // act on at once rather than at its next write.
 //
 // KEYS[1] record hash. ARGV[1] epoch, ARGV[2] lease TTL in ms.
-// Returns {"lost"} (another engine took it over), {"gone"} (the record
-// is gone: Redis lost it), {"ended"} (it is finished: nothing to renew), {"cancelled", reason} (a
-// cancellation was recorded while it runs forward), {"ok"} otherwise.
+// Returns {"lost"} (another engine took it over), {"gone"} (the record is
+// gone: Redis lost it), {"ended"} (it is finished: nothing to renew),
+// {"cancelled", reason} (a cancellation was recorded while it runs
+// forward), {"ok"} otherwise.
 var renewScript = redis.NewScript(luaNow + luaUnfinished + `
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'state', 'cancelled', 'cancel_reason', 'lease')
 if not h[1] then

@@ -62,6 +62,7 @@ type RecordGoneError struct {
 	Op string
 }
 
+// Error names the operation that found the record gone, and why it can be.
 func (e *RecordGoneError) Error() string {
 	return e.Op + ": the saga record is gone: Redis lost it (restarted without persistence, flushed, or failed over)"
 }
