@@ -361,6 +361,84 @@ func TestJWKSURLIsNotStampeded(t *testing.T) {
 	}
 }
 
+// slowIdP is an identity provider serving the JWKS of one of its issuers
+// (the first at the start), whose fetches after the first hang until the
+// test lets them through (release, one fetch a send), and a JWKS verifier
+// of it on a clock the test moves.
+type slowIdP struct {
+	t       *testing.T
+	issuers []*authtest.Issuer
+	served  atomic.Pointer[string]
+	fetches atomic.Int32
+	// entered gets a value when a hanging fetch arrives.
+	entered, release chan struct{}
+	mu               sync.Mutex
+	now              time.Time
+	jwks             *auth.JWKS
+}
+
+func newSlowIdP(t *testing.T, names ...string) *slowIdP {
+	t.Helper()
+	p := &slowIdP{t: t, entered: make(chan struct{}, 4), release: make(chan struct{}), now: time.Now()}
+	for _, name := range names {
+		iss, err := authtest.NewIssuer(t.TempDir(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.issuers = append(p.issuers, iss)
+	}
+	p.served.Store(&p.issuers[0].JWKSFile)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.fetches.Add(1) > 1 {
+			p.entered <- struct{}{}
+			<-p.release
+		}
+		http.ServeFile(w, r, *p.served.Load())
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(p.releaseAll) // first: srv.Close waits for the hanging handlers
+	var err error
+	if p.jwks, err = auth.NewJWKS(context.Background(), auth.JWKSConfig{Source: srv.URL, Audience: "mesh", Now: p.clock}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (p *slowIdP) clock() time.Time { p.mu.Lock(); defer p.mu.Unlock(); return p.now }
+
+func (p *slowIdP) advance(d time.Duration) { p.mu.Lock(); p.now = p.now.Add(d); p.mu.Unlock() }
+
+// serve makes the provider serve issuer i's keys from its next fetch.
+func (p *slowIdP) serve(i int) { p.served.Store(&p.issuers[i].JWKSFile) }
+
+// releaseAll lets every fetch through from now on.
+func (p *slowIdP) releaseAll() {
+	select {
+	case <-p.release:
+	default:
+		close(p.release)
+	}
+}
+
+// token is a valid operator token of issuer i.
+func (p *slowIdP) token(i int) string {
+	tok, err := p.issuers[i].Token(authtest.RS256, "operator", "mesh", p.clock().Add(-time.Minute), p.clock().Add(time.Hour))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return tok
+}
+
+// fetching waits for a fetch to hang.
+func (p *slowIdP) fetching(what string) {
+	p.t.Helper()
+	select {
+	case <-p.entered:
+	case <-time.After(10 * time.Second):
+		p.t.Fatalf("%s: no fetch within 10 s", what)
+	}
+}
+
 // TestJWKSFetchIsNotTheCallersWait: a JWKS URL due for its periodic
 // fetch is fetched apart from the call that found it due, which verifies
 // with the keys at hand while the identity provider is slow; a token
@@ -369,44 +447,10 @@ func TestJWKSURLIsNotStampeded(t *testing.T) {
 // for the calls after it.
 func TestJWKSFetchIsNotTheCallersWait(t *testing.T) {
 	t.Parallel()
-	var issuers [3]*authtest.Issuer
-	for i, name := range []string{"first", "second", "third"} {
-		var err error
-		if issuers[i], err = authtest.NewIssuer(t.TempDir(), name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var served atomic.Pointer[string]
-	served.Store(&issuers[0].JWKSFile)
-	var fetches atomic.Int32
-	entered, release := make(chan struct{}, 4), make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if fetches.Add(1) > 1 {
-			entered <- struct{}{}
-			<-release // a slow identity provider, until the test lets it answer
-		}
-		http.ServeFile(w, r, *served.Load())
-	}))
-	defer srv.Close()
-	defer close(release)
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	j, err := auth.NewJWKS(context.Background(), auth.JWKSConfig{Source: srv.URL, Audience: "mesh", Now: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := func(i int) string {
-		tok, err := issuers[i].Token(authtest.RS256, "operator", "mesh", clock().Add(-time.Minute), clock().Add(time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	p := newSlowIdP(t, "first", "second", "third")
 	verify := func(ctx context.Context, tok string) <-chan error {
 		out := make(chan error, 1)
-		go func() { _, err := j.Verify(ctx, tok); out <- err }()
+		go func() { _, err := p.jwks.Verify(ctx, tok); out <- err }()
 		return out
 	}
 	result := func(what string, c <-chan error) error {
@@ -419,21 +463,13 @@ func TestJWKSFetchIsNotTheCallersWait(t *testing.T) {
 			return nil
 		}
 	}
-	fetching := func(what string) {
-		t.Helper()
-		select {
-		case <-entered:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: no fetch within 10 s", what)
-		}
-	}
 	// eventually waits for the released fetch to bring issuer i's keys (a
 	// kid still unknown starts no fetch: the last one was just now).
 	eventually := func(i int) {
 		t.Helper()
-		tok := token(i)
+		tok := p.token(i)
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			_, err := j.Verify(context.Background(), tok)
+			_, err := p.jwks.Verify(context.Background(), tok)
 			if err == nil {
 				return
 			}
@@ -445,30 +481,30 @@ func TestJWKSFetchIsNotTheCallersWait(t *testing.T) {
 
 	// The periodic fetch, which brings the second issuer's keys, hangs; the
 	// call that found it due verifies with the first's meanwhile.
-	served.Store(&issuers[1].JWKSFile)
-	advance(6 * time.Minute)
-	done := verify(context.Background(), token(0))
-	fetching("the periodic fetch")
+	p.serve(1)
+	p.advance(6 * time.Minute)
+	done := verify(context.Background(), p.token(0))
+	p.fetching("the periodic fetch")
 	if err := result("the call that found the fetch due, while the fetch hangs", done); err != nil {
 		t.Fatalf("Verify with a known key: %v", err)
 	}
-	release <- struct{}{}
+	p.release <- struct{}{}
 	eventually(1)
 
 	// The keys rotate again. A caller in a hurry gives up on the fetch its
 	// new kid starts; the fetch goes on and serves the calls after it.
-	served.Store(&issuers[2].JWKSFile)
-	advance(time.Minute)
+	p.serve(2)
+	p.advance(time.Minute)
 	hurry, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	done = verify(hurry, token(2))
-	fetching("the fetch of an unknown kid")
+	done = verify(hurry, p.token(2))
+	p.fetching("the fetch of an unknown kid")
 	if err := result("a caller past its deadline", done); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Fatalf("Verify past its deadline: %v, want ErrInvalidToken", err)
 	}
-	release <- struct{}{}
+	p.release <- struct{}{}
 	eventually(2)
-	if n := fetches.Load(); n != 3 {
+	if n := p.fetches.Load(); n != 3 {
 		t.Errorf("%d fetches, want 3 (the first load, the periodic one, the rotation's)", n)
 	}
 }
@@ -479,66 +515,24 @@ func TestJWKSFetchIsNotTheCallersWait(t *testing.T) {
 // was claimed a moment ago; they start no fetch of their own.
 func TestRotatedKidWaitsForTheFetchUnderWay(t *testing.T) {
 	t.Parallel()
-	var issuers [2]*authtest.Issuer
-	for i, name := range []string{"old", "rotated"} {
-		var err error
-		if issuers[i], err = authtest.NewIssuer(t.TempDir(), name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var served atomic.Pointer[string]
-	served.Store(&issuers[0].JWKSFile)
-	var fetches atomic.Int32
-	entered, release := make(chan struct{}, 4), make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if fetches.Add(1) > 1 {
-			entered <- struct{}{}
-			<-release
-		}
-		http.ServeFile(w, r, *served.Load())
-	}))
-	defer srv.Close()
-	var releaseOnce sync.Once
-	releaseFetch := func() { releaseOnce.Do(func() { close(release) }) }
-	defer releaseFetch() // before srv.Close, which waits for the handler
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	j, err := auth.NewJWKS(context.Background(), auth.JWKSConfig{Source: srv.URL, Audience: "mesh", Now: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := func(i int) string {
-		tok, err := issuers[i].Token(authtest.RS256, "operator", "mesh", clock().Add(-time.Minute), clock().Add(time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
-
-	served.Store(&issuers[1].JWKSFile)
-	mu.Lock()
-	now = now.Add(6 * time.Minute)
-	mu.Unlock()
-	if _, err := j.Verify(context.Background(), token(0)); err != nil {
+	p := newSlowIdP(t, "old", "rotated")
+	p.serve(1)
+	p.advance(6 * time.Minute)
+	if _, err := p.jwks.Verify(context.Background(), p.token(0)); err != nil {
 		t.Fatalf("the call that found the periodic fetch due: %v", err)
 	}
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no periodic fetch within 10 s")
-	}
+	p.fetching("the periodic fetch")
 	const callers = 3
 	results := make(chan error, callers)
 	for range callers {
-		go func() { _, err := j.Verify(context.Background(), token(1)); results <- err }()
+		go func() { _, err := p.jwks.Verify(context.Background(), p.token(1)); results <- err }()
 	}
 	select {
 	case err := <-results:
 		t.Fatalf("a rotated kid was answered (%v) before the fetch under way ended", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	releaseFetch()
+	p.releaseAll()
 	for range callers {
 		select {
 		case err := <-results:
@@ -549,7 +543,7 @@ func TestRotatedKidWaitsForTheFetchUnderWay(t *testing.T) {
 			t.Fatal("a rotated kid still waiting 10 s after the fetch was released")
 		}
 	}
-	if n := fetches.Load(); n != 2 {
+	if n := p.fetches.Load(); n != 2 {
 		t.Errorf("%d fetches, want 2 (the first load and the periodic one)", n)
 	}
 }
