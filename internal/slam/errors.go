@@ -40,26 +40,36 @@ var (
 	ErrInconsistent = errors.New("slam: inconsistent maps")
 )
 
-// sentinels are the errors Detail takes out of a message.
-var sentinels = []error{
-	ErrInvalidArgument, ErrTooLarge, ErrCapacity, ErrInsufficientData,
-	ErrInsufficientOverlap, ErrAmbiguousMatch, ErrInconsistent,
+// sentinels are the errors Detail rewrites. keep: the sentinel's words
+// say what is wrong with a size (grid too large, capacity budget
+// exceeded), and only its "slam: " goes; the others are the category that
+// the status's code or reason names already, and go whole.
+var sentinels = []struct {
+	err  error
+	keep bool
+}{
+	{ErrInvalidArgument, false}, {ErrTooLarge, true}, {ErrCapacity, true},
+	{ErrInsufficientData, false}, {ErrInsufficientOverlap, false},
+	{ErrAmbiguousMatch, false}, {ErrInconsistent, false},
 }
 
-// Detail is err's message for a user: err.Error() with the text of every
-// sentinel above taken out where a detail follows it ("slam: insufficient
-// data: the anchor placed…" reads "the anchor placed…"), and only its
-// "slam: " where none does. The sentinels name a Go error value for
-// errors.Is; the services report the category as the status's ErrorInfo
-// reason, so the message need not repeat it. Detail(nil) is "".
+// Detail is err's message for a user. The sentinels above name a Go error
+// value for errors.Is, and a status's code or reason names their
+// category: a sentinel followed by a detail is taken out ("slam:
+// insufficient data: the anchor placed…" reads "the anchor placed…"),
+// except the two whose words say what is wrong ("slam: grid too large:
+// 1e+06x33 m…" reads "grid too large: 1e+06x33 m…"); any other loses only
+// its "slam: ". Detail(nil) is "".
 func Detail(err error) string {
 	if err == nil {
 		return ""
 	}
 	msg := err.Error()
 	for _, s := range sentinels {
-		text := s.Error()
-		msg = strings.ReplaceAll(msg, text+": ", "")
+		text := s.err.Error()
+		if !s.keep {
+			msg = strings.ReplaceAll(msg, text+": ", "")
+		}
 		msg = strings.ReplaceAll(msg, text, strings.TrimPrefix(text, "slam: "))
 	}
 	return msg
