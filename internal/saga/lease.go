@@ -166,7 +166,7 @@ func (e *Engine) act(ctx context.Context, l lease, n leaseNote) {
 	e.mu.Unlock()
 	attrs := []slog.Attr{slog.String("mission_id", l.key), slog.Int64("epoch", l.epoch)}
 	switch {
-	case n.gone:
+	case n.gone && !e.deletedSince(ctx, l.key):
 		e.metrics.leasesLost.Add(ctx, 1, e.metrics.defAttr)
 		e.log.LogAttrs(ctx, slog.LevelError, "saga record gone while the saga ran: Redis lost it (restarted without persistence, flushed, or failed over); stopping", attrs...)
 		if r != nil {
@@ -181,6 +181,16 @@ func (e *Engine) act(ctx context.Context, l lease, n leaseNote) {
 	case r != nil:
 		r.cancel(&cancelError{reason: n.cancelReason})
 	}
+}
+
+// deletedSince reports whether the record of key, found gone by a
+// renewal, went the ordinary way: another engine took the saga over and
+// finished it, and it was deleted (or expired) since, leaving a tombstone.
+// A failed read counts as not deleted: the run is fenced either way, only
+// the log line differs.
+func (e *Engine) deletedSince(ctx context.Context, key string) bool {
+	gone, err := e.store.Tombstoned(ctx, key)
+	return err == nil && gone
 }
 
 // Drain closes the engine to new sagas — Start, Resume, Recover, Run of a

@@ -423,37 +423,52 @@ func TestRenewalHaltsARunWhoseSagaWasTakenOver(t *testing.T) {
 	}
 }
 
-// TestRenewalHaltsARunWhoseRecordIsGone: Redis lost the record while the
-// saga ran (a restart without persistence, a flush). The run stops as a
-// fenced one, writing nothing, and its error says the record is gone
-// rather than that another owner took it over.
+// TestRenewalHaltsARunWhoseRecordIsGone: the record disappeared while the
+// saga ran. Without a tombstone, Redis lost it (a restart without
+// persistence, a flush): the run stops as a fenced one, writing nothing,
+// and its error says the record is gone rather than that another owner
+// took it over. With one, the saga was taken over, finished and deleted
+// meanwhile (the owner was paused): an ordinary fencing.
 func TestRenewalHaltsARunWhoseRecordIsGone(t *testing.T) {
 	t.Parallel()
-	started := make(chan struct{})
-	f := newFixture(t, map[string]behaviour{"b": {act: func(ctx context.Context, _ *Exec) error {
-		close(started)
-		<-ctx.Done()
-		return ctx.Err()
-	}}})
-	a := f.replica(t, "A", testLease, Options{})
-	if _, _, err := a.Start(t.Context(), "m", "s", nil); err != nil {
-		t.Fatal(err)
-	}
-	done := runInBackground(a, "m")
-	awaitClosed(t, started, "A to call step b")
-	if err := f.rdb.Del(t.Context(), RecordKey("m")).Err(); err != nil {
-		t.Fatal(err)
-	}
-	r := awaitRunResult(t, done)
-	var gone *RecordGoneError
-	if !errors.Is(r.err, ErrFenced) || !errors.As(r.err, &gone) || strings.Contains(r.err.Error(), "another owner") {
-		t.Fatalf("A's Run = %v, want a RecordGoneError (ErrFenced) that names no other owner", r.err)
-	}
-	if n := f.rdb.Exists(t.Context(), RecordKey("m")).Val(); n != 0 {
-		t.Errorf("the halted run wrote the record again")
-	}
-	if got, want := f.calls.get(), []string{"a#1", "b#1"}; !slices.Equal(got, want) {
-		t.Errorf("calls = %v, want %v (no compensation of a lost saga)", got, want)
+	for _, deleted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tombstone=%v", deleted), func(t *testing.T) {
+			t.Parallel()
+			started := make(chan struct{})
+			f := newFixture(t, map[string]behaviour{"b": {act: func(ctx context.Context, _ *Exec) error {
+				close(started)
+				<-ctx.Done()
+				return ctx.Err()
+			}}})
+			a := f.replica(t, "A", testLease, Options{})
+			if _, _, err := a.Start(t.Context(), "m", "s", nil); err != nil {
+				t.Fatal(err)
+			}
+			done := runInBackground(a, "m")
+			awaitClosed(t, started, "A to call step b")
+			if deleted {
+				if err := f.rdb.ZAdd(t.Context(), GoneKey, redis.Z{Score: 1, Member: "m"}).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := f.rdb.Del(t.Context(), RecordKey("m")).Err(); err != nil {
+				t.Fatal(err)
+			}
+			r := awaitRunResult(t, done)
+			var gone *RecordGoneError
+			if !errors.Is(r.err, ErrFenced) || errors.As(r.err, &gone) == deleted {
+				t.Fatalf("A's Run = %v, want ErrFenced, a RecordGoneError only without a tombstone", r.err)
+			}
+			if !deleted && strings.Contains(r.err.Error(), "another owner") {
+				t.Errorf("A's Run = %v: names another owner for a record Redis lost", r.err)
+			}
+			if n := f.rdb.Exists(t.Context(), RecordKey("m")).Val(); n != 0 {
+				t.Errorf("the halted run wrote the record again")
+			}
+			if got, want := f.calls.get(), []string{"a#1", "b#1"}; !slices.Equal(got, want) {
+				t.Errorf("calls = %v, want %v (no compensation by the halted run)", got, want)
+			}
+		})
 	}
 }
 

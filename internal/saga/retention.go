@@ -100,6 +100,20 @@ func (s *Store) Vanished(ctx context.Context, key string) (bool, error) {
 	return false, nil
 }
 
+// Tombstoned reports whether mission key has a tombstone in GoneKey: it
+// was deleted, or expired and Trim has run since. A record gone without
+// one, while its saga ran, was lost by Redis.
+func (s *Store) Tombstoned(ctx context.Context, key string) (bool, error) {
+	err := s.rdb.ZScore(ctx, GoneKey, key).Err()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("saga %s tombstone: %w", key, err)
+	}
+	return true, nil
+}
+
 // trimBatch is how many index entries one round trip of Trim checks.
 const trimBatch = 500
 

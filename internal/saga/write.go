@@ -221,7 +221,11 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 	if fenced {
 		s.idx.forget(rec.Key)
 		if stored, _ := reply[1].(string); stored == "" { // the script's reply when no epoch is stored
-			return &RecordGoneError{Op: fmt.Sprintf("save saga %s at epoch %d", rec.Key, rec.Epoch)}
+			// Without a tombstone, Redis lost the record; with one, another
+			// engine took the saga over and it was deleted since.
+			if deleted, terr := s.Tombstoned(ctx, rec.Key); terr == nil && !deleted {
+				return &RecordGoneError{Op: fmt.Sprintf("save saga %s at epoch %d", rec.Key, rec.Epoch)}
+			}
 		}
 		return fmt.Errorf("save saga %s at epoch %d (stored %v): %w", rec.Key, rec.Epoch, reply[1], ErrFenced)
 	}

@@ -31,6 +31,7 @@ func TestEngineError(t *testing.T) {
 		{"engine draining", saga.ErrClosed, codes.Unavailable, rpcerr.ReasonDraining, errDraining},
 		{"teardown handed off", saga.ErrHandedOff, codes.Unavailable, rpcerr.ReasonMissionMoved, errHandedOff},
 		{"teardown taken over", saga.ErrFenced, codes.Unavailable, rpcerr.ReasonMissionMoved, errTakenOver},
+		{"record lost by Redis", &saga.RecordGoneError{Op: "save saga m1 at epoch 2"}, codes.NotFound, rpcerr.ReasonMissionNotFound, nil},
 		{"run already in this engine", saga.ErrRunning, codes.Internal, rpcerr.ReasonInternal, errInternal},
 		{"record of another definition", saga.ErrDefinitionMismatch, codes.Internal, rpcerr.ReasonInternal, errInternal},
 		{"redis unreachable", net.ErrClosed, codes.Unavailable, rpcerr.ReasonStoreUnavailable, nil},

@@ -395,9 +395,6 @@ func TestPoisonEntrySkippedByWatchers(t *testing.T) {
 	}
 }
 
-// Past MaxWatchers a watch fails RESOURCE_EXHAUSTED; a drain ends the open
-// watches and a StartMission wait at once with UNAVAILABLE, long before the
-// mission (whose merge attempt is held for seconds) ends.
 // TestWatchOfALostMissionEnds: when Redis loses a running mission (a
 // restart without persistence, FLUSHALL; here its record), no terminal event
 // will ever come. The watch ends NOT_FOUND, as GetMission answers, instead
@@ -413,8 +410,8 @@ func TestWatchOfALostMissionEnds(t *testing.T) {
 	}
 	select {
 	case err := <-ended:
-		if status.Code(err) != codes.NotFound {
-			t.Fatalf("watch of a lost mission ended with %v, want NOT_FOUND", err)
+		if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), "Redis lost it") {
+			t.Fatalf("watch of a lost mission ended with %v, want NOT_FOUND saying Redis lost it", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the watch of a lost mission still open 10 s after Redis lost it")
@@ -432,6 +429,9 @@ func TestWatchOfALostMissionEnds(t *testing.T) {
 	}
 }
 
+// Past MaxWatchers a watch fails RESOURCE_EXHAUSTED; a drain ends the open
+// watches and a StartMission wait at once with UNAVAILABLE, long before the
+// mission (whose merge attempt is held for seconds) ends.
 func TestWatcherCapAndDrainEndsWatches(t *testing.T) {
 	st := startStack(t, stackConfig{allowFaults: true, maxWatchers: 2, policy: saga.Policy{AttemptTimeout: 5 * time.Second}})
 	req := &orchestratorv1.StartMissionRequest{Scenario: small(51), Faults: &typesv1.FaultPlan{

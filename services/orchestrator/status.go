@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"google.golang.org/grpc/codes"
@@ -42,6 +43,8 @@ func (s *Server) engineError(ctx context.Context, key string, err error) error {
 		return errDraining
 	case errors.Is(err, saga.ErrHandedOff):
 		return errHandedOff
+	case errors.As(err, new(*saga.RecordGoneError)):
+		return s.lostError(ctx, key)
 	case errors.Is(err, saga.ErrFenced):
 		return errTakenOver
 	case errors.Is(err, saga.ErrDefinitionMismatch):
@@ -51,6 +54,21 @@ func (s *Server) engineError(ctx context.Context, key string, err error) error {
 		return errInternal
 	}
 	return s.storeError(ctx, "update mission", err)
+}
+
+// lostError is the status of mission key, whose record disappeared while
+// it ran: NOT_FOUND. Without a tombstone, Redis lost it, and the message
+// says so, where notFound's would call a running mission expired; with one,
+// it was deleted (or expired) meanwhile, and notFound's message is right.
+func (s *Server) lostError(ctx context.Context, key string) error {
+	if s.store != nil { // a Server built bare, for its error mapping alone, has none
+		if deleted, err := s.store.Tombstoned(ctx, key); err == nil && deleted {
+			return s.notFound(ctx, key)
+		}
+	}
+	return rpcerr.New(codes.NotFound, rpcerr.ReasonMissionNotFound, fmt.Sprintf(
+		"mission %q was running and its record is gone: Redis lost it (restarted without persistence, flushed, or failed over)", key),
+		"mission_id", key)
 }
 
 // storeError logs a Redis failure and returns UNAVAILABLE without its

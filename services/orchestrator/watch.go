@@ -114,7 +114,7 @@ func (s *Server) follow(ctx context.Context, key, after string, fn func(progress
 			if _, err := s.store.Load(ctx, key); errors.Is(err, saga.ErrNotFound) {
 				s.log.WarnContext(ctx, "mission record gone while its events were followed: Redis lost it (restarted without persistence, flushed, or failed over)",
 					slog.String("mission_id", key))
-				cancel(s.loadError(ctx, key, err))
+				cancel(s.lostError(ctx, key))
 				return
 			}
 		}
