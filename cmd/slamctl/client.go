@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
-	"strings"
+	"net/url"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -79,26 +79,25 @@ func parseGlobal(args []string, getenv func(string) string, stderr io.Writer) (g
 	if err := checkAddr("addr", "SLAMCTL_ADDR", g.addr); err != nil {
 		return g, nil, err
 	}
-	if err := checkAddr("mapping-addr", "SLAMCTL_MAPPING_ADDR", g.mappingAddr); err != nil {
-		return g, nil, err
-	}
 	return g, fs.Args(), nil
 }
 
-// checkAddr refuses an address no dial can reach (no port, a port that is
-// not a number in 1-65535), which gRPC would report only as UNAVAILABLE,
-// retried for --reconnect as if the server were down. A target with a
-// resolver scheme (dns:///…, unix:…) is left to gRPC.
+// checkAddr refuses an address whose port no dial can reach (0, past
+// 65535, or a name the system does not know, such as a typo "5005l"),
+// which gRPC would report only as UNAVAILABLE, retried for --reconnect as
+// if the server were down. Anything else is left to gRPC: a target with a
+// scheme it resolves (dns:, passthrough:, unix:…), a host without a port
+// (gRPC dials 443), a port by service name (https).
 func checkAddr(name, env, addr string) error {
-	if strings.Contains(addr, "://") || strings.HasPrefix(addr, "unix:") {
+	if u, err := url.Parse(addr); err == nil && resolver.Get(u.Scheme) != nil {
 		return nil
 	}
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%w: --%s %q (or %s): want host:port: %w", errUsage, name, addr, env, err)
+		return nil
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("%w: --%s %q (or %s): port %q is not a number in 1-65535", errUsage, name, addr, env, port)
+	if p, err := net.LookupPort("tcp", port); err != nil || p == 0 {
+		return fmt.Errorf("%w: --%s %q (or %s): port %q is neither a number in 1-65535 nor a known service name", errUsage, name, addr, env, port)
 	}
 	return nil
 }
@@ -172,6 +171,9 @@ func (c *clients) Close() error { return c.conn.Close() }
 
 // mapping opens a connection to the mapping service; the caller closes it.
 func (c *clients) mapping() (mappingv1.MappingServiceClient, io.Closer, error) {
+	if err := checkAddr("mapping-addr", "SLAMCTL_MAPPING_ADDR", c.mappingAddr); err != nil {
+		return nil, nil, err
+	}
 	conn, err := grpc.NewClient(c.mappingAddr, c.transport...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("mapping at %s: %w", c.mappingAddr, err)
