@@ -415,7 +415,11 @@ func (s *Server) evictMaps(ctx context.Context, charges []mapstore.Charge) error
 		if err != nil {
 			return err
 		}
-		s.log.InfoContext(ctx, "retained map evicted: the retained-maps budget is full",
+		why := "retained map evicted: the retained-maps budget is full"
+		if s.cfg.RetainedCells == 0 {
+			why = "finished mission's map evicted: --retained-cells 0 keeps none"
+		}
+		s.log.InfoContext(ctx, why,
 			slog.String("mission_id", c.MissionID), slog.String("saga_id", c.SagaID),
 			slog.Int64("cells", n), slog.Uint64("retained_budget", s.cfg.RetainedCells))
 	}
