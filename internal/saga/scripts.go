@@ -251,8 +251,9 @@ return out
 // act on at once rather than at its next write.
 //
 // KEYS[1] record hash. ARGV[1] epoch, ARGV[2] lease TTL in ms.
-// Returns {"lost"} (another engine took it over), {"gone"} (the record is
-// gone: Redis lost it), {"ended"} (it is finished: nothing to renew),
+// Returns {"lost"} (another engine took it over), {"gone"} (no record:
+// Redis lost it, or another engine finished it and it was deleted since;
+// Engine.act tells them by the tombstone), {"ended"} (it is finished),
 // {"cancelled", reason} (a cancellation was recorded while it runs
 // forward), {"ok"} otherwise.
 var renewScript = redis.NewScript(luaNow + luaUnfinished + `

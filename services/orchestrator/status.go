@@ -30,8 +30,10 @@ func (s *Server) loadError(ctx context.Context, key string, err error) error {
 //   - saga.ErrNotFound: NOT_FOUND (MISSION_NOT_FOUND);
 //   - saga.ErrClosed, saga.ErrHandedOff: this server is shutting down (and
 //     handed the teardown off): UNAVAILABLE, retry on another replica;
-//   - saga.ErrFenced: another orchestrator took the mission over while this
-//     one drove its teardown: UNAVAILABLE, a retry finds it there;
+//   - *saga.RecordGoneError: Redis lost the mission's record while this
+//     server drove its teardown: NOT_FOUND, saying so (lostError);
+//   - saga.ErrFenced otherwise: another orchestrator took the mission over
+//     while this one drove its teardown: UNAVAILABLE, a retry finds it there;
 //   - saga.ErrRunning, saga.ErrDefinitionMismatch, saga.ErrInvalidKey: a bug
 //     or a mismatched deployment, not a transient condition: INTERNAL, the
 //     details logged (by the engine, for a record of another definition).
