@@ -55,11 +55,7 @@ func TestFencedSaveCommitsNoFirehoseEvent(t *testing.T) {
 	f := newFixture(t, nil)
 	sink := &committingSink{}
 	store := NewStore(f.rdb, sink, quietLease)
-	rec := fullRecord("m")
-	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
-	if _, _, err := store.Create(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := createRunning(t, store, "m")
 	rec.UpdatedAt = time.Now()
 	if err := store.Save(t.Context(), rec, Event{Type: EventStepRetrying, MissionID: "m", Step: "a", Attempt: 2}); err != nil {
 		t.Fatal(err)
@@ -172,11 +168,7 @@ func TestCrashBetweenIndexAndCreateLeavesNoUnindexedSaga(t *testing.T) {
 func TestEndOfASagaKeepsAFresherIndexEntry(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
-	rec := fullRecord("m")
-	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
-	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := createRunning(t, f.store, "m")
 	// Another engine rewrote the entry (say, for a teardown it reopens as
 	// soon as this saga completes): the end must not remove it.
 	fresh := float64(time.Now().Add(time.Hour).UnixMilli() + 7)
@@ -193,11 +185,7 @@ func TestEndOfASagaKeepsAFresherIndexEntry(t *testing.T) {
 func TestFailedEndingWritePutsItsIndexEntryBack(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
-	rec := fullRecord("m")
-	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
-	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := createRunning(t, f.store, "m")
 	// The ending write fails inside its script (its event cannot be
 	// appended to a key of the wrong type) after the removal that rides
 	// behind it in the same round trip was sent.
@@ -228,11 +216,7 @@ func TestFailedEndingWritePutsItsIndexEntryBack(t *testing.T) {
 func TestFencedEndingWriteLeavesTheNewOwnersEntry(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
-	rec := fullRecord("m")
-	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
-	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := createRunning(t, f.store, "m")
 	// Another process's recovery takes the saga over.
 	expireLease(t, f, "m")
 	other := NewStore(f.rdb, streamSink{}, quietLease)
@@ -252,11 +236,7 @@ func TestFencedEndingWriteLeavesTheNewOwnersEntry(t *testing.T) {
 func TestRecoveryScanRetriesAFailedIndexRemoval(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
-	rec := fullRecord("m")
-	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
-	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
+	createRunning(t, f.store, "m")
 	score := f.rdb.ZScore(t.Context(), ActiveKey("m"), "m").Val()
 	f.rdb.HSet(t.Context(), RecordKey("m"), fieldState, string(Completed))
 	// The saga ended; its removal failed (its shard's node was down) and
@@ -276,11 +256,7 @@ func TestRecoveryMovesTheUnshardedActiveSetIntoItsShards(t *testing.T) {
 	f := newFixture(t, nil)
 	// A saga left running by an orchestrator of the earlier version: its
 	// record has no lease, its lease expired in the one active set.
-	rec := fullRecord("old")
-	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
-	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
+	createRunning(t, f.store, "old")
 	f.rdb.HDel(t.Context(), RecordKey("old"), fieldLease)
 	f.rdb.ZRem(t.Context(), ActiveKey("old"), "old")
 	f.rdb.ZAdd(t.Context(), legacyActiveKey, redis.Z{Score: 1, Member: "old"})

@@ -46,6 +46,18 @@ func fullRecord(key string) *Record {
 	}
 }
 
+// createRunning creates fullRecord(key) on store as a running saga at
+// epoch 1, not ended, and returns it.
+func createRunning(t *testing.T, store *Store, key string) *Record {
+	t.Helper()
+	rec := fullRecord(key)
+	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
+	if _, _, err := store.Create(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
 func TestRecordRoundTrip(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
@@ -115,11 +127,7 @@ func TestSaveWritesOnlyChangedFields(t *testing.T) {
 func TestSaveWithStaleEpochWritesNothing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
-	rec := fullRecord("m")
-	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
-	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := createRunning(t, f.store, "m")
 	if _, err := f.store.claim(t.Context(), "m", "usurper", time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -150,11 +158,7 @@ func TestSaveWithStaleEpochWritesNothing(t *testing.T) {
 func TestSaveOfAGoneRecordWritesNothing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
-	rec := fullRecord("m")
-	rec.State, rec.Epoch, rec.EndedAt = Running, 1, time.Time{}
-	if _, _, err := f.store.Create(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := createRunning(t, f.store, "m")
 	if err := f.rdb.Del(t.Context(), RecordKey("m"), eventsKey("m")).Err(); err != nil {
 		t.Fatal(err)
 	}
