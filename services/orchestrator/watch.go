@@ -111,7 +111,8 @@ func (s *Server) follow(ctx context.Context, key, after string, fn func(progress
 			if heard.Swap(false) {
 				continue
 			}
-			if _, err := s.store.Load(ctx, key); errors.Is(err, saga.ErrNotFound) {
+			// EXISTS, not a Load: the record's fields are of no use here.
+			if n, err := s.rdb.Exists(ctx, saga.RecordKey(key)).Result(); err == nil && n == 0 {
 				s.log.WarnContext(ctx, "mission record gone while its events were followed: Redis lost it (restarted without persistence, flushed, or failed over)",
 					slog.String("mission_id", key))
 				cancel(s.lostError(ctx, key))
