@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"image"
+	"image/color"
+	"image/png"
 	"math"
 	"os"
 	"path/filepath"
@@ -124,6 +127,55 @@ func TestImportROSMaps(t *testing.T) {
 	}
 	if req.GetAgents()[1].GetInitialGuess() != nil || req.GetAgents()[1].GetAgentId() != "b" || req.GetMap().GetWidthM() < 4.4 {
 		t.Errorf("unguessed agent: %v, map %v", req.GetAgents()[1].GetInitialGuess(), req.GetMap())
+	}
+}
+
+// TestImportNav2ScaleMapPNG: a map as Nav2's map_saver writes it in scale
+// mode (a PNG with alpha: each known cell v the grey (100−v)/100, opaque;
+// unknown a transparent grey) is imported with the cells Nav2's
+// map_server loads from it.
+func TestImportNav2ScaleMapPNG(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	saved := []int8{0, 20, 50, 100, -1} // one row
+	img := image.NewNRGBA(image.Rect(0, 0, len(saved), 1))
+	for x, v := range saved {
+		if v < 0 {
+			img.SetNRGBA(x, 0, color.NRGBA{128, 128, 128, 0})
+			continue
+		}
+		q := uint8(math.Round(255 * float64(100-v) / 100)) // GraphicsMagick's ColorGray, 8 bits
+		img.SetNRGBA(x, 0, color.NRGBA{q, q, q, 255})
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "floor.png"), b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	yaml := "image: floor.png\nmode: scale\nresolution: 0.05\norigin: [-1.5, 2.25, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n"
+	if err := os.WriteFile(filepath.Join(dir, "floor.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err := runImport("--ros-map", filepath.Join(dir, "floor.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req orchestratorv1.StartMissionRequest
+	if err := protojson.Unmarshal([]byte(stdout), &req); err != nil {
+		t.Fatal(err)
+	}
+	sub := req.GetAgents()[0].GetSubmap()
+	// 20: occ 0.2 < free_thresh; 50: grey 128, occ 0.498, rint(62.0).
+	want := []int8{0, 0, 62, 100, -1}
+	for x, c := range sub.GetData() {
+		if int8(c) != want[x] {
+			t.Errorf("cell %d (saved %d): %d, want %d", x, saved[x], int8(c), want[x])
+		}
+	}
+	if sub.GetMeta().GetOrigin().GetX() != -1.5 || sub.GetMeta().GetOrigin().GetY() != 2.25 || sub.GetMeta().GetWidth() != 5 {
+		t.Errorf("submap meta %v", sub.GetMeta())
 	}
 }
 

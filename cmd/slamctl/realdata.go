@@ -53,7 +53,7 @@ func (f *importFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.kfDeg, "keyframe-deg", 0, "with --carmen: keep a reading only after turning this many degrees (or moving --keyframe-dist); 0: off")
 	fs.Float64Var(&f.rangeMin, "range-min", slamio.DefaultRangeMin, "with --carmen: readings below this many metres are invalid")
 	fs.Float64Var(&f.rangeMax, "range-max", slamio.DefaultRangeMax, "with --carmen: readings at or beyond this many metres are no-return beams (a ROBOTLASER1's own maximum range lowers it)")
-	fs.Var(&f.rosMaps, "ros-map", "ROS map_server map MAP.yaml[,occupied_thresh=V][,free_thresh=V][,mode=M] (.yaml beside its .pgm; the options replace the YAML's for this map) to send as an agent's submap (repeatable; the first is the anchor: its YAML frame is the map frame unless --guess places it; the others are placed by --guess or searched for over the whole map)")
+	fs.Var(&f.rosMaps, "ros-map", "ROS map_server map MAP.yaml[,occupied_thresh=V][,free_thresh=V][,mode=M] (the YAML names its image: PGM, PNG, BMP, JPEG or GIF; the options replace the YAML's for this map) to send as an agent's submap (repeatable; the first is the anchor: its YAML frame is the map frame unless --guess places it; the others are placed by --guess or searched for over the whole map)")
 	fs.Var(&f.occThresh, "occupied-thresh", "with --ros-map: occupied threshold replacing every YAML's (e.g. 0.22 for maps whose walls an image editor blended with grey)")
 	fs.Var(&f.freeThresh, "free-thresh", "with --ros-map: free threshold replacing every YAML's")
 	fs.StringVar(&f.agentIDs, "agent-ids", "", "comma-separated agent ids, one per agent (default: robot-0, robot-1, ... for --carmen; file names for --ros-map)")

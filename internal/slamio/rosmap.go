@@ -1,7 +1,6 @@
 package slamio
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -42,18 +41,20 @@ type ROSMap struct {
 
 // ReadROSMap loads yamlPath and its image (relative to the YAML's folder
 // unless absolute), converting pixels to cells exactly as nav2's
-// loadMapFromFile does for a greyscale image: shade = value/maxval, occ =
-// 1−shade (or shade when negate), then
+// loadMapFromFile does: shade = value/maxval (the mean of red, green and
+// blue for a colour pixel), occ = 1−shade (or shade when negate), then
 //
 //	trinary: occ > occupied_thresh → 100, occ < free_thresh → 0, else −1
 //	scale:   the same outside the thresholds, rint(100·(occ−free)/(occupied−free)) between
 //	raw:     round(shade·255) when it lies in 0..100, else −1
 //
-// Only PGM images (P2, P5) are read, and both files must be regular files
-// (a FIFO would block, a device never end); an image is read no further
-// than its header says it needs (readPGMFile), and a YAML of more than
-// 1 MiB is refused. Errors name the file and line (the byte offset inside
-// P5 samples).
+// with alpha as CellsFromPicture says. The image is recognised by its
+// content: PGM (P2, P5, 8 or 16 bits), PNG, BMP, JPEG or GIF. Both files
+// must be regular files (a FIFO would block, a device never end); a PGM is
+// read no further than its header says it needs (readPGMFile), another
+// image's dimensions are read before its pixels, an image of more than
+// grid.MaxCells pixels is refused, and so is a YAML of more than 1 MiB.
+// Errors name the file and line (the byte offset inside P5 samples).
 func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
 	data, err := readMapYAML(yamlPath)
 	if err != nil {
@@ -88,13 +89,16 @@ func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
 		return nil, fmt.Errorf("%s:%d: image %s: %w", yamlPath, y.imageLine, y.Image, err)
 	}
 	// By content, as map_server reads it: a PGM named .png or without an
-	// extension is read, a PNG named .pgm is refused with what it is.
+	// extension is read as a PGM, a PNG named .pgm as a PNG.
 	if !isPGM(raw) {
-		kind := "not a PGM (P2/P5) image"
-		if bytes.HasPrefix(raw, []byte("\x89PNG")) {
-			kind = "a PNG image"
+		pic, err := readPicture(imgPath, raw)
+		if errors.Is(err, errNotPicture) {
+			return nil, lineErr(imgPath, 1, "%s (the image of %s): map images are read as PGM (P2/P5), PNG, BMP, JPEG or GIF; convert it (e.g. with ImageMagick's convert) to one of them", pictureKind(raw), yamlPath)
 		}
-		return nil, lineErr(imgPath, 1, "%s (the image of %s): only PGM (P2/P5) images are read; convert it (e.g. with ImageMagick's convert) or save the map as pgm", kind, yamlPath)
+		if err != nil {
+			return nil, fmt.Errorf("%w (the image of %s)", err, yamlPath)
+		}
+		return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromPicture(pic, y), Yaw: y.Origin[2]}, nil
 	}
 	img, err := DecodePGM(raw, imgPath)
 	if err != nil {
