@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
@@ -327,7 +330,7 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 	defer closer.Close()
 	m, err := fetchMap(ctx, mc, &mappingv1.StreamMapRequest{MissionId: id, Version: uint32(*version), IncludePng: *format == "png"})
 	if err != nil {
-		return err
+		return mapError(ctx, c, id, err)
 	}
 	path := *out
 	if path == "" {
@@ -361,13 +364,33 @@ type streamedMap struct {
 	png    []byte
 }
 
+// mapMissionTimeout bounds mapError's question to the orchestrator.
+const mapMissionTimeout = 3 * time.Second
+
+// mapError says why fetchMap failed. The mapping service knows maps, not
+// missions: its NOT_FOUND lists every way a map goes. When the
+// orchestrator does not know the mission either (never started, deleted
+// or expired), its own NOT_FOUND says which, and is what the user needs;
+// when it cannot be asked, the mapping service's answer stands.
+func mapError(ctx context.Context, c *clients, id string, err error) error {
+	if status.Code(err) == codes.NotFound {
+		ctx, cancel := context.WithTimeout(ctx, mapMissionTimeout)
+		defer cancel()
+		if _, gerr := c.orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id}); status.Code(gerr) == codes.NotFound {
+			return rpcError("get map", gerr)
+		}
+	}
+	return rpcError("get map", err)
+}
+
 // fetchMap reads a map with MappingService.StreamMap, which serves a map of
 // any size in chunks that fit gRPC's default 4 MiB receive limit, and
-// checks that it got every byte the header announced.
+// checks that it got every byte the header announced. A failed call's
+// gRPC status is returned as it is, for mapError.
 func fetchMap(ctx context.Context, mc mappingv1.MappingServiceClient, req *mappingv1.StreamMapRequest) (*streamedMap, error) {
 	stream, err := mc.StreamMap(ctx, req)
 	if err != nil {
-		return nil, rpcError("get map", err)
+		return nil, err
 	}
 	var m streamedMap
 	for {
@@ -376,7 +399,7 @@ func fetchMap(ctx context.Context, mc mappingv1.MappingServiceClient, req *mappi
 			break
 		}
 		if err != nil {
-			return nil, rpcError("get map", err)
+			return nil, err
 		}
 		if m.header == nil {
 			m.header = resp
@@ -387,10 +410,10 @@ func fetchMap(ctx context.Context, mc mappingv1.MappingServiceClient, req *mappi
 		m.png = append(m.png, resp.GetPng()...)
 	}
 	if m.header == nil {
-		return nil, fmt.Errorf("get map: the stream ended without a message")
+		return nil, fmt.Errorf("the stream ended without a message")
 	}
 	if uint64(len(m.cells)) != m.header.GetTotalCells() || uint64(len(m.png)) != m.header.GetPngBytes() {
-		return nil, fmt.Errorf("get map: got %d cells and %d PNG bytes, the header announced %d and %d",
+		return nil, fmt.Errorf("got %d cells and %d PNG bytes, the header announced %d and %d",
 			len(m.cells), len(m.png), m.header.GetTotalCells(), m.header.GetPngBytes())
 	}
 	return &m, nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"image/png"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +13,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/steptest"
@@ -72,5 +77,59 @@ func TestMapFetchesFullBudgetMap(t *testing.T) {
 	}
 	if cfg.Width != 4000 || cfg.Height != 4000 {
 		t.Errorf("PNG is %dx%d, want 4000x4000", cfg.Width, cfg.Height)
+	}
+}
+
+// mapNotFoundOrchestrator knows mission "done" and no other.
+type mapNotFoundOrchestrator struct {
+	orchestratorv1.UnimplementedOrchestratorServiceServer
+}
+
+func (mapNotFoundOrchestrator) GetMission(_ context.Context, req *orchestratorv1.GetMissionRequest) (*orchestratorv1.GetMissionResponse, error) {
+	if req.GetMissionId() == "done" {
+		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: "done", State: orchestratorv1.MissionState_MISSION_STATE_COMPLETED}}, nil
+	}
+	return nil, status.Errorf(codes.NotFound, "mission %q not found", req.GetMissionId())
+}
+
+// noMaps is a mapping service that holds no map.
+type noMaps struct {
+	mappingv1.UnimplementedMappingServiceServer
+}
+
+func (noMaps) StreamMap(req *mappingv1.StreamMapRequest, _ grpc.ServerStreamingServer[mappingv1.StreamMapResponse]) error {
+	return status.Errorf(codes.NotFound, "mission %s has no map: none was allocated, a compensation or teardown released it, or it was evicted", req.GetMissionId())
+}
+
+// TestMapOfAnUnknownMission: `slamctl map` of a mission the orchestrator
+// does not know says so, rather than the mapping service's list of the
+// ways a map goes, which stays the answer for a mission that exists, and
+// when the orchestrator cannot be reached.
+func TestMapOfAnUnknownMission(t *testing.T) {
+	t.Parallel()
+	serve := func(register func(*grpc.Server)) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer()
+		register(srv)
+		go func() { _ = srv.Serve(l) }()
+		t.Cleanup(srv.Stop)
+		return l.Addr().String()
+	}
+	orch := serve(func(s *grpc.Server) { orchestratorv1.RegisterOrchestratorServiceServer(s, mapNotFoundOrchestrator{}) })
+	maps := serve(func(s *grpc.Server) { mappingv1.RegisterMappingServiceServer(s, noMaps{}) })
+	for _, tc := range []struct{ addr, mission, want string }{
+		{orch, "ghost", `get map: NotFound: mission "ghost" not found`},
+		{orch, "done", "get map: NotFound: mission done has no map: none was allocated"},
+		{"127.0.0.1:1", "ghost", "get map: NotFound: mission ghost has no map"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(t.Context(), []string{"--addr", tc.addr, "--mapping-addr", maps, "map", "-o", filepath.Join(t.TempDir(), "m.png"), tc.mission},
+			func(string) string { return "" }, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("map %s (orchestrator %s): %v, want %q", tc.mission, tc.addr, err, tc.want)
+		}
 	}
 }
