@@ -3,11 +3,12 @@ package slamio
 // map_server reads every format its image library does (nav2:
 // GraphicsMagick, ROS 1: SDL_image). These decoders are the formats maps
 // are saved in: PNG is what Nav2's saver writes scale maps as, BMP the
-// third of its formats beside PGM; JPEG and GIF turn up in hand-made maps.
+// third of its formats beside PGM (gobmp reads the BMPs x/image/bmp does
+// not: RLE4 and RLE8, which GraphicsMagick writes by default, 16-bit,
+// bit fields, OS/2); JPEG and GIF turn up in hand-made maps.
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
@@ -17,8 +18,9 @@ import (
 	_ "image/png"
 	"io"
 	"math"
+	"strings"
 
-	_ "golang.org/x/image/bmp"
+	_ "github.com/jsummers/gobmp"
 
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/slam/grid"
@@ -62,7 +64,7 @@ func readPicture(path string, head []byte) (*Picture, error) {
 		return nil, errNotPicture
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, truncated(err))
 	}
 	if int64(cfg.Width)*int64(cfg.Height) > grid.MaxCells {
 		return nil, fmt.Errorf("%s: a %s image of %dx%d pixels: more than the %d a map may have", path, format, cfg.Width, cfg.Height, grid.MaxCells)
@@ -70,68 +72,66 @@ func readPicture(path string, head []byte) (*Picture, error) {
 	if cfg.Width == 0 || cfg.Height == 0 {
 		return nil, fmt.Errorf("%s: a %s image of %dx%d pixels: a map needs at least one", path, format, cfg.Width, cfg.Height)
 	}
+	if need := decodedBytes(format, cfg); need > maxPictureDecodeBytes {
+		return nil, fmt.Errorf("%s: a %s image of %dx%d pixels decodes to %d MiB, more than the %d MiB a map image may take: save the map as an 8-bit grey PGM or PNG",
+			path, format, cfg.Width, cfg.Height, need>>20, maxPictureDecodeBytes>>20)
+	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
 	img, _, err := image.Decode(bufio.NewReader(f))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, truncated(err))
 	}
-	matte, err := hasMatte(f, format, head, img)
+	img, matte, err := asGraphicsMagick(f, format, head, img)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, truncated(err))
 	}
 	return &Picture{Image: img, Matte: matte}, nil
 }
 
-// hasMatte reports whether the file of img, in format, has an alpha
-// channel (see Picture.Matte).
-func hasMatte(f io.ReaderAt, format string, head []byte, img image.Image) (bool, error) {
-	switch format {
-	case "png":
-		return pngHasAlpha(f)
-	case "bmp":
-		// BITMAPINFOHEADER's size at byte 14 and bit count at byte 28: the
-		// decoder keeps alpha only for 32 bits with a V4 or V5 header.
-		return len(head) >= 30 && binary.LittleEndian.Uint32(head[14:]) > 40 && binary.LittleEndian.Uint16(head[28:]) == 32, nil
-	case "gif":
-		if p, ok := img.(*image.Paletted); ok {
-			for _, c := range p.Palette {
-				if _, _, _, a := c.RGBA(); a != 0xffff {
-					return true, nil
-				}
-			}
+// maxPictureDecodeBytes bounds what decoding a map image may allocate: an
+// RGBA image of 8192² pixels, 256 MiB. Its pixel count alone does not:
+// a progressive CMYK JPEG keeps 20 bytes a pixel while it decodes, so
+// 1.5 MB of one took 2 GB.
+const maxPictureDecodeBytes = 256 << 20
+
+// decodedBytes is what decoding an image of cfg in format allocates, by its
+// colour model: the pixels, and a JPEG's coefficients (4 bytes per
+// component and pixel, kept for a progressive one).
+func decodedBytes(format string, cfg image.Config) int64 {
+	px := int64(cfg.Width) * int64(cfg.Height)
+	switch cfg.ColorModel {
+	case color.GrayModel:
+		if format == "jpeg" {
+			return 5 * px
 		}
+		return px
+	case color.Gray16Model:
+		return 2 * px
+	case color.YCbCrModel:
+		return 15 * px
+	case color.CMYKModel:
+		return 20 * px
+	case color.RGBA64Model, color.NRGBA64Model:
+		return 8 * px
 	}
-	return false, nil
+	if _, ok := cfg.ColorModel.(color.Palette); ok {
+		return px
+	}
+	return 4 * px
 }
 
-// pngHasAlpha walks a PNG's chunks up to its first IDAT: colour type 4
-// (grey+alpha) or 6 (RGBA) in IHDR, or a tRNS chunk, is an alpha channel.
-func pngHasAlpha(f io.ReaderAt) (bool, error) {
-	var hdr [8]byte
-	off := int64(8) // the signature
-	for {
-		if _, err := f.ReadAt(hdr[:], off); err != nil {
-			return false, fmt.Errorf("PNG chunk at byte %d: %w", off, err)
-		}
-		n, typ := int64(binary.BigEndian.Uint32(hdr[:4])), string(hdr[4:])
-		switch typ {
-		case "IHDR":
-			var ct [1]byte
-			if _, err := f.ReadAt(ct[:], off+8+9); err != nil {
-				return false, fmt.Errorf("PNG IHDR: %w", err)
-			}
-			if ct[0] == 4 || ct[0] == 6 {
-				return true, nil
-			}
-		case "tRNS":
-			return true, nil
-		case "IDAT", "IEND":
-			return false, nil
-		}
-		off += 12 + n // length, type, data, CRC
+// truncated says what a decoder's running out of data means. The PNG and
+// GIF decoders turn an unexpected EOF into a format error of their own
+// words, so those are matched by their text.
+func truncated(err error) error {
+	msg := err.Error()
+	if errors.Is(err, io.ErrUnexpectedEOF) || strings.HasSuffix(msg, "unexpected EOF") ||
+		strings.HasSuffix(msg, "not enough pixel data") || strings.HasSuffix(msg, "not enough image data") {
+		return fmt.Errorf("the file is truncated (%w)", err)
 	}
+	return err
 }
 
 // CellsFromPicture converts a decoded image to an occupancy grid as nav2's

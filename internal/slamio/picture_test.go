@@ -312,8 +312,8 @@ func TestPictureErrorsNameTheFiles(t *testing.T) {
 		img  []byte
 		want string
 	}{
-		{"truncated.png", full[:len(full)-20], "truncated.png: png: invalid format: unexpected EOF (the image of "},
-		{"signature.png", []byte("\x89PNG\r\n\x1a\n"), "signature.png: unexpected EOF (the image of "},
+		{"truncated.png", full[:len(full)-20], "truncated.png: the file is truncated (png: invalid format: unexpected EOF) (the image of "},
+		{"signature.png", []byte("\x89PNG\r\n\x1a\n"), "signature.png: the file is truncated (unexpected EOF) (the image of "},
 		{"huge.png", pngWithSize(100000, 100000), "huge.png: a png image of 100000x100000 pixels: more than the 67108864 a map may have (the image of "},
 		{"map.tif", []byte("II*\x00\x08\x00\x00\x00"), "map.tif:1: a TIFF image (the image of "},
 		{"notes.txt", []byte("a map, honest"), "notes.txt:1: not an image (the image of "},

@@ -189,7 +189,7 @@ func TestROSMapErrorsNameFileAndLine(t *testing.T) {
 		{"duplicate key", good + "resolution: 0.1\n", img, `m.yaml:7: key "resolution" already given on line 2`},
 		{"thresholds swapped", strings.Replace(good, "free_thresh: 0.25", "free_thresh: 0.7", 1), img, "m.yaml:6: thresholds free 0.7, occupied 0.65"},
 		{"missing image", good, nil, "m.pgm: no such file"},
-		{"cut png content named .pgm", good, []byte("\x89PNG\r\n\x1a\n\x00\x00"), "%DIR%/m.pgm: unexpected EOF (the image of %DIR%/m.yaml)"},
+		{"cut png content named .pgm", good, []byte("\x89PNG\r\n\x1a\n\x00\x00"), "%DIR%/m.pgm: the file is truncated (unexpected EOF) (the image of %DIR%/m.yaml)"},
 		{"ppm", good, []byte("P6\n1 1\n255\nabc"), "%DIR%/m.pgm:1: a PPM (colour) image (the image of %DIR%/m.yaml): map images are read as PGM (P2/P5), PNG, BMP, JPEG or GIF"},
 		{"bad width on line 3", good, []byte("P5\n# c\nwide 2\n255\n"), `m.pgm:3: width "wide"`},
 		{"P5 short raster", good, []byte("P5\n5 2\n255\n\x00\x01"), "m.pgm: byte 13: raster ends early"},
