@@ -1,0 +1,215 @@
+package slam_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/fuse"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+	"github.com/slammesh/slammesh/internal/slam/match"
+	"github.com/slammesh/slammesh/internal/slamio"
+	"github.com/slammesh/slammesh/internal/slamproto"
+)
+
+// Flags of TestRealSegmentSweep; docs/slam.md's figures come from
+//
+//	go test ./internal/slam -run TestRealSegmentSweep -v -args -slam.sweep.sets=200 -slam.sweep.seed=2
+//	go test ./internal/slam -run TestRealSegmentSweep -v -args -slam.sweep.log=freiburg-079-corrected.log.gz -slam.sweep.sets=40 -slam.sweep.seed=4
+var (
+	sweepSets = flag.Int("slam.sweep.sets", 4, "TestRealSegmentSweep: random segment sets to run")
+	sweepSeed = flag.Uint64("slam.sweep.seed", 1, "TestRealSegmentSweep: seed of the segment sets and guesses")
+	sweepLog  = flag.String("slam.sweep.log", "intel-corrected.log.gz", "TestRealSegmentSweep: CARMEN log of ../shared/realdata/carmen (freiburg-079-corrected.log.gz: 4 agents × 250 scans)")
+)
+
+// sweepMinOverlap is the share of an agent's 0.2 m cells that lie within
+// one cell of an earlier agent's, as the provided missions' converter
+// measured it (missions/*.expected.json: 0.57–0.78).
+const sweepMinOverlap = 0.5
+
+// TestRealSegmentSweep builds missions the way ../shared/realdata/missions
+// were built, from segments the provided missions do not use: random
+// segment sets of a real log (Intel: 3 agents × 30 keyframes; Freiburg
+// 079: 4 × 250 scans) whose agents overlap the earlier ones by at least
+// sweepMinOverlap, the scans at the corrected poses, each non-anchor
+// guess the truth moved by up to ±0.4 m and ±10°. It localizes and merges
+// each as the services do and logs the outcome: correct (every agent
+// within 2 cells and 0.02 rad of its corrected start pose), refused at
+// localization or at the merge (with the gates' figures), or accepted
+// beyond that. It fails when an agent is accepted beyond the gross bound
+// (0.5 m, 0.05 rad): a real mission must come out near right or be
+// refused. CI runs four Intel sets; the flags above run the sweeps
+// docs/slam.md reports.
+func TestRealSegmentSweep(t *testing.T) {
+	t.Parallel()
+	lg, err := slamio.OpenCarmen(filepath.Join("..", "..", "..", "shared", "realdata", "carmen", *sweepLog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents, segLen := 3, 30
+	if len(lg.Readings) > 2000 { // every scan of the log, as fr079-local-4
+		agents, segLen = 4, 250
+	}
+	rng := rand.New(rand.NewPCG(*sweepSeed, 7))
+	var correct, locRefused, mergeRefused, off int
+	for sets, tries := 0, 0; sets < *sweepSets; tries++ {
+		if tries > 200*(*sweepSets) {
+			t.Fatalf("found %d of %d segment sets overlapping by %.0f %% in %d tries", sets, *sweepSets, 100*sweepMinOverlap, tries)
+		}
+		segs, ok := overlappingSegments(lg, rng, agents, segLen)
+		if !ok {
+			continue
+		}
+		sets++
+		label := fmt.Sprint(segs)
+		out, err := sweepMission(lg, segs, rng)
+		if err != nil {
+			t.Fatalf("%s: %v", label, err)
+		}
+		var ie *fuse.InconsistencyError
+		switch {
+		case out.locErr != nil:
+			locRefused++
+			t.Logf("%s: refused at localization: %v", label, out.locErr)
+		case errors.As(out.mergeErr, &ie):
+			mergeRefused++
+			t.Logf("%s: refused at the merge (agents within %.3f m, %.4f rad): %v", label, out.worstT, out.worstR, ie)
+		case out.mergeErr != nil:
+			t.Fatalf("%s: merge: %v", label, out.mergeErr)
+		case out.worstT > 0.5 || out.worstR > 0.05:
+			t.Errorf("%s: accepted %.3f m, %.4f rad from the truth", label, out.worstT, out.worstR)
+		case out.worstT > 2*0.05 || out.worstR > 0.02:
+			off++
+			t.Logf("%s: accepted %.3f m, %.4f rad from the truth (beyond 2 cells and 0.02 rad)", label, out.worstT, out.worstR)
+		default:
+			correct++
+			t.Logf("%s: correct, within %.3f m, %.4f rad", label, out.worstT, out.worstR)
+		}
+	}
+	t.Logf("%s, %d segment sets: %d correct, %d refused at localization, %d at the merge, %d accepted beyond 2 cells or 0.02 rad",
+		*sweepLog, *sweepSets, correct, locRefused, mergeRefused, off)
+}
+
+// overlappingSegments draws n disjoint segments of segLen readings, each
+// overlapping the earlier ones by sweepMinOverlap; ok is false when a draw
+// does not.
+func overlappingSegments(lg *slamio.Log, rng *rand.Rand, n, segLen int) (segs []slamio.Segment, ok bool) {
+	seen := map[[2]int]bool{}
+	for range n {
+		first := rng.IntN(len(lg.Readings) - segLen)
+		s := slamio.Segment{First: first, Last: first + segLen - 1}
+		for _, o := range segs {
+			if s.First <= o.Last && o.First <= s.Last {
+				return nil, false
+			}
+		}
+		cells := hitCells(lg.Readings[s.First : s.Last+1])
+		if len(segs) > 0 {
+			near := 0
+			for c := range cells {
+			neighbours:
+				for dx := -1; dx <= 1; dx++ {
+					for dy := -1; dy <= 1; dy++ {
+						if seen[[2]int{c[0] + dx, c[1] + dy}] {
+							near++
+							break neighbours
+						}
+					}
+				}
+			}
+			if float64(near) < sweepMinOverlap*float64(len(cells)) {
+				return nil, false
+			}
+		}
+		for c := range cells {
+			seen[c] = true
+		}
+		segs = append(segs, s)
+	}
+	return segs, true
+}
+
+// hitCells returns the 0.2 m cells that the readings' beams shorter than
+// 12 m hit at their corrected poses (the converter's overlap measure).
+func hitCells(rs []slamio.Reading) map[[2]int]bool {
+	out := map[[2]int]bool{}
+	for _, r := range rs {
+		for i, rr := range r.Ranges {
+			if !(rr > 0.1 && rr < 12) {
+				continue
+			}
+			a := r.Laser.Theta + r.AngleMin + float64(i)*r.AngleIncrement
+			x, y := r.Laser.X+float64(rr)*math.Cos(a), r.Laser.Y+float64(rr)*math.Sin(a)
+			out[[2]int{int(math.Floor(x / 0.2)), int(math.Floor(y / 0.2))}] = true
+		}
+	}
+	return out
+}
+
+// sweepOutcome is what one mission of the sweep came to: the gates'
+// errors, and the worst agent's distance from its corrected start pose.
+type sweepOutcome struct {
+	locErr, mergeErr error
+	worstT, worstR   float64
+}
+
+// sweepMission imports segs of lg as slamctl does (guesses at the
+// corrected start poses), moves the non-anchor guesses, and localizes and
+// merges the mission as the services do.
+func sweepMission(lg *slamio.Log, segs []slamio.Segment, rng *rand.Rand) (sweepOutcome, error) {
+	var out sweepOutcome
+	agents, err := slamio.CarmenAgents(lg, slamio.CarmenOptions{Segments: segs, RangeMin: 0.1, RangeMax: 20})
+	if err != nil {
+		return out, err
+	}
+	spec, err := slamio.MapFor(agents, 0.05, slamio.DefaultMapMargin)
+	if err != nil {
+		return out, err
+	}
+	meta, err := grid.MetaForBounds(spec.GetOriginX(), spec.GetOriginY(), spec.GetWidthM(), spec.GetHeightM(), spec.GetResolution())
+	if err != nil {
+		return out, err
+	}
+	truth := make([]slam.Pose2D, len(agents))
+	for i, a := range agents {
+		truth[i] = slamproto.PoseFromProto(a.GetInitialGuess())
+		if i > 0 {
+			g := truth[i]
+			g.X += (2*rng.Float64() - 1) * 0.4
+			g.Y += (2*rng.Float64() - 1) * 0.4
+			g.Theta += (2*rng.Float64() - 1) * 10 * math.Pi / 180
+			a.InitialGuess = slamproto.PoseToProto(g)
+		}
+	}
+	dom, err := slamproto.AgentsFromProto(agents, meta.Resolution)
+	if err != nil {
+		return out, err
+	}
+	in := make([]match.Agent, len(dom))
+	for i, a := range dom {
+		in[i] = match.Agent{Submap: a.Submap, Guess: a.Guess, Anchor: a.Anchor}
+	}
+	res, err := match.LocalizeAll(context.Background(), meta, in, match.Options{Parallelism: 2}, nil)
+	if err != nil {
+		out.locErr = err
+		return out, nil
+	}
+	merge := make([]fuse.Input, len(res))
+	for i, r := range res {
+		out.worstT = max(out.worstT, math.Hypot(r.Pose.X-truth[i].X, r.Pose.Y-truth[i].Y))
+		out.worstR = max(out.worstR, math.Abs(slam.AngleDiff(r.Pose.Theta, truth[i].Theta)))
+		merge[i] = fuse.Input{Agent: i, Submap: dom[i].Submap, Pose: r.Pose}
+	}
+	base, err := grid.New(meta)
+	if err != nil {
+		return out, err
+	}
+	_, _, out.mergeErr = fuse.Merge(base, merge, fuse.Options{})
+	return out, nil
+}
