@@ -1,6 +1,7 @@
 package slamio_test
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
@@ -56,6 +57,41 @@ func FuzzROSMap(f *testing.F) {
 		for i, v := range img.Pix {
 			if int(v) > img.MaxVal || back.Pix[i] != v {
 				t.Fatalf("sample %d: %d (maxval %d), re-encoded %d", i, v, img.MaxVal, back.Pix[i])
+			}
+		}
+	})
+}
+
+// FuzzMapImage feeds arbitrary bytes to the map image decoders ReadROSMap
+// uses besides the PGM one, and GraphicsMagick's rules on top of them: any
+// input decodes or fails with an error, and a decoded image converts to
+// one cell per pixel, each −1 or 0..100, in every mode.
+func FuzzMapImage(f *testing.F) {
+	for _, img := range [][]byte{
+		pngFile(3, 4, []byte{0, 0, 128, 0, 254, 255}),
+		pngFile(2, 2, []byte{128, 128, 128, 0, 0, 0}, pngChunk("tRNS", []byte{0, 128, 0, 128, 0, 128})),
+		bmpFile(2, 16, 0, nil, nil, []byte{0x8c, 0x31, 0xff, 0x7f}),
+		bmpFile(3, 8, 1, greyPalette(), nil, []byte{1, 0, 1, 128, 1, 254, 0, 0, 0, 1}),
+		bmpFile(1, 32, 0, nil, nil, []byte{1, 2, 3, 4}),
+		[]byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x01\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"),
+	} {
+		f.Add(img)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		pic, err := slamio.DecodePicture(bytes.NewReader(data), int64(len(data)), "fuzz", data)
+		if err != nil {
+			return
+		}
+		b := pic.Image.Bounds()
+		for _, mode := range []slamio.MapMode{slamio.ModeTrinary, slamio.ModeScale, slamio.ModeRaw} {
+			og := slamio.CellsFromPicture(pic, &slamio.MapYAML{Mode: mode, Resolution: 0.05, OccupiedThresh: 0.65, FreeThresh: 0.25})
+			if len(og.GetData()) != b.Dx()*b.Dy() {
+				t.Fatalf("%v image, %s: %d cells", b, mode, len(og.GetData()))
+			}
+			for i, c := range og.GetData() {
+				if v := int8(c); v < -1 || v > 100 {
+					t.Fatalf("%s: cell %d is %d", mode, i, v)
+				}
 			}
 		}
 	})

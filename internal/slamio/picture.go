@@ -46,10 +46,9 @@ const maxPictureBytes = 4*grid.MaxCells + 1<<20
 // errNotPicture says that a file is no image format ReadROSMap reads.
 var errNotPicture = errors.New("not an image")
 
-// readPicture decodes the map image at path, whose first bytes are head:
-// its dimensions are read first, and an image of more than grid.MaxCells
-// pixels is refused before its raster is. Returns errNotPicture when no
-// decoder knows the format.
+// readPicture decodes the map image at path, whose first bytes are head
+// (see decodePicture). Returns errNotPicture when no decoder knows the
+// format.
 func readPicture(path string, head []byte) (*Picture, error) {
 	f, size, err := openRegular(path)
 	if err != nil {
@@ -59,33 +58,39 @@ func readPicture(path string, head []byte) (*Picture, error) {
 	if size > maxPictureBytes {
 		return nil, fmt.Errorf("%s: %d bytes: more than an image of %d pixels takes (%d)", path, size, grid.MaxCells, int64(maxPictureBytes))
 	}
-	cfg, format, err := image.DecodeConfig(bufio.NewReader(f))
+	return decodePicture(f, size, path, head)
+}
+
+// decodePicture decodes the image of size bytes in r (named name in
+// errors), whose first bytes are head: its dimensions are read first, and
+// an image of more than grid.MaxCells pixels, or whose decoding would take
+// more than maxPictureDecodeBytes, is refused before its raster is read.
+// Returns errNotPicture when no decoder knows the format.
+func decodePicture(r io.ReaderAt, size int64, name string, head []byte) (*Picture, error) {
+	cfg, format, err := image.DecodeConfig(bufio.NewReader(io.NewSectionReader(r, 0, size)))
 	if errors.Is(err, image.ErrFormat) {
 		return nil, errNotPicture
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, truncated(err))
+		return nil, fmt.Errorf("%s: %w", name, truncated(err))
 	}
 	if int64(cfg.Width)*int64(cfg.Height) > grid.MaxCells {
-		return nil, fmt.Errorf("%s: a %s image of %dx%d pixels: more than the %d a map may have", path, format, cfg.Width, cfg.Height, grid.MaxCells)
+		return nil, fmt.Errorf("%s: a %s image of %dx%d pixels: more than the %d a map may have", name, format, cfg.Width, cfg.Height, grid.MaxCells)
 	}
 	if cfg.Width == 0 || cfg.Height == 0 {
-		return nil, fmt.Errorf("%s: a %s image of %dx%d pixels: a map needs at least one", path, format, cfg.Width, cfg.Height)
+		return nil, fmt.Errorf("%s: a %s image of %dx%d pixels: a map needs at least one", name, format, cfg.Width, cfg.Height)
 	}
 	if need := decodedBytes(format, cfg); need > maxPictureDecodeBytes {
 		return nil, fmt.Errorf("%s: a %s image of %dx%d pixels decodes to %d MiB, more than the %d MiB a map image may take: save the map as an 8-bit grey PGM or PNG",
-			path, format, cfg.Width, cfg.Height, need>>20, maxPictureDecodeBytes>>20)
+			name, format, cfg.Width, cfg.Height, need>>20, maxPictureDecodeBytes>>20)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	img, _, err := image.Decode(bufio.NewReader(f))
+	img, _, err := image.Decode(bufio.NewReader(io.NewSectionReader(r, 0, size)))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, truncated(err))
+		return nil, fmt.Errorf("%s: %w", name, truncated(err))
 	}
-	img, matte, err := asGraphicsMagick(f, format, head, img)
+	img, matte, err := asGraphicsMagick(r, format, head, img)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, truncated(err))
+		return nil, fmt.Errorf("%s: %w", name, truncated(err))
 	}
 	return &Picture{Image: img, Matte: matte}, nil
 }

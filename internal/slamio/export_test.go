@@ -1,0 +1,4 @@
+package slamio
+
+// DecodePicture exposes decodePicture to the fuzzer.
+var DecodePicture = decodePicture
