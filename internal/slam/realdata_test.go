@@ -123,7 +123,7 @@ var marginMissions = map[string]bool{"intel-local-3": true, "fr079-local-4": tru
 // not get through the gates.
 func TestRealGateMargins(t *testing.T) {
 	t.Parallel()
-	var scores, ambs, conflicts, merits, cons, changed, strong []float64
+	var scores, ambs, conflicts, merits, cons, changed []float64
 	for _, m := range sharedRealMissions(t) {
 		if !marginMissions[m.name] {
 			continue
@@ -159,7 +159,7 @@ func TestRealGateMargins(t *testing.T) {
 			scores, ambs, conflicts = append(scores, r.Score), append(ambs, r.Ambiguity), append(conflicts, r.FreeConflict)
 			merits = append(merits, r.Merit)
 			if ar.Judged {
-				cons, changed, strong = append(cons, ar.Consistency), append(changed, ar.ChangedShare), append(strong, ar.StrongShare)
+				cons, changed = append(cons, ar.Consistency), append(changed, ar.ChangedShare)
 			}
 		}
 	}
@@ -169,5 +169,4 @@ func TestRealGateMargins(t *testing.T) {
 	t.Logf("real merit:         %v ", eval.Summarize(merits))
 	t.Logf("real consistency:   %v (min %.3f)", eval.Summarize(cons), fuse.DefaultMinConsistency)
 	t.Logf("real changed share: %v (max %.4f)", eval.Summarize(changed), fuse.DefaultMaxChangedShare)
-	t.Logf("real strong share:  %v (max %.4f)", eval.Summarize(strong), fuse.DefaultMaxStrongShare)
 }

@@ -403,8 +403,8 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 			id = fuseErr.ids[incErr.Agent]
 		}
 		r := incErr.Report
-		what := fmt.Sprintf("%.4f of the %d shared cells disagree inside %d contradicted 1 m regions (limit %.4f), %.4f where both sides saw it again and again (limit %.4f); overall consistency %.3f (floor %.3f)",
-			incErr.ChangedShare, r.Agreement+r.Disagreement, r.ContradictedRegions, incErr.MaxChangedShare, incErr.StrongShare, incErr.MaxStrongShare, incErr.Consistency, incErr.Threshold)
+		what := fmt.Sprintf("%.4f of the %d shared cells disagree inside %d contradicted 1 m regions (limit %.4f); overall consistency %.3f (floor %.3f)",
+			incErr.ChangedShare, r.Agreement+r.Disagreement, r.ContradictedRegions, incErr.MaxChangedShare, incErr.Consistency, incErr.Threshold)
 		if incErr.Consistency < incErr.Threshold {
 			what = fmt.Sprintf("consistency %.3f < %.3f (%d shared cells agree, %d disagree)", incErr.Consistency, incErr.Threshold, r.Agreement, r.Disagreement)
 		}
@@ -414,9 +414,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 			"consistency", strconv.FormatFloat(incErr.Consistency, 'f', 4, 64),
 			"threshold", strconv.FormatFloat(incErr.Threshold, 'f', 4, 64),
 			"changed_share", strconv.FormatFloat(incErr.ChangedShare, 'f', 4, 64),
-			"max_changed_share", strconv.FormatFloat(incErr.MaxChangedShare, 'f', 4, 64),
-			"strong_share", strconv.FormatFloat(incErr.StrongShare, 'f', 4, 64),
-			"max_strong_share", strconv.FormatFloat(incErr.MaxStrongShare, 'f', 4, 64))
+			"max_changed_share", strconv.FormatFloat(incErr.MaxChangedShare, 'f', 4, 64))
 	case errors.Is(err, slam.ErrInvalidArgument):
 		return rpcerr.InvalidArgument("agents", slam.Detail(err))
 	case errors.As(err, &noMap):

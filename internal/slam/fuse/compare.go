@@ -26,10 +26,8 @@ type buffers struct {
 	// voted and of those that disagreed.
 	so, sv, sd []int32
 	// against holds the window indices of the disagreeing cells, in
-	// row-major order; strong says for each whether both grids' evidence
-	// there is strong (Options.StrongEvidence).
+	// row-major order.
 	against []int32
-	strong  []bool
 	best    []float32 // the attribution's, per map cell
 }
 
@@ -110,8 +108,7 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, bu
 	sv, sd := buf.sv, buf.sd
 	clear(sv[:stride])
 	clear(sd[:stride])
-	buf.against, buf.strong = buf.against[:0], buf.strong[:0]
-	strong := opts.StrongEvidence
+	buf.against = buf.against[:0]
 	// A band past the window's size is the whole window (and a box edge
 	// computed from it must not overflow); a negative band holds no cell,
 	// so nothing votes.
@@ -140,7 +137,6 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, bu
 					ar.Disagreement++
 					against++
 					buf.against = append(buf.against, int32(y*bw+x))
-					buf.strong = append(buf.strong, min(abs32(a), abs32(b)) >= strong)
 				}
 			}
 			row[x+1] = above[x+1] + votes
@@ -151,9 +147,8 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, bu
 	if shared := ar.Agreement + ar.Disagreement; shared >= opts.MinOverlapCells {
 		ar.Judged = true
 		ar.Consistency = float64(ar.Agreement) / float64(shared)
-		ar.ContradictedCells, ar.StrongContradictedCells, ar.ContradictedRegions = buf.contradicted(bw, bh)
+		ar.ContradictedCells, ar.ContradictedRegions = buf.contradicted(bw, bh)
 		ar.ChangedShare = float64(ar.ContradictedCells) / float64(shared)
-		ar.StrongShare = float64(ar.StrongContradictedCells) / float64(shared)
 	}
 	return ar, win
 }
@@ -212,15 +207,15 @@ const (
 // contradicted returns the number of disagreeing cells of a bw×bh window
 // (b.against, with b.sv and b.sd the summed-area tables of the cells that
 // voted and disagreed) whose centred region is contradicted (see
-// regionCells), how many of those are strong (b.strong), and how many
-// fixed regionCells tiles of the window hold at least one of them (what
-// the merge service's message reports as contradicted 1 m regions). Region
-// sums come from the tables, so the cost is linear in the window.
-func (b *buffers) contradicted(bw, bh int) (cells, strong, regions int) {
+// regionCells), and how many fixed regionCells tiles of the window hold at
+// least one of them (what the merge service's message reports as
+// contradicted 1 m regions). Region sums come from the tables, so the cost
+// is linear in the window.
+func (b *buffers) contradicted(bw, bh int) (cells, regions int) {
 	half := regionCells / 2
 	tw := (bw + regionCells - 1) / regionCells
 	tiles := make([]bool, tw*((bh+regionCells-1)/regionCells))
-	for k, i := range b.against {
+	for _, i := range b.against {
 		x, y := int(i)%bw, int(i)/bw
 		v := boxSum(b.sv, bw, bh, x-half, y-half, x+half, y+half)
 		d := boxSum(b.sd, bw, bh, x-half, y-half, x+half, y+half)
@@ -228,22 +223,12 @@ func (b *buffers) contradicted(bw, bh int) (cells, strong, regions int) {
 			continue
 		}
 		cells++
-		if b.strong[k] {
-			strong++
-		}
 		if t := (y/regionCells)*tw + x/regionCells; !tiles[t] {
 			tiles[t] = true
 			regions++
 		}
 	}
-	return cells, strong, regions
-}
-
-func abs32(v float32) float32 {
-	if v < 0 {
-		return -v
-	}
-	return v
+	return cells, regions
 }
 
 // boxSum is the sum over [x0, x1) × [y0, y1), clipped to the bw×bh array

@@ -155,20 +155,12 @@ func (w *warper) add(cells []float32) {
 //   - MaxChangedShare 0.0095, the per-region gate: the real missions reach
 //     0.0085 (Freiburg 079's people and glass), offices 0, the mildest of
 //     299 changed worlds 0.0106 (median 0.056).
-//   - MaxStrongShare 0.006 with StrongEvidence 2.5, its second half: the
-//     region gate refuses only when the strong part of the contradiction
-//     exceeds it too. The mildest changed world has 0.0074 (a closed door
-//     both sides saw many times); the real segment sets the region gate
-//     refused at their true poses, 0–0.018, most under 0.005 (a person
-//     walking by, seen by two or three beams).
 //   - MinConsistency 0.95, a floor under the global ratio: real ≥ 0.9806,
 //     offices ≥ 0.997, changed worlds 0.884–0.986 (the region gate does
 //     most of the separating).
 const (
 	DefaultMinConsistency  = 0.95
 	DefaultMaxChangedShare = 0.0095
-	DefaultMaxStrongShare  = 0.006
-	DefaultStrongEvidence  = 2.5
 	DefaultConfidence      = 1.0
 	DefaultMinOverlapCells = 200
 	DefaultBand            = 3
@@ -191,19 +183,8 @@ type Options struct {
 	Band int
 	// MaxChangedShare is the per-region gate: an input whose
 	// ChangedShare (disagreements inside contradicted regions over all
-	// votes) exceeds it, and whose StrongShare exceeds MaxStrongShare,
-	// fails the merge with slam.ErrInconsistent.
+	// votes) exceeds it fails the merge with slam.ErrInconsistent.
 	MaxChangedShare float64
-	// StrongEvidence is the |log-odds| both grids need at a contradicted
-	// cell for it to count in StrongShare. 2.5 is three hits more than
-	// the misses (grid.LogOddsHit 0.85 each): a change both sides saw
-	// again and again, where a person walking through, a beam grazing a
-	// table leg or glass seen through once makes one or two.
-	StrongEvidence float32
-	// MaxStrongShare is the region gate's second half: the contradicted
-	// cells of strong evidence on both sides, over all votes, that an
-	// input may have beside a ChangedShare above MaxChangedShare.
-	MaxStrongShare float64
 	// MinOverlapCells is the number of shared confident cells below which
 	// consistency is not judged: too little overlap says nothing.
 	MinOverlapCells int
@@ -215,12 +196,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxChangedShare == 0 {
 		o.MaxChangedShare = DefaultMaxChangedShare
-	}
-	if o.MaxStrongShare == 0 {
-		o.MaxStrongShare = DefaultMaxStrongShare
-	}
-	if o.StrongEvidence == 0 {
-		o.StrongEvidence = DefaultStrongEvidence
 	}
 	if o.Confidence == 0 {
 		o.Confidence = DefaultConfidence
@@ -253,14 +228,10 @@ type AgentReport struct {
 	// 1 m region disagrees at least contradictedRegion of the time,
 	// ContradictedRegions the 1 m tiles they lie in, and ChangedShare is
 	// ContradictedCells over all votes (0 when not judged): see
-	// regionCells. StrongContradictedCells are those where both grids hold
-	// at least Options.StrongEvidence, and StrongShare is their share of
-	// the votes.
-	ContradictedRegions     int
-	ContradictedCells       int
-	ChangedShare            float64
-	StrongContradictedCells int
-	StrongShare             float64
+	// regionCells.
+	ContradictedRegions int
+	ContradictedCells   int
+	ChangedShare        float64
 }
 
 // Report summarises a merge.
@@ -277,8 +248,6 @@ type InconsistencyError struct {
 	Threshold       float64 // MinConsistency
 	ChangedShare    float64
 	MaxChangedShare float64
-	StrongShare     float64
-	MaxStrongShare  float64
 	Report          AgentReport
 }
 
@@ -289,8 +258,8 @@ func (e *InconsistencyError) Error() string {
 		return fmt.Sprintf("slam: agent %d inconsistent with the map: consistency %.3f < %.3f (%d agree, %d disagree; %.4f of the votes in %d contradicted regions)",
 			e.Agent, e.Consistency, e.Threshold, e.Report.Agreement, e.Report.Disagreement, e.ChangedShare, e.Report.ContradictedRegions)
 	}
-	return fmt.Sprintf("slam: agent %d inconsistent with the map: %.4f of the votes disagree in %d contradicted regions > %.4f, %.4f on strong evidence > %.4f (consistency %.3f, %d agree, %d disagree)",
-		e.Agent, e.ChangedShare, e.Report.ContradictedRegions, e.MaxChangedShare, e.StrongShare, e.MaxStrongShare, e.Consistency, e.Report.Agreement, e.Report.Disagreement)
+	return fmt.Sprintf("slam: agent %d inconsistent with the map: %.4f of the votes disagree in %d contradicted regions > %.4f (consistency %.3f, %d agree, %d disagree)",
+		e.Agent, e.ChangedShare, e.Report.ContradictedRegions, e.MaxChangedShare, e.Consistency, e.Report.Agreement, e.Report.Disagreement)
 }
 
 // Unwrap lets errors.Is(err, slam.ErrInconsistent) match.
@@ -299,8 +268,8 @@ func (e *InconsistencyError) Unwrap() error { return slam.ErrInconsistent }
 // Merge warps every input into a copy of base, in order, and returns the
 // fused grid. Each input is first compared with the map so far (incremental
 // pairwise consistency, see Consistency); if any judged consistency is
-// below opts.MinConsistency, or its ChangedShare above opts.MaxChangedShare
-// with its StrongShare above opts.MaxStrongShare, the merge fails with an *InconsistencyError for
+// below opts.MinConsistency, or its ChangedShare above opts.MaxChangedShare,
+// the merge fails with an *InconsistencyError for
 // the first such input and returns no grid, but still returns the report.
 // base is never modified; it may be an empty grid of the allocated map or the
 // previous map version.

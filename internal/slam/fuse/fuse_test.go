@@ -220,57 +220,6 @@ func TestChangedShareRegionSlides(t *testing.T) {
 	}
 }
 
-// TestRegionGateNeedsStrongEvidence: the same concentrated contradiction,
-// an 8×5 block of occupied cells on confidently free floor (a changed
-// share far above MaxChangedShare), fails the merge when both grids saw
-// their side again and again (|log-odds| 3 and 4), and passes when the
-// input saw it with two beams (1.7: a person walking through) or the map's
-// floor is barely known there (2.0); the report counts the strong cells
-// either way. The consistency floor still refuses what it refused.
-func TestRegionGateNeedsStrongEvidence(t *testing.T) {
-	t.Parallel()
-	meta := grid.Meta{Resolution: 0.05, Width: 60, Height: 60}
-	for _, tc := range []struct {
-		name         string
-		floor, block float32
-		strong       int
-		fails        bool
-	}{
-		{"both sides strong", -4, 3, 40, true},
-		{"input seen by two beams", -4, 1.7, 0, false},
-		{"floor barely known", -2, 3, 0, false},
-	} {
-		base, err := grid.New(meta)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cells := base.LogOdds()
-		for y := range meta.Height {
-			for x := range meta.Width {
-				cells[y*meta.Width+x] = -4
-				if y%8 == 0 {
-					cells[y*meta.Width+x] = 4
-				}
-			}
-		}
-		in := base.Clone()
-		for y := 18; y <= 22; y++ {
-			for x := 26; x <= 33; x++ {
-				cells[y*meta.Width+x] = tc.floor
-				in.LogOdds()[y*meta.Width+x] = tc.block
-			}
-		}
-		_, rep, err := fuse.Merge(base, []fuse.Input{{Submap: in}}, fuse.Options{})
-		ar := rep.Agents[0]
-		if !ar.Judged || ar.ContradictedCells != 40 || ar.StrongContradictedCells != tc.strong || ar.ChangedShare <= fuse.DefaultMaxChangedShare {
-			t.Fatalf("%s: %+v, want 40 contradicted cells (share above %.4f), %d strong", tc.name, ar, fuse.DefaultMaxChangedShare, tc.strong)
-		}
-		if got := errors.Is(err, slam.ErrInconsistent); got != tc.fails {
-			t.Errorf("%s: merge error %v (strong share %.4f, limit %.4f), want failure %v", tc.name, err, ar.StrongShare, fuse.DefaultMaxStrongShare, tc.fails)
-		}
-	}
-}
-
 // TestMergeOntoUnknownGroundOnlyAdds: an input over ground the map knows
 // nothing confident about (the map as allocated, or a corner nobody has
 // seen) cannot be judged: the merge adds it exactly as Warp does, with a

@@ -72,10 +72,9 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 	} else if n > 0 {
 		m.scratch = win.v // not kept: the next input may reuse it
 	}
-	if ar.Judged && (ar.Consistency < m.opts.MinConsistency || ar.ChangedShare > m.opts.MaxChangedShare && ar.StrongShare > m.opts.MaxStrongShare) {
+	if ar.Judged && (ar.Consistency < m.opts.MinConsistency || ar.ChangedShare > m.opts.MaxChangedShare) {
 		return ar, &InconsistencyError{Agent: in.Agent, Consistency: ar.Consistency, Threshold: m.opts.MinConsistency,
-			ChangedShare: ar.ChangedShare, MaxChangedShare: m.opts.MaxChangedShare,
-			StrongShare: ar.StrongShare, MaxStrongShare: m.opts.MaxStrongShare, Report: ar}
+			ChangedShare: ar.ChangedShare, MaxChangedShare: m.opts.MaxChangedShare, Report: ar}
 	}
 	return ar, nil
 }
