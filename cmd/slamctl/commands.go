@@ -371,14 +371,20 @@ const mapMissionTimeout = 3 * time.Second
 // missions: its NOT_FOUND lists every way a map goes. When the
 // orchestrator does not know the mission either (never started, deleted
 // or expired), its own NOT_FOUND says which, and is what the user needs;
-// when it cannot be asked, the mapping service's answer stands.
+// when it cannot be asked, the mapping service's answer stands, with the
+// orchestrator's refusal when it refused the token.
 func mapError(ctx context.Context, c *clients, id string, err error) error {
-	if status.Code(err) == codes.NotFound {
-		ctx, cancel := context.WithTimeout(ctx, mapMissionTimeout)
-		defer cancel()
-		if _, gerr := c.orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id}); status.Code(gerr) == codes.NotFound {
-			return rpcError("get map", gerr)
-		}
+	if status.Code(err) != codes.NotFound {
+		return rpcError("get map", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, mapMissionTimeout)
+	defer cancel()
+	_, gerr := c.orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
+	switch st := status.Convert(gerr); st.Code() {
+	case codes.NotFound:
+		return rpcError("get map", gerr)
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return fmt.Errorf("%w (the orchestrator, asked whether the mission exists, answered %s: %s)", rpcError("get map", err), st.Code(), st.Message())
 	}
 	return rpcError("get map", err)
 }

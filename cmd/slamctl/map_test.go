@@ -86,8 +86,11 @@ type mapNotFoundOrchestrator struct {
 }
 
 func (mapNotFoundOrchestrator) GetMission(_ context.Context, req *orchestratorv1.GetMissionRequest) (*orchestratorv1.GetMissionResponse, error) {
-	if req.GetMissionId() == "done" {
+	switch req.GetMissionId() {
+	case "done":
 		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: "done", State: orchestratorv1.MissionState_MISSION_STATE_COMPLETED}}, nil
+	case "locked":
+		return nil, status.Error(codes.Unauthenticated, "token expired")
 	}
 	return nil, status.Errorf(codes.NotFound, "mission %q not found", req.GetMissionId())
 }
@@ -104,7 +107,7 @@ func (noMaps) StreamMap(req *mappingv1.StreamMapRequest, _ grpc.ServerStreamingS
 // TestMapOfAnUnknownMission: `slamctl map` of a mission the orchestrator
 // does not know says so, rather than the mapping service's list of the
 // ways a map goes, which stays the answer for a mission that exists, and
-// when the orchestrator cannot be reached.
+// when the orchestrator cannot be reached or refuses the token (saying so).
 func TestMapOfAnUnknownMission(t *testing.T) {
 	t.Parallel()
 	serve := func(register func(*grpc.Server)) string {
@@ -124,6 +127,7 @@ func TestMapOfAnUnknownMission(t *testing.T) {
 		{orch, "ghost", `get map: NotFound: mission "ghost" not found`},
 		{orch, "done", "get map: NotFound: mission done has no map: none was allocated"},
 		{"127.0.0.1:1", "ghost", "get map: NotFound: mission ghost has no map"},
+		{orch, "locked", "has no map: none was allocated, a compensation or teardown released it, or it was evicted (the orchestrator, asked whether the mission exists, answered Unauthenticated: token expired)"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(t.Context(), []string{"--addr", tc.addr, "--mapping-addr", maps, "map", "-o", filepath.Join(t.TempDir(), "m.png"), tc.mission},
