@@ -212,6 +212,8 @@ func TestImportRefusesBadInput(t *testing.T) {
 		{[]string{"--carmen", good, "--segments", "1:2", "--search-window-deg", "1e9"}, "--search-window-deg 1e+09: want 0..180", true},
 		{[]string{"--carmen", good, "--segments", "1:2", "--search-window-deg", "-5"}, "--search-window-deg -5", true},
 		{[]string{"--carmen", good, "--segments", "1:2,2:3"}, "segments 1:2 and 2:3 overlap", false},
+		{[]string{"--carmen", good, "--segments", "1:2", "--max-changed-share", "2"}, "--max-changed-share 2: want 0..1", true},
+		{[]string{"--carmen", good, "--segments", "1:2", "--min-consistency", "NaN"}, "--min-consistency NaN: want 0..1", true},
 	} {
 		_, _, err := runImport(tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, errUsage) != tc.usage {

@@ -40,6 +40,8 @@ type importFlags struct {
 	margin      float64
 	windowM     float64
 	windowDeg   float64
+	maxChanged  float64
+	minConsist  float64
 	missionJSON string
 }
 
@@ -63,6 +65,8 @@ func (f *importFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.margin, "map-margin", slamio.DefaultMapMargin, "metres added around what the agents saw when --map is not given")
 	fs.Float64Var(&f.windowM, "search-window-m", 0, "localization's translational search half-width around each guess, metres (0: the service's 1 m)")
 	fs.Float64Var(&f.windowDeg, "search-window-deg", 0, "localization's rotational search half-width around each guess, degrees (0: the service's 20°, 180: every heading)")
+	fs.Float64Var(&f.maxChanged, "max-changed-share", 0, "the merge's region test: the share of shared cells that may disagree in contradicted 1 m regions, 0..1 (0: the service's 0.0095, which refuses a changed world; raise it for a building whose glass or doors the passes saw differently, to the share INCONSISTENT_MAPS reported; 1: off)")
+	fs.Float64Var(&f.minConsist, "min-consistency", 0, "the merge's floor under the overall consistency, 0..1 (0: the service's 0.95)")
 }
 
 // given reports whether any real-data source was named.
@@ -82,6 +86,12 @@ func (f *importFlags) request(missionID string, summary io.Writer) (*orchestrato
 	}
 	if !(f.windowDeg >= 0 && f.windowDeg <= 180) {
 		return nil, fmt.Errorf("%w: --search-window-deg %g: want 0..180 degrees (0: the service's default)", errUsage, f.windowDeg)
+	}
+	if !(f.maxChanged >= 0 && f.maxChanged <= 1) {
+		return nil, fmt.Errorf("%w: --max-changed-share %g: want 0..1 (0: the service's default)", errUsage, f.maxChanged)
+	}
+	if !(f.minConsist >= 0 && f.minConsist <= 1) {
+		return nil, fmt.Errorf("%w: --min-consistency %g: want 0..1 (0: the service's default)", errUsage, f.minConsist)
 	}
 	var ids []string
 	if f.agentIDs != "" {
@@ -114,6 +124,8 @@ func (f *importFlags) request(missionID string, summary io.Writer) (*orchestrato
 	}
 	req.SearchWindowM = f.windowM
 	req.SearchWindowRad = f.windowDeg * math.Pi / 180
+	req.MaxChangedShare = f.maxChanged
+	req.MinConsistency = f.minConsist
 	for _, a := range req.GetAgents() {
 		what := fmt.Sprintf("%d scans", len(a.GetScans()))
 		if sm := a.GetSubmap(); sm != nil {

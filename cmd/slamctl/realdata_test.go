@@ -16,6 +16,8 @@ import (
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slamio"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -313,5 +315,35 @@ func assertNear(t *testing.T, mission *orchestratorv1.Mission, want map[string]*
 	}
 	if found != 2 {
 		t.Errorf("%d of 2 non-anchor agents with an expected pose localized: %v", found, mission.GetPoses())
+	}
+}
+
+// TestLoosenedMergeGatesThroughSlamctl: a real Intel segment set whose
+// merge the default gate refuses (a change between the passes: 0.0215 of
+// the shared cells contradicted, limit 0.0095) completes through four real
+// servers when slamctl start raises --max-changed-share, and the poses are
+// the corrected trajectory's.
+func TestLoosenedMergeGatesThroughSlamctl(t *testing.T) {
+	t.Parallel()
+	m := startMesh(t)
+	args := []string{"--carmen", filepath.Join(realdata, "carmen", "intel-corrected.log.gz"), "--segments", "716:745,248:277,284:313"}
+	refused := startFiles(t, m, append([]string{"--id", "gate-default"}, args...)...)
+	if refused.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPENSATED || refused.GetError().GetReason() != rpcerr.ReasonInconsistentMaps ||
+		!strings.Contains(refused.GetError().GetMessage(), "max_changed_share") {
+		t.Fatalf("default gates: %s %v, want COMPENSATED at INCONSISTENT_MAPS naming max_changed_share", refused.GetState(), refused.GetError())
+	}
+	merged := startFiles(t, m, append([]string{"--id", "gate-loose", "--max-changed-share", "0.03"}, args...)...)
+	if merged.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+		t.Fatalf("--max-changed-share 0.03: %s %v, want COMPLETED", merged.GetState(), merged.GetError())
+	}
+	lg, err := slamio.OpenCarmen(args[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range merged.GetPoses() {
+		truth := lg.Readings[[]int{716, 248, 284}[i]].Laser
+		if a := p.GetMapFromAgent(); math.Hypot(a.GetX()-truth.X, a.GetY()-truth.Y) > 0.1 || math.Abs(slam.AngleDiff(a.GetTheta(), truth.Theta)) > 0.02 {
+			t.Errorf("agent %s at %v, the corrected pose is %v", p.GetAgentId(), a, truth)
+		}
 	}
 }

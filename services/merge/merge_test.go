@@ -207,6 +207,21 @@ func TestChangedWorldFailsTheGate(t *testing.T) {
 	}
 }
 
+// TestChangedWorldMergesWithTheGatesLoosened: the request's
+// max_changed_share and min_consistency replace the service's gates for
+// that merge: the changed world the defaults refuse merges with the
+// region test off and a floor of 0.5.
+func TestChangedWorldMergesWithTheGatesLoosened(t *testing.T) {
+	t.Parallel()
+	e := start(t, merge.Config{})
+	req := mission(t, e, "m-changed-loose", world.ChangedWorld)
+	req.MaxChangedShare, req.MinConsistency = 1, 0.5
+	resp, err := e.client.MergeMaps(steptest.Context(t), req)
+	if err != nil || resp.GetVersion() != 2 || resp.GetConsistency() >= fuse.DefaultMinConsistency {
+		t.Fatalf("MergeMaps = %v, %v; want version 2 at a consistency the default floor refuses", resp, err)
+	}
+}
+
 func TestMapNotFound(t *testing.T) {
 	t.Parallel()
 	e := start(t, merge.Config{})
@@ -241,6 +256,9 @@ func TestMergeInvalid(t *testing.T) {
 		{"no saga", func(r *mergev1.MergeMapsRequest) { r.Saga = nil }, "saga"},
 		{"wrong step", func(r *mergev1.MergeMapsRequest) { r.Saga.Step = "localize_agents" }, "saga.step"},
 		{"no map id", func(r *mergev1.MergeMapsRequest) { r.MapId = "" }, "map_id"},
+		{"changed share over 1", func(r *mergev1.MergeMapsRequest) { r.MaxChangedShare = 1.5 }, "max_changed_share"},
+		{"negative floor", func(r *mergev1.MergeMapsRequest) { r.MinConsistency = -0.1 }, "min_consistency"},
+		{"nan floor", func(r *mergev1.MergeMapsRequest) { r.MinConsistency = math.NaN() }, "min_consistency"},
 		{"map_meta without resolution", func(r *mergev1.MergeMapsRequest) { r.MapMeta = &typesv1.GridMeta{Width: 40, Height: 40} }, "map_meta"},
 		{"no agents", func(r *mergev1.MergeMapsRequest) { r.Agents, r.Poses = nil, nil }, "agents"},
 		{"bad pose id", func(r *mergev1.MergeMapsRequest) { r.Poses[1].AgentId = "a/b" }, "poses[1].agent_id"},

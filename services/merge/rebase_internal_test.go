@@ -49,7 +49,7 @@ func TestStaleBaseIsNotCommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := barrier.ID{Key: m, SagaID: "saga-stale", Step: Step}
-	if _, err := s.mergeOnto(ctx, id, mapID, base, in, ids); !errors.Is(err, errMapChanged) {
+	if _, err := s.mergeOnto(ctx, id, mapID, base, in, ids, s.fuseOpts); !errors.Is(err, errMapChanged) {
 		t.Fatalf("mergeOnto on a stale base: err = %v, want errMapChanged", err)
 	}
 	h, err := rdb.HGetAll(ctx, mapstore.Key(m)).Result()
@@ -67,7 +67,7 @@ func TestStaleBaseIsNotCommitted(t *testing.T) {
 	if base, err = loadCurrent(ctx, rdb, m, mapID); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := s.mergeOnto(ctx, id, mapID, base, in, ids)
+	resp, err := s.mergeOnto(ctx, id, mapID, base, in, ids, s.fuseOpts)
 	if err != nil || resp.GetVersion() != 3 {
 		t.Fatalf("mergeOnto on the fresh base = %v, %v; want version 3", resp, err)
 	}

@@ -92,6 +92,30 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 	mergev1.RegisterMergeServiceServer(r, s)
 }
 
+// gates returns the fusion options of req: the service's, with the
+// request's max_changed_share and min_consistency where they are set
+// (0 keeps the service's). INVALID_ARGUMENT naming the field for a value
+// outside [0, 1].
+func (s *Server) gates(req *mergev1.MergeMapsRequest) (fuse.Options, error) {
+	opts := s.fuseOpts
+	for _, f := range []struct {
+		field string
+		v     float64
+		dst   *float64
+	}{
+		{"max_changed_share", req.GetMaxChangedShare(), &opts.MaxChangedShare},
+		{"min_consistency", req.GetMinConsistency(), &opts.MinConsistency},
+	} {
+		if !(f.v >= 0 && f.v <= 1) {
+			return opts, rpcerr.InvalidArgument(f.field, fmt.Sprintf("%g must be in [0, 1] (0: the service's default)", f.v))
+		}
+		if f.v > 0 {
+			*f.dst = f.v
+		}
+	}
+	return opts, nil
+}
+
 // errMapChanged says the map moved past the version a fusion started from.
 var errMapChanged = errors.New("merge: map changed during the merge")
 
@@ -108,6 +132,10 @@ func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
+	opts, err := s.gates(req)
+	if err != nil {
+		return nil, err
+	}
 	id := stepserver.BarrierID(sc, Step)
 	missionID := sc.GetMissionId()
 	given, err := stepserver.MapOf(req.GetMapMeta())
@@ -119,7 +147,7 @@ func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (
 		// all unknown, of the stated geometry), then the commit, which
 		// checks that the map is still that and answers a duplicate with
 		// the first attempt's result.
-		resp, err := s.mergeAllocated(ctx, id, req.GetMapId(), req.GetAgents(), poses, given)
+		resp, err := s.mergeAllocated(ctx, id, req.GetMapId(), req.GetAgents(), poses, given, opts)
 		switch {
 		case err == nil:
 			return resp, nil
@@ -153,7 +181,7 @@ func (s *Server) MergeMaps(ctx context.Context, req *mergev1.MergeMapsRequest) (
 		return nil, s.toStatus(ctx, err)
 	}
 	for rebase := 1; ; rebase++ {
-		resp, err := s.mergeOnto(ctx, id, req.GetMapId(), base, in, ids)
+		resp, err := s.mergeOnto(ctx, id, req.GetMapId(), base, in, ids, opts)
 		if !errors.Is(err, errMapChanged) || rebase == maxRebases {
 			if err != nil {
 				return nil, s.toStatus(ctx, err)
@@ -188,7 +216,7 @@ func smallMerge(agents []*typesv1.Agent, meta grid.Meta) bool {
 // mergeAllocated is mergeOnto on the map as AllocateMap created it, of the
 // geometry given states: version 1, every cell unknown. errMapChanged when
 // the stored map is not that.
-func (s *Server) mergeAllocated(ctx context.Context, id barrier.ID, mapID string, agents []*typesv1.Agent, poses map[string]slam.Pose2D, given *stepserver.GivenMap) (*mergev1.MergeMapsResponse, error) {
+func (s *Server) mergeAllocated(ctx context.Context, id barrier.ID, mapID string, agents []*typesv1.Agent, poses map[string]slam.Pose2D, given *stepserver.GivenMap, opts fuse.Options) (*mergev1.MergeMapsResponse, error) {
 	g, err := grid.New(given.Meta)
 	if err != nil {
 		return nil, err
@@ -197,14 +225,15 @@ func (s *Server) mergeAllocated(ctx context.Context, id barrier.ID, mapID string
 	if err != nil {
 		return nil, err
 	}
-	return s.mergeOnto(ctx, id, mapID, &baseMap{version: 1, grid: g, stated: given.Encoded}, in, ids)
+	return s.mergeOnto(ctx, id, mapID, &baseMap{version: 1, grid: g, stated: given.Encoded}, in, ids, opts)
 }
 
-// mergeOnto fuses the inputs into base and commits the result as the next
-// version, with its contributor layer and the barrier mark, provided the
-// map is still at base's version (errMapChanged otherwise).
-func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, base *baseMap, in []fuse.Input, ids []string) (*mergev1.MergeMapsResponse, error) {
-	merger, consistency, err := s.fuse(ctx, base.grid, in, ids)
+// mergeOnto fuses the inputs into base with opts' gates and commits the
+// result as the next version, with its contributor layer and the barrier
+// mark, provided the map is still at base's version (errMapChanged
+// otherwise).
+func (s *Server) mergeOnto(ctx context.Context, id barrier.ID, mapID string, base *baseMap, in []fuse.Input, ids []string, opts fuse.Options) (*mergev1.MergeMapsResponse, error) {
+	merger, consistency, err := s.fuse(ctx, base.grid, in, ids, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -295,13 +324,13 @@ func inputs(agents []*typesv1.Agent, poses map[string]slam.Pose2D, res float64) 
 	return out, ids, nil
 }
 
-// fuse merges the inputs into base one at a time with a fuse.Merger, so
-// that progress is reported per agent (each input is judged against the map
-// so far, as in fuse.Merge), and returns the Merger, whose grid is the
-// merged map, and the lowest judged consistency.
-func (s *Server) fuse(ctx context.Context, base *grid.Grid, in []fuse.Input, ids []string) (*fuse.Merger, float64, error) {
+// fuse merges the inputs into base one at a time with a fuse.Merger and
+// opts' gates, so that progress is reported per agent (each input is judged
+// against the map so far, as in fuse.Merge), and returns the Merger, whose
+// grid is the merged map, and the lowest judged consistency.
+func (s *Server) fuse(ctx context.Context, base *grid.Grid, in []fuse.Input, ids []string, opts fuse.Options) (*fuse.Merger, float64, error) {
 	rep := progress.ReporterFrom(ctx)
-	merger, consistency := fuse.NewMerger(base, s.fuseOpts), 1.0
+	merger, consistency := fuse.NewMerger(base, opts), 1.0
 	for k, input := range in {
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
@@ -409,7 +438,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 			what = fmt.Sprintf("consistency %.3f < %.3f (%d shared cells agree, %d disagree)", incErr.Consistency, incErr.Threshold, r.Agreement, r.Disagreement)
 		}
 		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps,
-			fmt.Sprintf("%s contradicts the map: %s; a wrong pose or a changed world", id, what),
+			fmt.Sprintf("%s contradicts the map: %s; a wrong pose or a changed world (a building whose glass or doors the passes saw differently: StartMission's max_changed_share and min_consistency accept more change)", id, what),
 			"agent", id,
 			"consistency", strconv.FormatFloat(incErr.Consistency, 'f', 4, 64),
 			"threshold", strconv.FormatFloat(incErr.Threshold, 'f', 4, 64),

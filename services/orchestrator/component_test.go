@@ -334,6 +334,9 @@ func TestStartMissionRejectsBadInput(t *testing.T) {
 		{"NaN search window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowM: math.NaN()}, "search_window_m"},
 		{"negative search window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowM: -1}, "search_window_m"},
 		{"absurd search window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowM: 1e6}, "search_window_m"},
+		{"changed share over 1", &orchestratorv1.StartMissionRequest{Scenario: small(1), MaxChangedShare: 1.01}, "max_changed_share"},
+		{"NaN consistency floor", &orchestratorv1.StartMissionRequest{Scenario: small(1), MinConsistency: math.NaN()}, "min_consistency"},
+		{"negative consistency floor", &orchestratorv1.StartMissionRequest{Scenario: small(1), MinConsistency: -0.5}, "min_consistency"},
 		{"infinite rotation window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowRad: math.Inf(1)}, "search_window_rad"},
 		{"rotation window beyond pi", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowRad: 4}, "search_window_rad"},
 		{"empty agent id", agents(func(a []*typesv1.Agent) []*typesv1.Agent {

@@ -133,11 +133,13 @@ func (m *mission) mergeMaps(ctx context.Context, x *saga.Exec) error {
 		return err
 	}
 	resp, err := m.merge.MergeMaps(ctx, &mergev1.MergeMapsRequest{
-		Saga:    sc,
-		MapId:   alloc.GetMapId(),
-		Agents:  agents,
-		Poses:   loc.GetPoses(),
-		MapMeta: alloc.GetMeta(),
+		Saga:            sc,
+		MapId:           alloc.GetMapId(),
+		Agents:          agents,
+		Poses:           loc.GetPoses(),
+		MapMeta:         alloc.GetMeta(),
+		MaxChangedShare: in.GetMaxChangedShare(),
+		MinConsistency:  in.GetMinConsistency(),
 	})
 	if err != nil {
 		return err

@@ -100,6 +100,9 @@ func normalizeStart(req *orchestratorv1.StartMissionRequest, allowFaults bool) (
 	if err := checkSearchWindow(out); err != nil {
 		return nil, err
 	}
+	if err := checkMergeGates(out); err != nil {
+		return nil, err
+	}
 	if err := normalizeMapSpec(out.GetMap()); err != nil {
 		return nil, err
 	}
@@ -260,6 +263,26 @@ func checkSearchWindow(req *orchestratorv1.StartMissionRequest) error {
 		}
 		if f.v < 0 || f.v > f.limit {
 			return rpcerr.InvalidArgument(f.field, fmt.Sprintf("%g %s must be in [0, %g] (0: the default)", f.v, f.unit, f.limit))
+		}
+	}
+	return nil
+}
+
+// checkMergeGates validates the request-level merge gates; 0 keeps the
+// merge service's defaults.
+func checkMergeGates(req *orchestratorv1.StartMissionRequest) error {
+	for _, f := range []struct {
+		field string
+		v     float64
+	}{
+		{"max_changed_share", req.GetMaxChangedShare()},
+		{"min_consistency", req.GetMinConsistency()},
+	} {
+		if err := checkFinite(f.field, f.v); err != nil {
+			return err
+		}
+		if f.v < 0 || f.v > 1 {
+			return rpcerr.InvalidArgument(f.field, fmt.Sprintf("%g must be in [0, 1] (0: the default)", f.v))
 		}
 	}
 	return nil

@@ -41,9 +41,15 @@ type MergeMapsRequest struct {
 	// checks map_id, the version and this geometry against the stored map.
 	// Without it, or when the stored map differs, the service reads the
 	// current version before fusing.
-	MapMeta       *v1.GridMeta `protobuf:"bytes,5,opt,name=map_meta,json=mapMeta,proto3" json:"map_meta,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MapMeta *v1.GridMeta `protobuf:"bytes,5,opt,name=map_meta,json=mapMeta,proto3" json:"map_meta,omitempty"`
+	// The region test's largest changed share, in [0, 1]; 0 means the
+	// service's 0.0095 (StartMissionRequest.max_changed_share).
+	MaxChangedShare float64 `protobuf:"fixed64,6,opt,name=max_changed_share,json=maxChangedShare,proto3" json:"max_changed_share,omitempty"`
+	// The overall consistency floor, in [0, 1]; 0 means the service's 0.95
+	// (StartMissionRequest.min_consistency).
+	MinConsistency float64 `protobuf:"fixed64,7,opt,name=min_consistency,json=minConsistency,proto3" json:"min_consistency,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MergeMapsRequest) Reset() {
@@ -109,6 +115,20 @@ func (x *MergeMapsRequest) GetMapMeta() *v1.GridMeta {
 		return x.MapMeta
 	}
 	return nil
+}
+
+func (x *MergeMapsRequest) GetMaxChangedShare() float64 {
+	if x != nil {
+		return x.MaxChangedShare
+	}
+	return 0
+}
+
+func (x *MergeMapsRequest) GetMinConsistency() float64 {
+	if x != nil {
+		return x.MinConsistency
+	}
+	return 0
 }
 
 // MergeMapsResponse describes the new map version.
@@ -280,13 +300,15 @@ var File_slammesh_merge_v1_merge_proto protoreflect.FileDescriptor
 
 const file_slammesh_merge_v1_merge_proto_rawDesc = "" +
 	"\n" +
-	"\x1dslammesh/merge/v1/merge.proto\x12\x11slammesh.merge.v1\x1a\x1dslammesh/types/v1/types.proto\"\xfb\x01\n" +
+	"\x1dslammesh/merge/v1/merge.proto\x12\x11slammesh.merge.v1\x1a\x1dslammesh/types/v1/types.proto\"\xd0\x02\n" +
 	"\x10MergeMapsRequest\x122\n" +
 	"\x04saga\x18\x01 \x01(\v2\x1e.slammesh.types.v1.SagaContextR\x04saga\x12\x15\n" +
 	"\x06map_id\x18\x02 \x01(\tR\x05mapId\x120\n" +
 	"\x06agents\x18\x03 \x03(\v2\x18.slammesh.types.v1.AgentR\x06agents\x122\n" +
 	"\x05poses\x18\x04 \x03(\v2\x1c.slammesh.types.v1.AgentPoseR\x05poses\x126\n" +
-	"\bmap_meta\x18\x05 \x01(\v2\x1b.slammesh.types.v1.GridMetaR\amapMeta\"p\n" +
+	"\bmap_meta\x18\x05 \x01(\v2\x1b.slammesh.types.v1.GridMetaR\amapMeta\x12*\n" +
+	"\x11max_changed_share\x18\x06 \x01(\x01R\x0fmaxChangedShare\x12'\n" +
+	"\x0fmin_consistency\x18\a \x01(\x01R\x0eminConsistency\"p\n" +
 	"\x11MergeMapsResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12 \n" +
 	"\vconsistency\x18\x02 \x01(\x01R\vconsistency\x12\x1f\n" +

@@ -538,8 +538,18 @@ type StartMissionRequest struct {
 	// Half-width of the rotational window, radians, around each non-anchor
 	// agent's initial_guess; 0 means 0.35 (20 deg), pi means every heading.
 	SearchWindowRad float64 `protobuf:"fixed64,8,opt,name=search_window_rad,json=searchWindowRad,proto3" json:"search_window_rad,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The merge's region test (docs/slam.md §4): the largest share of the
+	// cells two agents both know that may disagree inside contradicted 1 m
+	// regions, in [0, 1]; 0 means 0.0095. The default refuses a changed
+	// world; a building whose glass or doors two passes saw differently may
+	// need more (INCONSISTENT_MAPS gives the share it measured). 1 turns the
+	// test off. A wrong pose gets through more easily too.
+	MaxChangedShare float64 `protobuf:"fixed64,9,opt,name=max_changed_share,json=maxChangedShare,proto3" json:"max_changed_share,omitempty"`
+	// The floor under the merge's overall consistency (agreeing over all
+	// shared confident cells), in [0, 1]; 0 means 0.95.
+	MinConsistency float64 `protobuf:"fixed64,10,opt,name=min_consistency,json=minConsistency,proto3" json:"min_consistency,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StartMissionRequest) Reset() {
@@ -624,6 +634,20 @@ func (x *StartMissionRequest) GetSearchWindowM() float64 {
 func (x *StartMissionRequest) GetSearchWindowRad() float64 {
 	if x != nil {
 		return x.SearchWindowRad
+	}
+	return 0
+}
+
+func (x *StartMissionRequest) GetMaxChangedShare() float64 {
+	if x != nil {
+		return x.MaxChangedShare
+	}
+	return 0
+}
+
+func (x *StartMissionRequest) GetMinConsistency() float64 {
+	if x != nil {
+		return x.MinConsistency
 	}
 	return 0
 }
@@ -1346,7 +1370,7 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\vmap_version\x18\x0e \x01(\rR\n" +
 	"mapVersion\x12 \n" +
 	"\vconsistency\x18\x0f \x01(\x01R\vconsistency\x12\x1c\n" +
-	"\tcancelled\x18\x10 \x01(\bR\tcancelled\"\xeb\x02\n" +
+	"\tcancelled\x18\x10 \x01(\bR\tcancelled\"\xc0\x03\n" +
 	"\x13StartMissionRequest\x12\x1d\n" +
 	"\n" +
 	"mission_id\x18\x01 \x01(\tR\tmissionId\x127\n" +
@@ -1356,7 +1380,10 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x04wait\x18\x05 \x01(\bR\x04wait\x124\n" +
 	"\x06faults\x18\x06 \x01(\v2\x1c.slammesh.types.v1.FaultPlanR\x06faults\x12&\n" +
 	"\x0fsearch_window_m\x18\a \x01(\x01R\rsearchWindowM\x12*\n" +
-	"\x11search_window_rad\x18\b \x01(\x01R\x0fsearchWindowRad\"m\n" +
+	"\x11search_window_rad\x18\b \x01(\x01R\x0fsearchWindowRad\x12*\n" +
+	"\x11max_changed_share\x18\t \x01(\x01R\x0fmaxChangedShare\x12'\n" +
+	"\x0fmin_consistency\x18\n" +
+	" \x01(\x01R\x0eminConsistency\"m\n" +
 	"\x14StartMissionResponse\x12;\n" +
 	"\amission\x18\x01 \x01(\v2!.slammesh.orchestrator.v1.MissionR\amission\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"2\n" +
