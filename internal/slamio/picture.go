@@ -9,6 +9,7 @@ package slamio
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
@@ -31,11 +32,10 @@ import (
 type Picture struct {
 	// Image is the decoded image, its top row first.
 	Image image.Image
-	// Matte reports an alpha channel in the file (PNG colour types 4 and
-	// 6 or a tRNS chunk, a 32-bit BMP with an alpha mask, a GIF's
-	// transparent index), as GraphicsMagick's Image::matte() does. nav2
-	// averages alpha in with the colour channels in trinary mode only
-	// then, even where every pixel is opaque.
+	// Matte reports an alpha channel in the file as GraphicsMagick's
+	// Image::matte() does (see asGraphicsMagick). nav2 averages alpha in
+	// with the colour channels in trinary mode only then, even where every
+	// pixel is opaque.
 	Matte bool
 }
 
@@ -80,7 +80,7 @@ func decodePicture(r io.ReaderAt, size int64, name string, head []byte) (*Pictur
 	if cfg.Width == 0 || cfg.Height == 0 {
 		return nil, fmt.Errorf("%s: a %s image of %dx%d pixels: a map needs at least one", name, format, cfg.Width, cfg.Height)
 	}
-	if need := decodedBytes(format, cfg); need > maxPictureDecodeBytes {
+	if need := decodedBytes(format, cfg, head); need > maxPictureDecodeBytes {
 		return nil, fmt.Errorf("%s: a %s image of %dx%d pixels decodes to %d MiB, more than the %d MiB a map image may take: save the map as an 8-bit grey PGM or PNG",
 			name, format, cfg.Width, cfg.Height, need>>20, maxPictureDecodeBytes>>20)
 	}
@@ -101,11 +101,15 @@ func decodePicture(r io.ReaderAt, size int64, name string, head []byte) (*Pictur
 // 1.5 MB of one took 2 GB.
 const maxPictureDecodeBytes = 256 << 20
 
-// decodedBytes is what decoding an image of cfg in format allocates, by its
-// colour model: the pixels, and a JPEG's coefficients (4 bytes per
-// component and pixel, kept for a progressive one).
-func decodedBytes(format string, cfg image.Config) int64 {
+// decodedBytes is what decoding an image of cfg in format (first bytes
+// head) allocates, by its colour model: the pixels, a JPEG's coefficients
+// (4 bytes per component and pixel, kept for a progressive one), and for a
+// 16-bit BMP the 16-bit copy asGraphicsMagick makes.
+func decodedBytes(format string, cfg image.Config, head []byte) int64 {
 	px := int64(cfg.Width) * int64(cfg.Height)
+	if format == "bmp" && len(head) > bmpBitCount+1 && binary.LittleEndian.Uint16(head[bmpBitCount:]) == 16 {
+		return 12 * px
+	}
 	switch cfg.ColorModel {
 	case color.GrayModel:
 		if format == "jpeg" {

@@ -189,8 +189,9 @@ func TestBMPAlphaChannels(t *testing.T) {
 }
 
 // TestPictureDecodeBudget: an image whose decoding would take more than
-// 256 MiB (here a 16-bit RGBA PNG of 8192² pixels, a 522 kB file once)
-// is refused from its header, before anything is allocated for it.
+// 256 MiB (a 16-bit RGBA PNG of 8192² pixels, a 522 kB file once; a
+// 16-bit BMP of 6000²) is refused from its header, before anything is
+// allocated for it.
 func TestPictureDecodeBudget(t *testing.T) {
 	img := pngWithSize(8192, 8192)
 	img[8+8+8], img[8+8+9] = 16, 6 // bit depth, colour type RGBA
@@ -200,6 +201,16 @@ func TestPictureDecodeBudget(t *testing.T) {
 		t.Errorf("allocated %d bytes", n)
 	}
 	if err == nil || !strings.Contains(err.Error(), "rgba16.png: a png image of 8192x8192 pixels decodes to 512 MiB, more than the 256 MiB a map image may take") {
+		t.Errorf("%v", err)
+	}
+	// A 16-bit BMP of 6000² pixels: 4 bytes a pixel decoded, and the 8 of
+	// the 16-bit copy GraphicsMagick's reading takes.
+	bmp16 := bmpFile(6000, 16, 0, nil, nil, nil)
+	binary.LittleEndian.PutUint32(bmp16[22:], 6000)
+	if n := allocatedDuring(func() { _, err = readImageMap(t, "big16.bmp", bmp16, "trinary") }); n > 4<<20 {
+		t.Errorf("allocated %d bytes", n)
+	}
+	if err == nil || !strings.Contains(err.Error(), "big16.bmp: a bmp image of 6000x6000 pixels decodes to 411 MiB") {
 		t.Errorf("%v", err)
 	}
 }
