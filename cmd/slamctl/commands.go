@@ -123,6 +123,8 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 	fs.Var(&faults, "fault", "inject a fault step:kind[:times][:compensation]: kind business (fails every attempt), transient, stall or drop-reply (the first times attempts, default 1); compensation: on the step's compensation (repeatable; needs --allow-fault-injection on the services)")
 	var imp importFlags
 	imp.register(fs)
+	var gates gateFlags
+	gates.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -152,6 +154,9 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 				Seed: *seed, Agents: uint32(*agents), WidthM: *width, HeightM: *height, Kind: k,
 			},
 		}
+	}
+	if err := gates.apply(req); err != nil {
+		return err
 	}
 	req.Wait = *wait && !*watch
 	if len(faults) > 0 {

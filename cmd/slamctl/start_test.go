@@ -8,7 +8,9 @@ import (
 
 // TestStartExitsNonZeroUnlessTheMissionCompleted: start --wait and --watch
 // both fail for a mission that was compensated (a sealed agent cannot be
-// localized), after printing it, and succeed for one that completed.
+// localized; a changed world fails the merge), after printing it, and
+// succeed for one that completed (the changed world with the merge's
+// gates loosened).
 func TestStartExitsNonZeroUnlessTheMissionCompleted(t *testing.T) {
 	t.Parallel()
 	m := startMesh(t)
@@ -23,6 +25,10 @@ func TestStartExitsNonZeroUnlessTheMissionCompleted(t *testing.T) {
 		{[]string{"start", "--wait", "--id", "sealed-wait", "--kind", "sealed-agent"}, "mission sealed-wait was compensated", "COMPENSATED"},
 		{[]string{"--json", "start", "--wait", "--id", "sealed-json", "--kind", "sealed-agent"}, "mission sealed-json was compensated", "MISSION_STATE_COMPENSATED"},
 		{[]string{"start", "--watch", "--id", "sealed-watch", "--kind", "sealed-agent"}, "mission sealed-watch was compensated", "mission.compensated"},
+		// The merge's gates loosened for a scenario: the changed world the
+		// defaults refuse merges.
+		{[]string{"start", "--wait", "--id", "changed-default", "--kind", "changed-world", "--seed", "3"}, "mission changed-default was compensated", "INCONSISTENT_MAPS"},
+		{[]string{"start", "--wait", "--id", "changed-loose", "--kind", "changed-world", "--seed", "3", "--max-changed-share", "1", "--min-consistency", "0.5"}, "", "COMPLETED"},
 	} {
 		out, err := slamctl(t, ctx, m, tc.args...)
 		switch {

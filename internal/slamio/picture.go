@@ -131,14 +131,18 @@ func decodedBytes(format string, cfg image.Config, head []byte) int64 {
 	return 4 * px
 }
 
-// truncated says what a decoder's running out of data means. The PNG and
-// GIF decoders turn an unexpected EOF into a format error of their own
-// words, so those are matched by their text.
+// truncated says what a decoder's running out of data means. The PNG, GIF
+// and JPEG decoders turn an unexpected EOF into a format error of their
+// own words, so those are matched by their text; a JPEG's entropy-coded
+// data ending early may also be damage inside the file.
 func truncated(err error) error {
 	msg := err.Error()
-	if errors.Is(err, io.ErrUnexpectedEOF) || strings.HasSuffix(msg, "unexpected EOF") ||
-		strings.HasSuffix(msg, "not enough pixel data") || strings.HasSuffix(msg, "not enough image data") {
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF) || strings.HasSuffix(msg, "unexpected EOF") ||
+		strings.HasSuffix(msg, "not enough pixel data") || strings.HasSuffix(msg, "not enough image data"):
 		return fmt.Errorf("the file is truncated (%w)", err)
+	case strings.HasSuffix(msg, "short Huffman data"):
+		return fmt.Errorf("the file is truncated or damaged (%w)", err)
 	}
 	return err
 }

@@ -1,12 +1,14 @@
 package slamio
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
 	"image/color"
 	"io"
+	"math"
 	"math/bits"
 )
 
@@ -37,7 +39,7 @@ func asGraphicsMagick(f io.ReaderAt, format string, head []byte, img image.Image
 	case "bmp":
 		return bmpAsGraphicsMagick(f, head, img)
 	case "gif":
-		return img, gifAsGraphicsMagick(head, img), nil
+		return img, gifAsGraphicsMagick(f, img), nil
 	}
 	return img, false, nil
 }
@@ -48,6 +50,7 @@ func pngAsGraphicsMagick(f io.ReaderAt, img image.Image) (bool, error) {
 	var hdr [8]byte
 	var colourType, depth byte
 	trns := false
+	var plteEntries, trnsEntries int64
 	for off := int64(8); ; { // past the signature
 		if _, err := f.ReadAt(hdr[:], off); err != nil {
 			return false, fmt.Errorf("PNG chunk at byte %d: %w", off, err)
@@ -60,8 +63,10 @@ func pngAsGraphicsMagick(f io.ReaderAt, img image.Image) (bool, error) {
 				return false, fmt.Errorf("PNG IHDR: %w", err)
 			}
 			depth, colourType = ihdr[8], ihdr[9]
+		case "PLTE":
+			plteEntries = n / 3
 		case "tRNS":
-			trns = true
+			trns, trnsEntries = true, n
 		}
 		if typ == "IDAT" || typ == "IEND" {
 			break
@@ -72,13 +77,25 @@ func pngAsGraphicsMagick(f io.ReaderAt, img image.Image) (bool, error) {
 	case colourType == 4, colourType == 2 && depth == 8 && trns:
 		makeOpaque(img)
 		return true, nil
+	case colourType == 3 && trnsEntries > plteEntries:
+		// libpng drops a tRNS longer than the palette as invalid; Go
+		// applies it.
+		makeOpaque(img)
+		return false, nil
 	}
 	return colourType == 6 || trns, nil
 }
 
-// makeOpaque sets every pixel of a decoded NRGBA image opaque.
+// makeOpaque sets every pixel of a decoded NRGBA or paletted image
+// opaque.
 func makeOpaque(img image.Image) {
 	switch m := img.(type) {
+	case *image.Paletted:
+		for i, c := range m.Palette {
+			n := color.NRGBAModel.Convert(c).(color.NRGBA)
+			n.A = 0xff
+			m.Palette[i] = n
+		}
 	case *image.NRGBA:
 		for i := 3; i < len(m.Pix); i += 4 {
 			m.Pix[i] = 0xff
@@ -201,15 +218,14 @@ func bmpFourthByteAlpha(f io.ReaderAt, head []byte, img image.Image) error {
 }
 
 // gifAsGraphicsMagick gives the first frame's transparent index back its
-// colour from the file's colour table (see asGraphicsMagick); head holds
-// the file's first bytes, where the tables and the first frame's
-// descriptor are.
-func gifAsGraphicsMagick(head []byte, img image.Image) bool {
+// colour from the file's colour table (see asGraphicsMagick), read from r
+// up to the first frame's descriptor.
+func gifAsGraphicsMagick(r io.ReaderAt, img image.Image) bool {
 	p, ok := img.(*image.Paletted)
 	if !ok {
 		return false
 	}
-	idx, table, ok := gifTransparent(head)
+	idx, table, ok := gifTransparent(bufio.NewReader(io.NewSectionReader(r, 0, math.MaxInt64)))
 	if !ok {
 		return false
 	}
@@ -221,49 +237,64 @@ func gifAsGraphicsMagick(head []byte, img image.Image) bool {
 
 // gifTransparent reads a GIF up to its first image descriptor: the
 // transparent index of the graphic control extension before it, and the
-// colour table that frame uses (its local one, else the global one).
-func gifTransparent(b []byte) (idx byte, table []byte, ok bool) {
-	if len(b) < 13 {
+// colour table that frame uses (its local one, else the global one). ok is
+// false without a transparent index, or for a file that ends first.
+func gifTransparent(r *bufio.Reader) (idx byte, table []byte, ok bool) {
+	var b [13]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
 		return 0, nil, false
 	}
-	pos, global := 13, []byte(nil)
+	readTable := func(packed byte) ([]byte, bool) {
+		t := make([]byte, 3<<(packed&7+1))
+		_, err := io.ReadFull(r, t)
+		return t, err == nil
+	}
+	var global []byte
 	if b[10]&0x80 != 0 {
-		n := 3 << (b[10]&7 + 1)
-		if len(b) < pos+n {
+		if global, ok = readTable(b[10]); !ok {
 			return 0, nil, false
 		}
-		global, pos = b[pos:pos+n], pos+n
 	}
 	transparent := false
-	for pos < len(b) {
-		switch b[pos] {
+	for {
+		intro, err := r.ReadByte()
+		if err != nil {
+			return 0, nil, false
+		}
+		switch intro {
 		case 0x21: // extension: label, then data sub-blocks
-			if pos+1 >= len(b) {
+			label, err := r.ReadByte()
+			if err != nil {
 				return 0, nil, false
 			}
-			if b[pos+1] == 0xf9 && pos+6 < len(b) && b[pos+2] == 4 {
-				transparent, idx = b[pos+3]&1 != 0, b[pos+6]
-			}
-			pos += 2
-			for pos < len(b) && b[pos] != 0 {
-				pos += int(b[pos]) + 1
-			}
-			pos++
-		case 0x2c: // the first image descriptor
-			if !transparent || pos+10 > len(b) {
-				return 0, nil, false
-			}
-			if packed := b[pos+9]; packed&0x80 != 0 {
-				n := 3 << (packed&7 + 1)
-				if len(b) < pos+10+n {
+			for first := true; ; first = false {
+				n, err := r.ReadByte()
+				if err != nil {
 					return 0, nil, false
 				}
-				return idx, b[pos+10 : pos+10+n], true
+				if n == 0 {
+					break
+				}
+				block := make([]byte, n)
+				if _, err := io.ReadFull(r, block); err != nil {
+					return 0, nil, false
+				}
+				if label == 0xf9 && first && n == 4 { // graphic control extension
+					transparent, idx = block[0]&1 != 0, block[3]
+				}
+			}
+		case 0x2c: // the first image descriptor
+			var d [9]byte
+			if _, err := io.ReadFull(r, d[:]); err != nil || !transparent {
+				return 0, nil, false
+			}
+			if d[8]&0x80 != 0 {
+				local, ok := readTable(d[8])
+				return idx, local, ok
 			}
 			return idx, global, global != nil
 		default:
 			return 0, nil, false
 		}
 	}
-	return 0, nil, false
 }

@@ -99,6 +99,15 @@ func TestImagesReadAsGraphicsMagickHandsThemToNav2(t *testing.T) {
 		t.Fatal("the encoder wrote no global colour table")
 	}
 	copy(gifBytes[13+3:], []byte{128, 128, 128})
+	// The same behind a comment of 1.1 MB before the frame, past the first
+	// bytes ReadROSMap reads to recognise a file.
+	comment := []byte{0x21, 0xfe}
+	for range 4400 {
+		comment = append(comment, 250)
+		comment = append(comment, bytes.Repeat([]byte("c"), 250)...)
+	}
+	comment = append(comment, 0)
+	gifComment := append(append(slices.Clone(gifBytes[:13+6]), comment...), gifBytes[13+6:]...)
 
 	for _, tc := range []struct {
 		name, file, mode string
@@ -128,6 +137,12 @@ func TestImagesReadAsGraphicsMagickHandsThemToNav2(t *testing.T) {
 		// GIF transparent index: its colour, grey 128, averaged with alpha
 		// 0 in trinary: occ 0.62 (plain: black, occupied).
 		{"GIF transparent index, trinary", "t.gif", "trinary", gifBytes, []int8{100, -1}},
+		{"GIF transparent index behind a long comment, trinary", "c.gif", "trinary", gifComment, []int8{100, -1}},
+		// A palette PNG whose tRNS is longer than its PLTE: libpng drops the
+		// tRNS as invalid, so every entry is opaque and there is no alpha
+		// channel (Go applied it: white transparent, -1 in trinary).
+		{"palette PNG with a tRNS past its PLTE, trinary", "long.png", "trinary",
+			pngFile(2, 3, []byte{0, 1}, pngChunk("PLTE", []byte{0, 0, 0, 254, 254, 254}), pngChunk("tRNS", []byte{0, 0, 0, 0, 0})), []int8{100, 0}},
 	} {
 		m, err := readImageMap(t, tc.file, tc.img, tc.mode)
 		if err != nil {

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -115,6 +116,27 @@ func (s *Server) gates(req *mergev1.MergeMapsRequest) (fuse.Options, error) {
 	}
 	return opts, nil
 }
+
+// inconsistency says which of the merge's gates e failed, both when both
+// did. The changed share is rounded up and the consistency down, so that
+// the figure shown, given as max_changed_share or min_consistency, lets
+// the merge through; the limits are shown as given.
+func inconsistency(e *fuse.InconsistencyError) string {
+	r := e.Report
+	region := fmt.Sprintf("%.4f of the %d shared cells disagree inside %d contradicted 1 m regions (limit %s)",
+		math.Ceil(e.ChangedShare*1e4)/1e4, r.Agreement+r.Disagreement, r.ContradictedRegions, exact(e.MaxChangedShare))
+	consistency := math.Floor(e.Consistency*1e3) / 1e3
+	switch floor, changed := e.Consistency < e.Threshold, e.ChangedShare > e.MaxChangedShare; {
+	case floor && changed:
+		return fmt.Sprintf("consistency %.3f < %s (%d shared cells agree, %d disagree), and %s", consistency, exact(e.Threshold), r.Agreement, r.Disagreement, region)
+	case floor:
+		return fmt.Sprintf("consistency %.3f < %s (%d shared cells agree, %d disagree)", consistency, exact(e.Threshold), r.Agreement, r.Disagreement)
+	}
+	return fmt.Sprintf("%s; overall consistency %.3f (floor %s)", region, consistency, exact(e.Threshold))
+}
+
+// exact formats v with as many digits as it needs.
+func exact(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 
 // errMapChanged says the map moved past the version a fusion started from.
 var errMapChanged = errors.New("merge: map changed during the merge")
@@ -431,19 +453,14 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		if incErr.Agent >= 0 && incErr.Agent < len(fuseErr.ids) {
 			id = fuseErr.ids[incErr.Agent]
 		}
-		r := incErr.Report
-		what := fmt.Sprintf("%.4f of the %d shared cells disagree inside %d contradicted 1 m regions (limit %.4f); overall consistency %.3f (floor %.3f)",
-			incErr.ChangedShare, r.Agreement+r.Disagreement, r.ContradictedRegions, incErr.MaxChangedShare, incErr.Consistency, incErr.Threshold)
-		if incErr.Consistency < incErr.Threshold {
-			what = fmt.Sprintf("consistency %.3f < %.3f (%d shared cells agree, %d disagree)", incErr.Consistency, incErr.Threshold, r.Agreement, r.Disagreement)
-		}
 		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps,
-			fmt.Sprintf("%s contradicts the map: %s; a wrong pose or a changed world (a building whose glass or doors the passes saw differently: StartMission's max_changed_share and min_consistency accept more change)", id, what),
+			fmt.Sprintf("%s contradicts the map: %s; a wrong pose or a changed world (a building whose glass or doors the passes saw differently: StartMission's max_changed_share and min_consistency accept more change)", id, inconsistency(incErr)),
 			"agent", id,
-			"consistency", strconv.FormatFloat(incErr.Consistency, 'f', 4, 64),
-			"threshold", strconv.FormatFloat(incErr.Threshold, 'f', 4, 64),
-			"changed_share", strconv.FormatFloat(incErr.ChangedShare, 'f', 4, 64),
-			"max_changed_share", strconv.FormatFloat(incErr.MaxChangedShare, 'f', 4, 64))
+			"consistency", exact(incErr.Consistency),
+			"threshold", exact(incErr.Threshold),
+			"min_consistency", exact(incErr.Threshold),
+			"changed_share", exact(incErr.ChangedShare),
+			"max_changed_share", exact(incErr.MaxChangedShare))
 	case errors.Is(err, slam.ErrInvalidArgument):
 		return rpcerr.InvalidArgument("agents", slam.Detail(err))
 	case errors.As(err, &noMap):
