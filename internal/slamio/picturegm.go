@@ -16,14 +16,16 @@ import (
 // head), as GraphicsMagick 1.3 hands it to nav2's loadMapFromFile for the
 // same file (img changed in place, or a new image), and reports whether
 // GraphicsMagick sets an alpha channel on it (Image::matte(),
-// Picture.Matte). Where Go's decoders and GraphicsMagick
-// differ, a map would otherwise load one way in Nav2 and another here:
+// Picture.Matte). Where Go's decoders and GraphicsMagick differ, a map
+// would otherwise load one way in Nav2 and another here:
 //
 //   - PNG: an alpha channel is colour type 4 or 6, or a tRNS chunk. A grey
 //     and alpha image (type 4) reaches nav2 with every pixel opaque
 //     (GraphicsMagick reads it as a palette image; map_io.cpp's saver
 //     notes its trouble with GreyscaleMatte), and so does an 8-bit RGB
-//     image's tRNS colour key, though the channel is set in both.
+//     image's tRNS colour key, though the channel is set in both. A
+//     palette image's tRNS longer than its palette is invalid, and libpng
+//     drops it.
 //   - BMP: an alpha channel is 32 bits a pixel, or an alpha mask in a V3
 //     or later header; a 32-bit BI_RGB file's fourth byte is its alpha
 //     (gobmp makes it opaque, as the format's definition says); a 16-bit
@@ -129,15 +131,15 @@ func bmpAsGraphicsMagick(f io.ReaderAt, head []byte, img image.Image) (image.Ima
 	if info < 40 { // OS/2 BITMAPCOREHEADER: no alpha
 		return img, false, nil
 	}
-	bits := binary.LittleEndian.Uint16(head[bmpBitCount:])
+	depth := binary.LittleEndian.Uint16(head[bmpBitCount:])
 	compression := binary.LittleEndian.Uint32(head[bmpCompression:])
 	alphaMask := info >= 56 && len(head) >= bmpAlphaMask+4 && binary.LittleEndian.Uint32(head[bmpAlphaMask:]) != 0
 	switch {
-	case bits == 32 && compression == bmpBIRGB:
+	case depth == 32 && compression == bmpBIRGB:
 		if err := bmpFourthByteAlpha(f, head, img); err != nil {
 			return nil, false, err
 		}
-	case bits == 16 && (compression == bmpBIRGB || compression == bmpBIBitFields && len(head) >= bmpMasks+12):
+	case depth == 16 && (compression == bmpBIRGB || compression == bmpBIBitFields && len(head) >= bmpMasks+12):
 		masks := [4]uint32{0x7c00, 0x03e0, 0x001f, 0} // BI_RGB: 5-5-5
 		if compression == bmpBIBitFields {
 			for k := range 3 {
@@ -153,7 +155,7 @@ func bmpAsGraphicsMagick(f io.ReaderAt, head []byte, img image.Image) (image.Ima
 		}
 		img = shifted
 	}
-	return img, bits == 32 || alphaMask, nil
+	return img, depth == 32 || alphaMask, nil
 }
 
 // bmpShiftedFields reads a 16-bit BMP's pixels (red, green, blue and
@@ -275,13 +277,17 @@ func gifTransparent(r *bufio.Reader) (idx byte, table []byte, ok bool) {
 				if n == 0 {
 					break
 				}
-				block := make([]byte, n)
-				if _, err := io.ReadFull(r, block); err != nil {
+				if label != 0xf9 || !first || n != 4 {
+					if _, err := r.Discard(int(n)); err != nil {
+						return 0, nil, false
+					}
+					continue
+				}
+				var gce [4]byte // graphic control extension
+				if _, err := io.ReadFull(r, gce[:]); err != nil {
 					return 0, nil, false
 				}
-				if label == 0xf9 && first && n == 4 { // graphic control extension
-					transparent, idx = block[0]&1 != 0, block[3]
-				}
+				transparent, idx = gce[0]&1 != 0, gce[3]
 			}
 		case 0x2c: // the first image descriptor
 			var d [9]byte
