@@ -249,41 +249,29 @@ func checkAgents(agents []*typesv1.Agent) error {
 // (match.MaxWindowXY, match.MaxWindowTheta), so a window the orchestrator
 // accepts is never refused by the step.
 func checkSearchWindow(req *orchestratorv1.StartMissionRequest) error {
-	for _, f := range []struct {
-		field string
-		v     float64
-		limit float64
-		unit  string
-	}{
-		{"search_window_m", req.GetSearchWindowM(), match.MaxWindowXY, "m"},
-		{"search_window_rad", req.GetSearchWindowRad(), match.MaxWindowTheta, "rad"},
-	} {
-		if err := checkFinite(f.field, f.v); err != nil {
-			return err
-		}
-		if f.v < 0 || f.v > f.limit {
-			return rpcerr.InvalidArgument(f.field, fmt.Sprintf("%g %s must be in [0, %g] (0: the default)", f.v, f.unit, f.limit))
-		}
+	if err := checkUpTo("search_window_m", req.GetSearchWindowM(), match.MaxWindowXY, " m"); err != nil {
+		return err
 	}
-	return nil
+	return checkUpTo("search_window_rad", req.GetSearchWindowRad(), match.MaxWindowTheta, " rad")
 }
 
 // checkMergeGates validates the request-level merge gates; 0 keeps the
 // merge service's defaults.
 func checkMergeGates(req *orchestratorv1.StartMissionRequest) error {
-	for _, f := range []struct {
-		field string
-		v     float64
-	}{
-		{"max_changed_share", req.GetMaxChangedShare()},
-		{"min_consistency", req.GetMinConsistency()},
-	} {
-		if err := checkFinite(f.field, f.v); err != nil {
-			return err
-		}
-		if f.v < 0 || f.v > 1 {
-			return rpcerr.InvalidArgument(f.field, fmt.Sprintf("%g must be in [0, 1] (0: the default)", f.v))
-		}
+	if err := checkUpTo("max_changed_share", req.GetMaxChangedShare(), 1, ""); err != nil {
+		return err
+	}
+	return checkUpTo("min_consistency", req.GetMinConsistency(), 1, "")
+}
+
+// checkUpTo refuses a v of field that is not a finite number in
+// [0, limit] (0 meaning the default), naming the field and unit.
+func checkUpTo(field string, v, limit float64, unit string) error {
+	if err := checkFinite(field, v); err != nil {
+		return err
+	}
+	if v < 0 || v > limit {
+		return rpcerr.InvalidArgument(field, fmt.Sprintf("%g%s must be in [0, %g] (0: the default)", v, unit, limit))
 	}
 	return nil
 }
