@@ -55,4 +55,11 @@ func (s LaserScan) BeamAngle(i int) float64 {
 	return s.AngleMin + float64(i)*s.AngleIncrement
 }
 
+// PosedScan is a scan and the pose of the sensor that took it, in the
+// frame of the submap it was integrated into.
+type PosedScan struct {
+	Pose Pose2D
+	Scan LaserScan
+}
+
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

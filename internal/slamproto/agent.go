@@ -112,14 +112,20 @@ func (d *detail) Unwrap() error { return d.sentinel }
 type Agent struct {
 	ID     string
 	Submap *grid.Grid
+	// Scans are the scans the submap was integrated from, each at the
+	// pose it was inserted at (agent frame), with grid.DefaultUsableRange;
+	// nil for a submap sent as cells. The merge's see-through test reads
+	// them (fuse.Input).
+	Scans  []slam.PosedScan
 	Guess  slam.Pose2D
 	Anchor bool
 }
 
 // AgentFromProto validates and converts an agent. Exactly one of submap and
 // scans must be set; scans become a submap of resolution res (the mission
-// map's) through SubmapFromScans: placed by the local front end (or at
-// their sent poses when those are as sharp), sized to what they observed.
+// map's) through BuildSubmap with its default options: placed by the local
+// front end (or at their sent poses when those are as sharp), sized to what
+// they observed, and kept with the poses they were inserted at (Scans).
 // Errors are *FieldError with paths relative to the agent ("agent_id",
 // "submap.meta.width", "scans[3].scan.range_max", "initial_guess").
 func AgentFromProto(a *typesv1.Agent, res float64) (Agent, error) {
@@ -141,9 +147,14 @@ func AgentFromProto(a *typesv1.Agent, res float64) (Agent, error) {
 			return Agent{}, fieldErr("submap", err)
 		}
 	case hasScans:
-		out.Submap, err = SubmapFromScans(a.GetScans(), res)
+		var info SubmapInfo
+		out.Submap, info, err = BuildSubmap(a.GetScans(), res, SubmapOptions{})
 		if err != nil {
 			return Agent{}, err
+		}
+		out.Scans = make([]slam.PosedScan, len(info.Scans))
+		for k, sc := range info.Scans {
+			out.Scans[k] = slam.PosedScan{Pose: info.Poses[k], Scan: sc}
 		}
 	default:
 		return Agent{}, invalid("submap", "one of submap or scans is required")

@@ -133,11 +133,11 @@ func TestRangeMaxMissionSubmapsMatchLocal(t *testing.T) {
 		if got := ra.GetScans()[0].GetScan().GetRangeMax(); got < 80 {
 			t.Fatalf("intel-rangemax-3 agent %d sends range_max %g, want the sensor's 81.83", i, got)
 		}
-		lg, err := slamproto.SubmapFromScans(la.GetScans(), res)
+		lg, _, err := slamproto.BuildSubmap(la.GetScans(), res, slamproto.SubmapOptions{})
 		if err != nil {
 			t.Fatalf("intel-local-3 agent %d: %v", i, err)
 		}
-		rg, err := slamproto.SubmapFromScans(ra.GetScans(), res)
+		rg, _, err := slamproto.BuildSubmap(ra.GetScans(), res, slamproto.SubmapOptions{})
 		if err != nil {
 			t.Fatalf("intel-rangemax-3 agent %d: %v", i, err)
 		}

@@ -43,23 +43,17 @@ const DefaultMinSharpening = 0.07
 
 // SubmapInfo says how BuildSubmap placed the scans.
 type SubmapInfo struct {
-	Poses            []slam.Pose2D // the pose each scan was inserted at
-	FrontEnd         bool          // Poses are the front end's (else the sent ones)
-	FrontEndPoses    []slam.Pose2D // the front end's poses, used or not (nil with OdometryOnly)
-	OccupiedSent     int           // occupied cells of the submap at the sent poses
-	OccupiedFrontEnd int           // occupied cells of the front end's submap (0 with OdometryOnly)
+	Scans            []slam.LaserScan // the scans, decoded, in order
+	Poses            []slam.Pose2D    // the pose each scan was inserted at
+	FrontEnd         bool             // Poses are the front end's (else the sent ones)
+	FrontEndPoses    []slam.Pose2D    // the front end's poses, used or not (nil with OdometryOnly)
+	OccupiedSent     int              // occupied cells of the submap at the sent poses
+	OccupiedFrontEnd int              // occupied cells of the front end's submap (0 with OdometryOnly)
 }
 
 // frontEndMaxCells bounds the front end's working grid: the submap limit
 // plus the working grid's growth margin.
 const frontEndMaxCells = 2 * MaxSubmapCells
-
-// SubmapFromScans builds an agent's submap from its scans with the default
-// SubmapOptions; see BuildSubmap.
-func SubmapFromScans(frames []*typesv1.ScanFrame, res float64) (*grid.Grid, error) {
-	g, _, err := BuildSubmap(frames, res, SubmapOptions{})
-	return g, err
-}
 
 // BuildSubmap turns scans, each with its sent (odometry) pose in the agent's
 // start frame, into a submap of resolution res in that frame, and says how
@@ -109,6 +103,10 @@ func BuildSubmap(frames []*typesv1.ScanFrame, res float64, opts SubmapOptions) (
 	g, err := integrate(&in, lf, sent, res)
 	if err != nil {
 		return nil, info, err
+	}
+	info.Scans = make([]slam.LaserScan, len(lf))
+	for k, f := range lf {
+		info.Scans[k] = f.Scan
 	}
 	info.Poses, info.OccupiedSent = sent, occupiedCells(g)
 	if opts.OdometryOnly {

@@ -173,26 +173,39 @@ func (b *Bounds) Union(o Bounds) {
 // RangeMax). Skipped beams add nothing. It validates like Integrate.
 func (in *Inserter) Observed(sensor slam.Pose2D, scan slam.LaserScan) (Bounds, error) {
 	var b Bounds
+	b.Add(sensor.X, sensor.Y)
+	err := in.EachBeam(sensor, scan, func(c, s, reach float64, _ bool) {
+		b.Add(sensor.X+reach*c, sensor.Y+reach*s)
+	})
+	if err != nil {
+		return Bounds{}, err
+	}
+	return b, nil
+}
+
+// EachBeam calls f, in beam order, for every beam of scan taken from
+// sensor that Integrate traces: its unit direction (c, s) in the parent
+// frame, how far it reaches in metres (its range, or for a no-return beam
+// min(UsableRange, RangeMax)) and whether it ends in a hit. Skipped beams
+// (NaN, −Inf, below RangeMin) are not passed. It validates like Integrate.
+func (in *Inserter) EachBeam(sensor slam.Pose2D, scan slam.LaserScan, f func(c, s, reach float64, hit bool)) error {
 	if err := sensor.Validate(); err != nil {
-		return b, err
+		return err
 	}
 	if err := scan.Validate(); err != nil {
-		return b, err
+		return err
 	}
 	usable := in.usable()
 	cos, sin := in.beams.For(scan)
 	ps, pc := math.Sincos(sensor.Theta)
-	b.Add(sensor.X, sensor.Y)
 	for i, r := range scan.Ranges {
 		kind, reach := classify(r, scan, usable)
 		if kind == beamSkip {
 			continue
 		}
-		c := pc*cos[i] - ps*sin[i]
-		s := ps*cos[i] + pc*sin[i]
-		b.Add(sensor.X+reach*c, sensor.Y+reach*s)
+		f(pc*cos[i]-ps*sin[i], ps*cos[i]+pc*sin[i], reach, kind == beamHit)
 	}
-	return b, nil
+	return nil
 }
 
 // miss lowers cell i by LogOddsMiss. A miss only lowers a cell, so only

@@ -35,7 +35,7 @@
 //     since (people walking by) stop attracting scans.
 //
 // Only the poses are the output: the caller integrates the scans at them
-// into a submap sized to what they observed (see slamproto.SubmapFromScans).
+// into a submap sized to what they observed (see slamproto.BuildSubmap).
 package localslam
 
 import (
