@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/slammesh/slammesh/internal/slam"
@@ -44,8 +45,11 @@ const sweepMinOverlap = 0.5
 // localization or at the merge (with the gates' figures), or accepted
 // beyond that. It fails when an agent is accepted beyond the gross bound
 // (0.5 m, 0.05 rad): a real mission must come out near right or be
-// refused. CI runs four Intel sets; the flags above run the sweeps
-// docs/slam.md reports.
+// refused. Each localized set is merged again with its last agent moved
+// by wrongPoses, with and without the see-through test, and the test
+// logs how many of those wrong poses each merge accepted (the merge's
+// side of the see-through test's price, docs/slam.md §5). CI runs four
+// Intel sets; the flags above run the sweeps docs/slam.md reports.
 func TestRealSegmentSweep(t *testing.T) {
 	t.Parallel()
 	lg, err := slamio.OpenCarmen(filepath.Join("..", "..", "..", "shared", "realdata", "carmen", *sweepLog))
@@ -57,7 +61,8 @@ func TestRealSegmentSweep(t *testing.T) {
 		agents, segLen = 4, 250
 	}
 	rng := rand.New(rand.NewPCG(*sweepSeed, 7))
-	var correct, locRefused, mergeRefused, off int
+	var correct, locRefused, mergeRefused, off, wrongTried int
+	var wrongAccepted [2]int // with the see-through test, without
 	for sets, tries := 0, 0; sets < *sweepSets; tries++ {
 		if tries > 200*(*sweepSets) {
 			t.Fatalf("found %d of %d segment sets overlapping by %.0f %% in %d tries", sets, *sweepSets, 100*sweepMinOverlap, tries)
@@ -71,6 +76,10 @@ func TestRealSegmentSweep(t *testing.T) {
 		out, err := sweepMission(lg, segs, rng)
 		if err != nil {
 			t.Fatalf("%s: %v", label, err)
+		}
+		wrongTried += out.wrongTried
+		for k, n := range out.wrongAccepted {
+			wrongAccepted[k] += n
 		}
 		var ie *fuse.InconsistencyError
 		switch {
@@ -94,7 +103,14 @@ func TestRealSegmentSweep(t *testing.T) {
 	}
 	t.Logf("%s, %d segment sets: %d correct, %d refused at localization, %d at the merge, %d accepted beyond 2 cells or 0.02 rad",
 		*sweepLog, *sweepSets, correct, locRefused, mergeRefused, off)
+	t.Logf("wrong poses of the last agent merged: %d of %d with the see-through test, %d without", wrongAccepted[0], wrongTried, wrongAccepted[1])
 }
+
+// wrongPoses move the last agent of a localized set off its pose (metres,
+// metres, degrees) to see which the merge accepts: 3 and 6 cells, a few
+// degrees, 30°.
+var wrongPoses = [][3]float64{{0.15, 0, 0}, {-0.15, 0, 0}, {0, 0.15, 0}, {0, -0.15, 0}, {0.3, 0, 0}, {0, -0.3, 0},
+	{0, 0, 3}, {0, 0, -3}, {0, 0, 6}, {0, 0, -10}, {0.2, 0.2, 5}, {0, 0, 30}}
 
 // overlappingSegments draws n disjoint segments of segLen readings, each
 // overlapping the earlier ones by sweepMinOverlap; ok is false when a draw
@@ -153,10 +169,14 @@ func hitCells(rs []slamio.Reading) map[[2]int]bool {
 }
 
 // sweepOutcome is what one mission of the sweep came to: the gates'
-// errors, and the worst agent's distance from its corrected start pose.
+// errors, the worst agent's distance from its corrected start pose, and
+// how many wrongPoses the merge accepted with the see-through test and
+// without it, of wrongTried.
 type sweepOutcome struct {
 	locErr, mergeErr error
 	worstT, worstR   float64
+	wrongAccepted    [2]int
+	wrongTried       int
 }
 
 // sweepMission imports segs of lg as slamctl does (guesses at the
@@ -204,12 +224,25 @@ func sweepMission(lg *slamio.Log, segs []slamio.Segment, rng *rand.Rand) (sweepO
 	for i, r := range res {
 		out.worstT = max(out.worstT, math.Hypot(r.Pose.X-truth[i].X, r.Pose.Y-truth[i].Y))
 		out.worstR = max(out.worstR, math.Abs(slam.AngleDiff(r.Pose.Theta, truth[i].Theta)))
-		merge[i] = fuse.Input{Agent: i, Submap: dom[i].Submap, Pose: r.Pose}
+		merge[i] = fuse.Input{Agent: i, Submap: dom[i].Submap, Pose: r.Pose, Scans: dom[i].Scans}
 	}
 	base, err := grid.New(meta)
 	if err != nil {
 		return out, err
 	}
 	_, _, out.mergeErr = fuse.Merge(base, merge, fuse.Options{})
+	last := len(merge) - 1
+	for _, off := range wrongPoses {
+		moved := slices.Clone(merge)
+		moved[last].Pose.X += off[0]
+		moved[last].Pose.Y += off[1]
+		moved[last].Pose.Theta += off[2] * math.Pi / 180
+		out.wrongTried++
+		for k, opts := range []fuse.Options{{}, {SeeThroughAngle: -1}} {
+			if _, _, err := fuse.Merge(base, moved, opts); err == nil {
+				out.wrongAccepted[k]++
+			}
+		}
+	}
 	return out, nil
 }

@@ -29,6 +29,10 @@ func TestInconsistencyNamesEveryFailedGate(t *testing.T) {
 		{"both",
 			fuse.InconsistencyError{Consistency: 0.945, Threshold: 0.95, ChangedShare: 0.0512, MaxChangedShare: 0.0095, Report: report},
 			[]string{"consistency 0.945 < 0.95", "and 0.0512 of the 10348 shared cells disagree inside 15 contradicted 1 m regions (limit 0.0095)"}},
+		{"region gate after the see-through test",
+			fuse.InconsistencyError{Consistency: 0.9803, Threshold: 0.95, ChangedShare: 0.0121, MaxChangedShare: 0.0095,
+				Report: fuse.AgentReport{Agreement: 10144, Disagreement: 204, ContradictedRegions: 15, SeeThroughCells: 37}},
+			[]string{"0.0121 of the 10348 shared cells", "; 37 cells of glass seen through at a slant not counted"}},
 	} {
 		got := inconsistency(&tc.err)
 		for _, w := range tc.want {
@@ -38,6 +42,9 @@ func TestInconsistencyNamesEveryFailedGate(t *testing.T) {
 		}
 		if tc.name == "floor only, a tight one" && strings.Contains(got, "regions") {
 			t.Errorf("%s: %q names the region gate, which passed", tc.name, got)
+		}
+		if tc.err.Report.SeeThroughCells == 0 && strings.Contains(got, "glass") {
+			t.Errorf("%s: %q mentions glass, which the see-through test did not forgive", tc.name, got)
 		}
 	}
 }

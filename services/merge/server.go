@@ -128,11 +128,20 @@ func inconsistency(e *fuse.InconsistencyError) string {
 	consistency := math.Floor(e.Consistency*1e3) / 1e3
 	switch floor, changed := e.Consistency < e.Threshold, e.ChangedShare > e.MaxChangedShare; {
 	case floor && changed:
-		return fmt.Sprintf("consistency %.3f < %s (%d shared cells agree, %d disagree), and %s", consistency, exact(e.Threshold), r.Agreement, r.Disagreement, region)
+		return fmt.Sprintf("consistency %.3f < %s (%d shared cells agree, %d disagree), and %s%s", consistency, exact(e.Threshold), r.Agreement, r.Disagreement, region, glass(r))
 	case floor:
-		return fmt.Sprintf("consistency %.3f < %s (%d shared cells agree, %d disagree)", consistency, exact(e.Threshold), r.Agreement, r.Disagreement)
+		return fmt.Sprintf("consistency %.3f < %s (%d shared cells agree, %d disagree)%s", consistency, exact(e.Threshold), r.Agreement, r.Disagreement, glass(r))
 	}
-	return fmt.Sprintf("%s; overall consistency %.3f (floor %s)", region, consistency, exact(e.Threshold))
+	return fmt.Sprintf("%s; overall consistency %.3f (floor %s)%s", region, consistency, exact(e.Threshold), glass(r))
+}
+
+// glass says how many contradicted cells the see-through test forgave as
+// glass, when it forgave any: the figures before it leave them out.
+func glass(r fuse.AgentReport) string {
+	if r.SeeThroughCells == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d cells of glass seen through at a slant not counted", r.SeeThroughCells)
 }
 
 // exact formats v with as many digits as it needs.
@@ -337,7 +346,7 @@ func inputs(agents []*typesv1.Agent, poses map[string]slam.Pose2D, res float64) 
 		if !ok {
 			return nil, nil, rpcerr.InvalidArgument("poses", fmt.Sprintf("no pose for agents[%d] %q", i, a.ID))
 		}
-		out[i] = fuse.Input{Agent: i, Submap: a.Submap, Pose: pose}
+		out[i] = fuse.Input{Agent: i, Submap: a.Submap, Pose: pose, Scans: a.Scans}
 		ids[i] = a.ID
 	}
 	if len(poses) != len(converted) {

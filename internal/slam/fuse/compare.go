@@ -50,14 +50,17 @@ func resize[T any](s []T, n int) []T {
 // then adds it, and returns the window. Counting happens before adding so
 // an input is never compared with itself. It reads the window twice: once
 // for the structure's summed-area table, once for the vote, which builds
-// the per-region test's tables as it goes.
+// the per-region test's tables as it goes. An input the gates of opts
+// refuse gets the see-through test (earlier are the inputs already in
+// out, whose beams it may trace) and is judged again without the glass it
+// finds.
 //
 // A shared cell is one where both grids are confident (|l| >= Confidence).
 // It agrees when both say occupied or both say free. An occupied/free clash
 // is forgiven when the grid saying free has an occupied cell within one cell
 // of it: that is a wall seen half a cell apart, not a contradiction, and
 // counting it would make consistency measure sensor noise instead of change.
-func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, buf *buffers) (AgentReport, window) {
+func compareAndAdd(out *grid.Grid, in Input, earlier []Input, opts Options, scratch []float32, buf *buffers) (AgentReport, window) {
 	ar := AgentReport{Agent: in.Agent, Consistency: 1}
 	var w warper
 	m := out.Meta()
@@ -143,14 +146,32 @@ func compareAndAdd(out *grid.Grid, in Input, opts Options, scratch []float32, bu
 			rowD[x+1] = aboveD[x+1] + against
 		}
 	}
-	addWindow(cells, m.Width, scratch, &w)
-	if shared := ar.Agreement + ar.Disagreement; shared >= opts.MinOverlapCells {
+	if ar.Agreement+ar.Disagreement >= opts.MinOverlapCells {
 		ar.Judged = true
+		ar.judge(buf, bw, bh)
+		if opts.refuses(ar) && opts.SeeThroughAngle > 0 {
+			sc := seeThroughScene{meta: m, cells: cells, win: win, conf: conf}
+			if n := seeThrough(&sc, buf, in, earlier, opts.SeeThroughAngle); n > 0 {
+				ar.SeeThroughCells = n
+				ar.Disagreement -= n
+				ar.judge(buf, bw, bh)
+			}
+		}
+	}
+	addWindow(cells, m.Width, scratch, &w)
+	return ar, win
+}
+
+// judge sets ar's consistency and per-region figures from its counts and
+// buf's tables of the bw×bh window.
+func (ar *AgentReport) judge(buf *buffers, bw, bh int) {
+	shared := ar.Agreement + ar.Disagreement
+	ar.Consistency, ar.ChangedShare = 1, 0
+	ar.ContradictedCells, ar.ContradictedRegions = buf.contradicted(bw, bh)
+	if shared > 0 {
 		ar.Consistency = float64(ar.Agreement) / float64(shared)
-		ar.ContradictedCells, ar.ContradictedRegions = buf.contradicted(bw, bh)
 		ar.ChangedShare = float64(ar.ContradictedCells) / float64(shared)
 	}
-	return ar, win
 }
 
 // confidentIn reports whether a cell of the grid of width mw under w's
@@ -212,14 +233,11 @@ const (
 // contradicted 1 m regions). Region sums come from the tables, so the cost
 // is linear in the window.
 func (b *buffers) contradicted(bw, bh int) (cells, regions int) {
-	half := regionCells / 2
 	tw := (bw + regionCells - 1) / regionCells
 	tiles := make([]bool, tw*((bh+regionCells-1)/regionCells))
 	for _, i := range b.against {
 		x, y := int(i)%bw, int(i)/bw
-		v := boxSum(b.sv, bw, bh, x-half, y-half, x+half, y+half)
-		d := boxSum(b.sd, bw, bh, x-half, y-half, x+half, y+half)
-		if v < minRegionVotes || float64(d) < contradictedRegion*float64(v) {
+		if !b.inContradictedRegion(x, y, bw, bh) {
 			continue
 		}
 		cells++
@@ -229,6 +247,50 @@ func (b *buffers) contradicted(bw, bh int) (cells, regions int) {
 		}
 	}
 	return cells, regions
+}
+
+// inContradictedRegion reports whether the region centred on cell (x, y)
+// of the bw×bh window holds at least minRegionVotes votes of which at least
+// contradictedRegion disagree (b.sv and b.sd are their tables).
+func (b *buffers) inContradictedRegion(x, y, bw, bh int) bool {
+	const half = regionCells / 2
+	v := boxSum(b.sv, bw, bh, x-half, y-half, x+half, y+half)
+	d := boxSum(b.sd, bw, bh, x-half, y-half, x+half, y+half)
+	return v >= minRegionVotes && float64(d) >= contradictedRegion*float64(v)
+}
+
+// forget takes the disagreeing cells of the set (window indices) out of
+// the vote: out of b.against and out of the tables of votes and
+// disagreements, which are built again for the bw×bh window.
+func (b *buffers) forget(set map[int32]bool, bw, bh int) {
+	kept := b.against[:0]
+	for _, i := range b.against {
+		if !set[i] {
+			kept = append(kept, i)
+		}
+	}
+	b.against = kept
+	stride := bw + 1
+	for _, t := range [][]int32{b.sv, b.sd} {
+		// Each cell's own count, from the table, less the forgotten
+		// cells' one vote and one disagreement; then the table again.
+		cell := make([]int32, bw*bh)
+		for y := range bh {
+			for x := range bw {
+				cell[y*bw+x] = boxSum(t, bw, bh, x, y, x+1, y+1)
+			}
+		}
+		for i := range set {
+			cell[i]--
+		}
+		for y := range bh {
+			var sum int32
+			for x := range bw {
+				sum += cell[y*bw+x]
+				t[(y+1)*stride+x+1] = t[y*stride+x+1] + sum
+			}
+		}
+	}
 }
 
 // boxSum is the sum over [x0, x1) × [y0, y1), clipped to the bw×bh array

@@ -188,6 +188,11 @@ type Options struct {
 	// MinOverlapCells is the number of shared confident cells below which
 	// consistency is not judged: too little overlap says nothing.
 	MinOverlapCells int
+	// SeeThroughAngle (radians) is the largest angle from a pane's normal
+	// at which glass returns a beam, for the see-through test that an input
+	// failing a gate gets (see seethrough.go): 0 selects
+	// DefaultSeeThroughAngle, a negative value turns the test off.
+	SeeThroughAngle float64
 }
 
 func (o Options) withDefaults() Options {
@@ -206,7 +211,16 @@ func (o Options) withDefaults() Options {
 	if o.MinOverlapCells == 0 {
 		o.MinOverlapCells = DefaultMinOverlapCells
 	}
+	if o.SeeThroughAngle == 0 {
+		o.SeeThroughAngle = DefaultSeeThroughAngle
+	}
 	return o
+}
+
+// refuses reports whether the gates of o (with its defaults) refuse an
+// input judged as ar.
+func (o Options) refuses(ar AgentReport) bool {
+	return ar.Judged && (ar.Consistency < o.MinConsistency || ar.ChangedShare > o.MaxChangedShare)
 }
 
 // Input is one submap to merge and its pose in the target's frame.
@@ -214,6 +228,10 @@ type Input struct {
 	Agent  int         // reported back in AgentReport and errors
 	Submap *grid.Grid  // in the agent's frame
 	Pose   slam.Pose2D // map_from_agent
+	// Scans are the scans Submap was integrated from, each at the pose it
+	// was inserted at (agent frame), with grid.DefaultUsableRange; nil for
+	// a submap sent as cells. Only the see-through test reads them.
+	Scans []slam.PosedScan
 }
 
 // AgentReport is the consistency of one input against the map it was merged
@@ -232,6 +250,10 @@ type AgentReport struct {
 	ContradictedRegions int
 	ContradictedCells   int
 	ChangedShare        float64
+	// SeeThroughCells counts the contradicted cells forgiven as glass seen
+	// through at a slant (see seethrough.go), which every figure above then
+	// leaves out; 0 unless the input failed a gate with them.
+	SeeThroughCells int
 }
 
 // Report summarises a merge.
@@ -254,12 +276,16 @@ type InconsistencyError struct {
 // Error names the agent and the numbers behind the verdict: which of the
 // two gates failed, and both measures.
 func (e *InconsistencyError) Error() string {
-	if e.Consistency < e.Threshold {
-		return fmt.Sprintf("slam: agent %d inconsistent with the map: consistency %.3f < %.3f (%d agree, %d disagree; %.4f of the votes in %d contradicted regions)",
-			e.Agent, e.Consistency, e.Threshold, e.Report.Agreement, e.Report.Disagreement, e.ChangedShare, e.Report.ContradictedRegions)
+	var glass string
+	if n := e.Report.SeeThroughCells; n > 0 {
+		glass = fmt.Sprintf("; %d cells of glass not counted", n)
 	}
-	return fmt.Sprintf("slam: agent %d inconsistent with the map: %.4f of the votes disagree in %d contradicted regions > %.4f (consistency %.3f, %d agree, %d disagree)",
-		e.Agent, e.ChangedShare, e.Report.ContradictedRegions, e.MaxChangedShare, e.Consistency, e.Report.Agreement, e.Report.Disagreement)
+	if e.Consistency < e.Threshold {
+		return fmt.Sprintf("slam: agent %d inconsistent with the map: consistency %.3f < %.3f (%d agree, %d disagree; %.4f of the votes in %d contradicted regions%s)",
+			e.Agent, e.Consistency, e.Threshold, e.Report.Agreement, e.Report.Disagreement, e.ChangedShare, e.Report.ContradictedRegions, glass)
+	}
+	return fmt.Sprintf("slam: agent %d inconsistent with the map: %.4f of the votes disagree in %d contradicted regions > %.4f (consistency %.3f, %d agree, %d disagree%s)",
+		e.Agent, e.ChangedShare, e.Report.ContradictedRegions, e.MaxChangedShare, e.Consistency, e.Report.Agreement, e.Report.Disagreement, glass)
 }
 
 // Unwrap lets errors.Is(err, slam.ErrInconsistent) match.
@@ -308,6 +334,6 @@ func Consistency(g *grid.Grid, submap *grid.Grid, pose slam.Pose2D, opts Options
 	}
 	opts = opts.withDefaults()
 	tmp := g.Clone()
-	ar, _ := compareAndAdd(tmp, Input{Submap: submap, Pose: pose}, opts, nil, new(buffers))
+	ar, _ := compareAndAdd(tmp, Input{Submap: submap, Pose: pose}, nil, opts, nil, new(buffers))
 	return ar, nil
 }

@@ -61,7 +61,7 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 		return AgentReport{}, fmt.Errorf("input %d (agent %d): %w", k, in.Agent, err)
 	}
 	buf := bufferPool.Get().(*buffers)
-	ar, win := compareAndAdd(m.out, in, m.opts, m.scratch, buf)
+	ar, win := compareAndAdd(m.out, in, m.inputs[:k], m.opts, m.scratch, buf)
 	bufferPool.Put(buf)
 	if n := int64(len(win.v)); n > 0 && n <= m.keep {
 		m.keep -= n
@@ -72,7 +72,7 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 	} else if n > 0 {
 		m.scratch = win.v // not kept: the next input may reuse it
 	}
-	if ar.Judged && (ar.Consistency < m.opts.MinConsistency || ar.ChangedShare > m.opts.MaxChangedShare) {
+	if m.opts.refuses(ar) {
 		return ar, &InconsistencyError{Agent: in.Agent, Consistency: ar.Consistency, Threshold: m.opts.MinConsistency,
 			ChangedShare: ar.ChangedShare, MaxChangedShare: m.opts.MaxChangedShare, Report: ar}
 	}
