@@ -63,7 +63,7 @@ var (
 
 // drive scans walls with s from each position and returns the submap, in
 // the map frame, and the scans.
-func drive(t *testing.T, meta grid.Meta, walls []wall, s sensor, at [][2]float64) fuse.Input {
+func drive(t testing.TB, meta grid.Meta, walls []wall, s sensor, at [][2]float64) fuse.Input {
 	t.Helper()
 	g, err := grid.New(meta)
 	if err != nil {
@@ -151,6 +151,36 @@ func TestGlassSeenThroughAtASlantIsForgiven(t *testing.T) {
 				t.Fatalf("got %v, want ErrInconsistent", err)
 			case !c.someForgiven && ar.SeeThroughCells != 0:
 				t.Fatalf("%d cells forgiven, want none", ar.SeeThroughCells)
+			}
+		})
+	}
+}
+
+// BenchmarkSeeThrough: the glass case of TestGlassSeenThroughAtASlantIsForgiven,
+// whose second agent fails the gates and gets the see-through test, with
+// the test and without (the merge a passing input pays for).
+//
+//	go test -run '^$' -bench SeeThrough -benchmem ./internal/slam/fuse
+func BenchmarkSeeThrough(b *testing.B) {
+	meta, err := grid.MetaForBounds(-0.5, -0.5, 13, 5, 0.05)
+	if err != nil {
+		b.Fatal(err)
+	}
+	walls := []wall{{0, 0, 12, 0, false}, {12, 0, 12, 4, false}, {12, 4, 0, 4, false}, {0, 4, 0, 0, false}, {0, 2, 12, 2, true}}
+	a, c := drive(b, meta, walls, facingUp, along(4, 8, 1, 17)), drive(b, meta, walls, allRound, along(0.5, 1.45, 3.5, 20))
+	c.Agent = 1
+	base, _ := grid.New(meta)
+	for _, bc := range []struct {
+		name string
+		opts fuse.Options
+	}{{"test", fuse.Options{}}, {"off", fuse.Options{SeeThroughAngle: -1}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				m := fuse.NewMerger(base, bc.opts)
+				if _, err := m.Add(a); err != nil {
+					b.Fatal(err)
+				}
+				m.Add(c)
 			}
 		})
 	}
