@@ -358,7 +358,7 @@ func TestLoosenedMergeGatesThroughSlamctl(t *testing.T) {
 func TestFreiburgGlassMergesThroughSlamctl(t *testing.T) {
 	t.Parallel()
 	m := startMesh(t)
-	segs := []int{4500, 2545, 3731, 2850}
+	segs := []int{103, 2367, 3423, 564}
 	var spec []string
 	for _, f := range segs {
 		spec = append(spec, fmt.Sprintf("%d:%d", f, f+249))

@@ -51,16 +51,16 @@ func resize[T any](s []T, n int) []T {
 // an input is never compared with itself. It reads the window twice: once
 // for the structure's summed-area table, once for the vote, which builds
 // the per-region test's tables as it goes. An input the gates of opts
-// refuse gets the see-through test (earlier are the inputs already in
-// out, whose beams it may trace) and is judged again without the glass it
-// finds.
+// refuse gets the see-through test when st is not nil (st.earlier are the
+// inputs already in out, whose beams it may trace) and is judged again
+// without the glass it finds.
 //
 // A shared cell is one where both grids are confident (|l| >= Confidence).
 // It agrees when both say occupied or both say free. An occupied/free clash
 // is forgiven when the grid saying free has an occupied cell within one cell
 // of it: that is a wall seen half a cell apart, not a contradiction, and
 // counting it would make consistency measure sensor noise instead of change.
-func compareAndAdd(out *grid.Grid, in Input, earlier []Input, opts Options, scratch []float32, buf *buffers) (AgentReport, window) {
+func compareAndAdd(out *grid.Grid, in Input, st *seeThroughState, opts Options, scratch []float32, buf *buffers) (AgentReport, window) {
 	ar := AgentReport{Agent: in.Agent, Consistency: 1}
 	var w warper
 	m := out.Meta()
@@ -149,9 +149,9 @@ func compareAndAdd(out *grid.Grid, in Input, earlier []Input, opts Options, scra
 	if ar.Agreement+ar.Disagreement >= opts.MinOverlapCells {
 		ar.Judged = true
 		ar.judge(buf, bw, bh)
-		if opts.refuses(ar) && opts.SeeThroughAngle > 0 {
+		if opts.refuses(ar) && opts.SeeThroughAngle > 0 && st != nil {
 			sc := seeThroughScene{meta: m, cells: cells, win: win, conf: conf}
-			if n := seeThrough(&sc, buf, in, earlier, opts.SeeThroughAngle); n > 0 {
+			if n := seeThrough(&sc, buf, in, st, opts.SeeThroughAngle); n > 0 {
 				ar.SeeThroughCells = n
 				ar.Disagreement -= n
 				ar.judge(buf, bw, bh)
@@ -259,10 +259,13 @@ func (b *buffers) inContradictedRegion(x, y, bw, bh int) bool {
 	return v >= minRegionVotes && float64(d) >= contradictedRegion*float64(v)
 }
 
-// forget takes the disagreeing cells of the set (window indices) out of
-// the vote: out of b.against and out of the tables of votes and
-// disagreements, which are built again for the bw×bh window.
-func (b *buffers) forget(set map[int32]bool, bw, bh int) {
+// forget takes the cells of the set (window indices) out of b.against, so
+// that contradicted counts without them. The tables of votes and
+// disagreements stay as they were: a forgiven cell still counts in its
+// neighbours' regions, so forgiving a few cells cannot pull a whole region
+// under contradictedRegion (a review found three cells forgiven at a wall's
+// end taking twelve others with them, enough to pass a pose 0.4 m off).
+func (b *buffers) forget(set map[int32]bool) {
 	kept := b.against[:0]
 	for _, i := range b.against {
 		if !set[i] {
@@ -270,27 +273,6 @@ func (b *buffers) forget(set map[int32]bool, bw, bh int) {
 		}
 	}
 	b.against = kept
-	stride := bw + 1
-	for _, t := range [][]int32{b.sv, b.sd} {
-		// Each cell's own count, from the table, less the forgotten
-		// cells' one vote and one disagreement; then the table again.
-		cell := make([]int32, bw*bh)
-		for y := range bh {
-			for x := range bw {
-				cell[y*bw+x] = boxSum(t, bw, bh, x, y, x+1, y+1)
-			}
-		}
-		for i := range set {
-			cell[i]--
-		}
-		for y := range bh {
-			var sum int32
-			for x := range bw {
-				sum += cell[y*bw+x]
-				t[(y+1)*stride+x+1] = t[y*stride+x+1] + sum
-			}
-		}
-	}
 }
 
 // boxSum is the sum over [x0, x1) × [y0, y1), clipped to the bw×bh array

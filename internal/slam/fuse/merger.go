@@ -34,12 +34,16 @@ type Merger struct {
 	// buffer of the windows that are not.
 	keep    int64
 	scratch []float32
+	// glass is the see-through test's state (the inputs so far and its
+	// beam budget); nil once an input was refused: the merge has failed,
+	// and forgiving later inputs would change nothing but their reports.
+	glass *seeThroughState
 }
 
 // NewMerger starts a merge onto a copy of base (never modified) with opts
 // (zero fields take their defaults, as in Merge).
 func NewMerger(base *grid.Grid, opts Options) *Merger {
-	return &Merger{out: base.Clone(), opts: opts.withDefaults(), keep: base.Meta().Cells()}
+	return &Merger{out: base.Clone(), opts: opts.withDefaults(), keep: base.Meta().Cells(), glass: newSeeThroughState()}
 }
 
 // Add compares in with the map so far and adds it, as Merge does for each of
@@ -61,7 +65,10 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 		return AgentReport{}, fmt.Errorf("input %d (agent %d): %w", k, in.Agent, err)
 	}
 	buf := bufferPool.Get().(*buffers)
-	ar, win := compareAndAdd(m.out, in, m.inputs[:k], m.opts, m.scratch, buf)
+	if m.glass != nil {
+		m.glass.earlier = m.inputs[:k]
+	}
+	ar, win := compareAndAdd(m.out, in, m.glass, m.opts, m.scratch, buf)
 	bufferPool.Put(buf)
 	if n := int64(len(win.v)); n > 0 && n <= m.keep {
 		m.keep -= n
@@ -73,6 +80,7 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 		m.scratch = win.v // not kept: the next input may reuse it
 	}
 	if m.opts.refuses(ar) {
+		m.glass = nil
 		return ar, &InconsistencyError{Agent: in.Agent, Consistency: ar.Consistency, Threshold: m.opts.MinConsistency,
 			ChangedShare: ar.ChangedShare, MaxChangedShare: m.opts.MaxChangedShare, Report: ar}
 	}

@@ -76,3 +76,21 @@ func touches(x0, y0, x1, y1 float64, c [2]int) bool {
 	}
 	return t0 <= t1
 }
+
+// TestWalkCellsOnTheBoxEdges: a hit ending exactly on the box's far edge
+// ends in the cell beyond it, so the last cell inside is free and walked;
+// a segment along the line just past the box touches none of it.
+func TestWalkCellsOnTheBoxEdges(t *testing.T) {
+	const bx0, by0, bx1, by1 = 0, 0, 40, 20
+	var got [][2]int
+	walkCells(30.5, 10.5, 41, 10.5, true, bx0, by0, bx1, by1, func(x, y int) { got = append(got, [2]int{x, y}) })
+	if len(got) != 11 || got[len(got)-1] != [2]int{40, 10} {
+		t.Errorf("hit on the far edge: walked %v, want cells 30..40 of row 10", got)
+	}
+	got = nil
+	walkCells(2, 21, 30, 21, false, bx0, by0, bx1, by1, func(x, y int) { got = append(got, [2]int{x, y}) })
+	walkCells(41, 2, 41, 15, false, bx0, by0, bx1, by1, func(x, y int) { got = append(got, [2]int{x, y}) })
+	if len(got) != 0 {
+		t.Errorf("segments along the lines just past the box walked %v", got)
+	}
+}
