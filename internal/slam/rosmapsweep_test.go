@@ -27,14 +27,14 @@ var (
 	rosSweepSets    = flag.Int("slam.rosmap.sets", 8, "TestROSMapViewpointSweep: random 3-agent missions to run")
 	rosSweepSeed    = flag.Uint64("slam.rosmap.seed", 1, "TestROSMapViewpointSweep: seed of the viewpoints, headings and guesses")
 	rosSweepNoGuess = flag.Bool("slam.rosmap.noguess", false, "TestROSMapViewpointSweep: send the non-anchors without a guess (global search)")
+	rosSweepRange   = flag.Float64("slam.rosmap.range", 12, "TestROSMapViewpointSweep: lidar range in metres (willow-3: 12; a TurtleBot's LDS: 3.5)")
 )
 
 // The shape of ../shared/realdata/missions/willow-3 (its expected.json):
-// each agent is what a lidar of viewRange sees from a centre and
-// extraViewpoints more viewpoints near it, re-gridded at viewSubmapRes in a
-// frame at the centre rotated by a random heading.
+// each agent is what a lidar of -slam.rosmap.range metres sees from a
+// centre and extraViewpoints more viewpoints near it, re-gridded at
+// viewSubmapRes in a frame at the centre rotated by a random heading.
 const (
-	viewRange       = 12.0 // metres
 	viewRays        = 720
 	extraViewpoints = 4
 	viewSpread      = 4.0 // metres: the extra viewpoints lie this close to the centre
@@ -67,7 +67,7 @@ func (m *rosSource) cellOf(x, y float64) (int, int) {
 }
 
 // observe adds to seen (cell index → 0 or 100) what viewRays beams of
-// viewRange metres from (x, y) see: free cells up to the first occupied
+// -slam.rosmap.range metres from (x, y) see: free cells up to the first occupied
 // cell, which is seen occupied; a beam ends unseen at an unknown cell (the
 // map says nothing beyond). Beams are walked in quarter-cell steps.
 func (m *rosSource) observe(x, y float64, seen map[int]int8) {
@@ -75,7 +75,7 @@ func (m *rosSource) observe(x, y float64, seen map[int]int8) {
 	for i := range viewRays {
 		s, c := math.Sincos(float64(i) * 2 * math.Pi / viewRays)
 		last := -1
-		for r := 0.0; r <= viewRange; r += step {
+		for r := 0.0; r <= *rosSweepRange; r += step {
 			cx, cy := m.cellOf(x+r*c, y+r*s)
 			v := m.at(cx, cy)
 			if v < 0 {
@@ -180,7 +180,8 @@ func (m *rosSource) view(rng *rand.Rand, stands [][2]float64, walls map[int]bool
 }
 
 // TestROSMapViewpointSweep builds missions the way willow-3 was built, from
-// viewpoints it does not use: three agents, each what a 12 m lidar sees of
+// viewpoints it does not use: three agents, each what a 12 m lidar (or
+// -slam.rosmap.range) sees of
 // the Willow Garage map from a random centre and four viewpoints near it,
 // re-gridded at 0.05 m in a frame at the centre rotated by a random
 // heading, each overlapping the earlier agents' walls by at least 30 %;
@@ -193,6 +194,9 @@ func (m *rosSource) view(rng *rand.Rand, stands [][2]float64, walls map[int]bool
 // pipeline broke.
 func TestROSMapViewpointSweep(t *testing.T) {
 	t.Parallel()
+	if !(*rosSweepRange > 0 && *rosSweepRange <= 100) {
+		t.Fatalf("-slam.rosmap.range %g: want (0, 100] metres", *rosSweepRange)
+	}
 	occupiedThresh := 0.22 // as willow-3 was read (its expected.json)
 	rm, err := slamio.ReadROSMap(filepath.Join("..", "..", "..", "shared", "realdata", "rosmaps", "willow-2010-02-18-0.10.yaml"), slamio.ROSMapOptions{OccupiedThresh: &occupiedThresh})
 	if err != nil {
@@ -247,8 +251,8 @@ func TestROSMapViewpointSweep(t *testing.T) {
 			correct++
 		}
 	}
-	t.Logf("Willow Garage viewpoints (no guess: %v), %d missions: %d correct, %d refused at localization, %d at the merge, %d accepted beyond 2 cells or 0.02 rad",
-		*rosSweepNoGuess, *rosSweepSets, correct, locRefused, mergeRefused, off)
+	t.Logf("Willow Garage viewpoints (%g m lidar, no guess: %v), %d missions: %d correct, %d refused at localization, %d at the merge, %d accepted beyond 2 cells or 0.02 rad",
+		*rosSweepRange, *rosSweepNoGuess, *rosSweepSets, correct, locRefused, mergeRefused, off)
 	if 2*correct < *rosSweepSets {
 		t.Errorf("%d of %d missions correct, want at least half", correct, *rosSweepSets)
 	}
