@@ -155,7 +155,8 @@ func (h *Hub) Close() {
 
 // Follow is progress.Follow through the hub: it calls fn with each event
 // of the mission's stream after entry id after ("" or "0": from the start),
-// in order, until it has delivered a terminal event (then it returns nil),
+// in order, until it has delivered a terminal event that is the stream's
+// last entry (then it returns nil; see progress.Follow),
 // fn returns an error (returned), ctx ends (ctx.Err()), or the hub closes
 // (ErrHubClosed). It fails at once with ErrTooManyWatchers when the hub
 // serves its maximum. Entries that cannot be decoded are skipped and
@@ -170,6 +171,7 @@ func (h *Hub) Follow(ctx context.Context, missionID, after string, fn func(Event
 		return err
 	}
 	defer h.unregister(stream, signal)
+	ended := false // the last event delivered was terminal
 	for {
 		// Read everything there is, then wait for the hub to see more.
 		for {
@@ -180,18 +182,16 @@ func (h *Hub) Follow(ctx context.Context, missionID, after string, fn func(Event
 				}
 				return err
 			}
-			for _, e := range events {
-				if err := fn(e); err != nil {
-					return err
-				}
-				if e.Type.Terminal() {
-					return nil
-				}
+			if ended, err = deliver(events, fn, ended); err != nil {
+				return err
 			}
 			if last == "" {
 				break
 			}
 			after = last
+		}
+		if ended {
+			return nil
 		}
 		select {
 		case <-signal:

@@ -143,3 +143,55 @@ func TestHubCapAndClose(t *testing.T) {
 		t.Errorf("Follow after Close: %v, want ErrHubClosed", err)
 	}
 }
+
+// A watcher of a finished mission being torn down follows the teardown to
+// its end: the first terminal event, with more after it, does not end the
+// watch; the last one does.
+func TestHubFollowsATeardownToItsEnd(t *testing.T) {
+	t.Parallel()
+	rdb := newClient(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	hub := progress.NewHub(rdb, progress.HubOptions{Logger: quietLogger(), Skips: progress.NewSkips(nil, quietLogger())})
+	defer hub.Close()
+	pub := progress.NewPublisher(rdb, progress.Options{})
+	if err := pub.Publish(ctx,
+		progress.Event{MissionID: "td", Type: progress.MissionStarted, Message: "start"},
+		progress.Event{MissionID: "td", Type: progress.MissionCompleted, Message: "completed"},
+		progress.Event{MissionID: "td", Type: progress.CompensationStarted, Message: "teardown"},
+	); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 8)
+	done := make(chan error, 1)
+	go func() {
+		done <- hub.Follow(ctx, "td", "", func(e progress.Event) error {
+			got <- e.Message
+			return nil
+		})
+	}()
+	for _, want := range []string{"start", "completed", "teardown"} {
+		select {
+		case m := <-got:
+			if m != want {
+				t.Fatalf("event %q, want %q", m, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no event %q", want)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Follow returned (%v) in the middle of the teardown", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := pub.Publish(ctx, progress.Event{MissionID: "td", Type: progress.MissionCompensated, Message: "compensated"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Follow: %v", err)
+	}
+	if m := <-got; m != "compensated" {
+		t.Fatalf("last event %q, want compensated", m)
+	}
+}

@@ -79,8 +79,11 @@ func Range(ctx context.Context, rdb redis.UniversalClient, stream string) ([]Eve
 
 // Follow calls fn with each event of the mission's stream after entry id
 // after ("" or "0": from the start), in order, until it has delivered an
-// event of a terminal type (then it returns nil), fn returns an error (Follow
-// returns it), or ctx ends (Follow returns ctx.Err() within about a second).
+// event of a terminal type that is the stream's last entry (then it returns
+// nil), fn returns an error (Follow returns it), or ctx ends (Follow returns
+// ctx.Err() within about a second). A terminal event followed by more (a
+// finished mission torn down, or a failed one resumed) does not end it:
+// the mission's outcome is its last terminal event, as GetMission's state.
 // A watcher resumes by passing the ID of the last event it saw. Entries that
 // cannot be decoded are skipped and counted (see Skips).
 //
@@ -90,27 +93,42 @@ func Range(ctx context.Context, rdb redis.UniversalClient, stream string) ([]Eve
 // watchers uses a Hub instead.
 func Follow(ctx context.Context, rdb redis.UniversalClient, missionID, after string, fn func(Event) error) error {
 	stream := MissionStream(missionID)
+	ended := false // the last event delivered was terminal
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		events, last, err := ReadBatch(ctx, rdb, nil, stream, after, followCount, followBlock)
+		block := followBlock
+		if ended {
+			block = 0 // is there more after it? Don't wait for it.
+		}
+		events, last, err := ReadBatch(ctx, rdb, nil, stream, after, followCount, block)
 		if err != nil {
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				return ctxErr
 			}
 			return err
 		}
-		for _, e := range events {
-			if err := fn(e); err != nil {
-				return err
-			}
-			if e.Type.Terminal() {
-				return nil
-			}
+		if ended && last == "" {
+			return nil
+		}
+		if ended, err = deliver(events, fn, ended); err != nil {
+			return err
 		}
 		if last != "" {
 			after = last
 		}
 	}
+}
+
+// deliver calls fn with each event in order and reports whether the last
+// one delivered was terminal (ended, when there was none).
+func deliver(events []Event, fn func(Event) error, ended bool) (bool, error) {
+	for _, e := range events {
+		if err := fn(e); err != nil {
+			return ended, err
+		}
+		ended = e.Type.Terminal()
+	}
+	return ended, nil
 }

@@ -87,15 +87,17 @@ func TestFollowHistory(t *testing.T) {
 	events := []progress.Event{
 		{MissionID: "m", Type: progress.MissionStarted, Message: "start"},
 		{MissionID: "m", Type: progress.StepStarted, Message: "step"},
+		{MissionID: "m", Type: progress.MissionFailed, Message: "failed"},
+		// Resumed after it failed: the outcome is the last terminal event,
+		// and a watcher that reads the first does not stop there.
+		{MissionID: "m", Type: progress.CompensationStarted, Message: "resumed"},
 		{MissionID: "m", Type: progress.MissionCompensated, Message: "end"},
-		// A teardown after the end: a watcher that saw the end has stopped.
-		{MissionID: "m", Type: progress.CompensationStarted, Message: "later"},
 	}
 	if err := pub.Publish(ctx, events...); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
 	all, err := progress.Range(ctx, rdb, progress.MissionStream("m"))
-	if err != nil || len(all) != 4 {
+	if err != nil || len(all) != 5 {
 		t.Fatalf("Range = %v, %v", all, err)
 	}
 	tests := []struct {
@@ -103,8 +105,9 @@ func TestFollowHistory(t *testing.T) {
 		after string
 		want  []string
 	}{
-		{"from start", "", []string{"m/start", "m/step", "m/end"}},
-		{"resume", all[0].ID, []string{"m/step", "m/end"}},
+		{"from start", "", []string{"m/start", "m/step", "m/failed", "m/resumed", "m/end"}},
+		{"resume", all[0].ID, []string{"m/step", "m/failed", "m/resumed", "m/end"}},
+		{"after the first end", all[2].ID, []string{"m/resumed", "m/end"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -630,6 +630,11 @@ func TestCancelMission(t *testing.T) {
 		if done < 0 || !slices.Equal(lines[done+1:], want) {
 			t.Errorf("events = %v, want %v after mission.completed", lines, want)
 		}
+		// A watch tells the outcome GetMission does: it replays past
+		// mission.completed to the teardown's end.
+		if watched := watch(t, st, m.GetMissionId(), ""); !slices.Equal(eventLines(watched), lines) {
+			t.Errorf("WatchMission of the torn-down mission sent %v, stream holds %v", eventLines(watched), lines)
+		}
 
 		// Cancelling an ended mission changes nothing.
 		again, err := st.client.CancelMission(ctxT(t), &orchestratorv1.CancelMissionRequest{MissionId: m.GetMissionId(), Wait: true})

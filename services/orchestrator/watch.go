@@ -149,25 +149,35 @@ func (s *Server) watchError(ctx context.Context, op string, err error) error {
 	}
 }
 
-// replay sends the events of an ended mission after entry id after, up to
-// the first terminal one, without blocking.
+// replay sends the events of an ended mission after entry id after, to
+// the end of its stream, without blocking: a mission torn down after it
+// completed, or resumed after it failed, ends at its last terminal event,
+// the state GetMission reports. A stream that does not end in a terminal
+// event (the mission was reopened since its record was read) is followed
+// from there.
 func (s *Server) replay(ctx context.Context, key, after string, send func(progress.Event) error) error {
 	stream := progress.MissionStream(key)
+	ended := true // nothing after after: the mission ended before it
 	for {
 		events, last, err := progress.ReadBatch(ctx, s.rdb, s.skips, stream, after, watchBatch, 0)
-		if err != nil || last == "" {
+		if err != nil {
 			return err
+		}
+		if last == "" {
+			break
 		}
 		for _, e := range events {
 			if err := send(e); err != nil {
 				return err
 			}
-			if e.Type.Terminal() {
-				return nil
-			}
+			ended = e.Type.Terminal()
 		}
 		after = last
 	}
+	if ended {
+		return nil
+	}
+	return s.follow(ctx, key, after, send)
 }
 
 // isStreamID accepts Redis stream ids: "<ms>" or "<ms>-<seq>".

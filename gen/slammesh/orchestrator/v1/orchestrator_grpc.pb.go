@@ -51,7 +51,9 @@ type OrchestratorServiceClient interface {
 	// CancelMission compensates a running mission or tears down a completed one.
 	CancelMission(ctx context.Context, in *CancelMissionRequest, opts ...grpc.CallOption) (*CancelMissionResponse, error)
 	// WatchMission streams a mission's progress events from its start (or after
-	// from_stream_id) until the mission ends.
+	// from_stream_id) until the mission ends: at its last terminal event, so a
+	// completed mission torn down by CancelMission, or a failed one resumed,
+	// ends where GetMission's state says.
 	WatchMission(ctx context.Context, in *WatchMissionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchMissionResponse], error)
 	// ResumeMission is an operator's action on a FAILED mission, once the fault
 	// that made a compensation give up is repaired: the compensation that gave
@@ -181,7 +183,9 @@ type OrchestratorServiceServer interface {
 	// CancelMission compensates a running mission or tears down a completed one.
 	CancelMission(context.Context, *CancelMissionRequest) (*CancelMissionResponse, error)
 	// WatchMission streams a mission's progress events from its start (or after
-	// from_stream_id) until the mission ends.
+	// from_stream_id) until the mission ends: at its last terminal event, so a
+	// completed mission torn down by CancelMission, or a failed one resumed,
+	// ends where GetMission's state says.
 	WatchMission(*WatchMissionRequest, grpc.ServerStreamingServer[WatchMissionResponse]) error
 	// ResumeMission is an operator's action on a FAILED mission, once the fault
 	// that made a compensation give up is repaired: the compensation that gave
