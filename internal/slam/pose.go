@@ -11,6 +11,11 @@ import (
 // thousand kilometres wide.
 const MaxCoordinate = 1e6
 
+// MaxHeading bounds a pose's heading in radians, turns beyond ±π included:
+// a heading of 10⁶ rad still reduces to ±π exactly in float64, and one of
+// 10³⁰⁰ is a corrupted field, not an orientation.
+const MaxHeading = 1e6
+
 // Pose2D is a rigid 2D transform: a rotation by Theta (radians,
 // counter-clockwise) followed by a translation (X, Y) in metres. Read a pose
 // named a_from_b as "takes coordinates in frame b to frame a".
@@ -19,7 +24,8 @@ type Pose2D struct {
 }
 
 // Validate rejects poses that would silently poison every computation after
-// them: NaN and infinite components, and coordinates beyond MaxCoordinate.
+// them: NaN and infinite components, coordinates beyond MaxCoordinate and
+// headings beyond MaxHeading.
 func (p Pose2D) Validate() error {
 	for _, v := range [...]float64{p.X, p.Y, p.Theta} {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
@@ -28,6 +34,9 @@ func (p Pose2D) Validate() error {
 	}
 	if math.Abs(p.X) > MaxCoordinate || math.Abs(p.Y) > MaxCoordinate {
 		return fmt.Errorf("%w: pose %v beyond ±%g m", ErrInvalidArgument, p, MaxCoordinate)
+	}
+	if math.Abs(p.Theta) > MaxHeading {
+		return fmt.Errorf("%w: heading %.4g rad beyond ±%g rad", ErrInvalidArgument, p.Theta, MaxHeading)
 	}
 	return nil
 }

@@ -46,6 +46,8 @@ func TestPoseValidate(t *testing.T) {
 		{"nan theta", Pose2D{Theta: math.NaN()}, false},
 		{"-inf theta", Pose2D{Theta: math.Inf(-1)}, false},
 		{"far away", Pose2D{X: 2 * MaxCoordinate}, false},
+		{"many turns", Pose2D{Theta: -MaxHeading}, true},
+		{"a corrupted heading", Pose2D{Theta: 1e300}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.p.Validate()
@@ -111,6 +113,10 @@ func TestLaserScanValidate(t *testing.T) {
 		{"beams without increment", mut(func(s *LaserScan) { s.AngleIncrement = 0 }), false},
 		{"one beam without increment", mut(func(s *LaserScan) { s.AngleIncrement, s.Ranges = 0, []float32{1} }), true},
 		{"reverse sweep", mut(func(s *LaserScan) { s.AngleMin, s.AngleIncrement = math.Pi, -0.01 }), true},
+		{"a full turn", mut(func(s *LaserScan) { s.AngleIncrement, s.Ranges = 2*math.Pi/360, make([]float32, 360) }), true},
+		{"a full turn, its first direction repeated", mut(func(s *LaserScan) { s.AngleIncrement, s.Ranges = 2*math.Pi/360, make([]float32, 361) }), true},
+		{"degrees sent as radians", mut(func(s *LaserScan) { s.AngleIncrement, s.Ranges = 0.5, make([]float32, 361) }), false},
+		{"more than a turn", mut(func(s *LaserScan) { s.AngleIncrement, s.Ranges = 0.1, make([]float32, 180) }), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.s.Validate()

@@ -41,6 +41,11 @@ func (s LaserScan) Validate() error {
 		// Every beam in one direction is no sweep: a driver that leaves the
 		// field unset, not a scan whose beams can be placed.
 		return fmt.Errorf("%w: scan angle_increment is 0 for %d beams", ErrInvalidArgument, len(s.Ranges))
+	case math.Abs(s.AngleIncrement)*float64(len(s.Ranges)-1) > 2*math.Pi+math.Abs(s.AngleIncrement)+1e-9:
+		// No 2D lidar sweeps more than a turn (a full turn's driver may
+		// repeat its first direction at the end: one increment of slack);
+		// beyond it the header is wrong, most often degrees sent as radians.
+		return fmt.Errorf("%w: scan spans %.4g rad over %d beams of %.4g rad, more than a full turn: angle_increment must be in radians", ErrInvalidArgument, math.Abs(s.AngleIncrement)*float64(len(s.Ranges)-1), len(s.Ranges), s.AngleIncrement)
 	case !finite(s.RangeMin) || !finite(s.RangeMax) || s.RangeMin < 0 || s.RangeMax <= s.RangeMin:
 		// %.6g: the limits arrive as float32, whose 0.1 is 0.10000000149… here.
 		return fmt.Errorf("%w: scan range limits [%.6g, %.6g] invalid", ErrInvalidArgument, s.RangeMin, s.RangeMax)

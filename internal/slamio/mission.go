@@ -116,11 +116,22 @@ func (b *bounds) addSubmap(guess slam.Pose2D, g *typesv1.OccupancyGrid) {
 // Request assembles a StartMissionRequest from imported agents: guesses
 // (map_from_agent, by agent id) replace or add initial guesses, the anchor
 // keeps its own, and map is computed by MapFor when nil. An unknown id in
-// guesses is an error.
+// guesses is an error, and so is what the service would refuse by size: a
+// submap beyond slamproto.MaxSubmapCells (naming the agent) or a request
+// beyond slamproto.CheckRequestTotals.
 func Request(missionID string, agents []*typesv1.Agent, guesses map[string]slam.Pose2D, mapSpec *typesv1.MapSpec, resolution, margin float64) (*orchestratorv1.StartMissionRequest, error) {
 	byID := map[string]*typesv1.Agent{}
 	for _, a := range agents {
 		byID[a.GetAgentId()] = a
+		// The service's limits, checked before a request of tens of MB
+		// meets gRPC's message limit instead and fails without naming the
+		// agent.
+		if m := a.GetSubmap().GetMeta(); uint64(m.GetWidth())*uint64(m.GetHeight()) > slamproto.MaxSubmapCells {
+			return nil, fmt.Errorf("agent %q: submap of %dx%d cells, more than the %d an agent may send: crop the map or save it at a coarser resolution", a.GetAgentId(), m.GetWidth(), m.GetHeight(), slamproto.MaxSubmapCells)
+		}
+	}
+	if err := slamproto.CheckRequestTotals(agents); err != nil {
+		return nil, err
 	}
 	for id, g := range guesses {
 		a, ok := byID[id]

@@ -289,6 +289,23 @@ func TestMapYAMLByteOrderMark(t *testing.T) {
 	}
 }
 
+// TestMapYAMLQuotedNumbers: quoted numbers read as plain ones, as
+// yaml-cpp converts them for map_server (found by a review: a quoted
+// resolution was refused as not a number).
+func TestMapYAMLQuotedNumbers(t *testing.T) {
+	t.Parallel()
+	y, err := slamio.ParseMapYAML([]byte("image: \"m.pgm\"\nresolution: \"0.05\"\norigin: ['1.5', \"-2\", 0]\nnegate: '0'\noccupied_thresh: '0.65'\nfree_thresh: \"0.25\"\n"), "quoted.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if y.Image != "m.pgm" || y.Resolution != 0.05 || y.Origin != [3]float64{1.5, -2, 0} || y.OccupiedThresh != 0.65 || y.FreeThresh != 0.25 {
+		t.Fatalf("%+v", y)
+	}
+	if _, err := slamio.ParseMapYAML([]byte("image: m.pgm\nresolution: \"five\"\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n"), "words.yaml"); err == nil || !strings.Contains(err.Error(), "words.yaml:2") {
+		t.Fatalf("a quoted word as resolution: %v, want an error naming line 2", err)
+	}
+}
+
 // TestROSMapMissingImageNamesTheLine: a YAML whose image is not there
 // names the YAML's image line and the path tried, and stays an
 // fs.ErrNotExist (an I/O error, not a malformed file).

@@ -190,8 +190,12 @@ func unquote(s string) (string, error) {
 	return s, nil
 }
 
+// parseFloat reads a plain or quoted scalar as a finite number: yaml-cpp,
+// which map_server reads the YAML with, converts a quoted "0.05" as it does
+// a plain one.
 func parseFloat(s string) (float64, error) {
-	v, err := strconv.ParseFloat(s, 64)
+	s, _ = unquote(s)
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
 		return 0, fmt.Errorf("%q is not a finite number", s)
 	}

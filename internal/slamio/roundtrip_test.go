@@ -182,3 +182,24 @@ func TestMapForGrowsByUnguessedAgents(t *testing.T) {
 		t.Error("a map from unguessed agents only was accepted")
 	}
 }
+
+// TestRequestRefusesWhatTheServiceWould: a submap past the service's
+// per-agent limit is refused naming the agent, before a request of tens
+// of MB meets gRPC's message limit (found by a review: an 8000x8000 map
+// failed as "received message larger than max").
+func TestRequestRefusesWhatTheServiceWould(t *testing.T) {
+	t.Parallel()
+	big := &typesv1.Agent{AgentId: "hall", Anchor: true, InitialGuess: &typesv1.Pose2D{}, Submap: &typesv1.OccupancyGrid{
+		Meta: &typesv1.GridMeta{Resolution: 0.05, Width: 8000, Height: 8000, Origin: &typesv1.Pose2D{}},
+	}}
+	_, err := slamio.Request("m", []*typesv1.Agent{big}, nil, nil, 0.05, 2)
+	if err == nil || !strings.Contains(err.Error(), `agent "hall"`) || !strings.Contains(err.Error(), "8000x8000") {
+		t.Fatalf("Request = %v, want an error naming agent hall and its 8000x8000 cells", err)
+	}
+	ok := &typesv1.Agent{AgentId: "room", Anchor: true, InitialGuess: &typesv1.Pose2D{}, Submap: &typesv1.OccupancyGrid{
+		Meta: &typesv1.GridMeta{Resolution: 0.05, Width: 2048, Height: 2048, Origin: &typesv1.Pose2D{}}, Data: make([]byte, 2048*2048),
+	}}
+	if _, err := slamio.Request("m", []*typesv1.Agent{ok}, nil, nil, 0.05, 2); err != nil {
+		t.Fatalf("Request at the limit: %v", err)
+	}
+}
