@@ -41,6 +41,9 @@ const (
 	ReasonConflict = "CONFLICT"
 	// ReasonStoreUnavailable: Redis could not be reached (UNAVAILABLE: retry).
 	ReasonStoreUnavailable = "STORE_UNAVAILABLE"
+	// ReasonStoreFull: Redis refused a write for want of memory
+	// (RESOURCE_EXHAUSTED: retrying will not help until memory is freed).
+	ReasonStoreFull = "STORE_FULL"
 	// ReasonDraining: the orchestrator is shutting down (UNAVAILABLE:
 	// retry on another replica).
 	ReasonDraining = "ORCHESTRATOR_DRAINING"
@@ -167,6 +170,13 @@ func Unexpected(err error) error {
 		return New(codes.Unavailable, ReasonStoreUnavailable, "the service's store is unavailable; retry")
 	}
 	return New(codes.Internal, ReasonInternal, "internal error; see the server log")
+}
+
+// StoreFull reports whether err is (or wraps) Redis's OOM reply: used
+// memory past maxmemory under the noeviction policy slammesh requires
+// (redischeck), so every write fails until memory is freed.
+func StoreFull(err error) bool {
+	return redis.HasErrorPrefix(err, "OOM")
 }
 
 // storeUnavailable reports whether err says that Redis could not serve a

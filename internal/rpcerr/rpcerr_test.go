@@ -280,3 +280,28 @@ func TestUnexpectedStoreErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreFull tells Redis's OOM reply, as the wire carries it and
+// wrapped, from the other replies of a server that cannot serve.
+func TestStoreFull(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	reply := func(msg string) error {
+		return rdb.Eval(t.Context(), "return redis.error_reply(ARGV[1])", nil, msg).Err()
+	}
+	oom := reply("OOM command not allowed when used memory > 'maxmemory'.")
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"OOM", oom, true},
+		{"wrapped OOM", fmt.Errorf("create saga m: %w", oom), true},
+		{"LOADING", reply("LOADING Redis is loading the dataset in memory"), false},
+		{"no error", nil, false},
+	} {
+		if got := rpcerr.StoreFull(tc.err); got != tc.want {
+			t.Errorf("%s: StoreFull(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
+	}
+}

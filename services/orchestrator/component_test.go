@@ -466,6 +466,37 @@ func TestReadRPCsValidate(t *testing.T) {
 	}
 }
 
+// A Redis out of memory refuses StartMission as RESOURCE_EXHAUSTED
+// (STORE_FULL) saying so, not as an outage a client would wait out (found
+// by a review: slamctl retried "mission store unavailable" for its whole
+// --reconnect); with memory back, the same request starts.
+func TestStartMissionOnAFullRedis(t *testing.T) {
+	st := startStack(t, stackConfig{})
+	ctx := ctxT(t)
+	if err := st.rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := st.rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	defer restore()
+	req := &orchestratorv1.StartMissionRequest{MissionId: "full-redis", Scenario: small(3), Wait: true}
+	_, err := st.client.StartMission(ctx, req)
+	if status.Code(err) != codes.ResourceExhausted || rpcerr.Reason(err) != rpcerr.ReasonStoreFull || !strings.Contains(err.Error(), "out of memory") {
+		t.Fatalf("StartMission on a full Redis: %v, want RESOURCE_EXHAUSTED STORE_FULL saying out of memory", err)
+	}
+	restore()
+	if m := st.start(t, req).GetMission(); m.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+		t.Fatalf("with memory back: state %v, want COMPLETED", m.GetState())
+	}
+}
+
 func TestStartMissionIsIdempotent(t *testing.T) {
 	st := startStack(t, stackConfig{})
 	t.Run("repeat", func(t *testing.T) {

@@ -74,12 +74,19 @@ func (s *Server) lostError(ctx context.Context, key string) error {
 }
 
 // storeError logs a Redis failure and returns UNAVAILABLE without its
-// details, which name keys and addresses a client has no use for.
+// details, which name keys and addresses a client has no use for; a Redis
+// out of memory is RESOURCE_EXHAUSTED (STORE_FULL), saying so.
 func (s *Server) storeError(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil {
 		return contextStatus(ctx)
 	}
 	s.log.ErrorContext(ctx, op+" failed", slog.String("error", err.Error()))
+	if rpcerr.StoreFull(err) {
+		// Not UNAVAILABLE: a client retrying it would wait for an outage
+		// that is not one, while the cause is in no reply.
+		return rpcerr.New(codes.ResourceExhausted, rpcerr.ReasonStoreFull,
+			op+": the mission store (Redis) is out of memory (used memory past maxmemory); raise maxmemory, delete finished missions or shorten --retention")
+	}
 	return rpcerr.New(codes.Unavailable, rpcerr.ReasonStoreUnavailable, op+": mission store unavailable")
 }
 
