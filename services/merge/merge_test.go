@@ -5,9 +5,11 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	mergev1 "github.com/slammesh/slammesh/gen/slammesh/merge/v1"
@@ -198,6 +200,15 @@ func TestChangedWorldFailsTheGate(t *testing.T) {
 	th, therr := strconv.ParseFloat(md["threshold"], 64)
 	if cerr != nil || therr != nil || !(c < th) || md["agent"] != "agent-2" {
 		t.Errorf("metadata = %v, want agent-2 below the threshold", md)
+	}
+	// The refusal names the poses it judged: the mission keeps none once
+	// it compensated, and they tell a wrong pose from a changed world.
+	msg := status.Convert(err).Message()
+	for _, p := range req.GetPoses() {
+		want := p.GetAgentId() + " " + slamproto.PoseFromProto(p.GetMapFromAgent()).String()
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q does not name the judged pose %q", msg, want)
+		}
 	}
 	if after := mapHash(t, e.Redis, m); !maps.Equal(after, before) {
 		t.Error("a refused merge changed the map")

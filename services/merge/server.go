@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
@@ -133,6 +134,28 @@ func inconsistency(e *fuse.InconsistencyError) string {
 		return fmt.Sprintf("consistency %.3f < %s (%d shared cells agree, %d disagree)%s", consistency, exact(e.Threshold), r.Agreement, r.Disagreement, glass(r))
 	}
 	return fmt.Sprintf("%s; overall consistency %.3f (floor %s)%s", region, consistency, exact(e.Threshold), glass(r))
+}
+
+// judgedPoses lists the poses the refused merge judged, so that whoever
+// reads the refusal can tell a wrong pose from a changed world: "; poses
+// judged (map_from_agent): robot-0 (x m, y m, θ°), …".
+func judgedPoses(e *fuseError) string {
+	if len(e.judged) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("; poses judged (map_from_agent): ")
+	for i, p := range e.judged {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		id := "agent #" + strconv.Itoa(i)
+		if i < len(e.ids) {
+			id = e.ids[i]
+		}
+		b.WriteString(id + " " + p.String())
+	}
+	return b.String()
 }
 
 // glass says how many contradicted cells the see-through test forgave as
@@ -368,7 +391,11 @@ func (s *Server) fuse(ctx context.Context, base *grid.Grid, in []fuse.Input, ids
 		}
 		ar, err := merger.Add(input)
 		if err != nil {
-			return nil, 0, &fuseError{err: err, ids: ids}
+			judged := make([]slam.Pose2D, k+1)
+			for j := range judged {
+				judged[j] = in[j].Pose
+			}
+			return nil, 0, &fuseError{err: err, ids: ids, judged: judged}
 		}
 		msg := "fused " + ids[k]
 		if ar.Judged {
@@ -386,6 +413,10 @@ func (s *Server) fuse(ctx context.Context, base *grid.Grid, in []fuse.Input, ids
 type fuseError struct {
 	err error
 	ids []string
+	// judged are the poses (map_from_agent) of the inputs merged up to the
+	// one that failed, in order: a refusal's figures mean something only
+	// at them, and the mission keeps no poses once it compensated.
+	judged []slam.Pose2D
 }
 
 func (e *fuseError) Error() string { return e.err.Error() }
@@ -463,7 +494,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 			id = fuseErr.ids[incErr.Agent]
 		}
 		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps,
-			fmt.Sprintf("%s contradicts the map: %s; a wrong pose or a changed world (a building whose glass or doors the passes saw differently: StartMission's max_changed_share and min_consistency accept more change)", id, inconsistency(incErr)),
+			fmt.Sprintf("%s contradicts the map: %s; a wrong pose or a changed world (a building whose glass or doors the passes saw differently: StartMission's max_changed_share and min_consistency accept more change)%s", id, inconsistency(incErr), judgedPoses(fuseErr)),
 			"agent", id,
 			"consistency", exact(incErr.Consistency),
 			"threshold", exact(incErr.Threshold),
