@@ -339,7 +339,7 @@ func failureDetail(err error) string {
 	case le.Crowd:
 		return fmt.Sprintf("best pose of a wide search does not stand clear of the other poses (margin %.3f < %.3f over the best other peak, verified or not), the agent may not overlap the team map; %s", r.Margin, le.Threshold, r.SearchSummary())
 	case le.Verification:
-		return fmt.Sprintf("best pose refused by verification: it contradicts the team map (free conflict %.3f > %.2f); %s", r.FreeConflict, le.Threshold, r.SearchSummary())
+		return fmt.Sprintf("best pose refused by verification: it contradicts the team map (free conflict %.3f > %.2f: %s); %s", r.FreeConflict, le.Threshold, le.ConflictCause(), r.SearchSummary())
 	default:
 		return fmt.Sprintf("too little overlap with the team map, score %.3f < %.3f; %s", r.Score, le.Threshold, r.SearchSummary())
 	}

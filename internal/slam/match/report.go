@@ -99,11 +99,22 @@ func (e *LocalizationError) Error() string {
 	case e.Edge:
 		return fmt.Sprintf("%v: %s best pose is on the edge of the search window: the guess may be farther off (widen search_window_m / search_window_rad, or leave initial_guess out); %s", e.Reason, who, e.Result.SearchSummary())
 	case e.Verification:
-		return fmt.Sprintf("%v: %s best pose refused by verification: it contradicts the reference (free conflict %.3f > %.2f; %s)",
-			e.Reason, who, e.Result.FreeConflict, e.Threshold, e.Result.SearchSummary())
+		return fmt.Sprintf("%v: %s best pose refused by verification: it contradicts the reference (free conflict %.3f > %.2f: %s; %s)",
+			e.Reason, who, e.Result.FreeConflict, e.Threshold, e.ConflictCause(), e.Result.SearchSummary())
 	default:
 		return fmt.Sprintf("%v: %s score %.3f < %.3f (%s)", e.Reason, who, e.Result.Score, e.Threshold, e.Result.SearchSummary())
 	}
+}
+
+// ConflictCause says what a refusal by verification can mean and, after a
+// wide search (whose limit, Options.MaxWideFreeConflict, is below the
+// default window's), the one thing a user can do about a changed world.
+func (e *LocalizationError) ConflictCause() string {
+	why := "the submap's free space crosses the reference's walls there: a wrong pose, or a world that changed between the passes"
+	if e.Threshold < DefaultMaxFreeConflict {
+		why += fmt.Sprintf("; a search this wide allows less than the default window's %.2f, so an initial guess near the pose accepts more change", DefaultMaxFreeConflict)
+	}
+	return why
 }
 
 // SearchSummary says what was searched and what was found: the window, the

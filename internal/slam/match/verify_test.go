@@ -3,6 +3,7 @@ package match
 import (
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/slammesh/slammesh/internal/slam"
@@ -63,4 +64,26 @@ func extractFreeByTransform(submap *grid.Grid) []point {
 		}
 	}
 	return out
+}
+
+// TestVerificationMessageSaysWhatToDo: a pose refused by verification
+// names both causes, and after a wide search (whose limit is below the
+// default window's) says that a guess accepts more change (found by a
+// review: a correct pose of a changed building refused with no remedy).
+func TestVerificationMessageSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	res := Result{Agent: 1, Score: 0.7, FreeConflict: 0.369, Pose: slam.Pose2D{X: -15.39, Y: 0.04, Theta: -1.15}}
+	wide := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: DefaultMaxWideFreeConflict, Verification: true}).Error()
+	window := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: DefaultMaxFreeConflict, Verification: true}).Error()
+	for _, msg := range []string{wide, window} {
+		if !strings.Contains(msg, "free conflict 0.369") || !strings.Contains(msg, "a world that changed between the passes") {
+			t.Errorf("message %q does not give the conflict and both causes", msg)
+		}
+	}
+	if !strings.Contains(wide, "an initial guess near the pose accepts more change") {
+		t.Errorf("wide search: %q does not say a guess accepts more change", wide)
+	}
+	if strings.Contains(window, "initial guess") {
+		t.Errorf("default window: %q suggests a guess it already had", window)
+	}
 }
