@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -324,6 +325,11 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 	if *rosMode != string(slamio.ExportTrinary) && *rosMode != string(slamio.ExportRaw) {
 		return fmt.Errorf("%w: --ros-mode %q: want trinary or raw", errUsage, *rosMode)
 	}
+	// A PNG written under another picture's name is read as that format,
+	// and fails, by whoever opens it (found by a review: -o map.jpg).
+	if ext := strings.ToLower(filepath.Ext(*out)); *format == "png" && ext != "" && ext != ".png" && pictureExt[ext] {
+		return fmt.Errorf("%w: -o %s: the map is written as PNG; name it .png (or --format ros for a map_server pair)", errUsage, *out)
+	}
 	id, err := oneMissionID(fs)
 	if err != nil {
 		return err
@@ -360,6 +366,9 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 		m.header.GetMapId(), m.header.GetVersion(), m.header.GetCurrentVersion(), meta.GetWidth(), meta.GetHeight(), meta.GetResolution())
 	return nil
 }
+
+// pictureExt are the extensions of picture formats other than PNG.
+var pictureExt = map[string]bool{".jpg": true, ".jpeg": true, ".gif": true, ".bmp": true, ".pgm": true, ".ppm": true, ".tif": true, ".tiff": true, ".webp": true}
 
 // streamedMap is a map fetched with StreamMap: the first message's header,
 // and the cells and PNG put back together.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"image/png"
 	"log/slog"
 	"net"
@@ -135,5 +136,21 @@ func TestMapOfAnUnknownMission(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("map %s (orchestrator %s): %v, want %q", tc.mission, tc.addr, err, tc.want)
 		}
+	}
+}
+
+// TestMapRefusesAnotherPicturesName: a PNG is not written under a .jpg
+// name (found by a review), and the refusal comes before any call.
+func TestMapRefusesAnotherPicturesName(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	out := filepath.Join(t.TempDir(), "map.JPG")
+	err := run(t.Context(), []string{"--addr", "127.0.0.1:1", "--mapping-addr", "127.0.0.1:1", "map", "-o", out, "m1"},
+		func(string) string { return "" }, &stdout, &stderr)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "name it .png") {
+		t.Fatalf("map -o %s: %v, want a usage error saying to name it .png", out, err)
+	}
+	if _, statErr := os.Stat(out); statErr == nil {
+		t.Errorf("%s was written", out)
 	}
 }
