@@ -307,6 +307,12 @@ func cmdCancel(ctx context.Context, c *clients, g global, args []string, stdout,
 		return printJSON(stdout, resp)
 	}
 	missionfmt.Mission(stdout, resp.GetMission())
+	switch resp.GetMission().GetState() {
+	case orchestratorv1.MissionState_MISSION_STATE_PENDING, orchestratorv1.MissionState_MISSION_STATE_RUNNING, orchestratorv1.MissionState_MISSION_STATE_COMPENSATING:
+		// The state printed is the one the cancel found (found by a review:
+		// "state RUNNING" read as a cancel that did nothing).
+		fmt.Fprintf(stdout, "cancel requested: the mission compensates in the background (slamctl watch %s, or cancel --wait)\n", id)
+	}
 	return nil
 }
 
