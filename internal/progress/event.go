@@ -72,6 +72,16 @@ func (t Type) Terminal() bool {
 	return false
 }
 
+// reopens reports whether t, written after a terminal event, begins a new
+// chapter of the mission (a teardown of a completed mission, a failed one
+// resumed): the orchestrator starts every run with mission.started and a
+// compensation with compensation.started. A step's event after a terminal
+// one (a step service's late step.failed, from a call the compensation
+// overtook) reopens nothing.
+func (t Type) reopens() bool {
+	return t == MissionStarted || t == CompensationStarted
+}
+
 // known reports whether t is one of the schema's types. Parse rejects the
 // others so that a producer's typo surfaces at the first reader instead of,
 // say, a watcher never seeing its mission end.

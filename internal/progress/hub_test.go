@@ -195,3 +195,37 @@ func TestHubFollowsATeardownToItsEnd(t *testing.T) {
 		t.Fatalf("last event %q, want compensated", m)
 	}
 }
+
+// A step's late event after the mission's end (a step.failed from a call
+// the compensation overtook) ends no watch and reopens nothing: both
+// followers return after delivering it, where waiting for another terminal
+// event would hang.
+func TestLateStepEventAfterTheEnd(t *testing.T) {
+	t.Parallel()
+	rdb := newClient(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	pub := progress.NewPublisher(rdb, progress.Options{})
+	if err := pub.Publish(ctx,
+		progress.Event{MissionID: "late", Type: progress.MissionStarted, Message: "start"},
+		progress.Event{MissionID: "late", Type: progress.MissionCompensated, Message: "end"},
+		progress.Event{MissionID: "late", Type: progress.StepFailed, Step: "localize_agents", Message: "late"},
+	); err != nil {
+		t.Fatal(err)
+	}
+	hub := progress.NewHub(rdb, progress.HubOptions{Logger: quietLogger(), Skips: progress.NewSkips(nil, quietLogger())})
+	defer hub.Close()
+	follow := map[string]func(func(progress.Event) error) error{
+		"progress.Follow": func(fn func(progress.Event) error) error { return progress.Follow(ctx, rdb, "late", "", fn) },
+		"Hub.Follow":      func(fn func(progress.Event) error) error { return hub.Follow(ctx, "late", "", fn) },
+	}
+	for name, f := range follow {
+		var got []string
+		if err := f(func(e progress.Event) error { got = append(got, e.Message); return nil }); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !slices.Equal(got, []string{"start", "end", "late"}) {
+			t.Errorf("%s delivered %q, want start, end, late", name, got)
+		}
+	}
+}

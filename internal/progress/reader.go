@@ -81,9 +81,11 @@ func Range(ctx context.Context, rdb redis.UniversalClient, stream string) ([]Eve
 // after ("" or "0": from the start), in order, until it has delivered an
 // event of a terminal type that is the stream's last entry (then it returns
 // nil), fn returns an error (Follow returns it), or ctx ends (Follow returns
-// ctx.Err() within about a second). A terminal event followed by more (a
-// finished mission torn down, or a failed one resumed) does not end it:
-// the mission's outcome is its last terminal event, as GetMission's state.
+// ctx.Err() within about a second). A terminal event followed by a new
+// chapter (a finished mission torn down, or a failed one resumed: see
+// Type.reopens) does not end it: the mission's outcome is its last terminal
+// event, as GetMission's state. A step's late event after a terminal one is
+// delivered and ends nothing.
 // A watcher resumes by passing the ID of the last event it saw. Entries that
 // cannot be decoded are skipped and counted (see Skips).
 //
@@ -121,14 +123,30 @@ func Follow(ctx context.Context, rdb redis.UniversalClient, missionID, after str
 	}
 }
 
-// deliver calls fn with each event in order and reports whether the last
-// one delivered was terminal (ended, when there was none).
+// deliver calls fn with each event in order and reports whether the
+// mission has ended after them: a terminal event ends it, and only a new
+// chapter (Type.reopens) after it opens it again (ended is the state
+// before the events).
 func deliver(events []Event, fn func(Event) error, ended bool) (bool, error) {
 	for _, e := range events {
 		if err := fn(e); err != nil {
 			return ended, err
 		}
-		ended = e.Type.Terminal()
+		ended = Ended(ended, e.Type)
 	}
 	return ended, nil
+}
+
+// Ended is whether a mission has ended after an event of type t, given
+// whether it had before: a terminal event ends it, a new chapter (a
+// teardown, a resume) opens it again, and any other event leaves it as it
+// was, so that a step's late event after the end does not reopen it.
+func Ended(before bool, t Type) bool {
+	switch {
+	case t.Terminal():
+		return true
+	case t.reopens():
+		return false
+	}
+	return before
 }

@@ -678,6 +678,15 @@ func TestCancelMission(t *testing.T) {
 		if n := len(st.events(t, m.GetMissionId())); n != len(events) {
 			t.Errorf("a second cancel wrote %d events", n-len(events))
 		}
+		// A step service's late event after the end reopens nothing: the
+		// watch ends, where waiting for another terminal event would hang.
+		late := progress.Event{MissionID: m.GetMissionId(), Type: progress.StepFailed, Step: stepNames[1], Message: "a call the compensation overtook"}
+		if err := progress.NewPublisher(st.rdb, progress.Options{}).Publish(ctxT(t), late); err != nil {
+			t.Fatal(err)
+		}
+		if watched := watch(t, st, m.GetMissionId(), ""); len(watched) != len(events)+1 {
+			t.Errorf("WatchMission after a late step event sent %v, want the %d events and the late one", eventLines(watched), len(events))
+		}
 	})
 	t.Run("fault plan is validated", func(t *testing.T) {
 		_, err := st.client.StartMission(ctxT(t), &orchestratorv1.StartMissionRequest{Scenario: small(1), Faults: &typesv1.FaultPlan{

@@ -152,9 +152,9 @@ func (s *Server) watchError(ctx context.Context, op string, err error) error {
 // replay sends the events of an ended mission after entry id after, to
 // the end of its stream, without blocking: a mission torn down after it
 // completed, or resumed after it failed, ends at its last terminal event,
-// the state GetMission reports. A stream that does not end in a terminal
-// event (the mission was reopened since its record was read) is followed
-// from there.
+// the state GetMission reports. A stream whose last chapter has no
+// terminal event (the mission was reopened since its record was read) is
+// followed from there.
 func (s *Server) replay(ctx context.Context, key, after string, send func(progress.Event) error) error {
 	stream := progress.MissionStream(key)
 	ended := true // nothing after after: the mission ended before it
@@ -170,7 +170,7 @@ func (s *Server) replay(ctx context.Context, key, after string, send func(progre
 			if err := send(e); err != nil {
 				return err
 			}
-			ended = e.Type.Terminal()
+			ended = progress.Ended(ended, e.Type)
 		}
 		after = last
 	}
