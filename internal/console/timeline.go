@@ -97,7 +97,10 @@ func buildTimeline(events []progress.Event, now time.Time) timeline {
 	open := make(map[key]int) // index into t.Spans
 	begin := events[0].Time
 	last := events[len(events)-1].Time
-	ended := events[len(events)-1].Type.Terminal()
+	ended := false // after the last event (a step's late event after the end keeps it ended)
+	for _, e := range events {
+		ended = progress.Ended(ended, e.Type)
+	}
 	spanAt := func(k key, at time.Time) int {
 		if i, ok := open[k]; ok {
 			return i
