@@ -374,7 +374,10 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 }
 
 // pictureExt are the extensions of picture formats other than PNG.
-var pictureExt = map[string]bool{".jpg": true, ".jpeg": true, ".gif": true, ".bmp": true, ".pgm": true, ".ppm": true, ".tif": true, ".tiff": true, ".webp": true}
+var pictureExt = map[string]bool{
+	".jpg": true, ".jpeg": true, ".gif": true, ".bmp": true, ".pgm": true, ".ppm": true, ".tif": true, ".tiff": true,
+	".webp": true, ".svg": true, ".avif": true, ".heic": true, ".ico": true,
+}
 
 // streamedMap is a map fetched with StreamMap: the first message's header,
 // and the cells and PNG put back together.

@@ -57,7 +57,8 @@
 //
 //   - Plain XREAD (see [Read] and [Follow]): a watcher of one mission reads
 //     slammesh:{<id>}:events from "0" (or from the last entry id it saw, to
-//     resume) until an event with a terminal type arrives. Nothing is stored
+//     resume) until the mission's end: a terminal event with no new chapter
+//     after it (a teardown or a resume; see [Ended]). Nothing is stored
 //     on the server about the reader, so any number of dashboards can watch.
 //   - A consumer group (see [Consumer]): services that must process every
 //     event once across replicas read slammesh:events with XREADGROUP, ack

@@ -63,7 +63,8 @@ const (
 )
 
 // Terminal reports whether t ends a mission: after it the saga writes no
-// further event unless the mission is torn down later, so a watcher stops.
+// further event unless the mission is torn down or resumed later, which
+// begins a new chapter (see Ended).
 func (t Type) Terminal() bool {
 	switch t {
 	case MissionCompleted, MissionCompensated, MissionFailed:

@@ -14,6 +14,13 @@ import (
 // (Pending, Running or Compensating).
 var ErrNotFinished = errors.New("saga not finished")
 
+// ErrIndexLeft says that Delete deleted the saga's keys but could not then
+// write its tombstone and drop its mission-index entry (Redis refused the
+// second round trip: out of memory, or gone): the deletion stands, and Trim
+// drops the entry later; until then Vanished still reports the mission
+// gone, from the entry.
+var ErrIndexLeft = errors.New("saga deleted; its index entry is left to Trim")
+
 // deleteScript deletes every key of a finished mission, only while its
 // record says it is finished. It touches only the mission's own keys (one
 // slot); the global index and tombstone are written after it.
@@ -44,9 +51,10 @@ return {created}
 // for a key without a record (Vanished). A finished saga's active-index entry is normally
 // gone already; one left by a crash is recovery's to drop (a plain ZREM here
 // could remove the fresh entry of a saga created again under the same key).
-// It returns ErrNotFound when no record exists and an
-// error wrapping ErrNotFinished, naming the state, when an engine still
-// drives the saga. Delete is idempotent on the index: a retry after a lost
+// It returns ErrNotFound when no record exists, an error wrapping
+// ErrNotFinished, naming the state, when an engine still drives the saga,
+// and one wrapping ErrIndexLeft when the keys are gone but the second round
+// trip failed. Delete is idempotent on the index: a retry after a lost
 // reply finds the record gone (ErrNotFound) and Trim finishes the index
 // entry if the second round trip was lost.
 func (s *Store) Delete(ctx context.Context, key string, now time.Time) error {
@@ -74,7 +82,7 @@ func (s *Store) Delete(ctx context.Context, key string, now time.Time) error {
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("delete saga %s: unindex: %w", key, err)
+		return fmt.Errorf("delete saga %s: %w: %w", key, ErrIndexLeft, err)
 	}
 	return nil
 }

@@ -234,6 +234,8 @@ func TestROSMapViewpointSweep(t *testing.T) {
 		}
 		var ie *fuse.InconsistencyError
 		switch {
+		case out.locErr != nil && !errors.Is(out.locErr, slam.ErrInsufficientOverlap) && !errors.Is(out.locErr, slam.ErrAmbiguousMatch) && !errors.Is(out.locErr, slam.ErrInsufficientData):
+			t.Fatalf("mission %d: localization: %v", set, out.locErr) // not a refusal: a bug
 		case out.locErr != nil:
 			locRefused++
 			t.Logf("mission %d: refused at localization: %v", set, out.locErr)

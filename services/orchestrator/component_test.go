@@ -495,6 +495,86 @@ func TestStartMissionOnAFullRedis(t *testing.T) {
 	if m := st.start(t, req).GetMission(); m.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
 		t.Fatalf("with memory back: state %v, want COMPLETED", m.GetState())
 	}
+	// Deleting frees memory, so it works on a full Redis; its tombstone
+	// and index write are then refused, which must not turn the deletion
+	// into an error an operator would retry (found by a review).
+	if err := st.rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	restored = false
+	if _, err := st.client.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{MissionId: req.GetMissionId()}); err != nil {
+		t.Fatalf("DeleteMission on a full Redis: %v, want the deletion it did", err)
+	}
+	restore()
+	if _, err := st.client.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: req.GetMissionId()}); status.Code(err) != codes.NotFound {
+		t.Errorf("GetMission after the deletion: %v, want NOT_FOUND", err)
+	}
+}
+
+// A watch begun between a reopen and the new chapter's first event (a
+// cancel of a completed mission sets the record COMPENSATING, and its driver
+// writes compensation.started a moment later, or a lease TTL later if it
+// dies) does not end at the old mission.completed: it follows the new
+// chapter to its end (found by a review; the reopen is simulated on the
+// record, the chapter written by hand).
+func TestWatchFollowsAReopenToItsEnd(t *testing.T) {
+	st := startStack(t, stackConfig{})
+	m := st.start(t, &orchestratorv1.StartMissionRequest{Scenario: small(12), Wait: true}).GetMission()
+	id := m.GetMissionId()
+	rec := saga.RecordKey(id)
+	if err := st.rdb.HSet(ctxT(t), rec, "state", "compensating").Err(); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		events []progress.Event
+		err    error
+	}
+	done := make(chan result, 1)
+	stream, err := st.client.WatchMission(ctxT(t), &orchestratorv1.WatchMissionRequest{MissionId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		var r result
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					r.err = err
+				}
+				done <- r
+				return
+			}
+			r.events = append(r.events, progressgrpc.FromProto(resp.GetEvent()))
+		}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("WatchMission of a reopened mission ended (%v) after %v", r.err, eventLines(r.events))
+	case <-time.After(300 * time.Millisecond):
+	}
+	pub := progress.NewPublisher(st.rdb, progress.Options{})
+	if err := pub.Publish(ctxT(t),
+		progress.Event{MissionID: id, Type: progress.CompensationStarted, Step: stepNames[0]},
+		progress.Event{MissionID: id, Type: progress.CompensationCompleted, Step: stepNames[0]},
+	); err != nil {
+		t.Fatal(err)
+	}
+	// The end: the record first, as the saga's own script writes both.
+	if err := st.rdb.HSet(ctxT(t), rec, "state", "compensated").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctxT(t), progress.Event{MissionID: id, Type: progress.MissionCompensated}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || len(r.events) == 0 || r.events[len(r.events)-1].Type != progress.MissionCompensated {
+			t.Errorf("the watch ended (%v) after %v, want mission.compensated last", r.err, eventLines(r.events))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not end with the new chapter")
+	}
 }
 
 func TestStartMissionIsIdempotent(t *testing.T) {

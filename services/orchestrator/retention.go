@@ -127,6 +127,10 @@ func (s *Server) DeleteMission(ctx context.Context, req *orchestratorv1.DeleteMi
 			fmt.Sprintf("mission %q is %s: only a finished mission can be deleted; %s", key, missionStates[cur], advice))
 	case errors.Is(err, saga.ErrNotFound):
 		return nil, s.notFound(ctx, key)
+	case errors.Is(err, saga.ErrIndexLeft):
+		// Deleted: answering an error would send the operator to retry a
+		// deletion that happened (found by a review, on a full Redis).
+		s.log.WarnContext(ctx, "mission deleted; its index entry is left to the retention janitor", slog.String("error", err.Error()))
 	case err != nil:
 		return nil, s.storeError(ctx, "delete mission", err)
 	}

@@ -43,7 +43,8 @@ func newHub(cfg Config, deps Deps, skips *progress.Skips, log *slog.Logger) *pro
 }
 
 // WatchMission streams a mission's events from its start (or after
-// from_stream_id) until its next terminal event. For a mission that has
+// from_stream_id) until it ends: its last terminal event (see follow and
+// replay). For a mission that has
 // already ended it replays what is left of the stream and returns, so a
 // watcher that resumes after the last event does not hang. Entries of the
 // stream that cannot be decoded are skipped (and counted). Past
@@ -84,14 +85,43 @@ func (s *Server) WatchMission(req *orchestratorv1.WatchMissionRequest, stream gr
 // DefaultLostCheckInterval is Config.LostCheckInterval's default.
 const DefaultLostCheckInterval = 5 * time.Second
 
-// follow is the hub's Follow of mission key's events after after, ended
+// follow is the hub's Follow of mission key's events after after, to the
+// mission's end: when the hub's Follow ends at a terminal event, the record
+// says whether that is the end. A cancel of a completed mission, or a
+// resume of a failed one, sets its record COMPENSATING before the new
+// chapter's first event, so a watch begun in between would otherwise end
+// at the old terminal event; while the record is not terminal, the watch
+// follows on from the last event it sent.
+func (s *Server) follow(ctx context.Context, key, after string, fn func(progress.Event) error) error {
+	for {
+		last := after
+		err := s.followOnce(ctx, key, after, func(e progress.Event) error {
+			if e.ID != "" {
+				last = e.ID
+			}
+			return fn(e)
+		})
+		if err != nil {
+			return err
+		}
+		// Past the end the watch delivered, a record it cannot read (gone,
+		// or Redis failing) ends it as it stands.
+		rec, err := s.store.Load(ctx, key)
+		if err != nil || rec.State.Terminal() {
+			return nil
+		}
+		after = last
+	}
+}
+
+// followOnce is the hub's Follow of mission key's events after after, ended
 // with the mission's NOT_FOUND status when its record disappears
 // meanwhile. Redis that restarted without persistence, was flushed, or
 // failed over to a replica that lacked the mission has lost its saga, so
 // no terminal event will ever be written: without the check, the watch
 // would wait forever and hold a watcher slot. The record is read only
 // after LostCheckInterval without an event.
-func (s *Server) follow(ctx context.Context, key, after string, fn func(progress.Event) error) error {
+func (s *Server) followOnce(ctx context.Context, key, after string, fn func(progress.Event) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	every := s.cfg.LostCheckInterval
@@ -175,6 +205,11 @@ func (s *Server) replay(ctx context.Context, key, after string, send func(progre
 		after = last
 	}
 	if ended {
+		return nil
+	}
+	// The last chapter has no end yet: reopened since the record was read,
+	// unless the record says otherwise (its end trimmed from the stream).
+	if rec, err := s.store.Load(ctx, key); err == nil && rec.State.Terminal() {
 		return nil
 	}
 	return s.follow(ctx, key, after, send)

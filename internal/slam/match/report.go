@@ -111,8 +111,12 @@ func (e *LocalizationError) Error() string {
 // default window's), the one thing a user can do about a changed world.
 func (e *LocalizationError) ConflictCause() string {
 	why := "the submap's free space crosses the reference's walls there: a wrong pose, or a world that changed between the passes"
-	if e.Threshold < DefaultMaxFreeConflict {
-		why += fmt.Sprintf("; a search this wide allows less than the default window's %.2f, so an initial guess near the pose accepts more change", DefaultMaxFreeConflict)
+	switch {
+	case e.Threshold >= DefaultMaxFreeConflict:
+	case e.Result.Search.Global:
+		why += fmt.Sprintf("; a search of the whole map allows less than the default window's %.2f, so an initial guess near the pose accepts more change", DefaultMaxFreeConflict)
+	default:
+		why += fmt.Sprintf("; a window this wide allows less than the default window's %.2f, so a narrower window around a guess nearer the pose accepts more change", DefaultMaxFreeConflict)
 	}
 	return why
 }

@@ -73,17 +73,23 @@ func extractFreeByTransform(submap *grid.Grid) []point {
 func TestVerificationMessageSaysWhatToDo(t *testing.T) {
 	t.Parallel()
 	res := Result{Agent: 1, Score: 0.7, FreeConflict: 0.369, Pose: slam.Pose2D{X: -15.39, Y: 0.04, Theta: -1.15}}
-	wide := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: DefaultMaxWideFreeConflict, Verification: true}).Error()
+	global := res
+	global.Search.Global = true
+	whole := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: global, Threshold: DefaultMaxWideFreeConflict, Verification: true}).Error()
+	widened := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: 0.3, Verification: true}).Error()
 	window := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: DefaultMaxFreeConflict, Verification: true}).Error()
-	for _, msg := range []string{wide, window} {
+	for _, msg := range []string{whole, widened, window} {
 		if !strings.Contains(msg, "free conflict 0.369") || !strings.Contains(msg, "a world that changed between the passes") {
 			t.Errorf("message %q does not give the conflict and both causes", msg)
 		}
 	}
-	if !strings.Contains(wide, "an initial guess near the pose accepts more change") {
-		t.Errorf("wide search: %q does not say a guess accepts more change", wide)
+	if !strings.Contains(whole, "an initial guess near the pose accepts more change") {
+		t.Errorf("whole map: %q does not say a guess accepts more change", whole)
 	}
-	if strings.Contains(window, "initial guess") {
-		t.Errorf("default window: %q suggests a guess it already had", window)
+	if !strings.Contains(widened, "a narrower window") {
+		t.Errorf("widened window around a guess: %q does not say to narrow it", widened)
+	}
+	if strings.Contains(window, "accepts more change") {
+		t.Errorf("default window: %q gives advice that cannot help", window)
 	}
 }
