@@ -1,8 +1,6 @@
 package slam_test
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -12,9 +10,6 @@ import (
 
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/slam"
-	"github.com/slammesh/slammesh/internal/slam/fuse"
-	"github.com/slammesh/slammesh/internal/slam/grid"
-	"github.com/slammesh/slammesh/internal/slam/match"
 	"github.com/slammesh/slammesh/internal/slamio"
 	"github.com/slammesh/slammesh/internal/slamproto"
 )
@@ -217,7 +212,7 @@ func TestROSMapViewpointSweep(t *testing.T) {
 		}
 	}
 	rng := rand.New(rand.NewPCG(*rosSweepSeed, 11))
-	var correct, locRefused, mergeRefused, off int
+	var tally sweepTally
 	for set, draws := 1, 0; set <= *rosSweepSets; set++ {
 		agents, truth, ok := rosViewMission(src, rng, stands)
 		if !ok {
@@ -228,35 +223,15 @@ func TestROSMapViewpointSweep(t *testing.T) {
 			set--
 			continue
 		}
-		out, err := rosSweepRun(agents, truth)
+		out, _, _, err := localizeAndMerge(agents, truth)
 		if err != nil {
 			t.Fatalf("mission %d: %v", set, err)
 		}
-		var ie *fuse.InconsistencyError
-		switch {
-		case out.locErr != nil && !errors.Is(out.locErr, slam.ErrInsufficientOverlap) && !errors.Is(out.locErr, slam.ErrAmbiguousMatch) && !errors.Is(out.locErr, slam.ErrInsufficientData):
-			t.Fatalf("mission %d: localization: %v", set, out.locErr) // not a refusal: a bug
-		case out.locErr != nil:
-			locRefused++
-			t.Logf("mission %d: refused at localization: %v", set, out.locErr)
-		case errors.As(out.mergeErr, &ie):
-			mergeRefused++
-			t.Logf("mission %d: refused at the merge (agents within %.3f m, %.4f rad): %v", set, out.worstT, out.worstR, ie)
-		case out.mergeErr != nil:
-			t.Fatalf("mission %d: merge: %v", set, out.mergeErr)
-		case out.worstT > 0.5 || out.worstR > 0.05:
-			t.Errorf("mission %d: accepted %.3f m, %.4f rad from the truth (gross bound 0.5 m, 0.05 rad)", set, out.worstT, out.worstR)
-		case out.worstT > 2*viewSubmapRes || out.worstR > 0.02:
-			off++
-			t.Logf("mission %d: accepted %.3f m, %.4f rad from the truth (beyond 2 cells or 0.02 rad)", set, out.worstT, out.worstR)
-		default:
-			correct++
-		}
+		tally.add(t, fmt.Sprintf("mission %d", set), out)
 	}
-	t.Logf("Willow Garage viewpoints (%g m lidar, no guess: %v), %d missions: %d correct, %d refused at localization, %d at the merge, %d accepted beyond 2 cells or 0.02 rad",
-		*rosSweepRange, *rosSweepNoGuess, *rosSweepSets, correct, locRefused, mergeRefused, off)
-	if 2*correct < *rosSweepSets {
-		t.Errorf("%d of %d missions correct, want at least half", correct, *rosSweepSets)
+	t.Logf("Willow Garage viewpoints (%g m lidar, no guess: %v), %d missions: %s", *rosSweepRange, *rosSweepNoGuess, *rosSweepSets, tally)
+	if 2*tally.correct < *rosSweepSets {
+		t.Errorf("%d of %d missions correct, want at least half", tally.correct, *rosSweepSets)
 	}
 }
 
@@ -290,44 +265,4 @@ func rosViewMission(src *rosSource, rng *rand.Rand, stands [][2]float64) (agents
 		truth = append(truth, pose)
 	}
 	return agents, truth, true
-}
-
-// rosSweepRun localizes and merges agents as the services do (the map
-// sized by slamio.MapFor, as slamctl sizes it) and measures the worst
-// agent against truth.
-func rosSweepRun(agents []*typesv1.Agent, truth []slam.Pose2D) (sweepOutcome, error) {
-	var out sweepOutcome
-	spec, err := slamio.MapFor(agents, viewSubmapRes, slamio.DefaultMapMargin)
-	if err != nil {
-		return out, err
-	}
-	meta, err := grid.MetaForBounds(spec.GetOriginX(), spec.GetOriginY(), spec.GetWidthM(), spec.GetHeightM(), spec.GetResolution())
-	if err != nil {
-		return out, err
-	}
-	dom, err := slamproto.AgentsFromProto(agents, meta.Resolution)
-	if err != nil {
-		return out, err
-	}
-	in := make([]match.Agent, len(dom))
-	for i, a := range dom {
-		in[i] = match.Agent{Submap: a.Submap, Guess: a.Guess, Anchor: a.Anchor, NoGuess: agents[i].GetInitialGuess() == nil}
-	}
-	res, err := match.LocalizeAll(context.Background(), meta, in, match.Options{Parallelism: 2}, nil)
-	if err != nil {
-		out.locErr = err
-		return out, nil
-	}
-	merge := make([]fuse.Input, len(res))
-	for i, r := range res {
-		out.worstT = max(out.worstT, math.Hypot(r.Pose.X-truth[i].X, r.Pose.Y-truth[i].Y))
-		out.worstR = max(out.worstR, math.Abs(slam.AngleDiff(r.Pose.Theta, truth[i].Theta)))
-		merge[i] = fuse.Input{Agent: i, Submap: dom[i].Submap, Pose: r.Pose}
-	}
-	base, err := grid.New(meta)
-	if err != nil {
-		return out, err
-	}
-	_, _, out.mergeErr = fuse.Merge(base, merge, fuse.Options{})
-	return out, nil
 }
