@@ -155,8 +155,8 @@ func (h *Hub) Close() {
 
 // Follow is progress.Follow through the hub: it calls fn with each event
 // of the mission's stream after entry id after ("" or "0": from the start),
-// in order, until it has delivered a terminal event that is the stream's
-// last entry (then it returns nil; see progress.Follow),
+// in order, until the stream has no more and the events delivered leave
+// the mission ended (then it returns nil; see progress.Follow and Ended),
 // fn returns an error (returned), ctx ends (ctx.Err()), or the hub closes
 // (ErrHubClosed). It fails at once with ErrTooManyWatchers when the hub
 // serves its maximum. Entries that cannot be decoded are skipped and
@@ -171,7 +171,7 @@ func (h *Hub) Follow(ctx context.Context, missionID, after string, fn func(Event
 		return err
 	}
 	defer h.unregister(stream, signal)
-	ended := false // the last event delivered was terminal
+	ended := false // the events delivered leave the mission ended (Ended)
 	for {
 		// Read everything there is, then wait for the hub to see more.
 		for {

@@ -78,14 +78,14 @@ func Range(ctx context.Context, rdb redis.UniversalClient, stream string) ([]Eve
 }
 
 // Follow calls fn with each event of the mission's stream after entry id
-// after ("" or "0": from the start), in order, until it has delivered an
-// event of a terminal type that is the stream's last entry (then it returns
-// nil), fn returns an error (Follow returns it), or ctx ends (Follow returns
-// ctx.Err() within about a second). A terminal event followed by a new
-// chapter (a finished mission torn down, or a failed one resumed: see
-// Type.reopens) does not end it: the mission's outcome is its last terminal
-// event, as GetMission's state. A step's late event after a terminal one is
-// delivered and ends nothing.
+// after ("" or "0": from the start), in order, until the stream has no more
+// and the events delivered leave the mission ended (see Ended; then it
+// returns nil), fn returns an error (Follow returns it), or ctx ends (Follow
+// returns ctx.Err() within about a second). A terminal event followed by a
+// new chapter (a finished mission torn down, or a failed one resumed) does
+// not end it: the mission's outcome is its last terminal event, as
+// GetMission's state. A step's late event after a terminal one is
+// delivered and reopens nothing.
 // A watcher resumes by passing the ID of the last event it saw. Entries that
 // cannot be decoded are skipped and counted (see Skips).
 //
@@ -95,7 +95,7 @@ func Range(ctx context.Context, rdb redis.UniversalClient, stream string) ([]Eve
 // watchers uses a Hub instead.
 func Follow(ctx context.Context, rdb redis.UniversalClient, missionID, after string, fn func(Event) error) error {
 	stream := MissionStream(missionID)
-	ended := false // the last event delivered was terminal
+	ended := false // the events delivered leave the mission ended (Ended)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err

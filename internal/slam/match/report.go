@@ -113,6 +113,7 @@ func (e *LocalizationError) ConflictCause() string {
 	why := "the submap's free space crosses the reference's walls there: a wrong pose, or a world that changed between the passes"
 	switch {
 	case e.Threshold >= DefaultMaxFreeConflict:
+		// The default window's limit: there is nothing looser to point to.
 	case e.Result.Search.Global:
 		why += fmt.Sprintf("; a search of the whole map allows less than the default window's %.2f, so an initial guess near the pose accepts more change", DefaultMaxFreeConflict)
 	default:
