@@ -75,6 +75,9 @@ func (s *Store) Delete(ctx context.Context, key string, now time.Time) error {
 	default:
 		return fmt.Errorf("delete saga %s: unexpected reply %v", key, reply)
 	}
+	// The keys are gone: a caller that leaves now must not leave the
+	// index entry behind for a retention TTL (Trim drops only old ones).
+	ctx = context.WithoutCancel(ctx)
 	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZAdd(ctx, GoneKey, redis.Z{Score: float64(now.UnixMilli()), Member: key})
 		if created != "" { // a record without it is left to Trim

@@ -354,6 +354,20 @@ func (s *Store) Load(ctx context.Context, key string) (*Record, error) {
 	return rec, nil
 }
 
+// State reads only the state of mission key's record (one HGET: a record
+// holds its input and step outputs, megabytes for a real-data mission), or
+// returns ErrNotFound.
+func (s *Store) State(ctx context.Context, key string) (State, error) {
+	v, err := s.rdb.HGet(ctx, RecordKey(key), fieldState).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return "", fmt.Errorf("saga %s state: %w", key, ErrNotFound)
+	case err != nil:
+		return "", fmt.Errorf("saga %s state: %w", key, err)
+	}
+	return State(v), nil
+}
+
 func recordFromReply(reply []any) (*Record, error) {
 	h, err := parseHash(reply)
 	if err != nil {

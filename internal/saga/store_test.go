@@ -81,6 +81,13 @@ func TestRecordRoundTrip(t *testing.T) {
 	if _, err := f.store.Load(t.Context(), "missing"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Load(missing) = %v, want ErrNotFound", err)
 	}
+	// State reads the one field a watch asks about.
+	if st, err := f.store.State(t.Context(), "m"); err != nil || st != want.State {
+		t.Errorf("State(m) = %q, %v; want %q", st, err, want.State)
+	}
+	if _, err := f.store.State(t.Context(), "missing"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("State(missing) = %v, want ErrNotFound", err)
+	}
 }
 
 func TestSaveWritesOnlyChangedFields(t *testing.T) {

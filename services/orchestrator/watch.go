@@ -93,22 +93,50 @@ const DefaultLostCheckInterval = 5 * time.Second
 // at the old terminal event; while the record is not terminal, the watch
 // follows on from the last event it sent.
 func (s *Server) follow(ctx context.Context, key, after string, fn func(progress.Event) error) error {
+	last := after
+	send := func(e progress.Event) error {
+		if e.ID != "" {
+			last = e.ID
+		}
+		return fn(e)
+	}
 	for {
-		last := after
-		err := s.followOnce(ctx, key, after, func(e progress.Event) error {
-			if e.ID != "" {
-				last = e.ID
-			}
-			return fn(e)
-		})
-		if err != nil {
+		err := s.followOnce(ctx, key, last, send)
+		if err != nil && !errors.Is(err, errRecordEnded) {
 			return err
 		}
 		// Past the end the watch delivered, a record it cannot read (gone,
 		// or Redis failing) ends it as it stands.
-		rec, err := s.store.Load(ctx, key)
-		if err != nil || rec.State.Terminal() {
+		st, err := s.store.State(ctx, key)
+		if err != nil {
 			return nil
+		}
+		if st.Terminal() {
+			return s.drain(ctx, key, last, fn)
+		}
+	}
+}
+
+// errRecordEnded ends a followOnce whose record turned terminal while no
+// event came: its terminal event cannot be decoded (a schema this reader
+// does not know), so the hub would never deliver it.
+var errRecordEnded = errors.New("mission record ended with no event read")
+
+// drain sends, without blocking, the events of mission key after after: a
+// record read terminal holds its end in the stream (the saga's script
+// writes both), so what is there now includes the chapter a fast teardown
+// or resume wrote between a follow's end and the read of the record.
+func (s *Server) drain(ctx context.Context, key, after string, send func(progress.Event) error) error {
+	stream := progress.MissionStream(key)
+	for {
+		events, last, err := progress.ReadBatch(ctx, s.rdb, s.skips, stream, after, watchBatch, 0)
+		if err != nil || last == "" {
+			return err
+		}
+		for _, e := range events {
+			if err := send(e); err != nil {
+				return err
+			}
 		}
 		after = last
 	}
@@ -116,11 +144,12 @@ func (s *Server) follow(ctx context.Context, key, after string, fn func(progress
 
 // followOnce is the hub's Follow of mission key's events after after, ended
 // with the mission's NOT_FOUND status when its record disappears
-// meanwhile. Redis that restarted without persistence, was flushed, or
+// meanwhile, and with errRecordEnded when the record is terminal while no
+// event came. Redis that restarted without persistence, was flushed, or
 // failed over to a replica that lacked the mission has lost its saga, so
 // no terminal event will ever be written: without the check, the watch
-// would wait forever and hold a watcher slot. The record is read only
-// after LostCheckInterval without an event.
+// would wait forever and hold a watcher slot. The record's state is read
+// only after LostCheckInterval without an event.
 func (s *Server) followOnce(ctx context.Context, key, after string, fn func(progress.Event) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -141,11 +170,16 @@ func (s *Server) followOnce(ctx context.Context, key, after string, fn func(prog
 			if heard.Swap(false) {
 				continue
 			}
-			// EXISTS, not a Load: the record's fields are of no use here.
-			if n, err := s.rdb.Exists(ctx, saga.RecordKey(key)).Result(); err == nil && n == 0 {
+			// The state alone, not a Load: the other fields are of no use.
+			st, err := s.store.State(ctx, key)
+			switch {
+			case errors.Is(err, saga.ErrNotFound):
 				s.log.WarnContext(ctx, "mission record gone while its events were followed: Redis lost it (restarted without persistence, flushed, or failed over)",
 					slog.String("mission_id", key))
 				cancel(s.lostError(ctx, key))
+				return
+			case err == nil && st.Terminal():
+				cancel(errRecordEnded)
 				return
 			}
 		}
@@ -154,7 +188,7 @@ func (s *Server) followOnce(ctx context.Context, key, after string, fn func(prog
 		heard.Store(true)
 		return fn(e)
 	})
-	if cause := context.Cause(ctx); err != nil && rpcerr.IsStatus(cause) {
+	if cause := context.Cause(ctx); err != nil && (rpcerr.IsStatus(cause) || errors.Is(cause, errRecordEnded)) {
 		return cause
 	}
 	return err
@@ -208,9 +242,10 @@ func (s *Server) replay(ctx context.Context, key, after string, send func(progre
 		return nil
 	}
 	// The last chapter has no end yet: reopened since the record was read,
-	// unless the record says otherwise (its end trimmed from the stream).
-	if rec, err := s.store.Load(ctx, key); err == nil && rec.State.Terminal() {
-		return nil
+	// unless the record says otherwise: then its end is in the stream now
+	// (a chapter that ended since the read above), or cannot be decoded.
+	if st, err := s.store.State(ctx, key); err == nil && st.Terminal() {
+		return s.drain(ctx, key, after, send)
 	}
 	return s.follow(ctx, key, after, send)
 }
