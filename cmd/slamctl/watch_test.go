@@ -490,3 +490,45 @@ func TestStoreOutageKeepsItsReconnect(t *testing.T) {
 		t.Errorf("stderr %q: want one outage", stderr.String())
 	}
 }
+
+// cancelStub answers CancelMission with the state the cancel found: the
+// mission id names it.
+type cancelStub struct {
+	orchestratorv1.UnimplementedOrchestratorServiceServer
+}
+
+func (cancelStub) CancelMission(_ context.Context, req *orchestratorv1.CancelMissionRequest) (*orchestratorv1.CancelMissionResponse, error) {
+	st := orchestratorv1.MissionState_MISSION_STATE_RUNNING
+	if req.GetMissionId() == "done" {
+		st = orchestratorv1.MissionState_MISSION_STATE_COMPENSATED
+	}
+	return &orchestratorv1.CancelMissionResponse{Mission: &orchestratorv1.Mission{MissionId: req.GetMissionId(), State: st, Cancelled: true}}, nil
+}
+
+// TestCancelSaysTheCompensationRunsOn: a cancel that found the mission
+// RUNNING says the compensation runs in the background (found by a review:
+// "state RUNNING" read as a cancel that did nothing); one that found it
+// ended says nothing more.
+func TestCancelSaysTheCompensationRunsOn(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	orchestratorv1.RegisterOrchestratorServiceServer(srv, cancelStub{})
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	for _, tc := range []struct {
+		id   string
+		want bool
+	}{{"running", true}, {"done", false}} {
+		var stdout, stderr bytes.Buffer
+		if err := run(t.Context(), []string{"--addr", l.Addr().String(), "cancel", tc.id}, func(string) string { return "" }, &stdout, &stderr); err != nil {
+			t.Fatalf("cancel %s: %v", tc.id, err)
+		}
+		if got := strings.Contains(stdout.String(), "compensates in the background"); got != tc.want {
+			t.Errorf("cancel %s printed %q; says the compensation runs on: %v, want %v", tc.id, stdout.String(), got, tc.want)
+		}
+	}
+}
