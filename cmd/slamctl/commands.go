@@ -318,7 +318,7 @@ func cmdCancel(ctx context.Context, c *clients, g global, args []string, stdout,
 
 func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("map", "map [flags] MISSION_ID", stderr)
-	out := fs.String("o", "", "file to write: the PNG (default <mission>.png), or for --format ros the base name of BASE.yaml + BASE.pgm (default <mission>)")
+	out := fs.String("o", "", "file to write: the PNG (default <mission>.png), or for --format ros the base name of BASE.yaml + BASE.pgm (default <mission>; a trailing .yaml or .pgm is taken off)")
 	version := fs.Uint("version", 0, "map version (0: current)")
 	format := fs.String("format", "png", "png (a picture) or ros (a map_server .yaml + .pgm pair that Nav2 loads)")
 	rosMode := fs.String("ros-mode", "trinary", "with --format ros: trinary (occupied >= 65 %, free <= 25 %, the rest unknown; what every ROS consumer reads) or raw (every cell value kept exactly)")
@@ -333,8 +333,14 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 	}
 	// A PNG written under another picture's name is read as that format,
 	// and fails, by whoever opens it (found by a review: -o map.jpg).
-	if ext := strings.ToLower(filepath.Ext(*out)); *format == "png" && ext != "" && ext != ".png" && pictureExt[ext] {
+	switch ext := strings.ToLower(filepath.Ext(*out)); {
+	case *format == "png" && pictureExt[ext]:
 		return fmt.Errorf("%w: -o %s: the map is written as PNG; name it .png (or --format ros for a map_server pair)", errUsage, *out)
+	case *format == "ros" && (ext == ".yaml" || ext == ".yml" || ext == ".pgm"):
+		// The pair's own names: -o merged.yaml means the base merged.
+		*out = strings.TrimSuffix(*out, filepath.Ext(*out))
+	case *format == "ros" && (ext == ".png" || pictureExt[ext]):
+		return fmt.Errorf("%w: -o %s: --format ros writes BASE.yaml and BASE.pgm; give the base name", errUsage, *out)
 	}
 	id, err := oneMissionID(fs)
 	if err != nil {

@@ -79,6 +79,17 @@ func TestMapFetchesFullBudgetMap(t *testing.T) {
 	if cfg.Width != 4000 || cfg.Height != 4000 {
 		t.Errorf("PNG is %dx%d, want 4000x4000", cfg.Width, cfg.Height)
 	}
+	// -o names the pair by one of its own files: the base is what is left.
+	base := filepath.Join(t.TempDir(), "big")
+	args = []string{"--addr", "127.0.0.1:1", "--mapping-addr", e.Conn.Target(), "map", "--format", "ros", "-o", base + ".yaml", mission}
+	if err := run(ctx, args, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatalf("slamctl map --format ros: %v\n%s", err, stderr.String())
+	}
+	for _, name := range []string{base + ".yaml", base + ".pgm"} {
+		if _, err := os.Stat(name); err != nil {
+			t.Errorf("--format ros -o %s.yaml: %v", base, err)
+		}
+	}
 }
 
 // mapNotFoundOrchestrator knows mission "done" and no other.
@@ -152,5 +163,11 @@ func TestMapRefusesAnotherPicturesName(t *testing.T) {
 	}
 	if _, statErr := os.Stat(out); statErr == nil {
 		t.Errorf("%s was written", out)
+	}
+	// --format ros writes a pair under a base name, never a picture's.
+	err = run(t.Context(), []string{"--addr", "127.0.0.1:1", "--mapping-addr", "127.0.0.1:1", "map", "--format", "ros", "-o", "merged.png", "m1"},
+		func(string) string { return "" }, &stdout, &stderr)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "give the base name") {
+		t.Fatalf("map --format ros -o merged.png: %v, want a usage error asking for the base name", err)
 	}
 }
