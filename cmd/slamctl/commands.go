@@ -50,6 +50,13 @@ func parse(fs *flag.FlagSet, args []string) error {
 
 // oneMissionID takes the single positional mission id of get, cancel, watch and map.
 func oneMissionID(fs *flag.FlagSet) (string, error) {
+	for _, a := range fs.Args()[min(1, fs.NArg()):] {
+		// Flags end at the first argument that is none (Go's flag package):
+		// `get ID --json` leaves --json an argument (found by a review).
+		if strings.HasPrefix(a, "-") {
+			return "", fmt.Errorf("%w: %s after the mission id: flags go before it, and global flags (--json, --addr, ...) before the command: slamctl --json %s [flags] ID", errUsage, a, fs.Name())
+		}
+	}
 	if fs.NArg() != 1 {
 		fs.Usage()
 		return "", fmt.Errorf("%w: want exactly one mission id, got %d arguments", errUsage, fs.NArg())

@@ -150,9 +150,11 @@ func TestMapOfAnUnknownMission(t *testing.T) {
 	}
 }
 
-// TestMapRefusesAnotherPicturesName: a PNG is not written under a .jpg
-// name (found by a review), and the refusal comes before any call.
-func TestMapRefusesAnotherPicturesName(t *testing.T) {
+// TestUsageErrorsBeforeAnyCall: what a review found slamctl did with
+// misplaced names and flags is refused as a usage error before any call:
+// a PNG under a .jpg name, a flag after the mission id, a ROS pair under a
+// picture's name.
+func TestUsageErrorsBeforeAnyCall(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer
 	out := filepath.Join(t.TempDir(), "map.JPG")
@@ -163,6 +165,11 @@ func TestMapRefusesAnotherPicturesName(t *testing.T) {
 	}
 	if _, statErr := os.Stat(out); statErr == nil {
 		t.Errorf("%s was written", out)
+	}
+	// A flag after the mission id is named, with where it goes.
+	err = run(t.Context(), []string{"--addr", "127.0.0.1:1", "get", "m1", "--json"}, func(string) string { return "" }, &stdout, &stderr)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--json after the mission id") || !strings.Contains(err.Error(), "slamctl --json get") {
+		t.Fatalf("get m1 --json: %v, want a usage error saying where --json goes", err)
 	}
 	// --format ros writes a pair under a base name, never a picture's.
 	err = run(t.Context(), []string{"--addr", "127.0.0.1:1", "--mapping-addr", "127.0.0.1:1", "map", "--format", "ros", "-o", "merged.png", "m1"},
