@@ -112,7 +112,8 @@ func (s *Server) follow(ctx context.Context, key, after string, fn func(progress
 			return nil
 		}
 		if st.Terminal() {
-			return s.drain(ctx, key, last, fn)
+			_, _, err := s.drain(ctx, key, last, fn)
+			return err
 		}
 	}
 }
@@ -122,23 +123,27 @@ func (s *Server) follow(ctx context.Context, key, after string, fn func(progress
 // does not know), so the hub would never deliver it.
 var errRecordEnded = errors.New("mission record ended with no event read")
 
-// drain sends, without blocking, the events of mission key after after: a
-// record read terminal holds its end in the stream (the saga's script
-// writes both), so what is there now includes the chapter a fast teardown
-// or resume wrote between a follow's end and the read of the record.
-func (s *Server) drain(ctx context.Context, key, after string, send func(progress.Event) error) error {
+// drain sends, without blocking, the events of mission key after after, to
+// the end of its stream, and returns the position it read to and whether
+// the events sent leave the mission ended (progress.Ended; with none sent,
+// it ended before after). A record read terminal holds its end in the
+// stream (the saga's script writes both), so a drain after such a read
+// sends the chapter a fast teardown or resume wrote in between too.
+func (s *Server) drain(ctx context.Context, key, after string, send func(progress.Event) error) (last string, ended bool, err error) {
 	stream := progress.MissionStream(key)
+	ended = true
 	for {
-		events, last, err := progress.ReadBatch(ctx, s.rdb, s.skips, stream, after, watchBatch, 0)
-		if err != nil || last == "" {
-			return err
+		events, next, err := progress.ReadBatch(ctx, s.rdb, s.skips, stream, after, watchBatch, 0)
+		if err != nil || next == "" {
+			return after, ended, err
 		}
 		for _, e := range events {
 			if err := send(e); err != nil {
-				return err
+				return after, ended, err
 			}
+			ended = progress.Ended(ended, e.Type)
 		}
-		after = last
+		after = next
 	}
 }
 
@@ -220,34 +225,18 @@ func (s *Server) watchError(ctx context.Context, op string, err error) error {
 // terminal event (the mission was reopened since its record was read) is
 // followed from there.
 func (s *Server) replay(ctx context.Context, key, after string, send func(progress.Event) error) error {
-	stream := progress.MissionStream(key)
-	ended := true // nothing after after: the mission ended before it
-	for {
-		events, last, err := progress.ReadBatch(ctx, s.rdb, s.skips, stream, after, watchBatch, 0)
-		if err != nil {
-			return err
-		}
-		if last == "" {
-			break
-		}
-		for _, e := range events {
-			if err := send(e); err != nil {
-				return err
-			}
-			ended = progress.Ended(ended, e.Type)
-		}
-		after = last
-	}
-	if ended {
-		return nil
+	last, ended, err := s.drain(ctx, key, after, send)
+	if err != nil || ended {
+		return err
 	}
 	// The last chapter has no end yet: reopened since the record was read,
 	// unless the record says otherwise: then its end is in the stream now
 	// (a chapter that ended since the read above), or cannot be decoded.
 	if st, err := s.store.State(ctx, key); err == nil && st.Terminal() {
-		return s.drain(ctx, key, after, send)
+		_, _, err := s.drain(ctx, key, last, send)
+		return err
 	}
-	return s.follow(ctx, key, after, send)
+	return s.follow(ctx, key, last, send)
 }
 
 // isStreamID accepts Redis stream ids: "<ms>" or "<ms>-<seq>".
