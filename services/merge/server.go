@@ -149,11 +149,7 @@ func judgedPoses(e *fuseError) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		id := "agent #" + strconv.Itoa(i)
-		if i < len(e.ids) {
-			id = e.ids[i]
-		}
-		b.WriteString(id + " " + p.String())
+		b.WriteString(e.id(i) + " " + p.String())
 	}
 	return b.String()
 }
@@ -420,6 +416,14 @@ type fuseError struct {
 }
 
 func (e *fuseError) Error() string { return e.err.Error() }
+
+// id names input i by its agent id ("agent #i" past the known ids).
+func (e *fuseError) id(i int) string {
+	if i >= 0 && i < len(e.ids) {
+		return e.ids[i]
+	}
+	return "agent #" + strconv.Itoa(i)
+}
 func (e *fuseError) Unwrap() error { return e.err }
 
 // RevertMerge deletes the version the saga's merge wrote and makes the
@@ -489,10 +493,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case errors.As(err, &fieldErr):
 		return rpcerr.InvalidArgument(fieldErr.Field, fieldErr.Err.Error())
 	case errors.As(err, &fuseErr) && errors.As(err, &incErr):
-		id := "agent #" + strconv.Itoa(incErr.Agent)
-		if incErr.Agent >= 0 && incErr.Agent < len(fuseErr.ids) {
-			id = fuseErr.ids[incErr.Agent]
-		}
+		id := fuseErr.id(incErr.Agent)
 		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps,
 			fmt.Sprintf("%s contradicts the map: %s; a wrong pose or a changed world (a building whose glass or doors the passes saw differently: StartMission's max_changed_share and min_consistency accept more change)%s", id, inconsistency(incErr), judgedPoses(fuseErr)),
 			"agent", id,
