@@ -162,49 +162,28 @@ func (h *Hub) Close() {
 // serves its maximum. Entries that cannot be decoded are skipped and
 // counted.
 func (h *Hub) Follow(ctx context.Context, missionID, after string, fn func(Event) error) error {
-	if after == "" {
-		after = "0"
-	}
-	stream := MissionStream(missionID)
-	signal, err := h.register(stream, after)
+	slot, err := h.Acquire()
 	if err != nil {
 		return err
 	}
-	defer h.unregister(stream, signal)
-	ended := false // the events delivered leave the mission ended (Ended)
-	for {
-		// Read everything there is, then wait for the hub to see more.
-		for {
-			events, last, err := ReadBatch(ctx, h.rdb, h.skips, stream, after, followCount, 0)
-			if err != nil {
-				if ctxErr := ctx.Err(); ctxErr != nil {
-					return ctxErr
-				}
-				return err
-			}
-			if ended, err = deliver(events, fn, ended); err != nil {
-				return err
-			}
-			if last == "" {
-				break
-			}
-			after = last
-		}
-		if ended {
-			return nil
-		}
-		select {
-		case <-signal:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-h.done:
-			return ErrHubClosed
-		}
-	}
+	defer slot.Release()
+	_, err = slot.Follow(ctx, missionID, after, fn)
+	return err
 }
 
-// register adds a watcher of stream whose reads start after id after.
-func (h *Hub) register(stream, after string) (chan struct{}, error) {
+// Slot is one watcher's place in a hub (Hub.Acquire). A watch that follows
+// a mission on past an end — reopened by a teardown or a resume — keeps its
+// slot between its follows, so that a hub filled meanwhile cannot fail a
+// watch that has already sent events.
+type Slot struct {
+	h    *Hub
+	once sync.Once
+}
+
+// Acquire takes a watcher's slot, to be given back with Release. It fails
+// with ErrHubClosed, or with ErrTooManyWatchers when the hub serves
+// HubOptions.MaxWatchers already.
+func (h *Hub) Acquire() (*Slot, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
@@ -214,6 +193,72 @@ func (h *Hub) register(stream, after string) (chan struct{}, error) {
 		return nil, fmt.Errorf("%w: %d follow their missions already, at most %d", ErrTooManyWatchers, h.watchers, h.max)
 	}
 	h.watchers++
+	return &Slot{h: h}, nil
+}
+
+// Release gives the slot back; later calls do nothing.
+func (s *Slot) Release() {
+	s.once.Do(func() {
+		s.h.mu.Lock()
+		s.h.watchers--
+		s.h.mu.Unlock()
+	})
+}
+
+// Follow is Hub.Follow in this slot, one follow at a time. It also returns
+// the stream position it read to: past the last event delivered when
+// undecodable entries followed it, so that a follow on from there does not
+// read and count them again.
+func (s *Slot) Follow(ctx context.Context, missionID, after string, fn func(Event) error) (string, error) {
+	h := s.h
+	if after == "" {
+		after = "0"
+	}
+	stream := MissionStream(missionID)
+	signal, err := h.register(stream, after)
+	if err != nil {
+		return after, err
+	}
+	defer h.unregister(stream, signal)
+	ended := false // the events delivered leave the mission ended (Ended)
+	for {
+		// Read everything there is, then wait for the hub to see more.
+		for {
+			events, last, err := ReadBatch(ctx, h.rdb, h.skips, stream, after, followCount, 0)
+			if err != nil {
+				if ctxErr := ctx.Err(); ctxErr != nil {
+					return after, ctxErr
+				}
+				return after, err
+			}
+			if ended, err = deliver(events, fn, ended); err != nil {
+				return after, err
+			}
+			if last == "" {
+				break
+			}
+			after = last
+		}
+		if ended {
+			return after, nil
+		}
+		select {
+		case <-signal:
+		case <-ctx.Done():
+			return after, ctx.Err()
+		case <-h.done:
+			return after, ErrHubClosed
+		}
+	}
+}
+
+// register adds a wake-up of stream, whose reads start after id after.
+func (h *Hub) register(stream, after string) (chan struct{}, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrHubClosed
+	}
 	st := h.streams[stream]
 	if st == nil {
 		// Entries up to after are the watcher's first read; the hub reports
@@ -234,7 +279,6 @@ func (h *Hub) register(stream, after string) (chan struct{}, error) {
 func (h *Hub) unregister(stream string, signal chan struct{}) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.watchers--
 	st := h.streams[stream]
 	delete(st.watchers, signal)
 	if len(st.watchers) == 0 {

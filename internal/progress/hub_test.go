@@ -144,6 +144,63 @@ func TestHubCapAndClose(t *testing.T) {
 	}
 }
 
+// A slot is one watcher's place across follows: while it is held a full
+// hub refuses others, its second follow needs no new place, and the
+// position a follow returns lies past an undecodable entry after the end,
+// so the next follow neither reads nor counts it again.
+func TestSlotKeepsItsPlaceAcrossFollows(t *testing.T) {
+	t.Parallel()
+	rdb := newClient(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	hub := progress.NewHub(rdb, progress.HubOptions{MaxWatchers: 1, Logger: quietLogger(), Skips: progress.NewSkips(nil, quietLogger())})
+	defer hub.Close()
+	pub := progress.NewPublisher(rdb, progress.Options{})
+	if err := pub.Publish(ctx,
+		progress.Event{MissionID: "sl", Type: progress.MissionStarted, Message: "start"},
+		progress.Event{MissionID: "sl", Type: progress.MissionCompleted, Message: "completed"},
+	); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: progress.MissionStream("sl"), Values: []any{"v", "99", "type", "mission.started"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot, err := hub.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hub.Acquire(); !errors.Is(err, progress.ErrTooManyWatchers) {
+		t.Fatalf("a second slot of a hub of one: %v, want ErrTooManyWatchers", err)
+	}
+	var got []string
+	collect := func(e progress.Event) error { got = append(got, e.Message); return nil }
+	pos, err := slot.Follow(ctx, "sl", "", collect)
+	if err != nil || pos != bad {
+		t.Fatalf("first follow = %q, %v; want the undecodable entry's id %q", pos, err, bad)
+	}
+	if err := pub.Publish(ctx,
+		progress.Event{MissionID: "sl", Type: progress.CompensationStarted, Message: "teardown"},
+		progress.Event{MissionID: "sl", Type: progress.MissionCompensated, Message: "compensated"},
+	); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := slot.Follow(ctx, "sl", pos, collect); err != nil {
+		t.Fatalf("second follow in the slot of a full hub: %v", err)
+	}
+	if want := "start completed teardown compensated"; strings.Join(got, " ") != want {
+		t.Errorf("events %q, want %q", strings.Join(got, " "), want)
+	}
+	slot.Release()
+	slot.Release()
+	if n := hub.Watchers(); n != 0 {
+		t.Fatalf("%d watchers after the slot was released twice, want 0", n)
+	}
+	if _, err := hub.Acquire(); err != nil {
+		t.Fatalf("a slot after the release: %v", err)
+	}
+}
+
 // A watcher of a finished mission being torn down follows the teardown to
 // its end: the first terminal event, with more after it, does not end the
 // watch; the last one does.

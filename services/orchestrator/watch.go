@@ -91,20 +91,19 @@ const DefaultLostCheckInterval = 5 * time.Second
 // resume of a failed one, sets its record COMPENSATING before the new
 // chapter's first event, so a watch begun in between would otherwise end
 // at the old terminal event; while the record is not terminal, the watch
-// follows on from the last event it sent.
+// follows on from where it read to, in the hub slot it holds throughout.
 func (s *Server) follow(ctx context.Context, key, after string, fn func(progress.Event) error) error {
-	last := after
-	send := func(e progress.Event) error {
-		if e.ID != "" {
-			last = e.ID
-		}
-		return fn(e)
+	slot, err := s.hub.Acquire()
+	if err != nil {
+		return err
 	}
+	defer slot.Release()
 	for {
-		err := s.followOnce(ctx, key, last, send)
+		pos, err := s.followOnce(ctx, slot, key, after, fn)
 		if err != nil && !errors.Is(err, errRecordEnded) {
 			return err
 		}
+		after = pos
 		// Past the end the watch delivered, a record it cannot read (gone,
 		// or Redis failing) ends it as it stands.
 		st, err := s.store.State(ctx, key)
@@ -112,7 +111,7 @@ func (s *Server) follow(ctx context.Context, key, after string, fn func(progress
 			return nil
 		}
 		if st.Terminal() {
-			_, _, err := s.drain(ctx, key, last, fn)
+			_, _, err := s.drain(ctx, key, after, fn)
 			return err
 		}
 	}
@@ -147,15 +146,16 @@ func (s *Server) drain(ctx context.Context, key, after string, send func(progres
 	}
 }
 
-// followOnce is the hub's Follow of mission key's events after after, ended
-// with the mission's NOT_FOUND status when its record disappears
+// followOnce is the slot's Follow of mission key's events after after
+// (returning the position it read to), ended with the mission's NOT_FOUND
+// status when its record disappears
 // meanwhile, and with errRecordEnded when the record is terminal while no
 // event came. Redis that restarted without persistence, was flushed, or
 // failed over to a replica that lacked the mission has lost its saga, so
 // no terminal event will ever be written: without the check, the watch
 // would wait forever and hold a watcher slot. The record's state is read
 // only after LostCheckInterval without an event.
-func (s *Server) followOnce(ctx context.Context, key, after string, fn func(progress.Event) error) error {
+func (s *Server) followOnce(ctx context.Context, slot *progress.Slot, key, after string, fn func(progress.Event) error) (pos string, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	every := s.cfg.LostCheckInterval
@@ -189,14 +189,14 @@ func (s *Server) followOnce(ctx context.Context, key, after string, fn func(prog
 			}
 		}
 	}()
-	err := s.hub.Follow(ctx, key, after, func(e progress.Event) error {
+	pos, err = slot.Follow(ctx, key, after, func(e progress.Event) error {
 		heard.Store(true)
 		return fn(e)
 	})
 	if cause := context.Cause(ctx); err != nil && (rpcerr.IsStatus(cause) || errors.Is(cause, errRecordEnded)) {
-		return cause
+		return pos, cause
 	}
-	return err
+	return pos, err
 }
 
 // watchError turns the error of a watch or wait into its status: the

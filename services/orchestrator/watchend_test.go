@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -43,14 +44,14 @@ func (h *stateReadHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 
 // watchServer is a bare orchestrator on a real Redis whose client runs a
 // stateReadHook for mission id's record, with side a plain client to write
-// the mission's record and events by hand.
+// the mission's record and events by hand. It serves one watcher at a time.
 func watchServer(t *testing.T, id string) (s *Server, side *redis.Client, h *stateReadHook) {
 	srv := redistest.Start(t)
 	side = srv.Client(t)
 	rdb := srv.Client(t)
 	h = &stateReadHook{key: saga.RecordKey(id)}
 	rdb.AddHook(h)
-	s, err := NewServer(Config{LostCheckInterval: 100 * time.Millisecond, RecoveryInterval: time.Hour}, Deps{
+	s, err := NewServer(Config{LostCheckInterval: 100 * time.Millisecond, RecoveryInterval: time.Hour, MaxWatchers: 1}, Deps{
 		Redis:        rdb,
 		Mapping:      mappingv1.NewMappingServiceClient(nil),
 		Localization: localizationv1.NewLocalizationServiceClient(nil),
@@ -115,6 +116,38 @@ func TestFollowDeliversAFastChapter(t *testing.T) {
 	err := s.follow(ctx, id, "", func(e progress.Event) error { got = append(got, e); return nil })
 	if err != nil || lastType(got) != progress.MissionCompensated {
 		t.Errorf("follow = %v, ended at %q; want the new chapter's mission.compensated", err, lastType(got))
+	}
+}
+
+// A watch keeps its hub slot between the chapters it follows: another
+// watcher of a full hub cannot take it at the moment the watch asks the
+// record whether the end it saw is the mission's, which would fail a watch
+// that has sent events already RESOURCE_EXHAUSTED.
+func TestFollowKeepsItsSlotBetweenChapters(t *testing.T) {
+	id := "slot1"
+	s, side, h := watchServer(t, id)
+	setState(t, side, id, "compensating")
+	publish(t, side, id, progress.MissionStarted, progress.MissionCompleted)
+	var took error
+	h.before = func() {
+		slot, err := s.hub.Acquire()
+		if err == nil {
+			slot.Release()
+		}
+		took = err
+		publish(t, side, id, progress.MissionStarted, progress.CompensationStarted, progress.CompensationCompleted, progress.MissionCompensated)
+		setState(t, side, id, "compensated")
+	}
+	h.armed.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var got []progress.Event
+	err := s.follow(ctx, id, "", func(e progress.Event) error { got = append(got, e); return nil })
+	if err != nil || lastType(got) != progress.MissionCompensated {
+		t.Errorf("follow = %v, ended at %q; want mission.compensated", err, lastType(got))
+	}
+	if !errors.Is(took, progress.ErrTooManyWatchers) {
+		t.Errorf("another watcher between the chapters got %v, want ErrTooManyWatchers: the watch let its slot go", took)
 	}
 }
 
