@@ -127,7 +127,7 @@ func Request(missionID string, agents []*typesv1.Agent, guesses map[string]slam.
 		// meets gRPC's message limit instead and fails without naming the
 		// agent.
 		if m := a.GetSubmap().GetMeta(); uint64(m.GetWidth())*uint64(m.GetHeight()) > slamproto.MaxSubmapCells {
-			return nil, fmt.Errorf("agent %q: submap of %dx%d cells, more than the %d an agent may send: crop the map or save it at a coarser resolution", a.GetAgentId(), m.GetWidth(), m.GetHeight(), slamproto.MaxSubmapCells)
+			return nil, fmt.Errorf("agent %q: submap of %dx%d cells, more than the %d an agent may send: save the map at a coarser resolution, or split it between agents", a.GetAgentId(), m.GetWidth(), m.GetHeight(), slamproto.MaxSubmapCells)
 		}
 	}
 	if err := slamproto.CheckRequestTotals(agents); err != nil {

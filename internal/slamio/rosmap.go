@@ -179,12 +179,13 @@ func cellOf(shade float64, y *MapYAML) int8 {
 	}
 }
 
-// Submap returns the map as an agent's submap and the pose of that agent's
-// frame in the map's own (YAML) frame. The API's grids are axis-aligned in
-// their frame, so the agent frame is the YAML frame rotated by the origin's
-// yaw: the submap's origin is the YAML origin rotated back by yaw, and
-// yamlFromAgent is (0, 0, yaw). With yaw 0 (nearly every saved map) the
-// agent frame is the YAML frame itself.
+// Submap returns the map as an agent's submap, cut to its known cells
+// (CropToKnown), and the pose of that agent's frame in the map's own
+// (YAML) frame. The API's grids are axis-aligned in their frame, so the
+// agent frame is the YAML frame rotated by the origin's yaw: the submap's
+// origin is the YAML origin rotated back by yaw, and yamlFromAgent is
+// (0, 0, yaw). With yaw 0 (nearly every saved map) the agent frame is the
+// YAML frame itself.
 func (m *ROSMap) Submap() (submap *typesv1.OccupancyGrid, yamlFromAgent slam.Pose2D) {
 	yamlFromAgent = slam.Pose2D{Theta: slam.NormalizeAngle(m.Yaw)}
 	ox, oy := yamlFromAgent.Inverse().Apply(m.Grid.GetMeta().GetOrigin().GetX(), m.Grid.GetMeta().GetOrigin().GetY())
@@ -192,7 +193,68 @@ func (m *ROSMap) Submap() (submap *typesv1.OccupancyGrid, yamlFromAgent slam.Pos
 		Resolution: m.Grid.GetMeta().GetResolution(), Width: m.Grid.GetMeta().GetWidth(), Height: m.Grid.GetMeta().GetHeight(),
 		Origin: &typesv1.Pose2D{X: ox, Y: oy},
 	}
-	return &typesv1.OccupancyGrid{Meta: meta, Data: m.Grid.GetData()}, yamlFromAgent
+	return CropToKnown(&typesv1.OccupancyGrid{Meta: meta, Data: m.Grid.GetData()}), yamlFromAgent
+}
+
+// cropAlign is the step of the corners CropToKnown cuts at, in cells: the
+// scan matcher groups a submap's cells in 2×2 and 4×4 blocks counted from
+// cell (0, 0) (internal/slam/match), so a cut at a multiple of 4 keeps
+// every block, and the agent localizes exactly as from the whole grid.
+const cropAlign = 4
+
+// CropToKnown returns g cut to the bounding box of its known cells (value
+// ≠ -1), its lower corner moved down to a multiple of 4 cells (cropAlign),
+// with the origin moved to the cut's corner so that every cell keeps its
+// place in g's frame; g itself when that cuts nothing or g has no known
+// cell. An unknown cell tells localization and the merge nothing, and
+// saved maps often hold mostly that: map_server's maps of a gmapping run
+// are 4000×4000 cells by default, 16 M cells where an agent may send 4 Mi
+// (slamproto.MaxSubmapCells), around a building of a few hundred thousand.
+func CropToKnown(g *typesv1.OccupancyGrid) *typesv1.OccupancyGrid {
+	meta := g.GetMeta()
+	w, h := int(meta.GetWidth()), int(meta.GetHeight())
+	data := g.GetData()
+	if w <= 0 || h <= 0 || len(data) != w*h {
+		return g // malformed: the service names what is wrong with it
+	}
+	x0, y0, x1, y1 := w, h, -1, -1
+	for y := 0; y < h; y++ {
+		row := data[y*w : (y+1)*w]
+		first := -1
+		for x, c := range row {
+			if int8(c) != -1 {
+				first = x
+				break
+			}
+		}
+		if first < 0 {
+			continue
+		}
+		last := first
+		for x := w - 1; x > first; x-- {
+			if int8(row[x]) != -1 {
+				last = x
+				break
+			}
+		}
+		x0, x1 = min(x0, first), max(x1, last)
+		y0, y1 = min(y0, y), y
+	}
+	x0, y0 = x0/cropAlign*cropAlign, y0/cropAlign*cropAlign
+	if x1 < 0 || (x0 == 0 && y0 == 0 && x1 == w-1 && y1 == h-1) {
+		return g
+	}
+	cw, ch := x1-x0+1, y1-y0+1
+	cells := make([]byte, 0, cw*ch)
+	for y := y0; y <= y1; y++ {
+		cells = append(cells, data[y*w+x0:y*w+x1+1]...)
+	}
+	res := meta.GetResolution()
+	origin := slamproto.PoseFromProto(meta.GetOrigin()).Compose(slam.Pose2D{X: float64(x0) * res, Y: float64(y0) * res})
+	return &typesv1.OccupancyGrid{
+		Meta: &typesv1.GridMeta{Resolution: res, Width: uint32(cw), Height: uint32(ch), Origin: slamproto.PoseToProto(origin)},
+		Data: cells,
+	}
 }
 
 // ROSMapAgent makes an agent of a map: its submap (see Submap) and, when

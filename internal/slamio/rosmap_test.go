@@ -459,3 +459,62 @@ func TestROSMapRefusesFilesItCannotBoundOrFinish(t *testing.T) {
 		}
 	}
 }
+
+// A map saved the way gmapping and map_server save one (4000×4000 cells at
+// 0.05 m, a building in a corner of it, the rest unknown) is 16 M cells,
+// four times what an agent may send; imported, it is cut to its known
+// cells, each in its place, and the request is accepted. The yaw keeps
+// the cut in the agent frame.
+func TestROSMapCutToItsKnownCells(t *testing.T) {
+	t.Parallel()
+	const w, h = 4000, 4000
+	pix := make([]uint16, w*h)
+	for i := range pix {
+		pix[i] = 205 // unknown
+	}
+	// The building: free cells in image rows 3000..3499, columns 102..899,
+	// one wall cell at its far corner (image row 3000 is grid row 999). The
+	// cut starts at column 100, a multiple of 4, and at grid row 500.
+	for r := 3000; r < 3500; r++ {
+		for c := 102; c < 900; c++ {
+			pix[r*w+c] = 254
+		}
+	}
+	pix[3000*w+899] = 0
+	dir := t.TempDir()
+	path := writeMap(t, dir, "gmapping", "image: gmapping.pgm\nresolution: 0.05\norigin: [-100.0, -100.0, 0.5]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.196\n",
+		p5(w, h, 255, pix))
+	m, err := slamio.ReadROSMap(path, slamio.ROSMapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := slamio.ROSMapAgent(m, "gmapping", true, &slam.Pose2D{})
+	sub := a.GetSubmap()
+	meta := sub.GetMeta()
+	if meta.GetWidth() != 800 || meta.GetHeight() != 500 || len(sub.GetData()) != 800*500 {
+		t.Fatalf("submap %dx%d (%d cells), want the building's 800x500", meta.GetWidth(), meta.GetHeight(), len(sub.GetData()))
+	}
+	// The wall cell is the cut's top right cell; in the YAML frame its
+	// centre lies where the uncut grid put it: origin + (899.5, 999.5)
+	// cells along axes turned by the yaw.
+	if c := int8(sub.GetData()[499*800+799]); c != 100 {
+		t.Fatalf("cut's top right cell %d, want the wall (100)", c)
+	}
+	g := a.GetInitialGuess()
+	o := meta.GetOrigin()
+	x, y := slam.Pose2D{X: g.GetX(), Y: g.GetY(), Theta: g.GetTheta()}.Apply(o.GetX()+799.5*0.05, o.GetY()+499.5*0.05)
+	wx, wy := slam.Pose2D{X: -100, Y: -100, Theta: 0.5}.Apply(899.5*0.05, 999.5*0.05)
+	if math.Abs(x-wx) > 1e-9 || math.Abs(y-wy) > 1e-9 {
+		t.Errorf("wall cell at (%g, %g) in the YAML frame, want (%g, %g)", x, y, wx, wy)
+	}
+	if _, err := slamio.Request("m", []*typesv1.Agent{a}, nil, nil, 0.05, 1); err != nil {
+		t.Errorf("request of the cut map: %v", err)
+	}
+	// A grid with no unknown border, or no known cell, is returned as it is.
+	for _, data := range [][]byte{{0, 100, 0, 0}, {0xff, 0xff, 0xff, 0xff}} {
+		og := &typesv1.OccupancyGrid{Meta: &typesv1.GridMeta{Resolution: 1, Width: 2, Height: 2, Origin: &typesv1.Pose2D{X: 3}}, Data: data}
+		if got := slamio.CropToKnown(og); got != og {
+			t.Errorf("CropToKnown(%v) = %v, want the grid itself", data, got)
+		}
+	}
+}
