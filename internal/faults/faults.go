@@ -12,6 +12,7 @@ package faults
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -80,6 +81,10 @@ func apply(ctx context.Context, f *typesv1.Fault, attempt uint32, req any, handl
 			// Hold the call until the caller gives up: its per-attempt deadline
 			// is what the fault exercises.
 			<-ctx.Done()
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return nil, rpcerr.New(codes.Canceled, rpcerr.ReasonInjectedFault,
+					"injected stall ended: the caller cancelled the call (a mission cancel, or the caller went away)", "step", f.GetStep())
+			}
 			return nil, rpcerr.New(codes.DeadlineExceeded, rpcerr.ReasonInjectedFault,
 				"injected stall outlived the deadline", "step", f.GetStep())
 		}

@@ -2,7 +2,9 @@ package faults
 
 import (
 	"context"
+	"errors"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,6 +123,30 @@ func TestStallHoldsUntilDeadline(t *testing.T) {
 	}
 	if impl.allocs.Load() != 0 {
 		t.Errorf("stalled call had an effect")
+	}
+}
+
+// What a stalled call answers says why it ended: the attempt's deadline,
+// or the caller's cancel (a mission cancelled mid-stall, found by a
+// review: its step.failed said the stall had outlived the deadline).
+func TestStallSaysWhyItEnded(t *testing.T) {
+	t.Parallel()
+	intercept := UnaryServerInterceptor(mappingv1.MappingService_ReleaseMap_FullMethodName)
+	info := &grpc.UnaryServerInfo{FullMethod: mappingv1.MappingService_AllocateMap_FullMethodName}
+	req := &mappingv1.AllocateMapRequest{Saga: sagaCtx(1, &typesv1.Fault{Step: "allocate_map", Kind: typesv1.FaultKind_FAULT_KIND_STALL})}
+	handler := func(context.Context, any) (any, error) { return nil, errors.New("the handler ran behind a stall") }
+
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := intercept(cancelled, req, info, handler)
+	if st := status.Convert(err); st.Code() != codes.Canceled || !strings.Contains(st.Message(), "caller cancelled") {
+		t.Errorf("cancelled stall: %v, want CANCELED naming the caller's cancel", err)
+	}
+	expired, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+	defer cancel()
+	_, err = intercept(expired, req, info, handler)
+	if st := status.Convert(err); st.Code() != codes.DeadlineExceeded || !strings.Contains(st.Message(), "outlived the deadline") {
+		t.Errorf("expired stall: %v, want DEADLINE_EXCEEDED", err)
 	}
 }
 

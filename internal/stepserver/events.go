@@ -119,7 +119,14 @@ func eventsInterceptor(pub *progress.Publisher, o options, service string, actio
 		resp, err := handler(context.WithValue(progress.WithReporter(ctx, c), callKey{}, c), req)
 		switch {
 		case err != nil:
-			c.publish(ctx, c.event(ctx, failure(c.base, err), progress.StepFailed))
+			failed := failure(c.base, err)
+			if errors.Is(ctx.Err(), context.Canceled) && failed.ErrorCode == code.Code_CANCELLED.String() && failed.ErrorReason == "" {
+				// A bare "context canceled" reads as the step's own failure;
+				// it is the caller's leaving (found by a review: a kill -9 of
+				// the orchestrator).
+				failed.Message = "the caller cancelled the call or went away before the step ended (" + failed.Message + "); the orchestrator retries the step or compensates it"
+			}
+			c.publish(ctx, c.event(ctx, failed, progress.StepFailed))
 		case c.isCommitted():
 			c.publish(ctx) // progress reported after the commit, if any
 		default:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,5 +159,32 @@ func wantTypes(t *testing.T, rdb redis.UniversalClient, stream string, want ...p
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
+	}
+}
+
+// A call its caller abandons (a cancel, or an orchestrator killed mid-call)
+// ends in a step.failed that says so, rather than a bare "context
+// canceled" that reads as the step's own failure (found by a review).
+func TestCallerLeavingSaysSo(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Universal(t)
+	pub := progress.NewPublisher(rdb, progress.Options{Logger: slog.New(slog.DiscardHandler)})
+	ics := stepserver.Interceptors(pub, "svc", []string{actionMethod}, nil, false)
+	ctx, cancel := context.WithCancel(t.Context())
+	call := chain(ics, actionMethod, func(ctx context.Context, _ any) (any, error) {
+		cancel() // the caller leaves while the step works
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	sc := &typesv1.SagaContext{MissionId: "left", SagaId: "saga-1", Step: "s", Attempt: 1}
+	if _, err := call(ctx, &mappingv1.AllocateMapRequest{Saga: sc}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("call: %v, want context.Canceled", err)
+	}
+	events, err := progress.Range(t.Context(), rdb, progress.MissionStream("left"))
+	if err != nil || len(events) != 2 {
+		t.Fatalf("events %v (%v), want step.started and step.failed", events, err)
+	}
+	if e := events[1]; e.Type != progress.StepFailed || e.ErrorCode != "CANCELLED" || !strings.Contains(e.Message, "caller cancelled the call or went away") {
+		t.Errorf("last event %s %s %q, want step.failed CANCELLED naming the caller", e.Type, e.ErrorCode, e.Message)
 	}
 }
