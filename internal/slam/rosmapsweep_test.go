@@ -223,7 +223,7 @@ func TestROSMapViewpointSweep(t *testing.T) {
 			set--
 			continue
 		}
-		out, _, _, err := localizeAndMerge(agents, truth)
+		out, _, _, err := localizeAndMerge(agents, truth, nil)
 		if err != nil {
 			t.Fatalf("mission %d: %v", set, err)
 		}
