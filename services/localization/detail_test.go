@@ -58,12 +58,29 @@ func TestFailureDetailCrowd(t *testing.T) {
 		Result: match.Result{Agent: 1, Score: 0.3, Margin: 0.04, Search: match.Window{Global: true}},
 	}
 	got := failureDetail(err)
-	for _, want := range []string{"does not stand clear", "margin 0.040 < 0.070", "whole map (no initial guess)"} {
+	for _, want := range []string{"does not stand clear", "margin 0.0400 < 0.0700", "whole map (no initial guess)", "an initial guess near the agent's pose"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("detail %q lacks %q", got, want)
 		}
 	}
 	if strings.Contains(got, "too little overlap") {
 		t.Errorf("detail %q reports the score against the margin's threshold", got)
+	}
+}
+
+// A refusal whose best pose lies on the window's edge adds that the guess
+// may be farther off and how to widen the window, with slamctl's flags
+// (found by a review: a weak score beside a best pose past the window
+// said nothing of the window).
+func TestFailureDetailOnTheEdge(t *testing.T) {
+	err := &match.LocalizationError{
+		Reason: slam.ErrInsufficientOverlap, Threshold: 0.25, OnEdge: true,
+		Result: match.Result{Agent: 2, Score: 0.178, Pose: slam.Pose2D{X: 7.68}, Search: match.Window{MinX: 5.55, MaxX: 7.55, MinY: -1, MaxY: 1, HalfTheta: 0.349}},
+	}
+	got := failureDetail(err)
+	for _, want := range []string{"score 0.178 < 0.250", "on the edge of the search window", "--search-window-m"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("detail %q lacks %q", got, want)
+		}
 	}
 }

@@ -331,17 +331,17 @@ func failureDetail(err error) string {
 	case errors.Is(le, slam.ErrInsufficientData):
 		return fmt.Sprintf("its submap has %d occupied cells, %d needed", r.Points, int(le.Threshold))
 	case errors.Is(le, slam.ErrAmbiguousMatch):
-		return fmt.Sprintf("ambiguous match, a second pose scores %.0f%% of the best (limit %.0f%%); %s", 100*r.Ambiguity, 100*le.Threshold, r.SearchSummary())
+		return fmt.Sprintf("ambiguous match, a second pose scores %.0f%% of the best (limit %.0f%%); %s%s", 100*r.Ambiguity, 100*le.Threshold, r.SearchSummary(), le.Hint())
 	case le.Outside != 0:
-		return fmt.Sprintf("best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f), the guess is farther off than the window (widen search_window_m / search_window_rad, or leave initial_guess out); %s", le.Outside, r.Score, r.SearchSummary())
+		return fmt.Sprintf("best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f), the guess is farther off than the window (%s); %s", le.Outside, r.Score, match.WidenAdvice, r.SearchSummary())
 	case le.Edge:
-		return fmt.Sprintf("best pose on the edge of the search window, the guess may be farther off (widen search_window_m / search_window_rad, or leave initial_guess out); %s", r.SearchSummary())
+		return fmt.Sprintf("best pose on the edge of the search window, the guess may be farther off (%s); %s", match.WidenAdvice, r.SearchSummary())
 	case le.Crowd:
-		return fmt.Sprintf("best pose of a wide search does not stand clear of the other poses (margin %.3f < %.3f over the best other peak, verified or not), the agent may not overlap the team map; %s", r.Margin, le.Threshold, r.SearchSummary())
+		return fmt.Sprintf("best pose of a wide search does not stand clear of the other poses (margin %.4f < %.4f over the best other peak, verified or not), the agent may not overlap the team map; %s%s", r.Margin, le.Threshold, r.SearchSummary(), le.CrowdHint())
 	case le.Verification:
-		return fmt.Sprintf("best pose refused by verification: it contradicts the team map (free conflict %.3f > %.2f: %s); %s", r.FreeConflict, le.Threshold, le.ConflictCause(), r.SearchSummary())
+		return fmt.Sprintf("best pose refused by verification: it contradicts the team map (free conflict %.3f > %.2f: %s); %s%s", r.FreeConflict, le.Threshold, le.ConflictCause(), r.SearchSummary(), le.Hint())
 	default:
-		return fmt.Sprintf("too little overlap with the team map, score %.3f < %.3f; %s", r.Score, le.Threshold, r.SearchSummary())
+		return fmt.Sprintf("too little overlap with the team map, score %.3f < %.3f; %s%s", r.Score, le.Threshold, r.SearchSummary(), le.Hint())
 	}
 }
 

@@ -333,17 +333,18 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSe
 	res.FreeConflict = r.freeConflict(free, ps.all, pose)
 	res.Merit = res.Score - conflictWeight*res.FreeConflict
 
+	onEdge := res.Search.onEdge(pose, r.coarseRes)
 	switch {
 	case res.Score < opts.MinScore:
-		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore}
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore, OnEdge: onEdge}
 	case res.FreeConflict > limit:
-		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: limit, Verification: true}
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: limit, Verification: true, OnEdge: onEdge}
 	case res.Ambiguity > opts.MaxAmbiguity:
-		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity}
+		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity, OnEdge: onEdge}
 	case res.Margin < opts.wideness(res.Search)*opts.MinWideMargin:
-		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.wideness(res.Search) * opts.MinWideMargin, Crowd: true}
-	case res.Search.onEdge(pose, r.coarseRes):
-		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore, Edge: true}
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.wideness(res.Search) * opts.MinWideMargin, Crowd: true, OnEdge: onEdge}
+	case onEdge:
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore, Edge: true, OnEdge: true}
 	}
 	if guess != nil && (res.Score < crossCheckSkipScore || res.FreeConflict > crossCheckSkipConflict) {
 		better, err := r.crossCheck(ctx, *ps, pts, free, res, opts)

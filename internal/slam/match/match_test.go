@@ -257,3 +257,28 @@ func BenchmarkLocalizeAll(b *testing.B) {
 		}
 	}
 }
+
+// A guess farther off than the search window is refused with the best
+// pose on the window's edge, whatever the refusal's reason, and the
+// message says the guess may be farther off.
+func TestGuessBeyondTheWindowIsRefusedOnItsEdge(t *testing.T) {
+	t.Parallel()
+	w, err := world.Generate(world.Config{Seed: 11, Agents: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := match.NewReference(w.Truth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := w.Agents[1]
+	for _, off := range []float64{0.9, 2.5} {
+		guess := a.Truth
+		guess.X += off
+		_, err = ref.Localize(context.Background(), a.Submap, guess, match.Options{WindowXY: 0.3, WindowTheta: 0.1})
+		var le *match.LocalizationError
+		if !errors.As(err, &le) || !le.OnEdge || !strings.Contains(err.Error(), "edge of the search window") {
+			t.Errorf("guess %.1f m off, window ±0.3 m: %v, want a refusal on the window's edge", off, err)
+		}
+	}
+}

@@ -77,6 +77,25 @@ type LocalizationError struct {
 	// Crowd marks a wide search's answer refused because it does not
 	// stand clear of the other peaks (Result.Margin < Threshold).
 	Crowd bool
+	// OnEdge marks a refused pose that lies on the edge of the search
+	// window (or past it: the refinement may leave the coarse window),
+	// whatever it was refused for: a window that does not hold the truth
+	// has its best match against its border, so the guess may be farther
+	// off than the window, which Hint says.
+	OnEdge bool
+}
+
+// WidenAdvice is what to do about a guess farther off than its window, in
+// the API's terms and slamctl's.
+const WidenAdvice = "widen the window (search_window_m / search_window_rad; slamctl --search-window-m / --search-window-deg), or leave the initial guess out"
+
+// Hint is the advice a refusal on the window's edge adds to its own
+// reason ("" for any other, and for Edge, whose message is that advice).
+func (e *LocalizationError) Hint() string {
+	if !e.OnEdge || e.Edge {
+		return ""
+	}
+	return "; the best pose lies on the edge of the search window, so the guess may be farther off: " + WidenAdvice
 }
 
 // Error states the reason with the measured value and the threshold it missed.
@@ -89,21 +108,30 @@ func (e *LocalizationError) Error() string {
 	case e.Reason == slam.ErrInsufficientData:
 		return fmt.Sprintf("%v: %s has %d occupied cells, need %d", e.Reason, who, e.Result.Points, int(e.Threshold))
 	case e.Crowd:
-		return fmt.Sprintf("%v: %s best pose does not stand clear of the other poses of a wide search (margin %.3f < %.3f over the best other peak, verified or not): the agent may not overlap the reference; %s",
-			e.Reason, who, e.Result.Margin, e.Threshold, e.Result.SearchSummary())
+		return fmt.Sprintf("%v: %s best pose does not stand clear of the other poses of a wide search (margin %.4f < %.4f over the best other peak, verified or not): the agent may not overlap the reference; %s%s",
+			e.Reason, who, e.Result.Margin, e.Threshold, e.Result.SearchSummary(), e.CrowdHint())
 	case e.Reason == slam.ErrAmbiguousMatch:
-		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (%s)", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.SearchSummary())
+		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (%s)%s", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.SearchSummary(), e.Hint())
 	case e.Outside != 0:
-		return fmt.Sprintf("%v: %s best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f): the guess is farther off than the window (widen search_window_m / search_window_rad, or leave initial_guess out); %s",
-			e.Reason, who, e.Outside, e.Result.Score, e.Result.SearchSummary())
+		return fmt.Sprintf("%v: %s best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f): the guess is farther off than the window (%s); %s",
+			e.Reason, who, e.Outside, e.Result.Score, WidenAdvice, e.Result.SearchSummary())
 	case e.Edge:
-		return fmt.Sprintf("%v: %s best pose is on the edge of the search window: the guess may be farther off (widen search_window_m / search_window_rad, or leave initial_guess out); %s", e.Reason, who, e.Result.SearchSummary())
+		return fmt.Sprintf("%v: %s best pose is on the edge of the search window: the guess may be farther off (%s); %s", e.Reason, who, WidenAdvice, e.Result.SearchSummary())
 	case e.Verification:
-		return fmt.Sprintf("%v: %s best pose refused by verification: it contradicts the reference (free conflict %.3f > %.2f: %s; %s)",
-			e.Reason, who, e.Result.FreeConflict, e.Threshold, e.ConflictCause(), e.Result.SearchSummary())
+		return fmt.Sprintf("%v: %s best pose refused by verification: it contradicts the reference (free conflict %.3f > %.2f: %s; %s)%s",
+			e.Reason, who, e.Result.FreeConflict, e.Threshold, e.ConflictCause(), e.Result.SearchSummary(), e.Hint())
 	default:
-		return fmt.Sprintf("%v: %s score %.3f < %.3f (%s)", e.Reason, who, e.Result.Score, e.Threshold, e.Result.SearchSummary())
+		return fmt.Sprintf("%v: %s score %.3f < %.3f (%s)%s", e.Reason, who, e.Result.Score, e.Threshold, e.Result.SearchSummary(), e.Hint())
 	}
+}
+
+// CrowdHint is the advice a crowd refusal adds: a guess, after a search of
+// the whole map (a window's answer has the edge's hint instead).
+func (e *LocalizationError) CrowdHint() string {
+	if e.Result.Search.Global {
+		return "; an initial guess near the agent's pose searches a window instead, where a clear peak is not needed"
+	}
+	return e.Hint()
 }
 
 // ConflictCause says what a refusal by verification can mean and, after a
@@ -134,6 +162,10 @@ func (r Result) SearchSummary() string {
 		r.Search, r.Pose.X, r.Pose.Y, r.Pose.Theta, r.Score, r.FreeConflict)
 	if r.RunnerUpScore > 0 {
 		s += fmt.Sprintf("; runner-up (%.2f, %.2f, %.3f) score %.3f", r.RunnerUp.X, r.RunnerUp.Y, r.RunnerUp.Theta, r.RunnerUpScore)
+		if r.RunnerUpScore > r.Score {
+			// A review read this as a runner-up that beat the best.
+			s += " (poses rank by score less free-space conflict)"
+		}
 	} else {
 		s += "; no runner-up"
 	}

@@ -93,3 +93,27 @@ func TestVerificationMessageSaysWhatToDo(t *testing.T) {
 		t.Errorf("default window: %q gives advice that cannot help", window)
 	}
 }
+
+// A refusal whose best pose lies on the window's edge says that the guess
+// may be farther off, and how to widen the window in slamctl's terms too,
+// whatever it was refused for (a review read "score 0.178 < 0.250" beside
+// a best pose past the window, and nothing of the window).
+func TestEdgeMessagesSayTheGuessMayBeOff(t *testing.T) {
+	t.Parallel()
+	res := Result{Agent: 2, Score: 0.178, FreeConflict: 0.6, Pose: slam.Pose2D{X: 7.68, Y: -0.18, Theta: 0.978}}
+	weak := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: 0.25, OnEdge: true}).Error()
+	conflict := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: 0.5, Verification: true, OnEdge: true}).Error()
+	edge := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: 0.25, Edge: true, OnEdge: true}).Error()
+	inside := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: 0.25}).Error()
+	for _, msg := range []string{weak, conflict, edge} {
+		if !strings.Contains(msg, "edge of the search window") || !strings.Contains(msg, "--search-window-m") || strings.Count(msg, "edge of the search window") != 1 {
+			t.Errorf("message %q does not say once that the pose is on the edge, and what to do", msg)
+		}
+	}
+	if !strings.Contains(weak, "score 0.178 < 0.250") || !strings.Contains(conflict, "free conflict 0.600 > 0.50") {
+		t.Errorf("weak %q / conflict %q: each keeps its own reason", weak, conflict)
+	}
+	if strings.Contains(inside, "edge") {
+		t.Errorf("a pose inside the window: %q speaks of the edge", inside)
+	}
+}
