@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/slammesh/slammesh/internal/slam"
@@ -43,6 +44,68 @@ func TestRealBarelyOverlappingNoGuess(t *testing.T) {
 					r.Pose.X, r.Pose.Y, r.Pose.Theta, te, re)
 			}
 		})
+	}
+}
+
+// TestFewScansAreNotSearchedWide: an agent of one or three Intel scans
+// sent with no guess, or with a window of every heading, is refused as too
+// little data for that search (a review's missions: 6:6,189:189 was
+// accepted turned by 180°, 0.32 m off; 749:749,754:754 with a ±2 m window
+// of every heading likewise), while an agent of three scans with a guess at
+// its pose and the default window still localizes.
+func TestFewScansAreNotSearchedWide(t *testing.T) {
+	t.Parallel()
+	log, err := slamio.OpenCarmen(filepath.Join("..", "..", "..", "shared", "realdata", "carmen", "intel-corrected.log.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		segs string
+		opts match.Options
+		wide bool
+	}{
+		{"6:6,189:189", match.Options{}, true},
+		{"749:749,754:754", match.Options{WindowXY: 2, WindowTheta: math.Pi}, true},
+		{"796:798,802:804", match.Options{WindowXY: 2, WindowTheta: math.Pi}, true},
+		{"796:798,802:804", match.Options{}, false},
+	} {
+		sg, err := slamio.ParseSegments(tc.segs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents, err := slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: sg, Guesses: slamio.GuessLaser})
+		if err != nil {
+			t.Fatal(err)
+		}
+		truth := slamproto.PoseFromProto(agents[1].GetInitialGuess())
+		spec, err := slamio.MapFor(agents, 0.05, slamio.DefaultMapMargin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta, err := grid.MetaForBounds(spec.GetOriginX(), spec.GetOriginY(), spec.GetWidthM(), spec.GetHeightM(), spec.GetResolution())
+		if err != nil {
+			t.Fatal(err)
+		}
+		dom, err := slamproto.AgentsFromProto(agents, meta.Resolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		noGuess := tc.wide && tc.opts.WindowXY == 0
+		in := []match.Agent{
+			{Submap: dom[0].Submap, Guess: dom[0].Guess, Anchor: true},
+			{Submap: dom[1].Submap, Guess: dom[1].Guess, NoGuess: noGuess},
+		}
+		tc.opts.Parallelism = 2
+		res, err := match.LocalizeAll(context.Background(), meta, in, tc.opts, nil)
+		switch {
+		case tc.wide && (!errors.Is(err, slam.ErrInsufficientData) || !strings.Contains(err.Error(), "give an initial guess")):
+			t.Errorf("%s, wide search: %v (pose %v, truth %v), want too little data for the search, with advice", tc.segs, err, res[1].Pose, truth)
+		case !tc.wide && err != nil:
+			t.Errorf("%s, guess at the pose: %v", tc.segs, err)
+		case !tc.wide && (math.Hypot(res[1].Pose.X-truth.X, res[1].Pose.Y-truth.Y) > 0.1 || math.Abs(slam.AngleDiff(res[1].Pose.Theta, truth.Theta)) > 0.05):
+			// Three scans place a pose to a few centimetres and 2°.
+			t.Errorf("%s, guess at the pose: localized at %v, truth %v", tc.segs, res[1].Pose, truth)
+		}
 	}
 }
 

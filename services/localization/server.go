@@ -328,6 +328,8 @@ func failureDetail(err error) string {
 	}
 	r := le.Result
 	switch {
+	case errors.Is(le, slam.ErrInsufficientData) && le.Wide:
+		return fmt.Sprintf("its submap has %d occupied cells, a search of %s needs %d: %s", r.Points, r.Search.Name(), int(le.Threshold), match.WideDataAdvice)
 	case errors.Is(le, slam.ErrInsufficientData):
 		return fmt.Sprintf("its submap has %d occupied cells, %d needed", r.Points, int(le.Threshold))
 	case errors.Is(le, slam.ErrAmbiguousMatch):

@@ -67,6 +67,8 @@ const (
 	// DefaultMinWideMargin: see Options.MinWideMargin; calibrated in
 	// docs/slam.md §5.
 	DefaultMinWideMargin = 0.07
+	// DefaultMinWidePoints: see Options.MinWidePoints.
+	DefaultMinWidePoints = 300
 	// wideSearchRatio is the search volume, in default windows, from which
 	// a search counts as wide: its verification limit is
 	// MaxWideFreeConflict (see Options.freeConflictLimit). A whole-map
@@ -132,6 +134,15 @@ type Options struct {
 	// peaks, most of which fail verification; the truth of an agent that
 	// does overlap stands clear of them.
 	MinWideMargin float64
+	// MinWidePoints is the fewest occupied submap cells a wide search
+	// accepts, scaled by wideness from MinPoints (a default window);
+	// fewer is slam.ErrInsufficientData. Multiple comparisons once more: a
+	// few scans (an Intel scan occupies 100–170 cells) match some wrong
+	// place of a whole map as well as their own, uniquely or 180° turned,
+	// and their walls are too few for the merge to judge (docs/slam.md
+	// §5: 12 of 452 whole-map searches of 1–10 Intel scans accepted wrong
+	// poses, 2 of them at 300 cells or more).
+	MinWidePoints int
 	ICPIters      int // ICP iteration cap
 	Parallelism   int // LocalizeAll: agents matched, and refined, at once (0: GOMAXPROCS)
 	// SkipRefinement turns off LocalizeAll's final pass that re-matches
@@ -156,6 +167,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.MinPoints == 0 {
 		o.MinPoints = DefaultMinPoints
 	}
+	if o.MinWidePoints == 0 {
+		o.MinWidePoints = DefaultMinWidePoints
+	}
 	if o.ICPIters == 0 {
 		o.ICPIters = DefaultICPIters
 	}
@@ -164,7 +178,7 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("%w: match options must be finite and not negative", slam.ErrInvalidArgument)
 		}
 	}
-	if o.WindowXY > MaxWindowXY || o.WindowTheta > MaxWindowTheta || o.MinPoints < 0 || o.ICPIters < 0 || o.Parallelism < 0 {
+	if o.WindowXY > MaxWindowXY || o.WindowTheta > MaxWindowTheta || o.MinPoints < 0 || o.MinWidePoints < 0 || o.ICPIters < 0 || o.Parallelism < 0 {
 		return o, fmt.Errorf("%w: match options out of range (window ≤ %g m, ≤ π rad)", slam.ErrInvalidArgument, MaxWindowXY)
 	}
 	return o, nil
@@ -266,10 +280,17 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSe
 	pts := thinPoints(ps.coarse, bnbMaxPoints)
 	var peaks []peak
 	if guess == nil {
+		if n := opts.minPoints(Window{Global: true}); len(ps.all) < n {
+			res.Search = Window{Global: true, HalfTheta: math.Pi}
+			return res, &LocalizationError{Reason: slam.ErrInsufficientData, Result: res, Threshold: float64(n), Wide: true}
+		}
 		peaks, res.Search, err = r.globalSearch(ctx, *ps, pts)
 	} else {
 		sp, window := r.searchSpace(&r.coarseBnB, ps.searchRadius, *guess, opts.WindowXY, opts.WindowTheta)
 		res.Search = window
+		if n := opts.minPoints(window); len(ps.all) < n {
+			return res, &LocalizationError{Reason: slam.ErrInsufficientData, Result: res, Threshold: float64(n), Wide: true}
+		}
 		peaks, err = branchAndBound(ctx, &r.coarseBnB, pts, sp, peakRatio)
 	}
 	if err != nil {

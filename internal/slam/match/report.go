@@ -37,6 +37,15 @@ func (w Window) onEdge(p slam.Pose2D, step float64) bool {
 	return w.HalfTheta < math.Pi && math.Abs(slam.AngleDiff(p.Theta, w.Center.Theta)) >= w.HalfTheta-edgeTurn
 }
 
+// Name is String without the bounds of a whole-map search, which are the
+// map's: "the whole map (no initial guess)".
+func (w Window) Name() string {
+	if w.Global {
+		return "the whole map (no initial guess)"
+	}
+	return w.String()
+}
+
 // contains reports whether p lies in the window.
 func (w Window) contains(p slam.Pose2D) bool {
 	return w.Global || (p.X >= w.MinX && p.X <= w.MaxX && p.Y >= w.MinY && p.Y <= w.MaxY &&
@@ -77,6 +86,10 @@ type LocalizationError struct {
 	// Crowd marks a wide search's answer refused because it does not
 	// stand clear of the other peaks (Result.Margin < Threshold).
 	Crowd bool
+	// Wide marks too few occupied cells for a search this wide
+	// (Options.MinWidePoints): a default window around a guess needs
+	// fewer.
+	Wide bool
 	// OnEdge marks a refused pose that lies on the edge of the search
 	// window (or past it: the refinement may leave the coarse window),
 	// whatever it was refused for: a window that does not hold the truth
@@ -88,6 +101,10 @@ type LocalizationError struct {
 // WidenAdvice is what to do about a guess farther off than its window, in
 // the API's terms and slamctl's.
 const WidenAdvice = "widen the window (search_window_m / search_window_rad; slamctl --search-window-m / --search-window-deg), or leave the initial guess out"
+
+// WideDataAdvice is what to do about a submap too small for the search it
+// asked for.
+const WideDataAdvice = "a few scans match some wrong place of a wide search as well as their own; give an initial guess near the agent's pose (a default window needs fewer), or send more of its scans"
 
 // Hint is the advice a refusal on the window's edge adds to its own
 // reason ("" for any other, and for Edge, whose message is that advice).
@@ -105,6 +122,8 @@ func (e *LocalizationError) Error() string {
 		who = fmt.Sprintf("agent %d", e.Result.Agent)
 	}
 	switch {
+	case e.Reason == slam.ErrInsufficientData && e.Wide:
+		return fmt.Sprintf("%v: %s has %d occupied cells, a search of %s needs %d: %s", e.Reason, who, e.Result.Points, e.Result.Search.Name(), int(e.Threshold), WideDataAdvice)
 	case e.Reason == slam.ErrInsufficientData:
 		return fmt.Sprintf("%v: %s has %d occupied cells, need %d", e.Reason, who, e.Result.Points, int(e.Threshold))
 	case e.Crowd:

@@ -158,6 +158,14 @@ func (o Options) freeConflictLimit(w Window) float64 {
 	return o.MaxFreeConflict - o.wideness(w)*(o.MaxFreeConflict-wide)
 }
 
+// minPoints is the fewest occupied cells a search of window w accepts: from
+// MinPoints (a default window) to MinWidePoints (a wide search) by
+// wideness; never below MinPoints.
+func (o Options) minPoints(w Window) int {
+	wide := max(o.MinWidePoints, o.MinPoints)
+	return o.MinPoints + int(math.Round(o.wideness(w)*float64(wide-o.MinPoints)))
+}
+
 // defaultWindowVolume is the volume (m²·rad) of the default search window.
 const defaultWindowVolume = (2 * DefaultWindowXY) * (2 * DefaultWindowXY) * (2 * DefaultWindowTheta)
 
