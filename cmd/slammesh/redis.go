@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"strconv"
@@ -124,6 +125,38 @@ func redactErr(err error, rawURL string) error {
 		return err
 	}
 	return errors.New(msg)
+}
+
+// redisLoadWait bounds how long a service waits at its start for a Redis
+// that is loading its dataset (an AOF of a few GB takes minutes).
+const redisLoadWait = 10 * time.Minute
+
+// awaitRedisLoaded returns once Redis answers a PING other than LOADING, the
+// answer of a Redis that restarted and is reading its AOF or RDB back: a
+// service started beside it (a compose up, a node reboot) then waits for it,
+// logging every 5 s, instead of exiting into a restart loop (found by a
+// review). Any other answer is returned, nil included; so is LOADING after
+// wait, or the end of ctx.
+func awaitRedisLoaded(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger, wait time.Duration) error {
+	start := time.Now()
+	var logged time.Time
+	for {
+		pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := rdb.Ping(pingCtx).Err()
+		cancel()
+		if err == nil || !strings.HasPrefix(err.Error(), "LOADING") || time.Since(start) > wait {
+			return err
+		}
+		if time.Since(logged) >= 5*time.Second {
+			log.WarnContext(ctx, "redis is loading its dataset; waiting for it", "waited", time.Since(start).Round(time.Second).String(), "at_most", wait.String())
+			logged = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // redisStartError explains why the first PING failed when the cause is

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/redisproc"
 	"github.com/slammesh/slammesh/internal/redistest"
 )
 
@@ -31,5 +34,62 @@ func TestServiceRefusesEvictingRedis(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
+	}
+}
+
+// A service started while Redis loads its dataset (a restart reading its
+// AOF) waits for it and starts, where it used to exit on LOADING (found by
+// a review: every service of a mesh restarted beside its Redis died).
+func TestServiceWaitsForRedisToLoad(t *testing.T) {
+	t.Parallel()
+	// Every key takes 5 ms to load and the server answers other clients
+	// while it loads: 1,300 keys keep it LOADING for about 6.5 s, longer
+	// than go-redis's own retries of a LOADING reply and the service's
+	// 5 s start-up checks.
+	p, err := redisproc.StartArgs(t.TempDir(), "--enable-debug-command", "yes", "--key-load-delay", "5000", "--loading-process-events-interval-bytes", "1024")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	rdb := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1})
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rdb.Do(ctx, "DEBUG", "POPULATE", 1300).Err(); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := make(chan error, 1)
+	go func() {
+		c := redis.NewClient(&redis.Options{Addr: p.Addr, ReadTimeout: 20 * time.Second, MaxRetries: -1})
+		defer c.Close()
+		reloaded <- c.Do(ctx, "DEBUG", "RELOAD").Err()
+	}()
+	for err := rdb.Ping(ctx).Err(); err == nil || !strings.HasPrefix(err.Error(), "LOADING"); err = rdb.Ping(ctx).Err() {
+		if ctx.Err() != nil {
+			t.Fatal("Redis never answered LOADING")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	svcCtx, stop := context.WithCancel(ctx)
+	logs := &devOutput{more: make(chan struct{}, 1)}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(svcCtx, []string{"mapping", "--redis-url", p.URL(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"},
+			func(string) string { return "" }, logs, logs)
+	}()
+	if err := <-reloaded; err != nil {
+		t.Fatalf("DEBUG RELOAD: %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("mapping exited while Redis loaded: %v", err)
+	case <-time.After(time.Second):
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("mapping: %v", err)
+	}
+	if !strings.Contains(logs.String(), "redis is loading its dataset; waiting for it") {
+		t.Errorf("the wait was not logged:\n%s", logs.String())
 	}
 }
