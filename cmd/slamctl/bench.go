@@ -114,7 +114,7 @@ func parseBench(args []string, getenv func(string) string, stderr io.Writer) (be
 	agents := fs.Uint("agents", 0, "agents per mission (0: the workload's; scenario workloads only)")
 	width := fs.Float64("width", 0, "world width in metres, at least 10 (0: the workload's; scenario workloads only)")
 	height := fs.Float64("height", 0, "world height in metres, at least 8 (0: the workload's; scenario workloads only)")
-	keep := fs.Bool("keep", false, "keep the missions (and their maps) instead of tearing them down afterwards")
+	keep := fs.Bool("keep", false, "keep the missions (and their maps) instead of tearing them down and deleting them afterwards")
 	redisURL := fs.String("redis-url", getenv("REDIS_URL"), "the mesh's Redis, to count commands and round trips per mission (env REDIS_URL; empty: not counted)")
 	clusterURL := fs.String("redis-cluster-url", getenv("REDIS_CLUSTER_URL"), "the mesh's Redis Cluster, redis://host:port?addr=host2:port&addr=…: the counts are summed over its masters (env REDIS_CLUSTER_URL; wins over --redis-url)")
 	sample := fs.Int("step-sample", 50, "missions whose events give the time per step (0: none)")
@@ -181,9 +181,9 @@ func (r benchRun) holdsResources() bool {
 // per step (from the events of a sample of missions) and, given the mesh's
 // Redis, the commands and round trips per mission; every mission must
 // complete. Then, outside the timed part, it tears its missions down with
-// CancelMission (unless -keep): a completed mission keeps its data (map
-// included) for the orchestrator's retention, so a benchmark cleans up after
-// itself. Kept missions expire at the end of the retention; their maps leave
+// CancelMission and deletes them (unless -keep): a completed mission keeps
+// its data (map included) for the orchestrator's retention, so a benchmark
+// cleans up after itself. Kept missions expire at the end of the retention; their maps leave
 // the mapping service's capacity budget for its retained-maps budget, where
 // the oldest are evicted, so they never block later missions.
 func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -425,14 +425,19 @@ func readCounters(ctx context.Context, rdb *redis.Client) (redisCounters, error)
 
 // tearDown cancels the missions ids with wait, teardownConcurrency at a
 // time, which compensates every step of a completed mission: its map is
-// released and its cells return to the capacity budget. It prints how many
-// were torn down; a mission that does not exist (its StartMission failed
-// before the orchestrator recorded it) needs nothing.
+// released and its cells return to the capacity budget. Then it deletes
+// each (DeleteMission): a compensated mission keeps its record and events
+// for the retention (7 days by default, about 15 KB each), which a long
+// bench would pile up in Redis (found by a review). It prints how many
+// were torn down and deleted; a mission that does not exist (its
+// StartMission failed before the orchestrator recorded it) needs nothing,
+// and one it may not delete (DeleteMission needs role admin) is left to
+// the retention, which the line says.
 func tearDown(ctx context.Context, c *clients, ids []string, stdout io.Writer) error {
 	t0 := time.Now()
-	var tornDown, absent, failed atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
+	var tornDown, deleted, absent, failed atomic.Int64
+	var firstErr, deleteErr error
+	var errOnce, deleteOnce sync.Once
 	g := new(errgroup.Group)
 	g.SetLimit(teardownConcurrency)
 	for _, id := range ids {
@@ -449,6 +454,11 @@ func tearDown(ctx context.Context, c *clients, ids []string, stdout io.Writer) e
 				return nil
 			case err == nil && st == orchestratorv1.MissionState_MISSION_STATE_COMPENSATED:
 				tornDown.Add(1)
+				if _, err := c.orchestrator.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{MissionId: id}); err != nil {
+					deleteOnce.Do(func() { deleteErr = rpcError("delete mission "+id, err) })
+				} else {
+					deleted.Add(1)
+				}
 				return nil
 			case err == nil:
 				err = fmt.Errorf("mission %s ended %s", id, st)
@@ -461,7 +471,10 @@ func tearDown(ctx context.Context, c *clients, ids []string, stdout io.Writer) e
 		})
 	}
 	_ = g.Wait() // the goroutines report through the counters
-	fmt.Fprintf(stdout, "teardown %d missions torn down in %s (-keep keeps them)\n", tornDown.Load(), time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "teardown %d missions torn down and %d deleted in %s (-keep keeps them)\n", tornDown.Load(), deleted.Load(), time.Since(t0).Round(time.Millisecond))
+	if kept := tornDown.Load() - deleted.Load(); kept > 0 {
+		fmt.Fprintf(stdout, "         %d torn-down missions left to the retention: %v\n", kept, deleteErr)
+	}
 	left := int64(len(ids)) - tornDown.Load() - absent.Load()
 	switch {
 	case ctx.Err() != nil:
