@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
@@ -187,8 +189,28 @@ func rpcError(op string, err error) error {
 	if !ok {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	return fmt.Errorf("%s: %s: %s", op, st.Code(), st.Message())
+	return fmt.Errorf("%s: %s: %s%s", op, st.Code(), st.Message(), transportHint(st))
 }
+
+// transportHint says what an UNAVAILABLE that speaks of HTTP/2's framing
+// means to a user (found by a review: a plaintext slamctl against a TLS
+// orchestrator printed "error reading server preface: EOF" alone).
+func transportHint(st *status.Status) string {
+	if st.Code() != codes.Unavailable {
+		return ""
+	}
+	switch msg := st.Message(); {
+	case httpPort(msg):
+		return " (that address answers HTTP/1.1: it is an HTTP port, /metrics and the console, not the gRPC one)"
+	case strings.Contains(msg, "error reading server preface"):
+		return " (the server closed the connection before it spoke gRPC: if it serves TLS, pass --cacert, and --cert/--key for mutual TLS; else the orchestrator behind that address is restarting)"
+	}
+	return ""
+}
+
+// httpPort reports whether a transport error is grpc-go's for a server that
+// answered HTTP/1.1: an HTTP port, which waiting does not turn into gRPC.
+func httpPort(msg string) bool { return strings.Contains(msg, "looked like an HTTP/1.1 header") }
 
 func printJSON(w io.Writer, m proto.Message) error {
 	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)

@@ -67,7 +67,8 @@ func (o *outage) over() { o.since = time.Time{} }
 // is to be made again, after waiting the backoff; then says on stderr, at
 // an outage's first failure, what the retry does. Otherwise it returns the
 // error to end with: err when it is not UNAVAILABLE (or reconnect is 0),
-// or is a TLS handshake that failed for good (see tlsRefused), a timeout once
+// or is a TLS handshake that failed for good (see tlsRefused) or an HTTP
+// port's answer (see httpPort), a timeout once
 // reconnect has passed since the outage began. An attempt that an
 // orchestrator served ends the outage before it (the one its failure
 // begins is a new one): one ended because the mission moved to another
@@ -80,6 +81,9 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 	}
 	if tlsRefused(err) {
 		return fmt.Errorf("%w (check --cacert, --cert and --key against the orchestrator's certificates)", rpcError(op, err))
+	}
+	if httpPort(status.Convert(err).Message()) {
+		return rpcError(op, err)
 	}
 	switch reason := rpcerr.Reason(err); {
 	case reason == rpcerr.ReasonMissionMoved,

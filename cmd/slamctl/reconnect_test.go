@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -98,6 +100,23 @@ func TestServerCertificateOfAnotherCAIsNoOutage(t *testing.T) {
 	err = run(t.Context(), []string{"--addr", plain, "--cacert", mesh.CertFile, "watch", "--reconnect", "1m", "m"}, func(string) string { return "" }, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "does not look like a TLS handshake") || time.Since(began) > 20*time.Second {
 		t.Errorf("TLS to a plaintext orchestrator: %v after %v; want the refusal at once", err, time.Since(began))
+	}
+	// A TLS orchestrator asked in plaintext closes the connection before
+	// gRPC begins, which a restarting proxy does too: retried, but the
+	// message says to pass --cacert (found by a review: it said only
+	// "error reading server preface: EOF").
+	stderr.Reset()
+	err = run(t.Context(), []string{"--addr", l.Addr().String(), "watch", "--reconnect", "300ms", "m"}, func(string) string { return "" }, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "pass --cacert") {
+		t.Errorf("plaintext to a TLS orchestrator: %v; want the hint to pass --cacert", err)
+	}
+	// An HTTP port is no outage: it answers HTTP/1.1, and always will.
+	httpSrv := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(httpSrv.Close)
+	began = time.Now()
+	err = run(t.Context(), []string{"--addr", httpSrv.Listener.Addr().String(), "watch", "--reconnect", "1m", "m"}, func(string) string { return "" }, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "it is an HTTP port") || time.Since(began) > 20*time.Second {
+		t.Errorf("an HTTP port: %v after %v; want it named, at once", err, time.Since(began))
 	}
 	// The same orchestrator, trusted: the watch goes through.
 	stderr.Reset()
