@@ -156,6 +156,10 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 		if !ok {
 			return fmt.Errorf("%w: unknown --kind %q", errUsage, *kind)
 		}
+		if *agents == 0 {
+			// The API reads 0 as its default of 3; typed, it is a mistake.
+			return fmt.Errorf("%w: --agents 0: want 1 or more", errUsage)
+		}
 		req = &orchestratorv1.StartMissionRequest{
 			MissionId: *id,
 			Scenario: &typesv1.Scenario{
@@ -319,6 +323,42 @@ func cmdCancel(ctx context.Context, c *clients, g global, args []string, stdout,
 		// The state printed is the one the cancel found (found by a review:
 		// "state RUNNING" read as a cancel that did nothing).
 		fmt.Fprintf(stdout, "cancel requested: the mission compensates in the background (slamctl watch %s, or cancel --wait)\n", id)
+	case orchestratorv1.MissionState_MISSION_STATE_FAILED:
+		// A cancel of a failed mission does nothing (found by a review:
+		// it printed the mission and exited 0, as if handled).
+		fmt.Fprintf(stdout, "nothing to cancel: a compensation gave up; once its cause is repaired, slamctl resume %s carries it on\n", id)
+	}
+	return nil
+}
+
+// cmdResume carries on the compensation of a FAILED mission
+// (ResumeMission), once the fault that made it give up is repaired.
+func cmdResume(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("resume", "resume [flags] MISSION_ID", stderr)
+	wait := fs.Bool("wait", false, "block until the compensation ends; exit 1 unless the mission is COMPENSATED")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	id, err := oneMissionID(fs)
+	if err != nil {
+		return err
+	}
+	resp, err := c.orchestrator.ResumeMission(ctx, &orchestratorv1.ResumeMissionRequest{MissionId: id, Wait: *wait})
+	if err != nil {
+		return rpcError("resume mission", err)
+	}
+	if g.json {
+		if err := printJSON(stdout, resp); err != nil {
+			return err
+		}
+	} else {
+		missionfmt.Mission(stdout, resp.GetMission())
+		if !resp.GetResumed() {
+			fmt.Fprintln(stdout, "(nothing to resume: the mission was compensating or compensated already)")
+		}
+	}
+	if st := resp.GetMission().GetState(); *wait && st != orchestratorv1.MissionState_MISSION_STATE_COMPENSATED {
+		return fmt.Errorf("mission %s ended %s: the compensation gave up again", id, missionfmt.State(st))
 	}
 	return nil
 }

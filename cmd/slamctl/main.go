@@ -48,13 +48,15 @@ Commands:
   get      show a mission
   list     list missions, newest first
   cancel   cancel a mission (compensates it, or tears a completed one down)
+  resume   resume the compensation of a FAILED mission once its cause is
+           repaired (role admin)
   watch    follow a mission's progress events until it ends
   map      write a mission's map as PNG, or with --format ros as a
            map_server .yaml + .pgm pair that Nav2 loads
   delete   remove a finished mission and all its data now (else it expires
            at the end of the retention period)
   bench    run many small missions, report missions/s and latency, then
-           tear the missions down (-keep keeps them)
+           tear the missions down and delete them (-keep keeps them)
 
 Global flags:
   --addr ADDR           orchestrator address (env SLAMCTL_ADDR, default localhost:50051)
@@ -102,6 +104,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdList(ctx, c, g, cmdArgs, stdout, stderr)
 	case "cancel":
 		return cmdCancel(ctx, c, g, cmdArgs, stdout, stderr)
+	case "resume":
+		return cmdResume(ctx, c, g, cmdArgs, stdout, stderr)
 	case "watch":
 		return cmdWatch(ctx, c, g, cmdArgs, stdout, stderr)
 	case "map":

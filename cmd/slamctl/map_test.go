@@ -177,4 +177,12 @@ func TestUsageErrorsBeforeAnyCall(t *testing.T) {
 	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "give the base name") {
 		t.Fatalf("map --format ros -o merged.png: %v, want a usage error asking for the base name", err)
 	}
+	// Zero agents, or a stride of 0, is a mistake the API would read as
+	// its default (found by a review).
+	for _, args := range [][]string{{"start", "--agents", "0"}, {"import", "--carmen", "x.log", "--segments", "0:9", "--stride", "0"}} {
+		err = run(t.Context(), append([]string{"--addr", "127.0.0.1:1"}, args...), func(string) string { return "" }, &stdout, &stderr)
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "want 1 or more") {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
 }

@@ -167,6 +167,10 @@ func (f *importFlags) carmenAgents(ids []string, summary io.Writer) ([]*typesv1.
 	if err != nil {
 		return nil, fmt.Errorf("%w: --segments: %w", errUsage, err)
 	}
+	if f.stride < 1 {
+		// The library reads 0 as 1; typed, it is a mistake.
+		return nil, fmt.Errorf("%w: --stride %d: want 1 or more (1 keeps every reading)", errUsage, f.stride)
+	}
 	log, err := slamio.OpenCarmen(f.carmen)
 	if err != nil {
 		return nil, err
