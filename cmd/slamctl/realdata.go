@@ -68,12 +68,13 @@ func (f *importFlags) register(fs *flag.FlagSet) {
 // gateFlags are the merge's gates for one mission, of start (real data or
 // a scenario) and import.
 type gateFlags struct {
-	maxChanged, minConsist float64
+	maxChanged, minConsist, maxFreeConflict float64
 }
 
 func (g *gateFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&g.maxChanged, "max-changed-share", 0, "the merge's region test: the share of shared cells that may disagree in contradicted 1 m regions, 0..1 (0: the service's 0.0095, which refuses a changed world; raise it for a building whose glass or doors the passes saw differently, to the share INCONSISTENT_MAPS reported; 1: off)")
 	fs.Float64Var(&g.minConsist, "min-consistency", 0, "the merge's floor under the overall consistency, 0..1 (0: the service's 0.95; lower it to the consistency INCONSISTENT_MAPS reported)")
+	fs.Float64Var(&g.maxFreeConflict, "max-free-conflict", 0, "localization's verification around a guess: the share of an agent's walls whose free space may cross the team map's, 0..1 (0: the service's 0.5, which refuses a pose in a much changed world; raise it to the free conflict INSUFFICIENT_OVERLAP reported; a wrong pose gets through more easily too)")
 }
 
 // apply checks the gates against the API's limits, so that a request the
@@ -86,7 +87,10 @@ func (g *gateFlags) apply(req *orchestratorv1.StartMissionRequest) error {
 	if !(g.minConsist >= 0 && g.minConsist <= 1) {
 		return fmt.Errorf("%w: --min-consistency %g: want 0..1 (0: the service's default)", errUsage, g.minConsist)
 	}
-	req.MaxChangedShare, req.MinConsistency = g.maxChanged, g.minConsist
+	if !(g.maxFreeConflict >= 0 && g.maxFreeConflict <= 1) {
+		return fmt.Errorf("%w: --max-free-conflict %g: want 0..1 (0: the service's default)", errUsage, g.maxFreeConflict)
+	}
+	req.MaxChangedShare, req.MinConsistency, req.MaxFreeConflict = g.maxChanged, g.minConsist, g.maxFreeConflict
 	return nil
 }
 

@@ -382,3 +382,36 @@ func TestFreiburgGlassMergesThroughSlamctl(t *testing.T) {
 		}
 	}
 }
+
+// TestChangedWorldThroughItsGates: two Freiburg 079 passes over a part of
+// the building that changed between them (a review's mission). With the
+// default gates localization refuses the right pose by its verification
+// and says which limit would take it; raised for this mission
+// (--max-free-conflict, and the merge's gates to what it then reports),
+// the mission completes with robot-1 at its corrected pose.
+func TestChangedWorldThroughItsGates(t *testing.T) {
+	t.Parallel()
+	m := startMesh(t)
+	fr079 := filepath.Join(realdata, "carmen", "freiburg-079-corrected.log.gz")
+	args := []string{"--carmen", fr079, "--segments", "1500:1599,1700:1799"}
+	refused := startFiles(t, m, append([]string{"--id", "fr-changed-default"}, args...)...)
+	if msg := refused.GetError().GetMessage(); refused.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPENSATED ||
+		!strings.Contains(msg, "refused by verification") || !strings.Contains(msg, "--max-free-conflict") {
+		t.Fatalf("default gates: %s %q; want a refusal by verification naming --max-free-conflict", refused.GetState(), msg)
+	}
+	done := startFiles(t, m, append([]string{"--id", "fr-changed-raised", "--max-free-conflict", "0.6", "--max-changed-share", "0.07", "--min-consistency", "0.9"}, args...)...)
+	if done.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+		t.Fatalf("raised gates: %s %s", done.GetState(), done.GetError().GetMessage())
+	}
+	// Truth: reading 1700's corrected laser pose in the log's frame, which
+	// the anchor's guess (reading 1500's) makes the map frame.
+	lg, err := slamio.OpenCarmen(fr079)
+	if err != nil {
+		t.Fatal(err)
+	}
+	truth := lg.Readings[1700].Laser
+	p := done.GetPoses()[1].GetMapFromAgent()
+	if d := math.Hypot(p.GetX()-truth.X, p.GetY()-truth.Y); d > 0.1 || math.Abs(slam.AngleDiff(p.GetTheta(), truth.Theta)) > 0.02 {
+		t.Errorf("robot-1 at %v, %.3f m from its corrected pose %v", p, d, truth)
+	}
+}

@@ -260,6 +260,8 @@ func TestLocalizeInvalid(t *testing.T) {
 		{"nan rotation window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowRad = math.NaN() }, "search_window_rad"},
 		{"anchor without guess", func(r *localizationv1.LocalizeAgentsRequest) { r.Agents[0].InitialGuess = nil }, "agents[0].initial_guess"},
 		{"negative rotation window", func(r *localizationv1.LocalizeAgentsRequest) { r.SearchWindowRad = -0.1 }, "search_window_rad"},
+		{"free conflict over 1", func(r *localizationv1.LocalizeAgentsRequest) { r.MaxFreeConflict = 1.5 }, "max_free_conflict"},
+		{"nan free conflict", func(r *localizationv1.LocalizeAgentsRequest) { r.MaxFreeConflict = math.NaN() }, "max_free_conflict"},
 		{"no agents", func(r *localizationv1.LocalizeAgentsRequest) { r.Agents = nil }, "agents"},
 		{"too many agents", func(r *localizationv1.LocalizeAgentsRequest) {
 			for i := range 17 {

@@ -208,7 +208,8 @@ func (s *Server) localizeAndCommit(ctx context.Context, req *localizationv1.Loca
 	return resp, nil
 }
 
-// options validates the search window of a request.
+// options validates the search window and the verification limit of a
+// request.
 func (s *Server) options(req *localizationv1.LocalizeAgentsRequest) (match.Options, error) {
 	wm, wr := req.GetSearchWindowM(), req.GetSearchWindowRad()
 	if math.IsNaN(wm) || wm < 0 || wm > match.MaxWindowXY {
@@ -217,7 +218,10 @@ func (s *Server) options(req *localizationv1.LocalizeAgentsRequest) (match.Optio
 	if math.IsNaN(wr) || wr < 0 || wr > match.MaxWindowTheta {
 		return match.Options{}, rpcerr.InvalidArgument("search_window_rad", fmt.Sprintf("%g rad must be in [0, π] (0 means %.3f)", wr, match.DefaultWindowTheta))
 	}
-	return match.Options{WindowXY: wm, WindowTheta: wr, Parallelism: s.cfg.Parallelism}, nil
+	if fc := req.GetMaxFreeConflict(); math.IsNaN(fc) || fc < 0 || fc > 1 {
+		return match.Options{}, rpcerr.InvalidArgument("max_free_conflict", fmt.Sprintf("%g must be in [0, 1] (0 means %g)", fc, match.DefaultMaxFreeConflict))
+	}
+	return match.Options{WindowXY: wm, WindowTheta: wr, MaxFreeConflict: req.GetMaxFreeConflict(), Parallelism: s.cfg.Parallelism}, nil
 }
 
 // noGuess reports, per agent, that it came without an initial guess: it is

@@ -335,6 +335,8 @@ func TestStartMissionRejectsBadInput(t *testing.T) {
 		{"negative search window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowM: -1}, "search_window_m"},
 		{"absurd search window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowM: 1e6}, "search_window_m"},
 		{"changed share over 1", &orchestratorv1.StartMissionRequest{Scenario: small(1), MaxChangedShare: 1.01}, "max_changed_share"},
+		{"free conflict over 1", &orchestratorv1.StartMissionRequest{Scenario: small(1), MaxFreeConflict: 1.5}, "max_free_conflict"},
+		{"NaN free conflict", &orchestratorv1.StartMissionRequest{Scenario: small(1), MaxFreeConflict: math.NaN()}, "max_free_conflict"},
 		{"NaN consistency floor", &orchestratorv1.StartMissionRequest{Scenario: small(1), MinConsistency: math.NaN()}, "min_consistency"},
 		{"negative consistency floor", &orchestratorv1.StartMissionRequest{Scenario: small(1), MinConsistency: -0.5}, "min_consistency"},
 		{"infinite rotation window", &orchestratorv1.StartMissionRequest{Scenario: small(1), SearchWindowRad: math.Inf(1)}, "search_window_rad"},

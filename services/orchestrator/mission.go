@@ -98,6 +98,7 @@ func (m *mission) localizeAgents(ctx context.Context, x *saga.Exec) error {
 		Agents:          agents,
 		SearchWindowM:   in.GetSearchWindowM(),
 		SearchWindowRad: in.GetSearchWindowRad(),
+		MaxFreeConflict: in.GetMaxFreeConflict(),
 		MapMeta:         alloc.GetMeta(),
 	})
 	if err != nil {

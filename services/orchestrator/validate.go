@@ -255,10 +255,13 @@ func checkSearchWindow(req *orchestratorv1.StartMissionRequest) error {
 	return checkUpTo("search_window_rad", req.GetSearchWindowRad(), match.MaxWindowTheta, " rad")
 }
 
-// checkMergeGates validates the request-level merge gates; 0 keeps the
-// merge service's defaults.
+// checkMergeGates validates the request-level gates, the merge's and
+// localization's verification; 0 keeps the services' defaults.
 func checkMergeGates(req *orchestratorv1.StartMissionRequest) error {
 	if err := checkUpTo("max_changed_share", req.GetMaxChangedShare(), 1, ""); err != nil {
+		return err
+	}
+	if err := checkUpTo("max_free_conflict", req.GetMaxFreeConflict(), 1, ""); err != nil {
 		return err
 	}
 	return checkUpTo("min_consistency", req.GetMinConsistency(), 1, "")

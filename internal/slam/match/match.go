@@ -359,7 +359,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSe
 	case res.Score < opts.MinScore:
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.MinScore, OnEdge: onEdge}
 	case res.FreeConflict > limit:
-		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: limit, Verification: true, OnEdge: onEdge}
+		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: limit, WindowLimit: opts.MaxFreeConflict, Verification: true, OnEdge: onEdge}
 	case res.Ambiguity > opts.MaxAmbiguity:
 		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity, OnEdge: onEdge}
 	case res.Margin < opts.wideness(res.Search)*opts.MinWideMargin:

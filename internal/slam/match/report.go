@@ -86,6 +86,10 @@ type LocalizationError struct {
 	// Crowd marks a wide search's answer refused because it does not
 	// stand clear of the other peaks (Result.Margin < Threshold).
 	Crowd bool
+	// WindowLimit is a verification refusal's limit for a window no wider
+	// than the default (Options.MaxFreeConflict; 0: the default), against
+	// which Threshold tells a wide search's lower limit.
+	WindowLimit float64
 	// Wide marks too few occupied cells for a search this wide
 	// (Options.MinWidePoints): a default window around a guess needs
 	// fewer.
@@ -153,18 +157,24 @@ func (e *LocalizationError) CrowdHint() string {
 	return e.Hint()
 }
 
-// ConflictCause says what a refusal by verification can mean and, after a
-// wide search (whose limit, Options.MaxWideFreeConflict, is below the
-// default window's), the one thing a user can do about a changed world.
+// ConflictCause says what a refusal by verification can mean and the one
+// thing a user can do about a changed world: after a wide search (whose
+// limit, Options.MaxWideFreeConflict, is below a window's), search less
+// wide; around a guess, raise the mission's max_free_conflict.
 func (e *LocalizationError) ConflictCause() string {
 	why := "the submap's free space crosses the reference's walls there: a wrong pose, or a world that changed between the passes"
+	window := e.WindowLimit
+	if window == 0 {
+		window = DefaultMaxFreeConflict
+	}
 	switch {
-	case e.Threshold >= DefaultMaxFreeConflict:
-		// The default window's limit: there is nothing looser to point to.
+	case e.Threshold >= window:
+		// A window no wider than the default: its limit is the mission's.
+		why += fmt.Sprintf("; in a much changed world, max_free_conflict (slamctl --max-free-conflict) above %.3f accepts this pose, and wrong ones more easily too", e.Result.FreeConflict)
 	case e.Result.Search.Global:
-		why += fmt.Sprintf("; a search of the whole map allows less than the default window's %.2f, so an initial guess near the pose accepts more change", DefaultMaxFreeConflict)
+		why += fmt.Sprintf("; a search of the whole map allows less than a guessed window's %.2f, so an initial guess near the pose accepts more change", window)
 	default:
-		why += fmt.Sprintf("; a window this wide allows less than the default window's %.2f, so a narrower window around a guess nearer the pose accepts more change", DefaultMaxFreeConflict)
+		why += fmt.Sprintf("; a window this wide allows less than the default window's %.2f, so a narrower window around a guess nearer the pose accepts more change", window)
 	}
 	return why
 }

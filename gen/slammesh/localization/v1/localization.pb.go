@@ -45,9 +45,12 @@ type LocalizeAgentsRequest struct {
 	// Redis round trip: the work first, then one commit that checks map_id
 	// and this geometry against the stored map. Without it, or when the
 	// stored map differs, the service reads the map before the work.
-	MapMeta       *v1.GridMeta `protobuf:"bytes,6,opt,name=map_meta,json=mapMeta,proto3" json:"map_meta,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MapMeta *v1.GridMeta `protobuf:"bytes,6,opt,name=map_meta,json=mapMeta,proto3" json:"map_meta,omitempty"`
+	// The verification limit around a guess, in [0, 1]; 0 means 0.5
+	// (StartMissionRequest.max_free_conflict).
+	MaxFreeConflict float64 `protobuf:"fixed64,7,opt,name=max_free_conflict,json=maxFreeConflict,proto3" json:"max_free_conflict,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *LocalizeAgentsRequest) Reset() {
@@ -120,6 +123,13 @@ func (x *LocalizeAgentsRequest) GetMapMeta() *v1.GridMeta {
 		return x.MapMeta
 	}
 	return nil
+}
+
+func (x *LocalizeAgentsRequest) GetMaxFreeConflict() float64 {
+	if x != nil {
+		return x.MaxFreeConflict
+	}
+	return 0
 }
 
 // LocalizeAgentsResponse holds one pose per agent, in request order.
@@ -264,14 +274,15 @@ var File_slammesh_localization_v1_localization_proto protoreflect.FileDescriptor
 
 const file_slammesh_localization_v1_localization_proto_rawDesc = "" +
 	"\n" +
-	"+slammesh/localization/v1/localization.proto\x12\x18slammesh.localization.v1\x1a\x1dslammesh/types/v1/types.proto\"\xa0\x02\n" +
+	"+slammesh/localization/v1/localization.proto\x12\x18slammesh.localization.v1\x1a\x1dslammesh/types/v1/types.proto\"\xcc\x02\n" +
 	"\x15LocalizeAgentsRequest\x122\n" +
 	"\x04saga\x18\x01 \x01(\v2\x1e.slammesh.types.v1.SagaContextR\x04saga\x12\x15\n" +
 	"\x06map_id\x18\x02 \x01(\tR\x05mapId\x120\n" +
 	"\x06agents\x18\x03 \x03(\v2\x18.slammesh.types.v1.AgentR\x06agents\x12&\n" +
 	"\x0fsearch_window_m\x18\x04 \x01(\x01R\rsearchWindowM\x12*\n" +
 	"\x11search_window_rad\x18\x05 \x01(\x01R\x0fsearchWindowRad\x126\n" +
-	"\bmap_meta\x18\x06 \x01(\v2\x1b.slammesh.types.v1.GridMetaR\amapMeta\"L\n" +
+	"\bmap_meta\x18\x06 \x01(\v2\x1b.slammesh.types.v1.GridMetaR\amapMeta\x12*\n" +
+	"\x11max_free_conflict\x18\a \x01(\x01R\x0fmaxFreeConflict\"L\n" +
 	"\x16LocalizeAgentsResponse\x122\n" +
 	"\x05poses\x18\x01 \x03(\v2\x1c.slammesh.types.v1.AgentPoseR\x05poses\"J\n" +
 	"\x14ReleaseAgentsRequest\x122\n" +

@@ -548,8 +548,17 @@ type StartMissionRequest struct {
 	// The floor under the merge's overall consistency (agreeing over all
 	// shared confident cells), in [0, 1]; 0 means 0.95.
 	MinConsistency float64 `protobuf:"fixed64,10,opt,name=min_consistency,json=minConsistency,proto3" json:"min_consistency,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Localization's verification around a guess (docs/slam.md §3): the
+	// largest share of an agent's occupied cells whose free space may cross
+	// the team map's walls at its pose, in [0, 1]; 0 means 0.5. The default
+	// refuses a pose in a world that changed much between the passes
+	// (INSUFFICIENT_OVERLAP gives the conflict it measured); raise it for
+	// such a building. A wrong pose gets through more easily too. Wide
+	// searches (no guess, or a window far wider than the default) keep
+	// their own, lower limit.
+	MaxFreeConflict float64 `protobuf:"fixed64,11,opt,name=max_free_conflict,json=maxFreeConflict,proto3" json:"max_free_conflict,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StartMissionRequest) Reset() {
@@ -648,6 +657,13 @@ func (x *StartMissionRequest) GetMaxChangedShare() float64 {
 func (x *StartMissionRequest) GetMinConsistency() float64 {
 	if x != nil {
 		return x.MinConsistency
+	}
+	return 0
+}
+
+func (x *StartMissionRequest) GetMaxFreeConflict() float64 {
+	if x != nil {
+		return x.MaxFreeConflict
 	}
 	return 0
 }
@@ -1370,7 +1386,7 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\vmap_version\x18\x0e \x01(\rR\n" +
 	"mapVersion\x12 \n" +
 	"\vconsistency\x18\x0f \x01(\x01R\vconsistency\x12\x1c\n" +
-	"\tcancelled\x18\x10 \x01(\bR\tcancelled\"\xc0\x03\n" +
+	"\tcancelled\x18\x10 \x01(\bR\tcancelled\"\xec\x03\n" +
 	"\x13StartMissionRequest\x12\x1d\n" +
 	"\n" +
 	"mission_id\x18\x01 \x01(\tR\tmissionId\x127\n" +
@@ -1383,7 +1399,8 @@ const file_slammesh_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x11search_window_rad\x18\b \x01(\x01R\x0fsearchWindowRad\x12*\n" +
 	"\x11max_changed_share\x18\t \x01(\x01R\x0fmaxChangedShare\x12'\n" +
 	"\x0fmin_consistency\x18\n" +
-	" \x01(\x01R\x0eminConsistency\"m\n" +
+	" \x01(\x01R\x0eminConsistency\x12*\n" +
+	"\x11max_free_conflict\x18\v \x01(\x01R\x0fmaxFreeConflict\"m\n" +
 	"\x14StartMissionResponse\x12;\n" +
 	"\amission\x18\x01 \x01(\v2!.slammesh.orchestrator.v1.MissionR\amission\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"2\n" +
