@@ -26,8 +26,13 @@ func Mission(w io.Writer, m *orchestratorv1.Mission) {
 	fmt.Fprintf(w, "agents    %d\n", m.GetAgents())
 	fmt.Fprintf(w, "trace     %s\n", m.GetTraceId())
 	fmt.Fprintf(w, "stream    %s\n", m.GetProgressStream())
-	if m.GetMapId() != "" {
+	switch {
+	case m.GetMapId() != "" && m.GetMapVersion() > 0:
 		fmt.Fprintf(w, "map       %s version %d, consistency %.3f\n", m.GetMapId(), m.GetMapVersion(), m.GetConsistency())
+	case m.GetMapId() != "":
+		// Version and consistency are the merge's (found by a review:
+		// "version 0, consistency 0.000" read as a merge that measured 0).
+		fmt.Fprintf(w, "map       %s, not merged\n", m.GetMapId())
 	}
 	for i, s := range m.GetSteps() {
 		label := "steps"

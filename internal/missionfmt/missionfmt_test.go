@@ -86,3 +86,22 @@ func TestMissionErrorWithoutReason(t *testing.T) {
 		t.Errorf("output:\n%s", out)
 	}
 }
+
+// A map no merge wrote is "not merged", not "version 0, consistency
+// 0.000", which read as a merge that measured 0 (found by a review).
+func TestMissionMapBeforeAMerge(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		m    *orchestratorv1.Mission
+		want string
+	}{
+		{&orchestratorv1.Mission{MapId: "map-1"}, "map       map-1, not merged\n"},
+		{&orchestratorv1.Mission{MapId: "map-1", MapVersion: 2, Consistency: 0.98765}, "map       map-1 version 2, consistency 0.988\n"},
+	} {
+		var b bytes.Buffer
+		Mission(&b, tc.m)
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("mission block:\n%s\nlacks %q", b.String(), tc.want)
+		}
+	}
+}
