@@ -141,6 +141,17 @@ func TestJWKS(t *testing.T) {
 	if _, err := j.Verify(ctx, noneTok); err == nil {
 		t.Error("an unsigned token was accepted")
 	}
+	// An exp past any date is refused for what it is, not as expired
+	// (found by a review); a real expired token still says expired.
+	for exp, want := range map[float64]string{1e20: "no date: after the year 9999", float64(time.Now().Add(-time.Hour).Unix()): "expired"} {
+		tok, err := iss.Sign(authtest.RS256, jwt.MapClaims{"sub": "x", "aud": "mesh", "role": "admin", "exp": exp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Verify(ctx, tok); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("exp %g: %v, want %q", exp, err, want)
+		}
+	}
 
 	// Key rotation: a new key set in the file is picked up; tokens of the
 	// retired keys stop working.

@@ -258,6 +258,11 @@ func (j *JWKS) key(kid string) (crypto.PublicKey, bool) {
 	return k, ok
 }
 
+// maxNumericDate is the last second of the year 9999 (RFC 7519 §2's
+// NumericDate, seconds since the epoch): a later exp is a mistake, not a
+// lifetime.
+const maxNumericDate = 253402300799
+
 // Verify implements Verifier.
 func (j *JWKS) Verify(ctx context.Context, token string) (Principal, error) {
 	j.maybeRefresh(ctx, false)
@@ -283,6 +288,11 @@ func (j *JWKS) Verify(ctx context.Context, token string) (Principal, error) {
 		}
 		return k, nil
 	})
+	if exp, ok := claims["exp"].(float64); ok && errors.Is(err, jwt.ErrTokenExpired) && exp > maxNumericDate {
+		// golang-jwt reads a time past int64's nanoseconds as one long
+		// gone (found by a review: exp 1e20 was "token is expired").
+		err = fmt.Errorf("exp %g is no date: after the year 9999", exp)
+	}
 	if err != nil {
 		return Principal{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
