@@ -531,20 +531,13 @@ func (cancelStub) ResumeMission(_ context.Context, req *orchestratorv1.ResumeMis
 // ended says nothing more.
 func TestCancelSaysTheCompensationRunsOn(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	orchestratorv1.RegisterOrchestratorServiceServer(srv, cancelStub{})
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
+	_, addr := serveOn(t, "127.0.0.1:0", cancelStub{})
 	for _, tc := range []struct {
 		id   string
 		want bool
 	}{{"running", true}, {"done", false}, {"failed", false}} {
 		var stdout, stderr bytes.Buffer
-		if err := run(t.Context(), []string{"--addr", l.Addr().String(), "cancel", tc.id}, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		if err := run(t.Context(), []string{"--addr", addr, "cancel", tc.id}, func(string) string { return "" }, &stdout, &stderr); err != nil {
 			t.Fatalf("cancel %s: %v", tc.id, err)
 		}
 		if got := strings.Contains(stdout.String(), "compensates in the background"); got != tc.want {
@@ -562,14 +555,7 @@ func TestCancelSaysTheCompensationRunsOn(t *testing.T) {
 // mission ends COMPENSATED.
 func TestResume(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	orchestratorv1.RegisterOrchestratorServiceServer(srv, cancelStub{})
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
+	_, addr := serveOn(t, "127.0.0.1:0", cancelStub{})
 	for _, tc := range []struct {
 		args    []string
 		wantOut string
@@ -581,7 +567,7 @@ func TestResume(t *testing.T) {
 		{[]string{"resume", "--wait", "fails-again"}, "FAILED", "the compensation gave up again"},
 	} {
 		var stdout, stderr bytes.Buffer
-		err := run(t.Context(), append([]string{"--addr", l.Addr().String()}, tc.args...), func(string) string { return "" }, &stdout, &stderr)
+		err := run(t.Context(), append([]string{"--addr", addr}, tc.args...), func(string) string { return "" }, &stdout, &stderr)
 		switch {
 		case tc.wantErr == "" && err != nil, tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 			t.Errorf("%v: error %v, want %q", tc.args, err, tc.wantErr)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/grid"
 	"github.com/slammesh/slammesh/internal/slam/match"
@@ -69,27 +70,8 @@ func TestFewScansAreNotSearchedWide(t *testing.T) {
 		{"796:798,802:804", match.Options{WindowXY: 2, WindowTheta: math.Pi}, true},
 		{"796:798,802:804", match.Options{}, false},
 	} {
-		sg, err := slamio.ParseSegments(tc.segs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		agents, err := slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: sg, Guesses: slamio.GuessLaser})
-		if err != nil {
-			t.Fatal(err)
-		}
+		agents, meta, dom := carmenTeam(t, log, tc.segs, slamio.GuessLaser)
 		truth := slamproto.PoseFromProto(agents[1].GetInitialGuess())
-		spec, err := slamio.MapFor(agents, 0.05, slamio.DefaultMapMargin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		meta, err := grid.MetaForBounds(spec.GetOriginX(), spec.GetOriginY(), spec.GetWidthM(), spec.GetHeightM(), spec.GetResolution())
-		if err != nil {
-			t.Fatal(err)
-		}
-		dom, err := slamproto.AgentsFromProto(agents, meta.Resolution)
-		if err != nil {
-			t.Fatal(err)
-		}
 		noGuess := tc.wide && tc.opts.WindowXY == 0
 		in := []match.Agent{
 			{Submap: dom[0].Submap, Guess: dom[0].Guess, Anchor: true},
@@ -109,6 +91,34 @@ func TestFewScansAreNotSearchedWide(t *testing.T) {
 	}
 }
 
+// carmenTeam cuts log into agents by segs as slamctl start does (laser
+// poses, guesses from guesses), sizes the mission map as slamio.Request
+// does and builds the agents' submaps as the services do.
+func carmenTeam(t *testing.T, log *slamio.Log, segs string, guesses slamio.GuessSource) ([]*typesv1.Agent, grid.Meta, []slamproto.Agent) {
+	t.Helper()
+	sg, err := slamio.ParseSegments(segs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents, err := slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: sg, Guesses: guesses})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := slamio.MapFor(agents, 0.05, slamio.DefaultMapMargin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := grid.MetaForBounds(spec.GetOriginX(), spec.GetOriginY(), spec.GetWidthM(), spec.GetHeightM(), spec.GetResolution())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dom, err := slamproto.AgentsFromProto(agents, meta.Resolution)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return agents, meta, dom
+}
+
 // localizeCarmenNoGuess cuts log into agents by segs as slamctl start does
 // (laser poses, no guesses, the map sized by slamio.Request), builds their
 // submaps as the mapping service does and localizes them; it returns every
@@ -116,32 +126,9 @@ func TestFewScansAreNotSearchedWide(t *testing.T) {
 // laser pose.
 func localizeCarmenNoGuess(t *testing.T, log *slamio.Log, segs string) ([]match.Result, slam.Pose2D) {
 	t.Helper()
-	sg, err := slamio.ParseSegments(segs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	withGuess, err := slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: sg, Guesses: slamio.GuessLaser})
-	if err != nil {
-		t.Fatal(err)
-	}
+	withGuess, _, _ := carmenTeam(t, log, segs, slamio.GuessLaser)
 	truth := slamproto.PoseFromProto(withGuess[1].GetInitialGuess())
-	agents, err := slamio.CarmenAgents(log, slamio.CarmenOptions{Segments: sg, Guesses: slamio.GuessNone})
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := slamio.Request("fr079-barely", agents, nil, nil, 0.05, slamio.DefaultMapMargin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ms := req.GetMap()
-	meta, err := grid.MetaForBounds(ms.GetOriginX(), ms.GetOriginY(), ms.GetWidthM(), ms.GetHeightM(), ms.GetResolution())
-	if err != nil {
-		t.Fatal(err)
-	}
-	dom, err := slamproto.AgentsFromProto(req.GetAgents(), meta.Resolution)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, meta, dom := carmenTeam(t, log, segs, slamio.GuessNone)
 	in := make([]match.Agent, len(dom))
 	for i, a := range dom {
 		in[i] = match.Agent{Submap: a.Submap, Guess: a.Guess, Anchor: a.Anchor, NoGuess: !a.Anchor}
