@@ -12,7 +12,6 @@ package faults
 
 import (
 	"context"
-	"errors"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -81,7 +80,7 @@ func apply(ctx context.Context, f *typesv1.Fault, attempt uint32, req any, handl
 			// Hold the call until the caller gives up: its per-attempt deadline
 			// is what the fault exercises.
 			<-ctx.Done()
-			if errors.Is(ctx.Err(), context.Canceled) {
+			if !rpcerr.DeadlinePassed(ctx) {
 				return nil, rpcerr.New(codes.Canceled, rpcerr.ReasonInjectedFault,
 					"injected stall ended: the caller cancelled the call (a mission cancel, or the caller went away)", "step", f.GetStep())
 			}

@@ -2,7 +2,6 @@ package faults
 
 import (
 	"context"
-	"errors"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -126,27 +125,62 @@ func TestStallHoldsUntilDeadline(t *testing.T) {
 	}
 }
 
-// What a stalled call answers says why it ended: the attempt's deadline,
-// or the caller's cancel (a mission cancelled mid-stall, found by a
-// review: its step.failed said the stall had outlived the deadline).
+// What a stalled call answers says why it ended, as the server sees it
+// over real gRPC: the caller's cancel (a mission cancelled mid-stall, found
+// by a review: its step.failed said the stall had outlived the deadline),
+// or the attempt's deadline, which reaches the server as a cancel just
+// before its own copy of the deadline (found by a second review).
 func TestStallSaysWhyItEnded(t *testing.T) {
 	t.Parallel()
-	intercept := UnaryServerInterceptor(mappingv1.MappingService_ReleaseMap_FullMethodName)
-	info := &grpc.UnaryServerInfo{FullMethod: mappingv1.MappingService_AllocateMap_FullMethodName}
-	req := &mappingv1.AllocateMapRequest{Saga: sagaCtx(1, &typesv1.Fault{Step: "allocate_map", Kind: typesv1.FaultKind_FAULT_KIND_STALL})}
-	handler := func(context.Context, any) (any, error) { return nil, errors.New("the handler ran behind a stall") }
-
-	cancelled, cancel := context.WithCancel(t.Context())
-	cancel()
-	_, err := intercept(cancelled, req, info, handler)
-	if st := status.Convert(err); st.Code() != codes.Canceled || !strings.Contains(st.Message(), "caller cancelled") {
-		t.Errorf("cancelled stall: %v, want CANCELED naming the caller's cancel", err)
+	answered := make(chan error, 1)
+	record := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		answered <- err
+		return resp, err
 	}
-	expired, cancel := context.WithTimeout(t.Context(), time.Millisecond)
-	defer cancel()
-	_, err = intercept(expired, req, info, handler)
-	if st := status.Convert(err); st.Code() != codes.DeadlineExceeded || !strings.Contains(st.Message(), "outlived the deadline") {
-		t.Errorf("expired stall: %v, want DEADLINE_EXCEEDED", err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(record, UnaryServerInterceptor(mappingv1.MappingService_ReleaseMap_FullMethodName)))
+	mappingv1.RegisterMappingServiceServer(srv, &countingMapping{})
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	client := mappingv1.NewMappingServiceClient(conn)
+	req := &mappingv1.AllocateMapRequest{Saga: sagaCtx(1, &typesv1.Fault{Step: "allocate_map", Kind: typesv1.FaultKind_FAULT_KIND_STALL})}
+
+	for _, tc := range []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+		code codes.Code
+		msg  string
+	}{
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(t.Context(), 300*time.Millisecond)
+		},
+			codes.DeadlineExceeded, "outlived the deadline"},
+		{"cancel", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			time.AfterFunc(300*time.Millisecond, cancel)
+			return ctx, cancel
+		}, codes.Canceled, "caller cancelled"},
+	} {
+		ctx, cancel := tc.ctx()
+		_, _ = client.AllocateMap(ctx, req)
+		cancel()
+		select {
+		case err := <-answered:
+			if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+				t.Errorf("%s: the server answered %v, want %v saying %q", tc.name, err, tc.code, tc.msg)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the stalled call never ended", tc.name)
+		}
 	}
 }
 

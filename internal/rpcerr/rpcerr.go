@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -198,4 +199,22 @@ func storeUnavailable(err error) bool {
 	return redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err) ||
 		redis.IsTryAgainError(err) || redis.IsClusterDownError(err) || redis.IsMaxClientsError(err) ||
 		redis.IsNoReplicasError(err)
+}
+
+// deadlineSlack is how long before a server-side call's deadline a
+// cancellation still counts as that deadline (DeadlinePassed).
+const deadlineSlack = 100 * time.Millisecond
+
+// DeadlinePassed reports whether ctx, a server-side call's context that
+// ended, ended at its deadline rather than by its caller's cancel. Over
+// gRPC a client's deadline reaches the server as a cancellation
+// (RST_STREAM), just before the server's own copy of that deadline (the
+// grpc-timeout header, counted from the request's arrival), so ctx.Err()
+// alone says Canceled for most calls that timed out (found by a review).
+func DeadlinePassed(ctx context.Context) bool {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) <= deadlineSlack
 }

@@ -15,6 +15,7 @@ import (
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/barrier"
 	"github.com/slammesh/slammesh/internal/progress"
+	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
 // Option configures Interceptors.
@@ -120,11 +121,16 @@ func eventsInterceptor(pub *progress.Publisher, o options, service string, actio
 		switch {
 		case err != nil:
 			failed := failure(c.base, err)
-			if errors.Is(ctx.Err(), context.Canceled) && failed.ErrorCode == code.Code_CANCELLED.String() && failed.ErrorReason == "" {
+			if ctx.Err() != nil && failed.ErrorReason == "" && (failed.ErrorCode == code.Code_CANCELLED.String() || failed.ErrorCode == code.Code_DEADLINE_EXCEEDED.String()) {
 				// A bare "context canceled" reads as the step's own failure;
 				// it is the caller's leaving (found by a review: a kill -9 of
-				// the orchestrator).
-				failed.Message = "the caller cancelled the call or went away before the step ended (" + failed.Message + "); the orchestrator retries the step or compensates it"
+				// the orchestrator), or the attempt's deadline, which gRPC
+				// delivers as a cancel.
+				why := "the caller cancelled the call or went away"
+				if rpcerr.DeadlinePassed(ctx) {
+					why = "the attempt's deadline passed"
+				}
+				failed.Message = why + " before the step ended (" + failed.Message + "); the orchestrator retries the step or compensates it"
 			}
 			c.publish(ctx, c.event(ctx, failed, progress.StepFailed))
 		case c.isCommitted():

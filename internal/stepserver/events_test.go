@@ -188,3 +188,27 @@ func TestCallerLeavingSaysSo(t *testing.T) {
 		t.Errorf("last event %s %s %q, want step.failed CANCELLED naming the caller", e.Type, e.ErrorCode, e.Message)
 	}
 }
+
+// A call that ends at its deadline says that (gRPC may deliver the
+// deadline as a cancel: rpcerr.DeadlinePassed), not that its caller left.
+func TestDeadlineSaysSo(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Universal(t)
+	pub := progress.NewPublisher(rdb, progress.Options{Logger: slog.New(slog.DiscardHandler)})
+	ics := stepserver.Interceptors(pub, "svc", []string{actionMethod}, nil, false)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	call := chain(ics, actionMethod, func(ctx context.Context, _ any) (any, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	sc := &typesv1.SagaContext{MissionId: "late", SagaId: "saga-1", Step: "s", Attempt: 1}
+	_, _ = call(ctx, &mappingv1.AllocateMapRequest{Saga: sc})
+	events, err := progress.Range(t.Context(), rdb, progress.MissionStream("late"))
+	if err != nil || len(events) != 2 {
+		t.Fatalf("events %v (%v), want step.started and step.failed", events, err)
+	}
+	if e := events[1]; e.Type != progress.StepFailed || !strings.Contains(e.Message, "the attempt's deadline passed") {
+		t.Errorf("last event %s %q, want step.failed naming the deadline", e.Type, e.Message)
+	}
+}
