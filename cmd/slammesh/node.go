@@ -116,7 +116,9 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 			return n, fmt.Errorf("%s redis metrics: %w", spec.name, err)
 		}
 	}
-	if err := awaitRedisLoaded(ctx, n.rdb, n.log, redisLoadWait); err != nil {
+	if err := awaitRedisLoaded(ctx, n.rdb, n.log, redisLoadWait); errors.Is(err, errStoppedWaiting) {
+		return n, err
+	} else if err != nil {
 		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis.single, spec.svc.sec, err))
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -131,20 +131,27 @@ func redactErr(err error, rawURL string) error {
 // that is loading its dataset (an AOF of a few GB takes minutes).
 const redisLoadWait = 10 * time.Minute
 
+// errStoppedWaiting ends a start asked to stop while it waited for Redis
+// to load: a clean stop, not a failure.
+var errStoppedWaiting = errors.New("stopped while waiting for redis to load its dataset")
+
 // awaitRedisLoaded returns once Redis answers a PING other than LOADING, the
 // answer of a Redis that restarted and is reading its AOF or RDB back: a
 // service started beside it (a compose up, a node reboot) then waits for it,
 // logging every 5 s, instead of exiting into a restart loop (found by a
 // review). Any other answer is returned, nil included; so is LOADING after
-// wait, or the end of ctx.
+// wait; the end of ctx is errStoppedWaiting.
 func awaitRedisLoaded(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger, wait time.Duration) error {
 	start := time.Now()
 	var logged time.Time
 	for {
 		pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := rdb.Ping(pingCtx).Err()
+		err := pingAll(pingCtx, rdb)
 		cancel()
-		if err == nil || !strings.HasPrefix(err.Error(), "LOADING") || time.Since(start) > wait {
+		switch {
+		case ctx.Err() != nil:
+			return errStoppedWaiting
+		case err == nil || !strings.HasPrefix(err.Error(), "LOADING") || time.Since(start) > wait:
 			return err
 		}
 		if time.Since(logged) >= 5*time.Second {
@@ -153,10 +160,19 @@ func awaitRedisLoaded(ctx context.Context, rdb redis.UniversalClient, log *slog.
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return errStoppedWaiting
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// pingAll pings Redis: every master of a Cluster, one of which may be
+// loading while the others answer (found by a review), or the one server.
+func pingAll(ctx context.Context, rdb redis.UniversalClient) error {
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.Ping(ctx).Err() })
+	}
+	return rdb.Ping(ctx).Err()
 }
 
 // redisStartError explains why the first PING failed when the cause is

@@ -77,6 +77,25 @@ func TestServiceWaitsForRedisToLoad(t *testing.T) {
 		done <- run(svcCtx, []string{"mapping", "--redis-url", p.URL(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"},
 			func(string) string { return "" }, logs, logs)
 	}()
+	// A service told to stop while it waits stops cleanly (a review's
+	// SIGTERM during the wait exited 1 with "context canceled").
+	stopCtx, stopNow := context.WithCancel(ctx)
+	stopLogs := &devOutput{more: make(chan struct{}, 1)}
+	stopped := make(chan error, 1)
+	go func() {
+		stopped <- run(stopCtx, []string{"merge", "--redis-url", p.URL(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"},
+			func(string) string { return "" }, stopLogs, stopLogs)
+	}()
+	stopLogs.waitFor(t, "redis is loading its dataset; waiting for it")
+	stopNow()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("merge stopped while it waited: %v, want a clean stop", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("merge did not stop within 5 s of being told to")
+	}
 	if err := <-reloaded; err != nil {
 		t.Fatalf("DEBUG RELOAD: %v", err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -36,6 +37,9 @@ func runService(ctx context.Context, cfg serviceConfig, logw io.Writer) error {
 	}
 	warnExposure(logw, cfg)
 	n, err := newNode(ctx, specFor(cfg, opts), logw)
+	if errors.Is(err, errStoppedWaiting) {
+		return nil // SIGTERM while Redis loaded: a clean stop
+	}
 	if err != nil {
 		return err
 	}

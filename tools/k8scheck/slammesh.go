@@ -142,14 +142,39 @@ func checkPorts(p *problems, where string, c corev1.Container, env []envVar) {
 		}
 	}
 	grpcPort := namedPort(c, "grpc")
-	for name, pr := range map[string]*corev1.Probe{"readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+	for name, pr := range map[string]*corev1.Probe{"readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe, "startupProbe": c.StartupProbe} {
 		if pr != nil && (pr.GRPC == nil || pr.GRPC.Port != grpcPort) {
 			p.addf("%s: %s must be a grpc probe (grpc.health.v1) on the gRPC port %d", where, name, grpcPort)
 		}
 	}
+	// A service waits for a loading Redis before it serves (redisLoadWait
+	// in cmd/slammesh): liveness must not kill it meanwhile.
+	switch pr := c.StartupProbe; {
+	case pr == nil:
+		p.addf("%s has no startupProbe: its livenessProbe would restart it while it waits up to %v for a loading Redis", where, redisLoadWait)
+	case probeWindow(pr) < redisLoadWait:
+		p.addf("%s: startupProbe allows %v (periodSeconds × failureThreshold), less than the %v a service waits for a loading Redis", where, probeWindow(pr), redisLoadWait)
+	}
 	if pr := c.LivenessProbe; pr != nil && pr.GRPC != nil && probedService(pr) != "" {
 		p.addf("%s: livenessProbe must ask for the overall health (no service), not %q: a dependency's outage must not restart the process", where, probedService(pr))
 	}
+}
+
+// redisLoadWait is how long a service waits at its start for a Redis that
+// is loading its dataset (cmd/slammesh's redisLoadWait).
+const redisLoadWait = 10 * time.Minute
+
+// probeWindow is how long a probe may fail before it counts as failed:
+// periodSeconds × failureThreshold, with Kubernetes' defaults (10 s, 3).
+func probeWindow(pr *corev1.Probe) time.Duration {
+	period, threshold := pr.PeriodSeconds, pr.FailureThreshold
+	if period == 0 {
+		period = 10
+	}
+	if threshold == 0 {
+		threshold = 3
+	}
+	return time.Duration(period) * time.Duration(threshold) * time.Second
 }
 
 // readinessService is grpcserver.ReadinessService, the health service name
