@@ -73,6 +73,7 @@ func TestFewScansAreNotSearchedWide(t *testing.T) {
 		agents, meta, dom := carmenTeam(t, log, tc.segs, slamio.GuessLaser)
 		truth := slamproto.PoseFromProto(agents[1].GetInitialGuess())
 		noGuess := tc.wide && tc.opts.WindowXY == 0
+		advice := map[bool]string{true: "give an initial guess", false: "narrow the window"}
 		in := []match.Agent{
 			{Submap: dom[0].Submap, Guess: dom[0].Guess, Anchor: true},
 			{Submap: dom[1].Submap, Guess: dom[1].Guess, NoGuess: noGuess},
@@ -80,7 +81,7 @@ func TestFewScansAreNotSearchedWide(t *testing.T) {
 		tc.opts.Parallelism = 2
 		res, err := match.LocalizeAll(context.Background(), meta, in, tc.opts, nil)
 		switch {
-		case tc.wide && (!errors.Is(err, slam.ErrInsufficientData) || !strings.Contains(err.Error(), "give an initial guess")):
+		case tc.wide && (!errors.Is(err, slam.ErrInsufficientData) || !strings.Contains(err.Error(), advice[noGuess])):
 			t.Errorf("%s, wide search: %v (pose %v, truth %v), want too little data for the search, with advice", tc.segs, err, res[1].Pose, truth)
 		case !tc.wide && err != nil:
 			t.Errorf("%s, guess at the pose: %v", tc.segs, err)

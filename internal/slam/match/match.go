@@ -361,7 +361,9 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSe
 	case res.FreeConflict > limit:
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: limit, WindowLimit: opts.MaxFreeConflict, Verification: true, OnEdge: onEdge}
 	case res.Ambiguity > opts.MaxAmbiguity:
-		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity, OnEdge: onEdge}
+		// No edge hint: a wider window makes an ambiguity worse (found by
+		// a review).
+		return res, &LocalizationError{Reason: slam.ErrAmbiguousMatch, Result: res, Threshold: opts.MaxAmbiguity}
 	case res.Margin < opts.wideness(res.Search)*opts.MinWideMargin:
 		return res, &LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: res, Threshold: opts.wideness(res.Search) * opts.MinWideMargin, Crowd: true, OnEdge: onEdge}
 	case onEdge:

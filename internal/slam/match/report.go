@@ -104,11 +104,18 @@ type LocalizationError struct {
 
 // WidenAdvice is what to do about a guess farther off than its window, in
 // the API's terms and slamctl's.
-const WidenAdvice = "widen the window (search_window_m / search_window_rad; slamctl --search-window-m / --search-window-deg), or leave the initial guess out"
+const WidenAdvice = "widen the window with search_window_m / search_window_rad (slamctl --search-window-m / --search-window-deg), or leave the initial guess out"
 
 // WideDataAdvice is what to do about a submap too small for the search it
-// asked for.
-const WideDataAdvice = "a few scans match some wrong place of a wide search as well as their own; give an initial guess near the agent's pose (a default window needs fewer), or send more of its scans"
+// asked for: after a whole-map search, give a guess; after a wide window,
+// narrow it (the guess was given: found by a review).
+func WideDataAdvice(w Window) string {
+	const why = "a few scans match some wrong place of a wide search as well as their own; "
+	if w.Global {
+		return why + "give an initial guess near the agent's pose (a default window needs fewer), or send more of its scans"
+	}
+	return why + "narrow the window around a nearer guess with search_window_m / search_window_rad (slamctl --search-window-m / --search-window-deg; the default needs fewer), or send more of its scans"
+}
 
 // Hint is the advice a refusal on the window's edge adds to its own
 // reason ("" for any other, and for Edge, whose message is that advice).
@@ -127,19 +134,19 @@ func (e *LocalizationError) Error() string {
 	}
 	switch {
 	case e.Reason == slam.ErrInsufficientData && e.Wide:
-		return fmt.Sprintf("%v: %s has %d occupied cells, a search of %s needs %d: %s", e.Reason, who, e.Result.Points, e.Result.Search.Name(), int(e.Threshold), WideDataAdvice)
+		return fmt.Sprintf("%v: %s has %d occupied cells, a search of %s needs %d: %s", e.Reason, who, e.Result.Points, e.Result.Search.Name(), int(e.Threshold), WideDataAdvice(e.Result.Search))
 	case e.Reason == slam.ErrInsufficientData:
 		return fmt.Sprintf("%v: %s has %d occupied cells, need %d", e.Reason, who, e.Result.Points, int(e.Threshold))
 	case e.Crowd:
 		return fmt.Sprintf("%v: %s best pose does not stand clear of the other poses of a wide search (margin %.4f < %.4f over the best other peak, verified or not): the agent may not overlap the reference; %s%s",
 			e.Reason, who, e.Result.Margin, e.Threshold, e.Result.SearchSummary(), e.CrowdHint())
 	case e.Reason == slam.ErrAmbiguousMatch:
-		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (%s)%s", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.SearchSummary(), e.Hint())
+		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (%s)", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.SearchSummary())
 	case e.Outside != 0:
-		return fmt.Sprintf("%v: %s best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f): the guess is farther off than the window (%s); %s",
+		return fmt.Sprintf("%v: %s best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f): the guess is farther off than the window: %s; %s",
 			e.Reason, who, e.Outside, e.Result.Score, WidenAdvice, e.Result.SearchSummary())
 	case e.Edge:
-		return fmt.Sprintf("%v: %s best pose is on the edge of the search window: the guess may be farther off (%s); %s", e.Reason, who, WidenAdvice, e.Result.SearchSummary())
+		return fmt.Sprintf("%v: %s best pose is on the edge of the search window: the guess may be farther off: %s; %s", e.Reason, who, WidenAdvice, e.Result.SearchSummary())
 	case e.Verification:
 		return fmt.Sprintf("%v: %s best pose refused by verification: it contradicts the reference (free conflict %.3f > %.2f: %s; %s)%s",
 			e.Reason, who, e.Result.FreeConflict, e.Threshold, e.ConflictCause(), e.Result.SearchSummary(), e.Hint())

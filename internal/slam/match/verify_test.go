@@ -1,6 +1,7 @@
 package match
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -115,5 +116,23 @@ func TestEdgeMessagesSayTheGuessMayBeOff(t *testing.T) {
 	}
 	if strings.Contains(inside, "edge") {
 		t.Errorf("a pose inside the window: %q speaks of the edge", inside)
+	}
+}
+
+// Too small a submap for a wide search is told what to do about it: give
+// a guess after a whole-map search, narrow the window after a wide one
+// around a guess (found by a review: a user who gave a guess was told to
+// give one).
+func TestWideDataAdviceFitsTheSearch(t *testing.T) {
+	t.Parallel()
+	global := Result{Agent: 1, Points: 110, Search: Window{Global: true, HalfTheta: math.Pi}}
+	window := Result{Agent: 1, Points: 184, Search: Window{MinX: 11.39, MaxX: 14.59, MinY: 0, MaxY: 3.2, HalfTheta: 1.047}}
+	g := (&LocalizationError{Reason: slam.ErrInsufficientData, Result: global, Threshold: 300, Wide: true}).Error()
+	w := (&LocalizationError{Reason: slam.ErrInsufficientData, Result: window, Threshold: 192, Wide: true}).Error()
+	if !strings.Contains(g, "the whole map (no initial guess) needs 300") || !strings.Contains(g, "give an initial guess") {
+		t.Errorf("whole map: %q", g)
+	}
+	if !strings.Contains(w, "needs 192") || !strings.Contains(w, "narrow the window") || strings.Contains(w, "give an initial guess") {
+		t.Errorf("wide window around a guess: %q", w)
 	}
 }
