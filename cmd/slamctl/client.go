@@ -202,6 +202,8 @@ func transportHint(st *status.Status) string {
 	switch msg := st.Message(); {
 	case httpPort(msg):
 		return " (that address answers HTTP/1.1: it is an HTTP port, /metrics and the console, not the gRPC one)"
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return " (the server does not speak TLS: leave out --cacert, or give its TLS address)"
 	case strings.Contains(msg, "error reading server preface"):
 		return " (the server closed the connection before it spoke gRPC: if it serves TLS, pass --cacert, and --cert/--key for mutual TLS; else the orchestrator behind that address is restarting)"
 	}
