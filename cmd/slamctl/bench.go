@@ -183,9 +183,10 @@ func (r benchRun) holdsResources() bool {
 // complete. Then, outside the timed part, it tears its missions down with
 // CancelMission and deletes them (unless -keep): a completed mission keeps
 // its data (map included) for the orchestrator's retention, so a benchmark
-// cleans up after itself. Kept missions expire at the end of the retention; their maps leave
-// the mapping service's capacity budget for its retained-maps budget, where
-// the oldest are evicted, so they never block later missions.
+// cleans up after itself. Kept missions expire at the end of the
+// retention; their maps leave the mapping service's capacity budget for
+// its retained-maps budget, where the oldest are evicted, so they never
+// block later missions.
 func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := parseBench(args, getenv, stderr)
 	if err != nil {

@@ -199,7 +199,8 @@ func (m *ROSMap) Submap() (submap *typesv1.OccupancyGrid, yamlFromAgent slam.Pos
 // cropAlign is the step of the corners CropToKnown cuts at, in cells: the
 // scan matcher groups a submap's cells in 2×2 and 4×4 blocks counted from
 // cell (0, 0) (internal/slam/match), so a cut at a multiple of 4 keeps
-// every block, and the agent localizes exactly as from the whole grid.
+// every block, and an agent at the mission's resolution localizes exactly
+// as from the whole grid.
 const cropAlign = 4
 
 // CropToKnown returns g cut to the bounding box of its known cells (value

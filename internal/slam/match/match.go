@@ -140,8 +140,8 @@ type Options struct {
 	// few scans (an Intel scan occupies 100–170 cells) match some wrong
 	// place of a whole map as well as their own, uniquely or 180° turned,
 	// and their walls are too few for the merge to judge (docs/slam.md
-	// §5: 12 of 452 whole-map searches of 1–10 Intel scans accepted wrong
-	// poses, 2 of them at 300 cells or more).
+	// §5: of 452 whole-map searches of 1–10 Intel scans that merged, 12
+	// were wrong poses, 2 of them at 300 cells or more).
 	MinWidePoints int
 	ICPIters      int // ICP iteration cap
 	Parallelism   int // LocalizeAll: agents matched, and refined, at once (0: GOMAXPROCS)
