@@ -42,14 +42,16 @@ func (s *countingMapping) GetMap(context.Context, *mappingv1.GetMapRequest) (*ma
 	return &mappingv1.GetMapResponse{MapId: "m"}, nil
 }
 
-func serve(t *testing.T) (mappingv1.MappingServiceClient, *countingMapping) {
+// serve runs a mapping server behind the fault interceptor, and behind
+// outer before it, on loopback until the test ends.
+func serve(t *testing.T, outer ...grpc.UnaryServerInterceptor) (mappingv1.MappingServiceClient, *countingMapping) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	impl := &countingMapping{}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(UnaryServerInterceptor(mappingv1.MappingService_ReleaseMap_FullMethodName)))
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(append(outer, UnaryServerInterceptor(mappingv1.MappingService_ReleaseMap_FullMethodName))...))
 	mappingv1.RegisterMappingServiceServer(srv, impl)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
@@ -138,20 +140,7 @@ func TestStallSaysWhyItEnded(t *testing.T) {
 		answered <- err
 		return resp, err
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(record, UnaryServerInterceptor(mappingv1.MappingService_ReleaseMap_FullMethodName)))
-	mappingv1.RegisterMappingServiceServer(srv, &countingMapping{})
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	client := mappingv1.NewMappingServiceClient(conn)
+	client, _ := serve(t, record)
 	req := &mappingv1.AllocateMapRequest{Saga: sagaCtx(1, &typesv1.Fault{Step: "allocate_map", Kind: typesv1.FaultKind_FAULT_KIND_STALL})}
 
 	for _, tc := range []struct {
