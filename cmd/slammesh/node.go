@@ -121,11 +121,9 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 	} else if err != nil {
 		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis.single, spec.svc.sec, err))
 	}
+	// awaitRedisLoaded's last PING answered: Redis is up.
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := n.rdb.Ping(pingCtx).Err(); err != nil {
-		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis.single, spec.svc.sec, err))
-	}
 	if err := checkRedisACL(pingCtx, n.rdb, spec.name+"-"+rand.Text()); err != nil {
 		return n, fmt.Errorf("%s: %w", spec.name, err)
 	}

@@ -99,10 +99,14 @@ func TestServiceWaitsForRedisToLoad(t *testing.T) {
 	if err := <-reloaded; err != nil {
 		t.Fatalf("DEBUG RELOAD: %v", err)
 	}
-	select {
-	case err := <-done:
-		t.Fatalf("mapping exited while Redis loaded: %v", err)
-	case <-time.After(time.Second):
+	for !strings.Contains(logs.String(), `"msg":"serving"`) {
+		select {
+		case err := <-done:
+			t.Fatalf("mapping exited while Redis loaded: %v", err)
+		case <-logs.more:
+		case <-ctx.Done():
+			t.Fatalf("mapping never served once Redis had loaded:\n%s", logs.String())
+		}
 	}
 	stop()
 	if err := <-done; err != nil {
