@@ -8,10 +8,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
@@ -255,6 +257,56 @@ func TestImportedWillowMapLocalizesSubmapsWithoutGuesses(t *testing.T) {
 	assertNear(t, mission, expectedPoses(t, "willow-3"), 2)
 }
 
+// TestROSMapFramesFarFromTheirCells is the test above with each submap's
+// map_server origin moved, so that its frame lies tens of metres from its
+// cells, as a ROS map's frame may (wherever the SLAM run that made it
+// started): robot-1's 56 m away along x, robot-2's 57 m away diagonally. A
+// search that kept the frame's origin in the map, or compared poses there,
+// found neither. Without guesses, and with guesses of the moved frames at
+// their expected poses, both must lie within 2 cells and 0.02 rad of their
+// expected poses once composed back with the move.
+func TestROSMapFramesFarFromTheirCells(t *testing.T) {
+	t.Parallel()
+	m := startMesh(t)
+	dir := t.TempDir()
+	expected := expectedPoses(t, "willow-3")
+	moves := map[string]slam.Pose2D{}
+	args := []string{"--ros-map", filepath.Join(realdata, "rosmaps", "willow-2010-02-18-0.10.yaml") + ",occupied_thresh=0.22", "--map", "0,0,56.6,60.8"}
+	var guesses []string
+	for i, a := range loadMission(t, "willow-3").GetAgents()[1:] {
+		move := []slam.Pose2D{{X: 56}, {X: -40, Y: 40}}[i]
+		sub := proto.Clone(a.GetSubmap()).(*typesv1.OccupancyGrid)
+		sub.GetMeta().GetOrigin().X += move.X
+		sub.GetMeta().GetOrigin().Y += move.Y
+		base := filepath.Join(dir, a.GetAgentId())
+		if err := slamio.WriteROSMap(base, sub, slamio.ExportTrinary); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--ros-map", base+".yaml")
+		moves[a.GetAgentId()] = move
+		e := expected[a.GetAgentId()]
+		g := slam.Pose2D{X: e.GetX(), Y: e.GetY(), Theta: e.GetTheta()}.Compose(move.Inverse())
+		guesses = append(guesses, "--guess", fmt.Sprintf("%s=%v,%v,%v", a.GetAgentId(), g.X, g.Y, g.Theta))
+	}
+	for _, tc := range []struct {
+		id   string
+		args []string
+	}{{"far-frames", args}, {"far-frames-guessed", append(slices.Clone(args), guesses...)}} {
+		mission := startFiles(t, m, append([]string{"--id", tc.id}, tc.args...)...)
+		if mission.GetState() != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
+			t.Fatalf("mission %s: %s %s %s", tc.id, mission.GetState(), mission.GetError().GetReason(), mission.GetError().GetMessage())
+		}
+		for _, p := range mission.GetPoses() {
+			if move, ok := moves[p.GetAgentId()]; ok {
+				got := p.GetMapFromAgent()
+				back := slam.Pose2D{X: got.GetX(), Y: got.GetY(), Theta: got.GetTheta()}.Compose(move)
+				p.MapFromAgent = &typesv1.Pose2D{X: back.X, Y: back.Y, Theta: back.Theta}
+			}
+		}
+		assertNear(t, mission, expected, 2)
+	}
+}
+
 // TestCarmenWithoutGuesses: slamctl start --guess-from none sends the
 // intel-local-3 segments with no guess for the non-anchors (the map bounds
 // grow by their extent); localization finds both within 2 cells and 0.02
@@ -308,7 +360,7 @@ func assertNear(t *testing.T, mission *orchestratorv1.Mission, want map[string]*
 		got := p.GetMapFromAgent()
 		dt := math.Hypot(got.GetX()-e.GetX(), got.GetY()-e.GetY())
 		dr := math.Abs(math.Remainder(got.GetTheta()-e.GetTheta(), 2*math.Pi))
-		t.Logf("%s found without a guess at %.3f m / %.4f rad from its expected pose", p.GetAgentId(), dt, dr)
+		t.Logf("%s found at %.3f m / %.4f rad from its expected pose", p.GetAgentId(), dt, dr)
 		if dt > cells*0.05 || dr > 0.02 {
 			t.Errorf("%s at %v, expected %v: %.3f m, %.4f rad off", p.GetAgentId(), got, e, dt, dr)
 		}

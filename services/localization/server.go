@@ -339,9 +339,9 @@ func failureDetail(err error) string {
 	case errors.Is(le, slam.ErrAmbiguousMatch):
 		return fmt.Sprintf("ambiguous match, a second pose scores %.0f%% of the best (limit %.0f%%); %s", 100*r.Ambiguity, 100*le.Threshold, r.SearchSummary())
 	case le.Outside != 0:
-		return fmt.Sprintf("best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f), the guess is farther off than the window: %s; %s", le.Outside, r.Score, match.WidenAdvice, r.SearchSummary())
+		return fmt.Sprintf("best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f), the guess is farther off than the window: %s; %s", le.Outside, r.Score, le.WidenAdvice(), r.SearchSummary())
 	case le.Edge:
-		return fmt.Sprintf("best pose on the edge of the search window, the guess may be farther off: %s; %s", match.WidenAdvice, r.SearchSummary())
+		return fmt.Sprintf("best pose on the edge of the search window, the guess may be farther off: %s; %s", le.WidenAdvice(), r.SearchSummary())
 	case le.Crowd:
 		return fmt.Sprintf("best pose of a wide search does not stand clear of the other poses (margin %.4f < %.4f over the best other peak, verified or not), the agent may not overlap the team map; %s%s", r.Margin, le.Threshold, r.SearchSummary(), le.CrowdHint())
 	case le.Verification:

@@ -379,11 +379,11 @@ func refineOne(ctx context.Context, meta grid.Meta, agents []Agent, ps *pointSet
 	}
 	old := res.Pose
 	oldScore, _ := ref.evaluate(ps.all, old)
-	start := ref.fineSearch(ps.fine, old, ref.coarseRes/math.Max(ps.maxRadius, 1))
+	start := ref.fineSearch(ps.fine, old, ref.coarseRes/math.Max(ps.maxRadius, 1), ps.pivot)
 	pose, iters := ref.icp(ps.fine, start.pose, DefaultICPIters)
 	score, inliers := ref.evaluate(ps.all, pose)
 	// Refinement may only polish: it must not move far or lose score.
-	if score < oldScore || math.Hypot(pose.X-old.X, pose.Y-old.Y) > refineMaxShift ||
+	if score < oldScore || moved(pose, old, ps.pivot) > refineMaxShift ||
 		math.Abs(slam.AngleDiff(pose.Theta, old.Theta)) > refineMaxTurn {
 		return res, nil
 	}

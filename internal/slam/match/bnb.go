@@ -15,7 +15,8 @@ import (
 //
 // The leaves are the poses of the coarse search: translations in whole
 // coarse cells (20 cm at 5 cm maps) around a centre, and rotations in steps
-// that move the farthest point by about one coarse cell. A leaf's score is
+// that move the far points by about one coarse cell as they turn about the
+// submap's pivot (pointSets.pivot). A leaf's score is
 // the mean coarse likelihood under the agent's points. An inner node of
 // height h stands for the 2^h × 2^h translations starting at its offset, for
 // one rotation; its bound is the mean, over the points, of the maximum of the
@@ -104,12 +105,19 @@ func newPrecompStack(coarse []float32, cw, ch int) *precompStack {
 	return s
 }
 
-// searchSpace is the set of leaves: translations centre + (i, j)·res for i in
-// [x0, x1], j in [y0, y1], and the headings thetas.
+// searchSpace is the set of leaves: the headings thetas, and translations
+// that put the submap's point placed at centre + (i, j)·res for i in
+// [x0, x1], j in [y0, y1].
 type searchSpace struct {
 	cx, cy         float64
 	x0, x1, y0, y1 int
 	thetas         []float64
+	// placed is the agent's origin for a window around a guess (the
+	// window is one of map_from_agent), and pivot for a whole-map search
+	// (the cells may lie anywhere in the map, wherever the origin falls).
+	placed point
+	// pivot is pointSets.pivot: leaves are told apart where it lands.
+	pivot point
 }
 
 // bnbNode is a node of the search: rotation k, offset (x, y), height h.
@@ -160,8 +168,9 @@ func branchAndBound(ctx context.Context, f *bnbField, pts []point, sp searchSpac
 		s, c := math.Sincos(th)
 		d := make([]int32, 0, 2*len(pts))
 		for _, p := range pts {
-			x := sp.cx + c*p.X - s*p.Y
-			y := sp.cy + s*p.X + c*p.Y
+			px, py := p.X-sp.placed.X, p.Y-sp.placed.Y
+			x := sp.cx + c*px - s*py
+			y := sp.cy + s*px + c*py
 			fx := math.Floor((x - f.origin[0]) * inv)
 			fy := math.Floor((y - f.origin[1]) * inv)
 			// Points far outside the map score 0 at every offset; clamping
@@ -287,16 +296,19 @@ func (b *bnbSearch) descend(ctx context.Context, level int, cands []bnbNode) err
 func (b *bnbSearch) leaf(n bnbNode) {
 	b.best = max(b.best, n.score)
 	res := b.f.res
+	th := b.sp.thetas[n.k]
+	s, c := math.Sincos(th)
+	pl := b.sp.placed
 	p := peak{
 		pose: slam.Pose2D{
-			X:     b.sp.cx + float64(n.x)*res,
-			Y:     b.sp.cy + float64(n.y)*res,
-			Theta: slam.NormalizeAngle(b.sp.thetas[n.k]),
+			X:     b.sp.cx + float64(n.x)*res - (c*pl.X - s*pl.Y),
+			Y:     b.sp.cy + float64(n.y)*res - (s*pl.X + c*pl.Y),
+			Theta: slam.NormalizeAngle(th),
 		},
 		score: float64(n.score),
 	}
 	for i := range b.peaks {
-		if !distinct(b.peaks[i].pose, p.pose) {
+		if !distinct(b.peaks[i].pose, p.pose, b.sp.pivot) {
 			if p.score > b.peaks[i].score {
 				b.peaks[i] = p
 				b.updateKth()

@@ -210,6 +210,13 @@ type Result struct {
 	RunnerUpScore float64
 	// Search is the window that was searched.
 	Search Window
+	// CellsFromOrigin is the distance in metres from the agent frame's
+	// origin to the centroid of the submap's occupied cells when the
+	// origin lies outside the submap's free space (0 when it lies in it:
+	// the start pose of a submap built from scans): a guess whose heading
+	// is off by δ but whose cells lie right has its origin about
+	// CellsFromOrigin·δ off (see LocalizationError.WidenAdvice).
+	CellsFromOrigin float64
 	// Margin is the answer's fine-search score less the best fine-search
 	// score of a refined peak distinct from it, verified or not (the
 	// answer's score if there is none): how far the answer stands out of
@@ -274,6 +281,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSe
 		ps = extractPoints(submap)
 	}
 	res.Points = len(ps.all)
+	res.CellsFromOrigin = math.Hypot(ps.pivot.X, ps.pivot.Y)
 	if len(ps.all) < max(opts.MinPoints, 3) {
 		return res, &LocalizationError{Reason: slam.ErrInsufficientData, Result: res, Threshold: float64(opts.MinPoints)}
 	}
@@ -286,7 +294,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSe
 		}
 		peaks, res.Search, err = r.globalSearch(ctx, *ps, pts)
 	} else {
-		sp, window := r.searchSpace(&r.coarseBnB, ps.searchRadius, *guess, opts.WindowXY, opts.WindowTheta)
+		sp, window := r.searchSpace(&r.coarseBnB, ps, *guess, opts.WindowXY, opts.WindowTheta, point{})
 		res.Search = window
 		if n := opts.minPoints(window); len(ps.all) < n {
 			return res, &LocalizationError{Reason: slam.ErrInsufficientData, Result: res, Threshold: float64(n), Wide: true}
@@ -323,7 +331,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSe
 	// A runner-up that fails verification is no alternative: it puts
 	// reference walls across the agent's open floor.
 	for _, p := range refined {
-		if p.conflict <= limit && distinct(p.pose, best.pose) && best.score > 0 {
+		if p.conflict <= limit && distinct(p.pose, best.pose, ps.pivot) && best.score > 0 {
 			res.Ambiguity = math.Min(math.Max(p.merit, 0)/math.Max(best.merit, 1e-9), 1)
 			res.RunnerUp = p.pose
 			res.RunnerUpScore = p.score
@@ -335,7 +343,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSe
 	// or not, that a wide search's answer must stand clear of.
 	crowd := 0.0
 	for _, p := range refined {
-		if distinct(p.pose, best.pose) {
+		if distinct(p.pose, best.pose, ps.pivot) {
 			crowd = math.Max(crowd, p.score)
 		}
 	}
@@ -344,7 +352,7 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSe
 	pose, iters := r.icp(ps.fine, best.pose, opts.ICPIters)
 	// Guard against ICP sliding off into a wrong basin: it may polish the
 	// search result, not replace it.
-	if math.Hypot(pose.X-best.pose.X, pose.Y-best.pose.Y) > 2*r.coarseRes ||
+	if moved(pose, best.pose, ps.pivot) > 2*r.coarseRes ||
 		math.Abs(slam.AngleDiff(pose.Theta, best.pose.Theta)) > 2*math.Pi/180 {
 		pose = best.pose
 	}
@@ -391,7 +399,7 @@ func (r *Reference) refine(ctx context.Context, ps pointSets, free []point, peak
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		p := r.fineSearch(ps.fine, c.pose, r.coarseRes/math.Max(ps.maxRadius, 1))
+		p := r.fineSearch(ps.fine, c.pose, r.coarseRes/math.Max(ps.maxRadius, 1), ps.pivot)
 		v := verified{peak: p, conflict: r.freeConflict(free, ps.all, p.pose)}
 		v.merit = p.score - conflictWeight*v.conflict
 		refined = append(refined, v)
@@ -450,13 +458,15 @@ const conflictWeight = 2
 // whole map and every heading on the global field (cells of 2 coarse
 // cells), then, around each of its peaks, a windowed branch and bound on
 // the coarse field (± one global cell, ± one global rotation step) that
-// brings the peak to the resolution of a windowed search.
+// brings the peak to the resolution of a windowed search. Both place the
+// submap's pivot, not its origin: the cells lie in the map wherever the
+// frame's origin falls.
 func (r *Reference) globalSearch(ctx context.Context, ps pointSets, pts []point) ([]peak, Window, error) {
 	m := r.bounds
 	w, h := m.SizeM()
 	g := &r.globalBnB
 	center := slam.Pose2D{X: m.Origin.X + w/2, Y: m.Origin.Y + h/2}
-	sp, _ := r.searchSpace(g, ps.searchRadius, center, math.Max(w, h)/2+g.res, math.Pi)
+	sp, _ := r.searchSpace(g, &ps, center, math.Max(w, h)/2+g.res, math.Pi, ps.pivot)
 	win := Window{Global: true, MinX: m.Origin.X, MinY: m.Origin.Y, MaxX: m.Origin.X + w, MaxY: m.Origin.Y + h, HalfTheta: math.Pi}
 	coarsePeaks, err := branchAndBound(ctx, g, pts, sp, globalPeakRatio)
 	if err != nil {
@@ -465,7 +475,9 @@ func (r *Reference) globalSearch(ctx context.Context, ps pointSets, pts []point)
 	globalStep := g.res / math.Max(ps.searchRadius, 1)
 	var out []peak
 	for _, p := range coarsePeaks[:min(len(coarsePeaks), candidates)] {
-		sp, _ := r.searchSpace(&r.coarseBnB, ps.searchRadius, p.pose, g.res, globalStep)
+		at := p.pose
+		at.X, at.Y = p.pose.Apply(ps.pivot.X, ps.pivot.Y)
+		sp, _ := r.searchSpace(&r.coarseBnB, &ps, at, g.res, globalStep, ps.pivot)
 		local, err := branchAndBound(ctx, &r.coarseBnB, pts, sp, peakRatio)
 		if err != nil {
 			return nil, win, err
@@ -478,21 +490,26 @@ func (r *Reference) globalSearch(ctx context.Context, ps pointSets, pts []point)
 	return out, win, nil
 }
 
-// searchSpace is the set of leaves on field f within ±wxy metres and ±wth
-// radians of center, clipped to the map (an agent starts inside the mission
-// map): translations in whole cells of f, rotations in steps that move a
-// point at radius by about one cell of f (every heading when wth ≥ π).
-func (r *Reference) searchSpace(f *bnbField, radius float64, center slam.Pose2D, wxy, wth float64) (searchSpace, Window) {
+// searchSpace is the set of leaves on field f that put the submap's point
+// placed (in the agent frame) within ±wxy metres of center, at headings
+// within ±wth radians of center's: translations in whole cells of f,
+// rotations in steps that move a point at ps.searchRadius from the pivot by
+// about one cell of f (every heading when wth ≥ π). The translations are
+// clipped to the poses that can put the pivot inside the map (an agent's
+// cells lie in the mission map).
+func (r *Reference) searchSpace(f *bnbField, ps *pointSets, center slam.Pose2D, wxy, wth float64, placed point) (searchSpace, Window) {
 	res := f.res
-	dTheta := math.Min(res/math.Max(radius, 1), 2*math.Pi/180)
+	dTheta := math.Min(res/math.Max(ps.searchRadius, 1), 2*math.Pi/180)
 	m := r.bounds
 	w, h := m.SizeM()
 	n := int(math.Ceil(wxy / res))
-	sp := searchSpace{cx: center.X, cy: center.Y, x0: -n, x1: n, y0: -n, y1: n}
-	cx0 := max(sp.x0, int(math.Ceil((m.Origin.X-center.X)/res)))
-	cx1 := min(sp.x1, int(math.Floor((m.Origin.X+w-center.X)/res)))
-	cy0 := max(sp.y0, int(math.Ceil((m.Origin.Y-center.Y)/res)))
-	cy1 := min(sp.y1, int(math.Floor((m.Origin.Y+h-center.Y)/res)))
+	sp := searchSpace{cx: center.X, cy: center.Y, x0: -n, x1: n, y0: -n, y1: n, placed: placed, pivot: ps.pivot}
+	// At some heading the pivot lands this far from placed.
+	grow := math.Hypot(ps.pivot.X-placed.X, ps.pivot.Y-placed.Y)
+	cx0 := max(sp.x0, int(math.Ceil((m.Origin.X-grow-center.X)/res)))
+	cx1 := min(sp.x1, int(math.Floor((m.Origin.X+w+grow-center.X)/res)))
+	cy0 := max(sp.y0, int(math.Ceil((m.Origin.Y-grow-center.Y)/res)))
+	cy1 := min(sp.y1, int(math.Floor((m.Origin.Y+h+grow-center.Y)/res)))
 	if cx0 <= cx1 && cy0 <= cy1 {
 		sp.x0, sp.x1, sp.y0, sp.y1 = cx0, cx1, cy0, cy1
 	}
@@ -513,6 +530,19 @@ func (r *Reference) searchSpace(f *bnbField, radius float64, center slam.Pose2D,
 	return sp, win
 }
 
-func distinct(a, b slam.Pose2D) bool {
-	return math.Hypot(a.X-b.X, a.Y-b.Y) > distinctXY || math.Abs(slam.AngleDiff(a.Theta, b.Theta)) > distinctTheta
+// distinct reports whether poses a and b of an agent are different
+// answers: they put its pivot (pointSets.pivot) more than distinctXY apart,
+// or differ in heading by more than distinctTheta. Compared at the
+// origin instead, two poses that lay the cells on each other would count
+// as distinct once the origin lies far from the cells.
+func distinct(a, b slam.Pose2D, pivot point) bool {
+	return moved(a, b, pivot) > distinctXY || math.Abs(slam.AngleDiff(a.Theta, b.Theta)) > distinctTheta
+}
+
+// moved is the distance in metres between where poses a and b put the
+// agent-frame point pivot.
+func moved(a, b slam.Pose2D, pivot point) float64 {
+	ax, ay := a.Apply(pivot.X, pivot.Y)
+	bx, by := b.Apply(pivot.X, pivot.Y)
+	return math.Hypot(ax-bx, ay-by)
 }

@@ -16,11 +16,24 @@ type point = correlate.Point
 // 4×4 cells (coarse search).
 type pointSets struct {
 	all, fine, coarse []point
-	maxRadius         float64
+	// pivot is the point of the agent frame the searches turn the submap
+	// about, compare poses at, and keep inside the map when they search
+	// it whole. It is the frame's origin when that lies in a free cell of
+	// the submap: the start pose of a submap built from scans, where the
+	// robot stood amid what it saw, which the gates were calibrated on.
+	// Otherwise the origin is no place of the agent's (a ROS map sent as a
+	// submap keeps a frame whose origin can lie tens of metres from its
+	// cells, where a turn sweeps them by metres per degree, and a
+	// whole-map search that kept the origin in the map would never lay
+	// the cells on it), and the pivot is the centroid of the occupied
+	// cells.
+	pivot point
+	// maxRadius is the coarse points' largest distance from pivot.
+	maxRadius float64
 	// searchRadius is the 90th percentile of the coarse points' distance
-	// from the agent's origin: the rotation step of the search moves it by
-	// one coarse cell. The few farthest points move by a little more, which
-	// the coarse field's width and the fine search absorb; stepping for the
+	// from pivot: the rotation step of the search moves it by one coarse
+	// cell. The few farthest points move by a little more, which the
+	// coarse field's width and the fine search absorb; stepping for the
 	// single farthest point would multiply the rotations of a long submap.
 	searchRadius float64
 }
@@ -62,9 +75,17 @@ func extractPoints(submap *grid.Grid) *pointSets {
 	}
 	ps.fine = gather(fineAcc, fineN)
 	ps.coarse = gather(coarseAcc, coarseN)
+	if cx, cy, ok := m.CellOf(0, 0); (!ok || submap.At(cx, cy) >= 0) && len(ps.all) > 0 {
+		for _, p := range ps.all {
+			ps.pivot.X += p.X
+			ps.pivot.Y += p.Y
+		}
+		n := float64(len(ps.all))
+		ps.pivot = point{X: ps.pivot.X / n, Y: ps.pivot.Y / n}
+	}
 	radii := make([]float64, len(ps.coarse))
 	for i, p := range ps.coarse {
-		radii[i] = math.Hypot(p.X, p.Y)
+		radii[i] = math.Hypot(p.X-ps.pivot.X, p.Y-ps.pivot.Y)
 		ps.maxRadius = math.Max(ps.maxRadius, radii[i])
 	}
 	if len(radii) > 0 {

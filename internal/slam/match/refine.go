@@ -18,9 +18,10 @@ const (
 )
 
 // fineSearch refines a coarse peak on the fine field: ±3 cells in x and y
-// and ±3 fine rotation steps (a quarter of the coarse step), re-centred when
-// the maximum sits on the border of that box.
-func (r *Reference) fineSearch(pts []point, start slam.Pose2D, coarseStep float64) peak {
+// and ±3 fine rotation steps (a quarter of the coarse step) about pivot (in
+// the agent frame), re-centred when the maximum sits on the border of that
+// box.
+func (r *Reference) fineSearch(pts []point, start slam.Pose2D, coarseStep float64, pivot point) peak {
 	const n, nRot, side = fineN, 3, fineSide
 	dTheta := coarseStep / 4
 	field := correlate.Field{Cells: r.fine, W: r.meta.Width, H: r.meta.Height, Res: r.meta.Resolution, OX: r.meta.Origin.X, OY: r.meta.Origin.Y}
@@ -29,16 +30,22 @@ func (r *Reference) fineSearch(pts []point, start slam.Pose2D, coarseStep float6
 	center := start
 	for range 4 {
 		moved := false
+		px, py := center.Apply(pivot.X, pivot.Y)
 		for k := -nRot; k <= nRot; k++ {
 			clear(scores)
 			th := center.Theta + float64(k)*dTheta
-			correlate.Accumulate(field, pts, slam.Pose2D{X: center.X, Y: center.Y, Theta: th}, n, scores)
+			// The origin that keeps the pivot where center puts it.
+			turned := slam.Pose2D{Theta: th}
+			turned.X, turned.Y = turned.Apply(-pivot.X, -pivot.Y)
+			turned.X += px
+			turned.Y += py
+			correlate.Accumulate(field, pts, turned, n, scores)
 			for j := range side {
 				for i := range side {
 					if s := float64(scores[j*side+i]); s > best.score {
 						best = peak{pose: slam.Pose2D{
-							X:     center.X + float64(i-n)*r.meta.Resolution,
-							Y:     center.Y + float64(j-n)*r.meta.Resolution,
+							X:     turned.X + float64(i-n)*r.meta.Resolution,
+							Y:     turned.Y + float64(j-n)*r.meta.Resolution,
 							Theta: slam.NormalizeAngle(th),
 						}, score: s}
 						moved = i == 0 || j == 0 || i == side-1 || j == side-1 || k == -nRot || k == nRot

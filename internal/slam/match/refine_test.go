@@ -28,10 +28,10 @@ func BenchmarkFineSearch(b *testing.B) {
 		b.Fatal(err)
 	}
 	a := w.Agents[1]
-	pts := extractPoints(a.Submap).fine
+	ps := extractPoints(a.Submap)
 	start := slam.Pose2D{X: a.Truth.X + 0.1, Y: a.Truth.Y - 0.1, Theta: a.Truth.Theta + 0.02}
 	b.ReportAllocs()
 	for b.Loop() {
-		ref.fineSearch(pts, start, 0.02)
+		ref.fineSearch(ps.fine, start, 0.02, ps.pivot)
 	}
 }

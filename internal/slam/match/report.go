@@ -102,9 +102,27 @@ type LocalizationError struct {
 	OnEdge bool
 }
 
-// WidenAdvice is what to do about a guess farther off than its window, in
+// widenAdvice is what to do about a guess farther off than its window, in
 // the API's terms and slamctl's.
-const WidenAdvice = "widen the window with search_window_m / search_window_rad (slamctl --search-window-m / --search-window-deg), or leave the initial guess out"
+const widenAdvice = "widen the window with search_window_m / search_window_rad (slamctl --search-window-m / --search-window-deg), or leave the initial guess out"
+
+// WidenAdvice is what to do about a guess farther off than its window. When
+// the submap's cells lie far from its frame's origin (a ROS map sent as a
+// submap keeps its YAML origin), it adds how wide a window the heading's
+// half-width needs: the window is one of map_from_agent, and a guess whose
+// heading is off by δ but whose cells lie right puts the origin about
+// CellsFromOrigin·δ off.
+func (e *LocalizationError) WidenAdvice() string {
+	w := e.Result.Search
+	d := e.Result.CellsFromOrigin
+	half := math.Min(w.MaxX-w.MinX, w.MaxY-w.MinY) / 2
+	swing := 2 * d * math.Sin(w.HalfTheta/2)
+	if w.Global || w.HalfTheta >= math.Pi || swing <= half {
+		return widenAdvice
+	}
+	return fmt.Sprintf("%s (the submap's cells lie %.1f m from its frame's origin, so a guess whose heading is off but whose cells lie right puts the origin %.2f m off per degree: a window of ±%.0f° needs search_window_m of about %.1f)",
+		widenAdvice, d, d*math.Pi/180, w.HalfTheta*180/math.Pi, half+swing)
+}
 
 // WideDataAdvice is what to do about a submap too small for the search it
 // asked for: after a whole-map search, give a guess; after a wide window,
@@ -123,7 +141,7 @@ func (e *LocalizationError) Hint() string {
 	if !e.OnEdge || e.Edge {
 		return ""
 	}
-	return "; the best pose lies on the edge of the search window, so the guess may be farther off: " + WidenAdvice
+	return "; the best pose lies on the edge of the search window, so the guess may be farther off: " + e.WidenAdvice()
 }
 
 // Error states the reason with the measured value and the threshold it missed.
@@ -144,9 +162,9 @@ func (e *LocalizationError) Error() string {
 		return fmt.Sprintf("%v: %s ambiguity %.3f > %.3f (%s)", e.Reason, who, e.Result.Ambiguity, e.Threshold, e.Result.SearchSummary())
 	case e.Outside != 0:
 		return fmt.Sprintf("%v: %s best pose in the search window refused: a pose outside it explains the submap better (score %.3f against %.3f): the guess is farther off than the window: %s; %s",
-			e.Reason, who, e.Outside, e.Result.Score, WidenAdvice, e.Result.SearchSummary())
+			e.Reason, who, e.Outside, e.Result.Score, e.WidenAdvice(), e.Result.SearchSummary())
 	case e.Edge:
-		return fmt.Sprintf("%v: %s best pose is on the edge of the search window: the guess may be farther off: %s; %s", e.Reason, who, WidenAdvice, e.Result.SearchSummary())
+		return fmt.Sprintf("%v: %s best pose is on the edge of the search window: the guess may be farther off: %s; %s", e.Reason, who, e.WidenAdvice(), e.Result.SearchSummary())
 	case e.Verification:
 		return fmt.Sprintf("%v: %s best pose refused by verification: it contradicts the reference (free conflict %.3f > %.2f: %s; %s)%s",
 			e.Reason, who, e.Result.FreeConflict, e.Threshold, e.ConflictCause(), e.Result.SearchSummary(), e.Hint())
