@@ -325,10 +325,16 @@ func (x *execution) fail(sr *StepRecord, f Failure, elapsed time.Duration) error
 	sr.State = StepCompensationFailed
 	rec.State = Failed
 	rec.EndedAt = x.e.now()
+	// The budget, and elapsed, run from the last resume: say so, or a
+	// second give-up reads as its chapter's attempts spent in its time.
+	attempts := fmt.Sprintf("%d attempts over %s", sr.CompAttempts, elapsed.Round(time.Millisecond))
+	if sr.CompBase > 0 {
+		attempts = fmt.Sprintf("%d attempts over %s since it was resumed (%d in all)", sr.CompAttempts-sr.CompBase, elapsed.Round(time.Millisecond), sr.CompAttempts)
+	}
 	rec.Error = Failure{
 		Code:    f.Code,
 		Reason:  f.Reason,
-		Message: fmt.Sprintf("compensation of %s failed after %d attempts over %s: %s", sr.Name, sr.CompAttempts, elapsed.Round(time.Millisecond), f.Message),
+		Message: fmt.Sprintf("compensation of %s failed after %s: %s", sr.Name, attempts, f.Message),
 	}
 	x.emit(EventCompensationFailed, sr.Name, sr.CompAttempts, "giving up: "+f.Message, f)
 	x.emit(EventMissionFailed, "", 0, rec.Error.Message, rec.Error)

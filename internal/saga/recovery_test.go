@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -595,6 +596,27 @@ func TestResumeCompensatesAFailedSagaOnceTheFaultIsGone(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("a second give-up counts from the resume", func(t *testing.T) {
+		t.Parallel()
+		// Six failures: three before the resume, three after it.
+		errs := slices.Repeat([]error{errInternal}, 6)
+		f := newFixture(t, map[string]behaviour{"c": {fail: []error{errBusiness}}, "b": {compFail: errs}})
+		e := f.engine(t, Options{})
+		if rec := startRun(t, e, "m"); rec.State != Failed || !strings.Contains(rec.Error.Message, "compensation of b failed after 3 attempts over ") {
+			t.Fatalf("first give-up: %s %q", rec.State, rec.Error.Message)
+		}
+		if _, resumed, err := e.Resume(t.Context(), "m"); err != nil || !resumed {
+			t.Fatalf("Resume = %v, %v; want resumed", resumed, err)
+		}
+		rec, err := e.Run(t.Context(), "m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.State != Failed || !regexp.MustCompile(`compensation of b failed after 3 attempts over \S+ since it was resumed \(6 in all\): `).MatchString(rec.Error.Message) {
+			t.Errorf("second give-up: %s %q, want its 3 attempts since the resume of 6 in all", rec.State, rec.Error.Message)
+		}
+	})
 
 	t.Run("other states are left alone", func(t *testing.T) {
 		t.Parallel()
