@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"math"
 	"sync"
 
 	"github.com/slammesh/slammesh/internal/slam/grid"
@@ -57,10 +58,13 @@ func resize[T any](s []T, n int) []T {
 //
 // A shared cell is one where both grids are confident (|l| >= Confidence).
 // It agrees when both say occupied or both say free. An occupied/free clash
-// is forgiven when the grid saying free has an occupied cell within one cell
-// of it: that is a wall seen half a cell apart, not a contradiction, and
-// counting it would make consistency measure sensor noise instead of change.
-func compareAndAdd(out *grid.Grid, in Input, st *seeThroughState, opts Options, scratch []float32, buf *buffers) (AgentReport, window) {
+// is forgiven when the grid saying free is not confidently free within
+// boundaryTolerance cells of it (one, when every source has out's
+// resolution): that is a wall seen half a cell apart, not a contradiction,
+// and counting it would make consistency measure sensor noise instead of
+// change. sourceRes is the coarsest resolution, metres per cell, that what
+// out holds so far was fused from.
+func compareAndAdd(out *grid.Grid, in Input, sourceRes float64, st *seeThroughState, opts Options, scratch []float32, buf *buffers) (AgentReport, window) {
 	ar := AgentReport{Agent: in.Agent, Consistency: 1}
 	var w warper
 	m := out.Meta()
@@ -86,11 +90,12 @@ func compareAndAdd(out *grid.Grid, in Input, st *seeThroughState, opts Options, 
 	stride := bw + 1
 	buf.so = resize(buf.so, stride*(bh+1))
 	structureTable(buf.so, cells, m.Width, scratch, w.x0, w.y0, bw, bh, conf)
-	// freeAround: the grid is confidently free in the whole 3×3
-	// neighbourhood of (x, y).
+	// freeAround: the grid is confidently free in the whole neighbourhood
+	// of (x, y) that the boundary tolerance spans (3×3 at one resolution).
+	tol := boundaryTolerance(m.Resolution, max(sourceRes, in.Submap.Meta().Resolution))
 	freeAround := func(get func(x, y int) float32, x, y int) bool {
-		for dy := -1; dy <= 1; dy++ {
-			for dx := -1; dx <= 1; dx++ {
+		for dy := -tol; dy <= tol; dy++ {
+			for dx := -tol; dx <= tol; dx++ {
 				if get(x+dx, y+dy) > -conf {
 					return false
 				}
@@ -160,6 +165,21 @@ func compareAndAdd(out *grid.Grid, in Input, st *seeThroughState, opts Options, 
 	}
 	addWindow(cells, m.Width, scratch, &w)
 	return ar, win
+}
+
+// boundaryTolerance is how many cells of a map of resolution res an
+// occupied/free clash may lie from the free side's edge and be forgiven,
+// when the coarsest of the two grids compared was made at resolution
+// coarsest (metres per cell): one cell, or one cell short of a coarse
+// cell's width. A wall a coarse grid holds fills a whole coarse cell —
+// 0.2 m of a 0.05 m map where the finer map's wall is 0.05–0.1 m thick —
+// so at the right pose its cells overlap the finer map's free floor by up
+// to k − 1 cells on one side (k = coarsest/res). Without it a 0.2 m ROS
+// map of Willow merged at its true pose into the 0.1 m map it was cut from
+// was refused at consistency 0.934, 0.0192 of its votes contradicted.
+func boundaryTolerance(res, coarsest float64) int {
+	k := int(math.Ceil(coarsest/res - 1e-6))
+	return max(1, k-1)
 }
 
 // judge sets ar's consistency and per-region figures from its counts and

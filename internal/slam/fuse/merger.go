@@ -38,12 +38,15 @@ type Merger struct {
 	// beam budget); nil once an input was refused: the merge has failed,
 	// and forgiving later inputs would change nothing but their reports.
 	glass *seeThroughState
+	// sourceRes is the coarsest resolution (metres per cell) of base and
+	// the inputs added so far: compareAndAdd's boundary tolerance.
+	sourceRes float64
 }
 
 // NewMerger starts a merge onto a copy of base (never modified) with opts
 // (zero fields take their defaults, as in Merge).
 func NewMerger(base *grid.Grid, opts Options) *Merger {
-	return &Merger{out: base.Clone(), opts: opts.withDefaults(), keep: base.Meta().Cells(), glass: newSeeThroughState()}
+	return &Merger{out: base.Clone(), opts: opts.withDefaults(), keep: base.Meta().Cells(), glass: newSeeThroughState(), sourceRes: base.Meta().Resolution}
 }
 
 // Add compares in with the map so far and adds it, as Merge does for each of
@@ -68,8 +71,9 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 	if m.glass != nil {
 		m.glass.earlier = m.inputs[:k]
 	}
-	ar, win := compareAndAdd(m.out, in, m.glass, m.opts, m.scratch, buf)
+	ar, win := compareAndAdd(m.out, in, m.sourceRes, m.glass, m.opts, m.scratch, buf)
 	bufferPool.Put(buf)
+	m.sourceRes = max(m.sourceRes, in.Submap.Meta().Resolution)
 	if n := int64(len(win.v)); n > 0 && n <= m.keep {
 		m.keep -= n
 		m.windows[k] = win
