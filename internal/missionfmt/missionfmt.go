@@ -5,6 +5,7 @@ package missionfmt
 import (
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 )
 
 // State is a mission state without its enum prefix: COMPLETED.
@@ -34,6 +36,7 @@ func Mission(w io.Writer, m *orchestratorv1.Mission) {
 		// "version 0, consistency 0.000" read as a merge that measured 0).
 		fmt.Fprintf(w, "map       %s, not merged\n", m.GetMapId())
 	}
+	poses(w, m.GetPoses())
 	for i, s := range m.GetSteps() {
 		label := "steps"
 		if i > 0 {
@@ -53,6 +56,29 @@ func Mission(w io.Writer, m *orchestratorv1.Mission) {
 	if m.GetEndedAt() != nil {
 		fmt.Fprintf(w, "ended     %s (%s)\n", Stamp(m.GetEndedAt()),
 			m.GetEndedAt().AsTime().Sub(m.GetCreatedAt().AsTime()).Round(time.Millisecond))
+	}
+}
+
+// poses writes the agents' map_from_agent, one line each under the label
+// "poses": x and y in metres, the heading in degrees, and the match's
+// score and ambiguity (an anchor's pose is given, not matched).
+func poses(w io.Writer, ps []*typesv1.AgentPose) {
+	width := 0
+	for _, p := range ps {
+		width = max(width, len(p.GetAgentId()))
+	}
+	for i, p := range ps {
+		label := "poses"
+		if i > 0 {
+			label = ""
+		}
+		q := p.GetMapFromAgent()
+		fmt.Fprintf(w, "%-9s %-*s x %8.3f m  y %8.3f m  θ %8.3f°", label, width, p.GetAgentId(), q.GetX(), q.GetY(), q.GetTheta()*180/math.Pi)
+		if p.GetAnchor() {
+			fmt.Fprintln(w, "  anchor (given)")
+			continue
+		}
+		fmt.Fprintf(w, "  score %.3f, ambiguity %.3f\n", p.GetScore(), p.GetAmbiguity())
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	eventsv1 "github.com/slammesh/slammesh/gen/slammesh/events/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 )
 
 func TestBar(t *testing.T) {
@@ -102,6 +103,25 @@ func TestMissionMapBeforeAMerge(t *testing.T) {
 		Mission(&b, tc.m)
 		if !strings.Contains(b.String(), tc.want) {
 			t.Errorf("mission block:\n%s\nlacks %q", b.String(), tc.want)
+		}
+	}
+}
+
+// The agents' poses are what a mission found: a review had to ask for
+// --json to see them.
+func TestMissionPoses(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	Mission(&b, &orchestratorv1.Mission{MapId: "map-1", Poses: []*typesv1.AgentPose{
+		{AgentId: "robot-0", MapFromAgent: &typesv1.Pose2D{X: 10.5555, Y: -1.58837, Theta: -1.99055}, Anchor: true},
+		{AgentId: "r1", MapFromAgent: &typesv1.Pose2D{X: -19.842, Y: 1.259, Theta: -0.0927}, Score: 0.4712, Ambiguity: 0.25},
+	}})
+	for _, want := range []string{
+		"poses     robot-0 x   10.556 m  y   -1.588 m  θ -114.050°  anchor (given)\n",
+		"          r1      x  -19.842 m  y    1.259 m  θ   -5.311°  score 0.471, ambiguity 0.250\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("mission block:\n%s\nlacks %q", b.String(), want)
 		}
 	}
 }
