@@ -236,3 +236,67 @@ func TestMapRefusesBadFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestImportWarnsOfGreyWalls: a map whose walls an image editor blended
+// with grey (occupancy 0.41) loses them at its YAML's occupied_thresh of
+// 0.65, and an agent made of it could never be localized. slamctl says so
+// before anything is sent, with the threshold that keeps them; a map
+// without walls at any threshold gets the advice that fits it.
+func TestImportWarnsOfGreyWalls(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// A 5 × 5 m room at 0.05 m: walls two pixels thick of grey 150,
+	// floor white, the outside unknown grey 205.
+	const side = 100
+	img := make([]byte, side*side)
+	for y := range side {
+		for x := range side {
+			switch {
+			case x < 2 || y < 2 || x >= side-2 || y >= side-2:
+				img[y*side+x] = 150
+			default:
+				img[y*side+x] = 254
+			}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "room.pgm"), append([]byte("P5\n100 100\n255\n"), img...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"dock", "room"} {
+		yaml := "image: room.pgm\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.196\n"
+		if err := os.WriteFile(filepath.Join(dir, name+".yaml"), []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	room := filepath.Join(dir, "room.yaml")
+	_, stderr, err := runImport("--ros-map", filepath.Join(dir, "dock.yaml"), "--ros-map", room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "warning: " + room + ": 0 occupied cells at occupied_thresh 0.65, localization needs 300: if its walls are grey (as an image editor may blend them), a lower threshold keeps them: --ros-map " + room + ",occupied_thresh=0.4 gives 784\n"
+	if !strings.Contains(stderr, want) {
+		t.Errorf("import printed\n%s\nwant the line\n%s", stderr, want)
+	}
+	if strings.Contains(stderr, "dock.yaml") {
+		t.Errorf("the anchor was warned of, its walls are no search's:\n%s", stderr)
+	}
+	// Its walls kept, by its own option or by the flag for every map (and
+	// with a guess, which needs only 100): no warning.
+	for _, args := range [][]string{{"--ros-map", room + ",occupied_thresh=0.4"}, {"--ros-map", room, "--guess", "room=0,0,0", "--occupied-thresh", "0.4"}} {
+		_, stderr, err := runImport(append([]string{"--ros-map", filepath.Join(dir, "dock.yaml")}, args...)...)
+		if err != nil || strings.Contains(stderr, "warning") {
+			t.Errorf("import %v: %v\n%s", args, err, stderr)
+		}
+	}
+	// Walls nothing keeps: a white room (its floor only).
+	for i := range img {
+		img[i] = 254
+	}
+	if err := os.WriteFile(filepath.Join(dir, "room.pgm"), append([]byte("P5\n100 100\n255\n"), img...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, _ = runImport("--ros-map", filepath.Join(dir, "dock.yaml"), "--ros-map", room)
+	if !strings.Contains(stderr, "0 occupied cells at occupied_thresh 0.65, localization needs 300: the map holds too few walls to be matched") {
+		t.Errorf("import of a map without walls printed\n%s", stderr)
+	}
+}

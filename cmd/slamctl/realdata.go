@@ -15,7 +15,9 @@ import (
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
 	"github.com/slammesh/slammesh/internal/slam"
+	"github.com/slammesh/slammesh/internal/slam/match"
 	"github.com/slammesh/slammesh/internal/slamio"
+	"github.com/slammesh/slammesh/internal/slamproto"
 )
 
 // importFlags are the flags of start and import that build a mission from
@@ -122,7 +124,7 @@ func (f *importFlags) request(missionID string, summary io.Writer) (*orchestrato
 	case f.carmen != "":
 		agents, err = f.carmenAgents(ids, summary)
 	case len(f.rosMaps) > 0:
-		agents, err = f.rosMapAgents(ids)
+		agents, err = f.rosMapAgents(ids, summary)
 	default:
 		return nil, fmt.Errorf("%w: name a --carmen log or --ros-map files", errUsage)
 	}
@@ -209,7 +211,7 @@ func (f *importFlags) carmenAgents(ids []string, summary io.Writer) ([]*typesv1.
 // rosMapAgents makes one agent per map. The anchor's YAML frame is the
 // map frame (guess: identity); the others get a guess only from --guess,
 // given for their YAML frame.
-func (f *importFlags) rosMapAgents(ids []string) ([]*typesv1.Agent, error) {
+func (f *importFlags) rosMapAgents(ids []string, summary io.Writer) ([]*typesv1.Agent, error) {
 	if ids != nil && len(ids) != len(f.rosMaps) {
 		return nil, fmt.Errorf("%w: %d --agent-ids for %d maps", errUsage, len(ids), len(f.rosMaps))
 	}
@@ -242,9 +244,63 @@ func (f *importFlags) rosMapAgents(ids []string) ([]*typesv1.Agent, error) {
 		} else if i == 0 {
 			mapFromYAML = &slam.Pose2D{}
 		}
-		agents = append(agents, slamio.ROSMapAgent(m, id, i == 0, mapFromYAML))
+		a := slamio.ROSMapAgent(m, id, i == 0, mapFromYAML)
+		if err := fewWalls(summary, path, opts, m, a); err != nil {
+			return nil, err
+		}
+		agents = append(agents, a)
 	}
 	return agents, nil
+}
+
+// fewWalls warns, before anything is sent, when map m (read from path with
+// opts) holds fewer walls than localization needs to match agent a made of
+// it (match.DefaultMinPoints; DefaultMinWidePoints without a guess), and
+// names the highest occupied_thresh that would keep enough: a review
+// sent the Willow map at its YAML's 0.65, where the grey an image editor
+// blended its walls with reads as unknown, and got INSUFFICIENT_DATA
+// telling it to send more scans.
+func fewWalls(summary io.Writer, path string, opts slamio.ROSMapOptions, m *slamio.ROSMap, a *typesv1.Agent) error {
+	need := match.DefaultMinPoints
+	if !a.GetAnchor() && a.GetInitialGuess() == nil {
+		need = match.DefaultMinWidePoints
+	}
+	walls := func(m *slamio.ROSMap) (int, error) {
+		sub, _ := m.Submap()
+		g, err := slamproto.GridFromProto(sub)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", path, err)
+		}
+		return match.OccupiedCells(g), nil
+	}
+	n, err := walls(m)
+	if err != nil || n >= need || a.GetAnchor() {
+		// An anchor is not localized; its walls are the reference, whose
+		// own check (no wall inside the map) names the anchor.
+		return err
+	}
+	advice := "the map holds too few walls to be matched: give it a guess near its pose, or send a larger part of the building"
+	if m.YAML.Mode != slamio.ModeRaw {
+		for _, th := range []float64{0.5, 0.4, 0.3, 0.25, 0.22} {
+			if th >= m.YAML.OccupiedThresh || th <= m.YAML.FreeThresh {
+				continue
+			}
+			o := opts
+			o.OccupiedThresh = &th
+			lower, err := slamio.ReadROSMap(path, o)
+			if err != nil {
+				return err
+			}
+			if k, err := walls(lower); err != nil {
+				return err
+			} else if k >= need {
+				advice = fmt.Sprintf("if its walls are grey (as an image editor may blend them), a lower threshold keeps them: --ros-map %s,occupied_thresh=%g gives %d", path, th, k)
+				break
+			}
+		}
+	}
+	fmt.Fprintf(summary, "warning: %s: %d occupied cells at occupied_thresh %g, localization needs %d: %s\n", path, n, m.YAML.OccupiedThresh, need, advice)
+	return nil
 }
 
 // rosMapArg splits one --ros-map value into the YAML path and its options,

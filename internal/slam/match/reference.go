@@ -32,6 +32,19 @@ const (
 // does not.
 const occupiedLogOdds = 0.5
 
+// OccupiedCells returns how many cells of g a localization matches as walls
+// (log-odds above occupiedLogOdds): what Options.MinPoints and
+// Options.MinWidePoints count.
+func OccupiedCells(g *grid.Grid) int {
+	n := 0
+	for _, l := range g.LogOdds() {
+		if l > occupiedLogOdds {
+			n++
+		}
+	}
+	return n
+}
+
 // Reference is a grid prepared for matching: a fine and a coarse likelihood
 // field, and for every cell the nearest occupied cell (for ICP). Building it
 // costs a few milliseconds; LocalizeAll builds one per round and matches all

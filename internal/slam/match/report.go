@@ -128,11 +128,12 @@ func (e *LocalizationError) WidenAdvice() string {
 // asked for: after a whole-map search, give a guess; after a wide window,
 // narrow it (the guess was given: found by a review).
 func WideDataAdvice(w Window) string {
-	const why = "a few scans match some wrong place of a wide search as well as their own; "
+	const why = "a submap of few walls (a few scans, a small map) matches some wrong place of a wide search as well as its own; "
+	const more = "or send more of it (more scans; of a map, more of its area, or its grey walls kept by a lower occupied_thresh)"
 	if w.Global {
-		return why + "give an initial guess near the agent's pose (a default window needs fewer), or send more of its scans"
+		return why + "give an initial guess near the agent's pose (a default window needs fewer), " + more
 	}
-	return why + "narrow the window around a nearer guess with search_window_m / search_window_rad (slamctl --search-window-m / --search-window-deg; the default needs fewer), or send more of its scans"
+	return why + "narrow the window around a nearer guess with search_window_m / search_window_rad (slamctl --search-window-m / --search-window-deg; the default needs fewer), " + more
 }
 
 // Hint is the advice a refusal on the window's edge adds to its own
