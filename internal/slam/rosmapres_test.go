@@ -9,6 +9,7 @@ import (
 	"github.com/slammesh/slammesh/internal/slam"
 	"github.com/slammesh/slammesh/internal/slam/fuse"
 	"github.com/slammesh/slammesh/internal/slamio"
+	"github.com/slammesh/slammesh/internal/slamproto"
 )
 
 // coarsen returns the w×h cells of og (int8 cells, row-major from the
@@ -81,4 +82,28 @@ func TestCoarserMapMergesWithTheMapItWasCutFrom(t *testing.T) {
 		t.Fatalf("the 0.2 m part 0.5 m off merged: %v (report %+v)", err, rep.Agents)
 	}
 	t.Logf("0.5 m off: %v", err)
+
+	// The tolerance is the cells' own: a 0.3 m part merged elsewhere (its
+	// cells 40–55 m, 30–45 m) must not let a 0.1 m part merge 0.2 m off
+	// where it lies alone (found by a review: 0.972 merged).
+	elsewhere := input(t, coarsen(rm.Grid, 400, 300, 150, 150, 3), slam.Pose2D{X: 40, Y: 30})
+	fine := input(t, coarsen(rm.Grid, x0, y0, 152, 152, 1), truth[1])
+	fine.Agent = 2
+	if _, _, err := fuse.Merge(base, []fuse.Input{merge[0], elsewhere, fine}, fuse.Options{}); err != nil {
+		t.Fatalf("a 0.3 m part and a 0.1 m part at their places: %v", err)
+	}
+	fine.Pose = truth[1].Compose(slam.Pose2D{X: 0.2})
+	if _, _, err := fuse.Merge(base, []fuse.Input{merge[0], elsewhere, fine}, fuse.Options{}); !errors.As(err, &ie) || ie.Agent != 2 {
+		t.Errorf("the 0.1 m part 0.2 m off merged beside a 0.3 m part elsewhere: %v", err)
+	}
+}
+
+// input is og as a merge's input at pose.
+func input(t *testing.T, og *typesv1.OccupancyGrid, pose slam.Pose2D) fuse.Input {
+	t.Helper()
+	g, err := slamproto.GridFromProto(og)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fuse.Input{Agent: 1, Submap: g, Pose: pose}
 }

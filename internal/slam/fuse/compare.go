@@ -59,12 +59,13 @@ func resize[T any](s []T, n int) []T {
 // A shared cell is one where both grids are confident (|l| >= Confidence).
 // It agrees when both say occupied or both say free. An occupied/free clash
 // is forgiven when the grid saying free is not confidently free within
-// boundaryTolerance cells of it (one, when every source has out's
+// boundaryTolerance cells of it (one, when both sides were made at out's
 // resolution): that is a wall seen half a cell apart, not a contradiction,
 // and counting it would make consistency measure sensor noise instead of
-// change. sourceRes is the coarsest resolution, metres per cell, that what
-// out holds so far was fused from.
-func compareAndAdd(out *grid.Grid, in Input, sourceRes float64, st *seeThroughState, opts Options, scratch []float32, buf *buffers) (AgentReport, window) {
+// change. coarse holds, per cell of out, how many of out's cells wide the
+// coarsest grid fused into that cell had its cells (see cellsWide); nil or
+// 0 means out's own.
+func compareAndAdd(out *grid.Grid, in Input, coarse []uint8, st *seeThroughState, opts Options, scratch []float32, buf *buffers) (AgentReport, window) {
 	ar := AgentReport{Agent: in.Agent, Consistency: 1}
 	var w warper
 	m := out.Meta()
@@ -92,8 +93,13 @@ func compareAndAdd(out *grid.Grid, in Input, sourceRes float64, st *seeThroughSt
 	structureTable(buf.so, cells, m.Width, scratch, w.x0, w.y0, bw, bh, conf)
 	// freeAround: the grid is confidently free in the whole neighbourhood
 	// of (x, y) that the boundary tolerance spans (3×3 at one resolution).
-	tol := boundaryTolerance(m.Resolution, max(sourceRes, in.Submap.Meta().Resolution))
+	kIn := cellsWide(in.Submap.Meta().Resolution, m.Resolution)
 	freeAround := func(get func(x, y int) float32, x, y int) bool {
+		k := kIn
+		if coarse != nil {
+			k = max(k, coarse[y*m.Width+x])
+		}
+		tol := boundaryTolerance(k)
 		for dy := -tol; dy <= tol; dy++ {
 			for dx := -tol; dx <= tol; dx++ {
 				if get(x+dx, y+dy) > -conf {
@@ -167,19 +173,26 @@ func compareAndAdd(out *grid.Grid, in Input, sourceRes float64, st *seeThroughSt
 	return ar, win
 }
 
-// boundaryTolerance is how many cells of a map of resolution res an
-// occupied/free clash may lie from the free side's edge and be forgiven,
-// when the coarsest of the two grids compared was made at resolution
-// coarsest (metres per cell): one cell, or one cell short of a coarse
-// cell's width. A wall a coarse grid holds fills a whole coarse cell —
-// 0.2 m of a 0.05 m map where the finer map's wall is 0.05–0.1 m thick —
-// so at the right pose its cells overlap the finer map's free floor by up
-// to k − 1 cells on one side (k = coarsest/res). Without it a 0.2 m ROS
-// map of Willow merged at its true pose into the 0.1 m map it was cut from
-// was refused at consistency 0.934, 0.0192 of its votes contradicted.
-func boundaryTolerance(res, coarsest float64) int {
-	k := int(math.Ceil(coarsest/res - 1e-6))
-	return max(1, k-1)
+// boundaryTolerance is how many cells an occupied/free clash may lie from
+// the free side's edge and be forgiven, where the coarser of the two grids
+// compared has cells k of the map's wide (cellsWide): one cell, or one
+// short of a coarse cell. A wall a coarse grid holds fills a whole coarse
+// cell — 0.2 m of a 0.05 m map where the finer map's wall is 0.05–0.1 m
+// thick — so at the right pose it overlaps the finer map's free floor by up
+// to k − 1 cells on one side. Without it a 0.2 m ROS map of Willow merged at
+// its true pose into the 0.1 m map it was cut from was refused at
+// consistency 0.934, 0.0192 of its votes contradicted. It is taken per
+// cell: a coarse map elsewhere in the team must not loosen the comparison
+// of fine grids (a review merged a 0.1 m map 0.3 m off once a 0.3 m map
+// lay elsewhere in the mission).
+func boundaryTolerance(k uint8) int {
+	return max(1, int(k)-1)
+}
+
+// cellsWide is how many cells of a map of resolution res (metres per
+// cell) a cell of resolution src spans, rounded up and at most 255.
+func cellsWide(src, res float64) uint8 {
+	return uint8(min(max(math.Ceil(src/res-1e-6), 1), 255))
 }
 
 // judge sets ar's consistency and per-region figures from its counts and

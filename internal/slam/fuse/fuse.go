@@ -334,6 +334,6 @@ func Consistency(g *grid.Grid, submap *grid.Grid, pose slam.Pose2D, opts Options
 	}
 	opts = opts.withDefaults()
 	tmp := g.Clone()
-	ar, _ := compareAndAdd(tmp, Input{Submap: submap, Pose: pose}, g.Meta().Resolution, newSeeThroughState(), opts, nil, new(buffers))
+	ar, _ := compareAndAdd(tmp, Input{Submap: submap, Pose: pose}, nil, newSeeThroughState(), opts, nil, new(buffers))
 	return ar, nil
 }

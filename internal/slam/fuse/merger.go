@@ -38,15 +38,16 @@ type Merger struct {
 	// beam budget); nil once an input was refused: the merge has failed,
 	// and forgiving later inputs would change nothing but their reports.
 	glass *seeThroughState
-	// sourceRes is the coarsest resolution (metres per cell) of base and
-	// the inputs added so far: compareAndAdd's boundary tolerance.
-	sourceRes float64
+	// coarse is, per map cell, how many map cells wide the coarsest input
+	// added there had its cells (compareAndAdd's boundary tolerance); nil
+	// until an input coarser than boundaryTolerance's one cell arrives.
+	coarse []uint8
 }
 
 // NewMerger starts a merge onto a copy of base (never modified) with opts
 // (zero fields take their defaults, as in Merge).
 func NewMerger(base *grid.Grid, opts Options) *Merger {
-	return &Merger{out: base.Clone(), opts: opts.withDefaults(), keep: base.Meta().Cells(), glass: newSeeThroughState(), sourceRes: base.Meta().Resolution}
+	return &Merger{out: base.Clone(), opts: opts.withDefaults(), keep: base.Meta().Cells(), glass: newSeeThroughState()}
 }
 
 // Add compares in with the map so far and adds it, as Merge does for each of
@@ -71,9 +72,9 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 	if m.glass != nil {
 		m.glass.earlier = m.inputs[:k]
 	}
-	ar, win := compareAndAdd(m.out, in, m.sourceRes, m.glass, m.opts, m.scratch, buf)
+	ar, win := compareAndAdd(m.out, in, m.coarse, m.glass, m.opts, m.scratch, buf)
 	bufferPool.Put(buf)
-	m.sourceRes = max(m.sourceRes, in.Submap.Meta().Resolution)
+	m.markCoarse(in, win)
 	if n := int64(len(win.v)); n > 0 && n <= m.keep {
 		m.keep -= n
 		m.windows[k] = win
@@ -89,6 +90,27 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 			ChangedShare: ar.ChangedShare, MaxChangedShare: m.opts.MaxChangedShare, Report: ar}
 	}
 	return ar, nil
+}
+
+// markCoarse records in m.coarse how coarse in's cells were, over the
+// cells its window win covers.
+func (m *Merger) markCoarse(in Input, win window) {
+	meta := m.out.Meta()
+	k := cellsWide(in.Submap.Meta().Resolution, meta.Resolution)
+	if boundaryTolerance(k) == boundaryTolerance(1) || win.v == nil {
+		return
+	}
+	if m.coarse == nil {
+		m.coarse = make([]uint8, meta.Cells())
+	}
+	for y := range win.bh {
+		row := m.coarse[(y+win.y0)*meta.Width+win.x0:]
+		for x, v := range win.v[y*win.bw : (y+1)*win.bw] {
+			if v != 0 {
+				row[x] = max(row[x], k)
+			}
+		}
+	}
 }
 
 // Grid returns the merged map so far. It is the Merger's own grid: adding
