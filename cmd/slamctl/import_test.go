@@ -288,7 +288,25 @@ func TestImportWarnsOfGreyWalls(t *testing.T) {
 			t.Errorf("import %v: %v\n%s", args, err, stderr)
 		}
 	}
-	// Walls nothing keeps: a white room (its floor only).
+	// A wide window around a guess needs as many as no guess (found by a
+	// review: it was not warned of).
+	_, stderr, _ = runImport("--ros-map", filepath.Join(dir, "dock.yaml"), "--ros-map", room, "--guess", "room=0,0,0", "--search-window-m", "50")
+	if !strings.Contains(stderr, "warning: "+room+": 0 occupied cells at occupied_thresh 0.65, localization needs 300: ") {
+		t.Errorf("import with a 50 m window printed\n%s", stderr)
+	}
+	// Grey walls under the YAML's free threshold read as free: both
+	// thresholds must come down (found by a review).
+	yaml := "image: room.pgm\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.5\n"
+	if err := os.WriteFile(filepath.Join(dir, "freeish.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	freeish := filepath.Join(dir, "freeish.yaml")
+	_, stderr, _ = runImport("--ros-map", filepath.Join(dir, "dock.yaml"), "--ros-map", freeish)
+	if want := "lower thresholds keep them: --ros-map " + freeish + ",occupied_thresh=0.4,free_thresh=0.196 gives 784\n"; !strings.Contains(stderr, want) {
+		t.Errorf("import of grey walls under free_thresh printed\n%s\nwant %q", stderr, want)
+	}
+	// Walls nothing keeps: a white room (its floor only). A guess would
+	// not help: a window around one needs 100.
 	for i := range img {
 		img[i] = 254
 	}
@@ -296,7 +314,7 @@ func TestImportWarnsOfGreyWalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stderr, _ = runImport("--ros-map", filepath.Join(dir, "dock.yaml"), "--ros-map", room)
-	if !strings.Contains(stderr, "0 occupied cells at occupied_thresh 0.65, localization needs 300: the map holds too few walls to be matched") {
-		t.Errorf("import of a map without walls printed\n%s", stderr)
+	if want := "0 occupied cells at occupied_thresh 0.65, localization needs 300: the map holds too few walls to be matched: send a larger part of the building\n"; !strings.Contains(stderr, want) {
+		t.Errorf("import of a map without walls printed\n%s\nwant %q", stderr, want)
 	}
 }

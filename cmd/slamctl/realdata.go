@@ -245,7 +245,7 @@ func (f *importFlags) rosMapAgents(ids []string, summary io.Writer) ([]*typesv1.
 			mapFromYAML = &slam.Pose2D{}
 		}
 		a := slamio.ROSMapAgent(m, id, i == 0, mapFromYAML)
-		if err := fewWalls(summary, path, opts, m, a); err != nil {
+		if err := f.fewWalls(summary, path, opts, m, a); err != nil {
 			return nil, err
 		}
 		agents = append(agents, a)
@@ -255,16 +255,20 @@ func (f *importFlags) rosMapAgents(ids []string, summary io.Writer) ([]*typesv1.
 
 // fewWalls warns, before anything is sent, when map m (read from path with
 // opts) holds fewer walls than localization needs to match agent a made of
-// it (match.DefaultMinPoints; DefaultMinWidePoints without a guess), and
-// names the highest occupied_thresh that would keep enough: a review
-// sent the Willow map at its YAML's 0.65, where the grey an image editor
-// blended its walls with reads as unknown, and got INSUFFICIENT_DATA
-// telling it to send more scans.
-func fewWalls(summary io.Writer, path string, opts slamio.ROSMapOptions, m *slamio.ROSMap, a *typesv1.Agent) error {
-	need := match.DefaultMinPoints
-	if !a.GetAnchor() && a.GetInitialGuess() == nil {
-		need = match.DefaultMinWidePoints
+// it (match.Options.RequiredPoints for the mission's window, or without a
+// guess), and names the highest occupied_thresh that would keep enough: a
+// review sent the Willow map at its YAML's 0.65, where the grey an image
+// editor blended its walls with reads as unknown, and got
+// INSUFFICIENT_DATA telling it to send more scans.
+func (f *importFlags) fewWalls(summary io.Writer, path string, opts slamio.ROSMapOptions, m *slamio.ROSMap, a *typesv1.Agent) error {
+	if a.GetAnchor() {
+		// An anchor is not localized; its walls are the reference, whose
+		// own check (no wall inside the map) names the anchor.
+		return nil
 	}
+	window := match.Options{WindowXY: f.windowM, WindowTheta: f.windowDeg * math.Pi / 180}
+	guessed := a.GetInitialGuess() != nil
+	need := window.RequiredPoints(guessed)
 	walls := func(m *slamio.ROSMap) (int, error) {
 		sub, _ := m.Submap()
 		g, err := slamproto.GridFromProto(sub)
@@ -274,19 +278,29 @@ func fewWalls(summary io.Writer, path string, opts slamio.ROSMapOptions, m *slam
 		return match.OccupiedCells(g), nil
 	}
 	n, err := walls(m)
-	if err != nil || n >= need || a.GetAnchor() {
-		// An anchor is not localized; its walls are the reference, whose
-		// own check (no wall inside the map) names the anchor.
+	if err != nil || n >= need {
 		return err
 	}
-	advice := "the map holds too few walls to be matched: give it a guess near its pose, or send a larger part of the building"
+	advice := "the map holds too few walls to be matched: send a larger part of the building"
+	if withGuess := window.RequiredPoints(true); !guessed && n >= withGuess {
+		advice = fmt.Sprintf("give it a guess near its pose (a window around a guess needs %d), or send a larger part of the building", withGuess)
+	}
 	if m.YAML.Mode != slamio.ModeRaw {
 		for _, th := range []float64{0.5, 0.4, 0.3, 0.25, 0.22} {
-			if th >= m.YAML.OccupiedThresh || th <= m.YAML.FreeThresh {
+			if th >= m.YAML.OccupiedThresh {
 				continue
 			}
 			o := opts
 			o.OccupiedThresh = &th
+			option, which := fmt.Sprintf("occupied_thresh=%g", th), "a lower threshold keeps"
+			if th <= m.YAML.FreeThresh {
+				// Grey walls under the free threshold read as free: it
+				// must come down too, below the occupied one.
+				free := math.Min(0.196, th/2)
+				o.FreeThresh = &free
+				option += fmt.Sprintf(",free_thresh=%g", free)
+				which = "lower thresholds keep"
+			}
 			lower, err := slamio.ReadROSMap(path, o)
 			if err != nil {
 				return err
@@ -294,7 +308,7 @@ func fewWalls(summary io.Writer, path string, opts slamio.ROSMapOptions, m *slam
 			if k, err := walls(lower); err != nil {
 				return err
 			} else if k >= need {
-				advice = fmt.Sprintf("if its walls are grey (as an image editor may blend them), a lower threshold keeps them: --ros-map %s,occupied_thresh=%g gives %d", path, th, k)
+				advice = fmt.Sprintf("if its walls are grey (as an image editor may blend them), %s them: --ros-map %s,%s gives %d", which, path, option, k)
 				break
 			}
 		}

@@ -166,6 +166,23 @@ func (o Options) minPoints(w Window) int {
 	return o.MinPoints + int(math.Round(o.wideness(w)*float64(wide-o.MinPoints)))
 }
 
+// RequiredPoints is the fewest occupied submap cells a localization with
+// o accepts for an agent with a guess (guessed) or without one: MinPoints
+// for a default window, rising to MinWidePoints with the window's width
+// (see MinWidePoints). A window the map clips can need fewer, never more.
+// Invalid options give their defaults' figure.
+func (o Options) RequiredPoints(guessed bool) int {
+	o, err := o.withDefaults()
+	if err != nil {
+		o, _ = Options{}.withDefaults()
+	}
+	if !guessed {
+		return o.minPoints(Window{Global: true})
+	}
+	w := math.Min(o.WindowXY, MaxWindowXY)
+	return o.minPoints(Window{MinX: -w, MaxX: w, MinY: -w, MaxY: w, HalfTheta: math.Min(o.WindowTheta, math.Pi)})
+}
+
 // defaultWindowVolume is the volume (m²·rad) of the default search window.
 const defaultWindowVolume = (2 * DefaultWindowXY) * (2 * DefaultWindowXY) * (2 * DefaultWindowTheta)
 
