@@ -391,8 +391,10 @@ func (l *Log) addRobotLaser(f []string, line int, last bool) error {
 		return errors.New("no beams")
 	case math.IsNaN(start) || math.IsInf(start, 0) || math.Abs(start) > 4*math.Pi:
 		return fmt.Errorf("start angle %g rad out of range", start)
-	case !(res > 0 && res <= 2*math.Pi):
-		return fmt.Errorf("angular resolution %g rad is not in (0, 2π]", res)
+	case !(math.Abs(res) > 0 && math.Abs(res) <= 2*math.Pi):
+		// Negative is a laser that sweeps right to left (mounted upside
+		// down): beam i still lies at start + i·resolution.
+		return fmt.Errorf("angular resolution %g rad: its size is not in (0, 2π]", res)
 	case !(maxRange > 0) || math.IsInf(maxRange, 0):
 		return fmt.Errorf("maximum range %g m is not positive", maxRange)
 	}

@@ -57,6 +57,22 @@ func TestParseCarmenSmallLog(t *testing.T) {
 	}
 }
 
+// A ROBOTLASER1 line of a laser sweeping right to left (a negative
+// angular_resolution: one mounted upside down) places beam i at start +
+// i·resolution, as a LaserScan with a negative angle_increment does; a
+// review's was refused as out of (0, 2π].
+func TestParseCarmenRightToLeftSweep(t *testing.T) {
+	t.Parallel()
+	line := "ROBOTLASER1 0 0.5 1 -0.25 8 0 0 3 1 2 3 0 0 0 0 0 0 0 0 0 0 0 0 1 h 1\n"
+	log, err := slamio.ParseCarmen(strings.NewReader(line), "flipped.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := log.Readings[0]; r.AngleMin != 0.5 || r.AngleIncrement != -0.25 || len(r.Ranges) != 3 {
+		t.Errorf("reading %+v, want beams at 0.5, 0.25, 0", r)
+	}
+}
+
 func TestFLASERGeometry(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -206,7 +222,7 @@ func TestParseCarmenErrorsNameTheLine(t *testing.T) {
 		{"FLASER 2 1 1 0 0 0 0 0 0\n", "bad.log:1: FLASER: line ends before timestamp"},
 		{"FLASER 1 1 0 0 0 0 0 0 1 h 1\n", "bad.log:1: FLASER: 1 beams"},
 		{"# c\n\nODOM 1 2\n", "bad.log:3: ODOM: line ends before pose theta"},
-		{"ROBOTLASER1 0 -0.5 0.5 0 8 0 0 1 1 0 0 0 0 0 0 0 0 0 0 0 0 1 h 1\n", "bad.log:1: ROBOTLASER1: angular resolution 0"},
+		{"ROBOTLASER1 0 -0.5 0.5 0 8 0 0 1 1 0 0 0 0 0 0 0 0 0 0 0 0 1 h 1\n", "bad.log:1: ROBOTLASER1: angular resolution 0 rad: its size is not in (0, 2π]"},
 		{"ROBOTLASER1 0 -0.5 0.5 0.1 8 0 0 2 1\n", "bad.log:1: ROBOTLASER1: 2 ranges announced"},
 		{"ODOM 0 0 0 0 0 0 1 h 1\n", "no FLASER or ROBOTLASER1 line"},
 		// A log of raw laser messages (no pose on the line) says why it is
