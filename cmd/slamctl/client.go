@@ -53,6 +53,15 @@ type global struct {
 	token string
 }
 
+// plaintextAddr is the orchestrator's address when slamctl reaches it in
+// plaintext (no --cacert), else "".
+func (g global) plaintextAddr() string {
+	if g.tls.Enabled() {
+		return ""
+	}
+	return g.addr
+}
+
 func parseGlobal(args []string, getenv func(string) string, stderr io.Writer) (global, []string, error) {
 	g := global{
 		addr:        envOr(getenv, "SLAMCTL_ADDR", "localhost:50051"),

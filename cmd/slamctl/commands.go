@@ -181,7 +181,7 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 		req.MissionId = missionid.New(time.Now())
 	}
 	var resp *orchestratorv1.StartMissionResponse
-	o := outage{reconnect: *reconnect, stderr: stderr}
+	o := outage{reconnect: *reconnect, stderr: stderr, plaintextTo: g.plaintextAddr()}
 	for {
 		a, opt := o.begin()
 		var err error

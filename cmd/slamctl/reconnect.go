@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -44,6 +46,10 @@ type outage struct {
 	stderr    io.Writer
 	since     time.Time // zero between outages
 	backoff   time.Duration
+	// plaintextTo is the orchestrator's address when slamctl speaks
+	// plaintext to it (no --cacert), else "": a connection closed before
+	// gRPC began is then probed for TLS (see speaksTLS).
+	plaintextTo string
 }
 
 // attempt is one call, as outage needs it: when it was made and the
@@ -85,6 +91,9 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 	if httpPort(status.Convert(err).Message()) {
 		return rpcError(op, err)
 	}
+	if o.plaintextTo != "" && strings.Contains(status.Convert(err).Message(), "error reading server preface") && speaksTLS(ctx, o.plaintextTo) {
+		return fmt.Errorf("%s: %s: the orchestrator at %s speaks TLS: pass --cacert, and --cert/--key for mutual TLS", op, codes.Unavailable, o.plaintextTo)
+	}
 	switch reason := rpcerr.Reason(err); {
 	case reason == rpcerr.ReasonMissionMoved,
 		a.peer.Addr != nil && time.Since(a.began) >= servedFor && reason != rpcerr.ReasonStoreUnavailable:
@@ -104,6 +113,32 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 	}
 	o.backoff = min(2*o.backoff, maxRetryBackoff)
 	return nil
+}
+
+// speaksTLS reports whether the server at addr completes a TLS handshake,
+// or answers one with a TLS alert: what tells a TLS orchestrator, which
+// closes a plaintext client's connection before gRPC begins, from a proxy
+// whose orchestrator is restarting, which does the same (both read
+// "error reading server preface: EOF"). The probe sends no request and no
+// credential, so the server's certificate need not verify; it is made
+// once per failed attempt, within a second.
+func speaksTLS(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2"},
+		// Only the protocol is probed: nothing is sent over the
+		// connection, which is closed at once.
+		InsecureSkipVerify: true, //nolint:gosec // a probe, not a channel
+	}}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		var alert tls.AlertError
+		return errors.As(err, &alert) || strings.Contains(err.Error(), "remote error: tls: ")
+	}
+	_ = conn.Close()
+	return true
 }
 
 // tlsRefused reports whether err is grpc-go's UNAVAILABLE for a TLS

@@ -102,13 +102,27 @@ func TestServerCertificateOfAnotherCAIsNoOutage(t *testing.T) {
 		t.Errorf("TLS to a plaintext orchestrator: %v after %v; want the refusal at once", err, time.Since(began))
 	}
 	// A TLS orchestrator asked in plaintext closes the connection before
-	// gRPC begins, which a restarting proxy does too: retried, but the
-	// message says to pass --cacert (found by a review: it said only
-	// "error reading server preface: EOF").
+	// gRPC begins, which a restarting proxy does too (the handshake cut
+	// short above): slamctl probes the address for TLS, and a server that
+	// speaks it is no outage (found by reviews: it said only "error
+	// reading server preface: EOF", then retried for the whole
+	// --reconnect), for start as for watch.
+	for _, cmd := range [][]string{{"watch", "--reconnect", "1m", "m"}, {"start", "--reconnect", "1m", "--seed", "1"}} {
+		stderr.Reset()
+		began = time.Now()
+		err = run(t.Context(), append([]string{"--addr", l.Addr().String()}, cmd...), func(string) string { return "" }, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), "the orchestrator at "+l.Addr().String()+" speaks TLS: pass --cacert") || time.Since(began) > 20*time.Second {
+			t.Errorf("plaintext %s to a TLS orchestrator: %v after %v; want it named, at once", cmd[0], err, time.Since(began))
+		}
+		if stderr.Len() != 0 {
+			t.Errorf("plaintext %s to a TLS orchestrator: stderr %q: announced a retry", cmd[0], stderr.String())
+		}
+	}
+	// The plaintext handshake cut short is still an outage.
 	stderr.Reset()
-	err = run(t.Context(), []string{"--addr", l.Addr().String(), "watch", "--reconnect", "300ms", "m"}, func(string) string { return "" }, &stdout, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "pass --cacert") {
-		t.Errorf("plaintext to a TLS orchestrator: %v; want the hint to pass --cacert", err)
+	err = run(t.Context(), []string{"--addr", cut.Addr().String(), "watch", "--reconnect", "500ms", "m"}, func(string) string { return "" }, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "unreachable for 500ms") {
+		t.Errorf("plaintext, handshake cut short: %v; want an outage given up after --reconnect", err)
 	}
 	// An HTTP port is no outage: it answers HTTP/1.1, and always will.
 	httpSrv := httptest.NewServer(http.NotFoundHandler())

@@ -46,7 +46,7 @@ func cmdWatch(ctx context.Context, c *clients, g global, args []string, stdout, 
 // stderr.
 func watchMission(ctx context.Context, c *clients, g global, id, from string, reconnect time.Duration, stdout, stderr io.Writer) error {
 	var last eventsv1.EventType
-	o := outage{reconnect: reconnect, stderr: stderr}
+	o := outage{reconnect: reconnect, stderr: stderr, plaintextTo: g.plaintextAddr()}
 	for {
 		a, opt := o.begin()
 		got, err := followMission(ctx, c, g, id, &from, &last, stdout, opt)
