@@ -12,6 +12,7 @@ import (
 	"github.com/slammesh/slammesh/internal/console"
 	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/meshtls"
+	"github.com/slammesh/slammesh/services/orchestrator"
 )
 
 // consoleRedisPool bounds the console's own Redis connections: its live
@@ -51,6 +52,7 @@ func mountConsole(cfg serviceConfig, n *node, maps console.Maps) error {
 		// browser tabs may drive it, not a rebound page of another site.
 		LoopbackHosts: !cfg.sec.authConfigured() && grpcserver.IsLoopback(cfg.httpAddr),
 		ExtraHosts:    splitList(cfg.consoleHosts),
+		MethodRoles:   orchestrator.MethodRoles,
 	})
 	if err != nil {
 		return err

@@ -185,6 +185,16 @@ func TestConsoleWithTLSAndTokens(t *testing.T) {
 	expect("GET", "/static/console.css", "", nil, http.StatusOK)
 	expect("GET", "/", viewerTok, nil, http.StatusOK, `data-id="m-auth"`)
 	expect("GET", "/missions/m-auth", "cookie:"+viewerTok, nil, http.StatusOK, "m-auth")
+	// The page offers a viewer no Tear down, and says why; an operator
+	// gets the button (found by a review: it was offered, and answered
+	// 403).
+	if _, body := do("GET", "/missions/m-auth", viewerTok, nil); strings.Contains(body, `id="cancel"`) ||
+		!strings.Contains(body, "Tearing down needs role operator; you are viewer.") {
+		t.Errorf("a viewer's mission page:\n%s", body)
+	}
+	if _, body := do("GET", "/missions/m-auth", operatorTok, nil); !strings.Contains(body, `id="cancel"`) || strings.Contains(body, "needs role") {
+		t.Errorf("an operator's mission page:\n%s", body)
+	}
 	expect("GET", "/missions/m-auth/map.png", viewerTok, nil, http.StatusOK)
 	expect("POST", "/missions/m-auth/cancel", viewerTok, nil, http.StatusForbidden, "needs role operator")
 	expect("POST", "/missions/m-auth/resume", operatorTok, nil, http.StatusForbidden, "needs role admin")

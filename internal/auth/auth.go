@@ -23,6 +23,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/slammesh/slammesh/internal/rpcerr"
 )
@@ -162,12 +163,22 @@ func authFunc(v Verifier, pol Policy) grpcauth.AuthFunc {
 		if !ok {
 			return nil, rpcerr.New(codes.PermissionDenied, ReasonRoleRequired, method+" is not open to any role")
 		}
+		// The caller's role goes back in the response header, so that a
+		// client (the console) can leave out what the role may not do
+		// instead of offering it and showing the refusal. Best effort: a
+		// stream that already sent its header keeps it.
+		_ = grpc.SetHeader(ctx, metadata.Pairs(RoleHeader, p.Role.String()))
 		if p.Role < need {
 			return nil, Denied(need, method)
 		}
 		return WithPrincipal(ctx, p), nil
 	}
 }
+
+// RoleHeader is the response header metadata key that carries the
+// authenticated caller's role ("viewer", "operator" or "admin") on every
+// call its token passed; absent when authentication is off.
+const RoleHeader = "slammesh-role"
 
 // notOpen selects the calls the policy guards.
 func notOpen(pol Policy) selector.Matcher {

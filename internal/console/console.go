@@ -53,6 +53,7 @@ import (
 
 	mappingv1 "github.com/slammesh/slammesh/gen/slammesh/mapping/v1"
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/auth"
 	"github.com/slammesh/slammesh/internal/rpcerr"
 )
 
@@ -110,6 +111,12 @@ type Deps struct {
 	// ExtraHosts are Host names LoopbackHosts lets in besides loopback
 	// ones (a forwarded port's name in a remote dev environment).
 	ExtraHosts []string
+	// MethodRoles is the orchestrator's least role per RPC (full method
+	// name). With it, a mission page leaves out the buttons whose RPC the
+	// user's role, which the orchestrator returns in auth.RoleHeader, may
+	// not call, and says which role they need; nil, or no role returned
+	// (authentication off), offers what the mission's state allows.
+	MethodRoles map[string]auth.Role
 }
 
 // Limits bound what the console asks of the orchestrator and Redis.

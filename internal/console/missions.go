@@ -9,7 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/auth"
 	"github.com/slammesh/slammesh/internal/progress"
 )
 
@@ -152,10 +156,15 @@ type missionPage struct {
 	Poses    []poseView
 	TraceURL string
 	HasMap   bool
-	// CanCancel and CanResume say which buttons the state allows; the RPCs
-	// decide in the end.
-	CanCancel bool
-	CanResume bool
+	// CanCancel and CanResume say which buttons the state and the user's
+	// role allow; the RPCs decide in the end. Role is the user's role as
+	// the orchestrator returned it ("" when it did not), and CancelNeeds
+	// and ResumeNeeds the role a button the state allows but the role does
+	// not would need.
+	CanCancel                bool
+	CanResume                bool
+	Role                     string
+	CancelNeeds, ResumeNeeds string
 	// EventsError says why the event stream could not be read, if so.
 	EventsError string
 }
@@ -181,7 +190,8 @@ func (c *Console) serveMission(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	ctx, cancel := c.call(r)
 	defer cancel()
-	resp, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
+	var header metadata.MD
+	resp, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id}, grpc.Header(&header))
 	if err != nil {
 		c.renderRPCError(w, r, "mission "+id, err)
 		return
@@ -233,11 +243,33 @@ func (c *Console) serveMission(w http.ResponseWriter, r *http.Request) {
 	case orchestratorv1.MissionState_MISSION_STATE_FAILED:
 		page.CanResume = true
 	}
+	c.applyRole(&page, header)
 	block := ""
 	if r.URL.Query().Get("part") == "live" {
 		block = "live"
 	}
 	c.render(w, r, http.StatusOK, "mission", block, page)
+}
+
+// applyRole leaves out of page the buttons that the user's role, returned
+// by the orchestrator in header, may not use (found by a review: a viewer
+// was offered Cancel and Tear down, which answered 403).
+func (c *Console) applyRole(page *missionPage, header metadata.MD) {
+	v := header.Get(auth.RoleHeader)
+	if len(v) != 1 || c.deps.MethodRoles == nil {
+		return
+	}
+	role, err := auth.ParseRole(v[0])
+	if err != nil {
+		return
+	}
+	page.Role = role.String()
+	if need, ok := c.deps.MethodRoles[orchestratorv1.OrchestratorService_CancelMission_FullMethodName]; ok && page.CanCancel && role < need {
+		page.CanCancel, page.CancelNeeds = false, need.String()
+	}
+	if need, ok := c.deps.MethodRoles[orchestratorv1.OrchestratorService_ResumeMission_FullMethodName]; ok && page.CanResume && role < need {
+		page.CanResume, page.ResumeNeeds = false, need.String()
+	}
 }
 
 // serveCancel cancels a running mission (or tears down a completed one)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -363,6 +364,60 @@ func TestAuthorizationHeaderForms(t *testing.T) {
 					t.Fatalf("the error echoes the token: %v", err)
 				}
 			})
+		}
+	}
+}
+
+// TestRoleComesBackInTheHeader: every call a token passed returns the
+// caller's role in auth.RoleHeader, refused or not, unary or streaming
+// (the console leaves out what the role may not do); a call without a
+// token gets none.
+func TestRoleComesBackInTheHeader(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	iss, err := authtest.NewIssuer(dir, "idp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "tokens")
+	if err := authtest.WriteTokenFile(tokenFile, map[string]string{"viewer": "viewer-token-0123456789abcdef"}); err != nil {
+		t.Fatal(err)
+	}
+	client := orchestratorv1.NewOrchestratorServiceClient(accessServer(t, iss, tokenFile, registerStub))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	viewer := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer viewer-token-0123456789abcdef")
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		call func(context.Context, grpc.CallOption) error
+		want []string
+	}{
+		{"served", viewer, func(ctx context.Context, o grpc.CallOption) error {
+			_, err := client.GetMission(ctx, &orchestratorv1.GetMissionRequest{}, o)
+			return err
+		}, []string{"viewer"}},
+		{"refused", viewer, func(ctx context.Context, o grpc.CallOption) error {
+			_, err := client.CancelMission(ctx, &orchestratorv1.CancelMissionRequest{}, o)
+			return err
+		}, []string{"viewer"}},
+		{"streamed", viewer, func(ctx context.Context, o grpc.CallOption) error {
+			s, err := client.WatchMission(ctx, &orchestratorv1.WatchMissionRequest{}, o)
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		}, []string{"viewer"}},
+		{"no token", ctx, func(ctx context.Context, o grpc.CallOption) error {
+			_, err := client.GetMission(ctx, &orchestratorv1.GetMissionRequest{}, o)
+			return err
+		}, nil},
+	} {
+		var header metadata.MD
+		_ = tc.call(tc.ctx, grpc.Header(&header))
+		if got := header.Get(auth.RoleHeader); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %s = %q, want %q", tc.name, auth.RoleHeader, got, tc.want)
 		}
 	}
 }
