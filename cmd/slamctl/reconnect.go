@@ -130,7 +130,7 @@ func speaksTLS(ctx context.Context, addr string) bool {
 		NextProtos: []string{"h2"},
 		// Only the protocol is probed: nothing is sent over the
 		// connection, which is closed at once.
-		InsecureSkipVerify: true, //nolint:gosec // a probe, not a channel
+		InsecureSkipVerify: true,
 	}}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
