@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -115,15 +116,20 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 	return nil
 }
 
-// speaksTLS reports whether the server at addr completes a TLS handshake,
-// or answers one with a TLS alert: what tells a TLS orchestrator, which
-// closes a plaintext client's connection before gRPC begins, from a proxy
-// whose orchestrator is restarting, which does the same (both read
-// "error reading server preface: EOF"). The probe sends no request and no
-// credential, so the server's certificate need not verify; it is made
-// once per failed attempt, within a second.
-func speaksTLS(ctx context.Context, addr string) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
+// speaksTLS reports whether the server at the gRPC target addr completes a
+// TLS handshake, or answers one with a TLS alert: what tells a TLS
+// orchestrator, which closes a plaintext client's connection before gRPC
+// begins, from a proxy whose orchestrator is restarting, which does the
+// same (both read "error reading server preface: EOF"). The probe sends no
+// request and no credential, so the server's certificate need not verify;
+// it is made once per failed attempt, within probeTimeout. A target it
+// cannot dial over TCP (unix:) is not probed.
+func speaksTLS(ctx context.Context, target string) bool {
+	addr, ok := tcpAddr(target)
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	d := tls.Dialer{Config: &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -139,6 +145,27 @@ func speaksTLS(ctx context.Context, addr string) bool {
 	}
 	_ = conn.Close()
 	return true
+}
+
+// probeTimeout bounds speaksTLS: a loopback handshake takes milliseconds,
+// but a review's probe of one second missed a TLS orchestrator on a
+// loaded two-core machine, and a miss costs the whole --reconnect.
+const probeTimeout = 3 * time.Second
+
+// tcpAddr is the host:port that gRPC target dials: the dns:/// and
+// passthrough:/// schemes taken off, and gRPC's default port 443 added to
+// a host without one; ok is false for a target not over TCP (unix:).
+func tcpAddr(target string) (addr string, ok bool) {
+	for _, scheme := range []string{"dns:///", "passthrough:///"} {
+		target = strings.TrimPrefix(target, scheme)
+	}
+	if strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:") || target == "" {
+		return "", false
+	}
+	if _, _, err := net.SplitHostPort(target); err != nil {
+		return net.JoinHostPort(target, "443"), true
+	}
+	return target, true
 }
 
 // tlsRefused reports whether err is grpc-go's UNAVAILABLE for a TLS

@@ -110,8 +110,11 @@ func TestServerCertificateOfAnotherCAIsNoOutage(t *testing.T) {
 	for _, cmd := range [][]string{{"watch", "--reconnect", "1m", "m"}, {"start", "--reconnect", "1m", "--seed", "1"}} {
 		stderr.Reset()
 		began = time.Now()
-		err = run(t.Context(), append([]string{"--addr", l.Addr().String()}, cmd...), func(string) string { return "" }, &stdout, &stderr)
-		if err == nil || !strings.Contains(err.Error(), "the orchestrator at "+l.Addr().String()+" speaks TLS: pass --cacert") || time.Since(began) > 20*time.Second {
+		// A target in gRPC's syntax is probed at its address (found by
+		// a review: dns:/// was not).
+		target := "dns:///" + l.Addr().String()
+		err = run(t.Context(), append([]string{"--addr", target}, cmd...), func(string) string { return "" }, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), "the orchestrator at "+target+" speaks TLS: pass --cacert") || time.Since(began) > 20*time.Second {
 			t.Errorf("plaintext %s to a TLS orchestrator: %v after %v; want it named, at once", cmd[0], err, time.Since(began))
 		}
 		if stderr.Len() != 0 {
@@ -191,6 +194,24 @@ func TestTLSRefused(t *testing.T) {
 	} {
 		if got := tlsRefused(status.Error(codes.Unavailable, tc.msg)); got != tc.refused {
 			t.Errorf("tlsRefused(%q) = %v, want %v", tc.msg, got, tc.refused)
+		}
+	}
+}
+
+func TestTCPAddrOfATarget(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		target, addr string
+		ok           bool
+	}{
+		{"127.0.0.1:50051", "127.0.0.1:50051", true},
+		{"dns:///orchestrator.internal:50051", "orchestrator.internal:50051", true},
+		{"passthrough:///[::1]:50051", "[::1]:50051", true},
+		{"orchestrator.internal", "orchestrator.internal:443", true},
+		{"unix:///run/slammesh.sock", "", false},
+	} {
+		if addr, ok := tcpAddr(tc.target); addr != tc.addr || ok != tc.ok {
+			t.Errorf("tcpAddr(%q) = %q, %v; want %q, %v", tc.target, addr, ok, tc.addr, tc.ok)
 		}
 	}
 }

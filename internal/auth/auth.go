@@ -177,7 +177,8 @@ func authFunc(v Verifier, pol Policy) grpcauth.AuthFunc {
 
 // RoleHeader is the response header metadata key that carries the
 // authenticated caller's role ("viewer", "operator" or "admin") on every
-// call its token passed; absent when authentication is off.
+// call whose token verified, whether the role then allows the call or not;
+// absent when the token did not verify, and when authentication is off.
 const RoleHeader = "slammesh-role"
 
 // notOpen selects the calls the policy guards.
