@@ -258,7 +258,7 @@ func sweepMission(lg *slamio.Log, segs []slamio.Segment, rng *rand.Rand) (sweepO
 			a.InitialGuess = slamproto.PoseToProto(g)
 		}
 	}
-	out, merge, base, err := localizeAndMerge(agents, truth, allow)
+	out, merge, base, err := localizeAndMerge(agents, truth, allow, nil)
 	if err != nil || out.locErr != nil {
 		return out, err
 	}
@@ -331,8 +331,10 @@ func fitRigid(src, dst []slam.Pose2D) slam.Pose2D {
 // sized by slamio.MapFor as slamctl sizes it, and measures the worst agent
 // against truth, and beyond allow (per agent, as odometryAllowance; nil:
 // none); merge and base are the merge's inputs and the map it started
-// from (nil when localization refused).
-func localizeAndMerge(agents []*typesv1.Agent, truth, allow []slam.Pose2D) (out sweepOutcome, merge []fuse.Input, base *grid.Grid, err error) {
+// from (nil when localization refused). moved (nil: none) is, per agent,
+// the move its submap's frame was given (see moveFrame): an agent's pose
+// is measured as pose ∘ moved, in the frame truth is given in.
+func localizeAndMerge(agents []*typesv1.Agent, truth, allow, moved []slam.Pose2D) (out sweepOutcome, merge []fuse.Input, base *grid.Grid, err error) {
 	spec, err := slamio.MapFor(agents, 0.05, slamio.DefaultMapMargin)
 	if err != nil {
 		return out, nil, nil, err
@@ -356,7 +358,11 @@ func localizeAndMerge(agents []*typesv1.Agent, truth, allow []slam.Pose2D) (out 
 	}
 	merge = make([]fuse.Input, len(res))
 	for i, r := range res {
-		dt, dr := math.Hypot(r.Pose.X-truth[i].X, r.Pose.Y-truth[i].Y), math.Abs(slam.AngleDiff(r.Pose.Theta, truth[i].Theta))
+		pose := r.Pose
+		if moved != nil {
+			pose = pose.Compose(moved[i])
+		}
+		dt, dr := math.Hypot(pose.X-truth[i].X, pose.Y-truth[i].Y), math.Abs(slam.AngleDiff(pose.Theta, truth[i].Theta))
 		out.worstT, out.worstR = max(out.worstT, dt), max(out.worstR, dr)
 		if allow != nil {
 			dt, dr = dt-allow[i].X, dr-allow[i].Theta

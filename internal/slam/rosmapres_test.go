@@ -63,7 +63,7 @@ func TestCoarserMapMergesWithTheMapItWasCutFrom(t *testing.T) {
 		slamio.ROSMapAgent(rm, "willow", true, &slam.Pose2D{}),
 		{AgentId: "part-0.2m", Submap: coarsen(rm.Grid, x0, y0, 152, 152, 2)},
 	}
-	out, merge, base, err := localizeAndMerge(agents, truth, nil)
+	out, merge, base, err := localizeAndMerge(agents, truth, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
