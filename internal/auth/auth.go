@@ -165,8 +165,9 @@ func authFunc(v Verifier, pol Policy) grpcauth.AuthFunc {
 		}
 		// The caller's role goes back in the response header, so that a
 		// client (the console) can leave out what the role may not do
-		// instead of offering it and showing the refusal. Best effort: a
-		// stream that already sent its header keeps it.
+		// instead of offering it and showing the refusal. Nothing has been
+		// sent yet here; should the header not take, the call goes on
+		// without it, as a call without authentication does.
 		_ = grpc.SetHeader(ctx, metadata.Pairs(RoleHeader, p.Role.String()))
 		if p.Role < need {
 			return nil, Denied(need, method)
