@@ -95,6 +95,22 @@ func accessServer(t *testing.T, iss *authtest.Issuer, tokenFile string, register
 	return conn
 }
 
+// stubWithToken serves the stub behind the access policy with one static
+// token, "<role>-token-0123456789abcdef", and JWTs of the issuer it returns.
+func stubWithToken(t *testing.T, role string) (*grpc.ClientConn, *authtest.Issuer) {
+	t.Helper()
+	dir := t.TempDir()
+	iss, err := authtest.NewIssuer(dir, "idp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "tokens")
+	if err := authtest.WriteTokenFile(tokenFile, map[string]string{role: role + "-token-0123456789abcdef"}); err != nil {
+		t.Fatal(err)
+	}
+	return accessServer(t, iss, tokenFile, registerStub), iss
+}
+
 func registerStub(s *grpc.Server) {
 	orchestratorv1.RegisterOrchestratorServiceServer(s, stubOrchestrator{})
 }
@@ -240,16 +256,8 @@ func TestAccessTable(t *testing.T) {
 
 func TestFaultPlanNeedsAdmin(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	iss, err := authtest.NewIssuer(dir, "idp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokenFile := filepath.Join(dir, "tokens")
-	if err := authtest.WriteTokenFile(tokenFile, map[string]string{"operator": "operator-token-0123456789abcdef"}); err != nil {
-		t.Fatal(err)
-	}
-	client := orchestratorv1.NewOrchestratorServiceClient(accessServer(t, iss, tokenFile, registerStub))
+	conn, iss := stubWithToken(t, "operator")
+	client := orchestratorv1.NewOrchestratorServiceClient(conn)
 	req := &orchestratorv1.StartMissionRequest{
 		Scenario: &typesv1.Scenario{Seed: 1},
 		Faults:   &typesv1.FaultPlan{Faults: []*typesv1.Fault{{Step: "merge_maps", Kind: typesv1.FaultKind_FAULT_KIND_BUSINESS_ERROR}}},
@@ -293,16 +301,7 @@ func must(tok string, err error) string {
 
 func TestHealthAndReflectionNeedNoToken(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	iss, err := authtest.NewIssuer(dir, "idp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokenFile := filepath.Join(dir, "tokens")
-	if err := authtest.WriteTokenFile(tokenFile, map[string]string{"viewer": "viewer-token-0123456789abcdef"}); err != nil {
-		t.Fatal(err)
-	}
-	conn := accessServer(t, iss, tokenFile, registerStub)
+	conn, _ := stubWithToken(t, "viewer")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
@@ -329,17 +328,9 @@ func TestHealthAndReflectionNeedNoToken(t *testing.T) {
 // followed by several spaces (RFC 7235); anything else is UNAUTHENTICATED.
 func TestAuthorizationHeaderForms(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	iss, err := authtest.NewIssuer(dir, "idp")
-	if err != nil {
-		t.Fatal(err)
-	}
 	tok := "viewer-token-0123456789abcdef"
-	tokenFile := filepath.Join(dir, "tokens")
-	if err := authtest.WriteTokenFile(tokenFile, map[string]string{"viewer": tok}); err != nil {
-		t.Fatal(err)
-	}
-	client := orchestratorv1.NewOrchestratorServiceClient(accessServer(t, iss, tokenFile, registerStub))
+	conn, _ := stubWithToken(t, "viewer")
+	client := orchestratorv1.NewOrchestratorServiceClient(conn)
 	for header, want := range map[string]codes.Code{
 		"Bearer " + tok:       codes.OK,
 		"bearer " + tok:       codes.OK,
@@ -374,16 +365,8 @@ func TestAuthorizationHeaderForms(t *testing.T) {
 // token gets none.
 func TestRoleComesBackInTheHeader(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	iss, err := authtest.NewIssuer(dir, "idp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokenFile := filepath.Join(dir, "tokens")
-	if err := authtest.WriteTokenFile(tokenFile, map[string]string{"viewer": "viewer-token-0123456789abcdef"}); err != nil {
-		t.Fatal(err)
-	}
-	client := orchestratorv1.NewOrchestratorServiceClient(accessServer(t, iss, tokenFile, registerStub))
+	conn, _ := stubWithToken(t, "viewer")
+	client := orchestratorv1.NewOrchestratorServiceClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	viewer := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer viewer-token-0123456789abcdef")
