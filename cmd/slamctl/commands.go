@@ -302,7 +302,7 @@ func cmdList(ctx context.Context, c *clients, g global, args []string, stdout, s
 func cmdCancel(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("cancel", "cancel [flags] MISSION_ID", stderr)
 	reason := fs.String("reason", "cancelled with slamctl", "why; recorded on the mission's events")
-	wait := fs.Bool("wait", false, "block until the compensation ends")
+	wait := fs.Bool("wait", false, "block until the compensation ends; exit 1 unless the mission is COMPENSATED")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -314,19 +314,29 @@ func cmdCancel(ctx context.Context, c *clients, g global, args []string, stdout,
 	if err != nil {
 		return rpcError("cancel mission", err)
 	}
+	st := resp.GetMission().GetState()
 	if g.json {
-		return printJSON(stdout, resp)
+		if err := printJSON(stdout, resp); err != nil {
+			return err
+		}
+	} else {
+		missionfmt.Mission(stdout, resp.GetMission())
+		switch st {
+		case orchestratorv1.MissionState_MISSION_STATE_PENDING, orchestratorv1.MissionState_MISSION_STATE_RUNNING, orchestratorv1.MissionState_MISSION_STATE_COMPENSATING:
+			// The state printed is the one the cancel found (found by a review:
+			// "state RUNNING" read as a cancel that did nothing).
+			fmt.Fprintf(stdout, "cancel requested: the mission compensates in the background (slamctl watch %s, or cancel --wait)\n", id)
+		}
 	}
-	missionfmt.Mission(stdout, resp.GetMission())
-	switch resp.GetMission().GetState() {
-	case orchestratorv1.MissionState_MISSION_STATE_PENDING, orchestratorv1.MissionState_MISSION_STATE_RUNNING, orchestratorv1.MissionState_MISSION_STATE_COMPENSATING:
-		// The state printed is the one the cancel found (found by a review:
-		// "state RUNNING" read as a cancel that did nothing).
-		fmt.Fprintf(stdout, "cancel requested: the mission compensates in the background (slamctl watch %s, or cancel --wait)\n", id)
-	case orchestratorv1.MissionState_MISSION_STATE_FAILED:
-		// A cancel of a failed mission does nothing (found by a review:
-		// it printed the mission and exited 0, as if handled).
-		fmt.Fprintf(stdout, "nothing to cancel: a compensation gave up; once its cause is repaired, slamctl resume %s carries it on\n", id)
+	// A FAILED mission is one whose compensation gave up: a cancel cannot
+	// carry it on, and with --wait it is a cancel that did not undo the
+	// mission. Either way a script must not read it as done (found by a
+	// review: it exited 0).
+	switch {
+	case st == orchestratorv1.MissionState_MISSION_STATE_FAILED:
+		return fmt.Errorf("mission %s is FAILED: a compensation gave up, and a cancel cannot carry it on; once its cause is repaired, slamctl resume %s does", id, id)
+	case *wait && st != orchestratorv1.MissionState_MISSION_STATE_COMPENSATED:
+		return fmt.Errorf("mission %s ended %s, not COMPENSATED", id, missionfmt.State(st))
 	}
 	return nil
 }

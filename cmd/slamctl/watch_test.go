@@ -491,18 +491,19 @@ func TestStoreOutageKeepsItsReconnect(t *testing.T) {
 	}
 }
 
-// cancelStub answers CancelMission with the state the cancel found: the
-// mission id names it.
+// cancelStub answers CancelMission with the state the cancel found, or
+// with wait the state it ended in: the mission id names it ("gives-up"
+// is RUNNING, and its compensation gives up).
 type cancelStub struct {
 	orchestratorv1.UnimplementedOrchestratorServiceServer
 }
 
 func (cancelStub) CancelMission(_ context.Context, req *orchestratorv1.CancelMissionRequest) (*orchestratorv1.CancelMissionResponse, error) {
 	st := orchestratorv1.MissionState_MISSION_STATE_RUNNING
-	switch req.GetMissionId() {
-	case "done":
+	switch id := req.GetMissionId(); {
+	case id == "done", req.GetWait() && id == "running":
 		st = orchestratorv1.MissionState_MISSION_STATE_COMPENSATED
-	case "failed":
+	case id == "failed", req.GetWait() && id == "gives-up":
 		st = orchestratorv1.MissionState_MISSION_STATE_FAILED
 	}
 	return &orchestratorv1.CancelMissionResponse{Mission: &orchestratorv1.Mission{MissionId: req.GetMissionId(), State: st, Cancelled: true}}, nil
@@ -528,23 +529,45 @@ func (cancelStub) ResumeMission(_ context.Context, req *orchestratorv1.ResumeMis
 // TestCancelSaysTheCompensationRunsOn: a cancel that found the mission
 // RUNNING says the compensation runs in the background (found by a review:
 // "state RUNNING" read as a cancel that did nothing); one that found it
-// ended says nothing more.
+// compensated says nothing more. A FAILED mission, found so or ended so
+// with --wait, exits 1 and says to resume (found by a review: it exited 0,
+// as if the mission had been undone), with --json too.
 func TestCancelSaysTheCompensationRunsOn(t *testing.T) {
 	t.Parallel()
 	_, addr := serveOn(t, "127.0.0.1:0", cancelStub{})
 	for _, tc := range []struct {
-		id   string
-		want bool
-	}{{"running", true}, {"done", false}, {"failed", false}} {
+		id         string
+		flag       string // --wait (of cancel) or --json (global)
+		background bool
+		failed     bool
+	}{
+		{"running", "", true, false},
+		{"done", "", false, false},
+		{"failed", "", false, true},
+		{"failed", "--json", false, true},
+		{"running", "--wait", false, false},
+		{"gives-up", "--wait", false, true},
+	} {
+		args := []string{"--addr", addr, "cancel", tc.id}
+		switch tc.flag {
+		case "--json":
+			args = []string{"--addr", addr, "--json", "cancel", tc.id}
+		case "--wait":
+			args = []string{"--addr", addr, "cancel", "--wait", tc.id}
+		}
 		var stdout, stderr bytes.Buffer
-		if err := run(t.Context(), []string{"--addr", addr, "cancel", tc.id}, func(string) string { return "" }, &stdout, &stderr); err != nil {
-			t.Fatalf("cancel %s: %v", tc.id, err)
+		err := run(t.Context(), args, func(string) string { return "" }, &stdout, &stderr)
+		switch {
+		case !tc.failed && err != nil:
+			t.Fatalf("%v: %v", args[2:], err)
+		case tc.failed && (err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "slamctl resume "+tc.id)):
+			t.Errorf("%v = %v (exit %d), want exit 1 saying to resume", args[2:], err, exitCode(err))
 		}
-		if got := strings.Contains(stdout.String(), "compensates in the background"); got != tc.want {
-			t.Errorf("cancel %s printed %q; says the compensation runs on: %v, want %v", tc.id, stdout.String(), got, tc.want)
+		if got := strings.Contains(stdout.String(), "compensates in the background"); got != tc.background {
+			t.Errorf("%v printed %q; says the compensation runs on: %v, want %v", args[2:], stdout.String(), got, tc.background)
 		}
-		if got := strings.Contains(stdout.String(), "nothing to cancel") && strings.Contains(stdout.String(), "slamctl resume "+tc.id); got != (tc.id == "failed") {
-			t.Errorf("cancel %s printed %q; says to resume: %v", tc.id, stdout.String(), got)
+		if tc.flag == "--json" && !strings.Contains(stdout.String(), `"MISSION_STATE_FAILED"`) {
+			t.Errorf("%v printed %q, want the mission as JSON", args[2:], stdout.String())
 		}
 	}
 }
