@@ -340,16 +340,35 @@ func (p *fieldReader) pose(i int, what string) slam.Pose2D {
 	return pose
 }
 
+// flaserTail is how many fields a FLASER line has besides its n ranges:
+// the tag and the count before them, the two poses, the timestamp, the
+// hostname and the logger timestamp after them.
+const flaserTail = 11
+
 // addFLASER parses "FLASER n r1..rn x y theta odom_x odom_y odom_theta
 // timestamp hostname logger_timestamp"; last: the line may be cut (tail).
 func (l *Log) addFLASER(f []string, line int, last bool) error {
 	p := &fieldReader{f: f}
 	n := p.count(1, "beam count", slam.MaxBeams)
 	ranges := p.ranges(2, n)
+	rangesRead := p.err == nil
 	laser := p.pose(2+n, "laser pose")
 	robot := p.pose(5+n, "odometry pose")
 	ts := p.time(8 + n)
 	p.tail(8+n, last)
+	if rangesRead && (p.err != nil && !last && len(f) != n+flaserTail || len(f) > n+flaserTail) {
+		// A count one off reads a range as the laser x and the hostname
+		// as the timestamp: say so, rather than leave "timestamp "pippo"
+		// is not a number" to puzzle over, or read every field after the
+		// ranges one place off when the count is short (found by a
+		// review). A last line cut short is damage, said elsewhere.
+		what := "too many fields"
+		if p.err != nil {
+			what = p.err.Error()
+		}
+		return fmt.Errorf("%s; the count announces %d ranges and %d fields after them (%d after the count), the line has %d: the beam count %d may be wrong",
+			what, n, flaserTail-2, n+flaserTail-2, len(f)-2, n)
+	}
 	if p.err != nil {
 		return p.err
 	}

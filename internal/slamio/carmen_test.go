@@ -221,6 +221,11 @@ func TestParseCarmenErrorsNameTheLine(t *testing.T) {
 		{"FLASER 2 1 1 0 0 nan 0 0 0 1 h 1\n", "bad.log:1: FLASER: laser pose"},
 		{"FLASER 2 1 1 0 0 0 0 0 0\n", "bad.log:1: FLASER: line ends before timestamp"},
 		{"FLASER 1 1 0 0 0 0 0 0 1 h 1\n", "bad.log:1: FLASER: 1 beams"},
+		// A beam count one off says so (found by a review: one too many
+		// read the hostname as the timestamp; one too few read every
+		// field after the ranges one place off, silently).
+		{"FLASER 3 1 1 0 0 0 0 0 0 1 host 1\n", `bad.log:1: FLASER: timestamp "host" is not a number; the count announces 3 ranges and 9 fields after them (12 after the count), the line has 11: the beam count 3 may be wrong`},
+		{"FLASER 2 1 1 1 0 0 0 0 0 0 1 host 1\n", `bad.log:1: FLASER: too many fields; the count announces 2 ranges and 9 fields after them (11 after the count), the line has 12: the beam count 2 may be wrong`},
 		{"# c\n\nODOM 1 2\n", "bad.log:3: ODOM: line ends before pose theta"},
 		{"ROBOTLASER1 0 -0.5 0.5 0 8 0 0 1 1 0 0 0 0 0 0 0 0 0 0 0 0 1 h 1\n", "bad.log:1: ROBOTLASER1: angular resolution 0 rad: its size is not in (0, 2π]"},
 		{"ROBOTLASER1 0 -0.5 0.5 0.1 8 0 0 2 1\n", "bad.log:1: ROBOTLASER1: 2 ranges announced"},
