@@ -189,7 +189,7 @@ func cmdStart(ctx context.Context, c *clients, g global, args []string, stdout, 
 			break
 		}
 		if rpcerr.Reason(err) == rpcerr.ReasonMissionIDReused {
-			return fmt.Errorf("%w\n(%s: slamctl get %s shows that mission)", err, rpcerr.ReasonMissionIDReused, req.MissionId)
+			return fmt.Errorf("%w\n(%s: slamctl get %s shows that mission)", rpcError("start mission", err), rpcerr.ReasonMissionIDReused, req.MissionId)
 		}
 		if err := o.retry(ctx, "start mission", err, "retrying mission "+req.MissionId, a); err != nil {
 			return err

@@ -29,6 +29,10 @@ func TestStartExitsNonZeroUnlessTheMissionCompleted(t *testing.T) {
 		// defaults refuse merges.
 		{[]string{"start", "--wait", "--id", "changed-default", "--kind", "changed-world", "--seed", "3"}, "mission changed-default was compensated", "INCONSISTENT_MAPS"},
 		{[]string{"start", "--wait", "--id", "changed-loose", "--kind", "changed-world", "--seed", "3", "--max-changed-share", "1", "--min-consistency", "0.5"}, "", "COMPLETED"},
+		// A reused id reads as every other refusal does (found by a
+		// review: it printed gRPC's "rpc error: code = AlreadyExists
+		// desc = …").
+		{[]string{"start", "--id", "ok-wait", "--agents", "3"}, "start mission: AlreadyExists: ", ""},
 	} {
 		out, err := slamctl(t, ctx, m, tc.args...)
 		switch {
