@@ -158,6 +158,10 @@ func devLog(cfg devConfig, stderr io.Writer) (io.Writer, string, func() error, e
 	}
 }
 
+// otherRedisPort says how to give the private Redis another port, with the
+// variable for make run, which passes no flags (found by a review).
+const otherRedisPort = "pick another with --redis-port (make run: SLAMMESH_DEV_REDIS_PORT=6390 make run) or set REDIS_URL"
+
 // devRedis picks the Redis of a dev mesh: REDIS_URL, else a private
 // redis-server, else an embedded one. It returns the URL, a note for people
 // saying which, whether it is the embedded one, and a stop func.
@@ -182,14 +186,14 @@ func devRedis(cfg devConfig, stderr io.Writer) (string, string, bool, func(), er
 	case errors.As(err, &inUse):
 		// Another Redis there would answer us too: using it would mix our
 		// scratch data into someone else's.
-		return "", "", false, nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", err)
+		return "", "", false, nil, fmt.Errorf("%w: %s", err, otherRedisPort)
 	case !errors.Is(err, redisproc.ErrNotInstalled):
-		return "", "", false, nil, fmt.Errorf("private redis-server on port %d: %w (pick another with --redis-port, or set REDIS_URL)", cfg.redisPort, err)
+		return "", "", false, nil, fmt.Errorf("private redis-server on port %d: %w (%s)", cfg.redisPort, err, otherRedisPort)
 	}
 	m := miniredis.NewMiniRedis()
 	if err := m.StartAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.redisPort))); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return "", "", false, nil, fmt.Errorf("%w: pick another with --redis-port or set REDIS_URL", &redisproc.PortInUseError{Port: cfg.redisPort})
+			return "", "", false, nil, fmt.Errorf("%w: %s", &redisproc.PortInUseError{Port: cfg.redisPort}, otherRedisPort)
 		}
 		return "", "", false, nil, fmt.Errorf("embedded redis on port %d: %w", cfg.redisPort, err)
 	}

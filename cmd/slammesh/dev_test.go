@@ -39,7 +39,7 @@ func TestDevRedisRefusesABusyPort(t *testing.T) {
 				stop()
 				t.Fatalf("devRedis on busy port %d = %s, want an error", port, url)
 			}
-			for _, want := range []string{"is in use", "--redis-port", "REDIS_URL"} {
+			for _, want := range []string{"is in use", "--redis-port", "SLAMMESH_DEV_REDIS_PORT=6390 make run", "REDIS_URL"} {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("error %q does not say %q", err, want)
 				}
