@@ -180,6 +180,9 @@ func TestCapacityExhausted(t *testing.T) {
 	if md := rpcerr.Info(err).GetMetadata(); md["requested_cells"] != "120000" || md["available_cells"] != "119999" {
 		t.Errorf("metadata = %v", md)
 	}
+	if !strings.Contains(status.Convert(err).Message(), "coarser resolution") {
+		t.Errorf("message %q does not say what needs fewer cells", status.Convert(err).Message())
+	}
 	if keys := e.MissionKeys(t, "m-b"); len(keys) != 0 {
 		t.Errorf("refused allocation left keys %v", keys)
 	}

@@ -52,7 +52,7 @@ func specMeta(spec *typesv1.MapSpec) (grid.Meta, error) {
 	meta, err := grid.MetaForBounds(spec.GetOriginX(), spec.GetOriginY(), spec.GetWidthM(), spec.GetHeightM(), res)
 	switch {
 	case errors.Is(err, slam.ErrTooLarge):
-		return grid.Meta{}, rpcerr.InvalidArgument("spec", fmt.Sprintf("%gx%g m at %g m is more than the %d cells of the largest grid", spec.GetWidthM(), spec.GetHeightM(), res, grid.MaxCells))
+		return grid.Meta{}, rpcerr.InvalidArgument("spec", fmt.Sprintf("%gx%g m at %g m is more than the %d cells of the largest grid; %s", spec.GetWidthM(), spec.GetHeightM(), res, grid.MaxCells, grid.FewerCells))
 	case err != nil:
 		// Every input was checked above, so this is a disagreement between
 		// these checks and the domain's; report it against the whole spec.

@@ -391,6 +391,10 @@ func TestStartMissionRejectsBadInput(t *testing.T) {
 			if msg := status.Convert(err).Message(); strings.Contains(msg, "slam: ") || strings.Contains(msg, "world: ") {
 				t.Errorf("message %q carries a Go package prefix", msg)
 			}
+			// A map of too many cells says what needs fewer.
+			if msg := status.Convert(err).Message(); tt.name == "map beyond any grid" && !strings.Contains(msg, "coarser resolution") {
+				t.Errorf("message %q does not say what needs fewer cells", msg)
+			}
 		})
 	}
 	t.Run("fault plan without fault injection", func(t *testing.T) {

@@ -189,7 +189,10 @@ func normalizeMapSpec(m *typesv1.MapSpec) error {
 	case m.GetResolution() == 0:
 		m.Resolution = defaultResolution
 	}
-	if _, err := grid.MetaForBounds(m.GetOriginX(), m.GetOriginY(), m.GetWidthM(), m.GetHeightM(), m.GetResolution()); err != nil {
+	switch _, err := grid.MetaForBounds(m.GetOriginX(), m.GetOriginY(), m.GetWidthM(), m.GetHeightM(), m.GetResolution()); {
+	case errors.Is(err, slam.ErrTooLarge):
+		return rpcerr.InvalidArgument("map", detail(err)+"; "+grid.FewerCells)
+	case err != nil:
 		return rpcerr.InvalidArgument("map", detail(err))
 	}
 	return nil
