@@ -43,7 +43,9 @@ const (
 	// ReasonStoreUnavailable: Redis could not be reached (UNAVAILABLE: retry).
 	ReasonStoreUnavailable = "STORE_UNAVAILABLE"
 	// ReasonStoreFull: Redis refused a write for want of memory
-	// (RESOURCE_EXHAUSTED: retrying will not help until memory is freed).
+	// (RESOURCE_EXHAUSTED: retrying will not help until memory is freed,
+	// by retention, deletions or the operator; the saga retries a step so
+	// refused within its retry budget).
 	ReasonStoreFull = "STORE_FULL"
 	// ReasonDraining: the orchestrator is shutting down (UNAVAILABLE:
 	// retry on another replica).
@@ -156,9 +158,11 @@ func IsStatus(err error) bool {
 // one that leaks nothing of the server's internals: a status passes through,
 // a context error keeps its code (CANCELED, DEADLINE_EXCEEDED), a store that
 // cannot serve the request now but may shortly (see storeUnavailable)
-// becomes UNAVAILABLE (STORE_UNAVAILABLE) so the saga retries the step, and
-// anything else INTERNAL with a generic message. The caller logs err itself
-// when the result is INTERNAL: the client sees none of its detail.
+// becomes UNAVAILABLE (STORE_UNAVAILABLE) so the saga retries the step, a
+// store out of memory RESOURCE_EXHAUSTED (STORE_FULL), which the saga
+// retries too, and anything else INTERNAL with a generic message. The
+// caller logs err itself when the result is INTERNAL: the client sees none
+// of its detail.
 func Unexpected(err error) error {
 	switch {
 	case err == nil:
@@ -169,9 +173,17 @@ func Unexpected(err error) error {
 		return status.FromContextError(err).Err()
 	case storeUnavailable(err):
 		return New(codes.Unavailable, ReasonStoreUnavailable, "the service's store is unavailable; retry")
+	case StoreFull(err):
+		// Not INTERNAL: the saga would compensate a healthy mission after
+		// two attempts, with nothing naming Redis (found by a review).
+		return New(codes.ResourceExhausted, ReasonStoreFull, StoreFullMessage)
 	}
 	return New(codes.Internal, ReasonInternal, "internal error; see the server log")
 }
+
+// StoreFullMessage is what a call refused for a Redis out of memory says
+// (STORE_FULL), less the operation.
+const StoreFullMessage = "the store (Redis) is out of memory (used memory past maxmemory); raise maxmemory, delete finished missions or shorten --retention"
 
 // StoreFull reports whether err is (or wraps) Redis's OOM reply: used
 // memory past maxmemory under the noeviction policy slammesh requires

@@ -228,6 +228,9 @@ func TestUnexpectedStoreErrors(t *testing.T) {
 		{name: "CLUSTERDOWN", err: reply("CLUSTERDOWN The cluster is down"), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
 		{name: "max clients", err: reply("ERR max number of clients reached"), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
 		{name: "NOREPLICAS", err: reply("NOREPLICAS Not enough good replicas to write."), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		// Out of memory is no bug either: the saga retries it too (found
+		// by a review: INTERNAL compensated healthy missions).
+		{name: "OOM", err: reply("OOM command not allowed when used memory > 'maxmemory'."), wantCode: codes.ResourceExhausted, wantReason: rpcerr.ReasonStoreFull},
 		{name: "wrapped LOADING", err: func(t *testing.T) error {
 			return fmt.Errorf("read map: %w", reply("LOADING Redis is loading the dataset in memory")(t))
 		}, wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},

@@ -86,7 +86,8 @@ func Settle(ctx context.Context, b *barrier.Barrier, id barrier.ID, err error) (
 // mapped: the barrier's (a hanging action, a barrier of another saga, a
 // transaction that kept conflicting) and, through rpcerr.Unexpected, any
 // other. An INTERNAL status is logged to log with err as "<service> request
-// failed", since the client sees none of err's detail.
+// failed", since the client sees none of err's detail, and so is a Redis out
+// of memory (STORE_FULL), which an operator must act on.
 func Status(ctx context.Context, log *slog.Logger, service, step string, err error) error {
 	switch {
 	case errors.Is(err, barrier.ErrActionForbidden):
@@ -99,7 +100,7 @@ func Status(ctx context.Context, log *slog.Logger, service, step string, err err
 		return rpcerr.New(codes.Aborted, rpcerr.ReasonConflict, "concurrent attempts of this step kept conflicting; retry")
 	}
 	st := rpcerr.Unexpected(err)
-	if rpcerr.Code(st) == codes.Internal {
+	if rpcerr.Code(st) == codes.Internal || rpcerr.Reason(st) == rpcerr.ReasonStoreFull {
 		log.ErrorContext(ctx, service+" request failed", "error", err)
 	}
 	return st

@@ -2,6 +2,7 @@ package mapping_test
 
 import (
 	"bytes"
+	"context"
 	"image/png"
 	"math"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -164,6 +166,46 @@ func TestNullCompensation(t *testing.T) {
 	}
 	if eff := e.Effects(t, m); len(eff) != 0 {
 		t.Errorf("effects = %v, want none", eff)
+	}
+}
+
+// TestAllocateOnAFullRedis: a Redis out of memory refuses the allocation as
+// RESOURCE_EXHAUSTED (STORE_FULL), which the saga retries, not INTERNAL,
+// which compensated healthy missions after two attempts and named nothing
+// (found by a review); once memory is back the same call allocates, once.
+func TestAllocateOnAFullRedis(t *testing.T) {
+	t.Parallel()
+	e := start(t, mapping.Config{})
+	ctx := steptest.Context(t)
+	setMaxmemory(t, e.Redis, "1")
+	req := &mappingv1.AllocateMapRequest{Saga: e.Saga("m-full"), Spec: office()}
+	_, err := e.client.AllocateMap(ctx, req)
+	steptest.WantStatus(t, err, codes.ResourceExhausted, rpcerr.ReasonStoreFull)
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "Redis") || !strings.Contains(msg, "maxmemory") {
+		t.Errorf("message %q does not name Redis's memory", msg)
+	}
+	setMaxmemory(t, e.Redis, "0")
+	if _, err := e.client.AllocateMap(ctx, req); err != nil {
+		t.Fatalf("AllocateMap with memory back: %v", err)
+	}
+	if got := capacityUsed(t, e.Redis); got != officeCells {
+		t.Errorf("capacity used = %d, want one office map %d", got, officeCells)
+	}
+}
+
+// setMaxmemory sets maxmemory on every node of rdb: a Cluster's masters
+// each hold some of the keys.
+func setMaxmemory(t *testing.T, rdb redis.UniversalClient, v string) {
+	t.Helper()
+	set := func(ctx context.Context, c *redis.Client) error { return c.ConfigSet(ctx, "maxmemory", v).Err() }
+	var err error
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(t.Context(), set)
+	} else {
+		err = rdb.ConfigSet(t.Context(), "maxmemory", v).Err()
+	}
+	if err != nil {
+		t.Fatalf("CONFIG SET maxmemory %s: %v", v, err)
 	}
 }
 

@@ -19,9 +19,12 @@ var errCorruptInput = errors.New("corrupt saga record")
 // classify maps a step error onto the saga's error classes by gRPC code, as
 // docs/architecture.md ("Saga error classes") prescribes:
 //
-//   - transient (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, CANCELLED): retry.
-//     ABORTED with reason ACTION_FORBIDDEN is final: the barrier refuses an
-//     action whose compensation already ran, and it will refuse every retry.
+//   - transient (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, CANCELLED, and
+//     RESOURCE_EXHAUSTED with reason STORE_FULL: the step service's Redis
+//     out of memory, which retention, deletions or an operator free):
+//     retry. ABORTED with reason ACTION_FORBIDDEN is final: the barrier
+//     refuses an action whose compensation already ran, and it will refuse
+//     every retry.
 //     CANCELLED is transient because a step is only cancelled from outside
 //     (a draining server); a cancelled mission is stopped by the engine, not
 //     by this answer.
@@ -49,6 +52,11 @@ func classify(err error) saga.Class {
 		return saga.Retry
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		return saga.Retry
+	case codes.ResourceExhausted:
+		if rpcerr.Reason(err) == rpcerr.ReasonStoreFull {
+			return saga.Retry
+		}
+		return saga.Fail
 	case codes.Internal, codes.Unknown, codes.DataLoss:
 		return saga.RetryFew
 	default:

@@ -30,6 +30,7 @@ func TestClassify(t *testing.T) {
 		{"not found", status.Error(codes.NotFound, "gone"), saga.Fail},
 		{"out of range", status.Error(codes.OutOfRange, "far"), saga.Fail},
 		{"resource exhausted", rpcerr.New(codes.ResourceExhausted, rpcerr.ReasonCapacityExhausted, "full"), saga.Fail},
+		{"step's Redis out of memory", rpcerr.New(codes.ResourceExhausted, rpcerr.ReasonStoreFull, "oom"), saga.Retry},
 		{"already exists", status.Error(codes.AlreadyExists, "dup"), saga.Fail},
 		{"permission denied", status.Error(codes.PermissionDenied, "no"), saga.Fail},
 		{"unimplemented", status.Error(codes.Unimplemented, "old server"), saga.Fail},

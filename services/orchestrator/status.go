@@ -84,8 +84,7 @@ func (s *Server) storeError(ctx context.Context, op string, err error) error {
 	if rpcerr.StoreFull(err) {
 		// Not UNAVAILABLE: a client retrying it would wait for an outage
 		// that is not one, while the cause is in no reply.
-		return rpcerr.New(codes.ResourceExhausted, rpcerr.ReasonStoreFull,
-			op+": the mission store (Redis) is out of memory (used memory past maxmemory); raise maxmemory, delete finished missions or shorten --retention")
+		return rpcerr.New(codes.ResourceExhausted, rpcerr.ReasonStoreFull, op+": "+rpcerr.StoreFullMessage)
 	}
 	return rpcerr.New(codes.Unavailable, rpcerr.ReasonStoreUnavailable, op+": mission store unavailable")
 }
