@@ -105,6 +105,11 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 		o.since, o.backoff = now, firstRetryBackoff
 		fmt.Fprintf(o.stderr, "%v; %s for up to %v (--reconnect)\n", rpcError(op, err), then, o.reconnect)
 	case now.Sub(o.since) >= o.reconnect:
+		if rpcerr.Reason(err) == rpcerr.ReasonStoreUnavailable {
+			// The orchestrator answered: its Redis is what is down (found
+			// by a review: it read as the orchestrator's outage).
+			return fmt.Errorf("%s: the orchestrator answered, but its store (Redis) was unavailable for %v (--reconnect): %w", op, o.reconnect, rpcError("last attempt", err))
+		}
 		return fmt.Errorf("%s: the orchestrator was unreachable for %v (--reconnect): %w", op, o.reconnect, rpcError("last attempt", err))
 	}
 	select {

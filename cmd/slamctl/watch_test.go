@@ -471,16 +471,18 @@ func TestJSONStartWatchIsJSONAlone(t *testing.T) {
 
 // TestStoreOutageKeepsItsReconnect: an orchestrator that answers, slowly,
 // that its own store is unavailable (Redis is out) does not end the outage:
-// --reconnect still bounds the retries.
+// --reconnect still bounds the retries, and the end says that Redis, not
+// the orchestrator, was out (found by a review: "the orchestrator was
+// unreachable").
 func TestStoreOutageKeepsItsReconnect(t *testing.T) {
 	t.Parallel()
 	h := &heldStarts{hold: servedFor + 100*time.Millisecond, fails: 1 << 30,
-		failure: rpcerr.New(codes.Unavailable, rpcerr.ReasonStoreUnavailable, "load mission: mission store unavailable")}
+		failure: rpcerr.New(codes.Unavailable, rpcerr.ReasonStoreUnavailable, "load mission: mission store (Redis) unavailable: unreachable")}
 	_, addr := serveOn(t, "127.0.0.1:0", h)
 	var out, stderr bytes.Buffer
 	began := time.Now()
 	err := run(t.Context(), []string{"--addr", addr, "start", "--wait", "--reconnect", "2s"}, func(string) string { return "" }, &out, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "unreachable for 2s (--reconnect)") {
+	if err == nil || !strings.Contains(err.Error(), "the orchestrator answered, but its store (Redis) was unavailable for 2s (--reconnect)") {
 		t.Errorf("start --wait against a store outage: %v", err)
 	}
 	if d := time.Since(began); d > 30*time.Second {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -16,7 +17,7 @@ import (
 )
 
 // The engine's refusals of a Cancel or Resume must not read as a store
-// outage: only a Redis failure is "mission store unavailable".
+// outage: only a Redis failure is "mission store (Redis) unavailable".
 func TestEngineError(t *testing.T) {
 	t.Parallel()
 	s := &Server{log: slog.New(slog.DiscardHandler)}
@@ -35,6 +36,7 @@ func TestEngineError(t *testing.T) {
 		{"run already in this engine", saga.ErrRunning, codes.Internal, rpcerr.ReasonInternal, errInternal},
 		{"record of another definition", saga.ErrDefinitionMismatch, codes.Internal, rpcerr.ReasonInternal, errInternal},
 		{"redis unreachable", net.ErrClosed, codes.Unavailable, rpcerr.ReasonStoreUnavailable, nil},
+		{"redis refusing the password", redisReply("WRONGPASS invalid username-password pair or user is disabled."), codes.Unavailable, rpcerr.ReasonStoreUnavailable, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,6 +49,19 @@ func TestEngineError(t *testing.T) {
 			if tt.want != nil && !errors.Is(err, tt.want) {
 				t.Errorf("engineError = %v, want %v", err, tt.want)
 			}
+			// A store failure says what kind, for the client sees no log
+			// (found by a review: a rotated password read as an outage).
+			if want := map[string]string{"redis unreachable": ": unreachable", "redis refusing the password": "refused the orchestrator's credentials"}[tt.name]; want != "" && !strings.Contains(err.Error(), want) {
+				t.Errorf("engineError = %v, want it to say %q", err, want)
+			}
 		})
 	}
 }
+
+// redisReply is an error reply as go-redis returns one from the server.
+type redisReply string
+
+func (e redisReply) Error() string { return string(e) }
+
+// RedisError marks it as a Redis server's reply (redis.Error).
+func (redisReply) RedisError() {}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -86,7 +88,23 @@ func (s *Server) storeError(ctx context.Context, op string, err error) error {
 		// that is not one, while the cause is in no reply.
 		return rpcerr.New(codes.ResourceExhausted, rpcerr.ReasonStoreFull, op+": "+rpcerr.StoreFullMessage)
 	}
-	return rpcerr.New(codes.Unavailable, rpcerr.ReasonStoreUnavailable, op+": mission store unavailable")
+	return rpcerr.New(codes.Unavailable, rpcerr.ReasonStoreUnavailable, op+": mission store (Redis) unavailable"+storeCause(err))
+}
+
+// storeCause names, for a client that sees no log, the kind of a Redis
+// failure an operator fixes differently (found by a review: a rotated
+// password read as an outage of the orchestrator); "" for an unknown one.
+func storeCause(err error) string {
+	var netErr net.Error
+	switch {
+	case redis.HasErrorPrefix(err, "NOAUTH"), redis.HasErrorPrefix(err, "WRONGPASS"):
+		return ": it refused the orchestrator's credentials (REDIS_PASSWORD_FILE, REDIS_URL)"
+	case redis.IsLoadingError(err):
+		return ": it is loading its data after a restart"
+	case errors.As(err, &netErr):
+		return ": unreachable"
+	}
+	return ""
 }
 
 // contextStatus is the status of a call whose context ended: CANCELLED or
