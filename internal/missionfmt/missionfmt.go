@@ -48,6 +48,16 @@ func Mission(w io.Writer, m *orchestratorv1.Mission) {
 			fmt.Fprintf(w, ", compensations %d", s.GetCompensationAttempts())
 		}
 		fmt.Fprintln(w)
+		// A step in flight after a failed attempt is retrying: say why, or
+		// a step stuck on an unreachable service shows only its attempts
+		// growing (found by a review). A compensation's first attempt
+		// carries the action's error, which the mission's says; an ended
+		// step's error is the mission's too.
+		retrying := s.GetState() == orchestratorv1.StepState_STEP_STATE_RUNNING && s.GetAttempts() > 1 ||
+			s.GetState() == orchestratorv1.StepState_STEP_STATE_COMPENSATING && s.GetCompensationAttempts() > 1
+		if e := s.GetError(); e != nil && retrying {
+			fmt.Fprintf(w, "%-9s %-16s retrying after %s: %s\n", "", "", strings.TrimSpace(e.GetCode()+" "+e.GetReason()), e.GetMessage())
+		}
 	}
 	if e := m.GetError(); e != nil {
 		fmt.Fprintf(w, "error     %s: %s\n", strings.TrimSpace(e.GetCode()+" "+e.GetReason()), e.GetMessage())

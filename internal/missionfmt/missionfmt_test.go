@@ -76,6 +76,30 @@ func TestMissionBlock(t *testing.T) {
 	}
 }
 
+// TestMissionStepRetrying: a step in flight after a failed attempt says
+// what it retries after (found by a review: a step stuck on an unreachable
+// service showed only its attempts); a compensation's first attempt, which
+// carries the action's error, does not.
+func TestMissionStepRetrying(t *testing.T) {
+	t.Parallel()
+	unreachable := &orchestratorv1.MissionError{Code: "UNAVAILABLE", Message: "connection refused"}
+	for _, tc := range []struct {
+		step *orchestratorv1.Step
+		want bool
+	}{
+		{&orchestratorv1.Step{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_RUNNING, Attempts: 24, Error: unreachable}, true},
+		{&orchestratorv1.Step{Name: "merge_maps", State: orchestratorv1.StepState_STEP_STATE_COMPENSATING, Attempts: 1, CompensationAttempts: 3, Error: unreachable}, true},
+		{&orchestratorv1.Step{Name: "merge_maps", State: orchestratorv1.StepState_STEP_STATE_COMPENSATING, Attempts: 1, CompensationAttempts: 1, Error: unreachable}, false},
+		{&orchestratorv1.Step{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_SUCCEEDED, Attempts: 3, Error: unreachable}, false},
+	} {
+		var b bytes.Buffer
+		Mission(&b, &orchestratorv1.Mission{MissionId: "m1", State: orchestratorv1.MissionState_MISSION_STATE_RUNNING, Steps: []*orchestratorv1.Step{tc.step}})
+		if got := strings.Contains(b.String(), "retrying after UNAVAILABLE: connection refused"); got != tc.want {
+			t.Errorf("%s %v: says retrying %v, want %v:\n%s", tc.step.GetName(), tc.step.GetState(), got, tc.want, b.String())
+		}
+	}
+}
+
 func TestMissionErrorWithoutReason(t *testing.T) {
 	t.Parallel()
 	var b bytes.Buffer
