@@ -193,3 +193,14 @@ func TestMaxAttemptsIsNotTheRetryBudget(t *testing.T) {
 		t.Errorf("state %s, %d attempts, step error %+v; want compensated after 3 attempts, no %s", rec.State, rec.Steps[1].Attempts, e, ReasonRetryBudgetExhausted)
 	}
 }
+
+// TestAttemptsWord: one attempt is singular (found by a review: "after 1
+// attempts").
+func TestAttemptsWord(t *testing.T) {
+	t.Parallel()
+	for n, want := range map[int]string{0: "0 attempts", 1: "1 attempt", 2: "2 attempts"} {
+		if got := attemptsWord(n); got != want {
+			t.Errorf("attemptsWord(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -213,6 +213,14 @@ func (x *execution) deadlineFailure(sr *StepRecord, timedOut int, elapsed time.D
 	}
 }
 
+// attemptsWord is "1 attempt" or "n attempts".
+func attemptsWord(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return fmt.Sprintf("%d attempts", n)
+}
+
 // budgetFailure is the failure of step sr given up after transient errors
 // without a reason of their own (last is the last of them), elapsed since
 // its first attempt of this run.
@@ -220,8 +228,8 @@ func (x *execution) budgetFailure(sr *StepRecord, last Failure, elapsed time.Dur
 	return Failure{
 		Code:   last.Code,
 		Reason: ReasonRetryBudgetExhausted,
-		Message: fmt.Sprintf("step %s still failed after %d attempts over %s, when one more would have run past its %s retry budget (orchestrator --retry-budget); last error: %s",
-			sr.Name, sr.Attempts, elapsed.Round(time.Millisecond), x.e.policy.RetryBudget, last.Message),
+		Message: fmt.Sprintf("step %s still failed after %s over %s, when one more would have run past its %s retry budget (orchestrator --retry-budget); last error: %s",
+			sr.Name, attemptsWord(sr.Attempts), elapsed.Round(time.Millisecond), x.e.policy.RetryBudget, last.Message),
 	}
 }
 
@@ -327,9 +335,9 @@ func (x *execution) fail(sr *StepRecord, f Failure, elapsed time.Duration) error
 	rec.EndedAt = x.e.now()
 	// The budget, and elapsed, run from the last resume: say so, or a
 	// second give-up reads as its chapter's attempts spent in its time.
-	attempts := fmt.Sprintf("%d attempts over %s", sr.CompAttempts, elapsed.Round(time.Millisecond))
+	attempts := fmt.Sprintf("%s over %s", attemptsWord(sr.CompAttempts), elapsed.Round(time.Millisecond))
 	if sr.CompBase > 0 {
-		attempts = fmt.Sprintf("%d attempts over %s since it was resumed (%d in all)", sr.CompAttempts-sr.CompBase, elapsed.Round(time.Millisecond), sr.CompAttempts)
+		attempts = fmt.Sprintf("%s over %s since it was resumed (%d in all)", attemptsWord(sr.CompAttempts-sr.CompBase), elapsed.Round(time.Millisecond), sr.CompAttempts)
 	}
 	rec.Error = Failure{
 		Code:    f.Code,
