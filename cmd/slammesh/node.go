@@ -136,6 +136,9 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 			n.log.WarnContext(ctx, "redis runs without AOF (appendonly no): a Redis restart loses the writes since its last snapshot, running missions included; set appendonly yes",
 				"redis_version", res.Version.String())
 		}
+		if spec.redis.cluster == nil {
+			n.watchRedisRestarts(ctx)
+		}
 	}
 
 	creds, src, err := serverCreds(spec.svc, n.log)
@@ -177,6 +180,27 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 		return n, fmt.Errorf("%s: %w", spec.name, err)
 	}
 	return n, nil
+}
+
+// watchRedisRestarts logs each restart of the node's Redis until the node
+// closes: the startup warning about AOF is read once, and a Redis
+// restarted later without it rolls back to its last snapshot, which no key
+// shows afterwards (found by a review: cancelled missions ran again).
+func (n *node) watchRedisRestarts(ctx context.Context) {
+	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		redischeck.WatchRestarts(ctx, n.rdb, redischeck.RestartPoll, func(aof bool) {
+			if aof {
+				n.log.WarnContext(ctx, "redis restarted (its run_id changed); it runs with AOF, so it reloaded its writes")
+				return
+			}
+			n.log.ErrorContext(ctx, "redis restarted without AOF (appendonly no): it came back from its last snapshot, or empty; "+
+				"the writes since are lost, and what they undid may be undone too (a mission cancelled or deleted since may run again); set appendonly yes")
+		})
+	}()
+	n.closers = append(n.closers, func() error { stop(); <-done; return nil })
 }
 
 // serve runs the node until ctx ends, then drains and releases it in the

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/slammesh/slammesh/internal/redischeck"
+	"github.com/slammesh/slammesh/internal/redisproc"
 	"github.com/slammesh/slammesh/internal/redistest"
 )
 
@@ -167,5 +168,56 @@ func TestCheckWithoutConfigCommand(t *testing.T) {
 				t.Errorf("policy %q read from %q, want %q from INFO memory", r.Policy, r.PolicyFrom, tt.policy)
 			}
 		})
+	}
+}
+
+// TestWatchRestarts restarts a real redis-server on its port, without and
+// with AOF: the watch tells each restart once, with the server's AOF, and
+// says nothing while the server stays up or is down.
+func TestWatchRestarts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p, err := redisproc.Start(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { p.Stop() }()
+	_, portText, _ := net.SplitHostPort(p.Addr)
+	port, _ := strconv.Atoi(portText)
+	rdb := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1})
+	defer rdb.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	seen := make(chan bool, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		redischeck.WatchRestarts(ctx, rdb, 20*time.Millisecond, func(aof bool) { seen <- aof })
+	}()
+	time.Sleep(100 * time.Millisecond) // several reads of the same server
+	select {
+	case aof := <-seen:
+		t.Fatalf("a restart (aof %v) told while the server stayed up", aof)
+	default:
+	}
+	for _, aof := range []bool{false, true} {
+		p.Stop()
+		time.Sleep(60 * time.Millisecond) // reads fail meanwhile
+		if p, err = redisproc.StartOn(dir, port, "--appendonly", map[bool]string{false: "no", true: "yes"}[aof]); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-seen:
+			if got != aof {
+				t.Errorf("restart with appendonly %v told with aof %v", aof, got)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("restart with appendonly %v not told", aof)
+		}
+	}
+	cancel()
+	<-done
+	if len(seen) != 0 {
+		t.Errorf("%d more restarts told than made", len(seen))
 	}
 }

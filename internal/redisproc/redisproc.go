@@ -110,15 +110,17 @@ func StartArgs(dir string, extra ...string) (*Process, error) {
 }
 
 // StartOn is Start on a given loopback port, for an address people can
-// type. It fails with a *PortInUseError when another process listens there,
-// whether it is found before the start or, having taken the port in between,
-// answers in our server's place.
-func StartOn(dir string, port int) (*Process, error) {
+// type, with extra redis-server arguments as StartArgs takes them (a
+// server restarted with appendonly yes). It fails with a *PortInUseError
+// when another process listens there, whether it is found before the
+// start or, having taken the port in between, answers in our server's
+// place.
+func StartOn(dir string, port int, extra ...string) (*Process, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, ErrNotInstalled
 	}
-	return launch(bin, dir, port)
+	return launch(bin, dir, port, extra...)
 }
 
 // Stop kills the server (SIGKILL, by its PID) and waits for it to exit.
@@ -146,14 +148,14 @@ func (p *Process) exited() (bool, error) {
 	return true, p.waitErr
 }
 
-func launch(bin, dir string, port int) (*Process, error) {
+func launch(bin, dir string, port int, extra ...string) (*Process, error) {
 	// redis-server exits on "Address already in use", but a server already
 	// listening there answers PING long before ours has given up; so look
 	// first, and check whose server answered below.
 	if err := probe(port); err != nil {
 		return nil, err
 	}
-	return spawn(bin, dir, port)
+	return spawn(bin, dir, port, extra...)
 }
 
 // spawn starts redis-server on port and waits until it is ready; see
