@@ -11,7 +11,7 @@ import (
 // summed, less one INFO of the probe's per master and snapshot.
 func TestRedisProbeSumsTheMastersOfACluster(t *testing.T) {
 	srv := redistest.StartCluster(t)
-	p := newRedisProbe(t.Context(), "", srv.URL, io.Discard)
+	p := newRedisProbe(t.Context(), "", srv.URL, "", io.Discard)
 	if p == nil {
 		t.Fatalf("no probe of the cluster %s", srv.URL)
 	}
