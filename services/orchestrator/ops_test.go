@@ -429,6 +429,34 @@ func TestWatchOfALostMissionEnds(t *testing.T) {
 	}
 }
 
+// TestWaitOnALostMissionSaysSo: a StartMission wait on a mission whose
+// record Redis loses meanwhile ends NOT_FOUND saying Redis lost it, as a
+// watch does (found by a review: it answered "mission not found", as for
+// a mission never heard of).
+func TestWaitOnALostMissionSaysSo(t *testing.T) {
+	st := startStack(t, stackConfig{allowFaults: true, policy: saga.Policy{AttemptTimeout: 2 * time.Second}})
+	id, _ := st.stalledMission(t, 63)
+	waitErr := make(chan error, 1)
+	go func() {
+		req := stalledRequest(63)
+		req.Wait = true
+		_, err := st.client.StartMission(ctxT(t), req)
+		waitErr <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the wait begins on a running mission
+	if err := st.rdb.Del(ctxT(t), saga.RecordKey(id)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waitErr:
+		if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), "Redis lost it") {
+			t.Fatalf("wait on a lost mission ended with %v, want NOT_FOUND saying Redis lost it", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the wait on a lost mission still open 30 s after Redis lost it")
+	}
+}
+
 // Past MaxWatchers a watch fails RESOURCE_EXHAUSTED; a drain ends the open
 // watches and a StartMission wait at once with UNAVAILABLE, long before the
 // mission (whose merge attempt is held for seconds) ends.

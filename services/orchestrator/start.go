@@ -163,7 +163,7 @@ func (s *Server) awaitEnd(ctx context.Context, key string) (*saga.Record, error)
 	}
 	rec, err := s.store.Load(ctx, key)
 	if err != nil {
-		return nil, s.loadError(ctx, key, err)
+		return nil, s.lostOrLoadError(ctx, key, err)
 	}
 	if rec.State.Terminal() {
 		return rec, nil
@@ -176,7 +176,7 @@ func (s *Server) awaitEnd(ctx context.Context, key string) (*saga.Record, error)
 		return nil, s.storeError(ctx, "read mission events", err)
 	}
 	if rec, err = s.store.Load(ctx, key); err != nil {
-		return nil, s.loadError(ctx, key, err)
+		return nil, s.lostOrLoadError(ctx, key, err)
 	}
 	if rec.State.Terminal() {
 		return rec, nil
@@ -185,9 +185,20 @@ func (s *Server) awaitEnd(ctx context.Context, key string) (*saga.Record, error)
 		return nil, s.watchError(ctx, "follow mission events", err)
 	}
 	if rec, err = s.store.Load(ctx, key); err != nil {
-		return nil, s.loadError(ctx, key, err)
+		return nil, s.lostOrLoadError(ctx, key, err)
 	}
 	return rec, nil
+}
+
+// lostOrLoadError is loadError for a mission known to exist when the wait
+// for its end began: gone since, it was running and its record is gone
+// (lostError), not a mission never heard of (found by a review: start
+// --wait on a mission Redis lost answered "mission not found").
+func (s *Server) lostOrLoadError(ctx context.Context, key string, err error) error {
+	if errors.Is(err, saga.ErrNotFound) {
+		return s.lostError(ctx, key)
+	}
+	return s.loadError(ctx, key, err)
 }
 
 // lastEventID returns the id of the newest event of a mission, or "0" when
