@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"time"
 
@@ -281,6 +282,20 @@ func (c serviceConfig) validate() error {
 		return fmt.Errorf("%w: --retention must be at least %v", errUsage, minRetention)
 	case c.service == "mapping" && c.capacityCells == 0:
 		return fmt.Errorf("%w: --capacity-cells must be positive", errUsage)
+	}
+	// Checked here, before Redis is dialled, rather than at the listen
+	// (found by a review: a mistyped port waited for Redis first).
+	for _, a := range []struct{ flag, addr string }{{"--grpc-addr", c.grpcAddr}, {"--http-addr", c.httpAddr}} {
+		if a.addr == "" {
+			continue
+		}
+		_, port, err := net.SplitHostPort(a.addr)
+		if err == nil {
+			_, err = net.LookupPort("tcp", port)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %s %q: %v", errUsage, a.flag, a.addr, err)
+		}
 	}
 	return nil
 }

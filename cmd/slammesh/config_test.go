@@ -34,6 +34,11 @@ func TestRecoveryFlags(t *testing.T) {
 		{name: "interval not positive", service: "orchestrator", args: []string{"--recovery-interval", "0s"}, usageErr: true},
 		{name: "bad duration in the environment", service: "orchestrator", env: map[string]string{"SLAMMESH_LEASE_TTL": "soon"}, usageErr: true},
 		{name: "step services have no such flags", service: "mapping", args: []string{"--lease-ttl", "2s"}, usageErr: true},
+		// Addresses are refused before Redis is dialled (found by a
+		// review: a mistyped port waited for Redis first).
+		{name: "port out of range", service: "orchestrator", args: []string{"--grpc-addr", ":99999"}, usageErr: true},
+		{name: "address without a port", service: "mapping", args: []string{"--http-addr", "127.0.0.1"}, usageErr: true},
+		{name: "port from the environment", service: "merge", env: map[string]string{"SLAMMESH_GRPC_ADDR": "127.0.0.1:x9"}, usageErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
