@@ -55,6 +55,19 @@ func (s LaserScan) Validate() error {
 	return nil
 }
 
+// Returns counts the beams that hit something: a range in [RangeMin,
+// RangeMax). The others are no-return beams (at or beyond RangeMax, +Inf)
+// or invalid ones (NaN, -Inf, below RangeMin).
+func (s LaserScan) Returns() int {
+	n := 0
+	for _, r := range s.Ranges {
+		if v := float64(r); v >= s.RangeMin && v < s.RangeMax {
+			n++
+		}
+	}
+	return n
+}
+
 // BeamAngle returns the direction of beam i in the sensor frame.
 func (s LaserScan) BeamAngle(i int) float64 {
 	return s.AngleMin + float64(i)*s.AngleIncrement

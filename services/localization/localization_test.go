@@ -172,6 +172,8 @@ func TestLocalizationFailures(t *testing.T) {
 		mutate func(req *localizationv1.LocalizeAgentsRequest)
 		reason string
 		agents string
+		scans  bool   // agents sent as scans, not submaps
+		says   string // in the message, besides the agents
 	}{
 		{name: "sealed agent", kind: world.SealedAgent, reason: rpcerr.ReasonInsufficientOverlap, agents: "agent-2"},
 		{name: "symmetric corridor", kind: world.SymmetricCorridor, reason: rpcerr.ReasonAmbiguousMatch, agents: "agent-1,agent-2"},
@@ -185,12 +187,25 @@ func TestLocalizationFailures(t *testing.T) {
 			a := req.Agents[0]
 			a.Submap = &typesv1.OccupancyGrid{Meta: &typesv1.GridMeta{Resolution: 0.05, Width: 40, Height: 40}, Data: make([]byte, 1600)}
 		}, reason: rpcerr.ReasonInsufficientData, agents: "agent-0"},
+		// Scans none of whose beams returned say so (found by a review:
+		// "0 occupied cells" alone left the cause to guess).
+		{name: "scans without a return", kind: world.Office, scans: true, mutate: func(req *localizationv1.LocalizeAgentsRequest) {
+			for _, f := range req.Agents[1].Scans {
+				for i := range f.Scan.Ranges {
+					f.Scan.Ranges[i] = float32(math.Inf(1))
+				}
+			}
+		}, reason: rpcerr.ReasonInsufficientData, agents: "agent-1", says: "no beam of its"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			m := "m-fail-" + strings.ReplaceAll(tt.name, " ", "-")
-			_, req := mission(t, e, m, tt.kind, slamproto.Submaps)
+			form := slamproto.Submaps
+			if tt.scans {
+				form = slamproto.Scans
+			}
+			_, req := mission(t, e, m, tt.kind, form)
 			if tt.mutate != nil {
 				tt.mutate(req)
 			}
@@ -203,6 +218,9 @@ func TestLocalizationFailures(t *testing.T) {
 				if !strings.Contains(err.Error(), id) {
 					t.Errorf("message does not name %s: %v", id, err)
 				}
+			}
+			if !strings.Contains(err.Error(), tt.says) {
+				t.Errorf("message does not say %q: %v", tt.says, err)
 			}
 			if keys := missionKeys(t, e, m); len(keys) != 0 {
 				t.Errorf("a failed localization stored %v", keys)

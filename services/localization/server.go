@@ -430,11 +430,30 @@ func unlocalizedStatus(ue *match.UnlocalizedError, agents []slamproto.Agent) err
 			id = agents[f.Result.Agent].ID
 		}
 		ids = append(ids, id)
-		details = append(details, id+": "+failureDetail(f))
+		detail := id + ": " + failureDetail(f)
+		if f.Result.Agent >= 0 && f.Result.Agent < len(agents) && errors.Is(f, slam.ErrInsufficientData) {
+			detail += noReturns(agents[f.Result.Agent].Scans)
+		}
+		details = append(details, detail)
 	}
 	return rpcerr.New(codes.FailedPrecondition, reason,
 		fmt.Sprintf("cannot localize %d of %d agents: %s", len(ue.Failures), len(agents), strings.Join(details, "; ")),
 		"agents", strings.Join(ids, ","))
+}
+
+// noReturns says why an agent sent as scans has no walls when none of its
+// beams hit anything (found by a review: "0 occupied cells" alone left the
+// cause to guess); "" otherwise.
+func noReturns(scans []slam.PosedScan) string {
+	if len(scans) == 0 {
+		return ""
+	}
+	for _, s := range scans {
+		if s.Scan.Returns() > 0 {
+			return ""
+		}
+	}
+	return fmt.Sprintf(" (no beam of its %d scans hit anything: every range is at or beyond range_max, infinite, NaN or below range_min; check range_max and the ranges' units)", len(scans))
 }
 
 // anchorID is the id of the anchor among agents, or "" when none is.
