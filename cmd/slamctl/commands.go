@@ -465,14 +465,38 @@ func mapError(ctx context.Context, c *clients, id string, err error) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, mapMissionTimeout)
 	defer cancel()
-	_, gerr := c.orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
+	resp, gerr := c.orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
 	switch st := status.Convert(gerr); st.Code() {
+	case codes.OK:
+		if why := mapGone(resp.GetMission()); why != "" {
+			return fmt.Errorf("get map: %s: mission %s has no map: %s", codes.NotFound, id, why)
+		}
 	case codes.NotFound:
 		return rpcError("get map", gerr)
 	case codes.Unauthenticated, codes.PermissionDenied:
 		return fmt.Errorf("%w (the orchestrator, asked whether the mission exists, answered %s: %s)", rpcError("get map", err), st.Code(), st.Message())
 	}
 	return rpcError("get map", err)
+}
+
+// mapGone is which of the ways a map goes the mission's record tells,
+// instead of the mapping service's list of them all (found by a review:
+// a torn-down mission's answer listed every cause); "" when the record
+// does not tell (a compensation that gave up may or may not have released
+// it).
+func mapGone(m *orchestratorv1.Mission) string {
+	switch st := m.GetState(); {
+	case st == orchestratorv1.MissionState_MISSION_STATE_COMPENSATED, st == orchestratorv1.MissionState_MISSION_STATE_COMPENSATING:
+		if m.GetMapId() == "" {
+			return "it was undone (" + missionfmt.State(st) + ") before one was allocated"
+		}
+		return "it was undone (" + missionfmt.State(st) + ": cancelled, torn down or failed), which releases its map"
+	case m.GetMapId() == "" && (st == orchestratorv1.MissionState_MISSION_STATE_PENDING || st == orchestratorv1.MissionState_MISSION_STATE_RUNNING):
+		return "none is allocated yet (" + missionfmt.State(st) + ")"
+	case st == orchestratorv1.MissionState_MISSION_STATE_COMPLETED && m.GetMapId() != "":
+		return "its map " + m.GetMapId() + " was evicted, oldest first, to keep the retained maps within the mapping service's --retained-cells"
+	}
+	return ""
 }
 
 // fetchMap reads a map with MappingService.StreamMap, which serves a map of

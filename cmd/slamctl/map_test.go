@@ -98,9 +98,15 @@ type mapNotFoundOrchestrator struct {
 }
 
 func (mapNotFoundOrchestrator) GetMission(_ context.Context, req *orchestratorv1.GetMissionRequest) (*orchestratorv1.GetMissionResponse, error) {
-	switch req.GetMissionId() {
+	switch id := req.GetMissionId(); id {
 	case "done":
 		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: "done", State: orchestratorv1.MissionState_MISSION_STATE_COMPLETED}}, nil
+	case "evicted":
+		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, MapId: "map-1", State: orchestratorv1.MissionState_MISSION_STATE_COMPLETED}}, nil
+	case "torn-down":
+		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, MapId: "map-2", State: orchestratorv1.MissionState_MISSION_STATE_COMPENSATED}}, nil
+	case "early":
+		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, State: orchestratorv1.MissionState_MISSION_STATE_RUNNING}}, nil
 	case "locked":
 		return nil, status.Error(codes.Unauthenticated, "token expired")
 	}
@@ -117,9 +123,10 @@ func (noMaps) StreamMap(req *mappingv1.StreamMapRequest, _ grpc.ServerStreamingS
 }
 
 // TestMapOfAnUnknownMission: `slamctl map` of a mission the orchestrator
-// does not know says so, rather than the mapping service's list of the
-// ways a map goes, which stays the answer for a mission that exists, and
-// when the orchestrator cannot be reached or refuses the token (saying so).
+// does not know says so, and of one whose record tells how its map went
+// says that, rather than the mapping service's list of the ways a map
+// goes, which stays the answer otherwise, and when the orchestrator cannot
+// be reached or refuses the token (saying so).
 func TestMapOfAnUnknownMission(t *testing.T) {
 	t.Parallel()
 	serve := func(register func(*grpc.Server)) string {
@@ -138,6 +145,11 @@ func TestMapOfAnUnknownMission(t *testing.T) {
 	for _, tc := range []struct{ addr, mission, want string }{
 		{orch, "ghost", `get map: NotFound: mission "ghost" not found`},
 		{orch, "done", "get map: NotFound: mission done has no map: none was allocated"},
+		// The record tells the cause where it can (found by a review: a
+		// torn-down mission's answer listed every way a map goes).
+		{orch, "evicted", "get map: NotFound: mission evicted has no map: its map map-1 was evicted, oldest first, to keep the retained maps within the mapping service's --retained-cells"},
+		{orch, "torn-down", "get map: NotFound: mission torn-down has no map: it was undone (COMPENSATED: cancelled, torn down or failed), which releases its map"},
+		{orch, "early", "get map: NotFound: mission early has no map: none is allocated yet (RUNNING)"},
 		{"127.0.0.1:1", "ghost", "get map: NotFound: mission ghost has no map"},
 		{orch, "locked", "has no map: none was allocated, a compensation or teardown released it, or it was evicted (the orchestrator, asked whether the mission exists, answered Unauthenticated: token expired)"},
 	} {
