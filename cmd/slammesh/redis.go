@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -80,8 +81,33 @@ func redisOptions(rawURL string, sec securityConfig) (*redis.Options, error) {
 		if opts.Password == "" {
 			return nil, fmt.Errorf("redis password file %s is empty", sec.redisPasswordFile)
 		}
+		f := &filePassword{path: sec.redisPasswordFile, user: opts.Username, last: opts.Password}
+		opts.CredentialsProviderContext = f.credentials
 	}
 	return opts, nil
+}
+
+// filePassword gives each new Redis connection the password in its file,
+// read again at every dial: a password rotated in the file reaches the
+// connections made after it (docs/security.md), as the certificates and
+// tokens reach theirs, where reading it once at start took the mesh down
+// until every service restarted (found by a review). A read that fails, or
+// finds the file empty (a rewrite half done), keeps the last password read.
+type filePassword struct {
+	path, user string
+	mu         sync.Mutex
+	last       string
+}
+
+// credentials is a go-redis CredentialsProviderContext.
+func (f *filePassword) credentials(context.Context) (string, string, error) {
+	b, err := os.ReadFile(f.path)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if pw := strings.TrimRight(string(b), "\r\n"); err == nil && pw != "" {
+		f.last = pw
+	}
+	return f.user, f.last, nil
 }
 
 // urlPassword returns the text between "user:" and the last "@" of a
@@ -311,6 +337,7 @@ func newRedisConn(rawURL, clusterURL string, sec securityConfig) (redisConn, err
 	}
 	copts.TLSConfig = single.TLSConfig
 	copts.Password = single.Password
+	copts.CredentialsProviderContext = single.CredentialsProviderContext
 	return redisConn{single: single, cluster: copts}, nil
 }
 

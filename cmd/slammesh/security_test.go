@@ -257,3 +257,54 @@ func TestLoosePermissionsOfSecretFiles(t *testing.T) {
 		t.Errorf("0644 files: %v", w)
 	}
 }
+
+// TestRedisPasswordFileIsReadAtEveryDial: a password rotated in
+// REDIS_PASSWORD_FILE reaches the connections dialled after it, on a real
+// Redis whose password changed and whose connections were cut (found by a
+// review: the file was read once at start, and the mesh stayed down until
+// every service restarted). A file emptied mid-rewrite keeps the last one.
+func TestRedisPasswordFileIsReadAtEveryDial(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	admin := srv.Client(t)
+	ctx := t.Context()
+	rotate := func(pw string) {
+		t.Helper()
+		if err := admin.ConfigSet(ctx, "requirepass", pw).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.ClientKillByFilter(ctx, "TYPE", "normal").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "password")
+	write := func(pw string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(pw), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("old\n")
+	rotate("old")
+	opts, err := redisOptions(srv.URL, securityConfig{redisPasswordFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING with the file's password: %v", err)
+	}
+	write("new\n")
+	rotate("new")
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING after the password was rotated in the file and in Redis: %v", err)
+	}
+	write("")
+	if err := admin.ClientKillByFilter(ctx, "TYPE", "normal").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING with the file emptied mid-rewrite: %v", err)
+	}
+}
