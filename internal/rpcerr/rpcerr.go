@@ -198,7 +198,8 @@ func StoreFull(err error) bool {
 // or it was closed because the process is shutting down) or the server's
 // state (LOADING its dataset after a restart, READONLY or MASTERDOWN during a
 // failover, TRYAGAIN or CLUSTERDOWN while Cluster slots move, out of client
-// slots, NOREPLICAS). These are the server errors go-redis itself retries.
+// slots, NOREPLICAS; these are the server errors go-redis itself retries),
+// or credentials it refuses (StoreRefusedCredentials).
 // Mapped to INTERNAL they would make the saga compensate a healthy mission
 // after two attempts; as UNAVAILABLE it retries with backoff instead.
 func storeUnavailable(err error) bool {
@@ -210,7 +211,19 @@ func storeUnavailable(err error) bool {
 	}
 	return redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err) ||
 		redis.IsTryAgainError(err) || redis.IsClusterDownError(err) || redis.IsMaxClientsError(err) ||
-		redis.IsNoReplicasError(err)
+		redis.IsNoReplicasError(err) || StoreRefusedCredentials(err)
+}
+
+// StoreRefusedCredentials reports whether err is Redis refusing a
+// connection's credentials: NOAUTH, WRONGPASS, or Redis 7's protocol error
+// for a large command on a connection that has not authenticated. A
+// password rotated in Redis before in a service's file does that to the
+// service's new connections only, until the file has it (docs/security.md):
+// an outage to retry, which as INTERNAL failed missions in seconds (found
+// by a review).
+func StoreRefusedCredentials(err error) bool {
+	return redis.HasErrorPrefix(err, "NOAUTH") || redis.HasErrorPrefix(err, "WRONGPASS") ||
+		redis.HasErrorPrefix(err, "Protocol error: unauthenticated")
 }
 
 // deadlineSlack is how long before a server-side call's deadline a

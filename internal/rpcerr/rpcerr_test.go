@@ -228,6 +228,11 @@ func TestUnexpectedStoreErrors(t *testing.T) {
 		{name: "CLUSTERDOWN", err: reply("CLUSTERDOWN The cluster is down"), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
 		{name: "max clients", err: reply("ERR max number of clients reached"), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
 		{name: "NOREPLICAS", err: reply("NOREPLICAS Not enough good replicas to write."), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		// Credentials refused (a password rotated in Redis before in the
+		// service's file) are an outage to retry (found by a review).
+		{name: "NOAUTH", err: reply("NOAUTH Authentication required."), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "WRONGPASS", err: reply("WRONGPASS invalid username-password pair or user is disabled."), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
+		{name: "unauthenticated", err: reply("ERR Protocol error: unauthenticated multibulk length"), wantCode: codes.Unavailable, wantReason: rpcerr.ReasonStoreUnavailable},
 		// Out of memory is no bug either: the saga retries it too (found
 		// by a review: INTERNAL compensated healthy missions).
 		{name: "OOM", err: reply("OOM command not allowed when used memory > 'maxmemory'."), wantCode: codes.ResourceExhausted, wantReason: rpcerr.ReasonStoreFull},

@@ -97,7 +97,7 @@ func (s *Server) storeError(ctx context.Context, op string, err error) error {
 func storeCause(err error) string {
 	var netErr net.Error
 	switch {
-	case redis.HasErrorPrefix(err, "NOAUTH"), redis.HasErrorPrefix(err, "WRONGPASS"):
+	case rpcerr.StoreRefusedCredentials(err):
 		return ": it refused the orchestrator's credentials (REDIS_PASSWORD_FILE, REDIS_URL)"
 	case redis.IsLoadingError(err):
 		return ": it is loading its data after a restart"
