@@ -336,7 +336,7 @@ func cmdCancel(ctx context.Context, c *clients, g global, args []string, stdout,
 	case st == orchestratorv1.MissionState_MISSION_STATE_FAILED:
 		return fmt.Errorf("mission %s is FAILED: a compensation gave up, and a cancel cannot carry it on; once its cause is repaired, slamctl resume %s does", id, id)
 	case *wait && st != orchestratorv1.MissionState_MISSION_STATE_COMPENSATED:
-		return fmt.Errorf("mission %s ended %s, not COMPENSATED", id, missionfmt.State(st))
+		return fmt.Errorf("mission %s is %s, not COMPENSATED", id, missionfmt.State(st))
 	}
 	return nil
 }
@@ -483,16 +483,25 @@ func mapError(ctx context.Context, c *clients, id string, err error) error {
 // instead of the mapping service's list of them all (found by a review:
 // a torn-down mission's answer listed every cause); "" when the record
 // does not tell (a compensation that gave up may or may not have released
-// it).
+// it). The allocate_map step tells it: a compensated step's output, the
+// map id, is cleared from the record (found by a second review).
 func mapGone(m *orchestratorv1.Mission) string {
-	switch st := m.GetState(); {
-	case st == orchestratorv1.MissionState_MISSION_STATE_COMPENSATED, st == orchestratorv1.MissionState_MISSION_STATE_COMPENSATING:
-		if m.GetMapId() == "" {
-			return "it was undone (" + missionfmt.State(st) + ") before one was allocated"
+	var alloc *orchestratorv1.Step
+	for _, s := range m.GetSteps() {
+		if s.GetName() == "allocate_map" {
+			alloc = s
 		}
-		return "it was undone (" + missionfmt.State(st) + ": cancelled, torn down or failed), which releases its map"
-	case m.GetMapId() == "" && (st == orchestratorv1.MissionState_MISSION_STATE_PENDING || st == orchestratorv1.MissionState_MISSION_STATE_RUNNING):
-		return "none is allocated yet (" + missionfmt.State(st) + ")"
+	}
+	st := m.GetState()
+	switch as := alloc.GetState(); {
+	case alloc == nil:
+		return ""
+	case as == orchestratorv1.StepState_STEP_STATE_COMPENSATED:
+		return "it was undone (" + missionfmt.State(st) + ": cancelled, torn down or failed), and undoing allocate_map released its map"
+	case as == orchestratorv1.StepState_STEP_STATE_PENDING, as == orchestratorv1.StepState_STEP_STATE_FAILED:
+		return "allocate_map " + strings.TrimPrefix(as.String(), "STEP_STATE_") + ": none was allocated"
+	case as == orchestratorv1.StepState_STEP_STATE_RUNNING:
+		return "none is allocated yet (allocate_map RUNNING)"
 	case st == orchestratorv1.MissionState_MISSION_STATE_COMPLETED && m.GetMapId() != "":
 		return "its map " + m.GetMapId() + " was evicted, oldest first, to keep the retained maps within the mapping service's --retained-cells"
 	}

@@ -101,12 +101,20 @@ func (mapNotFoundOrchestrator) GetMission(_ context.Context, req *orchestratorv1
 	switch id := req.GetMissionId(); id {
 	case "done":
 		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: "done", State: orchestratorv1.MissionState_MISSION_STATE_COMPLETED}}, nil
+	// The records as the orchestrator keeps them: a compensated step's
+	// output (the map id) is cleared.
 	case "evicted":
-		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, MapId: "map-1", State: orchestratorv1.MissionState_MISSION_STATE_COMPLETED}}, nil
+		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, MapId: "map-1", State: orchestratorv1.MissionState_MISSION_STATE_COMPLETED,
+			Steps: []*orchestratorv1.Step{{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_SUCCEEDED}}}}, nil
 	case "torn-down":
-		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, MapId: "map-2", State: orchestratorv1.MissionState_MISSION_STATE_COMPENSATED}}, nil
+		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, State: orchestratorv1.MissionState_MISSION_STATE_COMPENSATED,
+			Steps: []*orchestratorv1.Step{{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_COMPENSATED}}}}, nil
+	case "refused":
+		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, State: orchestratorv1.MissionState_MISSION_STATE_COMPENSATED,
+			Steps: []*orchestratorv1.Step{{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_FAILED}}}}, nil
 	case "early":
-		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, State: orchestratorv1.MissionState_MISSION_STATE_RUNNING}}, nil
+		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, State: orchestratorv1.MissionState_MISSION_STATE_RUNNING,
+			Steps: []*orchestratorv1.Step{{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_RUNNING}}}}, nil
 	case "locked":
 		return nil, status.Error(codes.Unauthenticated, "token expired")
 	}
@@ -148,8 +156,9 @@ func TestMapOfAnUnknownMission(t *testing.T) {
 		// The record tells the cause where it can (found by a review: a
 		// torn-down mission's answer listed every way a map goes).
 		{orch, "evicted", "get map: NotFound: mission evicted has no map: its map map-1 was evicted, oldest first, to keep the retained maps within the mapping service's --retained-cells"},
-		{orch, "torn-down", "get map: NotFound: mission torn-down has no map: it was undone (COMPENSATED: cancelled, torn down or failed), which releases its map"},
-		{orch, "early", "get map: NotFound: mission early has no map: none is allocated yet (RUNNING)"},
+		{orch, "torn-down", "get map: NotFound: mission torn-down has no map: it was undone (COMPENSATED: cancelled, torn down or failed), and undoing allocate_map released its map"},
+		{orch, "refused", "get map: NotFound: mission refused has no map: allocate_map FAILED: none was allocated"},
+		{orch, "early", "get map: NotFound: mission early has no map: none is allocated yet (allocate_map RUNNING)"},
 		{"127.0.0.1:1", "ghost", "get map: NotFound: mission ghost has no map"},
 		{orch, "locked", "has no map: none was allocated, a compensation or teardown released it, or it was evicted (the orchestrator, asked whether the mission exists, answered Unauthenticated: token expired)"},
 	} {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -44,6 +45,13 @@ func TestStartExitsNonZeroUnlessTheMissionCompleted(t *testing.T) {
 		if !strings.Contains(out, tc.wantPrinted) {
 			t.Errorf("slamctl %v printed %q, want %q in it", tc.args, out, tc.wantPrinted)
 		}
+	}
+	// The map of a compensated mission was released, as its record says
+	// (found by a review: it said none had been allocated, from the map
+	// id the compensation clears).
+	_, err := slamctl(t, ctx, m, "map", "-o", filepath.Join(t.TempDir(), "m.png"), "sealed-wait")
+	if err == nil || !strings.Contains(err.Error(), "undoing allocate_map released its map") {
+		t.Errorf("map of a compensated mission: %v, want it to say undoing allocate_map released it", err)
 	}
 }
 
