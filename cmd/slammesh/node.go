@@ -183,21 +183,27 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 }
 
 // watchRedisRestarts logs each restart of the node's Redis until the node
-// closes: the startup warning about AOF is read once, and a Redis
-// restarted later without it rolls back to its last snapshot, which no key
-// shows afterwards (found by a review: cancelled missions ran again).
+// closes, with what the setting it ran with kept: the startup warning about
+// AOF is read once, and a Redis that ran without it may roll back to its
+// last snapshot, which no key shows afterwards (found by a review:
+// cancelled missions ran again).
 func (n *node) watchRedisRestarts(ctx context.Context) {
 	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		redischeck.WatchRestarts(ctx, n.rdb, redischeck.RestartPoll, func(aof bool) {
-			if aof {
-				n.log.WarnContext(ctx, "redis restarted (its run_id changed); it runs with AOF, so it reloaded its writes")
-				return
+		redischeck.WatchRestarts(ctx, n.rdb, redischeck.RestartPoll, func(r redischeck.Restart) {
+			// Warnings, not errors: a SHUTDOWN that saved keeps
+			// everything, and is the commonest planned restart.
+			if r.AOFBefore {
+				n.log.WarnContext(ctx, "redis restarted (its run_id changed); it ran with AOF, so it reloads its writes from it, all but the last second's at appendfsync everysec")
+			} else {
+				n.log.WarnContext(ctx, "redis restarted (its run_id changed) and ran without AOF (appendonly no): it came back from its last RDB save, or empty; "+
+					"after a crash or a kill the writes since that save are lost, and what they undid may be undone too (a mission cancelled or deleted since may run again)")
 			}
-			n.log.ErrorContext(ctx, "redis restarted without AOF (appendonly no): it came back from its last snapshot, or empty; "+
-				"the writes since are lost, and what they undid may be undone too (a mission cancelled or deleted since may run again); set appendonly yes")
+			if !r.AOFNow {
+				n.log.WarnContext(ctx, "redis runs without AOF (appendonly no): a Redis restart loses the writes since its last snapshot, running missions included; set appendonly yes")
+			}
 		})
 	}()
 	n.closers = append(n.closers, func() error { stop(); <-done; return nil })

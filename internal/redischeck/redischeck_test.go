@@ -171,9 +171,10 @@ func TestCheckWithoutConfigCommand(t *testing.T) {
 	}
 }
 
-// TestWatchRestarts restarts a real redis-server on its port, without and
-// with AOF: the watch tells each restart once, with the server's AOF, and
-// says nothing while the server stays up or is down.
+// TestWatchRestarts restarts a real redis-server on its port, from no AOF
+// to AOF and back: the watch tells each restart once, with the setting the
+// server ran with before (which decides what the restart kept) and now,
+// and says nothing while the server stays up or is down.
 func TestWatchRestarts(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -188,32 +189,33 @@ func TestWatchRestarts(t *testing.T) {
 	defer rdb.Close()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	seen := make(chan bool, 4)
+	seen := make(chan redischeck.Restart, 4)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		redischeck.WatchRestarts(ctx, rdb, 20*time.Millisecond, func(aof bool) { seen <- aof })
+		redischeck.WatchRestarts(ctx, rdb, 20*time.Millisecond, func(r redischeck.Restart) { seen <- r })
 	}()
 	time.Sleep(100 * time.Millisecond) // several reads of the same server
 	select {
-	case aof := <-seen:
-		t.Fatalf("a restart (aof %v) told while the server stayed up", aof)
+	case r := <-seen:
+		t.Fatalf("a restart (%+v) told while the server stayed up", r)
 	default:
 	}
-	for _, aof := range []bool{false, true} {
+	for _, want := range []redischeck.Restart{{AOFBefore: false, AOFNow: true}, {AOFBefore: true, AOFNow: false}} {
 		p.Stop()
 		time.Sleep(60 * time.Millisecond) // reads fail meanwhile
-		if p, err = redisproc.StartOn(dir, port, "--appendonly", map[bool]string{false: "no", true: "yes"}[aof]); err != nil {
+		if p, err = redisproc.StartOn(dir, port, "--appendonly", map[bool]string{false: "no", true: "yes"}[want.AOFNow]); err != nil {
 			t.Fatal(err)
 		}
 		select {
 		case got := <-seen:
-			if got != aof {
-				t.Errorf("restart with appendonly %v told with aof %v", aof, got)
+			if got != want {
+				t.Errorf("restart told as %+v, want %+v", got, want)
 			}
 		case <-time.After(10 * time.Second):
-			t.Fatalf("restart with appendonly %v not told", aof)
+			t.Fatalf("restart to %+v not told", want)
 		}
+		time.Sleep(60 * time.Millisecond) // the watch reads the new server's setting
 	}
 	cancel()
 	<-done

@@ -11,27 +11,40 @@ import (
 // is told within this long, at one small INFO per process.
 const RestartPoll = 30 * time.Second
 
+// Restart is a restart of Redis that WatchRestarts saw: the server's run_id
+// changed between two reads.
+type Restart struct {
+	// AOFBefore is whether the server ran with AOF at the last read before
+	// the restart. Without it, the restarted server came back from its last
+	// RDB save (everything, after a SHUTDOWN that saved; without the writes
+	// since, after a crash or a kill), or empty: what those writes undid (a
+	// cancel, a deletion) may be undone itself, which no key shows
+	// afterwards (found by a review: cancelled missions ran again to
+	// COMPLETED). A server restarted between two reads with another
+	// setting is not seen.
+	AOFBefore bool
+	// AOFNow is whether the restarted server runs with AOF.
+	AOFNow bool
+}
+
 // WatchRestarts reads the run_id of the single Redis rdb talks to every
-// interval until ctx ends, and calls restarted when it changed (the server
-// restarted since the last read), with whether the server now runs with AOF.
-// A Redis restarted without AOF came back from its last RDB snapshot, or
-// empty: the writes since are lost, and what they undid (a cancel, a
-// deletion) may be undone itself, which no key shows afterwards (found by a
-// review: cancelled missions ran again to COMPLETED). Reads that fail (Redis
-// down) are skipped: readiness reports those. rdb must not be a Cluster
-// client, whose INFO reaches any node.
-func WatchRestarts(ctx context.Context, rdb redis.UniversalClient, interval time.Duration, restarted func(aof bool)) {
+// interval until ctx ends, and calls restarted when it changed. Reads that
+// fail (Redis down) are skipped: readiness reports those. rdb must not be
+// a Cluster client, whose INFO reaches any node.
+func WatchRestarts(ctx context.Context, rdb redis.UniversalClient, interval time.Duration, restarted func(Restart)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	last := ""
+	var last string
+	var aof bool
 	for {
 		info, err := rdb.Info(ctx, "server", "persistence").Result()
 		if id, ok := InfoField(info, "run_id"); err == nil && ok {
+			v, _ := InfoField(info, "aof_enabled")
+			now := v == "1"
 			if last != "" && id != last {
-				aof, _ := InfoField(info, "aof_enabled")
-				restarted(aof == "1")
+				restarted(Restart{AOFBefore: aof, AOFNow: now})
 			}
-			last = id
+			last, aof = id, now
 		}
 		select {
 		case <-ctx.Done():
