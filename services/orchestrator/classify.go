@@ -21,8 +21,9 @@ var errCorruptInput = errors.New("corrupt saga record")
 //
 //   - transient (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, CANCELLED, and
 //     RESOURCE_EXHAUSTED with reason STORE_FULL: the step service's Redis
-//     out of memory, which retention, deletions or an operator free):
-//     retry. ABORTED with reason ACTION_FORBIDDEN is final: the barrier
+//     out of memory, which retention, deletions or an operator free; on
+//     the one Redis the services share, the engine's own writes fail too,
+//     and recovery resumes the run once they pass): retry. ABORTED with reason ACTION_FORBIDDEN is final: the barrier
 //     refuses an action whose compensation already ran, and it will refuse
 //     every retry.
 //     CANCELLED is transient because a step is only cancelled from outside
