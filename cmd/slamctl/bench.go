@@ -170,16 +170,13 @@ type benchRun struct {
 	state orchestratorv1.MissionState
 }
 
-// holdsResources reports whether the mission may still hold a map (and the
-// other effects of its steps), so that the bench must tear it down: it
-// completed, or its call failed and it may have run anyway. A compensated
-// mission has released everything, and a failed one needs an operator.
-func (r benchRun) holdsResources() bool {
-	switch r.state {
-	case orchestratorv1.MissionState_MISSION_STATE_COMPENSATED, orchestratorv1.MissionState_MISSION_STATE_FAILED:
-		return false
-	}
-	return true
+// leftBehind reports whether the bench cleans the mission up (tears it
+// down, then deletes it): it completed, was compensated (which released its
+// map, but its record stays for the retention; found by a review: such
+// missions piled up), or its call failed and it may have run anyway. A
+// FAILED mission needs an operator, and is only reported.
+func (r benchRun) leftBehind() bool {
+	return r.state != orchestratorv1.MissionState_MISSION_STATE_FAILED
 }
 
 // cmdBench starts missions with wait=true from c concurrent callers (-n of
@@ -250,10 +247,12 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv f
 
 	runs := slices.Concat(perWorker...)
 	lat := make([]time.Duration, 0, len(runs))
-	var teardown, completed []string
+	var teardown, completed, failedIDs []string
 	for _, r := range runs {
-		if r.holdsResources() {
+		if r.leftBehind() {
 			teardown = append(teardown, r.id)
+		} else {
+			failedIDs = append(failedIDs, r.id)
 		}
 		// Throughput and latency are the completed missions': a call
 		// refused at once is neither.
@@ -289,12 +288,15 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv f
 	if f := failed.Load(); f > 0 {
 		benchErr = fmt.Errorf("%d of %d missions did not complete; first: %w", f, done, firstErr)
 	}
+	if len(failedIDs) > 0 {
+		fmt.Fprintf(stdout, "failed   %d missions ended FAILED (a compensation gave up) and stay, never expiring, until resumed or deleted: slamctl resume %s (and the others)\n", len(failedIDs), failedIDs[0])
+	}
 	if cfg.keep {
 		unsure := ""
 		if n := len(teardown) - len(completed); n > 0 {
 			// A start that failed may or may not have created its mission
 			// (found by a review: refused starts were counted as kept).
-			unsure = fmt.Sprintf(" (%d of them started with an error, and may not exist)", n)
+			unsure = fmt.Sprintf(" (%d of them did not complete: compensated, or started with an error and may not exist)", n)
 		}
 		fmt.Fprintf(stdout, "kept     %d missions%s (-keep): they expire at the end of the retention; their maps count against the retained-maps budget, oldest evicted first\n", len(teardown), unsure)
 		return errors.Join(benchErr, ctx.Err())

@@ -180,9 +180,22 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 		},
 		{
 			// 0 1 2 3 4 5 6 7 8 9 10 11: 2, 5, 8 compensated; 3, 7, 11 failed to start.
-			name: "not the compensated ones", args: []string{"-n", "12", "-c", "3"},
-			outcome: mixed, wantCancelled: []int{0, 1, 3, 4, 6, 7, 9, 10, 11},
-			wantOut: []string{"teardown 6 missions torn down and 6 deleted", "(6 completed)", "3 missions not found"}, wantErr: "6 of 12 missions did not complete",
+			// The compensated ones are deleted too (found by a review: they
+			// piled up for the retention).
+			name: "the compensated ones deleted too", args: []string{"-n", "12", "-c", "3"},
+			outcome: mixed, wantCancelled: seq(0, 12),
+			wantOut: []string{"teardown 9 missions torn down and 9 deleted", "(6 completed)", "3 missions not found"}, wantErr: "6 of 12 missions did not complete",
+		},
+		{
+			name: "a FAILED one reported, not torn down", args: []string{"-n", "3", "-c", "1"},
+			outcome: func(i int) orchestratorv1.MissionState {
+				if i == 1 {
+					return orchestratorv1.MissionState_MISSION_STATE_FAILED
+				}
+				return orchestratorv1.MissionState_MISSION_STATE_COMPLETED
+			},
+			wantCancelled: []int{0, 2},
+			wantOut:       []string{"failed   1 missions ended FAILED", "slamctl resume bench-", "teardown 2 missions torn down and 2 deleted"}, wantErr: "1 of 3 missions did not complete",
 		},
 		{
 			name: "-keep keeps them", args: []string{"-n", "5", "-keep"},
@@ -190,7 +203,7 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 		},
 		{
 			name: "-keep says which may not exist", args: []string{"-n", "12", "-c", "3", "-keep"},
-			outcome: mixed, wantOut: []string{"kept     9 missions (3 of them started with an error, and may not exist)"}, wantErr: "6 of 12 missions did not complete",
+			outcome: mixed, wantOut: []string{"kept     12 missions (6 of them did not complete: compensated, or started with an error and may not exist)"}, wantErr: "6 of 12 missions did not complete",
 		},
 	}
 	for _, tt := range tests {

@@ -47,6 +47,9 @@ type outage struct {
 	stderr    io.Writer
 	since     time.Time // zero between outages
 	backoff   time.Duration
+	// storeOnly: every failure of this outage was the orchestrator
+	// answering that its Redis is unavailable, not the orchestrator out.
+	storeOnly bool
 	// plaintextTo is the orchestrator's address when slamctl speaks
 	// plaintext to it (no --cacert), else "": a connection closed before
 	// gRPC began is then probed for TLS (see speaksTLS).
@@ -100,18 +103,24 @@ func (o *outage) retry(ctx context.Context, op string, err error, then string, a
 		a.peer.Addr != nil && time.Since(a.began) >= servedFor && reason != rpcerr.ReasonStoreUnavailable:
 		o.over()
 	}
+	storeDown := rpcerr.Reason(err) == rpcerr.ReasonStoreUnavailable
 	switch now := time.Now(); {
 	case o.since.IsZero():
-		o.since, o.backoff = now, firstRetryBackoff
+		o.since, o.backoff, o.storeOnly = now, firstRetryBackoff, storeDown
 		fmt.Fprintf(o.stderr, "%v; %s for up to %v (--reconnect)\n", rpcError(op, err), then, o.reconnect)
 	case now.Sub(o.since) >= o.reconnect:
-		if rpcerr.Reason(err) == rpcerr.ReasonStoreUnavailable {
-			// The orchestrator answered: its Redis is what is down (found
-			// by a review: it read as the orchestrator's outage).
+		switch {
+		case o.storeOnly && storeDown:
+			// The orchestrator answered every time: its Redis is what is
+			// down (found by a review: it read as the orchestrator's
+			// outage).
 			return fmt.Errorf("%s: the orchestrator answered, but its store (Redis) was unavailable for %v (--reconnect): %w", op, o.reconnect, rpcError("last attempt", err))
+		case o.storeOnly || storeDown:
+			return fmt.Errorf("%s: the orchestrator, or its store (Redis), was unavailable for %v (--reconnect): %w", op, o.reconnect, rpcError("last attempt", err))
 		}
 		return fmt.Errorf("%s: the orchestrator was unreachable for %v (--reconnect): %w", op, o.reconnect, rpcError("last attempt", err))
 	}
+	o.storeOnly = o.storeOnly && storeDown
 	select {
 	case <-ctx.Done():
 		return rpcError(op, status.FromContextError(ctx.Err()).Err())
