@@ -340,6 +340,12 @@ func (p *fieldReader) pose(i int, what string) slam.Pose2D {
 	return pose
 }
 
+// isNumber reports whether field parses as CARMEN's numbers do.
+func isNumber(field string) bool {
+	_, err := parseCFloat(field, 64)
+	return err == nil
+}
+
 // flaserTail is how many fields a FLASER line has besides its n ranges:
 // the tag and the count before them, the two poses, the timestamp, the
 // hostname and the logger timestamp after them.
@@ -356,12 +362,15 @@ func (l *Log) addFLASER(f []string, line int, last bool) error {
 	robot := p.pose(5+n, "odometry pose")
 	ts := p.time(8 + n)
 	p.tail(8+n, last)
-	if rangesRead && (p.err != nil && !last && len(f) != n+flaserTail || len(f) > n+flaserTail) {
+	if rangesRead && (p.err != nil && !last && len(f) != n+flaserTail || len(f) > n+flaserTail && !isNumber(f[n+flaserTail-1])) {
 		// A count one off reads a range as the laser x and the hostname
 		// as the timestamp: say so, rather than leave "timestamp "pippo"
 		// is not a number" to puzzle over, or read every field after the
-		// ranges one place off when the count is short (found by a
-		// review). A last line cut short is damage, said elsewhere.
+		// ranges one place off when the count is short, which puts the
+		// hostname where the logger timestamp goes (found by a review).
+		// A line with fields of its own after a numeric logger timestamp
+		// is read as before; a last line cut short is damage, said
+		// elsewhere.
 		what := "too many fields"
 		if p.err != nil {
 			what = p.err.Error()

@@ -247,6 +247,20 @@ func TestParseCarmenErrorsNameTheLine(t *testing.T) {
 	}
 }
 
+// TestParseCarmenFieldAfterTheLoggerTimestamp: a field of a logger's own
+// after a numeric logger timestamp is no beam count one off (whose short
+// count puts the hostname there): the line reads as without it.
+func TestParseCarmenFieldAfterTheLoggerTimestamp(t *testing.T) {
+	t.Parallel()
+	log, err := slamio.ParseCarmen(strings.NewReader("FLASER 2 1 2 0.5 0.25 0 0 0 0 7 host 7.5 extra\n"), "extra.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := log.Readings[0]; len(r.Ranges) != 2 || r.Ranges[1] != 2 || r.Laser != (slam.Pose2D{X: 0.5, Y: 0.25}) || r.Time != 7 {
+		t.Errorf("reading %+v", r)
+	}
+}
+
 // TestParseCarmenTruncatedGzip cuts a gzipped log inside a laser line: the
 // log is read up to the cut, its partial line dropped, and Damage says the
 // file is truncated, not that the partial line's fields are wrong. A log

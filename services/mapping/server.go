@@ -162,7 +162,7 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 type errCapacity struct{ requested, available uint64 }
 
 func (e *errCapacity) Error() string {
-	return fmt.Sprintf("map of %d cells exceeds the %d cells left in the capacity budget; %s", e.requested, e.available, grid.FewerCells)
+	return fmt.Sprintf("map of %d cells exceeds the %d cells left in the capacity budget (missions in flight hold the rest until they end); %s", e.requested, e.available, grid.FewerCells)
 }
 
 // maxCapacityPasses bounds the janitor passes an allocation refused for

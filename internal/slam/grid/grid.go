@@ -34,7 +34,7 @@ const MaxCells = 1 << 26
 // FewerCells is the advice for a mission map refused for its cells, beyond
 // MaxCells or a capacity budget: what a user can change (found by a
 // review: the refusals of a fine resolution named neither).
-const FewerCells = "a coarser resolution or smaller bounds need fewer cells (StartMission map.resolution and bounds; slamctl --resolution, --map): twice the metres per cell, a quarter of the cells"
+const FewerCells = "a coarser resolution or smaller bounds need fewer cells (StartMission map.resolution and bounds; slamctl start --resolution and --map with real data, --width and --height for a scenario): twice the metres per cell, a quarter of the cells"
 
 // Meta places a grid in its parent frame.
 //
