@@ -217,10 +217,10 @@ func storeUnavailable(err error) bool {
 // StoreRefusedCredentials reports whether err is Redis refusing a
 // connection's credentials: NOAUTH, WRONGPASS, or Redis 7's protocol error
 // for a large command on a connection that has not authenticated. A
-// password rotated in Redis before in a service's file does that to the
-// service's new connections only, until the file has it (docs/security.md):
-// an outage to retry, which as INTERNAL failed missions in seconds (found
-// by a review).
+// password rotated in Redis before the service's password file has it does
+// that to the service's new connections only, until the file has it
+// (docs/security.md): an outage to retry, which as INTERNAL failed missions
+// in seconds (found by a review).
 func StoreRefusedCredentials(err error) bool {
 	return redis.HasErrorPrefix(err, "NOAUTH") || redis.HasErrorPrefix(err, "WRONGPASS") ||
 		redis.HasErrorPrefix(err, "Protocol error: unauthenticated")
