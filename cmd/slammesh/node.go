@@ -193,20 +193,38 @@ func (n *node) watchRedisRestarts(ctx context.Context) {
 	go func() {
 		defer close(done)
 		redischeck.WatchRestarts(ctx, n.rdb, redischeck.RestartPoll, func(r redischeck.Restart) {
-			// Warnings, not errors: a SHUTDOWN that saved keeps
-			// everything, and is the commonest planned restart.
-			if r.AOFBefore {
-				n.log.WarnContext(ctx, "redis restarted (its run_id changed); it ran with AOF, so it reloads its writes from it, all but the last second's at appendfsync everysec")
-			} else {
-				n.log.WarnContext(ctx, "redis restarted (its run_id changed) and ran without AOF (appendonly no): it came back from its last RDB save, or empty; "+
-					"after a crash or a kill the writes since that save are lost, and what they undid may be undone too (a mission cancelled or deleted since may run again)")
-			}
+			level, msg := restartMessage(r)
+			n.log.Log(ctx, level, msg)
 			if !r.AOFNow {
 				n.log.WarnContext(ctx, "redis runs without AOF (appendonly no): a Redis restart loses the writes since its last snapshot, running missions included; set appendonly yes")
 			}
 		})
 	}()
 	n.closers = append(n.closers, func() error { stop(); <-done; return nil })
+}
+
+// restartMessage says what a Redis restart kept, and how loud: Redis loads
+// what its new setting says, the AOF when it now runs with AOF, else its RDB
+// save, so a setting changed across the restart loads a file the old
+// instance did not keep up (found by a review: a SHUTDOWN with AOF turned
+// off came back empty, told as reloaded). An unchanged no-AOF restart is a
+// warning: a SHUTDOWN that saved keeps everything, and is the commonest
+// planned restart.
+func restartMessage(r redischeck.Restart) (slog.Level, string) {
+	yesNo := map[bool]string{false: "no", true: "yes"}
+	switch {
+	case r.AOFBefore != r.AOFNow:
+		from := "its RDB save, or nothing"
+		if r.AOFNow {
+			from = "its AOF, or nothing"
+		}
+		return slog.LevelError, fmt.Sprintf("redis restarted with appendonly changed (%s before, %s now): it loaded %s, which the old instance did not keep up; "+
+			"writes since may be lost and older data back (a mission cancelled or deleted since may run again): check its missions", yesNo[r.AOFBefore], yesNo[r.AOFNow], from)
+	case r.AOFNow:
+		return slog.LevelWarn, "redis restarted (its run_id changed); it runs with AOF, as before, so it reloaded its writes from it, all but the last second's at appendfsync everysec"
+	}
+	return slog.LevelWarn, "redis restarted (its run_id changed) and runs without AOF, as before (appendonly no): it came back from its last RDB save, or empty; " +
+		"after a crash or a kill the writes since that save are lost, and what they undid may be undone too (a mission cancelled or deleted since may run again)"
 }
 
 // serve runs the node until ctx ends, then drains and releases it in the

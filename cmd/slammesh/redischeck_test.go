@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/slammesh/slammesh/internal/redischeck"
 	"github.com/slammesh/slammesh/internal/redisproc"
 	"github.com/slammesh/slammesh/internal/redistest"
 )
@@ -114,5 +116,31 @@ func TestServiceWaitsForRedisToLoad(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "redis is loading its dataset; waiting for it") {
 		t.Errorf("the wait was not logged:\n%s", logs.String())
+	}
+}
+
+// TestRestartMessage: what a Redis restart is said to have kept follows
+// the setting the new instance loads by, and a setting changed across the
+// restart is an error (found by a review: AOF turned off at a SHUTDOWN came
+// back empty, told as reloaded from the AOF).
+func TestRestartMessage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		r     redischeck.Restart
+		level slog.Level
+		says  string
+	}{
+		{redischeck.Restart{AOFBefore: true, AOFNow: true}, slog.LevelWarn, "reloaded its writes"},
+		{redischeck.Restart{}, slog.LevelWarn, "came back from its last RDB save, or empty"},
+		{redischeck.Restart{AOFBefore: true}, slog.LevelError, "appendonly changed (yes before, no now): it loaded its RDB save, or nothing"},
+		{redischeck.Restart{AOFNow: true}, slog.LevelError, "appendonly changed (no before, yes now): it loaded its AOF, or nothing"},
+	} {
+		level, msg := restartMessage(tc.r)
+		if level != tc.level || !strings.Contains(msg, tc.says) {
+			t.Errorf("restartMessage(%+v) = %v %q, want %v saying %q", tc.r, level, msg, tc.level, tc.says)
+		}
+		if tc.r.AOFBefore != tc.r.AOFNow && strings.Contains(msg, "reloaded") {
+			t.Errorf("restartMessage(%+v) = %q claims a reload", tc.r, msg)
+		}
 	}
 }

@@ -15,13 +15,15 @@ const RestartPoll = 30 * time.Second
 // changed between two reads.
 type Restart struct {
 	// AOFBefore is whether the server ran with AOF at the last read before
-	// the restart. Without it, the restarted server came back from its last
-	// RDB save (everything, after a SHUTDOWN that saved; without the writes
-	// since, after a crash or a kill), or empty: what those writes undid (a
+	// the restart. A restarted server loads what AOFNow says, its AOF or
+	// its last RDB save: with both off, it came back from its last save
+	// (everything, after a SHUTDOWN that saved; without the writes since,
+	// after a crash or a kill), or empty, and what those writes undid (a
 	// cancel, a deletion) may be undone itself, which no key shows
 	// afterwards (found by a review: cancelled missions ran again to
-	// COMPLETED). A server restarted between two reads with another
-	// setting is not seen.
+	// COMPLETED); with the two different, it loaded a file the old
+	// instance did not keep up. A server restarted between two reads with
+	// another setting is not seen.
 	AOFBefore bool
 	// AOFNow is whether the restarted server runs with AOF.
 	AOFNow bool
