@@ -487,14 +487,26 @@ func mapError(ctx context.Context, c *clients, id string, err error) error {
 // map id, is cleared from the record (found by a second review).
 func mapGone(m *orchestratorv1.Mission) string {
 	var alloc *orchestratorv1.Step
+	nextRan := false // a step after allocate_map was attempted
 	for _, s := range m.GetSteps() {
-		if s.GetName() == "allocate_map" {
+		switch {
+		case s.GetName() == "allocate_map":
 			alloc = s
+		case alloc != nil && s.GetAttempts() > 0:
+			nextRan = true
 		}
 	}
 	st := m.GetState()
 	switch as := alloc.GetState(); {
 	case alloc == nil:
+		return ""
+	case as == orchestratorv1.StepState_STEP_STATE_COMPENSATED && alloc.GetError() != nil && !nextRan && alloc.GetCompensationAttempts() <= 1:
+		// The saga compensates a failed step too, so a failed allocation
+		// ends COMPENSATED: its error, and no step after it, tell it
+		// (found by a review). A retried compensation's error may be the
+		// compensation's own, and says nothing of the action.
+		return "allocate_map failed (" + strings.TrimSpace(alloc.GetError().GetCode()+" "+alloc.GetError().GetReason()) + "): none was allocated"
+	case as == orchestratorv1.StepState_STEP_STATE_COMPENSATED && alloc.GetError() != nil && !nextRan:
 		return ""
 	case as == orchestratorv1.StepState_STEP_STATE_COMPENSATED:
 		return "it was undone (" + missionfmt.State(st) + ": cancelled, torn down or failed), and undoing allocate_map released its map"

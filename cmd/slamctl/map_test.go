@@ -110,8 +110,13 @@ func (mapNotFoundOrchestrator) GetMission(_ context.Context, req *orchestratorv1
 		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, State: orchestratorv1.MissionState_MISSION_STATE_COMPENSATED,
 			Steps: []*orchestratorv1.Step{{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_COMPENSATED}}}}, nil
 	case "refused":
+		// A failed allocation is compensated too, and keeps its error.
 		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, State: orchestratorv1.MissionState_MISSION_STATE_COMPENSATED,
-			Steps: []*orchestratorv1.Step{{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_FAILED}}}}, nil
+			Steps: []*orchestratorv1.Step{
+				{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_COMPENSATED, Attempts: 1, CompensationAttempts: 1,
+					Error: &orchestratorv1.MissionError{Code: "RESOURCE_EXHAUSTED", Reason: "CAPACITY_EXHAUSTED"}},
+				{Name: "localize_agents", State: orchestratorv1.StepState_STEP_STATE_PENDING},
+			}}}, nil
 	case "early":
 		return &orchestratorv1.GetMissionResponse{Mission: &orchestratorv1.Mission{MissionId: id, State: orchestratorv1.MissionState_MISSION_STATE_RUNNING,
 			Steps: []*orchestratorv1.Step{{Name: "allocate_map", State: orchestratorv1.StepState_STEP_STATE_RUNNING}}}}, nil
@@ -157,7 +162,7 @@ func TestMapOfAnUnknownMission(t *testing.T) {
 		// torn-down mission's answer listed every way a map goes).
 		{orch, "evicted", "get map: NotFound: mission evicted has no map: its map map-1 was evicted, oldest first, to keep the retained maps within the mapping service's --retained-cells"},
 		{orch, "torn-down", "get map: NotFound: mission torn-down has no map: it was undone (COMPENSATED: cancelled, torn down or failed), and undoing allocate_map released its map"},
-		{orch, "refused", "get map: NotFound: mission refused has no map: allocate_map FAILED: none was allocated"},
+		{orch, "refused", "get map: NotFound: mission refused has no map: allocate_map failed (RESOURCE_EXHAUSTED CAPACITY_EXHAUSTED): none was allocated"},
 		{orch, "early", "get map: NotFound: mission early has no map: none is allocated yet (allocate_map RUNNING)"},
 		{"127.0.0.1:1", "ghost", "get map: NotFound: mission ghost has no map"},
 		{orch, "locked", "has no map: none was allocated, a compensation or teardown released it, or it was evicted (the orchestrator, asked whether the mission exists, answered Unauthenticated: token expired)"},
