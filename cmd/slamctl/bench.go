@@ -22,6 +22,7 @@ import (
 
 	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	typesv1 "github.com/slammesh/slammesh/gen/slammesh/types/v1"
+	"github.com/slammesh/slammesh/internal/missionfmt"
 )
 
 // teardownConcurrency bounds the CancelMission calls in flight while a bench
@@ -224,7 +225,7 @@ func cmdBench(ctx context.Context, c *clients, _ global, args []string, getenv f
 				r := benchRun{id: id, latency: time.Since(t0), state: resp.GetMission().GetState()}
 				perWorker[w] = append(perWorker[w], r)
 				if err == nil && r.state != orchestratorv1.MissionState_MISSION_STATE_COMPLETED {
-					err = fmt.Errorf("mission %s ended %s", id, r.state)
+					err = fmt.Errorf("mission %s ended %s", id, missionfmt.State(r.state))
 				}
 				if err != nil {
 					failed.Add(1)
@@ -469,7 +470,12 @@ func readCounters(ctx context.Context, rdb *redis.Client) (redisCounters, error)
 // the retention, which the line says.
 func tearDown(ctx context.Context, c *clients, ids []string, stdout io.Writer) error {
 	t0 := time.Now()
-	var tornDown, deleted, absent, failed atomic.Int64
+	var tornDown, deleted, absent, failed, turnedFailed, skipped atomic.Int64
+	// stop is set by the first tear-down that ends FAILED or finds the mesh
+	// unavailable: the others would fail alike, and each would turn a
+	// COMPLETED mission into a FAILED one that never expires (found by a
+	// review: a bench whose merge service was down left hundreds).
+	var stop atomic.Bool
 	var firstErr, deleteErr error
 	var errOnce, deleteOnce sync.Once
 	g := new(errgroup.Group)
@@ -479,6 +485,10 @@ func tearDown(ctx context.Context, c *clients, ids []string, stdout io.Writer) e
 			break
 		}
 		g.Go(func() error {
+			if stop.Load() {
+				skipped.Add(1)
+				return nil
+			}
 			resp, err := c.orchestrator.CancelMission(ctx, &orchestratorv1.CancelMissionRequest{
 				MissionId: id, Reason: "slamctl bench teardown", Wait: true,
 			})
@@ -494,9 +504,16 @@ func tearDown(ctx context.Context, c *clients, ids []string, stdout io.Writer) e
 					deleted.Add(1)
 				}
 				return nil
+			case err == nil && st == orchestratorv1.MissionState_MISSION_STATE_FAILED:
+				turnedFailed.Add(1)
+				stop.Store(true)
+				err = fmt.Errorf("mission %s ended FAILED: its tear-down gave up", id)
 			case err == nil:
-				err = fmt.Errorf("mission %s ended %s", id, st)
+				err = fmt.Errorf("mission %s is %s", id, missionfmt.State(st))
 			default:
+				if status.Code(err) == codes.Unavailable {
+					stop.Store(true)
+				}
 				err = rpcError("cancel mission "+id, err)
 			}
 			failed.Add(1)
@@ -513,10 +530,16 @@ func tearDown(ctx context.Context, c *clients, ids []string, stdout io.Writer) e
 		// Found by a review: missions Redis lost went unmentioned.
 		fmt.Fprintf(stdout, "         %d missions not found: their start failed before creating them, or their data is gone (deleted, expired, or lost by Redis)\n", n)
 	}
+	if n := turnedFailed.Load(); n > 0 {
+		fmt.Fprintf(stdout, "         %d missions ended FAILED: their tear-down gave up, and they stay, never expiring, until resumed (slamctl resume, once the fault is repaired) or deleted\n", n)
+	}
+	if n := skipped.Load(); n > 0 {
+		fmt.Fprintf(stdout, "         %d missions left as they were after a tear-down failed (cancel and delete them once the mesh is whole)\n", n)
+	}
 	left := int64(len(ids)) - tornDown.Load() - absent.Load()
 	switch {
 	case ctx.Err() != nil:
-		return fmt.Errorf("teardown interrupted: %d of %d missions not torn down: %w", left, len(ids), ctx.Err())
+		return fmt.Errorf("teardown interrupted: %d of %d missions not torn down (the cancels already sent go on compensating on the server): %w", left, len(ids), ctx.Err())
 	case failed.Load() > 0:
 		return fmt.Errorf("teardown: %d of %d missions not torn down; first: %w", left, len(ids), firstErr)
 	}

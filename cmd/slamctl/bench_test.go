@@ -60,8 +60,11 @@ type fakeOrchestrator struct {
 	recorded  map[string]bool
 	cancelled []string
 	deleted   []string
-	inFlight  int
-	maxFlight int
+	// teardownGivesUp ends every tear-down FAILED, as with a step service
+	// down for longer than the compensation retry budget.
+	teardownGivesUp bool
+	inFlight        int
+	maxFlight       int
 }
 
 // DeleteMission deletes a recorded mission (torn down: the bench deletes
@@ -125,9 +128,11 @@ func (f *fakeOrchestrator) CancelMission(ctx context.Context, req *orchestratorv
 	if !req.GetWait() {
 		return nil, status.Error(codes.InvalidArgument, "bench must wait for its teardown")
 	}
-	return &orchestratorv1.CancelMissionResponse{Mission: &orchestratorv1.Mission{
-		MissionId: req.GetMissionId(), State: orchestratorv1.MissionState_MISSION_STATE_COMPENSATED,
-	}}, nil
+	st := orchestratorv1.MissionState_MISSION_STATE_COMPENSATED
+	if f.teardownGivesUp {
+		st = orchestratorv1.MissionState_MISSION_STATE_FAILED
+	}
+	return &orchestratorv1.CancelMissionResponse{Mission: &orchestratorv1.Mission{MissionId: req.GetMissionId(), State: st}}, nil
 }
 
 func (f *fakeOrchestrator) snapshot() (cancelled []string, maxFlight int) {
@@ -163,6 +168,10 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 		// gated holds cancels until teardownConcurrency are in flight.
 		gated      bool
 		denyDelete bool
+		givesUp    bool
+		// cancelledN, when set, is how many missions are cancelled, of
+		// any ids (wantCancelled then unchecked).
+		cancelledN int
 		// wantCancelled are the indices of the missions cancelled.
 		wantCancelled []int
 		wantOut       []string
@@ -198,6 +207,16 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 			wantOut:       []string{"failed   1 missions ended FAILED", "slamctl resume bench-", "teardown 2 missions torn down and 2 deleted"}, wantErr: "1 of 3 missions did not complete",
 		},
 		{
+			// The first tear-down that gives up stops the others, which
+			// would each turn a COMPLETED mission FAILED (found by a
+			// review); those in flight end as they end.
+			name: "stops after a tear-down gives up", args: []string{"-n", "40", "-c", "4"},
+			outcome: completed, gated: true, givesUp: true, cancelledN: teardownConcurrency,
+			wantOut: []string{"teardown 0 missions torn down", fmt.Sprintf("%d missions ended FAILED: their tear-down gave up", teardownConcurrency),
+				fmt.Sprintf("%d missions left as they were after a tear-down failed", 40-teardownConcurrency)},
+			wantErr: "teardown: 40 of 40 missions not torn down; first: mission bench-",
+		},
+		{
 			name: "-keep keeps them", args: []string{"-n", "5", "-keep"},
 			outcome: completed, wantOut: []string{"kept     5 missions (-keep)"},
 		},
@@ -209,7 +228,7 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f := &fakeOrchestrator{outcome: tt.outcome, recorded: map[string]bool{}, denyDelete: tt.denyDelete}
+			f := &fakeOrchestrator{outcome: tt.outcome, recorded: map[string]bool{}, denyDelete: tt.denyDelete, teardownGivesUp: tt.givesUp}
 			if tt.gated {
 				f.gate = make(chan struct{})
 			}
@@ -253,7 +272,11 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 				got = append(got, i)
 			}
 			slices.Sort(got)
-			if !slices.Equal(got, tt.wantCancelled) {
+			if tt.cancelledN > 0 {
+				if len(got) != tt.cancelledN {
+					t.Errorf("%d missions cancelled (%v), want %d", len(got), got, tt.cancelledN)
+				}
+			} else if !slices.Equal(got, tt.wantCancelled) {
 				t.Errorf("cancelled missions %v, want %v", got, tt.wantCancelled)
 			}
 			if maxFlight > teardownConcurrency {
