@@ -435,16 +435,17 @@ func TestWatchOfALostMissionEnds(t *testing.T) {
 // a mission never heard of).
 func TestWaitOnALostMissionSaysSo(t *testing.T) {
 	st := startStack(t, stackConfig{allowFaults: true, policy: saga.Policy{AttemptTimeout: 2 * time.Second}})
-	id, _ := st.stalledMission(t, 63)
+	req := stalledRequest(63)
+	req.Wait = true
 	waitErr := make(chan error, 1)
 	go func() {
-		req := stalledRequest(63)
-		req.Wait = true
 		_, err := st.client.StartMission(ctxT(t), req)
 		waitErr <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the wait begins on a running mission
-	if err := st.rdb.Del(ctxT(t), saga.RecordKey(id)).Err(); err != nil {
+	// The waiting call started the mission, so it is waiting on it once
+	// its merge has begun (and finds its run either way).
+	st.awaitEvent(t, req.GetMissionId(), func(e progress.Event) bool { return e.Type == progress.StepStarted && e.Step == "merge_maps" })
+	if err := st.rdb.Del(ctxT(t), saga.RecordKey(req.GetMissionId())).Err(); err != nil {
 		t.Fatal(err)
 	}
 	select {
