@@ -25,7 +25,9 @@ type serviceConfig struct {
 	redisClusterURL string
 	// redisCommandMetrics installs redisotel's per-command metrics hook.
 	redisCommandMetrics bool
-	logLevel            slog.Level
+	// redisWait bounds the wait at start for an unreachable Redis (0: none).
+	redisWait time.Duration
+	logLevel  slog.Level
 	// allowFaults honours FaultPlans carried in requests (tests and demos).
 	allowFaults bool
 	grace       time.Duration
@@ -172,6 +174,8 @@ func addCommon(e *envFlags, c *serviceConfig, grpcDef, httpDef string) {
 	e.string(&c.httpAddr, "http-addr", "SLAMMESH_HTTP_ADDR", httpDef, "HTTP listen address of /metrics, /healthz, /readyz (and /debug/pprof with --enable-pprof)")
 	e.string(&c.redisURL, "redis-url", "REDIS_URL", "redis://localhost:6379/0", "Redis URL (rediss:// for TLS; user:password@ for an ACL user)")
 	addClusterURL(e, c)
+	e.duration(&c.redisWait, "redis-wait", "SLAMMESH_REDIS_WAIT", defaultRedisWait,
+		"how long to wait at start for a Redis that cannot be reached, logging every 5 s (one loading its dataset is waited for up to 10m; 0: exit at once)")
 	addSecurity(e, &c.sec, c.service)
 	e.level(&c.logLevel, "log-level", "SLAMMESH_LOG_LEVEL")
 	e.bool(&c.allowFaults, "allow-fault-injection", "SLAMMESH_ALLOW_FAULT_INJECTION", "honour fault plans in requests (tests and demos only)")
@@ -270,6 +274,8 @@ func (c serviceConfig) validate() error {
 	switch {
 	case c.grace < 0:
 		return fmt.Errorf("%w: --grace must not be negative", errUsage)
+	case c.redisWait < 0:
+		return fmt.Errorf("%w: --redis-wait must not be negative", errUsage)
 	case c.gcHeapFloorMiB > maxGCHeapFloorMiB:
 		return fmt.Errorf("%w: --gc-heap-floor %d MiB is more than %d", errUsage, c.gcHeapFloorMiB, maxGCHeapFloorMiB)
 	case c.parallelism < 0:

@@ -39,6 +39,7 @@ func TestRecoveryFlags(t *testing.T) {
 		{name: "port out of range", service: "orchestrator", args: []string{"--grpc-addr", ":99999"}, usageErr: true},
 		{name: "address without a port", service: "mapping", args: []string{"--http-addr", "127.0.0.1"}, usageErr: true},
 		{name: "port from the environment", service: "merge", env: map[string]string{"SLAMMESH_GRPC_ADDR": "127.0.0.1:x9"}, usageErr: true},
+		{name: "negative Redis wait", service: "mapping", args: []string{"--redis-wait", "-1s"}, usageErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,6 +56,9 @@ func TestRecoveryFlags(t *testing.T) {
 			}
 			if cfg.leaseTTL != tt.lease || cfg.recoveryInterval != tt.interval {
 				t.Errorf("lease %v, interval %v; want %v, %v", cfg.leaseTTL, cfg.recoveryInterval, tt.lease, tt.interval)
+			}
+			if cfg.redisWait != defaultRedisWait {
+				t.Errorf("redis wait %v, want the default %v", cfg.redisWait, defaultRedisWait)
 			}
 		})
 	}

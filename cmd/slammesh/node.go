@@ -116,12 +116,12 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 			return n, fmt.Errorf("%s redis metrics: %w", spec.name, err)
 		}
 	}
-	if err := awaitRedisLoaded(ctx, n.rdb, n.log, redisLoadWait); errors.Is(err, errStoppedWaiting) {
+	if err := awaitRedis(ctx, n.rdb, spec.redis.single.TLSConfig != nil, n.log, spec.svc.redisWait); errors.Is(err, errStoppedWaiting) {
 		return n, err
 	} else if err != nil {
 		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis.single, spec.svc.sec, err))
 	}
-	// awaitRedisLoaded's last PING answered: Redis is up.
+	// awaitRedis's last PING answered: Redis is up.
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := checkRedisACL(pingCtx, n.rdb, spec.name+"-"+rand.Text()); err != nil {

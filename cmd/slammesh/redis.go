@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/telemetry"
 )
 
 // redisCAParam is the URL query parameter naming the CA file of a rediss://
@@ -157,39 +161,108 @@ func redactErr(err error, rawURL string) error {
 // that is loading its dataset (an AOF of a few GB takes minutes).
 const redisLoadWait = 10 * time.Minute
 
-// errStoppedWaiting ends a start asked to stop while it waited for Redis
-// to load: a clean stop, not a failure.
-var errStoppedWaiting = errors.New("stopped while waiting for redis to load its dataset")
+// defaultRedisWait is how long a service waits at its start for a Redis
+// it cannot reach (--redis-wait).
+const defaultRedisWait = 2 * time.Minute
 
-// awaitRedisLoaded returns once Redis answers a PING other than LOADING, the
-// answer of a Redis that restarted and is reading its AOF or RDB back: a
-// service started beside it (a compose up, a node reboot) then waits for it,
-// logging every 5 s, instead of exiting into a restart loop (found by a
-// review). Any other answer is returned, nil included; so is LOADING after
-// wait; the end of ctx is errStoppedWaiting.
-func awaitRedisLoaded(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger, wait time.Duration) error {
+// errStoppedWaiting ends a start asked to stop while it waited for Redis:
+// a clean stop, not a failure.
+var errStoppedWaiting = errors.New("stopped while waiting for redis")
+
+// awaitRedis returns once Redis answers a PING with anything but LOADING or
+// a sign that it is not up yet (redisNotUp): a service started beside its
+// Redis (a compose up, a node reboot, a Kubernetes rollout while Redis
+// restarts) then waits for it, logging every 5 s, instead of exiting into
+// a restart loop whose back-off outlasts the outage (found by reviews: a
+// LOADING Redis killed every service restarted beside it; an unreachable
+// one needed a restart policy outside Kubernetes). LOADING is waited for
+// up to redisLoadWait, an unreachable Redis up to unreachable (0: not at
+// all); past its bound the last error is returned, saying how long it was
+// waited for. Any other answer is returned at once, nil included; the end
+// of ctx is errStoppedWaiting.
+func awaitRedis(ctx context.Context, rdb redis.UniversalClient, tlsOn bool, log *slog.Logger, unreachable time.Duration) error {
 	start := time.Now()
 	var logged time.Time
 	for {
 		pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := pingAll(pingCtx, rdb)
 		cancel()
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return errStoppedWaiting
-		case err == nil || !strings.HasPrefix(err.Error(), "LOADING") || time.Since(start) > wait:
+		}
+		if err == nil {
+			return nil
+		}
+		waited := time.Since(start)
+		// A loading Redis answers at once; an unreachable one costs
+		// go-redis's own dial retries, and a log line of its own, per PING.
+		what, bound, poll := "is loading its dataset", redisLoadWait, 200*time.Millisecond
+		switch {
+		case strings.HasPrefix(err.Error(), "LOADING"):
+		case redisNotUp(err, tlsOn):
+			what, bound, poll = "is unreachable", unreachable, time.Second
+			if bound == 0 {
+				return err
+			}
+		default:
 			return err
 		}
+		if waited > bound {
+			return fmt.Errorf("%w (waited %v for it, at most %v)", err, waited.Round(time.Second), bound)
+		}
 		if time.Since(logged) >= 5*time.Second {
-			log.WarnContext(ctx, "redis is loading its dataset; waiting for it", "waited", time.Since(start).Round(time.Second).String(), "at_most", wait.String())
+			log.WarnContext(ctx, "redis "+what+"; waiting for it", "error", err.Error(),
+				"waited", waited.Round(time.Second).String(), "at_most", bound.String())
 			logged = time.Now()
 		}
 		select {
 		case <-ctx.Done():
 			return errStoppedWaiting
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(poll):
 		}
 	}
+}
+
+// redisNotUp reports whether a PING's error says that Redis is not up yet,
+// rather than that the configuration is wrong: no connection (refused, no
+// route, or a name that does not resolve yet, as a Kubernetes headless
+// Service's before its pod is ready), a Cluster whose slots are not all
+// served yet (CLUSTERDOWN), or, on plaintext, no answer before the
+// deadline (a Redis stopped or frozen). On TLS a missing answer is the
+// sign of a plaintext port instead (redisStartError), and a connection
+// closed at once the sign of a TLS port on plaintext: neither is waited for.
+func redisNotUp(err error, tlsOn bool) bool {
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return true
+	case strings.HasPrefix(err.Error(), "CLUSTERDOWN"):
+		return true
+	case errors.Is(err, context.DeadlineExceeded):
+		return !tlsOn
+	}
+	return false
+}
+
+// routeRedisLog sends go-redis's own log lines (a failed dial, each one
+// during a Redis outage or a start that waits for it) to w as JSON log
+// records of service, where a service's log goes, instead of plain text
+// that breaks a JSON log pipeline. It is for a service's process: go-redis
+// has one logger per process, so `slammesh dev`, whose services log to a
+// file, keeps the default.
+func routeRedisLog(service string, w io.Writer) {
+	if _, ok := defaultPorts[service]; !ok {
+		return
+	}
+	redis.SetLogger(redisLogger{telemetry.NewLogger(w, service, slog.LevelWarn)})
+}
+
+// redisLogger is go-redis's logger interface on a slog.Logger.
+type redisLogger struct{ log *slog.Logger }
+
+// Printf logs one go-redis line as a warning: go-redis logs only failures.
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, fmt.Sprintf(format, v...), "source", "go-redis")
 }
 
 // pingAll pings Redis: every master of a Cluster, one of which may be

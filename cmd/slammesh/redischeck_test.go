@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +17,7 @@ import (
 	"github.com/slammesh/slammesh/internal/redischeck"
 	"github.com/slammesh/slammesh/internal/redisproc"
 	"github.com/slammesh/slammesh/internal/redistest"
+	"github.com/slammesh/slammesh/internal/telemetry"
 )
 
 // A service refuses to start on a Redis that evicts keys, naming the
@@ -141,6 +146,112 @@ func TestRestartMessage(t *testing.T) {
 		}
 		if tc.r.AOFBefore != tc.r.AOFNow && strings.Contains(msg, "reloaded") {
 			t.Errorf("restartMessage(%+v) = %q claims a reload", tc.r, msg)
+		}
+	}
+}
+
+// A service started before its Redis waits for it and serves once it is
+// up, where it used to exit at once and rely on a restart policy (found by
+// a review); past --redis-wait it exits naming the wait, and with
+// --redis-wait 0 at once. A Redis Cluster none of whose nodes answers is
+// waited for the same way.
+func TestServiceWaitsForAnUnreachableRedis(t *testing.T) {
+	t.Parallel()
+	port := unusedPort(t)
+	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := func(ctx context.Context, logs io.Writer, redisArgs ...string) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			args := append([]string{"mapping", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, redisArgs...)
+			done <- run(ctx, args, func(string) string { return "" }, logs, logs)
+		}()
+		return done
+	}
+
+	t.Run("gives up past the wait", func(t *testing.T) {
+		for _, redisArgs := range [][]string{
+			{"--redis-url", url},
+			{"--redis-cluster-url", url + "?addr=" + fmt.Sprintf("127.0.0.1:%d", unusedPort(t))},
+		} {
+			logs := &devOutput{more: make(chan struct{}, 1)}
+			began := time.Now()
+			err := <-start(ctx, logs, append(redisArgs, "--redis-wait", "3s")...)
+			if err == nil || !strings.Contains(err.Error(), "at most 3s") || !strings.Contains(err.Error(), "connection refused") {
+				t.Errorf("%v: exited with %v, want the refused connection and the wait", redisArgs, err)
+			}
+			if took := time.Since(began); took < 3*time.Second {
+				t.Errorf("%v: gave up after %v, within its 3s wait", redisArgs, took)
+			}
+			if !strings.Contains(logs.String(), "redis is unreachable; waiting for it") {
+				t.Errorf("%v: the wait was not logged:\n%s", redisArgs, logs.String())
+			}
+		}
+	})
+	t.Run("no wait", func(t *testing.T) {
+		logs := &devOutput{more: make(chan struct{}, 1)}
+		began := time.Now()
+		err := <-start(ctx, logs, "--redis-url", url, "--redis-wait", "0")
+		if err == nil || !strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "waited") {
+			t.Errorf("exited with %v, want the refused connection alone", err)
+		}
+		if took := time.Since(began); took > 5*time.Second {
+			t.Errorf("took %v to give up with --redis-wait 0", took)
+		}
+	})
+	t.Run("serves once Redis is up", func(t *testing.T) {
+		svcCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		logs := &devOutput{more: make(chan struct{}, 1)}
+		done := start(svcCtx, logs, "--redis-url", url)
+		logs.waitFor(t, "redis is unreachable; waiting for it")
+		p, err := redisproc.StartOn(t.TempDir(), port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Stop)
+		for !strings.Contains(logs.String(), `"msg":"serving"`) {
+			select {
+			case err := <-done:
+				t.Fatalf("mapping exited while it waited for Redis: %v\n%s", err, logs.String())
+			case <-logs.more:
+			case <-ctx.Done():
+				t.Fatalf("mapping never served once Redis was up:\n%s", logs.String())
+			}
+		}
+		stop()
+		if err := <-done; err != nil {
+			t.Fatalf("mapping: %v", err)
+		}
+	})
+}
+
+// unusedPort returns a loopback port nothing listens on.
+func unusedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// go-redis's own lines reach a service's log as JSON records of the
+// service, so that a JSON log pipeline reads them.
+func TestRedisLogLinesAreJSON(t *testing.T) {
+	var out bytes.Buffer
+	l := redisLogger{telemetry.NewLogger(&out, "mapping", slog.LevelWarn)}
+	l.Printf(context.Background(), "redis: connection pool: failed to dial after %d attempts: %v", 5, "connection refused")
+	var rec map[string]any
+	if err := json.Unmarshal(out.Bytes(), &rec); err != nil {
+		t.Fatalf("not one JSON record: %v: %q", err, out.String())
+	}
+	for k, want := range map[string]any{"level": "WARN", "service": "mapping", "source": "go-redis",
+		"msg": "redis: connection pool: failed to dial after 5 attempts: connection refused"} {
+		if rec[k] != want {
+			t.Errorf("%s = %v, want %v", k, rec[k], want)
 		}
 	}
 }
