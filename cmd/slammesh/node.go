@@ -136,6 +136,9 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 			n.log.WarnContext(ctx, "redis runs without AOF (appendonly no): a Redis restart loses the writes since its last snapshot, running missions included; set appendonly yes",
 				"redis_version", res.Version.String())
 		}
+		if res.NOPERM > 0 && res.AOF {
+			n.log.WarnContext(ctx, fmt.Sprintf("redis has refused %d commands for want of ACL permission (NOPERM) since it started: %s", res.NOPERM, redischeck.AOFACLAdvice))
+		}
 		if spec.redis.cluster == nil {
 			n.watchRedisRestarts(ctx)
 		}
@@ -203,7 +206,9 @@ func (n *node) watchRedisRestarts(ctx context.Context) {
 	n.closers = append(n.closers, func() error { stop(); <-done; return nil })
 }
 
-// restartMessage says what a Redis restart kept, and how loud: Redis loads
+// restartMessage says what a Redis restart kept, and how loud (an error
+// when the restarted server refused commands for want of permission, as
+// when it dropped writes of its AOF at load): Redis loads
 // what its new setting says, the AOF when it now runs with AOF, else its RDB
 // save, so a setting changed across the restart loads a file the old
 // instance did not keep up (found by a review: a SHUTDOWN with AOF turned
@@ -211,6 +216,16 @@ func (n *node) watchRedisRestarts(ctx context.Context) {
 // warning: a SHUTDOWN that saved keeps everything, and is the commonest
 // planned restart.
 func restartMessage(r redischeck.Restart) (slog.Level, string) {
+	level, msg := restartKept(r)
+	if r.NOPERM > 0 && r.AOFNow {
+		level = slog.LevelError
+		msg += fmt.Sprintf("; but it has refused %d commands for want of ACL permission (NOPERM) since: %s", r.NOPERM, redischeck.AOFACLAdvice)
+	}
+	return level, msg
+}
+
+// restartKept says what a Redis restart kept, by its AOF settings.
+func restartKept(r redischeck.Restart) (slog.Level, string) {
 	yesNo := map[bool]string{false: "no", true: "yes"}
 	switch {
 	case r.AOFBefore != r.AOFNow:

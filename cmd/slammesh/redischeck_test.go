@@ -139,6 +139,8 @@ func TestRestartMessage(t *testing.T) {
 		{redischeck.Restart{}, slog.LevelWarn, "came back from its last RDB save, or empty"},
 		{redischeck.Restart{AOFBefore: true}, slog.LevelError, "appendonly changed (yes before, no now): it loaded its RDB save, or nothing"},
 		{redischeck.Restart{AOFNow: true}, slog.LevelError, "appendonly changed (no before, yes now): it loaded its AOF, or nothing"},
+		// Writes of the AOF refused at load (redis/redis#14541).
+		{redischeck.Restart{AOFBefore: true, AOFNow: true, NOPERM: 975}, slog.LevelError, "refused 975 commands for want of ACL permission (NOPERM) since: if the server's log says"},
 	} {
 		level, msg := restartMessage(tc.r)
 		if level != tc.level || !strings.Contains(msg, tc.says) {

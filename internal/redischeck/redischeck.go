@@ -138,13 +138,44 @@ type Result struct {
 	// writes since the last RDB snapshot (sagas included). A warning, not a
 	// refusal: replicas or snapshots may be the operator's choice.
 	AOF bool
+	// NOPERM is how many commands the server refused for want of ACL
+	// permission since it started (INFO errorstats). Besides a client's
+	// refused command, it counts the writes of an AOF dropped as the server
+	// loaded it: see AOFACLAdvice.
+	NOPERM int64
+}
+
+// AOFACLAdvice explains a count of NOPERM errors on a Redis that loaded an
+// AOF: Redis replays its AOF as its default user, and before
+// redis/redis#14545 it checks that user's ACL again at each EXEC, where a
+// script with several writes is stored as MULTI…EXEC; so a default user
+// turned off without slammesh's permissions drops those writes at every
+// restart (each with a NOPERM error and a CRITICAL line in the server's
+// log), leaving saga records half written (found by a review, on the ACL
+// the docs gave). docs/security.md gives the default user the permissions.
+const AOFACLAdvice = `if the server's log says "ACLs rules changed between the moment the transaction was accumulated and the EXEC call", ` +
+	`it dropped the scripts' writes of its AOF as it loaded it (it replays the AOF as its default user, whose ACL lacks slammesh's permissions; redis/redis#14541): ` +
+	`missions of before the restart may be damaged or lost; give the default user slammesh's permissions, off as it is (docs/security.md, "Redis")`
+
+// NOPERMCount reads the count of NOPERM errors from the text of an INFO
+// errorstats reply ("errorstat_NOPERM:count=N"); 0 when there is none.
+func NOPERMCount(info string) int64 {
+	v, ok := InfoField(info, "errorstat_NOPERM")
+	if !ok {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimPrefix(strings.SplitN(v, ",", 2)[0], "count="), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // Check reads the server's version and maxmemory-policy and refuses what
 // slammesh cannot run on. Errors say what to change.
 func Check(ctx context.Context, rdb redis.UniversalClient) (Result, error) {
 	var r Result
-	info, err := rdb.Info(ctx, "server", "memory", "persistence").Result()
+	info, err := rdb.Info(ctx, "server", "memory", "persistence", "errorstats").Result()
 	if err != nil {
 		return r, fmt.Errorf("redis: INFO: %w", err)
 	}
@@ -154,6 +185,7 @@ func Check(ctx context.Context, rdb redis.UniversalClient) (Result, error) {
 	if v, ok := InfoField(info, "aof_enabled"); ok {
 		r.AOF = v == "1"
 	}
+	r.NOPERM = NOPERMCount(info)
 	cfg, cfgErr := rdb.ConfigGet(ctx, "maxmemory-policy").Result()
 	if p, ok := cfg["maxmemory-policy"]; cfgErr == nil && ok {
 		r.Policy, r.PolicyFrom = p, "CONFIG GET"

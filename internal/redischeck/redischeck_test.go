@@ -222,3 +222,79 @@ func TestWatchRestarts(t *testing.T) {
 		t.Errorf("%d more restarts told than made", len(seen))
 	}
 }
+
+// A Redis run as docs/security.md has it (its default user off but allowed
+// slammesh's writes) keeps a script's writes across a restart from its
+// AOF; with the default user off and allowed nothing, as the docs had it,
+// Redis drops them as it loads the AOF (redis/redis#14541), and Check
+// counts the NOPERM errors that tell it (found by a review: saga records
+// half written, ListMissions down).
+func TestAOFRestartKeepsScriptWritesWithTheDocumentedACL(t *testing.T) {
+	t.Parallel()
+	const password = "aof-acl-test-password"
+	for _, tc := range []struct {
+		name        string
+		defaultUser []string
+		kept        int64
+	}{
+		{"documented", append([]string{"off"}, redisproc.SlammeshACL...), 2},
+		{"default user allowed nothing", []string{"off"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			port := freePort(t)
+			args := append(append([]string{"--appendonly", "yes", "--appendfsync", "always", "--user", "default"}, tc.defaultUser...),
+				append([]string{"--user", "slammesh", "on", ">" + password}, redisproc.SlammeshACL...)...)
+			p, err := redisproc.StartOnAs(dir, port, "slammesh", password, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { p.Stop() }()
+			rdb := redis.NewClient(&redis.Options{Addr: p.Addr, Username: "slammesh", Password: password, MaxRetries: -1})
+			defer rdb.Close()
+			ctx := t.Context()
+			// Two writes: the AOF stores the script's effects as MULTI…EXEC.
+			if err := rdb.Eval(ctx, `redis.call('SET', KEYS[1], 'a'); redis.call('HSET', KEYS[2], 'f', 'v'); return 1`,
+				[]string{"slammesh:{m}:a", "slammesh:{m}:b"}).Err(); err != nil {
+				t.Fatal(err)
+			}
+			p.Stop()
+			if p, err = redisproc.StartOnAs(dir, port, "slammesh", password, args...); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := rdb.Exists(ctx, "slammesh:{m}:a", "slammesh:{m}:b").Result(); err != nil || n != tc.kept {
+				t.Errorf("after the restart %d of the script's 2 keys exist (%v), want %d", n, err, tc.kept)
+			}
+			res, err := redischeck.Check(ctx, rdb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dropped := tc.kept == 0; (res.NOPERM > 0) != dropped {
+				t.Errorf("Check counted %d NOPERM errors; writes dropped at load: %v", res.NOPERM, dropped)
+			}
+		})
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestNOPERMCount(t *testing.T) {
+	for info, want := range map[string]int64{
+		"# Errorstats\r\nerrorstat_ERR:count=3\r\nerrorstat_NOPERM:count=975\r\n": 975,
+		"# Errorstats\r\nerrorstat_ERR:count=3\r\n":                               0,
+		"errorstat_NOPERM:count=x\r\n":                                            0,
+	} {
+		if got := redischeck.NOPERMCount(info); got != want {
+			t.Errorf("NOPERMCount(%q) = %d, want %d", info, got, want)
+		}
+	}
+}

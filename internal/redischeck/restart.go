@@ -27,6 +27,10 @@ type Restart struct {
 	AOFBefore bool
 	// AOFNow is whether the restarted server runs with AOF.
 	AOFNow bool
+	// NOPERM is the restarted server's count of NOPERM errors at the first
+	// read after the restart: above 0, it may have dropped writes of its
+	// AOF as it loaded it (AOFACLAdvice).
+	NOPERM int64
 }
 
 // WatchRestarts reads the run_id of the single Redis rdb talks to every
@@ -39,12 +43,12 @@ func WatchRestarts(ctx context.Context, rdb redis.UniversalClient, interval time
 	var last string
 	var aof bool
 	for {
-		info, err := rdb.Info(ctx, "server", "persistence").Result()
+		info, err := rdb.Info(ctx, "server", "persistence", "errorstats").Result()
 		if id, ok := InfoField(info, "run_id"); err == nil && ok {
 			v, _ := InfoField(info, "aof_enabled")
 			now := v == "1"
 			if last != "" && id != last {
-				restarted(Restart{AOFBefore: aof, AOFNow: now})
+				restarted(Restart{AOFBefore: aof, AOFNow: now, NOPERM: NOPERMCount(info)})
 			}
 			last, aof = id, now
 		}

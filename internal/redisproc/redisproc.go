@@ -22,6 +22,15 @@ import (
 	"time"
 )
 
+// SlammeshACL is the permissions docs/security.md gives the slammesh Redis
+// user, and the default user beside it (turned off, so that nobody logs in
+// as it, but allowed what slammesh writes, which Redis replays from its AOF
+// as the default user). Tests that run Redis as docs/security.md has it
+// use it.
+var SlammeshACL = []string{"~slammesh:*", "resetchannels", "-@all",
+	"+@read", "+@write", "+@keyspace", "+@stream", "+@hash", "+@sortedset", "+@string", "+@list", "+@set",
+	"+@scripting", "+@transaction", "+@connection", "-@dangerous", "+info", "+time"}
+
 // ErrNotInstalled is returned when redis-server is not on PATH.
 var ErrNotInstalled = errors.New("redis-server not found on PATH (install it with: apt-get install -y redis-server)")
 
@@ -56,6 +65,8 @@ type Process struct {
 	mu      sync.Mutex
 	reaped  bool
 	waitErr error
+	// login is who the readiness checks authenticate as.
+	login login
 }
 
 // URL is the redis:// URL of the server.
@@ -123,6 +134,23 @@ func StartOn(dir string, port int, extra ...string) (*Process, error) {
 	return launch(bin, dir, port, extra...)
 }
 
+// StartOnAs is StartOn for a server whose default user is off (extra holds
+// its --user lines): the readiness checks log in as user with password.
+func StartOnAs(dir string, port int, user, password string, extra ...string) (*Process, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, ErrNotInstalled
+	}
+	if err := probe(port); err != nil {
+		return nil, err
+	}
+	return spawnAs(bin, dir, port, login{user, password}, extra...)
+}
+
+// login is the user the readiness checks authenticate as; empty for the
+// default user.
+type login struct{ user, password string }
+
 // Stop kills the server (SIGKILL, by its PID) and waits for it to exit.
 func (p *Process) Stop() {
 	_ = p.cmd.Process.Kill()
@@ -161,6 +189,11 @@ func launch(bin, dir string, port int, extra ...string) (*Process, error) {
 // spawn starts redis-server on port and waits until it is ready; see
 // awaitReady.
 func spawn(bin, dir string, port int, extra ...string) (*Process, error) {
+	return spawnAs(bin, dir, port, login{}, extra...)
+}
+
+// spawnAs is spawn with the readiness checks logged in as who.
+func spawnAs(bin, dir string, port int, who login, extra ...string) (*Process, error) {
 	args := []string{
 		"--bind", "127.0.0.1",
 		"--port", strconv.Itoa(port),
@@ -177,7 +210,7 @@ func spawn(bin, dir string, port int, extra ...string) (*Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	p := &Process{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, dir: dir}
+	p := &Process{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, dir: dir, login: who}
 	if err := p.awaitReady(port, cmd.Process.Pid, 10*time.Second); err != nil {
 		p.Stop()
 		return nil, err
@@ -203,7 +236,7 @@ func probe(port int) error {
 // already in use" while theirs answers.
 func (p *Process) awaitReady(port, pid int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for ping(p.Addr) != nil {
+	for ping(p.Addr, p.login) != nil {
 		if done, err := p.exited(); done {
 			if strings.Contains(p.log(), "Address already in use") {
 				return &PortInUseError{Port: port}
@@ -215,7 +248,7 @@ func (p *Process) awaitReady(port, pid int, timeout time.Duration) error {
 			return fmt.Errorf("redis-server on port %d did not answer PING within %v; log: %s", port, timeout, p.log())
 		}
 	}
-	got, err := serverPID(p.Addr)
+	got, err := serverPID(p.Addr, p.login)
 	if err != nil {
 		return fmt.Errorf("redis-server on port %d: INFO server: %w", port, err)
 	}
@@ -226,17 +259,21 @@ func (p *Process) awaitReady(port, pid int, timeout time.Duration) error {
 }
 
 // ping speaks raw RESP so that readiness polling opens no client pool.
-func ping(addr string) error {
+func ping(addr string, who login) error {
 	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	r := bufio.NewReader(conn)
+	if err := authenticate(conn, r, who); err != nil {
+		return err
+	}
 	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}
@@ -246,19 +283,41 @@ func ping(addr string) error {
 	return nil
 }
 
+// authenticate logs conn in as who, unless who is the default user.
+func authenticate(conn net.Conn, r *bufio.Reader, who login) error {
+	if who.user == "" {
+		return nil
+	}
+	cmd := fmt.Sprintf("*3\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(who.user), who.user, len(who.password), who.password)
+	if _, err := conn.Write([]byte(cmd)); err != nil {
+		return err
+	}
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+OK") {
+		return fmt.Errorf("AUTH as %s: %q", who.user, strings.TrimSpace(line))
+	}
+	return nil
+}
+
 // serverPID asks the server at addr for its process_id (INFO server), in raw
 // RESP like ping.
-func serverPID(addr string) (int, error) {
+func serverPID(addr string, who login) (int, error) {
 	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	r := bufio.NewReader(conn)
+	if err := authenticate(conn, r, who); err != nil {
+		return 0, err
+	}
 	if _, err := conn.Write([]byte("INFO server\r\n")); err != nil {
 		return 0, err
 	}
-	r := bufio.NewReader(conn)
 	head, err := r.ReadString('\n')
 	if err != nil {
 		return 0, err

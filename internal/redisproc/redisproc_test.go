@@ -73,7 +73,7 @@ func TestStartOnServesOnTheGivenPort(t *testing.T) {
 	if want := "127.0.0.1:" + strconv.Itoa(port); p.Addr != want {
 		t.Errorf("Addr = %s, want %s", p.Addr, want)
 	}
-	if pid, err := serverPID(p.Addr); err != nil || pid != p.cmd.Process.Pid {
+	if pid, err := serverPID(p.Addr, login{}); err != nil || pid != p.cmd.Process.Pid {
 		t.Errorf("the server on %s is pid %d (%v), want ours, %d", p.Addr, pid, err, p.cmd.Process.Pid)
 	}
 }

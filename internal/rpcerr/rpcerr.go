@@ -73,6 +73,10 @@ const (
 	// another request than the one that started it (ALREADY_EXISTS): a
 	// mission id is an idempotency key.
 	ReasonMissionIDReused = "MISSION_ID_REUSED"
+	// ReasonRecordDamaged: the mission's saga record exists but cannot be
+	// decoded, fields lost outside slammesh (DATA_LOSS): it can be neither
+	// shown nor run, and ListMissions leaves it out.
+	ReasonRecordDamaged = "RECORD_DAMAGED"
 )
 
 // MetadataField is the ErrorInfo metadata key naming the offending request

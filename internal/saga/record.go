@@ -310,8 +310,23 @@ func (r *Record) clone() *Record {
 	return &c
 }
 
-// parseRecord decodes a hash read with HGETALL.
+// parseRecord decodes a hash read with HGETALL; a hash of this schema
+// version, or of none (its fields lost), that it cannot decode is
+// ErrDamaged.
 func parseRecord(h map[string]string) (*Record, error) {
+	if v := h[fieldVersion]; v != "" && v != schemaVersion {
+		// Not damage: a newer orchestrator's record (a rolling upgrade),
+		// which it drives.
+		return nil, fmt.Errorf("saga record: schema version %q, want %q", v, schemaVersion)
+	}
+	r, err := decodeRecord(h)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDamaged, err)
+	}
+	return r, nil
+}
+
+func decodeRecord(h map[string]string) (*Record, error) {
 	if v := h[fieldVersion]; v != schemaVersion {
 		return nil, fmt.Errorf("saga record: schema version %q, want %q", v, schemaVersion)
 	}

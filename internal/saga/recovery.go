@@ -112,6 +112,13 @@ func (e *Engine) recoverOnce(ctx context.Context, opts RecoveryOptions) (int, er
 		claimCtx, cancel := context.WithTimeout(runCtx, e.store.leaseTTL)
 		c, err := e.store.recoverClaim(claimCtx, entry, e.owner, e.now())
 		cancel()
+		if errors.Is(err, ErrDamaged) {
+			// It can never be driven: claiming it again every lease TTL
+			// would only log this again.
+			e.log.ErrorContext(ctx, "saga record damaged: recovery drops it from the active index; it waits for an operator (docs/architecture.md, \"Damaged records\")",
+				slog.String("mission_id", key), slog.String("error", err.Error()))
+			err = e.store.dropActive(runCtx, key)
+		}
 		if err != nil || c == nil {
 			// Renewed, claimed by another engine or finished since the scan.
 			e.unregister(r)

@@ -47,6 +47,11 @@ func RecordKey(key string) string { return "slammesh:{" + key + "}:saga" }
 var (
 	// ErrNotFound means no saga record exists for the key.
 	ErrNotFound = errors.New("saga not found")
+	// ErrDamaged means a saga record exists but cannot be decoded: fields
+	// lost or mangled outside slammesh (a Redis that dropped writes as it
+	// loaded its AOF, docs/security.md; a hand edit). Such a saga can be
+	// neither shown nor driven.
+	ErrDamaged = errors.New("saga record damaged")
 	// ErrFenced means another engine took the saga over (the stored epoch is
 	// no longer the record's): the caller must stop driving it at once.
 	ErrFenced = errors.New("saga fenced: another owner took it over")
@@ -149,6 +154,9 @@ type Store struct {
 	// (WithGroupCommit).
 	group *groupcommit.Group
 
+	// damaged is told of each record List leaves out (WithDamagedRecords).
+	damaged func(key string, err error)
+
 	// trimMu guards trimOffset, where the next Trim resumes in the
 	// expired part of the mission index (see Trim).
 	trimMu     sync.Mutex
@@ -220,6 +228,14 @@ func NewStore(rdb redis.UniversalClient, sink EventSink, leaseTTL time.Duration)
 // trips (see SideWriter) and returns s. Call it before s is used.
 func (s *Store) WithSideWriter(w SideWriter) *Store {
 	s.side = append(s.side, w)
+	return s
+}
+
+// WithDamagedRecords makes List tell f of each record it leaves out
+// because it is damaged (ErrDamaged), so that one such record does not
+// fail every listing, and returns s. Call it before s is used.
+func (s *Store) WithDamagedRecords(f func(key string, err error)) *Store {
+	s.damaged = f
 	return s
 }
 
@@ -383,7 +399,8 @@ func recordFromReply(reply []any) (*Record, error) {
 // it is capped at 1000.
 //
 // The cursor is "<creation ms>:<mission key>" of the last record returned, so
-// missions created while a client pages do not shift its pages.
+// missions created while a client pages do not shift its pages. A damaged
+// record is left out (see WithDamagedRecords).
 func (s *Store) List(ctx context.Context, cursor string, limit int, states ...State) (recs []*Record, next string, err error) {
 	if limit <= 0 {
 		limit = 50
@@ -442,6 +459,12 @@ func (s *Store) List(ctx context.Context, cursor string, limit int, states ...St
 					continue // indexed but deleted
 				}
 				rec, err := parseRecord(h)
+				if errors.Is(err, ErrDamaged) {
+					if s.damaged != nil {
+						s.damaged(keys[i], err)
+					}
+					continue
+				}
 				if err != nil {
 					return nil, "", fmt.Errorf("list sagas: %s: %w", keys[i], err)
 				}

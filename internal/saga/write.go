@@ -99,6 +99,15 @@ func (s *Store) unindexRepeat(ctx context.Context, key string, hint int64) {
 	}
 }
 
+// dropActive removes saga key's active-index entry whatever its score: for
+// a damaged record (ErrDamaged), which no engine can drive.
+func (s *Store) dropActive(ctx context.Context, key string) error {
+	if err := s.rdb.ZRem(ctx, ActiveKey(key), key).Err(); err != nil {
+		return fmt.Errorf("drop damaged saga %s from the active index: %w", key, err)
+	}
+	return nil
+}
+
 // claimIndex sets the mission-index entry of rec, a saga just created,
 // to its creation time, when its index write (ZADD NX) found an entry
 // there already: a deleted saga's whose unindex has not run yet. That

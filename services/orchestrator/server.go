@@ -193,7 +193,8 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	// rides in the store's next round trip.
 	fh := progress.NewFirehose(deps.Redis, progress.FirehoseOptions{Logger: log})
 	store := saga.NewStore(deps.Redis, eventSink{pub: pub, firehose: fh}, cfg.LeaseTTL).
-		WithRetention(retention(cfg, def)).WithSideWriter(fh)
+		WithRetention(retention(cfg, def)).WithSideWriter(fh).
+		WithDamagedRecords((&damagedOnce{log: log}).note)
 	if deps.GroupCommit != nil {
 		store.WithGroupCommit(deps.GroupCommit)
 	}

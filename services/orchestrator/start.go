@@ -45,6 +45,8 @@ func (s *Server) StartMission(ctx context.Context, req *orchestratorv1.StartMiss
 		switch {
 		case err == nil:
 			return s.existing(ctx, rec, in, req.GetWait())
+		case errors.Is(err, saga.ErrDamaged):
+			return nil, s.loadError(ctx, key, err)
 		case !errors.Is(err, saga.ErrNotFound):
 			return nil, s.storeError(ctx, "load mission", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
@@ -20,10 +21,54 @@ import (
 // expired or was deleted (see vanishedError), MISSION_NOT_FOUND otherwise —
 // else a store error.
 func (s *Server) loadError(ctx context.Context, key string, err error) error {
-	if errors.Is(err, saga.ErrNotFound) {
+	switch {
+	case errors.Is(err, saga.ErrNotFound):
 		return s.notFound(ctx, key)
+	case errors.Is(err, saga.ErrDamaged):
+		s.log.ErrorContext(ctx, "mission record damaged", slog.String("error", err.Error()))
+		return damagedError(key, err)
 	}
 	return s.storeError(ctx, "load mission", err)
+}
+
+// damagedError is the DATA_LOSS of a mission whose record cannot be
+// decoded: not an outage to retry (found by a review: a Redis that dropped
+// writes at a restart left such records, answered UNAVAILABLE, and one of
+// them failed every ListMissions).
+func damagedError(key string, err error) error {
+	return rpcerr.New(codes.DataLoss, rpcerr.ReasonRecordDamaged, fmt.Sprintf(
+		"mission %q: its record in Redis is damaged (%v), so it can be neither shown nor run; "+
+			"a Redis that dropped writes as it loaded its AOF does this (docs/security.md, \"Redis\"); "+
+			"remove its keys by hand (docs/architecture.md, \"Damaged records\")", key, err))
+}
+
+// damagedOnce logs each damaged record ListMissions leaves out once per
+// process (the console lists every few seconds), for at most
+// maxDamagedLogged records.
+type damagedOnce struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// maxDamagedLogged bounds damagedOnce's memory: past it, its record of
+// keys logged starts over.
+const maxDamagedLogged = 1024
+
+func (d *damagedOnce) note(key string, err error) {
+	d.mu.Lock()
+	first := !d.seen[key]
+	if first {
+		if d.seen == nil || len(d.seen) >= maxDamagedLogged {
+			d.seen = make(map[string]bool)
+		}
+		d.seen[key] = true
+	}
+	d.mu.Unlock()
+	if first {
+		d.log.Error("mission record damaged: left out of ListMissions; GetMission answers DATA_LOSS (RECORD_DAMAGED)",
+			slog.String("mission_id", key), slog.String("error", err.Error()))
+	}
 }
 
 // engineError turns an error of the saga engine's Cancel or Resume of
@@ -42,6 +87,15 @@ func (s *Server) loadError(ctx context.Context, key string, err error) error {
 func (s *Server) engineError(ctx context.Context, key string, err error) error {
 	switch {
 	case errors.Is(err, saga.ErrNotFound):
+		// The engine reads a record's state alone, which a damaged
+		// record may lack: a record that exists is damaged, not gone.
+		if s.store != nil {
+			if _, lerr := s.store.Load(ctx, key); errors.Is(lerr, saga.ErrDamaged) {
+				err = lerr
+			}
+		}
+		return s.loadError(ctx, key, err)
+	case errors.Is(err, saga.ErrDamaged):
 		return s.loadError(ctx, key, err)
 	case errors.Is(err, saga.ErrClosed):
 		return errDraining

@@ -36,9 +36,7 @@ const startTimeout = 60 * time.Second
 
 // redisACL is the ACL of the slammesh Redis user, as docs/security.md
 // gives it: slammesh's keys only, no admin or dangerous commands.
-var redisACL = []string{"on", "~slammesh:*", "resetchannels", "-@all",
-	"+@read", "+@write", "+@keyspace", "+@stream", "+@hash", "+@sortedset", "+@string", "+@list", "+@set",
-	"+@scripting", "+@transaction", "+@connection", "-@dangerous", "+info", "+time"}
+var redisACL = append([]string{"on"}, redisproc.SlammeshACL...)
 
 type env struct {
 	t       *testing.T
