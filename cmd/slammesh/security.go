@@ -211,7 +211,9 @@ func authInterceptors(ctx context.Context, c serviceConfig, log *slog.Logger) (g
 		vs = append(vs, j)
 	}
 	if c.sec.authTokens != "" {
-		tf, err := auth.NewTokenFile(c.sec.authTokens, onErr("the token file changed but could not be loaded; the previous tokens stay in force"))
+		tf, err := auth.NewTokenFile(c.sec.authTokens, func(err error) {
+			log.Error("the token file changed and a reload skipped a line or left no token: only its valid lines are in force", "error", err.Error())
+		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("--auth-tokens: %w", err)
 		}

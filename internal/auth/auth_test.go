@@ -65,14 +65,53 @@ func TestTokenFile(t *testing.T) {
 	if _, err := tf.Verify(ctx, "adm-0123456789abcdefghijklm"); err == nil {
 		t.Error("a token removed from the file still works")
 	}
-	// A broken edit keeps the previous tokens and is reported.
+	// A reload puts exactly the valid lines in force: a broken line
+	// grants nothing and is reported, the others stay (found by a review:
+	// one broken line kept every revoked token).
 	time.Sleep(1100 * time.Millisecond)
-	write("superuser view-0123456789abcdefghijkl\n")
-	if p, err := tf.Verify(ctx, "view-0123456789abcdefghijkl"); err != nil || p.Role != auth.RoleViewer {
-		t.Errorf("after a broken edit: %v %v", p, err)
+	write("superuser view-0123456789abcdefghijkl\nadmin adm-0123456789abcdefghijklm\n")
+	if _, err := tf.Verify(ctx, "view-0123456789abcdefghijkl"); err == nil {
+		t.Error("a token on a broken line still works")
 	}
-	if reloadErr == nil || !strings.Contains(reloadErr.Error(), "unknown role") {
-		t.Errorf("broken edit reported as %v", reloadErr)
+	if p, err := tf.Verify(ctx, "adm-0123456789abcdefghijklm"); err != nil || p.Role != auth.RoleAdmin {
+		t.Errorf("a valid line beside a broken one: %v %v", p, err)
+	}
+	if reloadErr == nil || !strings.Contains(reloadErr.Error(), "unknown role") || !strings.Contains(reloadErr.Error(), "grants nothing") {
+		t.Errorf("broken line reported as %v", reloadErr)
+	}
+	// Commenting every line out, emptying the file or deleting it revokes
+	// every token.
+	for _, revoke := range []func(){
+		func() { write("# admin adm-0123456789abcdefghijklm\n") },
+		func() { write("") },
+		func() {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		write("admin adm-0123456789abcdefghijklm\n")
+		time.Sleep(1100 * time.Millisecond)
+		if _, err := tf.Verify(ctx, "adm-0123456789abcdefghijklm"); err != nil {
+			t.Fatalf("token not back in force: %v", err)
+		}
+		revoke()
+		time.Sleep(1100 * time.Millisecond)
+		if _, err := tf.Verify(ctx, "adm-0123456789abcdefghijklm"); err == nil {
+			t.Error("a revoked file's token still works")
+		}
+		if reloadErr == nil || !strings.Contains(reloadErr.Error(), "refused") && !strings.Contains(reloadErr.Error(), "revoked") {
+			t.Errorf("revocation of every token reported as %v", reloadErr)
+		}
+	}
+	// '#' inside a token is part of it; after a space it starts a comment.
+	write("admin Xy7Kp2Qw9Lm4Rt6Vb8Nc3Zs5#Gh1Jd0Fe # the ops team\n")
+	time.Sleep(1100 * time.Millisecond)
+	if p, err := tf.Verify(ctx, "Xy7Kp2Qw9Lm4Rt6Vb8Nc3Zs5#Gh1Jd0Fe"); err != nil || p.Role != auth.RoleAdmin {
+		t.Errorf("a token holding '#': %v %v", p, err)
+	}
+	if _, err := tf.Verify(ctx, "Xy7Kp2Qw9Lm4Rt6Vb8Nc3Zs5"); err == nil {
+		t.Error("the part of a token before its '#' works")
 	}
 
 	// Written on Windows: a byte order mark and CRLF line ends.

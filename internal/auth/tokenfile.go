@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -18,10 +19,15 @@ import (
 const MinStaticTokenLen = 24
 
 // TokenFile verifies opaque bearer tokens listed in a file, one
-// "ROLE TOKEN" pair per line ('#' starts a comment). The file is re-read
+// "ROLE TOKEN" pair per line ('#' at the start of a line or after a space
+// starts a comment; inside a token it is part of it). The file is re-read
 // when it changes (checked at most once a second), so tokens are added and
-// revoked by editing it; a file that fails to parse leaves the previous
-// tokens in force and the error goes to OnError.
+// revoked by editing it: a reload puts exactly the file's valid lines in
+// force, so that removing, commenting out or breaking a line revokes its
+// token, and a file with no valid line, or one that cannot be read,
+// revokes them all (fail closed: found by a review, where an emptied file
+// kept every token). Each line a reload skips, and a reload that leaves
+// no token, goes to OnError.
 //
 // Tokens are compared by their SHA-256 in constant time against every
 // entry, so neither a token's length nor how much of it matches leaks
@@ -45,69 +51,101 @@ type tokenEntry struct {
 
 // NewTokenFile reads path, failing on a missing file, an unknown role, a
 // token shorter than MinStaticTokenLen, a duplicate token or a file with
-// no token at all. onError may be nil.
+// no token at all: at start an operator is there to fix it. onError may be
+// nil.
 func NewTokenFile(path string, onError func(error)) (*TokenFile, error) {
 	f := &TokenFile{path: path, onError: onError}
-	if err := f.reload(); err != nil {
+	fi, data, err := f.read()
+	if err != nil {
 		return nil, err
 	}
+	entries, lineErrs := parseTokens(data)
+	if err := errors.Join(lineErrs...); err != nil {
+		return nil, fmt.Errorf("token file %s: %w", path, err)
+	}
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("token file %s: no token in the file", path)
+	}
+	f.entries, f.stamp, f.size = entries, fi.ModTime(), fi.Size()
 	f.lastCheck = time.Now()
 	return f, nil
 }
 
-func (f *TokenFile) reload() error {
+func (f *TokenFile) read() (os.FileInfo, []byte, error) {
 	fi, err := os.Stat(f.path)
 	if err != nil {
-		return fmt.Errorf("token file: %w", err)
+		return nil, nil, fmt.Errorf("token file: %w", err)
 	}
 	data, err := os.ReadFile(f.path)
 	if err != nil {
-		return fmt.Errorf("token file: %w", err)
+		return nil, nil, fmt.Errorf("token file: %w", err)
 	}
-	entries, err := parseTokens(data)
-	if err != nil {
-		return fmt.Errorf("token file %s: %w", f.path, err)
-	}
-	f.entries, f.stamp, f.size = entries, fi.ModTime(), fi.Size()
-	return nil
+	return fi, data, nil
 }
 
-func parseTokens(data []byte) ([]tokenEntry, error) {
+// reload puts the file's valid lines in force, and reports what it skipped.
+func (f *TokenFile) reload() []error {
+	fi, data, err := f.read()
+	if err != nil {
+		f.entries, f.stamp, f.size = nil, time.Time{}, -1
+		return []error{fmt.Errorf("%w: every token is revoked until it can be read", err)}
+	}
+	entries, errs := parseTokens(data)
+	for i, e := range errs {
+		errs[i] = fmt.Errorf("token file %s: %w: the line grants nothing", f.path, e)
+	}
+	if len(entries) == 0 {
+		errs = append(errs, fmt.Errorf("token file %s: no token in the file: every call is refused", f.path))
+	}
+	f.entries, f.stamp, f.size = entries, fi.ModTime(), fi.Size()
+	return errs
+}
+
+// parseTokens returns the entries of the valid lines, and an error for
+// each other line that is not blank or a comment.
+func parseTokens(data []byte) ([]tokenEntry, []error) {
 	var out []tokenEntry
+	var errs []error
 	seen := map[[sha256.Size]byte]int{}
 	// Windows editors start UTF-8 files with a byte order mark.
 	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
-		line, _, _ := strings.Cut(sc.Text(), "#")
-		fields := strings.Fields(line)
+		fields := strings.Fields(sc.Text())
+		for i, fl := range fields {
+			if strings.HasPrefix(fl, "#") {
+				fields = fields[:i]
+				break
+			}
+		}
 		if len(fields) == 0 {
 			continue
 		}
 		if len(fields) != 2 {
-			return nil, fmt.Errorf("line %d: want ROLE TOKEN", n)
+			errs = append(errs, fmt.Errorf("line %d: want ROLE TOKEN", n))
+			continue
 		}
 		role, err := ParseRole(fields[0])
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", n, err)
+			errs = append(errs, fmt.Errorf("line %d: %w", n, err))
+			continue
 		}
 		if len(fields[1]) < MinStaticTokenLen {
-			return nil, fmt.Errorf("line %d: token shorter than %d characters", n, MinStaticTokenLen)
+			errs = append(errs, fmt.Errorf("line %d: token shorter than %d characters", n, MinStaticTokenLen))
+			continue
 		}
 		sum := sha256.Sum256([]byte(fields[1]))
 		if prev, dup := seen[sum]; dup {
-			return nil, fmt.Errorf("line %d: same token as line %d", n, prev)
+			errs = append(errs, fmt.Errorf("line %d: same token as line %d", n, prev))
+			continue
 		}
 		seen[sum] = n
 		out = append(out, tokenEntry{sum: sum, role: role, line: n})
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no token in the file")
-	}
-	return out, nil
+	return out, errs
 }
 
 // current returns the entries, re-reading the file when it changed.
@@ -122,11 +160,13 @@ func (f *TokenFile) current() []tokenEntry {
 	if err == nil && fi.ModTime().Equal(f.stamp) && fi.Size() == f.size {
 		return f.entries
 	}
-	if err == nil {
-		err = f.reload()
+	if f.size == -1 && err != nil {
+		return f.entries // still unreadable: told already
 	}
-	if err != nil && f.onError != nil {
-		f.onError(err)
+	for _, e := range f.reload() {
+		if f.onError != nil {
+			f.onError(e)
+		}
 	}
 	return f.entries
 }
