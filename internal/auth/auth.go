@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/telemetry"
 )
 
 // Role is what a caller may do; each role includes the ones below it.
@@ -172,9 +174,17 @@ func authFunc(v Verifier, pol Policy) grpcauth.AuthFunc {
 		if p.Role < need {
 			return nil, Denied(need, method)
 		}
+		// Every log line of the call names its caller: who cancelled,
+		// resumed or deleted a mission (found by a review: only the peer
+		// address was logged, the console's always loopback).
+		ctx = telemetry.WithLogAttrs(ctx, slog.String(LogKeyPrincipal, p.Subject))
 		return WithPrincipal(ctx, p), nil
 	}
 }
+
+// LogKeyPrincipal is the log attribute naming an authenticated call's
+// caller (Principal.Subject) on every line the call logs.
+const LogKeyPrincipal = "principal"
 
 // RoleHeader is the response header metadata key that carries the
 // authenticated caller's role ("viewer", "operator" or "admin") on every

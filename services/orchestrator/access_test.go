@@ -1,16 +1,20 @@
 package orchestrator_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	jwtlib "github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -26,6 +30,7 @@ import (
 	"github.com/slammesh/slammesh/internal/auth"
 	"github.com/slammesh/slammesh/internal/auth/authtest"
 	"github.com/slammesh/slammesh/internal/rpcerr"
+	"github.com/slammesh/slammesh/internal/telemetry"
 	"github.com/slammesh/slammesh/services/orchestrator"
 )
 
@@ -403,4 +408,75 @@ func TestRoleComesBackInTheHeader(t *testing.T) {
 			t.Errorf("%s: %s = %q, want %q", tc.name, auth.RoleHeader, got, tc.want)
 		}
 	}
+}
+
+// loggingStub logs a line in CancelMission's context, as the orchestrator
+// does for each cancel.
+type loggingStub struct {
+	stubOrchestrator
+	log *slog.Logger
+}
+
+func (s loggingStub) CancelMission(ctx context.Context, _ *orchestratorv1.CancelMissionRequest) (*orchestratorv1.CancelMissionResponse, error) {
+	s.log.InfoContext(ctx, "mission cancel requested")
+	return &orchestratorv1.CancelMissionResponse{}, nil
+}
+
+// Every line an authenticated call logs names its caller, so that who
+// cancelled a mission can be told afterwards (found by a review: only the
+// peer address was logged, the console's always loopback).
+func TestCallsLogTheirPrincipal(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	iss, err := authtest.NewIssuer(dir, "idp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "tokens")
+	if err := authtest.WriteTokenFile(tokenFile, map[string]string{"operator": "operator-token-0123456789abcdef"}); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	logger := telemetry.NewLogger(&out, "orchestrator", slog.LevelInfo)
+	conn := accessServer(t, iss, tokenFile, func(s *grpc.Server) {
+		orchestratorv1.RegisterOrchestratorServiceServer(s, loggingStub{log: logger})
+	})
+	client := orchestratorv1.NewOrchestratorServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := time.Now()
+	jwt, err := iss.Sign(authtest.RS256, jwtlib.MapClaims{"sub": "alice@example.com", "aud": audience, "role": "operator",
+		"nbf": now.Add(-time.Minute).Unix(), "exp": now.Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for token, want := range map[string]string{
+		"operator-token-0123456789abcdef": `"principal":"token:operator:line2"`,
+		jwt:                               `"principal":"alice@example.com"`,
+	} {
+		if _, err := client.CancelMission(bearer(ctx, token), &orchestratorv1.CancelMissionRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the cancel's log line does not say %s:\n%s", want, out.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a server's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

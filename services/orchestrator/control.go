@@ -107,6 +107,7 @@ func (s *Server) CancelMission(ctx context.Context, req *orchestratorv1.CancelMi
 		return nil, s.engineError(ctx, key, r.err)
 	}
 	rec := r.rec
+	s.log.InfoContext(ctx, "mission cancel requested", slog.String("reason", reason), slog.String("state", string(rec.State)))
 	if req.GetWait() && !rec.State.Terminal() {
 		var err error
 		if rec, err = s.awaitEnd(ctx, key); err != nil {
