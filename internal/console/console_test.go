@@ -206,13 +206,18 @@ func TestUnknownMissionsAre404(t *testing.T) {
 		"/events/missions/m-nope",
 		"/missions/" + url.PathEscape(hostile),
 		"/no/such/page",
+		// Not UTF-8: no mission has such an id, and the orchestrator's
+		// client cannot send it (a review saw 502 and the raw byte echoed).
+		"/missions/%FF",
+		"/missions/%FF/map.png",
+		"/events/missions/%FF",
 	} {
 		t.Run(path, func(t *testing.T) {
 			code, body := get(t, e.srv.URL+path)
 			if code != http.StatusNotFound {
 				t.Errorf("GET %s = %d, want 404", path, code)
 			}
-			if strings.Contains(body, "<script>alert") || strings.Contains(body, "<img src=x") {
+			if strings.Contains(body, "<script>alert") || strings.Contains(body, "<img src=x") || strings.Contains(body, "\xff") {
 				t.Errorf("GET %s echoes markup unescaped:\n%s", path, body)
 			}
 		})
@@ -347,6 +352,7 @@ func TestCancelAndResumeRefuseOtherOrigins(t *testing.T) {
 		{"resume a failed mission", "/missions/m-failed/resume", map[string]string{"Sec-Fetch-Site": "same-origin"}, http.StatusSeeOther},
 		{"resume a running mission: the RPC's rule", "/missions/m-run/resume", map[string]string{"Sec-Fetch-Site": "same-origin"}, http.StatusConflict},
 		{"cancel an unknown mission", "/missions/m-nope/cancel", map[string]string{"Sec-Fetch-Site": "same-origin"}, http.StatusNotFound},
+		{"cancel a mission id that is not UTF-8", "/missions/%FF/cancel", map[string]string{"Sec-Fetch-Site": "same-origin"}, http.StatusNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
