@@ -94,6 +94,11 @@ func (c serviceConfig) checkExposure() error {
 	if step && s.tls.Cert != "" && s.tls.CA == "" {
 		return fmt.Errorf("%w: a step service with TLS needs --tls-ca: it accepts only clients (the orchestrator) whose certificate that CA signed", errUsage)
 	}
+	if !step && s.tls.Cert != "" && s.tls.CA == "" {
+		// Found by a review: it started, and every mission's first step
+		// failed on the step services' certificates for its retry budget.
+		return fmt.Errorf("%w: the orchestrator with TLS needs --tls-ca: it verifies the step services' certificates with it, and presents its own to them as their client", errUsage)
+	}
 	if s.authJWKS != "" && s.authAudience == "" {
 		return fmt.Errorf("%w: --auth-jwks needs --auth-audience: a token minted for another service must not open this one", errUsage)
 	}
@@ -142,11 +147,23 @@ func warnExposure(w io.Writer, c serviceConfig) {
 		c.service, strings.Join(open, "; "))
 }
 
-// tlsSource loads the TLS files, logging failed reloads.
+// tlsSource loads the TLS files, logging failed reloads and a certificate
+// in use that nears its expiry or is past it.
 func tlsSource(files meshtls.Files, log *slog.Logger) (*meshtls.Source, error) {
-	return meshtls.NewSource(files, meshtls.Options{OnError: func(err error) {
-		log.Warn("TLS files changed but could not be loaded; still serving the previous ones", "error", err.Error())
-	}})
+	return meshtls.NewSource(files, meshtls.Options{
+		OnError: func(err error) {
+			log.Warn("TLS files changed but could not be loaded; still serving the previous ones", "error", err.Error())
+		},
+		OnExpiring: func(cert string, notAfter time.Time) {
+			if left := time.Until(notAfter); left > 0 {
+				log.Warn(fmt.Sprintf("TLS certificate %s expires in %v: rotate it (replace the file; it is picked up without a restart)", cert, left.Round(time.Minute)),
+					"not_after", notAfter.UTC().Format(time.RFC3339))
+				return
+			}
+			log.Error(fmt.Sprintf("TLS certificate %s has expired: peers refuse every new handshake; rotate it (replace the file; it is picked up without a restart)", cert),
+				"not_after", notAfter.UTC().Format(time.RFC3339))
+		},
+	})
 }
 
 // serverCreds returns the gRPC server credentials of c (nil: plaintext)

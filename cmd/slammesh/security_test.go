@@ -40,6 +40,7 @@ func TestCheckExposure(t *testing.T) {
 		{name: "step service with TLS needs a CA", service: "localization", args: tlsArgs[:4], refuse: "needs --tls-ca"},
 		{name: "cert without key", service: "mapping", args: tlsArgs[:2], refuse: "go together"},
 		{name: "orchestrator with TLS but no auth", service: "orchestrator", args: tlsArgs, refuse: "without authentication"},
+		{name: "orchestrator with TLS needs a CA", service: "orchestrator", args: append([]string{"--auth-tokens", "t"}, tlsArgs[:4]...), refuse: "orchestrator with TLS needs --tls-ca"},
 		{name: "orchestrator with TLS and a token file", service: "orchestrator", args: append([]string{"--auth-tokens", "t"}, tlsArgs...)},
 		{name: "orchestrator with TLS and JWKS", service: "orchestrator", args: append([]string{"--auth-jwks", "j", "--auth-audience", "slammesh"}, tlsArgs...)},
 		{name: "JWKS needs an audience", service: "orchestrator", args: append([]string{"--auth-jwks", "j"}, tlsArgs...), refuse: "needs --auth-audience"},

@@ -74,11 +74,20 @@ type Source struct {
 	onError  func(error)
 	now      func() time.Time
 
+	onExpiring func(cert string, notAfter time.Time)
+	// expiryToldAt is when onExpiring was last told (at most hourly).
+	expiryToldAt time.Time
+
 	mu        sync.Mutex
 	cur       material
 	stamps    [3]fileStamp
 	lastCheck time.Time
 }
+
+// ExpiryWarning is how long before its certificate expires a Source starts
+// telling OnExpiring (then once an hour, and on after it expired, when
+// every peer refuses the handshakes).
+const ExpiryWarning = 7 * 24 * time.Hour
 
 // Options tune a Source; the zero value is fine.
 type Options struct {
@@ -88,16 +97,22 @@ type Options struct {
 	// OnError is told when changed files could not be loaded (the previous
 	// material stays in use); nil ignores such errors.
 	OnError func(error)
+	// OnExpiring is told, at most once an hour as the material is used,
+	// that the certificate in use expires within ExpiryWarning or has
+	// expired, and was not rotated (found by a review: one expired in place
+	// while the service stayed ready and every handshake failed); nil
+	// ignores it.
+	OnExpiring func(cert string, notAfter time.Time)
 }
 
 // NewSource reads f once, failing when a file is missing or invalid (a
-// Cert without a Key, a key that does not match, an expired certificate, a
-// CA file without certificates), and returns a Source that reloads them on change.
+// Cert without a Key, a key that does not match, an expired certificate or
+// one not valid yet, a CA file without certificates), and returns a Source that reloads them on change.
 func NewSource(f Files, opts Options) (*Source, error) {
 	if (f.Cert == "") != (f.Key == "") {
 		return nil, errors.New("meshtls: a certificate needs its key and a key its certificate (--tls-cert and --tls-key)")
 	}
-	s := &Source{files: f, interval: opts.CheckInterval, onError: opts.OnError, now: time.Now}
+	s := &Source{files: f, interval: opts.CheckInterval, onError: opts.OnError, onExpiring: opts.OnExpiring, now: time.Now}
 	if s.interval <= 0 {
 		s.interval = DefaultCheckInterval
 	}
@@ -141,6 +156,11 @@ func load(f Files, now time.Time) (material, error) {
 		if c.Leaf != nil && now.After(c.Leaf.NotAfter) {
 			return m, fmt.Errorf("meshtls: certificate %s expired at %s", f.Cert, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 		}
+		// Likewise one not valid yet (a clock behind its issuer's, or a
+		// certificate issued for later).
+		if c.Leaf != nil && now.Before(c.Leaf.NotBefore) {
+			return m, fmt.Errorf("meshtls: certificate %s is not valid until %s (is this machine's clock right?)", f.Cert, c.Leaf.NotBefore.UTC().Format(time.RFC3339))
+		}
 		m.cert = &c
 	}
 	if f.CA != "" {
@@ -166,6 +186,7 @@ func (s *Source) current() material {
 		return s.cur
 	}
 	s.lastCheck = now
+	defer s.checkExpiry(now) // of the material in use once this look is done
 	stamps, err := s.stat()
 	if err != nil {
 		s.report(err)
@@ -183,6 +204,20 @@ func (s *Source) current() material {
 	}
 	s.cur, s.stamps = m, stamps
 	return s.cur
+}
+
+// checkExpiry tells onExpiring of a certificate in use that expires
+// within ExpiryWarning, at most once an hour. s.mu is held.
+func (s *Source) checkExpiry(now time.Time) {
+	c := s.cur.cert
+	if s.onExpiring == nil || c == nil || c.Leaf == nil || c.Leaf.NotAfter.Sub(now) > ExpiryWarning {
+		return
+	}
+	if !s.expiryToldAt.IsZero() && now.Sub(s.expiryToldAt) < time.Hour {
+		return
+	}
+	s.expiryToldAt = now
+	s.onExpiring(s.files.Cert, c.Leaf.NotAfter)
 }
 
 func (s *Source) report(err error) {
