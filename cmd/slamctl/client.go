@@ -213,8 +213,16 @@ func transportHint(st *status.Status) string {
 		return " (that address answers HTTP/1.1: it is an HTTP port, /metrics and the console, not the gRPC one)"
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):
 		return " (the server does not speak TLS: leave out --cacert, or give its TLS address)"
+	case strings.Contains(msg, "certificate required"), strings.Contains(msg, "bad certificate"), strings.Contains(msg, "unknown certificate authority"):
+		return " (the server refused this client's certificate, or its absence: a step service, the mapping one for `map` included, takes only a client certificate its CA signed for clientAuth: pass --cert and --key)"
 	case strings.Contains(msg, "error reading server preface"):
 		return " (the server closed the connection before it spoke gRPC: if it serves TLS, pass --cacert, and --cert/--key for mutual TLS; else the orchestrator behind that address is restarting)"
+	case strings.Contains(msg, "broken pipe"), strings.Contains(msg, "connection reset by peer"):
+		// TLS 1.3 ends the handshake before the server checks the client's
+		// certificate: a refusal then reads as a connection cut on the
+		// first write (found by a review: `map` against a mutual-TLS
+		// mapping service said "broken pipe" alone).
+		return " (the server cut the connection: over TLS a step service does so to a client without a certificate its CA signed for clientAuth: pass --cert and --key; else the server behind that address is restarting)"
 	}
 	return ""
 }

@@ -1,10 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/slammesh/slammesh/internal/meshtls"
+	"github.com/slammesh/slammesh/internal/meshtls/meshtlstest"
 )
 
 func TestTokenIsNeverSentInPlaintextOffLoopback(t *testing.T) {
@@ -65,5 +75,57 @@ func TestUndiallableAddressIsAUsageError(t *testing.T) {
 	c := &clients{mappingAddr: g.mappingAddr}
 	if _, _, err := c.mapping(); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "SLAMCTL_MAPPING_ADDR") {
 		t.Errorf("dialling a bad mapping address: %v, want a usage error naming SLAMCTL_MAPPING_ADDR", err)
+	}
+}
+
+// A step service over mutual TLS cuts off a client without a certificate;
+// the error says to pass one (found by a review: `map` against such a
+// mapping service said "broken pipe" alone). A real handshake, both ways
+// it can end.
+func TestMutualTLSRefusalSaysToPassACertificate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, err := meshtlstest.NewCA(dir, "mesh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ca.Issue("mapping", meshtlstest.Server, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := meshtls.NewSource(meshtls.Files{CA: ca.CertFile, Cert: server.CertFile, Key: server.KeyFile}, meshtls.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := meshtls.ServerCredentials(src, meshtls.ServerOptions{ClientAuth: meshtls.ClientAuthRequire})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(creds))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+
+	clientSrc, err := meshtls.NewSource(meshtls.Files{CA: ca.CertFile}, meshtls.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(meshtls.ClientCredentials(clientSrc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+	if got := rpcError("map", err).Error(); !strings.Contains(got, "pass --cert and --key") {
+		t.Errorf("refused for want of a client certificate: %q, want it to say to pass one", got)
 	}
 }
