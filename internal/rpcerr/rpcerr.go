@@ -73,6 +73,11 @@ const (
 	// another request than the one that started it (ALREADY_EXISTS): a
 	// mission id is an idempotency key.
 	ReasonMissionIDReused = "MISSION_ID_REUSED"
+	// ReasonOrchestratorLate: the orchestrator's create or reopen of a
+	// saga reached Redis more than a lease TTL after it began, its process
+	// paused or its clock far from Redis's, and was refused with nothing
+	// written (UNAVAILABLE: retry).
+	ReasonOrchestratorLate = "ORCHESTRATOR_LATE"
 	// ReasonRecordDamaged: the mission's saga record exists but cannot be
 	// decoded, fields lost outside slammesh (DATA_LOSS): it can be neither
 	// shown nor run, and ListMissions leaves it out.

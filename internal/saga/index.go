@@ -178,12 +178,16 @@ func (s *Store) deadline(hint int64) int64 { return hint + s.leaseMillis() }
 // missing or finished saga before dropping it (see deadline).
 func (s *Store) dropGrace() int64 { return 2 * s.leaseMillis() }
 
-// errLateIndex wraps errLate replies.
-var errLateIndex = errors.New("saga index entry deadline passed before the write (process paused, or clocks more than a lease TTL apart)")
+// ErrLate means a create or reopen reached Redis more than a lease TTL
+// after it indexed the saga (its process was paused, or the clocks of the
+// orchestrators and Redis are more than a lease TTL apart), and was
+// refused: nothing of it was written but the index entries, which the
+// store removes. A retry starts afresh.
+var ErrLate = errors.New("saga index entry deadline passed before the write (process paused, or clocks more than a lease TTL apart)")
 
 func lateErr(err error) error {
 	if err != nil && strings.Contains(err.Error(), errLate) {
-		return errors.Join(errLateIndex, err)
+		return errors.Join(ErrLate, err)
 	}
 	return err
 }

@@ -55,8 +55,18 @@ func (s *Store) create(ctx context.Context, rec *Record, ours func(existing *Rec
 	if err == nil {
 		err = cmd.Err()
 	}
+	if err = lateErr(err); errors.Is(err, ErrLate) && indexed != nil && indexed.Val() == 1 {
+		// The mission index lists the refused create's mission, which
+		// GetMission would then call expired or deleted for the
+		// retention (found by a review): take back the entry it wrote.
+		// The active-index entry is recovery's, as for any create that
+		// failed.
+		if uerr := s.do(ctx, nil, unindexScript, []string{MissionsKey}, rec.Key, rec.CreatedAt.UnixMilli(), "").Err(); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("take back its mission index entry: %w", uerr))
+		}
+	}
 	if err != nil {
-		return false, nil, fmt.Errorf("create saga %s: %w", rec.Key, lateErr(err))
+		return false, nil, fmt.Errorf("create saga %s: %w", rec.Key, err)
 	}
 	reply, _ := cmd.Slice()
 	if len(reply) > 0 {

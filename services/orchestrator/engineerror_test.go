@@ -35,6 +35,8 @@ func TestEngineError(t *testing.T) {
 		{"record lost by Redis", &saga.RecordGoneError{Op: "save saga m1 at epoch 2"}, codes.NotFound, rpcerr.ReasonMissionNotFound, nil},
 		{"run already in this engine", saga.ErrRunning, codes.Internal, rpcerr.ReasonInternal, errInternal},
 		{"record of another definition", saga.ErrDefinitionMismatch, codes.Internal, rpcerr.ReasonInternal, errInternal},
+		// Redis answered: no outage (found by a review).
+		{"reopen refused as late", fmt.Errorf("reopen saga m: %w", saga.ErrLate), codes.Unavailable, rpcerr.ReasonOrchestratorLate, nil},
 		{"redis unreachable", net.ErrClosed, codes.Unavailable, rpcerr.ReasonStoreUnavailable, nil},
 		{"redis refusing the password", redisReply("WRONGPASS invalid username-password pair or user is disabled."), codes.Unavailable, rpcerr.ReasonStoreUnavailable, nil},
 	}

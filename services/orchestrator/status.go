@@ -137,6 +137,12 @@ func (s *Server) storeError(ctx context.Context, op string, err error) error {
 		return contextStatus(ctx)
 	}
 	s.log.ErrorContext(ctx, op+" failed", slog.String("error", err.Error()))
+	if errors.Is(err, saga.ErrLate) {
+		// Redis answered: an outage would send the operator to the wrong
+		// place (found by a review, after a SIGSTOP of an orchestrator).
+		return rpcerr.New(codes.Unavailable, rpcerr.ReasonOrchestratorLate, op+": this orchestrator's write reached Redis more than a lease TTL after it began "+
+			"(its process was paused, or its clock and Redis's differ by more than a lease TTL), so Redis refused it and nothing was written: retry")
+	}
 	if rpcerr.StoreFull(err) {
 		// Not UNAVAILABLE: a client retrying it would wait for an outage
 		// that is not one, while the cause is in no reply.
