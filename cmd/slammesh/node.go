@@ -119,7 +119,7 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 	if err := awaitRedis(ctx, n.rdb, spec.redis.single.TLSConfig != nil, n.log, spec.svc.redisWait); errors.Is(err, errStoppedWaiting) {
 		return n, err
 	} else if err != nil {
-		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis.single, spec.svc.sec, err))
+		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis.single, spec.redis.addr(), spec.svc.sec, err))
 	}
 	// awaitRedis's last PING answered: Redis is up.
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -276,8 +276,10 @@ func pingAll(ctx context.Context, rdb redis.UniversalClient) error {
 
 // redisStartError explains why the first PING failed when the cause is
 // one an operator fixes in the configuration: a server certificate the CA
-// does not sign, a TLS/plaintext mismatch, or credentials.
-func redisStartError(opts *redis.Options, sec securityConfig, err error) error {
+// does not sign, a TLS/plaintext mismatch, or credentials. at names the
+// Redis (redisConn.addr: a Cluster by all its seeds, not the first alone,
+// which a review found named as down for a dead master's error).
+func redisStartError(opts *redis.Options, at string, sec securityConfig, err error) error {
 	var unknownCA x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
 	var verifyErr *tls.CertificateVerificationError
@@ -293,21 +295,21 @@ func redisStartError(opts *redis.Options, sec securityConfig, err error) error {
 		default:
 			ca = "the system roots (no --redis-ca / SLAMMESH_REDIS_CA given)"
 		}
-		return fmt.Errorf("redis at %s: TLS: the server's certificate is not signed by the Redis CA %s: %w", opts.Addr, ca, err)
+		return fmt.Errorf("redis at %s: TLS: the server's certificate is not signed by the Redis CA %s: %w", at, ca, err)
 	case errors.As(err, &hostErr):
-		return fmt.Errorf("redis at %s: TLS: the server's certificate is not valid for that host name: %w", opts.Addr, err)
+		return fmt.Errorf("redis at %s: TLS: the server's certificate is not valid for that host name: %w", at, err)
 	case errors.As(err, &recordErr):
-		return fmt.Errorf("redis at %s: TLS handshake got a non-TLS answer: the port serves plaintext, use redis:// (or the server's TLS port): %w", opts.Addr, err)
+		return fmt.Errorf("redis at %s: TLS handshake got a non-TLS answer: the port serves plaintext, use redis:// (or the server's TLS port): %w", at, err)
 	case opts.TLSConfig != nil && errors.Is(err, context.DeadlineExceeded):
 		// A plaintext Redis reads a ClientHello as a partial command and
 		// waits for the rest: the handshake never ends.
-		return fmt.Errorf("redis at %s: no TLS handshake before the deadline: if that port serves plaintext, use a redis:// URL: %w", opts.Addr, err)
+		return fmt.Errorf("redis at %s: no TLS handshake before the deadline: if that port serves plaintext, use a redis:// URL: %w", at, err)
 	case opts.TLSConfig == nil && strings.Contains(msg, "EOF"):
-		return fmt.Errorf("redis at %s: connection closed at once: if that port serves TLS, use a rediss:// URL: %w", opts.Addr, err)
+		return fmt.Errorf("redis at %s: connection closed at once: if that port serves TLS, use a rediss:// URL: %w", at, err)
 	case strings.HasPrefix(msg, "WRONGPASS"), strings.HasPrefix(msg, "NOAUTH"), strings.HasPrefix(msg, "NOPERM"):
-		return fmt.Errorf("redis at %s: authentication as %q refused (check the URL's user:password@ or REDIS_PASSWORD_FILE, and the user's ACL, docs/security.md): %w", opts.Addr, userOrDefault(opts.Username), err)
+		return fmt.Errorf("redis at %s: authentication as %q refused (check the URL's user:password@ or REDIS_PASSWORD_FILE, and the user's ACL, docs/security.md): %w", at, userOrDefault(opts.Username), err)
 	}
-	return fmt.Errorf("redis at %s: %w", opts.Addr, err)
+	return fmt.Errorf("redis at %s: %w", at, err)
 }
 
 func userOrDefault(u string) string {

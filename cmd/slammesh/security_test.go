@@ -169,7 +169,7 @@ func TestRedisStartErrorNamesTheCause(t *testing.T) {
 		"no CA at all":            {tlsOpts, unknown, "the system roots"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if got := redisStartError(tc.opts, securityConfig{}, tc.err); !strings.Contains(got.Error(), tc.want) {
+			if got := redisStartError(tc.opts, tc.opts.Addr, securityConfig{}, tc.err); !strings.Contains(got.Error(), tc.want) {
 				t.Fatalf("got %v, want %q", got, tc.want)
 			}
 		})
