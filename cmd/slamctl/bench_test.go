@@ -63,8 +63,11 @@ type fakeOrchestrator struct {
 	// teardownGivesUp ends every tear-down FAILED, as with a step service
 	// down for longer than the compensation retry budget.
 	teardownGivesUp bool
-	inFlight        int
-	maxFlight       int
+	// outage answers the first so many cancels UNAVAILABLE, as during a
+	// Redis failover.
+	outage    int
+	inFlight  int
+	maxFlight int
 }
 
 // DeleteMission deletes a recorded mission (torn down: the bench deletes
@@ -105,6 +108,11 @@ func (f *fakeOrchestrator) StartMission(_ context.Context, req *orchestratorv1.S
 
 func (f *fakeOrchestrator) CancelMission(ctx context.Context, req *orchestratorv1.CancelMissionRequest) (*orchestratorv1.CancelMissionResponse, error) {
 	f.mu.Lock()
+	if f.outage > 0 {
+		f.outage--
+		f.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, "mission store (Redis) unavailable")
+	}
 	f.cancelled = append(f.cancelled, req.GetMissionId())
 	recorded := f.recorded[req.GetMissionId()]
 	f.inFlight++
@@ -169,6 +177,7 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 		gated      bool
 		denyDelete bool
 		givesUp    bool
+		outage     int
 		// cancelledN, when set, is how many missions are cancelled, of
 		// any ids (wantCancelled then unchecked).
 		cancelledN int
@@ -217,6 +226,13 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 			wantErr: "teardown: 40 of 40 missions not torn down; first: mission bench-",
 		},
 		{
+			// A failover's few seconds of UNAVAILABLE are waited out (found
+			// by a review: the teardown stopped at the first).
+			name: "through a short outage", args: []string{"-n", "4", "-c", "1"},
+			outcome: completed, outage: 3, wantCancelled: seq(0, 4),
+			wantOut: []string{"teardown 4 missions torn down and 4 deleted"},
+		},
+		{
 			name: "-keep keeps them", args: []string{"-n", "5", "-keep"},
 			outcome: completed, wantOut: []string{"kept     5 missions (-keep)"},
 		},
@@ -228,7 +244,7 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f := &fakeOrchestrator{outcome: tt.outcome, recorded: map[string]bool{}, denyDelete: tt.denyDelete, teardownGivesUp: tt.givesUp}
+			f := &fakeOrchestrator{outcome: tt.outcome, recorded: map[string]bool{}, denyDelete: tt.denyDelete, teardownGivesUp: tt.givesUp, outage: tt.outage}
 			if tt.gated {
 				f.gate = make(chan struct{})
 			}
