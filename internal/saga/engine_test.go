@@ -653,6 +653,12 @@ func TestMetrics(t *testing.T) {
 	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 	f := newFixture(t, map[string]behaviour{"c": {fail: []error{errBusiness}}})
 	e := f.engine(t, Options{Meter: mp.Meter("saga")})
+	// Exported at 0 before any saga: absent would read as no data.
+	for _, name := range []string{"slammesh.saga.in_flight", "slammesh.saga.failed", "slammesh.saga.leases_lost"} {
+		if v, ok := metricTotals(t, reader)[name]; !ok || v != 0 {
+			t.Errorf("%s before any saga = %d (exported: %v), want 0", name, v, ok)
+		}
+	}
 	startRun(t, e, "m")
 
 	got := metricTotals(t, reader)

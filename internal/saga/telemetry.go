@@ -70,6 +70,9 @@ func newMetrics(m metric.Meter, definition string) (*metrics, error) {
 	for _, c := range []metric.Int64Counter{out.started, out.completed, out.compensated, out.failed, out.recovered, out.handedOff, out.leasesLost} {
 		c.Add(context.Background(), 0, out.defAttr)
 	}
+	// Likewise the gauge of sagas in flight: absent reads as no data, not
+	// as none driven (found by a review, on a restarted orchestrator).
+	out.inFlight.Add(context.Background(), 0, out.defAttr)
 	return out, nil
 }
 
