@@ -164,6 +164,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	if msg := eval[string](t, bctx, `document.getElementById("error-message").textContent`); !strings.Contains(msg, "no longer exists") {
 		t.Errorf("the deleted mission's page says %q, want that it no longer exists", msg)
 	}
+	// A mission deleted while its own page is open: the page's feed says
+	// GONE at its next idle heartbeat (15 s; found by a review: the page
+	// waited on, saying nothing).
+	do(t, bctx, chromedp.Navigate(base+"/missions/m-sealed"))
+	waitJS(t, bctx, 10*time.Second, `document.getElementById("feed-status").textContent === "live"`)
+	if _, err := orch.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{MissionId: "m-sealed"}); err != nil {
+		t.Fatalf("DeleteMission m-sealed: %v", err)
+	}
+	waitJS(t, bctx, 40*time.Second, `document.getElementById("feed-status").textContent.startsWith("GONE")`)
 
 	// A mission id with markup is shown as text, on a 404 page.
 	do(t, bctx, chromedp.Navigate(base+"/missions/%3Cscript%3Ealert(1)%3C%2Fscript%3E"))

@@ -148,6 +148,11 @@ type Limits struct {
 	// FleetMissions bounds how many missions the fleet view reads from the
 	// index for the last hour (default 2000).
 	FleetMissions int
+	// Heartbeat is how long a live feed stays silent before it writes a
+	// comment (default 15s), which keeps proxies from closing it and lets
+	// it notice a browser that left; a mission's idle feed then also looks
+	// whether its mission is still there, and says "gone" when not.
+	Heartbeat time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -164,6 +169,7 @@ func (l Limits) withDefaults() Limits {
 	set(&l.CallTimeout, 5*time.Second)
 	set(&l.PollInterval, 500*time.Millisecond)
 	set(&l.StreamLifetime, 5*time.Minute)
+	set(&l.Heartbeat, 15*time.Second)
 	seti(&l.ListPageSize, 100)
 	seti(&l.MaxStreams, 64)
 	seti(&l.MaxStreamsPerToken, max(1, l.MaxStreams/4))

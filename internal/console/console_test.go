@@ -3,6 +3,7 @@ package console_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -561,5 +562,24 @@ func TestRebindingHostsAreRefused(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.cancels) != 1 {
 		t.Errorf("cancels %v, want the one from localhost", f.cancels)
+	}
+}
+
+// TestMissionFeedSaysGone: a mission deleted while its page is open ends
+// the page's feed with a "gone" event at the feed's next idle heartbeat
+// (found by a review: the feed idled for its whole lifetime).
+func TestMissionFeedSaysGone(t *testing.T) {
+	e := newEnv(t, console.Limits{Heartbeat: 100 * time.Millisecond})
+	e.orch.add(mission("m-del", orchestratorv1.MissionState_MISSION_STATE_COMPLETED))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	feed := openSSE(t, ctx, e.srv.URL+"/events/missions/m-del")
+	e.orch.remove("m-del")
+	ev, data, err := feed.next()
+	if err != nil || ev != "gone" || !strings.Contains(data, "expired or was deleted") {
+		t.Fatalf("after the deletion the feed sent %q %s, %v; want gone", ev, data, err)
+	}
+	if _, _, err := feed.next(); !errors.Is(err, io.EOF) {
+		t.Errorf("the feed went on after gone: %v", err)
 	}
 }

@@ -18,10 +18,6 @@ import (
 	"github.com/slammesh/slammesh/internal/progress"
 )
 
-// heartbeat keeps idle live feeds from being closed by proxies, and lets a
-// feed notice a browser that left.
-const heartbeat = 15 * time.Second
-
 // eventBatch is how many stream entries one read of a live feed returns.
 const eventBatch = 256
 
@@ -311,7 +307,7 @@ func (c *Console) serveListEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	beat := time.NewTicker(heartbeat)
+	beat := time.NewTicker(c.limits.Heartbeat)
 	defer beat.Stop()
 	for {
 		select {
@@ -401,13 +397,33 @@ func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			after, lastWrite = e.ID, time.Now()
 		}
-		if time.Since(lastWrite) > heartbeat {
+		if time.Since(lastWrite) > c.limits.Heartbeat {
+			// An idle feed looks for its mission now and then: one deleted
+			// (or expired) took its stream with it, and the page would
+			// otherwise wait for events that never come (found by a
+			// review: it learnt it only at its reconnect, by a 410).
+			if gone, err := c.missionGone(r, id); err == nil && gone {
+				_ = out.send("", "gone", "this mission's data expired or was deleted")
+				return
+			}
 			if err := out.ping(); err != nil {
 				return
 			}
 			lastWrite = time.Now()
 		}
 	}
+}
+
+// missionGone reports whether mission id is gone (NOT_FOUND), asking the
+// orchestrator with the request's credentials.
+func (c *Console) missionGone(r *http.Request, id string) (bool, error) {
+	ctx, cancel := c.call(r)
+	defer cancel()
+	_, err := c.deps.Orchestrator.GetMission(ctx, &orchestratorv1.GetMissionRequest{MissionId: id})
+	if status.Code(err) == codes.NotFound {
+		return true, nil
+	}
+	return false, err
 }
 
 // isAuthError reports a call refused for its token or role.

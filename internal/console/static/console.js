@@ -142,8 +142,23 @@ function liveMission(live) {
     want = terminal[lastType];
     pending = setTimeout(refresh, 250);
   }
+  var status = document.getElementById("feed-status");
   var es = new EventSource("/events/missions/" + encodeURIComponent(id) + "?after=" + encodeURIComponent(live.dataset.after));
+  es.onopen = function () { status.textContent = "live"; status.className = "live on"; };
+  es.onerror = function () { if (es.readyState !== EventSource.CLOSED) { status.textContent = "reconnecting…"; status.className = "live"; } };
+  // The server could not read the events (Redis down): it retries, and says so.
+  es.addEventListener("problem", function (msg) {
+    status.textContent = JSON.parse(msg.data) + "…";
+    status.className = "live problem";
+  });
+  // The mission was deleted, or its data expired, while the page was open.
+  es.addEventListener("gone", function (msg) {
+    es.close();
+    status.textContent = "GONE: " + JSON.parse(msg.data);
+    status.className = "live gone";
+  });
   es.addEventListener("ev", function (msg) {
+    if (status.className !== "live on") { status.textContent = "live"; status.className = "live on"; }
     var e = JSON.parse(msg.data);
     if (feed.querySelector('tr[data-id="' + CSS.escape(e.id) + '"]')) return;
     var tr = document.createElement("tr");
