@@ -13,9 +13,11 @@
 //     capacity accounting drifts. slammesh bounds its own memory (capacity
 //     budgets, retention); Redis must refuse writes rather than forget.
 //
-// The policy is read with CONFIG GET; managed Redis offerings often disable
-// or rename CONFIG, so the check falls back to INFO memory, which reports
-// maxmemory_policy since Redis 4.
+// The policy is read from INFO memory, which reports maxmemory_policy since
+// Redis 4, and with CONFIG GET only where INFO lacks it: a CONFIG GET the
+// documented ACL refuses would count as a NOPERM error of its own (found by
+// a review: every start then raised AOFACLAdvice's alarm), and managed
+// Redis offerings often disable or rename CONFIG.
 package redischeck
 
 import (
@@ -131,17 +133,17 @@ func CheckPolicy(policy string) error {
 type Result struct {
 	Version Version
 	Policy  string
-	// PolicyFrom says where the policy was read: "CONFIG GET", or "INFO
-	// memory" when CONFIG is disabled or renamed (managed Redis).
+	// PolicyFrom says where the policy was read: "INFO memory", or "CONFIG
+	// GET" when INFO has no maxmemory_policy.
 	PolicyFrom string
 	// AOF reports appendonly: yes; without it a Redis restart loses the
 	// writes since the last RDB snapshot (sagas included). A warning, not a
 	// refusal: replicas or snapshots may be the operator's choice.
 	AOF bool
-	// NOPERM is how many commands the server refused for want of ACL
-	// permission since it started (INFO errorstats). Besides a client's
-	// refused command, it counts the writes of an AOF dropped as the server
-	// loaded it: see AOFACLAdvice.
+	// NOPERM is how many NOPERM errors the server counted since it started
+	// (INFO errorstats) that no client's refused command explains (INFO
+	// commandstats' rejected_calls): the writes of an AOF dropped as the
+	// server loaded it, see AOFACLAdvice.
 	NOPERM int64
 }
 
@@ -157,25 +159,50 @@ const AOFACLAdvice = `if the server's log says "ACLs rules changed between the m
 	`it dropped the scripts' writes of its AOF as it loaded it (it replays the AOF as its default user, whose ACL lacks slammesh's permissions; redis/redis#14541): ` +
 	`missions of before the restart may be damaged or lost; give the default user slammesh's permissions, off as it is (docs/security.md, "Redis")`
 
-// NOPERMCount reads the count of NOPERM errors from the text of an INFO
-// errorstats reply ("errorstat_NOPERM:count=N"); 0 when there is none.
-func NOPERMCount(info string) int64 {
-	v, ok := InfoField(info, "errorstat_NOPERM")
-	if !ok {
-		return 0
+// UnexplainedNOPERM reads, from the text of an INFO reply with its
+// errorstats and commandstats sections, the NOPERM errors
+// ("errorstat_NOPERM:count=N") that no refused command explains: a client
+// refused for want of permission counts in both its command's
+// rejected_calls and the NOPERM errors, while Redis's own AOF client,
+// whose writes are dropped at load (AOFACLAdvice), counts in the errors
+// alone. Other refusals (OOM, arity) count in rejected_calls too, so a
+// server that refused many since it started may hide some of the AOF's.
+// 0 when there are none.
+func UnexplainedNOPERM(info string) int64 {
+	var noperm, rejected int64
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
+		switch {
+		case !ok:
+		case k == "errorstat_NOPERM":
+			noperm = statField(v, "count")
+		case strings.HasPrefix(k, "cmdstat_"):
+			rejected += statField(v, "rejected_calls")
+		}
 	}
-	n, err := strconv.ParseInt(strings.TrimPrefix(strings.SplitN(v, ",", 2)[0], "count="), 10, 64)
-	if err != nil {
-		return 0
+	return max(noperm-rejected, 0)
+}
+
+// statField returns field's integer in a "a=1,b=2" INFO value; 0 when it
+// is not there.
+func statField(v, field string) int64 {
+	for _, kv := range strings.Split(v, ",") {
+		if k, n, ok := strings.Cut(kv, "="); ok && k == field {
+			i, err := strconv.ParseInt(n, 10, 64)
+			if err == nil {
+				return i
+			}
+		}
 	}
-	return n
+	return 0
 }
 
 // Check reads the server's version and maxmemory-policy and refuses what
 // slammesh cannot run on. Errors say what to change.
 func Check(ctx context.Context, rdb redis.UniversalClient) (Result, error) {
 	var r Result
-	info, err := rdb.Info(ctx, "server", "memory", "persistence", "errorstats").Result()
+	info, err := rdb.Info(ctx, "server", "memory", "persistence", "errorstats", "commandstats").Result()
 	if err != nil {
 		return r, fmt.Errorf("redis: INFO: %w", err)
 	}
@@ -185,19 +212,20 @@ func Check(ctx context.Context, rdb redis.UniversalClient) (Result, error) {
 	if v, ok := InfoField(info, "aof_enabled"); ok {
 		r.AOF = v == "1"
 	}
-	r.NOPERM = NOPERMCount(info)
+	r.NOPERM = UnexplainedNOPERM(info)
+	if p, ok := InfoField(info, "maxmemory_policy"); ok {
+		r.Policy, r.PolicyFrom = p, "INFO memory"
+		return r, CheckPolicy(r.Policy)
+	}
 	cfg, cfgErr := rdb.ConfigGet(ctx, "maxmemory-policy").Result()
 	if p, ok := cfg["maxmemory-policy"]; cfgErr == nil && ok {
 		r.Policy, r.PolicyFrom = p, "CONFIG GET"
-	} else if p, ok := InfoField(info, "maxmemory_policy"); ok {
-		r.Policy, r.PolicyFrom = p, "INFO memory"
-	} else {
-		why := "CONFIG GET returned no maxmemory-policy"
-		if cfgErr != nil {
-			why = "CONFIG GET failed (" + cfgErr.Error() + ")"
-		}
-		return r, fmt.Errorf("redis: cannot read maxmemory-policy: %s and INFO memory has no maxmemory_policy; "+
-			"slammesh needs maxmemory-policy %s", why, RequiredPolicy)
+		return r, CheckPolicy(r.Policy)
 	}
-	return r, CheckPolicy(r.Policy)
+	why := "CONFIG GET returned no maxmemory-policy"
+	if cfgErr != nil {
+		why = "CONFIG GET failed (" + cfgErr.Error() + ")"
+	}
+	return r, fmt.Errorf("redis: cannot read maxmemory-policy: INFO memory has no maxmemory_policy and %s; "+
+		"slammesh needs maxmemory-policy %s", why, RequiredPolicy)
 }

@@ -95,7 +95,7 @@ func TestCheckRealServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("default redis-server refused: %v", err)
 	}
-	if r.Policy != "noeviction" || r.PolicyFrom != "CONFIG GET" || r.Version.Less(redischeck.MinVersion) {
+	if r.Policy != "noeviction" || r.PolicyFrom != "INFO memory" || r.Version.Less(redischeck.MinVersion) {
 		t.Errorf("result %+v", r)
 	}
 	if err := rdb.ConfigSet(ctx, "maxmemory-policy", "volatile-lru").Err(); err != nil {
@@ -266,12 +266,20 @@ func TestAOFRestartKeepsScriptWritesWithTheDocumentedACL(t *testing.T) {
 			if n, err := rdb.Exists(ctx, "slammesh:{m}:a", "slammesh:{m}:b").Result(); err != nil || n != tc.kept {
 				t.Errorf("after the restart %d of the script's 2 keys exist (%v), want %d", n, err, tc.kept)
 			}
-			res, err := redischeck.Check(ctx, rdb)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if dropped := tc.kept == 0; (res.NOPERM > 0) != dropped {
-				t.Errorf("Check counted %d NOPERM errors; writes dropped at load: %v", res.NOPERM, dropped)
+			// The ACL refuses the slammesh user CONFIG and KEYS: such a
+			// client's refusal is not the AOF's, however often it comes
+			// (found by a review: each start's CONFIG GET raised the alarm
+			// for every service after it).
+			for range 3 {
+				_ = rdb.ConfigGet(ctx, "maxmemory-policy").Err()
+				_ = rdb.Keys(ctx, "slammesh:*").Err()
+				res, err := redischeck.Check(ctx, rdb)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if dropped := tc.kept == 0; (res.NOPERM > 0) != dropped {
+					t.Errorf("Check counted %d unexplained NOPERM errors; writes dropped at load: %v", res.NOPERM, dropped)
+				}
 			}
 		})
 	}
@@ -287,14 +295,18 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func TestNOPERMCount(t *testing.T) {
+func TestUnexplainedNOPERM(t *testing.T) {
 	for info, want := range map[string]int64{
-		"# Errorstats\r\nerrorstat_ERR:count=3\r\nerrorstat_NOPERM:count=975\r\n": 975,
-		"# Errorstats\r\nerrorstat_ERR:count=3\r\n":                               0,
-		"errorstat_NOPERM:count=x\r\n":                                            0,
+		// Redis's AOF client refused 975 writes at load: no command counts them.
+		"# Errorstats\r\nerrorstat_ERR:count=3\r\nerrorstat_NOPERM:count=975\r\n# Commandstats\r\ncmdstat_get:calls=5,usec=1,usec_per_call=0.20,rejected_calls=0,failed_calls=0\r\n": 975,
+		// A client refused CONFIG GET twice: explained.
+		"errorstat_NOPERM:count=2\r\ncmdstat_config|get:calls=0,usec=0,usec_per_call=0.00,rejected_calls=2,failed_calls=0\r\n": 0,
+		"errorstat_NOPERM:count=5\r\ncmdstat_keys:calls=0,usec=0,usec_per_call=0.00,rejected_calls=1,failed_calls=0\r\n":       4,
+		"# Errorstats\r\nerrorstat_ERR:count=3\r\n": 0,
+		"errorstat_NOPERM:count=x\r\n":              0,
 	} {
-		if got := redischeck.NOPERMCount(info); got != want {
-			t.Errorf("NOPERMCount(%q) = %d, want %d", info, got, want)
+		if got := redischeck.UnexplainedNOPERM(info); got != want {
+			t.Errorf("UnexplainedNOPERM(%q) = %d, want %d", info, got, want)
 		}
 	}
 }

@@ -27,9 +27,9 @@ type Restart struct {
 	AOFBefore bool
 	// AOFNow is whether the restarted server runs with AOF.
 	AOFNow bool
-	// NOPERM is the restarted server's count of NOPERM errors at the first
-	// read after the restart: above 0, it may have dropped writes of its
-	// AOF as it loaded it (AOFACLAdvice).
+	// NOPERM is the restarted server's count of NOPERM errors no client's
+	// refused command explains, at the first read after the restart: above
+	// 0, it dropped writes of its AOF as it loaded it (AOFACLAdvice).
 	NOPERM int64
 }
 
@@ -43,12 +43,12 @@ func WatchRestarts(ctx context.Context, rdb redis.UniversalClient, interval time
 	var last string
 	var aof bool
 	for {
-		info, err := rdb.Info(ctx, "server", "persistence", "errorstats").Result()
+		info, err := rdb.Info(ctx, "server", "persistence", "errorstats", "commandstats").Result()
 		if id, ok := InfoField(info, "run_id"); err == nil && ok {
 			v, _ := InfoField(info, "aof_enabled")
 			now := v == "1"
 			if last != "" && id != last {
-				restarted(Restart{AOFBefore: aof, AOFNow: now, NOPERM: NOPERMCount(info)})
+				restarted(Restart{AOFBefore: aof, AOFNow: now, NOPERM: UnexplainedNOPERM(info)})
 			}
 			last, aof = id, now
 		}
