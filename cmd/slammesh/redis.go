@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/slammesh/slammesh/internal/redischeck"
 	"github.com/slammesh/slammesh/internal/telemetry"
 )
 
@@ -201,6 +202,9 @@ func awaitRedis(ctx context.Context, rdb redis.UniversalClient, tlsOn bool, log 
 		case strings.HasPrefix(err.Error(), "LOADING"):
 		case redisNotUp(err, tlsOn):
 			what, bound, poll = "is unreachable", unreachable, time.Second
+			if strings.HasPrefix(err.Error(), "CLUSTERDOWN") {
+				what = "does not serve all its hash slots yet"
+			}
 			if bound == 0 {
 				return err
 			}
@@ -267,11 +271,35 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 
 // pingAll pings Redis: every master of a Cluster, one of which may be
 // loading while the others answer (found by a review), or the one server.
+// A Cluster must also serve every slot (CLUSTER INFO's cluster_state:ok):
+// a PING, which names no key, is answered by a Cluster not yet created,
+// or one that lost a shard (found by a review: the start then failed on
+// the ACL probe's CLUSTERDOWN, blamed on the ACL); such a Cluster is
+// reported as CLUSTERDOWN, which awaitRedis waits for. A user that may not
+// run CLUSTER INFO (an ACL of before docs/security.md listed it) is not
+// held up by it.
 func pingAll(ctx context.Context, rdb redis.UniversalClient) error {
-	if c, ok := rdb.(*redis.ClusterClient); ok {
-		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.Ping(ctx).Err() })
+	c, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return rdb.Ping(ctx).Err()
 	}
-	return rdb.Ping(ctx).Err()
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.Ping(ctx).Err() })
+	var info string
+	if err == nil {
+		info, err = c.ClusterInfo(ctx).Result()
+	}
+	switch {
+	case err != nil && err.Error() == "redis: cluster has no nodes": // go-redis, before any slot is assigned
+		return fmt.Errorf("CLUSTERDOWN no slot assigned: the Cluster is not created yet (%w)", err)
+	case err != nil && strings.HasPrefix(err.Error(), "NOPERM"):
+		return nil
+	case err != nil:
+		return err
+	}
+	if st, _ := redischeck.InfoField(info, "cluster_state"); st != "ok" {
+		return fmt.Errorf("CLUSTERDOWN cluster_state:%s: the Cluster does not serve all its hash slots yet (not created, or a shard without a master)", st)
+	}
+	return nil
 }
 
 // redisStartError explains why the first PING failed when the cause is

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -277,5 +278,69 @@ func TestPortInUseIsToldBeforeTheRedisWait(t *testing.T) {
 	}
 	if took := time.Since(began); took > 10*time.Second {
 		t.Errorf("told after %v: it waited for Redis first", took)
+	}
+}
+
+// A service started before its Redis Cluster is created (nodes up, no
+// slots assigned: a compose or Kubernetes init job creates it after) waits
+// for the Cluster to serve every slot, where it used to fail its ACL probe
+// on CLUSTERDOWN and blame the ACL (found by a review).
+func TestServiceWaitsForTheClusterToServeItsSlots(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	type node struct {
+		p   *redisproc.Process
+		bus int
+	}
+	var nodes []node
+	for range 3 {
+		bus := unusedPort(t)
+		p, err := redisproc.StartArgs(t.TempDir(), "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus), "--cluster-node-timeout", "2000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Stop)
+		nodes = append(nodes, node{p, bus})
+	}
+	url := "redis://" + nodes[0].p.Addr + "/0?addr=" + nodes[1].p.Addr + "&addr=" + nodes[2].p.Addr
+	svcCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	logs := &devOutput{more: make(chan struct{}, 1)}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(svcCtx, []string{"mapping", "--redis-cluster-url", url, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"},
+			func(string) string { return "" }, logs, logs)
+	}()
+	logs.waitFor(t, "redis does not serve all its hash slots yet; waiting for it")
+
+	// Create the Cluster: a third of the slots each, and the nodes met.
+	for i, n := range nodes {
+		c := redis.NewClient(&redis.Options{Addr: n.p.Addr})
+		defer c.Close()
+		if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", i*16384/3, (i+1)*16384/3-1).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			host, port, _ := net.SplitHostPort(n.p.Addr)
+			first := redis.NewClient(&redis.Options{Addr: nodes[0].p.Addr})
+			defer first.Close()
+			if err := first.Do(ctx, "CLUSTER", "MEET", host, port, n.bus).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for !strings.Contains(logs.String(), `"msg":"serving"`) {
+		select {
+		case err := <-done:
+			t.Fatalf("mapping exited while the Cluster formed: %v\n%s", err, logs.String())
+		case <-logs.more:
+		case <-ctx.Done():
+			t.Fatalf("mapping never served once the Cluster served its slots:\n%s", logs.String())
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("mapping: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/meshtls/meshtlstest"
+	"github.com/slammesh/slammesh/internal/redisproc"
 	"github.com/slammesh/slammesh/internal/redistest"
 	"github.com/slammesh/slammesh/internal/slamproto"
 )
@@ -188,14 +190,51 @@ func TestRedisACLCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(doc), "user slammesh ")
-	if !ok {
-		t.Fatal("docs/security.md lists no ACL line for the slammesh user")
+	line := func(prefix string) []string {
+		_, rest, ok := strings.Cut(string(doc), "\n"+prefix)
+		if !ok {
+			t.Fatalf("docs/security.md has no ACL line %q", prefix)
+		}
+		l, _, _ := strings.Cut(rest, "\n")
+		return strings.Fields(l)
 	}
-	rules, _, _ := strings.Cut(rest, "```")
-	acl := []any{"ACL", "SETUSER", "slammesh", "reset"}
-	for _, r := range strings.Fields(rules) {
-		acl = append(acl, strings.Replace(r, ">PASSWORD", ">pw-of-slammesh", 1))
+	rules := line("user slammesh on >PASSWORD ")
+	// The default user is off with the same permissions (Redis replays its
+	// AOF as that user), and the tests' Redis runs with them too.
+	if def := line("user default off "); !slices.Equal(def, rules) || !slices.Equal(rules, redisproc.SlammeshACL) {
+		t.Errorf("the documented ACLs differ:\nslammesh %v\ndefault  %v\ntests    %v", rules, def, redisproc.SlammeshACL)
+	}
+	// docker-compose.yml's Redis runs the same two users.
+	compose, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := map[string][]string{}
+	var user string
+	for l := range strings.Lines(string(compose)) {
+		item, ok := strings.CutPrefix(strings.TrimSpace(l), "- ")
+		switch {
+		case !ok:
+			user = ""
+		case item == "--user":
+			user = "?"
+		case user == "?":
+			user = item
+		case user != "" && (item == `"on"` || item == `"off"` || strings.HasPrefix(item, `">`)):
+		case user != "" && strings.HasPrefix(item, "--"):
+			user = ""
+		case user != "":
+			users[user] = append(users[user], item)
+		}
+	}
+	for _, u := range []string{"slammesh", "default"} {
+		if !slices.Equal(users[u], rules) {
+			t.Errorf("docker-compose.yml's %s user has %v, docs/security.md %v", u, users[u], rules)
+		}
+	}
+	acl := []any{"ACL", "SETUSER", "slammesh", "reset", "on", ">pw-of-slammesh"}
+	for _, r := range rules {
+		acl = append(acl, r)
 	}
 	if err := admin.Do(ctx, acl...).Err(); err != nil {
 		t.Fatalf("the documented ACL %v: %v", acl, err)

@@ -2,6 +2,7 @@ package redischeck_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -243,16 +244,29 @@ func TestAOFRestartKeepsScriptWritesWithTheDocumentedACL(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			port := freePort(t)
 			args := append(append([]string{"--appendonly", "yes", "--appendfsync", "always", "--user", "default"}, tc.defaultUser...),
 				append([]string{"--user", "slammesh", "on", ">" + password}, redisproc.SlammeshACL...)...)
-			p, err := redisproc.StartOnAs(dir, port, "slammesh", password, args...)
-			if err != nil {
-				t.Fatal(err)
+			// On a free port, picked again should another process take it
+			// first; the restart reads the AOF in dir on a port of its own.
+			start := func() (*redisproc.Process, *redis.Client) {
+				for range 5 {
+					p, err := redisproc.StartOnAs(dir, freePort(t), "slammesh", password, args...)
+					var inUse *redisproc.PortInUseError
+					if errors.As(err, &inUse) {
+						continue
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(p.Stop)
+					rdb := redis.NewClient(&redis.Options{Addr: p.Addr, Username: "slammesh", Password: password, MaxRetries: -1})
+					t.Cleanup(func() { rdb.Close() })
+					return p, rdb
+				}
+				t.Fatal("no free port in 5 tries")
+				return nil, nil
 			}
-			defer func() { p.Stop() }()
-			rdb := redis.NewClient(&redis.Options{Addr: p.Addr, Username: "slammesh", Password: password, MaxRetries: -1})
-			defer rdb.Close()
+			p, rdb := start()
 			ctx := t.Context()
 			// Two writes: the AOF stores the script's effects as MULTI…EXEC.
 			if err := rdb.Eval(ctx, `redis.call('SET', KEYS[1], 'a'); redis.call('HSET', KEYS[2], 'f', 'v'); return 1`,
@@ -260,9 +274,7 @@ func TestAOFRestartKeepsScriptWritesWithTheDocumentedACL(t *testing.T) {
 				t.Fatal(err)
 			}
 			p.Stop()
-			if p, err = redisproc.StartOnAs(dir, port, "slammesh", password, args...); err != nil {
-				t.Fatal(err)
-			}
+			_, rdb = start()
 			if n, err := rdb.Exists(ctx, "slammesh:{m}:a", "slammesh:{m}:b").Result(); err != nil || n != tc.kept {
 				t.Errorf("after the restart %d of the script's 2 keys exist (%v), want %d", n, err, tc.kept)
 			}

@@ -29,7 +29,7 @@ import (
 // use it.
 var SlammeshACL = []string{"~slammesh:*", "resetchannels", "-@all",
 	"+@read", "+@write", "+@keyspace", "+@stream", "+@hash", "+@sortedset", "+@string", "+@list", "+@set",
-	"+@scripting", "+@transaction", "+@connection", "-@dangerous", "+info", "+time"}
+	"+@scripting", "+@transaction", "+@connection", "-@dangerous", "+info", "+time", "+cluster|slots", "+cluster|info"}
 
 // ErrNotInstalled is returned when redis-server is not on PATH.
 var ErrNotInstalled = errors.New("redis-server not found on PATH (install it with: apt-get install -y redis-server)")
