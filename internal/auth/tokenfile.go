@@ -20,9 +20,10 @@ const MinStaticTokenLen = 24
 
 // TokenFile verifies opaque bearer tokens listed in a file, one
 // "ROLE TOKEN" pair per line ('#' at the start of a line or after a space
-// starts a comment; inside a token it is part of it). The file is re-read
-// when it changes (checked at most once a second), so tokens are added and
-// revoked by editing it: a reload puts exactly the file's valid lines in
+// starts a comment; a token holding one is refused). The file is re-read
+// when it changes (checked at most once a second, a change applied once
+// two reads settle apart agree), so tokens are added and revoked by
+// editing it: a reload puts exactly the file's valid lines in
 // force, so that removing, commenting out or breaking a line revokes its
 // token, and a file with no valid line, or one that cannot be read,
 // revokes them all (fail closed: found by a review, where an emptied file
@@ -41,7 +42,22 @@ type TokenFile struct {
 	stamp     time.Time
 	size      int64
 	lastCheck time.Time
+	// applied is the fingerprint of what is in force; seen, of a change
+	// read once and waiting to be read the same again (settle).
+	applied, seen string
+	// told is the last report, not repeated while the file stays so.
+	told string
 }
+
+// tokenCheck is how often, at most, a TokenFile looks at its file; settle
+// is how soon it reads a changed file again, applying the change only when
+// both reads agree, so that a file being written in place (truncated, then
+// written) is never put in force half-way (found by a review: 13 of 227
+// calls refused during in-place rewrites that kept their token).
+const (
+	tokenCheck = time.Second
+	settle     = 100 * time.Millisecond
+)
 
 type tokenEntry struct {
 	sum  [sha256.Size]byte
@@ -67,8 +83,18 @@ func NewTokenFile(path string, onError func(error)) (*TokenFile, error) {
 		return nil, fmt.Errorf("token file %s: no token in the file", path)
 	}
 	f.entries, f.stamp, f.size = entries, fi.ModTime(), fi.Size()
+	f.applied = fingerprint(data, nil)
 	f.lastCheck = time.Now()
 	return f, nil
+}
+
+// fingerprint names a read of the file: its content, or its error.
+func fingerprint(data []byte, err error) string {
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	sum := sha256.Sum256(data)
+	return string(sum[:])
 }
 
 func (f *TokenFile) read() (os.FileInfo, []byte, error) {
@@ -83,12 +109,12 @@ func (f *TokenFile) read() (os.FileInfo, []byte, error) {
 	return fi, data, nil
 }
 
-// reload puts the file's valid lines in force, and reports what it skipped.
-func (f *TokenFile) reload() []error {
-	fi, data, err := f.read()
-	if err != nil {
+// apply puts the file's valid lines in force (none when it could not be
+// read: fail closed), and returns what it skipped.
+func (f *TokenFile) apply(fi os.FileInfo, data []byte, readErr error) []error {
+	if readErr != nil {
 		f.entries, f.stamp, f.size = nil, time.Time{}, -1
-		return []error{fmt.Errorf("%w: every token is revoked until it can be read", err)}
+		return []error{fmt.Errorf("%w: every token is revoked until it can be read", readErr)}
 	}
 	entries, errs := parseTokens(data)
 	for i, e := range errs {
@@ -130,6 +156,12 @@ func parseTokens(data []byte) ([]tokenEntry, []error) {
 			errs = append(errs, fmt.Errorf("line %d: %w", n, err))
 			continue
 		}
+		if strings.Contains(fields[1], "#") {
+			// Releases before this one took it for the start of a comment:
+			// refused rather than read as another token than it was.
+			errs = append(errs, fmt.Errorf("line %d: '#' inside the token: a comment needs a space before its '#', and a token cannot hold one", n))
+			continue
+		}
 		if len(fields[1]) < MinStaticTokenLen {
 			errs = append(errs, fmt.Errorf("line %d: token shorter than %d characters", n, MinStaticTokenLen))
 			continue
@@ -152,20 +184,38 @@ func parseTokens(data []byte) ([]tokenEntry, []error) {
 func (f *TokenFile) current() []tokenEntry {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if time.Since(f.lastCheck) < time.Second {
+	wait := tokenCheck
+	if f.seen != "" {
+		wait = settle
+	}
+	if time.Since(f.lastCheck) < wait {
 		return f.entries
 	}
 	f.lastCheck = time.Now()
-	fi, err := os.Stat(f.path)
-	if err == nil && fi.ModTime().Equal(f.stamp) && fi.Size() == f.size {
+	if fi, err := os.Stat(f.path); f.seen == "" && err == nil && fi.ModTime().Equal(f.stamp) && fi.Size() == f.size {
 		return f.entries
 	}
-	if f.size == -1 && err != nil {
-		return f.entries // still unreadable: told already
+	fi, data, err := f.read()
+	fp := fingerprint(data, err)
+	switch {
+	case fp == f.applied:
+		f.seen = ""
+		if err == nil {
+			f.stamp, f.size = fi.ModTime(), fi.Size()
+		}
+		return f.entries
+	case fp != f.seen:
+		f.seen = fp // read again in a moment: it may be half-written
+		return f.entries
 	}
-	for _, e := range f.reload() {
-		if f.onError != nil {
-			f.onError(e)
+	f.seen, f.applied = "", fp
+	errs := f.apply(fi, data, err)
+	if told := fmt.Sprint(errs); told != f.told {
+		f.told = told
+		for _, e := range errs {
+			if f.onError != nil {
+				f.onError(e)
+			}
 		}
 	}
 	return f.entries
