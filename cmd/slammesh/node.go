@@ -143,10 +143,19 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 		Creds:           creds,
 		EnablePprof:     spec.svc.sec.enablePprof,
 		MaxMessageBytes: slamproto.MaxRequestBytes,
-		// Readiness (not liveness) needs Redis; the orchestrator's
-		// Kubernetes probe asks for it (deploy/kubernetes/README.md says
-		// why the step services' does not).
-		Ready: func(ctx context.Context) error { return n.rdb.Ping(ctx).Err() },
+		// Readiness (not liveness) needs Redis, and a TLS certificate
+		// still valid (found by a review: one expired in place while the
+		// service reported ready); the orchestrator's Kubernetes probe
+		// asks for it (deploy/kubernetes/README.md says why the step
+		// services' does not).
+		Ready: func(ctx context.Context) error {
+			if n.tls != nil {
+				if err := n.tls.Valid(); err != nil {
+					return err
+				}
+			}
+			return n.rdb.Ping(ctx).Err()
+		},
 	}, grpcserver.Deps{Telemetry: n.tel, Logger: n.log, UnaryInterceptors: interceptors, StreamInterceptors: streamInterceptors})
 	if err != nil {
 		return n, err

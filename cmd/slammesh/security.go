@@ -154,13 +154,17 @@ func tlsSource(files meshtls.Files, log *slog.Logger) (*meshtls.Source, error) {
 		OnError: func(err error) {
 			log.Warn("TLS files changed but could not be loaded; still serving the previous ones", "error", err.Error())
 		},
-		OnExpiring: func(cert string, notAfter time.Time) {
+		OnExpiring: func(file string, notAfter time.Time) {
 			if left := time.Until(notAfter); left > 0 {
-				log.Warn(fmt.Sprintf("TLS certificate %s expires in %v: rotate it (replace the file; it is picked up without a restart)", cert, left.Round(time.Minute)),
+				round := time.Minute
+				if left < time.Hour {
+					round = time.Second
+				}
+				log.Warn(fmt.Sprintf("the TLS certificate of %s expires in %v: rotate it (replace the file; it is picked up without a restart)", file, left.Round(round)),
 					"not_after", notAfter.UTC().Format(time.RFC3339))
 				return
 			}
-			log.Error(fmt.Sprintf("TLS certificate %s has expired: peers refuse every new handshake; rotate it (replace the file; it is picked up without a restart)", cert),
+			log.Error(fmt.Sprintf("the TLS certificate of %s has expired: handshakes it takes part in fail, and the service reports not ready; rotate it (replace the file; it is picked up without a restart)", file),
 				"not_after", notAfter.UTC().Format(time.RFC3339))
 		},
 	})

@@ -45,9 +45,33 @@ func TestExpiringCertificateIsTold(t *testing.T) {
 	use(4 * 24 * time.Hour)           // 6 days left
 	use(4*24*time.Hour + time.Minute) // within the hour: not again
 	use(4*24*time.Hour + 2*time.Hour) // an hour on: again
-	use(11 * 24 * time.Hour)          // expired, still in use
-	if len(told) != 3 {
-		t.Errorf("told %d times, want 3 (6 days left, two hours later, expired)", len(told))
+	use(10*24*time.Hour - time.Minute)
+	if s.Valid() != nil {
+		t.Error("Valid refused a certificate a minute from its end")
+	}
+	// Expired, still in use: told at once, though within the hour of the
+	// last (found by a review: the error came up to an hour late), and
+	// not valid.
+	use(10*24*time.Hour + time.Minute)
+	use(10*24*time.Hour + 2*time.Minute)
+	if len(told) != 4 {
+		t.Errorf("told %d times, want 4 (6 days left, two hours on, a minute left, expired)", len(told))
+	}
+	if err := s.Valid(); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("Valid of an expired certificate = %v", err)
+	}
+
+	// A CA whose certificate nears its end is told at once, at the start.
+	shortCA, err := ca.IssueValid("short-ca", meshtlstest.Server, start.Add(-time.Hour), start.Add(3*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var caTold []string
+	if _, err := NewSource(Files{CA: shortCA.CertFile}, Options{OnExpiring: func(file string, _ time.Time) { caTold = append(caTold, file) }}); err != nil {
+		t.Fatal(err)
+	}
+	if len(caTold) != 1 || caTold[0] != shortCA.CertFile {
+		t.Errorf("a CA 3 days from its end: told %v at the start, want it once", caTold)
 	}
 
 	later, err := ca.IssueValid("merge", meshtlstest.Server, start.Add(time.Hour), start.Add(48*time.Hour))

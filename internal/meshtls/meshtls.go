@@ -24,6 +24,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +59,9 @@ func (f Files) Enabled() bool { return f.Cert != "" || f.Key != "" || f.CA != ""
 type material struct {
 	cert *tls.Certificate // nil without Cert/Key
 	pool *x509.CertPool   // nil without CA
+	// caNotAfter is when the first certificate of the CA file expires
+	// (zero without CA): past it, the peers it signed no longer verify.
+	caNotAfter time.Time
 }
 
 // fileStamp identifies a version of a file cheaply.
@@ -75,13 +79,19 @@ type Source struct {
 	now      func() time.Time
 
 	onExpiring func(cert string, notAfter time.Time)
-	// expiryToldAt is when onExpiring was last told (at most hourly).
-	expiryToldAt time.Time
+	// told records, per file, when onExpiring was last told of it (at most
+	// hourly) and whether it had expired then (its expiry is told at once).
+	told map[string]expiryTold
 
 	mu        sync.Mutex
 	cur       material
 	stamps    [3]fileStamp
 	lastCheck time.Time
+}
+
+type expiryTold struct {
+	at      time.Time
+	expired bool
 }
 
 // ExpiryWarning is how long before its certificate expires a Source starts
@@ -125,6 +135,7 @@ func NewSource(f Files, opts Options) (*Source, error) {
 		return nil, err
 	}
 	s.cur, s.stamps, s.lastCheck = m, stamps, s.now()
+	s.checkExpiry(s.lastCheck)
 	return s, nil
 }
 
@@ -172,8 +183,25 @@ func load(f Files, now time.Time) (material, error) {
 		if !m.pool.AppendCertsFromPEM(pem) {
 			return m, fmt.Errorf("meshtls: CA file %s holds no PEM certificate", f.CA)
 		}
+		m.caNotAfter = firstExpiry(pem)
 	}
 	return m, nil
+}
+
+// firstExpiry returns the earliest NotAfter of the certificates in a PEM
+// bundle (zero when none parses).
+func firstExpiry(bundle []byte) time.Time {
+	var first time.Time
+	for {
+		var b *pem.Block
+		if b, bundle = pem.Decode(bundle); b == nil {
+			return first
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if b.Type == "CERTIFICATE" && err == nil && (first.IsZero() || c.NotAfter.Before(first)) {
+			first = c.NotAfter
+		}
+	}
 }
 
 // current returns the material, reloading it first when the files changed
@@ -206,18 +234,50 @@ func (s *Source) current() material {
 	return s.cur
 }
 
-// checkExpiry tells onExpiring of a certificate in use that expires
-// within ExpiryWarning, at most once an hour. s.mu is held.
+// checkExpiry tells onExpiring of the certificate in use, and of the CA
+// file's first certificate, when it expires within ExpiryWarning: at most
+// once an hour, and at once when it has just expired. s.mu is held.
 func (s *Source) checkExpiry(now time.Time) {
-	c := s.cur.cert
-	if s.onExpiring == nil || c == nil || c.Leaf == nil || c.Leaf.NotAfter.Sub(now) > ExpiryWarning {
+	if s.onExpiring == nil {
 		return
 	}
-	if !s.expiryToldAt.IsZero() && now.Sub(s.expiryToldAt) < time.Hour {
+	if c := s.cur.cert; c != nil && c.Leaf != nil {
+		s.tellExpiry(now, s.files.Cert, c.Leaf.NotAfter)
+	}
+	if !s.cur.caNotAfter.IsZero() {
+		s.tellExpiry(now, s.files.CA, s.cur.caNotAfter)
+	}
+}
+
+func (s *Source) tellExpiry(now time.Time, file string, notAfter time.Time) {
+	if notAfter.Sub(now) > ExpiryWarning {
 		return
 	}
-	s.expiryToldAt = now
-	s.onExpiring(s.files.Cert, c.Leaf.NotAfter)
+	expired := !now.Before(notAfter)
+	last, ok := s.told[file]
+	if ok && now.Sub(last.at) < time.Hour && expired == last.expired {
+		return
+	}
+	if s.told == nil {
+		s.told = map[string]expiryTold{}
+	}
+	s.told[file] = expiryTold{at: now, expired: expired}
+	s.onExpiring(file, notAfter)
+}
+
+// Valid looks at the files as a handshake would (a rotation is picked up,
+// an expiry told) and returns an error when the certificate in use has
+// expired: every peer refuses this side's handshakes, so a readiness
+// probe should take the service out of rotation.
+func (s *Source) Valid() error {
+	m := s.current()
+	s.mu.Lock()
+	now := s.now()
+	s.mu.Unlock()
+	if m.cert != nil && m.cert.Leaf != nil && !now.Before(m.cert.Leaf.NotAfter) {
+		return fmt.Errorf("meshtls: certificate %s expired at %s", s.files.Cert, m.cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 func (s *Source) report(err error) {
