@@ -47,6 +47,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
@@ -280,14 +281,16 @@ func feedKey(token string) string {
 	return token[:i]
 }
 
-// knownID answers 404 for a mission id that is not UTF-8 text, which no
-// mission has and which the orchestrator's client cannot even send (found
-// by a review: it answered 502 with the raw bytes echoed in the page, and
-// logged a warning per request), and otherwise calls h.
+// knownID answers 404 for a mission id that is not UTF-8 text or holds a
+// control character, which no mission has and which the orchestrator's
+// client cannot even send when not UTF-8 (found by reviews: it answered
+// 502 with the raw bytes echoed in the page, a NUL echoed as it was), and
+// otherwise calls h.
 func (c *Console) knownID(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !utf8.ValidString(r.PathValue("id")) {
-			c.renderError(w, r, http.StatusNotFound, "Not found", "no mission has that id: it is not UTF-8 text")
+		id := r.PathValue("id")
+		if !utf8.ValidString(id) || strings.IndexFunc(id, unicode.IsControl) >= 0 {
+			c.renderError(w, r, http.StatusNotFound, "Not found", "no mission has that id: it is not printable UTF-8 text")
 			return
 		}
 		h(w, r)
@@ -428,6 +431,10 @@ func (c *Console) renderRPCError(w http.ResponseWriter, r *http.Request, what st
 		code = http.StatusGatewayTimeout
 	case codes.PermissionDenied:
 		code = http.StatusForbidden
+	case codes.DataLoss:
+		// The orchestrator answered: the mission's record is damaged
+		// (RECORD_DAMAGED), which its message explains.
+		code = http.StatusInternalServerError
 	case codes.Unauthenticated:
 		c.renderLogin(w, r, "Token refused: "+st.Message())
 		return

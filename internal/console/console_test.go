@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -170,6 +171,7 @@ type env struct {
 	orch *fakeOrch
 	srv  *httptest.Server
 	pub  *progress.Publisher
+	rdb  *redis.Client
 }
 
 func newEnv(t *testing.T, limits console.Limits) *env {
@@ -182,7 +184,7 @@ func newEnv(t *testing.T, limits console.Limits) *env {
 	}
 	srv := httptest.NewServer(c)
 	t.Cleanup(srv.Close)
-	return &env{orch: f, srv: srv, pub: progress.NewPublisher(rdb, progress.Options{})}
+	return &env{orch: f, srv: srv, pub: progress.NewPublisher(rdb, progress.Options{}), rdb: rdb}
 }
 
 func get(t *testing.T, u string) (int, string) {
@@ -212,13 +214,14 @@ func TestUnknownMissionsAre404(t *testing.T) {
 		"/missions/%FF",
 		"/missions/%FF/map.png",
 		"/events/missions/%FF",
+		"/missions/m%00x",
 	} {
 		t.Run(path, func(t *testing.T) {
 			code, body := get(t, e.srv.URL+path)
 			if code != http.StatusNotFound {
 				t.Errorf("GET %s = %d, want 404", path, code)
 			}
-			if strings.Contains(body, "<script>alert") || strings.Contains(body, "<img src=x") || strings.Contains(body, "\xff") {
+			if strings.Contains(body, "<script>alert") || strings.Contains(body, "<img src=x") || strings.Contains(body, "\xff") || strings.Contains(body, "\x00") {
 				t.Errorf("GET %s echoes markup unescaped:\n%s", path, body)
 			}
 		})
@@ -581,5 +584,40 @@ func TestMissionFeedSaysGone(t *testing.T) {
 	}
 	if _, _, err := feed.next(); !errors.Is(err, io.EOF) {
 		t.Errorf("the feed went on after gone: %v", err)
+	}
+}
+
+// TestMissionFeedClearsItsProblem: a feed that could not read its events
+// says so ("problem"), and says "ok" once it reads again, so that the
+// page stops showing the problem (found by a review: it showed it on after
+// Redis came back). A key of the wrong type stands in for the outage: a
+// real Redis error, which the feed retries.
+func TestMissionFeedClearsItsProblem(t *testing.T) {
+	e := newEnv(t, console.Limits{})
+	e.orch.add(mission("m-trouble", orchestratorv1.MissionState_MISSION_STATE_RUNNING))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream := progress.MissionStream("m-trouble")
+	if err := e.rdb.Set(ctx, stream, "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	feed := openSSE(t, ctx, e.srv.URL+"/events/missions/m-trouble")
+	if ev, _, err := feed.next(); err != nil || ev != "problem" {
+		t.Fatalf("first event %q, %v; want problem", ev, err)
+	}
+	if err := e.rdb.Del(ctx, stream).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, _, err := feed.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev == "ok" {
+			break
+		}
+		if ev != "problem" {
+			t.Fatalf("event %q before ok", ev)
+		}
 	}
 }

@@ -375,6 +375,7 @@ func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	stream := progress.MissionStream(id)
 	lastWrite := time.Now()
+	troubled := false // a problem was sent and not yet cleared
 	for ctx.Err() == nil {
 		events, err := progress.Read(ctx, c.deps.Redis, stream, after, eventBatch, eventBlock)
 		if err != nil {
@@ -382,6 +383,7 @@ func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			c.log.WarnContext(ctx, "console: read mission events", slog.String("mission_id", id), slog.String("error", err.Error()))
+			troubled = true
 			if err := out.send("", "problem", "events unavailable; retrying"); err != nil {
 				return
 			}
@@ -390,6 +392,14 @@ func (c *Console) serveMissionEvents(w http.ResponseWriter, r *http.Request) {
 			case <-time.After(eventBlock):
 			}
 			continue
+		}
+		if troubled {
+			// The page shows the problem until told it is over (found by a
+			// review: it showed it on after Redis came back).
+			troubled = false
+			if err := out.send("", "ok", "live"); err != nil {
+				return
+			}
 		}
 		for _, e := range events {
 			if err := out.send(e.ID, "ev", viewOf(e)); err != nil {

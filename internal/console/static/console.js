@@ -151,6 +151,7 @@ function liveMission(live) {
     status.textContent = JSON.parse(msg.data) + "…";
     status.className = "live problem";
   });
+  es.addEventListener("ok", function () { status.textContent = "live"; status.className = "live on"; });
   // The mission was deleted, or its data expired, while the page was open.
   es.addEventListener("gone", function (msg) {
     es.close();
