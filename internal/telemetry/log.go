@@ -83,7 +83,7 @@ func (h *contextHandler) Enabled(ctx context.Context, level slog.Level) bool {
 
 // Handle adds the context's trace ids and log attributes to r and passes it on.
 func (h *contextHandler) Handle(ctx context.Context, r slog.Record) error {
-	extra := contextAttrs(ctx)
+	extra := withoutRecordKeys(contextAttrs(ctx), r)
 	if len(extra) == 0 {
 		return h.inner.Handle(ctx, r)
 	}
@@ -96,6 +96,34 @@ func (h *contextHandler) Handle(ctx context.Context, r slog.Record) error {
 		inner = op(inner)
 	}
 	return inner.Handle(ctx, r)
+}
+
+// withoutRecordKeys drops from extra the keys the record sets itself: a
+// line that names its mission_id, in a context that names it too, names it
+// once (found by a review: "saga compensated" had it twice). extra is not
+// modified.
+func withoutRecordKeys(extra []slog.Attr, r slog.Record) []slog.Attr {
+	if len(extra) == 0 || r.NumAttrs() == 0 {
+		return extra
+	}
+	var out []slog.Attr
+	for i, a := range extra {
+		dup := false
+		r.Attrs(func(b slog.Attr) bool {
+			dup = b.Key == a.Key
+			return !dup
+		})
+		switch {
+		case dup && out == nil:
+			out = append(make([]slog.Attr, 0, len(extra)), extra[:i]...)
+		case !dup && out != nil:
+			out = append(out, a)
+		}
+	}
+	if out == nil {
+		return extra
+	}
+	return out
 }
 
 // WithAttrs returns a handler whose records carry attrs.

@@ -130,3 +130,18 @@ func TestWithLogAttrsDoesNotAliasParent(t *testing.T) {
 		}
 	}
 }
+
+// A line that names a key its context names too carries it once, with the
+// line's value (found by a review: "saga compensated" had mission_id twice).
+func TestContextAttributeTheLineSetsIsNotRepeated(t *testing.T) {
+	var buf bytes.Buffer
+	l := telemetry.NewLogger(&buf, "orchestrator", slog.LevelInfo)
+	ctx := telemetry.WithLogAttrs(context.Background(), slog.String("mission_id", "m-1"), slog.String("saga_id", "s-1"), slog.String("principal", "alice"))
+	l.InfoContext(ctx, "saga compensated", "mission_id", "m-1", "state", "compensated")
+	line := buf.String()
+	for key, n := range map[string]int{`"mission_id"`: 1, `"saga_id"`: 1, `"principal"`: 1, `"state"`: 1} {
+		if got := bytes.Count([]byte(line), []byte(key)); got != n {
+			t.Errorf("%s appears %d times in %s", key, got, line)
+		}
+	}
+}
