@@ -458,23 +458,21 @@ func readCounters(ctx context.Context, rdb *redis.Client) (redisCounters, error)
 	return parseRedisInfo(s)
 }
 
-// teardownOutage is how long a tear-down's cancel is retried while the
-// mesh answers UNAVAILABLE: a Redis failover (about 5 s) or an orchestrator
+// teardownOutage is how long a tear-down's cancel or delete is retried
+// while the mesh answers UNAVAILABLE: a Redis failover (about 5 s) or an orchestrator
 // restarting (found by a review: the teardown stopped at the first
 // UNAVAILABLE of a failover).
 const teardownOutage = 15 * time.Second
 
-// cancelThroughOutage is CancelMission with wait for mission id, sent
-// again while the mesh answers UNAVAILABLE, for up to teardownOutage: a
-// cancel is idempotent (a mission compensating or compensated is answered
-// as it is).
-func cancelThroughOutage(ctx context.Context, orch orchestratorv1.OrchestratorServiceClient, id string) (*orchestratorv1.CancelMissionResponse, error) {
+// throughOutage calls call again while it answers UNAVAILABLE, for up to
+// teardownOutage: the tear-down's calls are idempotent (a cancel answers a
+// mission compensating or compensated as it is; a delete of a deleted
+// mission answers NOT_FOUND).
+func throughOutage[T any](ctx context.Context, call func() (T, error)) (T, error) {
 	deadline := time.Now().Add(teardownOutage)
 	pause := 200 * time.Millisecond
 	for {
-		resp, err := orch.CancelMission(ctx, &orchestratorv1.CancelMissionRequest{
-			MissionId: id, Reason: "slamctl bench teardown", Wait: true,
-		})
+		resp, err := call()
 		if status.Code(err) != codes.Unavailable || time.Now().Add(pause).After(deadline) {
 			return resp, err
 		}
@@ -518,14 +516,25 @@ func tearDown(ctx context.Context, c *clients, ids []string, stdout io.Writer) e
 				skipped.Add(1)
 				return nil
 			}
-			resp, err := cancelThroughOutage(ctx, c.orchestrator, id)
+			resp, err := throughOutage(ctx, func() (*orchestratorv1.CancelMissionResponse, error) {
+				return c.orchestrator.CancelMission(ctx, &orchestratorv1.CancelMissionRequest{
+					MissionId: id, Reason: "slamctl bench teardown", Wait: true,
+				})
+			})
 			switch st := resp.GetMission().GetState(); {
 			case status.Code(err) == codes.NotFound:
 				absent.Add(1)
 				return nil
 			case err == nil && st == orchestratorv1.MissionState_MISSION_STATE_COMPENSATED:
 				tornDown.Add(1)
-				if _, err := c.orchestrator.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{MissionId: id}); err != nil {
+				_, err := throughOutage(ctx, func() (*orchestratorv1.DeleteMissionResponse, error) {
+					return c.orchestrator.DeleteMission(ctx, &orchestratorv1.DeleteMissionRequest{MissionId: id})
+				})
+				if status.Code(err) == codes.NotFound {
+					// A delete whose reply an outage lost, sent again.
+					err = nil
+				}
+				if err != nil {
 					deleteOnce.Do(func() { deleteErr = rpcError("delete mission "+id, err) })
 				} else {
 					deleted.Add(1)

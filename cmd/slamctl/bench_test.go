@@ -64,10 +64,11 @@ type fakeOrchestrator struct {
 	// down for longer than the compensation retry budget.
 	teardownGivesUp bool
 	// outage answers the first so many cancels UNAVAILABLE, as during a
-	// Redis failover.
-	outage    int
-	inFlight  int
-	maxFlight int
+	// Redis failover; deleteOutage the first so many deletes.
+	outage       int
+	deleteOutage int
+	inFlight     int
+	maxFlight    int
 }
 
 // DeleteMission deletes a recorded mission (torn down: the bench deletes
@@ -78,6 +79,10 @@ func (f *fakeOrchestrator) DeleteMission(_ context.Context, req *orchestratorv1.
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.deleteOutage > 0 {
+		f.deleteOutage--
+		return nil, status.Error(codes.Unavailable, "mission store (Redis) unavailable")
+	}
 	if !f.recorded[req.GetMissionId()] || !slices.Contains(f.cancelled, req.GetMissionId()) {
 		return nil, status.Error(codes.FailedPrecondition, "not torn down")
 	}
@@ -174,10 +179,11 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 		args    []string
 		outcome func(int) orchestratorv1.MissionState
 		// gated holds cancels until teardownConcurrency are in flight.
-		gated      bool
-		denyDelete bool
-		givesUp    bool
-		outage     int
+		gated        bool
+		denyDelete   bool
+		givesUp      bool
+		outage       int
+		deleteOutage int
 		// cancelledN, when set, is how many missions are cancelled, of
 		// any ids (wantCancelled then unchecked).
 		cancelledN int
@@ -233,6 +239,11 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 			wantOut: []string{"teardown 4 missions torn down and 4 deleted"},
 		},
 		{
+			name: "deletes through a short outage", args: []string{"-n", "4", "-c", "1"},
+			outcome: completed, deleteOutage: 3, wantCancelled: seq(0, 4),
+			wantOut: []string{"teardown 4 missions torn down and 4 deleted"},
+		},
+		{
 			name: "-keep keeps them", args: []string{"-n", "5", "-keep"},
 			outcome: completed, wantOut: []string{"kept     5 missions (-keep)"},
 		},
@@ -244,7 +255,7 @@ func TestBenchTearsItsMissionsDown(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f := &fakeOrchestrator{outcome: tt.outcome, recorded: map[string]bool{}, denyDelete: tt.denyDelete, teardownGivesUp: tt.givesUp, outage: tt.outage}
+			f := &fakeOrchestrator{outcome: tt.outcome, recorded: map[string]bool{}, denyDelete: tt.denyDelete, teardownGivesUp: tt.givesUp, outage: tt.outage, deleteOutage: tt.deleteOutage}
 			if tt.gated {
 				f.gate = make(chan struct{})
 			}
