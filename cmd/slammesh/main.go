@@ -19,7 +19,7 @@ import (
 
 func main() {
 	if len(os.Args) > 1 {
-		routeRedisLog(os.Args[1], os.Stderr)
+		routeRedisLog(os.Args[1], os.Args[2:], os.Getenv, os.Stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)

@@ -250,23 +250,49 @@ func redisNotUp(err error, tlsOn bool) bool {
 
 // routeRedisLog sends go-redis's own log lines (a failed dial, each one
 // during a Redis outage or a start that waits for it) to w as JSON log
-// records of service, where a service's log goes, instead of plain text
-// that breaks a JSON log pipeline. It is for a service's process: go-redis
-// has one logger per process, so `slammesh dev`, whose services log to a
-// file, keeps the default.
-func routeRedisLog(service string, w io.Writer) {
+// records of service at level warn, where a service's log goes, instead
+// of plain text that breaks a JSON log pipeline; not when the service logs
+// only above warn. It is for a service's process: go-redis has one logger
+// per process, so `slammesh dev`, whose services log to a file, keeps the
+// default. args are the service's flags, read for --log-level alone.
+func routeRedisLog(service string, args []string, getenv func(string) string, w io.Writer) {
 	if _, ok := defaultPorts[service]; !ok {
 		return
 	}
-	redis.SetLogger(redisLogger{telemetry.NewLogger(w, service, slog.LevelWarn)})
+	cfg, _ := parseServiceConfig(service, args, getenv, io.Discard) // its errors are run's to report
+	redis.SetLogger(&redisLogger{log: telemetry.NewLogger(w, service, cfg.logLevel), every: redisLogEvery})
 }
 
-// redisLogger is go-redis's logger interface on a slog.Logger.
-type redisLogger struct{ log *slog.Logger }
+// redisLogEvery is how often, at most, a go-redis line is logged: it
+// writes one per failed dial, a few a second in an outage.
+const redisLogEvery = 5 * time.Second
 
-// Printf logs one go-redis line as a warning: go-redis logs only failures.
-func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	l.log.WarnContext(ctx, fmt.Sprintf(format, v...), "source", "go-redis")
+// redisLogger is go-redis's logger interface on a slog.Logger, logging at
+// most one line every so often and counting the ones it left out.
+type redisLogger struct {
+	log   *slog.Logger
+	every time.Duration
+
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+// Printf logs one go-redis line as a warning (go-redis logs only failures),
+// unless one was logged within every.
+func (l *redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.mu.Lock()
+	now := time.Now()
+	if now.Sub(l.last) < l.every {
+		l.dropped++
+		l.mu.Unlock()
+		return
+	}
+	l.last = now
+	dropped := l.dropped
+	l.dropped = 0
+	l.mu.Unlock()
+	l.log.WarnContext(ctx, fmt.Sprintf(format, v...), "source", "go-redis", "suppressed", dropped) // lines left out since the last one
 }
 
 // pingAll pings Redis: every master of a Cluster, one of which may be
@@ -331,7 +357,7 @@ func redisStartError(opts *redis.Options, at string, sec securityConfig, err err
 	case opts.TLSConfig != nil && errors.Is(err, context.DeadlineExceeded):
 		// A plaintext Redis reads a ClientHello as a partial command and
 		// waits for the rest: the handshake never ends.
-		return fmt.Errorf("redis at %s: no TLS handshake before the deadline: if that port serves plaintext, use a redis:// URL: %w", at, err)
+		return fmt.Errorf("redis at %s: no TLS handshake before the deadline: the port serves plaintext (use a redis:// URL), or the server is stopped: %w", at, err)
 	case opts.TLSConfig == nil && strings.Contains(msg, "EOF"):
 		return fmt.Errorf("redis at %s: connection closed at once: if that port serves TLS, use a rediss:// URL: %w", at, err)
 	case strings.HasPrefix(msg, "WRONGPASS"), strings.HasPrefix(msg, "NOAUTH"), strings.HasPrefix(msg, "NOPERM"):

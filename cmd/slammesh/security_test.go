@@ -166,7 +166,7 @@ func TestRedisStartErrorNamesTheCause(t *testing.T) {
 		err  error
 		want string
 	}{
-		"TLS to a plaintext port": {tlsOpts, fmt.Errorf("dial: %w", context.DeadlineExceeded), "if that port serves plaintext, use a redis:// URL"},
+		"TLS to a plaintext port": {tlsOpts, fmt.Errorf("dial: %w", context.DeadlineExceeded), "the port serves plaintext (use a redis:// URL), or the server is stopped"},
 		"CA from the URL":         {urlCA, unknown, "not signed by the Redis CA of the URL's tls_ca="},
 		"no CA at all":            {tlsOpts, unknown, "the system roots"},
 	} {
