@@ -116,6 +116,34 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 			return n, fmt.Errorf("%s redis metrics: %w", spec.name, err)
 		}
 	}
+	if err := awaitRedis(ctx, n.rdb, spec.redis.single.TLSConfig != nil, n.log, spec.svc.redisWait); errors.Is(err, errStoppedWaiting) {
+		return n, err
+	} else if err != nil {
+		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis.single, spec.redis.addr(), spec.svc.sec, err))
+	}
+	// awaitRedis's last PING answered: Redis is up.
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := checkRedisACL(pingCtx, n.rdb, spec.name+"-"+rand.Text()); err != nil {
+		return n, fmt.Errorf("%s: %w", spec.name, err)
+	}
+	if !spec.skipRedisCheck {
+		res, err := redischeck.Check(pingCtx, n.rdb)
+		if err != nil {
+			return n, fmt.Errorf("%s: redis at %s refused: %w", spec.name, spec.redis.addr(), err)
+		}
+		if !res.AOF {
+			n.log.WarnContext(ctx, "redis runs without AOF (appendonly no): a Redis restart loses the writes since its last snapshot, running missions included; set appendonly yes",
+				"redis_version", res.Version.String())
+		}
+		if res.NOPERM > 0 && res.AOF {
+			n.log.WarnContext(ctx, fmt.Sprintf("redis has refused %d commands for want of ACL permission (NOPERM) since it started: %s", res.NOPERM, redischeck.AOFACLAdvice))
+		}
+		if spec.redis.cluster == nil {
+			n.watchRedisRestarts(ctx)
+		}
+	}
+
 	creds, src, err := serverCreds(spec.svc, n.log)
 	if err != nil {
 		return n, fmt.Errorf("%s TLS: %w", spec.name, err)
@@ -160,37 +188,6 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 	if err != nil {
 		return n, err
 	}
-	// Redis is waited for and checked once the ports are bound, so that
-	// a port in use or a bad address is told at once, not after a wait
-	// for an unreachable Redis (--redis-wait).
-	if err := awaitRedis(ctx, n.rdb, spec.redis.single.TLSConfig != nil, n.log, spec.svc.redisWait); errors.Is(err, errStoppedWaiting) {
-		return n, err
-	} else if err != nil {
-		return n, fmt.Errorf("%s: %w", spec.name, redisStartError(spec.redis.single, spec.redis.addr(), spec.svc.sec, err))
-	}
-	// awaitRedis's last PING answered: Redis is up.
-	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := checkRedisACL(pingCtx, n.rdb, spec.name+"-"+rand.Text()); err != nil {
-		return n, fmt.Errorf("%s: %w", spec.name, err)
-	}
-	if !spec.skipRedisCheck {
-		res, err := redischeck.Check(pingCtx, n.rdb)
-		if err != nil {
-			return n, fmt.Errorf("%s: redis at %s refused: %w", spec.name, spec.redis.addr(), err)
-		}
-		if !res.AOF {
-			n.log.WarnContext(ctx, "redis runs without AOF (appendonly no): a Redis restart loses the writes since its last snapshot, running missions included; set appendonly yes",
-				"redis_version", res.Version.String())
-		}
-		if res.NOPERM > 0 && res.AOF {
-			n.log.WarnContext(ctx, fmt.Sprintf("redis has refused %d commands for want of ACL permission (NOPERM) since it started: %s", res.NOPERM, redischeck.AOFACLAdvice))
-		}
-		if spec.redis.cluster == nil {
-			n.watchRedisRestarts(ctx)
-		}
-	}
-
 	if err := spec.register(ctx, n); err != nil {
 		return n, fmt.Errorf("%s: %w", spec.name, err)
 	}

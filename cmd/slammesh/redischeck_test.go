@@ -262,28 +262,6 @@ func TestRedisLogLinesAreJSON(t *testing.T) {
 	}
 }
 
-// A port in use is told at once, before any wait for Redis (found by a
-// review: a mistyped or taken port waited for Redis first).
-func TestPortInUseIsToldBeforeTheRedisWait(t *testing.T) {
-	t.Parallel()
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	began := time.Now()
-	err = run(ctx, []string{"mapping", "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d/0", unusedPort(t)), "--redis-wait", "30s",
-		"--grpc-addr", taken.Addr().String(), "--http-addr", "127.0.0.1:0"}, func(string) string { return "" }, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "address already in use") {
-		t.Errorf("started on a port in use: %v", err)
-	}
-	if took := time.Since(began); took > 10*time.Second {
-		t.Errorf("told after %v: it waited for Redis first", took)
-	}
-}
-
 // A service started before its Redis Cluster is created (nodes up, no
 // slots assigned: a compose or Kubernetes init job creates it after) waits
 // for the Cluster to serve every slot, where it used to fail its ACL probe
