@@ -19,7 +19,8 @@ const closedRedis = "redis://127.0.0.1:1/0"
 
 // checkStarts starts every slammesh container of o as the kubelet would —
 // the binary at bin, the container's args, exactly its environment (fieldRefs
-// by stand-ins, the Redis URL by closedRedis, collectors by loopback) — and expects it to get as
+// by stand-ins, the Redis URL by closedRedis, collectors by loopback, and
+// no wait for Redis) — and expects it to get as
 // far as dialling Redis: a value the binary cannot parse, or a
 // configuration it refuses (plaintext on a non-loopback address without
 // SLAMMESH_INSECURE, a lease TTL below its minimum, …), fails it with a
@@ -59,6 +60,10 @@ func checkStarts(ctx context.Context, bin string, o *objects, cfg slammeshConfig
 					env = append(env, v.name+"="+v.value)
 				}
 			}
+			// A service waits for an unreachable Redis (up to
+			// SLAMMESH_REDIS_WAIT, 2 minutes): not waiting, it stops on the
+			// closed port at once, which is what this check looks for.
+			env = append(env, "SLAMMESH_REDIS_WAIT=0")
 			runs = append(runs, run{where: where, args: c.Args, env: env})
 		}
 	}
