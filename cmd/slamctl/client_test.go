@@ -84,31 +84,13 @@ func TestUndiallableAddressIsAUsageError(t *testing.T) {
 // it can end.
 func TestMutualTLSRefusalSaysToPassACertificate(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	ca, err := meshtlstest.NewCA(dir, "mesh")
+	ca, err := meshtlstest.NewCA(t.TempDir(), "mesh")
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := ca.Issue("mapping", meshtlstest.Server, "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := meshtls.NewSource(meshtls.Files{CA: ca.CertFile, Cert: server.CertFile, Key: server.KeyFile}, meshtls.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := meshtls.ServerCredentials(src, meshtls.ServerOptions{ClientAuth: meshtls.ClientAuthRequire})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(creds))
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
+	l := serveTLS(t, ca, "mapping", meshtls.ClientAuthRequire, func(srv *grpc.Server) {
+		healthpb.RegisterHealthServer(srv, health.NewServer())
+	})
 
 	clientSrc, err := meshtls.NewSource(meshtls.Files{CA: ca.CertFile}, meshtls.Options{})
 	if err != nil {
@@ -128,4 +110,32 @@ func TestMutualTLSRefusalSaysToPassACertificate(t *testing.T) {
 	if got := rpcError("map", err).Error(); !strings.Contains(got, "pass --cert and --key") {
 		t.Errorf("refused for want of a client certificate: %q, want it to say to pass one", got)
 	}
+}
+
+// serveTLS serves register's services on loopback over TLS, with a server
+// certificate named name from ca and clients checked as auth says, until
+// the test ends; it returns the listener.
+func serveTLS(t *testing.T, ca *meshtlstest.CA, name string, auth meshtls.ClientAuth, register func(*grpc.Server)) net.Listener {
+	t.Helper()
+	server, err := ca.Issue(name, meshtlstest.Server, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := meshtls.NewSource(meshtls.Files{CA: ca.CertFile, Cert: server.CertFile, Key: server.KeyFile}, meshtls.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := meshtls.ServerCredentials(src, meshtls.ServerOptions{ClientAuth: auth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(creds))
+	register(srv)
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	return l
 }

@@ -35,26 +35,9 @@ func TestServerCertificateOfAnotherCAIsNoOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := mesh.Issue("orchestrator", meshtlstest.Server, "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := meshtls.NewSource(meshtls.Files{CA: mesh.CertFile, Cert: server.CertFile, Key: server.KeyFile}, meshtls.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := meshtls.ServerCredentials(src, meshtls.ServerOptions{ClientAuth: meshtls.ClientAuthOptional})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(creds))
-	orchestratorv1.RegisterOrchestratorServiceServer(srv, &replayOrchestrator{events: missionEvents()})
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
+	l := serveTLS(t, mesh, "orchestrator", meshtls.ClientAuthOptional, func(srv *grpc.Server) {
+		orchestratorv1.RegisterOrchestratorServiceServer(srv, &replayOrchestrator{events: missionEvents()})
+	})
 
 	var stdout, stderr bytes.Buffer
 	began := time.Now()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -164,13 +163,8 @@ func TestServiceWaitsForAnUnreachableRedis(t *testing.T) {
 	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	start := func(ctx context.Context, logs io.Writer, redisArgs ...string) <-chan error {
-		done := make(chan error, 1)
-		go func() {
-			args := append([]string{"mapping", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, redisArgs...)
-			done <- run(ctx, args, func(string) string { return "" }, logs, logs)
-		}()
-		return done
+	start := func(redisArgs ...string) *background {
+		return startBackground(ctx, append([]string{"mapping", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, redisArgs...)...)
 	}
 
 	t.Run("gives up past the wait", func(t *testing.T) {
@@ -178,24 +172,23 @@ func TestServiceWaitsForAnUnreachableRedis(t *testing.T) {
 			{"--redis-url", url},
 			{"--redis-cluster-url", url + "?addr=" + fmt.Sprintf("127.0.0.1:%d", unusedPort(t))},
 		} {
-			logs := &devOutput{more: make(chan struct{}, 1)}
 			began := time.Now()
-			err := <-start(ctx, logs, append(redisArgs, "--redis-wait", "3s")...)
+			svc := start(append(redisArgs, "--redis-wait", "3s")...)
+			err := <-svc.done
 			if err == nil || !strings.Contains(err.Error(), "at most 3s") || !strings.Contains(err.Error(), "connection refused") {
 				t.Errorf("%v: exited with %v, want the refused connection and the wait", redisArgs, err)
 			}
 			if took := time.Since(began); took < 3*time.Second {
 				t.Errorf("%v: gave up after %v, within its 3s wait", redisArgs, took)
 			}
-			if !strings.Contains(logs.String(), "redis is unreachable; waiting for it") {
-				t.Errorf("%v: the wait was not logged:\n%s", redisArgs, logs.String())
+			if !strings.Contains(svc.logs.String(), "redis is unreachable; waiting for it") {
+				t.Errorf("%v: the wait was not logged:\n%s", redisArgs, svc.logs.String())
 			}
 		}
 	})
 	t.Run("no wait", func(t *testing.T) {
-		logs := &devOutput{more: make(chan struct{}, 1)}
 		began := time.Now()
-		err := <-start(ctx, logs, "--redis-url", url, "--redis-wait", "0")
+		err := <-start("--redis-url", url, "--redis-wait", "0").done
 		if err == nil || !strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "waited") {
 			t.Errorf("exited with %v, want the refused connection alone", err)
 		}
@@ -204,29 +197,14 @@ func TestServiceWaitsForAnUnreachableRedis(t *testing.T) {
 		}
 	})
 	t.Run("serves once Redis is up", func(t *testing.T) {
-		svcCtx, stop := context.WithCancel(ctx)
-		defer stop()
-		logs := &devOutput{more: make(chan struct{}, 1)}
-		done := start(svcCtx, logs, "--redis-url", url)
-		logs.waitFor(t, "redis is unreachable; waiting for it")
+		svc := start("--redis-url", url)
+		svc.logs.waitFor(t, "redis is unreachable; waiting for it")
 		p, err := redisproc.StartOn(t.TempDir(), port)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(p.Stop)
-		for !strings.Contains(logs.String(), `"msg":"serving"`) {
-			select {
-			case err := <-done:
-				t.Fatalf("mapping exited while it waited for Redis: %v\n%s", err, logs.String())
-			case <-logs.more:
-			case <-ctx.Done():
-				t.Fatalf("mapping never served once Redis was up:\n%s", logs.String())
-			}
-		}
-		stop()
-		if err := <-done; err != nil {
-			t.Fatalf("mapping: %v", err)
-		}
+		svc.serveThenStop(t, ctx, "once Redis was up")
 	})
 }
 
@@ -285,15 +263,8 @@ func TestServiceWaitsForTheClusterToServeItsSlots(t *testing.T) {
 		nodes = append(nodes, node{p, bus})
 	}
 	url := "redis://" + nodes[0].p.Addr + "/0?addr=" + nodes[1].p.Addr + "&addr=" + nodes[2].p.Addr
-	svcCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	logs := &devOutput{more: make(chan struct{}, 1)}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(svcCtx, []string{"mapping", "--redis-cluster-url", url, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"},
-			func(string) string { return "" }, logs, logs)
-	}()
-	logs.waitFor(t, "redis does not serve all its hash slots yet; waiting for it")
+	svc := startBackground(ctx, "mapping", "--redis-cluster-url", url, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	svc.logs.waitFor(t, "redis does not serve all its hash slots yet; waiting for it")
 
 	// Create the Cluster: a third of the slots each, and the nodes met.
 	for i, n := range nodes {
@@ -311,17 +282,41 @@ func TestServiceWaitsForTheClusterToServeItsSlots(t *testing.T) {
 			}
 		}
 	}
-	for !strings.Contains(logs.String(), `"msg":"serving"`) {
+	svc.serveThenStop(t, ctx, "once the Cluster served its slots")
+}
+
+// background is a service run in the background, as its process would.
+type background struct {
+	logs *devOutput
+	done chan error
+	stop context.CancelFunc
+}
+
+// startBackground runs `slammesh args…` until ctx ends or stop is called.
+func startBackground(ctx context.Context, args ...string) *background {
+	ctx, stop := context.WithCancel(ctx)
+	b := &background{logs: &devOutput{more: make(chan struct{}, 1)}, done: make(chan error, 1), stop: stop}
+	go func() { b.done <- run(ctx, args, func(string) string { return "" }, b.logs, b.logs) }()
+	return b
+}
+
+// serveThenStop fails the test unless the service logs that it serves
+// before it exits or ctx ends (while names what it waited for), then stops
+// it and fails the test unless it stops cleanly.
+func (b *background) serveThenStop(t *testing.T, ctx context.Context, while string) {
+	t.Helper()
+	defer b.stop()
+	for !strings.Contains(b.logs.String(), `"msg":"serving"`) {
 		select {
-		case err := <-done:
-			t.Fatalf("mapping exited while the Cluster formed: %v\n%s", err, logs.String())
-		case <-logs.more:
+		case err := <-b.done:
+			t.Fatalf("exited %s: %v\n%s", while, err, b.logs.String())
+		case <-b.logs.more:
 		case <-ctx.Done():
-			t.Fatalf("mapping never served once the Cluster served its slots:\n%s", logs.String())
+			t.Fatalf("never served %s:\n%s", while, b.logs.String())
 		}
 	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("mapping: %v", err)
+	b.stop()
+	if err := <-b.done; err != nil {
+		t.Fatalf("stopping: %v", err)
 	}
 }

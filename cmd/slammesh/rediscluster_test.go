@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -152,25 +151,6 @@ func TestDocumentedACLOnACluster(t *testing.T) {
 	}
 	addrs := c.Addrs()
 	url := "redis://slammesh:" + password + "@" + addrs[0] + "/0?addr=" + addrs[1] + "&addr=" + addrs[2]
-	svcCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	logs := &devOutput{more: make(chan struct{}, 1)}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(svcCtx, []string{"mapping", "--redis-cluster-url", url, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"},
-			func(string) string { return "" }, logs, logs)
-	}()
-	for !strings.Contains(logs.String(), `"msg":"serving"`) {
-		select {
-		case err := <-done:
-			t.Fatalf("mapping on the Cluster as the documented user: %v\n%s", err, logs.String())
-		case <-logs.more:
-		case <-ctx.Done():
-			t.Fatalf("mapping never served:\n%s", logs.String())
-		}
-	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("mapping: %v", err)
-	}
+	startBackground(ctx, "mapping", "--redis-cluster-url", url, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0").
+		serveThenStop(t, ctx, "on the Cluster as the documented user")
 }
