@@ -52,8 +52,10 @@ type TokenFile struct {
 // tokenCheck is how often, at most, a TokenFile looks at its file; settle
 // is how soon it reads a changed file again, applying the change only when
 // both reads agree, so that a file being written in place (truncated, then
-// written) is never put in force half-way (found by a review: 13 of 227
-// calls refused during in-place rewrites that kept their token).
+// written at once) is not put in force half-way (found by a review: 13 of
+// 227 calls refused during in-place rewrites that kept their token). A
+// writer pausing longer than settle between its writes still is: the docs
+// say to rename a whole file into place.
 const (
 	tokenCheck = time.Second
 	settle     = 100 * time.Millisecond

@@ -282,14 +282,15 @@ func feedKey(token string) string {
 }
 
 // knownID answers 404 for a mission id that is not UTF-8 text or holds a
-// control character, which no mission has and which the orchestrator's
+// control or format character (a right-to-left override), which no
+// mission has and which the orchestrator's
 // client cannot even send when not UTF-8 (found by reviews: it answered
 // 502 with the raw bytes echoed in the page, a NUL echoed as it was), and
 // otherwise calls h.
 func (c *Console) knownID(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if !utf8.ValidString(id) || strings.IndexFunc(id, unicode.IsControl) >= 0 {
+		if !utf8.ValidString(id) || strings.IndexFunc(id, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }) >= 0 {
 			c.renderError(w, r, http.StatusNotFound, "Not found", "no mission has that id: it is not printable UTF-8 text")
 			return
 		}

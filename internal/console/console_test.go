@@ -215,13 +215,14 @@ func TestUnknownMissionsAre404(t *testing.T) {
 		"/missions/%FF/map.png",
 		"/events/missions/%FF",
 		"/missions/m%00x",
+		"/events/missions/a%E2%80%AEb",
 	} {
 		t.Run(path, func(t *testing.T) {
 			code, body := get(t, e.srv.URL+path)
 			if code != http.StatusNotFound {
 				t.Errorf("GET %s = %d, want 404", path, code)
 			}
-			if strings.Contains(body, "<script>alert") || strings.Contains(body, "<img src=x") || strings.Contains(body, "\xff") || strings.Contains(body, "\x00") {
+			if strings.Contains(body, "<script>alert") || strings.Contains(body, "<img src=x") || strings.Contains(body, "\xff") || strings.Contains(body, "\x00") || strings.Contains(body, "\u202e") {
 				t.Errorf("GET %s echoes markup unescaped:\n%s", path, body)
 			}
 		})

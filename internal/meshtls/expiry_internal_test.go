@@ -1,6 +1,8 @@
 package meshtls
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +75,36 @@ func TestExpiringCertificateIsTold(t *testing.T) {
 	if len(caTold) != 1 || caTold[0] != shortCA.CertFile {
 		t.Errorf("a CA 3 days from its end: told %v at the start, want it once", caTold)
 	}
+	// A bundle that still holds an expired CA beside its successor (a
+	// rotation's overlap) is good, and told nothing (found by a review:
+	// it was called expired); once every CA in it expired, it is not valid.
+	oldCA, err := ca.IssueValid("old-ca", meshtlstest.Server, start.Add(-48*time.Hour), start.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCA, err := ca.IssueValid("new-ca", meshtlstest.Server, start.Add(-time.Hour), start.Add(300*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(t.TempDir(), "bundle.pem")
+	if err := os.WriteFile(bundle, append(readFile(t, newCA.CertFile), readFile(t, oldCA.CertFile)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caTold = nil
+	overlap, err := NewSource(Files{CA: bundle}, Options{OnExpiring: func(file string, _ time.Time) { caTold = append(caTold, file) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(caTold) != 0 || overlap.Valid() != nil {
+		t.Errorf("a bundle with an expired CA beside a valid one: told %v, Valid %v; want neither", caTold, overlap.Valid())
+	}
+	expired, err := NewSource(Files{CA: oldCA.CertFile}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := expired.Valid(); err == nil || !strings.Contains(err.Error(), "every certificate of CA file") {
+		t.Errorf("Valid of a CA file whose every certificate expired = %v", err)
+	}
 
 	later, err := ca.IssueValid("merge", meshtlstest.Server, start.Add(time.Hour), start.Add(48*time.Hour))
 	if err != nil {
@@ -81,4 +113,13 @@ func TestExpiringCertificateIsTold(t *testing.T) {
 	if _, err := NewSource(Files{Cert: later.CertFile, Key: later.KeyFile}, Options{}); err == nil || !strings.Contains(err.Error(), "not valid until") {
 		t.Errorf("a certificate valid from an hour on: %v, want refused as not valid yet", err)
 	}
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -59,8 +59,10 @@ func (f Files) Enabled() bool { return f.Cert != "" || f.Key != "" || f.CA != ""
 type material struct {
 	cert *tls.Certificate // nil without Cert/Key
 	pool *x509.CertPool   // nil without CA
-	// caNotAfter is when the first certificate of the CA file expires
-	// (zero without CA): past it, the peers it signed no longer verify.
+	// caNotAfter is when the last certificate of the CA file to expire
+	// does (zero without CA): past it, no peer verifies. A bundle that
+	// still holds an old CA beside its successor (a rotation's overlap) is
+	// good until the successor's end (found by a review).
 	caNotAfter time.Time
 }
 
@@ -183,23 +185,23 @@ func load(f Files, now time.Time) (material, error) {
 		if !m.pool.AppendCertsFromPEM(pem) {
 			return m, fmt.Errorf("meshtls: CA file %s holds no PEM certificate", f.CA)
 		}
-		m.caNotAfter = firstExpiry(pem)
+		m.caNotAfter = lastExpiry(pem)
 	}
 	return m, nil
 }
 
-// firstExpiry returns the earliest NotAfter of the certificates in a PEM
+// lastExpiry returns the latest NotAfter of the certificates in a PEM
 // bundle (zero when none parses).
-func firstExpiry(bundle []byte) time.Time {
-	var first time.Time
+func lastExpiry(bundle []byte) time.Time {
+	var last time.Time
 	for {
 		var b *pem.Block
 		if b, bundle = pem.Decode(bundle); b == nil {
-			return first
+			return last
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
-		if b.Type == "CERTIFICATE" && err == nil && (first.IsZero() || c.NotAfter.Before(first)) {
-			first = c.NotAfter
+		if b.Type == "CERTIFICATE" && err == nil && c.NotAfter.After(last) {
+			last = c.NotAfter
 		}
 	}
 }
@@ -235,8 +237,9 @@ func (s *Source) current() material {
 }
 
 // checkExpiry tells onExpiring of the certificate in use, and of the CA
-// file's first certificate, when it expires within ExpiryWarning: at most
-// once an hour, and at once when it has just expired. s.mu is held.
+// file's last certificate to expire, when it expires within
+// ExpiryWarning: at most once an hour, and at once when it has just
+// expired. s.mu is held.
 func (s *Source) checkExpiry(now time.Time) {
 	if s.onExpiring == nil {
 		return
@@ -266,9 +269,10 @@ func (s *Source) tellExpiry(now time.Time, file string, notAfter time.Time) {
 }
 
 // Valid looks at the files as a handshake would (a rotation is picked up,
-// an expiry told) and returns an error when the certificate in use has
-// expired: every peer refuses this side's handshakes, so a readiness
-// probe should take the service out of rotation.
+// an expiry told) and returns an error when the certificate in use, or
+// every certificate of the CA file, has expired: every peer refuses this
+// side's handshakes, or this side every peer's, so a readiness probe
+// should take the service out of rotation.
 func (s *Source) Valid() error {
 	m := s.current()
 	s.mu.Lock()
@@ -276,6 +280,9 @@ func (s *Source) Valid() error {
 	s.mu.Unlock()
 	if m.cert != nil && m.cert.Leaf != nil && !now.Before(m.cert.Leaf.NotAfter) {
 		return fmt.Errorf("meshtls: certificate %s expired at %s", s.files.Cert, m.cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if !m.caNotAfter.IsZero() && !now.Before(m.caNotAfter) {
+		return fmt.Errorf("meshtls: every certificate of CA file %s has expired, the last at %s", s.files.CA, m.caNotAfter.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

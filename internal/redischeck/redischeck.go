@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -184,6 +185,23 @@ func UnexplainedNOPERM(info string) int64 {
 	return max(noperm-rejected, 0)
 }
 
+// clusterNOPERM is UnexplainedNOPERM summed over the masters of a Cluster.
+func clusterNOPERM(ctx context.Context, c *redis.ClusterClient) (int64, error) {
+	var mu sync.Mutex
+	var sum int64
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		info, err := m.Info(ctx, "errorstats", "commandstats").Result()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		sum += UnexplainedNOPERM(info)
+		mu.Unlock()
+		return nil
+	})
+	return sum, err
+}
+
 // statField returns field's integer in a "a=1,b=2" INFO value; 0 when it
 // is not there.
 func statField(v, field string) int64 {
@@ -213,6 +231,14 @@ func Check(ctx context.Context, rdb redis.UniversalClient) (Result, error) {
 		r.AOF = v == "1"
 	}
 	r.NOPERM = UnexplainedNOPERM(info)
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		// A Cluster client's INFO is one master's, or their replies
+		// merged without the errorstats (found by a review): count on
+		// each master.
+		if r.NOPERM, err = clusterNOPERM(ctx, c); err != nil {
+			return r, fmt.Errorf("redis: INFO errorstats: %w", err)
+		}
+	}
 	if p, ok := InfoField(info, "maxmemory_policy"); ok {
 		r.Policy, r.PolicyFrom = p, "INFO memory"
 		return r, CheckPolicy(r.Policy)

@@ -322,3 +322,49 @@ func TestUnexplainedNOPERM(t *testing.T) {
 		}
 	}
 }
+
+// On a Redis Cluster the unexplained NOPERM errors are counted on every
+// master (found by a review: the Cluster client's INFO missed them). A
+// transaction whose EXEC the ACL refuses after it was queued makes one,
+// as Redis's AOF client does at load.
+func TestClusterNOPERMIsCountedOnEveryMaster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node Redis Cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := redisproc.StartCluster(ctx, t.TempDir(), 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	defer cc.Close()
+	if res, err := redischeck.Check(ctx, cc); err != nil || res.NOPERM != 0 {
+		t.Fatalf("a fresh Cluster: NOPERM %d, %v; want 0", res.NOPERM, err)
+	}
+	last := c.Addrs()[len(c.Addrs())-1]
+	admin := redis.NewClient(&redis.Options{Addr: last})
+	defer admin.Close()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "tool", "on", ">tool-pw", "~*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	tool := redis.NewClient(&redis.Options{Addr: last, Username: "tool", Password: "tool-pw", PoolSize: 1})
+	defer tool.Close()
+	conn := tool.Conn()
+	defer conn.Close()
+	if err := conn.Do(ctx, "MULTI").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Do(ctx, "PING").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "ACL", "SETUSER", "tool", "-ping").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Do(ctx, "EXEC").Err() // its PING refused at EXEC
+	res, err := redischeck.Check(ctx, cc)
+	if err != nil || res.NOPERM != 1 {
+		t.Errorf("after an EXEC refused on one master: NOPERM %d, %v; want 1", res.NOPERM, err)
+	}
+}
