@@ -185,7 +185,8 @@ func UnexplainedNOPERM(info string) int64 {
 	return max(noperm-rejected, 0)
 }
 
-// clusterNOPERM is UnexplainedNOPERM summed over the masters of a Cluster.
+// clusterNOPERM is UnexplainedNOPERM summed over the masters of a
+// Cluster that answer; err is the first failure of one that did not.
 func clusterNOPERM(ctx context.Context, c *redis.ClusterClient) (int64, error) {
 	var mu sync.Mutex
 	var sum int64
@@ -234,10 +235,9 @@ func Check(ctx context.Context, rdb redis.UniversalClient) (Result, error) {
 	if c, ok := rdb.(*redis.ClusterClient); ok {
 		// A Cluster client's INFO is one master's, or their replies
 		// merged without the errorstats (found by a review): count on
-		// each master.
-		if r.NOPERM, err = clusterNOPERM(ctx, c); err != nil {
-			return r, fmt.Errorf("redis: INFO errorstats: %w", err)
-		}
+		// each master. A master that does not answer now (a failover
+		// under way) only leaves its count out: the count is a hint.
+		r.NOPERM, _ = clusterNOPERM(ctx, c)
 	}
 	if p, ok := InfoField(info, "maxmemory_policy"); ok {
 		r.Policy, r.PolicyFrom = p, "INFO memory"
