@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/slammesh/slammesh/internal/redisproc"
+	"github.com/slammesh/slammesh/internal/redistest"
 )
 
 func TestRedisClusterURLWinsOverRedisURL(t *testing.T) {
@@ -62,11 +63,7 @@ func TestClusterClientFindsPromotedMasterAfterKill(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := redisproc.StartCluster(ctx, t.TempDir(), 3, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	c := redistest.StartCluster(t).Cluster
 	conn, err := newRedisConn("", c.URL(), securityConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -127,15 +124,11 @@ func TestClusterClientFindsPromotedMasterAfterKill(t *testing.T) {
 // on cluster|slots).
 func TestDocumentedACLOnACluster(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a 3-node Redis Cluster")
+		t.Skip("starts a 6-node Redis Cluster")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := redisproc.StartCluster(ctx, t.TempDir(), 3, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	c := redistest.StartCluster(t).Cluster
 	const password = "cluster-acl-test-password"
 	for _, addr := range c.Addrs() {
 		n := redis.NewClient(&redis.Options{Addr: addr})

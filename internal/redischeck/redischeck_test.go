@@ -2,7 +2,6 @@ package redischeck_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -246,25 +245,16 @@ func TestAOFRestartKeepsScriptWritesWithTheDocumentedACL(t *testing.T) {
 			dir := t.TempDir()
 			args := append(append([]string{"--appendonly", "yes", "--appendfsync", "always", "--user", "default"}, tc.defaultUser...),
 				append([]string{"--user", "slammesh", "on", ">" + password}, redisproc.SlammeshACL...)...)
-			// On a free port, picked again should another process take it
-			// first; the restart reads the AOF in dir on a port of its own.
+			// The restart reads the AOF in dir, on a free port of its own.
 			start := func() (*redisproc.Process, *redis.Client) {
-				for range 5 {
-					p, err := redisproc.StartOnAs(dir, freePort(t), "slammesh", password, args...)
-					var inUse *redisproc.PortInUseError
-					if errors.As(err, &inUse) {
-						continue
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
-					t.Cleanup(p.Stop)
-					rdb := redis.NewClient(&redis.Options{Addr: p.Addr, Username: "slammesh", Password: password, MaxRetries: -1})
-					t.Cleanup(func() { rdb.Close() })
-					return p, rdb
+				p, err := redisproc.StartAs(dir, "slammesh", password, args...)
+				if err != nil {
+					t.Fatal(err)
 				}
-				t.Fatal("no free port in 5 tries")
-				return nil, nil
+				t.Cleanup(p.Stop)
+				rdb := redis.NewClient(&redis.Options{Addr: p.Addr, Username: "slammesh", Password: password, MaxRetries: -1})
+				t.Cleanup(func() { rdb.Close() })
+				return p, rdb
 			}
 			p, rdb := start()
 			ctx := t.Context()
@@ -297,16 +287,6 @@ func TestAOFRestartKeepsScriptWritesWithTheDocumentedACL(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func TestUnexplainedNOPERM(t *testing.T) {
 	for info, want := range map[string]int64{
 		// Redis's AOF client refused 975 writes at load: no command counts them.
@@ -329,21 +309,21 @@ func TestUnexplainedNOPERM(t *testing.T) {
 // as Redis's AOF client does at load.
 func TestClusterNOPERMIsCountedOnEveryMaster(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a 3-node Redis Cluster")
+		t.Skip("starts a 6-node Redis Cluster")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := redisproc.StartCluster(ctx, t.TempDir(), 3, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	c := redistest.StartCluster(t).Cluster
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
 	defer cc.Close()
 	if res, err := redischeck.Check(ctx, cc); err != nil || res.NOPERM != 0 {
 		t.Fatalf("a fresh Cluster: NOPERM %d, %v; want 0", res.NOPERM, err)
 	}
-	last := c.Addrs()[len(c.Addrs())-1]
+	masters, err := c.Masters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := masters[len(masters)-1]
 	admin := redis.NewClient(&redis.Options{Addr: last})
 	defer admin.Close()
 	if err := admin.Do(ctx, "ACL", "SETUSER", "tool", "on", ">tool-pw", "~*", "+@all").Err(); err != nil {

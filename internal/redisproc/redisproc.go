@@ -76,6 +76,12 @@ func (p *Process) URL() string { return "redis://" + p.Addr + "/0" }
 // and waits until it answers PING. Persistence is off: the data is scratch.
 // The port is a free one; StartOn takes a fixed port.
 func Start(dir string) (*Process, error) {
+	return startFree(dir, login{})
+}
+
+// startFree starts redis-server on a free port, its readiness checks
+// logged in as who, with extra arguments.
+func startFree(dir string, who login, extra ...string) (*Process, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, ErrNotInstalled
@@ -89,7 +95,7 @@ func Start(dir string) (*Process, error) {
 		if err != nil {
 			return nil, fmt.Errorf("free port: %w", err)
 		}
-		p, err := launch(bin, dir, port)
+		p, err := launchAs(bin, dir, port, who, extra...)
 		if err == nil {
 			return p, nil
 		}
@@ -134,17 +140,11 @@ func StartOn(dir string, port int, extra ...string) (*Process, error) {
 	return launch(bin, dir, port, extra...)
 }
 
-// StartOnAs is StartOn for a server whose default user is off (extra holds
-// its --user lines): the readiness checks log in as user with password.
-func StartOnAs(dir string, port int, user, password string, extra ...string) (*Process, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, ErrNotInstalled
-	}
-	if err := probe(port); err != nil {
-		return nil, err
-	}
-	return spawnAs(bin, dir, port, login{user, password}, extra...)
+// StartAs is Start with extra redis-server arguments for a server whose
+// default user is off (extra holds its --user lines): the readiness checks
+// log in as user with password.
+func StartAs(dir, user, password string, extra ...string) (*Process, error) {
+	return startFree(dir, login{user, password}, extra...)
 }
 
 // login is the user the readiness checks authenticate as; empty for the
@@ -177,13 +177,17 @@ func (p *Process) exited() (bool, error) {
 }
 
 func launch(bin, dir string, port int, extra ...string) (*Process, error) {
+	return launchAs(bin, dir, port, login{}, extra...)
+}
+
+func launchAs(bin, dir string, port int, who login, extra ...string) (*Process, error) {
 	// redis-server exits on "Address already in use", but a server already
 	// listening there answers PING long before ours has given up; so look
 	// first, and check whose server answered below.
 	if err := probe(port); err != nil {
 		return nil, err
 	}
-	return spawn(bin, dir, port, extra...)
+	return spawnAs(bin, dir, port, who, extra...)
 }
 
 // spawn starts redis-server on port and waits until it is ready; see
