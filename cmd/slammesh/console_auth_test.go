@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -45,9 +46,15 @@ func freeAddrs(t *testing.T, n int) []string {
 // runServiceT runs `slammesh <args>` in this process until the test ends.
 func runServiceT(t *testing.T, args ...string) {
 	t.Helper()
+	runServiceLogT(t, io.Discard, args...)
+}
+
+// runServiceLogT is runServiceT with the service's log written to logw.
+func runServiceLogT(t *testing.T, logw io.Writer, args ...string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, args, func(string) string { return "" }, io.Discard, io.Discard) }()
+	go func() { done <- run(ctx, args, func(string) string { return "" }, io.Discard, logw) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -99,7 +106,8 @@ func TestConsoleWithTLSAndTokens(t *testing.T) {
 		runServiceT(t, append([]string{svc, "--grpc-addr", steps[svc], "--http-addr", addrs[2*i+1]}, tlsArgs(stepCert)...)...)
 	}
 	orchGRPC, orchHTTP := addrs[6], addrs[7]
-	runServiceT(t, append([]string{"orchestrator", "--grpc-addr", orchGRPC, "--http-addr", orchHTTP,
+	var orchLog devOutput
+	runServiceLogT(t, &orchLog, append([]string{"orchestrator", "--grpc-addr", orchGRPC, "--http-addr", orchHTTP,
 		"--auth-tokens", tokens, "--mapping-addr", steps["mapping"], "--localization-addr", steps["localization"],
 		"--merge-addr", steps["merge"]}, tlsArgs(orchCert)...)...)
 	base := "http://" + orchHTTP
@@ -233,6 +241,26 @@ func TestConsoleWithTLSAndTokens(t *testing.T) {
 			t.Fatalf("m-auth still %s a minute after the console's cancel", g.GetMission().GetState())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// The gRPC access lines name the caller, a refused one too.
+	want := map[string]string{"StartMission/OK": "token:operator:", "CancelMission/PermissionDenied": "token:viewer:", "CancelMission/OK": "token:operator:"}
+	for _, line := range strings.Split(orchLog.String(), "\n") {
+		var l struct {
+			Msg       string `json:"msg"`
+			Method    string `json:"grpc.method"`
+			Code      string `json:"grpc.code"`
+			Principal string `json:"principal"`
+		}
+		if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "finished call" {
+			continue
+		}
+		if prefix, ok := want[l.Method+"/"+l.Code]; ok && strings.HasPrefix(l.Principal, prefix) {
+			delete(want, l.Method+"/"+l.Code)
+		}
+	}
+	for call, prefix := range want {
+		t.Errorf("no %s access line naming principal %s…", call, prefix)
 	}
 }
 

@@ -184,7 +184,10 @@ func newNode(ctx context.Context, spec nodeSpec, logw io.Writer) (n *node, err e
 			}
 			return n.rdb.Ping(ctx).Err()
 		},
-	}, grpcserver.Deps{Telemetry: n.tel, Logger: n.log, UnaryInterceptors: interceptors, StreamInterceptors: streamInterceptors})
+	}, grpcserver.Deps{
+		Telemetry: n.tel, Logger: n.log, UnaryInterceptors: interceptors, StreamInterceptors: streamInterceptors,
+		CallScope: unaryAuth != nil, // the access line names the caller too
+	})
 	if err != nil {
 		return n, err
 	}

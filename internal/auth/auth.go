@@ -160,6 +160,12 @@ func authFunc(v Verifier, pol Policy) grpcauth.AuthFunc {
 		if err != nil {
 			return nil, rpcerr.New(codes.Unauthenticated, ReasonUnauthenticated, err.Error())
 		}
+		// Every log line of the call names its caller: who cancelled,
+		// resumed or deleted a mission (found by a review: only the peer
+		// address was logged, the console's always loopback). Through the
+		// call scope (grpcserver.Deps.CallScope) that includes the access
+		// line, written around this interceptor, and a refused call's.
+		ctx = telemetry.WithCallAttrs(ctx, slog.String(LogKeyPrincipal, p.Subject))
 		method, _ := grpc.Method(ctx)
 		need, ok := pol.Methods[method]
 		if !ok {
@@ -174,10 +180,6 @@ func authFunc(v Verifier, pol Policy) grpcauth.AuthFunc {
 		if p.Role < need {
 			return nil, Denied(need, method)
 		}
-		// Every log line of the call names its caller: who cancelled,
-		// resumed or deleted a mission (found by a review: only the peer
-		// address was logged, the console's always loopback).
-		ctx = telemetry.WithLogAttrs(ctx, slog.String(LogKeyPrincipal, p.Subject))
 		return WithPrincipal(ctx, p), nil
 	}
 }

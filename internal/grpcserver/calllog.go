@@ -5,10 +5,13 @@ import (
 	"log/slog"
 	"time"
 
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+
+	"github.com/slammesh/slammesh/internal/telemetry"
 )
 
 // lazyCallLog runs the unary call log (go-grpc-middleware's logging
@@ -50,4 +53,16 @@ func replayedDuration(ctx context.Context, _ interceptors.CallMeta) logging.Fiel
 		return durationField(d)
 	}
 	return nil
+}
+
+// callScopeUnary gives the call a telemetry call scope (Deps.CallScope).
+func callScopeUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(telemetry.WithCallScope(ctx), req)
+}
+
+// callScopeStream is callScopeUnary for streams.
+func callScopeStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	w := middleware.WrapServerStream(ss)
+	w.WrappedContext = telemetry.WithCallScope(ss.Context())
+	return handler(srv, w)
 }

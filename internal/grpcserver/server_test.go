@@ -968,3 +968,98 @@ func TestHTTPReadTimeoutCutsSlowBodiesNotLongResponses(t *testing.T) {
 		t.Fatal("the slow body's handler never returned")
 	}
 }
+
+// TestCallScopeNamesTheCallerOnTheAccessLine: an attribute an interceptor
+// learns inside the call (authentication's caller) is on the call's
+// "finished call" line, written around that interceptor, when Deps.CallScope
+// is set: for an OK call and a refused one at info, for a refused one
+// replayed at warn, and for a stream. Without the scope only the handler's
+// own lines carry it.
+func TestCallScopeNamesTheCallerOnTheAccessLine(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		scope bool
+		level slog.Level
+	}{
+		{"scope at info", true, slog.LevelInfo},
+		{"scope at warn", true, slog.LevelWarn},
+		{"no scope", false, slog.LevelInfo},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &syncBuffer{}
+			logger := telemetry.NewLogger(logs, "mapping", tc.level)
+			svc := &testService{
+				unary: func(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+					logger.WarnContext(ctx, "handler line")
+					if req.GetFillUsername() {
+						return nil, status.Error(codes.PermissionDenied, "needs role admin")
+					}
+					return &testgrpc.SimpleResponse{}, nil
+				},
+				stream: func(_ *testgrpc.StreamingOutputCallRequest, s grpc.ServerStreamingServer[testgrpc.StreamingOutputCallResponse]) error {
+					return s.Send(&testgrpc.StreamingOutputCallResponse{})
+				},
+			}
+			learn := func(ctx context.Context) context.Context {
+				return telemetry.WithCallAttrs(ctx, slog.String("principal", "alice"))
+			}
+			h := start(t, svc, func(_ *grpcserver.Config, d *grpcserver.Deps) {
+				d.Logger = logger
+				d.CallScope = tc.scope
+				d.UnaryInterceptors = []grpc.UnaryServerInterceptor{func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+					return next(learn(ctx), req)
+				}}
+				d.StreamInterceptors = []grpc.StreamServerInterceptor{func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, next grpc.StreamHandler) error {
+					learn(ss.Context())
+					return next(srv, ss)
+				}}
+			})
+			if _, err := h.client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{FillUsername: true}); status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("refused call = %v", err)
+			}
+			stream, err := h.client.StreamingOutputCall(callCtx(t), &testgrpc.StreamingOutputCallRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for err == nil {
+				_, err = stream.Recv()
+			}
+			if err != io.EOF {
+				t.Fatal(err)
+			}
+			if err := h.stop(t); err != nil { // every line written
+				t.Fatal(err)
+			}
+
+			handlerLines := logs.find(t, "handler line")
+			if len(handlerLines) != 2 {
+				t.Fatalf("%d handler lines, want 2", len(handlerLines))
+			}
+			for _, l := range handlerLines {
+				if l["principal"] != "alice" {
+					t.Errorf("handler line without the principal: %v", l)
+				}
+			}
+			want := map[string]bool{"UnaryCall/OK": true, "UnaryCall/PermissionDenied": true, "StreamingOutputCall/OK": true}
+			if tc.level > slog.LevelInfo {
+				want = map[string]bool{"UnaryCall/PermissionDenied": true}
+			}
+			access := logs.find(t, "finished call")
+			if len(access) != len(want) {
+				t.Errorf("%d access lines, want %d: %v", len(access), len(want), access)
+			}
+			for _, l := range access {
+				call := fmt.Sprint(l["grpc.method"], "/", l["grpc.code"])
+				if !want[call] {
+					t.Errorf("unexpected access line %v", l)
+				}
+				if got, named := l["principal"]; named != tc.scope || (named && got != "alice") {
+					t.Errorf("%s access line principal %v (named %v), want named %v", call, got, named, tc.scope)
+				}
+			}
+		})
+	}
+}

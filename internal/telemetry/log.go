@@ -34,15 +34,19 @@ func WithLogAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
 	if len(attrs) == 0 {
 		return ctx
 	}
-	prev := logAttrsFrom(ctx)
+	return context.WithValue(ctx, logAttrsKey{}, mergeAttrs(logAttrsFrom(ctx), attrs))
+}
+
+// mergeAttrs returns prev without the keys attrs sets, then attrs, in a new
+// slice.
+func mergeAttrs(prev, attrs []slog.Attr) []slog.Attr {
 	merged := make([]slog.Attr, 0, len(prev)+len(attrs))
 	for _, a := range prev {
 		if !slices.ContainsFunc(attrs, func(b slog.Attr) bool { return b.Key == a.Key }) {
 			merged = append(merged, a)
 		}
 	}
-	merged = append(merged, attrs...)
-	return context.WithValue(ctx, logAttrsKey{}, merged)
+	return append(merged, attrs...)
 }
 
 type logAttrsKey struct{}
@@ -155,12 +159,16 @@ func (h *contextHandler) WithGroup(name string) slog.Handler {
 }
 
 // contextAttrs returns the attributes ctx contributes to a record: trace and
-// span ids when ctx holds a valid span context, then WithLogAttrs attributes.
+// span ids when ctx holds a valid span context, then the call scope's
+// attributes (WithCallAttrs), then WithLogAttrs attributes.
 func contextAttrs(ctx context.Context) []slog.Attr {
 	if ctx == nil { // slog.Handler callers may pass nil; Logger never does.
 		return nil
 	}
 	attrs := logAttrsFrom(ctx)
+	if scoped := scopeAttrs(ctx); len(scoped) > 0 {
+		attrs = mergeAttrs(scoped, attrs)
+	}
 	sc := trace.SpanContextFromContext(ctx)
 	if !sc.IsValid() {
 		return attrs

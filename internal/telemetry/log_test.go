@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
+	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
@@ -142,6 +145,62 @@ func TestContextAttributeTheLineSetsIsNotRepeated(t *testing.T) {
 	for key, n := range map[string]int{`"mission_id"`: 1, `"saga_id"`: 1, `"principal"`: 1, `"state"`: 1} {
 		if got := bytes.Count([]byte(line), []byte(key)); got != n {
 			t.Errorf("%s appears %d times in %s", key, got, line)
+		}
+	}
+}
+
+// WithCallAttrs reaches every line logged with a context of the call's
+// scope, the scope's own context included (where the access line is
+// written), replaces a key set before, yields to a WithLogAttrs key set
+// inside the call, and acts as WithLogAttrs where there is no scope.
+func TestWithCallAttrs(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	l := telemetry.NewLogger(&buf, "orchestrator", slog.LevelInfo)
+	scope := telemetry.WithCallScope(telemetry.WithLogAttrs(context.Background(), slog.String("mission_id", "m-1")))
+	inner := telemetry.WithCallAttrs(scope, slog.String("principal", "bob"))
+	inner = telemetry.WithCallAttrs(inner, slog.String("principal", "alice"))
+	own := telemetry.WithLogAttrs(inner, slog.String("principal", "carol"))
+	bare := telemetry.WithCallAttrs(context.Background(), slog.String("principal", "dave"))
+	l.InfoContext(scope, "finished call")
+	l.InfoContext(inner, "handler")
+	l.InfoContext(own, "own")
+	l.InfoContext(bare, "bare")
+	l.InfoContext(context.Background(), "none")
+	dec := json.NewDecoder(&buf)
+	for _, want := range []any{"alice", "alice", "carol", "dave", nil} {
+		var line map[string]any
+		if err := dec.Decode(&line); err != nil {
+			t.Fatal(err)
+		}
+		if line["principal"] != want {
+			t.Errorf("%v: principal %v, want %v", line["msg"], line["principal"], want)
+		}
+		if n := bytes.Count([]byte(fmt.Sprint(line)), []byte("principal:")); n > 1 {
+			t.Errorf("%v names the principal %d times", line, n)
+		}
+	}
+}
+
+// Attributes set in a call scope from many goroutines while lines are
+// logged race with nothing (go test -race) and all land.
+func TestWithCallAttrsConcurrently(t *testing.T) {
+	t.Parallel()
+	l := telemetry.NewLogger(io.Discard, "orchestrator", slog.LevelInfo)
+	scope := telemetry.WithCallScope(context.Background())
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			telemetry.WithCallAttrs(scope, slog.Int(fmt.Sprint("k", i), i))
+			l.InfoContext(scope, "x")
+		})
+	}
+	wg.Wait()
+	var buf bytes.Buffer
+	telemetry.NewLogger(&buf, "orchestrator", slog.LevelInfo).InfoContext(scope, "x")
+	for i := range 8 {
+		if !bytes.Contains(buf.Bytes(), fmt.Appendf(nil, `"k%d":%d`, i, i)) {
+			t.Errorf("k%d lost: %s", i, buf.String())
 		}
 	}
 }
