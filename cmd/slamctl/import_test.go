@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -316,5 +317,76 @@ func TestImportWarnsOfGreyWalls(t *testing.T) {
 	_, stderr, _ = runImport("--ros-map", filepath.Join(dir, "dock.yaml"), "--ros-map", room)
 	if want := "0 occupied cells at occupied_thresh 0.65, localization needs 300: the map holds too few walls to be matched: send a larger part of the building\n"; !strings.Contains(stderr, want) {
 		t.Errorf("import of a map without walls printed\n%s\nwant %q", stderr, want)
+	}
+}
+
+// writeNav2Map saves grid as Nav2's map_saver does by default: a trinary
+// PGM of 0 (occupied, cell ≥ 65), 254 (free, 0..25) and 205 (anything
+// else), top row first, and a YAML with free_thresh 0.25.
+func writeNav2Map(t *testing.T, base string, grid *typesv1.OccupancyGrid) {
+	t.Helper()
+	meta := grid.GetMeta()
+	w, h := int(meta.GetWidth()), int(meta.GetHeight())
+	img := fmt.Appendf(nil, "P5\n%d %d\n255\n", w, h)
+	for row := h - 1; row >= 0; row-- {
+		for _, c := range grid.GetData()[row*w : (row+1)*w] {
+			switch v := int8(c); {
+			case v >= 65:
+				img = append(img, 0)
+			case v >= 0 && v <= 25:
+				img = append(img, 254)
+			default:
+				img = append(img, 205)
+			}
+		}
+	}
+	if err := os.WriteFile(base+".pgm", img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := meta.GetOrigin()
+	yaml := fmt.Sprintf("image: %s.pgm\nmode: trinary\nresolution: %v\norigin: [%v, %v, %v]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n",
+		filepath.Base(base), meta.GetResolution(), o.GetX(), o.GetY(), o.GetTheta())
+	if err := os.WriteFile(base+".yaml", []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestImportNav2SavedMap: a map saved by Nav2's map_saver keeps its unknown
+// cells unknown, and the import says so and how to read it otherwise; a
+// free_thresh given reads it by that value, silently.
+func TestImportNav2SavedMap(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	base := filepath.Join(dir, "saved")
+	writeNav2Map(t, base, &typesv1.OccupancyGrid{
+		Meta: &typesv1.GridMeta{Resolution: 0.1, Width: 4, Height: 2, Origin: &typesv1.Pose2D{}},
+		Data: []byte{100, 0, 0xff, 0, 0xff, 100, 0, 0},
+	})
+	stdout, stderr, err := runImport("--ros-map", base+".yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "warning: " + base + ".yaml: its free_thresh reads the 2 pixels of grey 205, map_saver's unknown, as free floor (Nav2's map_saver writes free_thresh 0.25 beside them); read as unknown, with ROS 1's free_thresh 0.196 (--ros-map " + base + ".yaml,free_thresh=V reads the map by V)\n"
+	if !strings.Contains(stderr, want) {
+		t.Errorf("import printed\n%s\nwant the line\n%s", stderr, want)
+	}
+	var req orchestratorv1.StartMissionRequest
+	if err := protojson.Unmarshal([]byte(stdout), &req); err != nil {
+		t.Fatal(err)
+	}
+	if got := req.GetAgents()[0].GetSubmap().GetData(); string(got) != string([]byte{100, 0, 0xff, 0, 0xff, 100, 0, 0}) {
+		t.Errorf("cells %v, want the grid saved", got)
+	}
+
+	stdout, stderr, err = runImport("--ros-map", base+".yaml,free_thresh=0.25")
+	if err != nil || strings.Contains(stderr, "warning") {
+		t.Fatalf("import with free_thresh=0.25: %v\n%s", err, stderr)
+	}
+	req.Reset()
+	if err := protojson.Unmarshal([]byte(stdout), &req); err != nil {
+		t.Fatal(err)
+	}
+	if got := req.GetAgents()[0].GetSubmap().GetData(); string(got) != string([]byte{100, 0, 0, 0, 0, 100, 0, 0}) {
+		t.Errorf("cells %v with free_thresh=0.25, want the unknown ones free, as nav2 reads them", got)
 	}
 }

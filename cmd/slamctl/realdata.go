@@ -226,6 +226,10 @@ func (f *importFlags) rosMapAgents(ids []string, summary io.Writer) ([]*typesv1.
 		if err != nil {
 			return nil, err
 		}
+		if m.SaverUnknown > 0 {
+			fmt.Fprintf(summary, "warning: %s: its free_thresh reads the %d pixels of grey 205, map_saver's unknown, as free floor (Nav2's map_saver writes free_thresh 0.25 beside them); read as unknown, with ROS 1's free_thresh %g (--ros-map %s,free_thresh=V reads the map by V)\n",
+				path, m.SaverUnknown, slamio.ROS1FreeThresh, path)
+		}
 		id := slamio.AgentIDFromPath(path)
 		if ids != nil {
 			id = ids[i]

@@ -327,3 +327,50 @@ func TestPictureErrorsNameTheFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestNav2MapSaverUnknownStaysUnknownInPictures is
+// TestNav2MapSaverUnknownStaysUnknown for map_saver's PNG output: grey or
+// RGB with equal channels, opaque, reads its 205 as unknown; with an alpha
+// channel in the file (averaged in by nav2) it keeps nav2's reading.
+func TestNav2MapSaverUnknownStaysUnknownInPictures(t *testing.T) {
+	t.Parallel()
+	saved := []uint8{0, 205, 254, 205}
+	gray := image.NewGray(image.Rect(0, 0, 4, 1))
+	rgb := image.NewRGBA(image.Rect(0, 0, 4, 1))
+	matte := image.NewNRGBA(image.Rect(0, 0, 4, 1))
+	for x, v := range saved {
+		gray.SetGray(x, 0, color.Gray{v})
+		rgb.SetRGBA(x, 0, color.RGBA{v, v, v, 255})
+		matte.SetNRGBA(x, 0, color.NRGBA{v, v, v, 255 - uint8(x)}) // not all opaque: PNG keeps the channel
+	}
+	for _, tc := range []struct {
+		name    string
+		img     image.Image
+		want    []int8
+		unknown int
+	}{
+		{"grey", gray, []int8{100, -1, 0, -1}, 2},
+		{"rgb", rgb, []int8{100, -1, 0, -1}, 2},
+		{"grey and alpha", matte, []int8{100, 0, 0, 0}, 0},
+	} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "m.png"), encoded(t, func(b *bytes.Buffer) error { return png.Encode(b, tc.img) }), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "m.yaml")
+		if err := os.WriteFile(path, []byte(mapYAML("m.png", "trinary")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m, err := slamio.ReadROSMap(path, slamio.ROSMapOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]int8, len(m.Grid.GetData()))
+		for i, c := range m.Grid.GetData() {
+			got[i] = int8(c)
+		}
+		if !slices.Equal(got, tc.want) || m.SaverUnknown != tc.unknown {
+			t.Errorf("%s: cells %v, SaverUnknown %d; want %v, %d", tc.name, got, m.SaverUnknown, tc.want, tc.unknown)
+		}
+	}
+}

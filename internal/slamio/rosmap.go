@@ -26,7 +26,8 @@ type ROSMapOptions struct {
 
 // ROSMap is a map_server map loaded the way nav2_map_server loads it.
 type ROSMap struct {
-	// YAML is the description as read (after ROSMapOptions).
+	// YAML is the description as read (after ROSMapOptions), with the
+	// free_thresh used (see SaverUnknown).
 	YAML *MapYAML
 	// ImagePath is where the image was read from.
 	ImagePath string
@@ -37,6 +38,12 @@ type ROSMap struct {
 	// Yaw is the origin's rotation (radians): the grid is rotated by it
 	// about the origin corner, as nav_msgs/MapMetaData's origin pose says.
 	Yaw float64
+	// SaverUnknown counts the pixels of map_saver's unknown grey (205) read
+	// as unknown where the YAML's free_thresh would have read them as free
+	// (Nav2's map_saver default, see ReadROSMap); 0 when the map was read
+	// by its YAML as nav2 reads it. YAML then holds the free_thresh used,
+	// ROS1FreeThresh.
+	SaverUnknown int
 }
 
 // ReadROSMap loads yamlPath and its image (relative to the YAML's folder
@@ -48,7 +55,17 @@ type ROSMap struct {
 //	scale:   the same outside the thresholds, rint(100·(occ−free)/(occupied−free)) between
 //	raw:     round(shade·255) when it lies in 0..100, else −1
 //
-// with alpha as CellsFromPicture says. The image is recognised by its
+// with alpha as CellsFromPicture says, with one exception: Nav2's
+// map_saver writes a trinary map's unknown cells as grey 205 beside a
+// free_thresh of 0.25, above that grey's occ (0.196), so that nav2 loads
+// every unknown cell it saved as free (slam_toolbox issue 587). For
+// localization and the merge, unknown read as free is floor where the map
+// knows nothing, and refutes every pose (a review's Willow submaps saved so
+// were refused with a free conflict of 1.23). So when the YAML's own
+// free_thresh (not one from opts) reads 205 as free in trinary mode, and
+// every pixel of the image is one of map_saver's 0, 205 and 254, the map is
+// read with ROS 1 map_saver's free_thresh 0.196 instead, and SaverUnknown
+// counts the pixels that stayed unknown. The image is recognised by its
 // content: PGM (P2, P5, 8 or 16 bits), PNG, BMP, JPEG or GIF. Both files
 // must be regular files (a FIFO would block, a device never end); a PGM is
 // read no further than its header says it needs (readPGMFile), another
@@ -98,13 +115,15 @@ func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w (the image of %s)", err, yamlPath)
 		}
-		return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromPicture(pic, y), Yaw: y.Origin[2]}, nil
+		y, unknown := readSaverUnknown(y, opts, func() int { return saverUnknownInPicture(pic) })
+		return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromPicture(pic, y), Yaw: y.Origin[2], SaverUnknown: unknown}, nil
 	}
 	img, err := DecodePGM(raw, imgPath)
 	if err != nil {
 		return nil, err
 	}
-	return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromImage(img, y), Yaw: y.Origin[2]}, nil
+	y, unknown := readSaverUnknown(y, opts, func() int { return saverUnknownInGray(img) })
+	return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromImage(img, y), Yaw: y.Origin[2], SaverUnknown: unknown}, nil
 }
 
 // maxMapYAMLBytes bounds a map YAML: map_server's are seven short lines.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -516,5 +517,50 @@ func TestROSMapCutToItsKnownCells(t *testing.T) {
 		if got := slamio.CropToKnown(og); got != og {
 			t.Errorf("CropToKnown(%v) = %v, want the grid itself", data, got)
 		}
+	}
+}
+
+// TestNav2MapSaverUnknownStaysUnknown: Nav2's map_saver writes a trinary
+// map's unknown cells as grey 205 beside free_thresh 0.25, under which nav2
+// loads them as free (slam_toolbox issue 587). Such a map is read with ROS
+// 1's free_thresh 0.196, its unknown cells unknown, and SaverUnknown counts
+// them; a free_thresh given as an option, an image with another grey,
+// negate, or an alpha channel keep nav2's reading.
+func TestNav2MapSaverUnknownStaysUnknown(t *testing.T) {
+	t.Parallel()
+	const nav2 = "image: m.pgm\nmode: trinary\nresolution: 0.05\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n"
+	saved := []uint16{0, 205, 254, 205} // one row: occupied, unknown, free, unknown
+	free := 0.25
+	for _, tc := range []struct {
+		name    string
+		yaml    string
+		img     []byte
+		opts    slamio.ROSMapOptions
+		want    []int8
+		unknown int
+	}{
+		{"map_saver's image and YAML", nav2, p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 2},
+		{"16-bit samples of the same greys", nav2, p5(4, 1, 65535, []uint16{0, 205 * 257, 254 * 257, 205 * 257}), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 2},
+		{"plain PGM", nav2, []byte("P2\n4 1\n255\n0 205 254 205\n"), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 2},
+		{"free_thresh given as an option", nav2, p5(4, 1, 255, saved), slamio.ROSMapOptions{FreeThresh: &free}, []int8{100, 0, 0, 0}, 0},
+		{"another grey in the image", nav2, p5(4, 1, 255, []uint16{0, 205, 254, 200}), slamio.ROSMapOptions{}, []int8{100, 0, 0, 0}, 0},
+		{"ROS 1's free_thresh", strings.Replace(nav2, "0.25", "0.196", 1), p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 0},
+		{"negate", strings.Replace(nav2, "negate: 0", "negate: 1", 1), p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{0, 100, 100, 100}, 0},
+		{"scale mode", strings.Replace(nav2, "trinary", "scale", 1), p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{100, 0, 0, 0}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := writeMap(t, t.TempDir(), "m", tc.yaml, tc.img)
+			m, err := slamio.ReadROSMap(path, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cells(m.Grid); !slices.Equal(got, tc.want) || m.SaverUnknown != tc.unknown {
+				t.Errorf("cells %v, SaverUnknown %d; want %v, %d", got, m.SaverUnknown, tc.want, tc.unknown)
+			}
+			if tc.unknown > 0 && m.YAML.FreeThresh != slamio.ROS1FreeThresh {
+				t.Errorf("YAML's free_thresh %g, want the one used, %g", m.YAML.FreeThresh, slamio.ROS1FreeThresh)
+			}
+		})
 	}
 }
