@@ -72,7 +72,7 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	for _, name := range []string{"mapping", "localization", "merge"} {
 		n, err := newNode(ctx, specFor(serviceCfg(name), opts), logw)
 		if err != nil {
-			return err
+			return devStartError(err, redisNote)
 		}
 		steps = append(steps, n)
 	}
@@ -82,7 +82,7 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	orchCfg.mergeAddr = steps[2].srv.Addr().String()
 	orch, err := newNode(ctx, specFor(orchCfg, opts), logw)
 	if err != nil {
-		return err
+		return devStartError(err, redisNote)
 	}
 
 	stepCtx, stopSteps := context.WithCancel(context.WithoutCancel(ctx))
@@ -204,6 +204,24 @@ func devRedis(cfg devConfig, stderr io.Writer) (string, string, bool, func(), er
 
 `, m.Addr())
 	return "redis://" + m.Addr() + "/0", "EMBEDDED miniredis, in memory, demo only", true, m.Close, nil
+}
+
+// devStartError adds to a service's start error what a dev mesh's user can
+// do about it: a port taken (another dev mesh, most often), or a Redis they
+// named that does not answer.
+func devStartError(err error, redisNote string) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("%w (another process, perhaps another slammesh dev, listens there: stop it, or run this one with --free-ports, or on another address with --host)", err)
+	case errors.Is(err, errStoppedWaiting):
+		return err
+	case redisNote == "REDIS_URL" || redisNote == "REDIS_CLUSTER_URL":
+		var nerr net.Error
+		if errors.As(err, &nerr) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (the Redis %s names: start it, or unset %s for a private redis-server)", err, redisNote, redisNote)
+		}
+	}
+	return err
 }
 
 // runDemo starts one scenario mission on the orchestrator, prints its

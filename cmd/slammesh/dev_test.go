@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/slammesh/slammesh/internal/redistest"
@@ -104,5 +107,50 @@ func TestDevRedisCLIHint(t *testing.T) {
 	}
 	if got, want := redisCLI("redis://127.0.0.1:6380/0", false), "redis-cli -u 'redis://127.0.0.1:6380/0'"; got != want {
 		t.Errorf("single-server hint = %s, want %s", got, want)
+	}
+}
+
+// TestStartErrorsSayWhatToDo: a port another process holds, or a Redis the
+// user named that does not answer, stops a start with the way out: for dev
+// --free-ports or --host, or unsetting REDIS_URL; for a service, its
+// address flags. go-redis's own lines reach dev's terminal as text, at most
+// one per redisLogEvery.
+func TestStartErrorsSayWhatToDo(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	env := func(string) string { return "" }
+	err = run(t.Context(), []string{"mapping", "--redis-url", rs.URL, "--grpc-addr", addr, "--http-addr", "127.0.0.1:0"}, env, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), "--grpc-addr and --http-addr") {
+		t.Errorf("mapping on a taken port: %v", err)
+	}
+	for _, tc := range []struct {
+		err  error
+		note string
+		want string
+	}{
+		{fmt.Errorf("grpcserver: mapping gRPC listener: %w", &net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}), "a private redis-server; its data is scratch", "--free-ports"},
+		{fmt.Errorf("mapping: redis at 127.0.0.1:6999: %w", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), "REDIS_URL", "unset REDIS_URL for a private redis-server"},
+		{fmt.Errorf("mapping: redis at 127.0.0.1:6999: %w", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), "a private redis-server; its data is scratch", ""},
+	} {
+		got := devStartError(tc.err, tc.note).Error()
+		if tc.want == "" && got != tc.err.Error() || tc.want != "" && !strings.Contains(got, tc.want) {
+			t.Errorf("devStartError(%v, %q) = %q, want it to say %q", tc.err, tc.note, got, tc.want)
+		}
+	}
+
+	var out strings.Builder
+	l := redisLoggerFor("dev", nil, env, &out)
+	for range 3 {
+		l.Printf(t.Context(), "redis: connection pool: failed to dial after %d attempts: %v", 5, "connection refused")
+	}
+	if got := out.String(); strings.Count(got, "\n") != 1 || strings.HasPrefix(got, "{") ||
+		!strings.Contains(got, `msg="redis: connection pool: failed to dial after 5 attempts: connection refused"`) || !strings.Contains(got, "service=dev") {
+		t.Errorf("dev's go-redis lines: %q, want one text line", got)
 	}
 }

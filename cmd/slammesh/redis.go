@@ -252,15 +252,28 @@ func redisNotUp(err error, tlsOn bool) bool {
 // during a Redis outage or a start that waits for it) to w as JSON log
 // records of service at level warn, where a service's log goes, instead
 // of plain text that breaks a JSON log pipeline; not when the service logs
-// only above warn. It is for a service's process: go-redis has one logger
-// per process, so `slammesh dev`, whose services log to a file, keeps the
-// default. args are the service's flags, read for --log-level alone.
+// only above warn. For `slammesh dev`, whose services log to a file, they
+// go to the terminal (w) as text lines, throttled alike: they are what
+// tells its user that the Redis of REDIS_URL does not answer. It is for
+// the process's command: go-redis has one logger per process. args are
+// the service's flags, read for --log-level alone.
 func routeRedisLog(service string, args []string, getenv func(string) string, w io.Writer) {
+	if l := redisLoggerFor(service, args, getenv, w); l != nil {
+		redis.SetLogger(l)
+	}
+}
+
+// redisLoggerFor is the go-redis logger routeRedisLog installs for
+// service, nil for a command that keeps go-redis's own.
+func redisLoggerFor(service string, args []string, getenv func(string) string, w io.Writer) *redisLogger {
+	if service == "dev" {
+		return &redisLogger{log: slog.New(slog.NewTextHandler(w, nil)).With("service", "dev"), every: redisLogEvery}
+	}
 	if _, ok := defaultPorts[service]; !ok {
-		return
+		return nil
 	}
 	cfg, _ := parseServiceConfig(service, args, getenv, io.Discard) // its errors are run's to report
-	redis.SetLogger(&redisLogger{log: telemetry.NewLogger(w, service, cfg.logLevel), every: redisLogEvery})
+	return &redisLogger{log: telemetry.NewLogger(w, service, cfg.logLevel), every: redisLogEvery}
 }
 
 // redisLogEvery is how often, at most, a go-redis line is logged: it

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -39,6 +40,9 @@ func runService(ctx context.Context, cfg serviceConfig, logw io.Writer) error {
 	n, err := newNode(ctx, specFor(cfg, opts), logw)
 	if errors.Is(err, errStoppedWaiting) {
 		return nil // SIGTERM while Redis loaded: a clean stop
+	}
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w (another process, perhaps another slammesh, listens there: stop it, or give this one other addresses with --grpc-addr and --http-addr, or SLAMMESH_GRPC_ADDR and SLAMMESH_HTTP_ADDR)", err)
 	}
 	if err != nil {
 		return err
