@@ -65,7 +65,7 @@ func normalizeStart(req *orchestratorv1.StartMissionRequest, allowFaults bool) (
 	if req.GetFaults() != nil && len(req.GetFaults().GetFaults()) > 0 {
 		if !allowFaults {
 			return nil, rpcerr.New(codes.FailedPrecondition, reasonFaultInjectionDisabled,
-				"faults: fault injection is disabled on this orchestrator", rpcerr.MetadataField, "faults")
+				"faults: fault injection is disabled on this orchestrator (tests and demos start every service with --allow-fault-injection, or SLAMMESH_ALLOW_FAULT_INJECTION=true)", rpcerr.MetadataField, "faults")
 		}
 		if err := checkFaults(req.GetFaults()); err != nil {
 			return nil, err

@@ -166,3 +166,23 @@ func TestNewMissionIDIsNotDotsAlone(t *testing.T) {
 func tinySubmap() *typesv1.OccupancyGrid {
 	return &typesv1.OccupancyGrid{Meta: &typesv1.GridMeta{Resolution: 0.05, Width: 2, Height: 2}, Data: []byte{0, 100, 0xff, 0}}
 }
+
+// A fault plan sent to an orchestrator that does not allow fault injection
+// is FAILED_PRECONDITION FAULT_INJECTION_DISABLED, naming the flag that
+// allows it (found by a review: the README's example was refused without
+// saying how to turn it on); allowed, it is accepted.
+func TestFaultPlanNeedsFaultInjectionAllowed(t *testing.T) {
+	t.Parallel()
+	req := &orchestratorv1.StartMissionRequest{Scenario: &typesv1.Scenario{Seed: 7}, Faults: &typesv1.FaultPlan{
+		Faults: []*typesv1.Fault{{Step: stepMergeMaps, Kind: typesv1.FaultKind_FAULT_KIND_DROP_REPLY}},
+	}}
+	_, err := normalizeStart(req, false)
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition || rpcerr.Reason(err) != reasonFaultInjectionDisabled ||
+		!strings.Contains(st.Message(), "--allow-fault-injection") || !strings.Contains(st.Message(), "SLAMMESH_ALLOW_FAULT_INJECTION") {
+		t.Errorf("fault plan, injection disabled: %v", err)
+	}
+	if _, err := normalizeStart(req, true); err != nil {
+		t.Errorf("fault plan, injection allowed: %v", err)
+	}
+}
