@@ -12,7 +12,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"google.golang.org/grpc/codes"
 )
 
 func main() {
@@ -93,6 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			err = cerr
 		}
 	}()
+	defer func() { err = tlsOrchestrator(ctx, g, cmd, err) }()
 	switch cmd {
 	case "start":
 		return cmdStart(ctx, c, g, cmdArgs, stdout, stderr)
@@ -121,4 +125,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q: %w", cmd, errUsage)
 	}
+}
+
+// tlsOrchestrator replaces err, a command's failure on a connection its
+// orchestrator closed before gRPC began, by the cause when a probe finds
+// that orchestrator speaking TLS to this plaintext slamctl (speaksTLS):
+// the commands that reconnect say so already (outage.retry), and a
+// review found `list` guessing between TLS and a restart instead. map, whose
+// call goes to the mapping service, is left as it is.
+func tlsOrchestrator(ctx context.Context, g global, cmd string, err error) error {
+	to := g.plaintextAddr()
+	if err == nil || cmd == "map" || to == "" || !strings.Contains(err.Error(), "error reading server preface") || !speaksTLS(ctx, to) {
+		return err
+	}
+	return fmt.Errorf("%s: %s: the orchestrator at %s speaks TLS: pass --cacert, and --cert/--key for mutual TLS", cmd, codes.Unavailable, to)
 }

@@ -89,8 +89,9 @@ func TestServerCertificateOfAnotherCAIsNoOutage(t *testing.T) {
 	// short above): slamctl probes the address for TLS, and a server that
 	// speaks it is no outage (found by reviews: it said only "error
 	// reading server preface: EOF", then retried for the whole
-	// --reconnect), for start as for watch.
-	for _, cmd := range [][]string{{"watch", "--reconnect", "1m", "m"}, {"start", "--reconnect", "1m", "--seed", "1"}} {
+	// --reconnect), for start as for watch, and for the commands that make
+	// one call (found by a review: list guessed between TLS and a restart).
+	for _, cmd := range [][]string{{"watch", "--reconnect", "1m", "m"}, {"start", "--reconnect", "1m", "--seed", "1"}, {"list"}, {"get", "m"}, {"cancel", "m"}} {
 		stderr.Reset()
 		began = time.Now()
 		// A target in gRPC's syntax is probed at its address (found by
