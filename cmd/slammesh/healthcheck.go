@@ -5,9 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/slammesh/slammesh/internal/grpcserver/healthcheck"
 	"github.com/slammesh/slammesh/internal/meshtls"
@@ -48,8 +51,29 @@ func runHealthcheck(ctx context.Context, args []string, getenv func(string) stri
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := healthcheck.Check(ctx, addr, service, opts...); err != nil {
-		return err
+		return fmt.Errorf("%w%s", err, probeHint(err, files.Enabled()))
 	}
 	fmt.Fprintf(stdout, "%s: SERVING\n", addr)
 	return nil
+}
+
+// probeHint says what a probe's transport failure means for its flags
+// (found by a review: a plaintext probe of a TLS orchestrator said only
+// "connection reset by peer", one without a client certificate only
+// "certificate required"); "" for any other failure.
+func probeHint(err error, tlsOn bool) string {
+	if status.Code(err) != codes.Unavailable {
+		return ""
+	}
+	msg := status.Convert(err).Message()
+	switch {
+	case tlsOn && strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return " (the server does not speak TLS: leave out --tls-ca)"
+	case tlsOn && (strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate") ||
+		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset by peer")):
+		return " (the server refused this probe's client certificate, or its absence: a step service takes only one its CA signed for clientAuth: pass --tls-cert and --tls-key, or SLAMMESH_TLS_CERT and SLAMMESH_TLS_KEY)"
+	case !tlsOn && (strings.Contains(msg, "error reading server preface") || strings.Contains(msg, "connection reset by peer")):
+		return " (the server closed the connection before it spoke gRPC: if it serves TLS, pass --tls-ca, or SLAMMESH_TLS_CA, and for a step service --tls-cert and --tls-key)"
+	}
+	return ""
 }
