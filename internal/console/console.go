@@ -358,11 +358,14 @@ func securityHeaders(h http.Handler) http.Handler {
 }
 
 // parsePages parses each page template together with the layout;
-// requireToken shows the layout's Log out button.
+// requireToken shows the layout's Log out button, on every page but the
+// login page, which is shown to whoever is not logged in (found by a
+// review: it offered them a Log out).
 func parsePages(requireToken bool) (map[string]*template.Template, error) {
 	pages := make(map[string]*template.Template)
-	authOn := template.FuncMap{"authOn": func() bool { return requireToken }}
 	for _, name := range []string{"list", "mission", "fleet", "error", "login"} {
+		logout := requireToken && name != "login"
+		authOn := template.FuncMap{"authOn": func() bool { return logout }}
 		t, err := template.New(name).Funcs(funcs).Funcs(authOn).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: template %s: %w", name, err)
