@@ -15,8 +15,9 @@ FUZZTIME ?= 200000x
 ## run: start all four services in one process (Redis: REDIS_URL, else redis-server on PATH, else embedded) and run a demo mission
 run:
 	@CGO_ENABLED=0 $(GO) build -o $(BIN)/slammesh ./cmd/slammesh
-	@# exec: Ctrl-C reaches the mesh alone, which stops cleanly and exits 0
-	@# (under go run, the go command's own exit status made make report an error).
+	@# exec: Ctrl-C stops the mesh cleanly (slammesh exits 0 and says
+	@# "stopped"); make, interrupted by the same Ctrl-C, still reports it
+	@# (exit 130). Under go run the go command's own exit status was an error too.
 	@exec $(BIN)/slammesh dev --demo
 
 ## build: the two binaries into bin/

@@ -121,7 +121,11 @@ func runDev(ctx context.Context, cfg devConfig, stdout, stderr io.Writer) (err e
 	orchErr := <-orchDone
 	stopSteps()
 	steps = nil // served nodes close themselves
-	return errors.Join(orchErr, g.Wait())
+	err = errors.Join(orchErr, g.Wait())
+	if err == nil {
+		fmt.Fprintln(stdout, "slammesh dev: stopped")
+	}
+	return err
 }
 
 // redisCLI returns the redis-cli command line that reaches the Redis at

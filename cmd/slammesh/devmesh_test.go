@@ -83,6 +83,8 @@ func startDev(t *testing.T, args ...string) *devOutput {
 		case err := <-done:
 			if err != nil {
 				t.Errorf("slammesh dev: %v", err)
+			} else if !strings.HasSuffix(out.String(), "slammesh dev: stopped\n") {
+				t.Errorf("slammesh dev stopped without saying so:\n%s", out.String())
 			}
 		case <-time.After(time.Minute):
 			t.Errorf("slammesh dev did not stop within a minute of its context")

@@ -62,7 +62,10 @@ non-loopback address unless --insecure: see docs/security.md for --tls-*,
 var errUsage = errors.New("usage error")
 
 func exitCode(err error) int {
-	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0 // the usage is the answer to -h, as for slamctl
+	case errors.Is(err, errUsage):
 		return 2
 	}
 	return 1

@@ -824,9 +824,9 @@ type Scenario struct {
 	Seed uint64 `protobuf:"varint,1,opt,name=seed,proto3" json:"seed,omitempty"`
 	// Number of agents, 1..16; 0 means 3.
 	Agents uint32 `protobuf:"varint,2,opt,name=agents,proto3" json:"agents,omitempty"`
-	// World width in metres, 0 means 20; at most 200.
+	// World width in metres, 0 means 20; at least 10, at most 200.
 	WidthM float64 `protobuf:"fixed64,3,opt,name=width_m,json=widthM,proto3" json:"width_m,omitempty"`
-	// World height in metres, 0 means 15; at most 200.
+	// World height in metres, 0 means 15; at least 8, at most 200.
 	HeightM float64 `protobuf:"fixed64,4,opt,name=height_m,json=heightM,proto3" json:"height_m,omitempty"`
 	// Which world to build; unspecified means office.
 	Kind          ScenarioKind `protobuf:"varint,5,opt,name=kind,proto3,enum=slammesh.types.v1.ScenarioKind" json:"kind,omitempty"`
