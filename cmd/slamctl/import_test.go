@@ -390,3 +390,90 @@ func TestImportNav2SavedMap(t *testing.T) {
 		t.Errorf("cells %v with free_thresh=0.25, want the unknown ones free, as nav2 reads them", got)
 	}
 }
+
+// upsampledWillow writes the Willow Garage map (0.1 m) at 0.1/k m, each
+// pixel k × k times, as base.pgm and base.yaml, and returns the YAML path.
+func upsampledWillow(t *testing.T, base string, k int) string {
+	t.Helper()
+	path := filepath.Join(realdata, "rosmaps", "willow-2010-02-18-0.10.pgm")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := slamio.DecodePGM(raw, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &slamio.Gray{Width: src.Width * k, Height: src.Height * k, MaxVal: src.MaxVal, Pix: make([]uint16, 0, src.Width*src.Height*k*k)}
+	for y := range up.Height {
+		for x := range up.Width {
+			up.Pix = append(up.Pix, src.Pix[(y/k)*src.Width+x/k])
+		}
+	}
+	out := slamio.EncodePGM(up, base+".pgm")
+	if err := os.WriteFile(base+".pgm", out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	yaml := fmt.Sprintf("image: %s.pgm\nresolution: %v\norigin: [0, 0, 0]\nnegate: 0\noccupied_thresh: 0.22\nfree_thresh: 0.196\n", filepath.Base(base), 0.1/float64(k))
+	if err := os.WriteFile(base+".yaml", []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return base + ".yaml"
+}
+
+// TestImportCoarsensAMapTooFineToSend: the Willow map at 0.025 m (2260 ×
+// 2428 cells cut to its known ones, over the 4 Mi an agent may send) is sent at the mission's
+// 0.05 m, and says so; each sent cell holds what the same map saved at
+// 0.05 m holds at that place.
+func TestImportCoarsensAMapTooFineToSend(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fine := upsampledWillow(t, filepath.Join(dir, "fine"), 4)
+	at5 := upsampledWillow(t, filepath.Join(dir, "at5"), 2)
+	stdout, stderr, err := runImport("--ros-map", fine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "note: "+fine+": 2260x2428 cells at 0.025 m, more than the 4194304 an agent may send: sent at 0.05 m") {
+		t.Errorf("import printed\n%s\nwant a note that the map is sent at 0.05 m", stderr)
+	}
+	var req, want orchestratorv1.StartMissionRequest
+	if err := protojson.Unmarshal([]byte(stdout), &req); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err = runImport("--ros-map", at5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protojson.Unmarshal([]byte(stdout), &want); err != nil {
+		t.Fatal(err)
+	}
+	got, ref := req.GetAgents()[0].GetSubmap(), want.GetAgents()[0].GetSubmap()
+	gm, rm := got.GetMeta(), ref.GetMeta()
+	if gm.GetResolution() != 0.05 {
+		t.Fatalf("sent at %g m, want 0.05", gm.GetResolution())
+	}
+	// The crops may start at different cells: compare by place.
+	dx := int(math.Round((gm.GetOrigin().GetX() - rm.GetOrigin().GetX()) / 0.05))
+	dy := int(math.Round((gm.GetOrigin().GetY() - rm.GetOrigin().GetY()) / 0.05))
+	known := 0
+	for y := range int(gm.GetHeight()) {
+		for x := range int(gm.GetWidth()) {
+			v := int8(got.GetData()[y*int(gm.GetWidth())+x])
+			rx, ry := x+dx, y+dy
+			w := int8(-1)
+			if rx >= 0 && ry >= 0 && rx < int(rm.GetWidth()) && ry < int(rm.GetHeight()) {
+				w = int8(ref.GetData()[ry*int(rm.GetWidth())+rx])
+			}
+			if v != w {
+				t.Fatalf("cell (%d, %d): %d sent from the 0.025 m map, %d in the 0.05 m one", x, y, v, w)
+			}
+			if v >= 0 {
+				known++
+			}
+		}
+	}
+	if known < 100000 {
+		t.Errorf("%d known cells compared, want the building's", known)
+	}
+}

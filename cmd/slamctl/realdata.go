@@ -249,6 +249,12 @@ func (f *importFlags) rosMapAgents(ids []string, summary io.Writer) ([]*typesv1.
 			mapFromYAML = &slam.Pose2D{}
 		}
 		a := slamio.ROSMapAgent(m, id, i == 0, mapFromYAML)
+		if sub, k := slamio.CoarsenToFit(a.GetSubmap(), slamproto.MaxSubmapCells, f.resolution); k > 1 {
+			fine := a.GetSubmap().GetMeta()
+			fmt.Fprintf(summary, "note: %s: %dx%d cells at %g m, more than the %d an agent may send: sent at %g m (the mission's resolution is %g m), each cell the largest value of the %dx%d it covers (a wall in any is a wall)\n",
+				path, fine.GetWidth(), fine.GetHeight(), fine.GetResolution(), slamproto.MaxSubmapCells, sub.GetMeta().GetResolution(), f.resolution, k, k)
+			a.Submap = sub
+		}
 		if err := f.fewWalls(summary, path, opts, m, a); err != nil {
 			return nil, err
 		}

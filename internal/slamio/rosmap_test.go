@@ -564,3 +564,38 @@ func TestNav2MapSaverUnknownStaysUnknown(t *testing.T) {
 		})
 	}
 }
+
+// TestCoarsenToFit: a grid over the cell limit is coarsened by the
+// smallest whole factor that fits, never coarser than the mission's
+// resolution; a coarse cell holds the largest known value of its block.
+func TestCoarsenToFit(t *testing.T) {
+	t.Parallel()
+	// 5 × 3 at 0.025 m, bottom row first.
+	g := &typesv1.OccupancyGrid{
+		Meta: &typesv1.GridMeta{Resolution: 0.025, Width: 5, Height: 3, Origin: &typesv1.Pose2D{X: -1, Y: 2}},
+		Data: []byte{
+			0xff, 0, 0xff, 0xff, 100,
+			0xff, 0xff, 40, 0xff, 0xff,
+			0, 0, 0xff, 0xff, 0xff,
+		},
+	}
+	c, k := slamio.CoarsenToFit(g, 6, 0.05)
+	if k != 2 {
+		t.Fatalf("factor %d, want 2", k)
+	}
+	if m := c.GetMeta(); m.GetResolution() != 0.05 || m.GetWidth() != 3 || m.GetHeight() != 2 || m.GetOrigin().GetX() != -1 || m.GetOrigin().GetY() != 2 {
+		t.Errorf("meta %v, want 3x2 at 0.05 m from (-1, 2)", m)
+	}
+	if got, want := cells(c), []int8{0, 40, 100, 0, -1, -1}; !slices.Equal(got, want) {
+		t.Errorf("cells %v, want %v", got, want)
+	}
+	if same, k := slamio.CoarsenToFit(g, 15, 0.05); same != g || k != 1 {
+		t.Errorf("a grid that fits came back coarsened by %d", k)
+	}
+	if same, k := slamio.CoarsenToFit(g, 2, 0.05); same != g || k != 1 {
+		t.Errorf("a grid that fits only coarser than the mission came back coarsened by %d", k)
+	}
+	if c, k := slamio.CoarsenToFit(g, 2, 0.1); k != 3 || c.GetMeta().GetWidth() != 2 || c.GetMeta().GetHeight() != 1 || c.GetMeta().GetResolution() != 0.075 {
+		t.Errorf("to 2 cells within 0.1 m: factor %d, meta %v; want 3, 2x1 at 0.075 m", k, c.GetMeta())
+	}
+}
