@@ -95,9 +95,6 @@ const (
 	refineMaxTurn  = 2 * math.Pi / 180 // radians, likewise
 	distinctXY     = 0.4               // metres between two peaks that count as distinct
 	distinctTheta  = 3 * math.Pi / 180 // radians, likewise
-	// lobeTheta is how far in heading a peak within distinctXY of the
-	// best is its side lobe (sideLobe).
-	lobeTheta = 2 * distinctTheta
 )
 
 // Options tune Localize and LocalizeAll; zero fields select the defaults.
@@ -343,12 +340,11 @@ func (r *Reference) localize(ctx context.Context, submap *grid.Grid, ps *pointSe
 	}
 
 	// The crowd of chance peaks: the best distinct refined peak, verified
-	// or not, that a wide search's answer must stand clear of, as
-	// crowdScore counts it; best's own side lobes are not chance peaks.
+	// or not, that a wide search's answer must stand clear of.
 	crowd := 0.0
 	for _, p := range refined {
-		if distinct(p.pose, best.pose, ps.pivot) && !sideLobe(p.pose, best.pose, ps.pivot) {
-			crowd = math.Max(crowd, crowdScore(p, opts.MaxFreeConflict))
+		if distinct(p.pose, best.pose, ps.pivot) {
+			crowd = math.Max(crowd, p.score)
 		}
 	}
 	res.Margin = best.score - crowd
@@ -541,33 +537,6 @@ func (r *Reference) searchSpace(f *bnbField, ps *pointSets, center slam.Pose2D, 
 // as distinct once the origin lies far from the cells.
 func distinct(a, b slam.Pose2D, pivot point) bool {
 	return moved(a, b, pivot) > distinctXY || math.Abs(slam.AngleDiff(a.Theta, b.Theta)) > distinctTheta
-}
-
-// sideLobe reports whether peak a lies in peak b's own basin: its pivot
-// within distinctXY of b's and its heading within lobeTheta. Distinct as
-// an alternative answer (Ambiguity), it is no chance peak elsewhere for
-// the crowd a wide search's answer must stand clear of: the heading of a
-// weak match is its least certain coordinate, and the fine search can stop
-// on a side lobe a few degrees off (Willow robot-2 without a guess: a
-// lobe 0.16 m and 3.9° from the best, score 0.222 against 0.274, refused
-// the agent in 2 of 44 alignments of its map bounds; docs/slam.md §5).
-func sideLobe(a, b slam.Pose2D, pivot point) bool {
-	return moved(a, b, pivot) <= distinctXY && math.Abs(slam.AngleDiff(a.Theta, b.Theta)) <= lobeTheta
-}
-
-// crowdScore is what refined peak p counts for in the crowd a wide
-// search's answer must stand clear of: its score, less conflictWeight
-// times its free conflict beyond limit, the most a guessed window's
-// verification accepts (Options.MaxFreeConflict). A peak within the limit
-// counts whole: a window around a guess would take it for an answer. One
-// far beyond it lays reference walls across most of the agent's open
-// floor, and counted whole it made the gate a lottery of which chance
-// peaks the search happened to refine: Willow robot-2 without a guess was
-// refused in 29 of 44 alignments of its map bounds, its truth's score
-// 0.274–0.282 against chance peaks of 0.245 at free conflicts 0.72–0.84
-// that only some alignments found (docs/slam.md §5).
-func crowdScore(p verified, limit float64) float64 {
-	return p.score - conflictWeight*math.Max(0, p.conflict-limit)
 }
 
 // moved is the distance in metres between where poses a and b put the
