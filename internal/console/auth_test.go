@@ -117,8 +117,8 @@ func TestListFeedEndsWhenTheTokenIsRevoked(t *testing.T) {
 }
 
 // TestLogout: with tokens on, pages carry a Log out button, but not the
-// login page shown to whoever is not logged in; POST /logout deletes the
-// token cookie.
+// pages shown to whoever has no token (the login page, a 404); POST
+// /logout deletes the token cookie.
 func TestLogout(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	o := &tokenOrch{fakeOrch: &fakeOrch{}}
@@ -142,15 +142,15 @@ func TestLogout(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `action="/logout"`) {
 		t.Fatalf("GET / = %d, %v; want the list with a Log out button:\n%s", resp.StatusCode, err, body)
 	}
-	for _, path := range []string{"/", "/login"} {
+	for path, login := range map[string]bool{"/": true, "/login": true, "/no-such-page": false} {
 		resp, err := http.Get(srv.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if err != nil || !strings.Contains(string(body), `action="/login"`) || strings.Contains(string(body), `action="/logout"`) {
-			t.Errorf("GET %s without a token = %d, %v; want the login page without Log out:\n%s", path, resp.StatusCode, err, body)
+		if err != nil || strings.Contains(string(body), `action="/login"`) != login || strings.Contains(string(body), `action="/logout"`) {
+			t.Errorf("GET %s without a token = %d, %v; want a page without Log out (the login form: %v):\n%s", path, resp.StatusCode, err, login, body)
 		}
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -186,13 +186,15 @@ var staticFS embed.FS
 
 // Console is the console's http.Handler.
 type Console struct {
-	deps    Deps
-	limits  Limits
-	log     *slog.Logger
-	pages   map[string]*template.Template
-	mux     *http.ServeMux
-	handler http.Handler
-	streams chan struct{} // a slot per open live feed
+	deps   Deps
+	limits Limits
+	log    *slog.Logger
+	pages  map[string]*template.Template
+	// anonPages are pages for a request without a token: no Log out.
+	anonPages map[string]*template.Template
+	mux       *http.ServeMux
+	handler   http.Handler
+	streams   chan struct{} // a slot per open live feed
 	// byToken counts the live feeds each token holds (tokens required).
 	mu      sync.Mutex
 	byToken map[string]int
@@ -221,11 +223,13 @@ func New(deps Deps) (*Console, error) {
 		now:     time.Now,
 	}
 	c.deps.JaegerURL = strings.TrimRight(deps.JaegerURL, "/")
-	pages, err := parsePages(deps.RequireToken)
-	if err != nil {
+	var err error
+	if c.pages, err = parsePages(deps.RequireToken); err != nil {
 		return nil, err
 	}
-	c.pages = pages
+	if c.anonPages, err = parsePages(false); err != nil {
+		return nil, err
+	}
 	c.hubs = &hubs{orch: deps.Orchestrator, limits: limits, log: log, byToken: make(map[string]*hubRef)}
 
 	static, err := fs.Sub(staticFS, "static")
@@ -357,15 +361,15 @@ func securityHeaders(h http.Handler) http.Handler {
 	})
 }
 
-// parsePages parses each page template together with the layout;
-// requireToken shows the layout's Log out button, on every page but the
-// login page, which is shown to whoever is not logged in (found by a
-// review: it offered them a Log out).
-func parsePages(requireToken bool) (map[string]*template.Template, error) {
+// parsePages parses each page template together with the layout; logout
+// shows the layout's Log out button, on every page but the login page,
+// which is shown to whoever is not logged in (found by a review: it
+// offered them a Log out).
+func parsePages(logout bool) (map[string]*template.Template, error) {
 	pages := make(map[string]*template.Template)
 	for _, name := range []string{"list", "mission", "fleet", "error", "login"} {
-		logout := requireToken && name != "login"
-		authOn := template.FuncMap{"authOn": func() bool { return logout }}
+		show := logout && name != "login"
+		authOn := template.FuncMap{"authOn": func() bool { return show }}
 		t, err := template.New(name).Funcs(funcs).Funcs(authOn).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: template %s: %w", name, err)
@@ -385,7 +389,11 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, pag
 	if block == "" {
 		block = "layout"
 	}
-	if err := c.pages[page].ExecuteTemplate(w, block, data); err != nil {
+	pages := c.pages
+	if tokenOf(r) == "" {
+		pages = c.anonPages // no Log out for who has no token (a review: a 404 offered one)
+	}
+	if err := pages[page].ExecuteTemplate(w, block, data); err != nil {
 		c.log.ErrorContext(r.Context(), "console: render", slog.String("page", page), slog.String("error", err.Error()))
 	}
 }
