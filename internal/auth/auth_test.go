@@ -376,6 +376,22 @@ func TestJWKSRefusesConfusedKeysAndClaims(t *testing.T) {
 			t.Errorf("role claim %s (%v) was accepted as %v", name, role, p.Role)
 		}
 	}
+	// A token must name its caller: the logs say who made each call.
+	for name, sub := range map[string]any{"no sub": nil, "empty": "", "blank": "  ", "number": 7} {
+		c := claims("admin")
+		if sub == nil {
+			delete(c, "sub")
+		} else {
+			c["sub"] = sub
+		}
+		tok, err := iss.Sign(authtest.RS256, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := j.Verify(ctx, tok); err == nil || !strings.Contains(err.Error(), "no sub claim") {
+			t.Errorf("sub %s (%v): %v, %v; want it refused for want of a caller", name, sub, p, err)
+		}
+	}
 	tok, err := iss.Sign(authtest.ES256, claims([]any{"other-app", "operator", 7}))
 	if err != nil {
 		t.Fatal(err)

@@ -300,7 +300,14 @@ func (j *JWKS) Verify(ctx context.Context, token string) (Principal, error) {
 	if err != nil {
 		return Principal{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	sub, _ := claims.GetSubject()
+	// The caller's name is what every line the call logs carries (who
+	// cancelled or deleted a mission): a token that names nobody is
+	// refused (found by a review: an admin token without sub logged
+	// principal ""). RFC 9068 §2.2 requires sub of a JWT access token.
+	sub, err := claims.GetSubject()
+	if err != nil || strings.TrimSpace(sub) == "" {
+		return Principal{}, fmt.Errorf("%w: no sub claim naming the caller (a string, RFC 9068 §2.2): the mesh logs who made each call", ErrInvalidToken)
+	}
 	return Principal{Subject: sub, Role: role}, nil
 }
 
