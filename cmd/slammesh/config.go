@@ -322,7 +322,10 @@ type devConfig struct {
 	// redisURL empty means: a private redis-server, else an embedded Redis.
 	redisURL  string
 	redisPort int
-	demo      bool
+	// redisPortGiven: --redis-port (or its variable) was set, and
+	// --free-ports keeps it.
+	redisPortGiven bool
+	demo           bool
 	// freePorts binds every service to a free port instead of the
 	// production ones (tests; several meshes on one machine).
 	freePorts bool
@@ -353,7 +356,7 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	addRetention(e, &c.base)
 	addConsole(e, &c.base)
 	fs.BoolVar(&c.demo, "demo", false, "once up, run one demo mission and print its progress")
-	fs.BoolVar(&c.freePorts, "free-ports", false, "bind every service to a free port instead of 50051-50054 and 9091-9094 (the addresses are printed)")
+	fs.BoolVar(&c.freePorts, "free-ports", false, "bind every service to a free port instead of 50051-50054 and 9091-9094, and the private Redis too unless --redis-port is given (the addresses are printed)")
 	e.string(&c.logFile, "log-file", "SLAMMESH_LOG_FILE", "", "file the services' JSON logs go to; empty: a new temporary file, -: stderr")
 	if err := e.parse(args); err != nil {
 		return c, err
@@ -361,6 +364,8 @@ func parseDevConfig(args []string, getenv func(string) string, stderr io.Writer)
 	if c.redisPort <= 0 || c.redisPort > 65535 {
 		return c, fmt.Errorf("%w: --redis-port %d out of range", errUsage, c.redisPort)
 	}
+	c.redisPortGiven = getenv("SLAMMESH_DEV_REDIS_PORT") != ""
+	fs.Visit(func(f *flag.Flag) { c.redisPortGiven = c.redisPortGiven || f.Name == "redis-port" })
 	c.base.service = "dev"
 	if err := c.base.validate(); err != nil {
 		return c, err

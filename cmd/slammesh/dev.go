@@ -180,7 +180,14 @@ func devRedis(cfg devConfig, stderr io.Writer) (string, string, bool, func(), er
 	if err != nil {
 		return "", "", false, nil, err
 	}
-	p, err := redisproc.StartOn(dir, cfg.redisPort)
+	start := func() (*redisproc.Process, error) { return redisproc.StartOn(dir, cfg.redisPort) }
+	miniPort := cfg.redisPort
+	if cfg.freePorts && !cfg.redisPortGiven {
+		// Every port a free one, Redis's too (found by a review: the
+		// port-in-use hint's --free-ports then failed on the Redis port).
+		start, miniPort = func() (*redisproc.Process, error) { return redisproc.Start(dir) }, 0
+	}
+	p, err := start()
 	if err == nil {
 		return p.URL(), "a private redis-server; its data is scratch", false, func() { p.Stop(); _ = os.RemoveAll(dir) }, nil
 	}
@@ -195,7 +202,7 @@ func devRedis(cfg devConfig, stderr io.Writer) (string, string, bool, func(), er
 		return "", "", false, nil, fmt.Errorf("private redis-server on port %d: %w (%s)", cfg.redisPort, err, otherRedisPort)
 	}
 	m := miniredis.NewMiniRedis()
-	if err := m.StartAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.redisPort))); err != nil {
+	if err := m.StartAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(miniPort))); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return "", "", false, nil, fmt.Errorf("%w: %s", &redisproc.PortInUseError{Port: cfg.redisPort}, otherRedisPort)
 		}

@@ -154,3 +154,28 @@ func TestStartErrorsSayWhatToDo(t *testing.T) {
 		t.Errorf("dev's go-redis lines: %q, want one text line", got)
 	}
 }
+
+// TestDevFreePortsPicksAFreeRedisPort: with --free-ports the private Redis
+// takes a free port too, so the port-in-use hint's way out works with
+// another dev mesh's Redis on 6380; a --redis-port given is kept.
+func TestDevFreePortsPicksAFreeRedisPort(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	url, _, _, stop, err := devRedis(devConfig{redisPort: port, freePorts: true}, io.Discard)
+	if err != nil {
+		t.Fatalf("--free-ports with the Redis port taken: %v", err)
+	}
+	stop()
+	if strings.Contains(url, fmt.Sprintf(":%d/", port)) {
+		t.Errorf("--free-ports kept the taken port: %s", url)
+	}
+	if _, _, _, stop, err := devRedis(devConfig{redisPort: port, redisPortGiven: true, freePorts: true}, io.Discard); err == nil {
+		stop()
+		t.Errorf("--free-ports with --redis-port %d given and taken: no error", port)
+	}
+}
