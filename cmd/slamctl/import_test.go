@@ -441,6 +441,11 @@ func TestImportCoarsensAMapTooFineToSend(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(stdout), &req); err != nil {
 		t.Fatal(err)
 	}
+	// In a 0.04 m mission it would have to be sent coarser than the
+	// mission: refused, naming the resolution that would send it.
+	if _, stderr, err := runImport("--ros-map", fine, "--resolution", "0.04"); err == nil || !strings.Contains(stderr, "0.05 m, coarser than the mission's --resolution 0.04: give that --resolution") {
+		t.Errorf("a 0.04 m mission: %v\n%s", err, stderr)
+	}
 	stdout, _, err = runImport("--ros-map", at5)
 	if err != nil {
 		t.Fatal(err)

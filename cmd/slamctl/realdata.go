@@ -254,6 +254,10 @@ func (f *importFlags) rosMapAgents(ids []string, summary io.Writer) ([]*typesv1.
 			fmt.Fprintf(summary, "note: %s: %dx%d cells at %g m, more than the %d an agent may send: sent at %g m (the mission's resolution is %g m), each cell the largest value of the %dx%d it covers (a wall in any is a wall)\n",
 				path, fine.GetWidth(), fine.GetHeight(), fine.GetResolution(), slamproto.MaxSubmapCells, sub.GetMeta().GetResolution(), f.resolution, k, k)
 			a.Submap = sub
+		} else if fine := a.GetSubmap().GetMeta(); uint64(fine.GetWidth())*uint64(fine.GetHeight()) > slamproto.MaxSubmapCells && fine.GetResolution() < f.resolution {
+			k := slamio.FitFactor(int(fine.GetWidth()), int(fine.GetHeight()), slamproto.MaxSubmapCells)
+			fmt.Fprintf(summary, "note: %s: %dx%d cells at %g m fit what an agent may send only %dx%d cells to one, %g m, coarser than the mission's --resolution %g: give that --resolution to have it sent so\n",
+				path, fine.GetWidth(), fine.GetHeight(), fine.GetResolution(), k, k, float64(k)*fine.GetResolution(), f.resolution)
 		}
 		if err := f.fewWalls(summary, path, opts, m, a); err != nil {
 			return nil, err

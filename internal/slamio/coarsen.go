@@ -26,15 +26,8 @@ func CoarsenToFit(g *typesv1.OccupancyGrid, maxCells uint64, finest float64) (*t
 	if uint64(w)*uint64(h) <= maxCells || w <= 0 || h <= 0 || len(data) != w*h || !(res > 0) {
 		return g, 1
 	}
-	// A factor within rounding of finest counts as reaching it: 0.025 × 2
-	// is 0.05 only up to floating point.
-	k := 2
-	for ; float64(k)*res <= finest*(1+1e-9); k++ {
-		if uint64(ceilDiv(w, k))*uint64(ceilDiv(h, k)) <= maxCells {
-			break
-		}
-	}
-	if float64(k)*res > finest*(1+1e-9) {
+	k := FitFactor(w, h, maxCells)
+	if float64(k)*res > finest*(1+resolutionTolerance) {
 		return g, 1
 	}
 	cw, ch := ceilDiv(w, k), ceilDiv(h, k)
@@ -53,7 +46,7 @@ func CoarsenToFit(g *typesv1.OccupancyGrid, maxCells uint64, finest float64) (*t
 	}
 	// k·res up to floating point: 0.025 × 3 is 0.07500000000000001.
 	coarse := math.Round(float64(k)*res*1e9) / 1e9
-	if math.Abs(coarse-finest) <= finest*1e-9 {
+	if math.Abs(coarse-finest) <= finest*resolutionTolerance {
 		coarse = finest
 	}
 	return &typesv1.OccupancyGrid{
@@ -61,5 +54,21 @@ func CoarsenToFit(g *typesv1.OccupancyGrid, maxCells uint64, finest float64) (*t
 		Data: out,
 	}, k
 }
+
+// FitFactor is the smallest whole factor k ≥ 2 that brings a w × h grid,
+// coarsened k × k, to at most maxCells cells.
+func FitFactor(w, h int, maxCells uint64) int {
+	k := 2
+	for uint64(ceilDiv(w, k))*uint64(ceilDiv(h, k)) > maxCells {
+		k++
+	}
+	return k
+}
+
+// resolutionTolerance is how far, relatively, k times a map's resolution
+// may lie above the mission's and still count as it: a YAML's resolution
+// is a rounded decimal (1/60 m written 0.0166667, whose triple is
+// 0.0500001; found by a review).
+const resolutionTolerance = 1e-5
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -595,6 +595,11 @@ func TestCoarsenToFit(t *testing.T) {
 	if same, k := slamio.CoarsenToFit(g, 2, 0.05); same != g || k != 1 {
 		t.Errorf("a grid that fits only coarser than the mission came back coarsened by %d", k)
 	}
+	// A YAML's rounded resolution: 3 × 0.0166667 counts as 0.05.
+	rounded := &typesv1.OccupancyGrid{Meta: &typesv1.GridMeta{Resolution: 0.0166667, Width: 6, Height: 3, Origin: &typesv1.Pose2D{}}, Data: make([]byte, 18)}
+	if c, k := slamio.CoarsenToFit(rounded, 2, 0.05); k != 3 || c.GetMeta().GetResolution() != 0.05 {
+		t.Errorf("0.0166667 m to 2 cells within 0.05 m: factor %d, meta %v; want 3, at 0.05 m", k, c.GetMeta())
+	}
 	if c, k := slamio.CoarsenToFit(g, 2, 0.1); k != 3 || c.GetMeta().GetWidth() != 2 || c.GetMeta().GetHeight() != 1 || c.GetMeta().GetResolution() != 0.075 {
 		t.Errorf("to 2 cells within 0.1 m: factor %d, meta %v; want 3, 2x1 at 0.075 m", k, c.GetMeta())
 	}
