@@ -378,6 +378,29 @@ func TestImportNav2SavedMap(t *testing.T) {
 		t.Errorf("cells %v, want the grid saved", got)
 	}
 
+	// The same save touched by an editor (one pixel of grey 128) is read
+	// as nav2 reads it, with a warning once its 205s are many.
+	big := &typesv1.OccupancyGrid{Meta: &typesv1.GridMeta{Resolution: 0.1, Width: 50, Height: 40, Origin: &typesv1.Pose2D{}}, Data: make([]byte, 2000)}
+	for i := range big.Data {
+		big.Data[i] = 0xff
+	}
+	big.Data[0], big.Data[1] = 100, 0
+	edited := filepath.Join(dir, "edited")
+	writeNav2Map(t, edited, big)
+	pgm, err := os.ReadFile(edited + ".pgm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgm[len(pgm)-1] = 128
+	if err := os.WriteFile(edited+".pgm", pgm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = runImport("--ros-map", edited+".yaml")
+	if err != nil || !strings.Contains(stderr, "warning: "+edited+".yaml: its free_thresh reads its 1997 pixels of grey 205 as free floor; if they are unknown") ||
+		!strings.Contains(stderr, edited+".yaml,free_thresh=0.196 reads them so") {
+		t.Errorf("an edited save: %v\n%s", err, stderr)
+	}
+
 	stdout, stderr, err = runImport("--ros-map", base+".yaml,free_thresh=0.25")
 	if err != nil || strings.Contains(stderr, "warning") {
 		t.Fatalf("import with free_thresh=0.25: %v\n%s", err, stderr)

@@ -208,6 +208,12 @@ func (f *importFlags) carmenAgents(ids []string, summary io.Writer) ([]*typesv1.
 	return agents, nil
 }
 
+// minGreyAsFree is how many pixels of grey 205 read as free make slamctl
+// warn: a few are an image's greys, many the unknown of an edited Nav2
+// save (found by a review: five pixels of grey 128 added to a save turned
+// off its detection and 146,000 unknown pixels silently into floor).
+const minGreyAsFree = 1000
+
 // rosMapAgents makes one agent per map. The anchor's YAML frame is the
 // map frame (guess: identity); the others get a guess only from --guess,
 // given for their YAML frame.
@@ -225,6 +231,10 @@ func (f *importFlags) rosMapAgents(ids []string, summary io.Writer) ([]*typesv1.
 		m, err := slamio.ReadROSMap(path, opts)
 		if err != nil {
 			return nil, err
+		}
+		if m.SaverGreyAsFree >= minGreyAsFree {
+			fmt.Fprintf(summary, "warning: %s: its free_thresh reads its %d pixels of grey 205 as free floor; if they are unknown, as map_saver writes unknown (a Nav2 save edited since, or with an alpha channel), --ros-map %s,free_thresh=%g reads them so\n",
+				path, m.SaverGreyAsFree, path, slamio.ROS1FreeThresh)
 		}
 		if m.SaverUnknown > 0 {
 			fmt.Fprintf(summary, "warning: %s: its free_thresh reads the %d pixels of grey 205, map_saver's unknown, as free floor (Nav2's map_saver writes free_thresh 0.25 beside them); read as unknown, with ROS 1's free_thresh %g (--ros-map %s,free_thresh=V reads the map by V)\n",

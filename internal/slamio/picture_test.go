@@ -348,10 +348,11 @@ func TestNav2MapSaverUnknownStaysUnknownInPictures(t *testing.T) {
 		img     image.Image
 		want    []int8
 		unknown int
+		asFree  int
 	}{
-		{"grey", gray, []int8{100, -1, 0, -1}, 2},
-		{"rgb", rgb, []int8{100, -1, 0, -1}, 2},
-		{"grey and alpha", matte, []int8{100, 0, 0, 0}, 0},
+		{"grey", gray, []int8{100, -1, 0, -1}, 2, 0},
+		{"rgb", rgb, []int8{100, -1, 0, -1}, 2, 0},
+		{"grey and alpha", matte, []int8{100, 0, 0, 0}, 0, 2},
 	} {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "m.png"), encoded(t, func(b *bytes.Buffer) error { return png.Encode(b, tc.img) }), 0o644); err != nil {
@@ -369,8 +370,8 @@ func TestNav2MapSaverUnknownStaysUnknownInPictures(t *testing.T) {
 		for i, c := range m.Grid.GetData() {
 			got[i] = int8(c)
 		}
-		if !slices.Equal(got, tc.want) || m.SaverUnknown != tc.unknown {
-			t.Errorf("%s: cells %v, SaverUnknown %d; want %v, %d", tc.name, got, m.SaverUnknown, tc.want, tc.unknown)
+		if !slices.Equal(got, tc.want) || m.SaverUnknown != tc.unknown || m.SaverGreyAsFree != tc.asFree {
+			t.Errorf("%s: cells %v, SaverUnknown %d, SaverGreyAsFree %d; want %v, %d, %d", tc.name, got, m.SaverUnknown, m.SaverGreyAsFree, tc.want, tc.unknown, tc.asFree)
 		}
 	}
 }

@@ -44,6 +44,12 @@ type ROSMap struct {
 	// by its YAML as nav2 reads it. YAML then holds the free_thresh used,
 	// ROS1FreeThresh.
 	SaverUnknown int
+	// SaverGreyAsFree counts the pixels of grey 205 read as free, by the
+	// YAML's free_thresh, in an image that is not map_saver's alone (an
+	// edited save, one with an alpha channel), which is read as nav2
+	// reads it: if they are unknown, a free_thresh of ROS1FreeThresh
+	// reads them so.
+	SaverGreyAsFree int
 }
 
 // ReadROSMap loads yamlPath and its image (relative to the YAML's folder
@@ -115,15 +121,15 @@ func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w (the image of %s)", err, yamlPath)
 		}
-		y, unknown := readSaverUnknown(y, opts, func() int { return saverUnknownInPicture(pic) })
-		return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromPicture(pic, y), Yaw: y.Origin[2], SaverUnknown: unknown}, nil
+		y, unknown, asFree := readSaverUnknown(y, opts, func() (int, bool) { return saverUnknownInPicture(pic) })
+		return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromPicture(pic, y), Yaw: y.Origin[2], SaverUnknown: unknown, SaverGreyAsFree: asFree}, nil
 	}
 	img, err := DecodePGM(raw, imgPath)
 	if err != nil {
 		return nil, err
 	}
-	y, unknown := readSaverUnknown(y, opts, func() int { return saverUnknownInGray(img) })
-	return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromImage(img, y), Yaw: y.Origin[2], SaverUnknown: unknown}, nil
+	y, unknown, asFree := readSaverUnknown(y, opts, func() (int, bool) { return saverUnknownInGray(img) })
+	return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromImage(img, y), Yaw: y.Origin[2], SaverUnknown: unknown, SaverGreyAsFree: asFree}, nil
 }
 
 // maxMapYAMLBytes bounds a map YAML: map_server's are seven short lines.

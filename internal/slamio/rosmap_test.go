@@ -538,15 +538,16 @@ func TestNav2MapSaverUnknownStaysUnknown(t *testing.T) {
 		opts    slamio.ROSMapOptions
 		want    []int8
 		unknown int
+		asFree  int // 205s read as free in an image that is not map_saver's alone
 	}{
-		{"map_saver's image and YAML", nav2, p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 2},
-		{"16-bit samples of the same greys", nav2, p5(4, 1, 65535, []uint16{0, 205 * 257, 254 * 257, 205 * 257}), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 2},
-		{"plain PGM", nav2, []byte("P2\n4 1\n255\n0 205 254 205\n"), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 2},
-		{"free_thresh given as an option", nav2, p5(4, 1, 255, saved), slamio.ROSMapOptions{FreeThresh: &free}, []int8{100, 0, 0, 0}, 0},
-		{"another grey in the image", nav2, p5(4, 1, 255, []uint16{0, 205, 254, 200}), slamio.ROSMapOptions{}, []int8{100, 0, 0, 0}, 0},
-		{"ROS 1's free_thresh", strings.Replace(nav2, "0.25", "0.196", 1), p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 0},
-		{"negate", strings.Replace(nav2, "negate: 0", "negate: 1", 1), p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{0, 100, 100, 100}, 0},
-		{"scale mode", strings.Replace(nav2, "trinary", "scale", 1), p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{100, 0, 0, 0}, 0},
+		{"map_saver's image and YAML", nav2, p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 2, 0},
+		{"16-bit samples of the same greys", nav2, p5(4, 1, 65535, []uint16{0, 205 * 257, 254 * 257, 205 * 257}), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 2, 0},
+		{"plain PGM", nav2, []byte("P2\n4 1\n255\n0 205 254 205\n"), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 2, 0},
+		{"free_thresh given as an option", nav2, p5(4, 1, 255, saved), slamio.ROSMapOptions{FreeThresh: &free}, []int8{100, 0, 0, 0}, 0, 0},
+		{"another grey in the image", nav2, p5(4, 1, 255, []uint16{0, 205, 254, 200}), slamio.ROSMapOptions{}, []int8{100, 0, 0, 0}, 0, 1},
+		{"ROS 1's free_thresh", strings.Replace(nav2, "0.25", "0.196", 1), p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{100, -1, 0, -1}, 0, 0},
+		{"negate", strings.Replace(nav2, "negate: 0", "negate: 1", 1), p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{0, 100, 100, 100}, 0, 0},
+		{"scale mode", strings.Replace(nav2, "trinary", "scale", 1), p5(4, 1, 255, saved), slamio.ROSMapOptions{}, []int8{100, 0, 0, 0}, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -555,8 +556,8 @@ func TestNav2MapSaverUnknownStaysUnknown(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := cells(m.Grid); !slices.Equal(got, tc.want) || m.SaverUnknown != tc.unknown {
-				t.Errorf("cells %v, SaverUnknown %d; want %v, %d", got, m.SaverUnknown, tc.want, tc.unknown)
+			if got := cells(m.Grid); !slices.Equal(got, tc.want) || m.SaverUnknown != tc.unknown || m.SaverGreyAsFree != tc.asFree {
+				t.Errorf("cells %v, SaverUnknown %d, SaverGreyAsFree %d; want %v, %d, %d", got, m.SaverUnknown, m.SaverGreyAsFree, tc.want, tc.unknown, tc.asFree)
 			}
 			if tc.unknown > 0 && m.YAML.FreeThresh != slamio.ROS1FreeThresh {
 				t.Errorf("YAML's free_thresh %g, want the one used, %g", m.YAML.FreeThresh, slamio.ROS1FreeThresh)

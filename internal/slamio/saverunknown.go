@@ -31,7 +31,8 @@ func saverTrap(y *MapYAML) bool {
 }
 
 // saverPixel reports whether v (of maxVal) is one of map_saver's three
-// trinary pixels, and counts the unknown ones.
+// trinary pixels, and counts the unknown ones (205, whatever else the
+// image holds).
 func saverPixel(v, maxVal uint32, unknown *int) bool {
 	if maxVal != 255 && maxVal != math.MaxUint16 {
 		return false
@@ -52,66 +53,68 @@ func saverPixel(v, maxVal uint32, unknown *int) bool {
 	return false
 }
 
-// saverUnknownInGray counts map_saver's unknown pixels in a PGM whose every
-// pixel is one of map_saver's three; 0 when any pixel is another grey.
-func saverUnknownInGray(img *Gray) int {
-	n := 0
+// saverUnknownInGray counts the pixels of map_saver's unknown grey in a
+// PGM, and reports whether every pixel is one of map_saver's three.
+func saverUnknownInGray(img *Gray) (unknown int, saver bool) {
+	saver = true
 	for _, v := range img.Pix {
-		if !saverPixel(uint32(v), uint32(img.MaxVal), &n) {
-			return 0
-		}
+		saver = saverPixel(uint32(v), uint32(img.MaxVal), &unknown) && saver
 	}
-	return n
+	return unknown, saver
 }
 
-// saverUnknownInPicture is saverUnknownInGray for a picture: every pixel
-// grey (red, green and blue equal) and opaque, without an alpha channel in
-// the file (nav2 would average that alpha in, and the unknown grey would
-// read otherwise).
-func saverUnknownInPicture(p *Picture) int {
-	if p.Matte {
-		return 0
-	}
-	n := 0
+// saverUnknownInPicture is saverUnknownInGray for a picture, whose pixels
+// count when grey (red, green and blue equal). It is a map_saver image
+// only when every pixel is also opaque and the file has no alpha channel:
+// nav2 averages that alpha in, and the unknown grey reads otherwise.
+func saverUnknownInPicture(p *Picture) (unknown int, saver bool) {
+	saver = !p.Matte
 	if g, ok := p.Image.(*image.Gray); ok {
 		b := g.Bounds()
 		for row := 0; row < b.Dy(); row++ {
 			for _, v := range g.Pix[row*g.Stride : row*g.Stride+b.Dx()] {
-				if !saverPixel(uint32(v), 255, &n) {
-					return 0
-				}
+				saver = saverPixel(uint32(v), 255, &unknown) && saver
 			}
 		}
-		return n
+		return unknown, saver
 	}
 	b := p.Image.Bounds()
 	for y := b.Min.Y; y < b.Max.Y; y++ {
 		for x := b.Min.X; x < b.Max.X; x++ {
 			c := nrgba64(p.Image.At(x, y))
-			if c.R != c.G || c.G != c.B || c.A != math.MaxUint16 || !saverPixel(uint32(c.R), math.MaxUint16, &n) {
-				return 0
+			grey := c.R == c.G && c.G == c.B
+			saver = grey && c.A == math.MaxUint16 && saver
+			if grey {
+				saver = saverPixel(uint32(c.R), math.MaxUint16, &unknown) && saver
 			}
 		}
 	}
-	return n
+	return unknown, saver
 }
 
-// readSaverUnknown returns the description to convert an image with, and
-// how many of its pixels are map_saver's unknown grey that y would have
-// read as free. count returns that number for a map_saver trinary image (0
-// for any other). When y falls in the trap (saverTrap), its free_thresh
-// came from the YAML and count finds the grey, the description returned is
-// a copy of y with free_thresh ROS1FreeThresh, under which the grey is
-// unknown again, as in the map it was saved from; otherwise it is y.
-func readSaverUnknown(y *MapYAML, opts ROSMapOptions, count func() int) (*MapYAML, int) {
+// readSaverUnknown returns the description to convert an image with, how
+// many of its pixels are map_saver's unknown grey that y would have read as
+// free and that it reads as unknown instead, and how many it still reads
+// as free. count counts that grey and reports whether the image is a
+// map_saver trinary image (only its three greys). When y falls in the trap
+// (saverTrap) and its free_thresh came from the YAML: a map_saver image
+// holding the grey is read with a copy of y whose free_thresh is
+// ROS1FreeThresh, under which the grey is unknown again, as in the map it
+// was saved from; any other image is read by y, its greys 205 counted in
+// the third result, for the caller to warn of (an edited save, one with an
+// alpha channel). Otherwise y is returned and both counts are 0.
+func readSaverUnknown(y *MapYAML, opts ROSMapOptions, count func() (int, bool)) (*MapYAML, int, int) {
 	if opts.FreeThresh != nil || !saverTrap(y) {
-		return y, 0
+		return y, 0, 0
 	}
-	n := count()
+	n, saver := count()
 	if n == 0 {
-		return y, 0
+		return y, 0, 0
+	}
+	if !saver {
+		return y, 0, n
 	}
 	fixed := *y
 	fixed.FreeThresh = ROS1FreeThresh
-	return &fixed, n
+	return &fixed, n, 0
 }
