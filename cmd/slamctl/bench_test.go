@@ -71,6 +71,12 @@ type fakeOrchestrator struct {
 	maxFlight    int
 }
 
+// ListMissions answers the bench's first call, which checks that the mesh
+// answers, with no mission.
+func (f *fakeOrchestrator) ListMissions(context.Context, *orchestratorv1.ListMissionsRequest) (*orchestratorv1.ListMissionsResponse, error) {
+	return &orchestratorv1.ListMissionsResponse{}, nil
+}
+
 // DeleteMission deletes a recorded mission (torn down: the bench deletes
 // only what it compensated).
 func (f *fakeOrchestrator) DeleteMission(_ context.Context, req *orchestratorv1.DeleteMissionRequest) (*orchestratorv1.DeleteMissionResponse, error) {
@@ -607,18 +613,25 @@ func TestBenchByDuration(t *testing.T) {
 	}
 }
 
-// A bench against an orchestrator that refuses every call pauses after each
-// refusal instead of spinning through its mission ids, and reports no
-// throughput.
+// A bench against an orchestrator that refuses every start (UNAVAILABLE,
+// draining) pauses after each refusal instead of spinning through its
+// mission ids, and reports no throughput; one that cannot be reached at
+// all ends the bench before it starts anything.
 func TestBenchPausesAfterARefusedCall(t *testing.T) {
 	t.Parallel()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := lis.Addr().String()
+	gone := lis.Addr().String()
 	_ = lis.Close() // nothing listens there any more: every call is refused
 	var stdout, stderr bytes.Buffer
+	err = run(t.Context(), []string{"--addr", gone, "bench", "-d", "1s", "-c", "2", "-keep"}, func(string) string { return "" }, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "bench: Unavailable") || stdout.Len() != 0 {
+		t.Fatalf("bench of an address nobody serves: %v, output %q; want the refusal at once", err, stdout.String())
+	}
+	draining := &fakeOrchestrator{outcome: func(int) orchestratorv1.MissionState { return orchestratorv1.MissionState_MISSION_STATE_UNSPECIFIED }, recorded: map[string]bool{}}
+	addr := serve(t, draining)
 	err = run(t.Context(), []string{"--addr", addr, "bench", "-d", "1s", "-c", "2", "-keep"}, func(string) string { return "" }, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "did not complete") {
 		t.Fatalf("bench error = %v, want missions that did not complete", err)

@@ -91,7 +91,7 @@ func TestServerCertificateOfAnotherCAIsNoOutage(t *testing.T) {
 	// reading server preface: EOF", then retried for the whole
 	// --reconnect), for start as for watch, and for the commands that make
 	// one call (found by a review: list guessed between TLS and a restart).
-	for _, cmd := range [][]string{{"watch", "--reconnect", "1m", "m"}, {"start", "--reconnect", "1m", "--seed", "1"}, {"list"}, {"get", "m"}, {"cancel", "m"}} {
+	for _, cmd := range [][]string{{"watch", "--reconnect", "1m", "m"}, {"start", "--reconnect", "1m", "--seed", "1"}, {"list"}, {"get", "m"}, {"cancel", "m"}, {"bench", "-n", "1"}} {
 		stderr.Reset()
 		began = time.Now()
 		// A target in gRPC's syntax is probed at its address (found by
