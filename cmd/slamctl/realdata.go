@@ -234,7 +234,7 @@ func (f *importFlags) rosMapAgents(ids []string, summary io.Writer) ([]*typesv1.
 		}
 		if m.SaverGreyAsFree >= minGreyAsFree {
 			fmt.Fprintf(summary, "warning: %s: its free_thresh reads its %d pixels of grey 205 as free floor; if they are unknown, as map_saver writes unknown (a Nav2 save edited since, or with an alpha channel), --ros-map %s,free_thresh=%g reads them so\n",
-				path, m.SaverGreyAsFree, path, slamio.ROS1FreeThresh)
+				path, m.SaverGreyAsFree, path, m.SaverGreyFreeThresh)
 		}
 		if m.SaverUnknown > 0 {
 			fmt.Fprintf(summary, "warning: %s: its free_thresh reads the %d pixels of grey 205, map_saver's unknown, as free floor (Nav2's map_saver writes free_thresh 0.25 beside them); read as unknown, with ROS 1's free_thresh %g (--ros-map %s,free_thresh=V reads the map by V)\n",

@@ -370,6 +370,9 @@ func TestNav2MapSaverUnknownStaysUnknownInPictures(t *testing.T) {
 		for i, c := range m.Grid.GetData() {
 			got[i] = int8(c)
 		}
+		if tc.asFree > 0 && m.SaverGreyFreeThresh != 0.148 { // the 205 of alpha 254: occ 1 − (3·205 + 254)/1020 = 0.14804
+			t.Errorf("%s: SaverGreyFreeThresh %g, want 0.148", tc.name, m.SaverGreyFreeThresh)
+		}
 		if !slices.Equal(got, tc.want) || m.SaverUnknown != tc.unknown || m.SaverGreyAsFree != tc.asFree {
 			t.Errorf("%s: cells %v, SaverUnknown %d, SaverGreyAsFree %d; want %v, %d, %d", tc.name, got, m.SaverUnknown, m.SaverGreyAsFree, tc.want, tc.unknown, tc.asFree)
 		}

@@ -47,9 +47,12 @@ type ROSMap struct {
 	// SaverGreyAsFree counts the pixels of grey 205 read as free, by the
 	// YAML's free_thresh, in an image that is not map_saver's alone (an
 	// edited save, one with an alpha channel), which is read as nav2
-	// reads it: if they are unknown, a free_thresh of ROS1FreeThresh
-	// reads them so.
+	// reads it.
 	SaverGreyAsFree int
+	// SaverGreyFreeThresh is, with SaverGreyAsFree, the highest
+	// free_thresh that reads those pixels as unknown: ROS1FreeThresh for
+	// opaque pixels without an alpha channel, 0.147 for opaque ones with.
+	SaverGreyFreeThresh float64
 }
 
 // ReadROSMap loads yamlPath and its image (relative to the YAML's folder
@@ -121,15 +124,15 @@ func ReadROSMap(yamlPath string, opts ROSMapOptions) (*ROSMap, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w (the image of %s)", err, yamlPath)
 		}
-		y, unknown, asFree := readSaverUnknown(y, opts, func() (int, bool) { return saverUnknownInPicture(pic) })
-		return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromPicture(pic, y), Yaw: y.Origin[2], SaverUnknown: unknown, SaverGreyAsFree: asFree}, nil
+		y, unknown, asFree, thresh := readSaverUnknown(y, opts, func(free float64) (int, bool, float64) { return saverUnknownInPicture(pic, free) })
+		return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromPicture(pic, y), Yaw: y.Origin[2], SaverUnknown: unknown, SaverGreyAsFree: asFree, SaverGreyFreeThresh: thresh}, nil
 	}
 	img, err := DecodePGM(raw, imgPath)
 	if err != nil {
 		return nil, err
 	}
-	y, unknown, asFree := readSaverUnknown(y, opts, func() (int, bool) { return saverUnknownInGray(img) })
-	return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromImage(img, y), Yaw: y.Origin[2], SaverUnknown: unknown, SaverGreyAsFree: asFree}, nil
+	y, unknown, asFree, thresh := readSaverUnknown(y, opts, func(float64) (int, bool, float64) { return saverUnknownInGray(img) })
+	return &ROSMap{YAML: y, ImagePath: imgPath, Grid: CellsFromImage(img, y), Yaw: y.Origin[2], SaverUnknown: unknown, SaverGreyAsFree: asFree, SaverGreyFreeThresh: thresh}, nil
 }
 
 // maxMapYAMLBytes bounds a map YAML: map_server's are seven short lines.

@@ -559,6 +559,9 @@ func TestNav2MapSaverUnknownStaysUnknown(t *testing.T) {
 			if got := cells(m.Grid); !slices.Equal(got, tc.want) || m.SaverUnknown != tc.unknown || m.SaverGreyAsFree != tc.asFree {
 				t.Errorf("cells %v, SaverUnknown %d, SaverGreyAsFree %d; want %v, %d, %d", got, m.SaverUnknown, m.SaverGreyAsFree, tc.want, tc.unknown, tc.asFree)
 			}
+			if tc.asFree > 0 && m.SaverGreyFreeThresh != slamio.ROS1FreeThresh {
+				t.Errorf("SaverGreyFreeThresh %g, want %g", m.SaverGreyFreeThresh, slamio.ROS1FreeThresh)
+			}
 			if tc.unknown > 0 && m.YAML.FreeThresh != slamio.ROS1FreeThresh {
 				t.Errorf("YAML's free_thresh %g, want the one used, %g", m.YAML.FreeThresh, slamio.ROS1FreeThresh)
 			}

@@ -54,29 +54,32 @@ func saverPixel(v, maxVal uint32, unknown *int) bool {
 }
 
 // saverUnknownInGray counts the pixels of map_saver's unknown grey in a
-// PGM, and reports whether every pixel is one of map_saver's three.
-func saverUnknownInGray(img *Gray) (unknown int, saver bool) {
+// PGM, and reports whether every pixel is one of map_saver's three; the
+// grey reads as occ saverUnknownOcc.
+func saverUnknownInGray(img *Gray) (unknown int, saver bool, minOcc float64) {
 	saver = true
 	for _, v := range img.Pix {
 		saver = saverPixel(uint32(v), uint32(img.MaxVal), &unknown) && saver
 	}
-	return unknown, saver
+	return unknown, saver, saverUnknownOcc
 }
 
 // saverUnknownInPicture is saverUnknownInGray for a picture, whose pixels
-// count when grey (red, green and blue equal). It is a map_saver image
-// only when every pixel is also opaque and the file has no alpha channel:
-// nav2 averages that alpha in, and the unknown grey reads otherwise.
-func saverUnknownInPicture(p *Picture) (unknown int, saver bool) {
-	saver = !p.Matte
-	if g, ok := p.Image.(*image.Gray); ok {
+// count when grey (red, green and blue equal) and read as free below
+// freeThresh; it also returns the lowest occ they read as. It is a
+// map_saver image only when every pixel is also opaque and the file has no
+// alpha channel: nav2 averages that alpha in (CellsFromPicture), so that an
+// opaque 205 reads as occ 0.147, free under ROS 1's threshold too.
+func saverUnknownInPicture(p *Picture, freeThresh float64) (unknown int, saver bool, minOcc float64) {
+	saver, minOcc = !p.Matte, saverUnknownOcc
+	if g, ok := p.Image.(*image.Gray); ok && !p.Matte {
 		b := g.Bounds()
 		for row := 0; row < b.Dy(); row++ {
 			for _, v := range g.Pix[row*g.Stride : row*g.Stride+b.Dx()] {
 				saver = saverPixel(uint32(v), 255, &unknown) && saver
 			}
 		}
-		return unknown, saver
+		return unknown, saver, minOcc
 	}
 	b := p.Image.Bounds()
 	for y := b.Min.Y; y < b.Max.Y; y++ {
@@ -84,37 +87,53 @@ func saverUnknownInPicture(p *Picture) (unknown int, saver bool) {
 			c := nrgba64(p.Image.At(x, y))
 			grey := c.R == c.G && c.G == c.B
 			saver = grey && c.A == math.MaxUint16 && saver
-			if grey {
-				saver = saverPixel(uint32(c.R), math.MaxUint16, &unknown) && saver
+			if !grey {
+				continue
+			}
+			n := 0
+			saver = saverPixel(uint32(c.R), math.MaxUint16, &n) && saver
+			if n == 0 {
+				continue
+			}
+			shade := float64(c.R) / math.MaxUint16
+			if p.Matte {
+				shade = (3*float64(c.R) + float64(c.A)) / 4 / math.MaxUint16
+			}
+			if occ := 1 - shade; occ < freeThresh {
+				unknown++
+				minOcc = min(minOcc, occ)
 			}
 		}
 	}
-	return unknown, saver
+	return unknown, saver, minOcc
 }
 
 // readSaverUnknown returns the description to convert an image with, how
 // many of its pixels are map_saver's unknown grey that y would have read as
-// free and that it reads as unknown instead, and how many it still reads
-// as free. count counts that grey and reports whether the image is a
-// map_saver trinary image (only its three greys). When y falls in the trap
-// (saverTrap) and its free_thresh came from the YAML: a map_saver image
-// holding the grey is read with a copy of y whose free_thresh is
-// ROS1FreeThresh, under which the grey is unknown again, as in the map it
-// was saved from; any other image is read by y, its greys 205 counted in
-// the third result, for the caller to warn of (an edited save, one with an
-// alpha channel). Otherwise y is returned and both counts are 0.
-func readSaverUnknown(y *MapYAML, opts ROSMapOptions, count func() (int, bool)) (*MapYAML, int, int) {
+// free and that it reads as unknown instead, how many it still reads as
+// free, and the highest free_thresh, to three decimals, that would read
+// those as unknown. count counts that grey as read free under a
+// free_thresh, reports whether the image is a map_saver trinary image (only
+// its three greys, opaque) and the lowest occ the grey reads as. When y
+// falls in the trap (saverTrap) and its free_thresh came from the YAML: a
+// map_saver image holding the grey is read with a copy of y whose
+// free_thresh is ROS1FreeThresh, under which the grey is unknown again, as
+// in the map it was saved from; any other image is read by y, its greys
+// 205 read as free counted in the third result, for the caller to warn of
+// (an edited save, one with an alpha channel). Otherwise y is returned and
+// the counts are 0.
+func readSaverUnknown(y *MapYAML, opts ROSMapOptions, count func(freeThresh float64) (int, bool, float64)) (*MapYAML, int, int, float64) {
 	if opts.FreeThresh != nil || !saverTrap(y) {
-		return y, 0, 0
+		return y, 0, 0, 0
 	}
-	n, saver := count()
+	n, saver, minOcc := count(y.FreeThresh)
 	if n == 0 {
-		return y, 0, 0
+		return y, 0, 0, 0
 	}
 	if !saver {
-		return y, 0, n
+		return y, 0, n, math.Floor(minOcc*1000-1e-9) / 1000
 	}
 	fixed := *y
 	fixed.FreeThresh = ROS1FreeThresh
-	return &fixed, n, 0
+	return &fixed, n, 0, 0
 }
