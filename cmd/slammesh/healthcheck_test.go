@@ -2,30 +2,25 @@ package main
 
 import (
 	"io"
-	"net"
 	"strings"
 	"testing"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	"github.com/slammesh/slammesh/internal/meshtls"
 	"github.com/slammesh/slammesh/internal/meshtls/meshtlstest"
+	"github.com/slammesh/slammesh/internal/redistest"
 )
 
-// TestHealthcheckSaysWhichTLSFlagIsMissing: a probe of a server that
-// requires mutual TLS (a step service) says what it lacks: --tls-ca when
-// it spoke plaintext, --tls-cert and --tls-key when it had no client
-// certificate; with both it reports SERVING.
+// TestHealthcheckSaysWhichTLSFlagIsMissing: a probe of a mapping service
+// started with mutual TLS says what it lacks: --tls-ca when it spoke
+// plaintext, --tls-cert and --tls-key when it had no client certificate;
+// with both it reports SERVING.
 func TestHealthcheckSaysWhichTLSFlagIsMissing(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	ca, err := meshtlstest.NewCA(dir, "mesh")
+	rs := redistest.Start(t)
+	ca, err := meshtlstest.NewCA(t.TempDir(), "mesh")
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := ca.Issue("mapping", meshtlstest.Server, "127.0.0.1")
+	server, err := ca.Issue("mapping", meshtlstest.Server|meshtlstest.Client, "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,23 +28,11 @@ func TestHealthcheckSaysWhichTLSFlagIsMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := meshtls.NewSource(meshtls.Files{CA: ca.CertFile, Cert: server.CertFile, Key: server.KeyFile}, meshtls.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := meshtls.ServerCredentials(src, meshtls.ServerOptions{ClientAuth: meshtls.ClientAuthRequire})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(creds))
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
-	addr := l.Addr().String()
+	addrs := freeAddrs(t, 2)
+	logs := &devOutput{more: make(chan struct{}, 1)}
+	runServiceLogT(t, logs, "mapping", "--grpc-addr", addrs[0], "--http-addr", addrs[1], "--redis-url", rs.URL,
+		"--tls-cert", server.CertFile, "--tls-key", server.KeyFile, "--tls-ca", ca.CertFile)
+	logs.waitFor(t, `"msg":"serving"`)
 	env := func(string) string { return "" }
 	for _, tc := range []struct {
 		args []string
@@ -60,7 +43,7 @@ func TestHealthcheckSaysWhichTLSFlagIsMissing(t *testing.T) {
 		{[]string{"--tls-ca", ca.CertFile, "--tls-cert", client.CertFile, "--tls-key", client.KeyFile}, ""},
 	} {
 		var out strings.Builder
-		err := run(t.Context(), append([]string{"healthcheck", "--addr", addr}, tc.args...), env, &out, io.Discard)
+		err := run(t.Context(), append([]string{"healthcheck", "--addr", addrs[0]}, tc.args...), env, &out, io.Discard)
 		switch {
 		case tc.want == "" && (err != nil || !strings.Contains(out.String(), "SERVING")):
 			t.Errorf("healthcheck %v: %v, %q; want SERVING", tc.args, err, out.String())
