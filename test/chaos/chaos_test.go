@@ -61,6 +61,18 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("want -chaos.kills >= 3, -chaos.missions >= 1, -chaos.bursts >= 1")
 	}
 	log := &reporter{begin: time.Now()}
+	// A CI report shows the end of the output: the cleanup prints the
+	// reason of a failure again after the process logs, so it is there.
+	var (
+		v      violations
+		reason string
+		// autopsy describes the missions left unfinished (postMortem).
+		autopsy string
+	)
+	fatalf := func(format string, args ...any) {
+		reason = fmt.Sprintf(format, args...)
+		t.Fatal(reason)
+	}
 	ctx, cancel := runContext(t)
 	defer cancel()
 
@@ -83,11 +95,12 @@ func TestChaos(t *testing.T) {
 	m, err := startMesh(ctx, meshConfig{bin: bin, logDir: logDir, capacityCells: 50_000_000, cluster: onCluster()})
 	if err != nil {
 		fmt.Print(testproc.TailLogs(logDir, 40, `"grpc.method":"ListMissions"`))
-		t.Fatalf("start the mesh: %v", err)
+		fatalf("start the mesh: %v", err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			fmt.Printf("\n==== process logs (tails), from %s\n%s", logDir, testproc.TailLogs(logDir, 30, `"grpc.method":"ListMissions"`))
+			printFailure(reason, &v, autopsy)
 		}
 		m.close()
 	})
@@ -124,33 +137,34 @@ func TestChaos(t *testing.T) {
 	log.printf("all %d StartMission calls returned", len(plans))
 	wg.Wait()
 	if killErr != nil {
-		t.Fatalf("kill loop: %v", killErr)
+		fatalf("kill loop: %v", killErr)
 	}
 	if rErr != nil {
-		t.Fatalf("redis faults: %v", rErr)
+		fatalf("redis faults: %v", rErr)
 	}
 	log.printf("kills done; waiting up to %s for every mission to end", *flagSettle)
 
 	missions, err := m.awaitTerminal(ctx, planIDs(plans), *flagSettle, log)
 	if err != nil {
-		t.Fatalf("await the end of the missions: %v", err)
+		fatalf("await the end of the missions: %v", err)
 	}
 	if err := measureRecovery(ctx, m.rdb, kills); err != nil {
-		t.Fatalf("measure recovery: %v", err)
+		fatalf("measure recovery: %v", err)
 	}
 	if err := measureRedisRecovery(ctx, m.rdb, rfaults, planIDs(plans)); err != nil {
-		t.Fatalf("measure recovery from the redis faults: %v", err)
+		fatalf("measure recovery from the redis faults: %v", err)
 	}
 	got := m.getMissions(ctx, planIDs(plans))
-	var v violations
 	st, err := verify(ctx, m.rdb, plans, starts, missions, got, &v)
 	if err != nil {
-		t.Fatalf("verify: %v", err)
+		fatalf("verify: %v", err)
 	}
 	checkRecovery(kills, rfaults, m, *flagBound, &v)
 	if err := checkSlots(ctx, m, &v); err != nil {
-		t.Fatalf("slot watch: %v", err)
+		fatalf("slot watch: %v", err)
 	}
+	st.worldRefused = m.judgeOffPlan(ctx, st.offPlan, &v, log)
+	autopsy = postMortem(ctx, m.rdb, st.unfinished)
 	printSummary(plans, st, kills, m, &v, *flagBound, time.Since(log.begin))
 	printRedisFaults(rfaults)
 	if n := v.count(); n > 0 {
@@ -341,6 +355,9 @@ func printSummary(plans []plan, st *stats, kills []*kill, m *mesh, v *violations
 		}
 	}
 	fmt.Printf("missions by state:     %s (FAILED planned: %d)\n", strings.Join(parts, ", "), planned)
+	if n := len(st.worldRefused); n > 0 {
+		fmt.Printf("refused by their world: %d, without faults too, so not the chaos's doing: %s\n", n, strings.Join(st.worldRefused, ", "))
+	}
 	fmt.Printf("missions by fault plan:\n")
 	for _, c := range categories {
 		byState := st.byCategory[c.name]
@@ -438,6 +455,23 @@ func printSummary(plans []plan, st *stats, kills []*kill, m *mesh, v *violations
 	} else {
 		fmt.Println()
 	}
+}
+
+// printFailure prints why the run failed: reason, the error that ended it,
+// or else the first violations and the autopsy of the missions left
+// unfinished.
+func printFailure(reason string, v *violations, autopsy string) {
+	fmt.Printf("\n==== TestChaos failed (seed %d): ", *flagSeed)
+	if reason != "" {
+		fmt.Println(reason)
+		return
+	}
+	n := v.count()
+	fmt.Printf("%d violations (%s)\n", n, fmtCounts(v.byKind))
+	for _, line := range head(v.list, 10) {
+		fmt.Printf("  - %s\n", line)
+	}
+	fmt.Print(autopsy)
 }
 
 // fmtCounts prints a count per name, names sorted.

@@ -76,6 +76,21 @@ type stats struct {
 	// slowestStart describes the StartMission that took longest.
 	slowestStart               string
 	capacityUsed, capacityHeld int64
+	// offPlan are the missions that ended otherwise than their faults
+	// dictate; judgeOffPlan decides which of them are violations.
+	offPlan []offPlan
+	// worldRefused are the missions of offPlan whose world was refused
+	// without faults too.
+	worldRefused []string
+	// unfinished are the missions not listed or not ended: postMortem
+	// describes them.
+	unfinished []string
+}
+
+// offPlan is a mission that ended otherwise than its faults dictate.
+type offPlan struct {
+	p       plan
+	mission *orchestratorv1.Mission
 }
 
 // verify checks every mission against its plan and Redis, and the global
@@ -120,6 +135,7 @@ func verify(ctx context.Context, rdb redis.UniversalClient, plans []plan, starts
 		ms, ok := missions[p.id]
 		if !ok {
 			v.add("missing", "%s (%s): not listed by ListMissions", p.id, p.category)
+			st.unfinished = append(st.unfinished, p.id)
 			continue
 		}
 		state := ms.GetState()
@@ -132,9 +148,9 @@ func verify(ctx context.Context, rdb redis.UniversalClient, plans []plan, starts
 		if !terminalState(state) {
 			rv := recs[p.id]
 			v.add("stuck", "%s (%s): %s, owner %s, epoch %s", p.id, p.category, stateName(state), rv.owner, rv.epoch)
+			st.unfinished = append(st.unfinished, p.id)
 		} else if state != p.want {
-			v.add("outcome", "%s (%s): ended %s, its faults dictate %s (error %s %s)", p.id, p.category,
-				stateName(state), stateName(p.want), ms.GetError().GetCode(), ms.GetError().GetReason())
+			st.offPlan = append(st.offPlan, offPlan{p: p, mission: ms})
 		}
 		if err := checkEffects(ctx, rdb, p, ms, st, v); err != nil {
 			return nil, err
