@@ -8,7 +8,13 @@
 // step effect happened twice, that compensated missions left nothing behind,
 // that the surviving replica resumed the killed one's sagas within the
 // recovery bound, and that a resumed mission went on under its trace: all
-// of a mission's events carry the one trace id the API reports. Every
+// of a mission's events carry the one trace id the API reports. A mission
+// planned to complete whose world the localization refuses (a generated
+// corridor with two poses that score alike) is run again without faults
+// once the checks are done: if it is refused the same way, the world
+// decided, not the chaos. A failed run repeats its reason at the end of
+// its output, after the process logs, with what Redis holds of each
+// mission it left unfinished: a CI report shows the end. Every
 // service listens on port 0 and names its address in its "serving" log
 // line, so no port is picked in advance for another process to take.
 //
