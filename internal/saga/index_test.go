@@ -3,6 +3,7 @@ package saga
 import (
 	"context"
 	"errors"
+	"github.com/slammesh/slammesh/internal/redistest"
 	"strings"
 	"sync"
 	"testing"
@@ -345,6 +346,48 @@ func TestRenewalRestoresALostIndexEntry(t *testing.T) {
 	unblock()
 	if r := awaitRunResult(t, done); r.err != nil || r.rec.State != Completed {
 		t.Fatalf("Run = %v, %v; want completed", r.rec, r.err)
+	}
+}
+
+// TestEndingRestoresALostMissionIndexEntry: on a Redis Cluster the mission
+// index is on another node than a saga's record, so a failover of that
+// node may lose the entry the create wrote while the saga runs on (seen in
+// make chaos-cluster: the mission stayed out of ListMissions for good).
+// The ending write's round trip puts it back, at the creation time. On a
+// Cluster of its own whatever the run's mode: on one Redis no failover
+// loses it, and the ending sends nothing more.
+func TestEndingRestoresALostMissionIndexEntry(t *testing.T) {
+	t.Parallel()
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	f := newFixtureOn(t, redistest.StartCluster(t), map[string]behaviour{"b": {act: func(_ context.Context, x *Exec) error {
+		close(started)
+		<-release
+		return nil
+	}}})
+	a := f.engine(t, Options{})
+	t.Cleanup(unblock) // before the engine's Handoff, which waits for the run
+	rec, _, err := a.Start(t.Context(), "m", "s", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := runInBackground(a, "m")
+	awaitClosed(t, started, "the run to call step b")
+	if err := f.rdb.ZRem(t.Context(), MissionsKey, "m").Err(); err != nil {
+		t.Fatal(err)
+	}
+	unblock()
+	if r := awaitRunResult(t, done); r.err != nil || r.rec.State != Completed {
+		t.Fatalf("Run = %v, %v; want completed", r.rec, r.err)
+	}
+	score, err := f.rdb.ZScore(t.Context(), MissionsKey, "m").Result()
+	if err != nil || int64(score) != rec.CreatedAt.UnixMilli() {
+		t.Errorf("mission-index entry after the ending write: %v, %v; want the creation time %d", score, err, rec.CreatedAt.UnixMilli())
+	}
+	recs, _, err := f.store.List(t.Context(), "", 10)
+	if err != nil || len(recs) != 1 || recs[0].Key != "m" {
+		t.Errorf("List = %v, %v; want the mission", recs, err)
 	}
 }
 

@@ -260,7 +260,7 @@ func (s *Store) Save(ctx context.Context, rec *Record, events ...Event) (err err
 	case activity == "end" && unindex != nil && unindex.Err() == nil:
 		s.idx.forget(rec.Key) // removed (or no longer this process's entry)
 	case activity == "end":
-		s.unindexEnded(ctx, rec.Key)
+		s.unindexEnded(ctx, rec)
 	case activity == "reopen":
 		s.idx.wrote(rec.Key, hint)
 	}
@@ -336,14 +336,31 @@ func (s *Store) reindex(ctx context.Context, key string, unindex *redis.Cmd) err
 	return nil
 }
 
-// unindexEnded removes the active-index entry of saga key, which this
+// unindexEnded removes the active-index entry of saga rec, which this
 // process indexed and which just ended, at once (with the waiting global
 // writes): exactly the entry this process wrote, so a fresher one another
 // engine wrote for a reopened saga stays. An entry whose score is unknown
 // here, or whose removal fails, is left to recovery (see Store).
-func (s *Store) unindexEnded(ctx context.Context, key string) {
-	s.idx.ended(key)
-	s.flush(ctx)
+//
+// On a Cluster the same round trip writes rec's mission-index entry again
+// (ZADD NX: one there stays as it is). The create wrote it on another node
+// than the record, and replication is asynchronous: a master SIGKILLed
+// right after acknowledging it can be failed over to a replica that never
+// had it (seen in make chaos-cluster), and the mission would stay out of
+// ListMissions for good. An entry written again for a mission deleted
+// meanwhile is one ListMissions skips and Trim drops, as any whose record
+// is gone.
+func (s *Store) unindexEnded(ctx context.Context, rec *Record) {
+	s.idx.ended(rec.Key)
+	if s.ordered {
+		s.flush(ctx)
+		return
+	}
+	pipe := s.rdb.Pipeline()
+	done := s.takeSide(ctx, pipe)
+	pipe.ZAddNX(ctx, MissionsKey, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.Key})
+	_, _ = pipe.Exec(ctx)
+	done()
 }
 
 // retainArg is the save script's retention argument for a saga that just
