@@ -4,7 +4,6 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -85,6 +84,9 @@ type stats struct {
 	// unfinished are the missions not listed or not ended: postMortem
 	// describes them.
 	unfinished []string
+	// chargesLost are the missions whose map is held without its charge,
+	// lost with the accounting's master (checkCapacity).
+	chargesLost []string
 }
 
 // offPlan is a mission that ended otherwise than its faults dictate.
@@ -95,8 +97,10 @@ type offPlan struct {
 
 // verify checks every mission against its plan and Redis, and the global
 // invariants, adding what is wrong to v. missions is the last ListMissions
-// listing, got the missions as GetMission returned them.
-func verify(ctx context.Context, rdb redis.UniversalClient, plans []plan, starts []startOutcome, missions map[string]*orchestratorv1.Mission, got map[string]gotMission, v *violations) (*stats, error) {
+// listing, got the missions as GetMission returned them; accountingKilled
+// says the run SIGKILLed the master of the map accounting's slot (see
+// checkCapacity).
+func verify(ctx context.Context, rdb redis.UniversalClient, plans []plan, starts []startOutcome, missions map[string]*orchestratorv1.Mission, got map[string]gotMission, v *violations, accountingKilled bool) (*stats, error) {
 	st := &stats{
 		byState:    make(map[orchestratorv1.MissionState]int),
 		byCategory: make(map[string]map[orchestratorv1.MissionState]int),
@@ -176,7 +180,7 @@ func verify(ctx context.Context, rdb redis.UniversalClient, plans []plan, starts
 			}
 		}
 	}
-	return st, checkGlobal(ctx, rdb, plans, st, v)
+	return st, checkGlobal(ctx, rdb, plans, st, v, accountingKilled)
 }
 
 // checkEffects checks the effect counters (no effect twice, ever) and what
@@ -382,7 +386,7 @@ const activeDrain = 30 * time.Second
 
 // checkGlobal wants no saga left in the active index and the capacity
 // counter equal to the cells of the maps still held.
-func checkGlobal(ctx context.Context, rdb redis.UniversalClient, plans []plan, st *stats, v *violations) error {
+func checkGlobal(ctx context.Context, rdb redis.UniversalClient, plans []plan, st *stats, v *violations, accountingKilled bool) error {
 	// The active-lease index is a superset of the unfinished sagas: the
 	// entry of a saga whose end was written while its process died, or
 	// while the master of its shard was down, stays until a recovery scan
@@ -413,25 +417,7 @@ func checkGlobal(ctx context.Context, rdb redis.UniversalClient, plans []plan, s
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	used, err := rdb.Get(ctx, capacityKey).Int64()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("capacity: %w", err)
-	}
-	st.capacityUsed = used
-	for _, p := range plans {
-		c, err := rdb.HGet(ctx, mapstore.Key(p.id), "cells").Int64()
-		switch {
-		case errors.Is(err, redis.Nil):
-		case err != nil:
-			return fmt.Errorf("cells of %s: %w", p.id, err)
-		default:
-			st.capacityHeld += c
-		}
-	}
-	if st.capacityUsed != st.capacityHeld {
-		v.add("capacity", "%s = %d cells, but the maps in Redis hold %d", capacityKey, st.capacityUsed, st.capacityHeld)
-	}
-	return nil
+	return checkCapacity(ctx, rdb, plans, st, v, accountingKilled)
 }
 
 func terminalState(s orchestratorv1.MissionState) bool {
