@@ -3,13 +3,14 @@ package saga
 import (
 	"context"
 	"errors"
-	"github.com/slammesh/slammesh/internal/redistest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/slammesh/slammesh/internal/redistest"
 )
 
 // committingSink is streamSink that also records what the store committed
@@ -351,9 +352,10 @@ func TestRenewalRestoresALostIndexEntry(t *testing.T) {
 
 // TestEndingRestoresALostMissionIndexEntry: on a Redis Cluster the mission
 // index is on another node than a saga's record, so a failover of that
-// node may lose the entry the create wrote while the saga runs on (seen in
-// make chaos-cluster: the mission stayed out of ListMissions for good).
-// The ending write's round trip puts it back, at the creation time. On a
+// node may lose the entry the create wrote while the saga runs on (make
+// chaos-cluster lost a capacity charge that way), and the mission would
+// stay out of ListMissions for good. The ending write's round trip puts
+// it back, at the creation time. On a
 // Cluster of its own whatever the run's mode: on one Redis no failover
 // loses it, and the ending sends nothing more.
 func TestEndingRestoresALostMissionIndexEntry(t *testing.T) {

@@ -346,10 +346,10 @@ func (s *Store) reindex(ctx context.Context, key string, unindex *redis.Cmd) err
 // (ZADD NX: one there stays as it is). The create wrote it on another node
 // than the record, and replication is asynchronous: a master SIGKILLed
 // right after acknowledging it can be failed over to a replica that never
-// had it (seen in make chaos-cluster), and the mission would stay out of
-// ListMissions for good. An entry written again for a mission deleted
-// meanwhile is one ListMissions skips and Trim drops, as any whose record
-// is gone.
+// had it (make chaos-cluster lost a capacity charge that way), and the
+// mission would stay out of ListMissions for good. An entry written again
+// for a mission deleted meanwhile is one ListMissions skips and Trim
+// drops, as any whose record is gone.
 func (s *Store) unindexEnded(ctx context.Context, rec *Record) {
 	s.idx.ended(rec.Key)
 	if s.ordered {
