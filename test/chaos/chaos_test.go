@@ -157,7 +157,7 @@ func TestChaos(t *testing.T) {
 	got := m.getMissions(ctx, planIDs(plans))
 	lossy, err := accountingKilled(ctx, m.rdb, rfaults)
 	if err != nil {
-		fatalf("verify: %v", err)
+		fatalf("the map accounting's master: %v", err)
 	}
 	st, err := verify(ctx, m.rdb, plans, starts, missions, got, &v, lossy)
 	if err != nil {
