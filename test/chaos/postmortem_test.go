@@ -4,6 +4,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -69,7 +70,7 @@ func postMortem(ctx context.Context, rdb redis.UniversalClient, ids []string) st
 func score(c *redis.FloatCmd) string {
 	v, err := c.Result()
 	switch {
-	case err == redis.Nil:
+	case errors.Is(err, redis.Nil):
 		return "none"
 	case err != nil:
 		return err.Error()
