@@ -32,37 +32,53 @@ func checkCapacity(ctx context.Context, rdb redis.UniversalClient, plans []plan,
 		return fmt.Errorf("capacity: %w", err)
 	}
 	st.capacityUsed = used
+	// Two round trips in all: every map's cells and saga, then the
+	// charges of the maps held.
+	pipe := rdb.Pipeline()
+	cells := make([]*redis.StringCmd, len(plans))
+	owners := make([]*redis.SliceCmd, len(plans))
+	for i, p := range plans {
+		cells[i] = pipe.HGet(ctx, mapstore.Key(p.id), "cells")
+		owners[i] = mapstore.QueueOwner(ctx, pipe, p.id)
+	}
+	_, _ = pipe.Exec(ctx)
 	var (
-		uncharged      []string
-		unchargedCells int64
+		held   []mapstore.Charge
+		heldIn []int64
 	)
-	for _, p := range plans {
-		pipe := rdb.Pipeline()
-		cells := pipe.HGet(ctx, mapstore.Key(p.id), "cells")
-		owner := mapstore.QueueOwner(ctx, pipe, p.id)
-		_, _ = pipe.Exec(ctx)
-		c, err := cells.Int64()
+	for i, p := range plans {
+		c, err := cells[i].Int64()
 		switch {
 		case errors.Is(err, redis.Nil):
 			continue
 		case err != nil:
 			return fmt.Errorf("cells of %s: %w", p.id, err)
 		}
-		st.capacityHeld += c
-		sagaID, _, err := mapstore.OwnerOf(owner)
+		sagaID, _, err := mapstore.OwnerOf(owners[i])
 		if err != nil {
 			return fmt.Errorf("map of %s: %w", p.id, err)
 		}
+		st.capacityHeld += c
+		held = append(held, mapstore.Charge{MissionID: p.id, SagaID: sagaID})
+		heldIn = append(heldIn, c)
+	}
+	var (
+		uncharged      []string
+		unchargedCells int64
+	)
+	if len(held) > 0 {
 		cpipe := rdb.Pipeline()
-		chargedCmd := mapstore.QueueCharges(ctx, cpipe, []mapstore.Charge{{MissionID: p.id, SagaID: sagaID}})
+		chargedCmd := mapstore.QueueCharges(ctx, cpipe, held)
 		_, _ = cpipe.Exec(ctx)
 		charged, err := chargedCmd.Result()
 		if err != nil {
-			return fmt.Errorf("charge of %s: %w", p.id, err)
+			return fmt.Errorf("charges of the maps held: %w", err)
 		}
-		if charged[0] == 0 {
-			uncharged = append(uncharged, p.id)
-			unchargedCells += c
+		for i, c := range held {
+			if charged[i] == 0 {
+				uncharged = append(uncharged, c.MissionID)
+				unchargedCells += heldIn[i]
+			}
 		}
 	}
 	switch {
