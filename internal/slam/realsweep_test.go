@@ -28,7 +28,7 @@ import (
 var (
 	sweepSets  = flag.Int("slam.sweep.sets", 4, "TestRealSegmentSweep: random segment sets to run")
 	sweepSeed  = flag.Uint64("slam.sweep.seed", 1, "TestRealSegmentSweep: seed of the segment sets and guesses")
-	sweepLog   = flag.String("slam.sweep.log", "intel-corrected.log.gz", "TestRealSegmentSweep: CARMEN log of ../shared/realdata/carmen (freiburg-079-corrected.log.gz: 4 agents × 250 scans)")
+	sweepLog   = flag.String("slam.sweep.log", "intel-corrected.log.gz", "TestRealSegmentSweep: CARMEN log of ../shared/realdata/carmen, or an absolute path (a log of more than 2000 readings, as freiburg-079-corrected.log.gz, gets 4 agents × 250 scans)")
 	sweepPoses = flag.String("slam.sweep.poses", "laser", "TestRealSegmentSweep: scan poses, laser (the corrected trajectory) or odom (the log's ODOM lines; accepted agents are then measured, not bounded)")
 	sweepGuess = flag.String("slam.sweep.guess", "random", "TestRealSegmentSweep: non-anchor guesses, random (the truth moved by up to ±0.4 m, ±10°), odom (chained through the ODOM lines from the anchor, as slamctl --guess-from odom) or none")
 )
@@ -60,7 +60,11 @@ const sweepMinOverlap = 0.5
 // Intel sets; the flags above run the sweeps docs/slam.md reports.
 func TestRealSegmentSweep(t *testing.T) {
 	t.Parallel()
-	lg, err := slamio.OpenCarmen(filepath.Join("..", "..", "..", "shared", "realdata", "carmen", *sweepLog))
+	path := *sweepLog
+	if !filepath.IsAbs(path) {
+		path = filepath.Join("..", "..", "..", "shared", "realdata", "carmen", path)
+	}
+	lg, err := slamio.OpenCarmen(path)
 	if err != nil {
 		t.Fatal(err)
 	}

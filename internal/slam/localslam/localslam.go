@@ -24,11 +24,22 @@
 //  3. Gauss-Newton on the fine field, bilinearly interpolated, from the
 //     best fine pose; it may polish that pose, not replace it.
 //  4. Guards: too few points, a low score, a gain over the prediction's
-//     score below MinGain, or a peak beyond the window keep the prediction; when the translation is poorly constrained
-//     (a corridor: the surface normals of the scan all point one way, see
-//     weakDirection), the correction along that direction is dropped and
-//     the prediction kept there. A correction never exceeds the window.
-//  5. Insertion with the inverse sensor model (grid.Inserter), and an
+//     score below MinGain, or a peak beyond the window keep the prediction;
+//     when the translation is poorly constrained (a corridor: the surface
+//     normals of the scan all point one way, see weakDirection), the
+//     correction along that direction is dropped and the prediction kept
+//     there. A correction never exceeds the window (the wide one, step 5).
+//  5. A wide retry: when no pose of the window fits (a low score, or the
+//     best on its edge), the prediction may be farther off than the
+//     window, as one odometry pose of a real log now and then is (intel's
+//     ODOM lines jitter by up to 21° from one reading to the next, MIT
+//     CSAIL's by 6.5° at the median). The search runs again over ±WideXY,
+//     ±WideTheta under the same gates, and a match there must score
+//     WideMinScore. Without it such a frame kept its prediction: its scan
+//     was drawn 15–30° off, the scans after it locked onto that ghost, and
+//     the agent's frame came out turned against its first scan by as much,
+//     which an anchor passes on to the whole team map (docs/slam.md).
+//  6. Insertion with the inverse sensor model (grid.Inserter), and an
 //     incremental update of the likelihood fields: each newly occupied cell
 //     stamps its kernel (a lookup table) into both fields; the fields are
 //     rebuilt from scratch every RebuildEvery frames so that cells cleared
@@ -56,12 +67,23 @@ const (
 	DefaultMinScore    = 0.15               // mean fine likelihood of the scan points
 	DefaultMinPoints   = 20                 // scan points after thinning
 	DefaultMinGain     = 0.04               // score gain over the prediction
+	// DefaultWideMinScore: with 0.3 the front end placed Intel's and
+	// CSAIL-like agent frames as well as with no such gate; with 0.45 or
+	// more it refused right matches there and the frames turned more
+	// (docs/slam.md, "Odometry as bad as MIT CSAIL's").
+	DefaultWideMinScore = 0.3
 	// DefaultDegeneracy is the smallest ratio of the eigenvalues of the
 	// scan's normal matrix Σ n·nᵀ for which both translation directions
 	// count as constrained (see weakDirection).
 	DefaultDegeneracy = 0.08
 	// DefaultMaxCells bounds the working grid (a 100 m square at 5 cm).
 	DefaultMaxCells = 1 << 22
+	// DefaultWideXY and DefaultWideTheta are the wide retry's window: the
+	// worst single-pose heading glitches of the real logs (intel 20.7°,
+	// SOURCES.md's MIT CSAIL 38° over a whole log) with the 0.35 m
+	// window's margin, doubled in x and y for the lever of a turned step.
+	DefaultWideXY    = 0.8                // metres, ± around the prediction
+	DefaultWideTheta = 35 * math.Pi / 180 // radians, ± around the prediction
 	// RebuildEvery is how many frames pass between full rebuilds of the
 	// likelihood fields.
 	RebuildEvery = 16
@@ -73,7 +95,12 @@ type Options struct {
 	UsableRange float64 // no-return beams clear up to here, and only hits within it are matched (0: grid.DefaultUsableRange)
 	WindowXY    float64 // search half-width in x and y around the prediction, metres
 	WindowTheta float64 // search half-width in heading, radians
+	WideXY      float64 // the wide retry's half-width in x and y, metres (≥ WindowXY)
+	WideTheta   float64 // the wide retry's half-width in heading, radians (≥ WindowTheta)
 	MinScore    float64 // lower best score: keep the prediction
+	// WideMinScore is the least score of a match found by the wide retry
+	// (≥ MinScore): a wider window offers more wrong peaks.
+	WideMinScore float64
 	// MinGain is how much the match must raise the score over the
 	// prediction's to replace it. Scan-to-submap matching has an error of
 	// its own (a few mm and a few 0.1°, from the map's cells): a correction
@@ -104,7 +131,10 @@ func (o Options) withDefaults() (Options, error) {
 	if o.MaxCells == 0 {
 		o.MaxCells = DefaultMaxCells
 	}
-	for _, v := range []float64{o.Resolution, o.UsableRange, o.WindowXY, o.WindowTheta, o.MinScore, o.MinGain, o.Degeneracy} {
+	def(&o.WideMinScore, max(DefaultWideMinScore, o.MinScore))
+	def(&o.WideXY, max(DefaultWideXY, o.WindowXY))
+	def(&o.WideTheta, max(DefaultWideTheta, o.WindowTheta))
+	for _, v := range []float64{o.Resolution, o.UsableRange, o.WindowXY, o.WindowTheta, o.WideXY, o.WideTheta, o.MinScore, o.WideMinScore, o.MinGain, o.Degeneracy} {
 		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 			return o, fmt.Errorf("%w: front-end options must be finite and not negative", slam.ErrInvalidArgument)
 		}
@@ -112,9 +142,11 @@ func (o Options) withDefaults() (Options, error) {
 	switch {
 	case o.Resolution < 1e-3 || o.Resolution > 1:
 		return o, fmt.Errorf("%w: front-end resolution %g m outside [0.001, 1]", slam.ErrInvalidArgument, o.Resolution)
-	case o.WindowXY > 2 || o.WindowTheta > math.Pi/4 || o.UsableRange > 1000:
+	case o.WideXY > 2 || o.WideTheta > math.Pi/4 || o.UsableRange > 1000:
 		return o, fmt.Errorf("%w: front-end window beyond ±2 m / ±45°, or usable range beyond 1000 m", slam.ErrInvalidArgument)
-	case o.MinPoints < 0 || o.MaxCells < 0 || o.MaxCells > grid.MaxCells || o.Degeneracy > 1 || o.MinScore > 1 || o.MinGain > 1:
+	case o.WideXY < o.WindowXY || o.WideTheta < o.WindowTheta:
+		return o, fmt.Errorf("%w: front-end wide window ±%g m / ±%g rad narrower than the window ±%g m / ±%g rad", slam.ErrInvalidArgument, o.WideXY, o.WideTheta, o.WindowXY, o.WindowTheta)
+	case o.MinPoints < 0 || o.MaxCells < 0 || o.MaxCells > grid.MaxCells || o.Degeneracy > 1 || o.MinScore > 1 || o.WideMinScore > 1 || o.WideMinScore < o.MinScore || o.MinGain > 1:
 		return o, fmt.Errorf("%w: front-end options out of range", slam.ErrInvalidArgument)
 	}
 	return o, nil
@@ -131,10 +163,11 @@ type Frame struct {
 type FrameResult struct {
 	Pose       slam.Pose2D // estimated sensor pose in the agent frame
 	Prior      slam.Pose2D // the prediction: smoothed correction ∘ odometry pose
-	Matched    bool        // false: the prediction was kept (first frame, too few points, low score or gain, beyond the window)
+	Matched    bool        // false: the prediction was kept (first frame, too few points, low score or gain, beyond the wide window)
 	Degenerate bool        // one translation direction was unconstrained: the prediction was kept along it
 	Score      float64     // mean interpolated likelihood of the scan points at Pose (0 when not matched)
 	PriorScore float64     // the same at Prior (0 when no match was tried)
+	Wide       bool        // matched by the wide retry: the prediction was off by more than the window
 }
 
 // Track runs a new Tracker over frames and returns one result per frame.

@@ -120,6 +120,48 @@ func TestPerfectPosesStay(t *testing.T) {
 	}
 }
 
+// glitch returns poses with frame k's pose turned by dth radians and moved
+// by (dx, dy) metres: one odometry pose jittered far beyond the window, as
+// a real log's ODOM lines are now and then (intel: 15–21°).
+func glitch(poses []slam.Pose2D, k int, dx, dy, dth float64) []slam.Pose2D {
+	out := append([]slam.Pose2D(nil), poses...)
+	out[k].X += dx
+	out[k].Y += dy
+	out[k].Theta = slam.NormalizeAngle(out[k].Theta + dth)
+	return out
+}
+
+// TestWideRetryPlacesAGlitchedPose: odometry perfect but for one pose
+// turned by 22° and moved by 0.3 m, beyond the ±12°, ±0.35 m window. The
+// wide retry finds that frame's scan where it was taken; with the wide
+// window as narrow as the normal one (no retry) the frame keeps its
+// prediction, which is what bent agent frames before.
+func TestWideRetryPlacesAGlitchedPose(t *testing.T) {
+	t.Parallel()
+	for seed := uint64(1); seed <= 3; seed++ {
+		w, err := world.Generate(world.Config{Seed: seed, Agents: 2, OdomNoise: world.Off, OdomRotNoise: world.Off})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range w.Agents {
+			k := len(a.Path) / 3
+			odom := glitch(a.Path, k, 0.3, -0.2, 22*math.Pi/180)
+			est, res := track(t, odom, a.Scans, localslam.Options{Resolution: w.Config.Resolution})
+			if d, r := math.Hypot(est[k].X-a.Path[k].X, est[k].Y-a.Path[k].Y), math.Abs(slam.AngleDiff(est[k].Theta, a.Path[k].Theta)); !res[k].Wide || d > 0.1 || r > 0.035 {
+				t.Errorf("seed %d agent %d frame %d: placed %.3f m %.4f rad from the truth (matched %v, by the wide retry %v)", seed, a.Index, k, d, r, res[k].Matched, res[k].Wide)
+			}
+			if et, er := trajErr(est, a.Path); et > 0.02 || er > 0.005 {
+				t.Errorf("seed %d agent %d: trajectory off by mean %.4f m %.4f rad", seed, a.Index, et, er)
+			}
+			narrow := localslam.Options{Resolution: w.Config.Resolution, WideXY: localslam.DefaultWindowXY, WideTheta: localslam.DefaultWindowTheta}
+			est, res = track(t, odom, a.Scans, narrow)
+			if res[k].Matched {
+				t.Errorf("seed %d agent %d frame %d: matched without the wide retry at %v: the glitch does not test it", seed, a.Index, k, est[k])
+			}
+		}
+	}
+}
+
 // corridor simulates a 360-beam scan from (x, y, θ) in an endless corridor
 // between the walls y = ±1 m, beyond the lidar's 8 m range in both
 // directions: along the corridor nothing constrains a match.
@@ -183,6 +225,7 @@ func TestBadInput(t *testing.T) {
 	good := corridor(slam.Pose2D{})
 	for _, o := range []localslam.Options{
 		{Resolution: -1}, {Resolution: 5}, {WindowXY: math.NaN()}, {WindowTheta: 4}, {MinGain: 2}, {MaxCells: -1}, {UsableRange: math.Inf(1)},
+		{WideXY: 0.2}, {WideTheta: 0.1}, {WideTheta: 1}, {WideXY: math.Inf(1)}, {WideMinScore: 0.1}, {WideMinScore: 1.5},
 	} {
 		if _, err := localslam.NewTracker(o); !errors.Is(err, slam.ErrInvalidArgument) {
 			t.Errorf("options %+v: %v, want ErrInvalidArgument", o, err)

@@ -64,20 +64,50 @@ type peak struct {
 	score, weighted float64
 }
 
+// matchOutcome says why a search of one window kept the prediction, or
+// that it matched.
+type matchOutcome int
+
+const (
+	matched      matchOutcome = iota
+	lowScore                  // no pose of the window fits the map well enough
+	beyondWindow              // the best pose lies on or past the window's edge
+	lowGain                   // the best pose fits no better than the prediction
+)
+
 // match estimates res.Pose from res.Prior; see the package doc.
 func (t *Tracker) match(scan slam.LaserScan, res *FrameResult) {
 	rmax := t.scanPoints(scan)
 	if len(t.pts) < max(t.opts.MinPoints, 3) {
 		return
 	}
+	res.PriorScore = t.m.meanBilinear(t.pts, res.Prior)
+	out := t.search(res, rmax, t.opts.WindowXY, t.opts.WindowTheta)
+	if out != lowScore && out != beyondWindow {
+		return
+	}
+	// Nothing in the window fits: the prediction may be farther off than
+	// the window (package doc, step 5). A wide window offers more wrong
+	// peaks, so a match there must fit better than the least a normal one
+	// may.
+	if t.search(res, rmax, t.opts.WideXY, t.opts.WideTheta) == matched && res.Score < t.opts.WideMinScore {
+		res.Pose, res.Score, res.Matched, res.Degenerate = res.Prior, 0, false, false
+	}
+	res.Wide = res.Matched
+}
+
+// search looks for the scan's pose (t.pts) within ±wxy, ±wth of
+// res.Prior and sets res.Pose, Score and Matched on a match. The prior
+// weight keeps the normal window's width whatever the window searched, so
+// a wide search ranks peaks as the normal one does.
+func (t *Tracker) search(res *FrameResult, rmax, wxy, wth float64) matchOutcome {
 	prior := res.Prior
-	res.PriorScore = t.m.meanBilinear(t.pts, prior)
 	cres := t.opts.Resolution * coarseFactor
 	// Rotation step that moves the farthest point by about one coarse cell.
 	dTheta := min(max(cres/math.Max(rmax, 1), 0.25*math.Pi/180), 2*math.Pi/180)
-	cands := t.coarseSearch(prior, cres, dTheta)
+	cands := t.coarseSearch(prior, cres, dTheta, wxy, wth)
 	if len(cands) == 0 {
-		return
+		return lowScore
 	}
 	best := peak{weighted: -1}
 	for _, c := range cands {
@@ -89,7 +119,7 @@ func (t *Tracker) match(scan slam.LaserScan, res *FrameResult) {
 		}
 	}
 	if best.score < t.opts.MinScore {
-		return
+		return lowScore
 	}
 	pose, ok := t.m.gaussNewton(t.pts, best.pose)
 	if ok && math.Hypot(pose.X-best.pose.X, pose.Y-best.pose.Y) <= 2*t.opts.Resolution &&
@@ -99,6 +129,7 @@ func (t *Tracker) match(scan slam.LaserScan, res *FrameResult) {
 	}
 	// Degeneracy: along a translation direction the scan does not
 	// constrain, keep the prediction.
+	res.Degenerate = false
 	if dir, degenerate := weakDirection(t.pts, t.opts.Degeneracy); degenerate {
 		res.Degenerate = true
 		s, c := math.Sincos(best.pose.Theta)
@@ -110,15 +141,16 @@ func (t *Tracker) match(scan slam.LaserScan, res *FrameResult) {
 	// The correction never leaves the window: a peak beyond it (the coarse
 	// lattice reaches slightly past it) means the truth may lie farther
 	// still, and the prediction is the safer answer.
-	if math.Abs(best.pose.X-prior.X) > t.opts.WindowXY || math.Abs(best.pose.Y-prior.Y) > t.opts.WindowXY ||
-		math.Abs(slam.AngleDiff(best.pose.Theta, prior.Theta)) > t.opts.WindowTheta {
-		return
+	if math.Abs(best.pose.X-prior.X) > wxy || math.Abs(best.pose.Y-prior.Y) > wxy ||
+		math.Abs(slam.AngleDiff(best.pose.Theta, prior.Theta)) > wth {
+		return beyondWindow
 	}
 	score := t.m.meanBilinear(t.pts, best.pose)
 	if score-res.PriorScore < t.opts.MinGain {
-		return
+		return lowGain
 	}
 	res.Pose, res.Score, res.Matched = best.pose, score, true
+	return matched
 }
 
 // priorWeight is the weight of a pose at offset (dx, dy, dθ) from the prior.
@@ -130,10 +162,10 @@ func (t *Tracker) priorWeight(dx, dy, dth float64) float64 {
 // coarseSearch scores every pose of the window on the coarse field, in
 // steps of one coarse cell and dTheta, and returns the best few distinct
 // local peaks by prior-weighted score.
-func (t *Tracker) coarseSearch(prior slam.Pose2D, cres, dTheta float64) []peak {
+func (t *Tracker) coarseSearch(prior slam.Pose2D, cres, dTheta, wxy, wth float64) []peak {
 	m := t.m
-	n := int(math.Ceil(t.opts.WindowXY / cres))
-	nR := int(math.Ceil(t.opts.WindowTheta / dTheta))
+	n := int(math.Ceil(wxy / cres))
+	nR := int(math.Ceil(wth / dTheta))
 	side := 2*n + 1
 	vol := (2*nR + 1) * side * side
 	if cap(t.scores) < vol {
