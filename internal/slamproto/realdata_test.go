@@ -234,6 +234,29 @@ func BenchmarkFrontEndFr079(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(fr))/1e6, "ms/scan")
 }
 
+// BenchmarkFrontEndOdomline runs the local front end over the three agents
+// of intel-odomline-3 (30 keyframes each, at the log's jittery ODOM poses,
+// where a few frames need the wide retry) and reports the time per scan.
+//
+//	go test -run '^$' -bench FrontEndOdomline ./internal/slamproto
+func BenchmarkFrontEndOdomline(b *testing.B) {
+	var agents [][]localslam.Frame
+	n := 0
+	for _, a := range mission(b, "intel-odomline-3").GetAgents() {
+		agents = append(agents, frames(b, a))
+		n += len(agents[len(agents)-1])
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, fr := range agents {
+			if _, err := localslam.Track(fr, localslam.Options{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n)/1e6, "ms/scan")
+}
+
 // TestBuildSubmapDeterministic: the localization and the merge service each
 // build an agent's submap from its scans; they must get the same cells.
 func TestBuildSubmapDeterministic(t *testing.T) {
