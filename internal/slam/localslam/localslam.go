@@ -35,10 +35,13 @@
 //     ODOM lines jitter by up to 21° from one reading to the next, MIT
 //     CSAIL's by 6.5° at the median). The search runs again over ±WideXY,
 //     ±WideTheta under the same gates, and a match there must score
-//     WideMinScore. Without it such a frame kept its prediction: its scan
-//     was drawn 15–30° off, the scans after it locked onto that ghost, and
-//     the agent's frame came out turned against its first scan by as much,
-//     which an anchor passes on to the whole team map (docs/slam.md).
+//     WideMinScore. Before the retry such a frame kept its prediction: its
+//     scan was drawn 15–30° off, the scans after it locked onto that
+//     ghost, and the agent's frame came out turned against its first scan
+//     by as much, which an anchor passes on to the whole team map
+//     (docs/slam.md). After three fruitless retries in a row the next
+//     frames skip it until one fits again: scans that fit nowhere (new
+//     ground, clutter) would each pay a search ten times the normal one.
 //  6. Insertion with the inverse sensor model (grid.Inserter), and an
 //     incremental update of the likelihood fields: each newly occupied cell
 //     stamps its kernel (a lookup table) into both fields; the fields are
@@ -168,6 +171,7 @@ type FrameResult struct {
 	Score      float64     // mean interpolated likelihood of the scan points at Pose (0 when not matched)
 	PriorScore float64     // the same at Prior (0 when no match was tried)
 	Wide       bool        // matched by the wide retry: the prediction was off by more than the window
+	WideTried  bool        // the wide retry ran (skipped after three fruitless ones in a row, until a frame fits again)
 }
 
 // Track runs a new Tracker over frames and returns one result per frame.
@@ -210,6 +214,8 @@ type Tracker struct {
 	m    *localMap
 	n    int         // frames added
 	corr slam.Pose2D // smoothed correction estimate ∘ odometry⁻¹
+	// wideMisses counts the wide retries in a row that found nothing.
+	wideMisses int
 
 	beams    grid.Beams // directions of the scan geometry, for points and stamping
 	pts      []point    // scratch: matchable points of the current scan, sensor frame

@@ -162,6 +162,44 @@ func TestWideRetryPlacesAGlitchedPose(t *testing.T) {
 	}
 }
 
+// TestWideRetryBacksOffOnScansThatFitNowhere: a run of frames whose
+// odometry puts them on new ground, each far from the map and from each
+// other, has nothing to fit. The wide retry runs for the first three and is
+// then skipped, so such a run costs what it did before the retry; a frame
+// that fits again re-arms it.
+func TestWideRetryBacksOffOnScansThatFitNowhere(t *testing.T) {
+	t.Parallel()
+	w, err := world.Generate(world.Config{Seed: 2, Agents: 1, OdomNoise: world.Off, OdomRotNoise: world.Off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := w.Agents[0]
+	n := min(len(a.Path), 12)
+	odom := append([]slam.Pose2D(nil), a.Path[:n]...)
+	far := func(k int) bool { return k >= 1 && k <= 7 || k >= 9 && k <= 10 }
+	for k := range odom {
+		if far(k) {
+			odom[k].X += 25 + 12*float64(k%4)
+			odom[k].Y += 25 + 12*float64(k/4)
+		}
+	}
+	_, res := track(t, odom, a.Scans[:n], localslam.Options{Resolution: w.Config.Resolution})
+	for k := 1; k < n; k++ {
+		switch {
+		case !far(k):
+			// Perfect odometry: the prediction fits, no search beats it.
+			p := res[k].Pose
+			if res[k].WideTried || math.Hypot(p.X-a.Path[k].X, p.Y-a.Path[k].Y) > 0.01 || math.Abs(slam.AngleDiff(p.Theta, a.Path[k].Theta)) > 0.005 {
+				t.Errorf("frame %d (on the map): placed at %v, wide retry tried %v; want %v from the normal window", k, p, res[k].WideTried, a.Path[k])
+			}
+		case res[k].Matched:
+			t.Errorf("frame %d (new ground) matched at %v, score %.2f", k, res[k].Pose, res[k].Score)
+		case res[k].WideTried != (k <= 3 || k >= 9):
+			t.Errorf("frame %d (new ground): wide retry tried %v, want %v", k, res[k].WideTried, k <= 3 || k >= 9)
+		}
+	}
+}
+
 // corridor simulates a 360-beam scan from (x, y, θ) in an endless corridor
 // between the walls y = ±1 m, beyond the lidar's 8 m range in both
 // directions: along the corridor nothing constrains a match.
@@ -248,6 +286,30 @@ func TestBadInput(t *testing.T) {
 	if _, err := localslam.Track(far, localslam.Options{}); !errors.Is(err, slam.ErrTooLarge) {
 		t.Errorf("frames 5 km apart: %v, want ErrTooLarge", err)
 	}
+}
+
+// BenchmarkTrackClutter runs the front end over 300 scans of random clutter
+// (360 beams, 0.5–8.5 m) that fit nowhere: the worst case of the wide
+// retry, which its back-off bounds. It reports the time per frame.
+//
+//	go test -run '^$' -bench TrackClutter ./internal/slam/localslam
+func BenchmarkTrackClutter(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	frames := make([]localslam.Frame, 300)
+	for k := range frames {
+		s := slam.LaserScan{AngleMin: -math.Pi, AngleIncrement: 2 * math.Pi / 360, RangeMin: 0.1, RangeMax: 20, Ranges: make([]float32, 360)}
+		for i := range s.Ranges {
+			s.Ranges[i] = float32(0.5 + 8*r.Float64())
+		}
+		frames[k] = localslam.Frame{Odom: slam.Pose2D{X: 0.05 * float64(k)}, Scan: s}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := localslam.Track(frames, localslam.Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(frames))/1e6, "ms/frame")
 }
 
 // FuzzTrack feeds the front end two frames of arbitrary poses, headers and
