@@ -84,7 +84,8 @@ const (
 	// DefaultWideXY and DefaultWideTheta are the wide retry's window: the
 	// worst single-pose heading glitches of the real logs (intel 20.7°,
 	// SOURCES.md's MIT CSAIL 38° over a whole log) with the 0.35 m
-	// window's margin, doubled in x and y for the lever of a turned step.
+	// window's margin, more than doubled in x and y for the lever of a
+	// turned step.
 	DefaultWideXY    = 0.8                // metres, ± around the prediction
 	DefaultWideTheta = 35 * math.Pi / 180 // radians, ± around the prediction
 	// RebuildEvery is how many frames pass between full rebuilds of the

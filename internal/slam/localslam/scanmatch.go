@@ -76,7 +76,7 @@ type matchOutcome int
 const (
 	matched      matchOutcome = iota
 	lowScore                  // no pose of the window fits the map well enough
-	beyondWindow              // the best pose lies on or past the window's edge
+	beyondWindow              // the best pose lies beyond the window (the coarse lattice reaches past it)
 	lowGain                   // the best pose fits no better than the prediction
 )
 
