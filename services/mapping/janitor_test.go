@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -339,4 +340,50 @@ func TestRefusalPassSkipsTheRetainedMaps(t *testing.T) {
 	if n := count.Commands(); n > 40 {
 		t.Errorf("%d commands for a refusal with %d maps retained, want at most 40", n, retained)
 	}
+}
+
+// An allocation refused for capacity whose janitor pass failed (Redis
+// unreachable mid-pass: found by a review that killed Redis under load)
+// answers UNAVAILABLE, which the saga retries, and not CAPACITY_EXHAUSTED,
+// which would compensate a mission for maps the pass would have freed.
+// The retry, with Redis back, frees them and allocates.
+func TestRefusalWhosePassFailedIsRetried(t *testing.T) {
+	t.Parallel()
+	e := start(t, mapping.Config{CapacityCells: 2 * officeCells})
+	allocateFinished(t, e, "done", 2) // the in-flight budget is full of finished missions' maps
+	cut := &cutPass{}
+	cut.armed.Store(1)
+	e.Redis.AddHook(cut)
+	setState(t, e.Redis, "x", saga.Running)
+	steptest.WantStatus(t, allocate(t, e, "x"), codes.Unavailable, rpcerr.ReasonStoreUnavailable)
+	if cut.cut.Load() == 0 {
+		t.Fatal("no janitor pass ran, so none failed")
+	}
+	cut.armed.Store(0)
+	if err := allocate(t, e, "x"); err != nil {
+		t.Fatalf("the retry with Redis back: %v", err)
+	}
+}
+
+// cutPass fails, while armed, the read that starts a refused allocation's
+// janitor pass (ZDIFF of the maps' sorted set) as a connection reset
+// would: the reply never comes.
+type cutPass struct{ armed, cut atomic.Int64 }
+
+func (*cutPass) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *cutPass) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if a := cmd.Args(); c.armed.Load() == 1 && cmd.Name() == "zdiff" && len(a) > 2 && a[2] == "slammesh:{mapping}:maps" {
+			c.cut.Add(1)
+			err := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (*cutPass) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

@@ -162,7 +162,7 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 type errCapacity struct{ requested, available uint64 }
 
 func (e *errCapacity) Error() string {
-	return fmt.Sprintf("map of %d cells exceeds the %d cells left in the capacity budget (missions in flight hold the rest until they end); %s", e.requested, e.available, grid.FewerCells)
+	return fmt.Sprintf("map of %d cells exceeds the %d cells left in the capacity budget (missions not yet ended hold the rest: running ones until they end, failed ones until resumed or deleted); %s", e.requested, e.available, grid.FewerCells)
 }
 
 // maxCapacityPasses bounds the janitor passes an allocation refused for
@@ -280,15 +280,20 @@ func (s *Server) allocate(ctx context.Context, sc *typesv1.SagaContext, meta gri
 // after a pass has read the maps, and the missions started after them
 // allocate what the pass freed, so under a tight budget one pass can lose
 // that race again and again. A pass that frees nothing means the budget
-// is held by missions in flight: the refusal stands, at once.
+// is held by missions in flight: the refusal stands, at once. A pass that
+// failed (Redis unreachable mid-pass) says nothing of what finished
+// missions hold, so then the call answers that failure instead, which
+// Status makes UNAVAILABLE for an outage: the saga retries the step rather
+// than compensate a mission for capacity that a pass would have freed.
 func (s *Server) allocateAfterPasses(ctx context.Context, sc *typesv1.SagaContext, meta grid.Meta, blank *mapstore.Blank, mapID string) ([]byte, barrier.Outcome, error) {
-	var err error
+	var err, passErr error
 	for range maxCapacityPasses {
 		freed := s.freed.Load()
 		// Retry even when no pass ran here: a concurrent allocation's,
 		// which this one waited for, may have freed maps.
-		if rerr := s.reclaimSince(ctx, s.passes.Load()); rerr != nil {
-			s.log.WarnContext(ctx, "reclaiming finished missions' maps failed", "error", rerr.Error())
+		passErr = s.reclaimSince(ctx, s.passes.Load())
+		if passErr != nil {
+			s.log.WarnContext(ctx, "reclaiming finished missions' maps failed", "error", passErr.Error())
 			if ctx.Err() != nil {
 				break
 			}
@@ -303,6 +308,9 @@ func (s *Server) allocateAfterPasses(ctx context.Context, sc *typesv1.SagaContex
 		if s.freed.Load() == freed {
 			break
 		}
+	}
+	if passErr != nil && ctx.Err() == nil {
+		return nil, 0, fmt.Errorf("the capacity budget is full and the pass that frees finished missions' maps failed: %w", passErr)
 	}
 	return nil, 0, s.refusedFor(ctx, sc, err)
 }
