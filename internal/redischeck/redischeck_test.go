@@ -223,6 +223,85 @@ func TestWatchRestarts(t *testing.T) {
 	}
 }
 
+// TestWatchRestartsWaitsForTheLoad restarts a real redis-server with AOF
+// from its AOF, loading slowly: while it loads it reports aof_enabled:0,
+// and the watch must not tell that as a change of the setting (found by a
+// review: every service logged that the AOF had been turned off).
+func TestWatchRestartsWaitsForTheLoad(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p, err := redisproc.StartArgs(dir, "--appendonly", "yes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { p.Stop() }()
+	_, portText, _ := net.SplitHostPort(p.Addr)
+	port, _ := strconv.Atoi(portText)
+	rdb := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1})
+	defer rdb.Close()
+	ctx := t.Context()
+	// Keys in the AOF's RDB base, which --key-load-delay slows per key;
+	// --loading-process-events-interval-bytes lets INFO through as it loads.
+	const keys = 10000
+	if err := rdb.Eval(ctx, "for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'k' .. i, 'v') end return 1", nil, keys).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.BgRewriteAOF(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info := rdb.Info(ctx, "persistence").Val()
+		if v, _ := redischeck.InfoField(info, "aof_rewrite_in_progress"); v == "0" {
+			if v, _ := redischeck.InfoField(info, "aof_rewrite_scheduled"); v == "0" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the AOF rewrite did not end within 10 s")
+		}
+	}
+	seen := make(chan redischeck.Restart, 4)
+	loading := make(chan bool, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		redischeck.WatchRestarts(wctx, rdb, 10*time.Millisecond, func(r redischeck.Restart) { seen <- r })
+	}()
+	go func() { // whether a read saw the load, so that the test tests it
+		for wctx.Err() == nil {
+			if v, _ := redischeck.InfoField(rdb.Info(wctx, "persistence").Val(), "loading"); v == "1" {
+				loading <- true
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	p.Stop()
+	if p, err = redisproc.StartOn(dir, port, "--appendonly", "yes", "--key-load-delay", "100", "--loading-process-events-interval-bytes", "1024"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-seen:
+		if want := (redischeck.Restart{AOFBefore: true, AOFNow: true}); got != want {
+			t.Errorf("restart told as %+v, want %+v", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("restart not told")
+	}
+	select {
+	case <-loading:
+	default:
+		t.Error("no read saw the server loading: the load was too quick to test the watch")
+	}
+	if n := rdb.DBSize(ctx).Val(); n != keys {
+		t.Errorf("%d keys after the restart, want %d", n, keys)
+	}
+	cancel()
+	<-done
+}
+
 // A Redis run as docs/security.md has it (its default user off but allowed
 // slammesh's writes) keeps a script's writes across a restart from its
 // AOF; with the default user off and allowed nothing, as the docs had it,

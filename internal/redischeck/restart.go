@@ -35,8 +35,12 @@ type Restart struct {
 
 // WatchRestarts reads the run_id of the single Redis rdb talks to every
 // interval until ctx ends, and calls restarted when it changed. Reads that
-// fail (Redis down) are skipped: readiness reports those. rdb must not be
-// a Cluster client, whose INFO reaches any node.
+// fail (Redis down) are skipped: readiness reports those. So are reads of
+// a server still loading its dataset (INFO's loading:1), which reports
+// aof_enabled:0 until its AOF is loaded, and has not yet met the NOPERM
+// errors that loading it may raise (found by a review: every service
+// logged an AOF change that was none after a restart with AOF). rdb must
+// not be a Cluster client, whose INFO reaches any node.
 func WatchRestarts(ctx context.Context, rdb redis.UniversalClient, interval time.Duration, restarted func(Restart)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -44,7 +48,8 @@ func WatchRestarts(ctx context.Context, rdb redis.UniversalClient, interval time
 	var aof bool
 	for {
 		info, err := rdb.Info(ctx, "server", "persistence", "errorstats", "commandstats").Result()
-		if id, ok := InfoField(info, "run_id"); err == nil && ok {
+		loading, _ := InfoField(info, "loading")
+		if id, ok := InfoField(info, "run_id"); err == nil && ok && loading != "1" {
 			v, _ := InfoField(info, "aof_enabled")
 			now := v == "1"
 			if last != "" && id != last {
