@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/slammesh/slammesh/internal/saga"
@@ -288,6 +289,15 @@ func (c serviceConfig) validate() error {
 		return fmt.Errorf("%w: --retention must be at least %v", errUsage, minRetention)
 	case c.service == "mapping" && c.capacityCells == 0:
 		return fmt.Errorf("%w: --capacity-cells must be positive", errUsage)
+	}
+	if c.service == "orchestrator" {
+		// An empty target would start, and every mission retry its first
+		// step until its budget ran out (found by a review).
+		for _, a := range []struct{ flag, addr string }{{"--mapping-addr", c.mappingAddr}, {"--localization-addr", c.localizationAddr}, {"--merge-addr", c.mergeAddr}} {
+			if strings.TrimSpace(a.addr) == "" {
+				return fmt.Errorf("%w: %s is empty: give the step service's gRPC target (host:port)", errUsage, a.flag)
+			}
+		}
 	}
 	// Checked here, before Redis is dialled, rather than at the listen
 	// (found by a review: a mistyped port waited for Redis first).

@@ -40,6 +40,10 @@ func TestRecoveryFlags(t *testing.T) {
 		{name: "address without a port", service: "mapping", args: []string{"--http-addr", "127.0.0.1"}, usageErr: true},
 		{name: "port from the environment", service: "merge", env: map[string]string{"SLAMMESH_GRPC_ADDR": "127.0.0.1:x9"}, usageErr: true},
 		{name: "negative Redis wait", service: "mapping", args: []string{"--redis-wait", "-1s"}, usageErr: true},
+		// An empty step target would start and fail every mission's step
+		// until its retry budget ran out (found by a review).
+		{name: "empty step target", service: "orchestrator", args: []string{"--mapping-addr", ""}, usageErr: true},
+		{name: "blank step target from the environment", service: "orchestrator", env: map[string]string{"SLAMMESH_MERGE_ADDR": " "}, usageErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
