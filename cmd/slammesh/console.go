@@ -72,14 +72,17 @@ func selfTarget(addr net.Addr) string {
 }
 
 // httpURL is the root URL of an HTTP port for people, from its
-// bound address (the console, /metrics).
+// bound address (the console, /metrics): localhost for a wildcard bind or
+// the loopback address localhost names, else the address bound (another
+// loopback address, such as dev --host 127.0.0.2, is not what localhost
+// reaches: found by a review).
 func httpURL(addr net.Addr) string {
 	tcp, ok := addr.(*net.TCPAddr)
 	if !ok {
 		return "http://" + addr.String() + "/"
 	}
 	host := tcp.IP.String()
-	if tcp.IP.IsUnspecified() || tcp.IP.IsLoopback() {
+	if tcp.IP.IsUnspecified() || tcp.IP.Equal(net.IPv4(127, 0, 0, 1)) || tcp.IP.Equal(net.IPv6loopback) {
 		host = "localhost"
 	}
 	return "http://" + net.JoinHostPort(host, strconv.Itoa(tcp.Port)) + "/"

@@ -179,3 +179,26 @@ func TestDevFreePortsPicksAFreeRedisPort(t *testing.T) {
 		t.Errorf("--free-ports with --redis-port %d given and taken: no error", port)
 	}
 }
+
+// The URLs dev prints reach the address bound: localhost names 127.0.0.1
+// (and ::1), not another loopback address such as --host 127.0.0.2's,
+// where a curl of localhost reached another mesh (found by a review).
+func TestHTTPURLNamesTheAddressBound(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		ip   net.IP
+		want string
+	}{
+		{net.IPv4zero, "http://localhost:9091/"},
+		{net.IPv6unspecified, "http://localhost:9091/"},
+		{net.IPv4(127, 0, 0, 1), "http://localhost:9091/"},
+		{net.IPv6loopback, "http://localhost:9091/"},
+		{net.IPv4(127, 0, 0, 2), "http://127.0.0.2:9091/"},
+		{net.IPv4(10, 1, 2, 3), "http://10.1.2.3:9091/"},
+		{net.ParseIP("fd00::1"), "http://[fd00::1]:9091/"},
+	} {
+		if got := httpURL(&net.TCPAddr{IP: tt.ip, Port: 9091}); got != tt.want {
+			t.Errorf("httpURL(%v) = %s, want %s", tt.ip, got, tt.want)
+		}
+	}
+}
