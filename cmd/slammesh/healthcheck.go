@@ -67,6 +67,10 @@ func probeHint(err error, tlsOn bool) string {
 	}
 	msg := status.Convert(err).Message()
 	switch {
+	case strings.Contains(msg, "looked like an HTTP/1.1 header"):
+		// Before the TLS hints: a plaintext probe of the HTTP port also
+		// fails reading the server preface (found by a review).
+		return " (that address answers HTTP/1.1: it is a service's HTTP port, /metrics, not its gRPC one)"
 	case tlsOn && strings.Contains(msg, "first record does not look like a TLS handshake"):
 		return " (the server does not speak TLS: leave out --tls-ca)"
 	case tlsOn && (strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate") ||

@@ -52,3 +52,18 @@ func TestHealthcheckSaysWhichTLSFlagIsMissing(t *testing.T) {
 		}
 	}
 }
+
+// A probe of a service's HTTP port says that it is one, not that the
+// service may serve TLS (found by a review).
+func TestHealthcheckOfTheHTTPPortSaysSo(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	addrs := freeAddrs(t, 2)
+	logs := &devOutput{more: make(chan struct{}, 1)}
+	runServiceLogT(t, logs, "merge", "--grpc-addr", addrs[0], "--http-addr", addrs[1], "--redis-url", rs.URL)
+	logs.waitFor(t, `"msg":"serving"`)
+	err := run(t.Context(), []string{"healthcheck", "--addr", addrs[1]}, func(string) string { return "" }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "it is a service's HTTP port") || strings.Contains(err.Error(), "TLS") {
+		t.Errorf("healthcheck of the HTTP port: %v; want it to say it is the HTTP port, and nothing of TLS", err)
+	}
+}
