@@ -375,7 +375,7 @@ func cmdResume(ctx context.Context, c *clients, g global, args []string, stdout,
 
 func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("map", "map [flags] MISSION_ID", stderr)
-	out := fs.String("o", "", "file to write: the PNG (default <mission>.png), or for --format ros the base name of BASE.yaml + BASE.pgm (default <mission>; a trailing .yaml or .pgm is taken off)")
+	out := fs.String("o", "", "file to write: the PNG (default <mission>.png; - : stdout), or for --format ros the base name of BASE.yaml + BASE.pgm (default <mission>; a trailing .yaml or .pgm is taken off)")
 	version := fs.Uint("version", 0, "map version (0: current)")
 	format := fs.String("format", "png", "png (a picture) or ros (a map_server .yaml + .pgm pair that Nav2 loads)")
 	rosMode := fs.String("ros-mode", "trinary", "with --format ros: trinary (occupied >= 65 %, free <= 25 %, the rest unknown; what every ROS consumer reads) or raw (every cell value kept exactly)")
@@ -391,6 +391,8 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 	// A PNG written under another picture's name is read as that format,
 	// and fails, by whoever opens it (found by a review: -o map.jpg).
 	switch ext := strings.ToLower(filepath.Ext(*out)); {
+	case *format == "ros" && *out == "-":
+		return fmt.Errorf("%w: -o -: --format ros writes two files, BASE.yaml and BASE.pgm; give the base name", errUsage)
 	case *format == "png" && pictureExt[ext]:
 		return fmt.Errorf("%w: -o %s: the map is written as PNG; name it .png (or --format ros for a map_server pair)", errUsage, *out)
 	case *format == "ros" && (ext == ".yaml" || ext == ".yml" || ext == ".pgm"):
@@ -426,7 +428,14 @@ func cmdMap(ctx context.Context, c *clients, g global, args []string, stdout, st
 		if *out == "" {
 			path += ".png"
 		}
-		if err := os.WriteFile(path, m.png, 0o644); err != nil {
+		if path == "-" {
+			// The picture alone on stdout, for a pipe; what was written
+			// goes to stderr (found by a review: a file named "-").
+			if _, err := stdout.Write(m.png); err != nil {
+				return err
+			}
+			path, stdout = "stdout", stderr
+		} else if err := os.WriteFile(path, m.png, 0o644); err != nil {
 			return err
 		}
 	}

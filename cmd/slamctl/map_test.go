@@ -92,6 +92,49 @@ func TestMapFetchesFullBudgetMap(t *testing.T) {
 	}
 }
 
+// TestMapToStdout: -o - writes the PNG alone to stdout, for a pipe, and
+// says what it wrote on stderr (found by a review: it wrote a file named
+// "-").
+func TestMapToStdout(t *testing.T) {
+	// Not parallel: it runs in a directory of its own (t.Chdir), to see
+	// that no file named "-" appears.
+	e := steptest.Start(t, steptest.Service{
+		Name:                mapping.ServiceName,
+		Step:                mapping.Step,
+		ActionMethods:       mapping.ActionMethods,
+		CompensationMethods: mapping.CompensationMethods,
+		New: func(rdb redis.UniversalClient, b *barrier.Barrier, log *slog.Logger) (steptest.Registrar, error) {
+			return mapping.NewServer(mapping.Config{}, rdb, b, log), nil
+		},
+	})
+	const mission = "m-pipe"
+	if _, err := mappingv1.NewMappingServiceClient(e.Conn).AllocateMap(t.Context(), &mappingv1.AllocateMapRequest{
+		Saga: e.Saga(mission),
+		Spec: &typesv1.MapSpec{WidthM: 2, HeightM: 1},
+	}); err != nil {
+		t.Fatalf("AllocateMap: %v", err)
+	}
+	t.Chdir(t.TempDir())
+	var stdout, stderr bytes.Buffer
+	args := []string{"--addr", "127.0.0.1:1", "--mapping-addr", e.Conn.Target(), "map", "-o", "-", mission}
+	if err := run(t.Context(), args, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatalf("slamctl map -o -: %v\n%s", err, stderr.String())
+	}
+	cfg, err := png.DecodeConfig(&stdout)
+	if err != nil {
+		t.Fatalf("stdout is not a PNG: %v", err)
+	}
+	if cfg.Width != 40 || cfg.Height != 20 {
+		t.Errorf("PNG is %dx%d, want 40x20", cfg.Width, cfg.Height)
+	}
+	if !strings.Contains(stderr.String(), "wrote stdout: map") {
+		t.Errorf("stderr %q does not say what was written", stderr.String())
+	}
+	if _, err := os.Stat("-"); err == nil {
+		t.Error(`a file named "-" was written`)
+	}
+}
+
 // mapNotFoundOrchestrator knows mission "done" and no other.
 type mapNotFoundOrchestrator struct {
 	orchestratorv1.UnimplementedOrchestratorServiceServer
@@ -202,6 +245,12 @@ func TestUsageErrorsBeforeAnyCall(t *testing.T) {
 		func(string) string { return "" }, &stdout, &stderr)
 	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "give the base name") {
 		t.Fatalf("map --format ros -o merged.png: %v, want a usage error asking for the base name", err)
+	}
+	// Nor to stdout, which holds one stream.
+	err = run(t.Context(), []string{"--addr", "127.0.0.1:1", "--mapping-addr", "127.0.0.1:1", "map", "--format", "ros", "-o", "-", "m1"},
+		func(string) string { return "" }, &stdout, &stderr)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "give the base name") {
+		t.Fatalf("map --format ros -o -: %v, want a usage error asking for the base name", err)
 	}
 	// Zero agents, or a stride of 0, is a mistake the API would read as
 	// its default (found by a review).
