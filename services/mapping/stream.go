@@ -14,10 +14,14 @@ import (
 	"github.com/slammesh/slammesh/internal/slam/render"
 )
 
-// Chunk sizes of StreamMap: the default, and the most a request may ask for
-// (gRPC clients accept 4 MiB messages by default, a little framing aside).
+// Chunk sizes of StreamMap: the default, the least a request may ask for
+// (a map of the default 16 M-cell budget then takes at most 4,096
+// messages, where 1-byte chunks made it 16 million: found by a review),
+// and the most (gRPC clients accept 4 MiB messages by default, a little
+// framing aside).
 const (
 	defaultChunkBytes = 1 << 20
+	minChunkBytes     = 4 << 10
 	maxChunkBytes     = 4<<20 - 1024
 )
 
@@ -35,8 +39,8 @@ func (s *Server) StreamMap(req *mappingv1.StreamMapRequest, stream grpc.ServerSt
 	switch {
 	case chunk == 0:
 		chunk = defaultChunkBytes
-	case chunk > maxChunkBytes:
-		return rpcerr.InvalidArgument("chunk_bytes", fmt.Sprintf("%d, at most %d", chunk, maxChunkBytes))
+	case chunk < minChunkBytes || chunk > maxChunkBytes:
+		return rpcerr.InvalidArgument("chunk_bytes", fmt.Sprintf("%d, want %d to %d (0: %d)", chunk, minChunkBytes, maxChunkBytes, defaultChunkBytes))
 	}
 	m, err := s.loadVersion(ctx, req.GetMissionId(), req.GetVersion())
 	if err != nil {

@@ -78,6 +78,7 @@ func TestStreamMapMatchesGetMap(t *testing.T) {
 		"unknown mission": {&mappingv1.StreamMapRequest{MissionId: "m-none"}, codes.NotFound, rpcerr.ReasonMapNotFound},
 		"missing version": {&mappingv1.StreamMapRequest{MissionId: m, Version: 9}, codes.NotFound, rpcerr.ReasonMapNotFound},
 		"chunk too large": {&mappingv1.StreamMapRequest{MissionId: m, ChunkBytes: 64 << 20}, codes.InvalidArgument, rpcerr.ReasonInvalidField},
+		"chunk too small": {&mappingv1.StreamMapRequest{MissionId: m, ChunkBytes: 1}, codes.InvalidArgument, rpcerr.ReasonInvalidField},
 	} {
 		stream, err := e.client.StreamMap(ctx, tt.req)
 		if err == nil {

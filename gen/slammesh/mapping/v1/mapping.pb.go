@@ -429,7 +429,8 @@ type StreamMapRequest struct {
 	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// Also render the grid as PNG, sent after the cells.
 	IncludePng bool `protobuf:"varint,3,opt,name=include_png,json=includePng,proto3" json:"include_png,omitempty"`
-	// Most bytes of cells or PNG per message; 0 means 1 MiB, at most 4 MiB.
+	// Most bytes of cells or PNG per message; 0 means 1 MiB; at least 4 KiB
+	// (4096), at most 4 MiB less 1 KiB (4193280).
 	ChunkBytes    uint32 `protobuf:"varint,4,opt,name=chunk_bytes,json=chunkBytes,proto3" json:"chunk_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
