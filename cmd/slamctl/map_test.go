@@ -26,13 +26,11 @@ import (
 	"github.com/slammesh/slammesh/services/mapping"
 )
 
-// `slamctl map` fetches the largest map the mesh allows: the mapping
-// service's whole default budget (16 M cells, a 200 m square at 5 cm),
-// over gRPC's default 4 MiB receive limit, through StreamMap. Memory-heavy
-// (the map is held by Redis, the service and the client): the one test
-// that allocates it.
-func TestMapFetchesFullBudgetMap(t *testing.T) {
-	e := steptest.Start(t, steptest.Service{
+// startMapping starts a mapping service with the default budget, as
+// cmd/slammesh wires it.
+func startMapping(t *testing.T) *steptest.Env {
+	t.Helper()
+	return steptest.Start(t, steptest.Service{
 		Name:                mapping.ServiceName,
 		Step:                mapping.Step,
 		ActionMethods:       mapping.ActionMethods,
@@ -41,6 +39,15 @@ func TestMapFetchesFullBudgetMap(t *testing.T) {
 			return mapping.NewServer(mapping.Config{}, rdb, b, log), nil
 		},
 	})
+}
+
+// `slamctl map` fetches the largest map the mesh allows: the mapping
+// service's whole default budget (16 M cells, a 200 m square at 5 cm),
+// over gRPC's default 4 MiB receive limit, through StreamMap. Memory-heavy
+// (the map is held by Redis, the service and the client): the one test
+// that allocates it.
+func TestMapFetchesFullBudgetMap(t *testing.T) {
+	e := startMapping(t)
 	// Rendering 16 M cells as PNG takes tens of seconds under the race
 	// detector on a loaded machine: a bound well above steptest.Context's.
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
@@ -98,15 +105,7 @@ func TestMapFetchesFullBudgetMap(t *testing.T) {
 func TestMapToStdout(t *testing.T) {
 	// Not parallel: it runs in a directory of its own (t.Chdir), to see
 	// that no file named "-" appears.
-	e := steptest.Start(t, steptest.Service{
-		Name:                mapping.ServiceName,
-		Step:                mapping.Step,
-		ActionMethods:       mapping.ActionMethods,
-		CompensationMethods: mapping.CompensationMethods,
-		New: func(rdb redis.UniversalClient, b *barrier.Barrier, log *slog.Logger) (steptest.Registrar, error) {
-			return mapping.NewServer(mapping.Config{}, rdb, b, log), nil
-		},
-	})
+	e := startMapping(t)
 	const mission = "m-pipe"
 	if _, err := mappingv1.NewMappingServiceClient(e.Conn).AllocateMap(t.Context(), &mappingv1.AllocateMapRequest{
 		Saga: e.Saga(mission),

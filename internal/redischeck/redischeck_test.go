@@ -177,16 +177,8 @@ func TestCheckWithoutConfigCommand(t *testing.T) {
 // and says nothing while the server stays up or is down.
 func TestWatchRestarts(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	p, err := redisproc.Start(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { p.Stop() }()
-	_, portText, _ := net.SplitHostPort(p.Addr)
-	port, _ := strconv.Atoi(portText)
-	rdb := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1})
-	defer rdb.Close()
+	srv := startRestartable(t)
+	rdb := srv.rdb
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	seen := make(chan redischeck.Restart, 4)
@@ -202,11 +194,7 @@ func TestWatchRestarts(t *testing.T) {
 	default:
 	}
 	for _, want := range []redischeck.Restart{{AOFBefore: false, AOFNow: true}, {AOFBefore: true, AOFNow: false}} {
-		p.Stop()
-		time.Sleep(60 * time.Millisecond) // reads fail meanwhile
-		if p, err = redisproc.StartOn(dir, port, "--appendonly", map[bool]string{false: "no", true: "yes"}[want.AOFNow]); err != nil {
-			t.Fatal(err)
-		}
+		srv.restart(60*time.Millisecond, "--appendonly", map[bool]string{false: "no", true: "yes"}[want.AOFNow]) // reads fail while it is down
 		select {
 		case got := <-seen:
 			if got != want {
@@ -229,16 +217,8 @@ func TestWatchRestarts(t *testing.T) {
 // review: every service logged that the AOF had been turned off).
 func TestWatchRestartsWaitsForTheLoad(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	p, err := redisproc.StartArgs(dir, "--appendonly", "yes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { p.Stop() }()
-	_, portText, _ := net.SplitHostPort(p.Addr)
-	port, _ := strconv.Atoi(portText)
-	rdb := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1})
-	defer rdb.Close()
+	srv := startRestartable(t, "--appendonly", "yes")
+	rdb := srv.rdb
 	ctx := t.Context()
 	// Keys in the AOF's RDB base, which --key-load-delay slows per key;
 	// --loading-process-events-interval-bytes lets INFO through as it loads.
@@ -278,10 +258,7 @@ func TestWatchRestartsWaitsForTheLoad(t *testing.T) {
 		}
 	}()
 	time.Sleep(50 * time.Millisecond)
-	p.Stop()
-	if p, err = redisproc.StartOn(dir, port, "--appendonly", "yes", "--key-load-delay", "100", "--loading-process-events-interval-bytes", "1024"); err != nil {
-		t.Fatal(err)
-	}
+	srv.restart(0, "--appendonly", "yes", "--key-load-delay", "100", "--loading-process-events-interval-bytes", "1024")
 	select {
 	case got := <-seen:
 		if want := (redischeck.Restart{AOFBefore: true, AOFNow: true}); got != want {
@@ -300,6 +277,47 @@ func TestWatchRestartsWaitsForTheLoad(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// restartable is a redis-server of the test's own, which restart starts
+// again on the same port, and a client that follows it across restarts.
+type restartable struct {
+	t    *testing.T
+	dir  string
+	port int
+	p    *redisproc.Process
+	rdb  *redis.Client
+}
+
+// startRestartable starts a server with extra redis-server arguments; the
+// test's cleanup stops it.
+func startRestartable(t *testing.T, extra ...string) *restartable {
+	t.Helper()
+	r := &restartable{t: t, dir: t.TempDir()}
+	p, err := redisproc.StartArgs(r.dir, extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p = p
+	t.Cleanup(func() { r.p.Stop() })
+	_, portText, _ := net.SplitHostPort(p.Addr)
+	r.port, _ = strconv.Atoi(portText)
+	r.rdb = redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1})
+	t.Cleanup(func() { r.rdb.Close() })
+	return r
+}
+
+// restart kills the server (SIGKILL), leaves it down for down, and starts
+// it again on its port with extra; it returns once the server answers.
+func (r *restartable) restart(down time.Duration, extra ...string) {
+	r.t.Helper()
+	r.p.Stop()
+	time.Sleep(down)
+	p, err := redisproc.StartOn(r.dir, r.port, extra...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.p = p
 }
 
 // A Redis run as docs/security.md has it (its default user off but allowed
