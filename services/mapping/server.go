@@ -309,7 +309,10 @@ func (s *Server) allocateAfterPasses(ctx context.Context, sc *typesv1.SagaContex
 			break
 		}
 	}
-	if passErr != nil && ctx.Err() == nil {
+	// Counters found corrupt by the pass (its eviction reads them) are not
+	// a store outage: the refusal stands, and the next allocation's
+	// reservation finds them and has them recounted (AllocateMap).
+	if passErr != nil && ctx.Err() == nil && !errors.Is(passErr, mapstore.ErrCorrupt) {
 		return nil, 0, fmt.Errorf("the capacity budget is full and the pass that frees finished missions' maps failed: %w", passErr)
 	}
 	return nil, 0, s.refusedFor(ctx, sc, err)
