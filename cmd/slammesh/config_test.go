@@ -44,6 +44,10 @@ func TestRecoveryFlags(t *testing.T) {
 		// until its retry budget ran out (found by a review).
 		{name: "empty step target", service: "orchestrator", args: []string{"--mapping-addr", ""}, usageErr: true},
 		{name: "blank step target from the environment", service: "orchestrator", env: map[string]string{"SLAMMESH_MERGE_ADDR": " "}, usageErr: true},
+		{name: "step target without its port", service: "orchestrator", args: []string{"--merge-addr", "localhost:"}, usageErr: true},
+		{name: "step target of a colon", service: "orchestrator", args: []string{"--localization-addr", ":"}, usageErr: true},
+		{name: "dns step target without a host", service: "orchestrator", args: []string{"--merge-addr", "dns:///"}, usageErr: true},
+		{name: "step target port out of range", service: "orchestrator", args: []string{"--mapping-addr", "mapping:70000"}, usageErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,6 +115,22 @@ func TestGCHeapFloorFlag(t *testing.T) {
 			case !tt.usageErr && (err != nil || got != tt.want):
 				t.Errorf("%s, %s: floor %d MiB, %v; want %d", tt.name, service, got, err, tt.want)
 			}
+		}
+	}
+}
+
+// The step targets gRPC reads pass checkTarget: the usual host:port, the
+// forms of its dns and passthrough resolvers, and other resolvers' targets,
+// which are theirs to read.
+func TestCheckTargetTakesWhatGRPCReads(t *testing.T) {
+	t.Parallel()
+	for _, target := range []string{
+		"localhost:50052", "mapping", "10.0.0.1:50052", "[::1]:50052", "::1", ":50052",
+		"mapping.slammesh.svc.cluster.local:50052", "dns:///mapping:50052", "dns://10.0.0.53/mapping:50052",
+		"passthrough:///127.0.0.1:50052", "unix:///run/mapping.sock", "unix:mapping.sock", "xds:///mapping",
+	} {
+		if err := checkTarget(target); err != nil {
+			t.Errorf("checkTarget(%q) = %v, want nil", target, err)
 		}
 	}
 }
