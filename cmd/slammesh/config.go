@@ -1,16 +1,15 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/slammesh/slammesh/internal/grpcserver"
 	"github.com/slammesh/slammesh/internal/saga"
 	"github.com/slammesh/slammesh/services/mapping"
 	"github.com/slammesh/slammesh/services/orchestrator"
@@ -293,7 +292,7 @@ func (c serviceConfig) validate() error {
 	}
 	if c.service == "orchestrator" {
 		for _, a := range []struct{ flag, addr string }{{"--mapping-addr", c.mappingAddr}, {"--localization-addr", c.localizationAddr}, {"--merge-addr", c.mergeAddr}} {
-			if err := checkTarget(a.addr); err != nil {
+			if err := grpcserver.CheckTarget(a.addr); err != nil {
 				return fmt.Errorf("%w: %s %q: %v", errUsage, a.flag, a.addr, err)
 			}
 		}
@@ -313,42 +312,6 @@ func (c serviceConfig) validate() error {
 		}
 	}
 	return nil
-}
-
-// checkTarget refuses a step service's gRPC target that the dns resolver
-// gRPC dials it with cannot read: empty, or a host:port whose port is
-// missing or not a port (found by reviews: "", "localhost:" and ":"
-// started, and every mission then retried a step until its budget ran
-// out, and its compensation after it). The forms gRPC reads as dns
-// (host, host:port, an IP literal, dns:///host:port, dns://server/host:port)
-// and passthrough:/// are checked; targets of other resolvers (unix:,
-// xds:///, ...) are left to them.
-func checkTarget(target string) error {
-	endpoint := strings.TrimSpace(target)
-	switch scheme, rest, ok := strings.Cut(endpoint, "://"); {
-	case !ok:
-		if strings.HasPrefix(endpoint, "unix:") {
-			return nil
-		}
-	case scheme == "dns" || scheme == "passthrough":
-		_, endpoint, _ = strings.Cut(rest, "/") // after the authority, if any
-	default:
-		return nil
-	}
-	if endpoint == "" {
-		return errors.New("empty: give the step service's gRPC target, host:port")
-	}
-	if net.ParseIP(endpoint) != nil || !strings.Contains(endpoint, ":") {
-		return nil // an IP literal, or a host on gRPC's default port
-	}
-	_, port, err := net.SplitHostPort(endpoint)
-	if err == nil && port == "" {
-		err = errors.New("missing port")
-	}
-	if err == nil {
-		_, err = net.LookupPort("tcp", port)
-	}
-	return err
 }
 
 // minRetention keeps a finished mission readable for a moment at least: a

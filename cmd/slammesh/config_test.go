@@ -118,19 +118,3 @@ func TestGCHeapFloorFlag(t *testing.T) {
 		}
 	}
 }
-
-// The step targets gRPC reads pass checkTarget: the usual host:port, the
-// forms of its dns and passthrough resolvers, and other resolvers' targets,
-// which are theirs to read.
-func TestCheckTargetTakesWhatGRPCReads(t *testing.T) {
-	t.Parallel()
-	for _, target := range []string{
-		"localhost:50052", "mapping", "10.0.0.1:50052", "[::1]:50052", "::1", ":50052",
-		"mapping.slammesh.svc.cluster.local:50052", "dns:///mapping:50052", "dns://10.0.0.53/mapping:50052",
-		"passthrough:///127.0.0.1:50052", "unix:///run/mapping.sock", "unix:mapping.sock", "xds:///mapping",
-	} {
-		if err := checkTarget(target); err != nil {
-			t.Errorf("checkTarget(%q) = %v, want nil", target, err)
-		}
-	}
-}

@@ -106,6 +106,67 @@ func Dial(target string, tel *telemetry.Telemetry, opts ...grpc.DialOption) (*gr
 	return conn, nil
 }
 
+// listAddrs are the entries of an address list (listTarget).
+func listAddrs(list string) ([]resolver.Address, error) {
+	var addrs []resolver.Address
+	for a := range strings.SplitSeq(list, ",") {
+		a = strings.TrimSpace(a)
+		if strings.Contains(a, "/") || checkHostPort(a) != nil {
+			return nil, fmt.Errorf("grpcserver: dial %q: an address list takes host:port entries, not %q", list, a)
+		}
+		addrs = append(addrs, resolver.Address{Addr: a})
+	}
+	return addrs, nil
+}
+
+// checkHostPort refuses a host:port whose port is missing or not a port,
+// as gRPC's dns resolver does when it dials ("localhost:", ":").
+func checkHostPort(a string) error {
+	_, port, err := net.SplitHostPort(a)
+	if err == nil && port == "" {
+		err = errors.New("missing port")
+	}
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
+	return err
+}
+
+// CheckTarget reports an error for a target that Dial would accept but
+// that no call could ever reach: empty, a host:port whose port is missing
+// or not a port, or an address list with such an entry (found by reviews:
+// an orchestrator given "", "localhost:" or ":" for a step service started,
+// and every mission then retried that step until its budget ran out, and
+// its compensation after it). It checks the forms gRPC's dns resolver
+// reads (host, host:port, an IP literal, dns:///host:port,
+// dns://server/host:port), passthrough:/// and address lists; targets of
+// other resolvers (unix:, xds:///, ...) are left to them. Call it at start,
+// before anything waits.
+func CheckTarget(target string) error {
+	endpoint := strings.TrimSpace(target)
+	if strings.Contains(endpoint, ",") {
+		_, err := listAddrs(endpoint)
+		return err
+	}
+	switch scheme, rest, ok := strings.Cut(endpoint, "://"); {
+	case !ok:
+		if strings.HasPrefix(endpoint, "unix:") {
+			return nil
+		}
+	case scheme == "dns" || scheme == "passthrough":
+		_, endpoint, _ = strings.Cut(rest, "/") // after the authority, if any
+	default:
+		return nil
+	}
+	switch {
+	case endpoint == "":
+		return errors.New("empty: give host:port")
+	case net.ParseIP(endpoint) != nil || !strings.Contains(endpoint, ":"):
+		return nil // an IP literal, or a host on gRPC's default port
+	}
+	return checkHostPort(endpoint)
+}
+
 // listScheme is the scheme of the static resolver a comma-separated target
 // gets; it is registered on its own connection only (grpc.WithResolvers).
 const listScheme = "slammesh-list"
@@ -116,13 +177,9 @@ const listScheme = "slammesh-list"
 // is the first address, as a one-address target would have it; a list
 // with an empty entry, a scheme, or an entry without a port is an error.
 func listTarget(list string, base []grpc.DialOption) (string, []grpc.DialOption, error) {
-	var addrs []resolver.Address
-	for a := range strings.SplitSeq(list, ",") {
-		a = strings.TrimSpace(a)
-		if _, _, err := net.SplitHostPort(a); err != nil || strings.Contains(a, "/") {
-			return "", nil, fmt.Errorf("grpcserver: dial %q: an address list takes host:port entries, not %q", list, a)
-		}
-		addrs = append(addrs, resolver.Address{Addr: a})
+	addrs, err := listAddrs(list)
+	if err != nil {
+		return "", nil, err
 	}
 	r := manual.NewBuilderWithScheme(listScheme)
 	r.InitialState(resolver.State{Addresses: addrs})

@@ -60,6 +60,29 @@ func TestDialAddressListRejectsBadEntries(t *testing.T) {
 	}
 }
 
+// CheckTarget takes the targets gRPC reads (the usual host:port, the forms
+// of its dns and passthrough resolvers, address lists, and other
+// resolvers' targets, which are theirs to read), and refuses those that no
+// call could reach.
+func TestCheckTarget(t *testing.T) {
+	t.Parallel()
+	for _, target := range []string{
+		"localhost:50052", "mapping", "10.0.0.1:50052", "[::1]:50052", "::1", ":50052",
+		"mapping.slammesh.svc.cluster.local:50052", "dns:///mapping:50052", "dns://10.0.0.53/mapping:50052",
+		"passthrough:///127.0.0.1:50052", "127.0.0.1:7001,127.0.0.1:7002", "127.0.0.1:7001, 127.0.0.1:7002",
+		"unix:///run/mapping.sock", "unix:mapping.sock", "xds:///mapping",
+	} {
+		if err := grpcserver.CheckTarget(target); err != nil {
+			t.Errorf("CheckTarget(%q) = %v, want nil", target, err)
+		}
+	}
+	for _, target := range []string{"", " ", "localhost:", ":", "dns:///", "mapping:70000", "mapping:x9", "127.0.0.1:7001,localhost:", "127.0.0.1:7001,"} {
+		if err := grpcserver.CheckTarget(target); err == nil {
+			t.Errorf("CheckTarget(%q) = nil, want an error", target)
+		}
+	}
+}
+
 // TestDialFindsNewReplicas: a client whose resolver learns of a new
 // replica only when asked again (dns:///, which re-resolves only when a
 // connection ends) starts calling it once the server's MaxConnectionAge
