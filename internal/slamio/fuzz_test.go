@@ -3,6 +3,7 @@ package slamio_test
 import (
 	"bytes"
 	"image"
+	"math"
 	"strings"
 	"testing"
 
@@ -10,18 +11,20 @@ import (
 )
 
 // FuzzParseCarmen: any input parses or fails with an error; a parsed log's
-// readings are consistent with their own beam geometry.
+// readings are consistent with their own beam geometry. An angle increment
+// may be negative: a ROBOTLASER1 laser sweeping right to left (877bb3a).
 func FuzzParseCarmen(f *testing.F) {
 	f.Add([]byte(smallLog))
 	f.Add([]byte("FLASER 2 1 1 0 0 0 0 0 0 1 h 1\n"))
 	f.Add([]byte("ROBOTLASER1 0 -0.5 0.5 0.25 8.0 0.01 0 3 1 2 9 0 3 3 1 3 3 1 0 0 0 0 0 3.0 host 3.0\n"))
+	f.Add([]byte("ROBOTLASER1 0 0 0 -1 1 0 0 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0")) // right to left, once refused by this test
 	f.Fuzz(func(t *testing.T, data []byte) {
 		log, err := slamio.ParseCarmen(strings.NewReader(string(data)), "fuzz.log")
 		if err != nil {
 			return
 		}
 		for i, r := range log.Readings {
-			if r.Index != i || len(r.Ranges) == 0 || r.AngleIncrement <= 0 || r.Line < 1 {
+			if inc := math.Abs(r.AngleIncrement); r.Index != i || len(r.Ranges) == 0 || !(inc > 0 && inc <= 2*math.Pi) || r.Line < 1 {
 				t.Fatalf("reading %d: %+v", i, r)
 			}
 		}
