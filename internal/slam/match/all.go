@@ -312,13 +312,17 @@ func matchRound(ctx context.Context, ref *Reference, agents []Agent, points []*p
 // fewer on a large map (refineCellsBudget), and the result does not depend
 // on par or on scheduling.
 func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, points []*pointSets, results []Result, par int) error {
-	par = min(par, max(1, int(refineCellsBudget/meta.Cells())))
 	var todo []int
+	regions := make([]grid.Meta, len(agents))
+	largest := int64(1)
 	for i := range agents {
 		if results[i].Localized && !results[i].Anchor {
 			todo = append(todo, i)
+			regions[i] = refineRegion(meta, points[i], results[i].Pose)
+			largest = max(largest, regions[i].Cells())
 		}
 	}
+	par = min(par, max(1, int(refineCellsBudget/largest)))
 	refined := make([]Result, len(results))
 	errs := make([]error, len(results))
 	jobs := make(chan int)
@@ -326,7 +330,7 @@ func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, points []*po
 	for range min(par, len(todo)) {
 		wg.Go(func() {
 			for i := range jobs {
-				refined[i], errs[i] = refineOne(ctx, meta, agents, points[i], results, i)
+				refined[i], errs[i] = refineOne(ctx, meta, regions[i], agents, points[i], results, i)
 			}
 		})
 	}
@@ -346,23 +350,59 @@ func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, points []*po
 	return nil
 }
 
-// refineCellsBudget bounds the map cells that refinements running at once
-// cover together: each holds a map-sized grid of the other agents and its
-// reference (about 30 bytes per cell of the map), so about 250 MB. An
-// office map (0.12 M cells) refines every agent at once; a 150×100 m map
-// at 5 cm (6 M cells) one agent at a time.
+// refineCellsBudget bounds the cells that refinements running at once
+// cover together: each holds a grid of the other agents over its region
+// (refineRegion) and its reference (about 30 bytes per cell), so about
+// 250 MB. An office refines every agent at once, and so does a 150×100 m
+// map at 5 cm (6 M cells) whose agents each saw a 30 m stretch of it.
 const refineCellsBudget = 1 << 23
+
+// refineSlack is how far, in metres, beyond the moves a refinement may
+// keep (refineMaxShift, and refineMaxTurn at the points' largest radius)
+// its region reaches: the fine search's and ICP's trial poses on the way,
+// which may step past the moves it keeps.
+const refineSlack = 0.5
+
+// refineRegion is the part of the mission map (meta) that agent i's
+// refinement reads, with ps its points at pose: their bounding box, padded
+// by the moves it may keep, refineSlack, and cropMargin for the fields'
+// reach, clipped to the map. Within it the reference has the fields it
+// would have over the whole map, so a refinement over it keeps the poses
+// a refinement over the whole map keeps, for a fraction of the work when
+// the agent saw a fraction of the map (Warp and the distance transform
+// cost per cell). The region is cells of meta, on its cell lattice.
+func refineRegion(meta grid.Meta, ps *pointSets, pose slam.Pose2D) grid.Meta {
+	x0, y0, x1, y1 := math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
+	for _, p := range ps.all {
+		x, y := pose.Apply(p.X, p.Y)
+		x0, y0 = math.Min(x0, x), math.Min(y0, y)
+		x1, y1 = math.Max(x1, x), math.Max(y1, y)
+	}
+	if x1 < x0 {
+		return meta // no points: refineOne finds nothing to do
+	}
+	pad := refineMaxShift + refineMaxTurn*ps.maxRadius + refineSlack + cropMargin
+	cx0 := max(int(math.Floor((x0-pad-meta.Origin.X)/meta.Resolution)), 0)
+	cy0 := max(int(math.Floor((y0-pad-meta.Origin.Y)/meta.Resolution)), 0)
+	cx1 := min(int(math.Floor((x1+pad-meta.Origin.X)/meta.Resolution)), meta.Width-1)
+	cy1 := min(int(math.Floor((y1+pad-meta.Origin.Y)/meta.Resolution)), meta.Height-1)
+	if cx1 < cx0 || cy1 < cy0 {
+		return meta // the points lie off the map: as above
+	}
+	return grid.Meta{Resolution: meta.Resolution, Width: cx1 - cx0 + 1, Height: cy1 - cy0 + 1,
+		Origin: slam.Pose2D{X: meta.Origin.X + float64(cx0)*meta.Resolution, Y: meta.Origin.Y + float64(cy0)*meta.Resolution}}
+}
 
 // refineOne is agent i's result after its refinement (or unchanged, when the
 // refinement would move it too far or lose score), against the other
-// localized agents at their poses in results, which it only reads; ps are
-// agent i's points.
-func refineOne(ctx context.Context, meta grid.Meta, agents []Agent, ps *pointSets, results []Result, i int) (Result, error) {
+// localized agents at their poses in results, which it only reads, over
+// region (refineRegion) of the mission map meta; ps are agent i's points.
+func refineOne(ctx context.Context, meta, region grid.Meta, agents []Agent, ps *pointSets, results []Result, i int) (Result, error) {
 	res := results[i]
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	others, err := grid.New(meta)
+	others, err := grid.New(region)
 	if err != nil {
 		return res, err
 	}
@@ -377,6 +417,7 @@ func refineOne(ctx context.Context, meta grid.Meta, agents []Agent, ps *pointSet
 	if err != nil {
 		return res, nil // nothing else to refine against
 	}
+	ref.bounds = meta
 	old := res.Pose
 	oldScore, _ := ref.evaluate(ps.all, old)
 	start := ref.fineSearch(ps.fine, old, ref.coarseRes/math.Max(ps.maxRadius, 1), ps.pivot)

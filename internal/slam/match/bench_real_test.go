@@ -75,3 +75,27 @@ func BenchmarkGlobalLocalizeReal(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLocalizeAllReal localizes every agent of a real mission from
+// its guesses, as the localization service does: the rounds against the
+// growing team map, then each agent's refinement against the others.
+//
+//	go test -run '^$' -bench LocalizeAllReal -benchmem ./internal/slam/match
+func BenchmarkLocalizeAllReal(b *testing.B) {
+	for _, name := range []string{"intel-local-3", "fr079-local-4"} {
+		b.Run(name, func(b *testing.B) {
+			g, in := realReference(b, name)
+			agents := make([]match.Agent, len(in))
+			for i, a := range in {
+				agents[i] = match.Agent{Submap: a.Submap, Guess: a.Guess, Anchor: a.Anchor}
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := match.LocalizeAll(ctx, g.Meta(), agents, match.Options{}, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,116 @@
+package match
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
+	"github.com/slammesh/slammesh/internal/slam/grid"
+	"github.com/slammesh/slammesh/internal/slam/world"
+	"github.com/slammesh/slammesh/internal/slamproto"
+)
+
+// realMission reads the StartMission request of a real mission
+// (../shared/realdata/missions, next to the project root) as LocalizeAll's
+// input: the mission map and the agents.
+func realMission(tb testing.TB, name string) (grid.Meta, []Agent) {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "shared", "realdata", "missions", name+".json"))
+	if err != nil {
+		tb.Fatalf("real mission %s: %v", name, err)
+	}
+	req := &orchestratorv1.StartMissionRequest{}
+	if err := protojson.Unmarshal(b, req); err != nil {
+		tb.Fatal(err)
+	}
+	ms := req.GetMap()
+	meta, err := grid.MetaForBounds(ms.GetOriginX(), ms.GetOriginY(), ms.GetWidthM(), ms.GetHeightM(), ms.GetResolution())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	in, err := slamproto.AgentsFromProto(req.GetAgents(), meta.Resolution)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	agents := make([]Agent, len(in))
+	for i, a := range in {
+		agents[i] = Agent{Submap: a.Submap, Guess: a.Guess, Anchor: a.Anchor}
+	}
+	return meta, agents
+}
+
+// A refinement over its region (refineRegion) keeps the pose and score a
+// refinement over the whole mission map keeps, on synthetic offices and on
+// the real missions, from the poses the rounds give; and the region is a
+// part of the map, not all of it, where an agent saw a part.
+func TestRefinementOverItsRegionKeepsTheWholeMapsPose(t *testing.T) {
+	t.Parallel()
+	type mission struct {
+		name   string
+		meta   grid.Meta
+		agents []Agent
+	}
+	var missions []mission
+	for _, seed := range []uint64{1, 2, 3, 4, 5, 6} {
+		w, err := world.Generate(world.Config{Seed: seed, Agents: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents := make([]Agent, len(w.Agents))
+		for i, a := range w.Agents {
+			agents[i] = Agent{Submap: a.Submap, Guess: a.InitialGuess, Anchor: a.Anchor}
+		}
+		missions = append(missions, mission{fmt.Sprintf("office seed %d", seed), w.Truth.Meta(), agents})
+	}
+	for _, name := range []string{"intel-local-3", "fr079-local-4"} {
+		meta, agents := realMission(t, name)
+		missions = append(missions, mission{name, meta, agents})
+	}
+	ctx := context.Background()
+	refined, smaller := 0, 0
+	for _, m := range missions {
+		results, err := LocalizeAll(ctx, m.meta, m.agents, Options{SkipRefinement: true}, nil)
+		if err != nil {
+			t.Fatalf("%s: rounds: %v", m.name, err)
+		}
+		for i, a := range m.agents {
+			if a.Anchor || !results[i].Localized {
+				continue
+			}
+			ps := extractPoints(a.Submap)
+			region := refineRegion(m.meta, ps, results[i].Pose)
+			whole, err := refineOne(ctx, m.meta, m.meta, m.agents, ps, results, i)
+			if err != nil {
+				t.Fatalf("%s agent %d: whole map: %v", m.name, i, err)
+			}
+			part, err := refineOne(ctx, m.meta, region, m.agents, ps, results, i)
+			if err != nil {
+				t.Fatalf("%s agent %d: region: %v", m.name, i, err)
+			}
+			const tol = 1e-9
+			if math.Abs(whole.Pose.X-part.Pose.X) > tol || math.Abs(whole.Pose.Y-part.Pose.Y) > tol ||
+				math.Abs(whole.Pose.Theta-part.Pose.Theta) > tol || math.Abs(whole.Score-part.Score) > tol {
+				t.Errorf("%s agent %d: over its region %+v (score %.6f), over the map %+v (score %.6f)",
+					m.name, i, part.Pose, part.Score, whole.Pose, whole.Score)
+			}
+			if whole.Pose != results[i].Pose {
+				refined++
+			}
+			if region.Cells() < m.meta.Cells() {
+				smaller++
+			}
+			t.Logf("%s agent %d: region %d of %d cells; refined %v", m.name, i, region.Cells(), m.meta.Cells(), whole.Pose != results[i].Pose)
+		}
+	}
+	// The comparison means something only if refinements moved poses, and
+	// the region only if it is smaller than the map.
+	if refined == 0 || smaller == 0 {
+		t.Errorf("%d refinements moved a pose and %d regions were smaller than their map: want some of each", refined, smaller)
+	}
+}
