@@ -357,20 +357,29 @@ func refineAll(ctx context.Context, meta grid.Meta, agents []Agent, points []*po
 // map at 5 cm (6 M cells) whose agents each saw a 30 m stretch of it.
 const refineCellsBudget = 1 << 23
 
-// refineSlack is how far, in metres, beyond the moves a refinement may
-// keep (refineMaxShift, and refineMaxTurn at the points' largest radius)
-// its region reaches: the fine search's and ICP's trial poses on the way,
-// which may step past the moves it keeps.
-const refineSlack = 0.5
+// refineSlack is how far, in metres, ICP's trial poses may step beyond
+// the fine search's widest walk before it settles.
+const refineSlack = 0.25
+
+// refinePad is how far, in metres, around agent points at its pose a
+// refinement at resolution res reads the reference, for points at most
+// maxRadius from the pivot: the moves it may keep (refineMaxShift, and
+// refineMaxTurn at maxRadius), the fine search's widest walk (fineRounds
+// boxes of fineN cells), refineSlack, and the reach of the fields, which
+// a wall beyond it cannot change (fineReach2, and a cell).
+func refinePad(res, maxRadius float64) float64 {
+	walk := fineRounds * fineN * res
+	reach := (math.Sqrt(fineReach2(res)) + 1) * res
+	return refineMaxShift + refineMaxTurn*maxRadius + walk + refineSlack + reach
+}
 
 // refineRegion is the part of the mission map (meta) that agent i's
-// refinement reads, with ps its points at pose: their bounding box, padded
-// by the moves it may keep, refineSlack, and cropMargin for the fields'
-// reach, clipped to the map. Within it the reference has the fields it
-// would have over the whole map, so a refinement over it keeps the poses
-// a refinement over the whole map keeps, for a fraction of the work when
-// the agent saw a fraction of the map (Warp and the distance transform
-// cost per cell). The region is cells of meta, on its cell lattice.
+// refinement reads, with ps its points at pose: their bounding box padded
+// by refinePad, clipped to the map. Within it the reference has the fields
+// it would have over the whole map, so a refinement over it keeps the
+// poses a refinement over the whole map keeps, for a fraction of the work
+// when the agent saw a fraction of the map (Warp and the distance
+// transform cost per cell). The region is cells of meta, on its lattice.
 func refineRegion(meta grid.Meta, ps *pointSets, pose slam.Pose2D) grid.Meta {
 	x0, y0, x1, y1 := math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
 	for _, p := range ps.all {
@@ -381,7 +390,7 @@ func refineRegion(meta grid.Meta, ps *pointSets, pose slam.Pose2D) grid.Meta {
 	if x1 < x0 {
 		return meta // no points: refineOne finds nothing to do
 	}
-	pad := refineMaxShift + refineMaxTurn*ps.maxRadius + refineSlack + cropMargin
+	pad := refinePad(meta.Resolution, ps.maxRadius)
 	cx0 := max(int(math.Floor((x0-pad-meta.Origin.X)/meta.Resolution)), 0)
 	cy0 := max(int(math.Floor((y0-pad-meta.Origin.Y)/meta.Resolution)), 0)
 	cx1 := min(int(math.Floor((x1+pad-meta.Origin.X)/meta.Resolution)), meta.Width-1)

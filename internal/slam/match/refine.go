@@ -11,10 +11,12 @@ import (
 	"github.com/slammesh/slammesh/internal/slam/correlate"
 )
 
-// fineN is the fine search's reach in cells, and fineSide its box's side.
+// fineN is the fine search's reach in cells, and fineSide its box's side;
+// fineRounds is how many times it re-centres its box at most.
 const (
-	fineN    = 3
-	fineSide = 2*fineN + 1
+	fineN      = 3
+	fineSide   = 2*fineN + 1
+	fineRounds = 4
 )
 
 // fineSearch refines a coarse peak on the fine field: ±3 cells in x and y
@@ -28,7 +30,7 @@ func (r *Reference) fineSearch(pts []point, start slam.Pose2D, coarseStep float6
 	scores := make([]float32, side*side)
 	best := peak{pose: start, score: -1}
 	center := start
-	for range 4 {
+	for range fineRounds {
 		moved := false
 		px, py := center.Apply(pivot.X, pivot.Y)
 		for k := -nRot; k <= nRot; k++ {

@@ -46,9 +46,10 @@ func realMission(tb testing.TB, name string) (grid.Meta, []Agent) {
 }
 
 // A refinement over its region (refineRegion) keeps the pose and score a
-// refinement over the whole mission map keeps, on synthetic offices and on
-// the real missions, from the poses the rounds give; and the region is a
-// part of the map, not all of it, where an agent saw a part.
+// refinement over the whole mission map keeps, on synthetic offices at 5,
+// 10 and 20 cm and on the real missions, from the poses the rounds give;
+// and the region is a part of the map, not all of it, where an agent saw
+// a part.
 func TestRefinementOverItsRegionKeepsTheWholeMapsPose(t *testing.T) {
 	t.Parallel()
 	type mission struct {
@@ -57,8 +58,14 @@ func TestRefinementOverItsRegionKeepsTheWholeMapsPose(t *testing.T) {
 		agents []Agent
 	}
 	var missions []mission
-	for _, seed := range []uint64{1, 2, 3, 4, 5, 6} {
-		w, err := world.Generate(world.Config{Seed: seed, Agents: 3})
+	for _, c := range []world.Config{
+		{Seed: 1, Agents: 3}, {Seed: 2, Agents: 3}, {Seed: 3, Agents: 3},
+		{Seed: 4, Agents: 3}, {Seed: 5, Agents: 3}, {Seed: 6, Agents: 3},
+		// The fine search's walk and the fields' reach grow with the cell.
+		{Seed: 7, Agents: 3, Resolution: 0.1}, {Seed: 8, Agents: 4, Resolution: 0.1},
+		{Seed: 9, Agents: 3, Resolution: 0.2}, {Seed: 10, Agents: 4, Resolution: 0.2},
+	} {
+		w, err := world.Generate(c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,9 +73,9 @@ func TestRefinementOverItsRegionKeepsTheWholeMapsPose(t *testing.T) {
 		for i, a := range w.Agents {
 			agents[i] = Agent{Submap: a.Submap, Guess: a.InitialGuess, Anchor: a.Anchor}
 		}
-		missions = append(missions, mission{fmt.Sprintf("office seed %d", seed), w.Truth.Meta(), agents})
+		missions = append(missions, mission{fmt.Sprintf("office seed %d at %g m", c.Seed, w.Truth.Meta().Resolution), w.Truth.Meta(), agents})
 	}
-	for _, name := range []string{"intel-local-3", "fr079-local-4"} {
+	for _, name := range []string{"intel-local-3", "intel-odomline-3", "fr079-local-4", "willow-3"} {
 		meta, agents := realMission(t, name)
 		missions = append(missions, mission{name, meta, agents})
 	}
