@@ -295,3 +295,53 @@ func TestMergeInvalid(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalSaysWhatAcceptsEveryAgent: a refusal of the gates goes on
+// adding the other agents and says which gates accept them all; sent as
+// the request's gates, those let the merge through at once. A mission
+// whose changed agent comes twice, under two ids, is refused for both.
+func TestRefusalSaysWhatAcceptsEveryAgent(t *testing.T) {
+	t.Parallel()
+	e := start(t, merge.Config{})
+	ctx := steptest.Context(t)
+	for _, twice := range []bool{false, true} {
+		m := "m-changed-advice"
+		if twice {
+			m += "-twice"
+		}
+		req := mission(t, e, m, world.ChangedWorld)
+		if twice {
+			a := proto.CloneOf(req.Agents[len(req.Agents)-1])
+			p := proto.CloneOf(req.Poses[len(req.Poses)-1])
+			a.AgentId, p.AgentId = a.GetAgentId()+"-again", p.GetAgentId()+"-again"
+			req.Agents, req.Poses = append(req.Agents, a), append(req.Poses, p)
+		}
+		_, err := e.client.MergeMaps(ctx, req)
+		steptest.WantStatus(t, err, codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps)
+		md, msg := rpcerr.Info(err).GetMetadata(), status.Convert(err).Message()
+		t.Logf("twice=%v: %s (%v)", twice, msg, md)
+		share, floor := md["accepting_max_changed_share"], md["accepting_min_consistency"]
+		if share == "" && floor == "" {
+			t.Fatalf("twice=%v: no accepting gate in %v", twice, md)
+		}
+		if twice && !strings.Contains(msg, "they refuse 2 of the 4 agents") {
+			t.Errorf("message %q does not name both refusals", msg)
+		}
+		for _, g := range []struct {
+			v   string
+			dst *float64
+		}{{share, &req.MaxChangedShare}, {floor, &req.MinConsistency}} {
+			if g.v == "" {
+				continue
+			}
+			f, err := strconv.ParseFloat(g.v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			*g.dst = f
+		}
+		if _, err := e.client.MergeMaps(ctx, req); err != nil {
+			t.Errorf("twice=%v: MergeMaps with the refusal's gates (max_changed_share %g, min_consistency %g): %v", twice, req.MaxChangedShare, req.MinConsistency, err)
+		}
+	}
+}

@@ -391,7 +391,11 @@ func (s *Server) fuse(ctx context.Context, base *grid.Grid, in []fuse.Input, ids
 			for j := range judged {
 				judged[j] = in[j].Pose
 			}
-			return nil, 0, &fuseError{err: err, ids: ids, judged: judged}
+			fe := &fuseError{err: err, ids: ids, judged: judged, total: len(in)}
+			if inc := (*fuse.InconsistencyError)(nil); errors.As(err, &inc) {
+				fe.survey = surveyRest(ctx, merger, in, k, fe.id, inc)
+			}
+			return nil, 0, fe
 		}
 		msg := "fused " + ids[k]
 		if ar.Judged {
@@ -413,6 +417,10 @@ type fuseError struct {
 	// one that failed, in order: a refusal's figures mean something only
 	// at them, and the mission keeps no poses once it compensated.
 	judged []slam.Pose2D
+	// total is how many inputs the merge had; survey, for a refusal of the
+	// gates, what accepting them all needs.
+	total  int
+	survey survey
 }
 
 func (e *fuseError) Error() string { return e.err.Error() }
@@ -494,14 +502,18 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return rpcerr.InvalidArgument(fieldErr.Field, fieldErr.Err.Error())
 	case errors.As(err, &fuseErr) && errors.As(err, &incErr):
 		id := fuseErr.id(incErr.Agent)
-		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps,
-			fmt.Sprintf("%s contradicts the map: %s; a wrong pose or a changed world (a building whose glass or doors the passes saw differently: StartMission's max_changed_share and min_consistency accept more change)%s", id, inconsistency(incErr), judgedPoses(fuseErr)),
+		md := []string{
 			"agent", id,
 			"consistency", exact(incErr.Consistency),
 			"threshold", exact(incErr.Threshold),
 			"min_consistency", exact(incErr.Threshold),
 			"changed_share", exact(incErr.ChangedShare),
-			"max_changed_share", exact(incErr.MaxChangedShare))
+			"max_changed_share", exact(incErr.MaxChangedShare),
+		}
+		md = append(md, fuseErr.survey.metadata()...)
+		return rpcerr.New(codes.FailedPrecondition, rpcerr.ReasonInconsistentMaps,
+			fmt.Sprintf("%s contradicts the map: %s; a wrong pose or a changed world (a building whose glass or doors the passes saw differently: StartMission's max_changed_share and min_consistency accept more change)%s%s", id, inconsistency(incErr), fuseErr.survey.advice(fuseErr.total), judgedPoses(fuseErr)),
+			md...)
 	case errors.Is(err, slam.ErrInvalidArgument):
 		return rpcerr.InvalidArgument("agents", slam.Detail(err))
 	case errors.As(err, &noMap):
