@@ -26,8 +26,11 @@ const DefaultMapMargin = 2.0
 // agents' observations: the map grows by that much on every side. It fails
 // when no agent with a guess observed anything.
 func MapFor(agents []*typesv1.Agent, resolution, margin float64) (*typesv1.MapSpec, error) {
-	if !(resolution > 0) || !(margin >= 0) {
-		return nil, fmt.Errorf("map resolution %g m, margin %g m: want > 0 and >= 0", resolution, margin)
+	if !(resolution > 0) {
+		return nil, fmt.Errorf("map resolution %g m: want more than 0", resolution)
+	}
+	if !(margin >= 0) {
+		return nil, fmt.Errorf("map margin %g m: want 0 or more", margin)
 	}
 	placed := emptyBounds()
 	grow := 0.0

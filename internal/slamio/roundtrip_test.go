@@ -187,6 +187,14 @@ func TestMapForGrowsByUnguessedAgents(t *testing.T) {
 	if _, err := slamio.MapFor([]*typesv1.Agent{other}, 0.5, 1); err == nil {
 		t.Error("a map from unguessed agents only was accepted")
 	}
+	// Each bad argument is named alone (found by a helper: "--resolution 0"
+	// read "want > 0 and >= 0").
+	if _, err := slamio.MapFor([]*typesv1.Agent{anchor}, 0, 1); err == nil || err.Error() != "map resolution 0 m: want more than 0" {
+		t.Errorf("resolution 0: %v", err)
+	}
+	if _, err := slamio.MapFor([]*typesv1.Agent{anchor}, 0.5, -1); err == nil || err.Error() != "map margin -1 m: want 0 or more" {
+		t.Errorf("margin -1: %v", err)
+	}
 }
 
 // TestRequestRefusesWhatTheServiceWould: a submap past the service's

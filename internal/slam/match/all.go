@@ -140,7 +140,7 @@ func LocalizeAll(ctx context.Context, meta grid.Meta, agents []Agent, opts Optio
 				// Only the anchor is in the reference yet: say which of its
 				// inputs to look at, not what the matcher lacks.
 				m := ref.Meta()
-				err = fmt.Errorf("%w: the anchor placed at its guess leaves no wall inside the mission map (%g x %g m from (%g, %g)): the map's bounds miss the anchor's data, or the anchor saw no walls",
+				err = fmt.Errorf("%w: the anchor placed at its guess leaves no wall inside the mission map (%.6g x %.6g m from (%.6g, %.6g)): the map's bounds miss the anchor's data, or the anchor saw no walls",
 					slam.ErrInsufficientData, float64(m.Width)*m.Resolution, float64(m.Height)*m.Resolution, m.Origin.X, m.Origin.Y)
 			}
 			return results, err

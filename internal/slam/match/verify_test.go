@@ -93,6 +93,14 @@ func TestVerificationMessageSaysWhatToDo(t *testing.T) {
 	if strings.Contains(window, "accepts more change") || !strings.Contains(window, "slamctl --max-free-conflict) above 0.369") {
 		t.Errorf("default window: %q does not point to the mission's limit, above the conflict measured", window)
 	}
+	// A conflict past 1 is past any limit the mission may set (found by a
+	// helper: "above 1.288", which slamctl and the service refuse).
+	past := res
+	past.FreeConflict = 1.288
+	beyond := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: past, Threshold: DefaultMaxFreeConflict, Verification: true}).Error()
+	if strings.Contains(beyond, "above 1.288") || !strings.Contains(beyond, "past anything max_free_conflict (at most 1) accepts") || !strings.Contains(beyond, "initial guess") {
+		t.Errorf("conflict past 1: %q advises a limit no one may set, or not the guess", beyond)
+	}
 }
 
 // A refusal whose best pose lies on the window's edge says that the guess
