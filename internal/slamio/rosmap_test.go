@@ -290,6 +290,23 @@ func TestMapYAMLByteOrderMark(t *testing.T) {
 	}
 }
 
+// TestMapYAMLBlocksOfOtherKeysAndTheDocumentEnd: a key map_server does not
+// read may hold a nested block or a block list, and "..." ends the
+// document, as yaml-cpp reads them (found by a helper: both were refused).
+func TestMapYAMLBlocksOfOtherKeysAndTheDocumentEnd(t *testing.T) {
+	t.Parallel()
+	doc := "image: m.pgm\nmetadata:\n  author: me\n  tools:\n    - gmapping\n\n    - map_saver\nresolution: 0.05\n" +
+		"tags:\n- lab\n- floor 2\norigin: [1, 2, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n...\nnot: [a map key\n"
+	y, err := slamio.ParseMapYAML([]byte(doc), "blocks.yaml")
+	if err != nil || y.Image != "m.pgm" || y.Resolution != 0.05 || y.Origin != [3]float64{1, 2, 0} || y.FreeThresh != 0.25 {
+		t.Fatalf("%+v, %v", y, err)
+	}
+	// An indented line under a key map_server reads is still refused.
+	if _, err := slamio.ParseMapYAML([]byte("image: m.pgm\n  extra: 1\n"), "indent.yaml"); err == nil || !strings.Contains(err.Error(), "indent.yaml:2") {
+		t.Errorf("an indented line under image: %v, want an error naming line 2", err)
+	}
+}
+
 // TestMapYAMLQuotedNumbers: quoted numbers read as plain ones, as
 // yaml-cpp converts them for map_server (found by a review: a quoted
 // resolution was refused as not a number).

@@ -60,7 +60,8 @@ var yamlKeys = []string{"image", "resolution", "origin", "negate", "occupied_thr
 // ParseMapYAML reads the map_server subset of YAML: one "key: value" per
 // line (not a flow mapping "{key: value, …}"), '#' comments, quoted or plain scalars, and origin as a flow
 // sequence "[x, y, yaw]" or a block sequence of "- v" lines. negate is 0/1
-// or a boolean, as nav2 accepts either. Errors name file and line: a
+// or a boolean, as nav2 accepts either. Keys it does not read may hold
+// nested blocks, and "..." ends the document. Errors name file and line: a
 // missing key names the last line.
 func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 	y := &MapYAML{Mode: ModeTrinary}
@@ -72,6 +73,9 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 		line := stripComment(lines[i])
 		if strings.TrimSpace(line) == "" || strings.TrimSpace(line) == "---" {
 			continue
+		}
+		if strings.TrimRight(line, " \t\r") == "..." {
+			break // the end of the document: what follows is not the map's
 		}
 		if strings.HasPrefix(strings.TrimSpace(line), "{") {
 			return nil, lineErr(name, i+1, "a flow mapping {…} is not read: write one key: value per line, as map_saver does")
@@ -140,6 +144,16 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 			y.Mode = MapMode(strings.ToLower(m)) // nav2's map_mode_from_string lowercases too
 			if y.Mode != ModeTrinary && y.Mode != ModeScale && y.Mode != ModeRaw {
 				err = fmt.Errorf("mode %s: want trinary, scale or raw", val)
+			}
+		default:
+			// A key map_server does not read (frame_id, a tool's metadata)
+			// may hold a block: its indented lines and "- " items are its.
+			for i+1 < len(lines) {
+				next := stripComment(lines[i+1])
+				if t := strings.TrimSpace(next); t != "" && next[0] != ' ' && next[0] != '\t' && !strings.HasPrefix(t, "-") {
+					break
+				}
+				i++
 			}
 		}
 		if err != nil {
