@@ -2,41 +2,18 @@ package match_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
-	orchestratorv1 "github.com/slammesh/slammesh/gen/slammesh/orchestrator/v1"
 	"github.com/slammesh/slammesh/internal/slam/fuse"
 	"github.com/slammesh/slammesh/internal/slam/grid"
 	"github.com/slammesh/slammesh/internal/slam/match"
-	"github.com/slammesh/slammesh/internal/slamproto"
 )
 
-// realReference loads a real mission (../shared/realdata/missions, next to
-// the project root) and returns its anchor's submap fused into the mission
-// map at its pose, and the agents.
-func realReference(tb testing.TB, name string) (*grid.Grid, []slamproto.Agent) {
+// realReference loads a real mission (match.RealMission) and returns its
+// anchor's submap fused into the mission map at its pose, and the agents.
+func realReference(tb testing.TB, name string) (*grid.Grid, []match.Agent) {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "shared", "realdata", "missions", name+".json"))
-	if err != nil {
-		tb.Fatalf("real mission %s: %v", name, err)
-	}
-	req := &orchestratorv1.StartMissionRequest{}
-	if err := protojson.Unmarshal(b, req); err != nil {
-		tb.Fatal(err)
-	}
-	ms := req.GetMap()
-	meta, err := grid.MetaForBounds(ms.GetOriginX(), ms.GetOriginY(), ms.GetWidthM(), ms.GetHeightM(), ms.GetResolution())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	agents, err := slamproto.AgentsFromProto(req.GetAgents(), meta.Resolution)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	meta, agents := match.RealMission(tb, name)
 	ref, err := grid.New(meta)
 	if err != nil {
 		tb.Fatal(err)
@@ -84,11 +61,7 @@ func BenchmarkGlobalLocalizeReal(b *testing.B) {
 func BenchmarkLocalizeAllReal(b *testing.B) {
 	for _, name := range []string{"intel-local-3", "fr079-local-4"} {
 		b.Run(name, func(b *testing.B) {
-			g, in := realReference(b, name)
-			agents := make([]match.Agent, len(in))
-			for i, a := range in {
-				agents[i] = match.Agent{Submap: a.Submap, Guess: a.Guess, Anchor: a.Anchor}
-			}
+			g, agents := realReference(b, name)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {

@@ -1,0 +1,4 @@
+package match
+
+// RealMission is realMission, for the external tests.
+var RealMission = realMission
