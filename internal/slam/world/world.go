@@ -234,11 +234,23 @@ func rasterise(meta grid.Meta, shapes []Rect) (*grid.Grid, error) {
 // cosine of the pose's heading plus the beam's angle.
 type beamDir struct{ s, c float64 }
 
+// lidarBeams are the simulated lidar's beam directions in the sensor frame
+// (AngleMin -π, LidarBeams of them over the full turn), for simulateScan.
+var lidarBeams = func() (dirs [LidarBeams]beamDir) {
+	scan := slam.LaserScan{AngleMin: -math.Pi, AngleIncrement: 2 * math.Pi / LidarBeams}
+	for b := range dirs {
+		dirs[b].s, dirs[b].c = math.Sincos(scan.BeamAngle(b))
+	}
+	return dirs
+}()
+
 // simulateScan casts the lidar's beams from pose against sc, adding Gaussian
 // range noise and random dropouts (NaN), and reporting no return as +Inf.
 // It writes the beams' directions to dirs (LidarBeams of them): the checks
 // of a drive (overlap, seesSealed, markSeen) need the very same values, and
-// computing each once spares a math.Sincos per beam and check.
+// computing each once spares a math.Sincos per beam and check. A beam's
+// direction in the world is its sensor-frame direction (lidarBeams) turned
+// by the pose's heading, one Sincos per scan instead of one per beam.
 func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout float64, dirs []beamDir) slam.LaserScan {
 	scan := slam.LaserScan{
 		AngleMin:       -math.Pi,
@@ -247,8 +259,10 @@ func simulateScan(sc *scene, pose slam.Pose2D, r *rand.Rand, noise, dropout floa
 		RangeMax:       LidarRange,
 		Ranges:         make([]float32, LidarBeams),
 	}
+	ps, pc := math.Sincos(pose.Theta)
 	for b := range LidarBeams {
-		s, c := math.Sincos(pose.Theta + scan.BeamAngle(b))
+		in := lidarBeams[b]
+		s, c := ps*in.c+pc*in.s, pc*in.c-ps*in.s
 		dirs[b] = beamDir{s: s, c: c}
 		d := sc.raycast(pose.X, pose.Y, c, s, LidarRange)
 		n := r.NormFloat64()
@@ -295,16 +309,19 @@ func submapMeta(res float64, odom []slam.Pose2D, scans []slam.LaserScan) (grid.M
 		x0, y0 = min(x0, x), min(y0, y)
 		x1, y1 = max(x1, x), max(y1, y)
 	}
+	var beams grid.Beams // one Sincos per beam, and one per pose to turn them
 	for k, p := range odom {
 		grow(p.X, p.Y)
 		sc := scans[k]
+		cos, sin := beams.For(sc)
+		ps, pc := math.Sincos(p.Theta)
 		for b, r := range sc.Ranges {
 			rr := float64(r)
 			if math.IsNaN(rr) || rr < sc.RangeMin {
 				continue
 			}
 			rr = min(rr, sc.RangeMax)
-			s, c := math.Sincos(p.Theta + sc.BeamAngle(b))
+			s, c := ps*cos[b]+pc*sin[b], pc*cos[b]-ps*sin[b]
 			grow(p.X+rr*c, p.Y+rr*s)
 		}
 	}
