@@ -87,7 +87,10 @@ func (g *generator) agent(i int) (Agent, error) {
 			d[k] = flat[k*LidarBeams : (k+1)*LidarBeams]
 			s[k] = simulateScan(sc, pose, sensor, cfg.RangeNoise, cfg.DropoutRate, d[k])
 		}
-		overlap := g.overlap(p, s, d)
+		overlap := 0.0 // the anchor's: no earlier agent saw anything
+		if i > 0 {
+			overlap = g.overlap(p, s, d)
+		}
 		quality := overlap
 		seesVault := cfg.Kind == SealedAgent && !a.Sealed && g.seesSealed(p, s, d)
 		if seesVault {
@@ -125,7 +128,9 @@ func (g *generator) agent(i int) (Agent, error) {
 			rel.Theta += sensor.NormFloat64() * cfg.OdomRotNoise * d
 			a.Odometry[k] = a.Odometry[k-1].Compose(rel)
 		}
-		g.markSeen(pose, a.Scans[k], dirs[k])
+		if !last { // what the agents after this one may overlap
+			g.markSeen(pose, a.Scans[k], dirs[k])
+		}
 	}
 	return a, nil
 }
