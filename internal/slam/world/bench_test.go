@@ -17,26 +17,3 @@ func BenchmarkGenerateTiny(b *testing.B) {
 		}
 	}
 }
-
-// BenchmarkStartAgentsOffice is what StartMission of a `slamctl bench
-// --workload office` mission waits for (three agents driving in a 20×15 m
-// office, a new seed each): StartAgents returns once the agents drove, and
-// their submaps are integrated in the background, outside the timing.
-//
-//	go test -run '^$' -bench 'StartAgents' -benchmem ./internal/slam/world
-func BenchmarkStartAgentsOffice(b *testing.B) {
-	b.ReportAllocs()
-	seed := uint64(0)
-	for b.Loop() {
-		seed++
-		p, err := StartAgents(Config{Seed: seed, Agents: 3, WidthM: 20, HeightM: 15})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		if _, err := p.Wait(); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-	}
-}

@@ -230,8 +230,9 @@ func rasterise(meta grid.Meta, shapes []Rect) (*grid.Grid, error) {
 	return g, nil
 }
 
-// beamDir is the direction of one beam in the map frame: the sine and
-// cosine of the pose's heading plus the beam's angle.
+// beamDir is the direction of one beam, its sine and cosine: in the map
+// frame (the pose's heading plus the beam's angle) for a drive's checks,
+// in the sensor frame in lidarBeams.
 type beamDir struct{ s, c float64 }
 
 // lidarBeams are the simulated lidar's beam directions in the sensor frame
