@@ -35,8 +35,11 @@ type Merger struct {
 	keep    int64
 	scratch []float32
 	// glass is the see-through test's state (the inputs so far and its
-	// beam budget); nil once an input was refused: the merge has failed,
-	// and forgiving later inputs would change nothing but their reports.
+	// beam budget). It stays on after a refusal: the inputs' reports after
+	// it are what the merge service's survey advises gates from, and they
+	// must be what a merge with those gates would find (without the test a
+	// Freiburg survey named a fourth agent and a share of 0.0261 where
+	// 0.0148 accepts all). The budget bounds what a run of refusals costs.
 	glass *seeThroughState
 	// coarse is, per map cell, how many map cells wide the coarsest input
 	// added there had its cells (compareAndAdd's boundary tolerance); nil
@@ -69,9 +72,7 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 		return AgentReport{}, fmt.Errorf("input %d (agent %d): %w", k, in.Agent, err)
 	}
 	buf := bufferPool.Get().(*buffers)
-	if m.glass != nil {
-		m.glass.earlier = m.inputs[:k]
-	}
+	m.glass.earlier = m.inputs[:k]
 	ar, win := compareAndAdd(m.out, in, m.coarse, m.glass, m.opts, m.scratch, buf)
 	bufferPool.Put(buf)
 	m.markCoarse(in, win)
@@ -85,7 +86,6 @@ func (m *Merger) Add(in Input) (AgentReport, error) {
 		m.scratch = win.v // not kept: the next input may reuse it
 	}
 	if m.opts.refuses(ar) {
-		m.glass = nil
 		return ar, &InconsistencyError{Agent: in.Agent, Consistency: ar.Consistency, Threshold: m.opts.MinConsistency,
 			ChangedShare: ar.ChangedShare, MaxChangedShare: m.opts.MaxChangedShare, Report: ar}
 	}

@@ -185,3 +185,36 @@ func BenchmarkSeeThrough(b *testing.B) {
 		})
 	}
 }
+
+// TestGlassIsForgivenAfterARefusal: a refused input does not end the
+// see-through test for the inputs after it. A merge that goes on after a
+// refusal (the merge service's survey of what gates accept every agent)
+// must judge them as the merge with those gates would: agent B of the
+// glass case, added after an agent the gates refuse (the partition gone,
+// looked through head-on), is forgiven the pane as it is without that
+// agent.
+func TestGlassIsForgivenAfterARefusal(t *testing.T) {
+	meta, err := grid.MetaForBounds(-0.5, -0.5, 13, 5, 0.05)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := []wall{{0, 0, 12, 0, false}, {12, 0, 12, 4, false}, {12, 4, 0, 4, false}, {0, 4, 0, 0, false}}
+	glass := append(room[:4:4], wall{0, 2, 12, 2, true})
+	a := drive(t, meta, glass, facingUp, along(4, 8, 1, 17))
+	opening := drive(t, meta, room, allRound, along(5, 7, 3.5, 20))
+	b := drive(t, meta, glass, allRound, along(0.5, 1.45, 3.5, 20))
+	a.Agent, opening.Agent, b.Agent = 0, 1, 2
+	base, _ := grid.New(meta)
+	m := fuse.NewMerger(base, fuse.Options{})
+	if _, err := m.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Add(opening); !errors.Is(err, slam.ErrInconsistent) {
+		t.Fatalf("the opening: got %v, want ErrInconsistent", err)
+	}
+	ar, err := m.Add(b)
+	t.Logf("B after the refusal: share %.4f, consistency %.4f, %d forgiven: %v", ar.ChangedShare, ar.Consistency, ar.SeeThroughCells, err)
+	if ar.SeeThroughCells == 0 {
+		t.Fatalf("B after a refusal: no cell forgiven, want the pane (%v)", err)
+	}
+}
