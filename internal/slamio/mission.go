@@ -24,13 +24,18 @@ const DefaultMapMargin = 2.0
 // the others to localize at all, so its observations lie within its own
 // extent (the diagonal of their bounding box in its frame) of the guessed
 // agents' observations: the map grows by that much on every side. It fails
-// when no agent with a guess observed anything.
+// when no agent with a guess observed anything, and names a resolution or
+// margin that is not a finite number in its range.
 func MapFor(agents []*typesv1.Agent, resolution, margin float64) (*typesv1.MapSpec, error) {
-	if !(resolution > 0) {
+	switch {
+	case !(resolution > 0):
 		return nil, fmt.Errorf("map resolution %g m: want more than 0", resolution)
-	}
-	if !(margin >= 0) {
+	case math.IsInf(resolution, 1):
+		return nil, fmt.Errorf("map resolution %g m: want a finite number", resolution)
+	case !(margin >= 0):
 		return nil, fmt.Errorf("map margin %g m: want 0 or more", margin)
+	case math.IsInf(margin, 1):
+		return nil, fmt.Errorf("map margin %g m: want a finite number", margin)
 	}
 	placed := emptyBounds()
 	grow := 0.0

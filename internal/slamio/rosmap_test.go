@@ -291,8 +291,9 @@ func TestMapYAMLByteOrderMark(t *testing.T) {
 }
 
 // TestMapYAMLBlocksOfOtherKeysAndTheDocumentEnd: a key map_server does not
-// read may hold a nested block or a block list, and "..." ends the
-// document, as yaml-cpp reads them (found by a helper: both were refused).
+// read may hold a nested block or a block list, "..." and a second
+// document's "---" end the document, and keys may be quoted, as yaml-cpp
+// reads them (found by helpers: each was refused).
 func TestMapYAMLBlocksOfOtherKeysAndTheDocumentEnd(t *testing.T) {
 	t.Parallel()
 	doc := "image: m.pgm\nmetadata:\n  author: me\n  tools:\n    - gmapping\n\n    - map_saver\nresolution: 0.05\n" +
@@ -300,6 +301,14 @@ func TestMapYAMLBlocksOfOtherKeysAndTheDocumentEnd(t *testing.T) {
 	y, err := slamio.ParseMapYAML([]byte(doc), "blocks.yaml")
 	if err != nil || y.Image != "m.pgm" || y.Resolution != 0.05 || y.Origin != [3]float64{1, 2, 0} || y.FreeThresh != 0.25 {
 		t.Fatalf("%+v, %v", y, err)
+	}
+	// A second document is not the map's, as yaml-cpp's LoadFile reads
+	// only the first; quoted keys read as plain ones (both found by a
+	// helper: the second document's keys were taken as duplicates, and
+	// "image": as a key of its own).
+	two := "---\n\"image\": m.pgm\n'resolution' : 0.05\norigin: [1, 2, 0]\nnegate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n---\nimage: other.pgm\n"
+	if y, err := slamio.ParseMapYAML([]byte(two), "two.yaml"); err != nil || y.Image != "m.pgm" || y.Resolution != 0.05 {
+		t.Errorf("two documents, quoted keys: %+v, %v", y, err)
 	}
 	// An indented line under a key map_server reads is still refused.
 	if _, err := slamio.ParseMapYAML([]byte("image: m.pgm\n  extra: 1\n"), "indent.yaml"); err == nil || !strings.Contains(err.Error(), "indent.yaml:2") {

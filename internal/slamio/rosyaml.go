@@ -60,8 +60,9 @@ var yamlKeys = []string{"image", "resolution", "origin", "negate", "occupied_thr
 // ParseMapYAML reads the map_server subset of YAML: one "key: value" per
 // line (not a flow mapping "{key: value, …}"), '#' comments, quoted or plain scalars, and origin as a flow
 // sequence "[x, y, yaw]" or a block sequence of "- v" lines. negate is 0/1
-// or a boolean, as nav2 accepts either. Keys it does not read may hold
-// nested blocks, and "..." ends the document. Errors name file and line: a
+// or a boolean, as nav2 accepts either. Keys may be quoted; keys it does
+// not read may hold nested blocks; "..." ends the document, and so does a
+// second document's "---" (yaml-cpp's LoadFile reads the first). Errors name file and line: a
 // missing key names the last line.
 func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 	y := &MapYAML{Mode: ModeTrinary}
@@ -71,11 +72,16 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 	lines := strings.Split(strings.TrimPrefix(string(data), "\ufeff"), "\n")
 	for i := 0; i < len(lines); i++ {
 		line := stripComment(lines[i])
-		if strings.TrimSpace(line) == "" || strings.TrimSpace(line) == "---" {
+		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		if strings.TrimRight(line, " \t\r") == "..." {
-			break // the end of the document: what follows is not the map's
+		if t := strings.TrimRight(line, " \t\r"); t == "---" && len(seen) == 0 {
+			continue // the start of the first document
+		} else if t == "---" || t == "..." {
+			// The end of the document, or the start of a second one:
+			// yaml-cpp's LoadFile, which map_server reads the YAML with,
+			// returns the first document only.
+			break
 		}
 		if strings.HasPrefix(strings.TrimSpace(line), "{") {
 			return nil, lineErr(name, i+1, "a flow mapping {…} is not read: write one key: value per line, as map_saver does")
@@ -83,11 +89,10 @@ func ParseMapYAML(data []byte, name string) (*MapYAML, error) {
 		if line[0] == ' ' || line[0] == '\t' {
 			return nil, lineErr(name, i+1, "unexpected indented line %q", strings.TrimSpace(line))
 		}
-		key, val, ok := strings.Cut(line, ":")
+		key, val, ok := splitKey(line)
 		if !ok {
 			return nil, lineErr(name, i+1, "want key: value, got %q", strings.TrimSpace(line))
 		}
-		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
 		if prev, dup := seen[key]; dup {
 			return nil, lineErr(name, i+1, "key %q already given on line %d", key, prev)
 		}
@@ -178,6 +183,22 @@ func checkThresholds(occ, free float64) error {
 		return fmt.Errorf("thresholds free %g, occupied %g: want 0 <= free < occupied <= 1", free, occ)
 	}
 	return nil
+}
+
+// splitKey splits a "key: value" line at the colon after its key, which
+// may be quoted ("image": m.pgm reads as image, as in yaml-cpp); key and
+// value come back trimmed and the key unquoted.
+func splitKey(line string) (key, val string, ok bool) {
+	if q := line[0]; q == '"' || q == '\'' {
+		end := strings.IndexByte(line[1:], q)
+		if end < 0 {
+			return "", "", false
+		}
+		rest, ok := strings.CutPrefix(strings.TrimLeft(line[end+2:], " \t"), ":")
+		return line[1 : end+1], strings.TrimSpace(rest), ok
+	}
+	key, val, ok = strings.Cut(line, ":")
+	return strings.TrimSpace(key), strings.TrimSpace(val), ok
 }
 
 func stripComment(s string) string {

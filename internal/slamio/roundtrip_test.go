@@ -1,6 +1,7 @@
 package slamio_test
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,6 +195,14 @@ func TestMapForGrowsByUnguessedAgents(t *testing.T) {
 	}
 	if _, err := slamio.MapFor([]*typesv1.Agent{anchor}, 0.5, -1); err == nil || err.Error() != "map margin -1 m: want 0 or more" {
 		t.Errorf("margin -1: %v", err)
+	}
+	// Nor infinities, which made a mission.json of NaN and Inf bounds
+	// (found by a helper).
+	if _, err := slamio.MapFor([]*typesv1.Agent{anchor}, math.Inf(1), 1); err == nil || err.Error() != "map resolution +Inf m: want a finite number" {
+		t.Errorf("resolution +Inf: %v", err)
+	}
+	if _, err := slamio.MapFor([]*typesv1.Agent{anchor}, 0.5, math.Inf(1)); err == nil || err.Error() != "map margin +Inf m: want a finite number" {
+		t.Errorf("margin +Inf: %v", err)
 	}
 }
 
