@@ -194,9 +194,13 @@ func (e *LocalizationError) ConflictCause() string {
 		window = DefaultMaxFreeConflict
 	}
 	switch {
-	case e.Threshold >= window && e.Result.FreeConflict >= 1:
+	case e.Threshold >= window && e.Result.FreeConflict > 1:
 		// No limit the mission may set (at most 1) accepts it.
 		why += fmt.Sprintf("; its conflict %.3f is past anything max_free_conflict (at most 1) accepts: most likely the pose is wrong, so check the agent's initial guess", e.Result.FreeConflict)
+	case e.Threshold >= window && e.Result.FreeConflict > 0.9995:
+		// "above 1.000" would read as past the largest limit, which takes
+		// a conflict of 1 (the gate refuses only more than the limit).
+		why += "; only max_free_conflict 1, its largest, accepts this pose: most likely the pose is wrong, so check the agent's initial guess"
 	case e.Threshold >= window:
 		// A window no wider than the default: its limit is the mission's.
 		why += fmt.Sprintf("; in a much changed world, max_free_conflict (slamctl --max-free-conflict) above %.3f accepts this pose, and wrong ones more easily too", e.Result.FreeConflict)

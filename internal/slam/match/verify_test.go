@@ -101,6 +101,13 @@ func TestVerificationMessageSaysWhatToDo(t *testing.T) {
 	if strings.Contains(beyond, "above 1.288") || !strings.Contains(beyond, "past anything max_free_conflict (at most 1) accepts") || !strings.Contains(beyond, "initial guess") {
 		t.Errorf("conflict past 1: %q advises a limit no one may set, or not the guess", beyond)
 	}
+	// A conflict of exactly 1 is accepted by a limit of 1: the gate refuses
+	// only more (found by a helper: it was said to be past every limit).
+	past.FreeConflict = 1
+	one := (&LocalizationError{Reason: slam.ErrInsufficientOverlap, Result: past, Threshold: DefaultMaxFreeConflict, Verification: true}).Error()
+	if strings.Contains(one, "past anything") || strings.Contains(one, "above 1.000") || !strings.Contains(one, "only max_free_conflict 1") {
+		t.Errorf("conflict 1: %q does not say that the largest limit accepts it", one)
+	}
 }
 
 // A refusal whose best pose lies on the window's edge says that the guess
